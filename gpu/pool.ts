@@ -1,0 +1,195 @@
+/**
+ * A pool of GPU storage buffers that reuses freed buffers by size class.
+ *
+ * Size classes are 256-byte multiples rounded up to the next power of two or 1.5× a power of two,
+ * so at most a third of a buffer is slack. A buffer released to the pool may still be read by GPU
+ * work already recorded: that is safe, because every later use of it is recorded (and therefore
+ * executed) after that work on the same queue. Only `destroy` must wait until pending work is
+ * submitted, which {@linkcode Gpu.trimPool} does.
+ *
+ * @module
+ */
+
+/** Buffer usage of every pooled buffer: storage, copy source and copy destination. */
+export const POOL_USAGE: number = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
+
+/**
+ * The size class (bytes) a request of `bytes` is served from.
+ *
+ * @example
+ * ```ts
+ * import { sizeClass } from "@modern-cnn/webgpu/gpu";
+ * sizeClass(1000); // 1024
+ * sizeClass(1025); // 1536
+ * ```
+ */
+export function sizeClass(bytes: number): number {
+  const b = Math.max(256, Math.ceil(bytes / 256) * 256);
+  const p = 2 ** Math.floor(Math.log2(b));
+  if (b === p) return p;
+  if (b <= p * 1.5) return Math.ceil((p * 1.5) / 256) * 256;
+  return p * 2;
+}
+
+/** Counters of a {@linkcode BufferPool}. */
+export interface PoolStats {
+  /** Bytes of all buffers the pool has created and not destroyed (live and free). */
+  readonly allocatedBytes: number;
+  /** The largest `allocatedBytes` seen. */
+  readonly peakBytes: number;
+  /** Bytes of buffers currently handed out. */
+  readonly liveBytes: number;
+  /** The largest `liveBytes` seen (peak memory actually in use). */
+  readonly peakLiveBytes: number;
+  /** Bytes of free buffers waiting for reuse. */
+  readonly freeBytes: number;
+  /** How many requests were served by a reused buffer. */
+  readonly reuses: number;
+  /** How many buffers were created. */
+  readonly creates: number;
+}
+
+/**
+ * Reuses GPU buffers by size class. Created by {@linkcode Gpu}; use `gpu.pool`.
+ *
+ * @example
+ * ```ts
+ * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+ * const gpu = await requestGpu();
+ * const buf = gpu.pool.acquire(4096);
+ * gpu.pool.release(buf);
+ * console.log(gpu.pool.stats.reuses); // 0
+ * ```
+ */
+export class BufferPool {
+  #device: GPUDevice;
+  #free = new Map<number, GPUBuffer[]>();
+  #allocated = 0;
+  #peak = 0;
+  #live = 0;
+  #peakLive = 0;
+  #freeBytes = 0;
+  #reuses = 0;
+  #creates = 0;
+
+  /**
+   * Creates a pool on `device`.
+   *
+   * @example
+   * ```ts
+   * import { BufferPool } from "@modern-cnn/webgpu/gpu";
+   * const adapter = await navigator.gpu.requestAdapter();
+   * const pool = new BufferPool(await adapter!.requestDevice());
+   * ```
+   */
+  constructor(device: GPUDevice) {
+    this.#device = device;
+  }
+
+  /**
+   * A buffer of at least `bytes` bytes with {@linkcode POOL_USAGE}; contents are undefined.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const b = gpu.pool.acquire(100); // b.size === 256
+   * ```
+   */
+  acquire(bytes: number, label = "tensor"): GPUBuffer {
+    const cls = sizeClass(bytes);
+    const list = this.#free.get(cls);
+    let buf: GPUBuffer;
+    if (list && list.length > 0) {
+      buf = list.pop()!;
+      this.#freeBytes -= cls;
+      this.#reuses++;
+    } else {
+      buf = this.#device.createBuffer({ label, size: cls, usage: POOL_USAGE });
+      this.#allocated += cls;
+      this.#creates++;
+      this.#peak = Math.max(this.#peak, this.#allocated);
+    }
+    this.#live += cls;
+    this.#peakLive = Math.max(this.#peakLive, this.#live);
+    return buf;
+  }
+
+  /**
+   * Returns a buffer obtained from {@linkcode BufferPool.acquire} for reuse.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.pool.release(gpu.pool.acquire(512));
+   * ```
+   */
+  release(buf: GPUBuffer): void {
+    const cls = buf.size;
+    let list = this.#free.get(cls);
+    if (!list) this.#free.set(cls, list = []);
+    list.push(buf);
+    this.#live -= cls;
+    this.#freeBytes += cls;
+  }
+
+  /**
+   * Destroys every free buffer. Callers must have submitted all work that uses them; prefer
+   * `gpu.trimPool()`, which does so first.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.trimPool();
+   * ```
+   */
+  destroyFree(): void {
+    for (const list of this.#free.values()) {
+      for (const b of list) {
+        this.#allocated -= b.size;
+        b.destroy();
+      }
+    }
+    this.#free.clear();
+    this.#freeBytes = 0;
+  }
+
+  /**
+   * Resets the peak counters to the current values (to measure one phase).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.pool.resetPeak();
+   * ```
+   */
+  resetPeak(): void {
+    this.#peak = this.#allocated;
+    this.#peakLive = this.#live;
+  }
+
+  /**
+   * Current counters.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * console.log(gpu.pool.stats.liveBytes);
+   * ```
+   */
+  get stats(): PoolStats {
+    return {
+      allocatedBytes: this.#allocated,
+      peakBytes: this.#peak,
+      liveBytes: this.#live,
+      peakLiveBytes: this.#peakLive,
+      freeBytes: this.#freeBytes,
+      reuses: this.#reuses,
+      creates: this.#creates,
+    };
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * GPU tensors: a shape, a dtype and a storage buffer, contiguous in row-major (NCHW) order.
+ *
+ * @module
+ */
+
+import type { Gpu } from "./device.ts";
+import { checkShape, formatShape, numel, type Shape } from "./shape.ts";
+
+/**
+ * Element types. `u8` is stored packed, four per 32-bit word (WGSL has no 8-bit type: kernels
+ * read it with `(words[i >> 2] >> ((i & 3) * 8)) & 0xff`).
+ */
+export type DType = "f32" | "i32" | "u32" | "u8";
+
+/** The TypedArray that holds the elements of a dtype on the CPU. */
+export type ArrayFor<D extends DType> = D extends "f32" ? Float32Array
+  : D extends "i32" ? Int32Array
+  : D extends "u32" ? Uint32Array
+  : Uint8Array;
+
+/**
+ * Bytes of storage for `n` elements of `dtype` (u8 rounded up to whole 32-bit words; at least 4).
+ *
+ * @example
+ * ```ts
+ * import { storageBytes } from "@modern-cnn/webgpu/gpu";
+ * storageBytes(5, "u8"); // 8
+ * storageBytes(5, "f32"); // 20
+ * ```
+ */
+export function storageBytes(n: number, dtype: DType): number {
+  const bytes = dtype === "u8" ? Math.ceil(n / 4) * 4 : n * 4;
+  return Math.max(4, bytes);
+}
+
+/** Shared storage of a tensor and its views; the buffer goes back to the pool at zero refs. */
+interface Storage {
+  readonly buffer: GPUBuffer;
+  refs: number;
+}
+
+/**
+ * A tensor on the GPU. Create one with `gpu.tensor(data, { shape })`, `gpu.empty(shape)` or
+ * `gpu.zeros(shape)`; free it with `dispose()` or inside `gpu.scope(...)`.
+ *
+ * @example
+ * ```ts
+ * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+ * const gpu = await requestGpu();
+ * const t = gpu.tensor(new Float32Array([1, 2, 3, 4, 5, 6]), { shape: [2, 3] });
+ * const flat = t.reshape([6]); // a view: no copy
+ * console.log(await flat.toArray()); // Float32Array [1, 2, 3, 4, 5, 6]
+ * t.dispose();
+ * flat.dispose();
+ * ```
+ */
+export class Tensor<D extends DType = DType> {
+  /** The runtime this tensor lives on. */
+  readonly gpu: Gpu;
+  /** Dimensions, outermost first. */
+  readonly shape: Shape;
+  /** Element type. */
+  readonly dtype: D;
+  /** Number of elements. */
+  readonly size: number;
+  #storage: Storage;
+  #disposed = false;
+
+  /**
+   * Wraps a storage buffer. Prefer the factories on {@linkcode Gpu}; this is for runtime code.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu, Tensor } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const buf = gpu.pool.acquire(16);
+   * const t = new Tensor(gpu, buf, { shape: [4], dtype: "f32" });
+   * ```
+   */
+  constructor(gpu: Gpu, buffer: GPUBuffer | Tensor<D>, options: { shape: Shape; dtype: D }) {
+    checkShape("Tensor", options.shape);
+    this.gpu = gpu;
+    this.shape = Object.freeze([...options.shape]);
+    this.dtype = options.dtype;
+    this.size = numel(this.shape);
+    if (buffer instanceof Tensor) {
+      buffer.#assertLive("view");
+      this.#storage = buffer.#storage;
+      this.#storage.refs++;
+    } else {
+      this.#storage = { buffer, refs: 1 };
+    }
+    if (storageBytes(this.size, this.dtype) > this.#storage.buffer.size) {
+      throw new RangeError(
+        `Tensor: shape ${formatShape(this.shape)} (${this.dtype}) needs ` +
+          `${
+            storageBytes(this.size, this.dtype)
+          } bytes, the buffer has ${this.#storage.buffer.size}`,
+      );
+    }
+    gpu._track(this);
+  }
+
+  /**
+   * The GPU buffer (may be larger than the tensor: bind `byteLength` bytes from offset 0).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * console.log(gpu.zeros([3]).buffer.size >= 12); // true
+   * ```
+   */
+  get buffer(): GPUBuffer {
+    this.#assertLive("buffer");
+    return this.#storage.buffer;
+  }
+
+  /**
+   * Bytes the elements occupy (u8 padded to whole words, at least 4).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * console.log(gpu.zeros([3]).byteLength); // 12
+   * ```
+   */
+  get byteLength(): number {
+    return storageBytes(this.size, this.dtype);
+  }
+
+  /**
+   * Whether `dispose()` was called.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const t = gpu.zeros([1]);
+   * t.dispose();
+   * console.log(t.disposed); // true
+   * ```
+   */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * Copies the elements to the CPU (flushes recorded work and waits for it: one GPU round trip).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * console.log(await gpu.tensor(new Int32Array([7]), { shape: [1] }).toArray()); // Int32Array [7]
+   * ```
+   */
+  toArray(): Promise<ArrayFor<D>> {
+    this.#assertLive("toArray");
+    return this.gpu.read(this);
+  }
+
+  /**
+   * A view with another shape of the same number of elements (no copy). One dimension may be -1.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const x = gpu.zeros([2, 3, 4, 4]);
+   * console.log(x.reshape([2, -1]).shape); // [2, 48]
+   * ```
+   */
+  reshape(shape: Shape): Tensor<D> {
+    this.#assertLive("reshape");
+    const unknown = shape.filter((d) => d === -1).length;
+    let resolved = [...shape];
+    if (unknown > 1) throw new TypeError(`reshape: at most one -1 in ${formatShape(shape)}`);
+    if (unknown === 1) {
+      const known = numel(shape.filter((d) => d !== -1));
+      const missing = known === 0 ? 0 : this.size / known;
+      resolved = shape.map((d) => (d === -1 ? missing : d));
+    }
+    checkShape("reshape", resolved);
+    if (numel(resolved) !== this.size) {
+      throw new TypeError(
+        `reshape: cannot view shape ${formatShape(this.shape)} as ${formatShape(shape)}`,
+      );
+    }
+    return new Tensor(this.gpu, this, { shape: resolved, dtype: this.dtype });
+  }
+
+  /**
+   * A view with dimensions `startDim..` merged into one (as `torch.flatten(x, startDim)`).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * console.log(gpu.zeros([8, 16, 5, 5]).flatten().shape); // [8, 400]
+   * ```
+   */
+  flatten(startDim = 1): Tensor<D> {
+    if (!Number.isInteger(startDim) || startDim < 0 || startDim > this.shape.length) {
+      throw new RangeError(
+        `flatten: startDim ${startDim} is out of range for shape ${formatShape(this.shape)}`,
+      );
+    }
+    return this.reshape([...this.shape.slice(0, startDim), numel(this.shape.slice(startDim))]);
+  }
+
+  /**
+   * Releases this tensor; its buffer returns to the pool once no view uses it. Idempotent.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.zeros([4]).dispose();
+   * ```
+   */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.gpu._untrack(this);
+    if (--this.#storage.refs === 0) this.gpu.pool.release(this.#storage.buffer);
+  }
+
+  /**
+   * A short description: `Tensor(f32, [2, 3])`.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * console.log(String(gpu.zeros([2, 3]))); // Tensor(f32, [2, 3])
+   * ```
+   */
+  toString(): string {
+    return `Tensor(${this.dtype}, ${formatShape(this.shape)}${this.#disposed ? ", disposed" : ""})`;
+  }
+
+  #assertLive(op: string): void {
+    if (this.#disposed) throw new TypeError(`${op}: ${this} was disposed`);
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * Test harness: tolerance checks that report the max error, a finite-difference gradient
+ * checker, a seeded RNG, and the shared GPU for tests.
+ *
+ * CPU references in tests are written in plain TypeScript over Float64Array (see `cpu_ref.ts`).
+ *
+ * @module
+ */
+
+import { AssertionError } from "node:assert/strict";
+import { getGpu, type Gpu } from "../gpu/mod.ts";
+
+/** Any numeric array. */
+export type Numeric = ArrayLike<number>;
+
+/** Tolerances of {@linkcode assertClose}: passes where `|a - e| <= atol + rtol * |e|`. */
+export interface CloseOptions {
+  /** Relative tolerance; default 1e-5. */
+  readonly rtol?: number;
+  /** Absolute tolerance; default 1e-6. */
+  readonly atol?: number;
+  /** A label for the message (e.g. `conv2d dx`). */
+  readonly what?: string;
+}
+
+/** The outcome of comparing two arrays. */
+export interface CloseReport {
+  /** Largest |actual - expected|. */
+  readonly maxAbs: number;
+  /** Largest |actual - expected| / max(|expected|, tiny). */
+  readonly maxRel: number;
+  /** First index outside the tolerance, or -1. */
+  readonly firstBad: number;
+  /** How many elements are outside the tolerance. */
+  readonly bad: number;
+}
+
+/**
+ * Compares element by element without throwing.
+ *
+ * @example
+ * ```ts
+ * import { compareClose } from "./harness.ts";
+ * compareClose([1, 2], [1, 2.1], { atol: 0.01 }).firstBad; // 1
+ * ```
+ */
+export function compareClose(
+  actual: Numeric,
+  expected: Numeric,
+  options: CloseOptions = {},
+): CloseReport {
+  const rtol = options.rtol ?? 1e-5;
+  const atol = options.atol ?? 1e-6;
+  let maxAbs = 0, maxRel = 0, firstBad = -1, bad = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i], e = expected[i];
+    const d = Math.abs(a - e);
+    const ok = d <= atol + rtol * Math.abs(e) || (Number.isNaN(a) && Number.isNaN(e)) ||
+      (a === e);
+    const dd = Number.isNaN(d) ? Infinity : d;
+    if (dd > maxAbs) maxAbs = dd;
+    const rel = dd / Math.max(Math.abs(e), 1e-30);
+    if (rel > maxRel && dd > 0) maxRel = rel;
+    if (!ok) {
+      bad++;
+      if (firstBad < 0) firstBad = i;
+    }
+  }
+  return { maxAbs, maxRel, firstBad, bad };
+}
+
+/**
+ * Throws an `AssertionError` unless `actual` matches `expected` within tolerance; the message
+ * gives the max abs and rel error, how many elements fail and the first failing index.
+ *
+ * @example
+ * ```ts
+ * import { assertClose } from "./harness.ts";
+ * assertClose(new Float32Array([1, 2]), [1, 2.0000001]);
+ * ```
+ */
+export function assertClose(actual: Numeric, expected: Numeric, options: CloseOptions = {}): void {
+  const what = options.what ? `${options.what}: ` : "";
+  if (actual.length !== expected.length) {
+    throw new AssertionError({
+      message: `${what}length ${actual.length} differs from expected ${expected.length}`,
+    });
+  }
+  const r = compareClose(actual, expected, options);
+  if (r.firstBad >= 0) {
+    const i = r.firstBad;
+    throw new AssertionError({
+      message: `${what}${r.bad} of ${expected.length} elements differ: ` +
+        `max abs error ${r.maxAbs.toExponential(3)}, max rel error ${r.maxRel.toExponential(3)} ` +
+        `(rtol ${options.rtol ?? 1e-5}, atol ${options.atol ?? 1e-6}); first at index ${i}: ` +
+        `actual ${actual[i]}, expected ${expected[i]}`,
+    });
+  }
+}
+
+/**
+ * Central finite differences of a scalar function `f` at `x` (Float64): the numerical gradient.
+ * `x` is restored after each probe.
+ *
+ * @example
+ * ```ts
+ * import { numericalGradient } from "./harness.ts";
+ * const g = numericalGradient((x) => x[0] * x[0], new Float64Array([3])); // ~[6]
+ * ```
+ */
+export function numericalGradient(
+  f: (x: Float64Array) => number,
+  x: Float64Array,
+  options: { eps?: number } = {},
+): Float64Array {
+  const eps = options.eps ?? 1e-6;
+  const g = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    x[i] = v + eps;
+    const fp = f(x);
+    x[i] = v - eps;
+    const fm = f(x);
+    x[i] = v;
+    g[i] = (fp - fm) / (2 * eps);
+  }
+  return g;
+}
+
+/**
+ * Checks an analytic gradient against finite differences of `f` at `x`.
+ *
+ * @example
+ * ```ts
+ * import { checkGradient } from "./harness.ts";
+ * const x = new Float64Array([1, 2]);
+ * checkGradient((v) => v[0] * v[1], x, [2, 1]);
+ * ```
+ */
+export function checkGradient(
+  f: (x: Float64Array) => number,
+  x: Float64Array,
+  analytic: Numeric,
+  options: CloseOptions & { eps?: number } = {},
+): void {
+  const numeric = numericalGradient(f, x, options);
+  assertClose(analytic, numeric, {
+    rtol: options.rtol ?? 1e-4,
+    atol: options.atol ?? 1e-6,
+    what: options.what ?? "gradient vs finite differences",
+  });
+}
+
+/**
+ * A seeded RNG (SplitMix32-style hash of a counter): reproducible streams for tests.
+ *
+ * @example
+ * ```ts
+ * import { Rng } from "./harness.ts";
+ * const rng = new Rng(42);
+ * const x = rng.normalArray(16); // Float64Array
+ * ```
+ */
+export class Rng {
+  #state: number;
+  /**
+   * Creates a generator from a seed.
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "./harness.ts";
+   * new Rng(1).next();
+   * ```
+   */
+  constructor(seed: number) {
+    this.#state = seed >>> 0;
+  }
+  /**
+   * A uniform float in [0, 1).
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "./harness.ts";
+   * new Rng(1).next() < 1; // true
+   * ```
+   */
+  next(): number {
+    let z = (this.#state = (this.#state + 0x9e3779b9) >>> 0);
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    z = (z ^ (z >>> 16)) >>> 0;
+    return z / 4294967296;
+  }
+  /**
+   * A uniform float in [lo, hi).
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "./harness.ts";
+   * new Rng(1).uniform(-1, 1);
+   * ```
+   */
+  uniform(lo: number, hi: number): number {
+    return lo + (hi - lo) * this.next();
+  }
+  /**
+   * An integer in [0, n).
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "./harness.ts";
+   * new Rng(1).int(10);
+   * ```
+   */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  /**
+   * A standard normal sample (Box-Muller).
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "./harness.ts";
+   * new Rng(1).normal();
+   * ```
+   */
+  normal(): number {
+    const u = Math.max(this.next(), 1e-12);
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+  /**
+   * `n` uniform samples in [lo, hi) as Float64.
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "./harness.ts";
+   * new Rng(1).uniformArray(8, -1, 1);
+   * ```
+   */
+  uniformArray(n: number, lo = -1, hi = 1): Float64Array {
+    const a = new Float64Array(n);
+    for (let i = 0; i < n; i++) a[i] = this.uniform(lo, hi);
+    return a;
+  }
+  /**
+   * `n` standard normal samples as Float64.
+   *
+   * @example
+   * ```ts
+   * import { Rng } from "./harness.ts";
+   * new Rng(1).normalArray(8);
+   * ```
+   */
+  normalArray(n: number): Float64Array {
+    const a = new Float64Array(n);
+    for (let i = 0; i < n; i++) a[i] = this.normal();
+    return a;
+  }
+}
+
+/**
+ * The shared runtime for tests (one device per test process).
+ *
+ * @example
+ * ```ts
+ * import { testGpu } from "./harness.ts";
+ * const gpu = await testGpu();
+ * ```
+ */
+export function testGpu(): Promise<Gpu> {
+  return getGpu();
+}
+
+/** Options for GPU tests: WebGPU keeps device resources alive across tests by design. */
+export const GPU_TEST = { sanitizeResources: false, sanitizeOps: false } as const;
+
+/**
+ * Float32 copy of a Float64 array (what is uploaded to the GPU).
+ *
+ * @example
+ * ```ts
+ * import { f32 } from "./harness.ts";
+ * f32([1, 2]); // Float32Array [1, 2]
+ * ```
+ */
+export function f32(a: Numeric): Float32Array {
+  return Float32Array.from(a as ArrayLike<number>);
+}
+
+/**
+ * Float64 copy of a numeric array (CPU references compute in Float64).
+ *
+ * @example
+ * ```ts
+ * import { f64 } from "./harness.ts";
+ * f64(new Float32Array([1])); // Float64Array [1]
+ * ```
+ */
+export function f64(a: Numeric): Float64Array {
+  return Float64Array.from(a as ArrayLike<number>);
+}
