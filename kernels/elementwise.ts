@@ -1,0 +1,525 @@
+/**
+ * Elementwise kernels: the residual add (with ResNet's fused ReLU), gradient accumulation,
+ * channel concatenation / split (Inception, DenseNet), and {@linkcode elementwiseMap}, the
+ * generator behind every flat elementwise kernel of the library (activations, SGD).
+ *
+ * Memory-bound kernels run one thread per `vec4<f32>` (four consecutive elements) when every
+ * tensor's buffer has room for the last, partial vector (always true for pooled buffers, whose
+ * sizes are multiples of 256 bytes); the lanes past the tensor's end then compute on the
+ * buffer's slack and are never read. Otherwise one thread per element.
+ *
+ * @module
+ */
+
+import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { ParamsWriter } from "./_params.ts";
+
+/** Threads per workgroup of the flat elementwise kernels. */
+const WG = 256;
+
+// ------------------------------------------------------------------ shared helpers ----
+
+/** Bytes of a tensor's binding rounded up to whole `vec4<f32>`. */
+function vec4Bytes(t: Tensor): number {
+  return Math.ceil(t.byteLength / 16) * 16;
+}
+
+/** Whether a tensor can be bound as `array<vec4<f32>>` covering all its elements. */
+function fitsVec4(t: Tensor): boolean {
+  return t.buffer.size >= vec4Bytes(t);
+}
+
+/** The binding of a tensor as `array<vec4<f32>>` (rounded up into the buffer's slack). */
+function vec4Binding(t: Tensor): Binding {
+  return { buffer: t.buffer, offset: 0, size: vec4Bytes(t) };
+}
+
+function describe(t: Tensor): string {
+  return `${formatShape(t.shape)} (${t.dtype})`;
+}
+
+function checkF32(op: string, name: string, t: Tensor): void {
+  if (t.dtype !== "f32") {
+    throw new TypeError(`${op}: ${name} must be f32, got ${describe(t)}`);
+  }
+}
+
+function checkFinite(op: string, name: string, v: number): void {
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    throw new RangeError(`${op}: ${name} must be a finite number, got ${v}`);
+  }
+}
+
+// ------------------------------------------------------------------ elementwiseMap ----
+
+/** How a kernel of {@linkcode elementwiseMap} uses an operand. */
+export type MapAccess = "read" | "write" | "readwrite";
+
+/**
+ * A flat elementwise kernel for {@linkcode elementwiseMap}: a WGSL body over locals named after
+ * the operands, of type `T` (`vec4<f32>` or `f32`: write the body so that it is valid for both,
+ * e.g. `max(x, T(0.0))`, `select(T(0.0), dy, y > T(0.0))`).
+ */
+export interface ElementwiseMapKernel {
+  /**
+   * Unique name of this kernel; the operands, uniforms and body must be a function of it (the
+   * pipeline cache keys on the name plus the layout suffix added by `elementwiseMap`).
+   */
+  readonly name: string;
+  /**
+   * Operands in order. `read` operands are `let` locals loaded before the body, `write` ones are
+   * zero-initialised `var`s stored after it, `readwrite` ones are loaded and stored.
+   */
+  readonly operands: readonly { readonly name: string; readonly access: MapAccess }[];
+  /** Scalar `f32` uniforms, readable in the body as `p.<name>`. */
+  readonly uniforms?: readonly string[];
+  /** WGSL statements computing the `write`/`readwrite` locals from the others. */
+  readonly body: string;
+}
+
+const mapSpecs = new Map<string, KernelSpec>();
+
+function mapSpec(
+  kernel: ElementwiseMapKernel,
+  vec: boolean,
+  slots: readonly number[],
+  slotAccess: readonly ("read" | "read_write")[],
+): KernelSpec {
+  const name = `${kernel.name}_${vec ? "v4" : "s"}_b${slots.join("")}`;
+  const hit = mapSpecs.get(name);
+  if (hit) return hit;
+  const T = vec ? "vec4<f32>" : "f32";
+  const fields = ["count: u32", ...(kernel.uniforms ?? []).map((u) => `${u}: f32`)];
+  const decls = slotAccess.map((a, k) =>
+    `@group(0) @binding(${k + 1}) var<storage, ${a}> b${k}: array<${T}>;`
+  );
+  const loads: string[] = [];
+  const stores: string[] = [];
+  kernel.operands.forEach((o, j) => {
+    if (o.access === "read") loads.push(`let ${o.name}: T = b${slots[j]}[i];`);
+    else if (o.access === "readwrite") loads.push(`var ${o.name}: T = b${slots[j]}[i];`);
+    else loads.push(`var ${o.name}: T;`);
+    if (o.access !== "read") stores.push(`b${slots[j]}[i] = ${o.name};`);
+  });
+  const code = `// ${name}: one thread per ${
+    vec ? "vec4 (4 consecutive elements)" : "element"
+  }; flat
+// index i = gid.x + gid.y * nwg.x * WG over p.count ${vec ? "vectors" : "elements"} (grid1d).
+// Operands (binding slot): ${kernel.operands.map((o, j) => `${o.name}=b${slots[j]}`).join(", ")}.
+alias T = ${T};
+const WG = ${WG}u;
+struct Params { ${fields.join(", ")} }
+@group(0) @binding(0) var<uniform> p: Params;
+${decls.join("\n")}
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= p.count) { return; }
+  ${loads.join("\n  ")}
+  {
+    ${kernel.body}
+  }
+  ${stores.join("\n  ")}
+}
+`;
+  const spec = { name, code };
+  mapSpecs.set(name, spec);
+  return spec;
+}
+
+/**
+ * Records one flat elementwise kernel over f32 tensors of equal element count. Tensors that share
+ * a buffer are bound once (so an output may alias an input: every element is loaded before it is
+ * stored); two written operands may not share one. Validates dtypes and sizes (TypeError naming
+ * `op` and both shapes) and that uniforms are finite (RangeError).
+ *
+ * @param op Name of the public operation, for error messages.
+ * @param kernel The kernel (build it once, at module level).
+ * @param tensors One tensor per operand, by operand name.
+ * @param uniforms Values of `kernel.uniforms`, in order.
+ * @returns Nothing: the dispatch is recorded.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { elementwiseMap, type ElementwiseMapKernel } from "@modern-cnn/webgpu/kernels";
+ * const SCALE: ElementwiseMapKernel = {
+ *   name: "scale",
+ *   operands: [{ name: "y", access: "write" }, { name: "x", access: "read" }],
+ *   uniforms: ["s"],
+ *   body: "y = p.s * x;",
+ * };
+ * const gpu = await getGpu();
+ * const x = gpu.tensor(new Float32Array([1, 2, 3]), { shape: [3] });
+ * const y = gpu.empty([3]);
+ * elementwiseMap("scale", SCALE, { y, x }, [2]);
+ * console.log(await y.toArray()); // Float32Array [2, 4, 6]
+ * ```
+ */
+export function elementwiseMap(
+  op: string,
+  kernel: ElementwiseMapKernel,
+  tensors: Readonly<Record<string, Tensor>>,
+  uniforms: readonly number[] = [],
+): void {
+  const list = kernel.operands.map((o) => {
+    const t = tensors[o.name];
+    if (!t) throw new TypeError(`${op}: missing tensor '${o.name}'`);
+    checkF32(op, o.name, t);
+    return t;
+  });
+  const first = list[0];
+  const firstName = kernel.operands[0].name;
+  list.forEach((t, j) => {
+    if (t.size !== first.size) {
+      throw new TypeError(
+        `${op}: ${kernel.operands[j].name} has shape ${formatShape(t.shape)} ` +
+          `(${t.size} elements), ${firstName} has shape ${formatShape(first.shape)} ` +
+          `(${first.size} elements)`,
+      );
+    }
+  });
+  const nu = kernel.uniforms?.length ?? 0;
+  if (uniforms.length !== nu) {
+    throw new TypeError(`${op}: expected ${nu} uniforms, got ${uniforms.length}`);
+  }
+  uniforms.forEach((v, k) => checkFinite(op, kernel.uniforms![k], v));
+  // One binding per distinct buffer.
+  const buffers: GPUBuffer[] = [];
+  const slotTensor: Tensor[] = [];
+  const slotAccess: ("read" | "read_write")[] = [];
+  const slotWriter: string[] = [];
+  const slots = list.map((t, j) => {
+    const o = kernel.operands[j];
+    let k = buffers.indexOf(t.buffer);
+    if (k < 0) {
+      k = buffers.length;
+      buffers.push(t.buffer);
+      slotTensor.push(t);
+      slotAccess.push("read");
+      slotWriter.push("");
+    }
+    if (o.access !== "read") {
+      if (slotWriter[k]) {
+        throw new TypeError(
+          `${op}: outputs ${slotWriter[k]} and ${o.name} share a buffer (${formatShape(t.shape)})`,
+        );
+      }
+      slotWriter[k] = o.name;
+      slotAccess[k] = "read_write";
+    }
+    return k;
+  });
+  if (first.size === 0) return;
+  const vec = slotTensor.every(fitsVec4);
+  const count = vec ? Math.ceil(first.size / 4) : first.size;
+  const spec = mapSpec(kernel, vec, slots, slotAccess);
+  const params = new ParamsWriter().u32(count);
+  for (const v of uniforms) params.f32(v);
+  first.gpu.dispatch(spec, {
+    params: params.bytes(),
+    bindings: slotTensor.map((t) => (vec ? vec4Binding(t) : t)),
+    workgroups: grid1d(count, WG),
+  });
+}
+
+// ------------------------------------------------------------------ add / accumulate ----
+
+const ADD: ElementwiseMapKernel = {
+  name: "add",
+  operands: [
+    { name: "y", access: "write" },
+    { name: "a", access: "read" },
+    { name: "b", access: "read" },
+  ],
+  body: "y = a + b;",
+};
+
+const ADD_RELU: ElementwiseMapKernel = {
+  name: "add_relu",
+  operands: ADD.operands,
+  body: "y = max(a + b, T(0.0));",
+};
+
+const ADD_RELU_BACKWARD: ElementwiseMapKernel = {
+  name: "add_relu_backward",
+  operands: [
+    { name: "dx", access: "write" },
+    { name: "dy", access: "read" },
+    { name: "y", access: "read" },
+  ],
+  body: "dx = select(T(0.0), dy, y > T(0.0));",
+};
+
+const ACCUMULATE: ElementwiseMapKernel = {
+  name: "accumulate",
+  operands: [{ name: "y", access: "readwrite" }, { name: "x", access: "read" }],
+  uniforms: ["alpha"],
+  body: "y = y + p.alpha * x;",
+};
+
+const ACCUMULATE_1: ElementwiseMapKernel = {
+  name: "accumulate_1",
+  operands: ACCUMULATE.operands,
+  body: "y = y + x;",
+};
+
+/** Options of {@linkcode addForward}. */
+export interface AddParams {
+  /** Fuse a ReLU: `y = max(a + b, 0)` (ResNet's residual connection); default false. */
+  readonly relu?: boolean;
+}
+
+/**
+ * Elementwise sum `y = a + b` of f32 tensors of equal size (`y` is overwritten and may be the
+ * same tensor as `a` or `b`); with `relu`, `y = max(a + b, 0)`.
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { addForward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const a = gpu.tensor(new Float32Array([1, -5]), { shape: [2] });
+ * const b = gpu.tensor(new Float32Array([2, 3]), { shape: [2] });
+ * addForward({ y: a, a, b }, { relu: true }); // in place
+ * console.log(await a.toArray()); // Float32Array [3, 0]
+ * ```
+ */
+export function addForward(io: { y: Tensor; a: Tensor; b: Tensor }, p: AddParams = {}): void {
+  elementwiseMap(p.relu ? "addForward(relu)" : "addForward", p.relu ? ADD_RELU : ADD, io);
+}
+
+/**
+ * Backward of the fused add + ReLU: `dx = dy * (y > 0)`, from the forward's output `y`. The same
+ * `dx` is the gradient of both summands. `dx` is overwritten and may be the same tensor as `dy`.
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { addBackwardRelu } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const y = gpu.tensor(new Float32Array([3, 0]), { shape: [2] });
+ * const dy = gpu.tensor(new Float32Array([1, 1]), { shape: [2] });
+ * addBackwardRelu({ dx: dy, dy, y });
+ * console.log(await dy.toArray()); // Float32Array [1, 0]
+ * ```
+ */
+export function addBackwardRelu(io: { dx: Tensor; dy: Tensor; y: Tensor }): void {
+  elementwiseMap("addBackwardRelu", ADD_RELU_BACKWARD, io);
+}
+
+/** Options of {@linkcode accumulate}. */
+export interface AccumulateParams {
+  /** Scale of the added tensor; default 1. */
+  readonly alpha?: number;
+}
+
+/**
+ * Accumulates `y += alpha * x` over f32 tensors of equal size (gradient accumulation).
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @throws {RangeError} when `alpha` is not finite.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { accumulate } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const g = gpu.tensor(new Float32Array([1, 2]), { shape: [2] });
+ * accumulate({ y: g, x: gpu.tensor(new Float32Array([10, 10]), { shape: [2] }) }, { alpha: 0.5 });
+ * console.log(await g.toArray()); // Float32Array [6, 7]
+ * ```
+ */
+export function accumulate(io: { y: Tensor; x: Tensor }, p: AccumulateParams = {}): void {
+  const alpha = p.alpha ?? 1;
+  checkFinite("accumulate", "alpha", alpha);
+  if (alpha === 1) elementwiseMap("accumulate", ACCUMULATE_1, io);
+  else elementwiseMap("accumulate", ACCUMULATE, io, [alpha]);
+}
+
+// ------------------------------------------------------------------ concat / split ----
+
+/**
+ * A channel slice `[cOffset, cOffset + c)` of an `[n, cTotal, hw]` tensor (NCHW with the spatial
+ * dimensions flattened into `hw`), for {@linkcode concatChannels} and {@linkcode splitChannels}.
+ */
+export interface ChannelSliceParams {
+  /** Batch size. */
+  readonly n: number;
+  /** Spatial size `h * w` (1 for `[n, c]` tensors). */
+  readonly hw: number;
+  /** Channels of the whole (concatenated) tensor. */
+  readonly cTotal: number;
+  /** First channel of the slice. */
+  readonly cOffset: number;
+  /** Channels of the slice. */
+  readonly c: number;
+}
+
+/**
+ * Validates a channel slice and the two tensors: returns the whole tensor's shape
+ * `[n, cTotal, hw]`.
+ *
+ * @returns The shape of the whole tensor, `[n, cTotal, hw]`.
+ * @throws {RangeError} for non-integer or negative sizes, or a slice past `cTotal`.
+ * @throws {TypeError} when a tensor is not f32 or its size does not match.
+ * @example
+ * ```ts
+ * import { checkChannelSlice } from "@modern-cnn/webgpu/kernels";
+ * checkChannelSlice("concatChannels", { n: 2, hw: 9, cTotal: 8, cOffset: 4, c: 4 }); // [2, 8, 9]
+ * ```
+ */
+export function checkChannelSlice(
+  op: string,
+  p: ChannelSliceParams,
+  tensors?: { whole: Tensor; part: Tensor; wholeName: string; partName: string },
+): [number, number, number] {
+  for (const k of ["n", "hw", "cTotal", "cOffset", "c"] as const) {
+    const v = p[k];
+    if (!Number.isInteger(v) || v < 0) {
+      throw new RangeError(`${op}: ${k} must be an integer >= 0, got ${v}`);
+    }
+  }
+  if (p.cOffset + p.c > p.cTotal) {
+    throw new RangeError(
+      `${op}: channels [${p.cOffset}, ${p.cOffset + p.c}) exceed cTotal ${p.cTotal}`,
+    );
+  }
+  if (tensors) {
+    const { whole, part, wholeName, partName } = tensors;
+    checkF32(op, wholeName, whole);
+    checkF32(op, partName, part);
+    const wantWhole = p.n * p.cTotal * p.hw;
+    const wantPart = p.n * p.c * p.hw;
+    if (whole.size !== wantWhole || part.size !== wantPart) {
+      throw new TypeError(
+        `${op}: ${wholeName} has shape ${formatShape(whole.shape)} and ${partName} has shape ` +
+          `${formatShape(part.shape)}; expected ${wholeName} [${p.n}, ${p.cTotal}, ${p.hw}] ` +
+          `(${wantWhole} elements) and ${partName} [${p.n}, ${p.c}, ${p.hw}] (${wantPart} elements)`,
+      );
+    }
+    if (whole.buffer === part.buffer) {
+      throw new TypeError(`${op}: ${wholeName} and ${partName} share a buffer`);
+    }
+  }
+  return [p.n, p.cTotal, p.hw];
+}
+
+const sliceSpecs = new Map<string, KernelSpec>();
+
+function sliceSpec(kind: "concat" | "split" | "split_acc", vec: boolean): KernelSpec {
+  const name = `${kind}_channels_${vec ? "v4" : "s"}`;
+  const hit = sliceSpecs.get(name);
+  if (hit) return hit;
+  const T = vec ? "vec4<f32>" : "f32";
+  const body = kind === "concat"
+    ? "whole[wi] = part[i];"
+    : kind === "split"
+    ? "part[i] = whole[wi];"
+    : "part[i] = part[i] + whole[wi];";
+  const wholeAccess = kind === "concat" ? "read_write" : "read";
+  const partAccess = kind === "concat" ? "read" : "read_write";
+  const code = `// ${name}: one thread per ${vec ? "vec4" : "element"} of the slice part [n, c, hw];
+// flat index i = gid.x + gid.y * nwg.x * WG (grid1d). Units are ${vec ? "vec4s" : "elements"}:
+// row = i / chw, and the whole tensor's index is row * totalHw + offHw + (i - row * chw).
+const WG = ${WG}u;
+struct Params { count: u32, chw: u32, totalHw: u32, offHw: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, ${wholeAccess}> whole: array<${T}>;
+@group(0) @binding(2) var<storage, ${partAccess}> part: array<${T}>;
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= p.count) { return; }
+  let row = i / p.chw;
+  let wi = row * p.totalHw + p.offHw + (i - row * p.chw);
+  ${body}
+}
+`;
+  const spec = { name, code };
+  sliceSpecs.set(name, spec);
+  return spec;
+}
+
+function dispatchSlice(
+  kind: "concat" | "split" | "split_acc",
+  whole: Tensor,
+  part: Tensor,
+  p: ChannelSliceParams,
+): void {
+  if (part.size === 0) return;
+  const chw = p.c * p.hw, totalHw = p.cTotal * p.hw, offHw = p.cOffset * p.hw;
+  const vec = chw % 4 === 0 && totalHw % 4 === 0 && offHw % 4 === 0;
+  const u = vec ? 4 : 1;
+  const count = part.size / u;
+  whole.gpu.dispatch(sliceSpec(kind, vec), {
+    params: new ParamsWriter().u32(count).u32(chw / u).u32(totalHw / u).u32(offHw / u).bytes(),
+    bindings: [whole, part],
+    workgroups: grid1d(count, WG),
+  });
+}
+
+/**
+ * Copies `x` `[n, c, hw]` into channels `[cOffset, cOffset + c)` of `y` `[n, cTotal, hw]`
+ * (`torch.cat(dim=1)` with one call per input; the other channels of `y` are left as they are).
+ * Uses vec4 copies when `c * hw`, `cTotal * hw` and `cOffset * hw` are multiples of 4.
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @throws {TypeError} when sizes do not match the params or `x` and `y` share a buffer.
+ * @throws {RangeError} for bad params.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { concatChannels } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const a = gpu.tensor(new Float32Array([1, 2]), { shape: [1, 1, 2] });
+ * const b = gpu.tensor(new Float32Array([3, 4, 5, 6]), { shape: [1, 2, 2] });
+ * const y = gpu.empty([1, 3, 2]);
+ * concatChannels({ y, x: a }, { n: 1, hw: 2, cTotal: 3, cOffset: 0, c: 1 });
+ * concatChannels({ y, x: b }, { n: 1, hw: 2, cTotal: 3, cOffset: 1, c: 2 });
+ * console.log(await y.toArray()); // Float32Array [1, 2, 3, 4, 5, 6]
+ * ```
+ */
+export function concatChannels(io: { y: Tensor; x: Tensor }, p: ChannelSliceParams): void {
+  checkChannelSlice("concatChannels", p, {
+    whole: io.y,
+    part: io.x,
+    wholeName: "y",
+    partName: "x",
+  });
+  dispatchSlice("concat", io.y, io.x, p);
+}
+
+/** Params of {@linkcode splitChannels}. */
+export interface SplitChannelsParams extends ChannelSliceParams {
+  /** Add into `dx` instead of overwriting it; default false. */
+  readonly accumulate?: boolean;
+}
+
+/**
+ * The backward of {@linkcode concatChannels}: `dx` `[n, c, hw]` = (or, with `accumulate`, +=)
+ * channels `[cOffset, cOffset + c)` of `dy` `[n, cTotal, hw]`.
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @throws {TypeError} when sizes do not match the params or `dx` and `dy` share a buffer.
+ * @throws {RangeError} for bad params.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { splitChannels } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const dy = gpu.tensor(new Float32Array([1, 2, 3, 4, 5, 6]), { shape: [1, 3, 2] });
+ * const dx = gpu.empty([1, 2, 2]);
+ * splitChannels({ dx, dy }, { n: 1, hw: 2, cTotal: 3, cOffset: 1, c: 2 });
+ * console.log(await dx.toArray()); // Float32Array [3, 4, 5, 6]
+ * ```
+ */
+export function splitChannels(io: { dx: Tensor; dy: Tensor }, p: SplitChannelsParams): void {
+  checkChannelSlice("splitChannels", p, {
+    whole: io.dy,
+    part: io.dx,
+    wholeName: "dy",
+    partName: "dx",
+  });
+  dispatchSlice(p.accumulate ? "split_acc" : "split", io.dy, io.dx, p);
+}

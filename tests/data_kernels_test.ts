@@ -1,0 +1,519 @@
+// Tests of the data kernels (kernels/data.ts): prepareBatch and resizeBilinear against the
+// Float64 CPU reference (tests/cpu_ref/data.ts) and PyTorch fixtures (tests/fixtures/
+// resize_bilinear.json, made by tests/fixtures/make_resize.py).
+import assert from "node:assert/strict";
+import type { Gpu, Tensor } from "../gpu/mod.ts";
+import {
+  checkPrepareBatch,
+  checkResize,
+  prepareBatch,
+  type PrepareBatchParams,
+  resizeBilinear,
+} from "../kernels/data.ts";
+import { assertClose, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { augmentRef, prepareBatchRef, resizeBilinearRef, rnd } from "./cpu_ref/data.ts";
+
+// f32 tolerances: values are in [0, 1]; the source coordinate (up to ~32) carries f32 rounding
+// (the GPU may fuse its multiply-add), about 2e-6 of a pixel step. Normalization divides the
+// absolute error by std.
+const TOL = { rtol: 1e-5, atol: 2e-6 };
+
+function tolFor(p: PrepareBatchParams): { rtol: number; atol: number } {
+  return p.std ? { rtol: TOL.rtol, atol: TOL.atol / Math.min(...p.std) } : TOL;
+}
+
+function randomBytes(rng: Rng, n: number): Uint8Array {
+  const a = new Uint8Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.int(256);
+  return a;
+}
+
+interface Data {
+  images: Uint8Array;
+  labels: Uint8Array;
+  count: number;
+}
+
+function makeData(rng: Rng, count: number, c: number, h: number, w: number): Data {
+  const labels = new Uint8Array(count);
+  for (let i = 0; i < count; i++) labels[i] = rng.int(10);
+  return { images: randomBytes(rng, count * c * h * w), labels, count };
+}
+
+/** Runs prepareBatch on the GPU; returns x and labels read back. */
+async function runPrepare(
+  gpu: Gpu,
+  d: Data,
+  indices: number[],
+  p: PrepareBatchParams,
+): Promise<{ x: Float32Array; labels: Int32Array }> {
+  return await gpu.scope(async () => {
+    const images = gpu.tensor(d.images, { shape: [d.count, p.channels, p.srcH, p.srcW] });
+    const srcLabels = gpu.tensor(d.labels, { shape: [d.count] });
+    const idx = gpu.tensor(new Uint32Array(indices), { shape: [indices.length] });
+    const x = gpu.empty([p.batch, p.channels, p.dstH, p.dstW]);
+    const labels = gpu.empty([p.batch], { dtype: "i32" });
+    prepareBatch({ x, labels, images, srcLabels, indices: idx }, p);
+    return { x: await x.toArray(), labels: await labels.toArray() };
+  });
+}
+
+async function checkAgainstRef(
+  gpu: Gpu,
+  d: Data,
+  indices: number[],
+  p: PrepareBatchParams,
+  what: string,
+): Promise<void> {
+  const got = await runPrepare(gpu, d, indices, p);
+  const ref = prepareBatchRef(d.images, d.labels, indices, p);
+  assertClose(got.x, ref.x, { ...tolFor(p), what: `${what} x` });
+  assert.deepEqual([...got.labels], [...ref.labels], `${what} labels`);
+}
+
+function shuffled(rng: Rng, count: number, batch: number): number[] {
+  return Array.from({ length: batch }, () => rng.int(count));
+}
+
+Deno.test(
+  "prepareBatch matches the CPU reference on the seed models' resizes",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(11);
+    const cases: [string, number, number, number, number, number, number][] = [
+      // name, batch, channels, srcH, srcW, dstH, dstW
+      ["28->28 identity", 5, 1, 28, 28, 28, 28],
+      ["28->96", 3, 1, 28, 28, 96, 96],
+      ["28->224", 1, 1, 28, 28, 224, 224],
+      ["28->13 downscale", 7, 1, 28, 28, 13, 13],
+      ["32->40 rgb", 2, 3, 32, 32, 40, 40],
+      ["odd 5x7->11x3", 3, 2, 5, 7, 11, 3],
+      ["1x1 -> 3x2", 1, 3, 1, 1, 3, 2],
+      ["9x9 -> 1x1", 2, 1, 9, 9, 1, 1],
+    ];
+    for (const [name, batch, c, h, w, oh, ow] of cases) {
+      const d = makeData(rng, 13, c, h, w);
+      const p = { batch, channels: c, srcH: h, srcW: w, dstH: oh, dstW: ow };
+      await checkAgainstRef(gpu, d, shuffled(rng, d.count, batch), p, name);
+    }
+  },
+);
+
+Deno.test("28->28 without augmentation is the exact u8/255 gather", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const d = makeData(new Rng(3), 6, 1, 28, 28);
+  const indices = [5, 0, 5, 2];
+  const got = await runPrepare(gpu, d, indices, {
+    batch: 4,
+    channels: 1,
+    srcH: 28,
+    srcW: 28,
+    dstH: 28,
+    dstW: 28,
+  });
+  const plane = 28 * 28;
+  for (let b = 0; b < 4; b++) {
+    for (let i = 0; i < plane; i++) {
+      const want = Math.fround(d.images[indices[b] * plane + i] / 255);
+      if (got.x[b * plane + i] !== want) {
+        assert.fail(`b ${b} pixel ${i}: ${got.x[b * plane + i]} != ${want}`);
+      }
+    }
+    assert.equal(got.labels[b], d.labels[indices[b]]);
+  }
+});
+
+Deno.test("resize and normalization match PyTorch's F.interpolate fixtures", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const fixture = JSON.parse(
+    await Deno.readTextFile(new URL("./fixtures/resize_bilinear.json", import.meta.url)),
+  ) as {
+    cases: {
+      name: string;
+      shape: [number, number, number, number];
+      size: [number, number];
+      mean: number[] | null;
+      std: number[] | null;
+      input: number[];
+      output: number[];
+    }[];
+  };
+  assert.ok(fixture.cases.length >= 6);
+  for (const fx of fixture.cases) {
+    const [n, c, h, w] = fx.shape;
+    const [oh, ow] = fx.size;
+    const images = Uint8Array.from(fx.input);
+    const d = { images, labels: new Uint8Array(n), count: n };
+    const p: PrepareBatchParams = {
+      batch: n,
+      channels: c,
+      srcH: h,
+      srcW: w,
+      dstH: oh,
+      dstW: ow,
+      ...(fx.mean && fx.std ? { mean: fx.mean, std: fx.std } : {}),
+    };
+    const got = await runPrepare(gpu, d, Array.from({ length: n }, (_, i) => i), p);
+    assertClose(got.x, fx.output, { ...tolFor(p), what: `prepareBatch vs torch ${fx.name}` });
+    // The CPU reference agrees with PyTorch too.
+    const ref = prepareBatchRef(images, d.labels, Array.from({ length: n }, (_, i) => i), p);
+    assertClose(ref.x, fx.output, { ...tolFor(p), what: `cpu ref vs torch ${fx.name}` });
+    if (!fx.mean) {
+      // resizeBilinear on the f32 image.
+      const y = await gpu.scope(async () => {
+        const x = gpu.tensor(Float32Array.from(fx.input, (v) => v / 255), { shape: fx.shape });
+        const out = gpu.empty([n, c, oh, ow]);
+        resizeBilinear({ y: out, x }, { outH: oh, outW: ow });
+        return await out.toArray();
+      });
+      assertClose(y, fx.output, { ...TOL, what: `resizeBilinear vs torch ${fx.name}` });
+    }
+  }
+});
+
+Deno.test("resizeBilinear matches the CPU reference on odd shapes", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(5);
+  const cases: [number, number, number, number, number, number][] = [
+    [2, 3, 7, 5, 13, 4],
+    [1, 1, 1, 1, 5, 3],
+    [3, 2, 28, 28, 13, 17],
+  ];
+  for (const [n, c, h, w, oh, ow] of cases) {
+    const x = rng.normalArray(n * c * h * w);
+    const y = await gpu.scope(async () => {
+      const xt = gpu.tensor(Float32Array.from(x), { shape: [n, c, h, w] });
+      const yt = gpu.empty([n, c, oh, ow]);
+      resizeBilinear({ y: yt, x: xt }, { outH: oh, outW: ow });
+      return await yt.toArray();
+    });
+    const ref = resizeBilinearRef(Float32Array.from(x), n * c, h, w, oh, ow);
+    assertClose(y, ref, { rtol: 1e-5, atol: 1e-5, what: `resize ${[n, c, h, w]}->${[oh, ow]}` });
+  }
+});
+
+Deno.test("normalization with per-channel mean/std matches the reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(17);
+  const d = makeData(rng, 9, 3, 32, 32);
+  await checkAgainstRef(gpu, d, [8, 1, 4], {
+    batch: 3,
+    channels: 3,
+    srcH: 32,
+    srcW: 32,
+    dstH: 40,
+    dstW: 40,
+    mean: [0.4914, 0.4822, 0.4465],
+    std: [0.247, 0.243, 0.261],
+  }, "cifar-style normalize");
+  const g = makeData(rng, 4, 1, 28, 28);
+  await checkAgainstRef(gpu, g, [3, 3, 0], {
+    batch: 3,
+    channels: 1,
+    srcH: 28,
+    srcW: 28,
+    dstH: 96,
+    dstW: 96,
+    mean: [0.286],
+    std: [0.353],
+  }, "gray normalize");
+});
+
+Deno.test("crop with zero padding places the image at the drawn offset", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(23);
+  const d = makeData(rng, 40, 1, 8, 6);
+  const pad = 3;
+  const p = {
+    batch: 40,
+    channels: 1,
+    srcH: 8,
+    srcW: 6,
+    dstH: 8,
+    dstW: 6,
+    cropPadding: pad,
+    seed: 99,
+  };
+  const indices = Array.from({ length: 40 }, (_, i) => i);
+  const got = await runPrepare(gpu, d, indices, p);
+  const offsets = new Set<string>();
+  for (let b = 0; b < 40; b++) {
+    const aug = augmentRef(p, b);
+    offsets.add(`${aug.dy},${aug.dx}`);
+    assert.ok(aug.dy >= 0 && aug.dy <= 2 * pad && aug.dx >= 0 && aug.dx <= 2 * pad);
+    // Output pixel (y, x) shows source pixel (y + dy - pad, x + dx - pad), or zero padding.
+    for (let y = 0; y < 8; y++) {
+      for (let x = 0; x < 6; x++) {
+        const sy = y + aug.dy - pad, sx = x + aug.dx - pad;
+        const want = sy < 0 || sy >= 8 || sx < 0 || sx >= 6
+          ? 0
+          : Math.fround(d.images[(b * 8 + sy) * 6 + sx] / 255);
+        assert.equal(got.x[(b * 8 + y) * 6 + x], want, `sample ${b} at (${y}, ${x})`);
+      }
+    }
+  }
+  assert.ok(offsets.size > 10, `offsets vary over samples (${offsets.size} distinct)`);
+  // And through a resize, against the full reference.
+  await checkAgainstRef(gpu, d, indices.slice(0, 9), {
+    ...p,
+    batch: 9,
+    dstH: 17,
+    dstW: 11,
+  }, "pad-crop + resize");
+});
+
+Deno.test("horizontal flip mirrors exactly the samples the RNG picks", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(29);
+  const d = makeData(rng, 64, 3, 5, 7);
+  const p = { batch: 64, channels: 3, srcH: 5, srcW: 7, dstH: 5, dstW: 7, flip: true, seed: 4 };
+  const indices = Array.from({ length: 64 }, (_, i) => i);
+  const got = await runPrepare(gpu, d, indices, p);
+  let flipped = 0;
+  for (let b = 0; b < 64; b++) {
+    const f = (rnd(4, b, 0) & 1) === 1;
+    if (f) flipped++;
+    for (let c = 0; c < 3; c++) {
+      for (let y = 0; y < 5; y++) {
+        for (let x = 0; x < 7; x++) {
+          const sx = f ? 6 - x : x;
+          const want = Math.fround(d.images[((b * 3 + c) * 5 + y) * 7 + sx] / 255);
+          assert.equal(
+            got.x[((b * 3 + c) * 5 + y) * 7 + x],
+            want,
+            `sample ${b} c ${c} (${y},${x})`,
+          );
+        }
+      }
+    }
+  }
+  assert.ok(flipped > 16 && flipped < 48, `about half flipped: ${flipped} of 64`);
+  await checkAgainstRef(gpu, d, [3, 9, 60, 2, 2], {
+    ...p,
+    batch: 5,
+    dstH: 12,
+    dstW: 9,
+    cropPadding: 2,
+  }, "flip + pad-crop + resize");
+});
+
+Deno.test("augmentation is reproducible: same seed and index, same result", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(31);
+  const d = makeData(rng, 20, 1, 28, 28);
+  const p: PrepareBatchParams = {
+    batch: 6,
+    channels: 1,
+    srcH: 28,
+    srcW: 28,
+    dstH: 32,
+    dstW: 32,
+    cropPadding: 4,
+    flip: true,
+    resizedCrop: { scale: [0.3, 1], ratio: [0.75, 4 / 3] },
+    seed: 1234,
+  };
+  const a = await runPrepare(gpu, d, [1, 2, 3, 4, 5, 6], p);
+  const b = await runPrepare(gpu, d, [6, 5, 4, 3, 2, 1], p); // other positions
+  const plane = 32 * 32;
+  for (let i = 0; i < 6; i++) {
+    const j = 5 - i;
+    assert.deepEqual(
+      a.x.subarray(i * plane, (i + 1) * plane),
+      b.x.subarray(j * plane, (j + 1) * plane),
+      `example ${i + 1} in position ${i} and ${j}`,
+    );
+  }
+  const again = await runPrepare(gpu, d, [1, 2, 3, 4, 5, 6], p);
+  assert.deepEqual(again.x, a.x);
+  const other = await runPrepare(gpu, d, [1, 2, 3, 4, 5, 6], { ...p, seed: 1235 });
+  assert.notDeepEqual(other.x, a.x, "another seed gives other augmentations");
+});
+
+Deno.test(
+  "resized crop matches the reference; boxes follow torchvision's rule",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(37);
+    const d = makeData(rng, 30, 3, 32, 32);
+    const p: PrepareBatchParams = {
+      batch: 30,
+      channels: 3,
+      srcH: 32,
+      srcW: 32,
+      dstH: 24,
+      dstW: 24,
+      resizedCrop: { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] },
+      flip: true,
+      seed: 77,
+    };
+    const indices = Array.from({ length: 30 }, (_, i) => i);
+    await checkAgainstRef(gpu, d, indices, p, "resized crop 32->24");
+    const areas = new Set<number>();
+    for (const n of indices) {
+      const [i, j, h, w] = augmentRef(p, n).box;
+      assert.ok(i >= 0 && j >= 0 && h > 0 && w > 0 && i + h <= 32 && j + w <= 32);
+      areas.add(h * w);
+    }
+    assert.ok(areas.size > 10, "crop sizes vary");
+    // Impossible ratios force the centre-crop fallback.
+    const q: PrepareBatchParams = {
+      ...p,
+      batch: 4,
+      channels: 1,
+      srcH: 9,
+      srcW: 20,
+      dstH: 7,
+      dstW: 5,
+      resizedCrop: { scale: [0.9, 1], ratio: [0.2, 0.25] },
+    };
+    const g = makeData(rng, 4, 1, 9, 20);
+    // in_ratio 20/9 > 0.25: h = 9, w = round(9 * 0.25) = 2, centred at j = (20 - 2) / 2.
+    assert.deepEqual(augmentRef(q, 0).box, [0, 9, 9, 2], "fallback centre crop");
+    await checkAgainstRef(gpu, g, [0, 1, 2, 3], q, "resized-crop fallback");
+  },
+);
+
+Deno.test("labels are gathered; an out-of-range index gives zeros and -1", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const d = makeData(new Rng(41), 7, 1, 4, 4);
+  const got = await runPrepare(gpu, d, [6, 7, 0, 100], {
+    batch: 4,
+    channels: 1,
+    srcH: 4,
+    srcW: 4,
+    dstH: 3,
+    dstW: 3,
+  });
+  assert.deepEqual([...got.labels], [d.labels[6], -1, d.labels[0], -1]);
+  assert.deepEqual([...got.x.subarray(9, 18)], new Array(9).fill(0));
+  assert.deepEqual([...got.x.subarray(27, 36)], new Array(9).fill(0));
+});
+
+Deno.test("one dispatch, no submit; the batch of odd sizes 1 and 3", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(43);
+  const d = makeData(rng, 5, 1, 28, 28);
+  await gpu.sync();
+  const s0 = { ...gpu.stats };
+  const images = gpu.tensor(d.images, { shape: [5, 1, 28, 28] });
+  const srcLabels = gpu.tensor(d.labels, { shape: [5] });
+  const indices = gpu.tensor(new Uint32Array([4]), { shape: [1] });
+  const x = gpu.empty([1, 1, 96, 96]);
+  const labels = gpu.empty([1], { dtype: "i32" });
+  gpu.flush();
+  const s1 = { ...gpu.stats };
+  prepareBatch({ x, labels, images, srcLabels, indices }, {
+    batch: 1,
+    channels: 1,
+    srcH: 28,
+    srcW: 28,
+    dstH: 96,
+    dstW: 96,
+  });
+  assert.equal(gpu.stats.dispatches, s1.dispatches + 1);
+  assert.equal(gpu.stats.submits, s1.submits);
+  assert.equal(gpu.stats.readbacks, s0.readbacks);
+  const ref = prepareBatchRef(d.images, d.labels, [4], {
+    batch: 1,
+    channels: 1,
+    srcH: 28,
+    srcW: 28,
+    dstH: 96,
+    dstW: 96,
+  });
+  assertClose(await x.toArray(), ref.x, { ...TOL, what: "batch 1" });
+  for (const t of [images, srcLabels, indices, x, labels]) t.dispose();
+  await checkAgainstRef(gpu, d, [2, 2, 1], {
+    batch: 3,
+    channels: 1,
+    srcH: 28,
+    srcW: 28,
+    dstH: 13,
+    dstW: 29,
+    flip: true,
+    cropPadding: 1,
+    seed: 5,
+  }, "batch 3");
+});
+
+Deno.test("a dataset larger than one storage binding (CIFAR-10 train size)", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const count = 50000, c = 3, h = 32, w = 32;
+  const bytes = count * c * h * w; // 153.6 MB > 128 MiB
+  const images = new Uint8Array(bytes);
+  for (let i = 0; i < bytes; i += 4099) images[i] = (i >>> 12) & 255; // sparse pattern, cheap
+  const rng = new Rng(47);
+  for (let i = 0; i < 20000; i++) images[rng.int(bytes)] = rng.int(256);
+  const labels = new Uint8Array(count).map((_, i) => i % 10);
+  const maxBind = gpu.limits.maxStorageBufferBindingSize;
+  const straddle = Math.floor(Math.floor(maxBind / 256) * 256 / (c * h * w)); // spans the split
+  const indices = [0, straddle - 1, straddle, straddle + 1, count - 1, 12345];
+  const img = c * h * w;
+  for (const n of indices) images.set(randomBytes(rng, img), n * img); // dense where it is read
+  const p = { batch: indices.length, channels: c, srcH: h, srcW: w, dstH: 20, dstW: 36 };
+  const d = { images, labels, count };
+  if (bytes > maxBind) {
+    await checkAgainstRef(gpu, d, indices, p, "split binding");
+  } else {
+    // A device with bigger bindings binds it whole; the result must be the same.
+    await checkAgainstRef(gpu, d, indices, p, "single binding");
+  }
+  gpu.trimPool();
+});
+
+Deno.test("shape, dtype and value errors name the op and shapes", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const base = { batch: 2, channels: 1, srcH: 28, srcW: 28, dstH: 96, dstW: 96 };
+  assert.deepEqual(checkPrepareBatch(base), [2, 1, 96, 96]);
+  assert.throws(
+    () => checkPrepareBatch(base, { x: [2, 1, 28, 28] }),
+    (e: Error) =>
+      e instanceof TypeError &&
+      /prepareBatch: x has shape \[2, 1, 28, 28\], expected \[2, 1, 96, 96\]/
+        .test(e.message),
+  );
+  assert.throws(
+    () => checkPrepareBatch(base, { images: [10, 3, 28, 28] }),
+    /prepareBatch: images has shape \[10, 3, 28, 28\], expected \[count, 1, 28, 28\]/,
+  );
+  assert.throws(
+    () => checkPrepareBatch(base, { images: [10, 1, 28, 28], srcLabels: [9] }),
+    /srcLabels has shape \[9\], expected \[10\]/,
+  );
+  assert.throws(() => checkPrepareBatch({ ...base, batch: 0 }), RangeError);
+  assert.throws(() => checkPrepareBatch({ ...base, cropPadding: -1 }), RangeError);
+  assert.throws(() => checkPrepareBatch({ ...base, seed: 2 ** 32 }), RangeError);
+  assert.throws(() => checkPrepareBatch({ ...base, mean: [0.5] }), /mean and std/);
+  assert.throws(() => checkPrepareBatch({ ...base, mean: [0.5, 0.5], std: [1, 1] }), RangeError);
+  assert.throws(() => checkPrepareBatch({ ...base, mean: [0.5], std: [0] }), RangeError);
+  assert.throws(
+    () => checkPrepareBatch({ ...base, resizedCrop: { scale: [0.5, 0.1], ratio: [1, 1] } }),
+    RangeError,
+  );
+  assert.deepEqual(checkResize({ outH: 5, outW: 6 }, [1, 2, 3, 4]), [1, 2, 5, 6]);
+  assert.throws(() => checkResize({ outH: 5, outW: 6 }, [2, 3, 4]), TypeError);
+  const t: Tensor[] = [];
+  try {
+    const images = gpu.empty([4, 1, 28, 28]); // f32: wrong dtype
+    const srcLabels = gpu.empty([4], { dtype: "u8" });
+    const indices = gpu.empty([2], { dtype: "u32" });
+    const x = gpu.empty([2, 1, 96, 96]);
+    const labels = gpu.empty([2], { dtype: "i32" });
+    t.push(images, srcLabels, indices, x, labels);
+    assert.throws(
+      () => prepareBatch({ x, labels, images, srcLabels, indices }, base),
+      (e: Error) => e instanceof TypeError && /prepareBatch: images must be u8/.test(e.message),
+    );
+    const y = gpu.empty([1, 1, 3, 3]);
+    t.push(y);
+    assert.throws(
+      () => resizeBilinear({ y, x: gpu.empty([1, 1, 2, 2]) }, { outH: 4, outW: 4 }),
+      /resizeBilinear: y has shape \[1, 1, 3, 3\], expected \[1, 1, 4, 4\]/,
+    );
+  } finally {
+    for (const x of t) x.dispose();
+  }
+});

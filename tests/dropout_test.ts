@@ -1,0 +1,246 @@
+// Tests of kernels/dropout.ts: the GPU mask and output against an independent BigInt CPU
+// reference of the counter-based RNG (bit for bit), layout independence (vec4 / scalar / in
+// place), statistics of the keep fraction, exact scaling, seeds, the backward, and validation.
+import assert from "node:assert/strict";
+import { type Gpu, POOL_USAGE, Tensor } from "../gpu/mod.ts";
+import {
+  dropoutBackward,
+  dropoutForward,
+  dropoutHash,
+  dropoutMaskWords,
+  dropoutThreshold,
+} from "../kernels/dropout.ts";
+import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  dropoutBackwardRef,
+  dropoutForwardRef,
+  dropoutKeepRef,
+  pcgRef,
+} from "./cpu_ref/dropout.ts";
+
+function exactTensor(gpu: Gpu, data: Float32Array): Tensor {
+  const buffer = gpu.device.createBuffer({ size: data.byteLength, usage: POOL_USAGE });
+  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype: "f32" });
+  gpu.write(t, data);
+  return t;
+}
+
+function popcount(words: Uint32Array): number {
+  let c = 0;
+  for (let w of words) {
+    while (w) {
+      w &= w - 1;
+      c++;
+    }
+  }
+  return c;
+}
+
+async function runForward(
+  gpu: Gpu,
+  x: Tensor,
+  p: number,
+  seed: number,
+  y: Tensor = gpu.empty([x.size]),
+): Promise<{ y: Float32Array; mask: Uint32Array }> {
+  const mask = gpu.empty([dropoutMaskWords(x.size)], { dtype: "u32" });
+  dropoutForward({ y, mask, x }, { p, seed });
+  const out = { y: await y.toArray() as Float32Array, mask: await mask.toArray() as Uint32Array };
+  mask.dispose();
+  return out;
+}
+
+Deno.test("dropout hash: the kernel's TS hash equals the independent BigInt reference", () => {
+  for (const v of [0, 1, 2, 31, 0x7fffffff, 0x80000000, 0xffffffff, 123456789]) {
+    for (const seed of [0, 1, 42, 0xffffffff]) {
+      assert.equal(dropoutHash(seed, v), pcgRef((pcgRef(v) ^ pcgRef(seed)) >>> 0));
+      assert.equal(
+        dropoutHash(seed, v) >= dropoutThreshold(0.3),
+        dropoutKeepRef(seed, v, 0.3),
+      );
+    }
+  }
+  assert.equal(dropoutMaskWords(0), 0);
+  assert.equal(dropoutMaskWords(32), 1);
+  assert.equal(dropoutMaskWords(33), 2);
+});
+
+Deno.test(
+  "dropout forward: GPU mask and output equal the CPU reference bit for bit",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(21);
+    for (const n of [1, 7, 33, 1000, 100003]) {
+      const xs = f32(rng.normalArray(n));
+      const x = gpu.tensor(xs, { shape: [n] });
+      for (const [p, seed] of [[0.5, 1], [0.1, 987654321], [0.9, 0xffffffff]]) {
+        const ref = dropoutForwardRef(xs, p, seed);
+        const got = await runForward(gpu, x, p, seed);
+        assert.deepEqual(got.mask, ref.mask, `mask n=${n} p=${p}`);
+        assert.deepEqual(got.y, f32(ref.y), `y n=${n} p=${p}`);
+      }
+      x.dispose();
+    }
+  },
+);
+
+Deno.test(
+  "dropout mask does not depend on the layout (vec4, scalar, in place)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(22);
+    for (const n of [5, 37, 4097]) {
+      const xs = f32(rng.normalArray(n));
+      const ref = dropoutForwardRef(xs, 0.4, 77);
+      const pooled = await runForward(gpu, gpu.tensor(xs, { shape: [n] }), 0.4, 77);
+      const ex = exactTensor(gpu, xs);
+      const scalar = await runForward(gpu, ex, 0.4, 77, exactTensor(gpu, new Float32Array(n)));
+      const inPlaceT = gpu.tensor(xs, { shape: [n] });
+      const inPlace = await runForward(gpu, inPlaceT, 0.4, 77, inPlaceT);
+      const inPlaceEx = exactTensor(gpu, xs);
+      const inPlaceScalar = await runForward(gpu, inPlaceEx, 0.4, 77, inPlaceEx);
+      for (const [what, got] of Object.entries({ pooled, scalar, inPlace, inPlaceScalar })) {
+        assert.deepEqual(got.mask, ref.mask, `${what} mask n=${n}`);
+        assert.deepEqual(got.y, f32(ref.y), `${what} y n=${n}`);
+      }
+    }
+  },
+);
+
+Deno.test("dropout p = 0 is the identity with an all-ones mask", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(23);
+  for (const n of [1, 40, 1001]) {
+    const xs = f32(rng.normalArray(n));
+    const got = await runForward(gpu, gpu.tensor(xs, { shape: [n] }), 0, 5);
+    assert.deepEqual(got.y, xs);
+    const want = new Uint32Array(dropoutMaskWords(n)).fill(0xffffffff);
+    if (n % 32) want[want.length - 1] = 2 ** (n % 32) - 1; // bits past n are 0
+    assert.deepEqual(got.mask, want);
+  }
+});
+
+Deno.test(
+  "dropout keep fraction is 1 - p (within 5 sigma) and the scale is exact",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const n = 200003;
+    const x = gpu.tensor(new Float32Array(n).fill(1.5), { shape: [n] });
+    for (const p of [0.5, 0.99, 0.1]) {
+      const got = await runForward(gpu, x, p, 2024);
+      const kept = popcount(got.mask);
+      const mean = n * (1 - p), sigma = Math.sqrt(n * p * (1 - p));
+      assert.ok(
+        Math.abs(kept - mean) < 5 * sigma,
+        `p=${p}: kept ${kept}, expected ${mean}±${sigma}`,
+      );
+      const scaled = Math.fround(1.5 * Math.fround(1 / (1 - p)));
+      let nonzero = 0;
+      for (let i = 0; i < n; i++) {
+        const keep = (got.mask[i >> 5] >>> (i & 31)) & 1;
+        if (got.y[i] !== (keep ? scaled : 0)) assert.fail(`p=${p}: y[${i}] = ${got.y[i]}`);
+        nonzero += keep;
+      }
+      assert.equal(nonzero, kept);
+      if (p === 0.99) assert.equal(scaled, 150);
+    }
+  },
+);
+
+Deno.test("dropout: same seed, same mask; another seed, an unrelated mask", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const n = 4096;
+  const x = gpu.tensor(new Float32Array(n).fill(1), { shape: [n] });
+  const a = await runForward(gpu, x, 0.5, 1000);
+  const b = await runForward(gpu, x, 0.5, 1000);
+  const c = await runForward(gpu, x, 0.5, 1001);
+  assert.deepEqual(a.mask, b.mask);
+  assert.notDeepEqual(a.mask, c.mask);
+  // Unrelated: about half the bits agree, and seed 1001 is not seed 1000 shifted by a few.
+  for (let shift = 0; shift < 4; shift++) {
+    let agree = 0;
+    for (let i = 0; i + shift < n; i++) {
+      const ka = (a.mask[i >> 5] >>> (i & 31)) & 1;
+      const j = i + shift;
+      const kc = (c.mask[j >> 5] >>> (j & 31)) & 1;
+      agree += ka === kc ? 1 : 0;
+    }
+    const frac = agree / (n - shift);
+    assert.ok(frac > 0.45 && frac < 0.55, `shift ${shift}: ${frac} of the bits agree`);
+  }
+});
+
+Deno.test(
+  "dropout backward: CPU vs finite differences, GPU vs CPU, in place",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(24);
+    // CPU: with the mask fixed, the forward is linear; its gradient is the backward.
+    {
+      const n = 50, p = 0.3, seed = 9;
+      const w = rng.normalArray(n);
+      const x = rng.normalArray(n);
+      const { mask } = dropoutForwardRef(x, p, seed);
+      const f = (v: Float64Array) => {
+        let s = 0;
+        for (let i = 0; i < n; i++) if (dropoutKeepRef(seed, i, p)) s += w[i] * v[i] / (1 - p);
+        return s;
+      };
+      checkGradient(f, x, dropoutBackwardRef(w, mask, p), { rtol: 1e-6, what: "dropout backward" });
+    }
+    for (const n of [1, 7, 1000, 70001]) {
+      const p = 0.35;
+      const xs = f32(rng.normalArray(n));
+      const dys = f32(rng.normalArray(n));
+      const mask = gpu.empty([dropoutMaskWords(n)], { dtype: "u32" });
+      dropoutForward({ y: gpu.empty([n]), mask, x: gpu.tensor(xs, { shape: [n] }) }, {
+        p,
+        seed: n,
+      });
+      const maskCpu = await mask.toArray() as Uint32Array;
+      const want = f32(dropoutBackwardRef(dys, maskCpu, p));
+      const dy = gpu.tensor(dys, { shape: [n] });
+      const dx = gpu.empty([n]);
+      dropoutBackward({ dx, dy, mask }, { p });
+      assert.deepEqual(await dx.toArray(), want, `dx n=${n}`);
+      dropoutBackward({ dx: dy, dy, mask }, { p });
+      assert.deepEqual(await dy.toArray(), want, `dx in place n=${n}`);
+      const ex = exactTensor(gpu, dys);
+      dropoutBackward({ dx: ex, dy: ex, mask }, { p });
+      assertClose(await ex.toArray(), want, { rtol: 0, atol: 0, what: `dx scalar n=${n}` });
+    }
+  },
+);
+
+Deno.test("dropout validates p, seed, sizes and dtypes", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const x = gpu.zeros([4, 10]);
+  const y = gpu.empty([4, 10]);
+  const mask = gpu.empty([2], { dtype: "u32" });
+  for (const p of [1, -0.1, NaN, 1.5]) {
+    assert.throws(() => dropoutForward({ y, mask, x }, { p, seed: 1 }), RangeError);
+    assert.throws(() => dropoutBackward({ dx: y, dy: x, mask }, { p }), RangeError);
+  }
+  for (const seed of [-1, 1.5, 2 ** 32]) {
+    assert.throws(() => dropoutForward({ y, mask, x }, { p: 0.5, seed }), RangeError);
+  }
+  assert.throws(
+    () => dropoutForward({ y, mask: gpu.empty([1], { dtype: "u32" }), x }, { p: 0.5, seed: 1 }),
+    (e: Error) =>
+      e instanceof TypeError && /mask has shape \[1\]/.test(e.message) &&
+      /\[4, 10\]/.test(e.message),
+  );
+  assert.throws(
+    () => dropoutForward({ y, mask: gpu.empty([2]), x }, { p: 0.5, seed: 1 }),
+    TypeError,
+  );
+  assert.throws(
+    () => dropoutForward({ y: gpu.empty([41]), mask, x }, { p: 0.5, seed: 1 }),
+    (e: Error) => e instanceof TypeError && /\[41\]/.test(e.message) && /\[4, 10\]/.test(e.message),
+  );
+  assert.throws(() => dropoutMaskWords(-1), RangeError);
+});
