@@ -193,6 +193,23 @@ export class Tensor<D extends DType = DType> {
   }
 
   /**
+   * A second handle to the same storage and shape (the storage lives until every handle is
+   * disposed). Layers retain the activations their backward needs this way.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const x = gpu.zeros([4]);
+   * const saved = x.retain();
+   * x.dispose(); // saved still reads the data
+   * ```
+   */
+  retain(): Tensor<D> {
+    return new Tensor(this.gpu, this, { shape: this.shape, dtype: this.dtype });
+  }
+
+  /**
    * A view with dimensions `startDim..` merged into one (as `torch.flatten(x, startDim)`).
    *
    * @example

@@ -1,0 +1,333 @@
+/**
+ * d2l's `train_ch6`, GPU-resident: the data set lives on the GPU as bytes, each step is recorded
+ * into one submit (batch preparation, forward, softmax cross-entropy, backward, SGD) and nothing
+ * is read back until the epoch ends. Browser-safe: no file system here.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../gpu/mod.ts";
+import { prepareBatch, type PrepareBatchParams } from "../kernels/data.ts";
+import { sgdUpdate } from "../kernels/sgd.ts";
+import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import type { Ctx } from "../layers/mod.ts";
+import type { Model } from "./model.ts";
+
+/** A data set as the trainer takes it: images `[count, channels, h, w]` as bytes, labels bytes. */
+export interface ImageSet {
+  /** Pixels, `count·channels·height·width` bytes. */
+  readonly images: Uint8Array;
+  /** Labels, `count` bytes. */
+  readonly labels: Uint8Array;
+  /** Examples. */
+  readonly count: number;
+  /** Channels. */
+  readonly channels: number;
+  /** Height. */
+  readonly height: number;
+  /** Width. */
+  readonly width: number;
+}
+
+/** Hyper-parameters of {@linkcode Trainer}. */
+export interface TrainerOptions {
+  /** Learning rate. */
+  readonly lr: number;
+  /** Batch size. */
+  readonly batchSize: number;
+  /** Square input size the images are resized to (bilinear, align_corners=False). */
+  readonly resize: number;
+  /** SGD momentum; default 0 (plain SGD as d2l). */
+  readonly momentum?: number;
+  /** SGD weight decay; default 0. */
+  readonly weightDecay?: number;
+  /** Random crop (padding 4 at 28², scaled) and horizontal flip. */
+  readonly augment?: boolean;
+  /** Overrides every dropout probability. */
+  readonly dropout?: number;
+  /** Seed of shuffling, augmentation and dropout; default 0. */
+  readonly seed?: number;
+  /** Per-channel normalization after ÷255 (none by default, as d2l). */
+  readonly mean?: readonly number[];
+  /** Per-channel standard deviation, with `mean`. */
+  readonly std?: readonly number[];
+}
+
+/** What one epoch measured. */
+export interface EpochResult {
+  /** Mean training loss over the epoch's examples. */
+  readonly loss: number;
+  /** Training accuracy over the epoch's examples (training-mode forward passes). */
+  readonly trainAcc: number;
+  /** Training examples processed. */
+  readonly examples: number;
+  /** Seconds of training (until the GPU finished the epoch). */
+  readonly seconds: number;
+}
+
+/** A data set uploaded to the GPU once. */
+export interface GpuImageSet {
+  /** u8 pixels. */
+  readonly images: Tensor;
+  /** u8 labels. */
+  readonly labels: Tensor;
+  /** Examples. */
+  readonly count: number;
+  /** Channels. */
+  readonly channels: number;
+  /** Height. */
+  readonly height: number;
+  /** Width. */
+  readonly width: number;
+}
+
+/**
+ * Uploads a data set to the GPU (once; batches are gathered from it on the GPU).
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { uploadImageSet } from "@modern-cnn/webgpu/models";
+ * const gpu = await getGpu();
+ * const set = uploadImageSet(gpu, { images: new Uint8Array(2 * 28 * 28), labels: new Uint8Array(2), count: 2, channels: 1, height: 28, width: 28 });
+ * ```
+ */
+export function uploadImageSet(gpu: Gpu, set: ImageSet): GpuImageSet {
+  const expected = set.count * set.channels * set.height * set.width;
+  if (set.images.length !== expected || set.labels.length !== set.count) {
+    throw new TypeError(
+      `uploadImageSet: ${set.images.length} pixel bytes and ${set.labels.length} labels do not fit ` +
+        `${set.count} images of ${set.channels}x${set.height}x${set.width}`,
+    );
+  }
+  return {
+    images: gpu.tensor(set.images, { shape: [set.count, set.channels, set.height, set.width] }),
+    labels: gpu.tensor(set.labels, { shape: [set.count] }),
+    count: set.count,
+    channels: set.channels,
+    height: set.height,
+    width: set.width,
+  };
+}
+
+/**
+ * A seeded permutation of `0..n-1` (Fisher-Yates over a SplitMix32 stream).
+ *
+ * @example
+ * ```ts
+ * import { permutation } from "@modern-cnn/webgpu/models";
+ * permutation(5, 1); // e.g. Uint32Array [3, 0, 4, 1, 2]
+ * ```
+ */
+export function permutation(n: number, seed: number): Uint32Array {
+  const p = new Uint32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  let state = (seed ^ 0x2545f491) >>> 0;
+  for (let i = n - 1; i > 0; i--) {
+    let z = (state = (state + 0x9e3779b9) >>> 0);
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    z = (z ^ (z >>> 16)) >>> 0;
+    const j = Math.floor((z / 4294967296) * (i + 1));
+    const t = p[i];
+    p[i] = p[j];
+    p[j] = t;
+  }
+  return p;
+}
+
+/**
+ * Trains a model with SGD on GPU-resident data, as d2l's `train_ch6`.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { createModel, Trainer, uploadImageSet } from "@modern-cnn/webgpu/models";
+ * const gpu = await getGpu();
+ * const model = createModel(gpu, { name: "lenet" });
+ * const data = uploadImageSet(gpu, { images: new Uint8Array(8 * 784), labels: new Uint8Array(8), count: 8, channels: 1, height: 28, width: 28 });
+ * const trainer = new Trainer(model, { lr: 0.9, batchSize: 4, resize: 28 });
+ * const r = await trainer.trainEpoch(data, { epoch: 0 });
+ * console.log(r.loss, r.trainAcc);
+ * ```
+ */
+export class Trainer {
+  /** The model trained. */
+  readonly model: Model;
+  /** The options. */
+  readonly options: TrainerOptions;
+  /** SGD steps taken so far (momentum buffers start at the first). */
+  steps = 0;
+
+  /**
+   * Creates a trainer for `model`.
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel, Trainer } from "@modern-cnn/webgpu/models";
+   * const trainer = new Trainer(createModel(await getGpu(), { name: "lenet" }), { lr: 0.9, batchSize: 256, resize: 28 });
+   * ```
+   */
+  constructor(model: Model, options: TrainerOptions) {
+    if (!(options.lr > 0)) throw new RangeError(`Trainer: lr must be > 0, got ${options.lr}`);
+    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) {
+      throw new RangeError(`Trainer: batch size must be a positive integer, got ${options.batchSize}`);
+    }
+    this.model = model;
+    this.options = options;
+  }
+
+  #batchParams(set: GpuImageSet, batch: number, train: boolean, seed: number): PrepareBatchParams {
+    const o = this.options;
+    const augment = train && o.augment === true;
+    return {
+      batch,
+      channels: set.channels,
+      srcH: set.height,
+      srcW: set.width,
+      dstH: o.resize,
+      dstW: o.resize,
+      mean: o.mean,
+      std: o.std,
+      cropPadding: augment ? Math.max(1, Math.round(set.height / 7)) : 0,
+      flip: augment,
+      seed,
+    };
+  }
+
+  /**
+   * Records one training step on the examples `order[start, start+batch)` (already on the GPU as
+   * `indices`); accumulates the loss sum and correct count into `metrics`. No readback.
+   */
+  #step(set: GpuImageSet, io: { indices: Tensor; lossSum: Tensor; correct: Tensor }, seed: number): void {
+    const gpu = this.model.gpu;
+    const batch = io.indices.size;
+    const o = this.options;
+    const momentum = o.momentum ?? 0;
+    if (momentum > 0) {
+      // Momentum buffers live as long as the model: create them outside the step's scope.
+      for (const [, p] of this.model.params) p.momentum ??= gpu.zeros(p.shape);
+    }
+    gpu.scope(() => {
+      const x = gpu.empty(this.model.inputShape(batch, o.resize));
+      const labels = gpu.empty([batch], { dtype: "i32" });
+      prepareBatch(
+        { x, labels, images: set.images, srcLabels: set.labels, indices: io.indices },
+        this.#batchParams(set, batch, true, seed),
+      );
+      this.model.zeroGrad();
+      const ctx: Ctx = { gpu, training: true, seed, dropout: o.dropout };
+      const f = this.model.forward(x, ctx);
+      const dlogits = gpu.empty(f.y.shape);
+      softmaxCrossEntropy(
+        { dlogits, lossSum: io.lossSum, correct: io.correct, logits: f.y, labels },
+        { n: batch, c: f.y.shape[1] },
+      );
+      f.y.dispose();
+      this.model.backward(dlogits, { cache: f.cache, ctx });
+      for (const [, p] of this.model.params) {
+        sgdUpdate(
+          { param: p.value!, grad: p.grad!, momentumBuf: p.momentum ?? undefined },
+          { lr: o.lr, momentum, weightDecay: o.weightDecay ?? 0, firstStep: this.steps === 0 },
+        );
+      }
+    });
+    this.steps++;
+    gpu.flush();
+  }
+
+  /**
+   * Trains one epoch over `set` (or its first `limit` examples), shuffled from the seed and the
+   * epoch number unless `shuffle` is false. Reads back once, at the end.
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel, Trainer, uploadImageSet } from "@modern-cnn/webgpu/models";
+   * const gpu = await getGpu();
+   * const trainer = new Trainer(createModel(gpu, { name: "lenet" }), { lr: 0.9, batchSize: 2, resize: 28 });
+   * const set = uploadImageSet(gpu, { images: new Uint8Array(4 * 784), labels: new Uint8Array(4), count: 4, channels: 1, height: 28, width: 28 });
+   * await trainer.trainEpoch(set, { epoch: 0, shuffle: false });
+   * ```
+   */
+  async trainEpoch(
+    set: GpuImageSet,
+    options: {
+      epoch: number;
+      limit?: number;
+      shuffle?: boolean;
+      onStep?: (done: number, total: number) => void;
+    },
+  ): Promise<EpochResult> {
+    const gpu = this.model.gpu;
+    const n = Math.min(options.limit ?? set.count, set.count);
+    const seed = ((this.options.seed ?? 0) * 1000003 + options.epoch) >>> 0;
+    const order = options.shuffle === false
+      ? Uint32Array.from({ length: n }, (_, i) => i)
+      : permutation(n, seed);
+    const all = gpu.tensor(order, { shape: [n] }); // the epoch's only upload
+    const lossSum = gpu.zeros([1]);
+    const correct = gpu.zeros([1], { dtype: "u32" });
+    const bs = this.options.batchSize;
+    const t0 = performance.now();
+    const steps = Math.ceil(n / bs);
+    for (let s = 0; s < steps; s++) {
+      const batch = Math.min(bs, n - s * bs);
+      const indices = gpu.empty([batch], { dtype: "u32" });
+      gpu.copy(all, indices, { srcOffset: s * bs * 4, bytes: batch * 4 });
+      this.#step(set, { indices, lossSum, correct }, (seed * 7919 + s) >>> 0);
+      indices.dispose();
+      options.onStep?.(s + 1, steps);
+      // Let the event loop breathe (progress output) without waiting on the GPU.
+      if (s % 8 === 7) await new Promise((r) => setTimeout(r, 0));
+    }
+    const [loss] = await lossSum.toArray();
+    const [right] = await correct.toArray();
+    const seconds = (performance.now() - t0) / 1000;
+    for (const t of [all, lossSum, correct]) t.dispose();
+    return { loss: loss / n, trainAcc: right / n, examples: n, seconds };
+  }
+
+  /**
+   * Accuracy in evaluation mode over `set` (or its first `limit` examples); one readback.
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel, Trainer, uploadImageSet } from "@modern-cnn/webgpu/models";
+   * const gpu = await getGpu();
+   * const trainer = new Trainer(createModel(gpu, { name: "lenet" }), { lr: 0.9, batchSize: 2, resize: 28 });
+   * const set = uploadImageSet(gpu, { images: new Uint8Array(4 * 784), labels: new Uint8Array(4), count: 4, channels: 1, height: 28, width: 28 });
+   * console.log(await trainer.evaluate(set));
+   * ```
+   */
+  async evaluate(set: GpuImageSet, options: { limit?: number } = {}): Promise<number> {
+    const gpu = this.model.gpu;
+    const n = Math.min(options.limit ?? set.count, set.count);
+    const correct = gpu.zeros([1], { dtype: "u32" });
+    const all = gpu.tensor(Uint32Array.from({ length: n }, (_, i) => i), { shape: [n] });
+    const bs = this.options.batchSize;
+    for (let s = 0; s * bs < n; s++) {
+      const batch = Math.min(bs, n - s * bs);
+      gpu.scope(() => {
+        const indices = gpu.empty([batch], { dtype: "u32" });
+        gpu.copy(all, indices, { srcOffset: s * bs * 4, bytes: batch * 4 });
+        const x = gpu.empty(this.model.inputShape(batch, this.options.resize));
+        const labels = gpu.empty([batch], { dtype: "i32" });
+        prepareBatch(
+          { x, labels, images: set.images, srcLabels: set.labels, indices },
+          this.#batchParams(set, batch, false, 0),
+        );
+        const f = this.model.forward(x, { gpu, training: false, seed: 0 });
+        accuracyCount({ correct, logits: f.y, labels }, { n: batch, c: f.y.shape[1] });
+        f.y.dispose();
+      });
+      gpu.flush();
+    }
+    const [right] = await correct.toArray();
+    correct.dispose();
+    all.dispose();
+    return right / n;
+  }
+}

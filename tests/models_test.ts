@@ -1,0 +1,265 @@
+// The model zoo against the reference: parameter counts, state-dict names/shapes/dtypes, block
+// output shapes, and PyTorch parity of eval logits and one training step (fixtures made by
+// tests/fixtures/make_models.py from ../shared/reference/d2l_models.py).
+import assert from "node:assert/strict";
+import { type Tensor } from "../gpu/mod.ts";
+import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import type { Ctx } from "../layers/mod.ts";
+import {
+  buildArchitecture,
+  checkInputSize,
+  countParameters,
+  createModel,
+  decodeSafetensors,
+  encodeSafetensors,
+  type HostStateDict,
+  type Model,
+  MODEL_NAMES,
+  type ModelName,
+  summarize,
+} from "../models/mod.ts";
+import { assertClose, GPU_TEST, testGpu } from "./harness.ts";
+
+interface Digest {
+  sum: number;
+  abs: number;
+  idx: number[];
+  val: number[];
+}
+interface Fixture {
+  name: ModelName;
+  size: number;
+  batch: number;
+  labels: number[];
+  params: number;
+  state: [string, number[], string][];
+  blocks: [string, string, number[]][];
+  logits_eval: number[];
+  logits_train: number[];
+  loss: number;
+  grads: Record<string, Digest>;
+  running: Record<string, Digest>;
+}
+
+function fixture(name: ModelName): Fixture {
+  const url = new URL(`./fixtures/model_${name}.json`, import.meta.url);
+  return JSON.parse(Deno.readTextFileSync(url));
+}
+
+// ---------------------------------------------- deterministic values (as make_models.py) ----
+
+function keySeed(key: string): number {
+  let s = 0;
+  for (const ch of new TextEncoder().encode(key)) s = (Math.imul(s, 31) + ch) >>> 0;
+  return s;
+}
+
+function hash32(x: number): number {
+  x >>>= 0;
+  x ^= x >>> 16;
+  x = Math.imul(x, 0x7feb352d) >>> 0;
+  x ^= x >>> 15;
+  x = Math.imul(x, 0x846ca68b) >>> 0;
+  x ^= x >>> 16;
+  return x >>> 0;
+}
+
+function detValues(key: string, n: number, lo: number, hi: number): Float32Array {
+  const seed = Math.imul(keySeed(key), 0x9e3779b9) >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * (hash32((i + seed) >>> 0) / 4294967296);
+  return out;
+}
+
+function detState(model: Model): HostStateDict {
+  const sd: HostStateDict = new Map();
+  const names = new Set(model.state.map((e) => e.name));
+  for (const e of model.state) {
+    if (e.kind === "counter") {
+      sd.set(e.name, { dtype: "I64", shape: [], data: new BigInt64Array([0n]) });
+      continue;
+    }
+    const shape = e.kind === "param" ? e.param.shape : e.buffer.shape;
+    const n = shape.reduce((a, b) => a * b, 1);
+    const leaf = e.name.split(".").at(-1)!;
+    const prefix = e.name.slice(0, e.name.length - leaf.length - 1);
+    const isBn = names.has(`${prefix}.running_mean`);
+    let v: Float32Array;
+    if (leaf === "running_mean") v = detValues(e.name, n, -0.1, 0.1);
+    else if (leaf === "running_var") v = detValues(e.name, n, 0.5, 1.5);
+    else if (isBn && leaf === "weight") v = detValues(e.name, n, 0.8, 1.2);
+    else if (isBn && leaf === "bias") v = detValues(e.name, n, -0.1, 0.1);
+    else if (leaf === "bias") {
+      const w = model.params.find(([k]) => k === `${prefix}.weight`)![1];
+      const b = 1 / Math.sqrt(w.fanIn);
+      v = detValues(e.name, n, -b, b);
+    } else {
+      const p = (e as { param: { shape: readonly number[] } }).param;
+      const receptive = p.shape.slice(2).reduce((a, b) => a * b, 1);
+      const fi = p.shape[1] * receptive, fo = p.shape[0] * receptive;
+      const b = Math.sqrt(6 / (fi + fo));
+      v = detValues(e.name, n, -b, b);
+    }
+    sd.set(e.name, { dtype: "F32", shape: [...shape], data: v });
+  }
+  return sd;
+}
+
+// ------------------------------------------------------------------------------ tests ----
+
+const EXPECTED_PARAMS: Record<ModelName, number> = {
+  "lenet": 61706,
+  "lenet-bn": 44878,
+  "alexnet": 46764746,
+  "alexnet-lrn": 46764746,
+  "vgg": 43093322,
+  "nin": 1992166,
+  "googlenet": 5977530,
+  "resnet": 11178378,
+  "densenet": 758226,
+  "mobilenet": 3216650,
+};
+
+Deno.test("parameter counts equal the reference's", () => {
+  for (const name of MODEL_NAMES) {
+    assert.equal(countParameters(buildArchitecture(name)), EXPECTED_PARAMS[name], name);
+  }
+  // ResNet-34 is one option away.
+  assert.equal(countParameters(buildArchitecture("resnet", { blocks: [3, 4, 6, 3] })), 21285698);
+});
+
+Deno.test("state-dict names, shapes and dtypes equal the reference's", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  for (const name of MODEL_NAMES) {
+    const fx = fixture(name);
+    if (["alexnet", "alexnet-lrn", "vgg"].includes(name)) {
+      // Large models: check names/shapes from the layer tree without allocating.
+      const arch = buildArchitecture(name);
+      const { stateEntries } = await import("../layers/mod.ts");
+      const ours = stateEntries(arch.net).map((e) => [
+        e.name,
+        e.kind === "counter" ? [] : e.kind === "param" ? [...e.param.shape] : [...e.buffer.shape],
+        e.kind === "counter" ? "int64" : "float32",
+      ]);
+      assert.deepEqual(ours, fx.state, name);
+      continue;
+    }
+    const model = createModel(gpu, { name });
+    const ours = model.state.map((e) => [
+      e.name,
+      e.kind === "counter" ? [] : [...(e.kind === "param" ? e.param.shape : e.buffer.shape)],
+      e.kind === "counter" ? "int64" : "float32",
+    ]);
+    assert.deepEqual(ours, fx.state, name);
+    model.dispose();
+  }
+});
+
+Deno.test("block output shapes equal the reference's (the seed's walk-through)", () => {
+  for (const name of MODEL_NAMES) {
+    const fx = fixture(name);
+    const arch = buildArchitecture(name);
+    const rows = summarize(arch, arch.fixedSize ?? { nin: 224, googlenet: 96, resnet: 96, densenet: 96, mobilenet: 96 }[name as "nin"]);
+    const ours = rows.rows.map((r) => [r.name, r.shape]);
+    const theirs = fx.blocks.map(([n, , s]) => [n, s]);
+    assert.deepEqual(ours, theirs, name);
+  }
+});
+
+Deno.test("a wrong input size names the size needed", () => {
+  assert.throws(() => checkInputSize(buildArchitecture("alexnet"), 96), /alexnet needs 224x224 inputs/);
+  assert.throws(() => checkInputSize(buildArchitecture("lenet"), 32), /lenet needs 28x28 inputs/);
+  assert.throws(() => checkInputSize(buildArchitecture("resnet"), 8), /resnet: input 8x8 is too small/);
+  checkInputSize(buildArchitecture("resnet"), 96);
+});
+
+async function parity(name: ModelName): Promise<void> {
+  const gpu = await testGpu();
+  const fx = fixture(name);
+  const model = createModel(gpu, { name });
+  model.loadStateDict(detState(model));
+  const { size, batch } = fx;
+  const x = gpu.tensor(detValues("input", batch * size * size, 0, 1), { shape: [batch, 1, size, size] });
+  const labels = gpu.tensor(Int32Array.from(fx.labels), { shape: [batch] });
+  // Eval-mode logits.
+  const evalCtx: Ctx = { gpu, training: false, seed: 0 };
+  const ev = model.forward(x, evalCtx);
+  const logitsEval = await ev.y.toArray();
+  ev.y.dispose();
+  const scale = Math.max(...fx.logits_eval.map(Math.abs));
+  assertClose(logitsEval, fx.logits_eval, { rtol: 1e-4, atol: 1e-4 * scale, what: `${name} eval logits` });
+  // One training step (dropout off, as the fixture).
+  const ctx: Ctx = { gpu, training: true, seed: 1, dropout: 0 };
+  const f = model.forward(x, ctx);
+  const dlogits = gpu.empty(f.y.shape);
+  const lossSum = gpu.zeros([1]);
+  const correct = gpu.zeros([1], { dtype: "u32" });
+  softmaxCrossEntropy({ dlogits, lossSum, correct, logits: f.y, labels }, { n: batch, c: 10 });
+  const logitsTrain = await f.y.toArray();
+  model.backward(dlogits, { cache: f.cache, ctx });
+  const loss = (await lossSum.toArray())[0] / batch;
+  const tscale = Math.max(...fx.logits_train.map(Math.abs));
+  assertClose(logitsTrain, fx.logits_train, { rtol: 1e-4, atol: 1e-4 * tscale, what: `${name} train logits` });
+  assertClose([loss], [fx.loss], { rtol: 1e-4, what: `${name} loss` });
+  for (const [key, p] of model.params) {
+    const d = fx.grads[key];
+    assert.ok(d, `${name}: no fixture gradient for ${key}`);
+    const g = await (p.grad as Tensor).toArray();
+    const meanAbs = d.abs / g.length;
+    const ours = d.idx.map((i) => g[i]);
+    assertClose(ours, d.val, { rtol: 1e-3, atol: 1e-3 * meanAbs + 1e-9, what: `${name} grad ${key} samples` });
+    let abs = 0;
+    for (const v of g) abs += Math.abs(v);
+    assertClose([abs], [d.abs], { rtol: 1e-3, what: `${name} grad ${key} sum |g|` });
+  }
+  for (const e of model.state) {
+    if (e.kind !== "buffer") continue;
+    const d = fx.running[e.name];
+    const v = await e.buffer.value!.toArray();
+    assertClose(d.idx.map((i) => v[i]), d.val, { rtol: 1e-4, atol: 1e-6, what: `${name} ${e.name}` });
+  }
+  for (const t of [x, labels, dlogits, lossSum, correct, f.y]) t.dispose();
+  model.dispose();
+}
+
+for (const name of MODEL_NAMES) {
+  Deno.test(`PyTorch parity: ${name} eval logits and one training step`, GPU_TEST, () => parity(name));
+}
+
+Deno.test("checkpoint round trip gives identical logits", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const a = createModel(gpu, { name: "lenet-bn", seed: 5 });
+  const b = createModel(gpu, { name: "lenet-bn", seed: 6 });
+  const x = gpu.tensor(detValues("rt", 3 * 28 * 28, 0, 1), { shape: [3, 1, 28, 28] });
+  // One training forward so running stats and num_batches_tracked are non-trivial.
+  const f = a.forward(x, { gpu, training: true, seed: 0 });
+  f.y.dispose();
+  const bytes = encodeSafetensors(await a.stateDict());
+  b.loadStateDict(decodeSafetensors(bytes).tensors);
+  const ctx: Ctx = { gpu, training: false, seed: 0 };
+  const ya = await a.forward(x, ctx).y.toArray();
+  const yb = await b.forward(x, ctx).y.toArray();
+  assert.deepEqual(yb, ya);
+  const sd = await b.stateDict();
+  assert.equal((sd.get("1.num_batches_tracked")!.data as BigInt64Array)[0], 1n);
+});
+
+Deno.test("a bad checkpoint names every offender and loads nothing", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const m = createModel(gpu, { name: "lenet", seed: 1 });
+  const before = await m.params[0][1].value!.toArray();
+  const sd = await createModel(gpu, { name: "lenet", seed: 2 }).stateDict();
+  sd.delete("11.bias");
+  sd.set("12.weight", { dtype: "F32", shape: [1], data: new Float32Array(1) });
+  sd.set("3.weight", { dtype: "F32", shape: [16, 6, 5, 4], data: new Float32Array(480) });
+  assert.throws(
+    () => m.loadStateDict(sd, { source: "bad.safetensors" }),
+    (e: Error) =>
+      /bad\.safetensors/.test(e.message) && /missing keys: 11\.bias/.test(e.message) &&
+      /unexpected keys: 12\.weight/.test(e.message) &&
+      /3\.weight: shape \[16, 6, 5, 4\], expected \[16, 6, 5, 5\]/.test(e.message),
+  );
+  assert.deepEqual(await m.params[0][1].value!.toArray(), before, "nothing was loaded");
+  const bytes = encodeSafetensors(await m.stateDict());
+  assert.throws(() => decodeSafetensors(bytes.subarray(0, bytes.length - 10), { file: "cut.safetensors" }), /cut\.safetensors.*truncated/);
+});
