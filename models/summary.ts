@@ -100,6 +100,8 @@ export function formatSummary(s: Summary): string {
     lines.push(`${`${r.name} ${r.kind}`.padEnd(width)}  output shape: ${formatShape(r.shape)}`);
   }
   lines.push(`parameters: ${s.params.toLocaleString("en-US")}`);
-  lines.push(`forward FLOPs per image: ${(s.flops / 1e9).toFixed(3)} GFLOP`);
+  lines.push(
+    `forward FLOPs per image: ${s.flops >= 1e8 ? `${(s.flops / 1e9).toFixed(3)} GFLOP` : `${(s.flops / 1e6).toFixed(3)} MFLOP`}`,
+  );
   return lines.join("\n");
 }

@@ -57,7 +57,11 @@ Deno.test("a one-batch epoch without shuffling is exactly one SGD step", GPU_TES
   const b = createModel(gpu, { name: "lenet", seed: 9 });
   const before = await a.stateDict();
   const trainer = new Trainer(a, { lr: 0.5, batchSize: 16, resize: 28 });
-  const r = await trainer.trainEpoch(uploadImageSet(gpu, set), { epoch: 0, shuffle: false, limit: 16 });
+  const r = await trainer.trainEpoch(uploadImageSet(gpu, set), {
+    epoch: 0,
+    shuffle: false,
+    limit: 16,
+  });
   assert.equal(trainer.steps, 1);
   // Do the same step by hand: forward, CE, backward, p -= lr·g.
   const { softmaxCrossEntropy } = await import("../kernels/softmax_ce.ts");

@@ -1,0 +1,698 @@
+/**
+ * Depthwise 2-D convolution (`nn.Conv2d(c, c, k, groups=c)`, channel multiplier 1), as in
+ * MobileNet: forward, and backward to the input, the weight and an optional bias.
+ *
+ * Weights are `[c, 1, kh, kw]`, input `[n, c, h, w]`, output `[n, c, oh, ow]` with
+ * `oh = floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1` (and the same for the width), exactly
+ * as PyTorch.
+ *
+ * Kernels (specialized on the kernel size and, where it pays, the stride, so that tap loops
+ * unroll; llvmpipe runs each invocation as a SIMD lane, so fewer loads and integer divisions per
+ * output matter most):
+ * - forward, and the backward to the input at stride 1 (a correlation of `dy` with the flipped
+ *   kernel): one thread per 4 consecutive outputs of a row, loading each input row span once;
+ * - backward to the input at larger strides: one thread per `sh x sw` block of inputs aligned
+ *   to the stride, for which the covering outputs and taps are known at compile time (a gather:
+ *   no atomics);
+ * - backward to the weight and bias, a reduction over `n * oh * ow` per channel in units of 4
+ *   outputs of a row: one thread per channel when a channel has few units, otherwise two passes
+ *   (workgroups of `(chunk, channel)` reduce chunks into partial sums of every tap and of `dy`,
+ *   then one thread per `(channel, tap)` adds the chunks in order). `dw` / `db` are overwritten
+ *   or accumulated.
+ *
+ * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
+ * one dispatch.
+ *
+ * @module
+ */
+
+import {
+  assertShape,
+  formatShape,
+  grid1d,
+  type KernelSpec,
+  type Shape,
+  type Tensor,
+} from "../gpu/mod.ts";
+import { ParamsWriter } from "./_params.ts";
+
+/** Threads per workgroup of every depthwise kernel. */
+const WG = 64;
+/**
+ * Units of work (an output row segment of up to 4 outputs) of one channel reduced by one
+ * workgroup of the chunked weight-gradient pass (about 4096 outputs).
+ */
+const CHUNK_UNITS = 1024;
+/**
+ * Most units per channel whose weight gradient is reduced serially by one thread per channel
+ * (no workgroup barriers); longer reductions use the two-pass chunked one.
+ */
+const SERIAL_UNITS = 512;
+
+/** Dimensions and hyper-parameters of a depthwise convolution. */
+export interface DepthwiseParams {
+  /** Batch size. */
+  readonly n: number;
+  /** Channels (input = output = groups). */
+  readonly c: number;
+  /** Input height. */
+  readonly h: number;
+  /** Input width. */
+  readonly w: number;
+  /** Kernel size: `k` or `[kh, kw]`. */
+  readonly kernel: number | readonly [number, number];
+  /** Stride: `s` or `[sh, sw]`; default 1. */
+  readonly stride?: number | readonly [number, number];
+  /** Zero padding on each side: `p` or `[ph, pw]`; default 0. */
+  readonly padding?: number | readonly [number, number];
+  /** Dilation: `d` or `[dh, dw]`; default 1. */
+  readonly dilation?: number | readonly [number, number];
+}
+
+interface Resolved {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  ph: number;
+  pw: number;
+  dh: number;
+  dw: number;
+  oh: number;
+  ow: number;
+}
+
+function pair(
+  op: string,
+  name: string,
+  v: number | readonly [number, number] | undefined,
+  dflt: number,
+  min: number,
+): [number, number] {
+  let p: readonly number[];
+  if (v === undefined) p = [dflt, dflt];
+  else if (typeof v === "number") p = [v, v];
+  else if (Array.isArray(v)) p = v;
+  else throw new TypeError(`${op}: ${name} must be a number or a pair, got ${JSON.stringify(v)}`);
+  if (p.length !== 2 || p.some((d) => !Number.isInteger(d) || d < min)) {
+    throw new RangeError(
+      `${op}: ${name} must be an integer >= ${min} or a pair of them, got ${JSON.stringify(v)}`,
+    );
+  }
+  return [p[0], p[1]];
+}
+
+function resolve(op: string, p: DepthwiseParams): Resolved {
+  for (const k of ["n", "c", "h", "w"] as const) {
+    if (!Number.isInteger(p[k]) || p[k] < 1) {
+      throw new RangeError(`${op}: ${k} must be an integer >= 1, got ${p[k]}`);
+    }
+  }
+  const [kh, kw] = pair(op, "kernel", p.kernel, 1, 1);
+  const [sh, sw] = pair(op, "stride", p.stride, 1, 1);
+  const [ph, pw] = pair(op, "padding", p.padding, 0, 0);
+  const [dh, dw] = pair(op, "dilation", p.dilation, 1, 1);
+  const oh = Math.floor((p.h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
+  const ow = Math.floor((p.w + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
+  if (oh < 1 || ow < 1) {
+    throw new RangeError(
+      `${op}: input ${formatShape([p.n, p.c, p.h, p.w])} is too small for kernel [${kh}, ${kw}] ` +
+        `with padding [${ph}, ${pw}] and dilation [${dh}, ${dw}] (output ${oh}x${ow})`,
+    );
+  }
+  return { n: p.n, c: p.c, h: p.h, w: p.w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow };
+}
+
+/**
+ * Validates depthwise-convolution parameters and returns the output shape `[n, c, oh, ow]`.
+ *
+ * @throws {RangeError} for non-integer or out-of-range sizes, or an output smaller than 1x1.
+ * @example
+ * ```ts
+ * import { checkDepthwise } from "@modern-cnn/webgpu/kernels";
+ * checkDepthwise({ n: 8, c: 32, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 }); // [8, 32, 24, 24]
+ * ```
+ */
+export function checkDepthwise(p: DepthwiseParams): Shape {
+  const r = resolve("depthwiseConv2d", p);
+  return [r.n, r.c, r.oh, r.ow];
+}
+
+function checkF32(op: string, name: string, t: Tensor, expected: Shape): void {
+  assertShape(op, name, t.shape, expected);
+  if (t.dtype !== "f32") throw new TypeError(`${op}: ${name} must be f32, got ${t}`);
+}
+
+function geometry(r: Resolved): ParamsWriter {
+  return new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow)
+    .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).i32(r.dh).i32(r.dw);
+}
+
+const GEOMETRY_WGSL = `c: u32, h: u32, w: u32, oh: u32, ow: u32,
+  sh: i32, sw: i32, ph: i32, pw: i32, dh: i32, dw: i32,`;
+
+const specs = new Map<string, KernelSpec>();
+function memo(name: string, make: () => string): KernelSpec {
+  let s = specs.get(name);
+  if (!s) specs.set(name, s = { name, code: make() });
+  return s;
+}
+
+/** Outputs along a row computed by one thread of the row-convolution kernel. */
+const V = 4;
+
+/**
+ * The row-convolution kernel, specialized on the kernel size, the horizontal stride and dilation:
+ * the forward pass, and (with `flip`) the stride-1 backward to the input, which is the same
+ * correlation of dy with the flipped kernel and padding `(k - 1) * d - p`.
+ */
+function rowConvSpec(
+  kh: number,
+  kw: number,
+  sw: number,
+  dw: number,
+  flip: boolean,
+  bias: boolean,
+): KernelSpec {
+  const span = (V - 1) * sw + (kw - 1) * dw + 1;
+  const wIndex = flip ? "(KH - 1 - ky) * KW + (KW - 1 - kx)" : "ky * KW + kx";
+  const taps = Array.from({ length: V }, (_, v) => `row[${v * sw} + kx * DW]`).join(", ");
+  const name = `depthwise_rowconv_${kh}x${kw}_sw${sw}_dw${dw}${flip ? "_flip" : ""}` +
+    `${bias ? "_bias" : ""}`;
+  return memo(name, () => `
+// Depthwise ${flip ? "conv backward to the input (stride 1)" : "conv forward"}: one thread per
+// (plane, oy, block of ${V} consecutive ox); idx = (plane * oh + oy) * owb + block (flat over a
+// grid1d launch). For each of the ${kh} kernel rows it loads the ${span} inputs its ${V} outputs
+// need into registers (zero outside the plane), then accumulates the ${kw} taps into a vec4.
+// ${flip ? "Input is dy, output dx, weights flipped, padding (k - 1) * d - p." : ""}
+const WG = ${WG}u;
+const KH = ${kh};
+const KW = ${kw};
+const SW = ${sw};
+const DW = ${dw};
+const SPAN = ${span};
+struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, owb: u32, sh: i32, ph: i32, pw: i32,
+  dh: i32, total: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+${bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
+@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= p.total) { return; }
+  let rows = p.oh * p.owb;
+  let plane = idx / rows;
+  let r = idx - plane * rows;
+  let oy = r / p.owb;
+  let ox0 = (r - oy * p.owb) * ${V}u;
+  let ch = plane % p.c;
+  let base = plane * p.h * p.w;
+  let iy0 = i32(oy) * p.sh - p.ph;
+  let ix0 = i32(ox0) * SW - p.pw;
+  let wbase = ch * u32(KH * KW);
+  var acc = vec4f(0.0);
+  for (var ky = 0; ky < KH; ky++) {
+    let iy = iy0 + ky * p.dh;
+    if (iy < 0 || iy >= i32(p.h)) { continue; }
+    let rbase = base + u32(iy) * p.w;
+    var row: array<f32, SPAN>;
+    for (var t = 0; t < SPAN; t++) {
+      let ix = ix0 + t;
+      if (ix >= 0 && ix < i32(p.w)) { row[t] = x[rbase + u32(ix)]; }
+    }
+    for (var kx = 0; kx < KW; kx++) {
+      acc += vec4f(${taps}) * wt[wbase + u32(${wIndex})];
+    }
+  }
+  ${bias ? "acc += bias[ch];" : ""}
+  let o = (plane * p.oh + oy) * p.ow + ox0;
+  let n = min(p.ow - ox0, ${V}u);
+  for (var v = 0u; v < n; v++) { y[o + v] = acc[v]; }
+}
+`);
+}
+
+/** Records the row-convolution kernel: `x` planes of `h x w` to `y` planes of `oh x ow`. */
+function rowConv(
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | undefined,
+  y: Tensor,
+  g: {
+    c: number;
+    h: number;
+    w: number;
+    oh: number;
+    ow: number;
+    kh: number;
+    kw: number;
+    sh: number;
+    sw: number;
+    ph: number;
+    pw: number;
+    dh: number;
+    dw: number;
+    flip: boolean;
+  },
+): void {
+  const owb = Math.ceil(g.ow / V);
+  const total = (y.size / (g.oh * g.ow)) * g.oh * owb;
+  const params = new ParamsWriter().u32(g.c).u32(g.h).u32(g.w).u32(g.oh).u32(g.ow).u32(owb)
+    .i32(g.sh).i32(g.ph).i32(g.pw).i32(g.dh).u32(total).bytes();
+  x.gpu.dispatch(rowConvSpec(g.kh, g.kw, g.sw, g.dw, g.flip, !!b), {
+    params,
+    bindings: b ? [x, w, b, y] : [x, w, y],
+    workgroups: grid1d(total, WG),
+  });
+}
+
+/**
+ * Taps of one block-local coordinate along an axis for the strided backward to the input: the
+ * input `i = block * s + u` receives from output `block + a` through tap `k` when
+ * `u + pad - a * s = k * d` with `0 <= k < kernel`.
+ */
+function blockTaps(u: number, s: number, pad: number, k: number, d: number): [number, number][] {
+  const out: [number, number][] = [];
+  const span = (k - 1) * d;
+  for (let a = Math.ceil((u + pad - span) / s); a <= Math.floor((u + pad) / s); a++) {
+    const t = u + pad - a * s;
+    if (t >= 0 && t <= span && t % d === 0) out.push([a, t / d]);
+  }
+  return out;
+}
+
+function backwardDataBlockSpec(r: Resolved): KernelSpec {
+  const { kh, kw, sh, sw, ph, pw, dh, dw } = r;
+  const name = `depthwise_bwd_data_block_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}_d${dh}x${dw}`;
+  return memo(name, () => {
+    const rows = Array.from({ length: sh }, (_, u) => blockTaps(u, sh, ph, kh, dh));
+    const cols = Array.from({ length: sw }, (_, v) => blockTaps(v, sw, pw, kw, dw));
+    const as = [...new Set(rows.flat().map(([a]) => a))].sort((x, y) => x - y);
+    const bs = [...new Set(cols.flat().map(([b]) => b))].sort((x, y) => x - y);
+    const id = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
+    const lines: string[] = [];
+    for (const a of as) {
+      lines.push(`  let oy${id(a)} = i32(by) + ${a};`);
+      lines.push(`  let okY${id(a)} = oy${id(a)} >= 0 && oy${id(a)} < i32(p.oh);`);
+    }
+    for (const b of bs) {
+      lines.push(`  let ox${id(b)} = i32(bx) + ${b};`);
+      lines.push(`  let okX${id(b)} = ox${id(b)} >= 0 && ox${id(b)} < i32(p.ow);`);
+    }
+    for (const a of as) {
+      for (const b of bs) {
+        const d = `d${id(a)}_${id(b)}`;
+        lines.push(`  var ${d} = 0.0;`);
+        lines.push(
+          `  if (okY${id(a)} && okX${id(b)}) { ${d} = dy[obase + u32(oy${id(a)}) * p.ow + ` +
+            `u32(ox${id(b)})]; }`,
+        );
+      }
+    }
+    const used = new Set<string>();
+    const body: string[] = [];
+    for (let u = 0; u < sh; u++) {
+      for (let v = 0; v < sw; v++) {
+        const terms: string[] = [];
+        for (const [a, ky] of rows[u]) {
+          for (const [b, kx] of cols[v]) {
+            used.add(`${ky}_${kx}`);
+            terms.push(`d${id(a)}_${id(b)} * w${ky}_${kx}`);
+          }
+        }
+        body.push(
+          `  if (iy0 + ${u}u < p.h && ix0 + ${v}u < p.w) { dx[ibase + (iy0 + ${u}u) * p.w + ix0 + ` +
+            `${v}u] = ${terms.length ? terms.join(" + ") : "0.0"}; }`,
+        );
+      }
+    }
+    for (const k of used) {
+      const [ky, kx] = k.split("_").map(Number);
+      lines.push(`  let w${k} = wt[wbase + ${ky * kw + kx}u];`);
+    }
+    return `
+// Depthwise conv backward to the input, strided (specialized on kernel ${kh}x${kw}, stride
+// ${sh}x${sw}, padding ${ph}x${pw}, dilation ${dh}x${dw}). One thread per block of ${sh}x${sw}
+// inputs, idx = (plane * hb + by) * wb + bx, inputs (by * ${sh} + u, bx * ${sw} + v): with the
+// block aligned to the stride, which output (by + a, bx + b) reaches which input through which
+// tap is known at compile time, so the thread loads the dy patch it needs and the used taps
+// once and writes each input's sum (a gather: no atomics).
+const WG = ${WG}u;
+struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, total: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= p.total) { return; }
+  let blocks = p.hb * p.wb;
+  let plane = idx / blocks;
+  let r = idx - plane * blocks;
+  let by = r / p.wb;
+  let bx = r - by * p.wb;
+  let ch = plane % p.c;
+  let iy0 = by * ${sh}u;
+  let ix0 = bx * ${sw}u;
+  let ibase = plane * p.h * p.w;
+  let obase = plane * p.oh * p.ow;
+  let wbase = ch * ${kh * kw}u;
+${lines.join("\n")}
+${body.join("\n")}
+}
+`;
+  });
+}
+
+/** Taps reduced per round of the workgroup reduction (bounds the workgroup memory). */
+function roundTaps(kk1: number): number {
+  return Math.min(kk1, 32);
+}
+
+/**
+ * WGSL shared by the weight-gradient kernels: `unit` adds the contribution of one unit of work,
+ * the outputs (oy, ox0 .. ox0 + 3) of one plane (fewer at the row's end), to the per-tap sums:
+ * it loads dy as a vec4 (zero past the row), and for each kernel row the input span those
+ * outputs read (zero outside the plane and past what valid outputs use), then adds
+ * dot(dy, inputs under tap) for each tap, and sum(dy) for the bias.
+ */
+function unitWgsl(kh: number, kw: number, sw: number, dw: number): string {
+  const kk = kh * kw;
+  const span = (V - 1) * sw + (kw - 1) * dw + 1;
+  const taps = Array.from({ length: V }, (_, v) => `row[${v * sw} + kx * DW]`).join(", ");
+  return `const KH = ${kh};
+const KW = ${kw};
+const SW = ${sw};
+const DW = ${dw};
+const SPAN = ${span};
+const KK = ${kk}u;
+const KK1 = ${kk + 1}u;
+struct Params { ${GEOMETRY_WGSL}
+  n: u32, owb: u32, chunk: u32, chunks: u32, stepOb: u32, stepRow: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+
+fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
+  let o = (plane * p.oh + oy) * p.ow + ox0;
+  let n = min(p.ow - ox0, ${V}u);
+  var g = vec4f(0.0);
+  for (var v = 0u; v < n; v++) { g[v] = dy[o + v]; }
+  (*acc)[KK] += g.x + g.y + g.z + g.w;
+  let base = plane * p.h * p.w;
+  let iy0 = i32(oy) * p.sh - p.ph;
+  let ix0 = i32(ox0) * SW - p.pw;
+  let tmax = i32(n - 1u) * SW + (KW - 1) * DW;
+  for (var ky = 0; ky < KH; ky++) {
+    let iy = iy0 + ky * p.dh;
+    if (iy < 0 || iy >= i32(p.h)) { continue; }
+    let rbase = base + u32(iy) * p.w;
+    var row: array<f32, SPAN>;
+    for (var t = 0; t < SPAN; t++) {
+      let ix = ix0 + t;
+      if (t <= tmax && ix >= 0 && ix < i32(p.w)) { row[t] = x[rbase + u32(ix)]; }
+    }
+    for (var kx = 0; kx < KW; kx++) {
+      (*acc)[ky * KW + kx] += dot(g, vec4f(${taps}));
+    }
+  }
+}`;
+}
+
+function weightParams(r: Resolved, chunk: number, chunks: number): Uint8Array {
+  const owb = Math.ceil(r.ow / V);
+  return geometry(r).u32(r.n).u32(owb).u32(chunk).u32(chunks).u32(WG % owb)
+    .u32(Math.floor(WG / owb)).bytes();
+}
+
+function backwardWeightPartialSpec(kh: number, kw: number, sw: number, dw: number): KernelSpec {
+  const kk1 = kh * kw + 1;
+  const r = roundTaps(kk1);
+  return memo(`depthwise_bwd_weight_partial_${kh}x${kw}_sw${sw}_dw${dw}`, () => `
+// Depthwise conv backward to the weight and bias, pass 1 of 2. The work of a channel is split in
+// units (b, oy, block of ${V} ox), unit index j = (b * oh + oy) * owb + block. Workgroup
+// (chunk, ch) reduces units [chunk * chunkUnits, (chunk + 1) * chunkUnits) of channel ch: thread
+// lid takes j = start + lid, + WG, ... (row and block advanced without divisions) and
+// accumulates the ${kk1 - 1} tap sums and sum(dy) in registers; a tree reduction in workgroup
+// memory (${r} sums per round) writes partial[(ch * chunks + chunk) * ${kk1} + tap].
+const WG = ${WG}u;
+const R = ${r}u;
+${unitWgsl(kh, kw, sw, dw)}
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+var<workgroup> red: array<f32, ${r * WG}>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u) {
+  let chunk = wid.x;
+  let ch = wid.y;
+  let units = p.n * p.oh * p.owb;
+  let j0 = chunk * p.chunk + lid;
+  let j1 = min((chunk + 1u) * p.chunk, units);
+  var acc: array<f32, KK1>;
+  for (var t = 0u; t < KK1; t++) { acc[t] = 0.0; }
+  var row = j0 / p.owb;
+  var ob = j0 % p.owb;
+  for (var j = j0; j < j1; j += WG) {
+    let b = row / p.oh;
+    unit(b * p.c + ch, row - b * p.oh, ob * ${V}u, &acc);
+    ob += p.stepOb;
+    row += p.stepRow;
+    if (ob >= p.owb) { ob -= p.owb; row += 1u; }
+  }
+  let out = (ch * p.chunks + chunk) * KK1;
+  for (var r0 = 0u; r0 < KK1; r0 += R) {
+    for (var t = 0u; t < R; t++) {
+      let tap = min(r0 + t, KK1 - 1u);
+      red[t * WG + lid] = acc[tap];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+      if (lid < s) {
+        for (var t = 0u; t < R; t++) { red[t * WG + lid] += red[t * WG + lid + s]; }
+      }
+      workgroupBarrier();
+    }
+    if (lid < R && r0 + lid < KK1) { partial[out + r0 + lid] = red[lid * WG]; }
+    workgroupBarrier();
+  }
+}
+`);
+}
+
+function backwardWeightSerialSpec(
+  g: { kh: number; kw: number; sw: number; dw: number },
+  hasDw: boolean,
+  hasDb: boolean,
+  accumulate: boolean,
+): KernelSpec {
+  const { kh, kw, sw, dw } = g;
+  const kk = kh * kw;
+  const tag = `${hasDw ? "_dw" : ""}${hasDb ? "_db" : ""}${accumulate ? "_acc" : ""}`;
+  const op = accumulate ? "+=" : "=";
+  let binding = 3;
+  const dwBinding = hasDw ? binding++ : -1;
+  const dbBinding = hasDb ? binding++ : -1;
+  return memo(`depthwise_bwd_weight_serial_${kh}x${kw}_sw${sw}_dw${dw}${tag}`, () => `
+// Depthwise conv backward to the weight and bias for short reductions (few outputs per
+// channel): one thread per channel walks all its units (b, oy, block of ${V} ox) in order,
+// accumulating the ${kk} tap sums and sum(dy) in registers (no barriers, no divisions), then
+// ${accumulate ? "accumulates into" : "overwrites"} dw[ch, tap] and db[ch].
+const WG = ${WG}u;
+${unitWgsl(kh, kw, sw, dw)}
+${hasDw ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<f32>;` : ""}
+${hasDb ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<f32>;` : ""}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let ch = gid.x;
+  if (ch >= p.c) { return; }
+  var acc: array<f32, KK1>;
+  for (var t = 0u; t < KK1; t++) { acc[t] = 0.0; }
+  for (var b = 0u; b < p.n; b++) {
+    for (var oy = 0u; oy < p.oh; oy++) {
+      for (var ob = 0u; ob < p.owb; ob++) { unit(b * p.c + ch, oy, ob * ${V}u, &acc); }
+    }
+  }
+  ${hasDw ? `for (var t = 0u; t < KK; t++) { dw[ch * KK + t] ${op} acc[t]; }` : ""}
+  ${hasDb ? `db[ch] ${op} acc[KK];` : ""}
+}
+`);
+}
+
+function backwardWeightFinalSpec(
+  kh: number,
+  kw: number,
+  hasDw: boolean,
+  hasDb: boolean,
+  accumulate: boolean,
+): KernelSpec {
+  const kk = kh * kw;
+  const kk1 = kk + 1;
+  const tag = `${hasDw ? "_dw" : ""}${hasDb ? "_db" : ""}${accumulate ? "_acc" : ""}`;
+  const op = accumulate ? "+=" : "=";
+  let binding = 2;
+  const dwBinding = hasDw ? binding++ : -1;
+  const dbBinding = hasDb ? binding++ : -1;
+  return memo(`depthwise_bwd_weight_final_${kh}x${kw}${tag}`, () => `
+// Depthwise conv backward to the weight and bias, pass 2 of 2. One thread per (ch, tap),
+// idx = ch * ${kk1} + tap, adds the per-chunk partial sums of pass 1 in chunk order and
+// ${
+    accumulate ? "accumulates into" : "overwrites"
+  } dw[ch * ${kk} + tap] (tap < ${kk}) or db[ch] (tap ${kk}).
+const WG = ${WG}u;
+const KK1 = ${kk1}u;
+struct Params { c: u32, chunks: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> partial: array<f32>;
+${hasDw ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<f32>;` : ""}
+${hasDb ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<f32>;` : ""}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = gid.x;
+  if (idx >= p.c * KK1) { return; }
+  let ch = idx / KK1;
+  let tap = idx % KK1;
+  var s = 0.0;
+  for (var k = 0u; k < p.chunks; k++) { s += partial[(ch * p.chunks + k) * KK1 + tap]; }
+  if (tap < KK1 - 1u) {
+    ${hasDw ? `dw[ch * (KK1 - 1u) + tap] ${op} s;` : ""}
+  } else {
+    ${hasDb ? `db[ch] ${op} s;` : ""}
+  }
+}
+`);
+}
+
+/**
+ * Depthwise convolution forward: `y[b, ch] = conv2d(x[b, ch], w[ch]) (+ bias[ch])`.
+ * `y` is overwritten.
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { checkDepthwise, depthwiseConv2dForward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 2, c: 32, h: 48, w: 48, kernel: 3, padding: 1 };
+ * const x = gpu.zeros([2, 32, 48, 48]);
+ * const w = gpu.zeros([32, 1, 3, 3]);
+ * const y = gpu.empty(checkDepthwise(p));
+ * depthwiseConv2dForward({ y, x, w }, p);
+ * ```
+ */
+export function depthwiseConv2dForward(
+  io: { y: Tensor; x: Tensor; w: Tensor; b?: Tensor },
+  p: DepthwiseParams,
+): void {
+  const op = "depthwiseConv2dForward";
+  const r = resolve(op, p);
+  checkF32(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  checkF32(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
+  if (io.b) checkF32(op, "b", io.b, [r.c]);
+  checkF32(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
+  rowConv(io.x, io.w, io.b, io.y, { ...r, flip: false });
+}
+
+/**
+ * Depthwise convolution backward. Computes any of `dx` (overwritten), `dw` and `db` (overwritten,
+ * or `+=` with `accumulate: true`) from `dy`; `x` is needed for `dw`, `w` for `dx`.
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { depthwiseConv2dBackward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 2, c: 32, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 };
+ * const x = gpu.zeros([2, 32, 48, 48]);
+ * const w = gpu.zeros([32, 1, 3, 3]);
+ * const dy = gpu.zeros([2, 32, 24, 24]);
+ * const dx = gpu.empty(x.shape);
+ * const dw = gpu.zeros(w.shape);
+ * depthwiseConv2dBackward({ dx, dw, dy, x, w }, { ...p, accumulate: true });
+ * ```
+ */
+export function depthwiseConv2dBackward(
+  io: { dx?: Tensor; dw?: Tensor; db?: Tensor; dy: Tensor; x: Tensor; w: Tensor },
+  p: DepthwiseParams & { readonly accumulate?: boolean },
+): void {
+  const op = "depthwiseConv2dBackward";
+  const r = resolve(op, p);
+  checkF32(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  checkF32(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  checkF32(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
+  if (io.dx) checkF32(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
+  if (io.dw) checkF32(op, "dw", io.dw, [r.c, 1, r.kh, r.kw]);
+  if (io.db) checkF32(op, "db", io.db, [r.c]);
+  const gpu = io.dy.gpu;
+  if (io.dx) {
+    if (r.sh === 1 && r.sw === 1) {
+      rowConv(io.dy, io.w, undefined, io.dx, {
+        c: r.c,
+        h: r.oh,
+        w: r.ow,
+        oh: r.h,
+        ow: r.w,
+        kh: r.kh,
+        kw: r.kw,
+        sh: 1,
+        sw: 1,
+        ph: (r.kh - 1) * r.dh - r.ph,
+        pw: (r.kw - 1) * r.dw - r.pw,
+        dh: r.dh,
+        dw: r.dw,
+        flip: true,
+      });
+    } else {
+      const hb = Math.ceil(r.h / r.sh), wb = Math.ceil(r.w / r.sw);
+      const total = r.n * r.c * hb * wb;
+      gpu.dispatch(backwardDataBlockSpec(r), {
+        params: new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb).u32(wb)
+          .u32(total).bytes(),
+        bindings: [io.dy, io.w, io.dx],
+        workgroups: grid1d(total, WG),
+      });
+    }
+  }
+  if (!io.dw && !io.db) return;
+  const acc = p.accumulate ?? false;
+  const kk1 = r.kh * r.kw + 1;
+  const outputs: Tensor[] = [];
+  if (io.dw) outputs.push(io.dw);
+  if (io.db) outputs.push(io.db);
+  const units = r.n * r.oh * Math.ceil(r.ow / V);
+  if (units <= SERIAL_UNITS) {
+    gpu.dispatch(backwardWeightSerialSpec(r, !!io.dw, !!io.db, acc), {
+      params: weightParams(r, units, 1),
+      bindings: [io.dy, io.x, ...outputs],
+      workgroups: Math.ceil(r.c / WG),
+    });
+    return;
+  }
+  const chunks = Math.ceil(units / CHUNK_UNITS);
+  if (chunks > gpu.limits.maxComputeWorkgroupsPerDimension) {
+    throw new RangeError(`${op}: n * oh * ceil(ow / 4) = ${units} is too large`);
+  }
+  const partial = gpu.empty([r.c, chunks, kk1]);
+  gpu.dispatch(backwardWeightPartialSpec(r.kh, r.kw, r.sw, r.dw), {
+    params: weightParams(r, CHUNK_UNITS, chunks),
+    bindings: [io.dy, io.x, partial],
+    workgroups: [chunks, r.c, 1],
+  });
+  gpu.dispatch(backwardWeightFinalSpec(r.kh, r.kw, !!io.dw, !!io.db, acc), {
+    params: new ParamsWriter().u32(r.c).u32(chunks).bytes(),
+    bindings: [partial, ...outputs],
+    workgroups: Math.ceil((r.c * kk1) / WG),
+  });
+  partial.dispose();
+}

@@ -1,0 +1,561 @@
+/**
+ * 2-D pooling with PyTorch's semantics (`ceil_mode=False`): max pooling with argmax indices,
+ * average pooling (`count_include_pad=True`) and global average pooling
+ * (`AdaptiveAvgPool2d((1, 1))`), forward and backward.
+ *
+ * Output size: `oh = floor((h + 2 * ph - kh) / sh) + 1` (and the same for the width).
+ *
+ * Kernels: forward passes use one thread per output element scanning its window (loops
+ * unrolled per kernel size). Backward passes are gathers specialized on the window geometry: one
+ * thread per block of `sh x sw` inputs aligned to the stride, for which the covering output
+ * windows are known at compile time; each input adds their gradients in ascending output order
+ * (as PyTorch's CPU scatter does), so overlapping windows (e.g. AlexNet's 3/2 max pool) sum
+ * correctly without float atomics. Global average pooling uses one thread per `(b, ch)` plane
+ * forward and one thread per input element backward.
+ *
+ * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
+ * one dispatch.
+ *
+ * @module
+ */
+
+import {
+  assertShape,
+  formatShape,
+  grid1d,
+  type KernelSpec,
+  type Shape,
+  type Tensor,
+} from "../gpu/mod.ts";
+import { ParamsWriter } from "./_params.ts";
+
+/** Threads per workgroup of every pooling kernel. */
+const WG = 64;
+
+/** Dimensions and hyper-parameters of a 2-D pooling. */
+export interface Pool2dParams {
+  /** Batch size. */
+  readonly n: number;
+  /** Channels. */
+  readonly c: number;
+  /** Input height. */
+  readonly h: number;
+  /** Input width. */
+  readonly w: number;
+  /** Window size: `k` or `[kh, kw]`. */
+  readonly kernel: number | readonly [number, number];
+  /** Stride: `s` or `[sh, sw]`; default the kernel size. */
+  readonly stride?: number | readonly [number, number];
+  /** Implicit padding on each side (`-inf` for max, zeros for average); default 0, at most half the kernel. */
+  readonly padding?: number | readonly [number, number];
+}
+
+/** Dimensions of a global average pooling. */
+export interface GlobalPoolParams {
+  /** Batch size. */
+  readonly n: number;
+  /** Channels. */
+  readonly c: number;
+  /** Input height. */
+  readonly h: number;
+  /** Input width. */
+  readonly w: number;
+}
+
+interface Resolved {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  ph: number;
+  pw: number;
+  oh: number;
+  ow: number;
+}
+
+function pair(
+  op: string,
+  name: string,
+  v: number | readonly [number, number] | undefined,
+  dflt: readonly [number, number],
+  min: number,
+): [number, number] {
+  let p: readonly number[];
+  if (v === undefined) p = dflt;
+  else if (typeof v === "number") p = [v, v];
+  else if (Array.isArray(v)) p = v;
+  else throw new TypeError(`${op}: ${name} must be a number or a pair, got ${JSON.stringify(v)}`);
+  if (p.length !== 2 || p.some((d) => !Number.isInteger(d) || d < min)) {
+    throw new RangeError(
+      `${op}: ${name} must be an integer >= ${min} or a pair of them, got ${JSON.stringify(v)}`,
+    );
+  }
+  return [p[0], p[1]];
+}
+
+function checkDims(op: string, p: GlobalPoolParams): void {
+  for (const k of ["n", "c", "h", "w"] as const) {
+    if (!Number.isInteger(p[k]) || p[k] < 1) {
+      throw new RangeError(`${op}: ${k} must be an integer >= 1, got ${p[k]}`);
+    }
+  }
+}
+
+function resolve(op: string, p: Pool2dParams): Resolved {
+  checkDims(op, p);
+  const [kh, kw] = pair(op, "kernel", p.kernel, [1, 1], 1);
+  const [sh, sw] = pair(op, "stride", p.stride, [kh, kw], 1);
+  const [ph, pw] = pair(op, "padding", p.padding, [0, 0], 0);
+  if (ph > Math.floor(kh / 2) || pw > Math.floor(kw / 2)) {
+    throw new RangeError(
+      `${op}: padding [${ph}, ${pw}] must be at most half of the kernel size [${kh}, ${kw}]`,
+    );
+  }
+  const oh = Math.floor((p.h + 2 * ph - kh) / sh) + 1;
+  const ow = Math.floor((p.w + 2 * pw - kw) / sw) + 1;
+  if (oh < 1 || ow < 1) {
+    throw new RangeError(
+      `${op}: input ${formatShape([p.n, p.c, p.h, p.w])} is too small for kernel [${kh}, ${kw}] ` +
+        `with padding [${ph}, ${pw}] (output ${oh}x${ow})`,
+    );
+  }
+  return { n: p.n, c: p.c, h: p.h, w: p.w, kh, kw, sh, sw, ph, pw, oh, ow };
+}
+
+/**
+ * Validates pooling parameters and returns the output shape `[n, c, oh, ow]`.
+ *
+ * @throws {RangeError} for non-integer or out-of-range sizes, padding larger than half the kernel
+ * (as PyTorch), or an output smaller than 1x1.
+ * @example
+ * ```ts
+ * import { checkPool2d } from "@modern-cnn/webgpu/kernels";
+ * checkPool2d({ n: 8, c: 96, h: 54, w: 54, kernel: 3, stride: 2 }); // [8, 96, 26, 26]
+ * ```
+ */
+export function checkPool2d(p: Pool2dParams): Shape {
+  const r = resolve("pool2d", p);
+  return [r.n, r.c, r.oh, r.ow];
+}
+
+function checkTensor(op: string, name: string, t: Tensor, expected: Shape, dtype = "f32"): void {
+  assertShape(op, name, t.shape, expected);
+  if (t.dtype !== dtype) throw new TypeError(`${op}: ${name} must be ${dtype}, got ${t}`);
+}
+
+const specs = new Map<string, KernelSpec>();
+function memo(name: string, make: () => string): KernelSpec {
+  let s = specs.get(name);
+  if (!s) specs.set(name, s = { name, code: make() });
+  return s;
+}
+
+function forwardParams(r: Resolved, total: number): Uint8Array {
+  return new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow)
+    .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).bytes();
+}
+
+/** Forward pooling: one thread per output, the window loops unrolled (specialized on kh x kw). */
+function forwardSpec(kind: "max" | "avg", kh: number, kw: number): KernelSpec {
+  const max = kind === "max";
+  return memo(`${kind}pool2d_fwd_${kh}x${kw}`, () => `
+// ${max ? "Max" : "Average"} pool forward. One thread per output element
+// idx = (plane * oh + oy) * ow + ox (flat over a grid1d launch) scans its ${kh}x${kw} window
+// row by row, skipping positions in the padding.
+${
+    max
+      ? `// It keeps the first maximum (strictly greater replaces; NaN propagates) and writes the max and its
+// flat index iy * w + ix in the input plane (the first in-bounds position when all are -inf).`
+      : `// The sum is divided by kh * kw: with ceil_mode=False every window lies inside the padded input,
+// so PyTorch's count_include_pad divisor is the full window.`
+  }
+const WG = ${WG}u;
+const KH = ${kh};
+const KW = ${kw};
+struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, sh: i32, sw: i32, ph: i32, pw: i32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+${max ? "@group(0) @binding(3) var<storage, read_write> argmax: array<i32>;" : ""}
+
+${
+    max
+      ? `// NaN test on the bits: compilers may fold v != v away (WGSL lets them assume no NaN).
+fn isNan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+`
+      : ""
+  }
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= p.total) { return; }
+  let P = p.oh * p.ow;
+  let plane = idx / P;
+  let q = idx - plane * P;
+  let oy = q / p.ow;
+  let ox = q - oy * p.ow;
+  let base = plane * p.h * p.w;
+  let hs = i32(oy) * p.sh - p.ph;
+  let ws = i32(ox) * p.sw - p.pw;
+  let W = i32(p.w);
+${
+    max
+      ? `  var best = bitcast<f32>(0xff800000u); // -inf
+  var bi = max(hs, 0) * W + max(ws, 0);`
+      : "  var s = 0.0;"
+  }
+  for (var ky = 0; ky < KH; ky++) {
+    let iy = hs + ky;
+    if (iy < 0 || iy >= i32(p.h)) { continue; }
+    for (var kx = 0; kx < KW; kx++) {
+      let ix = ws + kx;
+      if (ix < 0 || ix >= W) { continue; }
+      let j = iy * W + ix;
+      let v = x[base + u32(j)];
+${
+    max
+      ? `      if (v > best || isNan(v)) {
+        best = v;
+        bi = j;
+      }`
+      : "      s += v;"
+  }
+    }
+  }
+${max ? "  y[idx] = best;\n  argmax[idx] = bi;" : `  y[idx] = s / ${kh * kw}.0;`}
+}
+`);
+}
+
+/**
+ * The outputs covering a block-local input coordinate `u` along one axis (blocks aligned to the
+ * stride): output `block + a` covers input `block * s + u` when `0 <= u + pad - a * s < k`.
+ * Ascending `a`, so that gradients are added in ascending output order as PyTorch does.
+ */
+function cover(u: number, s: number, pad: number, k: number): number[] {
+  const out: number[] = [];
+  for (let a = Math.ceil((u + pad - k + 1) / s); a <= Math.floor((u + pad) / s); a++) out.push(a);
+  return out;
+}
+
+/**
+ * Backward pooling as a gather, specialized on the whole window geometry: one thread per block
+ * of sh x sw inputs aligned to the stride, for which the covering outputs are known at compile
+ * time; the thread loads their dy (and argmax) once and writes each input's sum.
+ */
+function backwardSpec(kind: "max" | "avg", r: Resolved): KernelSpec {
+  const { kh, kw, sh, sw, ph, pw } = r;
+  const max = kind === "max";
+  const name = `${kind}pool2d_bwd_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}`;
+  return memo(name, () => {
+    const rows = Array.from({ length: sh }, (_, u) => cover(u, sh, ph, kh));
+    const cols = Array.from({ length: sw }, (_, v) => cover(v, sw, pw, kw));
+    const as = [...new Set(rows.flat())].sort((x, y) => x - y);
+    const bs = [...new Set(cols.flat())].sort((x, y) => x - y);
+    const id = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
+    const lines: string[] = [];
+    for (const a of as) {
+      lines.push(`  let oy${id(a)} = i32(by) + ${a};`);
+      lines.push(`  let okY${id(a)} = oy${id(a)} >= 0 && oy${id(a)} < i32(p.oh);`);
+    }
+    for (const b of bs) {
+      lines.push(`  let ox${id(b)} = i32(bx) + ${b};`);
+      lines.push(`  let okX${id(b)} = ox${id(b)} >= 0 && ox${id(b)} < i32(p.ow);`);
+    }
+    for (const a of as) {
+      for (const b of bs) {
+        const ab = `${id(a)}_${id(b)}`;
+        lines.push(`  var g${ab} = 0.0;`);
+        if (max) lines.push(`  var m${ab} = -1;`);
+        lines.push(`  if (okY${id(a)} && okX${id(b)}) {`);
+        lines.push(`    let o = obase + u32(oy${id(a)}) * p.ow + u32(ox${id(b)});`);
+        if (max) lines.push(`    g${ab} = dy[o];`, `    m${ab} = argmax[o];`);
+        else lines.push(`    g${ab} = dy[o] / ${kh * kw}.0;`);
+        lines.push("  }");
+      }
+    }
+    const body: string[] = [];
+    for (let u = 0; u < sh; u++) {
+      for (let v = 0; v < sw; v++) {
+        const terms: string[] = [];
+        for (const a of rows[u]) {
+          for (const b of cols[v]) {
+            const ab = `${id(a)}_${id(b)}`;
+            terms.push(max ? `select(0.0, g${ab}, m${ab} == me)` : `g${ab}`);
+          }
+        }
+        body.push(`  if (iy0 + ${u} < i32(p.h) && ix0 + ${v} < i32(p.w)) {`);
+        if (max) body.push(`    let me = (iy0 + ${u}) * i32(p.w) + ix0 + ${v};`);
+        body.push(`    var acc = 0.0;`);
+        for (const t of terms) body.push(`    acc += ${t};`);
+        body.push(`    dx[ibase + u32((iy0 + ${u}) * i32(p.w) + ix0 + ${v})] = acc;`);
+        body.push("  }");
+      }
+    }
+    return `
+// ${max ? "Max" : "Average"} pool backward (specialized on kernel ${kh}x${kw}, stride ${sh}x${sw},
+// padding ${ph}x${pw}). One thread per block of ${sh}x${sw} inputs aligned to the stride,
+// idx = (plane * hb + by) * wb + bx, inputs (by * ${sh} + u, bx * ${sw} + v). Which outputs
+// (by + a, bx + b) cover which input is known at compile time: the thread loads their dy
+// ${max ? "and argmax " : "/ (kh * kw) "}once, then each input adds, in ascending output order,
+// ${max ? "the dy of the windows whose argmax it is" : "the scaled dy of every window covering it"}
+// (a gather: overlapping windows need no atomics).
+const WG = ${WG}u;
+struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+${
+      max
+        ? `@group(0) @binding(2) var<storage, read> argmax: array<i32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;`
+        : "@group(0) @binding(2) var<storage, read_write> dx: array<f32>;"
+    }
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= p.total) { return; }
+  let blocks = p.hb * p.wb;
+  let plane = idx / blocks;
+  let r = idx - plane * blocks;
+  let by = r / p.wb;
+  let bx = r - by * p.wb;
+  let iy0 = i32(by) * ${sh};
+  let ix0 = i32(bx) * ${sw};
+  let ibase = plane * p.h * p.w;
+  let obase = plane * p.oh * p.ow;
+${lines.join("\n")}
+${body.join("\n")}
+}
+`;
+  });
+}
+
+function backward(kind: "max" | "avg", r: Resolved, bindings: Tensor[]): void {
+  const hb = Math.ceil(r.h / r.sh), wb = Math.ceil(r.w / r.sw);
+  const total = r.n * r.c * hb * wb;
+  bindings[0].gpu.dispatch(backwardSpec(kind, r), {
+    params: new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb).u32(wb)
+      .bytes(),
+    bindings,
+    workgroups: grid1d(total, WG),
+  });
+}
+
+const GLOBAL_FWD: KernelSpec = {
+  name: "global_avgpool_fwd",
+  code: `
+// Global average pool forward. One thread per (b, ch) plane: y[plane] = sum(x[plane]) / (h * w).
+const WG = ${WG}u;
+struct Params { planes: u32, hw: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let plane = gid.x + gid.y * nwg.x * WG;
+  if (plane >= p.planes) { return; }
+  let base = plane * p.hw;
+  var s = 0.0;
+  for (var i = 0u; i < p.hw; i++) { s += x[base + i]; }
+  y[plane] = s / f32(p.hw);
+}
+`,
+};
+
+const GLOBAL_BWD: KernelSpec = {
+  name: "global_avgpool_bwd",
+  code: `
+// Global average pool backward. One thread per input element idx: dx[idx] = dy[idx / hw] / hw.
+const WG = ${WG}u;
+struct Params { total: u32, hw: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= p.total) { return; }
+  dx[idx] = dy[idx / p.hw] / f32(p.hw);
+}
+`,
+};
+
+/**
+ * Max pool forward (`nn.MaxPool2d(kernel, stride, padding, return_indices=True)`). Overwrites
+ * `y` with the window maxima and `argmax` (an `i32` tensor shaped like `y`) with the flat index
+ * `iy * w + ix` of each maximum in its input plane, as PyTorch's indices; ties keep the first
+ * index in row-major window order, padding counts as `-inf`.
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { checkPool2d, maxPool2dForward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 2, c: 96, h: 54, w: 54, kernel: 3, stride: 2 };
+ * const x = gpu.zeros([2, 96, 54, 54]);
+ * const y = gpu.empty(checkPool2d(p));
+ * const argmax = gpu.empty(y.shape, { dtype: "i32" });
+ * maxPool2dForward({ y, argmax, x }, p);
+ * ```
+ */
+export function maxPool2dForward(
+  io: { y: Tensor; argmax: Tensor; x: Tensor },
+  p: Pool2dParams,
+): void {
+  const op = "maxPool2dForward";
+  const r = resolve(op, p);
+  checkTensor(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  checkTensor(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
+  checkTensor(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow], "i32");
+  const total = io.y.size;
+  io.x.gpu.dispatch(forwardSpec("max", r.kh, r.kw), {
+    params: forwardParams(r, total),
+    bindings: [io.x, io.y, io.argmax],
+    workgroups: grid1d(total, WG),
+  });
+}
+
+/**
+ * Max pool backward: `dx` (overwritten) gets `dy` at each window's argmax, summed where
+ * overlapping windows share a maximum.
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { maxPool2dBackward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 2, c: 96, h: 54, w: 54, kernel: 3, stride: 2 };
+ * const dy = gpu.zeros([2, 96, 26, 26]);
+ * const argmax = gpu.zeros([2, 96, 26, 26], { dtype: "i32" });
+ * const dx = gpu.empty([2, 96, 54, 54]);
+ * maxPool2dBackward({ dx, dy, argmax }, p);
+ * ```
+ */
+export function maxPool2dBackward(
+  io: { dx: Tensor; dy: Tensor; argmax: Tensor },
+  p: Pool2dParams,
+): void {
+  const op = "maxPool2dBackward";
+  const r = resolve(op, p);
+  checkTensor(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  checkTensor(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow], "i32");
+  checkTensor(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
+  backward("max", r, [io.dy, io.argmax, io.dx]);
+}
+
+/**
+ * Average pool forward (`nn.AvgPool2d(kernel, stride, padding)`, `count_include_pad=True`):
+ * `y` is overwritten with window sums divided by the window size (padding included).
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { avgPool2dForward, checkPool2d } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 4, c: 6, h: 28, w: 28, kernel: 2, stride: 2 };
+ * const x = gpu.zeros([4, 6, 28, 28]);
+ * const y = gpu.empty(checkPool2d(p)); // [4, 6, 14, 14]
+ * avgPool2dForward({ y, x }, p);
+ * ```
+ */
+export function avgPool2dForward(io: { y: Tensor; x: Tensor }, p: Pool2dParams): void {
+  const op = "avgPool2dForward";
+  const r = resolve(op, p);
+  checkTensor(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  checkTensor(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
+  const total = io.y.size;
+  io.x.gpu.dispatch(forwardSpec("avg", r.kh, r.kw), {
+    params: forwardParams(r, total),
+    bindings: [io.x, io.y],
+    workgroups: grid1d(total, WG),
+  });
+}
+
+/**
+ * Average pool backward: `dx` (overwritten) gets each window's `dy / window size`, summed over
+ * overlapping windows.
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { avgPool2dBackward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 4, c: 6, h: 28, w: 28, kernel: 2, stride: 2 };
+ * const dy = gpu.zeros([4, 6, 14, 14]);
+ * const dx = gpu.empty([4, 6, 28, 28]);
+ * avgPool2dBackward({ dx, dy }, p);
+ * ```
+ */
+export function avgPool2dBackward(io: { dx: Tensor; dy: Tensor }, p: Pool2dParams): void {
+  const op = "avgPool2dBackward";
+  const r = resolve(op, p);
+  checkTensor(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  checkTensor(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
+  backward("avg", r, [io.dy, io.dx]);
+}
+
+/**
+ * Global average pool forward (`nn.AdaptiveAvgPool2d((1, 1))`): `y` `[n, c, 1, 1]` is overwritten
+ * with the mean of each `h x w` plane of `x` `[n, c, h, w]`.
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { globalAvgPoolForward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const x = gpu.zeros([8, 512, 3, 3]);
+ * const y = gpu.empty([8, 512, 1, 1]);
+ * globalAvgPoolForward({ y, x }, { n: 8, c: 512, h: 3, w: 3 });
+ * ```
+ */
+export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPoolParams): void {
+  const op = "globalAvgPoolForward";
+  checkDims(op, p);
+  checkTensor(op, "x", io.x, [p.n, p.c, p.h, p.w]);
+  checkTensor(op, "y", io.y, [p.n, p.c, 1, 1]);
+  const planes = p.n * p.c;
+  io.x.gpu.dispatch(GLOBAL_FWD, {
+    params: new ParamsWriter().u32(planes).u32(p.h * p.w).bytes(),
+    bindings: [io.x, io.y],
+    workgroups: grid1d(planes, WG),
+  });
+}
+
+/**
+ * Global average pool backward: `dx` `[n, c, h, w]` is overwritten with `dy[b, ch] / (h * w)`.
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { globalAvgPoolBackward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const dy = gpu.zeros([8, 512, 1, 1]);
+ * const dx = gpu.empty([8, 512, 3, 3]);
+ * globalAvgPoolBackward({ dx, dy }, { n: 8, c: 512, h: 3, w: 3 });
+ * ```
+ */
+export function globalAvgPoolBackward(io: { dx: Tensor; dy: Tensor }, p: GlobalPoolParams): void {
+  const op = "globalAvgPoolBackward";
+  checkDims(op, p);
+  checkTensor(op, "dy", io.dy, [p.n, p.c, 1, 1]);
+  checkTensor(op, "dx", io.dx, [p.n, p.c, p.h, p.w]);
+  const total = io.dx.size;
+  io.dy.gpu.dispatch(GLOBAL_BWD, {
+    params: new ParamsWriter().u32(total).u32(p.h * p.w).bytes(),
+    bindings: [io.dy, io.dx],
+    workgroups: grid1d(total, WG),
+  });
+}

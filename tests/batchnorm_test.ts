@@ -1,0 +1,260 @@
+// Tests of kernels/batchnorm.ts: GPU vs the Float64 CPU reference (training, running statistics
+// over two steps, eval, backward), the CPU backward vs finite differences, and PyTorch fixtures
+// (BatchNorm2d and BatchNorm1d, two training steps then eval).
+import assert from "node:assert/strict";
+import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm.ts";
+import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  batchNormBackwardRef,
+  batchNormEvalRef,
+  batchNormTrainRef,
+  updateRunningRef,
+} from "./cpu_ref/batchnorm.ts";
+import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+
+Deno.test("batch norm CPU backward matches finite differences", () => {
+  const rng = new Rng(2);
+  for (const [n, c, hw] of [[4, 3, 1], [2, 2, 6], [1, 2, 5]]) {
+    const x = rng.normalArray(n * c * hw);
+    const w = rng.normalArray(c), b = rng.normalArray(c);
+    const r = rng.normalArray(n * c * hw);
+    const loss = (xx: Float64Array, ww: Float64Array, bb: Float64Array) =>
+      batchNormTrainRef(n, c, hw, xx, ww, bb, 1e-5).y.reduce((s, v, i) => s + v * r[i], 0);
+    const { mean, invstd } = batchNormTrainRef(n, c, hw, x, w, b, 1e-5);
+    const g = batchNormBackwardRef(n, c, hw, r, x, w, mean, invstd);
+    const what = `n${n} c${c} hw${hw}`;
+    checkGradient((v) => loss(v, w, b), x, g.dx, { what: `dx ${what}`, atol: 1e-5 });
+    checkGradient((v) => loss(x, v, b), w, g.dweight, { what: `dweight ${what}` });
+    checkGradient((v) => loss(x, w, v), b, g.dbias, { what: `dbias ${what}` });
+  }
+});
+
+interface BnState {
+  saveMean: Tensor;
+  saveInvStd: Tensor;
+  runningMean: Tensor;
+  runningVar: Tensor;
+  weight: Tensor;
+  bias: Tensor;
+}
+
+function state(gpu: Gpu, c: number, weight: ArrayLike<number>, bias: ArrayLike<number>): BnState {
+  return {
+    saveMean: gpu.empty([c]),
+    saveInvStd: gpu.empty([c]),
+    runningMean: gpu.tensor(new Float32Array(c), { shape: [c] }),
+    runningVar: gpu.tensor(new Float32Array(c).fill(1), { shape: [c] }),
+    weight: gpu.tensor(f32(weight), { shape: [c] }),
+    bias: gpu.tensor(f32(bias), { shape: [c] }),
+  };
+}
+
+const CASES: { n: number; c: number; hw: number; shape: Shape; offset: number }[] = [
+  { n: 2, c: 3, hw: 35, shape: [2, 3, 7, 5], offset: 0 }, // BatchNorm2d, odd spatial size
+  { n: 1, c: 1, hw: 9, shape: [1, 1, 3, 3], offset: 1 }, // batch 1, channel 1
+  { n: 5, c: 4, hw: 1, shape: [5, 4], offset: -2 }, // BatchNorm1d
+  { n: 3, c: 3, hw: 1, shape: [3, 3, 1, 1], offset: 0 }, // 1x1 spatial
+  { n: 7, c: 130, hw: 1, shape: [7, 130], offset: 0 }, // more channels than a workgroup
+  { n: 5, c: 3, hw: 4, shape: [5, 3, 2, 2], offset: 0 }, // vec4 path, one vec4 per plane
+  { n: 2, c: 5, hw: 36, shape: [2, 5, 6, 6], offset: 0 }, // vec4 path (ResNet's 6x6)
+  // n * hw = 5400 > one chunk of 4096, and a mean far from 0: the shifted two-pass sums
+  { n: 3, c: 2, hw: 1800, shape: [3, 2, 45, 40], offset: 50 },
+];
+
+Deno.test(
+  "batch norm GPU matches the CPU reference: 2 training steps, backward, eval",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(8);
+    for (const cs of CASES) {
+      const { n, c, hw, shape } = cs;
+      const what = `n${n} c${c} hw${hw}`;
+      const eps = 1e-5, momentum = 0.1;
+      const w = rng.uniformArray(c, 0.5, 1.5), b = rng.normalArray(c);
+      const st = state(gpu, c, w, b);
+      const rm = new Float64Array(c), rv = new Float64Array(c).fill(1);
+      const tol = { rtol: 1e-4, atol: 1e-4 };
+      for (let step = 0; step < 2; step++) {
+        const x = rng.normalArray(n * c * hw).map((v) => cs.offset + (step + 1) * v);
+        const xq = f32(x);
+        const dy = rng.normalArray(n * c * hw);
+        const ref = batchNormTrainRef(n, c, hw, xq, w, b, eps);
+        updateRunningRef(rm, rv, ref.mean, ref.unbiasedVar, momentum);
+        const xt = gpu.tensor(xq, { shape });
+        const dyt = gpu.tensor(f32(dy), { shape });
+        const y = gpu.empty(shape), dx = gpu.empty(shape);
+        batchNormForward({ ...st, y, x: xt }, { n, c, hw, eps, momentum, training: true });
+        const prevW = rng.normalArray(c), prevB = rng.normalArray(c);
+        const dweight = gpu.tensor(f32(prevW), { shape: [c] });
+        const dbias = gpu.tensor(f32(prevB), { shape: [c] });
+        const accumulate = step === 1;
+        batchNormBackward(
+          {
+            dx,
+            dweight,
+            dbias,
+            dy: dyt,
+            x: xt,
+            weight: st.weight,
+            saveMean: st.saveMean,
+            saveInvStd: st.saveInvStd,
+          },
+          { n, c, hw, eps, accumulate },
+        );
+        const g = batchNormBackwardRef(n, c, hw, dy, xq, w, ref.mean, ref.invstd);
+        const s = `${what} step ${step}`;
+        assertClose(await y.toArray(), ref.y, { ...tol, what: `y ${s}` });
+        assertClose(await st.saveMean.toArray(), ref.mean, {
+          rtol: 1e-5,
+          atol: 1e-5,
+          what: `saveMean ${s}`,
+        });
+        assertClose(await st.saveInvStd.toArray(), ref.invstd, {
+          rtol: 1e-4,
+          atol: 0,
+          what: `saveInvStd ${s}`,
+        });
+        assertClose(await st.runningMean.toArray(), rm, {
+          rtol: 1e-5,
+          atol: 1e-5,
+          what: `runningMean ${s}`,
+        });
+        assertClose(await st.runningVar.toArray(), rv, {
+          rtol: 1e-4,
+          atol: 1e-5,
+          what: `runningVar ${s}`,
+        });
+        assertClose(await dx.toArray(), g.dx, { ...tol, what: `dx ${s}` });
+        const expW = accumulate ? g.dweight.map((v, i) => v + prevW[i]) : g.dweight;
+        const expB = accumulate ? g.dbias.map((v, i) => v + prevB[i]) : g.dbias;
+        assertClose(await dweight.toArray(), expW, {
+          rtol: 1e-4,
+          atol: 1e-3,
+          what: `dweight ${s}`,
+        });
+        assertClose(await dbias.toArray(), expB, { rtol: 1e-4, atol: 1e-3, what: `dbias ${s}` });
+        for (const t of [xt, dyt, y, dx, dweight, dbias]) t.dispose();
+      }
+      // eval with the running statistics: saveMean / saveInvStd stay as they were
+      const savedMean = await st.saveMean.toArray();
+      const x = f32(rng.normalArray(n * c * hw).map((v) => cs.offset + v));
+      const xt = gpu.tensor(x, { shape });
+      const y = gpu.empty(shape);
+      const rmGpu = await st.runningMean.toArray(), rvGpu = await st.runningVar.toArray();
+      batchNormForward({ ...st, y, x: xt }, { n, c, hw, eps, momentum, training: false });
+      assertClose(await y.toArray(), batchNormEvalRef(n, c, hw, x, rmGpu, rvGpu, w, b, eps), {
+        ...tol,
+        what: `eval y ${what}`,
+      });
+      assert.deepEqual(await st.saveMean.toArray(), savedMean);
+      assert.deepEqual(await st.runningMean.toArray(), rmGpu, "eval must not touch running stats");
+      assert.deepEqual(await st.runningVar.toArray(), rvGpu);
+    }
+  },
+);
+
+Deno.test("batch norm matches PyTorch fixture (2d and 1d, two steps, eval)", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const fx = JSON.parse(
+    await Deno.readTextFile(new URL("./fixtures/norm_pool_batchnorm.json", import.meta.url)),
+  );
+  for (const cs of fx.cases) {
+    const shape: number[] = cs.shape;
+    const [n, c] = shape;
+    const hw = shape.slice(2).reduce((a, d) => a * d, 1);
+    const p = { n, c, hw, eps: cs.eps, momentum: cs.momentum };
+    assert.deepEqual(checkBatchNorm(p), hw === 1 ? shape : [n, c, hw]);
+    const st = state(gpu, c, cs.weight, cs.bias);
+    for (const [i, step] of cs.steps.entries()) {
+      const what = `${cs.kind} step ${i}`;
+      const x = gpu.tensor(f32(step.x), { shape });
+      const dy = gpu.tensor(f32(step.dy), { shape });
+      const y = gpu.empty(shape), dx = gpu.empty(shape);
+      const dweight = gpu.empty([c]), dbias = gpu.empty([c]);
+      batchNormForward({ ...st, y, x }, { ...p, training: true });
+      batchNormBackward({ dx, dweight, dbias, dy, x, ...st }, p);
+      assertClose(await y.toArray(), step.y, { rtol: 1e-4, atol: 1e-5, what: `torch y ${what}` });
+      assertClose(await dx.toArray(), step.dx, {
+        rtol: 1e-4,
+        atol: 1e-5,
+        what: `torch dx ${what}`,
+      });
+      assertClose(await dweight.toArray(), step.dweight, {
+        rtol: 1e-4,
+        atol: 1e-5,
+        what: `torch dweight ${what}`,
+      });
+      assertClose(await dbias.toArray(), step.dbias, {
+        rtol: 1e-4,
+        atol: 1e-5,
+        what: `torch dbias ${what}`,
+      });
+      assertClose(await st.runningMean.toArray(), step.running_mean, {
+        rtol: 1e-5,
+        atol: 1e-6,
+        what: `torch running_mean ${what}`,
+      });
+      assertClose(await st.runningVar.toArray(), step.running_var, {
+        rtol: 1e-5,
+        atol: 1e-6,
+        what: `torch running_var ${what}`,
+      });
+    }
+    const x = gpu.tensor(f32(cs.eval.x), { shape });
+    const y = gpu.empty(shape);
+    batchNormForward({ ...st, y, x }, { ...p, training: false });
+    assertClose(await y.toArray(), cs.eval.y, {
+      rtol: 1e-4,
+      atol: 1e-5,
+      what: `torch eval ${cs.kind}`,
+    });
+  }
+});
+
+Deno.test("batch norm rejects bad shapes and values", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  assert.deepEqual(checkBatchNorm({ n: 8, c: 64, hw: 36 }), [8, 64, 36]);
+  assert.deepEqual(checkBatchNorm({ n: 8, c: 120, hw: 1 }), [8, 120]);
+  assert.throws(() => checkBatchNorm({ n: 0, c: 3, hw: 1 }), RangeError);
+  assert.throws(() => checkBatchNorm({ n: 2, c: 3, hw: 1, momentum: 2 }), RangeError);
+  assert.throws(() => checkBatchNorm({ n: 2, c: 3, hw: 1, eps: -1 }), RangeError);
+  const st = state(gpu, 3, [1, 1, 1], [0, 0, 0]);
+  const x = gpu.zeros([2, 3, 4, 4]);
+  assert.throws(
+    () =>
+      batchNormForward({ ...st, y: gpu.empty([2, 3, 4, 5]), x }, {
+        n: 2,
+        c: 3,
+        hw: 16,
+        training: true,
+      }),
+    (e: Error) =>
+      e instanceof TypeError &&
+      /batchNormForward: y has shape \[2, 3, 4, 5\], expected \[2, 3, \.\.\.\]/.test(e.message),
+  );
+  assert.throws(
+    () =>
+      batchNormForward({ ...st, weight: gpu.zeros([4]), y: gpu.empty(x.shape), x }, {
+        n: 2,
+        c: 3,
+        hw: 16,
+        training: true,
+      }),
+    /batchNormForward: weight has shape \[4\], expected \[3\]/,
+  );
+  const one = gpu.zeros([1, 3]);
+  assert.throws(
+    () =>
+      batchNormForward({ ...st, y: gpu.empty([1, 3]), x: one }, {
+        n: 1,
+        c: 3,
+        hw: 1,
+        training: true,
+      }),
+    (e: Error) => e instanceof RangeError && /more than 1 value per channel/.test(e.message),
+  );
+  // eval with a single value per channel is fine
+  batchNormForward({ ...st, y: gpu.empty([1, 3]), x: one }, { n: 1, c: 3, hw: 1, training: false });
+  await gpu.sync();
+});

@@ -1,0 +1,119 @@
+// Tests of kernels/lrn.ts: GPU vs the Float64 CPU reference, the CPU backward vs finite
+// differences, and a PyTorch fixture (nn.LocalResponseNorm, odd and even sizes).
+import assert from "node:assert/strict";
+import { checkLrn, lrnBackward, lrnForward, type LrnParams } from "../kernels/lrn.ts";
+import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { lrnBackwardRef, lrnForwardRef, type LrnGeom } from "./cpu_ref/lrn.ts";
+import type { Gpu } from "../gpu/mod.ts";
+
+function geom(p: LrnParams): LrnGeom {
+  return {
+    n: p.n,
+    c: p.c,
+    hw: p.h * p.w,
+    size: p.size,
+    alpha: p.alpha ?? 1e-4,
+    beta: p.beta ?? 0.75,
+    k: p.k ?? 1,
+  };
+}
+
+function label(p: LrnParams): string {
+  return `n${p.n} c${p.c} ${p.h}x${p.w} size${p.size}`;
+}
+
+async function run(gpu: Gpu, p: LrnParams, x: ArrayLike<number>, dy: ArrayLike<number>) {
+  const shape = checkLrn(p);
+  const xt = gpu.tensor(f32(x), { shape });
+  const dyt = gpu.tensor(f32(dy), { shape });
+  const y = gpu.empty(shape), scale = gpu.empty(shape), dx = gpu.empty(shape);
+  lrnForward({ y, scale, x: xt }, p);
+  lrnBackward({ dx, dy: dyt, x: xt, scale }, p);
+  const out = { y: await y.toArray(), scale: await scale.toArray(), dx: await dx.toArray() };
+  for (const t of [xt, dyt, y, scale, dx]) t.dispose();
+  return out;
+}
+
+Deno.test("LRN CPU backward matches finite differences", () => {
+  const rng = new Rng(4);
+  for (
+    const p of [
+      { n: 2, c: 7, h: 2, w: 1, size: 5, alpha: 0.5, beta: 0.75, k: 2 },
+      { n: 1, c: 6, h: 1, w: 3, size: 4, alpha: 1, beta: 0.6, k: 1 },
+      { n: 1, c: 3, h: 2, w: 2, size: 2, alpha: 0.9, beta: 1.3, k: 0.5 },
+    ] as LrnParams[]
+  ) {
+    const g = geom(p);
+    const x = rng.normalArray(g.n * g.c * g.hw);
+    const r = rng.normalArray(x.length);
+    checkGradient(
+      (v) => lrnForwardRef(g, v).y.reduce((s, a, i) => s + a * r[i], 0),
+      x,
+      lrnBackwardRef(g, r, x),
+      { what: `dx ${label(p)}` },
+    );
+  }
+});
+
+const CASES: LrnParams[] = [
+  { n: 2, c: 7, h: 3, w: 5, size: 5, alpha: 0.5, beta: 0.75, k: 2 }, // odd sizes
+  { n: 1, c: 1, h: 4, w: 3, size: 5, alpha: 1, beta: 0.75, k: 1 }, // channel 1, batch 1
+  { n: 3, c: 3, h: 1, w: 1, size: 3, alpha: 0.7, beta: 0.5, k: 1.5 }, // 1x1 spatial, channels 3
+  { n: 2, c: 6, h: 2, w: 3, size: 4, alpha: 1, beta: 0.6, k: 1 }, // even size
+  { n: 1, c: 9, h: 5, w: 5, size: 12, alpha: 2, beta: 0.9, k: 1 }, // window wider than channels
+  { n: 2, c: 16, h: 7, w: 7, size: 5, alpha: 1e-4, beta: 0.75, k: 2 }, // AlexNet hyper-parameters
+  // h * w a multiple of 4: the vec4 kernels (the cases above with 12 pixels too)
+  { n: 2, c: 6, h: 2, w: 4, size: 4, alpha: 1, beta: 0.6, k: 1 },
+  { n: 1, c: 5, h: 4, w: 4, size: 2, alpha: 0.8, beta: 0.9, k: 1.5 },
+  { n: 2, c: 11, h: 6, w: 6, size: 5, alpha: 0.5, beta: 0.75, k: 2 },
+];
+
+Deno.test("LRN GPU forward and backward match the CPU reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(31);
+  for (const p of CASES) {
+    const g = geom(p);
+    const x = rng.normalArray(g.n * g.c * g.hw).map((v) => 2 * v);
+    const dy = rng.normalArray(x.length);
+    const out = await run(gpu, p, x, dy);
+    const ref = lrnForwardRef(g, f32(x));
+    const tol = { rtol: 1e-4, atol: 1e-5 };
+    assertClose(out.y, ref.y, { ...tol, what: `y ${label(p)}` });
+    assertClose(out.scale, ref.scale, { ...tol, what: `scale ${label(p)}` });
+    assertClose(out.dx, lrnBackwardRef(g, dy, f32(x)), { ...tol, what: `dx ${label(p)}` });
+  }
+});
+
+Deno.test(
+  "LRN matches PyTorch fixture (size 5, even sizes 4 and 2, AlexNet)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const fx = JSON.parse(
+      await Deno.readTextFile(new URL("./fixtures/norm_pool_lrn.json", import.meta.url)),
+    );
+    for (const c of fx.cases) {
+      const [n, ch, h, w] = c.shape;
+      const p: LrnParams = { n, c: ch, h, w, size: c.size, alpha: c.alpha, beta: c.beta, k: c.k };
+      const out = await run(gpu, p, c.x, c.dy);
+      assertClose(out.y, c.y, { rtol: 1e-4, atol: 1e-5, what: `torch y ${label(p)}` });
+      assertClose(out.dx, c.dx, { rtol: 1e-4, atol: 1e-5, what: `torch dx ${label(p)}` });
+    }
+  },
+);
+
+Deno.test("LRN rejects bad shapes and values", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const p: LrnParams = { n: 1, c: 4, h: 3, w: 3, size: 5 };
+  assert.deepEqual(checkLrn(p), [1, 4, 3, 3]);
+  assert.throws(() => checkLrn({ ...p, size: 0 }), RangeError);
+  assert.throws(() => checkLrn({ ...p, k: 0 }), RangeError);
+  assert.throws(() => checkLrn({ ...p, beta: NaN }), RangeError);
+  const x = gpu.zeros([1, 4, 3, 3]);
+  assert.throws(
+    () => lrnForward({ y: gpu.empty([1, 4, 3, 3]), scale: gpu.empty([1, 4, 9]), x }, p),
+    (e: Error) =>
+      e instanceof TypeError &&
+      /lrnForward: scale has shape \[1, 4, 9\], expected \[1, 4, 3, 3\]/.test(e.message),
+  );
+});

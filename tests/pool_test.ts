@@ -1,0 +1,264 @@
+// Tests of kernels/pool.ts: GPU vs the Float64 CPU references, the CPU backward vs finite
+// differences, tie handling, and PyTorch fixtures (AvgPool2d with padding, MaxPool2d with ties).
+import assert from "node:assert/strict";
+import {
+  avgPool2dBackward,
+  avgPool2dForward,
+  checkPool2d,
+  globalAvgPoolBackward,
+  globalAvgPoolForward,
+  maxPool2dBackward,
+  maxPool2dForward,
+  type Pool2dParams,
+} from "../kernels/pool.ts";
+import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  avgPoolBackwardRef,
+  avgPoolForwardRef,
+  globalAvgPoolBackwardRef,
+  globalAvgPoolForwardRef,
+  maxPoolBackwardRef,
+  maxPoolForwardRef,
+  type PoolGeom,
+} from "./cpu_ref/pool.ts";
+import type { Gpu } from "../gpu/mod.ts";
+
+function geom(p: Pool2dParams): PoolGeom {
+  const two = (v: number | readonly [number, number] | undefined, d: readonly number[]) =>
+    v === undefined ? [d[0], d[1]] : typeof v === "number" ? [v, v] : [v[0], v[1]];
+  const [kh, kw] = two(p.kernel, [1, 1]);
+  const [sh, sw] = two(p.stride, [kh, kw]);
+  const [ph, pw] = two(p.padding, [0, 0]);
+  return { n: p.n, c: p.c, h: p.h, w: p.w, kh, kw, sh, sw, ph, pw };
+}
+
+function label(p: Pool2dParams): string {
+  return `n${p.n} c${p.c} ${p.h}x${p.w} k${p.kernel} s${p.stride ?? "k"} p${p.padding ?? 0}`;
+}
+
+const CASES: Pool2dParams[] = [
+  { n: 2, c: 3, h: 7, w: 9, kernel: 3, stride: 2 }, // AlexNet 3/2, overlapping windows
+  { n: 1, c: 1, h: 5, w: 5, kernel: 3, stride: 2, padding: 1 }, // ResNet 3/2/1: over the edges
+  { n: 3, c: 2, h: 1, w: 1, kernel: 1 }, // 1x1 spatial
+  { n: 2, c: 3, h: 8, w: 7, kernel: 2, stride: 3, padding: 1 }, // stride > kernel, padding
+  { n: 1, c: 4, h: 6, w: 9, kernel: [3, 2], stride: [1, 2], padding: [1, 1] },
+  { n: 2, c: 5, h: 13, w: 13, kernel: 3, stride: 2 }, // AlexNet-like
+  { n: 2, c: 3, h: 6, w: 5, kernel: 3, stride: 1, padding: 1 }, // GoogLeNet branch pool 3/1/1
+  { n: 2, c: 6, h: 8, w: 8, kernel: 2, stride: 2 }, // LeNet / DenseNet transition 2/2
+];
+
+async function run(gpu: Gpu, p: Pool2dParams, x: ArrayLike<number>, dy: ArrayLike<number>) {
+  const g = geom(p);
+  const outShape = checkPool2d(p);
+  const xt = gpu.tensor(f32(x), { shape: [g.n, g.c, g.h, g.w] });
+  const dyt = gpu.tensor(f32(dy), { shape: outShape });
+  const y = gpu.empty(outShape), argmax = gpu.empty(outShape, { dtype: "i32" });
+  maxPool2dForward({ y, argmax, x: xt }, p);
+  const dx = gpu.empty(xt.shape);
+  maxPool2dBackward({ dx, dy: dyt, argmax }, p);
+  const ya = gpu.empty(outShape), dxa = gpu.empty(xt.shape);
+  avgPool2dForward({ y: ya, x: xt }, p);
+  avgPool2dBackward({ dx: dxa, dy: dyt }, p);
+  const out = {
+    maxY: await y.toArray(),
+    argmax: await argmax.toArray(),
+    maxDx: await dx.toArray(),
+    avgY: await ya.toArray(),
+    avgDx: await dxa.toArray(),
+  };
+  for (const t of [xt, dyt, y, argmax, dx, ya, dxa]) t.dispose();
+  return out;
+}
+
+Deno.test("pool CPU backward matches finite differences", () => {
+  const rng = new Rng(3);
+  for (
+    const p of [
+      { n: 1, c: 2, h: 5, w: 5, kernel: 3, stride: 2, padding: 1 },
+      { n: 2, c: 1, h: 7, w: 6, kernel: 3, stride: 2 },
+      { n: 1, c: 1, h: 4, w: 5, kernel: [2, 3], stride: [3, 1], padding: [1, 1] },
+    ] as Pool2dParams[]
+  ) {
+    const g = geom(p);
+    const [, , oh, ow] = checkPool2d(p);
+    const x = rng.normalArray(g.n * g.c * g.h * g.w); // distinct values: no ties
+    const r = rng.normalArray(g.n * g.c * oh * ow);
+    const dot = (a: Float64Array) => a.reduce((s, v, i) => s + v * r[i], 0);
+    const { argmax } = maxPoolForwardRef(g, x);
+    checkGradient((v) => dot(maxPoolForwardRef(g, v).y), x, maxPoolBackwardRef(g, r, argmax), {
+      what: `max dx ${label(p)}`,
+    });
+    checkGradient((v) => dot(avgPoolForwardRef(g, v)), x, avgPoolBackwardRef(g, r), {
+      what: `avg dx ${label(p)}`,
+    });
+  }
+  const x = rng.normalArray(2 * 3 * 4 * 5);
+  const r = rng.normalArray(6);
+  checkGradient(
+    (v) => globalAvgPoolForwardRef(6, 20, v).reduce((s, a, i) => s + a * r[i], 0),
+    x,
+    globalAvgPoolBackwardRef(6, 20, r),
+    { what: "global avg dx" },
+  );
+});
+
+Deno.test("max and avg pool GPU match the CPU reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(17);
+  for (const p of CASES) {
+    const g = geom(p);
+    const [, , oh, ow] = checkPool2d(p);
+    const x = rng.normalArray(g.n * g.c * g.h * g.w);
+    const dy = rng.normalArray(g.n * g.c * oh * ow);
+    const out = await run(gpu, p, x, dy);
+    const ref = maxPoolForwardRef(g, f32(x));
+    assert.deepEqual(out.argmax, ref.argmax, `argmax ${label(p)}`);
+    assertClose(out.maxY, ref.y, { rtol: 0, atol: 0, what: `max y ${label(p)}` });
+    const tol = { rtol: 1e-5, atol: 1e-6 };
+    assertClose(out.maxDx, maxPoolBackwardRef(g, dy, ref.argmax), {
+      ...tol,
+      what: `max dx ${label(p)}`,
+    });
+    assertClose(out.avgY, avgPoolForwardRef(g, x), { ...tol, what: `avg y ${label(p)}` });
+    assertClose(out.avgDx, avgPoolBackwardRef(g, dy), { ...tol, what: `avg dx ${label(p)}` });
+  }
+});
+
+Deno.test(
+  "max pool ties keep the first index; -inf windows; overlapping backward sums",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    // All-equal input: every argmax is the first in-bounds element of its window.
+    const p: Pool2dParams = { n: 1, c: 2, h: 5, w: 5, kernel: 3, stride: 2, padding: 1 };
+    const g = geom(p);
+    const ones = new Float64Array(50).fill(1);
+    const dy = new Float64Array(18).map((_, i) => i + 1);
+    const out = await run(gpu, p, ones, dy);
+    // windows start at rows/cols -1, 1, 3 -> first in-bounds rows/cols 0, 1, 3
+    const first = [0, 1, 3].flatMap((r) => [0, 1, 3].map((c) => r * 5 + c));
+    assert.deepEqual([...out.argmax], [...first, ...first]);
+    assertClose(out.maxDx, maxPoolBackwardRef(g, dy, Int32Array.from([...first, ...first])), {
+      what: "tie dx",
+    });
+    // -inf everywhere: y = -inf, argmax = first in-bounds element.
+    const neg = await run(gpu, p, new Float64Array(50).fill(-Infinity), dy);
+    assert.ok(neg.maxY.every((v) => v === -Infinity));
+    assert.deepEqual([...neg.argmax], [...first, ...first]);
+    // NaN propagates and the last NaN of the window wins (PyTorch: val > max || isnan(val)):
+    // torch.nn.functional.max_pool2d([[1, nan, 5, 2], [3, nan, 1, 1]], 2) -> [nan, 5], [5, 2]
+    const nan = await run(
+      gpu,
+      { n: 1, c: 1, h: 2, w: 4, kernel: 2 },
+      [1, NaN, 5, 2, 3, NaN, 1, 1],
+      [1, 1],
+    );
+    assert.ok(Number.isNaN(nan.maxY[0]));
+    assert.equal(nan.maxY[1], 5);
+    assert.deepEqual([...nan.argmax], [5, 2]);
+    // AlexNet 3/2 overlap: a single peak shared by 4 windows receives the sum of their dy.
+    const q: Pool2dParams = { n: 1, c: 1, h: 5, w: 5, kernel: 3, stride: 2 };
+    const x = new Float64Array(25);
+    x[2 * 5 + 2] = 5; // the centre is in all four 3x3 windows
+    const o = await run(gpu, q, x, new Float64Array([1, 2, 3, 4]));
+    assert.deepEqual([...o.argmax], [12, 12, 12, 12]);
+    assert.equal(o.maxDx[12], 10);
+    assert.equal(o.maxDx.reduce((s, v) => s + Math.abs(v), 0), 10);
+  },
+);
+
+Deno.test("global average pool GPU matches the CPU reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(23);
+  for (const [n, c, h, w] of [[2, 3, 5, 7], [1, 1, 1, 1], [3, 4, 3, 3], [2, 130, 2, 2]]) {
+    const planes = n * c, hw = h * w;
+    const x = rng.normalArray(planes * hw), dy = rng.normalArray(planes);
+    const xt = gpu.tensor(f32(x), { shape: [n, c, h, w] });
+    const dyt = gpu.tensor(f32(dy), { shape: [n, c, 1, 1] });
+    const y = gpu.empty([n, c, 1, 1]), dx = gpu.empty([n, c, h, w]);
+    globalAvgPoolForward({ y, x: xt }, { n, c, h, w });
+    globalAvgPoolBackward({ dx, dy: dyt }, { n, c, h, w });
+    assertClose(await y.toArray(), globalAvgPoolForwardRef(planes, hw, x), {
+      rtol: 1e-5,
+      atol: 1e-6,
+    });
+    assertClose(await dx.toArray(), globalAvgPoolBackwardRef(planes, hw, dy), {
+      rtol: 1e-5,
+      atol: 1e-7,
+    });
+  }
+});
+
+Deno.test("avg pool matches PyTorch fixture (count_include_pad)", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const fx = JSON.parse(
+    await Deno.readTextFile(new URL("./fixtures/norm_pool_avgpool.json", import.meta.url)),
+  );
+  for (const c of fx.cases) {
+    const [n, ch, h, w] = c.shape;
+    const p: Pool2dParams = {
+      n,
+      c: ch,
+      h,
+      w,
+      kernel: c.kernel,
+      stride: c.stride,
+      padding: c.padding,
+    };
+    assert.deepEqual(checkPool2d(p), c.y_shape);
+    const out = await run(gpu, p, c.x, c.dy);
+    assertClose(out.avgY, c.y, { rtol: 1e-5, atol: 1e-6, what: "torch avg y" });
+    assertClose(out.avgDx, c.dx, { rtol: 1e-5, atol: 1e-6, what: "torch avg dx" });
+  }
+});
+
+Deno.test("max pool matches PyTorch fixture (ties, indices, dx)", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const fx = JSON.parse(
+    await Deno.readTextFile(new URL("./fixtures/norm_pool_maxpool.json", import.meta.url)),
+  );
+  for (const c of fx.cases) {
+    const [n, ch, h, w] = c.shape;
+    const p: Pool2dParams = {
+      n,
+      c: ch,
+      h,
+      w,
+      kernel: c.kernel,
+      stride: c.stride,
+      padding: c.padding,
+    };
+    assert.deepEqual(checkPool2d(p), c.y_shape);
+    const out = await run(gpu, p, c.x, c.dy);
+    assert.deepEqual([...out.argmax], c.indices, `torch indices ${label(p)}`);
+    assertClose(out.maxY, c.y, { rtol: 0, atol: 0, what: "torch max y" });
+    assertClose(out.maxDx, c.dx, { rtol: 1e-6, atol: 1e-6, what: "torch max dx" });
+  }
+});
+
+Deno.test("pool rejects bad shapes and values", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const p: Pool2dParams = { n: 1, c: 2, h: 6, w: 6, kernel: 3, stride: 2, padding: 1 };
+  assert.deepEqual(checkPool2d(p), [1, 2, 3, 3]);
+  assert.deepEqual(checkPool2d({ n: 1, c: 2, h: 6, w: 6, kernel: 2 }), [1, 2, 3, 3]); // stride = kernel
+  assert.throws(() => checkPool2d({ ...p, padding: 2 }), /at most half/);
+  assert.throws(() => checkPool2d({ ...p, kernel: [2, 3], padding: [1, 2] }), RangeError);
+  assert.throws(() => checkPool2d({ ...p, h: 1, padding: 0 }), /too small/);
+  assert.throws(() => checkPool2d({ ...p, stride: 0 }), RangeError);
+  const x = gpu.zeros([1, 2, 6, 6]);
+  const y = gpu.empty([1, 2, 3, 3]);
+  assert.throws(
+    () => maxPool2dForward({ y, argmax: gpu.empty([1, 2, 3, 3]), x }, p),
+    (e: Error) => e instanceof TypeError && /maxPool2dForward: argmax must be i32/.test(e.message),
+  );
+  assert.throws(
+    () => avgPool2dForward({ y: gpu.empty([1, 2, 4, 4]), x }, p),
+    (e: Error) =>
+      e instanceof TypeError &&
+      /avgPool2dForward: y has shape \[1, 2, 4, 4\], expected \[1, 2, 3, 3\]/.test(e.message),
+  );
+  assert.throws(
+    () => globalAvgPoolForward({ y: gpu.empty([1, 2]), x }, { n: 1, c: 2, h: 6, w: 6 }),
+    /globalAvgPoolForward: y has shape \[1, 2\], expected \[1, 2, 1, 1\]/,
+  );
+});
