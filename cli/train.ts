@@ -6,17 +6,14 @@ import {
   buildArchitecture,
   checkInputSize,
   createModel,
-  decodeSafetensors,
   DEFAULTS,
-  encodeSafetensors,
-  type HostStateDict,
-  type Model,
   MODEL_NAMES,
   type ModelName,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
 import { renderPlot } from "./plot.ts";
+import { optimizerPath, readCheckpoint, saveCheckpoint, UsageError } from "./common.ts";
 
 const DATASETS = ["fashion-mnist", "mnist", "cifar10", "synthetic"] as const;
 
@@ -70,8 +67,6 @@ export interface TrainArgs {
   plot?: string;
 }
 
-/** A bad command line: one line for the user, exit code 2. */
-export class UsageError extends Error {}
 
 function int(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
@@ -91,10 +86,16 @@ function num(name: string, v: string | undefined, ok: (n: number) => boolean, wh
 
 /** Parses and validates the command line; throws {@linkcode UsageError}. */
 export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
+  // `--epochs -1` is a negative number, not an option: join it as `--epochs=-1`.
+  const args0: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (/^--[a-z-]+$/.test(argv[i]) && /^-\d/.test(argv[i + 1] ?? "")) args0.push(`${argv[i]}=${argv[++i]}`);
+    else args0.push(argv[i]);
+  }
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      args: args0,
       allowPositionals: true,
       strict: true,
       options: {
@@ -175,31 +176,6 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     );
   }
   return args;
-}
-
-async function readCheckpoint(path: string): Promise<{ tensors: HostStateDict; metadata: Record<string, string> }> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (err) {
-    throw new Error(`cannot read checkpoint ${path}: ${(err as Error).message}`);
-  }
-  return decodeSafetensors(bytes, { file: path });
-}
-
-async function saveCheckpoint(model: Model, path: string, meta: Record<string, string>): Promise<void> {
-  await writeFileAtomic(path, encodeSafetensors(await model.stateDict(), meta));
-  const momentum: HostStateDict = new Map();
-  for (const [name, p] of model.params) {
-    if (p.momentum) {
-      momentum.set(name, { dtype: "F32", shape: [...p.shape], data: await p.momentum.toArray() as Float32Array });
-    }
-  }
-  if (momentum.size > 0) await writeFileAtomic(optimizerPath(path), encodeSafetensors(momentum, meta));
-}
-
-function optimizerPath(path: string): string {
-  return path.replace(/(\.safetensors)?$/, "-optimizer.safetensors");
 }
 
 function progressBar(label: string): ((done: number, total: number) => void) | undefined {

@@ -1,0 +1,141 @@
+// deno task eval <model> --weights FILE [--dataset D] [--data-dir DIR] [--resize N] [--limit-test N]
+// Test accuracy, per-class accuracy and the confusion matrix of a checkpoint.
+import { parseArgs } from "node:util";
+import { getGpu } from "../gpu/mod.ts";
+import { prepareBatch } from "../kernels/data.ts";
+import { type DatasetName, loadDataset } from "../data/mod.ts";
+import {
+  buildArchitecture,
+  checkInputSize,
+  createModel,
+  DEFAULTS,
+  type Model,
+  MODEL_NAMES,
+  type ModelName,
+  uploadImageSet,
+} from "../models/mod.ts";
+import { readCheckpoint, UsageError, usageExit } from "./common.ts";
+
+const HELP = `usage: deno task eval <model> --weights FILE [flags]
+
+  --weights FILE      safetensors checkpoint (the reference's names), e.g. from train --save
+  --dataset NAME      fashion-mnist (default), mnist, cifar10 or synthetic
+  --data-dir DIR      where the data set files are
+  --resize N          input size (default: the model's seed recipe)
+  --batch-size N      evaluation batch size (default 256)
+  --limit-test N      use the first N test examples
+  -h, --help          this text`;
+
+/** Predicted class of every example of a GPU data set, in order (one readback). */
+export async function predictAll(
+  model: Model,
+  set: ReturnType<typeof uploadImageSet>,
+  options: { resize: number; batchSize: number },
+): Promise<Int32Array> {
+  const gpu = model.gpu;
+  const n = set.count;
+  const classes = model.arch.numClasses;
+  const logits = gpu.empty([n, classes]);
+  const order = gpu.tensor(Uint32Array.from({ length: n }, (_, i) => i), { shape: [n] });
+  for (let s = 0; s * options.batchSize < n; s++) {
+    const batch = Math.min(options.batchSize, n - s * options.batchSize);
+    gpu.scope(() => {
+      const indices = gpu.empty([batch], { dtype: "u32" });
+      gpu.copy(order, indices, { srcOffset: s * options.batchSize * 4, bytes: batch * 4 });
+      const x = gpu.empty(model.inputShape(batch, options.resize));
+      const labels = gpu.empty([batch], { dtype: "i32" });
+      prepareBatch({ x, labels, images: set.images, srcLabels: set.labels, indices }, {
+        batch,
+        channels: set.channels,
+        srcH: set.height,
+        srcW: set.width,
+        dstH: options.resize,
+        dstW: options.resize,
+      });
+      const { y } = model.forward(x, { gpu, training: false, seed: 0 });
+      gpu.copy(y, logits, { dstOffset: s * options.batchSize * classes * 4, bytes: y.byteLength });
+    });
+    gpu.flush();
+  }
+  const all = await logits.toArray() as Float32Array;
+  logits.dispose();
+  order.dispose();
+  const pred = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (all[i * classes + c] > all[i * classes + best]) best = c;
+    pred[i] = best;
+  }
+  return pred;
+}
+
+/** Runs the command; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let values, positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        weights: { type: "string" },
+        dataset: { type: "string" },
+        "data-dir": { type: "string" },
+        resize: { type: "string" },
+        "batch-size": { type: "string" },
+        "limit-test": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
+    const name = positionals[0] as ModelName;
+    if (positionals.length !== 1 || !MODEL_NAMES.includes(name)) {
+      throw new UsageError(`give one model: ${MODEL_NAMES.join(", ")}`);
+    }
+    if (!values.weights) throw new UsageError("--weights FILE is required");
+    const resize = values.resize ? Number(values.resize) : DEFAULTS[name].resize;
+    checkInputSize(buildArchitecture(name), resize);
+    const batchSize = values["batch-size"] ? Number(values["batch-size"]) : 256;
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError("--batch-size must be >= 1");
+    const limit = values["limit-test"] ? Number(values["limit-test"]) : undefined;
+    const test = await loadDataset((values.dataset ?? "fashion-mnist") as DatasetName, {
+      split: "test",
+      dataDir: values["data-dir"],
+      limit,
+    });
+    const gpu = await getGpu();
+    const model = createModel(gpu, { name, inChannels: test.channels, numClasses: test.classes.length });
+    const ck = await readCheckpoint(values.weights);
+    model.loadStateDict(ck.tensors, { source: values.weights });
+    const pred = await predictAll(model, uploadImageSet(gpu, test), { resize, batchSize });
+    const k = test.classes.length;
+    const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+    let right = 0;
+    for (let i = 0; i < test.count; i++) {
+      confusion[test.labels[i]][pred[i]]++;
+      if (pred[i] === test.labels[i]) right++;
+    }
+    console.log(`${name} on ${test.name} test (${test.count} examples): test acc ${(right / test.count).toFixed(4)}`);
+    console.log("per-class accuracy:");
+    const w = Math.max(...test.classes.map((c) => c.length));
+    test.classes.forEach((c, i) => {
+      const total = confusion[i].reduce((a, b) => a + b, 0);
+      console.log(`  ${c.padEnd(w)}  ${total ? (confusion[i][i] / total).toFixed(4) : "n/a"}  (${total})`);
+    });
+    console.log("confusion matrix (rows: true class, columns: predicted):");
+    const cw = Math.max(5, String(test.count).length + 1);
+    console.log(" ".repeat(w + 2) + test.classes.map((_, j) => String(j).padStart(cw)).join(""));
+    confusion.forEach((row, i) => {
+      console.log(`  ${test.classes[i].padEnd(w)}${row.map((v) => String(v).padStart(cw)).join("")}`);
+    });
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof RangeError) return usageExit("eval", err);
+    console.error(`eval: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,141 @@
+// deno task predict <model> --weights FILE IMAGE... : top-3 classes for PNG images.
+// fast-png (npm) decodes PNG: inflate, filters, palettes and bit depths are a solved job.
+import { parseArgs } from "node:util";
+import { decode } from "fast-png";
+import { getGpu } from "../gpu/mod.ts";
+import { CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES } from "../data/mod.ts";
+import {
+  buildArchitecture,
+  checkInputSize,
+  createModel,
+  DEFAULTS,
+  MODEL_NAMES,
+  type ModelName,
+  uploadImageSet,
+} from "../models/mod.ts";
+import { readCheckpoint, UsageError, usageExit } from "./common.ts";
+import { predictLogits } from "./predict_core.ts";
+
+const CLASSES: Record<string, readonly string[]> = {
+  "fashion-mnist": FASHION_MNIST_CLASSES,
+  "mnist": MNIST_CLASSES,
+  "cifar10": CIFAR10_CLASSES,
+};
+
+const HELP = `usage: deno task predict <model> --weights FILE [flags] IMAGE.png...
+
+  --weights FILE    safetensors checkpoint (the reference's names)
+  --classes NAME    class names: fashion-mnist (default), mnist or cifar10
+  --resize N        input size (default: the model's seed recipe)
+  --invert          invert gray levels (Fashion-MNIST/MNIST images are light objects on black)
+  -h, --help        this text
+
+Images are converted to the model's channels (gray or RGB), resized bilinearly on the GPU and
+scaled to [0, 1] as in training.`;
+
+/** Decodes a PNG to `channels` (1: gray by luma, 3: RGB) u8 planes [channels, h, w]. */
+export function pngToPlanes(bytes: Uint8Array, options: { channels: number; invert?: boolean; file: string }): {
+  data: Uint8Array;
+  height: number;
+  width: number;
+} {
+  let img;
+  try {
+    img = decode(bytes);
+  } catch (err) {
+    throw new Error(`${options.file}: not a readable PNG (${(err as Error).message})`);
+  }
+  const { width, height } = img;
+  const src = img.data;
+  const chans = img.channels;
+  const max = img.depth === 16 ? 65535 : (2 ** img.depth) - 1;
+  const palette = img.palette;
+  const out = new Uint8Array(options.channels * width * height);
+  for (let i = 0; i < width * height; i++) {
+    let r: number, g: number, b: number;
+    if (palette) {
+      [r, g, b] = palette[src[i]];
+    } else if (chans >= 3) {
+      r = (src[i * chans] / max) * 255;
+      g = (src[i * chans + 1] / max) * 255;
+      b = (src[i * chans + 2] / max) * 255;
+    } else {
+      r = g = b = (src[i * chans] / max) * 255;
+    }
+    if (chans === 4 || chans === 2) { // composite over black
+      const a = src[i * chans + chans - 1] / max;
+      r *= a;
+      g *= a;
+      b *= a;
+    }
+    const px = options.channels === 1 ? [0.299 * r + 0.587 * g + 0.114 * b] : [r, g, b];
+    px.forEach((v, c) => {
+      const u = Math.round(Math.min(255, Math.max(0, v)));
+      out[c * width * height + i] = options.invert ? 255 - u : u;
+    });
+  }
+  return { data: out, height, width };
+}
+
+/** Runs the command; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        weights: { type: "string" },
+        classes: { type: "string" },
+        resize: { type: "string" },
+        invert: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
+    const name = positionals[0] as ModelName;
+    if (!MODEL_NAMES.includes(name)) throw new UsageError(`first argument: one of ${MODEL_NAMES.join(", ")}`);
+    const files = positionals.slice(1);
+    if (files.length === 0) throw new UsageError("no images given");
+    if (!values.weights) throw new UsageError("--weights FILE is required");
+    const classes = CLASSES[values.classes ?? "fashion-mnist"];
+    if (!classes) throw new UsageError(`--classes: one of ${Object.keys(CLASSES).join(", ")}`);
+    const resize = values.resize ? Number(values.resize) : DEFAULTS[name].resize;
+    checkInputSize(buildArchitecture(name), resize);
+    const inChannels = values.classes === "cifar10" ? 3 : 1;
+    const gpu = await getGpu();
+    const model = createModel(gpu, { name, inChannels, numClasses: classes.length });
+    const ck = await readCheckpoint(values.weights);
+    model.loadStateDict(ck.tensors, { source: values.weights });
+    for (const file of files) {
+      const img = pngToPlanes(await Deno.readFile(file), { channels: inChannels, invert: values.invert, file });
+      const set = uploadImageSet(gpu, {
+        images: img.data,
+        labels: new Uint8Array(1),
+        count: 1,
+        channels: inChannels,
+        height: img.height,
+        width: img.width,
+      });
+      const logits = await predictLogits(model, set, resize);
+      set.images.dispose();
+      set.labels.dispose();
+      const m = Math.max(...logits);
+      const exp = logits.map((v) => Math.exp(v - m));
+      const z = exp.reduce((a, b) => a + b, 0);
+      const top = [...exp.keys()].sort((a, b) => exp[b] - exp[a]).slice(0, 3);
+      console.log(`${file}: ${top.map((k) => `${classes[k]} ${(exp[k] / z).toFixed(3)}`).join(", ")}`);
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof RangeError || (err as Error).name === "TypeError" && /parseArgs|Unknown option/i.test((err as Error).message)) {
+      return usageExit("predict", err);
+    }
+    console.error(`predict: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
