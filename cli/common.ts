@@ -1,6 +1,11 @@
 // Helpers shared by the commands: checkpoints on disk, usage errors.
 import { writeFileAtomic } from "../data/mod.ts";
-import { decodeSafetensors, encodeSafetensors, type HostStateDict, type Model } from "../models/mod.ts";
+import {
+  decodeSafetensors,
+  encodeSafetensors,
+  type HostStateDict,
+  type Model,
+} from "../models/mod.ts";
 
 /** A bad command line: one line for the user, exit code 2. */
 export class UsageError extends Error {}

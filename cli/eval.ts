@@ -98,7 +98,9 @@ export async function main(argv: string[]): Promise<number> {
     const resize = values.resize ? Number(values.resize) : DEFAULTS[name].resize;
     checkInputSize(buildArchitecture(name), resize);
     const batchSize = values["batch-size"] ? Number(values["batch-size"]) : 256;
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError("--batch-size must be >= 1");
+    if (!Number.isInteger(batchSize) || batchSize < 1) {
+      throw new UsageError("--batch-size must be >= 1");
+    }
     const limit = values["limit-test"] ? Number(values["limit-test"]) : undefined;
     const test = await loadDataset((values.dataset ?? "fashion-mnist") as DatasetName, {
       split: "test",
@@ -106,7 +108,11 @@ export async function main(argv: string[]): Promise<number> {
       limit,
     });
     const gpu = await getGpu();
-    const model = createModel(gpu, { name, inChannels: test.channels, numClasses: test.classes.length });
+    const model = createModel(gpu, {
+      name,
+      inChannels: test.channels,
+      numClasses: test.classes.length,
+    });
     const ck = await readCheckpoint(values.weights);
     model.loadStateDict(ck.tensors, { source: values.weights });
     const pred = await predictAll(model, uploadImageSet(gpu, test), { resize, batchSize });
@@ -117,18 +123,26 @@ export async function main(argv: string[]): Promise<number> {
       confusion[test.labels[i]][pred[i]]++;
       if (pred[i] === test.labels[i]) right++;
     }
-    console.log(`${name} on ${test.name} test (${test.count} examples): test acc ${(right / test.count).toFixed(4)}`);
+    console.log(
+      `${name} on ${test.name} test (${test.count} examples): test acc ${
+        (right / test.count).toFixed(4)
+      }`,
+    );
     console.log("per-class accuracy:");
     const w = Math.max(...test.classes.map((c) => c.length));
     test.classes.forEach((c, i) => {
       const total = confusion[i].reduce((a, b) => a + b, 0);
-      console.log(`  ${c.padEnd(w)}  ${total ? (confusion[i][i] / total).toFixed(4) : "n/a"}  (${total})`);
+      console.log(
+        `  ${c.padEnd(w)}  ${total ? (confusion[i][i] / total).toFixed(4) : "n/a"}  (${total})`,
+      );
     });
     console.log("confusion matrix (rows: true class, columns: predicted):");
     const cw = Math.max(5, String(test.count).length + 1);
     console.log(" ".repeat(w + 2) + test.classes.map((_, j) => String(j).padStart(cw)).join(""));
     confusion.forEach((row, i) => {
-      console.log(`  ${test.classes[i].padEnd(w)}${row.map((v) => String(v).padStart(cw)).join("")}`);
+      console.log(
+        `  ${test.classes[i].padEnd(w)}${row.map((v) => String(v).padStart(cw)).join("")}`,
+      );
     });
     return 0;
   } catch (err) {

@@ -25,7 +25,9 @@ export function renderPlot(points: readonly PlotPoint[], options: { title?: stri
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="12">`,
     `<rect width="${w}" height="${h}" fill="white"/>`,
   ];
-  if (options.title) parts.push(`<text x="${w / 2}" y="18" text-anchor="middle">${escapeXml(options.title)}</text>`);
+  if (options.title) {
+    parts.push(`<text x="${w / 2}" y="18" text-anchor="middle">${escapeXml(options.title)}</text>`);
+  }
   parts.push(
     `<line x1="${left}" y1="${h - bottom}" x2="${w - right}" y2="${h - bottom}" stroke="black"/>`,
     `<line x1="${left}" y1="${top}" x2="${left}" y2="${h - bottom}" stroke="black"/>`,
@@ -46,12 +48,16 @@ export function renderPlot(points: readonly PlotPoint[], options: { title?: stri
       .map((p) => `${x(p.epoch).toFixed(1)},${y(p[s.key]).toFixed(1)}`);
     if (pts.length) {
       parts.push(
-        `<polyline fill="none" stroke="${s.color}" stroke-width="2" stroke-dasharray="${s.dash}" points="${pts.join(" ")}"/>`,
+        `<polyline fill="none" stroke="${s.color}" stroke-width="2" stroke-dasharray="${s.dash}" points="${
+          pts.join(" ")
+        }"/>`,
       );
     }
     const ly = top + 8 + i * 16;
     parts.push(
-      `<line x1="${w - right - 110}" y1="${ly}" x2="${w - right - 85}" y2="${ly}" stroke="${s.color}" stroke-width="2" stroke-dasharray="${s.dash}"/>`,
+      `<line x1="${w - right - 110}" y1="${ly}" x2="${
+        w - right - 85
+      }" y2="${ly}" stroke="${s.color}" stroke-width="2" stroke-dasharray="${s.dash}"/>`,
       `<text x="${w - right - 80}" y="${ly + 4}">${s.label}</text>`,
     );
   });
@@ -60,5 +66,8 @@ export function renderPlot(points: readonly PlotPoint[], options: { title?: stri
 }
 
 function escapeXml(s: string): string {
-  return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
+  return s.replace(
+    /[<>&"]/g,
+    (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!,
+  );
 }

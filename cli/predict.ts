@@ -34,7 +34,10 @@ Images are converted to the model's channels (gray or RGB), resized bilinearly o
 scaled to [0, 1] as in training.`;
 
 /** Decodes a PNG to `channels` (1: gray by luma, 3: RGB) u8 planes [channels, h, w]. */
-export function pngToPlanes(bytes: Uint8Array, options: { channels: number; invert?: boolean; file: string }): {
+export function pngToPlanes(
+  bytes: Uint8Array,
+  options: { channels: number; invert?: boolean; file: string },
+): {
   data: Uint8Array;
   height: number;
   width: number;
@@ -96,7 +99,9 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const name = positionals[0] as ModelName;
-    if (!MODEL_NAMES.includes(name)) throw new UsageError(`first argument: one of ${MODEL_NAMES.join(", ")}`);
+    if (!MODEL_NAMES.includes(name)) {
+      throw new UsageError(`first argument: one of ${MODEL_NAMES.join(", ")}`);
+    }
     const files = positionals.slice(1);
     if (files.length === 0) throw new UsageError("no images given");
     if (!values.weights) throw new UsageError("--weights FILE is required");
@@ -110,7 +115,11 @@ export async function main(argv: string[]): Promise<number> {
     const ck = await readCheckpoint(values.weights);
     model.loadStateDict(ck.tensors, { source: values.weights });
     for (const file of files) {
-      const img = pngToPlanes(await Deno.readFile(file), { channels: inChannels, invert: values.invert, file });
+      const img = pngToPlanes(await Deno.readFile(file), {
+        channels: inChannels,
+        invert: values.invert,
+        file,
+      });
       const set = uploadImageSet(gpu, {
         images: img.data,
         labels: new Uint8Array(1),
@@ -126,11 +135,17 @@ export async function main(argv: string[]): Promise<number> {
       const exp = logits.map((v) => Math.exp(v - m));
       const z = exp.reduce((a, b) => a + b, 0);
       const top = [...exp.keys()].sort((a, b) => exp[b] - exp[a]).slice(0, 3);
-      console.log(`${file}: ${top.map((k) => `${classes[k]} ${(exp[k] / z).toFixed(3)}`).join(", ")}`);
+      console.log(
+        `${file}: ${top.map((k) => `${classes[k]} ${(exp[k] / z).toFixed(3)}`).join(", ")}`,
+      );
     }
     return 0;
   } catch (err) {
-    if (err instanceof UsageError || err instanceof RangeError || (err as Error).name === "TypeError" && /parseArgs|Unknown option/i.test((err as Error).message)) {
+    if (
+      err instanceof UsageError || err instanceof RangeError ||
+      (err as Error).name === "TypeError" &&
+        /parseArgs|Unknown option/i.test((err as Error).message)
+    ) {
       return usageExit("predict", err);
     }
     console.error(`predict: ${(err as Error).message}`);

@@ -3,7 +3,11 @@ import { prepareBatch } from "../kernels/data.ts";
 import type { GpuImageSet, Model } from "../models/mod.ts";
 
 /** The logits of the first image of `set`, resized to `resize`, in evaluation mode. */
-export async function predictLogits(model: Model, set: GpuImageSet, resize: number): Promise<Float32Array> {
+export async function predictLogits(
+  model: Model,
+  set: GpuImageSet,
+  resize: number,
+): Promise<Float32Array> {
   const gpu = model.gpu;
   const logits = gpu.scope(() => {
     const indices = gpu.tensor(new Uint32Array([0]), { shape: [1] });

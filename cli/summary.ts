@@ -1,6 +1,13 @@
 // deno task summary <model> [--resize N]: the seed documents' shape walk-through of a model.
 import { parseArgs } from "node:util";
-import { buildArchitecture, DEFAULTS, formatSummary, MODEL_NAMES, type ModelName, summarize } from "../models/mod.ts";
+import {
+  buildArchitecture,
+  DEFAULTS,
+  formatSummary,
+  MODEL_NAMES,
+  type ModelName,
+  summarize,
+} from "../models/mod.ts";
 
 function usage(): string {
   return `usage: deno task summary <model> [--resize N]\nmodels: ${MODEL_NAMES.join(", ")}`;
@@ -27,7 +34,9 @@ if (import.meta.main) {
     console.error(`summary: ${name ? `unknown model '${name}'` : "no model given"}\n${usage()}`);
     Deno.exit(2);
   }
-  const size = parsed.values.resize === undefined ? DEFAULTS[name].resize : Number(parsed.values.resize);
+  const size = parsed.values.resize === undefined
+    ? DEFAULTS[name].resize
+    : Number(parsed.values.resize);
   try {
     console.log(`${name}`);
     console.log(formatSummary(summarize(buildArchitecture(name), size)));

@@ -67,7 +67,6 @@ export interface TrainArgs {
   plot?: string;
 }
 
-
 function int(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
@@ -77,7 +76,12 @@ function int(name: string, v: string | undefined, min: number): number | undefin
   return n;
 }
 
-function num(name: string, v: string | undefined, ok: (n: number) => boolean, what: string): number | undefined {
+function num(
+  name: string,
+  v: string | undefined,
+  ok: (n: number) => boolean,
+  what: string,
+): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isFinite(n) || !ok(n)) throw new UsageError(`--${name} must be ${what}, got '${v}'`);
@@ -89,8 +93,9 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   // `--epochs -1` is a negative number, not an option: join it as `--epochs=-1`.
   const args0: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    if (/^--[a-z-]+$/.test(argv[i]) && /^-\d/.test(argv[i + 1] ?? "")) args0.push(`${argv[i]}=${argv[++i]}`);
-    else args0.push(argv[i]);
+    if (/^--[a-z-]+$/.test(argv[i]) && /^-\d/.test(argv[i + 1] ?? "")) {
+      args0.push(`${argv[i]}=${argv[++i]}`);
+    } else args0.push(argv[i]);
   }
   let parsed;
   try {
@@ -192,7 +197,11 @@ function progressBar(label: string): ((done: number, total: number) => void) | u
     const width = 30;
     const bar = "#".repeat(Math.round(frac * width)).padEnd(width, ".");
     Deno.stderr.writeSync(
-      enc.encode(`\r${label} [${bar}] ${done}/${total} steps, ETA ${eta.toFixed(0)}s   ${done === total ? "\n" : ""}`),
+      enc.encode(
+        `\r${label} [${bar}] ${done}/${total} steps, ETA ${eta.toFixed(0)}s   ${
+          done === total ? "\n" : ""
+        }`,
+      ),
     );
   };
 }
@@ -320,11 +329,18 @@ export async function main(argv: string[]): Promise<number> {
         format: "pt",
       });
     }
-    if (args.plot) await writeFileAtomic(args.plot, new TextEncoder().encode(renderPlot(history, { title: args.model })));
+    if (args.plot) {
+      await writeFileAtomic(
+        args.plot,
+        new TextEncoder().encode(renderPlot(history, { title: args.model })),
+      );
+    }
   }
   if (!args.json) {
     console.log(
-      `loss ${last.loss.toFixed(3)}, train acc ${last.trainAcc.toFixed(3)}, test acc ${last.testAcc.toFixed(3)}`,
+      `loss ${last.loss.toFixed(3)}, train acc ${last.trainAcc.toFixed(3)}, test acc ${
+        last.testAcc.toFixed(3)
+      }`,
     );
     console.log(`${(examples / seconds).toFixed(1)} examples/sec on ${gpu.description}`);
   }

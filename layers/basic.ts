@@ -7,13 +7,18 @@
  */
 
 import { assertShape, formatShape, type Shape, type Tensor } from "../gpu/mod.ts";
-import { type ActivationKind, activationBackward, activationForward } from "../kernels/activation.ts";
 import {
-  batchNormBackward,
-  batchNormForward,
-  checkBatchNorm,
-} from "../kernels/batchnorm.ts";
-import { checkConv2d, type Conv2dParams, conv2dBackward, conv2dForward } from "../kernels/conv2d.ts";
+  activationBackward,
+  activationForward,
+  type ActivationKind,
+} from "../kernels/activation.ts";
+import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm.ts";
+import {
+  checkConv2d,
+  conv2dBackward,
+  conv2dForward,
+  type Conv2dParams,
+} from "../kernels/conv2d.ts";
 import { depthwiseConv2dBackward, depthwiseConv2dForward } from "../kernels/depthwise.ts";
 import { dropoutBackward, dropoutForward, dropoutMaskWords } from "../kernels/dropout.ts";
 import { gemm, sumRows } from "../kernels/gemm.ts";
@@ -27,7 +32,7 @@ import {
   maxPool2dBackward,
   maxPool2dForward,
 } from "../kernels/pool.ts";
-import { type Counter, type Layer, param, type Param, release, type StateBuffer } from "./layer.ts";
+import { type Counter, type Layer, type Param, param, release, type StateBuffer } from "./layer.ts";
 
 const NONE: readonly never[] = Object.freeze([]);
 
@@ -64,8 +69,11 @@ export interface Conv2dOptions {
   readonly bias?: boolean;
 }
 
-interface ConvCache {
+/** What a conv2d forward saves: a handle to its input and the resolved params. */
+export interface ConvCache {
+  /** The input (for the weight gradient). */
   readonly x: Tensor;
+  /** The params of this call. */
   readonly p: Conv2dParams;
 }
 
@@ -380,7 +388,10 @@ export function maxPool2d(options: Pool2dOptions): Layer<{ argmax: Tensor; x: Sh
       let dx: Tensor | null = null;
       if (needDx) {
         dx = ctx.gpu.empty(cache.x);
-        maxPool2dBackward({ dx, dy, argmax: cache.argmax }, poolParams("MaxPool2d", cache.x, options));
+        maxPool2dBackward(
+          { dx, dy, argmax: cache.argmax },
+          poolParams("MaxPool2d", cache.x, options),
+        );
       }
       release(cache.argmax);
       return dx;
@@ -482,9 +493,13 @@ export function flatten(): Layer<Shape> {
 
 // ------------------------------------------------------------------------- BatchNorm ----
 
-interface BnCache {
+/** What a training-mode batch-norm forward saves. */
+export interface BnCache {
+  /** The input. */
   readonly x: Tensor;
+  /** Batch mean per channel. */
   readonly mean: Tensor;
+  /** 1/sqrt(batch variance + eps) per channel. */
   readonly invStd: Tensor;
 }
 
@@ -514,7 +529,9 @@ export function batchNorm(
   const bnParams = (input: Shape) => {
     expectRank(kind, input, dims === 1 ? 2 : 4, dims === 1 ? "[n, c]" : "[n, c, h, w]");
     if (input[1] !== c) {
-      throw new TypeError(`${kind}: input ${formatShape(input)} has ${input[1]} channels, expected ${c}`);
+      throw new TypeError(
+        `${kind}: input ${formatShape(input)} has ${input[1]} channels, expected ${c}`,
+      );
     }
     return {
       n: input[0],

@@ -7,14 +7,24 @@
  */
 
 import { formatShape, type Shape, type Tensor } from "../gpu/mod.ts";
-import { accumulate, addBackwardRelu, addForward, concatChannels, splitChannels } from "../kernels/elementwise.ts";
+import {
+  accumulate,
+  addBackwardRelu,
+  addForward,
+  concatChannels,
+  splitChannels,
+} from "../kernels/elementwise.ts";
 import { activation, batchNorm, conv2d, maxPool2d } from "./basic.ts";
 import type { Ctx, Layer } from "./layer.ts";
 import { release } from "./layer.ts";
 
 const NONE: readonly never[] = Object.freeze([]);
 
-function chainForward(layers: readonly Layer[], x: Tensor, ctx: Ctx): { y: Tensor; caches: unknown[] } {
+function chainForward(
+  layers: readonly Layer[],
+  x: Tensor,
+  ctx: Ctx,
+): { y: Tensor; caches: unknown[] } {
   const caches: unknown[] = [];
   let h = x;
   for (const layer of layers) {
@@ -35,7 +45,11 @@ function chainBackward(
   let g: Tensor | null = dy;
   for (let i = layers.length - 1; i >= 0; i--) {
     const needDx = i > 0 || options.needDx;
-    const next: Tensor | null = layers[i].backward(g!, { cache: options.caches[i], ctx: options.ctx, needDx });
+    const next: Tensor | null = layers[i].backward(g!, {
+      cache: options.caches[i],
+      ctx: options.ctx,
+      needDx,
+    });
     if (g !== dy) g!.dispose();
     g = next;
   }
@@ -95,7 +109,8 @@ export function chain(
       const { y, caches } = chainForward(layers, x, ctx);
       return { y, cache: caches };
     },
-    backward: (dy, { cache, ctx, needDx }) => chainBackward(layers, dy, { caches: cache, ctx, needDx }),
+    backward: (dy, { cache, ctx, needDx }) =>
+      chainBackward(layers, dy, { caches: cache, ctx, needDx }),
   };
 }
 
@@ -134,7 +149,9 @@ export function residual(
     const short = conv3 ? conv3.outputShape(input) : input;
     if (out.some((d, i) => d !== short[i])) {
       throw new TypeError(
-        `Residual: main path gives ${formatShape(out)} but the shortcut gives ${formatShape(short)}` +
+        `Residual: main path gives ${formatShape(out)} but the shortcut gives ${
+          formatShape(short)
+        }` +
           " (use use1x1 when channels or stride change)",
       );
     }
@@ -257,7 +274,13 @@ export function inception(options: {
       const hw = shape[2] * shape[3];
       const caches = branches.map((b, i) => {
         const f = chainForward(b, x, ctx);
-        concatChannels({ y, x: f.y }, { n: shape[0], hw, cTotal, cOffset: offsets[i], c: widths[i] });
+        concatChannels({ y, x: f.y }, {
+          n: shape[0],
+          hw,
+          cTotal,
+          cOffset: offsets[i],
+          c: widths[i],
+        });
         f.y.dispose();
         return f.caches;
       });
@@ -268,7 +291,13 @@ export function inception(options: {
       let dx: Tensor | null = null;
       for (let i = 0; i < branches.length; i++) {
         const dBranch = ctx.gpu.empty([n, widths[i], h, w]);
-        splitChannels({ dx: dBranch, dy }, { n, hw: h * w, cTotal, cOffset: offsets[i], c: widths[i] });
+        splitChannels({ dx: dBranch, dy }, {
+          n,
+          hw: h * w,
+          cTotal,
+          cOffset: offsets[i],
+          c: widths[i],
+        });
         const g = chainBackward(branches[i], dBranch, { caches: cache[i], ctx, needDx });
         dBranch.dispose();
         if (!g) continue;
@@ -319,7 +348,10 @@ export function denseBlock(
   options: { numConvs: number; inChannels: number; growth: number },
 ): Layer<unknown[]> {
   const { numConvs, inChannels, growth } = options;
-  const blocks = Array.from({ length: numConvs }, (_, i) => denseConvBlock(inChannels + i * growth, growth));
+  const blocks = Array.from(
+    { length: numConvs },
+    (_, i) => denseConvBlock(inChannels + i * growth, growth),
+  );
   const net = sequential(blocks);
   const cOut = inChannels + numConvs * growth;
   const check = (input: Shape): Shape => {
@@ -338,7 +370,10 @@ export function denseBlock(
     counters: NONE,
     outputShape: check,
     flops: (input) =>
-      blocks.reduce((t, b, i) => t + b.flops([input[0], inChannels + i * growth, input[2], input[3]]), 0),
+      blocks.reduce(
+        (t, b, i) => t + b.flops([input[0], inChannels + i * growth, input[2], input[3]]),
+        0,
+      ),
     forward(x, ctx) {
       check(x.shape);
       const [n, , h, w] = x.shape;
@@ -350,7 +385,13 @@ export function denseBlock(
         caches.push(f.cache);
         const next = ctx.gpu.empty([n, c + growth, h, w]);
         concatChannels({ y: next, x: cur }, { n, hw: h * w, cTotal: c + growth, cOffset: 0, c });
-        concatChannels({ y: next, x: f.y }, { n, hw: h * w, cTotal: c + growth, cOffset: c, c: growth });
+        concatChannels({ y: next, x: f.y }, {
+          n,
+          hw: h * w,
+          cTotal: c + growth,
+          cOffset: c,
+          c: growth,
+        });
         f.y.dispose();
         if (cur !== x) cur.dispose();
         cur = next;

@@ -12,10 +12,10 @@ import {
   type Layer,
   namedParams,
   type Param,
-  type StateEntry,
   stateEntries,
+  type StateEntry,
 } from "../layers/mod.ts";
-import { type HostStateDict, type HostTensor } from "./safetensors.ts";
+import type { HostStateDict, HostTensor } from "./safetensors.ts";
 import { type Architecture, buildArchitecture, type ModelName, type ModelOptions } from "./zoo.ts";
 
 /** Options of {@linkcode createModel}. */
@@ -82,7 +82,10 @@ export function initialValues(p: Param, random: () => number): Float32Array {
  * ```
  */
 export function createModel(gpu: Gpu, options: CreateModelOptions & { name: ModelName }): Model {
-  return new Model(gpu, { arch: buildArchitecture(options.name, options), seed: options.seed ?? 0 });
+  return new Model(gpu, {
+    arch: buildArchitecture(options.name, options),
+    seed: options.seed ?? 0,
+  });
 }
 
 /**
@@ -191,7 +194,9 @@ export class Model {
   forward(x: Tensor, ctx: Ctx): Forward<unknown> {
     if (x.shape.length !== 4 || x.shape[1] !== this.arch.inChannels) {
       throw new TypeError(
-        `${this.arch.name}: input ${formatShape(x.shape)}, expected [n, ${this.arch.inChannels}, h, w]`,
+        `${this.arch.name}: input ${
+          formatShape(x.shape)
+        }, expected [n, ${this.arch.inChannels}, h, w]`,
       );
     }
     return this.net.forward(x, ctx);
@@ -245,10 +250,18 @@ export class Model {
     const out: HostStateDict = new Map();
     for (const e of this.state) {
       if (e.kind === "counter") {
-        out.set(e.name, { dtype: "I64", shape: [], data: new BigInt64Array([BigInt(e.counter.value)]) });
+        out.set(e.name, {
+          dtype: "I64",
+          shape: [],
+          data: new BigInt64Array([BigInt(e.counter.value)]),
+        });
       } else {
         const t = e.kind === "param" ? e.param.value! : e.buffer.value!;
-        out.set(e.name, { dtype: "F32", shape: [...t.shape], data: await t.toArray() as Float32Array });
+        out.set(e.name, {
+          dtype: "F32",
+          shape: [...t.shape],
+          data: await t.toArray() as Float32Array,
+        });
       }
     }
     return out;
@@ -278,11 +291,19 @@ export class Model {
     for (const e of this.state) {
       const t = sd.get(e.name);
       if (!t) continue;
-      const wantShape = e.kind === "counter" ? [] : e.kind === "param" ? e.param.shape : e.buffer.shape;
+      const wantShape = e.kind === "counter"
+        ? []
+        : e.kind === "param"
+        ? e.param.shape
+        : e.buffer.shape;
       const wantDtype = e.kind === "counter" ? "I64" : "F32";
-      if (t.dtype !== wantDtype) problems.push(`${e.name}: dtype ${t.dtype}, expected ${wantDtype}`);
+      if (t.dtype !== wantDtype) {
+        problems.push(`${e.name}: dtype ${t.dtype}, expected ${wantDtype}`);
+      }
       if (!sameDims(t.shape, wantShape)) {
-        problems.push(`${e.name}: shape ${formatShape(t.shape)}, expected ${formatShape(wantShape)}`);
+        problems.push(
+          `${e.name}: shape ${formatShape(t.shape)}, expected ${formatShape(wantShape)}`,
+        );
       }
     }
     if (problems.length) {
@@ -294,7 +315,10 @@ export class Model {
     for (const e of this.state) {
       const t = sd.get(e.name)! as HostTensor;
       if (e.kind === "counter") e.counter.value = Number((t.data as BigInt64Array)[0]);
-      else this.gpu.write(e.kind === "param" ? e.param.value! : e.buffer.value!, t.data as Float32Array);
+      else {this.gpu.write(
+          e.kind === "param" ? e.param.value! : e.buffer.value!,
+          t.data as Float32Array,
+        );}
     }
   }
 

@@ -42,7 +42,9 @@ export function encodeSafetensors(
     const bytes = t.data.byteLength;
     const expected = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
     if (bytes !== expected) {
-      throw new TypeError(`safetensors: '${name}' has ${bytes} bytes, shape [${t.shape}] needs ${expected}`);
+      throw new TypeError(
+        `safetensors: '${name}' has ${bytes} bytes, shape [${t.shape}] needs ${expected}`,
+      );
     }
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
@@ -83,7 +85,9 @@ export function decodeSafetensors(
   };
   if (bytes.byteLength < 8) fail(`only ${bytes.byteLength} bytes, too short for a header`);
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
-  if (8 + n > bytes.byteLength) fail(`header length ${n} runs past the end (${bytes.byteLength} bytes)`);
+  if (8 + n > bytes.byteLength) {
+    fail(`header length ${n} runs past the end (${bytes.byteLength} bytes)`);
+  }
   let header: Record<string, unknown>;
   try {
     header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
@@ -105,7 +109,9 @@ export function decodeSafetensors(
       continue;
     }
     const v = value as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
-    if (!v || typeof v.dtype !== "string" || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) {
+    if (
+      !v || typeof v.dtype !== "string" || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)
+    ) {
       fail(`entry '${name}' lacks dtype, shape or data_offsets`);
     }
     const width = DTYPE_BYTES[v.dtype!];
@@ -113,9 +119,17 @@ export function decodeSafetensors(
     const [begin, end] = v.data_offsets!;
     const count = v.shape!.reduce((a, b) => a * b, 1);
     if (end - begin !== count * width) {
-      fail(`entry '${name}' spans ${end - begin} bytes but shape [${v.shape}] of ${v.dtype} needs ${count * width}`);
+      fail(
+        `entry '${name}' spans ${end - begin} bytes but shape [${v.shape}] of ${v.dtype} needs ${
+          count * width
+        }`,
+      );
     }
-    if (begin < 0 || end > dataLen) fail(`entry '${name}' (bytes ${begin}..${end}) runs past the end of the data (${dataLen} bytes): truncated file?`);
+    if (begin < 0 || end > dataLen) {
+      fail(
+        `entry '${name}' (bytes ${begin}..${end}) runs past the end of the data (${dataLen} bytes): truncated file?`,
+      );
+    }
     const raw = bytes.slice(dataStart + begin, dataStart + end); // copy: aligned
     const data = v.dtype === "F32" ? new Float32Array(raw.buffer) : new BigInt64Array(raw.buffer);
     tensors.set(name, { dtype: v.dtype as "F32" | "I64", shape: v.shape!, data });

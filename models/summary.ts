@@ -73,7 +73,10 @@ export function summarize(arch: Architecture, size: number): Summary {
       shape = [shape[0], shape.slice(1).reduce((a, b) => a * b, 1)]; // x.view(n, -1)
       continue;
     }
-    const params = namedParams(layer).reduce((s, [, p]) => s + p.shape.reduce((a, b) => a * b, 1), 0);
+    const params = namedParams(layer).reduce(
+      (s, [, p]) => s + p.shape.reduce((a, b) => a * b, 1),
+      0,
+    );
     rows.push({ name, kind: layer.kind, shape, params, flops });
   }
   return {
@@ -101,7 +104,9 @@ export function formatSummary(s: Summary): string {
   }
   lines.push(`parameters: ${s.params.toLocaleString("en-US")}`);
   lines.push(
-    `forward FLOPs per image: ${s.flops >= 1e8 ? `${(s.flops / 1e9).toFixed(3)} GFLOP` : `${(s.flops / 1e6).toFixed(3)} MFLOP`}`,
+    `forward FLOPs per image: ${
+      s.flops >= 1e8 ? `${(s.flops / 1e9).toFixed(3)} GFLOP` : `${(s.flops / 1e6).toFixed(3)} MFLOP`
+    }`,
   );
   return lines.join("\n");
 }

@@ -172,7 +172,9 @@ export class Trainer {
   constructor(model: Model, options: TrainerOptions) {
     if (!(options.lr > 0)) throw new RangeError(`Trainer: lr must be > 0, got ${options.lr}`);
     if (!Number.isInteger(options.batchSize) || options.batchSize < 1) {
-      throw new RangeError(`Trainer: batch size must be a positive integer, got ${options.batchSize}`);
+      throw new RangeError(
+        `Trainer: batch size must be a positive integer, got ${options.batchSize}`,
+      );
     }
     this.model = model;
     this.options = options;
@@ -200,7 +202,11 @@ export class Trainer {
    * Records one training step on the examples `order[start, start+batch)` (already on the GPU as
    * `indices`); accumulates the loss sum and correct count into `metrics`. No readback.
    */
-  #step(set: GpuImageSet, io: { indices: Tensor; lossSum: Tensor; correct: Tensor }, seed: number): void {
+  #step(
+    set: GpuImageSet,
+    io: { indices: Tensor; lossSum: Tensor; correct: Tensor },
+    seed: number,
+  ): void {
     const gpu = this.model.gpu;
     const batch = io.indices.size;
     const o = this.options;

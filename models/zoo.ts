@@ -212,7 +212,13 @@ function vgg(
   ]);
 }
 
-function ninBlock(cin: number, cout: number, kernel: number, stride: number, padding: number): Layer {
+function ninBlock(
+  cin: number,
+  cout: number,
+  kernel: number,
+  stride: number,
+  padding: number,
+): Layer {
   return sequential([
     conv2d({ inChannels: cin, outChannels: cout, kernel, stride, padding }),
     relu(),
@@ -247,7 +253,11 @@ function googlenet(cin: number, classes: number): Layer {
     c3: [number, number],
     c4: number,
   ) => inception({ inChannels: i, c1, c2, c3, c4 });
-  const b1 = sequential([conv2d({ inChannels: cin, outChannels: 64, kernel: 7, stride: 2, padding: 3 }), relu(), pool()]);
+  const b1 = sequential([
+    conv2d({ inChannels: cin, outChannels: 64, kernel: 7, stride: 2, padding: 3 }),
+    relu(),
+    pool(),
+  ]);
   const b2 = sequential([
     conv2d({ inChannels: 64, outChannels: 64, kernel: 1 }),
     relu(),
@@ -255,7 +265,11 @@ function googlenet(cin: number, classes: number): Layer {
     relu(),
     pool(),
   ]);
-  const b3 = sequential([inc(192, 64, [96, 128], [16, 32], 32), inc(256, 128, [128, 192], [32, 96], 64), pool()]);
+  const b3 = sequential([
+    inc(192, 64, [96, 128], [16, 32], 32),
+    inc(256, 128, [128, 192], [32, 96], 64),
+    pool(),
+  ]);
   const b4 = sequential([
     inc(480, 192, [96, 208], [16, 48], 64),
     inc(512, 160, [112, 224], [24, 64], 64),
@@ -295,7 +309,13 @@ function resnet(cin: number, classes: number, blocks: readonly number[]): Layer 
     }
     stages.push(sequential(list));
   });
-  return sequential([b1, ...stages, globalAvgPool(), flatten(), linear({ inFeatures: c, outFeatures: classes })]);
+  return sequential([
+    b1,
+    ...stages,
+    globalAvgPool(),
+    flatten(),
+    linear({ inFeatures: c, outFeatures: classes }),
+  ]);
 }
 
 function transition(cin: number, cout: number): Layer {
@@ -337,18 +357,43 @@ function densenet(cin: number, classes: number, growth: number, sizes: readonly 
 
 function mobilenet(cin: number, classes: number, alpha: number, act: "relu" | "relu6"): Layer {
   const w = (c: number) => Math.max(8, Math.floor(c * alpha));
-  const cfg: [number, number, number][] = [[32, 64, 1], [64, 128, 2], [128, 128, 1], [128, 256, 2], [
-    256,
-    256,
-    1,
-  ], [256, 512, 2], [512, 512, 1], [512, 512, 1], [512, 512, 1], [512, 512, 1], [512, 512, 1], [
-    512,
-    1024,
-    2,
-  ], [1024, 1024, 1]];
+  const cfg: [number, number, number][] = [
+    [32, 64, 1],
+    [64, 128, 2],
+    [128, 128, 1],
+    [128, 256, 2],
+    [
+      256,
+      256,
+      1,
+    ],
+    [256, 512, 2],
+    [512, 512, 1],
+    [512, 512, 1],
+    [512, 512, 1],
+    [512, 512, 1],
+    [512, 512, 1],
+    [
+      512,
+      1024,
+      2,
+    ],
+    [1024, 1024, 1],
+  ];
   const separable = (i: number, o: number, s: number) =>
     chain([
-      ["depthwise", conv2d({ inChannels: i, outChannels: i, kernel: 3, stride: s, padding: 1, groups: i, bias: false })],
+      [
+        "depthwise",
+        conv2d({
+          inChannels: i,
+          outChannels: i,
+          kernel: 3,
+          stride: s,
+          padding: 1,
+          groups: i,
+          bias: false,
+        }),
+      ],
       ["bn1", batchNorm({ channels: i })],
       ["relu1", activation(act)],
       ["pointwise", conv2d({ inChannels: i, outChannels: o, kernel: 1, bias: false })],
@@ -356,7 +401,17 @@ function mobilenet(cin: number, classes: number, alpha: number, act: "relu" | "r
       ["relu2", activation(act)],
     ], { kind: "DepthwiseSeparableConv" });
   return chain([
-    ["conv1", conv2d({ inChannels: cin, outChannels: w(32), kernel: 3, stride: 2, padding: 1, bias: false })],
+    [
+      "conv1",
+      conv2d({
+        inChannels: cin,
+        outChannels: w(32),
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+        bias: false,
+      }),
+    ],
     ["bn1", batchNorm({ channels: w(32) })],
     ["relu1", activation(act)],
     ["layers", sequential(cfg.map(([i, o, s]) => separable(w(i), w(o), s)))],

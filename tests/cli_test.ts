@@ -6,7 +6,10 @@ import { decodeSafetensors } from "../models/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-async function run(script: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function run(
+  script: string,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(ROOT, "cli", script), ...args],
     cwd: ROOT,
@@ -26,7 +29,10 @@ Deno.test("train: bad flags give one clear line and exit code 2 before any work"
     [["lenet", "--epochs", "-1"], /--epochs must be an integer >= 1/],
     [["alexnet", "--resize", "96"], /alexnet needs 224x224 inputs/],
     [["nin", "--resize", "32"], /too small/],
-    [["lenet", "--batch-size", "64", "--limit-train", "32"], /--batch-size 64 is larger than the training data/],
+    [
+      ["lenet", "--batch-size", "64", "--limit-train", "32"],
+      /--batch-size 64 is larger than the training data/,
+    ],
     [["lenet", "--frobnicate"], /frobnicate/],
     [["lenet", "--dataset", "imagenet"], /unknown dataset 'imagenet'/],
     [["lenet", "--dropout", "1.5"], /--dropout must be in \[0, 1\)/],
@@ -51,14 +57,37 @@ Deno.test("train: --json, --save, --resume, --plot, --init and the other flags o
   const ck = join(dir, "lenet.safetensors");
   const plot = join(dir, "curves.svg");
   const first = await run("train.ts", [
-    "lenet-bn", ...SYN, "--epochs", "1", "--batch-size", "64", "--lr", "0.5", "--json",
-    "--save", ck, "--plot", plot, "--momentum", "0.9", "--weight-decay", "1e-4", "--seed", "3",
+    "lenet-bn",
+    ...SYN,
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.5",
+    "--json",
+    "--save",
+    ck,
+    "--plot",
+    plot,
+    "--momentum",
+    "0.9",
+    "--weight-decay",
+    "1e-4",
+    "--seed",
+    "3",
     "--augment",
   ]);
   assert.equal(first.code, 0, first.stderr);
   const lines = first.stdout.trim().split("\n").map((l) => JSON.parse(l));
   assert.equal(lines.length, 1);
-  assert.deepEqual(Object.keys(lines[0]).sort(), ["epoch", "examples_per_sec", "loss", "test_acc", "train_acc"]);
+  assert.deepEqual(Object.keys(lines[0]).sort(), [
+    "epoch",
+    "examples_per_sec",
+    "loss",
+    "test_acc",
+    "train_acc",
+  ]);
   assert.equal(lines[0].epoch, 1);
   const saved = decodeSafetensors(await Deno.readFile(ck), { file: ck });
   assert.equal(saved.metadata.epoch, "1");
@@ -68,25 +97,64 @@ Deno.test("train: --json, --save, --resume, --plot, --init and the other flags o
   assert.match(await Deno.readTextFile(plot), /<svg[\s\S]*train loss[\s\S]*<\/svg>/);
   // Resume: continues at epoch 2 with the saved weights, momentum and step count.
   const second = await run("train.ts", [
-    "lenet-bn", ...SYN, "--epochs", "2", "--batch-size", "64", "--lr", "0.5", "--json",
-    "--resume", ck, "--momentum", "0.9", "--weight-decay", "1e-4", "--seed", "3",
+    "lenet-bn",
+    ...SYN,
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.5",
+    "--json",
+    "--resume",
+    ck,
+    "--momentum",
+    "0.9",
+    "--weight-decay",
+    "1e-4",
+    "--seed",
+    "3",
   ]);
   assert.equal(second.code, 0, second.stderr);
   const epochs = second.stdout.trim().split("\n").map((l) => JSON.parse(l).epoch);
   assert.deepEqual(epochs, [2]);
   // Human output with d2l's closing lines; --init, --no-shuffle and --dropout.
   const third = await run("train.ts", [
-    "lenet-bn", ...SYN, "--epochs", "1", "--batch-size", "64", "--init", ck, "--no-shuffle",
-    "--dropout", "0",
+    "lenet-bn",
+    ...SYN,
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--init",
+    ck,
+    "--no-shuffle",
+    "--dropout",
+    "0",
   ]);
   assert.equal(third.code, 0, third.stderr);
-  assert.match(third.stdout, /^epoch 1: loss [\d.]+, train acc [\d.]+, test acc [\d.]+, [\d.]+ examples\/sec$/m);
+  assert.match(
+    third.stdout,
+    /^epoch 1: loss [\d.]+, train acc [\d.]+, test acc [\d.]+, [\d.]+ examples\/sec$/m,
+  );
   assert.match(third.stdout, /^loss [\d.]+, train acc [\d.]+, test acc [\d.]+$/m);
   assert.match(third.stdout, /^[\d.]+ examples\/sec on .+$/m);
   // A checkpoint of another model names the offending keys.
-  const bad = await run("train.ts", ["lenet", ...SYN, "--epochs", "1", "--batch-size", "64", "--init", ck]);
+  const bad = await run("train.ts", [
+    "lenet",
+    ...SYN,
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--init",
+    ck,
+  ]);
   assert.equal(bad.code, 1);
-  assert.match(bad.stderr, /cannot load state from .*lenet\.safetensors.*(missing|unexpected) keys/);
+  assert.match(
+    bad.stderr,
+    /cannot load state from .*lenet\.safetensors.*(missing|unexpected) keys/,
+  );
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -102,16 +170,30 @@ async function writeTinyIdx(dir: string, count: number): Promise<void> {
     return out;
   };
   const gzip = async (bytes: Uint8Array) =>
-    new Uint8Array(await new Response(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new CompressionStream("gzip"))).arrayBuffer());
+    new Uint8Array(
+      await new Response(
+        new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
+          new CompressionStream("gzip"),
+        ),
+      ).arrayBuffer(),
+    );
   for (const split of ["train", "t10k"]) {
     const images = new Uint8Array(count * 784);
     const labels = new Uint8Array(count);
     for (let i = 0; i < count; i++) {
       labels[i] = i % 10;
-      for (let p = 0; p < 784; p++) images[i * 784 + p] = Math.floor(p / 78.4) === i % 10 ? 220 : 10;
+      for (let p = 0; p < 784; p++) {
+        images[i * 784 + p] = Math.floor(p / 78.4) === i % 10 ? 220 : 10;
+      }
     }
-    await Deno.writeFile(join(dir, `${split}-images-idx3-ubyte.gz`), await gzip(idx(0x803, [count, 28, 28], images)));
-    await Deno.writeFile(join(dir, `${split}-labels-idx1-ubyte.gz`), await gzip(idx(0x801, [count], labels)));
+    await Deno.writeFile(
+      join(dir, `${split}-images-idx3-ubyte.gz`),
+      await gzip(idx(0x803, [count, 28, 28], images)),
+    );
+    await Deno.writeFile(
+      join(dir, `${split}-labels-idx1-ubyte.gz`),
+      await gzip(idx(0x801, [count], labels)),
+    );
   }
 }
 
@@ -120,13 +202,32 @@ Deno.test("train, eval and predict on tiny IDX files written by the test", async
   await writeTinyIdx(dir, 200);
   const ck = join(dir, "w.safetensors");
   const t = await run("train.ts", [
-    "lenet-bn", "--dataset", "mnist", "--data-dir", dir, "--epochs", "3", "--batch-size", "50", "--lr", "1",
-    "--save", ck,
+    "lenet-bn",
+    "--dataset",
+    "mnist",
+    "--data-dir",
+    dir,
+    "--epochs",
+    "3",
+    "--batch-size",
+    "50",
+    "--lr",
+    "1",
+    "--save",
+    ck,
   ]);
   assert.equal(t.code, 0, t.stderr);
   const acc = Number(/test acc ([\d.]+)$/m.exec(t.stdout)![1]);
   assert.ok(acc > 0.5, `learned the bars: test acc ${acc}`);
-  const e = await run("eval.ts", ["lenet-bn", "--weights", ck, "--dataset", "mnist", "--data-dir", dir]);
+  const e = await run("eval.ts", [
+    "lenet-bn",
+    "--weights",
+    ck,
+    "--dataset",
+    "mnist",
+    "--data-dir",
+    dir,
+  ]);
   assert.equal(e.code, 0, e.stderr);
   assert.match(e.stdout, /test acc [\d.]+/);
   assert.match(e.stdout, /per-class accuracy/);

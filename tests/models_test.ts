@@ -2,7 +2,7 @@
 // output shapes, and PyTorch parity of eval logits and one training step (fixtures made by
 // tests/fixtures/make_models.py from ../shared/reference/d2l_models.py).
 import assert from "node:assert/strict";
-import { type Tensor } from "../gpu/mod.ts";
+import type { Tensor } from "../gpu/mod.ts";
 import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
 import type { Ctx } from "../layers/mod.ts";
 import {
@@ -244,7 +244,12 @@ async function parity(name: ModelName): Promise<void> {
     }
     const g = await (p.grad as Tensor).toArray();
     const meanAbs = d.abs / g.length;
-    const check = (what: string, ours: number[], theirs: number[], o: { rtol: number; atol: number }) => {
+    const check = (
+      what: string,
+      ours: number[],
+      theirs: number[],
+      o: { rtol: number; atol: number },
+    ) => {
       try {
         assertClose(ours, theirs, { ...o, what: `${name} ${key} ${what}` });
       } catch (err) {
@@ -268,7 +273,11 @@ async function parity(name: ModelName): Promise<void> {
     const d = fx.running[e.name];
     const v = await e.buffer.value!.toArray();
     try {
-      assertClose(d.idx.map((i) => v[i]), d.val, { rtol: 1e-4, atol: 1e-6, what: `${name} ${e.name}` });
+      assertClose(d.idx.map((i) => v[i]), d.val, {
+        rtol: 1e-4,
+        atol: 1e-6,
+        what: `${name} ${e.name}`,
+      });
     } catch (err) {
       failures.push((err as Error).message);
     }
