@@ -1,0 +1,882 @@
+/**
+ * 2-D convolution (PyTorch's `conv2d`: cross-correlation, NCHW activations, OIHW weights) by
+ * im2col + GEMM, with any kernel size, stride, padding, dilation and groups.
+ *
+ * Forward, per chunk of images: `im2col` unfolds x into `col[cIn*kh*kw, images*oh*ow]`, then one
+ * GEMM per group computes `y = W . col (+ b)`, storing straight into NCHW (the GEMM's columns run
+ * over images and pixels). Backward: `dy` is permuted to `dyT[cOut, images*oh*ow]`; then
+ * `dW (+)= dyT . col^T` (the reduction over images and pixels is the GEMM's k, split when long)
+ * and `dcol = W^T . dyT`, folded back by `col2im` (each thread owns one row of dx: no atomics);
+ * `db` sums dy over images and pixels. 1x1 convolutions with stride 1 and no padding skip im2col
+ * and col2im (the GEMMs read x and write dx directly, batched over images).
+ *
+ * Chunking keeps every binding (col, and ranges of x, y, dx, dy) under the device's
+ * `maxStorageBufferBindingSize`; tensors larger than that are bound by ranges.
+ *
+ * @module
+ */
+
+import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import { formatShape } from "../gpu/mod.ts";
+import { ParamsWriter } from "./_params.ts";
+import {
+  bindingRange,
+  gemmStrided,
+  type GemmTuning,
+  maxBindingElements,
+  reduceStrided,
+  type TensorRange,
+} from "./gemm.ts";
+
+/** Dimensions and hyper-parameters of a 2-D convolution. */
+export interface Conv2dParams {
+  /** Batch size. */
+  readonly n: number;
+  /** Input channels. */
+  readonly cIn: number;
+  /** Input height. */
+  readonly h: number;
+  /** Input width. */
+  readonly w: number;
+  /** Output channels. */
+  readonly cOut: number;
+  /** Kernel size: one number, or `[kh, kw]`. */
+  readonly kernel: number | readonly [number, number];
+  /** Stride; default 1. */
+  readonly stride?: number | readonly [number, number];
+  /** Zero padding on each side; default 0. */
+  readonly padding?: number | readonly [number, number];
+  /** Dilation; default 1. */
+  readonly dilation?: number | readonly [number, number];
+  /** Groups (`cIn` and `cOut` must be multiples); default 1. */
+  readonly groups?: number;
+}
+
+/** Options of the conv2d host functions for tests and benchmarks. */
+export interface Conv2dKernelOptions {
+  /**
+   * Most bytes one im2col buffer (and one bound range of x, y, dx, dy) should take: chunks of
+   * images are sized by it (at least one image per chunk). Default: 64 MiB, capped by the
+   * device's `maxStorageBufferBindingSize`.
+   */
+  readonly maxChunkBytes?: number;
+  /** GEMM tuning passed through (tests force kernel variants with it). */
+  readonly gemm?: GemmTuning;
+  /**
+   * 1x1 convolutions (stride 1, no padding, one group) with at least this many output pixels
+   * per image skip im2col; default 64. `Infinity` forces the im2col path.
+   */
+  readonly pointwiseMinPixels?: number;
+}
+
+/** A convolution with every hyper-parameter resolved (see {@linkcode conv2dGeometry}). */
+export interface Conv2dGeometry {
+  /** Batch. */
+  readonly n: number;
+  /** Input channels. */
+  readonly cIn: number;
+  /** Input height. */
+  readonly h: number;
+  /** Input width. */
+  readonly w: number;
+  /** Output channels. */
+  readonly cOut: number;
+  /** Kernel height. */
+  readonly kh: number;
+  /** Kernel width. */
+  readonly kw: number;
+  /** Vertical stride. */
+  readonly sh: number;
+  /** Horizontal stride. */
+  readonly sw: number;
+  /** Vertical padding. */
+  readonly ph: number;
+  /** Horizontal padding. */
+  readonly pw: number;
+  /** Vertical dilation. */
+  readonly dh: number;
+  /** Horizontal dilation. */
+  readonly dw: number;
+  /** Groups. */
+  readonly groups: number;
+  /** Output height. */
+  readonly oh: number;
+  /** Output width. */
+  readonly ow: number;
+}
+
+/** How a convolution is split over images (see {@linkcode conv2dChunkPlan}). */
+export interface Conv2dChunkPlan {
+  /** Images per chunk. */
+  readonly imagesPerChunk: number;
+  /** Number of chunks. */
+  readonly chunks: number;
+  /** Elements of the im2col buffer of one full chunk (0 when im2col is skipped). */
+  readonly colElements: number;
+}
+
+function pair(
+  op: string,
+  name: string,
+  v: number | readonly [number, number] | undefined,
+  def: number,
+  min: number,
+): [number, number] {
+  const val = v ?? def;
+  const arr: readonly number[] = typeof val === "number" ? [val, val] : val;
+  if (!Array.isArray(arr) && typeof val !== "number" || arr.length !== 2) {
+    throw new TypeError(`${op}: ${name} must be a number or a pair, got ${JSON.stringify(v)}`);
+  }
+  for (const x of arr) {
+    if (!Number.isInteger(x) || x < min) {
+      throw new RangeError(`${op}: ${name} must be integers >= ${min}, got ${JSON.stringify(v)}`);
+    }
+  }
+  return [arr[0], arr[1]];
+}
+
+/**
+ * Resolves defaults and validates a convolution, returning every size including the output's.
+ *
+ * @throws {RangeError} for bad values (non-positive sizes, groups not dividing the channels, an
+ * output smaller than 1x1).
+ * @example
+ * ```ts
+ * import { conv2dGeometry } from "@modern-cnn/webgpu/kernels";
+ * const g = conv2dGeometry({ n: 1, cIn: 1, h: 224, w: 224, cOut: 96, kernel: 11, stride: 4, padding: 1 });
+ * console.log(g.oh, g.ow); // 54 54
+ * ```
+ */
+export function conv2dGeometry(p: Conv2dParams): Conv2dGeometry {
+  const op = "conv2d";
+  for (const key of ["n", "cIn", "h", "w", "cOut"] as const) {
+    const v = p[key];
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(`${op}: ${key} must be an integer >= 1, got ${v}`);
+    }
+  }
+  const [kh, kw] = pair(op, "kernel", p.kernel, 1, 1);
+  const [sh, sw] = pair(op, "stride", p.stride, 1, 1);
+  const [ph, pw] = pair(op, "padding", p.padding, 0, 0);
+  const [dh, dw] = pair(op, "dilation", p.dilation, 1, 1);
+  const groups = p.groups ?? 1;
+  if (!Number.isInteger(groups) || groups < 1) {
+    throw new RangeError(`${op}: groups must be an integer >= 1, got ${p.groups}`);
+  }
+  if (p.cIn % groups !== 0 || p.cOut % groups !== 0) {
+    throw new RangeError(
+      `${op}: groups ${groups} must divide cIn ${p.cIn} and cOut ${p.cOut}`,
+    );
+  }
+  const effH = dh * (kh - 1) + 1;
+  const effW = dw * (kw - 1) + 1;
+  const oh = Math.floor((p.h + 2 * ph - effH) / sh) + 1;
+  const ow = Math.floor((p.w + 2 * pw - effW) / sw) + 1;
+  if (p.h + 2 * ph < effH || p.w + 2 * pw < effW || oh < 1 || ow < 1) {
+    throw new RangeError(
+      `${op}: input ${p.h}x${p.w} with padding ${ph}x${pw} is smaller than the dilated kernel ` +
+        `${effH}x${effW}`,
+    );
+  }
+  return {
+    n: p.n,
+    cIn: p.cIn,
+    h: p.h,
+    w: p.w,
+    cOut: p.cOut,
+    kh,
+    kw,
+    sh,
+    sw,
+    ph,
+    pw,
+    dh,
+    dw,
+    groups,
+    oh,
+    ow,
+  };
+}
+
+/**
+ * Validates a convolution and returns the output shape `[n, cOut, oh, ow]`.
+ *
+ * @throws {RangeError} for bad values; errors name the op (`conv2d`).
+ * @example
+ * ```ts
+ * import { checkConv2d } from "@modern-cnn/webgpu/kernels";
+ * checkConv2d({ n: 256, cIn: 1, h: 28, w: 28, cOut: 6, kernel: 5, padding: 2 }); // [256, 6, 28, 28]
+ * ```
+ */
+export function checkConv2d(p: Conv2dParams): Shape {
+  const g = conv2dGeometry(p);
+  return [g.n, g.cOut, g.oh, g.ow];
+}
+
+function expectShape(name: string, t: Tensor | undefined, want: Shape): void {
+  if (!t) return;
+  if (t.dtype !== "f32") {
+    throw new TypeError(`conv2d: ${name} must be f32, got ${t}`);
+  }
+  if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
+    throw new TypeError(
+      `conv2d: ${name} has shape ${formatShape(t.shape)}, expected ${formatShape(want)}`,
+    );
+  }
+}
+
+function checkTensors(
+  g: Conv2dGeometry,
+  t: {
+    x?: Tensor;
+    w?: Tensor;
+    b?: Tensor;
+    y?: Tensor;
+    dx?: Tensor;
+    dw?: Tensor;
+    db?: Tensor;
+    dy?: Tensor;
+  },
+): void {
+  const xs = [g.n, g.cIn, g.h, g.w];
+  const ws = [g.cOut, g.cIn / g.groups, g.kh, g.kw];
+  const ys = [g.n, g.cOut, g.oh, g.ow];
+  expectShape("x", t.x, xs);
+  expectShape("w", t.w, ws);
+  expectShape("b", t.b, [g.cOut]);
+  expectShape("y", t.y, ys);
+  expectShape("dx", t.dx, xs);
+  expectShape("dw", t.dw, ws);
+  expectShape("db", t.db, [g.cOut]);
+  expectShape("dy", t.dy, ys);
+}
+
+const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Whether the convolution is a plain per-pixel matrix product, run as GEMMs batched over images
+ * without im2col. With few pixels per image such GEMMs fill few SIMD lanes: then the im2col path
+ * (whose GEMM columns run over all images' pixels) is faster and used instead.
+ */
+function isPointwise(g: Conv2dGeometry, options: Conv2dKernelOptions): boolean {
+  return g.kh === 1 && g.kw === 1 && g.sh === 1 && g.sw === 1 && g.ph === 0 && g.pw === 0 &&
+    g.groups === 1 && g.oh * g.ow >= (options.pointwiseMinPixels ?? POINTWISE_MIN_PIXELS);
+}
+
+/** Fewest pixels per image for the batched pointwise path (measured on llvmpipe). */
+const POINTWISE_MIN_PIXELS = 64;
+
+/**
+ * How a convolution is chunked over images: each chunk's im2col buffer and each bound range of
+ * x, y, dx, dy stay within `maxChunkBytes` (default 64 MiB) and the device's binding limit.
+ *
+ * @throws {RangeError} when a single image does not fit.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2dChunkPlan } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const plan = conv2dChunkPlan(gpu, { n: 128, cIn: 1, h: 224, w: 224, cOut: 96, kernel: 11, stride: 4, padding: 1 });
+ * console.log(plan.chunks); // 3 (the im2col of 128 images would take 181 MB)
+ * ```
+ */
+export function conv2dChunkPlan(
+  gpu: Gpu,
+  p: Conv2dParams,
+  options: Conv2dKernelOptions = {},
+): Conv2dChunkPlan {
+  const g = conv2dGeometry(p);
+  const deviceElems = maxBindingElements(gpu);
+  const limitElems = Math.min(
+    deviceElems,
+    Math.floor((options.maxChunkBytes ?? DEFAULT_CHUNK_BYTES) / 4),
+  );
+  const P = g.oh * g.ow;
+  const pointwise = isPointwise(g, options);
+  const colPer = pointwise ? 0 : g.cIn * g.kh * g.kw * P;
+  const perImage = Math.max(colPer, g.cIn * g.h * g.w, g.cOut * P);
+  if (perImage > deviceElems) {
+    throw new RangeError(
+      `conv2d: one image needs ${perImage * 4} bytes in one binding (im2col or activations), ` +
+        `more than the device's maxStorageBufferBindingSize ` +
+        `${gpu.limits.maxStorageBufferBindingSize}`,
+    );
+  }
+  if (g.ow > MAX_LOOP_ITERATIONS) {
+    throw new RangeError(`conv2d: output width ${g.ow} exceeds ${MAX_LOOP_ITERATIONS}`);
+  }
+  // Columns of the chunk's GEMM must fit the grid as well (65535 workgroups of >= 32 columns).
+  const maxCols = 65535 * 32;
+  const imagesPerChunk = Math.max(
+    1,
+    Math.min(g.n, Math.floor(limitElems / perImage), Math.floor(maxCols / P), 32768),
+  );
+  const chunks = Math.ceil(g.n / imagesPerChunk);
+  return { imagesPerChunk, chunks, colElements: colPer * imagesPerChunk };
+}
+
+/**
+ * Records the forward convolution `y = conv2d(x, w) + b` (PyTorch semantics). `y` is overwritten.
+ *
+ * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes).
+ * @throws {RangeError} for bad hyper-parameters.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { checkConv2d, conv2dForward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 2, cIn: 3, h: 8, w: 8, cOut: 4, kernel: 3, padding: 1 };
+ * const x = gpu.zeros([2, 3, 8, 8]), w = gpu.zeros([4, 3, 3, 3]), b = gpu.zeros([4]);
+ * const y = gpu.empty(checkConv2d(p));
+ * conv2dForward({ y, x, w, b }, p);
+ * ```
+ */
+export function conv2dForward(
+  io: { y: Tensor; x: Tensor; w: Tensor; b?: Tensor },
+  p: Conv2dParams & Conv2dKernelOptions,
+): void {
+  const g = conv2dGeometry(p);
+  checkTensors(g, io);
+  const gpu = io.x.gpu;
+  const plan = conv2dChunkPlan(gpu, p, p);
+  const P = g.oh * g.ow;
+  const G = g.groups;
+  const cInG = g.cIn / G, cOutG = g.cOut / G;
+  const K = cInG * g.kh * g.kw;
+  const wr = bindingRange(io.w, 0, io.w.size);
+  const br = io.b ? bindingRange(io.b, 0, io.b.size) : undefined;
+  const pointwise = isPointwise(g, p);
+  const col = pointwise ? undefined : gpu.empty([plan.colElements]);
+  for (let n0 = 0; n0 < g.n; n0 += plan.imagesPerChunk) {
+    const nb = Math.min(plan.imagesPerChunk, g.n - n0);
+    const yr = bindingRange(io.y, n0 * g.cOut * P, nb * g.cOut * P);
+    const xr = bindingRange(io.x, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w);
+    if (pointwise) {
+      // y[img] = W . x[img], batched over images.
+      gemmStrided(gpu, {
+        m: g.cOut,
+        n: P,
+        k: g.cIn,
+        batch: nb,
+        transA: false,
+        transB: false,
+        alpha: 1,
+        beta: 0,
+        a: wr,
+        b: xr,
+        c: yr,
+        lda: g.cIn,
+        ldb: P,
+        ldc: P,
+        strideA: 0,
+        strideB: g.cIn * P,
+        strideC: g.cOut * P,
+        bias: br,
+        biasMode: br ? "row" : "none",
+        strideBias: 0,
+      }, p.gemm);
+      continue;
+    }
+    const cols = nb * P;
+    const cr = bindingRange(col!, 0, g.cIn * g.kh * g.kw * cols);
+    im2col(gpu, g, xr, cr, nb);
+    // y (NCHW) = W_g . col_g per group; GEMM column j = image * P + pixel.
+    gemmStrided(gpu, {
+      m: cOutG,
+      n: cols,
+      k: K,
+      batch: G,
+      transA: false,
+      transB: false,
+      alpha: 1,
+      beta: 0,
+      a: wr,
+      b: cr,
+      c: yr,
+      lda: K,
+      ldb: cols,
+      ldc: P,
+      strideA: cOutG * K,
+      strideB: K * cols,
+      strideC: cOutG * P,
+      segment: P,
+      segmentStride: g.cOut * P,
+      bias: br,
+      biasMode: br ? "row" : "none",
+      strideBias: cOutG,
+    }, p.gemm);
+  }
+  col?.dispose();
+}
+
+/**
+ * Records the backward convolution: `dx` (input gradient, overwritten), `dw` and `db` (weight and
+ * bias gradients: overwritten, or accumulated `+=` when `accumulate` is true). Any of the three
+ * may be omitted.
+ *
+ * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes).
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2dBackward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 2, cIn: 3, h: 8, w: 8, cOut: 4, kernel: 3, padding: 1 };
+ * const x = gpu.zeros([2, 3, 8, 8]), w = gpu.zeros([4, 3, 3, 3]), dy = gpu.zeros([2, 4, 8, 8]);
+ * const dx = gpu.empty([2, 3, 8, 8]), dw = gpu.zeros([4, 3, 3, 3]), db = gpu.zeros([4]);
+ * conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, accumulate: true });
+ * ```
+ */
+export function conv2dBackward(
+  io: { dx?: Tensor; dw?: Tensor; db?: Tensor; dy: Tensor; x: Tensor; w: Tensor },
+  p: Conv2dParams & { readonly accumulate?: boolean } & Conv2dKernelOptions,
+): void {
+  const g = conv2dGeometry(p);
+  checkTensors(g, io);
+  if (!io.dx && !io.dw && !io.db) return;
+  const gpu = io.dy.gpu;
+  const plan = conv2dChunkPlan(gpu, p, p);
+  const P = g.oh * g.ow;
+  const G = g.groups;
+  const cInG = g.cIn / G, cOutG = g.cOut / G;
+  const K = cInG * g.kh * g.kw;
+  const accumulate = p.accumulate ?? false;
+  const wr = bindingRange(io.w, 0, io.w.size);
+  const pointwise = isPointwise(g, p);
+  const needT = !!io.dw || (!!io.dx && !pointwise);
+  const dyT = needT ? gpu.empty([plan.imagesPerChunk * g.cOut * P]) : undefined;
+  const col = (io.dw || io.dx) && !pointwise ? gpu.empty([plan.colElements]) : undefined;
+  for (let n0 = 0, chunk = 0; n0 < g.n; n0 += plan.imagesPerChunk, chunk++) {
+    const nb = Math.min(plan.imagesPerChunk, g.n - n0);
+    const cols = nb * P;
+    const acc = accumulate || chunk > 0;
+    const dyr = bindingRange(io.dy, n0 * g.cOut * P, nb * g.cOut * P);
+    const xr = bindingRange(io.x, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w);
+    if (io.db) {
+      reduceStrided(gpu, {
+        y: bindingRange(io.db, 0, g.cOut),
+        x: dyr,
+        outer: nb,
+        mid: g.cOut,
+        inner: P,
+        accumulate: acc,
+      });
+    }
+    if (!io.dw && !io.dx) continue;
+    let dytr: TensorRange | undefined;
+    if (needT) {
+      dytr = bindingRange(dyT!, 0, g.cOut * cols);
+      permuteDy(gpu, dyr, dytr, nb, g.cOut, P);
+    }
+    const cr = col ? bindingRange(col, 0, g.cIn * g.kh * g.kw * cols) : undefined;
+    if (io.dw) {
+      // dW_g (+)= dyT_g [cOutG, cols] . col_g^T (col_g stored [K, cols]).
+      const bSrc = pointwise ? undefined : cr!;
+      if (!pointwise) im2col(gpu, g, xr, bSrc!, nb);
+      if (pointwise) {
+        // x chunk permuted to [cIn, cols] is pointwise im2col: reuse the permute kernel.
+        const xt = gpu.empty([g.cIn * cols]);
+        const xtr = bindingRange(xt, 0, g.cIn * cols);
+        permuteDy(gpu, xr, xtr, nb, g.cIn, P);
+        gemmStrided(gpu, {
+          m: g.cOut,
+          n: g.cIn,
+          k: cols,
+          batch: 1,
+          transA: false,
+          transB: true,
+          alpha: 1,
+          beta: acc ? 1 : 0,
+          a: dytr!,
+          b: xtr,
+          c: bindingRange(io.dw, 0, io.dw.size),
+          lda: cols,
+          ldb: cols,
+          ldc: g.cIn,
+          strideA: 0,
+          strideB: 0,
+          strideC: 0,
+          biasMode: "none",
+        }, p.gemm);
+        xt.dispose();
+      } else {
+        gemmStrided(gpu, {
+          m: cOutG,
+          n: K,
+          k: cols,
+          batch: G,
+          transA: false,
+          transB: true,
+          alpha: 1,
+          beta: acc ? 1 : 0,
+          a: dytr!,
+          b: cr!,
+          c: bindingRange(io.dw, 0, io.dw.size),
+          lda: cols,
+          ldb: cols,
+          ldc: K,
+          strideA: cOutG * cols,
+          strideB: K * cols,
+          strideC: cOutG * K,
+          biasMode: "none",
+        }, p.gemm);
+      }
+    }
+    if (io.dx) {
+      const dxr = bindingRange(io.dx, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w);
+      if (pointwise) {
+        // dx[img] = W^T . dy[img], batched over images (W stored [cOut, cIn] = [k, m]).
+        gemmStrided(gpu, {
+          m: g.cIn,
+          n: P,
+          k: g.cOut,
+          batch: nb,
+          transA: true,
+          transB: false,
+          alpha: 1,
+          beta: 0,
+          a: wr,
+          b: dyr,
+          c: dxr,
+          lda: g.cIn,
+          ldb: P,
+          ldc: P,
+          strideA: 0,
+          strideB: g.cOut * P,
+          strideC: g.cIn * P,
+          biasMode: "none",
+        }, p.gemm);
+      } else {
+        // dcol_g [K, cols] = W_g^T . dyT_g (W_g stored [cOutG, K] = [k, m]), then col2im.
+        gemmStrided(gpu, {
+          m: K,
+          n: cols,
+          k: cOutG,
+          batch: G,
+          transA: true,
+          transB: false,
+          alpha: 1,
+          beta: 0,
+          a: wr,
+          b: dytr!,
+          c: cr!,
+          lda: K,
+          ldb: cols,
+          ldc: cols,
+          strideA: cOutG * K,
+          strideB: cOutG * cols,
+          strideC: K * cols,
+          biasMode: "none",
+        }, p.gemm);
+        col2im(gpu, g, cr!, dxr, nb);
+      }
+    }
+  }
+  dyT?.dispose();
+  col?.dispose();
+}
+
+// ------------------------------------------------------------------------- kernels ----
+
+const WG = 64;
+
+function grid(threads: number): [number, number, number] {
+  const groups = Math.ceil(threads / WG);
+  if (groups <= 65535) return [groups, 1, 1];
+  const y = Math.ceil(groups / 65535);
+  return [Math.ceil(groups / y), y, 1];
+}
+
+const GEOM_WGSL = `struct Params {
+  nb: u32, cIn: u32, h: u32, w: u32,
+  kh: u32, kw: u32, sh: u32, sw: u32,
+  ph: u32, pw: u32, dh: u32, dw: u32,
+  oh: u32, ow: u32, srcOff: u32, dstOff: u32,
+  kyBeg: u32, kyEnd: u32, zero: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;`;
+
+function geomParams(
+  g: Conv2dGeometry,
+  nb: number,
+  srcOff: number,
+  dstOff: number,
+  ky: [number, number, boolean] = [0, g.kh, true],
+): Uint8Array {
+  return new ParamsWriter()
+    .u32(nb).u32(g.cIn).u32(g.h).u32(g.w)
+    .u32(g.kh).u32(g.kw).u32(g.sh).u32(g.sw)
+    .u32(g.ph).u32(g.pw).u32(g.dh).u32(g.dw)
+    .u32(g.oh).u32(g.ow).u32(srcOff).u32(dstOff)
+    .u32(ky[0]).u32(ky[1]).u32(ky[2] ? 1 : 0)
+    .bytes();
+}
+
+const IM2COL = {
+  name: "conv2d_im2col",
+  code: `${GEOM_WGSL}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> col: array<f32>;
+// One thread per (kernel tap kidx = (ci*kh + ky)*kw + kx, image, output row oy): it writes the
+// ow columns col[kidx][(image*oh + oy)*ow + ox], zero where the tap falls in the padding.
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * ${WG}u;
+  let rows = p.nb * p.oh;
+  if (t >= rows * p.cIn * p.kh * p.kw) { return; }
+  let r = t % rows;
+  let kidx = t / rows;
+  let oy = r % p.oh;
+  let img = r / p.oh;
+  let kx = kidx % p.kw;
+  let ky = (kidx / p.kw) % p.kh;
+  let ci = kidx / (p.kw * p.kh);
+  let cols = rows * p.ow;
+  let dst = p.dstOff + kidx * cols + r * p.ow;
+  let iy = i32(oy * p.sh + ky * p.dh) - i32(p.ph);
+  if (iy < 0 || iy >= i32(p.h)) {
+    for (var ox = 0u; ox < p.ow; ox++) { col[dst + ox] = 0.0; }
+    return;
+  }
+  let src = p.srcOff + ((img * p.cIn + ci) * p.h + u32(iy)) * p.w;
+  let ix0 = i32(kx * p.dw) - i32(p.pw);
+  for (var ox = 0u; ox < p.ow; ox++) {
+    let ix = ix0 + i32(ox * p.sw);
+    var v = 0.0;
+    if (ix >= 0 && ix < i32(p.w)) { v = x[src + u32(ix)]; }
+    col[dst + ox] = v;
+  }
+}`,
+};
+
+/** Widest kernel of the sliding-window im2col (one register per tap of a row). */
+const WINDOW_MAX_KW = 16;
+
+const windowKernels = new Map<number, { name: string; code: string }>();
+
+/**
+ * im2col for horizontal stride 1 and dilation 1: one thread per (ci, ky, image, oy) row keeps
+ * the kw input values under the kernel in registers and slides them along the row, so each
+ * input is loaded once instead of kw times; it writes the kw col rows (ci, ky, 0..kw-1).
+ */
+function im2colWindowKernel(kw: number): { name: string; code: string } {
+  let spec = windowKernels.get(kw);
+  if (spec) return spec;
+  const taps = Array.from({ length: kw }, (_, j) => j);
+  const load = (ix: string) =>
+    `select(0.0, x[src + u32(clamp(${ix}, 0, i32(p.w) - 1))], ${ix} >= 0 && ${ix} < i32(p.w))`;
+  const code = `${GEOM_WGSL}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> col: array<f32>;
+// One thread per (ci*kh + ky, image, oy): registers v0..v${kw - 1} hold x[iy][ox - pw + kx] for
+// the current ox; each step stores them to col rows (ci, ky, kx) and slides by one input.
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * ${WG}u;
+  let rows = p.nb * p.oh;
+  if (t >= rows * p.cIn * p.kh) { return; }
+  let r = t % rows;
+  let cky = t / rows;
+  let oy = r % p.oh;
+  let img = r / p.oh;
+  let ky = cky % p.kh;
+  let ci = cky / p.kh;
+  let cols = rows * p.ow;
+  let dst = p.dstOff + cky * ${kw}u * cols + r * p.ow;
+  let iy = i32(oy * p.sh + ky * p.dh) - i32(p.ph);
+  if (iy < 0 || iy >= i32(p.h)) {
+    for (var ox = 0u; ox < p.ow; ox++) {
+${taps.map((j) => `      col[dst + ${j}u * cols + ox] = 0.0;`).join("\n")}
+    }
+    return;
+  }
+  let src = p.srcOff + ((img * p.cIn + ci) * p.h + u32(iy)) * p.w;
+  let ix0 = -i32(p.pw);
+${taps.map((j) => `  var v${j} = ${load(`(ix0 + ${j})`)};`).join("\n")}
+  for (var ox = 0u; ox < p.ow; ox++) {
+${taps.map((j) => `    col[dst + ${j}u * cols + ox] = v${j};`).join("\n")}
+${taps.slice(1).map((j) => `    v${j - 1} = v${j};`).join("\n")}
+    let ixn = ix0 + i32(ox) + ${kw};
+    v${kw - 1} = ${load("ixn")};
+  }
+}`;
+  spec = { name: `conv2d_im2col_window_kw${kw}`, code };
+  windowKernels.set(kw, spec);
+  return spec;
+}
+
+function im2col(gpu: Gpu, g: Conv2dGeometry, x: TensorRange, col: TensorRange, nb: number): void {
+  const params = geomParams(g, nb, x.base, col.base);
+  const bindings = [x.binding, col.binding];
+  if (g.sw === 1 && g.dw === 1 && g.kw > 1 && g.kw <= WINDOW_MAX_KW) {
+    const threads = g.cIn * g.kh * nb * g.oh;
+    gpu.dispatch(im2colWindowKernel(g.kw), { params, bindings, workgroups: grid(threads) });
+    return;
+  }
+  const threads = g.cIn * g.kh * g.kw * nb * g.oh;
+  gpu.dispatch(IM2COL, { params, bindings, workgroups: grid(threads) });
+}
+
+const COL2IM = {
+  name: "conv2d_col2im",
+  code: `${GEOM_WGSL}
+@group(0) @binding(1) var<storage, read> col: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+// One thread per row (image, ci, iy) of dx: zeroes it (when p.zero), then adds every col entry
+// whose tap lands on it: for each ky in [kyBeg, kyEnd) with (iy + ph - ky*dh) = oy*sh,
+// 0 <= oy < oh, each kx and each ox, dx[.., ox*sw - pw + kx*dw] += col[kidx][(image*oh + oy)*ow
+// + ox]. No two threads share a row.
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * ${WG}u;
+  if (t >= p.nb * p.cIn * p.h) { return; }
+  let iy = t % p.h;
+  let ci = (t / p.h) % p.cIn;
+  let img = t / (p.h * p.cIn);
+  let dst = p.dstOff + t * p.w;
+  if (p.zero != 0u) {
+    for (var ix = 0u; ix < p.w; ix++) { dx[dst + ix] = 0.0; }
+  }
+  let cols = p.nb * p.oh * p.ow;
+  for (var ky = p.kyBeg; ky < p.kyEnd; ky++) {
+    let ty = i32(iy + p.ph) - i32(ky * p.dh);
+    if (ty < 0) { break; }
+    if (u32(ty) % p.sh != 0u) { continue; }
+    let oy = u32(ty) / p.sh;
+    if (oy >= p.oh) { continue; }
+    let rowBase = p.srcOff + (img * p.oh + oy) * p.ow;
+    for (var kx = 0u; kx < p.kw; kx++) {
+      let kidx = (ci * p.kh + ky) * p.kw + kx;
+      let src = rowBase + kidx * cols;
+      let ix0 = i32(kx * p.dw) - i32(p.pw);
+      for (var ox = 0u; ox < p.ow; ox++) {
+        let ix = ix0 + i32(ox * p.sw);
+        if (ix >= 0 && ix < i32(p.w)) {
+          dx[dst + u32(ix)] += col[src + ox];
+        }
+      }
+    }
+  }
+}`,
+};
+
+/**
+ * Most loop iterations one invocation may run: llvmpipe (gallivm) caps the loop iterations of an
+ * invocation at 65535 in total and silently skips the rest.
+ */
+const MAX_LOOP_ITERATIONS = 60000;
+
+const COL2IM_GATHER = {
+  name: "conv2d_col2im_gather_s1",
+  code: `${GEOM_WGSL}
+@group(0) @binding(1) var<storage, read> col: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+// Horizontal stride 1: one thread per row (image, ci, iy) of dx. For each ky whose output row
+// oy = (iy + ph - ky*dh) / sh is exact and in range, and each ix, it sums
+// col[(ci, ky, kx)][(image*oh + oy)*ow + ox] over kx with ox = ix + pw - kx*dw in range, and
+// writes (first valid ky) or adds it to dx; a row no tap reaches is zeroed.
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * ${WG}u;
+  if (t >= p.nb * p.cIn * p.h) { return; }
+  let iy = t % p.h;
+  let ci = (t / p.h) % p.cIn;
+  let img = t / (p.h * p.cIn);
+  let dst = p.dstOff + t * p.w;
+  let cols = p.nb * p.oh * p.ow;
+  var first = true;
+  for (var ky = 0u; ky < p.kh; ky++) {
+    let ty = i32(iy + p.ph) - i32(ky * p.dh);
+    if (ty < 0) { break; }
+    let oy = u32(ty) / p.sh;
+    if (oy * p.sh != u32(ty) || oy >= p.oh) { continue; }
+    let rowBase = p.srcOff + (ci * p.kh + ky) * p.kw * cols + (img * p.oh + oy) * p.ow;
+    for (var ix = 0u; ix < p.w; ix++) {
+      var acc = 0.0;
+      for (var kx = 0u; kx < p.kw; kx++) {
+        let ox = i32(ix + p.pw) - i32(kx * p.dw);
+        if (ox >= 0 && ox < i32(p.ow)) { acc += col[rowBase + kx * cols + u32(ox)]; }
+      }
+      if (first) { dx[dst + ix] = acc; } else { dx[dst + ix] += acc; }
+    }
+    first = false;
+  }
+  if (first) {
+    for (var ix = 0u; ix < p.w; ix++) { dx[dst + ix] = 0.0; }
+  }
+}`,
+};
+
+function col2im(gpu: Gpu, g: Conv2dGeometry, col: TensorRange, dx: TensorRange, nb: number): void {
+  const workgroups = grid(nb * g.cIn * g.h);
+  // Gather form for horizontal stride 1 (one load per tap, one store per element and valid ky),
+  // when its loop count per thread, w + kh * (1 + w * (1 + kw)), fits the budget.
+  if (g.sw === 1 && g.w + g.kh * (1 + g.w * (1 + g.kw)) <= MAX_LOOP_ITERATIONS) {
+    gpu.dispatch(COL2IM_GATHER, {
+      params: geomParams(g, nb, col.base, dx.base),
+      bindings: [col.binding, dx.binding],
+      workgroups,
+    });
+    return;
+  }
+  // Scatter form: loop iterations per thread are w (zeroing) + per ky: 1 + kw * (ow + 1).
+  // Split the ky range over dispatches when that exceeds the budget (later dispatches add to dx
+  // without zeroing).
+  const perKy = 1 + g.kw * (g.ow + 1);
+  const kyPer = Math.max(1, Math.floor((MAX_LOOP_ITERATIONS - g.w) / perKy));
+  if (g.w + perKy > MAX_LOOP_ITERATIONS) {
+    throw new RangeError(
+      `conv2d: backward of a ${g.kw}-wide kernel over ${g.ow} output columns exceeds the loop ` +
+        `budget of one invocation (${MAX_LOOP_ITERATIONS})`,
+    );
+  }
+  for (let ky0 = 0; ky0 < g.kh; ky0 += kyPer) {
+    const ky1 = Math.min(g.kh, ky0 + kyPer);
+    gpu.dispatch(COL2IM, {
+      params: geomParams(g, nb, col.base, dx.base, [ky0, ky1, ky0 === 0]),
+      bindings: [col.binding, dx.binding],
+      workgroups,
+    });
+  }
+}
+
+const RUN = 16;
+
+const PERMUTE = {
+  name: "conv2d_permute_nc",
+  code: `struct Params { nb: u32, c: u32, len: u32, runs: u32, srcOff: u32, dstOff: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+// [nb, c, len] -> [c, nb * len]. One thread per (channel, image, run of ${RUN} positions).
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * ${WG}u;
+  if (t >= p.c * p.nb * p.runs) { return; }
+  let q = t % p.runs;
+  let row = t / p.runs;
+  let img = row % p.nb;
+  let ch = row / p.nb;
+  let beg = q * ${RUN}u;
+  let end = min(beg + ${RUN}u, p.len);
+  let s = p.srcOff + (img * p.c + ch) * p.len;
+  let d = p.dstOff + (ch * p.nb + img) * p.len;
+  for (var i = beg; i < end; i++) { dst[d + i] = src[s + i]; }
+}`,
+};
+
+function permuteDy(
+  gpu: Gpu,
+  src: TensorRange,
+  dst: TensorRange,
+  nb: number,
+  c: number,
+  len: number,
+): void {
+  const runs = Math.ceil(len / RUN);
+  gpu.dispatch(PERMUTE, {
+    params: new ParamsWriter().u32(nb).u32(c).u32(len).u32(runs).u32(src.base).u32(dst.base)
+      .bytes(),
+    bindings: [src.binding, dst.binding],
+    workgroups: grid(c * nb * runs),
+  });
+}

@@ -1,0 +1,1239 @@
+/**
+ * GEMM (f32): `C = alpha * op(A) op(B) + beta * C (+ bias)` with transposes and batches: the
+ * engine behind linear and conv2d. Also `sumRows`, the column sums that give linear's bias
+ * gradient.
+ *
+ * Two kernel families, chosen per adapter:
+ * - **register** (CPU adapters such as llvmpipe): no shared memory and no barriers. Each thread
+ *   computes a `TM x TN` block of C in registers straight from global memory, loading vec4s along
+ *   whichever dimension of each operand is contiguous (when it is a multiple of 4), 4 k-steps at a
+ *   time. llvmpipe runs invocations as SIMD lanes and loads per lane, so what counts is the
+ *   number of loads per FMA: big register blocks (8x8 to 16x16) win.
+ * - **shared** (real GPUs): 64x64 workgroup tiles staged through workgroup memory in 16-deep
+ *   k-slices, 256 threads each owning a 4x4 block.
+ *
+ * Long reductions over few output tiles are split over k (`split-K`): partial products go to a
+ * scratch buffer and an epilogue kernel sums them. Skinny products (few columns) are computed
+ * transposed, `C^T = op(B)^T op(A)^T`, so that SIMD lanes run along the long side; C is stored
+ * as vec4s when 4 consecutive columns are contiguous.
+ *
+ * llvmpipe caveat: gallivm stops the loops of one invocation after 65535 iterations in total,
+ * silently. Every kernel here bounds its loop trip counts (k is cut into passes, reductions
+ * into splits).
+ *
+ * @module
+ */
+
+import { type Binding, formatShape, type Gpu, type Shape, type Tensor } from "../gpu/mod.ts";
+import { ParamsWriter } from "./_params.ts";
+
+// ------------------------------------------------------------------------ public API ----
+
+/** Dimensions and options of {@linkcode gemm}. */
+export interface GemmParams {
+  /** Rows of op(A) and C. */
+  readonly m: number;
+  /** Columns of op(B) and C. */
+  readonly n: number;
+  /** Columns of op(A) = rows of op(B): the reduced dimension. */
+  readonly k: number;
+  /** A is stored `[k, m]` when true, else `[m, k]`. */
+  readonly transA?: boolean;
+  /** B is stored `[n, k]` when true, else `[k, n]`. */
+  readonly transB?: boolean;
+  /** Number of independent products; default 1. Batched operands are contiguous `[batch, ...]`. */
+  readonly batch?: number;
+  /** Scale of the product; default 1. */
+  readonly alpha?: number;
+  /** Scale of the prior C; default 0 (C is then never read, so it may hold garbage or NaN). */
+  readonly beta?: number;
+}
+
+/**
+ * Tuning knobs of {@linkcode gemm} for tests and benchmarks (the defaults pick per adapter).
+ */
+export interface GemmTuning {
+  /** Force a kernel family: `register` (CPU adapters) or `shared` (GPUs). */
+  readonly variant?: GemmVariant;
+  /** Force the register block `[TM, TN]` of the register family (TM in 1|2|4|8|16, TN in 4|8|16). */
+  readonly tile?: readonly [number, number];
+  /** Force the number of k-splits (1 = no split-K). */
+  readonly splitK?: number;
+  /**
+   * Compute `C^T = op(B)^T op(A)^T` instead (register family, C not segmented): SIMD lanes then
+   * run along m instead of n. Default: chosen by the cost model (for skinny C).
+   */
+  readonly swap?: boolean;
+}
+
+/** The GEMM kernel families. */
+export type GemmVariant = "register" | "shared";
+
+/**
+ * Validates GEMM dimensions (and operand shapes, when given) and returns C's shape:
+ * `[m, n]`, or `[batch, m, n]` when `batch` is given.
+ *
+ * Operand shapes are accepted when their element counts match (`[batch * m, k]` for a batched
+ * A is fine) and, for 2-D and 3-D shapes, when their trailing dimensions match.
+ *
+ * @throws {RangeError} for non-integer or negative dimensions, or a non-finite alpha/beta.
+ * @throws {TypeError} when an operand's shape does not fit, naming both shapes.
+ * @example
+ * ```ts
+ * import { checkGemm } from "@modern-cnn/webgpu/kernels";
+ * checkGemm({ m: 128, n: 10, k: 84 }, { a: [128, 84], b: [84, 10] }); // [128, 10]
+ * checkGemm({ m: 4, n: 5, k: 6, batch: 3, transB: true }); // [3, 4, 5]
+ * ```
+ */
+export function checkGemm(
+  p: GemmParams,
+  shapes: { a?: Shape; b?: Shape; c?: Shape; bias?: Shape } = {},
+): Shape {
+  for (const key of ["m", "n", "k"] as const) {
+    const v = p[key];
+    if (!Number.isInteger(v) || v < 0) {
+      throw new RangeError(`gemm: ${key} must be an integer >= 0, got ${v}`);
+    }
+  }
+  const batch = p.batch ?? 1;
+  if (!Number.isInteger(batch) || batch < 1) {
+    throw new RangeError(`gemm: batch must be an integer >= 1, got ${p.batch}`);
+  }
+  for (const key of ["alpha", "beta"] as const) {
+    const v = p[key];
+    if (v !== undefined && !Number.isFinite(v)) {
+      throw new RangeError(`gemm: ${key} must be finite, got ${v}`);
+    }
+  }
+  const { m, n, k } = p;
+  const aShape = p.transA ? [k, m] : [m, k];
+  const bShape = p.transB ? [n, k] : [k, n];
+  const out = p.batch === undefined ? [m, n] : [batch, m, n];
+  const fits = (name: string, actual: Shape | undefined, expected: number[]) => {
+    if (!actual) return;
+    const want = batch === 1 ? expected : [batch, ...expected];
+    const count = want.reduce((s, d) => s * d, 1);
+    const got = actual.reduce((s, d) => s * d, 1);
+    const trailing = actual.length >= 2 && actual.length <= 3 &&
+      actual[actual.length - 1] === want[want.length - 1] &&
+      (actual.length === 2 || actual[1] === want[want.length - 2]);
+    if (got !== count || (actual.length >= 2 && actual.length <= 3 && !trailing)) {
+      throw new TypeError(
+        `gemm: ${name} has shape ${formatShape(actual)}, expected ${formatShape(want)} ` +
+          `(m=${m}, n=${n}, k=${k}, batch=${batch}, transA=${!!p.transA}, transB=${!!p.transB})`,
+      );
+    }
+  };
+  fits("a", shapes.a, aShape);
+  fits("b", shapes.b, bShape);
+  fits("c", shapes.c, [m, n]);
+  if (shapes.bias) {
+    if (shapes.bias.length !== 1 || shapes.bias[0] !== n) {
+      throw new TypeError(
+        `gemm: bias has shape ${formatShape(shapes.bias)}, expected [${n}] (one per column of C)`,
+      );
+    }
+  }
+  return out;
+}
+
+/**
+ * Records `C = alpha * op(A) op(B) + beta * C (+ bias)`, batched over contiguous `[batch, ...]`
+ * operands. `op(A)` is `[m, k]` (A stored `[k, m]` when `transA`), `op(B)` is `[k, n]` (B
+ * stored `[n, k]` when `transB`). `bias` (`[n]`) is broadcast over rows (and batches).
+ *
+ * C is overwritten when `beta` is 0 (the default), else accumulated as `beta * C + ...`.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { gemm } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * // A linear layer: y[128, 10] = x[128, 84] . w[10, 84]^T + b[10]
+ * const x = gpu.zeros([128, 84]), w = gpu.zeros([10, 84]), b = gpu.zeros([10]);
+ * const y = gpu.empty([128, 10]);
+ * gemm({ c: y, a: x, b: w, bias: b }, { m: 128, n: 10, k: 84, transB: true });
+ * ```
+ */
+export function gemm(
+  io: { c: Tensor; a: Tensor; b: Tensor; bias?: Tensor },
+  p: GemmParams & GemmTuning,
+): void {
+  checkGemm(p, { a: io.a.shape, b: io.b.shape, c: io.c.shape, bias: io.bias?.shape });
+  const { m, n, k } = p;
+  const batch = p.batch ?? 1;
+  const gpu = io.c.gpu;
+  if (m === 0 || n === 0) return;
+  const limit = maxBindingElements(gpu);
+  // Chunk over the batch when an operand is larger than one binding may be.
+  const per = Math.max(m * k, k * n, m * n);
+  if (per > limit) {
+    throw new RangeError(
+      `gemm: one ${m}x${k} by ${k}x${n} product needs ${per * 4} bytes in one binding, more than ` +
+        `the device's maxStorageBufferBindingSize (${gpu.limits.maxStorageBufferBindingSize})`,
+    );
+  }
+  const chunk = Math.max(1, Math.min(batch, Math.floor(limit / per), 65535));
+  for (let b0 = 0; b0 < batch; b0 += chunk) {
+    const nb = Math.min(chunk, batch - b0);
+    gemmStrided(gpu, {
+      m,
+      n,
+      k,
+      batch: nb,
+      transA: !!p.transA,
+      transB: !!p.transB,
+      alpha: p.alpha ?? 1,
+      beta: p.beta ?? 0,
+      a: bindingRange(io.a, b0 * m * k, nb * m * k),
+      b: bindingRange(io.b, b0 * k * n, nb * k * n),
+      c: bindingRange(io.c, b0 * m * n, nb * m * n),
+      lda: p.transA ? m : k,
+      ldb: p.transB ? k : n,
+      ldc: n,
+      strideA: m * k,
+      strideB: k * n,
+      strideC: m * n,
+      bias: io.bias ? bindingRange(io.bias, 0, n) : undefined,
+      biasMode: io.bias ? "col" : "none",
+    }, p);
+  }
+}
+
+/**
+ * Records column sums `y[cols] = sum over rows of x[rows, cols]` (or `+=` when `accumulate`):
+ * linear's bias gradient from `dy[batch, out]`.
+ *
+ * @throws {RangeError} for bad dimensions. @throws {TypeError} when `x` or `y` do not fit them.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { sumRows } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const dy = gpu.zeros([128, 10]), db = gpu.empty([10]);
+ * sumRows({ y: db, x: dy }, { rows: 128, cols: 10 });
+ * ```
+ */
+export function sumRows(
+  io: { y: Tensor; x: Tensor },
+  p: { rows: number; cols: number; accumulate?: boolean },
+): void {
+  for (const key of ["rows", "cols"] as const) {
+    if (!Number.isInteger(p[key]) || p[key] < 0) {
+      throw new RangeError(`sumRows: ${key} must be an integer >= 0, got ${p[key]}`);
+    }
+  }
+  if (io.x.size !== p.rows * p.cols) {
+    throw new TypeError(
+      `sumRows: x has shape ${formatShape(io.x.shape)}, expected [${p.rows}, ${p.cols}]`,
+    );
+  }
+  if (io.y.size !== p.cols) {
+    throw new TypeError(`sumRows: y has shape ${formatShape(io.y.shape)}, expected [${p.cols}]`);
+  }
+  if (p.cols === 0) return;
+  const limit = maxBindingElements(io.x.gpu);
+  if (p.rows * p.cols > limit) {
+    // Sum row blocks that fit one binding, accumulating after the first.
+    const rowsPer = Math.max(1, Math.floor(limit / p.cols));
+    for (let r0 = 0; r0 < p.rows; r0 += rowsPer) {
+      const nr = Math.min(rowsPer, p.rows - r0);
+      reduceStrided(io.x.gpu, {
+        y: bindingRange(io.y, 0, p.cols),
+        x: bindingRange(io.x, r0 * p.cols, nr * p.cols),
+        outer: nr,
+        mid: p.cols,
+        inner: 1,
+        accumulate: (p.accumulate ?? false) || r0 > 0,
+      });
+    }
+    return;
+  }
+  reduceStrided(io.x.gpu, {
+    y: bindingRange(io.y, 0, p.cols),
+    x: bindingRange(io.x, 0, p.rows * p.cols),
+    outer: p.rows,
+    mid: p.cols,
+    inner: 1,
+    accumulate: p.accumulate ?? false,
+  });
+}
+
+// ------------------------------------------------------------- bindings of ranges ----
+
+/**
+ * A range of a tensor's elements to bind: the binding starts at a byte offset aligned to the
+ * device's `minStorageBufferOffsetAlignment`, and `base` is the element offset of the range
+ * inside the binding. Lets kernels work on slices of tensors larger than one binding may be.
+ */
+export interface TensorRange {
+  /** What to bind. */
+  readonly binding: Binding;
+  /** Element offset of the range's first element inside the binding. */
+  readonly base: number;
+  /** Elements in the range. */
+  readonly count: number;
+  /** The tensor. */
+  readonly tensor: Tensor;
+}
+
+/**
+ * The binding of elements `[offset, offset + count)` of `t` (see {@linkcode TensorRange}).
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { bindingRange } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const r = bindingRange(gpu.zeros([1000]), 100, 50); // r.base === 36 (binding starts at byte 256)
+ * ```
+ */
+export function bindingRange(t: Tensor, offset: number, count: number): TensorRange {
+  const align = t.gpu.limits.minStorageBufferOffsetAlignment;
+  const startByte = Math.floor((offset * 4) / align) * align;
+  const endByte = Math.min(t.buffer.size, Math.ceil(((offset + count) * 4) / 16) * 16);
+  const size = Math.max(16, endByte - startByte);
+  return {
+    binding: {
+      buffer: t.buffer,
+      offset: startByte,
+      size: Math.min(size, t.buffer.size - startByte),
+    },
+    base: offset - startByte / 4,
+    count,
+    tensor: t,
+  };
+}
+
+/**
+ * The most f32 elements one storage binding may span on this device, less one alignment unit
+ * (so that a range starting anywhere still fits).
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { maxBindingElements } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * maxBindingElements(gpu); // e.g. 33554368 on llvmpipe (128 MiB)
+ * ```
+ */
+export function maxBindingElements(gpu: Gpu): number {
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  return Math.floor((gpu.limits.maxStorageBufferBindingSize - align - 16) / 4);
+}
+
+// ------------------------------------------------------------------- strided GEMM ----
+
+/**
+ * A GEMM over ranges of tensors with explicit strides, as conv2d needs it:
+ * `A(i, kk)` is `a[i * lda + kk]` (or `a[kk * lda + i]` when `transA`), `B(kk, j)` is
+ * `b[kk * ldb + j]` (or `b[j * ldb + kk]` when `transB`), batch `z` adds `z * strideX`.
+ * C element `(i, j)` is stored at `i * ldc + j`, or, with `segment` set, at
+ * `floor(j / segment) * segmentStride + i * ldc + j % segment` (NCHW output from a GEMM whose
+ * columns run over images and pixels). Bias is per row (`biasMode: "row"`, index
+ * `z * strideBias + i`) or per column (`"col"`, index `j`).
+ */
+export interface StridedGemm {
+  /** Rows of C. */
+  readonly m: number;
+  /** Columns of C. */
+  readonly n: number;
+  /** Reduced dimension. */
+  readonly k: number;
+  /** Independent products (z of the grid). */
+  readonly batch: number;
+  /** A stored k-major. */
+  readonly transA: boolean;
+  /** B stored n-major. */
+  readonly transB: boolean;
+  /** Product scale. */
+  readonly alpha: number;
+  /** Prior C scale (0: C not read). */
+  readonly beta: number;
+  /** A's elements. */
+  readonly a: TensorRange;
+  /** B's elements. */
+  readonly b: TensorRange;
+  /** C's elements. */
+  readonly c: TensorRange;
+  /** Row stride of A as stored. */
+  readonly lda: number;
+  /** Row stride of B as stored. */
+  readonly ldb: number;
+  /** Row stride of C. */
+  readonly ldc: number;
+  /** Column stride of C (default 1; ignored with `segment`). */
+  readonly ldcCol?: number;
+  /** Batch stride of A (0: shared by every batch). */
+  readonly strideA: number;
+  /** Batch stride of B. */
+  readonly strideB: number;
+  /** Batch stride of C. */
+  readonly strideC: number;
+  /** Column segment length of C's store mapping (see above); omit for plain rows. */
+  readonly segment?: number;
+  /** Stride between column segments of C. */
+  readonly segmentStride?: number;
+  /** Bias elements. */
+  readonly bias?: TensorRange | undefined;
+  /** How bias broadcasts. */
+  readonly biasMode: "none" | "row" | "col";
+  /** Batch stride of a row bias. */
+  readonly strideBias?: number;
+}
+
+/**
+ * Records a {@linkcode StridedGemm} (the common engine of `gemm` and `conv2d`).
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { bindingRange, gemmStrided } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const a = gpu.zeros([4, 3]), b = gpu.zeros([3, 5]), c = gpu.empty([4, 5]);
+ * gemmStrided(gpu, {
+ *   m: 4, n: 5, k: 3, batch: 1, transA: false, transB: false, alpha: 1, beta: 0,
+ *   a: bindingRange(a, 0, 12), b: bindingRange(b, 0, 15), c: bindingRange(c, 0, 20),
+ *   lda: 3, ldb: 5, ldc: 5, strideA: 0, strideB: 0, strideC: 0, biasMode: "none",
+ * });
+ * ```
+ */
+export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): void {
+  if (g.m === 0 || g.n === 0 || g.batch === 0) return;
+  const variant = tuning.variant ?? (gpu.isCpu ? "register" : "shared");
+  const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (g.batch > maxWg) throw new RangeError(`gemm: batch ${g.batch} exceeds ${maxWg}`);
+  // Bound the k-loop of one dispatch (see MAX_K_REGISTER): longer reductions run as sequential
+  // passes over k-ranges, each after the first adding to C (beta = 1, no bias).
+  const maxK = variant === "shared" ? MAX_K_SHARED : MAX_K_REGISTER;
+  if (g.k > maxK) {
+    const passes = Math.ceil(g.k / maxK);
+    const kPass = Math.ceil(g.k / passes / 4) * 4;
+    for (let k0 = 0, pass = 0; k0 < g.k; k0 += kPass, pass++) {
+      const kLen = Math.min(kPass, g.k - k0);
+      gemmPass(
+        gpu,
+        {
+          ...g,
+          k: kLen,
+          a: { ...g.a, base: g.a.base + k0 * (g.transA ? g.lda : 1) },
+          b: { ...g.b, base: g.b.base + k0 * (g.transB ? 1 : g.ldb) },
+          beta: pass === 0 ? g.beta : 1,
+          bias: pass === 0 ? g.bias : undefined,
+          biasMode: pass === 0 ? g.biasMode : "none",
+        },
+        variant,
+        tuning,
+      );
+    }
+    return;
+  }
+  gemmPass(gpu, g, variant, tuning);
+}
+
+/**
+ * Most k per register-kernel dispatch. llvmpipe (gallivm) caps the loop iterations of one
+ * invocation at 65535 in total and silently skips the rest, so a k-loop (4 k per iteration)
+ * must stay well below that. Harmless elsewhere.
+ */
+const MAX_K_REGISTER = 4 * 60000;
+/** Most k per shared-memory-kernel dispatch (about 25 loop iterations per 16 k). */
+const MAX_K_SHARED = 32768;
+
+function gemmPass(gpu: Gpu, g0: StridedGemm, variant: GemmVariant, tuning: GemmTuning): void {
+  const g = shouldSwap(g0, variant, tuning) ? swapped(g0) : g0;
+  const cfg = chooseConfig(gpu, g, variant, tuning);
+  const tilesX = Math.ceil(g.n / cfg.colsPerGroup);
+  const tilesY = Math.ceil(g.m / cfg.rowsPerGroup);
+  const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (tilesX > maxWg || tilesY > maxWg) {
+    throw new RangeError(
+      `gemm: ${g.m}x${g.n} needs ${tilesX}x${tilesY} workgroups, more than ${maxWg} per dimension`,
+    );
+  }
+  let splits = tuning.splitK ?? chooseSplitK(gpu, g, tilesX * tilesY * g.batch, cfg.kAlign);
+  splits = Math.max(1, Math.min(splits, Math.ceil(g.k / cfg.kAlign), Math.floor(maxWg / g.batch)));
+  const kChunk = Math.ceil(Math.ceil(g.k / splits) / cfg.kAlign) * cfg.kAlign;
+  splits = g.k === 0 ? 1 : Math.ceil(g.k / kChunk);
+  // Split-K: partial products into scratch [splits, batch, m, n], then an epilogue sums them.
+  const total = splits * g.batch * g.m * g.n;
+  if (splits === 1 || total > maxBindingElements(gpu)) {
+    dispatchGemm(gpu, cfg, g, g.k, [tilesX, tilesY, g.batch]);
+    return;
+  }
+  const scratch = gpu.empty([total]);
+  const partial: StridedGemm = {
+    ...g,
+    alpha: 1,
+    beta: 0,
+    c: bindingRange(scratch, 0, total),
+    ldc: g.n,
+    ldcCol: 1,
+    strideC: g.m * g.n,
+    segment: undefined,
+    segmentStride: undefined,
+    bias: undefined,
+    biasMode: "none",
+  };
+  const pcfg = chooseConfig(gpu, partial, variant, tuning);
+  dispatchGemm(gpu, pcfg, partial, kChunk, [tilesX, tilesY, g.batch * splits]);
+  dispatchEpilogue(gpu, g, scratch, splits);
+  scratch.dispose();
+}
+
+// ------------------------------------------------------------------ configuration ----
+
+interface GemmConfig {
+  readonly variant: GemmVariant;
+  readonly transA: boolean;
+  readonly transB: boolean;
+  /** A loaded as vec4 along its contiguous dimension. */
+  readonly vecA: boolean;
+  /** B loaded as vec4 along its contiguous dimension. */
+  readonly vecB: boolean;
+  readonly tm: number;
+  readonly tn: number;
+  readonly wx: number;
+  readonly wy: number;
+  readonly beta: boolean;
+  readonly bias: "none" | "row" | "col";
+  readonly segmented: boolean;
+  readonly rowsPerGroup: number;
+  readonly colsPerGroup: number;
+  /** Multiple that k-chunk boundaries must keep (4 when an operand is vectorized along k). */
+  readonly kAlign: number;
+  /** C stored as vec4s of 4 consecutive columns (register family). */
+  readonly vecC?: boolean;
+}
+
+function isVecOk(r: TensorRange, ld: number, stride: number, inner: number): boolean {
+  return ld % 4 === 0 && stride % 4 === 0 && r.base % 4 === 0 && inner % 4 === 0;
+}
+
+function chooseConfig(
+  gpu: Gpu,
+  g: StridedGemm,
+  variant: GemmVariant,
+  tuning: GemmTuning,
+): GemmConfig {
+  void gpu;
+  const beta = g.beta !== 0;
+  const segmented = g.segment !== undefined;
+  if (variant === "shared") {
+    return {
+      variant,
+      transA: g.transA,
+      transB: g.transB,
+      vecA: false,
+      vecB: false,
+      tm: 4,
+      tn: 4,
+      wx: SHARED_T,
+      wy: SHARED_T,
+      beta,
+      bias: g.biasMode,
+      segmented,
+      rowsPerGroup: SHARED_BM,
+      colsPerGroup: SHARED_BN,
+      kAlign: 1,
+    };
+  }
+  // Vectorize A along k (!transA: needs k, lda % 4 == 0) or m (transA: needs m, lda % 4 == 0).
+  const vecA = g.transA ? isVecOk(g.a, g.lda, g.strideA, g.m) : isVecOk(g.a, g.lda, g.strideA, g.k);
+  const vecB = g.transB ? isVecOk(g.b, g.ldb, g.strideB, g.k) : isVecOk(g.b, g.ldb, g.strideB, g.n);
+  let [tm, tn] = tuning.tile ?? pickTile(g.m, g.n, g.k, g.batch).tile;
+  if (![1, 2, 4, 8, 16].includes(tm) || ![4, 8, 16].includes(tn)) {
+    throw new RangeError(`gemm: unsupported register tile [${tm}, ${tn}]`);
+  }
+  // A vectorized along m needs whole vec4s of rows.
+  if (vecA && g.transA && tm < 4) tm = 4;
+  const wx = 8;
+  const wy = 8;
+  return {
+    variant,
+    transA: g.transA,
+    transB: g.transB,
+    vecA,
+    vecB,
+    tm,
+    tn,
+    wx,
+    wy,
+    beta,
+    bias: g.biasMode,
+    segmented,
+    rowsPerGroup: tm * wy,
+    colsPerGroup: tn * wx,
+    kAlign: (vecA && !g.transA) || (vecB && g.transB) ? 4 : 1,
+    vecC: isVecC(g),
+  };
+}
+
+/**
+ * Whether 4 consecutive columns of C (from a multiple of 4) are always 4 consecutive, aligned
+ * elements: then the register kernel stores (and reads, for beta) C as vec4s.
+ */
+function isVecC(g: StridedGemm): boolean {
+  const aligned = g.n % 4 === 0 && g.ldc % 4 === 0 && g.strideC % 4 === 0 && g.c.base % 4 === 0;
+  if (g.segment !== undefined) {
+    return aligned && g.segment % 4 === 0 && (g.segmentStride ?? 0) % 4 === 0;
+  }
+  return aligned && (g.ldcCol ?? 1) === 1;
+}
+
+/**
+ * The register block of the CPU kernel: as big as the problem fills (fewer loads per FMA), but
+ * small enough not to waste most of a block on odd edges and to leave work for every core.
+ */
+function pickTile(
+  m: number,
+  n: number,
+  k: number,
+  batch: number,
+): { tile: [number, number]; cost: number } {
+  const cores = Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4);
+  const options: [number, number][] = [
+    [16, 16],
+    [8, 16],
+    [16, 8],
+    [8, 8],
+    [4, 16],
+    [4, 8],
+    [8, 4],
+    [4, 4],
+    [2, 8],
+    [2, 4],
+    [1, 8],
+    [1, 4],
+  ];
+  let best: [number, number] = [4, 4];
+  let bestCost = Infinity;
+  for (const [tm, tn] of options) {
+    // The grid has at most 65535 workgroups per dimension.
+    if (Math.ceil(m / (8 * tm)) > 65535 || Math.ceil(n / (8 * tn)) > 65535) continue;
+    // llvmpipe runs the 8 threads of a workgroup row as one SIMD group: a group costs as much
+    // as if all lanes were busy. Per k-step a thread does tm*tn FMAs and tm+tn loads (each
+    // load costs about LOAD_COST FMAs), and each C element costs about STORE_COST FMAs.
+    const simdGroups = Math.ceil(m / tm) * Math.ceil(n / (8 * tn)) * batch;
+    const perLane = tm * tn * (k * (1 + LOAD_COST * (tm + tn) / (tm * tn)) + STORE_COST);
+    const workgroups = Math.ceil(m / (8 * tm)) * Math.ceil(n / (8 * tn)) * batch;
+    // Too few workgroups leave cores idle, unless k is long enough for split-K to fill them.
+    const balance = k >= 2 * SPLIT_MIN_K_CPU
+      ? 1
+      : Math.ceil(workgroups / cores) * cores / workgroups;
+    const cost = simdGroups * perLane * balance;
+    if (cost < bestCost * 0.98) {
+      bestCost = cost;
+      best = [tm, tn];
+    }
+  }
+  return { tile: best, cost: bestCost };
+}
+
+/**
+ * The same product with the roles of A and B exchanged: `C^T = op(B)^T op(A)^T`, storing
+ * element (j, i) of the swapped problem at C's (i, j).
+ */
+function swapped(g: StridedGemm): StridedGemm {
+  return {
+    ...g,
+    m: g.n,
+    n: g.m,
+    transA: !g.transB,
+    transB: !g.transA,
+    a: g.b,
+    b: g.a,
+    lda: g.ldb,
+    ldb: g.lda,
+    strideA: g.strideB,
+    strideB: g.strideA,
+    ldc: g.ldcCol ?? 1,
+    ldcCol: g.ldc,
+    biasMode: g.biasMode === "row" ? "col" : g.biasMode === "col" ? "row" : "none",
+  };
+}
+
+/** Whether the swapped problem is clearly cheaper for the register kernel. */
+function shouldSwap(g: StridedGemm, variant: GemmVariant, tuning: GemmTuning): boolean {
+  if (variant !== "register" || g.segment !== undefined) return false;
+  if (tuning.swap !== undefined) return tuning.swap;
+  if (tuning.tile) return false;
+  const normal = pickTile(g.m, g.n, g.k, g.batch).cost;
+  const other = pickTile(g.n, g.m, g.k, g.batch).cost;
+  return other < 0.85 * normal;
+}
+
+/** Shortest k-range per split on CPU adapters. */
+const SPLIT_MIN_K_CPU = 1024;
+
+/** Cost of one operand load in FMAs (fit to llvmpipe timings of square GEMMs). */
+const LOAD_COST = 5;
+/** Cost of one C store in FMAs. */
+const STORE_COST = 12;
+
+function chooseSplitK(gpu: Gpu, g: StridedGemm, groups: number, kAlign: number): number {
+  const target = gpu.isCpu ? 2 * Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4) : 256;
+  const minK = gpu.isCpu ? SPLIT_MIN_K_CPU : 256;
+  if (groups >= target || g.k < 2 * minK) return 1;
+  return Math.max(1, Math.min(Math.ceil(target / groups), Math.floor(g.k / minK), 64 * kAlign));
+}
+
+// ------------------------------------------------------------------------- kernels ----
+
+/** k-steps per iteration of the register kernel's main loop (4 or 8). */
+const K_UNROLL = 4;
+
+const SHARED_T = 16; // threads per side of the shared-memory kernel's workgroup
+const SHARED_BM = 64;
+const SHARED_BN = 64;
+const SHARED_BK = 16;
+
+const PARAMS_WGSL = `struct Params {
+  m: u32, n: u32, k: u32, batch: u32,
+  lda: u32, ldb: u32, ldc: u32, seg: u32,
+  segStride: u32, sA: u32, sB: u32, sC: u32,
+  aOff: u32, bOff: u32, cOff: u32, biasOff: u32,
+  sBias: u32, kChunk: u32, alpha: f32, beta: f32,
+  ldcCol: u32,
+}`;
+
+function writeParams(g: StridedGemm, kChunk: number): Uint8Array {
+  return new ParamsWriter()
+    .u32(g.m).u32(g.n).u32(g.k).u32(g.batch)
+    .u32(g.lda).u32(g.ldb).u32(g.ldc).u32(g.segment ?? 1)
+    .u32(g.segmentStride ?? 0).u32(g.strideA).u32(g.strideB).u32(g.strideC)
+    .u32(g.a.base).u32(g.b.base).u32(g.c.base).u32(g.bias?.base ?? 0)
+    .u32(g.strideBias ?? 0).u32(kChunk).f32(g.alpha).f32(g.beta)
+    .u32(g.ldcCol ?? 1)
+    .bytes();
+}
+
+function dispatchGemm(
+  gpu: Gpu,
+  cfg: GemmConfig,
+  g: StridedGemm,
+  kChunk: number,
+  workgroups: [number, number, number],
+): void {
+  const spec = cfg.variant === "shared" ? sharedKernel(cfg) : registerKernel(cfg);
+  const bindings: Binding[] = [g.a.binding, g.b.binding, g.c.binding];
+  if (cfg.bias !== "none") bindings.push(g.bias!.binding);
+  gpu.dispatch(spec, { params: writeParams(g, kChunk), bindings, workgroups });
+}
+
+const kernelCache = new Map<string, { name: string; code: string }>();
+
+function memo(name: string, build: () => string): { name: string; code: string } {
+  let spec = kernelCache.get(name);
+  if (!spec) kernelCache.set(name, spec = { name, code: build() });
+  return spec;
+}
+
+function specName(prefix: string, c: GemmConfig): string {
+  return `${prefix}_${c.transA ? "t" : "n"}${c.transB ? "t" : "n"}_${c.tm}x${c.tn}` +
+    `${c.vecA ? "_va" : ""}${c.vecB ? "_vb" : ""}${c.beta ? "_beta" : ""}` +
+    `${c.bias === "none" ? "" : `_bias${c.bias}`}${c.segmented ? "_seg" : ""}` +
+    `${c.vecC ? "_vc" : ""}`;
+}
+
+/** The C store shared by both kernel families: alpha, beta, bias and the column mapping. */
+function storeWgsl(c: GemmConfig): string {
+  return `
+fn colOffset(j: u32) -> u32 {
+  ${c.segmented ? "return (j / p.seg) * p.segStride + j % p.seg;" : "return j * p.ldcCol;"}
+}
+fn store(zc: u32, z: u32, i: u32, j: u32, acc: f32) {
+  let idx = p.cOff + zc * p.sC + i * p.ldc + colOffset(j);
+  var v = p.alpha * acc;
+  ${c.beta ? "v += p.beta * c[idx];" : ""}
+  ${c.bias === "row" ? "v += bias[p.biasOff + z * p.sBias + i];" : ""}
+  ${c.bias === "col" ? "v += bias[p.biasOff + z * p.sBias + j];" : ""}
+  c[idx] = v;
+}`;
+}
+
+function bindingsWgsl(c: GemmConfig): string {
+  return `@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<${c.vecA ? "vec4f" : "f32"}>;
+@group(0) @binding(2) var<storage, read> b: array<${c.vecB ? "vec4f" : "f32"}>;
+@group(0) @binding(3) var<storage, read_write> c: array<${c.vecC ? "vec4f" : "f32"}>;
+${c.bias !== "none" ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}`;
+}
+
+/**
+ * The register-blocked kernel (CPU adapters). Thread (x, y) of workgroup (X, Y, z) computes the
+ * TM x TN block of C at rows `(Y * WY + y) * TM`, columns `(X * WX + x) * TN` of batch
+ * `z % batch`, over the k-range `[s * kChunk, (s + 1) * kChunk)` with `s = z / batch`. Edge
+ * rows/columns are clamped for loads and masked for stores. Fully unrolled: every operand value
+ * and accumulator is a named register (llvmpipe keeps those in SIMD registers, arrays it spills).
+ */
+function registerKernel(c: GemmConfig): { name: string; code: string } {
+  const name = specName("gemm_reg", c);
+  return memo(name, () => {
+    const { tm, tn } = c;
+    const tn4 = tn / 4;
+    const L: string[] = [];
+    const kvecA = c.vecA && !c.transA; // A vectorized along k
+    const kvecB = c.vecB && c.transB; // B vectorized along k
+    const kvec = kvecA || kvecB;
+    // Row index expressions (clamped) and column ones.
+    L.push(`${PARAMS_WGSL}
+${bindingsWgsl(c)}
+// Thread (x, y) of workgroup (X, Y, z): the ${tm}x${tn} block of C at rows (Y*${c.wy}+y)*${tm},
+// columns (X*${c.wx}+x)*${tn}, batch z % batch, k-split z / batch. No shared memory.
+@compute @workgroup_size(${c.wx}, ${c.wy})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
+  let r0 = (wg.y * ${c.wy}u + l.y) * ${tm}u;
+  let c0 = (wg.x * ${c.wx}u + l.x) * ${tn}u;
+  if (r0 >= p.m || c0 >= p.n) { return; }
+  let z = wg.z % p.batch;
+  let kBeg = (wg.z / p.batch) * p.kChunk;
+  let kEnd = min(kBeg + p.kChunk, p.k);
+  let aBase = p.aOff + z * p.sA;
+  let bBase = p.bOff + z * p.sB;`);
+    // A addressing.
+    if (c.vecA) {
+      L.push(`  let aB4 = aBase / 4u; let lda4 = p.lda / 4u;`);
+      if (c.transA) {
+        for (let i4 = 0; i4 < tm / 4; i4++) {
+          L.push(`  let ar${i4} = min(r0 / 4u + ${i4}u, p.m / 4u - 1u);`);
+        }
+      } else {
+        for (let i = 0; i < tm; i++) {
+          L.push(`  let ar${i} = aB4 + min(r0 + ${i}u, p.m - 1u) * lda4;`);
+        }
+      }
+    } else {
+      for (let i = 0; i < tm; i++) {
+        L.push(
+          c.transA
+            ? `  let ar${i} = aBase + min(r0 + ${i}u, p.m - 1u);`
+            : `  let ar${i} = aBase + min(r0 + ${i}u, p.m - 1u) * p.lda;`,
+        );
+      }
+    }
+    // B addressing.
+    if (c.vecB) {
+      L.push(`  let bB4 = bBase / 4u; let ldb4 = p.ldb / 4u;`);
+      if (c.transB) {
+        for (let j = 0; j < tn; j++) {
+          L.push(`  let bc${j} = bB4 + min(c0 + ${j}u, p.n - 1u) * ldb4;`);
+        }
+      } else {
+        for (let j4 = 0; j4 < tn4; j4++) {
+          L.push(`  let bc${j4} = min(c0 / 4u + ${j4}u, p.n / 4u - 1u);`);
+        }
+      }
+    } else {
+      for (let j = 0; j < tn; j++) {
+        L.push(
+          c.transB
+            ? `  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u) * p.ldb;`
+            : `  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u);`,
+        );
+      }
+    }
+    for (let i = 0; i < tm; i++) {
+      for (let j4 = 0; j4 < tn4; j4++) L.push(`  var acc${i}_${j4} = vec4f(0.0);`);
+    }
+    // Loads of KS k-steps starting at kk; returns names of a(i, s) and b(s, j) values.
+    const body = (ks: number, kExpr: string): string[] => {
+      const out: string[] = [];
+      const aval: string[][] = Array.from({ length: tm }, () => []);
+      const bval: string[][] = Array.from({ length: ks }, () => []);
+      // A values.
+      if (c.vecA && !c.transA) {
+        for (let i = 0; i < tm; i++) {
+          for (let q = 0; q < ks / 4; q++) {
+            out.push(`    let av${i}_${q} = a[ar${i} + ${kExpr} / 4u + ${q}u];`);
+          }
+          for (let s = 0; s < ks; s++) aval[i][s] = `av${i}_${s >> 2}[${s & 3}]`;
+        }
+      } else if (c.vecA && c.transA) {
+        for (let s = 0; s < ks; s++) {
+          out.push(`    let ak${s} = aB4 + (${kExpr} + ${s}u) * lda4;`);
+          for (let i4 = 0; i4 < tm / 4; i4++) {
+            out.push(`    let av${s}_${i4} = a[ak${s} + ar${i4}];`);
+            for (let q = 0; q < 4; q++) aval[i4 * 4 + q][s] = `av${s}_${i4}[${q}]`;
+          }
+        }
+      } else {
+        for (let s = 0; s < ks; s++) {
+          const kk = s === 0 ? kExpr : `${kExpr} + ${s}u`;
+          const koff = c.transA ? `(${kk}) * p.lda` : `${kk}`;
+          if (c.transA) out.push(`    let ak${s} = ${koff};`);
+          for (let i = 0; i < tm; i++) {
+            out.push(`    let av${s}_${i} = a[ar${i} + ${c.transA ? `ak${s}` : `${kk}`}];`);
+            aval[i][s] = `av${s}_${i}`;
+          }
+        }
+      }
+      // B values, as vec4 groups of columns: bval[s][j4] is a vec4 expression.
+      if (c.vecB && !c.transB) {
+        for (let s = 0; s < ks; s++) {
+          out.push(`    let bk${s} = (${kExpr} + ${s}u) * ldb4 + bB4;`);
+          for (let j4 = 0; j4 < tn4; j4++) {
+            out.push(`    let bv${s}_${j4} = b[bk${s} + bc${j4}];`);
+            bval[s][j4] = `bv${s}_${j4}`;
+          }
+        }
+      } else if (c.vecB && c.transB) {
+        for (let j = 0; j < tn; j++) {
+          for (let q = 0; q < ks / 4; q++) {
+            out.push(`    let bw${j}_${q} = b[bc${j} + ${kExpr} / 4u + ${q}u];`);
+          }
+        }
+        for (let s = 0; s < ks; s++) {
+          for (let j4 = 0; j4 < tn4; j4++) {
+            const q = [0, 1, 2, 3].map((x) => `bw${j4 * 4 + x}_${s >> 2}[${s & 3}]`).join(", ");
+            bval[s][j4] = `vec4f(${q})`;
+          }
+        }
+      } else {
+        for (let s = 0; s < ks; s++) {
+          const kk = s === 0 ? kExpr : `${kExpr} + ${s}u`;
+          if (!c.transB) out.push(`    let bk${s} = (${kk}) * p.ldb;`);
+          for (let j = 0; j < tn; j++) {
+            out.push(
+              `    let bs${s}_${j} = b[bc${j} + ${c.transB ? `${kk}` : `bk${s}`}];`,
+            );
+          }
+          for (let j4 = 0; j4 < tn4; j4++) {
+            const q = [0, 1, 2, 3].map((x) => `bs${s}_${j4 * 4 + x}`).join(", ");
+            bval[s][j4] = `vec4f(${q})`;
+          }
+        }
+      }
+      // All k-steps of one accumulator in a row: a spilled accumulator is loaded and stored
+      // once per iteration instead of once per k-step.
+      for (let i = 0; i < tm; i++) {
+        for (let j4 = 0; j4 < tn4; j4++) {
+          const terms = [];
+          for (let s = 0; s < ks; s++) terms.push([aval[i][s], bval[s][j4]]);
+          let expr = `acc${i}_${j4}`;
+          for (const [av, bv] of terms) expr = `fma(vec4f(${av}), ${bv}, ${expr})`;
+          out.push(`    acc${i}_${j4} = ${expr};`);
+        }
+      }
+      return out;
+    };
+    L.push(`  var kk = kBeg;`);
+    L.push(`  for (; kk + ${K_UNROLL}u <= kEnd; kk += ${K_UNROLL}u) {`);
+    L.push(...body(K_UNROLL, "kk"));
+    L.push(`  }`);
+    if (K_UNROLL > 4) {
+      L.push(`  for (; kk + 4u <= kEnd; kk += 4u) {`);
+      L.push(...body(4, "kk"));
+      L.push(`  }`);
+    }
+    if (!kvec) {
+      L.push(`  for (; kk < kEnd; kk++) {`);
+      L.push(...body(1, "kk"));
+      L.push(`  }`);
+    }
+    // Stores: column offsets once per column (one division per thread when segmented).
+    L.push(`  let cz = p.cOff + wg.z * p.sC;`);
+    const step = c.vecC ? 4 : 1; // columns per store
+    const nOff = tn / step;
+    if (c.segmented) {
+      L.push(`  var sq = c0 / p.seg; var sr = c0 % p.seg;`);
+      for (let j = 0; j < nOff; j++) {
+        L.push(`  let co${j} = sq * p.segStride + sr;`);
+        if (j < nOff - 1) L.push(`  sr += ${step}u; if (sr == p.seg) { sr = 0u; sq += 1u; }`);
+      }
+    } else {
+      for (let j = 0; j < nOff; j++) L.push(`  let co${j} = (c0 + ${j * step}u) * p.ldcCol;`);
+    }
+    if (c.bias === "col") {
+      for (let j = 0; j < tn; j++) {
+        L.push(`  let bj${j} = bias[p.biasOff + z * p.sBias + min(c0 + ${j}u, p.n - 1u)];`);
+      }
+    }
+    for (let i = 0; i < tm; i++) {
+      L.push(`  if (r0 + ${i}u < p.m) {`);
+      L.push(`    let ri = cz + (r0 + ${i}u) * p.ldc;`);
+      if (c.bias === "row") L.push(`    let bi = bias[p.biasOff + z * p.sBias + r0 + ${i}u];`);
+      for (let j = 0; j < nOff; j++) {
+        const guard = j === 0 ? "" : `if (c0 + ${j * step}u < p.n) `;
+        const idx = c.vecC ? `(ri + co${j}) / 4u` : `ri + co${j}`;
+        const terms = c.vecC
+          ? [`p.alpha * acc${i}_${j}`]
+          : [`p.alpha * acc${i}_${j >> 2}[${j & 3}]`];
+        if (c.beta) terms.push(`p.beta * c[${idx}]`);
+        if (c.bias === "row") terms.push(c.vecC ? "vec4f(bi)" : "bi");
+        if (c.bias === "col") {
+          terms.push(
+            c.vecC ? `vec4f(${[0, 1, 2, 3].map((q) => `bj${j * 4 + q}`).join(", ")})` : `bj${j}`,
+          );
+        }
+        L.push(`    ${guard}{ c[${idx}] = ${terms.join(" + ")}; }`);
+      }
+      L.push(`  }`);
+    }
+    L.push(`}`);
+    return L.join("\n");
+  });
+}
+
+/**
+ * The shared-memory kernel (GPUs). A workgroup of 16x16 threads computes a 64x64 tile of C:
+ * per 16-deep k-slice, all threads stage the A tile (as [k][m]) and the B tile (as [k][n]) in
+ * workgroup memory with coalesced, bounds-checked loads (zero outside), then thread (x, y)
+ * accumulates rows y*4.., columns x*4.. from vec4 reads of the staged tiles.
+ */
+function sharedKernel(c: GemmConfig): { name: string; code: string } {
+  const name = specName("gemm_smem", c);
+  return memo(name, () => {
+    const T = SHARED_T, BM = SHARED_BM, BN = SHARED_BN, BK = SHARED_BK;
+    const NT = T * T;
+    // Loads: consecutive threads read consecutive addresses of the contiguous dimension.
+    const loadA = c.transA
+      ? `let r = e % ${BM}u; let kq = e / ${BM}u;` // A stored [k][m]: m fastest
+      : `let kq = e % ${BK}u; let r = e / ${BK}u;`; // A stored [m][k]: k fastest
+    const loadB = c.transB
+      ? `let kq = e % ${BK}u; let q = e / ${BK}u;` // B stored [n][k]: k fastest
+      : `let q = e % ${BN}u; let kq = e / ${BN}u;`;
+    return `${PARAMS_WGSL}
+${bindingsWgsl(c)}
+${storeWgsl(c)}
+var<workgroup> saS: array<f32, ${BK * BM}>; // [BK][BM]
+var<workgroup> sbS: array<f32, ${BK * BN}>; // [BK][BN]
+// Workgroup (X, Y, z) of ${T}x${T} threads: the ${BM}x${BN} tile of C at rows Y*${BM},
+// columns X*${BN}; thread (x, y) owns rows Y*${BM}+y*4.., columns X*${BN}+x*4...
+@compute @workgroup_size(${T}, ${T})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let z = wg.z % p.batch;
+  let kBeg = (wg.z / p.batch) * p.kChunk;
+  let kEnd = min(kBeg + p.kChunk, p.k);
+  let rowT = wg.y * ${BM}u;
+  let colT = wg.x * ${BN}u;
+  let aBase = p.aOff + z * p.sA;
+  let bBase = p.bOff + z * p.sB;
+  var acc: array<vec4f, 4>;
+  for (var k0 = kBeg; k0 < kEnd; k0 += ${BK}u) {
+    for (var e = li; e < ${BM * BK}u; e += ${NT}u) {
+      ${loadA}
+      let gr = rowT + r; let gk = k0 + kq;
+      var v = 0.0;
+      if (gr < p.m && gk < kEnd) {
+        v = a[aBase + ${c.transA ? "gk * p.lda + gr" : "gr * p.lda + gk"}];
+      }
+      saS[kq * ${BM}u + r] = v;
+    }
+    for (var e = li; e < ${BN * BK}u; e += ${NT}u) {
+      ${loadB}
+      let gc = colT + q; let gk = k0 + kq;
+      var v = 0.0;
+      if (gc < p.n && gk < kEnd) {
+        v = b[bBase + ${c.transB ? "gc * p.ldb + gk" : "gk * p.ldb + gc"}];
+      }
+      sbS[kq * ${BN}u + q] = v;
+    }
+    workgroupBarrier();
+    for (var kq = 0u; kq < ${BK}u; kq++) {
+      let ao = kq * ${BM}u + l.y * 4u;
+      let bo = kq * ${BN}u + l.x * 4u;
+      let av = vec4f(saS[ao], saS[ao + 1u], saS[ao + 2u], saS[ao + 3u]);
+      let bv = vec4f(sbS[bo], sbS[bo + 1u], sbS[bo + 2u], sbS[bo + 3u]);
+      acc[0] = fma(vec4f(av.x), bv, acc[0]);
+      acc[1] = fma(vec4f(av.y), bv, acc[1]);
+      acc[2] = fma(vec4f(av.z), bv, acc[2]);
+      acc[3] = fma(vec4f(av.w), bv, acc[3]);
+    }
+    workgroupBarrier();
+  }
+  let r0 = rowT + l.y * 4u;
+  let c0 = colT + l.x * 4u;
+  for (var i = 0u; i < 4u; i++) {
+    if (r0 + i >= p.m) { break; }
+    for (var j = 0u; j < 4u; j++) {
+      if (c0 + j < p.n) { store(wg.z, z, r0 + i, c0 + j, acc[i][j]); }
+    }
+  }
+}`;
+  });
+}
+
+const EPI_WG = 64;
+
+/**
+ * Split-K epilogue: one thread per element (z, i, j) of C sums the partial products
+ * `scratch[s][z][i][j]` over splits s, then applies alpha, beta, bias and C's mapping.
+ */
+function epilogueKernel(beta: boolean, bias: "none" | "row" | "col", segmented: boolean) {
+  const cfg = { beta, bias, segmented } as GemmConfig;
+  const name =
+    `gemm_splitk_epilogue${beta ? "_beta" : ""}${bias === "none" ? "" : `_bias${bias}`}` +
+    `${segmented ? "_seg" : ""}`;
+  return memo(name, () =>
+    `${PARAMS_WGSL}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+${bias !== "none" ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
+${storeWgsl(cfg)}
+// One thread per element t = (z * m + i) * n + j of C; p.k holds the split count here.
+@compute @workgroup_size(${EPI_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * ${EPI_WG}u;
+  let total = p.batch * p.m * p.n;
+  if (t >= total) { return; }
+  var s = 0.0;
+  for (var q = 0u; q < p.k; q++) { s += part[q * total + t]; }
+  let j = t % p.n;
+  let i = (t / p.n) % p.m;
+  let z = t / (p.n * p.m);
+  store(z, z, i, j, s);
+}`);
+}
+
+function dispatchEpilogue(gpu: Gpu, g: StridedGemm, scratch: Tensor, splits: number): void {
+  const spec = epilogueKernel(g.beta !== 0, g.biasMode, g.segment !== undefined);
+  const params = writeParams({ ...g, k: splits }, 0);
+  const bindings: Binding[] = [scratch, g.c.binding];
+  if (g.biasMode !== "none") bindings.push(g.bias!.binding);
+  const total = g.batch * g.m * g.n;
+  const [x, y] = grid1dLocal(total, EPI_WG);
+  gpu.dispatch(spec, { params, bindings, workgroups: [x, y, 1] });
+}
+
+function grid1dLocal(n: number, wg: number): [number, number] {
+  const groups = Math.ceil(n / wg);
+  if (groups <= 65535) return [groups, 1];
+  const y = Math.ceil(groups / 65535);
+  return [Math.ceil(groups / y), y];
+}
+
+// -------------------------------------------------------------- strided reduction ----
+
+const RED_WG = 64;
+const RED_SPLIT_MIN = 256;
+const RED_MAX_LEN = 16384;
+
+/**
+ * A reduction over the outer and inner dimensions of `x[outer, mid, inner]` into `y[mid]`
+ * (`+=` when `accumulate`): column sums (inner = 1) and conv2d's bias gradient (outer = images,
+ * inner = pixels).
+ */
+export interface StridedReduce {
+  /** Output `[mid]`. */
+  readonly y: TensorRange;
+  /** Input `[outer, mid, inner]`. */
+  readonly x: TensorRange;
+  /** Outer (reduced) size. */
+  readonly outer: number;
+  /** Kept size. */
+  readonly mid: number;
+  /** Inner (reduced) size. */
+  readonly inner: number;
+  /** Add to y instead of overwriting it. */
+  readonly accumulate: boolean;
+}
+
+/**
+ * Records a {@linkcode StridedReduce}. When `mid` is small and the reduction long, the reduced
+ * range is split over more threads and the partial sums are reduced by a second pass.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { bindingRange, reduceStrided } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const x = gpu.zeros([2, 3, 5]), y = gpu.empty([3]);
+ * reduceStrided(gpu, {
+ *   y: bindingRange(y, 0, 3), x: bindingRange(x, 0, 30), outer: 2, mid: 3, inner: 5, accumulate: false,
+ * });
+ * ```
+ */
+export function reduceStrided(gpu: Gpu, r: StridedReduce): void {
+  if (r.mid === 0) return;
+  const len = r.outer * r.inner;
+  const want = gpu.isCpu
+    ? 4 * Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4) * 8
+    : 16384;
+  let splits = 1;
+  if (r.mid < want && len >= 2 * RED_SPLIT_MIN) {
+    splits = Math.min(Math.ceil(want / r.mid), Math.floor(len / RED_SPLIT_MIN), 1024);
+  }
+  // At most RED_MAX_LEN elements per thread: llvmpipe caps one invocation's loop iterations at
+  // 65535 (silently), and long serial sums lose precision.
+  splits = Math.max(splits, Math.ceil(len / RED_MAX_LEN));
+  if (splits <= 1) {
+    dispatchReduce(gpu, r.y, r.x, r.outer, r.mid, r.inner, 1, r.accumulate);
+    return;
+  }
+  const partial = gpu.empty([splits, r.mid]);
+  dispatchReduce(
+    gpu,
+    bindingRange(partial, 0, splits * r.mid),
+    r.x,
+    r.outer,
+    r.mid,
+    r.inner,
+    splits,
+    false,
+  );
+  const pr = bindingRange(partial, 0, splits * r.mid);
+  dispatchReduce(gpu, r.y, pr, splits, r.mid, 1, 1, r.accumulate);
+  partial.dispose();
+}
+
+function reduceKernel(accumulate: boolean): { name: string; code: string } {
+  const name = `reduce_outer_inner${accumulate ? "_acc" : ""}`;
+  return memo(
+    name,
+    () =>
+      `struct Params { outer: u32, mid: u32, inner: u32, splits: u32, xOff: u32, yOff: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// One thread per (split s, kept index c): sums x[o, c, q] over its share of the flattened
+// (o, q) range; the result goes to y[s * mid + c] (splits > 1) or y[c].
+@compute @workgroup_size(${RED_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * ${RED_WG}u;
+  if (t >= p.mid * p.splits) { return; }
+  let c = t % p.mid;
+  let s = t / p.mid;
+  let len = p.outer * p.inner;
+  let per = (len + p.splits - 1u) / p.splits;
+  let beg = min(s * per, len);
+  let end = min(beg + per, len);
+  var acc = 0.0;
+  var o = beg / p.inner;
+  var q = beg % p.inner;
+  var e = beg;
+  while (e < end) {
+    let run = min(p.inner - q, end - e);
+    let base = p.xOff + (o * p.mid + c) * p.inner + q;
+    for (var u = 0u; u < run; u++) { acc += x[base + u]; }
+    e += run;
+    o += 1u;
+    q = 0u;
+  }
+  let yi = p.yOff + s * p.mid + c;
+  ${accumulate ? "y[yi] = y[yi] + acc;" : "y[yi] = acc;"}
+}`,
+  );
+}
+
+function dispatchReduce(
+  gpu: Gpu,
+  y: TensorRange,
+  x: TensorRange,
+  outer: number,
+  mid: number,
+  inner: number,
+  splits: number,
+  accumulate: boolean,
+): void {
+  const params = new ParamsWriter().u32(outer).u32(mid).u32(inner).u32(splits).u32(x.base)
+    .u32(y.base).bytes();
+  const [gx, gy] = grid1dLocal(mid * splits, RED_WG);
+  gpu.dispatch(reduceKernel(accumulate), {
+    params,
+    bindings: [x.binding, y.binding],
+    workgroups: [gx, gy, 1],
+  });
+}
