@@ -5,11 +5,17 @@
  *
  * Every per-channel reduction runs over `N = n * hw` elements in two passes, so that long
  * reductions (ResNet at batch 256: `256 * 48 * 48` per channel) spread over many workgroups:
- * 1. partial sums: workgroup `(chunk, ch)` reduces up to 4096 elements of channel `ch` (its 64
- *    threads stride over the chunk, then a tree reduction in workgroup memory);
+ * 1. partial sums: workgroup `(chunk, ch)` reduces a chunk of 4096 elements of channel `ch`
+ *    (more for huge `N`, so that there are at most about 8192 chunks; its 64 threads stride over
+ *    the chunk, then a tree reduction in workgroup memory);
  * 2. finalize: one thread per channel adds the chunks in order, then writes the statistics,
  *    gradients and the per-channel coefficients of
  * 3. an elementwise pass (one thread per element) producing `y` or `dx`.
+ *
+ * Every thread's loops stay far below llvmpipe's silent cap of 65535 iterations per invocation
+ * (pass 1: chunk / 64, pass 2: the chunk count). Tensors larger than one storage binding (ResNet's
+ * `[256, 64, 48, 48]`, 151 MB) are processed in ranges of whole samples: passes 1 and 3 run once
+ * per range (pass 1 writing the range's chunks), pass 2 once.
  *
  * When `hw` is a multiple of 4 the partial-sum and elementwise passes work on `vec4`s (4 elements
  * of one channel per load and per thread), which roughly doubles their throughput on llvmpipe.
@@ -23,13 +29,24 @@
  * @module
  */
 
-import { formatShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
+import {
+  formatShape,
+  type Gpu,
+  grid1d,
+  type KernelSpec,
+  type Shape,
+  type Tensor,
+} from "../gpu/mod.ts";
+import { unitRanges } from "./_chunks.ts";
 import { ParamsWriter } from "./_params.ts";
+import { bindingRange, type TensorRange } from "./gemm.ts";
 
 /** Threads per workgroup of every batch-norm kernel. */
 const WG = 64;
-/** Elements of one channel reduced by one workgroup of the partial-sum passes. */
+/** Elements of one channel reduced by one workgroup of the partial-sum passes (at least). */
 const CHUNK = 4096;
+/** Chunks per channel beyond which chunks grow (bounds the loop of the finalize pass). */
+const MAX_CHUNKS = 8192;
 
 /** Dimensions and hyper-parameters of a batch normalization. */
 export interface BatchNormParams {
@@ -51,7 +68,8 @@ interface Resolved {
   hw: number;
   eps: number;
   momentum: number;
-  chunks: number;
+  /** Elements of a channel per chunk of the partial-sum passes (a multiple of 4096). */
+  chunk: number;
 }
 
 function resolve(op: string, p: BatchNormParams): Resolved {
@@ -68,11 +86,11 @@ function resolve(op: string, p: BatchNormParams): Resolved {
   if (!Number.isFinite(momentum) || momentum < 0 || momentum > 1) {
     throw new RangeError(`${op}: momentum must be in [0, 1], got ${momentum}`);
   }
-  const chunks = Math.ceil((p.n * p.hw) / CHUNK);
-  if (p.c > 65535 || chunks > 65535) {
-    throw new RangeError(`${op}: c = ${p.c} or n * hw = ${p.n * p.hw} is too large`);
+  if (p.c > 65535) {
+    throw new RangeError(`${op}: c = ${p.c} is too large (at most 65535 channels)`);
   }
-  return { n: p.n, c: p.c, hw: p.hw, eps, momentum, chunks };
+  const chunk = CHUNK * Math.max(1, Math.ceil((p.n * p.hw) / (CHUNK * MAX_CHUNKS)));
+  return { n: p.n, c: p.c, hw: p.hw, eps, momentum, chunk };
 }
 
 /**
@@ -112,18 +130,19 @@ function checkChannel(op: string, name: string, t: Tensor, r: Resolved): void {
 }
 
 /**
- * WGSL of a partial-sum pass: workgroup (chunk, ch) accumulates `(v1, v2)` given by `body` (which
- * sees `v = x[e]`, the element index `e` and `ch`) over its chunk and writes the two sums to
- * `partial[(ch * chunks + chunk) * 2 + {0, 1}]`.
+ * WGSL of a partial-sum pass over one range of samples: workgroup (chunk, ch) accumulates
+ * `(v1, v2)` given by `body` (which sees the element index `e` and `ch`) over its chunk and
+ * writes the two sums to `partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}]`.
  */
 function partialWgsl(vec4: boolean, header: string, prologue: string, body: string): string {
   const T = vec4 ? "vec4f" : "f32";
   return `
-// Thread lid of workgroup (chunk, ch) walks the flat per-channel index j = b * hw + i over
+// One dispatch per range of n samples (starting at element xBase of its bindings). Thread lid of
+// workgroup (chunk, ch) walks the flat per-channel index j = b * hw + i over
 // [chunk * CHUNK, min((chunk + 1) * CHUNK, n * hw)) in steps of WG (b, i advanced without
-// divisions); element e = (b * c + ch) * hw + i, in units of ${T} (hw, chunk counted in ${T}).
-// The two register sums are tree-reduced in workgroup memory and written to
-// partial[(ch * chunks + chunk) * 2 + {0, 1}].
+// divisions; at most CHUNK / WG iterations); element e = xBase + (b * c + ch) * hw + i, in units
+// of ${T} (hw, chunk, xBase counted in ${T}). The two register sums are tree-reduced in workgroup
+// memory and written to partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}].
 const WG = ${WG}u;
 alias T = ${T};
 ${
@@ -135,7 +154,8 @@ fn first(v: vec4f) -> f32 { return v.x; }`
 fn hdot(a: f32, b: f32) -> f32 { return a * b; }
 fn first(v: f32) -> f32 { return v; }`
   }
-struct Params { n: u32, c: u32, hw: u32, chunk: u32, chunks: u32, stepB: u32, stepI: u32 }
+struct Params { n: u32, c: u32, hw: u32, chunk: u32, totalChunks: u32, stepB: u32, stepI: u32,
+  xBase: u32, chunkOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 ${header}
 var<workgroup> red: array<vec2f, WG>;
@@ -152,7 +172,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   var b = j0 / p.hw;
   var i = j0 % p.hw;
   for (var j = j0; j < j1; j += WG) {
-    let e = (b * p.c + ch) * p.hw + i;
+    let e = p.xBase + (b * p.c + ch) * p.hw + i;
     ${body}
     i += p.stepI;
     b += p.stepB;
@@ -165,7 +185,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     workgroupBarrier();
   }
   if (lid == 0u) {
-    let o = (ch * p.chunks + chunk) * 2u;
+    let o = (ch * p.totalChunks + p.chunkOff + chunk) * 2u;
     partial[o] = red[0].x;
     partial[o + 1u] = red[0].y;
   }
@@ -178,11 +198,12 @@ function statsPartialSpec(vec4: boolean): KernelSpec {
     name: `batchnorm_stats_partial${vec4 ? "_vec4" : ""}`,
     code: `
 // Batch norm training forward, pass 1: shifted sums of x - K and (x - K)^2 per (chunk, channel),
-// K = x[0, ch, 0].` + partialWgsl(
+// K = x[0, ch, 0] (read from x0, the binding of the first sample).` + partialWgsl(
       vec4,
       `@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read_write> partial: array<f32>;`,
-      "let K = first(x[ch * p.hw]);",
+@group(0) @binding(2) var<storage, read> x0: array<T>;
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;`,
+      "let K = first(x0[ch * p.hw]);",
       `let v = x[e] - K;
     s += vec2f(hsum(v), hdot(v, v));`,
     ),
@@ -196,12 +217,13 @@ const STATS_FINAL: KernelSpec = {
   code: `
 // Batch norm training forward, pass 2: one thread per channel adds the chunk sums, then writes
 // saveMean, saveInvStd = 1 / sqrt(var + eps) (biased variance), updates the running statistics
-// (unbiased variance), and writes coef[ch] = (mean, weight * invstd) for pass 3.
+// (unbiased variance), and writes coef[ch] = (mean, weight * invstd) for pass 3. x0 is the
+// binding of the first sample (for the shift K = x[0, ch, 0]).
 const WG = ${WG}u;
 struct Params { n: u32, c: u32, hw: u32, chunks: u32, eps: f32, momentum: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> x0: array<f32>;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read_write> saveMean: array<f32>;
 @group(0) @binding(5) var<storage, read_write> saveInvStd: array<f32>;
@@ -222,7 +244,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   let N = f32(p.n * p.hw);
   let d = s1 / N;
-  let mean = x[ch * p.hw] + d;
+  let mean = x0[ch * p.hw] + d;
   let variance = max(s2 / N - d * d, 0.0);
   let invstd = 1.0 / sqrt(variance + p.eps);
   saveMean[ch] = mean;
@@ -269,11 +291,12 @@ function normalizeSpec(vec4: boolean): KernelSpec {
   return {
     name: `batchnorm_normalize${vec4 ? "_vec4" : ""}`,
     code: `
-// Batch norm forward, last pass. One thread per ${vec4 ? "4 elements" : "element"}: idx indexes
-// array<${T}>, channel (idx / hw) % c with hw in ${T} units:
+// Batch norm forward, last pass, over one range of whole samples starting at element base of the
+// x and y bindings. One thread per ${vec4 ? "4 elements" : "element"}: idx indexes array<${T}>
+// (local to the range), channel (idx / hw) % c with hw and base in ${T} units:
 // y = (x - coef.mean) * coef.scale + bias.
 const WG = ${WG}u;
-struct Params { total: u32, c: u32, hw: u32 }
+struct Params { total: u32, c: u32, hw: u32, base: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<${T}>;
 @group(0) @binding(2) var<storage, read> coef: array<f32>;
@@ -285,7 +308,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
   let ch = (idx / p.hw) % p.c;
-  y[idx] = (x[idx] - coef[ch * 2u]) * coef[ch * 2u + 1u] + bias[ch];
+  let e = p.base + idx;
+  y[e] = (x[e] - coef[ch * 2u]) * coef[ch * 2u + 1u] + bias[ch];
 }
 `,
   };
@@ -364,11 +388,12 @@ function gradInputSpec(vec4: boolean): KernelSpec {
   return {
     name: `batchnorm_grad_input${vec4 ? "_vec4" : ""}`,
     code: `
-// Batch norm backward, pass 3. One thread per ${vec4 ? "4 elements" : "element"}: idx indexes
-// array<${T}>, channel (idx / hw) % c with hw in ${T} units:
+// Batch norm backward, pass 3, over one range of whole samples starting at element base of the
+// dy, x and dx bindings. One thread per ${vec4 ? "4 elements" : "element"}: idx indexes
+// array<${T}> (local to the range), channel (idx / hw) % c with hw and base in ${T} units:
 // dx = A * dy + B * (x - mean) + C with the per-channel coefficients of pass 2.
 const WG = ${WG}u;
-struct Params { total: u32, c: u32, hw: u32 }
+struct Params { total: u32, c: u32, hw: u32, base: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<${T}>;
 @group(0) @binding(2) var<storage, read> x: array<${T}>;
@@ -380,7 +405,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
   let k = ((idx / p.hw) % p.c) * 4u;
-  dx[idx] = coef[k + 1u] * dy[idx] + coef[k + 2u] * (x[idx] - coef[k]) + coef[k + 3u];
+  let e = p.base + idx;
+  dx[e] = coef[k + 1u] * dy[e] + coef[k + 2u] * (x[e] - coef[k]) + coef[k + 3u];
 }
 `,
   };
@@ -388,26 +414,55 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 const GRAD_INPUT = gradInputSpec(false);
 const GRAD_INPUT_V4 = gradInputSpec(true);
 
-/** Params of a partial-sum pass, in vec4 units when hw is a multiple of 4. */
-function partialParams(r: Resolved): Uint8Array {
-  const v = r.hw % 4 === 0 ? 4 : 1;
-  const hw = r.hw / v;
-  return new ParamsWriter().u32(r.n).u32(r.c).u32(hw).u32(CHUNK / v).u32(r.chunks)
-    .u32(Math.floor(WG / hw)).u32(WG % hw).bytes();
+/** One range of whole samples `[b0, b1)` and its first chunk among all ranges' chunks. */
+interface SampleRange {
+  b0: number;
+  b1: number;
+  chunkOff: number;
+  chunks: number;
 }
 
-/** Params and workgroups of an elementwise pass (vec4 when hw is a multiple of 4). */
-function elementwise(r: Resolved): {
+/**
+ * Ranges of whole samples that fit one binding, with their chunks of the partial-sum passes;
+ * returns them and the total chunk count.
+ */
+function sampleRanges(op: string, gpu: Gpu, r: Resolved): { ranges: SampleRange[]; total: number } {
+  const ranges: SampleRange[] = [];
+  let total = 0;
+  for (const [b0, b1] of unitRanges(op, gpu, r.n, r.c * r.hw)) {
+    const chunks = Math.ceil(((b1 - b0) * r.hw) / r.chunk);
+    ranges.push({ b0, b1, chunkOff: total, chunks });
+    total += chunks;
+  }
+  return { ranges, total };
+}
+
+/** The binding of samples `[b0, b1)` of a data tensor. */
+function samples(t: Tensor, r: Resolved, s: SampleRange): TensorRange {
+  const per = r.c * r.hw;
+  return bindingRange(t, s.b0 * per, (s.b1 - s.b0) * per);
+}
+
+/** Params of a partial-sum pass over one range, in vec4 units when hw is a multiple of 4. */
+function partialParams(r: Resolved, s: SampleRange, total: number, base: number): Uint8Array {
+  const v = r.hw % 4 === 0 ? 4 : 1;
+  const hw = r.hw / v;
+  return new ParamsWriter().u32(s.b1 - s.b0).u32(r.c).u32(hw).u32(r.chunk / v).u32(total)
+    .u32(Math.floor(WG / hw)).u32(WG % hw).u32(base / v).u32(s.chunkOff).bytes();
+}
+
+/** Params and workgroups of an elementwise pass over one range (vec4 when hw % 4 is 0). */
+function elementwise(r: Resolved, s: SampleRange, base: number): {
   vec4: boolean;
   params: Uint8Array;
   workgroups: [number, number, number];
 } {
   const vec4 = r.hw % 4 === 0;
   const v = vec4 ? 4 : 1;
-  const total = (r.n * r.c * r.hw) / v;
+  const total = ((s.b1 - s.b0) * r.c * r.hw) / v;
   return {
     vec4,
-    params: new ParamsWriter().u32(total).u32(r.c).u32(r.hw / v).bytes(),
+    params: new ParamsWriter().u32(total).u32(r.c).u32(r.hw / v).u32(base / v).bytes(),
     workgroups: grid1d(total, WG),
   };
 }
@@ -463,26 +518,31 @@ export function batchNormForward(
     checkChannel(op, k, io[k], r);
   }
   const gpu = io.x.gpu;
+  if (p.training && r.n * r.hw < 2) {
+    throw new RangeError(
+      `${op}: expected more than 1 value per channel when training, got input ` +
+        `${formatShape(io.x.shape)}`,
+    );
+  }
+  const { ranges, total } = sampleRanges(op, gpu, r);
   const coef = gpu.empty([r.c, 2]);
   if (p.training) {
-    if (r.n * r.hw < 2) {
-      throw new RangeError(
-        `${op}: expected more than 1 value per channel when training, got input ` +
-          `${formatShape(io.x.shape)}`,
-      );
+    const partial = gpu.empty([r.c, total, 2]);
+    const x0 = bindingRange(io.x, 0, r.c * r.hw);
+    for (const s of ranges) {
+      const x = samples(io.x, r, s);
+      gpu.dispatch(r.hw % 4 === 0 ? STATS_PARTIAL_V4 : STATS_PARTIAL, {
+        params: partialParams(r, s, total, x.base),
+        bindings: [x.binding, x0.binding, partial],
+        workgroups: [s.chunks, r.c, 1],
+      });
     }
-    const partial = gpu.empty([r.c, r.chunks, 2]);
-    gpu.dispatch(r.hw % 4 === 0 ? STATS_PARTIAL_V4 : STATS_PARTIAL, {
-      params: partialParams(r),
-      bindings: [io.x, partial],
-      workgroups: [r.chunks, r.c, 1],
-    });
     gpu.dispatch(STATS_FINAL, {
-      params: new ParamsWriter().u32(r.n).u32(r.c).u32(r.hw).u32(r.chunks).f32(r.eps)
+      params: new ParamsWriter().u32(r.n).u32(r.c).u32(r.hw).u32(total).f32(r.eps)
         .f32(r.momentum).bytes(),
       bindings: [
         partial,
-        io.x,
+        x0.binding,
         io.weight,
         io.saveMean,
         io.saveInvStd,
@@ -500,12 +560,15 @@ export function batchNormForward(
       workgroups: Math.ceil(r.c / WG),
     });
   }
-  const ew = elementwise(r);
-  gpu.dispatch(ew.vec4 ? NORMALIZE_V4 : NORMALIZE, {
-    params: ew.params,
-    bindings: [io.x, coef, io.bias, io.y],
-    workgroups: ew.workgroups,
-  });
+  for (const s of ranges) {
+    const x = samples(io.x, r, s), y = samples(io.y, r, s);
+    const ew = elementwise(r, s, x.base);
+    gpu.dispatch(ew.vec4 ? NORMALIZE_V4 : NORMALIZE, {
+      params: ew.params,
+      bindings: [x.binding, coef, io.bias, y.binding],
+      workgroups: ew.workgroups,
+    });
+  }
   coef.dispose();
 }
 
@@ -552,15 +615,19 @@ export function batchNormBackward(
     checkChannel(op, k, io[k], r);
   }
   const gpu = io.x.gpu;
-  const partial = gpu.empty([r.c, r.chunks, 2]);
+  const { ranges, total } = sampleRanges(op, gpu, r);
+  const partial = gpu.empty([r.c, total, 2]);
   const coef = gpu.empty([r.c, 4]);
-  gpu.dispatch(r.hw % 4 === 0 ? GRAD_PARTIAL_V4 : GRAD_PARTIAL, {
-    params: partialParams(r),
-    bindings: [io.dy, io.x, io.saveMean, partial],
-    workgroups: [r.chunks, r.c, 1],
-  });
+  for (const s of ranges) {
+    const dy = samples(io.dy, r, s), x = samples(io.x, r, s);
+    gpu.dispatch(r.hw % 4 === 0 ? GRAD_PARTIAL_V4 : GRAD_PARTIAL, {
+      params: partialParams(r, s, total, x.base),
+      bindings: [dy.binding, x.binding, io.saveMean, partial],
+      workgroups: [s.chunks, r.c, 1],
+    });
+  }
   gpu.dispatch(p.accumulate ? GRAD_FINAL_ACC : GRAD_FINAL, {
-    params: new ParamsWriter().u32(r.n).u32(r.c).u32(r.hw).u32(r.chunks).bytes(),
+    params: new ParamsWriter().u32(r.n).u32(r.c).u32(r.hw).u32(total).bytes(),
     bindings: [
       partial,
       io.weight,
@@ -572,12 +639,15 @@ export function batchNormBackward(
     ],
     workgroups: Math.ceil(r.c / WG),
   });
-  const ew = elementwise(r);
-  gpu.dispatch(ew.vec4 ? GRAD_INPUT_V4 : GRAD_INPUT, {
-    params: ew.params,
-    bindings: [io.dy, io.x, coef, io.dx],
-    workgroups: ew.workgroups,
-  });
+  for (const s of ranges) {
+    const dy = samples(io.dy, r, s), x = samples(io.x, r, s), dx = samples(io.dx, r, s);
+    const ew = elementwise(r, s, x.base);
+    gpu.dispatch(ew.vec4 ? GRAD_INPUT_V4 : GRAD_INPUT, {
+      params: ew.params,
+      bindings: [dy.binding, x.binding, coef, dx.binding],
+      workgroups: ew.workgroups,
+    });
+  }
   partial.dispose();
   coef.dispose();
 }

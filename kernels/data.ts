@@ -14,11 +14,17 @@
  * batch position, batch size or order. Pass a new seed per epoch (e.g. `runSeed * 1000 + epoch`)
  * for fresh augmentations.
  *
+ * Outputs larger than one storage binding (e.g. a batch of 256 RGB images at 224x224, 154 MB) are
+ * written in ranges of whole images, one dispatch per range. No kernel here loops more than a few
+ * dozen times per thread (the channels, torchvision's 10 crop tries).
+ *
  * @module
  */
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { unitRanges } from "./_chunks.ts";
 import { ParamsWriter } from "./_params.ts";
+import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of the data kernels. */
 const WG = 128;
@@ -226,13 +232,15 @@ function prepareBatchWgsl(rrc: boolean): string {
 // Thread (b, 0, 0) also writes labels[b]. Every thread recomputes its example's augmentation from
 // the counter-based hash of (seed, example index n, draw k): k = 0 flip, 1/2 crop offsets, 3.. the
 // resized-crop tries (4 draws each). u8 data is packed 4 per u32 word; the images may be bound as
-// two ranges (A: words [0, splitWords), B: the rest) when larger than one storage binding.
+// two ranges (A: words [0, splitWords), B: the rest) when larger than one storage binding. One
+// dispatch per range of the batch: b is local to it, and x, labels and indices are bound from
+// the range's start (elements xBase, labelsBase, indicesBase of their bindings).
 const WG = ${WG}u;
 struct Params {
   total: u32, batch: u32, channels: u32, count: u32,
   srcH: u32, srcW: u32, dstH: u32, dstW: u32,
   pad: u32, flip: u32, seed: u32, splitWords: u32,
-  normalize: u32, _p0: u32, _p1: u32, _p2: u32,
+  normalize: u32, xBase: u32, labelsBase: u32, indicesBase: u32,
   scaleY: f32, scaleX: f32, scaleLo: f32, scaleHi: f32,
   logRatioLo: f32, logRatioHi: f32, ratioLo: f32, ratioHi: f32,
   mean0: f32, mean1: f32, mean2: f32, mean3: f32,
@@ -309,16 +317,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let oy = (t / p.dstW) % p.dstH;
   let b = t / (p.dstW * p.dstH);
   let plane = p.dstH * p.dstW;
-  let n = indices[b];
+  let n = indices[p.indicesBase + b];
   if (n >= p.count) {
     for (var c = 0u; c < p.channels; c = c + 1u) {
-      x[(b * p.channels + c) * plane + oy * p.dstW + ox] = 0.0;
+      x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox] = 0.0;
     }
-    if (ox == 0u && oy == 0u) { labels[b] = -1; }
+    if (ox == 0u && oy == 0u) { labels[p.labelsBase + b] = -1; }
     return;
   }
   if (ox == 0u && oy == 0u) {
-    labels[b] = i32((srcLabels[n >> 2u] >> ((n & 3u) * 8u)) & 0xffu);
+    labels[p.labelsBase + b] = i32((srcLabels[n >> 2u] >> ((n & 3u) * 8u)) & 0xffu);
   }
   let flipped = p.flip != 0u && (rnd(p.seed, n, 0u) & 1u) == 1u;
   var dy = 0;
@@ -359,7 +367,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
       ly1 * (lx0 * pix(base, o10) + lx1 * pix(base, o11));
     var r = v / 255.0;
     if (p.normalize != 0u) { r = (r - meanOf(c)) / stdOf(c); }
-    x[(b * p.channels + c) * plane + oy * p.dstW + ox] = r;
+    x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox] = r;
   }
 }
 `;
@@ -408,7 +416,8 @@ export interface PrepareBatchIO {
  * image and label -1.
  *
  * The images may exceed one storage binding (e.g. CIFAR-10's 153.6 MB training set): they are
- * then bound as two ranges, up to twice the device's `maxStorageBufferBindingSize`.
+ * then bound as two ranges, up to twice the device's `maxStorageBufferBindingSize`. An output
+ * `x` larger than one binding is written in ranges of whole images (one dispatch each).
  *
  * @example
  * ```ts
@@ -469,23 +478,30 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
     }
   }
   const rrc = p.resizedCrop;
-  const total = p.batch * p.dstH * p.dstW;
-  const w = new ParamsWriter()
-    .u32(total).u32(p.batch).u32(p.channels).u32(count)
-    .u32(p.srcH).u32(p.srcW).u32(p.dstH).u32(p.dstW)
-    .u32(p.cropPadding ?? 0).u32(p.flip ? 1 : 0).u32(p.seed ?? 0).u32(splitWords)
-    .u32(norm ? 1 : 0).u32(0).u32(0).u32(0)
-    .f32(p.srcH / p.dstH).f32(p.srcW / p.dstW)
-    .f32(rrc ? rrc.scale[0] : 1).f32(rrc ? rrc.scale[1] : 1)
-    .f32(rrc ? Math.log(rrc.ratio[0]) : 0).f32(rrc ? Math.log(rrc.ratio[1]) : 0)
-    .f32(rrc ? rrc.ratio[0] : 1).f32(rrc ? rrc.ratio[1] : 1);
-  for (const m of mean) w.f32(m);
-  for (const s of std) w.f32(s);
-  gpu.dispatch(prepareSpec(rrc !== undefined), {
-    params: w.bytes(),
-    bindings: [io.x, io.labels, a, bRange, io.srcLabels, io.indices],
-    workgroups: grid1d(total, WG),
-  });
+  const per = p.channels * p.dstH * p.dstW;
+  for (const [b0, b1] of unitRanges(op, gpu, p.batch, per)) {
+    const nb = b1 - b0;
+    const x = bindingRange(io.x, b0 * per, nb * per);
+    const labels = bindingRange(io.labels, b0, nb);
+    const indices = bindingRange(io.indices, b0, nb);
+    const total = nb * p.dstH * p.dstW;
+    const w = new ParamsWriter()
+      .u32(total).u32(nb).u32(p.channels).u32(count)
+      .u32(p.srcH).u32(p.srcW).u32(p.dstH).u32(p.dstW)
+      .u32(p.cropPadding ?? 0).u32(p.flip ? 1 : 0).u32(p.seed ?? 0).u32(splitWords)
+      .u32(norm ? 1 : 0).u32(x.base).u32(labels.base).u32(indices.base)
+      .f32(p.srcH / p.dstH).f32(p.srcW / p.dstW)
+      .f32(rrc ? rrc.scale[0] : 1).f32(rrc ? rrc.scale[1] : 1)
+      .f32(rrc ? Math.log(rrc.ratio[0]) : 0).f32(rrc ? Math.log(rrc.ratio[1]) : 0)
+      .f32(rrc ? rrc.ratio[0] : 1).f32(rrc ? rrc.ratio[1] : 1);
+    for (const m of mean) w.f32(m);
+    for (const s of std) w.f32(s);
+    gpu.dispatch(prepareSpec(rrc !== undefined), {
+      params: w.bytes(),
+      bindings: [x.binding, labels.binding, a, bRange, io.srcLabels, indices.binding],
+      workgroups: grid1d(total, WG),
+    });
+  }
 }
 
 // ------------------------------------------------------------------ resizeBilinear ----
@@ -524,11 +540,13 @@ export function checkResize(p: ResizeParams, xShape: readonly number[]): number[
 
 const RESIZE_WGSL = /* wgsl */ `
 // resize_bilinear: one thread per output element t = ((n * C + c) * outH + oy) * outW + ox of
-// y [N, C, outH, outW]; bilinear with align_corners = False (PyTorch's source-index rule).
+// y [N, C, outH, outW]; bilinear with align_corners = False (PyTorch's source-index rule). One
+// dispatch per range of planes: t is local to it, which starts at element xBase of the x binding
+// and yBase of the y binding.
 const WG = ${WG}u;
 struct Params {
   total: u32, inH: u32, inW: u32, outH: u32,
-  outW: u32, _p0: u32, scaleY: f32, scaleX: f32,
+  outW: u32, xBase: u32, scaleY: f32, scaleX: f32, yBase: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -550,10 +568,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let x1 = select(x0, x0 + 1u, x0 < p.inW - 1u);
   let lx1 = rx - f32(x0);
   let lx0 = 1.0 - lx1;
-  let base = plane * p.inH * p.inW;
+  let base = p.xBase + plane * p.inH * p.inW;
   let r0 = base + y0 * p.inW;
   let r1 = base + y1 * p.inW;
-  y[t] = ly0 * (lx0 * x[r0 + x0] + lx1 * x[r0 + x1]) + ly1 * (lx0 * x[r1 + x0] + lx1 * x[r1 + x1]);
+  y[p.yBase + t] = ly0 * (lx0 * x[r0 + x0] + lx1 * x[r0 + x1]) + ly1 * (lx0 * x[r1 + x0] + lx1 * x[r1 + x1]);
 }
 `;
 
@@ -588,14 +606,21 @@ export function resizeBilinear(
     );
   }
   const [, , inH, inW] = io.x.shape;
-  const total = out[0] * out[1] * out[2] * out[3];
-  const params = new ParamsWriter()
-    .u32(total).u32(inH).u32(inW).u32(p.outH)
-    .u32(p.outW).u32(0).f32(inH / p.outH).f32(inW / p.outW)
-    .bytes();
-  io.x.gpu.dispatch(RESIZE_SPEC, {
-    params,
-    bindings: [io.y, io.x],
-    workgroups: grid1d(total, WG),
-  });
+  const hw = inH * inW, ohw = p.outH * p.outW;
+  for (
+    const [p0, p1] of unitRanges("resizeBilinear", io.x.gpu, out[0] * out[1], Math.max(hw, ohw))
+  ) {
+    const x = bindingRange(io.x, p0 * hw, (p1 - p0) * hw);
+    const y = bindingRange(io.y, p0 * ohw, (p1 - p0) * ohw);
+    const total = (p1 - p0) * ohw;
+    const params = new ParamsWriter()
+      .u32(total).u32(inH).u32(inW).u32(p.outH)
+      .u32(p.outW).u32(x.base).f32(inH / p.outH).f32(inW / p.outW).u32(y.base)
+      .bytes();
+    io.x.gpu.dispatch(RESIZE_SPEC, {
+      params,
+      bindings: [y.binding, x.binding],
+      workgroups: grid1d(total, WG),
+    });
+  }
 }

@@ -20,6 +20,13 @@
  *   then one thread per `(channel, tap)` adds the chunks in order). `dw` / `db` are overwritten
  *   or accumulated.
  *
+ * Limits: every thread's loops stay well under llvmpipe's silent cap of 65535 iterations per
+ * invocation (the serial weight-gradient path and the chunk size are sized from the loop count of
+ * one unit of work, which grows with the kernel size). Tensors larger than one storage binding
+ * (MobileNet's `[256, 64, 48, 48]` at its first strided depthwise layer, 151 MB) are processed in
+ * ranges of whole planes (forward, backward to the input) or samples (backward to the weight: each
+ * range reduces into its own chunks of partial sums), one dispatch per range.
+ *
  * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
  * one dispatch.
  *
@@ -34,18 +41,21 @@ import {
   type Shape,
   type Tensor,
 } from "../gpu/mod.ts";
+import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
 import { ParamsWriter } from "./_params.ts";
+import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of every depthwise kernel. */
 const WG = 64;
 /**
- * Units of work (an output row segment of up to 4 outputs) of one channel reduced by one
- * workgroup of the chunked weight-gradient pass (about 4096 outputs).
+ * Most units of work (an output row segment of up to 4 outputs) of one channel reduced by one
+ * workgroup of the chunked weight-gradient pass (about 4096 outputs); fewer for large kernels.
  */
 const CHUNK_UNITS = 1024;
 /**
  * Most units per channel whose weight gradient is reduced serially by one thread per channel
- * (no workgroup barriers); longer reductions use the two-pass chunked one.
+ * (no workgroup barriers); longer reductions use the two-pass chunked one. Fewer for large
+ * kernels.
  */
 const SERIAL_UNITS = 512;
 
@@ -186,7 +196,8 @@ function rowConvSpec(
   return memo(name, () => `
 // Depthwise ${flip ? "conv backward to the input (stride 1)" : "conv forward"}: one thread per
 // (plane, oy, block of ${V} consecutive ox); idx = (plane * oh + oy) * owb + block (flat over a
-// grid1d launch). For each of the ${kh} kernel rows it loads the ${span} inputs its ${V} outputs
+// grid1d launch), local to one range of planes: global plane planeOff + plane, starting at
+// element xBase of the x binding and yBase of the y binding. For each of the ${kh} kernel rows it loads the ${span} inputs its ${V} outputs
 // need into registers (zero outside the plane), then accumulates the ${kw} taps into a vec4.
 // ${flip ? "Input is dy, output dx, weights flipped, padding (k - 1) * d - p." : ""}
 const WG = ${WG}u;
@@ -196,7 +207,7 @@ const SW = ${sw};
 const DW = ${dw};
 const SPAN = ${span};
 struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, owb: u32, sh: i32, ph: i32, pw: i32,
-  dh: i32, total: u32 }
+  dh: i32, total: u32, planeOff: u32, xBase: u32, yBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
@@ -212,8 +223,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let r = idx - plane * rows;
   let oy = r / p.owb;
   let ox0 = (r - oy * p.owb) * ${V}u;
-  let ch = plane % p.c;
-  let base = plane * p.h * p.w;
+  let ch = (p.planeOff + plane) % p.c;
+  let base = p.xBase + plane * p.h * p.w;
   let iy0 = i32(oy) * p.sh - p.ph;
   let ix0 = i32(ox0) * SW - p.pw;
   let wbase = ch * u32(KH * KW);
@@ -232,15 +243,19 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     }
   }
   ${bias ? "acc += bias[ch];" : ""}
-  let o = (plane * p.oh + oy) * p.ow + ox0;
+  let o = p.yBase + (plane * p.oh + oy) * p.ow + ox0;
   let n = min(p.ow - ox0, ${V}u);
   for (var v = 0u; v < n; v++) { y[o + v] = acc[v]; }
 }
 `);
 }
 
-/** Records the row-convolution kernel: `x` planes of `h x w` to `y` planes of `oh x ow`. */
+/**
+ * Records the row-convolution kernel: `x` planes of `h x w` to `y` planes of `oh x ow`, one
+ * dispatch per range of planes that fits one binding.
+ */
 function rowConv(
+  op: string,
   x: Tensor,
   w: Tensor,
   b: Tensor | undefined,
@@ -263,14 +278,22 @@ function rowConv(
   },
 ): void {
   const owb = Math.ceil(g.ow / V);
-  const total = (y.size / (g.oh * g.ow)) * g.oh * owb;
-  const params = new ParamsWriter().u32(g.c).u32(g.h).u32(g.w).u32(g.oh).u32(g.ow).u32(owb)
-    .i32(g.sh).i32(g.ph).i32(g.pw).i32(g.dh).u32(total).bytes();
-  x.gpu.dispatch(rowConvSpec(g.kh, g.kw, g.sw, g.dw, g.flip, !!b), {
-    params,
-    bindings: b ? [x, w, b, y] : [x, w, y],
-    workgroups: grid1d(total, WG),
-  });
+  const hw = g.h * g.w, ohw = g.oh * g.ow;
+  const planes = y.size / ohw;
+  const spec = rowConvSpec(g.kh, g.kw, g.sw, g.dw, g.flip, !!b);
+  for (const [p0, p1] of unitRanges(op, x.gpu, planes, Math.max(hw, ohw))) {
+    const xr = bindingRange(x, p0 * hw, (p1 - p0) * hw);
+    const yr = bindingRange(y, p0 * ohw, (p1 - p0) * ohw);
+    const total = (p1 - p0) * g.oh * owb;
+    const params = new ParamsWriter().u32(g.c).u32(g.h).u32(g.w).u32(g.oh).u32(g.ow).u32(owb)
+      .i32(g.sh).i32(g.ph).i32(g.pw).i32(g.dh).u32(total).u32(p0).u32(xr.base).u32(yr.base)
+      .bytes();
+    x.gpu.dispatch(spec, {
+      params,
+      bindings: b ? [xr.binding, w, b, yr.binding] : [xr.binding, w, yr.binding],
+      workgroups: grid1d(total, WG),
+    });
+  }
 }
 
 /**
@@ -343,9 +366,11 @@ function backwardDataBlockSpec(r: Resolved): KernelSpec {
 // inputs, idx = (plane * hb + by) * wb + bx, inputs (by * ${sh} + u, bx * ${sw} + v): with the
 // block aligned to the stride, which output (by + a, bx + b) reaches which input through which
 // tap is known at compile time, so the thread loads the dy patch it needs and the used taps
-// once and writes each input's sum (a gather: no atomics).
+// once and writes each input's sum (a gather: no atomics). idx is local to one range of planes:
+// global plane planeOff + plane, starting at element dyBase of dy and dxBase of dx.
 const WG = ${WG}u;
-struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, total: u32 }
+struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, total: u32,
+  planeOff: u32, dyBase: u32, dxBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
@@ -360,11 +385,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let r = idx - plane * blocks;
   let by = r / p.wb;
   let bx = r - by * p.wb;
-  let ch = plane % p.c;
+  let ch = (p.planeOff + plane) % p.c;
   let iy0 = by * ${sh}u;
   let ix0 = bx * ${sw}u;
-  let ibase = plane * p.h * p.w;
-  let obase = plane * p.oh * p.ow;
+  let ibase = p.dxBase + plane * p.h * p.w;
+  let obase = p.dyBase + plane * p.oh * p.ow;
   let wbase = ch * ${kh * kw}u;
 ${lines.join("\n")}
 ${body.join("\n")}
@@ -397,18 +422,20 @@ const SPAN = ${span};
 const KK = ${kk}u;
 const KK1 = ${kk + 1}u;
 struct Params { ${GEOMETRY_WGSL}
-  n: u32, owb: u32, chunk: u32, chunks: u32, stepOb: u32, stepRow: u32 }
+  n: u32, owb: u32, chunk: u32, chunks: u32, stepOb: u32, stepRow: u32, xBase: u32, dyBase: u32,
+  chunkOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 
+// plane is local to the range of samples bound (which starts at element xBase of x, dyBase of dy).
 fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
-  let o = (plane * p.oh + oy) * p.ow + ox0;
+  let o = p.dyBase + (plane * p.oh + oy) * p.ow + ox0;
   let n = min(p.ow - ox0, ${V}u);
   var g = vec4f(0.0);
   for (var v = 0u; v < n; v++) { g[v] = dy[o + v]; }
   (*acc)[KK] += g.x + g.y + g.z + g.w;
-  let base = plane * p.h * p.w;
+  let base = p.xBase + plane * p.h * p.w;
   let iy0 = i32(oy) * p.sh - p.ph;
   let ix0 = i32(ox0) * SW - p.pw;
   let tmax = i32(n - 1u) * SW + (KW - 1) * DW;
@@ -428,22 +455,32 @@ fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
 }`;
 }
 
-function weightParams(r: Resolved, chunk: number, chunks: number): Uint8Array {
+function weightParams(
+  r: Resolved,
+  g: { n: number; chunk: number; chunks: number; xBase: number; dyBase: number; chunkOff: number },
+): Uint8Array {
   const owb = Math.ceil(r.ow / V);
-  return geometry(r).u32(r.n).u32(owb).u32(chunk).u32(chunks).u32(WG % owb)
-    .u32(Math.floor(WG / owb)).bytes();
+  return geometry(r).u32(g.n).u32(owb).u32(g.chunk).u32(g.chunks).u32(WG % owb)
+    .u32(Math.floor(WG / owb)).u32(g.xBase).u32(g.dyBase).u32(g.chunkOff).bytes();
+}
+
+/** Loop iterations of one call of `unit` (see {@linkcode unitWgsl}), its own loop step included. */
+function unitIterations(r: Resolved): number {
+  const span = (V - 1) * r.sw + (r.kw - 1) * r.dw + 1;
+  return V + r.kh * (span + r.kw + 1) + 1;
 }
 
 function backwardWeightPartialSpec(kh: number, kw: number, sw: number, dw: number): KernelSpec {
   const kk1 = kh * kw + 1;
   const r = roundTaps(kk1);
   return memo(`depthwise_bwd_weight_partial_${kh}x${kw}_sw${sw}_dw${dw}`, () => `
-// Depthwise conv backward to the weight and bias, pass 1 of 2. The work of a channel is split in
-// units (b, oy, block of ${V} ox), unit index j = (b * oh + oy) * owb + block. Workgroup
-// (chunk, ch) reduces units [chunk * chunkUnits, (chunk + 1) * chunkUnits) of channel ch: thread
-// lid takes j = start + lid, + WG, ... (row and block advanced without divisions) and
-// accumulates the ${kk1 - 1} tap sums and sum(dy) in registers; a tree reduction in workgroup
-// memory (${r} sums per round) writes partial[(ch * chunks + chunk) * ${kk1} + tap].
+// Depthwise conv backward to the weight and bias, pass 1 of 2, over one range of samples (one
+// dispatch per range). The work of a channel is split in units (b, oy, block of ${V} ox), unit
+// index j = (b * oh + oy) * owb + block (b local to the range). Workgroup (chunk, ch) reduces units
+// [chunk * chunkUnits, (chunk + 1) * chunkUnits) of channel ch: thread lid takes j = start + lid,
+// + WG, ... (row and block advanced without divisions) and accumulates the ${kk1 - 1} tap sums
+// and sum(dy) in registers; a tree reduction in workgroup memory (${r} sums per round) writes
+// partial[(ch * chunks + chunkOff + chunk) * ${kk1} + tap] (chunks: all ranges' chunks).
 const WG = ${WG}u;
 const R = ${r}u;
 ${unitWgsl(kh, kw, sw, dw)}
@@ -468,7 +505,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     row += p.stepRow;
     if (ob >= p.owb) { ob -= p.owb; row += 1u; }
   }
-  let out = (ch * p.chunks + chunk) * KK1;
+  let out = (ch * p.chunks + p.chunkOff + chunk) * KK1;
   for (var r0 = 0u; r0 < KK1; r0 += R) {
     for (var t = 0u; t < R; t++) {
       let tap = min(r0 + t, KK1 - 1u);
@@ -600,7 +637,7 @@ export function depthwiseConv2dForward(
   checkF32(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
   if (io.b) checkF32(op, "b", io.b, [r.c]);
   checkF32(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
-  rowConv(io.x, io.w, io.b, io.y, { ...r, flip: false });
+  rowConv(op, io.x, io.w, io.b, io.y, { ...r, flip: false });
 }
 
 /**
@@ -637,7 +674,7 @@ export function depthwiseConv2dBackward(
   const gpu = io.dy.gpu;
   if (io.dx) {
     if (r.sh === 1 && r.sw === 1) {
-      rowConv(io.dy, io.w, undefined, io.dx, {
+      rowConv(op, io.dy, io.w, undefined, io.dx, {
         c: r.c,
         h: r.oh,
         w: r.ow,
@@ -655,13 +692,18 @@ export function depthwiseConv2dBackward(
       });
     } else {
       const hb = Math.ceil(r.h / r.sh), wb = Math.ceil(r.w / r.sw);
-      const total = r.n * r.c * hb * wb;
-      gpu.dispatch(backwardDataBlockSpec(r), {
-        params: new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb).u32(wb)
-          .u32(total).bytes(),
-        bindings: [io.dy, io.w, io.dx],
-        workgroups: grid1d(total, WG),
-      });
+      const hw = r.h * r.w, ohw = r.oh * r.ow;
+      for (const [p0, p1] of unitRanges(op, gpu, r.n * r.c, Math.max(hw, ohw))) {
+        const dy = bindingRange(io.dy, p0 * ohw, (p1 - p0) * ohw);
+        const dx = bindingRange(io.dx, p0 * hw, (p1 - p0) * hw);
+        const total = (p1 - p0) * hb * wb;
+        gpu.dispatch(backwardDataBlockSpec(r), {
+          params: new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb)
+            .u32(wb).u32(total).u32(p0).u32(dy.base).u32(dx.base).bytes(),
+          bindings: [dy.binding, io.w, dx.binding],
+          workgroups: grid1d(total, WG),
+        });
+      }
     }
   }
   if (!io.dw && !io.db) return;
@@ -670,24 +712,67 @@ export function depthwiseConv2dBackward(
   const outputs: Tensor[] = [];
   if (io.dw) outputs.push(io.dw);
   if (io.db) outputs.push(io.db);
-  const units = r.n * r.oh * Math.ceil(r.ow / V);
-  if (units <= SERIAL_UNITS) {
+  const owb = Math.ceil(r.ow / V);
+  // Loop budget: a serial thread runs units * (unit + 1) iterations, its (b, oy) loops (at most
+  // 2 * units) and its tap loops; a chunked thread chunkUnits / WG units plus the tree reduction
+  // (about 8 * (kk1 + 32) iterations).
+  const perUnit = unitIterations(r) + 1;
+  const serialUnits = Math.min(
+    SERIAL_UNITS,
+    Math.floor((LOOP_BUDGET - 2 * kk1) / (perUnit + 2)),
+  );
+  const perThread = Math.min(
+    CHUNK_UNITS / WG,
+    Math.floor((LOOP_BUDGET - 8 * (kk1 + 32)) / perUnit),
+  );
+  if (perThread < 1) {
+    throw new RangeError(
+      `${op}: kernel [${r.kh}, ${r.kw}] with stride ${r.sw} and dilation ${r.dw} is too large`,
+    );
+  }
+  const chunkUnits = WG * perThread;
+  const ranges = unitRanges(op, gpu, r.n, r.c * Math.max(r.h * r.w, r.oh * r.ow));
+  const units = r.n * r.oh * owb;
+  if (ranges.length === 1 && units <= serialUnits) {
     gpu.dispatch(backwardWeightSerialSpec(r, !!io.dw, !!io.db, acc), {
-      params: weightParams(r, units, 1),
+      params: weightParams(r, {
+        n: r.n,
+        chunk: units,
+        chunks: 1,
+        xBase: 0,
+        dyBase: 0,
+        chunkOff: 0,
+      }),
       bindings: [io.dy, io.x, ...outputs],
       workgroups: Math.ceil(r.c / WG),
     });
     return;
   }
-  const chunks = Math.ceil(units / CHUNK_UNITS);
-  if (chunks > gpu.limits.maxComputeWorkgroupsPerDimension) {
+  const counts = ranges.map(([b0, b1]) => Math.ceil(((b1 - b0) * r.oh * owb) / chunkUnits));
+  const chunks = counts.reduce((a, b) => a + b, 0);
+  if (chunks > LOOP_BUDGET) {
     throw new RangeError(`${op}: n * oh * ceil(ow / 4) = ${units} is too large`);
   }
   const partial = gpu.empty([r.c, chunks, kk1]);
-  gpu.dispatch(backwardWeightPartialSpec(r.kh, r.kw, r.sw, r.dw), {
-    params: weightParams(r, CHUNK_UNITS, chunks),
-    bindings: [io.dy, io.x, partial],
-    workgroups: [chunks, r.c, 1],
+  const hw = r.h * r.w, ohw = r.oh * r.ow;
+  let chunkOff = 0;
+  ranges.forEach(([b0, b1], k) => {
+    const nb = b1 - b0;
+    const dy = bindingRange(io.dy, b0 * r.c * ohw, nb * r.c * ohw);
+    const x = bindingRange(io.x, b0 * r.c * hw, nb * r.c * hw);
+    gpu.dispatch(backwardWeightPartialSpec(r.kh, r.kw, r.sw, r.dw), {
+      params: weightParams(r, {
+        n: nb,
+        chunk: chunkUnits,
+        chunks,
+        xBase: x.base,
+        dyBase: dy.base,
+        chunkOff,
+      }),
+      bindings: [dy.binding, x.binding, partial],
+      workgroups: [counts[k], r.c, 1],
+    });
+    chunkOff += counts[k];
   });
   gpu.dispatch(backwardWeightFinalSpec(r.kh, r.kw, !!io.dw, !!io.db, acc), {
     params: new ParamsWriter().u32(r.c).u32(chunks).bytes(),

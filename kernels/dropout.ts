@@ -8,11 +8,17 @@
  * The mask is a bit set: u32 word `w`, bit `b` (`(mask[w] >> b) & 1`) is element `32 w + b`,
  * 1 = kept; the bits past `n` in the last word are 0.
  *
+ * Tensors larger than one storage binding are processed in ranges of whole mask words (one
+ * dispatch per range, the hash still taking the global element index), so every tensor size up
+ * to `maxBufferSize` works. Each thread loops over at most 32 elements.
+ *
  * @module
  */
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { unitRanges } from "./_chunks.ts";
 import { ParamsWriter } from "./_params.ts";
+import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup. */
 const WG = 256;
@@ -95,7 +101,7 @@ const PCG_WGSL = `fn pcg(v: u32) -> u32 {
   return (w >> 22u) ^ w;
 }
 // Kept iff the hash of (seed, element) is at or above the threshold floor(p * 2^32).
-fn keep(e: u32) -> bool { return pcg(pcg(e) ^ p.key) >= p.threshold; }`;
+fn keep(e: u32) -> bool { return pcg(pcg(p.eOff + e) ^ p.key) >= p.threshold; }`;
 
 const specs = new Map<string, KernelSpec>();
 
@@ -135,8 +141,10 @@ function forwardSpec(vec: boolean, inPlace: boolean): KernelSpec {
   const code = `// ${name}: one thread per mask word w (elements 32w .. 32w+31, ${
     vec ? "8 vec4s" : "32 scalars"
   }); flat index w = gid.x + gid.y * nwg.x * WG over p.words (grid1d). Bits past n stay 0.
+// All indices are local to one range of the tensors; p.eOff is the range's first element (the
+// hash takes the global index p.eOff + e).
 const WG = ${WG}u;
-struct Params { n: u32, words: u32, key: u32, threshold: u32, scale: f32 }
+struct Params { n: u32, words: u32, key: u32, threshold: u32, scale: f32, eOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<${T}>;
 @group(0) @binding(2) var<storage, read_write> mask: array<u32>;
@@ -170,7 +178,8 @@ function backwardSpec(vec: boolean, inPlace: boolean): KernelSpec {
     : `let kk = ((mask[i >> 5u] >> (i & 31u)) & 1u) != 0u;
   dx[i] = select(0.0, ${dys}[i] * p.scale, kk);`;
   const code = `// ${name}: one thread per ${vec ? "vec4 (mask bits 4i .. 4i+3)" : "element"};
-// flat index i = gid.x + gid.y * nwg.x * WG over p.count (grid1d).
+// flat index i = gid.x + gid.y * nwg.x * WG over p.count (grid1d), local to one range of the
+// tensors (ranges start at a multiple of 32 elements: mask word i >> 3 or i >> 5 of the range).
 const WG = ${WG}u;
 struct Params { count: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -248,16 +257,34 @@ export function dropoutForward(
   if (n === 0) return;
   const inPlace = x.buffer === y.buffer;
   const vec = y.buffer.size >= vec4Bytes(y) && x.buffer.size >= vec4Bytes(x);
-  const words = dropoutMaskWords(n);
-  const params = new ParamsWriter().u32(n).u32(words).u32(pcg(p.seed))
-    .u32(dropoutThreshold(p.p)).f32(1 / (1 - p.p)).bytes();
-  const bindings = [binding(y, vec), mask];
-  if (!inPlace) bindings.push(binding(x, vec));
-  x.gpu.dispatch(forwardSpec(vec, inPlace), {
-    params,
-    bindings,
-    workgroups: grid1d(words, WG),
-  });
+  for (const [w0, w1] of wordRanges("dropoutForward", x, mask)) {
+    const e0 = w0 * 32;
+    const ne = Math.min(n, w1 * 32) - e0;
+    const words = w1 - w0;
+    const params = new ParamsWriter().u32(ne).u32(words).u32(pcg(p.seed))
+      .u32(dropoutThreshold(p.p)).f32(1 / (1 - p.p)).u32(e0).bytes();
+    const whole = words === mask.size;
+    const bindings = [
+      whole ? binding(y, vec) : bindingRange(y, e0, ne).binding,
+      whole ? mask : bindingRange(mask, w0, words).binding,
+    ];
+    if (!inPlace) bindings.push(whole ? binding(x, vec) : bindingRange(x, e0, ne).binding);
+    x.gpu.dispatch(forwardSpec(vec, inPlace), {
+      params,
+      bindings,
+      workgroups: grid1d(words, WG),
+    });
+  }
+}
+
+/**
+ * Ranges `[w0, w1)` of mask words whose elements fit one binding; each starts at a multiple of
+ * the binding offset alignment in both the mask and the data (so every binding of a range starts
+ * at its element 0).
+ */
+function wordRanges(op: string, data: Tensor, mask: Tensor): [number, number][] {
+  const align = data.gpu.limits.minStorageBufferOffsetAlignment / 4;
+  return unitRanges(op, data.gpu, mask.size, 32, Math.max(4, align));
 }
 
 /** Params of {@linkcode dropoutBackward}. */
@@ -296,12 +323,20 @@ export function dropoutBackward(
   if (n === 0) return;
   const inPlace = dx.buffer === dy.buffer;
   const vec = dx.buffer.size >= vec4Bytes(dx) && dy.buffer.size >= vec4Bytes(dy);
-  const count = vec ? Math.ceil(n / 4) : n;
-  const bindings = [binding(dx, vec), mask];
-  if (!inPlace) bindings.push(binding(dy, vec));
-  dx.gpu.dispatch(backwardSpec(vec, inPlace), {
-    params: new ParamsWriter().u32(count).f32(1 / (1 - p.p)).bytes(),
-    bindings,
-    workgroups: grid1d(count, WG),
-  });
+  for (const [w0, w1] of wordRanges("dropoutBackward", dy, mask)) {
+    const e0 = w0 * 32;
+    const ne = Math.min(n, w1 * 32) - e0;
+    const whole = w1 - w0 === mask.size;
+    const count = vec ? Math.ceil(ne / 4) : ne;
+    const bindings = [
+      whole ? binding(dx, vec) : bindingRange(dx, e0, ne).binding,
+      whole ? mask : bindingRange(mask, w0, w1 - w0).binding,
+    ];
+    if (!inPlace) bindings.push(whole ? binding(dy, vec) : bindingRange(dy, e0, ne).binding);
+    dx.gpu.dispatch(backwardSpec(vec, inPlace), {
+      params: new ParamsWriter().u32(count).f32(1 / (1 - p.p)).bytes(),
+      bindings,
+      workgroups: grid1d(count, WG),
+    });
+  }
 }

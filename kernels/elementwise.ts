@@ -8,11 +8,18 @@
  * sizes are multiples of 256 bytes); the lanes past the tensor's end then compute on the
  * buffer's slack and are never read. Otherwise one thread per element.
  *
+ * Tensors larger than one storage binding (`maxStorageBufferBindingSize`, 128 MiB on llvmpipe)
+ * are processed in ranges, one dispatch per range: flat kernels in ranges of elements aligned to
+ * the binding offset alignment, channel concat / split in ranges of whole rows (samples). No
+ * kernel here loops.
+ *
  * @module
  */
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { unitRanges } from "./_chunks.ts";
 import { ParamsWriter } from "./_params.ts";
+import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of the flat elementwise kernels. */
 const WG = 256;
@@ -211,15 +218,25 @@ export function elementwiseMap(
   });
   if (first.size === 0) return;
   const vec = slotTensor.every(fitsVec4);
-  const count = vec ? Math.ceil(first.size / 4) : first.size;
   const spec = mapSpec(kernel, vec, slots, slotAccess);
-  const params = new ParamsWriter().u32(count);
-  for (const v of uniforms) params.f32(v);
-  first.gpu.dispatch(spec, {
-    params: params.bytes(),
-    bindings: slotTensor.map((t) => (vec ? vec4Binding(t) : t)),
-    workgroups: grid1d(count, WG),
-  });
+  const gpu = first.gpu;
+  // Ranges start at multiples of the binding offset alignment (and of 4), so every range starts
+  // at element 0 of its bindings.
+  const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / 4);
+  for (const [e0, e1] of unitRanges(op, gpu, first.size, 1, quantum)) {
+    const n = e1 - e0;
+    const whole = n === first.size;
+    const count = vec ? Math.ceil(n / 4) : n;
+    const params = new ParamsWriter().u32(count);
+    for (const v of uniforms) params.f32(v);
+    gpu.dispatch(spec, {
+      params: params.bytes(),
+      bindings: slotTensor.map((t) =>
+        whole ? (vec ? vec4Binding(t) : t) : bindingRange(t, e0, n).binding
+      ),
+      workgroups: grid1d(count, WG),
+    });
+  }
 }
 
 // ------------------------------------------------------------------ add / accumulate ----
@@ -413,17 +430,21 @@ function sliceSpec(kind: "concat" | "split" | "split_acc", vec: boolean): Kernel
   if (hit) return hit;
   const T = vec ? "vec4<f32>" : "f32";
   const body = kind === "concat"
-    ? "whole[wi] = part[i];"
+    ? "whole[wi] = part[pi];"
     : kind === "split"
-    ? "part[i] = whole[wi];"
-    : "part[i] = part[i] + whole[wi];";
+    ? "part[pi] = whole[wi];"
+    : "part[pi] = part[pi] + whole[wi];";
   const wholeAccess = kind === "concat" ? "read_write" : "read";
   const partAccess = kind === "concat" ? "read" : "read_write";
-  const code = `// ${name}: one thread per ${vec ? "vec4" : "element"} of the slice part [n, c, hw];
-// flat index i = gid.x + gid.y * nwg.x * WG (grid1d). Units are ${vec ? "vec4s" : "elements"}:
-// row = i / chw, and the whole tensor's index is row * totalHw + offHw + (i - row * chw).
+  const code = `// ${name}: one thread per ${
+    vec ? "vec4" : "element"
+  } of the slice part [rows, c, hw] of
+// one range of rows; flat index i = gid.x + gid.y * nwg.x * WG (grid1d). Units are
+// ${vec ? "vec4s" : "elements"}: row = i / chw, the part's index is partBase + i and the whole
+// tensor's index is wholeBase + row * totalHw + offHw + (i - row * chw) (bases: where the range
+// starts in its binding).
 const WG = ${WG}u;
-struct Params { count: u32, chw: u32, totalHw: u32, offHw: u32 }
+struct Params { count: u32, chw: u32, totalHw: u32, offHw: u32, wholeBase: u32, partBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, ${wholeAccess}> whole: array<${T}>;
 @group(0) @binding(2) var<storage, ${partAccess}> part: array<${T}>;
@@ -432,7 +453,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let i = gid.x + gid.y * nwg.x * WG;
   if (i >= p.count) { return; }
   let row = i / p.chw;
-  let wi = row * p.totalHw + p.offHw + (i - row * p.chw);
+  let wi = p.wholeBase + row * p.totalHw + p.offHw + (i - row * p.chw);
+  let pi = p.partBase + i;
   ${body}
 }
 `;
@@ -451,12 +473,20 @@ function dispatchSlice(
   const chw = p.c * p.hw, totalHw = p.cTotal * p.hw, offHw = p.cOffset * p.hw;
   const vec = chw % 4 === 0 && totalHw % 4 === 0 && offHw % 4 === 0;
   const u = vec ? 4 : 1;
-  const count = part.size / u;
-  whole.gpu.dispatch(sliceSpec(kind, vec), {
-    params: new ParamsWriter().u32(count).u32(chw / u).u32(totalHw / u).u32(offHw / u).bytes(),
-    bindings: [whole, part],
-    workgroups: grid1d(count, WG),
-  });
+  const op = kind === "concat" ? "concatChannels" : "splitChannels";
+  // Ranges of whole rows; in vec4 mode every row starts at a multiple of 4 elements, and so do
+  // the bases.
+  for (const [r0, r1] of unitRanges(op, whole.gpu, p.n, totalHw)) {
+    const w = bindingRange(whole, r0 * totalHw, (r1 - r0) * totalHw);
+    const q = bindingRange(part, r0 * chw, (r1 - r0) * chw);
+    const count = ((r1 - r0) * chw) / u;
+    whole.gpu.dispatch(sliceSpec(kind, vec), {
+      params: new ParamsWriter().u32(count).u32(chw / u).u32(totalHw / u).u32(offHw / u)
+        .u32(w.base / u).u32(q.base / u).bytes(),
+      bindings: [w.binding, q.binding],
+      workgroups: grid1d(count, WG),
+    });
+  }
 }
 
 /**

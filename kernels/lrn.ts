@@ -12,7 +12,9 @@
  * `c = j - floor((size - 1) / 2) .. j + floor(size / 2)`.
  *
  * Both kernels use one thread per element (or per 4 pixels) and loop over the `size` channels
- * of its window.
+ * of its window (clipped to the channels: at most `c` iterations). Tensors larger than one storage
+ * binding (AlexNet's `[128, 96, 54, 54]`, 143 MB) are processed in ranges of whole samples, one
+ * dispatch per range.
  *
  * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
  * one dispatch.
@@ -21,7 +23,9 @@
  */
 
 import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
+import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
 import { ParamsWriter } from "./_params.ts";
+import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of the LRN kernels. */
 const WG = 64;
@@ -94,30 +98,47 @@ function checkF32(op: string, name: string, t: Tensor, expected: Shape): void {
   if (t.dtype !== "f32") throw new TypeError(`${op}: ${name} must be f32, got ${t}`);
 }
 
-/** Params and workgroups of a launch, in vec4 units when `h * w` is a multiple of 4. */
+/**
+ * Records one dispatch per range of whole samples that fits one binding (vec4 units when `h * w`
+ * is a multiple of 4): every tensor is bound over the range, which starts at the same element
+ * `base` of each binding.
+ */
 function launch(
+  op: string,
   r: Resolved,
-): { vec4: boolean; params: Uint8Array; workgroups: [number, number, number] } {
+  specs: { scalar: KernelSpec; vec4: KernelSpec },
+  tensors: readonly Tensor[],
+): void {
   const hw = r.h * r.w;
   const vec4 = hw % 4 === 0;
   const v = vec4 ? 4 : 1;
-  const total = (r.n * r.c * hw) / v;
-  return {
-    vec4,
-    params: new ParamsWriter().u32(total).u32(r.c).u32(hw / v).i32(r.size)
-      .f32(r.alpha / r.size).f32(r.beta).f32(r.k).bytes(),
-    workgroups: grid1d(total, WG),
-  };
+  const per = r.c * hw;
+  const gpu = tensors[0].gpu;
+  if (Math.min(r.size, r.c) > LOOP_BUDGET) {
+    throw new RangeError(`${op}: a window of ${Math.min(r.size, r.c)} channels is too large`);
+  }
+  for (const [b0, b1] of unitRanges(op, gpu, r.n, per)) {
+    const ranges = tensors.map((t) => bindingRange(t, b0 * per, (b1 - b0) * per));
+    const total = ((b1 - b0) * per) / v;
+    gpu.dispatch(vec4 ? specs.vec4 : specs.scalar, {
+      params: new ParamsWriter().u32(total).u32(r.c).u32(hw / v).i32(r.size)
+        .f32(r.alpha / r.size).f32(r.beta).f32(r.k).u32(ranges[0].base / v).bytes(),
+      bindings: ranges.map((x) => x.binding),
+      workgroups: grid1d(total, WG),
+    });
+  }
 }
 
 const PARAMS_WGSL = `struct Params { total: u32, c: u32, hw: u32, size: i32, alphaN: f32, beta: f32,
-  k: f32 }
+  k: f32, base: u32 }
 @group(0) @binding(0) var<uniform> p: Params;`;
 
 /**
  * The kernels come in a scalar variant (one thread per element) and a vec4 variant used when
  * `h * w` is a multiple of 4 (one thread per 4 neighbouring pixels of one channel: vector loads,
- * a quarter of the index arithmetic). `hw` and `total` are counted in units of the element type.
+ * a quarter of the index arithmetic). `hw`, `total` and `base` are counted in units of the
+ * element type; indices are local to one range of samples, which starts at element `base` of
+ * every binding.
  */
 function forwardSpec(vec4: boolean): KernelSpec {
   const T = vec4 ? "vec4f" : "f32";
@@ -127,7 +148,7 @@ function forwardSpec(vec4: boolean): KernelSpec {
 // LRN forward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes array<${T}>,
 // idx = (b * c + ch) * hw + i; it sums x^2 over channels ch - size / 2 .. ch + (size - 1) / 2
 // (clipped to 0 .. c - 1) at the same (b, i), writes scale = k + alpha / size * sum and
-// y = x * scale^-beta.
+// y = x * scale^-beta. idx is local to the range of samples; every access adds p.base.
 const WG = ${WG}u;
 ${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> x: array<${T}>;
@@ -141,15 +162,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let ch = i32((idx / p.hw) % p.c);
   let c0 = max(ch - p.size / 2, 0);
   let c1 = min(ch + (p.size - 1) / 2, i32(p.c) - 1);
-  let first = idx - u32(ch - c0) * p.hw;
+  let first = p.base + idx - u32(ch - c0) * p.hw;
   var s = ${T}(0.0);
   for (var cc = c0; cc <= c1; cc++) {
     let v = x[first + u32(cc - c0) * p.hw];
     s += v * v;
   }
   let sc = p.k + p.alphaN * s;
-  scale[idx] = sc;
-  y[idx] = x[idx] * pow(sc, ${T}(-p.beta));
+  let e = p.base + idx;
+  scale[e] = sc;
+  y[e] = x[e] * pow(sc, ${T}(-p.beta));
 }
 `,
   };
@@ -166,6 +188,7 @@ function backwardSpec(vec4: boolean): KernelSpec {
 // idx = (b * c + j) * hw + i;
 // dx = dy * scale^-beta - 2 * alpha / size * beta * x * sum(dy[c] * x[c] * scale[c]^(-beta - 1))
 // over the channels c = j - (size - 1) / 2 .. j + size / 2 (clipped) whose window contains j.
+// idx is local to the range of samples; every access adds p.base.
 const WG = ${WG}u;
 ${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> dy: array<${T}>;
@@ -180,13 +203,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let j = i32((idx / p.hw) % p.c);
   let c0 = max(j - (p.size - 1) / 2, 0);
   let c1 = min(j + p.size / 2, i32(p.c) - 1);
-  let first = idx - u32(j - c0) * p.hw;
+  let first = p.base + idx - u32(j - c0) * p.hw;
   var s = ${T}(0.0);
   for (var cc = c0; cc <= c1; cc++) {
     let e = first + u32(cc - c0) * p.hw;
     s += dy[e] * x[e] * pow(scale[e], ${T}(-p.beta - 1.0));
   }
-  dx[idx] = dy[idx] * pow(scale[idx], ${T}(-p.beta)) - 2.0 * p.alphaN * p.beta * x[idx] * s;
+  let e = p.base + idx;
+  dx[e] = dy[e] * pow(scale[e], ${T}(-p.beta)) - 2.0 * p.alphaN * p.beta * x[e] * s;
 }
 `,
   };
@@ -218,12 +242,7 @@ export function lrnForward(io: { y: Tensor; scale: Tensor; x: Tensor }, p: LrnPa
   checkF32(op, "x", io.x, shape);
   checkF32(op, "y", io.y, shape);
   checkF32(op, "scale", io.scale, shape);
-  const l = launch(r);
-  io.x.gpu.dispatch(l.vec4 ? FORWARD_V4 : FORWARD, {
-    params: l.params,
-    bindings: [io.x, io.y, io.scale],
-    workgroups: l.workgroups,
-  });
+  launch(op, r, { scalar: FORWARD, vec4: FORWARD_V4 }, [io.x, io.y, io.scale]);
 }
 
 /**
@@ -253,10 +272,5 @@ export function lrnBackward(
   checkF32(op, "x", io.x, shape);
   checkF32(op, "scale", io.scale, shape);
   checkF32(op, "dx", io.dx, shape);
-  const l = launch(r);
-  io.x.gpu.dispatch(l.vec4 ? BACKWARD_V4 : BACKWARD, {
-    params: l.params,
-    bindings: [io.dy, io.x, io.scale, io.dx],
-    workgroups: l.workgroups,
-  });
+  launch(op, r, { scalar: BACKWARD, vec4: BACKWARD_V4 }, [io.dy, io.x, io.scale, io.dx]);
 }

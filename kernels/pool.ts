@@ -11,7 +11,12 @@
  * windows are known at compile time; each input adds their gradients in ascending output order
  * (as PyTorch's CPU scatter does), so overlapping windows (e.g. AlexNet's 3/2 max pool) sum
  * correctly without float atomics. Global average pooling uses one thread per `(b, ch)` plane
- * forward and one thread per input element backward.
+ * forward (per segment of at most 16384 elements of a plane plus a second pass for larger planes,
+ * to stay under llvmpipe's silent cap of 65535 loop iterations per invocation) and one thread per
+ * input element backward.
+ *
+ * Tensors larger than one storage binding (128 MiB on llvmpipe, e.g. AlexNet's first activation
+ * at batch 128) are processed in ranges of whole planes, one dispatch per range.
  *
  * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
  * one dispatch.
@@ -27,7 +32,9 @@ import {
   type Shape,
   type Tensor,
 } from "../gpu/mod.ts";
+import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
 import { ParamsWriter } from "./_params.ts";
+import { bindingRange, type TensorRange } from "./gemm.ts";
 
 /** Threads per workgroup of every pooling kernel. */
 const WG = 64;
@@ -154,9 +161,34 @@ function memo(name: string, make: () => string): KernelSpec {
   return s;
 }
 
-function forwardParams(r: Resolved, total: number): Uint8Array {
+function forwardParams(r: Resolved, total: number, xBase: number, yBase: number): Uint8Array {
   return new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow)
-    .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).bytes();
+    .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).u32(xBase).u32(yBase).bytes();
+}
+
+/**
+ * Records one dispatch per range of whole planes that fits one binding: `make` gets the plane
+ * range's bindings of the input-sized tensors (`inTensors`, `h x w` per plane) and of the
+ * output-sized ones (`outTensors`, `oh x ow` per plane), and the range's first plane.
+ */
+function perPlaneRange(
+  op: string,
+  r: { n: number; c: number; h: number; w: number; oh: number; ow: number },
+  inTensors: readonly Tensor[],
+  outTensors: readonly Tensor[],
+  record: (planes: number, ins: TensorRange[], outs: TensorRange[], first: number) => void,
+): void {
+  const gpu = (inTensors[0] ?? outTensors[0]).gpu;
+  const hw = r.h * r.w, ohw = r.oh * r.ow;
+  for (const [p0, p1] of unitRanges(op, gpu, r.n * r.c, Math.max(hw, ohw))) {
+    const np = p1 - p0;
+    record(
+      np,
+      inTensors.map((t) => bindingRange(t, p0 * hw, np * hw)),
+      outTensors.map((t) => bindingRange(t, p0 * ohw, np * ohw)),
+      p0,
+    );
+  }
 }
 
 /** Forward pooling: one thread per output, the window loops unrolled (specialized on kh x kw). */
@@ -165,7 +197,8 @@ function forwardSpec(kind: "max" | "avg", kh: number, kw: number): KernelSpec {
   return memo(`${kind}pool2d_fwd_${kh}x${kw}`, () => `
 // ${max ? "Max" : "Average"} pool forward. One thread per output element
 // idx = (plane * oh + oy) * ow + ox (flat over a grid1d launch) scans its ${kh}x${kw} window
-// row by row, skipping positions in the padding.
+// row by row, skipping positions in the padding. Indices are local to one range of planes; the
+// range starts at element xBase of the x binding and yBase of the y (and argmax) bindings.
 ${
     max
       ? `// It keeps the first maximum (strictly greater replaces; NaN propagates) and writes the max and its
@@ -176,7 +209,8 @@ ${
 const WG = ${WG}u;
 const KH = ${kh};
 const KW = ${kw};
-struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, sh: i32, sw: i32, ph: i32, pw: i32 }
+struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, sh: i32, sw: i32, ph: i32, pw: i32,
+  xBase: u32, yBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -198,7 +232,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let q = idx - plane * P;
   let oy = q / p.ow;
   let ox = q - oy * p.ow;
-  let base = plane * p.h * p.w;
+  let base = p.xBase + plane * p.h * p.w;
   let hs = i32(oy) * p.sh - p.ph;
   let ws = i32(ox) * p.sw - p.pw;
   let W = i32(p.w);
@@ -226,7 +260,11 @@ ${
   }
     }
   }
-${max ? "  y[idx] = best;\n  argmax[idx] = bi;" : `  y[idx] = s / ${kh * kw}.0;`}
+${
+    max
+      ? "  y[p.yBase + idx] = best;\n  argmax[p.yBase + idx] = bi;"
+      : `  y[p.yBase + idx] = s / ${kh * kw}.0;`
+  }
 }
 `);
 }
@@ -303,9 +341,11 @@ function backwardSpec(kind: "max" | "avg", r: Resolved): KernelSpec {
 // (by + a, bx + b) cover which input is known at compile time: the thread loads their dy
 // ${max ? "and argmax " : "/ (kh * kw) "}once, then each input adds, in ascending output order,
 // ${max ? "the dy of the windows whose argmax it is" : "the scaled dy of every window covering it"}
-// (a gather: overlapping windows need no atomics).
+// (a gather: overlapping windows need no atomics). Indices are local to one range of planes,
+// which starts at element dyBase of the dy${max ? " and argmax" : ""} bindings and dxBase of dx.
 const WG = ${WG}u;
-struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32 }
+struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, dyBase: u32,
+  dxBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 ${
@@ -326,8 +366,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let bx = r - by * p.wb;
   let iy0 = i32(by) * ${sh};
   let ix0 = i32(bx) * ${sw};
-  let ibase = plane * p.h * p.w;
-  let obase = plane * p.oh * p.ow;
+  let ibase = p.dxBase + plane * p.h * p.w;
+  let obase = p.dyBase + plane * p.oh * p.ow;
 ${lines.join("\n")}
 ${body.join("\n")}
 }
@@ -335,35 +375,79 @@ ${body.join("\n")}
   });
 }
 
-function backward(kind: "max" | "avg", r: Resolved, bindings: Tensor[]): void {
+function backward(
+  op: string,
+  kind: "max" | "avg",
+  r: Resolved,
+  outs: Tensor[],
+  dx: Tensor,
+): void {
   const hb = Math.ceil(r.h / r.sh), wb = Math.ceil(r.w / r.sw);
-  const total = r.n * r.c * hb * wb;
-  bindings[0].gpu.dispatch(backwardSpec(kind, r), {
-    params: new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb).u32(wb)
-      .bytes(),
-    bindings,
-    workgroups: grid1d(total, WG),
+  perPlaneRange(op, r, [dx], outs, (planes, [dxr], outRanges) => {
+    const total = planes * hb * wb;
+    dx.gpu.dispatch(backwardSpec(kind, r), {
+      params: new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb).u32(wb)
+        .u32(outRanges[0].base).u32(dxr.base).bytes(),
+      bindings: [...outRanges.map((o) => o.binding), dxr.binding],
+      workgroups: grid1d(total, WG),
+    });
   });
 }
+
+/** Most elements of a plane summed by one thread of the global average pool forward. */
+const GLOBAL_SEGMENT = LOOP_BUDGET;
 
 const GLOBAL_FWD: KernelSpec = {
   name: "global_avgpool_fwd",
   code: `
-// Global average pool forward. One thread per (b, ch) plane: y[plane] = sum(x[plane]) / (h * w).
+// Global average pool forward (or its first pass for planes longer than one segment). One thread
+// per (plane, segment), t = plane * splits + s, over one range of planes: sums
+// x[xBase + plane * hw + s * seg ..] (at most seg elements: bounded loop). With one segment per
+// plane it writes y[yBase + plane] = sum / hw, else out[yBase + t] = the segment's sum.
 const WG = ${WG}u;
-struct Params { planes: u32, hw: u32 }
+struct Params { planes: u32, hw: u32, splits: u32, seg: u32, xBase: u32, yBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * WG;
+  if (t >= p.planes * p.splits) { return; }
+  let plane = t / p.splits;
+  let s = t - plane * p.splits;
+  let beg = s * p.seg;
+  let len = min(p.seg, p.hw - beg);
+  let base = p.xBase + plane * p.hw + beg;
+  var acc = 0.0;
+  for (var i = 0u; i < len; i++) { acc += x[base + i]; }
+  if (p.splits == 1u) {
+    y[p.yBase + plane] = acc / f32(p.hw);
+  } else {
+    y[p.yBase + t] = acc;
+  }
+}
+`,
+};
+
+const GLOBAL_FINAL: KernelSpec = {
+  name: "global_avgpool_final",
+  code: `
+// Global average pool forward, second pass for long planes. One thread per plane:
+// y[plane] = sum of its splits segment sums (in order) / hw.
+const WG = ${WG}u;
+struct Params { planes: u32, hw: u32, splits: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> partial: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let plane = gid.x + gid.y * nwg.x * WG;
   if (plane >= p.planes) { return; }
-  let base = plane * p.hw;
-  var s = 0.0;
-  for (var i = 0u; i < p.hw; i++) { s += x[base + i]; }
-  y[plane] = s / f32(p.hw);
+  var acc = 0.0;
+  for (var s = 0u; s < p.splits; s++) { acc += partial[plane * p.splits + s]; }
+  y[plane] = acc / f32(p.hw);
 }
 `,
 };
@@ -371,9 +455,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 const GLOBAL_BWD: KernelSpec = {
   name: "global_avgpool_bwd",
   code: `
-// Global average pool backward. One thread per input element idx: dx[idx] = dy[idx / hw] / hw.
+// Global average pool backward. One thread per input element idx of one range of planes:
+// dx[dxBase + idx] = dy[dyBase + idx / hw] / hw.
 const WG = ${WG}u;
-struct Params { total: u32, hw: u32 }
+struct Params { total: u32, hw: u32, dyBase: u32, dxBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
@@ -382,7 +467,7 @@ struct Params { total: u32, hw: u32 }
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
-  dx[idx] = dy[idx / p.hw] / f32(p.hw);
+  dx[p.dxBase + idx] = dy[p.dyBase + idx / p.hw] / f32(p.hw);
 }
 `,
 };
@@ -415,11 +500,13 @@ export function maxPool2dForward(
   checkTensor(op, "x", io.x, [r.n, r.c, r.h, r.w]);
   checkTensor(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
   checkTensor(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow], "i32");
-  const total = io.y.size;
-  io.x.gpu.dispatch(forwardSpec("max", r.kh, r.kw), {
-    params: forwardParams(r, total),
-    bindings: [io.x, io.y, io.argmax],
-    workgroups: grid1d(total, WG),
+  perPlaneRange(op, r, [io.x], [io.y, io.argmax], (planes, [x], [y, argmax]) => {
+    const total = planes * r.oh * r.ow;
+    io.x.gpu.dispatch(forwardSpec("max", r.kh, r.kw), {
+      params: forwardParams(r, total, x.base, y.base),
+      bindings: [x.binding, y.binding, argmax.binding],
+      workgroups: grid1d(total, WG),
+    });
   });
 }
 
@@ -449,7 +536,7 @@ export function maxPool2dBackward(
   checkTensor(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
   checkTensor(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow], "i32");
   checkTensor(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
-  backward("max", r, [io.dy, io.argmax, io.dx]);
+  backward(op, "max", r, [io.dy, io.argmax], io.dx);
 }
 
 /**
@@ -473,11 +560,13 @@ export function avgPool2dForward(io: { y: Tensor; x: Tensor }, p: Pool2dParams):
   const r = resolve(op, p);
   checkTensor(op, "x", io.x, [r.n, r.c, r.h, r.w]);
   checkTensor(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
-  const total = io.y.size;
-  io.x.gpu.dispatch(forwardSpec("avg", r.kh, r.kw), {
-    params: forwardParams(r, total),
-    bindings: [io.x, io.y],
-    workgroups: grid1d(total, WG),
+  perPlaneRange(op, r, [io.x], [io.y], (planes, [x], [y]) => {
+    const total = planes * r.oh * r.ow;
+    io.x.gpu.dispatch(forwardSpec("avg", r.kh, r.kw), {
+      params: forwardParams(r, total, x.base, y.base),
+      bindings: [x.binding, y.binding],
+      workgroups: grid1d(total, WG),
+    });
   });
 }
 
@@ -502,7 +591,7 @@ export function avgPool2dBackward(io: { dx: Tensor; dy: Tensor }, p: Pool2dParam
   const r = resolve(op, p);
   checkTensor(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
   checkTensor(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
-  backward("avg", r, [io.dy, io.dx]);
+  backward(op, "avg", r, [io.dy], io.dx);
 }
 
 /**
@@ -525,12 +614,31 @@ export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPool
   checkDims(op, p);
   checkTensor(op, "x", io.x, [p.n, p.c, p.h, p.w]);
   checkTensor(op, "y", io.y, [p.n, p.c, 1, 1]);
+  const gpu = io.x.gpu;
+  const hw = p.h * p.w;
+  const splits = Math.ceil(hw / GLOBAL_SEGMENT);
+  const seg = Math.ceil(hw / splits);
   const planes = p.n * p.c;
-  io.x.gpu.dispatch(GLOBAL_FWD, {
-    params: new ParamsWriter().u32(planes).u32(p.h * p.w).bytes(),
-    bindings: [io.x, io.y],
-    workgroups: grid1d(planes, WG),
+  const partial = splits > 1 ? gpu.empty([planes, splits]) : undefined;
+  const g = { n: p.n, c: p.c, h: p.h, w: p.w, oh: 1, ow: 1 };
+  perPlaneRange(op, g, [io.x], [io.y], (np, [x], [y], p0) => {
+    // With splits, the first pass writes partial[plane * splits + s] (the range's planes).
+    const out = partial ? bindingRange(partial, p0 * splits, np * splits) : y;
+    gpu.dispatch(GLOBAL_FWD, {
+      params: new ParamsWriter().u32(np).u32(hw).u32(splits).u32(seg).u32(x.base).u32(out.base)
+        .bytes(),
+      bindings: [x.binding, out.binding],
+      workgroups: grid1d(np * splits, WG),
+    });
   });
+  if (partial) {
+    gpu.dispatch(GLOBAL_FINAL, {
+      params: new ParamsWriter().u32(planes).u32(hw).u32(splits).bytes(),
+      bindings: [partial, io.y],
+      workgroups: grid1d(planes, WG),
+    });
+    partial.dispose();
+  }
 }
 
 /**
@@ -552,10 +660,14 @@ export function globalAvgPoolBackward(io: { dx: Tensor; dy: Tensor }, p: GlobalP
   checkDims(op, p);
   checkTensor(op, "dy", io.dy, [p.n, p.c, 1, 1]);
   checkTensor(op, "dx", io.dx, [p.n, p.c, p.h, p.w]);
-  const total = io.dx.size;
-  io.dy.gpu.dispatch(GLOBAL_BWD, {
-    params: new ParamsWriter().u32(total).u32(p.h * p.w).bytes(),
-    bindings: [io.dy, io.dx],
-    workgroups: grid1d(total, WG),
+  const hw = p.h * p.w;
+  const g = { n: p.n, c: p.c, h: p.h, w: p.w, oh: 1, ow: 1 };
+  perPlaneRange(op, g, [io.dx], [io.dy], (planes, [dx], [dy]) => {
+    const total = planes * hw;
+    io.dy.gpu.dispatch(GLOBAL_BWD, {
+      params: new ParamsWriter().u32(total).u32(hw).u32(dy.base).u32(dx.base).bytes(),
+      bindings: [dy.binding, dx.binding],
+      workgroups: grid1d(total, WG),
+    });
   });
 }

@@ -3,11 +3,16 @@
  * with its gradient, the summed loss and the count of correct predictions, plus the eval-time
  * accuracy count.
  *
- * Both kernels run as ONE workgroup (WGSL has no float atomics): thread `t` handles rows
- * `t, t + WG, t + 2 WG, ...` (numerically stable: max subtraction, log-sum-exp), then the
- * workgroup tree-reduces the per-thread loss and hit counts and thread 0 adds them to `lossSum`
- * and `correct`. The summation order is fixed, so results are deterministic. Meant for the
- * classifier head (n up to a few thousand rows).
+ * Rows are split over workgroups of 256 threads: thread `t` of a workgroup handles rows
+ * `t, t + WG, t + 2 WG, ...` of the workgroup's block (numerically stable: max subtraction,
+ * log-sum-exp), then the workgroup tree-reduces the per-thread loss and hit counts. Blocks hold
+ * as many rows as keep each thread's loops (about `3c` iterations per row) well under llvmpipe's
+ * silent cap of 65535 loop iterations per invocation. With a single workgroup (the classifier
+ * head of the seed models: up to ~120k rows of 10 classes) thread 0 adds the sums to `lossSum`
+ * and `correct`; otherwise the workgroups write partial sums and a second single-workgroup pass
+ * adds them (WGSL has no float atomics). The summation order is fixed, so results are
+ * deterministic. Logits larger than one storage binding are processed in ranges of rows, one
+ * dispatch per range. At most 16384 classes.
  *
  * Labels outside `[0, c)` (e.g. -100, PyTorch's default `ignore_index`) are ignored: their row
  * gets a zero gradient, adds 0 to the loss and is never counted correct (the mean is still
@@ -17,7 +22,9 @@
  */
 
 import { formatShape, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { bindingLimit, LOOP_BUDGET, unitRanges } from "./_chunks.ts";
 import { ParamsWriter } from "./_params.ts";
+import { bindingRange } from "./gemm.ts";
 
 /** Threads of the single workgroup. */
 const WG = 256;
@@ -122,21 +129,29 @@ export function checkSoftmaxCrossEntropy(
 
 const specs = new Map<string, KernelSpec>();
 
-function spec(kind: "ce" | "ce_inplace" | "acc"): KernelSpec {
-  const name = `softmax_ce_${kind}`;
+type Kind = "ce" | "ce_inplace" | "acc";
+
+/**
+ * The per-row kernel. `partial`: workgroup `wid` writes its sums to `lossOut[partialOff + wid]`
+ * and `hitsOut[partialOff + wid]` (reduced by {@linkcode finalSpec}); otherwise (a single
+ * workgroup in all) thread 0 adds them to `lossOut[0]` and `hitsOut[0]` directly.
+ */
+function spec(kind: Kind, partial: boolean): KernelSpec {
+  const name = `softmax_ce_${kind}${partial ? "_partial" : ""}`;
   const hit = specs.get(name);
   if (hit) return hit;
   const ce = kind !== "acc";
-  // Binding layout: ce: lossSum, correct, logits (rw when in place), labels, [dlogits].
+  // Binding layout: ce: lossOut, hitsOut, logits (rw when in place), labels, [dlogits];
+  // acc: hitsOut, logits, labels.
   const lg = kind === "ce_inplace" ? "read_write" : "read";
   const dl = kind === "ce_inplace" ? "logits" : "dlogits";
   const decls = ce
-    ? `@group(0) @binding(1) var<storage, read_write> lossSum: array<f32>;
-@group(0) @binding(2) var<storage, read_write> correct: array<u32>;
+    ? `@group(0) @binding(1) var<storage, read_write> lossOut: array<f32>;
+@group(0) @binding(2) var<storage, read_write> hitsOut: array<u32>;
 @group(0) @binding(3) var<storage, ${lg}> logits: array<f32>;
 @group(0) @binding(4) var<storage, read> labels: array<i32>;
 ${kind === "ce" ? "@group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;" : ""}`
-    : `@group(0) @binding(1) var<storage, read_write> correct: array<u32>;
+    : `@group(0) @binding(1) var<storage, read_write> hitsOut: array<u32>;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
 @group(0) @binding(3) var<storage, read> labels: array<i32>;`;
   const lossPart = ce
@@ -152,28 +167,45 @@ ${kind === "ce" ? "@group(0) @binding(5) var<storage, read_write> dlogits: array
       loss += log(s) - p.onTarget * (logits[base + u32(lab)] - m) - p.offTarget * sumz;
     }
     let invS = 1.0 / s;
+    let dbase = p.dlogitsBase + r * p.c;
     for (var j = 0u; j < p.c; j++) {
       let tgt = select(p.offTarget, p.onTarget + p.offTarget, i32(j) == lab);
       let g = (exp(logits[base + j] - m) * invS - tgt) * p.invN;
-      ${dl}[base + j] = select(0.0, g, valid);
+      ${dl}[dbase + j] = select(0.0, g, valid);
     }`
     : "";
-  const code = `// ${name}: a single workgroup of WG threads; thread t handles rows t, t + WG, ...
-// (per row: max and first argmax, ${ce ? "log-sum-exp, loss and gradient, " : ""}hit), then a
-// shared-memory tree reduction; thread 0 accumulates into ${ce ? "lossSum[0] and " : ""}correct[0].
+  const store = partial
+    ? `${ce ? "lossOut[p.partialOff + wid.x] = sLoss[0];" : ""}
+    hitsOut[p.partialOff + wid.x] = sHits[0];`
+    : `${ce ? "lossOut[0] += sLoss[0];" : ""}
+    hitsOut[0] += sHits[0];`;
+  const code =
+    `// ${name}: workgroup wid of WG threads takes rows [wid * rowsPerGroup, + rowsPerGroup) of
+// this dispatch's range of p.n rows; thread t handles rows r0 + t, r0 + t + WG, ... (per row: max
+// and first argmax, ${ce ? "log-sum-exp, loss and gradient, " : ""}hit), then a shared-memory tree
+// reduction; thread 0 ${
+      partial
+        ? "writes the workgroup's sums to slot partialOff + wid"
+        : "accumulates the sums into slot 0"
+    }.
+// rowsPerGroup / WG rows of about 3c loop iterations each stay under llvmpipe's loop cap.
+// Indices into logits, labels and dlogits are offset by the range's base in its binding.
 const WG = ${WG}u;
-struct Params { n: u32, c: u32, invN: f32, onTarget: f32, offTarget: f32 }
+struct Params { n: u32, c: u32, invN: f32, onTarget: f32, offTarget: f32, rowsPerGroup: u32,
+  logitsBase: u32, labelsBase: u32, dlogitsBase: u32, partialOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 ${decls}
 var<workgroup> sLoss: array<f32, WG>;
 var<workgroup> sHits: array<u32, WG>;
 @compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) t: u32) {
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3u) {
   var loss = 0.0;
   var hits = 0u;
-  for (var r = t; r < p.n; r += WG) {
-    let base = r * p.c;
-    let lab = labels[r];
+  let r0 = wid.x * p.rowsPerGroup;
+  let r1 = min(r0 + p.rowsPerGroup, p.n);
+  for (var r = r0 + t; r < r1; r += WG) {
+    let base = p.logitsBase + r * p.c;
+    let lab = labels[p.labelsBase + r];
     let valid = lab >= 0 && u32(lab) < p.c;
     var m = logits[base];
     var arg = 0u;
@@ -195,14 +227,130 @@ fn main(@builtin(local_invocation_index) t: u32) {
     workgroupBarrier();
   }
   if (t == 0u) {
+    ${store}
+  }
+}
+`;
+  const sp = { name, code };
+  specs.set(name, sp);
+  return sp;
+}
+
+/** The second pass when several workgroups ran: one workgroup sums their partial sums. */
+function finalSpec(ce: boolean): KernelSpec {
+  const name = `softmax_ce_final${ce ? "" : "_acc"}`;
+  const hit = specs.get(name);
+  if (hit) return hit;
+  const code =
+    `// ${name}: a single workgroup; thread t sums the partial sums t, t + WG, ... of the p.count
+// workgroups of the first pass (fixed order: deterministic), then a tree reduction; thread 0
+// accumulates into ${ce ? "lossSum[0] and " : ""}correct[0].
+const WG = ${WG}u;
+struct Params { count: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+${
+      ce
+        ? `@group(0) @binding(1) var<storage, read_write> lossSum: array<f32>;
+@group(0) @binding(2) var<storage, read_write> correct: array<u32>;
+@group(0) @binding(3) var<storage, read> pLoss: array<f32>;
+@group(0) @binding(4) var<storage, read> pHits: array<u32>;`
+        : `@group(0) @binding(1) var<storage, read_write> correct: array<u32>;
+@group(0) @binding(2) var<storage, read> pHits: array<u32>;`
+    }
+var<workgroup> sLoss: array<f32, WG>;
+var<workgroup> sHits: array<u32, WG>;
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) t: u32) {
+  var loss = 0.0;
+  var hits = 0u;
+  for (var k = t; k < p.count; k += WG) {
+    ${ce ? "loss += pLoss[k];" : ""}
+    hits += pHits[k];
+  }
+  sLoss[t] = loss;
+  sHits[t] = hits;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (t < k) {
+      sLoss[t] += sLoss[t + k];
+      sHits[t] += sHits[t + k];
+    }
+    workgroupBarrier();
+  }
+  if (t == 0u) {
     ${ce ? "lossSum[0] += sLoss[0];" : ""}
     correct[0] += sHits[0];
   }
 }
 `;
-  const s = { name, code };
-  specs.set(name, s);
-  return s;
+  const sp = { name, code };
+  specs.set(name, sp);
+  return sp;
+}
+
+/** Most classes: one row's loops take about 3c iterations of llvmpipe's 65535 per invocation. */
+const MAX_CLASSES = 16384;
+
+/**
+ * Records the per-row passes over all rows (one dispatch per range of rows that fits one
+ * binding) and, when more than one workgroup ran, the final reduction.
+ */
+function run(
+  op: string,
+  kind: Kind,
+  io: {
+    lossSum?: Tensor;
+    correct: Tensor;
+    logits: Tensor;
+    labels: Tensor;
+    dlogits?: Tensor;
+  },
+  p: { n: number; c: number; invN: number; onTarget: number; offTarget: number },
+): void {
+  const { n, c } = p;
+  if (c > MAX_CLASSES) {
+    throw new RangeError(`${op}: c = ${c} classes is more than the supported ${MAX_CLASSES}`);
+  }
+  const gpu = io.logits.gpu;
+  const ce = kind !== "acc";
+  // Rows per thread: their loops (about 3c + 4 iterations each) stay within the loop budget.
+  const perThread = Math.max(1, Math.floor(LOOP_BUDGET / (3 * c + 4)));
+  const rowsPerGroup = Math.max(1, Math.min(WG * perThread, Math.floor(bindingLimit(gpu) / c)));
+  const ranges = unitRanges(op, gpu, n, c, rowsPerGroup, 65535 * rowsPerGroup);
+  const groups = ranges.map(([r0, r1]) => Math.ceil((r1 - r0) / rowsPerGroup));
+  const total = groups.reduce((a, b) => a + b, 0);
+  if (total > WG * LOOP_BUDGET) {
+    throw new RangeError(`${op}: n = ${n} rows is too large`);
+  }
+  const partial = total > 1;
+  const pLoss = partial && ce ? gpu.empty([total]) : undefined;
+  const pHits = partial ? gpu.empty([total], { dtype: "u32" }) : undefined;
+  const inPlace = io.dlogits !== undefined && io.dlogits.buffer === io.logits.buffer;
+  let off = 0;
+  ranges.forEach(([r0, r1], k) => {
+    const nr = r1 - r0;
+    const lg = bindingRange(io.logits, r0 * c, nr * c);
+    const lb = bindingRange(io.labels, r0, nr);
+    const dl = io.dlogits && !inPlace ? bindingRange(io.dlogits, r0 * c, nr * c) : lg;
+    const params = new ParamsWriter().u32(nr).u32(c).f32(p.invN).f32(p.onTarget).f32(p.offTarget)
+      .u32(rowsPerGroup).u32(lg.base).u32(lb.base).u32(dl.base).u32(off).bytes();
+    const hitsOut = pHits ?? io.correct;
+    const bindings = ce
+      ? [pLoss ?? io.lossSum!, hitsOut, lg.binding, lb.binding]
+      : [hitsOut, lg.binding, lb.binding];
+    if (ce && !inPlace) bindings.push(dl.binding);
+    gpu.dispatch(spec(kind, partial), { params, bindings, workgroups: groups[k] });
+    off += groups[k];
+  });
+  if (pHits) {
+    gpu.dispatch(finalSpec(ce), {
+      params: new ParamsWriter().u32(total).bytes(),
+      bindings: ce ? [io.lossSum!, io.correct, pLoss!, pHits] : [io.correct, pHits],
+      workgroups: 1,
+    });
+    pLoss?.dispose();
+    pHits.dispose();
+  }
 }
 
 /**
@@ -239,18 +387,17 @@ export function softmaxCrossEntropy(
   io: { dlogits: Tensor; lossSum: Tensor; correct: Tensor; logits: Tensor; labels: Tensor },
   p: SoftmaxCrossEntropyParams,
 ): void {
-  checkSoftmaxCrossEntropy("softmaxCrossEntropy", p, io);
+  const op = "softmaxCrossEntropy";
+  checkSoftmaxCrossEntropy(op, p, io);
   if (p.n === 0) return;
   const eps = p.labelSmoothing ?? 0;
   const inPlace = io.dlogits.buffer === io.logits.buffer;
-  const params = new ParamsWriter().u32(p.n).u32(p.c).f32(1 / p.n).f32(1 - eps).f32(eps / p.c)
-    .bytes();
-  const bindings = [io.lossSum, io.correct, io.logits, io.labels];
-  if (!inPlace) bindings.push(io.dlogits);
-  io.logits.gpu.dispatch(spec(inPlace ? "ce_inplace" : "ce"), {
-    params,
-    bindings,
-    workgroups: 1,
+  run(op, inPlace ? "ce_inplace" : "ce", io, {
+    n: p.n,
+    c: p.c,
+    invN: 1 / p.n,
+    onTarget: 1 - eps,
+    offTarget: eps / p.c,
   });
 }
 
@@ -280,9 +427,5 @@ export function accuracyCount(
 ): void {
   checkSoftmaxCrossEntropy("accuracyCount", { n: p.n, c: p.c }, io);
   if (p.n === 0) return;
-  io.logits.gpu.dispatch(spec("acc"), {
-    params: new ParamsWriter().u32(p.n).u32(p.c).f32(0).f32(0).f32(0).bytes(),
-    bindings: [io.correct, io.logits, io.labels],
-    workgroups: 1,
-  });
+  run("accuracyCount", "acc", io, { n: p.n, c: p.c, invN: 0, onTarget: 0, offTarget: 0 });
 }

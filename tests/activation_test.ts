@@ -10,6 +10,7 @@ import {
 } from "../kernels/activation.ts";
 import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { activationBackwardRef, activationForwardRef } from "./cpu_ref/activation.ts";
+import { assertExact, atDeviceLimit, deviceLimit, fastFill, readSlices } from "./big.ts";
 
 const KINDS: ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];
 const SIZES = [1, 7, 1000, 4099, 65541];
@@ -158,3 +159,44 @@ Deno.test("activation validates sizes, dtypes and kind", GPU_TEST, async () => {
     (e: Error) => e instanceof RangeError && /gelu/.test(e.message),
   );
 });
+
+Deno.test(
+  "relu forward and backward in place on AlexNet's [128, 96, 54, 54] (143 MB, past one binding)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const shape = [128, 96, 54, 54];
+      const n = shape.reduce((a, b) => a * b, 1);
+      assert.ok(n > deviceLimit(gpu));
+      const xs = fastFill(n, 5), dys = fastFill(n, 6);
+      const x = gpu.tensor(xs, { shape }), dy = gpu.tensor(dys, { shape });
+      activationForward({ y: x, x }, { kind: "relu" });
+      activationBackward({ dx: dy, dy, y: x }, { kind: "relu" });
+      const edge = Math.floor(deviceLimit(gpu) / 64) * 64;
+      const rng = new Rng(16);
+      const at = [
+        0,
+        edge - 4096,
+        edge - 5,
+        n - 4096,
+        ...Array.from({ length: 8 }, () => rng.int(n)),
+      ];
+      const ys = await readSlices(gpu, x, at, 8192);
+      const dxs = await readSlices(gpu, dy, at, 8192);
+      ys.starts.forEach((s, k) => {
+        const xin = xs.subarray(s, s + 8192);
+        const y = f32(activationForwardRef(xin, "relu"));
+        assertExact(ys.slices[k], y, `relu forward at ${s}`);
+        assertExact(
+          dxs.slices[k],
+          f32(activationBackwardRef(dys.subarray(s, s + 8192), y, "relu")),
+          `relu backward at ${s}`,
+        );
+      });
+      x.dispose();
+      dy.dispose();
+      gpu.trimPool();
+    });
+  },
+);

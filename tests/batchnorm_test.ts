@@ -11,6 +11,7 @@ import {
   updateRunningRef,
 } from "./cpu_ref/batchnorm.ts";
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
 
 Deno.test("batch norm CPU backward matches finite differences", () => {
   const rng = new Rng(2);
@@ -258,3 +259,120 @@ Deno.test("batch norm rejects bad shapes and values", GPU_TEST, async () => {
   batchNormForward({ ...st, y: gpu.empty([1, 3]), x: one }, { n: 1, c: 3, hw: 1, training: false });
   await gpu.sync();
 });
+
+// ------------------------------------------------------------ beyond the device limits ----
+
+/** Runs a training forward and backward; returns the GPU tensors (caller disposes). */
+function trainStep(
+  gpu: Gpu,
+  shape: Shape,
+  p: { n: number; c: number; hw: number },
+  xs: Float32Array,
+  dys: Float32Array,
+  w: ArrayLike<number>,
+  b: ArrayLike<number>,
+) {
+  const st = state(gpu, p.c, w, b);
+  const x = gpu.tensor(xs, { shape }), dy = gpu.tensor(dys, { shape });
+  const y = gpu.empty(shape), dx = gpu.empty(shape);
+  const dweight = gpu.empty([p.c]), dbias = gpu.empty([p.c]);
+  batchNormForward({ ...st, y, x }, { ...p, training: true });
+  batchNormBackward({
+    dx,
+    dweight,
+    dbias,
+    dy,
+    x,
+    weight: st.weight,
+    saveMean: st.saveMean,
+    saveInvStd: st.saveInvStd,
+  }, p);
+  return { st, x, dy, y, dx, dweight, dbias };
+}
+
+Deno.test(
+  "batch norm training forward and backward on ResNet's [256, 64, 48, 48] (151 MB, past one binding)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const n = 256, c = 64, hw = 48 * 48, shape = [n, c, 48, 48];
+      const per = c * hw;
+      assert.ok(n * per > deviceLimit(gpu));
+      // Samples repeat with period 8 (x and dy), so the Float64 reference of 8 samples gives the
+      // statistics and gradients of all 256: the means and variances are the same, dweight / dbias
+      // are 32 times larger, y and dx repeat. The range boundary (sample 227) is not a multiple of 8.
+      const P = 8;
+      const rng = new Rng(9);
+      const bx = f32(rng.normalArray(P * per).map((v) => 3 + 2 * v)),
+        bdy = f32(rng.normalArray(P * per));
+      const xs = new Float32Array(n * per), dys = new Float32Array(n * per);
+      for (let s = 0; s < n; s += P) {
+        xs.set(bx, s * per);
+        dys.set(bdy, s * per);
+      }
+      const w = rng.uniformArray(c, 0.5, 1.5), b = rng.normalArray(c);
+      const ref = batchNormTrainRef(P, c, hw, bx, w, b, 1e-5);
+      const g = batchNormBackwardRef(P, c, hw, bdy, bx, w, ref.mean, ref.invstd);
+      const r = trainStep(gpu, shape, { n, c, hw }, xs, dys, w, b);
+      assertClose(await r.st.saveMean.toArray(), ref.mean, {
+        rtol: 1e-5,
+        atol: 1e-5,
+        what: "mean",
+      });
+      assertClose(await r.st.saveInvStd.toArray(), ref.invstd, { rtol: 1e-4, what: "invstd" });
+      const k = n / P;
+      // dweight, dbias: sums of 589,824 products of O(1) values, O(1e3) in size.
+      assertClose(await r.dbias.toArray(), g.dbias.map((v) => k * v), { rtol: 1e-4, atol: 1e-2 });
+      assertClose(await r.dweight.toArray(), g.dweight.map((v) => k * v), {
+        rtol: 1e-4,
+        atol: 1e-2,
+      });
+      const check = sampleUnits(gpu, n, per, 4, rng);
+      const ys = await readSlices(gpu, r.y, check.map((s) => s * per), per);
+      const dxs = await readSlices(gpu, r.dx, check.map((s) => s * per), per);
+      check.forEach((s, i) => {
+        const o = (s % P) * per;
+        const tol = { rtol: 1e-4, atol: 1e-4 };
+        assertClose(ys.slices[i], ref.y.subarray(o, o + per), { ...tol, what: `y sample ${s}` });
+        assertClose(dxs.slices[i], g.dx.subarray(o, o + per), { ...tol, what: `dx sample ${s}` });
+      });
+      for (const t of [r.x, r.dy, r.y, r.dx, r.dweight, r.dbias]) t.dispose();
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "batch norm split into ranges of samples (binding limit lowered) matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(10);
+    const cases = [
+      ...CASES.filter((cs) => cs.n >= 3),
+      { n: 37, c: 3, hw: 5, shape: [37, 3, 5], offset: 2 }, // scalar path, 10 ranges
+      { n: 21, c: 2, hw: 8, shape: [21, 2, 2, 4], offset: -1 }, // vec4 path, 6 ranges
+    ];
+    for (const { n, c, hw, shape, offset } of cases) {
+      // Two samples per range (at least the 64-element minimum).
+      await withBindingLimit(Math.max(64, 2 * c * hw), async () => {
+        const x = f32(rng.normalArray(n * c * hw).map((v) => offset + v));
+        const dy = f32(rng.normalArray(n * c * hw));
+        const w = rng.uniformArray(c, 0.5, 1.5), b = rng.normalArray(c);
+        const ref = batchNormTrainRef(n, c, hw, x, w, b, 1e-5);
+        const g = batchNormBackwardRef(n, c, hw, dy, x, w, ref.mean, ref.invstd);
+        const r = trainStep(gpu, shape, { n, c, hw }, x, dy, w, b);
+        const what = `n${n} c${c} hw${hw}`;
+        const tol = { rtol: 1e-4, atol: 1e-4 };
+        assertClose(await r.y.toArray(), ref.y, { ...tol, what: `y ${what}` });
+        assertClose(await r.st.saveMean.toArray(), ref.mean, { rtol: 1e-5, atol: 1e-5, what });
+        assertClose(await r.st.saveInvStd.toArray(), ref.invstd, { rtol: 1e-4, what });
+        assertClose(await r.dx.toArray(), g.dx, { ...tol, what: `dx ${what}` });
+        assertClose(await r.dweight.toArray(), g.dweight, { rtol: 1e-4, atol: 1e-3, what });
+        assertClose(await r.dbias.toArray(), g.dbias, { rtol: 1e-4, atol: 1e-3, what });
+        for (const t of [r.x, r.dy, r.y, r.dx, r.dweight, r.dbias]) t.dispose();
+      });
+    }
+  },
+);

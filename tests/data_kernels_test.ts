@@ -12,6 +12,7 @@ import {
 } from "../kernels/data.ts";
 import { assertClose, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { augmentRef, prepareBatchRef, resizeBilinearRef, rnd } from "./cpu_ref/data.ts";
+import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
 
 // f32 tolerances: values are in [0, 1]; the source coordinate (up to ~32) carries f32 rounding
 // (the GPU may fuse its multiply-add), about 2e-6 of a pixel step. Normalization divides the
@@ -517,3 +518,116 @@ Deno.test("shape, dtype and value errors name the op and shapes", GPU_TEST, asyn
     for (const x of t) x.dispose();
   }
 });
+
+Deno.test(
+  "prepareBatch into an x of 240 x 3 x 224 x 224 (144 MB, past one binding) matches the reference",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const rng = new Rng(48);
+      const d = makeData(rng, 50, 3, 32, 32);
+      const p: PrepareBatchParams = {
+        batch: 240,
+        channels: 3,
+        srcH: 32,
+        srcW: 32,
+        dstH: 224,
+        dstW: 224,
+        mean: [0.5, 0.4, 0.3],
+        std: [0.2, 0.25, 0.3],
+        cropPadding: 4,
+        flip: true,
+        seed: 99,
+      };
+      const per = 3 * 224 * 224;
+      assert.ok(p.batch * per > deviceLimit(gpu));
+      const check = sampleUnits(gpu, p.batch, per, 4, rng);
+      const indices = shuffled(rng, d.count, p.batch);
+      indices[check[2]] = d.count + 3; // out of range, in the second range: zeros and label -1
+      await gpu.scope(async () => {
+        const images = gpu.tensor(d.images, { shape: [d.count, 3, 32, 32] });
+        const srcLabels = gpu.tensor(d.labels, { shape: [d.count] });
+        const idx = gpu.tensor(new Uint32Array(indices), { shape: [p.batch] });
+        const x = gpu.empty([p.batch, 3, 224, 224]);
+        const labels = gpu.empty([p.batch], { dtype: "i32" });
+        prepareBatch({ x, labels, images, srcLabels, indices: idx }, p);
+        const wantLabels = indices.map((n) => (n < d.count ? d.labels[n] : -1));
+        assert.deepEqual([...await labels.toArray()], wantLabels, "labels");
+        const xs = await readSlices(gpu, x, check.map((b) => b * per), per);
+        check.forEach((b, i) => {
+          // The reference of the one image (the augmentation depends only on seed and index).
+          const ref = prepareBatchRef(d.images, d.labels, [indices[b]], { ...p, batch: 1 });
+          assertClose(xs.slices[i], ref.x, { ...tolFor(p), what: `x[${b}] (index ${indices[b]})` });
+        });
+      });
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "resizeBilinear to a y of 200 x 3 x 240 x 240 (138 MB, past one binding) matches the reference",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const rng = new Rng(49);
+      const [n, c, h, w, oh, ow] = [200, 3, 32, 31, 240, 240];
+      const planes = n * c;
+      assert.ok(planes * oh * ow > deviceLimit(gpu));
+      const x = Float32Array.from(rng.uniformArray(planes * h * w, 0, 1));
+      await gpu.scope(async () => {
+        const xt = gpu.tensor(x, { shape: [n, c, h, w] });
+        const yt = gpu.empty([n, c, oh, ow]);
+        resizeBilinear({ y: yt, x: xt }, { outH: oh, outW: ow });
+        const check = sampleUnits(gpu, planes, oh * ow, 10, rng);
+        const ys = await readSlices(gpu, yt, check.map((q) => q * oh * ow), oh * ow);
+        check.forEach((q, i) => {
+          const ref = resizeBilinearRef(x.subarray(q * h * w, (q + 1) * h * w), 1, h, w, oh, ow);
+          assertClose(ys.slices[i], ref, { rtol: 1e-5, atol: 1e-5, what: `plane ${q}` });
+        });
+      });
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "prepareBatch and resizeBilinear split into ranges (binding limit lowered) match the reference",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(50);
+    const d = makeData(rng, 13, 3, 5, 7);
+    const p: PrepareBatchParams = {
+      batch: 9,
+      channels: 3,
+      srcH: 5,
+      srcW: 7,
+      dstH: 6,
+      dstW: 5,
+      cropPadding: 1,
+      flip: true,
+      seed: 5,
+    };
+    // 90 elements per image: ranges of 2 images (labels and indices ranges start off-alignment).
+    await withBindingLimit(200, async () => {
+      const indices = shuffled(rng, d.count, p.batch);
+      indices[4] = 100;
+      await checkAgainstRef(gpu, d, indices, p, "ranges of 2 images");
+      const x = rng.normalArray(7 * 2 * 3 * 4);
+      const y = await gpu.scope(async () => {
+        const xt = gpu.tensor(Float32Array.from(x), { shape: [7, 2, 3, 4] });
+        const yt = gpu.empty([7, 2, 5, 9]);
+        resizeBilinear({ y: yt, x: xt }, { outH: 5, outW: 9 });
+        return await yt.toArray();
+      });
+      assertClose(y, resizeBilinearRef(Float32Array.from(x), 14, 3, 4, 5, 9), {
+        rtol: 1e-5,
+        atol: 1e-5,
+        what: "resize in ranges of 4 planes",
+      });
+    });
+  },
+);

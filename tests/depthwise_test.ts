@@ -9,6 +9,8 @@ import {
 } from "../kernels/depthwise.ts";
 import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { depthwiseBackwardRef, depthwiseForwardRef, type DwGeom } from "./cpu_ref/depthwise.ts";
+import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
+import type { Gpu } from "../gpu/mod.ts";
 
 function geom(p: DepthwiseParams): DwGeom {
   const two = (v: number | readonly [number, number] | undefined, d: number) =>
@@ -31,9 +33,9 @@ const CASES: (DepthwiseParams & { bias?: boolean })[] = [
   { n: 2, c: 1, h: 4, w: 5, kernel: 2, padding: 2 }, // padding > (k - 1) * d
   { n: 1, c: 3, h: 9, w: 8, kernel: 3, stride: 2 }, // stride 2, no padding
   { n: 1, c: 2, h: 7, w: 7, kernel: 1, stride: 2 }, // stride > kernel: some inputs get nothing
-  // weight gradient: up to 512 units (row segments of 4 outputs) per channel are reduced
-  // serially (the cases above); 2 * 33 * 9 = 594 units take the workgroup reduction with one
-  // chunk, 3 * 40 * 10 = 1200 with two chunks (1024 units each)
+  // weight gradient: up to ~430 units (row segments of 4 outputs) per channel are reduced
+  // serially at 3x3 (the cases above; fewer for larger kernels); 2 * 33 * 9 = 594 units take the
+  // workgroup reduction with one chunk, 3 * 40 * 10 = 1200 with two chunks (1024 units each)
   { n: 2, c: 3, h: 33, w: 35, kernel: 3, padding: 1 },
   { n: 3, c: 2, h: 40, w: 40, kernel: 3, padding: 1, bias: true },
 ];
@@ -237,3 +239,138 @@ Deno.test("depthwise rejects bad shapes and values", GPU_TEST, async () => {
     /must be f32/,
   );
 });
+
+// ------------------------------------------------------------ beyond the device limits ----
+
+/** Runs forward and the full backward; returns the GPU tensors (caller disposes). */
+function runAll(
+  gpu: Gpu,
+  p: DepthwiseParams,
+  x: Float32Array,
+  w: Float32Array,
+  dy: Float32Array,
+  b?: Float32Array,
+) {
+  const g = geom(p);
+  const outShape = checkDepthwise(p);
+  const xt = gpu.tensor(x, { shape: [g.n, g.c, g.h, g.w] });
+  const wt = gpu.tensor(w, { shape: [g.c, 1, g.kh, g.kw] });
+  const bt = b ? gpu.tensor(b, { shape: [g.c] }) : undefined;
+  const dyt = gpu.tensor(dy, { shape: outShape });
+  const y = gpu.empty(outShape), dx = gpu.empty(xt.shape);
+  const dw = gpu.empty(wt.shape), db = gpu.empty([g.c]);
+  depthwiseConv2dForward({ y, x: xt, w: wt, b: bt }, p);
+  depthwiseConv2dBackward({ dx, dw, db, dy: dyt, x: xt, w: wt }, p);
+  return { xt, wt, bt, dyt, y, dx, dw, db };
+}
+
+Deno.test(
+  "depthwise 3x3/2 on MobileNet's [256, 64, 48, 48] (151 MB, past one binding) matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const p: DepthwiseParams = { n: 256, c: 64, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 };
+      const g = geom(p);
+      const [, , oh, ow] = checkDepthwise(p);
+      const hw = g.h * g.w, ohw = oh * ow;
+      assert.ok(g.n * g.c * hw > deviceLimit(gpu));
+      // Samples repeat with period 8 (x and dy): the Float64 reference of 8 samples gives y and dx
+      // of every sample and dw, db of all 256 (32 times larger). The binding ranges end inside
+      // sample 227 (planes) and after it (samples): not multiples of 8.
+      const P = 8, per = g.c * hw, operOut = g.c * ohw;
+      const rng = new Rng(14);
+      const bx = f32(rng.normalArray(P * per)), bdy = f32(rng.normalArray(P * operOut));
+      const w = f32(rng.normalArray(g.c * 9)), b = f32(rng.normalArray(g.c));
+      const x = new Float32Array(g.n * per), dy = new Float32Array(g.n * operOut);
+      for (let s = 0; s < g.n; s += P) {
+        x.set(bx, s * per);
+        dy.set(bdy, s * operOut);
+      }
+      const one = { ...g, n: P };
+      const yRef = depthwiseForwardRef(one, bx, w, b);
+      const ref = depthwiseBackwardRef(one, bdy, bx, w);
+      const r = runAll(gpu, p, x, w, dy, b);
+      const k = g.n / P;
+      // dw, db: sums of 147,456 products of O(1) values.
+      assertClose(await r.dw.toArray(), ref.dw.map((v) => k * v), { rtol: 1e-4, atol: 1e-2 });
+      assertClose(await r.db.toArray(), ref.db.map((v) => k * v), { rtol: 1e-4, atol: 1e-2 });
+      const planes = sampleUnits(gpu, g.n * g.c, hw, 30, rng);
+      const ys = await readSlices(gpu, r.y, planes.map((q) => q * ohw), ohw);
+      const dxs = await readSlices(gpu, r.dx, planes.map((q) => q * hw), hw);
+      const tol = { rtol: 1e-4, atol: 1e-4 };
+      planes.forEach((q, i) => {
+        const o = q % (P * g.c);
+        assertClose(ys.slices[i], yRef.subarray(o * ohw, (o + 1) * ohw), {
+          ...tol,
+          what: `y ${q}`,
+        });
+        assertClose(dxs.slices[i], ref.dx.subarray(o * hw, (o + 1) * hw), {
+          ...tol,
+          what: `dx ${q}`,
+        });
+      });
+      for (const t of Object.values(r)) t?.dispose();
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "depthwise 7x7/2: the weight reduction sized by its loop count matches the CPU",
+  GPU_TEST,
+  async () => {
+    // 2 x 32 rows x 8 blocks of 4 outputs = 512 units per channel of up to ~150 loop iterations
+    // each (counting every loop, unrolled or not): too many for one serial thread within the
+    // loop budget, so the chunked reduction runs.
+    const gpu = await testGpu();
+    const rng = new Rng(15);
+    const p: DepthwiseParams = { n: 2, c: 3, h: 64, w: 64, kernel: 7, stride: 2, padding: 3 };
+    const g = geom(p);
+    const outShape = checkDepthwise(p);
+    const x = rng.normalArray(g.n * g.c * g.h * g.w);
+    const w = rng.normalArray(g.c * g.kh * g.kw);
+    const dy = rng.normalArray(outShape.reduce((a, d) => a * d, 1));
+    const r = runAll(gpu, p, f32(x), f32(w), f32(dy));
+    const ref = depthwiseBackwardRef(g, dy, x, w);
+    const tol = { rtol: 1e-4, atol: 1e-3 };
+    assertClose(await r.y.toArray(), depthwiseForwardRef(g, x, w), { ...tol, what: "y" });
+    assertClose(await r.dx.toArray(), ref.dx, { ...tol, what: "dx" });
+    assertClose(await r.dw.toArray(), ref.dw, { ...tol, what: "dw" });
+    assertClose(await r.db.toArray(), ref.db, { ...tol, what: "db" });
+    for (const t of Object.values(r)) t?.dispose();
+  },
+);
+
+Deno.test(
+  "depthwise split into ranges of planes and samples (binding limit lowered) matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(16);
+    for (const p of CASES.filter((q) => q.n * q.c > 1)) {
+      const g = geom(p);
+      const outShape = checkDepthwise(p);
+      const plane = Math.max(g.h * g.w, outShape[2] * outShape[3]);
+      // 1.5 samples of planes per range (boundaries inside samples), one sample per range for
+      // the weight gradient.
+      await withBindingLimit(Math.max(64, Math.floor(1.5 * g.c * plane)), async () => {
+        const x = rng.normalArray(g.n * g.c * g.h * g.w);
+        const w = rng.normalArray(g.c * g.kh * g.kw);
+        const b = p.bias ? rng.normalArray(g.c) : undefined;
+        const dy = rng.normalArray(outShape.reduce((a, d) => a * d, 1));
+        const r = runAll(gpu, p, f32(x), f32(w), f32(dy), b ? f32(b) : undefined);
+        const ref = depthwiseBackwardRef(g, dy, x, w);
+        const tol = { rtol: 1e-4, atol: 1e-4 };
+        assertClose(await r.y.toArray(), depthwiseForwardRef(g, x, w, b), {
+          ...tol,
+          what: `y ${label(p)}`,
+        });
+        assertClose(await r.dx.toArray(), ref.dx, { ...tol, what: `dx ${label(p)}` });
+        assertClose(await r.dw.toArray(), ref.dw, { ...tol, atol: 1e-3, what: `dw ${label(p)}` });
+        assertClose(await r.db.toArray(), ref.db, { ...tol, atol: 1e-3, what: `db ${label(p)}` });
+        for (const t of Object.values(r)) t?.dispose();
+      });
+    }
+  },
+);

@@ -17,6 +17,14 @@ import {
   dropoutKeepRef,
   pcgRef,
 } from "./cpu_ref/dropout.ts";
+import {
+  assertExact,
+  atDeviceLimit,
+  deviceLimit,
+  fastFill,
+  readSlices,
+  withBindingLimit,
+} from "./big.ts";
 
 function exactTensor(gpu: Gpu, data: Float32Array): Tensor {
   const buffer = gpu.device.createBuffer({ size: data.byteLength, usage: POOL_USAGE });
@@ -244,3 +252,73 @@ Deno.test("dropout validates p, seed, sizes and dtypes", GPU_TEST, async () => {
   );
   assert.throws(() => dropoutMaskWords(-1), RangeError);
 });
+
+Deno.test(
+  "dropout forward and backward in place over 35M elements (past one binding) match the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const n = deviceLimit(gpu) + 1_234_567;
+      const p = 0.5, seed = 2024;
+      const xs = fastFill(n, 10);
+      const x = gpu.tensor(xs, { shape: [n] });
+      const mask = gpu.empty([dropoutMaskWords(n)], { dtype: "u32" });
+      dropoutForward({ y: x, mask, x }, { p, seed });
+      // Words per range: the limit in words, rounded down to the 256-byte alignment (64 words).
+      const edge = Math.floor(deviceLimit(gpu) / 32 / 64) * 64 * 32;
+      const rng = new Rng(58);
+      const len = 4096;
+      const at = [0, edge - len, edge, n - len, ...Array.from({ length: 6 }, () => rng.int(n))]
+        .map((s) => Math.min(Math.floor(s / 32) * 32, Math.floor((n - len) / 32) * 32));
+      const ys = await readSlices(gpu, x, at, len);
+      const ms = await readSlices(gpu, mask, at.map((s) => s / 32), len / 32);
+      dropoutBackward({ dx: x, dy: x, mask }, { p });
+      const dxs = await readSlices(gpu, x, at, len);
+      const scale = Math.fround(1 / (1 - p));
+      at.forEach((s, k) => {
+        const wantMask = new Uint32Array(len / 32);
+        const wantY = new Float32Array(len), wantDx = new Float32Array(len);
+        for (let i = 0; i < len; i++) {
+          if (dropoutKeepRef(seed, s + i, p)) {
+            wantMask[i >> 5] |= 1 << (i & 31);
+            wantY[i] = Math.fround(xs[s + i] * scale);
+            wantDx[i] = Math.fround(wantY[i] * scale);
+          }
+        }
+        assertExact(ms.slices[k], wantMask, `mask at element ${s}`);
+        assertExact(ys.slices[k], wantY, `y at ${s}`);
+        assertExact(dxs.slices[k], wantDx, `dx at ${s}`);
+      });
+      x.dispose();
+      mask.dispose();
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "dropout split into many binding ranges (limit lowered) matches the CPU bit for bit",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(59);
+    await withBindingLimit(4096, async () => {
+      for (const n of [5000, 20001]) {
+        const xs = f32(rng.normalArray(n));
+        const ref = dropoutForwardRef(xs, 0.3, 99);
+        for (const exact of [false, true]) {
+          const x = exact ? exactTensor(gpu, xs) : gpu.tensor(xs, { shape: [n] });
+          const got = await runForward(gpu, x, 0.3, 99);
+          assert.deepEqual(got.mask, ref.mask, `mask n=${n} exact=${exact}`);
+          assert.deepEqual(got.y, f32(ref.y), `y n=${n} exact=${exact}`);
+          const mask = gpu.tensor(got.mask, { shape: [got.mask.length] });
+          const dx = gpu.empty([n]);
+          dropoutBackward({ dx, dy: x, mask }, { p: 0.3 });
+          assert.deepEqual(await dx.toArray(), f32(dropoutBackwardRef(xs, ref.mask, 0.3)));
+          for (const t of [x, mask, dx]) t.dispose();
+        }
+      }
+    });
+  },
+);

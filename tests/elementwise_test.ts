@@ -14,6 +14,14 @@ import {
 } from "../kernels/elementwise.ts";
 import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import {
+  assertExact,
+  atDeviceLimit,
+  deviceLimit,
+  fastFill,
+  readSlices,
+  withBindingLimit,
+} from "./big.ts";
+import {
   accumulateRef,
   addRef,
   addReluBackwardRef,
@@ -251,3 +259,118 @@ Deno.test("elementwise ops validate shapes, dtypes, params and aliasing", GPU_TE
   };
   assert.throws(() => elementwiseMap("twoOut", TWO_OUT, { u: a, v: a }), /share a buffer/);
 });
+
+// ------------------------------------------------------------ beyond the device limits ----
+
+Deno.test(
+  "accumulate over 35M floats (past one binding) matches the CPU exactly",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const n = deviceLimit(gpu) + 1_445_635; // odd, past the binding limit
+      const ys = fastFill(n, 1), xs = fastFill(n, 2);
+      const y = gpu.tensor(ys, { shape: [n] });
+      const x = gpu.tensor(xs, { shape: [n] });
+      accumulate({ y, x }, { alpha: 1 });
+      // Slices at both ends, around the range boundary (a multiple of 64 elements) and elsewhere.
+      const edge = Math.floor(deviceLimit(gpu) / 64) * 64;
+      const rng = new Rng(48);
+      const at = [
+        0,
+        edge - 4096,
+        edge - 7,
+        n - 4096,
+        ...Array.from({ length: 8 }, () => rng.int(n)),
+      ];
+      const { starts, slices } = await readSlices(gpu, y, at, 8192);
+      starts.forEach((s, k) => {
+        const want = Float32Array.from(slices[k], (_, i) => ys[s + i] + xs[s + i]);
+        assertExact(slices[k], want, `accumulate n=${n} at ${s}`);
+      });
+      y.dispose();
+      x.dispose();
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "concat / split of a [40, 96, 96x96] tensor (141 MB, past one binding) round-trips",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const n = 40, cTotal = 96, hw = 96 * 96, cOffset = 48, c = 32;
+      assert.ok(n * cTotal * hw > deviceLimit(gpu));
+      const parts = fastFill(n * c * hw, 3);
+      const whole = gpu.zeros([n, cTotal, hw]);
+      const x = gpu.tensor(parts, { shape: [n, c, hw] });
+      concatChannels({ y: whole, x }, { n, hw, cTotal, cOffset, c });
+      const dx = gpu.empty([n, c, hw]);
+      splitChannels({ dx, dy: whole }, { n, hw, cTotal, cOffset, c });
+      assertExact(await dx.toArray(), parts, "split(concat(x))");
+      // Every row (sample) of the whole: the slice holds x, the channels around it stay zero.
+      const chans = [cOffset - 1, cOffset, cOffset + c - 1, cOffset + c];
+      const at = Array.from({ length: n }, (_, b) => chans.map((ch) => (b * cTotal + ch) * hw))
+        .flat();
+      const { slices } = await readSlices(gpu, whole, at, hw);
+      for (let b = 0; b < n; b++) {
+        chans.forEach((ch, k) => {
+          const inSlice = ch >= cOffset && ch < cOffset + c;
+          const start = (b * c + ch - cOffset) * hw;
+          const want = inSlice ? parts.subarray(start, start + hw) : new Float32Array(hw);
+          assertExact(slices[b * chans.length + k], want, `whole[${b}, ${ch}]`);
+        });
+      }
+      for (const t of [whole, x, dx]) t.dispose();
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "elementwise ops split into many binding ranges (limit lowered) match the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(47);
+    await withBindingLimit(200, async () => {
+      for (const n of [1, 7, 1001, 65539]) {
+        const as = f32(rng.normalArray(n)), bs = f32(rng.normalArray(n));
+        const a = gpu.tensor(as, { shape: [n] }), b = gpu.tensor(bs, { shape: [n] });
+        const y = gpu.empty([n]);
+        addForward({ y, a, b }, { relu: true });
+        assertClose(await y.toArray(), addRef(as, bs, true), { what: `add relu n=${n}` });
+        accumulate({ y: a, x: b }, { alpha: -2 });
+        assertClose(await a.toArray(), accumulateRef(as, bs, -2), { what: `accumulate n=${n}` });
+        for (const t of [a, b, y]) t.dispose();
+        // An exact-size buffer (no room for a partial vec4): the scalar path.
+        const e = exactTensor(gpu, as), f = exactTensor(gpu, bs);
+        addForward({ y: e, a: e, b: f });
+        assertClose(await e.toArray(), addRef(as, bs), { what: `add exact n=${n}` });
+      }
+    });
+    // Concat / split in ranges of one or two rows: odd (scalar) and vec4 layouts.
+    for (const [n, hw, cs, limit] of [[37, 5, [3, 2, 4], 64], [13, 4, [4, 8, 4], 140]] as const) {
+      await withBindingLimit(limit, async () => {
+        const cTotal = cs.reduce((a, b) => a + b, 0);
+        const parts = cs.map((c) => f32(rng.normalArray(n * c * hw)));
+        const got = await gpuConcat(gpu, parts, [...cs], n, hw);
+        const want = concatRef(parts, [...cs], n, hw);
+        assert.deepEqual(got, f32(want), `concat n=${n} hw=${hw}`);
+        const dy = gpu.tensor(f32(want), { shape: [n, cTotal, hw] });
+        const dx = gpu.tensor(parts[1], { shape: [n, cs[1], hw] });
+        splitChannels({ dx, dy }, { n, hw, cTotal, cOffset: cs[0], c: cs[1], accumulate: true });
+        assertClose(await dx.toArray(), accumulateRef(parts[1], parts[1]), { what: "split acc" });
+      });
+    }
+    await withBindingLimit(64, () => {
+      const big = gpu.zeros([1, 100, 1]), part = gpu.zeros([1, 10, 1]);
+      assert.throws(
+        () => concatChannels({ y: big, x: part }, { n: 1, hw: 1, cTotal: 100, cOffset: 0, c: 10 }),
+        /concatChannels: 1 unit\(s\) of 100 elements/,
+      );
+    });
+  },
+);

@@ -5,6 +5,14 @@ import { checkLrn, lrnBackward, lrnForward, type LrnParams } from "../kernels/lr
 import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { lrnBackwardRef, lrnForwardRef, type LrnGeom } from "./cpu_ref/lrn.ts";
 import type { Gpu } from "../gpu/mod.ts";
+import {
+  atDeviceLimit,
+  deviceLimit,
+  fastFill,
+  readSlices,
+  sampleUnits,
+  withBindingLimit,
+} from "./big.ts";
 
 function geom(p: LrnParams): LrnGeom {
   return {
@@ -117,3 +125,68 @@ Deno.test("LRN rejects bad shapes and values", GPU_TEST, async () => {
       /lrnForward: scale has shape \[1, 4, 9\], expected \[1, 4, 3, 3\]/.test(e.message),
   );
 });
+
+Deno.test(
+  "LRN forward and backward on AlexNet's [128, 96, 54, 54] (143 MB, past one binding)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const p: LrnParams = { n: 128, c: 96, h: 54, w: 54, size: 5, alpha: 1e-4, beta: 0.75, k: 2 };
+      const shape = checkLrn(p);
+      const per = p.c * p.h * p.w, total = p.n * per;
+      assert.ok(total > deviceLimit(gpu));
+      const xs = fastFill(total, 13, -30, 30), dys = fastFill(total, 14);
+      const x = gpu.tensor(xs, { shape }), dy = gpu.tensor(dys, { shape });
+      const y = gpu.empty(shape), scale = gpu.empty(shape), dx = gpu.empty(shape);
+      lrnForward({ y, scale, x }, p);
+      lrnBackward({ dx, dy, x, scale }, p);
+      const check = sampleUnits(gpu, p.n, per, 3, new Rng(32));
+      const at = check.map((s) => s * per);
+      const [ys, scales, dxs] = [
+        await readSlices(gpu, y, at, per),
+        await readSlices(gpu, scale, at, per),
+        await readSlices(gpu, dx, at, per),
+      ];
+      const one = { ...geom(p), n: 1 };
+      const tol = { rtol: 1e-4, atol: 1e-5 };
+      check.forEach((s, i) => {
+        const xi = xs.subarray(s * per, (s + 1) * per);
+        const ref = lrnForwardRef(one, xi);
+        assertClose(ys.slices[i], ref.y, { ...tol, what: `y sample ${s}` });
+        assertClose(scales.slices[i], ref.scale, { ...tol, what: `scale sample ${s}` });
+        const dref = lrnBackwardRef(one, dys.subarray(s * per, (s + 1) * per), xi);
+        assertClose(dxs.slices[i], dref, { ...tol, what: `dx sample ${s}` });
+      });
+      for (const t of [x, dy, y, scale, dx]) t.dispose();
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "LRN split into ranges of samples (binding limit lowered) matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(33);
+    const cases: LrnParams[] = [
+      { n: 9, c: 7, h: 3, w: 5, size: 5, alpha: 0.5, beta: 0.75, k: 2 }, // scalar path
+      { n: 7, c: 6, h: 2, w: 4, size: 4, alpha: 1, beta: 0.6, k: 1 }, // vec4 path
+    ];
+    for (const p of cases) {
+      const g = geom(p);
+      // Two samples per range.
+      await withBindingLimit(Math.max(64, 2 * g.c * g.hw), async () => {
+        const x = rng.normalArray(g.n * g.c * g.hw).map((v) => 2 * v);
+        const dy = rng.normalArray(x.length);
+        const out = await run(gpu, p, x, dy);
+        const ref = lrnForwardRef(g, f32(x));
+        const tol = { rtol: 1e-4, atol: 1e-5 };
+        assertClose(out.y, ref.y, { ...tol, what: `y ${label(p)}` });
+        assertClose(out.scale, ref.scale, { ...tol, what: `scale ${label(p)}` });
+        assertClose(out.dx, lrnBackwardRef(g, dy, f32(x)), { ...tol, what: `dx ${label(p)}` });
+      });
+    }
+  },
+);

@@ -22,6 +22,14 @@ import {
   type PoolGeom,
 } from "./cpu_ref/pool.ts";
 import type { Gpu } from "../gpu/mod.ts";
+import {
+  atDeviceLimit,
+  deviceLimit,
+  fastFill,
+  readSlices,
+  sampleUnits,
+  withBindingLimit,
+} from "./big.ts";
 
 function geom(p: Pool2dParams): PoolGeom {
   const two = (v: number | readonly [number, number] | undefined, d: readonly number[]) =>
@@ -262,3 +270,116 @@ Deno.test("pool rejects bad shapes and values", GPU_TEST, async () => {
     /globalAvgPoolForward: y has shape \[1, 2\], expected \[1, 2, 1, 1\]/,
   );
 });
+
+// ------------------------------------------------------------ beyond the device limits ----
+
+Deno.test(
+  "max pool 3/2 forward and backward on AlexNet's [128, 96, 54, 54] (143 MB, past one binding)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const p: Pool2dParams = { n: 128, c: 96, h: 54, w: 54, kernel: 3, stride: 2 };
+      const g = geom(p);
+      const outShape = checkPool2d(p);
+      const [, , oh, ow] = outShape;
+      const hw = g.h * g.w, ohw = oh * ow, planes = g.n * g.c;
+      assert.ok(planes * hw > deviceLimit(gpu));
+      const xs = fastFill(planes * hw, 11), dys = fastFill(planes * ohw, 12);
+      const x = gpu.tensor(xs, { shape: [g.n, g.c, g.h, g.w] });
+      const dy = gpu.tensor(dys, { shape: outShape });
+      const y = gpu.empty(outShape), argmax = gpu.empty(outShape, { dtype: "i32" });
+      const dx = gpu.empty(x.shape);
+      maxPool2dForward({ y, argmax, x }, p);
+      maxPool2dBackward({ dx, dy, argmax }, p);
+      const check = sampleUnits(gpu, planes, hw, 30, new Rng(24));
+      const ys = await readSlices(gpu, y, check.map((q) => q * ohw), ohw);
+      const ams = await readSlices(gpu, argmax, check.map((q) => q * ohw), ohw);
+      const dxs = await readSlices(gpu, dx, check.map((q) => q * hw), hw);
+      const one = { ...g, n: 1, c: 1 };
+      check.forEach((q, k) => {
+        const ref = maxPoolForwardRef(one, xs.subarray(q * hw, (q + 1) * hw));
+        assert.deepEqual(ams.slices[k], ref.argmax, `argmax plane ${q}`);
+        assertClose(ys.slices[k], ref.y, { rtol: 0, atol: 0, what: `y plane ${q}` });
+        const dref = maxPoolBackwardRef(one, dys.subarray(q * ohw, (q + 1) * ohw), ref.argmax);
+        assertClose(dxs.slices[k], dref, { rtol: 1e-6, atol: 1e-7, what: `dx plane ${q}` });
+      });
+      for (const t of [x, dy, y, argmax, dx]) t.dispose();
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "global average pool over planes longer than llvmpipe's loop cap (300x300, 257x257)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(25);
+    for (const [n, c, h, w] of [[1, 3, 300, 300], [2, 1, 257, 257]]) {
+      const planes = n * c, hw = h * w;
+      const x = rng.uniformArray(planes * hw, 0, 2), dy = rng.normalArray(planes);
+      const xt = gpu.tensor(f32(x), { shape: [n, c, h, w] });
+      const dyt = gpu.tensor(f32(dy), { shape: [n, c, 1, 1] });
+      const y = gpu.empty([n, c, 1, 1]), dx = gpu.empty([n, c, h, w]);
+      globalAvgPoolForward({ y, x: xt }, { n, c, h, w });
+      globalAvgPoolBackward({ dx, dy: dyt }, { n, c, h, w });
+      // Means of 9e4 f32 values in [0, 2): the sum's rounding error stays below 1e-5 relative.
+      assertClose(await y.toArray(), globalAvgPoolForwardRef(planes, hw, f32(x)), {
+        rtol: 1e-5,
+        what: `y ${h}x${w}`,
+      });
+      assertClose(await dx.toArray(), globalAvgPoolBackwardRef(planes, hw, f32(dy)), {
+        rtol: 1e-6,
+        atol: 1e-12,
+        what: `dx ${h}x${w}`,
+      });
+      for (const t of [xt, dyt, y, dx]) t.dispose();
+    }
+  },
+);
+
+Deno.test(
+  "pooling split into ranges of planes (binding limit lowered) matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(26);
+    await withBindingLimit(200, async () => {
+      for (const p of CASES) {
+        const g = geom(p);
+        const [, , oh, ow] = checkPool2d(p);
+        const x = rng.normalArray(g.n * g.c * g.h * g.w);
+        const dy = rng.normalArray(g.n * g.c * oh * ow);
+        const out = await run(gpu, p, x, dy);
+        const ref = maxPoolForwardRef(g, f32(x));
+        assert.deepEqual(out.argmax, ref.argmax, `argmax ${label(p)}`);
+        assertClose(out.maxY, ref.y, { rtol: 0, atol: 0, what: `max y ${label(p)}` });
+        const tol = { rtol: 1e-5, atol: 1e-6 };
+        assertClose(out.maxDx, maxPoolBackwardRef(g, dy, ref.argmax), { ...tol, what: "max dx" });
+        assertClose(out.avgY, avgPoolForwardRef(g, x), { ...tol, what: `avg y ${label(p)}` });
+        assertClose(out.avgDx, avgPoolBackwardRef(g, dy), { ...tol, what: `avg dx ${label(p)}` });
+      }
+      for (const [n, c, h, w] of [[3, 5, 7, 9], [2, 130, 2, 2]]) {
+        const planes = n * c, hw = h * w;
+        const x = rng.normalArray(planes * hw), dy = rng.normalArray(planes);
+        const y = gpu.empty([n, c, 1, 1]), dx = gpu.empty([n, c, h, w]);
+        globalAvgPoolForward({ y, x: gpu.tensor(f32(x), { shape: [n, c, h, w] }) }, { n, c, h, w });
+        globalAvgPoolBackward({ dx, dy: gpu.tensor(f32(dy), { shape: [n, c, 1, 1] }) }, {
+          n,
+          c,
+          h,
+          w,
+        });
+        assertClose(await y.toArray(), globalAvgPoolForwardRef(planes, hw, x), {
+          rtol: 1e-5,
+          atol: 1e-6,
+        });
+        assertClose(await dx.toArray(), globalAvgPoolBackwardRef(planes, hw, dy), {
+          rtol: 1e-5,
+          atol: 1e-7,
+        });
+      }
+    });
+  },
+);

@@ -6,6 +6,7 @@ import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { type SgdParams, sgdUpdate } from "../kernels/sgd.ts";
 import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { sgdStepRef } from "./cpu_ref/sgd.ts";
+import { atDeviceLimit, deviceLimit, fastFill, readSlices } from "./big.ts";
 
 interface Fixture {
   cases: {
@@ -193,3 +194,44 @@ Deno.test("SGD validates hyper-parameters and tensors", GPU_TEST, async () => {
     TypeError,
   );
 });
+
+Deno.test(
+  "SGD with momentum and weight decay on 35M parameters (past one binding) matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const n = deviceLimit(gpu) + 1_000_003;
+      const ps = fastFill(n, 7), gs = fastFill(n, 8);
+      const param = gpu.tensor(ps, { shape: [n] });
+      const grad = gpu.tensor(gs, { shape: [n] });
+      const momentumBuf = gpu.zeros([n]); // read and written: buf = 0.9 * 0 + d
+      const p = { lr: 0.1, momentum: 0.9, weightDecay: 5e-4, nesterov: true };
+      sgdUpdate({ param, grad, momentumBuf }, p);
+      const edge = Math.floor(deviceLimit(gpu) / 64) * 64;
+      const rng = new Rng(77);
+      const at = [
+        0,
+        edge - 4096,
+        edge - 3,
+        n - 4096,
+        ...Array.from({ length: 8 }, () => rng.int(n)),
+      ];
+      const got = await readSlices(gpu, param, at, 8192);
+      const gotBuf = await readSlices(gpu, momentumBuf, at, 8192);
+      got.starts.forEach((s, k) => {
+        const pr = Float64Array.from(ps.subarray(s, s + 8192));
+        const br = sgdStepRef(
+          pr,
+          gs.subarray(s, s + 8192),
+          new Float64Array(8192),
+          p,
+        );
+        assertClose(got.slices[k], pr, { rtol: 1e-5, atol: 1e-7, what: `param at ${s}` });
+        assertClose(gotBuf.slices[k], br!, { rtol: 1e-5, atol: 1e-7, what: `buf at ${s}` });
+      });
+      for (const t of [param, grad, momentumBuf]) t.dispose();
+      gpu.trimPool();
+    });
+  },
+);

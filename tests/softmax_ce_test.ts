@@ -6,6 +6,7 @@ import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
 import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { accuracyCountRef, softmaxCrossEntropyRef } from "./cpu_ref/softmax_ce.ts";
+import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
 
 interface CeOut {
   dlogits: Float32Array;
@@ -247,3 +248,133 @@ Deno.test("softmax CE validates shapes, dtypes and params", GPU_TEST, async () =
     (e: Error) => e instanceof TypeError && /\[5\]/.test(e.message),
   );
 });
+
+/**
+ * A case of `n` rows that repeat with period `period` (labels too), so that the Float64 reference
+ * of one period gives the whole result: loss and hits scale with the number of copies, and the
+ * gradient of row r is that of row r % period times period / n.
+ */
+function periodicCase(n: number, c: number, period: number, seed: number) {
+  const rng = new Rng(seed);
+  const block = randomCase(rng, period, c, 3);
+  const logits = new Float32Array(n * c), labels = new Int32Array(n);
+  for (let r0 = 0; r0 < n; r0 += period) {
+    const k = Math.min(period, n - r0);
+    logits.set(block.logits.subarray(0, k * c), r0 * c);
+    labels.set(block.labels.subarray(0, k), r0);
+  }
+  const full = softmaxCrossEntropyRef(block.logits, block.labels, period, c);
+  const rest = n % period;
+  const tail = softmaxCrossEntropyRef(block.logits, block.labels, rest, c);
+  const copies = Math.floor(n / period);
+  return {
+    logits,
+    labels,
+    lossSum: copies * full.lossSum + tail.lossSum,
+    correct: copies * full.correct + tail.correct,
+    /** The reference gradient of row r. */
+    dlogitsRow: (r: number) =>
+      full.dlogits.subarray((r % period) * c, (r % period + 1) * c).map((v) => v * period / n),
+  };
+}
+
+Deno.test(
+  "softmax CE past llvmpipe's loop cap (6403 rows of 1000 classes) matches the CPU",
+  GPU_TEST,
+  async () => {
+    // One workgroup of 256 threads would loop 25 rows x ~3000 iterations = 75000 times per
+    // thread, past the silent cap of 65535.
+    const gpu = await testGpu();
+    const n = 6403, c = 1000;
+    const k = periodicCase(n, c, 97, 36);
+    const got = await runCe(gpu, k.logits, k.labels, n, c);
+    assertClose([got.lossSum], [k.lossSum], { rtol: 1e-5, what: "lossSum" });
+    assert.equal(got.correct, k.correct);
+    for (let r = 0; r < n; r++) {
+      assertClose(got.dlogits.subarray(r * c, (r + 1) * c), k.dlogitsRow(r), {
+        rtol: 1e-4,
+        atol: 1e-10,
+        what: `dlogits row ${r}`,
+      });
+    }
+    const correct = gpu.zeros([1], { dtype: "u32" });
+    accuracyCount({
+      correct,
+      logits: gpu.tensor(k.logits, { shape: [n, c] }),
+      labels: gpu.tensor(k.labels, { shape: [n] }),
+    }, { n, c });
+    assert.equal((await correct.toArray())[0], k.correct);
+  },
+);
+
+Deno.test(
+  "softmax CE in place on 3.4M x 10 logits (136 MB, past one binding) matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await atDeviceLimit(gpu, async () => {
+      const c = 10, n = Math.ceil(deviceLimit(gpu) / c) + 44_443;
+      const k = periodicCase(n, c, 4099, 37);
+      const logits = gpu.tensor(k.logits, { shape: [n, c] });
+      const labels = gpu.tensor(k.labels, { shape: [n] });
+      const correct = gpu.zeros([1], { dtype: "u32" });
+      accuracyCount({ correct, logits, labels }, { n, c });
+      const lossSum = gpu.zeros([1]), correct2 = gpu.zeros([1], { dtype: "u32" });
+      softmaxCrossEntropy({ dlogits: logits, lossSum, correct: correct2, logits, labels }, {
+        n,
+        c,
+      });
+      // A sum of 3.4M f32 losses: relative rounding error well under 1e-4.
+      assertClose([(await lossSum.toArray())[0]], [k.lossSum], { rtol: 1e-4, what: "lossSum" });
+      assert.equal((await correct.toArray())[0], k.correct);
+      assert.equal((await correct2.toArray())[0], k.correct);
+      // The gradients are O(1 / n): atol 1e-5 / n as the other tests' 1e-8 at n ~ 1000 (f32
+      // cancellation in softmax - 1 on the label). The last 100k rows hold the range boundary (whatever the row block size); plus samples.
+      const tail = n - 100_000;
+      const rows = sampleUnits(gpu, tail, c, 20, new Rng(38));
+      const got = await readSlices(gpu, logits, [...rows.map((r) => r * c), tail * c], c);
+      rows.forEach((r, i) => {
+        assertClose(got.slices[i], k.dlogitsRow(r), {
+          rtol: 1e-4,
+          atol: 1e-5 / n,
+          what: `row ${r}`,
+        });
+      });
+      const end = await readSlices(gpu, logits, [tail * c], (n - tail) * c);
+      const want = new Float64Array((n - tail) * c);
+      for (let r = tail; r < n; r++) want.set(k.dlogitsRow(r), (r - tail) * c);
+      assertClose(end.slices[0], want, { rtol: 1e-4, atol: 1e-5 / n, what: `rows ${tail}..${n}` });
+      for (const t of [logits, labels, correct, correct2, lossSum]) t.dispose();
+      gpu.trimPool();
+    });
+  },
+);
+
+Deno.test(
+  "softmax CE and accuracy split into many row ranges and workgroups (limit lowered)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(39);
+    await withBindingLimit(3000, async () => {
+      for (const [n, c, eps] of [[700, 10, 0], [301, 7, 0.1], [9, 400, 0], [2, 1000, 0.2]]) {
+        const { logits, labels } = randomCase(rng, n, c);
+        const ref = softmaxCrossEntropyRef(logits, labels, n, c, eps);
+        for (const inPlace of [false, true]) {
+          const got = await runCe(gpu, logits, labels, n, c, eps, { inPlace, lossInit: 2 });
+          const what = `n=${n} c=${c} inPlace=${inPlace}`;
+          assertClose([got.lossSum], [2 + ref.lossSum], { rtol: 1e-5, what: `loss ${what}` });
+          assertClose(got.dlogits, ref.dlogits, { rtol: 1e-4, atol: 1e-8, what });
+          assert.equal(got.correct, ref.correct, what);
+        }
+        const correct = gpu.tensor(new Uint32Array([3]), { shape: [1] });
+        accuracyCount({
+          correct,
+          logits: gpu.tensor(logits, { shape: [n, c] }),
+          labels: gpu.tensor(labels, { shape: [n] }),
+        }, { n, c });
+        assert.equal((await correct.toArray())[0], 3 + ref.correct);
+      }
+    });
+  },
+);

@@ -1,0 +1,104 @@
+/**
+ * Limits every kernel must respect, and the splitting of work that respects them:
+ *
+ * - **Storage bindings**: no binding may exceed the device's `maxStorageBufferBindingSize`
+ *   (128 MiB on llvmpipe) although tensors may be larger (up to `maxBufferSize`). Kernels over
+ *   large tensors dispatch once per range of whole units (samples, planes, rows), each bound with
+ *   `bindingRange` from `gemm.ts`, so that no range exceeds {@linkcode bindingLimit} elements.
+ * - **Loop budget**: llvmpipe (gallivm) silently stops the loops of one shader invocation after
+ *   65535 iterations in total. Measured: every pass through a loop header counts (the final
+ *   failing test included), summed over all loops of the invocation, nested and sequential
+ *   alike; loops with a small constant trip count (8) are unrolled and do not count, larger
+ *   constant ones (64) do. Kernels keep each invocation's loop count, every loop counted, under
+ *   {@linkcode LOOP_BUDGET} by splitting long reductions.
+ *
+ * Private to `kernels/`: not re-exported by the package.
+ *
+ * @module
+ */
+
+import type { Gpu } from "../gpu/mod.ts";
+import { maxBindingElements } from "./gemm.ts";
+
+/**
+ * The most loop iterations (all loops together) one invocation of a kernel may run: a quarter
+ * of llvmpipe's silent cap of 65535, leaving room for the loop bookkeeping of each kernel.
+ */
+export const LOOP_BUDGET = 16384;
+
+let testLimit: number | undefined;
+
+/**
+ * The most f32 (or other 4-byte) elements one range of a tensor may span in one binding: the
+ * device's limit (`maxBindingElements`), or a smaller one set by tests.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "../gpu/mod.ts";
+ * import { bindingLimit } from "./_chunks.ts";
+ * const gpu = await getGpu();
+ * bindingLimit(gpu); // 33554368 on llvmpipe (128 MiB less one alignment unit)
+ * ```
+ */
+export function bindingLimit(gpu: Gpu): number {
+  const device = maxBindingElements(gpu);
+  return testLimit === undefined ? device : Math.min(device, testLimit);
+}
+
+/**
+ * Tests only: lowers {@linkcode bindingLimit} to `elements` (or restores the device's limit with
+ * `undefined`), so that the range splitting of every kernel can be checked on small tensors.
+ *
+ * @example
+ * ```ts
+ * import { setBindingLimitForTests } from "./_chunks.ts";
+ * setBindingLimitForTests(1000);
+ * // ... run kernels: every binding now spans at most ~1000 elements ...
+ * setBindingLimitForTests(undefined);
+ * ```
+ */
+export function setBindingLimitForTests(elements: number | undefined): void {
+  if (elements !== undefined && (!Number.isInteger(elements) || elements < 64)) {
+    throw new RangeError(`setBindingLimitForTests: expected an integer >= 64, got ${elements}`);
+  }
+  testLimit = elements;
+}
+
+/**
+ * Splits `units` consecutive units of work (samples, planes, rows), whose largest tensor takes
+ * `perUnit` elements per unit, into ranges `[u0, u1)` that each fit one binding (and hold at
+ * most `maxUnits` units, e.g. to respect the workgroup count limit). Range starts are multiples
+ * of `quantum` units.
+ *
+ * @returns The ranges in order (none when `units` is 0).
+ * @throws {RangeError} when `quantum` units alone exceed one binding, naming `op`.
+ * @example
+ * ```ts
+ * import { getGpu } from "../gpu/mod.ts";
+ * import { unitRanges } from "./_chunks.ts";
+ * const gpu = await getGpu();
+ * unitRanges("maxPool2dForward", gpu, 128 * 96, 54 * 54); // two ranges of planes on llvmpipe
+ * ```
+ */
+export function unitRanges(
+  op: string,
+  gpu: Gpu,
+  units: number,
+  perUnit: number,
+  quantum = 1,
+  maxUnits = Infinity,
+): [number, number][] {
+  const limit = bindingLimit(gpu);
+  let per = Math.min(Math.floor(limit / Math.max(1, perUnit)), maxUnits);
+  per = Math.floor(per / quantum) * quantum;
+  if (per < 1) {
+    throw new RangeError(
+      `${op}: ${quantum} unit(s) of ${perUnit} elements (${quantum * perUnit * 4} bytes) do not ` +
+        `fit one storage binding (maxStorageBufferBindingSize ` +
+        `${gpu.limits.maxStorageBufferBindingSize} bytes)`,
+    );
+  }
+  const out: [number, number][] = [];
+  for (let u0 = 0; u0 < units; u0 += per) out.push([u0, Math.min(u0 + per, units)]);
+  return out;
+}
