@@ -238,7 +238,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let W = i32(p.w);
 ${
     max
-      ? `  var best = bitcast<f32>(0xff800000u); // -inf
+      ? `  // -inf through a runtime bit pattern: Chrome's WGSL compiler rejects a constant -inf.
+  let negInfBits = 0xff800000u;
+  var best = bitcast<f32>(negInfBits);
   var bi = max(hs, 0) * W + max(ws, 0);`
       : "  var s = 0.0;"
   }
