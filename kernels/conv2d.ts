@@ -1,6 +1,9 @@
 /**
- * 2-D convolution (PyTorch's `conv2d`: cross-correlation, NCHW activations, OIHW weights) by
- * im2col + GEMM, with any kernel size, stride, padding, dilation and groups.
+ * 2-D convolution (PyTorch's `conv2d`: cross-correlation, NCHW activations, OIHW weights) with
+ * any kernel size, stride, padding, dilation and groups: by im2col + GEMM, or on CPU adapters,
+ * for convolutions with few channels (LeNet's, every model's first layer), by the direct kernels
+ * of `conv2d_direct.ts` (forward, stride-1 input gradient, weight and bias gradients), chosen per
+ * pass by an estimate of per-lane memory operations (option `direct` forces either way).
  *
  * Forward, per chunk of images: `im2col` unfolds x into `col[cIn*kh*kw, images*oh*ow]`, then one
  * GEMM per group computes `y = W . col (+ b)`, storing straight into NCHW (the GEMM's columns run
@@ -11,7 +14,8 @@
  * and col2im (the GEMMs read x and write dx directly, batched over images).
  *
  * Chunking keeps every binding (col, and ranges of x, y, dx, dy) under the device's
- * `maxStorageBufferBindingSize`; tensors larger than that are bound by ranges.
+ * `maxStorageBufferBindingSize`; tensors larger than that are bound by ranges. The direct
+ * kernels need no col buffer: their chunks are bounded by the activations alone.
  *
  * @module
  */
@@ -19,6 +23,13 @@
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape } from "../gpu/mod.ts";
 import { ParamsWriter } from "./_params.ts";
+import {
+  directConvForward,
+  type DirectConvShape,
+  directConvWeightGrad,
+  planDirectConv,
+  planDirectWeightGrad,
+} from "./conv2d_direct.ts";
 import {
   bindingRange,
   gemmStrided,
@@ -67,6 +78,15 @@ export interface Conv2dKernelOptions {
    * per image skip im2col; default 64. `Infinity` forces the im2col path.
    */
   readonly pointwiseMinPixels?: number;
+  /**
+   * Direct convolution kernels (no im2col; see `conv2d_direct.ts`) for the forward pass, the
+   * input gradient (stride 1, one group) and the weight and bias gradients: `true` uses them
+   * wherever they can run (one group, kernel rows of at most 16 taps, within their unrolling
+   * budgets), `false` never. Default: on CPU adapters, for convolutions of at least 2^23
+   * multiply-adds (their compile time must pay off), in each pass where they are estimated to
+   * be faster (LeNet's convolutions and every model's first layer, for instance).
+   */
+  readonly direct?: boolean;
 }
 
 /** A convolution with every hyper-parameter resolved (see {@linkcode conv2dGeometry}). */
@@ -286,14 +306,22 @@ export function conv2dChunkPlan(
   options: Conv2dKernelOptions = {},
 ): Conv2dChunkPlan {
   const g = conv2dGeometry(p);
+  return chunkPlan(gpu, g, options, !isPointwise(g, options));
+}
+
+function chunkPlan(
+  gpu: Gpu,
+  g: Conv2dGeometry,
+  options: Conv2dKernelOptions,
+  im2col: boolean,
+): Conv2dChunkPlan {
   const deviceElems = maxBindingElements(gpu);
   const limitElems = Math.min(
     deviceElems,
     Math.floor((options.maxChunkBytes ?? DEFAULT_CHUNK_BYTES) / 4),
   );
   const P = g.oh * g.ow;
-  const pointwise = isPointwise(g, options);
-  const colPer = pointwise ? 0 : g.cIn * g.kh * g.kw * P;
+  const colPer = im2col ? g.cIn * g.kh * g.kw * P : 0;
   const perImage = Math.max(colPer, g.cIn * g.h * g.w, g.cOut * P);
   if (perImage > deviceElems) {
     throw new RangeError(
@@ -313,6 +341,121 @@ export function conv2dChunkPlan(
   );
   const chunks = Math.ceil(g.n / imagesPerChunk);
   return { imagesPerChunk, chunks, colElements: colPer * imagesPerChunk };
+}
+
+// ------------------------------------------------------------ direct or im2col + GEMM ----
+
+function directShape(g: Conv2dGeometry, n: number): DirectConvShape {
+  return {
+    n,
+    cIn: g.cIn,
+    h: g.h,
+    w: g.w,
+    cOut: g.cOut,
+    oh: g.oh,
+    ow: g.ow,
+    kh: g.kh,
+    kw: g.kw,
+    sh: g.sh,
+    sw: g.sw,
+    ph: g.ph,
+    pw: g.pw,
+    dh: g.dh,
+    dw: g.dw,
+  };
+}
+
+/**
+ * The input gradient of a stride-1 convolution as a direct convolution of dy with the flipped
+ * kernel: channels exchanged, padding `dilation*(k-1) - padding` (possibly negative).
+ */
+function flippedShape(g: Conv2dGeometry, n: number): DirectConvShape {
+  return {
+    n,
+    cIn: g.cOut,
+    h: g.oh,
+    w: g.ow,
+    cOut: g.cIn,
+    oh: g.h,
+    ow: g.w,
+    kh: g.kh,
+    kw: g.kw,
+    sh: 1,
+    sw: 1,
+    ph: g.dh * (g.kh - 1) - g.ph,
+    pw: g.dw * (g.kw - 1) - g.pw,
+    dh: g.dh,
+    dw: g.dw,
+  };
+}
+
+/*
+ * Cost estimates (per-lane memory operations, which dominate on CPU adapters) that choose
+ * between the direct kernels and im2col + GEMM. The GEMM's register blocks load about 2/16
+ * values per multiply-add; im2col stores K values per output pixel column.
+ */
+
+/**
+ * Fewest multiply-adds of a convolution (over the whole batch) for which the direct kernels are
+ * considered by default: each of their specializations costs llvmpipe a second or more to
+ * compile, which only pays off on convolutions that take milliseconds.
+ */
+const DIRECT_MIN_FMAS = 1 << 23;
+
+/** Mesa's CPU adapters (llvmpipe, lavapipe), whose costs the direct kernels are designed for. */
+const MESA_CPU = /llvmpipe|lavapipe/i;
+
+/**
+ * Whether the direct kernels are considered by default: on Mesa's CPU adapters (their design
+ * follows llvmpipe's costs; on SwiftShader, Chromium's CPU adapter, one LeNet conv1 dispatch took
+ * 9 s and the backward crashed its GPU process), for convolutions big enough to repay the
+ * compile time.
+ */
+function autoDirect(gpu: Gpu, g: Conv2dGeometry): boolean {
+  const fmas = g.n * g.cOut * g.oh * g.ow * (g.cIn / g.groups) * g.kh * g.kw;
+  return gpu.isCpu && MESA_CPU.test(gpu.description) && fmas >= DIRECT_MIN_FMAS;
+}
+
+/** Whether the forward pass runs the direct kernel. */
+function useDirectForward(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions): boolean {
+  if (o.direct === undefined && !autoDirect(gpu, g)) return false;
+  if (o.direct === false || g.groups !== 1) return false;
+  const plan = planDirectConv(directShape(g, g.n));
+  if (!plan) return false;
+  if (o.direct === true) return true;
+  if (isPointwise(g, o)) return false;
+  const K = g.cIn * g.kh * g.kw;
+  return plan.cost < K / 8 + (K / g.cOut) * (1 + 1 / g.kw) + 1;
+}
+
+/** Whether the input gradient runs the direct kernel (stride 1 only). */
+function useDirectInputGrad(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions): boolean {
+  if (o.direct === undefined && !autoDirect(gpu, g)) return false;
+  if (o.direct === false || g.groups !== 1 || g.sh !== 1 || g.sw !== 1) return false;
+  const plan = planDirectConv(flippedShape(g, g.n));
+  if (!plan) return false;
+  if (o.direct === true) return true;
+  if (isPointwise(g, o)) return false;
+  // GEMM path per dx element: its share of dcol (each cOut/8 loads + a store), col2im's
+  // kh*kw loads and a store, and the permutation of dy.
+  const K = g.cIn * g.kh * g.kw;
+  const xPer = g.cIn * g.h * g.w, yPer = g.cOut * g.oh * g.ow;
+  const dcolPer = (K * g.oh * g.ow) / xPer;
+  return plan.cost < dcolPer * (g.cOut / 8 + 1) + g.kh * g.kw + 1 + (2 * yPer) / xPer;
+}
+
+/** Whether the weight and bias gradients run the direct kernel. */
+function useDirectWeightGrad(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions): boolean {
+  if (o.direct === undefined && !autoDirect(gpu, g)) return false;
+  if (o.direct === false || g.groups !== 1) return false;
+  const plan = planDirectWeightGrad(directShape(g, g.n));
+  if (!plan) return false;
+  if (o.direct === true) return true;
+  if (isPointwise(g, o)) return false;
+  // GEMM path per multiply-add: the register block's loads, im2col's stores (K per column,
+  // shared by cOut outputs) and the permutation of dy.
+  const K = g.cIn * g.kh * g.kw;
+  return plan.cost < 0.8 * (2 / 16 + 1 / g.cOut + 2 / K);
 }
 
 /**
@@ -338,6 +481,19 @@ export function conv2dForward(
   const g = conv2dGeometry(p);
   checkTensors(g, io);
   const gpu = io.x.gpu;
+  if (useDirectForward(gpu, g, p)) {
+    const plan = chunkPlan(gpu, g, p, false);
+    for (let n0 = 0; n0 < g.n; n0 += plan.imagesPerChunk) {
+      const nb = Math.min(plan.imagesPerChunk, g.n - n0);
+      directConvForward(gpu, directShape(g, nb), {
+        y: bindingRange(io.y, n0 * g.cOut * g.oh * g.ow, nb * g.cOut * g.oh * g.ow),
+        x: bindingRange(io.x, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w),
+        w: io.w,
+        b: io.b,
+      });
+    }
+    return;
+  }
   const plan = conv2dChunkPlan(gpu, p, p);
   const P = g.oh * g.ow;
   const G = g.groups;
@@ -434,24 +590,39 @@ export function conv2dBackward(
   checkTensors(g, io);
   if (!io.dx && !io.dw && !io.db) return;
   const gpu = io.dy.gpu;
-  const plan = conv2dChunkPlan(gpu, p, p);
+  const pointwise = isPointwise(g, p);
+  // The direct kernels take what they can; the rest goes through im2col + GEMM.
+  // (db alone is a plain reduction of dy.)
+  const directW = !!io.dw && useDirectWeightGrad(gpu, g, p);
+  const directX = !!io.dx && useDirectInputGrad(gpu, g, p);
+  const gemmW = !directW && !!io.dw;
+  const gemmX = !directX && !!io.dx;
+  const plan = chunkPlan(gpu, g, p, (gemmW || gemmX) && !pointwise);
   const P = g.oh * g.ow;
   const G = g.groups;
   const cInG = g.cIn / G, cOutG = g.cOut / G;
   const K = cInG * g.kh * g.kw;
   const accumulate = p.accumulate ?? false;
   const wr = bindingRange(io.w, 0, io.w.size);
-  const pointwise = isPointwise(g, p);
-  const needT = !!io.dw || (!!io.dx && !pointwise);
+  const needT = gemmW || (gemmX && !pointwise);
   const dyT = needT ? gpu.empty([plan.imagesPerChunk * g.cOut * P]) : undefined;
-  const col = (io.dw || io.dx) && !pointwise ? gpu.empty([plan.colElements]) : undefined;
+  const col = (gemmW || gemmX) && !pointwise ? gpu.empty([plan.colElements]) : undefined;
   for (let n0 = 0, chunk = 0; n0 < g.n; n0 += plan.imagesPerChunk, chunk++) {
     const nb = Math.min(plan.imagesPerChunk, g.n - n0);
     const cols = nb * P;
     const acc = accumulate || chunk > 0;
     const dyr = bindingRange(io.dy, n0 * g.cOut * P, nb * g.cOut * P);
     const xr = bindingRange(io.x, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w);
-    if (io.db) {
+    if (directW) {
+      directConvWeightGrad(gpu, directShape(g, nb), { dw: io.dw, db: io.db, x: xr, dy: dyr }, {
+        accumulate: acc,
+      });
+    }
+    if (directX) {
+      const dxr = bindingRange(io.dx!, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w);
+      directConvForward(gpu, flippedShape(g, nb), { y: dxr, x: dyr, w: io.w }, { flip: true });
+    }
+    if (io.db && !directW) {
       reduceStrided(gpu, {
         y: bindingRange(io.db, 0, g.cOut),
         x: dyr,
@@ -461,14 +632,14 @@ export function conv2dBackward(
         accumulate: acc,
       });
     }
-    if (!io.dw && !io.dx) continue;
+    if (!gemmW && !gemmX) continue;
     let dytr: TensorRange | undefined;
     if (needT) {
       dytr = bindingRange(dyT!, 0, g.cOut * cols);
       permuteDy(gpu, dyr, dytr, nb, g.cOut, P);
     }
     const cr = col ? bindingRange(col, 0, g.cIn * g.kh * g.kw * cols) : undefined;
-    if (io.dw) {
+    if (gemmW) {
       // dW_g (+)= dyT_g [cOutG, cols] . col_g^T (col_g stored [K, cols]).
       const bSrc = pointwise ? undefined : cr!;
       if (!pointwise) im2col(gpu, g, xr, bSrc!, nb);
@@ -488,7 +659,7 @@ export function conv2dBackward(
           beta: acc ? 1 : 0,
           a: dytr!,
           b: xtr,
-          c: bindingRange(io.dw, 0, io.dw.size),
+          c: bindingRange(io.dw!, 0, io.dw!.size),
           lda: cols,
           ldb: cols,
           ldc: g.cIn,
@@ -510,7 +681,7 @@ export function conv2dBackward(
           beta: acc ? 1 : 0,
           a: dytr!,
           b: cr!,
-          c: bindingRange(io.dw, 0, io.dw.size),
+          c: bindingRange(io.dw!, 0, io.dw!.size),
           lda: cols,
           ldb: cols,
           ldc: K,
@@ -521,8 +692,8 @@ export function conv2dBackward(
         }, p.gemm);
       }
     }
-    if (io.dx) {
-      const dxr = bindingRange(io.dx, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w);
+    if (gemmX) {
+      const dxr = bindingRange(io.dx!, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w);
       if (pointwise) {
         // dx[img] = W^T . dy[img], batched over images (W stored [cOut, cIn] = [k, m]).
         gemmStrided(gpu, {

@@ -1,0 +1,131 @@
+// Training throughput per model at the seed recipe, as a markdown table:
+//
+//   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
+//
+// Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
+// needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
+// N steps are timed as `Trainer.trainEpoch` runs them (batch preparation, forward, softmax
+// cross-entropy, backward and SGD recorded into one submit per step, one readback at the end);
+// the best of 3 such epochs is reported (other processes sharing the CPU only slow runs down).
+// Peak GPU memory is the buffer pool's peak of live bytes during the timed steps (parameters,
+// gradients, the data set and every activation).
+//
+// Batch and input size default to the recipe's (`DEFAULTS` in models/zoo.ts). On a CPU adapter
+// (llvmpipe), models whose step at the recipe's batch would take more than ~20 GFLOP train at a
+// reduced batch (the largest power of two within that budget, marked in the table), for 3 timed
+// steps (unless `--steps` says otherwise) in a single epoch.
+import { getGpu } from "../gpu/mod.ts";
+import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
+import { benchBatch, setupRun, type StepTiming, timeSteps, warmUp } from "./_train.ts";
+
+function usage(message: string): never {
+  console.error(`train_table: ${message}`);
+  console.error(
+    "usage: deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] " +
+      "[--resize N]",
+  );
+  Deno.exit(2);
+}
+
+function parseArgs(args: string[]) {
+  const out: { models?: ModelName[]; steps?: number; batch?: number; resize?: number } = {};
+  for (let i = 0; i < args.length; i++) {
+    const [flag, inline] = args[i].split("=", 2);
+    const value = () => {
+      const v = inline ?? args[++i];
+      if (v === undefined) usage(`${flag} needs a value`);
+      return v;
+    };
+    const int = (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) usage(`${flag} needs a positive integer, got '${v}'`);
+      return n;
+    };
+    switch (flag) {
+      case "--models": {
+        const names = value().split(",").map((s) => s.trim()).filter((s) => s);
+        for (const n of names) {
+          if (!(MODEL_NAMES as readonly string[]).includes(n)) {
+            usage(`unknown model '${n}' (one of ${MODEL_NAMES.join(", ")})`);
+          }
+        }
+        out.models = names as ModelName[];
+        break;
+      }
+      case "--steps":
+        out.steps = int(value());
+        break;
+      case "--batch":
+        out.batch = int(value());
+        break;
+      case "--resize":
+        out.resize = int(value());
+        break;
+      case "--help":
+      case "-h":
+        usage("help");
+        break;
+      default:
+        usage(`unknown argument '${args[i]}'`);
+    }
+  }
+  return out;
+}
+
+const args = parseArgs(Deno.args);
+const gpu = await getGpu();
+const models = args.models ?? [...MODEL_NAMES];
+const rows: string[] = [];
+const notes = new Set<string>();
+
+for (const name of models) {
+  const recipe = DEFAULTS[name];
+  const resize = args.resize ?? recipe.resize;
+  const auto = args.batch === undefined
+    ? benchBatch(gpu, name, resize)
+    : { batch: args.batch, reduced: false };
+  const steps = args.steps ?? (auto.reduced ? 3 : 10);
+  const batchCell = auto.reduced ? `${auto.batch}*` : `${auto.batch}`;
+  if (auto.reduced) {
+    notes.add(
+      `\\* reduced from the recipe's batch on this CPU adapter (a step at the recipe's batch ` +
+        `would exceed ~20 GFLOP); pass --batch to override.`,
+    );
+  }
+  try {
+    const run = setupRun(gpu, name, { batch: auto.batch, resize, steps });
+    await warmUp(run);
+    // Best of a few epochs: other processes sharing the CPU only ever slow a run down.
+    const rounds = auto.reduced ? 1 : 3;
+    let best: StepTiming | undefined;
+    let peak = 0;
+    for (let r = 0; r < rounds; r++) {
+      const t = await timeSteps(gpu, run, r + 1);
+      if (!Number.isFinite(t.loss)) notes.add(`${name}: the loss was not finite (${t.loss}).`);
+      peak = Math.max(peak, t.peakBytes);
+      if (!best || t.examplesPerSec > best.examplesPerSec) best = t;
+    }
+    rows.push(
+      `| ${name} | ${batchCell} | ${resize} | ${best!.examplesPerSec.toFixed(1)} | ` +
+        `${best!.msPerStep.toFixed(1)} | ${(peak / 2 ** 20).toFixed(1)} MiB | ` +
+        `${rounds > 1 ? `best of ${rounds} x ` : ""}${steps} |`,
+    );
+    run.trainer.model.dispose();
+    run.set.images.dispose();
+    run.set.labels.dispose();
+  } catch (e) {
+    const msg = (e instanceof Error ? e.message : String(e)).split("\n")[0].slice(0, 120);
+    rows.push(`| ${name} | ${batchCell} | ${resize} | failed: ${msg} | | | |`);
+  }
+  gpu.trimPool();
+  console.error(`done: ${name}`);
+}
+
+console.log(`Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}\n`);
+console.log(
+  "| model | batch | resize | examples/s | ms/step | peak GPU memory | timed steps |",
+);
+console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+for (const r of rows) console.log(r);
+if (notes.size) console.log();
+for (const n of notes) console.log(n);

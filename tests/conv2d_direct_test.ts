@@ -1,0 +1,380 @@
+// Tests of the direct convolution kernels (kernels/conv2d_direct.ts), through conv2dForward /
+// conv2dBackward with `direct: true` and directly with forced blockings, against the Float64 CPU
+// reference (tests/cpu_ref/conv2d.ts, itself checked against PyTorch and finite differences in
+// conv2d_test.ts).
+import assert from "node:assert/strict";
+import type { Gpu, Tensor } from "../gpu/mod.ts";
+import {
+  bindingRange,
+  conv2dBackward,
+  conv2dForward,
+  conv2dGeometry,
+  type Conv2dKernelOptions,
+  type Conv2dParams,
+} from "../kernels/mod.ts";
+import {
+  directConvForward,
+  type DirectConvShape,
+  directConvWeightGrad,
+  planDirectConv,
+  planDirectWeightGrad,
+} from "../kernels/conv2d_direct.ts";
+import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
+import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+
+const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+
+/** f32 tolerance for sums of `len` O(1) terms. */
+const tol = (len: number) => ({ rtol: 1e-4, atol: 1e-5 + 2e-8 * len });
+
+function shapes(p: Conv2dParams) {
+  const g = conv2dGeometry(p);
+  return {
+    g,
+    x: [g.n, g.cIn, g.h, g.w],
+    w: [g.cOut, g.cIn, g.kh, g.kw],
+    y: [g.n, g.cOut, g.oh, g.ow],
+    len: Math.max(g.cIn * g.kh * g.kw, g.n * g.oh * g.ow, g.cOut * g.kh * g.kw),
+  };
+}
+
+function data(p: Conv2dParams, seed: number, bias: boolean) {
+  const s = shapes(p);
+  const rng = new Rng(seed);
+  return {
+    s,
+    x: rng.uniformArray(count(s.x)),
+    w: rng.uniformArray(count(s.w)),
+    b: bias ? rng.uniformArray(p.cOut) : undefined,
+    dy: rng.uniformArray(count(s.y)),
+  };
+}
+
+type Data = ReturnType<typeof data>;
+
+/** Records the kernel names `gpu.dispatch` is called with while `f` runs. */
+function kernelsOf(gpu: Gpu, f: () => void): string[] {
+  const names: string[] = [];
+  const own = Object.hasOwn(gpu, "dispatch");
+  const original = gpu.dispatch;
+  gpu.dispatch = (kernel, options) => {
+    names.push(kernel.name);
+    original.call(gpu, kernel, options);
+  };
+  try {
+    f();
+  } finally {
+    if (own) gpu.dispatch = original;
+    else Reflect.deleteProperty(gpu, "dispatch");
+  }
+  return names;
+}
+
+async function run(p: Conv2dParams, d: Data, options: Conv2dKernelOptions) {
+  const gpu = await testGpu();
+  const { s } = d;
+  const x = gpu.tensor(f32(d.x), { shape: s.x });
+  const w = gpu.tensor(f32(d.w), { shape: s.w });
+  const b = d.b ? gpu.tensor(f32(d.b), { shape: [p.cOut] }) : undefined;
+  const dy = gpu.tensor(f32(d.dy), { shape: s.y });
+  // Outputs start as garbage: each must be overwritten.
+  const nan = (shape: number[]) => gpu.tensor(new Float32Array(count(shape)).fill(NaN), { shape });
+  const y = nan(s.y), dx = nan(s.x), dw = nan(s.w), db = nan([p.cOut]);
+  const kernels = kernelsOf(gpu, () => {
+    conv2dForward({ y, x, w, b }, { ...p, ...options });
+    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+  });
+  const out = {
+    y: await y.toArray(),
+    dx: await dx.toArray(),
+    dw: await dw.toArray(),
+    db: await db.toArray(),
+    kernels,
+  };
+  for (const t of [x, w, b, dy, y, dx, dw, db] as (Tensor | undefined)[]) t?.dispose();
+  return out;
+}
+
+function compare(p: Conv2dParams, d: Data, got: Awaited<ReturnType<typeof run>>, label: string) {
+  const t = tol(d.s.len);
+  assertClose(got.y, conv2dRef(p, d.x, d.w, d.b), { ...t, what: `${label} y` });
+  const g = conv2dBackwardRef(p, d.x, d.w, d.dy);
+  assertClose(got.dx, g.dx, { ...t, what: `${label} dx` });
+  assertClose(got.dw, g.dw, { ...t, what: `${label} dw` });
+  assertClose(got.db, g.db, { ...t, what: `${label} db` });
+}
+
+const count1 = (names: string[], prefix: string) =>
+  names.filter((n) => n.startsWith(prefix)).length;
+
+// ---------------------------------------------------------------- forced direct path ----
+
+/** [label, params, bias, whether the input gradient can run direct (stride 1)]. */
+const CONFIGS: [string, Conv2dParams, boolean, boolean][] = [
+  [
+    "odd sizes, cIn 3, padding 1",
+    { n: 2, cIn: 3, h: 9, w: 7, cOut: 5, kernel: 3, padding: 1 },
+    true,
+    true,
+  ],
+  [
+    "stride > kernel, batch 1, cIn 1, no bias",
+    {
+      n: 1,
+      cIn: 1,
+      h: 11,
+      w: 10,
+      cOut: 4,
+      kernel: 2,
+      stride: 3,
+    },
+    false,
+    false,
+  ],
+  [
+    "padding > dilation*(k-1): negative padding of the flipped convolution",
+    { n: 2, cIn: 2, h: 5, w: 6, cOut: 3, kernel: 3, padding: 3 },
+    true,
+    true,
+  ],
+  ["1x1 spatial output", { n: 2, cIn: 3, h: 5, w: 5, cOut: 7, kernel: 5 }, true, true],
+  [
+    "rectangular kernel/stride/padding/dilation",
+    {
+      n: 2,
+      cIn: 3,
+      h: 13,
+      w: 14,
+      cOut: 8,
+      kernel: [3, 5],
+      stride: [2, 1],
+      padding: [4, 0],
+      dilation: [1, 3],
+    },
+    true,
+    false,
+  ],
+  [
+    "stride 2 = dilation 2 (sliding weight gradient)",
+    { n: 3, cIn: 2, h: 11, w: 9, cOut: 3, kernel: 3, stride: 2, dilation: 2, padding: 1 },
+    true,
+    false,
+  ],
+  [
+    "dilation 2, stride 1 (flipped dilated kernel)",
+    { n: 2, cIn: 3, h: 8, w: 9, cOut: 4, kernel: 3, padding: 2, dilation: 2 },
+    false,
+    true,
+  ],
+  ["pointwise 1x1", { n: 3, cIn: 5, h: 8, w: 9, cOut: 9, kernel: 1 }, true, true],
+  ["LeNet conv2 shape, batch 3", { n: 3, cIn: 6, h: 14, w: 14, cOut: 16, kernel: 5 }, true, true],
+];
+
+Deno.test("direct conv2d (forced) forward and backward vs CPU reference", GPU_TEST, async () => {
+  let seed = 100;
+  for (const [label, p, bias, directDx] of CONFIGS) {
+    const d = data(p, seed++, bias);
+    const got = await run(p, d, { direct: true });
+    compare(p, d, got, label);
+    // The direct kernels ran (GEMM + col2im only for an input gradient of stride > 1).
+    const fwd = count1(got.kernels, "conv2d_direct_fwd");
+    assert.ok(fwd >= (directDx ? 2 : 1), `${label}: ${got.kernels}`);
+    assert.equal(count1(got.kernels, "conv2d_direct_dw"), 1, `${label}: ${got.kernels}`);
+    assert.equal(count1(got.kernels, "conv2d_col2im") > 0, !directDx, `${label}: ${got.kernels}`);
+    assert.equal(count1(got.kernels, "conv2d_im2col"), 0, `${label}: ${got.kernels}`);
+  }
+});
+
+Deno.test("direct conv2d: direct: false never takes the direct kernels", GPU_TEST, async () => {
+  const p = CONFIGS[0][1];
+  const d = data(p, 120, true);
+  const got = await run(p, d, { direct: false });
+  compare(p, d, got, "direct: false");
+  assert.equal(count1(got.kernels, "conv2d_direct"), 0, `${got.kernels}`);
+});
+
+Deno.test(
+  "direct conv2d backward: dw and db accumulate (+=), dx is overwritten",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const p: Conv2dParams = { n: 3, cIn: 2, h: 7, w: 6, cOut: 4, kernel: 3, padding: 1 };
+    const d = data(p, 130, false);
+    const { s } = d;
+    const rng = new Rng(131);
+    const priorW = rng.uniformArray(count(s.w)), priorB = rng.uniformArray(p.cOut);
+    const x = gpu.tensor(f32(d.x), { shape: s.x });
+    const w = gpu.tensor(f32(d.w), { shape: s.w });
+    const dy = gpu.tensor(f32(d.dy), { shape: s.y });
+    const dx = gpu.tensor(new Float32Array(count(s.x)).fill(7), { shape: s.x });
+    const dw = gpu.tensor(f32(priorW), { shape: s.w });
+    const db = gpu.tensor(f32(priorB), { shape: [p.cOut] });
+    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, accumulate: true, direct: true });
+    const g = conv2dBackwardRef(p, d.x, d.w, d.dy);
+    const t = tol(s.len);
+    assertClose(await dw.toArray(), g.dw.map((v, i) => v + priorW[i]), { ...t, what: "dw +=" });
+    assertClose(await db.toArray(), g.db.map((v, i) => v + priorB[i]), { ...t, what: "db +=" });
+    assertClose(await dx.toArray(), g.dx, { ...t, what: "dx (overwritten)" });
+    // Only db, then only dw, each accumulated once more.
+    conv2dBackward({ db, dy, x, w }, { ...p, accumulate: true, direct: true });
+    conv2dBackward({ dw, dy, x, w }, { ...p, accumulate: true, direct: true });
+    assertClose(await dw.toArray(), g.dw.map((v, i) => 2 * v + priorW[i]), { ...t, what: "dw 2x" });
+    assertClose(await db.toArray(), g.db.map((v, i) => 2 * v + priorB[i]), { ...t, what: "db 2x" });
+    for (const tt of [x, w, dy, dx, dw, db]) tt.dispose();
+  },
+);
+
+Deno.test("direct conv2d: chunks of images give the same results", GPU_TEST, async () => {
+  const p: Conv2dParams = { n: 5, cIn: 3, h: 9, w: 7, cOut: 5, kernel: 3, padding: 1 };
+  const d = data(p, 140, true);
+  const whole = await run(p, d, { direct: true });
+  // 1 byte: one image per chunk (ranges at offsets that are not 256-byte aligned).
+  const chunked = await run(p, d, { direct: true, maxChunkBytes: 1 });
+  assert.equal(count1(chunked.kernels, "conv2d_direct_dw"), 5);
+  assert.deepEqual(chunked.y, whole.y);
+  assert.deepEqual(chunked.dx, whole.dx);
+  assertClose(chunked.dw, whole.dw, { ...tol(d.s.len), what: "chunked dw" });
+  assertClose(chunked.db, whole.db, { ...tol(d.s.len), what: "chunked db" });
+  compare(p, d, whole, "whole");
+});
+
+// ----------------------------------------------------------------- forced blockings ----
+
+function directShape(p: Conv2dParams): DirectConvShape {
+  const g = conv2dGeometry(p);
+  return { ...g, n: g.n };
+}
+
+Deno.test(
+  "direct kernels: forced blockings (input-channel chunks, partial channel/row blocks, splits)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const p: Conv2dParams = { n: 3, cIn: 4, h: 8, w: 9, cOut: 5, kernel: 3, padding: 1 };
+    const d = data(p, 150, true);
+    const { s } = d;
+    const sh = directShape(p);
+    const x = gpu.tensor(f32(d.x), { shape: s.x });
+    const w = gpu.tensor(f32(d.w), { shape: s.w });
+    const b = gpu.tensor(f32(d.b!), { shape: [p.cOut] });
+    const dy = gpu.tensor(f32(d.dy), { shape: s.y });
+    const r = (t: Tensor) => bindingRange(t, 0, t.size);
+    const t = tol(s.len);
+    const refY = conv2dRef(p, d.x, d.w, d.b);
+    const ref = conv2dBackwardRef(p, d.x, d.w, d.dy);
+    // Forward: 2 input channels per dispatch (the second adds), 2 output channels per thread
+    // (the last block half empty), 4 pixels per thread (the last block of 9 partly empty).
+    for (
+      const tile of [{ tx: 4, co: 2, ci: 2 }, { tx: 9, co: 5, ci: 1 }, { tx: 1, co: 3, ci: 4 }]
+    ) {
+      const y = gpu.tensor(new Float32Array(count(s.y)).fill(NaN), { shape: s.y });
+      directConvForward(gpu, sh, { y: r(y), x: r(x), w, b }, { tile });
+      assertClose(await y.toArray(), refY, { ...t, what: `y ${JSON.stringify(tile)}` });
+      y.dispose();
+    }
+    // Input gradient: the flipped convolution of dy, in 2 chunks of output channels of 3 and 2.
+    const flipped: DirectConvShape = {
+      ...sh,
+      cIn: sh.cOut,
+      cOut: sh.cIn,
+      h: sh.oh,
+      w: sh.ow,
+      oh: sh.h,
+      ow: sh.w,
+      ph: 2 - sh.ph,
+      pw: 2 - sh.pw,
+    };
+    const dx = gpu.tensor(new Float32Array(count(s.x)).fill(NaN), { shape: s.x });
+    directConvForward(gpu, flipped, { y: r(dx), x: r(dy), w }, {
+      flip: true,
+      tile: { tx: 2, co: 3, ci: 1 },
+    });
+    assertClose(await dx.toArray(), ref.dx, { ...t, what: "flipped dx" });
+    // Weight gradient: 2 output channels and 2 kernel rows per thread (partial last blocks),
+    // 3 pixels per step; one split (each thread over all 3 images) and 2 splits (2 + 1 images).
+    for (
+      const [tile, splits] of [[{ tx: 3, co: 2, ky: 2 }, 1], [{ tx: 3, co: 2, ky: 2 }, 2], [
+        { tx: 9, co: 5, ky: 3 },
+        3,
+      ]] as const
+    ) {
+      const dw = gpu.tensor(new Float32Array(count(s.w)).fill(NaN), { shape: s.w });
+      const db = gpu.tensor(new Float32Array(p.cOut).fill(NaN), { shape: [p.cOut] });
+      directConvWeightGrad(gpu, sh, { dw, db, x: r(x), dy: r(dy) }, {
+        accumulate: false,
+        tile,
+        splits,
+      });
+      const what = `${JSON.stringify(tile)} splits ${splits}`;
+      assertClose(await dw.toArray(), ref.dw, { ...t, what: `dw ${what}` });
+      assertClose(await db.toArray(), ref.db, { ...t, what: `db ${what}` });
+      dw.dispose();
+      db.dispose();
+    }
+    assert.throws(
+      () => directConvForward(gpu, sh, { y: r(dx), x: r(x), w }, { tile: { tx: 2, co: 2, ci: 3 } }),
+      (e: Error) => e instanceof RangeError && /3 must divide 4/.test(e.message),
+    );
+    const big = { ...sh, cIn: 64, cOut: 64 };
+    assert.throws(
+      () =>
+        directConvForward(gpu, big, { y: r(dx), x: r(x), w }, { tile: { tx: 1, co: 8, ci: 64 } }),
+      (e: Error) => e instanceof RangeError && /exceeds the 4096/.test(e.message),
+    );
+    for (const tt of [x, w, b, dy, dx]) tt.dispose();
+  },
+);
+
+// --------------------------------------------------------------- the default choice ----
+
+Deno.test(
+  "direct conv2d: LeNet's convolutions at batch 100 take the direct kernels by default",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const layers: [Conv2dParams, boolean][] = [
+      [{ n: 100, cIn: 1, h: 28, w: 28, cOut: 6, kernel: 5, padding: 2 }, false],
+      [{ n: 100, cIn: 6, h: 14, w: 14, cOut: 16, kernel: 5 }, true],
+    ];
+    let seed = 160;
+    for (const [p, needDx] of layers) {
+      const d = data(p, seed++, true);
+      const got = await run(p, d, {});
+      if (!gpu.isCpu) continue; // the default choice is for CPU adapters
+      assert.equal(count1(got.kernels, "conv2d_im2col"), 0, `${got.kernels}`);
+      assert.equal(count1(got.kernels, "gemm"), 0, `${got.kernels}`);
+      const label = `LeNet ${p.cIn}->${p.cOut}`;
+      const t = tol(d.s.len);
+      assertClose(got.y, conv2dRef(p, d.x, d.w, d.b), { ...t, what: `${label} y` });
+      const g = conv2dBackwardRef(p, d.x, d.w, d.dy);
+      if (needDx) assertClose(got.dx, g.dx, { ...t, what: `${label} dx` });
+      assertClose(got.dw, g.dw, { ...t, what: `${label} dw` });
+      assertClose(got.db, g.db, { ...t, what: `${label} db` });
+    }
+  },
+);
+
+Deno.test("direct conv2d plans: budgets and limits", () => {
+  const lenet2 = directShape({ n: 256, cIn: 6, h: 14, w: 14, cOut: 16, kernel: 5 });
+  const plan = planDirectConv(lenet2)!;
+  assert.ok(plan, "LeNet conv2 has a direct plan");
+  assert.equal(lenet2.cIn % plan.tile.ci, 0);
+  assert.ok(plan.tile.ci * 25 * plan.tile.co * plan.tile.tx <= 4800, JSON.stringify(plan));
+  // Weights staged per workgroup fit 16 KiB of workgroup memory, whatever the shape.
+  for (const [cIn, cOut, k] of [[1, 96, 11], [3, 64, 7], [64, 64, 3], [16, 512, 1]]) {
+    const s = directShape({ n: 4, cIn, h: 32, w: 32, cOut, kernel: k });
+    const t = planDirectConv(s)?.tile;
+    if (t) assert.ok(t.co * t.ci * k * k <= 4096, `${cIn}->${cOut} k${k}: ${JSON.stringify(t)}`);
+  }
+  // Kernel rows wider than 16 taps: neither kernel.
+  const wide = directShape({ n: 1, cIn: 1, h: 20, w: 20, cOut: 2, kernel: [1, 17] });
+  assert.equal(planDirectConv(wide), undefined);
+  assert.equal(planDirectWeightGrad(wide), undefined);
+  // Every blocking of a wide 3x3 convolution keeps its per-thread loads within budget.
+  const big = directShape({ n: 8, cIn: 512, h: 14, w: 14, cOut: 512, kernel: 3, padding: 1 });
+  const bigPlan = planDirectConv(big);
+  if (bigPlan) assert.ok(bigPlan.tile.ci * 3 * (bigPlan.tile.tx + 2) <= 256);
+  // The weight gradient's accumulators per thread stay within budget.
+  const wg = planDirectWeightGrad(lenet2)!;
+  assert.ok(wg.tile.co * wg.tile.ky * 5 <= 200, JSON.stringify(wg));
+});
