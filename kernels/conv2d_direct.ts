@@ -342,7 +342,7 @@ function searchPlan(s: DirectConvShape): DirectConvPlan | undefined {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "@modern-cnn/webgpu/kernels";
+ * import { bindingRange } from "./gemm.ts";
  * import { directConvForward } from "./conv2d_direct.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 1, 8, 8]), w = gpu.zeros([3, 1, 3, 3]), y = gpu.empty([2, 3, 8, 8]);
@@ -655,7 +655,7 @@ const DW_TARGET_THREADS = 2048;
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "@modern-cnn/webgpu/kernels";
+ * import { bindingRange } from "./gemm.ts";
  * import { directConvWeightGrad } from "./conv2d_direct.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 1, 8, 8]), dy = gpu.zeros([2, 3, 8, 8]), dw = gpu.zeros([3, 1, 3, 3]);

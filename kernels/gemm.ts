@@ -283,7 +283,7 @@ export interface TensorRange {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "@modern-cnn/webgpu/kernels";
+ * import { bindingRange } from "./gemm.ts";
  * const gpu = await getGpu();
  * const r = bindingRange(gpu.zeros([1000]), 100, 50); // r.base === 36 (binding starts at byte 256)
  * ```
@@ -312,7 +312,7 @@ export function bindingRange(t: Tensor, offset: number, count: number): TensorRa
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { maxBindingElements } from "@modern-cnn/webgpu/kernels";
+ * import { maxBindingElements } from "./gemm.ts";
  * const gpu = await getGpu();
  * maxBindingElements(gpu); // e.g. 33554368 on llvmpipe (128 MiB)
  * ```
@@ -388,7 +388,7 @@ export interface StridedGemm {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange, gemmStrided } from "@modern-cnn/webgpu/kernels";
+ * import { bindingRange, gemmStrided } from "./gemm.ts";
  * const gpu = await getGpu();
  * const a = gpu.zeros([4, 3]), b = gpu.zeros([3, 5]), c = gpu.empty([4, 5]);
  * gemmStrided(gpu, {
@@ -1138,7 +1138,7 @@ export interface StridedReduce {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange, reduceStrided } from "@modern-cnn/webgpu/kernels";
+ * import { bindingRange, reduceStrided } from "./gemm.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 3, 5]), y = gpu.empty([3]);
  * reduceStrided(gpu, {

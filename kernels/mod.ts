@@ -25,7 +25,14 @@ export * from "./data.ts";
 export * from "./depthwise.ts";
 export * from "./dropout.ts";
 export * from "./elementwise.ts";
-export * from "./gemm.ts";
+export {
+  checkGemm,
+  gemm,
+  type GemmParams,
+  type GemmTuning,
+  type GemmVariant,
+  sumRows,
+} from "./gemm.ts";
 export * from "./lrn.ts";
 export * from "./pool.ts";
 export * from "./sgd.ts";
