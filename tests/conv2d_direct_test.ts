@@ -5,13 +5,13 @@
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import {
-  bindingRange,
   conv2dBackward,
   conv2dForward,
   conv2dGeometry,
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/mod.ts";
+import { bindingRange } from "../kernels/gemm.ts";
 import {
   directConvForward,
   type DirectConvShape,
