@@ -267,9 +267,18 @@ export class Rng {
  * const gpu = await testGpu();
  * ```
  */
-export function testGpu(): Promise<Gpu> {
-  return getGpu();
+export async function testGpu(): Promise<Gpu> {
+  if (!unloadHooked) {
+    unloadHooked = true;
+    // Destroy the device before the process tears WebGPU down: an explicit, ordered shutdown.
+    globalThis.addEventListener("unload", () => shared?.destroy());
+  }
+  shared = await getGpu();
+  return shared;
 }
+
+let unloadHooked = false;
+let shared: Gpu | undefined;
 
 /** Options for GPU tests: WebGPU keeps device resources alive across tests by design. */
 export const GPU_TEST = { sanitizeResources: false, sanitizeOps: false } as const;
