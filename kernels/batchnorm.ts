@@ -38,6 +38,7 @@ import {
   type Tensor,
 } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
+import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange, type TensorRange } from "./gemm.ts";
 
@@ -73,11 +74,7 @@ interface Resolved {
 }
 
 function resolve(op: string, p: BatchNormParams): Resolved {
-  for (const k of ["n", "c", "hw"] as const) {
-    if (!Number.isInteger(p[k]) || p[k] < 1) {
-      throw new RangeError(`${op}: ${k} must be an integer >= 1, got ${p[k]}`);
-    }
-  }
+  checkPositiveInts(op, p, ["n", "c", "hw"]);
   const eps = p.eps ?? 1e-5;
   const momentum = p.momentum ?? 0.1;
   if (!Number.isFinite(eps) || eps < 0) {

@@ -22,6 +22,7 @@
 
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape } from "../gpu/mod.ts";
+import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import {
   directConvForward,
@@ -169,12 +170,7 @@ function pair(
  */
 export function conv2dGeometry(p: Conv2dParams): Conv2dGeometry {
   const op = "conv2d";
-  for (const key of ["n", "cIn", "h", "w", "cOut"] as const) {
-    const v = p[key];
-    if (!Number.isInteger(v) || v < 1) {
-      throw new RangeError(`${op}: ${key} must be an integer >= 1, got ${v}`);
-    }
-  }
+  checkPositiveInts(op, p, ["n", "cIn", "h", "w", "cOut"]);
   const [kh, kw] = pair(op, "kernel", p.kernel, 1, 1);
   const [sh, sw] = pair(op, "stride", p.stride, 1, 1);
   const [ph, pw] = pair(op, "padding", p.padding, 0, 0);

@@ -42,6 +42,7 @@ import {
   type Tensor,
 } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { checkPositiveInts, pair } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -96,32 +97,8 @@ interface Resolved {
   ow: number;
 }
 
-function pair(
-  op: string,
-  name: string,
-  v: number | readonly [number, number] | undefined,
-  dflt: number,
-  min: number,
-): [number, number] {
-  let p: readonly number[];
-  if (v === undefined) p = [dflt, dflt];
-  else if (typeof v === "number") p = [v, v];
-  else if (Array.isArray(v)) p = v;
-  else throw new TypeError(`${op}: ${name} must be a number or a pair, got ${JSON.stringify(v)}`);
-  if (p.length !== 2 || p.some((d) => !Number.isInteger(d) || d < min)) {
-    throw new RangeError(
-      `${op}: ${name} must be an integer >= ${min} or a pair of them, got ${JSON.stringify(v)}`,
-    );
-  }
-  return [p[0], p[1]];
-}
-
 function resolve(op: string, p: DepthwiseParams): Resolved {
-  for (const k of ["n", "c", "h", "w"] as const) {
-    if (!Number.isInteger(p[k]) || p[k] < 1) {
-      throw new RangeError(`${op}: ${k} must be an integer >= 1, got ${p[k]}`);
-    }
-  }
+  checkPositiveInts(op, p, ["n", "c", "h", "w"]);
   const [kh, kw] = pair(op, "kernel", p.kernel, 1, 1);
   const [sh, sw] = pair(op, "stride", p.stride, 1, 1);
   const [ph, pw] = pair(op, "padding", p.padding, 0, 0);

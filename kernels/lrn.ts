@@ -24,6 +24,7 @@
 
 import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -62,11 +63,7 @@ interface Resolved {
 }
 
 function resolve(op: string, p: LrnParams): Resolved {
-  for (const key of ["n", "c", "h", "w", "size"] as const) {
-    if (!Number.isInteger(p[key]) || p[key] < 1) {
-      throw new RangeError(`${op}: ${key} must be an integer >= 1, got ${p[key]}`);
-    }
-  }
+  checkPositiveInts(op, p, ["n", "c", "h", "w", "size"]);
   const alpha = p.alpha ?? 1e-4, beta = p.beta ?? 0.75, k = p.k ?? 1;
   for (const [key, v] of [["alpha", alpha], ["beta", beta], ["k", k]] as const) {
     if (!Number.isFinite(v)) throw new RangeError(`${op}: ${key} must be finite, got ${v}`);
