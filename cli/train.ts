@@ -292,6 +292,12 @@ export async function main(argv: string[]): Promise<number> {
         `${args.resize}x${args.resize}), batch ${args.batchSize}, lr ${args.lr}, ${args.epochs} epochs, ${gpu.description}`,
     );
   }
+  if (startEpoch >= args.epochs) {
+    console.error(
+      `train: ${args.resume} already finished epoch ${startEpoch}; pass --epochs N > ${startEpoch} to go on`,
+    );
+    return 0;
+  }
   const history: { epoch: number; loss: number; trainAcc: number; testAcc: number }[] = [];
   let examples = 0, seconds = 0;
   let last = { loss: NaN, trainAcc: NaN, testAcc: NaN };

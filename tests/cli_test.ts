@@ -118,6 +118,19 @@ Deno.test("train: --json, --save, --resume, --plot, --init and the other flags o
   assert.equal(second.code, 0, second.stderr);
   const epochs = second.stdout.trim().split("\n").map((l) => JSON.parse(l).epoch);
   assert.deepEqual(epochs, [2]);
+  // Resuming a finished run says so and trains nothing.
+  const done = await run("train.ts", [
+    "lenet-bn",
+    ...SYN,
+    "--epochs",
+    "1",
+    "--resume",
+    ck,
+    "--json",
+  ]);
+  assert.equal(done.code, 0, done.stderr);
+  assert.equal(done.stdout, "");
+  assert.match(done.stderr, /already finished epoch 1/);
   // Human output with d2l's closing lines; --init, --no-shuffle and --dropout.
   const third = await run("train.ts", [
     "lenet-bn",
