@@ -21,7 +21,7 @@
  */
 
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
-import { formatShape } from "../gpu/mod.ts";
+import { formatShape, grid1d } from "../gpu/mod.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import {
@@ -746,13 +746,6 @@ export function conv2dBackward(
 
 const WG = 64;
 
-function grid(threads: number): [number, number, number] {
-  const groups = Math.ceil(threads / WG);
-  if (groups <= 65535) return [groups, 1, 1];
-  const y = Math.ceil(groups / 65535);
-  return [Math.ceil(groups / y), y, 1];
-}
-
 const GEOM_WGSL = `struct Params {
   nb: u32, cIn: u32, h: u32, w: u32,
   kh: u32, kw: u32, sh: u32, sw: u32,
@@ -876,11 +869,11 @@ function im2col(gpu: Gpu, g: Conv2dGeometry, x: TensorRange, col: TensorRange, n
   const bindings = [x.binding, col.binding];
   if (g.sw === 1 && g.dw === 1 && g.kw > 1 && g.kw <= WINDOW_MAX_KW) {
     const threads = g.cIn * g.kh * nb * g.oh;
-    gpu.dispatch(im2colWindowKernel(g.kw), { params, bindings, workgroups: grid(threads) });
+    gpu.dispatch(im2colWindowKernel(g.kw), { params, bindings, workgroups: grid1d(threads, WG) });
     return;
   }
   const threads = g.cIn * g.kh * g.kw * nb * g.oh;
-  gpu.dispatch(IM2COL, { params, bindings, workgroups: grid(threads) });
+  gpu.dispatch(IM2COL, { params, bindings, workgroups: grid1d(threads, WG) });
 }
 
 const COL2IM = {
@@ -974,7 +967,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 };
 
 function col2im(gpu: Gpu, g: Conv2dGeometry, col: TensorRange, dx: TensorRange, nb: number): void {
-  const workgroups = grid(nb * g.cIn * g.h);
+  const workgroups = grid1d(nb * g.cIn * g.h, WG);
   // Gather form for horizontal stride 1 (one load per tap, one store per element and valid ky),
   // when its loop count per thread, w + kh * (1 + w * (1 + kw)), fits the budget.
   if (g.sw === 1 && g.w + g.kh * (1 + g.w * (1 + g.kw)) <= MAX_LOOP_ITERATIONS) {
@@ -1044,6 +1037,6 @@ function permuteDy(
     params: new ParamsWriter().u32(nb).u32(c).u32(len).u32(runs).u32(src.base).u32(dst.base)
       .bytes(),
     bindings: [src.binding, dst.binding],
-    workgroups: grid(c * nb * runs),
+    workgroups: grid1d(c * nb * runs, WG),
   });
 }

@@ -33,7 +33,7 @@
  * @module
  */
 
-import type { Gpu, Tensor } from "../gpu/mod.ts";
+import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange, maxBindingElements, reduceStrided, type TensorRange } from "./gemm.ts";
 
@@ -81,10 +81,8 @@ const WG = 64;
 const MAX_KW = 16;
 
 function grid(threads: number, z: number): [number, number, number] {
-  const groups = Math.ceil(threads / WG);
-  if (groups <= 65535) return [groups, 1, z];
-  const y = Math.ceil(groups / 65535);
-  return [Math.ceil(groups / y), y, z];
+  const [x, y] = grid1d(threads, WG);
+  return [x, y, z];
 }
 
 /** Balanced blocks of at most `max`: the block size that splits `n` into the fewest blocks. */

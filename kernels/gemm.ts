@@ -24,7 +24,14 @@
  * @module
  */
 
-import { type Binding, formatShape, type Gpu, type Shape, type Tensor } from "../gpu/mod.ts";
+import {
+  type Binding,
+  formatShape,
+  type Gpu,
+  grid1d,
+  type Shape,
+  type Tensor,
+} from "../gpu/mod.ts";
 import { ParamsWriter } from "./_params.ts";
 
 // ------------------------------------------------------------------------ public API ----
@@ -1094,15 +1101,8 @@ function dispatchEpilogue(gpu: Gpu, g: StridedGemm, scratch: Tensor, splits: num
   const bindings: Binding[] = [scratch, g.c.binding];
   if (g.biasMode !== "none") bindings.push(g.bias!.binding);
   const total = g.batch * g.m * g.n;
-  const [x, y] = grid1dLocal(total, EPI_WG);
+  const [x, y] = grid1d(total, EPI_WG);
   gpu.dispatch(spec, { params, bindings, workgroups: [x, y, 1] });
-}
-
-function grid1dLocal(n: number, wg: number): [number, number] {
-  const groups = Math.ceil(n / wg);
-  if (groups <= 65535) return [groups, 1];
-  const y = Math.ceil(groups / 65535);
-  return [Math.ceil(groups / y), y];
 }
 
 // -------------------------------------------------------------- strided reduction ----
@@ -1230,7 +1230,7 @@ function dispatchReduce(
 ): void {
   const params = new ParamsWriter().u32(outer).u32(mid).u32(inner).u32(splits).u32(x.base)
     .u32(y.base).bytes();
-  const [gx, gy] = grid1dLocal(mid * splits, RED_WG);
+  const [gx, gy] = grid1d(mid * splits, RED_WG);
   gpu.dispatch(reduceKernel(accumulate), {
     params,
     bindings: [x.binding, y.binding],
