@@ -7,6 +7,7 @@
  */
 
 import type { Tensor } from "../gpu/mod.ts";
+import { ACTIVATION_BACKWARD_WGSL, ACTIVATION_FORWARD_WGSL } from "./_activation_wgsl.ts";
 import { elementwiseMap, type ElementwiseMapKernel } from "./elementwise.ts";
 
 /** The activation functions: `nn.ReLU`, `nn.ReLU6`, `nn.Sigmoid`, `nn.Tanh`. */
@@ -18,37 +19,12 @@ export interface ActivationParams {
   readonly kind: ActivationKind;
 }
 
-const FORWARD_BODY: Record<ActivationKind, string> = {
-  relu: "y = max(x, T(0.0));",
-  relu6: "y = min(max(x, T(0.0)), T(6.0));",
-  // Stable for both signs: with e = exp(-|x|) <= 1, sigmoid = 1 / (1 + e) for x >= 0 and
-  // e / (1 + e) for x < 0 (no overflow, no 1 - tiny cancellation).
-  sigmoid:
-    "let e = exp(-abs(x)); let r = T(1.0) / (T(1.0) + e); y = select(e * r, r, x >= T(0.0));",
-  // tanh(|x|) = (1 - t) / (1 + t) with t = exp(-2|x|) <= 1 (no inf / inf); below |x| = 0.125 an
-  // odd Taylor polynomial (error < 1e-9 relative) avoids the cancellation in 1 - t.
-  tanh: `let a = abs(x);
-    let t = exp(-2.0 * a);
-    let big = (T(1.0) - t) / (T(1.0) + t);
-    let a2 = a * a;
-    let small = a * (T(1.0) + a2 * (T(-1.0 / 3.0) + a2 * (T(2.0 / 15.0) + a2 * T(-17.0 / 315.0))));
-    y = sign(x) * select(big, small, a < T(0.125));`,
-};
-
-const BACKWARD_BODY: Record<ActivationKind, string> = {
-  relu: "dx = select(T(0.0), dy, y > T(0.0));",
-  relu6: "dx = select(T(0.0), dy, (y > T(0.0)) & (y < T(6.0)));",
-  sigmoid: "dx = dy * (T(1.0) - y) * y;",
-  // (1 - y)(1 + y) rather than 1 - y * y: no cancellation of a rounded y * y near |y| = 1.
-  tanh: "dx = dy * ((T(1.0) - y) * (T(1.0) + y));",
-};
-
-const KINDS = Object.keys(FORWARD_BODY) as ActivationKind[];
+const KINDS = Object.keys(ACTIVATION_FORWARD_WGSL) as ActivationKind[];
 
 const FORWARD = new Map<ActivationKind, ElementwiseMapKernel>(KINDS.map((k) => [k, {
   name: `${k}_forward`,
   operands: [{ name: "y", access: "write" }, { name: "x", access: "read" }],
-  body: FORWARD_BODY[k],
+  body: ACTIVATION_FORWARD_WGSL[k],
 }]));
 
 const BACKWARD = new Map<ActivationKind, ElementwiseMapKernel>(KINDS.map((k) => [k, {
@@ -58,7 +34,7 @@ const BACKWARD = new Map<ActivationKind, ElementwiseMapKernel>(KINDS.map((k) => 
     { name: "dy", access: "read" },
     { name: "y", access: "read" },
   ],
-  body: BACKWARD_BODY[k],
+  body: ACTIVATION_BACKWARD_WGSL[k],
 }]));
 
 /**
