@@ -4,7 +4,6 @@
 import type { Gpu } from "../gpu/mod.ts";
 import { makeSynthetic } from "../data/mod.ts";
 import {
-  buildArchitecture,
   createModel,
   DEFAULTS,
   type GpuImageSet,
@@ -13,35 +12,8 @@ import {
   uploadImageSet,
 } from "../models/mod.ts";
 
-/** Forward FLOPs per example of a model at an input size (multiply-adds count 2). */
-export function forwardFlops(name: ModelName, resize: number): number {
-  const arch = buildArchitecture(name);
-  return arch.net.flops([1, arch.inChannels, resize, resize]);
-}
-
-/**
- * Training FLOPs (about 3x the forward pass) one step may take on a CPU adapter: batches of
- * heavier models are reduced to fit (a step of ~20 GFLOP takes a few seconds on llvmpipe).
- */
-const CPU_STEP_FLOPS = 2e10;
-
-/**
- * The batch a model trains at here: its recipe's, or on a CPU adapter the largest power of two
- * whose step stays within the FLOP budget (at most the recipe's). `reduced` tells which.
- */
-export function benchBatch(
-  gpu: Gpu,
-  name: ModelName,
-  resize: number,
-): { batch: number; reduced: boolean } {
-  const recipe = DEFAULTS[name].batchSize;
-  if (!gpu.isCpu) return { batch: recipe, reduced: false };
-  const perExample = 3 * forwardFlops(name, resize);
-  let batch = 1;
-  while (batch * 2 <= recipe && batch * 2 * perExample <= CPU_STEP_FLOPS) batch *= 2;
-  if (batch * 2 > recipe && recipe * perExample <= CPU_STEP_FLOPS) batch = recipe;
-  return { batch, reduced: batch < recipe };
-}
+// The batch cap is shared with `deno task tune` (whose tuned problems must match these steps).
+export { cappedBatch as benchBatch, forwardFlops } from "../cli/common.ts";
 
 /** A model, its trainer and a GPU-resident synthetic data set of `steps` batches. */
 export interface TrainRun {

@@ -8,6 +8,7 @@
 // backward-data comparison; ResNet-18 at 96x96 with batch 32 instead of d2l's 256 (a full-batch
 // 3x3 layer is ~5 GFLOP per pass, ~0.4 s on llvmpipe; per-image shapes are unchanged).
 import { getGpu } from "../gpu/mod.ts";
+import { activationForward } from "../kernels/activation.ts";
 import {
   checkConv2d,
   conv2dBackward,
@@ -190,11 +191,91 @@ for (const [hw, cIn, cOut] of [[12, 256, 128], [3, 832, 256]]) {
   }
 }
 
+// Fused epilogue: conv + bias + ReLU in one pass vs conv then a separate activationForward (in
+// place) over y, at LeNet conv2 and a ResNet-18 3x3 layer (both run the direct kernel by default
+// on llvmpipe; the ResNet layer also forced onto im2col + GEMM).
+// The two variants alternate inside each timed iteration (other work on the machine then hits
+// both alike); the best time of each is kept, and the summary prints their ratio.
+const fusedPairs: [string, string][] = [];
+
+function benchFusedRelu(
+  label: string,
+  convParams: Conv2dParams,
+  options: Conv2dKernelOptions = {},
+): void {
+  const params = { ...convParams, ...options };
+  const ys = [...checkConv2d(params)];
+  const [kh, kw] = typeof params.kernel === "number"
+    ? [params.kernel, params.kernel]
+    : params.kernel;
+  const cInG = params.cIn / (params.groups ?? 1);
+  const x = randomTensor([params.n, params.cIn, params.h, params.w]);
+  const w = randomTensor([params.cOut, cInG, kh, kw]);
+  const b = randomTensor([params.cOut]);
+  const y = gpu.empty(ys);
+  const flops = 2 * ys.reduce((s, d) => s * d, 1) * cInG * kh * kw;
+  const reps = Math.max(1, Math.min(200, Math.round(3e9 / flops)));
+  const separate = `${label} fwd [conv then relu activationForward]`;
+  const fused = `${label} fwd [conv+relu fused]`;
+  fusedPairs.push([separate, fused]);
+  const variants: [string, () => void][] = [
+    [separate, () => {
+      conv2dForward({ y, x, w, b }, params);
+      activationForward({ y, x: y }, { kind: "relu" });
+    }],
+    [fused, () => conv2dForward({ y, x, w, b }, { ...params, activation: "relu" })],
+  ];
+  const best = new Map<string, number>();
+  let iteration = 0;
+  Deno.bench({
+    name: `${label} fwd+relu: fused vs separate, interleaved (${
+      (flops / 1e9).toFixed(2)
+    } GFLOP, ${reps}/sync each)`,
+    n: 10,
+    warmup: 1,
+    async fn() {
+      const order = iteration++ % 2 === 0 ? variants : [...variants].reverse();
+      for (const [name, run] of order) {
+        const t0 = performance.now();
+        for (let r = 0; r < reps; r++) run();
+        await gpu.sync();
+        const ms = (performance.now() - t0) / reps;
+        best.set(name, Math.min(best.get(name) ?? Infinity, ms));
+        results.push([name, flops / best.get(name)! / 1e6]);
+      }
+    },
+  });
+}
+
+benchFusedRelu("lenet conv2 6->16 k5 14x14 b256", {
+  n: 256,
+  cIn: 6,
+  h: 14,
+  w: 14,
+  cOut: 16,
+  kernel: 5,
+});
+const resnetB2: Conv2dParams = {
+  n: 32,
+  cIn: 64,
+  h: 24,
+  w: 24,
+  cOut: 64,
+  kernel: 3,
+  padding: 1,
+};
+benchFusedRelu("resnet18 b2 64->64 k3 p1 24x24 b32", resnetB2);
+benchFusedRelu("resnet18 b2 64->64 k3 p1 24x24 b32 im2col", resnetB2, { direct: false });
+
 globalThis.addEventListener("unload", () => {
   const best = new Map<string, number>();
   for (const [name, g] of results) best.set(name, Math.max(best.get(name) ?? 0, g));
   console.log(`\nconv2d on ${gpu.description} (best of the timed iterations):`);
   for (const [name, g] of best) {
     console.log(`  ${name.padEnd(58)} ${g.toFixed(2).padStart(7)} GFLOP/s`);
+  }
+  for (const [separate, fused] of fusedPairs) {
+    const gain = (best.get(fused) ?? NaN) / (best.get(separate) ?? NaN);
+    if (Number.isFinite(gain)) console.log(`  ${fused}: ${gain.toFixed(3)}x the separate pair`);
   }
 });

@@ -8,8 +8,17 @@
 // x twice and writes dx; LRN forward reads x, writes y and scale; LRN backward reads dy, x,
 // scale and writes dx.
 //
+// BN + ReLU, fused (`activation: "relu"`) vs BN then the separate ReLU kernel (forward:
+// activationForward; backward: activationBackward then batchNormBackward), at ResNet-18's
+// 64@24x24 (vec4 path) and 512@3x3 (scalar path), the two variants timed alternately in the same
+// process. Both are reported as GB/s of the same traffic, the fused op's compulsory one (training
+// forward: x twice + y = 3 tensors; eval: x + y = 2; backward: dy, x, y twice each + dx = 7), so
+// the GB/s ratio is the speed ratio. The unfused chain moves 5, 4 and 8 tensors respectively and
+// runs one more dispatch.
+//
 //   deno bench -A bench/norm_bench.ts
 import { getGpu } from "../gpu/mod.ts";
+import { activationBackward, activationForward } from "../kernels/activation.ts";
 import { batchNormBackward, batchNormForward } from "../kernels/batchnorm.ts";
 import { lrnBackward, lrnForward, type LrnParams } from "../kernels/lrn.ts";
 
@@ -38,6 +47,39 @@ async function bench(name: string, bytes: number, record: () => void): Promise<v
   const label = `${name}: ${(sec * 1e3).toFixed(2)} ms, ${(bytes / sec / 1e9).toFixed(2)} GB/s`;
   console.log(`${label} (${gpu.description})`);
   Deno.bench(`${label} (x${dispatches} per sync)`, { n: 2, warmup: 0 }, run);
+}
+
+/**
+ * Times two ways of doing the same work, alternating between them (best of 5 rounds each), and
+ * reports both as GB/s of `bytes` per call and their speed ratio.
+ */
+async function benchPair(
+  name: string,
+  bytes: number,
+  variants: [string, () => void][],
+): Promise<void> {
+  const dispatches = dispatchesFor(bytes);
+  const runs = variants.map(([, record]) => async () => {
+    for (let i = 0; i < dispatches; i++) record();
+    await gpu.sync();
+  });
+  for (const run of runs) await run(); // compile + warm up
+  const sec = runs.map(() => Infinity);
+  for (let r = 0; r < 5; r++) {
+    for (const [k, run] of runs.entries()) {
+      const t0 = performance.now();
+      await run();
+      sec[k] = Math.min(sec[k], (performance.now() - t0) / 1000 / dispatches);
+    }
+  }
+  variants.forEach(([variant], k) => {
+    const label = `${name} ${variant}: ${(sec[k] * 1e3).toFixed(2)} ms, ` +
+      `${(bytes / sec[k] / 1e9).toFixed(2)} GB/s`;
+    console.log(
+      `${label}${k > 0 ? ` (x${(sec[k] / sec[0]).toFixed(2)} time of ${variants[0][0]})` : ""}`,
+    );
+    Deno.bench(`${label} (x${dispatches} per sync)`, { n: 2, warmup: 0 }, runs[k]);
+  });
 }
 
 function fill(n: number): Float32Array {
@@ -123,4 +165,55 @@ for (const [name, p] of LRN) {
     4 * size,
     () => lrnBackward({ dx, dy: y, x, scale }, p),
   );
+}
+
+const BN_RELU: [string, number, number, number[]][] = [
+  ["ResNet BN2d+ReLU 64@24x24", 64, 24 * 24, [24, 24]],
+  ["ResNet BN2d+ReLU 512@3x3", 512, 3 * 3, [3, 3]],
+];
+
+for (const [name, c, hw, spatial] of BN_RELU) {
+  const n = BN_BATCH;
+  const shape = [n, c, ...spatial];
+  const x = gpu.tensor(fill(n * c * hw), { shape });
+  const dy = gpu.tensor(fill(n * c * hw).reverse(), { shape });
+  const y = gpu.empty(shape), z = gpu.empty(shape), dz = gpu.empty(shape), dx = gpu.empty(shape);
+  const ch = (v: number) => gpu.tensor(new Float32Array(c).fill(v), { shape: [c] });
+  const st = {
+    saveMean: ch(0),
+    saveInvStd: ch(1),
+    runningMean: ch(0),
+    runningVar: ch(1),
+    weight: ch(1),
+    bias: ch(0),
+  };
+  const dweight = ch(0), dbias = ch(0);
+  const size = x.byteLength;
+  const p = { n, c, hw };
+  for (const training of [true, false]) {
+    await benchPair(
+      `${name} b${n} ${training ? "training" : "eval"} forward`,
+      (training ? 3 : 2) * size,
+      [
+        ["fused", () => batchNormForward({ ...st, y, x }, { ...p, training, activation: "relu" })],
+        ["BN then ReLU", () => {
+          batchNormForward({ ...st, y: z, x }, { ...p, training });
+          activationForward({ y, x: z }, { kind: "relu" });
+        }],
+      ],
+    );
+  }
+  // y: a BN + ReLU output (about half zeros) for the backward
+  batchNormForward({ ...st, y, x }, { ...p, training: true, activation: "relu" });
+  await benchPair(`${name} b${n} backward`, 7 * size, [
+    [
+      "fused",
+      () =>
+        batchNormBackward({ dx, dweight, dbias, dy, x, y, ...st }, { ...p, activation: "relu" }),
+    ],
+    ["ReLU then BN backward", () => {
+      activationBackward({ dx: dz, dy, y }, { kind: "relu" });
+      batchNormBackward({ dx, dweight, dbias, dy: dz, x, ...st }, p);
+    }],
+  ]);
 }

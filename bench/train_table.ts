@@ -1,6 +1,7 @@
 // Training throughput per model at the seed recipe, as a markdown table:
 //
 //   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
+//                                    [--no-autotune]
 //
 // Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
 // needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
@@ -14,7 +15,11 @@
 // (llvmpipe), models whose step at the recipe's batch would take more than ~20 GFLOP train at a
 // reduced batch (the largest power of two within that budget, marked in the table), for 3 timed
 // steps (unless `--steps` says otherwise) in a single epoch.
+//
+// The kernel choices cached by `deno task tune` for this adapter are loaded first, unless
+// `--no-autotune` is given.
 import { getGpu } from "../gpu/mod.ts";
+import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
 import { benchBatch, setupRun, type StepTiming, timeSteps, warmUp } from "./_train.ts";
 
@@ -22,13 +27,19 @@ function usage(message: string): never {
   console.error(`train_table: ${message}`);
   console.error(
     "usage: deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] " +
-      "[--resize N]",
+      "[--resize N] [--no-autotune]",
   );
   Deno.exit(2);
 }
 
 function parseArgs(args: string[]) {
-  const out: { models?: ModelName[]; steps?: number; batch?: number; resize?: number } = {};
+  const out: {
+    models?: ModelName[];
+    steps?: number;
+    batch?: number;
+    resize?: number;
+    autotune: boolean;
+  } = { autotune: true };
   for (let i = 0; i < args.length; i++) {
     const [flag, inline] = args[i].split("=", 2);
     const value = () => {
@@ -61,6 +72,9 @@ function parseArgs(args: string[]) {
       case "--resize":
         out.resize = int(value());
         break;
+      case "--no-autotune":
+        out.autotune = false;
+        break;
       case "--help":
       case "-h":
         usage("help");
@@ -74,6 +88,15 @@ function parseArgs(args: string[]) {
 
 const args = parseArgs(Deno.args);
 const gpu = await getGpu();
+let tuned = "autotune off";
+if (args.autotune) {
+  const path = defaultTuningCachePath();
+  const n = await loadTuningCache(gpu, path);
+  if (n !== null) {
+    console.error(`autotune: ${n} tuned entries for this adapter loaded from ${path}`);
+  }
+  tuned = `autotune: ${n ?? 0} cached entries`;
+}
 const models = args.models ?? [...MODEL_NAMES];
 const rows: string[] = [];
 const notes = new Set<string>();
@@ -121,7 +144,7 @@ for (const name of models) {
   console.error(`done: ${name}`);
 }
 
-console.log(`Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}\n`);
+console.log(`Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}\n`);
 console.log(
   "| model | batch | resize | examples/s | ms/step | peak GPU memory | timed steps |",
 );

@@ -1,10 +1,14 @@
 // Helpers shared by the commands: checkpoints on disk, usage errors.
+import type { Gpu } from "../gpu/mod.ts";
 import { writeFileAtomic } from "../data/mod.ts";
 import {
+  buildArchitecture,
   decodeSafetensors,
+  DEFAULTS,
   encodeSafetensors,
   type HostStateDict,
   type Model,
+  type ModelName,
 } from "../models/mod.ts";
 
 /** A bad command line: one line for the user, exit code 2. */
@@ -54,4 +58,35 @@ export async function saveCheckpoint(
 export function usageExit(command: string, err: unknown): number {
   console.error(`${command}: ${(err as Error).message} (see --help)`);
   return 2;
+}
+
+/** Forward FLOPs per example of a model at an input size (multiply-adds count 2). */
+export function forwardFlops(name: ModelName, resize: number): number {
+  const arch = buildArchitecture(name);
+  return arch.net.flops([1, arch.inChannels, resize, resize]);
+}
+
+/**
+ * Training FLOPs (about 3x the forward pass) one step may take on a CPU adapter: batches of
+ * heavier models are reduced to fit (a step of ~20 GFLOP takes a few seconds on llvmpipe).
+ */
+const CPU_STEP_FLOPS = 2e10;
+
+/**
+ * The batch a model trains at in the benchmarks and `deno task tune`: its recipe's, or on a CPU
+ * adapter the largest power of two whose step stays within the FLOP budget (at most the
+ * recipe's). `reduced` tells which.
+ */
+export function cappedBatch(
+  gpu: Gpu,
+  name: ModelName,
+  resize: number,
+): { batch: number; reduced: boolean } {
+  const recipe = DEFAULTS[name].batchSize;
+  if (!gpu.isCpu) return { batch: recipe, reduced: false };
+  const perExample = 3 * forwardFlops(name, resize);
+  let batch = 1;
+  while (batch * 2 <= recipe && batch * 2 * perExample <= CPU_STEP_FLOPS) batch *= 2;
+  if (batch * 2 > recipe && recipe * perExample <= CPU_STEP_FLOPS) batch = recipe;
+  return { batch, reduced: batch < recipe };
 }

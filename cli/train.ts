@@ -1,6 +1,7 @@
 // deno task train <model> [flags]: d2l's train_ch6 on the GPU. See `--help`.
 import { parseArgs } from "node:util";
-import { getGpu } from "../gpu/mod.ts";
+import { getGpu, type Gpu } from "../gpu/mod.ts";
+import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import { type Dataset, type DatasetName, loadDataset, writeFileAtomic } from "../data/mod.ts";
 import {
   buildArchitecture,
@@ -41,6 +42,7 @@ flags (defaults: the seed recipe of each model):
   --resume FILE       continue from a checkpoint written by --save (weights, optimizer state, epoch)
   --json              one JSON object per epoch on stdout
   --plot FILE         SVG of train loss, train acc and test acc per epoch
+  --no-autotune       ignore the kernel choices cached by \`deno task tune\`
   -h, --help          this text`;
 
 /** The parsed, validated command line. */
@@ -65,6 +67,7 @@ export interface TrainArgs {
   resume?: string;
   json: boolean;
   plot?: string;
+  autotune: boolean;
 }
 
 function int(name: string, v: string | undefined, min: number): number | undefined {
@@ -123,6 +126,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
         "resume": { type: "string" },
         "json": { type: "boolean" },
         "plot": { type: "string" },
+        "no-autotune": { type: "boolean" },
         "help": { type: "boolean", short: "h" },
       },
     });
@@ -168,6 +172,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     resume: v.resume,
     json: v.json ?? false,
     plot: v.plot,
+    autotune: !v["no-autotune"],
   };
   if (args.init && args.resume) throw new UsageError("--init and --resume cannot be combined");
   try {
@@ -204,6 +209,15 @@ function progressBar(label: string): ((done: number, total: number) => void) | u
       ),
     );
   };
+}
+
+/** Loads the kernel choices `deno task tune` cached for this adapter, saying how many. */
+async function loadTuned(gpu: Gpu): Promise<void> {
+  const path = defaultTuningCachePath();
+  const n = await loadTuningCache(gpu, path);
+  if (n !== null) {
+    console.error(`autotune: ${n} tuned entries for this adapter loaded from ${path}`);
+  }
 }
 
 function dataError(err: unknown): never {
@@ -244,6 +258,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const gpu = await getGpu();
+  if (args.autotune) await loadTuned(gpu);
   const model = createModel(gpu, {
     name: args.model,
     seed: args.seed,

@@ -20,6 +20,14 @@
  * When `hw` is a multiple of 4 the partial-sum and elementwise passes work on `vec4`s (4 elements
  * of one channel per load and per thread), which roughly doubles their throughput on llvmpipe.
  *
+ * With `activation` (any `ActivationKind`: `"relu"`, `"relu6"`, `"sigmoid"`, `"tanh"`) the forward
+ * applies the activation in the normalize pass (`y = f(BN(x))`, no extra pass), and the backward
+ * takes the fused forward's output `y` and uses `dz = f'(BN(x)) * dy`, computed from `y` and `dy`
+ * (for ReLU `dy * (y > 0)`, for sigmoid `dy * y * (1 - y)`), as the upstream gradient in both the
+ * partial-sum and the input-gradient passes (no separate activation-backward pass or buffer). The
+ * activation WGSL is the one of `_activation_wgsl.ts`, so the fused results are bit for bit those
+ * of the separate kernels.
+ *
  * Statistics are accumulated shifted by the channel's first element (`x[0, ch, 0]`), which keeps
  * `E[(x-K)^2] - E[x-K]^2` accurate when the mean is large relative to the spread.
  *
@@ -37,10 +45,12 @@ import {
   type Shape,
   type Tensor,
 } from "../gpu/mod.ts";
+import { ACTIVATION_BACKWARD_WGSL, ACTIVATION_FORWARD_WGSL } from "./_activation_wgsl.ts";
 import { unitRanges } from "./_chunks.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange, type TensorRange } from "./gemm.ts";
+import type { ActivationKind } from "./activation.ts";
+import { bindingRange, checkActivationKind, type TensorRange } from "./gemm.ts";
 
 /** Threads per workgroup of every batch-norm kernel. */
 const WG = 64;
@@ -124,6 +134,32 @@ function checkChannel(op: string, name: string, t: Tensor, r: Resolved): void {
     throw new TypeError(`${op}: ${name} has shape ${formatShape(t.shape)}, expected [${r.c}]`);
   }
   if (t.dtype !== "f32") throw new TypeError(`${op}: ${name} must be f32, got ${t}`);
+}
+
+/**
+ * Validates the `activation` option (RangeError naming `op` for an unknown kind): returns the
+ * fused kind, or undefined for none.
+ */
+function checkActivationOption(op: string, activation: unknown): ActivationKind | undefined {
+  checkActivationKind(op, activation as ActivationKind | undefined);
+  return activation as ActivationKind | undefined;
+}
+
+/**
+ * WGSL helpers `act(x: T) -> T` (forward) and `actBackward(dy: T, y: T) -> T` (backward, from the
+ * forward's output) of a fused activation, built from the shared bodies of `_activation_wgsl.ts`.
+ */
+function activationFns(kind: ActivationKind): string {
+  return `fn act(x: T) -> T {
+  var y: T;
+  ${ACTIVATION_FORWARD_WGSL[kind]}
+  return y;
+}
+fn actBackward(dy: T, y: T) -> T {
+  var dx: T;
+  ${ACTIVATION_BACKWARD_WGSL[kind]}
+  return dx;
+}`;
 }
 
 /**
@@ -279,60 +315,85 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 };
 
 /**
+ * Kernels of one pass by (fused activation or none, vec4), each built on first use and then
+ * reused (the pipeline cache keys on the name, which includes both).
+ */
+function kernelsByActivation(
+  build: (vec4: boolean, kind: ActivationKind | undefined) => KernelSpec,
+): (kind: ActivationKind | undefined, vec4: boolean) => KernelSpec {
+  const memo = new Map<string, KernelSpec>();
+  return (kind, vec4) => {
+    const key = `${kind ?? ""}|${vec4}`;
+    let spec = memo.get(key);
+    if (spec === undefined) memo.set(key, spec = build(vec4, kind));
+    return spec;
+  };
+}
+
+/**
  * Elementwise passes come in two variants: scalar (one thread per element), and vec4 when `hw`
  * is a multiple of 4 (one thread per 4 elements of one channel: a quarter of the index
  * divisions, vector loads and stores). `T` is the element type, `hw` counts elements of `T`.
  */
-function normalizeSpec(vec4: boolean): KernelSpec {
+function normalizeSpec(vec4: boolean, kind: ActivationKind | undefined): KernelSpec {
   const T = vec4 ? "vec4f" : "f32";
   return {
-    name: `batchnorm_normalize${vec4 ? "_vec4" : ""}`,
+    name: `batchnorm_normalize${kind ? `_${kind}` : ""}${vec4 ? "_vec4" : ""}`,
     code: `
 // Batch norm forward, last pass, over one range of whole samples starting at element base of the
 // x and y bindings. One thread per ${vec4 ? "4 elements" : "element"}: idx indexes array<${T}>
 // (local to the range), channel (idx / hw) % c with hw and base in ${T} units:
-// y = (x - coef.mean) * coef.scale + bias.
+// y = ${kind ? `act(` : ""}(x - coef.mean) * coef.scale + bias${kind ? `), act = ${kind}` : ""}.
 const WG = ${WG}u;
+alias T = ${T};
 struct Params { total: u32, c: u32, hw: u32, base: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read> coef: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<${T}>;
-
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
+${kind ? activationFns(kind) : ""}
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
   let ch = (idx / p.hw) % p.c;
   let e = p.base + idx;
-  y[e] = (x[e] - coef[ch * 2u]) * coef[ch * 2u + 1u] + bias[ch];
+  let v = (x[e] - coef[ch * 2u]) * coef[ch * 2u + 1u] + bias[ch];
+  y[e] = ${kind ? "act(v)" : "v"};
 }
 `,
   };
 }
-const NORMALIZE = normalizeSpec(false);
-const NORMALIZE_V4 = normalizeSpec(true);
+/** Normalize kernels by (fused activation, vec4). */
+const NORMALIZE = kernelsByActivation(normalizeSpec);
 
-function gradPartialSpec(vec4: boolean): KernelSpec {
+function gradPartialSpec(vec4: boolean, kind: ActivationKind | undefined): KernelSpec {
   return {
-    name: `batchnorm_grad_partial${vec4 ? "_vec4" : ""}`,
+    name: `batchnorm_grad_partial${kind ? `_${kind}` : ""}${vec4 ? "_vec4" : ""}`,
     code: `
-// Batch norm backward, pass 1: sums of dy and dy * (x - mean) per (chunk, channel).` +
+// Batch norm backward, pass 1: sums of g and g * (x - mean) per (chunk, channel), with
+// ${kind ? `g = actBackward(dy, y) (the fused ${kind}'s backward, y its output)` : "g = dy"}.` +
       partialWgsl(
         vec4,
         `@group(0) @binding(1) var<storage, read> dy: array<T>;
 @group(0) @binding(2) var<storage, read> x: array<T>;
 @group(0) @binding(3) var<storage, read> saveMean: array<f32>;
-@group(0) @binding(4) var<storage, read_write> partial: array<f32>;`,
+@group(0) @binding(4) var<storage, read_write> partial: array<f32>;${
+          kind
+            ? `
+@group(0) @binding(5) var<storage, read> y: array<T>;
+${activationFns(kind)}`
+            : ""
+        }`,
         "let mean = saveMean[ch];",
-        `let g = dy[e];
+        `let g = ${kind ? "actBackward(dy[e], y[e])" : "dy[e]"};
     s += vec2f(hsum(g), hdot(g, x[e] - mean));`,
       ),
   };
 }
-const GRAD_PARTIAL = gradPartialSpec(false);
-const GRAD_PARTIAL_V4 = gradPartialSpec(true);
+/** Backward partial-sum kernels by (fused activation, vec4). */
+const GRAD_PARTIAL = kernelsByActivation(gradPartialSpec);
 
 function gradFinalSpec(accumulate: boolean): KernelSpec {
   const op = accumulate ? "+=" : "=";
@@ -380,22 +441,32 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 const GRAD_FINAL = gradFinalSpec(false);
 const GRAD_FINAL_ACC = gradFinalSpec(true);
 
-function gradInputSpec(vec4: boolean): KernelSpec {
+function gradInputSpec(vec4: boolean, kind: ActivationKind | undefined): KernelSpec {
   const T = vec4 ? "vec4f" : "f32";
   return {
-    name: `batchnorm_grad_input${vec4 ? "_vec4" : ""}`,
+    name: `batchnorm_grad_input${kind ? `_${kind}` : ""}${vec4 ? "_vec4" : ""}`,
     code: `
 // Batch norm backward, pass 3, over one range of whole samples starting at element base of the
-// dy, x and dx bindings. One thread per ${vec4 ? "4 elements" : "element"}: idx indexes
+// dy, x${kind ? ", y" : ""} and dx bindings. One thread per ${
+      vec4 ? "4 elements" : "element"
+    }: idx indexes
 // array<${T}> (local to the range), channel (idx / hw) % c with hw and base in ${T} units:
-// dx = A * dy + B * (x - mean) + C with the per-channel coefficients of pass 2.
+// dx = A * g + B * (x - mean) + C with the per-channel coefficients of pass 2 and
+// ${kind ? `g = actBackward(dy, y) (the fused ${kind}'s backward, y its output)` : "g = dy"}.
 const WG = ${WG}u;
+alias T = ${T};
 struct Params { total: u32, c: u32, hw: u32, base: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<${T}>;
-@group(0) @binding(2) var<storage, read> x: array<${T}>;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> x: array<T>;
 @group(0) @binding(3) var<storage, read> coef: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<${T}>;
+@group(0) @binding(4) var<storage, read_write> dx: array<T>;${
+      kind
+        ? `
+@group(0) @binding(5) var<storage, read> y: array<T>;
+${activationFns(kind)}`
+        : ""
+    }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -403,13 +474,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (idx >= p.total) { return; }
   let k = ((idx / p.hw) % p.c) * 4u;
   let e = p.base + idx;
-  dx[e] = coef[k + 1u] * dy[e] + coef[k + 2u] * (x[e] - coef[k]) + coef[k + 3u];
+  let g = ${kind ? "actBackward(dy[e], y[e])" : "dy[e]"};
+  dx[e] = coef[k + 1u] * g + coef[k + 2u] * (x[e] - coef[k]) + coef[k + 3u];
 }
 `,
   };
 }
-const GRAD_INPUT = gradInputSpec(false);
-const GRAD_INPUT_V4 = gradInputSpec(true);
+/** Backward input-gradient kernels by (fused activation, vec4). */
+const GRAD_INPUT = kernelsByActivation(gradInputSpec);
 
 /** One range of whole samples `[b0, b1)` and its first chunk among all ranges' chunks. */
 interface SampleRange {
@@ -474,8 +546,14 @@ function elementwise(r: Resolved, s: SampleRange, base: number): {
  * Eval: `y = (x - runningMean) / sqrt(runningVar + eps) * weight + bias`; `saveMean` and
  * `saveInvStd` are untouched. `y` is overwritten in both modes.
  *
+ * With `activation` (an `ActivationKind`: `"relu"`, `"relu6"`, `"sigmoid"` or `"tanh"`),
+ * `y = f(BN(x))` in both modes, computed in the normalize pass (bit for bit
+ * `activationForward({ kind })` of the unfused output); the statistics are those of `x` as
+ * without it. Pass that `y` to {@linkcode batchNormBackward} with the same `activation`.
+ *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
- * @throws {RangeError} in training with a single value per channel (`n * hw == 1`), as PyTorch.
+ * @throws {RangeError} in training with a single value per channel (`n * hw == 1`), as PyTorch,
+ *   or for an unknown activation kind.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -490,6 +568,11 @@ function elementwise(r: Resolved, s: SampleRange, base: number): {
  *   { y, saveMean, saveInvStd, runningMean, runningVar, x, weight, bias },
  *   { n: 4, c: 64, hw: 24 * 24, training: true },
  * );
+ * // BatchNorm2d followed by ReLU (or "relu6", "sigmoid", "tanh"), in one pass over the output:
+ * batchNormForward(
+ *   { y, saveMean, saveInvStd, runningMean, runningVar, x, weight, bias },
+ *   { n: 4, c: 64, hw: 24 * 24, training: true, activation: "relu" },
+ * );
  * ```
  */
 export function batchNormForward(
@@ -503,10 +586,19 @@ export function batchNormForward(
     weight: Tensor;
     bias: Tensor;
   },
-  p: BatchNormParams & { readonly training: boolean },
+  p: BatchNormParams & {
+    /** Batch statistics (and running-statistics update) when true, running statistics else. */
+    readonly training: boolean;
+    /**
+     * Activation fused into the output, `y = f(BN(x))` (e.g. `"relu"`: `max(BN(x), 0)`,
+     * `"sigmoid"`: `1 / (1 + exp(-BN(x)))`); default none.
+     */
+    readonly activation?: ActivationKind;
+  },
 ): void {
   const op = "batchNormForward";
   const r = resolve(op, p);
+  const kind = checkActivationOption(op, p.activation);
   checkData(op, "x", io.x, r);
   checkData(op, "y", io.y, r);
   for (
@@ -560,7 +652,7 @@ export function batchNormForward(
   for (const s of ranges) {
     const x = samples(io.x, r, s), y = samples(io.y, r, s);
     const ew = elementwise(r, s, x.base);
-    gpu.dispatch(ew.vec4 ? NORMALIZE_V4 : NORMALIZE, {
+    gpu.dispatch(NORMALIZE(kind, ew.vec4), {
       params: ew.params,
       bindings: [x.binding, coef, io.bias, y.binding],
       workgroups: ew.workgroups,
@@ -574,7 +666,16 @@ export function batchNormForward(
  * forward): `dx` is overwritten; `dweight` and `dbias` are overwritten, or `+=` with
  * `accumulate: true`.
  *
- * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * With `activation` (an `ActivationKind`) this is the backward of the fused BN + activation
+ * forward: `y` is that forward's output and `dy` the gradient of `y`; the gradient reaching the
+ * batch norm, `dz = f'(BN(x)) * dy` computed from `y` as `activationBackward` does (ReLU:
+ * `dy * (y > 0)`, relu'(0) = 0 as in PyTorch; ReLU6: `dy * (0 < y < 6)`; sigmoid:
+ * `dy * y * (1 - y)`; tanh: `dy * (1 - y) * (1 + y)`), is computed on the fly in both passes over
+ * the data, with no separate activation-backward pass or buffer.
+ *
+ * @throws {TypeError} when a tensor's shape or dtype does not match the parameters, or
+ *   `activation` is given without `y`.
+ * @throws {RangeError} for an unknown activation kind.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -588,6 +689,12 @@ export function batchNormForward(
  *   { dx, dweight, dbias, dy, x, weight, saveMean, saveInvStd },
  *   { n: 4, c: 64, hw: 24 * 24 },
  * );
+ * // Backward of BN + ReLU (any fused activation), with y the output of the fused forward:
+ * const y = gpu.zeros(x.shape);
+ * batchNormBackward(
+ *   { dx, dweight, dbias, dy, x, y, weight, saveMean, saveInvStd },
+ *   { n: 4, c: 64, hw: 24 * 24, activation: "relu" },
+ * );
  * ```
  */
 export function batchNormBackward(
@@ -600,14 +707,33 @@ export function batchNormBackward(
     weight: Tensor;
     saveMean: Tensor;
     saveInvStd: Tensor;
+    /**
+     * The output of the fused forward (same shape as `x`); required with `activation`, unused
+     * without it.
+     */
+    y?: Tensor;
   },
-  p: BatchNormParams & { readonly accumulate?: boolean },
+  p: BatchNormParams & {
+    /** Add into `dweight` / `dbias` instead of overwriting them; default false. */
+    readonly accumulate?: boolean;
+    /**
+     * The activation fused into the forward: `dy` is then the gradient of its output `io.y`,
+     * and `f'(BN(x)) * dy` (from `y`, e.g. `dy * (y > 0)` for `"relu"`) that of the batch
+     * norm's output; default none.
+     */
+    readonly activation?: ActivationKind;
+  },
 ): void {
   const op = "batchNormBackward";
   const r = resolve(op, p);
+  const kind = checkActivationOption(op, p.activation);
   checkData(op, "dy", io.dy, r);
   checkData(op, "x", io.x, r);
   checkData(op, "dx", io.dx, r);
+  if (kind !== undefined && io.y === undefined) {
+    throw new TypeError(`${op}: activation "${p.activation}" needs y, the fused forward's output`);
+  }
+  if (io.y !== undefined) checkData(op, "y", io.y, r);
   for (const k of ["dweight", "dbias", "weight", "saveMean", "saveInvStd"] as const) {
     checkChannel(op, k, io[k], r);
   }
@@ -617,9 +743,11 @@ export function batchNormBackward(
   const coef = gpu.empty([r.c, 4]);
   for (const s of ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s);
-    gpu.dispatch(r.hw % 4 === 0 ? GRAD_PARTIAL_V4 : GRAD_PARTIAL, {
+    const bindings = [dy.binding, x.binding, io.saveMean, partial];
+    if (kind !== undefined) bindings.push(samples(io.y!, r, s).binding);
+    gpu.dispatch(GRAD_PARTIAL(kind, r.hw % 4 === 0), {
       params: partialParams(r, s, total, x.base),
-      bindings: [dy.binding, x.binding, io.saveMean, partial],
+      bindings,
       workgroups: [s.chunks, r.c, 1],
     });
   }
@@ -639,9 +767,11 @@ export function batchNormBackward(
   for (const s of ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), dx = samples(io.dx, r, s);
     const ew = elementwise(r, s, x.base);
-    gpu.dispatch(ew.vec4 ? GRAD_INPUT_V4 : GRAD_INPUT, {
+    const bindings = [dy.binding, x.binding, coef, dx.binding];
+    if (kind !== undefined) bindings.push(samples(io.y!, r, s).binding);
+    gpu.dispatch(GRAD_INPUT(kind, ew.vec4), {
       params: ew.params,
-      bindings: [dy.binding, x.binding, coef, dx.binding],
+      bindings,
       workgroups: ew.workgroups,
     });
   }

@@ -13,6 +13,10 @@
  * `db` sums dy over images and pixels. 1x1 convolutions with stride 1 and no padding skip im2col
  * and col2im (the GEMMs read x and write dx directly, batched over images).
  *
+ * The forward pass can fuse an activation into its store (`y = f(conv(x, w) + b)`, in every
+ * path) and write into a channel slice of a wider output (`yChannelOffset`: a branch storing
+ * straight into a channel concatenation).
+ *
  * Chunking keeps every binding (col, and ranges of x, y, dx, dy) under the device's
  * `maxStorageBufferBindingSize`; tensors larger than that are bound by ranges. The direct
  * kernels need no col buffer: their chunks are bounded by the activations alone.
@@ -22,8 +26,10 @@
 
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape, grid1d } from "../gpu/mod.ts";
+import { tunedConv } from "./_autotune_table.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
+import type { ActivationKind } from "./activation.ts";
 import {
   directConvForward,
   type DirectConvShape,
@@ -33,6 +39,7 @@ import {
 } from "./conv2d_direct.ts";
 import {
   bindingRange,
+  checkActivationKind,
   gemmStrided,
   type GemmTuning,
   maxBindingElements,
@@ -62,6 +69,24 @@ export interface Conv2dParams {
   readonly dilation?: number | readonly [number, number];
   /** Groups (`cIn` and `cOut` must be multiples); default 1. */
   readonly groups?: number;
+}
+
+/** Fusions of {@linkcode conv2dForward}: an activation epilogue and output into a channel slice. */
+export interface Conv2dForwardOptions {
+  /**
+   * Activation applied to every output as it is stored: `y = f(conv2d(x, w) + b)`, bit for bit
+   * what `activationForward` computes on the unfused output (in every path: im2col + GEMM,
+   * grouped, pointwise and direct). Default: none.
+   */
+  readonly activation?: ActivationKind;
+  /**
+   * Write into a channel slice of a wider output: `y` is then `[n, C, oh, ow]` with
+   * `C >= yChannelOffset + cOut`, and the convolution writes channels
+   * `[yChannelOffset, yChannelOffset + cOut)` of each image, leaving the others untouched (a
+   * branch writing straight into a concatenated output, as in Inception or DenseNet). Default:
+   * `y` is exactly `[n, cOut, oh, ow]`.
+   */
+  readonly yChannelOffset?: number;
 }
 
 /** Options of the conv2d host functions for tests and benchmarks. */
@@ -305,11 +330,13 @@ export function conv2dChunkPlan(
   return chunkPlan(gpu, g, options, !isPointwise(g, options));
 }
 
+/** `yChannels`: channels of y's images (more than cOut when writing a channel slice). */
 function chunkPlan(
   gpu: Gpu,
   g: Conv2dGeometry,
   options: Conv2dKernelOptions,
   im2col: boolean,
+  yChannels: number = g.cOut,
 ): Conv2dChunkPlan {
   const deviceElems = maxBindingElements(gpu);
   const limitElems = Math.min(
@@ -318,7 +345,7 @@ function chunkPlan(
   );
   const P = g.oh * g.ow;
   const colPer = im2col ? g.cIn * g.kh * g.kw * P : 0;
-  const perImage = Math.max(colPer, g.cIn * g.h * g.w, g.cOut * P);
+  const perImage = Math.max(colPer, g.cIn * g.h * g.w, yChannels * P);
   if (perImage > deviceElems) {
     throw new RangeError(
       `conv2d: one image needs ${perImage * 4} bytes in one binding (im2col or activations), ` +
@@ -414,6 +441,7 @@ function autoDirect(gpu: Gpu, g: Conv2dGeometry): boolean {
 
 /** Whether the forward pass runs the direct kernel. */
 function useDirectForward(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions): boolean {
+  o = tunedConv(gpu, g, "forward", o, useDirectForward); // tuned, if any
   if (o.direct === undefined && !autoDirect(gpu, g)) return false;
   if (o.direct === false || g.groups !== 1) return false;
   const plan = planDirectConv(directShape(g, g.n));
@@ -426,6 +454,7 @@ function useDirectForward(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions): 
 
 /** Whether the input gradient runs the direct kernel (stride 1 only). */
 function useDirectInputGrad(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions): boolean {
+  o = tunedConv(gpu, g, "inputGrad", o, useDirectInputGrad); // tuned, if any
   if (o.direct === undefined && !autoDirect(gpu, g)) return false;
   if (o.direct === false || g.groups !== 1 || g.sh !== 1 || g.sw !== 1) return false;
   const plan = planDirectConv(flippedShape(g, g.n));
@@ -442,6 +471,7 @@ function useDirectInputGrad(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions)
 
 /** Whether the weight and bias gradients run the direct kernel. */
 function useDirectWeightGrad(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions): boolean {
+  o = tunedConv(gpu, g, "weightGrad", o, useDirectWeightGrad); // tuned, if any
   if (o.direct === undefined && !autoDirect(gpu, g)) return false;
   if (o.direct === false || g.groups !== 1) return false;
   const plan = planDirectWeightGrad(directShape(g, g.n));
@@ -457,8 +487,14 @@ function useDirectWeightGrad(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions
 /**
  * Records the forward convolution `y = conv2d(x, w) + b` (PyTorch semantics). `y` is overwritten.
  *
+ * Fusions ({@linkcode Conv2dForwardOptions}): `activation` gives `y = f(conv2d(x, w) + b)` in
+ * the same pass; `yChannelOffset` writes the output into channels
+ * `[yChannelOffset, yChannelOffset + cOut)` of a wider `y` of shape `[n, C, oh, ow]` (other
+ * channels untouched), e.g. one branch of a channel concatenation.
+ *
  * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes).
- * @throws {RangeError} for bad hyper-parameters.
+ * @throws {RangeError} for bad hyper-parameters, an unknown activation or a `yChannelOffset`
+ * that is not an integer >= 0.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -468,40 +504,50 @@ function useDirectWeightGrad(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions
  * const x = gpu.zeros([2, 3, 8, 8]), w = gpu.zeros([4, 3, 3, 3]), b = gpu.zeros([4]);
  * const y = gpu.empty(checkConv2d(p));
  * conv2dForward({ y, x, w, b }, p);
+ * // Fused ReLU, into channels 2..5 of a 10-channel concatenation buffer:
+ * const cat = gpu.zeros([2, 10, 8, 8]);
+ * conv2dForward({ y: cat, x, w, b }, { ...p, activation: "relu", yChannelOffset: 2 });
  * ```
  */
 export function conv2dForward(
   io: { y: Tensor; x: Tensor; w: Tensor; b?: Tensor },
-  p: Conv2dParams & Conv2dKernelOptions,
+  p: Conv2dParams & Conv2dForwardOptions & Conv2dKernelOptions,
 ): void {
   const g = conv2dGeometry(p);
-  checkTensors(g, io);
+  checkTensors(g, { x: io.x, w: io.w, b: io.b });
+  const yC = checkOutputSlice(g, io.y, p.yChannelOffset);
+  checkActivationKind("conv2d", p.activation);
+  const off = p.yChannelOffset ?? 0;
   const gpu = io.x.gpu;
+  const P = g.oh * g.ow;
+  // The y range of images [n0, n0 + nb): from channel `off` of image n0 to channel off + cOut of
+  // image n0 + nb - 1 (image stride yC * P).
+  const yRange = (n0: number, nb: number) =>
+    bindingRange(io.y, (n0 * yC + off) * P, ((nb - 1) * yC + g.cOut) * P);
   if (useDirectForward(gpu, g, p)) {
-    const plan = chunkPlan(gpu, g, p, false);
+    const plan = chunkPlan(gpu, g, p, false, yC);
     for (let n0 = 0; n0 < g.n; n0 += plan.imagesPerChunk) {
       const nb = Math.min(plan.imagesPerChunk, g.n - n0);
       directConvForward(gpu, directShape(g, nb), {
-        y: bindingRange(io.y, n0 * g.cOut * g.oh * g.ow, nb * g.cOut * g.oh * g.ow),
+        y: yRange(n0, nb),
         x: bindingRange(io.x, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w),
         w: io.w,
         b: io.b,
-      });
+      }, { activation: p.activation, yChannels: yC });
     }
     return;
   }
-  const plan = conv2dChunkPlan(gpu, p, p);
-  const P = g.oh * g.ow;
+  const pointwise = isPointwise(g, p);
+  const plan = chunkPlan(gpu, g, p, !pointwise, yC);
   const G = g.groups;
   const cInG = g.cIn / G, cOutG = g.cOut / G;
   const K = cInG * g.kh * g.kw;
   const wr = bindingRange(io.w, 0, io.w.size);
   const br = io.b ? bindingRange(io.b, 0, io.b.size) : undefined;
-  const pointwise = isPointwise(g, p);
   const col = pointwise ? undefined : gpu.empty([plan.colElements]);
   for (let n0 = 0; n0 < g.n; n0 += plan.imagesPerChunk) {
     const nb = Math.min(plan.imagesPerChunk, g.n - n0);
-    const yr = bindingRange(io.y, n0 * g.cOut * P, nb * g.cOut * P);
+    const yr = yRange(n0, nb);
     const xr = bindingRange(io.x, n0 * g.cIn * g.h * g.w, nb * g.cIn * g.h * g.w);
     if (pointwise) {
       // y[img] = W . x[img], batched over images.
@@ -522,10 +568,11 @@ export function conv2dForward(
         ldc: P,
         strideA: 0,
         strideB: g.cIn * P,
-        strideC: g.cOut * P,
+        strideC: yC * P,
         bias: br,
         biasMode: br ? "row" : "none",
         strideBias: 0,
+        activation: p.activation,
       }, p.gemm);
       continue;
     }
@@ -552,13 +599,41 @@ export function conv2dForward(
       strideB: K * cols,
       strideC: cOutG * P,
       segment: P,
-      segmentStride: g.cOut * P,
+      segmentStride: yC * P,
       bias: br,
       biasMode: br ? "row" : "none",
       strideBias: cOutG,
+      activation: p.activation,
     }, p.gemm);
   }
   col?.dispose();
+}
+
+/**
+ * Validates `y` of a forward convolution, returning its channel count: exactly
+ * `[n, cOut, oh, ow]` without `yChannelOffset`, else `[n, C, oh, ow]` with
+ * `C >= yChannelOffset + cOut`.
+ */
+function checkOutputSlice(g: Conv2dGeometry, y: Tensor, offset: number | undefined): number {
+  if (offset === undefined) {
+    expectShape("y", y, [g.n, g.cOut, g.oh, g.ow]);
+    return g.cOut;
+  }
+  if (!Number.isInteger(offset) || offset < 0) {
+    throw new RangeError(`conv2d: yChannelOffset must be an integer >= 0, got ${offset}`);
+  }
+  if (y.dtype !== "f32") throw new TypeError(`conv2d: y must be f32, got ${y}`);
+  const s = y.shape;
+  if (
+    s.length !== 4 || s[0] !== g.n || s[2] !== g.oh || s[3] !== g.ow || s[1] < offset + g.cOut
+  ) {
+    throw new TypeError(
+      `conv2d: y has shape ${formatShape(s)}, expected ` +
+        `${formatShape([g.n, offset + g.cOut, g.oh, g.ow])} or more channels ` +
+        `(yChannelOffset ${offset} + cOut ${g.cOut})`,
+    );
+  }
+  return s[1];
 }
 
 /**

@@ -16,6 +16,8 @@
  *   input row segment under the block is loaded once (`TX*sw + (kw-1)*dw` values) and reused
  *   for every tap and channel. Input channels are taken `CI` per dispatch (later dispatches add
  *   to the output) to bound the unrolled code: each per-lane load costs llvmpipe compile time.
+ *   The last dispatch can apply an activation as it stores, and y's images may have more
+ *   channels than the convolution writes (output into a channel slice).
  * - **input gradient** (stride 1): the forward kernel run on `dy` with the kernel flipped and
  *   input/output channels exchanged (`flip`), padding `dilation*(k-1) - padding`.
  * - **weight (and bias) gradient** ({@linkcode directConvWeightGrad}): each thread owns the
@@ -35,7 +37,14 @@
 
 import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange, maxBindingElements, reduceStrided, type TensorRange } from "./gemm.ts";
+import type { ActivationKind } from "./activation.ts";
+import {
+  activationWgsl,
+  bindingRange,
+  maxBindingElements,
+  reduceStrided,
+  type TensorRange,
+} from "./gemm.ts";
 
 /** The convolution a direct kernel computes (all sizes resolved; see `conv2dGeometry`). */
 export interface DirectConvShape {
@@ -98,7 +107,7 @@ const FWD_PARAMS = `struct Params {
   w: u32, oh: u32, ow: u32, sh: u32,
   dh: u32, ph: i32, pw: i32, nbx: u32,
   wsO: u32, wsI: u32, ci0: u32, xOff: u32,
-  yOff: u32, acc: u32, bias: u32,
+  yOff: u32, acc: u32, bias: u32, yC: u32,
 }`;
 
 interface FwdConfig {
@@ -111,6 +120,7 @@ interface FwdConfig {
   dw: number;
   tx: number;
   flip: boolean;
+  activation: ActivationKind | undefined;
 }
 
 const kernels = new Map<string, { name: string; code: string }>();
@@ -133,7 +143,7 @@ function offsets(c: { tx: number; kw: number; sw: number; dw: number }): number[
 function forwardKernel(c: FwdConfig): { name: string; code: string } {
   const name =
     `conv2d_direct_fwd_c${c.cin}_co${c.co}_k${c.kh}x${c.kw}_s${c.sw}_d${c.dw}_tx${c.tx}` +
-    `${c.flip ? "_flip" : ""}`;
+    `${c.flip ? "_flip" : ""}${c.activation ? `_${c.activation}` : ""}`;
   return memo(name, () => {
     const offs = offsets(c);
     const kk = c.kh * c.kw;
@@ -180,12 +190,12 @@ function forwardKernel(c: FwdConfig): { name: string; code: string } {
       L.push(`  if (co0 + ${j}u < p.cOut) {`);
       L.push(`    var b${j} = 0.0;`);
       L.push(`    if (p.bias != 0u) { b${j} = bias[co0 + ${j}u]; }`);
-      L.push(`    let y${j} = p.yOff + ((img * p.cOut + co0 + ${j}u) * p.oh + oy) * p.ow + ox0;`);
+      L.push(`    let y${j} = p.yOff + ((img * p.yC + co0 + ${j}u) * p.oh + oy) * p.ow + ox0;`);
       for (let px = 0; px < c.tx; px++) {
         L.push(`    if (ox0 + ${px}u < p.ow) {`);
         L.push(`      var v = a${j}_${px} + b${j};`);
         L.push(`      if (p.acc != 0u) { v += y[y${j} + ${px}u]; }`);
-        L.push(`      y[y${j} + ${px}u] = v;`);
+        L.push(`      y[y${j} + ${px}u] = ${c.activation ? "act(v)" : "v"};`);
         L.push(`    }`);
       }
       L.push(`  }`);
@@ -198,11 +208,15 @@ function forwardKernel(c: FwdConfig): { name: string; code: string } {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 var<workgroup> wS: array<f32, ${nw}>;
+${activationWgsl(c.activation, "f32")}
 // Workgroup (X, Y, Z), thread li: t = (X + Y * nwg.x) * ${WG} + li computes output pixels
 // ox0 = (t % nbx) * ${c.tx} .. +${c.tx} of row oy = (t / nbx) % oh of image t / (nbx * oh), for
 // output channels co0 = Z * ${c.co} .. +${c.co}, over input channels ci0 .. ci0 + ${c.cin} and
-// ${c.kh}x${c.kw} taps, writing y (+ bias[o] when p.bias) or adding to it (p.acc). Weight (o, i, ky, kx) is
-// wgt[o * wsO + i * wsI + tap], tap = ky * ${c.kw} + kx${
+// ${c.kh}x${c.kw} taps, writing y (+ bias[o] when p.bias) or adding to it (p.acc)${
+      c.activation ? `, through ${c.activation}` : ""
+    }.
+// Output (img, o, oy, ox) is y[yOff + ((img * yC + o) * oh + oy) * ow + ox] (yC channels per
+// image). Weight (o, i, ky, kx) is wgt[o * wsO + i * wsI + tap], tap = ky * ${c.kw} + kx${
       c.flip ? " taken from the kernel flipped in both directions" : ""
     }; the workgroup first stages
 // its block's weights in wS[o - co0][i - ci0][tap]. No early return: threads past the end
@@ -335,8 +349,15 @@ function searchPlan(s: DirectConvShape): DirectConvPlan | undefined {
  * `dilation*(k-1) - padding`). Input channels are taken `tile.ci` per dispatch, later dispatches
  * adding to `y`.
  *
+ * Options: `activation` applies `f` to every output in the last dispatch's store
+ * (`y = f(conv(x, w) + b)`, bit for bit `activationForward`'s; that dispatch runs a kernel
+ * specialized for it). `yChannels` (default `s.cOut`) is the channel count of y's images:
+ * output `(img, o, oy, ox)` is element `((img * yChannels + o) * oh + oy) * ow + ox` of the `y`
+ * range, so the convolution can fill a channel slice of a wider tensor (the range starting at
+ * the slice's first channel).
+ *
  * @throws {RangeError} when no blocking fits the kernel's budgets (see
- * {@linkcode planDirectConv}).
+ * {@linkcode planDirectConv}), or `yChannels < s.cOut`.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -353,8 +374,17 @@ export function directConvForward(
   gpu: Gpu,
   s: DirectConvShape,
   io: { y: TensorRange; x: TensorRange; w: Tensor; b?: Tensor },
-  o: { flip?: boolean; tile?: DirectConvTile } = {},
+  o: {
+    flip?: boolean;
+    tile?: DirectConvTile;
+    activation?: ActivationKind | undefined;
+    yChannels?: number;
+  } = {},
 ): void {
+  const yC = o.yChannels ?? s.cOut;
+  if (!Number.isInteger(yC) || yC < s.cOut) {
+    throw new RangeError(`conv2d: yChannels ${o.yChannels} must be an integer >= cOut ${s.cOut}`);
+  }
   const tile = o.tile ?? planDirectConv(s)?.tile;
   if (!tile) {
     throw new RangeError(
@@ -378,7 +408,7 @@ export function directConvForward(
   // Without a bias, any f32 buffer fills the (unread) bias binding.
   const bindings = [io.x.binding, io.w, io.y.binding, io.b ?? io.w];
   const workgroups = grid(s.n * s.oh * nbx, Math.ceil(s.cOut / tile.co));
-  const spec = forwardKernel({
+  const config: FwdConfig = {
     cin: tile.ci,
     co: tile.co,
     kh: s.kh,
@@ -387,14 +417,20 @@ export function directConvForward(
     dw: s.dw,
     tx: tile.tx,
     flip: o.flip ?? false,
-  });
+    activation: undefined,
+  };
+  // The activation goes into the last dispatch's kernel only, a specialization of its own: the
+  // earlier dispatches run the plain kernel (no per-store flag to test in every dispatch).
+  const plain = forwardKernel(config);
+  const last = o.activation ? forwardKernel({ ...config, activation: o.activation }) : plain;
   for (let ci0 = 0; ci0 < s.cIn; ci0 += tile.ci) {
+    const spec = ci0 + tile.ci >= s.cIn ? last : plain;
     const params = new ParamsWriter()
       .u32(s.n).u32(s.cIn).u32(s.cOut).u32(s.h)
       .u32(s.w).u32(s.oh).u32(s.ow).u32(s.sh)
       .u32(s.dh).i32(s.ph).i32(s.pw).u32(nbx)
       .u32(wsO).u32(wsI).u32(ci0).u32(io.x.base)
-      .u32(io.y.base).u32(ci0 > 0 ? 1 : 0).u32(ci0 === 0 && io.b ? 1 : 0)
+      .u32(io.y.base).u32(ci0 > 0 ? 1 : 0).u32(ci0 === 0 && io.b ? 1 : 0).u32(yC)
       .bytes();
     gpu.dispatch(spec, { params, bindings, workgroups });
   }

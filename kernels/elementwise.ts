@@ -17,7 +17,9 @@
  */
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { ACTIVATION_BACKWARD_WGSL } from "./_activation_wgsl.ts";
 import { unitRanges } from "./_chunks.ts";
+import type { ActivationKind } from "./activation.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -424,30 +426,54 @@ export function checkChannelSlice(
 
 const sliceSpecs = new Map<string, KernelSpec>();
 
-function sliceSpec(kind: "concat" | "split" | "split_acc", vec: boolean): KernelSpec {
-  const name = `${kind}_channels_${vec ? "v4" : "s"}`;
+/** What a channel-slice kernel does: copy into the whole, or (add) out of it. */
+type SliceKind = "concat" | "split" | "split_acc";
+
+/**
+ * The kernel of a channel slice; with `act` (splits only) the part gets the activation's
+ * backward `f'(y) * dy` of the slice, `y` read from a third binding laid out like the whole.
+ */
+function sliceSpec(kind: SliceKind, vec: boolean, act?: ActivationKind): KernelSpec {
+  const name = `${kind}${act ? `_${act}_backward` : ""}_channels_${vec ? "v4" : "s"}`;
   const hit = sliceSpecs.get(name);
   if (hit) return hit;
   const T = vec ? "vec4<f32>" : "f32";
+  const value = act ? "actBackward(whole[wi], yWhole[wi])" : "whole[wi]";
   const body = kind === "concat"
     ? "whole[wi] = part[pi];"
     : kind === "split"
-    ? "part[pi] = whole[wi];"
-    : "part[pi] = part[pi] + whole[wi];";
+    ? `part[pi] = ${value};`
+    : `part[pi] = part[pi] + ${value};`;
   const wholeAccess = kind === "concat" ? "read_write" : "read";
   const partAccess = kind === "concat" ? "read" : "read_write";
+  const actDecls = act
+    ? `
+@group(0) @binding(3) var<storage, read> yWhole: array<T>;
+fn actBackward(dy: T, y: T) -> T {
+  var dx: T;
+  ${ACTIVATION_BACKWARD_WGSL[act]}
+  return dx;
+}`
+    : "";
   const code = `// ${name}: one thread per ${
     vec ? "vec4" : "element"
   } of the slice part [rows, c, hw] of
 // one range of rows; flat index i = gid.x + gid.y * nwg.x * WG (grid1d). Units are
 // ${vec ? "vec4s" : "elements"}: row = i / chw, the part's index is partBase + i and the whole
 // tensor's index is wholeBase + row * totalHw + offHw + (i - row * chw) (bases: where the range
-// starts in its binding).
+// starts in its binding).${
+    act
+      ? `
+// The part gets ${act}'s backward of the slice: actBackward(dy = whole, y = yWhole), yWhole being
+// the forward output laid out (and bound) like the whole.`
+      : ""
+  }
 const WG = ${WG}u;
+alias T = ${T};
 struct Params { count: u32, chw: u32, totalHw: u32, offHw: u32, wholeBase: u32, partBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, ${wholeAccess}> whole: array<${T}>;
-@group(0) @binding(2) var<storage, ${partAccess}> part: array<${T}>;
+@group(0) @binding(1) var<storage, ${wholeAccess}> whole: array<T>;
+@group(0) @binding(2) var<storage, ${partAccess}> part: array<T>;${actDecls}
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * WG;
@@ -464,10 +490,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 function dispatchSlice(
-  kind: "concat" | "split" | "split_acc",
+  kind: SliceKind,
   whole: Tensor,
   part: Tensor,
   p: ChannelSliceParams,
+  act?: { kind: ActivationKind; y: Tensor },
 ): void {
   if (part.size === 0) return;
   const chw = p.c * p.hw, totalHw = p.cTotal * p.hw, offHw = p.cOffset * p.hw;
@@ -475,15 +502,17 @@ function dispatchSlice(
   const u = vec ? 4 : 1;
   const op = kind === "concat" ? "concatChannels" : "splitChannels";
   // Ranges of whole rows; in vec4 mode every row starts at a multiple of 4 elements, and so do
-  // the bases.
+  // the bases (the same for act.y, whose layout is the whole's).
   for (const [r0, r1] of unitRanges(op, whole.gpu, p.n, totalHw)) {
     const w = bindingRange(whole, r0 * totalHw, (r1 - r0) * totalHw);
     const q = bindingRange(part, r0 * chw, (r1 - r0) * chw);
+    const bindings = [w.binding, q.binding];
+    if (act) bindings.push(bindingRange(act.y, r0 * totalHw, (r1 - r0) * totalHw).binding);
     const count = ((r1 - r0) * chw) / u;
-    whole.gpu.dispatch(sliceSpec(kind, vec), {
+    whole.gpu.dispatch(sliceSpec(kind, vec, act?.kind), {
       params: new ParamsWriter().u32(count).u32(chw / u).u32(totalHw / u).u32(offHw / u)
         .u32(w.base / u).u32(q.base / u).bytes(),
-      bindings: [w.binding, q.binding],
+      bindings,
       workgroups: grid1d(count, WG),
     });
   }
@@ -524,15 +553,27 @@ export function concatChannels(io: { y: Tensor; x: Tensor }, p: ChannelSlicePara
 export interface SplitChannelsParams extends ChannelSliceParams {
   /** Add into `dx` instead of overwriting it; default false. */
   readonly accumulate?: boolean;
+  /**
+   * Fuse the backward of an activation that wrote its output straight into the concatenated
+   * tensor (a branch ending with `f`, e.g. Inception's): `dx = f'(y) * dy` over the slice, with
+   * `io.y` the concatenated forward output (relu'(0) = relu6'(0) = relu6'(6) = 0 as in PyTorch,
+   * the same values as `activationBackward`); default none.
+   */
+  readonly activation?: ActivationKind;
 }
 
 /**
  * The backward of {@linkcode concatChannels}: `dx` `[n, c, hw]` = (or, with `accumulate`, +=)
  * channels `[cOffset, cOffset + c)` of `dy` `[n, cTotal, hw]`.
  *
+ * With `activation`, the backward of that activation too, in the same pass: `dx` = (or +=)
+ * `f'(y) * dy` over the slice, where `y` (shape of `dy`) is the concatenated output the
+ * activation wrote, as `activationBackward` then a plain split would give, bit for bit.
+ *
  * @returns Nothing: the dispatch is recorded.
- * @throws {TypeError} when sizes do not match the params or `dx` and `dy` share a buffer.
- * @throws {RangeError} for bad params.
+ * @throws {TypeError} when sizes do not match the params, `dx` shares a buffer with `dy` or `y`,
+ *   or `activation` is given without `y`.
+ * @throws {RangeError} for bad params or an unknown activation.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -542,14 +583,51 @@ export interface SplitChannelsParams extends ChannelSliceParams {
  * const dx = gpu.empty([1, 2, 2]);
  * splitChannels({ dx, dy }, { n: 1, hw: 2, cTotal: 3, cOffset: 1, c: 2 });
  * console.log(await dx.toArray()); // Float32Array [3, 4, 5, 6]
+ * // The branch ended with a ReLU whose output y went straight into the concatenation:
+ * const y = gpu.tensor(new Float32Array([1, 1, 0, 2, 2, 0]), { shape: [1, 3, 2] });
+ * splitChannels({ dx, dy, y }, { n: 1, hw: 2, cTotal: 3, cOffset: 1, c: 2, activation: "relu" });
+ * console.log(await dx.toArray()); // Float32Array [0, 4, 5, 0]
  * ```
  */
-export function splitChannels(io: { dx: Tensor; dy: Tensor }, p: SplitChannelsParams): void {
-  checkChannelSlice("splitChannels", p, {
+export function splitChannels(
+  io: {
+    dx: Tensor;
+    dy: Tensor;
+    /**
+     * The concatenated forward output (shape of `dy`); required with `activation`, unused
+     * without it.
+     */
+    y?: Tensor;
+  },
+  p: SplitChannelsParams,
+): void {
+  const op = "splitChannels";
+  checkChannelSlice(op, p, {
     whole: io.dy,
     part: io.dx,
     wholeName: "dy",
     partName: "dx",
   });
-  dispatchSlice(p.accumulate ? "split_acc" : "split", io.dy, io.dx, p);
+  const kind = p.activation;
+  if (kind !== undefined && !Object.hasOwn(ACTIVATION_BACKWARD_WGSL, kind)) {
+    throw new RangeError(
+      `${op}: unknown activation kind ${JSON.stringify(kind)} (expected ` +
+        `${Object.keys(ACTIVATION_BACKWARD_WGSL).join(", ")})`,
+    );
+  }
+  if (kind !== undefined && io.y === undefined) {
+    throw new TypeError(`${op}: activation "${kind}" needs y, the concatenated forward output`);
+  }
+  if (io.y !== undefined) {
+    checkF32(op, "y", io.y);
+    if (io.y.size !== io.dy.size) {
+      throw new TypeError(
+        `${op}: y has shape ${formatShape(io.y.shape)} (${io.y.size} elements), dy has shape ` +
+          `${formatShape(io.dy.shape)} (${io.dy.size} elements)`,
+      );
+    }
+    if (io.y.buffer === io.dx.buffer) throw new TypeError(`${op}: dx and y share a buffer`);
+  }
+  const act = kind === undefined ? undefined : { kind, y: io.y! };
+  dispatchSlice(p.accumulate ? "split_acc" : "split", io.dy, io.dx, p, act);
 }

@@ -1,6 +1,6 @@
 /**
- * GEMM (f32): `C = alpha * op(A) op(B) + beta * C (+ bias)` with transposes and batches: the
- * engine behind linear and conv2d. Also `sumRows`, the column sums that give linear's bias
+ * GEMM (f32): `C = alpha * op(A) op(B) + beta * C (+ bias)` with transposes and batches,
+ * optionally through an activation fused into the store: the engine behind linear and conv2d. Also `sumRows`, the column sums that give linear's bias
  * gradient.
  *
  * Two kernel families, chosen per adapter:
@@ -32,7 +32,10 @@ import {
   type Shape,
   type Tensor,
 } from "../gpu/mod.ts";
+import { ACTIVATION_FORWARD_WGSL } from "./_activation_wgsl.ts";
+import { tunedGemm } from "./_autotune_table.ts";
 import { ParamsWriter } from "./_params.ts";
+import type { ActivationKind } from "./activation.ts";
 
 // ------------------------------------------------------------------------ public API ----
 
@@ -54,6 +57,12 @@ export interface GemmParams {
   readonly alpha?: number;
   /** Scale of the prior C; default 0 (C is then never read, so it may hold garbage or NaN). */
   readonly beta?: number;
+  /**
+   * Activation applied to every element of C as it is stored, after alpha, beta and bias:
+   * `C = f(alpha * op(A) op(B) + beta * C + bias)`, bit for bit what `activationForward` computes
+   * on the unfused result. Default: none.
+   */
+  readonly activation?: ActivationKind;
 }
 
 /**
@@ -83,7 +92,8 @@ export type GemmVariant = "register" | "shared";
  * Operand shapes are accepted when their element counts match (`[batch * m, k]` for a batched
  * A is fine) and, for 2-D and 3-D shapes, when their trailing dimensions match.
  *
- * @throws {RangeError} for non-integer or negative dimensions, or a non-finite alpha/beta.
+ * @throws {RangeError} for non-integer or negative dimensions, a non-finite alpha/beta, or an
+ * unknown activation.
  * @throws {TypeError} when an operand's shape does not fit, naming both shapes.
  * @example
  * ```ts
@@ -112,6 +122,7 @@ export function checkGemm(
       throw new RangeError(`gemm: ${key} must be finite, got ${v}`);
     }
   }
+  checkActivationKind("gemm", p.activation);
   const { m, n, k } = p;
   const aShape = p.transA ? [k, m] : [m, k];
   const bShape = p.transB ? [n, k] : [k, n];
@@ -147,7 +158,8 @@ export function checkGemm(
 /**
  * Records `C = alpha * op(A) op(B) + beta * C (+ bias)`, batched over contiguous `[batch, ...]`
  * operands. `op(A)` is `[m, k]` (A stored `[k, m]` when `transA`), `op(B)` is `[k, n]` (B
- * stored `[n, k]` when `transB`). `bias` (`[n]`) is broadcast over rows (and batches).
+ * stored `[n, k]` when `transB`). `bias` (`[n]`) is broadcast over rows (and batches). With
+ * `activation`, `C = f(alpha * op(A) op(B) + beta * C + bias)` (a fused epilogue).
  *
  * C is overwritten when `beta` is 0 (the default), else accumulated as `beta * C + ...`.
  *
@@ -203,6 +215,7 @@ export function gemm(
       strideC: m * n,
       bias: io.bias ? bindingRange(io.bias, 0, n) : undefined,
       biasMode: io.bias ? "col" : "none",
+      activation: p.activation,
     }, p);
   }
 }
@@ -329,6 +342,53 @@ export function maxBindingElements(gpu: Gpu): number {
   return Math.floor((gpu.limits.maxStorageBufferBindingSize - align - 16) / 4);
 }
 
+// ----------------------------------------------------------- fused activations ----
+
+/**
+ * Checks an optional activation kind of a fused epilogue.
+ *
+ * @throws {RangeError} naming `op` for a kind that is not one of `ActivationKind`.
+ * @example
+ * ```ts
+ * import { checkActivationKind } from "./gemm.ts";
+ * checkActivationKind("conv2d", "relu"); // fine
+ * checkActivationKind("conv2d", undefined); // fine: no activation
+ * ```
+ */
+export function checkActivationKind(op: string, kind: ActivationKind | undefined): void {
+  if (kind === undefined) return;
+  if (typeof kind !== "string" || !Object.hasOwn(ACTIVATION_FORWARD_WGSL, kind)) {
+    throw new RangeError(
+      `${op}: unknown activation ${JSON.stringify(kind)} (expected one of ` +
+        `${Object.keys(ACTIVATION_FORWARD_WGSL).join(", ")})`,
+    );
+  }
+}
+
+/**
+ * The WGSL of a fused activation: `alias T = <type>;` and `fn act(x: T) -> T` wrapping the body
+ * of `activationForward` (so fused and separate results agree bit for bit); empty without an
+ * activation. The including kernel must not declare `T` or `act` itself.
+ *
+ * @example
+ * ```ts
+ * import { activationWgsl } from "./gemm.ts";
+ * const code = activationWgsl("relu", "vec4<f32>"); // "alias T = vec4<f32>; fn act(x: T) -> T ..."
+ * ```
+ */
+export function activationWgsl(
+  kind: ActivationKind | undefined,
+  type: "f32" | "vec4<f32>",
+): string {
+  if (!kind) return "";
+  return `alias T = ${type};
+fn act(x: T) -> T {
+  var y: T;
+  ${ACTIVATION_FORWARD_WGSL[kind]}
+  return y;
+}`;
+}
+
 // ------------------------------------------------------------------- strided GEMM ----
 
 /**
@@ -338,7 +398,8 @@ export function maxBindingElements(gpu: Gpu): number {
  * C element `(i, j)` is stored at `i * ldc + j`, or, with `segment` set, at
  * `floor(j / segment) * segmentStride + i * ldc + j % segment` (NCHW output from a GEMM whose
  * columns run over images and pixels). Bias is per row (`biasMode: "row"`, index
- * `z * strideBias + i`) or per column (`"col"`, index `j`).
+ * `z * strideBias + i`) or per column (`"col"`, index `j`). With `activation`, every stored
+ * element is `f(alpha * op(A) op(B) + beta * C + bias)`.
  */
 export interface StridedGemm {
   /** Rows of C. */
@@ -387,6 +448,11 @@ export interface StridedGemm {
   readonly biasMode: "none" | "row" | "col";
   /** Batch stride of a row bias. */
   readonly strideBias?: number;
+  /**
+   * Activation applied to each C element as it is stored (after alpha, beta and bias); with
+   * split-K in the final epilogue, with k-passes in the last pass only. Default: none.
+   */
+  readonly activation?: ActivationKind | undefined;
 }
 
 /**
@@ -407,11 +473,14 @@ export interface StridedGemm {
  */
 export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): void {
   if (g.m === 0 || g.n === 0 || g.batch === 0) return;
+  // Nothing forced: the autotuner's choice for this problem on this adapter, if any.
+  tuning = tunedGemm(gpu, g, tuning);
   const variant = tuning.variant ?? (gpu.isCpu ? "register" : "shared");
   const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
   if (g.batch > maxWg) throw new RangeError(`gemm: batch ${g.batch} exceeds ${maxWg}`);
   // Bound the k-loop of one dispatch (see MAX_K_REGISTER): longer reductions run as sequential
-  // passes over k-ranges, each after the first adding to C (beta = 1, no bias).
+  // passes over k-ranges, each after the first adding to C (beta = 1, no bias); only the last
+  // one applies the activation.
   const maxK = variant === "shared" ? MAX_K_SHARED : MAX_K_REGISTER;
   if (g.k > maxK) {
     const passes = Math.ceil(g.k / maxK);
@@ -428,6 +497,7 @@ export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): 
           beta: pass === 0 ? g.beta : 1,
           bias: pass === 0 ? g.bias : undefined,
           biasMode: pass === 0 ? g.biasMode : "none",
+          activation: k0 + kLen >= g.k ? g.activation : undefined,
         },
         variant,
         tuning,
@@ -481,6 +551,7 @@ function gemmPass(gpu: Gpu, g0: StridedGemm, variant: GemmVariant, tuning: GemmT
     segmentStride: undefined,
     bias: undefined,
     biasMode: "none",
+    activation: undefined,
   };
   const pcfg = chooseConfig(gpu, partial, variant, tuning);
   dispatchGemm(gpu, pcfg, partial, kChunk, [tilesX, tilesY, g.batch * splits]);
@@ -511,6 +582,8 @@ interface GemmConfig {
   readonly kAlign: number;
   /** C stored as vec4s of 4 consecutive columns (register family). */
   readonly vecC?: boolean;
+  /** Activation of the C store. */
+  readonly activation?: ActivationKind | undefined;
 }
 
 function isVecOk(r: TensorRange, ld: number, stride: number, inner: number): boolean {
@@ -540,6 +613,7 @@ function chooseConfig(
       beta,
       bias: g.biasMode,
       segmented,
+      activation: g.activation,
       rowsPerGroup: SHARED_BM,
       colsPerGroup: SHARED_BN,
       kAlign: 1,
@@ -569,6 +643,7 @@ function chooseConfig(
     beta,
     bias: g.biasMode,
     segmented,
+    activation: g.activation,
     rowsPerGroup: tm * wy,
     colsPerGroup: tn * wx,
     kAlign: (vecA && !g.transA) || (vecB && g.transB) ? 4 : 1,
@@ -685,6 +760,48 @@ function chooseSplitK(gpu: Gpu, g: StridedGemm, groups: number, kAlign: number):
   return Math.max(1, Math.min(Math.ceil(target / groups), Math.floor(g.k / minK), 64 * kAlign));
 }
 
+/**
+ * What {@linkcode gemmStrided} runs for `g` under `tuning` (the autotuner reports it and searches
+ * around it): the kernel family, whether the product is swapped, the register tile (after
+ * chooseConfig's adjustments; `[4, 4]` for the shared family) and the k-splits of its first
+ * k-pass. Mirrors gemmStrided and gemmPass.
+ *
+ * @throws {RangeError} for a tile the register family does not have.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { _gemmPlan, bindingRange } from "./gemm.ts";
+ * const gpu = await getGpu();
+ * const a = gpu.zeros([4, 3]), b = gpu.zeros([3, 5]), c = gpu.empty([4, 5]);
+ * _gemmPlan(gpu, {
+ *   m: 4, n: 5, k: 3, batch: 1, transA: false, transB: false, alpha: 1, beta: 0,
+ *   a: bindingRange(a, 0, 12), b: bindingRange(b, 0, 15), c: bindingRange(c, 0, 20),
+ *   lda: 3, ldb: 5, ldc: 5, strideA: 0, strideB: 0, strideC: 0, biasMode: "none",
+ * }); // e.g. { variant: "register", swap: false, tile: [4, 4], splitK: 1 }
+ * ```
+ */
+export function _gemmPlan(
+  gpu: Gpu,
+  g: StridedGemm,
+  tuning: GemmTuning = {},
+): { variant: GemmVariant; swap: boolean; tile: [number, number]; splitK: number } {
+  const variant = tuning.variant ?? (gpu.isCpu ? "register" : "shared");
+  const maxK = variant === "shared" ? MAX_K_SHARED : MAX_K_REGISTER;
+  const k = g.k > maxK ? Math.ceil(g.k / Math.ceil(g.k / maxK) / 4) * 4 : g.k;
+  const g0: StridedGemm = { ...g, k };
+  const swap = shouldSwap(g0, variant, tuning);
+  const gp = swap ? swapped(g0) : g0;
+  const cfg = chooseConfig(gpu, gp, variant, tuning);
+  const tiles = Math.ceil(gp.n / cfg.colsPerGroup) * Math.ceil(gp.m / cfg.rowsPerGroup);
+  const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
+  let splits = tuning.splitK ?? chooseSplitK(gpu, gp, tiles * gp.batch, cfg.kAlign);
+  splits = Math.max(1, Math.min(splits, Math.ceil(k / cfg.kAlign), Math.floor(maxWg / gp.batch)));
+  const kChunk = Math.ceil(Math.ceil(k / splits) / cfg.kAlign) * cfg.kAlign;
+  splits = k === 0 ? 1 : Math.ceil(k / kChunk);
+  if (splits * gp.batch * gp.m * gp.n > maxBindingElements(gpu)) splits = 1;
+  return { variant, swap, tile: [cfg.tm, cfg.tn], splitK: splits };
+}
+
 // ------------------------------------------------------------------------- kernels ----
 
 /** k-steps per iteration of the register kernel's main loop (4 or 8). */
@@ -740,12 +857,15 @@ function specName(prefix: string, c: GemmConfig): string {
   return `${prefix}_${c.transA ? "t" : "n"}${c.transB ? "t" : "n"}_${c.tm}x${c.tn}` +
     `${c.vecA ? "_va" : ""}${c.vecB ? "_vb" : ""}${c.beta ? "_beta" : ""}` +
     `${c.bias === "none" ? "" : `_bias${c.bias}`}${c.segmented ? "_seg" : ""}` +
-    `${c.vecC ? "_vc" : ""}`;
+    `${c.vecC ? "_vc" : ""}${c.activation ? `_${c.activation}` : ""}`;
 }
 
-/** The C store shared by both kernel families: alpha, beta, bias and the column mapping. */
+/**
+ * The C store shared by the shared-memory kernel and the split-K epilogue: alpha, beta, bias,
+ * the activation and the column mapping.
+ */
 function storeWgsl(c: GemmConfig): string {
-  return `
+  return `${activationWgsl(c.activation, "f32")}
 fn colOffset(j: u32) -> u32 {
   ${c.segmented ? "return (j / p.seg) * p.segStride + j % p.seg;" : "return j * p.ldcCol;"}
 }
@@ -755,7 +875,7 @@ fn store(zc: u32, z: u32, i: u32, j: u32, acc: f32) {
   ${c.beta ? "v += p.beta * c[idx];" : ""}
   ${c.bias === "row" ? "v += bias[p.biasOff + z * p.sBias + i];" : ""}
   ${c.bias === "col" ? "v += bias[p.biasOff + z * p.sBias + j];" : ""}
-  c[idx] = v;
+  c[idx] = ${c.activation ? "act(v)" : "v"};
 }`;
 }
 
@@ -786,6 +906,7 @@ function registerKernel(c: GemmConfig): { name: string; code: string } {
     // Row index expressions (clamped) and column ones.
     L.push(`${PARAMS_WGSL}
 ${bindingsWgsl(c)}
+${activationWgsl(c.activation, c.vecC ? "vec4<f32>" : "f32")}
 // Thread (x, y) of workgroup (X, Y, z): the ${tm}x${tn} block of C at rows (Y*${c.wy}+y)*${tm},
 // columns (X*${c.wx}+x)*${tn}, batch z % batch, k-split z / batch. No shared memory.
 @compute @workgroup_size(${c.wx}, ${c.wy})
@@ -973,7 +1094,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
             c.vecC ? `vec4f(${[0, 1, 2, 3].map((q) => `bj${j * 4 + q}`).join(", ")})` : `bj${j}`,
           );
         }
-        L.push(`    ${guard}{ c[${idx}] = ${terms.join(" + ")}; }`);
+        const v = terms.join(" + ");
+        L.push(`    ${guard}{ c[${idx}] = ${c.activation ? `act(${v})` : v}; }`);
       }
       L.push(`  }`);
     }
@@ -1066,13 +1188,19 @@ const EPI_WG = 64;
 
 /**
  * Split-K epilogue: one thread per element (z, i, j) of C sums the partial products
- * `scratch[s][z][i][j]` over splits s, then applies alpha, beta, bias and C's mapping.
+ * `scratch[s][z][i][j]` over splits s, then applies alpha, beta, bias, the activation and C's
+ * mapping.
  */
-function epilogueKernel(beta: boolean, bias: "none" | "row" | "col", segmented: boolean) {
-  const cfg = { beta, bias, segmented } as GemmConfig;
+function epilogueKernel(
+  beta: boolean,
+  bias: "none" | "row" | "col",
+  segmented: boolean,
+  activation: ActivationKind | undefined,
+) {
+  const cfg = { beta, bias, segmented, activation } as GemmConfig;
   const name =
     `gemm_splitk_epilogue${beta ? "_beta" : ""}${bias === "none" ? "" : `_bias${bias}`}` +
-    `${segmented ? "_seg" : ""}`;
+    `${segmented ? "_seg" : ""}${activation ? `_${activation}` : ""}`;
   return memo(name, () =>
     `${PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> p: Params;
@@ -1096,7 +1224,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 function dispatchEpilogue(gpu: Gpu, g: StridedGemm, scratch: Tensor, splits: number): void {
-  const spec = epilogueKernel(g.beta !== 0, g.biasMode, g.segment !== undefined);
+  const spec = epilogueKernel(g.beta !== 0, g.biasMode, g.segment !== undefined, g.activation);
   const params = writeParams({ ...g, k: splits }, 0);
   const bindings: Binding[] = [scratch, g.c.binding];
   if (g.biasMode !== "none") bindings.push(g.bias!.binding);

@@ -19,6 +19,22 @@
  */
 
 export * from "./activation.ts";
+export {
+  adapterKey,
+  autotune,
+  type AutotuneOptions,
+  defaultTuningCachePath,
+  formatChoice,
+  loadTuningCache,
+  recordProblems,
+  saveTuningCache,
+  type TunedChoice,
+  tuneProblems,
+  type TuneResult,
+  type TuningProblem,
+  TuningTable,
+  tuningTable,
+} from "./autotune.ts";
 export * from "./batchnorm.ts";
 export * from "./conv2d.ts";
 export * from "./data.ts";

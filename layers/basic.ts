@@ -32,7 +32,15 @@ import {
   maxPool2dBackward,
   maxPool2dForward,
 } from "../kernels/pool.ts";
-import { type Counter, type Layer, type Param, param, release, type StateBuffer } from "./layer.ts";
+import {
+  type Counter,
+  type Ctx,
+  type Layer,
+  type Param,
+  param,
+  release,
+  type StateBuffer,
+} from "./layer.ts";
 
 const NONE: readonly never[] = Object.freeze([]);
 
@@ -127,33 +135,101 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
       groups,
     };
   };
+  const outShape = (input: Shape): Shape => checkConv2d(params(input));
+  const flops = (input: Shape): number => {
+    const out = checkConv2d(params(input));
+    return 2 * out[1] * out[2] * out[3] * (cIn / groups) * kh * kw;
+  };
+  // Forward saves a handle to x (the weight gradient needs it) and the resolved params.
+  const run = (
+    y: Tensor,
+    x: Tensor,
+    p: Conv2dParams,
+    fused: { activation?: ActivationKind; yChannelOffset?: number },
+  ): ConvCache => {
+    const w = weight.value!, b = bias?.value ?? undefined;
+    if (depthwise) depthwiseConv2dForward({ y, x, w, b }, { ...p, c: cIn });
+    else conv2dForward({ y, x, w, b }, { ...p, ...fused });
+    return { x: x.retain(), p };
+  };
+  // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
+  const back = (dy: Tensor, cache: ConvCache, ctx: Ctx, needDx: boolean): Tensor | null => {
+    const { x, p } = cache;
+    const dx = needDx ? ctx.gpu.empty(x.shape) : undefined;
+    const io = { dx, dw: weight.grad!, db: bias?.grad ?? undefined, dy, x, w: weight.value! };
+    if (depthwise) depthwiseConv2dBackward(io, { ...p, c: cIn, accumulate: true });
+    else conv2dBackward(io, { ...p, accumulate: true });
+    release(x);
+    return dx ?? null;
+  };
   return {
     kind: "Conv2d",
     children: NONE,
     params: bias ? [weight, bias] : [weight],
     buffers: NONE,
     counters: NONE,
-    outputShape: (input) => checkConv2d(params(input)),
-    flops(input) {
-      const out = checkConv2d(params(input));
-      return 2 * out[1] * out[2] * out[3] * (cIn / groups) * kh * kw;
-    },
+    outputShape: outShape,
+    flops,
     forward(x, ctx) {
       const p = params(x.shape);
       const y = ctx.gpu.empty(checkConv2d(p));
-      const w = weight.value!, b = bias?.value ?? undefined;
-      if (depthwise) depthwiseConv2dForward({ y, x, w, b }, { ...p, c: cIn });
-      else conv2dForward({ y, x, w, b }, p);
-      return { y, cache: { x: x.retain(), p } };
+      return { y, cache: run(y, x, p, {}) };
+    },
+    backward: (dy, { cache, ctx, needDx }) => back(dy, cache, ctx, needDx),
+    fuseActivation: (act) =>
+      depthwise ? null : fusedStep(`Conv2d+${ACTIVATION_KIND[act]}`, act, {
+        outputShape: outShape,
+        flops,
+        forward(x, ctx) {
+          const p = params(x.shape);
+          const y = ctx.gpu.empty(checkConv2d(p));
+          return { y, cache: run(y, x, p, { activation: act }) };
+        },
+        backward: back,
+      }),
+    forwardInto(x, _ctx, into) {
+      if (depthwise) throw new TypeError("Conv2d: forwardInto is not supported for depthwise");
+      const p = params(x.shape);
+      return run(into.y, x, p, { activation: into.activation, yChannelOffset: into.channelOffset });
+    },
+  };
+}
+
+/**
+ * A fused step "producer then activation": the producer's forward applies the activation in its
+ * epilogue and the step saves a handle to the output y (the activation's derivative is a
+ * function of y). Backward: dz = f'(y) * dy into a new tensor (the separate activation's
+ * backward kernel), then the producer's backward on dz.
+ */
+function fusedStep<C>(
+  kind: string,
+  act: ActivationKind,
+  producer: {
+    outputShape(input: Shape): Shape;
+    flops(input: Shape): number;
+    forward(x: Tensor, ctx: Ctx): { y: Tensor; cache: C };
+    backward(dy: Tensor, cache: C, ctx: Ctx, needDx: boolean): Tensor | null;
+  },
+): Layer<{ inner: C; y: Tensor }> {
+  return {
+    kind,
+    children: NONE,
+    params: NONE,
+    buffers: NONE,
+    counters: NONE,
+    outputShape: producer.outputShape,
+    flops: producer.flops,
+    forward(x, ctx) {
+      const { y, cache } = producer.forward(x, ctx);
+      return { y, cache: { inner: cache, y: y.retain() } };
     },
     backward(dy, { cache, ctx, needDx }) {
-      const { x, p } = cache;
-      const dx = needDx ? ctx.gpu.empty(x.shape) : undefined;
-      const io = { dx, dw: weight.grad!, db: bias?.grad ?? undefined, dy, x, w: weight.value! };
-      if (depthwise) depthwiseConv2dBackward(io, { ...p, c: cIn, accumulate: true });
-      else conv2dBackward(io, { ...p, accumulate: true });
-      release(x);
-      return dx ?? null;
+      const dz = ctx.gpu.empty(dy.shape);
+      activationBackward({ dx: dz, dy, y: cache.y }, { kind: act });
+      release(cache.y);
+      const dx = producer.backward(dz, cache.inner, ctx, needDx);
+      dz.dispose();
+      return dx;
     },
   };
 }
@@ -202,6 +278,32 @@ export function linear(options: LinearOptions): Layer<{ x: Tensor }> {
     }
     return [input[0], fout];
   };
+  // Forward saves a handle to x for the weight gradient.
+  const run = (x: Tensor, ctx: Ctx, act?: ActivationKind): { y: Tensor; cache: { x: Tensor } } => {
+    const [n] = check(x.shape);
+    const y = ctx.gpu.empty([n, fout]);
+    gemm(
+      { c: y, a: x, b: weight.value!, bias: bias?.value ?? undefined },
+      { m: n, n: fout, k: fin, transB: true, activation: act },
+    );
+    return { y, cache: { x: x.retain() } };
+  };
+  // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
+  const back = (dy: Tensor, cache: { x: Tensor }, ctx: Ctx, needDx: boolean): Tensor | null => {
+    const { x } = cache;
+    const n = x.shape[0];
+    let dx: Tensor | null = null;
+    if (needDx) {
+      dx = ctx.gpu.empty(x.shape);
+      gemm({ c: dx, a: dy, b: weight.value! }, { m: n, n: fin, k: fout }); // dx = dy·W
+    }
+    // dW += dyᵀ·x ; db += Σ_rows dy
+    gemm({ c: weight.grad!, a: dy, b: x }, { m: fout, n: fin, k: n, transA: true, beta: 1 });
+    if (bias) sumRows({ y: bias.grad!, x: dy }, { rows: n, cols: fout, accumulate: true });
+    release(x);
+    return dx;
+  };
+  const flops = (): number => 2 * fin * fout;
   return {
     kind: "Linear",
     children: NONE,
@@ -209,30 +311,16 @@ export function linear(options: LinearOptions): Layer<{ x: Tensor }> {
     buffers: NONE,
     counters: NONE,
     outputShape: check,
-    flops: () => 2 * fin * fout,
-    forward(x, ctx) {
-      const [n] = check(x.shape);
-      const y = ctx.gpu.empty([n, fout]);
-      gemm(
-        { c: y, a: x, b: weight.value!, bias: bias?.value ?? undefined },
-        { m: n, n: fout, k: fin, transB: true },
-      );
-      return { y, cache: { x: x.retain() } };
-    },
-    backward(dy, { cache, ctx, needDx }) {
-      const { x } = cache;
-      const n = x.shape[0];
-      let dx: Tensor | null = null;
-      if (needDx) {
-        dx = ctx.gpu.empty(x.shape);
-        gemm({ c: dx, a: dy, b: weight.value! }, { m: n, n: fin, k: fout }); // dx = dy·W
-      }
-      // dW += dyᵀ·x ; db += Σ_rows dy
-      gemm({ c: weight.grad!, a: dy, b: x }, { m: fout, n: fin, k: n, transA: true, beta: 1 });
-      if (bias) sumRows({ y: bias.grad!, x: dy }, { rows: n, cols: fout, accumulate: true });
-      release(x);
-      return dx;
-    },
+    flops,
+    forward: (x, ctx) => run(x, ctx),
+    backward: (dy, { cache, ctx, needDx }) => back(dy, cache, ctx, needDx),
+    fuseActivation: (act) =>
+      fusedStep(`Linear+${ACTIVATION_KIND[act]}`, act, {
+        outputShape: check,
+        flops,
+        forward: (x, ctx) => run(x, ctx, act),
+        backward: back,
+      }),
   };
 }
 
@@ -259,6 +347,7 @@ export function activation(kind: ActivationKind): Layer<{ y: Tensor }> {
   if (!(kind in ACTIVATION_KIND)) throw new RangeError(`activation: unknown kind '${kind}'`);
   return {
     kind: ACTIVATION_KIND[kind],
+    activation: kind,
     children: NONE,
     params: NONE,
     buffers: NONE,
@@ -501,6 +590,10 @@ export interface BnCache {
   readonly mean: Tensor;
   /** 1/sqrt(batch variance + eps) per channel. */
   readonly invStd: Tensor;
+  /** The activation fused in, if any. */
+  readonly act?: ActivationKind;
+  /** The output, when an activation is fused in (its derivative is a function of it). */
+  readonly y?: Tensor;
 }
 
 /**
@@ -541,54 +634,80 @@ export function batchNorm(
       momentum: options.momentum ?? 0.1,
     };
   };
+  // Training forward saves a handle to x and the batch mean and 1/std (the backward needs all
+  // three); with the fused ReLU also a handle to y (the ReLU's mask, y > 0).
+  const run = (
+    x: Tensor,
+    ctx: Ctx,
+    act?: ActivationKind,
+  ): { y: Tensor; cache: BnCache | null } => {
+    const p = bnParams(x.shape);
+    const y = ctx.gpu.empty(x.shape);
+    const mean = ctx.gpu.empty([c]);
+    const invStd = ctx.gpu.empty([c]);
+    batchNormForward({
+      y,
+      saveMean: mean,
+      saveInvStd: invStd,
+      runningMean: runningMean.value!,
+      runningVar: runningVar.value!,
+      x,
+      weight: weight.value!,
+      bias: bias.value!,
+    }, { ...p, training: ctx.training, activation: act });
+    if (!ctx.training) {
+      release(mean, invStd);
+      return { y, cache: null };
+    }
+    tracked.value++;
+    return { y, cache: { x: x.retain(), mean, invStd, act, y: act ? y.retain() : undefined } };
+  };
+  // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
+  const back = (dy: Tensor, cache: BnCache | null, ctx: Ctx, needDx: boolean): Tensor | null => {
+    if (!cache) throw new TypeError(`${kind}: backward needs a forward in training mode`);
+    const dx = ctx.gpu.empty(cache.x.shape);
+    batchNormBackward({
+      dx,
+      dweight: weight.grad!,
+      dbias: bias.grad!,
+      dy,
+      x: cache.x,
+      y: cache.y,
+      weight: weight.value!,
+      saveMean: cache.mean,
+      saveInvStd: cache.invStd,
+    }, {
+      ...bnParams(cache.x.shape),
+      accumulate: true,
+      activation: cache.act,
+    });
+    release(cache.x, cache.mean, cache.invStd, cache.y);
+    if (needDx) return dx;
+    dx.dispose();
+    return null;
+  };
+  const outputShape = (input: Shape): Shape => (checkBatchNorm(bnParams(input)), input);
   return {
     kind,
     children: NONE,
     params: [weight, bias],
     buffers: [runningMean, runningVar],
     counters: [tracked],
-    outputShape: (input) => (checkBatchNorm(bnParams(input)), input),
+    outputShape,
     flops: () => 0,
-    forward(x, ctx) {
-      const p = bnParams(x.shape);
-      const y = ctx.gpu.empty(x.shape);
-      const mean = ctx.gpu.empty([c]);
-      const invStd = ctx.gpu.empty([c]);
-      batchNormForward({
-        y,
-        saveMean: mean,
-        saveInvStd: invStd,
-        runningMean: runningMean.value!,
-        runningVar: runningVar.value!,
-        x,
-        weight: weight.value!,
-        bias: bias.value!,
-      }, { ...p, training: ctx.training });
-      if (!ctx.training) {
-        release(mean, invStd);
-        return { y, cache: null };
-      }
-      tracked.value++;
-      return { y, cache: { x: x.retain(), mean, invStd } };
-    },
-    backward(dy, { cache, ctx, needDx }) {
-      if (!cache) throw new TypeError(`${kind}: backward needs a forward in training mode`);
-      const dx = ctx.gpu.empty(cache.x.shape);
-      batchNormBackward({
-        dx,
-        dweight: weight.grad!,
-        dbias: bias.grad!,
-        dy,
-        x: cache.x,
-        weight: weight.value!,
-        saveMean: cache.mean,
-        saveInvStd: cache.invStd,
-      }, { ...bnParams(cache.x.shape), accumulate: true });
-      release(cache.x, cache.mean, cache.invStd);
-      if (needDx) return dx;
-      dx.dispose();
-      return null;
-    },
+    forward: (x, ctx) => run(x, ctx),
+    backward: (dy, { cache, ctx, needDx }) => back(dy, cache, ctx, needDx),
+    fuseActivation: (act): Layer<BnCache | null> => ({
+      kind: `${kind}+${ACTIVATION_KIND[act]}`,
+      children: NONE,
+      params: NONE,
+      buffers: NONE,
+      counters: NONE,
+      outputShape,
+      flops: () => 0,
+      forward: (x, ctx) => run(x, ctx, act),
+      backward: (dy, { cache, ctx, needDx }) => back(dy, cache, ctx, needDx),
+    }),
   };
 }
 

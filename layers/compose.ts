@@ -14,39 +14,73 @@ import {
   concatChannels,
   splitChannels,
 } from "../kernels/elementwise.ts";
-import { activation, batchNorm, conv2d, maxPool2d } from "./basic.ts";
+import { activation, batchNorm, conv2d, type ConvCache, maxPool2d } from "./basic.ts";
 import type { Ctx, Layer } from "./layer.ts";
 import { release } from "./layer.ts";
 
 const NONE: readonly never[] = Object.freeze([]);
 
+/**
+ * The execution steps of a list of layers: the layers themselves, or, when fusing, each
+ * "producer, activation" pair whose producer offers `fuseActivation` replaced by the fused step
+ * (conv/linear + activation, BatchNorm + ReLU). Memoized per list.
+ */
+function plan(layers: readonly Layer[], ctx: Ctx): readonly Layer[] {
+  if (ctx.fuse === false) return layers;
+  let steps = fusedPlans.get(layers);
+  if (steps) return steps;
+  steps = [];
+  for (let i = 0; i < layers.length; i++) {
+    const next = layers[i + 1];
+    const fused = next?.activation ? layers[i].fuseActivation?.(next.activation) : null;
+    if (fused) {
+      steps.push(fused);
+      i++;
+    } else {
+      steps.push(layers[i]);
+    }
+  }
+  fusedPlans.set(layers, steps);
+  return steps;
+}
+const fusedPlans = new WeakMap<readonly Layer[], Layer[]>();
+
+/** What a chain's forward saves: the steps it ran (fused or not) and each step's cache. */
+export interface ChainCache {
+  /** The steps run, in order. */
+  readonly steps: readonly Layer[];
+  /** Each step's cache. */
+  readonly caches: unknown[];
+}
+
 function chainForward(
   layers: readonly Layer[],
   x: Tensor,
   ctx: Ctx,
-): { y: Tensor; caches: unknown[] } {
+): { y: Tensor; cache: ChainCache } {
+  const steps = plan(layers, ctx);
   const caches: unknown[] = [];
   let h = x;
-  for (const layer of layers) {
+  for (const layer of steps) {
     const { y, cache } = layer.forward(h, ctx);
     if (h !== x) h.dispose();
     caches.push(cache);
     h = y;
   }
   if (h === x) h = x.retain();
-  return { y: h, caches };
+  return { y: h, cache: { steps, caches } };
 }
 
 function chainBackward(
-  layers: readonly Layer[],
   dy: Tensor,
-  options: { caches: unknown[]; ctx: Ctx; needDx: boolean },
+  options: { cache: ChainCache; ctx: Ctx; needDx: boolean },
 ): Tensor | null {
+  const { steps, caches } = options.cache;
   let g: Tensor | null = dy;
-  for (let i = layers.length - 1; i >= 0; i--) {
+  for (let i = steps.length - 1; i >= 0; i--) {
     const needDx = i > 0 || options.needDx;
-    const next: Tensor | null = layers[i].backward(g!, {
-      cache: options.caches[i],
+    const next: Tensor | null = steps[i].backward(g!, {
+      cache: caches[i],
       ctx: options.ctx,
       needDx,
     });
@@ -66,7 +100,7 @@ function chainBackward(
  * const mlp = sequential([linear({ inFeatures: 4, outFeatures: 8 }), activation("relu")]);
  * ```
  */
-export function sequential(layers: readonly Layer[]): Layer<unknown[]> {
+export function sequential(layers: readonly Layer[]): Layer<ChainCache> {
   return chain(layers.map((l, i) => [String(i), l] as const));
 }
 
@@ -88,7 +122,7 @@ export function sequential(layers: readonly Layer[]): Layer<unknown[]> {
 export function chain(
   entries: readonly (readonly [string | null, Layer])[],
   options: { kind?: string } = {},
-): Layer<unknown[]> {
+): Layer<ChainCache> {
   const layers = entries.map(([, l]) => l);
   return {
     kind: options.kind ?? "Sequential",
@@ -105,12 +139,8 @@ export function chain(
       }
       return total;
     },
-    forward(x, ctx) {
-      const { y, caches } = chainForward(layers, x, ctx);
-      return { y, cache: caches };
-    },
-    backward: (dy, { cache, ctx, needDx }) =>
-      chainBackward(layers, dy, { caches: cache, ctx, needDx }),
+    forward: (x, ctx) => chainForward(layers, x, ctx),
+    backward: (dy, { cache, ctx, needDx }) => chainBackward(dy, { cache, ctx, needDx }),
   };
 }
 
@@ -131,7 +161,7 @@ export function chain(
  */
 export function residual(
   options: { inChannels: number; channels: number; use1x1?: boolean; stride?: number },
-): Layer<{ main: unknown[]; short: unknown; y: Tensor }> {
+): Layer<{ main: ChainCache; short: unknown; y: Tensor }> {
   const { inChannels, channels } = options;
   const stride = options.stride ?? 1;
   const conv1 = conv2d({ inChannels, outChannels: channels, kernel: 3, padding: 1, stride });
@@ -185,13 +215,13 @@ export function residual(
       addForward({ y, a: m.y, b: shortY }, { relu: true });
       m.y.dispose();
       if (conv3) shortY.dispose();
-      return { y, cache: { main: m.caches, short: shortCache, y: y.retain() } };
+      return { y, cache: { main: m.cache, short: shortCache, y: y.retain() } };
     },
     backward(dy, { cache, ctx, needDx }) {
       const dsum = ctx.gpu.empty(dy.shape);
       addBackwardRelu({ dx: dsum, dy, y: cache.y });
       release(cache.y);
-      const dxMain = chainBackward(main, dsum, { caches: cache.main, ctx, needDx });
+      const dxMain = chainBackward(dsum, { cache: cache.main, ctx, needDx });
       let dxShort: Tensor | null = null;
       if (conv3) dxShort = conv3.backward(dsum, { cache: cache.short as never, ctx, needDx });
       if (!needDx) {
@@ -206,6 +236,16 @@ export function residual(
 }
 
 // ------------------------------------------------------------------------- Inception ----
+
+/** What an Inception forward saves: per branch, its chain caches (and the output when fused). */
+export type InceptionCache =
+  | { readonly kind: "plain"; readonly caches: ChainCache[] }
+  | {
+    readonly kind: "fused";
+    readonly caches: { pre: ChainCache; conv: unknown }[];
+    /** The block's output (its branches' ReLU masks). */
+    readonly y: Tensor;
+  };
 
 /**
  * GoogLeNet's Inception block as d2l defines it: four parallel paths (1×1; 1×1→3×3; 1×1→5×5;
@@ -226,7 +266,7 @@ export function inception(options: {
   c2: readonly [number, number];
   c3: readonly [number, number];
   c4: number;
-}): Layer<unknown[][]> {
+}): Layer<InceptionCache> {
   const { inChannels: cin, c1, c2, c3, c4 } = options;
   const p1_1 = conv2d({ inChannels: cin, outChannels: c1, kernel: 1 });
   const p2_1 = conv2d({ inChannels: cin, outChannels: c2[0], kernel: 1 });
@@ -242,6 +282,8 @@ export function inception(options: {
     [p3_1, relu(), p3_2, relu()],
     [p4_1, p4_2, relu()],
   ];
+  // Each branch without its final conv and ReLU (the fused path runs those as one step).
+  const heads = branches.map((b) => b.slice(0, -2));
   const widths = [c1, c2[1], c3[1], c4];
   const cTotal = widths.reduce((a, b) => a + b, 0);
   const offsets = widths.map((_, i) => widths.slice(0, i).reduce((a, b) => a + b, 0));
@@ -272,33 +314,58 @@ export function inception(options: {
       const shape = check(x.shape);
       const y = ctx.gpu.empty(shape);
       const hw = shape[2] * shape[3];
-      const caches = branches.map((b, i) => {
-        const f = chainForward(b, x, ctx);
-        concatChannels({ y, x: f.y }, {
-          n: shape[0],
-          hw,
-          cTotal,
-          cOffset: offsets[i],
-          c: widths[i],
+      if (ctx.fuse === false) {
+        const caches = branches.map((b, i) => {
+          const f = chainForward(b, x, ctx);
+          concatChannels({ y, x: f.y }, {
+            n: shape[0],
+            hw,
+            cTotal,
+            cOffset: offsets[i],
+            c: widths[i],
+          });
+          f.y.dispose();
+          return f.cache;
         });
-        f.y.dispose();
-        return f.caches;
+        return { y, cache: { kind: "plain", caches } };
+      }
+      // Fused: each branch's last conv applies its ReLU and writes straight into its channels
+      // of y; y is saved (a handle) for those ReLUs' backward.
+      const caches = branches.map((b, i) => {
+        const pre = chainForward(heads[i], x, ctx);
+        const conv = b[b.length - 2].forwardInto!(pre.y, ctx, {
+          y,
+          channelOffset: offsets[i],
+          activation: "relu",
+        });
+        pre.y.dispose();
+        return { pre: pre.cache, conv };
       });
-      return { y, cache: caches };
+      return { y, cache: { kind: "fused", caches, y: y.retain() } };
     },
     backward(dy, { cache, ctx, needDx }) {
       const [n, , h, w] = dy.shape;
       let dx: Tensor | null = null;
       for (let i = 0; i < branches.length; i++) {
         const dBranch = ctx.gpu.empty([n, widths[i], h, w]);
-        splitChannels({ dx: dBranch, dy }, {
-          n,
-          hw: h * w,
-          cTotal,
-          cOffset: offsets[i],
-          c: widths[i],
-        });
-        const g = chainBackward(branches[i], dBranch, { caches: cache[i], ctx, needDx });
+        const slice = { n, hw: h * w, cTotal, cOffset: offsets[i], c: widths[i] };
+        let g: Tensor | null;
+        if (cache.kind === "plain") {
+          splitChannels({ dx: dBranch, dy }, slice);
+          g = chainBackward(dBranch, { cache: cache.caches[i], ctx, needDx });
+        } else {
+          // The branch's final ReLU backward reads its slice of y: one pass with the split.
+          splitChannels({ dx: dBranch, dy, y: cache.y }, { ...slice, activation: "relu" });
+          const { pre, conv } = cache.caches[i];
+          const head = heads[i].length > 0;
+          const dh = branches[i][branches[i].length - 2].backward(dBranch, {
+            cache: conv,
+            ctx,
+            needDx: head || needDx,
+          });
+          g = head ? chainBackward(dh!, { cache: pre, ctx, needDx }) : dh;
+          if (head) dh!.dispose();
+        }
         dBranch.dispose();
         if (!g) continue;
         if (dx) {
@@ -308,6 +375,7 @@ export function inception(options: {
           dx = g;
         }
       }
+      if (cache.kind === "fused") release(cache.y);
       return dx;
     },
   };
@@ -324,7 +392,7 @@ export function inception(options: {
  * const b = denseConvBlock(64, 32);
  * ```
  */
-export function denseConvBlock(inChannels: number, channels: number): Layer<unknown[]> {
+export function denseConvBlock(inChannels: number, channels: number): Layer<ChainCache> {
   return sequential([
     batchNorm({ channels: inChannels }),
     activation("relu"),
@@ -346,12 +414,20 @@ export function denseConvBlock(inChannels: number, channels: number): Layer<unkn
  */
 export function denseBlock(
   options: { numConvs: number; inChannels: number; growth: number },
-): Layer<unknown[]> {
+): Layer<DenseBlockCache> {
   const { numConvs, inChannels, growth } = options;
-  const blocks = Array.from(
-    { length: numConvs },
-    (_, i) => denseConvBlock(inChannels + i * growth, growth),
-  );
+  // Each conv block as its layers [bn, relu, conv]: the fused path runs bn+relu as one step and
+  // lets the conv write straight into the next concatenation.
+  const parts = Array.from({ length: numConvs }, (_, i) => {
+    const cin = inChannels + i * growth;
+    return [
+      batchNorm({ channels: cin }),
+      activation("relu"),
+      conv2d({ inChannels: cin, outChannels: growth, kernel: 3, padding: 1 }),
+    ] as const;
+  });
+  const heads = parts.map((l) => [l[0], l[1]]);
+  const blocks = parts.map((l) => sequential(l));
   const net = sequential(blocks);
   const cOut = inChannels + numConvs * growth;
   const check = (input: Shape): Shape => {
@@ -377,27 +453,30 @@ export function denseBlock(
     forward(x, ctx) {
       check(x.shape);
       const [n, , h, w] = x.shape;
-      const caches: unknown[] = [];
+      const caches: DenseBlockCache["caches"] = [];
       let cur = x;
       for (let i = 0; i < numConvs; i++) {
         const c = inChannels + i * growth;
-        const f = blocks[i].forward(cur, ctx);
-        caches.push(f.cache);
         const next = ctx.gpu.empty([n, c + growth, h, w]);
-        concatChannels({ y: next, x: cur }, { n, hw: h * w, cTotal: c + growth, cOffset: 0, c });
-        concatChannels({ y: next, x: f.y }, {
-          n,
-          hw: h * w,
-          cTotal: c + growth,
-          cOffset: c,
-          c: growth,
-        });
-        f.y.dispose();
+        const slice = { n, hw: h * w, cTotal: c + growth };
+        if (ctx.fuse === false) {
+          const f = blocks[i].forward(cur, ctx);
+          caches.push({ block: f.cache });
+          concatChannels({ y: next, x: f.y }, { ...slice, cOffset: c, c: growth });
+          f.y.dispose();
+        } else {
+          // The conv writes its output straight into channels [c, c + growth) of next.
+          const pre = chainForward(heads[i], cur, ctx);
+          const conv = parts[i][2].forwardInto!(pre.y, ctx, { y: next, channelOffset: c });
+          pre.y.dispose();
+          caches.push({ pre: pre.cache, conv });
+        }
+        concatChannels({ y: next, x: cur }, { ...slice, cOffset: 0, c });
         if (cur !== x) cur.dispose();
         cur = next;
       }
       if (cur === x) cur = x.retain();
-      return { y: cur, cache: caches };
+      return { y: cur, cache: { caches } };
     },
     backward(dy, { cache, ctx, needDx }) {
       const [n, , h, w] = dy.shape;
@@ -408,7 +487,15 @@ export function denseBlock(
         const dY = ctx.gpu.empty([n, growth, h, w]);
         splitChannels({ dx: dY, dy: g }, { ...slice, cOffset: c, c: growth });
         const need = i > 0 || needDx;
-        const dXblk = blocks[i].backward(dY, { cache: cache[i] as unknown[], ctx, needDx: need });
+        const ci = cache.caches[i];
+        let dXblk: Tensor | null;
+        if (ci.block) {
+          dXblk = blocks[i].backward(dY, { cache: ci.block, ctx, needDx: need });
+        } else {
+          const dh = parts[i][2].backward(dY, { cache: ci.conv as ConvCache, ctx, needDx: true })!;
+          dXblk = chainBackward(dh, { cache: ci.pre!, ctx, needDx: need });
+          dh.dispose();
+        }
         dY.dispose();
         let dX: Tensor | null = null;
         if (need) {
@@ -422,4 +509,10 @@ export function denseBlock(
       return g === dy ? dy.retain() : g;
     },
   };
+}
+
+/** What a dense block's forward saves, per conv block: its chain cache, or the fused parts. */
+export interface DenseBlockCache {
+  /** Per conv block: `block` (unfused) or `pre` (bn+relu) and `conv` (fused). */
+  readonly caches: { block?: ChainCache; pre?: ChainCache; conv?: unknown }[];
 }

@@ -17,6 +17,7 @@
  */
 
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import type { ActivationKind } from "../kernels/activation.ts";
 
 /** How a parameter is initialized (d2l's `train_ch6` recipe on top of PyTorch's defaults). */
 export type InitKind = "xavier-uniform" | "bias-uniform" | "ones" | "zeros";
@@ -71,6 +72,22 @@ export interface Ctx {
   readonly seed: number;
   /** Overrides every dropout probability when set (`--dropout`). */
   readonly dropout?: number;
+  /**
+   * Whether compositions run fused steps (conv/linear + activation, BatchNorm + ReLU, branch
+   * outputs written straight into concat buffers); default true. The fused and unfused paths
+   * compute the same values (tests compare them); false is for tests and measurements.
+   */
+  readonly fuse?: boolean;
+}
+
+/** Where {@linkcode Layer.forwardInto} writes: a channel slice of a larger NCHW tensor. */
+export interface Into {
+  /** The whole output `[n, C, h, w]` (the concatenation). */
+  readonly y: Tensor;
+  /** First channel of the slice this layer writes. */
+  readonly channelOffset: number;
+  /** An activation applied on the way (the layer's fused epilogue), if any. */
+  readonly activation?: ActivationKind;
 }
 
 /** What `forward` returns: the output and the layer's cache for backward. */
@@ -114,6 +131,21 @@ export interface Layer<C = unknown> {
   forward(x: Tensor, ctx: Ctx): Forward<C>;
   /** Records the backward pass; accumulates parameter gradients. */
   backward(dy: Tensor, options: BackwardOptions<C>): Tensor | null;
+  /** Set on activation layers: which activation (lets compositions fuse it into a producer). */
+  readonly activation?: ActivationKind;
+  /**
+   * Optional fusion hook: a step that runs this layer followed by the activation `kind` in one
+   * forward (and backward), sharing this layer's parameters; `null` when it cannot. The returned
+   * layer is an execution step, not a module: it has no children, params or state of its own.
+   */
+  fuseActivation?(kind: ActivationKind): Layer<unknown> | null;
+  /**
+   * Optional: the forward pass writing its output (after `into.activation`, if given) straight
+   * into channels `[into.channelOffset, +out channels)` of `into.y` instead of a new tensor.
+   * The cache is the one `backward` takes; backward then receives the gradient of this layer's
+   * own output (before the activation: the caller applies the activation's backward).
+   */
+  forwardInto?(x: Tensor, ctx: Ctx, into: Into): C;
 }
 
 /**

@@ -51,6 +51,8 @@ export interface TrainerOptions {
   readonly mean?: readonly number[];
   /** Per-channel standard deviation, with `mean`. */
   readonly std?: readonly number[];
+  /** Run fused steps (see `Ctx.fuse`); default true. */
+  readonly fuse?: boolean;
 }
 
 /** What one epoch measured. */
@@ -223,7 +225,7 @@ export class Trainer {
         this.#batchParams(set, batch, true, seed),
       );
       this.model.zeroGrad();
-      const ctx: Ctx = { gpu, training: true, seed, dropout: o.dropout };
+      const ctx: Ctx = { gpu, training: true, seed, dropout: o.dropout, fuse: o.fuse };
       const f = this.model.forward(x, ctx);
       const dlogits = gpu.empty(f.y.shape);
       softmaxCrossEntropy(
@@ -325,7 +327,7 @@ export class Trainer {
           { x, labels, images: set.images, srcLabels: set.labels, indices },
           this.#batchParams(set, batch, false, 0),
         );
-        const f = this.model.forward(x, { gpu, training: false, seed: 0 });
+        const f = this.model.forward(x, { gpu, training: false, seed: 0, fuse: this.options.fuse });
         accuracyCount({ correct, logits: f.y, labels }, { n: batch, c: f.y.shape[1] });
         f.y.dispose();
       });

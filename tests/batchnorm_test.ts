@@ -1,17 +1,32 @@
 // Tests of kernels/batchnorm.ts: GPU vs the Float64 CPU reference (training, running statistics
 // over two steps, eval, backward), the CPU backward vs finite differences, and PyTorch fixtures
-// (BatchNorm2d and BatchNorm1d, two training steps then eval).
+// (BatchNorm2d and BatchNorm1d, two training steps then eval). The fused BN + activation (ReLU,
+// ReLU6, sigmoid, tanh; forward and backward) against the CPU reference, finite differences, and
+// the unfused kernels (bit for bit).
 import assert from "node:assert/strict";
+import {
+  activationBackward,
+  activationForward,
+  type ActivationKind,
+} from "../kernels/activation.ts";
 import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { assertClose, checkGradient, f32, f64, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import {
   batchNormBackwardRef,
   batchNormEvalRef,
   batchNormTrainRef,
   updateRunningRef,
 } from "./cpu_ref/batchnorm.ts";
+import { activationBackwardRef, activationForwardRef } from "./cpu_ref/activation.ts";
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
-import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
+import {
+  assertExact,
+  atDeviceLimit,
+  deviceLimit,
+  readSlices,
+  sampleUnits,
+  withBindingLimit,
+} from "./big.ts";
 
 Deno.test("batch norm CPU backward matches finite differences", () => {
   const rng = new Rng(2);
@@ -374,5 +389,294 @@ Deno.test(
         for (const t of [r.x, r.dy, r.y, r.dx, r.dweight, r.dbias]) t.dispose();
       });
     }
+  },
+);
+
+// ---------------------------------------------------------- fused BN + activation ----
+
+const KINDS: readonly ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];
+
+/**
+ * Per-channel weight and bias of a fused case: weights in [0.5, 1.5] and biases N(0, 1), or for
+ * ReLU6 weights in [3.5, 4.5] and biases N(3, 0.25), so that BN outputs reach both clamps (below 0
+ * and above 6).
+ */
+function fusedAffine(rng: Rng, c: number, kind: ActivationKind): [Float64Array, Float64Array] {
+  const w = rng.uniformArray(c, 0.5, 1.5), b = rng.normalArray(c);
+  if (kind !== "relu6") return [w, b];
+  return [w.map((v) => 3 + v), b.map((v) => 3 + 0.5 * v)];
+}
+
+/** Which regions of the activation the outputs `y` fall in, as labels (for coverage checks). */
+function regions(y: ArrayLike<number>, kind: ActivationKind): Set<string> {
+  const seen = new Set<string>();
+  for (let i = 0; i < y.length; i++) {
+    const v = y[i];
+    if (kind === "relu" || kind === "relu6") {
+      seen.add(v === 0 ? "0" : kind === "relu6" && v === 6 ? "6" : "linear");
+    } else seen.add(v < (kind === "sigmoid" ? 0.5 : 0) ? "low" : "high");
+  }
+  return seen;
+}
+
+/** The regions each kind's test inputs must reach, over all cases of a test. */
+const WANTED: Record<ActivationKind, string[]> = {
+  relu: ["0", "linear"],
+  relu6: ["0", "linear", "6"],
+  sigmoid: ["low", "high"],
+  tanh: ["low", "high"],
+};
+
+/**
+ * One case of the fused BN + activation: training forward (fused, and BN then activationForward
+ * on a second copy of the state), backward (fused, and activationBackward then BN backward) with
+ * `accumulate` false then true, then eval forward both ways. Checks the fused results against
+ * the Float64 CPU reference and bit for bit against the unfused ones; adds the regions of the
+ * activation its training outputs reach to `seen`.
+ */
+async function fusedCase(
+  gpu: Gpu,
+  cs: { n: number; c: number; hw: number; shape: Shape; offset: number },
+  rng: Rng,
+  kind: ActivationKind,
+  seen: Set<string>,
+): Promise<void> {
+  const { n, c, hw, shape } = cs;
+  const what = `${kind} n${n} c${c} hw${hw}`;
+  const p = { n, c, hw, eps: 1e-5, momentum: 0.1 };
+  const tol = { rtol: 1e-4, atol: 1e-4 };
+  // Readbacks of a phase are issued together (one wait instead of one per tensor).
+  const read = (...ts: Tensor[]) => Promise.all(ts.map((t) => t.toArray()));
+  const [w, b] = fusedAffine(rng, c, kind);
+  const stF = state(gpu, c, w, b), stU = state(gpu, c, w, b);
+  const xq = f32(rng.normalArray(n * c * hw).map((v) => cs.offset + 2 * v));
+  const dyq = f32(rng.normalArray(n * c * hw));
+  const x = gpu.tensor(xq, { shape }), dy = gpu.tensor(dyq, { shape });
+  const yF = gpu.empty(shape), z = gpu.empty(shape), yU = gpu.empty(shape);
+  batchNormForward({ ...stF, y: yF, x }, { ...p, training: true, activation: kind });
+  batchNormForward({ ...stU, y: z, x }, { ...p, training: true });
+  activationForward({ y: yU, x: z }, { kind });
+  const stats = ["saveMean", "saveInvStd", "runningMean", "runningVar"] as const;
+  const [ys, yus, ...st] = await read(
+    yF,
+    yU,
+    ...stats.map((k) => stF[k]),
+    ...stats.map((k) => stU[k]),
+  );
+  const ref = batchNormTrainRef(n, c, hw, xq, w, b, p.eps);
+  assertClose(ys, activationForwardRef(ref.y, kind), { ...tol, what: `fused train y ${what}` });
+  for (const r of regions(ys, kind)) seen.add(r);
+  assertExact(ys, yus, `fused train y == BN then ${kind} ${what}`);
+  stats.forEach((k, i) => assertExact(st[i], st[i + 4], `fused ${k} ${what}`));
+  assertClose(st[0], ref.mean, { rtol: 1e-5, atol: 1e-5, what });
+  assertClose(st[1], ref.invstd, { rtol: 1e-4, atol: 0, what });
+
+  // Backward, overwriting then accumulating into the previous gradients.
+  const dzRef = activationBackwardRef(dyq, ys, kind);
+  const g = batchNormBackwardRef(n, c, hw, dzRef, xq, w, ref.mean, ref.invstd);
+  const dz = gpu.empty(shape), dxF = gpu.empty(shape), dxU = gpu.empty(shape);
+  const prevW = f32(rng.normalArray(c)), prevB = f32(rng.normalArray(c));
+  const dwF = gpu.tensor(prevW, { shape: [c] }), dbF = gpu.tensor(prevB, { shape: [c] });
+  const dwU = gpu.tensor(prevW, { shape: [c] }), dbU = gpu.tensor(prevB, { shape: [c] });
+  for (const accumulate of [false, true]) {
+    const s = `${what} accumulate ${accumulate}`;
+    const expW = Float64Array.from(g.dweight, (v, i) => v + (accumulate ? prevW[i] : 0));
+    const expB = Float64Array.from(g.dbias, (v, i) => v + (accumulate ? prevB[i] : 0));
+    if (accumulate) {
+      gpu.write(dwF, prevW);
+      gpu.write(dbF, prevB);
+      gpu.write(dwU, prevW);
+      gpu.write(dbU, prevB);
+    }
+    const common = { weight: stF.weight, saveMean: stF.saveMean, saveInvStd: stF.saveInvStd };
+    batchNormBackward(
+      { dx: dxF, dweight: dwF, dbias: dbF, dy, x, y: yF, ...common },
+      { ...p, accumulate, activation: kind },
+    );
+    activationBackward({ dx: dz, dy, y: yU }, { kind });
+    batchNormBackward(
+      { dx: dxU, dweight: dwU, dbias: dbU, dy: dz, x, ...common },
+      { ...p, accumulate },
+    );
+    const [dxs, dws, dbs, dxu, dwu, dbu] = await read(dxF, dwF, dbF, dxU, dwU, dbU);
+    assertClose(dxs, g.dx, { ...tol, what: `fused dx ${s}` });
+    assertClose(dws, expW, { rtol: 1e-4, atol: 1e-3, what: `fused dweight ${s}` });
+    assertClose(dbs, expB, { rtol: 1e-4, atol: 1e-3, what: `fused dbias ${s}` });
+    assertExact(dxs, dxu, `fused dx == ${kind} backward then BN backward ${s}`);
+    assertExact(dws, dwu, `fused dweight == unfused ${s}`);
+    assertExact(dbs, dbu, `fused dbias == unfused ${s}`);
+  }
+
+  // Eval with the running statistics of the training step.
+  const xe = f32(rng.normalArray(n * c * hw).map((v) => cs.offset + v));
+  const xet = gpu.tensor(xe, { shape });
+  batchNormForward({ ...stF, y: yF, x: xet }, { ...p, training: false, activation: kind });
+  batchNormForward({ ...stU, y: z, x: xet }, { ...p, training: false });
+  activationForward({ y: yU, x: z }, { kind });
+  const [ye, yue] = await read(yF, yU);
+  const [rm, rv] = [st[2], st[3]]; // the running statistics of the training step
+  const eRef = activationForwardRef(batchNormEvalRef(n, c, hw, xe, rm, rv, w, b, p.eps), kind);
+  assertClose(ye, eRef, { ...tol, what: `fused eval y ${what}` });
+  assertExact(ye, yue, `fused eval y == BN then ${kind} ${what}`);
+  for (const t of [x, dy, yF, z, yU, dz, dxF, dxU, dwF, dbF, dwU, dbU, xet]) t.dispose();
+}
+
+/** Asserts that each kind's cases reached every region of its activation. */
+function assertCoverage(seen: Map<ActivationKind, Set<string>>): void {
+  for (const kind of KINDS) {
+    const got = seen.get(kind) ?? new Set();
+    const missing = WANTED[kind].filter((r) => !got.has(r));
+    assert.deepEqual(missing, [], `${kind}: no output in region(s) ${missing.join(", ")}`);
+  }
+}
+
+Deno.test(
+  "batch norm + activation fused (relu, relu6, sigmoid, tanh; forward train/eval, backward, both accumulate modes) matches the CPU and equals the unfused kernels bit for bit",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(11);
+    const seen = new Map(KINDS.map((k) => [k, new Set<string>()]));
+    // CASES cover odd hw (scalar path), hw % 4 == 0 (vec4 path), BatchNorm1d, 130 channels, and
+    // n * hw past one chunk of the partial sums.
+    for (const cs of CASES) {
+      // Offsets move the mean; the activations need both signs around it (it cancels in BN).
+      for (const kind of KINDS) await fusedCase(gpu, cs, rng, kind, seen.get(kind)!);
+    }
+    assertCoverage(seen);
+  },
+);
+
+Deno.test(
+  "batch norm + activation fused, split into ranges of samples (binding limit lowered), matches the CPU and the unfused kernels",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(12);
+    const cases = [
+      { n: 37, c: 3, hw: 5, shape: [37, 3, 5], offset: 2 }, // scalar path, 19 ranges
+      { n: 21, c: 2, hw: 8, shape: [21, 2, 2, 4], offset: -1 }, // vec4 path, 11 ranges
+      { n: 30, c: 4, hw: 1, shape: [30, 4], offset: 0 }, // BatchNorm1d
+    ];
+    const seen = new Map(KINDS.map((k) => [k, new Set<string>()]));
+    for (const [i, cs] of cases.entries()) {
+      // Every kind on the scalar and the vec4 paths; BatchNorm1d with ReLU.
+      for (const kind of i < 2 ? KINDS : ["relu"] as const) {
+        await withBindingLimit(
+          Math.max(64, 2 * cs.c * cs.hw),
+          () => fusedCase(gpu, cs, rng, kind, seen.get(kind)!),
+        );
+      }
+    }
+    assertCoverage(seen);
+  },
+);
+
+Deno.test(
+  "batch norm + activation fused backward matches finite differences of f(BN(x)) (away from the kinks)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(13);
+    const shapes = [[2, 3, 5, [2, 3, 5]], [2, 2, 4, [2, 2, 2, 2]], [6, 3, 1, [6, 3]]] as const;
+    for (const kind of KINDS) {
+      for (const [n, c, hw, shape] of shapes) {
+        const what = `${kind} n${n} c${c} hw${hw}`;
+        const size = n * c * hw;
+        const [w64, b64] = fusedAffine(rng, c, kind);
+        const w = f32(w64), b = f32(b64);
+        const r = f32(rng.normalArray(size));
+        // ReLU and ReLU6: a point where every BN output is at least 0.05 away from the kinks (0,
+        // and 6) and the outputs reach every region (below 0, between, above 6 for ReLU6).
+        const kinks = kind === "relu" ? [0] : kind === "relu6" ? [0, 6] : [];
+        let x = new Float64Array(0);
+        for (let tries = 0; tries < 1000 && x.length === 0; tries++) {
+          const cand = Float64Array.from(f32(rng.normalArray(size)));
+          const zz = batchNormTrainRef(n, c, hw, cand, w, b, 1e-5).y;
+          const away = zz.every((v) => kinks.every((k) => Math.abs(v - k) > 0.05));
+          const all = kinks.every((k) => zz.some((v) => v < k)) &&
+            kinks.every((k) => zz.some((v) => v > k));
+          if (away && (kind !== "relu6" || zz.some((v) => v > 0 && v < 6)) && all) x = cand;
+        }
+        assert.ok(x.length === size, `no point away from the kinks for ${what}`);
+        const loss = (xx: Float64Array, ww: Float64Array, bb: Float64Array) =>
+          activationForwardRef(batchNormTrainRef(n, c, hw, xx, ww, bb, 1e-5).y, kind)
+            .reduce((s, v, i) => s + v * r[i], 0);
+        const st = state(gpu, c, w, b);
+        const xt = gpu.tensor(f32(x), { shape: [...shape] });
+        const dy = gpu.tensor(r, { shape: [...shape] });
+        const y = gpu.empty([...shape]), dx = gpu.empty([...shape]);
+        const dweight = gpu.empty([c]), dbias = gpu.empty([c]);
+        const p = { n, c, hw, activation: kind };
+        batchNormForward({ ...st, y, x: xt }, { ...p, training: true });
+        const io = { dx, dweight, dbias, dy, x: xt, y, ...st };
+        batchNormBackward(io, p);
+        const fd = { rtol: 1e-3, atol: 1e-4 };
+        const [dxs, gw, gb] = await Promise.all([dx, dweight, dbias].map((t) => t.toArray()));
+        checkGradient((v) => loss(v, f64(w), f64(b)), Float64Array.from(x), dxs, {
+          ...fd,
+          what: `dx ${what}`,
+        });
+        checkGradient((v) => loss(x, v, f64(b)), f64(w), gw, { ...fd, what: `dweight ${what}` });
+        checkGradient((v) => loss(x, f64(w), v), f64(b), gb, { ...fd, what: `dbias ${what}` });
+        // accumulate: a second backward adds the same gradients
+        batchNormBackward(io, { ...p, accumulate: true });
+        const [dx2, gw2, gb2] = await Promise.all([dx, dweight, dbias].map((t) => t.toArray()));
+        assertClose(gw2, gw.map((v) => 2 * v), { what: `dweight acc ${what}` });
+        assertClose(gb2, gb.map((v) => 2 * v), { what: `dbias acc ${what}` });
+        assertExact(dx2, dxs, `dx is overwritten, not accumulated ${what}`);
+        for (const t of [xt, dy, y, dx, dweight, dbias]) t.dispose();
+      }
+    }
+  },
+);
+
+Deno.test(
+  "batch norm + activation rejects a missing or misshapen y and unknown activations",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const st = state(gpu, 3, [1, 1, 1], [0, 0, 0]);
+    const x = gpu.zeros([2, 3, 4, 4]);
+    const dx = gpu.empty(x.shape), dy = gpu.zeros(x.shape);
+    const dweight = gpu.empty([3]), dbias = gpu.empty([3]);
+    const p = { n: 2, c: 3, hw: 16 };
+    const common = { dx, dweight, dbias, dy, x, ...st };
+    for (const kind of KINDS) {
+      assert.throws(
+        () => batchNormBackward(common, { ...p, activation: kind }),
+        (e: Error) =>
+          e instanceof TypeError &&
+          new RegExp(`batchNormBackward: activation "${kind}" needs y`).test(e.message),
+      );
+      assert.throws(
+        () =>
+          batchNormBackward({ ...common, y: gpu.empty([2, 3, 4, 5]) }, { ...p, activation: kind }),
+        (e: Error) =>
+          e instanceof TypeError &&
+          /batchNormBackward: y has shape \[2, 3, 4, 5\], expected \[2, 3, \.\.\.\]/.test(
+            e.message,
+          ),
+      );
+    }
+    for (const activation of ["gelu", "ReLU", "", 1, null]) {
+      const bad = { ...p, activation: activation as unknown as ActivationKind };
+      const name = JSON.stringify(activation).replace(/[[\]]/g, "\\$&");
+      assert.throws(
+        () => batchNormBackward({ ...common, y: gpu.empty(x.shape) }, bad),
+        (e: Error) =>
+          e instanceof RangeError &&
+          new RegExp(`batchNormBackward: unknown activation ${name}`).test(e.message),
+        `backward ${name}`,
+      );
+      assert.throws(
+        () => batchNormForward({ ...st, y: gpu.empty(x.shape), x }, { ...bad, training: true }),
+        (e: Error) =>
+          e instanceof RangeError &&
+          new RegExp(`batchNormForward: unknown activation ${name}`).test(e.message),
+        `forward ${name}`,
+      );
+    }
+    await gpu.sync();
   },
 );

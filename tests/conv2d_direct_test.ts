@@ -19,6 +19,7 @@ import {
   planDirectConv,
   planDirectWeightGrad,
 } from "../kernels/conv2d_direct.ts";
+import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 
@@ -324,6 +325,57 @@ Deno.test(
     for (const tt of [x, w, b, dy, dx]) tt.dispose();
   },
 );
+
+Deno.test(
+  "direct forward: activation in the last input-channel chunk only, output into a channel slice",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const p: Conv2dParams = { n: 3, cIn: 4, h: 8, w: 9, cOut: 5, kernel: 3, padding: 1 };
+    const d = data(p, 160, true);
+    const { s } = d;
+    const sh = directShape(p);
+    const wd = d.w.map((v) => 2 * v); // outputs past relu6's 6
+    const x = gpu.tensor(f32(d.x), { shape: s.x });
+    const w = gpu.tensor(f32(wd), { shape: s.w });
+    const b = gpu.tensor(f32(d.b!), { shape: [p.cOut] });
+    const P = 8 * 9, C = p.cOut + 3, off = 2;
+    const sentinel = -777.5;
+    const plain = conv2dRef(p, d.x, wd, d.b);
+    for (const activation of ["relu6", "tanh"] as const) {
+      const ref = activationForwardRef(plain, activation);
+      // 2 and 1 input channels per dispatch: the activation must wait for the last one.
+      for (const tile of [{ tx: 4, co: 2, ci: 2 }, { tx: 3, co: 5, ci: 1 }]) {
+        const y = gpu.tensor(new Float32Array(p.n * C * P).fill(sentinel), {
+          shape: [p.n, C, 8, 9],
+        });
+        const yr = bindingRange(y, off * P, ((p.n - 1) * C + p.cOut) * P);
+        directConvForward(gpu, sh, { y: yr, x: r(x), w, b }, { tile, activation, yChannels: C });
+        const got = await y.toArray();
+        y.dispose();
+        const slice = new Float32Array(count(s.y));
+        for (let img = 0; img < p.n; img++) {
+          for (let c = 0; c < C; c++) {
+            const src = got.subarray((img * C + c) * P, (img * C + c + 1) * P);
+            if (c >= off && c < off + p.cOut) slice.set(src, (img * p.cOut + c - off) * P);
+            else assert.ok(src.every((v) => v === sentinel), `channel ${c} of image ${img}`);
+          }
+        }
+        assertClose(slice, ref, { ...tol(s.len), what: `${activation} ${JSON.stringify(tile)}` });
+      }
+    }
+    assert.throws(
+      () => directConvForward(gpu, sh, { y: r(x), x: r(x), w }, { yChannels: 4 }),
+      (e: Error) =>
+        e instanceof RangeError && /yChannels 4 must be an integer >= cOut 5/.test(e.message),
+    );
+    for (const tt of [x, w, b]) tt.dispose();
+  },
+);
+
+function r(t: Tensor) {
+  return bindingRange(t, 0, t.size);
+}
 
 // --------------------------------------------------------------- the default choice ----
 

@@ -10,7 +10,9 @@ import {
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/conv2d.ts";
-import type { Tensor } from "../gpu/mod.ts";
+import type { Gpu, Tensor } from "../gpu/mod.ts";
+import { activationForward, type ActivationKind } from "../kernels/activation.ts";
+import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 
@@ -823,6 +825,245 @@ Deno.test(
     assertClose(await dw.toArray(), refW, { ...tw, what: "alexnet conv1 dw" });
     assertClose(await db.toArray(), refB, { ...tw, what: "alexnet conv1 db" });
     for (const tt of [x, w, b, dy, dw, db]) tt.dispose();
+  },
+);
+
+// ---------------------------------------- fused activation, output into a channel slice ----
+
+const KINDS: ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];
+
+/** A value no convolution writes: channels outside the slice must keep it. */
+const SENTINEL = -12345.5;
+
+/** Records the kernel names `gpu.dispatch` is called with while `f` runs. */
+function kernelsOf(gpu: Gpu, f: () => void): string[] {
+  const names: string[] = [];
+  const own = Object.hasOwn(gpu, "dispatch");
+  const original = gpu.dispatch;
+  gpu.dispatch = (kernel, options) => {
+    names.push(kernel.name);
+    original.call(gpu, kernel, options);
+  };
+  try {
+    f();
+  } finally {
+    if (own) gpu.dispatch = original;
+    else Reflect.deleteProperty(gpu, "dispatch");
+  }
+  return names;
+}
+
+interface Fused {
+  activation?: ActivationKind;
+  /** Channel offset into a y of `channels` channels (prefilled with SENTINEL). */
+  offset?: number;
+  channels?: number;
+}
+
+/**
+ * Runs conv2dForward with the fusions of `f` (y prefilled with SENTINEL), checks it against
+ * the Float64 reference followed by the activation, that channels outside the slice are
+ * untouched, and that the slice equals the unfused conv2dForward + activationForward (1 ulp).
+ * Returns the whole y and the kernel names dispatched.
+ */
+async function runFused(
+  p: Conv2dParams,
+  data: ReturnType<typeof upload>,
+  f: Fused,
+  options: Conv2dKernelOptions,
+  label: string,
+): Promise<{ y: Float32Array; kernels: string[] }> {
+  const gpu = await testGpu();
+  const { s } = data;
+  const [n, cOut, oh, ow] = s.y;
+  const C = f.channels ?? cOut, off = f.offset ?? 0, P = oh * ow;
+  const x = gpu.tensor(f32(data.x), { shape: s.x });
+  const w = gpu.tensor(f32(data.w), { shape: s.w });
+  const b = data.b ? gpu.tensor(f32(data.b), { shape: [p.cOut] }) : undefined;
+  const y = gpu.tensor(new Float32Array(n * C * P).fill(SENTINEL), { shape: [n, C, oh, ow] });
+  const plain = gpu.tensor(new Float32Array(count(s.y)).fill(NaN), { shape: s.y });
+  const fused = { activation: f.activation, yChannelOffset: f.offset };
+  const kernels = kernelsOf(
+    gpu,
+    () => conv2dForward({ y, x, w, b }, { ...p, ...options, ...fused }),
+  );
+  conv2dForward({ y: plain, x, w, b }, { ...p, ...options });
+  if (f.activation) activationForward({ y: plain, x: plain }, { kind: f.activation });
+  const got = await y.toArray();
+  const separate = await plain.toArray();
+  for (const t of [x, w, b, y, plain] as (Tensor | undefined)[]) t?.dispose();
+  let ref = conv2dRef(p, data.x, data.w, data.b);
+  if (f.activation) ref = activationForwardRef(ref, f.activation);
+  // The slice, gathered image by image; everything else must still be the sentinel.
+  const slice = new Float32Array(n * cOut * P);
+  for (let img = 0; img < n; img++) {
+    for (let c = 0; c < C; c++) {
+      const src = got.subarray((img * C + c) * P, (img * C + c + 1) * P);
+      if (c >= off && c < off + cOut) {
+        slice.set(src, (img * cOut + c - off) * P);
+      } else if (src.some((v) => v !== SENTINEL)) {
+        assert.fail(`${label}: channel ${c} of image ${img} outside the slice was written`);
+      }
+    }
+  }
+  assertClose(slice, ref, { ...tol(data.s.len), what: `${label} y` });
+  assertClose(slice, separate, { rtol: 1.2e-7, atol: 0, what: `${label} fused vs separate` });
+  return { y: got, kernels };
+}
+
+/** Convolution data with weights in [-2, 2]: outputs spread past relu6's 6 and tanh's knee. */
+function uploadWide(p: Conv2dParams, seed: number) {
+  const data = upload(p, seed, true);
+  return { ...data, w: data.w.map((v) => 2 * v) };
+}
+
+const FUSED_PATHS: [string, Conv2dParams, Conv2dKernelOptions, RegExp][] = [
+  [
+    "im2col, odd sizes, stride 2",
+    { n: 2, cIn: 3, h: 7, w: 9, cOut: 5, kernel: 3, padding: 1, stride: 2 },
+    { direct: false },
+    /im2col/,
+  ],
+  [
+    "im2col, vec4 C stores",
+    { n: 2, cIn: 8, h: 8, w: 8, cOut: 8, kernel: 3, padding: 1 },
+    { direct: false },
+    /gemm_reg.*_vc/,
+  ],
+  [
+    "grouped, dilated",
+    { n: 3, cIn: 4, h: 8, w: 9, cOut: 6, kernel: 3, padding: 2, dilation: 2, groups: 2 },
+    {},
+    /im2col/,
+  ],
+  ["pointwise 1x1", { n: 3, cIn: 5, h: 8, w: 9, cOut: 9, kernel: 1 }, {}, /^gemm_reg/],
+  [
+    "direct (forced)",
+    { n: 2, cIn: 3, h: 9, w: 11, cOut: 5, kernel: 3, padding: 1 },
+    { direct: true },
+    /conv2d_direct_fwd/,
+  ],
+  [
+    "im2col, split-K epilogue",
+    { n: 1, cIn: 6, h: 5, w: 5, cOut: 3, kernel: 3, padding: 1 },
+    { direct: false, gemm: { splitK: 2 } },
+    /gemm_splitk_epilogue/,
+  ],
+];
+
+Deno.test(
+  "conv2d activation: every kind in every path (im2col, grouped, pointwise, direct, split-K)",
+  GPU_TEST,
+  async () => {
+    let seed = 900;
+    for (const [label, p, options, path] of FUSED_PATHS) {
+      for (const activation of KINDS) {
+        const data = uploadWide(p, seed++);
+        const what = `${label} ${activation}`;
+        const { kernels } = await runFused(p, data, { activation }, options, what);
+        assert.ok(kernels.some((k) => path.test(k)), `${what}: ran ${kernels.join(", ")}`);
+        assert.ok(
+          kernels.some((k) => k.endsWith(`_${activation}`)),
+          `${what}: no fused ${activation} kernel among ${kernels.join(", ")}`,
+        );
+      }
+    }
+  },
+);
+
+Deno.test(
+  "conv2d yChannelOffset: writes only its channel slice in every path, with activations",
+  GPU_TEST,
+  async () => {
+    let seed = 950;
+    for (const [label, p, options, path] of FUSED_PATHS) {
+      // Slices at the start, in the middle and at the end of the concatenated channels.
+      const cases: Fused[] = [
+        { offset: 0, channels: p.cOut + 3 },
+        { offset: 3, channels: p.cOut + 5, activation: "relu" },
+        { offset: 2, channels: p.cOut + 2, activation: KINDS[seed % 4] },
+      ];
+      for (const f of cases) {
+        const data = uploadWide(p, seed++);
+        const what = `${label} ${JSON.stringify(f)}`;
+        const { kernels } = await runFused(p, data, f, options, what);
+        assert.ok(kernels.some((k) => path.test(k)), `${what}: ran ${kernels.join(", ")}`);
+      }
+    }
+  },
+);
+
+Deno.test(
+  "conv2d yChannelOffset: chunks of images give the same results and touch only the slice",
+  GPU_TEST,
+  async () => {
+    let seed = 990;
+    const configs: [Conv2dParams, Conv2dKernelOptions][] = [
+      [{ n: 5, cIn: 3, h: 9, w: 7, cOut: 5, kernel: 3, padding: 1, stride: 2 }, {}],
+      [{ n: 4, cIn: 5, h: 8, w: 9, cOut: 9, kernel: 1 }, {}], // pointwise
+      [{ n: 3, cIn: 4, h: 8, w: 9, cOut: 6, kernel: 3, padding: 2, dilation: 2, groups: 2 }, {}],
+      [{ n: 5, cIn: 2, h: 9, w: 11, cOut: 4, kernel: 3, padding: 1 }, { direct: true }],
+    ];
+    const gpu = await testGpu();
+    for (const [p, options] of configs) {
+      const data = uploadWide(p, seed++);
+      const f: Fused = { offset: 3, channels: p.cOut + 4, activation: "relu6" };
+      const what = JSON.stringify(p);
+      const whole = await runFused(p, data, f, options, what);
+      // 1 byte: one image per chunk; 3000 bytes: a few images per chunk (ranges not aligned).
+      for (const maxChunkBytes of [1, 3000]) {
+        const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes });
+        assert.ok(plan.chunks > 1, `expected several chunks for ${what}`);
+        const chunked = await runFused(p, data, f, { ...options, maxChunkBytes }, what);
+        assert.deepEqual(chunked.y, whole.y);
+      }
+    }
+  },
+);
+
+Deno.test(
+  "conv2d fusions: bad offsets, outputs that do not fit, unknown activations",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const p: Conv2dParams = { n: 2, cIn: 3, h: 8, w: 8, cOut: 4, kernel: 3, padding: 1 };
+    const x = gpu.zeros([2, 3, 8, 8]), w = gpu.zeros([4, 3, 3, 3]);
+    const y = gpu.zeros([2, 10, 8, 8]);
+    for (const yChannelOffset of [-1, 1.5, NaN]) {
+      assert.throws(
+        () => conv2dForward({ y, x, w }, { ...p, yChannelOffset }),
+        (e: Error) => e instanceof RangeError && /conv2d: yChannelOffset/.test(e.message),
+      );
+    }
+    assert.throws(
+      () => conv2dForward({ y, x, w }, { ...p, yChannelOffset: 7 }),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /conv2d: y has shape \[2, 10, 8, 8\], expected \[2, 11, 8, 8\] or more/.test(e.message),
+    );
+    for (const shape of [[2, 10, 8, 7], [1, 10, 8, 8], [2, 80, 8]]) {
+      assert.throws(
+        () => conv2dForward({ y: gpu.zeros(shape), x, w }, { ...p, yChannelOffset: 0 }),
+        (e: Error) => e instanceof TypeError && /conv2d: y has shape/.test(e.message),
+      );
+    }
+    // Without an offset y must be exactly [n, cOut, oh, ow].
+    assert.throws(
+      () => conv2dForward({ y, x, w }, p),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /conv2d: y has shape \[2, 10, 8, 8\], expected \[2, 4, 8, 8\]/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        conv2dForward({ y: gpu.zeros([2, 4, 8, 8]), x, w }, {
+          ...p,
+          activation: "swish" as unknown as ActivationKind,
+        }),
+      (e: Error) => e instanceof RangeError && /conv2d: unknown activation "swish"/.test(e.message),
+    );
+    // The last slice that fits is accepted.
+    conv2dForward({ y, x, w }, { ...p, yChannelOffset: 6 });
   },
 );
 

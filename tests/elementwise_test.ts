@@ -1,8 +1,10 @@
 // Tests of kernels/elementwise.ts: add (+ fused ReLU) and its backward, accumulate, channel
 // concat / split (vec4 and scalar paths, offsets, accumulate, round trip), against Float64 CPU
-// references and finite differences, plus aliasing and validation.
+// references and finite differences, plus aliasing and validation; split with a fused activation
+// backward against the CPU and bit for bit against activationBackward then split.
 import assert from "node:assert/strict";
 import { type Gpu, POOL_USAGE, Tensor } from "../gpu/mod.ts";
+import { activationBackward, type ActivationKind } from "../kernels/activation.ts";
 import {
   accumulate,
   addBackwardRelu,
@@ -28,6 +30,7 @@ import {
   concatRef,
   sliceRef,
 } from "./cpu_ref/elementwise.ts";
+import { activationBackwardRef, activationForwardRef } from "./cpu_ref/activation.ts";
 
 function exactTensor(gpu: Gpu, data: Float32Array): Tensor {
   const buffer = gpu.device.createBuffer({ size: data.byteLength, usage: POOL_USAGE });
@@ -374,3 +377,130 @@ Deno.test(
     });
   },
 );
+
+// ------------------------------------------------------------ split + activation backward ----
+
+const ACTIVATIONS: ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];
+
+/**
+ * A forward output of `kind` (f32): `f` of normal inputs scaled by 4, so that relu and relu6
+ * produce exact zeros and relu6 exact sixes (their kinks, where the gradient is 0).
+ */
+function activationOutput(rng: Rng, size: number, kind: ActivationKind): Float32Array {
+  return f32(activationForwardRef(rng.normalArray(size).map((v) => 4 * v), kind));
+}
+
+/**
+ * splitChannels with `activation` of every slice of a `[n, sum(cs), hw]` tensor, overwriting
+ * and accumulating: against the Float64 CPU reference (slice of the activation backward) and
+ * exactly against activationBackward followed by the plain split.
+ */
+async function checkSplitActivation(
+  gpu: Gpu,
+  rng: Rng,
+  kind: ActivationKind,
+  n: number,
+  hw: number,
+  cs: readonly number[],
+): Promise<void> {
+  const cTotal = cs.reduce((a, b) => a + b, 0);
+  const shape = [n, cTotal, hw];
+  const dys = f32(rng.normalArray(n * cTotal * hw)), ys = activationOutput(rng, dys.length, kind);
+  const dy = gpu.tensor(dys, { shape }), y = gpu.tensor(ys, { shape });
+  const dz = gpu.empty(shape);
+  activationBackward({ dx: dz, dy, y }, { kind });
+  const dzs = activationBackwardRef(dys, ys, kind);
+  let cOffset = 0;
+  for (const c of cs) {
+    const p = { n, hw, cTotal, cOffset, c, activation: kind };
+    const what = `${kind} n=${n} hw=${hw} cTotal=${cTotal} off=${cOffset} c=${c}`;
+    const want = sliceRef(dzs, n, hw, cTotal, cOffset, c);
+    const prev = f32(rng.normalArray(n * c * hw));
+    for (const accumulate of [false, true]) {
+      const dx = gpu.tensor(prev, { shape: [n, c, hw] });
+      const unfused = gpu.tensor(prev, { shape: [n, c, hw] });
+      splitChannels({ dx, dy, y }, { ...p, accumulate });
+      splitChannels({ dx: unfused, dy: dz }, { n, hw, cTotal, cOffset, c, accumulate });
+      const got = await dx.toArray();
+      assertClose(got, accumulate ? accumulateRef(prev, want) : want, {
+        rtol: 1e-5,
+        atol: 1e-6,
+        what: `split ${what} accumulate ${accumulate}`,
+      });
+      assertExact(
+        got,
+        await unfused.toArray(),
+        `fused == unfused ${what} accumulate ${accumulate}`,
+      );
+      dx.dispose();
+      unfused.dispose();
+    }
+    cOffset += c;
+  }
+  for (const t of [dy, y, dz]) t.dispose();
+}
+
+Deno.test(
+  "splitChannels with a fused activation backward: every kind, layout and accumulate mode vs the CPU and the unfused kernels",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(49);
+    for (const kind of ACTIVATIONS) {
+      // CONCAT_CASES: odd hw (scalar), hw % 4 == 0 (vec4), 1x1, offsets off the vec4 grid.
+      for (const [n, hw, cs] of CONCAT_CASES) await checkSplitActivation(gpu, rng, kind, n, hw, cs);
+    }
+  },
+);
+
+Deno.test(
+  "splitChannels with a fused activation backward in ranges of rows (binding limit lowered)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(50);
+    for (const [n, hw, cs, limit] of [[37, 5, [3, 2, 4], 64], [13, 4, [4, 8, 4], 140]] as const) {
+      await withBindingLimit(limit, async () => {
+        for (const kind of ACTIVATIONS) await checkSplitActivation(gpu, rng, kind, n, hw, cs);
+      });
+    }
+  },
+);
+
+Deno.test("splitChannels with activation validates y and the kind", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const dy = gpu.zeros([2, 5, 4]), dx = gpu.zeros([2, 2, 4]);
+  const p = { n: 2, hw: 4, cTotal: 5, cOffset: 1, c: 2 };
+  assert.throws(
+    () => splitChannels({ dx, dy }, { ...p, activation: "tanh" }),
+    (e: Error) =>
+      e instanceof TypeError && /splitChannels: activation "tanh" needs y/.test(e.message),
+  );
+  assert.throws(
+    () => splitChannels({ dx, dy, y: gpu.zeros([2, 4, 4]) }, { ...p, activation: "relu" }),
+    (e: Error) =>
+      e instanceof TypeError && /splitChannels: y has shape \[2, 4, 4\]/.test(e.message) &&
+      /dy has shape \[2, 5, 4\]/.test(e.message),
+  );
+  assert.throws(
+    () =>
+      splitChannels({ dx, dy, y: gpu.zeros([2, 5, 4], { dtype: "i32" }) }, {
+        ...p,
+        activation: "relu",
+      }),
+    TypeError,
+  );
+  assert.throws(
+    () =>
+      splitChannels({ dx, dy, y: dy }, { ...p, activation: "gelu" as unknown as ActivationKind }),
+    (e: Error) => e instanceof RangeError && /splitChannels: unknown activation/.test(e.message),
+  );
+  // dx viewing the buffer of y (16 of its 40 floats)
+  const y = gpu.zeros([2, 5, 4]);
+  const alias = new Tensor(gpu, y.buffer, { shape: [2, 2, 4], dtype: "f32" });
+  assert.throws(
+    () => splitChannels({ dx: alias, dy, y }, { ...p, activation: "relu" }),
+    /share a buffer/,
+  );
+  await gpu.sync();
+});

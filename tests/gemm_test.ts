@@ -1,8 +1,10 @@
 // Tests of the GEMM family (kernels/gemm.ts) against the Float64 CPU reference.
 import assert from "node:assert/strict";
+import { activationForward, type ActivationKind } from "../kernels/activation.ts";
 import { checkGemm, gemm, type GemmTuning, sumRows } from "../kernels/gemm.ts";
+import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { gemmRef, sumRowsRef } from "./cpu_ref/gemm.ts";
-import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { assertClose, compareClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-5 };
 
@@ -241,5 +243,149 @@ Deno.test("gemm reference: a hand-computed product", () => {
   assert.deepEqual(
     [...gemmRef([1, 3, 2, 4], [5, 7, 6, 8], { m: 2, n: 2, k: 2, transA: true, transB: true })],
     [19, 22, 43, 50],
+  );
+});
+
+// ------------------------------------------------------------ fused activations ----
+
+const KINDS: ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];
+
+/** Fused vs separate activation: the same f32 value through the same WGSL (1 ulp of slack). */
+const SAME = { rtol: 1.2e-7, atol: 0 };
+
+/**
+ * Runs one GEMM with a fused activation and compares it with the Float64 reference followed
+ * by the activation, and with the unfused GEMM followed by `activationForward`. Returns the
+ * largest |fused - unfused|.
+ */
+async function runActCase(
+  c: Case & { activation: ActivationKind },
+  tuning: GemmTuning,
+  seed: number,
+): Promise<number> {
+  const gpu = await testGpu();
+  const rng = new Rng(seed);
+  const batch = c.batch ?? 1;
+  const a = rng.uniformArray(batch * c.m * c.k);
+  const b = rng.uniformArray(batch * c.k * c.n);
+  const c0 = rng.uniformArray(batch * c.m * c.n);
+  const bias = c.bias ? rng.uniformArray(c.n) : undefined;
+  const expected = activationForwardRef(gemmRef(a, b, c, c0, bias), c.activation);
+  const lead = c.batch === undefined ? [] : [batch];
+  const ta = gpu.tensor(f32(a), { shape: [...lead, ...(c.transA ? [c.k, c.m] : [c.m, c.k])] });
+  const tb = gpu.tensor(f32(b), { shape: [...lead, ...(c.transB ? [c.n, c.k] : [c.k, c.n])] });
+  const fused = gpu.tensor(f32(c0), { shape: [...lead, c.m, c.n] });
+  const plain = gpu.tensor(f32(c0), { shape: [...lead, c.m, c.n] });
+  const tbias = bias ? gpu.tensor(f32(bias), { shape: [c.n] }) : undefined;
+  gemm({ c: fused, a: ta, b: tb, bias: tbias }, { ...c, ...tuning });
+  const { activation, ...unfused } = c;
+  gemm({ c: plain, a: ta, b: tb, bias: tbias }, { ...unfused, ...tuning });
+  activationForward({ y: plain, x: plain }, { kind: activation });
+  const what = `gemm ${JSON.stringify(c)} ${JSON.stringify(tuning)}`;
+  const got = await fused.toArray();
+  const separate = await plain.toArray();
+  assertClose(got, expected, { ...tolFor(c.k), what });
+  assertClose(got, separate, { ...SAME, what: `${what} fused vs separate` });
+  for (const t of [ta, tb, fused, plain, tbias]) t?.dispose();
+  return compareClose(got, separate).maxAbs;
+}
+
+Deno.test(
+  "gemm activation: every kind in register tiles (vec4 C, odd sizes), shared, swapped",
+  GPU_TEST,
+  async () => {
+    let seed = 600;
+    for (const activation of KINDS) {
+      // alpha 3 spreads C over [-8, 8]: relu6 clamps at 6 and tanh/sigmoid saturate somewhere.
+      const base = { activation, bias: true, beta: 0.5, alpha: 3 };
+      // Register blocks (each compiles in ~1 s on llvmpipe: the 16x16 one for relu only).
+      const big: [number, number] = activation === "relu" ? [16, 16] : [4, 8];
+      // vec4 C stores (n, ldc multiples of 4), partial tiles, odd m/n/k, transposes.
+      await runActCase(
+        { ...base, m: 16, n: 32, k: 64 },
+        { variant: "register", tile: [8, 4] },
+        seed++,
+      );
+      await runActCase({ ...base, m: 20, n: 12, k: 36, transA: true }, {
+        variant: "register",
+        tile: big,
+      }, seed++);
+      await runActCase({ ...base, m: 7, n: 13, k: 5, transB: true }, {
+        variant: "register",
+        tile: [2, 8],
+      }, seed++);
+      await runActCase({ ...base, m: 9, n: 6, k: 11, batch: 3 }, {
+        variant: "register",
+        tile: [1, 4],
+      }, seed++);
+      await runActCase({ ...base, m: 65, n: 33, k: 17, transA: true, transB: true }, {
+        variant: "shared",
+      }, seed++);
+      // Skinny C computed transposed (row bias after the swap), batched; then vec4 C swapped.
+      await runActCase({ ...base, m: 65, n: 7, k: 17, batch: 2 }, {
+        variant: "register",
+        swap: true,
+        tile: [4, 8],
+      }, seed++);
+      await runActCase({ ...base, m: 16, n: 32, k: 64, transB: true }, {
+        variant: "register",
+        swap: true,
+        tile: [4, 4],
+      }, seed++);
+    }
+  },
+);
+
+Deno.test(
+  "gemm activation: split-K applies it in the epilogue, k-passes in the last pass only",
+  GPU_TEST,
+  async () => {
+    let seed = 700;
+    for (const activation of KINDS) {
+      const base = { activation, bias: true, beta: 0.5 };
+      for (const variant of ["register", "shared"] as const) {
+        // Partial sums must stay raw: an activation on them would change the sum.
+        await runActCase({ ...base, m: 5, n: 7, k: 1001, transB: true, batch: 2 }, {
+          variant,
+          splitK: 3,
+        }, seed++);
+      }
+      await runActCase({ ...base, m: 8, n: 12, k: 2048, alpha: 0.1 }, {
+        variant: "register",
+        splitK: 4,
+      }, seed++); // vec4 C in the epilogue's mapping
+      // Sequential k-passes (shared: 32768 k per pass; register: 240000).
+      await runActCase({ ...base, m: 3, n: 5, k: 40000, transA: true, alpha: 0.05 }, {
+        variant: "shared",
+      }, seed++);
+      await runActCase({ ...base, m: 2, n: 4, k: 250000, transB: true, alpha: 0.01 }, {
+        variant: "register",
+        splitK: 1,
+      }, seed++);
+    }
+  },
+);
+
+Deno.test("gemm activation: default kernels, k = 0, and unknown kinds", GPU_TEST, async () => {
+  let seed = 800;
+  for (const activation of ["relu", "tanh"] as const) {
+    await runActCase({ activation, m: 128, n: 10, k: 84, transB: true, bias: true }, {}, seed++);
+  }
+  const gpu = await testGpu();
+  // k = 0: C = f(beta * C + bias).
+  const a = gpu.empty([3, 0]), b = gpu.empty([0, 2]);
+  const c = gpu.tensor(new Float32Array([1, -2, 3, -4, 5, -6]), { shape: [3, 2] });
+  const bias = gpu.tensor(new Float32Array([1, -1]), { shape: [2] });
+  gemm({ c, a, b, bias }, { m: 3, n: 2, k: 0, beta: 2, activation: "relu6" });
+  assert.deepEqual(await c.toArray(), new Float32Array([3, 0, 6, 0, 6, 0]));
+  assert.throws(
+    () =>
+      gemm({ c, a, b }, {
+        m: 3,
+        n: 2,
+        k: 0,
+        activation: "gelu" as unknown as ActivationKind,
+      }),
+    (e: Error) => e instanceof RangeError && /gemm: unknown activation "gelu"/.test(e.message),
   );
 });

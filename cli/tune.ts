@@ -1,0 +1,182 @@
+// deno task tune <model> [flags]: measures kernel variants on this adapter for one model's
+// training step and caches the faster choices (see kernels/autotune.ts). `deno task train` and
+// `deno task bench:train` load the cache.
+import { parseArgs } from "node:util";
+import { getGpu } from "../gpu/mod.ts";
+import { makeSynthetic } from "../data/mod.ts";
+import {
+  adapterKey,
+  autotune,
+  defaultTuningCachePath,
+  loadTuningCache,
+  saveTuningCache,
+  type TuneResult,
+} from "../kernels/mod.ts";
+import {
+  buildArchitecture,
+  checkInputSize,
+  createModel,
+  DEFAULTS,
+  MODEL_NAMES,
+  type ModelName,
+  Trainer,
+  uploadImageSet,
+} from "../models/mod.ts";
+import { cappedBatch, UsageError, usageExit } from "./common.ts";
+
+export const HELP = `usage: deno task tune <model> [flags]
+
+Times kernel variants (GEMM tiles, swap, split-K, shared memory; direct conv2d or im2col) on the
+problems of one training step of <model> on this adapter, and caches the choices that are at
+least 5% faster than the cost model's in a JSON file keyed by adapter.
+
+models: ${MODEL_NAMES.join(", ")}
+
+flags:
+  --batch N       batch size (default: the recipe's, reduced on CPU adapters as bench:train does)
+  --resize N      input size (default: the recipe's)
+  --budget S      most seconds to spend tuning (default 300)
+  --cache FILE    the cache file (default ${defaultTuningCachePath()})
+  -h, --help      this text`;
+
+/** The parsed command line. */
+export interface TuneArgs {
+  model: ModelName;
+  batch?: number;
+  resize?: number;
+  budget: number;
+  cache: string;
+}
+
+function positive(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!(Number.isFinite(n) && n > 0) || (name !== "budget" && !Number.isInteger(n))) {
+    throw new UsageError(
+      `--${name} must be ${name === "budget" ? "a number" : "an integer"} > 0, got '${v}'`,
+    );
+  }
+  return n;
+}
+
+/** Parses and validates the command line; throws {@linkcode UsageError}. */
+export function parseTuneArgs(argv: string[]): TuneArgs | "help" {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        "batch": { type: "string" },
+        "resize": { type: "string" },
+        "budget": { type: "string" },
+        "cache": { type: "string" },
+        "help": { type: "boolean", short: "h" },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message.split("\n")[0]);
+  }
+  const v = parsed.values;
+  if (v.help) return "help";
+  if (parsed.positionals.length !== 1) {
+    throw new UsageError(
+      parsed.positionals.length === 0
+        ? `no model given; choose one of: ${MODEL_NAMES.join(", ")}`
+        : `one model expected, got: ${parsed.positionals.join(" ")}`,
+    );
+  }
+  const model = parsed.positionals[0] as ModelName;
+  if (!MODEL_NAMES.includes(model)) {
+    throw new UsageError(`unknown model '${model}'; choose one of: ${MODEL_NAMES.join(", ")}`);
+  }
+  const args: TuneArgs = {
+    model,
+    batch: positive("batch", v.batch),
+    resize: positive("resize", v.resize),
+    budget: positive("budget", v.budget) ?? 300,
+    cache: v.cache ?? defaultTuningCachePath(),
+  };
+  if (args.resize !== undefined) {
+    try {
+      checkInputSize(buildArchitecture(model), args.resize);
+    } catch (err) {
+      throw new UsageError(`--resize ${args.resize}: ${(err as Error).message}`);
+    }
+  }
+  return args;
+}
+
+/** The results as a markdown table. */
+export function resultTable(results: readonly TuneResult[]): string[] {
+  const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "-");
+  const lines = [
+    "| problem | calls | cost model | ms | tuned | ms | speedup |",
+    "| --- | ---: | --- | ---: | --- | ---: | ---: |",
+  ];
+  for (const r of results) {
+    const speedup = r.changed ? `${r.speedup.toFixed(2)}x` : r.note ? `kept (${r.note})` : "kept";
+    lines.push(
+      `| ${r.problem.label} | ${r.problem.count} | ${r.costModel} | ${ms(r.costModelMs)} | ` +
+        `${r.tuned} | ${ms(r.tunedMs)} | ${speedup} |`,
+    );
+  }
+  return lines;
+}
+
+/** Runs the command; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let args: TuneArgs;
+  try {
+    const parsed = parseTuneArgs(argv);
+    if (parsed === "help") {
+      console.log(HELP);
+      return 0;
+    }
+    args = parsed;
+  } catch (err) {
+    if (err instanceof UsageError) return usageExit("tune", err);
+    throw err;
+  }
+  const gpu = await getGpu();
+  const recipe = DEFAULTS[args.model];
+  const resize = args.resize ?? recipe.resize;
+  const batch = args.batch ?? cappedBatch(gpu, args.model, resize).batch;
+  const loaded = await loadTuningCache(gpu, args.cache);
+  if (loaded !== null) {
+    console.error(`autotune: loaded ${loaded} tuned entries from ${args.cache}`);
+  }
+  const model = createModel(gpu, { name: args.model });
+  const trainer = new Trainer(model, { lr: recipe.lr, batchSize: batch, resize });
+  // Fashion-MNIST-shaped synthetic data, as bench:train uses: only the shapes matter.
+  const set = uploadImageSet(
+    gpu,
+    makeSynthetic({ count: batch, channels: 1, height: 28, seed: 1 }),
+  );
+  console.error(
+    `tuning ${args.model} (batch ${batch}, ${resize}x${resize}) on ${adapterKey(gpu)}, ` +
+      `budget ${args.budget} s`,
+  );
+  const t0 = performance.now();
+  const results = await autotune(
+    gpu,
+    () => trainer.trainEpoch(set, { epoch: 0, shuffle: false }),
+    { budgetSeconds: args.budget, log: (line) => console.error(line) },
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  const saved = await saveTuningCache(gpu, args.cache);
+  model.dispose();
+  set.images.dispose();
+  set.labels.dispose();
+  console.log(`${args.model}, batch ${batch}, ${resize}x${resize}, ${adapterKey(gpu)}\n`);
+  for (const line of resultTable(results)) console.log(line);
+  const changed = results.filter((r) => r.changed).length;
+  console.log(
+    `\n${changed} of ${results.length} problems tuned in ${seconds.toFixed(0)} s; ` +
+      `${saved} entries for this adapter saved to ${args.cache}`,
+  );
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
