@@ -27,11 +27,16 @@ export interface TrainRun {
 export function setupRun(
   gpu: Gpu,
   name: ModelName,
-  options: { batch: number; resize: number; steps: number },
+  options: { batch: number; resize: number; steps: number; fuse?: boolean },
 ): TrainRun {
   const { batch, resize, steps } = options;
   const model = createModel(gpu, { name });
-  const trainer = new Trainer(model, { lr: DEFAULTS[name].lr, batchSize: batch, resize });
+  const trainer = new Trainer(model, {
+    lr: DEFAULTS[name].lr,
+    batchSize: batch,
+    resize,
+    fuse: options.fuse,
+  });
   // Fashion-MNIST-shaped: 1 channel, 28x28, 10 classes; resized on the GPU like the real set.
   const data = makeSynthetic({ count: batch * steps, channels: 1, height: 28, seed: 1 });
   return { trainer, set: uploadImageSet(gpu, data), batch, steps };

@@ -1,7 +1,7 @@
 // Training throughput per model at the seed recipe, as a markdown table:
 //
 //   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
-//                                    [--no-autotune]
+//                                    [--no-autotune] [--no-fuse]
 //
 // Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
 // needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
@@ -17,7 +17,8 @@
 // steps (unless `--steps` says otherwise) in a single epoch.
 //
 // The kernel choices cached by `deno task tune` for this adapter are loaded first, unless
-// `--no-autotune` is given.
+// `--no-autotune` is given. `--no-fuse` runs the unfused steps (Ctx.fuse = false) to measure what
+// the fusions gain.
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
@@ -27,7 +28,7 @@ function usage(message: string): never {
   console.error(`train_table: ${message}`);
   console.error(
     "usage: deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] " +
-      "[--resize N] [--no-autotune]",
+      "[--resize N] [--no-autotune] [--no-fuse]",
   );
   Deno.exit(2);
 }
@@ -39,7 +40,8 @@ function parseArgs(args: string[]) {
     batch?: number;
     resize?: number;
     autotune: boolean;
-  } = { autotune: true };
+    fuse: boolean;
+  } = { autotune: true, fuse: true };
   for (let i = 0; i < args.length; i++) {
     const [flag, inline] = args[i].split("=", 2);
     const value = () => {
@@ -74,6 +76,9 @@ function parseArgs(args: string[]) {
         break;
       case "--no-autotune":
         out.autotune = false;
+        break;
+      case "--no-fuse":
+        out.fuse = false;
         break;
       case "--help":
       case "-h":
@@ -116,7 +121,7 @@ for (const name of models) {
     );
   }
   try {
-    const run = setupRun(gpu, name, { batch: auto.batch, resize, steps });
+    const run = setupRun(gpu, name, { batch: auto.batch, resize, steps, fuse: args.fuse });
     await warmUp(run);
     // Best of a few epochs: other processes sharing the CPU only ever slow a run down.
     const rounds = auto.reduced ? 1 : 3;
@@ -144,7 +149,10 @@ for (const name of models) {
   console.error(`done: ${name}`);
 }
 
-console.log(`Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}\n`);
+console.log(
+  `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}; ` +
+    `fusion ${args.fuse ? "on" : "off"}\n`,
+);
 console.log(
   "| model | batch | resize | examples/s | ms/step | peak GPU memory | timed steps |",
 );

@@ -1,0 +1,821 @@
+// Our conv2d and GEMM kernels side by side with TensorFlow.js's WebGPU backend (tfjs-core and
+// tfjs-backend-webgpu 4.22.0, pinned in deno.json) at the shapes of bench/conv2d_bench.ts and
+// bench/gemm_bench.ts, on the same adapter (both request `navigator.gpu`'s high-performance one):
+//
+//   deno task bench:tfjs [--shapes SUBSTRING[,SUBSTRING...]] [--rounds N] [--tfjs-flag NAME=VALUE]
+//
+// Not a `*_bench.ts` file, so `deno bench` stays ours only; bench/ is not published.
+//
+// For each shape and op, both sides get the same random inputs (TF.js's in its NHWC layout and
+// [kh, kw, cIn, cOut] filters, converted once outside the timing). One untimed call of each
+// compiles its pipelines and checks that both compute the same thing: the max abs difference
+// after converting TF.js's result to our layout, and a "check" column: ok, "differ" (above 1e-3
+// of the largest value) or "TF.js GPU error" (TF.js reports none itself; it is then not timed).
+// A sample records R calls and waits for the GPU once (ours: `gpu.sync()`; TF.js: its pending
+// command encoder submitted, then `queue.onSubmittedWorkDone()`, which is what `tensor.data()`
+// waits for minus the copy); R is picked per side so a sample takes >= ~0.25 s. Samples of the
+// two sides alternate (the side that goes first alternates too) for N rounds (at most 3 when a
+// sample takes over 2 s); the table reports the median of each side. Shapes and batches are the
+// bench files' (their forced-variant duplicates left out), plus AlexNet conv1 forward and
+// backward-weight at b32: at the bench's b128 TF.js exceeds the 128 MiB binding limit.
+//
+// What each op computes (the same work on both sides, as the bench files time it):
+// - conv fwd: y = conv2d(x, w) + b (ours: `conv2dForward`; TF.js: `tf.fused.conv2d` with bias);
+//   conv fwd+relu (the shapes of conv2d_bench.ts's fusion benches): the same with a fused ReLU
+//   epilogue on both sides (`activation: "relu"`).
+// - conv bwd-data: dx (ours: `conv2dBackward` with only dx; TF.js: `tf.conv2dTranspose`, i.e. the
+//   `Conv2DBackpropInput` kernel).
+// - conv bwd-weight: dw and db (ours: `conv2dBackward` with dw and db; TF.js: the
+//   `Conv2DBackpropFilter` kernel, which `tf.grad` of conv2d runs for the filter, plus
+//   `tf.sum(dy, [0, 1, 2])` for db).
+// - GEMM: C = op(A) op(B) (+ bias when not batched) (ours: `gemm`; TF.js: `tf.fused.matMul` with
+//   the same transposes and bias, or `tf.matMul` on 3-D tensors for the batched shape).
+// GFLOP/s count 2 * MACs of the direct convolution / product (bias and db not counted).
+//
+// TF.js runs with its defaults except WEBGPU_CPU_FORWARD=false: by default it computes ops whose
+// inputs still sit on the CPU and are small (< 1000 elements) with its CPU kernels, which would
+// time JavaScript instead of WebGPU. `--tfjs-flag` sets other TF.js flags (e.g.
+// WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false for its matmul-based backward-data kernel).
+// No shim is needed: Deno's WebGPU has everything TF.js's backend uses (adapter.info, limits,
+// compute pipelines, mapAsync, onSubmittedWorkDone).
+//
+// Last row ("lenet b256 train step", examples/s): a whole LeNet training step at batch 256 (d2l's
+// LeNet: sigmoid, average pooling, softmax cross-entropy, SGD lr 0.9) on synthetic 28x28 data
+// uploaded once; a sample is 4 steps and one wait. Ours: the Trainer (bench/_train.ts). TF.js:
+// tfjs-core ops with the backward pass written out (tfjs-core alone registers no gradients; the
+// @tensorflow/tfjs bundle does) using the kernels its autodiff would run, and
+// `tf.train.sgd(0.9).applyGradients`.
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-webgpu";
+import { getGpu, type Tensor } from "../gpu/mod.ts";
+import {
+  checkConv2d,
+  conv2dBackward,
+  conv2dForward,
+  type Conv2dParams,
+} from "../kernels/conv2d.ts";
+import { gemm, type GemmParams } from "../kernels/gemm.ts";
+import { setupRun, timeSteps, warmUp } from "./_train.ts";
+
+// ------------------------------------------------------------------------------ args ----
+
+function usage(message: string): never {
+  console.error(`tfjs_compare: ${message}`);
+  console.error(
+    "usage: deno run -A bench/tfjs_compare.ts [--shapes SUBSTRING[,SUBSTRING...]] [--rounds N] " +
+      "[--tfjs-flag NAME=VALUE]...",
+  );
+  Deno.exit(2);
+}
+
+function parseArgs(args: string[]) {
+  const out = { shapes: [] as string[], rounds: 5, flags: [] as [string, string][] };
+  for (let i = 0; i < args.length; i++) {
+    const [flag, inline] = args[i].split(/=(.*)/s, 2);
+    const value = () => {
+      const v = inline ?? args[++i];
+      if (v === undefined) usage(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case "--shapes":
+        out.shapes = value().split(",").map((s) => s.trim().toLowerCase()).filter((s) => s);
+        break;
+      case "--rounds": {
+        const v = value();
+        out.rounds = Number(v);
+        if (!Number.isInteger(out.rounds) || out.rounds < 1) {
+          usage(`--rounds needs a positive integer, got '${v}'`);
+        }
+        break;
+      }
+      case "--tfjs-flag": {
+        const v = value();
+        const eq = v.indexOf("=");
+        if (eq < 1) usage(`--tfjs-flag needs NAME=VALUE, got '${v}'`);
+        out.flags.push([v.slice(0, eq), v.slice(eq + 1)]);
+        break;
+      }
+      case "--help":
+      case "-h":
+        usage("help");
+        break;
+      default:
+        usage(`unknown argument '${args[i]}'`);
+    }
+  }
+  return out;
+}
+
+const args = parseArgs(Deno.args);
+const selected = (name: string) =>
+  args.shapes.length === 0 || args.shapes.some((s) => name.toLowerCase().includes(s));
+
+// ------------------------------------------------------------------------ backends ----
+
+const gpu = await getGpu();
+tf.env().set("WEBGPU_CPU_FORWARD", false);
+for (const [name, v] of args.flags) {
+  tf.env().set(
+    name,
+    v === "true" ? true : v === "false" ? false : isNaN(Number(v)) ? v : Number(v),
+  );
+}
+if (!(await tf.setBackend("webgpu"))) throw new Error("tfjs_compare: TF.js has no webgpu backend");
+await tf.ready();
+if (tf.getBackend() !== "webgpu") {
+  throw new Error(`tfjs_compare: TF.js backend is '${tf.getBackend()}', not 'webgpu'`);
+}
+
+/** The members of TF.js's WebGPUBackend this script uses (all public in its typings). */
+interface TfWebGpuBackend {
+  readonly device: GPUDevice;
+  readonly queue: GPUQueue;
+  readonly adapterInfo: unknown;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+}
+const tfBackend = tf.backend() as unknown as TfWebGpuBackend;
+/** GPU errors TF.js's device raised (TF.js does not report them itself). */
+const tfErrors: string[] = [];
+tfBackend.device.addEventListener("uncapturederror", (ev) => {
+  tfErrors.push((ev as GPUUncapturedErrorEvent).error.message.split("\n")[0]);
+});
+
+/** Submits TF.js's recorded work and waits for the GPU (`tensor.data()` without the copy). */
+async function tfSync(): Promise<void> {
+  tfBackend.ensureCommandEncoderReady();
+  tfBackend.endComputePassEncoder();
+  tfBackend.submitQueue();
+  await tfBackend.queue.onSubmittedWorkDone();
+}
+
+// ------------------------------------------------------------------------- helpers ----
+
+function randomData(size: number): Float32Array {
+  const data = new Float32Array(size);
+  for (let i = 0; i < size; i++) data[i] = Math.random() - 0.5;
+  return data;
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
+/** One side of a comparison: `run` records one op; `sync` waits for everything recorded. */
+interface Side {
+  run(): void;
+  sync(): Promise<void>;
+}
+
+const SAMPLE_S = 0.25;
+
+/** A sample slower than this (s) runs fewer rounds (at most SLOW_ROUNDS) to bound the run time. */
+const SLOW_S = 2;
+const SLOW_ROUNDS = 3;
+const FIRST_S = 5;
+
+/**
+ * Calls per sample so that a sample takes >= SAMPLE_S, and the seconds per call estimated.
+ * `first` is the duration of the untimed checking call (compile and readback included), used
+ * instead of a timed call when it is longer than FIRST_S (compiling takes less).
+ */
+async function pickReps(side: Side, first: number): Promise<{ reps: number; per: number }> {
+  let per = first;
+  let t0 = performance.now();
+  if (per < FIRST_S) {
+    side.run();
+    await side.sync();
+    per = (performance.now() - t0) / 1000;
+  }
+  if (per < SAMPLE_S / 2) {
+    // A sync alone costs ~10 ms here: re-estimate over ~50 ms of calls.
+    const k = Math.max(2, Math.ceil(0.05 / per));
+    t0 = performance.now();
+    for (let i = 0; i < k; i++) side.run();
+    await side.sync();
+    per = (performance.now() - t0) / 1000 / k;
+  }
+  return { reps: Math.max(1, Math.min(5000, Math.ceil(SAMPLE_S / per))), per };
+}
+
+async function sample(side: Side, reps: number): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) side.run();
+  await side.sync();
+  return (performance.now() - t0) / 1000 / reps;
+}
+
+interface Row {
+  shape: string;
+  op: string;
+  unit: string;
+  ours: number;
+  tfjs: number;
+  reps: string;
+  err: string;
+  check: string;
+}
+const rows: Row[] = [];
+
+/** The two sides' first (checking) calls and their durations in seconds. */
+interface Checked {
+  ours: Side;
+  theirs: Side | null;
+  firstOurs: number;
+  firstTf: number;
+}
+
+/**
+ * Times both sides interleaved; returns seconds per call (median over the rounds; NaN for TF.js
+ * when it raised a GPU error: it computed nothing then).
+ */
+async function compare(c: Checked): Promise<{ ours: number; tfjs: number; reps: string }> {
+  const o = await pickReps(c.ours, c.firstOurs);
+  const t = c.theirs ? await pickReps(c.theirs, c.firstTf) : { reps: 0, per: 0 };
+  const slow = Math.max(o.reps * o.per, t.reps * t.per) > SLOW_S;
+  const rounds = slow ? Math.min(args.rounds, SLOW_ROUNDS) : args.rounds;
+  const a: number[] = [], b: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    if (round % 2 === 0 || !c.theirs) {
+      a.push(await sample(c.ours, o.reps));
+      if (c.theirs) b.push(await sample(c.theirs, t.reps));
+    } else {
+      b.push(await sample(c.theirs, t.reps));
+      a.push(await sample(c.ours, o.reps));
+    }
+  }
+  return {
+    ours: median(a),
+    tfjs: c.theirs ? median(b) : NaN,
+    reps: `${o.reps}/${c.theirs ? t.reps : "-"}${
+      rounds < args.rounds ? ` (${rounds} rounds)` : ""
+    }`,
+  };
+}
+
+/** Runs `f` and returns its result and duration in seconds. */
+async function timed<T>(f: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now();
+  const r = await f();
+  return [r, (performance.now() - t0) / 1000];
+}
+
+function report(row: Row): void {
+  rows.push(row);
+  const ratio = row.ours / row.tfjs;
+  console.error(
+    `  ${row.shape} ${row.op}: ours ${row.ours.toFixed(2)} ${row.unit}, TF.js ` +
+      `${row.tfjs.toFixed(2)} (${ratio.toFixed(2)}x; reps ${row.reps}; ${row.err}; ${row.check})`,
+  );
+}
+
+const oursSync = () => gpu.sync();
+
+/**
+ * Compares our results with TF.js's (already read back, so TF.js's GPU errors have arrived):
+ * the max abs difference of each (of the max abs value), and "ok", "TF.js GPU error: ..." or
+ * "differ" (a difference above 1e-3 of the max abs value, far above float32 rounding here).
+ */
+function checkResults(
+  parts: [string, ArrayLike<number>, ArrayLike<number>][],
+): { err: string; check: string } {
+  const texts: string[] = [];
+  let differ = false;
+  for (const [name, mine, ref] of parts) {
+    const diff = maxAbsDiff(mine, ref), scale = maxAbs(ref);
+    differ ||= !(diff <= 1e-3 * scale) || scale === 0;
+    texts.push(`${name ? `${name} ` : ""}${diff.toExponential(1)} (of ${scale.toPrecision(2)})`);
+  }
+  const errors = tfErrors.splice(0);
+  const check = errors.length > 0
+    ? `TF.js GPU error: ${errors[0]}`
+    : differ
+    ? "differ (see notes)"
+    : "ok";
+  return { err: texts.join(", "), check };
+}
+
+/**
+ * Runs each side's op once (untimed: compiles pipelines), reads both results back and compares
+ * them (see `checkResults`). Returns the timing sides (TF.js's null after a GPU error) and the
+ * durations of these first calls.
+ */
+async function checkFirstCalls(
+  ours: { run: () => void; read: () => Promise<ArrayLike<number>[]> },
+  tfjs: { run: () => tf.Tensor[]; inOurLayout: (r: tf.Tensor[]) => tf.Tensor[] },
+  names: string[],
+): Promise<Checked & { err: string; check: string }> {
+  const [mine, firstOurs] = await timed(async () => {
+    ours.run();
+    return await ours.read();
+  });
+  const [refs, firstTf] = await timed(async () => {
+    const r = tf.tidy(() => tfjs.inOurLayout(tfjs.run()));
+    const data = await Promise.all(r.map((t) => t.data()));
+    tf.dispose(r);
+    return data;
+  });
+  const result = checkResults(names.map((n, i) => [n, mine[i], refs[i]]));
+  return {
+    ours: { run: ours.run, sync: oursSync },
+    theirs: result.check.startsWith("TF.js GPU error")
+      ? null
+      : { run: () => tf.tidy(() => void tfjs.run()), sync: tfSync },
+    firstOurs,
+    firstTf,
+    ...result,
+  };
+}
+
+// -------------------------------------------------------------------------- conv2d ----
+
+type Pass = "fwd" | "fwd+relu" | "bwd-data" | "bwd-weight";
+const ALL: Pass[] = ["fwd", "bwd-data", "bwd-weight"];
+
+async function compareConv(label: string, p: Conv2dParams, passes: Pass[]): Promise<void> {
+  passes = passes.filter((pass) => selected(`${label} conv ${pass}`));
+  if (passes.length === 0) return;
+  const ys = [...checkConv2d(p)];
+  const [kh, kw] = typeof p.kernel === "number" ? [p.kernel, p.kernel] : p.kernel;
+  const [sh, sw] = p.stride === undefined
+    ? [1, 1]
+    : typeof p.stride === "number"
+    ? [p.stride, p.stride]
+    : p.stride;
+  const [ph, pw] = p.padding === undefined
+    ? [0, 0]
+    : typeof p.padding === "number"
+    ? [p.padding, p.padding]
+    : p.padding;
+  if ((p.groups ?? 1) !== 1) throw new Error("tfjs_compare: grouped convolutions not compared");
+  const [n, cOut, oh, ow] = ys;
+  const xData = randomData(p.n * p.cIn * p.h * p.w);
+  const wData = randomData(cOut * p.cIn * kh * kw);
+  const bData = randomData(cOut);
+  const dyData = randomData(n * cOut * oh * ow);
+  const flops = 2 * n * cOut * oh * ow * p.cIn * kh * kw;
+
+  // Ours (NCHW, weights [cOut, cIn, kh, kw]).
+  const x = gpu.tensor(xData, { shape: [p.n, p.cIn, p.h, p.w] });
+  const w = gpu.tensor(wData, { shape: [cOut, p.cIn, kh, kw] });
+  const b = gpu.tensor(bData, { shape: [cOut] });
+  const dy = gpu.tensor(dyData, { shape: ys });
+  const owned: Tensor[] = [x, w, b, dy];
+
+  // TF.js (NHWC, filter [kh, kw, cIn, cOut]), converted once on its GPU.
+  const tx: tf.Tensor4D = tf.tidy(() =>
+    tf.transpose(tf.tensor4d(xData, [p.n, p.cIn, p.h, p.w]), [0, 2, 3, 1])
+  );
+  const tw: tf.Tensor4D = tf.tidy(() =>
+    tf.transpose(tf.tensor4d(wData, [cOut, p.cIn, kh, kw]), [2, 3, 1, 0])
+  );
+  const tb = tf.tensor1d(bData);
+  const tdy: tf.Tensor4D = tf.tidy(() =>
+    tf.transpose(tf.tensor4d(dyData, [n, cOut, oh, ow]), [0, 2, 3, 1])
+  );
+  const pad = ph === 0 && pw === 0 ? "valid" as const : [[0, 0], [ph, ph], [pw, pw], [0, 0]] as [
+    [number, number],
+    [number, number],
+    [number, number],
+    [number, number],
+  ];
+  const strides: [number, number] = [sh, sw];
+
+  for (const pass of passes) {
+    // Per pass: our op, TF.js's op, and how to read both results in our layout for the check.
+    let oursRun: () => void, tfRun: () => tf.Tensor[];
+    let oursRead: () => Promise<ArrayLike<number>[]>,
+      tfInOurLayout: (r: tf.Tensor[]) => tf.Tensor[];
+    let names = [""];
+    if (pass === "fwd" || pass === "fwd+relu") {
+      const y = gpu.empty(ys);
+      owned.push(y);
+      const relu = pass === "fwd+relu";
+      const pr = relu ? { ...p, activation: "relu" as const } : p;
+      oursRun = () => conv2dForward({ y, x, w, b }, pr);
+      oursRead = async () => [await y.toArray()];
+      tfRun = () => [
+        tf.fused.conv2d({
+          x: tx,
+          filter: tw,
+          strides,
+          pad,
+          bias: tb,
+          activation: relu ? "relu" : "linear",
+        }),
+      ];
+      tfInOurLayout = ([t]) => [tf.transpose(t, [0, 3, 1, 2])];
+    } else if (pass === "bwd-data") {
+      const dx = gpu.empty(x.shape);
+      owned.push(dx);
+      oursRun = () => conv2dBackward({ dx, dy, x, w }, p);
+      oursRead = async () => [await dx.toArray()];
+      tfRun = () => [tf.conv2dTranspose(tdy, tw, [p.n, p.h, p.w, p.cIn], strides, pad)];
+      tfInOurLayout = ([t]) => [tf.transpose(t, [0, 3, 1, 2])];
+    } else {
+      const dw = gpu.empty(w.shape), db = gpu.empty(b.shape);
+      owned.push(dw, db);
+      oursRun = () => conv2dBackward({ dw, db, dy, x, w }, p);
+      oursRead = async () => [await dw.toArray(), await db.toArray()];
+      tfRun = () => [
+        tf.engine().runKernel("Conv2DBackpropFilter", { x: tx, dy: tdy }, {
+          strides,
+          pad,
+          dataFormat: "NHWC",
+          filterShape: [kh, kw, p.cIn, cOut],
+        }) as tf.Tensor,
+        tf.sum(tdy, [0, 1, 2]),
+      ];
+      tfInOurLayout = ([tw, tb]) => [tf.transpose(tw, [3, 2, 0, 1]), tb];
+      names = ["dw", "db"];
+    }
+    const checked = await checkFirstCalls(
+      { run: oursRun, read: oursRead },
+      { run: tfRun, inOurLayout: tfInOurLayout },
+      names,
+    );
+    const t = await compare(checked);
+    report({
+      shape: label,
+      op: `conv ${pass}`,
+      unit: "GFLOP/s",
+      ours: flops / t.ours / 1e9,
+      tfjs: flops / t.tfjs / 1e9,
+      reps: t.reps,
+      err: checked.err,
+      check: checked.check,
+    });
+  }
+  for (const t of owned) t.dispose();
+  tf.dispose([tx, tw, tb, tdy]);
+}
+
+// ---------------------------------------------------------------------------- GEMM ----
+
+async function compareGemm(label: string, p: GemmParams): Promise<void> {
+  const ops = `${p.transA ? "T" : "N"}${p.transB ? "T" : "N"}`;
+  const shape = `${label} ${p.m}x${p.n}x${p.k} ${ops}`;
+  if (!selected(`${shape} gemm`)) return;
+  const batch = p.batch ?? 1;
+  const aData = randomData(batch * p.m * p.k);
+  const bData = randomData(batch * p.k * p.n);
+  const biasData = p.batch === undefined ? randomData(p.n) : undefined;
+  const flops = 2 * batch * p.m * p.n * p.k;
+
+  const a = gpu.tensor(aData, { shape: [aData.length] });
+  const b = gpu.tensor(bData, { shape: [bData.length] });
+  const c = gpu.empty([batch * p.m * p.n]);
+  const bias = biasData ? gpu.tensor(biasData, { shape: [p.n] }) : undefined;
+
+  const aShape = p.transA ? [p.k, p.m] : [p.m, p.k];
+  const bShape = p.transB ? [p.n, p.k] : [p.k, p.n];
+  const lead = p.batch === undefined ? [] : [batch];
+  const ta = tf.tensor(aData, [...lead, ...aShape]);
+  const tb = tf.tensor(bData, [...lead, ...bShape]);
+  const tbias = biasData ? tf.tensor1d(biasData) : undefined;
+  const tfGemm = () =>
+    tbias
+      ? tf.fused.matMul({
+        a: ta,
+        b: tb,
+        transposeA: !!p.transA,
+        transposeB: !!p.transB,
+        bias: tbias,
+      })
+      : tf.matMul(ta, tb, !!p.transA, !!p.transB);
+
+  const checked = await checkFirstCalls(
+    { run: () => gemm({ c, a, b, bias }, p), read: async () => [await c.toArray()] },
+    { run: () => [tfGemm()], inOurLayout: (r) => r },
+    [""],
+  );
+  const t = await compare(checked);
+  report({
+    shape,
+    op: "gemm",
+    unit: "GFLOP/s",
+    ours: flops / t.ours / 1e9,
+    tfjs: flops / t.tfjs / 1e9,
+    reps: t.reps,
+    err: checked.err,
+    check: checked.check,
+  });
+  for (const t of [a, b, c, bias]) t?.dispose();
+  tf.dispose([ta, tb, ...(tbias ? [tbias] : [])]);
+}
+
+// --------------------------------------------------------------------- LeNet step ----
+
+async function compareLenetTraining(batch: number, steps: number): Promise<void> {
+  const label = `lenet b${batch}`;
+  if (!selected(`${label} train step`)) return;
+  // Ours: the Trainer on synthetic data (bench/_train.ts); one sample = one epoch of `steps`.
+  const run = setupRun(gpu, "lenet", { batch, resize: 28, steps });
+  await warmUp(run);
+  let oursLoss = NaN;
+  const oursEpoch = async () => {
+    const r = await timeSteps(gpu, run);
+    oursLoss = r.loss;
+    return r.examplesPerSec;
+  };
+
+  // TF.js: d2l's LeNet in tfjs-core ops (NHWC), data uploaded once. tfjs-core registers no
+  // gradients (the @tensorflow/tfjs bundle does), so the backward pass is written out with the
+  // kernels TF.js's autodiff would run (Conv2DBackpropFilter, conv2dTranspose = Conv2DBackprop-
+  // Input, AvgPoolGrad, matMul, sums); `tf.train.sgd(0.9).applyGradients` updates.
+  const init = (name: string, shape: number[], fanIn: number) =>
+    tf.variable(tf.randomUniform(shape, -1 / Math.sqrt(fanIn), 1 / Math.sqrt(fanIn)), true, name);
+  const zeros = (name: string, n: number) => tf.variable(tf.zeros([n]), true, name);
+  const v = {
+    w1: init("lenet_w1", [5, 5, 1, 6], 25),
+    b1: zeros("lenet_b1", 6),
+    w2: init("lenet_w2", [5, 5, 6, 16], 150),
+    b2: zeros("lenet_b2", 16),
+    w3: init("lenet_w3", [400, 120], 400),
+    b3: zeros("lenet_b3", 120),
+    w4: init("lenet_w4", [120, 84], 120),
+    b4: zeros("lenet_b4", 84),
+    w5: init("lenet_w5", [84, 10], 84),
+    b5: zeros("lenet_b5", 10),
+  };
+  const xs: tf.Tensor4D = tf.randomUniform([batch, 28, 28, 1]);
+  const labels = tf.tidy(() => tf.oneHot(tf.randomUniform([batch], 0, 10, "int32"), 10));
+  const opt = tf.train.sgd(0.9);
+  const sigmoidGrad = (dy: tf.Tensor, y: tf.Tensor) => tf.mul(dy, tf.mul(y, tf.sub(1, y)));
+  const avgPoolGrad = (dy: tf.Tensor, input: tf.Tensor) =>
+    tf.engine().runKernel("AvgPoolGrad", { dy, input }, {
+      filterSize: 2,
+      strides: 2,
+      pad: "valid",
+    }) as tf.Tensor4D;
+  const filterGrad = (x: tf.Tensor, dy: tf.Tensor, shape: number[], pad: number) =>
+    tf.engine().runKernel("Conv2DBackpropFilter", { x, dy }, {
+      strides: 1,
+      pad,
+      dataFormat: "NHWC",
+      filterShape: shape,
+    }) as tf.Tensor4D;
+  /** One step; returns the loss (a scalar kept out of the tidy). */
+  const tfStep = () =>
+    tf.tidy(() => {
+      const a1: tf.Tensor4D = tf.sigmoid(tf.add(tf.conv2d(xs, v.w1 as tf.Tensor4D, 1, 2), v.b1));
+      const p1 = tf.avgPool(a1, 2, 2, "valid") as tf.Tensor4D;
+      const a2: tf.Tensor4D = tf.sigmoid(
+        tf.add(tf.conv2d(p1, v.w2 as tf.Tensor4D, 1, "valid"), v.b2),
+      );
+      const p2 = tf.avgPool(a2, 2, 2, "valid") as tf.Tensor4D;
+      const f = tf.reshape(p2, [batch, 400]) as tf.Tensor2D;
+      const a3 = tf.sigmoid(tf.add(tf.matMul(f, v.w3), v.b3)) as tf.Tensor2D;
+      const a4 = tf.sigmoid(tf.add(tf.matMul(a3, v.w4), v.b4)) as tf.Tensor2D;
+      const logits = tf.add(tf.matMul(a4, v.w5), v.b5) as tf.Tensor2D;
+      const loss = tf.losses.softmaxCrossEntropy(labels, logits);
+      // Backward: d loss / d logits of the mean softmax cross-entropy.
+      const dz5 = tf.div(tf.sub(tf.softmax(logits), labels), batch) as tf.Tensor2D;
+      const dz4 = sigmoidGrad(tf.matMul(dz5, v.w5, false, true), a4) as tf.Tensor2D;
+      const dz3 = sigmoidGrad(tf.matMul(dz4, v.w4, false, true), a3) as tf.Tensor2D;
+      const dp2 = tf.reshape(tf.matMul(dz3, v.w3, false, true), p2.shape);
+      const dz2 = sigmoidGrad(avgPoolGrad(dp2, a2), a2) as tf.Tensor4D;
+      const dp1 = tf.conv2dTranspose(dz2, v.w2 as tf.Tensor4D, p1.shape, 1, "valid");
+      const dz1 = sigmoidGrad(avgPoolGrad(dp1, a1), a1) as tf.Tensor4D;
+      opt.applyGradients({
+        lenet_w5: tf.matMul(a4, dz5, true, false),
+        lenet_b5: tf.sum(dz5, 0),
+        lenet_w4: tf.matMul(a3, dz4, true, false),
+        lenet_b4: tf.sum(dz4, 0),
+        lenet_w3: tf.matMul(f, dz3, true, false),
+        lenet_b3: tf.sum(dz3, 0),
+        lenet_w2: filterGrad(p1, dz2, [5, 5, 6, 16], 0),
+        lenet_b2: tf.sum(dz2, [0, 1, 2]),
+        lenet_w1: filterGrad(xs, dz1, [5, 5, 1, 6], 2),
+        lenet_b1: tf.sum(dz1, [0, 1, 2]),
+      });
+      return loss;
+    });
+  const firstLoss = tfStep();
+  const first = (await firstLoss.data())[0];
+  firstLoss.dispose();
+  let tfLoss = NaN;
+  const tfEpoch = async () => {
+    const t0 = performance.now();
+    for (let s = 0; s < steps; s++) {
+      const loss = tfStep();
+      if (s < steps - 1) loss.dispose();
+      else {
+        await tfSync();
+        tfLoss = (await loss.data())[0];
+        loss.dispose();
+      }
+    }
+    return (batch * steps) / ((performance.now() - t0) / 1000);
+  };
+  const a: number[] = [], b: number[] = [];
+  for (let round = 0; round < args.rounds; round++) {
+    if (round % 2 === 0) {
+      a.push(await oursEpoch());
+      b.push(await tfEpoch());
+    } else {
+      b.push(await tfEpoch());
+      a.push(await oursEpoch());
+    }
+  }
+  const errors = tfErrors.splice(0);
+  report({
+    shape: label,
+    op: "train step",
+    unit: "examples/s",
+    ours: median(a),
+    tfjs: median(b),
+    reps: `${steps}/${steps}`,
+    // The same model on different (random) data and init: the losses only show both learn.
+    err: `loss: ours ${oursLoss.toFixed(3)}, TF.js ${first.toFixed(3)} -> ${tfLoss.toFixed(3)}`,
+    check: errors.length ? `TF.js GPU error: ${errors[0]}` : "-",
+  });
+  tf.dispose([...Object.values(v), xs, labels]);
+  opt.dispose();
+}
+
+// -------------------------------------------------------------------------- shapes ----
+
+const started = performance.now();
+console.error(
+  `ours: ${gpu.description}; TF.js ${tf.version_core} backend ${tf.getBackend()}: ${
+    JSON.stringify(tfBackend.adapterInfo)
+  }`,
+);
+
+// LeNet (28x28, batch 256).
+await compareConv("lenet conv1 1->6 k5 p2 28x28 b256", {
+  n: 256,
+  cIn: 1,
+  h: 28,
+  w: 28,
+  cOut: 6,
+  kernel: 5,
+  padding: 2,
+}, ["fwd", "bwd-weight"]);
+await compareConv("lenet conv2 6->16 k5 14x14 b256", {
+  n: 256,
+  cIn: 6,
+  h: 14,
+  w: 14,
+  cOut: 16,
+  kernel: 5,
+}, [...ALL, "fwd+relu"]);
+// AlexNet conv1 (224x224): b128 forward / backward-weight, b32 backward-data (as the bench).
+await compareConv("alexnet conv1 1->96 k11 s4 p1 224x224 b128", {
+  n: 128,
+  cIn: 1,
+  h: 224,
+  w: 224,
+  cOut: 96,
+  kernel: 11,
+  stride: 4,
+  padding: 1,
+}, ["fwd", "bwd-weight"]);
+await compareConv("alexnet conv1 1->96 k11 s4 p1 224x224 b32", {
+  n: 32,
+  cIn: 1,
+  h: 224,
+  w: 224,
+  cOut: 96,
+  kernel: 11,
+  stride: 4,
+  padding: 1,
+}, ALL); // fwd and bwd-weight too: at b128 TF.js exceeds the 128 MiB binding limit
+// ResNet-18 at 96x96 (batch 32).
+await compareConv("resnet18 stem 1->64 k7 s2 p3 96x96 b32", {
+  n: 32,
+  cIn: 1,
+  h: 96,
+  w: 96,
+  cOut: 64,
+  kernel: 7,
+  stride: 2,
+  padding: 3,
+}, ["fwd", "bwd-weight"]);
+for (
+  const [name, cIn, cOut, hw, kernel, stride, padding] of [
+    ["b2", 64, 64, 24, 3, 1, 1],
+    ["b3", 64, 128, 24, 3, 2, 1],
+    ["b3 shortcut", 64, 128, 24, 1, 2, 0],
+    ["b3", 128, 128, 12, 3, 1, 1],
+    ["b4", 256, 256, 6, 3, 1, 1],
+    ["b5", 512, 512, 3, 3, 1, 1],
+  ] as const
+) {
+  const geometry = `k${kernel}${stride > 1 ? ` s${stride}` : ""}${padding ? ` p${padding}` : ""}`;
+  await compareConv(`resnet18 ${name} ${cIn}->${cOut} ${geometry} ${hw}x${hw} b32`, {
+    n: 32,
+    cIn,
+    h: hw,
+    w: hw,
+    cOut,
+    kernel,
+    stride,
+    padding,
+  }, name === "b2" ? [...ALL, "fwd+relu"] : ALL);
+}
+// GoogLeNet inception 1x1 branches (our default path; the bench also times forced variants).
+for (const [hw, cIn, cOut] of [[12, 256, 128], [3, 832, 256]]) {
+  await compareConv(`googlenet 1x1 ${cIn}->${cOut} ${hw}x${hw} b32`, {
+    n: 32,
+    cIn,
+    h: hw,
+    w: hw,
+    cOut,
+    kernel: 1,
+  }, ["fwd", "bwd-data"]);
+}
+
+// GEMM (bench/gemm_bench.ts; its tuning variants are not repeated).
+await compareGemm("lenet fc1 fwd b256", { m: 256, n: 120, k: 400, transB: true });
+await compareGemm("lenet fc1 dx b256", { m: 256, n: 400, k: 120 });
+await compareGemm("lenet fc1 dw b256", { m: 120, n: 400, k: 256, transA: true });
+await compareGemm("lenet fc2 fwd b256", { m: 256, n: 84, k: 120, transB: true });
+await compareGemm("lenet fc3 fwd b256", { m: 256, n: 10, k: 84, transB: true });
+await compareGemm("alexnet fc1 fwd b32", { m: 32, n: 4096, k: 6400, transB: true });
+await compareGemm("alexnet fc1 dx b32", { m: 32, n: 6400, k: 4096 });
+await compareGemm("alexnet fc1 dw b32", { m: 4096, n: 6400, k: 32, transA: true });
+await compareGemm("alexnet fc2 fwd b32", { m: 32, n: 4096, k: 4096, transB: true });
+await compareGemm("alexnet fc3 fwd b32", { m: 32, n: 10, k: 4096, transB: true });
+await compareGemm("resnet fc fwd b256", { m: 256, n: 10, k: 512, transB: true });
+await compareGemm("square", { m: 512, n: 512, k: 512 });
+await compareGemm("batched b32", { m: 64, n: 49, k: 576, batch: 32 });
+
+// A whole LeNet training step (the issue's TF.js figure: ~280 examples/s on this adapter).
+await compareLenetTraining(256, 4);
+
+// -------------------------------------------------------------------------- report ----
+
+const flags = [["WEBGPU_CPU_FORWARD", "false"], ...args.flags].map(([k, v]) => `${k}=${v}`);
+console.log(
+  `\n${gpu.description}, Deno ${Deno.version.deno}, TF.js ${tf.version_core} webgpu ` +
+    `(${flags.join(", ")}); median of ${args.rounds} interleaved rounds; ` +
+    `${((performance.now() - started) / 1000).toFixed(0)} s\n`,
+);
+const table = [
+  [
+    "shape",
+    "op",
+    "ours",
+    "TF.js",
+    "ours / TF.js",
+    "calls/sample ours/TF.js",
+    "max abs diff (of max abs)",
+    "check",
+  ],
+  ...rows.map((r) => [
+    r.shape,
+    r.op,
+    `${r.ours.toFixed(2)} ${r.unit}`,
+    isNaN(r.tfjs) ? "-" : `${r.tfjs.toFixed(2)} ${r.unit}`,
+    isNaN(r.tfjs) ? "-" : `${(r.ours / r.tfjs).toFixed(2)}x${r.ours / r.tfjs < 2 ? " (< 2x)" : ""}`,
+    r.reps,
+    r.err,
+    r.check,
+  ]),
+];
+const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
+const line = (cells: string[]) =>
+  `| ${
+    cells.map((c, i) => (i >= 2 && i <= 5 ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join(" | ")
+  } |`;
+console.log(line(table[0]));
+console.log(
+  `| ${
+    widths.map((w, i) => (i >= 2 && i <= 5 ? "-".repeat(w - 1) + ":" : "-".repeat(w))).join(" | ")
+  } |`,
+);
+for (const row of table.slice(1)) console.log(line(row));
+if (rows.some((r) => r.check.startsWith("differ"))) {
+  console.log(
+    "\ndiffer: TF.js's result is not ours (ours matches the Float64 CPU references of tests/). " +
+      "Seen here: TF.js's Conv2DBackpropFilter loops over n*oh*ow in one invocation, and " +
+      "llvmpipe ends any shader loop after 65535 iterations without an error, so TF.js skips " +
+      "part of the sum (and of the work: its figure is then an overestimate).",
+  );
+}
+if (rows.some((r) => r.check.startsWith("TF.js GPU error"))) {
+  console.log(
+    "\nTF.js GPU error: TF.js could not run the op (it binds a whole tensor; ours splits the " +
+      "batch into chunks that fit the device's binding limits); its time is not measured.",
+  );
+}
