@@ -16,6 +16,7 @@ import {
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/conv2d.ts";
+import * as shapes from "./_shapes.ts";
 
 const gpu = await getGpu();
 const results: [string, number][] = [];
@@ -27,33 +28,38 @@ function randomTensor(shape: number[]) {
   return gpu.tensor(data, { shape });
 }
 
+/** Random x, w and b of a convolution, its output shape, FLOPs per pass and reps per sync. */
+function convSetup(p: Conv2dParams) {
+  const ys = [...checkConv2d(p)];
+  const [kh, kw] = typeof p.kernel === "number" ? [p.kernel, p.kernel] : p.kernel;
+  const cInG = p.cIn / (p.groups ?? 1);
+  const x = randomTensor([p.n, p.cIn, p.h, p.w]);
+  const w = randomTensor([p.cOut, cInG, kh, kw]);
+  const b = randomTensor([p.cOut]);
+  const flops = 2 * ys.reduce((s, d) => s * d, 1) * cInG * kh * kw;
+  const reps = Math.max(1, Math.min(200, Math.round(3e9 / flops)));
+  return { ys, x, w, b, flops, reps };
+}
+
 type Pass = "fwd" | "bwd-data" | "bwd-weight";
 
 function benchConv(
-  label: string,
-  params: Conv2dParams,
+  shape: shapes.ConvShape,
   passes: Pass[],
   options: Conv2dKernelOptions = {},
 ): void {
-  const p = { ...params, ...options };
-  const ys = [...checkConv2d(p)];
-  const [kh, kw] = typeof p.kernel === "number" ? [p.kernel, p.kernel] : p.kernel;
-  const groups = p.groups ?? 1;
-  const x = randomTensor([p.n, p.cIn, p.h, p.w]);
-  const w = randomTensor([p.cOut, p.cIn / groups, kh, kw]);
-  const b = randomTensor([p.cOut]);
+  const p = { ...shape.params, ...options };
+  const { ys, x, w, b, flops, reps } = convSetup(p);
   const dy = randomTensor(ys);
   const y = gpu.empty(ys);
   const dx = gpu.empty(x.shape), dw = gpu.empty(w.shape), db = gpu.empty(b.shape);
-  const flops = 2 * ys.reduce((s, d) => s * d, 1) * (p.cIn / groups) * kh * kw;
-  const reps = Math.max(1, Math.min(200, Math.round(3e9 / flops)));
   for (const pass of passes) {
     const run = pass === "fwd"
       ? () => conv2dForward({ y, x, w, b }, p)
       : pass === "bwd-data"
       ? () => conv2dBackward({ dx, dy, x, w }, p)
       : () => conv2dBackward({ dw, db, dy, x, w }, p);
-    const name = `${label} ${pass}`;
+    const name = `${shape.label} ${pass}`;
     let best = Infinity;
     Deno.bench({
       name: `${name} (${(flops / 1e9).toFixed(2)} GFLOP, ${reps}/sync)`,
@@ -73,118 +79,21 @@ function benchConv(
 const ALL: Pass[] = ["fwd", "bwd-data", "bwd-weight"];
 
 // LeNet (28x28, batch 256).
-benchConv("lenet conv1 1->6 k5 p2 28x28 b256", {
-  n: 256,
-  cIn: 1,
-  h: 28,
-  w: 28,
-  cOut: 6,
-  kernel: 5,
-  padding: 2,
-}, ["fwd", "bwd-weight"]);
-benchConv("lenet conv2 6->16 k5 14x14 b256", {
-  n: 256,
-  cIn: 6,
-  h: 14,
-  w: 14,
-  cOut: 16,
-  kernel: 5,
-}, ALL);
+benchConv(shapes.LENET_CONV1, ["fwd", "bwd-weight"]);
+benchConv(shapes.LENET_CONV2, ALL);
 // AlexNet conv1 (224x224).
-benchConv("alexnet conv1 1->96 k11 s4 p1 224x224 b128", {
-  n: 128,
-  cIn: 1,
-  h: 224,
-  w: 224,
-  cOut: 96,
-  kernel: 11,
-  stride: 4,
-  padding: 1,
-}, ["fwd", "bwd-weight"]);
-benchConv("alexnet conv1 1->96 k11 s4 p1 224x224 b32", {
-  n: 32,
-  cIn: 1,
-  h: 224,
-  w: 224,
-  cOut: 96,
-  kernel: 11,
-  stride: 4,
-  padding: 1,
-}, ["bwd-data"]);
+benchConv(shapes.alexnetConv1(128), ["fwd", "bwd-weight"]);
+benchConv(shapes.alexnetConv1(32), ["bwd-data"]);
 // ResNet-18 at 96x96 (batch 32).
-benchConv("resnet18 stem 1->64 k7 s2 p3 96x96 b32", {
-  n: 32,
-  cIn: 1,
-  h: 96,
-  w: 96,
-  cOut: 64,
-  kernel: 7,
-  stride: 2,
-  padding: 3,
-}, ["fwd", "bwd-weight"]);
-benchConv("resnet18 b2 64->64 k3 p1 24x24 b32", {
-  n: 32,
-  cIn: 64,
-  h: 24,
-  w: 24,
-  cOut: 64,
-  kernel: 3,
-  padding: 1,
-}, ALL);
-benchConv("resnet18 b3 64->128 k3 s2 p1 24x24 b32", {
-  n: 32,
-  cIn: 64,
-  h: 24,
-  w: 24,
-  cOut: 128,
-  kernel: 3,
-  stride: 2,
-  padding: 1,
-}, ALL);
-benchConv("resnet18 b3 shortcut 64->128 k1 s2 24x24 b32", {
-  n: 32,
-  cIn: 64,
-  h: 24,
-  w: 24,
-  cOut: 128,
-  kernel: 1,
-  stride: 2,
-}, ALL);
-benchConv("resnet18 b3 128->128 k3 p1 12x12 b32", {
-  n: 32,
-  cIn: 128,
-  h: 12,
-  w: 12,
-  cOut: 128,
-  kernel: 3,
-  padding: 1,
-}, ALL);
-benchConv("resnet18 b4 256->256 k3 p1 6x6 b32", {
-  n: 32,
-  cIn: 256,
-  h: 6,
-  w: 6,
-  cOut: 256,
-  kernel: 3,
-  padding: 1,
-}, ALL);
-benchConv("resnet18 b5 512->512 k3 p1 3x3 b32", {
-  n: 32,
-  cIn: 512,
-  h: 3,
-  w: 3,
-  cOut: 512,
-  kernel: 3,
-  padding: 1,
-}, ALL);
+benchConv(shapes.RESNET18_STEM, ["fwd", "bwd-weight"]);
+for (const shape of shapes.RESNET18_LAYERS) benchConv(shape, ALL);
 
 // Variants: 1x1 convolutions as GEMMs batched over images vs the im2col path (GoogLeNet
 // inception 1x1 branches at 12x12 and 3x3; the default picks batched GEMMs from 64 pixels on).
-for (const [hw, cIn, cOut] of [[12, 256, 128], [3, 832, 256]]) {
+for (const shape of shapes.GOOGLENET_1X1) {
   for (const [name, pointwiseMinPixels] of [["batched", 0], ["im2col", Infinity]] as const) {
     benchConv(
-      `googlenet 1x1 ${cIn}->${cOut} ${hw}x${hw} b32 [${name}]`,
-      { n: 32, cIn, h: hw, w: hw, cOut, kernel: 1 },
+      { ...shape, label: `${shape.label} [${name}]` },
       ["fwd", "bwd-data"],
       { pointwiseMinPixels },
     );
@@ -198,25 +107,12 @@ for (const [hw, cIn, cOut] of [[12, 256, 128], [3, 832, 256]]) {
 // both alike); the best time of each is kept, and the summary prints their ratio.
 const fusedPairs: [string, string][] = [];
 
-function benchFusedRelu(
-  label: string,
-  convParams: Conv2dParams,
-  options: Conv2dKernelOptions = {},
-): void {
-  const params = { ...convParams, ...options };
-  const ys = [...checkConv2d(params)];
-  const [kh, kw] = typeof params.kernel === "number"
-    ? [params.kernel, params.kernel]
-    : params.kernel;
-  const cInG = params.cIn / (params.groups ?? 1);
-  const x = randomTensor([params.n, params.cIn, params.h, params.w]);
-  const w = randomTensor([params.cOut, cInG, kh, kw]);
-  const b = randomTensor([params.cOut]);
+function benchFusedRelu(shape: shapes.ConvShape, options: Conv2dKernelOptions = {}): void {
+  const params = { ...shape.params, ...options };
+  const { ys, x, w, b, flops, reps } = convSetup(params);
   const y = gpu.empty(ys);
-  const flops = 2 * ys.reduce((s, d) => s * d, 1) * cInG * kh * kw;
-  const reps = Math.max(1, Math.min(200, Math.round(3e9 / flops)));
-  const separate = `${label} fwd [conv then relu activationForward]`;
-  const fused = `${label} fwd [conv+relu fused]`;
+  const separate = `${shape.label} fwd [conv then relu activationForward]`;
+  const fused = `${shape.label} fwd [conv+relu fused]`;
   fusedPairs.push([separate, fused]);
   const variants: [string, () => void][] = [
     [separate, () => {
@@ -228,7 +124,7 @@ function benchFusedRelu(
   const best = new Map<string, number>();
   let iteration = 0;
   Deno.bench({
-    name: `${label} fwd+relu: fused vs separate, interleaved (${
+    name: `${shape.label} fwd+relu: fused vs separate, interleaved (${
       (flops / 1e9).toFixed(2)
     } GFLOP, ${reps}/sync each)`,
     n: 10,
@@ -247,25 +143,10 @@ function benchFusedRelu(
   });
 }
 
-benchFusedRelu("lenet conv2 6->16 k5 14x14 b256", {
-  n: 256,
-  cIn: 6,
-  h: 14,
-  w: 14,
-  cOut: 16,
-  kernel: 5,
-});
-const resnetB2: Conv2dParams = {
-  n: 32,
-  cIn: 64,
-  h: 24,
-  w: 24,
-  cOut: 64,
-  kernel: 3,
-  padding: 1,
-};
-benchFusedRelu("resnet18 b2 64->64 k3 p1 24x24 b32", resnetB2);
-benchFusedRelu("resnet18 b2 64->64 k3 p1 24x24 b32 im2col", resnetB2, { direct: false });
+benchFusedRelu(shapes.LENET_CONV2);
+const resnetB2 = shapes.RESNET18_B2;
+benchFusedRelu(resnetB2);
+benchFusedRelu({ ...resnetB2, label: `${resnetB2.label} im2col` }, { direct: false });
 
 globalThis.addEventListener("unload", () => {
   const best = new Map<string, number>();

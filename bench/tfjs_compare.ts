@@ -48,62 +48,34 @@
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-webgpu";
 import { getGpu, type Tensor } from "../gpu/mod.ts";
-import {
-  checkConv2d,
-  conv2dBackward,
-  conv2dForward,
-  type Conv2dParams,
-} from "../kernels/conv2d.ts";
+import { checkConv2d, conv2dBackward, conv2dForward } from "../kernels/conv2d.ts";
 import { gemm, type GemmParams } from "../kernels/gemm.ts";
+import { benchCli } from "./_args.ts";
+import * as shapes from "./_shapes.ts";
 import { setupRun, timeSteps, warmUp } from "./_train.ts";
 
 // ------------------------------------------------------------------------------ args ----
 
-function usage(message: string): never {
-  console.error(`tfjs_compare: ${message}`);
-  console.error(
-    "usage: deno run -A bench/tfjs_compare.ts [--shapes SUBSTRING[,SUBSTRING...]] [--rounds N] " +
-      "[--tfjs-flag NAME=VALUE]...",
-  );
-  Deno.exit(2);
-}
+const cli = benchCli(
+  "tfjs_compare",
+  "usage: deno run -A bench/tfjs_compare.ts [--shapes SUBSTRING[,SUBSTRING...]] [--rounds N] " +
+    "[--tfjs-flag NAME=VALUE]...",
+);
 
 function parseArgs(args: string[]) {
   const out = { shapes: [] as string[], rounds: 5, flags: [] as [string, string][] };
-  for (let i = 0; i < args.length; i++) {
-    const [flag, inline] = args[i].split(/=(.*)/s, 2);
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (v === undefined) usage(`${flag} needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case "--shapes":
-        out.shapes = value().split(",").map((s) => s.trim().toLowerCase()).filter((s) => s);
-        break;
-      case "--rounds": {
-        const v = value();
-        out.rounds = Number(v);
-        if (!Number.isInteger(out.rounds) || out.rounds < 1) {
-          usage(`--rounds needs a positive integer, got '${v}'`);
-        }
-        break;
-      }
-      case "--tfjs-flag": {
-        const v = value();
-        const eq = v.indexOf("=");
-        if (eq < 1) usage(`--tfjs-flag needs NAME=VALUE, got '${v}'`);
-        out.flags.push([v.slice(0, eq), v.slice(eq + 1)]);
-        break;
-      }
-      case "--help":
-      case "-h":
-        usage("help");
-        break;
-      default:
-        usage(`unknown argument '${args[i]}'`);
-    }
-  }
+  cli.parse(args, {
+    "--shapes": (value) => {
+      out.shapes = value().split(",").map((s) => s.trim().toLowerCase()).filter((s) => s);
+    },
+    "--rounds": (value) => out.rounds = cli.positiveInt("--rounds", value()),
+    "--tfjs-flag": (value) => {
+      const v = value();
+      const eq = v.indexOf("=");
+      if (eq < 1) cli.usage(`--tfjs-flag needs NAME=VALUE, got '${v}'`);
+      out.flags.push([v.slice(0, eq), v.slice(eq + 1)]);
+    },
+  });
   return out;
 }
 
@@ -344,12 +316,31 @@ async function checkFirstCalls(
   };
 }
 
+/** Times a checked pair ({@linkcode compare}) and reports it in GFLOP/s (`flops` per call). */
+async function compareGflops(
+  row: { shape: string; op: string },
+  flops: number,
+  checked: Checked & { err: string; check: string },
+): Promise<void> {
+  const t = await compare(checked);
+  report({
+    ...row,
+    unit: "GFLOP/s",
+    ours: flops / t.ours / 1e9,
+    tfjs: flops / t.tfjs / 1e9,
+    reps: t.reps,
+    err: checked.err,
+    check: checked.check,
+  });
+}
+
 // -------------------------------------------------------------------------- conv2d ----
 
 type Pass = "fwd" | "fwd+relu" | "bwd-data" | "bwd-weight";
 const ALL: Pass[] = ["fwd", "bwd-data", "bwd-weight"];
 
-async function compareConv(label: string, p: Conv2dParams, passes: Pass[]): Promise<void> {
+async function compareConv(shape: shapes.ConvShape, passes: Pass[]): Promise<void> {
+  const { label, params: p } = shape;
   passes = passes.filter((pass) => selected(`${label} conv ${pass}`));
   if (passes.length === 0) return;
   const ys = [...checkConv2d(p)];
@@ -451,17 +442,7 @@ async function compareConv(label: string, p: Conv2dParams, passes: Pass[]): Prom
       { run: tfRun, inOurLayout: tfInOurLayout },
       names,
     );
-    const t = await compare(checked);
-    report({
-      shape: label,
-      op: `conv ${pass}`,
-      unit: "GFLOP/s",
-      ours: flops / t.ours / 1e9,
-      tfjs: flops / t.tfjs / 1e9,
-      reps: t.reps,
-      err: checked.err,
-      check: checked.check,
-    });
+    await compareGflops({ shape: label, op: `conv ${pass}` }, flops, checked);
   }
   for (const t of owned) t.dispose();
   tf.dispose([tx, tw, tb, tdy]);
@@ -506,17 +487,7 @@ async function compareGemm(label: string, p: GemmParams): Promise<void> {
     { run: () => [tfGemm()], inOurLayout: (r) => r },
     [""],
   );
-  const t = await compare(checked);
-  report({
-    shape,
-    op: "gemm",
-    unit: "GFLOP/s",
-    ours: flops / t.ours / 1e9,
-    tfjs: flops / t.tfjs / 1e9,
-    reps: t.reps,
-    err: checked.err,
-    check: checked.check,
-  });
+  await compareGflops({ shape, op: "gemm" }, flops, checked);
   for (const t of [a, b, c, bias]) t?.dispose();
   tf.dispose([ta, tb, ...(tbias ? [tbias] : [])]);
 }
@@ -661,88 +632,19 @@ console.error(
 );
 
 // LeNet (28x28, batch 256).
-await compareConv("lenet conv1 1->6 k5 p2 28x28 b256", {
-  n: 256,
-  cIn: 1,
-  h: 28,
-  w: 28,
-  cOut: 6,
-  kernel: 5,
-  padding: 2,
-}, ["fwd", "bwd-weight"]);
-await compareConv("lenet conv2 6->16 k5 14x14 b256", {
-  n: 256,
-  cIn: 6,
-  h: 14,
-  w: 14,
-  cOut: 16,
-  kernel: 5,
-}, [...ALL, "fwd+relu"]);
+await compareConv(shapes.LENET_CONV1, ["fwd", "bwd-weight"]);
+await compareConv(shapes.LENET_CONV2, [...ALL, "fwd+relu"]);
 // AlexNet conv1 (224x224): b128 forward / backward-weight, b32 backward-data (as the bench).
-await compareConv("alexnet conv1 1->96 k11 s4 p1 224x224 b128", {
-  n: 128,
-  cIn: 1,
-  h: 224,
-  w: 224,
-  cOut: 96,
-  kernel: 11,
-  stride: 4,
-  padding: 1,
-}, ["fwd", "bwd-weight"]);
-await compareConv("alexnet conv1 1->96 k11 s4 p1 224x224 b32", {
-  n: 32,
-  cIn: 1,
-  h: 224,
-  w: 224,
-  cOut: 96,
-  kernel: 11,
-  stride: 4,
-  padding: 1,
-}, ALL); // fwd and bwd-weight too: at b128 TF.js exceeds the 128 MiB binding limit
+await compareConv(shapes.alexnetConv1(128), ["fwd", "bwd-weight"]);
+// fwd and bwd-weight at b32 too: at b128 TF.js exceeds the 128 MiB binding limit.
+await compareConv(shapes.alexnetConv1(32), ALL);
 // ResNet-18 at 96x96 (batch 32).
-await compareConv("resnet18 stem 1->64 k7 s2 p3 96x96 b32", {
-  n: 32,
-  cIn: 1,
-  h: 96,
-  w: 96,
-  cOut: 64,
-  kernel: 7,
-  stride: 2,
-  padding: 3,
-}, ["fwd", "bwd-weight"]);
-for (
-  const [name, cIn, cOut, hw, kernel, stride, padding] of [
-    ["b2", 64, 64, 24, 3, 1, 1],
-    ["b3", 64, 128, 24, 3, 2, 1],
-    ["b3 shortcut", 64, 128, 24, 1, 2, 0],
-    ["b3", 128, 128, 12, 3, 1, 1],
-    ["b4", 256, 256, 6, 3, 1, 1],
-    ["b5", 512, 512, 3, 3, 1, 1],
-  ] as const
-) {
-  const geometry = `k${kernel}${stride > 1 ? ` s${stride}` : ""}${padding ? ` p${padding}` : ""}`;
-  await compareConv(`resnet18 ${name} ${cIn}->${cOut} ${geometry} ${hw}x${hw} b32`, {
-    n: 32,
-    cIn,
-    h: hw,
-    w: hw,
-    cOut,
-    kernel,
-    stride,
-    padding,
-  }, name === "b2" ? [...ALL, "fwd+relu"] : ALL);
+await compareConv(shapes.RESNET18_STEM, ["fwd", "bwd-weight"]);
+for (const shape of shapes.RESNET18_LAYERS) {
+  await compareConv(shape, shape === shapes.RESNET18_B2 ? [...ALL, "fwd+relu"] : ALL);
 }
 // GoogLeNet inception 1x1 branches (our default path; the bench also times forced variants).
-for (const [hw, cIn, cOut] of [[12, 256, 128], [3, 832, 256]]) {
-  await compareConv(`googlenet 1x1 ${cIn}->${cOut} ${hw}x${hw} b32`, {
-    n: 32,
-    cIn,
-    h: hw,
-    w: hw,
-    cOut,
-    kernel: 1,
-  }, ["fwd", "bwd-data"]);
-}
+for (const shape of shapes.GOOGLENET_1X1) await compareConv(shape, ["fwd", "bwd-data"]);
 
 // GEMM (bench/gemm_bench.ts; its tuning variants are not repeated).
 await compareGemm("lenet fc1 fwd b256", { m: 256, n: 120, k: 400, transB: true });

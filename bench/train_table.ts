@@ -22,16 +22,14 @@
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
+import { benchCli } from "./_args.ts";
 import { benchBatch, setupRun, type StepTiming, timeSteps, warmUp } from "./_train.ts";
 
-function usage(message: string): never {
-  console.error(`train_table: ${message}`);
-  console.error(
-    "usage: deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] " +
-      "[--resize N] [--no-autotune] [--no-fuse]",
-  );
-  Deno.exit(2);
-}
+const cli = benchCli(
+  "train_table",
+  "usage: deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] " +
+    "[--resize N] [--no-autotune] [--no-fuse]",
+);
 
 function parseArgs(args: string[]) {
   const out: {
@@ -42,52 +40,22 @@ function parseArgs(args: string[]) {
     autotune: boolean;
     fuse: boolean;
   } = { autotune: true, fuse: true };
-  for (let i = 0; i < args.length; i++) {
-    const [flag, inline] = args[i].split("=", 2);
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (v === undefined) usage(`${flag} needs a value`);
-      return v;
-    };
-    const int = (v: string) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) usage(`${flag} needs a positive integer, got '${v}'`);
-      return n;
-    };
-    switch (flag) {
-      case "--models": {
-        const names = value().split(",").map((s) => s.trim()).filter((s) => s);
-        for (const n of names) {
-          if (!(MODEL_NAMES as readonly string[]).includes(n)) {
-            usage(`unknown model '${n}' (one of ${MODEL_NAMES.join(", ")})`);
-          }
+  cli.parse(args, {
+    "--models": (value) => {
+      const names = value().split(",").map((s) => s.trim()).filter((s) => s);
+      for (const n of names) {
+        if (!(MODEL_NAMES as readonly string[]).includes(n)) {
+          cli.usage(`unknown model '${n}' (one of ${MODEL_NAMES.join(", ")})`);
         }
-        out.models = names as ModelName[];
-        break;
       }
-      case "--steps":
-        out.steps = int(value());
-        break;
-      case "--batch":
-        out.batch = int(value());
-        break;
-      case "--resize":
-        out.resize = int(value());
-        break;
-      case "--no-autotune":
-        out.autotune = false;
-        break;
-      case "--no-fuse":
-        out.fuse = false;
-        break;
-      case "--help":
-      case "-h":
-        usage("help");
-        break;
-      default:
-        usage(`unknown argument '${args[i]}'`);
-    }
-  }
+      out.models = names as ModelName[];
+    },
+    "--steps": (value) => out.steps = cli.positiveInt("--steps", value()),
+    "--batch": (value) => out.batch = cli.positiveInt("--batch", value()),
+    "--resize": (value) => out.resize = cli.positiveInt("--resize", value()),
+    "--no-autotune": () => out.autotune = false,
+    "--no-fuse": () => out.fuse = false,
+  });
   return out;
 }
 

@@ -1,11 +1,8 @@
 // deno task train <model> [flags]: d2l's train_ch6 on the GPU. See `--help`.
-import { parseArgs } from "node:util";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import { type Dataset, type DatasetName, loadDataset, writeFileAtomic } from "../data/mod.ts";
 import {
-  buildArchitecture,
-  checkInputSize,
   createModel,
   DEFAULTS,
   MODEL_NAMES,
@@ -14,7 +11,15 @@ import {
   uploadImageSet,
 } from "../models/mod.ts";
 import { renderPlot } from "./plot.ts";
-import { optimizerPath, readCheckpoint, saveCheckpoint, UsageError } from "./common.ts";
+import {
+  checkResizeFlag,
+  optimizerPath,
+  parseModelCommand,
+  parseOrExit,
+  readCheckpoint,
+  saveCheckpoint,
+  UsageError,
+} from "./common.ts";
 
 const DATASETS = ["fashion-mnist", "mnist", "cifar10", "synthetic"] as const;
 
@@ -100,52 +105,30 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
       args0.push(`${argv[i]}=${argv[++i]}`);
     } else args0.push(argv[i]);
   }
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: args0,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        "epochs": { type: "string" },
-        "batch-size": { type: "string" },
-        "lr": { type: "string" },
-        "resize": { type: "string" },
-        "dataset": { type: "string" },
-        "data-dir": { type: "string" },
-        "limit-train": { type: "string" },
-        "limit-test": { type: "string" },
-        "no-shuffle": { type: "boolean" },
-        "seed": { type: "string" },
-        "dropout": { type: "string" },
-        "momentum": { type: "string" },
-        "weight-decay": { type: "string" },
-        "augment": { type: "boolean" },
-        "init": { type: "string" },
-        "save": { type: "string" },
-        "resume": { type: "string" },
-        "json": { type: "boolean" },
-        "plot": { type: "string" },
-        "no-autotune": { type: "boolean" },
-        "help": { type: "boolean", short: "h" },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
-  const v = parsed.values;
-  if (v.help) return "help";
-  if (parsed.positionals.length !== 1) {
-    throw new UsageError(
-      parsed.positionals.length === 0
-        ? `no model given; choose one of: ${MODEL_NAMES.join(", ")}`
-        : `one model expected, got: ${parsed.positionals.join(" ")}`,
-    );
-  }
-  const model = parsed.positionals[0] as ModelName;
-  if (!MODEL_NAMES.includes(model)) {
-    throw new UsageError(`unknown model '${model}'; choose one of: ${MODEL_NAMES.join(", ")}`);
-  }
+  const parsed = parseModelCommand(args0, {
+    "epochs": { type: "string" },
+    "batch-size": { type: "string" },
+    "lr": { type: "string" },
+    "resize": { type: "string" },
+    "dataset": { type: "string" },
+    "data-dir": { type: "string" },
+    "limit-train": { type: "string" },
+    "limit-test": { type: "string" },
+    "no-shuffle": { type: "boolean" },
+    "seed": { type: "string" },
+    "dropout": { type: "string" },
+    "momentum": { type: "string" },
+    "weight-decay": { type: "string" },
+    "augment": { type: "boolean" },
+    "init": { type: "string" },
+    "save": { type: "string" },
+    "resume": { type: "string" },
+    "json": { type: "boolean" },
+    "plot": { type: "string" },
+    "no-autotune": { type: "boolean" },
+  });
+  if (parsed === "help") return "help";
+  const { model, values: v } = parsed;
   const dataset = (v.dataset ?? "fashion-mnist") as DatasetName;
   if (!DATASETS.includes(dataset as typeof DATASETS[number])) {
     throw new UsageError(`unknown dataset '${dataset}'; choose one of: ${DATASETS.join(", ")}`);
@@ -175,11 +158,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     autotune: !v["no-autotune"],
   };
   if (args.init && args.resume) throw new UsageError("--init and --resume cannot be combined");
-  try {
-    checkInputSize(buildArchitecture(model), args.resize);
-  } catch (err) {
-    throw new UsageError(`--resize ${args.resize}: ${(err as Error).message}`);
-  }
+  checkResizeFlag(model, args.resize);
   if (args.limitTrain !== undefined && args.batchSize > args.limitTrain) {
     throw new UsageError(
       `--batch-size ${args.batchSize} is larger than the training data (--limit-train ${args.limitTrain})`,
@@ -227,21 +206,8 @@ function dataError(err: unknown): never {
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  let args: TrainArgs;
-  try {
-    const parsed = parseTrainArgs(argv);
-    if (parsed === "help") {
-      console.log(HELP);
-      return 0;
-    }
-    args = parsed;
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`train: ${err.message} (see --help)`);
-      return 2;
-    }
-    throw err;
-  }
+  const args = parseOrExit("train", HELP, () => parseTrainArgs(argv));
+  if (typeof args === "number") return args;
   const load = (split: "train" | "test", limit?: number): Promise<Dataset> =>
     loadDataset(args.dataset, {
       split,

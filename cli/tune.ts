@@ -1,9 +1,7 @@
 // deno task tune <model> [flags]: measures kernel variants on this adapter for one model's
 // training step and caches the faster choices (see kernels/autotune.ts). `deno task train` and
 // `deno task bench:train` load the cache.
-import { parseArgs } from "node:util";
 import { getGpu } from "../gpu/mod.ts";
-import { makeSynthetic } from "../data/mod.ts";
 import {
   adapterKey,
   autotune,
@@ -12,17 +10,15 @@ import {
   saveTuningCache,
   type TuneResult,
 } from "../kernels/mod.ts";
+import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
 import {
-  buildArchitecture,
-  checkInputSize,
-  createModel,
-  DEFAULTS,
-  MODEL_NAMES,
-  type ModelName,
-  Trainer,
-  uploadImageSet,
-} from "../models/mod.ts";
-import { cappedBatch, UsageError, usageExit } from "./common.ts";
+  cappedBatch,
+  checkResizeFlag,
+  parseModelCommand,
+  parseOrExit,
+  setupRun,
+  UsageError,
+} from "./common.ts";
 
 export const HELP = `usage: deno task tune <model> [flags]
 
@@ -61,36 +57,14 @@ function positive(name: string, v: string | undefined): number | undefined {
 
 /** Parses and validates the command line; throws {@linkcode UsageError}. */
 export function parseTuneArgs(argv: string[]): TuneArgs | "help" {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        "batch": { type: "string" },
-        "resize": { type: "string" },
-        "budget": { type: "string" },
-        "cache": { type: "string" },
-        "help": { type: "boolean", short: "h" },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
-  const v = parsed.values;
-  if (v.help) return "help";
-  if (parsed.positionals.length !== 1) {
-    throw new UsageError(
-      parsed.positionals.length === 0
-        ? `no model given; choose one of: ${MODEL_NAMES.join(", ")}`
-        : `one model expected, got: ${parsed.positionals.join(" ")}`,
-    );
-  }
-  const model = parsed.positionals[0] as ModelName;
-  if (!MODEL_NAMES.includes(model)) {
-    throw new UsageError(`unknown model '${model}'; choose one of: ${MODEL_NAMES.join(", ")}`);
-  }
+  const parsed = parseModelCommand(argv, {
+    "batch": { type: "string" },
+    "resize": { type: "string" },
+    "budget": { type: "string" },
+    "cache": { type: "string" },
+  });
+  if (parsed === "help") return "help";
+  const { model, values: v } = parsed;
   const args: TuneArgs = {
     model,
     batch: positive("batch", v.batch),
@@ -98,13 +72,7 @@ export function parseTuneArgs(argv: string[]): TuneArgs | "help" {
     budget: positive("budget", v.budget) ?? 300,
     cache: v.cache ?? defaultTuningCachePath(),
   };
-  if (args.resize !== undefined) {
-    try {
-      checkInputSize(buildArchitecture(model), args.resize);
-    } catch (err) {
-      throw new UsageError(`--resize ${args.resize}: ${(err as Error).message}`);
-    }
-  }
+  if (args.resize !== undefined) checkResizeFlag(model, args.resize);
   return args;
 }
 
@@ -127,33 +95,17 @@ export function resultTable(results: readonly TuneResult[]): string[] {
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  let args: TuneArgs;
-  try {
-    const parsed = parseTuneArgs(argv);
-    if (parsed === "help") {
-      console.log(HELP);
-      return 0;
-    }
-    args = parsed;
-  } catch (err) {
-    if (err instanceof UsageError) return usageExit("tune", err);
-    throw err;
-  }
+  const args = parseOrExit("tune", HELP, () => parseTuneArgs(argv));
+  if (typeof args === "number") return args;
   const gpu = await getGpu();
-  const recipe = DEFAULTS[args.model];
-  const resize = args.resize ?? recipe.resize;
+  const resize = args.resize ?? DEFAULTS[args.model].resize;
   const batch = args.batch ?? cappedBatch(gpu, args.model, resize).batch;
   const loaded = await loadTuningCache(gpu, args.cache);
   if (loaded !== null) {
     console.error(`autotune: loaded ${loaded} tuned entries from ${args.cache}`);
   }
-  const model = createModel(gpu, { name: args.model });
-  const trainer = new Trainer(model, { lr: recipe.lr, batchSize: batch, resize });
-  // Fashion-MNIST-shaped synthetic data, as bench:train uses: only the shapes matter.
-  const set = uploadImageSet(
-    gpu,
-    makeSynthetic({ count: batch, channels: 1, height: 28, seed: 1 }),
-  );
+  // One step of the runs bench:train times (synthetic data: only the shapes matter).
+  const { trainer, set } = setupRun(gpu, args.model, { batch, resize, steps: 1 });
   console.error(
     `tuning ${args.model} (batch ${batch}, ${resize}x${resize}) on ${adapterKey(gpu)}, ` +
       `budget ${args.budget} s`,
@@ -166,7 +118,7 @@ export async function main(argv: string[]): Promise<number> {
   );
   const seconds = (performance.now() - t0) / 1000;
   const saved = await saveTuningCache(gpu, args.cache);
-  model.dispose();
+  trainer.model.dispose();
   set.images.dispose();
   set.labels.dispose();
   console.log(`${args.model}, batch ${batch}, ${resize}x${resize}, ${adapterKey(gpu)}\n`);

@@ -554,6 +554,87 @@ async function confirm(
   return { accept: c * (1 + t.threshold) <= b, baseMs: b, bestMs: c, why };
 }
 
+/** A problem whose cost model is timed: the search from it and results relative to it. */
+interface Session {
+  readonly costModel: string;
+  readonly b: { ms: number; reps: number; outputs: Float32Array[] };
+  readonly search: Search;
+  /** A result: the cost model's, but for what `x` says. */
+  readonly result: (x: Partial<Internal>) => Internal;
+}
+
+/**
+ * Times the cost model's choice (`costModel` names it): the finished result when that fails or
+ * the problem is too small to tune, else a session whose search starts from it.
+ */
+async function startSearch(
+  gpu: Gpu,
+  p: TuningProblem,
+  w: Workload,
+  t: Timing,
+  costModel: string,
+): Promise<Internal | Session> {
+  const b = await baseline(gpu, w, t);
+  if (typeof b === "string") return { ...skipped(p, b), costModel };
+  const result = (x: Partial<Internal>): Internal => ({
+    problem: p,
+    costModel,
+    costModelMs: b.ms,
+    tuned: costModel,
+    tunedMs: b.ms,
+    speedup: 1,
+    changed: false,
+    candidates: 0,
+    ...x,
+  });
+  if (b.ms * p.count < t.minProblemMs) {
+    return result({ note: `under ${t.minProblemMs} ms per run` });
+  }
+  const search: Search = {
+    best: { tuning: {}, sig: costModel, ms: b.ms },
+    seen: new Set([costModel]),
+    tried: 0,
+    notes: [],
+  };
+  return { costModel, b, search, result };
+}
+
+/**
+ * Ends a search: the cost model's result when no candidate beat it or the alternating timing
+ * does not confirm the best one ({@linkcode confirm}), else the best one's, with its table entry
+ * `choice()`.
+ */
+async function finishSearch(
+  gpu: Gpu,
+  w: Workload,
+  s: Session,
+  t: Timing,
+  choice: () => TunedChoice,
+): Promise<Internal> {
+  const { search, result } = s;
+  const note = search.notes.length ? search.notes.join("; ") : undefined;
+  if (search.best.sig === s.costModel) return result({ candidates: search.tried, note });
+  const c = await confirm(gpu, w, search, s.b.ms, s.b.reps, t);
+  if (!c.accept) {
+    return result({
+      costModelMs: c.baseMs,
+      tunedMs: c.baseMs,
+      candidates: search.tried,
+      note: `${c.why} at ${fmtMs(c.bestMs)}` + (note ? `; ${note}` : ""),
+    });
+  }
+  return result({
+    costModelMs: c.baseMs,
+    tuned: search.best.sig,
+    tunedMs: c.bestMs,
+    speedup: c.baseMs / c.bestMs,
+    changed: true,
+    candidates: search.tried,
+    note,
+    choice: choice(),
+  });
+}
+
 // ------------------------------------------------------------------------------ GEMM ----
 
 /** Elements a strided GEMM operand spans from its base. */
@@ -633,28 +714,9 @@ async function tuneGemm(
     };
     const base = resolve({})!;
     const costModel = formatChoice({ op: "gemm", tuning: base });
-    const b = await baseline(gpu, w, t);
-    if (typeof b === "string") return { ...skipped(p, b), costModel };
-    const result = (x: Partial<Internal>): Internal => ({
-      problem: p,
-      costModel,
-      costModelMs: b.ms,
-      tuned: costModel,
-      tunedMs: b.ms,
-      speedup: 1,
-      changed: false,
-      candidates: 0,
-      ...x,
-    });
-    if (b.ms * p.count < t.minProblemMs) {
-      return result({ note: `under ${t.minProblemMs} ms per run` });
-    }
-    const search: Search = {
-      best: { tuning: {}, sig: costModel, ms: b.ms },
-      seen: new Set([costModel]),
-      tried: 0,
-      notes: [],
-    };
+    const session = await startSearch(gpu, p, w, t, costModel);
+    if (!("search" in session)) return session;
+    const { b, search } = session;
     const step = (c: Candidate[]) => tryCandidates(gpu, w, c, sig, search, b.reps, b.outputs, t);
     // 1. Family and orientation (each with the cost model's tile and splits).
     await step([
@@ -692,30 +754,10 @@ async function tuneGemm(
       const splits = [...new Set([1, 2, s * 2, s * 4, Math.floor(s / 2)])].filter((x) => x >= 1);
       await step(splits.map((splitK) => ({ ...b2, splitK })));
     }
-    const note = search.notes.length ? search.notes.join("; ") : undefined;
-    if (search.best.sig === costModel) {
-      return result({ candidates: search.tried, note });
-    }
-    const c = await confirm(gpu, w, search, b.ms, b.reps, t);
-    const tuned = resolve(search.best.tuning)!;
-    if (!c.accept) {
-      return result({
-        costModelMs: c.baseMs,
-        tunedMs: c.baseMs,
-        candidates: search.tried,
-        note: `${c.why} at ${fmtMs(c.bestMs)}` + (note ? `; ${note}` : ""),
-      });
-    }
-    return result({
-      costModelMs: c.baseMs,
-      tuned: search.best.sig,
-      tunedMs: c.bestMs,
-      speedup: c.baseMs / c.bestMs,
-      changed: true,
-      candidates: search.tried,
-      note,
-      choice: { op: "gemm", tuning: tuned },
-    });
+    return await finishSearch(gpu, w, session, t, () => ({
+      op: "gemm",
+      tuning: resolve(search.best.tuning)!,
+    }));
   } finally {
     w.dispose();
   }
@@ -794,50 +836,12 @@ async function tuneConv(
   }
   const w = convWorkload(gpu, r);
   try {
-    const b = await baseline(gpu, w, t);
-    if (typeof b === "string") return { ...skipped(p, b), costModel };
-    const result = (x: Partial<Internal>): Internal => ({
-      problem: p,
-      costModel,
-      costModelMs: b.ms,
-      tuned: costModel,
-      tunedMs: b.ms,
-      speedup: 1,
-      changed: false,
-      candidates: 0,
-      ...x,
-    });
-    if (b.ms * p.count < t.minProblemMs) {
-      return result({ note: `under ${t.minProblemMs} ms per run` });
-    }
-    const search: Search = {
-      best: { tuning: {}, sig: costModel, ms: b.ms },
-      seen: new Set([costModel]),
-      tried: 0,
-      notes: [],
-    };
+    const session = await startSearch(gpu, p, w, t, costModel);
+    if (!("search" in session)) return session;
+    const { b, search } = session;
     const sig = (c: Candidate) => ((c as { direct?: boolean }).direct ? "direct" : "im2col");
     await tryCandidates(gpu, w, [{ direct: !auto }], sig, search, b.reps, b.outputs, t);
-    const note = search.notes.length ? search.notes.join("; ") : undefined;
-    if (search.best.sig === costModel) return result({ candidates: search.tried, note });
-    const c = await confirm(gpu, w, search, b.ms, b.reps, t);
-    if (!c.accept) {
-      return result({
-        costModelMs: c.baseMs,
-        tunedMs: c.baseMs,
-        candidates: search.tried,
-        note: `${c.why} at ${fmtMs(c.bestMs)}`,
-      });
-    }
-    return result({
-      costModelMs: c.baseMs,
-      tuned: search.best.sig,
-      tunedMs: c.bestMs,
-      speedup: c.baseMs / c.bestMs,
-      changed: true,
-      candidates: search.tried,
-      choice: { op: "conv2d", direct: !auto },
-    });
+    return await finishSearch(gpu, w, session, t, () => ({ op: "conv2d", direct: !auto }));
   } finally {
     w.dispose();
   }

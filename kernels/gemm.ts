@@ -475,16 +475,14 @@ export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): 
   if (g.m === 0 || g.n === 0 || g.batch === 0) return;
   // Nothing forced: the autotuner's choice for this problem on this adapter, if any.
   tuning = tunedGemm(gpu, g, tuning);
-  const variant = tuning.variant ?? (gpu.isCpu ? "register" : "shared");
+  const variant = variantOf(gpu, tuning);
   const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
   if (g.batch > maxWg) throw new RangeError(`gemm: batch ${g.batch} exceeds ${maxWg}`);
   // Bound the k-loop of one dispatch (see MAX_K_REGISTER): longer reductions run as sequential
   // passes over k-ranges, each after the first adding to C (beta = 1, no bias); only the last
   // one applies the activation.
-  const maxK = variant === "shared" ? MAX_K_SHARED : MAX_K_REGISTER;
-  if (g.k > maxK) {
-    const passes = Math.ceil(g.k / maxK);
-    const kPass = Math.ceil(g.k / passes / 4) * 4;
+  const kPass = passK(g.k, variant);
+  if (kPass < g.k) {
     for (let k0 = 0, pass = 0; k0 < g.k; k0 += kPass, pass++) {
       const kLen = Math.min(kPass, g.k - k0);
       gemmPass(
@@ -517,27 +515,62 @@ const MAX_K_REGISTER = 4 * 60000;
 /** Most k per shared-memory-kernel dispatch (about 25 loop iterations per 16 k). */
 const MAX_K_SHARED = 32768;
 
-function gemmPass(gpu: Gpu, g0: StridedGemm, variant: GemmVariant, tuning: GemmTuning): void {
-  const g = shouldSwap(g0, variant, tuning) ? swapped(g0) : g0;
+/** The kernel family of `tuning`, or the adapter's default. */
+function variantOf(gpu: Gpu, tuning: GemmTuning): GemmVariant {
+  return tuning.variant ?? (gpu.isCpu ? "register" : "shared");
+}
+
+/** k of each sequential pass (all of k when it fits one dispatch; see MAX_K_REGISTER). */
+function passK(k: number, variant: GemmVariant): number {
+  const maxK = variant === "shared" ? MAX_K_SHARED : MAX_K_REGISTER;
+  return k > maxK ? Math.ceil(k / Math.ceil(k / maxK) / 4) * 4 : k;
+}
+
+/** How one pass runs: orientation, kernel configuration, grid and k-splits. */
+interface PassPlan {
+  /** Whether the product runs swapped (`g` is then the swapped one). */
+  readonly swap: boolean;
+  readonly g: StridedGemm;
+  readonly cfg: GemmConfig;
+  readonly tilesX: number;
+  readonly tilesY: number;
+  /** k-splits (1: one dispatch over all of k, also when the scratch would not fit a binding). */
+  readonly splits: number;
+  /** k per split (a multiple of cfg.kAlign). */
+  readonly kChunk: number;
+}
+
+/** Decides swap, configuration and split-K of one pass (gemmPass runs it, _gemmPlan reports it). */
+function planPass(gpu: Gpu, g0: StridedGemm, variant: GemmVariant, tuning: GemmTuning): PassPlan {
+  const swap = shouldSwap(g0, variant, tuning);
+  const g = swap ? swapped(g0) : g0;
   const cfg = chooseConfig(gpu, g, variant, tuning);
   const tilesX = Math.ceil(g.n / cfg.colsPerGroup);
   const tilesY = Math.ceil(g.m / cfg.rowsPerGroup);
+  const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
+  let splits = tuning.splitK ?? chooseSplitK(gpu, g, tilesX * tilesY * g.batch, cfg.kAlign);
+  splits = Math.max(1, Math.min(splits, Math.ceil(g.k / cfg.kAlign), Math.floor(maxWg / g.batch)));
+  const kChunk = Math.ceil(Math.ceil(g.k / splits) / cfg.kAlign) * cfg.kAlign;
+  splits = g.k === 0 ? 1 : Math.ceil(g.k / kChunk);
+  // The scratch of split-K ([splits, batch, m, n]) must fit one binding.
+  if (splits * g.batch * g.m * g.n > maxBindingElements(gpu)) splits = 1;
+  return { swap, g, cfg, tilesX, tilesY, splits, kChunk };
+}
+
+function gemmPass(gpu: Gpu, g0: StridedGemm, variant: GemmVariant, tuning: GemmTuning): void {
+  const { g, cfg, tilesX, tilesY, splits, kChunk } = planPass(gpu, g0, variant, tuning);
   const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
   if (tilesX > maxWg || tilesY > maxWg) {
     throw new RangeError(
       `gemm: ${g.m}x${g.n} needs ${tilesX}x${tilesY} workgroups, more than ${maxWg} per dimension`,
     );
   }
-  let splits = tuning.splitK ?? chooseSplitK(gpu, g, tilesX * tilesY * g.batch, cfg.kAlign);
-  splits = Math.max(1, Math.min(splits, Math.ceil(g.k / cfg.kAlign), Math.floor(maxWg / g.batch)));
-  const kChunk = Math.ceil(Math.ceil(g.k / splits) / cfg.kAlign) * cfg.kAlign;
-  splits = g.k === 0 ? 1 : Math.ceil(g.k / kChunk);
-  // Split-K: partial products into scratch [splits, batch, m, n], then an epilogue sums them.
-  const total = splits * g.batch * g.m * g.n;
-  if (splits === 1 || total > maxBindingElements(gpu)) {
+  if (splits === 1) {
     dispatchGemm(gpu, cfg, g, g.k, [tilesX, tilesY, g.batch]);
     return;
   }
+  // Split-K: partial products into scratch [splits, batch, m, n], then an epilogue sums them.
+  const total = splits * g.batch * g.m * g.n;
   const scratch = gpu.empty([total]);
   const partial: StridedGemm = {
     ...g,
@@ -764,7 +797,7 @@ function chooseSplitK(gpu: Gpu, g: StridedGemm, groups: number, kAlign: number):
  * What {@linkcode gemmStrided} runs for `g` under `tuning` (the autotuner reports it and searches
  * around it): the kernel family, whether the product is swapped, the register tile (after
  * chooseConfig's adjustments; `[4, 4]` for the shared family) and the k-splits of its first
- * k-pass. Mirrors gemmStrided and gemmPass.
+ * k-pass. Shares gemmPass's decisions (planPass).
  *
  * @throws {RangeError} for a tile the register family does not have.
  * @example
@@ -785,21 +818,9 @@ export function _gemmPlan(
   g: StridedGemm,
   tuning: GemmTuning = {},
 ): { variant: GemmVariant; swap: boolean; tile: [number, number]; splitK: number } {
-  const variant = tuning.variant ?? (gpu.isCpu ? "register" : "shared");
-  const maxK = variant === "shared" ? MAX_K_SHARED : MAX_K_REGISTER;
-  const k = g.k > maxK ? Math.ceil(g.k / Math.ceil(g.k / maxK) / 4) * 4 : g.k;
-  const g0: StridedGemm = { ...g, k };
-  const swap = shouldSwap(g0, variant, tuning);
-  const gp = swap ? swapped(g0) : g0;
-  const cfg = chooseConfig(gpu, gp, variant, tuning);
-  const tiles = Math.ceil(gp.n / cfg.colsPerGroup) * Math.ceil(gp.m / cfg.rowsPerGroup);
-  const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
-  let splits = tuning.splitK ?? chooseSplitK(gpu, gp, tiles * gp.batch, cfg.kAlign);
-  splits = Math.max(1, Math.min(splits, Math.ceil(k / cfg.kAlign), Math.floor(maxWg / gp.batch)));
-  const kChunk = Math.ceil(Math.ceil(k / splits) / cfg.kAlign) * cfg.kAlign;
-  splits = k === 0 ? 1 : Math.ceil(k / kChunk);
-  if (splits * gp.batch * gp.m * gp.n > maxBindingElements(gpu)) splits = 1;
-  return { variant, swap, tile: [cfg.tm, cfg.tn], splitK: splits };
+  const variant = variantOf(gpu, tuning);
+  const p = planPass(gpu, { ...g, k: passK(g.k, variant) }, variant, tuning);
+  return { variant, swap: p.swap, tile: [p.cfg.tm, p.cfg.tn], splitK: p.splits };
 }
 
 // ------------------------------------------------------------------------- kernels ----

@@ -13,6 +13,7 @@ import {
   saveTuningCache,
   type TunedChoice,
   tuneProblems,
+  type TuningTable,
   tuningTable,
 } from "../kernels/mod.ts";
 import { makeSynthetic } from "../data/mod.ts";
@@ -21,21 +22,35 @@ import { parseTrainArgs } from "../cli/train.ts";
 import { conv2dRef } from "./cpu_ref/conv2d.ts";
 import { gemmRef } from "./cpu_ref/gemm.ts";
 import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { kernelsOfAsync } from "./kernels_of.ts";
 
-/** Records the names of the kernels `fn` dispatches. */
-async function kernelsOf(gpu: Gpu, fn: () => unknown): Promise<string[]> {
-  const names: string[] = [];
-  const original = gpu.dispatch;
-  gpu.dispatch = (kernel, options) => {
-    names.push(kernel.name);
-    original.call(gpu, kernel, options);
-  };
-  try {
-    await fn();
-  } finally {
-    Reflect.deleteProperty(gpu, "dispatch");
-  }
-  return names;
+/** A GPU test run with an empty tuning table, which it leaves empty. */
+function tableTest(name: string, fn: (gpu: Gpu, table: TuningTable) => Promise<void>): void {
+  Deno.test(name, GPU_TEST, async () => {
+    const gpu = await testGpu();
+    const table = tuningTable(gpu);
+    table.clear();
+    try {
+      await fn(gpu, table);
+    } finally {
+      table.clear();
+    }
+  });
+}
+
+/** A {@linkcode tableTest} with a temporary directory for cache files, removed afterwards. */
+function cacheTest(
+  name: string,
+  fn: (gpu: Gpu, table: TuningTable, dir: string) => Promise<void>,
+): void {
+  tableTest(name, async (gpu, table) => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await fn(gpu, table, dir);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
 }
 
 /** A GEMM on random operands; returns its problems' tools and a checker against the reference. */
@@ -122,13 +137,9 @@ Deno.test(
   },
 );
 
-Deno.test(
+tableTest(
   "autotune: tuning a small GEMM keeps a legal choice and correct results",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const table = tuningTable(gpu);
-    table.clear();
+  async (gpu, table) => {
     const g = await gemmCase(gpu, { m: 37, n: 70, k: 300, transB: true }, 3);
     assert.equal(g.problem.label, "gemm 37x70x300 nt bias-col");
     const [r] = await tuneProblems(gpu, [g.problem], {
@@ -152,20 +163,15 @@ Deno.test(
       assert.equal(r.tuned, r.costModel);
     }
     await g.check(`tuned gemm (${r.tuned})`);
-    table.clear();
     g.dispose();
   },
 );
 
-Deno.test(
+tableTest(
   "autotune: table entries choose the GEMM kernel (shared, a tile, split-K)",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const table = tuningTable(gpu);
-    table.clear();
+  async (gpu, table) => {
     const g = await gemmCase(gpu, { m: 37, n: 70, k: 300 }, 4);
-    const plain = await kernelsOf(gpu, () => g.check("cost model"));
+    const plain = await kernelsOfAsync(gpu, () => g.check("cost model"));
     assert.ok(plain.every((n) => !n.startsWith("gemm_smem")), plain.join());
     assert.ok(!plain.some((n) => /^gemm_reg_.*_1x4/.test(n)), plain.join());
     const entries: [TunedChoice, RegExp][] = [
@@ -186,12 +192,12 @@ Deno.test(
     ];
     for (const [choice, want] of entries) {
       table.set(g.key, choice);
-      const names = await kernelsOf(gpu, () => g.check(JSON.stringify(choice)));
+      const names = await kernelsOfAsync(gpu, () => g.check(JSON.stringify(choice)));
       assert.ok(names.some((n) => want.test(n)), `${JSON.stringify(choice)}: ${names.join()}`);
     }
     // A forced configuration wins over the table.
     table.set(g.key, entries[0][0]);
-    const forced = await kernelsOf(
+    const forced = await kernelsOfAsync(
       gpu,
       () =>
         gemm({ c: gpu.empty([37, 70]), a: gpu.zeros([37, 300]), b: gpu.zeros([300, 70]) }, {
@@ -205,15 +211,11 @@ Deno.test(
       forced.every((n) => !n.startsWith("gemm_smem")),
       forced.join(),
     );
-    table.clear();
     g.dispose();
   },
 );
 
-Deno.test("autotune: a table entry chooses conv2d's direct kernel", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const table = tuningTable(gpu);
-  table.clear();
+tableTest("autotune: a table entry chooses conv2d's direct kernel", async (gpu, table) => {
   const p = { n: 2, cIn: 2, h: 9, w: 11, cOut: 3, kernel: 3, padding: 1 };
   const rng = new Rng(5);
   const x = rng.uniformArray(2 * 2 * 9 * 11), w = rng.uniformArray(3 * 2 * 9);
@@ -227,14 +229,13 @@ Deno.test("autotune: a table entry chooses conv2d's direct kernel", GPU_TEST, as
   const conv = problems.find((q) => q.op === "conv2d")!;
   assert.equal(conv.key, "conv2d:forward:2,2,9,11,3,3,3,1,1,1,1,1,1,1");
   const expected = conv2dRef(p, x, w, b);
-  const plain = await kernelsOf(gpu, run);
+  const plain = await kernelsOfAsync(gpu, run);
   assert.ok(plain.every((n) => !n.startsWith("conv2d_direct")), plain.join());
   table.set(conv.key, { op: "conv2d", direct: true });
-  const names = await kernelsOf(gpu, run);
+  const names = await kernelsOfAsync(gpu, run);
   assert.ok(names.some((n) => n.startsWith("conv2d_direct_fwd")), names.join());
   assert.ok(!names.some((n) => n.startsWith("gemm")), names.join());
   assertClose(await y.toArray(), expected, { rtol: 1e-4, atol: 1e-5, what: "direct conv2d" });
-  table.clear();
   for (const t of [tx, tw, tb, y]) t.dispose();
 });
 
@@ -254,14 +255,16 @@ async function stderrOf(fn: () => Promise<unknown>): Promise<string[]> {
   return lines;
 }
 
-Deno.test(
+/** Loads the cache file with console.error captured: the entries loaded and the lines printed. */
+async function loadLogged(gpu: Gpu, path: string): Promise<{ n: number | null; lines: string[] }> {
+  let n: number | null = -1;
+  const lines = await stderrOf(async () => n = await loadTuningCache(gpu, path));
+  return { n, lines };
+}
+
+cacheTest(
   "autotune: the cache file round-trips, keeps other adapters, writes atomically",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const table = tuningTable(gpu);
-    table.clear();
-    const dir = await Deno.makeTempDir();
+  async (gpu, table, dir) => {
     const path = `${dir}/sub/autotune.json`;
     assert.equal(await loadTuningCache(gpu, path), null); // no file: nothing, no warning
     const gemmChoice: TunedChoice = {
@@ -299,19 +302,12 @@ Deno.test(
       [CONV_KEY]: { op: "conv2d", direct: false },
     });
     assert.deepEqual([...Deno.readDirSync(`${dir}/sub`)].map((e) => e.name), ["autotune.json"]);
-    table.clear();
-    await Deno.remove(dir, { recursive: true });
   },
 );
 
-Deno.test(
+cacheTest(
   "autotune: a corrupt cache file or entry warns, naming the file, and is ignored",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const table = tuningTable(gpu);
-    table.clear();
-    const dir = await Deno.makeTempDir();
+  async (gpu, table, dir) => {
     const path = `${dir}/autotune.json`;
     table.set(CONV_KEY, { op: "conv2d", direct: true });
     const cases: [string, RegExp][] = [
@@ -322,8 +318,7 @@ Deno.test(
     ];
     for (const [text, reason] of cases) {
       await Deno.writeTextFile(path, text);
-      let n: number | null = -1;
-      const lines = await stderrOf(async () => n = await loadTuningCache(gpu, path));
+      const { n, lines } = await loadLogged(gpu, path);
       assert.equal(n, 0, text);
       assert.equal(lines.length, 1, lines.join("\n"));
       assert.ok(lines[0].includes(path), lines[0]);
@@ -346,8 +341,7 @@ Deno.test(
     };
     await Deno.writeTextFile(path, JSON.stringify(file));
     table.clear();
-    let n: number | null = -1;
-    const lines = await stderrOf(async () => n = await loadTuningCache(gpu, path));
+    const { n, lines } = await loadLogged(gpu, path);
     assert.equal(n, 1);
     assert.equal(lines.length, 1, lines.join("\n"));
     assert.match(
@@ -361,8 +355,6 @@ Deno.test(
     assert.match(saved.join("\n"), /not valid JSON/);
     table.clear();
     assert.equal(await loadTuningCache(gpu, path), 1);
-    table.clear();
-    await Deno.remove(dir, { recursive: true });
   },
 );
 

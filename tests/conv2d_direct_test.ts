@@ -3,7 +3,7 @@
 // reference (tests/cpu_ref/conv2d.ts, itself checked against PyTorch and finite differences in
 // conv2d_test.ts).
 import assert from "node:assert/strict";
-import type { Gpu, Tensor } from "../gpu/mod.ts";
+import type { Tensor } from "../gpu/mod.ts";
 import {
   conv2dBackward,
   conv2dForward,
@@ -22,6 +22,7 @@ import {
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { kernelsOf } from "./kernels_of.ts";
 
 const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
@@ -52,24 +53,6 @@ function data(p: Conv2dParams, seed: number, bias: boolean) {
 }
 
 type Data = ReturnType<typeof data>;
-
-/** Records the kernel names `gpu.dispatch` is called with while `f` runs. */
-function kernelsOf(gpu: Gpu, f: () => void): string[] {
-  const names: string[] = [];
-  const own = Object.hasOwn(gpu, "dispatch");
-  const original = gpu.dispatch;
-  gpu.dispatch = (kernel, options) => {
-    names.push(kernel.name);
-    original.call(gpu, kernel, options);
-  };
-  try {
-    f();
-  } finally {
-    if (own) gpu.dispatch = original;
-    else Reflect.deleteProperty(gpu, "dispatch");
-  }
-  return names;
-}
 
 async function run(p: Conv2dParams, d: Data, options: Conv2dKernelOptions) {
   const gpu = await testGpu();

@@ -10,11 +10,12 @@ import {
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/conv2d.ts";
-import type { Gpu, Tensor } from "../gpu/mod.ts";
+import type { Tensor } from "../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../kernels/activation.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { kernelsOf } from "./kernels_of.ts";
 
 function sizes(p: Conv2dParams) {
   const g = conv2dGeometry(p);
@@ -834,24 +835,6 @@ const KINDS: ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];
 
 /** A value no convolution writes: channels outside the slice must keep it. */
 const SENTINEL = -12345.5;
-
-/** Records the kernel names `gpu.dispatch` is called with while `f` runs. */
-function kernelsOf(gpu: Gpu, f: () => void): string[] {
-  const names: string[] = [];
-  const own = Object.hasOwn(gpu, "dispatch");
-  const original = gpu.dispatch;
-  gpu.dispatch = (kernel, options) => {
-    names.push(kernel.name);
-    original.call(gpu, kernel, options);
-  };
-  try {
-    f();
-  } finally {
-    if (own) gpu.dispatch = original;
-    else Reflect.deleteProperty(gpu, "dispatch");
-  }
-  return names;
-}
 
 interface Fused {
   activation?: ActivationKind;

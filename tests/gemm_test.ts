@@ -1,5 +1,6 @@
 // Tests of the GEMM family (kernels/gemm.ts) against the Float64 CPU reference.
 import assert from "node:assert/strict";
+import type { Gpu } from "../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../kernels/activation.ts";
 import { checkGemm, gemm, type GemmTuning, sumRows } from "../kernels/gemm.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
@@ -26,21 +27,32 @@ interface Case {
   bias?: boolean;
 }
 
-/** Runs one GEMM on the GPU and compares with the reference; returns nothing, throws on error. */
-async function runCase(c: Case, tuning: GemmTuning, seed: number): Promise<void> {
-  const gpu = await testGpu();
+/**
+ * Random operands of a case (`seed`): the Float64 reference C, and GPU tensors of A, B and bias
+ * with `newC()` making a fresh C (its initial values).
+ */
+function caseOperands(gpu: Gpu, c: Case, seed: number) {
   const rng = new Rng(seed);
   const batch = c.batch ?? 1;
   const a = rng.uniformArray(batch * c.m * c.k);
   const b = rng.uniformArray(batch * c.k * c.n);
   const c0 = rng.uniformArray(batch * c.m * c.n);
   const bias = c.bias ? rng.uniformArray(c.n) : undefined;
-  const expected = gemmRef(a, b, c, c0, bias);
   const lead = c.batch === undefined ? [] : [batch];
-  const ta = gpu.tensor(f32(a), { shape: [...lead, ...(c.transA ? [c.k, c.m] : [c.m, c.k])] });
-  const tb = gpu.tensor(f32(b), { shape: [...lead, ...(c.transB ? [c.n, c.k] : [c.k, c.n])] });
-  const tc = gpu.tensor(f32(c0), { shape: [...lead, c.m, c.n] });
-  const tbias = bias ? gpu.tensor(f32(bias), { shape: [c.n] }) : undefined;
+  return {
+    expected: gemmRef(a, b, c, c0, bias),
+    ta: gpu.tensor(f32(a), { shape: [...lead, ...(c.transA ? [c.k, c.m] : [c.m, c.k])] }),
+    tb: gpu.tensor(f32(b), { shape: [...lead, ...(c.transB ? [c.n, c.k] : [c.k, c.n])] }),
+    tbias: bias ? gpu.tensor(f32(bias), { shape: [c.n] }) : undefined,
+    newC: () => gpu.tensor(f32(c0), { shape: [...lead, c.m, c.n] }),
+  };
+}
+
+/** Runs one GEMM on the GPU and compares with the reference; returns nothing, throws on error. */
+async function runCase(c: Case, tuning: GemmTuning, seed: number): Promise<void> {
+  const gpu = await testGpu();
+  const { expected, ta, tb, tbias, newC } = caseOperands(gpu, c, seed);
+  const tc = newC();
   gemm({ c: tc, a: ta, b: tb, bias: tbias }, { ...c, ...tuning });
   const what = `gemm ${JSON.stringify(c)} ${JSON.stringify(tuning)}`;
   assertClose(await tc.toArray(), expected, { ...tolFor(c.k), what });
@@ -264,19 +276,9 @@ async function runActCase(
   seed: number,
 ): Promise<number> {
   const gpu = await testGpu();
-  const rng = new Rng(seed);
-  const batch = c.batch ?? 1;
-  const a = rng.uniformArray(batch * c.m * c.k);
-  const b = rng.uniformArray(batch * c.k * c.n);
-  const c0 = rng.uniformArray(batch * c.m * c.n);
-  const bias = c.bias ? rng.uniformArray(c.n) : undefined;
-  const expected = activationForwardRef(gemmRef(a, b, c, c0, bias), c.activation);
-  const lead = c.batch === undefined ? [] : [batch];
-  const ta = gpu.tensor(f32(a), { shape: [...lead, ...(c.transA ? [c.k, c.m] : [c.m, c.k])] });
-  const tb = gpu.tensor(f32(b), { shape: [...lead, ...(c.transB ? [c.n, c.k] : [c.k, c.n])] });
-  const fused = gpu.tensor(f32(c0), { shape: [...lead, c.m, c.n] });
-  const plain = gpu.tensor(f32(c0), { shape: [...lead, c.m, c.n] });
-  const tbias = bias ? gpu.tensor(f32(bias), { shape: [c.n] }) : undefined;
+  const { expected: linear, ta, tb, tbias, newC } = caseOperands(gpu, c, seed);
+  const expected = activationForwardRef(linear, c.activation);
+  const fused = newC(), plain = newC();
   gemm({ c: fused, a: ta, b: tb, bias: tbias }, { ...c, ...tuning });
   const { activation, ...unfused } = c;
   gemm({ c: plain, a: ta, b: tb, bias: tbias }, { ...unfused, ...tuning });
