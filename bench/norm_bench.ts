@@ -1,24 +1,30 @@
 // Benchmarks of batch normalization at ResNet-18's BatchNorm2d shapes (96x96 input: 64 channels
-// at 48x48 after the stem, then 64@24x24, 128@12x12, 256@6x6, 512@3x3), LeNet-BN's BatchNorm1d,
-// and LRN at AlexNet-LRN's conv1 and conv2 outputs (96@54x54, 256@26x26). Batches are reduced
-// from the seed's 256 (ResNet) / 128 (AlexNet) to 64 and 16 (a full-batch iteration of the
+// at 48x48 after the stem, then 64@24x24, 128@12x12, 256@6x6, 512@3x3), MobileNet v1's (96x96:
+// 32@48x48, 64@48x48, 128@24x24, 256@12x12, 512@6x6, 1024@3x3), LeNet-BN's BatchNorm1d, and LRN
+// at AlexNet-LRN's conv1 and conv2 outputs (96@54x54, 256@26x26). Batches are reduced from the
+// seed's 256 (ResNet, MobileNet) / 128 (AlexNet) to 64 and 16 (a full-batch iteration of the
 // largest shapes takes seconds on llvmpipe; the kernels scale linearly with the batch).
 // Several dispatches are recorded per `await gpu.sync()`. GB/s counts compulsory traffic:
 // BN training forward reads x twice and writes y; eval reads x, writes y; backward reads dy and
 // x twice and writes dx; LRN forward reads x, writes y and scale; LRN backward reads dy, x,
 // scale and writes dx.
 //
-// BN + ReLU, fused (`activation: "relu"`) vs BN then the separate ReLU kernel (forward:
-// activationForward; backward: activationBackward then batchNormBackward), at ResNet-18's
-// 64@24x24 (vec4 path) and 512@3x3 (scalar path), the two variants timed alternately in the same
-// process. Both are reported as GB/s of the same traffic, the fused op's compulsory one (training
-// forward: x twice + y = 3 tensors; eval: x + y = 2; backward: dy, x, y twice each + dx = 7), so
-// the GB/s ratio is the speed ratio. The unfused chain moves 5, 4 and 8 tensors respectively and
-// runs one more dispatch.
+// BN + activation, fused (`activation: "relu"`, or LeNet-BN's "sigmoid") vs BN then the separate
+// activation kernel (forward: activationForward; backward: activationBackward then
+// batchNormBackward), at the ResNet-18 and MobileNet shapes (vec4 path; scalar path at 3x3) and
+// LeNet-BN's (BatchNorm2d 6@24x24 and BatchNorm1d 120, batch 256), the two variants timed
+// alternately in the same process. Both are reported as GB/s of the same traffic, the fused
+// op's compulsory one (training forward: x twice + y = 3 tensors; eval: x + y = 2; backward: dy,
+// x, y twice each + dx = 7), so the GB/s ratio is the speed ratio. The unfused chain moves 5, 4
+// and 8 tensors respectively and runs one more dispatch.
 //
 //   deno bench -A bench/norm_bench.ts
 import { getGpu } from "../gpu/mod.ts";
-import { activationBackward, activationForward } from "../kernels/activation.ts";
+import {
+  activationBackward,
+  activationForward,
+  type ActivationKind,
+} from "../kernels/activation.ts";
 import { batchNormBackward, batchNormForward } from "../kernels/batchnorm.ts";
 import { lrnBackward, lrnForward, type LrnParams } from "../kernels/lrn.ts";
 
@@ -88,12 +94,24 @@ function fill(n: number): Float32Array {
   return a;
 }
 
-const BN: [string, number, number, number[]][] = [
+const RESNET: [string, number, number, number[]][] = [
   ["ResNet BN2d 64@48x48", 64, 48 * 48, [48, 48]],
   ["ResNet BN2d 64@24x24", 64, 24 * 24, [24, 24]],
   ["ResNet BN2d 128@12x12", 128, 12 * 12, [12, 12]],
   ["ResNet BN2d 256@6x6", 256, 6 * 6, [6, 6]],
   ["ResNet BN2d 512@3x3", 512, 3 * 3, [3, 3]],
+];
+/** MobileNet's shapes other than 64@48x48 (ResNet's first). */
+const MOBILENET: [string, number, number, number[]][] = [
+  ["MobileNet BN2d 32@48x48", 32, 48 * 48, [48, 48]],
+  ["MobileNet BN2d 128@24x24", 128, 24 * 24, [24, 24]],
+  ["MobileNet BN2d 256@12x12", 256, 12 * 12, [12, 12]],
+  ["MobileNet BN2d 512@6x6", 512, 6 * 6, [6, 6]],
+  ["MobileNet BN2d 1024@3x3", 1024, 3 * 3, [3, 3]],
+];
+const BN: [string, number, number, number[]][] = [
+  ...RESNET,
+  ...MOBILENET,
   ["LeNet-BN BN1d 120", 120, 1, []],
 ];
 
@@ -167,13 +185,22 @@ for (const [name, p] of LRN) {
   );
 }
 
-const BN_RELU: [string, number, number, number[]][] = [
-  ["ResNet BN2d+ReLU 64@24x24", 64, 24 * 24, [24, 24]],
-  ["ResNet BN2d+ReLU 512@3x3", 512, 3 * 3, [3, 3]],
+/** Name, fused activation, batch, channels, hw, spatial dims. */
+type ActCase = [string, ActivationKind, number, number, number, number[]];
+const BN_ACT: ActCase[] = [
+  ...[...RESNET, ...MOBILENET].map(([name, c, hw, spatial]): ActCase => [
+    name.replace("BN2d", "BN2d+ReLU"),
+    "relu",
+    BN_BATCH,
+    c,
+    hw,
+    spatial,
+  ]),
+  ["LeNet-BN BN2d+sigmoid 6@24x24", "sigmoid", 256, 6, 24 * 24, [24, 24]],
+  ["LeNet-BN BN1d+sigmoid 120", "sigmoid", 256, 120, 1, []],
 ];
 
-for (const [name, c, hw, spatial] of BN_RELU) {
-  const n = BN_BATCH;
+for (const [name, kind, n, c, hw, spatial] of BN_ACT) {
   const shape = [n, c, ...spatial];
   const x = gpu.tensor(fill(n * c * hw), { shape });
   const dy = gpu.tensor(fill(n * c * hw).reverse(), { shape });
@@ -195,24 +222,23 @@ for (const [name, c, hw, spatial] of BN_RELU) {
       `${name} b${n} ${training ? "training" : "eval"} forward`,
       (training ? 3 : 2) * size,
       [
-        ["fused", () => batchNormForward({ ...st, y, x }, { ...p, training, activation: "relu" })],
-        ["BN then ReLU", () => {
+        ["fused", () => batchNormForward({ ...st, y, x }, { ...p, training, activation: kind })],
+        [`BN then ${kind}`, () => {
           batchNormForward({ ...st, y: z, x }, { ...p, training });
-          activationForward({ y, x: z }, { kind: "relu" });
+          activationForward({ y, x: z }, { kind });
         }],
       ],
     );
   }
-  // y: a BN + ReLU output (about half zeros) for the backward
-  batchNormForward({ ...st, y, x }, { ...p, training: true, activation: "relu" });
+  // y: a fused BN + activation output (for ReLU about half zeros) for the backward
+  batchNormForward({ ...st, y, x }, { ...p, training: true, activation: kind });
   await benchPair(`${name} b${n} backward`, 7 * size, [
     [
       "fused",
-      () =>
-        batchNormBackward({ dx, dweight, dbias, dy, x, y, ...st }, { ...p, activation: "relu" }),
+      () => batchNormBackward({ dx, dweight, dbias, dy, x, y, ...st }, { ...p, activation: kind }),
     ],
-    ["ReLU then BN backward", () => {
-      activationBackward({ dx: dz, dy, y }, { kind: "relu" });
+    [`${kind} then BN backward`, () => {
+      activationBackward({ dx: dz, dy, y }, { kind });
       batchNormBackward({ dx, dweight, dbias, dy: dz, x, ...st }, p);
     }],
   ]);

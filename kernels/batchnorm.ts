@@ -7,18 +7,23 @@
  * reductions (ResNet at batch 256: `256 * 48 * 48` per channel) spread over many workgroups:
  * 1. partial sums: workgroup `(chunk, ch)` reduces a chunk of 4096 elements of channel `ch`
  *    (more for huge `N`, so that there are at most about 8192 chunks; its 64 threads stride over
- *    the chunk, then a tree reduction in workgroup memory);
+ *    the chunk, then a tree reduction in workgroup memory, in two stages);
  * 2. finalize: one thread per channel adds the chunks in order, then writes the statistics,
  *    gradients and the per-channel coefficients of
- * 3. an elementwise pass (one thread per element) producing `y` or `dx`.
+ * 3. an elementwise pass producing `y` or `dx`, in which each thread loads one channel's
+ *    coefficients once and walks a strided run of up to 64 elements of that channel: a segment
+ *    of one `(sample, channel)` plane, or for BatchNorm1d (`hw` = 1) one channel over several
+ *    samples (no per-element channel division or coefficient loads: 1.4 to 2.2 times the
+ *    throughput of one thread per element on llvmpipe; runs are shorter on GPUs, to keep
+ *    enough threads).
  *
  * Every thread's loops stay far below llvmpipe's silent cap of 65535 iterations per invocation
- * (pass 1: chunk / 64, pass 2: the chunk count). Tensors larger than one storage binding (ResNet's
- * `[256, 64, 48, 48]`, 151 MB) are processed in ranges of whole samples: passes 1 and 3 run once
- * per range (pass 1 writing the range's chunks), pass 2 once.
+ * (pass 1: chunk / 64, pass 2: the chunk count, pass 3: 64). Tensors larger than one storage
+ * binding (ResNet's `[256, 64, 48, 48]`, 151 MB) are processed in ranges of whole samples:
+ * passes 1 and 3 run once per range (pass 1 writing the range's chunks), pass 2 once.
  *
  * When `hw` is a multiple of 4 the partial-sum and elementwise passes work on `vec4`s (4 elements
- * of one channel per load and per thread), which roughly doubles their throughput on llvmpipe.
+ * of one channel per load), which roughly doubles their throughput on llvmpipe.
  *
  * With `activation` (any `ActivationKind`: `"relu"`, `"relu6"`, `"sigmoid"`, `"tanh"`) the forward
  * applies the activation in the normalize pass (`y = f(BN(x))`, no extra pass), and the backward
@@ -58,6 +63,13 @@ const WG = 64;
 const CHUNK = 4096;
 /** Chunks per channel beyond which chunks grow (bounds the loop of the finalize pass). */
 const MAX_CHUNKS = 8192;
+/** Loop steps per pass of the partial-sum passes' first loop (fewer loop passes on llvmpipe). */
+const PARTIAL_UNROLL = 4;
+/**
+ * Lanes of the first stage of the partial-sum passes' two-stage tree reduction (two barriers
+ * instead of one per level: each costs a suspension of every SIMD group on llvmpipe).
+ */
+const TREE_LANES = 8;
 
 /** Dimensions and hyper-parameters of a batch normalization. */
 export interface BatchNormParams {
@@ -163,12 +175,32 @@ fn actBackward(dy: T, y: T) -> T {
 }
 
 /**
+ * WGSL expression of the value lane `lane` holds in the halving tree over `red` (level k:
+ * `red[l] += red[l + k]` for l < k, k = WG / 2, ..., 1) once the levels from `width / 2` down to
+ * `to` are done, starting from `red[0..width)`: the tree's additions, in its order, written out.
+ */
+function treeSum(lane: string, width: number, to: number): string {
+  const at = (off: number) => (off === 0 ? `red[${lane}]` : `red[${lane} + ${off}u]`);
+  const expr = (k: number, off: number): string =>
+    k === width ? at(off) : `(${expr(2 * k, off)} + ${expr(2 * k, off + k)})`;
+  return expr(to, 0);
+}
+
+/**
  * WGSL of a partial-sum pass over one range of samples: workgroup (chunk, ch) accumulates
  * `(v1, v2)` given by `body` (which sees the element index `e` and `ch`) over its chunk and
  * writes the two sums to `partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}]`.
  */
 function partialWgsl(vec4: boolean, header: string, prologue: string, body: string): string {
   const T = vec4 ? "vec4f" : "f32";
+  const step = `
+    {
+      let e = p.xBase + (b * p.c + ch) * p.hw + i;
+      ${body}
+      i += p.stepI;
+      b += p.stepB;
+      if (i >= p.hw) { i -= p.hw; b += 1u; }
+    }`;
   return `
 // One dispatch per range of n samples (starting at element xBase of its bindings). Thread lid of
 // workgroup (chunk, ch) walks the flat per-channel index j = b * hw + i over
@@ -177,6 +209,8 @@ function partialWgsl(vec4: boolean, header: string, prologue: string, body: stri
 // of ${T} (hw, chunk, xBase counted in ${T}). The two register sums are tree-reduced in workgroup
 // memory and written to partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}].
 const WG = ${WG}u;
+const UNROLL = ${PARTIAL_UNROLL}u;
+const LANES = ${TREE_LANES}u;
 alias T = ${T};
 ${
     vec4
@@ -204,23 +238,25 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   var s = vec2f(0.0);
   var b = j0 / p.hw;
   var i = j0 % p.hw;
-  for (var j = j0; j < j1; j += WG) {
-    let e = p.xBase + (b * p.c + ch) * p.hw + i;
-    ${body}
-    i += p.stepI;
-    b += p.stepB;
-    if (i >= p.hw) { i -= p.hw; b += 1u; }
+  var j = j0;
+  // UNROLL steps per pass, then one at a time: the same additions in the same order.
+  for (; j + (UNROLL - 1u) * WG < j1; j += UNROLL * WG) {${step.repeat(PARTIAL_UNROLL)}
   }
+  for (; j < j1; j += WG) {${step}
+  }
+  // The halving tree red[l] += red[l + k] (k = WG / 2, ..., 1) in two stages: lanes l < LANES
+  // fold their ${WG / TREE_LANES} sums (levels k >= LANES), then lane 0 the LANES results.
   red[lid] = s;
   workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (lid < k) { red[lid] += red[lid + k]; }
-    workgroupBarrier();
+  if (lid < LANES) {
+    red[lid] = ${treeSum("lid", WG, TREE_LANES)};
   }
+  workgroupBarrier();
   if (lid == 0u) {
+    let r = ${treeSum("0u", TREE_LANES, 1)};
     let o = (ch * p.totalChunks + p.chunkOff + chunk) * 2u;
-    partial[o] = red[0].x;
-    partial[o + 1u] = red[0].y;
+    partial[o] = r.x;
+    partial[o + 1u] = r.y;
   }
 }
 `;
@@ -315,57 +351,122 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 };
 
 /**
- * Kernels of one pass by (fused activation or none, vec4), each built on first use and then
+ * Kernels of one pass by (fused activation or none, variant), each built on first use and then
  * reused (the pipeline cache keys on the name, which includes both).
  */
-function kernelsByActivation(
-  build: (vec4: boolean, kind: ActivationKind | undefined) => KernelSpec,
-): (kind: ActivationKind | undefined, vec4: boolean) => KernelSpec {
+function kernelsByActivation<V extends boolean | string>(
+  build: (variant: V, kind: ActivationKind | undefined) => KernelSpec,
+): (kind: ActivationKind | undefined, variant: V) => KernelSpec {
   const memo = new Map<string, KernelSpec>();
-  return (kind, vec4) => {
-    const key = `${kind ?? ""}|${vec4}`;
+  return (kind, variant) => {
+    const key = `${kind ?? ""}|${variant}`;
     let spec = memo.get(key);
-    if (spec === undefined) memo.set(key, spec = build(vec4, kind));
+    if (spec === undefined) memo.set(key, spec = build(variant, kind));
     return spec;
   };
 }
 
 /**
- * Elementwise passes come in two variants: scalar (one thread per element), and vec4 when `hw`
- * is a multiple of 4 (one thread per 4 elements of one channel: a quarter of the index
- * divisions, vector loads and stores). `T` is the element type, `hw` counts elements of `T`.
+ * Thread mappings of the elementwise passes (normalize, input gradient), in which each thread
+ * loads its channel's coefficients once and then walks a strided run of elements of that
+ * channel (on llvmpipe every load of a per-channel value costs as much as a data load, and the
+ * channel is computed once per thread instead of once per element):
+ * - `"planes"` / `"planes_vec4"` (`hw` > 1; vec4 when `hw` is a multiple of 4): the
+ *   `(sample, channel)` planes of `hw` elements (of `T`) are cut into `segs` interleaved
+ *   segments; thread `t` takes plane `t / segs`, segment `s = t % segs`, and the plane's elements
+ *   `s, s + segs, s + 2 * segs, ...` (consecutive threads, consecutive elements);
+ * - `"columns"` (`hw` = 1, BatchNorm1d): thread `t` takes channel `t % c` and the samples
+ *   `t / c + k * segs` (consecutive threads, consecutive channels).
+ *
+ * `segs` is chosen by {@linkcode elementwise}: each thread walks at most {@linkcode RUN}
+ * elements, fewer where that leaves too few threads for the device.
  */
-function normalizeSpec(vec4: boolean, kind: ActivationKind | undefined): KernelSpec {
-  const T = vec4 ? "vec4f" : "f32";
-  return {
-    name: `batchnorm_normalize${kind ? `_${kind}` : ""}${vec4 ? "_vec4" : ""}`,
-    code: `
-// Batch norm forward, last pass, over one range of whole samples starting at element base of the
-// x and y bindings. One thread per ${vec4 ? "4 elements" : "element"}: idx indexes array<${T}>
-// (local to the range), channel (idx / hw) % c with hw and base in ${T} units:
-// y = ${kind ? `act(` : ""}(x - coef.mean) * coef.scale + bias${kind ? `), act = ${kind}` : ""}.
+type Layout = "planes" | "planes_vec4" | "columns";
+
+/** Elements (of `T`) walked by one thread of an elementwise pass, at most. */
+const RUN = 64;
+/**
+ * Threads an elementwise pass should have at least, where runs get shorter to reach them: on a
+ * CPU a few workgroups per core; on a GPU enough to fill a large one (runs of a few elements, as
+ * one thread per element did before; a guess, not measured on a GPU).
+ */
+function minThreads(gpu: Gpu): number {
+  if (!gpu.isCpu) return 1 << 17;
+  return 4 * WG * Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4);
+}
+
+/**
+ * WGSL of an elementwise pass over one range of whole samples (starting at element `base` of
+ * its bindings, in units of `T`): the thread mapping of `layout`, then `prologue` (which sees
+ * `ch` and loads the channel's coefficients) once, and `body` (which sees the element index `e`)
+ * per element. `header` declares the bindings from 1 on.
+ */
+function elementwiseWgsl(layout: Layout, header: string, prologue: string, body: string): string {
+  const T = layout === "planes_vec4" ? "vec4f" : "f32";
+  const walk = layout === "columns"
+    ? `let sb = t / p.c;
+  let ch = t - sb * p.c;
+  ${prologue}
+  for (var b = sb; b < p.n; b += p.segs) {
+    let e = p.base + b * p.c + ch;
+    ${body}
+  }`
+    : `let plane = t / p.segs;
+  let seg = t - plane * p.segs;
+  let ch = plane % p.c;
+  ${prologue}
+  let off = p.base + plane * p.hw;
+  for (var j = seg; j < p.hw; j += p.segs) {
+    let e = off + j;
+    ${body}
+  }`;
+  return `
+// Thread mapping (${layout}): ${
+    layout === "columns"
+      ? `thread t < p.threads = segs * c takes channel ch = t % c and samples
+// b = t / c + k * segs < n: elements e = base + b * c + ch`
+      : `thread t < p.threads = n * c * segs takes plane t / segs (= b * c + ch),
+// ch = plane % c, and j = t % segs + k * segs < hw: elements e = base + plane * hw + j`
+  } (at most
+// ${RUN} per thread, set by the host's segs); t = gid.x + gid.y * nwg.x * WG (grid1d). n counts
+// the range's samples; hw and base are in units of ${T}.
 const WG = ${WG}u;
 alias T = ${T};
-struct Params { total: u32, c: u32, hw: u32, base: u32 }
+struct Params { threads: u32, n: u32, c: u32, hw: u32, base: u32, segs: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
+${header}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * WG;
+  if (t >= p.threads) { return; }
+  ${walk}
+}
+`;
+}
+
+function normalizeSpec(layout: Layout, kind: ActivationKind | undefined): KernelSpec {
+  return {
+    name: `batchnorm_normalize_${layout}${kind ? `_${kind}` : ""}`,
+    code: `
+// Batch norm forward, last pass:
+// y = ${kind ? `act(` : ""}(x - coef.mean) * coef.scale + bias${kind ? `), act = ${kind}` : ""}.` +
+      elementwiseWgsl(
+        layout,
+        `@group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read> coef: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<T>;
-${kind ? activationFns(kind) : ""}
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= p.total) { return; }
-  let ch = (idx / p.hw) % p.c;
-  let e = p.base + idx;
-  let v = (x[e] - coef[ch * 2u]) * coef[ch * 2u + 1u] + bias[ch];
-  y[e] = ${kind ? "act(v)" : "v"};
-}
-`,
+${kind ? activationFns(kind) : ""}`,
+        `let mean = coef[ch * 2u];
+  let scale = coef[ch * 2u + 1u];
+  let shift = bias[ch];`,
+        `let v = (x[e] - mean) * scale + shift;
+    y[e] = ${kind ? "act(v)" : "v"};`,
+      ),
   };
 }
-/** Normalize kernels by (fused activation, vec4). */
+/** Normalize kernels by (fused activation, layout). */
 const NORMALIZE = kernelsByActivation(normalizeSpec);
 
 function gradPartialSpec(vec4: boolean, kind: ActivationKind | undefined): KernelSpec {
@@ -441,46 +542,35 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 const GRAD_FINAL = gradFinalSpec(false);
 const GRAD_FINAL_ACC = gradFinalSpec(true);
 
-function gradInputSpec(vec4: boolean, kind: ActivationKind | undefined): KernelSpec {
-  const T = vec4 ? "vec4f" : "f32";
+function gradInputSpec(layout: Layout, kind: ActivationKind | undefined): KernelSpec {
   return {
-    name: `batchnorm_grad_input${kind ? `_${kind}` : ""}${vec4 ? "_vec4" : ""}`,
+    name: `batchnorm_grad_input_${layout}${kind ? `_${kind}` : ""}`,
     code: `
-// Batch norm backward, pass 3, over one range of whole samples starting at element base of the
-// dy, x${kind ? ", y" : ""} and dx bindings. One thread per ${
-      vec4 ? "4 elements" : "element"
-    }: idx indexes
-// array<${T}> (local to the range), channel (idx / hw) % c with hw and base in ${T} units:
-// dx = A * g + B * (x - mean) + C with the per-channel coefficients of pass 2 and
-// ${kind ? `g = actBackward(dy, y) (the fused ${kind}'s backward, y its output)` : "g = dy"}.
-const WG = ${WG}u;
-alias T = ${T};
-struct Params { total: u32, c: u32, hw: u32, base: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<T>;
+// Batch norm backward, pass 3: dx = A * g + B * (x - mean) + C with the per-channel
+// coefficients coef[ch] = (mean, A, B, C) of pass 2 and
+// ${kind ? `g = actBackward(dy, y) (the fused ${kind}'s backward, y its output)` : "g = dy"}.` +
+      elementwiseWgsl(
+        layout,
+        `@group(0) @binding(1) var<storage, read> dy: array<T>;
 @group(0) @binding(2) var<storage, read> x: array<T>;
 @group(0) @binding(3) var<storage, read> coef: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<T>;${
-      kind
-        ? `
+          kind
+            ? `
 @group(0) @binding(5) var<storage, read> y: array<T>;
 ${activationFns(kind)}`
-        : ""
-    }
-
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= p.total) { return; }
-  let k = ((idx / p.hw) % p.c) * 4u;
-  let e = p.base + idx;
-  let g = ${kind ? "actBackward(dy[e], y[e])" : "dy[e]"};
-  dx[e] = coef[k + 1u] * g + coef[k + 2u] * (x[e] - coef[k]) + coef[k + 3u];
-}
-`,
+            : ""
+        }`,
+        `let mean = coef[ch * 4u];
+  let A = coef[ch * 4u + 1u];
+  let B = coef[ch * 4u + 2u];
+  let C = coef[ch * 4u + 3u];`,
+        `let g = ${kind ? "actBackward(dy[e], y[e])" : "dy[e]"};
+    dx[e] = A * g + B * (x[e] - mean) + C;`,
+      ),
   };
 }
-/** Backward input-gradient kernels by (fused activation, vec4). */
+/** Backward input-gradient kernels by (fused activation, layout). */
 const GRAD_INPUT = kernelsByActivation(gradInputSpec);
 
 /** One range of whole samples `[b0, b1)` and its first chunk among all ranges' chunks. */
@@ -520,19 +610,29 @@ function partialParams(r: Resolved, s: SampleRange, total: number, base: number)
     .u32(Math.floor(WG / hw)).u32(WG % hw).u32(base / v).u32(s.chunkOff).bytes();
 }
 
-/** Params and workgroups of an elementwise pass over one range (vec4 when hw % 4 is 0). */
-function elementwise(r: Resolved, s: SampleRange, base: number): {
-  vec4: boolean;
+/**
+ * Layout, params and workgroups of an elementwise pass over one range (see `Layout`): runs of
+ * at most `RUN` elements per thread, shorter where that leaves fewer than `minThreads` threads.
+ */
+function elementwise(gpu: Gpu, r: Resolved, s: SampleRange, base: number): {
+  layout: Layout;
   params: Uint8Array;
   workgroups: [number, number, number];
 } {
-  const vec4 = r.hw % 4 === 0;
-  const v = vec4 ? 4 : 1;
-  const total = ((s.b1 - s.b0) * r.c * r.hw) / v;
+  const n = s.b1 - s.b0;
+  const layout: Layout = r.hw === 1 ? "columns" : r.hw % 4 === 0 ? "planes_vec4" : "planes";
+  const v = layout === "planes_vec4" ? 4 : 1;
+  const hw = r.hw / v;
+  // each of `lines` lines of `len` elements (planes; channels over the samples for "columns")
+  // is cut into `segs` strided runs, one per thread
+  const [len, lines] = layout === "columns" ? [n, r.c] : [hw, n * r.c];
+  const segs = Math.min(len, Math.max(Math.ceil(len / RUN), Math.ceil(minThreads(gpu) / lines)));
+  const threads = segs * lines;
   return {
-    vec4,
-    params: new ParamsWriter().u32(total).u32(r.c).u32(r.hw / v).u32(base / v).bytes(),
-    workgroups: grid1d(total, WG),
+    layout,
+    params: new ParamsWriter().u32(threads).u32(n).u32(r.c).u32(hw).u32(base / v).u32(segs)
+      .bytes(),
+    workgroups: grid1d(threads, WG),
   };
 }
 
@@ -651,8 +751,8 @@ export function batchNormForward(
   }
   for (const s of ranges) {
     const x = samples(io.x, r, s), y = samples(io.y, r, s);
-    const ew = elementwise(r, s, x.base);
-    gpu.dispatch(NORMALIZE(kind, ew.vec4), {
+    const ew = elementwise(gpu, r, s, x.base);
+    gpu.dispatch(NORMALIZE(kind, ew.layout), {
       params: ew.params,
       bindings: [x.binding, coef, io.bias, y.binding],
       workgroups: ew.workgroups,
@@ -766,10 +866,10 @@ export function batchNormBackward(
   });
   for (const s of ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), dx = samples(io.dx, r, s);
-    const ew = elementwise(r, s, x.base);
+    const ew = elementwise(gpu, r, s, x.base);
     const bindings = [dy.binding, x.binding, coef, dx.binding];
     if (kind !== undefined) bindings.push(samples(io.y!, r, s).binding);
-    gpu.dispatch(GRAD_INPUT(kind, ew.vec4), {
+    gpu.dispatch(GRAD_INPUT(kind, ew.layout), {
       params: ew.params,
       bindings,
       workgroups: ew.workgroups,

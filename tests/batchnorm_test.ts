@@ -73,8 +73,18 @@ const CASES: { n: number; c: number; hw: number; shape: Shape; offset: number }[
   { n: 7, c: 130, hw: 1, shape: [7, 130], offset: 0 }, // more channels than a workgroup
   { n: 5, c: 3, hw: 4, shape: [5, 3, 2, 2], offset: 0 }, // vec4 path, one vec4 per plane
   { n: 2, c: 5, hw: 36, shape: [2, 5, 6, 6], offset: 0 }, // vec4 path (ResNet's 6x6)
-  // n * hw = 5400 > one chunk of 4096, and a mean far from 0: the shifted two-pass sums
+  // n * hw = 5400 > one chunk of 4096, and a mean far from 0: the shifted two-pass sums; vec4
+  // planes of 450 vectors, walked by each thread of the elementwise passes in steps of segs
   { n: 3, c: 2, hw: 1800, shape: [3, 2, 45, 40], offset: 50 },
+  // odd hw: scalar planes of 133 elements, several per thread of the elementwise passes
+  { n: 3, c: 5, hw: 133, shape: [3, 5, 7, 19], offset: 1 },
+  // enough planes that each thread of the elementwise passes walks its longest run: 64 vec4s
+  // (planes of 128), and 43 elements of a scalar plane of 129
+  { n: 8, c: 32, hw: 512, shape: [8, 32, 16, 32], offset: -3 },
+  { n: 6, c: 32, hw: 129, shape: [6, 32, 3, 43], offset: 0 },
+  // BatchNorm1d with several samples per thread of the elementwise passes (columns layout)
+  { n: 300, c: 4, hw: 1, shape: [300, 4], offset: 0 },
+  { n: 4, c: 3, hw: 2, shape: [4, 3, 1, 2], offset: 0 }, // hw = 2: planes of two elements
 ];
 
 Deno.test(
@@ -364,14 +374,16 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(10);
-    const cases = [
+    // Two samples per range (at least the 64-element minimum) unless perRange says otherwise.
+    const cases: (typeof CASES[number] & { perRange?: number })[] = [
       ...CASES.filter((cs) => cs.n >= 3),
       { n: 37, c: 3, hw: 5, shape: [37, 3, 5], offset: 2 }, // scalar path, 10 ranges
       { n: 21, c: 2, hw: 8, shape: [21, 2, 2, 4], offset: -1 }, // vec4 path, 6 ranges
+      // BatchNorm1d, ranges of 130 samples: several samples per thread in the elementwise passes
+      { n: 300, c: 4, hw: 1, shape: [300, 4], offset: 0, perRange: 130 },
     ];
-    for (const { n, c, hw, shape, offset } of cases) {
-      // Two samples per range (at least the 64-element minimum).
-      await withBindingLimit(Math.max(64, 2 * c * hw), async () => {
+    for (const { n, c, hw, shape, offset, perRange } of cases) {
+      await withBindingLimit(Math.max(64, (perRange ?? 2) * c * hw), async () => {
         const x = f32(rng.normalArray(n * c * hw).map((v) => offset + v));
         const dy = f32(rng.normalArray(n * c * hw));
         const w = rng.uniformArray(c, 0.5, 1.5), b = rng.normalArray(c);
@@ -553,17 +565,23 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(12);
+    // Two samples per range (at least the 64-element minimum) unless perRange says otherwise.
     const cases = [
       { n: 37, c: 3, hw: 5, shape: [37, 3, 5], offset: 2 }, // scalar path, 19 ranges
       { n: 21, c: 2, hw: 8, shape: [21, 2, 2, 4], offset: -1 }, // vec4 path, 11 ranges
+      // planes of 133 and 280 elements walked several per thread by the elementwise passes
+      { n: 5, c: 3, hw: 133, shape: [5, 3, 7, 19], offset: 1 },
+      { n: 5, c: 2, hw: 280, shape: [5, 2, 14, 20], offset: 0 },
       { n: 30, c: 4, hw: 1, shape: [30, 4], offset: 0 }, // BatchNorm1d
+      // BatchNorm1d, ranges of 130 samples: several samples per thread
+      { n: 300, c: 4, hw: 1, shape: [300, 4], offset: 0, perRange: 130 },
     ];
     const seen = new Map(KINDS.map((k) => [k, new Set<string>()]));
     for (const [i, cs] of cases.entries()) {
-      // Every kind on the scalar and the vec4 paths; BatchNorm1d with ReLU.
+      // Every kind on the scalar and the vec4 paths; the others with ReLU.
       for (const kind of i < 2 ? KINDS : ["relu"] as const) {
         await withBindingLimit(
-          Math.max(64, 2 * cs.c * cs.hw),
+          Math.max(64, (cs.perRange ?? 2) * cs.c * cs.hw),
           () => fusedCase(gpu, cs, rng, kind, seen.get(kind)!),
         );
       }
