@@ -20,6 +20,8 @@ interface StepResult {
   dispatches: number;
   /** Peak live bytes of the training step. */
   peak: number;
+  /** Live bytes left over by the step once its outputs are disposed (leaked handles). */
+  leaked: number;
 }
 
 const f32 = async (t: Tensor): Promise<Float32Array> => (await t.toArray()) as Float32Array;
@@ -39,6 +41,7 @@ async function step(name: ModelName, size: number, fuse: boolean): Promise<StepR
   await gpu.sync();
   gpu.pool.resetPeak();
   const before = gpu.stats.dispatches;
+  const liveBefore = gpu.pool.stats.liveBytes;
   const ctx: Ctx = { gpu, training: true, seed: 1, dropout: 0, fuse };
   const f = model.forward(x, ctx);
   const dlogits = gpu.empty(f.y.shape);
@@ -49,15 +52,17 @@ async function step(name: ModelName, size: number, fuse: boolean): Promise<StepR
   const dispatches = gpu.stats.dispatches - before;
   const peak = gpu.pool.stats.peakLiveBytes;
   const logitsTrain = await f32(f.y);
+  for (const t of [dlogits, lossSum, correct, f.y]) t.dispose();
+  const leaked = gpu.pool.stats.liveBytes - liveBefore;
   const grads = new Map<string, Float32Array>();
   for (const [k, p] of model.params) grads.set(k, await f32(p.grad as Tensor));
   const running = new Map<string, Float32Array>();
   for (const e of model.state) {
     if (e.kind === "buffer") running.set(e.name, await f32(e.buffer.value!));
   }
-  for (const t of [x, labels, dlogits, lossSum, correct, f.y]) t.dispose();
+  for (const t of [x, labels]) t.dispose();
   model.dispose();
-  return { logitsEval, logitsTrain, grads, running, dispatches, peak };
+  return { logitsEval, logitsTrain, grads, running, dispatches, peak, leaked };
 }
 
 function maxRelDiff(a: Float32Array, b: Float32Array): number {
@@ -101,6 +106,9 @@ for (const [name, size] of CASES) {
           `peak ${(fused.peak / 2 ** 20).toFixed(2)} / ${(plain.peak / 2 ** 20).toFixed(2)} MiB`,
       );
       assert.equal(failures.length, 0, `${name}: ${failures.join("\n")}`);
+      // Every cache handle is released by backward, fused or not.
+      assert.equal(fused.leaked, 0, `${name}: the fused step left ${fused.leaked} bytes live`);
+      assert.equal(plain.leaked, 0, `${name}: the unfused step left ${plain.leaked} bytes live`);
       assert.ok(
         fused.dispatches < plain.dispatches,
         `${name}: fused step recorded ${fused.dispatches} dispatches, unfused ${plain.dispatches}`,
