@@ -38,3 +38,49 @@ export const ACTIVATION_BACKWARD_WGSL: Record<ActivationKind, string> = {
   // (1 - y)(1 + y) rather than 1 - y * y: no cancellation of a rounded y * y near |y| = 1.
   tanh: "dx = dy * ((T(1.0) - y) * (T(1.0) + y));",
 };
+
+/**
+ * Checks an optional activation kind of a fused epilogue.
+ *
+ * @throws {RangeError} naming `op` for a kind that is not one of `ActivationKind`.
+ */
+export function checkActivationKind(op: string, kind: ActivationKind | undefined): void {
+  if (kind === undefined) return;
+  if (typeof kind !== "string" || !Object.hasOwn(ACTIVATION_FORWARD_WGSL, kind)) {
+    throw new RangeError(
+      `${op}: unknown activation ${JSON.stringify(kind)} (expected one of ` +
+        `${Object.keys(ACTIVATION_FORWARD_WGSL).join(", ")})`,
+    );
+  }
+}
+
+/** WGSL `fn act(x: T) -> T`: the forward body as a function (the kernel declares `T`). */
+export function actForwardFn(kind: ActivationKind): string {
+  return `fn act(x: T) -> T {
+  var y: T;
+  ${ACTIVATION_FORWARD_WGSL[kind]}
+  return y;
+}`;
+}
+
+/** WGSL `fn actBackward(dy: T, y: T) -> T`: the backward body, from the forward's output. */
+export function actBackwardFn(kind: ActivationKind): string {
+  return `fn actBackward(dy: T, y: T) -> T {
+  var dx: T;
+  ${ACTIVATION_BACKWARD_WGSL[kind]}
+  return dx;
+}`;
+}
+
+/**
+ * The WGSL of a fused activation for kernels without their own `T`: `alias T = <type>;` and
+ * {@linkcode actForwardFn}; empty without an activation.
+ */
+export function activationWgsl(
+  kind: ActivationKind | undefined,
+  type: "f32" | "vec4<f32>",
+): string {
+  if (!kind) return "";
+  return `alias T = ${type};
+${actForwardFn(kind)}`;
+}

@@ -195,10 +195,9 @@ export function gemmKey(g: StridedGemm): string {
     g.segment,
     g.segmentStride,
   ].map(aligned).join("") + ((g.ldcCol ?? 1) === 1 ? "1" : "0");
-  const activation = (g as { readonly activation?: string }).activation;
   return `gemm:${g.m}x${g.n}x${g.k}:b${g.batch}:${g.transA ? "t" : "n"}${g.transB ? "t" : "n"}` +
     `:beta${g.beta !== 0 ? 1 : 0}:bias-${g.biasMode}:${g.segment !== undefined ? "seg" : "rows"}` +
-    `:al${facts}${activation && activation !== "none" ? `:${activation}` : ""}`;
+    `:al${facts}${g.activation ? `:${g.activation}` : ""}`;
 }
 
 /** The table key of one pass of a convolution. */

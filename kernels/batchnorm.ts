@@ -50,12 +50,12 @@ import {
   type Shape,
   type Tensor,
 } from "../gpu/mod.ts";
-import { ACTIVATION_BACKWARD_WGSL, ACTIVATION_FORWARD_WGSL } from "./_activation_wgsl.ts";
+import { actBackwardFn, actForwardFn, checkActivationKind } from "./_activation_wgsl.ts";
 import { unitRanges } from "./_chunks.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
-import { bindingRange, checkActivationKind, type TensorRange } from "./gemm.ts";
+import { bindingRange, type TensorRange } from "./gemm.ts";
 
 /** Threads per workgroup of every batch-norm kernel. */
 const WG = 64;
@@ -157,21 +157,10 @@ function checkActivationOption(op: string, activation: unknown): ActivationKind 
   return activation as ActivationKind | undefined;
 }
 
-/**
- * WGSL helpers `act(x: T) -> T` (forward) and `actBackward(dy: T, y: T) -> T` (backward, from the
- * forward's output) of a fused activation, built from the shared bodies of `_activation_wgsl.ts`.
- */
+/** WGSL `act` and `actBackward` of a fused activation (`_activation_wgsl.ts`). */
 function activationFns(kind: ActivationKind): string {
-  return `fn act(x: T) -> T {
-  var y: T;
-  ${ACTIVATION_FORWARD_WGSL[kind]}
-  return y;
-}
-fn actBackward(dy: T, y: T) -> T {
-  var dx: T;
-  ${ACTIVATION_BACKWARD_WGSL[kind]}
-  return dx;
-}`;
+  return `${actForwardFn(kind)}
+${actBackwardFn(kind)}`;
 }
 
 /**

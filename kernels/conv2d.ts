@@ -37,9 +37,9 @@ import {
   planDirectConv,
   planDirectWeightGrad,
 } from "./conv2d_direct.ts";
+import { checkActivationKind } from "./_activation_wgsl.ts";
 import {
   bindingRange,
-  checkActivationKind,
   gemmStrided,
   type GemmTuning,
   maxBindingElements,

@@ -38,13 +38,8 @@
 import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
-import {
-  activationWgsl,
-  bindingRange,
-  maxBindingElements,
-  reduceStrided,
-  type TensorRange,
-} from "./gemm.ts";
+import { activationWgsl } from "./_activation_wgsl.ts";
+import { bindingRange, maxBindingElements, reduceStrided, type TensorRange } from "./gemm.ts";
 
 /** The convolution a direct kernel computes (all sizes resolved; see `conv2dGeometry`). */
 export interface DirectConvShape {

@@ -17,7 +17,7 @@
  */
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
-import { ACTIVATION_BACKWARD_WGSL } from "./_activation_wgsl.ts";
+import { actBackwardFn, checkActivationKind } from "./_activation_wgsl.ts";
 import { unitRanges } from "./_chunks.ts";
 import type { ActivationKind } from "./activation.ts";
 import { ParamsWriter } from "./_params.ts";
@@ -449,11 +449,7 @@ function sliceSpec(kind: SliceKind, vec: boolean, act?: ActivationKind): KernelS
   const actDecls = act
     ? `
 @group(0) @binding(3) var<storage, read> yWhole: array<T>;
-fn actBackward(dy: T, y: T) -> T {
-  var dx: T;
-  ${ACTIVATION_BACKWARD_WGSL[act]}
-  return dx;
-}`
+${actBackwardFn(act)}`
     : "";
   const code = `// ${name}: one thread per ${
     vec ? "vec4" : "element"
@@ -609,12 +605,7 @@ export function splitChannels(
     partName: "dx",
   });
   const kind = p.activation;
-  if (kind !== undefined && !Object.hasOwn(ACTIVATION_BACKWARD_WGSL, kind)) {
-    throw new RangeError(
-      `${op}: unknown activation kind ${JSON.stringify(kind)} (expected ` +
-        `${Object.keys(ACTIVATION_BACKWARD_WGSL).join(", ")})`,
-    );
-  }
+  checkActivationKind(op, kind);
   if (kind !== undefined && io.y === undefined) {
     throw new TypeError(`${op}: activation "${kind}" needs y, the concatenated forward output`);
   }

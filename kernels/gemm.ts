@@ -32,7 +32,7 @@ import {
   type Shape,
   type Tensor,
 } from "../gpu/mod.ts";
-import { ACTIVATION_FORWARD_WGSL } from "./_activation_wgsl.ts";
+import { activationWgsl, checkActivationKind } from "./_activation_wgsl.ts";
 import { tunedGemm } from "./_autotune_table.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
@@ -342,53 +342,6 @@ export function maxBindingElements(gpu: Gpu): number {
   return Math.floor((gpu.limits.maxStorageBufferBindingSize - align - 16) / 4);
 }
 
-// ----------------------------------------------------------- fused activations ----
-
-/**
- * Checks an optional activation kind of a fused epilogue.
- *
- * @throws {RangeError} naming `op` for a kind that is not one of `ActivationKind`.
- * @example
- * ```ts
- * import { checkActivationKind } from "./gemm.ts";
- * checkActivationKind("conv2d", "relu"); // fine
- * checkActivationKind("conv2d", undefined); // fine: no activation
- * ```
- */
-export function checkActivationKind(op: string, kind: ActivationKind | undefined): void {
-  if (kind === undefined) return;
-  if (typeof kind !== "string" || !Object.hasOwn(ACTIVATION_FORWARD_WGSL, kind)) {
-    throw new RangeError(
-      `${op}: unknown activation ${JSON.stringify(kind)} (expected one of ` +
-        `${Object.keys(ACTIVATION_FORWARD_WGSL).join(", ")})`,
-    );
-  }
-}
-
-/**
- * The WGSL of a fused activation: `alias T = <type>;` and `fn act(x: T) -> T` wrapping the body
- * of `activationForward` (so fused and separate results agree bit for bit); empty without an
- * activation. The including kernel must not declare `T` or `act` itself.
- *
- * @example
- * ```ts
- * import { activationWgsl } from "./gemm.ts";
- * const code = activationWgsl("relu", "vec4<f32>"); // "alias T = vec4<f32>; fn act(x: T) -> T ..."
- * ```
- */
-export function activationWgsl(
-  kind: ActivationKind | undefined,
-  type: "f32" | "vec4<f32>",
-): string {
-  if (!kind) return "";
-  return `alias T = ${type};
-fn act(x: T) -> T {
-  var y: T;
-  ${ACTIVATION_FORWARD_WGSL[kind]}
-  return y;
-}`;
-}
-
 // ------------------------------------------------------------------- strided GEMM ----
 
 /**
@@ -472,6 +425,7 @@ export interface StridedGemm {
  * ```
  */
 export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): void {
+  checkActivationKind("gemm", g.activation);
   if (g.m === 0 || g.n === 0 || g.batch === 0) return;
   // Nothing forced: the autotuner's choice for this problem on this adapter, if any.
   tuning = tunedGemm(gpu, g, tuning);

@@ -635,7 +635,7 @@ export function batchNorm(
     };
   };
   // Training forward saves a handle to x and the batch mean and 1/std (the backward needs all
-  // three); with the fused ReLU also a handle to y (the ReLU's mask, y > 0).
+  // three); with a fused activation also a handle to y (its derivative is a function of y).
   const run = (
     x: Tensor,
     ctx: Ctx,

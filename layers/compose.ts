@@ -23,7 +23,7 @@ const NONE: readonly never[] = Object.freeze([]);
 /**
  * The execution steps of a list of layers: the layers themselves, or, when fusing, each
  * "producer, activation" pair whose producer offers `fuseActivation` replaced by the fused step
- * (conv/linear + activation, BatchNorm + ReLU). Memoized per list.
+ * (conv/linear/BatchNorm + activation). Memoized per list.
  */
 function plan(layers: readonly Layer[], ctx: Ctx): readonly Layer[] {
   if (ctx.fuse === false) return layers;
@@ -393,11 +393,19 @@ export function inception(options: {
  * ```
  */
 export function denseConvBlock(inChannels: number, channels: number): Layer<ChainCache> {
-  return sequential([
+  return sequential(denseConvLayers(inChannels, channels));
+}
+
+/** The layers of {@linkcode denseConvBlock}: [BatchNorm, ReLU, 3×3 conv]. */
+function denseConvLayers(
+  inChannels: number,
+  channels: number,
+): readonly [Layer<unknown>, Layer<unknown>, Layer<ConvCache>] {
+  return [
     batchNorm({ channels: inChannels }),
     activation("relu"),
     conv2d({ inChannels, outChannels: channels, kernel: 3, padding: 1 }),
-  ]);
+  ];
 }
 
 /**
@@ -418,14 +426,10 @@ export function denseBlock(
   const { numConvs, inChannels, growth } = options;
   // Each conv block as its layers [bn, relu, conv]: the fused path runs bn+relu as one step and
   // lets the conv write straight into the next concatenation.
-  const parts = Array.from({ length: numConvs }, (_, i) => {
-    const cin = inChannels + i * growth;
-    return [
-      batchNorm({ channels: cin }),
-      activation("relu"),
-      conv2d({ inChannels: cin, outChannels: growth, kernel: 3, padding: 1 }),
-    ] as const;
-  });
+  const parts = Array.from(
+    { length: numConvs },
+    (_, i) => denseConvLayers(inChannels + i * growth, growth),
+  );
   const heads = parts.map((l) => [l[0], l[1]]);
   const blocks = parts.map((l) => sequential(l));
   const net = sequential(blocks);

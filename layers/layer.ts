@@ -73,7 +73,7 @@ export interface Ctx {
   /** Overrides every dropout probability when set (`--dropout`). */
   readonly dropout?: number;
   /**
-   * Whether compositions run fused steps (conv/linear + activation, BatchNorm + ReLU, branch
+   * Whether compositions run fused steps (conv/linear/BatchNorm + activation, branch
    * outputs written straight into concat buffers); default true. The fused and unfused paths
    * compute the same values (tests compare them); false is for tests and measurements.
    */
