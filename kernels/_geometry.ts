@@ -1,9 +1,11 @@
 /**
- * Private argument-parsing helpers shared by the spatial kernels (depthwise convolution,
- * pooling, convolution, batch norm, LRN). Not re-exported from `kernels/mod.ts`.
+ * Private argument-parsing and shape helpers shared by the spatial kernels (depthwise
+ * convolution, pooling, convolution, batch norm, LRN). Not re-exported from `kernels/mod.ts`.
  *
  * @module
  */
+
+import { formatShape } from "../gpu/shape.ts";
 
 /**
  * Parses a `number | [number, number]` hyper-parameter (kernel, stride, padding, dilation) into a
@@ -68,4 +70,47 @@ export function checkPositiveInts<K extends string>(
       throw new RangeError(`${op}: ${k} must be an integer >= 1, got ${p[k]}`);
     }
   }
+}
+
+/** A sliding window: kernel, stride, padding and dilation per axis. */
+export interface Window {
+  readonly kh: number;
+  readonly kw: number;
+  readonly sh: number;
+  readonly sw: number;
+  readonly ph: number;
+  readonly pw: number;
+  readonly dh: number;
+  readonly dw: number;
+}
+
+/**
+ * The output size `[oh, ow]` of a sliding window over an `[n, c, h, w]` input (PyTorch's
+ * `floor((h + 2p - d(k - 1) - 1) / s) + 1`), shared by convolution, depthwise convolution and
+ * pooling.
+ *
+ * @throws {RangeError} naming `op`, the input and the window when the output would be empty.
+ * @example
+ * ```ts
+ * import { windowOutput } from "./_geometry.ts";
+ * const win = { kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, dh: 1, dw: 1 };
+ * windowOutput("maxPool2d", [1, 8, 48, 48], win); // [24, 24]
+ * ```
+ */
+export function windowOutput(
+  op: string,
+  input: readonly [number, number, number, number],
+  win: Window,
+): [number, number] {
+  const { kh, kw, sh, sw, ph, pw, dh, dw } = win;
+  const oh = Math.floor((input[2] + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
+  const ow = Math.floor((input[3] + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
+  if (oh < 1 || ow < 1) {
+    const dilation = dh !== 1 || dw !== 1 ? ` and dilation [${dh}, ${dw}]` : "";
+    throw new RangeError(
+      `${op}: input ${formatShape(input)} is too small for kernel [${kh}, ${kw}] ` +
+        `with padding [${ph}, ${pw}]${dilation} (output ${oh}x${ow})`,
+    );
+  }
+  return [oh, ow];
 }

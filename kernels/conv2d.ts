@@ -27,7 +27,7 @@
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape, grid1d } from "../gpu/mod.ts";
 import { tunedConv } from "./_autotune_table.ts";
-import { checkPositiveInts } from "./_geometry.ts";
+import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
 import {
@@ -161,26 +161,6 @@ export interface Conv2dChunkPlan {
   readonly colElements: number;
 }
 
-function pair(
-  op: string,
-  name: string,
-  v: number | readonly [number, number] | undefined,
-  def: number,
-  min: number,
-): [number, number] {
-  const val = v ?? def;
-  const arr: readonly number[] = typeof val === "number" ? [val, val] : val;
-  if (!Array.isArray(arr) && typeof val !== "number" || arr.length !== 2) {
-    throw new TypeError(`${op}: ${name} must be a number or a pair, got ${JSON.stringify(v)}`);
-  }
-  for (const x of arr) {
-    if (!Number.isInteger(x) || x < min) {
-      throw new RangeError(`${op}: ${name} must be integers >= ${min}, got ${JSON.stringify(v)}`);
-    }
-  }
-  return [arr[0], arr[1]];
-}
-
 /**
  * Resolves defaults and validates a convolution, returning every size including the output's.
  *
@@ -209,16 +189,8 @@ export function conv2dGeometry(p: Conv2dParams): Conv2dGeometry {
       `${op}: groups ${groups} must divide cIn ${p.cIn} and cOut ${p.cOut}`,
     );
   }
-  const effH = dh * (kh - 1) + 1;
-  const effW = dw * (kw - 1) + 1;
-  const oh = Math.floor((p.h + 2 * ph - effH) / sh) + 1;
-  const ow = Math.floor((p.w + 2 * pw - effW) / sw) + 1;
-  if (p.h + 2 * ph < effH || p.w + 2 * pw < effW || oh < 1 || ow < 1) {
-    throw new RangeError(
-      `${op}: input ${p.h}x${p.w} with padding ${ph}x${pw} is smaller than the dilated kernel ` +
-        `${effH}x${effW}`,
-    );
-  }
+  const win = { kh, kw, sh, sw, ph, pw, dh, dw };
+  const [oh, ow] = windowOutput(op, [p.n, p.cIn, p.h, p.w], win);
   return {
     n: p.n,
     cIn: p.cIn,

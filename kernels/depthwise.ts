@@ -33,16 +33,9 @@
  * @module
  */
 
-import {
-  assertShape,
-  formatShape,
-  grid1d,
-  type KernelSpec,
-  type Shape,
-  type Tensor,
-} from "../gpu/mod.ts";
+import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
-import { checkPositiveInts, pair } from "./_geometry.ts";
+import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -103,14 +96,7 @@ function resolve(op: string, p: DepthwiseParams): Resolved {
   const [sh, sw] = pair(op, "stride", p.stride, 1, 1);
   const [ph, pw] = pair(op, "padding", p.padding, 0, 0);
   const [dh, dw] = pair(op, "dilation", p.dilation, 1, 1);
-  const oh = Math.floor((p.h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
-  const ow = Math.floor((p.w + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
-  if (oh < 1 || ow < 1) {
-    throw new RangeError(
-      `${op}: input ${formatShape([p.n, p.c, p.h, p.w])} is too small for kernel [${kh}, ${kw}] ` +
-        `with padding [${ph}, ${pw}] and dilation [${dh}, ${dw}] (output ${oh}x${ow})`,
-    );
-  }
+  const [oh, ow] = windowOutput(op, [p.n, p.c, p.h, p.w], { kh, kw, sh, sw, ph, pw, dh, dw });
   return { n: p.n, c: p.c, h: p.h, w: p.w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow };
 }
 

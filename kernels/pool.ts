@@ -24,16 +24,9 @@
  * @module
  */
 
-import {
-  assertShape,
-  formatShape,
-  grid1d,
-  type KernelSpec,
-  type Shape,
-  type Tensor,
-} from "../gpu/mod.ts";
+import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
-import { checkPositiveInts, pair } from "./_geometry.ts";
+import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange, type TensorRange } from "./gemm.ts";
 
@@ -99,14 +92,8 @@ function resolve(op: string, p: Pool2dParams): Resolved {
       `${op}: padding [${ph}, ${pw}] must be at most half of the kernel size [${kh}, ${kw}]`,
     );
   }
-  const oh = Math.floor((p.h + 2 * ph - kh) / sh) + 1;
-  const ow = Math.floor((p.w + 2 * pw - kw) / sw) + 1;
-  if (oh < 1 || ow < 1) {
-    throw new RangeError(
-      `${op}: input ${formatShape([p.n, p.c, p.h, p.w])} is too small for kernel [${kh}, ${kw}] ` +
-        `with padding [${ph}, ${pw}] (output ${oh}x${ow})`,
-    );
-  }
+  const win = { kh, kw, sh, sw, ph, pw, dh: 1, dw: 1 };
+  const [oh, ow] = windowOutput(op, [p.n, p.c, p.h, p.w], win);
   return { n: p.n, c: p.c, h: p.h, w: p.w, kh, kw, sh, sw, ph, pw, oh, ow };
 }
 
