@@ -26,6 +26,13 @@ import { maxBindingElements } from "./gemm.ts";
  */
 export const LOOP_BUDGET = 16384;
 
+/**
+ * The most loop iterations one invocation may run when the host counts every pass of every loop
+ * exactly (col2im and the direct convolutions plan their work with it): just under llvmpipe's
+ * cap of 65535, past which the rest is silently skipped.
+ */
+export const LOOP_CAP = 60000;
+
 let testLimit: number | undefined;
 
 /**

@@ -27,6 +27,7 @@
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape, grid1d } from "../gpu/mod.ts";
 import { tunedConv } from "./_autotune_table.ts";
+import { LOOP_CAP } from "./_chunks.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
@@ -325,8 +326,8 @@ function chunkPlan(
         `${gpu.limits.maxStorageBufferBindingSize}`,
     );
   }
-  if (g.ow > MAX_LOOP_ITERATIONS) {
-    throw new RangeError(`conv2d: output width ${g.ow} exceeds ${MAX_LOOP_ITERATIONS}`);
+  if (g.ow > LOOP_CAP) {
+    throw new RangeError(`conv2d: output width ${g.ow} exceeds ${LOOP_CAP}`);
   }
   // Columns of the chunk's GEMM must fit the grid as well (65535 workgroups of >= 32 columns).
   const maxCols = 65535 * 32;
@@ -923,6 +924,14 @@ function im2col(gpu: Gpu, g: Conv2dGeometry, x: TensorRange, col: TensorRange, n
   gpu.dispatch(IM2COL, { params, bindings, workgroups: grid1d(threads, WG) });
 }
 
+/** WGSL: thread t of a col2im kernel owns row (img, ci, iy) of dx, starting at dx[dst]. */
+const COL2IM_ROW = `  let t = gid.x + gid.y * nwg.x * ${WG}u;
+  if (t >= p.nb * p.cIn * p.h) { return; }
+  let iy = t % p.h;
+  let ci = (t / p.h) % p.cIn;
+  let img = t / (p.h * p.cIn);
+  let dst = p.dstOff + t * p.w;`;
+
 const COL2IM = {
   name: "conv2d_col2im",
   code: `${GEOM_WGSL}
@@ -934,12 +943,7 @@ const COL2IM = {
 // + ox]. No two threads share a row.
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * ${WG}u;
-  if (t >= p.nb * p.cIn * p.h) { return; }
-  let iy = t % p.h;
-  let ci = (t / p.h) % p.cIn;
-  let img = t / (p.h * p.cIn);
-  let dst = p.dstOff + t * p.w;
+${COL2IM_ROW}
   if (p.zero != 0u) {
     for (var ix = 0u; ix < p.w; ix++) { dx[dst + ix] = 0.0; }
   }
@@ -966,12 +970,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`,
 };
 
-/**
- * Most loop iterations one invocation may run: llvmpipe (gallivm) caps the loop iterations of an
- * invocation at 65535 in total and silently skips the rest.
- */
-const MAX_LOOP_ITERATIONS = 60000;
-
 const COL2IM_GATHER = {
   name: "conv2d_col2im_gather_s1",
   code: `${GEOM_WGSL}
@@ -983,12 +981,7 @@ const COL2IM_GATHER = {
 // writes (first valid ky) or adds it to dx; a row no tap reaches is zeroed.
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * ${WG}u;
-  if (t >= p.nb * p.cIn * p.h) { return; }
-  let iy = t % p.h;
-  let ci = (t / p.h) % p.cIn;
-  let img = t / (p.h * p.cIn);
-  let dst = p.dstOff + t * p.w;
+${COL2IM_ROW}
   let cols = p.nb * p.oh * p.ow;
   var first = true;
   for (var ky = 0u; ky < p.kh; ky++) {
@@ -1017,7 +1010,7 @@ function col2im(gpu: Gpu, g: Conv2dGeometry, col: TensorRange, dx: TensorRange, 
   const workgroups = grid1d(nb * g.cIn * g.h, WG);
   // Gather form for horizontal stride 1 (one load per tap, one store per element and valid ky),
   // when its loop count per thread, w + kh * (1 + w * (1 + kw)), fits the budget.
-  if (g.sw === 1 && g.w + g.kh * (1 + g.w * (1 + g.kw)) <= MAX_LOOP_ITERATIONS) {
+  if (g.sw === 1 && g.w + g.kh * (1 + g.w * (1 + g.kw)) <= LOOP_CAP) {
     gpu.dispatch(COL2IM_GATHER, {
       params: geomParams(g, nb, col.base, dx.base),
       bindings: [col.binding, dx.binding],
@@ -1029,11 +1022,11 @@ function col2im(gpu: Gpu, g: Conv2dGeometry, col: TensorRange, dx: TensorRange, 
   // Split the ky range over dispatches when that exceeds the budget (later dispatches add to dx
   // without zeroing).
   const perKy = 1 + g.kw * (g.ow + 1);
-  const kyPer = Math.max(1, Math.floor((MAX_LOOP_ITERATIONS - g.w) / perKy));
-  if (g.w + perKy > MAX_LOOP_ITERATIONS) {
+  const kyPer = Math.max(1, Math.floor((LOOP_CAP - g.w) / perKy));
+  if (g.w + perKy > LOOP_CAP) {
     throw new RangeError(
       `conv2d: backward of a ${g.kw}-wide kernel over ${g.ow} output columns exceeds the loop ` +
-        `budget of one invocation (${MAX_LOOP_ITERATIONS})`,
+        `budget of one invocation (${LOOP_CAP})`,
     );
   }
   for (let ky0 = 0; ky0 < g.kh; ky0 += kyPer) {

@@ -39,6 +39,7 @@ import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
 import { activationWgsl } from "./_activation_wgsl.ts";
+import { LOOP_CAP } from "./_chunks.ts";
 import { bindingRange, maxBindingElements, reduceStrided, type TensorRange } from "./gemm.ts";
 
 /** The convolution a direct kernel computes (all sizes resolved; see `conv2dGeometry`). */
@@ -75,11 +76,6 @@ export interface DirectConvShape {
   readonly dw: number;
 }
 
-/**
- * Most loop iterations one invocation may run: llvmpipe caps the loop iterations of an
- * invocation at 65535 in total and silently skips the rest.
- */
-const MAX_LOOP = 60000;
 const WG = 64;
 /** Widest unrolled tap row. */
 const MAX_KW = 16;
@@ -665,7 +661,7 @@ export function planDirectWeightGrad(s: DirectConvShape): DirectWeightGradPlan |
   const tile = directWeightGradTile(s);
   const nbx = Math.ceil(s.ow / tile.tx);
   const slide = s.sh === s.dh && tile.ky > 1;
-  if ((slide ? nbx * (s.oh + 1) : s.oh * (nbx + 1)) + 1 > MAX_LOOP) return undefined;
+  if ((slide ? nbx * (s.oh + 1) : s.oh * (nbx + 1)) + 1 > LOOP_CAP) return undefined;
   // Per step: dy loads, and one new input row (sliding) or every kernel row's.
   const loads = tile.co * tile.tx +
     (slide ? 1 : tile.ky) * offsets({ tx: tile.tx, kw: s.kw, sw: s.sw, dw: s.dw }).length;
@@ -709,7 +705,7 @@ export function directConvWeightGrad(
   const slide = s.sh === s.dh && tile.ky > 1;
   // Loop iterations per image.
   const perImage = slide ? nbx * (s.oh + 1) + 1 : s.oh * (nbx + 1) + 1;
-  const maxIps = Math.max(1, Math.floor(MAX_LOOP / perImage));
+  const maxIps = Math.max(1, Math.floor(LOOP_CAP / perImage));
   const rowThreads = s.cIn * kyBlocks * coBlocks;
   const kk = s.cOut * s.cIn * s.kh * s.kw;
   const limit = maxBindingElements(gpu);
