@@ -7,6 +7,7 @@
 //
 //   deno bench -A bench/depthwise_bench.ts
 import { getGpu } from "../gpu/mod.ts";
+import { benchBytes, fill } from "./_timing.ts";
 import {
   checkDepthwise,
   depthwiseConv2dBackward,
@@ -30,29 +31,6 @@ const LAYERS: [number, number, number][] = [
   [1024, 3, 1],
 ];
 
-/** Dispatches recorded per sync: enough that the ~11 ms GPU wait is amortized. */
-function dispatchesFor(bytes: number): number {
-  return Math.min(64, Math.max(4, Math.round(2e8 / bytes)));
-}
-
-/** Times `run` (min over a few repetitions) and returns seconds per dispatch. */
-async function measure(run: () => Promise<void>, dispatches: number): Promise<number> {
-  await run(); // compile + warm up
-  let best = Infinity;
-  for (let r = 0; r < 3; r++) {
-    const t0 = performance.now();
-    await run();
-    best = Math.min(best, (performance.now() - t0) / 1000 / dispatches);
-  }
-  return best;
-}
-
-function fill(n: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = ((i * 7919) % 1000) / 500 - 1;
-  return a;
-}
-
 for (const [c, size, stride] of LAYERS) {
   const p: DepthwiseParams = { n: BATCH, c, h: size, w: size, kernel: 3, stride, padding: 1 };
   const yShape = checkDepthwise(p);
@@ -68,16 +46,11 @@ for (const [c, size, stride] of LAYERS) {
     ["backward weight", xb + yb, () => depthwiseConv2dBackward({ dw, dy: y, x, w }, p)],
   ];
   for (const [what, bytes, record] of ops) {
-    const dispatches = dispatchesFor(bytes);
-    const run = async () => {
-      for (let i = 0; i < dispatches; i++) record();
-      await gpu.sync();
-    };
-    const sec = await measure(run, dispatches);
-    const gbs = bytes / sec / 1e9;
-    const name = `depthwise ${what} c${c} ${size}x${size} s${stride} b${BATCH}: ` +
-      `${(sec * 1e3).toFixed(2)} ms, ${gbs.toFixed(2)} GB/s`;
-    console.log(`${name} (${gpu.description})`);
-    Deno.bench(`${name} (x${dispatches} per sync)`, { n: 2, warmup: 0 }, run);
+    await benchBytes(
+      gpu,
+      `depthwise ${what} c${c} ${size}x${size} s${stride} b${BATCH}`,
+      bytes,
+      record,
+    );
   }
 }

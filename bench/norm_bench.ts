@@ -20,6 +20,7 @@
 //
 //   deno bench -A bench/norm_bench.ts
 import { getGpu } from "../gpu/mod.ts";
+import { benchBytes, dispatchesFor, fill, repeated } from "./_timing.ts";
 import {
   activationBackward,
   activationForward,
@@ -32,27 +33,8 @@ const gpu = await getGpu();
 const BN_BATCH = 64;
 const LRN_BATCH = 16;
 
-/** Dispatches recorded per sync: enough that the ~11 ms GPU wait is amortized. */
-function dispatchesFor(bytes: number): number {
-  return Math.min(64, Math.max(4, Math.round(2e8 / bytes)));
-}
-
-async function bench(name: string, bytes: number, record: () => void): Promise<void> {
-  const dispatches = dispatchesFor(bytes);
-  const run = async () => {
-    for (let i = 0; i < dispatches; i++) record();
-    await gpu.sync();
-  };
-  await run(); // compile + warm up
-  let sec = Infinity;
-  for (let r = 0; r < 3; r++) {
-    const t0 = performance.now();
-    await run();
-    sec = Math.min(sec, (performance.now() - t0) / 1000 / dispatches);
-  }
-  const label = `${name}: ${(sec * 1e3).toFixed(2)} ms, ${(bytes / sec / 1e9).toFixed(2)} GB/s`;
-  console.log(`${label} (${gpu.description})`);
-  Deno.bench(`${label} (x${dispatches} per sync)`, { n: 2, warmup: 0 }, run);
+function bench(name: string, bytes: number, record: () => void): Promise<void> {
+  return benchBytes(gpu, name, bytes, record);
 }
 
 /**
@@ -65,10 +47,7 @@ async function benchPair(
   variants: [string, () => void][],
 ): Promise<void> {
   const dispatches = dispatchesFor(bytes);
-  const runs = variants.map(([, record]) => async () => {
-    for (let i = 0; i < dispatches; i++) record();
-    await gpu.sync();
-  });
+  const runs = variants.map(([, record]) => repeated(gpu, record, dispatches));
   for (const run of runs) await run(); // compile + warm up
   const sec = runs.map(() => Infinity);
   for (let r = 0; r < 5; r++) {
@@ -86,12 +65,6 @@ async function benchPair(
     );
     Deno.bench(`${label} (x${dispatches} per sync)`, { n: 2, warmup: 0 }, runs[k]);
   });
-}
-
-function fill(n: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = ((i * 7919) % 1000) / 500 - 1;
-  return a;
 }
 
 const RESNET: [string, number, number, number[]][] = [

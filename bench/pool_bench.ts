@@ -9,6 +9,7 @@
 //
 //   deno bench -A bench/pool_bench.ts
 import { getGpu, type Tensor } from "../gpu/mod.ts";
+import { benchBytes, fill } from "./_timing.ts";
 import {
   avgPool2dBackward,
   avgPool2dForward,
@@ -23,41 +24,8 @@ import {
 const gpu = await getGpu();
 const BATCH = 32;
 
-/** Dispatches recorded per sync: enough that the ~11 ms GPU wait is amortized. */
-function dispatchesFor(bytes: number): number {
-  return Math.min(64, Math.max(4, Math.round(2e8 / bytes)));
-}
-
-/** Times `run` (min over a few repetitions) and returns seconds per dispatch. */
-async function measure(run: () => Promise<void>, dispatches: number): Promise<number> {
-  await run(); // compile + warm up
-  let best = Infinity;
-  for (let r = 0; r < 3; r++) {
-    const t0 = performance.now();
-    await run();
-    best = Math.min(best, (performance.now() - t0) / 1000 / dispatches);
-  }
-  return best;
-}
-
-function fill(n: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = ((i * 7919) % 1000) / 500 - 1;
-  return a;
-}
-
-async function bench(name: string, bytes: number, record: () => void): Promise<void> {
-  const dispatches = dispatchesFor(bytes);
-  const run = async () => {
-    for (let i = 0; i < dispatches; i++) record();
-    await gpu.sync();
-  };
-  const sec = await measure(run, dispatches);
-  const label = `${name} b${BATCH}: ${(sec * 1e3).toFixed(2)} ms, ${
-    (bytes / sec / 1e9).toFixed(2)
-  } GB/s`;
-  console.log(`${label} (${gpu.description})`);
-  Deno.bench(`${label} (x${dispatches} per sync)`, { n: 2, warmup: 0 }, run);
+function bench(name: string, bytes: number, record: () => void): Promise<void> {
+  return benchBytes(gpu, `${name} b${BATCH}`, bytes, record);
 }
 
 const POOLS: [string, "max" | "avg", Pool2dParams][] = [
