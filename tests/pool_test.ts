@@ -197,11 +197,10 @@ Deno.test("global average pool GPU matches the CPU reference", GPU_TEST, async (
   }
 });
 
-Deno.test("avg pool matches PyTorch fixture (count_include_pad)", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const fx = JSON.parse(
-    await Deno.readTextFile(new URL("./fixtures/norm_pool_avgpool.json", import.meta.url)),
-  );
+/** The cases of a PyTorch pooling fixture, each run on the GPU (output shape checked). */
+async function fixtureCases(gpu: Gpu, file: string) {
+  const fx = JSON.parse(await Deno.readTextFile(new URL(`./fixtures/${file}`, import.meta.url)));
+  const cases = [];
   for (const c of fx.cases) {
     const [n, ch, h, w] = c.shape;
     const p: Pool2dParams = {
@@ -214,7 +213,14 @@ Deno.test("avg pool matches PyTorch fixture (count_include_pad)", GPU_TEST, asyn
       padding: c.padding,
     };
     assert.deepEqual(checkPool2d(p), c.y_shape);
-    const out = await run(gpu, p, c.x, c.dy);
+    cases.push({ c, p, out: await run(gpu, p, c.x, c.dy) });
+  }
+  return cases;
+}
+
+Deno.test("avg pool matches PyTorch fixture (count_include_pad)", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  for (const { c, out } of await fixtureCases(gpu, "norm_pool_avgpool.json")) {
     assertClose(out.avgY, c.y, { rtol: 1e-5, atol: 1e-6, what: "torch avg y" });
     assertClose(out.avgDx, c.dx, { rtol: 1e-5, atol: 1e-6, what: "torch avg dx" });
   }
@@ -222,22 +228,7 @@ Deno.test("avg pool matches PyTorch fixture (count_include_pad)", GPU_TEST, asyn
 
 Deno.test("max pool matches PyTorch fixture (ties, indices, dx)", GPU_TEST, async () => {
   const gpu = await testGpu();
-  const fx = JSON.parse(
-    await Deno.readTextFile(new URL("./fixtures/norm_pool_maxpool.json", import.meta.url)),
-  );
-  for (const c of fx.cases) {
-    const [n, ch, h, w] = c.shape;
-    const p: Pool2dParams = {
-      n,
-      c: ch,
-      h,
-      w,
-      kernel: c.kernel,
-      stride: c.stride,
-      padding: c.padding,
-    };
-    assert.deepEqual(checkPool2d(p), c.y_shape);
-    const out = await run(gpu, p, c.x, c.dy);
+  for (const { c, p, out } of await fixtureCases(gpu, "norm_pool_maxpool.json")) {
     assert.deepEqual([...out.argmax], c.indices, `torch indices ${label(p)}`);
     assertClose(out.maxY, c.y, { rtol: 0, atol: 0, what: "torch max y" });
     assertClose(out.maxDx, c.dx, { rtol: 1e-6, atol: 1e-6, what: "torch max dx" });
