@@ -599,9 +599,10 @@ export class Gpu {
    * const x = gpu.tensor(new Float32Array(6), { shape: [2, 3] });
    * const labels = gpu.tensor(new Int32Array([3, 1]), { shape: [2] });
    * const pixels = gpu.tensor(new Uint8Array([0, 255, 128]), { shape: [3] }); // dtype u8
+   * const half = gpu.tensor(new Float16Array([0.5, 1]), { shape: [2] }); // dtype f16
    * ```
    */
-  tensor<A extends Float32Array | Int32Array | Uint32Array | Uint8Array>(
+  tensor<A extends Float32Array | Float16Array | Int32Array | Uint32Array | Uint8Array>(
     data: A,
     options: { shape: Shape },
   ): Tensor<DTypeOf<A>> {
@@ -664,7 +665,10 @@ export class Gpu {
    * gpu.write(idx, new Uint32Array([3, 1, 0, 2]));
    * ```
    */
-  write(t: Tensor, data: Float32Array | Int32Array | Uint32Array | Uint8Array): void {
+  write(
+    t: Tensor,
+    data: Float32Array | Float16Array | Int32Array | Uint32Array | Uint8Array,
+  ): void {
     if (dtypeOf(data) !== t.dtype || data.length !== t.size) {
       throw new TypeError(
         `write: ${data.constructor.name}(${data.length}) does not fit ${t}`,
@@ -719,6 +723,8 @@ export class Gpu {
     switch (t.dtype) {
       case "f32":
         return new Float32Array(copy, 0, t.size) as ArrayFor<D>;
+      case "f16":
+        return new Float16Array(copy, 0, t.size) as ArrayFor<D>;
       case "i32":
         return new Int32Array(copy, 0, t.size) as ArrayFor<D>;
       case "u32":
@@ -820,17 +826,19 @@ export class Gpu {
 
 /** The dtype of a TypedArray. */
 export type DTypeOf<A> = A extends Float32Array ? "f32"
+  : A extends Float16Array ? "f16"
   : A extends Int32Array ? "i32"
   : A extends Uint32Array ? "u32"
   : "u8";
 
 function dtypeOf(data: unknown): DType {
   if (data instanceof Float32Array) return "f32";
+  if (data instanceof Float16Array) return "f16";
   if (data instanceof Int32Array) return "i32";
   if (data instanceof Uint32Array) return "u32";
   if (data instanceof Uint8Array) return "u8";
   throw new TypeError(
-    `expected a Float32Array, Int32Array, Uint32Array or Uint8Array, got ${
+    `expected a Float32Array, Float16Array, Int32Array, Uint32Array or Uint8Array, got ${
       (data as object)?.constructor?.name ?? typeof data
     }`,
   );

@@ -9,28 +9,36 @@ import { checkShape, formatShape, numel, type Shape } from "./shape.ts";
 
 /**
  * Element types. `u8` is stored packed, four per 32-bit word (WGSL has no 8-bit type: kernels
- * read it with `(words[i >> 2] >> ((i & 3) * 8)) & 0xff`).
+ * read it with `(words[i >> 2] >> ((i & 3) * 8)) & 0xff`). `f16` is IEEE half precision, two
+ * per word; kernels read it as WGSL `f16` (the device needs the `shader-f16` feature).
  */
-export type DType = "f32" | "i32" | "u32" | "u8";
+export type DType = "f32" | "f16" | "i32" | "u32" | "u8";
 
 /** The TypedArray that holds the elements of a dtype on the CPU. */
 export type ArrayFor<D extends DType> = D extends "f32" ? Float32Array
+  : D extends "f16" ? Float16Array
   : D extends "i32" ? Int32Array
   : D extends "u32" ? Uint32Array
   : Uint8Array;
 
 /**
- * Bytes of storage for `n` elements of `dtype` (u8 rounded up to whole 32-bit words; at least 4).
+ * Bytes of storage for `n` elements of `dtype` (u8 and f16 rounded up to whole 32-bit words; at
+ * least 4).
  *
  * @example
  * ```ts
  * import { storageBytes } from "@modern-cnn/webgpu/gpu";
  * storageBytes(5, "u8"); // 8
+ * storageBytes(5, "f16"); // 12
  * storageBytes(5, "f32"); // 20
  * ```
  */
 export function storageBytes(n: number, dtype: DType): number {
-  const bytes = dtype === "u8" ? Math.ceil(n / 4) * 4 : n * 4;
+  const bytes = dtype === "u8"
+    ? Math.ceil(n / 4) * 4
+    : dtype === "f16"
+    ? Math.ceil(n / 2) * 4
+    : n * 4;
   return Math.max(4, bytes);
 }
 
@@ -118,7 +126,7 @@ export class Tensor<D extends DType = DType> {
   }
 
   /**
-   * Bytes the elements occupy (u8 padded to whole words, at least 4).
+   * Bytes the elements occupy (u8 and f16 padded to whole words, at least 4).
    *
    * @example
    * ```ts

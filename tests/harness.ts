@@ -308,3 +308,45 @@ export function f32(a: Numeric): Float32Array {
 export function f64(a: Numeric): Float64Array {
   return Float64Array.from(a as ArrayLike<number>);
 }
+
+/**
+ * Float16 copy of a numeric array (what an f16 tensor holds; rounds to nearest even).
+ *
+ * @example
+ * ```ts
+ * import { f16 } from "./harness.ts";
+ * f16([1, 1.0001]); // Float16Array [1, 1]
+ * ```
+ */
+export function f16(a: Numeric): Float16Array {
+  return Float16Array.from(a as ArrayLike<number>);
+}
+
+/**
+ * Float64 copy of `a` with every element rounded to f16 (inputs of an f16 CPU reference).
+ *
+ * @example
+ * ```ts
+ * import { roundF16 } from "./harness.ts";
+ * roundF16([0.1]); // Float64Array [0.0999755859375]
+ * ```
+ */
+export function roundF16(a: Numeric): Float64Array {
+  return Float64Array.from(a as ArrayLike<number>, (v) => Math.f16round(v));
+}
+
+/**
+ * Tolerances for an f16 output computed in f32 from f16 inputs: the output's own rounding (half
+ * an f16 ulp, 2^-11 relative) plus `extra` relative headroom, with `atol` scaled to the data's
+ * largest magnitude `scale` (sums of mixed signs cancel, so relative error alone is not fair).
+ *
+ * @example
+ * ```ts
+ * import { assertClose, f16Tolerance } from "./harness.ts";
+ * assertClose([1.0004], [1], f16Tolerance(1));
+ * ```
+ */
+export function f16Tolerance(scale: number, extra = 0): CloseOptions {
+  const eps = 2 ** -11;
+  return { rtol: eps * (1 + extra), atol: 4 * eps * Math.max(scale, 1e-3) * (1 + extra) };
+}
