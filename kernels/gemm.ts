@@ -310,8 +310,9 @@ export interface TensorRange {
  */
 export function bindingRange(t: Tensor, offset: number, count: number): TensorRange {
   const align = t.gpu.limits.minStorageBufferOffsetAlignment;
-  const startByte = Math.floor((offset * 4) / align) * align;
-  const endByte = Math.min(t.buffer.size, Math.ceil(((offset + count) * 4) / 16) * 16);
+  const bytes = t.dtype === "f16" ? 2 : 4; // u8 tensors are bound whole (offset 0)
+  const startByte = Math.floor((offset * bytes) / align) * align;
+  const endByte = Math.min(t.buffer.size, Math.ceil(((offset + count) * bytes) / 16) * 16);
   const size = Math.max(16, endByte - startByte);
   return {
     binding: {
@@ -319,7 +320,7 @@ export function bindingRange(t: Tensor, offset: number, count: number): TensorRa
       offset: startByte,
       size: Math.min(size, t.buffer.size - startByte),
     },
-    base: offset - startByte / 4,
+    base: offset - startByte / bytes,
     count,
     tensor: t,
   };
