@@ -36,6 +36,17 @@
  * Statistics are accumulated shifted by the channel's first element (`x[0, ch, 0]`), which keeps
  * `E[(x-K)^2] - E[x-K]^2` accurate when the mean is large relative to the spread.
  *
+ * Storage types: every tensor may be f32 or f16, each binding its own (the training configuration
+ * of `--precision f16`: `x`, `y`, `dy`, `dx` f16; `weight`, `bias`, running and saved statistics,
+ * `dweight`, `dbias` f32). Values are converted to f32 on load and rounded once on store; all
+ * arithmetic, the statistics and gradient sums, the partial sums and the per-channel
+ * coefficients stay f32 (the statistics of f16 activations are accumulated in f32, as PyTorch's
+ * autocast does). The vec4 paths read and write `vec4<f16>` (8 bytes, always aligned: `hw` and
+ * every range's first element are multiples of 4). Data tensors of different dtypes in one
+ * kernel have different binding bases (`bindingRange` aligns offsets to 256 bytes, 64 f32 or
+ * 128 f16 elements): those kernels add `p.delta` to the index of the bindings whose dtype is
+ * not `x`'s. With every tensor f32 the kernels are those of before f16 existed, text included.
+ *
  * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
  * one dispatch.
  *
@@ -52,6 +63,7 @@ import {
 } from "../gpu/mod.ts";
 import { actBackwardFn, actForwardFn, checkActivationKind } from "./_activation_wgsl.ts";
 import { unitRanges } from "./_chunks.ts";
+import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
@@ -130,7 +142,8 @@ export function checkBatchNorm(p: BatchNormParams): Shape {
   return r.hw === 1 ? [r.n, r.c] : [r.n, r.c, r.hw];
 }
 
-function checkData(op: string, name: string, t: Tensor, r: Resolved): void {
+/** Checks a data tensor (`x`, `y`, `dy`, `dx`) and returns its dtype. */
+function checkData(op: string, name: string, t: Tensor, r: Resolved): FloatDType {
   const s = t.shape;
   if (s.length < 2 || s[0] !== r.n || s[1] !== r.c || t.size !== r.n * r.c * r.hw) {
     throw new TypeError(
@@ -138,14 +151,102 @@ function checkData(op: string, name: string, t: Tensor, r: Resolved): void {
         `${r.hw} element(s) per sample and channel`,
     );
   }
-  if (t.dtype !== "f32") throw new TypeError(`${op}: ${name} must be f32, got ${t}`);
+  return floatDType(op, name, t);
 }
 
-function checkChannel(op: string, name: string, t: Tensor, r: Resolved): void {
+/** Checks a per-channel tensor (`[c]`) and returns its dtype. */
+function checkChannel(op: string, name: string, t: Tensor, r: Resolved): FloatDType {
   if (t.shape.length !== 1 || t.shape[0] !== r.c) {
     throw new TypeError(`${op}: ${name} has shape ${formatShape(t.shape)}, expected [${r.c}]`);
   }
-  if (t.dtype !== "f32") throw new TypeError(`${op}: ${name} must be f32, got ${t}`);
+  return floatDType(op, name, t);
+}
+
+// ------------------------------------------------------------------ storage types ----
+
+/** Storage types of the float bindings of one kernel, by binding name. */
+type DTypes = Readonly<Record<string, FloatDType>>;
+
+const specs = new Map<string, KernelSpec>();
+
+/**
+ * The kernel `name` specialized on the storage types `dtypes` (its name gets their
+ * `dtypeTag`, its code `enable f16;` where one is f16), built on first use.
+ */
+function spec(name: string, dtypes: DTypes, make: () => string): KernelSpec {
+  const full = name + dtypeTag(dtypes);
+  let s = specs.get(full);
+  if (s === undefined) {
+    specs.set(full, s = { name: full, code: wgslEnable(Object.values(dtypes)) + make() });
+  }
+  return s;
+}
+
+/**
+ * Data bindings (x, y, dy, dx: arrays of `T`, f32 or vec4f) of a kernel: their storage element
+ * types, loads (`T(...)` from f16), stores (rounded once to f16) and indices (`e`, or
+ * `e + p.delta` for a binding whose dtype is not `x`'s, see the module doc).
+ */
+class DataTypes {
+  /** Whether some data binding has another dtype than `x` (Params gets `delta`). */
+  readonly mixed: boolean;
+  /** Whether some data binding is f16 (the WGSL declares `alias H`). */
+  readonly half: boolean;
+  /** Storage type of each data binding. */
+  readonly dtypes: DTypes;
+  constructor(dtypes: DTypes) {
+    this.dtypes = dtypes;
+    const ds = Object.values(dtypes);
+    this.mixed = ds.some((d) => d !== dtypes.x);
+    this.half = ds.includes("f16");
+  }
+  /** `alias H` (the f16 storage type matching `T`), when needed. */
+  alias(vec4: boolean): string {
+    return this.half
+      ? `alias H = ${vec4 ? "vec4<f16>" : "f16"};
+`
+      : "";
+  }
+  /** The WGSL array type of binding `name`. */
+  array(name: string): string {
+    return this.dtypes[name] === "f16" ? "array<H>" : "array<T>";
+  }
+  /** `name[e]` (with the binding's delta) as a `T`. */
+  load(name: string): string {
+    const v = `${name}[${this.#index(name)}]`;
+    return this.dtypes[name] === "f16" ? `T(${v})` : v;
+  }
+  /** WGSL statement storing the `T` value `value` into `name[e]`. */
+  store(name: string, value: string): string {
+    const v = this.dtypes[name] === "f16" ? `H(${value})` : value;
+    return `${name}[${this.#index(name)}] = ${v};`;
+  }
+  /** The `, delta: u32` Params field of mixed kernels. */
+  field(): string {
+    return this.mixed ? ", delta: u32" : "";
+  }
+  #index(name: string): string {
+    return this.dtypes[name] === this.dtypes.x ? "e" : "e + p.delta";
+  }
+}
+
+/** WGSL array type of a per-channel binding of dtype `d`. */
+function chArray(d: FloatDType): string {
+  return `array<${d}>`;
+}
+
+/** WGSL f32 value of `expr`, an element of a per-channel binding of dtype `d`. */
+function chLoad(d: FloatDType, expr: string): string {
+  return d === "f16" ? `f32(${expr})` : expr;
+}
+
+/**
+ * WGSL statement `target op value` (op `=` or `+=`) on an element of a per-channel binding of
+ * dtype `d` (for f16: the f32 value rounded once).
+ */
+function chStore(d: FloatDType, target: string, op: "=" | "+=", value: string): string {
+  if (d === "f32") return `${target} ${op} ${value};`;
+  return op === "=" ? `${target} = f16(${value});` : `${target} = f16(f32(${target}) + ${value});`;
 }
 
 /**
@@ -178,9 +279,15 @@ function treeSum(lane: string, width: number, to: number): string {
 /**
  * WGSL of a partial-sum pass over one range of samples: workgroup (chunk, ch) accumulates
  * `(v1, v2)` given by `body` (which sees the element index `e` and `ch`) over its chunk and
- * writes the two sums to `partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}]`.
+ * writes the two sums to `partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}]`. `data`
+ * describes the data bindings (declared by `header`).
  */
-function partialWgsl(vec4: boolean, header: string, prologue: string, body: string): string {
+function partialWgsl(
+  vec4: boolean,
+  data: DataTypes,
+  parts: { header: string; prologue: string; body: string },
+): string {
+  const { header, prologue, body } = parts;
   const T = vec4 ? "vec4f" : "f32";
   const step = `
     {
@@ -196,12 +303,16 @@ function partialWgsl(vec4: boolean, header: string, prologue: string, body: stri
 // [chunk * CHUNK, min((chunk + 1) * CHUNK, n * hw)) in steps of WG (b, i advanced without
 // divisions; at most CHUNK / WG iterations); element e = xBase + (b * c + ch) * hw + i, in units
 // of ${T} (hw, chunk, xBase counted in ${T}). The two register sums are tree-reduced in workgroup
-// memory and written to partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}].
+// memory and written to partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}].${
+    data.mixed
+      ? "\n// Bindings of another dtype than x's are indexed e + delta (their base differs)."
+      : ""
+  }
 const WG = ${WG}u;
 const UNROLL = ${PARTIAL_UNROLL}u;
 const LANES = ${TREE_LANES}u;
 alias T = ${T};
-${
+${data.alias(vec4)}${
     vec4
       ? `fn hsum(v: vec4f) -> f32 { return v.x + v.y + v.z + v.w; }
 fn hdot(a: vec4f, b: vec4f) -> f32 { return dot(a, b); }
@@ -211,7 +322,7 @@ fn hdot(a: f32, b: f32) -> f32 { return a * b; }
 fn first(v: f32) -> f32 { return v; }`
   }
 struct Params { n: u32, c: u32, hw: u32, chunk: u32, totalChunks: u32, stepB: u32, stepI: u32,
-  xBase: u32, chunkOff: u32 }
+  xBase: u32, chunkOff: u32${data.field()} }
 @group(0) @binding(0) var<uniform> p: Params;
 ${header}
 var<workgroup> red: array<vec2f, WG>;
@@ -251,28 +362,34 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 `;
 }
 
-function statsPartialSpec(vec4: boolean): KernelSpec {
-  return {
-    name: `batchnorm_stats_partial${vec4 ? "_vec4" : ""}`,
-    code: `
+/** Pass 1 of the training forward, for `x` of dtype `xd`. */
+function statsPartialSpec(vec4: boolean, xd: FloatDType): KernelSpec {
+  const data = new DataTypes({ x: xd });
+  return spec(`batchnorm_stats_partial${vec4 ? "_vec4" : ""}`, data.dtypes, () =>
+    `
 // Batch norm training forward, pass 1: shifted sums of x - K and (x - K)^2 per (chunk, channel),
-// K = x[0, ch, 0] (read from x0, the binding of the first sample).` + partialWgsl(
-      vec4,
-      `@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> x0: array<T>;
+// K = x[0, ch, 0] (read from x0, the binding of the first sample).` + partialWgsl(vec4, data, {
+      header: `@group(0) @binding(1) var<storage, read> x: ${data.array("x")};
+@group(0) @binding(2) var<storage, read> x0: ${data.array("x")};
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;`,
-      "let K = first(x0[ch * p.hw]);",
-      `let v = x[e] - K;
+      prologue: `let K = first(${xd === "f16" ? "T(x0[ch * p.hw])" : "x0[ch * p.hw]"});`,
+      body: `let v = ${data.load("x")} - K;
     s += vec2f(hsum(v), hdot(v, v));`,
-    ),
-  };
+    }));
 }
-const STATS_PARTIAL = statsPartialSpec(false);
-const STATS_PARTIAL_V4 = statsPartialSpec(true);
 
-const STATS_FINAL: KernelSpec = {
-  name: "batchnorm_stats_final",
-  code: `
+/** Storage types of the bindings of the training forward's pass 2. */
+interface StatsDTypes {
+  x: FloatDType;
+  weight: FloatDType;
+  saveMean: FloatDType;
+  saveInvStd: FloatDType;
+  runningMean: FloatDType;
+  runningVar: FloatDType;
+}
+
+function statsFinalSpec(d: StatsDTypes): KernelSpec {
+  return spec("batchnorm_stats_final", { ...d }, () => `
 // Batch norm training forward, pass 2: one thread per channel adds the chunk sums, then writes
 // saveMean, saveInvStd = 1 / sqrt(var + eps) (biased variance), updates the running statistics
 // (unbiased variance), and writes coef[ch] = (mean, weight * invstd) for pass 3. x0 is the
@@ -281,12 +398,12 @@ const WG = ${WG}u;
 struct Params { n: u32, c: u32, hw: u32, chunks: u32, eps: f32, momentum: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read> x0: array<f32>;
-@group(0) @binding(3) var<storage, read> weight: array<f32>;
-@group(0) @binding(4) var<storage, read_write> saveMean: array<f32>;
-@group(0) @binding(5) var<storage, read_write> saveInvStd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> runningMean: array<f32>;
-@group(0) @binding(7) var<storage, read_write> runningVar: array<f32>;
+@group(0) @binding(2) var<storage, read> x0: ${chArray(d.x)};
+@group(0) @binding(3) var<storage, read> weight: ${chArray(d.weight)};
+@group(0) @binding(4) var<storage, read_write> saveMean: ${chArray(d.saveMean)};
+@group(0) @binding(5) var<storage, read_write> saveInvStd: ${chArray(d.saveInvStd)};
+@group(0) @binding(6) var<storage, read_write> runningMean: ${chArray(d.runningMean)};
+@group(0) @binding(7) var<storage, read_write> runningVar: ${chArray(d.runningVar)};
 @group(0) @binding(8) var<storage, read_write> coef: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -302,57 +419,58 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   let N = f32(p.n * p.hw);
   let d = s1 / N;
-  let mean = x0[ch * p.hw] + d;
+  let mean = ${chLoad(d.x, "x0[ch * p.hw]")} + d;
   let variance = max(s2 / N - d * d, 0.0);
   let invstd = 1.0 / sqrt(variance + p.eps);
-  saveMean[ch] = mean;
-  saveInvStd[ch] = invstd;
+  ${chStore(d.saveMean, "saveMean[ch]", "=", "mean")}
+  ${chStore(d.saveInvStd, "saveInvStd[ch]", "=", "invstd")}
   let unbiased = variance * N / max(N - 1.0, 1.0);
-  runningMean[ch] = (1.0 - p.momentum) * runningMean[ch] + p.momentum * mean;
-  runningVar[ch] = (1.0 - p.momentum) * runningVar[ch] + p.momentum * unbiased;
+  ${
+    chStore(
+      d.runningMean,
+      "runningMean[ch]",
+      "=",
+      `(1.0 - p.momentum) * ${chLoad(d.runningMean, "runningMean[ch]")} + p.momentum * mean`,
+    )
+  }
+  ${
+    chStore(
+      d.runningVar,
+      "runningVar[ch]",
+      "=",
+      `(1.0 - p.momentum) * ${chLoad(d.runningVar, "runningVar[ch]")} + p.momentum * unbiased`,
+    )
+  }
   coef[ch * 2u] = mean;
-  coef[ch * 2u + 1u] = weight[ch] * invstd;
+  coef[ch * 2u + 1u] = ${chLoad(d.weight, "weight[ch]")} * invstd;
 }
-`,
-};
+`);
+}
 
-const EVAL_COEF: KernelSpec = {
-  name: "batchnorm_eval_coef",
-  code: `
+function evalCoefSpec(
+  d: { runningMean: FloatDType; runningVar: FloatDType; weight: FloatDType },
+): KernelSpec {
+  return spec("batchnorm_eval_coef", d, () => `
 // Batch norm eval forward, pass 1: one thread per channel writes
 // coef[ch] = (runningMean, weight / sqrt(runningVar + eps)).
 const WG = ${WG}u;
 struct Params { c: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> runningMean: array<f32>;
-@group(0) @binding(2) var<storage, read> runningVar: array<f32>;
-@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(1) var<storage, read> runningMean: ${chArray(d.runningMean)};
+@group(0) @binding(2) var<storage, read> runningVar: ${chArray(d.runningVar)};
+@group(0) @binding(3) var<storage, read> weight: ${chArray(d.weight)};
 @group(0) @binding(4) var<storage, read_write> coef: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let ch = gid.x;
   if (ch >= p.c) { return; }
-  coef[ch * 2u] = runningMean[ch];
-  coef[ch * 2u + 1u] = weight[ch] / sqrt(runningVar[ch] + p.eps);
+  coef[ch * 2u] = ${chLoad(d.runningMean, "runningMean[ch]")};
+  coef[ch * 2u + 1u] = ${chLoad(d.weight, "weight[ch]")} / sqrt(${
+    chLoad(d.runningVar, "runningVar[ch]")
+  } + p.eps);
 }
-`,
-};
-
-/**
- * Kernels of one pass by (fused activation or none, variant), each built on first use and then
- * reused (the pipeline cache keys on the name, which includes both).
- */
-function kernelsByActivation<V extends boolean | string>(
-  build: (variant: V, kind: ActivationKind | undefined) => KernelSpec,
-): (kind: ActivationKind | undefined, variant: V) => KernelSpec {
-  const memo = new Map<string, KernelSpec>();
-  return (kind, variant) => {
-    const key = `${kind ?? ""}|${variant}`;
-    let spec = memo.get(key);
-    if (spec === undefined) memo.set(key, spec = build(variant, kind));
-    return spec;
-  };
+`);
 }
 
 /**
@@ -390,7 +508,12 @@ function minThreads(gpu: Gpu): number {
  * `ch` and loads the channel's coefficients) once, and `body` (which sees the element index `e`)
  * per element. `header` declares the bindings from 1 on.
  */
-function elementwiseWgsl(layout: Layout, header: string, prologue: string, body: string): string {
+function elementwiseWgsl(
+  layout: Layout,
+  data: DataTypes,
+  parts: { header: string; prologue: string; body: string },
+): string {
+  const { header, prologue, body } = parts;
   const T = layout === "planes_vec4" ? "vec4f" : "f32";
   const walk = layout === "columns"
     ? `let sb = t / p.c;
@@ -418,10 +541,16 @@ function elementwiseWgsl(layout: Layout, header: string, prologue: string, body:
 // ch = plane % c, and j = t % segs + k * segs < hw: elements e = base + plane * hw + j`
   } (at most
 // ${RUN} per thread, set by the host's segs); t = gid.x + gid.y * nwg.x * WG (grid1d). n counts
-// the range's samples; hw and base are in units of ${T}.
+// the range's samples; hw and base are in units of ${T}.${
+    data.mixed
+      ? "\n// Bindings of another dtype than x's are indexed e + delta (their base differs)."
+      : ""
+  }
 const WG = ${WG}u;
 alias T = ${T};
-struct Params { threads: u32, n: u32, c: u32, hw: u32, base: u32, segs: u32 }
+${
+    data.alias(layout === "planes_vec4")
+  }struct Params { threads: u32, n: u32, c: u32, hw: u32, base: u32, segs: u32${data.field()} }
 @group(0) @binding(0) var<uniform> p: Params;
 ${header}
 
@@ -434,62 +563,89 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 `;
 }
 
-function normalizeSpec(layout: Layout, kind: ActivationKind | undefined): KernelSpec {
-  return {
-    name: `batchnorm_normalize_${layout}${kind ? `_${kind}` : ""}`,
-    code: `
+function normalizeSpec(
+  layout: Layout,
+  kind: ActivationKind | undefined,
+  d: { x: FloatDType; bias: FloatDType; y: FloatDType },
+): KernelSpec {
+  const data = new DataTypes({ x: d.x, y: d.y });
+  return spec(
+    `batchnorm_normalize_${layout}${kind ? `_${kind}` : ""}`,
+    { x: d.x, bias: d.bias, y: d.y },
+    () =>
+      `
 // Batch norm forward, last pass:
 // y = ${kind ? `act(` : ""}(x - coef.mean) * coef.scale + bias${kind ? `), act = ${kind}` : ""}.` +
-      elementwiseWgsl(
-        layout,
-        `@group(0) @binding(1) var<storage, read> x: array<T>;
+      elementwiseWgsl(layout, data, {
+        header: `@group(0) @binding(1) var<storage, read> x: ${data.array("x")};
 @group(0) @binding(2) var<storage, read> coef: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<T>;
+@group(0) @binding(3) var<storage, read> bias: ${chArray(d.bias)};
+@group(0) @binding(4) var<storage, read_write> y: ${data.array("y")};
 ${kind ? activationFns(kind) : ""}`,
-        `let mean = coef[ch * 2u];
+        prologue: `let mean = coef[ch * 2u];
   let scale = coef[ch * 2u + 1u];
-  let shift = bias[ch];`,
-        `let v = (x[e] - mean) * scale + shift;
-    y[e] = ${kind ? "act(v)" : "v"};`,
-      ),
-  };
+  let shift = ${chLoad(d.bias, "bias[ch]")};`,
+        body: `let v = (${data.load("x")} - mean) * scale + shift;
+    ${data.store("y", kind ? "act(v)" : "v")}`,
+      }),
+  );
 }
-/** Normalize kernels by (fused activation, layout). */
-const NORMALIZE = kernelsByActivation(normalizeSpec);
 
-function gradPartialSpec(vec4: boolean, kind: ActivationKind | undefined): KernelSpec {
-  return {
-    name: `batchnorm_grad_partial${kind ? `_${kind}` : ""}${vec4 ? "_vec4" : ""}`,
-    code: `
+/** Storage types of the data bindings of the backward's passes 1 and 3 (`y` with a fused activation). */
+interface GradDataDTypes {
+  dy: FloatDType;
+  x: FloatDType;
+  y?: FloatDType;
+}
+
+/** `g`, the gradient reaching the batch norm: `dy`, or the fused activation's backward. */
+function gradExpr(data: DataTypes, kind: ActivationKind | undefined): string {
+  return kind ? `actBackward(${data.load("dy")}, ${data.load("y")})` : data.load("dy");
+}
+
+function gradPartialSpec(
+  vec4: boolean,
+  kind: ActivationKind | undefined,
+  d: GradDataDTypes & { saveMean: FloatDType },
+): KernelSpec {
+  const data = new DataTypes({ x: d.x, dy: d.dy, ...(kind ? { y: d.y ?? "f32" } : {}) });
+  return spec(
+    `batchnorm_grad_partial${kind ? `_${kind}` : ""}${vec4 ? "_vec4" : ""}`,
+    { ...data.dtypes, saveMean: d.saveMean },
+    () =>
+      `
 // Batch norm backward, pass 1: sums of g and g * (x - mean) per (chunk, channel), with
 // ${kind ? `g = actBackward(dy, y) (the fused ${kind}'s backward, y its output)` : "g = dy"}.` +
-      partialWgsl(
-        vec4,
-        `@group(0) @binding(1) var<storage, read> dy: array<T>;
-@group(0) @binding(2) var<storage, read> x: array<T>;
-@group(0) @binding(3) var<storage, read> saveMean: array<f32>;
+      partialWgsl(vec4, data, {
+        header: `@group(0) @binding(1) var<storage, read> dy: ${data.array("dy")};
+@group(0) @binding(2) var<storage, read> x: ${data.array("x")};
+@group(0) @binding(3) var<storage, read> saveMean: ${chArray(d.saveMean)};
 @group(0) @binding(4) var<storage, read_write> partial: array<f32>;${
           kind
             ? `
-@group(0) @binding(5) var<storage, read> y: array<T>;
+@group(0) @binding(5) var<storage, read> y: ${data.array("y")};
 ${activationFns(kind)}`
             : ""
         }`,
-        "let mean = saveMean[ch];",
-        `let g = ${kind ? "actBackward(dy[e], y[e])" : "dy[e]"};
-    s += vec2f(hsum(g), hdot(g, x[e] - mean));`,
-      ),
-  };
+        prologue: `let mean = ${chLoad(d.saveMean, "saveMean[ch]")};`,
+        body: `let g = ${gradExpr(data, kind)};
+    s += vec2f(hsum(g), hdot(g, ${data.load("x")} - mean));`,
+      }),
+  );
 }
-/** Backward partial-sum kernels by (fused activation, vec4). */
-const GRAD_PARTIAL = kernelsByActivation(gradPartialSpec);
 
-function gradFinalSpec(accumulate: boolean): KernelSpec {
+/** Storage types of the bindings of the backward's pass 2. */
+interface GradFinalDTypes {
+  weight: FloatDType;
+  saveMean: FloatDType;
+  saveInvStd: FloatDType;
+  dweight: FloatDType;
+  dbias: FloatDType;
+}
+
+function gradFinalSpec(accumulate: boolean, d: GradFinalDTypes): KernelSpec {
   const op = accumulate ? "+=" : "=";
-  return {
-    name: `batchnorm_grad_final${accumulate ? "_acc" : ""}`,
-    code: `
+  return spec(`batchnorm_grad_final${accumulate ? "_acc" : ""}`, { ...d }, () => `
 // Batch norm backward, pass 2: one thread per channel adds the chunk sums (sdy, sdyxm), then
 // ${accumulate ? "accumulates into" : "overwrites"} dbias = sdy and dweight = sdyxm * invstd, and
 // writes coef[ch] = (mean, A, B, C) of dx = A * dy + B * (x - mean) + C for pass 3.
@@ -497,11 +653,11 @@ const WG = ${WG}u;
 struct Params { n: u32, c: u32, hw: u32, chunks: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read> saveMean: array<f32>;
-@group(0) @binding(4) var<storage, read> saveInvStd: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dweight: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dbias: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: ${chArray(d.weight)};
+@group(0) @binding(3) var<storage, read> saveMean: ${chArray(d.saveMean)};
+@group(0) @binding(4) var<storage, read> saveInvStd: ${chArray(d.saveInvStd)};
+@group(0) @binding(5) var<storage, read_write> dweight: ${chArray(d.dweight)};
+@group(0) @binding(6) var<storage, read_write> dbias: ${chArray(d.dbias)};
 @group(0) @binding(7) var<storage, read_write> coef: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -515,52 +671,58 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     sdy += partial[o];
     sdyxm += partial[o + 1u];
   }
-  let invstd = saveInvStd[ch];
-  dbias[ch] ${op} sdy;
-  dweight[ch] ${op} sdyxm * invstd;
+  let invstd = ${chLoad(d.saveInvStd, "saveInvStd[ch]")};
+  ${chStore(d.dbias, "dbias[ch]", op, "sdy")}
+  ${chStore(d.dweight, "dweight[ch]", op, "sdyxm * invstd")}
   let N = f32(p.n * p.hw);
-  let a = weight[ch] * invstd;
-  coef[ch * 4u] = saveMean[ch];
+  let a = ${chLoad(d.weight, "weight[ch]")} * invstd;
+  coef[ch * 4u] = ${chLoad(d.saveMean, "saveMean[ch]")};
   coef[ch * 4u + 1u] = a;
   coef[ch * 4u + 2u] = -a * invstd * invstd * sdyxm / N;
   coef[ch * 4u + 3u] = -a * sdy / N;
 }
-`,
-  };
+`);
 }
-const GRAD_FINAL = gradFinalSpec(false);
-const GRAD_FINAL_ACC = gradFinalSpec(true);
 
-function gradInputSpec(layout: Layout, kind: ActivationKind | undefined): KernelSpec {
-  return {
-    name: `batchnorm_grad_input_${layout}${kind ? `_${kind}` : ""}`,
-    code: `
+function gradInputSpec(
+  layout: Layout,
+  kind: ActivationKind | undefined,
+  d: GradDataDTypes & { dx: FloatDType },
+): KernelSpec {
+  const data = new DataTypes({
+    x: d.x,
+    dy: d.dy,
+    dx: d.dx,
+    ...(kind ? { y: d.y ?? "f32" } : {}),
+  });
+  return spec(
+    `batchnorm_grad_input_${layout}${kind ? `_${kind}` : ""}`,
+    data.dtypes,
+    () =>
+      `
 // Batch norm backward, pass 3: dx = A * g + B * (x - mean) + C with the per-channel
 // coefficients coef[ch] = (mean, A, B, C) of pass 2 and
 // ${kind ? `g = actBackward(dy, y) (the fused ${kind}'s backward, y its output)` : "g = dy"}.` +
-      elementwiseWgsl(
-        layout,
-        `@group(0) @binding(1) var<storage, read> dy: array<T>;
-@group(0) @binding(2) var<storage, read> x: array<T>;
+      elementwiseWgsl(layout, data, {
+        header: `@group(0) @binding(1) var<storage, read> dy: ${data.array("dy")};
+@group(0) @binding(2) var<storage, read> x: ${data.array("x")};
 @group(0) @binding(3) var<storage, read> coef: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<T>;${
+@group(0) @binding(4) var<storage, read_write> dx: ${data.array("dx")};${
           kind
             ? `
-@group(0) @binding(5) var<storage, read> y: array<T>;
+@group(0) @binding(5) var<storage, read> y: ${data.array("y")};
 ${activationFns(kind)}`
             : ""
         }`,
-        `let mean = coef[ch * 4u];
+        prologue: `let mean = coef[ch * 4u];
   let A = coef[ch * 4u + 1u];
   let B = coef[ch * 4u + 2u];
   let C = coef[ch * 4u + 3u];`,
-        `let g = ${kind ? "actBackward(dy[e], y[e])" : "dy[e]"};
-    dx[e] = A * g + B * (x[e] - mean) + C;`,
-      ),
-  };
+        body: `let g = ${gradExpr(data, kind)};
+    ${data.store("dx", `A * g + B * (${data.load("x")} - mean) + C`)}`,
+      }),
+  );
 }
-/** Backward input-gradient kernels by (fused activation, layout). */
-const GRAD_INPUT = kernelsByActivation(gradInputSpec);
 
 /** One range of whole samples `[b0, b1)` and its first chunk among all ranges' chunks. */
 interface SampleRange {
@@ -591,19 +753,40 @@ function samples(t: Tensor, r: Resolved, s: SampleRange): TensorRange {
   return bindingRange(t, s.b0 * per, (s.b1 - s.b0) * per);
 }
 
-/** Params of a partial-sum pass over one range, in vec4 units when hw is a multiple of 4. */
-function partialParams(r: Resolved, s: SampleRange, total: number, base: number): Uint8Array {
-  const v = r.hw % 4 === 0 ? 4 : 1;
-  const hw = r.hw / v;
-  return new ParamsWriter().u32(s.b1 - s.b0).u32(r.c).u32(hw).u32(r.chunk / v).u32(total)
-    .u32(Math.floor(WG / hw)).u32(WG % hw).u32(base / v).u32(s.chunkOff).bytes();
+/**
+ * Appends the `delta` field of a mixed-dtype kernel to `w`: the base of the data bindings whose
+ * dtype is not that of `data[0]` (x) less x's base, in units of `v` elements, modulo 2^32 (the
+ * WGSL index `e + delta` wraps). Nothing when all have x's dtype (see `DataTypes`).
+ */
+function withDelta(w: ParamsWriter, data: readonly TensorRange[], v: number): ParamsWriter {
+  const x = data[0];
+  const other = data.find((d) => d.tensor.dtype !== x.tensor.dtype);
+  return other === undefined ? w : w.u32(((other.base - x.base) / v) >>> 0);
 }
 
 /**
- * Layout, params and workgroups of an elementwise pass over one range (see `Layout`): runs of
- * at most `RUN` elements per thread, shorter where that leaves fewer than `minThreads` threads.
+ * Params of a partial-sum pass over one range (`data`: the ranges of its data bindings, x's
+ * first), in vec4 units when hw is a multiple of 4.
  */
-function elementwise(gpu: Gpu, r: Resolved, s: SampleRange, base: number): {
+function partialParams(
+  r: Resolved,
+  s: SampleRange,
+  total: number,
+  data: readonly TensorRange[],
+): Uint8Array {
+  const v = r.hw % 4 === 0 ? 4 : 1;
+  const hw = r.hw / v;
+  const w = new ParamsWriter().u32(s.b1 - s.b0).u32(r.c).u32(hw).u32(r.chunk / v).u32(total)
+    .u32(Math.floor(WG / hw)).u32(WG % hw).u32(data[0].base / v).u32(s.chunkOff);
+  return withDelta(w, data, v).bytes();
+}
+
+/**
+ * Layout, params and workgroups of an elementwise pass over one range (see `Layout`; `data`: the
+ * ranges of its data bindings, x's first): runs of at most `RUN` elements per thread, shorter
+ * where that leaves fewer than `minThreads` threads.
+ */
+function elementwise(gpu: Gpu, r: Resolved, s: SampleRange, data: readonly TensorRange[]): {
   layout: Layout;
   params: Uint8Array;
   workgroups: [number, number, number];
@@ -619,8 +802,11 @@ function elementwise(gpu: Gpu, r: Resolved, s: SampleRange, base: number): {
   const threads = segs * lines;
   return {
     layout,
-    params: new ParamsWriter().u32(threads).u32(n).u32(r.c).u32(hw).u32(base / v).u32(segs)
-      .bytes(),
+    params: withDelta(
+      new ParamsWriter().u32(threads).u32(n).u32(r.c).u32(hw).u32(data[0].base / v).u32(segs),
+      data,
+      v,
+    ).bytes(),
     workgroups: grid1d(threads, WG),
   };
 }
@@ -640,7 +826,12 @@ function elementwise(gpu: Gpu, r: Resolved, s: SampleRange, base: number): {
  * `activationForward({ kind })` of the unfused output); the statistics are those of `x` as
  * without it. Pass that `y` to {@linkcode batchNormBackward} with the same `activation`.
  *
- * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * Tensors are f32 or f16, each its own (mixed precision: f16 `x` and `y`, f32 `weight`, `bias`
+ * and statistics); the statistics are accumulated in f32 from the loaded values and `y` is
+ * rounded once.
+ *
+ * @throws {TypeError} when a tensor's shape does not match the parameters, or a tensor is not
+ *   f32 or f16 (or is f16 on a device without `shader-f16`).
  * @throws {RangeError} in training with a single value per channel (`n * hw == 1`), as PyTorch,
  *   or for an unknown activation kind.
  * @example
@@ -688,12 +879,16 @@ export function batchNormForward(
   const op = "batchNormForward";
   const r = resolve(op, p);
   const kind = checkActivationOption(op, p.activation);
-  checkData(op, "x", io.x, r);
-  checkData(op, "y", io.y, r);
+  const xd = checkData(op, "x", io.x, r);
+  const yd = checkData(op, "y", io.y, r);
+  const cd = {} as Record<
+    "saveMean" | "saveInvStd" | "runningMean" | "runningVar" | "weight" | "bias",
+    FloatDType
+  >;
   for (
     const k of ["saveMean", "saveInvStd", "runningMean", "runningVar", "weight", "bias"] as const
   ) {
-    checkChannel(op, k, io[k], r);
+    cd[k] = checkChannel(op, k, io[k], r);
   }
   const gpu = io.x.gpu;
   if (p.training && r.n * r.hw < 2) {
@@ -709,13 +904,14 @@ export function batchNormForward(
     const x0 = bindingRange(io.x, 0, r.c * r.hw);
     for (const s of ranges) {
       const x = samples(io.x, r, s);
-      gpu.dispatch(r.hw % 4 === 0 ? STATS_PARTIAL_V4 : STATS_PARTIAL, {
-        params: partialParams(r, s, total, x.base),
+      gpu.dispatch(statsPartialSpec(r.hw % 4 === 0, xd), {
+        params: partialParams(r, s, total, [x]),
         bindings: [x.binding, x0.binding, partial],
         workgroups: [s.chunks, r.c, 1],
       });
     }
-    gpu.dispatch(STATS_FINAL, {
+    const { weight, saveMean, saveInvStd, runningMean, runningVar } = cd;
+    gpu.dispatch(statsFinalSpec({ x: xd, weight, saveMean, saveInvStd, runningMean, runningVar }), {
       params: new ParamsWriter().u32(r.n).u32(r.c).u32(r.hw).u32(total).f32(r.eps)
         .f32(r.momentum).bytes(),
       bindings: [
@@ -732,7 +928,8 @@ export function batchNormForward(
     });
     partial.dispose();
   } else {
-    gpu.dispatch(EVAL_COEF, {
+    const { runningMean, runningVar, weight } = cd;
+    gpu.dispatch(evalCoefSpec({ runningMean, runningVar, weight }), {
       params: new ParamsWriter().u32(r.c).f32(r.eps).bytes(),
       bindings: [io.runningMean, io.runningVar, io.weight, coef],
       workgroups: Math.ceil(r.c / WG),
@@ -740,8 +937,8 @@ export function batchNormForward(
   }
   for (const s of ranges) {
     const x = samples(io.x, r, s), y = samples(io.y, r, s);
-    const ew = elementwise(gpu, r, s, x.base);
-    gpu.dispatch(NORMALIZE(kind, ew.layout), {
+    const ew = elementwise(gpu, r, s, [x, y]);
+    gpu.dispatch(normalizeSpec(ew.layout, kind, { x: xd, bias: cd.bias, y: yd }), {
       params: ew.params,
       bindings: [x.binding, coef, io.bias, y.binding],
       workgroups: ew.workgroups,
@@ -762,8 +959,11 @@ export function batchNormForward(
  * `dy * y * (1 - y)`; tanh: `dy * (1 - y) * (1 + y)`), is computed on the fly in both passes over
  * the data, with no separate activation-backward pass or buffer.
  *
- * @throws {TypeError} when a tensor's shape or dtype does not match the parameters, or
- *   `activation` is given without `y`.
+ * Tensors are f32 or f16, each its own (mixed precision: f16 `dy`, `x`, `y`, `dx`, f32 `weight`,
+ * statistics, `dweight`, `dbias`); the sums are f32 and each output is rounded once.
+ *
+ * @throws {TypeError} when a tensor's shape does not match the parameters, a tensor is not f32
+ *   or f16 (or is f16 on a device without `shader-f16`), or `activation` is given without `y`.
  * @throws {RangeError} for an unknown activation kind.
  * @example
  * ```ts
@@ -816,31 +1016,38 @@ export function batchNormBackward(
   const op = "batchNormBackward";
   const r = resolve(op, p);
   const kind = checkActivationOption(op, p.activation);
-  checkData(op, "dy", io.dy, r);
-  checkData(op, "x", io.x, r);
-  checkData(op, "dx", io.dx, r);
+  const dyd = checkData(op, "dy", io.dy, r);
+  const xd = checkData(op, "x", io.x, r);
+  const dxd = checkData(op, "dx", io.dx, r);
   if (kind !== undefined && io.y === undefined) {
     throw new TypeError(`${op}: activation "${p.activation}" needs y, the fused forward's output`);
   }
-  if (io.y !== undefined) checkData(op, "y", io.y, r);
+  const yd = io.y !== undefined ? checkData(op, "y", io.y, r) : undefined;
+  const cd = {} as Record<"dweight" | "dbias" | "weight" | "saveMean" | "saveInvStd", FloatDType>;
   for (const k of ["dweight", "dbias", "weight", "saveMean", "saveInvStd"] as const) {
-    checkChannel(op, k, io[k], r);
+    cd[k] = checkChannel(op, k, io[k], r);
   }
+  const gd = { dy: dyd, x: xd, y: yd };
   const gpu = io.x.gpu;
   const { ranges, total } = sampleRanges(op, gpu, r);
   const partial = gpu.empty([r.c, total, 2]);
   const coef = gpu.empty([r.c, 4]);
   for (const s of ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s);
+    const data = [x, dy];
     const bindings = [dy.binding, x.binding, io.saveMean, partial];
-    if (kind !== undefined) bindings.push(samples(io.y!, r, s).binding);
-    gpu.dispatch(GRAD_PARTIAL(kind, r.hw % 4 === 0), {
-      params: partialParams(r, s, total, x.base),
+    if (kind !== undefined) {
+      const y = samples(io.y!, r, s);
+      data.push(y);
+      bindings.push(y.binding);
+    }
+    gpu.dispatch(gradPartialSpec(r.hw % 4 === 0, kind, { ...gd, saveMean: cd.saveMean }), {
+      params: partialParams(r, s, total, data),
       bindings,
       workgroups: [s.chunks, r.c, 1],
     });
   }
-  gpu.dispatch(p.accumulate ? GRAD_FINAL_ACC : GRAD_FINAL, {
+  gpu.dispatch(gradFinalSpec(p.accumulate ?? false, cd), {
     params: new ParamsWriter().u32(r.n).u32(r.c).u32(r.hw).u32(total).bytes(),
     bindings: [
       partial,
@@ -855,10 +1062,15 @@ export function batchNormBackward(
   });
   for (const s of ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), dx = samples(io.dx, r, s);
-    const ew = elementwise(gpu, r, s, x.base);
+    const data = [x, dy, dx];
     const bindings = [dy.binding, x.binding, coef, dx.binding];
-    if (kind !== undefined) bindings.push(samples(io.y!, r, s).binding);
-    gpu.dispatch(GRAD_INPUT(kind, ew.layout), {
+    if (kind !== undefined) {
+      const y = samples(io.y!, r, s);
+      data.push(y);
+      bindings.push(y.binding);
+    }
+    const ew = elementwise(gpu, r, s, data);
+    gpu.dispatch(gradInputSpec(ew.layout, kind, { ...gd, dx: dxd }), {
       params: ew.params,
       bindings,
       workgroups: ew.workgroups,

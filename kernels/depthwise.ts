@@ -27,6 +27,12 @@
  * ranges of whole planes (forward, backward to the input) or samples (backward to the weight: each
  * range reduces into its own chunks of partial sums), one dispatch per range.
  *
+ * Storage types: every tensor may be f32 or f16, each binding its own (the training configuration
+ * of `--precision f16`: `x`, `y`, `dy`, `dx` and the weights `w` f16, the bias and the parameter
+ * gradients `dw`, `db` f32). Values are converted to f32 on load and rounded once on store; the
+ * convolution sums, the weight-gradient reductions and their partial sums stay f32. With every
+ * tensor f32 the kernels are those of before f16 existed, text included.
+ *
  * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
  * one dispatch.
  *
@@ -35,6 +41,7 @@
 
 import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
@@ -115,9 +122,10 @@ export function checkDepthwise(p: DepthwiseParams): Shape {
   return [r.n, r.c, r.oh, r.ow];
 }
 
-function checkF32(op: string, name: string, t: Tensor, expected: Shape): void {
+/** Checks the shape of `t` and that it is f32 or f16; returns its dtype. */
+function checkFloat(op: string, name: string, t: Tensor, expected: Shape): FloatDType {
   assertShape(op, name, t.shape, expected);
-  if (t.dtype !== "f32") throw new TypeError(`${op}: ${name} must be f32, got ${t}`);
+  return floatDType(op, name, t);
 }
 
 function geometry(r: Resolved): ParamsWriter {
@@ -128,11 +136,41 @@ function geometry(r: Resolved): ParamsWriter {
 const GEOMETRY_WGSL = `c: u32, h: u32, w: u32, oh: u32, ow: u32,
   sh: i32, sw: i32, ph: i32, pw: i32, dh: i32, dw: i32,`;
 
+/** Storage types of the float bindings of one kernel, by binding name (undefined: not bound). */
+type DTypes = Readonly<Record<string, FloatDType | undefined>>;
+
 const specs = new Map<string, KernelSpec>();
-function memo(name: string, make: () => string): KernelSpec {
-  let s = specs.get(name);
-  if (!s) specs.set(name, s = { name, code: make() });
+
+/**
+ * The kernel `name` specialized on the storage types `dtypes` (its name gets their `dtypeTag`,
+ * its code `enable f16;` where one is f16), built on first use.
+ */
+function memo(name: string, dtypes: DTypes, make: () => string): KernelSpec {
+  const bound: Record<string, FloatDType> = {};
+  for (const [k, d] of Object.entries(dtypes)) if (d !== undefined) bound[k] = d;
+  const full = name + dtypeTag(bound);
+  let s = specs.get(full);
+  if (!s) specs.set(full, s = { name: full, code: wgslEnable(Object.values(bound)) + make() });
   return s;
+}
+
+/** WGSL array type of a binding of dtype `d` (f32 when not bound). */
+function arr(d: FloatDType | undefined): string {
+  return `array<${d ?? "f32"}>`;
+}
+
+/** WGSL f32 value of `expr`, an element of a binding of dtype `d`. */
+function ld(d: FloatDType | undefined, expr: string): string {
+  return d === "f16" ? `f32(${expr})` : expr;
+}
+
+/**
+ * WGSL statement `target op value` (op `=` or `+=`) on an element of a binding of dtype `d`
+ * (for f16: the f32 value rounded once).
+ */
+function st(d: FloatDType | undefined, target: string, op: "=" | "+=", value: string): string {
+  if (d !== "f16") return `${target} ${op} ${value};`;
+  return op === "=" ? `${target} = f16(${value});` : `${target} = f16(f32(${target}) + ${value});`;
 }
 
 /** Outputs along a row computed by one thread of the row-convolution kernel. */
@@ -149,14 +187,15 @@ function rowConvSpec(
   sw: number,
   dw: number,
   flip: boolean,
-  bias: boolean,
+  dt: { x: FloatDType; wt: FloatDType; bias?: FloatDType; y: FloatDType },
 ): KernelSpec {
+  const bias = dt.bias !== undefined;
   const span = (V - 1) * sw + (kw - 1) * dw + 1;
   const wIndex = flip ? "(KH - 1 - ky) * KW + (KW - 1 - kx)" : "ky * KW + kx";
   const taps = Array.from({ length: V }, (_, v) => `row[${v * sw} + kx * DW]`).join(", ");
   const name = `depthwise_rowconv_${kh}x${kw}_sw${sw}_dw${dw}${flip ? "_flip" : ""}` +
     `${bias ? "_bias" : ""}`;
-  return memo(name, () => `
+  return memo(name, dt, () => `
 // Depthwise ${flip ? "conv backward to the input (stride 1)" : "conv forward"}: one thread per
 // (plane, oy, block of ${V} consecutive ox); idx = (plane * oh + oy) * owb + block (flat over a
 // grid1d launch), local to one range of planes: global plane planeOff + plane, starting at
@@ -172,10 +211,10 @@ const SPAN = ${span};
 struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, owb: u32, sh: i32, ph: i32, pw: i32,
   dh: i32, total: u32, planeOff: u32, xBase: u32, yBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-${bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
-@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: ${arr(dt.x)};
+@group(0) @binding(2) var<storage, read> wt: ${arr(dt.wt)};
+${bias ? `@group(0) @binding(3) var<storage, read> bias: ${arr(dt.bias)};` : ""}
+@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> y: ${arr(dt.y)};
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -199,16 +238,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     var row: array<f32, SPAN>;
     for (var t = 0; t < SPAN; t++) {
       let ix = ix0 + t;
-      if (ix >= 0 && ix < i32(p.w)) { row[t] = x[rbase + u32(ix)]; }
+      if (ix >= 0 && ix < i32(p.w)) { row[t] = ${ld(dt.x, "x[rbase + u32(ix)]")}; }
     }
     for (var kx = 0; kx < KW; kx++) {
-      acc += vec4f(${taps}) * wt[wbase + u32(${wIndex})];
+      acc += vec4f(${taps}) * ${ld(dt.wt, `wt[wbase + u32(${wIndex})]`)};
     }
   }
-  ${bias ? "acc += bias[ch];" : ""}
+  ${bias ? `acc += ${ld(dt.bias, "bias[ch]")};` : ""}
   let o = p.yBase + (plane * p.oh + oy) * p.ow + ox0;
   let n = min(p.ow - ox0, ${V}u);
-  for (var v = 0u; v < n; v++) { y[o + v] = acc[v]; }
+  for (var v = 0u; v < n; v++) { ${st(dt.y, "y[o + v]", "=", "acc[v]")} }
 }
 `);
 }
@@ -243,7 +282,13 @@ function rowConv(
   const owb = Math.ceil(g.ow / V);
   const hw = g.h * g.w, ohw = g.oh * g.ow;
   const planes = y.size / ohw;
-  const spec = rowConvSpec(g.kh, g.kw, g.sw, g.dw, g.flip, !!b);
+  // dtypes validated by the callers
+  const spec = rowConvSpec(g.kh, g.kw, g.sw, g.dw, g.flip, {
+    x: x.dtype as FloatDType,
+    wt: w.dtype as FloatDType,
+    bias: b?.dtype as FloatDType | undefined,
+    y: y.dtype as FloatDType,
+  });
   for (const [p0, p1] of unitRanges(op, x.gpu, planes, Math.max(hw, ohw))) {
     const xr = bindingRange(x, p0 * hw, (p1 - p0) * hw);
     const yr = bindingRange(y, p0 * ohw, (p1 - p0) * ohw);
@@ -274,10 +319,13 @@ function blockTaps(u: number, s: number, pad: number, k: number, d: number): [nu
   return out;
 }
 
-function backwardDataBlockSpec(r: Resolved): KernelSpec {
+function backwardDataBlockSpec(
+  r: Resolved,
+  dt: { dy: FloatDType; wt: FloatDType; dx: FloatDType },
+): KernelSpec {
   const { kh, kw, sh, sw, ph, pw, dh, dw } = r;
   const name = `depthwise_bwd_data_block_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}_d${dh}x${dw}`;
-  return memo(name, () => {
+  return memo(name, dt, () => {
     const rows = Array.from({ length: sh }, (_, u) => blockTaps(u, sh, ph, kh, dh));
     const cols = Array.from({ length: sw }, (_, v) => blockTaps(v, sw, pw, kw, dw));
     const as = [...new Set(rows.flat().map(([a]) => a))].sort((x, y) => x - y);
@@ -297,8 +345,9 @@ function backwardDataBlockSpec(r: Resolved): KernelSpec {
         const d = `d${id(a)}_${id(b)}`;
         lines.push(`  var ${d} = 0.0;`);
         lines.push(
-          `  if (okY${id(a)} && okX${id(b)}) { ${d} = dy[obase + u32(oy${id(a)}) * p.ow + ` +
-            `u32(ox${id(b)})]; }`,
+          `  if (okY${id(a)} && okX${id(b)}) { ${d} = ${
+            ld(dt.dy, `dy[obase + u32(oy${id(a)}) * p.ow + u32(ox${id(b)})]`)
+          }; }`,
         );
       }
     }
@@ -313,15 +362,16 @@ function backwardDataBlockSpec(r: Resolved): KernelSpec {
             terms.push(`d${id(a)}_${id(b)} * w${ky}_${kx}`);
           }
         }
+        const target = `dx[ibase + (iy0 + ${u}u) * p.w + ix0 + ${v}u]`;
+        const sum = terms.length ? terms.join(" + ") : "0.0";
         body.push(
-          `  if (iy0 + ${u}u < p.h && ix0 + ${v}u < p.w) { dx[ibase + (iy0 + ${u}u) * p.w + ix0 + ` +
-            `${v}u] = ${terms.length ? terms.join(" + ") : "0.0"}; }`,
+          `  if (iy0 + ${u}u < p.h && ix0 + ${v}u < p.w) { ${st(dt.dx, target, "=", sum)} }`,
         );
       }
     }
     for (const k of used) {
       const [ky, kx] = k.split("_").map(Number);
-      lines.push(`  let w${k} = wt[wbase + ${ky * kw + kx}u];`);
+      lines.push(`  let w${k} = ${ld(dt.wt, `wt[wbase + ${ky * kw + kx}u]`)};`);
     }
     return `
 // Depthwise conv backward to the input, strided (specialized on kernel ${kh}x${kw}, stride
@@ -335,9 +385,9 @@ const WG = ${WG}u;
 struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, total: u32,
   planeOff: u32, dyBase: u32, dxBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: ${arr(dt.dy)};
+@group(0) @binding(2) var<storage, read> wt: ${arr(dt.wt)};
+@group(0) @binding(3) var<storage, read_write> dx: ${arr(dt.dx)};
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -373,7 +423,11 @@ function roundTaps(kk1: number): number {
  * outputs read (zero outside the plane and past what valid outputs use), then adds
  * dot(dy, inputs under tap) for each tap, and sum(dy) for the bias.
  */
-function unitWgsl(kh: number, kw: number, sw: number, dw: number): string {
+function unitWgsl(
+  g: { kh: number; kw: number; sw: number; dw: number },
+  dt: { dy: FloatDType; x: FloatDType },
+): string {
+  const { kh, kw, sw, dw } = g;
   const kk = kh * kw;
   const span = (V - 1) * sw + (kw - 1) * dw + 1;
   const taps = Array.from({ length: V }, (_, v) => `row[${v * sw} + kx * DW]`).join(", ");
@@ -388,15 +442,15 @@ struct Params { ${GEOMETRY_WGSL}
   n: u32, owb: u32, chunk: u32, chunks: u32, stepOb: u32, stepRow: u32, xBase: u32, dyBase: u32,
   chunkOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: ${arr(dt.dy)};
+@group(0) @binding(2) var<storage, read> x: ${arr(dt.x)};
 
 // plane is local to the range of samples bound (which starts at element xBase of x, dyBase of dy).
 fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
   let o = p.dyBase + (plane * p.oh + oy) * p.ow + ox0;
   let n = min(p.ow - ox0, ${V}u);
   var g = vec4f(0.0);
-  for (var v = 0u; v < n; v++) { g[v] = dy[o + v]; }
+  for (var v = 0u; v < n; v++) { g[v] = ${ld(dt.dy, "dy[o + v]")}; }
   (*acc)[KK] += g.x + g.y + g.z + g.w;
   let base = p.xBase + plane * p.h * p.w;
   let iy0 = i32(oy) * p.sh - p.ph;
@@ -409,7 +463,7 @@ fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
     var row: array<f32, SPAN>;
     for (var t = 0; t < SPAN; t++) {
       let ix = ix0 + t;
-      if (t <= tmax && ix >= 0 && ix < i32(p.w)) { row[t] = x[rbase + u32(ix)]; }
+      if (t <= tmax && ix >= 0 && ix < i32(p.w)) { row[t] = ${ld(dt.x, "x[rbase + u32(ix)]")}; }
     }
     for (var kx = 0; kx < KW; kx++) {
       (*acc)[ky * KW + kx] += dot(g, vec4f(${taps}));
@@ -433,10 +487,14 @@ function unitIterations(r: Resolved): number {
   return V + r.kh * (span + r.kw + 1) + 1;
 }
 
-function backwardWeightPartialSpec(kh: number, kw: number, sw: number, dw: number): KernelSpec {
+function backwardWeightPartialSpec(
+  g: { kh: number; kw: number; sw: number; dw: number },
+  dt: { dy: FloatDType; x: FloatDType },
+): KernelSpec {
+  const { kh, kw, sw, dw } = g;
   const kk1 = kh * kw + 1;
   const r = roundTaps(kk1);
-  return memo(`depthwise_bwd_weight_partial_${kh}x${kw}_sw${sw}_dw${dw}`, () => `
+  return memo(`depthwise_bwd_weight_partial_${kh}x${kw}_sw${sw}_dw${dw}`, dt, () => `
 // Depthwise conv backward to the weight and bias, pass 1 of 2, over one range of samples (one
 // dispatch per range). The work of a channel is split in units (b, oy, block of ${V} ox), unit
 // index j = (b * oh + oy) * owb + block (b local to the range). Workgroup (chunk, ch) reduces units
@@ -446,7 +504,7 @@ function backwardWeightPartialSpec(kh: number, kw: number, sw: number, dw: numbe
 // partial[(ch * chunks + chunkOff + chunk) * ${kk1} + tap] (chunks: all ranges' chunks).
 const WG = ${WG}u;
 const R = ${r}u;
-${unitWgsl(kh, kw, sw, dw)}
+${unitWgsl(g, dt)}
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 var<workgroup> red: array<f32, ${r * WG}>;
 
@@ -490,26 +548,26 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 
 function backwardWeightSerialSpec(
   g: { kh: number; kw: number; sw: number; dw: number },
-  hasDw: boolean,
-  hasDb: boolean,
+  dt: { dy: FloatDType; x: FloatDType; dw?: FloatDType; db?: FloatDType },
   accumulate: boolean,
 ): KernelSpec {
   const { kh, kw, sw, dw } = g;
+  const hasDw = dt.dw !== undefined, hasDb = dt.db !== undefined;
   const kk = kh * kw;
   const tag = `${hasDw ? "_dw" : ""}${hasDb ? "_db" : ""}${accumulate ? "_acc" : ""}`;
   const op = accumulate ? "+=" : "=";
   let binding = 3;
   const dwBinding = hasDw ? binding++ : -1;
   const dbBinding = hasDb ? binding++ : -1;
-  return memo(`depthwise_bwd_weight_serial_${kh}x${kw}_sw${sw}_dw${dw}${tag}`, () => `
+  return memo(`depthwise_bwd_weight_serial_${kh}x${kw}_sw${sw}_dw${dw}${tag}`, dt, () => `
 // Depthwise conv backward to the weight and bias for short reductions (few outputs per
 // channel): one thread per channel walks all its units (b, oy, block of ${V} ox) in order,
 // accumulating the ${kk} tap sums and sum(dy) in registers (no barriers, no divisions), then
 // ${accumulate ? "accumulates into" : "overwrites"} dw[ch, tap] and db[ch].
 const WG = ${WG}u;
-${unitWgsl(kh, kw, sw, dw)}
-${hasDw ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<f32>;` : ""}
-${hasDb ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<f32>;` : ""}
+${unitWgsl(g, dt)}
+${hasDw ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: ${arr(dt.dw)};` : ""}
+${hasDb ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: ${arr(dt.db)};` : ""}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -522,19 +580,19 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       for (var ob = 0u; ob < p.owb; ob++) { unit(b * p.c + ch, oy, ob * ${V}u, &acc); }
     }
   }
-  ${hasDw ? `for (var t = 0u; t < KK; t++) { dw[ch * KK + t] ${op} acc[t]; }` : ""}
-  ${hasDb ? `db[ch] ${op} acc[KK];` : ""}
+  ${hasDw ? `for (var t = 0u; t < KK; t++) { ${st(dt.dw, "dw[ch * KK + t]", op, "acc[t]")} }` : ""}
+  ${hasDb ? st(dt.db, "db[ch]", op, "acc[KK]") : ""}
 }
 `);
 }
 
 function backwardWeightFinalSpec(
-  kh: number,
-  kw: number,
-  hasDw: boolean,
-  hasDb: boolean,
+  g: { kh: number; kw: number },
+  dt: { dw?: FloatDType; db?: FloatDType },
   accumulate: boolean,
 ): KernelSpec {
+  const { kh, kw } = g;
+  const hasDw = dt.dw !== undefined, hasDb = dt.db !== undefined;
   const kk = kh * kw;
   const kk1 = kk + 1;
   const tag = `${hasDw ? "_dw" : ""}${hasDb ? "_db" : ""}${accumulate ? "_acc" : ""}`;
@@ -542,7 +600,7 @@ function backwardWeightFinalSpec(
   let binding = 2;
   const dwBinding = hasDw ? binding++ : -1;
   const dbBinding = hasDb ? binding++ : -1;
-  return memo(`depthwise_bwd_weight_final_${kh}x${kw}${tag}`, () => `
+  return memo(`depthwise_bwd_weight_final_${kh}x${kw}${tag}`, dt, () => `
 // Depthwise conv backward to the weight and bias, pass 2 of 2. One thread per (ch, tap),
 // idx = ch * ${kk1} + tap, adds the per-chunk partial sums of pass 1 in chunk order and
 // ${
@@ -553,8 +611,8 @@ const KK1 = ${kk1}u;
 struct Params { c: u32, chunks: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-${hasDw ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<f32>;` : ""}
-${hasDb ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<f32>;` : ""}
+${hasDw ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: ${arr(dt.dw)};` : ""}
+${hasDb ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: ${arr(dt.db)};` : ""}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -565,9 +623,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   var s = 0.0;
   for (var k = 0u; k < p.chunks; k++) { s += partial[(ch * p.chunks + k) * KK1 + tap]; }
   if (tap < KK1 - 1u) {
-    ${hasDw ? `dw[ch * (KK1 - 1u) + tap] ${op} s;` : ""}
+    ${hasDw ? st(dt.dw, "dw[ch * (KK1 - 1u) + tap]", op, "s") : ""}
   } else {
-    ${hasDb ? `db[ch] ${op} s;` : ""}
+    ${hasDb ? st(dt.db, "db[ch]", op, "s") : ""}
   }
 }
 `);
@@ -575,9 +633,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 
 /**
  * Depthwise convolution forward: `y[b, ch] = conv2d(x[b, ch], w[ch]) (+ bias[ch])`.
- * `y` is overwritten.
+ * `y` is overwritten. Tensors are f32 or f16, each its own (sums in f32, `y` rounded once).
  *
- * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @throws {TypeError} when a tensor's shape does not match the parameters, or a tensor is not
+ *   f32 or f16 (or is f16 on a device without `shader-f16`).
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -596,18 +655,21 @@ export function depthwiseConv2dForward(
 ): void {
   const op = "depthwiseConv2dForward";
   const r = resolve(op, p);
-  checkF32(op, "x", io.x, [r.n, r.c, r.h, r.w]);
-  checkF32(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
-  if (io.b) checkF32(op, "b", io.b, [r.c]);
-  checkF32(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
+  checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  checkFloat(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
+  if (io.b) checkFloat(op, "b", io.b, [r.c]);
+  checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
   rowConv(op, io.x, io.w, io.b, io.y, { ...r, flip: false });
 }
 
 /**
  * Depthwise convolution backward. Computes any of `dx` (overwritten), `dw` and `db` (overwritten,
- * or `+=` with `accumulate: true`) from `dy`; `x` is needed for `dw`, `w` for `dx`.
+ * or `+=` with `accumulate: true`) from `dy`; `x` is needed for `dw`, `w` for `dx`. Tensors are
+ * f32 or f16, each its own (e.g. f16 `dy`, `x`, `w`, `dx` with f32 `dw`, `db`: sums in f32, each
+ * output rounded once).
  *
- * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
+ * @throws {TypeError} when a tensor's shape does not match the parameters, or a tensor is not
+ *   f32 or f16 (or is f16 on a device without `shader-f16`).
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -628,12 +690,12 @@ export function depthwiseConv2dBackward(
 ): void {
   const op = "depthwiseConv2dBackward";
   const r = resolve(op, p);
-  checkF32(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
-  checkF32(op, "x", io.x, [r.n, r.c, r.h, r.w]);
-  checkF32(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
-  if (io.dx) checkF32(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
-  if (io.dw) checkF32(op, "dw", io.dw, [r.c, 1, r.kh, r.kw]);
-  if (io.db) checkF32(op, "db", io.db, [r.c]);
+  const dyd = checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  const xd = checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  const wd = checkFloat(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
+  const dxd = io.dx ? checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]) : undefined;
+  const dwd = io.dw ? checkFloat(op, "dw", io.dw, [r.c, 1, r.kh, r.kw]) : undefined;
+  const dbd = io.db ? checkFloat(op, "db", io.db, [r.c]) : undefined;
   const gpu = io.dy.gpu;
   if (io.dx) {
     if (r.sh === 1 && r.sw === 1) {
@@ -660,7 +722,7 @@ export function depthwiseConv2dBackward(
         const dy = bindingRange(io.dy, p0 * ohw, (p1 - p0) * ohw);
         const dx = bindingRange(io.dx, p0 * hw, (p1 - p0) * hw);
         const total = (p1 - p0) * hb * wb;
-        gpu.dispatch(backwardDataBlockSpec(r), {
+        gpu.dispatch(backwardDataBlockSpec(r, { dy: dyd, wt: wd, dx: dxd! }), {
           params: new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb)
             .u32(wb).u32(total).u32(p0).u32(dy.base).u32(dx.base).bytes(),
           bindings: [dy.binding, io.w, dx.binding],
@@ -697,7 +759,7 @@ export function depthwiseConv2dBackward(
   const ranges = unitRanges(op, gpu, r.n, r.c * Math.max(r.h * r.w, r.oh * r.ow));
   const units = r.n * r.oh * owb;
   if (ranges.length === 1 && units <= serialUnits) {
-    gpu.dispatch(backwardWeightSerialSpec(r, !!io.dw, !!io.db, acc), {
+    gpu.dispatch(backwardWeightSerialSpec(r, { dy: dyd, x: xd, dw: dwd, db: dbd }, acc), {
       params: weightParams(r, {
         n: r.n,
         chunk: units,
@@ -723,7 +785,7 @@ export function depthwiseConv2dBackward(
     const nb = b1 - b0;
     const dy = bindingRange(io.dy, b0 * r.c * ohw, nb * r.c * ohw);
     const x = bindingRange(io.x, b0 * r.c * hw, nb * r.c * hw);
-    gpu.dispatch(backwardWeightPartialSpec(r.kh, r.kw, r.sw, r.dw), {
+    gpu.dispatch(backwardWeightPartialSpec(r, { dy: dyd, x: xd }), {
       params: weightParams(r, {
         n: nb,
         chunk: chunkUnits,
@@ -737,7 +799,7 @@ export function depthwiseConv2dBackward(
     });
     chunkOff += counts[k];
   });
-  gpu.dispatch(backwardWeightFinalSpec(r.kh, r.kw, !!io.dw, !!io.db, acc), {
+  gpu.dispatch(backwardWeightFinalSpec(r, { dw: dwd, db: dbd }, acc), {
     params: new ParamsWriter().u32(r.c).u32(chunks).bytes(),
     bindings: [partial, ...outputs],
     workgroups: Math.ceil((r.c * kk1) / WG),

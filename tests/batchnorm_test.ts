@@ -2,7 +2,9 @@
 // over two steps, eval, backward), the CPU backward vs finite differences, and PyTorch fixtures
 // (BatchNorm2d and BatchNorm1d, two training steps then eval). The fused BN + activation (ReLU,
 // ReLU6, sigmoid, tanh; forward and backward) against the CPU reference, finite differences, and
-// the unfused kernels (bit for bit).
+// the unfused kernels (bit for bit). f16 storage (the training configuration of --precision f16
+// and a mix of f32 and f16 data and parameters, over ranges of samples) against the reference fed
+// the f16-rounded inputs.
 import assert from "node:assert/strict";
 import {
   activationBackward,
@@ -10,7 +12,20 @@ import {
   type ActivationKind,
 } from "../kernels/activation.ts";
 import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm.ts";
-import { assertClose, checkGradient, f32, f64, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  checkGradient,
+  type CloseOptions,
+  f16,
+  f16Tolerance,
+  f32,
+  f64,
+  GPU_TEST,
+  type Numeric,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import {
   batchNormBackwardRef,
   batchNormEvalRef,
@@ -698,3 +713,270 @@ Deno.test(
     await gpu.sync();
   },
 );
+
+// ------------------------------------------------------------------------ f16 storage ----
+
+type Float = "f32" | "f16";
+/** Storage types of every tensor of a forward + backward. */
+type BnDTypes = Record<
+  | "x"
+  | "y"
+  | "dy"
+  | "dx"
+  | "weight"
+  | "bias"
+  | "runningMean"
+  | "runningVar"
+  | "saveMean"
+  | "saveInvStd"
+  | "dweight"
+  | "dbias",
+  Float
+>;
+
+/** The training configuration of --precision f16: activations and their gradients f16. */
+const TRAIN_F16: BnDTypes = {
+  x: "f16",
+  y: "f16",
+  dy: "f16",
+  dx: "f16",
+  weight: "f32",
+  bias: "f32",
+  runningMean: "f32",
+  runningVar: "f32",
+  saveMean: "f32",
+  saveInvStd: "f32",
+  dweight: "f32",
+  dbias: "f32",
+};
+
+/**
+ * Another mix: f32 x and dx with f16 y and dy (data bindings of two dtypes, whose binding bases
+ * differ once split into ranges), and every per-channel tensor f16 (loads, stores, running
+ * statistics updated and gradients accumulated in f16 storage).
+ */
+const MIXED: BnDTypes = {
+  x: "f32",
+  y: "f16",
+  dy: "f16",
+  dx: "f32",
+  weight: "f16",
+  bias: "f16",
+  runningMean: "f16",
+  runningVar: "f16",
+  saveMean: "f16",
+  saveInvStd: "f16",
+  dweight: "f16",
+  dbias: "f16",
+};
+
+/** `a` as a tensor of dtype `d` stores it, in Float64. */
+function stored(d: Float, a: Numeric): Float64Array {
+  return d === "f16" ? roundF16(a) : f64(f32(a));
+}
+
+/** A tensor of dtype `d` holding `a`. */
+function tensorOf(gpu: Gpu, d: Float, a: Numeric, shape: Shape): Tensor {
+  return d === "f16" ? gpu.tensor(f16(a), { shape }) : gpu.tensor(f32(a), { shape });
+}
+
+function maxAbs(a: Numeric): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/**
+ * Tolerance of an output of dtype `d` with reference `ref`: `f16Tolerance(max |ref|, extra)`
+ * for f16, else `f32tol`.
+ */
+function tolFor(
+  d: Float,
+  ref: Numeric,
+  extra: number,
+  f32tol: CloseOptions,
+  what: string,
+): CloseOptions {
+  return { ...(d === "f16" ? f16Tolerance(maxAbs(ref), extra) : f32tol), what };
+}
+
+/**
+ * One f16 case: training forward (optionally fused with `kind`), backward accumulating into
+ * the previous gradients, then eval forward, every tensor stored as `dt` says; checked against
+ * the Float64 reference fed what the tensors hold (inputs rounded to their dtype; the backward
+ * from the saved statistics and, with an activation, the output `y` the GPU stored).
+ */
+async function halfCase(
+  gpu: Gpu,
+  cs: { n: number; c: number; hw: number; shape: Shape; offset: number },
+  rng: Rng,
+  dt: BnDTypes,
+  kind: ActivationKind | undefined,
+): Promise<void> {
+  const { n, c, hw, shape } = cs;
+  const size = n * c * hw;
+  const what = `${dt === TRAIN_F16 ? "train-f16" : "mixed"} ${
+    kind ?? "no act"
+  } n${n} c${c} hw${hw}`;
+  // Per-channel sums in f32 over N = n * hw values: error up to about N * 2^-24 of the sum of
+  // magnitudes, N * 2^-13 in units of the f16 rounding (2^-11) f16Tolerance allows; elementwise
+  // outputs add a few f32 roundings (covered by the same headroom).
+  const extra = n * hw * 2 ** -13;
+  const p = { n, c, hw, eps: 1e-5, momentum: 0.1 };
+  const tol = { rtol: 1e-4, atol: 1e-4 };
+  const [w0, b0] = kind
+    ? fusedAffine(rng, c, kind)
+    : [rng.uniformArray(c, 0.5, 1.5), rng.normalArray(c)];
+  const w = stored(dt.weight, w0), b = stored(dt.bias, b0);
+  const x = stored(dt.x, rng.normalArray(size).map((v) => cs.offset + 2 * v));
+  const dy = stored(dt.dy, rng.normalArray(size));
+  const prevW = stored(dt.dweight, rng.normalArray(c)),
+    prevB = stored(dt.dbias, rng.normalArray(c));
+  const st: BnState = {
+    saveMean: gpu.empty([c], { dtype: dt.saveMean }),
+    saveInvStd: gpu.empty([c], { dtype: dt.saveInvStd }),
+    runningMean: tensorOf(gpu, dt.runningMean, new Float64Array(c), [c]),
+    runningVar: tensorOf(gpu, dt.runningVar, new Float64Array(c).fill(1), [c]),
+    weight: tensorOf(gpu, dt.weight, w, [c]),
+    bias: tensorOf(gpu, dt.bias, b, [c]),
+  };
+  const xt = tensorOf(gpu, dt.x, x, shape), dyt = tensorOf(gpu, dt.dy, dy, shape);
+  const y = gpu.empty(shape, { dtype: dt.y }), dx = gpu.empty(shape, { dtype: dt.dx });
+  const dweight = tensorOf(gpu, dt.dweight, prevW, [c]);
+  const dbias = tensorOf(gpu, dt.dbias, prevB, [c]);
+  batchNormForward({ ...st, y, x: xt }, { ...p, training: true, activation: kind });
+  batchNormBackward({
+    dx,
+    dweight,
+    dbias,
+    dy: dyt,
+    x: xt,
+    y,
+    weight: st.weight,
+    saveMean: st.saveMean,
+    saveInvStd: st.saveInvStd,
+  }, { ...p, accumulate: true, activation: kind });
+  const [ys, mean, invstd, rm, rv, dxs, dws, dbs] = await Promise.all(
+    [y, st.saveMean, st.saveInvStd, st.runningMean, st.runningVar, dx, dweight, dbias].map((t) =>
+      t.toArray()
+    ),
+  );
+  for (const [t, d] of [[y, dt.y], [dx, dt.dx], [dweight, dt.dweight]] as const) {
+    assert.equal(t.dtype, d);
+  }
+  const ref = batchNormTrainRef(n, c, hw, x, w, b, p.eps);
+  const yRef = kind ? activationForwardRef(ref.y, kind) : ref.y;
+  assertClose(ys, yRef, tolFor(dt.y, yRef, extra, tol, `y ${what}`));
+  assertClose(
+    mean,
+    ref.mean,
+    tolFor(dt.saveMean, ref.mean, extra, { rtol: 1e-5, atol: 1e-5 }, `saveMean ${what}`),
+  );
+  assertClose(
+    invstd,
+    ref.invstd,
+    tolFor(dt.saveInvStd, ref.invstd, extra, { rtol: 1e-4, atol: 0 }, `saveInvStd ${what}`),
+  );
+  const rmRef = new Float64Array(c), rvRef = new Float64Array(c).fill(1);
+  updateRunningRef(rmRef, rvRef, ref.mean, ref.unbiasedVar, p.momentum);
+  assertClose(
+    rm,
+    rmRef,
+    tolFor(dt.runningMean, rmRef, extra, { rtol: 1e-5, atol: 1e-5 }, `runningMean ${what}`),
+  );
+  assertClose(
+    rv,
+    rvRef,
+    tolFor(dt.runningVar, rvRef, extra, { rtol: 1e-4, atol: 1e-5 }, `runningVar ${what}`),
+  );
+  // The backward reads the stored y (through the activation's backward) and statistics.
+  const dz = kind ? activationBackwardRef(dy, ys, kind) : dy;
+  const g = batchNormBackwardRef(n, c, hw, dz, x, w, mean, invstd);
+  assertClose(dxs, g.dx, tolFor(dt.dx, g.dx, extra, tol, `dx ${what}`));
+  const expW = g.dweight.map((v, i) => v + prevW[i]), expB = g.dbias.map((v, i) => v + prevB[i]);
+  const gtol = { rtol: 1e-4, atol: 1e-3 };
+  assertClose(dws, expW, tolFor(dt.dweight, expW, extra, gtol, `dweight += ${what}`));
+  assertClose(dbs, expB, tolFor(dt.dbias, expB, extra, gtol, `dbias += ${what}`));
+
+  // Eval with the (stored) running statistics.
+  const xe = stored(dt.x, rng.normalArray(size).map((v) => cs.offset + v));
+  const xet = tensorOf(gpu, dt.x, xe, shape);
+  batchNormForward({ ...st, y, x: xet }, { ...p, training: false, activation: kind });
+  const eRef0 = batchNormEvalRef(n, c, hw, xe, rm, rv, w, b, p.eps);
+  const eRef = kind ? activationForwardRef(eRef0, kind) : eRef0;
+  // no reduction: f32 roundings of the coefficients and of the normalization only
+  assertClose(await y.toArray(), eRef, tolFor(dt.y, eRef, 0.01, tol, `eval y ${what}`));
+  for (const t of [xt, dyt, y, dx, dweight, dbias, xet, ...Object.values(st)]) t.dispose();
+}
+
+Deno.test(
+  "batch norm f16 (training configuration: f16 x, y, dy, dx; f32 parameters, statistics, gradients) matches the CPU on f16-rounded inputs",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(21);
+    const cases = [
+      { n: 2, c: 3, hw: 35, shape: [2, 3, 7, 5], offset: 0 }, // scalar planes, odd hw
+      { n: 3, c: 2, hw: 8, shape: [3, 2, 2, 4], offset: 1 }, // vec4<f16> planes
+      { n: 5, c: 4, hw: 1, shape: [5, 4], offset: -2 }, // BatchNorm1d (columns)
+      // n * hw = 4800 values per channel (two chunks of the partial sums), far from 0: the f32
+      // statistics of f16 values, to f32 accuracy
+      { n: 2, c: 2, hw: 2400, shape: [2, 2, 40, 60], offset: 3 },
+    ];
+    for (const [i, cs] of cases.entries()) {
+      for (const kind of [undefined, KINDS[i % KINDS.length]]) {
+        await halfCase(gpu, cs, rng, TRAIN_F16, kind);
+      }
+    }
+    // f16 tensors split into ranges of samples (binding offsets of 128 f16 elements)
+    await withBindingLimit(
+      64,
+      () =>
+        halfCase(gpu, { n: 7, c: 2, hw: 8, shape: [7, 2, 8], offset: -1 }, rng, TRAIN_F16, "relu"),
+    );
+  },
+);
+
+Deno.test(
+  "batch norm with f32 x / dx, f16 y / dy and f16 parameters and statistics, split into ranges of samples, matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(22);
+    const cases = [
+      { n: 3, c: 3, hw: 5, shape: [3, 3, 5], offset: 1 }, // one range
+      // ranges of 2 samples (210 elements): f32 and f16 bindings start at different bases
+      { n: 5, c: 3, hw: 35, shape: [5, 3, 5, 7], offset: 1, limit: 210 },
+      { n: 7, c: 2, hw: 8, shape: [7, 2, 8], offset: -1, limit: 64 }, // vec4, ranges of 4
+      { n: 30, c: 4, hw: 1, shape: [30, 4], offset: 0, limit: 64 }, // BatchNorm1d, ranges of 16
+    ];
+    for (const cs of cases) {
+      for (const kind of [undefined, "sigmoid"] as const) {
+        if (cs.limit === undefined) await halfCase(gpu, cs, rng, MIXED, kind);
+        else await withBindingLimit(cs.limit, () => halfCase(gpu, cs, rng, MIXED, kind));
+      }
+    }
+  },
+);
+
+Deno.test("batch norm rejects non-float tensors, naming the op", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const c = 3, shape = [2, 3, 4];
+  const p = { n: 2, c, hw: 4 };
+  const st = state(gpu, c, [1, 1, 1], [0, 0, 0]);
+  const x = gpu.zeros(shape), y = gpu.empty(shape);
+  const u = gpu.zeros(shape, { dtype: "u32" }), uc = gpu.zeros([c], { dtype: "i32" });
+  const fwd = (io: Partial<Parameters<typeof batchNormForward>[0]>) => () =>
+    batchNormForward({ ...st, x, y, ...io }, { ...p, training: true });
+  const bwdIo = { dx: gpu.empty(shape), dweight: gpu.empty([c]), dbias: gpu.empty([c]), dy: x, x };
+  const bwd = (io: Partial<Parameters<typeof batchNormBackward>[0]>) => () =>
+    batchNormBackward({ ...bwdIo, ...st, ...io }, p);
+  const bad = (op: string, name: string) => (e: Error) =>
+    e instanceof TypeError && new RegExp(`^${op}: ${name} must be f32 or f16`).test(e.message);
+  assert.throws(fwd({ x: u }), bad("batchNormForward", "x"));
+  assert.throws(fwd({ y: u }), bad("batchNormForward", "y"));
+  assert.throws(fwd({ runningVar: uc }), bad("batchNormForward", "runningVar"));
+  assert.throws(bwd({ dy: u }), bad("batchNormBackward", "dy"));
+  assert.throws(bwd({ dweight: uc }), bad("batchNormBackward", "dweight"));
+  await gpu.sync();
+});

@@ -1,5 +1,7 @@
 // Tests of kernels/depthwise.ts: GPU vs the Float64 CPU reference, the CPU backward vs finite
-// differences, and a PyTorch fixture (nn.Conv2d with groups = channels).
+// differences, and a PyTorch fixture (nn.Conv2d with groups = channels). f16 storage (the
+// training configuration of --precision f16, and a mix of f32 and f16 tensors over ranges)
+// against the reference fed the f16-rounded inputs.
 import assert from "node:assert/strict";
 import {
   checkDepthwise,
@@ -7,10 +9,23 @@ import {
   depthwiseConv2dForward,
   type DepthwiseParams,
 } from "../kernels/depthwise.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  checkGradient,
+  type CloseOptions,
+  f16,
+  f16Tolerance,
+  f32,
+  f64,
+  GPU_TEST,
+  type Numeric,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import { depthwiseBackwardRef, depthwiseForwardRef, type DwGeom } from "./cpu_ref/depthwise.ts";
 import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
-import type { Gpu } from "../gpu/mod.ts";
+import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 
 function geom(p: DepthwiseParams): DwGeom {
   const two = (v: number | readonly [number, number] | undefined, d: number) =>
@@ -374,3 +389,163 @@ Deno.test(
     }
   },
 );
+
+// ------------------------------------------------------------------------ f16 storage ----
+
+type Float = "f32" | "f16";
+/** Storage types of every tensor of a forward + backward. */
+type DwDTypes = Record<"x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db", Float>;
+
+/** The training configuration of --precision f16: activations, gradients and weights f16. */
+const TRAIN_F16: DwDTypes = {
+  x: "f16",
+  w: "f16",
+  b: "f32",
+  y: "f16",
+  dy: "f16",
+  dx: "f16",
+  dw: "f32",
+  db: "f32",
+};
+
+/** Another mix: f32 x, w and y with f16 bias, dy, dx and f16 parameter gradients. */
+const MIXED: DwDTypes = {
+  x: "f32",
+  w: "f32",
+  b: "f16",
+  y: "f32",
+  dy: "f16",
+  dx: "f16",
+  dw: "f16",
+  db: "f16",
+};
+
+/** `a` as a tensor of dtype `d` stores it, in Float64. */
+function stored(d: Float, a: Numeric): Float64Array {
+  return d === "f16" ? roundF16(a) : f64(f32(a));
+}
+
+/** A tensor of dtype `d` holding `a`. */
+function tensorOf(gpu: Gpu, d: Float, a: Numeric, shape: Shape): Tensor {
+  return d === "f16" ? gpu.tensor(f16(a), { shape }) : gpu.tensor(f32(a), { shape });
+}
+
+function maxAbs(a: Numeric): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/**
+ * One f16 case: forward (with a bias), then the backward to dx, and to dw and db accumulating
+ * into previous values, each tensor stored as `dt` says; checked against the Float64 reference
+ * fed what the tensors hold. f16 outputs get `f16Tolerance(max |ref|, extra)`, with `extra`
+ * from the length of the f32 sum behind each output (up to about length * 2^-24 of the sum of
+ * magnitudes: length * 2^-13 in units of the f16 rounding, 2^-11); f32 outputs the tolerances
+ * of the f32 tests.
+ */
+async function halfCase(gpu: Gpu, p: DepthwiseParams, rng: Rng, dt: DwDTypes): Promise<void> {
+  const g = geom(p);
+  const outShape = checkDepthwise(p);
+  const [, , oh, ow] = outShape;
+  const what = `${dt === TRAIN_F16 ? "train-f16" : "mixed"} ${label(p)}`;
+  const xShape = [g.n, g.c, g.h, g.w], wShape = [g.c, 1, g.kh, g.kw];
+  const x = stored(dt.x, rng.normalArray(g.n * g.c * g.h * g.w));
+  const w = stored(dt.w, rng.normalArray(g.c * g.kh * g.kw));
+  const b = stored(dt.b, rng.normalArray(g.c));
+  const dy = stored(dt.dy, rng.normalArray(g.n * g.c * oh * ow));
+  const prevW = stored(dt.dw, rng.normalArray(g.c * g.kh * g.kw));
+  const prevB = stored(dt.db, rng.normalArray(g.c));
+  const xt = tensorOf(gpu, dt.x, x, xShape), wt = tensorOf(gpu, dt.w, w, wShape);
+  const bt = tensorOf(gpu, dt.b, b, [g.c]), dyt = tensorOf(gpu, dt.dy, dy, outShape);
+  const y = gpu.empty(outShape, { dtype: dt.y }), dx = gpu.empty(xShape, { dtype: dt.dx });
+  const dw = tensorOf(gpu, dt.dw, prevW, wShape), db = tensorOf(gpu, dt.db, prevB, [g.c]);
+  depthwiseConv2dForward({ y, x: xt, w: wt, b: bt }, p);
+  depthwiseConv2dBackward({ dx, dw, db, dy: dyt, x: xt, w: wt }, { ...p, accumulate: true });
+  const [ys, dxs, dws, dbs] = await Promise.all([y, dx, dw, db].map((t) => t.toArray()));
+  for (const [t, d] of [[y, dt.y], [dx, dt.dx], [dw, dt.dw], [db, dt.db]] as const) {
+    assert.equal(t.dtype, d);
+  }
+  const tolFor = (d: Float, ref: Numeric, length: number, f32tol: CloseOptions, name: string) => ({
+    ...(d === "f16" ? f16Tolerance(maxAbs(ref), length * 2 ** -13) : f32tol),
+    what: `${name} ${what}`,
+  });
+  const yRef = depthwiseForwardRef(g, x, w, b);
+  const ref = depthwiseBackwardRef(g, dy, x, w);
+  const expW = ref.dw.map((v, i) => v + prevW[i]), expB = ref.db.map((v, i) => v + prevB[i]);
+  const taps = g.kh * g.kw, outputs = g.n * oh * ow;
+  const tol = { rtol: 1e-4, atol: 1e-4 }, gtol = { rtol: 1e-4, atol: 1e-3 };
+  // y: kh * kw taps and the bias; dx: at most kh * kw taps; dw, db: n * oh * ow outputs
+  assertClose(ys, yRef, tolFor(dt.y, yRef, taps + 1, tol, "y"));
+  assertClose(dxs, ref.dx, tolFor(dt.dx, ref.dx, taps, tol, "dx"));
+  assertClose(dws, expW, tolFor(dt.dw, expW, outputs + 1, gtol, "dw +="));
+  assertClose(dbs, expB, tolFor(dt.db, expB, outputs + 1, gtol, "db +="));
+  for (const t of [xt, wt, bt, dyt, y, dx, dw, db]) t.dispose();
+}
+
+/** Cases of the f16 tests: every kernel (row convolution, strided backward, both reductions). */
+const HALF_CASES: DepthwiseParams[] = [
+  { n: 2, c: 3, h: 7, w: 9, kernel: 3, padding: 1 }, // stride 1: flipped row conv; serial dw
+  // strided backward to the input (blocks of 2x3), dilation, rectangular kernel
+  { n: 2, c: 4, h: 8, w: 7, kernel: [3, 2], stride: [2, 3], padding: [1, 0], dilation: [2, 1] },
+  { n: 1, c: 3, h: 9, w: 8, kernel: 3, stride: 2 }, // MobileNet's stride 2, odd sizes
+  // 2 * 33 * 9 = 594 units per channel: the chunked weight reduction
+  { n: 2, c: 3, h: 33, w: 35, kernel: 3, padding: 1 },
+];
+
+Deno.test(
+  "depthwise f16 (training configuration: f16 x, w, y, dy, dx; f32 bias, dw, db) matches the CPU on f16-rounded inputs",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(21);
+    for (const p of HALF_CASES) await halfCase(gpu, p, rng, TRAIN_F16);
+  },
+);
+
+Deno.test(
+  "depthwise with f32 x, w, y and f16 bias, dy, dx, dw, db, split into ranges of planes and samples, matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(22);
+    for (const p of HALF_CASES) {
+      const [, , oh, ow] = checkDepthwise(p);
+      const plane = Math.max(p.h * p.w, oh * ow);
+      // 1.5 samples of planes per range (f32 and f16 bindings start at different bases)
+      await withBindingLimit(
+        Math.max(64, Math.floor(1.5 * p.c * plane)),
+        () => halfCase(gpu, p, rng, MIXED),
+      );
+    }
+    // the training configuration over ranges too: one sample (4 planes of 56) per range
+    await withBindingLimit(4 * 56, () => halfCase(gpu, HALF_CASES[1], rng, TRAIN_F16));
+  },
+);
+
+Deno.test("depthwise rejects non-float tensors, naming the op", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const p: DepthwiseParams = { n: 1, c: 2, h: 5, w: 5, kernel: 3, padding: 1 };
+  const x = gpu.zeros([1, 2, 5, 5]), w = gpu.zeros([2, 1, 3, 3]), y = gpu.empty([1, 2, 5, 5]);
+  const bad = (op: string, name: string) => (e: Error) =>
+    e instanceof TypeError && new RegExp(`^${op}: ${name} must be f32 or f16`).test(e.message);
+  const u = (shape: Shape) => gpu.zeros(shape, { dtype: "u32" });
+  assert.throws(
+    () => depthwiseConv2dForward({ y, x: u(x.shape), w }, p),
+    bad("depthwiseConv2dForward", "x"),
+  );
+  assert.throws(
+    () => depthwiseConv2dForward({ y, x, w, b: u([2]) }, p),
+    bad("depthwiseConv2dForward", "b"),
+  );
+  assert.throws(
+    () => depthwiseConv2dBackward({ dx: u(x.shape), dy: y, x, w }, p),
+    bad("depthwiseConv2dBackward", "dx"),
+  );
+  assert.throws(
+    () =>
+      depthwiseConv2dBackward({ dw: gpu.zeros([2, 1, 3, 3], { dtype: "i32" }), dy: y, x, w }, p),
+    bad("depthwiseConv2dBackward", "dw"),
+  );
+  await gpu.sync();
+});
