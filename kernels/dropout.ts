@@ -8,6 +8,9 @@
  * The mask is a bit set: u32 word `w`, bit `b` (`(mask[w] >> b) & 1`) is element `32 w + b`,
  * 1 = kept; the bits past `n` in the last word are 0.
  *
+ * The data tensors (`x`, `y`, `dy`, `dx`) are f32 or f16, each independently; the mask is u32.
+ * The scaling is computed in f32 and rounded once to the output's type.
+ *
  * Tensors larger than one storage binding are processed in ranges of whole mask words (one
  * dispatch per range, the hash still taking the global element index), so every tensor size up
  * to `maxBufferSize` works. Each thread loops over at most 32 elements.
@@ -17,6 +20,7 @@
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
+import { dtypeTag, floatBytes, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -105,20 +109,34 @@ fn keep(e: u32) -> bool { return pcg(pcg(p.eOff + e) ^ p.key) >= p.threshold; }`
 
 const specs = new Map<string, KernelSpec>();
 
+/** Bytes of `t` rounded up to whole vec4s of its dtype (16 bytes for f32, 8 for f16). */
 function vec4Bytes(t: Tensor): number {
-  return Math.ceil(t.byteLength / 16) * 16;
+  const unit = 4 * floatBytes(t.dtype as FloatDType);
+  return Math.ceil(t.byteLength / unit) * unit;
 }
 
 function binding(t: Tensor, vec: boolean): Binding {
   return vec ? { buffer: t.buffer, offset: 0, size: vec4Bytes(t) } : t;
 }
 
-function forwardSpec(vec: boolean, inPlace: boolean): KernelSpec {
-  const name = `dropout_forward_${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}`;
+/** WGSL storage element type: `f32`, `f16`, `vec4<f32>` or `vec4<f16>`. */
+function storageType(d: FloatDType, vec: boolean): string {
+  return vec ? `vec4<${d}>` : d;
+}
+
+/** Data dtypes of a dropout pass: the output and (when not in place) the input. */
+interface DropoutDTypes {
+  readonly out: FloatDType;
+  readonly in: FloatDType;
+}
+
+function forwardSpec(vec: boolean, inPlace: boolean, dt: DropoutDTypes): KernelSpec {
+  const tag = dtypeTag(inPlace ? { y: dt.out } : { y: dt.out, x: dt.in });
+  const name = `dropout_forward_${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}${tag}`;
   const hit = specs.get(name);
   if (hit) return hit;
-  const T = vec ? "vec4<f32>" : "f32";
-  const xDecl = inPlace ? "" : `@group(0) @binding(3) var<storage, read> x: array<${T}>;`;
+  const [Y, X] = [storageType(dt.out, vec), storageType(dt.in, vec)];
+  const xDecl = inPlace ? "" : `@group(0) @binding(3) var<storage, read> x: array<${X}>;`;
   const xs = inPlace ? "y" : "x";
   const loop = vec
     ? `for (var k = 0u; k < 8u; k++) {
@@ -127,7 +145,7 @@ function forwardSpec(vec: boolean, inPlace: boolean): KernelSpec {
     let e = v * 4u;
     let kv = vec4<bool>(keep(e), keep(e + 1u) && e + 1u < p.n, keep(e + 2u) && e + 2u < p.n,
                         keep(e + 3u) && e + 3u < p.n);
-    y[v] = select(vec4<f32>(0.0), ${xs}[v] * p.scale, kv);
+    y[v] = ${Y}(select(vec4<f32>(0.0), vec4<f32>(${xs}[v]) * p.scale, kv));
     bits |= (select(0u, 1u, kv.x) | select(0u, 2u, kv.y) | select(0u, 4u, kv.z) |
              select(0u, 8u, kv.w)) << (k * 4u);
   }`
@@ -135,18 +153,20 @@ function forwardSpec(vec: boolean, inPlace: boolean): KernelSpec {
     let e = w * 32u + k;
     if (e >= p.n) { break; }
     let kk = keep(e);
-    y[e] = select(0.0, ${xs}[e] * p.scale, kk);
+    y[e] = ${Y}(select(0.0, f32(${xs}[e]) * p.scale, kk));
     bits |= select(0u, 1u, kk) << k;
   }`;
-  const code = `// ${name}: one thread per mask word w (elements 32w .. 32w+31, ${
+  const code = `${
+    wgslEnable([dt.out, inPlace ? dt.out : dt.in])
+  }// ${name}: one thread per mask word w (elements 32w .. 32w+31, ${
     vec ? "8 vec4s" : "32 scalars"
   }); flat index w = gid.x + gid.y * nwg.x * WG over p.words (grid1d). Bits past n stay 0.
 // All indices are local to one range of the tensors; p.eOff is the range's first element (the
-// hash takes the global index p.eOff + e).
+// hash takes the global index p.eOff + e). x * scale is computed in f32, rounded once to y's type.
 const WG = ${WG}u;
 struct Params { n: u32, words: u32, key: u32, threshold: u32, scale: f32, eOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<${T}>;
+@group(0) @binding(1) var<storage, read_write> y: array<${Y}>;
 @group(0) @binding(2) var<storage, read_write> mask: array<u32>;
 ${xDecl}
 ${PCG_WGSL}
@@ -164,26 +184,30 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   return spec;
 }
 
-function backwardSpec(vec: boolean, inPlace: boolean): KernelSpec {
-  const name = `dropout_backward_${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}`;
+function backwardSpec(vec: boolean, inPlace: boolean, dt: DropoutDTypes): KernelSpec {
+  const tag = dtypeTag(inPlace ? { dx: dt.out } : { dx: dt.out, dy: dt.in });
+  const name = `dropout_backward_${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}${tag}`;
   const hit = specs.get(name);
   if (hit) return hit;
-  const T = vec ? "vec4<f32>" : "f32";
-  const dyDecl = inPlace ? "" : `@group(0) @binding(3) var<storage, read> dy: array<${T}>;`;
+  const [DX, DY] = [storageType(dt.out, vec), storageType(dt.in, vec)];
+  const dyDecl = inPlace ? "" : `@group(0) @binding(3) var<storage, read> dy: array<${DY}>;`;
   const dys = inPlace ? "dx" : "dy";
   const body = vec
     ? `let b = mask[i >> 3u] >> ((i & 7u) * 4u);
   let kv = vec4<bool>((b & 1u) != 0u, (b & 2u) != 0u, (b & 4u) != 0u, (b & 8u) != 0u);
-  dx[i] = select(vec4<f32>(0.0), ${dys}[i] * p.scale, kv);`
+  dx[i] = ${DX}(select(vec4<f32>(0.0), vec4<f32>(${dys}[i]) * p.scale, kv));`
     : `let kk = ((mask[i >> 5u] >> (i & 31u)) & 1u) != 0u;
-  dx[i] = select(0.0, ${dys}[i] * p.scale, kk);`;
-  const code = `// ${name}: one thread per ${vec ? "vec4 (mask bits 4i .. 4i+3)" : "element"};
+  dx[i] = ${DX}(select(0.0, f32(${dys}[i]) * p.scale, kk));`;
+  const code = `${wgslEnable([dt.out, inPlace ? dt.out : dt.in])}// ${name}: one thread per ${
+    vec ? "vec4 (mask bits 4i .. 4i+3)" : "element"
+  };
 // flat index i = gid.x + gid.y * nwg.x * WG over p.count (grid1d), local to one range of the
 // tensors (ranges start at a multiple of 32 elements: mask word i >> 3 or i >> 5 of the range).
+// dy * scale is computed in f32, rounded once to dx's type.
 const WG = ${WG}u;
 struct Params { count: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dx: array<${T}>;
+@group(0) @binding(1) var<storage, read_write> dx: array<${DX}>;
 @group(0) @binding(2) var<storage, read> mask: array<u32>;
 ${dyDecl}
 @compute @workgroup_size(WG)
@@ -198,12 +222,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   return spec;
 }
 
-function checkIo(op: string, out: [string, Tensor], inp: [string, Tensor], mask: Tensor): void {
-  for (const [name, t] of [out, inp]) {
-    if (t.dtype !== "f32") {
-      throw new TypeError(`${op}: ${name} must be f32, got ${formatShape(t.shape)} (${t.dtype})`);
-    }
-  }
+function checkIo(
+  op: string,
+  out: [string, Tensor],
+  inp: [string, Tensor],
+  mask: Tensor,
+): DropoutDTypes {
+  const dt = { out: floatDType(op, out[0], out[1]), in: floatDType(op, inp[0], inp[1]) };
   if (out[1].size !== inp[1].size) {
     throw new TypeError(
       `${op}: ${out[0]} has shape ${formatShape(out[1].shape)}, ${inp[0]} has shape ` +
@@ -220,13 +245,21 @@ function checkIo(op: string, out: [string, Tensor], inp: [string, Tensor], mask:
   if (mask.buffer === out[1].buffer || mask.buffer === inp[1].buffer) {
     throw new TypeError(`${op}: mask shares a buffer with ${out[0]} or ${inp[0]}`);
   }
+  if (out[1].buffer === inp[1].buffer && dt.out !== dt.in) {
+    throw new TypeError(
+      `${op}: ${out[0]} (${dt.out}) shares a buffer with ${inp[0]} (${dt.in}): in place needs ` +
+        "one dtype",
+    );
+  }
+  return dt;
 }
 
 /**
  * Dropout in training mode: `y = x * keep / (1 - p)` with `keep` drawn per element from the
  * counter-based RNG, and the keep bits written to `mask` (u32 `[dropoutMaskWords(n)]`, bit = keep).
- * `y` and `mask` are overwritten; `y` may be the same tensor as `x`. With `p = 0`, `y = x` and
- * the mask is all ones. Same seed, same mask.
+ * `y` and `mask` are overwritten; `y` may be the same tensor as `x`. `x` and `y` are f32 or f16
+ * (each independently; the product is f32, rounded once to `y`'s type). With `p = 0`, `y = x`
+ * (when `y` can hold `x`'s values) and the mask is all ones. Same seed, same mask.
  *
  * @returns Nothing: the dispatch is recorded.
  * @throws {TypeError} for mismatched sizes or dtypes.
@@ -252,7 +285,7 @@ export function dropoutForward(
     throw new RangeError(`dropoutForward: seed must be an integer in [0, 2^32), got ${p.seed}`);
   }
   const { y, mask, x } = io;
-  checkIo("dropoutForward", ["y", y], ["x", x], mask);
+  const dt = checkIo("dropoutForward", ["y", y], ["x", x], mask);
   const n = x.size;
   if (n === 0) return;
   const inPlace = x.buffer === y.buffer;
@@ -269,7 +302,7 @@ export function dropoutForward(
       whole ? mask : bindingRange(mask, w0, words).binding,
     ];
     if (!inPlace) bindings.push(whole ? binding(x, vec) : bindingRange(x, e0, ne).binding);
-    x.gpu.dispatch(forwardSpec(vec, inPlace), {
+    x.gpu.dispatch(forwardSpec(vec, inPlace, dt), {
       params,
       bindings,
       workgroups: grid1d(words, WG),
@@ -295,7 +328,8 @@ export interface DropoutBackwardParams {
 
 /**
  * The backward of {@linkcode dropoutForward}: `dx = dy * keep / (1 - p)` with the forward's
- * mask. `dx` is overwritten and may be the same tensor as `dy`.
+ * mask. `dx` is overwritten and may be the same tensor as `dy`. `dy` and `dx` are f32 or f16
+ * (each independently; the product is f32, rounded once to `dx`'s type).
  *
  * @returns Nothing: the dispatch is recorded.
  * @throws {TypeError} for mismatched sizes or dtypes.
@@ -318,7 +352,7 @@ export function dropoutBackward(
 ): void {
   checkP("dropoutBackward", p.p);
   const { dx, dy, mask } = io;
-  checkIo("dropoutBackward", ["dx", dx], ["dy", dy], mask);
+  const dt = checkIo("dropoutBackward", ["dx", dx], ["dy", dy], mask);
   const n = dy.size;
   if (n === 0) return;
   const inPlace = dx.buffer === dy.buffer;
@@ -333,7 +367,7 @@ export function dropoutBackward(
       whole ? mask : bindingRange(mask, w0, w1 - w0).binding,
     ];
     if (!inPlace) bindings.push(whole ? binding(dy, vec) : bindingRange(dy, e0, ne).binding);
-    dx.gpu.dispatch(backwardSpec(vec, inPlace), {
+    dx.gpu.dispatch(backwardSpec(vec, inPlace, dt), {
       params: new ParamsWriter().u32(count).f32(1 / (1 - p.p)).bytes(),
       bindings,
       workgroups: grid1d(count, WG),

@@ -16,6 +16,10 @@
  * binding (AlexNet's `[128, 96, 54, 54]`, 143 MB) are processed in ranges of whole samples, one
  * dispatch per range.
  *
+ * Every tensor is f32 or f16, each independently (e.g. f16 activations and gradients, the saved
+ * `scale` in either type). Arithmetic is f32: f16 values are converted on load and results
+ * rounded once on store.
+ *
  * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
  * one dispatch.
  *
@@ -24,6 +28,7 @@
 
 import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
@@ -90,20 +95,22 @@ export function checkLrn(p: LrnParams): Shape {
   return [r.n, r.c, r.h, r.w];
 }
 
-function checkF32(op: string, name: string, t: Tensor, expected: Shape): void {
+/** Checks an operand's shape, then its dtype (f32 or f16), which it returns. */
+function checkFloat(op: string, name: string, t: Tensor, expected: Shape): FloatDType {
   assertShape(op, name, t.shape, expected);
-  if (t.dtype !== "f32") throw new TypeError(`${op}: ${name} must be f32, got ${t}`);
+  return floatDType(op, name, t);
 }
 
 /**
  * Records one dispatch per range of whole samples that fits one binding (vec4 units when `h * w`
- * is a multiple of 4): every tensor is bound over the range, which starts at the same element
- * `base` of each binding.
+ * is a multiple of 4): every tensor is bound over the range, which starts at element `base` of
+ * its binding (one base per binding: f16 and f32 bindings of the same range start at different
+ * elements).
  */
 function launch(
   op: string,
   r: Resolved,
-  specs: { scalar: KernelSpec; vec4: KernelSpec },
+  spec: (vec4: boolean) => KernelSpec,
   tensors: readonly Tensor[],
 ): void {
   const hw = r.h * r.w;
@@ -117,40 +124,65 @@ function launch(
   for (const [b0, b1] of unitRanges(op, gpu, r.n, per)) {
     const ranges = tensors.map((t) => bindingRange(t, b0 * per, (b1 - b0) * per));
     const total = ((b1 - b0) * per) / v;
-    gpu.dispatch(vec4 ? specs.vec4 : specs.scalar, {
-      params: new ParamsWriter().u32(total).u32(r.c).u32(hw / v).i32(r.size)
-        .f32(r.alpha / r.size).f32(r.beta).f32(r.k).u32(ranges[0].base / v).bytes(),
+    // Binding offsets are multiples of 256 bytes and range starts multiples of h * w elements,
+    // so with vec4 units every base (in elements) is a multiple of 4, for f16 as for f32.
+    const params = new ParamsWriter().u32(total).u32(r.c).u32(hw / v).i32(r.size)
+      .f32(r.alpha / r.size).f32(r.beta).f32(r.k);
+    for (const x of ranges) params.u32(x.base / v);
+    gpu.dispatch(spec(vec4), {
+      params: params.bytes(),
       bindings: ranges.map((x) => x.binding),
       workgroups: grid1d(total, WG),
     });
   }
 }
 
-const PARAMS_WGSL = `struct Params { total: u32, c: u32, hw: u32, size: i32, alphaN: f32, beta: f32,
-  k: f32, base: u32 }
+/** The Params struct (one base per binding, named) and its uniform binding. */
+function paramsWgsl(bases: readonly string[]): string {
+  return `struct Params { total: u32, c: u32, hw: u32, size: i32, alphaN: f32, beta: f32,
+  k: f32, ${bases.map((b) => `${b}: u32`).join(", ")} }
 @group(0) @binding(0) var<uniform> p: Params;`;
+}
+
+/** WGSL storage element type of a binding: `f32`, `f16`, `vec4<f32>` or `vec4<f16>`. */
+function storageType(d: FloatDType, vec4: boolean): string {
+  return vec4 ? `vec4<${d}>` : d;
+}
+
+const specs = new Map<string, KernelSpec>();
+function memo(name: string, make: () => string): KernelSpec {
+  let s = specs.get(name);
+  if (!s) specs.set(name, s = { name, code: make() });
+  return s;
+}
 
 /**
  * The kernels come in a scalar variant (one thread per element) and a vec4 variant used when
  * `h * w` is a multiple of 4 (one thread per 4 neighbouring pixels of one channel: vector loads,
- * a quarter of the index arithmetic). `hw`, `total` and `base` are counted in units of the
- * element type; indices are local to one range of samples, which starts at element `base` of
- * every binding.
+ * a quarter of the index arithmetic), each specialized on the storage type of every binding.
+ * `hw`, `total` and the bases are counted in units of the element type; indices are local to
+ * one range of samples, which starts at element `xBase` of x, `yBase` of y, and so on.
  */
-function forwardSpec(vec4: boolean): KernelSpec {
+function forwardSpec(
+  vec4: boolean,
+  dt: { x: FloatDType; y: FloatDType; scale: FloatDType },
+): KernelSpec {
   const T = vec4 ? "vec4f" : "f32";
-  return {
-    name: `lrn_fwd${vec4 ? "_vec4" : ""}`,
-    code: `
-// LRN forward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes array<${T}>,
-// idx = (b * c + ch) * hw + i; it sums x^2 over channels ch - size / 2 .. ch + (size - 1) / 2
-// (clipped to 0 .. c - 1) at the same (b, i), writes scale = k + alpha / size * sum and
-// y = x * scale^-beta. idx is local to the range of samples; every access adds p.base.
+  const [X, Y, S] = [dt.x, dt.y, dt.scale].map((d) => storageType(d, vec4));
+  return memo(
+    `lrn_fwd${vec4 ? "_vec4" : ""}${dtypeTag(dt)}`,
+    () =>
+      `${wgslEnable([dt.x, dt.y, dt.scale])}
+// LRN forward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes the bindings' arrays,
+// idx = (b * c + ch) * hw + i; it sums x^2 (in ${T}) over channels ch - size / 2 ..
+// ch + (size - 1) / 2 (clipped to 0 .. c - 1) at the same (b, i), writes scale = k + alpha / size
+// * sum and y = x * scale^-beta, each rounded once to its binding's type. idx is local to the
+// range of samples; every access adds its binding's base.
 const WG = ${WG}u;
-${PARAMS_WGSL}
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> scale: array<${T}>;
+${paramsWgsl(["xBase", "yBase", "sBase"])}
+@group(0) @binding(1) var<storage, read> x: array<${X}>;
+@group(0) @binding(2) var<storage, read_write> y: array<${Y}>;
+@group(0) @binding(3) var<storage, read_write> scale: array<${S}>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -159,39 +191,42 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let ch = i32((idx / p.hw) % p.c);
   let c0 = max(ch - p.size / 2, 0);
   let c1 = min(ch + (p.size - 1) / 2, i32(p.c) - 1);
-  let first = p.base + idx - u32(ch - c0) * p.hw;
+  let first = p.xBase + idx - u32(ch - c0) * p.hw;
   var s = ${T}(0.0);
   for (var cc = c0; cc <= c1; cc++) {
-    let v = x[first + u32(cc - c0) * p.hw];
+    let v = ${T}(x[first + u32(cc - c0) * p.hw]);
     s += v * v;
   }
   let sc = p.k + p.alphaN * s;
-  let e = p.base + idx;
-  scale[e] = sc;
-  y[e] = x[e] * pow(sc, ${T}(-p.beta));
+  scale[p.sBase + idx] = ${S}(sc);
+  y[p.yBase + idx] = ${Y}(${T}(x[p.xBase + idx]) * pow(sc, ${T}(-p.beta)));
 }
 `,
-  };
+  );
 }
-const FORWARD = forwardSpec(false);
-const FORWARD_V4 = forwardSpec(true);
 
-function backwardSpec(vec4: boolean): KernelSpec {
+function backwardSpec(
+  vec4: boolean,
+  dt: { dy: FloatDType; x: FloatDType; scale: FloatDType; dx: FloatDType },
+): KernelSpec {
   const T = vec4 ? "vec4f" : "f32";
-  return {
-    name: `lrn_bwd${vec4 ? "_vec4" : ""}`,
-    code: `
-// LRN backward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes array<${T}>,
+  const [DY, X, S, DX] = [dt.dy, dt.x, dt.scale, dt.dx].map((d) => storageType(d, vec4));
+  return memo(
+    `lrn_bwd${vec4 ? "_vec4" : ""}${dtypeTag(dt)}`,
+    () =>
+      `${wgslEnable([dt.dy, dt.x, dt.scale, dt.dx])}
+// LRN backward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes the bindings' arrays,
 // idx = (b * c + j) * hw + i;
 // dx = dy * scale^-beta - 2 * alpha / size * beta * x * sum(dy[c] * x[c] * scale[c]^(-beta - 1))
-// over the channels c = j - (size - 1) / 2 .. j + size / 2 (clipped) whose window contains j.
-// idx is local to the range of samples; every access adds p.base.
+// over the channels c = j - (size - 1) / 2 .. j + size / 2 (clipped) whose window contains j,
+// computed in ${T} and rounded once to dx's type. idx is local to the range of samples; every
+// access adds its binding's base.
 const WG = ${WG}u;
-${PARAMS_WGSL}
-@group(0) @binding(1) var<storage, read> dy: array<${T}>;
-@group(0) @binding(2) var<storage, read> x: array<${T}>;
-@group(0) @binding(3) var<storage, read> scale: array<${T}>;
-@group(0) @binding(4) var<storage, read_write> dx: array<${T}>;
+${paramsWgsl(["dyBase", "xBase", "sBase", "dxBase"])}
+@group(0) @binding(1) var<storage, read> dy: array<${DY}>;
+@group(0) @binding(2) var<storage, read> x: array<${X}>;
+@group(0) @binding(3) var<storage, read> scale: array<${S}>;
+@group(0) @binding(4) var<storage, read_write> dx: array<${DX}>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -200,24 +235,26 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let j = i32((idx / p.hw) % p.c);
   let c0 = max(j - (p.size - 1) / 2, 0);
   let c1 = min(j + p.size / 2, i32(p.c) - 1);
-  let first = p.base + idx - u32(j - c0) * p.hw;
+  let first = idx - u32(j - c0) * p.hw;
   var s = ${T}(0.0);
   for (var cc = c0; cc <= c1; cc++) {
     let e = first + u32(cc - c0) * p.hw;
-    s += dy[e] * x[e] * pow(scale[e], ${T}(-p.beta - 1.0));
+    let sc = ${T}(scale[p.sBase + e]);
+    s += ${T}(dy[p.dyBase + e]) * ${T}(x[p.xBase + e]) * pow(sc, ${T}(-p.beta - 1.0));
   }
-  let e = p.base + idx;
-  dx[e] = dy[e] * pow(scale[e], ${T}(-p.beta)) - 2.0 * p.alphaN * p.beta * x[e] * s;
+  let dyv = ${T}(dy[p.dyBase + idx]);
+  let xv = ${T}(x[p.xBase + idx]);
+  let sv = ${T}(scale[p.sBase + idx]);
+  dx[p.dxBase + idx] = ${DX}(dyv * pow(sv, ${T}(-p.beta)) - 2.0 * p.alphaN * p.beta * xv * s);
 }
 `,
-  };
+  );
 }
-const BACKWARD = backwardSpec(false);
-const BACKWARD_V4 = backwardSpec(true);
 
 /**
  * LRN forward: overwrites `y` and `scale` (shaped like `x`; `k + alpha / size * window sum of
- * squares`, kept for the backward).
+ * squares`, kept for the backward). Each tensor is f32 or f16 (independently); the arithmetic
+ * is f32.
  *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
  * @example
@@ -236,15 +273,17 @@ export function lrnForward(io: { y: Tensor; scale: Tensor; x: Tensor }, p: LrnPa
   const op = "lrnForward";
   const r = resolve(op, p);
   const shape = [r.n, r.c, r.h, r.w];
-  checkF32(op, "x", io.x, shape);
-  checkF32(op, "y", io.y, shape);
-  checkF32(op, "scale", io.scale, shape);
-  launch(op, r, { scalar: FORWARD, vec4: FORWARD_V4 }, [io.x, io.y, io.scale]);
+  const dt = {
+    x: checkFloat(op, "x", io.x, shape),
+    y: checkFloat(op, "y", io.y, shape),
+    scale: checkFloat(op, "scale", io.scale, shape),
+  };
+  launch(op, r, (vec4) => forwardSpec(vec4, dt), [io.x, io.y, io.scale]);
 }
 
 /**
  * LRN backward: overwrites `dx` from `dy`, the input `x` and the `scale` saved by
- * {@linkcode lrnForward}.
+ * {@linkcode lrnForward}. Each tensor is f32 or f16 (independently); the arithmetic is f32.
  *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
  * @example
@@ -265,9 +304,11 @@ export function lrnBackward(
   const op = "lrnBackward";
   const r = resolve(op, p);
   const shape = [r.n, r.c, r.h, r.w];
-  checkF32(op, "dy", io.dy, shape);
-  checkF32(op, "x", io.x, shape);
-  checkF32(op, "scale", io.scale, shape);
-  checkF32(op, "dx", io.dx, shape);
-  launch(op, r, { scalar: BACKWARD, vec4: BACKWARD_V4 }, [io.dy, io.x, io.scale, io.dx]);
+  const dt = {
+    dy: checkFloat(op, "dy", io.dy, shape),
+    x: checkFloat(op, "x", io.x, shape),
+    scale: checkFloat(op, "scale", io.scale, shape),
+    dx: checkFloat(op, "dx", io.dx, shape),
+  };
+  launch(op, r, (vec4) => backwardSpec(vec4, dt), [io.dy, io.x, io.scale, io.dx]);
 }

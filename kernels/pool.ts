@@ -18,6 +18,10 @@
  * Tensors larger than one storage binding (128 MiB on llvmpipe, e.g. AlexNet's first activation
  * at batch 128) are processed in ranges of whole planes, one dispatch per range.
  *
+ * Float tensors are f32 or f16, each independently (e.g. f16 activations and gradients); argmax
+ * indices are i32. Arithmetic and accumulation are f32: f16 values are converted on load and
+ * rounded once on store (the maximum of f16 values is one of them: exact).
+ *
  * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
  * one dispatch.
  *
@@ -26,6 +30,7 @@
 
 import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange, type TensorRange } from "./gemm.ts";
@@ -113,9 +118,15 @@ export function checkPool2d(p: Pool2dParams): Shape {
   return [r.n, r.c, r.oh, r.ow];
 }
 
-function checkTensor(op: string, name: string, t: Tensor, expected: Shape, dtype = "f32"): void {
+/** Checks a float operand's shape, then its dtype (f32 or f16), which it returns. */
+function checkFloat(op: string, name: string, t: Tensor, expected: Shape): FloatDType {
   assertShape(op, name, t.shape, expected);
-  if (t.dtype !== dtype) throw new TypeError(`${op}: ${name} must be ${dtype}, got ${t}`);
+  return floatDType(op, name, t);
+}
+
+function checkI32(op: string, name: string, t: Tensor, expected: Shape): void {
+  assertShape(op, name, t.shape, expected);
+  if (t.dtype !== "i32") throw new TypeError(`${op}: ${name} must be i32, got ${t}`);
 }
 
 const specs = new Map<string, KernelSpec>();
@@ -125,9 +136,13 @@ function memo(name: string, make: () => string): KernelSpec {
   return s;
 }
 
-function forwardParams(r: Resolved, total: number, xBase: number, yBase: number): Uint8Array {
+function forwardParams(
+  r: Resolved,
+  total: number,
+  bases: { x: number; y: number; argmax: number },
+): Uint8Array {
   return new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow)
-    .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).u32(xBase).u32(yBase).bytes();
+    .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).u32(bases.x).u32(bases.y).u32(bases.argmax).bytes();
 }
 
 /**
@@ -155,38 +170,50 @@ function perPlaneRange(
   }
 }
 
-/** Forward pooling: one thread per output, the window loops unrolled (specialized on kh x kw). */
-function forwardSpec(kind: "max" | "avg", kh: number, kw: number): KernelSpec {
+/**
+ * Forward pooling: one thread per output, the window loops unrolled (specialized on kh x kw and
+ * on the storage types of x and y).
+ */
+function forwardSpec(
+  kind: "max" | "avg",
+  kh: number,
+  kw: number,
+  dt: { x: FloatDType; y: FloatDType },
+): KernelSpec {
   const max = kind === "max";
-  return memo(`${kind}pool2d_fwd_${kh}x${kw}`, () => `
+  return memo(`${kind}pool2d_fwd_${kh}x${kw}${dtypeTag(dt)}`, () =>
+    `${wgslEnable([dt.x, dt.y])}
 // ${max ? "Max" : "Average"} pool forward. One thread per output element
 // idx = (plane * oh + oy) * ow + ox (flat over a grid1d launch) scans its ${kh}x${kw} window
 // row by row, skipping positions in the padding. Indices are local to one range of planes; the
-// range starts at element xBase of the x binding and yBase of the y (and argmax) bindings.
+// range starts at element xBase of the x binding, yBase of y${
+      max ? " and amBase of argmax" : ""
+    }. x is read as f32
+// and the result rounded once to y's type.
 ${
-    max
-      ? `// It keeps the first maximum (strictly greater replaces; NaN propagates) and writes the max and its
+      max
+        ? `// It keeps the first maximum (strictly greater replaces; NaN propagates) and writes the max and its
 // flat index iy * w + ix in the input plane (the first in-bounds position when all are -inf).`
-      : `// The sum is divided by kh * kw: with ceil_mode=False every window lies inside the padded input,
+        : `// The sum is divided by kh * kw: with ceil_mode=False every window lies inside the padded input,
 // so PyTorch's count_include_pad divisor is the full window.`
-  }
+    }
 const WG = ${WG}u;
 const KH = ${kh};
 const KW = ${kw};
 struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, sh: i32, sw: i32, ph: i32, pw: i32,
-  xBase: u32, yBase: u32 }
+  xBase: u32, yBase: u32, amBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<${dt.x}>;
+@group(0) @binding(2) var<storage, read_write> y: array<${dt.y}>;
 ${max ? "@group(0) @binding(3) var<storage, read_write> argmax: array<i32>;" : ""}
 
 ${
-    max
-      ? `// NaN test on the bits: compilers may fold v != v away (WGSL lets them assume no NaN).
+      max
+        ? `// NaN test on the bits: compilers may fold v != v away (WGSL lets them assume no NaN).
 fn isNan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 `
-      : ""
-  }
+        : ""
+    }
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
@@ -201,13 +228,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let ws = i32(ox) * p.sw - p.pw;
   let W = i32(p.w);
 ${
-    max
-      ? `  // -inf through a runtime bit pattern: Chrome's WGSL compiler rejects a constant -inf.
+      max
+        ? `  // -inf through a runtime bit pattern: Chrome's WGSL compiler rejects a constant -inf.
   let negInfBits = 0xff800000u;
   var best = bitcast<f32>(negInfBits);
   var bi = max(hs, 0) * W + max(ws, 0);`
-      : "  var s = 0.0;"
-  }
+        : "  var s = 0.0;"
+    }
   for (var ky = 0; ky < KH; ky++) {
     let iy = hs + ky;
     if (iy < 0 || iy >= i32(p.h)) { continue; }
@@ -215,22 +242,22 @@ ${
       let ix = ws + kx;
       if (ix < 0 || ix >= W) { continue; }
       let j = iy * W + ix;
-      let v = x[base + u32(j)];
+      let v = f32(x[base + u32(j)]);
 ${
-    max
-      ? `      if (v > best || isNan(v)) {
+      max
+        ? `      if (v > best || isNan(v)) {
         best = v;
         bi = j;
       }`
-      : "      s += v;"
-  }
+        : "      s += v;"
+    }
     }
   }
 ${
-    max
-      ? "  y[p.yBase + idx] = best;\n  argmax[p.yBase + idx] = bi;"
-      : `  y[p.yBase + idx] = s / ${kh * kw}.0;`
-  }
+      max
+        ? `  y[p.yBase + idx] = ${dt.y}(best);\n  argmax[p.amBase + idx] = bi;`
+        : `  y[p.yBase + idx] = ${dt.y}(s / ${kh * kw}.0);`
+    }
 }
 `);
 }
@@ -247,14 +274,20 @@ function cover(u: number, s: number, pad: number, k: number): number[] {
 }
 
 /**
- * Backward pooling as a gather, specialized on the whole window geometry: one thread per block
- * of sh x sw inputs aligned to the stride, for which the covering outputs are known at compile
- * time; the thread loads their dy (and argmax) once and writes each input's sum.
+ * Backward pooling as a gather, specialized on the whole window geometry (and the storage types
+ * of dy and dx): one thread per block of sh x sw inputs aligned to the stride, for which the
+ * covering outputs are known at compile time; the thread loads their dy (and argmax) once and
+ * writes each input's sum. Every input is written by exactly one thread, once: the sums are
+ * accumulated in f32 and rounded once to dx's type.
  */
-function backwardSpec(kind: "max" | "avg", r: Resolved): KernelSpec {
+function backwardSpec(
+  kind: "max" | "avg",
+  r: Resolved,
+  dt: { dy: FloatDType; dx: FloatDType },
+): KernelSpec {
   const { kh, kw, sh, sw, ph, pw } = r;
   const max = kind === "max";
-  const name = `${kind}pool2d_bwd_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}`;
+  const name = `${kind}pool2d_bwd_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}${dtypeTag(dt)}`;
   return memo(name, () => {
     const rows = Array.from({ length: sh }, (_, u) => cover(u, sh, ph, kh));
     const cols = Array.from({ length: sw }, (_, v) => cover(v, sw, pw, kw));
@@ -276,9 +309,9 @@ function backwardSpec(kind: "max" | "avg", r: Resolved): KernelSpec {
         lines.push(`  var g${ab} = 0.0;`);
         if (max) lines.push(`  var m${ab} = -1;`);
         lines.push(`  if (okY${id(a)} && okX${id(b)}) {`);
-        lines.push(`    let o = obase + u32(oy${id(a)}) * p.ow + u32(ox${id(b)});`);
-        if (max) lines.push(`    g${ab} = dy[o];`, `    m${ab} = argmax[o];`);
-        else lines.push(`    g${ab} = dy[o] / ${kh * kw}.0;`);
+        lines.push(`    let o = u32(oy${id(a)}) * p.ow + u32(ox${id(b)});`);
+        if (max) lines.push(`    g${ab} = f32(dy[obase + o]);`, `    m${ab} = argmax[abase + o];`);
+        else lines.push(`    g${ab} = f32(dy[obase + o]) / ${kh * kw}.0;`);
         lines.push("  }");
       }
     }
@@ -296,29 +329,30 @@ function backwardSpec(kind: "max" | "avg", r: Resolved): KernelSpec {
         if (max) body.push(`    let me = (iy0 + ${u}) * i32(p.w) + ix0 + ${v};`);
         body.push(`    var acc = 0.0;`);
         for (const t of terms) body.push(`    acc += ${t};`);
-        body.push(`    dx[ibase + u32((iy0 + ${u}) * i32(p.w) + ix0 + ${v})] = acc;`);
+        body.push(`    dx[ibase + u32((iy0 + ${u}) * i32(p.w) + ix0 + ${v})] = ${dt.dx}(acc);`);
         body.push("  }");
       }
     }
-    return `
+    return `${wgslEnable([dt.dy, dt.dx])}
 // ${max ? "Max" : "Average"} pool backward (specialized on kernel ${kh}x${kw}, stride ${sh}x${sw},
 // padding ${ph}x${pw}). One thread per block of ${sh}x${sw} inputs aligned to the stride,
 // idx = (plane * hb + by) * wb + bx, inputs (by * ${sh} + u, bx * ${sw} + v). Which outputs
 // (by + a, bx + b) cover which input is known at compile time: the thread loads their dy
 // ${max ? "and argmax " : "/ (kh * kw) "}once, then each input adds, in ascending output order,
 // ${max ? "the dy of the windows whose argmax it is" : "the scaled dy of every window covering it"}
-// (a gather: overlapping windows need no atomics). Indices are local to one range of planes,
-// which starts at element dyBase of the dy${max ? " and argmax" : ""} bindings and dxBase of dx.
+// (a gather: overlapping windows need no atomics; each input is written once, by its block's
+// thread, with its f32 sum rounded to dx's type). Indices are local to one range of planes,
+// which starts at element dyBase of dy, ${max ? "amBase of argmax, " : ""}dxBase of dx.
 const WG = ${WG}u;
 struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, dyBase: u32,
-  dxBase: u32 }
+  dxBase: u32, amBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<${dt.dy}>;
 ${
       max
         ? `@group(0) @binding(2) var<storage, read> argmax: array<i32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;`
-        : "@group(0) @binding(2) var<storage, read_write> dx: array<f32>;"
+@group(0) @binding(3) var<storage, read_write> dx: array<${dt.dx}>;`
+        : `@group(0) @binding(2) var<storage, read_write> dx: array<${dt.dx}>;`
     }
 
 @compute @workgroup_size(WG)
@@ -334,7 +368,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let ix0 = i32(bx) * ${sw};
   let ibase = p.dxBase + plane * p.h * p.w;
   let obase = p.dyBase + plane * p.oh * p.ow;
-${lines.join("\n")}
+${max ? "  let abase = p.amBase + plane * p.oh * p.ow;\n" : ""}${lines.join("\n")}
 ${body.join("\n")}
 }
 `;
@@ -347,13 +381,16 @@ function backward(
   r: Resolved,
   outs: Tensor[],
   dx: Tensor,
+  dt: { dy: FloatDType; dx: FloatDType },
 ): void {
   const hb = Math.ceil(r.h / r.sh), wb = Math.ceil(r.w / r.sw);
   perPlaneRange(op, r, [dx], outs, (planes, [dxr], outRanges) => {
     const total = planes * hb * wb;
-    dx.gpu.dispatch(backwardSpec(kind, r), {
+    // dy and argmax start at the same element, but at different bases when dy is f16.
+    const amBase = outRanges[1]?.base ?? 0;
+    dx.gpu.dispatch(backwardSpec(kind, r, dt), {
       params: new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb).u32(wb)
-        .u32(outRanges[0].base).u32(dxr.base).bytes(),
+        .u32(outRanges[0].base).u32(dxr.base).u32(amBase).bytes(),
       bindings: [...outRanges.map((o) => o.binding), dxr.binding],
       workgroups: grid1d(total, WG),
     });
@@ -363,18 +400,23 @@ function backward(
 /** Most elements of a plane summed by one thread of the global average pool forward. */
 const GLOBAL_SEGMENT = LOOP_BUDGET;
 
-const GLOBAL_FWD: KernelSpec = {
-  name: "global_avgpool_fwd",
-  code: `
+/**
+ * Global average pool forward (or its first pass for planes longer than one segment), specialized
+ * on the storage types of x and of the output (y, or the f32 partial sums).
+ */
+function globalForwardSpec(dt: { x: FloatDType; y: FloatDType }): KernelSpec {
+  return memo(`global_avgpool_fwd${dtypeTag(dt)}`, () =>
+    `${wgslEnable([dt.x, dt.y])}
 // Global average pool forward (or its first pass for planes longer than one segment). One thread
 // per (plane, segment), t = plane * splits + s, over one range of planes: sums
-// x[xBase + plane * hw + s * seg ..] (at most seg elements: bounded loop). With one segment per
-// plane it writes y[yBase + plane] = sum / hw, else out[yBase + t] = the segment's sum.
+// x[xBase + plane * hw + s * seg ..] (at most seg elements: bounded loop) in f32. With one
+// segment per plane it writes y[yBase + plane] = sum / hw, else out[yBase + t] = the segment's
+// sum (rounded once to the output's type).
 const WG = ${WG}u;
 struct Params { planes: u32, hw: u32, splits: u32, seg: u32, xBase: u32, yBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<${dt.x}>;
+@group(0) @binding(2) var<storage, read_write> y: array<${dt.y}>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -386,26 +428,27 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let len = min(p.seg, p.hw - beg);
   let base = p.xBase + plane * p.hw + beg;
   var acc = 0.0;
-  for (var i = 0u; i < len; i++) { acc += x[base + i]; }
+  for (var i = 0u; i < len; i++) { acc += f32(x[base + i]); }
   if (p.splits == 1u) {
-    y[p.yBase + plane] = acc / f32(p.hw);
+    y[p.yBase + plane] = ${dt.y}(acc / f32(p.hw));
   } else {
-    y[p.yBase + t] = acc;
+    y[p.yBase + t] = ${dt.y}(acc);
   }
 }
-`,
-};
+`);
+}
 
-const GLOBAL_FINAL: KernelSpec = {
-  name: "global_avgpool_final",
-  code: `
+/** Second pass of the global average pool forward (f32 partial sums), specialized on y's type. */
+function globalFinalSpec(y: FloatDType): KernelSpec {
+  return memo(`global_avgpool_final${dtypeTag({ y })}`, () =>
+    `${wgslEnable([y])}
 // Global average pool forward, second pass for long planes. One thread per plane:
-// y[plane] = sum of its splits segment sums (in order) / hw.
+// y[plane] = sum of its splits f32 segment sums (in order) / hw, rounded once to y's type.
 const WG = ${WG}u;
 struct Params { planes: u32, hw: u32, splits: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<${y}>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -413,36 +456,38 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (plane >= p.planes) { return; }
   var acc = 0.0;
   for (var s = 0u; s < p.splits; s++) { acc += partial[plane * p.splits + s]; }
-  y[plane] = acc / f32(p.hw);
+  y[plane] = ${y}(acc / f32(p.hw));
 }
-`,
-};
+`);
+}
 
-const GLOBAL_BWD: KernelSpec = {
-  name: "global_avgpool_bwd",
-  code: `
+/** Global average pool backward, specialized on the storage types of dy and dx. */
+function globalBackwardSpec(dt: { dy: FloatDType; dx: FloatDType }): KernelSpec {
+  return memo(`global_avgpool_bwd${dtypeTag(dt)}`, () =>
+    `${wgslEnable([dt.dy, dt.dx])}
 // Global average pool backward. One thread per input element idx of one range of planes:
-// dx[dxBase + idx] = dy[dyBase + idx / hw] / hw.
+// dx[dxBase + idx] = dy[dyBase + idx / hw] / hw (in f32, rounded once to dx's type).
 const WG = ${WG}u;
 struct Params { total: u32, hw: u32, dyBase: u32, dxBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<${dt.dy}>;
+@group(0) @binding(2) var<storage, read_write> dx: array<${dt.dx}>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
-  dx[p.dxBase + idx] = dy[p.dyBase + idx / p.hw] / f32(p.hw);
+  dx[p.dxBase + idx] = ${dt.dx}(f32(dy[p.dyBase + idx / p.hw]) / f32(p.hw));
 }
-`,
-};
+`);
+}
 
 /**
  * Max pool forward (`nn.MaxPool2d(kernel, stride, padding, return_indices=True)`). Overwrites
  * `y` with the window maxima and `argmax` (an `i32` tensor shaped like `y`) with the flat index
  * `iy * w + ix` of each maximum in its input plane, as PyTorch's indices; ties keep the first
- * index in row-major window order, padding counts as `-inf`.
+ * index in row-major window order, padding counts as `-inf`. `x` and `y` are f32 or f16 (each
+ * independently).
  *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
  * @example
@@ -463,13 +508,15 @@ export function maxPool2dForward(
 ): void {
   const op = "maxPool2dForward";
   const r = resolve(op, p);
-  checkTensor(op, "x", io.x, [r.n, r.c, r.h, r.w]);
-  checkTensor(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
-  checkTensor(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow], "i32");
+  const dt = {
+    x: checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]),
+    y: checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]),
+  };
+  checkI32(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow]);
   perPlaneRange(op, r, [io.x], [io.y, io.argmax], (planes, [x], [y, argmax]) => {
     const total = planes * r.oh * r.ow;
-    io.x.gpu.dispatch(forwardSpec("max", r.kh, r.kw), {
-      params: forwardParams(r, total, x.base, y.base),
+    io.x.gpu.dispatch(forwardSpec("max", r.kh, r.kw, dt), {
+      params: forwardParams(r, total, { x: x.base, y: y.base, argmax: argmax.base }),
       bindings: [x.binding, y.binding, argmax.binding],
       workgroups: grid1d(total, WG),
     });
@@ -477,8 +524,8 @@ export function maxPool2dForward(
 }
 
 /**
- * Max pool backward: `dx` (overwritten) gets `dy` at each window's argmax, summed where
- * overlapping windows share a maximum.
+ * Max pool backward: `dx` (overwritten) gets `dy` at each window's argmax, summed (in f32) where
+ * overlapping windows share a maximum. `dy` and `dx` are f32 or f16 (each independently).
  *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
  * @example
@@ -499,15 +546,16 @@ export function maxPool2dBackward(
 ): void {
   const op = "maxPool2dBackward";
   const r = resolve(op, p);
-  checkTensor(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
-  checkTensor(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow], "i32");
-  checkTensor(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
-  backward(op, "max", r, [io.dy, io.argmax], io.dx);
+  const dy = checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  checkI32(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow]);
+  const dx = checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
+  backward(op, "max", r, [io.dy, io.argmax], io.dx, { dy, dx });
 }
 
 /**
  * Average pool forward (`nn.AvgPool2d(kernel, stride, padding)`, `count_include_pad=True`):
- * `y` is overwritten with window sums divided by the window size (padding included).
+ * `y` is overwritten with window sums divided by the window size (padding included). `x` and `y`
+ * are f32 or f16 (each independently); the sums are f32.
  *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
  * @example
@@ -524,12 +572,14 @@ export function maxPool2dBackward(
 export function avgPool2dForward(io: { y: Tensor; x: Tensor }, p: Pool2dParams): void {
   const op = "avgPool2dForward";
   const r = resolve(op, p);
-  checkTensor(op, "x", io.x, [r.n, r.c, r.h, r.w]);
-  checkTensor(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
+  const dt = {
+    x: checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]),
+    y: checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]),
+  };
   perPlaneRange(op, r, [io.x], [io.y], (planes, [x], [y]) => {
     const total = planes * r.oh * r.ow;
-    io.x.gpu.dispatch(forwardSpec("avg", r.kh, r.kw), {
-      params: forwardParams(r, total, x.base, y.base),
+    io.x.gpu.dispatch(forwardSpec("avg", r.kh, r.kw, dt), {
+      params: forwardParams(r, total, { x: x.base, y: y.base, argmax: 0 }),
       bindings: [x.binding, y.binding],
       workgroups: grid1d(total, WG),
     });
@@ -537,8 +587,8 @@ export function avgPool2dForward(io: { y: Tensor; x: Tensor }, p: Pool2dParams):
 }
 
 /**
- * Average pool backward: `dx` (overwritten) gets each window's `dy / window size`, summed over
- * overlapping windows.
+ * Average pool backward: `dx` (overwritten) gets each window's `dy / window size`, summed (in
+ * f32) over overlapping windows. `dy` and `dx` are f32 or f16 (each independently).
  *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
  * @example
@@ -555,14 +605,15 @@ export function avgPool2dForward(io: { y: Tensor; x: Tensor }, p: Pool2dParams):
 export function avgPool2dBackward(io: { dx: Tensor; dy: Tensor }, p: Pool2dParams): void {
   const op = "avgPool2dBackward";
   const r = resolve(op, p);
-  checkTensor(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
-  checkTensor(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
-  backward(op, "avg", r, [io.dy], io.dx);
+  const dy = checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  const dx = checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
+  backward(op, "avg", r, [io.dy], io.dx, { dy, dx });
 }
 
 /**
  * Global average pool forward (`nn.AdaptiveAvgPool2d((1, 1))`): `y` `[n, c, 1, 1]` is overwritten
- * with the mean of each `h x w` plane of `x` `[n, c, h, w]`.
+ * with the mean of each `h x w` plane of `x` `[n, c, h, w]`. `x` and `y` are f32 or f16 (each
+ * independently); the sums are f32.
  *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
  * @example
@@ -578,8 +629,10 @@ export function avgPool2dBackward(io: { dx: Tensor; dy: Tensor }, p: Pool2dParam
 export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPoolParams): void {
   const op = "globalAvgPoolForward";
   checkDims(op, p);
-  checkTensor(op, "x", io.x, [p.n, p.c, p.h, p.w]);
-  checkTensor(op, "y", io.y, [p.n, p.c, 1, 1]);
+  const dt = {
+    x: checkFloat(op, "x", io.x, [p.n, p.c, p.h, p.w]),
+    y: checkFloat(op, "y", io.y, [p.n, p.c, 1, 1]),
+  };
   const gpu = io.x.gpu;
   const hw = p.h * p.w;
   const splits = Math.ceil(hw / GLOBAL_SEGMENT);
@@ -590,7 +643,7 @@ export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPool
   perPlaneRange(op, g, [io.x], [io.y], (np, [x], [y], p0) => {
     // With splits, the first pass writes partial[plane * splits + s] (the range's planes).
     const out = partial ? bindingRange(partial, p0 * splits, np * splits) : y;
-    gpu.dispatch(GLOBAL_FWD, {
+    gpu.dispatch(globalForwardSpec({ x: dt.x, y: partial ? "f32" : dt.y }), {
       params: new ParamsWriter().u32(np).u32(hw).u32(splits).u32(seg).u32(x.base).u32(out.base)
         .bytes(),
       bindings: [x.binding, out.binding],
@@ -598,7 +651,7 @@ export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPool
     });
   });
   if (partial) {
-    gpu.dispatch(GLOBAL_FINAL, {
+    gpu.dispatch(globalFinalSpec(dt.y), {
       params: new ParamsWriter().u32(planes).u32(hw).u32(splits).bytes(),
       bindings: [partial, io.y],
       workgroups: grid1d(planes, WG),
@@ -609,6 +662,7 @@ export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPool
 
 /**
  * Global average pool backward: `dx` `[n, c, h, w]` is overwritten with `dy[b, ch] / (h * w)`.
+ * `dy` and `dx` are f32 or f16 (each independently).
  *
  * @throws {TypeError} when a tensor's shape or dtype does not match the parameters.
  * @example
@@ -624,13 +678,15 @@ export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPool
 export function globalAvgPoolBackward(io: { dx: Tensor; dy: Tensor }, p: GlobalPoolParams): void {
   const op = "globalAvgPoolBackward";
   checkDims(op, p);
-  checkTensor(op, "dy", io.dy, [p.n, p.c, 1, 1]);
-  checkTensor(op, "dx", io.dx, [p.n, p.c, p.h, p.w]);
+  const dt = {
+    dy: checkFloat(op, "dy", io.dy, [p.n, p.c, 1, 1]),
+    dx: checkFloat(op, "dx", io.dx, [p.n, p.c, p.h, p.w]),
+  };
   const hw = p.h * p.w;
   const g = { n: p.n, c: p.c, h: p.h, w: p.w, oh: 1, ow: 1 };
   perPlaneRange(op, g, [io.dx], [io.dy], (planes, [dx], [dy]) => {
     const total = planes * hw;
-    io.dy.gpu.dispatch(GLOBAL_BWD, {
+    io.dy.gpu.dispatch(globalBackwardSpec(dt), {
       params: new ParamsWriter().u32(total).u32(hw).u32(dy.base).u32(dx.base).bytes(),
       bindings: [dy.binding, dx.binding],
       workgroups: grid1d(total, WG),

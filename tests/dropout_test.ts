@@ -2,7 +2,7 @@
 // reference of the counter-based RNG (bit for bit), layout independence (vec4 / scalar / in
 // place), statistics of the keep fraction, exact scaling, seeds, the backward, and validation.
 import assert from "node:assert/strict";
-import { type Gpu, POOL_USAGE, Tensor } from "../gpu/mod.ts";
+import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
 import {
   dropoutBackward,
   dropoutForward,
@@ -10,7 +10,18 @@ import {
   dropoutMaskWords,
   dropoutThreshold,
 } from "../kernels/dropout.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  checkGradient,
+  f16,
+  f16Tolerance,
+  f32,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
+import type { FloatDType } from "../kernels/_dtype.ts";
 import {
   dropoutBackwardRef,
   dropoutForwardRef,
@@ -320,5 +331,167 @@ Deno.test(
         }
       }
     });
+  },
+);
+
+// ------------------------------------------------------------------------------ f16 ----
+
+/** A tensor of `data` stored as `dtype` (pooled, or in a buffer of exactly its size: scalar path). */
+function dataTensor(gpu: Gpu, data: ArrayLike<number>, dtype: FloatDType, exact = false): Tensor {
+  const n = data.length;
+  const values = dtype === "f16" ? f16(data) : f32(data);
+  if (!exact) return gpu.tensor(values, { shape: [n] }) as Tensor;
+  const size = storageBytes(n, dtype);
+  const buffer = gpu.device.createBuffer({ size, usage: POOL_USAGE });
+  const t = new Tensor(gpu, buffer, { shape: [n], dtype });
+  gpu.write(t, values);
+  return t;
+}
+
+/** The values `data` holds once stored as `dtype` (the CPU reference's inputs). */
+function held(data: ArrayLike<number>, dtype: FloatDType): Float64Array {
+  return dtype === "f16" ? roundF16(data) : Float64Array.from(f32(data));
+}
+
+/**
+ * Checks `got` against the f32 reference `want` (zeros where dropped, `fround(v * scale)` where
+ * kept): dropped elements exactly 0; kept ones within one rounding of `got`'s type (one f32
+ * product before it: extra 0).
+ */
+function assertDropped(
+  got: ArrayLike<number>,
+  want: Float64Array,
+  mask: Uint32Array,
+  dtype: FloatDType,
+  what: string,
+): void {
+  for (let i = 0; i < want.length; i++) {
+    if (!((mask[i >> 5] >>> (i & 31)) & 1) && got[i] !== 0) {
+      assert.fail(`${what}: element ${i} dropped but is ${got[i]}`);
+    }
+  }
+  const scale = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  const tol = dtype === "f16" ? f16Tolerance(scale, 0) : { rtol: 0, atol: 0 };
+  assertClose(got, want, { ...tol, what });
+}
+
+const F16_MIXES: { x: FloatDType; y: FloatDType }[] = [
+  { x: "f16", y: "f16" }, // training: f16 activations (and gradients: dy -> dx alike)
+  { x: "f32", y: "f16" },
+  { x: "f16", y: "f32" },
+];
+
+Deno.test(
+  "dropout with f16 tensors: the mask bit for bit, y and dx vs the CPU reference",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(60);
+    // 37 and 4097 f16 elements fill a partial vec4<f16> (8 bytes): with an exact-size buffer the
+    // scalar kernels run; pooled buffers take the vec4 ones.
+    for (const n of [7, 37, 4097]) {
+      for (const dt of F16_MIXES) {
+        for (const exact of [false, true]) {
+          const what = `n=${n} x ${dt.x} y ${dt.y}${exact ? " exact" : ""}`;
+          const p = 0.4, seed = 1000 + n;
+          const xs = rng.normalArray(n), dys = rng.normalArray(n);
+          const x = dataTensor(gpu, xs, dt.x, exact);
+          const y = dataTensor(gpu, new Float64Array(n), dt.y, exact);
+          const got = await runForward(gpu, x, p, seed, y);
+          const ref = dropoutForwardRef(held(xs, dt.x), p, seed);
+          assert.deepEqual(got.mask, ref.mask, `mask ${what}`);
+          assertDropped(got.y, ref.y, ref.mask, dt.y, `y ${what}`);
+          // The backward with the same dtypes (dy like x, dx like y).
+          const mask = gpu.tensor(ref.mask, { shape: [ref.mask.length] });
+          const dy = dataTensor(gpu, dys, dt.x, exact);
+          const dx = dataTensor(gpu, new Float64Array(n), dt.y, exact);
+          dropoutBackward({ dx, dy, mask }, { p });
+          const dref = dropoutBackwardRef(held(dys, dt.x), ref.mask, p);
+          assertDropped(await dx.toArray(), dref, ref.mask, dt.y, `dx ${what}`);
+          for (const t of [x, y, mask, dy, dx]) t.dispose();
+        }
+      }
+    }
+  },
+);
+
+Deno.test("dropout in place on f16 tensors matches the CPU reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(61);
+  for (const n of [5, 1000]) {
+    for (const exact of [false, true]) {
+      const what = `n=${n}${exact ? " exact" : ""}`;
+      const p = 0.3, seed = 7 + n;
+      const xs = rng.normalArray(n);
+      const x = dataTensor(gpu, xs, "f16", exact);
+      const got = await runForward(gpu, x, p, seed, x);
+      const ref = dropoutForwardRef(roundF16(xs), p, seed);
+      assert.deepEqual(got.mask, ref.mask, `mask ${what}`);
+      assertDropped(got.y, ref.y, ref.mask, "f16", `y ${what}`);
+      const mask = gpu.tensor(ref.mask, { shape: [ref.mask.length] });
+      dropoutBackward({ dx: x, dy: x, mask }, { p });
+      const dref = dropoutBackwardRef(Float64Array.from(got.y), ref.mask, p);
+      assertDropped(await x.toArray(), dref, ref.mask, "f16", `dx ${what}`);
+      for (const t of [x, mask]) t.dispose();
+    }
+  }
+});
+
+Deno.test(
+  "f16 dropout split into binding ranges (limit lowered) matches the CPU",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(62);
+    await withBindingLimit(4096, async () => {
+      const n = 20001, p = 0.3, seed = 99;
+      const xs = rng.normalArray(n);
+      for (const dt of [F16_MIXES[0], F16_MIXES[1]]) {
+        const x = dataTensor(gpu, xs, dt.x), y = dataTensor(gpu, new Float64Array(n), dt.y);
+        const got = await runForward(gpu, x, p, seed, y);
+        const ref = dropoutForwardRef(held(xs, dt.x), p, seed);
+        assert.deepEqual(got.mask, ref.mask, `mask x ${dt.x}`);
+        assertDropped(got.y, ref.y, ref.mask, dt.y, `y x ${dt.x}`);
+        const mask = gpu.tensor(ref.mask, { shape: [ref.mask.length] });
+        const dx = dataTensor(gpu, new Float64Array(n), dt.y);
+        dropoutBackward({ dx, dy: x, mask }, { p });
+        const dref = dropoutBackwardRef(held(xs, dt.x), ref.mask, p);
+        assertDropped(await dx.toArray(), dref, ref.mask, dt.y, `dx x ${dt.x}`);
+        for (const t of [x, y, mask, dx]) t.dispose();
+      }
+    });
+  },
+);
+
+Deno.test(
+  "dropout rejects non-float data and mixed-dtype in place, naming the op",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const x = gpu.zeros([40], { dtype: "f16" }), mask = gpu.empty([2], { dtype: "u32" });
+    const u = gpu.empty([40], { dtype: "u32" });
+    const cases: [string, () => void][] = [
+      ["dropoutForward: x", () => dropoutForward({ y: x, mask, x: u }, { p: 0.5, seed: 1 })],
+      ["dropoutForward: y", () => dropoutForward({ y: u, mask, x }, { p: 0.5, seed: 1 })],
+      ["dropoutBackward: dy", () => dropoutBackward({ dx: x, dy: u, mask }, { p: 0.5 })],
+      ["dropoutBackward: dx", () => dropoutBackward({ dx: u, dy: x, mask }, { p: 0.5 })],
+    ];
+    for (const [msg, fn] of cases) {
+      assert.throws(
+        fn,
+        (e: Error) => e instanceof TypeError && e.message.startsWith(`${msg} must be f32 or f16`),
+        msg,
+      );
+    }
+    // An f32 view of an f16 tensor's buffer: "in place" with two dtypes is rejected.
+    const f = gpu.zeros([40]);
+    const view = new Tensor(gpu, f as Tensor, { shape: [40], dtype: "f16" });
+    assert.throws(
+      () => dropoutForward({ y: view, mask, x: f }, { p: 0.5, seed: 1 }),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /dropoutForward: y \(f16\) shares a buffer with x/.test(e.message),
+    );
+    view.dispose();
   },
 );

@@ -2,9 +2,21 @@
 // differences, and a PyTorch fixture (nn.LocalResponseNorm, odd and even sizes).
 import assert from "node:assert/strict";
 import { checkLrn, lrnBackward, lrnForward, type LrnParams } from "../kernels/lrn.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  checkGradient,
+  type CloseOptions,
+  f16,
+  f16Tolerance,
+  f32,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import { lrnBackwardRef, lrnForwardRef, type LrnGeom } from "./cpu_ref/lrn.ts";
-import type { Gpu } from "../gpu/mod.ts";
+import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import type { FloatDType } from "../kernels/_dtype.ts";
 import {
   atDeviceLimit,
   deviceLimit,
@@ -124,6 +136,131 @@ Deno.test("LRN rejects bad shapes and values", GPU_TEST, async () => {
       e instanceof TypeError &&
       /lrnForward: scale has shape \[1, 4, 9\], expected \[1, 4, 3, 3\]/.test(e.message),
   );
+});
+
+// ------------------------------------------------------------------------------ f16 ----
+
+/** Per-tensor storage types of one LRN forward and backward. */
+interface LrnDTypes {
+  x: FloatDType;
+  y: FloatDType;
+  scale: FloatDType;
+  dy: FloatDType;
+  dx: FloatDType;
+}
+
+const F16_MIXES: LrnDTypes[] = [
+  // Training: f16 activations and gradients; the saved scale f16 too, or f32.
+  { x: "f16", y: "f16", scale: "f16", dy: "f16", dx: "f16" },
+  { x: "f16", y: "f16", scale: "f32", dy: "f16", dx: "f16" },
+  // f32 input with f16 output (and back).
+  { x: "f32", y: "f16", scale: "f32", dy: "f16", dx: "f32" },
+];
+
+function dtLabel(dt: LrnDTypes): string {
+  return Object.entries(dt).map(([k, v]) => `${k} ${v}`).join(", ");
+}
+
+/** A tensor of `data` stored as `dtype`, and the Float64 values it holds (the CPU's inputs). */
+function upload(gpu: Gpu, data: ArrayLike<number>, shape: Shape, dtype: FloatDType) {
+  const t = dtype === "f16"
+    ? gpu.tensor(f16(data), { shape }) as Tensor
+    : gpu.tensor(f32(data), { shape }) as Tensor;
+  return { t, held: dtype === "f16" ? roundF16(data) : Float64Array.from(f32(data)) };
+}
+
+/**
+ * Tolerance of an output stored as `dtype`: `f16Tolerance` with `extra`, or the f32 tests' own
+ * (the f32 pow of llvmpipe errs by up to ~1e-5 relative, hence their rtol 1e-4).
+ */
+function outTol(dtype: FloatDType, ref: ArrayLike<number>, extra: number): CloseOptions {
+  const scale = Array.from(ref).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  return dtype === "f16" ? f16Tolerance(scale, extra) : { rtol: 1e-4, atol: 1e-5 };
+}
+
+async function checkLrnF16(gpu: Gpu, p: LrnParams, dt: LrnDTypes, rng: Rng): Promise<void> {
+  const g = geom(p);
+  const shape = checkLrn(p);
+  const what = `${label(p)} (${dtLabel(dt)})`;
+  const x = upload(gpu, rng.normalArray(g.n * g.c * g.hw).map((v) => 2 * v), shape, dt.x);
+  const dy = upload(gpu, rng.normalArray(x.held.length), shape, dt.dy);
+  const y = gpu.empty(shape, { dtype: dt.y }), scale = gpu.empty(shape, { dtype: dt.scale });
+  const dx = gpu.empty(shape, { dtype: dt.dx });
+  lrnForward({ y, scale, x: x.t }, p);
+  lrnBackward({ dx, dy: dy.t, x: x.t, scale }, p);
+  // Forward: a sum of at most `size` (<= 9 here) squares in f32 (~2^-21 relative) and one f32
+  // pow (<= ~1e-5 relative on llvmpipe, 0.02 f16 half-ulps): extra 0.25 covers both.
+  const ref = lrnForwardRef(g, x.held);
+  assertClose(await y.toArray(), ref.y, { ...outTol(dt.y, ref.y, 0.25), what: `y ${what}` });
+  const savedScale = await scale.toArray();
+  assertClose(savedScale, ref.scale, {
+    ...outTol(dt.scale, ref.scale, 0.25),
+    what: `scale ${what}`,
+  });
+  // Backward, from the scale as saved (f16-rounded or not): a sum of at most `size` (<= 9)
+  // products, each with an f32 pow, minus dy * scale^-beta: the f32 errors (~1e-5 relative per
+  // term, up to ~10 terms) can reach ~1e-4 of the largest term, 0.2 half-ulps: extra 0.5.
+  const dref = lrnBackwardRef(g, dy.held, x.held, Float64Array.from(savedScale));
+  assertClose(await dx.toArray(), dref, { ...outTol(dt.dx, dref, 0.5), what: `dx ${what}` });
+  for (const t of [x.t, dy.t, y, scale, dx]) t.dispose();
+}
+
+Deno.test("LRN with f16 tensors matches the CPU reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(34);
+  const cases: LrnParams[] = [
+    { n: 2, c: 7, h: 3, w: 5, size: 5, alpha: 0.5, beta: 0.75, k: 2 }, // scalar, odd sizes
+    { n: 2, c: 6, h: 2, w: 4, size: 4, alpha: 1, beta: 0.6, k: 1 }, // vec4, even size
+    { n: 1, c: 9, h: 5, w: 5, size: 12, alpha: 2, beta: 0.9, k: 1 }, // window wider than c
+  ];
+  for (const dt of F16_MIXES) {
+    for (const p of cases) await checkLrnF16(gpu, p, dt, rng);
+  }
+});
+
+Deno.test(
+  "f16 LRN split into ranges of samples: f16 and f32 bindings start at different bases",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(35);
+    const cases: LrnParams[] = [
+      { n: 9, c: 7, h: 3, w: 5, size: 5, alpha: 0.5, beta: 0.75, k: 2 }, // scalar path
+      { n: 7, c: 6, h: 2, w: 4, size: 4, alpha: 1, beta: 0.6, k: 1 }, // vec4 path
+    ];
+    for (const p of cases) {
+      const g = geom(p);
+      // Two samples per range: past the first 64 elements of a binding, an f16 range's base
+      // (offset mod 128) differs from an f32 one's (offset mod 64).
+      await withBindingLimit(Math.max(64, 2 * g.c * g.hw), async () => {
+        await checkLrnF16(gpu, p, F16_MIXES[1], rng);
+        await checkLrnF16(gpu, p, F16_MIXES[2], rng);
+      });
+    }
+  },
+);
+
+Deno.test("LRN rejects a non-float tensor in a float slot, naming the op", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const p: LrnParams = { n: 1, c: 4, h: 3, w: 3, size: 5 };
+  const shape = [1, 4, 3, 3];
+  const h = gpu.zeros(shape, { dtype: "f16" }), u = gpu.empty(shape, { dtype: "u32" });
+  const cases: [string, () => void][] = [
+    ["lrnForward: x", () => lrnForward({ y: h, scale: gpu.empty(shape), x: u }, p)],
+    ["lrnForward: scale", () => lrnForward({ y: gpu.empty(shape), scale: u, x: h }, p)],
+    ["lrnBackward: dy", () => lrnBackward({ dx: gpu.empty(shape), dy: u, x: h, scale: h }, p)],
+    [
+      "lrnBackward: dx",
+      () => lrnBackward({ dx: gpu.empty(shape, { dtype: "i32" }), dy: h, x: h, scale: h }, p),
+    ],
+  ];
+  for (const [msg, fn] of cases) {
+    assert.throws(
+      fn,
+      (e: Error) => e instanceof TypeError && e.message.startsWith(`${msg} must be f32 or f16`),
+      msg,
+    );
+  }
 });
 
 Deno.test(

@@ -11,7 +11,19 @@ import {
   maxPool2dForward,
   type Pool2dParams,
 } from "../kernels/pool.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  checkGradient,
+  type CloseOptions,
+  f16,
+  f16Tolerance,
+  f32,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
+import type { FloatDType } from "../kernels/_dtype.ts";
 import {
   avgPoolBackwardRef,
   avgPoolForwardRef,
@@ -21,7 +33,7 @@ import {
   maxPoolForwardRef,
   type PoolGeom,
 } from "./cpu_ref/pool.ts";
-import type { Gpu } from "../gpu/mod.ts";
+import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import {
   atDeviceLimit,
   deviceLimit,
@@ -261,6 +273,174 @@ Deno.test("pool rejects bad shapes and values", GPU_TEST, async () => {
     /globalAvgPoolForward: y has shape \[1, 2\], expected \[1, 2, 1, 1\]/,
   );
 });
+
+// ------------------------------------------------------------------------------ f16 ----
+
+/** Per-tensor storage types of one pooling run (argmax stays i32). */
+interface PoolDTypes {
+  x: FloatDType;
+  y: FloatDType;
+  dy: FloatDType;
+  dx: FloatDType;
+}
+
+/** The configuration training uses: f16 activations and gradients. */
+const F16_TRAIN: PoolDTypes = { x: "f16", y: "f16", dy: "f16", dx: "f16" };
+/** Mixes: f32 input with an f16 output, and the other way round. */
+const F16_MIXES: PoolDTypes[] = [
+  F16_TRAIN,
+  { x: "f32", y: "f16", dy: "f16", dx: "f32" },
+  { x: "f16", y: "f32", dy: "f32", dx: "f16" },
+];
+
+function dtLabel(dt: Readonly<Record<string, FloatDType>>): string {
+  return Object.entries(dt).map(([k, v]) => `${k} ${v}`).join(", ");
+}
+
+/** A tensor of `data` stored as `dtype`, and the Float64 values it holds (the CPU's inputs). */
+function upload(gpu: Gpu, data: ArrayLike<number>, shape: Shape, dtype: FloatDType) {
+  const t = dtype === "f16"
+    ? gpu.tensor(f16(data), { shape }) as Tensor
+    : gpu.tensor(f32(data), { shape }) as Tensor;
+  return { t, held: dtype === "f16" ? roundF16(data) : Float64Array.from(f32(data)) };
+}
+
+/**
+ * Tolerance of an output stored as `dtype`: f16 (`f16Tolerance`, with `extra` for the f32
+ * arithmetic before the final rounding) or f32 (as the f32 tests).
+ */
+function outTol(dtype: FloatDType, ref: ArrayLike<number>, extra: number): CloseOptions {
+  const scale = Array.from(ref).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  return dtype === "f16" ? f16Tolerance(scale, extra) : { rtol: 1e-5, atol: 1e-6 };
+}
+
+async function checkPoolF16(gpu: Gpu, p: Pool2dParams, dt: PoolDTypes, rng: Rng): Promise<void> {
+  const g = geom(p);
+  const outShape = checkPool2d(p);
+  const inShape = [g.n, g.c, g.h, g.w];
+  const what = `${label(p)} (${dtLabel({ ...dt })})`;
+  const x = upload(gpu, rng.normalArray(g.n * g.c * g.h * g.w), inShape, dt.x);
+  const dy = upload(gpu, rng.normalArray(outShape.reduce((a, b) => a * b)), outShape, dt.dy);
+  const y = gpu.empty(outShape, { dtype: dt.y }), argmax = gpu.empty(outShape, { dtype: "i32" });
+  const dx = gpu.empty(inShape, { dtype: dt.dx });
+  const ya = gpu.empty(outShape, { dtype: dt.y }), dxa = gpu.empty(inShape, { dtype: dt.dx });
+  maxPool2dForward({ y, argmax, x: x.t }, p);
+  maxPool2dBackward({ dx, dy: dy.t, argmax }, p);
+  avgPool2dForward({ y: ya, x: x.t }, p);
+  avgPool2dBackward({ dx: dxa, dy: dy.t }, p);
+  const ref = maxPoolForwardRef(g, x.held);
+  assert.deepEqual(await argmax.toArray(), ref.argmax, `argmax ${what}`);
+  // The maximum of the values x holds is one of them: exact when y can hold it (f16 x, or f32 y).
+  const maxY = dt.x === "f32" && dt.y === "f16" ? roundF16(ref.y) : ref.y;
+  assertClose(await y.toArray(), maxY, { rtol: 0, atol: 0, what: `max y ${what}` });
+  // Backward sums: at most 4 dy per input here (3/2 windows overlap in 2 rows x 2 columns), and
+  // avg windows of at most 9 inputs: f32 sums of <= 9 terms err by ~2^-21 relative, negligible
+  // next to the f16 output's rounding (2^-11): extra 0.
+  const maxDx = maxPoolBackwardRef(g, dy.held, ref.argmax);
+  assertClose(await dx.toArray(), maxDx, { ...outTol(dt.dx, maxDx, 0), what: `max dx ${what}` });
+  const avgY = avgPoolForwardRef(g, x.held);
+  assertClose(await ya.toArray(), avgY, { ...outTol(dt.y, avgY, 0), what: `avg y ${what}` });
+  const avgDx = avgPoolBackwardRef(g, dy.held);
+  assertClose(await dxa.toArray(), avgDx, { ...outTol(dt.dx, avgDx, 0), what: `avg dx ${what}` });
+  for (const t of [x.t, dy.t, y, argmax, dx, ya, dxa]) t.dispose();
+}
+
+const F16_CASES: Pool2dParams[] = [
+  { n: 2, c: 3, h: 7, w: 9, kernel: 3, stride: 2 }, // AlexNet 3/2, overlapping, odd sizes
+  { n: 1, c: 4, h: 6, w: 9, kernel: [3, 2], stride: [1, 2], padding: [1, 1] },
+  { n: 2, c: 3, h: 8, w: 7, kernel: 2, stride: 3, padding: 1 }, // stride > kernel
+];
+
+Deno.test("max and avg pool with f16 tensors match the CPU reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(41);
+  for (const dt of F16_MIXES) {
+    for (const p of F16_CASES) await checkPoolF16(gpu, p, dt, rng);
+  }
+});
+
+Deno.test(
+  "f16 pooling split into ranges of planes: f16 and i32 bindings start at different bases",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(42);
+    // 200-element ranges start past the first 64 elements of a binding, where an f16 range's
+    // base (offset mod 128) differs from the i32 argmax's (offset mod 64).
+    await withBindingLimit(200, async () => {
+      for (const p of [CASES[0], CASES[5]]) await checkPoolF16(gpu, p, F16_TRAIN, rng);
+    });
+  },
+);
+
+Deno.test("global average pool with f16 tensors matches the CPU reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(43);
+  const mixes: { x: FloatDType; y: FloatDType; dy: FloatDType; dx: FloatDType }[] = [
+    F16_TRAIN,
+    { x: "f32", y: "f16", dy: "f16", dx: "f32" },
+  ];
+  // [1, 2, 130, 130]: planes of 16900 > 16384 elements, summed in two f32 segments then a final
+  // f32 pass (the partial sums stay f32 whatever y's type).
+  for (const [n, c, h, w] of [[2, 3, 5, 7], [3, 4, 3, 3], [1, 2, 130, 130]]) {
+    for (const dt of mixes) {
+      const planes = n * c, hw = h * w;
+      const what = `${n}x${c}x${h}x${w} (${dtLabel({ ...dt })})`;
+      const x = upload(gpu, rng.uniformArray(planes * hw, -1, 3), [n, c, h, w], dt.x);
+      const dy = upload(gpu, rng.normalArray(planes), [n, c, 1, 1], dt.dy);
+      const y = gpu.empty([n, c, 1, 1], { dtype: dt.y });
+      const dx = gpu.empty([n, c, h, w], { dtype: dt.dx });
+      globalAvgPoolForward({ y, x: x.t }, { n, c, h, w });
+      globalAvgPoolBackward({ dx, dy: dy.t }, { n, c, h, w });
+      // An f32 sum of hw terms errs by at most hw * 2^-24 of the sum of magnitudes: 16900 terms
+      // of |x| < 3 with mean 1: about 3 * 16900 * 2^-24 = 3e-3 of the mean, 6 f16 half-ulps
+      // (2^-11): extra 6 (random rounding errors make the actual error far smaller).
+      const ref = globalAvgPoolForwardRef(planes, hw, x.held);
+      assertClose(await y.toArray(), ref, { ...outTol(dt.y, ref, 6), what: `y ${what}` });
+      const dref = globalAvgPoolBackwardRef(planes, hw, dy.held);
+      assertClose(await dx.toArray(), dref, { ...outTol(dt.dx, dref, 0), what: `dx ${what}` });
+      for (const t of [x.t, dy.t, y, dx]) t.dispose();
+    }
+  }
+});
+
+Deno.test(
+  "pooling rejects a non-float tensor in a float slot, naming the op",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const p: Pool2dParams = { n: 1, c: 2, h: 6, w: 6, kernel: 2 };
+    const g = { n: 1, c: 2, h: 6, w: 6 };
+    const x = gpu.zeros([1, 2, 6, 6], { dtype: "f16" }), y = gpu.empty([1, 2, 3, 3]);
+    const argmax = gpu.empty([1, 2, 3, 3], { dtype: "i32" }), y1 = gpu.empty([1, 2, 1, 1]);
+    const u = (shape: number[]) => gpu.empty(shape, { dtype: "u32" });
+    const cases: [string, () => void][] = [
+      ["maxPool2dForward: x", () => maxPool2dForward({ y, argmax, x: u([1, 2, 6, 6]) }, p)],
+      ["maxPool2dForward: y", () => maxPool2dForward({ y: argmax, argmax, x }, p)],
+      ["maxPool2dBackward: dy", () => maxPool2dBackward({ dx: x, dy: u([1, 2, 3, 3]), argmax }, p)],
+      ["maxPool2dBackward: dx", () => maxPool2dBackward({ dx: u([1, 2, 6, 6]), dy: y, argmax }, p)],
+      ["avgPool2dForward: y", () => avgPool2dForward({ y: u([1, 2, 3, 3]), x }, p)],
+      ["avgPool2dBackward: dy", () => avgPool2dBackward({ dx: x, dy: u([1, 2, 3, 3]) }, p)],
+      ["globalAvgPoolForward: x", () => globalAvgPoolForward({ y: y1, x: u([1, 2, 6, 6]) }, g)],
+      [
+        "globalAvgPoolBackward: dx",
+        () => globalAvgPoolBackward({ dx: u([1, 2, 6, 6]), dy: y1 }, g),
+      ],
+    ];
+    for (const [msg, fn] of cases) {
+      assert.throws(
+        fn,
+        (e: Error) => e instanceof TypeError && e.message.startsWith(`${msg} must be f32 or f16`),
+        msg,
+      );
+    }
+    // argmax must stay i32: an f16 tensor is rejected.
+    assert.throws(
+      () => maxPool2dForward({ y, argmax: gpu.empty([1, 2, 3, 3], { dtype: "f16" }), x }, p),
+      /maxPool2dForward: argmax must be i32/,
+    );
+  },
+);
 
 // ------------------------------------------------------------ beyond the device limits ----
 

@@ -36,13 +36,16 @@ export function lrnForwardRef(
   return { y, scale };
 }
 
-/** dx for an output gradient dy (product rule through every window containing the element). */
+/**
+ * dx for an output gradient dy (product rule through every window containing the element), from
+ * the forward's `scale` (default: computed from x; pass the saved one, e.g. as rounded to f16).
+ */
 export function lrnBackwardRef(
   g: LrnGeom,
   dy: ArrayLike<number>,
   x: ArrayLike<number>,
+  scale: ArrayLike<number> = lrnForwardRef(g, x).scale,
 ): Float64Array {
-  const { scale } = lrnForwardRef(g, x);
   const dx = new Float64Array(g.n * g.c * g.hw);
   for (let b = 0; b < g.n; b++) {
     for (let c = 0; c < g.c; c++) {
