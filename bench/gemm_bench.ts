@@ -5,31 +5,49 @@
 // of d2l's 128 (one fc1 forward at batch 128 is 6.7 GFLOP, ~0.4 s on llvmpipe; the shapes per
 // row of the batch are the same). A few benches compare kernel variants: the register-blocked
 // kernel (auto tile), the same with 4x4 blocks, and the shared-memory kernel meant for GPUs.
+// Rows marked [f16 ...] store operands as f16 (training's --precision f16: A and B f16, C f16
+// for forward and dx products, f32 for weight gradients); the math is f32 either way.
 import { getGpu } from "../gpu/mod.ts";
 import { gemm, type GemmParams, type GemmTuning } from "../kernels/gemm.ts";
 
 const gpu = await getGpu();
 const results: [string, number][] = [];
 
-function randomTensor(size: number) {
-  const data = new Float32Array(size);
+function randomTensor(size: number, dtype: "f32" | "f16" = "f32") {
+  const data = dtype === "f16" ? new Float16Array(size) : new Float32Array(size);
   for (let i = 0; i < size; i++) data[i] = Math.random() - 0.5;
   return gpu.tensor(data, { shape: [size] });
 }
 
-function benchGemm(label: string, p: GemmParams, tuning: GemmTuning = {}): void {
+/** Storage types of A, B and C (bias stays f32). */
+interface BenchDTypes {
+  readonly a: "f32" | "f16";
+  readonly b: "f32" | "f16";
+  readonly c: "f32" | "f16";
+}
+
+function benchGemm(
+  label: string,
+  p: GemmParams,
+  tuning: GemmTuning = {},
+  dt: BenchDTypes = { a: "f32", b: "f32", c: "f32" },
+): void {
   const batch = p.batch ?? 1;
-  const a = randomTensor(batch * p.m * p.k);
-  const b = randomTensor(batch * p.k * p.n);
-  const c = gpu.empty([batch * p.m * p.n]);
+  const a = randomTensor(batch * p.m * p.k, dt.a);
+  const b = randomTensor(batch * p.k * p.n, dt.b);
+  const c = gpu.empty([batch * p.m * p.n], { dtype: dt.c });
   const bias = p.batch === undefined ? randomTensor(p.n) : undefined;
   const flops = 2 * batch * p.m * p.n * p.k;
   const reps = Math.max(1, Math.min(1000, Math.round(4e9 / flops)));
   const ops = `${p.transA ? "T" : "N"}${p.transB ? "T" : "N"}`;
+  const half = [dt.a, dt.b, dt.c].includes("f16")
+    ? ` [f16 ${["a", "b", "c"].filter((o) => dt[o as keyof BenchDTypes] === "f16").join("")}]`
+    : "";
   const name = `${label} ${p.m}x${p.n}x${p.k} ${ops}` +
     (tuning.variant || tuning.tile
       ? ` [${tuning.variant ?? "auto"}${tuning.tile ? ` ${tuning.tile.join("x")}` : ""}]`
-      : "");
+      : "") +
+    half;
   let best = Infinity;
   Deno.bench({
     name: `${name} (${reps}/sync)`,
@@ -70,6 +88,17 @@ benchGemm("alexnet fc2 fwd b32", { m: 32, n: 4096, k: 4096, transB: true }, {
 });
 benchGemm("alexnet fc2 fwd b32", { m: 32, n: 4096, k: 4096, transB: true }, { variant: "shared" });
 benchGemm("batched", { m: 64, n: 49, k: 576, batch: 32 });
+// f16 storage at the same shapes as f32 rows above (forward/dx: all f16; dw: C f32).
+const H16: BenchDTypes = { a: "f16", b: "f16", c: "f16" };
+benchGemm("lenet fc1 fwd b256", { m: 256, n: 120, k: 400, transB: true }, {}, H16);
+benchGemm("lenet fc1 dw   b256", { m: 120, n: 400, k: 256, transA: true }, {}, {
+  a: "f16",
+  b: "f16",
+  c: "f32",
+});
+benchGemm("alexnet fc2 fwd b32", { m: 32, n: 4096, k: 4096, transB: true }, {}, H16);
+benchGemm("square", { m: 512, n: 512, k: 512 }, {}, H16);
+benchGemm("square", { m: 512, n: 512, k: 512 }, { variant: "shared" }, H16);
 
 globalThis.addEventListener("unload", () => {
   const best = new Map<string, number>();

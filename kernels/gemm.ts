@@ -1,7 +1,12 @@
 /**
- * GEMM (f32): `C = alpha * op(A) op(B) + beta * C (+ bias)` with transposes and batches,
+ * GEMM: `C = alpha * op(A) op(B) + beta * C (+ bias)` with transposes and batches,
  * optionally through an activation fused into the store: the engine behind linear and conv2d. Also `sumRows`, the column sums that give linear's bias
  * gradient.
+ *
+ * Every operand (A, B, C, bias; x and y of the reductions) is stored as f32 or f16, each on its
+ * own (see `_dtype.ts`): the kernels convert f16 on load, multiply and accumulate in f32 and
+ * round once when storing an f16 C. Intermediate results (split-K partial sums, k-pass sums for
+ * an f16 C, partial reductions) stay f32.
  *
  * Two kernel families, chosen per adapter:
  * - **register** (CPU adapters such as llvmpipe): no shared memory and no barriers. Each thread
@@ -34,6 +39,7 @@ import {
 } from "../gpu/mod.ts";
 import { activationWgsl, checkActivationKind } from "./_activation_wgsl.ts";
 import { tunedGemm } from "./_autotune_table.ts";
+import { dtypeTag, type FloatDType, floatDTypes, wgslEnable } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
 
@@ -163,6 +169,11 @@ export function checkGemm(
  *
  * C is overwritten when `beta` is 0 (the default), else accumulated as `beta * C + ...`.
  *
+ * Each of A, B, C and bias may be f32 or f16 (independently); the products are accumulated in
+ * f32 and an f16 C is rounded once, as it is stored.
+ *
+ * @throws {RangeError} for bad dimensions. @throws {TypeError} when an operand does not fit
+ * them, or is not an f32/f16 tensor.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -179,6 +190,7 @@ export function gemm(
   p: GemmParams & GemmTuning,
 ): void {
   checkGemm(p, { a: io.a.shape, b: io.b.shape, c: io.c.shape, bias: io.bias?.shape });
+  floatDTypes("gemm", io);
   const { m, n, k } = p;
   const batch = p.batch ?? 1;
   const gpu = io.c.gpu;
@@ -222,9 +234,10 @@ export function gemm(
 
 /**
  * Records column sums `y[cols] = sum over rows of x[rows, cols]` (or `+=` when `accumulate`):
- * linear's bias gradient from `dy[batch, out]`.
+ * linear's bias gradient from `dy[batch, out]`. `x` and `y` are f32 or f16 each (sums in f32).
  *
- * @throws {RangeError} for bad dimensions. @throws {TypeError} when `x` or `y` do not fit them.
+ * @throws {RangeError} for bad dimensions. @throws {TypeError} when `x` or `y` do not fit them,
+ * or are not f32/f16 tensors.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -251,6 +264,7 @@ export function sumRows(
   if (io.y.size !== p.cols) {
     throw new TypeError(`sumRows: y has shape ${formatShape(io.y.shape)}, expected [${p.cols}]`);
   }
+  floatDTypes("sumRows", io);
   if (p.cols === 0) return;
   const limit = maxBindingElements(io.x.gpu);
   if (p.rows * p.cols > limit) {
@@ -372,11 +386,11 @@ export interface StridedGemm {
   readonly alpha: number;
   /** Prior C scale (0: C not read). */
   readonly beta: number;
-  /** A's elements. */
+  /** A's elements (an f32 or f16 tensor). */
   readonly a: TensorRange;
-  /** B's elements. */
+  /** B's elements (an f32 or f16 tensor). */
   readonly b: TensorRange;
-  /** C's elements. */
+  /** C's elements (an f32 or f16 tensor). */
   readonly c: TensorRange;
   /** Row stride of A as stored. */
   readonly lda: number;
@@ -396,7 +410,7 @@ export interface StridedGemm {
   readonly segment?: number;
   /** Stride between column segments of C. */
   readonly segmentStride?: number;
-  /** Bias elements. */
+  /** Bias elements (an f32 or f16 tensor). */
   readonly bias?: TensorRange | undefined;
   /** How bias broadcasts. */
   readonly biasMode: "none" | "row" | "col";
@@ -410,8 +424,11 @@ export interface StridedGemm {
 }
 
 /**
- * Records a {@linkcode StridedGemm} (the common engine of `gemm` and `conv2d`).
+ * Records a {@linkcode StridedGemm} (the common engine of `gemm` and `conv2d`). The tensors of
+ * `a`, `b`, `c` and `bias` are f32 or f16 each; arithmetic is f32, an f16 C is rounded once.
  *
+ * @throws {TypeError} when an operand's tensor is not f32/f16 (or f16 without `shader-f16`).
+ * @throws {RangeError} for an unknown activation or a grid beyond the device's limits.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -427,6 +444,7 @@ export interface StridedGemm {
  */
 export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): void {
   checkActivationKind("gemm", g.activation);
+  floatDTypes("gemm", { a: g.a.tensor, b: g.b.tensor, c: g.c.tensor, bias: g.bias?.tensor });
   if (g.m === 0 || g.n === 0 || g.batch === 0) return;
   // Nothing forced: the autotuner's choice for this problem on this adapter, if any.
   tuning = tunedGemm(gpu, g, tuning);
@@ -435,8 +453,14 @@ export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): 
   if (g.batch > maxWg) throw new RangeError(`gemm: batch ${g.batch} exceeds ${maxWg}`);
   // Bound the k-loop of one dispatch (see MAX_K_REGISTER): longer reductions run as sequential
   // passes over k-ranges, each after the first adding to C (beta = 1, no bias); only the last
-  // one applies the activation.
+  // one applies the activation. An f16 C is not used as the accumulator: the passes sum into an
+  // f32 scratch (passesViaScratch).
   const kPass = passK(g.k, variant);
+  if (
+    kPass < g.k && g.c.tensor.dtype === "f16" && passesViaScratch(gpu, g, variant, tuning, kPass)
+  ) {
+    return;
+  }
   if (kPass < g.k) {
     for (let k0 = 0, pass = 0; k0 < g.k; k0 += kPass, pass++) {
       const kLen = Math.min(kPass, g.k - k0);
@@ -459,6 +483,53 @@ export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): 
     return;
   }
   gemmPass(gpu, g, variant, tuning);
+}
+
+/**
+ * The k-passes of a long reduction with an f16 C: the passes sum raw products into an f32
+ * scratch `[batch, m, n]` (so that the partial sums are not rounded to f16 between passes),
+ * then the split-K epilogue applies alpha, beta, bias, the activation and C's mapping, rounding
+ * once. Returns false (nothing recorded) when the scratch does not fit one binding; the caller
+ * then accumulates in C itself.
+ */
+function passesViaScratch(
+  gpu: Gpu,
+  g: StridedGemm,
+  variant: GemmVariant,
+  tuning: GemmTuning,
+  kPass: number,
+): boolean {
+  const total = g.batch * g.m * g.n;
+  if (total > maxBindingElements(gpu)) return false;
+  const scratch = gpu.empty([total]);
+  for (let k0 = 0, pass = 0; k0 < g.k; k0 += kPass, pass++) {
+    const kLen = Math.min(kPass, g.k - k0);
+    gemmPass(
+      gpu,
+      {
+        ...g,
+        k: kLen,
+        a: { ...g.a, base: g.a.base + k0 * (g.transA ? g.lda : 1) },
+        b: { ...g.b, base: g.b.base + k0 * (g.transB ? 1 : g.ldb) },
+        alpha: 1,
+        beta: pass === 0 ? 0 : 1,
+        c: bindingRange(scratch, 0, total),
+        ldc: g.n,
+        ldcCol: 1,
+        strideC: g.m * g.n,
+        segment: undefined,
+        segmentStride: undefined,
+        bias: undefined,
+        biasMode: "none",
+        activation: undefined,
+      },
+      variant,
+      tuning,
+    );
+  }
+  dispatchEpilogue(gpu, g, scratch, 1);
+  scratch.dispose();
+  return true;
 }
 
 /**
@@ -572,6 +643,42 @@ interface GemmConfig {
   readonly vecC?: boolean;
   /** Activation of the C store. */
   readonly activation?: ActivationKind | undefined;
+  /** Storage types of the bindings (bias: f32 when there is none). */
+  readonly dt: GemmDTypes;
+}
+
+/** Storage types of a GEMM's float bindings. */
+type GemmDTypes = {
+  readonly a: FloatDType;
+  readonly b: FloatDType;
+  readonly c: FloatDType;
+  readonly bias: FloatDType;
+};
+
+/** The binding types of `g` (its tensors were checked by gemmStrided). */
+function dtypesOf(g: StridedGemm): GemmDTypes {
+  const d = (r: TensorRange | undefined) => (r?.tensor.dtype === "f16" ? "f16" : "f32");
+  return { a: d(g.a), b: d(g.b), c: d(g.c), bias: d(g.bias) };
+}
+
+/** WGSL element type of a binding: `f32`/`f16`, or `vec4f`/`vec4<f16>` when `vec`. */
+function elemType(d: FloatDType, vec: boolean): string {
+  return vec ? (d === "f16" ? "vec4<f16>" : "vec4f") : d;
+}
+
+/** A load of `expr` from a binding of type `d`, as f32 (the expression itself when f32). */
+function loadAs(d: FloatDType, vec: boolean, expr: string): string {
+  return d === "f32" ? expr : `${vec ? "vec4f" : "f32"}(${expr})`;
+}
+
+/** An f32 value `expr` as stored to a binding of type `d` (rounded once when f16). */
+function storeAs(d: FloatDType, vec: boolean, expr: string): string {
+  return d === "f32" ? expr : `${elemType(d, vec)}(${expr})`;
+}
+
+/** The `enable f16;` line a GEMM kernel needs, if any. */
+function enableOf(dt: GemmDTypes): string {
+  return wgslEnable(Object.values(dt));
 }
 
 function isVecOk(r: TensorRange, ld: number, stride: number, inner: number): boolean {
@@ -587,6 +694,7 @@ function chooseConfig(
   void gpu;
   const beta = g.beta !== 0;
   const segmented = g.segment !== undefined;
+  const dt = dtypesOf(g);
   if (variant === "shared") {
     return {
       variant,
@@ -605,9 +713,12 @@ function chooseConfig(
       rowsPerGroup: SHARED_BM,
       colsPerGroup: SHARED_BN,
       kAlign: 1,
+      dt,
     };
   }
   // Vectorize A along k (!transA: needs k, lda % 4 == 0) or m (transA: needs m, lda % 4 == 0).
+  // f16 operands vectorize under the same conditions: a binding starts 256-byte aligned, so an
+  // element offset that is a multiple of 4 is 8-byte aligned, as a vec4<f16> needs.
   const vecA = g.transA ? isVecOk(g.a, g.lda, g.strideA, g.m) : isVecOk(g.a, g.lda, g.strideA, g.k);
   const vecB = g.transB ? isVecOk(g.b, g.ldb, g.strideB, g.k) : isVecOk(g.b, g.ldb, g.strideB, g.n);
   let [tm, tn] = tuning.tile ?? pickTile(g.m, g.n, g.k, g.batch).tile;
@@ -636,6 +747,7 @@ function chooseConfig(
     colsPerGroup: tn * wx,
     kAlign: (vecA && !g.transA) || (vecB && g.transB) ? 4 : 1,
     vecC: isVecC(g),
+    dt,
   };
 }
 
@@ -833,7 +945,7 @@ function specName(prefix: string, c: GemmConfig): string {
   return `${prefix}_${c.transA ? "t" : "n"}${c.transB ? "t" : "n"}_${c.tm}x${c.tn}` +
     `${c.vecA ? "_va" : ""}${c.vecB ? "_vb" : ""}${c.beta ? "_beta" : ""}` +
     `${c.bias === "none" ? "" : `_bias${c.bias}`}${c.segmented ? "_seg" : ""}` +
-    `${c.vecC ? "_vc" : ""}${c.activation ? `_${c.activation}` : ""}`;
+    `${c.vecC ? "_vc" : ""}${c.activation ? `_${c.activation}` : ""}${dtypeTag(c.dt)}`;
 }
 
 /**
@@ -841,6 +953,7 @@ function specName(prefix: string, c: GemmConfig): string {
  * the activation and the column mapping.
  */
 function storeWgsl(c: GemmConfig): string {
+  const { dt } = c;
   return `${activationWgsl(c.activation, "f32")}
 fn colOffset(j: u32) -> u32 {
   ${c.segmented ? "return (j / p.seg) * p.segStride + j % p.seg;" : "return j * p.ldcCol;"}
@@ -848,19 +961,21 @@ fn colOffset(j: u32) -> u32 {
 fn store(zc: u32, z: u32, i: u32, j: u32, acc: f32) {
   let idx = p.cOff + zc * p.sC + i * p.ldc + colOffset(j);
   var v = p.alpha * acc;
-  ${c.beta ? "v += p.beta * c[idx];" : ""}
-  ${c.bias === "row" ? "v += bias[p.biasOff + z * p.sBias + i];" : ""}
-  ${c.bias === "col" ? "v += bias[p.biasOff + z * p.sBias + j];" : ""}
-  c[idx] = ${c.activation ? "act(v)" : "v"};
+  ${c.beta ? `v += p.beta * ${loadAs(dt.c, false, "c[idx]")};` : ""}
+  ${c.bias === "row" ? `v += ${loadAs(dt.bias, false, "bias[p.biasOff + z * p.sBias + i]")};` : ""}
+  ${c.bias === "col" ? `v += ${loadAs(dt.bias, false, "bias[p.biasOff + z * p.sBias + j]")};` : ""}
+  c[idx] = ${storeAs(dt.c, false, c.activation ? "act(v)" : "v")};
 }`;
 }
 
 function bindingsWgsl(c: GemmConfig): string {
+  const { dt } = c;
+  const bias = `@group(0) @binding(4) var<storage, read> bias: array<${dt.bias}>;`;
   return `@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<${c.vecA ? "vec4f" : "f32"}>;
-@group(0) @binding(2) var<storage, read> b: array<${c.vecB ? "vec4f" : "f32"}>;
-@group(0) @binding(3) var<storage, read_write> c: array<${c.vecC ? "vec4f" : "f32"}>;
-${c.bias !== "none" ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}`;
+@group(0) @binding(1) var<storage, read> a: array<${elemType(dt.a, c.vecA)}>;
+@group(0) @binding(2) var<storage, read> b: array<${elemType(dt.b, c.vecB)}>;
+@group(0) @binding(3) var<storage, read_write> c: array<${elemType(dt.c, !!c.vecC)}>;
+${c.bias !== "none" ? bias : ""}`;
 }
 
 /**
@@ -879,8 +994,10 @@ function registerKernel(c: GemmConfig): { name: string; code: string } {
     const kvecA = c.vecA && !c.transA; // A vectorized along k
     const kvecB = c.vecB && c.transB; // B vectorized along k
     const kvec = kvecA || kvecB;
+    const { dt } = c;
+    const vecC = !!c.vecC;
     // Row index expressions (clamped) and column ones.
-    L.push(`${PARAMS_WGSL}
+    L.push(`${enableOf(dt)}${PARAMS_WGSL}
 ${bindingsWgsl(c)}
 ${activationWgsl(c.activation, c.vecC ? "vec4<f32>" : "f32")}
 // Thread (x, y) of workgroup (X, Y, z): the ${tm}x${tn} block of C at rows (Y*${c.wy}+y)*${tm},
@@ -949,7 +1066,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       if (c.vecA && !c.transA) {
         for (let i = 0; i < tm; i++) {
           for (let q = 0; q < ks / 4; q++) {
-            out.push(`    let av${i}_${q} = a[ar${i} + ${kExpr} / 4u + ${q}u];`);
+            out.push(
+              `    let av${i}_${q} = ${loadAs(dt.a, true, `a[ar${i} + ${kExpr} / 4u + ${q}u]`)};`,
+            );
           }
           for (let s = 0; s < ks; s++) aval[i][s] = `av${i}_${s >> 2}[${s & 3}]`;
         }
@@ -957,7 +1076,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         for (let s = 0; s < ks; s++) {
           out.push(`    let ak${s} = aB4 + (${kExpr} + ${s}u) * lda4;`);
           for (let i4 = 0; i4 < tm / 4; i4++) {
-            out.push(`    let av${s}_${i4} = a[ak${s} + ar${i4}];`);
+            out.push(`    let av${s}_${i4} = ${loadAs(dt.a, true, `a[ak${s} + ar${i4}]`)};`);
             for (let q = 0; q < 4; q++) aval[i4 * 4 + q][s] = `av${s}_${i4}[${q}]`;
           }
         }
@@ -967,7 +1086,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
           const koff = c.transA ? `(${kk}) * p.lda` : `${kk}`;
           if (c.transA) out.push(`    let ak${s} = ${koff};`);
           for (let i = 0; i < tm; i++) {
-            out.push(`    let av${s}_${i} = a[ar${i} + ${c.transA ? `ak${s}` : `${kk}`}];`);
+            const ai = `a[ar${i} + ${c.transA ? `ak${s}` : `${kk}`}]`;
+            out.push(`    let av${s}_${i} = ${loadAs(dt.a, false, ai)};`);
             aval[i][s] = `av${s}_${i}`;
           }
         }
@@ -977,14 +1097,16 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         for (let s = 0; s < ks; s++) {
           out.push(`    let bk${s} = (${kExpr} + ${s}u) * ldb4 + bB4;`);
           for (let j4 = 0; j4 < tn4; j4++) {
-            out.push(`    let bv${s}_${j4} = b[bk${s} + bc${j4}];`);
+            out.push(`    let bv${s}_${j4} = ${loadAs(dt.b, true, `b[bk${s} + bc${j4}]`)};`);
             bval[s][j4] = `bv${s}_${j4}`;
           }
         }
       } else if (c.vecB && c.transB) {
         for (let j = 0; j < tn; j++) {
           for (let q = 0; q < ks / 4; q++) {
-            out.push(`    let bw${j}_${q} = b[bc${j} + ${kExpr} / 4u + ${q}u];`);
+            out.push(
+              `    let bw${j}_${q} = ${loadAs(dt.b, true, `b[bc${j} + ${kExpr} / 4u + ${q}u]`)};`,
+            );
           }
         }
         for (let s = 0; s < ks; s++) {
@@ -998,9 +1120,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
           const kk = s === 0 ? kExpr : `${kExpr} + ${s}u`;
           if (!c.transB) out.push(`    let bk${s} = (${kk}) * p.ldb;`);
           for (let j = 0; j < tn; j++) {
-            out.push(
-              `    let bs${s}_${j} = b[bc${j} + ${c.transB ? `${kk}` : `bk${s}`}];`,
-            );
+            const bj = `b[bc${j} + ${c.transB ? `${kk}` : `bk${s}`}]`;
+            out.push(`    let bs${s}_${j} = ${loadAs(dt.b, false, bj)};`);
           }
           for (let j4 = 0; j4 < tn4; j4++) {
             const q = [0, 1, 2, 3].map((x) => `bs${s}_${j4 * 4 + x}`).join(", ");
@@ -1050,20 +1171,24 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     }
     if (c.bias === "col") {
       for (let j = 0; j < tn; j++) {
-        L.push(`  let bj${j} = bias[p.biasOff + z * p.sBias + min(c0 + ${j}u, p.n - 1u)];`);
+        const bj = `bias[p.biasOff + z * p.sBias + min(c0 + ${j}u, p.n - 1u)]`;
+        L.push(`  let bj${j} = ${loadAs(dt.bias, false, bj)};`);
       }
     }
     for (let i = 0; i < tm; i++) {
       L.push(`  if (r0 + ${i}u < p.m) {`);
       L.push(`    let ri = cz + (r0 + ${i}u) * p.ldc;`);
-      if (c.bias === "row") L.push(`    let bi = bias[p.biasOff + z * p.sBias + r0 + ${i}u];`);
+      if (c.bias === "row") {
+        const bi = `bias[p.biasOff + z * p.sBias + r0 + ${i}u]`;
+        L.push(`    let bi = ${loadAs(dt.bias, false, bi)};`);
+      }
       for (let j = 0; j < nOff; j++) {
         const guard = j === 0 ? "" : `if (c0 + ${j * step}u < p.n) `;
         const idx = c.vecC ? `(ri + co${j}) / 4u` : `ri + co${j}`;
         const terms = c.vecC
           ? [`p.alpha * acc${i}_${j}`]
           : [`p.alpha * acc${i}_${j >> 2}[${j & 3}]`];
-        if (c.beta) terms.push(`p.beta * c[${idx}]`);
+        if (c.beta) terms.push(`p.beta * ${loadAs(dt.c, vecC, `c[${idx}]`)}`);
         if (c.bias === "row") terms.push(c.vecC ? "vec4f(bi)" : "bi");
         if (c.bias === "col") {
           terms.push(
@@ -1071,7 +1196,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
           );
         }
         const v = terms.join(" + ");
-        L.push(`    ${guard}{ c[${idx}] = ${c.activation ? `act(${v})` : v}; }`);
+        L.push(
+          `    ${guard}{ c[${idx}] = ${storeAs(dt.c, vecC, c.activation ? `act(${v})` : v)}; }`,
+        );
       }
       L.push(`  }`);
     }
@@ -1098,7 +1225,7 @@ function sharedKernel(c: GemmConfig): { name: string; code: string } {
     const loadB = c.transB
       ? `let kq = e % ${BK}u; let q = e / ${BK}u;` // B stored [n][k]: k fastest
       : `let q = e % ${BN}u; let kq = e / ${BN}u;`;
-    return `${PARAMS_WGSL}
+    return `${enableOf(c.dt)}${PARAMS_WGSL}
 ${bindingsWgsl(c)}
 ${storeWgsl(c)}
 var<workgroup> saS: array<f32, ${BK * BM}>; // [BK][BM]
@@ -1122,7 +1249,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       let gr = rowT + r; let gk = k0 + kq;
       var v = 0.0;
       if (gr < p.m && gk < kEnd) {
-        v = a[aBase + ${c.transA ? "gk * p.lda + gr" : "gr * p.lda + gk"}];
+        v = ${
+      loadAs(c.dt.a, false, `a[aBase + ${c.transA ? "gk * p.lda + gr" : "gr * p.lda + gk"}]`)
+    };
       }
       saS[kq * ${BM}u + r] = v;
     }
@@ -1131,7 +1260,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       let gc = colT + q; let gk = k0 + kq;
       var v = 0.0;
       if (gc < p.n && gk < kEnd) {
-        v = b[bBase + ${c.transB ? "gc * p.ldb + gk" : "gk * p.ldb + gc"}];
+        v = ${
+      loadAs(c.dt.b, false, `b[bBase + ${c.transB ? "gc * p.ldb + gk" : "gk * p.ldb + gc"}]`)
+    };
       }
       sbS[kq * ${BN}u + q] = v;
     }
@@ -1164,25 +1295,29 @@ const EPI_WG = 64;
 
 /**
  * Split-K epilogue: one thread per element (z, i, j) of C sums the partial products
- * `scratch[s][z][i][j]` over splits s, then applies alpha, beta, bias, the activation and C's
- * mapping.
+ * `scratch[s][z][i][j]` (always f32) over splits s, then applies alpha, beta, bias, the
+ * activation and C's mapping (C and bias f32 or f16 as `dt` says).
  */
 function epilogueKernel(
   beta: boolean,
   bias: "none" | "row" | "col",
   segmented: boolean,
   activation: ActivationKind | undefined,
+  dt: GemmDTypes,
 ) {
-  const cfg = { beta, bias, segmented, activation } as GemmConfig;
+  // Only C and bias are bound here (the partial sums are f32).
+  const cbDt: GemmDTypes = { a: "f32", b: "f32", c: dt.c, bias: dt.bias };
+  const cfg = { beta, bias, segmented, activation, dt: cbDt } as GemmConfig;
   const name =
     `gemm_splitk_epilogue${beta ? "_beta" : ""}${bias === "none" ? "" : `_bias${bias}`}` +
-    `${segmented ? "_seg" : ""}${activation ? `_${activation}` : ""}`;
+    `${segmented ? "_seg" : ""}${activation ? `_${activation}` : ""}` +
+    dtypeTag({ c: dt.c, bias: dt.bias });
   return memo(name, () =>
-    `${PARAMS_WGSL}
+    `${enableOf(cbDt)}${PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-${bias !== "none" ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
+@group(0) @binding(2) var<storage, read_write> c: array<${dt.c}>;
+${bias !== "none" ? `@group(0) @binding(3) var<storage, read> bias: array<${dt.bias}>;` : ""}
 ${storeWgsl(cfg)}
 // One thread per element t = (z * m + i) * n + j of C; p.k holds the split count here.
 @compute @workgroup_size(${EPI_WG})
@@ -1200,7 +1335,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 function dispatchEpilogue(gpu: Gpu, g: StridedGemm, scratch: Tensor, splits: number): void {
-  const spec = epilogueKernel(g.beta !== 0, g.biasMode, g.segment !== undefined, g.activation);
+  const spec = epilogueKernel(
+    g.beta !== 0,
+    g.biasMode,
+    g.segment !== undefined,
+    g.activation,
+    dtypesOf(g),
+  );
   const params = writeParams({ ...g, k: splits }, 0);
   const bindings: Binding[] = [scratch, g.c.binding];
   if (g.biasMode !== "none") bindings.push(g.bias!.binding);
@@ -1218,7 +1359,7 @@ const RED_MAX_LEN = 16384;
 /**
  * A reduction over the outer and inner dimensions of `x[outer, mid, inner]` into `y[mid]`
  * (`+=` when `accumulate`): column sums (inner = 1) and conv2d's bias gradient (outer = images,
- * inner = pixels).
+ * inner = pixels). `x` and `y` are f32 or f16 each; sums are f32.
  */
 export interface StridedReduce {
   /** Output `[mid]`. */
@@ -1237,8 +1378,9 @@ export interface StridedReduce {
 
 /**
  * Records a {@linkcode StridedReduce}. When `mid` is small and the reduction long, the reduced
- * range is split over more threads and the partial sums are reduced by a second pass.
+ * range is split over more threads and the partial sums (f32) are reduced by a second pass.
  *
+ * @throws {TypeError} when `x` or `y` is not an f32/f16 tensor.
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -1251,6 +1393,7 @@ export interface StridedReduce {
  * ```
  */
 export function reduceStrided(gpu: Gpu, r: StridedReduce): void {
+  floatDTypes("reduceStrided", { x: r.x.tensor, y: r.y.tensor });
   if (r.mid === 0) return;
   const len = r.outer * r.inner;
   const want = gpu.isCpu
@@ -1283,15 +1426,21 @@ export function reduceStrided(gpu: Gpu, r: StridedReduce): void {
   partial.dispose();
 }
 
-function reduceKernel(accumulate: boolean): { name: string; code: string } {
-  const name = `reduce_outer_inner${accumulate ? "_acc" : ""}`;
+function reduceKernel(
+  accumulate: boolean,
+  dt: { x: FloatDType; y: FloatDType },
+): { name: string; code: string } {
+  const name = `reduce_outer_inner${accumulate ? "_acc" : ""}${dtypeTag(dt)}`;
+  const sum = accumulate ? `${loadAs(dt.y, false, "y[yi]")} + acc` : "acc";
   return memo(
     name,
     () =>
-      `struct Params { outer: u32, mid: u32, inner: u32, splits: u32, xOff: u32, yOff: u32 }
+      `${
+        wgslEnable([dt.x, dt.y])
+      }struct Params { outer: u32, mid: u32, inner: u32, splits: u32, xOff: u32, yOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<${dt.x}>;
+@group(0) @binding(2) var<storage, read_write> y: array<${dt.y}>;
 // One thread per (split s, kept index c): sums x[o, c, q] over its share of the flattened
 // (o, q) range; the result goes to y[s * mid + c] (splits > 1) or y[c].
 @compute @workgroup_size(${RED_WG})
@@ -1311,13 +1460,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   while (e < end) {
     let run = min(p.inner - q, end - e);
     let base = p.xOff + (o * p.mid + c) * p.inner + q;
-    for (var u = 0u; u < run; u++) { acc += x[base + u]; }
+    for (var u = 0u; u < run; u++) { acc += ${loadAs(dt.x, false, "x[base + u]")}; }
     e += run;
     o += 1u;
     q = 0u;
   }
   let yi = p.yOff + s * p.mid + c;
-  ${accumulate ? "y[yi] = y[yi] + acc;" : "y[yi] = acc;"}
+  y[yi] = ${storeAs(dt.y, false, sum)};
 }`,
   );
 }
@@ -1335,7 +1484,11 @@ function dispatchReduce(
   const params = new ParamsWriter().u32(outer).u32(mid).u32(inner).u32(splits).u32(x.base)
     .u32(y.base).bytes();
   const [gx, gy] = grid1d(mid * splits, RED_WG);
-  gpu.dispatch(reduceKernel(accumulate), {
+  const dt = {
+    x: x.tensor.dtype === "f16" ? "f16" : "f32",
+    y: y.tensor.dtype === "f16" ? "f16" : "f32",
+  } as const;
+  gpu.dispatch(reduceKernel(accumulate, dt), {
     params,
     bindings: [x.binding, y.binding],
     workgroups: [gx, gy, 1],

@@ -1,11 +1,31 @@
 // Tests of the GEMM family (kernels/gemm.ts) against the Float64 CPU reference.
 import assert from "node:assert/strict";
-import type { Gpu } from "../gpu/mod.ts";
+import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../kernels/activation.ts";
-import { checkGemm, gemm, type GemmTuning, sumRows } from "../kernels/gemm.ts";
+import {
+  bindingRange,
+  checkGemm,
+  gemm,
+  gemmStrided,
+  type GemmTuning,
+  reduceStrided,
+  sumRows,
+} from "../kernels/gemm.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { gemmRef, sumRowsRef } from "./cpu_ref/gemm.ts";
-import { assertClose, compareClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  type CloseOptions,
+  compareClose,
+  f16,
+  f16Tolerance,
+  f32,
+  f64,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-5 };
 
@@ -391,3 +411,397 @@ Deno.test("gemm activation: default kernels, k = 0, and unknown kinds", GPU_TEST
     (e: Error) => e instanceof RangeError && /gemm: unknown activation "gelu"/.test(e.message),
   );
 });
+
+// ---------------------------------------------------------------------- f16 operands ----
+
+/** Storage types of a case's operands (f32 where left out). */
+interface DTypes {
+  a?: "f32" | "f16";
+  b?: "f32" | "f16";
+  c?: "f32" | "f16";
+  bias?: "f32" | "f16";
+}
+
+/** What training runs: f16 activations and weights, f32 bias; C f16 (forward, dx) or f32 (dw). */
+const TRAIN_FWD: DTypes = { a: "f16", b: "f16", c: "f16", bias: "f32" };
+const TRAIN_DW: DTypes = { a: "f16", b: "f16", c: "f32" };
+const ALL_F16: DTypes = { a: "f16", b: "f16", c: "f16", bias: "f16" };
+/** Other mixes: each binding's type follows its own tensor. */
+const MIXES: DTypes[] = [
+  ALL_F16,
+  { a: "f32", b: "f16", c: "f16", bias: "f32" },
+  { a: "f16", b: "f32", c: "f32", bias: "f16" },
+  { a: "f32", b: "f32", c: "f16", bias: "f16" },
+];
+
+/** A GPU tensor of `data` stored as `dtype`. */
+function upload(gpu: Gpu, data: Float64Array, dtype: "f32" | "f16" | undefined, shape: number[]) {
+  return dtype === "f16" ? gpu.tensor(f16(data), { shape }) : gpu.tensor(f32(data), { shape });
+}
+
+/** The values a tensor of `dtype` holds (what the Float64 reference must be fed). */
+function stored(data: Float64Array, dtype: "f32" | "f16" | undefined): Float64Array {
+  return dtype === "f16" ? roundF16(data) : f64(f32(data));
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/**
+ * Tolerance of a C computed from the stored (rounded) inputs: `tolFor(k)` for an f32 C (the
+ * arithmetic is f32 either way). For an f16 C, the f16 rounding of the result (f16Tolerance)
+ * with, as `extra`, the f32 accumulation error tolFor allows for a k-long reduction
+ * (2e-8 * k absolute) relative to f16Tolerance's absolute term (2^-9 * scale): below 0.01 for
+ * k <= 2048, ~0.03 at k = 250000 (where scale ~ 300).
+ */
+function tolC(expected: ArrayLike<number>, k: number, c: "f32" | "f16" | undefined) {
+  if (c !== "f16") return tolFor(k);
+  const scale = maxAbs(expected);
+  return f16Tolerance(scale, (2e-8 * k) / (2 ** -9 * Math.max(scale, 1e-3)));
+}
+
+/**
+ * Runs one GEMM with operands stored as `dt` says and compares with the Float64 reference fed
+ * the stored inputs (f16 ones rounded with roundF16, the prior C included), then the optional
+ * activation.
+ */
+async function runCaseDt(
+  c: Case & { activation?: ActivationKind },
+  dt: DTypes,
+  tuning: GemmTuning,
+  seed: number,
+): Promise<void> {
+  const gpu = await testGpu();
+  const rng = new Rng(seed);
+  const batch = c.batch ?? 1;
+  const lead = c.batch === undefined ? [] : [batch];
+  const a = rng.uniformArray(batch * c.m * c.k);
+  const b = rng.uniformArray(batch * c.k * c.n);
+  const c0 = rng.uniformArray(batch * c.m * c.n);
+  const bias = c.bias ? rng.uniformArray(c.n) : undefined;
+  const ta = upload(gpu, a, dt.a, [...lead, ...(c.transA ? [c.k, c.m] : [c.m, c.k])]);
+  const tb = upload(gpu, b, dt.b, [...lead, ...(c.transB ? [c.n, c.k] : [c.k, c.n])]);
+  const tc = upload(gpu, c0, dt.c, [...lead, c.m, c.n]);
+  const tbias = bias ? upload(gpu, bias, dt.bias, [c.n]) : undefined;
+  const bs = bias ? stored(bias, dt.bias) : undefined;
+  let expected = gemmRef(stored(a, dt.a), stored(b, dt.b), c, stored(c0, dt.c), bs);
+  if (c.activation) expected = activationForwardRef(expected, c.activation);
+  gemm({ c: tc, a: ta, b: tb, bias: tbias }, { ...c, ...tuning });
+  const got = await tc.toArray();
+  assert.equal(got instanceof Float16Array, dt.c === "f16");
+  const what = `gemm ${JSON.stringify(c)} ${JSON.stringify(dt)} ${JSON.stringify(tuning)}`;
+  assertClose(got, expected, { ...tolC(expected, c.k, dt.c), what });
+  for (const t of [ta, tb, tc, tbias]) t?.dispose();
+}
+
+Deno.test(
+  "gemm f16: training configuration (forward, dx with f16 C; dw += with f32 C), odd and vec4 shapes",
+  GPU_TEST,
+  async () => {
+    let seed = 900;
+    for (const [m, n, k] of [[7, 13, 5], [65, 33, 17], [16, 32, 64], [20, 12, 36]] as const) {
+      for (const variant of [undefined, "shared"] as const) {
+        const tuning = variant ? { variant } : {};
+        // y[m, n] = act(x[m, k] . w[n, k]^T + b)
+        const activation = seed % 2 === 0 ? "relu" : undefined;
+        await runCaseDt(
+          { m, n, k, transB: true, bias: true, activation },
+          TRAIN_FWD,
+          tuning,
+          seed++,
+        );
+        // dx[m, k] = dy[m, n] . w[n, k]
+        await runCaseDt({ m, n: k, k: n }, TRAIN_FWD, tuning, seed++);
+        // dw[n, k] += dy[m, n]^T . x[m, k]
+        await runCaseDt({ m: n, n: k, k: m, transA: true, beta: 1 }, TRAIN_DW, tuning, seed++);
+      }
+    }
+  },
+);
+
+Deno.test(
+  "gemm f16: all-f16 and mixed dtypes, every transpose combo, both families, batch and beta",
+  GPU_TEST,
+  async () => {
+    let seed = 950;
+    for (const variant of ["register", "shared"] as const) {
+      for (const [m, n, k] of [[9, 6, 11], [16, 32, 64]] as const) {
+        for (const [transA, transB] of COMBOS) {
+          const dt = MIXES[seed % MIXES.length];
+          const c = { m, n, k, transA, transB, bias: true, beta: 0.5, alpha: 2, batch: 2 };
+          await runCaseDt(c, dt, { variant }, seed++);
+        }
+      }
+    }
+  },
+);
+
+Deno.test(
+  "gemm f16: register tiles (vec4 A, B and C loads and stores) and swapped products",
+  GPU_TEST,
+  async () => {
+    let seed = 1000;
+    for (const [m, n, k] of [[16, 32, 64], [20, 12, 36]] as const) {
+      for (const [transA, transB] of COMBOS) {
+        for (const tile of [[8, 4], [1, 4], [2, 8]] as [number, number][]) {
+          const dt = seed % 2 === 0 ? ALL_F16 : TRAIN_FWD;
+          await runCaseDt({ m, n, k, transA, transB, bias: true }, dt, {
+            variant: "register",
+            tile,
+          }, seed++);
+        }
+      }
+    }
+    // The 16x16 block compiles slowly on llvmpipe (~1.7 s with f16 operands): two combos only.
+    for (const [transA, transB] of [COMBOS[0], COMBOS[3]]) {
+      await runCaseDt({ m: 20, n: 32, k: 36, transA, transB, bias: true }, TRAIN_FWD, {
+        variant: "register",
+        tile: [16, 16],
+      }, seed++);
+    }
+    // C^T = B^T A^T: A and B exchange bindings (and dtypes), the bias turns into a row bias.
+    for (const [m, n, k] of [[65, 7, 17], [16, 32, 64]] as const) {
+      for (const [transA, transB] of COMBOS) {
+        const c = { m, n, k, transA, transB, bias: true, batch: 2, beta: 0.5 };
+        for (const dt of [TRAIN_FWD, MIXES[seed % MIXES.length]]) {
+          await runCaseDt(c, dt, { variant: "register", swap: true }, seed++);
+        }
+      }
+    }
+  },
+);
+
+Deno.test(
+  "gemm f16: split-K (f32 partial sums, f16 or f32 C in the epilogue) and long-k passes",
+  GPU_TEST,
+  async () => {
+    let seed = 1100;
+    for (const variant of ["register", "shared"] as const) {
+      for (const [transA, transB] of COMBOS) {
+        const c = { m: 5, n: 7, k: 1001, transA, transB, bias: true, beta: 0.5, batch: 2 };
+        await runCaseDt(c, ALL_F16, { variant, splitK: 3 }, seed++);
+        await runCaseDt({ ...c, bias: false, beta: 1 }, TRAIN_DW, { variant, splitK: 3 }, seed++);
+      }
+    }
+    // vec4 C in the epilogue's mapping, with an activation; split-K chosen automatically.
+    await runCaseDt(
+      { m: 8, n: 12, k: 2048, bias: true, activation: "sigmoid", alpha: 0.1 },
+      ALL_F16,
+      {
+        variant: "register",
+        splitK: 4,
+      },
+      seed++,
+    );
+    await runCaseDt({ m: 6, n: 25, k: 4096, transB: true }, TRAIN_FWD, {}, seed++);
+    // Sequential k-passes (shared: 32768 k per pass; register: 240000): with an f16 C they sum
+    // into an f32 scratch and round once; with an f32 C they accumulate in C.
+    const long = { m: 3, n: 5, k: 40000, transA: true, bias: true, beta: 0.5 };
+    await runCaseDt(
+      { ...long, activation: "tanh", alpha: 0.05 },
+      ALL_F16,
+      { variant: "shared" },
+      seed++,
+    );
+    await runCaseDt(long, TRAIN_DW, { variant: "shared" }, seed++);
+    await runCaseDt({ m: 2, n: 4, k: 250000, transB: true, bias: true }, TRAIN_FWD, {
+      variant: "register",
+      splitK: 1,
+    }, seed++);
+    await runCaseDt({ m: 4, n: 8, k: 250000, beta: 1 }, ALL_F16, {
+      variant: "register",
+      splitK: 1,
+    }, seed++); // vec4 A, B and C
+  },
+);
+
+Deno.test(
+  "gemmStrided f16: segmented NCHW store with a row bias (conv2d's forward), other channels untouched",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    let seed = 1200;
+    // C[cout, images * pixels] = W[cout, k] . col[k, images * pixels] stored as y[image][yC][pixel]
+    // at channel offset 1 of yC = cout + 2 channels (a concatenation), + bias[cout].
+    for (const [cout, k, pixels] of [[5, 7, 9], [8, 12, 16]] as const) {
+      for (const dt of [TRAIN_FWD, { a: "f16", b: "f16", c: "f32", bias: "f16" } as DTypes]) {
+        for (
+          const tuning of [{}, { variant: "shared" }, { variant: "register", splitK: 2 }] as const
+        ) {
+          const rng = new Rng(seed++);
+          const images = 2, yC = cout + 2, n = images * pixels;
+          const w = rng.uniformArray(cout * k), col = rng.uniformArray(k * n);
+          const bias = rng.uniformArray(cout), y0 = rng.uniformArray(images * yC * pixels);
+          const tw = upload(gpu, w, dt.a, [cout, k]), tcol = upload(gpu, col, dt.b, [k, n]);
+          const tb = upload(gpu, bias, dt.bias, [cout]);
+          const ty = upload(gpu, y0, dt.c, [images, yC, pixels]);
+          const prod = gemmRef(stored(w, dt.a), stored(col, dt.b), { m: cout, n, k });
+          const expected = stored(y0, dt.c); // channels 0 and yC - 1 keep their values
+          const bs = stored(bias, dt.bias);
+          for (let i = 0; i < cout; i++) {
+            for (let j = 0; j < n; j++) {
+              const img = Math.floor(j / pixels), px = j % pixels;
+              expected[(img * yC + 1 + i) * pixels + px] = prod[i * n + j] + bs[i];
+            }
+          }
+          gemmStrided(gpu, {
+            m: cout,
+            n,
+            k,
+            batch: 1,
+            transA: false,
+            transB: false,
+            alpha: 1,
+            beta: 0,
+            a: bindingRange(tw, 0, cout * k),
+            b: bindingRange(tcol, 0, k * n),
+            c: bindingRange(ty, pixels, images * yC * pixels - pixels),
+            lda: k,
+            ldb: n,
+            ldc: pixels,
+            strideA: 0,
+            strideB: 0,
+            strideC: 0,
+            segment: pixels,
+            segmentStride: yC * pixels,
+            bias: bindingRange(tb, 0, cout),
+            biasMode: "row",
+            strideBias: 0,
+          }, tuning);
+          const what = `gemmStrided seg ${cout}x${n}x${k} ${JSON.stringify(dt)} ${
+            JSON.stringify(tuning)
+          }`;
+          assertClose(await ty.toArray(), expected, { ...tolC(expected, k, dt.c), what });
+          for (const t of [tw, tcol, tb, ty]) t.dispose();
+        }
+      }
+    }
+  },
+);
+
+/** Sums of `x[outer, mid, inner]` over outer and inner (Float64). */
+function reduceRef(x: Float64Array, outer: number, mid: number, inner: number): Float64Array {
+  const y = new Float64Array(mid);
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < mid; c++) {
+      for (let q = 0; q < inner; q++) y[c] += x[(o * mid + c) * inner + q];
+    }
+  }
+  return y;
+}
+
+/**
+ * Tolerance of a sum of `len` stored values: TOL for an f32 y (as the f32 sumRows test), for an
+ * f16 y its own rounding plus, as `extra`, TOL's absolute 1e-5 relative to f16Tolerance's
+ * 2^-9 * scale (the f32 sums are far more accurate than one f16 rounding; extra < 0.01 here).
+ */
+function tolSum(expected: ArrayLike<number>, y: "f32" | "f16"): CloseOptions {
+  if (y === "f32") return TOL;
+  const scale = maxAbs(expected);
+  return f16Tolerance(scale, 1e-5 / (2 ** -9 * Math.max(scale, 1e-3)));
+}
+
+Deno.test(
+  "sumRows, reduceStrided f16: x f16 with y f32 (bias gradients) or f16, split reductions",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(1300);
+    const mixes = [["f16", "f32"], ["f16", "f16"], ["f32", "f16"]] as const;
+    for (const [rows, cols] of [[1, 1], [128, 10], [3000, 3], [7, 333]] as const) {
+      for (const [xd, yd] of mixes) {
+        const x = rng.uniformArray(rows * cols);
+        const prior = rng.uniformArray(cols);
+        const tx = upload(gpu, x, xd, [rows, cols]);
+        const ty = upload(gpu, prior, yd, [cols]);
+        const sums = sumRowsRef(stored(x, xd), rows, cols);
+        const before = stored(prior, yd);
+        const acc = sums.map((v, i) => v + before[i]);
+        sumRows({ y: ty, x: tx }, { rows, cols, accumulate: true });
+        const what = `sumRows ${rows}x${cols} x ${xd} y ${yd}`;
+        assertClose(await ty.toArray(), acc, { ...tolSum(acc, yd), what: `${what} acc` });
+        sumRows({ y: ty, x: tx }, { rows, cols });
+        assertClose(await ty.toArray(), sums, { ...tolSum(sums, yd), what });
+        tx.dispose();
+        ty.dispose();
+      }
+    }
+    // conv2d's bias gradient: x[images, channels, pixels]; [2, 3, 1000] runs two passes.
+    for (const [outer, mid, inner] of [[3, 5, 7], [2, 3, 1000]] as const) {
+      for (const [xd, yd] of mixes) {
+        const x = rng.uniformArray(outer * mid * inner);
+        const tx = upload(gpu, x, xd, [outer, mid, inner]);
+        const ty = upload(gpu, rng.uniformArray(mid + 3), yd, [mid + 3]);
+        const expected = reduceRef(stored(x, xd), outer, mid, inner);
+        reduceStrided(gpu, {
+          y: bindingRange(ty, 3, mid), // an offset inside the binding
+          x: bindingRange(tx, 0, outer * mid * inner),
+          outer,
+          mid,
+          inner,
+          accumulate: false,
+        });
+        const got = (await ty.toArray()).slice(3);
+        const what = `reduceStrided ${outer}x${mid}x${inner} x ${xd} y ${yd}`;
+        assertClose(got, expected, { ...tolSum(expected, yd), what });
+        tx.dispose();
+        ty.dispose();
+      }
+    }
+  },
+);
+
+Deno.test(
+  "gemm, sumRows, reduceStrided: non-float tensors in float slots throw TypeError",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const u = (shape: number[]): Tensor => gpu.zeros(shape, { dtype: "u32" });
+    const a = gpu.zeros([3, 4], { dtype: "f16" }), b = gpu.zeros([4, 5]), c = gpu.zeros([3, 5]);
+    const p = { m: 3, n: 5, k: 4 };
+    const rejects = (f: () => void, re: RegExp) =>
+      assert.throws(f, (e: Error) => e instanceof TypeError && re.test(e.message));
+    rejects(() => gemm({ c, a: u([3, 4]), b }, p), /^gemm: a must be f32 or f16, got Tensor\(u32/);
+    rejects(() => gemm({ c, a, b: u([4, 5]) }, p), /^gemm: b must be f32 or f16/);
+    rejects(() => gemm({ c: u([3, 5]), a, b }, p), /^gemm: c must be f32 or f16/);
+    rejects(() => gemm({ c, a, b, bias: u([5]) }, p), /^gemm: bias must be f32 or f16/);
+    rejects(
+      () => sumRows({ y: gpu.zeros([5]), x: u([3, 5]) }, { rows: 3, cols: 5 }),
+      /^sumRows: x must be f32 or f16/,
+    );
+    const g = {
+      ...p,
+      batch: 1,
+      transA: false,
+      transB: false,
+      alpha: 1,
+      beta: 0,
+      a: bindingRange(a, 0, 12),
+      b: bindingRange(u([4, 5]), 0, 20),
+      c: bindingRange(c, 0, 15),
+      lda: 4,
+      ldb: 5,
+      ldc: 5,
+      strideA: 0,
+      strideB: 0,
+      strideC: 0,
+      biasMode: "none",
+    } as const;
+    rejects(() => gemmStrided(gpu, g), /^gemm: b must be f32 or f16/);
+    rejects(
+      () =>
+        reduceStrided(gpu, {
+          y: bindingRange(u([5]), 0, 5),
+          x: bindingRange(c, 0, 15),
+          outer: 3,
+          mid: 5,
+          inner: 1,
+          accumulate: false,
+        }),
+      /^reduceStrided: y must be f32 or f16/,
+    );
+  },
+);
