@@ -21,6 +21,14 @@
  * `maxStorageBufferBindingSize`; tensors larger than that are bound by ranges. The direct
  * kernels need no col buffer: their chunks are bounded by the activations alone.
  *
+ * Storage types: every tensor is f32 or f16, each on its own (training stores activations,
+ * their gradients and the weights' copies as f16, the bias and the parameter gradients as
+ * f32). Arithmetic and accumulation are f32; an f16 output is rounded once, as it is stored.
+ * The im2col buffer takes x's type (f16 halves it, so f16 chunks hold twice the images); in
+ * the backward pass it is f16 only when x and dx both are (it holds dcol too). Where an f16
+ * result would otherwise be summed in memory (col2im's taps, the direct kernel's input-channel
+ * chunks), the sums are kept in f32 until the one store.
+ *
  * @module
  */
 
@@ -28,6 +36,7 @@ import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape, grid1d } from "../gpu/mod.ts";
 import { tunedConv } from "./_autotune_table.ts";
 import { LOOP_CAP } from "./_chunks.ts";
+import { dtypeTag, floatBytes, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
@@ -35,8 +44,10 @@ import {
   directConvForward,
   type DirectConvShape,
   directConvWeightGrad,
+  loadF32,
   planDirectConv,
   planDirectWeightGrad,
+  storeAs,
 } from "./conv2d_direct.ts";
 import { checkActivationKind } from "./_activation_wgsl.ts";
 import {
@@ -229,9 +240,7 @@ export function checkConv2d(p: Conv2dParams): Shape {
 
 function expectShape(name: string, t: Tensor | undefined, want: Shape): void {
   if (!t) return;
-  if (t.dtype !== "f32") {
-    throw new TypeError(`conv2d: ${name} must be f32, got ${t}`);
-  }
+  floatDType("conv2d", name, t);
   if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
     throw new TypeError(
       `conv2d: ${name} has shape ${formatShape(t.shape)}, expected ${formatShape(want)}`,
@@ -283,6 +292,7 @@ const POINTWISE_MIN_PIXELS = 64;
 /**
  * How a convolution is chunked over images: each chunk's im2col buffer and each bound range of
  * x, y, dx, dy stay within `maxChunkBytes` (default 64 MiB) and the device's binding limit.
+ * Option `dtype: "f16"` plans for f16 activations (and im2col buffer): half the bytes per image.
  *
  * @throws {RangeError} when a single image does not fit.
  * @example
@@ -292,33 +302,62 @@ const POINTWISE_MIN_PIXELS = 64;
  * const gpu = await getGpu();
  * const plan = conv2dChunkPlan(gpu, { n: 128, cIn: 1, h: 224, w: 224, cOut: 96, kernel: 11, stride: 4, padding: 1 });
  * console.log(plan.chunks); // 3 (the im2col of 128 images would take 181 MB)
+ * console.log(conv2dChunkPlan(gpu, { n: 128, cIn: 1, h: 224, w: 224, cOut: 96, kernel: 11, stride: 4, padding: 1 }, { dtype: "f16" }).chunks); // 2
  * ```
  */
 export function conv2dChunkPlan(
   gpu: Gpu,
   p: Conv2dParams,
-  options: Conv2dKernelOptions = {},
+  options: Conv2dKernelOptions & {
+    /** Storage type of x, y and the im2col buffer; default f32 (f16 halves their bytes). */
+    readonly dtype?: "f32" | "f16";
+  } = {},
 ): Conv2dChunkPlan {
   const g = conv2dGeometry(p);
-  return chunkPlan(gpu, g, options, !isPointwise(g, options));
+  const e = floatBytes(options.dtype ?? "f32");
+  return chunkPlan(gpu, g, {
+    kernel: options,
+    im2col: !isPointwise(g, options),
+    bytes: { col: e, x: e, y: e },
+  });
 }
 
-/** `yChannels`: channels of y's images (more than cOut when writing a channel slice). */
+/** Bytes per element of what a chunk binds: the im2col buffer, x (and dx), y (and dy). */
+interface ChunkBytes {
+  readonly col: number;
+  readonly x: number;
+  readonly y: number;
+}
+
+/**
+ * `yChannels`: channels of y's images (more than cOut when writing a channel slice); `bytes`:
+ * element sizes (default all f32).
+ */
 function chunkPlan(
   gpu: Gpu,
   g: Conv2dGeometry,
-  options: Conv2dKernelOptions,
-  im2col: boolean,
-  yChannels: number = g.cOut,
+  o: {
+    kernel: Conv2dKernelOptions;
+    im2col: boolean;
+    yChannels?: number;
+    bytes?: ChunkBytes;
+  },
 ): Conv2dChunkPlan {
+  const options = o.kernel;
+  const b = o.bytes ?? { col: 4, x: 4, y: 4 };
   const deviceElems = maxBindingElements(gpu);
   const limitElems = Math.min(
     deviceElems,
     Math.floor((options.maxChunkBytes ?? DEFAULT_CHUNK_BYTES) / 4),
   );
   const P = g.oh * g.ow;
-  const colPer = im2col ? g.cIn * g.kh * g.kw * P : 0;
-  const perImage = Math.max(colPer, g.cIn * g.h * g.w, yChannels * P);
+  const colPer = o.im2col ? g.cIn * g.kh * g.kw * P : 0;
+  // The largest binding of one image in 4-byte units: its f32 element count when all is f32.
+  const perImage = Math.max(
+    colPer * b.col,
+    g.cIn * g.h * g.w * b.x,
+    (o.yChannels ?? g.cOut) * P * b.y,
+  ) / 4;
   if (perImage > deviceElems) {
     throw new RangeError(
       `conv2d: one image needs ${perImage * 4} bytes in one binding (im2col or activations), ` +
@@ -412,6 +451,15 @@ function autoDirect(gpu: Gpu, g: Conv2dGeometry): boolean {
   return gpu.isCpu && MESA_CPU.test(gpu.description) && fmas >= DIRECT_MIN_FMAS;
 }
 
+/**
+ * Whether the direct forward kernel's plan for `s` takes the input channels over several
+ * dispatches (an f16 output then needs an f32 scratch for the partial sums).
+ */
+function directSplitsChannels(s: DirectConvShape): boolean {
+  const plan = planDirectConv(s);
+  return plan !== undefined && plan.tile.ci < s.cIn;
+}
+
 /** Whether the forward pass runs the direct kernel. */
 function useDirectForward(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions): boolean {
   o = tunedConv(gpu, g, "forward", o, useDirectForward); // tuned, if any
@@ -465,7 +513,10 @@ function useDirectWeightGrad(gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions
  * `[yChannelOffset, yChannelOffset + cOut)` of a wider `y` of shape `[n, C, oh, ow]` (other
  * channels untouched), e.g. one branch of a channel concatenation.
  *
- * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes).
+ * `x`, `w`, `b` and `y` are f32 or f16, each on its own: sums in f32, `y` rounded once.
+ *
+ * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes),
+ * or a tensor is not f32/f16 (or f16 on a device without `shader-f16`).
  * @throws {RangeError} for bad hyper-parameters, an unknown activation or a `yChannelOffset`
  * that is not an integer >= 0.
  * @example
@@ -497,8 +548,16 @@ export function conv2dForward(
   // image n0 + nb - 1 (image stride yC * P).
   const yRange = (n0: number, nb: number) =>
     bindingRange(io.y, (n0 * yC + off) * P, ((nb - 1) * yC + g.cOut) * P);
+  const xb = floatBytes(io.x.dtype as FloatDType), yb = floatBytes(io.y.dtype as FloatDType);
   if (useDirectForward(gpu, g, p)) {
-    const plan = chunkPlan(gpu, g, p, false, yC);
+    // An f16 y over several input-channel dispatches sums into an f32 scratch of cOut channels.
+    const scratch = io.y.dtype === "f16" && directSplitsChannels(directShape(g, g.n));
+    const plan = chunkPlan(gpu, g, {
+      kernel: p,
+      im2col: false,
+      yChannels: yC,
+      bytes: { col: 0, x: xb, y: scratch ? 4 : yb },
+    });
     for (let n0 = 0; n0 < g.n; n0 += plan.imagesPerChunk) {
       const nb = Math.min(plan.imagesPerChunk, g.n - n0);
       directConvForward(gpu, directShape(g, nb), {
@@ -511,13 +570,19 @@ export function conv2dForward(
     return;
   }
   const pointwise = isPointwise(g, p);
-  const plan = chunkPlan(gpu, g, p, !pointwise, yC);
+  // The im2col buffer takes x's storage type.
+  const plan = chunkPlan(gpu, g, {
+    kernel: p,
+    im2col: !pointwise,
+    yChannels: yC,
+    bytes: { col: xb, x: xb, y: yb },
+  });
   const G = g.groups;
   const cInG = g.cIn / G, cOutG = g.cOut / G;
   const K = cInG * g.kh * g.kw;
   const wr = bindingRange(io.w, 0, io.w.size);
   const br = io.b ? bindingRange(io.b, 0, io.b.size) : undefined;
-  const col = pointwise ? undefined : gpu.empty([plan.colElements]);
+  const col = pointwise ? undefined : gpu.empty([plan.colElements], { dtype: io.x.dtype });
   for (let n0 = 0; n0 < g.n; n0 += plan.imagesPerChunk) {
     const nb = Math.min(plan.imagesPerChunk, g.n - n0);
     const yr = yRange(n0, nb);
@@ -595,7 +660,7 @@ function checkOutputSlice(g: Conv2dGeometry, y: Tensor, offset: number | undefin
   if (!Number.isInteger(offset) || offset < 0) {
     throw new RangeError(`conv2d: yChannelOffset must be an integer >= 0, got ${offset}`);
   }
-  if (y.dtype !== "f32") throw new TypeError(`conv2d: y must be f32, got ${y}`);
+  floatDType("conv2d", "y", y);
   const s = y.shape;
   if (
     s.length !== 4 || s[0] !== g.n || s[2] !== g.oh || s[3] !== g.ow || s[1] < offset + g.cOut
@@ -614,7 +679,11 @@ function checkOutputSlice(g: Conv2dGeometry, y: Tensor, offset: number | undefin
  * bias gradients: overwritten, or accumulated `+=` when `accumulate` is true). Any of the three
  * may be omitted.
  *
- * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes).
+ * Every tensor is f32 or f16, each on its own (training: `dx`, `dy`, `x`, `w` f16; `dw`, `db`
+ * f32, accumulated in f32): sums in f32, each output rounded once to its type.
+ *
+ * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes),
+ * or a tensor is not f32/f16 (or f16 on a device without `shader-f16`).
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -641,7 +710,26 @@ export function conv2dBackward(
   const directX = !!io.dx && useDirectInputGrad(gpu, g, p);
   const gemmW = !directW && !!io.dw;
   const gemmX = !directX && !!io.dx;
-  const plan = chunkPlan(gpu, g, p, (gemmW || gemmX) && !pointwise);
+  // The im2col buffer holds x's columns (for dW) and dcol (for dx): f16 when what it holds is.
+  const colDType: FloatDType =
+    (!gemmW || io.x.dtype === "f16") && (!gemmX || io.dx!.dtype === "f16") ? "f16" : "f32";
+  const xb = Math.max(
+    floatBytes(io.x.dtype as FloatDType),
+    io.dx ? floatBytes(io.dx.dtype as FloatDType) : 0,
+  );
+  // An f16 dx from several input-channel dispatches of the direct kernel sums into an f32
+  // scratch of dx's size.
+  const dxScratch = directX && io.dx!.dtype === "f16" &&
+    directSplitsChannels(flippedShape(g, g.n));
+  const plan = chunkPlan(gpu, g, {
+    kernel: p,
+    im2col: (gemmW || gemmX) && !pointwise,
+    bytes: {
+      col: floatBytes(colDType),
+      x: dxScratch ? 4 : xb,
+      y: floatBytes(io.dy.dtype as FloatDType),
+    },
+  });
   const P = g.oh * g.ow;
   const G = g.groups;
   const cInG = g.cIn / G, cOutG = g.cOut / G;
@@ -649,8 +737,12 @@ export function conv2dBackward(
   const accumulate = p.accumulate ?? false;
   const wr = bindingRange(io.w, 0, io.w.size);
   const needT = gemmW || (gemmX && !pointwise);
-  const dyT = needT ? gpu.empty([plan.imagesPerChunk * g.cOut * P]) : undefined;
-  const col = (gemmW || gemmX) && !pointwise ? gpu.empty([plan.colElements]) : undefined;
+  const dyT = needT
+    ? gpu.empty([plan.imagesPerChunk * g.cOut * P], { dtype: io.dy.dtype })
+    : undefined;
+  const col = (gemmW || gemmX) && !pointwise
+    ? gpu.empty([plan.colElements], { dtype: colDType })
+    : undefined;
   for (let n0 = 0, chunk = 0; n0 < g.n; n0 += plan.imagesPerChunk, chunk++) {
     const nb = Math.min(plan.imagesPerChunk, g.n - n0);
     const cols = nb * P;
@@ -689,7 +781,7 @@ export function conv2dBackward(
       if (!pointwise) im2col(gpu, g, xr, bSrc!, nb);
       if (pointwise) {
         // x chunk permuted to [cIn, cols] is pointwise im2col: reuse the permute kernel.
-        const xt = gpu.empty([g.cIn * cols]);
+        const xt = gpu.empty([g.cIn * cols], { dtype: io.x.dtype });
         const xtr = bindingRange(xt, 0, g.cIn * cols);
         permuteDy(gpu, xr, xtr, nb, g.cIn, P);
         gemmStrided(gpu, {
@@ -819,11 +911,28 @@ function geomParams(
     .bytes();
 }
 
-const IM2COL = {
-  name: "conv2d_im2col",
-  code: `${GEOM_WGSL}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> col: array<f32>;
+/** Kernel specializations (storage types, kernel widths) by name: each WGSL is built once. */
+const kernelSpecs = new Map<string, { name: string; code: string }>();
+
+function kernelSpec(name: string, build: () => string): { name: string; code: string } {
+  let spec = kernelSpecs.get(name);
+  if (!spec) kernelSpecs.set(name, spec = { name, code: build() });
+  return spec;
+}
+
+/** Storage types of an im2col kernel's bindings. */
+interface Im2colDTypes {
+  x: FloatDType;
+  col: FloatDType;
+}
+
+function im2colKernel(dt: Im2colDTypes): { name: string; code: string } {
+  return kernelSpec(
+    `conv2d_im2col${dtypeTag({ ...dt })}`,
+    () =>
+      `${wgslEnable(Object.values(dt))}${GEOM_WGSL}
+@group(0) @binding(1) var<storage, read> x: array<${dt.x}>;
+@group(0) @binding(2) var<storage, read_write> col: array<${dt.col}>;
 // One thread per (kernel tap kidx = (ci*kh + ky)*kw + kx, image, output row oy): it writes the
 // ow columns col[kidx][(image*oh + oy)*ow + ox], zero where the tap falls in the padding.
 @compute @workgroup_size(${WG})
@@ -850,31 +959,31 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   for (var ox = 0u; ox < p.ow; ox++) {
     let ix = ix0 + i32(ox * p.sw);
     var v = 0.0;
-    if (ix >= 0 && ix < i32(p.w)) { v = x[src + u32(ix)]; }
-    col[dst + ox] = v;
+    if (ix >= 0 && ix < i32(p.w)) { v = ${loadF32(dt.x, "x[src + u32(ix)]")}; }
+    col[dst + ox] = ${storeAs(dt.col, "v")};
   }
 }`,
-};
+  );
+}
 
 /** Widest kernel of the sliding-window im2col (one register per tap of a row). */
 const WINDOW_MAX_KW = 16;
-
-const windowKernels = new Map<number, { name: string; code: string }>();
 
 /**
  * im2col for horizontal stride 1 and dilation 1: one thread per (ci, ky, image, oy) row keeps
  * the kw input values under the kernel in registers and slides them along the row, so each
  * input is loaded once instead of kw times; it writes the kw col rows (ci, ky, 0..kw-1).
  */
-function im2colWindowKernel(kw: number): { name: string; code: string } {
-  let spec = windowKernels.get(kw);
-  if (spec) return spec;
-  const taps = Array.from({ length: kw }, (_, j) => j);
-  const load = (ix: string) =>
-    `select(0.0, x[src + u32(clamp(${ix}, 0, i32(p.w) - 1))], ${ix} >= 0 && ${ix} < i32(p.w))`;
-  const code = `${GEOM_WGSL}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> col: array<f32>;
+function im2colWindowKernel(kw: number, dt: Im2colDTypes): { name: string; code: string } {
+  return kernelSpec(`conv2d_im2col_window_kw${kw}${dtypeTag({ ...dt })}`, () => {
+    const taps = Array.from({ length: kw }, (_, j) => j);
+    const load = (ix: string) =>
+      `select(0.0, ${
+        loadF32(dt.x, `x[src + u32(clamp(${ix}, 0, i32(p.w) - 1))]`)
+      }, ${ix} >= 0 && ${ix} < i32(p.w))`;
+    return `${wgslEnable(Object.values(dt))}${GEOM_WGSL}
+@group(0) @binding(1) var<storage, read> x: array<${dt.x}>;
+@group(0) @binding(2) var<storage, read_write> col: array<${dt.col}>;
 // One thread per (ci*kh + ky, image, oy): registers v0..v${kw - 1} hold x[iy][ox - pw + kx] for
 // the current ox; each step stores them to col rows (ci, ky, kx) and slides by one input.
 @compute @workgroup_size(${WG})
@@ -901,27 +1010,34 @@ ${taps.map((j) => `      col[dst + ${j}u * cols + ox] = 0.0;`).join("\n")}
   let ix0 = -i32(p.pw);
 ${taps.map((j) => `  var v${j} = ${load(`(ix0 + ${j})`)};`).join("\n")}
   for (var ox = 0u; ox < p.ow; ox++) {
-${taps.map((j) => `    col[dst + ${j}u * cols + ox] = v${j};`).join("\n")}
+${taps.map((j) => `    col[dst + ${j}u * cols + ox] = ${storeAs(dt.col, `v${j}`)};`).join("\n")}
 ${taps.slice(1).map((j) => `    v${j - 1} = v${j};`).join("\n")}
     let ixn = ix0 + i32(ox) + ${kw};
     v${kw - 1} = ${load("ixn")};
   }
 }`;
-  spec = { name: `conv2d_im2col_window_kw${kw}`, code };
-  windowKernels.set(kw, spec);
-  return spec;
+  });
 }
 
+/** im2col of x into col: each takes its own tensor's storage type (f32 or f16). */
 function im2col(gpu: Gpu, g: Conv2dGeometry, x: TensorRange, col: TensorRange, nb: number): void {
   const params = geomParams(g, nb, x.base, col.base);
   const bindings = [x.binding, col.binding];
+  const dt: Im2colDTypes = {
+    x: x.tensor.dtype as FloatDType,
+    col: col.tensor.dtype as FloatDType,
+  };
   if (g.sw === 1 && g.dw === 1 && g.kw > 1 && g.kw <= WINDOW_MAX_KW) {
     const threads = g.cIn * g.kh * nb * g.oh;
-    gpu.dispatch(im2colWindowKernel(g.kw), { params, bindings, workgroups: grid1d(threads, WG) });
+    gpu.dispatch(im2colWindowKernel(g.kw, dt), {
+      params,
+      bindings,
+      workgroups: grid1d(threads, WG),
+    });
     return;
   }
   const threads = g.cIn * g.kh * g.kw * nb * g.oh;
-  gpu.dispatch(IM2COL, { params, bindings, workgroups: grid1d(threads, WG) });
+  gpu.dispatch(im2colKernel(dt), { params, bindings, workgroups: grid1d(threads, WG) });
 }
 
 /** WGSL: thread t of a col2im kernel owns row (img, ci, iy) of dx, starting at dx[dst]. */
@@ -932,10 +1048,13 @@ const COL2IM_ROW = `  let t = gid.x + gid.y * nwg.x * ${WG}u;
   let img = t / (p.h * p.cIn);
   let dst = p.dstOff + t * p.w;`;
 
-const COL2IM = {
-  name: "conv2d_col2im",
-  code: `${GEOM_WGSL}
-@group(0) @binding(1) var<storage, read> col: array<f32>;
+/** Scatter col2im into an f32 dx (col f32 or f16). */
+function col2imKernel(colType: FloatDType): { name: string; code: string } {
+  return kernelSpec(
+    `conv2d_col2im${dtypeTag({ col: colType })}`,
+    () =>
+      `${wgslEnable([colType])}${GEOM_WGSL}
+@group(0) @binding(1) var<storage, read> col: array<${colType}>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
 // One thread per row (image, ci, iy) of dx: zeroes it (when p.zero), then adds every col entry
 // whose tap lands on it: for each ky in [kyBeg, kyEnd) with (iy + ph - ky*dh) = oy*sh,
@@ -962,18 +1081,22 @@ ${COL2IM_ROW}
       for (var ox = 0u; ox < p.ow; ox++) {
         let ix = ix0 + i32(ox * p.sw);
         if (ix >= 0 && ix < i32(p.w)) {
-          dx[dst + u32(ix)] += col[src + ox];
+          dx[dst + u32(ix)] += ${loadF32(colType, "col[src + ox]")};
         }
       }
     }
   }
 }`,
-};
+  );
+}
 
-const COL2IM_GATHER = {
-  name: "conv2d_col2im_gather_s1",
-  code: `${GEOM_WGSL}
-@group(0) @binding(1) var<storage, read> col: array<f32>;
+/** Gather col2im for horizontal stride 1 into an f32 dx (col f32 or f16). */
+function col2imGatherKernel(colType: FloatDType): { name: string; code: string } {
+  return kernelSpec(
+    `conv2d_col2im_gather_s1${dtypeTag({ col: colType })}`,
+    () =>
+      `${wgslEnable([colType])}${GEOM_WGSL}
+@group(0) @binding(1) var<storage, read> col: array<${colType}>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
 // Horizontal stride 1: one thread per row (image, ci, iy) of dx. For each ky whose output row
 // oy = (iy + ph - ky*dh) / sh is exact and in range, and each ix, it sums
@@ -994,7 +1117,9 @@ ${COL2IM_ROW}
       var acc = 0.0;
       for (var kx = 0u; kx < p.kw; kx++) {
         let ox = i32(ix + p.pw) - i32(kx * p.dw);
-        if (ox >= 0 && ox < i32(p.ow)) { acc += col[rowBase + kx * cols + u32(ox)]; }
+        if (ox >= 0 && ox < i32(p.ow)) { acc += ${
+        loadF32(colType, "col[rowBase + kx * cols + u32(ox)]")
+      }; }
       }
       if (first) { dx[dst + ix] = acc; } else { dx[dst + ix] += acc; }
     }
@@ -1004,14 +1129,91 @@ ${COL2IM_ROW}
     for (var ix = 0u; ix < p.w; ix++) { dx[dst + ix] = 0.0; }
   }
 }`,
-};
+  );
+}
+
+/**
+ * Gather col2im into a dx of any storage type (used for f16 dx, which must not accumulate in
+ * memory): each element's taps are summed in f32 and stored once. The Params struct is
+ * GEOM_WGSL's with its last fields holding the column range [ixBeg, ixEnd) of the dispatch.
+ */
+function col2imPixelKernel(dt: { col: FloatDType; dx: FloatDType }): {
+  name: string;
+  code: string;
+} {
+  return kernelSpec(
+    `conv2d_col2im_pixel${dtypeTag({ ...dt })}`,
+    () =>
+      `${wgslEnable(Object.values(dt))}struct Params {
+  nb: u32, cIn: u32, h: u32, w: u32,
+  kh: u32, kw: u32, sh: u32, sw: u32,
+  ph: u32, pw: u32, dh: u32, dw: u32,
+  oh: u32, ow: u32, srcOff: u32, dstOff: u32,
+  ixBeg: u32, ixEnd: u32, unused: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> col: array<${dt.col}>;
+@group(0) @binding(2) var<storage, read_write> dx: array<${dt.dx}>;
+// One thread per row (image, ci, iy) of dx, over its columns ix in [ixBeg, ixEnd): sums in f32
+// col[(ci, ky, kx)][(image*oh + oy)*ow + ox] over every ky with oy = (iy + ph - ky*dh) / sh
+// exact and < oh, and every kx with ox = (ix + pw - kx*dw) / sw exact and < ow, then stores
+// the sum once (0 where no tap lands). No two threads share an element.
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+${COL2IM_ROW}
+  let cols = p.nb * p.oh * p.ow;
+  for (var ix = p.ixBeg; ix < p.ixEnd; ix++) {
+    var acc = 0.0;
+    for (var ky = 0u; ky < p.kh; ky++) {
+      let ty = i32(iy + p.ph) - i32(ky * p.dh);
+      if (ty < 0) { break; }
+      let oy = u32(ty) / p.sh;
+      if (oy * p.sh != u32(ty) || oy >= p.oh) { continue; }
+      let rowBase = p.srcOff + (ci * p.kh + ky) * p.kw * cols + (img * p.oh + oy) * p.ow;
+      for (var kx = 0u; kx < p.kw; kx++) {
+        let tx = i32(ix + p.pw) - i32(kx * p.dw);
+        if (tx < 0) { break; }
+        let ox = u32(tx) / p.sw;
+        if (ox * p.sw == u32(tx) && ox < p.ow) {
+          acc += ${loadF32(dt.col, "col[rowBase + kx * cols + ox]")};
+        }
+      }
+    }
+    dx[dst + ix] = ${storeAs(dt.dx, "acc")};
+  }
+}`,
+  );
+}
 
 function col2im(gpu: Gpu, g: Conv2dGeometry, col: TensorRange, dx: TensorRange, nb: number): void {
   const workgroups = grid1d(nb * g.cIn * g.h, WG);
+  const colType = col.tensor.dtype as FloatDType;
+  const dxType = dx.tensor.dtype as FloatDType;
+  if (dxType === "f16") {
+    // Per element, all taps summed in f32 and stored once. Loop iterations per thread:
+    // 1 + columns * (2 + kh * (kw + 2)); the columns are split over dispatches to fit.
+    const perIx = 2 + g.kh * (g.kw + 2);
+    const ixPer = Math.floor((LOOP_CAP - 1) / perIx);
+    if (ixPer < 1) {
+      throw new RangeError(
+        `conv2d: backward of a ${g.kh}x${g.kw} kernel exceeds the loop budget of one ` +
+          `invocation (${LOOP_CAP})`,
+      );
+    }
+    const spec = col2imPixelKernel({ col: colType, dx: dxType });
+    for (let ix0 = 0; ix0 < g.w; ix0 += ixPer) {
+      gpu.dispatch(spec, {
+        params: geomParams(g, nb, col.base, dx.base, [ix0, Math.min(g.w, ix0 + ixPer), false]),
+        bindings: [col.binding, dx.binding],
+        workgroups,
+      });
+    }
+    return;
+  }
   // Gather form for horizontal stride 1 (one load per tap, one store per element and valid ky),
   // when its loop count per thread, w + kh * (1 + w * (1 + kw)), fits the budget.
   if (g.sw === 1 && g.w + g.kh * (1 + g.w * (1 + g.kw)) <= LOOP_CAP) {
-    gpu.dispatch(COL2IM_GATHER, {
+    gpu.dispatch(col2imGatherKernel(colType), {
       params: geomParams(g, nb, col.base, dx.base),
       bindings: [col.binding, dx.binding],
       workgroups,
@@ -1029,9 +1231,10 @@ function col2im(gpu: Gpu, g: Conv2dGeometry, col: TensorRange, dx: TensorRange, 
         `budget of one invocation (${LOOP_CAP})`,
     );
   }
+  const spec = col2imKernel(colType);
   for (let ky0 = 0; ky0 < g.kh; ky0 += kyPer) {
     const ky1 = Math.min(g.kh, ky0 + kyPer);
-    gpu.dispatch(COL2IM, {
+    gpu.dispatch(spec, {
       params: geomParams(g, nb, col.base, dx.base, [ky0, ky1, ky0 === 0]),
       bindings: [col.binding, dx.binding],
       workgroups,
@@ -1041,12 +1244,17 @@ function col2im(gpu: Gpu, g: Conv2dGeometry, col: TensorRange, dx: TensorRange, 
 
 const RUN = 16;
 
-const PERMUTE = {
-  name: "conv2d_permute_nc",
-  code: `struct Params { nb: u32, c: u32, len: u32, runs: u32, srcOff: u32, dstOff: u32 }
+function permuteKernel(dt: { src: FloatDType; dst: FloatDType }): { name: string; code: string } {
+  const value = dt.src === dt.dst ? "src[s + i]" : storeAs(dt.dst, loadF32(dt.src, "src[s + i]"));
+  return kernelSpec(
+    `conv2d_permute_nc${dtypeTag({ ...dt })}`,
+    () =>
+      `${
+        wgslEnable(Object.values(dt))
+      }struct Params { nb: u32, c: u32, len: u32, runs: u32, srcOff: u32, dstOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<${dt.src}>;
+@group(0) @binding(2) var<storage, read_write> dst: array<${dt.dst}>;
 // [nb, c, len] -> [c, nb * len]. One thread per (channel, image, run of ${RUN} positions).
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -1060,10 +1268,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let end = min(beg + ${RUN}u, p.len);
   let s = p.srcOff + (img * p.c + ch) * p.len;
   let d = p.dstOff + (ch * p.nb + img) * p.len;
-  for (var i = beg; i < end; i++) { dst[d + i] = src[s + i]; }
+  for (var i = beg; i < end; i++) { dst[d + i] = ${value}; }
 }`,
-};
+  );
+}
 
+/** [nb, c, len] -> [c, nb * len], each range in its own storage type. */
 function permuteDy(
   gpu: Gpu,
   src: TensorRange,
@@ -1073,7 +1283,8 @@ function permuteDy(
   len: number,
 ): void {
   const runs = Math.ceil(len / RUN);
-  gpu.dispatch(PERMUTE, {
+  const dt = { src: src.tensor.dtype as FloatDType, dst: dst.tensor.dtype as FloatDType };
+  gpu.dispatch(permuteKernel(dt), {
     params: new ParamsWriter().u32(nb).u32(c).u32(len).u32(runs).u32(src.base).u32(dst.base)
       .bytes(),
     bindings: [src.binding, dst.binding],

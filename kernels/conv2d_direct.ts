@@ -28,6 +28,10 @@
  *   so they share every loop trip count. A second pass (`reduceStrided`) sums the splits into
  *   `dw` and `db` (`+=` when accumulating).
  *
+ * Storage: x, w, y, dy and the bias are f32 or f16 each (WGSL element types per binding); loads
+ * convert to f32, every sum (workgroup memory included) is f32, and an f16 output is rounded
+ * once as it is stored.
+ *
  * No kernel returns early (that would turn constant-address loads into per-lane ones), padding
  * is handled by clamped, masked loads, and every invocation's loop trip count stays within
  * llvmpipe's silent cap of 65535 iterations.
@@ -36,6 +40,7 @@
  */
 
 import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
+import { dtypeTag, type FloatDType, floatDTypes, wgslEnable } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
 import { activationWgsl } from "./_activation_wgsl.ts";
@@ -91,6 +96,33 @@ function balanced(n: number, max: number): number {
   return Math.ceil(n / blocks);
 }
 
+/**
+ * WGSL reading element `expr` of a binding stored as `dtype` as an f32 (the expression itself
+ * for f32, so that f32 kernels keep their exact code).
+ *
+ * @example
+ * ```ts
+ * import { loadF32 } from "./conv2d_direct.ts";
+ * loadF32("f16", "x[i]"); // "f32(x[i])"
+ * ```
+ */
+export function loadF32(dtype: FloatDType, expr: string): string {
+  return dtype === "f16" ? `f32(${expr})` : expr;
+}
+
+/**
+ * WGSL storing the f32 value `expr` into a binding of `dtype`: rounded once to f16, or as is.
+ *
+ * @example
+ * ```ts
+ * import { storeAs } from "./conv2d_direct.ts";
+ * storeAs("f16", "acc"); // "f16(acc)"
+ * ```
+ */
+export function storeAs(dtype: FloatDType, expr: string): string {
+  return dtype === "f16" ? `f16(${expr})` : expr;
+}
+
 // ------------------------------------------------------------------------- forward ----
 
 const FWD_PARAMS = `struct Params {
@@ -112,6 +144,21 @@ interface FwdConfig {
   tx: number;
   flip: boolean;
   activation: ActivationKind | undefined;
+  /** Storage types of the bindings (`x`, `y` are dy, dx when `flip`). */
+  dt: FwdDTypes;
+  /**
+   * Earlier input-channel chunks' f32 sums come from binding `prev` (`[n, cOut, oh, ow]`), not
+   * from `y`: the last dispatch into an f16 `y`, whose partial sums must not be rounded to f16.
+   */
+  prev: boolean;
+}
+
+/** Storage types of the direct forward kernel's bindings. */
+interface FwdDTypes {
+  x: FloatDType;
+  w: FloatDType;
+  y: FloatDType;
+  b: FloatDType;
 }
 
 const kernels = new Map<string, { name: string; code: string }>();
@@ -134,8 +181,10 @@ function offsets(c: { tx: number; kw: number; sw: number; dw: number }): number[
 function forwardKernel(c: FwdConfig): { name: string; code: string } {
   const name =
     `conv2d_direct_fwd_c${c.cin}_co${c.co}_k${c.kh}x${c.kw}_s${c.sw}_d${c.dw}_tx${c.tx}` +
-    `${c.flip ? "_flip" : ""}${c.activation ? `_${c.activation}` : ""}`;
+    `${c.flip ? "_flip" : ""}${c.activation ? `_${c.activation}` : ""}${c.prev ? "_prev" : ""}` +
+    dtypeTag({ ...c.dt });
   return memo(name, () => {
+    const dt = c.dt;
     const offs = offsets(c);
     const kk = c.kh * c.kw;
     const nw = c.co * c.cin * kk; // the block's weights, staged as wS[o][i][tap]
@@ -156,7 +205,9 @@ function forwardKernel(c: FwdConfig): { name: string; code: string } {
         L.push(`  let row${r} = xc${ci} + u32(clamp(iy${r}, 0, hMax)) * p.w;`);
         for (const d of offs) {
           L.push(
-            `  let v${r}_${d} = select(0.0, x[row${r} + u32(clamp(ix0 + ${d}, 0, wMax))], ` +
+            `  let v${r}_${d} = select(0.0, ${
+              loadF32(dt.x, `x[row${r} + u32(clamp(ix0 + ${d}, 0, wMax))]`)
+            }, ` +
               `ok${r} && ix0 + ${d} >= 0 && ix0 + ${d} <= wMax);`,
           );
         }
@@ -180,38 +231,45 @@ function forwardKernel(c: FwdConfig): { name: string; code: string } {
     for (let j = 0; j < c.co; j++) {
       L.push(`  if (co0 + ${j}u < p.cOut) {`);
       L.push(`    var b${j} = 0.0;`);
-      L.push(`    if (p.bias != 0u) { b${j} = bias[co0 + ${j}u]; }`);
+      L.push(`    if (p.bias != 0u) { b${j} = ${loadF32(dt.b, `bias[co0 + ${j}u]`)}; }`);
       L.push(`    let y${j} = p.yOff + ((img * p.yC + co0 + ${j}u) * p.oh + oy) * p.ow + ox0;`);
+      if (c.prev) {
+        L.push(`    let q${j} = ((img * p.cOut + co0 + ${j}u) * p.oh + oy) * p.ow + ox0;`);
+      }
       for (let px = 0; px < c.tx; px++) {
         L.push(`    if (ox0 + ${px}u < p.ow) {`);
         L.push(`      var v = a${j}_${px} + b${j};`);
-        L.push(`      if (p.acc != 0u) { v += y[y${j} + ${px}u]; }`);
-        L.push(`      y[y${j} + ${px}u] = ${c.activation ? "act(v)" : "v"};`);
+        const earlier = c.prev ? `prev[q${j} + ${px}u]` : loadF32(dt.y, `y[y${j} + ${px}u]`);
+        L.push(`      if (p.acc != 0u) { v += ${earlier}; }`);
+        L.push(`      y[y${j} + ${px}u] = ${storeAs(dt.y, c.activation ? "act(v)" : "v")};`);
         L.push(`    }`);
       }
       L.push(`  }`);
     }
     L.push(`  }`);
-    return `${FWD_PARAMS}
+    return `${wgslEnable(Object.values(dt))}${FWD_PARAMS}
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wgt: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<${dt.x}>;
+@group(0) @binding(2) var<storage, read> wgt: array<${dt.w}>;
+@group(0) @binding(3) var<storage, read_write> y: array<${dt.y}>;
+@group(0) @binding(4) var<storage, read> bias: array<${dt.b}>;${
+      c.prev ? "\n@group(0) @binding(5) var<storage, read> prev: array<f32>;" : ""
+    }
 var<workgroup> wS: array<f32, ${nw}>;
 ${activationWgsl(c.activation, "f32")}
 // Workgroup (X, Y, Z), thread li: t = (X + Y * nwg.x) * ${WG} + li computes output pixels
 // ox0 = (t % nbx) * ${c.tx} .. +${c.tx} of row oy = (t / nbx) % oh of image t / (nbx * oh), for
 // output channels co0 = Z * ${c.co} .. +${c.co}, over input channels ci0 .. ci0 + ${c.cin} and
-// ${c.kh}x${c.kw} taps, writing y (+ bias[o] when p.bias) or adding to it (p.acc)${
-      c.activation ? `, through ${c.activation}` : ""
-    }.
+// ${c.kh}x${c.kw} taps, writing y (+ bias[o] when p.bias) or adding to it (p.acc${
+      c.prev ? ": adding the f32 sums prev[((img * cOut + o) * oh + oy) * ow + ox]" : ""
+    })${c.activation ? `, through ${c.activation}` : ""}.
 // Output (img, o, oy, ox) is y[yOff + ((img * yC + o) * oh + oy) * ow + ox] (yC channels per
 // image). Weight (o, i, ky, kx) is wgt[o * wsO + i * wsI + tap], tap = ky * ${c.kw} + kx${
       c.flip ? " taken from the kernel flipped in both directions" : ""
     }; the workgroup first stages
 // its block's weights in wS[o - co0][i - ci0][tap]. No early return: threads past the end
-// compute a clamped pixel and store nothing.
+// compute a clamped pixel and store nothing. Every load converts to f32 (wS and all sums are
+// f32); each output is rounded once to y's storage type.
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) li: u32) {
@@ -220,7 +278,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     let tap = e % ${kk}u;
     let i = p.ci0 + (e / ${kk}u) % ${c.cin}u;
     let o = min(co0 + e / ${kk * c.cin}u, p.cOut - 1u);
-    wS[e] = wgt[o * p.wsO + i * p.wsI + tap];
+    wS[e] = ${loadF32(dt.w, "wgt[o * p.wsO + i * p.wsI + tap]")};
   }
   workgroupBarrier();
   let total = p.nb * p.oh * p.nbx;
@@ -340,6 +398,10 @@ function searchPlan(s: DirectConvShape): DirectConvPlan | undefined {
  * `dilation*(k-1) - padding`). Input channels are taken `tile.ci` per dispatch, later dispatches
  * adding to `y`.
  *
+ * `x`, `w`, `b` and `y` are f32 or f16, each on its own; sums are f32 and `y` is rounded once.
+ * An f16 `y` over several input-channel dispatches: the earlier ones sum into an f32 scratch
+ * `[n, cOut, oh, ow]` (one binding), which the last one adds as it stores.
+ *
  * Options: `activation` applies `f` to every output in the last dispatch's store
  * (`y = f(conv(x, w) + b)`, bit for bit `activationForward`'s; that dispatch runs a kernel
  * specialized for it). `yChannels` (default `s.cOut`) is the channel count of y's images:
@@ -348,7 +410,8 @@ function searchPlan(s: DirectConvShape): DirectConvPlan | undefined {
  * the slice's first channel).
  *
  * @throws {RangeError} when no blocking fits the kernel's budgets (see
- * {@linkcode planDirectConv}), or `yChannels < s.cOut`.
+ * {@linkcode planDirectConv}), `yChannels < s.cOut`, or the f32 scratch exceeds one binding.
+ * @throws {TypeError} when a tensor is not f32/f16 (or f16 without `shader-f16`).
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -396,7 +459,20 @@ export function directConvForward(
         `${MAX_STAGED_WEIGHTS} one workgroup stages`,
     );
   }
-  // Without a bias, any f32 buffer fills the (unread) bias binding.
+  const dt = floatDTypes("conv2d", { x: io.x.tensor, w: io.w, y: io.y.tensor, b: io.b });
+  // An f16 y split over several input-channel chunks: the earlier chunks sum into an f32
+  // scratch [n, cOut, oh, ow], which the last one adds as it stores to y (rounded once).
+  const scratch = dt.y === "f16" && tile.ci < s.cIn
+    ? gpu.empty([s.n * s.cOut * s.oh * s.ow])
+    : undefined;
+  if (scratch && scratch.size > maxBindingElements(gpu)) {
+    scratch.dispose();
+    throw new RangeError(
+      `conv2d: the f32 partial sums of ${s.n} images (${s.n * s.cOut * s.oh * s.ow} elements) ` +
+        "exceed one binding: split the images",
+    );
+  }
+  // Without a bias, any buffer fills the (unread) bias binding.
   const bindings = [io.x.binding, io.w, io.y.binding, io.b ?? io.w];
   const workgroups = grid(s.n * s.oh * nbx, Math.ceil(s.cOut / tile.co));
   const config: FwdConfig = {
@@ -409,22 +485,33 @@ export function directConvForward(
     tx: tile.tx,
     flip: o.flip ?? false,
     activation: undefined,
+    dt,
+    prev: false,
   };
   // The activation goes into the last dispatch's kernel only, a specialization of its own: the
   // earlier dispatches run the plain kernel (no per-store flag to test in every dispatch).
-  const plain = forwardKernel(config);
-  const last = o.activation ? forwardKernel({ ...config, activation: o.activation }) : plain;
+  const plain = forwardKernel(scratch ? { ...config, dt: { ...dt, y: "f32" } } : config);
+  const last = o.activation || scratch
+    ? forwardKernel({ ...config, activation: o.activation, prev: !!scratch })
+    : plain;
   for (let ci0 = 0; ci0 < s.cIn; ci0 += tile.ci) {
-    const spec = ci0 + tile.ci >= s.cIn ? last : plain;
+    const isLast = ci0 + tile.ci >= s.cIn;
+    // With the scratch, the earlier chunks write it as a plain [n, cOut, oh, ow] y.
+    const toScratch = scratch !== undefined && !isLast;
     const params = new ParamsWriter()
       .u32(s.n).u32(s.cIn).u32(s.cOut).u32(s.h)
       .u32(s.w).u32(s.oh).u32(s.ow).u32(s.sh)
       .u32(s.dh).i32(s.ph).i32(s.pw).u32(nbx)
       .u32(wsO).u32(wsI).u32(ci0).u32(io.x.base)
-      .u32(io.y.base).u32(ci0 > 0 ? 1 : 0).u32(ci0 === 0 && io.b ? 1 : 0).u32(yC)
+      .u32(toScratch ? 0 : io.y.base).u32(ci0 > 0 ? 1 : 0).u32(ci0 === 0 && io.b ? 1 : 0)
+      .u32(toScratch ? s.cOut : yC)
       .bytes();
-    gpu.dispatch(spec, { params, bindings, workgroups });
+    let b = bindings;
+    if (toScratch) b = [io.x.binding, io.w, scratch, io.b ?? io.w];
+    else if (scratch) b = [...bindings, scratch];
+    gpu.dispatch(isLast ? last : plain, { params, bindings: b, workgroups });
   }
+  scratch?.dispose();
 }
 
 // ----------------------------------------------------------------- weight gradient ----
@@ -454,11 +541,13 @@ interface DwConfig extends DirectWeightGradTile {
   db: boolean;
   /** Slide a window of input rows down the output rows (needs sh == dh). */
   slide: boolean;
+  /** Storage types of x and dy (the partial sums are f32). */
+  dt: { x: FloatDType; dy: FloatDType };
 }
 
 function weightGradKernel(c: DwConfig): { name: string; code: string } {
   const name = `conv2d_direct_dw_k${c.kw}_s${c.sw}_d${c.dw}_tx${c.tx}_co${c.co}_ky${c.ky}` +
-    `${c.db ? "_db" : ""}${c.slide ? "_slide" : ""}`;
+    `${c.db ? "_db" : ""}${c.slide ? "_slide" : ""}${dtypeTag(c.dt)}`;
   return memo(name, () => {
     const offs = offsets(c);
     const init: string[] = [];
@@ -479,8 +568,9 @@ function weightGradKernel(c: DwConfig): { name: string; code: string } {
       ];
       for (const d of offs) {
         out.push(
-          `${ind}${decl}v${q}_${d} = select(0.0, x[row${q} + u32(clamp(ix0 + ${d}, 0, wMax))], ` +
-            `rv${q} && ix0 + ${d} >= 0 && ix0 + ${d} <= wMax);`,
+          `${ind}${decl}v${q}_${d} = select(0.0, ${
+            loadF32(c.dt.x, `x[row${q} + u32(clamp(ix0 + ${d}, 0, wMax))]`)
+          }, rv${q} && ix0 + ${d} >= 0 && ix0 + ${d} <= wMax);`,
         );
       }
       return out;
@@ -493,7 +583,11 @@ function weightGradKernel(c: DwConfig): { name: string; code: string } {
           `${ind}let dr${j} = dyImg + (min(co0 + ${j}u, p.cOut - 1u) * p.oh + oy) * p.ow;`,
         );
         for (let px = 0; px < c.tx; px++) {
-          out.push(`${ind}let d${j}_${px} = select(0.0, dy[dr${j} + q${px}], pv${px});`);
+          out.push(
+            `${ind}let d${j}_${px} = select(0.0, ${
+              loadF32(c.dt.dy, `dy[dr${j} + q${px}]`)
+            }, pv${px});`,
+          );
         }
         if (c.db) {
           const sum = Array.from({ length: c.tx }, (_, px) => `d${j}_${px}`).join(" + ");
@@ -566,10 +660,10 @@ function weightGradKernel(c: DwConfig): { name: string; code: string } {
       store.push(`  }`);
     }
     store.push(`  }`);
-    return `${DW_PARAMS}
+    return `${wgslEnable(Object.values(c.dt))}${DW_PARAMS}
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<${c.dt.x}>;
+@group(0) @binding(2) var<storage, read> dy: array<${c.dt.dy}>;
 @group(0) @binding(3) var<storage, read_write> part: array<f32>;
 // Thread t = s + splits * (ci + cIn * (kyBlock + kyBlocks * coBlock)): split s (images s*ips ..
 // +ips), input channel ci, kernel rows ky0 = kyBlock*${c.ky} .. +${c.ky}, output channels
@@ -580,7 +674,8 @@ function weightGradKernel(c: DwConfig): { name: string; code: string } {
         ? "; threads with ci = 0 and ky0 = 0 also write the sums of dy to part[dbOff + s*cOut + o]"
         : ""
     }.
-// Lanes of a SIMD group differ in s only: they share every loop trip count.
+// Lanes of a SIMD group differ in s only: they share every loop trip count. Loads convert to
+// f32; every sum and part are f32.
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let total = p.splits * p.cIn * p.kyBlocks * p.coBlocks;
@@ -677,6 +772,10 @@ const DW_TARGET_THREADS = 2048;
  * or accumulated when `accumulate`). Partial sums over splits of the images go to a scratch
  * buffer, then `reduceStrided` adds them up.
  *
+ * `x`, `dy`, `dw` and `db` are f32 or f16, each on its own (training: f16 `x` and `dy`, f32
+ * `dw` and `db`); the partial sums are f32.
+ *
+ * @throws {TypeError} when a tensor is not f32/f16 (or f16 without `shader-f16`).
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -722,7 +821,9 @@ export function directConvWeightGrad(
   }
   const db = io.db !== undefined;
   const part = gpu.empty([splits * (kk + (db ? s.cOut : 0))]);
-  const spec = weightGradKernel({ ...tile, kw: s.kw, sw: s.sw, dw: s.dw, db, slide });
+  const dt = floatDTypes("conv2d", { x: io.x.tensor, dy: io.dy.tensor });
+  floatDTypes("conv2d", { dw: io.dw, db: io.db }); // f32 or f16 (reduceStrided stores them)
+  const spec = weightGradKernel({ ...tile, kw: s.kw, sw: s.sw, dw: s.dw, db, slide, dt });
   const params = new ParamsWriter()
     .u32(s.n).u32(s.cIn).u32(s.h).u32(s.w)
     .u32(s.cOut).u32(s.oh).u32(s.ow).u32(s.kh)

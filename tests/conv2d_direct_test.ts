@@ -21,7 +21,16 @@ import {
 } from "../kernels/conv2d_direct.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
-import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  f16,
+  f16Tolerance,
+  f32,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
 
 const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
@@ -413,3 +422,243 @@ Deno.test("direct conv2d plans: budgets and limits", () => {
   const wg = planDirectWeightGrad(lenet2)!;
   assert.ok(wg.tile.co * wg.tile.ky * 5 <= 200, JSON.stringify(wg));
 });
+
+// ------------------------------------------------------------------------- f16 ----
+
+type Store = "f32" | "f16";
+
+/**
+ * Training's configuration: activations and their gradients f16, weights f16 copies, the bias
+ * and every parameter gradient f32.
+ */
+const TRAIN = {
+  x: "f16",
+  w: "f16",
+  b: "f32",
+  y: "f16",
+  dy: "f16",
+  dx: "f16",
+  dw: "f32",
+  db: "f32",
+} as const;
+
+const maxAbs = (a: ArrayLike<number>) =>
+  Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+
+/** Another mix: f32 activations and input gradient, f16 parameters, dy and parameter gradients. */
+const OTHER = {
+  x: "f32",
+  w: "f16",
+  b: "f16",
+  y: "f32",
+  dy: "f16",
+  dx: "f32",
+  dw: "f16",
+  db: "f16",
+} as const;
+
+/** A forward and backward run with `mix`'s storage types (default `TRAIN`'s). */
+async function runF16(
+  p: Conv2dParams,
+  d: Data,
+  options: Conv2dKernelOptions,
+  mix: Record<keyof typeof TRAIN, Store> = TRAIN,
+) {
+  const gpu = await testGpu();
+  const { s } = d;
+  const up = (a: ArrayLike<number>, t: Store, shape: number[]) =>
+    t === "f16" ? gpu.tensor(f16(a), { shape }) : gpu.tensor(f32(a), { shape });
+  const nan = (t: Store, shape: number[]) => up(new Float64Array(count(shape)).fill(NaN), t, shape);
+  const x = up(d.x, mix.x, s.x), w = up(d.w, mix.w, s.w), dy = up(d.dy, mix.dy, s.y);
+  const b = d.b ? up(d.b, mix.b, [p.cOut]) : undefined;
+  const y = nan(mix.y, s.y), dx = nan(mix.dx, s.x), dw = nan(mix.dw, s.w);
+  const db = nan(mix.db, [p.cOut]);
+  const kernels = kernelsOf(gpu, () => {
+    conv2dForward({ y, x, w, b }, { ...p, ...options });
+    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+  });
+  const out = {
+    y: await y.toArray(),
+    dx: await dx.toArray(),
+    dw: await dw.toArray(),
+    db: await db.toArray(),
+    kernels,
+  };
+  for (const t of [x, w, b, dy, y, dx, dw, db] as (Tensor | undefined)[]) t?.dispose();
+  return out;
+}
+
+/**
+ * `[label, params, bias, whether dx runs direct]`: the direct kernels in f16, with an f32
+ * scratch for the partial sums where the input channels take several dispatches (LeNet conv2's
+ * input gradient: 16 input channels, 4 per dispatch).
+ */
+const F16_CONFIGS: [string, Conv2dParams, boolean, boolean][] = [
+  CONFIGS[0].slice(0, 4) as [string, Conv2dParams, boolean, boolean],
+  CONFIGS[1].slice(0, 4) as [string, Conv2dParams, boolean, boolean],
+  CONFIGS[6].slice(0, 4) as [string, Conv2dParams, boolean, boolean],
+  CONFIGS[8].slice(0, 4) as [string, Conv2dParams, boolean, boolean],
+];
+
+Deno.test("direct conv2d f16 (forced, training mix) vs CPU reference", GPU_TEST, async () => {
+  let seed = 1300;
+  for (const [label, p, bias, directDx] of F16_CONFIGS) {
+    const d = data(p, seed++, bias);
+    const got = await runF16(p, d, { direct: true });
+    const x = roundF16(d.x), w = roundF16(d.w), dy = roundF16(d.dy);
+    const refY = conv2dRef(p, x, w, d.b);
+    const g = conv2dBackwardRef(p, x, w, dy);
+    // y and a direct dx: f32 sums of f16 values, rounded once on store (extra 0, whatever
+    // the reduction length). A dx through im2col also rounds dcol (W^T dy, cOut = 4 terms) to
+    // f16 before col2im sums at most ceil(2/3)^2 = 1 tap per element: extra 0.5.
+    assertClose(got.y, refY, { ...f16Tolerance(maxAbs(refY)), what: `f16 ${label} y` });
+    assertClose(got.dx, g.dx, {
+      ...f16Tolerance(maxAbs(g.dx), directDx ? 0 : 0.5),
+      what: `f16 ${label} dx`,
+    });
+    assertClose(got.dw, g.dw, { ...tol(d.s.len), what: `f16 ${label} dw` });
+    assertClose(got.db, g.db, { ...tol(d.s.len), what: `f16 ${label} db` });
+    const own = got.kernels.filter((k) => k.startsWith("conv2d"));
+    assert.ok(own.every((k) => k.includes("_h-")), `${label}: ${own.join(", ")}`);
+    assert.ok(count1(got.kernels, "conv2d_direct_fwd") >= (directDx ? 2 : 1), `${got.kernels}`);
+    assert.equal(count1(got.kernels, "conv2d_direct_dw"), 1, `${label}: ${got.kernels}`);
+    // LeNet conv2's input gradient (16 input channels) takes 4 per dispatch: their sums go
+    // through the f32 scratch, added by the last dispatch.
+    const prev = got.kernels.filter((k) => /^conv2d_direct_fwd.*_flip_prev/.test(k)).length;
+    assert.equal(prev, p.cOut === 16 ? 1 : 0, `${label}: ${got.kernels}`);
+  }
+});
+
+Deno.test("direct conv2d f16: integer data is reproduced exactly", GPU_TEST, async () => {
+  // Small integers: every product and partial sum is an integer well below 2048, so the f16
+  // paths must match the reference exactly (the f32 scratch of LeNet conv2's chunks included).
+  const rng = new Rng(1320);
+  const ints = (n: number, m: number) =>
+    Float64Array.from({ length: n }, () => Math.round(rng.uniform(-m, m)));
+  for (const [label, p, bias] of F16_CONFIGS) {
+    const s = shapes(p);
+    const d = {
+      s,
+      x: ints(count(s.x), 2),
+      w: ints(count(s.w), 2),
+      b: bias ? ints(p.cOut, 3) : undefined,
+      dy: ints(count(s.y), 2),
+    };
+    const got = await runF16(p, d, { direct: true });
+    const g = conv2dBackwardRef(p, d.x, d.w, d.dy);
+    const exact = (what: string) => ({ rtol: 0, atol: 0, what: `exact ${label} ${what}` });
+    assertClose(got.y, conv2dRef(p, d.x, d.w, d.b), exact("y"));
+    assertClose(got.dx, g.dx, exact("dx"));
+    assertClose(got.dw, g.dw, exact("dw"));
+    assertClose(got.db, g.db, exact("db"));
+  }
+});
+
+Deno.test(
+  "direct kernels f16: forced blockings, chunks summed in f32 into an f16 channel slice",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const p: Conv2dParams = { n: 3, cIn: 4, h: 8, w: 9, cOut: 5, kernel: 3, padding: 1 };
+    const d = data(p, 1330, true);
+    const { s } = d;
+    const sh = directShape(p);
+    const wd = d.w.map((v) => 2 * v); // outputs past relu6's 6
+    const x = gpu.tensor(f16(d.x), { shape: s.x });
+    const w = gpu.tensor(f16(wd), { shape: s.w });
+    const b = gpu.tensor(f32(d.b!), { shape: [p.cOut] });
+    const dy = gpu.tensor(f16(d.dy), { shape: s.y });
+    const P = 8 * 9, C = p.cOut + 3, off = 2;
+    const sentinel = -777.5; // exact in f16
+    const ref = activationForwardRef(conv2dRef(p, roundF16(d.x), roundF16(wd), d.b), "relu6");
+    // 2 and 1 input channels per dispatch (through the f32 scratch), and all 4 in one.
+    for (
+      const tile of [{ tx: 4, co: 2, ci: 2 }, { tx: 3, co: 5, ci: 1 }, { tx: 9, co: 3, ci: 4 }]
+    ) {
+      const y = gpu.tensor(new Float16Array(p.n * C * P).fill(sentinel), {
+        shape: [p.n, C, 8, 9],
+      });
+      const yr = bindingRange(y, off * P, ((p.n - 1) * C + p.cOut) * P);
+      const kernels = kernelsOf(gpu, () =>
+        directConvForward(gpu, sh, { y: yr, x: r(x), w, b }, {
+          tile,
+          activation: "relu6",
+          yChannels: C,
+        }));
+      assert.equal(kernels.some((k) => k.includes("_prev")), tile.ci < 4, kernels.join(", "));
+      const got = await y.toArray();
+      y.dispose();
+      const slice = new Float32Array(count(s.y));
+      for (let img = 0; img < p.n; img++) {
+        for (let c = 0; c < C; c++) {
+          const src = got.subarray((img * C + c) * P, (img * C + c + 1) * P);
+          if (c >= off && c < off + p.cOut) slice.set(src, (img * p.cOut + c - off) * P);
+          else assert.ok(src.every((v) => v === sentinel), `channel ${c} of image ${img}`);
+        }
+      }
+      // f32 sums of f16 values rounded once (extra 0, whatever the 36-term reduction).
+      assertClose(slice, ref, { ...f16Tolerance(maxAbs(ref)), what: `y ${JSON.stringify(tile)}` });
+    }
+    // Weight gradient from f16 x and dy into f32 dw and db: split over 1 and 2 image groups.
+    const g = conv2dBackwardRef(p, roundF16(d.x), roundF16(wd), roundF16(d.dy));
+    for (const splits of [1, 2]) {
+      const dw = gpu.tensor(new Float32Array(count(s.w)).fill(NaN), { shape: s.w });
+      const db = gpu.tensor(new Float32Array(p.cOut).fill(NaN), { shape: [p.cOut] });
+      directConvWeightGrad(gpu, sh, { dw, db, x: r(x), dy: r(dy) }, {
+        accumulate: false,
+        tile: { tx: 3, co: 2, ky: 2 },
+        splits,
+      });
+      assertClose(await dw.toArray(), g.dw, { ...tol(s.len), what: `f16 dw splits ${splits}` });
+      assertClose(await db.toArray(), g.db, { ...tol(s.len), what: `f16 db splits ${splits}` });
+      dw.dispose();
+      db.dispose();
+    }
+    // A non-float tensor in a float slot.
+    const u = gpu.empty(s.x, { dtype: "u32" });
+    const yy = gpu.empty(s.y, { dtype: "f16" });
+    assert.throws(
+      () => directConvForward(gpu, sh, { y: r(yy), x: r(u), w }),
+      (e: Error) => e instanceof TypeError && /conv2d: x must be f32 or f16/.test(e.message),
+    );
+    assert.throws(
+      () => directConvWeightGrad(gpu, sh, { dw: yy, x: r(x), dy: r(u) }, { accumulate: false }),
+      (e: Error) => e instanceof TypeError && /conv2d: dy must be f32 or f16/.test(e.message),
+    );
+    for (const tt of [x, w, b, dy, u, yy]) tt.dispose();
+  },
+);
+
+Deno.test(
+  "direct conv2d f16: another mix, and chunks of images give the same results",
+  GPU_TEST,
+  async () => {
+    const p: Conv2dParams = { n: 5, cIn: 3, h: 9, w: 7, cOut: 5, kernel: 3, padding: 1 };
+    const d = data(p, 1340, true);
+    // f32 x, y and dx; f16 w, b, dy, dw and db.
+    const got = await runF16(p, d, { direct: true }, OTHER);
+    const g = conv2dBackwardRef(
+      p,
+      Float64Array.from(d.x, Math.fround),
+      roundF16(d.w),
+      roundF16(d.dy),
+    );
+    const refY = conv2dRef(p, Float64Array.from(d.x, Math.fround), roundF16(d.w), roundF16(d.b!));
+    const t = tol(d.s.len);
+    assertClose(got.y, refY, { ...t, what: "mixed y" });
+    assertClose(got.dx, g.dx, { ...t, what: "mixed dx" });
+    // f32 sums (over 5 * 63 pixels) rounded once into f16.
+    assertClose(got.dw, g.dw, { ...f16Tolerance(maxAbs(g.dw)), what: "mixed dw" });
+    assertClose(got.db, g.db, { ...f16Tolerance(maxAbs(g.db)), what: "mixed db" });
+    assert.ok(got.y instanceof Float32Array && got.dw instanceof Float16Array);
+    assert.ok(count1(got.kernels, "conv2d_direct_dw") === 1, `${got.kernels}`);
+    // Training's mix, one image per chunk (ranges of f16 tensors at unaligned offsets).
+    const whole = await runF16(p, d, { direct: true });
+    const chunked = await runF16(p, d, { direct: true, maxChunkBytes: 1 });
+    assert.equal(count1(chunked.kernels, "conv2d_direct_dw"), 5);
+    assert.deepEqual(chunked.y, whole.y);
+    assert.deepEqual(chunked.dx, whole.dx);
+    assertClose(chunked.dw, whole.dw, { ...tol(d.s.len), what: "chunked dw" });
+    assertClose(chunked.db, whole.db, { ...tol(d.s.len), what: "chunked db" });
+  },
+);

@@ -14,7 +14,17 @@ import type { Tensor } from "../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../kernels/activation.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  checkGradient,
+  f16,
+  f16Tolerance,
+  f32,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
 
 function sizes(p: Conv2dParams) {
@@ -1093,4 +1103,341 @@ Deno.test("conv2d: errors name the op and both shapes", GPU_TEST, async () => {
     28,
   ]);
   assert.deepEqual(checkConv2d(ALEX1), [128, 96, 54, 54]);
+});
+
+// ------------------------------------------------------------------------- f16 ----
+
+type Store = "f32" | "f16";
+
+/** Storage types of every operand of a forward and backward run. */
+interface Mix {
+  x: Store;
+  w: Store;
+  b: Store;
+  y: Store;
+  dy: Store;
+  dx: Store;
+  dw: Store;
+  db: Store;
+}
+
+/**
+ * Training's configuration: activations and their gradients f16, weights f16 (copies of f32
+ * master weights), the bias and every parameter gradient f32.
+ */
+const TRAIN: Mix = {
+  x: "f16",
+  w: "f16",
+  b: "f32",
+  y: "f16",
+  dy: "f16",
+  dx: "f16",
+  dw: "f32",
+  db: "f32",
+};
+
+/** Another mix: f32 activations and input gradient, f16 parameters, dy and parameter gradients. */
+const OTHER: Mix = {
+  x: "f32",
+  w: "f16",
+  b: "f16",
+  y: "f32",
+  dy: "f16",
+  dx: "f32",
+  dw: "f16",
+  db: "f16",
+};
+
+/** What a tensor of storage type `d` holds of `a`, as Float64 (the CPU reference's input). */
+const stored = (a: ArrayLike<number>, d: Store) =>
+  d === "f16" ? roundF16(a) : Float64Array.from(a, (v) => Math.fround(v));
+
+const maxAbs = (a: ArrayLike<number>) =>
+  Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+
+/**
+ * Tolerance of an output stored as `d`: f16's (its rounding, with `extra` relative headroom) or
+ * the f32 one for sums of `len` terms.
+ */
+const tolFor = (d: Store, ref: ArrayLike<number>, len: number, extra = 0) =>
+  d === "f16" ? f16Tolerance(maxAbs(ref), extra) : tol(len);
+
+async function runMix(
+  p: Conv2dParams,
+  data: ReturnType<typeof upload>,
+  mix: Mix,
+  options: Conv2dKernelOptions = {},
+) {
+  const gpu = await testGpu();
+  const { s } = data;
+  const up = (a: ArrayLike<number>, d: Store, shape: number[]) =>
+    d === "f16" ? gpu.tensor(f16(a), { shape }) : gpu.tensor(f32(a), { shape });
+  // Outputs start as NaN: every one must be overwritten.
+  const nan = (d: Store, shape: number[]) => up(new Float64Array(count(shape)).fill(NaN), d, shape);
+  const x = up(data.x, mix.x, s.x), w = up(data.w, mix.w, s.w);
+  const b = data.b ? up(data.b, mix.b, [p.cOut]) : undefined;
+  const dy = up(data.dy, mix.dy, s.y);
+  const y = nan(mix.y, s.y), dx = nan(mix.dx, s.x), dw = nan(mix.dw, s.w);
+  const db = nan(mix.db, [p.cOut]);
+  const kernels = kernelsOf(gpu, () => {
+    conv2dForward({ y, x, w, b }, { ...p, ...options });
+    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+  });
+  const out = {
+    y: await y.toArray(),
+    dx: await dx.toArray(),
+    dw: await dw.toArray(),
+    db: await db.toArray(),
+    kernels,
+  };
+  for (const t of [x, w, b, dy, y, dx, dw, db] as (Tensor | undefined)[]) t?.dispose();
+  return out;
+}
+
+/**
+ * Checks a run of `mix` against the Float64 reference fed what the tensors hold. `dxExtra`:
+ * headroom of an f16 dx for its intermediate rounding (see the callers).
+ */
+function checkMix(
+  p: Conv2dParams,
+  data: ReturnType<typeof upload>,
+  mix: Mix,
+  got: Awaited<ReturnType<typeof runMix>>,
+  label: string,
+  o: { dxExtra?: number } = {},
+): void {
+  const x = stored(data.x, mix.x), w = stored(data.w, mix.w), dy = stored(data.dy, mix.dy);
+  const b = data.b ? stored(data.b, mix.b) : undefined;
+  const refY = conv2dRef(p, x, w, b);
+  const g = conv2dBackwardRef(p, x, w, dy);
+  const len = data.s.len;
+  // y, dw and db: f32 sums of f16 values rounded once on store.
+  assertClose(got.y, refY, { ...tolFor(mix.y, refY, len), what: `${label} y` });
+  assertClose(got.dx, g.dx, { ...tolFor(mix.dx, g.dx, len, o.dxExtra), what: `${label} dx` });
+  assertClose(got.dw, g.dw, { ...tolFor(mix.dw, g.dw, len), what: `${label} dw` });
+  assertClose(got.db, g.db, { ...tolFor(mix.db, g.db, len), what: `${label} db` });
+}
+
+/**
+ * Headroom of an f16 dx from the im2col path: dcol (= W^T dy) is stored as f16 before col2im
+ * sums the taps landing on an element (at most ceil(kh/sh) * ceil(kw/sw), and at most oh*ow),
+ * so each term carries its own rounding besides the one of the stored dx. Those errors (half
+ * an ulp of a term, terms ~|dx| / sqrt(taps) for mixed signs) add up like a random walk over
+ * the taps: sqrt(taps) / 2 half-ulps of headroom (measured: at most 1.06 half-ulps of max|dx|
+ * on these shapes).
+ */
+const dcolExtra = (p: Conv2dParams) => {
+  const g = conv2dGeometry(p);
+  const taps = Math.min(Math.ceil(g.kh / g.sh) * Math.ceil(g.kw / g.sw), g.oh * g.ow);
+  return Math.sqrt(taps) / 2;
+};
+
+/** The im2col paths in f16 (direct kernels off): window and general im2col, col2im, pointwise. */
+const F16_CONFIGS: [string, Conv2dParams, boolean][] = [
+  ["odd sizes, stride 2 (general im2col)", {
+    n: 2,
+    cIn: 3,
+    h: 9,
+    w: 7,
+    cOut: 5,
+    kernel: 3,
+    padding: 1,
+    stride: 2,
+  }, true],
+  ["window im2col, odd sizes", { n: 2, cIn: 3, h: 7, w: 9, cOut: 4, kernel: 3, padding: 1 }, true],
+  [
+    "dilation 2, groups 2, no bias",
+    { n: 3, cIn: 4, h: 8, w: 9, cOut: 6, kernel: 3, padding: 2, dilation: 2, groups: 2 },
+    false,
+  ],
+  [
+    "rectangular kernel/stride/padding/dilation",
+    {
+      n: 2,
+      cIn: 3,
+      h: 13,
+      w: 14,
+      cOut: 8,
+      kernel: [3, 5],
+      stride: [2, 1],
+      padding: [4, 0],
+      dilation: [1, 3],
+    },
+    true,
+  ],
+  ["pointwise 1x1 (no im2col)", { n: 3, cIn: 5, h: 8, w: 9, cOut: 9, kernel: 1 }, true],
+];
+
+Deno.test(
+  "conv2d f16 (training mix): every im2col path vs the CPU reference",
+  GPU_TEST,
+  async () => {
+    let seed = 1100;
+    for (const [label, p, bias] of F16_CONFIGS) {
+      const data = upload(p, seed++, bias);
+      const got = await runMix(p, data, TRAIN, { direct: false });
+      checkMix(p, data, TRAIN, got, `f16 ${label}`, { dxExtra: dcolExtra(p) });
+      assert.ok(got.y instanceof Float16Array && got.dx instanceof Float16Array);
+      assert.ok(got.dw instanceof Float32Array && got.db instanceof Float32Array);
+      // Every conv2d kernel touches an f16 binding here: each ran an f16 specialization.
+      const own = got.kernels.filter((k) => k.startsWith("conv2d"));
+      assert.ok(own.every((k) => k.includes("_h-")), `${label}: ${own.join(", ")}`);
+    }
+  },
+);
+
+Deno.test(
+  "conv2d f16: integer data is reproduced exactly by every im2col path",
+  GPU_TEST,
+  async () => {
+    // Small integers: every product and sum is an integer well below 2048, so f16 storage with
+    // f32 arithmetic must match the reference exactly (no tolerance hides a lost, misplaced or
+    // wrongly converted element).
+    const rng = new Rng(1190);
+    const ints = (n: number, m: number) =>
+      Float64Array.from({ length: n }, () => Math.round(rng.uniform(-m, m)));
+    for (const [label, p, bias] of F16_CONFIGS) {
+      const s = sizes(p);
+      const data = {
+        s,
+        x: ints(count(s.x), 2),
+        w: ints(count(s.w), 2),
+        b: bias ? ints(p.cOut, 3) : undefined,
+        dy: ints(count(s.y), 2),
+      };
+      const got = await runMix(p, data, TRAIN, { direct: false });
+      const g = conv2dBackwardRef(p, data.x, data.w, data.dy);
+      const exact = (what: string) => ({ rtol: 0, atol: 0, what: `exact ${label} ${what}` });
+      assertClose(got.y, conv2dRef(p, data.x, data.w, data.b), exact("y"));
+      assertClose(got.dx, g.dx, exact("dx"));
+      assertClose(got.dw, g.dw, exact("dw"));
+      assertClose(got.db, g.db, exact("db"));
+    }
+  },
+);
+
+Deno.test("conv2d f16 (another mix): f32 activations, f16 parameters", GPU_TEST, async () => {
+  let seed = 1120;
+  for (const [label, p, bias] of F16_CONFIGS.filter((_, i) => i % 2 === 0)) {
+    const data = upload(p, seed++, bias);
+    const got = await runMix(p, data, OTHER, { direct: false });
+    checkMix(p, data, OTHER, got, `mixed ${label}`);
+    assert.ok(got.y instanceof Float32Array && got.dw instanceof Float16Array);
+  }
+});
+
+Deno.test(
+  "conv2d f16: fused activation and a channel slice of an f16 output, in every path",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    let seed = 1140;
+    const sentinel = -1234; // exact in f16
+    for (const [label, p, options, path] of FUSED_PATHS) {
+      if (options.gemm?.splitK) continue; // the split-K epilogue is gemm.ts's
+      const activation = KINDS[seed % 4];
+      const data = uploadWide(p, seed++);
+      const { s } = data;
+      const [n, cOut, oh, ow] = s.y;
+      const off = 2, C = cOut + 3, P = oh * ow;
+      const x = gpu.tensor(f16(data.x), { shape: s.x });
+      const w = gpu.tensor(f16(data.w), { shape: s.w });
+      const b = gpu.tensor(f32(data.b!), { shape: [cOut] });
+      const y = gpu.tensor(new Float16Array(n * C * P).fill(sentinel), { shape: [n, C, oh, ow] });
+      const kernels = kernelsOf(
+        gpu,
+        () => conv2dForward({ y, x, w, b }, { ...p, ...options, activation, yChannelOffset: off }),
+      );
+      const got = await y.toArray();
+      for (const t of [x, w, b, y]) t.dispose();
+      const what = `f16 ${label} ${activation}`;
+      assert.ok(kernels.some((k) => path.test(k)), `${what}: ran ${kernels.join(", ")}`);
+      const ref = activationForwardRef(
+        conv2dRef(p, roundF16(data.x), roundF16(data.w), data.b),
+        activation,
+      );
+      const slice = new Float32Array(n * cOut * P);
+      for (let img = 0; img < n; img++) {
+        for (let c = 0; c < C; c++) {
+          const src = got.subarray((img * C + c) * P, (img * C + c + 1) * P);
+          if (c >= off && c < off + cOut) slice.set(src, (img * cOut + c - off) * P);
+          else assert.ok(src.every((v) => v === sentinel), `${what}: channel ${c} written`);
+        }
+      }
+      assertClose(slice, ref, { ...f16Tolerance(maxAbs(ref)), what });
+    }
+  },
+);
+
+Deno.test(
+  "conv2d f16 chunking: chunks give the same results; f16 chunks hold more images",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    let seed = 1160;
+    const configs: Conv2dParams[] = [
+      { n: 5, cIn: 3, h: 9, w: 7, cOut: 5, kernel: 3, padding: 1, stride: 2 },
+      { n: 4, cIn: 5, h: 8, w: 9, cOut: 9, kernel: 1 }, // pointwise path
+    ];
+    for (const p of configs) {
+      const data = upload(p, seed++, true);
+      const whole = await runMix(p, data, TRAIN, { direct: false });
+      // 1 byte: one image per chunk; 1500 bytes: a few images per chunk, ranges not aligned.
+      for (const maxChunkBytes of [1, 1500]) {
+        const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes, dtype: "f16" });
+        assert.ok(plan.chunks > 1, `expected several chunks for ${JSON.stringify(p)}`);
+        const chunked = await runMix(p, data, TRAIN, { direct: false, maxChunkBytes });
+        // Per-element work is the same: y and dx are bit-identical; dw/db sum chunks in order.
+        assert.deepEqual(chunked.y, whole.y);
+        assert.deepEqual(chunked.dx, whole.dx);
+        assertClose(chunked.dw, whole.dw, { ...tol(data.s.len), what: "chunked dw" });
+        assertClose(chunked.db, whole.db, { ...tol(data.s.len), what: "chunked db" });
+      }
+      checkMix(p, data, TRAIN, whole, JSON.stringify(p), { dxExtra: dcolExtra(p) });
+    }
+    // Half the bytes per element: twice the images per chunk where the bytes bound them.
+    const f32Plan = conv2dChunkPlan(gpu, ALEX1);
+    const f16Plan = conv2dChunkPlan(gpu, ALEX1, { dtype: "f16" });
+    assert.ok(f16Plan.imagesPerChunk >= 2 * f32Plan.imagesPerChunk - 1, JSON.stringify(f16Plan));
+    assert.ok(f16Plan.colElements * 2 <= gpu.limits.maxStorageBufferBindingSize);
+    // 10 images' im2col in f32 (121 * 54 * 54 * 4 bytes each): 20 images' in f16.
+    const small = { maxChunkBytes: 10 * 121 * 54 * 54 * 4 };
+    assert.equal(
+      conv2dChunkPlan(gpu, ALEX1, { ...small, dtype: "f16" }).imagesPerChunk,
+      2 * conv2dChunkPlan(gpu, ALEX1, small).imagesPerChunk,
+    );
+  },
+);
+
+Deno.test(
+  "conv2d f16: col2im of a large kernel splits the columns over dispatches",
+  GPU_TEST,
+  async () => {
+    // 2 + kh * (kw + 2) = 3722 loop trips per column of dx: 16 columns per dispatch of 60.
+    const p: Conv2dParams = { n: 1, cIn: 1, h: 60, w: 62, cOut: 2, kernel: 60, padding: [0, 1] };
+    const data = upload(p, 1200, true);
+    const got = await runMix(p, data, TRAIN, { direct: false });
+    const col2im = got.kernels.filter((k) => k.startsWith("conv2d_col2im_pixel"));
+    assert.equal(col2im.length, 4, got.kernels.join(", "));
+    checkMix(p, data, TRAIN, got, "k60", { dxExtra: dcolExtra(p) });
+  },
+);
+
+Deno.test("conv2d: a non-float tensor in a float slot is a TypeError", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const p: Conv2dParams = { n: 2, cIn: 3, h: 8, w: 8, cOut: 4, kernel: 3, padding: 1 };
+  const x = gpu.zeros([2, 3, 8, 8]), w = gpu.zeros([4, 3, 3, 3]), y = gpu.zeros([2, 4, 8, 8]);
+  const u32 = (shape: number[]) => gpu.empty(shape, { dtype: "u32" });
+  const isType = (name: string) => (e: Error) =>
+    e instanceof TypeError && new RegExp(`conv2d: ${name} must be f32 or f16`).test(e.message);
+  assert.throws(() => conv2dForward({ y, x: u32([2, 3, 8, 8]), w }, p), isType("x"));
+  assert.throws(() => conv2dForward({ y, x, w: u32([4, 3, 3, 3]) }, p), isType("w"));
+  assert.throws(() => conv2dForward({ y, x, w, b: u32([4]) }, p), isType("b"));
+  assert.throws(() => conv2dForward({ y: u32([2, 4, 8, 8]), x, w }, p), isType("y"));
+  const wide = gpu.empty([2, 6, 8, 8], { dtype: "i32" });
+  assert.throws(() => conv2dForward({ y: wide, x, w }, { ...p, yChannelOffset: 1 }), isType("y"));
+  assert.throws(() => conv2dBackward({ dw: u32([4, 3, 3, 3]), dy: y, x, w }, p), isType("dw"));
+  assert.throws(() => conv2dBackward({ db: u32([4]), dy: y, x, w }, p), isType("db"));
+  assert.throws(() => conv2dBackward({ dx: u32([2, 3, 8, 8]), dy: y, x, w }, p), isType("dx"));
+  assert.throws(() => conv2dBackward({ dx: x, dy: u32([2, 4, 8, 8]), x, w }, p), isType("dy"));
 });
