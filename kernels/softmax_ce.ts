@@ -18,11 +18,18 @@
  * gets a zero gradient, adds 0 to the loss and is never counted correct (the mean is still
  * taken over all n rows).
  *
+ * Logits and dlogits are f32 or f16, each independently; the arithmetic is f32 (f16 logits are
+ * converted on load, f16 gradients rounded once on store), the sums `lossSum` (f32) and
+ * `correct` (u32) are unchanged. With a loss scaler's state (`lossScale`, see `loss_scale.ts`)
+ * the gradient is multiplied by the current scale, read on the GPU, before it is rounded.
+ *
  * @module
  */
 
 import { formatShape, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { bindingLimit, LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import { checkLossScale } from "./loss_scale.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -73,6 +80,7 @@ export function checkSoftmaxCrossEntropy(
     correct: Tensor;
     logits: Tensor;
     labels: Tensor;
+    lossScale?: Tensor;
   },
 ): [number, number] {
   if (!Number.isInteger(p.n) || p.n < 0) {
@@ -88,9 +96,10 @@ export function checkSoftmaxCrossEntropy(
   if (io) {
     const { logits, labels, correct } = io;
     const nc = p.n * p.c;
-    if (logits.dtype !== "f32" || logits.size !== nc) {
+    floatDType(op, "logits", logits);
+    if (logits.size !== nc) {
       throw new TypeError(
-        `${op}: logits has shape ${describe(logits)}, expected f32 [${p.n}, ${p.c}]`,
+        `${op}: logits has shape ${describe(logits)}, expected ${logits.dtype} [${p.n}, ${p.c}]`,
       );
     }
     if (labels.dtype !== "i32" || labels.size !== p.n) {
@@ -103,10 +112,17 @@ export function checkSoftmaxCrossEntropy(
       throw new TypeError(`${op}: correct has shape ${describe(correct)}, expected u32 [1]`);
     }
     if (io.dlogits) {
-      if (io.dlogits.dtype !== "f32" || io.dlogits.size !== nc) {
+      floatDType(op, "dlogits", io.dlogits);
+      if (io.dlogits.size !== nc) {
         throw new TypeError(
           `${op}: dlogits has shape ${describe(io.dlogits)}, logits has shape ` +
             `${formatShape(logits.shape)}`,
+        );
+      }
+      if (io.dlogits.buffer === logits.buffer && io.dlogits.dtype !== logits.dtype) {
+        throw new TypeError(
+          `${op}: dlogits ${describe(io.dlogits)} shares its buffer with logits ` +
+            `${describe(logits)}: in place needs one dtype`,
         );
       }
     }
@@ -123,6 +139,13 @@ export function checkSoftmaxCrossEntropy(
           "(only dlogits may be the same tensor as logits)",
       );
     }
+    if (io.lossScale) {
+      checkLossScale(op, io.lossScale);
+      const ls = io.lossScale.buffer;
+      if ([...outs, logits, labels].some((t) => t.buffer === ls)) {
+        throw new TypeError(`${op}: lossScale must not share a buffer with another operand`);
+      }
+    }
   }
   return [p.n, p.c];
 }
@@ -131,47 +154,81 @@ const specs = new Map<string, KernelSpec>();
 
 type Kind = "ce" | "ce_inplace" | "acc";
 
+/** The storage dtypes of one specialization: logits, dlogits (f32 when absent or in place). */
+interface SpecTypes {
+  readonly logits: FloatDType;
+  readonly dlogits: FloatDType;
+  /** Whether the gradient is multiplied by a loss scaler's scale (binding after the others). */
+  readonly scaled: boolean;
+}
+
 /**
  * The per-row kernel. `partial`: workgroup `wid` writes its sums to `lossOut[partialOff + wid]`
  * and `hitsOut[partialOff + wid]` (reduced by {@linkcode finalSpec}); otherwise (a single
  * workgroup in all) thread 0 adds them to `lossOut[0]` and `hitsOut[0]` directly.
  */
-function spec(kind: Kind, partial: boolean): KernelSpec {
-  const name = `softmax_ce_${kind}${partial ? "_partial" : ""}`;
+function spec(kind: Kind, partial: boolean, types: SpecTypes): KernelSpec {
+  const ce = kind !== "acc";
+  const dtypes: Record<string, FloatDType> = kind === "ce"
+    ? { logits: types.logits, dlogits: types.dlogits }
+    : { logits: types.logits };
+  const scaled = ce && types.scaled;
+  const name = `softmax_ce_${kind}${partial ? "_partial" : ""}${dtypeTag(dtypes)}${
+    scaled ? "_scaled" : ""
+  }`;
   const hit = specs.get(name);
   if (hit) return hit;
-  const ce = kind !== "acc";
-  // Binding layout: ce: lossOut, hitsOut, logits (rw when in place), labels, [dlogits];
-  // acc: hitsOut, logits, labels.
+  // Binding layout: ce: lossOut, hitsOut, logits (rw when in place), labels, [dlogits],
+  // [lossScale]; acc: hitsOut, logits, labels. Loads convert f16 logits to f32 (no conversion
+  // for f32: the all-f32 kernel is the one of before f16); the gradient is rounded on store.
   const lg = kind === "ce_inplace" ? "read_write" : "read";
   const dl = kind === "ce_inplace" ? "logits" : "dlogits";
+  const dlType = kind === "ce_inplace" ? types.logits : types.dlogits;
+  const load = (i: string) => types.logits === "f16" ? `f32(logits[${i}])` : `logits[${i}]`;
   const decls = ce
     ? `@group(0) @binding(1) var<storage, read_write> lossOut: array<f32>;
 @group(0) @binding(2) var<storage, read_write> hitsOut: array<u32>;
-@group(0) @binding(3) var<storage, ${lg}> logits: array<f32>;
+@group(0) @binding(3) var<storage, ${lg}> logits: array<${types.logits}>;
 @group(0) @binding(4) var<storage, read> labels: array<i32>;
-${kind === "ce" ? "@group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;" : ""}`
+${
+      kind === "ce"
+        ? `@group(0) @binding(5) var<storage, read_write> dlogits: array<${types.dlogits}>;`
+        : ""
+    }${
+      scaled
+        ? `
+@group(0) @binding(${
+          kind === "ce" ? 6 : 5
+        }) var<storage, read> lossScale: array<u32>; // word 0: the scale's f32 bits`
+        : ""
+    }`
     : `@group(0) @binding(1) var<storage, read_write> hitsOut: array<u32>;
-@group(0) @binding(2) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> logits: array<${types.logits}>;
 @group(0) @binding(3) var<storage, read> labels: array<i32>;`;
+  const grad = scaled
+    ? `(exp(${load("base + j")} - m) * invS - tgt) * p.invN * scale`
+    : `(exp(${load("base + j")} - m) * invS - tgt) * p.invN`;
+  const stored = dlType === "f16" ? "f16(select(0.0, g, valid))" : "select(0.0, g, valid)";
   const lossPart = ce
     ? `var s = 0.0;
     var sumz = 0.0;
     for (var j = 0u; j < p.c; j++) {
-      let z = logits[base + j] - m;
+      let z = ${load("base + j")} - m;
       s += exp(z);
       sumz += z;
     }
     if (valid) {
       // -sum_j target_j * log_softmax_j with log_softmax_j = z_j - log(s).
-      loss += log(s) - p.onTarget * (logits[base + u32(lab)] - m) - p.offTarget * sumz;
+      loss += log(s) - p.onTarget * (${load("base + u32(lab)")} - m) - p.offTarget * sumz;
     }
     let invS = 1.0 / s;
-    let dbase = p.dlogitsBase + r * p.c;
+    let dbase = p.dlogitsBase + r * p.c;${
+      scaled ? "\n    let scale = bitcast<f32>(lossScale[0]);" : ""
+    }
     for (var j = 0u; j < p.c; j++) {
       let tgt = select(p.offTarget, p.onTarget + p.offTarget, i32(j) == lab);
-      let g = (exp(logits[base + j] - m) * invS - tgt) * p.invN;
-      ${dl}[dbase + j] = select(0.0, g, valid);
+      let g = ${grad};
+      ${dl}[dbase + j] = ${stored};
     }`
     : "";
   const store = partial
@@ -179,17 +236,28 @@ ${kind === "ce" ? "@group(0) @binding(5) var<storage, read_write> dlogits: array
     hitsOut[p.partialOff + wid.x] = sHits[0];`
     : `${ce ? "lossOut[0] += sLoss[0];" : ""}
     hitsOut[0] += sHits[0];`;
-  const code =
-    `// ${name}: workgroup wid of WG threads takes rows [wid * rowsPerGroup, + rowsPerGroup) of
+  const code = `${
+    wgslEnable(Object.values(dtypes))
+  }// ${name}: workgroup wid of WG threads takes rows [wid * rowsPerGroup, + rowsPerGroup) of
 // this dispatch's range of p.n rows; thread t handles rows r0 + t, r0 + t + WG, ... (per row: max
 // and first argmax, ${ce ? "log-sum-exp, loss and gradient, " : ""}hit), then a shared-memory tree
 // reduction; thread 0 ${
-      partial
-        ? "writes the workgroup's sums to slot partialOff + wid"
-        : "accumulates the sums into slot 0"
-    }.
+    partial
+      ? "writes the workgroup's sums to slot partialOff + wid"
+      : "accumulates the sums into slot 0"
+  }.
 // rowsPerGroup / WG rows of about 3c loop iterations each stay under llvmpipe's loop cap.
-// Indices into logits, labels and dlogits are offset by the range's base in its binding.
+// Indices into logits, labels and dlogits are offset by the range's base in its binding.${
+    types.logits === "f16" || (ce && dlType === "f16")
+      ? "\n// Storage: logits " + types.logits +
+        (kind === "ce" ? ", dlogits " + types.dlogits : "") +
+        "; arithmetic in f32 (f16 converted on load, the gradient rounded once on store)."
+      : ""
+  }${
+    scaled
+      ? "\n// The gradient is multiplied by the loss scale (lossScale[0]) before its rounding."
+      : ""
+  }
 const WG = ${WG}u;
 struct Params { n: u32, c: u32, invN: f32, onTarget: f32, offTarget: f32, rowsPerGroup: u32,
   logitsBase: u32, labelsBase: u32, dlogitsBase: u32, partialOff: u32 }
@@ -207,10 +275,10 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     let base = p.logitsBase + r * p.c;
     let lab = labels[p.labelsBase + r];
     let valid = lab >= 0 && u32(lab) < p.c;
-    var m = logits[base];
+    var m = ${load("base")};
     var arg = 0u;
     for (var j = 1u; j < p.c; j++) {
-      let v = logits[base + j];
+      let v = ${load("base + j")};
       if (v > m) { m = v; arg = j; }
     }
     if (valid && arg == u32(lab)) { hits += 1u; }
@@ -304,6 +372,7 @@ function run(
     logits: Tensor;
     labels: Tensor;
     dlogits?: Tensor;
+    lossScale?: Tensor;
   },
   p: { n: number; c: number; invN: number; onTarget: number; offTarget: number },
 ): void {
@@ -326,6 +395,11 @@ function run(
   const pLoss = partial && ce ? gpu.empty([total]) : undefined;
   const pHits = partial ? gpu.empty([total], { dtype: "u32" }) : undefined;
   const inPlace = io.dlogits !== undefined && io.dlogits.buffer === io.logits.buffer;
+  const types: SpecTypes = {
+    logits: floatDType(op, "logits", io.logits),
+    dlogits: io.dlogits && !inPlace ? floatDType(op, "dlogits", io.dlogits) : "f32",
+    scaled: ce && io.lossScale !== undefined,
+  };
   let off = 0;
   ranges.forEach(([r0, r1], k) => {
     const nr = r1 - r0;
@@ -339,7 +413,8 @@ function run(
       ? [pLoss ?? io.lossSum!, hitsOut, lg.binding, lb.binding]
       : [hitsOut, lg.binding, lb.binding];
     if (ce && !inPlace) bindings.push(dl.binding);
-    gpu.dispatch(spec(kind, partial), { params, bindings, workgroups: groups[k] });
+    if (types.scaled) bindings.push(io.lossScale!);
+    gpu.dispatch(spec(kind, partial, types), { params, bindings, workgroups: groups[k] });
     off += groups[k];
   });
   if (pHits) {
@@ -354,13 +429,15 @@ function run(
 }
 
 /**
- * Fused, numerically stable softmax cross-entropy over logits `[n, c]` (f32) and labels `[n]`
- * (i32), as `torch.nn.CrossEntropyLoss(label_smoothing=eps)` with mean reduction:
+ * Fused, numerically stable softmax cross-entropy over logits `[n, c]` (f32 or f16) and labels
+ * `[n]` (i32), as `torch.nn.CrossEntropyLoss(label_smoothing=eps)` with mean reduction:
  *
- * - `dlogits` (f32 `[n, c]`) is OVERWRITTEN with `(softmax(logits) - target) / n`, where
- *   `target = (1 - eps) * onehot(label) + eps / c`; it may be the same tensor as `logits`;
+ * - `dlogits` (f32 or f16 `[n, c]`) is OVERWRITTEN with `(softmax(logits) - target) / n`, where
+ *   `target = (1 - eps) * onehot(label) + eps / c`; it may be the same tensor as `logits`; with
+ *   `lossScale` (a loss scaler's state, see `createLossScale`) it is multiplied by the
+ *   current scale, read on the GPU (the gradient of the scaled loss), before it is stored;
  * - `lossSum` (f32 `[1]`) is ACCUMULATED: `+=` the sum over rows of the per-row loss (the mean
- *   loss of the step is `lossSum / n`);
+ *   loss of the step is `lossSum / n`; never scaled);
  * - `correct` (u32 `[1]`) is ACCUMULATED: `+=` the rows whose argmax (first maximum on ties)
  *   equals the label.
  *
@@ -384,7 +461,14 @@ function run(
  * ```
  */
 export function softmaxCrossEntropy(
-  io: { dlogits: Tensor; lossSum: Tensor; correct: Tensor; logits: Tensor; labels: Tensor },
+  io: {
+    dlogits: Tensor;
+    lossSum: Tensor;
+    correct: Tensor;
+    logits: Tensor;
+    labels: Tensor;
+    lossScale?: Tensor;
+  },
   p: SoftmaxCrossEntropyParams,
 ): void {
   const op = "softmaxCrossEntropy";
@@ -403,7 +487,7 @@ export function softmaxCrossEntropy(
 
 /**
  * Eval-time accuracy: `correct` (u32 `[1]`) is ACCUMULATED `+=` the number of rows of logits
- * `[n, c]` whose argmax (first maximum on ties) equals the label (i32 `[n]`); labels outside
+ * `[n, c]` (f32 or f16) whose argmax (first maximum on ties) equals the label (i32 `[n]`); labels outside
  * `[0, c)` never count.
  *
  * @returns Nothing: the dispatch is recorded.

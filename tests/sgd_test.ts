@@ -2,11 +2,12 @@
 // against the CPU reference and the fixture over 3 steps (momentum, dampening, nesterov, weight
 // decay), first-step semantics, and validation.
 import assert from "node:assert/strict";
-import type { Gpu, Tensor } from "../gpu/mod.ts";
+import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
+import { createLossScale, lossScaleCheck, lossScaleUpdate } from "../kernels/loss_scale.ts";
 import { type SgdParams, sgdUpdate } from "../kernels/sgd.ts";
-import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { assertClose, f16, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { sgdStepRef } from "./cpu_ref/sgd.ts";
-import { atDeviceLimit, deviceLimit, fastFill, readSlices } from "./big.ts";
+import { atDeviceLimit, deviceLimit, fastFill, readSlices, withBindingLimit } from "./big.ts";
 
 interface Fixture {
   cases: {
@@ -235,3 +236,239 @@ Deno.test(
     });
   },
 );
+
+// ------------------------------------------------------------------ mixed precision ----
+
+/** A float tensor on a buffer of exactly its storage bytes: no slack, so the scalar path. */
+function exactTensor(gpu: Gpu, data: Float32Array | Float16Array): Tensor {
+  const dtype = data instanceof Float16Array ? "f16" : "f32";
+  const buffer = gpu.device.createBuffer({
+    size: storageBytes(data.length, dtype),
+    usage: POOL_USAGE,
+  });
+  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype });
+  gpu.write(t, data);
+  return t;
+}
+
+/**
+ * Runs `grads.length` mixed-precision GPU steps (grads already scaled by `scale`, a scaler
+ * created at that scale, an f16 copy); returns param, momentum buffer and copy after each step.
+ */
+async function mixedSteps(
+  gpu: Gpu,
+  param0: Float32Array,
+  grads: Float32Array[],
+  p: SgdParams,
+  o: { scale?: number; exact?: boolean; half?: "f16" | "f32" },
+): Promise<{ param: Float32Array; buf: Float32Array; half: Float16Array | Float32Array }[]> {
+  const n = param0.length;
+  const make = (d: Float32Array | Float16Array) =>
+    o.exact ? exactTensor(gpu, d) : gpu.tensor(d, { shape: [n] });
+  const param = make(param0);
+  const momentumBuf = make(new Float32Array(n).fill(NaN));
+  const half = make(o.half === "f32" ? new Float32Array(n) : new Float16Array(n));
+  const lossScale = o.scale === undefined ? undefined : createLossScale(gpu, {
+    initScale: o.scale,
+    growthInterval: 1000,
+  });
+  const out = [];
+  for (let s = 0; s < grads.length; s++) {
+    const grad = make(grads[s]);
+    if (lossScale) lossScaleCheck({ lossScale, grad });
+    sgdUpdate({ param, grad, momentumBuf, half, lossScale }, { ...p, firstStep: s === 0 });
+    if (lossScale) lossScaleUpdate({ lossScale });
+    out.push({
+      param: await param.toArray() as Float32Array,
+      buf: await momentumBuf.toArray() as Float32Array,
+      half: await half.toArray() as Float16Array | Float32Array,
+    });
+    grad.dispose();
+  }
+  for (const t of [param, momentumBuf, half, lossScale]) t?.dispose();
+  return out;
+}
+
+const MIXED_SETTINGS: SgdParams[] = [
+  { lr: 0.1 },
+  { lr: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 1e-3 },
+  { lr: 0.01, momentum: 0.95, nesterov: true, weightDecay: 1e-2 },
+];
+
+Deno.test(
+  "SGD with a loss scale and an f16 copy matches the CPU (vec4 and scalar paths, ranges)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(53);
+    const check = async (n: number, exact: boolean, p: SgdParams, scale: number) => {
+      const param0 = f32(rng.normalArray(n));
+      const unscaled = [0, 1].map(() => rng.normalArray(n));
+      const grads = unscaled.map((g) => f32(g.map((v) => v * scale)));
+      const got = await mixedSteps(gpu, param0, grads, p, { scale, exact });
+      const param = Float64Array.from(param0);
+      let buf: Float64Array | null = null;
+      for (let s = 0; s < 2; s++) {
+        // The reference divides the uploaded (f32-rounded) scaled gradient by the scale.
+        buf = sgdStepRef(param, Float64Array.from(grads[s], (v) => v / scale), buf, p);
+        const what = `n=${n} exact=${exact} scale=${scale} ${JSON.stringify(p)} step ${s}`;
+        assertClose(got[s].param, param, { rtol: 1e-5, atol: 1e-6, what: `param ${what}` });
+        if (buf) assertClose(got[s].buf, buf, { rtol: 1e-5, atol: 1e-6, what: `buf ${what}` });
+        // One rounding of the updated f32 master: exactly Math.f16round of it.
+        assert.deepEqual(got[s].half, f16(got[s].param), `half ${what}`);
+      }
+    };
+    for (const n of [1, 7, 1003]) {
+      for (const exact of [false, true]) {
+        for (const p of MIXED_SETTINGS) {
+          for (const scale of [1024, 3000]) await check(n, exact, p, scale);
+        }
+      }
+    }
+    // Ranges: 1003 elements in 4 ranges of at most 256 (starts at multiples of 128).
+    await withBindingLimit(256, async () => {
+      for (const exact of [false, true]) await check(1003, exact, MIXED_SETTINGS[1], 512);
+    });
+  },
+);
+
+Deno.test(
+  "SGD mixed precision: copy-only and power-of-two scales are bit-identical to the plain update",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(54);
+    for (const n of [7, 1003]) {
+      for (const p of MIXED_SETTINGS) {
+        const param0 = f32(rng.normalArray(n));
+        const grads = [0, 1].map(() => f32(rng.normalArray(n)));
+        const plain = await gpuSteps(gpu, param0, grads, p);
+        const what = `n=${n} ${JSON.stringify(p)}`;
+        // Only the f16 copy (no scaler), then an f32 copy (the other mix: a plain copy).
+        for (const half of ["f16", "f32"] as const) {
+          const copy = await mixedSteps(gpu, param0, grads, p, { half });
+          copy.forEach((c, s) => {
+            assert.deepEqual(c.param, plain[s].param, `${what} ${half} copy: param step ${s}`);
+            assert.deepEqual(c.buf, plain[s].buf, `${what} ${half} copy: buf step ${s}`);
+            const want = half === "f16" ? f16(plain[s].param) : plain[s].param;
+            assert.deepEqual(c.half, want, `${what} ${half} copy step ${s}`);
+          });
+        }
+        // Scaling by 2^10 and dividing by it again is exact.
+        const scaled = grads.map((g) => g.map((v) => v * 1024));
+        const mixed = await mixedSteps(gpu, param0, scaled, p, { scale: 1024 });
+        mixed.forEach((c, s) => {
+          assert.deepEqual(c.param, plain[s].param, `${what} scaled: param step ${s}`);
+          assert.deepEqual(c.buf, plain[s].buf, `${what} scaled: buf step ${s}`);
+        });
+      }
+    }
+  },
+);
+
+Deno.test(
+  "SGD with a loss scale skips the step on Inf/NaN (f32 or f16 grads): param and momentum kept",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(55);
+    const n = 9, scale = 256;
+    const p = { lr: 0.1, momentum: 0.9, weightDecay: 1e-3 };
+    const cases: [string, (g: Float64Array) => Tensor][] = [
+      ["f32 NaN", (g) => gpu.tensor(f32(g.map((v, i) => i === 4 ? NaN : v)), { shape: [n] })],
+      [
+        "f32 -Inf",
+        (g) => gpu.tensor(f32(g.map((v, i) => i === 8 ? -Infinity : v)), { shape: [n] }),
+      ],
+      // An overflowing f16 activation gradient elsewhere in the model: the flag is global.
+      ["f16 Inf", () => gpu.tensor(f16([1, 2, 70000]), { shape: [3] })],
+      ["f16 NaN", () => gpu.tensor(f16([NaN]), { shape: [1] })],
+    ];
+    for (const [what, badGrad] of cases) {
+      for (const firstStep of [false, true]) {
+        const param0 = f32(rng.normalArray(n)), buf0 = f32(rng.normalArray(n));
+        const g = rng.normalArray(n);
+        const param = gpu.tensor(param0, { shape: [n] });
+        const momentumBuf = gpu.tensor(buf0, { shape: [n] });
+        const half = gpu.zeros([n], { dtype: "f16" });
+        const lossScale = createLossScale(gpu, { initScale: scale });
+        const grad = gpu.tensor(f32(g.map((v) => v * scale)), { shape: [n] });
+        const bad = badGrad(g);
+        lossScaleCheck({ lossScale, grad });
+        lossScaleCheck({ lossScale, grad: bad });
+        sgdUpdate({ param, grad: bad.size === n ? bad : grad, momentumBuf, half, lossScale }, {
+          ...p,
+          firstStep,
+        });
+        lossScaleUpdate({ lossScale });
+        const w = `${what} firstStep=${firstStep}`;
+        assert.deepEqual(await param.toArray(), param0, `${w}: param`);
+        assert.deepEqual(await momentumBuf.toArray(), buf0, `${w}: momentum`);
+        assert.deepEqual(await half.toArray(), f16(param0), `${w}: half written anyway`);
+        // The next step (scale halved, finite grads) applies.
+        const grad2 = gpu.tensor(f32(g.map((v) => v * scale / 2)), { shape: [n] });
+        lossScaleCheck({ lossScale, grad: grad2 });
+        sgdUpdate({ param, grad: grad2, momentumBuf, half, lossScale }, { ...p, firstStep });
+        const ref = Float64Array.from(param0);
+        const refBuf = sgdStepRef(
+          ref,
+          f32(g.map((v) => v * scale / 2)).map((v) => v / (scale / 2)),
+          firstStep ? null : Float64Array.from(buf0),
+          p,
+        )!;
+        const got = await param.toArray();
+        assertClose(got, ref, { rtol: 1e-5, atol: 1e-6, what: `${w}: next step param` });
+        assertClose(await momentumBuf.toArray(), refBuf, {
+          rtol: 1e-5,
+          atol: 1e-6,
+          what: `${w}: next step buf`,
+        });
+        assert.deepEqual(await half.toArray(), f16(got), `${w}: next step half`);
+        for (const t of [param, momentumBuf, half, lossScale, grad, bad, grad2]) t.dispose();
+      }
+    }
+  },
+);
+
+Deno.test("SGD mixed precision validates its operands", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const param = gpu.zeros([3, 4]);
+  const grad = gpu.zeros([3, 4]);
+  const half = gpu.zeros([3, 4], { dtype: "f16" });
+  const lossScale = createLossScale(gpu);
+  const p = { lr: 0.1 };
+  assert.throws(
+    () => sgdUpdate({ param, grad, half: gpu.zeros([11], { dtype: "f16" }) }, p),
+    (e: Error) =>
+      e instanceof TypeError && /sgdUpdate: half/.test(e.message) && /\[11\]/.test(e.message) &&
+      /\[3, 4\]/.test(e.message),
+  );
+  for (const dtype of ["u32", "i32"] as const) {
+    assert.throws(
+      () => sgdUpdate({ param, grad, half: gpu.zeros([3, 4], { dtype }) }, p),
+      (e: Error) => e instanceof TypeError && /sgdUpdate/.test(e.message) && /half/.test(e.message),
+    );
+  }
+  assert.throws(
+    () => sgdUpdate({ param, grad, lossScale: gpu.zeros([8]) }, p),
+    (e: Error) => e instanceof TypeError && /sgdUpdate: lossScale/.test(e.message),
+  );
+  // The master, its gradient and momentum stay f32.
+  assert.throws(
+    () => sgdUpdate({ param, grad: gpu.zeros([3, 4], { dtype: "f16" }), lossScale }, p),
+    (e: Error) => e instanceof TypeError && /sgdUpdate: grad must be f32/.test(e.message),
+  );
+  assert.throws(
+    () => sgdUpdate({ param: gpu.zeros([3, 4], { dtype: "f16" }), grad, half }, p),
+    (e: Error) => e instanceof TypeError && /param must be f32/.test(e.message),
+  );
+  assert.throws(
+    () => sgdUpdate({ param, grad, half: param.reshape([12]) }, p),
+    (e: Error) => e instanceof TypeError && /share a buffer/.test(e.message),
+  );
+  assert.throws(
+    () => sgdUpdate({ param, grad, momentumBuf: grad, lossScale }, { lr: 0.1, momentum: 0.9 }),
+    (e: Error) => e instanceof TypeError && /share a buffer/.test(e.message),
+  );
+  assert.throws(() => sgdUpdate({ param, grad, half, lossScale }, { lr: -1 }), RangeError);
+});

@@ -2,9 +2,22 @@
 // GPU kernel against the CPU reference on several shapes (rows > workgroup size included),
 // accumulation, huge logits, argmax ties, label smoothing, invalid labels, in place, validation.
 import assert from "node:assert/strict";
-import type { Gpu, Tensor } from "../gpu/mod.ts";
+import { type Gpu, Tensor } from "../gpu/mod.ts";
+import { createLossScale } from "../kernels/loss_scale.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  checkGradient,
+  type CloseOptions,
+  f16,
+  f16Tolerance,
+  f32,
+  f64,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import { accuracyCountRef, softmaxCrossEntropyRef } from "./cpu_ref/softmax_ce.ts";
 import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
 
@@ -378,3 +391,260 @@ Deno.test(
     });
   },
 );
+
+// ------------------------------------------------------------------ f16 and loss scaling ----
+
+interface MixedCe {
+  dlogits: Float32Array | Float16Array;
+  lossSum: number;
+  correct: number;
+}
+
+/**
+ * Runs softmax CE with logits stored as `o.logits` and dlogits as `o.dlogits` ("inplace": the
+ * logits tensor itself), optionally scaled by a loss scaler created at `o.scale`.
+ */
+async function runMixed(
+  gpu: Gpu,
+  logits: ArrayLike<number>,
+  labels: Int32Array,
+  n: number,
+  c: number,
+  o: { logits: "f32" | "f16"; dlogits: "f32" | "f16" | "inplace"; eps?: number; scale?: number },
+): Promise<MixedCe> {
+  const lg = o.logits === "f16"
+    ? gpu.tensor(f16(logits), { shape: [n, c] })
+    : gpu.tensor(f32(logits), { shape: [n, c] });
+  const lb = gpu.tensor(labels, { shape: [n] });
+  const dlogits: Tensor = o.dlogits === "inplace" ? lg : gpu.empty([n, c], { dtype: o.dlogits });
+  const lossSum = gpu.zeros([1]);
+  const correct = gpu.zeros([1], { dtype: "u32" });
+  const lossScale = o.scale === undefined ? undefined : createLossScale(gpu, {
+    initScale: o.scale,
+  });
+  softmaxCrossEntropy({ dlogits, lossSum, correct, logits: lg, labels: lb, lossScale }, {
+    n,
+    c,
+    labelSmoothing: o.eps ?? 0,
+  });
+  const out = {
+    dlogits: await dlogits.toArray() as Float32Array | Float16Array,
+    lossSum: (await lossSum.toArray())[0],
+    correct: (await correct.toArray())[0],
+  };
+  for (const t of [lg, lb, dlogits, lossSum, correct, lossScale]) t?.dispose();
+  return out;
+}
+
+/**
+ * Tolerance of a gradient stored as f16 (one rounding of an f32 value): the f32 sum of c
+ * exponentials behind it carries a relative error up to c * 2^-24 = (c * 2^-13) * 2^-11, i.e.
+ * c * 2^-13 of an f16 half-ulp (exp, log and the division add a few f32 ulps, far less).
+ */
+function f16GradTolerance(ref: ArrayLike<number>, c: number): CloseOptions {
+  let scale = 0;
+  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]));
+  return f16Tolerance(scale, c * 2 ** -13);
+}
+
+/** Checks one mixed-precision run against the Float64 reference on what the GPU was given. */
+async function checkMixed(
+  gpu: Gpu,
+  n: number,
+  c: number,
+  o: { logits: "f32" | "f16"; dlogits: "f32" | "f16" | "inplace"; eps?: number; scale?: number },
+  rng: Rng,
+): Promise<void> {
+  const { logits, labels } = randomCase(rng, n, c);
+  // The reference gets the logits the GPU holds: rounded to f16 for f16 logits.
+  const given = o.logits === "f16" ? roundF16(logits) : f64(logits);
+  const ref = softmaxCrossEntropyRef(given, labels, n, c, o.eps ?? 0);
+  const scale = o.scale ?? 1;
+  const want = ref.dlogits.map((v) => v * scale);
+  const got = await runMixed(gpu, logits, labels, n, c, o);
+  const what = `n=${n} c=${c} ${JSON.stringify(o)}`;
+  const half = o.dlogits === "f16" || (o.dlogits === "inplace" && o.logits === "f16");
+  assert.equal(got.dlogits instanceof Float16Array, half, `dlogits dtype ${what}`);
+  assertClose(
+    got.dlogits,
+    want,
+    { ...(half ? f16GradTolerance(want, c) : { rtol: 1e-4, atol: 1e-8 * scale }), what },
+  );
+  // The loss and the hits are f32 / u32 sums whatever the storage of the logits: unscaled.
+  assertClose([got.lossSum], [ref.lossSum], { rtol: 1e-5, atol: 1e-6, what: `loss ${what}` });
+  assert.equal(got.correct, ref.correct, `correct ${what}`);
+}
+
+Deno.test(
+  "softmax CE with f16 logits and/or dlogits matches the CPU on the f16-rounded logits",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(40);
+    const mixes = [
+      { logits: "f16", dlogits: "f16" }, // training in f16
+      { logits: "f16", dlogits: "inplace" },
+      { logits: "f16", dlogits: "f32" },
+      { logits: "f32", dlogits: "f16" },
+    ] as const;
+    for (const [n, c] of [[1, 1], [7, 3], [300, 10], [5, 257]]) {
+      for (const mix of mixes) {
+        for (const eps of [0, 0.1]) await checkMixed(gpu, n, c, { ...mix, eps }, rng);
+      }
+    }
+  },
+);
+
+Deno.test(
+  "softmax CE with a loss scale: dlogits scaled (f32 exactly by 2^k), loss and hits unscaled",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(41);
+    for (const [n, c] of [[7, 3], [300, 10], [5, 257]]) {
+      const { logits, labels } = randomCase(rng, n, c);
+      const plain = await runMixed(gpu, logits, labels, n, c, { logits: "f32", dlogits: "f32" });
+      for (const scale of [1024, 0.25]) {
+        const scaled = await runMixed(gpu, logits, labels, n, c, {
+          logits: "f32",
+          dlogits: "inplace",
+          eps: 0,
+          scale,
+        });
+        assert.deepEqual(scaled.dlogits, plain.dlogits.map((v) => v * scale), `scale ${scale}`);
+        assert.equal(scaled.lossSum, plain.lossSum);
+        assert.equal(scaled.correct, plain.correct);
+      }
+      for (const scale of [4096, 3000]) {
+        for (const dlogits of ["f16", "inplace"] as const) {
+          await checkMixed(gpu, n, c, { logits: "f16", dlogits, eps: 0.1, scale }, rng);
+        }
+        await checkMixed(gpu, n, c, { logits: "f32", dlogits: "f32", scale }, rng);
+      }
+    }
+    // Why: 2000 rows make gradients of ~5e-5 / 10, below f16's smallest normal (6.1e-5), where
+    // f16 keeps only a few bits; scaled by 2^12 they keep f16's full relative precision.
+    const n = 2000, c = 10;
+    const { logits, labels } = randomCase(rng, n, c);
+    const ref = softmaxCrossEntropyRef(roundF16(logits), labels, n, c);
+    const relErr = (got: ArrayLike<number>, s: number) => {
+      let worst = 0;
+      for (let i = 0; i < ref.dlogits.length; i++) {
+        const e = ref.dlogits[i];
+        if (Math.abs(e) > 1e-7) worst = Math.max(worst, Math.abs(got[i] / s - e) / Math.abs(e));
+      }
+      return worst;
+    };
+    const unscaled = await runMixed(gpu, logits, labels, n, c, { logits: "f16", dlogits: "f16" });
+    const scaled = await runMixed(gpu, logits, labels, n, c, {
+      logits: "f16",
+      dlogits: "f16",
+      scale: 4096,
+    });
+    assert.ok(relErr(unscaled.dlogits, 1) > 1e-2, `unscaled: ${relErr(unscaled.dlogits, 1)}`);
+    assert.ok(relErr(scaled.dlogits, 4096) < 2 ** -10, `scaled: ${relErr(scaled.dlogits, 4096)}`);
+  },
+);
+
+Deno.test(
+  "softmax CE and accuracy with f16 logits split into row ranges and workgroups (limit lowered)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(42);
+    await withBindingLimit(3000, async () => {
+      // Rows per workgroup and per range: floor(3000 / c), so 3, 2 and 1 ranges / workgroups.
+      for (const [n, c] of [[1001, 7], [9, 400], [2, 1000]]) {
+        for (const dlogits of ["f16", "inplace"] as const) {
+          await checkMixed(gpu, n, c, { logits: "f16", dlogits, eps: 0.1, scale: 512 }, rng);
+        }
+        const { logits, labels } = randomCase(rng, n, c);
+        const correct = gpu.tensor(new Uint32Array([3]), { shape: [1] });
+        accuracyCount({
+          correct,
+          logits: gpu.tensor(f16(logits), { shape: [n, c] }),
+          labels: gpu.tensor(labels, { shape: [n] }),
+        }, { n, c });
+        const want = accuracyCountRef(roundF16(logits), labels, n, c);
+        assert.equal((await correct.toArray())[0], 3 + want, `accuracy n=${n} c=${c}`);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "accuracyCount with f16 logits matches the CPU (ties from f16 rounding)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(43);
+    for (const [n, c] of [[9, 3], [1000, 10], [70, 257]]) {
+      const { logits, labels } = randomCase(rng, n, c, 1);
+      // 1 + 1e-4 and 1 round to the same f16 value: the first of the two wins.
+      for (let r = 0; r < n; r += 3) {
+        logits[r * c + labels[r]] = 1 + 1e-4 * (r % 2);
+        logits[r * c + (labels[r] + 1) % c] = 1;
+      }
+      const correct = gpu.zeros([1], { dtype: "u32" });
+      accuracyCount({
+        correct,
+        logits: gpu.tensor(f16(logits), { shape: [n, c] }),
+        labels: gpu.tensor(labels, { shape: [n] }),
+      }, { n, c });
+      assert.equal(
+        (await correct.toArray())[0],
+        accuracyCountRef(roundF16(logits), labels, n, c),
+        `n=${n} c=${c}`,
+      );
+    }
+  },
+);
+
+Deno.test("softmax CE validates f16 operands and the loss scale", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const logits = gpu.zeros([4, 10], { dtype: "f16" });
+  const labels = gpu.zeros([4], { dtype: "i32" });
+  const dlogits = gpu.zeros([4, 10], { dtype: "f16" });
+  const lossSum = gpu.zeros([1]);
+  const correct = gpu.zeros([1], { dtype: "u32" });
+  const io = { dlogits, lossSum, correct, logits, labels };
+  const ok = { n: 4, c: 10 };
+  for (const dtype of ["u32", "i32"] as const) {
+    const bad = gpu.zeros([4, 10], { dtype });
+    assert.throws(
+      () => softmaxCrossEntropy({ ...io, logits: bad }, ok),
+      (e: Error) =>
+        e instanceof TypeError && /softmaxCrossEntropy: logits/.test(e.message) &&
+        /f32 or f16/.test(e.message),
+    );
+    assert.throws(
+      () => softmaxCrossEntropy({ ...io, dlogits: bad }, ok),
+      (e: Error) => e instanceof TypeError && /softmaxCrossEntropy: dlogits/.test(e.message),
+    );
+    assert.throws(
+      () => accuracyCount({ correct, logits: bad, labels }, ok),
+      (e: Error) => e instanceof TypeError && /accuracyCount: logits/.test(e.message),
+    );
+  }
+  assert.throws(
+    () => softmaxCrossEntropy({ ...io, logits: gpu.zeros([4, 9], { dtype: "f16" }) }, ok),
+    (e: Error) =>
+      e instanceof TypeError && /logits has shape \[4, 9\] \(f16\)/.test(e.message) &&
+      /f16 \[4, 10\]/.test(e.message),
+  );
+  // In place needs one dtype: an f32 view of the f16 logits' buffer is refused.
+  const f32View = new Tensor(gpu, logits as unknown as Tensor<"f32">, {
+    shape: [4, 10],
+    dtype: "f32",
+  });
+  assert.throws(
+    () => softmaxCrossEntropy({ ...io, dlogits: f32View }, ok),
+    (e: Error) => e instanceof TypeError && /in place needs one dtype/.test(e.message),
+  );
+  for (const bad of [gpu.zeros([8]), gpu.zeros([4], { dtype: "u32" })]) {
+    assert.throws(
+      () => softmaxCrossEntropy({ ...io, lossScale: bad }, ok),
+      (e: Error) => e instanceof TypeError && /softmaxCrossEntropy: lossScale/.test(e.message),
+    );
+  }
+});

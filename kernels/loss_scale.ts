@@ -1,0 +1,352 @@
+/**
+ * Dynamic loss scaling for mixed-precision training (as PyTorch's `torch.amp.GradScaler`), all on
+ * the GPU: the scale is read by the kernels that need it, the overflow check writes a flag, and
+ * the optimizer skips the step when the flag is set, so a training step needs no readback.
+ *
+ * The scaler's state is one small u32 tensor of {@linkcode LOSS_SCALE_WORDS} words, created by
+ * {@linkcode createLossScale}:
+ *
+ * | word | meaning                                                           |
+ * | ---- | ----------------------------------------------------------------- |
+ * | 0    | the current scale, as the bits of an f32                          |
+ * | 1    | growth tracker: successful steps since the last change of scale   |
+ * | 2    | found flag: nonzero when a checked gradient held an Inf or a NaN  |
+ * | 3    | skipped steps (steps whose found flag was set at the update)      |
+ * | 4    | steps (calls of {@linkcode lossScaleUpdate})                      |
+ * | 5    | growth interval                                                   |
+ * | 6    | growth factor, as f32 bits                                        |
+ * | 7    | backoff factor, as f32 bits                                       |
+ *
+ * A step: the forward pass; `softmaxCrossEntropy({ ..., lossScale })` (the gradient of the loss
+ * multiplied by the scale); the backward pass; {@linkcode lossScaleCheck} on every parameter
+ * gradient; `sgdUpdate({ ..., lossScale })` for every parameter (it divides the gradients by the
+ * scale, and leaves the parameters untouched when the found flag is set); then
+ * {@linkcode lossScaleUpdate}, which backs the scale off (found) or grows it (after
+ * `growthInterval` successful steps) and clears the flag. {@linkcode readLossScale} reads the
+ * state back for logs (one readback: call it at the end of an epoch, not per step).
+ *
+ * WGSL has no `isnan` / `isinf` (and a compiler may assume that floats are finite), so the check
+ * tests the exponent bits of the stored gradient words directly: all ones means Inf or NaN.
+ *
+ * @module
+ */
+
+import { formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import type { Gpu } from "../gpu/mod.ts";
+import { unitRanges } from "./_chunks.ts";
+import { floatBytes, floatDType } from "./_dtype.ts";
+import { ParamsWriter } from "./_params.ts";
+
+/** Words (u32) of a loss scaler's state tensor (see the module documentation for the layout). */
+export const LOSS_SCALE_WORDS = 8;
+
+/** Word indices of the state, shared with the WGSL below. */
+const SCALE = 0,
+  TRACKER = 1,
+  FOUND = 2,
+  SKIPPED = 3,
+  STEPS = 4,
+  INTERVAL = 5,
+  GROWTH = 6,
+  BACKOFF = 7;
+
+/** Threads per workgroup of the check kernel; each thread checks 4 consecutive words. */
+const WG = 256;
+
+/** Options of {@linkcode createLossScale}, named and defaulted as `torch.amp.GradScaler`'s. */
+export interface LossScaleOptions {
+  /** The initial scale (a finite f32 > 0); default 65536 (2^16). */
+  readonly initScale?: number;
+  /** Successful steps (no Inf/NaN) after which the scale grows; an integer >= 1, default 2000. */
+  readonly growthInterval?: number;
+  /** Factor the scale grows by (> 1, finite); default 2. */
+  readonly growthFactor?: number;
+  /** Factor the scale shrinks by when a step overflows (in (0, 1)); default 0.5. */
+  readonly backoffFactor?: number;
+}
+
+/** The state of a loss scaler, as read by {@linkcode readLossScale}. */
+export interface LossScaleInfo {
+  /** The current scale. */
+  readonly scale: number;
+  /** Successful steps since the scale last changed. */
+  readonly growthTracker: number;
+  /** Whether a gradient checked since the last update held an Inf or a NaN. */
+  readonly foundInf: boolean;
+  /** Steps skipped because of an Inf or a NaN. */
+  readonly skippedSteps: number;
+  /** Calls of {@linkcode lossScaleUpdate} so far. */
+  readonly steps: number;
+  /** The growth interval. */
+  readonly growthInterval: number;
+  /** The growth factor (as stored: an f32). */
+  readonly growthFactor: number;
+  /** The backoff factor (as stored: an f32). */
+  readonly backoffFactor: number;
+}
+
+/**
+ * Creates a dynamic loss scaler's state tensor (u32 `[8]`, layout in the module documentation),
+ * with the scale at `initScale`, no steps and the found flag clear. This is the only upload of
+ * the scaler; its kernels never read back.
+ *
+ * @returns The state tensor (the `lossScale` operand of the kernels that use it).
+ * @throws {RangeError} for an option out of range (as `torch.amp.GradScaler`: growth factor
+ * > 1, backoff factor in (0, 1)).
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { createLossScale, readLossScale } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const lossScale = createLossScale(gpu, { initScale: 1024, growthInterval: 100 });
+ * console.log((await readLossScale(lossScale)).scale); // 1024
+ * ```
+ */
+export function createLossScale(gpu: Gpu, options: LossScaleOptions = {}): Tensor<"u32"> {
+  const op = "createLossScale";
+  const initScale = options.initScale ?? 65536;
+  const growthInterval = options.growthInterval ?? 2000;
+  const growthFactor = options.growthFactor ?? 2;
+  const backoffFactor = options.backoffFactor ?? 0.5;
+  const f = Math.fround(initScale);
+  if (typeof initScale !== "number" || !(f > 0) || !Number.isFinite(f)) {
+    throw new RangeError(`${op}: initScale must be a finite f32 > 0, got ${initScale}`);
+  }
+  if (!Number.isInteger(growthInterval) || growthInterval < 1 || growthInterval > 0xffffffff) {
+    throw new RangeError(
+      `${op}: growthInterval must be an integer in [1, 2^32), got ${growthInterval}`,
+    );
+  }
+  const g = Math.fround(growthFactor);
+  if (typeof growthFactor !== "number" || !(g > 1) || !Number.isFinite(g)) {
+    throw new RangeError(`${op}: growthFactor must be a finite number > 1, got ${growthFactor}`);
+  }
+  const b = Math.fround(backoffFactor);
+  if (typeof backoffFactor !== "number" || !(b > 0 && b < 1)) {
+    throw new RangeError(`${op}: backoffFactor must be in (0, 1), got ${backoffFactor}`);
+  }
+  const words = new Uint32Array(LOSS_SCALE_WORDS);
+  const bits = new Float32Array(words.buffer);
+  bits[SCALE] = f;
+  words[INTERVAL] = growthInterval;
+  bits[GROWTH] = g;
+  bits[BACKOFF] = b;
+  return gpu.tensor(words, { shape: [LOSS_SCALE_WORDS] });
+}
+
+/**
+ * Checks that `t` is a loss scaler's state tensor (u32 `[8]`, as made by
+ * {@linkcode createLossScale}), for the kernels that take a `lossScale` operand.
+ *
+ * @returns Nothing.
+ * @throws {TypeError} naming `op` and the tensor when it is not one.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { checkLossScale, createLossScale } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * checkLossScale("sgdUpdate", createLossScale(gpu)); // ok
+ * ```
+ */
+export function checkLossScale(op: string, t: Tensor): void {
+  if (t.dtype !== "u32" || t.size !== LOSS_SCALE_WORDS) {
+    throw new TypeError(
+      `${op}: lossScale has shape ${formatShape(t.shape)} (${t.dtype}), expected a loss ` +
+        `scaler's state, u32 [${LOSS_SCALE_WORDS}] (createLossScale)`,
+    );
+  }
+}
+
+const specs = new Map<string, KernelSpec>();
+
+/** The check kernel for gradients stored as `dtype`. */
+function _checkSpec(dtype: "f32" | "f16"): KernelSpec {
+  const name = `loss_scale_check_${dtype}`;
+  const hit = specs.get(name);
+  if (hit) return hit;
+  // f32: a word is one element, non-finite when its 8 exponent bits are all ones. f16: a word
+  // holds elements 2w (low half) and 2w + 1 (high half), 5 exponent bits each; the high half of
+  // the last word of an odd count is padding (it may hold anything) and is not checked.
+  const test = dtype === "f32"
+    ? `return (v & 0x7f800000u) == 0x7f800000u;`
+    : `let lo = (v & 0x7c00u) == 0x7c00u;
+  let hi = ((v >> 16u) & 0x7c00u) == 0x7c00u && 2u * w + 1u < p.count;
+  return lo || hi;`;
+  const code =
+    `// ${name}: thread i = gid.x + gid.y * nwg.x * WG (grid1d) tests the 4 words 4i .. 4i + 3
+// of the gradient's storage (read as raw u32 bits: ${
+      dtype === "f32" ? "one f32" : "two f16"
+    } per word) for an exponent of all ones (Inf or
+// NaN) and, if any, sets the scaler's found flag (word ${FOUND}; atomic, every writer stores 1).
+const WG = ${WG}u;
+struct Params { count: u32, words: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> state: array<atomic<u32>>;
+@group(0) @binding(2) var<storage, read> g: array<u32>;
+fn nonFinite(w: u32) -> bool {
+  if (w >= p.words) { return false; }
+  let v = g[w];
+  ${test}
+}
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  let w = 4u * i;
+  if (w >= p.words) { return; }
+  if (nonFinite(w) || nonFinite(w + 1u) || nonFinite(w + 2u) || nonFinite(w + 3u)) {
+    atomicMax(&state[${FOUND}], 1u);
+  }
+}
+`;
+  const sp = { name, code };
+  specs.set(name, sp);
+  return sp;
+}
+
+/**
+ * Records a check of `grad` (f32 or f16, any shape) for Inf and NaN: when it holds any, the
+ * scaler's found flag is set (it is cleared only by {@linkcode lossScaleUpdate}). Run it on every
+ * parameter gradient after the backward pass and before `sgdUpdate`. The gradient is read, never
+ * written.
+ *
+ * The check is on the scaled gradient: a step is skipped when `scale * gradient` overflowed
+ * (the unscaled gradient is finite whenever the scaled one is and the scale is >= 1).
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @throws {TypeError} when `grad` is not f32 or f16, `lossScale` is not a scaler's state, or the
+ * two share a buffer.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { createLossScale, lossScaleCheck, readLossScale } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const lossScale = createLossScale(gpu);
+ * const grad = gpu.tensor(new Float16Array([1, Infinity, 2]), { shape: [3] });
+ * lossScaleCheck({ lossScale, grad });
+ * console.log((await readLossScale(lossScale)).foundInf); // true
+ * ```
+ */
+export function lossScaleCheck(io: { lossScale: Tensor; grad: Tensor }): void {
+  const op = "lossScaleCheck";
+  checkLossScale(op, io.lossScale);
+  const dtype = floatDType(op, "grad", io.grad);
+  if (io.grad.buffer === io.lossScale.buffer) {
+    throw new TypeError(`${op}: grad ${io.grad} shares a buffer with lossScale`);
+  }
+  const n = io.grad.size;
+  if (n === 0) return;
+  const gpu = io.grad.gpu;
+  const bytes = floatBytes(dtype);
+  // Ranges start at multiples of the binding offset alignment, in bytes (so every range starts
+  // at word 0 of its binding) and of 2 elements (whole words of f16).
+  const quantum = Math.max(2, gpu.limits.minStorageBufferOffsetAlignment / bytes);
+  const spec = _checkSpec(dtype);
+  for (const [e0, e1] of unitRanges(op, gpu, n, 1, quantum)) {
+    const count = e1 - e0;
+    const words = Math.ceil((count * bytes) / 4);
+    gpu.dispatch(spec, {
+      params: new ParamsWriter().u32(count).u32(words).bytes(),
+      bindings: [io.lossScale, {
+        buffer: io.grad.buffer,
+        offset: e0 * bytes,
+        size: words * 4,
+      }],
+      workgroups: grid1d(Math.ceil(words / 4), WG),
+    });
+  }
+}
+
+/** The update kernel: one invocation. */
+function _updateSpec(): KernelSpec {
+  const name = "loss_scale_update";
+  const hit = specs.get(name);
+  if (hit) return hit;
+  const code =
+    `// ${name}: a single invocation updates the scaler's state as torch.amp.GradScaler.update:
+// found (word ${FOUND} != 0): scale *= backoff, tracker = 0, one more skipped step; else tracker++,
+// and when it reaches the growth interval the scale grows (unless that overflows f32: the
+// bits of the product are tested, as a compiler may assume floats finite) and tracker = 0. Then
+// the flag is cleared and the step counted. No Params: everything is in the state.
+@group(0) @binding(0) var<storage, read_write> s: array<u32>;
+@compute @workgroup_size(1)
+fn main() {
+  var scale = bitcast<f32>(s[${SCALE}]);
+  var tracker = s[${TRACKER}];
+  if (s[${FOUND}] != 0u) {
+    scale = scale * bitcast<f32>(s[${BACKOFF}]);
+    tracker = 0u;
+    s[${SKIPPED}] = s[${SKIPPED}] + 1u;
+  } else {
+    tracker = tracker + 1u;
+    if (tracker >= s[${INTERVAL}]) {
+      let grown = scale * bitcast<f32>(s[${GROWTH}]);
+      if ((bitcast<u32>(grown) & 0x7f800000u) != 0x7f800000u) { scale = grown; }
+      tracker = 0u;
+    }
+  }
+  s[${SCALE}] = bitcast<u32>(scale);
+  s[${TRACKER}] = tracker;
+  s[${FOUND}] = 0u;
+  s[${STEPS}] = s[${STEPS}] + 1u;
+}
+`;
+  const sp = { name, code };
+  specs.set(name, sp);
+  return sp;
+}
+
+/**
+ * Records the end-of-step update of a loss scaler (as `torch.amp.GradScaler.update`): when the
+ * found flag is set, the scale is multiplied by the backoff factor, the growth tracker reset and
+ * the step counted as skipped; otherwise the tracker counts one more successful step, and after
+ * `growthInterval` of them the scale is multiplied by the growth factor (unless the product is
+ * not a finite f32) and the tracker reset. Then the flag is cleared. Call it once per step, after
+ * every `sgdUpdate` of the step.
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @throws {TypeError} when `lossScale` is not a scaler's state.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { createLossScale, lossScaleUpdate, readLossScale } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const lossScale = createLossScale(gpu, { initScale: 8, growthInterval: 1 });
+ * lossScaleUpdate({ lossScale });
+ * console.log((await readLossScale(lossScale)).scale); // 16
+ * ```
+ */
+export function lossScaleUpdate(io: { lossScale: Tensor }): void {
+  checkLossScale("lossScaleUpdate", io.lossScale);
+  io.lossScale.gpu.dispatch(_updateSpec(), { bindings: [io.lossScale], workgroups: 1 });
+}
+
+/**
+ * Reads a loss scaler's state back (one readback: flushes the recorded work and waits for it).
+ * Meant for logs at the end of an epoch, not for every step.
+ *
+ * @returns The scale, growth tracker, found flag and step counts.
+ * @throws {TypeError} when `lossScale` is not a scaler's state.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { createLossScale, readLossScale } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const info = await readLossScale(createLossScale(gpu));
+ * console.log(info.scale, info.skippedSteps); // 65536 0
+ * ```
+ */
+export async function readLossScale(lossScale: Tensor): Promise<LossScaleInfo> {
+  checkLossScale("readLossScale", lossScale);
+  const words = new Uint32Array(await lossScale.toArray());
+  const bits = new Float32Array(words.buffer);
+  return {
+    scale: bits[SCALE],
+    growthTracker: words[TRACKER],
+    foundInf: words[FOUND] !== 0,
+    skippedSteps: words[SKIPPED],
+    steps: words[STEPS],
+    growthInterval: words[INTERVAL],
+    growthFactor: bits[GROWTH],
+    backoffFactor: bits[BACKOFF],
+  };
+}
