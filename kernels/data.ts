@@ -2,7 +2,8 @@
  * Data kernels: {@linkcode prepareBatch} turns a dataset resident on the GPU (u8 images and
  * labels) into a training batch in one dispatch — gather by index, optional augmentation
  * (random crop with zero padding, RandomResizedCrop-style crop, horizontal flip), bilinear
- * resize and normalization — and {@linkcode resizeBilinear} resizes f32 images.
+ * resize and normalization — and {@linkcode resizeBilinear} resizes f32 or f16 images. Float
+ * outputs may be f32 or f16: values are computed in f32 and rounded once on store.
  *
  * Resizing is exactly `torch.nn.functional.interpolate(x, size, mode="bilinear",
  * align_corners=False)` (no antialias) applied to the `u8 / 255` image: the source coordinate of
@@ -23,6 +24,7 @@
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
+import { dtypeTag, type FloatDType, floatDType, floatDTypes, wgslEnable } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -102,7 +104,7 @@ export interface PrepareBatchShapes {
   readonly srcLabels?: readonly number[];
   /** `[batch]` (u32). */
   readonly indices?: readonly number[];
-  /** `[batch, channels, dstH, dstW]` (f32). */
+  /** `[batch, channels, dstH, dstW]` (f32 or f16). */
   readonly x?: readonly number[];
   /** `[batch]` (i32). */
   readonly labels?: readonly number[];
@@ -224,9 +226,12 @@ export function checkPrepareBatch(
   return out;
 }
 
-/** The WGSL of prepareBatch; `rrc` compiles in the RandomResizedCrop box sampling. */
-function prepareBatchWgsl(rrc: boolean): string {
-  return /* wgsl */ `
+/**
+ * The WGSL of prepareBatch; `rrc` compiles in the RandomResizedCrop box sampling, `xd` is the
+ * storage type of `x` (the value is computed in f32 and rounded once on store).
+ */
+function prepareBatchWgsl(rrc: boolean, xd: FloatDType): string {
+  return /* wgsl */ `${wgslEnable([xd])}
 // prepare_batch: one thread per output pixel (b, oy, ox) of x [batch, C, dstH, dstW], flat index
 // t = (b * dstH + oy) * dstW + ox; the thread loops over the C channels (the geometry is shared).
 // Thread (b, 0, 0) also writes labels[b]. Every thread recomputes its example's augmentation from
@@ -234,7 +239,8 @@ function prepareBatchWgsl(rrc: boolean): string {
 // resized-crop tries (4 draws each). u8 data is packed 4 per u32 word; the images may be bound as
 // two ranges (A: words [0, splitWords), B: the rest) when larger than one storage binding. One
 // dispatch per range of the batch: b is local to it, and x, labels and indices are bound from
-// the range's start (elements xBase, labelsBase, indicesBase of their bindings).
+// the range's start (elements xBase, labelsBase, indicesBase of their bindings). x is stored as
+// ${xd}.
 const WG = ${WG}u;
 struct Params {
   total: u32, batch: u32, channels: u32, count: u32,
@@ -247,7 +253,7 @@ struct Params {
   std0: f32, std1: f32, std2: f32, std3: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> x: array<${xd}>;
 @group(0) @binding(2) var<storage, read_write> labels: array<i32>;
 @group(0) @binding(3) var<storage, read> imagesA: array<u32>;
 @group(0) @binding(4) var<storage, read> imagesB: array<u32>;
@@ -367,7 +373,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
       ly1 * (lx0 * pix(base, o10) + lx1 * pix(base, o11));
     var r = v / 255.0;
     if (p.normalize != 0u) { r = (r - meanOf(c)) / stdOf(c); }
-    x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox] = r;
+    x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox] = ${xd === "f16" ? "f16(r)" : "r"};
   }
 }
 `;
@@ -375,11 +381,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 
 const prepareSpecs = new Map<string, KernelSpec>();
 
-function prepareSpec(rrc: boolean): KernelSpec {
-  const name = rrc ? "prepare_batch_rrc" : "prepare_batch";
+function prepareSpec(rrc: boolean, xd: FloatDType): KernelSpec {
+  const name = (rrc ? "prepare_batch_rrc" : "prepare_batch") + dtypeTag({ x: xd });
   let spec = prepareSpecs.get(name);
   if (!spec) {
-    spec = { name, code: prepareBatchWgsl(rrc) };
+    spec = { name, code: prepareBatchWgsl(rrc, xd) };
     prepareSpecs.set(name, spec);
   }
   return spec;
@@ -395,7 +401,7 @@ function checkDtype(op: string, name: string, t: Tensor, dtype: string): void {
 
 /** Tensors of {@linkcode prepareBatch}: outputs first, then inputs. */
 export interface PrepareBatchIO {
-  /** Output images `[batch, channels, dstH, dstW]` (f32), overwritten. */
+  /** Output images `[batch, channels, dstH, dstW]` (f32 or f16), overwritten. */
   readonly x: Tensor;
   /** Output labels `[batch]` (i32), overwritten (-1 for an out-of-range index). */
   readonly labels: Tensor;
@@ -411,9 +417,9 @@ export interface PrepareBatchIO {
  * Records one dispatch that prepares a training batch from a dataset resident on the GPU: for
  * each `b`, example `n = indices[b]` is augmented (crop with zero padding, resized crop, flip;
  * as configured), resized to `dstH x dstW` exactly as `F.interpolate(img / 255, mode="bilinear",
- * align_corners=False)`, optionally normalized `(v - mean[c]) / std[c]`, and written to `x[b]`;
- * `labels[b] = srcLabels[n]`. Both outputs are overwritten. An index `>= count` yields a zero
- * image and label -1.
+ * align_corners=False)`, optionally normalized `(v - mean[c]) / std[c]`, and written to `x[b]`
+ * (f32, or rounded once to f16 when `x` is f16); `labels[b] = srcLabels[n]`. Both outputs are
+ * overwritten. An index `>= count` yields a zero image and label -1.
  *
  * The images may exceed one storage binding (e.g. CIFAR-10's 153.6 MB training set): they are
  * then bound as two ranges, up to twice the device's `maxStorageBufferBindingSize`. An output
@@ -436,7 +442,7 @@ export interface PrepareBatchIO {
  */
 export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
   const op = "prepareBatch";
-  checkDtype(op, "x", io.x, "f32");
+  const xd = floatDType(op, "x", io.x);
   checkDtype(op, "labels", io.labels, "i32");
   checkDtype(op, "images", io.images, "u8");
   checkDtype(op, "srcLabels", io.srcLabels, "u8");
@@ -496,7 +502,7 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
       .f32(rrc ? rrc.ratio[0] : 1).f32(rrc ? rrc.ratio[1] : 1);
     for (const m of mean) w.f32(m);
     for (const s of std) w.f32(s);
-    gpu.dispatch(prepareSpec(rrc !== undefined), {
+    gpu.dispatch(prepareSpec(rrc !== undefined, xd), {
       params: w.bytes(),
       bindings: [x.binding, labels.binding, a, bRange, io.srcLabels, indices.binding],
       workgroups: grid1d(total, WG),
@@ -538,19 +544,28 @@ export function checkResize(p: ResizeParams, xShape: readonly number[]): number[
   return [xShape[0], xShape[1], p.outH, p.outW];
 }
 
-const RESIZE_WGSL = /* wgsl */ `
+/**
+ * The WGSL of resizeBilinear with `y` stored as `yd` and `x` as `xd` (taps converted to f32 on
+ * load, the interpolation in f32, rounded once on store).
+ */
+function resizeWgsl(yd: FloatDType, xd: FloatDType): string {
+  const tap = (i: string) => (xd === "f16" ? `f32(x[${i}])` : `x[${i}]`);
+  const v = `ly0 * (lx0 * ${tap("r0 + x0")} + lx1 * ${tap("r0 + x1")}) + ly1 * (lx0 * ${
+    tap("r1 + x0")
+  } + lx1 * ${tap("r1 + x1")})`;
+  return /* wgsl */ `${wgslEnable([yd, xd])}
 // resize_bilinear: one thread per output element t = ((n * C + c) * outH + oy) * outW + ox of
 // y [N, C, outH, outW]; bilinear with align_corners = False (PyTorch's source-index rule). One
 // dispatch per range of planes: t is local to it, which starts at element xBase of the x binding
-// and yBase of the y binding.
+// and yBase of the y binding. Storage: y ${yd}, x ${xd}; arithmetic in f32.
 const WG = ${WG}u;
 struct Params {
   total: u32, inH: u32, inW: u32, outH: u32,
   outW: u32, xBase: u32, scaleY: f32, scaleX: f32, yBase: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<${yd}>;
+@group(0) @binding(2) var<storage, read> x: array<${xd}>;
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let t = gid.x + gid.y * nwg.x * WG;
@@ -571,16 +586,28 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let base = p.xBase + plane * p.inH * p.inW;
   let r0 = base + y0 * p.inW;
   let r1 = base + y1 * p.inW;
-  y[p.yBase + t] = ly0 * (lx0 * x[r0 + x0] + lx1 * x[r0 + x1]) + ly1 * (lx0 * x[r1 + x0] + lx1 * x[r1 + x1]);
+  y[p.yBase + t] = ${yd === "f16" ? `f16(${v})` : v};
 }
 `;
+}
 
-const RESIZE_SPEC: KernelSpec = { name: "resize_bilinear", code: RESIZE_WGSL };
+const resizeSpecs = new Map<string, KernelSpec>();
+
+function resizeSpec(yd: FloatDType, xd: FloatDType): KernelSpec {
+  const name = "resize_bilinear" + dtypeTag({ y: yd, x: xd });
+  let spec = resizeSpecs.get(name);
+  if (!spec) {
+    spec = { name, code: resizeWgsl(yd, xd) };
+    resizeSpecs.set(name, spec);
+  }
+  return spec;
+}
 
 /**
- * Records a bilinear resize of f32 images `x [N, C, H, W]` into `y [N, C, outH, outW]`
+ * Records a bilinear resize of images `x [N, C, H, W]` into `y [N, C, outH, outW]`
  * (overwritten), exactly `F.interpolate(x, (outH, outW), mode="bilinear", align_corners=False)`
- * without antialias.
+ * without antialias. `x` and `y` are f32 or f16 each (interpolated in f32, rounded once into
+ * an f16 `y`).
  *
  * @example
  * ```ts
@@ -596,8 +623,7 @@ export function resizeBilinear(
   io: { readonly y: Tensor; readonly x: Tensor },
   p: ResizeParams,
 ): void {
-  checkDtype("resizeBilinear", "x", io.x, "f32");
-  checkDtype("resizeBilinear", "y", io.y, "f32");
+  const dt = floatDTypes("resizeBilinear", { y: io.y, x: io.x });
   const out = checkResize(p, io.x.shape);
   if (!sameDims(io.y.shape, out)) {
     throw new TypeError(
@@ -617,7 +643,7 @@ export function resizeBilinear(
       .u32(total).u32(inH).u32(inW).u32(p.outH)
       .u32(p.outW).u32(x.base).f32(inH / p.outH).f32(inW / p.outW).u32(y.base)
       .bytes();
-    io.x.gpu.dispatch(RESIZE_SPEC, {
+    io.x.gpu.dispatch(resizeSpec(dt.y, dt.x), {
       params,
       bindings: [y.binding, x.binding],
       workgroups: grid1d(total, WG),

@@ -1,9 +1,14 @@
 /**
  * Elementwise kernels: the residual add (with ResNet's fused ReLU), gradient accumulation,
- * channel concatenation / split (Inception, DenseNet), and {@linkcode elementwiseMap}, the
- * generator behind every flat elementwise kernel of the library (activations, SGD).
+ * channel concatenation / split (Inception, DenseNet), {@linkcode cast} between f32 and f16, and
+ * {@linkcode elementwiseMap}, the generator behind every flat elementwise kernel of the library
+ * (activations, SGD).
  *
- * Memory-bound kernels run one thread per `vec4<f32>` (four consecutive elements) when every
+ * Every float tensor may be f32 or f16, each independently (the WGSL element type of a binding
+ * follows its tensor's dtype); arithmetic is f32: f16 operands are converted on load and results
+ * rounded once on store (`_dtype.ts`). With every tensor f32 the kernels are those of before f16.
+ *
+ * Memory-bound kernels run one thread per `vec4` (four consecutive elements) when every
  * tensor's buffer has room for the last, partial vector (always true for pooled buffers, whose
  * sizes are multiples of 256 bytes); the lanes past the tensor's end then compute on the
  * buffer's slack and are never read. Otherwise one thread per element.
@@ -19,6 +24,7 @@
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { actBackwardFn, checkActivationKind } from "./_activation_wgsl.ts";
 import { unitRanges } from "./_chunks.ts";
+import { dtypeTag, floatBytes, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
 import type { ActivationKind } from "./activation.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
@@ -28,29 +34,40 @@ const WG = 256;
 
 // ------------------------------------------------------------------ shared helpers ----
 
-/** Bytes of a tensor's binding rounded up to whole `vec4<f32>`. */
+/**
+ * Bytes of a float tensor's binding rounded up to whole vec4s of its dtype (`vec4<f32>`, 16
+ * bytes, or `vec4<f16>`, 8 bytes).
+ */
 function vec4Bytes(t: Tensor): number {
-  return Math.ceil(t.byteLength / 16) * 16;
+  return Math.ceil(t.size / 4) * 4 * floatBytes(t.dtype as FloatDType);
 }
 
-/** Whether a tensor can be bound as `array<vec4<f32>>` covering all its elements. */
+/** Whether a tensor can be bound as an array of vec4s of its dtype covering all its elements. */
 function fitsVec4(t: Tensor): boolean {
   return t.buffer.size >= vec4Bytes(t);
 }
 
-/** The binding of a tensor as `array<vec4<f32>>` (rounded up into the buffer's slack). */
+/** The binding of a tensor as an array of vec4s (rounded up into the buffer's slack). */
 function vec4Binding(t: Tensor): Binding {
   return { buffer: t.buffer, offset: 0, size: vec4Bytes(t) };
 }
 
-function describe(t: Tensor): string {
-  return `${formatShape(t.shape)} (${t.dtype})`;
+/** The WGSL storage element type of a float binding: `f32`, `f16`, `vec4<f32>` or `vec4<f16>`. */
+function storageType(dtype: FloatDType, vec: boolean): string {
+  return vec ? `vec4<${dtype}>` : dtype;
 }
 
-function checkF32(op: string, name: string, t: Tensor): void {
-  if (t.dtype !== "f32") {
-    throw new TypeError(`${op}: ${name} must be f32, got ${describe(t)}`);
-  }
+/**
+ * WGSL converting `expr`, a value stored as `from` (vec4 or scalar), to the storage type of
+ * `to`; no conversion (the same text) when the types agree, so that all-f32 kernels are
+ * unchanged.
+ */
+function convert(expr: string, from: FloatDType, to: FloatDType, vec: boolean): string {
+  return from === to ? expr : `${storageType(to, vec)}(${expr})`;
+}
+
+function describe(t: Tensor): string {
+  return `${formatShape(t.shape)} (${t.dtype})`;
 }
 
 function checkFinite(op: string, name: string, v: number): void {
@@ -67,7 +84,8 @@ export type MapAccess = "read" | "write" | "readwrite";
 /**
  * A flat elementwise kernel for {@linkcode elementwiseMap}: a WGSL body over locals named after
  * the operands, of type `T` (`vec4<f32>` or `f32`: write the body so that it is valid for both,
- * e.g. `max(x, T(0.0))`, `select(T(0.0), dy, y > T(0.0))`).
+ * e.g. `max(x, T(0.0))`, `select(T(0.0), dy, y > T(0.0))`). The locals are f32 whatever the
+ * operands' dtypes (f16 operands are converted on load and rounded on store).
  */
 export interface ElementwiseMapKernel {
   /**
@@ -93,28 +111,45 @@ function mapSpec(
   vec: boolean,
   slots: readonly number[],
   slotAccess: readonly ("read" | "read_write")[],
+  slotDtype: readonly FloatDType[],
 ): KernelSpec {
-  const name = `${kernel.name}_${vec ? "v4" : "s"}_b${slots.join("")}`;
+  const tag = dtypeTag(Object.fromEntries(slotDtype.map((d, k) => [`b${k}`, d])));
+  const name = `${kernel.name}_${vec ? "v4" : "s"}_b${slots.join("")}${tag}`;
   const hit = mapSpecs.get(name);
   if (hit) return hit;
   const T = vec ? "vec4<f32>" : "f32";
   const fields = ["count: u32", ...(kernel.uniforms ?? []).map((u) => `${u}: f32`)];
   const decls = slotAccess.map((a, k) =>
-    `@group(0) @binding(${k + 1}) var<storage, ${a}> b${k}: array<${T}>;`
+    `@group(0) @binding(${k + 1}) var<storage, ${a}> b${k}: array<${
+      storageType(slotDtype[k], vec)
+    }>;`
   );
   const loads: string[] = [];
   const stores: string[] = [];
   kernel.operands.forEach((o, j) => {
-    if (o.access === "read") loads.push(`let ${o.name}: T = b${slots[j]}[i];`);
-    else if (o.access === "readwrite") loads.push(`var ${o.name}: T = b${slots[j]}[i];`);
+    const k = slots[j];
+    const load = convert(`b${k}[i]`, slotDtype[k], "f32", vec);
+    if (o.access === "read") loads.push(`let ${o.name}: T = ${load};`);
+    else if (o.access === "readwrite") loads.push(`var ${o.name}: T = ${load};`);
     else loads.push(`var ${o.name}: T;`);
-    if (o.access !== "read") stores.push(`b${slots[j]}[i] = ${o.name};`);
+    if (o.access !== "read") {
+      stores.push(`b${k}[i] = ${convert(o.name, "f32", slotDtype[k], vec)};`);
+    }
   });
-  const code = `// ${name}: one thread per ${
+  const half = slotDtype.some((d) => d === "f16")
+    ? `
+// Storage: ${
+      slotDtype.map((d, k) => `b${k} ${d}`).join(", ")
+    }; the locals are T (f32), f16 slots converted on
+// load and rounded once on store.`
+    : "";
+  const code = `${wgslEnable(slotDtype)}// ${name}: one thread per ${
     vec ? "vec4 (4 consecutive elements)" : "element"
   }; flat
 // index i = gid.x + gid.y * nwg.x * WG over p.count ${vec ? "vectors" : "elements"} (grid1d).
-// Operands (binding slot): ${kernel.operands.map((o, j) => `${o.name}=b${slots[j]}`).join(", ")}.
+// Operands (binding slot): ${
+    kernel.operands.map((o, j) => `${o.name}=b${slots[j]}`).join(", ")
+  }.${half}
 alias T = ${T};
 const WG = ${WG}u;
 struct Params { ${fields.join(", ")} }
@@ -137,10 +172,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 /**
- * Records one flat elementwise kernel over f32 tensors of equal element count. Tensors that share
- * a buffer are bound once (so an output may alias an input: every element is loaded before it is
- * stored); two written operands may not share one. Validates dtypes and sizes (TypeError naming
- * `op` and both shapes) and that uniforms are finite (RangeError).
+ * Records one flat elementwise kernel over float tensors (f32 or f16, each independently) of
+ * equal element count; the body computes in f32 (f16 operands converted on load, results rounded
+ * once on store). Tensors that share a buffer are bound once (so an output may alias an input:
+ * every element is loaded before it is stored); two written operands may not share one, nor may
+ * two operands of different dtypes. Validates dtypes and sizes (TypeError naming `op` and both
+ * shapes) and that uniforms are finite (RangeError).
  *
  * @param op Name of the public operation, for error messages.
  * @param kernel The kernel (build it once, at module level).
@@ -173,7 +210,7 @@ export function elementwiseMap(
   const list = kernel.operands.map((o) => {
     const t = tensors[o.name];
     if (!t) throw new TypeError(`${op}: missing tensor '${o.name}'`);
-    checkF32(op, o.name, t);
+    floatDType(op, o.name, t);
     return t;
   });
   const first = list[0];
@@ -197,6 +234,7 @@ export function elementwiseMap(
   const slotTensor: Tensor[] = [];
   const slotAccess: ("read" | "read_write")[] = [];
   const slotWriter: string[] = [];
+  const slotName: string[] = [];
   const slots = list.map((t, j) => {
     const o = kernel.operands[j];
     let k = buffers.indexOf(t.buffer);
@@ -206,6 +244,12 @@ export function elementwiseMap(
       slotTensor.push(t);
       slotAccess.push("read");
       slotWriter.push("");
+      slotName.push(o.name);
+    } else if (slotTensor[k].dtype !== t.dtype) {
+      throw new TypeError(
+        `${op}: ${slotName[k]} ${describe(slotTensor[k])} and ${o.name} ${describe(t)} share a ` +
+          "buffer but differ in dtype",
+      );
     }
     if (o.access !== "read") {
       if (slotWriter[k]) {
@@ -219,13 +263,18 @@ export function elementwiseMap(
     return k;
   });
   if (first.size === 0) return;
+  const slotDtype = slotTensor.map((t) => t.dtype as FloatDType);
   const vec = slotTensor.every(fitsVec4);
-  const spec = mapSpec(kernel, vec, slots, slotAccess);
+  const spec = mapSpec(kernel, vec, slots, slotAccess, slotDtype);
   const gpu = first.gpu;
-  // Ranges start at multiples of the binding offset alignment (and of 4), so every range starts
-  // at element 0 of its bindings.
-  const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / 4);
-  for (const [e0, e1] of unitRanges(op, gpu, first.size, 1, quantum)) {
+  // Ranges of whole blocks of `quantum` elements: multiples of the binding offset alignment in
+  // every dtype (and of 4 elements), so every range starts at element 0 of its bindings. A
+  // block's size for the binding limit (counted in 4-byte elements) is that of the widest dtype.
+  const bytes = slotDtype.map(floatBytes);
+  const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / Math.min(...bytes));
+  const blocks = Math.ceil(first.size / quantum);
+  for (const [q0, q1] of unitRanges(op, gpu, blocks, (quantum * Math.max(...bytes)) / 4)) {
+    const e0 = q0 * quantum, e1 = Math.min(q1 * quantum, first.size);
     const n = e1 - e0;
     const whole = n === first.size;
     const count = vec ? Math.ceil(n / 4) : n;
@@ -289,8 +338,9 @@ export interface AddParams {
 }
 
 /**
- * Elementwise sum `y = a + b` of f32 tensors of equal size (`y` is overwritten and may be the
- * same tensor as `a` or `b`); with `relu`, `y = max(a + b, 0)`.
+ * Elementwise sum `y = a + b` of tensors of equal size, each f32 or f16 (summed in f32, rounded
+ * once into `y`); `y` is overwritten and may be the same tensor as `a` or `b`. With `relu`,
+ * `y = max(a + b, 0)`.
  *
  * @returns Nothing: the dispatch is recorded.
  * @example
@@ -311,6 +361,7 @@ export function addForward(io: { y: Tensor; a: Tensor; b: Tensor }, p: AddParams
 /**
  * Backward of the fused add + ReLU: `dx = dy * (y > 0)`, from the forward's output `y`. The same
  * `dx` is the gradient of both summands. `dx` is overwritten and may be the same tensor as `dy`.
+ * Each tensor may be f32 or f16.
  *
  * @returns Nothing: the dispatch is recorded.
  * @example
@@ -335,7 +386,8 @@ export interface AccumulateParams {
 }
 
 /**
- * Accumulates `y += alpha * x` over f32 tensors of equal size (gradient accumulation).
+ * Accumulates `y += alpha * x` over tensors of equal size, each f32 or f16 (gradient
+ * accumulation; computed in f32, rounded once into `y`).
  *
  * @returns Nothing: the dispatch is recorded.
  * @throws {RangeError} when `alpha` is not finite.
@@ -381,7 +433,7 @@ export interface ChannelSliceParams {
  *
  * @returns The shape of the whole tensor, `[n, cTotal, hw]`.
  * @throws {RangeError} for non-integer or negative sizes, or a slice past `cTotal`.
- * @throws {TypeError} when a tensor is not f32 or its size does not match.
+ * @throws {TypeError} when a tensor is not f32 or f16 or its size does not match.
  * @example
  * ```ts
  * import { checkChannelSlice } from "@modern-cnn/webgpu/kernels";
@@ -406,8 +458,8 @@ export function checkChannelSlice(
   }
   if (tensors) {
     const { whole, part, wholeName, partName } = tensors;
-    checkF32(op, wholeName, whole);
-    checkF32(op, partName, part);
+    floatDType(op, wholeName, whole);
+    floatDType(op, partName, part);
     const wantWhole = p.n * p.cTotal * p.hw;
     const wantPart = p.n * p.c * p.hw;
     if (whole.size !== wantWhole || part.size !== wantPart) {
@@ -429,29 +481,67 @@ const sliceSpecs = new Map<string, KernelSpec>();
 /** What a channel-slice kernel does: copy into the whole, or (add) out of it. */
 type SliceKind = "concat" | "split" | "split_acc";
 
+/** The storage dtypes of a channel-slice kernel's bindings (`yWhole` only with an activation). */
+interface SliceDtypes {
+  readonly whole: FloatDType;
+  readonly part: FloatDType;
+  readonly yWhole?: FloatDType;
+}
+
 /**
  * The kernel of a channel slice; with `act` (splits only) the part gets the activation's
  * backward `f'(y) * dy` of the slice, `y` read from a third binding laid out like the whole.
+ * Each binding's element type follows `dt`; a copy between bindings of one dtype moves the
+ * stored values, anything else computes in f32 (T) and rounds once on store.
  */
-function sliceSpec(kind: SliceKind, vec: boolean, act?: ActivationKind): KernelSpec {
-  const name = `${kind}${act ? `_${act}_backward` : ""}_channels_${vec ? "v4" : "s"}`;
+function sliceSpec(
+  kind: SliceKind,
+  vec: boolean,
+  dt: SliceDtypes,
+  act?: ActivationKind,
+): KernelSpec {
+  const dtypes: Record<string, FloatDType> = { whole: dt.whole, part: dt.part };
+  if (act) dtypes.yWhole = dt.yWhole ?? "f32";
+  const name = `${kind}${act ? `_${act}_backward` : ""}_channels_${vec ? "v4" : "s"}${
+    dtypeTag(dtypes)
+  }`;
   const hit = sliceSpecs.get(name);
   if (hit) return hit;
   const T = vec ? "vec4<f32>" : "f32";
-  const value = act ? "actBackward(whole[wi], yWhole[wi])" : "whole[wi]";
+  const S = (d: FloatDType) => storageType(d, vec);
+  // The value of the slice (stored as valueDtype): dy itself, or the activation's backward (f32).
+  const value = act
+    ? `actBackward(${convert("whole[wi]", dt.whole, "f32", vec)}, ${
+      convert("yWhole[wi]", dtypes.yWhole, "f32", vec)
+    })`
+    : "whole[wi]";
+  const valueDtype: FloatDType = act ? "f32" : dt.whole;
   const body = kind === "concat"
-    ? "whole[wi] = part[pi];"
+    ? `whole[wi] = ${convert("part[pi]", dt.part, dt.whole, vec)};`
     : kind === "split"
-    ? `part[pi] = ${value};`
-    : `part[pi] = part[pi] + ${value};`;
+    ? `part[pi] = ${convert(value, valueDtype, dt.part, vec)};`
+    : `part[pi] = ${
+      convert(
+        `${convert("part[pi]", dt.part, "f32", vec)} + ${convert(value, valueDtype, "f32", vec)}`,
+        "f32",
+        dt.part,
+        vec,
+      )
+    };`;
   const wholeAccess = kind === "concat" ? "read_write" : "read";
   const partAccess = kind === "concat" ? "read" : "read_write";
   const actDecls = act
     ? `
-@group(0) @binding(3) var<storage, read> yWhole: array<T>;
+@group(0) @binding(3) var<storage, read> yWhole: array<${S(dtypes.yWhole)}>;
 ${actBackwardFn(act)}`
     : "";
-  const code = `// ${name}: one thread per ${
+  const half = Object.values(dtypes).some((d) => d === "f16")
+    ? `
+// Storage: ${
+      Object.entries(dtypes).map(([k, d]) => `${k} ${d}`).join(", ")
+    }; arithmetic in T (f32), rounded once on store.`
+    : "";
+  const code = `${wgslEnable(Object.values(dtypes))}// ${name}: one thread per ${
     vec ? "vec4" : "element"
   } of the slice part [rows, c, hw] of
 // one range of rows; flat index i = gid.x + gid.y * nwg.x * WG (grid1d). Units are
@@ -463,13 +553,13 @@ ${actBackwardFn(act)}`
 // The part gets ${act}'s backward of the slice: actBackward(dy = whole, y = yWhole), yWhole being
 // the forward output laid out (and bound) like the whole.`
       : ""
-  }
+  }${half}
 const WG = ${WG}u;
 alias T = ${T};
 struct Params { count: u32, chw: u32, totalHw: u32, offHw: u32, wholeBase: u32, partBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, ${wholeAccess}> whole: array<T>;
-@group(0) @binding(2) var<storage, ${partAccess}> part: array<T>;${actDecls}
+@group(0) @binding(1) var<storage, ${wholeAccess}> whole: array<${S(dt.whole)}>;
+@group(0) @binding(2) var<storage, ${partAccess}> part: array<${S(dt.part)}>;${actDecls}
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * WG;
@@ -497,6 +587,11 @@ function dispatchSlice(
   const vec = chw % 4 === 0 && totalHw % 4 === 0 && offHw % 4 === 0;
   const u = vec ? 4 : 1;
   const op = kind === "concat" ? "concatChannels" : "splitChannels";
+  const dt: SliceDtypes = {
+    whole: whole.dtype as FloatDType,
+    part: part.dtype as FloatDType,
+    yWhole: act?.y.dtype as FloatDType | undefined,
+  };
   // Ranges of whole rows; in vec4 mode every row starts at a multiple of 4 elements, and so do
   // the bases (the same for act.y, whose layout is the whole's).
   for (const [r0, r1] of unitRanges(op, whole.gpu, p.n, totalHw)) {
@@ -505,7 +600,7 @@ function dispatchSlice(
     const bindings = [w.binding, q.binding];
     if (act) bindings.push(bindingRange(act.y, r0 * totalHw, (r1 - r0) * totalHw).binding);
     const count = ((r1 - r0) * chw) / u;
-    whole.gpu.dispatch(sliceSpec(kind, vec, act?.kind), {
+    whole.gpu.dispatch(sliceSpec(kind, vec, dt, act?.kind), {
       params: new ParamsWriter().u32(count).u32(chw / u).u32(totalHw / u).u32(offHw / u)
         .u32(w.base / u).u32(q.base / u).bytes(),
       bindings,
@@ -517,7 +612,8 @@ function dispatchSlice(
 /**
  * Copies `x` `[n, c, hw]` into channels `[cOffset, cOffset + c)` of `y` `[n, cTotal, hw]`
  * (`torch.cat(dim=1)` with one call per input; the other channels of `y` are left as they are).
- * Uses vec4 copies when `c * hw`, `cTotal * hw` and `cOffset * hw` are multiples of 4.
+ * Uses vec4 copies when `c * hw`, `cTotal * hw` and `cOffset * hw` are multiples of 4. `x` and
+ * `y` are f32 or f16 each (an f32 `x` is rounded into an f16 `y`).
  *
  * @returns Nothing: the dispatch is recorded.
  * @throws {TypeError} when sizes do not match the params or `x` and `y` share a buffer.
@@ -560,7 +656,8 @@ export interface SplitChannelsParams extends ChannelSliceParams {
 
 /**
  * The backward of {@linkcode concatChannels}: `dx` `[n, c, hw]` = (or, with `accumulate`, +=)
- * channels `[cOffset, cOffset + c)` of `dy` `[n, cTotal, hw]`.
+ * channels `[cOffset, cOffset + c)` of `dy` `[n, cTotal, hw]`. `dx`, `dy` and `y` are f32 or
+ * f16 each (sums and the activation backward in f32, rounded once into `dx`).
  *
  * With `activation`, the backward of that activation too, in the same pass: `dx` = (or +=)
  * `f'(y) * dy` over the slice, where `y` (shape of `dy`) is the concatenated output the
@@ -610,7 +707,7 @@ export function splitChannels(
     throw new TypeError(`${op}: activation "${kind}" needs y, the concatenated forward output`);
   }
   if (io.y !== undefined) {
-    checkF32(op, "y", io.y);
+    floatDType(op, "y", io.y);
     if (io.y.size !== io.dy.size) {
       throw new TypeError(
         `${op}: y has shape ${formatShape(io.y.shape)} (${io.y.size} elements), dy has shape ` +
@@ -621,4 +718,38 @@ export function splitChannels(
   }
   const act = kind === undefined ? undefined : { kind, y: io.y! };
   dispatchSlice(p.accumulate ? "split_acc" : "split", io.dy, io.dx, p, act);
+}
+
+// ------------------------------------------------------------------ cast ----
+
+const CAST: ElementwiseMapKernel = {
+  name: "cast",
+  operands: [{ name: "y", access: "write" }, { name: "x", access: "read" }],
+  body: "y = x;",
+};
+
+/**
+ * Converts `x` into `y` (equal sizes; each f32 or f16): f16 → f32 is exact; f32 → f16 rounds to
+ * the nearest f16, ties to even, as the device's f32-to-f16 conversion does (IEEE's default
+ * on current GPUs and on lavapipe, where the tests check it against `Math.f16round`, f16
+ * subnormals and overflow to ±Infinity included; WGSL leaves overflow implementation-defined).
+ * With equal dtypes it is a copy. `y` is overwritten; it may be `x` itself (a no-op) but not
+ * another tensor on `x`'s buffer with the other dtype. Training uses it for the f16 copies of
+ * the f32 master weights.
+ *
+ * @returns Nothing: the dispatch is recorded.
+ * @throws {TypeError} when the sizes differ or a tensor is not f32 or f16.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { cast } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const w = gpu.tensor(new Float32Array([0.1, 70000]), { shape: [2] });
+ * const h = gpu.empty([2], { dtype: "f16" });
+ * cast({ y: h, x: w });
+ * console.log(await h.toArray()); // Float16Array [0.0999755859375, Infinity]
+ * ```
+ */
+export function cast(io: { y: Tensor; x: Tensor }): void {
+  elementwiseMap("cast", CAST, io);
 }

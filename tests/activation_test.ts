@@ -1,14 +1,26 @@
 // Tests of kernels/activation.ts: the CPU reference against finite differences, the GPU kernels
 // against the CPU reference (vec4 and scalar paths, in place), PyTorch's values at the kinks,
-// extreme inputs, and argument validation.
+// extreme inputs, and argument validation; f16 and mixed dtypes against the CPU on f16-rounded
+// inputs and bit for bit against the f32 kernels rounded once.
 import assert from "node:assert/strict";
-import { type Gpu, POOL_USAGE, Tensor } from "../gpu/mod.ts";
+import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
 import {
   activationBackward,
   activationForward,
   type ActivationKind,
 } from "../kernels/activation.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  checkGradient,
+  type CloseOptions,
+  f16,
+  f16Tolerance,
+  f32,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import { activationBackwardRef, activationForwardRef } from "./cpu_ref/activation.ts";
 import { assertExact, atDeviceLimit, deviceLimit, fastFill, readSlices } from "./big.ts";
 
@@ -198,5 +210,204 @@ Deno.test(
       dy.dispose();
       gpu.trimPool();
     });
+  },
+);
+
+// ------------------------------------------------------------------ f16 ----
+
+/** An f16 tensor on a buffer of exactly its storage bytes (the scalar path for odd sizes). */
+function exactTensor16(gpu: Gpu, data: Float16Array): Tensor {
+  const bytes = storageBytes(data.length, "f16");
+  const buffer = gpu.device.createBuffer({ size: bytes, usage: POOL_USAGE });
+  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype: "f16" });
+  gpu.write(t, data);
+  return t;
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/**
+ * Tolerance of an activation output: f16Tolerance for an f16 output; for an f32 one, the f32
+ * evaluation's error (as in the f32 tests above). No reduction: f is evaluated in f32 (error
+ * < 1e-6 relative, 1/500 of an f16 half-ulp), then rounded once; extra 0.01 covers that f32
+ * error where it tips the rounding.
+ */
+function tolFor(dtype: "f32" | "f16", ref: ArrayLike<number>, f32Tol: CloseOptions): CloseOptions {
+  return dtype === "f16" ? f16Tolerance(maxAbs(ref), 0.01) : f32Tol;
+}
+
+/** dtype mixes: training (x, y, dx, dy all f16) and others. */
+const F16_MIXES = [
+  { x: "f16", y: "f16", dx: "f16", dy: "f16" }, // training
+  { x: "f32", y: "f16", dx: "f32", dy: "f16" },
+  { x: "f16", y: "f32", dx: "f16", dy: "f32" },
+] as const;
+
+Deno.test(
+  "f16: activation forward/backward match the CPU on f16-rounded inputs",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(17);
+    for (const n of [7, 1001]) {
+      const xs = inputs(rng, n), dys = rng.normalArray(n);
+      for (const mix of F16_MIXES) {
+        const x = mix.x === "f16" ? gpu.tensor(f16(xs), { shape: [n] }) : gpu.tensor(f32(xs), {
+          shape: [n],
+        });
+        const dy = mix.dy === "f16"
+          ? gpu.tensor(f16(dys), { shape: [n] })
+          : gpu.tensor(f32(dys), { shape: [n] });
+        const xRef = mix.x === "f16" ? roundF16(xs) : f32(xs);
+        const dyRef = mix.dy === "f16" ? roundF16(dys) : f32(dys);
+        for (const kind of KINDS) {
+          const what = `${kind} n=${n} ${JSON.stringify(mix)}`;
+          const y = gpu.empty([n], { dtype: mix.y });
+          const dx = gpu.empty([n], { dtype: mix.dx });
+          activationForward({ y, x }, { kind });
+          activationBackward({ dx, dy, y }, { kind });
+          const yGpu = await y.toArray();
+          const yRef = activationForwardRef(xRef, kind);
+          assertClose(yGpu, yRef, {
+            ...tolFor(mix.y, yRef, { rtol: 2e-6, atol: 1e-7 }),
+            what: `forward ${what}`,
+          });
+          // The backward from the y the kernel read (f16 values when y is f16).
+          const dxRef = activationBackwardRef(dyRef, yGpu, kind);
+          assertClose(await dx.toArray(), dxRef, {
+            ...tolFor(mix.dx, dxRef, { rtol: 1e-5, atol: 1e-7 }),
+            what: `backward ${what}`,
+          });
+          y.dispose();
+          dx.dispose();
+        }
+        x.dispose();
+        dy.dispose();
+      }
+    }
+  },
+);
+
+Deno.test(
+  "f16: activation in place on exact-size buffers (scalar path); kinks; extremes",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(18);
+    for (const n of [5, 13]) {
+      const xs = f16(inputs(rng, n)), dys = f16(rng.normalArray(n));
+      for (const kind of KINDS) {
+        const t = exactTensor16(gpu, xs);
+        activationForward({ y: t, x: t }, { kind });
+        const y = await t.toArray();
+        const yRef = activationForwardRef(xs, kind);
+        assertClose(y, yRef, { ...f16Tolerance(maxAbs(yRef), 0.01), what: `${kind} in place` });
+        const g = exactTensor16(gpu, dys);
+        activationBackward({ dx: g, dy: g, y: t }, { kind });
+        const dxRef = activationBackwardRef(dys, y, kind);
+        assertClose(await g.toArray(), dxRef, {
+          ...f16Tolerance(maxAbs(dxRef), 0.01),
+          what: `${kind} backward in place`,
+        });
+        t.dispose();
+        g.dispose();
+      }
+    }
+    // PyTorch's kinks in f16 (0 and 6 are exact), and f16's extremes (±65504, subnormals).
+    const xs = f16([0, -0, 6, -65504, 65504, -100, 100, 2 ** -24, -(2 ** -24), 0.2, 11, -11]);
+    const n = xs.length;
+    const x = gpu.tensor(xs, { shape: [n] });
+    const ones = gpu.tensor(f16(new Array(n).fill(1)), { shape: [n] });
+    for (const kind of KINDS) {
+      const y = gpu.empty([n], { dtype: "f16" }), dx = gpu.empty([n], { dtype: "f16" });
+      activationForward({ y, x }, { kind });
+      activationBackward({ dx, dy: ones, y }, { kind });
+      const yv = await y.toArray(), dxv = await dx.toArray();
+      assert.ok(yv.every(Number.isFinite) && dxv.every(Number.isFinite), `${kind}: ${yv} / ${dxv}`);
+      const yRef = activationForwardRef(xs, kind);
+      assertClose(yv, yRef, { ...f16Tolerance(1, 0.01), what: `${kind} extremes` });
+      if (kind === "relu") assert.deepEqual([dxv[0], dxv[2]], [0, 1], "relu'(0) = 0");
+      if (kind === "relu6") {
+        assert.deepEqual(
+          [dxv[0], dxv[2], dxv[4], dxv[9]],
+          [0, 0, 0, 1],
+          "relu6' at 0, 6, max, 0.2",
+        );
+      }
+      if (kind === "sigmoid") assert.deepEqual([yv[3], yv[4]], [0, 1]);
+      if (kind === "tanh") assert.deepEqual([yv[3], yv[4], yv[10], yv[11]], [-1, 1, 1, -1]);
+    }
+  },
+);
+
+Deno.test(
+  "f16: a non-float tensor in a float slot throws TypeError naming the op",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const h = gpu.zeros([2, 3], { dtype: "f16" }), u = gpu.zeros([2, 3], { dtype: "u32" });
+    assert.throws(
+      () => activationForward({ y: h, x: u }, { kind: "relu" }),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /^activationForward\(relu\): x must be f32 or f16/.test(e.message),
+    );
+    assert.throws(
+      () => activationBackward({ dx: h, dy: u, y: h }, { kind: "sigmoid" }),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /^activationBackward\(sigmoid\): dy must be f32 or f16/.test(e.message),
+    );
+    // Sizes are still checked across dtypes, naming both shapes.
+    assert.throws(
+      () => activationForward({ y: gpu.empty([5]), x: h }, { kind: "tanh" }),
+      (e: Error) => e instanceof TypeError && /\[5\]/.test(e.message) && /\[2, 3\]/.test(e.message),
+    );
+    await gpu.sync();
+  },
+);
+
+Deno.test(
+  "f16: every dtype mix equals the all-f32 kernel on the same values, rounded once",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(19);
+    const n = 1001;
+    // f16-representable inputs: the f32 kernel then computes from the same values.
+    const xs = roundF16(inputs(rng, n)), dys = roundF16(rng.normalArray(n));
+    const x32 = gpu.tensor(f32(xs), { shape: [n] }), x16 = gpu.tensor(f16(xs), { shape: [n] });
+    const dy32 = gpu.tensor(f32(dys), { shape: [n] }), dy16 = gpu.tensor(f16(dys), { shape: [n] });
+    const round = (a: ArrayLike<number>, d: "f32" | "f16") =>
+      d === "f16" ? Float64Array.from(a, (v) => Math.f16round(v)) : a;
+    for (const kind of KINDS) {
+      const y32 = gpu.empty([n]), y16 = gpu.empty([n], { dtype: "f16" });
+      activationForward({ y: y32, x: x32 }, { kind });
+      activationForward({ y: y16, x: x16 }, { kind });
+      const y32v = await y32.toArray();
+      for (const [xd, yd] of [["f16", "f16"], ["f16", "f32"], ["f32", "f16"]] as const) {
+        const y = gpu.empty([n], { dtype: yd });
+        activationForward({ y, x: xd === "f16" ? x16 : x32 }, { kind });
+        assertExact(await y.toArray(), round(y32v, yd), `${kind} forward y ${yd} <- x ${xd}`);
+        y.dispose();
+      }
+      // Backward from an f16-representable y (the f16 forward's output).
+      const yf = gpu.tensor(f32(await y16.toArray()), { shape: [n] });
+      const dx32 = gpu.empty([n]);
+      activationBackward({ dx: dx32, dy: dy32, y: yf }, { kind });
+      const dx32v = await dx32.toArray();
+      for (const dxd of ["f16", "f32"] as const) {
+        const dx = gpu.empty([n], { dtype: dxd });
+        activationBackward({ dx, dy: dy16, y: y16 }, { kind });
+        assertExact(await dx.toArray(), round(dx32v, dxd), `${kind} backward dx ${dxd}`);
+        dx.dispose();
+      }
+      for (const t of [y32, y16, yf, dx32]) t.dispose();
+    }
+    for (const t of [x32, x16, dy32, dy16]) t.dispose();
   },
 );

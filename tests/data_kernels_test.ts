@@ -1,6 +1,7 @@
 // Tests of the data kernels (kernels/data.ts): prepareBatch and resizeBilinear against the
 // Float64 CPU reference (tests/cpu_ref/data.ts) and PyTorch fixtures (tests/fixtures/
-// resize_bilinear.json, made by tests/fixtures/make_resize.py).
+// resize_bilinear.json, made by tests/fixtures/make_resize.py); f16 outputs / inputs against the
+// reference and bit for bit against the f32 kernels rounded once.
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import {
@@ -10,9 +11,25 @@ import {
   type PrepareBatchParams,
   resizeBilinear,
 } from "../kernels/data.ts";
-import { assertClose, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  f16,
+  f16Tolerance,
+  f32,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import { augmentRef, prepareBatchRef, resizeBilinearRef, rnd } from "./cpu_ref/data.ts";
-import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
+import {
+  assertExact,
+  atDeviceLimit,
+  deviceLimit,
+  readSlices,
+  sampleUnits,
+  withBindingLimit,
+} from "./big.ts";
 
 // f32 tolerances: values are in [0, 1]; the source coordinate (up to ~32) carries f32 rounding
 // (the GPU may fuse its multiply-add), about 2e-6 of a pixel step. Normalization divides the
@@ -629,5 +646,266 @@ Deno.test(
         what: "resize in ranges of 4 planes",
       });
     });
+  },
+);
+
+// ------------------------------------------------------------------ f16 ----
+
+/** prepareBatch into an f16 `x`; returns x (f16 values) and labels read back. */
+async function runPrepare16(
+  gpu: Gpu,
+  d: Data,
+  indices: number[],
+  p: PrepareBatchParams,
+): Promise<{ x: Float16Array; labels: Int32Array }> {
+  return await gpu.scope(async () => {
+    const images = gpu.tensor(d.images, { shape: [d.count, p.channels, p.srcH, p.srcW] });
+    const srcLabels = gpu.tensor(d.labels, { shape: [d.count] });
+    const idx = gpu.tensor(new Uint32Array(indices), { shape: [indices.length] });
+    const x = gpu.empty([p.batch, p.channels, p.dstH, p.dstW], { dtype: "f16" });
+    const labels = gpu.empty([p.batch], { dtype: "i32" });
+    prepareBatch({ x, labels, images, srcLabels, indices: idx }, p);
+    return { x: await x.toArray(), labels: await labels.toArray() };
+  });
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/**
+ * An f16 x against the Float64 reference: the value is computed in f32 (bilinear weights of at
+ * most 4 taps, error ~2e-6 of a pixel step, see TOL) and rounded once to f16; the inputs are
+ * bytes (exact). No reduction: extra 0.01 covers the f32 error where it tips the rounding.
+ */
+async function checkAgainstRef16(
+  gpu: Gpu,
+  d: Data,
+  indices: number[],
+  p: PrepareBatchParams,
+  what: string,
+): Promise<void> {
+  const got = await runPrepare16(gpu, d, indices, p);
+  const ref = prepareBatchRef(d.images, d.labels, indices, p);
+  assertClose(got.x, ref.x, { ...f16Tolerance(maxAbs(ref.x), 0.01), what: `${what} x (f16)` });
+  assert.deepEqual([...got.labels], [...ref.labels], `${what} labels`);
+}
+
+Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const rng = new Rng(60);
+  const odd = makeData(rng, 13, 2, 5, 7);
+  await checkAgainstRef16(gpu, odd, shuffled(rng, 13, 3), {
+    batch: 3,
+    channels: 2,
+    srcH: 5,
+    srcW: 7,
+    dstH: 11,
+    dstW: 3,
+  }, "odd 5x7->11x3");
+  const rgb = makeData(rng, 9, 3, 32, 32);
+  await checkAgainstRef16(gpu, rgb, [8, 1, 4, 100], {
+    batch: 4,
+    channels: 3,
+    srcH: 32,
+    srcW: 32,
+    dstH: 13,
+    dstW: 17,
+    mean: [0.4914, 0.4822, 0.4465],
+    std: [0.247, 0.243, 0.261],
+    cropPadding: 2,
+    flip: true,
+    seed: 3,
+  }, "normalize + pad-crop + flip + resize, one index out of range");
+  await checkAgainstRef16(gpu, rgb, [0, 5, 7], {
+    batch: 3,
+    channels: 3,
+    srcH: 32,
+    srcW: 32,
+    dstH: 24,
+    dstW: 24,
+    resizedCrop: { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] },
+    seed: 77,
+  }, "resized crop");
+  // Ranges of 2 images (binding limit lowered): f16 bases of x.
+  await withBindingLimit(200, async () => {
+    const indices = shuffled(rng, 13, 9);
+    await checkAgainstRef16(gpu, odd, indices, {
+      batch: 9,
+      channels: 2,
+      srcH: 5,
+      srcW: 7,
+      dstH: 6,
+      dstW: 5,
+      cropPadding: 1,
+      seed: 5,
+    }, "ranges of images");
+  });
+});
+
+Deno.test(
+  "f16: 28->28 without augmentation is the u8/255 gather rounded to f16",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const d = makeData(new Rng(61), 6, 1, 28, 28);
+    const indices = [5, 0, 5, 2, 3];
+    const got = await runPrepare16(gpu, d, indices, {
+      batch: 5,
+      channels: 1,
+      srcH: 28,
+      srcW: 28,
+      dstH: 28,
+      dstW: 28,
+    });
+    const plane = 28 * 28;
+    for (let b = 0; b < indices.length; b++) {
+      for (let i = 0; i < plane; i++) {
+        // The f32 quotient (exact to f32, see the f32 test), rounded once to f16.
+        const want = Math.f16round(Math.fround(d.images[indices[b] * plane + i] / 255));
+        if (got.x[b * plane + i] !== want) {
+          assert.fail(`b ${b} pixel ${i}: ${got.x[b * plane + i]} != ${want}`);
+        }
+      }
+      assert.equal(got.labels[b], d.labels[indices[b]]);
+    }
+  },
+);
+
+Deno.test(
+  "f16: resizeBilinear with f16 x and/or y matches the CPU reference",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(62);
+    const mixes = [
+      { y: "f16", x: "f16" },
+      { y: "f16", x: "f32" },
+      { y: "f32", x: "f16" },
+    ] as const;
+    const cases: [number, number, number, number, number, number][] = [
+      [2, 3, 7, 5, 13, 4],
+      [3, 2, 28, 28, 13, 17],
+    ];
+    for (const [n, c, h, w, oh, ow] of cases) {
+      const xs = rng.normalArray(n * c * h * w);
+      for (const dt of mixes) {
+        const got = await gpu.scope(async () => {
+          const shape = [n, c, h, w];
+          const x = dt.x === "f16"
+            ? gpu.tensor(f16(xs), { shape })
+            : gpu.tensor(f32(xs), { shape });
+          const y = gpu.empty([n, c, oh, ow], { dtype: dt.y });
+          resizeBilinear({ y, x }, { outH: oh, outW: ow });
+          return await y.toArray();
+        });
+        const ref = resizeBilinearRef(dt.x === "f16" ? roundF16(xs) : f32(xs), n * c, h, w, oh, ow);
+        // Four taps weighted in f32 (a reduction of length 4): the f32 tolerance of the f32 test;
+        // an f16 y adds its one rounding (extra 0.01 for the f32 error).
+        const tol = dt.y === "f16" ? f16Tolerance(maxAbs(ref), 0.01) : { rtol: 1e-5, atol: 1e-5 };
+        assertClose(got, ref, {
+          ...tol,
+          what: `resize ${[n, c, h, w]}->${[oh, ow]} ${dt.y} <- ${dt.x}`,
+        });
+      }
+    }
+    // Ranges of 4 planes (binding limit lowered).
+    await withBindingLimit(200, async () => {
+      const xs = rng.normalArray(7 * 2 * 3 * 4);
+      const got = await gpu.scope(async () => {
+        const x = gpu.tensor(f16(xs), { shape: [7, 2, 3, 4] });
+        const y = gpu.empty([7, 2, 5, 9], { dtype: "f16" });
+        resizeBilinear({ y, x }, { outH: 5, outW: 9 });
+        return await y.toArray();
+      });
+      const ref = resizeBilinearRef(roundF16(xs), 14, 3, 4, 5, 9);
+      assertClose(got, ref, { ...f16Tolerance(maxAbs(ref), 0.01), what: "resize f16 in ranges" });
+    });
+  },
+);
+
+Deno.test("f16: a non-float x or y throws TypeError naming the op", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  await gpu.scope(() => {
+    const base = { batch: 2, channels: 1, srcH: 4, srcW: 4, dstH: 3, dstW: 3 };
+    const images = gpu.empty([4, 1, 4, 4], { dtype: "u8" });
+    const srcLabels = gpu.empty([4], { dtype: "u8" });
+    const indices = gpu.empty([2], { dtype: "u32" });
+    const labels = gpu.empty([2], { dtype: "i32" });
+    const x = gpu.empty([2, 1, 3, 3], { dtype: "u32" });
+    assert.throws(
+      () => prepareBatch({ x, labels, images, srcLabels, indices }, base),
+      (e: Error) => e instanceof TypeError && /^prepareBatch: x must be f32 or f16/.test(e.message),
+    );
+    const h = gpu.empty([1, 1, 2, 2], { dtype: "f16" });
+    assert.throws(
+      () =>
+        resizeBilinear({ y: gpu.empty([1, 1, 4, 4], { dtype: "i32" }), x: h }, {
+          outH: 4,
+          outW: 4,
+        }),
+      (e: Error) =>
+        e instanceof TypeError && /^resizeBilinear: y must be f32 or f16/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        resizeBilinear({ y: h, x: gpu.empty([1, 1, 2, 2], { dtype: "u32" }) }, {
+          outH: 2,
+          outW: 2,
+        }),
+      (e: Error) =>
+        e instanceof TypeError && /^resizeBilinear: x must be f32 or f16/.test(e.message),
+    );
+    // Shapes are still checked across dtypes.
+    assert.throws(
+      () => resizeBilinear({ y: h, x: gpu.empty([1, 1, 2, 2]) }, { outH: 4, outW: 4 }),
+      /resizeBilinear: y has shape \[1, 1, 2, 2\], expected \[1, 1, 4, 4\]/,
+    );
+  });
+  await gpu.sync();
+});
+
+Deno.test(
+  "f16: prepareBatch and resizeBilinear with f16 outputs/inputs equal the f32 kernels, rounded once",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(63);
+    const d = makeData(rng, 9, 3, 32, 32);
+    const p: PrepareBatchParams = {
+      batch: 4,
+      channels: 3,
+      srcH: 32,
+      srcW: 32,
+      dstH: 24,
+      dstW: 20,
+      mean: [0.5, 0.4, 0.3],
+      std: [0.2, 0.25, 0.3],
+      flip: true,
+      resizedCrop: { scale: [0.2, 1], ratio: [3 / 4, 4 / 3] },
+      seed: 9,
+    };
+    const indices = [3, 8, 0, 12];
+    const a = await runPrepare(gpu, d, indices, p);
+    const h = await runPrepare16(gpu, d, indices, p);
+    assertExact(h.x, Float64Array.from(a.x, (v) => Math.f16round(v)), "prepareBatch f16 x");
+    const xs = roundF16(rng.normalArray(2 * 3 * 7 * 5)); // f16-representable
+    const shape = [2, 3, 7, 5];
+    const out = await gpu.scope(async () => {
+      const res: ArrayLike<number>[] = [];
+      for (const [yd, xd] of [["f32", "f32"], ["f16", "f16"], ["f16", "f32"], ["f32", "f16"]]) {
+        const x = xd === "f16" ? gpu.tensor(f16(xs), { shape }) : gpu.tensor(f32(xs), { shape });
+        const y = gpu.empty([2, 3, 13, 4], { dtype: yd as "f32" | "f16" });
+        resizeBilinear({ y, x }, { outH: 13, outW: 4 });
+        res.push(await y.toArray());
+      }
+      return res;
+    });
+    const rounded = Float64Array.from(out[0], (v) => Math.f16round(v));
+    assertExact(out[1], rounded, "resize f16 <- f16");
+    assertExact(out[2], rounded, "resize f16 <- f32");
+    assertExact(out[3], out[0], "resize f32 <- f16");
   },
 );

@@ -1,20 +1,36 @@
 // Tests of kernels/elementwise.ts: add (+ fused ReLU) and its backward, accumulate, channel
 // concat / split (vec4 and scalar paths, offsets, accumulate, round trip), against Float64 CPU
 // references and finite differences, plus aliasing and validation; split with a fused activation
-// backward against the CPU and bit for bit against activationBackward then split.
+// backward against the CPU and bit for bit against activationBackward then split. f16: every
+// kernel and cast in several dtype mixes against the CPU on f16-rounded inputs, and bit for bit
+// against the all-f32 kernel on the same values rounded once.
 import assert from "node:assert/strict";
-import { type Gpu, POOL_USAGE, Tensor } from "../gpu/mod.ts";
+import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
 import { activationBackward, type ActivationKind } from "../kernels/activation.ts";
 import {
   accumulate,
   addBackwardRelu,
   addForward,
+  cast,
   concatChannels,
   elementwiseMap,
   type ElementwiseMapKernel,
   splitChannels,
 } from "../kernels/elementwise.ts";
-import { assertClose, checkGradient, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import type { FloatDType } from "../kernels/_dtype.ts";
+import {
+  assertClose,
+  checkGradient,
+  type CloseOptions,
+  f16,
+  f16Tolerance,
+  f32,
+  f64,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  testGpu,
+} from "./harness.ts";
 import {
   assertExact,
   atDeviceLimit,
@@ -504,3 +520,537 @@ Deno.test("splitChannels with activation validates y and the kind", GPU_TEST, as
   );
   await gpu.sync();
 });
+
+// ------------------------------------------------------------------ f16 ----
+
+/** An f16 tensor on a buffer of exactly its storage bytes: no slack, so the scalar path. */
+function exactTensor16(gpu: Gpu, data: Float16Array): Tensor {
+  const buffer = gpu.device.createBuffer({
+    size: storageBytes(data.length, "f16"),
+    usage: POOL_USAGE,
+  });
+  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype: "f16" });
+  gpu.write(t, data);
+  return t;
+}
+
+/** A tensor of `dtype` holding `values` (rounded to f16 for an f16 tensor). */
+function floatTensor(gpu: Gpu, values: ArrayLike<number>, dtype: FloatDType, shape: number[]) {
+  return dtype === "f16" ? gpu.tensor(f16(values), { shape }) : gpu.tensor(f32(values), { shape });
+}
+
+/** Float64 copy of what a tensor of `dtype` holds for `values`. */
+function stored(values: ArrayLike<number>, dtype: FloatDType): Float64Array {
+  return dtype === "f16" ? roundF16(values) : f64(f32(values));
+}
+
+/**
+ * Tolerance of an output of `dtype` from f16-rounded inputs: f16Tolerance for an f16 output,
+ * f32 rounding (2 ulp) otherwise. `extra`: see the callers.
+ */
+function outTolerance(dtype: FloatDType, scale: number, extra = 0): CloseOptions {
+  return dtype === "f16" ? f16Tolerance(scale, extra) : { rtol: 2.5e-7, atol: 1e-7 * scale };
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/** The dtype mixes of the f16 tests: training's (all f16) and others. */
+const ADD_MIXES: { y: FloatDType; a: FloatDType; b: FloatDType }[] = [
+  { y: "f16", a: "f16", b: "f16" }, // training: activations
+  { y: "f16", a: "f32", b: "f16" },
+  { y: "f32", a: "f16", b: "f16" },
+];
+
+Deno.test(
+  "f16: add / add+relu / backward / accumulate match the CPU on f16-rounded inputs",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(60);
+    for (const n of [7, 1001]) {
+      const as = rng.normalArray(n), bs = rng.normalArray(n), dys = rng.normalArray(n);
+      for (const mix of ADD_MIXES) {
+        const a = floatTensor(gpu, as, mix.a, [n]), b = floatTensor(gpu, bs, mix.b, [n]);
+        const ra = stored(as, mix.a), rb = stored(bs, mix.b);
+        for (const relu of [false, true]) {
+          const y = gpu.empty([n], { dtype: mix.y });
+          addForward({ y, a, b }, { relu });
+          const want = addRef(ra, rb, relu);
+          const yv = await y.toArray();
+          // One f32 sum of two terms, rounded once: no reduction (extra 0).
+          assertClose(yv, want, {
+            ...outTolerance(mix.y, maxAbs(want)),
+            what: `add relu=${relu} n=${n} ${JSON.stringify(mix)}`,
+          });
+          if (relu) {
+            // Training: dx, dy, y f16; and dy f16 into an f32 dx. A select: exact.
+            for (const dxd of ["f16", "f32"] as const) {
+              const dy = floatTensor(gpu, dys, "f16", [n]);
+              const dx = gpu.empty([n], { dtype: dxd });
+              addBackwardRelu({ dx, dy, y });
+              assertExact(
+                await dx.toArray(),
+                addReluBackwardRef(roundF16(dys), yv),
+                `add relu backward dx ${dxd} n=${n}`,
+              );
+              dx.dispose();
+              dy.dispose();
+            }
+          }
+          y.dispose();
+        }
+        a.dispose();
+        b.dispose();
+      }
+      // accumulate: f16 += f16 (activation gradients), f32 += f16, f16 += f32.
+      for (const [yd, xd] of [["f16", "f16"], ["f32", "f16"], ["f16", "f32"]] as const) {
+        for (const alpha of [1, -0.75]) {
+          const y = floatTensor(gpu, as, yd, [n]), x = floatTensor(gpu, bs, xd, [n]);
+          accumulate({ y, x }, { alpha });
+          const want = accumulateRef(stored(as, yd), stored(bs, xd), alpha);
+          // y + alpha * x in f32 (a multiply-add), rounded once: extra 0.
+          assertClose(await y.toArray(), want, {
+            ...outTolerance(yd, maxAbs(want)),
+            what: `accumulate ${yd} += ${xd} alpha=${alpha} n=${n}`,
+          });
+          y.dispose();
+          x.dispose();
+        }
+      }
+    }
+  },
+);
+
+Deno.test(
+  "f16: scalar path (exact-size buffers), in place, and ranges (limit lowered) of mixed dtypes",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(61);
+    for (const n of [5, 13]) {
+      // storageBytes(n, f16) < 8 * ceil(n / 4): no room for the last vec4<f16>.
+      const as = f16(rng.normalArray(n)), bs = f16(rng.normalArray(n));
+      const a = exactTensor16(gpu, as), b = exactTensor16(gpu, bs);
+      addForward({ y: a, a, b }, { relu: true }); // in place
+      const want = addRef(as, bs, true);
+      assertClose(await a.toArray(), want, {
+        ...f16Tolerance(maxAbs(want)),
+        what: `add relu in place, exact-size f16 n=${n}`,
+      });
+      const g = exactTensor16(gpu, bs);
+      accumulate({ y: g, x: g }, { alpha: 0.5 }); // y += y / 2
+      assertClose(await g.toArray(), accumulateRef(bs, bs, 0.5), {
+        ...f16Tolerance(1.5 * maxAbs(bs)),
+        what: `accumulate aliased f16 n=${n}`,
+      });
+      for (const t of [a, b, g]) t.dispose();
+    }
+    // Ranges start at multiples of 128 elements (256 bytes of f16), bases 0 for both dtypes.
+    await withBindingLimit(200, async () => {
+      for (const n of [7, 1001]) {
+        const as = rng.normalArray(n), bs = rng.normalArray(n);
+        const a = floatTensor(gpu, as, "f32", [n]), b = floatTensor(gpu, bs, "f16", [n]);
+        const y = gpu.empty([n], { dtype: "f16" });
+        addForward({ y, a, b });
+        const want = addRef(stored(as, "f32"), stored(bs, "f16"));
+        assertClose(await y.toArray(), want, {
+          ...f16Tolerance(maxAbs(want)),
+          what: `add f32 + f16 -> f16 in ranges n=${n}`,
+        });
+        const acc = floatTensor(gpu, as, "f32", [n]);
+        accumulate({ y: acc, x: b }, { alpha: 2 });
+        assertClose(await acc.toArray(), accumulateRef(stored(as, "f32"), stored(bs, "f16"), 2), {
+          ...outTolerance("f32", 3 * maxAbs(as)),
+          what: `accumulate f32 += f16 in ranges n=${n}`,
+        });
+        for (const t of [a, b, y, acc]) t.dispose();
+      }
+    });
+  },
+);
+
+/** Like gpuConcat, with parts and whole of the given dtypes. */
+async function gpuConcatAs(
+  gpu: Gpu,
+  parts: ArrayLike<number>[],
+  cs: readonly number[],
+  n: number,
+  hw: number,
+  dt: { y: FloatDType; x: FloatDType },
+): Promise<ArrayLike<number>> {
+  const cTotal = cs.reduce((a, b) => a + b, 0);
+  const y = floatTensor(gpu, new Float64Array(n * cTotal * hw).fill(NaN), dt.y, [n, cTotal, hw]);
+  const offsets = cs.map((_, k) => cs.slice(0, k).reduce((a, b) => a + b, 0));
+  for (const k of [...cs.keys()].reverse()) {
+    const x = floatTensor(gpu, parts[k], dt.x, [n, cs[k], hw]);
+    concatChannels({ y, x }, { n, hw, cTotal, cOffset: offsets[k], c: cs[k] });
+    x.dispose();
+  }
+  const out = await y.toArray();
+  y.dispose();
+  return out;
+}
+
+/** Layouts of the f16 concat / split tests: scalar (odd hw), vec4, offsets off the vec4 grid. */
+const F16_CASES: [number, number, number[]][] = [[2, 9, [3, 5, 1]], [3, 4, [2, 4, 6]], [
+  2,
+  2,
+  [1, 2],
+]];
+
+Deno.test(
+  "f16: concatChannels / splitChannels copy exactly; split accumulates",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(62);
+    const mixes = [{ y: "f16", x: "f16" }, { y: "f16", x: "f32" }, { y: "f32", x: "f16" }] as const;
+    for (const [n, hw, cs] of F16_CASES) {
+      const cTotal = cs.reduce((a, b) => a + b, 0);
+      const parts = cs.map((c) => rng.normalArray(n * c * hw));
+      for (const dt of mixes) {
+        // A copy (rounded to f16 when either side is f16): exact.
+        const got = await gpuConcatAs(gpu, parts, cs, n, hw, dt);
+        const half = dt.x === "f16" || dt.y === "f16";
+        const want = concatRef(parts.map((p) => (half ? roundF16(p) : f32(p))), cs, n, hw);
+        assertExact(got, want, `concat ${JSON.stringify(dt)} n=${n} hw=${hw} cs=${cs}`);
+      }
+      const dys = rng.normalArray(n * cTotal * hw);
+      for (const dt of [{ dx: "f16", dy: "f16" }, { dx: "f32", dy: "f16" }] as const) {
+        const dy = floatTensor(gpu, dys, dt.dy, [n, cTotal, hw]);
+        let off = 0;
+        for (const c of cs) {
+          const want = sliceRef(roundF16(dys), n, hw, cTotal, off, c);
+          const dx = gpu.empty([n, c, hw], { dtype: dt.dx });
+          splitChannels({ dx, dy }, { n, hw, cTotal, cOffset: off, c });
+          assertExact(await dx.toArray(), want, `split ${JSON.stringify(dt)} off=${off}`);
+          const prev = rng.normalArray(n * c * hw);
+          const acc = floatTensor(gpu, prev, dt.dx, [n, c, hw]);
+          splitChannels({ dx: acc, dy }, { n, hw, cTotal, cOffset: off, c, accumulate: true });
+          const sum = accumulateRef(stored(prev, dt.dx), want);
+          // One f32 sum, rounded once: extra 0.
+          assertClose(await acc.toArray(), sum, {
+            ...outTolerance(dt.dx, maxAbs(sum)),
+            what: `split accumulate ${JSON.stringify(dt)} off=${off}`,
+          });
+          dx.dispose();
+          acc.dispose();
+          off += c;
+        }
+        dy.dispose();
+      }
+    }
+  },
+);
+
+/**
+ * splitChannels with `activation` on f16 dy / y (training: dx f16; also dx f32): against the
+ * CPU reference on the f16 values, and exactly against activationBackward into a tensor of dx's
+ * dtype followed by the plain split (both round the f32 result once).
+ */
+async function checkSplitActivationF16(
+  gpu: Gpu,
+  rng: Rng,
+  kind: ActivationKind,
+  n: number,
+  hw: number,
+  cs: readonly number[],
+  dxd: FloatDType,
+): Promise<void> {
+  const cTotal = cs.reduce((a, b) => a + b, 0);
+  const shape = [n, cTotal, hw];
+  const dys = roundF16(rng.normalArray(n * cTotal * hw));
+  const ys = roundF16(activationOutput(rng, dys.length, kind));
+  const dy = gpu.tensor(f16(dys), { shape }), y = gpu.tensor(f16(ys), { shape });
+  const dz = gpu.empty(shape, { dtype: dxd });
+  activationBackward({ dx: dz, dy, y }, { kind });
+  const dzs = activationBackwardRef(dys, ys, kind);
+  let cOffset = 0;
+  for (const c of cs) {
+    const what = `${kind} dx ${dxd} n=${n} hw=${hw} off=${cOffset} c=${c}`;
+    const want = sliceRef(dzs, n, hw, cTotal, cOffset, c);
+    const prev = rng.normalArray(n * c * hw);
+    for (const accumulate of [false, true]) {
+      const dx = floatTensor(gpu, prev, dxd, [n, c, hw]);
+      const unfused = floatTensor(gpu, prev, dxd, [n, c, hw]);
+      splitChannels({ dx, dy, y }, { n, hw, cTotal, cOffset, c, activation: kind, accumulate });
+      splitChannels({ dx: unfused, dy: dz }, { n, hw, cTotal, cOffset, c, accumulate });
+      const got = await dx.toArray();
+      const ref = accumulate ? accumulateRef(stored(prev, dxd), want) : want;
+      // f'(y) * dy in f32 (two products), plus one sum when accumulating: a few f32 ulp, far
+      // below the f16 rounding (extra 0). Exactness to the unfused pair is checked only without
+      // accumulate for an f16 dx: the unfused pair rounds dz to f16 before the sum.
+      assertClose(got, ref, { ...outTolerance(dxd, maxAbs(ref), 0.01), what });
+      if (!accumulate || dxd === "f32") {
+        assertExact(got, await unfused.toArray(), `fused == unfused ${what} acc ${accumulate}`);
+      }
+      dx.dispose();
+      unfused.dispose();
+    }
+    cOffset += c;
+  }
+  for (const t of [dy, y, dz]) t.dispose();
+}
+
+Deno.test(
+  "f16: splitChannels with a fused activation backward vs the CPU and the unfused kernels",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(63);
+    for (const kind of ACTIVATIONS) {
+      for (const [n, hw, cs] of F16_CASES) {
+        await checkSplitActivationF16(gpu, rng, kind, n, hw, cs, "f16");
+      }
+    }
+    await checkSplitActivationF16(gpu, rng, "sigmoid", 3, 4, [2, 4, 6], "f32");
+    await checkSplitActivationF16(gpu, rng, "relu6", 2, 9, [3, 5, 1], "f32");
+    // Ranges of rows: bases of f16 bindings (256-byte offsets = 128 elements).
+    for (const [n, hw, cs, limit] of [[37, 5, [3, 2, 4], 64], [13, 4, [4, 8, 4], 140]] as const) {
+      await withBindingLimit(limit, async () => {
+        await checkSplitActivationF16(gpu, rng, "tanh", n, hw, cs, "f16");
+        const parts = cs.map((c) => rng.normalArray(n * c * hw));
+        const got = await gpuConcatAs(gpu, parts, cs, n, hw, { y: "f16", x: "f16" });
+        assertExact(got, concatRef(parts.map(roundF16), [...cs], n, hw), `concat ranges n=${n}`);
+      });
+    }
+  },
+);
+
+// ------------------------------------------------------------------ cast ----
+
+/** Asserts `got[i]` is `want[i]` (Object.is: -0 differs from 0, NaN equals NaN). */
+function assertSame(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    if (!Object.is(got[i], want[i])) {
+      assert.fail(`${what}: element ${i} is ${got[i]}, expected ${want[i]}`);
+    }
+  }
+}
+
+/** f32 values probing f16 rounding: overflow, ties, subnormals, signed zeros, NaN. */
+const CAST_PROBES = [
+  0,
+  -0,
+  1,
+  -1,
+  NaN,
+  Infinity,
+  -Infinity,
+  65504,
+  -65504, // the largest f16
+  65519.99, // rounds down to 65504
+  65520,
+  -65520, // halfway to 2^16: ties to even = overflow to ±Infinity
+  70000,
+  -1e30,
+  3.4e38,
+  1 + 2 ** -11, // tie between 1 and 1 + 2^-10: to even (1)
+  1 + 3 * 2 ** -11, // tie: to even (1 + 2^-9)
+  1 + 2 ** -11 + 2 ** -20, // just past the tie: up
+  2048 + 1, // tie (f16 spacing 2 at 2048): even 2048
+  2048 + 3, // tie: even 2052
+  2 ** -14, // smallest normal f16
+  2 ** -14 - 2 ** -24, // largest subnormal
+  2 ** -24,
+  -(2 ** -24), // smallest subnormal
+  2 ** -25, // tie between 0 and 2^-24: to even (0)
+  -(2 ** -25), // -0
+  3 * 2 ** -25, // tie between 2^-24 and 2^-23: even (2^-23)
+  2 ** -25 * 1.0001, // just past the tie: 2^-24
+  5 * 2 ** -26, // not a tie: 2^-24 * 1.25 -> 2^-24
+  1e-8,
+  1e-40,
+  -1e-40, // underflow to ±0 (1e-40 is an f32 subnormal)
+  0.1,
+  -0.3,
+  3.14159,
+  1000.7,
+  12345.678,
+];
+
+Deno.test(
+  "cast f32 -> f16 rounds like Math.f16round: overflow, ties to even, subnormals",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(64);
+    // Random f32 bit patterns spread over every exponent, and normal values.
+    const bits = new Uint32Array(4000).map(() => (rng.int(2 ** 16) << 16 | rng.int(2 ** 16)) >>> 0);
+    const randomF32 = new Float32Array(bits.buffer);
+    const normals = f32(rng.normalArray(1001).map((v) => v * 100));
+    for (const values of [f32(CAST_PROBES), randomF32, normals]) {
+      const want = Float64Array.from(values, (v) => Math.f16round(v));
+      const n = values.length;
+      const x = gpu.tensor(values, { shape: [n] });
+      const y = gpu.empty([n], { dtype: "f16" }); // pooled: the vec4 path
+      cast({ y, x });
+      assertSame(await y.toArray(), want, `cast f32->f16 vec4 n=${n}`);
+      // Scalar path: an exact-size f16 output of odd length m (2m + 2 bytes < 8 ceil(m / 4)).
+      const m = n % 2 === 1 ? n : n - 1;
+      const xs = values.length === m ? x : gpu.tensor(values.subarray(0, m), { shape: [m] });
+      const ys = exactTensor16(gpu, new Float16Array(m));
+      cast({ y: ys, x: xs });
+      assertSame(await ys.toArray(), want.subarray(0, m), `cast f32->f16 scalar n=${m}`);
+      for (const t of new Set([x, y, xs, ys])) t.dispose();
+    }
+  },
+);
+
+Deno.test(
+  "cast f16 -> f32 is exact; same-dtype casts copy; ranges; in place",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(65);
+    // Every f16 bit pattern (NaNs included), odd length so the tail is a partial vec4.
+    const all = new Float16Array(new Uint16Array(65535).map((_, i) => i).buffer);
+    const x = gpu.tensor(all, { shape: [all.length] });
+    const y = gpu.empty([all.length]);
+    cast({ y, x });
+    assertSame(await y.toArray(), Float64Array.from(all), "cast f16->f32 every f16");
+    const h = gpu.empty([all.length], { dtype: "f16" });
+    cast({ y: h, x }); // f16 -> f16 copy
+    assertSame(await h.toArray(), all, "cast f16->f16 copy");
+    cast({ y: h, x: h }); // in place: no-op
+    assertSame(await h.toArray(), all, "cast in place");
+    for (const t of [x, y, h]) t.dispose();
+    const vs = f32(rng.normalArray(1001));
+    const a = gpu.tensor(vs, { shape: [1001] }), b = gpu.empty([1001]);
+    cast({ y: b, x: a }); // f32 -> f32 copy
+    assertSame(await b.toArray(), vs, "cast f32->f32 copy");
+    // Ranges of 128 elements (binding limit lowered), both directions.
+    await withBindingLimit(200, async () => {
+      const hh = gpu.empty([1001], { dtype: "f16" });
+      cast({ y: hh, x: a });
+      const back = gpu.empty([1001]);
+      cast({ y: back, x: hh });
+      assertSame(await back.toArray(), Float64Array.from(vs, (v) => Math.f16round(v)), "ranges");
+      hh.dispose();
+      back.dispose();
+    });
+    a.dispose();
+    b.dispose();
+  },
+);
+
+Deno.test(
+  "f16: a non-float tensor in a float slot throws TypeError naming the op",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const h = gpu.zeros([2, 3], { dtype: "f16" });
+    const u = gpu.zeros([2, 3], { dtype: "u32" });
+    const isType = (op: string, name: string) => (e: Error) =>
+      e instanceof TypeError && e.message.startsWith(`${op}: ${name} must be f32 or f16`);
+    assert.throws(() => cast({ y: h, x: u }), isType("cast", "x"));
+    assert.throws(() => cast({ y: u, x: h }), isType("cast", "y"));
+    assert.throws(() => addForward({ y: h, a: h, b: u }), isType("addForward", "b"));
+    assert.throws(() => accumulate({ y: u, x: h }), isType("accumulate", "y"));
+    assert.throws(() => addBackwardRelu({ dx: h, dy: h, y: u }), isType("addBackwardRelu", "y"));
+    const p = { n: 2, hw: 1, cTotal: 3, cOffset: 0, c: 3 };
+    assert.throws(() => concatChannels({ y: h, x: u }, p), isType("concatChannels", "x"));
+    assert.throws(() => splitChannels({ dx: u, dy: h }, p), isType("splitChannels", "dx"));
+    assert.throws(
+      () => splitChannels({ dx: h, dy: gpu.zeros([2, 3]), y: u }, { ...p, activation: "relu" }),
+      isType("splitChannels", "y"),
+    );
+    // Sizes still checked, with both shapes; an f16 and an f32 view of one buffer are refused.
+    assert.throws(
+      () => cast({ y: h, x: gpu.zeros([7]) }),
+      (e: Error) =>
+        e instanceof TypeError && /cast: x has shape \[7\]/.test(e.message) &&
+        /\[2, 3\]/.test(e.message),
+    );
+    const alias = new Tensor(gpu, h.buffer, { shape: [2, 3], dtype: "f32" });
+    assert.throws(() => cast({ y: alias, x: h }), /share a buffer but differ in dtype/);
+    await gpu.sync();
+  },
+);
+
+Deno.test(
+  "f16: add / accumulate / split in every dtype mix equal the all-f32 kernels on the same values, rounded once",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    await gpu.scope(async () => {
+      const rng = new Rng(66);
+      const n = 1001;
+      // f16-representable values: the all-f32 kernels compute from the same numbers.
+      const as = roundF16(rng.normalArray(n)), bs = roundF16(rng.normalArray(n));
+      const round = (a: ArrayLike<number>, d: FloatDType) =>
+        d === "f16" ? Float64Array.from(a, (v) => Math.f16round(v)) : a;
+      const mixes: [FloatDType, FloatDType, FloatDType][] = [
+        ["f16", "f16", "f16"],
+        ["f16", "f32", "f16"],
+        ["f32", "f16", "f32"],
+        ["f16", "f32", "f32"],
+      ];
+      for (const relu of [false, true]) {
+        const y32 = gpu.empty([n]);
+        addForward({
+          y: y32,
+          a: gpu.tensor(f32(as), { shape: [n] }),
+          b: gpu.tensor(f32(bs), { shape: [n] }),
+        }, { relu });
+        const want = await y32.toArray();
+        for (const [yd, ad, bd] of mixes) {
+          const y = gpu.empty([n], { dtype: yd });
+          addForward({ y, a: floatTensor(gpu, as, ad, [n]), b: floatTensor(gpu, bs, bd, [n]) }, {
+            relu,
+          });
+          assertExact(await y.toArray(), round(want, yd), `add relu=${relu} ${yd} = ${ad} + ${bd}`);
+        }
+      }
+      const acc32 = gpu.tensor(f32(as), { shape: [n] });
+      accumulate({ y: acc32, x: gpu.tensor(f32(bs), { shape: [n] }) }, { alpha: -0.75 });
+      const accWant = await acc32.toArray();
+      for (const [yd, xd] of [["f16", "f16"], ["f32", "f16"], ["f16", "f32"]] as const) {
+        const y = floatTensor(gpu, as, yd, [n]);
+        accumulate({ y, x: floatTensor(gpu, bs, xd, [n]) }, { alpha: -0.75 });
+        assertExact(await y.toArray(), round(accWant, yd), `accumulate ${yd} += ${xd}`);
+      }
+      // split + accumulate + fused sigmoid backward, vec4 and scalar layouts.
+      for (const [sn, hw, cTotal, cOffset, c] of [[3, 4, 12, 4, 6], [2, 9, 9, 3, 5]]) {
+        const dys = roundF16(rng.normalArray(sn * cTotal * hw));
+        const ys = roundF16(activationOutput(rng, dys.length, "sigmoid"));
+        const prev = roundF16(rng.normalArray(sn * c * hw));
+        const shape = [sn, cTotal, hw];
+        const p = {
+          n: sn,
+          hw,
+          cTotal,
+          cOffset,
+          c,
+          accumulate: true,
+          activation: "sigmoid" as const,
+        };
+        const ref = gpu.tensor(f32(prev), { shape: [sn, c, hw] });
+        splitChannels({
+          dx: ref,
+          dy: gpu.tensor(f32(dys), { shape }),
+          y: gpu.tensor(f32(ys), { shape }),
+        }, p);
+        const want = await ref.toArray();
+        for (const [dxd, dyd, yd] of mixes) {
+          const dx = floatTensor(gpu, prev, dxd, [sn, c, hw]);
+          splitChannels({
+            dx,
+            dy: floatTensor(gpu, dys, dyd, shape),
+            y: floatTensor(gpu, ys, yd, shape),
+          }, p);
+          assertExact(
+            await dx.toArray(),
+            round(want, dxd),
+            `split hw=${hw} dx ${dxd} dy ${dyd} y ${yd}`,
+          );
+        }
+      }
+    });
+  },
+);
