@@ -1,7 +1,7 @@
 // Training throughput per model at the seed recipe, as a markdown table:
 //
 //   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
-//                                    [--no-autotune] [--no-fuse]
+//                                    [--no-autotune] [--no-fuse] [--precision f32|f16]
 //
 // Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
 // needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
@@ -18,17 +18,18 @@
 //
 // The kernel choices cached by `deno task tune` for this adapter are loaded first, unless
 // `--no-autotune` is given. `--no-fuse` runs the unfused steps (Ctx.fuse = false) to measure what
-// the fusions gain.
+// the fusions gain. `--precision f16` trains in f16 (f16 activations, gradients and weight copies,
+// f32 master weights, dynamic loss scaling; the adapter needs `shader-f16`).
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
-import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
+import { DEFAULTS, MODEL_NAMES, type ModelName, type Precision } from "../models/mod.ts";
 import { benchCli } from "./_args.ts";
 import { benchBatch, setupRun, type StepTiming, timeSteps, warmUp } from "./_train.ts";
 
 const cli = benchCli(
   "train_table",
   "usage: deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] " +
-    "[--resize N] [--no-autotune] [--no-fuse]",
+    "[--resize N] [--no-autotune] [--no-fuse] [--precision f32|f16]",
 );
 
 function parseArgs(args: string[]) {
@@ -39,7 +40,8 @@ function parseArgs(args: string[]) {
     resize?: number;
     autotune: boolean;
     fuse: boolean;
-  } = { autotune: true, fuse: true };
+    precision: Precision;
+  } = { autotune: true, fuse: true, precision: "f32" };
   cli.parse(args, {
     "--models": (value) => {
       const names = value().split(",").map((s) => s.trim()).filter((s) => s);
@@ -55,12 +57,22 @@ function parseArgs(args: string[]) {
     "--resize": (value) => out.resize = cli.positiveInt("--resize", value()),
     "--no-autotune": () => out.autotune = false,
     "--no-fuse": () => out.fuse = false,
+    "--precision": (value) => {
+      const p = value();
+      if (p !== "f32" && p !== "f16") cli.usage(`--precision must be f32 or f16, got '${p}'`);
+      out.precision = p as Precision;
+    },
   });
   return out;
 }
 
 const args = parseArgs(Deno.args);
 const gpu = await getGpu();
+if (args.precision === "f16" && !gpu.features.f16) {
+  cli.usage(
+    `--precision f16 needs the adapter's 'shader-f16' feature, which '${gpu.description}' lacks`,
+  );
+}
 let tuned = "autotune off";
 if (args.autotune) {
   const path = defaultTuningCachePath();
@@ -89,7 +101,13 @@ for (const name of models) {
     );
   }
   try {
-    const run = setupRun(gpu, name, { batch: auto.batch, resize, steps, fuse: args.fuse });
+    const run = setupRun(gpu, name, {
+      batch: auto.batch,
+      resize,
+      steps,
+      fuse: args.fuse,
+      precision: args.precision,
+    });
     await warmUp(run);
     // Best of a few epochs: other processes sharing the CPU only ever slow a run down.
     const rounds = auto.reduced ? 1 : 3;
@@ -119,7 +137,7 @@ for (const name of models) {
 
 console.log(
   `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}; ` +
-    `fusion ${args.fuse ? "on" : "off"}\n`,
+    `fusion ${args.fuse ? "on" : "off"}; precision ${args.precision}\n`,
 );
 console.log(
   "| model | batch | resize | examples/s | ms/step | peak GPU memory | timed steps |",

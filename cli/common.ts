@@ -14,6 +14,7 @@ import {
   type Model,
   MODEL_NAMES,
   type ModelName,
+  type Precision,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
@@ -189,7 +190,7 @@ export interface TrainRun {
 export function setupRun(
   gpu: Gpu,
   name: ModelName,
-  options: { batch: number; resize: number; steps: number; fuse?: boolean },
+  options: { batch: number; resize: number; steps: number; fuse?: boolean; precision?: Precision },
 ): TrainRun {
   const { batch, resize, steps } = options;
   const model = createModel(gpu, { name });
@@ -198,6 +199,7 @@ export function setupRun(
     batchSize: batch,
     resize,
     fuse: options.fuse,
+    precision: options.precision,
   });
   const data = makeSynthetic({ count: batch * steps, channels: 1, height: 28, seed: 1 });
   return { trainer, set: uploadImageSet(gpu, data), batch, steps };

@@ -7,6 +7,7 @@ import {
   DEFAULTS,
   MODEL_NAMES,
   type ModelName,
+  type Precision,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
@@ -48,6 +49,8 @@ flags (defaults: the seed recipe of each model):
   --json              one JSON object per epoch on stdout
   --plot FILE         SVG of train loss, train acc and test acc per epoch
   --no-autotune       ignore the kernel choices cached by \`deno task tune\`
+  --precision P       f32 (default) or f16: f16 activations, gradients and weight copies with f32
+                      master weights and dynamic loss scaling (needs the adapter's shader-f16)
   -h, --help          this text`;
 
 /** The parsed, validated command line. */
@@ -73,6 +76,7 @@ export interface TrainArgs {
   json: boolean;
   plot?: string;
   autotune: boolean;
+  precision: Precision;
 }
 
 function int(name: string, v: string | undefined, min: number): number | undefined {
@@ -126,6 +130,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     "json": { type: "boolean" },
     "plot": { type: "string" },
     "no-autotune": { type: "boolean" },
+    "precision": { type: "string" },
   });
   if (parsed === "help") return "help";
   const { model, values: v } = parsed;
@@ -156,7 +161,11 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     json: v.json ?? false,
     plot: v.plot,
     autotune: !v["no-autotune"],
+    precision: (v.precision ?? "f32") as Precision,
   };
+  if (args.precision !== "f32" && args.precision !== "f16") {
+    throw new UsageError(`--precision must be f32 or f16, got '${args.precision}'`);
+  }
   if (args.init && args.resume) throw new UsageError("--init and --resume cannot be combined");
   checkResizeFlag(model, args.resize);
   if (args.limitTrain !== undefined && args.batchSize > args.limitTrain) {
@@ -224,6 +233,13 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const gpu = await getGpu();
+  if (args.precision === "f16" && !gpu.features.f16) {
+    console.error(
+      `train: --precision f16 needs the adapter's 'shader-f16' feature, which ` +
+        `'${gpu.description}' lacks; use --precision f32`,
+    );
+    return 2;
+  }
   if (args.autotune) await loadTuned(gpu);
   const model = createModel(gpu, {
     name: args.model,
@@ -263,6 +279,7 @@ export async function main(argv: string[]): Promise<number> {
     augment: args.augment,
     dropout: args.dropout,
     seed: args.seed,
+    precision: args.precision,
   });
   trainer.steps = steps;
   const train = uploadImageSet(gpu, trainSet);
@@ -270,7 +287,8 @@ export async function main(argv: string[]): Promise<number> {
   if (!args.json) {
     console.log(
       `${args.model} on ${trainSet.name} (${trainSet.count} train / ${testSet.count} test, ` +
-        `${args.resize}x${args.resize}), batch ${args.batchSize}, lr ${args.lr}, ${args.epochs} epochs, ${gpu.description}`,
+        `${args.resize}x${args.resize}), batch ${args.batchSize}, lr ${args.lr}, ${args.epochs} epochs, ` +
+        `${args.precision}, ${gpu.description}`,
     );
   }
   if (startEpoch >= args.epochs) {

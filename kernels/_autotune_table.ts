@@ -217,6 +217,8 @@ function isEmpty(t: GemmTuning): boolean {
  */
 export function tunedGemm(gpu: Gpu, g: StridedGemm, tuning: GemmTuning): GemmTuning {
   if (!isEmpty(tuning)) return tuning;
+  // The tuner times f32 operands: f16 problems keep the cost model's choice.
+  if ([g.a, g.b, g.c].some((r) => r.tensor.dtype === "f16")) return tuning;
   const s = states.get(gpu);
   if (!s || (!s.recorder && (s.suspended > 0 || s.table.size === 0))) return tuning;
   const key = gemmKey(g);

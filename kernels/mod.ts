@@ -49,6 +49,7 @@ export {
   type GemmVariant,
   sumRows,
 } from "./gemm.ts";
+export * from "./loss_scale.ts";
 export * from "./lrn.ts";
 export * from "./pool.ts";
 export * from "./sgd.ts";

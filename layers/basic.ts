@@ -40,6 +40,7 @@ import {
   param,
   release,
   type StateBuffer,
+  weightFor,
 } from "./layer.ts";
 
 const NONE: readonly never[] = Object.freeze([]);
@@ -147,7 +148,7 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
     p: Conv2dParams,
     fused: { activation?: ActivationKind; yChannelOffset?: number },
   ): ConvCache => {
-    const w = weight.value!, b = bias?.value ?? undefined;
+    const w = weightFor(weight, x), b = bias?.value ?? undefined;
     if (depthwise) depthwiseConv2dForward({ y, x, w, b }, { ...p, c: cIn });
     else conv2dForward({ y, x, w, b }, { ...p, ...fused });
     return { x: x.retain(), p };
@@ -155,8 +156,15 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
   // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
   const back = (dy: Tensor, cache: ConvCache, ctx: Ctx, needDx: boolean): Tensor | null => {
     const { x, p } = cache;
-    const dx = needDx ? ctx.gpu.empty(x.shape) : undefined;
-    const io = { dx, dw: weight.grad!, db: bias?.grad ?? undefined, dy, x, w: weight.value! };
+    const dx = needDx ? ctx.gpu.empty(x.shape, { dtype: dy.dtype }) : undefined;
+    const io = {
+      dx,
+      dw: weight.grad!,
+      db: bias?.grad ?? undefined,
+      dy,
+      x,
+      w: weightFor(weight, x),
+    };
     if (depthwise) depthwiseConv2dBackward(io, { ...p, c: cIn, accumulate: true });
     else conv2dBackward(io, { ...p, accumulate: true });
     release(x);
@@ -172,7 +180,7 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
     flops,
     forward(x, ctx) {
       const p = params(x.shape);
-      const y = ctx.gpu.empty(checkConv2d(p));
+      const y = ctx.gpu.empty(checkConv2d(p), { dtype: x.dtype });
       return { y, cache: run(y, x, p, {}) };
     },
     backward: (dy, { cache, ctx, needDx }) => back(dy, cache, ctx, needDx),
@@ -182,7 +190,7 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
         flops,
         forward(x, ctx) {
           const p = params(x.shape);
-          const y = ctx.gpu.empty(checkConv2d(p));
+          const y = ctx.gpu.empty(checkConv2d(p), { dtype: x.dtype });
           return { y, cache: run(y, x, p, { activation: act }) };
         },
         backward: back,
@@ -224,7 +232,7 @@ function fusedStep<C>(
       return { y, cache: { inner: cache, y: y.retain() } };
     },
     backward(dy, { cache, ctx, needDx }) {
-      const dz = ctx.gpu.empty(dy.shape);
+      const dz = ctx.gpu.empty(dy.shape, { dtype: dy.dtype });
       activationBackward({ dx: dz, dy, y: cache.y }, { kind: act });
       release(cache.y);
       const dx = producer.backward(dz, cache.inner, ctx, needDx);
@@ -281,9 +289,9 @@ export function linear(options: LinearOptions): Layer<{ x: Tensor }> {
   // Forward saves a handle to x for the weight gradient.
   const run = (x: Tensor, ctx: Ctx, act?: ActivationKind): { y: Tensor; cache: { x: Tensor } } => {
     const [n] = check(x.shape);
-    const y = ctx.gpu.empty([n, fout]);
+    const y = ctx.gpu.empty([n, fout], { dtype: x.dtype });
     gemm(
-      { c: y, a: x, b: weight.value!, bias: bias?.value ?? undefined },
+      { c: y, a: x, b: weightFor(weight, x), bias: bias?.value ?? undefined },
       { m: n, n: fout, k: fin, transB: true, activation: act },
     );
     return { y, cache: { x: x.retain() } };
@@ -294,8 +302,8 @@ export function linear(options: LinearOptions): Layer<{ x: Tensor }> {
     const n = x.shape[0];
     let dx: Tensor | null = null;
     if (needDx) {
-      dx = ctx.gpu.empty(x.shape);
-      gemm({ c: dx, a: dy, b: weight.value! }, { m: n, n: fin, k: fout }); // dx = dy·W
+      dx = ctx.gpu.empty(x.shape, { dtype: dy.dtype });
+      gemm({ c: dx, a: dy, b: weightFor(weight, x) }, { m: n, n: fin, k: fout }); // dx = dy·W
     }
     // dW += dyᵀ·x ; db += Σ_rows dy
     gemm({ c: weight.grad!, a: dy, b: x }, { m: fout, n: fin, k: n, transA: true, beta: 1 });
@@ -355,14 +363,14 @@ export function activation(kind: ActivationKind): Layer<{ y: Tensor }> {
     outputShape: (input) => input,
     flops: () => 0,
     forward(x, ctx) {
-      const y = ctx.gpu.empty(x.shape);
+      const y = ctx.gpu.empty(x.shape, { dtype: x.dtype });
       activationForward({ y, x }, { kind });
       return { y, cache: { y: y.retain() } };
     },
     backward(dy, { cache, ctx, needDx }) {
       let dx: Tensor | null = null;
       if (needDx) {
-        dx = ctx.gpu.empty(dy.shape);
+        dx = ctx.gpu.empty(dy.shape, { dtype: dy.dtype });
         activationBackward({ dx, dy, y: cache.y }, { kind });
       }
       release(cache.y);
@@ -400,7 +408,7 @@ export function dropout(p: number): Layer<{ mask: Tensor | null; p: number }> {
     forward(x, ctx) {
       const prob = ctx.dropout ?? p;
       if (!ctx.training || prob === 0) return { y: x.retain(), cache: { mask: null, p: prob } };
-      const y = ctx.gpu.empty(x.shape);
+      const y = ctx.gpu.empty(x.shape, { dtype: x.dtype });
       const mask = ctx.gpu.empty([dropoutMaskWords(x.size)], { dtype: "u32" });
       const seed = (Math.imul(ctx.seed >>> 0, 0x9e3779b1) + Math.imul(id, 0x85ebca6b)) >>> 0;
       dropoutForward({ y, mask, x }, { p: prob, seed });
@@ -410,7 +418,7 @@ export function dropout(p: number): Layer<{ mask: Tensor | null; p: number }> {
       let dx: Tensor | null = null;
       if (needDx) {
         if (cache.mask) {
-          dx = ctx.gpu.empty(dy.shape);
+          dx = ctx.gpu.empty(dy.shape, { dtype: dy.dtype });
           dropoutBackward({ dx, dy, mask: cache.mask }, { p: cache.p });
         } else {
           dx = dy.retain();
@@ -468,7 +476,7 @@ export function maxPool2d(options: Pool2dOptions): Layer<{ argmax: Tensor; x: Sh
     forward(x, ctx) {
       const p = poolParams("MaxPool2d", x.shape, options);
       const shape = checkPool2d(p);
-      const y = ctx.gpu.empty(shape);
+      const y = ctx.gpu.empty(shape, { dtype: x.dtype });
       const argmax = ctx.gpu.empty(shape, { dtype: "i32" });
       maxPool2dForward({ y, argmax, x }, p);
       return { y, cache: { argmax, x: x.shape } };
@@ -476,7 +484,7 @@ export function maxPool2d(options: Pool2dOptions): Layer<{ argmax: Tensor; x: Sh
     backward(dy, { cache, ctx, needDx }) {
       let dx: Tensor | null = null;
       if (needDx) {
-        dx = ctx.gpu.empty(cache.x);
+        dx = ctx.gpu.empty(cache.x, { dtype: dy.dtype });
         maxPool2dBackward(
           { dx, dy, argmax: cache.argmax },
           poolParams("MaxPool2d", cache.x, options),
@@ -508,13 +516,13 @@ export function avgPool2d(options: Pool2dOptions): Layer<Shape> {
     flops: () => 0,
     forward(x, ctx) {
       const p = poolParams("AvgPool2d", x.shape, options);
-      const y = ctx.gpu.empty(checkPool2d(p));
+      const y = ctx.gpu.empty(checkPool2d(p), { dtype: x.dtype });
       avgPool2dForward({ y, x }, p);
       return { y, cache: x.shape };
     },
     backward(dy, { cache, ctx, needDx }) {
       if (!needDx) return null;
-      const dx = ctx.gpu.empty(cache);
+      const dx = ctx.gpu.empty(cache, { dtype: dy.dtype });
       avgPool2dBackward({ dx, dy }, poolParams("AvgPool2d", cache, options));
       return dx;
     },
@@ -544,13 +552,13 @@ export function globalAvgPool(): Layer<Shape> {
     outputShape: (input) => (dims(input), [input[0], input[1], 1, 1]),
     flops: () => 0,
     forward(x, ctx) {
-      const y = ctx.gpu.empty([x.shape[0], x.shape[1], 1, 1]);
+      const y = ctx.gpu.empty([x.shape[0], x.shape[1], 1, 1], { dtype: x.dtype });
       globalAvgPoolForward({ y, x }, dims(x.shape));
       return { y, cache: x.shape };
     },
     backward(dy, { cache, ctx, needDx }) {
       if (!needDx) return null;
-      const dx = ctx.gpu.empty(cache);
+      const dx = ctx.gpu.empty(cache, { dtype: dy.dtype });
       globalAvgPoolBackward({ dx, dy }, dims(cache));
       return dx;
     },
@@ -642,7 +650,7 @@ export function batchNorm(
     act?: ActivationKind,
   ): { y: Tensor; cache: BnCache | null } => {
     const p = bnParams(x.shape);
-    const y = ctx.gpu.empty(x.shape);
+    const y = ctx.gpu.empty(x.shape, { dtype: x.dtype });
     const mean = ctx.gpu.empty([c]);
     const invStd = ctx.gpu.empty([c]);
     batchNormForward({
@@ -665,7 +673,7 @@ export function batchNorm(
   // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
   const back = (dy: Tensor, cache: BnCache | null, ctx: Ctx, needDx: boolean): Tensor | null => {
     if (!cache) throw new TypeError(`${kind}: backward needs a forward in training mode`);
-    const dx = ctx.gpu.empty(cache.x.shape);
+    const dx = ctx.gpu.empty(cache.x.shape, { dtype: dy.dtype });
     batchNormBackward({
       dx,
       dweight: weight.grad!,
@@ -739,15 +747,15 @@ export function localResponseNorm(
     outputShape: (input) => checkLrn(lrnParams(input)),
     flops: () => 0,
     forward(x, ctx) {
-      const y = ctx.gpu.empty(x.shape);
-      const scale = ctx.gpu.empty(x.shape);
+      const y = ctx.gpu.empty(x.shape, { dtype: x.dtype });
+      const scale = ctx.gpu.empty(x.shape, { dtype: x.dtype });
       lrnForward({ y, scale, x }, lrnParams(x.shape));
       return { y, cache: { x: x.retain(), scale } };
     },
     backward(dy, { cache, ctx, needDx }) {
       let dx: Tensor | null = null;
       if (needDx) {
-        dx = ctx.gpu.empty(cache.x.shape);
+        dx = ctx.gpu.empty(cache.x.shape, { dtype: dy.dtype });
         lrnBackward({ dx, dy, x: cache.x, scale: cache.scale }, lrnParams(cache.x.shape));
       }
       release(cache.x, cache.scale);

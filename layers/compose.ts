@@ -211,14 +211,14 @@ export function residual(
       } else {
         shortY = x;
       }
-      const y = ctx.gpu.empty(m.y.shape);
+      const y = ctx.gpu.empty(m.y.shape, { dtype: m.y.dtype });
       addForward({ y, a: m.y, b: shortY }, { relu: true });
       m.y.dispose();
       if (conv3) shortY.dispose();
       return { y, cache: { main: m.cache, short: shortCache, y: y.retain() } };
     },
     backward(dy, { cache, ctx, needDx }) {
-      const dsum = ctx.gpu.empty(dy.shape);
+      const dsum = ctx.gpu.empty(dy.shape, { dtype: dy.dtype });
       addBackwardRelu({ dx: dsum, dy, y: cache.y });
       release(cache.y);
       const dxMain = chainBackward(dsum, { cache: cache.main, ctx, needDx });
@@ -312,7 +312,7 @@ export function inception(options: {
       }, 0),
     forward(x, ctx) {
       const shape = check(x.shape);
-      const y = ctx.gpu.empty(shape);
+      const y = ctx.gpu.empty(shape, { dtype: x.dtype });
       const hw = shape[2] * shape[3];
       if (ctx.fuse === false) {
         const caches = branches.map((b, i) => {
@@ -347,7 +347,7 @@ export function inception(options: {
       const [n, , h, w] = dy.shape;
       let dx: Tensor | null = null;
       for (let i = 0; i < branches.length; i++) {
-        const dBranch = ctx.gpu.empty([n, widths[i], h, w]);
+        const dBranch = ctx.gpu.empty([n, widths[i], h, w], { dtype: dy.dtype });
         const slice = { n, hw: h * w, cTotal, cOffset: offsets[i], c: widths[i] };
         let g: Tensor | null;
         if (cache.kind === "plain") {
@@ -461,7 +461,7 @@ export function denseBlock(
       let cur = x;
       for (let i = 0; i < numConvs; i++) {
         const c = inChannels + i * growth;
-        const next = ctx.gpu.empty([n, c + growth, h, w]);
+        const next = ctx.gpu.empty([n, c + growth, h, w], { dtype: x.dtype });
         const slice = { n, hw: h * w, cTotal: c + growth };
         if (ctx.fuse === false) {
           const f = blocks[i].forward(cur, ctx);
@@ -488,7 +488,7 @@ export function denseBlock(
       for (let i = numConvs - 1; i >= 0; i--) {
         const c = inChannels + i * growth;
         const slice = { n, hw: h * w, cTotal: c + growth };
-        const dY = ctx.gpu.empty([n, growth, h, w]);
+        const dY = ctx.gpu.empty([n, growth, h, w], { dtype: dy.dtype });
         splitChannels({ dx: dY, dy: g }, { ...slice, cOffset: c, c: growth });
         const need = i > 0 || needDx;
         const ci = cache.caches[i];

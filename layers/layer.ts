@@ -40,6 +40,11 @@ export interface Param {
   grad: Tensor | null;
   /** SGD momentum buffer (created by the optimizer on first use). */
   momentum: Tensor | null;
+  /**
+   * An f16 working copy of `value` (weights only, when the model runs in f16: `value` stays the
+   * f32 master the optimizer updates, and rewrites this copy after each step); else null.
+   */
+  half: Tensor | null;
 }
 
 /** A non-trainable f32 state tensor (BatchNorm running statistics). */
@@ -214,7 +219,25 @@ export function param(
   shape: Shape,
   options: { init: InitKind; fanIn: number; fanOut: number },
 ): Param {
-  return { name, shape, ...options, value: null, grad: null, momentum: null };
+  return { name, shape, ...options, value: null, grad: null, momentum: null, half: null };
+}
+
+/**
+ * The weight tensor a kernel should read for input `x`: the f16 working copy when `x` is f16 and
+ * the parameter has one, else the f32 master value.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { weightFor, param } from "@modern-cnn/webgpu/layers";
+ * const gpu = await getGpu();
+ * const w = param("weight", [2, 2], { init: "xavier-uniform", fanIn: 2, fanOut: 2 });
+ * w.value = gpu.zeros([2, 2]);
+ * weightFor(w, gpu.zeros([1, 2])) === w.value; // true
+ * ```
+ */
+export function weightFor(p: Param, x: Tensor): Tensor {
+  return x.dtype === "f16" && p.half ? p.half : p.value!;
 }
 
 /**

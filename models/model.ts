@@ -15,13 +15,23 @@ import {
   stateEntries,
   type StateEntry,
 } from "../layers/mod.ts";
+import { cast } from "../kernels/elementwise.ts";
 import type { HostStateDict, HostTensor } from "./safetensors.ts";
 import { type Architecture, buildArchitecture, type ModelName, type ModelOptions } from "./zoo.ts";
+
+/**
+ * Storage type of a model's activations, their gradients and the weights its kernels read:
+ * `f32`, or `f16` (f16 working copies of the weights; master weights, biases, BatchNorm
+ * parameters and statistics and every parameter gradient stay f32).
+ */
+export type Precision = "f32" | "f16";
 
 /** Options of {@linkcode createModel}. */
 export interface CreateModelOptions extends ModelOptions {
   /** Seed of the initialization; default 0. */
   readonly seed?: number;
+  /** Precision (see {@linkcode Model.setPrecision}); default f32. */
+  readonly precision?: Precision;
 }
 
 /**
@@ -82,10 +92,12 @@ export function initialValues(p: Param, random: () => number): Float32Array {
  * ```
  */
 export function createModel(gpu: Gpu, options: CreateModelOptions & { name: ModelName }): Model {
-  return new Model(gpu, {
+  const model = new Model(gpu, {
     arch: buildArchitecture(options.name, options),
     seed: options.seed ?? 0,
   });
+  if (options.precision !== undefined) model.setPrecision(options.precision);
+  return model;
 }
 
 /**
@@ -113,6 +125,7 @@ export class Model {
   readonly params: readonly (readonly [string, Param])[];
   /** Every state entry (parameters, running stats, counters), in state-dict order. */
   readonly state: readonly StateEntry[];
+  #precision: Precision = "f32";
 
   /**
    * Materializes an architecture on `gpu` with a seeded initialization.
@@ -149,6 +162,73 @@ export class Model {
         e.counter.value = 0;
       }
     }
+  }
+
+  /**
+   * The precision set by {@linkcode Model.setPrecision} (default f32).
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel } from "@modern-cnn/webgpu/models";
+   * createModel(await getGpu(), { name: "lenet" }).precision; // "f32"
+   * ```
+   */
+  get precision(): Precision {
+    return this.#precision;
+  }
+
+  /**
+   * Chooses the storage precision. `f16` gives every weight (parameters of rank >= 2) an f16
+   * working copy, cast from the f32 master value now and rewritten by the optimizer after each
+   * step (see {@linkcode Model.syncHalf}); layers read it when their input is f16, so feed inputs of
+   * dtype `model.precision`. Biases, BatchNorm parameters and statistics and all gradients
+   * stay f32. `f32` frees the copies.
+   *
+   * @throws {RangeError} for a precision other than f32/f16.
+   * @throws {TypeError} for f16 when the device lacks the `shader-f16` feature.
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel } from "@modern-cnn/webgpu/models";
+   * const gpu = await getGpu();
+   * const m = createModel(gpu, { name: "lenet" });
+   * if (gpu.features.f16) m.setPrecision("f16");
+   * ```
+   */
+  setPrecision(precision: Precision): void {
+    if (precision !== "f32" && precision !== "f16") {
+      throw new RangeError(`${this.arch.name}: precision must be f32 or f16, got ${precision}`);
+    }
+    if (precision === "f16" && !this.gpu.features.f16) {
+      throw new TypeError(
+        `${this.arch.name}: precision f16 needs the 'shader-f16' feature, which the adapter ` +
+          `'${this.gpu.description}' lacks (use f32)`,
+      );
+    }
+    this.#precision = precision;
+    for (const [, p] of this.params) {
+      p.half?.dispose();
+      p.half = precision === "f16" && p.shape.length >= 2
+        ? this.gpu.empty(p.shape, { dtype: "f16" })
+        : null;
+    }
+    this.syncHalf();
+  }
+
+  /**
+   * Rewrites every weight's f16 working copy from its f32 master value (records casts; no-op in
+   * f32). The trainer's SGD step does this itself; call it after changing master values directly.
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel } from "@modern-cnn/webgpu/models";
+   * createModel(await getGpu(), { name: "lenet" }).syncHalf();
+   * ```
+   */
+  syncHalf(): void {
+    for (const [, p] of this.params) if (p.half) cast({ y: p.half, x: p.value! });
   }
 
   /**
@@ -320,6 +400,7 @@ export class Model {
           t.data as Float32Array,
         );}
     }
+    this.syncHalf();
   }
 
   /**
@@ -338,7 +419,12 @@ export class Model {
         e.param.value?.dispose();
         e.param.grad?.dispose();
         e.param.momentum?.dispose();
-        e.param.value = e.param.grad = e.param.momentum = null;
+        e.param.half?.dispose();
+        e.param.value =
+          e.param.grad =
+          e.param.momentum =
+          e.param.half =
+            null;
       } else if (e.kind === "buffer") {
         e.buffer.value?.dispose();
         e.buffer.value = null;

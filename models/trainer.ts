@@ -8,10 +8,17 @@
 
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { prepareBatch, type PrepareBatchParams } from "../kernels/data.ts";
+import {
+  createLossScale,
+  lossScaleCheck,
+  type LossScaleOptions,
+  lossScaleUpdate,
+  readLossScale,
+} from "../kernels/loss_scale.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
 import type { Ctx } from "../layers/mod.ts";
-import type { Model } from "./model.ts";
+import type { Model, Precision } from "./model.ts";
 
 /** A data set as the trainer takes it: images `[count, channels, h, w]` as bytes, labels bytes. */
 export interface ImageSet {
@@ -53,6 +60,16 @@ export interface TrainerOptions {
   readonly std?: readonly number[];
   /** Run fused steps (see `Ctx.fuse`); default true. */
   readonly fuse?: boolean;
+  /**
+   * `f16`: mixed precision as `torch.autocast` + `GradScaler`: the model runs in f16
+   * (`Model.setPrecision`: f16 activations, gradients and weight copies; f32 master weights,
+   * biases, BatchNorm and parameter gradients) and the loss is scaled dynamically (steps whose
+   * gradients overflow are skipped on the GPU and the scale halves). Default: the model's own
+   * precision (f32 unless set).
+   */
+  readonly precision?: Precision;
+  /** The dynamic loss scaler's settings in f16 (GradScaler's defaults). */
+  readonly lossScale?: LossScaleOptions;
 }
 
 /** What one epoch measured. */
@@ -65,6 +82,10 @@ export interface EpochResult {
   readonly examples: number;
   /** Seconds of training (until the GPU finished the epoch). */
   readonly seconds: number;
+  /** In f16: the loss scale at the epoch's end. */
+  readonly lossScale?: number;
+  /** In f16: steps skipped so far because their gradients overflowed (Inf/NaN). */
+  readonly skippedSteps?: number;
 }
 
 /** A data set uploaded to the GPU once. */
@@ -160,6 +181,8 @@ export class Trainer {
   readonly options: TrainerOptions;
   /** SGD steps taken so far (momentum buffers start at the first). */
   steps = 0;
+  /** The dynamic loss scaler's state (f16 only; see kernels/loss_scale.ts). */
+  #lossScale: Tensor | null = null;
 
   /**
    * Creates a trainer for `model`.
@@ -180,6 +203,10 @@ export class Trainer {
     }
     this.model = model;
     this.options = options;
+    if (options.precision !== undefined && options.precision !== model.precision) {
+      model.setPrecision(options.precision);
+    }
+    if (model.precision === "f16") this.#lossScale = createLossScale(model.gpu, options.lossScale);
   }
 
   #batchParams(set: GpuImageSet, batch: number, train: boolean, seed: number): PrepareBatchParams {
@@ -217,8 +244,9 @@ export class Trainer {
       // Momentum buffers live as long as the model: create them outside the step's scope.
       for (const [, p] of this.model.params) p.momentum ??= gpu.zeros(p.shape);
     }
+    const lossScale = this.#lossScale ?? undefined;
     gpu.scope(() => {
-      const x = gpu.empty(this.model.inputShape(batch, o.resize));
+      const x = gpu.empty(this.model.inputShape(batch, o.resize), { dtype: this.model.precision });
       const labels = gpu.empty([batch], { dtype: "i32" });
       prepareBatch(
         { x, labels, images: set.images, srcLabels: set.labels, indices: io.indices },
@@ -227,19 +255,32 @@ export class Trainer {
       this.model.zeroGrad();
       const ctx: Ctx = { gpu, training: true, seed, dropout: o.dropout, fuse: o.fuse };
       const f = this.model.forward(x, ctx);
-      const dlogits = gpu.empty(f.y.shape);
+      const dlogits = gpu.empty(f.y.shape, { dtype: f.y.dtype });
+      // In f16 dlogits carries the loss scale (so small gradients survive f16); the parameter
+      // gradients are unscaled by sgdUpdate.
       softmaxCrossEntropy(
-        { dlogits, lossSum: io.lossSum, correct: io.correct, logits: f.y, labels },
+        { dlogits, lossSum: io.lossSum, correct: io.correct, logits: f.y, labels, lossScale },
         { n: batch, c: f.y.shape[1] },
       );
       f.y.dispose();
       this.model.backward(dlogits, { cache: f.cache, ctx });
+      // Every gradient is checked before any parameter moves: one Inf/NaN skips the whole step.
+      if (lossScale) {
+        for (const [, p] of this.model.params) lossScaleCheck({ lossScale, grad: p.grad! });
+      }
       for (const [, p] of this.model.params) {
         sgdUpdate(
-          { param: p.value!, grad: p.grad!, momentumBuf: p.momentum ?? undefined },
+          {
+            param: p.value!,
+            grad: p.grad!,
+            momentumBuf: p.momentum ?? undefined,
+            lossScale,
+            half: p.half ?? undefined,
+          },
           { lr: o.lr, momentum, weightDecay: o.weightDecay ?? 0, firstStep: this.steps === 0 },
         );
       }
+      if (lossScale) lossScaleUpdate({ lossScale });
     });
     this.steps++;
     gpu.flush();
@@ -294,7 +335,10 @@ export class Trainer {
     const [right] = await correct.toArray();
     const seconds = (performance.now() - t0) / 1000;
     for (const t of [all, lossSum, correct]) t.dispose();
-    return { loss: loss / n, trainAcc: right / n, examples: n, seconds };
+    const result = { loss: loss / n, trainAcc: right / n, examples: n, seconds };
+    if (!this.#lossScale) return result;
+    const scaler = await readLossScale(this.#lossScale);
+    return { ...result, lossScale: scaler.scale, skippedSteps: scaler.skippedSteps };
   }
 
   /**
@@ -321,7 +365,9 @@ export class Trainer {
       gpu.scope(() => {
         const indices = gpu.empty([batch], { dtype: "u32" });
         gpu.copy(all, indices, { srcOffset: s * bs * 4, bytes: batch * 4 });
-        const x = gpu.empty(this.model.inputShape(batch, this.options.resize));
+        const x = gpu.empty(this.model.inputShape(batch, this.options.resize), {
+          dtype: this.model.precision,
+        });
         const labels = gpu.empty([batch], { dtype: "i32" });
         prepareBatch(
           { x, labels, images: set.images, srcLabels: set.labels, indices },
