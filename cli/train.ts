@@ -319,11 +319,17 @@ export async function main(argv: string[]): Promise<number> {
         train_acc: r.trainAcc,
         test_acc: testAcc,
         examples_per_sec: eps,
+        ...(r.lossScale === undefined
+          ? {}
+          : { loss_scale: r.lossScale, skipped_steps: r.skippedSteps }),
       }));
     } else {
       console.log(
         `epoch ${epoch + 1}: loss ${r.loss.toFixed(3)}, train acc ${r.trainAcc.toFixed(3)}, ` +
-          `test acc ${testAcc.toFixed(3)}, ${eps.toFixed(1)} examples/sec`,
+          `test acc ${testAcc.toFixed(3)}, ${eps.toFixed(1)} examples/sec` +
+          (r.lossScale === undefined
+            ? ""
+            : ` (loss scale ${r.lossScale}, ${r.skippedSteps} steps skipped so far)`),
       );
     }
     if (args.save) {

@@ -710,9 +710,11 @@ export function conv2dBackward(
   const directX = !!io.dx && useDirectInputGrad(gpu, g, p);
   const gemmW = !directW && !!io.dw;
   const gemmX = !directX && !!io.dx;
-  // The im2col buffer holds x's columns (for dW) and dcol (for dx): f16 when what it holds is.
-  const colDType: FloatDType =
-    (!gemmW || io.x.dtype === "f16") && (!gemmX || io.dx!.dtype === "f16") ? "f16" : "f32";
+  // The im2col buffer holds x's columns (for dW) and dcol (for dx). dcol stays f32 even for an
+  // f16 dx: col2im sums each element's taps in f32 and rounds once (an f16 dcol would round every
+  // tap first, ~2x the error, and break "f16 = the f32 path rounded once per layer"). Only x's
+  // columns alone (no dx through the buffer) are stored f16, which is exact.
+  const colDType: FloatDType = !gemmX && io.x.dtype === "f16" ? "f16" : "f32";
   const xb = Math.max(
     floatBytes(io.x.dtype as FloatDType),
     io.dx ? floatBytes(io.dx.dtype as FloatDType) : 0,

@@ -209,6 +209,22 @@ export class Trainer {
     if (model.precision === "f16") this.#lossScale = createLossScale(model.gpu, options.lossScale);
   }
 
+  /**
+   * Frees the trainer's own GPU state (the loss scaler's, in f16); the model is the caller's.
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel, Trainer } from "@modern-cnn/webgpu/models";
+   * const trainer = new Trainer(createModel(await getGpu(), { name: "lenet" }), { lr: 0.9, batchSize: 256, resize: 28 });
+   * trainer.dispose();
+   * ```
+   */
+  dispose(): void {
+    this.#lossScale?.dispose();
+    this.#lossScale = null;
+  }
+
   #batchParams(set: GpuImageSet, batch: number, train: boolean, seed: number): PrepareBatchParams {
     const o = this.options;
     const augment = train && o.augment === true;

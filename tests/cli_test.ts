@@ -9,11 +9,12 @@ const ROOT = new URL("..", import.meta.url).pathname;
 async function run(
   script: string,
   args: string[],
+  env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(ROOT, "cli", script), ...args],
     cwd: ROOT,
-    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
+    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp", ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -36,6 +37,7 @@ Deno.test("train: bad flags give one clear line and exit code 2 before any work"
     [["lenet", "--frobnicate"], /frobnicate/],
     [["lenet", "--dataset", "imagenet"], /unknown dataset 'imagenet'/],
     [["lenet", "--dropout", "1.5"], /--dropout must be in \[0, 1\)/],
+    [["lenet", "--precision", "f8"], /--precision must be f32 or f16, got 'f8'/],
     [[], /no model given/],
   ];
   for (const [args, re] of cases) {
@@ -209,6 +211,20 @@ async function writeTinyIdx(dir: string, count: number): Promise<void> {
     );
   }
 }
+
+Deno.test("train --precision f16 reports the loss scale; without shader-f16 it says so", async () => {
+  const r = await run("train.ts", ["lenet-bn", ...SYN, "--epochs", "1", "--precision", "f16"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /1 epochs, f16, /);
+  assert.match(r.stdout, /epoch 1: loss [\d.]+, .* \(loss scale 65536, 0 steps skipped so far\)/);
+  // Deno's GL backend exposes no shader-f16 on llvmpipe.
+  const gl = await run("train.ts", ["lenet", ...SYN, "--precision", "f16"], {
+    DENO_WEBGPU_BACKEND: "gl",
+  });
+  assert.equal(gl.code, 2, gl.stderr);
+  assert.match(gl.stderr, /--precision f16 needs the adapter's 'shader-f16' feature/);
+  assert.equal(gl.stdout, "");
+});
 
 Deno.test("train, eval and predict on tiny IDX files written by the test", async () => {
   const dir = await Deno.makeTempDir();

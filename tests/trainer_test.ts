@@ -125,6 +125,7 @@ Deno.test(
       const bad = master.findIndex((v, i) => Math.f16round(v) !== half[i]);
       assert.equal(bad, -1, `${name}: half[${bad}] = ${half[bad]}, master ${master[bad]}`);
     }
+    trainer.dispose();
     model.dispose();
   },
 );
@@ -159,7 +160,7 @@ Deno.test(
     assert.equal(r2.skippedSteps, 0);
     const moved = await model.stateDict();
     assert.notDeepEqual(moved.get("0.weight")!.data, before.get("0.weight")!.data);
-    model.dispose();
+    for (const t of [trainer, t2, model]) t.dispose();
   },
 );
 
@@ -171,6 +172,7 @@ Deno.test("f16 and f32 trainers take nearly the same first steps", GPU_TEST, asy
     const trainer = new Trainer(model, { lr: 0.5, batchSize: 32, resize: 28, precision });
     const r = await trainer.trainEpoch(set, { epoch: 0, shuffle: false });
     const sd = await model.stateDict();
+    trainer.dispose();
     model.dispose();
     return { r, sd };
   };
