@@ -22,7 +22,14 @@
 // f32 master weights, dynamic loss scaling; the adapter needs `shader-f16`).
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
-import { DEFAULTS, MODEL_NAMES, type ModelName, type Precision } from "../models/mod.ts";
+import {
+  DEFAULTS,
+  isPrecision,
+  MODEL_NAMES,
+  type ModelName,
+  type Precision,
+  precisionUnsupported,
+} from "../models/mod.ts";
 import { benchCli } from "./_args.ts";
 import { benchBatch, setupRun, type StepTiming, timeSteps, warmUp } from "./_train.ts";
 
@@ -59,8 +66,7 @@ function parseArgs(args: string[]) {
     "--no-fuse": () => out.fuse = false,
     "--precision": (value) => {
       const p = value();
-      if (p !== "f32" && p !== "f16") cli.usage(`--precision must be f32 or f16, got '${p}'`);
-      out.precision = p as Precision;
+      out.precision = isPrecision(p) ? p : cli.usage(`--precision must be f32 or f16, got '${p}'`);
     },
   });
   return out;
@@ -68,11 +74,8 @@ function parseArgs(args: string[]) {
 
 const args = parseArgs(Deno.args);
 const gpu = await getGpu();
-if (args.precision === "f16" && !gpu.features.f16) {
-  cli.usage(
-    `--precision f16 needs the adapter's 'shader-f16' feature, which '${gpu.description}' lacks`,
-  );
-}
+const unsupported = precisionUnsupported(gpu, args.precision);
+if (unsupported) cli.usage(`--${unsupported}`);
 let tuned = "autotune off";
 if (args.autotune) {
   const path = defaultTuningCachePath();

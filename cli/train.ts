@@ -5,9 +5,11 @@ import { type Dataset, type DatasetName, loadDataset, writeFileAtomic } from "..
 import {
   createModel,
   DEFAULTS,
+  isPrecision,
   MODEL_NAMES,
   type ModelName,
   type Precision,
+  precisionUnsupported,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
@@ -163,7 +165,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     autotune: !v["no-autotune"],
     precision: (v.precision ?? "f32") as Precision,
   };
-  if (args.precision !== "f32" && args.precision !== "f16") {
+  if (!isPrecision(args.precision)) {
     throw new UsageError(`--precision must be f32 or f16, got '${args.precision}'`);
   }
   if (args.init && args.resume) throw new UsageError("--init and --resume cannot be combined");
@@ -233,11 +235,9 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const gpu = await getGpu();
-  if (args.precision === "f16" && !gpu.features.f16) {
-    console.error(
-      `train: --precision f16 needs the adapter's 'shader-f16' feature, which ` +
-        `'${gpu.description}' lacks; use --precision f32`,
-    );
+  const unsupported = precisionUnsupported(gpu, args.precision);
+  if (unsupported) {
+    console.error(`train: --${unsupported}; use --precision f32`);
     return 2;
   }
   if (args.autotune) await loadTuned(gpu);
@@ -248,6 +248,7 @@ export async function main(argv: string[]): Promise<number> {
     numClasses: Math.max(trainSet.classes.length, 1),
   });
   let startEpoch = 0, steps = 0;
+  let resumedScale: number | undefined;
   if (args.init) {
     const ck = await readCheckpoint(args.init);
     model.loadStateDict(ck.tensors, { source: args.init });
@@ -257,6 +258,9 @@ export async function main(argv: string[]): Promise<number> {
     model.loadStateDict(ck.tensors, { source: args.resume });
     startEpoch = Number(ck.metadata.epoch ?? 0);
     steps = Number(ck.metadata.steps ?? 0);
+    // An f16 run goes on at the loss scale it had reached (GradScaler's state, less its growth
+    // tracker); written by --save below.
+    if (ck.metadata.loss_scale !== undefined) resumedScale = Number(ck.metadata.loss_scale);
     const opt = optimizerPath(args.resume);
     if (args.momentum > 0) {
       const m = await readCheckpoint(opt).catch(() => null);
@@ -280,6 +284,7 @@ export async function main(argv: string[]): Promise<number> {
     dropout: args.dropout,
     seed: args.seed,
     precision: args.precision,
+    lossScale: resumedScale === undefined ? undefined : { initScale: resumedScale },
   });
   trainer.steps = steps;
   const train = uploadImageSet(gpu, trainSet);
@@ -338,6 +343,7 @@ export async function main(argv: string[]): Promise<number> {
         epoch: String(epoch + 1),
         steps: String(trainer.steps),
         format: "pt",
+        ...(r.lossScale === undefined ? {} : { loss_scale: String(r.lossScale) }),
       });
     }
     if (args.plot) {

@@ -26,6 +26,38 @@ import { type Architecture, buildArchitecture, type ModelName, type ModelOptions
  */
 export type Precision = "f32" | "f16";
 
+/** The precisions, in the order the CLIs list them. */
+export const PRECISIONS: readonly Precision[] = ["f32", "f16"];
+
+/**
+ * Whether a string names a precision.
+ *
+ * @example
+ * ```ts
+ * import { isPrecision } from "@modern-cnn/webgpu/models";
+ * isPrecision("f16"); // true
+ * ```
+ */
+export function isPrecision(v: unknown): v is Precision {
+  return (PRECISIONS as readonly unknown[]).includes(v);
+}
+
+/**
+ * Why `gpu` cannot run `precision` (a sentence naming the adapter), or null when it can.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { precisionUnsupported } from "@modern-cnn/webgpu/models";
+ * console.log(precisionUnsupported(await getGpu(), "f16") ?? "f16 runs here");
+ * ```
+ */
+export function precisionUnsupported(gpu: Gpu, precision: Precision): string | null {
+  return precision === "f16" && !gpu.features.f16
+    ? `precision f16 needs the adapter's 'shader-f16' feature, which '${gpu.description}' lacks`
+    : null;
+}
+
 /** Options of {@linkcode createModel}. */
 export interface CreateModelOptions extends ModelOptions {
   /** Seed of the initialization; default 0. */
@@ -197,15 +229,11 @@ export class Model {
    * ```
    */
   setPrecision(precision: Precision): void {
-    if (precision !== "f32" && precision !== "f16") {
+    if (!isPrecision(precision)) {
       throw new RangeError(`${this.arch.name}: precision must be f32 or f16, got ${precision}`);
     }
-    if (precision === "f16" && !this.gpu.features.f16) {
-      throw new TypeError(
-        `${this.arch.name}: precision f16 needs the 'shader-f16' feature, which the adapter ` +
-          `'${this.gpu.description}' lacks (use f32)`,
-      );
-    }
+    const unsupported = precisionUnsupported(this.gpu, precision);
+    if (unsupported) throw new TypeError(`${this.arch.name}: ${unsupported} (use f32)`);
     this.#precision = precision;
     for (const [, p] of this.params) {
       p.half?.dispose();

@@ -68,7 +68,10 @@ export interface TrainerOptions {
    * precision (f32 unless set).
    */
   readonly precision?: Precision;
-  /** The dynamic loss scaler's settings in f16 (GradScaler's defaults). */
+  /**
+   * The dynamic loss scaler's settings in f16 (GradScaler's defaults); `initScale` also resumes
+   * a run at the scale it had reached (`EpochResult.lossScale`).
+   */
   readonly lossScale?: LossScaleOptions;
 }
 
@@ -206,6 +209,8 @@ export class Trainer {
     if (options.precision !== undefined && options.precision !== model.precision) {
       model.setPrecision(options.precision);
     }
+    // Created up front (its one upload stays out of the epochs); a model switched to f16 later
+    // gets one at its first f16 step.
     if (model.precision === "f16") this.#lossScale = createLossScale(model.gpu, options.lossScale);
   }
 
@@ -260,7 +265,11 @@ export class Trainer {
       // Momentum buffers live as long as the model: create them outside the step's scope.
       for (const [, p] of this.model.params) p.momentum ??= gpu.zeros(p.shape);
     }
-    const lossScale = this.#lossScale ?? undefined;
+    // The scaler follows the model's precision at each step (it may be set after construction).
+    if (this.model.precision === "f16") {
+      this.#lossScale ??= createLossScale(gpu, this.options.lossScale);
+    }
+    const lossScale = this.model.precision === "f16" ? this.#lossScale! : undefined;
     gpu.scope(() => {
       const x = gpu.empty(this.model.inputShape(batch, o.resize), { dtype: this.model.precision });
       const labels = gpu.empty([batch], { dtype: "i32" });
@@ -352,7 +361,7 @@ export class Trainer {
     const seconds = (performance.now() - t0) / 1000;
     for (const t of [all, lossSum, correct]) t.dispose();
     const result = { loss: loss / n, trainAcc: right / n, examples: n, seconds };
-    if (!this.#lossScale) return result;
+    if (!this.#lossScale || this.model.precision !== "f16") return result;
     const scaler = await readLossScale(this.#lossScale);
     return { ...result, lossScale: scaler.scale, skippedSteps: scaler.skippedSteps };
   }

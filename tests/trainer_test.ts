@@ -176,15 +176,62 @@ Deno.test("f16 and f32 trainers take nearly the same first steps", GPU_TEST, asy
     model.dispose();
     return { r, sd };
   };
+  const init = createModel(gpu, { name: "lenet-bn", seed: 3 });
+  const start = await init.stateDict();
+  init.dispose();
   const a = await run("f32");
   const b = await run("f16");
   assertClose([b.r.loss], [a.r.loss], { rtol: 1e-2, what: "epoch loss" });
-  // Two SGD steps from the same start: each weight's update differs from f32's by f16 rounding of
-  // activations and gradients (2^-11 relative per rounding, a few dozen roundings deep).
+  // Two SGD steps from the same start: each weight's update (after − before) differs from f32's
+  // by f16 rounding of activations and gradients (2^-11 relative per rounding, a few dozen
+  // roundings deep): within 5% of the largest update of that parameter.
   for (const [k, t] of a.sd) {
-    if (t.dtype !== "F32") continue;
-    const x = a.sd.get(k)!.data as Float32Array, y = b.sd.get(k)!.data as Float32Array;
-    const scale = Math.max(...x.map(Math.abs), 1e-6);
-    assertClose(y, x, { rtol: 0, atol: 1e-2 * scale, what: `${k} after two steps` });
+    if (t.dtype !== "F32" || !k.endsWith("weight")) continue;
+    const w0 = start.get(k)!.data as Float32Array;
+    const da = Float64Array.from(t.data as Float32Array, (v, i) => v - w0[i]);
+    const db = Float64Array.from(b.sd.get(k)!.data as Float32Array, (v, i) => v - w0[i]);
+    const scale = Math.max(...da.map(Math.abs));
+    assert.ok(scale > 0, `${k} moved in f32`);
+    assertClose(db, da, { rtol: 0, atol: 5e-2 * scale, what: `${k} update after two steps` });
   }
+});
+
+Deno.test("f16 weight copies follow loadStateDict and precision switches", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const a = createModel(gpu, { name: "lenet", seed: 1, precision: "f16" });
+  const b = createModel(gpu, { name: "lenet", seed: 2 });
+  const halves = async (m: typeof a) => {
+    const out = new Map<string, Float16Array>();
+    for (const [k, p] of m.params) if (p.half) out.set(k, (await p.half.toArray()) as Float16Array);
+    return out;
+  };
+  const expectSynced = async (m: typeof a, what: string) => {
+    for (const [k, p] of m.params) {
+      if (p.shape.length < 2) {
+        assert.equal(p.half, null, `${what}: ${k} (1-D) has no f16 copy`);
+        continue;
+      }
+      const master = await p.value!.toArray();
+      const half = await p.half!.toArray();
+      const bad = master.findIndex((v, i) => Math.f16round(v) !== half[i]);
+      assert.equal(bad, -1, `${what}: ${k}[${bad}] f16 ${half[bad]}, master ${master[bad]}`);
+    }
+  };
+  await expectSynced(a, "after createModel");
+  const before = await halves(a);
+  a.loadStateDict(await b.stateDict());
+  await expectSynced(a, "after loadStateDict");
+  assert.notDeepEqual(await halves(a), before, "the copies changed with the weights");
+  a.setPrecision("f32");
+  assert.equal(a.precision, "f32");
+  for (const [k, p] of a.params) assert.equal(p.half, null, `${k}: f32 frees the copies`);
+  a.setPrecision("f16");
+  await expectSynced(a, "after f32 -> f16");
+  assert.throws(() => a.setPrecision("f8" as "f16"), RangeError);
+  // A trainer built for f32 follows a model switched to f16 afterwards: it scales the loss.
+  const t = new Trainer(b, { lr: 0.1, batchSize: 16, resize: 28 });
+  b.setPrecision("f16");
+  const r = await t.trainEpoch(uploadImageSet(gpu, toySet(16, 3)), { epoch: 0 });
+  assert.equal(r.lossScale, 65536);
+  for (const m of [t, a, b]) m.dispose();
 });
