@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { DType, Tensor } from "../gpu/mod.ts";
+import { assertShape, type DType, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 
 /** The float storage types a kernel binding can have. */
 export type FloatDType = "f32" | "f16";
@@ -30,6 +30,23 @@ export function floatDType(op: string, name: string, t: Tensor): FloatDType {
     );
   }
   return t.dtype;
+}
+
+/**
+ * Checks the shape of `t` (operand `name` of `op`; the TypeError names both shapes), then that it
+ * is a float tensor ({@linkcode floatDType}); returns its dtype.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "../gpu/mod.ts";
+ * import { checkFloat } from "./_dtype.ts";
+ * const gpu = await getGpu();
+ * checkFloat("lrn", "x", gpu.zeros([2, 3]), [2, 3]); // "f32"
+ * ```
+ */
+export function checkFloat(op: string, name: string, t: Tensor, expected: Shape): FloatDType {
+  assertShape(op, name, t.shape, expected);
+  return floatDType(op, name, t);
 }
 
 /**
@@ -66,4 +83,148 @@ export function dtypeTag(dtypes: Readonly<Record<string, FloatDType>>): string {
 /** Bytes per element of a float dtype (for binding byte offsets). */
 export function floatBytes(dtype: FloatDType): 2 | 4 {
   return dtype === "f16" ? 2 : 4;
+}
+
+/**
+ * Bytes of `count` elements of the float tensor `t` (all of them by default) rounded up to whole
+ * vec4s of its dtype (16 bytes per `vec4<f32>`, 8 per `vec4<f16>`): the size of their binding as
+ * an array of vec4s.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "../gpu/mod.ts";
+ * import { vec4Bytes } from "./_dtype.ts";
+ * const gpu = await getGpu();
+ * vec4Bytes(gpu.zeros([5])); // 32
+ * ```
+ */
+export function vec4Bytes(t: Tensor, count: number = t.size): number {
+  return Math.ceil(count / 4) * 4 * floatBytes(t.dtype as FloatDType);
+}
+
+// ------------------------------------------------------------------ WGSL generation ----
+// These return the expression itself wherever no conversion is needed, so that the WGSL of an
+// all-f32 kernel is the text it was before f16 existed. `undefined` stands for an optional
+// binding that is not bound (as f32, like floatDTypes).
+
+/**
+ * The WGSL storage element type of a binding stored as `d`: `f32` or `f16`, with `vec`
+ * `vec4<f32>` or `vec4<f16>`.
+ *
+ * @example
+ * ```ts
+ * import { storageType } from "./_dtype.ts";
+ * storageType("f16", true); // "vec4<f16>"
+ * ```
+ */
+export function storageType(d: FloatDType | undefined, vec = false): string {
+  const t = d ?? "f32";
+  return vec ? `vec4<${t}>` : t;
+}
+
+/**
+ * WGSL converting `expr`, a value of storage type `from`, to storage type `to` (scalars, or
+ * vec4s with `vec`): `expr` itself when the types agree.
+ *
+ * @example
+ * ```ts
+ * import { convert } from "./_dtype.ts";
+ * convert("x[i]", "f16", "f32", true); // "vec4<f32>(x[i])"
+ * convert("x[i]", "f32", "f32"); // "x[i]"
+ * ```
+ */
+export function convert(
+  expr: string,
+  from: FloatDType | undefined,
+  to: FloatDType | undefined,
+  vec = false,
+): string {
+  return (from ?? "f32") === (to ?? "f32") ? expr : `${storageType(to, vec)}(${expr})`;
+}
+
+/**
+ * WGSL reading `expr`, an element of a binding stored as `d`, as an f32 (a `vec4<f32>` with
+ * `vec`): converted from f16, the expression itself for f32.
+ *
+ * @example
+ * ```ts
+ * import { loadF32 } from "./_dtype.ts";
+ * loadF32("f16", "x[i]"); // "f32(x[i])"
+ * loadF32("f32", "x[i]"); // "x[i]"
+ * ```
+ */
+export function loadF32(d: FloatDType | undefined, expr: string, vec = false): string {
+  return convert(expr, d, "f32", vec);
+}
+
+/**
+ * WGSL of the f32 value `expr` (a `vec4<f32>` with `vec`) as stored into a binding of `d`:
+ * rounded once to f16, or as is for f32.
+ *
+ * @example
+ * ```ts
+ * import { storeAs } from "./_dtype.ts";
+ * storeAs("f16", "acc"); // "f16(acc)"
+ * storeAs("f16", "acc", true); // "vec4<f16>(acc)"
+ * ```
+ */
+export function storeAs(d: FloatDType | undefined, expr: string, vec = false): string {
+  return convert(expr, "f32", d, vec);
+}
+
+/**
+ * WGSL statement `target op value` (op `=` or `+=`) on `target`, an element of a binding stored
+ * as `d`, with the f32 value `value`. For f16 the result is rounded once; `+=` adds in f32.
+ *
+ * @example
+ * ```ts
+ * import { assignAs } from "./_dtype.ts";
+ * assignAs("f16", "db[c]", "+=", "s"); // "db[c] = f16(f32(db[c]) + s);"
+ * assignAs("f32", "db[c]", "+=", "s"); // "db[c] += s;"
+ * ```
+ */
+export function assignAs(
+  d: FloatDType | undefined,
+  target: string,
+  op: "=" | "+=",
+  value: string,
+): string {
+  if (d !== "f16") return `${target} ${op} ${value};`;
+  return `${target} = ${storeAs(d, op === "=" ? value : `${loadF32(d, target)} + ${value}`)};`;
+}
+
+/** Storage types of the float bindings of one kernel, by binding name (undefined: not bound). */
+export type BindingDTypes = Readonly<Record<string, FloatDType | undefined>>;
+
+/**
+ * A cache of kernels specialized on the storage types of their bindings: the returned
+ * `spec(name, dtypes, make)` gives the kernel named `name` plus the {@linkcode dtypeTag} of the
+ * bound `dtypes`, whose code is {@linkcode wgslEnable} of them followed by `make()`; built on
+ * the first call for each full name, then reused. One cache per kernel module.
+ *
+ * @example
+ * ```ts
+ * import { dtypeSpecs } from "./_dtype.ts";
+ * const spec = dtypeSpecs();
+ * const k = spec("copy", { x: "f16", y: "f32", b: undefined }, () => "// ...");
+ * k.name; // "copy_h-x"
+ * k.code; // "enable f16;\n// ..."
+ * ```
+ */
+export function dtypeSpecs(): (
+  name: string,
+  dtypes: BindingDTypes,
+  make: () => string,
+) => KernelSpec {
+  const specs = new Map<string, KernelSpec>();
+  return (name, dtypes, make) => {
+    const bound: Record<string, FloatDType> = {};
+    for (const [k, d] of Object.entries(dtypes)) if (d !== undefined) bound[k] = d;
+    const full = name + dtypeTag(bound);
+    let s = specs.get(full);
+    if (s === undefined) {
+      specs.set(full, s = { name: full, code: wgslEnable(Object.values(bound)) + make() });
+    }
+    return s;
+  };
 }

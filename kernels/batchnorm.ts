@@ -63,7 +63,14 @@ import {
 } from "../gpu/mod.ts";
 import { actBackwardFn, actForwardFn, checkActivationKind } from "./_activation_wgsl.ts";
 import { unitRanges } from "./_chunks.ts";
-import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import {
+  assignAs,
+  dtypeSpecs,
+  type FloatDType,
+  floatDType,
+  loadF32,
+  storageType,
+} from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
@@ -167,20 +174,8 @@ function checkChannel(op: string, name: string, t: Tensor, r: Resolved): FloatDT
 /** Storage types of the float bindings of one kernel, by binding name. */
 type DTypes = Readonly<Record<string, FloatDType>>;
 
-const specs = new Map<string, KernelSpec>();
-
-/**
- * The kernel `name` specialized on the storage types `dtypes` (its name gets their
- * `dtypeTag`, its code `enable f16;` where one is f16), built on first use.
- */
-function spec(name: string, dtypes: DTypes, make: () => string): KernelSpec {
-  const full = name + dtypeTag(dtypes);
-  let s = specs.get(full);
-  if (s === undefined) {
-    specs.set(full, s = { name: full, code: wgslEnable(Object.values(dtypes)) + make() });
-  }
-  return s;
-}
+/** The kernels, by name and storage types (see {@linkcode dtypeSpecs}). */
+const spec = dtypeSpecs();
 
 /**
  * Data bindings (x, y, dy, dx: arrays of `T`, f32 or vec4f) of a kernel: their storage element
@@ -228,25 +223,6 @@ class DataTypes {
   #index(name: string): string {
     return this.dtypes[name] === this.dtypes.x ? "e" : "e + p.delta";
   }
-}
-
-/** WGSL array type of a per-channel binding of dtype `d`. */
-function chArray(d: FloatDType): string {
-  return `array<${d}>`;
-}
-
-/** WGSL f32 value of `expr`, an element of a per-channel binding of dtype `d`. */
-function chLoad(d: FloatDType, expr: string): string {
-  return d === "f16" ? `f32(${expr})` : expr;
-}
-
-/**
- * WGSL statement `target op value` (op `=` or `+=`) on an element of a per-channel binding of
- * dtype `d` (for f16: the f32 value rounded once).
- */
-function chStore(d: FloatDType, target: string, op: "=" | "+=", value: string): string {
-  if (d === "f32") return `${target} ${op} ${value};`;
-  return op === "=" ? `${target} = f16(${value});` : `${target} = f16(f32(${target}) + ${value});`;
 }
 
 /**
@@ -398,12 +374,12 @@ const WG = ${WG}u;
 struct Params { n: u32, c: u32, hw: u32, chunks: u32, eps: f32, momentum: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read> x0: ${chArray(d.x)};
-@group(0) @binding(3) var<storage, read> weight: ${chArray(d.weight)};
-@group(0) @binding(4) var<storage, read_write> saveMean: ${chArray(d.saveMean)};
-@group(0) @binding(5) var<storage, read_write> saveInvStd: ${chArray(d.saveInvStd)};
-@group(0) @binding(6) var<storage, read_write> runningMean: ${chArray(d.runningMean)};
-@group(0) @binding(7) var<storage, read_write> runningVar: ${chArray(d.runningVar)};
+@group(0) @binding(2) var<storage, read> x0: array<${storageType(d.x)}>;
+@group(0) @binding(3) var<storage, read> weight: array<${storageType(d.weight)}>;
+@group(0) @binding(4) var<storage, read_write> saveMean: array<${storageType(d.saveMean)}>;
+@group(0) @binding(5) var<storage, read_write> saveInvStd: array<${storageType(d.saveInvStd)}>;
+@group(0) @binding(6) var<storage, read_write> runningMean: array<${storageType(d.runningMean)}>;
+@group(0) @binding(7) var<storage, read_write> runningVar: array<${storageType(d.runningVar)}>;
 @group(0) @binding(8) var<storage, read_write> coef: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -419,30 +395,30 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   let N = f32(p.n * p.hw);
   let d = s1 / N;
-  let mean = ${chLoad(d.x, "x0[ch * p.hw]")} + d;
+  let mean = ${loadF32(d.x, "x0[ch * p.hw]")} + d;
   let variance = max(s2 / N - d * d, 0.0);
   let invstd = 1.0 / sqrt(variance + p.eps);
-  ${chStore(d.saveMean, "saveMean[ch]", "=", "mean")}
-  ${chStore(d.saveInvStd, "saveInvStd[ch]", "=", "invstd")}
+  ${assignAs(d.saveMean, "saveMean[ch]", "=", "mean")}
+  ${assignAs(d.saveInvStd, "saveInvStd[ch]", "=", "invstd")}
   let unbiased = variance * N / max(N - 1.0, 1.0);
   ${
-    chStore(
+    assignAs(
       d.runningMean,
       "runningMean[ch]",
       "=",
-      `(1.0 - p.momentum) * ${chLoad(d.runningMean, "runningMean[ch]")} + p.momentum * mean`,
+      `(1.0 - p.momentum) * ${loadF32(d.runningMean, "runningMean[ch]")} + p.momentum * mean`,
     )
   }
   ${
-    chStore(
+    assignAs(
       d.runningVar,
       "runningVar[ch]",
       "=",
-      `(1.0 - p.momentum) * ${chLoad(d.runningVar, "runningVar[ch]")} + p.momentum * unbiased`,
+      `(1.0 - p.momentum) * ${loadF32(d.runningVar, "runningVar[ch]")} + p.momentum * unbiased`,
     )
   }
   coef[ch * 2u] = mean;
-  coef[ch * 2u + 1u] = ${chLoad(d.weight, "weight[ch]")} * invstd;
+  coef[ch * 2u + 1u] = ${loadF32(d.weight, "weight[ch]")} * invstd;
 }
 `);
 }
@@ -456,18 +432,18 @@ function evalCoefSpec(
 const WG = ${WG}u;
 struct Params { c: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> runningMean: ${chArray(d.runningMean)};
-@group(0) @binding(2) var<storage, read> runningVar: ${chArray(d.runningVar)};
-@group(0) @binding(3) var<storage, read> weight: ${chArray(d.weight)};
+@group(0) @binding(1) var<storage, read> runningMean: array<${storageType(d.runningMean)}>;
+@group(0) @binding(2) var<storage, read> runningVar: array<${storageType(d.runningVar)}>;
+@group(0) @binding(3) var<storage, read> weight: array<${storageType(d.weight)}>;
 @group(0) @binding(4) var<storage, read_write> coef: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let ch = gid.x;
   if (ch >= p.c) { return; }
-  coef[ch * 2u] = ${chLoad(d.runningMean, "runningMean[ch]")};
-  coef[ch * 2u + 1u] = ${chLoad(d.weight, "weight[ch]")} / sqrt(${
-    chLoad(d.runningVar, "runningVar[ch]")
+  coef[ch * 2u] = ${loadF32(d.runningMean, "runningMean[ch]")};
+  coef[ch * 2u + 1u] = ${loadF32(d.weight, "weight[ch]")} / sqrt(${
+    loadF32(d.runningVar, "runningVar[ch]")
   } + p.eps);
 }
 `);
@@ -579,12 +555,12 @@ function normalizeSpec(
       elementwiseWgsl(layout, data, {
         header: `@group(0) @binding(1) var<storage, read> x: ${data.array("x")};
 @group(0) @binding(2) var<storage, read> coef: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: ${chArray(d.bias)};
+@group(0) @binding(3) var<storage, read> bias: array<${storageType(d.bias)}>;
 @group(0) @binding(4) var<storage, read_write> y: ${data.array("y")};
 ${kind ? activationFns(kind) : ""}`,
         prologue: `let mean = coef[ch * 2u];
   let scale = coef[ch * 2u + 1u];
-  let shift = ${chLoad(d.bias, "bias[ch]")};`,
+  let shift = ${loadF32(d.bias, "bias[ch]")};`,
         body: `let v = (${data.load("x")} - mean) * scale + shift;
     ${data.store("y", kind ? "act(v)" : "v")}`,
       }),
@@ -619,7 +595,7 @@ function gradPartialSpec(
       partialWgsl(vec4, data, {
         header: `@group(0) @binding(1) var<storage, read> dy: ${data.array("dy")};
 @group(0) @binding(2) var<storage, read> x: ${data.array("x")};
-@group(0) @binding(3) var<storage, read> saveMean: ${chArray(d.saveMean)};
+@group(0) @binding(3) var<storage, read> saveMean: array<${storageType(d.saveMean)}>;
 @group(0) @binding(4) var<storage, read_write> partial: array<f32>;${
           kind
             ? `
@@ -627,7 +603,7 @@ function gradPartialSpec(
 ${activationFns(kind)}`
             : ""
         }`,
-        prologue: `let mean = ${chLoad(d.saveMean, "saveMean[ch]")};`,
+        prologue: `let mean = ${loadF32(d.saveMean, "saveMean[ch]")};`,
         body: `let g = ${gradExpr(data, kind)};
     s += vec2f(hsum(g), hdot(g, ${data.load("x")} - mean));`,
       }),
@@ -653,11 +629,11 @@ const WG = ${WG}u;
 struct Params { n: u32, c: u32, hw: u32, chunks: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: ${chArray(d.weight)};
-@group(0) @binding(3) var<storage, read> saveMean: ${chArray(d.saveMean)};
-@group(0) @binding(4) var<storage, read> saveInvStd: ${chArray(d.saveInvStd)};
-@group(0) @binding(5) var<storage, read_write> dweight: ${chArray(d.dweight)};
-@group(0) @binding(6) var<storage, read_write> dbias: ${chArray(d.dbias)};
+@group(0) @binding(2) var<storage, read> weight: array<${storageType(d.weight)}>;
+@group(0) @binding(3) var<storage, read> saveMean: array<${storageType(d.saveMean)}>;
+@group(0) @binding(4) var<storage, read> saveInvStd: array<${storageType(d.saveInvStd)}>;
+@group(0) @binding(5) var<storage, read_write> dweight: array<${storageType(d.dweight)}>;
+@group(0) @binding(6) var<storage, read_write> dbias: array<${storageType(d.dbias)}>;
 @group(0) @binding(7) var<storage, read_write> coef: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -671,12 +647,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     sdy += partial[o];
     sdyxm += partial[o + 1u];
   }
-  let invstd = ${chLoad(d.saveInvStd, "saveInvStd[ch]")};
-  ${chStore(d.dbias, "dbias[ch]", op, "sdy")}
-  ${chStore(d.dweight, "dweight[ch]", op, "sdyxm * invstd")}
+  let invstd = ${loadF32(d.saveInvStd, "saveInvStd[ch]")};
+  ${assignAs(d.dbias, "dbias[ch]", op, "sdy")}
+  ${assignAs(d.dweight, "dweight[ch]", op, "sdyxm * invstd")}
   let N = f32(p.n * p.hw);
-  let a = ${chLoad(d.weight, "weight[ch]")} * invstd;
-  coef[ch * 4u] = ${chLoad(d.saveMean, "saveMean[ch]")};
+  let a = ${loadF32(d.weight, "weight[ch]")} * invstd;
+  coef[ch * 4u] = ${loadF32(d.saveMean, "saveMean[ch]")};
   coef[ch * 4u + 1u] = a;
   coef[ch * 4u + 2u] = -a * invstd * invstd * sdyxm / N;
   coef[ch * 4u + 3u] = -a * sdy / N;

@@ -36,7 +36,16 @@ import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape, grid1d } from "../gpu/mod.ts";
 import { tunedConv } from "./_autotune_table.ts";
 import { LOOP_CAP } from "./_chunks.ts";
-import { dtypeTag, floatBytes, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import {
+  convert,
+  dtypeTag,
+  floatBytes,
+  type FloatDType,
+  floatDType,
+  loadF32,
+  storeAs,
+  wgslEnable,
+} from "./_dtype.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
@@ -44,10 +53,8 @@ import {
   directConvForward,
   type DirectConvShape,
   directConvWeightGrad,
-  loadF32,
   planDirectConv,
   planDirectWeightGrad,
-  storeAs,
 } from "./conv2d_direct.ts";
 import { checkActivationKind } from "./_activation_wgsl.ts";
 import {
@@ -1247,7 +1254,7 @@ function col2im(gpu: Gpu, g: Conv2dGeometry, col: TensorRange, dx: TensorRange, 
 const RUN = 16;
 
 function permuteKernel(dt: { src: FloatDType; dst: FloatDType }): { name: string; code: string } {
-  const value = dt.src === dt.dst ? "src[s + i]" : storeAs(dt.dst, loadF32(dt.src, "src[s + i]"));
+  const value = convert("src[s + i]", dt.src, dt.dst);
   return kernelSpec(
     `conv2d_permute_nc${dtypeTag({ ...dt })}`,
     () =>

@@ -40,7 +40,7 @@
  */
 
 import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
-import { dtypeTag, type FloatDType, floatDTypes, wgslEnable } from "./_dtype.ts";
+import { dtypeTag, type FloatDType, floatDTypes, loadF32, storeAs, wgslEnable } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
 import { activationWgsl } from "./_activation_wgsl.ts";
@@ -94,33 +94,6 @@ function grid(threads: number, z: number): [number, number, number] {
 function balanced(n: number, max: number): number {
   const blocks = Math.ceil(n / max);
   return Math.ceil(n / blocks);
-}
-
-/**
- * WGSL reading element `expr` of a binding stored as `dtype` as an f32 (the expression itself
- * for f32, so that f32 kernels keep their exact code).
- *
- * @example
- * ```ts
- * import { loadF32 } from "./conv2d_direct.ts";
- * loadF32("f16", "x[i]"); // "f32(x[i])"
- * ```
- */
-export function loadF32(dtype: FloatDType, expr: string): string {
-  return dtype === "f16" ? `f32(${expr})` : expr;
-}
-
-/**
- * WGSL storing the f32 value `expr` into a binding of `dtype`: rounded once to f16, or as is.
- *
- * @example
- * ```ts
- * import { storeAs } from "./conv2d_direct.ts";
- * storeAs("f16", "acc"); // "f16(acc)"
- * ```
- */
-export function storeAs(dtype: FloatDType, expr: string): string {
-  return dtype === "f16" ? `f16(${expr})` : expr;
 }
 
 // ------------------------------------------------------------------------- forward ----

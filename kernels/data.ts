@@ -24,7 +24,15 @@
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
-import { dtypeTag, type FloatDType, floatDType, floatDTypes, wgslEnable } from "./_dtype.ts";
+import {
+  dtypeTag,
+  type FloatDType,
+  floatDType,
+  floatDTypes,
+  loadF32,
+  storeAs,
+  wgslEnable,
+} from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -373,7 +381,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
       ly1 * (lx0 * pix(base, o10) + lx1 * pix(base, o11));
     var r = v / 255.0;
     if (p.normalize != 0u) { r = (r - meanOf(c)) / stdOf(c); }
-    x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox] = ${xd === "f16" ? "f16(r)" : "r"};
+    x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox] = ${storeAs(xd, "r")};
   }
 }
 `;
@@ -549,7 +557,7 @@ export function checkResize(p: ResizeParams, xShape: readonly number[]): number[
  * load, the interpolation in f32, rounded once on store).
  */
 function resizeWgsl(yd: FloatDType, xd: FloatDType): string {
-  const tap = (i: string) => (xd === "f16" ? `f32(x[${i}])` : `x[${i}]`);
+  const tap = (i: string) => loadF32(xd, `x[${i}]`);
   const v = `ly0 * (lx0 * ${tap("r0 + x0")} + lx1 * ${tap("r0 + x1")}) + ly1 * (lx0 * ${
     tap("r1 + x0")
   } + lx1 * ${tap("r1 + x1")})`;
@@ -586,7 +594,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let base = p.xBase + plane * p.inH * p.inW;
   let r0 = base + y0 * p.inW;
   let r1 = base + y1 * p.inW;
-  y[p.yBase + t] = ${yd === "f16" ? `f16(${v})` : v};
+  y[p.yBase + t] = ${storeAs(yd, v)};
 }
 `;
 }

@@ -39,9 +39,16 @@
  * @module
  */
 
-import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
+import { grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
-import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import {
+  assignAs,
+  checkFloat,
+  dtypeSpecs,
+  type FloatDType,
+  loadF32,
+  storageType,
+} from "./_dtype.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
@@ -122,12 +129,6 @@ export function checkDepthwise(p: DepthwiseParams): Shape {
   return [r.n, r.c, r.oh, r.ow];
 }
 
-/** Checks the shape of `t` and that it is f32 or f16; returns its dtype. */
-function checkFloat(op: string, name: string, t: Tensor, expected: Shape): FloatDType {
-  assertShape(op, name, t.shape, expected);
-  return floatDType(op, name, t);
-}
-
 function geometry(r: Resolved): ParamsWriter {
   return new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow)
     .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).i32(r.dh).i32(r.dw);
@@ -136,42 +137,8 @@ function geometry(r: Resolved): ParamsWriter {
 const GEOMETRY_WGSL = `c: u32, h: u32, w: u32, oh: u32, ow: u32,
   sh: i32, sw: i32, ph: i32, pw: i32, dh: i32, dw: i32,`;
 
-/** Storage types of the float bindings of one kernel, by binding name (undefined: not bound). */
-type DTypes = Readonly<Record<string, FloatDType | undefined>>;
-
-const specs = new Map<string, KernelSpec>();
-
-/**
- * The kernel `name` specialized on the storage types `dtypes` (its name gets their `dtypeTag`,
- * its code `enable f16;` where one is f16), built on first use.
- */
-function memo(name: string, dtypes: DTypes, make: () => string): KernelSpec {
-  const bound: Record<string, FloatDType> = {};
-  for (const [k, d] of Object.entries(dtypes)) if (d !== undefined) bound[k] = d;
-  const full = name + dtypeTag(bound);
-  let s = specs.get(full);
-  if (!s) specs.set(full, s = { name: full, code: wgslEnable(Object.values(bound)) + make() });
-  return s;
-}
-
-/** WGSL array type of a binding of dtype `d` (f32 when not bound). */
-function arr(d: FloatDType | undefined): string {
-  return `array<${d ?? "f32"}>`;
-}
-
-/** WGSL f32 value of `expr`, an element of a binding of dtype `d`. */
-function ld(d: FloatDType | undefined, expr: string): string {
-  return d === "f16" ? `f32(${expr})` : expr;
-}
-
-/**
- * WGSL statement `target op value` (op `=` or `+=`) on an element of a binding of dtype `d`
- * (for f16: the f32 value rounded once).
- */
-function st(d: FloatDType | undefined, target: string, op: "=" | "+=", value: string): string {
-  if (d !== "f16") return `${target} ${op} ${value};`;
-  return op === "=" ? `${target} = f16(${value});` : `${target} = f16(f32(${target}) + ${value});`;
-}
+/** The kernels, by name and storage types (see {@linkcode dtypeSpecs}). */
+const memo = dtypeSpecs();
 
 /** Outputs along a row computed by one thread of the row-convolution kernel. */
 const V = 4;
@@ -211,10 +178,10 @@ const SPAN = ${span};
 struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, owb: u32, sh: i32, ph: i32, pw: i32,
   dh: i32, total: u32, planeOff: u32, xBase: u32, yBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: ${arr(dt.x)};
-@group(0) @binding(2) var<storage, read> wt: ${arr(dt.wt)};
-${bias ? `@group(0) @binding(3) var<storage, read> bias: ${arr(dt.bias)};` : ""}
-@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> y: ${arr(dt.y)};
+@group(0) @binding(1) var<storage, read> x: array<${storageType(dt.x)}>;
+@group(0) @binding(2) var<storage, read> wt: array<${storageType(dt.wt)}>;
+${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${storageType(dt.bias)}>;` : ""}
+@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> y: array<${storageType(dt.y)}>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -238,16 +205,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     var row: array<f32, SPAN>;
     for (var t = 0; t < SPAN; t++) {
       let ix = ix0 + t;
-      if (ix >= 0 && ix < i32(p.w)) { row[t] = ${ld(dt.x, "x[rbase + u32(ix)]")}; }
+      if (ix >= 0 && ix < i32(p.w)) { row[t] = ${loadF32(dt.x, "x[rbase + u32(ix)]")}; }
     }
     for (var kx = 0; kx < KW; kx++) {
-      acc += vec4f(${taps}) * ${ld(dt.wt, `wt[wbase + u32(${wIndex})]`)};
+      acc += vec4f(${taps}) * ${loadF32(dt.wt, `wt[wbase + u32(${wIndex})]`)};
     }
   }
-  ${bias ? `acc += ${ld(dt.bias, "bias[ch]")};` : ""}
+  ${bias ? `acc += ${loadF32(dt.bias, "bias[ch]")};` : ""}
   let o = p.yBase + (plane * p.oh + oy) * p.ow + ox0;
   let n = min(p.ow - ox0, ${V}u);
-  for (var v = 0u; v < n; v++) { ${st(dt.y, "y[o + v]", "=", "acc[v]")} }
+  for (var v = 0u; v < n; v++) { ${assignAs(dt.y, "y[o + v]", "=", "acc[v]")} }
 }
 `);
 }
@@ -346,7 +313,7 @@ function backwardDataBlockSpec(
         lines.push(`  var ${d} = 0.0;`);
         lines.push(
           `  if (okY${id(a)} && okX${id(b)}) { ${d} = ${
-            ld(dt.dy, `dy[obase + u32(oy${id(a)}) * p.ow + u32(ox${id(b)})]`)
+            loadF32(dt.dy, `dy[obase + u32(oy${id(a)}) * p.ow + u32(ox${id(b)})]`)
           }; }`,
         );
       }
@@ -365,13 +332,13 @@ function backwardDataBlockSpec(
         const target = `dx[ibase + (iy0 + ${u}u) * p.w + ix0 + ${v}u]`;
         const sum = terms.length ? terms.join(" + ") : "0.0";
         body.push(
-          `  if (iy0 + ${u}u < p.h && ix0 + ${v}u < p.w) { ${st(dt.dx, target, "=", sum)} }`,
+          `  if (iy0 + ${u}u < p.h && ix0 + ${v}u < p.w) { ${assignAs(dt.dx, target, "=", sum)} }`,
         );
       }
     }
     for (const k of used) {
       const [ky, kx] = k.split("_").map(Number);
-      lines.push(`  let w${k} = ${ld(dt.wt, `wt[wbase + ${ky * kw + kx}u]`)};`);
+      lines.push(`  let w${k} = ${loadF32(dt.wt, `wt[wbase + ${ky * kw + kx}u]`)};`);
     }
     return `
 // Depthwise conv backward to the input, strided (specialized on kernel ${kh}x${kw}, stride
@@ -385,9 +352,9 @@ const WG = ${WG}u;
 struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, total: u32,
   planeOff: u32, dyBase: u32, dxBase: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: ${arr(dt.dy)};
-@group(0) @binding(2) var<storage, read> wt: ${arr(dt.wt)};
-@group(0) @binding(3) var<storage, read_write> dx: ${arr(dt.dx)};
+@group(0) @binding(1) var<storage, read> dy: array<${storageType(dt.dy)}>;
+@group(0) @binding(2) var<storage, read> wt: array<${storageType(dt.wt)}>;
+@group(0) @binding(3) var<storage, read_write> dx: array<${storageType(dt.dx)}>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -442,15 +409,15 @@ struct Params { ${GEOMETRY_WGSL}
   n: u32, owb: u32, chunk: u32, chunks: u32, stepOb: u32, stepRow: u32, xBase: u32, dyBase: u32,
   chunkOff: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: ${arr(dt.dy)};
-@group(0) @binding(2) var<storage, read> x: ${arr(dt.x)};
+@group(0) @binding(1) var<storage, read> dy: array<${storageType(dt.dy)}>;
+@group(0) @binding(2) var<storage, read> x: array<${storageType(dt.x)}>;
 
 // plane is local to the range of samples bound (which starts at element xBase of x, dyBase of dy).
 fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
   let o = p.dyBase + (plane * p.oh + oy) * p.ow + ox0;
   let n = min(p.ow - ox0, ${V}u);
   var g = vec4f(0.0);
-  for (var v = 0u; v < n; v++) { g[v] = ${ld(dt.dy, "dy[o + v]")}; }
+  for (var v = 0u; v < n; v++) { g[v] = ${loadF32(dt.dy, "dy[o + v]")}; }
   (*acc)[KK] += g.x + g.y + g.z + g.w;
   let base = p.xBase + plane * p.h * p.w;
   let iy0 = i32(oy) * p.sh - p.ph;
@@ -463,7 +430,9 @@ fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
     var row: array<f32, SPAN>;
     for (var t = 0; t < SPAN; t++) {
       let ix = ix0 + t;
-      if (t <= tmax && ix >= 0 && ix < i32(p.w)) { row[t] = ${ld(dt.x, "x[rbase + u32(ix)]")}; }
+      if (t <= tmax && ix >= 0 && ix < i32(p.w)) { row[t] = ${
+    loadF32(dt.x, "x[rbase + u32(ix)]")
+  }; }
     }
     for (var kx = 0; kx < KW; kx++) {
       (*acc)[ky * KW + kx] += dot(g, vec4f(${taps}));
@@ -566,8 +535,20 @@ function backwardWeightSerialSpec(
 // ${accumulate ? "accumulates into" : "overwrites"} dw[ch, tap] and db[ch].
 const WG = ${WG}u;
 ${unitWgsl(g, dt)}
-${hasDw ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: ${arr(dt.dw)};` : ""}
-${hasDb ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: ${arr(dt.db)};` : ""}
+${
+    hasDw
+      ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<${
+        storageType(dt.dw)
+      }>;`
+      : ""
+  }
+${
+    hasDb
+      ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<${
+        storageType(dt.db)
+      }>;`
+      : ""
+  }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -580,8 +561,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       for (var ob = 0u; ob < p.owb; ob++) { unit(b * p.c + ch, oy, ob * ${V}u, &acc); }
     }
   }
-  ${hasDw ? `for (var t = 0u; t < KK; t++) { ${st(dt.dw, "dw[ch * KK + t]", op, "acc[t]")} }` : ""}
-  ${hasDb ? st(dt.db, "db[ch]", op, "acc[KK]") : ""}
+  ${
+    hasDw
+      ? `for (var t = 0u; t < KK; t++) { ${assignAs(dt.dw, "dw[ch * KK + t]", op, "acc[t]")} }`
+      : ""
+  }
+  ${hasDb ? assignAs(dt.db, "db[ch]", op, "acc[KK]") : ""}
 }
 `);
 }
@@ -611,8 +596,20 @@ const KK1 = ${kk1}u;
 struct Params { c: u32, chunks: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-${hasDw ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: ${arr(dt.dw)};` : ""}
-${hasDb ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: ${arr(dt.db)};` : ""}
+${
+    hasDw
+      ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<${
+        storageType(dt.dw)
+      }>;`
+      : ""
+  }
+${
+    hasDb
+      ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<${
+        storageType(dt.db)
+      }>;`
+      : ""
+  }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -623,9 +620,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   var s = 0.0;
   for (var k = 0u; k < p.chunks; k++) { s += partial[(ch * p.chunks + k) * KK1 + tap]; }
   if (tap < KK1 - 1u) {
-    ${hasDw ? st(dt.dw, "dw[ch * (KK1 - 1u) + tap]", op, "s") : ""}
+    ${hasDw ? assignAs(dt.dw, "dw[ch * (KK1 - 1u) + tap]", op, "s") : ""}
   } else {
-    ${hasDb ? st(dt.db, "db[ch]", op, "s") : ""}
+    ${hasDb ? assignAs(dt.db, "db[ch]", op, "s") : ""}
   }
 }
 `);

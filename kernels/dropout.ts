@@ -20,7 +20,14 @@
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
-import { dtypeTag, floatBytes, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import {
+  dtypeTag,
+  type FloatDType,
+  floatDType,
+  storageType,
+  vec4Bytes,
+  wgslEnable,
+} from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
 
@@ -109,19 +116,8 @@ fn keep(e: u32) -> bool { return pcg(pcg(p.eOff + e) ^ p.key) >= p.threshold; }`
 
 const specs = new Map<string, KernelSpec>();
 
-/** Bytes of `t` rounded up to whole vec4s of its dtype (16 bytes for f32, 8 for f16). */
-function vec4Bytes(t: Tensor): number {
-  const unit = 4 * floatBytes(t.dtype as FloatDType);
-  return Math.ceil(t.byteLength / unit) * unit;
-}
-
 function binding(t: Tensor, vec: boolean): Binding {
   return vec ? { buffer: t.buffer, offset: 0, size: vec4Bytes(t) } : t;
-}
-
-/** WGSL storage element type: `f32`, `f16`, `vec4<f32>` or `vec4<f16>`. */
-function storageType(d: FloatDType, vec: boolean): string {
-  return vec ? `vec4<${d}>` : d;
 }
 
 /** Data dtypes of a dropout pass: the output and (when not in place) the input. */

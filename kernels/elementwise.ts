@@ -24,7 +24,18 @@
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { actBackwardFn, checkActivationKind } from "./_activation_wgsl.ts";
 import { unitRanges } from "./_chunks.ts";
-import { dtypeTag, floatBytes, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import {
+  convert,
+  dtypeTag,
+  floatBytes,
+  type FloatDType,
+  floatDType,
+  loadF32,
+  storageType,
+  storeAs,
+  vec4Bytes,
+  wgslEnable,
+} from "./_dtype.ts";
 import type { ActivationKind } from "./activation.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
@@ -34,14 +45,6 @@ const WG = 256;
 
 // ------------------------------------------------------------------ shared helpers ----
 
-/**
- * Bytes of a float tensor's binding rounded up to whole vec4s of its dtype (`vec4<f32>`, 16
- * bytes, or `vec4<f16>`, 8 bytes).
- */
-function vec4Bytes(t: Tensor): number {
-  return Math.ceil(t.size / 4) * 4 * floatBytes(t.dtype as FloatDType);
-}
-
 /** Whether a tensor can be bound as an array of vec4s of its dtype covering all its elements. */
 function fitsVec4(t: Tensor): boolean {
   return t.buffer.size >= vec4Bytes(t);
@@ -50,20 +53,6 @@ function fitsVec4(t: Tensor): boolean {
 /** The binding of a tensor as an array of vec4s (rounded up into the buffer's slack). */
 function vec4Binding(t: Tensor): Binding {
   return { buffer: t.buffer, offset: 0, size: vec4Bytes(t) };
-}
-
-/** The WGSL storage element type of a float binding: `f32`, `f16`, `vec4<f32>` or `vec4<f16>`. */
-function storageType(dtype: FloatDType, vec: boolean): string {
-  return vec ? `vec4<${dtype}>` : dtype;
-}
-
-/**
- * WGSL converting `expr`, a value stored as `from` (vec4 or scalar), to the storage type of
- * `to`; no conversion (the same text) when the types agree, so that all-f32 kernels are
- * unchanged.
- */
-function convert(expr: string, from: FloatDType, to: FloatDType, vec: boolean): string {
-  return from === to ? expr : `${storageType(to, vec)}(${expr})`;
 }
 
 function describe(t: Tensor): string {
@@ -128,12 +117,12 @@ function mapSpec(
   const stores: string[] = [];
   kernel.operands.forEach((o, j) => {
     const k = slots[j];
-    const load = convert(`b${k}[i]`, slotDtype[k], "f32", vec);
+    const load = loadF32(slotDtype[k], `b${k}[i]`, vec);
     if (o.access === "read") loads.push(`let ${o.name}: T = ${load};`);
     else if (o.access === "readwrite") loads.push(`var ${o.name}: T = ${load};`);
     else loads.push(`var ${o.name}: T;`);
     if (o.access !== "read") {
-      stores.push(`b${k}[i] = ${convert(o.name, "f32", slotDtype[k], vec)};`);
+      stores.push(`b${k}[i] = ${storeAs(slotDtype[k], o.name, vec)};`);
     }
   });
   const half = slotDtype.some((d) => d === "f16")
@@ -511,8 +500,8 @@ function sliceSpec(
   const S = (d: FloatDType) => storageType(d, vec);
   // The value of the slice (stored as valueDtype): dy itself, or the activation's backward (f32).
   const value = act
-    ? `actBackward(${convert("whole[wi]", dt.whole, "f32", vec)}, ${
-      convert("yWhole[wi]", dtypes.yWhole, "f32", vec)
+    ? `actBackward(${loadF32(dt.whole, "whole[wi]", vec)}, ${
+      loadF32(dtypes.yWhole, "yWhole[wi]", vec)
     })`
     : "whole[wi]";
   const valueDtype: FloatDType = act ? "f32" : dt.whole;
@@ -521,10 +510,9 @@ function sliceSpec(
     : kind === "split"
     ? `part[pi] = ${convert(value, valueDtype, dt.part, vec)};`
     : `part[pi] = ${
-      convert(
-        `${convert("part[pi]", dt.part, "f32", vec)} + ${convert(value, valueDtype, "f32", vec)}`,
-        "f32",
+      storeAs(
         dt.part,
+        `${loadF32(dt.part, "part[pi]", vec)} + ${loadF32(valueDtype, value, vec)}`,
         vec,
       )
     };`;

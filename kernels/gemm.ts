@@ -39,7 +39,16 @@ import {
 } from "../gpu/mod.ts";
 import { activationWgsl, checkActivationKind } from "./_activation_wgsl.ts";
 import { tunedGemm } from "./_autotune_table.ts";
-import { dtypeTag, type FloatDType, floatDTypes, wgslEnable } from "./_dtype.ts";
+import {
+  dtypeTag,
+  floatBytes,
+  type FloatDType,
+  floatDTypes,
+  loadF32,
+  storageType,
+  storeAs,
+  wgslEnable,
+} from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
 
@@ -324,7 +333,8 @@ export interface TensorRange {
  */
 export function bindingRange(t: Tensor, offset: number, count: number): TensorRange {
   const align = t.gpu.limits.minStorageBufferOffsetAlignment;
-  const bytes = t.dtype === "f16" ? 2 : 4; // u8 tensors are bound whole (offset 0)
+  // 4-byte words for u8, i32 and u32 tensors (u8 ones are bound whole, offset 0).
+  const bytes = t.dtype === "f32" || t.dtype === "f16" ? floatBytes(t.dtype) : 4;
   const startByte = Math.floor((offset * bytes) / align) * align;
   const endByte = Math.min(t.buffer.size, Math.ceil(((offset + count) * bytes) / 16) * 16);
   const size = Math.max(16, endByte - startByte);
@@ -661,24 +671,12 @@ function dtypesOf(g: StridedGemm): GemmDTypes {
   return { a: d(g.a), b: d(g.b), c: d(g.c), bias: d(g.bias) };
 }
 
-/** WGSL element type of a binding: `f32`/`f16`, or `vec4f`/`vec4<f16>` when `vec`. */
+/**
+ * WGSL element type of an A, B or C binding: {@linkcode storageType}, except that f32 vectors
+ * keep the `vec4f` spelling of the f32 kernels.
+ */
 function elemType(d: FloatDType, vec: boolean): string {
-  return vec ? (d === "f16" ? "vec4<f16>" : "vec4f") : d;
-}
-
-/** A load of `expr` from a binding of type `d`, as f32 (the expression itself when f32). */
-function loadAs(d: FloatDType, vec: boolean, expr: string): string {
-  return d === "f32" ? expr : `${vec ? "vec4f" : "f32"}(${expr})`;
-}
-
-/** An f32 value `expr` as stored to a binding of type `d` (rounded once when f16). */
-function storeAs(d: FloatDType, vec: boolean, expr: string): string {
-  return d === "f32" ? expr : `${elemType(d, vec)}(${expr})`;
-}
-
-/** The `enable f16;` line a GEMM kernel needs, if any. */
-function enableOf(dt: GemmDTypes): string {
-  return wgslEnable(Object.values(dt));
+  return vec && d === "f32" ? "vec4f" : storageType(d, vec);
 }
 
 function isVecOk(r: TensorRange, ld: number, stride: number, inner: number): boolean {
@@ -961,10 +959,10 @@ fn colOffset(j: u32) -> u32 {
 fn store(zc: u32, z: u32, i: u32, j: u32, acc: f32) {
   let idx = p.cOff + zc * p.sC + i * p.ldc + colOffset(j);
   var v = p.alpha * acc;
-  ${c.beta ? `v += p.beta * ${loadAs(dt.c, false, "c[idx]")};` : ""}
-  ${c.bias === "row" ? `v += ${loadAs(dt.bias, false, "bias[p.biasOff + z * p.sBias + i]")};` : ""}
-  ${c.bias === "col" ? `v += ${loadAs(dt.bias, false, "bias[p.biasOff + z * p.sBias + j]")};` : ""}
-  c[idx] = ${storeAs(dt.c, false, c.activation ? "act(v)" : "v")};
+  ${c.beta ? `v += p.beta * ${loadF32(dt.c, "c[idx]")};` : ""}
+  ${c.bias === "row" ? `v += ${loadF32(dt.bias, "bias[p.biasOff + z * p.sBias + i]")};` : ""}
+  ${c.bias === "col" ? `v += ${loadF32(dt.bias, "bias[p.biasOff + z * p.sBias + j]")};` : ""}
+  c[idx] = ${storeAs(dt.c, c.activation ? "act(v)" : "v")};
 }`;
 }
 
@@ -997,7 +995,7 @@ function registerKernel(c: GemmConfig): { name: string; code: string } {
     const { dt } = c;
     const vecC = !!c.vecC;
     // Row index expressions (clamped) and column ones.
-    L.push(`${enableOf(dt)}${PARAMS_WGSL}
+    L.push(`${wgslEnable(Object.values(dt))}${PARAMS_WGSL}
 ${bindingsWgsl(c)}
 ${activationWgsl(c.activation, c.vecC ? "vec4<f32>" : "f32")}
 // Thread (x, y) of workgroup (X, Y, z): the ${tm}x${tn} block of C at rows (Y*${c.wy}+y)*${tm},
@@ -1067,7 +1065,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         for (let i = 0; i < tm; i++) {
           for (let q = 0; q < ks / 4; q++) {
             out.push(
-              `    let av${i}_${q} = ${loadAs(dt.a, true, `a[ar${i} + ${kExpr} / 4u + ${q}u]`)};`,
+              `    let av${i}_${q} = ${loadF32(dt.a, `a[ar${i} + ${kExpr} / 4u + ${q}u]`, true)};`,
             );
           }
           for (let s = 0; s < ks; s++) aval[i][s] = `av${i}_${s >> 2}[${s & 3}]`;
@@ -1076,7 +1074,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         for (let s = 0; s < ks; s++) {
           out.push(`    let ak${s} = aB4 + (${kExpr} + ${s}u) * lda4;`);
           for (let i4 = 0; i4 < tm / 4; i4++) {
-            out.push(`    let av${s}_${i4} = ${loadAs(dt.a, true, `a[ak${s} + ar${i4}]`)};`);
+            out.push(`    let av${s}_${i4} = ${loadF32(dt.a, `a[ak${s} + ar${i4}]`, true)};`);
             for (let q = 0; q < 4; q++) aval[i4 * 4 + q][s] = `av${s}_${i4}[${q}]`;
           }
         }
@@ -1087,7 +1085,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
           if (c.transA) out.push(`    let ak${s} = ${koff};`);
           for (let i = 0; i < tm; i++) {
             const ai = `a[ar${i} + ${c.transA ? `ak${s}` : `${kk}`}]`;
-            out.push(`    let av${s}_${i} = ${loadAs(dt.a, false, ai)};`);
+            out.push(`    let av${s}_${i} = ${loadF32(dt.a, ai)};`);
             aval[i][s] = `av${s}_${i}`;
           }
         }
@@ -1097,7 +1095,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         for (let s = 0; s < ks; s++) {
           out.push(`    let bk${s} = (${kExpr} + ${s}u) * ldb4 + bB4;`);
           for (let j4 = 0; j4 < tn4; j4++) {
-            out.push(`    let bv${s}_${j4} = ${loadAs(dt.b, true, `b[bk${s} + bc${j4}]`)};`);
+            out.push(`    let bv${s}_${j4} = ${loadF32(dt.b, `b[bk${s} + bc${j4}]`, true)};`);
             bval[s][j4] = `bv${s}_${j4}`;
           }
         }
@@ -1105,7 +1103,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         for (let j = 0; j < tn; j++) {
           for (let q = 0; q < ks / 4; q++) {
             out.push(
-              `    let bw${j}_${q} = ${loadAs(dt.b, true, `b[bc${j} + ${kExpr} / 4u + ${q}u]`)};`,
+              `    let bw${j}_${q} = ${loadF32(dt.b, `b[bc${j} + ${kExpr} / 4u + ${q}u]`, true)};`,
             );
           }
         }
@@ -1121,7 +1119,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
           if (!c.transB) out.push(`    let bk${s} = (${kk}) * p.ldb;`);
           for (let j = 0; j < tn; j++) {
             const bj = `b[bc${j} + ${c.transB ? `${kk}` : `bk${s}`}]`;
-            out.push(`    let bs${s}_${j} = ${loadAs(dt.b, false, bj)};`);
+            out.push(`    let bs${s}_${j} = ${loadF32(dt.b, bj)};`);
           }
           for (let j4 = 0; j4 < tn4; j4++) {
             const q = [0, 1, 2, 3].map((x) => `bs${s}_${j4 * 4 + x}`).join(", ");
@@ -1172,7 +1170,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     if (c.bias === "col") {
       for (let j = 0; j < tn; j++) {
         const bj = `bias[p.biasOff + z * p.sBias + min(c0 + ${j}u, p.n - 1u)]`;
-        L.push(`  let bj${j} = ${loadAs(dt.bias, false, bj)};`);
+        L.push(`  let bj${j} = ${loadF32(dt.bias, bj)};`);
       }
     }
     for (let i = 0; i < tm; i++) {
@@ -1180,7 +1178,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       L.push(`    let ri = cz + (r0 + ${i}u) * p.ldc;`);
       if (c.bias === "row") {
         const bi = `bias[p.biasOff + z * p.sBias + r0 + ${i}u]`;
-        L.push(`    let bi = ${loadAs(dt.bias, false, bi)};`);
+        L.push(`    let bi = ${loadF32(dt.bias, bi)};`);
       }
       for (let j = 0; j < nOff; j++) {
         const guard = j === 0 ? "" : `if (c0 + ${j * step}u < p.n) `;
@@ -1188,7 +1186,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         const terms = c.vecC
           ? [`p.alpha * acc${i}_${j}`]
           : [`p.alpha * acc${i}_${j >> 2}[${j & 3}]`];
-        if (c.beta) terms.push(`p.beta * ${loadAs(dt.c, vecC, `c[${idx}]`)}`);
+        if (c.beta) terms.push(`p.beta * ${loadF32(dt.c, `c[${idx}]`, vecC)}`);
         if (c.bias === "row") terms.push(c.vecC ? "vec4f(bi)" : "bi");
         if (c.bias === "col") {
           terms.push(
@@ -1197,7 +1195,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         }
         const v = terms.join(" + ");
         L.push(
-          `    ${guard}{ c[${idx}] = ${storeAs(dt.c, vecC, c.activation ? `act(${v})` : v)}; }`,
+          `    ${guard}{ c[${idx}] = ${storeAs(dt.c, c.activation ? `act(${v})` : v, vecC)}; }`,
         );
       }
       L.push(`  }`);
@@ -1225,7 +1223,7 @@ function sharedKernel(c: GemmConfig): { name: string; code: string } {
     const loadB = c.transB
       ? `let kq = e % ${BK}u; let q = e / ${BK}u;` // B stored [n][k]: k fastest
       : `let q = e % ${BN}u; let kq = e / ${BN}u;`;
-    return `${enableOf(c.dt)}${PARAMS_WGSL}
+    return `${wgslEnable(Object.values(c.dt))}${PARAMS_WGSL}
 ${bindingsWgsl(c)}
 ${storeWgsl(c)}
 var<workgroup> saS: array<f32, ${BK * BM}>; // [BK][BM]
@@ -1249,9 +1247,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       let gr = rowT + r; let gk = k0 + kq;
       var v = 0.0;
       if (gr < p.m && gk < kEnd) {
-        v = ${
-      loadAs(c.dt.a, false, `a[aBase + ${c.transA ? "gk * p.lda + gr" : "gr * p.lda + gk"}]`)
-    };
+        v = ${loadF32(c.dt.a, `a[aBase + ${c.transA ? "gk * p.lda + gr" : "gr * p.lda + gk"}]`)};
       }
       saS[kq * ${BM}u + r] = v;
     }
@@ -1260,9 +1256,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       let gc = colT + q; let gk = k0 + kq;
       var v = 0.0;
       if (gc < p.n && gk < kEnd) {
-        v = ${
-      loadAs(c.dt.b, false, `b[bBase + ${c.transB ? "gc * p.ldb + gk" : "gk * p.ldb + gc"}]`)
-    };
+        v = ${loadF32(c.dt.b, `b[bBase + ${c.transB ? "gc * p.ldb + gk" : "gk * p.ldb + gc"}]`)};
       }
       sbS[kq * ${BN}u + q] = v;
     }
@@ -1313,7 +1307,7 @@ function epilogueKernel(
     `${segmented ? "_seg" : ""}${activation ? `_${activation}` : ""}` +
     dtypeTag({ c: dt.c, bias: dt.bias });
   return memo(name, () =>
-    `${enableOf(cbDt)}${PARAMS_WGSL}
+    `${wgslEnable(Object.values(cbDt))}${PARAMS_WGSL}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> c: array<${dt.c}>;
@@ -1431,7 +1425,7 @@ function reduceKernel(
   dt: { x: FloatDType; y: FloatDType },
 ): { name: string; code: string } {
   const name = `reduce_outer_inner${accumulate ? "_acc" : ""}${dtypeTag(dt)}`;
-  const sum = accumulate ? `${loadAs(dt.y, false, "y[yi]")} + acc` : "acc";
+  const sum = accumulate ? `${loadF32(dt.y, "y[yi]")} + acc` : "acc";
   return memo(
     name,
     () =>
@@ -1460,13 +1454,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   while (e < end) {
     let run = min(p.inner - q, end - e);
     let base = p.xOff + (o * p.mid + c) * p.inner + q;
-    for (var u = 0u; u < run; u++) { acc += ${loadAs(dt.x, false, "x[base + u]")}; }
+    for (var u = 0u; u < run; u++) { acc += ${loadF32(dt.x, "x[base + u]")}; }
     e += run;
     o += 1u;
     q = 0u;
   }
   let yi = p.yOff + s * p.mid + c;
-  y[yi] = ${storeAs(dt.y, false, sum)};
+  y[yi] = ${storeAs(dt.y, sum)};
 }`,
   );
 }

@@ -26,9 +26,9 @@
  * @module
  */
 
-import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
+import { grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
-import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import { checkFloat, dtypeTag, type FloatDType, storageType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
@@ -95,12 +95,6 @@ export function checkLrn(p: LrnParams): Shape {
   return [r.n, r.c, r.h, r.w];
 }
 
-/** Checks an operand's shape, then its dtype (f32 or f16), which it returns. */
-function checkFloat(op: string, name: string, t: Tensor, expected: Shape): FloatDType {
-  assertShape(op, name, t.shape, expected);
-  return floatDType(op, name, t);
-}
-
 /**
  * Records one dispatch per range of whole samples that fits one binding (vec4 units when `h * w`
  * is a multiple of 4): every tensor is bound over the range, which starts at element `base` of
@@ -142,11 +136,6 @@ function paramsWgsl(bases: readonly string[]): string {
   return `struct Params { total: u32, c: u32, hw: u32, size: i32, alphaN: f32, beta: f32,
   k: f32, ${bases.map((b) => `${b}: u32`).join(", ")} }
 @group(0) @binding(0) var<uniform> p: Params;`;
-}
-
-/** WGSL storage element type of a binding: `f32`, `f16`, `vec4<f32>` or `vec4<f16>`. */
-function storageType(d: FloatDType, vec4: boolean): string {
-  return vec4 ? `vec4<${d}>` : d;
 }
 
 const specs = new Map<string, KernelSpec>();

@@ -30,7 +30,7 @@
 
 import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
-import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import { checkFloat, dtypeTag, type FloatDType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange, type TensorRange } from "./gemm.ts";
@@ -116,12 +116,6 @@ function resolve(op: string, p: Pool2dParams): Resolved {
 export function checkPool2d(p: Pool2dParams): Shape {
   const r = resolve("pool2d", p);
   return [r.n, r.c, r.oh, r.ow];
-}
-
-/** Checks a float operand's shape, then its dtype (f32 or f16), which it returns. */
-function checkFloat(op: string, name: string, t: Tensor, expected: Shape): FloatDType {
-  assertShape(op, name, t.shape, expected);
-  return floatDType(op, name, t);
 }
 
 function checkI32(op: string, name: string, t: Tensor, expected: Shape): void {

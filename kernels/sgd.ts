@@ -13,7 +13,15 @@
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
-import { dtypeTag, floatBytes, floatDType, wgslEnable } from "./_dtype.ts";
+import {
+  dtypeTag,
+  floatBytes,
+  type FloatDType,
+  floatDType,
+  storageType,
+  vec4Bytes,
+  wgslEnable,
+} from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import { elementwiseMap, type ElementwiseMapKernel, type MapAccess } from "./elementwise.ts";
 import { checkLossScale } from "./loss_scale.ts";
@@ -156,7 +164,7 @@ const mixedSpecs = new Map<string, KernelSpec>();
  */
 function _mixedSpec(
   r: Resolved,
-  o: { scaled: boolean; half: "f32" | "f16" | null; vec: boolean },
+  o: { scaled: boolean; half: FloatDType | null; vec: boolean },
 ): KernelSpec {
   const useMomentum = r.momentum > 0;
   const tag = o.half ? dtypeTag({ half: o.half }) : "";
@@ -166,7 +174,7 @@ function _mixedSpec(
   const hit = mixedSpecs.get(name);
   if (hit) return hit;
   const T = o.vec ? "vec4<f32>" : "f32";
-  const H = o.half ? (o.vec ? `vec4<${o.half}>` : o.half) : "";
+  const H = o.half ? storageType(o.half, o.vec) : "";
   const decls = [
     `@group(0) @binding(1) var<storage, read_write> paramB: array<T>;`,
     `@group(0) @binding(2) var<storage, read> gradB: array<T>;`,
@@ -254,17 +262,15 @@ function _mixedUpdate(
   if (n === 0) return;
   // vec4 when every float binding has room for the last, partial vector (the lanes past the end
   // compute on the buffer's slack, never read); else the scalar path.
-  const vec = floats.every(([, t]) =>
-    t.buffer.size >= Math.ceil(t.size / 4) * 4 * floatBytes(t.dtype as "f32" | "f16")
-  );
+  const vec = floats.every(([, t]) => t.buffer.size >= vec4Bytes(t));
   const spec = _mixedSpec(r, { scaled: io.lossScale !== undefined, half, vec });
   const gpu = io.param.gpu;
   // Range starts are multiples of the binding offset alignment for 2-byte elements (hence for
   // 4-byte ones) and of 4: every range starts at element 0 (vector 0) of its bindings.
   const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / 2);
   const bind = (t: Tensor, e0: number, count: number): Binding => {
-    const bytes = floatBytes(t.dtype as "f32" | "f16");
-    const size = vec ? Math.ceil(count / 4) * 4 * bytes : Math.ceil((count * bytes) / 4) * 4;
+    const bytes = floatBytes(t.dtype as FloatDType);
+    const size = vec ? vec4Bytes(t, count) : Math.ceil((count * bytes) / 4) * 4;
     return { buffer: t.buffer, offset: e0 * bytes, size };
   };
   for (const [e0, e1] of unitRanges(op, gpu, n, 1, quantum)) {

@@ -28,7 +28,7 @@
 
 import { formatShape, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { bindingLimit, LOOP_BUDGET, unitRanges } from "./_chunks.ts";
-import { dtypeTag, type FloatDType, floatDType, wgslEnable } from "./_dtype.ts";
+import { dtypeTag, type FloatDType, floatDType, loadF32, storeAs, wgslEnable } from "./_dtype.ts";
 import { checkLossScale } from "./loss_scale.ts";
 import { ParamsWriter } from "./_params.ts";
 import { bindingRange } from "./gemm.ts";
@@ -184,7 +184,7 @@ function spec(kind: Kind, partial: boolean, types: SpecTypes): KernelSpec {
   const lg = kind === "ce_inplace" ? "read_write" : "read";
   const dl = kind === "ce_inplace" ? "logits" : "dlogits";
   const dlType = kind === "ce_inplace" ? types.logits : types.dlogits;
-  const load = (i: string) => types.logits === "f16" ? `f32(logits[${i}])` : `logits[${i}]`;
+  const load = (i: string) => loadF32(types.logits, `logits[${i}]`);
   const decls = ce
     ? `@group(0) @binding(1) var<storage, read_write> lossOut: array<f32>;
 @group(0) @binding(2) var<storage, read_write> hitsOut: array<u32>;
@@ -208,7 +208,7 @@ ${
   const grad = scaled
     ? `(exp(${load("base + j")} - m) * invS - tgt) * p.invN * scale`
     : `(exp(${load("base + j")} - m) * invS - tgt) * p.invN`;
-  const stored = dlType === "f16" ? "f16(select(0.0, g, valid))" : "select(0.0, g, valid)";
+  const stored = storeAs(dlType, "select(0.0, g, valid)");
   const lossPart = ce
     ? `var s = 0.0;
     var sumz = 0.0;

@@ -12,13 +12,17 @@ import {
 import {
   assertClose,
   checkGradient,
-  type CloseOptions,
   f16,
+  F16_TEST,
   f16Tolerance,
   f32,
   GPU_TEST,
+  maxAbs,
+  outTol,
   Rng,
   roundF16,
+  stored,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 import { activationBackwardRef, activationForwardRef } from "./cpu_ref/activation.ts";
@@ -224,21 +228,12 @@ function exactTensor16(gpu: Gpu, data: Float16Array): Tensor {
   return t;
 }
 
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
 /**
- * Tolerance of an activation output: f16Tolerance for an f16 output; for an f32 one, the f32
- * evaluation's error (as in the f32 tests above). No reduction: f is evaluated in f32 (error
- * < 1e-6 relative, 1/500 of an f16 half-ulp), then rounded once; extra 0.01 covers that f32
- * error where it tips the rounding.
+ * `extra` of the f16 outputs: no reduction, f is evaluated in f32 (error < 1e-6 relative, 1/500 of
+ * an f16 half-ulp), then rounded once; 0.01 covers that f32 error where it tips the rounding. f32
+ * outputs keep the f32 evaluation's error (as in the f32 tests above).
  */
-function tolFor(dtype: "f32" | "f16", ref: ArrayLike<number>, f32Tol: CloseOptions): CloseOptions {
-  return dtype === "f16" ? f16Tolerance(maxAbs(ref), 0.01) : f32Tol;
-}
+const EXTRA = 0.01;
 
 /** dtype mixes: training (x, y, dx, dy all f16) and others. */
 const F16_MIXES = [
@@ -249,21 +244,16 @@ const F16_MIXES = [
 
 Deno.test(
   "f16: activation forward/backward match the CPU on f16-rounded inputs",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(17);
     for (const n of [7, 1001]) {
       const xs = inputs(rng, n), dys = rng.normalArray(n);
       for (const mix of F16_MIXES) {
-        const x = mix.x === "f16" ? gpu.tensor(f16(xs), { shape: [n] }) : gpu.tensor(f32(xs), {
-          shape: [n],
-        });
-        const dy = mix.dy === "f16"
-          ? gpu.tensor(f16(dys), { shape: [n] })
-          : gpu.tensor(f32(dys), { shape: [n] });
-        const xRef = mix.x === "f16" ? roundF16(xs) : f32(xs);
-        const dyRef = mix.dy === "f16" ? roundF16(dys) : f32(dys);
+        const x = tensorOf(gpu, xs, { dtype: mix.x, shape: [n] });
+        const dy = tensorOf(gpu, dys, { dtype: mix.dy, shape: [n] });
+        const xRef = stored(xs, mix.x), dyRef = stored(dys, mix.dy);
         for (const kind of KINDS) {
           const what = `${kind} n=${n} ${JSON.stringify(mix)}`;
           const y = gpu.empty([n], { dtype: mix.y });
@@ -272,16 +262,26 @@ Deno.test(
           activationBackward({ dx, dy, y }, { kind });
           const yGpu = await y.toArray();
           const yRef = activationForwardRef(xRef, kind);
-          assertClose(yGpu, yRef, {
-            ...tolFor(mix.y, yRef, { rtol: 2e-6, atol: 1e-7 }),
-            what: `forward ${what}`,
-          });
+          assertClose(
+            yGpu,
+            yRef,
+            outTol(mix.y, yRef, {
+              extra: EXTRA,
+              f32: { rtol: 2e-6, atol: 1e-7 },
+              what: `forward ${what}`,
+            }),
+          );
           // The backward from the y the kernel read (f16 values when y is f16).
           const dxRef = activationBackwardRef(dyRef, yGpu, kind);
-          assertClose(await dx.toArray(), dxRef, {
-            ...tolFor(mix.dx, dxRef, { rtol: 1e-5, atol: 1e-7 }),
-            what: `backward ${what}`,
-          });
+          assertClose(
+            await dx.toArray(),
+            dxRef,
+            outTol(mix.dx, dxRef, {
+              extra: EXTRA,
+              f32: { rtol: 1e-5, atol: 1e-7 },
+              what: `backward ${what}`,
+            }),
+          );
           y.dispose();
           dx.dispose();
         }
@@ -294,7 +294,7 @@ Deno.test(
 
 Deno.test(
   "f16: activation in place on exact-size buffers (scalar path); kinks; extremes",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(18);
@@ -305,12 +305,12 @@ Deno.test(
         activationForward({ y: t, x: t }, { kind });
         const y = await t.toArray();
         const yRef = activationForwardRef(xs, kind);
-        assertClose(y, yRef, { ...f16Tolerance(maxAbs(yRef), 0.01), what: `${kind} in place` });
+        assertClose(y, yRef, { ...f16Tolerance(maxAbs(yRef), EXTRA), what: `${kind} in place` });
         const g = exactTensor16(gpu, dys);
         activationBackward({ dx: g, dy: g, y: t }, { kind });
         const dxRef = activationBackwardRef(dys, y, kind);
         assertClose(await g.toArray(), dxRef, {
-          ...f16Tolerance(maxAbs(dxRef), 0.01),
+          ...f16Tolerance(maxAbs(dxRef), EXTRA),
           what: `${kind} backward in place`,
         });
         t.dispose();
@@ -329,7 +329,7 @@ Deno.test(
       const yv = await y.toArray(), dxv = await dx.toArray();
       assert.ok(yv.every(Number.isFinite) && dxv.every(Number.isFinite), `${kind}: ${yv} / ${dxv}`);
       const yRef = activationForwardRef(xs, kind);
-      assertClose(yv, yRef, { ...f16Tolerance(1, 0.01), what: `${kind} extremes` });
+      assertClose(yv, yRef, { ...f16Tolerance(1, EXTRA), what: `${kind} extremes` });
       if (kind === "relu") assert.deepEqual([dxv[0], dxv[2]], [0, 1], "relu'(0) = 0");
       if (kind === "relu6") {
         assert.deepEqual(
@@ -346,7 +346,7 @@ Deno.test(
 
 Deno.test(
   "f16: a non-float tensor in a float slot throws TypeError naming the op",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const h = gpu.zeros([2, 3], { dtype: "f16" }), u = gpu.zeros([2, 3], { dtype: "u32" });
@@ -373,7 +373,7 @@ Deno.test(
 
 Deno.test(
   "f16: every dtype mix equals the all-f32 kernel on the same values, rounded once",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(19);

@@ -15,15 +15,14 @@ import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/
 import {
   assertClose,
   checkGradient,
-  type CloseOptions,
-  f16,
-  f16Tolerance,
+  F16_TEST,
   f32,
   f64,
   GPU_TEST,
-  type Numeric,
+  outTol,
   Rng,
-  roundF16,
+  stored,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 import {
@@ -770,36 +769,6 @@ const MIXED: BnDTypes = {
   dbias: "f16",
 };
 
-/** `a` as a tensor of dtype `d` stores it, in Float64. */
-function stored(d: Float, a: Numeric): Float64Array {
-  return d === "f16" ? roundF16(a) : f64(f32(a));
-}
-
-/** A tensor of dtype `d` holding `a`. */
-function tensorOf(gpu: Gpu, d: Float, a: Numeric, shape: Shape): Tensor {
-  return d === "f16" ? gpu.tensor(f16(a), { shape }) : gpu.tensor(f32(a), { shape });
-}
-
-function maxAbs(a: Numeric): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
-/**
- * Tolerance of an output of dtype `d` with reference `ref`: `f16Tolerance(max |ref|, extra)`
- * for f16, else `f32tol`.
- */
-function tolFor(
-  d: Float,
-  ref: Numeric,
-  extra: number,
-  f32tol: CloseOptions,
-  what: string,
-): CloseOptions {
-  return { ...(d === "f16" ? f16Tolerance(maxAbs(ref), extra) : f32tol), what };
-}
-
 /**
  * One f16 case: training forward (optionally fused with `kind`), backward accumulating into
  * the previous gradients, then eval forward, every tensor stored as `dt` says; checked against
@@ -827,23 +796,24 @@ async function halfCase(
   const [w0, b0] = kind
     ? fusedAffine(rng, c, kind)
     : [rng.uniformArray(c, 0.5, 1.5), rng.normalArray(c)];
-  const w = stored(dt.weight, w0), b = stored(dt.bias, b0);
-  const x = stored(dt.x, rng.normalArray(size).map((v) => cs.offset + 2 * v));
-  const dy = stored(dt.dy, rng.normalArray(size));
-  const prevW = stored(dt.dweight, rng.normalArray(c)),
-    prevB = stored(dt.dbias, rng.normalArray(c));
+  const w = stored(w0, dt.weight), b = stored(b0, dt.bias);
+  const x = stored(rng.normalArray(size).map((v) => cs.offset + 2 * v), dt.x);
+  const dy = stored(rng.normalArray(size), dt.dy);
+  const prevW = stored(rng.normalArray(c), dt.dweight),
+    prevB = stored(rng.normalArray(c), dt.dbias);
   const st: BnState = {
     saveMean: gpu.empty([c], { dtype: dt.saveMean }),
     saveInvStd: gpu.empty([c], { dtype: dt.saveInvStd }),
-    runningMean: tensorOf(gpu, dt.runningMean, new Float64Array(c), [c]),
-    runningVar: tensorOf(gpu, dt.runningVar, new Float64Array(c).fill(1), [c]),
-    weight: tensorOf(gpu, dt.weight, w, [c]),
-    bias: tensorOf(gpu, dt.bias, b, [c]),
+    runningMean: tensorOf(gpu, new Float64Array(c), { dtype: dt.runningMean, shape: [c] }),
+    runningVar: tensorOf(gpu, new Float64Array(c).fill(1), { dtype: dt.runningVar, shape: [c] }),
+    weight: tensorOf(gpu, w, { dtype: dt.weight, shape: [c] }),
+    bias: tensorOf(gpu, b, { dtype: dt.bias, shape: [c] }),
   };
-  const xt = tensorOf(gpu, dt.x, x, shape), dyt = tensorOf(gpu, dt.dy, dy, shape);
+  const xt = tensorOf(gpu, x, { dtype: dt.x, shape });
+  const dyt = tensorOf(gpu, dy, { dtype: dt.dy, shape });
   const y = gpu.empty(shape, { dtype: dt.y }), dx = gpu.empty(shape, { dtype: dt.dx });
-  const dweight = tensorOf(gpu, dt.dweight, prevW, [c]);
-  const dbias = tensorOf(gpu, dt.dbias, prevB, [c]);
+  const dweight = tensorOf(gpu, prevW, { dtype: dt.dweight, shape: [c] });
+  const dbias = tensorOf(gpu, prevB, { dtype: dt.dbias, shape: [c] });
   batchNormForward({ ...st, y, x: xt }, { ...p, training: true, activation: kind });
   batchNormBackward({
     dx,
@@ -866,52 +836,80 @@ async function halfCase(
   }
   const ref = batchNormTrainRef(n, c, hw, x, w, b, p.eps);
   const yRef = kind ? activationForwardRef(ref.y, kind) : ref.y;
-  assertClose(ys, yRef, tolFor(dt.y, yRef, extra, tol, `y ${what}`));
+  assertClose(ys, yRef, outTol(dt.y, yRef, { extra, f32: tol, what: `y ${what}` }));
   assertClose(
     mean,
     ref.mean,
-    tolFor(dt.saveMean, ref.mean, extra, { rtol: 1e-5, atol: 1e-5 }, `saveMean ${what}`),
+    outTol(dt.saveMean, ref.mean, {
+      extra,
+      f32: { rtol: 1e-5, atol: 1e-5 },
+      what: `saveMean ${what}`,
+    }),
   );
   assertClose(
     invstd,
     ref.invstd,
-    tolFor(dt.saveInvStd, ref.invstd, extra, { rtol: 1e-4, atol: 0 }, `saveInvStd ${what}`),
+    outTol(dt.saveInvStd, ref.invstd, {
+      extra,
+      f32: { rtol: 1e-4, atol: 0 },
+      what: `saveInvStd ${what}`,
+    }),
   );
   const rmRef = new Float64Array(c), rvRef = new Float64Array(c).fill(1);
   updateRunningRef(rmRef, rvRef, ref.mean, ref.unbiasedVar, p.momentum);
   assertClose(
     rm,
     rmRef,
-    tolFor(dt.runningMean, rmRef, extra, { rtol: 1e-5, atol: 1e-5 }, `runningMean ${what}`),
+    outTol(dt.runningMean, rmRef, {
+      extra,
+      f32: { rtol: 1e-5, atol: 1e-5 },
+      what: `runningMean ${what}`,
+    }),
   );
   assertClose(
     rv,
     rvRef,
-    tolFor(dt.runningVar, rvRef, extra, { rtol: 1e-4, atol: 1e-5 }, `runningVar ${what}`),
+    outTol(dt.runningVar, rvRef, {
+      extra,
+      f32: { rtol: 1e-4, atol: 1e-5 },
+      what: `runningVar ${what}`,
+    }),
   );
   // The backward reads the stored y (through the activation's backward) and statistics.
   const dz = kind ? activationBackwardRef(dy, ys, kind) : dy;
   const g = batchNormBackwardRef(n, c, hw, dz, x, w, mean, invstd);
-  assertClose(dxs, g.dx, tolFor(dt.dx, g.dx, extra, tol, `dx ${what}`));
+  assertClose(dxs, g.dx, outTol(dt.dx, g.dx, { extra, f32: tol, what: `dx ${what}` }));
   const expW = g.dweight.map((v, i) => v + prevW[i]), expB = g.dbias.map((v, i) => v + prevB[i]);
   const gtol = { rtol: 1e-4, atol: 1e-3 };
-  assertClose(dws, expW, tolFor(dt.dweight, expW, extra, gtol, `dweight += ${what}`));
-  assertClose(dbs, expB, tolFor(dt.dbias, expB, extra, gtol, `dbias += ${what}`));
+  assertClose(
+    dws,
+    expW,
+    outTol(dt.dweight, expW, { extra, f32: gtol, what: `dweight += ${what}` }),
+  );
+  assertClose(
+    dbs,
+    expB,
+    outTol(dt.dbias, expB, { extra, f32: gtol, what: `dbias += ${what}` }),
+  );
 
   // Eval with the (stored) running statistics.
-  const xe = stored(dt.x, rng.normalArray(size).map((v) => cs.offset + v));
-  const xet = tensorOf(gpu, dt.x, xe, shape);
+  const xe = stored(rng.normalArray(size).map((v) => cs.offset + v), dt.x);
+  const xet = tensorOf(gpu, xe, { dtype: dt.x, shape });
   batchNormForward({ ...st, y, x: xet }, { ...p, training: false, activation: kind });
   const eRef0 = batchNormEvalRef(n, c, hw, xe, rm, rv, w, b, p.eps);
   const eRef = kind ? activationForwardRef(eRef0, kind) : eRef0;
   // no reduction: f32 roundings of the coefficients and of the normalization only
-  assertClose(await y.toArray(), eRef, tolFor(dt.y, eRef, 0.01, tol, `eval y ${what}`));
+  assertClose(
+    await y.toArray(),
+    eRef,
+    outTol(dt.y, eRef, { extra: 0.01, f32: tol, what: `eval y ${what}` }),
+  );
   for (const t of [xt, dyt, y, dx, dweight, dbias, xet, ...Object.values(st)]) t.dispose();
 }
 
 Deno.test(
   "batch norm f16 (training configuration: f16 x, y, dy, dx; f32 parameters, statistics, gradients) matches the CPU on f16-rounded inputs",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(21);
@@ -939,7 +937,7 @@ Deno.test(
 
 Deno.test(
   "batch norm with f32 x / dx, f16 y / dy and f16 parameters and statistics, split into ranges of samples, matches the CPU",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(22);

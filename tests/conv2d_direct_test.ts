@@ -24,11 +24,14 @@ import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import {
   assertClose,
   f16,
+  F16_TEST,
   f16Tolerance,
   f32,
   GPU_TEST,
+  maxAbs,
   Rng,
   roundF16,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
@@ -442,9 +445,6 @@ const TRAIN = {
   db: "f32",
 } as const;
 
-const maxAbs = (a: ArrayLike<number>) =>
-  Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-
 /** Another mix: f32 activations and input gradient, f16 parameters, dy and parameter gradients. */
 const OTHER = {
   x: "f32",
@@ -466,8 +466,8 @@ async function runF16(
 ) {
   const gpu = await testGpu();
   const { s } = d;
-  const up = (a: ArrayLike<number>, t: Store, shape: number[]) =>
-    t === "f16" ? gpu.tensor(f16(a), { shape }) : gpu.tensor(f32(a), { shape });
+  const up = (a: ArrayLike<number>, dtype: Store, shape: number[]) =>
+    tensorOf(gpu, a, { dtype, shape });
   const nan = (t: Store, shape: number[]) => up(new Float64Array(count(shape)).fill(NaN), t, shape);
   const x = up(d.x, mix.x, s.x), w = up(d.w, mix.w, s.w), dy = up(d.dy, mix.dy, s.y);
   const b = d.b ? up(d.b, mix.b, [p.cOut]) : undefined;
@@ -500,7 +500,7 @@ const F16_CONFIGS: [string, Conv2dParams, boolean, boolean][] = [
   CONFIGS[8].slice(0, 4) as [string, Conv2dParams, boolean, boolean],
 ];
 
-Deno.test("direct conv2d f16 (forced, training mix) vs CPU reference", GPU_TEST, async () => {
+Deno.test("direct conv2d f16 (forced, training mix) vs CPU reference", F16_TEST, async () => {
   let seed = 1300;
   for (const [label, p, bias, directDx] of F16_CONFIGS) {
     const d = data(p, seed++, bias);
@@ -529,7 +529,7 @@ Deno.test("direct conv2d f16 (forced, training mix) vs CPU reference", GPU_TEST,
   }
 });
 
-Deno.test("direct conv2d f16: integer data is reproduced exactly", GPU_TEST, async () => {
+Deno.test("direct conv2d f16: integer data is reproduced exactly", F16_TEST, async () => {
   // Small integers: every product and partial sum is an integer well below 2048, so the f16
   // paths must match the reference exactly (the f32 scratch of LeNet conv2's chunks included).
   const rng = new Rng(1320);
@@ -556,7 +556,7 @@ Deno.test("direct conv2d f16: integer data is reproduced exactly", GPU_TEST, asy
 
 Deno.test(
   "direct kernels f16: forced blockings, chunks summed in f32 into an f16 channel slice",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const p: Conv2dParams = { n: 3, cIn: 4, h: 8, w: 9, cOut: 5, kernel: 3, padding: 1 };
@@ -631,7 +631,7 @@ Deno.test(
 
 Deno.test(
   "direct conv2d f16: another mix, and chunks of images give the same results",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const p: Conv2dParams = { n: 5, cIn: 3, h: 9, w: 7, cOut: 5, kernel: 3, padding: 1 };
     const d = data(p, 1340, true);

@@ -18,11 +18,16 @@ import {
   assertClose,
   checkGradient,
   f16,
+  F16_TEST,
   f16Tolerance,
   f32,
   GPU_TEST,
+  maxAbs,
+  outTol,
   Rng,
   roundF16,
+  stored,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
@@ -1148,19 +1153,12 @@ const OTHER: Mix = {
   db: "f16",
 };
 
-/** What a tensor of storage type `d` holds of `a`, as Float64 (the CPU reference's input). */
-const stored = (a: ArrayLike<number>, d: Store) =>
-  d === "f16" ? roundF16(a) : Float64Array.from(a, (v) => Math.fround(v));
-
-const maxAbs = (a: ArrayLike<number>) =>
-  Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-
 /**
  * Tolerance of an output stored as `d`: f16's (its rounding, with `extra` relative headroom) or
  * the f32 one for sums of `len` terms.
  */
 const tolFor = (d: Store, ref: ArrayLike<number>, len: number, extra = 0) =>
-  d === "f16" ? f16Tolerance(maxAbs(ref), extra) : tol(len);
+  outTol(d, ref, { extra, f32: tol(len) });
 
 async function runMix(
   p: Conv2dParams,
@@ -1170,8 +1168,8 @@ async function runMix(
 ) {
   const gpu = await testGpu();
   const { s } = data;
-  const up = (a: ArrayLike<number>, d: Store, shape: number[]) =>
-    d === "f16" ? gpu.tensor(f16(a), { shape }) : gpu.tensor(f32(a), { shape });
+  const up = (a: ArrayLike<number>, dtype: Store, shape: number[]) =>
+    tensorOf(gpu, a, { dtype, shape });
   // Outputs start as NaN: every one must be overwritten.
   const nan = (d: Store, shape: number[]) => up(new Float64Array(count(shape)).fill(NaN), d, shape);
   const x = up(data.x, mix.x, s.x), w = up(data.w, mix.w, s.w);
@@ -1255,7 +1253,7 @@ const F16_CONFIGS: [string, Conv2dParams, boolean][] = [
 
 Deno.test(
   "conv2d f16 (training mix): every im2col path vs the CPU reference",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     let seed = 1100;
     for (const [label, p, bias] of F16_CONFIGS) {
@@ -1273,7 +1271,7 @@ Deno.test(
 
 Deno.test(
   "conv2d f16: integer data is reproduced exactly by every im2col path",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     // Small integers: every product and sum is an integer well below 2048, so f16 storage with
     // f32 arithmetic must match the reference exactly (no tolerance hides a lost, misplaced or
@@ -1301,7 +1299,7 @@ Deno.test(
   },
 );
 
-Deno.test("conv2d f16 (another mix): f32 activations, f16 parameters", GPU_TEST, async () => {
+Deno.test("conv2d f16 (another mix): f32 activations, f16 parameters", F16_TEST, async () => {
   let seed = 1120;
   for (const [label, p, bias] of F16_CONFIGS.filter((_, i) => i % 2 === 0)) {
     const data = upload(p, seed++, bias);
@@ -1313,7 +1311,7 @@ Deno.test("conv2d f16 (another mix): f32 activations, f16 parameters", GPU_TEST,
 
 Deno.test(
   "conv2d f16: fused activation and a channel slice of an f16 output, in every path",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     let seed = 1140;
@@ -1356,7 +1354,7 @@ Deno.test(
 
 Deno.test(
   "conv2d f16 chunking: chunks give the same results; f16 chunks hold more images",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     let seed = 1160;
@@ -1396,7 +1394,7 @@ Deno.test(
 
 Deno.test(
   "conv2d f16: col2im of a large kernel splits the columns over dispatches",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     // 2 + kh * (kw + 2) = 3722 loop trips per column of dx: 16 columns per dispatch of 60.
     const p: Conv2dParams = { n: 1, cIn: 1, h: 60, w: 62, cOut: 2, kernel: 60, padding: [0, 1] };

@@ -14,11 +14,15 @@ import {
 import {
   assertClose,
   f16,
+  F16_TEST,
   f16Tolerance,
-  f32,
   GPU_TEST,
+  maxAbs,
+  outTol,
   Rng,
   roundF16,
+  stored,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 import { augmentRef, prepareBatchRef, resizeBilinearRef, rnd } from "./cpu_ref/data.ts";
@@ -669,12 +673,6 @@ async function runPrepare16(
   });
 }
 
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
 /**
  * An f16 x against the Float64 reference: the value is computed in f32 (bilinear weights of at
  * most 4 taps, error ~2e-6 of a pixel step, see TOL) and rounded once to f16; the inputs are
@@ -693,7 +691,7 @@ async function checkAgainstRef16(
   assert.deepEqual([...got.labels], [...ref.labels], `${what} labels`);
 }
 
-Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", GPU_TEST, async () => {
+Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST, async () => {
   const gpu = await testGpu();
   const rng = new Rng(60);
   const odd = makeData(rng, 13, 2, 5, 7);
@@ -747,7 +745,7 @@ Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", GPU_TEST,
 
 Deno.test(
   "f16: 28->28 without augmentation is the u8/255 gather rounded to f16",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const d = makeData(new Rng(61), 6, 1, 28, 28);
@@ -776,7 +774,7 @@ Deno.test(
 
 Deno.test(
   "f16: resizeBilinear with f16 x and/or y matches the CPU reference",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(62);
@@ -794,21 +792,23 @@ Deno.test(
       for (const dt of mixes) {
         const got = await gpu.scope(async () => {
           const shape = [n, c, h, w];
-          const x = dt.x === "f16"
-            ? gpu.tensor(f16(xs), { shape })
-            : gpu.tensor(f32(xs), { shape });
+          const x = tensorOf(gpu, xs, { dtype: dt.x, shape });
           const y = gpu.empty([n, c, oh, ow], { dtype: dt.y });
           resizeBilinear({ y, x }, { outH: oh, outW: ow });
           return await y.toArray();
         });
-        const ref = resizeBilinearRef(dt.x === "f16" ? roundF16(xs) : f32(xs), n * c, h, w, oh, ow);
+        const ref = resizeBilinearRef(stored(xs, dt.x), n * c, h, w, oh, ow);
         // Four taps weighted in f32 (a reduction of length 4): the f32 tolerance of the f32 test;
         // an f16 y adds its one rounding (extra 0.01 for the f32 error).
-        const tol = dt.y === "f16" ? f16Tolerance(maxAbs(ref), 0.01) : { rtol: 1e-5, atol: 1e-5 };
-        assertClose(got, ref, {
-          ...tol,
-          what: `resize ${[n, c, h, w]}->${[oh, ow]} ${dt.y} <- ${dt.x}`,
-        });
+        assertClose(
+          got,
+          ref,
+          outTol(dt.y, ref, {
+            extra: 0.01,
+            f32: { rtol: 1e-5, atol: 1e-5 },
+            what: `resize ${[n, c, h, w]}->${[oh, ow]} ${dt.y} <- ${dt.x}`,
+          }),
+        );
       }
     }
     // Ranges of 4 planes (binding limit lowered).
@@ -826,7 +826,7 @@ Deno.test(
   },
 );
 
-Deno.test("f16: a non-float x or y throws TypeError naming the op", GPU_TEST, async () => {
+Deno.test("f16: a non-float x or y throws TypeError naming the op", F16_TEST, async () => {
   const gpu = await testGpu();
   await gpu.scope(() => {
     const base = { batch: 2, channels: 1, srcH: 4, srcW: 4, dstH: 3, dstW: 3 };
@@ -869,7 +869,7 @@ Deno.test("f16: a non-float x or y throws TypeError naming the op", GPU_TEST, as
 
 Deno.test(
   "f16: prepareBatch and resizeBilinear with f16 outputs/inputs equal the f32 kernels, rounded once",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(63);
@@ -895,9 +895,10 @@ Deno.test(
     const shape = [2, 3, 7, 5];
     const out = await gpu.scope(async () => {
       const res: ArrayLike<number>[] = [];
-      for (const [yd, xd] of [["f32", "f32"], ["f16", "f16"], ["f16", "f32"], ["f32", "f16"]]) {
-        const x = xd === "f16" ? gpu.tensor(f16(xs), { shape }) : gpu.tensor(f32(xs), { shape });
-        const y = gpu.empty([2, 3, 13, 4], { dtype: yd as "f32" | "f16" });
+      const mixes = [["f32", "f32"], ["f16", "f16"], ["f16", "f32"], ["f32", "f16"]] as const;
+      for (const [yd, xd] of mixes) {
+        const x = tensorOf(gpu, xs, { dtype: xd, shape });
+        const y = gpu.empty([2, 3, 13, 4], { dtype: yd });
         resizeBilinear({ y, x }, { outH: 13, outW: 4 });
         res.push(await y.toArray());
       }

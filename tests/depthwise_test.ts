@@ -13,19 +13,19 @@ import {
   assertClose,
   checkGradient,
   type CloseOptions,
-  f16,
-  f16Tolerance,
+  F16_TEST,
   f32,
-  f64,
   GPU_TEST,
   type Numeric,
+  outTol,
   Rng,
-  roundF16,
+  stored,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 import { depthwiseBackwardRef, depthwiseForwardRef, type DwGeom } from "./cpu_ref/depthwise.ts";
 import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
-import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import type { Gpu, Shape } from "../gpu/mod.ts";
 
 function geom(p: DepthwiseParams): DwGeom {
   const two = (v: number | readonly [number, number] | undefined, d: number) =>
@@ -420,22 +420,6 @@ const MIXED: DwDTypes = {
   db: "f16",
 };
 
-/** `a` as a tensor of dtype `d` stores it, in Float64. */
-function stored(d: Float, a: Numeric): Float64Array {
-  return d === "f16" ? roundF16(a) : f64(f32(a));
-}
-
-/** A tensor of dtype `d` holding `a`. */
-function tensorOf(gpu: Gpu, d: Float, a: Numeric, shape: Shape): Tensor {
-  return d === "f16" ? gpu.tensor(f16(a), { shape }) : gpu.tensor(f32(a), { shape });
-}
-
-function maxAbs(a: Numeric): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
 /**
  * One f16 case: forward (with a bias), then the backward to dx, and to dw and db accumulating
  * into previous values, each tensor stored as `dt` says; checked against the Float64 reference
@@ -450,26 +434,27 @@ async function halfCase(gpu: Gpu, p: DepthwiseParams, rng: Rng, dt: DwDTypes): P
   const [, , oh, ow] = outShape;
   const what = `${dt === TRAIN_F16 ? "train-f16" : "mixed"} ${label(p)}`;
   const xShape = [g.n, g.c, g.h, g.w], wShape = [g.c, 1, g.kh, g.kw];
-  const x = stored(dt.x, rng.normalArray(g.n * g.c * g.h * g.w));
-  const w = stored(dt.w, rng.normalArray(g.c * g.kh * g.kw));
-  const b = stored(dt.b, rng.normalArray(g.c));
-  const dy = stored(dt.dy, rng.normalArray(g.n * g.c * oh * ow));
-  const prevW = stored(dt.dw, rng.normalArray(g.c * g.kh * g.kw));
-  const prevB = stored(dt.db, rng.normalArray(g.c));
-  const xt = tensorOf(gpu, dt.x, x, xShape), wt = tensorOf(gpu, dt.w, w, wShape);
-  const bt = tensorOf(gpu, dt.b, b, [g.c]), dyt = tensorOf(gpu, dt.dy, dy, outShape);
+  const x = stored(rng.normalArray(g.n * g.c * g.h * g.w), dt.x);
+  const w = stored(rng.normalArray(g.c * g.kh * g.kw), dt.w);
+  const b = stored(rng.normalArray(g.c), dt.b);
+  const dy = stored(rng.normalArray(g.n * g.c * oh * ow), dt.dy);
+  const prevW = stored(rng.normalArray(g.c * g.kh * g.kw), dt.dw);
+  const prevB = stored(rng.normalArray(g.c), dt.db);
+  const xt = tensorOf(gpu, x, { dtype: dt.x, shape: xShape });
+  const wt = tensorOf(gpu, w, { dtype: dt.w, shape: wShape });
+  const bt = tensorOf(gpu, b, { dtype: dt.b, shape: [g.c] });
+  const dyt = tensorOf(gpu, dy, { dtype: dt.dy, shape: outShape });
   const y = gpu.empty(outShape, { dtype: dt.y }), dx = gpu.empty(xShape, { dtype: dt.dx });
-  const dw = tensorOf(gpu, dt.dw, prevW, wShape), db = tensorOf(gpu, dt.db, prevB, [g.c]);
+  const dw = tensorOf(gpu, prevW, { dtype: dt.dw, shape: wShape });
+  const db = tensorOf(gpu, prevB, { dtype: dt.db, shape: [g.c] });
   depthwiseConv2dForward({ y, x: xt, w: wt, b: bt }, p);
   depthwiseConv2dBackward({ dx, dw, db, dy: dyt, x: xt, w: wt }, { ...p, accumulate: true });
   const [ys, dxs, dws, dbs] = await Promise.all([y, dx, dw, db].map((t) => t.toArray()));
   for (const [t, d] of [[y, dt.y], [dx, dt.dx], [dw, dt.dw], [db, dt.db]] as const) {
     assert.equal(t.dtype, d);
   }
-  const tolFor = (d: Float, ref: Numeric, length: number, f32tol: CloseOptions, name: string) => ({
-    ...(d === "f16" ? f16Tolerance(maxAbs(ref), length * 2 ** -13) : f32tol),
-    what: `${name} ${what}`,
-  });
+  const tolFor = (d: Float, ref: Numeric, length: number, f32: CloseOptions, name: string) =>
+    outTol(d, ref, { extra: length * 2 ** -13, f32, what: `${name} ${what}` });
   const yRef = depthwiseForwardRef(g, x, w, b);
   const ref = depthwiseBackwardRef(g, dy, x, w);
   const expW = ref.dw.map((v, i) => v + prevW[i]), expB = ref.db.map((v, i) => v + prevB[i]);
@@ -495,7 +480,7 @@ const HALF_CASES: DepthwiseParams[] = [
 
 Deno.test(
   "depthwise f16 (training configuration: f16 x, w, y, dy, dx; f32 bias, dw, db) matches the CPU on f16-rounded inputs",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(21);
@@ -505,7 +490,7 @@ Deno.test(
 
 Deno.test(
   "depthwise with f32 x, w, y and f16 bias, dy, dx, dw, db, split into ranges of planes and samples, matches the CPU",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(22);

@@ -14,11 +14,13 @@ import {
   assertClose,
   checkGradient,
   f16,
+  F16_TEST,
   f16Tolerance,
   f32,
   GPU_TEST,
   Rng,
   roundF16,
+  stored,
   testGpu,
 } from "./harness.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
@@ -348,11 +350,6 @@ function dataTensor(gpu: Gpu, data: ArrayLike<number>, dtype: FloatDType, exact 
   return t;
 }
 
-/** The values `data` holds once stored as `dtype` (the CPU reference's inputs). */
-function held(data: ArrayLike<number>, dtype: FloatDType): Float64Array {
-  return dtype === "f16" ? roundF16(data) : Float64Array.from(f32(data));
-}
-
 /**
  * Checks `got` against the f32 reference `want` (zeros where dropped, `fround(v * scale)` where
  * kept): dropped elements exactly 0; kept ones within one rounding of `got`'s type (one f32
@@ -383,7 +380,7 @@ const F16_MIXES: { x: FloatDType; y: FloatDType }[] = [
 
 Deno.test(
   "dropout with f16 tensors: the mask bit for bit, y and dx vs the CPU reference",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(60);
@@ -398,7 +395,7 @@ Deno.test(
           const x = dataTensor(gpu, xs, dt.x, exact);
           const y = dataTensor(gpu, new Float64Array(n), dt.y, exact);
           const got = await runForward(gpu, x, p, seed, y);
-          const ref = dropoutForwardRef(held(xs, dt.x), p, seed);
+          const ref = dropoutForwardRef(stored(xs, dt.x), p, seed);
           assert.deepEqual(got.mask, ref.mask, `mask ${what}`);
           assertDropped(got.y, ref.y, ref.mask, dt.y, `y ${what}`);
           // The backward with the same dtypes (dy like x, dx like y).
@@ -406,7 +403,7 @@ Deno.test(
           const dy = dataTensor(gpu, dys, dt.x, exact);
           const dx = dataTensor(gpu, new Float64Array(n), dt.y, exact);
           dropoutBackward({ dx, dy, mask }, { p });
-          const dref = dropoutBackwardRef(held(dys, dt.x), ref.mask, p);
+          const dref = dropoutBackwardRef(stored(dys, dt.x), ref.mask, p);
           assertDropped(await dx.toArray(), dref, ref.mask, dt.y, `dx ${what}`);
           for (const t of [x, y, mask, dy, dx]) t.dispose();
         }
@@ -415,7 +412,7 @@ Deno.test(
   },
 );
 
-Deno.test("dropout in place on f16 tensors matches the CPU reference", GPU_TEST, async () => {
+Deno.test("dropout in place on f16 tensors matches the CPU reference", F16_TEST, async () => {
   const gpu = await testGpu();
   const rng = new Rng(61);
   for (const n of [5, 1000]) {
@@ -439,7 +436,7 @@ Deno.test("dropout in place on f16 tensors matches the CPU reference", GPU_TEST,
 
 Deno.test(
   "f16 dropout split into binding ranges (limit lowered) matches the CPU",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(62);
@@ -449,13 +446,13 @@ Deno.test(
       for (const dt of [F16_MIXES[0], F16_MIXES[1]]) {
         const x = dataTensor(gpu, xs, dt.x), y = dataTensor(gpu, new Float64Array(n), dt.y);
         const got = await runForward(gpu, x, p, seed, y);
-        const ref = dropoutForwardRef(held(xs, dt.x), p, seed);
+        const ref = dropoutForwardRef(stored(xs, dt.x), p, seed);
         assert.deepEqual(got.mask, ref.mask, `mask x ${dt.x}`);
         assertDropped(got.y, ref.y, ref.mask, dt.y, `y x ${dt.x}`);
         const mask = gpu.tensor(ref.mask, { shape: [ref.mask.length] });
         const dx = dataTensor(gpu, new Float64Array(n), dt.y);
         dropoutBackward({ dx, dy: x, mask }, { p });
-        const dref = dropoutBackwardRef(held(xs, dt.x), ref.mask, p);
+        const dref = dropoutBackwardRef(stored(xs, dt.x), ref.mask, p);
         assertDropped(await dx.toArray(), dref, ref.mask, dt.y, `dx x ${dt.x}`);
         for (const t of [x, y, mask, dx]) t.dispose();
       }
@@ -465,7 +462,7 @@ Deno.test(
 
 Deno.test(
   "dropout rejects non-float data and mixed-dtype in place, naming the op",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const x = gpu.zeros([40], { dtype: "f16" }), mask = gpu.empty([2], { dtype: "u32" });

@@ -23,12 +23,15 @@ import {
   checkGradient,
   type CloseOptions,
   f16,
+  F16_TEST,
   f16Tolerance,
   f32,
-  f64,
   GPU_TEST,
+  maxAbs,
   Rng,
   roundF16,
+  stored,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 import {
@@ -534,28 +537,12 @@ function exactTensor16(gpu: Gpu, data: Float16Array): Tensor {
   return t;
 }
 
-/** A tensor of `dtype` holding `values` (rounded to f16 for an f16 tensor). */
-function floatTensor(gpu: Gpu, values: ArrayLike<number>, dtype: FloatDType, shape: number[]) {
-  return dtype === "f16" ? gpu.tensor(f16(values), { shape }) : gpu.tensor(f32(values), { shape });
-}
-
-/** Float64 copy of what a tensor of `dtype` holds for `values`. */
-function stored(values: ArrayLike<number>, dtype: FloatDType): Float64Array {
-  return dtype === "f16" ? roundF16(values) : f64(f32(values));
-}
-
 /**
  * Tolerance of an output of `dtype` from f16-rounded inputs: f16Tolerance for an f16 output,
  * f32 rounding (2 ulp) otherwise. `extra`: see the callers.
  */
 function outTolerance(dtype: FloatDType, scale: number, extra = 0): CloseOptions {
   return dtype === "f16" ? f16Tolerance(scale, extra) : { rtol: 2.5e-7, atol: 1e-7 * scale };
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
 }
 
 /** The dtype mixes of the f16 tests: training's (all f16) and others. */
@@ -567,14 +554,15 @@ const ADD_MIXES: { y: FloatDType; a: FloatDType; b: FloatDType }[] = [
 
 Deno.test(
   "f16: add / add+relu / backward / accumulate match the CPU on f16-rounded inputs",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(60);
     for (const n of [7, 1001]) {
       const as = rng.normalArray(n), bs = rng.normalArray(n), dys = rng.normalArray(n);
       for (const mix of ADD_MIXES) {
-        const a = floatTensor(gpu, as, mix.a, [n]), b = floatTensor(gpu, bs, mix.b, [n]);
+        const a = tensorOf(gpu, as, { dtype: mix.a, shape: [n] });
+        const b = tensorOf(gpu, bs, { dtype: mix.b, shape: [n] });
         const ra = stored(as, mix.a), rb = stored(bs, mix.b);
         for (const relu of [false, true]) {
           const y = gpu.empty([n], { dtype: mix.y });
@@ -589,7 +577,7 @@ Deno.test(
           if (relu) {
             // Training: dx, dy, y f16; and dy f16 into an f32 dx. A select: exact.
             for (const dxd of ["f16", "f32"] as const) {
-              const dy = floatTensor(gpu, dys, "f16", [n]);
+              const dy = tensorOf(gpu, dys, { dtype: "f16", shape: [n] });
               const dx = gpu.empty([n], { dtype: dxd });
               addBackwardRelu({ dx, dy, y });
               assertExact(
@@ -609,7 +597,8 @@ Deno.test(
       // accumulate: f16 += f16 (activation gradients), f32 += f16, f16 += f32.
       for (const [yd, xd] of [["f16", "f16"], ["f32", "f16"], ["f16", "f32"]] as const) {
         for (const alpha of [1, -0.75]) {
-          const y = floatTensor(gpu, as, yd, [n]), x = floatTensor(gpu, bs, xd, [n]);
+          const y = tensorOf(gpu, as, { dtype: yd, shape: [n] });
+          const x = tensorOf(gpu, bs, { dtype: xd, shape: [n] });
           accumulate({ y, x }, { alpha });
           const want = accumulateRef(stored(as, yd), stored(bs, xd), alpha);
           // y + alpha * x in f32 (a multiply-add), rounded once: extra 0.
@@ -627,7 +616,7 @@ Deno.test(
 
 Deno.test(
   "f16: scalar path (exact-size buffers), in place, and ranges (limit lowered) of mixed dtypes",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(61);
@@ -653,7 +642,8 @@ Deno.test(
     await withBindingLimit(200, async () => {
       for (const n of [7, 1001]) {
         const as = rng.normalArray(n), bs = rng.normalArray(n);
-        const a = floatTensor(gpu, as, "f32", [n]), b = floatTensor(gpu, bs, "f16", [n]);
+        const a = tensorOf(gpu, as, { dtype: "f32", shape: [n] });
+        const b = tensorOf(gpu, bs, { dtype: "f16", shape: [n] });
         const y = gpu.empty([n], { dtype: "f16" });
         addForward({ y, a, b });
         const want = addRef(stored(as, "f32"), stored(bs, "f16"));
@@ -661,7 +651,7 @@ Deno.test(
           ...f16Tolerance(maxAbs(want)),
           what: `add f32 + f16 -> f16 in ranges n=${n}`,
         });
-        const acc = floatTensor(gpu, as, "f32", [n]);
+        const acc = tensorOf(gpu, as, { dtype: "f32", shape: [n] });
         accumulate({ y: acc, x: b }, { alpha: 2 });
         assertClose(await acc.toArray(), accumulateRef(stored(as, "f32"), stored(bs, "f16"), 2), {
           ...outTolerance("f32", 3 * maxAbs(as)),
@@ -683,10 +673,13 @@ async function gpuConcatAs(
   dt: { y: FloatDType; x: FloatDType },
 ): Promise<ArrayLike<number>> {
   const cTotal = cs.reduce((a, b) => a + b, 0);
-  const y = floatTensor(gpu, new Float64Array(n * cTotal * hw).fill(NaN), dt.y, [n, cTotal, hw]);
+  const y = tensorOf(gpu, new Float64Array(n * cTotal * hw).fill(NaN), {
+    dtype: dt.y,
+    shape: [n, cTotal, hw],
+  });
   const offsets = cs.map((_, k) => cs.slice(0, k).reduce((a, b) => a + b, 0));
   for (const k of [...cs.keys()].reverse()) {
-    const x = floatTensor(gpu, parts[k], dt.x, [n, cs[k], hw]);
+    const x = tensorOf(gpu, parts[k], { dtype: dt.x, shape: [n, cs[k], hw] });
     concatChannels({ y, x }, { n, hw, cTotal, cOffset: offsets[k], c: cs[k] });
     x.dispose();
   }
@@ -704,7 +697,7 @@ const F16_CASES: [number, number, number[]][] = [[2, 9, [3, 5, 1]], [3, 4, [2, 4
 
 Deno.test(
   "f16: concatChannels / splitChannels copy exactly; split accumulates",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(62);
@@ -721,7 +714,7 @@ Deno.test(
       }
       const dys = rng.normalArray(n * cTotal * hw);
       for (const dt of [{ dx: "f16", dy: "f16" }, { dx: "f32", dy: "f16" }] as const) {
-        const dy = floatTensor(gpu, dys, dt.dy, [n, cTotal, hw]);
+        const dy = tensorOf(gpu, dys, { dtype: dt.dy, shape: [n, cTotal, hw] });
         let off = 0;
         for (const c of cs) {
           const want = sliceRef(roundF16(dys), n, hw, cTotal, off, c);
@@ -729,7 +722,7 @@ Deno.test(
           splitChannels({ dx, dy }, { n, hw, cTotal, cOffset: off, c });
           assertExact(await dx.toArray(), want, `split ${JSON.stringify(dt)} off=${off}`);
           const prev = rng.normalArray(n * c * hw);
-          const acc = floatTensor(gpu, prev, dt.dx, [n, c, hw]);
+          const acc = tensorOf(gpu, prev, { dtype: dt.dx, shape: [n, c, hw] });
           splitChannels({ dx: acc, dy }, { n, hw, cTotal, cOffset: off, c, accumulate: true });
           const sum = accumulateRef(stored(prev, dt.dx), want);
           // One f32 sum, rounded once: extra 0.
@@ -775,8 +768,8 @@ async function checkSplitActivationF16(
     const want = sliceRef(dzs, n, hw, cTotal, cOffset, c);
     const prev = rng.normalArray(n * c * hw);
     for (const accumulate of [false, true]) {
-      const dx = floatTensor(gpu, prev, dxd, [n, c, hw]);
-      const unfused = floatTensor(gpu, prev, dxd, [n, c, hw]);
+      const dx = tensorOf(gpu, prev, { dtype: dxd, shape: [n, c, hw] });
+      const unfused = tensorOf(gpu, prev, { dtype: dxd, shape: [n, c, hw] });
       splitChannels({ dx, dy, y }, { n, hw, cTotal, cOffset, c, activation: kind, accumulate });
       splitChannels({ dx: unfused, dy: dz }, { n, hw, cTotal, cOffset, c, accumulate });
       const got = await dx.toArray();
@@ -798,7 +791,7 @@ async function checkSplitActivationF16(
 
 Deno.test(
   "f16: splitChannels with a fused activation backward vs the CPU and the unfused kernels",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(63);
@@ -876,7 +869,7 @@ const CAST_PROBES = [
 
 Deno.test(
   "cast f32 -> f16 rounds like Math.f16round: overflow, ties to even, subnormals",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(64);
@@ -904,7 +897,7 @@ Deno.test(
 
 Deno.test(
   "cast f16 -> f32 is exact; same-dtype casts copy; ranges; in place",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(65);
@@ -941,7 +934,7 @@ Deno.test(
 
 Deno.test(
   "f16: a non-float tensor in a float slot throws TypeError naming the op",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const h = gpu.zeros([2, 3], { dtype: "f16" });
@@ -975,7 +968,7 @@ Deno.test(
 
 Deno.test(
   "f16: add / accumulate / split in every dtype mix equal the all-f32 kernels on the same values, rounded once",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     await gpu.scope(async () => {
@@ -1001,7 +994,11 @@ Deno.test(
         const want = await y32.toArray();
         for (const [yd, ad, bd] of mixes) {
           const y = gpu.empty([n], { dtype: yd });
-          addForward({ y, a: floatTensor(gpu, as, ad, [n]), b: floatTensor(gpu, bs, bd, [n]) }, {
+          addForward({
+            y,
+            a: tensorOf(gpu, as, { dtype: ad, shape: [n] }),
+            b: tensorOf(gpu, bs, { dtype: bd, shape: [n] }),
+          }, {
             relu,
           });
           assertExact(await y.toArray(), round(want, yd), `add relu=${relu} ${yd} = ${ad} + ${bd}`);
@@ -1011,8 +1008,8 @@ Deno.test(
       accumulate({ y: acc32, x: gpu.tensor(f32(bs), { shape: [n] }) }, { alpha: -0.75 });
       const accWant = await acc32.toArray();
       for (const [yd, xd] of [["f16", "f16"], ["f32", "f16"], ["f16", "f32"]] as const) {
-        const y = floatTensor(gpu, as, yd, [n]);
-        accumulate({ y, x: floatTensor(gpu, bs, xd, [n]) }, { alpha: -0.75 });
+        const y = tensorOf(gpu, as, { dtype: yd, shape: [n] });
+        accumulate({ y, x: tensorOf(gpu, bs, { dtype: xd, shape: [n] }) }, { alpha: -0.75 });
         assertExact(await y.toArray(), round(accWant, yd), `accumulate ${yd} += ${xd}`);
       }
       // split + accumulate + fused sigmoid backward, vec4 and scalar layouts.
@@ -1038,11 +1035,11 @@ Deno.test(
         }, p);
         const want = await ref.toArray();
         for (const [dxd, dyd, yd] of mixes) {
-          const dx = floatTensor(gpu, prev, dxd, [sn, c, hw]);
+          const dx = tensorOf(gpu, prev, { dtype: dxd, shape: [sn, c, hw] });
           splitChannels({
             dx,
-            dy: floatTensor(gpu, dys, dyd, shape),
-            y: floatTensor(gpu, ys, yd, shape),
+            dy: tensorOf(gpu, dys, { dtype: dyd, shape }),
+            y: tensorOf(gpu, ys, { dtype: yd, shape }),
           }, p);
           assertExact(
             await dx.toArray(),

@@ -17,13 +17,14 @@ import {
   assertClose,
   type CloseOptions,
   compareClose,
-  f16,
+  F16_TEST,
   f16Tolerance,
   f32,
-  f64,
   GPU_TEST,
+  maxAbs,
   Rng,
-  roundF16,
+  stored,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 
@@ -434,22 +435,6 @@ const MIXES: DTypes[] = [
   { a: "f32", b: "f32", c: "f16", bias: "f16" },
 ];
 
-/** A GPU tensor of `data` stored as `dtype`. */
-function upload(gpu: Gpu, data: Float64Array, dtype: "f32" | "f16" | undefined, shape: number[]) {
-  return dtype === "f16" ? gpu.tensor(f16(data), { shape }) : gpu.tensor(f32(data), { shape });
-}
-
-/** The values a tensor of `dtype` holds (what the Float64 reference must be fed). */
-function stored(data: Float64Array, dtype: "f32" | "f16" | undefined): Float64Array {
-  return dtype === "f16" ? roundF16(data) : f64(f32(data));
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
 /**
  * Tolerance of a C computed from the stored (rounded) inputs: `tolFor(k)` for an f32 C (the
  * arithmetic is f32 either way). For an f16 C, the f16 rounding of the result (f16Tolerance)
@@ -482,10 +467,16 @@ async function runCaseDt(
   const b = rng.uniformArray(batch * c.k * c.n);
   const c0 = rng.uniformArray(batch * c.m * c.n);
   const bias = c.bias ? rng.uniformArray(c.n) : undefined;
-  const ta = upload(gpu, a, dt.a, [...lead, ...(c.transA ? [c.k, c.m] : [c.m, c.k])]);
-  const tb = upload(gpu, b, dt.b, [...lead, ...(c.transB ? [c.n, c.k] : [c.k, c.n])]);
-  const tc = upload(gpu, c0, dt.c, [...lead, c.m, c.n]);
-  const tbias = bias ? upload(gpu, bias, dt.bias, [c.n]) : undefined;
+  const ta = tensorOf(gpu, a, {
+    dtype: dt.a,
+    shape: [...lead, ...(c.transA ? [c.k, c.m] : [c.m, c.k])],
+  });
+  const tb = tensorOf(gpu, b, {
+    dtype: dt.b,
+    shape: [...lead, ...(c.transB ? [c.n, c.k] : [c.k, c.n])],
+  });
+  const tc = tensorOf(gpu, c0, { dtype: dt.c, shape: [...lead, c.m, c.n] });
+  const tbias = bias ? tensorOf(gpu, bias, { dtype: dt.bias, shape: [c.n] }) : undefined;
   const bs = bias ? stored(bias, dt.bias) : undefined;
   let expected = gemmRef(stored(a, dt.a), stored(b, dt.b), c, stored(c0, dt.c), bs);
   if (c.activation) expected = activationForwardRef(expected, c.activation);
@@ -499,7 +490,7 @@ async function runCaseDt(
 
 Deno.test(
   "gemm f16: training configuration (forward, dx with f16 C; dw += with f32 C), odd and vec4 shapes",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     let seed = 900;
     for (const [m, n, k] of [[7, 13, 5], [65, 33, 17], [16, 32, 64], [20, 12, 36]] as const) {
@@ -524,7 +515,7 @@ Deno.test(
 
 Deno.test(
   "gemm f16: all-f16 and mixed dtypes, every transpose combo, both families, batch and beta",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     let seed = 950;
     for (const variant of ["register", "shared"] as const) {
@@ -541,7 +532,7 @@ Deno.test(
 
 Deno.test(
   "gemm f16: register tiles (vec4 A, B and C loads and stores) and swapped products",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     let seed = 1000;
     for (const [m, n, k] of [[16, 32, 64], [20, 12, 36]] as const) {
@@ -576,7 +567,7 @@ Deno.test(
 
 Deno.test(
   "gemm f16: split-K (f32 partial sums, f16 or f32 C in the epilogue) and long-k passes",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     let seed = 1100;
     for (const variant of ["register", "shared"] as const) {
@@ -620,7 +611,7 @@ Deno.test(
 
 Deno.test(
   "gemmStrided f16: segmented NCHW store with a row bias (conv2d's forward), other channels untouched",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     let seed = 1200;
@@ -635,9 +626,10 @@ Deno.test(
           const images = 2, yC = cout + 2, n = images * pixels;
           const w = rng.uniformArray(cout * k), col = rng.uniformArray(k * n);
           const bias = rng.uniformArray(cout), y0 = rng.uniformArray(images * yC * pixels);
-          const tw = upload(gpu, w, dt.a, [cout, k]), tcol = upload(gpu, col, dt.b, [k, n]);
-          const tb = upload(gpu, bias, dt.bias, [cout]);
-          const ty = upload(gpu, y0, dt.c, [images, yC, pixels]);
+          const tw = tensorOf(gpu, w, { dtype: dt.a, shape: [cout, k] }),
+            tcol = tensorOf(gpu, col, { dtype: dt.b, shape: [k, n] });
+          const tb = tensorOf(gpu, bias, { dtype: dt.bias, shape: [cout] });
+          const ty = tensorOf(gpu, y0, { dtype: dt.c, shape: [images, yC, pixels] });
           const prod = gemmRef(stored(w, dt.a), stored(col, dt.b), { m: cout, n, k });
           const expected = stored(y0, dt.c); // channels 0 and yC - 1 keep their values
           const bs = stored(bias, dt.bias);
@@ -706,7 +698,7 @@ function tolSum(expected: ArrayLike<number>, y: "f32" | "f16"): CloseOptions {
 
 Deno.test(
   "sumRows, reduceStrided f16: x f16 with y f32 (bias gradients) or f16, split reductions",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(1300);
@@ -715,8 +707,8 @@ Deno.test(
       for (const [xd, yd] of mixes) {
         const x = rng.uniformArray(rows * cols);
         const prior = rng.uniformArray(cols);
-        const tx = upload(gpu, x, xd, [rows, cols]);
-        const ty = upload(gpu, prior, yd, [cols]);
+        const tx = tensorOf(gpu, x, { dtype: xd, shape: [rows, cols] });
+        const ty = tensorOf(gpu, prior, { dtype: yd, shape: [cols] });
         const sums = sumRowsRef(stored(x, xd), rows, cols);
         const before = stored(prior, yd);
         const acc = sums.map((v, i) => v + before[i]);
@@ -733,8 +725,8 @@ Deno.test(
     for (const [outer, mid, inner] of [[3, 5, 7], [2, 3, 1000]] as const) {
       for (const [xd, yd] of mixes) {
         const x = rng.uniformArray(outer * mid * inner);
-        const tx = upload(gpu, x, xd, [outer, mid, inner]);
-        const ty = upload(gpu, rng.uniformArray(mid + 3), yd, [mid + 3]);
+        const tx = tensorOf(gpu, x, { dtype: xd, shape: [outer, mid, inner] });
+        const ty = tensorOf(gpu, rng.uniformArray(mid + 3), { dtype: yd, shape: [mid + 3] });
         const expected = reduceRef(stored(x, xd), outer, mid, inner);
         reduceStrided(gpu, {
           y: bindingRange(ty, 3, mid), // an offset inside the binding
@@ -756,7 +748,7 @@ Deno.test(
 
 Deno.test(
   "gemm, sumRows, reduceStrided: non-float tensors in float slots throw TypeError",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const u = (shape: number[]): Tensor => gpu.zeros(shape, { dtype: "u32" });

@@ -8,7 +8,8 @@
  */
 
 import { AssertionError } from "node:assert/strict";
-import { getGpu, type Gpu } from "../gpu/mod.ts";
+import { getGpu, type Gpu, type Shape, type Tensor } from "../gpu/mod.ts";
+import type { FloatDType } from "../kernels/_dtype.ts";
 
 /** Any numeric array. */
 export type Numeric = ArrayLike<number>;
@@ -283,6 +284,24 @@ let shared: Gpu | undefined;
 /** Options for GPU tests: WebGPU keeps device resources alive across tests by design. */
 export const GPU_TEST = { sanitizeResources: false, sanitizeOps: false } as const;
 
+/** Whether the shared test device has `shader-f16` (false when there is no device at all). */
+const hasF16 = await testGpu().then((gpu) => gpu.features.f16, () => false);
+
+/**
+ * Options for GPU tests that need f16 kernels: {@linkcode GPU_TEST}, and ignored (reported as
+ * such) when the shared test device lacks the `shader-f16` feature.
+ *
+ * @example
+ * ```ts
+ * import { F16_TEST, testGpu } from "./harness.ts";
+ * Deno.test("an f16 kernel", F16_TEST, async () => {
+ *   const gpu = await testGpu();
+ *   gpu.zeros([4], { dtype: "f16" });
+ * });
+ * ```
+ */
+export const F16_TEST = { ...GPU_TEST, ignore: !hasF16 } as const;
+
 /**
  * Float32 copy of a Float64 array (what is uploaded to the GPU).
  *
@@ -349,4 +368,109 @@ export function roundF16(a: Numeric): Float64Array {
 export function f16Tolerance(scale: number, extra = 0): CloseOptions {
   const eps = 2 ** -11;
   return { rtol: eps * (1 + extra), atol: 4 * eps * Math.max(scale, 1e-3) * (1 + extra) };
+}
+
+/**
+ * The largest magnitude in `a` (0 when empty): the `scale` of {@linkcode f16Tolerance}.
+ *
+ * @example
+ * ```ts
+ * import { maxAbs } from "./harness.ts";
+ * maxAbs([1, -3, 2]); // 3
+ * ```
+ */
+export function maxAbs(a: Numeric): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/**
+ * The values `data` holds once stored in a tensor of `dtype` (f16: rounded to f16, else to
+ * f32), in Float64: what a CPU reference must be fed.
+ *
+ * @example
+ * ```ts
+ * import { stored } from "./harness.ts";
+ * stored([0.1], "f16"); // Float64Array [0.0999755859375]
+ * stored([0.1], "f32"); // Float64Array [0.10000000149011612]
+ * ```
+ */
+export function stored(data: Numeric, dtype: FloatDType | undefined): Float64Array {
+  return dtype === "f16" ? roundF16(data) : f64(f32(data));
+}
+
+/**
+ * A tensor of `dtype` (default f32) and `shape` holding `data` (rounded to its type, as
+ * {@linkcode stored} gives it).
+ *
+ * @example
+ * ```ts
+ * import { tensorOf, testGpu } from "./harness.ts";
+ * const gpu = await testGpu();
+ * const x = tensorOf(gpu, [1, 2, 3, 4], { dtype: "f16", shape: [2, 2] });
+ * ```
+ */
+export function tensorOf(
+  gpu: Gpu,
+  data: Numeric,
+  options: { readonly dtype?: FloatDType | undefined; readonly shape: Shape },
+): Tensor {
+  const { dtype, shape } = options;
+  return dtype === "f16" ? gpu.tensor(f16(data), { shape }) : gpu.tensor(f32(data), { shape });
+}
+
+/**
+ * {@linkcode tensorOf} and {@linkcode stored} at once: the tensor `t` holding `data`, and `held`,
+ * the Float64 values it holds (the CPU reference's inputs).
+ *
+ * @example
+ * ```ts
+ * import { testGpu, upload } from "./harness.ts";
+ * const gpu = await testGpu();
+ * const x = upload(gpu, [0.1, 0.2], { dtype: "f16", shape: [2] }); // x.t, x.held
+ * ```
+ */
+export function upload(
+  gpu: Gpu,
+  data: Numeric,
+  options: { readonly dtype?: FloatDType | undefined; readonly shape: Shape },
+): { t: Tensor; held: Float64Array } {
+  return { t: tensorOf(gpu, data, options), held: stored(data, options.dtype) };
+}
+
+/**
+ * A label of a dtype mix for test messages: `{ x: "f16", y: "f32" }` → `"x f16, y f32"`.
+ *
+ * @example
+ * ```ts
+ * import { dtLabel } from "./harness.ts";
+ * dtLabel({ x: "f16", y: "f32" }); // "x f16, y f32"
+ * ```
+ */
+export function dtLabel<T extends { readonly [K in keyof T]: FloatDType | undefined }>(
+  dtypes: T,
+): string {
+  return Object.entries(dtypes).map(([k, v]) => `${k} ${v}`).join(", ");
+}
+
+/**
+ * The tolerance of a kernel output stored as `dtype` whose Float64 reference is `ref`: for f16,
+ * {@linkcode f16Tolerance}`(maxAbs(ref), extra)` (`extra` default 0, justified by the caller);
+ * for f32, the f32 tests' own tolerance `f32`. `what` labels the message.
+ *
+ * @example
+ * ```ts
+ * import { assertClose, outTol } from "./harness.ts";
+ * const ref = [1, 2];
+ * assertClose([1.0004, 2], ref, outTol("f16", ref, { f32: { rtol: 1e-5 }, what: "y" }));
+ * ```
+ */
+export function outTol(
+  dtype: FloatDType | undefined,
+  ref: Numeric,
+  options: { readonly extra?: number; readonly f32: CloseOptions; readonly what?: string },
+): CloseOptions {
+  const tol = dtype === "f16" ? f16Tolerance(maxAbs(ref), options.extra ?? 0) : options.f32;
+  return options.what === undefined ? tol : { ...tol, what: options.what };
 }

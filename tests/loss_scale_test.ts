@@ -5,6 +5,7 @@
 // scaled f16 gradients, check, SGD with skip and f16 copy, update) against the CPU, with no
 // readback or upload inside a step.
 import assert from "node:assert/strict";
+import type { FloatDType } from "../kernels/_dtype.ts";
 import { type Gpu, Tensor } from "../gpu/mod.ts";
 import {
   createLossScale,
@@ -15,7 +16,17 @@ import {
 } from "../kernels/loss_scale.ts";
 import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
-import { assertClose, f16, f32, GPU_TEST, Rng, roundF16, testGpu } from "./harness.ts";
+import {
+  assertClose,
+  f16,
+  F16_TEST,
+  f32,
+  GPU_TEST,
+  Rng,
+  roundF16,
+  tensorOf,
+  testGpu,
+} from "./harness.ts";
 import { withBindingLimit } from "./big.ts";
 import {
   anyNonFinite,
@@ -47,12 +58,10 @@ async function assertState(lossScale: Tensor, ref: LossScaleRef, what: string): 
 }
 
 /** Runs the check on `values` stored as `dtype`; returns the found flag (fresh scaler). */
-async function found(gpu: Gpu, values: ArrayLike<number>, dtype: "f32" | "f16"): Promise<boolean> {
+async function found(gpu: Gpu, values: ArrayLike<number>, dtype: FloatDType): Promise<boolean> {
   const lossScale = createLossScale(gpu);
   const shape = [values.length];
-  const grad = dtype === "f16" ? gpu.tensor(f16(values), { shape }) : gpu.tensor(f32(values), {
-    shape,
-  });
+  const grad = tensorOf(gpu, values, { dtype, shape });
   lossScaleCheck({ lossScale, grad });
   const info = await readLossScale(lossScale);
   grad.dispose();
@@ -109,7 +118,7 @@ Deno.test("createLossScale: initial state, options and validation", GPU_TEST, as
 
 Deno.test(
   "lossScaleCheck finds NaN, +Inf and -Inf at every position of f32 and f16 gradients",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(61);
@@ -135,7 +144,7 @@ Deno.test(
 
 Deno.test(
   "lossScaleCheck: finite extremes are not flagged; f16 overflow on upload is",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const f32Max = 3.4028234663852886e38;
@@ -152,7 +161,7 @@ Deno.test(
 
 Deno.test(
   "lossScaleCheck ignores the padding half of an odd f16 tensor's last word",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     // Words of f16 pairs (low half first): 1.0 everywhere, NaN (0x7e00) in the last high half.
@@ -174,7 +183,7 @@ Deno.test(
 
 Deno.test(
   "lossScaleCheck over many ranges (binding limit lowered): a NaN or Inf at every boundary",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     await withBindingLimit(256, async () => {
@@ -194,7 +203,7 @@ Deno.test(
 
 Deno.test(
   "lossScaleUpdate matches the reference: backoff, growth after the interval, flag cleared",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const pattern = [0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0];
@@ -285,7 +294,7 @@ function refStep(
 Deno.test(
   "mixed-precision steps (scaled f16 CE gradient, check, SGD with skip and f16 copy, update) " +
     "match the CPU with no readback or upload inside a step",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(62);

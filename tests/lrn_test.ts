@@ -6,16 +6,17 @@ import {
   assertClose,
   checkGradient,
   type CloseOptions,
-  f16,
-  f16Tolerance,
+  dtLabel,
+  F16_TEST,
   f32,
   GPU_TEST,
+  outTol,
   Rng,
-  roundF16,
   testGpu,
+  upload,
 } from "./harness.ts";
 import { lrnBackwardRef, lrnForwardRef, type LrnGeom } from "./cpu_ref/lrn.ts";
-import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import type { Gpu } from "../gpu/mod.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
 import {
   atDeviceLimit,
@@ -157,33 +158,21 @@ const F16_MIXES: LrnDTypes[] = [
   { x: "f32", y: "f16", scale: "f32", dy: "f16", dx: "f32" },
 ];
 
-function dtLabel(dt: LrnDTypes): string {
-  return Object.entries(dt).map(([k, v]) => `${k} ${v}`).join(", ");
-}
-
-/** A tensor of `data` stored as `dtype`, and the Float64 values it holds (the CPU's inputs). */
-function upload(gpu: Gpu, data: ArrayLike<number>, shape: Shape, dtype: FloatDType) {
-  const t = dtype === "f16"
-    ? gpu.tensor(f16(data), { shape }) as Tensor
-    : gpu.tensor(f32(data), { shape }) as Tensor;
-  return { t, held: dtype === "f16" ? roundF16(data) : Float64Array.from(f32(data)) };
-}
-
 /**
- * Tolerance of an output stored as `dtype`: `f16Tolerance` with `extra`, or the f32 tests' own
- * (the f32 pow of llvmpipe errs by up to ~1e-5 relative, hence their rtol 1e-4).
+ * Tolerance of the f32 outputs of the f16 tests: the f32 tests' own (the f32 pow of llvmpipe errs
+ * by up to ~1e-5 relative, hence their rtol 1e-4).
  */
-function outTol(dtype: FloatDType, ref: ArrayLike<number>, extra: number): CloseOptions {
-  const scale = Array.from(ref).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-  return dtype === "f16" ? f16Tolerance(scale, extra) : { rtol: 1e-4, atol: 1e-5 };
-}
+const F32_OUT: CloseOptions = { rtol: 1e-4, atol: 1e-5 };
 
 async function checkLrnF16(gpu: Gpu, p: LrnParams, dt: LrnDTypes, rng: Rng): Promise<void> {
   const g = geom(p);
   const shape = checkLrn(p);
   const what = `${label(p)} (${dtLabel(dt)})`;
-  const x = upload(gpu, rng.normalArray(g.n * g.c * g.hw).map((v) => 2 * v), shape, dt.x);
-  const dy = upload(gpu, rng.normalArray(x.held.length), shape, dt.dy);
+  const x = upload(gpu, rng.normalArray(g.n * g.c * g.hw).map((v) => 2 * v), {
+    dtype: dt.x,
+    shape,
+  });
+  const dy = upload(gpu, rng.normalArray(x.held.length), { dtype: dt.dy, shape });
   const y = gpu.empty(shape, { dtype: dt.y }), scale = gpu.empty(shape, { dtype: dt.scale });
   const dx = gpu.empty(shape, { dtype: dt.dx });
   lrnForward({ y, scale, x: x.t }, p);
@@ -191,21 +180,30 @@ async function checkLrnF16(gpu: Gpu, p: LrnParams, dt: LrnDTypes, rng: Rng): Pro
   // Forward: a sum of at most `size` (<= 9 here) squares in f32 (~2^-21 relative) and one f32
   // pow (<= ~1e-5 relative on llvmpipe, 0.02 f16 half-ulps): extra 0.25 covers both.
   const ref = lrnForwardRef(g, x.held);
-  assertClose(await y.toArray(), ref.y, { ...outTol(dt.y, ref.y, 0.25), what: `y ${what}` });
+  assertClose(
+    await y.toArray(),
+    ref.y,
+    outTol(dt.y, ref.y, { extra: 0.25, f32: F32_OUT, what: `y ${what}` }),
+  );
   const savedScale = await scale.toArray();
-  assertClose(savedScale, ref.scale, {
-    ...outTol(dt.scale, ref.scale, 0.25),
-    what: `scale ${what}`,
-  });
+  assertClose(
+    savedScale,
+    ref.scale,
+    outTol(dt.scale, ref.scale, { extra: 0.25, f32: F32_OUT, what: `scale ${what}` }),
+  );
   // Backward, from the scale as saved (f16-rounded or not): a sum of at most `size` (<= 9)
   // products, each with an f32 pow, minus dy * scale^-beta: the f32 errors (~1e-5 relative per
   // term, up to ~10 terms) can reach ~1e-4 of the largest term, 0.2 half-ulps: extra 0.5.
   const dref = lrnBackwardRef(g, dy.held, x.held, Float64Array.from(savedScale));
-  assertClose(await dx.toArray(), dref, { ...outTol(dt.dx, dref, 0.5), what: `dx ${what}` });
+  assertClose(
+    await dx.toArray(),
+    dref,
+    outTol(dt.dx, dref, { extra: 0.5, f32: F32_OUT, what: `dx ${what}` }),
+  );
   for (const t of [x.t, dy.t, y, scale, dx]) t.dispose();
 }
 
-Deno.test("LRN with f16 tensors matches the CPU reference", GPU_TEST, async () => {
+Deno.test("LRN with f16 tensors matches the CPU reference", F16_TEST, async () => {
   const gpu = await testGpu();
   const rng = new Rng(34);
   const cases: LrnParams[] = [
@@ -220,7 +218,7 @@ Deno.test("LRN with f16 tensors matches the CPU reference", GPU_TEST, async () =
 
 Deno.test(
   "f16 LRN split into ranges of samples: f16 and f32 bindings start at different bases",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(35);
@@ -240,7 +238,7 @@ Deno.test(
   },
 );
 
-Deno.test("LRN rejects a non-float tensor in a float slot, naming the op", GPU_TEST, async () => {
+Deno.test("LRN rejects a non-float tensor in a float slot, naming the op", F16_TEST, async () => {
   const gpu = await testGpu();
   const p: LrnParams = { n: 1, c: 4, h: 3, w: 3, size: 5 };
   const shape = [1, 4, 3, 3];

@@ -15,13 +15,15 @@ import {
   assertClose,
   checkGradient,
   type CloseOptions,
-  f16,
-  f16Tolerance,
+  dtLabel,
+  F16_TEST,
   f32,
   GPU_TEST,
+  outTol,
   Rng,
   roundF16,
   testGpu,
+  upload,
 } from "./harness.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
 import {
@@ -33,7 +35,7 @@ import {
   maxPoolForwardRef,
   type PoolGeom,
 } from "./cpu_ref/pool.ts";
-import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import type { Gpu } from "../gpu/mod.ts";
 import {
   atDeviceLimit,
   deviceLimit,
@@ -293,34 +295,19 @@ const F16_MIXES: PoolDTypes[] = [
   { x: "f16", y: "f32", dy: "f32", dx: "f16" },
 ];
 
-function dtLabel(dt: Readonly<Record<string, FloatDType>>): string {
-  return Object.entries(dt).map(([k, v]) => `${k} ${v}`).join(", ");
-}
-
-/** A tensor of `data` stored as `dtype`, and the Float64 values it holds (the CPU's inputs). */
-function upload(gpu: Gpu, data: ArrayLike<number>, shape: Shape, dtype: FloatDType) {
-  const t = dtype === "f16"
-    ? gpu.tensor(f16(data), { shape }) as Tensor
-    : gpu.tensor(f32(data), { shape }) as Tensor;
-  return { t, held: dtype === "f16" ? roundF16(data) : Float64Array.from(f32(data)) };
-}
-
-/**
- * Tolerance of an output stored as `dtype`: f16 (`f16Tolerance`, with `extra` for the f32
- * arithmetic before the final rounding) or f32 (as the f32 tests).
- */
-function outTol(dtype: FloatDType, ref: ArrayLike<number>, extra: number): CloseOptions {
-  const scale = Array.from(ref).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-  return dtype === "f16" ? f16Tolerance(scale, extra) : { rtol: 1e-5, atol: 1e-6 };
-}
+/** Tolerance of the f32 outputs of the f16 tests: as the f32 tests. */
+const F32_OUT: CloseOptions = { rtol: 1e-5, atol: 1e-6 };
 
 async function checkPoolF16(gpu: Gpu, p: Pool2dParams, dt: PoolDTypes, rng: Rng): Promise<void> {
   const g = geom(p);
   const outShape = checkPool2d(p);
   const inShape = [g.n, g.c, g.h, g.w];
-  const what = `${label(p)} (${dtLabel({ ...dt })})`;
-  const x = upload(gpu, rng.normalArray(g.n * g.c * g.h * g.w), inShape, dt.x);
-  const dy = upload(gpu, rng.normalArray(outShape.reduce((a, b) => a * b)), outShape, dt.dy);
+  const what = `${label(p)} (${dtLabel(dt)})`;
+  const x = upload(gpu, rng.normalArray(g.n * g.c * g.h * g.w), { dtype: dt.x, shape: inShape });
+  const dy = upload(gpu, rng.normalArray(outShape.reduce((a, b) => a * b)), {
+    dtype: dt.dy,
+    shape: outShape,
+  });
   const y = gpu.empty(outShape, { dtype: dt.y }), argmax = gpu.empty(outShape, { dtype: "i32" });
   const dx = gpu.empty(inShape, { dtype: dt.dx });
   const ya = gpu.empty(outShape, { dtype: dt.y }), dxa = gpu.empty(inShape, { dtype: dt.dx });
@@ -337,11 +324,23 @@ async function checkPoolF16(gpu: Gpu, p: Pool2dParams, dt: PoolDTypes, rng: Rng)
   // avg windows of at most 9 inputs: f32 sums of <= 9 terms err by ~2^-21 relative, negligible
   // next to the f16 output's rounding (2^-11): extra 0.
   const maxDx = maxPoolBackwardRef(g, dy.held, ref.argmax);
-  assertClose(await dx.toArray(), maxDx, { ...outTol(dt.dx, maxDx, 0), what: `max dx ${what}` });
+  assertClose(
+    await dx.toArray(),
+    maxDx,
+    outTol(dt.dx, maxDx, { f32: F32_OUT, what: `max dx ${what}` }),
+  );
   const avgY = avgPoolForwardRef(g, x.held);
-  assertClose(await ya.toArray(), avgY, { ...outTol(dt.y, avgY, 0), what: `avg y ${what}` });
+  assertClose(
+    await ya.toArray(),
+    avgY,
+    outTol(dt.y, avgY, { f32: F32_OUT, what: `avg y ${what}` }),
+  );
   const avgDx = avgPoolBackwardRef(g, dy.held);
-  assertClose(await dxa.toArray(), avgDx, { ...outTol(dt.dx, avgDx, 0), what: `avg dx ${what}` });
+  assertClose(
+    await dxa.toArray(),
+    avgDx,
+    outTol(dt.dx, avgDx, { f32: F32_OUT, what: `avg dx ${what}` }),
+  );
   for (const t of [x.t, dy.t, y, argmax, dx, ya, dxa]) t.dispose();
 }
 
@@ -351,7 +350,7 @@ const F16_CASES: Pool2dParams[] = [
   { n: 2, c: 3, h: 8, w: 7, kernel: 2, stride: 3, padding: 1 }, // stride > kernel
 ];
 
-Deno.test("max and avg pool with f16 tensors match the CPU reference", GPU_TEST, async () => {
+Deno.test("max and avg pool with f16 tensors match the CPU reference", F16_TEST, async () => {
   const gpu = await testGpu();
   const rng = new Rng(41);
   for (const dt of F16_MIXES) {
@@ -361,7 +360,7 @@ Deno.test("max and avg pool with f16 tensors match the CPU reference", GPU_TEST,
 
 Deno.test(
   "f16 pooling split into ranges of planes: f16 and i32 bindings start at different bases",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(42);
@@ -373,7 +372,7 @@ Deno.test(
   },
 );
 
-Deno.test("global average pool with f16 tensors matches the CPU reference", GPU_TEST, async () => {
+Deno.test("global average pool with f16 tensors matches the CPU reference", F16_TEST, async () => {
   const gpu = await testGpu();
   const rng = new Rng(43);
   const mixes: { x: FloatDType; y: FloatDType; dy: FloatDType; dx: FloatDType }[] = [
@@ -385,9 +384,12 @@ Deno.test("global average pool with f16 tensors matches the CPU reference", GPU_
   for (const [n, c, h, w] of [[2, 3, 5, 7], [3, 4, 3, 3], [1, 2, 130, 130]]) {
     for (const dt of mixes) {
       const planes = n * c, hw = h * w;
-      const what = `${n}x${c}x${h}x${w} (${dtLabel({ ...dt })})`;
-      const x = upload(gpu, rng.uniformArray(planes * hw, -1, 3), [n, c, h, w], dt.x);
-      const dy = upload(gpu, rng.normalArray(planes), [n, c, 1, 1], dt.dy);
+      const what = `${n}x${c}x${h}x${w} (${dtLabel(dt)})`;
+      const x = upload(gpu, rng.uniformArray(planes * hw, -1, 3), {
+        dtype: dt.x,
+        shape: [n, c, h, w],
+      });
+      const dy = upload(gpu, rng.normalArray(planes), { dtype: dt.dy, shape: [n, c, 1, 1] });
       const y = gpu.empty([n, c, 1, 1], { dtype: dt.y });
       const dx = gpu.empty([n, c, h, w], { dtype: dt.dx });
       globalAvgPoolForward({ y, x: x.t }, { n, c, h, w });
@@ -396,9 +398,17 @@ Deno.test("global average pool with f16 tensors matches the CPU reference", GPU_
       // of |x| < 3 with mean 1: about 3 * 16900 * 2^-24 = 3e-3 of the mean, 6 f16 half-ulps
       // (2^-11): extra 6 (random rounding errors make the actual error far smaller).
       const ref = globalAvgPoolForwardRef(planes, hw, x.held);
-      assertClose(await y.toArray(), ref, { ...outTol(dt.y, ref, 6), what: `y ${what}` });
+      assertClose(
+        await y.toArray(),
+        ref,
+        outTol(dt.y, ref, { extra: 6, f32: F32_OUT, what: `y ${what}` }),
+      );
       const dref = globalAvgPoolBackwardRef(planes, hw, dy.held);
-      assertClose(await dx.toArray(), dref, { ...outTol(dt.dx, dref, 0), what: `dx ${what}` });
+      assertClose(
+        await dx.toArray(),
+        dref,
+        outTol(dt.dx, dref, { f32: F32_OUT, what: `dx ${what}` }),
+      );
       for (const t of [x.t, dy.t, y, dx]) t.dispose();
     }
   }
@@ -406,7 +416,7 @@ Deno.test("global average pool with f16 tensors matches the CPU reference", GPU_
 
 Deno.test(
   "pooling rejects a non-float tensor in a float slot, naming the op",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const p: Pool2dParams = { n: 1, c: 2, h: 6, w: 6, kernel: 2 };

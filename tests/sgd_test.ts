@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
 import { createLossScale, lossScaleCheck, lossScaleUpdate } from "../kernels/loss_scale.ts";
 import { type SgdParams, sgdUpdate } from "../kernels/sgd.ts";
-import { assertClose, f16, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { assertClose, f16, F16_TEST, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { sgdStepRef } from "./cpu_ref/sgd.ts";
 import { atDeviceLimit, deviceLimit, fastFill, readSlices, withBindingLimit } from "./big.ts";
 
@@ -297,7 +297,7 @@ const MIXED_SETTINGS: SgdParams[] = [
 
 Deno.test(
   "SGD with a loss scale and an f16 copy matches the CPU (vec4 and scalar paths, ranges)",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(53);
@@ -334,7 +334,7 @@ Deno.test(
 
 Deno.test(
   "SGD mixed precision: copy-only and power-of-two scales are bit-identical to the plain update",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(54);
@@ -368,7 +368,7 @@ Deno.test(
 
 Deno.test(
   "SGD with a loss scale skips the step on Inf/NaN (f32 or f16 grads): param and momentum kept",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(55);
@@ -430,7 +430,7 @@ Deno.test(
   },
 );
 
-Deno.test("SGD mixed precision validates its operands", GPU_TEST, async () => {
+Deno.test("SGD mixed precision validates its operands", F16_TEST, async () => {
   const gpu = await testGpu();
   const param = gpu.zeros([3, 4]);
   const grad = gpu.zeros([3, 4]);

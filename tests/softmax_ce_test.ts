@@ -10,12 +10,14 @@ import {
   checkGradient,
   type CloseOptions,
   f16,
+  F16_TEST,
   f16Tolerance,
   f32,
-  f64,
   GPU_TEST,
   Rng,
   roundF16,
+  stored,
+  tensorOf,
   testGpu,
 } from "./harness.ts";
 import { accuracyCountRef, softmaxCrossEntropyRef } from "./cpu_ref/softmax_ce.ts";
@@ -412,9 +414,7 @@ async function runMixed(
   c: number,
   o: { logits: "f32" | "f16"; dlogits: "f32" | "f16" | "inplace"; eps?: number; scale?: number },
 ): Promise<MixedCe> {
-  const lg = o.logits === "f16"
-    ? gpu.tensor(f16(logits), { shape: [n, c] })
-    : gpu.tensor(f32(logits), { shape: [n, c] });
+  const lg = tensorOf(gpu, logits, { dtype: o.logits, shape: [n, c] });
   const lb = gpu.tensor(labels, { shape: [n] });
   const dlogits: Tensor = o.dlogits === "inplace" ? lg : gpu.empty([n, c], { dtype: o.dlogits });
   const lossSum = gpu.zeros([1]);
@@ -457,7 +457,7 @@ async function checkMixed(
 ): Promise<void> {
   const { logits, labels } = randomCase(rng, n, c);
   // The reference gets the logits the GPU holds: rounded to f16 for f16 logits.
-  const given = o.logits === "f16" ? roundF16(logits) : f64(logits);
+  const given = stored(logits, o.logits);
   const ref = softmaxCrossEntropyRef(given, labels, n, c, o.eps ?? 0);
   const scale = o.scale ?? 1;
   const want = ref.dlogits.map((v) => v * scale);
@@ -477,7 +477,7 @@ async function checkMixed(
 
 Deno.test(
   "softmax CE with f16 logits and/or dlogits matches the CPU on the f16-rounded logits",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(40);
@@ -497,7 +497,7 @@ Deno.test(
 
 Deno.test(
   "softmax CE with a loss scale: dlogits scaled (f32 exactly by 2^k), loss and hits unscaled",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(41);
@@ -548,7 +548,7 @@ Deno.test(
 
 Deno.test(
   "softmax CE and accuracy with f16 logits split into row ranges and workgroups (limit lowered)",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(42);
@@ -574,7 +574,7 @@ Deno.test(
 
 Deno.test(
   "accuracyCount with f16 logits matches the CPU (ties from f16 rounding)",
-  GPU_TEST,
+  F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(43);
@@ -600,7 +600,7 @@ Deno.test(
   },
 );
 
-Deno.test("softmax CE validates f16 operands and the loss scale", GPU_TEST, async () => {
+Deno.test("softmax CE validates f16 operands and the loss scale", F16_TEST, async () => {
   const gpu = await testGpu();
   const logits = gpu.zeros([4, 10], { dtype: "f16" });
   const labels = gpu.zeros([4], { dtype: "i32" });
