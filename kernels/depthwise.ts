@@ -515,6 +515,21 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 `);
 }
 
+/**
+ * WGSL declarations of the weight-gradient passes' optional outputs: dw, then db, at consecutive
+ * bindings from `first` (each line empty when that output is not bound).
+ */
+function _dwDbDecls(dt: { dw?: FloatDType; db?: FloatDType }, first: number): string {
+  const dwBinding = first, dbBinding = dt.dw !== undefined ? first + 1 : first;
+  const dw = dt.dw === undefined
+    ? ""
+    : `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<${storageType(dt.dw)}>;`;
+  const db = dt.db === undefined
+    ? ""
+    : `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<${storageType(dt.db)}>;`;
+  return `${dw}\n${db}`;
+}
+
 function backwardWeightSerialSpec(
   g: { kh: number; kw: number; sw: number; dw: number },
   dt: { dy: FloatDType; x: FloatDType; dw?: FloatDType; db?: FloatDType },
@@ -525,9 +540,7 @@ function backwardWeightSerialSpec(
   const kk = kh * kw;
   const tag = `${hasDw ? "_dw" : ""}${hasDb ? "_db" : ""}${accumulate ? "_acc" : ""}`;
   const op = accumulate ? "+=" : "=";
-  let binding = 3;
-  const dwBinding = hasDw ? binding++ : -1;
-  const dbBinding = hasDb ? binding++ : -1;
+  const first = 3;
   return memo(`depthwise_bwd_weight_serial_${kh}x${kw}_sw${sw}_dw${dw}${tag}`, dt, () => `
 // Depthwise conv backward to the weight and bias for short reductions (few outputs per
 // channel): one thread per channel walks all its units (b, oy, block of ${V} ox) in order,
@@ -535,20 +548,7 @@ function backwardWeightSerialSpec(
 // ${accumulate ? "accumulates into" : "overwrites"} dw[ch, tap] and db[ch].
 const WG = ${WG}u;
 ${unitWgsl(g, dt)}
-${
-    hasDw
-      ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<${
-        storageType(dt.dw)
-      }>;`
-      : ""
-  }
-${
-    hasDb
-      ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<${
-        storageType(dt.db)
-      }>;`
-      : ""
-  }
+${_dwDbDecls(dt, first)}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -582,9 +582,7 @@ function backwardWeightFinalSpec(
   const kk1 = kk + 1;
   const tag = `${hasDw ? "_dw" : ""}${hasDb ? "_db" : ""}${accumulate ? "_acc" : ""}`;
   const op = accumulate ? "+=" : "=";
-  let binding = 2;
-  const dwBinding = hasDw ? binding++ : -1;
-  const dbBinding = hasDb ? binding++ : -1;
+  const first = 2;
   return memo(`depthwise_bwd_weight_final_${kh}x${kw}${tag}`, dt, () => `
 // Depthwise conv backward to the weight and bias, pass 2 of 2. One thread per (ch, tap),
 // idx = ch * ${kk1} + tap, adds the per-chunk partial sums of pass 1 in chunk order and
@@ -596,20 +594,7 @@ const KK1 = ${kk1}u;
 struct Params { c: u32, chunks: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
-${
-    hasDw
-      ? `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<${
-        storageType(dt.dw)
-      }>;`
-      : ""
-  }
-${
-    hasDb
-      ? `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<${
-        storageType(dt.db)
-      }>;`
-      : ""
-  }
+${_dwDbDecls(dt, first)}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {

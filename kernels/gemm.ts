@@ -478,9 +478,7 @@ export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): 
         gpu,
         {
           ...g,
-          k: kLen,
-          a: { ...g.a, base: g.a.base + k0 * (g.transA ? g.lda : 1) },
-          b: { ...g.b, base: g.b.base + k0 * (g.transB ? 1 : g.ldb) },
+          ..._kSlice(g, k0, kLen),
           beta: pass === 0 ? g.beta : 1,
           bias: pass === 0 ? g.bias : undefined,
           biasMode: pass === 0 ? g.biasMode : "none",
@@ -493,6 +491,19 @@ export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): 
     return;
   }
   gemmPass(gpu, g, variant, tuning);
+}
+
+/** The part of `g`'s reduction over `k` in `[k0, k0 + kLen)`: shorter k, A and B moved along k. */
+function _kSlice(
+  g: StridedGemm,
+  k0: number,
+  kLen: number,
+): Pick<StridedGemm, "k" | "a" | "b"> {
+  return {
+    k: kLen,
+    a: { ...g.a, base: g.a.base + k0 * (g.transA ? g.lda : 1) },
+    b: { ...g.b, base: g.b.base + k0 * (g.transB ? 1 : g.ldb) },
+  };
 }
 
 /**
@@ -518,9 +529,7 @@ function passesViaScratch(
       gpu,
       {
         ...g,
-        k: kLen,
-        a: { ...g.a, base: g.a.base + k0 * (g.transA ? g.lda : 1) },
-        b: { ...g.b, base: g.b.base + k0 * (g.transB ? 1 : g.ldb) },
+        ..._kSlice(g, k0, kLen),
         alpha: 1,
         beta: pass === 0 ? 0 : 1,
         c: bindingRange(scratch, 0, total),
