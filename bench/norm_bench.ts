@@ -88,11 +88,8 @@ const BN: [string, number, number, number[]][] = [
   ["LeNet-BN BN1d 120", 120, 1, []],
 ];
 
-for (const [name, c, hw, spatial] of BN) {
-  const n = name.includes("BN1d") ? 256 : BN_BATCH;
-  const shape = [n, c, ...spatial];
-  const x = gpu.tensor(fill(n * c * hw), { shape });
-  const y = gpu.empty(shape), dx = gpu.empty(shape);
+/** Per-channel BatchNorm tensors of `c` channels: saved and running stats, affine, gradients. */
+function bnState(c: number) {
   const ch = (v: number) => gpu.tensor(new Float32Array(c).fill(v), { shape: [c] });
   const st = {
     saveMean: ch(0),
@@ -102,7 +99,15 @@ for (const [name, c, hw, spatial] of BN) {
     weight: ch(1),
     bias: ch(0),
   };
-  const dweight = ch(0), dbias = ch(0);
+  return { st, dweight: ch(0), dbias: ch(0) };
+}
+
+for (const [name, c, hw, spatial] of BN) {
+  const n = name.includes("BN1d") ? 256 : BN_BATCH;
+  const shape = [n, c, ...spatial];
+  const x = gpu.tensor(fill(n * c * hw), { shape });
+  const y = gpu.empty(shape), dx = gpu.empty(shape);
+  const { st, dweight, dbias } = bnState(c);
   const size = x.byteLength;
   const p = { n, c, hw };
   await bench(
@@ -178,16 +183,7 @@ for (const [name, kind, n, c, hw, spatial] of BN_ACT) {
   const x = gpu.tensor(fill(n * c * hw), { shape });
   const dy = gpu.tensor(fill(n * c * hw).reverse(), { shape });
   const y = gpu.empty(shape), z = gpu.empty(shape), dz = gpu.empty(shape), dx = gpu.empty(shape);
-  const ch = (v: number) => gpu.tensor(new Float32Array(c).fill(v), { shape: [c] });
-  const st = {
-    saveMean: ch(0),
-    saveInvStd: ch(1),
-    runningMean: ch(0),
-    runningVar: ch(1),
-    weight: ch(1),
-    bias: ch(0),
-  };
-  const dweight = ch(0), dbias = ch(0);
+  const { st, dweight, dbias } = bnState(c);
   const size = x.byteLength;
   const p = { n, c, hw };
   for (const training of [true, false]) {

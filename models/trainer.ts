@@ -209,9 +209,18 @@ export class Trainer {
     if (options.precision !== undefined && options.precision !== model.precision) {
       model.setPrecision(options.precision);
     }
-    // Created up front (its one upload stays out of the epochs); a model switched to f16 later
-    // gets one at its first f16 step.
-    if (model.precision === "f16") this.#lossScale = createLossScale(model.gpu, options.lossScale);
+    this.#ensureLossScale();
+  }
+
+  /**
+   * Creates the loss scaler when the model runs in f16 and has none yet: in the constructor, and
+   * again at an epoch's start for a model switched to f16 later (its one upload is never inside
+   * a step).
+   */
+  #ensureLossScale(): void {
+    if (this.model.precision === "f16") {
+      this.#lossScale ??= createLossScale(this.model.gpu, this.options.lossScale);
+    }
   }
 
   /**
@@ -264,10 +273,6 @@ export class Trainer {
     if (momentum > 0) {
       // Momentum buffers live as long as the model: create them outside the step's scope.
       for (const [, p] of this.model.params) p.momentum ??= gpu.zeros(p.shape);
-    }
-    // The scaler follows the model's precision at each step (it may be set after construction).
-    if (this.model.precision === "f16") {
-      this.#lossScale ??= createLossScale(gpu, this.options.lossScale);
     }
     const lossScale = this.model.precision === "f16" ? this.#lossScale! : undefined;
     gpu.scope(() => {
@@ -340,6 +345,7 @@ export class Trainer {
     const order = options.shuffle === false
       ? Uint32Array.from({ length: n }, (_, i) => i)
       : permutation(n, seed);
+    this.#ensureLossScale();
     const all = gpu.tensor(order, { shape: [n] }); // the epoch's only upload
     const lossSum = gpu.zeros([1]);
     const correct = gpu.zeros([1], { dtype: "u32" });
