@@ -3,7 +3,6 @@
 // extreme inputs, and argument validation; f16 and mixed dtypes against the CPU on f16-rounded
 // inputs and bit for bit against the f32 kernels rounded once.
 import assert from "node:assert/strict";
-import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
 import {
   activationBackward,
   activationForward,
@@ -12,6 +11,7 @@ import {
 import {
   assertClose,
   checkGradient,
+  exactTensor,
   f16,
   F16_TEST,
   f16Tolerance,
@@ -38,14 +38,6 @@ function inputs(rng: Rng, n: number): Float64Array {
     for (const k of [0, 6]) if (Math.abs(x[i] - k) < 1e-3) x[i] = k + 0.5;
   }
   return x;
-}
-
-/** A tensor on a buffer of exactly its byte length: no slack, so the kernels take the scalar path. */
-function exactTensor(gpu: Gpu, data: Float32Array): Tensor {
-  const buffer = gpu.device.createBuffer({ size: data.byteLength, usage: POOL_USAGE });
-  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype: "f32" });
-  gpu.write(t, data);
-  return t;
 }
 
 Deno.test("activation CPU backward matches finite differences of the CPU forward", () => {
@@ -219,15 +211,6 @@ Deno.test(
 
 // ------------------------------------------------------------------ f16 ----
 
-/** An f16 tensor on a buffer of exactly its storage bytes (the scalar path for odd sizes). */
-function exactTensor16(gpu: Gpu, data: Float16Array): Tensor {
-  const bytes = storageBytes(data.length, "f16");
-  const buffer = gpu.device.createBuffer({ size: bytes, usage: POOL_USAGE });
-  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype: "f16" });
-  gpu.write(t, data);
-  return t;
-}
-
 /**
  * `extra` of the f16 outputs: no reduction, f is evaluated in f32 (error < 1e-6 relative, 1/500 of
  * an f16 half-ulp), then rounded once; 0.01 covers that f32 error where it tips the rounding. f32
@@ -301,12 +284,12 @@ Deno.test(
     for (const n of [5, 13]) {
       const xs = f16(inputs(rng, n)), dys = f16(rng.normalArray(n));
       for (const kind of KINDS) {
-        const t = exactTensor16(gpu, xs);
+        const t = exactTensor(gpu, xs);
         activationForward({ y: t, x: t }, { kind });
         const y = await t.toArray();
         const yRef = activationForwardRef(xs, kind);
         assertClose(y, yRef, { ...f16Tolerance(maxAbs(yRef), EXTRA), what: `${kind} in place` });
-        const g = exactTensor16(gpu, dys);
+        const g = exactTensor(gpu, dys);
         activationBackward({ dx: g, dy: g, y: t }, { kind });
         const dxRef = activationBackwardRef(dys, y, kind);
         assertClose(await g.toArray(), dxRef, {
@@ -382,8 +365,6 @@ Deno.test(
     const xs = roundF16(inputs(rng, n)), dys = roundF16(rng.normalArray(n));
     const x32 = gpu.tensor(f32(xs), { shape: [n] }), x16 = gpu.tensor(f16(xs), { shape: [n] });
     const dy32 = gpu.tensor(f32(dys), { shape: [n] }), dy16 = gpu.tensor(f16(dys), { shape: [n] });
-    const round = (a: ArrayLike<number>, d: "f32" | "f16") =>
-      d === "f16" ? Float64Array.from(a, (v) => Math.f16round(v)) : a;
     for (const kind of KINDS) {
       const y32 = gpu.empty([n]), y16 = gpu.empty([n], { dtype: "f16" });
       activationForward({ y: y32, x: x32 }, { kind });
@@ -392,7 +373,7 @@ Deno.test(
       for (const [xd, yd] of [["f16", "f16"], ["f16", "f32"], ["f32", "f16"]] as const) {
         const y = gpu.empty([n], { dtype: yd });
         activationForward({ y, x: xd === "f16" ? x16 : x32 }, { kind });
-        assertExact(await y.toArray(), round(y32v, yd), `${kind} forward y ${yd} <- x ${xd}`);
+        assertExact(await y.toArray(), stored(y32v, yd), `${kind} forward y ${yd} <- x ${xd}`);
         y.dispose();
       }
       // Backward from an f16-representable y (the f16 forward's output).
@@ -403,7 +384,7 @@ Deno.test(
       for (const dxd of ["f16", "f32"] as const) {
         const dx = gpu.empty([n], { dtype: dxd });
         activationBackward({ dx, dy: dy16, y: y16 }, { kind });
-        assertExact(await dx.toArray(), round(dx32v, dxd), `${kind} backward dx ${dxd}`);
+        assertExact(await dx.toArray(), stored(dx32v, dxd), `${kind} backward dx ${dxd}`);
         dx.dispose();
       }
       for (const t of [y32, y16, yf, dx32]) t.dispose();

@@ -23,6 +23,7 @@ import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import {
   assertClose,
+  channelSlice,
   f16,
   F16_TEST,
   f16Tolerance,
@@ -66,16 +67,37 @@ function data(p: Conv2dParams, seed: number, bias: boolean) {
 
 type Data = ReturnType<typeof data>;
 
-async function run(p: Conv2dParams, d: Data, options: Conv2dKernelOptions) {
+type Store = "f32" | "f16";
+
+/** Storage types of every operand of a forward and backward run. */
+type Mix = Record<"x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db", Store>;
+
+/** Every operand f32. */
+const F32: Mix = {
+  x: "f32",
+  w: "f32",
+  b: "f32",
+  y: "f32",
+  dy: "f32",
+  dx: "f32",
+  dw: "f32",
+  db: "f32",
+};
+
+/**
+ * A forward and backward run with `mix`'s storage types (default every operand f32); the outputs
+ * start as NaN (each must be overwritten). Returns the outputs and the kernels dispatched.
+ */
+async function run(p: Conv2dParams, d: Data, options: Conv2dKernelOptions, mix: Mix = F32) {
   const gpu = await testGpu();
   const { s } = d;
-  const x = gpu.tensor(f32(d.x), { shape: s.x });
-  const w = gpu.tensor(f32(d.w), { shape: s.w });
-  const b = d.b ? gpu.tensor(f32(d.b), { shape: [p.cOut] }) : undefined;
-  const dy = gpu.tensor(f32(d.dy), { shape: s.y });
-  // Outputs start as garbage: each must be overwritten.
-  const nan = (shape: number[]) => gpu.tensor(new Float32Array(count(shape)).fill(NaN), { shape });
-  const y = nan(s.y), dx = nan(s.x), dw = nan(s.w), db = nan([p.cOut]);
+  const up = (a: ArrayLike<number>, dtype: Store, shape: number[]) =>
+    tensorOf(gpu, a, { dtype, shape });
+  const nan = (t: Store, shape: number[]) => up(new Float64Array(count(shape)).fill(NaN), t, shape);
+  const x = up(d.x, mix.x, s.x), w = up(d.w, mix.w, s.w), dy = up(d.dy, mix.dy, s.y);
+  const b = d.b ? up(d.b, mix.b, [p.cOut]) : undefined;
+  const y = nan(mix.y, s.y), dx = nan(mix.dx, s.x), dw = nan(mix.dw, s.w);
+  const db = nan(mix.db, [p.cOut]);
   const kernels = kernelsOf(gpu, () => {
     conv2dForward({ y, x, w, b }, { ...p, ...options });
     conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
@@ -348,14 +370,14 @@ Deno.test(
         directConvForward(gpu, sh, { y: yr, x: r(x), w, b }, { tile, activation, yChannels: C });
         const got = await y.toArray();
         y.dispose();
-        const slice = new Float32Array(count(s.y));
-        for (let img = 0; img < p.n; img++) {
-          for (let c = 0; c < C; c++) {
-            const src = got.subarray((img * C + c) * P, (img * C + c + 1) * P);
-            if (c >= off && c < off + p.cOut) slice.set(src, (img * p.cOut + c - off) * P);
-            else assert.ok(src.every((v) => v === sentinel), `channel ${c} of image ${img}`);
-          }
-        }
+        const slice = channelSlice(got, {
+          n: p.n,
+          channels: C,
+          offset: off,
+          cOut: p.cOut,
+          pixels: P,
+          sentinel,
+        });
         assertClose(slice, ref, { ...tol(s.len), what: `${activation} ${JSON.stringify(tile)}` });
       }
     }
@@ -428,13 +450,11 @@ Deno.test("direct conv2d plans: budgets and limits", () => {
 
 // ------------------------------------------------------------------------- f16 ----
 
-type Store = "f32" | "f16";
-
 /**
  * Training's configuration: activations and their gradients f16, weights f16 copies, the bias
  * and every parameter gradient f32.
  */
-const TRAIN = {
+const TRAIN: Mix = {
   x: "f16",
   w: "f16",
   b: "f32",
@@ -446,7 +466,7 @@ const TRAIN = {
 } as const;
 
 /** Another mix: f32 activations and input gradient, f16 parameters, dy and parameter gradients. */
-const OTHER = {
+const OTHER: Mix = {
   x: "f32",
   w: "f16",
   b: "f16",
@@ -456,37 +476,6 @@ const OTHER = {
   dw: "f16",
   db: "f16",
 } as const;
-
-/** A forward and backward run with `mix`'s storage types (default `TRAIN`'s). */
-async function runF16(
-  p: Conv2dParams,
-  d: Data,
-  options: Conv2dKernelOptions,
-  mix: Record<keyof typeof TRAIN, Store> = TRAIN,
-) {
-  const gpu = await testGpu();
-  const { s } = d;
-  const up = (a: ArrayLike<number>, dtype: Store, shape: number[]) =>
-    tensorOf(gpu, a, { dtype, shape });
-  const nan = (t: Store, shape: number[]) => up(new Float64Array(count(shape)).fill(NaN), t, shape);
-  const x = up(d.x, mix.x, s.x), w = up(d.w, mix.w, s.w), dy = up(d.dy, mix.dy, s.y);
-  const b = d.b ? up(d.b, mix.b, [p.cOut]) : undefined;
-  const y = nan(mix.y, s.y), dx = nan(mix.dx, s.x), dw = nan(mix.dw, s.w);
-  const db = nan(mix.db, [p.cOut]);
-  const kernels = kernelsOf(gpu, () => {
-    conv2dForward({ y, x, w, b }, { ...p, ...options });
-    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
-  });
-  const out = {
-    y: await y.toArray(),
-    dx: await dx.toArray(),
-    dw: await dw.toArray(),
-    db: await db.toArray(),
-    kernels,
-  };
-  for (const t of [x, w, b, dy, y, dx, dw, db] as (Tensor | undefined)[]) t?.dispose();
-  return out;
-}
 
 /**
  * `[label, params, bias, whether dx runs direct]`: the direct kernels in f16, with an f32
@@ -504,7 +493,7 @@ Deno.test("direct conv2d f16 (forced, training mix) vs CPU reference", F16_TEST,
   let seed = 1300;
   for (const [label, p, bias, directDx] of F16_CONFIGS) {
     const d = data(p, seed++, bias);
-    const got = await runF16(p, d, { direct: true });
+    const got = await run(p, d, { direct: true }, TRAIN);
     const x = roundF16(d.x), w = roundF16(d.w), dy = roundF16(d.dy);
     const refY = conv2dRef(p, x, w, d.b);
     const g = conv2dBackwardRef(p, x, w, dy);
@@ -544,7 +533,7 @@ Deno.test("direct conv2d f16: integer data is reproduced exactly", F16_TEST, asy
       b: bias ? ints(p.cOut, 3) : undefined,
       dy: ints(count(s.y), 2),
     };
-    const got = await runF16(p, d, { direct: true });
+    const got = await run(p, d, { direct: true }, TRAIN);
     const g = conv2dBackwardRef(p, d.x, d.w, d.dy);
     const exact = (what: string) => ({ rtol: 0, atol: 0, what: `exact ${label} ${what}` });
     assertClose(got.y, conv2dRef(p, d.x, d.w, d.b), exact("y"));
@@ -588,14 +577,14 @@ Deno.test(
       assert.equal(kernels.some((k) => k.includes("_prev")), tile.ci < 4, kernels.join(", "));
       const got = await y.toArray();
       y.dispose();
-      const slice = new Float32Array(count(s.y));
-      for (let img = 0; img < p.n; img++) {
-        for (let c = 0; c < C; c++) {
-          const src = got.subarray((img * C + c) * P, (img * C + c + 1) * P);
-          if (c >= off && c < off + p.cOut) slice.set(src, (img * p.cOut + c - off) * P);
-          else assert.ok(src.every((v) => v === sentinel), `channel ${c} of image ${img}`);
-        }
-      }
+      const slice = channelSlice(got, {
+        n: p.n,
+        channels: C,
+        offset: off,
+        cOut: p.cOut,
+        pixels: P,
+        sentinel,
+      });
       // f32 sums of f16 values rounded once (extra 0, whatever the 36-term reduction).
       assertClose(slice, ref, { ...f16Tolerance(maxAbs(ref)), what: `y ${JSON.stringify(tile)}` });
     }
@@ -636,7 +625,7 @@ Deno.test(
     const p: Conv2dParams = { n: 5, cIn: 3, h: 9, w: 7, cOut: 5, kernel: 3, padding: 1 };
     const d = data(p, 1340, true);
     // f32 x, y and dx; f16 w, b, dy, dw and db.
-    const got = await runF16(p, d, { direct: true }, OTHER);
+    const got = await run(p, d, { direct: true }, OTHER);
     const g = conv2dBackwardRef(
       p,
       Float64Array.from(d.x, Math.fround),
@@ -653,8 +642,8 @@ Deno.test(
     assert.ok(got.y instanceof Float32Array && got.dw instanceof Float16Array);
     assert.ok(count1(got.kernels, "conv2d_direct_dw") === 1, `${got.kernels}`);
     // Training's mix, one image per chunk (ranges of f16 tensors at unaligned offsets).
-    const whole = await runF16(p, d, { direct: true });
-    const chunked = await runF16(p, d, { direct: true, maxChunkBytes: 1 });
+    const whole = await run(p, d, { direct: true }, TRAIN);
+    const chunked = await run(p, d, { direct: true, maxChunkBytes: 1 }, TRAIN);
     assert.equal(count1(chunked.kernels, "conv2d_direct_dw"), 5);
     assert.deepEqual(chunked.y, whole.y);
     assert.deepEqual(chunked.dx, whole.dx);

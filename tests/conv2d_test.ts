@@ -16,6 +16,7 @@ import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import {
   assertClose,
+  channelSlice,
   checkGradient,
   f16,
   F16_TEST,
@@ -622,13 +623,6 @@ const CONFIGS: [string, Conv2dParams, boolean][] = [
   ],
 ];
 
-interface Run {
-  y: Float32Array;
-  dx: Float32Array;
-  dw: Float32Array;
-  db: Float32Array;
-}
-
 function upload(p: Conv2dParams, seed: number, bias: boolean) {
   const s = sizes(p);
   const rng = new Rng(seed);
@@ -641,34 +635,74 @@ function upload(p: Conv2dParams, seed: number, bias: boolean) {
   };
 }
 
-async function runGpu(
+type Store = "f32" | "f16";
+
+/** Storage types of every operand of a forward and backward run. */
+interface Mix {
+  x: Store;
+  w: Store;
+  b: Store;
+  y: Store;
+  dy: Store;
+  dx: Store;
+  dw: Store;
+  db: Store;
+}
+
+/** Every operand f32. */
+const F32: Mix = {
+  x: "f32",
+  w: "f32",
+  b: "f32",
+  y: "f32",
+  dy: "f32",
+  dx: "f32",
+  dw: "f32",
+  db: "f32",
+};
+
+/**
+ * A forward and backward run with `mix`'s storage types ({@linkcode F32}, `TRAIN`, `OTHER`);
+ * returns the outputs and the kernels dispatched.
+ */
+async function runMix(
   p: Conv2dParams,
   data: ReturnType<typeof upload>,
+  mix: Mix,
   options: Conv2dKernelOptions = {},
-): Promise<Run> {
+) {
   const gpu = await testGpu();
   const { s } = data;
-  const x = gpu.tensor(f32(data.x), { shape: s.x });
-  const w = gpu.tensor(f32(data.w), { shape: s.w });
-  const b = data.b ? gpu.tensor(f32(data.b), { shape: [p.cOut] }) : undefined;
-  const dy = gpu.tensor(f32(data.dy), { shape: s.y });
-  // Outputs start as garbage: every one must be overwritten.
-  const garbage = (shape: number[]) =>
-    gpu.tensor(new Float32Array(count(shape)).fill(NaN), { shape });
-  const y = garbage(s.y), dx = garbage(s.x), dw = garbage(s.w), db = garbage([p.cOut]);
-  conv2dForward({ y, x, w, b }, { ...p, ...options });
-  conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+  const up = (a: ArrayLike<number>, dtype: Store, shape: number[]) =>
+    tensorOf(gpu, a, { dtype, shape });
+  // Outputs start as NaN: every one must be overwritten.
+  const nan = (d: Store, shape: number[]) => up(new Float64Array(count(shape)).fill(NaN), d, shape);
+  const x = up(data.x, mix.x, s.x), w = up(data.w, mix.w, s.w);
+  const b = data.b ? up(data.b, mix.b, [p.cOut]) : undefined;
+  const dy = up(data.dy, mix.dy, s.y);
+  const y = nan(mix.y, s.y), dx = nan(mix.dx, s.x), dw = nan(mix.dw, s.w);
+  const db = nan(mix.db, [p.cOut]);
+  const kernels = kernelsOf(gpu, () => {
+    conv2dForward({ y, x, w, b }, { ...p, ...options });
+    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+  });
   const out = {
     y: await y.toArray(),
     dx: await dx.toArray(),
     dw: await dw.toArray(),
     db: await db.toArray(),
+    kernels,
   };
   for (const t of [x, w, b, dy, y, dx, dw, db] as (Tensor | undefined)[]) t?.dispose();
   return out;
 }
 
-function compare(p: Conv2dParams, data: ReturnType<typeof upload>, got: Run, label: string): void {
+function compare(
+  p: Conv2dParams,
+  data: ReturnType<typeof upload>,
+  got: Awaited<ReturnType<typeof runMix>>,
+  label: string,
+): void {
   const t = tol(data.s.len);
   assertClose(got.y, conv2dRef(p, data.x, data.w, data.b), { ...t, what: `${label} y` });
   const g = conv2dBackwardRef(p, data.x, data.w, data.dy);
@@ -681,7 +715,7 @@ Deno.test("conv2d GPU forward and backward vs CPU reference", GPU_TEST, async ()
   let seed = 20;
   for (const [label, p, bias] of CONFIGS) {
     const data = upload(p, seed++, bias);
-    compare(p, data, await runGpu(p, data), label);
+    compare(p, data, await runMix(p, data, F32), label);
   }
 });
 
@@ -690,7 +724,7 @@ Deno.test("conv2d GPU: both GEMM kernel families", GPU_TEST, async () => {
   for (const variant of ["register", "shared"] as const) {
     for (const [label, p, bias] of CONFIGS.filter((_, i) => i % 2 === 0)) {
       const data = upload(p, seed++, bias);
-      compare(p, data, await runGpu(p, data, { gemm: { variant } }), `${label} (${variant})`);
+      compare(p, data, await runMix(p, data, F32, { gemm: { variant } }), `${label} (${variant})`);
     }
   }
 });
@@ -740,12 +774,12 @@ Deno.test("conv2d chunking: forced small chunks give the same results", GPU_TEST
   const gpu = await testGpu();
   for (const p of configs) {
     const data = upload(p, seed++, true);
-    const whole = await runGpu(p, data);
+    const whole = await runMix(p, data, F32);
     // 1 byte: one image per chunk; 3000 bytes: a few images per chunk, ranges not 256-aligned.
     for (const maxChunkBytes of [1, 3000]) {
       const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes });
       assert.ok(plan.chunks > 1, `expected several chunks for ${JSON.stringify(p)}`);
-      const chunked = await runGpu(p, data, { maxChunkBytes });
+      const chunked = await runMix(p, data, F32, { maxChunkBytes });
       // Per-element work is the same: y and dx are bit-identical; dw/db sum chunks in order.
       assert.deepEqual(chunked.y, whole.y);
       assert.deepEqual(chunked.dx, whole.dx);
@@ -893,17 +927,15 @@ async function runFused(
   let ref = conv2dRef(p, data.x, data.w, data.b);
   if (f.activation) ref = activationForwardRef(ref, f.activation);
   // The slice, gathered image by image; everything else must still be the sentinel.
-  const slice = new Float32Array(n * cOut * P);
-  for (let img = 0; img < n; img++) {
-    for (let c = 0; c < C; c++) {
-      const src = got.subarray((img * C + c) * P, (img * C + c + 1) * P);
-      if (c >= off && c < off + cOut) {
-        slice.set(src, (img * cOut + c - off) * P);
-      } else if (src.some((v) => v !== SENTINEL)) {
-        assert.fail(`${label}: channel ${c} of image ${img} outside the slice was written`);
-      }
-    }
-  }
+  const slice = channelSlice(got, {
+    n,
+    channels: C,
+    offset: off,
+    cOut,
+    pixels: P,
+    sentinel: SENTINEL,
+    what: label,
+  });
   assertClose(slice, ref, { ...tol(data.s.len), what: `${label} y` });
   assertClose(slice, separate, { rtol: 1.2e-7, atol: 0, what: `${label} fused vs separate` });
   return { y: got, kernels };
@@ -1112,20 +1144,6 @@ Deno.test("conv2d: errors name the op and both shapes", GPU_TEST, async () => {
 
 // ------------------------------------------------------------------------- f16 ----
 
-type Store = "f32" | "f16";
-
-/** Storage types of every operand of a forward and backward run. */
-interface Mix {
-  x: Store;
-  w: Store;
-  b: Store;
-  y: Store;
-  dy: Store;
-  dx: Store;
-  dw: Store;
-  db: Store;
-}
-
 /**
  * Training's configuration: activations and their gradients f16, weights f16 (copies of f32
  * master weights), the bias and every parameter gradient f32.
@@ -1159,38 +1177,6 @@ const OTHER: Mix = {
  */
 const tolFor = (d: Store, ref: ArrayLike<number>, len: number, extra = 0) =>
   outTol(d, ref, { extra, f32: tol(len) });
-
-async function runMix(
-  p: Conv2dParams,
-  data: ReturnType<typeof upload>,
-  mix: Mix,
-  options: Conv2dKernelOptions = {},
-) {
-  const gpu = await testGpu();
-  const { s } = data;
-  const up = (a: ArrayLike<number>, dtype: Store, shape: number[]) =>
-    tensorOf(gpu, a, { dtype, shape });
-  // Outputs start as NaN: every one must be overwritten.
-  const nan = (d: Store, shape: number[]) => up(new Float64Array(count(shape)).fill(NaN), d, shape);
-  const x = up(data.x, mix.x, s.x), w = up(data.w, mix.w, s.w);
-  const b = data.b ? up(data.b, mix.b, [p.cOut]) : undefined;
-  const dy = up(data.dy, mix.dy, s.y);
-  const y = nan(mix.y, s.y), dx = nan(mix.dx, s.x), dw = nan(mix.dw, s.w);
-  const db = nan(mix.db, [p.cOut]);
-  const kernels = kernelsOf(gpu, () => {
-    conv2dForward({ y, x, w, b }, { ...p, ...options });
-    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
-  });
-  const out = {
-    y: await y.toArray(),
-    dx: await dx.toArray(),
-    dw: await dw.toArray(),
-    db: await db.toArray(),
-    kernels,
-  };
-  for (const t of [x, w, b, dy, y, dx, dw, db] as (Tensor | undefined)[]) t?.dispose();
-  return out;
-}
 
 /**
  * Checks a run of `mix` against the Float64 reference fed what the tensors hold. Every f16
@@ -1228,27 +1214,9 @@ const F16_CONFIGS: [string, Conv2dParams, boolean][] = [
     stride: 2,
   }, true],
   ["window im2col, odd sizes", { n: 2, cIn: 3, h: 7, w: 9, cOut: 4, kernel: 3, padding: 1 }, true],
-  [
-    "dilation 2, groups 2, no bias",
-    { n: 3, cIn: 4, h: 8, w: 9, cOut: 6, kernel: 3, padding: 2, dilation: 2, groups: 2 },
-    false,
-  ],
-  [
-    "rectangular kernel/stride/padding/dilation",
-    {
-      n: 2,
-      cIn: 3,
-      h: 13,
-      w: 14,
-      cOut: 8,
-      kernel: [3, 5],
-      stride: [2, 1],
-      padding: [4, 0],
-      dilation: [1, 3],
-    },
-    true,
-  ],
-  ["pointwise 1x1 (no im2col)", { n: 3, cIn: 5, h: 8, w: 9, cOut: 9, kernel: 1 }, true],
+  ["dilation 2, groups 2, no bias", CONFIGS[2][1], false],
+  CONFIGS[4], // rectangular kernel/stride/padding/dilation
+  CONFIGS[5], // pointwise 1x1 (no im2col)
 ];
 
 Deno.test(
@@ -1339,14 +1307,15 @@ Deno.test(
         conv2dRef(p, roundF16(data.x), roundF16(data.w), data.b),
         activation,
       );
-      const slice = new Float32Array(n * cOut * P);
-      for (let img = 0; img < n; img++) {
-        for (let c = 0; c < C; c++) {
-          const src = got.subarray((img * C + c) * P, (img * C + c + 1) * P);
-          if (c >= off && c < off + cOut) slice.set(src, (img * cOut + c - off) * P);
-          else assert.ok(src.every((v) => v === sentinel), `${what}: channel ${c} written`);
-        }
-      }
+      const slice = channelSlice(got, {
+        n,
+        channels: C,
+        offset: off,
+        cOut,
+        pixels: P,
+        sentinel,
+        what,
+      });
       assertClose(slice, ref, { ...f16Tolerance(maxAbs(ref)), what });
     }
   },

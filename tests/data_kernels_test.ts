@@ -4,6 +4,7 @@
 // reference and bit for bit against the f32 kernels rounded once.
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
+import type { FloatDType } from "../kernels/_dtype.ts";
 import {
   checkPrepareBatch,
   checkResize,
@@ -62,34 +63,50 @@ function makeData(rng: Rng, count: number, c: number, h: number, w: number): Dat
   return { images: randomBytes(rng, count * c * h * w), labels, count };
 }
 
-/** Runs prepareBatch on the GPU; returns x and labels read back. */
+/**
+ * Runs prepareBatch on the GPU into an `x` of `dtype` (default f32); returns x and labels read
+ * back.
+ */
 async function runPrepare(
   gpu: Gpu,
   d: Data,
   indices: number[],
   p: PrepareBatchParams,
-): Promise<{ x: Float32Array; labels: Int32Array }> {
+  options: { readonly dtype?: FloatDType } = {},
+): Promise<{ x: Float32Array | Float16Array; labels: Int32Array }> {
   return await gpu.scope(async () => {
     const images = gpu.tensor(d.images, { shape: [d.count, p.channels, p.srcH, p.srcW] });
     const srcLabels = gpu.tensor(d.labels, { shape: [d.count] });
     const idx = gpu.tensor(new Uint32Array(indices), { shape: [indices.length] });
-    const x = gpu.empty([p.batch, p.channels, p.dstH, p.dstW]);
+    const x = gpu.empty([p.batch, p.channels, p.dstH, p.dstW], { dtype: options.dtype ?? "f32" });
     const labels = gpu.empty([p.batch], { dtype: "i32" });
     prepareBatch({ x, labels, images, srcLabels, indices: idx }, p);
     return { x: await x.toArray(), labels: await labels.toArray() };
   });
 }
 
+/**
+ * prepareBatch into an `x` of `dtype` (default f32) against the Float64 reference. f32: the
+ * tolerance {@linkcode tolFor}. f16: the value is computed in f32 (bilinear weights of at most 4
+ * taps, error ~2e-6 of a pixel step, see TOL) and rounded once to f16; the inputs are bytes
+ * (exact). No reduction: extra 0.01 covers the f32 error where it tips the rounding.
+ */
 async function checkAgainstRef(
   gpu: Gpu,
   d: Data,
   indices: number[],
   p: PrepareBatchParams,
   what: string,
+  options: { readonly dtype?: FloatDType } = {},
 ): Promise<void> {
-  const got = await runPrepare(gpu, d, indices, p);
+  const got = await runPrepare(gpu, d, indices, p, options);
   const ref = prepareBatchRef(d.images, d.labels, indices, p);
-  assertClose(got.x, ref.x, { ...tolFor(p), what: `${what} x` });
+  const label = options.dtype === "f16" ? `${what} x (f16)` : `${what} x`;
+  assertClose(
+    got.x,
+    ref.x,
+    outTol(options.dtype, ref.x, { extra: 0.01, f32: tolFor(p), what: label }),
+  );
   assert.deepEqual([...got.labels], [...ref.labels], `${what} labels`);
 }
 
@@ -655,56 +672,15 @@ Deno.test(
 
 // ------------------------------------------------------------------ f16 ----
 
-/** prepareBatch into an f16 `x`; returns x (f16 values) and labels read back. */
-async function runPrepare16(
-  gpu: Gpu,
-  d: Data,
-  indices: number[],
-  p: PrepareBatchParams,
-): Promise<{ x: Float16Array; labels: Int32Array }> {
-  return await gpu.scope(async () => {
-    const images = gpu.tensor(d.images, { shape: [d.count, p.channels, p.srcH, p.srcW] });
-    const srcLabels = gpu.tensor(d.labels, { shape: [d.count] });
-    const idx = gpu.tensor(new Uint32Array(indices), { shape: [indices.length] });
-    const x = gpu.empty([p.batch, p.channels, p.dstH, p.dstW], { dtype: "f16" });
-    const labels = gpu.empty([p.batch], { dtype: "i32" });
-    prepareBatch({ x, labels, images, srcLabels, indices: idx }, p);
-    return { x: await x.toArray(), labels: await labels.toArray() };
-  });
-}
-
-/**
- * An f16 x against the Float64 reference: the value is computed in f32 (bilinear weights of at
- * most 4 taps, error ~2e-6 of a pixel step, see TOL) and rounded once to f16; the inputs are
- * bytes (exact). No reduction: extra 0.01 covers the f32 error where it tips the rounding.
- */
-async function checkAgainstRef16(
-  gpu: Gpu,
-  d: Data,
-  indices: number[],
-  p: PrepareBatchParams,
-  what: string,
-): Promise<void> {
-  const got = await runPrepare16(gpu, d, indices, p);
-  const ref = prepareBatchRef(d.images, d.labels, indices, p);
-  assertClose(got.x, ref.x, { ...f16Tolerance(maxAbs(ref.x), 0.01), what: `${what} x (f16)` });
-  assert.deepEqual([...got.labels], [...ref.labels], `${what} labels`);
-}
-
 Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST, async () => {
   const gpu = await testGpu();
   const rng = new Rng(60);
+  const f16x = { dtype: "f16" } as const;
   const odd = makeData(rng, 13, 2, 5, 7);
-  await checkAgainstRef16(gpu, odd, shuffled(rng, 13, 3), {
-    batch: 3,
-    channels: 2,
-    srcH: 5,
-    srcW: 7,
-    dstH: 11,
-    dstW: 3,
-  }, "odd 5x7->11x3");
+  const oddP = { batch: 3, channels: 2, srcH: 5, srcW: 7, dstH: 11, dstW: 3 };
+  await checkAgainstRef(gpu, odd, shuffled(rng, 13, 3), oddP, "odd 5x7->11x3", f16x);
   const rgb = makeData(rng, 9, 3, 32, 32);
-  await checkAgainstRef16(gpu, rgb, [8, 1, 4, 100], {
+  const augmented: PrepareBatchParams = {
     batch: 4,
     channels: 3,
     srcH: 32,
@@ -716,8 +692,10 @@ Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST,
     cropPadding: 2,
     flip: true,
     seed: 3,
-  }, "normalize + pad-crop + flip + resize, one index out of range");
-  await checkAgainstRef16(gpu, rgb, [0, 5, 7], {
+  };
+  const augmentedWhat = "normalize + pad-crop + flip + resize, one index out of range";
+  await checkAgainstRef(gpu, rgb, [8, 1, 4, 100], augmented, augmentedWhat, f16x);
+  const resizedCrop: PrepareBatchParams = {
     batch: 3,
     channels: 3,
     srcH: 32,
@@ -726,11 +704,12 @@ Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST,
     dstW: 24,
     resizedCrop: { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] },
     seed: 77,
-  }, "resized crop");
+  };
+  await checkAgainstRef(gpu, rgb, [0, 5, 7], resizedCrop, "resized crop", f16x);
   // Ranges of 2 images (binding limit lowered): f16 bases of x.
   await withBindingLimit(200, async () => {
     const indices = shuffled(rng, 13, 9);
-    await checkAgainstRef16(gpu, odd, indices, {
+    const ranges = {
       batch: 9,
       channels: 2,
       srcH: 5,
@@ -739,7 +718,8 @@ Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST,
       dstW: 5,
       cropPadding: 1,
       seed: 5,
-    }, "ranges of images");
+    };
+    await checkAgainstRef(gpu, odd, indices, ranges, "ranges of images", f16x);
   });
 });
 
@@ -750,14 +730,14 @@ Deno.test(
     const gpu = await testGpu();
     const d = makeData(new Rng(61), 6, 1, 28, 28);
     const indices = [5, 0, 5, 2, 3];
-    const got = await runPrepare16(gpu, d, indices, {
+    const got = await runPrepare(gpu, d, indices, {
       batch: 5,
       channels: 1,
       srcH: 28,
       srcW: 28,
       dstH: 28,
       dstW: 28,
-    });
+    }, { dtype: "f16" });
     const plane = 28 * 28;
     for (let b = 0; b < indices.length; b++) {
       for (let i = 0; i < plane; i++) {
@@ -889,7 +869,7 @@ Deno.test(
     };
     const indices = [3, 8, 0, 12];
     const a = await runPrepare(gpu, d, indices, p);
-    const h = await runPrepare16(gpu, d, indices, p);
+    const h = await runPrepare(gpu, d, indices, p, { dtype: "f16" });
     assertExact(h.x, Float64Array.from(a.x, (v) => Math.f16round(v)), "prepareBatch f16 x");
     const xs = roundF16(rng.normalArray(2 * 3 * 7 * 5)); // f16-representable
     const shape = [2, 3, 7, 5];

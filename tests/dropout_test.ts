@@ -2,7 +2,7 @@
 // reference of the counter-based RNG (bit for bit), layout independence (vec4 / scalar / in
 // place), statistics of the keep fraction, exact scaling, seeds, the backward, and validation.
 import assert from "node:assert/strict";
-import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
+import { type Gpu, Tensor } from "../gpu/mod.ts";
 import {
   dropoutBackward,
   dropoutForward,
@@ -13,6 +13,7 @@ import {
 import {
   assertClose,
   checkGradient,
+  exactTensor,
   f16,
   F16_TEST,
   f16Tolerance,
@@ -38,13 +39,6 @@ import {
   readSlices,
   withBindingLimit,
 } from "./big.ts";
-
-function exactTensor(gpu: Gpu, data: Float32Array): Tensor {
-  const buffer = gpu.device.createBuffer({ size: data.byteLength, usage: POOL_USAGE });
-  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype: "f32" });
-  gpu.write(t, data);
-  return t;
-}
 
 function popcount(words: Uint32Array): number {
   let c = 0;
@@ -342,12 +336,7 @@ Deno.test(
 function dataTensor(gpu: Gpu, data: ArrayLike<number>, dtype: FloatDType, exact = false): Tensor {
   const n = data.length;
   const values = dtype === "f16" ? f16(data) : f32(data);
-  if (!exact) return gpu.tensor(values, { shape: [n] }) as Tensor;
-  const size = storageBytes(n, dtype);
-  const buffer = gpu.device.createBuffer({ size, usage: POOL_USAGE });
-  const t = new Tensor(gpu, buffer, { shape: [n], dtype });
-  gpu.write(t, values);
-  return t;
+  return exact ? exactTensor(gpu, values) : gpu.tensor(values, { shape: [n] }) as Tensor;
 }
 
 /**

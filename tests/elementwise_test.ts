@@ -5,7 +5,7 @@
 // kernel and cast in several dtype mixes against the CPU on f16-rounded inputs, and bit for bit
 // against the all-f32 kernel on the same values rounded once.
 import assert from "node:assert/strict";
-import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
+import { type Gpu, Tensor } from "../gpu/mod.ts";
 import { activationBackward, type ActivationKind } from "../kernels/activation.ts";
 import {
   accumulate,
@@ -22,6 +22,7 @@ import {
   assertClose,
   checkGradient,
   type CloseOptions,
+  exactTensor,
   f16,
   F16_TEST,
   f16Tolerance,
@@ -50,13 +51,6 @@ import {
   sliceRef,
 } from "./cpu_ref/elementwise.ts";
 import { activationBackwardRef, activationForwardRef } from "./cpu_ref/activation.ts";
-
-function exactTensor(gpu: Gpu, data: Float32Array): Tensor {
-  const buffer = gpu.device.createBuffer({ size: data.byteLength, usage: POOL_USAGE });
-  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype: "f32" });
-  gpu.write(t, data);
-  return t;
-}
 
 const SIZES = [1, 7, 1001, 65539];
 
@@ -411,8 +405,11 @@ function activationOutput(rng: Rng, size: number, kind: ActivationKind): Float32
 
 /**
  * splitChannels with `activation` of every slice of a `[n, sum(cs), hw]` tensor, overwriting
- * and accumulating: against the Float64 CPU reference (slice of the activation backward) and
- * exactly against activationBackward followed by the plain split.
+ * and accumulating: against the Float64 CPU reference (slice of the activation backward, on the
+ * values dy and y hold) and exactly against activationBackward into a tensor of dx's dtype
+ * followed by the plain split (both round the f32 result once). `dtype`: dy's and y's, `dx`:
+ * dx's (both default f32; training: all f16). Exactness to the unfused pair is checked only
+ * without accumulate for an f16 dx: the unfused pair rounds dz to f16 before the sum.
  */
 async function checkSplitActivation(
   gpu: Gpu,
@@ -421,36 +418,43 @@ async function checkSplitActivation(
   n: number,
   hw: number,
   cs: readonly number[],
+  options: { readonly dtype?: FloatDType; readonly dx?: FloatDType } = {},
 ): Promise<void> {
+  const ind = options.dtype ?? "f32", dxd = options.dx ?? "f32";
   const cTotal = cs.reduce((a, b) => a + b, 0);
   const shape = [n, cTotal, hw];
-  const dys = f32(rng.normalArray(n * cTotal * hw)), ys = activationOutput(rng, dys.length, kind);
-  const dy = gpu.tensor(dys, { shape }), y = gpu.tensor(ys, { shape });
-  const dz = gpu.empty(shape);
+  const dys = stored(rng.normalArray(n * cTotal * hw), ind);
+  const ys = stored(activationOutput(rng, dys.length, kind), ind);
+  const dy = tensorOf(gpu, dys, { dtype: ind, shape }),
+    y = tensorOf(gpu, ys, { dtype: ind, shape });
+  const dz = gpu.empty(shape, { dtype: dxd });
   activationBackward({ dx: dz, dy, y }, { kind });
   const dzs = activationBackwardRef(dys, ys, kind);
   let cOffset = 0;
   for (const c of cs) {
     const p = { n, hw, cTotal, cOffset, c, activation: kind };
-    const what = `${kind} n=${n} hw=${hw} cTotal=${cTotal} off=${cOffset} c=${c}`;
+    const mix = ind === "f16" ? ` dx ${dxd}` : "";
+    const what = `${kind}${mix} n=${n} hw=${hw} cTotal=${cTotal} off=${cOffset} c=${c}`;
     const want = sliceRef(dzs, n, hw, cTotal, cOffset, c);
-    const prev = f32(rng.normalArray(n * c * hw));
+    const prev = rng.normalArray(n * c * hw);
     for (const accumulate of [false, true]) {
-      const dx = gpu.tensor(prev, { shape: [n, c, hw] });
-      const unfused = gpu.tensor(prev, { shape: [n, c, hw] });
+      const dx = tensorOf(gpu, prev, { dtype: dxd, shape: [n, c, hw] });
+      const unfused = tensorOf(gpu, prev, { dtype: dxd, shape: [n, c, hw] });
       splitChannels({ dx, dy, y }, { ...p, accumulate });
       splitChannels({ dx: unfused, dy: dz }, { n, hw, cTotal, cOffset, c, accumulate });
       const got = await dx.toArray();
-      assertClose(got, accumulate ? accumulateRef(prev, want) : want, {
-        rtol: 1e-5,
-        atol: 1e-6,
-        what: `split ${what} accumulate ${accumulate}`,
-      });
-      assertExact(
-        got,
-        await unfused.toArray(),
-        `fused == unfused ${what} accumulate ${accumulate}`,
-      );
+      const ref = accumulate ? accumulateRef(stored(prev, dxd), want) : want;
+      // f16 dy and y: f'(y) * dy in f32 (two products), plus one sum when accumulating: a few
+      // f32 ulp, far below the f16 rounding (extra 0.01).
+      const tol = ind === "f16" ? outTolerance(dxd, maxAbs(ref), 0.01) : { rtol: 1e-5, atol: 1e-6 };
+      assertClose(got, ref, { ...tol, what: `split ${what} accumulate ${accumulate}` });
+      if (!accumulate || dxd === "f32") {
+        assertExact(
+          got,
+          await unfused.toArray(),
+          `fused == unfused ${what} accumulate ${accumulate}`,
+        );
+      }
       dx.dispose();
       unfused.dispose();
     }
@@ -525,17 +529,6 @@ Deno.test("splitChannels with activation validates y and the kind", GPU_TEST, as
 });
 
 // ------------------------------------------------------------------ f16 ----
-
-/** An f16 tensor on a buffer of exactly its storage bytes: no slack, so the scalar path. */
-function exactTensor16(gpu: Gpu, data: Float16Array): Tensor {
-  const buffer = gpu.device.createBuffer({
-    size: storageBytes(data.length, "f16"),
-    usage: POOL_USAGE,
-  });
-  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype: "f16" });
-  gpu.write(t, data);
-  return t;
-}
 
 /**
  * Tolerance of an output of `dtype` from f16-rounded inputs: f16Tolerance for an f16 output,
@@ -623,14 +616,14 @@ Deno.test(
     for (const n of [5, 13]) {
       // storageBytes(n, f16) < 8 * ceil(n / 4): no room for the last vec4<f16>.
       const as = f16(rng.normalArray(n)), bs = f16(rng.normalArray(n));
-      const a = exactTensor16(gpu, as), b = exactTensor16(gpu, bs);
+      const a = exactTensor(gpu, as), b = exactTensor(gpu, bs);
       addForward({ y: a, a, b }, { relu: true }); // in place
       const want = addRef(as, bs, true);
       assertClose(await a.toArray(), want, {
         ...f16Tolerance(maxAbs(want)),
         what: `add relu in place, exact-size f16 n=${n}`,
       });
-      const g = exactTensor16(gpu, bs);
+      const g = exactTensor(gpu, bs);
       accumulate({ y: g, x: g }, { alpha: 0.5 }); // y += y / 2
       assertClose(await g.toArray(), accumulateRef(bs, bs, 0.5), {
         ...f16Tolerance(1.5 * maxAbs(bs)),
@@ -740,55 +733,6 @@ Deno.test(
   },
 );
 
-/**
- * splitChannels with `activation` on f16 dy / y (training: dx f16; also dx f32): against the
- * CPU reference on the f16 values, and exactly against activationBackward into a tensor of dx's
- * dtype followed by the plain split (both round the f32 result once).
- */
-async function checkSplitActivationF16(
-  gpu: Gpu,
-  rng: Rng,
-  kind: ActivationKind,
-  n: number,
-  hw: number,
-  cs: readonly number[],
-  dxd: FloatDType,
-): Promise<void> {
-  const cTotal = cs.reduce((a, b) => a + b, 0);
-  const shape = [n, cTotal, hw];
-  const dys = roundF16(rng.normalArray(n * cTotal * hw));
-  const ys = roundF16(activationOutput(rng, dys.length, kind));
-  const dy = gpu.tensor(f16(dys), { shape }), y = gpu.tensor(f16(ys), { shape });
-  const dz = gpu.empty(shape, { dtype: dxd });
-  activationBackward({ dx: dz, dy, y }, { kind });
-  const dzs = activationBackwardRef(dys, ys, kind);
-  let cOffset = 0;
-  for (const c of cs) {
-    const what = `${kind} dx ${dxd} n=${n} hw=${hw} off=${cOffset} c=${c}`;
-    const want = sliceRef(dzs, n, hw, cTotal, cOffset, c);
-    const prev = rng.normalArray(n * c * hw);
-    for (const accumulate of [false, true]) {
-      const dx = tensorOf(gpu, prev, { dtype: dxd, shape: [n, c, hw] });
-      const unfused = tensorOf(gpu, prev, { dtype: dxd, shape: [n, c, hw] });
-      splitChannels({ dx, dy, y }, { n, hw, cTotal, cOffset, c, activation: kind, accumulate });
-      splitChannels({ dx: unfused, dy: dz }, { n, hw, cTotal, cOffset, c, accumulate });
-      const got = await dx.toArray();
-      const ref = accumulate ? accumulateRef(stored(prev, dxd), want) : want;
-      // f'(y) * dy in f32 (two products), plus one sum when accumulating: a few f32 ulp, far
-      // below the f16 rounding (extra 0). Exactness to the unfused pair is checked only without
-      // accumulate for an f16 dx: the unfused pair rounds dz to f16 before the sum.
-      assertClose(got, ref, { ...outTolerance(dxd, maxAbs(ref), 0.01), what });
-      if (!accumulate || dxd === "f32") {
-        assertExact(got, await unfused.toArray(), `fused == unfused ${what} acc ${accumulate}`);
-      }
-      dx.dispose();
-      unfused.dispose();
-    }
-    cOffset += c;
-  }
-  for (const t of [dy, y, dz]) t.dispose();
-}
-
 Deno.test(
   "f16: splitChannels with a fused activation backward vs the CPU and the unfused kernels",
   F16_TEST,
@@ -797,15 +741,15 @@ Deno.test(
     const rng = new Rng(63);
     for (const kind of ACTIVATIONS) {
       for (const [n, hw, cs] of F16_CASES) {
-        await checkSplitActivationF16(gpu, rng, kind, n, hw, cs, "f16");
+        await checkSplitActivation(gpu, rng, kind, n, hw, cs, { dtype: "f16", dx: "f16" });
       }
     }
-    await checkSplitActivationF16(gpu, rng, "sigmoid", 3, 4, [2, 4, 6], "f32");
-    await checkSplitActivationF16(gpu, rng, "relu6", 2, 9, [3, 5, 1], "f32");
+    await checkSplitActivation(gpu, rng, "sigmoid", 3, 4, [2, 4, 6], { dtype: "f16" });
+    await checkSplitActivation(gpu, rng, "relu6", 2, 9, [3, 5, 1], { dtype: "f16" });
     // Ranges of rows: bases of f16 bindings (256-byte offsets = 128 elements).
     for (const [n, hw, cs, limit] of [[37, 5, [3, 2, 4], 64], [13, 4, [4, 8, 4], 140]] as const) {
       await withBindingLimit(limit, async () => {
-        await checkSplitActivationF16(gpu, rng, "tanh", n, hw, cs, "f16");
+        await checkSplitActivation(gpu, rng, "tanh", n, hw, cs, { dtype: "f16", dx: "f16" });
         const parts = cs.map((c) => rng.normalArray(n * c * hw));
         const got = await gpuConcatAs(gpu, parts, cs, n, hw, { y: "f16", x: "f16" });
         assertExact(got, concatRef(parts.map(roundF16), [...cs], n, hw), `concat ranges n=${n}`);
@@ -887,7 +831,7 @@ Deno.test(
       // Scalar path: an exact-size f16 output of odd length m (2m + 2 bytes < 8 ceil(m / 4)).
       const m = n % 2 === 1 ? n : n - 1;
       const xs = values.length === m ? x : gpu.tensor(values.subarray(0, m), { shape: [m] });
-      const ys = exactTensor16(gpu, new Float16Array(m));
+      const ys = exactTensor(gpu, new Float16Array(m));
       cast({ y: ys, x: xs });
       assertSame(await ys.toArray(), want.subarray(0, m), `cast f32->f16 scalar n=${m}`);
       for (const t of new Set([x, y, xs, ys])) t.dispose();
@@ -976,8 +920,6 @@ Deno.test(
       const n = 1001;
       // f16-representable values: the all-f32 kernels compute from the same numbers.
       const as = roundF16(rng.normalArray(n)), bs = roundF16(rng.normalArray(n));
-      const round = (a: ArrayLike<number>, d: FloatDType) =>
-        d === "f16" ? Float64Array.from(a, (v) => Math.f16round(v)) : a;
       const mixes: [FloatDType, FloatDType, FloatDType][] = [
         ["f16", "f16", "f16"],
         ["f16", "f32", "f16"],
@@ -1001,7 +943,11 @@ Deno.test(
           }, {
             relu,
           });
-          assertExact(await y.toArray(), round(want, yd), `add relu=${relu} ${yd} = ${ad} + ${bd}`);
+          assertExact(
+            await y.toArray(),
+            stored(want, yd),
+            `add relu=${relu} ${yd} = ${ad} + ${bd}`,
+          );
         }
       }
       const acc32 = gpu.tensor(f32(as), { shape: [n] });
@@ -1010,7 +956,7 @@ Deno.test(
       for (const [yd, xd] of [["f16", "f16"], ["f32", "f16"], ["f16", "f32"]] as const) {
         const y = tensorOf(gpu, as, { dtype: yd, shape: [n] });
         accumulate({ y, x: tensorOf(gpu, bs, { dtype: xd, shape: [n] }) }, { alpha: -0.75 });
-        assertExact(await y.toArray(), round(accWant, yd), `accumulate ${yd} += ${xd}`);
+        assertExact(await y.toArray(), stored(accWant, yd), `accumulate ${yd} += ${xd}`);
       }
       // split + accumulate + fused sigmoid backward, vec4 and scalar layouts.
       for (const [sn, hw, cTotal, cOffset, c] of [[3, 4, 12, 4, 6], [2, 9, 9, 3, 5]]) {
@@ -1043,7 +989,7 @@ Deno.test(
           }, p);
           assertExact(
             await dx.toArray(),
-            round(want, dxd),
+            stored(want, dxd),
             `split hw=${hw} dx ${dxd} dy ${dyd} y ${yd}`,
           );
         }

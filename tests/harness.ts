@@ -8,7 +8,7 @@
  */
 
 import { AssertionError } from "node:assert/strict";
-import { getGpu, type Gpu, type Shape, type Tensor } from "../gpu/mod.ts";
+import { getGpu, type Gpu, POOL_USAGE, type Shape, storageBytes, Tensor } from "../gpu/mod.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
 
 /** Any numeric array. */
@@ -473,4 +473,76 @@ export function outTol(
 ): CloseOptions {
   const tol = dtype === "f16" ? f16Tolerance(maxAbs(ref), options.extra ?? 0) : options.f32;
   return options.what === undefined ? tol : { ...tol, what: options.what };
+}
+
+/**
+ * The channel slice `[offset, offset + cOut)` of an output `got` of `n` images of `channels`
+ * channels of `pixels` values each (an output written into part of a wider, concatenated
+ * tensor), gathered densely as `[n, cOut, pixels]` in a Float32Array. Throws an
+ * `AssertionError` where a value outside the slice is no longer `sentinel` (the value the
+ * tensor was filled with before the kernel ran); `what` labels the message.
+ *
+ * @example
+ * ```ts
+ * import { channelSlice } from "./harness.ts";
+ * // 1 image of 3 channels of 2 pixels, the middle channel written:
+ * const got = [-1, -1, 5, 6, -1, -1];
+ * const opts = { n: 1, channels: 3, offset: 1, cOut: 1, pixels: 2, sentinel: -1 };
+ * channelSlice(got, opts); // Float32Array [5, 6]
+ * ```
+ */
+export function channelSlice(
+  got: Numeric,
+  options: {
+    readonly n: number;
+    readonly channels: number;
+    readonly offset: number;
+    readonly cOut: number;
+    readonly pixels: number;
+    readonly sentinel: number;
+    readonly what?: string;
+  },
+): Float32Array {
+  const { n, channels: C, offset: off, cOut, pixels: P, sentinel } = options;
+  const what = options.what ? `${options.what}: ` : "";
+  const slice = new Float32Array(n * cOut * P);
+  for (let img = 0; img < n; img++) {
+    for (let c = 0; c < C; c++) {
+      const base = (img * C + c) * P;
+      const inSlice = c >= off && c < off + cOut;
+      for (let i = 0; i < P; i++) {
+        if (inSlice) slice[(img * cOut + c - off) * P + i] = got[base + i];
+        else if (got[base + i] !== sentinel) {
+          throw new AssertionError({
+            message: `${what}channel ${c} of image ${img} outside the slice was written ` +
+              `(pixel ${i}: ${got[base + i]}, sentinel ${sentinel})`,
+          });
+        }
+      }
+    }
+  }
+  return slice;
+}
+
+/**
+ * A 1-D tensor of `data` (f16 for a Float16Array, else f32) on a buffer of exactly its storage
+ * bytes: no slack past the last element, so the kernels take their scalar path for sizes that
+ * are not a multiple of the vector width (and an overrun would fault, not pass).
+ *
+ * @example
+ * ```ts
+ * import { exactTensor, testGpu } from "./harness.ts";
+ * const gpu = await testGpu();
+ * const x = exactTensor(gpu, new Float16Array([1, 2, 3])); // f16, 8 bytes
+ * ```
+ */
+export function exactTensor(gpu: Gpu, data: Float32Array | Float16Array): Tensor {
+  const dtype = data instanceof Float16Array ? "f16" : "f32";
+  const buffer = gpu.device.createBuffer({
+    size: storageBytes(data.length, dtype),
+    usage: POOL_USAGE,
+  });
+  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype });
+  gpu.write(t, data);
+  return t;
 }

@@ -222,11 +222,7 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(35);
-    const cases: LrnParams[] = [
-      { n: 9, c: 7, h: 3, w: 5, size: 5, alpha: 0.5, beta: 0.75, k: 2 }, // scalar path
-      { n: 7, c: 6, h: 2, w: 4, size: 4, alpha: 1, beta: 0.6, k: 1 }, // vec4 path
-    ];
-    for (const p of cases) {
+    for (const p of RANGE_CASES) {
       const g = geom(p);
       // Two samples per range: past the first 64 elements of a binding, an f16 range's base
       // (offset mod 128) differs from an f32 one's (offset mod 64).
@@ -299,17 +295,19 @@ Deno.test(
   },
 );
 
+/** Shapes of the tests in ranges of samples (f32 and f16): the scalar path, then vec4. */
+const RANGE_CASES: LrnParams[] = [
+  { n: 9, c: 7, h: 3, w: 5, size: 5, alpha: 0.5, beta: 0.75, k: 2 }, // scalar path
+  { n: 7, c: 6, h: 2, w: 4, size: 4, alpha: 1, beta: 0.6, k: 1 }, // vec4 path
+];
+
 Deno.test(
   "LRN split into ranges of samples (binding limit lowered) matches the CPU",
   GPU_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(33);
-    const cases: LrnParams[] = [
-      { n: 9, c: 7, h: 3, w: 5, size: 5, alpha: 0.5, beta: 0.75, k: 2 }, // scalar path
-      { n: 7, c: 6, h: 2, w: 4, size: 4, alpha: 1, beta: 0.6, k: 1 }, // vec4 path
-    ];
-    for (const p of cases) {
+    for (const p of RANGE_CASES) {
       const g = geom(p);
       // Two samples per range.
       await withBindingLimit(Math.max(64, 2 * g.c * g.hw), async () => {

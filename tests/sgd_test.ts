@@ -2,10 +2,10 @@
 // against the CPU reference and the fixture over 3 steps (momentum, dampening, nesterov, weight
 // decay), first-step semantics, and validation.
 import assert from "node:assert/strict";
-import { type Gpu, POOL_USAGE, storageBytes, Tensor } from "../gpu/mod.ts";
+import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { createLossScale, lossScaleCheck, lossScaleUpdate } from "../kernels/loss_scale.ts";
 import { type SgdParams, sgdUpdate } from "../kernels/sgd.ts";
-import { assertClose, f16, F16_TEST, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { assertClose, exactTensor, f16, F16_TEST, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { sgdStepRef } from "./cpu_ref/sgd.ts";
 import { atDeviceLimit, deviceLimit, fastFill, readSlices, withBindingLimit } from "./big.ts";
 
@@ -238,18 +238,6 @@ Deno.test(
 );
 
 // ------------------------------------------------------------------ mixed precision ----
-
-/** A float tensor on a buffer of exactly its storage bytes: no slack, so the scalar path. */
-function exactTensor(gpu: Gpu, data: Float32Array | Float16Array): Tensor {
-  const dtype = data instanceof Float16Array ? "f16" : "f32";
-  const buffer = gpu.device.createBuffer({
-    size: storageBytes(data.length, dtype),
-    usage: POOL_USAGE,
-  });
-  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype });
-  gpu.write(t, data);
-  return t;
-}
 
 /**
  * Runs `grads.length` mixed-precision GPU steps (grads already scaled by `scale`, a scaler
