@@ -31,11 +31,9 @@
  * @module
  */
 
-import { formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { formatShape, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import type { Gpu } from "../gpu/mod.ts";
-import { unitRanges } from "./_chunks.ts";
-import { floatBytes, floatDType } from "./_dtype.ts";
-import { ParamsWriter } from "./_params.ts";
+import { _nonFiniteCheckSpec, _recordNonFiniteCheck } from "./finite.ts";
 
 /** Words (u32) of a loss scaler's state tensor (see the module documentation for the layout). */
 export const LOSS_SCALE_WORDS = 8;
@@ -49,9 +47,6 @@ const SCALE = 0,
   INTERVAL = 5,
   GROWTH = 6,
   BACKOFF = 7;
-
-/** Threads per workgroup of the check kernel; each thread checks 4 consecutive words. */
-const WG = 256;
 
 /** Options of {@linkcode createLossScale}, named and defaulted as `torch.amp.GradScaler`'s. */
 export interface LossScaleOptions {
@@ -159,49 +154,9 @@ export function checkLossScale(op: string, t: Tensor): void {
 
 const specs = new Map<string, KernelSpec>();
 
-/** The check kernel for gradients stored as `dtype`. */
-function _checkSpec(dtype: "f32" | "f16"): KernelSpec {
-  const name = `loss_scale_check_${dtype}`;
-  const hit = specs.get(name);
-  if (hit) return hit;
-  // f32: a word is one element, non-finite when its 8 exponent bits are all ones. f16: a word
-  // holds elements 2w (low half) and 2w + 1 (high half), 5 exponent bits each; the high half of
-  // the last word of an odd count is padding (it may hold anything) and is not checked.
-  const test = dtype === "f32"
-    ? `return (v & 0x7f800000u) == 0x7f800000u;`
-    : `let lo = (v & 0x7c00u) == 0x7c00u;
-  let hi = ((v >> 16u) & 0x7c00u) == 0x7c00u && 2u * w + 1u < p.count;
-  return lo || hi;`;
-  const code =
-    `// ${name}: thread i = gid.x + gid.y * nwg.x * WG (grid1d) tests the 4 words 4i .. 4i + 3
-// of the gradient's storage (read as raw u32 bits: ${
-      dtype === "f32" ? "one f32" : "two f16"
-    } per word) for an exponent of all ones (Inf or
-// NaN) and, if any, sets the scaler's found flag (word ${FOUND}; atomic, every writer stores 1).
-const WG = ${WG}u;
-struct Params { count: u32, words: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> state: array<atomic<u32>>;
-@group(0) @binding(2) var<storage, read> g: array<u32>;
-fn nonFinite(w: u32) -> bool {
-  if (w >= p.words) { return false; }
-  let v = g[w];
-  ${test}
-}
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
-  let w = 4u * i;
-  if (w >= p.words) { return; }
-  if (nonFinite(w) || nonFinite(w + 1u) || nonFinite(w + 2u) || nonFinite(w + 3u)) {
-    atomicMax(&state[${FOUND}], 1u);
-  }
-}
-`;
-  const sp = { name, code };
-  specs.set(name, sp);
-  return sp;
-}
+/** The check kernel for gradients stored as `dtype`: sets the found flag (every writer stores 1). */
+const checkSpec = (dtype: "f32" | "f16"): KernelSpec =>
+  _nonFiniteCheckSpec("loss_scale_check", dtype, `atomicMax(&state[${FOUND}], 1u);`);
 
 /**
  * Records a check of `grad` (f32 or f16, any shape) for Inf and NaN: when it holds any, the
@@ -229,31 +184,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 export function lossScaleCheck(io: { lossScale: Tensor; grad: Tensor }): void {
   const op = "lossScaleCheck";
   checkLossScale(op, io.lossScale);
-  const dtype = floatDType(op, "grad", io.grad);
-  if (io.grad.buffer === io.lossScale.buffer) {
-    throw new TypeError(`${op}: grad ${io.grad} shares a buffer with lossScale`);
-  }
-  const n = io.grad.size;
-  if (n === 0) return;
-  const gpu = io.grad.gpu;
-  const bytes = floatBytes(dtype);
-  // Ranges start at multiples of the binding offset alignment, in bytes (so every range starts
-  // at word 0 of its binding) and of 2 elements (whole words of f16).
-  const quantum = Math.max(2, gpu.limits.minStorageBufferOffsetAlignment / bytes);
-  const spec = _checkSpec(dtype);
-  for (const [e0, e1] of unitRanges(op, gpu, n, 1, quantum)) {
-    const count = e1 - e0;
-    const words = Math.ceil((count * bytes) / 4);
-    gpu.dispatch(spec, {
-      params: new ParamsWriter().u32(count).u32(words).bytes(),
-      bindings: [io.lossScale, {
-        buffer: io.grad.buffer,
-        offset: e0 * bytes,
-        size: words * 4,
-      }],
-      workgroups: grid1d(Math.ceil(words / 4), WG),
-    });
-  }
+  _recordNonFiniteCheck(
+    op,
+    { state: io.lossScale, x: io.grad },
+    checkSpec,
+    { mark: 0, slot: 0 },
+    { x: "grad", state: "lossScale" },
+  );
 }
 
 /** The update kernel: one invocation. */

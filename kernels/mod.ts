@@ -41,6 +41,7 @@ export * from "./data.ts";
 export * from "./depthwise.ts";
 export * from "./dropout.ts";
 export * from "./elementwise.ts";
+export { createFiniteWatch, FINITE, finiteCheck, readFiniteWatch } from "./finite.ts";
 export {
   checkGemm,
   gemm,

@@ -15,6 +15,7 @@ import {
   lossScaleUpdate,
   readLossScale,
 } from "../kernels/loss_scale.ts";
+import { createFiniteWatch, finiteCheck, readFiniteWatch } from "../kernels/finite.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
 import type { Ctx } from "../layers/mod.ts";
@@ -108,6 +109,92 @@ export interface GpuImageSet {
 }
 
 /**
+ * A model produced Inf or NaN where numbers were expected (its outputs in evaluation, say): the
+ * weights are not usable. {@linkcode DivergenceError} is the training case.
+ *
+ * @example
+ * ```ts
+ * import { NonFiniteError } from "@modern-cnn/webgpu/models";
+ * const err = new NonFiniteError("evaluate: the model's outputs are Inf or NaN");
+ * console.log(err.name); // "NonFiniteError"
+ * ```
+ */
+export class NonFiniteError extends Error {
+  /**
+   * Creates the error with its message.
+   *
+   * @example
+   * ```ts
+   * import { NonFiniteError } from "@modern-cnn/webgpu/models";
+   * throw new NonFiniteError("logits are NaN");
+   * ```
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "NonFiniteError";
+  }
+}
+
+/**
+ * Training diverged: the loss became Inf or NaN at some step, or a parameter did after an update.
+ * Thrown by {@linkcode Trainer.trainEpoch} at the end of the epoch (or earlier: the watch is also
+ * read asynchronously every {@linkcode DIVERGENCE_PEEK_STEPS} steps), before any metric of the
+ * epoch is returned, so nothing downstream (a checkpoint, a plot, a log line) sees the epoch. The
+ * model's parameters are then not finite: restore them from a checkpoint to go on.
+ *
+ * @example
+ * ```ts
+ * import { DivergenceError } from "@modern-cnn/webgpu/models";
+ * const err = new DivergenceError({ epoch: 0, step: 12, epochStep: 12, what: "loss", lr: 10 });
+ * console.log(err.message);
+ * ```
+ */
+export class DivergenceError extends NonFiniteError {
+  /** The epoch (0-based, as passed to `trainEpoch`). */
+  readonly epoch: number;
+  /** The trainer's step count at the first bad step (0-based over the whole run). */
+  readonly step: number;
+  /** The step within the epoch (0-based). */
+  readonly epochStep: number;
+  /** What went non-finite first: the loss, or (with a finite loss) a parameter. */
+  readonly what: "loss" | "parameters";
+  /**
+   * Creates the error.
+   *
+   * @example
+   * ```ts
+   * import { DivergenceError } from "@modern-cnn/webgpu/models";
+   * new DivergenceError({ epoch: 2, step: 500, epochStep: 30, what: "parameters", lr: 0.9 });
+   * ```
+   */
+  constructor(at: {
+    epoch: number;
+    step: number;
+    epochStep: number;
+    what: "loss" | "parameters";
+    lr: number;
+  }) {
+    super(
+      `training diverged in epoch ${at.epoch + 1} at step ${at.epochStep + 1} of the epoch ` +
+        `(step ${at.step + 1} of the run): the ${
+          at.what === "loss" ? "loss" : "parameters after the update"
+        } became Inf or NaN; lower the learning rate (it is ${at.lr})`,
+    );
+    this.name = "DivergenceError";
+    this.epoch = at.epoch;
+    this.step = at.step;
+    this.epochStep = at.epochStep;
+    this.what = at.what;
+  }
+}
+
+/**
+ * Steps between the asynchronous reads of the divergence watch during an epoch (the epoch's end
+ * always reads it): a diverged run stops within this many steps, with no readback awaited.
+ */
+export const DIVERGENCE_PEEK_STEPS = 200;
+
+/**
  * Uploads a data set to the GPU (once; batches are gathered from it on the GPU).
  *
  * @example
@@ -186,6 +273,11 @@ export class Trainer {
   steps = 0;
   /** The dynamic loss scaler's state (f16 only; see kernels/loss_scale.ts). */
   #lossScale: Tensor | null = null;
+  /**
+   * The divergence watch (kernels/finite.ts): word 0 holds the first step whose loss was Inf or
+   * NaN, word 1 the step after whose update a parameter was (checked at the epoch's end).
+   */
+  #watch: Tensor;
 
   /**
    * Creates a trainer for `model`.
@@ -206,6 +298,7 @@ export class Trainer {
     }
     this.model = model;
     this.options = options;
+    this.#watch = createFiniteWatch(model.gpu, 2);
     if (options.precision !== undefined && options.precision !== model.precision) {
       model.setPrecision(options.precision);
     }
@@ -237,6 +330,7 @@ export class Trainer {
   dispose(): void {
     this.#lossScale?.dispose();
     this.#lossScale = null;
+    this.#watch.dispose();
   }
 
   #batchParams(set: GpuImageSet, batch: number, train: boolean, seed: number): PrepareBatchParams {
@@ -293,6 +387,9 @@ export class Trainer {
         { n: batch, c: f.y.shape[1] },
       );
       f.y.dispose();
+      // The epoch's loss sum turns non-finite at the first bad step and stays so: the watch
+      // keeps that step (one single-invocation dispatch; no readback).
+      finiteCheck({ watch: this.#watch, x: io.lossSum }, { mark: this.steps, slot: 0 });
       this.model.backward(dlogits, { cache: f.cache, ctx });
       // Every gradient is checked before any parameter moves: one Inf/NaN skips the whole step.
       if (lossScale) {
@@ -318,7 +415,12 @@ export class Trainer {
 
   /**
    * Trains one epoch over `set` (or its first `limit` examples), shuffled from the seed and the
-   * epoch number unless `shuffle` is false. Reads back once, at the end.
+   * epoch number unless `shuffle` is false. Reads back at the end (the divergence watch, the loss
+   * and the accuracy count), and peeks at the watch without waiting every
+   * {@linkcode DIVERGENCE_PEEK_STEPS} steps.
+   *
+   * @throws {DivergenceError} when the loss or a parameter became Inf or NaN in the epoch (no
+   * metric of the epoch is returned; the parameters are not finite).
    *
    * @example
    * ```ts
@@ -352,15 +454,48 @@ export class Trainer {
     const bs = this.options.batchSize;
     const t0 = performance.now();
     const steps = Math.ceil(n / bs);
+    const firstStep = this.steps;
+    // The watch is peeked at every DIVERGENCE_PEEK_STEPS steps without awaiting (at most one read
+    // in flight), so a diverged run stops early without stalling the step pipeline.
+    let seen: number | null = null;
+    let peeking = false;
     for (let s = 0; s < steps; s++) {
+      if (seen !== null) break;
       const batch = Math.min(bs, n - s * bs);
       const indices = gpu.empty([batch], { dtype: "u32" });
       gpu.copy(all, indices, { srcOffset: s * bs * 4, bytes: batch * 4 });
       this.#step(set, { indices, lossSum, correct }, (seed * 7919 + s) >>> 0);
       indices.dispose();
       options.onStep?.(s + 1, steps);
+      if (s % DIVERGENCE_PEEK_STEPS === DIVERGENCE_PEEK_STEPS - 1 && !peeking && s < steps - 1) {
+        peeking = true;
+        readFiniteWatch(this.#watch).then(([bad]) => {
+          seen = bad;
+          peeking = false;
+        });
+      }
       // Let the event loop breathe (progress output) without waiting on the GPU.
       if (s % 8 === 7) await new Promise((r) => setTimeout(r, 0));
+    }
+    // Parameters after the epoch's last update (a bad parameter makes the next loss bad, so
+    // checking them here covers the steps in between).
+    for (const [, p] of this.model.params) {
+      finiteCheck({ watch: this.#watch, x: p.value! }, { mark: this.steps - 1, slot: 1 });
+    }
+    const [badLoss, badParam] = await readFiniteWatch(this.#watch);
+    if (badLoss !== null || badParam !== null) {
+      for (const t of [all, lossSum, correct]) t.dispose();
+      // A fresh watch, so that a model restored from a checkpoint can train on.
+      this.#watch.dispose();
+      this.#watch = createFiniteWatch(gpu, 2);
+      const step = badLoss ?? badParam!;
+      throw new DivergenceError({
+        epoch: options.epoch,
+        step,
+        epochStep: step - firstStep,
+        what: badLoss !== null ? "loss" : "parameters",
+        lr: this.options.lr,
+      });
     }
     const [loss] = await lossSum.toArray();
     const [right] = await correct.toArray();
@@ -373,7 +508,11 @@ export class Trainer {
   }
 
   /**
-   * Accuracy in evaluation mode over `set` (or its first `limit` examples); one readback.
+   * Accuracy in evaluation mode over `set` (or its first `limit` examples); two readbacks (the
+   * count and the outputs' Inf/NaN watch).
+   *
+   * @throws {NonFiniteError} when the model's outputs hold Inf or NaN.
+   * @throws {RangeError} when the set (or `limit`) has no examples.
    *
    * @example
    * ```ts
@@ -388,7 +527,9 @@ export class Trainer {
   async evaluate(set: GpuImageSet, options: { limit?: number } = {}): Promise<number> {
     const gpu = this.model.gpu;
     const n = Math.min(options.limit ?? set.count, set.count);
+    if (n === 0) throw new RangeError("evaluate: the data set has no examples");
     const correct = gpu.zeros([1], { dtype: "u32" });
+    const watch = createFiniteWatch(gpu);
     const all = gpu.tensor(Uint32Array.from({ length: n }, (_, i) => i), { shape: [n] });
     const bs = this.options.batchSize;
     for (let s = 0; s * bs < n; s++) {
@@ -406,13 +547,20 @@ export class Trainer {
         );
         const f = this.model.forward(x, { gpu, training: false, seed: 0, fuse: this.options.fuse });
         accuracyCount({ correct, logits: f.y, labels }, { n: batch, c: f.y.shape[1] });
+        finiteCheck({ watch, x: f.y }, { mark: s });
         f.y.dispose();
       });
       gpu.flush();
     }
     const [right] = await correct.toArray();
-    correct.dispose();
-    all.dispose();
+    const [bad] = await readFiniteWatch(watch);
+    for (const t of [correct, watch, all]) t.dispose();
+    if (bad !== null) {
+      throw new NonFiniteError(
+        `evaluate: the model's outputs are Inf or NaN (batch ${bad + 1}): its weights are not ` +
+          "finite or too large; restore them from a good checkpoint",
+      );
+    }
     return right / n;
   }
 }

@@ -1,7 +1,16 @@
 // The GPU-resident trainer: it learns, one step records one submit with no readback and no
 // upload, and a one-batch epoch without shuffling is exactly one SGD step.
 import assert from "node:assert/strict";
-import { createModel, type ImageSet, permutation, Trainer, uploadImageSet } from "../models/mod.ts";
+import {
+  createModel,
+  DIVERGENCE_PEEK_STEPS,
+  DivergenceError,
+  type ImageSet,
+  NonFiniteError,
+  permutation,
+  Trainer,
+  uploadImageSet,
+} from "../models/mod.ts";
 import { assertClose, GPU_TEST, Rng, testGpu } from "./harness.ts";
 
 /** A learnable toy set: class k is a bright bar at row band k (28×28), plus noise. */
@@ -39,10 +48,11 @@ Deno.test("lenet-bn learns a toy set; steps never read back or upload", GPU_TEST
   const s0 = { ...gpu.stats };
   const first = await trainer.trainEpoch(train, { epoch: 0 });
   const s1 = { ...gpu.stats };
-  // 8 steps: one submit each; the epoch's uploads: the shuffled order; readbacks: loss + correct.
-  assert.equal(s1.submits - s0.submits, 10, "one submit per step (8) and per metric readback (2)");
+  // 8 steps: one submit each; the epoch's uploads: the shuffled order; readbacks: the divergence
+  // watch, loss and correct.
+  assert.equal(s1.submits - s0.submits, 11, "one submit per step (8) and per readback (3)");
   assert.equal(s1.uploads - s0.uploads, 1, "one upload per epoch (the order), none per step");
-  assert.equal(s1.readbacks - s0.readbacks, 2, "metrics are read once per epoch");
+  assert.equal(s1.readbacks - s0.readbacks, 3, "metrics and the watch are read once per epoch");
   const second = await trainer.trainEpoch(train, { epoch: 1 });
   const acc = await trainer.evaluate(test);
   assert.ok(second.loss < first.loss, `loss fell: ${first.loss} -> ${second.loss}`);
@@ -107,10 +117,10 @@ Deno.test(
     const s0 = { ...gpu.stats };
     const first = await trainer.trainEpoch(train, { epoch: 0 });
     const s1 = { ...gpu.stats };
-    // 8 steps: one submit each; readbacks: loss, correct and the loss scaler's state.
-    assert.equal(s1.submits - s0.submits, 11, "one submit per step (8) and per readback (3)");
+    // 8 steps: one submit each; readbacks: the watch, loss, correct and the loss scaler's state.
+    assert.equal(s1.submits - s0.submits, 12, "one submit per step (8) and per readback (4)");
     assert.equal(s1.uploads - s0.uploads, 1, "one upload per epoch (the order), none per step");
-    assert.equal(s1.readbacks - s0.readbacks, 3, "metrics and the scale are read once per epoch");
+    assert.equal(s1.readbacks - s0.readbacks, 4, "metrics and the scale are read once per epoch");
     assert.equal(first.lossScale, 65536, "no overflow at GradScaler's initial scale");
     assert.equal(first.skippedSteps, 0);
     const second = await trainer.trainEpoch(train, { epoch: 1 });
@@ -235,3 +245,51 @@ Deno.test("f16 weight copies follow loadStateDict and precision switches", GPU_T
   assert.equal(r.lossScale, 65536);
   for (const m of [t, a, b]) m.dispose();
 });
+
+Deno.test(
+  "a diverging run throws DivergenceError at the first bad step; restored, it trains on",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const model = createModel(gpu, { name: "lenet", seed: 0 });
+    const good = await model.stateDict();
+    const train = uploadImageSet(gpu, toySet(256, 1));
+    const test = uploadImageSet(gpu, toySet(64, 2));
+    const trainer = new Trainer(model, { lr: 1e38, batchSize: 32, resize: 28, seed: 0 });
+    const err = await trainer.trainEpoch(train, { epoch: 0 }).then(() => null, (e) => e);
+    assert.ok(err instanceof DivergenceError, `a DivergenceError, got ${err}`);
+    assert.equal(err.epoch, 0);
+    assert.equal(err.what, "loss");
+    assert.ok(err.epochStep >= 0 && err.epochStep < 8 && err.step === err.epochStep, `${err.step}`);
+    assert.match(err.message, /diverged in epoch 1 at step \d+ .*lower the learning rate/);
+    // Evaluating the non-finite model is an error, not an accuracy.
+    await assert.rejects(() => trainer.evaluate(test), NonFiniteError);
+    await assert.rejects(() => trainer.evaluate(test, { limit: 0 }), RangeError);
+    // A restored model trains on with a sane trainer (the watch was reset).
+    model.loadStateDict(good);
+    const sane = new Trainer(model, { lr: 0.5, batchSize: 32, resize: 28, seed: 0 });
+    const r = await sane.trainEpoch(train, { epoch: 1 });
+    assert.ok(Number.isFinite(r.loss));
+    const t2 = await trainer.evaluate(test);
+    assert.ok(Number.isFinite(t2));
+  },
+);
+
+Deno.test(
+  "divergence stops an epoch early: the watch is peeked at without waiting",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const model = createModel(gpu, { name: "lenet", seed: 0 });
+    const n = (DIVERGENCE_PEEK_STEPS * 3) * 2;
+    const train = uploadImageSet(gpu, toySet(n, 1));
+    const trainer = new Trainer(model, { lr: 1e38, batchSize: 2, resize: 28, seed: 0 });
+    let steps = 0;
+    const err = await trainer.trainEpoch(train, { epoch: 0, onStep: (d) => steps = d }).then(
+      () => null,
+      (e) => e,
+    );
+    assert.ok(err instanceof DivergenceError);
+    assert.ok(steps < DIVERGENCE_PEEK_STEPS * 3, `stopped after ${steps} of ${n / 2} steps`);
+  },
+);
