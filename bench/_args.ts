@@ -1,13 +1,14 @@
 // Command lines of the bench scripts run with `deno run` (train_table.ts, tfjs_compare.ts).
+import { UsageError } from "../cli/_run.ts";
 
 /** Command-line handling of one bench script. */
 export interface BenchCli {
-  /** Prints `script: message` and the usage line to stderr; exits with code 2. */
+  /** Throws a {@linkcode UsageError} with `message` (reported with exit code 2). */
   usage(message: string): never;
   /**
    * Walks `args`, calling the handler of each flag with `value()`, which takes the flag's value
-   * (`--flag=VALUE` or the next argument; none is a usage error). `--help`/`-h` and flags
-   * without a handler are usage errors.
+   * (`--flag=VALUE` or the next argument; none is a usage error). Flags
+   * without a handler are usage errors; `--help`/`-h` prints the usage line and exits 0.
    */
   parse(args: readonly string[], handlers: Record<string, (value: () => string) => void>): void;
   /** `v`, the value of `flag`, as a positive integer; else a usage error. */
@@ -15,21 +16,19 @@ export interface BenchCli {
 }
 
 /**
- * The command-line handling of bench script `script` (the name its errors start with) whose
- * usage is `usageLine`.
+ * The command-line handling of a bench script whose usage is `usageLine` (it names the task,
+ * e.g. `usage: deno task bench:train [flags]`).
  *
  * @example
  * ```ts
- * const cli = benchCli("my_bench", "usage: deno run -A bench/my_bench.ts [--steps N]");
+ * const cli = benchCli("usage: deno task bench:mine [--steps N]");
  * const out = { steps: 10 };
  * cli.parse(["--steps=3"], { "--steps": (value) => out.steps = cli.positiveInt("--steps", value()) });
  * ```
  */
-export function benchCli(script: string, usageLine: string): BenchCli {
+export function benchCli(usageLine: string): BenchCli {
   function usage(message: string): never {
-    console.error(`${script}: ${message}`);
-    console.error(usageLine);
-    Deno.exit(2);
+    throw new UsageError(message);
   }
   return {
     usage,
@@ -41,14 +40,17 @@ export function benchCli(script: string, usageLine: string): BenchCli {
           if (v === undefined) usage(`${flag} needs a value`);
           return v;
         };
-        if (flag === "--help" || flag === "-h") usage("help");
+        if (flag === "--help" || flag === "-h") {
+          console.log(usageLine);
+          Deno.exit(0);
+        }
         if (!Object.hasOwn(handlers, flag)) usage(`unknown argument '${args[i]}'`);
         handlers[flag](value);
       }
     },
     positiveInt(flag, v) {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) usage(`${flag} needs a positive integer, got '${v}'`);
+      const n = /^\d+$/.test(v) ? Number(v) : NaN;
+      if (!Number.isSafeInteger(n) || n < 1) usage(`${flag} needs a positive integer, got '${v}'`);
       return n;
     },
   };

@@ -53,12 +53,13 @@ import { gemm, type GemmParams } from "../kernels/gemm.ts";
 import { benchCli } from "./_args.ts";
 import * as shapes from "./_shapes.ts";
 import { setupRun, timeSteps, warmUp } from "./_train.ts";
+import { guardScript } from "../cli/_run.ts";
 
 // ------------------------------------------------------------------------------ args ----
 
+guardScript("bench:tfjs");
 const cli = benchCli(
-  "tfjs_compare",
-  "usage: deno run -A bench/tfjs_compare.ts [--shapes SUBSTRING[,SUBSTRING...]] [--rounds N] " +
+  "usage: deno task bench:tfjs [--shapes SUBSTRING[,SUBSTRING...]] [--rounds N] " +
     "[--tfjs-flag NAME=VALUE]...",
 );
 

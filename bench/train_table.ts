@@ -30,12 +30,13 @@ import {
   type Precision,
   precisionUnsupported,
 } from "../models/mod.ts";
+import { guardScript } from "../cli/_run.ts";
 import { benchCli } from "./_args.ts";
 import { benchBatch, setupRun, type StepTiming, timeSteps, warmUp } from "./_train.ts";
 
+guardScript("bench:train");
 const cli = benchCli(
-  "train_table",
-  "usage: deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] " +
+  "usage: deno task bench:train [--models lenet,resnet] [--steps N] [--batch N] " +
     "[--resize N] [--no-autotune] [--no-fuse] [--precision f32|f16]",
 );
 

@@ -1,17 +1,14 @@
-// Helpers shared by the commands: checkpoints on disk, usage errors, command lines.
+// Helpers shared by the commands: command lines, batches and runs of the benchmarks.
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { Gpu } from "../gpu/mod.ts";
-import { makeSynthetic, writeFileAtomic } from "../data/mod.ts";
+import { makeSynthetic } from "../data/mod.ts";
+import { UsageError } from "./_run.ts";
 import {
   buildArchitecture,
   checkInputSize,
   createModel,
-  decodeSafetensors,
   DEFAULTS,
-  encodeSafetensors,
   type GpuImageSet,
-  type HostStateDict,
-  type Model,
   MODEL_NAMES,
   type ModelName,
   type Precision,
@@ -19,74 +16,16 @@ import {
   uploadImageSet,
 } from "../models/mod.ts";
 
-/** A bad command line: one line for the user, exit code 2. */
-export class UsageError extends Error {}
-
-/** Reads and decodes a safetensors file; errors name the file. */
-export async function readCheckpoint(
-  path: string,
-): Promise<{ tensors: HostStateDict; metadata: Record<string, string> }> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(path);
-  } catch (err) {
-    throw new Error(`cannot read checkpoint ${path}: ${(err as Error).message}`);
-  }
-  return decodeSafetensors(bytes, { file: path });
-}
-
-/** Where the optimizer state of a checkpoint lives. */
-export function optimizerPath(path: string): string {
-  return path.replace(/(\.safetensors)?$/, "-optimizer.safetensors");
-}
-
 /**
- * Writes the model's state dict (the reference's names) to `path` atomically, and its SGD
- * momentum buffers, when there are any, to `optimizerPath(path)`.
+ * Runs a command's parser: prints `help` when it asks for it and returns exit code 0; else
+ * returns the parsed command line. Errors ({@linkcode UsageError} for a bad command line)
+ * propagate to the command's top-level handler (`runCommand`).
  */
-export async function saveCheckpoint(
-  model: Model,
-  path: string,
-  meta: Record<string, string>,
-): Promise<void> {
-  await writeFileAtomic(path, encodeSafetensors(await model.stateDict(), meta));
-  const momentum: HostStateDict = new Map();
-  for (const [name, p] of model.params) {
-    if (p.momentum) {
-      const data = await p.momentum.toArray() as Float32Array;
-      momentum.set(name, { dtype: "F32", shape: [...p.shape], data });
-    }
-  }
-  if (momentum.size > 0) {
-    await writeFileAtomic(optimizerPath(path), encodeSafetensors(momentum, meta));
-  }
-}
-
-/** Prints a usage error and returns exit code 2. */
-export function usageExit(command: string, err: unknown): number {
-  console.error(`${command}: ${(err as Error).message} (see --help)`);
-  return 2;
-}
-
-/**
- * Runs a command's parser: prints `help` when it asks for it (exit code 0), or a
- * {@linkcode UsageError} as {@linkcode usageExit} does (exit code 2), and returns that exit code;
- * else returns the parsed command line. Other errors propagate.
- */
-export function parseOrExit<T extends object>(
-  command: string,
-  help: string,
-  parse: () => T | "help",
-): T | number {
-  try {
-    const parsed = parse();
-    if (parsed !== "help") return parsed;
-    console.log(help);
-    return 0;
-  } catch (err) {
-    if (err instanceof UsageError) return usageExit(command, err);
-    throw err;
-  }
+export function parseOrExit<T extends object>(help: string, parse: () => T | "help"): T | number {
+  const parsed = parse();
+  if (parsed !== "help") return parsed;
+  console.log(help);
+  return 0;
 }
 
 /** The values `node:util`'s strict `parseArgs` gives for `options` plus `--help`/`-h`. */

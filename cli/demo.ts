@@ -2,6 +2,8 @@
 // Fashion-MNIST's four IDX files, on 127.0.0.1.
 import { parseArgs } from "node:util";
 import { locateDataset, type Split } from "../data/locate.ts";
+import { CliError, runCommand, UsageError } from "./_run.ts";
+import { decimal } from "./checkpoint.ts";
 
 const USAGE = `Usage: deno task demo [--port N] [--host ADDRESS] [--data-dir FOLDER]
 
@@ -217,24 +219,24 @@ export async function main(args: string[]): Promise<number> {
       allowPositionals: false,
     }));
   } catch (err) {
-    console.error(`demo: ${(err as Error).message}\n\n${USAGE}`);
-    return 2;
+    throw new UsageError((err as Error).message.split("\n")[0]);
   }
   if (values.help) {
     console.log(USAGE);
     return 0;
   }
-  const port = values.port === undefined ? 8000 : Number(values.port);
+  const port = values.port === undefined ? 8000 : decimal(values.port) ?? NaN;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    console.error(`demo: --port must be an integer in 0..65535, got ${values.port}`);
-    return 2;
+    throw new UsageError(`--port must be an integer in 0..65535, got '${values.port}'`);
   }
   let server: DemoServer;
   try {
     server = await startDemoServer({ port, hostname: values.host, dataDir: values["data-dir"] });
   } catch (err) {
-    console.error(`demo: ${(err as Error).message}`);
-    return 1;
+    if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied) {
+      throw new CliError(`cannot serve on port ${port}: ${(err as Error).message.split(":")[0]}`);
+    }
+    throw err;
   }
   console.log(`demo: bundled web/main.ts in ${server.bundleSeconds.toFixed(1)} s`);
   for (const [p, f] of Object.entries(server.files)) console.log(`demo: ${p} -> ${f}`);
@@ -246,4 +248,5 @@ export async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+// Ctrl-C is how the demo stops: it closes the server itself (no "interrupted" exit).
+if (import.meta.main) await runCommand("demo", main, { signals: false });

@@ -3,30 +3,35 @@
 import { parseArgs } from "node:util";
 import { getGpu } from "../gpu/mod.ts";
 import { prepareBatch } from "../kernels/data.ts";
-import { type DatasetName, loadDataset } from "../data/mod.ts";
+import { type DatasetName, describeSource, loadDataset } from "../data/mod.ts";
 import {
-  buildArchitecture,
-  checkInputSize,
   createModel,
   DEFAULTS,
   type Model,
   MODEL_NAMES,
   type ModelName,
+  NonFiniteError,
   uploadImageSet,
 } from "../models/mod.ts";
-import { readCheckpoint, UsageError, usageExit } from "./common.ts";
+import { checkResizeFlag } from "./common.ts";
+import { CliError, runCommand, UsageError } from "./_run.ts";
+import { loadWeights, parseRunMetadata, readCheckpoint, RECIPE_FIELDS } from "./checkpoint.ts";
 
 const HELP = `usage: deno task eval <model> --weights FILE [flags]
 
   --weights FILE      safetensors checkpoint (the reference's names), e.g. from train --save
   --dataset NAME      fashion-mnist (default), mnist, cifar10 or synthetic
   --data-dir DIR      where the data set files are
-  --resize N          input size (default: the model's seed recipe)
+  --resize N          input size (default: the checkpoint's, else the model's seed recipe)
   --batch-size N      evaluation batch size (default 256)
   --limit-test N      use the first N test examples
+  --debug             print the stack of an unexpected error
   -h, --help          this text`;
 
-/** Predicted class of every example of a GPU data set, in order (one readback). */
+/**
+ * Predicted class of every example of a GPU data set, in order (one readback); a
+ * {@linkcode NonFiniteError} when an output is Inf or NaN.
+ */
 export async function predictAll(
   model: Model,
   set: ReturnType<typeof uploadImageSet>,
@@ -60,6 +65,13 @@ export async function predictAll(
   const all = await logits.toArray() as Float32Array;
   logits.dispose();
   order.dispose();
+  const bad = all.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) {
+    throw new NonFiniteError(
+      `the model's outputs are Inf or NaN (example ${Math.floor(bad / classes)}): its weights ` +
+        "are not finite or too large",
+    );
+  }
   const pred = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     let best = 0;
@@ -86,70 +98,75 @@ export async function main(argv: string[]): Promise<number> {
         help: { type: "boolean", short: "h" },
       },
     }));
-    if (values.help) {
-      console.log(HELP);
-      return 0;
-    }
-    const name = positionals[0] as ModelName;
-    if (positionals.length !== 1 || !MODEL_NAMES.includes(name)) {
-      throw new UsageError(`give one model: ${MODEL_NAMES.join(", ")}`);
-    }
-    if (!values.weights) throw new UsageError("--weights FILE is required");
-    const resize = values.resize ? Number(values.resize) : DEFAULTS[name].resize;
-    checkInputSize(buildArchitecture(name), resize);
-    const batchSize = values["batch-size"] ? Number(values["batch-size"]) : 256;
-    if (!Number.isInteger(batchSize) || batchSize < 1) {
-      throw new UsageError("--batch-size must be >= 1");
-    }
-    const limit = values["limit-test"] ? Number(values["limit-test"]) : undefined;
-    const test = await loadDataset((values.dataset ?? "fashion-mnist") as DatasetName, {
-      split: "test",
-      dataDir: values["data-dir"],
-      limit,
-    });
-    const gpu = await getGpu();
-    const model = createModel(gpu, {
-      name,
-      inChannels: test.channels,
-      numClasses: test.classes.length,
-    });
-    const ck = await readCheckpoint(values.weights);
-    model.loadStateDict(ck.tensors, { source: values.weights });
-    const pred = await predictAll(model, uploadImageSet(gpu, test), { resize, batchSize });
-    const k = test.classes.length;
-    const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-    let right = 0;
-    for (let i = 0; i < test.count; i++) {
-      confusion[test.labels[i]][pred[i]]++;
-      if (pred[i] === test.labels[i]) right++;
-    }
-    console.log(
-      `${name} on ${test.name} test (${test.count} examples): test acc ${
-        (right / test.count).toFixed(4)
-      }`,
-    );
-    console.log("per-class accuracy:");
-    const w = Math.max(...test.classes.map((c) => c.length));
-    test.classes.forEach((c, i) => {
-      const total = confusion[i].reduce((a, b) => a + b, 0);
-      console.log(
-        `  ${c.padEnd(w)}  ${total ? (confusion[i][i] / total).toFixed(4) : "n/a"}  (${total})`,
-      );
-    });
-    console.log("confusion matrix (rows: true class, columns: predicted):");
-    const cw = Math.max(5, String(test.count).length + 1);
-    console.log(" ".repeat(w + 2) + test.classes.map((_, j) => String(j).padStart(cw)).join(""));
-    confusion.forEach((row, i) => {
-      console.log(
-        `  ${test.classes[i].padEnd(w)}${row.map((v) => String(v).padStart(cw)).join("")}`,
-      );
-    });
-    return 0;
   } catch (err) {
-    if (err instanceof UsageError || err instanceof RangeError) return usageExit("eval", err);
-    console.error(`eval: ${(err as Error).message}`);
-    return 1;
+    throw new UsageError((err as Error).message.split("\n")[0]);
   }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const name = positionals[0] as ModelName;
+  if (positionals.length !== 1 || !MODEL_NAMES.includes(name)) {
+    throw new UsageError(`give one model: ${MODEL_NAMES.join(", ")}`);
+  }
+  if (!values.weights) throw new UsageError("--weights FILE is required");
+  const flag = <T>(key: keyof typeof RECIPE_FIELDS, text: string | undefined): T | undefined => {
+    if (text === undefined) return undefined;
+    const f = RECIPE_FIELDS[key];
+    const v = f.parse(text);
+    if (v === undefined || v === null) {
+      throw new UsageError(`${f.flag} must be ${f.expected}, got '${text}'`);
+    }
+    return v as T;
+  };
+  const batchSize = flag<number>("batchSize", values["batch-size"]) ?? 256;
+  const limit = flag<number>("limitTest", values["limit-test"]);
+  const dataset = flag<DatasetName>("dataset", values.dataset) ?? "fashion-mnist";
+  const ck = await readCheckpoint(values.weights);
+  const state = parseRunMetadata(values.weights, ck.metadata, name);
+  const resize = flag<number>("resize", values.resize) ?? state.recipe.resize ??
+    DEFAULTS[name].resize;
+  checkResizeFlag(name, resize);
+  const test = await loadDataset(dataset, { split: "test", dataDir: values["data-dir"], limit });
+  if (dataset !== "synthetic") console.error(`data: ${describeSource(test)}`);
+  if (test.count === 0) throw new CliError(`no test examples in ${test.name}: nothing to evaluate`);
+  const gpu = await getGpu();
+  const model = createModel(gpu, {
+    name,
+    inChannels: test.channels,
+    numClasses: test.classes.length,
+  });
+  loadWeights(model, values.weights, ck.tensors);
+  const pred = await predictAll(model, uploadImageSet(gpu, test), { resize, batchSize });
+  const k = test.classes.length;
+  const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  let right = 0;
+  for (let i = 0; i < test.count; i++) {
+    confusion[test.labels[i]][pred[i]]++;
+    if (pred[i] === test.labels[i]) right++;
+  }
+  console.log(
+    `${name} on ${test.name} test (${test.count} examples): test acc ${
+      (right / test.count).toFixed(4)
+    }`,
+  );
+  console.log("per-class accuracy:");
+  const w = Math.max(...test.classes.map((c) => c.length));
+  test.classes.forEach((c, i) => {
+    const total = confusion[i].reduce((a, b) => a + b, 0);
+    console.log(
+      `  ${c.padEnd(w)}  ${total ? (confusion[i][i] / total).toFixed(4) : "n/a"}  (${total})`,
+    );
+  });
+  console.log("confusion matrix (rows: true class, columns: predicted):");
+  const cw = Math.max(5, String(test.count).length + 1);
+  console.log(" ".repeat(w + 2) + test.classes.map((_, j) => String(j).padStart(cw)).join(""));
+  confusion.forEach((row, i) => {
+    console.log(
+      `  ${test.classes[i].padEnd(w)}${row.map((v) => String(v).padStart(cw)).join("")}`,
+    );
+  });
+  return 0;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) await runCommand("eval", main);

@@ -5,15 +5,16 @@ import { decode } from "fast-png";
 import { getGpu } from "../gpu/mod.ts";
 import { CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES } from "../data/mod.ts";
 import {
-  buildArchitecture,
-  checkInputSize,
   createModel,
   DEFAULTS,
   MODEL_NAMES,
   type ModelName,
+  NonFiniteError,
   uploadImageSet,
 } from "../models/mod.ts";
-import { readCheckpoint, UsageError, usageExit } from "./common.ts";
+import { checkResizeFlag } from "./common.ts";
+import { CliError, runCommand, UsageError } from "./_run.ts";
+import { loadWeights, parseRunMetadata, readCheckpoint, RECIPE_FIELDS } from "./checkpoint.ts";
 import { predictLogits } from "./predict_core.ts";
 
 const CLASSES: Record<string, readonly string[]> = {
@@ -26,8 +27,9 @@ const HELP = `usage: deno task predict <model> --weights FILE [flags] IMAGE.png.
 
   --weights FILE    safetensors checkpoint (the reference's names)
   --classes NAME    class names: fashion-mnist (default), mnist or cifar10
-  --resize N        input size (default: the model's seed recipe)
+  --resize N        input size (default: the checkpoint's, else the model's seed recipe)
   --invert          invert gray levels (Fashion-MNIST/MNIST images are light objects on black)
+  --debug           print the stack of an unexpected error
   -h, --help        this text
 
 Images are converted to the model's channels (gray or RGB), resized bilinearly on the GPU and
@@ -82,8 +84,9 @@ export function pngToPlanes(
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  let values, positionals;
   try {
-    const { values, positionals } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: argv,
       allowPositionals: true,
       options: {
@@ -93,64 +96,74 @@ export async function main(argv: string[]): Promise<number> {
         invert: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message.split("\n")[0]);
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const name = positionals[0] as ModelName;
+  if (!MODEL_NAMES.includes(name)) {
+    throw new UsageError(`first argument: one of ${MODEL_NAMES.join(", ")}`);
+  }
+  const files = positionals.slice(1);
+  if (files.length === 0) throw new UsageError("no images given");
+  if (!values.weights) throw new UsageError("--weights FILE is required");
+  const classes = CLASSES[values.classes ?? "fashion-mnist"];
+  if (!classes) throw new UsageError(`--classes: one of ${Object.keys(CLASSES).join(", ")}`);
+  const ck = await readCheckpoint(values.weights);
+  const state = parseRunMetadata(values.weights, ck.metadata, name);
+  let resize = state.recipe.resize ?? DEFAULTS[name].resize;
+  if (values.resize !== undefined) {
+    const f = RECIPE_FIELDS.resize;
+    const r = f.parse(values.resize) as number | undefined;
+    if (r === undefined) {
+      throw new UsageError(`--resize must be ${f.expected}, got '${values.resize}'`);
+    }
+    resize = r;
+  }
+  checkResizeFlag(name, resize);
+  const inChannels = values.classes === "cifar10" ? 3 : 1;
+  const gpu = await getGpu();
+  const model = createModel(gpu, { name, inChannels, numClasses: classes.length });
+  loadWeights(model, values.weights, ck.tensors);
+  for (const file of files) {
+    const bytes = await Deno.readFile(file).catch((err) => {
+      throw new CliError(`cannot read image ${file}: ${(err as Error).message.split(":")[0]}`);
     });
-    if (values.help) {
-      console.log(HELP);
-      return 0;
-    }
-    const name = positionals[0] as ModelName;
-    if (!MODEL_NAMES.includes(name)) {
-      throw new UsageError(`first argument: one of ${MODEL_NAMES.join(", ")}`);
-    }
-    const files = positionals.slice(1);
-    if (files.length === 0) throw new UsageError("no images given");
-    if (!values.weights) throw new UsageError("--weights FILE is required");
-    const classes = CLASSES[values.classes ?? "fashion-mnist"];
-    if (!classes) throw new UsageError(`--classes: one of ${Object.keys(CLASSES).join(", ")}`);
-    const resize = values.resize ? Number(values.resize) : DEFAULTS[name].resize;
-    checkInputSize(buildArchitecture(name), resize);
-    const inChannels = values.classes === "cifar10" ? 3 : 1;
-    const gpu = await getGpu();
-    const model = createModel(gpu, { name, inChannels, numClasses: classes.length });
-    const ck = await readCheckpoint(values.weights);
-    model.loadStateDict(ck.tensors, { source: values.weights });
-    for (const file of files) {
-      const img = pngToPlanes(await Deno.readFile(file), {
-        channels: inChannels,
-        invert: values.invert,
-        file,
-      });
-      const set = uploadImageSet(gpu, {
-        images: img.data,
-        labels: new Uint8Array(1),
-        count: 1,
-        channels: inChannels,
-        height: img.height,
-        width: img.width,
-      });
-      const logits = await predictLogits(model, set, resize);
-      set.images.dispose();
-      set.labels.dispose();
-      const m = Math.max(...logits);
-      const exp = logits.map((v) => Math.exp(v - m));
-      const z = exp.reduce((a, b) => a + b, 0);
-      const top = [...exp.keys()].sort((a, b) => exp[b] - exp[a]).slice(0, 3);
-      console.log(
-        `${file}: ${top.map((k) => `${classes[k]} ${(exp[k] / z).toFixed(3)}`).join(", ")}`,
+    const img = pngToPlanes(bytes, {
+      channels: inChannels,
+      invert: values.invert,
+      file,
+    });
+    const set = uploadImageSet(gpu, {
+      images: img.data,
+      labels: new Uint8Array(1),
+      count: 1,
+      channels: inChannels,
+      height: img.height,
+      width: img.width,
+    });
+    const logits = await predictLogits(model, set, resize);
+    set.images.dispose();
+    set.labels.dispose();
+    if (logits.some((v) => !Number.isFinite(v))) {
+      throw new NonFiniteError(
+        `${file}: the model's outputs are Inf or NaN: the weights in ${values.weights} are not ` +
+          "finite or too large",
       );
     }
-    return 0;
-  } catch (err) {
-    if (
-      err instanceof UsageError || err instanceof RangeError ||
-      (err as Error).name === "TypeError" &&
-        /parseArgs|Unknown option/i.test((err as Error).message)
-    ) {
-      return usageExit("predict", err);
-    }
-    console.error(`predict: ${(err as Error).message}`);
-    return 1;
+    const m = Math.max(...logits);
+    const exp = logits.map((v) => Math.exp(v - m));
+    const z = exp.reduce((a, b) => a + b, 0);
+    const top = [...exp.keys()].sort((a, b) => exp[b] - exp[a]).slice(0, 3);
+    console.log(
+      `${file}: ${top.map((k) => `${classes[k]} ${(exp[k] / z).toFixed(3)}`).join(", ")}`,
+    );
   }
+  return 0;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) await runCommand("predict", main);

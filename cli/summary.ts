@@ -1,5 +1,8 @@
 // deno task summary <model> [--resize N]: the seed documents' shape walk-through of a model.
 import { parseArgs } from "node:util";
+import { checkResizeFlag } from "./common.ts";
+import { runCommand, UsageError } from "./_run.ts";
+import { RECIPE_FIELDS } from "./checkpoint.ts";
 import {
   buildArchitecture,
   DEFAULTS,
@@ -13,35 +16,43 @@ function usage(): string {
   return `usage: deno task summary <model> [--resize N]\nmodels: ${MODEL_NAMES.join(", ")}`;
 }
 
-if (import.meta.main) {
+/** Runs the command; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
-      args: Deno.args,
+      args: argv,
       allowPositionals: true,
       options: { resize: { type: "string" }, help: { type: "boolean", short: "h" } },
     });
   } catch (err) {
-    console.error(`summary: ${(err as Error).message}\n${usage()}`);
-    Deno.exit(2);
+    throw new UsageError((err as Error).message.split("\n")[0]);
   }
   if (parsed.values.help) {
     console.log(usage());
-    Deno.exit(0);
+    return 0;
   }
   const name = parsed.positionals[0] as ModelName;
-  if (!name || !MODEL_NAMES.includes(name)) {
-    console.error(`summary: ${name ? `unknown model '${name}'` : "no model given"}\n${usage()}`);
-    Deno.exit(2);
+  if (parsed.positionals.length !== 1 || !MODEL_NAMES.includes(name)) {
+    throw new UsageError(
+      `${name ? `unknown model '${name}'` : "no model given"}; choose one of: ${
+        MODEL_NAMES.join(", ")
+      }`,
+    );
   }
-  const size = parsed.values.resize === undefined
-    ? DEFAULTS[name].resize
-    : Number(parsed.values.resize);
-  try {
-    console.log(`${name}`);
-    console.log(formatSummary(summarize(buildArchitecture(name), size)));
-  } catch (err) {
-    console.error(`summary: ${(err as Error).message}`);
-    Deno.exit(2);
+  let size = DEFAULTS[name].resize;
+  if (parsed.values.resize !== undefined) {
+    const f = RECIPE_FIELDS.resize;
+    const r = f.parse(parsed.values.resize) as number | undefined;
+    if (r === undefined) {
+      throw new UsageError(`--resize must be ${f.expected}, got '${parsed.values.resize}'`);
+    }
+    size = r;
   }
+  checkResizeFlag(name, size);
+  const text = formatSummary(summarize(buildArchitecture(name), size));
+  console.log(`${name}\n${text}`);
+  return await Promise.resolve(0);
 }
+
+if (import.meta.main) await runCommand("summary", main);

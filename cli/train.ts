@@ -1,30 +1,38 @@
 // deno task train <model> [flags]: d2l's train_ch6 on the GPU. See `--help`.
 import { getGpu, type Gpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
-import { type Dataset, type DatasetName, loadDataset, writeFileAtomic } from "../data/mod.ts";
+import { type Dataset, describeSource, loadDataset, writeFileAtomic } from "../data/mod.ts";
 import {
+  buildArchitecture,
   createModel,
   DEFAULTS,
-  isPrecision,
+  DivergenceError,
+  type EpochResult,
+  type HostStateDict,
+  type Model,
   MODEL_NAMES,
   type ModelName,
-  type Precision,
+  NonFiniteError,
   precisionUnsupported,
+  summarize,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
 import { renderPlot } from "./plot.ts";
+import { checkResizeFlag, parseModelCommand, parseOrExit } from "./common.ts";
+import { CliError, runCommand, UsageError } from "./_run.ts";
+import { checkOutputFile, lockOutput, writeFailed } from "./_outputs.ts";
 import {
-  checkResizeFlag,
-  optimizerPath,
-  parseModelCommand,
-  parseOrExit,
+  loadWeights,
+  newRunId,
+  parseRunMetadata,
   readCheckpoint,
-  saveCheckpoint,
-  UsageError,
-} from "./common.ts";
-
-const DATASETS = ["fashion-mnist", "mnist", "cifar10", "synthetic"] as const;
+  readOptimizerState,
+  RECIPE_FIELDS,
+  type RunRecipe,
+  type RunState,
+  saveRun,
+} from "./checkpoint.ts";
 
 export const HELP = `usage: deno task train <model> [flags]
 
@@ -46,60 +54,32 @@ flags (defaults: the seed recipe of each model):
   --weight-decay X    SGD weight decay (default 0)
   --augment           random crop and horizontal flip
   --init FILE         start from a safetensors checkpoint with the reference's names
-  --save FILE         write weights at each epoch end (atomically; momentum in FILE-optimizer.safetensors)
-  --resume FILE       continue from a checkpoint written by --save (weights, optimizer state, epoch)
+  --save FILE         write weights at each epoch end (atomically, with the recipe; momentum in
+                      FILE-optimizer-stepN.safetensors beside it). Locked while the run lasts
+  --resume FILE       continue the run a --save checkpoint holds (weights, momentum, epoch, step
+                      and recipe; flags given override the recipe)
+  --reset-optimizer   with --resume: start the momentum from zero when the checkpoint has none
   --json              one JSON object per epoch on stdout
   --plot FILE         SVG of train loss, train acc and test acc per epoch
   --no-autotune       ignore the kernel choices cached by \`deno task tune\`
   --precision P       f32 (default) or f16: f16 activations, gradients and weight copies with f32
                       master weights and dynamic loss scaling (needs the adapter's shader-f16)
+  --debug             print the stack of an unexpected error
   -h, --help          this text`;
 
 /** The parsed, validated command line. */
 export interface TrainArgs {
   model: ModelName;
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  resize: number;
-  dataset: DatasetName;
+  /** The recipe flags given on the command line (the rest comes from a checkpoint or defaults). */
+  given: Partial<RunRecipe>;
   dataDir?: string;
-  limitTrain?: number;
-  limitTest?: number;
-  shuffle: boolean;
-  seed: number;
-  dropout?: number;
-  momentum: number;
-  weightDecay: number;
-  augment: boolean;
   init?: string;
   save?: string;
   resume?: string;
+  resetOptimizer: boolean;
   json: boolean;
   plot?: string;
   autotune: boolean;
-  precision: Precision;
-}
-
-function int(name: string, v: string | undefined, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`);
-  }
-  return n;
-}
-
-function num(
-  name: string,
-  v: string | undefined,
-  ok: (n: number) => boolean,
-  what: string,
-): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || !ok(n)) throw new UsageError(`--${name} must be ${what}, got '${v}'`);
-  return n;
 }
 
 /** Parses and validates the command line; throws {@linkcode UsageError}. */
@@ -129,6 +109,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     "init": { type: "string" },
     "save": { type: "string" },
     "resume": { type: "string" },
+    "reset-optimizer": { type: "boolean" },
     "json": { type: "boolean" },
     "plot": { type: "string" },
     "no-autotune": { type: "boolean" },
@@ -136,46 +117,87 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   });
   if (parsed === "help") return "help";
   const { model, values: v } = parsed;
-  const dataset = (v.dataset ?? "fashion-mnist") as DatasetName;
-  if (!DATASETS.includes(dataset as typeof DATASETS[number])) {
-    throw new UsageError(`unknown dataset '${dataset}'; choose one of: ${DATASETS.join(", ")}`);
+  const given: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(RECIPE_FIELDS)) {
+    if (f.parse === undefined || name === "shuffle" || name === "augment") continue;
+    const text = (v as Record<string, string | undefined>)[f.flag.slice(2)];
+    if (text === undefined) continue;
+    const value = text === "none" ? undefined : f.parse(text);
+    if (value === undefined || value === null) {
+      throw new UsageError(`${f.flag} must be ${f.expected}, got '${text}'`);
+    }
+    given[name] = value;
   }
-  const recipe = DEFAULTS[model];
+  if (v["no-shuffle"]) given.shuffle = false;
+  if (v.augment) given.augment = true;
   const args: TrainArgs = {
     model,
-    epochs: int("epochs", v.epochs, 1) ?? recipe.epochs,
-    batchSize: int("batch-size", v["batch-size"], 1) ?? recipe.batchSize,
-    lr: num("lr", v.lr, (n) => n > 0, "a number > 0") ?? recipe.lr,
-    resize: int("resize", v.resize, 1) ?? recipe.resize,
-    dataset,
+    given: given as Partial<RunRecipe>,
     dataDir: v["data-dir"],
-    limitTrain: int("limit-train", v["limit-train"], 1),
-    limitTest: int("limit-test", v["limit-test"], 1),
-    shuffle: !v["no-shuffle"],
-    seed: int("seed", v.seed, 0) ?? 0,
-    dropout: num("dropout", v.dropout, (n) => n >= 0 && n < 1, "in [0, 1)"),
-    momentum: num("momentum", v.momentum, (n) => n >= 0 && n < 1, "in [0, 1)") ?? 0,
-    weightDecay: num("weight-decay", v["weight-decay"], (n) => n >= 0, "a number >= 0") ?? 0,
-    augment: v.augment ?? false,
     init: v.init,
     save: v.save,
     resume: v.resume,
+    resetOptimizer: v["reset-optimizer"] ?? false,
     json: v.json ?? false,
     plot: v.plot,
     autotune: !v["no-autotune"],
-    precision: (v.precision ?? "f32") as Precision,
   };
-  if (!isPrecision(args.precision)) {
-    throw new UsageError(`--precision must be f32 or f16, got '${args.precision}'`);
-  }
   if (args.init && args.resume) throw new UsageError("--init and --resume cannot be combined");
-  checkResizeFlag(model, args.resize);
-  if (args.limitTrain !== undefined && args.batchSize > args.limitTrain) {
+  if (args.resetOptimizer && !args.resume) {
+    throw new UsageError("--reset-optimizer goes with --resume");
+  }
+  for (const flag of ["init", "save", "resume", "plot", "data-dir"] as const) {
+    if (v[flag] === "") throw new UsageError(`--${flag} needs a path`);
+  }
+  if (args.given.resize !== undefined) checkResizeFlag(model, args.given.resize);
+  const { batchSize, limitTrain } = args.given;
+  if (batchSize !== undefined && limitTrain != null && batchSize > limitTrain) {
     throw new UsageError(
-      `--batch-size ${args.batchSize} is larger than the training data (--limit-train ${args.limitTrain})`,
+      `--batch-size ${batchSize} is larger than the training data (--limit-train ${limitTrain})`,
     );
   }
   return args;
+}
+
+/** The recipe of a fresh run: the model's seed recipe and the CLI's defaults. */
+export function defaultRecipe(model: ModelName): RunRecipe {
+  const d = DEFAULTS[model];
+  return {
+    epochs: d.epochs,
+    batchSize: d.batchSize,
+    lr: d.lr,
+    momentum: 0,
+    weightDecay: 0,
+    resize: d.resize,
+    dataset: "fashion-mnist",
+    limitTrain: null,
+    limitTest: null,
+    shuffle: true,
+    seed: 0,
+    dropout: null,
+    augment: false,
+    precision: "f32",
+  };
+}
+
+/**
+ * The recipe of a run: defaults, then what the checkpoint stored, then the flags given; and a
+ * description of what the flags changed from the checkpoint's values, for the header.
+ */
+export function resolveRecipe(
+  model: ModelName,
+  stored: Partial<RunRecipe>,
+  given: Partial<RunRecipe>,
+): { recipe: RunRecipe; overrides: string[] } {
+  const recipe = { ...defaultRecipe(model), ...stored, ...given };
+  const overrides: string[] = [];
+  for (const [name, value] of Object.entries(given)) {
+    const key = name as keyof RunRecipe;
+    if (key in stored && stored[key] !== value) {
+      overrides.push(`${RECIPE_FIELDS[key].flag} ${value} (checkpoint: ${stored[key]})`);
+    }
+  }
+  return { recipe, overrides };
 }
 
 function progressBar(label: string): ((done: number, total: number) => void) | undefined {
@@ -210,93 +232,111 @@ async function loadTuned(gpu: Gpu): Promise<void> {
   }
 }
 
-function dataError(err: unknown): never {
-  console.error(`train: ${(err as Error).message}`);
-  Deno.exit(1);
-}
-
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const args = parseOrExit("train", HELP, () => parseTrainArgs(argv));
+  const args = parseOrExit(HELP, () => parseTrainArgs(argv));
   if (typeof args === "number") return args;
-  const load = (split: "train" | "test", limit?: number): Promise<Dataset> =>
-    loadDataset(args.dataset, {
+  // Outputs first: a run that cannot write its results must not start (nor lose them at the end).
+  for (const [flag, path] of [["--save", args.save], ["--plot", args.plot]] as const) {
+    if (path === undefined) continue;
+    await checkOutputFile(flag, path);
+    await lockOutput(flag, path);
+  }
+  let state: RunState | null = null;
+  let resumed: Awaited<ReturnType<typeof readCheckpoint>> | null = null;
+  if (args.resume) {
+    resumed = await readCheckpoint(args.resume);
+    state = parseRunMetadata(args.resume, resumed.metadata, args.model);
+  }
+  const { recipe, overrides } = resolveRecipe(args.model, state?.recipe ?? {}, args.given);
+  if (state && args.given.resize === undefined) checkResizeFlag(args.model, recipe.resize);
+  const load = (split: "train" | "test", limit: number | null): Promise<Dataset> =>
+    loadDataset(recipe.dataset, {
       split,
       dataDir: args.dataDir,
-      limit,
-      synthetic: { seed: args.seed },
-    }).catch(dataError);
-  const trainSet = await load("train", args.limitTrain);
-  const testSet = await load("test", args.limitTest);
-  if (args.batchSize > trainSet.count) {
-    console.error(
-      `train: --batch-size ${args.batchSize} is larger than the training data (${trainSet.count} examples) (see --help)`,
+      limit: limit ?? undefined,
+      synthetic: { seed: recipe.seed },
+    });
+  const trainSet = await load("train", recipe.limitTrain);
+  const testSet = await load("test", recipe.limitTest);
+  if (recipe.dataset !== "synthetic") console.error(`data: ${describeSource(trainSet)}`);
+  if (trainSet.count === 0) {
+    throw new CliError(`the training set of ${trainSet.name} has no examples`);
+  }
+  if (recipe.batchSize > trainSet.count) {
+    throw new UsageError(
+      `--batch-size ${recipe.batchSize} is larger than the training data (${trainSet.count} examples)`,
     );
-    return 2;
   }
   const gpu = await getGpu();
-  const unsupported = precisionUnsupported(gpu, args.precision);
-  if (unsupported) {
-    console.error(`train: --${unsupported}; use --precision f32`);
-    return 2;
-  }
+  const unsupported = precisionUnsupported(gpu, recipe.precision);
+  if (unsupported) throw new UsageError(`--${unsupported}; use --precision f32`);
+  checkMemory(gpu, args.model, recipe, trainSet.channels);
   if (args.autotune) await loadTuned(gpu);
   const model = createModel(gpu, {
     name: args.model,
-    seed: args.seed,
+    seed: recipe.seed,
     inChannels: trainSet.channels,
     numClasses: Math.max(trainSet.classes.length, 1),
   });
-  let startEpoch = 0, steps = 0;
-  let resumedScale: number | undefined;
   if (args.init) {
     const ck = await readCheckpoint(args.init);
-    model.loadStateDict(ck.tensors, { source: args.init });
+    parseRunMetadata(args.init, ck.metadata, args.model); // the model named in it must be ours
+    loadWeights(model, args.init, ck.tensors);
   }
-  if (args.resume) {
-    const ck = await readCheckpoint(args.resume);
-    model.loadStateDict(ck.tensors, { source: args.resume });
-    startEpoch = Number(ck.metadata.epoch ?? 0);
-    steps = Number(ck.metadata.steps ?? 0);
-    // An f16 run goes on at the loss scale it had reached (GradScaler's state, less its growth
-    // tracker); written by --save below.
-    if (ck.metadata.loss_scale !== undefined) resumedScale = Number(ck.metadata.loss_scale);
-    const opt = optimizerPath(args.resume);
-    if (args.momentum > 0) {
-      const m = await readCheckpoint(opt).catch(() => null);
-      if (m) {
+  const startEpoch = state?.epoch ?? 0;
+  if (args.resume && resumed && state) {
+    loadWeights(model, args.resume, resumed.tensors);
+    if (recipe.momentum > 0) {
+      if (args.resetOptimizer) {
+        console.error(`train: --reset-optimizer: the momentum starts from zero`);
+      } else {
+        const momentum = await readOptimizerState(model, args.resume, state);
         for (const [name, p] of model.params) {
-          const t = m.tensors.get(name);
-          if (!t) throw new Error(`optimizer state ${opt} lacks '${name}'`);
           p.momentum ??= gpu.zeros(p.shape);
-          gpu.write(p.momentum, t.data as Float32Array);
+          gpu.write(p.momentum, momentum.get(name)!);
         }
       }
     }
   }
   const trainer = new Trainer(model, {
-    lr: args.lr,
-    batchSize: args.batchSize,
-    resize: args.resize,
-    momentum: args.momentum,
-    weightDecay: args.weightDecay,
-    augment: args.augment,
-    dropout: args.dropout,
-    seed: args.seed,
-    precision: args.precision,
-    lossScale: resumedScale === undefined ? undefined : { initScale: resumedScale },
+    lr: recipe.lr,
+    batchSize: recipe.batchSize,
+    resize: recipe.resize,
+    momentum: recipe.momentum,
+    weightDecay: recipe.weightDecay,
+    augment: recipe.augment,
+    dropout: recipe.dropout ?? undefined,
+    seed: recipe.seed,
+    precision: recipe.precision,
+    lossScale: state?.lossScale === undefined ? undefined : { initScale: state.lossScale },
   });
-  trainer.steps = steps;
+  trainer.steps = state?.step ?? 0;
+  const runId = state?.runId || newRunId();
   const train = uploadImageSet(gpu, trainSet);
-  const test = uploadImageSet(gpu, testSet);
+  const test = testSet.count > 0 ? uploadImageSet(gpu, testSet) : null;
   if (!args.json) {
     console.log(
       `${args.model} on ${trainSet.name} (${trainSet.count} train / ${testSet.count} test, ` +
-        `${args.resize}x${args.resize}), batch ${args.batchSize}, lr ${args.lr}, ${args.epochs} epochs, ` +
-        `${args.precision}, ${gpu.description}`,
+        `${recipe.resize}x${recipe.resize}), batch ${recipe.batchSize}, lr ${recipe.lr}, ` +
+        `${recipe.epochs} epochs, ${recipe.precision}, ${gpu.description}`,
     );
   }
-  if (startEpoch >= args.epochs) {
+  if (args.resume && state) {
+    const stored = Object.keys(state.recipe).length > 0;
+    console.error(
+      `train: resuming ${args.resume} after epoch ${startEpoch} (step ${state.step})` +
+        (stored
+          ? `: momentum ${recipe.momentum}, weight decay ${recipe.weightDecay}, ` +
+            `seed ${recipe.seed} and the rest of its recipe restored`
+          : " (it stores no recipe)") +
+        (overrides.length ? `; overridden by flags: ${overrides.join(", ")}` : ""),
+    );
+  }
+  if (!test) {
+    console.error(`train: no test examples in ${testSet.name}: test accuracy is not reported`);
+  }
+  if (startEpoch >= recipe.epochs) {
     console.error(
       `train: ${args.resume} already finished epoch ${startEpoch}; pass --epochs N > ${startEpoch} to go on`,
     );
@@ -305,13 +345,19 @@ export async function main(argv: string[]): Promise<number> {
   const history: { epoch: number; loss: number; trainAcc: number; testAcc: number }[] = [];
   let examples = 0, seconds = 0;
   let last = { loss: NaN, trainAcc: NaN, testAcc: NaN };
-  for (let epoch = startEpoch; epoch < args.epochs; epoch++) {
-    const r = await trainer.trainEpoch(train, {
-      epoch,
-      shuffle: args.shuffle,
-      onStep: progressBar(`epoch ${epoch + 1}/${args.epochs}`),
-    });
-    const testAcc = await trainer.evaluate(test);
+  for (let epoch = startEpoch; epoch < recipe.epochs; epoch++) {
+    let r: EpochResult, testAcc: number;
+    try {
+      r = await trainer.trainEpoch(train, {
+        epoch,
+        shuffle: recipe.shuffle,
+        onStep: progressBar(`epoch ${epoch + 1}/${recipe.epochs}`),
+      });
+      testAcc = test ? await trainer.evaluate(test) : NaN;
+    } catch (err) {
+      if (err instanceof NonFiniteError) throw divergence(err, args, recipe.lr, epoch);
+      throw err;
+    }
     examples += r.examples;
     seconds += r.seconds;
     last = { loss: r.loss, trainAcc: r.trainAcc, testAcc };
@@ -322,7 +368,7 @@ export async function main(argv: string[]): Promise<number> {
         epoch: epoch + 1,
         loss: r.loss,
         train_acc: r.trainAcc,
-        test_acc: testAcc,
+        test_acc: test ? testAcc : null,
         examples_per_sec: eps,
         ...(r.lossScale === undefined
           ? {}
@@ -331,32 +377,44 @@ export async function main(argv: string[]): Promise<number> {
     } else {
       console.log(
         `epoch ${epoch + 1}: loss ${r.loss.toFixed(3)}, train acc ${r.trainAcc.toFixed(3)}, ` +
-          `test acc ${testAcc.toFixed(3)}, ${eps.toFixed(1)} examples/sec` +
+          `test acc ${fmtAcc(testAcc)}, ${eps.toFixed(1)} examples/sec` +
           (r.lossScale === undefined
             ? ""
             : ` (loss scale ${r.lossScale}, ${r.skippedSteps} steps skipped so far)`),
       );
     }
     if (args.save) {
-      await saveCheckpoint(model, args.save, {
-        model: args.model,
-        epoch: String(epoch + 1),
-        steps: String(trainer.steps),
-        format: "pt",
-        ...(r.lossScale === undefined ? {} : { loss_scale: String(r.lossScale) }),
+      const momentum = recipe.momentum > 0 ? await momentumState(model) : null;
+      await saveRun(
+        model,
+        args.save,
+        {
+          model: args.model,
+          epoch: epoch + 1,
+          step: trainer.steps,
+          runId,
+          lossScale: r.lossScale,
+          recipe,
+        },
+        recipe,
+        momentum,
+      ).catch((err) => {
+        throw writeFailed("--save", args.save!, err);
       });
     }
     if (args.plot) {
       await writeFileAtomic(
         args.plot,
         new TextEncoder().encode(renderPlot(history, { title: args.model })),
-      );
+      ).catch((err) => {
+        throw writeFailed("--plot", args.plot!, err);
+      });
     }
   }
   if (!args.json) {
     console.log(
       `loss ${last.loss.toFixed(3)}, train acc ${last.trainAcc.toFixed(3)}, test acc ${
-        last.testAcc.toFixed(3)
+        fmtAcc(last.testAcc)
       }`,
     );
     console.log(`${(examples / seconds).toFixed(1)} examples/sec on ${gpu.description}`);
@@ -364,4 +422,68 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+/** An accuracy for the log ("n/a" without test examples). */
+function fmtAcc(acc: number): string {
+  return Number.isNaN(acc) ? "n/a" : acc.toFixed(3);
+}
+
+/** The model's SGD momentum buffers, read back for a checkpoint. */
+async function momentumState(model: Model): Promise<HostStateDict> {
+  const out: HostStateDict = new Map();
+  for (const [name, p] of model.params) {
+    if (!p.momentum) continue;
+    const data = await p.momentum.toArray() as Float32Array;
+    out.set(name, { dtype: "F32", shape: [...p.shape], data });
+  }
+  return out;
+}
+
+/** The one line of a diverged run: where, that nothing was written, and what to try. */
+function divergence(err: NonFiniteError, args: TrainArgs, lr: number, epoch: number): CliError {
+  const where = err instanceof DivergenceError
+    ? `training diverged in epoch ${err.epoch + 1} at step ${err.epochStep + 1} of the epoch ` +
+      `(step ${err.step + 1} of the run): the ${
+        err.what === "loss" ? "loss" : "parameters after the update"
+      } became Inf or NaN`
+    : `epoch ${epoch + 1}: ${err.message}`;
+  const kept = args.save ? ` (${args.save} keeps the last good epoch)` : "";
+  const recipe = DEFAULTS[args.model].lr;
+  return new CliError(
+    `${where}; nothing was written${kept}; try a lower --lr (this run: ${lr}` +
+      `${lr > recipe ? `; ${args.model}'s recipe: ${recipe}` : ""})`,
+  );
+}
+
+/**
+ * Refuses, before any work, a step whose activations would not fit the device (say
+ * `resnet --resize 10000`): each top-level activation of one example must fit one storage
+ * binding (kernels split work by example), and of the whole batch one buffer.
+ */
+function checkMemory(gpu: Gpu, name: ModelName, recipe: RunRecipe, channels: number): void {
+  const arch = buildArchitecture(name, { inChannels: channels });
+  const rows = summarize(arch, recipe.resize).rows;
+  const perExample = Math.max(
+    channels * recipe.resize * recipe.resize,
+    ...rows.map((r) => r.shape.slice(1).reduce((a, b) => a * b, 1)),
+  ) * (recipe.precision === "f16" ? 2 : 4);
+  const binding = gpu.limits.maxStorageBufferBindingSize;
+  const buffer = gpu.limits.maxBufferSize;
+  if (perExample > binding || perExample * recipe.batchSize > buffer) {
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+    const [what, limit] = perExample > binding
+      ? [
+        `one example's largest activation takes ${mib(perExample)}`,
+        `binding limit ${mib(binding)}`,
+      ]
+      : [
+        `the batch's largest activation takes ${mib(perExample * recipe.batchSize)}`,
+        `buffer limit ${mib(buffer)}`,
+      ];
+    throw new UsageError(
+      `--resize ${recipe.resize} --batch-size ${recipe.batchSize}: ${what}, over this device's ` +
+        `${limit}; use a smaller --resize${perExample > binding ? "" : " or --batch-size"}`,
+    );
+  }
+}
+
+if (import.meta.main) await runCommand("train", main);

@@ -17,8 +17,10 @@ import {
   parseModelCommand,
   parseOrExit,
   setupRun,
-  UsageError,
 } from "./common.ts";
+import { runCommand, UsageError } from "./_run.ts";
+import { checkOutputFile, lockOutput } from "./_outputs.ts";
+import { decimal } from "./checkpoint.ts";
 
 export const HELP = `usage: deno task tune <model> [flags]
 
@@ -32,7 +34,8 @@ flags:
   --batch N       batch size (default: the recipe's, reduced on CPU adapters as bench:train does)
   --resize N      input size (default: the recipe's)
   --budget S      most seconds to spend tuning (default 300)
-  --cache FILE    the cache file (default ${defaultTuningCachePath()})
+  --cache FILE    the cache file (default ${defaultTuningCachePath()},
+                  from MODERN_CNN_CACHE_DIR when set)
   -h, --help      this text`;
 
 /** The parsed command line. */
@@ -46,8 +49,8 @@ export interface TuneArgs {
 
 function positive(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!(Number.isFinite(n) && n > 0) || (name !== "budget" && !Number.isInteger(n))) {
+  const n = decimal(v) ?? NaN;
+  if (!(n > 0) || (name !== "budget" && !Number.isInteger(n))) {
     throw new UsageError(
       `--${name} must be ${name === "budget" ? "a number" : "an integer"} > 0, got '${v}'`,
     );
@@ -95,8 +98,12 @@ export function resultTable(results: readonly TuneResult[]): string[] {
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const args = parseOrExit("tune", HELP, () => parseTuneArgs(argv));
+  const args = parseOrExit(HELP, () => parseTuneArgs(argv));
   if (typeof args === "number") return args;
+  // The cache must be writable before minutes of tuning, and one run at a time writes it.
+  const flag = args.cache === defaultTuningCachePath() ? "the tuning cache" : "--cache";
+  await checkOutputFile(flag, args.cache);
+  await lockOutput(flag, args.cache);
   const gpu = await getGpu();
   const resize = args.resize ?? DEFAULTS[args.model].resize;
   const batch = args.batch ?? cappedBatch(gpu, args.model, resize).batch;
@@ -131,4 +138,4 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) await runCommand("tune", main);

@@ -35,7 +35,7 @@ Deno.test("train: bad flags give one clear line and exit code 2 before any work"
       /--batch-size 64 is larger than the training data/,
     ],
     [["lenet", "--frobnicate"], /frobnicate/],
-    [["lenet", "--dataset", "imagenet"], /unknown dataset 'imagenet'/],
+    [["lenet", "--dataset", "imagenet"], /--dataset must be one of fashion-mnist, .*got 'imagenet'/],
     [["lenet", "--dropout", "1.5"], /--dropout must be in \[0, 1\)/],
     [["lenet", "--precision", "f8"], /--precision must be f32 or f16, got 'f8'/],
     [[], /no model given/],
@@ -95,7 +95,8 @@ Deno.test("train: --json, --save, --resume, --plot, --init and the other flags o
   assert.equal(saved.metadata.epoch, "1");
   assert.ok(saved.tensors.has("1.num_batches_tracked"));
   assert.equal((saved.tensors.get("1.num_batches_tracked")!.data as BigInt64Array)[0], 4n);
-  assert.ok((await Deno.stat(ck.replace(/\.safetensors$/, "-optimizer.safetensors"))).isFile);
+  assert.equal(saved.metadata.optimizer, "lenet-optimizer-step4.safetensors");
+  assert.ok((await Deno.stat(join(dir, saved.metadata.optimizer))).isFile);
   assert.match(await Deno.readTextFile(plot), /<svg[\s\S]*train loss[\s\S]*<\/svg>/);
   // Resume: continues at epoch 2 with the saved weights, momentum and step count.
   const second = await run("train.ts", [

@@ -1,0 +1,377 @@
+// Checkpoints of a training run as one unit: the model file (the reference's state_dict names,
+// loadable by PyTorch with strict=True) and, when the optimizer has state, an optimizer file
+// named after the step it belongs to. The model file is written last and is the commit point: it
+// names its optimizer file, and both carry the run id and step, so a reader sees either the old
+// pair or the new one (a kill between the two writes leaves the old model naming the old
+// optimizer file, which is removed only after the new model is in place). The model file's
+// metadata also holds the whole recipe, so `--resume` restores the run.
+import { basename, dirname, join } from "node:path";
+import type { DatasetName } from "../data/mod.ts";
+import { writeFileAtomic } from "../data/mod.ts";
+import {
+  decodeSafetensors,
+  encodeSafetensors,
+  type HostStateDict,
+  isPrecision,
+  type Model,
+  MODEL_NAMES,
+  type ModelName,
+  type Precision,
+} from "../models/mod.ts";
+import { clip } from "./_run.ts";
+import { removeStaleTemps } from "./_outputs.ts";
+
+/** A checkpoint that cannot be used as asked: one line naming the file and what is wrong. */
+export class CheckpointError extends Error {
+  override name = "CheckpointError";
+}
+
+/** The data sets of the CLI. */
+export const DATASETS = ["fashion-mnist", "mnist", "cifar10", "synthetic"] as const;
+
+/** What defines a training run, stored in its checkpoints and restored by `--resume`. */
+export interface RunRecipe {
+  readonly epochs: number;
+  readonly batchSize: number;
+  readonly lr: number;
+  readonly momentum: number;
+  readonly weightDecay: number;
+  readonly resize: number;
+  readonly dataset: DatasetName;
+  readonly limitTrain: number | null;
+  readonly limitTest: number | null;
+  readonly shuffle: boolean;
+  readonly seed: number;
+  readonly dropout: number | null;
+  readonly augment: boolean;
+  readonly precision: Precision;
+}
+
+/** How each recipe field is written in the metadata and parsed back (flags use the same). */
+interface Field {
+  readonly key: string;
+  readonly flag: string;
+  readonly parse: (text: string) => unknown;
+  readonly expected: string;
+}
+
+/** A decimal number literal (no hex, no `Infinity`, no empty string); else null. */
+export function decimal(text: string): number | null {
+  if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text.trim())) return null;
+  const n = Number(text);
+  return Number.isFinite(n) ? n : null;
+}
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => (t: string): number | undefined => {
+  const n = decimal(t);
+  return n !== null && Number.isInteger(n) && n >= min && n <= max ? n : undefined;
+};
+const real = (ok: (n: number) => boolean) => (t: string): number | undefined => {
+  const n = decimal(t);
+  return n !== null && ok(n) ? n : undefined;
+};
+const bool = (t: string): boolean | undefined =>
+  t === "true" ? true : t === "false" ? false : undefined;
+const optional = <T>(p: (t: string) => T | undefined) => (t: string): T | null | undefined =>
+  t === "none" ? null : p(t);
+
+/** The recipe's fields: metadata key, flag, parser (undefined: invalid) and what is expected. */
+export const RECIPE_FIELDS: Readonly<Record<keyof RunRecipe, Field>> = {
+  epochs: { key: "epochs", flag: "--epochs", parse: int(1), expected: "an integer >= 1" },
+  batchSize: {
+    key: "batch_size",
+    flag: "--batch-size",
+    parse: int(1),
+    expected: "an integer >= 1",
+  },
+  lr: { key: "lr", flag: "--lr", parse: real((n) => n > 0), expected: "a number > 0" },
+  momentum: {
+    key: "momentum",
+    flag: "--momentum",
+    parse: real((n) => n >= 0 && n < 1),
+    expected: "in [0, 1)",
+  },
+  weightDecay: {
+    key: "weight_decay",
+    flag: "--weight-decay",
+    parse: real((n) => n >= 0),
+    expected: "a number >= 0",
+  },
+  resize: { key: "resize", flag: "--resize", parse: int(1), expected: "an integer >= 1" },
+  dataset: {
+    key: "dataset",
+    flag: "--dataset",
+    parse: (t) => (DATASETS as readonly string[]).includes(t) ? t : undefined,
+    expected: `one of ${DATASETS.join(", ")}`,
+  },
+  limitTrain: {
+    key: "limit_train",
+    flag: "--limit-train",
+    parse: optional(int(1)),
+    expected: "an integer >= 1",
+  },
+  limitTest: {
+    key: "limit_test",
+    flag: "--limit-test",
+    parse: optional(int(1)),
+    expected: "an integer >= 1",
+  },
+  shuffle: { key: "shuffle", flag: "--no-shuffle", parse: bool, expected: "true or false" },
+  seed: {
+    key: "seed",
+    flag: "--seed",
+    parse: int(0, 0xffffffff),
+    expected: "an integer in [0, 4294967295]",
+  },
+  dropout: {
+    key: "dropout",
+    flag: "--dropout",
+    parse: optional(real((n) => n >= 0 && n < 1)),
+    expected: "in [0, 1)",
+  },
+  augment: { key: "augment", flag: "--augment", parse: bool, expected: "true or false" },
+  precision: {
+    key: "precision",
+    flag: "--precision",
+    parse: (t) => isPrecision(t) ? t : undefined,
+    expected: "f32 or f16",
+  },
+};
+
+/** The state of a run at a checkpoint. */
+export interface RunState {
+  readonly model: ModelName;
+  /** Epochs finished. */
+  readonly epoch: number;
+  /** SGD steps taken. */
+  readonly step: number;
+  /** Identifies the run (kept across resumes); pairs the model and optimizer files. */
+  readonly runId: string;
+  /** The f16 loss scale reached, if any. */
+  readonly lossScale?: number;
+  /**
+   * The recipe: complete in checkpoints this version writes; only the fields stored by older
+   * ones (none) otherwise.
+   */
+  readonly recipe: Partial<RunRecipe>;
+  /** The optimizer file's name (in the model file's folder); null: no optimizer state. */
+  readonly optimizer: string | null | undefined;
+}
+
+/** A new run id. */
+export function newRunId(): string {
+  return crypto.randomUUID().slice(0, 13);
+}
+
+/** The name of the optimizer file of `path` at `step`. */
+export function optimizerFileName(path: string, step: number): string {
+  return `${basename(path).replace(/\.safetensors$/, "")}-optimizer-step${step}.safetensors`;
+}
+
+/** The metadata of a model file (all strings, as safetensors requires). */
+export function runMetadata(state: RunState, recipe: RunRecipe): Record<string, string> {
+  const meta: Record<string, string> = {
+    format: "pt",
+    model: state.model,
+    epoch: String(state.epoch),
+    step: String(state.step),
+    run_id: state.runId,
+    optimizer: state.optimizer ?? "none",
+  };
+  if (state.lossScale !== undefined) meta.loss_scale = String(state.lossScale);
+  for (const [name, f] of Object.entries(RECIPE_FIELDS)) {
+    const v = recipe[name as keyof RunRecipe];
+    meta[f.key] = v === null ? "none" : String(v);
+  }
+  return meta;
+}
+
+/**
+ * The run state in a checkpoint's metadata, validated: every value must parse as its flag
+ * would (a file with `epoch: "abc"` or another model's checkpoint is refused, naming the file
+ * and the key). Older checkpoints (epoch and steps only) are read as they were.
+ */
+export function parseRunMetadata(
+  file: string,
+  meta: Record<string, string>,
+  model: ModelName,
+): RunState {
+  const bad = (key: string, expected: string): never => {
+    throw new CheckpointError(
+      `checkpoint ${file}: metadata '${key}' is ${
+        clip(JSON.stringify(meta[key]), 80)
+      }, expected ${expected}`,
+    );
+  };
+  if (meta.model !== undefined && meta.model !== model) {
+    const other = (MODEL_NAMES as readonly string[]).includes(meta.model)
+      ? `a ${meta.model} checkpoint`
+      : `a checkpoint of '${clip(meta.model, 40)}'`;
+    throw new CheckpointError(
+      `${file} is ${other}, not ${model}: name that model, or give a ${model} checkpoint`,
+    );
+  }
+  const count = (key: string): number => {
+    if (meta[key] === undefined) return 0;
+    return int(0)(meta[key]) ?? bad(key, "an integer >= 0");
+  };
+  const epoch = count("epoch");
+  const step = meta.step !== undefined ? count("step") : count("steps");
+  let lossScale: number | undefined;
+  if (meta.loss_scale !== undefined) {
+    lossScale = real((n) => n > 0 && Number.isFinite(Math.fround(n)))(meta.loss_scale) ??
+      bad("loss_scale", "a finite number > 0");
+  }
+  const recipe: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(RECIPE_FIELDS)) {
+    if (meta[f.key] === undefined) continue;
+    const v = f.parse(meta[f.key]);
+    recipe[name] = v === undefined ? bad(f.key, f.expected) : v;
+  }
+  let optimizer: string | null | undefined;
+  if (meta.optimizer !== undefined) {
+    optimizer = meta.optimizer === "none" ? null : meta.optimizer;
+    if (optimizer !== null && (optimizer.includes("/") || optimizer.includes("\\"))) {
+      bad("optimizer", "a file name in the checkpoint's folder");
+    }
+  }
+  return {
+    model,
+    epoch,
+    step,
+    runId: meta.run_id ?? "",
+    lossScale,
+    recipe: recipe as Partial<RunRecipe>,
+    optimizer,
+  };
+}
+
+/** Refuses a state dict holding Inf or NaN, naming the file and the first bad tensor. */
+export function checkFinite(file: string, tensors: HostStateDict): void {
+  for (const [name, t] of tensors) {
+    if (!(t.data instanceof Float32Array)) continue;
+    let bad = 0;
+    for (const v of t.data) if (!Number.isFinite(v)) bad++;
+    if (bad > 0) {
+      throw new CheckpointError(
+        `checkpoint ${file}: '${name}' holds ${bad} Inf/NaN values of ${t.data.length}: it comes ` +
+          "from a diverged run; use an earlier checkpoint",
+      );
+    }
+  }
+}
+
+/** Reads and decodes a safetensors file; errors name the file. */
+export async function readCheckpoint(
+  path: string,
+): Promise<{ tensors: HostStateDict; metadata: Record<string, string> }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (err) {
+    const e = err as Error;
+    const why = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof Deno.errors.IsADirectory || /directory/i.test(e.message)
+      ? "it is a folder"
+      : e.message.split(":")[0];
+    throw new CheckpointError(`cannot read checkpoint ${path}: ${why}`);
+  }
+  return decodeSafetensors(bytes, { file: path });
+}
+
+/**
+ * Loads a checkpoint's weights into `model` (all or nothing): the weights must be finite and
+ * fit the model; errors are {@linkcode CheckpointError}s naming the file.
+ */
+export function loadWeights(model: Model, file: string, tensors: HostStateDict): void {
+  checkFinite(file, tensors);
+  try {
+    model.loadStateDict(tensors, { source: file });
+  } catch (err) {
+    throw new CheckpointError(clip((err as Error).message));
+  }
+}
+
+/**
+ * Writes a run's checkpoint: the optimizer file for this step first (when `momentum` holds
+ * state), then the model file (atomically: the commit point), then removes the optimizer files
+ * of earlier steps and the temporary files of killed writes.
+ */
+export async function saveRun(
+  model: Model,
+  path: string,
+  state: Omit<RunState, "optimizer">,
+  recipe: RunRecipe,
+  momentum: HostStateDict | null,
+): Promise<void> {
+  await removeStaleTemps(path);
+  const dir = dirname(path);
+  const optName = momentum ? optimizerFileName(path, state.step) : null;
+  const pair = { run_id: state.runId, step: String(state.step), model: state.model };
+  if (momentum && optName) {
+    const optPath = join(dir, optName);
+    await removeStaleTemps(optPath);
+    await writeFileAtomic(optPath, encodeSafetensors(momentum, { ...pair, kind: "sgd-momentum" }));
+  }
+  const meta = runMetadata({ ...state, optimizer: optName }, recipe);
+  await writeFileAtomic(path, encodeSafetensors(await model.stateDict(), meta));
+  // The new pair is in place: optimizer files of this model file's earlier steps go.
+  const stem = basename(path).replace(/\.safetensors$/, "");
+  const old = new RegExp(
+    `^${stem.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-optimizer-step\\d+\\.safetensors$`,
+  );
+  for await (const e of Deno.readDir(dir)) {
+    if (old.test(e.name) && e.name !== optName) {
+      await Deno.remove(join(dir, e.name)).catch(() => {});
+    }
+  }
+}
+
+/**
+ * The momentum buffers stored with a checkpoint, verified to belong to it (same run id and step,
+ * a tensor of the right shape for every parameter), or a {@linkcode CheckpointError} that says
+ * what is wrong and that `--reset-optimizer` starts the momentum from zero instead.
+ */
+export async function readOptimizerState(
+  model: Model,
+  path: string,
+  state: RunState,
+): Promise<Map<string, Float32Array>> {
+  const fix = "; pass --reset-optimizer to start the momentum from zero";
+  if (state.optimizer === null) {
+    throw new CheckpointError(
+      `${path} holds no optimizer state (it was saved without momentum) but this run uses ` +
+        `momentum${fix}`,
+    );
+  }
+  // Checkpoints of older versions name no optimizer file: theirs was FILE-optimizer.safetensors.
+  const optPath = state.optimizer === undefined
+    ? path.replace(/(\.safetensors)?$/, "-optimizer.safetensors")
+    : join(dirname(path), state.optimizer);
+  const exists = await Deno.stat(optPath).then((s) => s.isFile, () => false);
+  if (!exists) {
+    throw new CheckpointError(`the optimizer state of ${path} (${optPath}) is missing${fix}`);
+  }
+  const opt = await readCheckpoint(optPath);
+  const m = opt.metadata;
+  const optStep = m.step ?? m.steps;
+  if (optStep !== String(state.step) || (state.runId !== "" && m.run_id !== state.runId)) {
+    throw new CheckpointError(
+      `the optimizer state ${optPath} (step ${optStep ?? "?"}, run ${m.run_id ?? "?"}) does not ` +
+        `belong to ${path} (step ${state.step}, run ${state.runId || "?"})${fix}`,
+    );
+  }
+  const out = new Map<string, Float32Array>();
+  for (const [name, p] of model.params) {
+    const t = opt.tensors.get(name);
+    if (!t || !(t.data instanceof Float32Array) || t.data.length !== p.value!.size) {
+      throw new CheckpointError(
+        `the optimizer state ${optPath} has no momentum of shape [${p.shape}] for '${name}'${fix}`,
+      );
+    }
+    out.set(name, t.data);
+  }
+  checkFinite(optPath, opt.tensors);
+  return out;
+}
