@@ -1,9 +1,8 @@
 // deno task predict <model> --weights FILE IMAGE... : top-3 classes for PNG images.
-// fast-png (npm) decodes PNG: inflate, filters, palettes and bit depths are a solved job.
+// PNG decoding (fast-png, with the header checked first) is data/image.ts's pngToPlanes.
 import { parseArgs } from "node:util";
-import { decode } from "fast-png";
 import { getGpu } from "../gpu/mod.ts";
-import { CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES } from "../data/mod.ts";
+import { CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, pngToPlanes } from "../data/mod.ts";
 import {
   createModel,
   DEFAULTS,
@@ -34,53 +33,6 @@ const HELP = `usage: deno task predict <model> --weights FILE [flags] IMAGE.png.
 
 Images are converted to the model's channels (gray or RGB), resized bilinearly on the GPU and
 scaled to [0, 1] as in training.`;
-
-/** Decodes a PNG to `channels` (1: gray by luma, 3: RGB) u8 planes [channels, h, w]. */
-export function pngToPlanes(
-  bytes: Uint8Array,
-  options: { channels: number; invert?: boolean; file: string },
-): {
-  data: Uint8Array;
-  height: number;
-  width: number;
-} {
-  let img;
-  try {
-    img = decode(bytes);
-  } catch (err) {
-    throw new Error(`${options.file}: not a readable PNG (${(err as Error).message})`);
-  }
-  const { width, height } = img;
-  const src = img.data;
-  const chans = img.channels;
-  const max = img.depth === 16 ? 65535 : (2 ** img.depth) - 1;
-  const palette = img.palette;
-  const out = new Uint8Array(options.channels * width * height);
-  for (let i = 0; i < width * height; i++) {
-    let r: number, g: number, b: number;
-    if (palette) {
-      [r, g, b] = palette[src[i]];
-    } else if (chans >= 3) {
-      r = (src[i * chans] / max) * 255;
-      g = (src[i * chans + 1] / max) * 255;
-      b = (src[i * chans + 2] / max) * 255;
-    } else {
-      r = g = b = (src[i * chans] / max) * 255;
-    }
-    if (chans === 4 || chans === 2) { // composite over black
-      const a = src[i * chans + chans - 1] / max;
-      r *= a;
-      g *= a;
-      b *= a;
-    }
-    const px = options.channels === 1 ? [0.299 * r + 0.587 * g + 0.114 * b] : [r, g, b];
-    px.forEach((v, c) => {
-      const u = Math.round(Math.min(255, Math.max(0, v)));
-      out[c * width * height + i] = options.invert ? 255 - u : u;
-    });
-  }
-  return { data: out, height, width };
-}
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { DataFormatError, gunzip, isGzip, type ParseOptions } from "./idx.ts";
+import { ByteReader } from "./_inflate.ts";
+import { DataFormatError, DEFAULT_MAX_BYTES, type ParseOptions } from "./idx.ts";
 
 /** Bytes of one CIFAR-10 image (3 x 32 x 32, CHW). */
 export const CIFAR_IMAGE_BYTES = 3072;
@@ -108,9 +109,12 @@ export function concatCifar(batches: readonly CifarBatch[]): CifarBatch {
 
 /**
  * The regular files of a tar archive (ustar/GNU; gzipped or plain), by path. Enough for the
- * official `cifar-10-binary.tar.gz`.
+ * official `cifar-10-binary.tar.gz`. Gzip is inflated as a stream; each entry's declared size is
+ * checked against `maxBytes` (default {@linkcode DEFAULT_MAX_BYTES}, for the whole archive)
+ * before it is allocated, and reading stops at the end-of-archive blocks.
  *
- * @throws {DataFormatError} naming the file when the archive is truncated or corrupt.
+ * @throws {DataFormatError} naming the file when the archive is truncated or corrupt, or larger
+ * than `maxBytes`.
  * @example
  * ```ts
  * import { readTar } from "@modern-cnn/webgpu/data";
@@ -122,44 +126,78 @@ export async function readTar(
   bytes: Uint8Array,
   options: ParseOptions = {},
 ): Promise<Map<string, Uint8Array>> {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new TypeError(`readTar: bytes must be a Uint8Array, got ${typeof bytes}`);
+  }
   const file = options.file ?? "<bytes>";
-  const b = isGzip(bytes) ? await gunzip(bytes, { file }) : bytes;
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (!(maxBytes === Infinity || (Number.isSafeInteger(maxBytes) && maxBytes > 0))) {
+    throw new RangeError(
+      `readTar: maxBytes must be a positive integer or Infinity, got ${maxBytes}`,
+    );
+  }
   const out = new Map<string, Uint8Array>();
-  const text = (at: number, len: number) => {
-    let end = at;
-    while (end < at + len && b[end] !== 0) end++;
-    return new TextDecoder().decode(b.subarray(at, end));
-  };
-  let at = 0;
-  let longName: string | null = null;
-  while (at + 512 <= b.length) {
-    const header = b.subarray(at, at + 512);
-    if (header.every((v) => v === 0)) break; // end of archive
-    let sum = 0;
-    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : header[i];
-    const stored = parseInt(text(at + 148, 8).trim(), 8);
-    if (stored !== sum) {
-      throw new DataFormatError(file, `tar header at byte ${at} has a bad checksum (corrupt)`);
+  const decoder = new TextDecoder();
+  const r = new ByteReader(bytes, file);
+  const tooLarge = (what: string) =>
+    new DataFormatError(
+      file,
+      `${what} past ${maxBytes} bytes, the limit for the archive (corrupt, or not the expected ` +
+        "archive)",
+    );
+  try {
+    let longName: string | null = null;
+    while (true) {
+      const at = r.position;
+      if (at + 512 > maxBytes) throw tooLarge("the archive goes on");
+      const header = await r.read(512);
+      if (header.length < 512) break;
+      if (header.every((v) => v === 0)) break; // end of archive
+      const text = (from: number, len: number) => {
+        let end = from;
+        while (end < from + len && header[end] !== 0) end++;
+        return decoder.decode(header.subarray(from, end));
+      };
+      let sum = 0;
+      for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : header[i];
+      const stored = parseInt(text(148, 8).trim(), 8);
+      if (stored !== sum) {
+        throw new DataFormatError(file, `tar header at byte ${at} has a bad checksum (corrupt)`);
+      }
+      const sizeField = text(124, 12).trim() || "0";
+      const size = /^[0-7]+$/.test(sizeField) ? parseInt(sizeField, 8) : NaN;
+      const prefix = text(345, 155);
+      let name = longName ?? (prefix ? `${prefix}/${text(0, 100)}` : text(0, 100));
+      longName = null;
+      if (!Number.isSafeInteger(size)) {
+        throw new DataFormatError(
+          file,
+          `tar entry ${name.slice(0, 100)} has a bad size field '${sizeField}' (corrupt)`,
+        );
+      }
+      if (at + 512 + size > maxBytes) {
+        throw tooLarge(`tar entry ${name.slice(0, 100)} declares ${size} bytes, which go on`);
+      }
+      const type = String.fromCharCode(header[156] || 48);
+      const keep = type === "L" || type === "0" || type === "7";
+      const got = keep ? await r.read(size) : null;
+      const length = got ? got.length : await r.skip(size);
+      if (length < size) {
+        throw new DataFormatError(
+          file,
+          `truncated: tar entry ${name.slice(0, 100)} needs ${size} bytes, ${length} are left`,
+        );
+      }
+      if (type === "L") {
+        longName = decoder.decode(got!).replace(/\0.*$/s, "");
+      } else if (got) {
+        if (name.startsWith("./")) name = name.slice(2);
+        out.set(name, got);
+      }
+      await r.skip((512 - (size % 512)) % 512);
     }
-    const size = parseInt(text(at + 124, 12).trim() || "0", 8);
-    const type = String.fromCharCode(header[156] || 48);
-    const prefix = text(at + 345, 155);
-    let name = longName ?? (prefix ? `${prefix}/${text(at, 100)}` : text(at, 100));
-    longName = null;
-    const dataAt = at + 512;
-    if (dataAt + size > b.length) {
-      throw new DataFormatError(
-        file,
-        `truncated: tar entry ${name} needs ${size} bytes, ${b.length - dataAt} are left`,
-      );
-    }
-    if (type === "L") {
-      longName = text(dataAt, size);
-    } else if (type === "0" || type === "7") {
-      if (name.startsWith("./")) name = name.slice(2);
-      out.set(name, b.subarray(dataAt, dataAt + size));
-    }
-    at = dataAt + Math.ceil(size / 512) * 512;
+  } finally {
+    await r.close();
   }
   return out;
 }

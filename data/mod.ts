@@ -4,6 +4,8 @@
  * on the GPU with `prepareBatch` from the kernels). The parsers (`parseIdxImages`,
  * `parseIdxLabels`, `parseCifarBatch`, `readTar`) and `makeSynthetic` are pure and work in a
  * browser on fetched bytes; `locateDataset` and `loadDataset` use Deno's file system and network.
+ * `pngToPlanes` decodes a PNG for prediction. Parsing is bounded: headers are checked against
+ * limits before anything is allocated, and gzip is inflated as a stream that stops early.
  *
  * @example
  * ```ts
@@ -18,5 +20,6 @@
 export * from "./cifar.ts";
 export * from "./dataset.ts";
 export * from "./idx.ts";
+export * from "./image.ts";
 export * from "./locate.ts";
 export * from "./synthetic.ts";

@@ -8,8 +8,10 @@ import {
   DataFormatError,
   DatasetNotFoundError,
   DEBIAN_FASHION_MNIST_DIR,
+  describeSource,
   FASHION_MNIST_CLASSES,
   gunzip,
+  IDX_LIMITS,
   isGzip,
   loadDataset,
   locateDataset,
@@ -230,6 +232,113 @@ Deno.test("IDX errors name the file and what is wrong", async () => {
   );
 });
 
+/** Gzip of `head` followed by `zeros` zero bytes, compressed as a stream (memory-light). */
+async function gzipZeros(head: Uint8Array, zeros: number): Promise<Uint8Array> {
+  const block = new Uint8Array(1 << 20);
+  let left = zeros;
+  let first = true;
+  const source = new ReadableStream<Uint8Array<ArrayBuffer>>({
+    pull(c) {
+      if (first) {
+        first = false;
+        c.enqueue(head.slice());
+      } else if (left > 0) {
+        const n = Math.min(left, block.length);
+        c.enqueue(block.slice(0, n));
+        left -= n;
+      } else c.close();
+    },
+  });
+  return new Uint8Array(
+    await new Response(source.pipeThrough(new CompressionStream("gzip"))).arrayBuffer(),
+  );
+}
+
+Deno.test("a gzip bomb is stopped as soon as it inflates past what its header declares", async () => {
+  // 10000 x 28 x 28 images declared (7.84 MB), then 100 MB of zeros: ~100 KB compressed.
+  const head = idxImages(0, 28, 28);
+  head.set(be32(10000), 4);
+  const bomb = await gzipZeros(head, 100e6);
+  assert.ok(bomb.length < 1e6, `bomb is ${bomb.length} bytes`);
+  const t0 = performance.now();
+  await assert.rejects(
+    () => parseIdxImages(bomb, { file: "t10k-images-idx3-ubyte.gz" }),
+    (e: Error) =>
+      e instanceof DataFormatError &&
+      /^t10k-images-idx3-ubyte\.gz: inflates to more than the 7840016 bytes its header declares \(10000 x 28 x 28 images\)/
+        .test(e.message),
+  );
+  const ms = performance.now() - t0;
+  assert.ok(ms < 3000, `rejected after ${ms.toFixed(0)} ms`);
+  // Labels too: 10 declared, 50 MB given.
+  const labels = await gzipZeros(new Uint8Array([...be32(0x801), ...be32(10)]), 50e6);
+  await assert.rejects(
+    () => parseIdxLabels(labels, { file: "l.gz" }),
+    /l\.gz: inflates to more than the 18 bytes its header declares \(10 labels\)/,
+  );
+  // gunzip stops at maxBytes.
+  await assert.rejects(
+    () => gunzip(bomb, { file: "b.gz", maxBytes: 1e6 }),
+    /b\.gz: inflates to more than 1000000 bytes, the limit/,
+  );
+  await assert.rejects(() => gunzip(bomb, { maxBytes: -1 }), RangeError);
+});
+
+Deno.test("IDX headers are checked against the limits before anything is allocated", async () => {
+  const fails = async (bytes: Uint8Array, opts: object, re: RegExp, labels = false) => {
+    const parse = labels ? parseIdxLabels : parseIdxImages;
+    await assert.rejects(
+      () => parse(bytes, { file: "f", ...opts }),
+      (e: Error) => e instanceof DataFormatError && re.test(e.message),
+    );
+  };
+  // Huge declared sizes in a tiny file (gzipped or plain): rejected by the header alone.
+  const huge = new Uint8Array([...be32(0x803), ...be32(4000000000), ...be32(28), ...be32(28)]);
+  await fails(huge, {}, /^f: the header declares 4000000000 images; at most 60000 are expected/);
+  await fails(await gzip(huge), {}, /declares 4000000000 images; at most 60000/);
+  const big = new Uint8Array([...be32(0x803), ...be32(5), ...be32(1000), ...be32(1000)]);
+  await fails(big, {}, /declares images of 1000 x 1000 pixels; at most 28 x 28 are expected/);
+  await fails(
+    new Uint8Array([...be32(0x801), ...be32(20000)]),
+    { limits: IDX_LIMITS.test },
+    /declares 20000 labels; at most 10000 are expected/,
+    true,
+  );
+  // Caller limits: larger images pass, and "Infinity" lifts a bound.
+  const img = idxImages(2, 40, 30);
+  await fails(img, {}, /40 x 30 pixels; at most 28 x 28/);
+  const ok = await parseIdxImages(img, { limits: { height: 40, width: Infinity } });
+  assert.equal(ok.height, 40);
+  await assert.rejects(() => parseIdxImages(img, { limits: { count: 0 } }), RangeError);
+  await assert.rejects(
+    // deno-lint-ignore no-explicit-any
+    () => parseIdxImages(img, { limits: { count: "9" as any } }),
+    TypeError,
+  );
+});
+
+Deno.test("loadDataset rejects an oversized data file before reading it", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await writeIdxSplit(root, "test", 3, false);
+    // A sparse 200 MB "images" file: far more than 10000 x 28 x 28.
+    const f = await Deno.open(`${root}/t10k-images-idx3-ubyte`, { write: true });
+    await f.truncate(200e6);
+    f.close();
+    const t0 = performance.now();
+    await assert.rejects(
+      () => loadDataset("fashion-mnist", { ...ISOLATED, split: "test", dataDir: root }),
+      (e: Error) =>
+        e instanceof DataFormatError &&
+        /t10k-images-idx3-ubyte: is 200000000 bytes, more than the 7840016 the test images can take/
+          .test(e.message),
+    );
+    assert.ok(performance.now() - t0 < 1000);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 // ------------------------------------------------------------------ CIFAR ----
 
 Deno.test("CIFAR-10 records parse into CHW images and labels", async () => {
@@ -266,6 +375,29 @@ Deno.test("CIFAR-10 records parse into CHW images and labels", async () => {
     () => readTar(raw.subarray(0, 2000), { file: "cut.tar" }),
     /cut\.tar: truncated: tar entry a\.bin needs 9219 bytes/,
   );
+});
+
+Deno.test("a tar archive is bounded: entries over maxBytes are rejected before allocation", async () => {
+  const entry = new Uint8Array(3 * 1024 * 1024);
+  const archive = await gzip(tar([["a.bin", new Uint8Array(10)], ["big.bin", entry]]));
+  const t0 = performance.now();
+  await assert.rejects(
+    () => readTar(archive, { file: "x.tar.gz", maxBytes: 1e6 }),
+    (e: Error) =>
+      e instanceof DataFormatError &&
+      /^x\.tar\.gz: tar entry big\.bin declares 3145728 bytes, which go on past 1000000 bytes, the limit/
+        .test(e.message),
+  );
+  assert.ok(performance.now() - t0 < 1000);
+  // A stream of entries past the limit (the headers alone) is stopped too.
+  const many = await gzip(
+    tar(Array.from({ length: 40 }, (_, i): [string, Uint8Array] => [`f${i}`, new Uint8Array(0)])),
+  );
+  await assert.rejects(
+    () => readTar(many, { file: "m.tgz", maxBytes: 4096 }),
+    /m\.tgz: the archive goes on past 4096 bytes/,
+  );
+  assert.equal((await readTar(archive, { maxBytes: 4e6 })).get("big.bin")?.length, entry.length);
 });
 
 Deno.test("CIFAR-10 loads from batches and from the archive in a data folder", async () => {
@@ -425,10 +557,13 @@ Deno.test("data is looked for in --data-dir, then $MODERN_CNN_DATA, then the cac
       assert.equal(ds.channels, 1);
       assert.equal(ds.height, 4);
       assert.equal(ds.width, 5);
-      // A --data-dir without the files falls through, and says why.
-      const c = await locateDataset("fashion-mnist", { ...opts, dataDir: `${root}/nothing` });
-      assert.equal(c.source, "env");
-      assert.match(c.skipped[0], /--data-dir .*nothing: no such folder/);
+      // A --data-dir without the files is an error, though $MODERN_CNN_DATA has them.
+      await assert.rejects(
+        () => locateDataset("fashion-mnist", { ...opts, dataDir: `${root}/nothing` }),
+        (e: Error) =>
+          e instanceof DatasetNotFoundError && e.places.length === 1 &&
+          /--data-dir .*nothing does not exist/.test(e.message),
+      );
     });
     await withEnv({ MODERN_CNN_DATA: undefined, XDG_CACHE_HOME: cacheHome }, async () => {
       const c = await locateDataset("fashion-mnist", opts);
@@ -437,14 +572,15 @@ Deno.test("data is looked for in --data-dir, then $MODERN_CNN_DATA, then the cac
       assert.equal((await loadDataset("fashion-mnist", opts)).count, 5);
       assert.deepEqual(c.skipped, ["--data-dir: not given", "$MODERN_CNN_DATA: not set"]);
     });
-    // A split with a missing file is reported as such.
+    // A split with a missing file is reported as such (and the cache, which has it, not used).
     await Deno.remove(`${dataDir}/FashionMNIST/raw/t10k-labels-idx1-ubyte.gz`);
     await withEnv({ MODERN_CNN_DATA: undefined, XDG_CACHE_HOME: cacheHome }, async () => {
-      const d = await locateDataset("fashion-mnist", { ...opts, dataDir });
-      assert.equal(d.source, "cache");
-      assert.match(
-        d.skipped[0],
-        /FashionMNIST\/raw: has t10k-images-idx3-ubyte\.gz but not t10k-labels-idx1-ubyte\[\.gz\]/,
+      await assert.rejects(
+        () => locateDataset("fashion-mnist", { ...opts, dataDir }),
+        (e: Error) =>
+          e instanceof DatasetNotFoundError &&
+          /FashionMNIST\/raw\/ has t10k-images-idx3-ubyte\.gz but not t10k-labels-idx1-ubyte\[\.gz\]/
+            .test(e.message),
       );
     });
   } finally {
@@ -460,7 +596,6 @@ Deno.test("nothing found: one error listing every place and the ways to get the 
         () =>
           loadDataset("fashion-mnist", {
             split: "train",
-            dataDir: `${root}/dd`,
             cacheDir: `${root}/cache/fashion-mnist`,
             systemDir: `${root}/usr-share`,
             download: false,
@@ -469,7 +604,7 @@ Deno.test("nothing found: one error listing every place and the ways to get the 
           assert.ok(e instanceof DatasetNotFoundError);
           const err = e as DatasetNotFoundError;
           assert.equal(err.places.length, 5);
-          assert.match(err.places[0], /--data-dir .*\/dd: no such folder/);
+          assert.equal(err.places[0], "--data-dir: not given");
           assert.match(err.places[1], /\$MODERN_CNN_DATA .*env-missing: no such folder/);
           assert.match(err.places[2], /cache .*cache\/fashion-mnist: no such folder/);
           assert.match(err.places[3], /usr-share \(Debian package dataset-fashion-mnist\)/);
@@ -496,6 +631,131 @@ Deno.test("nothing found: one error listing every place and the ways to get the 
         e instanceof DatasetNotFoundError && e.places.length === 4 &&
         /cifar-10-binary\.tar\.gz/.test(e.message),
     );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("--data-dir is authoritative: a bad folder is an error, never a fall-back", async () => {
+  const root = await Deno.makeTempDir();
+  // The cache and the system folder have the split: nothing may be taken from them.
+  const opts = {
+    split: "test",
+    envDir: null,
+    cacheDir: `${root}/cache`,
+    systemDir: `${root}/system`,
+    npm: false,
+    download: false,
+  } as const;
+  await writeIdxSplit(`${root}/cache`, "test", 4);
+  await writeIdxSplit(`${root}/system`, "test", 5);
+  const fails = async (dataDir: string, re: RegExp) => {
+    await assert.rejects(
+      () => loadDataset("fashion-mnist", { ...opts, dataDir }),
+      (e: Error) => {
+        assert.ok(e instanceof DatasetNotFoundError, `DatasetNotFoundError, got ${e}`);
+        assert.equal(e.name, "DatasetNotFoundError");
+        assert.equal((e as DatasetNotFoundError).places.length, 1);
+        assert.ok(!e.message.includes("\n"), `one line: ${e.message}`);
+        assert.ok(e.message.length <= 300, `${e.message.length} characters: ${e.message}`);
+        assert.match(e.message, /^fashion-mnist \(test split\): --data-dir /);
+        assert.match(e.message, re);
+        assert.match(e.message, /t10k-images-idx3-ubyte/);
+        assert.match(e.message, /t10k-labels-idx1-ubyte/);
+        assert.match(e.message, /or leave out --data-dir$/);
+        return true;
+      },
+    );
+  };
+  try {
+    await fails(`${root}/does-not-exist`, /does-not-exist does not exist; pass the folder/);
+    await Deno.writeTextFile(`${root}/a-file`, "x");
+    await fails(`${root}/a-file`, /a-file is a file, not a folder/);
+    await fails(`${root}/a-file/sub`, /does not exist \(a part of it is a file\)/);
+    await Deno.mkdir(`${root}/empty`);
+    await fails(
+      `${root}/empty`,
+      /empty: none of t10k-images-idx3-ubyte\[\.gz\], t10k-labels-idx1-ubyte\[\.gz\]; download them from http/,
+    );
+    await Deno.symlink(`${root}/loop-b`, `${root}/loop-a`);
+    await Deno.symlink(`${root}/loop-a`, `${root}/loop-b`);
+    await fails(`${root}/loop-a`, /loop-a is a symbolic link loop/);
+    await Deno.mkdir(`${root}/half/fashion-mnist`, { recursive: true });
+    await Deno.writeFile(
+      `${root}/half/fashion-mnist/t10k-labels-idx1-ubyte`,
+      idxLabels(5),
+    );
+    await fails(
+      `${root}/half`,
+      /its sub-folder fashion-mnist\/ has t10k-labels-idx1-ubyte but not t10k-images-idx3-ubyte\[\.gz\]; download the missing files/,
+    );
+    // An unreadable folder. Root reads it regardless of its mode: then it must load from there.
+    await writeIdxSplit(`${root}/locked`, "test", 3);
+    await Deno.chmod(`${root}/locked`, 0o000);
+    try {
+      if (Deno.uid() === 0) {
+        const ds = await loadDataset("fashion-mnist", { ...opts, dataDir: `${root}/locked` });
+        assert.equal(ds.count, 3);
+        assert.equal(ds.origin, "data-dir");
+      } else {
+        await fails(`${root}/locked`, /locked cannot be read \(permission denied/);
+      }
+    } finally {
+      await Deno.chmod(`${root}/locked`, 0o755);
+    }
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      () => locateDataset("fashion-mnist", { ...opts, dataDir: 7 as any }),
+      TypeError,
+    );
+    // CIFAR-10 names its archive.
+    await assert.rejects(
+      () => locateDataset("cifar10", { ...opts, split: "train", dataDir: `${root}/empty` }),
+      (e: Error) =>
+        e instanceof DatasetNotFoundError &&
+        /--data-dir .*empty: none of data_batch_1\.bin.*; download cifar-10-binary\.tar\.gz/.test(
+          e.message,
+        ),
+    );
+    // Without --data-dir the other places are used as before.
+    const ds = await loadDataset("fashion-mnist", opts);
+    assert.equal(ds.count, 4);
+    assert.equal(ds.origin, "cache");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("a loaded data set says where it came from, in one line", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await writeIdxSplit(`${root}/FashionMNIST/raw`, "test", 3);
+    const ds = await loadDataset("fashion-mnist", { ...ISOLATED, split: "test", dataDir: root });
+    assert.equal(ds.origin, "data-dir");
+    assert.equal(
+      describeSource(ds),
+      `fashion-mnist test (3 examples) from ${root}/FashionMNIST/raw (--data-dir)`,
+    );
+    assert.equal(
+      describeSource({
+        name: "fashion-mnist",
+        split: "train",
+        count: 60000,
+        source: DEBIAN_FASHION_MNIST_DIR,
+        origin: "system",
+      }),
+      `fashion-mnist train (60000 examples) from ${DEBIAN_FASHION_MNIST_DIR} (system package)`,
+    );
+    assert.equal(
+      describeSource(makeSynthetic({ count: 8, seed: 2 })),
+      "synthetic train (8 examples): synthetic (seed 2, train)",
+    );
+    const cached = await loadDataset("fashion-mnist", {
+      ...ISOLATED,
+      split: "test",
+      cacheDir: `${root}/FashionMNIST/raw`,
+    });
+    assert.match(describeSource(cached), /\(cache\)$/);
   } finally {
     await Deno.remove(root, { recursive: true });
   }
