@@ -35,7 +35,10 @@ Deno.test("train: bad flags give one clear line and exit code 2 before any work"
       /--batch-size 64 is larger than the training data/,
     ],
     [["lenet", "--frobnicate"], /frobnicate/],
-    [["lenet", "--dataset", "imagenet"], /--dataset must be one of fashion-mnist, .*got 'imagenet'/],
+    [
+      ["lenet", "--dataset", "imagenet"],
+      /--dataset must be one of fashion-mnist, .*got 'imagenet'/,
+    ],
     [["lenet", "--dropout", "1.5"], /--dropout must be in \[0, 1\)/],
     [["lenet", "--precision", "f8"], /--precision must be f32 or f16, got 'f8'/],
     [[], /no model given/],
@@ -167,10 +170,18 @@ Deno.test("train: --json, --save, --resume, --plot, --init and the other flags o
     ck,
   ]);
   assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /lenet\.safetensors is a lenet-bn checkpoint, not lenet/);
+  // Without a model in its metadata (as PyTorch writes them), the keys say what is wrong.
+  const bare = decodeSafetensors(await Deno.readFile(ck));
+  const plain = join(dir, "plain.safetensors");
+  await Deno.writeFile(plain, encodeSafetensors(bare.tensors));
+  const keys = await run("train.ts", ["lenet", ...SYN, "--epochs", "1", "--init", plain]);
+  assert.equal(keys.code, 1);
   assert.match(
-    bad.stderr,
-    /cannot load state from .*lenet\.safetensors.*(missing|unexpected) keys/,
+    keys.stderr,
+    /cannot load state from .*plain\.safetensors.*(missing|unexpected) keys/,
   );
+  assert.equal(keys.stderr.trim().split("\n").length, 1, keys.stderr);
   await Deno.remove(dir, { recursive: true });
 });
 
