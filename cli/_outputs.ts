@@ -139,3 +139,11 @@ export async function removeStaleTemps(path: string): Promise<void> {
 export function writeFailed(flag: string, path: string, err: unknown): CliError {
   return new CliError(`${flag} ${path}: writing failed (${reason(err)})`);
 }
+
+/**
+ * Fault injection for the CLI fault suite (tests only): when MODERN_CNN_TEST_KILL_AT names
+ * `point`, the process kills itself there with SIGKILL, as a crash or `kill -9` would.
+ */
+export function _killPoint(point: string): void {
+  if (Deno.env.get("MODERN_CNN_TEST_KILL_AT") === point) Deno.kill(Deno.pid, "SIGKILL");
+}

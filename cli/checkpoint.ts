@@ -19,7 +19,7 @@ import {
   type Precision,
 } from "../models/mod.ts";
 import { clip } from "./_run.ts";
-import { removeStaleTemps } from "./_outputs.ts";
+import { _killPoint, removeStaleTemps } from "./_outputs.ts";
 
 /** A checkpoint that cannot be used as asked: one line naming the file and what is wrong. */
 export class CheckpointError extends Error {
@@ -314,8 +314,14 @@ export async function saveRun(
     await removeStaleTemps(optPath);
     await writeFileAtomic(optPath, encodeSafetensors(momentum, { ...pair, kind: "sgd-momentum" }));
   }
+  _killPoint("between-optimizer-and-model");
   const meta = runMetadata({ ...state, optimizer: optName }, recipe);
-  await writeFileAtomic(path, encodeSafetensors(await model.stateDict(), meta));
+  const bytes = encodeSafetensors(await model.stateDict(), meta);
+  if (Deno.env.get("MODERN_CNN_TEST_KILL_AT") === "model-temp-written") {
+    await Deno.writeFile(`${path}.tmp-${Deno.pid}-killed`, bytes);
+    _killPoint("model-temp-written");
+  }
+  await writeFileAtomic(path, bytes);
   // The new pair is in place: optimizer files of this model file's earlier steps go.
   const stem = basename(path).replace(/\.safetensors$/, "");
   const old = new RegExp(
