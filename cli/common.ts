@@ -38,6 +38,82 @@ export type ModelCommandValues<O extends ParseArgsOptionsConfig> = ReturnType<
   }>
 >["values"];
 
+/** Edit distance of two short words (insertions, deletions, substitutions). */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/**
+ * The candidate nearest to a mistyped `word` (`--epoch` → `--epochs`, `lenett` → `lenet`), or
+ * null when none is close (at most a third of the word's letters differ).
+ */
+export function nearest(word: string, candidates: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = distance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : null;
+}
+
+/** `; did you mean X?` for a mistyped word, or nothing. */
+function didYouMean(word: string, candidates: readonly string[]): string {
+  const n = nearest(word, candidates);
+  return n ? `; did you mean ${n}?` : "";
+}
+
+/**
+ * `node:util`'s strict `parseArgs` over `argv` with `--help`/`-h` added, its errors turned into
+ * one-line {@linkcode UsageError}s that name the flag and suggest the nearest known one.
+ */
+export function parseFlags<O extends ParseArgsOptionsConfig>(
+  argv: string[],
+  options: O,
+): { values: ModelCommandValues<O>; positionals: string[] } {
+  const all = { ...options, help: { type: "boolean", short: "h" } } as const;
+  try {
+    const parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: all });
+    return { values: parsed.values as ModelCommandValues<O>, positionals: parsed.positionals };
+  } catch (err) {
+    const msg = (err as Error).message;
+    const flags = Object.keys(all).map((k) => `--${k}`);
+    const unknown = /Unknown option '([^']*)'/.exec(msg);
+    if (unknown) {
+      throw new UsageError(`unknown flag ${unknown[1]}${didYouMean(unknown[1], flags)}`);
+    }
+    const missing = /Option '(?:-\w, )?(--[\w-]+)[^']*' argument missing/.exec(msg);
+    if (missing) throw new UsageError(`${missing[1]} needs a value`);
+    const boolean = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
+    if (boolean) throw new UsageError(`${boolean[1]} takes no value`);
+    throw new UsageError(msg.split("\n")[0]);
+  }
+}
+
+/** A model name of the zoo, or a {@linkcode UsageError} suggesting the nearest one. */
+export function modelName(word: string | undefined): ModelName {
+  if (word === undefined) {
+    throw new UsageError(`no model given; choose one of: ${MODEL_NAMES.join(", ")}`);
+  }
+  if (!(MODEL_NAMES as readonly string[]).includes(word)) {
+    const hint = nearest(word, MODEL_NAMES);
+    throw new UsageError(
+      `unknown model '${word}'; ${hint ? `did you mean ${hint}? ` : ""}choose one of: ${
+        MODEL_NAMES.join(", ")
+      }`,
+    );
+  }
+  return word as ModelName;
+}
+
 /**
  * Parses a command line of one model name and the flags `options` (strictly, with `--help`/`-h`
  * added): "help" when asked for, else the model and the flags' values. Throws
@@ -47,30 +123,12 @@ export function parseModelCommand<O extends ParseArgsOptionsConfig>(
   argv: string[],
   options: O,
 ): { model: ModelName; values: ModelCommandValues<O> } | "help" {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: { ...options, help: { type: "boolean", short: "h" } },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
+  const parsed = parseFlags(argv, options);
   if ((parsed.values as { help?: boolean }).help) return "help";
-  if (parsed.positionals.length !== 1) {
-    throw new UsageError(
-      parsed.positionals.length === 0
-        ? `no model given; choose one of: ${MODEL_NAMES.join(", ")}`
-        : `one model expected, got: ${parsed.positionals.join(" ")}`,
-    );
+  if (parsed.positionals.length > 1) {
+    throw new UsageError(`one model expected, got: ${parsed.positionals.join(" ")}`);
   }
-  const model = parsed.positionals[0] as ModelName;
-  if (!MODEL_NAMES.includes(model)) {
-    throw new UsageError(`unknown model '${model}'; choose one of: ${MODEL_NAMES.join(", ")}`);
-  }
-  return { model, values: parsed.values as ModelCommandValues<O> };
+  return { model: modelName(parsed.positionals[0]), values: parsed.values };
 }
 
 /** Checks `--resize` against the model's layers; throws {@linkcode UsageError} naming the flag. */

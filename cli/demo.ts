@@ -1,6 +1,6 @@
 // `deno task demo`: bundles the browser demo (web/main.ts) with `deno bundle` and serves it, with
 // Fashion-MNIST's four IDX files, on 127.0.0.1.
-import { parseArgs } from "node:util";
+import { parseFlags } from "./common.ts";
 import { locateDataset, type Split } from "../data/locate.ts";
 import { CliError, runCommand, UsageError } from "./_run.ts";
 import { decimal } from "./checkpoint.ts";
@@ -205,22 +205,12 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
  * ```
  */
 export async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        port: { type: "string" },
-        host: { type: "string" },
-        "data-dir": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
+  const { values, positionals } = parseFlags(args, {
+    port: { type: "string" },
+    host: { type: "string" },
+    "data-dir": { type: "string" },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   if (values.help) {
     console.log(USAGE);
     return 0;

@@ -1,6 +1,5 @@
 // deno task eval <model> --weights FILE [--dataset D] [--data-dir DIR] [--resize N] [--limit-test N]
 // Test accuracy, per-class accuracy and the confusion matrix of a checkpoint.
-import { parseArgs } from "node:util";
 import { getGpu } from "../gpu/mod.ts";
 import { prepareBatch } from "../kernels/data.ts";
 import { type DatasetName, describeSource, loadDataset } from "../data/mod.ts";
@@ -8,12 +7,10 @@ import {
   createModel,
   DEFAULTS,
   type Model,
-  MODEL_NAMES,
-  type ModelName,
   NonFiniteError,
   uploadImageSet,
 } from "../models/mod.ts";
-import { checkResizeFlag } from "./common.ts";
+import { checkResizeFlag, modelName, parseFlags } from "./common.ts";
 import { CliError, runCommand, UsageError } from "./_run.ts";
 import { loadWeights, parseRunMetadata, readCheckpoint, RECIPE_FIELDS } from "./checkpoint.ts";
 
@@ -83,32 +80,22 @@ export async function predictAll(
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  let values, positionals;
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        weights: { type: "string" },
-        dataset: { type: "string" },
-        "data-dir": { type: "string" },
-        resize: { type: "string" },
-        "batch-size": { type: "string" },
-        "limit-test": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
+  const { values, positionals } = parseFlags(argv, {
+    weights: { type: "string" },
+    dataset: { type: "string" },
+    "data-dir": { type: "string" },
+    resize: { type: "string" },
+    "batch-size": { type: "string" },
+    "limit-test": { type: "string" },
+  });
   if (values.help) {
     console.log(HELP);
     return 0;
   }
-  const name = positionals[0] as ModelName;
-  if (positionals.length !== 1 || !MODEL_NAMES.includes(name)) {
-    throw new UsageError(`give one model: ${MODEL_NAMES.join(", ")}`);
+  if (positionals.length > 1) {
+    throw new UsageError(`one model expected, got: ${positionals.join(" ")}`);
   }
+  const name = modelName(positionals[0]);
   if (!values.weights) throw new UsageError("--weights FILE is required");
   const flag = <T>(key: keyof typeof RECIPE_FIELDS, text: string | undefined): T | undefined => {
     if (text === undefined) return undefined;

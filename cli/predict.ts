@@ -1,17 +1,9 @@
 // deno task predict <model> --weights FILE IMAGE... : top-3 classes for PNG images.
 // PNG decoding (fast-png, with the header checked first) is data/image.ts's pngToPlanes.
-import { parseArgs } from "node:util";
 import { getGpu } from "../gpu/mod.ts";
 import { CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, pngToPlanes } from "../data/mod.ts";
-import {
-  createModel,
-  DEFAULTS,
-  MODEL_NAMES,
-  type ModelName,
-  NonFiniteError,
-  uploadImageSet,
-} from "../models/mod.ts";
-import { checkResizeFlag } from "./common.ts";
+import { createModel, DEFAULTS, NonFiniteError, uploadImageSet } from "../models/mod.ts";
+import { checkResizeFlag, modelName, parseFlags } from "./common.ts";
 import { CliError, runCommand, UsageError } from "./_run.ts";
 import { loadWeights, parseRunMetadata, readCheckpoint, RECIPE_FIELDS } from "./checkpoint.ts";
 import { predictLogits } from "./predict_core.ts";
@@ -36,30 +28,17 @@ scaled to [0, 1] as in training.`;
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  let values, positionals;
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        weights: { type: "string" },
-        classes: { type: "string" },
-        resize: { type: "string" },
-        invert: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
+  const { values, positionals } = parseFlags(argv, {
+    weights: { type: "string" },
+    classes: { type: "string" },
+    resize: { type: "string" },
+    invert: { type: "boolean" },
+  });
   if (values.help) {
     console.log(HELP);
     return 0;
   }
-  const name = positionals[0] as ModelName;
-  if (!MODEL_NAMES.includes(name)) {
-    throw new UsageError(`first argument: one of ${MODEL_NAMES.join(", ")}`);
-  }
+  const name = modelName(positionals[0]);
   const files = positionals.slice(1);
   if (files.length === 0) throw new UsageError("no images given");
   if (!values.weights) throw new UsageError("--weights FILE is required");

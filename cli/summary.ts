@@ -1,6 +1,5 @@
 // deno task summary <model> [--resize N]: the seed documents' shape walk-through of a model.
-import { parseArgs } from "node:util";
-import { checkResizeFlag } from "./common.ts";
+import { checkResizeFlag, modelName, parseFlags } from "./common.ts";
 import { runCommand, UsageError } from "./_run.ts";
 import { RECIPE_FIELDS } from "./checkpoint.ts";
 import {
@@ -8,7 +7,6 @@ import {
   DEFAULTS,
   formatSummary,
   MODEL_NAMES,
-  type ModelName,
   summarize,
 } from "../models/mod.ts";
 
@@ -18,28 +16,15 @@ function usage(): string {
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: { resize: { type: "string" }, help: { type: "boolean", short: "h" } },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
-  }
+  const parsed = parseFlags(argv, { resize: { type: "string" } });
   if (parsed.values.help) {
     console.log(usage());
     return 0;
   }
-  const name = parsed.positionals[0] as ModelName;
-  if (parsed.positionals.length !== 1 || !MODEL_NAMES.includes(name)) {
-    throw new UsageError(
-      `${name ? `unknown model '${name}'` : "no model given"}; choose one of: ${
-        MODEL_NAMES.join(", ")
-      }`,
-    );
+  if (parsed.positionals.length > 1) {
+    throw new UsageError(`one model expected, got: ${parsed.positionals.join(" ")}`);
   }
+  const name = modelName(parsed.positionals[0]);
   let size = DEFAULTS[name].resize;
   if (parsed.values.resize !== undefined) {
     const f = RECIPE_FIELDS.resize;
