@@ -60,7 +60,7 @@ flags (defaults: the seed recipe of each model):
                       and recipe; flags given override the recipe)
   --reset-optimizer   with --resume: start the momentum from zero when the checkpoint has none
   --json              one JSON object per epoch on stdout
-  --plot FILE         SVG of train loss, train acc and test acc per epoch
+  --plot FILE.svg     SVG of train loss, train acc and test acc per epoch
   --no-autotune       ignore the kernel choices cached by \`deno task tune\`
   --precision P       f32 (default) or f16: f16 activations, gradients and weight copies with f32
                       master weights and dynamic loss scaling (needs the adapter's shader-f16)
@@ -145,6 +145,9 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   if (args.init && args.resume) throw new UsageError("--init and --resume cannot be combined");
   if (args.resetOptimizer && !args.resume) {
     throw new UsageError("--reset-optimizer goes with --resume");
+  }
+  if (args.plot !== undefined && !/\.svg$/i.test(args.plot)) {
+    throw new UsageError(`--plot ${args.plot}: the plot is an SVG drawing; give a .svg path`);
   }
   for (const flag of ["init", "save", "resume", "plot", "data-dir"] as const) {
     if (v[flag] === "") throw new UsageError(`--${flag} needs a path`);

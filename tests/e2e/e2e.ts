@@ -5,6 +5,7 @@
 //
 // Not named *_test.ts: `deno task test` does not run it (it takes minutes and needs Chromium:
 // `apt-get install -y chromium dataset-fashion-mnist`).
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
 import { type DemoServer, startDemoServer } from "../../cli/demo.ts";
@@ -19,7 +20,8 @@ const USAGE = `Usage: deno task e2e [options]
                       chance is 0.1)
   --timeout S         seconds for the whole run (default 900)
   --chromium PATH     the browser (default /usr/bin/chromium)
-  --screenshot PATH   where to save the page (default docs/demo.png)
+  --screenshot PATH   where to save the page (default: a new temporary folder; pass
+                      docs/demo.png to refresh the README's picture)
   --data-dir FOLDER   Fashion-MNIST's files (default: found as by deno task train)
   --headed            show the browser window
 `;
@@ -68,7 +70,7 @@ async function main(args: string[]): Promise<number> {
       "min-acc": { type: "string" },
       timeout: { type: "string", default: "900" },
       chromium: { type: "string", default: "/usr/bin/chromium" },
-      screenshot: { type: "string", default: "docs/demo.png" },
+      screenshot: { type: "string" },
       "data-dir": { type: "string" },
       headed: { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
@@ -188,12 +190,10 @@ async function main(args: string[]): Promise<number> {
     }
     console.log(`e2e: adapter ${status.adapter} ${JSON.stringify(status.adapterInfo)}`);
     // Screenshot whatever happened (an error page is worth seeing too).
-    const dir = values.screenshot.includes("/")
-      ? values.screenshot.slice(0, values.screenshot.lastIndexOf("/"))
-      : ".";
-    await Deno.mkdir(dir, { recursive: true });
-    await page.screenshot({ path: values.screenshot, fullPage: true, timeout: 30_000 });
-    console.log(`e2e: screenshot saved to ${values.screenshot}`);
+    const shot = values.screenshot ?? `${await Deno.makeTempDir({ prefix: "e2e-" })}/demo.png`;
+    await Deno.mkdir(dirname(resolve(shot)), { recursive: true });
+    await page.screenshot({ path: shot, fullPage: true, timeout: 30_000 });
+    console.log(`e2e: screenshot saved to ${shot}`);
 
     if (status.state !== "done") {
       fail(`the page ended in state '${status.state}': ${status.message}`);
