@@ -1,4 +1,5 @@
 /// <reference lib="dom" />
+/// <reference types="@webgpu/types" />
 /**
  * The browser demo's page script: acquires the WebGPU adapter the browser gives, fetches
  * Fashion-MNIST from the demo server, trains the chosen model with the package's own modules and
