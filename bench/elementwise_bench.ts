@@ -41,7 +41,7 @@ const RESNET_B1: Shape = [64, 64, 48, 48]; // batch 64 of 256
 const LENET_C1: Shape = [256, 6, 28, 28];
 const RESNET_B2: Shape = [256, 64, 24, 24];
 const ALEX_FC: Shape = [128, 4096];
-const RESNET18_PARAMS = 11_178_378; // resnet18() of d2l_models.py: 1 input channel, 10 classes
+const RESNET18_PARAMS = 11_178_378; // resnet18() of d2l_nets.py: 1 input channel, 10 classes
 
 const CASES: Case[] = [
   {

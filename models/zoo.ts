@@ -1,6 +1,6 @@
 /**
  * The architectures of the seed documents, built from layers with exactly the module trees (and
- * so the state-dict names) of the reference `d2l_models.py`.
+ * so the state-dict names) of d2l's PyTorch code, mirrored in `tests/fixtures/d2l_nets.py`.
  *
  * @module
  */

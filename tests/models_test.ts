@@ -1,6 +1,6 @@
 // The model zoo against the reference: parameter counts, state-dict names/shapes/dtypes, block
 // output shapes, and PyTorch parity of eval logits and one training step (fixtures made by
-// tests/fixtures/make_models.py from ../shared/reference/d2l_models.py).
+// tests/fixtures/make_models.py from the PyTorch module trees of tests/fixtures/d2l_nets.py).
 import assert from "node:assert/strict";
 import type { Tensor } from "../gpu/mod.ts";
 import { createLossScale } from "../kernels/loss_scale.ts";
