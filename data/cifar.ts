@@ -118,8 +118,8 @@ export function concatCifar(batches: readonly CifarBatch[]): CifarBatch {
  * @example
  * ```ts
  * import { readTar } from "@modern-cnn/webgpu/data";
- * const files = await readTar(await Deno.readFile("cifar-10-binary.tar.gz"));
- * console.log([...files.keys()]); // ["cifar-10-batches-bin/data_batch_1.bin", ...]
+ * const bytes = await Deno.readFile("cifar-10-binary.tar.gz").catch(() => null); // if downloaded
+ * if (bytes) console.log([...(await readTar(bytes)).keys()]); // ["cifar-10-batches-bin/data_batch_1.bin", ...]
  * ```
  */
 export async function readTar(

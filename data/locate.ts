@@ -627,7 +627,7 @@ async function fetchChecked(
  * @example
  * ```ts
  * import { writeFileAtomic } from "@modern-cnn/webgpu/data";
- * await writeFileAtomic("/tmp/modern-cnn-example.bin", new Uint8Array([1, 2, 3]));
+ * await writeFileAtomic(`${await Deno.makeTempDir()}/example.bin`, new Uint8Array([1, 2, 3]));
  * ```
  */
 export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {

@@ -23,7 +23,7 @@ export class NoAdapterError extends Error {
    * @example
    * ```ts
    * import { NoAdapterError } from "@modern-cnn/webgpu/gpu";
-   * throw new NoAdapterError("navigator.gpu is undefined");
+   * const err = new NoAdapterError("navigator.gpu is undefined");
    * ```
    */
   constructor(detail: string) {

@@ -24,14 +24,14 @@
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { autotune, defaultTuningCachePath, saveTuningCache } from "@modern-cnn/webgpu/kernels";
+ * import { autotune, saveTuningCache } from "@modern-cnn/webgpu/kernels";
  * import { createModel, Trainer, uploadImageSet } from "@modern-cnn/webgpu/models";
  * import { makeSynthetic } from "@modern-cnn/webgpu/data";
  * const gpu = await getGpu();
  * const trainer = new Trainer(createModel(gpu, { name: "lenet" }), { lr: 0.9, batchSize: 256, resize: 28 });
  * const set = uploadImageSet(gpu, makeSynthetic({ count: 256, channels: 1, height: 28, seed: 1 }));
- * const results = await autotune(gpu, () => trainer.trainEpoch(set, { epoch: 0 }), { budgetSeconds: 120 });
- * await saveTuningCache(gpu, defaultTuningCachePath());
+ * const results = await autotune(gpu, () => trainer.trainEpoch(set, { epoch: 0 }), { budgetSeconds: 5 });
+ * await saveTuningCache(gpu, `${await Deno.makeTempDir()}/autotune.json`); // defaultTuningCachePath() in real use
  * ```
  *
  * @module
@@ -1031,8 +1031,8 @@ export async function loadTuningCache(gpu: Gpu, path: string): Promise<number | 
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { defaultTuningCachePath, saveTuningCache } from "@modern-cnn/webgpu/kernels";
- * await saveTuningCache(await getGpu(), defaultTuningCachePath());
+ * import { saveTuningCache } from "@modern-cnn/webgpu/kernels";
+ * const n = await saveTuningCache(await getGpu(), `${await Deno.makeTempDir()}/autotune.json`);
  * ```
  */
 export async function saveTuningCache(gpu: Gpu, path: string): Promise<number> {

@@ -126,7 +126,7 @@ export class NonFiniteError extends Error {
    * @example
    * ```ts
    * import { NonFiniteError } from "@modern-cnn/webgpu/models";
-   * throw new NonFiniteError("logits are NaN");
+   * const err = new NonFiniteError("logits are NaN");
    * ```
    */
   constructor(message: string) {
