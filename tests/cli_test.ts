@@ -3,24 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { encode } from "fast-png";
 import { decodeSafetensors, encodeSafetensors } from "../models/mod.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function run(
-  script: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(ROOT, "cli", script), ...args],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+import { run } from "./_cli.ts";
 
 const SYN = ["--dataset", "synthetic", "--limit-train", "256", "--limit-test", "128"];
 
