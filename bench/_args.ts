@@ -1,5 +1,6 @@
 // Command lines of the bench scripts run with `deno run` (train_table.ts, tfjs_compare.ts).
 import { UsageError } from "../cli/_run.ts";
+import { nearest } from "../cli/common.ts";
 
 /** Command-line handling of one bench script. */
 export interface BenchCli {
@@ -44,7 +45,14 @@ export function benchCli(usageLine: string): BenchCli {
           console.log(usageLine);
           Deno.exit(0);
         }
-        if (!Object.hasOwn(handlers, flag)) usage(`unknown argument '${args[i]}'`);
+        if (!Object.hasOwn(handlers, flag)) {
+          const near = flag.startsWith("-") ? nearest(flag, Object.keys(handlers)) : null;
+          usage(
+            flag.startsWith("-")
+              ? `unknown flag ${flag}${near ? `; did you mean ${near}?` : ""}`
+              : `unexpected argument '${args[i]}'`,
+          );
+        }
         handlers[flag](value);
       }
     },

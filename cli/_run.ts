@@ -79,8 +79,9 @@ export function reportError(command: string, err: unknown, debug = false): numbe
   const first = clip(e.message.split("\n")[0] || e.name);
   console.error(
     `${command}: unexpected ${e.name}: ${first}\n${command}: this is a bug in modern-cnn; ` +
-      (debug ? "the stack follows" : "rerun with --debug (or MODERN_CNN_DEBUG=1) for the stack") +
-      " and report it",
+      (debug
+        ? "please report it with the stack below"
+        : "please report it (rerun with --debug or MODERN_CNN_DEBUG=1 for the stack)"),
   );
   if (debug && e.stack) console.error(e.stack);
   return BUG_EXIT;
@@ -122,6 +123,10 @@ export async function runCommand(
   });
   let code: number;
   try {
+    // Fault injection for the CLI fault suite (tests only): an error no command expects.
+    if (Deno.env.get("MODERN_CNN_TEST_FAULT") === "unexpected") {
+      throw new TypeError("an injected fault (MODERN_CNN_TEST_FAULT)");
+    }
     code = await main(argv.filter((a) => a !== "--debug"));
   } catch (err) {
     code = reportError(command, err, debug);

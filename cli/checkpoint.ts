@@ -261,6 +261,28 @@ export function checkFinite(file: string, tensors: HostStateDict): void {
   }
 }
 
+/** The `__metadata__` of a safetensors file, reading its header only; null if unreadable. */
+async function readMetadata(path: string): Promise<Record<string, string> | null> {
+  try {
+    using file = await Deno.open(path);
+    const head = new Uint8Array(8);
+    if ((await file.read(head)) !== 8) return null;
+    const n = Number(new DataView(head.buffer).getBigUint64(0, true));
+    if (n > 100_000_000) return null;
+    const json = new Uint8Array(n);
+    let got = 0;
+    while (got < n) {
+      const r = await file.read(json.subarray(got));
+      if (r === null) return null;
+      got += r;
+    }
+    const meta = JSON.parse(new TextDecoder().decode(json)).__metadata__;
+    return meta && typeof meta === "object" ? meta : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Reads and decodes a safetensors file; errors name the file. */
 export async function readCheckpoint(
   path: string,
@@ -308,7 +330,14 @@ export async function saveRun(
   await removeStaleTemps(path);
   const dir = dirname(path);
   const optName = momentum ? optimizerFileName(path, state.step) : null;
-  const pair = { run_id: state.runId, step: String(state.step), model: state.model };
+  // model_file: which checkpoint this optimizer file belongs to (`ck` and `ck.safetensors` in one
+  // folder share the stem of their optimizer files).
+  const pair = {
+    run_id: state.runId,
+    step: String(state.step),
+    model: state.model,
+    model_file: basename(path),
+  };
   if (momentum && optName) {
     const optPath = join(dir, optName);
     await removeStaleTemps(optPath);
@@ -322,15 +351,16 @@ export async function saveRun(
     _killPoint("model-temp-written");
   }
   await writeFileAtomic(path, bytes);
-  // The new pair is in place: optimizer files of this model file's earlier steps go.
+  // The new pair is in place: this model file's optimizer files of earlier steps (and of writes
+  // killed before their model file) go; another checkpoint's of the same stem stay.
   const stem = basename(path).replace(/\.safetensors$/, "");
   const old = new RegExp(
     `^${stem.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-optimizer-step\\d+\\.safetensors$`,
   );
   for await (const e of Deno.readDir(dir)) {
-    if (old.test(e.name) && e.name !== optName) {
-      await Deno.remove(join(dir, e.name)).catch(() => {});
-    }
+    if (!old.test(e.name) || e.name === optName) continue;
+    const meta = await readMetadata(join(dir, e.name));
+    if (meta?.model_file === basename(path)) await Deno.remove(join(dir, e.name)).catch(() => {});
   }
 }
 

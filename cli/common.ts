@@ -12,6 +12,7 @@ import {
   MODEL_NAMES,
   type ModelName,
   type Precision,
+  summarize,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
@@ -137,6 +138,42 @@ export function checkResizeFlag(model: ModelName, resize: number): void {
     checkInputSize(buildArchitecture(model), resize);
   } catch (err) {
     throw new UsageError(`--resize ${resize}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Refuses, before any work, a batch whose activations would not fit the device (say
+ * `resnet --resize 10000`): each top-level activation of one example must fit one storage
+ * binding (kernels split work by example), and of the whole batch one buffer.
+ */
+export function checkMemory(
+  gpu: Gpu,
+  name: ModelName,
+  run: { resize: number; batchSize: number; channels: number; precision?: Precision },
+): void {
+  const arch = buildArchitecture(name, { inChannels: run.channels });
+  const rows = summarize(arch, run.resize).rows;
+  const perExample = Math.max(
+    run.channels * run.resize * run.resize,
+    ...rows.map((r) => r.shape.slice(1).reduce((a, b) => a * b, 1)),
+  ) * (run.precision === "f16" ? 2 : 4);
+  const binding = gpu.limits.maxStorageBufferBindingSize;
+  const buffer = gpu.limits.maxBufferSize;
+  if (perExample > binding || perExample * run.batchSize > buffer) {
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+    const [what, limit] = perExample > binding
+      ? [
+        `one example's largest activation takes ${mib(perExample)}`,
+        `binding limit ${mib(binding)}`,
+      ]
+      : [
+        `the batch's largest activation takes ${mib(perExample * run.batchSize)}`,
+        `buffer limit ${mib(buffer)}`,
+      ];
+    throw new UsageError(
+      `--resize ${run.resize} --batch-size ${run.batchSize}: ${what}, over this device's ` +
+        `${limit}; use a smaller --resize${perExample > binding ? "" : " or --batch-size"}`,
+    );
   }
 }
 

@@ -10,7 +10,7 @@ import {
   NonFiniteError,
   uploadImageSet,
 } from "../models/mod.ts";
-import { checkResizeFlag, modelName, parseFlags } from "./common.ts";
+import { checkMemory, checkResizeFlag, modelName, parseFlags } from "./common.ts";
 import { CliError, runCommand, UsageError } from "./_run.ts";
 import { loadWeights, parseRunMetadata, readCheckpoint, RECIPE_FIELDS } from "./checkpoint.ts";
 
@@ -118,6 +118,11 @@ export async function main(argv: string[]): Promise<number> {
   if (dataset !== "synthetic") console.error(`data: ${describeSource(test)}`);
   if (test.count === 0) throw new CliError(`no test examples in ${test.name}: nothing to evaluate`);
   const gpu = await getGpu();
+  checkMemory(gpu, name, {
+    resize,
+    batchSize: Math.min(batchSize, test.count),
+    channels: test.channels,
+  });
   const model = createModel(gpu, {
     name,
     inChannels: test.channels,

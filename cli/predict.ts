@@ -3,7 +3,7 @@
 import { getGpu } from "../gpu/mod.ts";
 import { CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, pngToPlanes } from "../data/mod.ts";
 import { createModel, DEFAULTS, NonFiniteError, uploadImageSet } from "../models/mod.ts";
-import { checkResizeFlag, modelName, parseFlags } from "./common.ts";
+import { checkMemory, checkResizeFlag, modelName, parseFlags } from "./common.ts";
 import { CliError, runCommand, UsageError } from "./_run.ts";
 import { loadWeights, parseRunMetadata, readCheckpoint, RECIPE_FIELDS } from "./checkpoint.ts";
 import { predictLogits } from "./predict_core.ts";
@@ -58,11 +58,17 @@ export async function main(argv: string[]): Promise<number> {
   checkResizeFlag(name, resize);
   const inChannels = values.classes === "cifar10" ? 3 : 1;
   const gpu = await getGpu();
+  checkMemory(gpu, name, { resize, batchSize: 1, channels: inChannels });
   const model = createModel(gpu, { name, inChannels, numClasses: classes.length });
   loadWeights(model, values.weights, ck.tensors);
   for (const file of files) {
     const bytes = await Deno.readFile(file).catch((err) => {
-      throw new CliError(`cannot read image ${file}: ${(err as Error).message.split(":")[0]}`);
+      const why = err instanceof Deno.errors.NotFound
+        ? "no such file"
+        : err instanceof Deno.errors.IsADirectory
+        ? "it is a folder"
+        : (err as Error).message.split(":")[0].replace(/ \(os error \d+\)$/, "");
+      throw new CliError(`cannot read image ${file}: ${why}`);
     });
     const img = pngToPlanes(bytes, {
       channels: inChannels,

@@ -1,9 +1,9 @@
 // deno task train <model> [flags]: d2l's train_ch6 on the GPU. See `--help`.
+import { resolve } from "node:path";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import { type Dataset, describeSource, loadDataset, writeFileAtomic } from "../data/mod.ts";
 import {
-  buildArchitecture,
   createModel,
   DEFAULTS,
   DivergenceError,
@@ -14,12 +14,11 @@ import {
   type ModelName,
   NonFiniteError,
   precisionUnsupported,
-  summarize,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
 import { renderPlot } from "./plot.ts";
-import { checkResizeFlag, parseModelCommand, parseOrExit } from "./common.ts";
+import { checkMemory, checkResizeFlag, parseModelCommand, parseOrExit } from "./common.ts";
 import { CliError, runCommand, UsageError } from "./_run.ts";
 import { checkOutputFile, lockOutput, writeFailed } from "./_outputs.ts";
 import {
@@ -146,11 +145,24 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   if (args.resetOptimizer && !args.resume) {
     throw new UsageError("--reset-optimizer goes with --resume");
   }
+  const outputs: [string, string | undefined][] = [["--save", args.save], ["--plot", args.plot]];
+  const inputs: [string, string | undefined][] = [["--init", args.init], ["--resume", args.resume]];
+  for (const [of, o] of outputs) {
+    for (const [other, p] of [...inputs, ...outputs]) {
+      if (o === undefined || p === undefined || of === other) continue;
+      if (resolve(o) === resolve(p) && !(of === "--save" && other !== "--plot")) {
+        throw new UsageError(`${of} and ${other} name the same file ${o}; give ${of} its own path`);
+      }
+    }
+  }
   if (args.plot !== undefined && !/\.svg$/i.test(args.plot)) {
     throw new UsageError(`--plot ${args.plot}: the plot is an SVG drawing; give a .svg path`);
   }
   for (const flag of ["init", "save", "resume", "plot", "data-dir"] as const) {
     if (v[flag] === "") throw new UsageError(`--${flag} needs a path`);
+  }
+  if (args.dataDir !== undefined && args.given.dataset === "synthetic") {
+    throw new UsageError("--data-dir has no effect with --dataset synthetic (made in memory)");
   }
   if (args.given.resize !== undefined) checkResizeFlag(model, args.given.resize);
   const { batchSize, limitTrain } = args.given;
@@ -274,7 +286,7 @@ export async function main(argv: string[]): Promise<number> {
   const gpu = await getGpu();
   const unsupported = precisionUnsupported(gpu, recipe.precision);
   if (unsupported) throw new UsageError(`--${unsupported}; use --precision f32`);
-  checkMemory(gpu, args.model, recipe, trainSet.channels);
+  checkMemory(gpu, args.model, { ...recipe, channels: trainSet.channels });
   if (args.autotune) await loadTuned(gpu);
   const model = createModel(gpu, {
     name: args.model,
@@ -425,6 +437,15 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** Whether `path` is an existing file. */
+function existsFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
 /** An accuracy for the log ("n/a" without test examples). */
 function fmtAcc(acc: number): string {
   return Number.isNaN(acc) ? "n/a" : acc.toFixed(3);
@@ -449,44 +470,14 @@ function divergence(err: NonFiniteError, args: TrainArgs, lr: number, epoch: num
         err.what === "loss" ? "loss" : "parameters after the update"
       } became Inf or NaN`
     : `epoch ${epoch + 1}: ${err.message}`;
-  const kept = args.save ? ` (${args.save} keeps the last good epoch)` : "";
+  const kept = args.save && existsFile(args.save)
+    ? ` (${args.save} keeps the last good epoch)`
+    : "";
   const recipe = DEFAULTS[args.model].lr;
   return new CliError(
     `${where}; nothing was written${kept}; try a lower --lr (this run: ${lr}` +
       `${lr > recipe ? `; ${args.model}'s recipe: ${recipe}` : ""})`,
   );
-}
-
-/**
- * Refuses, before any work, a step whose activations would not fit the device (say
- * `resnet --resize 10000`): each top-level activation of one example must fit one storage
- * binding (kernels split work by example), and of the whole batch one buffer.
- */
-function checkMemory(gpu: Gpu, name: ModelName, recipe: RunRecipe, channels: number): void {
-  const arch = buildArchitecture(name, { inChannels: channels });
-  const rows = summarize(arch, recipe.resize).rows;
-  const perExample = Math.max(
-    channels * recipe.resize * recipe.resize,
-    ...rows.map((r) => r.shape.slice(1).reduce((a, b) => a * b, 1)),
-  ) * (recipe.precision === "f16" ? 2 : 4);
-  const binding = gpu.limits.maxStorageBufferBindingSize;
-  const buffer = gpu.limits.maxBufferSize;
-  if (perExample > binding || perExample * recipe.batchSize > buffer) {
-    const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
-    const [what, limit] = perExample > binding
-      ? [
-        `one example's largest activation takes ${mib(perExample)}`,
-        `binding limit ${mib(binding)}`,
-      ]
-      : [
-        `the batch's largest activation takes ${mib(perExample * recipe.batchSize)}`,
-        `buffer limit ${mib(buffer)}`,
-      ];
-    throw new UsageError(
-      `--resize ${recipe.resize} --batch-size ${recipe.batchSize}: ${what}, over this device's ` +
-        `${limit}; use a smaller --resize${perExample > binding ? "" : " or --batch-size"}`,
-    );
-  }
 }
 
 if (import.meta.main) await runCommand("train", main);
