@@ -6,7 +6,8 @@
  * parameters at the end of an epoch, and reads the watch with the epoch's metrics.
  *
  * The same check, with another action (set a flag), is the loss scaler's overflow check
- * (`kernels/loss_scale.ts`).
+ * (`kernels/loss_scale.ts`). The kernel is described once with `defineKernel` (kernels/_kernel.ts),
+ * which generates its declarations, packing and cache key.
  *
  * WGSL has no `isnan` / `isinf` (and a compiler may assume that floats are finite), so the
  * kernel tests the exponent bits of the stored words: all ones means Inf or NaN.
@@ -14,11 +15,11 @@
  * @module
  */
 
-import { formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
 import type { Gpu } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
 import { floatBytes, floatDType } from "./_dtype.ts";
-import { ParamsWriter } from "./_params.ts";
+import { defineKernel } from "./_kernel.ts";
 
 /** The value of a watch word that has seen no Inf or NaN. */
 export const FINITE = 0xffffffff;
@@ -26,44 +27,38 @@ export const FINITE = 0xffffffff;
 /** Threads per workgroup of the check kernel; each thread checks 4 consecutive words. */
 const WG = 256;
 
-const specs = new Map<string, KernelSpec>();
-
 /**
- * The check kernel for tensors stored as `dtype`: `Params { count, words, mark, slot }` at
- * binding 0, the state (`array<atomic<u32>>`) at binding 1, the checked words at binding 2;
- * `action` is the WGSL statement run by every thread that found a non-finite element.
- * Internal: shared by {@linkcode finiteCheck} and the loss scaler's `lossScaleCheck`.
+ * The check: `x`'s storage read as raw words, each tested for an exponent of all ones; the
+ * variant says what a thread that found one does to `state`: `min` lowers word `slot` to `mark`
+ * (the watch), `flag` sets word `slot` to 1 (the loss scaler's found flag).
  */
-export function _nonFiniteCheckSpec(
-  name: string,
-  dtype: "f32" | "f16",
-  action: string,
-): KernelSpec {
-  const key = `${name}_${dtype}`;
-  const hit = specs.get(key);
-  if (hit) return hit;
-  // f32: a word is one element, non-finite when its 8 exponent bits are all ones. f16: a word
-  // holds elements 2w (low half) and 2w + 1 (high half), 5 exponent bits each; the high half of
-  // the last word of an odd count is padding (it may hold anything) and is not checked.
-  const test = dtype === "f32"
-    ? `return (v & 0x7f800000u) == 0x7f800000u;`
-    : `let lo = (v & 0x7c00u) == 0x7c00u;
+const check = defineKernel(
+  {
+    name: "nonfinite_check",
+    doc: "thread i = gid.x + gid.y * nwg.x * WG (grid1d) tests the 4 words 4i .. 4i + 3 of x's " +
+      "storage (one f32, or two f16, per word) for an exponent of all ones (Inf or NaN)",
+    params: { count: "u32", words: "u32", mark: "u32", slot: "u32" },
+    bindings: {
+      state: { type: "atomic<u32>", access: "read_write" },
+      x: { type: "float-bits", access: "read" },
+    },
+    variants: ["min", "flag"],
+    workgroupSize: WG,
+    body: ({ dtypes, variant }) => {
+      // f32: a word is one element, non-finite when its 8 exponent bits are all ones. f16: a word
+      // holds elements 2w (low half) and 2w + 1 (high half), 5 exponent bits each; the high half
+      // of the last word of an odd count is padding (it may hold anything) and is not checked.
+      const test = dtypes.x === "f32"
+        ? `return (v & 0x7f800000u) == 0x7f800000u;`
+        : `let lo = (v & 0x7c00u) == 0x7c00u;
   let hi = ((v >> 16u) & 0x7c00u) == 0x7c00u && 2u * w + 1u < p.count;
   return lo || hi;`;
-  const code =
-    `// ${key}: thread i = gid.x + gid.y * nwg.x * WG (grid1d) tests the 4 words 4i .. 4i + 3
-// of the tensor's storage (read as raw u32 bits: ${
-      dtype === "f32" ? "one f32" : "two f16"
-    } per word) for an exponent of all ones (Inf or
-// NaN) and, if any, runs: ${action}
-const WG = ${WG}u;
-struct Params { count: u32, words: u32, mark: u32, slot: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> state: array<atomic<u32>>;
-@group(0) @binding(2) var<storage, read> g: array<u32>;
-fn nonFinite(w: u32) -> bool {
+      const action = variant === "min"
+        ? "atomicMin(&state[p.slot], p.mark);"
+        : "atomicMax(&state[p.slot], 1u);";
+      return `fn nonFinite(w: u32) -> bool {
   if (w >= p.words) { return false; }
-  let v = g[w];
+  let v = x[w];
   ${test}
 }
 @compute @workgroup_size(WG)
@@ -76,20 +71,20 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   }
 }
 `;
-  const sp = { name: key, code };
-  specs.set(key, sp);
-  return sp;
-}
+    },
+  },
+);
 
 /**
- * Records the check kernel over `x` (f32 or f16), in ranges that fit one binding each.
- * Internal: shared by {@linkcode finiteCheck} and `lossScaleCheck`.
+ * Records the check over `x` (f32 or f16), in ranges that fit one binding each: where `x` holds
+ * Inf or NaN, `min` lowers `state[slot]` to `mark`, `flag` sets it to 1. Internal: shared by
+ * {@linkcode finiteCheck} and the loss scaler's `lossScaleCheck`; `names` name the two operands
+ * in errors.
  */
 export function _recordNonFiniteCheck(
   op: string,
   io: { state: Tensor; x: Tensor },
-  spec: (dtype: "f32" | "f16") => KernelSpec,
-  params: { mark: number; slot: number },
+  params: { variant: "min" | "flag"; mark: number; slot: number },
   names: { x: string; state: string },
 ): void {
   const dtype = floatDType(op, names.x, io.x);
@@ -106,13 +101,11 @@ export function _recordNonFiniteCheck(
   for (const [e0, e1] of unitRanges(op, gpu, n, 1, quantum)) {
     const count = e1 - e0;
     const words = Math.ceil((count * bytes) / 4);
-    gpu.dispatch(spec(dtype), {
-      params: new ParamsWriter().u32(count).u32(words).u32(params.mark).u32(params.slot).bytes(),
-      bindings: [io.state, {
-        buffer: io.x.buffer,
-        offset: e0 * bytes,
-        size: words * 4,
-      }],
+    check.dispatch({
+      op,
+      variant: params.variant,
+      params: { count, words, mark: params.mark, slot: params.slot },
+      bindings: { state: io.state, x: { tensor: io.x, offset: e0 * bytes, size: words * 4 } },
       workgroups: grid1d(Math.ceil(words / 4), WG),
     });
   }
@@ -180,8 +173,7 @@ export function finiteCheck(
   _recordNonFiniteCheck(
     op,
     { state: io.watch, x: io.x },
-    (dtype) => _nonFiniteCheckSpec("finite_check", dtype, "atomicMin(&state[p.slot], p.mark);"),
-    { mark: params.mark, slot },
+    { variant: "min", mark: params.mark, slot },
     { x: "x", state: "watch" },
   );
 }

@@ -33,7 +33,7 @@
 
 import { formatShape, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import type { Gpu } from "../gpu/mod.ts";
-import { _nonFiniteCheckSpec, _recordNonFiniteCheck } from "./finite.ts";
+import { _recordNonFiniteCheck } from "./finite.ts";
 
 /** Words (u32) of a loss scaler's state tensor (see the module documentation for the layout). */
 export const LOSS_SCALE_WORDS = 8;
@@ -154,10 +154,6 @@ export function checkLossScale(op: string, t: Tensor): void {
 
 const specs = new Map<string, KernelSpec>();
 
-/** The check kernel for gradients stored as `dtype`: sets the found flag (every writer stores 1). */
-const checkSpec = (dtype: "f32" | "f16"): KernelSpec =>
-  _nonFiniteCheckSpec("loss_scale_check", dtype, `atomicMax(&state[${FOUND}], 1u);`);
-
 /**
  * Records a check of `grad` (f32 or f16, any shape) for Inf and NaN: when it holds any, the
  * scaler's found flag is set (it is cleared only by {@linkcode lossScaleUpdate}). Run it on every
@@ -187,8 +183,7 @@ export function lossScaleCheck(io: { lossScale: Tensor; grad: Tensor }): void {
   _recordNonFiniteCheck(
     op,
     { state: io.lossScale, x: io.grad },
-    checkSpec,
-    { mark: 0, slot: 0 },
+    { variant: "flag", mark: 0, slot: FOUND },
     { x: "grad", state: "lossScale" },
   );
 }

@@ -1,0 +1,240 @@
+/**
+ * A kernel described once: its name, its `Params` fields (in WGSL struct order), its storage
+ * bindings (access and element type, float bindings f32 or f16 per call), its workgroup size and
+ * its body. Everything else is generated from that description: the `enable f16;` line, the
+ * `Params` struct and its packing, the `@binding` declarations, the pipeline cache key (name,
+ * variant and the bindings stored as f16) and the checks of what a call binds.
+ *
+ * ```ts ignore
+ * const scale = defineKernel({
+ *   name: "scale",
+ *   doc: "thread i scales element i",
+ *   params: { n: "u32", alpha: "f32" },
+ *   bindings: { y: { type: "float", access: "read_write" }, x: { type: "float", access: "read" } },
+ *   workgroupSize: 64,
+ *   body: ({ load, store }) => `@compute @workgroup_size(WG)
+ * fn main(@builtin(global_invocation_id) g: vec3u) {
+ *   if (g.x < p.n) { ${store("y", "y[g.x]", `p.alpha * ${load("x", "x[g.x]")}`)} }
+ * }`,
+ * });
+ * scale.dispatch({ params: { n: 3, alpha: 2 }, bindings: { y, x }, workgroups: 1 });
+ * ```
+ *
+ * @module
+ */
+
+import type { Gpu, KernelSpec, Tensor } from "../gpu/mod.ts";
+import { type FloatDType, loadF32, storageType, storeAs, wgslEnable } from "./_dtype.ts";
+import { ParamsWriter } from "./_params.ts";
+
+/** The type of a `Params` field (all 4-byte scalars). */
+export type ParamType = "u32" | "i32" | "f32";
+
+/** A storage binding of a kernel. */
+export type BindingDecl =
+  | {
+    /**
+     * `float`: an array of f32 or f16 (the bound tensor's dtype, per call); `float-bits`: the raw
+     * 32-bit words of an f32 or f16 tensor (`array<u32>`; the dtype still specializes the body).
+     */
+    readonly type: "float" | "float-bits";
+    readonly access: "read" | "read_write";
+    /** Elements are `vec4`s of the float type. */
+    readonly vec4?: boolean;
+  }
+  | {
+    readonly type: "u32" | "i32" | "atomic<u32>" | "atomic<i32>";
+    readonly access: "read" | "read_write";
+  };
+
+/** The names of a kernel's float bindings. */
+export type FloatBindings<B> = {
+  [K in keyof B]: B[K] extends { type: "float" | "float-bits" } ? K : never;
+}[keyof B];
+
+/** What a body is generated from: the float bindings' dtypes, the variant, and WGSL helpers. */
+export interface KernelContext<B, V extends string> {
+  /** Storage dtype of every float binding of this call. */
+  readonly dtypes: { readonly [K in FloatBindings<B>]: FloatDType };
+  /** The variant the call asked for ("" when none). */
+  readonly variant: V;
+  /** `expr`, an element of float binding `name`, as an f32 value (a vec4 for vec4 bindings). */
+  load(name: FloatBindings<B> & string, expr: string): string;
+  /** The statement `target = value;` for float binding `name`, rounding once to f16. */
+  store(name: FloatBindings<B> & string, target: string, value: string): string;
+}
+
+/** A kernel's description: everything its WGSL header, packing and checks come from. */
+export interface KernelDescriptor<
+  P extends Record<string, ParamType>,
+  B extends Record<string, BindingDecl>,
+  V extends string = "",
+> {
+  /** Base name (the pipeline cache key adds the variant and the f16 bindings). */
+  readonly name: string;
+  /** How threads map to data: the header comment of the generated WGSL. */
+  readonly doc: string;
+  /** `Params` fields in struct order (binding 0, a uniform); `{}` for none. */
+  readonly params: P;
+  /** Storage bindings in binding order (from 1, or 0 without params). */
+  readonly bindings: B;
+  /** The variants of the body (a call picks one; part of the cache key); none by default. */
+  readonly variants?: readonly V[];
+  /** Threads per workgroup (x, or x, y, z): `WG` (or `WG_X`, `WG_Y`, `WG_Z`) in the body. */
+  readonly workgroupSize: number | readonly [number, number, number];
+  /** The WGSL after the declarations: helper functions and the `main` entry point. */
+  readonly body: (ctx: KernelContext<B, V>) => string;
+}
+
+/** A bound value: a tensor, or a byte range of one (its dtype is the tensor's). */
+export type BoundTensor = Tensor | {
+  readonly tensor: Tensor;
+  readonly offset: number;
+  readonly size: number;
+};
+
+/** One dispatch of a kernel. */
+export interface KernelCall<P, B, V extends string> {
+  /** A value for every `Params` field. */
+  readonly params: { readonly [K in keyof P]: number };
+  /** A tensor (or a range of one) for every binding. */
+  readonly bindings: { readonly [K in keyof B]: BoundTensor };
+  /** Workgroup counts. */
+  readonly workgroups: number | readonly [number, number?, number?];
+  /** Which variant of the body (a part of the cache key). */
+  readonly variant?: V;
+  /** The op named in errors (default: the kernel's name). */
+  readonly op?: string;
+}
+
+/** A kernel made by {@linkcode defineKernel}. */
+export interface Kernel<P, B, V extends string> {
+  /** The description it was made from. */
+  readonly descriptor: KernelDescriptor<
+    P & Record<string, ParamType>,
+    B & Record<string, BindingDecl>,
+    V
+  >;
+  /** The kernel (name and WGSL) for the given float dtypes and variant; built once, then cached. */
+  spec(dtypes: KernelContext<B, V>["dtypes"], variant?: V): KernelSpec;
+  /** Checks a call (every binding's dtype, every param's range) and records its dispatch. */
+  dispatch(call: KernelCall<P, B, V>): void;
+}
+
+const tensorOf = (b: BoundTensor): Tensor => ("tensor" in b ? b.tensor : b);
+
+/** The WGSL element type of a binding as stored. */
+function elementType(decl: BindingDecl, dtype: FloatDType | undefined): string {
+  if (decl.type === "float") return storageType(dtype, decl.vec4 === true);
+  if (decl.type === "float-bits") return "u32";
+  return decl.type;
+}
+
+/**
+ * Makes a kernel from its description (see the module documentation).
+ *
+ * @returns The kernel: `spec` for its WGSL, `dispatch` to record a call.
+ */
+export function defineKernel<
+  P extends Record<string, ParamType>,
+  B extends Record<string, BindingDecl>,
+  V extends string = "",
+>(d: KernelDescriptor<P, B, V>): Kernel<P, B, V> {
+  const specs = new Map<string, KernelSpec>();
+  const names = Object.keys(d.bindings) as (keyof B & string)[];
+  const floats = names.filter((n) =>
+    d.bindings[n].type === "float" || d.bindings[n].type === "float-bits"
+  );
+  const fields = Object.entries(d.params) as [string, ParamType][];
+  const wg = typeof d.workgroupSize === "number"
+    ? `const WG = ${d.workgroupSize}u;`
+    : ["X", "Y", "Z"].map((a, i) =>
+      `const WG_${a} = ${(d.workgroupSize as readonly number[])[i]}u;`
+    ).join(
+      "\n",
+    );
+
+  function spec(dtypes: KernelContext<B, V>["dtypes"], variant?: V): KernelSpec {
+    const v = (variant ?? "") as V;
+    if (v !== "" && !d.variants?.includes(v)) {
+      throw new RangeError(
+        `${d.name}: unknown variant '${v}' (${d.variants?.join(", ") ?? "none"})`,
+      );
+    }
+    const dt = dtypes as Record<string, FloatDType>;
+    const half = floats.filter((n) => dt[n] === "f16");
+    const key = `${d.name}${v ? `_${v}` : ""}${half.length ? `_h-${half.join("-")}` : ""}`;
+    const hit = specs.get(key);
+    if (hit) return hit;
+    const ctx: KernelContext<B, V> = {
+      dtypes,
+      variant: v,
+      load: (n, expr) => loadF32(dt[n], expr, (d.bindings[n] as { vec4?: boolean }).vec4),
+      store: (n, target, value) =>
+        `${target} = ${storeAs(dt[n], value, (d.bindings[n] as { vec4?: boolean }).vec4)};`,
+    };
+    const lines = [`${wgslEnable(floats.map((n) => dt[n]))}// ${key}: ${d.doc}`, wg];
+    let slot = 0;
+    if (fields.length > 0) {
+      lines.push(`struct Params { ${fields.map(([f, t]) => `${f}: ${t}`).join(", ")} }`);
+      lines.push(`@group(0) @binding(${slot++}) var<uniform> p: Params;`);
+    }
+    for (const n of names) {
+      const decl = d.bindings[n];
+      lines.push(
+        `@group(0) @binding(${slot++}) var<storage, ${decl.access}> ${n}: array<${
+          elementType(decl, dt[n])
+        }>;`,
+      );
+    }
+    const code = `${lines.join("\n")}\n${d.body(ctx)}`;
+    const s = { name: key, code };
+    specs.set(key, s);
+    return s;
+  }
+
+  function dispatch(call: KernelCall<P, B, V>): void {
+    const op = call.op ?? d.name;
+    const bound = call.bindings as Record<string, BoundTensor>;
+    const dtypes: Record<string, FloatDType> = {};
+    for (const n of names) {
+      const b = bound[n];
+      if (b === undefined) throw new TypeError(`${op}: binding '${n}' is missing`);
+      const t = tensorOf(b);
+      const decl = d.bindings[n];
+      if (decl.type === "float" || decl.type === "float-bits") {
+        if (t.dtype !== "f32" && t.dtype !== "f16") {
+          throw new TypeError(`${op}: ${n} ${t} must be f32 or f16`);
+        }
+        dtypes[n] = t.dtype;
+      } else {
+        const want = decl.type.replace(/atomic<(\w+)>/, "$1");
+        if (t.dtype !== want) throw new TypeError(`${op}: ${n} ${t} must be ${want}`);
+      }
+    }
+    let params: Uint8Array | undefined;
+    if (fields.length > 0) {
+      const w = new ParamsWriter();
+      const values = call.params as Record<string, number>;
+      for (const [f, t] of fields) {
+        if (values[f] === undefined) throw new TypeError(`${op}: param '${f}' is missing`);
+        if (t === "u32") w.u32(values[f]);
+        else if (t === "i32") w.i32(values[f]);
+        else w.f32(values[f]);
+      }
+      params = w.bytes();
+    }
+    const first = tensorOf(bound[names[0]]);
+    const gpu: Gpu = first.gpu;
+    gpu.dispatch(spec(dtypes as KernelContext<B, V>["dtypes"], call.variant), {
+      params,
+      bindings: names.map((n) => {
+        const b = bound[n];
+        return "tensor" in b ? { buffer: b.tensor.buffer, offset: b.offset, size: b.size } : b;
+      }),
+      workgroups: call.workgroups,
+    });
+  }
+
+  return { descriptor: d as Kernel<P, B, V>["descriptor"], spec, dispatch };
+}
