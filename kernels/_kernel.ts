@@ -5,6 +5,10 @@
  * `Params` struct and its packing, the `@binding` declarations, the pipeline cache key (name,
  * variant and the bindings stored as f16) and the checks of what a call binds.
  *
+ * Specializations are variants (one string each, part of the cache key; {@linkcode variantProduct}
+ * lists the combinations of several axes); a binding may exist only in some variants (`when`) and
+ * hold vec4s only in some (`vec4` as a test of the variant).
+ *
  * ```ts ignore
  * const scale = defineKernel({
  *   name: "scale",
@@ -30,6 +34,9 @@ import { ParamsWriter } from "./_params.ts";
 /** The type of a `Params` field (all 4-byte scalars). */
 export type ParamType = "u32" | "i32" | "f32";
 
+/** A test of a kernel's variant (for the bindings that depend on it). */
+export type VariantTest = (variant: string) => boolean;
+
 /** A storage binding of a kernel. */
 export type BindingDecl =
   | {
@@ -39,12 +46,16 @@ export type BindingDecl =
      */
     readonly type: "float" | "float-bits";
     readonly access: "read" | "read_write";
-    /** Elements are `vec4`s of the float type. */
-    readonly vec4?: boolean;
+    /** Elements are `vec4`s of the float type (in every variant, or in those the test accepts). */
+    readonly vec4?: boolean | VariantTest;
+    /** The binding exists only in the variants this accepts (default: in all). */
+    readonly when?: VariantTest;
   }
   | {
     readonly type: "u32" | "i32" | "atomic<u32>" | "atomic<i32>";
     readonly access: "read" | "read_write";
+    /** The binding exists only in the variants this accepts (default: in all). */
+    readonly when?: VariantTest;
   };
 
 /** The names of a kernel's float bindings. */
@@ -52,10 +63,20 @@ export type FloatBindings<B> = {
   [K in keyof B]: B[K] extends { type: "float" | "float-bits" } ? K : never;
 }[keyof B];
 
+/** The names of a kernel's bindings that exist only in some variants (`when`). */
+export type VariantBindings<B> = {
+  [K in keyof B]: B[K] extends { when: VariantTest } ? K : never;
+}[keyof B];
+
+/** Per binding of `B`, a `T`: required for the bindings of every variant, optional for the rest. */
+export type PerBinding<B, Names extends keyof B, T> =
+  & { readonly [K in Exclude<Names, VariantBindings<B>>]: T }
+  & { readonly [K in Extract<Names, VariantBindings<B>>]?: T };
+
 /** What a body is generated from: the float bindings' dtypes, the variant, and WGSL helpers. */
 export interface KernelContext<B, V extends string> {
-  /** Storage dtype of every float binding of this call. */
-  readonly dtypes: { readonly [K in FloatBindings<B>]: FloatDType };
+  /** Storage dtype of every float binding of this call (none for one its variant lacks). */
+  readonly dtypes: PerBinding<B, FloatBindings<B>, FloatDType>;
   /** The variant the call asked for ("" when none). */
   readonly variant: V;
   /** `expr`, an element of float binding `name`, as an f32 value (a vec4 for vec4 bindings). */
@@ -76,9 +97,15 @@ export interface KernelDescriptor<
   readonly doc: string;
   /** `Params` fields in struct order (binding 0, a uniform); `{}` for none. */
   readonly params: P;
-  /** Storage bindings in binding order (from 1, or 0 without params). */
+  /**
+   * Storage bindings in binding order (from 1, or 0 without params; the slots number the
+   * bindings of the call's variant, see `when`).
+   */
   readonly bindings: B;
-  /** The variants of the body (a call picks one; part of the cache key); none by default. */
+  /**
+   * The variants of the body (a call picks one; part of the cache key); none by default. For
+   * several axes of specialization, {@linkcode variantProduct} lists their combinations.
+   */
   readonly variants?: readonly V[];
   /** Threads per workgroup (x, or x, y, z): `WG` (or `WG_X`, `WG_Y`, `WG_Z`) in the body. */
   readonly workgroupSize: number | readonly [number, number, number];
@@ -97,8 +124,8 @@ export type BoundTensor = Tensor | {
 export interface KernelCall<P, B, V extends string> {
   /** A value for every `Params` field. */
   readonly params: { readonly [K in keyof P]: number };
-  /** A tensor (or a range of one) for every binding. */
-  readonly bindings: { readonly [K in keyof B]: BoundTensor };
+  /** A tensor (or a range of one) for every binding of the variant, and for no other. */
+  readonly bindings: PerBinding<B, keyof B, BoundTensor>;
   /** Workgroup counts. */
   readonly workgroups: number | readonly [number, number?, number?];
   /** Which variant of the body (a part of the cache key). */
@@ -123,11 +150,52 @@ export interface Kernel<P, B, V extends string> {
 
 const tensorOf = (b: BoundTensor): Tensor => ("tensor" in b ? b.tensor : b);
 
+/** Whether binding `decl` holds vec4s in `variant`. */
+function isVec4(decl: BindingDecl, variant: string): boolean {
+  if (decl.type !== "float" && decl.type !== "float-bits") return false;
+  return typeof decl.vec4 === "function" ? decl.vec4(variant) : decl.vec4 === true;
+}
+
 /** The WGSL element type of a binding as stored. */
-function elementType(decl: BindingDecl, dtype: FloatDType | undefined): string {
-  if (decl.type === "float") return storageType(dtype, decl.vec4 === true);
+function elementType(decl: BindingDecl, dtype: FloatDType | undefined, variant: string): string {
+  if (decl.type === "float") return storageType(dtype, isVec4(decl, variant));
   if (decl.type === "float-bits") return "u32";
   return decl.type;
+}
+
+/** Joins two parts of a variant with `_`, leaving out empty ones. */
+type JoinParts<X extends string, Y extends string> = X extends "" ? Y
+  : Y extends "" ? X
+  : `${X}_${Y}`;
+
+/** The variants {@linkcode variantProduct} makes of the axes `A`. */
+export type VariantProduct<A extends readonly (readonly string[])[], P extends string = ""> =
+  A extends readonly [
+    infer H extends readonly string[],
+    ...infer R extends readonly (readonly string[])[],
+  ] ? VariantProduct<R, JoinParts<P, H[number]>>
+    : P;
+
+/**
+ * Every combination of one option per axis, its parts joined with `_` (empty options left out):
+ * the variants of a kernel specialized along several axes. A body reads its variant's parts with
+ * `variant.split("_")`.
+ *
+ * @returns The variants, the first axis varying slowest.
+ * @example
+ * ```ts
+ * import { variantProduct } from "./_kernel.ts";
+ * variantProduct(["v4", "s"], ["", "inplace"]); // ["v4", "v4_inplace", "s", "s_inplace"]
+ * ```
+ */
+export function variantProduct<const A extends readonly (readonly string[])[]>(
+  ...axes: A
+): VariantProduct<A>[] {
+  let out = [""];
+  for (const axis of axes) {
+    out = out.flatMap((p) => axis.map((o) => (p === "" ? o : o === "" ? p : `${p}_${o}`)));
+  }
+  return out as VariantProduct<A>[];
 }
 
 /**
@@ -146,6 +214,8 @@ export function defineKernel<
     d.bindings[n].type === "float" || d.bindings[n].type === "float-bits"
   );
   const fields = Object.entries(d.params) as [string, ParamType][];
+  /** The bindings of a variant, in binding order. */
+  const bound = (v: string) => names.filter((n) => d.bindings[n].when?.(v) ?? true);
   const wg = typeof d.workgroupSize === "number"
     ? `const WG = ${d.workgroupSize}u;`
     : ["X", "Y", "Z"].map((a, i) =>
@@ -154,36 +224,47 @@ export function defineKernel<
       "\n",
     );
 
-  function spec(dtypes: KernelContext<B, V>["dtypes"], variant?: V): KernelSpec {
+  function checkVariant(variant: V | undefined): V {
     const v = (variant ?? "") as V;
     if (v !== "" && !d.variants?.includes(v)) {
       throw new RangeError(
         `${d.name}: unknown variant '${v}' (${d.variants?.join(", ") ?? "none"})`,
       );
     }
-    const dt = dtypes as Record<string, FloatDType>;
+    return v;
+  }
+
+  function spec(dtypes: KernelContext<B, V>["dtypes"], variant?: V): KernelSpec {
+    const v = checkVariant(variant);
+    const used = bound(v);
+    // The dtypes of the variant's float bindings only (the key and the body see the same ones).
+    const dt: Record<string, FloatDType> = {};
+    for (const n of floats) {
+      const t = (dtypes as Record<string, FloatDType | undefined>)[n];
+      if (used.includes(n) && t !== undefined) dt[n] = t;
+    }
     const half = floats.filter((n) => dt[n] === "f16");
     const key = `${d.name}${v ? `_${v}` : ""}${half.length ? `_h-${half.join("-")}` : ""}`;
     const hit = specs.get(key);
     if (hit) return hit;
     const ctx: KernelContext<B, V> = {
-      dtypes,
+      dtypes: dt as KernelContext<B, V>["dtypes"],
       variant: v,
-      load: (n, expr) => loadF32(dt[n], expr, (d.bindings[n] as { vec4?: boolean }).vec4),
+      load: (n, expr) => loadF32(dt[n], expr, isVec4(d.bindings[n], v)),
       store: (n, target, value) =>
-        `${target} = ${storeAs(dt[n], value, (d.bindings[n] as { vec4?: boolean }).vec4)};`,
+        `${target} = ${storeAs(dt[n], value, isVec4(d.bindings[n], v))};`,
     };
-    const lines = [`${wgslEnable(floats.map((n) => dt[n]))}// ${key}: ${d.doc}`, wg];
+    const lines = [`${wgslEnable(Object.values(dt))}// ${key}: ${d.doc}`, wg];
     let slot = 0;
     if (fields.length > 0) {
       lines.push(`struct Params { ${fields.map(([f, t]) => `${f}: ${t}`).join(", ")} }`);
       lines.push(`@group(0) @binding(${slot++}) var<uniform> p: Params;`);
     }
-    for (const n of names) {
+    for (const n of used) {
       const decl = d.bindings[n];
       lines.push(
         `@group(0) @binding(${slot++}) var<storage, ${decl.access}> ${n}: array<${
-          elementType(decl, dt[n])
+          elementType(decl, dt[n], v)
         }>;`,
       );
     }
@@ -195,10 +276,18 @@ export function defineKernel<
 
   function dispatch(call: KernelCall<P, B, V>): void {
     const op = call.op ?? d.name;
-    const bound = call.bindings as Record<string, BoundTensor>;
+    const v = checkVariant(call.variant);
+    const used = bound(v);
+    const given = call.bindings as Record<string, BoundTensor | undefined>;
     const dtypes: Record<string, FloatDType> = {};
     for (const n of names) {
-      const b = bound[n];
+      const b = given[n];
+      if (!used.includes(n)) {
+        if (b !== undefined) {
+          throw new TypeError(`${op}: binding '${n}' is not part of variant '${v}'`);
+        }
+        continue;
+      }
       if (b === undefined) throw new TypeError(`${op}: binding '${n}' is missing`);
       const t = tensorOf(b);
       const decl = d.bindings[n];
@@ -224,12 +313,12 @@ export function defineKernel<
       }
       params = w.bytes();
     }
-    const first = tensorOf(bound[names[0]]);
+    const first = tensorOf(given[used[0]]!);
     const gpu: Gpu = first.gpu;
-    gpu.dispatch(spec(dtypes as KernelContext<B, V>["dtypes"], call.variant), {
+    gpu.dispatch(spec(dtypes as KernelContext<B, V>["dtypes"], v), {
       params,
-      bindings: names.map((n) => {
-        const b = bound[n];
+      bindings: used.map((n) => {
+        const b = given[n]!;
         return "tensor" in b ? { buffer: b.tensor.buffer, offset: b.offset, size: b.size } : b;
       }),
       workgroups: call.workgroups,

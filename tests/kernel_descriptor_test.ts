@@ -1,7 +1,7 @@
 // defineKernel (kernels/_kernel.ts): a kernel described once generates its WGSL header (enable
 // f16, Params, bindings), its packing, its cache key, and checks what a call binds.
 import assert from "node:assert/strict";
-import { defineKernel } from "../kernels/_kernel.ts";
+import { defineKernel, variantProduct } from "../kernels/_kernel.ts";
 import { F16_TEST, GPU_TEST, testGpu } from "./harness.ts";
 
 const axpy = defineKernel({
@@ -93,5 +93,92 @@ Deno.test("defineKernel checks what a call binds", GPU_TEST, async () => {
   assert.throws(
     () => axpy.dispatch({ params: { n: -1, alpha: 1 }, bindings: { y, x: y }, workgroups: 1 }),
     RangeError,
+  );
+});
+
+// Variants along two axes (variantProduct); a binding that only the "bias" variants have (`when`)
+// and bindings that hold vec4s only in the "v4" variants (`vec4` as a test of the variant).
+const part = (name: string) => (variant: string) => variant.split("_").includes(name);
+const copy = defineKernel({
+  name: "test_copy",
+  doc: "thread i computes y[i] = x[i] (+ b[i] with bias), over vec4s with v4",
+  params: { n: "u32" },
+  bindings: {
+    y: { type: "float", access: "read_write", vec4: part("v4") },
+    x: { type: "float", access: "read", vec4: part("v4") },
+    b: { type: "float", access: "read", vec4: part("v4"), when: part("bias") },
+  },
+  variants: variantProduct(["s", "v4"], ["", "bias"]),
+  workgroupSize: 64,
+  body: ({ load, store, variant }) => {
+    const x = load("x", "x[g.x]");
+    return `@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x >= p.n) { return; }
+  ${store("y", "y[g.x]", part("bias")(variant) ? `${x} + ${load("b", "b[g.x]")}` : x)}
+}`;
+  },
+});
+
+Deno.test("variantProduct lists the combinations of its axes", () => {
+  assert.deepEqual(copy.descriptor.variants, ["s", "s_bias", "v4", "v4_bias"]);
+  const typed: ("m" | "m_x" | "wd_m" | "wd_m_x")[] = variantProduct(["", "wd"], ["m"], ["", "x"]);
+  assert.deepEqual(typed, ["m", "m_x", "wd_m", "wd_m_x"]);
+});
+
+Deno.test("defineKernel: bindings and vec4s per variant", () => {
+  const plain = copy.spec({ y: "f32", x: "f16", b: "f16" }, "v4");
+  assert.equal(plain.name, "test_copy_v4_h-x", "a binding the variant lacks is not in the key");
+  assert.equal(
+    plain.code.split("\n").slice(0, 7).join("\n"),
+    `enable f16;
+// test_copy_v4_h-x: thread i computes y[i] = x[i] (+ b[i] with bias), over vec4s with v4
+const WG = 64u;
+struct Params { n: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f16>>;`,
+  );
+  assert.doesNotMatch(plain.code, /b\[g\.x\]|binding\(3\)/);
+  const bias = copy.spec({ y: "f32", x: "f32", b: "f32" }, "s_bias");
+  assert.equal(bias.name, "test_copy_s_bias");
+  assert.match(bias.code, /@binding\(3\) var<storage, read> b: array<f32>;/);
+  assert.match(bias.code, /y\[g\.x\] = x\[g\.x\] \+ b\[g\.x\];/);
+});
+
+Deno.test("defineKernel dispatches the bindings of the variant", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const x = gpu.tensor(Float32Array.from({ length: 72 }, (_, i) => i + 1), { shape: [72] });
+  const b = gpu.tensor(new Float32Array(72).fill(10), { shape: [72] });
+  const y = gpu.zeros([72]);
+  copy.dispatch({ variant: "v4_bias", params: { n: 1 }, bindings: { y, x, b }, workgroups: 1 });
+  // Elements 64 and 65 (a range at a byte offset of 256, the largest offset alignment allowed).
+  const at64 = (t: typeof x) => ({ tensor: t, offset: 256, size: 8 });
+  copy.dispatch({
+    variant: "s",
+    params: { n: 2 },
+    bindings: { y: at64(y), x: at64(x) },
+    workgroups: 1,
+  });
+  const out = await y.toArray();
+  assert.deepEqual([...out.slice(0, 6), ...out.slice(63, 67)], [
+    11,
+    12,
+    13,
+    14,
+    0,
+    0,
+    0,
+    65,
+    66,
+    0,
+  ]);
+  assert.throws(
+    () => copy.dispatch({ variant: "s", params: { n: 1 }, bindings: { y, x, b }, workgroups: 1 }),
+    /test_copy: binding 'b' is not part of variant 's'/,
+  );
+  assert.throws(
+    () => copy.dispatch({ variant: "s_bias", params: { n: 1 }, bindings: { y, x }, workgroups: 1 }),
+    /test_copy: binding 'b' is missing/,
   );
 });
