@@ -31,8 +31,9 @@
  * @module
  */
 
-import { formatShape, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { formatShape, type Tensor } from "../gpu/mod.ts";
 import type { Gpu } from "../gpu/mod.ts";
+import { defineKernel } from "./_kernel.ts";
 import { _recordNonFiniteCheck } from "./finite.ts";
 
 /** Words (u32) of a loss scaler's state tensor (see the module documentation for the layout). */
@@ -152,8 +153,6 @@ export function checkLossScale(op: string, t: Tensor): void {
   }
 }
 
-const specs = new Map<string, KernelSpec>();
-
 /**
  * Records a check of `grad` (f32 or f16, any shape) for Inf and NaN: when it holds any, the
  * scaler's found flag is set (it is cleared only by {@linkcode lossScaleUpdate}). Run it on every
@@ -188,19 +187,22 @@ export function lossScaleCheck(io: { lossScale: Tensor; grad: Tensor }): void {
   );
 }
 
-/** The update kernel: one invocation. */
-function _updateSpec(): KernelSpec {
-  const name = "loss_scale_update";
-  const hit = specs.get(name);
-  if (hit) return hit;
-  const code =
-    `// ${name}: a single invocation updates the scaler's state as torch.amp.GradScaler.update:
-// found (word ${FOUND} != 0): scale *= backoff, tracker = 0, one more skipped step; else tracker++,
-// and when it reaches the growth interval the scale grows (unless that overflows f32: the
-// bits of the product are tested, as a compiler may assume floats finite) and tracker = 0. Then
-// the flag is cleared and the step counted. No Params: everything is in the state.
-@group(0) @binding(0) var<storage, read_write> s: array<u32>;
-@compute @workgroup_size(1)
+/**
+ * The update kernel: a single invocation updates the scaler's state as
+ * `torch.amp.GradScaler.update`. No Params: everything is in the state.
+ */
+const update = defineKernel({
+  name: "loss_scale_update",
+  doc: `a single invocation updates the scaler's state s as torch.amp.GradScaler.update: ` +
+    `found (word ${FOUND} != 0): scale *= backoff, tracker = 0, one more skipped step; else ` +
+    "tracker++, and when it reaches the growth interval the scale grows (unless that overflows " +
+    "f32: the bits of the product are tested, as a compiler may assume floats finite) and " +
+    "tracker = 0. Then the flag is cleared and the step counted.",
+  params: {},
+  bindings: { s: { type: "u32", access: "read_write" } },
+  workgroupSize: 1,
+  body: () =>
+    `@compute @workgroup_size(WG)
 fn main() {
   var scale = bitcast<f32>(s[${SCALE}]);
   var tracker = s[${TRACKER}];
@@ -221,11 +223,8 @@ fn main() {
   s[${FOUND}] = 0u;
   s[${STEPS}] = s[${STEPS}] + 1u;
 }
-`;
-  const sp = { name, code };
-  specs.set(name, sp);
-  return sp;
-}
+`,
+});
 
 /**
  * Records the end-of-step update of a loss scaler (as `torch.amp.GradScaler.update`): when the
@@ -248,8 +247,9 @@ fn main() {
  * ```
  */
 export function lossScaleUpdate(io: { lossScale: Tensor }): void {
-  checkLossScale("lossScaleUpdate", io.lossScale);
-  io.lossScale.gpu.dispatch(_updateSpec(), { bindings: [io.lossScale], workgroups: 1 });
+  const op = "lossScaleUpdate";
+  checkLossScale(op, io.lossScale);
+  update.dispatch({ op, params: {}, bindings: { s: io.lossScale }, workgroups: 1 });
 }
 
 /**
