@@ -18,17 +18,10 @@
  * @module
  */
 
-import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
-import {
-  dtypeTag,
-  type FloatDType,
-  floatDType,
-  storageType,
-  vec4Bytes,
-  wgslEnable,
-} from "./_dtype.ts";
-import { ParamsWriter } from "./_params.ts";
+import { floatDType, storageType, vec4Bytes } from "./_dtype.ts";
+import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
 import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup. */
@@ -114,28 +107,51 @@ const PCG_WGSL = `fn pcg(v: u32) -> u32 {
 // Kept iff the hash of (seed, element) is at or above the threshold floor(p * 2^32).
 fn keep(e: u32) -> bool { return pcg(pcg(p.eOff + e) ^ p.key) >= p.threshold; }`;
 
-const specs = new Map<string, KernelSpec>();
-
-function binding(t: Tensor, vec: boolean): Binding {
-  return vec ? { buffer: t.buffer, offset: 0, size: vec4Bytes(t) } : t;
+/** `t` whole: as vec4s (its buffer has room for the last, partial one) or as elements. */
+function whole(t: Tensor, vec: boolean): BoundTensor {
+  return vec ? { tensor: t, offset: 0, size: vec4Bytes(t) } : t;
 }
 
-/** Data dtypes of a dropout pass: the output and (when not in place) the input. */
-interface DropoutDTypes {
-  readonly out: FloatDType;
-  readonly in: FloatDType;
+/** Elements `[e0, e0 + n)` of `t` in one binding (`e0` a multiple of the offset alignment). */
+function range(t: Tensor, e0: number, n: number): BoundTensor {
+  const b = bindingRange(t, e0, n).binding as { offset: number; size: number };
+  return { tensor: t, offset: b.offset, size: b.size };
 }
 
-function forwardSpec(vec: boolean, inPlace: boolean, dt: DropoutDTypes): KernelSpec {
-  const tag = dtypeTag(inPlace ? { y: dt.out } : { y: dt.out, x: dt.in });
-  const name = `dropout_forward_${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}${tag}`;
-  const hit = specs.get(name);
-  if (hit) return hit;
-  const [Y, X] = [storageType(dt.out, vec), storageType(dt.in, vec)];
-  const xDecl = inPlace ? "" : `@group(0) @binding(3) var<storage, read> x: array<${X}>;`;
-  const xs = inPlace ? "y" : "x";
-  const loop = vec
-    ? `for (var k = 0u; k < 8u; k++) {
+/**
+ * The layouts of both kernels: `v4` (one thread per vec4, or per mask word of 8 vec4s; every
+ * data buffer has room for the last, partial vector) or `s` (scalars), and `inplace` (the output
+ * is the input: one data binding).
+ */
+const LAYOUTS = variantProduct(["v4", "s"], ["", "inplace"]);
+type Layout = typeof LAYOUTS[number];
+const layout = (vec: boolean, inPlace: boolean) =>
+  `${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}` as Layout;
+const isVec = (variant: string) => variant.split("_").includes("v4");
+const notInPlace = (variant: string) => !variant.split("_").includes("inplace");
+
+/** The forward: the mask bits of one word per thread, and the elements they keep or drop. */
+const forward = defineKernel({
+  name: "dropout_forward",
+  doc: "one thread per mask word w (elements 32w .. 32w+31: 8 vec4s with v4, else 32 scalars); " +
+    "flat index w = gid.x + gid.y * nwg.x * WG over p.words (grid1d). Bits past n stay 0. All " +
+    "indices are local to one range of the tensors; p.eOff is the range's first element (the " +
+    "hash takes the global index p.eOff + e). x * scale is computed in f32, rounded once to y's " +
+    "type (inplace: x is y).",
+  params: { n: "u32", words: "u32", key: "u32", threshold: "u32", scale: "f32", eOff: "u32" },
+  bindings: {
+    y: { type: "float", access: "read_write", vec4: isVec },
+    mask: { type: "u32", access: "read_write" },
+    x: { type: "float", access: "read", vec4: isVec, when: notInPlace },
+  },
+  variants: LAYOUTS,
+  workgroupSize: WG,
+  body: ({ dtypes, variant }) => {
+    const vec = isVec(variant);
+    const Y = storageType(dtypes.y, vec);
+    const xs = notInPlace(variant) ? "x" : "y";
+    const loop = vec
+      ? `for (var k = 0u; k < 8u; k++) {
     let v = w * 8u + k;
     if (v * 4u >= p.n) { break; }
     let e = v * 4u;
@@ -145,27 +161,14 @@ function forwardSpec(vec: boolean, inPlace: boolean, dt: DropoutDTypes): KernelS
     bits |= (select(0u, 1u, kv.x) | select(0u, 2u, kv.y) | select(0u, 4u, kv.z) |
              select(0u, 8u, kv.w)) << (k * 4u);
   }`
-    : `for (var k = 0u; k < 32u; k++) {
+      : `for (var k = 0u; k < 32u; k++) {
     let e = w * 32u + k;
     if (e >= p.n) { break; }
     let kk = keep(e);
     y[e] = ${Y}(select(0.0, f32(${xs}[e]) * p.scale, kk));
     bits |= select(0u, 1u, kk) << k;
   }`;
-  const code = `${
-    wgslEnable([dt.out, inPlace ? dt.out : dt.in])
-  }// ${name}: one thread per mask word w (elements 32w .. 32w+31, ${
-    vec ? "8 vec4s" : "32 scalars"
-  }); flat index w = gid.x + gid.y * nwg.x * WG over p.words (grid1d). Bits past n stay 0.
-// All indices are local to one range of the tensors; p.eOff is the range's first element (the
-// hash takes the global index p.eOff + e). x * scale is computed in f32, rounded once to y's type.
-const WG = ${WG}u;
-struct Params { n: u32, words: u32, key: u32, threshold: u32, scale: f32, eOff: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> y: array<${Y}>;
-@group(0) @binding(2) var<storage, read_write> mask: array<u32>;
-${xDecl}
-${PCG_WGSL}
+    return `${PCG_WGSL}
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let w = gid.x + gid.y * nwg.x * WG;
@@ -175,55 +178,50 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   mask[w] = bits;
 }
 `;
-  const spec = { name, code };
-  specs.set(name, spec);
-  return spec;
-}
+  },
+});
 
-function backwardSpec(vec: boolean, inPlace: boolean, dt: DropoutDTypes): KernelSpec {
-  const tag = dtypeTag(inPlace ? { dx: dt.out } : { dx: dt.out, dy: dt.in });
-  const name = `dropout_backward_${vec ? "v4" : "s"}${inPlace ? "_inplace" : ""}${tag}`;
-  const hit = specs.get(name);
-  if (hit) return hit;
-  const [DX, DY] = [storageType(dt.out, vec), storageType(dt.in, vec)];
-  const dyDecl = inPlace ? "" : `@group(0) @binding(3) var<storage, read> dy: array<${DY}>;`;
-  const dys = inPlace ? "dx" : "dy";
-  const body = vec
-    ? `let b = mask[i >> 3u] >> ((i & 7u) * 4u);
+/** The backward: one element (or vec4) per thread, kept or dropped by its mask bit(s). */
+const backward = defineKernel({
+  name: "dropout_backward",
+  doc: "one thread per vec4 (mask bits 4i .. 4i+3) with v4, else per element; flat index i = " +
+    "gid.x + gid.y * nwg.x * WG over p.count (grid1d), local to one range of the tensors (ranges " +
+    "start at a multiple of 32 elements: mask word i >> 3 or i >> 5 of the range). dy * scale is " +
+    "computed in f32, rounded once to dx's type (inplace: dy is dx).",
+  params: { count: "u32", scale: "f32" },
+  bindings: {
+    dx: { type: "float", access: "read_write", vec4: isVec },
+    mask: { type: "u32", access: "read" },
+    dy: { type: "float", access: "read", vec4: isVec, when: notInPlace },
+  },
+  variants: LAYOUTS,
+  workgroupSize: WG,
+  body: ({ dtypes, variant }) => {
+    const vec = isVec(variant);
+    const DX = storageType(dtypes.dx, vec);
+    const dys = notInPlace(variant) ? "dy" : "dx";
+    const body = vec
+      ? `let b = mask[i >> 3u] >> ((i & 7u) * 4u);
   let kv = vec4<bool>((b & 1u) != 0u, (b & 2u) != 0u, (b & 4u) != 0u, (b & 8u) != 0u);
   dx[i] = ${DX}(select(vec4<f32>(0.0), vec4<f32>(${dys}[i]) * p.scale, kv));`
-    : `let kk = ((mask[i >> 5u] >> (i & 31u)) & 1u) != 0u;
+      : `let kk = ((mask[i >> 5u] >> (i & 31u)) & 1u) != 0u;
   dx[i] = ${DX}(select(0.0, f32(${dys}[i]) * p.scale, kk));`;
-  const code = `${wgslEnable([dt.out, inPlace ? dt.out : dt.in])}// ${name}: one thread per ${
-    vec ? "vec4 (mask bits 4i .. 4i+3)" : "element"
-  };
-// flat index i = gid.x + gid.y * nwg.x * WG over p.count (grid1d), local to one range of the
-// tensors (ranges start at a multiple of 32 elements: mask word i >> 3 or i >> 5 of the range).
-// dy * scale is computed in f32, rounded once to dx's type.
-const WG = ${WG}u;
-struct Params { count: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dx: array<${DX}>;
-@group(0) @binding(2) var<storage, read> mask: array<u32>;
-${dyDecl}
-@compute @workgroup_size(WG)
+    return `@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * WG;
   if (i >= p.count) { return; }
   ${body}
 }
 `;
-  const spec = { name, code };
-  specs.set(name, spec);
-  return spec;
-}
+  },
+});
 
 function checkIo(
   op: string,
   out: [string, Tensor],
   inp: [string, Tensor],
   mask: Tensor,
-): DropoutDTypes {
+): void {
   const dt = { out: floatDType(op, out[0], out[1]), in: floatDType(op, inp[0], inp[1]) };
   if (out[1].size !== inp[1].size) {
     throw new TypeError(
@@ -247,7 +245,6 @@ function checkIo(
         "one dtype",
     );
   }
-  return dt;
 }
 
 /**
@@ -281,26 +278,33 @@ export function dropoutForward(
     throw new RangeError(`dropoutForward: seed must be an integer in [0, 2^32), got ${p.seed}`);
   }
   const { y, mask, x } = io;
-  const dt = checkIo("dropoutForward", ["y", y], ["x", x], mask);
+  checkIo("dropoutForward", ["y", y], ["x", x], mask);
   const n = x.size;
   if (n === 0) return;
   const inPlace = x.buffer === y.buffer;
   const vec = y.buffer.size >= vec4Bytes(y) && x.buffer.size >= vec4Bytes(x);
+  const variant = layout(vec, inPlace);
   for (const [w0, w1] of wordRanges("dropoutForward", x, mask)) {
     const e0 = w0 * 32;
     const ne = Math.min(n, w1 * 32) - e0;
     const words = w1 - w0;
-    const params = new ParamsWriter().u32(ne).u32(words).u32(pcg(p.seed))
-      .u32(dropoutThreshold(p.p)).f32(1 / (1 - p.p)).u32(e0).bytes();
-    const whole = words === mask.size;
-    const bindings = [
-      whole ? binding(y, vec) : bindingRange(y, e0, ne).binding,
-      whole ? mask : bindingRange(mask, w0, words).binding,
-    ];
-    if (!inPlace) bindings.push(whole ? binding(x, vec) : bindingRange(x, e0, ne).binding);
-    x.gpu.dispatch(forwardSpec(vec, inPlace, dt), {
-      params,
-      bindings,
+    const all = words === mask.size;
+    forward.dispatch({
+      op: "dropoutForward",
+      variant,
+      params: {
+        n: ne,
+        words,
+        key: pcg(p.seed),
+        threshold: dropoutThreshold(p.p),
+        scale: 1 / (1 - p.p),
+        eOff: e0,
+      },
+      bindings: {
+        y: all ? whole(y, vec) : range(y, e0, ne),
+        mask: all ? mask : range(mask, w0, words),
+        x: inPlace ? undefined : all ? whole(x, vec) : range(x, e0, ne),
+      },
       workgroups: grid1d(words, WG),
     });
   }
@@ -348,24 +352,26 @@ export function dropoutBackward(
 ): void {
   checkP("dropoutBackward", p.p);
   const { dx, dy, mask } = io;
-  const dt = checkIo("dropoutBackward", ["dx", dx], ["dy", dy], mask);
+  checkIo("dropoutBackward", ["dx", dx], ["dy", dy], mask);
   const n = dy.size;
   if (n === 0) return;
   const inPlace = dx.buffer === dy.buffer;
   const vec = dx.buffer.size >= vec4Bytes(dx) && dy.buffer.size >= vec4Bytes(dy);
+  const variant = layout(vec, inPlace);
   for (const [w0, w1] of wordRanges("dropoutBackward", dy, mask)) {
     const e0 = w0 * 32;
     const ne = Math.min(n, w1 * 32) - e0;
-    const whole = w1 - w0 === mask.size;
+    const all = w1 - w0 === mask.size;
     const count = vec ? Math.ceil(ne / 4) : ne;
-    const bindings = [
-      whole ? binding(dx, vec) : bindingRange(dx, e0, ne).binding,
-      whole ? mask : bindingRange(mask, w0, w1 - w0).binding,
-    ];
-    if (!inPlace) bindings.push(whole ? binding(dy, vec) : bindingRange(dy, e0, ne).binding);
-    dx.gpu.dispatch(backwardSpec(vec, inPlace, dt), {
-      params: new ParamsWriter().u32(count).f32(1 / (1 - p.p)).bytes(),
-      bindings,
+    backward.dispatch({
+      op: "dropoutBackward",
+      variant,
+      params: { count, scale: 1 / (1 - p.p) },
+      bindings: {
+        dx: all ? whole(dx, vec) : range(dx, e0, ne),
+        mask: all ? mask : range(mask, w0, w1 - w0),
+        dy: inPlace ? undefined : all ? whole(dy, vec) : range(dy, e0, ne),
+      },
       workgroups: grid1d(count, WG),
     });
   }
