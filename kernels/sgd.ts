@@ -11,18 +11,10 @@
  * @module
  */
 
-import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
 import { unitRanges } from "./_chunks.ts";
-import {
-  dtypeTag,
-  floatBytes,
-  type FloatDType,
-  floatDType,
-  storageType,
-  vec4Bytes,
-  wgslEnable,
-} from "./_dtype.ts";
-import { ParamsWriter } from "./_params.ts";
+import { floatBytes, type FloatDType, floatDType, storageType, vec4Bytes } from "./_dtype.ts";
+import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
 import { elementwiseMap, type ElementwiseMapKernel, type MapAccess } from "./elementwise.ts";
 import { checkLossScale } from "./loss_scale.ts";
 
@@ -95,146 +87,156 @@ export function checkSgd(p: SgdParams): Required<SgdParams> {
   return r;
 }
 
-const kernels = new Map<string, ElementwiseMapKernel>();
+/** The parts of the update's name for these hyper-parameters: `wd`, `m` or `m0`, `nesterov`. */
+function _parts(r: Resolved): string[] {
+  const parts: string[] = [];
+  if (r.weightDecay > 0) parts.push("wd");
+  if (r.momentum > 0) parts.push(r.firstStep ? "m0" : "m", ...(r.nesterov ? ["nesterov"] : []));
+  return parts;
+}
 
-/** The name of the update for these hyper-parameters (its specialization). */
-function _baseName(r: Resolved): string {
-  const useMomentum = r.momentum > 0;
-  const wd = r.weightDecay > 0;
-  return `sgd${wd ? "_wd" : ""}${
-    useMomentum ? (r.firstStep ? "_m0" : "_m") + (r.nesterov ? "_nesterov" : "") : ""
-  }`;
+/** Which terms the update has, read from the parts of its name (see {@linkcode _parts}). */
+interface Terms {
+  readonly wd: boolean;
+  readonly momentum: boolean;
+  readonly firstStep: boolean;
+  readonly nesterov: boolean;
+}
+
+function _terms(parts: readonly string[]): Terms {
+  return {
+    wd: parts.includes("wd"),
+    momentum: parts.includes("m") || parts.includes("m0"),
+    firstStep: parts.includes("m0"),
+    nesterov: parts.includes("nesterov"),
+  };
 }
 
 /**
  * The WGSL statements of the update over locals `param`, `grad`, `momentumBuf` (f32 or
  * `vec4<f32>`), shared by both kernels.
  */
-function _bodyLines(r: Resolved): string[] {
-  const useMomentum = r.momentum > 0;
-  const wd = r.weightDecay > 0;
+function _bodyLines(t: Terms): string[] {
   // torch.optim.SGD (single-tensor path), in f32:
   //   d = grad (+ wd * param); buf = d (first step) | momentum * buf + (1 - dampening) * d;
   //   d = d + momentum * buf (nesterov) | buf; param = param + (-lr) * d.
   const lines = ["var d = grad;"];
-  if (wd) lines.push("d = d + p.wd * param;");
-  if (useMomentum) {
+  if (t.wd) lines.push("d = d + p.wd * param;");
+  if (t.momentum) {
     lines.push(
-      r.firstStep
+      t.firstStep
         ? "momentumBuf = d;"
         : "momentumBuf = p.momentum * momentumBuf + p.oneMinusDampening * d;",
     );
-    lines.push(r.nesterov ? "d = d + p.momentum * momentumBuf;" : "d = momentumBuf;");
+    lines.push(t.nesterov ? "d = d + p.momentum * momentumBuf;" : "d = momentumBuf;");
   }
   lines.push("param = param + p.negLr * d;");
   return lines;
 }
 
+const kernels = new Map<string, ElementwiseMapKernel>();
+
+/** The plain update for these hyper-parameters, as an {@linkcode elementwiseMap} kernel. */
 function kernelFor(r: Resolved): ElementwiseMapKernel {
-  const useMomentum = r.momentum > 0;
-  const name = _baseName(r);
+  const parts = _parts(r);
+  const name = ["sgd", ...parts].join("_");
   const hit = kernels.get(name);
   if (hit) return hit;
-  const lines = _bodyLines(r);
+  const t = _terms(parts);
   const operands: { name: string; access: MapAccess }[] = [
     { name: "param", access: "readwrite" },
     { name: "grad", access: "read" },
   ];
-  if (useMomentum) {
+  if (t.momentum) {
     operands.push({
       name: "momentumBuf",
-      access: r.firstStep ? "write" : "readwrite",
+      access: t.firstStep ? "write" : "readwrite",
     });
   }
   const k: ElementwiseMapKernel = {
     name,
     operands,
     uniforms: ["negLr", "wd", "momentum", "oneMinusDampening"],
-    body: lines.join("\n    "),
+    body: _bodyLines(t).join("\n    "),
   };
   kernels.set(name, k);
   return k;
 }
 
-const mixedSpecs = new Map<string, KernelSpec>();
+/**
+ * The variants of the mixed-precision update: its terms (see {@linkcode _parts}), `scaled` (a
+ * loss scaler's state is bound), `copy` (an f16 or f32 copy of the updated param is written) and
+ * the layout, `v4` (one thread per 4 elements, vec4 bindings; every float buffer has room for
+ * the last, partial vector) or `s` (one thread per element).
+ */
+const MIXED = variantProduct(
+  ["", "wd"],
+  ["", "m", "m0"],
+  ["", "nesterov"],
+  ["", "scaled"],
+  ["", "copy"],
+  ["v4", "s"],
+);
+type Mixed = typeof MIXED[number];
+const has = (part: string) => (variant: string) => variant.split("_").includes(part);
+const hasMomentum = (variant: string) => has("m")(variant) || has("m0")(variant);
 
 /**
- * The update with a loss scaler and/or an f16 copy. `vec`: one thread per 4 elements
- * (`vec4<f32>` / `vec4<f16>` bindings), else one per element.
+ * The update with a loss scaler and/or a copy of the param (the plain update is the
+ * elementwise kernel of {@linkcode kernelFor}). `paramB`, `gradB` and `momB` are f32 (checked by
+ * {@linkcode sgdUpdate}); the copy `halfB` is f16 or f32.
  */
-function _mixedSpec(
-  r: Resolved,
-  o: { scaled: boolean; half: FloatDType | null; vec: boolean },
-): KernelSpec {
-  const useMomentum = r.momentum > 0;
-  const tag = o.half ? dtypeTag({ half: o.half }) : "";
-  const name = `${_baseName(r)}_mp${o.scaled ? "_scaled" : ""}${o.half ? "_copy" : ""}${tag}_${
-    o.vec ? "v4" : "s"
-  }`;
-  const hit = mixedSpecs.get(name);
-  if (hit) return hit;
-  const T = o.vec ? "vec4<f32>" : "f32";
-  const H = o.half ? storageType(o.half, o.vec) : "";
-  const decls = [
-    `@group(0) @binding(1) var<storage, read_write> paramB: array<T>;`,
-    `@group(0) @binding(2) var<storage, read> gradB: array<T>;`,
-  ];
-  if (useMomentum) {
-    decls.push(`@group(0) @binding(${decls.length + 1}) var<storage, read_write> momB: array<T>;`);
-  }
-  if (o.half) {
-    decls.push(`@group(0) @binding(${decls.length + 1}) var<storage, read_write> halfB: array<H>;`);
-  }
-  if (o.scaled) {
-    decls.push(
-      `@group(0) @binding(${
-        decls.length + 1
-      }) var<storage, read> lossScale: array<u32>; // 0: scale bits, 2: found flag`,
-    );
-  }
-  const step = [
-    o.scaled
-      ? "let grad: T = gradB[i] * (1.0 / bitcast<f32>(lossScale[0]));"
-      : "let grad = gradB[i];",
-    ...(useMomentum ? [r.firstStep ? "var momentumBuf: T;" : "var momentumBuf: T = momB[i];"] : []),
-    "{",
-    ..._bodyLines(r).map((l) => `  ${l}`),
-    "}",
-    "paramB[i] = param;",
-    ...(useMomentum ? ["momB[i] = momentumBuf;"] : []),
-  ];
-  const body = o.scaled
-    ? `if (lossScale[2] == 0u) {\n    ${step.join("\n    ")}\n  }`
-    : step.join("\n  ");
-  const code = `${wgslEnable(o.half ? [o.half] : [])}// ${name}: one thread per ${
-    o.vec ? "vec4 (4 consecutive elements)" : "element"
-  }; flat index i = gid.x + gid.y * nwg.x * WG over
-// p.count ${o.vec ? "vectors" : "elements"} (grid1d). The SGD update of the f32 master param${
-    o.scaled
-      ? ", with the gradient\n// divided by the loss scale (lossScale[0], f32 bits) and the whole update skipped (param and\n// momentum untouched) when the scaler's found flag (lossScale[2]) is set"
-      : ""
-  }${
-    o.half
-      ? `;\n// then the ${o.half} copy halfB = ${o.half}(param) is written, skipped step or not (one rounding)`
-      : ""
-  }.
-alias T = ${T};${o.half ? `\nalias H = ${H};` : ""}
-const WG = ${WG}u;
-struct Params { count: u32, negLr: f32, wd: f32, momentum: f32, oneMinusDampening: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-${decls.join("\n")}
+const mixed = defineKernel({
+  name: "sgd_mp",
+  doc: "one thread per vec4 (4 consecutive elements) with v4, else per element; flat index i = " +
+    "gid.x + gid.y * nwg.x * WG over p.count vectors or elements (grid1d). The SGD update of " +
+    "the f32 master param (wd: weight decay; m, m0: momentum, its first step; nesterov); " +
+    "scaled: the gradient divided by the loss scale (lossScale[0], f32 bits) and the whole " +
+    "update skipped (param and momentum untouched) when the scaler's found flag (lossScale[2]) " +
+    "is set; copy: then halfB = H(param) is written, skipped step or not (one rounding).",
+  params: { count: "u32", negLr: "f32", wd: "f32", momentum: "f32", oneMinusDampening: "f32" },
+  bindings: {
+    paramB: { type: "float", access: "read_write", vec4: has("v4") },
+    gradB: { type: "float", access: "read", vec4: has("v4") },
+    momB: { type: "float", access: "read_write", vec4: has("v4"), when: hasMomentum },
+    halfB: { type: "float", access: "read_write", vec4: has("v4"), when: has("copy") },
+    lossScale: { type: "u32", access: "read", when: has("scaled") },
+  },
+  variants: MIXED,
+  workgroupSize: WG,
+  body: ({ dtypes, variant }) => {
+    const parts = variant.split("_");
+    const t = _terms(parts);
+    const [scaled, vec, half] = [parts.includes("scaled"), parts.includes("v4"), dtypes.halfB];
+    const step = [
+      scaled
+        ? "let grad: T = gradB[i] * (1.0 / bitcast<f32>(lossScale[0]));"
+        : "let grad = gradB[i];",
+      ...(t.momentum
+        ? [t.firstStep ? "var momentumBuf: T;" : "var momentumBuf: T = momB[i];"]
+        : []),
+      "{",
+      ..._bodyLines(t).map((l) => `  ${l}`),
+      "}",
+      "paramB[i] = param;",
+      ...(t.momentum ? ["momB[i] = momentumBuf;"] : []),
+    ];
+    const body = scaled
+      ? `if (lossScale[2] == 0u) {\n    ${step.join("\n    ")}\n  }`
+      : step.join("\n  ");
+    return `alias T = ${vec ? "vec4<f32>" : "f32"};${
+      half ? `\nalias H = ${storageType(half, vec)};` : ""
+    }
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * WG;
   if (i >= p.count) { return; }
   var param: T = paramB[i];
-  ${body}${o.half ? "\n  halfB[i] = H(param);" : ""}
+  ${body}${half ? "\n  halfB[i] = H(param);" : ""}
 }
 `;
-  const sp = { name, code };
-  mixedSpecs.set(name, sp);
-  return sp;
-}
+  },
+});
 
 /** Records the mixed-precision variant over the validated tensors (see {@linkcode sgdUpdate}). */
 function _mixedUpdate(
@@ -243,7 +245,6 @@ function _mixedUpdate(
 ): void {
   const op = "sgdUpdate";
   const n = io.param.size;
-  const half = io.half ? floatDType(op, "half", io.half) : null;
   const floats: [string, Tensor][] = [["param", io.param], ["grad", io.grad]];
   if (io.momentumBuf) floats.push(["momentumBuf", io.momentumBuf]);
   if (io.half) floats.push(["half", io.half]);
@@ -263,23 +264,43 @@ function _mixedUpdate(
   // vec4 when every float binding has room for the last, partial vector (the lanes past the end
   // compute on the buffer's slack, never read); else the scalar path.
   const vec = floats.every(([, t]) => t.buffer.size >= vec4Bytes(t));
-  const spec = _mixedSpec(r, { scaled: io.lossScale !== undefined, half, vec });
+  const variant = [
+    ..._parts(r),
+    ...(io.lossScale ? ["scaled"] : []),
+    ...(io.half ? ["copy"] : []),
+    vec ? "v4" : "s",
+  ].join("_") as Mixed;
   const gpu = io.param.gpu;
   // Range starts are multiples of the binding offset alignment for 2-byte elements (hence for
   // 4-byte ones) and of 4: every range starts at element 0 (vector 0) of its bindings.
   const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / 2);
-  const bind = (t: Tensor, e0: number, count: number): Binding => {
+  const bind = (t: Tensor, e0: number, count: number): BoundTensor => {
     const bytes = floatBytes(t.dtype as FloatDType);
     const size = vec ? vec4Bytes(t, count) : Math.ceil((count * bytes) / 4) * 4;
-    return { buffer: t.buffer, offset: e0 * bytes, size };
+    return { tensor: t, offset: e0 * bytes, size };
   };
   for (const [e0, e1] of unitRanges(op, gpu, n, 1, quantum)) {
     const count = vec ? Math.ceil((e1 - e0) / 4) : e1 - e0;
-    const params = new ParamsWriter().u32(count).f32(-r.lr).f32(r.weightDecay).f32(r.momentum)
-      .f32(1 - r.dampening).bytes();
-    const bindings: Binding[] = floats.map(([, t]) => bind(t, e0, e1 - e0));
-    if (io.lossScale) bindings.push(io.lossScale);
-    gpu.dispatch(spec, { params, bindings, workgroups: grid1d(count, WG) });
+    const at = (t: Tensor | undefined) => (t ? bind(t, e0, e1 - e0) : undefined);
+    mixed.dispatch({
+      op,
+      variant,
+      params: {
+        count,
+        negLr: -r.lr,
+        wd: r.weightDecay,
+        momentum: r.momentum,
+        oneMinusDampening: 1 - r.dampening,
+      },
+      bindings: {
+        paramB: bind(io.param, e0, e1 - e0),
+        gradB: bind(io.grad, e0, e1 - e0),
+        momB: at(io.momentumBuf),
+        halfB: at(io.half),
+        lossScale: io.lossScale,
+      },
+      workgroups: grid1d(count, WG),
+    });
   }
 }
 
