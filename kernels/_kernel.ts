@@ -1,13 +1,11 @@
 /**
  * A kernel described once: its name, its `Params` fields (in WGSL struct order), its storage
- * bindings (access and element type, float bindings f32 or f16 per call), its workgroup size and
- * its body. Everything else is generated from that description: the `enable f16;` line, the
- * `Params` struct and its packing, the `@binding` declarations, the pipeline cache key (name,
- * variant and the bindings stored as f16) and the checks of what a call binds.
- *
- * Specializations are variants (one string each, part of the cache key; {@linkcode variantProduct}
- * lists the combinations of several axes); a binding may exist only in some variants (`when`) and
- * hold vec4s only in some (`vec4` as a test of the variant).
+ * bindings (access and element type, float bindings f32 or f16 per call; a binding may belong to
+ * some variants only, and hold vec4s in some; {@linkcode variantProduct} lists the variants of
+ * several axes), its workgroup size and its body. Everything else is generated from that
+ * description: the `enable f16;` line, the `Params` struct and its packing, the `@binding`
+ * declarations, the pipeline cache key (name, variant and the bindings stored as f16) and the
+ * checks of what a call binds.
  *
  * ```ts ignore
  * const scale = defineKernel({
@@ -34,7 +32,7 @@ import { ParamsWriter } from "./_params.ts";
 /** The type of a `Params` field (all 4-byte scalars). */
 export type ParamType = "u32" | "i32" | "f32";
 
-/** A test of a kernel's variant (for the bindings that depend on it). */
+/** A test of a kernel's variant (for the bindings whose element type depends on it). */
 export type VariantTest = (variant: string) => boolean;
 
 /** A storage binding of a kernel. */
@@ -48,14 +46,15 @@ export type BindingDecl =
     readonly access: "read" | "read_write";
     /** Elements are `vec4`s of the float type (in every variant, or in those the test accepts). */
     readonly vec4?: boolean | VariantTest;
-    /** The binding exists only in the variants this accepts (default: in all). */
-    readonly when?: VariantTest;
+    /** The variants that declare and bind it (default: every variant). */
+    readonly variants?: readonly string[];
   }
   | {
-    readonly type: "u32" | "i32" | "atomic<u32>" | "atomic<i32>";
+    /** A fixed element type (`f32`: always f32, whatever the call's other float dtypes). */
+    readonly type: "u32" | "i32" | "f32" | "atomic<u32>" | "atomic<i32>";
     readonly access: "read" | "read_write";
-    /** The binding exists only in the variants this accepts (default: in all). */
-    readonly when?: VariantTest;
+    /** The variants that declare and bind it (default: every variant). */
+    readonly variants?: readonly string[];
   };
 
 /** The names of a kernel's float bindings. */
@@ -63,20 +62,23 @@ export type FloatBindings<B> = {
   [K in keyof B]: B[K] extends { type: "float" | "float-bits" } ? K : never;
 }[keyof B];
 
-/** The names of a kernel's bindings that exist only in some variants (`when`). */
+/** The names of the bindings that only some variants have (a call of another variant omits them). */
 export type VariantBindings<B> = {
-  [K in keyof B]: B[K] extends { when: VariantTest } ? K : never;
+  [K in keyof B]: B[K] extends { variants: readonly string[] } ? K : never;
 }[keyof B];
 
-/** Per binding of `B`, a `T`: required for the bindings of every variant, optional for the rest. */
-export type PerBinding<B, Names extends keyof B, T> =
-  & { readonly [K in Exclude<Names, VariantBindings<B>>]: T }
-  & { readonly [K in Extract<Names, VariantBindings<B>>]?: T };
+/**
+ * Storage dtype of every float binding of a call (absent, or undefined, for a binding its variant
+ * lacks).
+ */
+export type BindingDTypes<B> =
+  & { readonly [K in Exclude<FloatBindings<B>, VariantBindings<B>>]: FloatDType }
+  & { readonly [K in FloatBindings<B> & VariantBindings<B> & keyof B]?: FloatDType };
 
 /** What a body is generated from: the float bindings' dtypes, the variant, and WGSL helpers. */
 export interface KernelContext<B, V extends string> {
-  /** Storage dtype of every float binding of this call (none for one its variant lacks). */
-  readonly dtypes: PerBinding<B, FloatBindings<B>, FloatDType>;
+  /** Storage dtype of every float binding of this call (undefined where its variant lacks it). */
+  readonly dtypes: BindingDTypes<B>;
   /** The variant the call asked for ("" when none). */
   readonly variant: V;
   /** `expr`, an element of float binding `name`, as an f32 value (a vec4 for vec4 bindings). */
@@ -98,14 +100,11 @@ export interface KernelDescriptor<
   /** `Params` fields in struct order (binding 0, a uniform); `{}` for none. */
   readonly params: P;
   /**
-   * Storage bindings in binding order (from 1, or 0 without params; the slots number the
-   * bindings of the call's variant, see `when`).
+   * Storage bindings in binding order (from 1, or 0 without params); one that names variants is
+   * declared, numbered and bound in those only.
    */
   readonly bindings: B;
-  /**
-   * The variants of the body (a call picks one; part of the cache key); none by default. For
-   * several axes of specialization, {@linkcode variantProduct} lists their combinations.
-   */
+  /** The variants of the body (a call picks one; part of the cache key); none by default. */
   readonly variants?: readonly V[];
   /** Threads per workgroup (x, or x, y, z): `WG` (or `WG_X`, `WG_Y`, `WG_Z`) in the body. */
   readonly workgroupSize: number | readonly [number, number, number];
@@ -124,8 +123,10 @@ export type BoundTensor = Tensor | {
 export interface KernelCall<P, B, V extends string> {
   /** A value for every `Params` field. */
   readonly params: { readonly [K in keyof P]: number };
-  /** A tensor (or a range of one) for every binding of the variant, and for no other. */
-  readonly bindings: PerBinding<B, keyof B, BoundTensor>;
+  /** A tensor (or a range of one) for every binding of the call's variant. */
+  readonly bindings:
+    & { readonly [K in Exclude<keyof B, VariantBindings<B>>]: BoundTensor }
+    & { readonly [K in VariantBindings<B>]?: BoundTensor };
   /** Workgroup counts. */
   readonly workgroups: number | readonly [number, number?, number?];
   /** Which variant of the body (a part of the cache key). */
@@ -143,7 +144,7 @@ export interface Kernel<P, B, V extends string> {
     V
   >;
   /** The kernel (name and WGSL) for the given float dtypes and variant; built once, then cached. */
-  spec(dtypes: KernelContext<B, V>["dtypes"], variant?: V): KernelSpec;
+  spec(dtypes: BindingDTypes<B>, variant?: V): KernelSpec;
   /** Checks a call (every binding's dtype, every param's range) and records its dispatch. */
   dispatch(call: KernelCall<P, B, V>): void;
 }
@@ -210,12 +211,25 @@ export function defineKernel<
 >(d: KernelDescriptor<P, B, V>): Kernel<P, B, V> {
   const specs = new Map<string, KernelSpec>();
   const names = Object.keys(d.bindings) as (keyof B & string)[];
-  const floats = names.filter((n) =>
-    d.bindings[n].type === "float" || d.bindings[n].type === "float-bits"
-  );
+  const isFloat = (n: keyof B) =>
+    d.bindings[n].type === "float" || d.bindings[n].type === "float-bits";
+  for (const n of names) {
+    for (const v of d.bindings[n].variants ?? []) {
+      if (!d.variants?.includes(v as V)) {
+        throw new TypeError(`${d.name}: binding '${n}' names an unknown variant '${v}'`);
+      }
+    }
+  }
+  /** The bindings of variant `v`, in binding order (throws for an unknown variant). */
+  function bindingsOf(v: V): (keyof B & string)[] {
+    if (v !== "" && !d.variants?.includes(v)) {
+      throw new RangeError(
+        `${d.name}: unknown variant '${v}' (${d.variants?.join(", ") ?? "none"})`,
+      );
+    }
+    return names.filter((n) => d.bindings[n].variants?.includes(v) ?? true);
+  }
   const fields = Object.entries(d.params) as [string, ParamType][];
-  /** The bindings of a variant, in binding order. */
-  const bound = (v: string) => names.filter((n) => d.bindings[n].when?.(v) ?? true);
   const wg = typeof d.workgroupSize === "number"
     ? `const WG = ${d.workgroupSize}u;`
     : ["X", "Y", "Z"].map((a, i) =>
@@ -224,37 +238,28 @@ export function defineKernel<
       "\n",
     );
 
-  function checkVariant(variant: V | undefined): V {
+  function spec(dtypes: BindingDTypes<B>, variant?: V): KernelSpec {
     const v = (variant ?? "") as V;
-    if (v !== "" && !d.variants?.includes(v)) {
-      throw new RangeError(
-        `${d.name}: unknown variant '${v}' (${d.variants?.join(", ") ?? "none"})`,
-      );
-    }
-    return v;
-  }
-
-  function spec(dtypes: KernelContext<B, V>["dtypes"], variant?: V): KernelSpec {
-    const v = checkVariant(variant);
-    const used = bound(v);
-    // The dtypes of the variant's float bindings only (the key and the body see the same ones).
-    const dt: Record<string, FloatDType> = {};
-    for (const n of floats) {
-      const t = (dtypes as Record<string, FloatDType | undefined>)[n];
-      if (used.includes(n) && t !== undefined) dt[n] = t;
-    }
+    const used = bindingsOf(v);
+    const floats = used.filter(isFloat);
+    const dt = dtypes as Record<string, FloatDType>;
     const half = floats.filter((n) => dt[n] === "f16");
     const key = `${d.name}${v ? `_${v}` : ""}${half.length ? `_h-${half.join("-")}` : ""}`;
     const hit = specs.get(key);
     if (hit) return hit;
-    const ctx: KernelContext<B, V> = {
-      dtypes: dt as KernelContext<B, V>["dtypes"],
-      variant: v,
-      load: (n, expr) => loadF32(dt[n], expr, isVec4(d.bindings[n], v)),
-      store: (n, target, value) =>
-        `${target} = ${storeAs(dt[n], value, isVec4(d.bindings[n], v))};`,
+    const vec4 = (n: string) => {
+      if (!floats.includes(n)) {
+        throw new TypeError(`${key}: '${n}' is not a float binding of this variant`);
+      }
+      return isVec4(d.bindings[n], v);
     };
-    const lines = [`${wgslEnable(Object.values(dt))}// ${key}: ${d.doc}`, wg];
+    const ctx: KernelContext<B, V> = {
+      dtypes,
+      variant: v,
+      load: (n, expr) => loadF32(dt[n], expr, vec4(n)),
+      store: (n, target, value) => `${target} = ${storeAs(dt[n], value, vec4(n))};`,
+    };
+    const lines = [`${wgslEnable(floats.map((n) => dt[n]))}// ${key}: ${d.doc}`, wg];
     let slot = 0;
     if (fields.length > 0) {
       lines.push(`struct Params { ${fields.map(([f, t]) => `${f}: ${t}`).join(", ")} }`);
@@ -276,18 +281,17 @@ export function defineKernel<
 
   function dispatch(call: KernelCall<P, B, V>): void {
     const op = call.op ?? d.name;
-    const v = checkVariant(call.variant);
-    const used = bound(v);
-    const given = call.bindings as Record<string, BoundTensor | undefined>;
-    const dtypes: Record<string, FloatDType> = {};
+    const v = (call.variant ?? "") as V;
+    const used = bindingsOf(v);
+    const bound = call.bindings as Record<string, BoundTensor | undefined>;
     for (const n of names) {
-      const b = given[n];
-      if (!used.includes(n)) {
-        if (b !== undefined) {
-          throw new TypeError(`${op}: binding '${n}' is not part of variant '${v}'`);
-        }
-        continue;
+      if (!used.includes(n) && bound[n] !== undefined) {
+        throw new TypeError(`${op}: binding '${n}' is not one of variant '${v}'`);
       }
+    }
+    const dtypes: Record<string, FloatDType> = {};
+    for (const n of used) {
+      const b = bound[n];
       if (b === undefined) throw new TypeError(`${op}: binding '${n}' is missing`);
       const t = tensorOf(b);
       const decl = d.bindings[n];
@@ -313,12 +317,12 @@ export function defineKernel<
       }
       params = w.bytes();
     }
-    const first = tensorOf(given[used[0]]!);
+    const first = tensorOf(bound[used[0]]!);
     const gpu: Gpu = first.gpu;
-    gpu.dispatch(spec(dtypes as KernelContext<B, V>["dtypes"], v), {
+    gpu.dispatch(spec(dtypes as BindingDTypes<B>, v), {
       params,
       bindings: used.map((n) => {
-        const b = given[n]!;
+        const b = bound[n]!;
         return "tensor" in b ? { buffer: b.tensor.buffer, offset: b.offset, size: b.size } : b;
       }),
       workgroups: call.workgroups,

@@ -142,7 +142,7 @@ const forward = defineKernel({
   bindings: {
     y: { type: "float", access: "read_write", vec4: isVec },
     mask: { type: "u32", access: "read_write" },
-    x: { type: "float", access: "read", vec4: isVec, when: notInPlace },
+    x: { type: "float", access: "read", vec4: isVec, variants: LAYOUTS.filter(notInPlace) },
   },
   variants: LAYOUTS,
   workgroupSize: WG,
@@ -192,7 +192,7 @@ const backward = defineKernel({
   bindings: {
     dx: { type: "float", access: "read_write", vec4: isVec },
     mask: { type: "u32", access: "read" },
-    dy: { type: "float", access: "read", vec4: isVec, when: notInPlace },
+    dy: { type: "float", access: "read", vec4: isVec, variants: LAYOUTS.filter(notInPlace) },
   },
   variants: LAYOUTS,
   workgroupSize: WG,

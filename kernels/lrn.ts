@@ -26,11 +26,11 @@
  * @module
  */
 
-import { grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
+import { grid1d, type Shape, type Tensor } from "../gpu/mod.ts";
 import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
-import { checkFloat, dtypeTag, type FloatDType, storageType, wgslEnable } from "./_dtype.ts";
+import { checkFloat, storageType } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
-import { ParamsWriter } from "./_params.ts";
+import { type BoundTensor, defineKernel } from "./_kernel.ts";
 import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of the LRN kernels. */
@@ -95,85 +95,44 @@ export function checkLrn(p: LrnParams): Shape {
   return [r.n, r.c, r.h, r.w];
 }
 
-/**
- * Records one dispatch per range of whole samples that fits one binding (vec4 units when `h * w`
- * is a multiple of 4): every tensor is bound over the range, which starts at element `base` of
- * its binding (one base per binding: f16 and f32 bindings of the same range start at different
- * elements).
- */
-function launch(
-  op: string,
-  r: Resolved,
-  spec: (vec4: boolean) => KernelSpec,
-  tensors: readonly Tensor[],
-): void {
-  const hw = r.h * r.w;
-  const vec4 = hw % 4 === 0;
-  const v = vec4 ? 4 : 1;
-  const per = r.c * hw;
-  const gpu = tensors[0].gpu;
-  if (Math.min(r.size, r.c) > LOOP_BUDGET) {
-    throw new RangeError(`${op}: a window of ${Math.min(r.size, r.c)} channels is too large`);
-  }
-  for (const [b0, b1] of unitRanges(op, gpu, r.n, per)) {
-    const ranges = tensors.map((t) => bindingRange(t, b0 * per, (b1 - b0) * per));
-    const total = ((b1 - b0) * per) / v;
-    // Binding offsets are multiples of 256 bytes and range starts multiples of h * w elements,
-    // so with vec4 units every base (in elements) is a multiple of 4, for f16 as for f32.
-    const params = new ParamsWriter().u32(total).u32(r.c).u32(hw / v).i32(r.size)
-      .f32(r.alpha / r.size).f32(r.beta).f32(r.k);
-    for (const x of ranges) params.u32(x.base / v);
-    gpu.dispatch(spec(vec4), {
-      params: params.bytes(),
-      bindings: ranges.map((x) => x.binding),
-      workgroups: grid1d(total, WG),
-    });
-  }
-}
-
-/** The Params struct (one base per binding, named) and its uniform binding. */
-function paramsWgsl(bases: readonly string[]): string {
-  return `struct Params { total: u32, c: u32, hw: u32, size: i32, alphaN: f32, beta: f32,
-  k: f32, ${bases.map((b) => `${b}: u32`).join(", ")} }
-@group(0) @binding(0) var<uniform> p: Params;`;
-}
-
-const specs = new Map<string, KernelSpec>();
-function memo(name: string, make: () => string): KernelSpec {
-  let s = specs.get(name);
-  if (!s) specs.set(name, s = { name, code: make() });
-  return s;
-}
+/** The `Params` fields both kernels start with (each adds one base per binding). */
+const COMMON = {
+  total: "u32",
+  c: "u32",
+  hw: "u32",
+  size: "i32",
+  alphaN: "f32",
+  beta: "f32",
+  k: "f32",
+} as const;
 
 /**
- * The kernels come in a scalar variant (one thread per element) and a vec4 variant used when
- * `h * w` is a multiple of 4 (one thread per 4 neighbouring pixels of one channel: vector loads,
- * a quarter of the index arithmetic), each specialized on the storage type of every binding.
- * `hw`, `total` and the bases are counted in units of the element type; indices are local to
- * one range of samples, which starts at element `xBase` of x, `yBase` of y, and so on.
+ * The kernels come in a scalar form (one thread per element) and a vec4 form used when `h * w`
+ * is a multiple of 4 (one thread per 4 neighbouring pixels of one channel: vector loads, a
+ * quarter of the index arithmetic): `[scalar, vec4]`, each specialized by `defineKernel` on the
+ * storage type of every binding. `hw`, `total` and the bases are counted in units of the element
+ * type; indices are local to one range of samples, which starts at element `xBase` of x, `yBase`
+ * of y, and so on.
  */
-function forwardSpec(
-  vec4: boolean,
-  dt: { x: FloatDType; y: FloatDType; scale: FloatDType },
-): KernelSpec {
+const forward = [false, true].map((vec4) => {
   const T = vec4 ? "vec4f" : "f32";
-  const [X, Y, S] = [dt.x, dt.y, dt.scale].map((d) => storageType(d, vec4));
-  return memo(
-    `lrn_fwd${vec4 ? "_vec4" : ""}${dtypeTag(dt)}`,
-    () =>
-      `${wgslEnable([dt.x, dt.y, dt.scale])}
-// LRN forward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes the bindings' arrays,
-// idx = (b * c + ch) * hw + i; it sums x^2 (in ${T}) over channels ch - size / 2 ..
-// ch + (size - 1) / 2 (clipped to 0 .. c - 1) at the same (b, i), writes scale = k + alpha / size
-// * sum and y = x * scale^-beta, each rounded once to its binding's type. idx is local to the
-// range of samples; every access adds its binding's base.
-const WG = ${WG}u;
-${paramsWgsl(["xBase", "yBase", "sBase"])}
-@group(0) @binding(1) var<storage, read> x: array<${X}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${Y}>;
-@group(0) @binding(3) var<storage, read_write> scale: array<${S}>;
-
-@compute @workgroup_size(WG)
+  return defineKernel({
+    name: `lrn_fwd${vec4 ? "_vec4" : ""}`,
+    doc: `LRN forward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes the ` +
+      `bindings' arrays, idx = (b * c + ch) * hw + i; it sums x^2 (in ${T}) over channels ` +
+      "ch - size / 2 .. ch + (size - 1) / 2 (clipped to 0 .. c - 1) at the same (b, i), writes " +
+      "scale = k + alpha / size * sum and y = x * scale^-beta, each rounded once to its " +
+      "binding's type. idx is local to the range of samples; every access adds its binding's base.",
+    params: { ...COMMON, xBase: "u32", yBase: "u32", sBase: "u32" },
+    bindings: {
+      x: { type: "float", access: "read", vec4 },
+      y: { type: "float", access: "read_write", vec4 },
+      scale: { type: "float", access: "read_write", vec4 },
+    },
+    workgroupSize: WG,
+    body: ({ dtypes }) => {
+      const [Y, S] = [dtypes.y, dtypes.scale].map((d) => storageType(d, vec4));
+      return `@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
@@ -190,34 +149,32 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   scale[p.sBase + idx] = ${S}(sc);
   y[p.yBase + idx] = ${Y}(${T}(x[p.xBase + idx]) * pow(sc, ${T}(-p.beta)));
 }
-`,
-  );
-}
+`;
+    },
+  });
+});
 
-function backwardSpec(
-  vec4: boolean,
-  dt: { dy: FloatDType; x: FloatDType; scale: FloatDType; dx: FloatDType },
-): KernelSpec {
+/** The backward kernels, `[scalar, vec4]` as {@linkcode forward}. */
+const backward = [false, true].map((vec4) => {
   const T = vec4 ? "vec4f" : "f32";
-  const [DY, X, S, DX] = [dt.dy, dt.x, dt.scale, dt.dx].map((d) => storageType(d, vec4));
-  return memo(
-    `lrn_bwd${vec4 ? "_vec4" : ""}${dtypeTag(dt)}`,
-    () =>
-      `${wgslEnable([dt.dy, dt.x, dt.scale, dt.dx])}
-// LRN backward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes the bindings' arrays,
-// idx = (b * c + j) * hw + i;
-// dx = dy * scale^-beta - 2 * alpha / size * beta * x * sum(dy[c] * x[c] * scale[c]^(-beta - 1))
-// over the channels c = j - (size - 1) / 2 .. j + size / 2 (clipped) whose window contains j,
-// computed in ${T} and rounded once to dx's type. idx is local to the range of samples; every
-// access adds its binding's base.
-const WG = ${WG}u;
-${paramsWgsl(["dyBase", "xBase", "sBase", "dxBase"])}
-@group(0) @binding(1) var<storage, read> dy: array<${DY}>;
-@group(0) @binding(2) var<storage, read> x: array<${X}>;
-@group(0) @binding(3) var<storage, read> scale: array<${S}>;
-@group(0) @binding(4) var<storage, read_write> dx: array<${DX}>;
-
-@compute @workgroup_size(WG)
+  return defineKernel({
+    name: `lrn_bwd${vec4 ? "_vec4" : ""}`,
+    doc: `LRN backward. One thread per ${vec4 ? "4 pixels" : "element"}: idx indexes the ` +
+      "bindings' arrays, idx = (b * c + j) * hw + i; dx = dy * scale^-beta - 2 * alpha / size * " +
+      "beta * x * sum(dy[c] * x[c] * scale[c]^(-beta - 1)) over the channels c = j - (size - 1) " +
+      `/ 2 .. j + size / 2 (clipped) whose window contains j, computed in ${T} and rounded once ` +
+      "to dx's type. idx is local to the range of samples; every access adds its binding's base.",
+    params: { ...COMMON, dyBase: "u32", xBase: "u32", sBase: "u32", dxBase: "u32" },
+    bindings: {
+      dy: { type: "float", access: "read", vec4 },
+      x: { type: "float", access: "read", vec4 },
+      scale: { type: "float", access: "read", vec4 },
+      dx: { type: "float", access: "read_write", vec4 },
+    },
+    workgroupSize: WG,
+    body: ({ dtypes }) => {
+      const DX = storageType(dtypes.dx, vec4);
+      return `@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
@@ -236,8 +193,64 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let sv = ${T}(scale[p.sBase + idx]);
   dx[p.dxBase + idx] = ${DX}(dyv * pow(sv, ${T}(-p.beta)) - 2.0 * p.alphaN * p.beta * xv * s);
 }
-`,
-  );
+`;
+    },
+  });
+});
+
+/** One tensor's part of a dispatch: its binding and the range's base in it (in units). */
+interface At {
+  readonly bound: BoundTensor;
+  readonly base: number;
+}
+
+/**
+ * Records one dispatch per range of whole samples that fits one binding (vec4 units when `h * w`
+ * is a multiple of 4): `record` gets the form (`vec4`), the common params, each tensor's binding
+ * over the range and its base (the element of its binding the range starts at; f16 and f32
+ * bindings of the same range start at different elements), and the workgroup counts.
+ */
+function launch<K extends string>(
+  op: string,
+  r: Resolved,
+  tensors: Readonly<Record<K, Tensor>>,
+  record: (
+    vec4: 0 | 1,
+    common: { readonly [F in keyof typeof COMMON]: number },
+    at: Readonly<Record<K, At>>,
+    workgroups: [number, number, number],
+  ) => void,
+): void {
+  const hw = r.h * r.w;
+  const vec4 = hw % 4 === 0;
+  const v = vec4 ? 4 : 1;
+  const per = r.c * hw;
+  const entries = Object.entries(tensors) as [K, Tensor][];
+  const gpu = entries[0][1].gpu;
+  if (Math.min(r.size, r.c) > LOOP_BUDGET) {
+    throw new RangeError(`${op}: a window of ${Math.min(r.size, r.c)} channels is too large`);
+  }
+  for (const [b0, b1] of unitRanges(op, gpu, r.n, per)) {
+    const total = ((b1 - b0) * per) / v;
+    // Binding offsets are multiples of 256 bytes and range starts multiples of h * w elements,
+    // so with vec4 units every base (in elements) is a multiple of 4, for f16 as for f32.
+    const at = {} as Record<K, At>;
+    for (const [name, t] of entries) {
+      const x = bindingRange(t, b0 * per, (b1 - b0) * per);
+      const { offset, size } = x.binding as { offset: number; size: number };
+      at[name] = { bound: { tensor: t, offset, size }, base: x.base / v };
+    }
+    const common = {
+      total,
+      c: r.c,
+      hw: hw / v,
+      size: r.size,
+      alphaN: r.alpha / r.size,
+      beta: r.beta,
+      k: r.k,
+    };
+    record(vec4 ? 1 : 0, common, at, grid1d(total, WG));
+  }
 }
 
 /**
@@ -262,12 +275,19 @@ export function lrnForward(io: { y: Tensor; scale: Tensor; x: Tensor }, p: LrnPa
   const op = "lrnForward";
   const r = resolve(op, p);
   const shape = [r.n, r.c, r.h, r.w];
-  const dt = {
-    x: checkFloat(op, "x", io.x, shape),
-    y: checkFloat(op, "y", io.y, shape),
-    scale: checkFloat(op, "scale", io.scale, shape),
-  };
-  launch(op, r, (vec4) => forwardSpec(vec4, dt), [io.x, io.y, io.scale]);
+  for (const name of ["x", "y", "scale"] as const) checkFloat(op, name, io[name], shape);
+  launch(
+    op,
+    r,
+    { x: io.x, y: io.y, scale: io.scale },
+    (vec4, common, at, workgroups) =>
+      forward[vec4].dispatch({
+        op,
+        params: { ...common, xBase: at.x.base, yBase: at.y.base, sBase: at.scale.base },
+        bindings: { x: at.x.bound, y: at.y.bound, scale: at.scale.bound },
+        workgroups,
+      }),
+  );
 }
 
 /**
@@ -293,11 +313,19 @@ export function lrnBackward(
   const op = "lrnBackward";
   const r = resolve(op, p);
   const shape = [r.n, r.c, r.h, r.w];
-  const dt = {
-    dy: checkFloat(op, "dy", io.dy, shape),
-    x: checkFloat(op, "x", io.x, shape),
-    scale: checkFloat(op, "scale", io.scale, shape),
-    dx: checkFloat(op, "dx", io.dx, shape),
-  };
-  launch(op, r, (vec4) => backwardSpec(vec4, dt), [io.dy, io.x, io.scale, io.dx]);
+  for (const name of ["dy", "x", "scale", "dx"] as const) checkFloat(op, name, io[name], shape);
+  const tensors = { dy: io.dy, x: io.x, scale: io.scale, dx: io.dx };
+  launch(op, r, tensors, (vec4, common, at, workgroups) =>
+    backward[vec4].dispatch({
+      op,
+      params: {
+        ...common,
+        dyBase: at.dy.base,
+        xBase: at.x.base,
+        sBase: at.scale.base,
+        dxBase: at.dx.base,
+      },
+      bindings: { dy: at.dy.bound, x: at.x.bound, scale: at.scale.bound, dx: at.dx.bound },
+      workgroups,
+    }));
 }

@@ -198,9 +198,19 @@ const mixed = defineKernel({
   bindings: {
     paramB: { type: "float", access: "read_write", vec4: has("v4") },
     gradB: { type: "float", access: "read", vec4: has("v4") },
-    momB: { type: "float", access: "read_write", vec4: has("v4"), when: hasMomentum },
-    halfB: { type: "float", access: "read_write", vec4: has("v4"), when: has("copy") },
-    lossScale: { type: "u32", access: "read", when: has("scaled") },
+    momB: {
+      type: "float",
+      access: "read_write",
+      vec4: has("v4"),
+      variants: MIXED.filter(hasMomentum),
+    },
+    halfB: {
+      type: "float",
+      access: "read_write",
+      vec4: has("v4"),
+      variants: MIXED.filter(has("copy")),
+    },
+    lossScale: { type: "u32", access: "read", variants: MIXED.filter(has("scaled")) },
   },
   variants: MIXED,
   workgroupSize: WG,

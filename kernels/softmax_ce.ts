@@ -26,12 +26,12 @@
  * @module
  */
 
-import { formatShape, type KernelSpec, type Tensor } from "../gpu/mod.ts";
+import { formatShape, type Tensor } from "../gpu/mod.ts";
 import { bindingLimit, LOOP_BUDGET, unitRanges } from "./_chunks.ts";
-import { dtypeTag, type FloatDType, floatDType, loadF32, storeAs, wgslEnable } from "./_dtype.ts";
+import { floatDType } from "./_dtype.ts";
+import { type BoundTensor, defineKernel } from "./_kernel.ts";
 import { checkLossScale } from "./loss_scale.ts";
-import { ParamsWriter } from "./_params.ts";
-import { bindingRange } from "./gemm.ts";
+import { bindingRange, type TensorRange } from "./gemm.ts";
 
 /** Threads of the single workgroup. */
 const WG = 256;
@@ -150,67 +150,82 @@ export function checkSoftmaxCrossEntropy(
   return [p.n, p.c];
 }
 
-const specs = new Map<string, KernelSpec>();
-
+/**
+ * The per-row kernel's variants: `ce` (loss, gradient into dlogits and hits), `ce_inplace` (the
+ * same with dlogits also the logits: one read_write binding) or `acc` (hits only); `_partial`:
+ * workgroup `wid` writes its sums to `lossOut[partialOff + wid]` and `hitsOut[partialOff + wid]`
+ * (reduced by {@linkcode final}), otherwise (a single workgroup in all) thread 0 adds them to
+ * `lossOut[0]` and `hitsOut[0]` directly; `_scaled`: the gradient is multiplied by a loss
+ * scaler's scale.
+ */
+const ROW_VARIANTS = [
+  "ce",
+  "ce_partial",
+  "ce_scaled",
+  "ce_partial_scaled",
+  "ce_inplace",
+  "ce_inplace_partial",
+  "ce_inplace_scaled",
+  "ce_inplace_partial_scaled",
+  "acc",
+  "acc_partial",
+] as const;
+type RowVariant = typeof ROW_VARIANTS[number];
 type Kind = "ce" | "ce_inplace" | "acc";
-
-/** The storage dtypes of one specialization: logits, dlogits (f32 when absent or in place). */
-interface SpecTypes {
-  readonly logits: FloatDType;
-  readonly dlogits: FloatDType;
-  /** Whether the gradient is multiplied by a loss scaler's scale (binding after the others). */
-  readonly scaled: boolean;
-}
+/** The variants with a loss and a gradient (the others count hits only). */
+const CE = ROW_VARIANTS.filter((v) => v.startsWith("ce"));
+/** The variants with a separate (read-only) logits binding: in place, dlogits is both. */
+const NOT_IN_PLACE = ROW_VARIANTS.filter((v) => !v.startsWith("ce_inplace"));
+/** The variants that multiply the gradient by a loss scaler's scale. */
+const SCALED = ROW_VARIANTS.filter((v) => v.endsWith("_scaled"));
 
 /**
- * The per-row kernel. `partial`: workgroup `wid` writes its sums to `lossOut[partialOff + wid]`
- * and `hitsOut[partialOff + wid]` (reduced by {@linkcode finalSpec}); otherwise (a single
- * workgroup in all) thread 0 adds them to `lossOut[0]` and `hitsOut[0]` directly.
+ * The per-row kernel. Loads convert f16 logits to f32 (no conversion for f32: the all-f32 kernel
+ * is the one of before f16); the gradient is rounded on store.
  */
-function spec(kind: Kind, partial: boolean, types: SpecTypes): KernelSpec {
-  const ce = kind !== "acc";
-  const dtypes: Record<string, FloatDType> = kind === "ce"
-    ? { logits: types.logits, dlogits: types.dlogits }
-    : { logits: types.logits };
-  const scaled = ce && types.scaled;
-  const name = `softmax_ce_${kind}${partial ? "_partial" : ""}${dtypeTag(dtypes)}${
-    scaled ? "_scaled" : ""
-  }`;
-  const hit = specs.get(name);
-  if (hit) return hit;
-  // Binding layout: ce: lossOut, hitsOut, logits (rw when in place), labels, [dlogits],
-  // [lossScale]; acc: hitsOut, logits, labels. Loads convert f16 logits to f32 (no conversion
-  // for f32: the all-f32 kernel is the one of before f16); the gradient is rounded on store.
-  const lg = kind === "ce_inplace" ? "read_write" : "read";
-  const dl = kind === "ce_inplace" ? "logits" : "dlogits";
-  const dlType = kind === "ce_inplace" ? types.logits : types.dlogits;
-  const load = (i: string) => loadF32(types.logits, `logits[${i}]`);
-  const decls = ce
-    ? `@group(0) @binding(1) var<storage, read_write> lossOut: array<f32>;
-@group(0) @binding(2) var<storage, read_write> hitsOut: array<u32>;
-@group(0) @binding(3) var<storage, ${lg}> logits: array<${types.logits}>;
-@group(0) @binding(4) var<storage, read> labels: array<i32>;
-${
-      kind === "ce"
-        ? `@group(0) @binding(5) var<storage, read_write> dlogits: array<${types.dlogits}>;`
-        : ""
-    }${
-      scaled
-        ? `
-@group(0) @binding(${
-          kind === "ce" ? 6 : 5
-        }) var<storage, read> lossScale: array<u32>; // word 0: the scale's f32 bits`
-        : ""
-    }`
-    : `@group(0) @binding(1) var<storage, read_write> hitsOut: array<u32>;
-@group(0) @binding(2) var<storage, read> logits: array<${types.logits}>;
-@group(0) @binding(3) var<storage, read> labels: array<i32>;`;
-  const grad = scaled
-    ? `(exp(${load("base + j")} - m) * invS - tgt) * p.invN * scale`
-    : `(exp(${load("base + j")} - m) * invS - tgt) * p.invN`;
-  const stored = storeAs(dlType, "select(0.0, g, valid)");
-  const lossPart = ce
-    ? `var s = 0.0;
+const row = defineKernel({
+  name: "softmax_ce",
+  doc: "workgroup wid of WG threads takes rows [wid * rowsPerGroup, + rowsPerGroup) of this " +
+    "dispatch's range of p.n rows; thread t handles rows r0 + t, r0 + t + WG, ... (per row: max " +
+    "and first argmax, with ce log-sum-exp, loss and gradient, hit), then a shared-memory tree " +
+    "reduction; thread 0 writes the workgroup's sums to slot partialOff + wid (partial) or " +
+    "accumulates them into slot 0. rowsPerGroup / WG rows of about 3c loop iterations each stay " +
+    "under llvmpipe's loop cap. Indices into logits (dlogits in place), labels and dlogits are " +
+    "offset by the range's base in its binding. Arithmetic in f32 (f16 converted on load, the " +
+    "gradient rounded once on store); scaled: the gradient is multiplied by the loss scale " +
+    "(lossScale[0], the scale's f32 bits) before its rounding.",
+  params: {
+    n: "u32",
+    c: "u32",
+    invN: "f32",
+    onTarget: "f32",
+    offTarget: "f32",
+    rowsPerGroup: "u32",
+    logitsBase: "u32",
+    labelsBase: "u32",
+    dlogitsBase: "u32",
+    partialOff: "u32",
+  },
+  bindings: {
+    lossOut: { type: "f32", access: "read_write", variants: CE },
+    hitsOut: { type: "u32", access: "read_write" },
+    logits: { type: "float", access: "read", variants: NOT_IN_PLACE },
+    labels: { type: "i32", access: "read" },
+    dlogits: { type: "float", access: "read_write", variants: CE },
+    lossScale: { type: "u32", access: "read", variants: SCALED },
+  },
+  variants: ROW_VARIANTS,
+  workgroupSize: WG,
+  body: ({ variant, load: loadAs, store }) => {
+    const ce = CE.includes(variant);
+    const scaled = SCALED.includes(variant);
+    const src = NOT_IN_PLACE.includes(variant) ? "logits" : "dlogits";
+    const load = (i: string) => loadAs(src, `${src}[${i}]`);
+    const grad = scaled
+      ? `(exp(${load("base + j")} - m) * invS - tgt) * p.invN * scale`
+      : `(exp(${load("base + j")} - m) * invS - tgt) * p.invN`;
+    const lossPart = ce
+      ? `var s = 0.0;
     var sumz = 0.0;
     for (var j = 0u; j < p.c; j++) {
       let z = ${load("base + j")} - m;
@@ -223,47 +238,20 @@ ${
     }
     let invS = 1.0 / s;
     let dbase = p.dlogitsBase + r * p.c;${
-      scaled ? "\n    let scale = bitcast<f32>(lossScale[0]);" : ""
-    }
+        scaled ? "\n    let scale = bitcast<f32>(lossScale[0]);" : ""
+      }
     for (var j = 0u; j < p.c; j++) {
       let tgt = select(p.offTarget, p.onTarget + p.offTarget, i32(j) == lab);
       let g = ${grad};
-      ${dl}[dbase + j] = ${stored};
+      ${store("dlogits", "dlogits[dbase + j]", "select(0.0, g, valid)")}
     }`
-    : "";
-  const store = partial
-    ? `${ce ? "lossOut[p.partialOff + wid.x] = sLoss[0];" : ""}
+      : "";
+    const sums = variant.includes("_partial")
+      ? `${ce ? "lossOut[p.partialOff + wid.x] = sLoss[0];" : ""}
     hitsOut[p.partialOff + wid.x] = sHits[0];`
-    : `${ce ? "lossOut[0] += sLoss[0];" : ""}
+      : `${ce ? "lossOut[0] += sLoss[0];" : ""}
     hitsOut[0] += sHits[0];`;
-  const code = `${
-    wgslEnable(Object.values(dtypes))
-  }// ${name}: workgroup wid of WG threads takes rows [wid * rowsPerGroup, + rowsPerGroup) of
-// this dispatch's range of p.n rows; thread t handles rows r0 + t, r0 + t + WG, ... (per row: max
-// and first argmax, ${ce ? "log-sum-exp, loss and gradient, " : ""}hit), then a shared-memory tree
-// reduction; thread 0 ${
-    partial
-      ? "writes the workgroup's sums to slot partialOff + wid"
-      : "accumulates the sums into slot 0"
-  }.
-// rowsPerGroup / WG rows of about 3c loop iterations each stay under llvmpipe's loop cap.
-// Indices into logits, labels and dlogits are offset by the range's base in its binding.${
-    types.logits === "f16" || (ce && dlType === "f16")
-      ? "\n// Storage: logits " + types.logits +
-        (kind === "ce" ? ", dlogits " + types.dlogits : "") +
-        "; arithmetic in f32 (f16 converted on load, the gradient rounded once on store)."
-      : ""
-  }${
-    scaled
-      ? "\n// The gradient is multiplied by the loss scale (lossScale[0]) before its rounding."
-      : ""
-  }
-const WG = ${WG}u;
-struct Params { n: u32, c: u32, invN: f32, onTarget: f32, offTarget: f32, rowsPerGroup: u32,
-  logitsBase: u32, labelsBase: u32, dlogitsBase: u32, partialOff: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-${decls}
-var<workgroup> sLoss: array<f32, WG>;
+    return `var<workgroup> sLoss: array<f32, WG>;
 var<workgroup> sHits: array<u32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3u) {
@@ -295,37 +283,31 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     workgroupBarrier();
   }
   if (t == 0u) {
-    ${store}
+    ${sums}
   }
 }
 `;
-  const sp = { name, code };
-  specs.set(name, sp);
-  return sp;
-}
+  },
+});
 
 /** The second pass when several workgroups ran: one workgroup sums their partial sums. */
-function finalSpec(ce: boolean): KernelSpec {
-  const name = `softmax_ce_final${ce ? "" : "_acc"}`;
-  const hit = specs.get(name);
-  if (hit) return hit;
-  const code =
-    `// ${name}: a single workgroup; thread t sums the partial sums t, t + WG, ... of the p.count
-// workgroups of the first pass (fixed order: deterministic), then a tree reduction; thread 0
-// accumulates into ${ce ? "lossSum[0] and " : ""}correct[0].
-const WG = ${WG}u;
-struct Params { count: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-${
-      ce
-        ? `@group(0) @binding(1) var<storage, read_write> lossSum: array<f32>;
-@group(0) @binding(2) var<storage, read_write> correct: array<u32>;
-@group(0) @binding(3) var<storage, read> pLoss: array<f32>;
-@group(0) @binding(4) var<storage, read> pHits: array<u32>;`
-        : `@group(0) @binding(1) var<storage, read_write> correct: array<u32>;
-@group(0) @binding(2) var<storage, read> pHits: array<u32>;`
-    }
-var<workgroup> sLoss: array<f32, WG>;
+const final = defineKernel({
+  name: "softmax_ce_final",
+  doc: "a single workgroup; thread t sums the partial sums t, t + WG, ... of the p.count " +
+    "workgroups of the first pass (fixed order: deterministic), then a tree reduction; thread 0 " +
+    "accumulates into lossSum[0] (ce) and correct[0].",
+  params: { count: "u32" },
+  bindings: {
+    lossSum: { type: "f32", access: "read_write", variants: ["ce"] },
+    correct: { type: "u32", access: "read_write" },
+    pLoss: { type: "f32", access: "read", variants: ["ce"] },
+    pHits: { type: "u32", access: "read" },
+  },
+  variants: ["ce", "acc"],
+  workgroupSize: WG,
+  body: ({ variant }) => {
+    const ce = variant === "ce";
+    return `var<workgroup> sLoss: array<f32, WG>;
 var<workgroup> sHits: array<u32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32) {
@@ -351,9 +333,13 @@ fn main(@builtin(local_invocation_index) t: u32) {
   }
 }
 `;
-  const sp = { name, code };
-  specs.set(name, sp);
-  return sp;
+  },
+});
+
+/** What to bind for a range of a tensor. */
+function bound(r: TensorRange): BoundTensor {
+  const { offset, size } = r.binding as { offset: number; size: number };
+  return { tensor: r.tensor, offset, size };
 }
 
 /** Most classes: one row's loops take about 3c iterations of llvmpipe's 65535 per invocation. */
@@ -395,32 +381,47 @@ function run(
   const pLoss = partial && ce ? gpu.empty([total]) : undefined;
   const pHits = partial ? gpu.empty([total], { dtype: "u32" }) : undefined;
   const inPlace = io.dlogits !== undefined && io.dlogits.buffer === io.logits.buffer;
-  const types: SpecTypes = {
-    logits: floatDType(op, "logits", io.logits),
-    dlogits: io.dlogits && !inPlace ? floatDType(op, "dlogits", io.dlogits) : "f32",
-    scaled: ce && io.lossScale !== undefined,
-  };
+  const scaled = ce && io.lossScale !== undefined;
+  const variant = `${kind}${partial ? "_partial" : ""}${scaled ? "_scaled" : ""}` as RowVariant;
   let off = 0;
   ranges.forEach(([r0, r1], k) => {
     const nr = r1 - r0;
     const lg = bindingRange(io.logits, r0 * c, nr * c);
     const lb = bindingRange(io.labels, r0, nr);
     const dl = io.dlogits && !inPlace ? bindingRange(io.dlogits, r0 * c, nr * c) : lg;
-    const params = new ParamsWriter().u32(nr).u32(c).f32(p.invN).f32(p.onTarget).f32(p.offTarget)
-      .u32(rowsPerGroup).u32(lg.base).u32(lb.base).u32(dl.base).u32(off).bytes();
-    const hitsOut = pHits ?? io.correct;
-    const bindings = ce
-      ? [pLoss ?? io.lossSum!, hitsOut, lg.binding, lb.binding]
-      : [hitsOut, lg.binding, lb.binding];
-    if (ce && !inPlace) bindings.push(dl.binding);
-    if (types.scaled) bindings.push(io.lossScale!);
-    gpu.dispatch(spec(kind, partial, types), { params, bindings, workgroups: groups[k] });
+    row.dispatch({
+      op,
+      variant,
+      params: {
+        n: nr,
+        c,
+        invN: p.invN,
+        onTarget: p.onTarget,
+        offTarget: p.offTarget,
+        rowsPerGroup,
+        logitsBase: lg.base,
+        labelsBase: lb.base,
+        dlogitsBase: dl.base,
+        partialOff: off,
+      },
+      bindings: {
+        lossOut: ce ? pLoss ?? io.lossSum : undefined,
+        hitsOut: pHits ?? io.correct,
+        logits: inPlace ? undefined : bound(lg),
+        labels: bound(lb),
+        dlogits: ce ? bound(dl) : undefined,
+        lossScale: scaled ? io.lossScale : undefined,
+      },
+      workgroups: groups[k],
+    });
     off += groups[k];
   });
   if (pHits) {
-    gpu.dispatch(finalSpec(ce), {
-      params: new ParamsWriter().u32(total).bytes(),
-      bindings: ce ? [io.lossSum!, io.correct, pLoss!, pHits] : [io.correct, pHits],
+    final.dispatch({
+      op,
+      variant: ce ? "ce" : "acc",
+      params: { count: total },
+      bindings: { lossSum: ce ? io.lossSum : undefined, correct: io.correct, pLoss, pHits },
       workgroups: 1,
     });
     pLoss?.dispose();

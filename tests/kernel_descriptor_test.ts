@@ -96,7 +96,7 @@ Deno.test("defineKernel checks what a call binds", GPU_TEST, async () => {
   );
 });
 
-// Variants along two axes (variantProduct); a binding that only the "bias" variants have (`when`)
+// Variants along two axes (variantProduct); a binding that only the "bias" variants have
 // and bindings that hold vec4s only in the "v4" variants (`vec4` as a test of the variant).
 const part = (name: string) => (variant: string) => variant.split("_").includes(name);
 const copy = defineKernel({
@@ -106,7 +106,7 @@ const copy = defineKernel({
   bindings: {
     y: { type: "float", access: "read_write", vec4: part("v4") },
     x: { type: "float", access: "read", vec4: part("v4") },
-    b: { type: "float", access: "read", vec4: part("v4"), when: part("bias") },
+    b: { type: "float", access: "read", vec4: part("v4"), variants: ["s_bias", "v4_bias"] },
   },
   variants: variantProduct(["s", "v4"], ["", "bias"]),
   workgroupSize: 64,
@@ -175,10 +175,96 @@ Deno.test("defineKernel dispatches the bindings of the variant", GPU_TEST, async
   ]);
   assert.throws(
     () => copy.dispatch({ variant: "s", params: { n: 1 }, bindings: { y, x, b }, workgroups: 1 }),
-    /test_copy: binding 'b' is not part of variant 's'/,
+    /test_copy: binding 'b' is not one of variant 's'/,
   );
   assert.throws(
     () => copy.dispatch({ variant: "s_bias", params: { n: 1 }, bindings: { y, x }, workgroups: 1 }),
     /test_copy: binding 'b' is missing/,
+  );
+});
+
+// A binding that only some variants have (declared, numbered and bound in those only), and a
+// fixed f32 binding.
+const gather = defineKernel({
+  name: "test_gather",
+  doc: "thread i sets y[i] = x[i] (+ bias[0] in the bias variant)",
+  params: { n: "u32" },
+  bindings: {
+    y: { type: "float", access: "read_write" },
+    bias: { type: "f32", access: "read", variants: ["bias"] },
+    x: { type: "float", access: "read" },
+  },
+  variants: ["plain", "bias"],
+  workgroupSize: 64,
+  body: ({ load, store, variant }) =>
+    `@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x < p.n) { ${
+      store("y", "y[g.x]", `${load("x", "x[g.x]")}${variant === "bias" ? " + bias[0]" : ""}`)
+    } }
+}`,
+});
+
+Deno.test("defineKernel declares a variant's own bindings only in that variant", () => {
+  const plain = gather.spec({ y: "f32", x: "f16" }, "plain");
+  assert.equal(plain.name, "test_gather_plain_h-x");
+  assert.doesNotMatch(plain.code, /bias:/);
+  assert.match(plain.code, /@binding\(2\) var<storage, read> x: array<f16>;/);
+  const bias = gather.spec({ y: "f32", x: "f32" }, "bias");
+  assert.match(bias.code, /@binding\(2\) var<storage, read> bias: array<f32>;/);
+  assert.match(bias.code, /@binding\(3\) var<storage, read> x: array<f32>;/);
+  assert.throws(
+    () =>
+      defineKernel({
+        name: "bad",
+        doc: "",
+        params: {},
+        bindings: { y: { type: "u32", access: "read_write", variants: ["other"] } },
+        variants: ["one"],
+        workgroupSize: 1,
+        body: () => "",
+      }),
+    /bad: binding 'y' names an unknown variant 'other'/,
+  );
+});
+
+Deno.test("defineKernel binds a variant's own bindings and checks them", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const x = gpu.tensor(new Float32Array([1, 2, 3]), { shape: [3] });
+  const b = gpu.tensor(new Float32Array([10]), { shape: [1] });
+  const y = gpu.zeros([3]);
+  gather.dispatch({
+    params: { n: 3 },
+    bindings: { y, x, bias: b },
+    variant: "bias",
+    workgroups: 1,
+  });
+  assert.deepEqual([...await y.toArray()], [11, 12, 13]);
+  gather.dispatch({ params: { n: 2 }, bindings: { y, x }, variant: "plain", workgroups: 1 });
+  assert.deepEqual([...await y.toArray()], [1, 2, 13]);
+  assert.throws(
+    () => gather.dispatch({ params: { n: 3 }, bindings: { y, x }, variant: "bias", workgroups: 1 }),
+    /test_gather: binding 'bias' is missing/,
+  );
+  assert.throws(
+    () =>
+      gather.dispatch({
+        params: { n: 3 },
+        bindings: { y, x, bias: b },
+        variant: "plain",
+        workgroups: 1,
+      }),
+    /binding 'bias' is not one of variant 'plain'/,
+  );
+  const u = gpu.zeros([1], { dtype: "u32" });
+  assert.throws(
+    () =>
+      gather.dispatch({
+        params: { n: 3 },
+        bindings: { y, x, bias: u },
+        variant: "bias",
+        workgroups: 1,
+      }),
+    /bias .* must be f32/,
   );
 });
