@@ -7,7 +7,7 @@
 // metadata also holds the whole recipe, so `--resume` restores the run.
 import { basename, dirname, join } from "node:path";
 import type { DatasetName } from "../data/mod.ts";
-import { writeFileAtomic } from "../data/mod.ts";
+import { writeFileAtomic } from "../data/locate.ts";
 import {
   decodeSafetensors,
   encodeSafetensors,

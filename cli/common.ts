@@ -5,7 +5,6 @@ import { makeSynthetic } from "../data/mod.ts";
 import { UsageError } from "./_run.ts";
 import {
   buildArchitecture,
-  checkInputSize,
   createModel,
   DEFAULTS,
   type GpuImageSet,
@@ -16,6 +15,7 @@ import {
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
+import { checkInputSize } from "../models/zoo.ts";
 
 /**
  * Runs a command's parser: prints `help` when it asks for it and returns exit code 0; else

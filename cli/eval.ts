@@ -2,7 +2,8 @@
 // Test accuracy, per-class accuracy and the confusion matrix of a checkpoint.
 import { getGpu } from "../gpu/mod.ts";
 import { prepareBatch } from "../kernels/data.ts";
-import { type DatasetName, describeSource, loadDataset } from "../data/mod.ts";
+import { type DatasetName, loadDataset } from "../data/mod.ts";
+import { describeSource } from "../data/dataset.ts";
 import {
   createModel,
   DEFAULTS,

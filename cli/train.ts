@@ -2,7 +2,9 @@
 import { resolve } from "node:path";
 import { getGpu, type Gpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
-import { type Dataset, describeSource, loadDataset, writeFileAtomic } from "../data/mod.ts";
+import { type Dataset, loadDataset } from "../data/mod.ts";
+import { describeSource } from "../data/dataset.ts";
+import { writeFileAtomic } from "../data/locate.ts";
 import {
   createModel,
   DEFAULTS,

@@ -3,13 +3,13 @@
 // `deno task bench:train` load the cache.
 import { getGpu } from "../gpu/mod.ts";
 import {
-  adapterKey,
   autotune,
   defaultTuningCachePath,
   loadTuningCache,
   saveTuningCache,
   type TuneResult,
 } from "../kernels/mod.ts";
+import { adapterKey } from "../kernels/autotune.ts";
 import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
 import {
   cappedBatch,

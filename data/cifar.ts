@@ -89,7 +89,7 @@ export function parseCifarBatch(bytes: Uint8Array, options: ParseOptions = {}): 
  *
  * @example
  * ```ts
- * import { concatCifar, parseCifarBatch } from "@modern-cnn/webgpu/data";
+ * import { concatCifar, parseCifarBatch } from "./cifar.ts";
  * const a = parseCifarBatch(new Uint8Array(3073));
  * console.log(concatCifar([a, a]).count); // 2
  * ```
@@ -110,7 +110,7 @@ export function concatCifar(batches: readonly CifarBatch[]): CifarBatch {
 /**
  * The regular files of a tar archive (ustar/GNU; gzipped or plain), by path. Enough for the
  * official `cifar-10-binary.tar.gz`. Gzip is inflated as a stream; each entry's declared size is
- * checked against `maxBytes` (default {@linkcode DEFAULT_MAX_BYTES}, for the whole archive)
+ * checked against `maxBytes` (default 256 MiB, for the whole archive)
  * before it is allocated, and reading stops at the end-of-archive blocks.
  *
  * @throws {DataFormatError} naming the file when the archive is truncated or corrupt, or larger

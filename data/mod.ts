@@ -17,9 +17,35 @@
  * @module
  */
 
-export * from "./cifar.ts";
-export * from "./dataset.ts";
-export * from "./idx.ts";
-export * from "./image.ts";
-export * from "./locate.ts";
-export * from "./synthetic.ts";
+export { type CifarBatch, parseCifarBatch, readTar } from "./cifar.ts";
+export {
+  CIFAR10_CLASSES,
+  type Dataset,
+  type DatasetName,
+  FASHION_MNIST_CLASSES,
+  loadDataset,
+  type LoadDatasetOptions,
+  MNIST_CLASSES,
+} from "./dataset.ts";
+export {
+  DataFormatError,
+  IDX_LIMITS,
+  type IdxImages,
+  type IdxLimits,
+  type IdxParseOptions,
+  parseIdxImages,
+  parseIdxLabels,
+  type ParseOptions,
+} from "./idx.ts";
+export { ImageDecodeError, type PngOptions, pngSize, pngToPlanes } from "./image.ts";
+export {
+  DatasetNotFoundError,
+  type DataSource,
+  type DownloadOptions,
+  type FileDatasetName,
+  locateDataset,
+  type LocatedFiles,
+  type LocateOptions,
+  type Split,
+} from "./locate.ts";
+export { makeSynthetic, type SyntheticOptions } from "./synthetic.ts";

@@ -1,6 +1,9 @@
 /**
  * The GPU runtime of modern-cnn: {@linkcode requestGpu} / {@linkcode getGpu} acquire a WebGPU
  * device, {@linkcode Gpu} records kernels into batched submits, and {@linkcode Tensor} holds data.
+ * A kernel of one's own is a {@linkcode KernelSpec} dispatched with {@linkcode Gpu.dispatch}
+ * ({@linkcode grid1d} for flat launches); {@linkcode assertShape}, {@linkcode formatShape} and
+ * {@linkcode numel} help check its shapes.
  *
  * @example
  * ```ts
@@ -13,8 +16,25 @@
  * @module
  */
 
-export * from "./device.ts";
-export * from "./errors.ts";
-export * from "./pool.ts";
-export * from "./shape.ts";
-export * from "./tensor.ts";
+export {
+  type Binding,
+  type DispatchOptions,
+  type DTypeOf,
+  getGpu,
+  Gpu,
+  type GpuFeatures,
+  type GpuStats,
+  grid1d,
+  type KernelSpec,
+  requestGpu,
+  type RequestGpuOptions,
+} from "./device.ts";
+export {
+  DeviceLostError,
+  GpuValidationError,
+  KernelCompileError,
+  NoAdapterError,
+} from "./errors.ts";
+export { BufferPool, type PoolStats } from "./pool.ts";
+export { assertShape, formatShape, numel, type Shape } from "./shape.ts";
+export { type ArrayFor, type DType, Tensor } from "./tensor.ts";

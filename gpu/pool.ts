@@ -18,7 +18,7 @@ export const POOL_USAGE: number = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x0
  *
  * @example
  * ```ts
- * import { sizeClass } from "@modern-cnn/webgpu/gpu";
+ * import { sizeClass } from "./pool.ts";
  * sizeClass(1000); // 1024
  * sizeClass(1025); // 1536
  * ```
@@ -87,7 +87,7 @@ export class BufferPool {
   }
 
   /**
-   * A buffer of at least `bytes` bytes with {@linkcode POOL_USAGE}; contents are undefined.
+   * A buffer of at least `bytes` bytes (usage STORAGE | COPY_SRC | COPY_DST); contents are undefined.
    *
    * @example
    * ```ts

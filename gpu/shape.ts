@@ -41,7 +41,7 @@ export function numel(shape: Shape): number {
  *
  * @example
  * ```ts
- * import { checkShape } from "@modern-cnn/webgpu/gpu";
+ * import { checkShape } from "./shape.ts";
  * checkShape("zeros", [2, 3]); // ok
  * ```
  */
@@ -56,7 +56,7 @@ export function checkShape(op: string, shape: Shape): void {
  *
  * @example
  * ```ts
- * import { sameShape } from "@modern-cnn/webgpu/gpu";
+ * import { sameShape } from "./shape.ts";
  * sameShape([2, 3], [2, 3]); // true
  * ```
  */

@@ -27,7 +27,7 @@ export type ArrayFor<D extends DType> = D extends "f32" ? Float32Array
  *
  * @example
  * ```ts
- * import { storageBytes } from "@modern-cnn/webgpu/gpu";
+ * import { storageBytes } from "./tensor.ts";
  * storageBytes(5, "u8"); // 8
  * storageBytes(5, "f16"); // 12
  * storageBytes(5, "f32"); // 20

@@ -866,7 +866,7 @@ interface CacheFile {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { adapterKey } from "@modern-cnn/webgpu/kernels";
+ * import { adapterKey } from "./autotune.ts";
  * console.log(adapterKey(await getGpu())); // e.g. "llvmpipe (LLVM 19.1.7, 256 bits) [2 CPUs]"
  * ```
  */

@@ -187,7 +187,7 @@ export interface Conv2dChunkPlan {
  * output smaller than 1x1).
  * @example
  * ```ts
- * import { conv2dGeometry } from "@modern-cnn/webgpu/kernels";
+ * import { conv2dGeometry } from "./conv2d.ts";
  * const g = conv2dGeometry({ n: 1, cIn: 1, h: 224, w: 224, cOut: 96, kernel: 11, stride: 4, padding: 1 });
  * console.log(g.oh, g.ow); // 54 54
  * ```
@@ -305,7 +305,7 @@ const POINTWISE_MIN_PIXELS = 64;
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { conv2dChunkPlan } from "@modern-cnn/webgpu/kernels";
+ * import { conv2dChunkPlan } from "./conv2d.ts";
  * const gpu = await getGpu();
  * const plan = conv2dChunkPlan(gpu, { n: 128, cIn: 1, h: 224, w: 224, cOut: 96, kernel: 11, stride: 4, padding: 1 });
  * console.log(plan.chunks); // 3 (the im2col of 128 images would take 181 MB)

@@ -60,7 +60,7 @@ function pcg(v: number): number {
  * @returns A u32.
  * @example
  * ```ts
- * import { dropoutHash, dropoutThreshold } from "@modern-cnn/webgpu/kernels";
+ * import { dropoutHash, dropoutThreshold } from "./dropout.ts";
  * const kept = dropoutHash(42, 7) >= dropoutThreshold(0.5);
  * ```
  */
@@ -76,7 +76,7 @@ export function dropoutHash(seed: number, index: number): number {
  * @throws {RangeError} unless 0 <= p < 1.
  * @example
  * ```ts
- * import { dropoutThreshold } from "@modern-cnn/webgpu/kernels";
+ * import { dropoutThreshold } from "./dropout.ts";
  * dropoutThreshold(0.5); // 2147483648
  * ```
  */

@@ -176,7 +176,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { elementwiseMap, type ElementwiseMapKernel } from "@modern-cnn/webgpu/kernels";
+ * import { elementwiseMap, type ElementwiseMapKernel } from "./elementwise.ts";
  * const SCALE: ElementwiseMapKernel = {
  *   name: "scale",
  *   operands: [{ name: "y", access: "write" }, { name: "x", access: "read" }],

@@ -4,6 +4,11 @@
  * cross-entropy, residual add, channel concat/split, SGD, and the data kernels. Every function
  * records GPU work only; nothing waits on the GPU.
  *
+ * This is the API for writing layers: each kernel's functions, its params type and its `checkXxx`
+ * function (which validates the params and returns the output shape), the finite watch, the
+ * dynamic loss scaler and autotuning. The helpers the kernels are built from (chunk planners,
+ * WGSL builders) are not exported.
+ *
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
@@ -18,9 +23,14 @@
  * @module
  */
 
-export * from "./activation.ts";
 export {
-  adapterKey,
+  activationBackward,
+  activationForward,
+  type ActivationKind,
+  type ActivationParams,
+  checkActivation,
+} from "./activation.ts";
+export {
   autotune,
   type AutotuneOptions,
   defaultTuningCachePath,
@@ -35,12 +45,56 @@ export {
   TuningTable,
   tuningTable,
 } from "./autotune.ts";
-export * from "./batchnorm.ts";
-export * from "./conv2d.ts";
-export * from "./data.ts";
-export * from "./depthwise.ts";
-export * from "./dropout.ts";
-export * from "./elementwise.ts";
+export {
+  batchNormBackward,
+  batchNormForward,
+  type BatchNormParams,
+  checkBatchNorm,
+} from "./batchnorm.ts";
+export {
+  checkConv2d,
+  conv2dBackward,
+  conv2dForward,
+  type Conv2dForwardOptions,
+  type Conv2dKernelOptions,
+  type Conv2dParams,
+} from "./conv2d.ts";
+export {
+  checkPrepareBatch,
+  checkResize,
+  prepareBatch,
+  type PrepareBatchIO,
+  type PrepareBatchParams,
+  type PrepareBatchShapes,
+  resizeBilinear,
+  type ResizeParams,
+} from "./data.ts";
+export {
+  checkDepthwise,
+  depthwiseConv2dBackward,
+  depthwiseConv2dForward,
+  type DepthwiseParams,
+} from "./depthwise.ts";
+export {
+  dropoutBackward,
+  type DropoutBackwardParams,
+  dropoutForward,
+  dropoutMaskWords,
+  type DropoutParams,
+} from "./dropout.ts";
+export {
+  accumulate,
+  type AccumulateParams,
+  addBackwardRelu,
+  addForward,
+  type AddParams,
+  cast,
+  type ChannelSliceParams,
+  checkChannelSlice,
+  concatChannels,
+  splitChannels,
+  type SplitChannelsParams,
+} from "./elementwise.ts";
 export { createFiniteWatch, FINITE, finiteCheck, readFiniteWatch } from "./finite.ts";
 export {
   checkGemm,
@@ -50,8 +104,32 @@ export {
   type GemmVariant,
   sumRows,
 } from "./gemm.ts";
-export * from "./loss_scale.ts";
-export * from "./lrn.ts";
-export * from "./pool.ts";
-export * from "./sgd.ts";
-export * from "./softmax_ce.ts";
+export {
+  checkLossScale,
+  createLossScale,
+  lossScaleCheck,
+  type LossScaleInfo,
+  type LossScaleOptions,
+  lossScaleUpdate,
+  readLossScale,
+} from "./loss_scale.ts";
+export { checkLrn, lrnBackward, lrnForward, type LrnParams } from "./lrn.ts";
+export {
+  avgPool2dBackward,
+  avgPool2dForward,
+  checkPool2d,
+  globalAvgPoolBackward,
+  globalAvgPoolForward,
+  type GlobalPoolParams,
+  maxPool2dBackward,
+  maxPool2dForward,
+  type Pool2dParams,
+} from "./pool.ts";
+export { checkSgd, type SgdParams, sgdUpdate } from "./sgd.ts";
+export {
+  accuracyCount,
+  type AccuracyParams,
+  checkSoftmaxCrossEntropy,
+  softmaxCrossEntropy,
+  type SoftmaxCrossEntropyParams,
+} from "./softmax_ce.ts";

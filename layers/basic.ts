@@ -772,7 +772,7 @@ export type { Param };
  *
  * @example
  * ```ts
- * import { checkInput } from "@modern-cnn/webgpu/layers";
+ * import { checkInput } from "./basic.ts";
  * checkInput("Residual", [1, 64, 8, 8], [1, 64, 8, 8]);
  * ```
  */

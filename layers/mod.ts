@@ -1,5 +1,8 @@
 /**
- * Functional layers with manual backward passes, and their compositions.
+ * Functional layers with manual backward passes, and their compositions: every layer and block
+ * the models are built from, the layer protocol ({@linkcode Layer}, {@linkcode Ctx},
+ * {@linkcode Param}, ...) and the helpers for writing a layer ({@linkcode param},
+ * {@linkcode weightFor}, {@linkcode release}).
  *
  * @example
  * ```ts
@@ -15,6 +18,48 @@
  * @module
  */
 
-export * from "./layer.ts";
-export * from "./basic.ts";
-export * from "./compose.ts";
+export {
+  type BackwardOptions,
+  type Counter,
+  type Ctx,
+  type Forward,
+  type InitKind,
+  type Into,
+  type Layer,
+  namedParams,
+  type Param,
+  param,
+  release,
+  type StateBuffer,
+  stateEntries,
+  type StateEntry,
+  weightFor,
+} from "./layer.ts";
+export {
+  activation,
+  avgPool2d,
+  batchNorm,
+  type BnCache,
+  conv2d,
+  type Conv2dOptions,
+  type ConvCache,
+  dropout,
+  flatten,
+  globalAvgPool,
+  linear,
+  type LinearOptions,
+  localResponseNorm,
+  maxPool2d,
+  type Pool2dOptions,
+} from "./basic.ts";
+export {
+  chain,
+  type ChainCache,
+  denseBlock,
+  type DenseBlockCache,
+  denseConvBlock,
+  inception,
+  type InceptionCache,
+  residual,
+  sequential,
+} from "./compose.ts";

@@ -1,6 +1,7 @@
 /**
  * The model zoo: every architecture of the seed documents, materialized on the GPU with d2l's
- * initialization and PyTorch-compatible state dicts and safetensors checkpoints.
+ * initialization and PyTorch-compatible state dicts and safetensors checkpoints, the
+ * {@linkcode Trainer}, precisions and summaries.
  *
  * @example
  * ```ts
@@ -11,9 +12,45 @@
  * @module
  */
 
-export * from "./zoo.ts";
-export * from "./model.ts";
-export * from "./safetensors.ts";
-export * from "./summary.ts";
-
-export * from "./trainer.ts";
+export {
+  type Architecture,
+  buildArchitecture,
+  DEFAULTS,
+  MODEL_NAMES,
+  type ModelName,
+  type ModelOptions,
+  type Recipe,
+} from "./zoo.ts";
+export {
+  createModel,
+  type CreateModelOptions,
+  isPrecision,
+  Model,
+  type Precision,
+  PRECISIONS,
+  precisionUnsupported,
+} from "./model.ts";
+export {
+  decodeSafetensors,
+  encodeSafetensors,
+  type HostStateDict,
+  type HostTensor,
+  SafetensorsError,
+} from "./safetensors.ts";
+export {
+  countParameters,
+  formatSummary,
+  summarize,
+  type Summary,
+  type SummaryRow,
+} from "./summary.ts";
+export {
+  DivergenceError,
+  type EpochResult,
+  type GpuImageSet,
+  type ImageSet,
+  NonFiniteError,
+  Trainer,
+  type TrainerOptions,
+  uploadImageSet,
+} from "./trainer.ts";

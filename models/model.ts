@@ -86,7 +86,7 @@ function initRng(seed: number): () => number {
  *
  * @example
  * ```ts
- * import { initialValues } from "@modern-cnn/webgpu/models";
+ * import { initialValues } from "./model.ts";
  * import { param } from "@modern-cnn/webgpu/layers";
  * const w = initialValues(param("weight", [4, 3], { init: "xavier-uniform", fanIn: 3, fanOut: 4 }), () => 0.5);
  * ```

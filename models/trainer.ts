@@ -138,7 +138,7 @@ export class NonFiniteError extends Error {
 /**
  * Training diverged: the loss became Inf or NaN at some step, or a parameter did after an update.
  * Thrown by {@linkcode Trainer.trainEpoch} at the end of the epoch (or earlier: the watch is also
- * read asynchronously every {@linkcode DIVERGENCE_PEEK_STEPS} steps), before any metric of the
+ * read asynchronously every 200 steps), before any metric of the
  * epoch is returned, so nothing downstream (a checkpoint, a plot, a log line) sees the epoch. The
  * model's parameters are then not finite: restore them from a checkpoint to go on.
  *
@@ -228,7 +228,7 @@ export function uploadImageSet(gpu: Gpu, set: ImageSet): GpuImageSet {
  *
  * @example
  * ```ts
- * import { permutation } from "@modern-cnn/webgpu/models";
+ * import { permutation } from "./trainer.ts";
  * permutation(5, 1); // e.g. Uint32Array [3, 0, 4, 1, 2]
  * ```
  */
@@ -416,8 +416,7 @@ export class Trainer {
   /**
    * Trains one epoch over `set` (or its first `limit` examples), shuffled from the seed and the
    * epoch number unless `shuffle` is false. Reads back at the end (the divergence watch, the loss
-   * and the accuracy count), and peeks at the watch without waiting every
-   * {@linkcode DIVERGENCE_PEEK_STEPS} steps.
+   * and the accuracy count), and peeks at the watch without waiting every 200 steps.
    *
    * @throws {DivergenceError} when the loss or a parameter became Inf or NaN in the epoch (no
    * metric of the epoch is returned; the parameters are not finite).

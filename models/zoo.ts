@@ -487,7 +487,7 @@ export function buildArchitecture(name: ModelName, options: ModelOptions = {}): 
  *
  * @example
  * ```ts
- * import { buildArchitecture, checkInputSize } from "@modern-cnn/webgpu/models";
+ * import { buildArchitecture, checkInputSize } from "./zoo.ts";
  * checkInputSize(buildArchitecture("resnet"), 96); // ok
  * // checkInputSize(buildArchitecture("alexnet"), 96) throws: alexnet needs 224x224 inputs ...
  * ```

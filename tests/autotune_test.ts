@@ -3,7 +3,6 @@
 import assert from "node:assert/strict";
 import type { Gpu } from "../gpu/mod.ts";
 import {
-  adapterKey,
   conv2dForward,
   defaultTuningCachePath,
   gemm,
@@ -16,6 +15,7 @@ import {
   type TuningTable,
   tuningTable,
 } from "../kernels/mod.ts";
+import { adapterKey } from "../kernels/autotune.ts";
 import { makeSynthetic } from "../data/mod.ts";
 import { createModel, Trainer, uploadImageSet } from "../models/mod.ts";
 import { parseTrainArgs } from "../cli/train.ts";

@@ -7,10 +7,10 @@ import type { Tensor } from "../gpu/mod.ts";
 import {
   conv2dBackward,
   conv2dForward,
-  conv2dGeometry,
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/mod.ts";
+import { conv2dGeometry } from "../kernels/conv2d.ts";
 import { bindingRange } from "../kernels/gemm.ts";
 import {
   directConvForward,

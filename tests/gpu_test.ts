@@ -7,9 +7,9 @@ import {
   KernelCompileError,
   NoAdapterError,
   requestGpu,
-  sizeClass,
   Tensor,
 } from "../gpu/mod.ts";
+import { sizeClass } from "../gpu/pool.ts";
 import { assertClose, checkGradient, GPU_TEST, Rng, testGpu } from "./harness.ts";
 
 const SHIFT_WGSL = (offByOne: boolean) => `

@@ -8,7 +8,9 @@
  */
 
 import { AssertionError } from "node:assert/strict";
-import { getGpu, type Gpu, POOL_USAGE, type Shape, storageBytes, Tensor } from "../gpu/mod.ts";
+import { getGpu, type Gpu, type Shape, Tensor } from "../gpu/mod.ts";
+import { POOL_USAGE } from "../gpu/pool.ts";
+import { storageBytes } from "../gpu/tensor.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
 
 /** Any numeric array. */

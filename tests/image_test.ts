@@ -4,7 +4,8 @@
 // ImageDecodeError naming the file in one line. No GPU needed.
 import assert from "node:assert/strict";
 import { encode } from "fast-png";
-import { ImageDecodeError, MAX_IMAGE_PIXELS, pngSize, pngToPlanes } from "../data/mod.ts";
+import { ImageDecodeError, pngSize, pngToPlanes } from "../data/mod.ts";
+import { MAX_IMAGE_PIXELS } from "../data/image.ts";
 
 const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
   let c = n;

@@ -8,7 +8,6 @@ import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
 import type { Ctx } from "../layers/mod.ts";
 import {
   buildArchitecture,
-  checkInputSize,
   countParameters,
   createModel,
   decodeSafetensors,
@@ -18,6 +17,7 @@ import {
   type Precision,
   summarize,
 } from "../models/mod.ts";
+import { checkInputSize } from "../models/zoo.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
 
 interface Digest {

@@ -35,7 +35,8 @@ export function outputBlocks(text: string): OutputBlock[] {
   for (let i = 0; i < lines.length; i++) {
     const m = MARK.exec(lines[i].trim());
     if (!m) continue;
-    const open = i + 1;
+    let open = i + 1;
+    while (lines[open]?.trim() === "") open++; // deno fmt puts a blank line after the comment
     if (!lines[open]?.startsWith("```")) throw new Error(`README line ${i + 1}: no fence after it`);
     const close = lines.findIndex((l, j) => j > open && l.startsWith("```"));
     if (close < 0) throw new Error(`README line ${open + 1}: the block is not closed`);

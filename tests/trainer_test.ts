@@ -3,14 +3,13 @@
 import assert from "node:assert/strict";
 import {
   createModel,
-  DIVERGENCE_PEEK_STEPS,
   DivergenceError,
   type ImageSet,
   NonFiniteError,
-  permutation,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
+import { DIVERGENCE_PEEK_STEPS, permutation } from "../models/trainer.ts";
 import { assertClose, GPU_TEST, Rng, testGpu } from "./harness.ts";
 
 /** A learnable toy set: class k is a bright bar at row band k (28×28), plus noise. */

@@ -17,10 +17,10 @@ import {
   type GpuImageSet,
   type ImageSet,
   type Model,
-  permutation,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
+import { permutation } from "../models/trainer.ts";
 import { FASHION_MNIST_CLASSES } from "../data/dataset.ts";
 import { checkIdxPair, parseIdxImages, parseIdxLabels } from "../data/idx.ts";
 
