@@ -34,6 +34,7 @@ export {
   requestGpu,
   type RequestGpuOptions,
   type Shape,
+  shutdownGpu,
   Tensor,
 } from "./gpu/mod.ts";
 

@@ -2,7 +2,9 @@
 // bench:*): a user's mistake prints one line and exits 1 (2 for a bad command line); anything
 // else is a bug in modern-cnn, printed as one line that says so (the stack only with `--debug`
 // or MODERN_CNN_DEBUG=1), exit 70. Cleanups registered with `atExit` (locks, temporary files)
-// run on every way out, SIGINT and SIGTERM included.
+// run on every way out, SIGINT and SIGTERM included, then every GPU device is released
+// (shutdownGpu) and the process exits explicitly.
+import { shutdownGpu } from "../gpu/device.ts";
 
 /** A bad command line: one line for the user, exit code 2. */
 export class UsageError extends Error {
@@ -55,6 +57,8 @@ async function runCleanups(): Promise<void> {
       await fn();
     } catch { /* a cleanup must not hide the command's own result */ }
   }
+  // Every device released (its work waited for) before the process exits, not during teardown.
+  await shutdownGpu().catch(() => {});
 }
 
 /** Whether the stack of unexpected errors is printed (`--debug` or MODERN_CNN_DEBUG=1). */

@@ -119,6 +119,7 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
     ? options.gpu
     : (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!entry) throw new NoAdapterError("navigator.gpu is undefined: this runtime has no WebGPU");
+  prepareDenoEnvironment();
   let adapter: GPUAdapter | null;
   try {
     adapter = await entry.requestAdapter({
@@ -127,7 +128,15 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
   } catch (err) {
     throw new NoAdapterError(`requestAdapter() failed: ${(err as Error).message}`);
   }
-  if (!adapter) throw new NoAdapterError("navigator.gpu.requestAdapter() returned null");
+  if (!adapter) {
+    throw new NoAdapterError(
+      "navigator.gpu.requestAdapter() returned null" +
+        (vulkanOnly
+          ? `; ${BACKEND_VAR} was unset, so this library set it to 'vulkan' (Deno's OpenGL ` +
+            `backend crashes at exit); set ${BACKEND_VAR}=gl to try OpenGL instead`
+          : ""),
+    );
+  }
   const requiredLimits: Record<string, number> = {};
   const adapterLimits = adapter.limits as unknown as Record<string, number>;
   for (const name of RAISED_LIMITS) {
@@ -143,6 +152,9 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
 }
 
 let defaultGpu: Promise<Gpu> | undefined;
+
+/** Every {@linkcode Gpu} constructed and not yet destroyed, for {@linkcode shutdownGpu}. */
+const liveGpus = new Set<WeakRef<Gpu>>();
 
 /**
  * The process-wide runtime, created on first use with {@linkcode requestGpu}'s defaults.
@@ -160,6 +172,117 @@ export function getGpu(): Promise<Gpu> {
     throw err;
   });
   return defaultGpu;
+}
+
+/**
+ * Releases every GPU runtime of this process: the one {@linkcode getGpu} made and any other
+ * {@linkcode Gpu} not yet destroyed. Each waits for its submitted work, then destroys its buffers
+ * and its device ({@linkcode Gpu.close}). Call it once at the end of a command, before exiting:
+ * `await shutdownGpu(); Deno.exit(code);`. A later `getGpu()` acquires a new device.
+ *
+ * @example
+ * ```ts
+ * import { getGpu, shutdownGpu } from "@modern-cnn/webgpu/gpu";
+ * const gpu = await getGpu();
+ * console.log(await gpu.tensor(new Float32Array([1, 2]), { shape: [2] }).toArray());
+ * await shutdownGpu();
+ * ```
+ */
+export async function shutdownGpu(): Promise<void> {
+  const pending = defaultGpu;
+  defaultGpu = undefined;
+  // A getGpu() still acquiring its device would otherwise construct a Gpu after the sweep.
+  if (pending) await pending.catch(() => undefined);
+  const gpus = [...liveGpus].map((ref) => ref.deref()).filter((g) => g !== undefined);
+  liveGpus.clear();
+  await Promise.all(gpus.map((gpu) => gpu.close()));
+}
+
+// ---------------------------------------------------------------- process environment ----
+
+const BACKEND_VAR = "DENO_WEBGPU_BACKEND";
+const RUNTIME_DIR_VAR = "XDG_RUNTIME_DIR";
+/** Unix systems whose GPU stack is Mesa/libglvnd's (not macOS, not Windows). */
+const MESA_OSES = ["linux", "freebsd", "netbsd", "openbsd"];
+let environmentPrepared = false;
+/** Whether {@linkcode prepareDenoEnvironment} restricted Deno's WebGPU to Vulkan. */
+let vulkanOnly = false;
+
+/**
+ * Deno only, once, before the first adapter request (when Deno creates its wgpu instance and
+ * enumerates the adapters, reading these variables): sets two variables inside this process, and
+ * only where they are unset, so a user's own settings always win.
+ *
+ * - `DENO_WEBGPU_BACKEND=vulkan`. Unset, Deno's wgpu starts every backend, OpenGL's included,
+ *   which initializes EGL (libglvnd) and makes a context current on the thread running
+ *   JavaScript; nothing ever calls `eglReleaseThread`. Where that thread is not the main one
+ *   (`deno test` runs each file's isolate on a worker thread; so do Web Workers), the thread's
+ *   exit frees libglvnd's per-thread state while the main thread's `exit()` runs libEGL's
+ *   destructor, which frees the same state: a double free that glibc aborts on after every test
+ *   passed (exit 134, "double free or corruption (fasttop)", "corrupted size vs. prev_size in
+ *   fastbins"; cores show exactly these two threads). Where Vulkan sees the same device, wgpu
+ *   picks Vulkan's adapter anyway, so this only drops OpenGL as a fallback.
+ * - `XDG_RUNTIME_DIR`, when unset (or not absolute): Mesa's Vulkan device-select layer asks
+ *   libwayland for the compositor's default GPU while adapters are enumerated, and libwayland
+ *   prints `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` twice. A private
+ *   per-user folder (mode 0700, as the XDG spec requires) is a harmless value: no socket is found
+ *   there and the layer goes on silently, as it does on any machine without a display.
+ *
+ * Checks permissions with `Deno.permissions.querySync` first, so it never prompts, and gives up
+ * silently on anything unexpected: GPU acquisition must not fail for it.
+ */
+function prepareDenoEnvironment(): void {
+  if (environmentPrepared) return;
+  environmentPrepared = true;
+  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+  if (!deno?.permissions?.querySync || !MESA_OSES.includes(deno.build.os)) return;
+  const granted = (desc: Deno.PermissionDescriptor) =>
+    deno.permissions.querySync(desc).state === "granted";
+  try {
+    if (
+      granted({ name: "env", variable: BACKEND_VAR }) && deno.env.get(BACKEND_VAR) === undefined
+    ) {
+      deno.env.set(BACKEND_VAR, "vulkan");
+      vulkanOnly = true;
+    }
+  } catch {
+    // leave the backends to Deno
+  }
+  try {
+    if (!granted({ name: "env", variable: RUNTIME_DIR_VAR })) return;
+    if (deno.env.get(RUNTIME_DIR_VAR)?.startsWith("/")) return;
+    const dir = privateRuntimeDir(deno, granted);
+    if (dir) deno.env.set(RUNTIME_DIR_VAR, dir);
+  } catch {
+    // the warning is cosmetic
+  }
+}
+
+/**
+ * `$TMPDIR/modern-cnn-runtime-<uid>` (or under `/tmp`), created with mode 0700; undefined when
+ * it cannot be made or is not private (a symlink, another owner, open to others).
+ */
+function privateRuntimeDir(
+  deno: typeof Deno,
+  granted: (desc: Deno.PermissionDescriptor) => boolean,
+): string | undefined {
+  if (!granted({ name: "sys", kind: "uid" })) return undefined;
+  const uid = deno.uid();
+  if (uid === null) return undefined;
+  const tmp = granted({ name: "env", variable: "TMPDIR" }) ? deno.env.get("TMPDIR") : undefined;
+  const base = tmp?.startsWith("/") ? tmp.replace(/\/+$/, "") : "/tmp"; // "" for TMPDIR=/
+  const dir = `${base}/modern-cnn-runtime-${uid}`;
+  if (!granted({ name: "write", path: dir }) || !granted({ name: "read", path: dir })) {
+    return undefined;
+  }
+  try {
+    deno.mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if (!(err instanceof deno.errors.AlreadyExists)) return undefined;
+  }
+  const info = deno.lstatSync(dir);
+  if (!info.isDirectory || info.uid !== uid || ((info.mode ?? 0) & 0o077) !== 0) return undefined;
+  return dir;
 }
 
 /**
@@ -234,6 +357,7 @@ export class Gpu {
   #lost: Error | null = null;
   #destroyed = false;
   #scopes: Set<Tensor>[] = [];
+  #registration = new WeakRef<Gpu>(this);
 
   /**
    * Wraps an adapter and a device. Prefer {@linkcode requestGpu}, which raises the limits.
@@ -263,6 +387,7 @@ export class Gpu {
     this.pool = new BufferPool(device);
     this.#verbose = options.verbose ?? false;
     this.#arena = this.#createArena();
+    liveGpus.add(this.#registration);
     device.addEventListener("uncapturederror", (ev) => {
       const error = (ev as GPUUncapturedErrorEvent).error;
       const err = new GpuValidationError(this.#lastKernels, "uncaptured", error.message);
@@ -799,7 +924,36 @@ export class Gpu {
   }
 
   /**
-   * Destroys the device; the runtime is unusable afterwards.
+   * Waits for the work already submitted, then {@linkcode Gpu.destroy}s the runtime. Recorded
+   * work not yet flushed is dropped (nothing could read its results). {@linkcode shutdownGpu}
+   * closes every runtime of the process.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * await gpu.close();
+   * ```
+   */
+  async close(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#pass = null;
+    this.#encoder = null;
+    if (!this.#lost) {
+      try {
+        await this.device.queue.onSubmittedWorkDone();
+        await this.#settleScopes();
+      } catch {
+        // a device lost meanwhile: nothing left to wait for
+      }
+    }
+    this.destroy();
+  }
+
+  /**
+   * Destroys the runtime at once: every pooled buffer, the params arena and the device; drops
+   * the pipeline cache. The runtime is unusable afterwards; calling it again does nothing. Prefer
+   * {@linkcode Gpu.close}, which first waits for submitted work.
    *
    * @example
    * ```ts
@@ -809,7 +963,14 @@ export class Gpu {
    * ```
    */
   destroy(): void {
+    if (this.#destroyed) return;
     this.#destroyed = true;
+    liveGpus.delete(this.#registration);
+    this.#pass = null;
+    this.#encoder = null;
+    this.#pipelines.clear();
+    this.pool.destroyAll();
+    this.#arena.destroy();
     this.device.destroy();
   }
 

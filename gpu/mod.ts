@@ -28,6 +28,7 @@ export {
   type KernelSpec,
   requestGpu,
   type RequestGpuOptions,
+  shutdownGpu,
 } from "./device.ts";
 export {
   DeviceLostError,

@@ -64,6 +64,8 @@ export interface PoolStats {
 export class BufferPool {
   #device: GPUDevice;
   #free = new Map<number, GPUBuffer[]>();
+  #handedOut = new Set<GPUBuffer>();
+  #destroyed = false;
   #allocated = 0;
   #peak = 0;
   #live = 0;
@@ -112,6 +114,7 @@ export class BufferPool {
     }
     this.#live += cls;
     this.#peakLive = Math.max(this.#peakLive, this.#live);
+    this.#handedOut.add(buf);
     return buf;
   }
 
@@ -126,6 +129,8 @@ export class BufferPool {
    * ```
    */
   release(buf: GPUBuffer): void {
+    if (this.#destroyed) return; // a tensor disposed after destroyAll: its buffer is gone
+    this.#handedOut.delete(buf);
     const cls = buf.size;
     let list = this.#free.get(cls);
     if (!list) this.#free.set(cls, list = []);
@@ -154,6 +159,28 @@ export class BufferPool {
     }
     this.#free.clear();
     this.#freeBytes = 0;
+  }
+
+  /**
+   * Destroys every buffer of the pool, free or handed out (tensors still holding one become
+   * unusable): the end of the device's life, see {@linkcode Gpu.destroy}.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.zeros([16]);
+   * await gpu.sync();
+   * gpu.pool.destroyAll();
+   * ```
+   */
+  destroyAll(): void {
+    this.#destroyed = true;
+    this.destroyFree();
+    for (const b of this.#handedOut) b.destroy();
+    this.#handedOut.clear();
+    this.#allocated = 0;
+    this.#live = 0;
   }
 
   /**

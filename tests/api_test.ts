@@ -73,6 +73,7 @@ const ROOT_EXPORTS = [
   "residual",
   "saveTuningCache",
   "sequential",
+  "shutdownGpu",
   "summarize",
   "uploadImageSet",
 ];

@@ -251,3 +251,85 @@ Deno.test("a tensor created on a disposed base is rejected", GPU_TEST, async () 
   x.dispose();
   assert.throws(() => new Tensor(gpu, x, { shape: [2], dtype: "f32" }), /disposed/);
 });
+
+Deno.test("close waits, then destroys every pooled buffer and the device; twice is harmless", async () => {
+  const gpu = await requestGpu(); // its own device: the shared one stays up for the other tests
+  const kept = gpu.tensor(new Float32Array([1, 2]), { shape: [2] });
+  gpu.zeros([64]).dispose();
+  const y = double(gpu, kept, false);
+  gpu.flush(); // submitted: close waits for it
+  await gpu.close();
+  assert.equal(gpu.pool.stats.allocatedBytes, 0);
+  assert.throws(() => gpu.checkErrors(), /destroyed/);
+  y.dispose(); // after close: a no-op, not an error
+  gpu.destroy();
+  await gpu.close();
+});
+
+/** The environment a subprocess gets: what finding a GPU and the Deno cache need, no more. */
+function minimalEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1", ...extra };
+  for (const k of ["PATH", "HOME", "DENO_DIR", "TMPDIR", "LD_LIBRARY_PATH", "VK_ICD_FILENAMES"]) {
+    const v = Deno.env.get(k);
+    if (v !== undefined) env[k] = v;
+  }
+  return env;
+}
+
+/** Acquires the GPU in a fresh `deno eval`, reads a tensor back, shuts down, reports. */
+async function acquireInSubprocess(env: Record<string, string>) {
+  const gpuMod = new URL("../gpu/mod.ts", import.meta.url).href;
+  const script = `
+    import { getGpu, requestGpu, shutdownGpu } from ${JSON.stringify(gpuMod)};
+    const gpu = await getGpu();
+    const other = await requestGpu();
+    const values = Array.from(await gpu.tensor(new Float32Array([1, 2]), { shape: [2] }).toArray());
+    const env = { xdg: Deno.env.get("XDG_RUNTIME_DIR"), backend: Deno.env.get("DENO_WEBGPU_BACKEND") };
+    await shutdownGpu();
+    const closed = [gpu, other].map((g) => { try { g.checkErrors(); return false; } catch { return true; } });
+    const fresh = (await getGpu()) !== gpu;
+    await shutdownGpu();
+    console.log(JSON.stringify({ values, ...env, closed, fresh }));
+    Deno.exit(0);`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", script],
+    clearEnv: true,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  const stdout = new TextDecoder().decode(out.stdout);
+  return { code: out.code, stderr, report: out.code === 0 ? JSON.parse(stdout) : stdout };
+}
+
+Deno.test(
+  "GPU acquisition without XDG_RUNTIME_DIR prints no `error:` line; shutdownGpu closes all",
+  async () => {
+    const r = await acquireInSubprocess(minimalEnv());
+    assert.equal(r.code, 0, r.stderr);
+    const errors = r.stderr.split("\n").filter((l) => l.startsWith("error:"));
+    assert.deepEqual(errors, [], r.stderr);
+    assert.deepEqual(r.report.values, [1, 2]);
+    assert.deepEqual(r.report.closed, [true, true], "shutdownGpu destroyed both runtimes");
+    assert.equal(r.report.fresh, true, "getGpu after shutdownGpu acquires a new device");
+    if (Deno.build.os !== "linux") return;
+    // The private folder set in the subprocess, and the backend that avoids the exit crash.
+    assert.equal(r.report.backend, "vulkan");
+    assert.match(r.report.xdg, /\/modern-cnn-runtime-\d+$/);
+    const info = await Deno.lstat(r.report.xdg);
+    assert.ok(info.isDirectory);
+    assert.equal(info.uid, Deno.uid());
+    assert.equal((info.mode ?? 0) & 0o077, 0, `mode ${(info.mode ?? 0).toString(8)}`);
+
+    // A user's own settings are left as they are.
+    const dir = await Deno.makeTempDir();
+    const mine = await acquireInSubprocess(
+      minimalEnv({ XDG_RUNTIME_DIR: dir, DENO_WEBGPU_BACKEND: "vulkan,gl" }),
+    );
+    await Deno.remove(dir);
+    assert.equal(mine.code, 0, mine.stderr);
+    assert.equal(mine.report.xdg, dir);
+    assert.equal(mine.report.backend, "vulkan,gl");
+  },
+);

@@ -273,7 +273,11 @@ export class Rng {
 export async function testGpu(): Promise<Gpu> {
   if (!unloadHooked) {
     unloadHooked = true;
-    // Destroy the device before the process tears WebGPU down: an explicit, ordered shutdown.
+    // Release the device when the file's tests are done: `deno test` dispatches `unload` after
+    // the last one, and a handler cannot await, so this is the synchronous `destroy` (pooled
+    // buffers, arena, device), with no work in flight since every test awaited its results. (The
+    // crash at exit that this once aimed at came from Deno's OpenGL backend; requestGpu now
+    // leaves it out, see gpu/device.ts.)
     globalThis.addEventListener("unload", () => shared?.destroy());
   }
   shared = await getGpu();
