@@ -66,3 +66,37 @@ console.log("loaded", model.params.length);
   assert.match(u.stdout, /^loaded \d+/);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("train without XDG_RUNTIME_DIR prints no 'error:' line", async () => {
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  for (const k of ["PATH", "HOME", "DENO_DIR"]) {
+    const v = Deno.env.get(k);
+    if (v !== undefined) env[k] = v;
+  }
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(ROOT, "cli", "train.ts"),
+      "lenet",
+      "--dataset",
+      "synthetic",
+      "--limit-train",
+      "64",
+      "--limit-test",
+      "32",
+      "--batch-size",
+      "32",
+      "--epochs",
+      "1",
+    ],
+    clearEnv: true,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  assert.doesNotMatch(stderr, /^error:/m);
+  assert.match(new TextDecoder().decode(out.stdout), /^epoch 1: loss [\d.]+/m);
+});
