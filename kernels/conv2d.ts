@@ -35,7 +35,7 @@
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape, grid1d } from "../gpu/mod.ts";
 import { tunedConv } from "./_autotune_table.ts";
-import { LOOP_CAP } from "./_chunks.ts";
+import { bindingRange, LOOP_CAP, maxBindingElements, type TensorRange } from "./_binding.ts";
 import {
   convert,
   dtypeTag,
@@ -57,14 +57,7 @@ import {
   planDirectWeightGrad,
 } from "./conv2d_direct.ts";
 import { checkActivationKind } from "./_activation_wgsl.ts";
-import {
-  bindingRange,
-  gemmStrided,
-  type GemmTuning,
-  maxBindingElements,
-  reduceStrided,
-  type TensorRange,
-} from "./gemm.ts";
+import { gemmStrided, type GemmTuning, reduceStrided } from "./gemm.ts";
 
 /** Dimensions and hyper-parameters of a 2-D convolution. */
 export interface Conv2dParams {

@@ -44,8 +44,8 @@ import { dtypeTag, type FloatDType, floatDTypes, loadF32, storeAs, wgslEnable } 
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
 import { activationWgsl } from "./_activation_wgsl.ts";
-import { LOOP_CAP } from "./_chunks.ts";
-import { bindingRange, maxBindingElements, reduceStrided, type TensorRange } from "./gemm.ts";
+import { bindingRange, LOOP_CAP, maxBindingElements, type TensorRange } from "./_binding.ts";
+import { reduceStrided } from "./gemm.ts";
 
 /** The convolution a direct kernel computes (all sizes resolved; see `conv2dGeometry`). */
 export interface DirectConvShape {
@@ -388,7 +388,7 @@ function searchPlan(s: DirectConvShape): DirectConvPlan | undefined {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
  * import { directConvForward } from "./conv2d_direct.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 1, 8, 8]), w = gpu.zeros([3, 1, 3, 3]), y = gpu.empty([2, 3, 8, 8]);
@@ -752,7 +752,7 @@ const DW_TARGET_THREADS = 2048;
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
  * import { directConvWeightGrad } from "./conv2d_direct.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 1, 8, 8]), dy = gpu.zeros([2, 3, 8, 8]), dw = gpu.zeros([3, 1, 3, 3]);

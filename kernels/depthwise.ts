@@ -40,7 +40,7 @@
  */
 
 import { grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
-import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
 import {
   assignAs,
   checkFloat,
@@ -51,7 +51,6 @@ import {
 } from "./_dtype.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of every depthwise kernel. */
 const WG = 64;

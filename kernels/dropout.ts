@@ -19,7 +19,7 @@
  */
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
-import { unitRanges } from "./_chunks.ts";
+import { bindingRange, unitRanges } from "./_binding.ts";
 import {
   dtypeTag,
   type FloatDType,
@@ -29,7 +29,6 @@ import {
   wgslEnable,
 } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup. */
 const WG = 256;

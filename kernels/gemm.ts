@@ -41,7 +41,6 @@ import { activationWgsl, checkActivationKind } from "./_activation_wgsl.ts";
 import { tunedGemm } from "./_autotune_table.ts";
 import {
   dtypeTag,
-  floatBytes,
   type FloatDType,
   floatDTypes,
   loadF32,
@@ -51,6 +50,7 @@ import {
 } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./activation.ts";
+import { bindingRange, maxBindingElements, type TensorRange } from "./_binding.ts";
 
 // ------------------------------------------------------------------------ public API ----
 
@@ -302,71 +302,6 @@ export function sumRows(
   });
 }
 
-// ------------------------------------------------------------- bindings of ranges ----
-
-/**
- * A range of a tensor's elements to bind: the binding starts at a byte offset aligned to the
- * device's `minStorageBufferOffsetAlignment`, and `base` is the element offset of the range
- * inside the binding. Lets kernels work on slices of tensors larger than one binding may be.
- */
-export interface TensorRange {
-  /** What to bind. */
-  readonly binding: Binding;
-  /** Element offset of the range's first element inside the binding. */
-  readonly base: number;
-  /** Elements in the range. */
-  readonly count: number;
-  /** The tensor. */
-  readonly tensor: Tensor;
-}
-
-/**
- * The binding of elements `[offset, offset + count)` of `t` (see {@linkcode TensorRange}).
- *
- * @example
- * ```ts
- * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "./gemm.ts";
- * const gpu = await getGpu();
- * const r = bindingRange(gpu.zeros([1000]), 100, 50); // r.base === 36 (binding starts at byte 256)
- * ```
- */
-export function bindingRange(t: Tensor, offset: number, count: number): TensorRange {
-  const align = t.gpu.limits.minStorageBufferOffsetAlignment;
-  // 4-byte words for u8, i32 and u32 tensors (u8 ones are bound whole, offset 0).
-  const bytes = t.dtype === "f32" || t.dtype === "f16" ? floatBytes(t.dtype) : 4;
-  const startByte = Math.floor((offset * bytes) / align) * align;
-  const endByte = Math.min(t.buffer.size, Math.ceil(((offset + count) * bytes) / 16) * 16);
-  const size = Math.max(16, endByte - startByte);
-  return {
-    binding: {
-      buffer: t.buffer,
-      offset: startByte,
-      size: Math.min(size, t.buffer.size - startByte),
-    },
-    base: offset - startByte / bytes,
-    count,
-    tensor: t,
-  };
-}
-
-/**
- * The most f32 elements one storage binding may span on this device, less one alignment unit
- * (so that a range starting anywhere still fits).
- *
- * @example
- * ```ts
- * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { maxBindingElements } from "./gemm.ts";
- * const gpu = await getGpu();
- * maxBindingElements(gpu); // e.g. 33554368 on llvmpipe (128 MiB)
- * ```
- */
-export function maxBindingElements(gpu: Gpu): number {
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  return Math.floor((gpu.limits.maxStorageBufferBindingSize - align - 16) / 4);
-}
-
 // ------------------------------------------------------------------- strided GEMM ----
 
 /**
@@ -442,7 +377,8 @@ export interface StridedGemm {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange, gemmStrided } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
+ * import { gemmStrided } from "./gemm.ts";
  * const gpu = await getGpu();
  * const a = gpu.zeros([4, 3]), b = gpu.zeros([3, 5]), c = gpu.empty([4, 5]);
  * gemmStrided(gpu, {
@@ -877,7 +813,8 @@ function chooseSplitK(gpu: Gpu, g: StridedGemm, groups: number, kAlign: number):
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { _gemmPlan, bindingRange } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
+ * import { _gemmPlan } from "./gemm.ts";
  * const gpu = await getGpu();
  * const a = gpu.zeros([4, 3]), b = gpu.zeros([3, 5]), c = gpu.empty([4, 5]);
  * _gemmPlan(gpu, {
@@ -1387,7 +1324,8 @@ export interface StridedReduce {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange, reduceStrided } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
+ * import { reduceStrided } from "./gemm.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 3, 5]), y = gpu.empty([3]);
  * reduceStrided(gpu, {

@@ -27,11 +27,10 @@
  */
 
 import { grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
-import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
 import { checkFloat, dtypeTag, type FloatDType, storageType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of the LRN kernels. */
 const WG = 64;

@@ -29,11 +29,10 @@
  */
 
 import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
-import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { bindingRange, LOOP_BUDGET, type TensorRange, unitRanges } from "./_binding.ts";
 import { checkFloat, dtypeTag, type FloatDType, wgslEnable } from "./_dtype.ts";
 import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange, type TensorRange } from "./gemm.ts";
 
 /** Threads per workgroup of every pooling kernel. */
 const WG = 64;

@@ -12,7 +12,7 @@
  */
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
-import { unitRanges } from "./_chunks.ts";
+import { unitRanges } from "./_binding.ts";
 import {
   dtypeTag,
   floatBytes,

@@ -27,11 +27,10 @@
  */
 
 import { formatShape, type KernelSpec, type Tensor } from "../gpu/mod.ts";
-import { bindingLimit, LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { bindingLimit, bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
 import { dtypeTag, type FloatDType, floatDType, loadF32, storeAs, wgslEnable } from "./_dtype.ts";
 import { checkLossScale } from "./loss_scale.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads of the single workgroup. */
 const WG = 256;
