@@ -114,3 +114,39 @@ export function windowOutput(
   }
   return [oh, ow];
 }
+
+/** A convolution with every hyper-parameter resolved (see `conv2dGeometry` in `conv2d.ts`). */
+export interface Conv2dGeometry {
+  /** Batch. */
+  readonly n: number;
+  /** Input channels. */
+  readonly cIn: number;
+  /** Input height. */
+  readonly h: number;
+  /** Input width. */
+  readonly w: number;
+  /** Output channels. */
+  readonly cOut: number;
+  /** Kernel height. */
+  readonly kh: number;
+  /** Kernel width. */
+  readonly kw: number;
+  /** Vertical stride. */
+  readonly sh: number;
+  /** Horizontal stride. */
+  readonly sw: number;
+  /** Vertical padding. */
+  readonly ph: number;
+  /** Horizontal padding. */
+  readonly pw: number;
+  /** Vertical dilation. */
+  readonly dh: number;
+  /** Horizontal dilation. */
+  readonly dw: number;
+  /** Groups. */
+  readonly groups: number;
+  /** Output height. */
+  readonly oh: number;
+  /** Output width. */
+  readonly ow: number;
+}

@@ -73,7 +73,7 @@ import {
 } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import type { ActivationKind } from "./activation.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
 
 /** Threads per workgroup of every batch-norm kernel. */
 const WG = 64;

@@ -46,9 +46,13 @@ import {
   storeAs,
   wgslEnable,
 } from "./_dtype.ts";
-import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
+import { checkPositiveInts, type Conv2dGeometry, pair, windowOutput } from "./_geometry.ts";
+import type { Conv2dKernelOptions } from "./_types.ts";
+
+export type { Conv2dGeometry } from "./_geometry.ts";
+export type { Conv2dKernelOptions } from "./_types.ts";
 import { ParamsWriter } from "./_params.ts";
-import type { ActivationKind } from "./activation.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
 import {
   directConvForward,
   type DirectConvShape,
@@ -57,7 +61,7 @@ import {
   planDirectWeightGrad,
 } from "./conv2d_direct.ts";
 import { checkActivationKind } from "./_activation_wgsl.ts";
-import { gemmStrided, type GemmTuning, reduceStrided } from "./gemm.ts";
+import { gemmStrided, reduceStrided } from "./gemm.ts";
 
 /** Dimensions and hyper-parameters of a 2-D convolution. */
 export interface Conv2dParams {
@@ -99,68 +103,6 @@ export interface Conv2dForwardOptions {
    * `y` is exactly `[n, cOut, oh, ow]`.
    */
   readonly yChannelOffset?: number;
-}
-
-/** Options of the conv2d host functions for tests and benchmarks. */
-export interface Conv2dKernelOptions {
-  /**
-   * Most bytes one im2col buffer (and one bound range of x, y, dx, dy) should take: chunks of
-   * images are sized by it (at least one image per chunk). Default: 64 MiB, capped by the
-   * device's `maxStorageBufferBindingSize`.
-   */
-  readonly maxChunkBytes?: number;
-  /** GEMM tuning passed through (tests force kernel variants with it). */
-  readonly gemm?: GemmTuning;
-  /**
-   * 1x1 convolutions (stride 1, no padding, one group) with at least this many output pixels
-   * per image skip im2col; default 64. `Infinity` forces the im2col path.
-   */
-  readonly pointwiseMinPixels?: number;
-  /**
-   * Direct convolution kernels (no im2col; see `conv2d_direct.ts`) for the forward pass, the
-   * input gradient (stride 1, one group) and the weight and bias gradients: `true` uses them
-   * wherever they can run (one group, kernel rows of at most 16 taps, within their unrolling
-   * budgets), `false` never. Default: on CPU adapters, for convolutions of at least 2^23
-   * multiply-adds (their compile time must pay off), in each pass where they are estimated to
-   * be faster (LeNet's convolutions and every model's first layer, for instance).
-   */
-  readonly direct?: boolean;
-}
-
-/** A convolution with every hyper-parameter resolved (see {@linkcode conv2dGeometry}). */
-export interface Conv2dGeometry {
-  /** Batch. */
-  readonly n: number;
-  /** Input channels. */
-  readonly cIn: number;
-  /** Input height. */
-  readonly h: number;
-  /** Input width. */
-  readonly w: number;
-  /** Output channels. */
-  readonly cOut: number;
-  /** Kernel height. */
-  readonly kh: number;
-  /** Kernel width. */
-  readonly kw: number;
-  /** Vertical stride. */
-  readonly sh: number;
-  /** Horizontal stride. */
-  readonly sw: number;
-  /** Vertical padding. */
-  readonly ph: number;
-  /** Horizontal padding. */
-  readonly pw: number;
-  /** Vertical dilation. */
-  readonly dh: number;
-  /** Horizontal dilation. */
-  readonly dw: number;
-  /** Groups. */
-  readonly groups: number;
-  /** Output height. */
-  readonly oh: number;
-  /** Output width. */
-  readonly ow: number;
 }
 
 /** How a convolution is split over images (see {@linkcode conv2dChunkPlan}). */

@@ -42,7 +42,7 @@
 import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
 import { dtypeTag, type FloatDType, floatDTypes, loadF32, storeAs, wgslEnable } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
-import type { ActivationKind } from "./activation.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
 import { activationWgsl } from "./_activation_wgsl.ts";
 import { bindingRange, LOOP_CAP, maxBindingElements, type TensorRange } from "./_binding.ts";
 import { reduceStrided } from "./gemm.ts";

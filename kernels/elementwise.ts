@@ -36,7 +36,7 @@ import {
   vec4Bytes,
   wgslEnable,
 } from "./_dtype.ts";
-import type { ActivationKind } from "./activation.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
 import { ParamsWriter } from "./_params.ts";
 
 /** Threads per workgroup of the flat elementwise kernels. */
