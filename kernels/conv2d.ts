@@ -46,11 +46,14 @@ import {
   storeAs,
   wgslEnable,
 } from "./_dtype.ts";
-import { checkPositiveInts, type Conv2dGeometry, pair, windowOutput } from "./_geometry.ts";
+import {
+  checkPositiveInts,
+  checkWindow2d,
+  type Conv2dGeometry,
+  window2d,
+  type Window2dParams,
+} from "./_geometry.ts";
 import type { Conv2dKernelOptions } from "./_types.ts";
-
-export type { Conv2dGeometry } from "./_geometry.ts";
-export type { Conv2dKernelOptions } from "./_types.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./_activation_wgsl.ts";
 import {
@@ -63,8 +66,14 @@ import {
 import { checkActivationKind } from "./_activation_wgsl.ts";
 import { gemmStrided, reduceStrided } from "./gemm.ts";
 
-/** Dimensions and hyper-parameters of a 2-D convolution. */
-export interface Conv2dParams {
+export type { Conv2dGeometry, Window2d, Window2dParams } from "./_geometry.ts";
+export type { Conv2dKernelOptions } from "./_types.ts";
+
+/**
+ * Dimensions and hyper-parameters of a 2-D convolution: the window (kernel, stride 1, zero
+ * padding 0, dilation 1 by default) and the sizes.
+ */
+export interface Conv2dParams extends Window2dParams {
   /** Batch size. */
   readonly n: number;
   /** Input channels. */
@@ -75,14 +84,6 @@ export interface Conv2dParams {
   readonly w: number;
   /** Output channels. */
   readonly cOut: number;
-  /** Kernel size: one number, or `[kh, kw]`. */
-  readonly kernel: number | readonly [number, number];
-  /** Stride; default 1. */
-  readonly stride?: number | readonly [number, number];
-  /** Zero padding on each side; default 0. */
-  readonly padding?: number | readonly [number, number];
-  /** Dilation; default 1. */
-  readonly dilation?: number | readonly [number, number];
   /** Groups (`cIn` and `cOut` must be multiples); default 1. */
   readonly groups?: number;
 }
@@ -130,10 +131,7 @@ export interface Conv2dChunkPlan {
 export function conv2dGeometry(p: Conv2dParams): Conv2dGeometry {
   const op = "conv2d";
   checkPositiveInts(op, p, ["n", "cIn", "h", "w", "cOut"]);
-  const [kh, kw] = pair(op, "kernel", p.kernel, 1, 1);
-  const [sh, sw] = pair(op, "stride", p.stride, 1, 1);
-  const [ph, pw] = pair(op, "padding", p.padding, 0, 0);
-  const [dh, dw] = pair(op, "dilation", p.dilation, 1, 1);
+  const win = window2d(op, p);
   const groups = p.groups ?? 1;
   if (!Number.isInteger(groups) || groups < 1) {
     throw new RangeError(`${op}: groups must be an integer >= 1, got ${p.groups}`);
@@ -143,8 +141,8 @@ export function conv2dGeometry(p: Conv2dParams): Conv2dGeometry {
       `${op}: groups ${groups} must divide cIn ${p.cIn} and cOut ${p.cOut}`,
     );
   }
-  const win = { kh, kw, sh, sw, ph, pw, dh, dw };
-  const [oh, ow] = windowOutput(op, [p.n, p.cIn, p.h, p.w], win);
+  const [, , oh, ow] = checkWindow2d(op, win, [p.n, p.cIn, p.h, p.w]);
+  const { kh, kw, sh, sw, ph, pw, dh, dw } = win;
   return {
     n: p.n,
     cIn: p.cIn,

@@ -41,14 +41,18 @@
 
 import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
 import { dtypeTag, type FloatDType, floatDTypes, loadF32, storeAs, wgslEnable } from "./_dtype.ts";
+import type { Window2d } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./_activation_wgsl.ts";
 import { activationWgsl } from "./_activation_wgsl.ts";
 import { bindingRange, LOOP_CAP, maxBindingElements, type TensorRange } from "./_binding.ts";
 import { reduceStrided } from "./gemm.ts";
 
-/** The convolution a direct kernel computes (all sizes resolved; see `conv2dGeometry`). */
-export interface DirectConvShape {
+/**
+ * The convolution a direct kernel computes: the window and every size resolved (see
+ * `conv2dGeometry`). The padding may be negative (the flipped input-gradient convolution).
+ */
+export interface DirectConvShape extends Window2d {
   /** Images. */
   readonly n: number;
   /** Input channels. */
@@ -63,22 +67,6 @@ export interface DirectConvShape {
   readonly oh: number;
   /** Output width. */
   readonly ow: number;
-  /** Kernel height. */
-  readonly kh: number;
-  /** Kernel width. */
-  readonly kw: number;
-  /** Vertical stride. */
-  readonly sh: number;
-  /** Horizontal stride. */
-  readonly sw: number;
-  /** Vertical padding (may be negative for the flipped input-gradient convolution). */
-  readonly ph: number;
-  /** Horizontal padding (may be negative). */
-  readonly pw: number;
-  /** Vertical dilation. */
-  readonly dh: number;
-  /** Horizontal dilation. */
-  readonly dw: number;
 }
 
 const WG = 64;
