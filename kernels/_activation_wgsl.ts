@@ -10,7 +10,8 @@
  * @module
  */
 
-import type { ActivationKind } from "./activation.ts";
+/** The activation functions: `nn.ReLU`, `nn.ReLU6`, `nn.Sigmoid`, `nn.Tanh`. */
+export type ActivationKind = "relu" | "relu6" | "sigmoid" | "tanh";
 
 /** Forward bodies: read `x: T`, assign `y: T` (a `var` declared by the kernel). */
 export const ACTIVATION_FORWARD_WGSL: Record<ActivationKind, string> = {

@@ -8,8 +8,8 @@
  */
 
 import type { Gpu } from "../gpu/mod.ts";
-import type { Conv2dGeometry, Conv2dKernelOptions } from "./conv2d.ts";
-import type { GemmTuning, StridedGemm } from "./gemm.ts";
+import type { Conv2dGeometry } from "./_geometry.ts";
+import type { Conv2dKernelOptions, GemmTuning, StridedGemm } from "./_types.ts";
 
 /**
  * A tuned choice: the GEMM configuration to run (every knob resolved), or whether a conv2d pass

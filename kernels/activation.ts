@@ -8,11 +8,14 @@
  */
 
 import type { Tensor } from "../gpu/mod.ts";
-import { ACTIVATION_BACKWARD_WGSL, ACTIVATION_FORWARD_WGSL } from "./_activation_wgsl.ts";
+import {
+  ACTIVATION_BACKWARD_WGSL,
+  ACTIVATION_FORWARD_WGSL,
+  type ActivationKind,
+} from "./_activation_wgsl.ts";
 import { elementwiseMap, type ElementwiseMapKernel } from "./elementwise.ts";
 
-/** The activation functions: `nn.ReLU`, `nn.ReLU6`, `nn.Sigmoid`, `nn.Tanh`. */
-export type ActivationKind = "relu" | "relu6" | "sigmoid" | "tanh";
+export type { ActivationKind } from "./_activation_wgsl.ts";
 
 /** Params of {@linkcode activationForward} and {@linkcode activationBackward}. */
 export interface ActivationParams {

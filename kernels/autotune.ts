@@ -47,7 +47,8 @@ import {
   type TuningTable,
 } from "./_autotune_table.ts";
 import { conv2dBackward, conv2dForward, type Conv2dParams } from "./conv2d.ts";
-import { _gemmPlan, bindingRange, gemmStrided, type GemmTuning, type StridedGemm } from "./gemm.ts";
+import { bindingRange } from "./_binding.ts";
+import { _gemmPlan, gemmStrided, type GemmTuning, type StridedGemm } from "./gemm.ts";
 
 export { type TunedChoice, TuningTable } from "./_autotune_table.ts";
 

@@ -62,7 +62,7 @@ import {
   type Tensor,
 } from "../gpu/mod.ts";
 import { actBackwardFn, actForwardFn, checkActivationKind } from "./_activation_wgsl.ts";
-import { unitRanges } from "./_chunks.ts";
+import { bindingRange, type TensorRange, unitRanges } from "./_binding.ts";
 import {
   assignAs,
   dtypeSpecs,
@@ -73,8 +73,7 @@ import {
 } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import type { ActivationKind } from "./activation.ts";
-import { bindingRange, type TensorRange } from "./gemm.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
 
 /** Threads per workgroup of every batch-norm kernel. */
 const WG = 64;

@@ -35,7 +35,7 @@
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { formatShape, grid1d } from "../gpu/mod.ts";
 import { tunedConv } from "./_autotune_table.ts";
-import { LOOP_CAP } from "./_chunks.ts";
+import { bindingRange, LOOP_CAP, maxBindingElements, type TensorRange } from "./_binding.ts";
 import {
   convert,
   dtypeTag,
@@ -46,9 +46,16 @@ import {
   storeAs,
   wgslEnable,
 } from "./_dtype.ts";
-import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
+import {
+  checkPositiveInts,
+  checkWindow2d,
+  type Conv2dGeometry,
+  window2d,
+  type Window2dParams,
+} from "./_geometry.ts";
+import type { Conv2dKernelOptions } from "./_types.ts";
 import { ParamsWriter } from "./_params.ts";
-import type { ActivationKind } from "./activation.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
 import {
   directConvForward,
   type DirectConvShape,
@@ -57,17 +64,16 @@ import {
   planDirectWeightGrad,
 } from "./conv2d_direct.ts";
 import { checkActivationKind } from "./_activation_wgsl.ts";
-import {
-  bindingRange,
-  gemmStrided,
-  type GemmTuning,
-  maxBindingElements,
-  reduceStrided,
-  type TensorRange,
-} from "./gemm.ts";
+import { gemmStrided, reduceStrided } from "./gemm.ts";
 
-/** Dimensions and hyper-parameters of a 2-D convolution. */
-export interface Conv2dParams {
+export type { Conv2dGeometry, Window2d, Window2dParams } from "./_geometry.ts";
+export type { Conv2dKernelOptions } from "./_types.ts";
+
+/**
+ * Dimensions and hyper-parameters of a 2-D convolution: the window (kernel, stride 1, zero
+ * padding 0, dilation 1 by default) and the sizes.
+ */
+export interface Conv2dParams extends Window2dParams {
   /** Batch size. */
   readonly n: number;
   /** Input channels. */
@@ -78,14 +84,6 @@ export interface Conv2dParams {
   readonly w: number;
   /** Output channels. */
   readonly cOut: number;
-  /** Kernel size: one number, or `[kh, kw]`. */
-  readonly kernel: number | readonly [number, number];
-  /** Stride; default 1. */
-  readonly stride?: number | readonly [number, number];
-  /** Zero padding on each side; default 0. */
-  readonly padding?: number | readonly [number, number];
-  /** Dilation; default 1. */
-  readonly dilation?: number | readonly [number, number];
   /** Groups (`cIn` and `cOut` must be multiples); default 1. */
   readonly groups?: number;
 }
@@ -106,68 +104,6 @@ export interface Conv2dForwardOptions {
    * `y` is exactly `[n, cOut, oh, ow]`.
    */
   readonly yChannelOffset?: number;
-}
-
-/** Options of the conv2d host functions for tests and benchmarks. */
-export interface Conv2dKernelOptions {
-  /**
-   * Most bytes one im2col buffer (and one bound range of x, y, dx, dy) should take: chunks of
-   * images are sized by it (at least one image per chunk). Default: 64 MiB, capped by the
-   * device's `maxStorageBufferBindingSize`.
-   */
-  readonly maxChunkBytes?: number;
-  /** GEMM tuning passed through (tests force kernel variants with it). */
-  readonly gemm?: GemmTuning;
-  /**
-   * 1x1 convolutions (stride 1, no padding, one group) with at least this many output pixels
-   * per image skip im2col; default 64. `Infinity` forces the im2col path.
-   */
-  readonly pointwiseMinPixels?: number;
-  /**
-   * Direct convolution kernels (no im2col; see `conv2d_direct.ts`) for the forward pass, the
-   * input gradient (stride 1, one group) and the weight and bias gradients: `true` uses them
-   * wherever they can run (one group, kernel rows of at most 16 taps, within their unrolling
-   * budgets), `false` never. Default: on CPU adapters, for convolutions of at least 2^23
-   * multiply-adds (their compile time must pay off), in each pass where they are estimated to
-   * be faster (LeNet's convolutions and every model's first layer, for instance).
-   */
-  readonly direct?: boolean;
-}
-
-/** A convolution with every hyper-parameter resolved (see {@linkcode conv2dGeometry}). */
-export interface Conv2dGeometry {
-  /** Batch. */
-  readonly n: number;
-  /** Input channels. */
-  readonly cIn: number;
-  /** Input height. */
-  readonly h: number;
-  /** Input width. */
-  readonly w: number;
-  /** Output channels. */
-  readonly cOut: number;
-  /** Kernel height. */
-  readonly kh: number;
-  /** Kernel width. */
-  readonly kw: number;
-  /** Vertical stride. */
-  readonly sh: number;
-  /** Horizontal stride. */
-  readonly sw: number;
-  /** Vertical padding. */
-  readonly ph: number;
-  /** Horizontal padding. */
-  readonly pw: number;
-  /** Vertical dilation. */
-  readonly dh: number;
-  /** Horizontal dilation. */
-  readonly dw: number;
-  /** Groups. */
-  readonly groups: number;
-  /** Output height. */
-  readonly oh: number;
-  /** Output width. */
-  readonly ow: number;
 }
 
 /** How a convolution is split over images (see {@linkcode conv2dChunkPlan}). */
@@ -195,10 +131,7 @@ export interface Conv2dChunkPlan {
 export function conv2dGeometry(p: Conv2dParams): Conv2dGeometry {
   const op = "conv2d";
   checkPositiveInts(op, p, ["n", "cIn", "h", "w", "cOut"]);
-  const [kh, kw] = pair(op, "kernel", p.kernel, 1, 1);
-  const [sh, sw] = pair(op, "stride", p.stride, 1, 1);
-  const [ph, pw] = pair(op, "padding", p.padding, 0, 0);
-  const [dh, dw] = pair(op, "dilation", p.dilation, 1, 1);
+  const win = window2d(op, p);
   const groups = p.groups ?? 1;
   if (!Number.isInteger(groups) || groups < 1) {
     throw new RangeError(`${op}: groups must be an integer >= 1, got ${p.groups}`);
@@ -208,8 +141,8 @@ export function conv2dGeometry(p: Conv2dParams): Conv2dGeometry {
       `${op}: groups ${groups} must divide cIn ${p.cIn} and cOut ${p.cOut}`,
     );
   }
-  const win = { kh, kw, sh, sw, ph, pw, dh, dw };
-  const [oh, ow] = windowOutput(op, [p.n, p.cIn, p.h, p.w], win);
+  const [, , oh, ow] = checkWindow2d(op, win, [p.n, p.cIn, p.h, p.w]);
+  const { kh, kw, sh, sw, ph, pw, dh, dw } = win;
   return {
     n: p.n,
     cIn: p.cIn,

@@ -41,14 +41,18 @@
 
 import { type Gpu, grid1d, type Tensor } from "../gpu/mod.ts";
 import { dtypeTag, type FloatDType, floatDTypes, loadF32, storeAs, wgslEnable } from "./_dtype.ts";
+import type { Window2d } from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import type { ActivationKind } from "./activation.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
 import { activationWgsl } from "./_activation_wgsl.ts";
-import { LOOP_CAP } from "./_chunks.ts";
-import { bindingRange, maxBindingElements, reduceStrided, type TensorRange } from "./gemm.ts";
+import { bindingRange, LOOP_CAP, maxBindingElements, type TensorRange } from "./_binding.ts";
+import { reduceStrided } from "./gemm.ts";
 
-/** The convolution a direct kernel computes (all sizes resolved; see `conv2dGeometry`). */
-export interface DirectConvShape {
+/**
+ * The convolution a direct kernel computes: the window and every size resolved (see
+ * `conv2dGeometry`). The padding may be negative (the flipped input-gradient convolution).
+ */
+export interface DirectConvShape extends Window2d {
   /** Images. */
   readonly n: number;
   /** Input channels. */
@@ -63,22 +67,6 @@ export interface DirectConvShape {
   readonly oh: number;
   /** Output width. */
   readonly ow: number;
-  /** Kernel height. */
-  readonly kh: number;
-  /** Kernel width. */
-  readonly kw: number;
-  /** Vertical stride. */
-  readonly sh: number;
-  /** Horizontal stride. */
-  readonly sw: number;
-  /** Vertical padding (may be negative for the flipped input-gradient convolution). */
-  readonly ph: number;
-  /** Horizontal padding (may be negative). */
-  readonly pw: number;
-  /** Vertical dilation. */
-  readonly dh: number;
-  /** Horizontal dilation. */
-  readonly dw: number;
 }
 
 const WG = 64;
@@ -388,7 +376,7 @@ function searchPlan(s: DirectConvShape): DirectConvPlan | undefined {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
  * import { directConvForward } from "./conv2d_direct.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 1, 8, 8]), w = gpu.zeros([3, 1, 3, 3]), y = gpu.empty([2, 3, 8, 8]);
@@ -752,7 +740,7 @@ const DW_TARGET_THREADS = 2048;
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
  * import { directConvWeightGrad } from "./conv2d_direct.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 1, 8, 8]), dy = gpu.zeros([2, 3, 8, 8]), dw = gpu.zeros([3, 1, 3, 3]);

@@ -23,7 +23,7 @@
  */
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
-import { unitRanges } from "./_chunks.ts";
+import { bindingRange, unitRanges } from "./_binding.ts";
 import {
   dtypeTag,
   type FloatDType,
@@ -34,7 +34,6 @@ import {
   wgslEnable,
 } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of the data kernels. */
 const WG = 128;

@@ -40,7 +40,7 @@
  */
 
 import { grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
-import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
 import {
   assignAs,
   checkFloat,
@@ -49,9 +49,14 @@ import {
   loadF32,
   storageType,
 } from "./_dtype.ts";
-import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
+import {
+  checkPositiveInts,
+  type PlaneWindow,
+  planeWindow,
+  window2d,
+  type Window2dParams,
+} from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of every depthwise kernel. */
 const WG = 64;
@@ -67,8 +72,11 @@ const CHUNK_UNITS = 1024;
  */
 const SERIAL_UNITS = 512;
 
-/** Dimensions and hyper-parameters of a depthwise convolution. */
-export interface DepthwiseParams {
+/**
+ * Dimensions and hyper-parameters of a depthwise convolution: the window (kernel, stride 1, zero
+ * padding 0, dilation 1 by default) and the sizes.
+ */
+export interface DepthwiseParams extends Window2dParams {
   /** Batch size. */
   readonly n: number;
   /** Channels (input = output = groups). */
@@ -77,41 +85,11 @@ export interface DepthwiseParams {
   readonly h: number;
   /** Input width. */
   readonly w: number;
-  /** Kernel size: `k` or `[kh, kw]`. */
-  readonly kernel: number | readonly [number, number];
-  /** Stride: `s` or `[sh, sw]`; default 1. */
-  readonly stride?: number | readonly [number, number];
-  /** Zero padding on each side: `p` or `[ph, pw]`; default 0. */
-  readonly padding?: number | readonly [number, number];
-  /** Dilation: `d` or `[dh, dw]`; default 1. */
-  readonly dilation?: number | readonly [number, number];
 }
 
-interface Resolved {
-  n: number;
-  c: number;
-  h: number;
-  w: number;
-  kh: number;
-  kw: number;
-  sh: number;
-  sw: number;
-  ph: number;
-  pw: number;
-  dh: number;
-  dw: number;
-  oh: number;
-  ow: number;
-}
-
-function resolve(op: string, p: DepthwiseParams): Resolved {
+function resolve(op: string, p: DepthwiseParams): PlaneWindow {
   checkPositiveInts(op, p, ["n", "c", "h", "w"]);
-  const [kh, kw] = pair(op, "kernel", p.kernel, 1, 1);
-  const [sh, sw] = pair(op, "stride", p.stride, 1, 1);
-  const [ph, pw] = pair(op, "padding", p.padding, 0, 0);
-  const [dh, dw] = pair(op, "dilation", p.dilation, 1, 1);
-  const [oh, ow] = windowOutput(op, [p.n, p.c, p.h, p.w], { kh, kw, sh, sw, ph, pw, dh, dw });
-  return { n: p.n, c: p.c, h: p.h, w: p.w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow };
+  return planeWindow(op, p, window2d(op, p));
 }
 
 /**
@@ -129,7 +107,7 @@ export function checkDepthwise(p: DepthwiseParams): Shape {
   return [r.n, r.c, r.oh, r.ow];
 }
 
-function geometry(r: Resolved): ParamsWriter {
+function geometry(r: PlaneWindow): ParamsWriter {
   return new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow)
     .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).i32(r.dh).i32(r.dw);
 }
@@ -229,22 +207,7 @@ function rowConv(
   w: Tensor,
   b: Tensor | undefined,
   y: Tensor,
-  g: {
-    c: number;
-    h: number;
-    w: number;
-    oh: number;
-    ow: number;
-    kh: number;
-    kw: number;
-    sh: number;
-    sw: number;
-    ph: number;
-    pw: number;
-    dh: number;
-    dw: number;
-    flip: boolean;
-  },
+  g: Omit<PlaneWindow, "n"> & { readonly flip: boolean },
 ): void {
   const owb = Math.ceil(g.ow / V);
   const hw = g.h * g.w, ohw = g.oh * g.ow;
@@ -287,7 +250,7 @@ function blockTaps(u: number, s: number, pad: number, k: number, d: number): [nu
 }
 
 function backwardDataBlockSpec(
-  r: Resolved,
+  r: PlaneWindow,
   dt: { dy: FloatDType; wt: FloatDType; dx: FloatDType },
 ): KernelSpec {
   const { kh, kw, sh, sw, ph, pw, dh, dw } = r;
@@ -442,7 +405,7 @@ fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
 }
 
 function weightParams(
-  r: Resolved,
+  r: PlaneWindow,
   g: { n: number; chunk: number; chunks: number; xBase: number; dyBase: number; chunkOff: number },
 ): Uint8Array {
   const owb = Math.ceil(r.ow / V);
@@ -451,7 +414,7 @@ function weightParams(
 }
 
 /** Loop iterations of one call of `unit` (see {@linkcode unitWgsl}), its own loop step included. */
-function unitIterations(r: Resolved): number {
+function unitIterations(r: PlaneWindow): number {
   const span = (V - 1) * r.sw + (r.kw - 1) * r.dw + 1;
   return V + r.kh * (span + r.kw + 1) + 1;
 }

@@ -19,10 +19,9 @@
  */
 
 import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
-import { unitRanges } from "./_chunks.ts";
+import { bindingRange, unitRanges } from "./_binding.ts";
 import { floatDType, storageType, vec4Bytes } from "./_dtype.ts";
 import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup. */
 const WG = 256;

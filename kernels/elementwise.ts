@@ -23,7 +23,7 @@
 
 import { type Binding, formatShape, grid1d, type KernelSpec, type Tensor } from "../gpu/mod.ts";
 import { actBackwardFn, checkActivationKind } from "./_activation_wgsl.ts";
-import { unitRanges } from "./_chunks.ts";
+import { bindingRange, unitRanges } from "./_binding.ts";
 import {
   convert,
   dtypeTag,
@@ -36,9 +36,8 @@ import {
   vec4Bytes,
   wgslEnable,
 } from "./_dtype.ts";
-import type { ActivationKind } from "./activation.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of the flat elementwise kernels. */
 const WG = 256;

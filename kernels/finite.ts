@@ -17,7 +17,7 @@
 
 import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
 import type { Gpu } from "../gpu/mod.ts";
-import { unitRanges } from "./_chunks.ts";
+import { unitRanges } from "./_binding.ts";
 import { floatBytes, floatDType } from "./_dtype.ts";
 import { defineKernel } from "./_kernel.ts";
 

@@ -41,7 +41,6 @@ import { activationWgsl, checkActivationKind } from "./_activation_wgsl.ts";
 import { tunedGemm } from "./_autotune_table.ts";
 import {
   dtypeTag,
-  floatBytes,
   type FloatDType,
   floatDTypes,
   loadF32,
@@ -50,7 +49,11 @@ import {
   wgslEnable,
 } from "./_dtype.ts";
 import { ParamsWriter } from "./_params.ts";
-import type { ActivationKind } from "./activation.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
+import { bindingRange, maxBindingElements, type TensorRange } from "./_binding.ts";
+import type { GemmTuning, GemmVariant, StridedGemm } from "./_types.ts";
+
+export type { GemmTuning, GemmVariant, StridedGemm } from "./_types.ts";
 
 // ------------------------------------------------------------------------ public API ----
 
@@ -79,26 +82,6 @@ export interface GemmParams {
    */
   readonly activation?: ActivationKind;
 }
-
-/**
- * Tuning knobs of {@linkcode gemm} for tests and benchmarks (the defaults pick per adapter).
- */
-export interface GemmTuning {
-  /** Force a kernel family: `register` (CPU adapters) or `shared` (GPUs). */
-  readonly variant?: GemmVariant;
-  /** Force the register block `[TM, TN]` of the register family (TM in 1|2|4|8|16, TN in 4|8|16). */
-  readonly tile?: readonly [number, number];
-  /** Force the number of k-splits (1 = no split-K). */
-  readonly splitK?: number;
-  /**
-   * Compute `C^T = op(B)^T op(A)^T` instead (register family, C not segmented): SIMD lanes then
-   * run along m instead of n. Default: chosen by the cost model (for skinny C).
-   */
-  readonly swap?: boolean;
-}
-
-/** The GEMM kernel families. */
-export type GemmVariant = "register" | "shared";
 
 /**
  * Validates GEMM dimensions (and operand shapes, when given) and returns C's shape:
@@ -302,136 +285,7 @@ export function sumRows(
   });
 }
 
-// ------------------------------------------------------------- bindings of ranges ----
-
-/**
- * A range of a tensor's elements to bind: the binding starts at a byte offset aligned to the
- * device's `minStorageBufferOffsetAlignment`, and `base` is the element offset of the range
- * inside the binding. Lets kernels work on slices of tensors larger than one binding may be.
- */
-export interface TensorRange {
-  /** What to bind. */
-  readonly binding: Binding;
-  /** Element offset of the range's first element inside the binding. */
-  readonly base: number;
-  /** Elements in the range. */
-  readonly count: number;
-  /** The tensor. */
-  readonly tensor: Tensor;
-}
-
-/**
- * The binding of elements `[offset, offset + count)` of `t` (see {@linkcode TensorRange}).
- *
- * @example
- * ```ts
- * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange } from "./gemm.ts";
- * const gpu = await getGpu();
- * const r = bindingRange(gpu.zeros([1000]), 100, 50); // r.base === 36 (binding starts at byte 256)
- * ```
- */
-export function bindingRange(t: Tensor, offset: number, count: number): TensorRange {
-  const align = t.gpu.limits.minStorageBufferOffsetAlignment;
-  // 4-byte words for u8, i32 and u32 tensors (u8 ones are bound whole, offset 0).
-  const bytes = t.dtype === "f32" || t.dtype === "f16" ? floatBytes(t.dtype) : 4;
-  const startByte = Math.floor((offset * bytes) / align) * align;
-  const endByte = Math.min(t.buffer.size, Math.ceil(((offset + count) * bytes) / 16) * 16);
-  const size = Math.max(16, endByte - startByte);
-  return {
-    binding: {
-      buffer: t.buffer,
-      offset: startByte,
-      size: Math.min(size, t.buffer.size - startByte),
-    },
-    base: offset - startByte / bytes,
-    count,
-    tensor: t,
-  };
-}
-
-/**
- * The most f32 elements one storage binding may span on this device, less one alignment unit
- * (so that a range starting anywhere still fits).
- *
- * @example
- * ```ts
- * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { maxBindingElements } from "./gemm.ts";
- * const gpu = await getGpu();
- * maxBindingElements(gpu); // e.g. 33554368 on llvmpipe (128 MiB)
- * ```
- */
-export function maxBindingElements(gpu: Gpu): number {
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  return Math.floor((gpu.limits.maxStorageBufferBindingSize - align - 16) / 4);
-}
-
 // ------------------------------------------------------------------- strided GEMM ----
-
-/**
- * A GEMM over ranges of tensors with explicit strides, as conv2d needs it:
- * `A(i, kk)` is `a[i * lda + kk]` (or `a[kk * lda + i]` when `transA`), `B(kk, j)` is
- * `b[kk * ldb + j]` (or `b[j * ldb + kk]` when `transB`), batch `z` adds `z * strideX`.
- * C element `(i, j)` is stored at `i * ldc + j`, or, with `segment` set, at
- * `floor(j / segment) * segmentStride + i * ldc + j % segment` (NCHW output from a GEMM whose
- * columns run over images and pixels). Bias is per row (`biasMode: "row"`, index
- * `z * strideBias + i`) or per column (`"col"`, index `j`). With `activation`, every stored
- * element is `f(alpha * op(A) op(B) + beta * C + bias)`.
- */
-export interface StridedGemm {
-  /** Rows of C. */
-  readonly m: number;
-  /** Columns of C. */
-  readonly n: number;
-  /** Reduced dimension. */
-  readonly k: number;
-  /** Independent products (z of the grid). */
-  readonly batch: number;
-  /** A stored k-major. */
-  readonly transA: boolean;
-  /** B stored n-major. */
-  readonly transB: boolean;
-  /** Product scale. */
-  readonly alpha: number;
-  /** Prior C scale (0: C not read). */
-  readonly beta: number;
-  /** A's elements (an f32 or f16 tensor). */
-  readonly a: TensorRange;
-  /** B's elements (an f32 or f16 tensor). */
-  readonly b: TensorRange;
-  /** C's elements (an f32 or f16 tensor). */
-  readonly c: TensorRange;
-  /** Row stride of A as stored. */
-  readonly lda: number;
-  /** Row stride of B as stored. */
-  readonly ldb: number;
-  /** Row stride of C. */
-  readonly ldc: number;
-  /** Column stride of C (default 1; ignored with `segment`). */
-  readonly ldcCol?: number;
-  /** Batch stride of A (0: shared by every batch). */
-  readonly strideA: number;
-  /** Batch stride of B. */
-  readonly strideB: number;
-  /** Batch stride of C. */
-  readonly strideC: number;
-  /** Column segment length of C's store mapping (see above); omit for plain rows. */
-  readonly segment?: number;
-  /** Stride between column segments of C. */
-  readonly segmentStride?: number;
-  /** Bias elements (an f32 or f16 tensor). */
-  readonly bias?: TensorRange | undefined;
-  /** How bias broadcasts. */
-  readonly biasMode: "none" | "row" | "col";
-  /** Batch stride of a row bias. */
-  readonly strideBias?: number;
-  /**
-   * Activation applied to each C element as it is stored (after alpha, beta and bias); with
-   * split-K in the final epilogue, with k-passes in the last pass only. Default: none.
-   */
-  readonly activation?: ActivationKind | undefined;
-}
 
 /**
  * Records a {@linkcode StridedGemm} (the common engine of `gemm` and `conv2d`). The tensors of
@@ -442,7 +296,8 @@ export interface StridedGemm {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange, gemmStrided } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
+ * import { gemmStrided } from "./gemm.ts";
  * const gpu = await getGpu();
  * const a = gpu.zeros([4, 3]), b = gpu.zeros([3, 5]), c = gpu.empty([4, 5]);
  * gemmStrided(gpu, {
@@ -877,7 +732,8 @@ function chooseSplitK(gpu: Gpu, g: StridedGemm, groups: number, kAlign: number):
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { _gemmPlan, bindingRange } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
+ * import { _gemmPlan } from "./gemm.ts";
  * const gpu = await getGpu();
  * const a = gpu.zeros([4, 3]), b = gpu.zeros([3, 5]), c = gpu.empty([4, 5]);
  * _gemmPlan(gpu, {
@@ -1387,7 +1243,8 @@ export interface StridedReduce {
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bindingRange, reduceStrided } from "./gemm.ts";
+ * import { bindingRange } from "./_binding.ts";
+ * import { reduceStrided } from "./gemm.ts";
  * const gpu = await getGpu();
  * const x = gpu.zeros([2, 3, 5]), y = gpu.empty([3]);
  * reduceStrided(gpu, {

@@ -27,11 +27,10 @@
  */
 
 import { grid1d, type Shape, type Tensor } from "../gpu/mod.ts";
-import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
 import { checkFloat, storageType } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
 import { type BoundTensor, defineKernel } from "./_kernel.ts";
-import { bindingRange } from "./gemm.ts";
 
 /** Threads per workgroup of the LRN kernels. */
 const WG = 64;

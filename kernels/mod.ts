@@ -58,6 +58,8 @@ export {
   type Conv2dForwardOptions,
   type Conv2dKernelOptions,
   type Conv2dParams,
+  type Window2d,
+  type Window2dParams,
 } from "./conv2d.ts";
 export {
   checkPrepareBatch,

@@ -29,17 +29,26 @@
  */
 
 import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
-import { LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import { bindingRange, LOOP_BUDGET, type TensorRange, unitRanges } from "./_binding.ts";
 import { checkFloat, dtypeTag, type FloatDType, wgslEnable } from "./_dtype.ts";
-import { checkPositiveInts, pair, windowOutput } from "./_geometry.ts";
+import {
+  checkPositiveInts,
+  type PlaneWindow,
+  planeWindow,
+  window2d,
+  type Window2dParams,
+} from "./_geometry.ts";
 import { ParamsWriter } from "./_params.ts";
-import { bindingRange, type TensorRange } from "./gemm.ts";
 
 /** Threads per workgroup of every pooling kernel. */
 const WG = 64;
 
-/** Dimensions and hyper-parameters of a 2-D pooling. */
-export interface Pool2dParams {
+/**
+ * Dimensions and hyper-parameters of a 2-D pooling: the window without dilation (stride the
+ * kernel size by default; implicit padding, `-inf` for max and zeros for average, default 0 and
+ * at most half the kernel) and the sizes.
+ */
+export interface Pool2dParams extends Omit<Window2dParams, "dilation"> {
   /** Batch size. */
   readonly n: number;
   /** Channels. */
@@ -48,12 +57,6 @@ export interface Pool2dParams {
   readonly h: number;
   /** Input width. */
   readonly w: number;
-  /** Window size: `k` or `[kh, kw]`. */
-  readonly kernel: number | readonly [number, number];
-  /** Stride: `s` or `[sh, sw]`; default the kernel size. */
-  readonly stride?: number | readonly [number, number];
-  /** Implicit padding on each side (`-inf` for max, zeros for average); default 0, at most half the kernel. */
-  readonly padding?: number | readonly [number, number];
 }
 
 /** Dimensions of a global average pooling. */
@@ -68,38 +71,21 @@ export interface GlobalPoolParams {
   readonly w: number;
 }
 
-interface Resolved {
-  n: number;
-  c: number;
-  h: number;
-  w: number;
-  kh: number;
-  kw: number;
-  sh: number;
-  sw: number;
-  ph: number;
-  pw: number;
-  oh: number;
-  ow: number;
-}
-
 function checkDims(op: string, p: GlobalPoolParams): void {
   checkPositiveInts(op, p, ["n", "c", "h", "w"]);
 }
 
-function resolve(op: string, p: Pool2dParams): Resolved {
+function resolve(op: string, p: Pool2dParams): PlaneWindow {
   checkDims(op, p);
-  const [kh, kw] = pair(op, "kernel", p.kernel, [1, 1], 1);
-  const [sh, sw] = pair(op, "stride", p.stride, [kh, kw], 1);
-  const [ph, pw] = pair(op, "padding", p.padding, [0, 0], 0);
+  const { kernel, stride, padding } = p;
+  const win = window2d(op, { kernel, stride, padding }, { stride: "kernel" });
+  const { kh, kw, ph, pw } = win;
   if (ph > Math.floor(kh / 2) || pw > Math.floor(kw / 2)) {
     throw new RangeError(
       `${op}: padding [${ph}, ${pw}] must be at most half of the kernel size [${kh}, ${kw}]`,
     );
   }
-  const win = { kh, kw, sh, sw, ph, pw, dh: 1, dw: 1 };
-  const [oh, ow] = windowOutput(op, [p.n, p.c, p.h, p.w], win);
-  return { n: p.n, c: p.c, h: p.h, w: p.w, kh, kw, sh, sw, ph, pw, oh, ow };
+  return planeWindow(op, p, win);
 }
 
 /**
@@ -131,7 +117,7 @@ function memo(name: string, make: () => string): KernelSpec {
 }
 
 function forwardParams(
-  r: Resolved,
+  r: PlaneWindow,
   total: number,
   bases: { x: number; y: number; argmax: number },
 ): Uint8Array {
@@ -276,7 +262,7 @@ function cover(u: number, s: number, pad: number, k: number): number[] {
  */
 function backwardSpec(
   kind: "max" | "avg",
-  r: Resolved,
+  r: PlaneWindow,
   dt: { dy: FloatDType; dx: FloatDType },
 ): KernelSpec {
   const { kh, kw, sh, sw, ph, pw } = r;
@@ -372,7 +358,7 @@ ${body.join("\n")}
 function backward(
   op: string,
   kind: "max" | "avg",
-  r: Resolved,
+  r: PlaneWindow,
   outs: Tensor[],
   dx: Tensor,
   dt: { dy: FloatDType; dx: FloatDType },

@@ -12,7 +12,7 @@
  */
 
 import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
-import { unitRanges } from "./_chunks.ts";
+import { unitRanges } from "./_binding.ts";
 import { floatBytes, type FloatDType, floatDType, storageType, vec4Bytes } from "./_dtype.ts";
 import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
 import { elementwiseMap, type ElementwiseMapKernel, type MapAccess } from "./elementwise.ts";

@@ -27,11 +27,16 @@
  */
 
 import { formatShape, type Tensor } from "../gpu/mod.ts";
-import { bindingLimit, LOOP_BUDGET, unitRanges } from "./_chunks.ts";
+import {
+  bindingLimit,
+  bindingRange,
+  LOOP_BUDGET,
+  type TensorRange,
+  unitRanges,
+} from "./_binding.ts";
 import { floatDType } from "./_dtype.ts";
 import { type BoundTensor, defineKernel } from "./_kernel.ts";
 import { checkLossScale } from "./loss_scale.ts";
-import { bindingRange, type TensorRange } from "./gemm.ts";
 
 /** Threads of the single workgroup. */
 const WG = 256;

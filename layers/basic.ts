@@ -32,6 +32,7 @@ import {
   maxPool2dBackward,
   maxPool2dForward,
 } from "../kernels/pool.ts";
+import { window2d, type Window2dParams } from "../kernels/_geometry.ts";
 import {
   type Counter,
   type Ctx,
@@ -45,11 +46,6 @@ import {
 
 const NONE: readonly never[] = Object.freeze([]);
 
-function pair(v: number | readonly [number, number] | undefined, dflt: number): [number, number] {
-  if (v === undefined) return [dflt, dflt];
-  return typeof v === "number" ? [v, v] : [v[0], v[1]];
-}
-
 function expectRank(kind: string, input: Shape, rank: number, what: string): void {
   if (input.length !== rank) {
     throw new TypeError(`${kind}: expected a ${rank}-d input ${what}, got ${formatShape(input)}`);
@@ -58,20 +54,15 @@ function expectRank(kind: string, input: Shape, rank: number, what: string): voi
 
 // ---------------------------------------------------------------------------- Conv2d ----
 
-/** Options of {@linkcode conv2d} (as `torch.nn.Conv2d`). */
-export interface Conv2dOptions {
+/**
+ * Options of {@linkcode conv2d} (as `torch.nn.Conv2d`): the window (kernel; stride 1, zero
+ * padding 0 and dilation 1 by default), the channels, groups and bias.
+ */
+export interface Conv2dOptions extends Window2dParams {
   /** Input channels. */
   readonly inChannels: number;
   /** Output channels. */
   readonly outChannels: number;
-  /** Kernel size. */
-  readonly kernel: number | readonly [number, number];
-  /** Stride; default 1. */
-  readonly stride?: number | readonly [number, number];
-  /** Zero padding; default 0. */
-  readonly padding?: number | readonly [number, number];
-  /** Dilation; default 1. */
-  readonly dilation?: number | readonly [number, number];
   /** Groups; default 1. `groups == inChannels == outChannels` runs the depthwise kernels. */
   readonly groups?: number;
   /** Whether there is a bias; default true. */
@@ -100,7 +91,7 @@ export interface ConvCache {
 export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
   const { inChannels: cIn, outChannels: cOut } = options;
   const groups = options.groups ?? 1;
-  const [kh, kw] = pair(options.kernel, 1);
+  const { kh, kw } = window2d("Conv2d", options);
   if (cIn % groups !== 0 || cOut % groups !== 0) {
     throw new RangeError(`Conv2d: channels ${cIn}->${cOut} are not divisible by groups ${groups}`);
   }
@@ -432,15 +423,11 @@ export function dropout(p: number): Layer<{ mask: Tensor | null; p: number }> {
 
 // --------------------------------------------------------------------------- Pooling ----
 
-/** Options of {@linkcode maxPool2d} and {@linkcode avgPool2d}. */
-export interface Pool2dOptions {
-  /** Window size. */
-  readonly kernel: number | readonly [number, number];
-  /** Stride; default the window size. */
-  readonly stride?: number | readonly [number, number];
-  /** Implicit padding; default 0. */
-  readonly padding?: number | readonly [number, number];
-}
+/**
+ * Options of {@linkcode maxPool2d} and {@linkcode avgPool2d}: the window without dilation (stride
+ * the window size by default; implicit padding, default 0, at most half the window).
+ */
+export interface Pool2dOptions extends Omit<Window2dParams, "dilation"> {}
 
 function poolParams(kind: string, input: Shape, o: Pool2dOptions) {
   expectRank(kind, input, 4, "[n, c, h, w]");
@@ -465,6 +452,7 @@ function poolParams(kind: string, input: Shape, o: Pool2dOptions) {
  * ```
  */
 export function maxPool2d(options: Pool2dOptions): Layer<{ argmax: Tensor; x: Shape }> {
+  window2d("MaxPool2d", options, { stride: "kernel" }); // bad options fail here, not at the first use
   return {
     kind: "MaxPool2d",
     children: NONE,
@@ -506,6 +494,7 @@ export function maxPool2d(options: Pool2dOptions): Layer<{ argmax: Tensor; x: Sh
  * ```
  */
 export function avgPool2d(options: Pool2dOptions): Layer<Shape> {
+  window2d("AvgPool2d", options, { stride: "kernel" }); // bad options fail here, not at the first use
   return {
     kind: "AvgPool2d",
     children: NONE,

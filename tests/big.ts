@@ -5,8 +5,7 @@
 // samples, rows) that always include the first and last units and those around every range
 // boundary the kernels split at.
 import type { ArrayFor, Gpu, Tensor } from "../gpu/mod.ts";
-import { bindingLimit, setBindingLimitForTests } from "../kernels/_chunks.ts";
-import { maxBindingElements } from "../kernels/gemm.ts";
+import { bindingLimit, maxBindingElements, setBindingLimitForTests } from "../kernels/_binding.ts";
 import type { Rng } from "./harness.ts";
 
 /** `n` pseudo-random f32 values uniform in [lo, hi) from a 32-bit LCG seeded with `seed`. */
@@ -62,7 +61,7 @@ export function sampleUnits(
   return [...set].filter((u) => u >= 0 && u < units).sort((a, b) => a - b);
 }
 
-/** Runs `fn` with the kernels' binding limit lowered to `elements` (see `_chunks.ts`). */
+/** Runs `fn` with the kernels' binding limit lowered to `elements` (see `_binding.ts`). */
 export async function withBindingLimit<T>(
   elements: number,
   fn: () => T | Promise<T>,

@@ -11,7 +11,7 @@ import {
   type Conv2dParams,
 } from "../kernels/mod.ts";
 import { conv2dGeometry } from "../kernels/conv2d.ts";
-import { bindingRange } from "../kernels/gemm.ts";
+import { bindingRange } from "../kernels/_binding.ts";
 import {
   directConvForward,
   type DirectConvShape,

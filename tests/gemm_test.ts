@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../kernels/activation.ts";
+import { bindingRange } from "../kernels/_binding.ts";
 import {
-  bindingRange,
   checkGemm,
   gemm,
   gemmStrided,

@@ -1,24 +1,91 @@
 /**
- * Limits every kernel must respect, and the splitting of work that respects them:
+ * The binding primitives of the kernels, and the limits every kernel must respect:
  *
  * - **Storage bindings**: no binding may exceed the device's `maxStorageBufferBindingSize`
- *   (128 MiB on llvmpipe) although tensors may be larger (up to `maxBufferSize`). Kernels over
- *   large tensors dispatch once per range of whole units (samples, planes, rows), each bound with
- *   `bindingRange` from `gemm.ts`, so that no range exceeds {@linkcode bindingLimit} elements.
+ *   (128 MiB on llvmpipe) although tensors may be larger (up to `maxBufferSize`). Kernels bind
+ *   ranges of tensors ({@linkcode bindingRange}, a {@linkcode TensorRange}); kernels over large
+ *   tensors dispatch once per range of whole units (samples, planes, rows, see
+ *   {@linkcode unitRanges}), so that no range exceeds {@linkcode bindingLimit} elements.
  * - **Loop budget**: llvmpipe (gallivm) silently stops the loops of one shader invocation after
  *   65535 iterations in total. Measured: every pass through a loop header counts (the final
  *   failing test included), summed over all loops of the invocation, nested and sequential
  *   alike; loops with a small constant trip count (8) are unrolled and do not count, larger
  *   constant ones (64) do. Kernels keep each invocation's loop count, every loop counted, under
- *   {@linkcode LOOP_BUDGET} by splitting long reductions.
+ *   {@linkcode LOOP_BUDGET} by splitting long reductions (or under {@linkcode LOOP_CAP} when the
+ *   host counts every pass exactly).
  *
- * Private to `kernels/`: not re-exported by the package.
+ * A leaf of the kernels' module graph (it imports only `gpu/` and `_dtype.ts`), so every kernel
+ * file can import it without an import cycle. Private to `kernels/`: not re-exported by the
+ * package.
  *
  * @module
  */
 
-import type { Gpu } from "../gpu/mod.ts";
-import { maxBindingElements } from "./gemm.ts";
+import type { Binding, Gpu, Tensor } from "../gpu/mod.ts";
+import { floatBytes } from "./_dtype.ts";
+
+/**
+ * A range of a tensor's elements to bind: the binding starts at a byte offset aligned to the
+ * device's `minStorageBufferOffsetAlignment`, and `base` is the element offset of the range
+ * inside the binding. Lets kernels work on slices of tensors larger than one binding may be.
+ */
+export interface TensorRange {
+  /** What to bind. */
+  readonly binding: Binding;
+  /** Element offset of the range's first element inside the binding. */
+  readonly base: number;
+  /** Elements in the range. */
+  readonly count: number;
+  /** The tensor. */
+  readonly tensor: Tensor;
+}
+
+/**
+ * The binding of elements `[offset, offset + count)` of `t` (see {@linkcode TensorRange}).
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { bindingRange } from "./_binding.ts";
+ * const gpu = await getGpu();
+ * const r = bindingRange(gpu.zeros([1000]), 100, 50); // r.base === 36 (binding starts at byte 256)
+ * ```
+ */
+export function bindingRange(t: Tensor, offset: number, count: number): TensorRange {
+  const align = t.gpu.limits.minStorageBufferOffsetAlignment;
+  // 4-byte words for u8, i32 and u32 tensors (u8 ones are bound whole, offset 0).
+  const bytes = t.dtype === "f32" || t.dtype === "f16" ? floatBytes(t.dtype) : 4;
+  const startByte = Math.floor((offset * bytes) / align) * align;
+  const endByte = Math.min(t.buffer.size, Math.ceil(((offset + count) * bytes) / 16) * 16);
+  const size = Math.max(16, endByte - startByte);
+  return {
+    binding: {
+      buffer: t.buffer,
+      offset: startByte,
+      size: Math.min(size, t.buffer.size - startByte),
+    },
+    base: offset - startByte / bytes,
+    count,
+    tensor: t,
+  };
+}
+
+/**
+ * The most f32 elements one storage binding may span on this device, less one alignment unit
+ * (so that a range starting anywhere still fits).
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { maxBindingElements } from "./_binding.ts";
+ * const gpu = await getGpu();
+ * maxBindingElements(gpu); // e.g. 33554368 on llvmpipe (128 MiB)
+ * ```
+ */
+export function maxBindingElements(gpu: Gpu): number {
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  return Math.floor((gpu.limits.maxStorageBufferBindingSize - align - 16) / 4);
+}
 
 /**
  * The most loop iterations (all loops together) one invocation of a kernel may run: a quarter
@@ -42,7 +109,7 @@ let testLimit: number | undefined;
  * @example
  * ```ts
  * import { getGpu } from "../gpu/mod.ts";
- * import { bindingLimit } from "./_chunks.ts";
+ * import { bindingLimit } from "./_binding.ts";
  * const gpu = await getGpu();
  * bindingLimit(gpu); // 33554368 on llvmpipe (128 MiB less one alignment unit)
  * ```
@@ -58,7 +125,7 @@ export function bindingLimit(gpu: Gpu): number {
  *
  * @example
  * ```ts
- * import { setBindingLimitForTests } from "./_chunks.ts";
+ * import { setBindingLimitForTests } from "./_binding.ts";
  * setBindingLimitForTests(1000);
  * // ... run kernels: every binding now spans at most ~1000 elements ...
  * setBindingLimitForTests(undefined);
@@ -82,7 +149,7 @@ export function setBindingLimitForTests(elements: number | undefined): void {
  * @example
  * ```ts
  * import { getGpu } from "../gpu/mod.ts";
- * import { unitRanges } from "./_chunks.ts";
+ * import { unitRanges } from "./_binding.ts";
  * const gpu = await getGpu();
  * unitRanges("maxPool2dForward", gpu, 128 * 96, 54 * 54); // two ranges of planes on llvmpipe
  * ```

@@ -1,0 +1,123 @@
+/**
+ * The records that the GEMM engine (`gemm.ts`), conv2d (`conv2d.ts`) and the tuning table
+ * (`_autotune_table.ts`) share: the tuning knobs, a strided GEMM problem and conv2d's kernel
+ * options. They are declared here, types only and importing no kernel, so that the table can
+ * name them while gemm.ts and conv2d.ts consult the table, with no import cycle (type-only ones
+ * included). gemm.ts and conv2d.ts re-export them; `GemmTuning`, `GemmVariant` and
+ * `Conv2dKernelOptions` are public through `kernels/mod.ts`.
+ *
+ * @module
+ */
+
+import type { TensorRange } from "./_binding.ts";
+import type { ActivationKind } from "./_activation_wgsl.ts";
+
+/**
+ * Tuning knobs of `gemm` for tests and benchmarks (the defaults pick per adapter).
+ */
+export interface GemmTuning {
+  /** Force a kernel family: `register` (CPU adapters) or `shared` (GPUs). */
+  readonly variant?: GemmVariant;
+  /** Force the register block `[TM, TN]` of the register family (TM in 1|2|4|8|16, TN in 4|8|16). */
+  readonly tile?: readonly [number, number];
+  /** Force the number of k-splits (1 = no split-K). */
+  readonly splitK?: number;
+  /**
+   * Compute `C^T = op(B)^T op(A)^T` instead (register family, C not segmented): SIMD lanes then
+   * run along m instead of n. Default: chosen by the cost model (for skinny C).
+   */
+  readonly swap?: boolean;
+}
+
+/** The GEMM kernel families. */
+export type GemmVariant = "register" | "shared";
+
+/**
+ * A GEMM over ranges of tensors with explicit strides, as conv2d needs it:
+ * `A(i, kk)` is `a[i * lda + kk]` (or `a[kk * lda + i]` when `transA`), `B(kk, j)` is
+ * `b[kk * ldb + j]` (or `b[j * ldb + kk]` when `transB`), batch `z` adds `z * strideX`.
+ * C element `(i, j)` is stored at `i * ldc + j`, or, with `segment` set, at
+ * `floor(j / segment) * segmentStride + i * ldc + j % segment` (NCHW output from a GEMM whose
+ * columns run over images and pixels). Bias is per row (`biasMode: "row"`, index
+ * `z * strideBias + i`) or per column (`"col"`, index `j`). With `activation`, every stored
+ * element is `f(alpha * op(A) op(B) + beta * C + bias)`.
+ */
+export interface StridedGemm {
+  /** Rows of C. */
+  readonly m: number;
+  /** Columns of C. */
+  readonly n: number;
+  /** Reduced dimension. */
+  readonly k: number;
+  /** Independent products (z of the grid). */
+  readonly batch: number;
+  /** A stored k-major. */
+  readonly transA: boolean;
+  /** B stored n-major. */
+  readonly transB: boolean;
+  /** Product scale. */
+  readonly alpha: number;
+  /** Prior C scale (0: C not read). */
+  readonly beta: number;
+  /** A's elements (an f32 or f16 tensor). */
+  readonly a: TensorRange;
+  /** B's elements (an f32 or f16 tensor). */
+  readonly b: TensorRange;
+  /** C's elements (an f32 or f16 tensor). */
+  readonly c: TensorRange;
+  /** Row stride of A as stored. */
+  readonly lda: number;
+  /** Row stride of B as stored. */
+  readonly ldb: number;
+  /** Row stride of C. */
+  readonly ldc: number;
+  /** Column stride of C (default 1; ignored with `segment`). */
+  readonly ldcCol?: number;
+  /** Batch stride of A (0: shared by every batch). */
+  readonly strideA: number;
+  /** Batch stride of B. */
+  readonly strideB: number;
+  /** Batch stride of C. */
+  readonly strideC: number;
+  /** Column segment length of C's store mapping (see above); omit for plain rows. */
+  readonly segment?: number;
+  /** Stride between column segments of C. */
+  readonly segmentStride?: number;
+  /** Bias elements (an f32 or f16 tensor). */
+  readonly bias?: TensorRange | undefined;
+  /** How bias broadcasts. */
+  readonly biasMode: "none" | "row" | "col";
+  /** Batch stride of a row bias. */
+  readonly strideBias?: number;
+  /**
+   * Activation applied to each C element as it is stored (after alpha, beta and bias); with
+   * split-K in the final epilogue, with k-passes in the last pass only. Default: none.
+   */
+  readonly activation?: ActivationKind | undefined;
+}
+
+/** Options of the conv2d host functions for tests and benchmarks. */
+export interface Conv2dKernelOptions {
+  /**
+   * Most bytes one im2col buffer (and one bound range of x, y, dx, dy) should take: chunks of
+   * images are sized by it (at least one image per chunk). Default: 64 MiB, capped by the
+   * device's `maxStorageBufferBindingSize`.
+   */
+  readonly maxChunkBytes?: number;
+  /** GEMM tuning passed through (tests force kernel variants with it). */
+  readonly gemm?: GemmTuning;
+  /**
+   * 1x1 convolutions (stride 1, no padding, one group) with at least this many output pixels
+   * per image skip im2col; default 64. `Infinity` forces the im2col path.
+   */
+  readonly pointwiseMinPixels?: number;
+  /**
+   * Direct convolution kernels (no im2col; see `conv2d_direct.ts`) for the forward pass, the
+   * input gradient (stride 1, one group) and the weight and bias gradients: `true` uses them
+   * wherever they can run (one group, kernel rows of at most 16 taps, within their unrolling
+   * budgets), `false` never. Default: on CPU adapters, for convolutions of at least 2^23
+   * multiply-adds (their compile time must pay off), in each pass where they are estimated to
+   * be faster (LeNet's convolutions and every model's first layer, for instance).
+   */
+  readonly direct?: boolean;
+}
