@@ -6,46 +6,7 @@ import assert from "node:assert/strict";
 import { encode } from "fast-png";
 import { ImageDecodeError, pngSize, pngToPlanes } from "../data/mod.ts";
 import { MAX_IMAGE_PIXELS } from "../data/image.ts";
-
-const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-
-function chunk(type: string, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + data.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, data.length);
-  out.set(new TextEncoder().encode(type), 4);
-  out.set(data, 8);
-  let c = 0xffffffff;
-  for (const b of out.subarray(4, 8 + data.length)) c = CRC_TABLE[(c ^ b) & 255] ^ (c >>> 8);
-  view.setUint32(8 + data.length, (c ^ 0xffffffff) >>> 0);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-const SIGNATURE = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
-function ihdr(width: number, height: number, depth: number, colorType: number): Uint8Array {
-  const d = new Uint8Array(13);
-  const v = new DataView(d.buffer);
-  v.setUint32(0, width);
-  v.setUint32(4, height);
-  d[8] = depth;
-  d[9] = colorType;
-  return chunk("IHDR", d);
-}
+import { chunk, concat, ihdr, PNG_SIGNATURE } from "./_png.ts";
 
 /** A PNG written by hand: `rows` are the raw scanlines (packed samples), filter 0 each. */
 async function png(options: {
@@ -66,7 +27,7 @@ async function png(options: {
     ).arrayBuffer(),
   );
   return concat([
-    SIGNATURE,
+    PNG_SIGNATURE,
     ihdr(options.width, options.height, options.depth, options.colorType),
     ...(options.plte ? [chunk("PLTE", new Uint8Array(options.plte.flat()))] : []),
     ...(options.trns ? [chunk("tRNS", new Uint8Array(options.trns))] : []),
@@ -177,7 +138,7 @@ Deno.test("a palette index past the palette is a clear error, not a crash", asyn
 });
 
 Deno.test("the PNG header's size is checked before decoding: empty and huge images", () => {
-  const header = (w: number, h: number) => concat([SIGNATURE, ihdr(w, h, 8, 0)]);
+  const header = (w: number, h: number) => concat([PNG_SIGNATURE, ihdr(w, h, 8, 0)]);
   rejects(
     () => pngToPlanes(header(0, 28), { channels: 1, file: "zero.png" }),
     "zero.png",
@@ -229,11 +190,15 @@ Deno.test("files that are not PNGs are named: JPEG, GIF, other bytes, truncated,
     /is empty/,
   );
   rejects(
-    () => pngToPlanes(SIGNATURE, { channels: 1, file: "cut.png" }),
+    () => pngToPlanes(PNG_SIGNATURE, { channels: 1, file: "cut.png" }),
     "cut.png",
     /is 8 bytes, a truncated PNG \(no IHDR header\)/,
   );
-  const corrupt = concat([SIGNATURE, ihdr(4, 4, 8, 0), chunk("IDAT", new Uint8Array([1, 2, 3]))]);
+  const corrupt = concat([
+    PNG_SIGNATURE,
+    ihdr(4, 4, 8, 0),
+    chunk("IDAT", new Uint8Array([1, 2, 3])),
+  ]);
   rejects(
     () => pngToPlanes(corrupt, { channels: 1, file: "bad.png" }),
     "bad.png",
