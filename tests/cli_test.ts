@@ -324,3 +324,38 @@ Deno.test("summary prints the walk-through for every model", async () => {
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /needs 224x224/);
 });
+
+Deno.test("typos get the nearest flag or model; --plot must be SVG; --resize must be a number", async () => {
+  const cases: [string, string[], RegExp][] = [
+    ["train.ts", ["lenet", "--epoch", "1"], /unknown flag --epoch; did you mean --epochs\?/],
+    ["train.ts", ["lenett"], /unknown model 'lenett'; did you mean lenet\?/],
+    [
+      "eval.ts",
+      ["lenet", "--weight", "w.safetensors"],
+      /unknown flag --weight; did you mean --weights\?/,
+    ],
+    ["summary.ts", ["resnett"], /unknown model 'resnett'; did you mean resnet\?/],
+    ["summary.ts", ["lenet", "--resize", "abc"], /--resize must be an integer >= 1, got 'abc'/],
+    [
+      "train.ts",
+      ["lenet", "--plot", "curves.png"],
+      /--plot curves\.png: the plot is an SVG drawing; give a \.svg path/,
+    ],
+  ];
+  for (const [script, args, re] of cases) {
+    const r = await run(script, args);
+    assert.equal(r.code, 2, `${script} ${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.equal(r.stdout, "", "nothing printed before the error");
+  }
+});
+
+Deno.test("every deno task has a one-line description", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  for (const [name, task] of Object.entries(config.tasks)) {
+    const t = task as { description?: string; command?: string };
+    assert.equal(typeof t.command, "string", name);
+    assert.ok(t.description && !t.description.includes("\n"), `${name} has a description`);
+  }
+});
