@@ -28,9 +28,9 @@
  * @module
  */
 
-import { assertShape, grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
+import { assertShape, grid1d, type Shape, type Tensor } from "../gpu/mod.ts";
 import { bindingRange, LOOP_BUDGET, type TensorRange, unitRanges } from "./_binding.ts";
-import { checkFloat, dtypeTag, type FloatDType, wgslEnable } from "./_dtype.ts";
+import { checkFloat } from "./_dtype.ts";
 import {
   checkPositiveInts,
   type PlaneWindow,
@@ -38,7 +38,7 @@ import {
   window2d,
   type Window2dParams,
 } from "./_geometry.ts";
-import { ParamsWriter } from "./_params.ts";
+import { type BoundTensor, defineKernel } from "./_kernel.ts";
 
 /** Threads per workgroup of every pooling kernel. */
 const WG = 64;
@@ -109,20 +109,24 @@ function checkI32(op: string, name: string, t: Tensor, expected: Shape): void {
   if (t.dtype !== "i32") throw new TypeError(`${op}: ${name} must be i32, got ${t}`);
 }
 
-const specs = new Map<string, KernelSpec>();
-function memo(name: string, make: () => string): KernelSpec {
-  let s = specs.get(name);
-  if (!s) specs.set(name, s = { name, code: make() });
-  return s;
+/** One tensor range as a kernel binding (its base is passed separately, as a param). */
+function bound(r: TensorRange): BoundTensor {
+  const { offset, size } = r.binding as { offset: number; size: number };
+  return { tensor: r.tensor, offset, size };
 }
 
-function forwardParams(
-  r: PlaneWindow,
-  total: number,
-  bases: { x: number; y: number; argmax: number },
-): Uint8Array {
-  return new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow)
-    .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).u32(bases.x).u32(bases.y).u32(bases.argmax).bytes();
+/**
+ * One kernel description per compile-time geometry (`make`'s arguments), made on first use; each
+ * then caches its specializations on dtypes and variant.
+ */
+function perGeometry<A extends number[], K>(make: (...a: A) => K): (...a: A) => K {
+  const made = new Map<string, K>();
+  return (...a) => {
+    const key = a.join(",");
+    let k = made.get(key);
+    if (!k) made.set(key, k = make(...a));
+    return k;
+  };
 }
 
 /**
@@ -151,49 +155,54 @@ function perPlaneRange(
 }
 
 /**
- * Forward pooling: one thread per output, the window loops unrolled (specialized on kh x kw and
- * on the storage types of x and y).
+ * Forward pooling: one thread per output, the window loops unrolled (one description per
+ * kh x kw; variants `max` and `avg`, each specialized on the storage types of x and y).
  */
-function forwardSpec(
-  kind: "max" | "avg",
-  kh: number,
-  kw: number,
-  dt: { x: FloatDType; y: FloatDType },
-): KernelSpec {
-  const max = kind === "max";
-  return memo(`${kind}pool2d_fwd_${kh}x${kw}${dtypeTag(dt)}`, () =>
-    `${wgslEnable([dt.x, dt.y])}
-// ${max ? "Max" : "Average"} pool forward. One thread per output element
-// idx = (plane * oh + oy) * ow + ox (flat over a grid1d launch) scans its ${kh}x${kw} window
-// row by row, skipping positions in the padding. Indices are local to one range of planes; the
-// range starts at element xBase of the x binding, yBase of y${
-      max ? " and amBase of argmax" : ""
-    }. x is read as f32
-// and the result rounded once to y's type.
-${
-      max
-        ? `// It keeps the first maximum (strictly greater replaces; NaN propagates) and writes the max and its
-// flat index iy * w + ix in the input plane (the first in-bounds position when all are -inf).`
-        : `// The sum is divided by kh * kw: with ceil_mode=False every window lies inside the padded input,
-// so PyTorch's count_include_pad divisor is the full window.`
-    }
-const WG = ${WG}u;
-const KH = ${kh};
+const forwardKernel = perGeometry((kh: number, kw: number) =>
+  defineKernel({
+    name: `pool2d_fwd_${kh}x${kw}`,
+    doc: `Max (variant max) or average (avg) pool forward. One thread per output element ` +
+      `idx = (plane * oh + oy) * ow + ox (flat over a grid1d launch) scans its ${kh}x${kw} ` +
+      "window row by row, skipping positions in the padding. Indices are local to one range of " +
+      "planes; the range starts at element xBase of the x binding, yBase of y and amBase of " +
+      "argmax (max). x is read as f32 and the result rounded once to y's type. Max keeps the " +
+      "first maximum (strictly greater replaces; NaN propagates) and writes the max and its flat " +
+      "index iy * w + ix in the input plane (the first in-bounds position when all are -inf). " +
+      "Average divides the sum by kh * kw: with ceil_mode=False every window lies inside the " +
+      "padded input, so PyTorch's count_include_pad divisor is the full window.",
+    params: {
+      total: "u32",
+      h: "u32",
+      w: "u32",
+      oh: "u32",
+      ow: "u32",
+      sh: "i32",
+      sw: "i32",
+      ph: "i32",
+      pw: "i32",
+      xBase: "u32",
+      yBase: "u32",
+      amBase: "u32",
+    },
+    bindings: {
+      x: { type: "float", access: "read" },
+      y: { type: "float", access: "read_write" },
+      argmax: { type: "i32", access: "read_write", variants: ["max"] },
+    },
+    variants: ["max", "avg"],
+    workgroupSize: WG,
+    body: ({ dtypes: dt, variant }) => {
+      const max = variant === "max";
+      return `const KH = ${kh};
 const KW = ${kw};
-struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, sh: i32, sw: i32, ph: i32, pw: i32,
-  xBase: u32, yBase: u32, amBase: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<${dt.x}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${dt.y}>;
-${max ? "@group(0) @binding(3) var<storage, read_write> argmax: array<i32>;" : ""}
 
 ${
-      max
-        ? `// NaN test on the bits: compilers may fold v != v away (WGSL lets them assume no NaN).
+        max
+          ? `// NaN test on the bits: compilers may fold v != v away (WGSL lets them assume no NaN).
 fn isNan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 `
-        : ""
-    }
+          : ""
+      }
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
@@ -208,13 +217,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let ws = i32(ox) * p.sw - p.pw;
   let W = i32(p.w);
 ${
-      max
-        ? `  // -inf through a runtime bit pattern: Chrome's WGSL compiler rejects a constant -inf.
+        max
+          ? `  // -inf through a runtime bit pattern: Chrome's WGSL compiler rejects a constant -inf.
   let negInfBits = 0xff800000u;
   var best = bitcast<f32>(negInfBits);
   var bi = max(hs, 0) * W + max(ws, 0);`
-        : "  var s = 0.0;"
-    }
+          : "  var s = 0.0;"
+      }
   for (var ky = 0; ky < KH; ky++) {
     let iy = hs + ky;
     if (iy < 0 || iy >= i32(p.h)) { continue; }
@@ -224,23 +233,25 @@ ${
       let j = iy * W + ix;
       let v = f32(x[base + u32(j)]);
 ${
-      max
-        ? `      if (v > best || isNan(v)) {
+        max
+          ? `      if (v > best || isNan(v)) {
         best = v;
         bi = j;
       }`
-        : "      s += v;"
-    }
+          : "      s += v;"
+      }
     }
   }
 ${
-      max
-        ? `  y[p.yBase + idx] = ${dt.y}(best);\n  argmax[p.amBase + idx] = bi;`
-        : `  y[p.yBase + idx] = ${dt.y}(s / ${kh * kw}.0);`
-    }
+        max
+          ? `  y[p.yBase + idx] = ${dt.y}(best);\n  argmax[p.amBase + idx] = bi;`
+          : `  y[p.yBase + idx] = ${dt.y}(s / ${kh * kw}.0);`
+      }
 }
-`);
-}
+`;
+    },
+  })
+);
 
 /**
  * The outputs covering a block-local input coordinate `u` along one axis (blocks aligned to the
@@ -254,87 +265,100 @@ function cover(u: number, s: number, pad: number, k: number): number[] {
 }
 
 /**
- * Backward pooling as a gather, specialized on the whole window geometry (and the storage types
- * of dy and dx): one thread per block of sh x sw inputs aligned to the stride, for which the
- * covering outputs are known at compile time; the thread loads their dy (and argmax) once and
- * writes each input's sum. Every input is written by exactly one thread, once: the sums are
- * accumulated in f32 and rounded once to dx's type.
+ * Backward pooling as a gather, specialized on the whole window geometry (one description per
+ * geometry; variants `max` and `avg`, each specialized on the storage types of dy and dx): one
+ * thread per block of sh x sw inputs aligned to the stride, for which the covering outputs are
+ * known at compile time; the thread loads their dy (and argmax) once and writes each input's
+ * sum. Every input is written by exactly one thread, once: the sums are accumulated in f32 and
+ * rounded once to dx's type.
  */
-function backwardSpec(
-  kind: "max" | "avg",
-  r: PlaneWindow,
-  dt: { dy: FloatDType; dx: FloatDType },
-): KernelSpec {
-  const { kh, kw, sh, sw, ph, pw } = r;
-  const max = kind === "max";
-  const name = `${kind}pool2d_bwd_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}${dtypeTag(dt)}`;
-  return memo(name, () => {
-    const rows = Array.from({ length: sh }, (_, u) => cover(u, sh, ph, kh));
-    const cols = Array.from({ length: sw }, (_, v) => cover(v, sw, pw, kw));
-    const as = [...new Set(rows.flat())].sort((x, y) => x - y);
-    const bs = [...new Set(cols.flat())].sort((x, y) => x - y);
-    const id = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
-    const lines: string[] = [];
-    for (const a of as) {
-      lines.push(`  let oy${id(a)} = i32(by) + ${a};`);
-      lines.push(`  let okY${id(a)} = oy${id(a)} >= 0 && oy${id(a)} < i32(p.oh);`);
-    }
-    for (const b of bs) {
-      lines.push(`  let ox${id(b)} = i32(bx) + ${b};`);
-      lines.push(`  let okX${id(b)} = ox${id(b)} >= 0 && ox${id(b)} < i32(p.ow);`);
-    }
-    for (const a of as) {
+const backwardKernel = perGeometry((
+  kh: number,
+  kw: number,
+  sh: number,
+  sw: number,
+  ph: number,
+  pw: number,
+) =>
+  defineKernel({
+    name: `pool2d_bwd_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}`,
+    doc: `Max (variant max) or average (avg) pool backward (specialized on kernel ${kh}x${kw}, ` +
+      `stride ${sh}x${sw}, padding ${ph}x${pw}). One thread per block of ${sh}x${sw} inputs ` +
+      `aligned to the stride, idx = (plane * hb + by) * wb + bx, inputs (by * ${sh} + u, ` +
+      `bx * ${sw} + v). Which outputs (by + a, bx + b) cover which input is known at compile ` +
+      "time: the thread loads their dy (and argmax for max; dy / (kh * kw) for avg) once, then " +
+      "each input adds, in ascending output order, the dy of the windows whose argmax it is " +
+      "(max) or the scaled dy of every window covering it (avg) (a gather: overlapping windows " +
+      "need no atomics; each input is written once, by its block's thread, with its f32 sum " +
+      "rounded to dx's type). Indices are local to one range of planes, which starts at element " +
+      "dyBase of dy, amBase of argmax (max), dxBase of dx.",
+    params: {
+      total: "u32",
+      h: "u32",
+      w: "u32",
+      oh: "u32",
+      ow: "u32",
+      hb: "u32",
+      wb: "u32",
+      dyBase: "u32",
+      dxBase: "u32",
+      amBase: "u32",
+    },
+    bindings: {
+      dy: { type: "float", access: "read" },
+      argmax: { type: "i32", access: "read", variants: ["max"] },
+      dx: { type: "float", access: "read_write" },
+    },
+    variants: ["max", "avg"],
+    workgroupSize: WG,
+    body: ({ dtypes: dt, variant }) => {
+      const max = variant === "max";
+      const rows = Array.from({ length: sh }, (_, u) => cover(u, sh, ph, kh));
+      const cols = Array.from({ length: sw }, (_, v) => cover(v, sw, pw, kw));
+      const as = [...new Set(rows.flat())].sort((x, y) => x - y);
+      const bs = [...new Set(cols.flat())].sort((x, y) => x - y);
+      const id = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
+      const lines: string[] = [];
+      for (const a of as) {
+        lines.push(`  let oy${id(a)} = i32(by) + ${a};`);
+        lines.push(`  let okY${id(a)} = oy${id(a)} >= 0 && oy${id(a)} < i32(p.oh);`);
+      }
       for (const b of bs) {
-        const ab = `${id(a)}_${id(b)}`;
-        lines.push(`  var g${ab} = 0.0;`);
-        if (max) lines.push(`  var m${ab} = -1;`);
-        lines.push(`  if (okY${id(a)} && okX${id(b)}) {`);
-        lines.push(`    let o = u32(oy${id(a)}) * p.ow + u32(ox${id(b)});`);
-        if (max) lines.push(`    g${ab} = f32(dy[obase + o]);`, `    m${ab} = argmax[abase + o];`);
-        else lines.push(`    g${ab} = f32(dy[obase + o]) / ${kh * kw}.0;`);
-        lines.push("  }");
+        lines.push(`  let ox${id(b)} = i32(bx) + ${b};`);
+        lines.push(`  let okX${id(b)} = ox${id(b)} >= 0 && ox${id(b)} < i32(p.ow);`);
       }
-    }
-    const body: string[] = [];
-    for (let u = 0; u < sh; u++) {
-      for (let v = 0; v < sw; v++) {
-        const terms: string[] = [];
-        for (const a of rows[u]) {
-          for (const b of cols[v]) {
-            const ab = `${id(a)}_${id(b)}`;
-            terms.push(max ? `select(0.0, g${ab}, m${ab} == me)` : `g${ab}`);
-          }
+      for (const a of as) {
+        for (const b of bs) {
+          const ab = `${id(a)}_${id(b)}`;
+          lines.push(`  var g${ab} = 0.0;`);
+          if (max) lines.push(`  var m${ab} = -1;`);
+          lines.push(`  if (okY${id(a)} && okX${id(b)}) {`);
+          lines.push(`    let o = u32(oy${id(a)}) * p.ow + u32(ox${id(b)});`);
+          if (max) {
+            lines.push(`    g${ab} = f32(dy[obase + o]);`, `    m${ab} = argmax[abase + o];`);
+          } else lines.push(`    g${ab} = f32(dy[obase + o]) / ${kh * kw}.0;`);
+          lines.push("  }");
         }
-        body.push(`  if (iy0 + ${u} < i32(p.h) && ix0 + ${v} < i32(p.w)) {`);
-        if (max) body.push(`    let me = (iy0 + ${u}) * i32(p.w) + ix0 + ${v};`);
-        body.push(`    var acc = 0.0;`);
-        for (const t of terms) body.push(`    acc += ${t};`);
-        body.push(`    dx[ibase + u32((iy0 + ${u}) * i32(p.w) + ix0 + ${v})] = ${dt.dx}(acc);`);
-        body.push("  }");
       }
-    }
-    return `${wgslEnable([dt.dy, dt.dx])}
-// ${max ? "Max" : "Average"} pool backward (specialized on kernel ${kh}x${kw}, stride ${sh}x${sw},
-// padding ${ph}x${pw}). One thread per block of ${sh}x${sw} inputs aligned to the stride,
-// idx = (plane * hb + by) * wb + bx, inputs (by * ${sh} + u, bx * ${sw} + v). Which outputs
-// (by + a, bx + b) cover which input is known at compile time: the thread loads their dy
-// ${max ? "and argmax " : "/ (kh * kw) "}once, then each input adds, in ascending output order,
-// ${max ? "the dy of the windows whose argmax it is" : "the scaled dy of every window covering it"}
-// (a gather: overlapping windows need no atomics; each input is written once, by its block's
-// thread, with its f32 sum rounded to dx's type). Indices are local to one range of planes,
-// which starts at element dyBase of dy, ${max ? "amBase of argmax, " : ""}dxBase of dx.
-const WG = ${WG}u;
-struct Params { total: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, dyBase: u32,
-  dxBase: u32, amBase: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<${dt.dy}>;
-${
-      max
-        ? `@group(0) @binding(2) var<storage, read> argmax: array<i32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<${dt.dx}>;`
-        : `@group(0) @binding(2) var<storage, read_write> dx: array<${dt.dx}>;`
-    }
-
+      const body: string[] = [];
+      for (let u = 0; u < sh; u++) {
+        for (let v = 0; v < sw; v++) {
+          const terms: string[] = [];
+          for (const a of rows[u]) {
+            for (const b of cols[v]) {
+              const ab = `${id(a)}_${id(b)}`;
+              terms.push(max ? `select(0.0, g${ab}, m${ab} == me)` : `g${ab}`);
+            }
+          }
+          body.push(`  if (iy0 + ${u} < i32(p.h) && ix0 + ${v} < i32(p.w)) {`);
+          if (max) body.push(`    let me = (iy0 + ${u}) * i32(p.w) + ix0 + ${v};`);
+          body.push(`    var acc = 0.0;`);
+          for (const t of terms) body.push(`    acc += ${t};`);
+          body.push(`    dx[ibase + u32((iy0 + ${u}) * i32(p.w) + ix0 + ${v})] = ${dt.dx}(acc);`);
+          body.push("  }");
+        }
+      }
+      return `
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
@@ -352,6 +376,40 @@ ${max ? "  let abase = p.amBase + plane * p.oh * p.ow;\n" : ""}${lines.join("\n"
 ${body.join("\n")}
 }
 `;
+    },
+  })
+);
+
+function forward(
+  op: string,
+  kind: "max" | "avg",
+  r: PlaneWindow,
+  io: { y: Tensor; argmax?: Tensor; x: Tensor },
+): void {
+  const outs = io.argmax ? [io.y, io.argmax] : [io.y];
+  const kernel = forwardKernel(r.kh, r.kw);
+  perPlaneRange(op, r, [io.x], outs, (planes, [x], [y, argmax]) => {
+    const total = planes * r.oh * r.ow;
+    kernel.dispatch({
+      op,
+      variant: kind,
+      params: {
+        total,
+        h: r.h,
+        w: r.w,
+        oh: r.oh,
+        ow: r.ow,
+        sh: r.sh,
+        sw: r.sw,
+        ph: r.ph,
+        pw: r.pw,
+        xBase: x.base,
+        yBase: y.base,
+        amBase: argmax?.base ?? 0,
+      },
+      bindings: { x: bound(x), y: bound(y), argmax: argmax && bound(argmax) },
+      workgroups: grid1d(total, WG),
+    });
   });
 }
 
@@ -359,19 +417,30 @@ function backward(
   op: string,
   kind: "max" | "avg",
   r: PlaneWindow,
-  outs: Tensor[],
-  dx: Tensor,
-  dt: { dy: FloatDType; dx: FloatDType },
+  io: { dy: Tensor; argmax?: Tensor; dx: Tensor },
 ): void {
   const hb = Math.ceil(r.h / r.sh), wb = Math.ceil(r.w / r.sw);
-  perPlaneRange(op, r, [dx], outs, (planes, [dxr], outRanges) => {
+  const outs = io.argmax ? [io.dy, io.argmax] : [io.dy];
+  const kernel = backwardKernel(r.kh, r.kw, r.sh, r.sw, r.ph, r.pw);
+  perPlaneRange(op, r, [io.dx], outs, (planes, [dx], [dy, argmax]) => {
     const total = planes * hb * wb;
-    // dy and argmax start at the same element, but at different bases when dy is f16.
-    const amBase = outRanges[1]?.base ?? 0;
-    dx.gpu.dispatch(backwardSpec(kind, r, dt), {
-      params: new ParamsWriter().u32(total).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb).u32(wb)
-        .u32(outRanges[0].base).u32(dxr.base).u32(amBase).bytes(),
-      bindings: [...outRanges.map((o) => o.binding), dxr.binding],
+    kernel.dispatch({
+      op,
+      variant: kind,
+      // dy and argmax start at the same element, but at different bases when dy is f16.
+      params: {
+        total,
+        h: r.h,
+        w: r.w,
+        oh: r.oh,
+        ow: r.ow,
+        hb,
+        wb,
+        dyBase: dy.base,
+        dxBase: dx.base,
+        amBase: argmax?.base ?? 0,
+      },
+      bindings: { dy: bound(dy), argmax: argmax && bound(argmax), dx: bound(dx) },
       workgroups: grid1d(total, WG),
     });
   });
@@ -384,20 +453,20 @@ const GLOBAL_SEGMENT = LOOP_BUDGET;
  * Global average pool forward (or its first pass for planes longer than one segment), specialized
  * on the storage types of x and of the output (y, or the f32 partial sums).
  */
-function globalForwardSpec(dt: { x: FloatDType; y: FloatDType }): KernelSpec {
-  return memo(`global_avgpool_fwd${dtypeTag(dt)}`, () =>
-    `${wgslEnable([dt.x, dt.y])}
-// Global average pool forward (or its first pass for planes longer than one segment). One thread
-// per (plane, segment), t = plane * splits + s, over one range of planes: sums
-// x[xBase + plane * hw + s * seg ..] (at most seg elements: bounded loop) in f32. With one
-// segment per plane it writes y[yBase + plane] = sum / hw, else out[yBase + t] = the segment's
-// sum (rounded once to the output's type).
-const WG = ${WG}u;
-struct Params { planes: u32, hw: u32, splits: u32, seg: u32, xBase: u32, yBase: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<${dt.x}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${dt.y}>;
-
+const globalForward = defineKernel({
+  name: "global_avgpool_fwd",
+  doc: "Global average pool forward (or its first pass for planes longer than one segment). " +
+    "One thread per (plane, segment), t = plane * splits + s, over one range of planes: sums " +
+    "x[xBase + plane * hw + s * seg ..] (at most seg elements: bounded loop) in f32. With one " +
+    "segment per plane it writes y[yBase + plane] = sum / hw, else out[yBase + t] = the " +
+    "segment's sum (rounded once to the output's type).",
+  params: { planes: "u32", hw: "u32", splits: "u32", seg: "u32", xBase: "u32", yBase: "u32" },
+  bindings: {
+    x: { type: "float", access: "read" },
+    y: { type: "float", access: "read_write" },
+  },
+  workgroupSize: WG,
+  body: ({ dtypes: dt }) => `
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let t = gid.x + gid.y * nwg.x * WG;
@@ -415,52 +484,52 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     y[p.yBase + t] = ${dt.y}(acc);
   }
 }
-`);
-}
+`,
+});
 
 /** Second pass of the global average pool forward (f32 partial sums), specialized on y's type. */
-function globalFinalSpec(y: FloatDType): KernelSpec {
-  return memo(`global_avgpool_final${dtypeTag({ y })}`, () =>
-    `${wgslEnable([y])}
-// Global average pool forward, second pass for long planes. One thread per plane:
-// y[plane] = sum of its splits f32 segment sums (in order) / hw, rounded once to y's type.
-const WG = ${WG}u;
-struct Params { planes: u32, hw: u32, splits: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<${y}>;
-
+const globalFinal = defineKernel({
+  name: "global_avgpool_final",
+  doc: "Global average pool forward, second pass for long planes. One thread per plane: " +
+    "y[plane] = sum of its splits f32 segment sums (in order) / hw, rounded once to y's type.",
+  params: { planes: "u32", hw: "u32", splits: "u32" },
+  bindings: {
+    partial: { type: "f32", access: "read" },
+    y: { type: "float", access: "read_write" },
+  },
+  workgroupSize: WG,
+  body: ({ dtypes: dt }) => `
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let plane = gid.x + gid.y * nwg.x * WG;
   if (plane >= p.planes) { return; }
   var acc = 0.0;
   for (var s = 0u; s < p.splits; s++) { acc += partial[plane * p.splits + s]; }
-  y[plane] = ${y}(acc / f32(p.hw));
+  y[plane] = ${dt.y}(acc / f32(p.hw));
 }
-`);
-}
+`,
+});
 
 /** Global average pool backward, specialized on the storage types of dy and dx. */
-function globalBackwardSpec(dt: { dy: FloatDType; dx: FloatDType }): KernelSpec {
-  return memo(`global_avgpool_bwd${dtypeTag(dt)}`, () =>
-    `${wgslEnable([dt.dy, dt.dx])}
-// Global average pool backward. One thread per input element idx of one range of planes:
-// dx[dxBase + idx] = dy[dyBase + idx / hw] / hw (in f32, rounded once to dx's type).
-const WG = ${WG}u;
-struct Params { total: u32, hw: u32, dyBase: u32, dxBase: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<${dt.dy}>;
-@group(0) @binding(2) var<storage, read_write> dx: array<${dt.dx}>;
-
+const globalBackward = defineKernel({
+  name: "global_avgpool_bwd",
+  doc: "Global average pool backward. One thread per input element idx of one range of planes: " +
+    "dx[dxBase + idx] = dy[dyBase + idx / hw] / hw (in f32, rounded once to dx's type).",
+  params: { total: "u32", hw: "u32", dyBase: "u32", dxBase: "u32" },
+  bindings: {
+    dy: { type: "float", access: "read" },
+    dx: { type: "float", access: "read_write" },
+  },
+  workgroupSize: WG,
+  body: ({ dtypes: dt }) => `
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
   dx[p.dxBase + idx] = ${dt.dx}(f32(dy[p.dyBase + idx / p.hw]) / f32(p.hw));
 }
-`);
-}
+`,
+});
 
 /**
  * Max pool forward (`nn.MaxPool2d(kernel, stride, padding, return_indices=True)`). Overwrites
@@ -488,19 +557,10 @@ export function maxPool2dForward(
 ): void {
   const op = "maxPool2dForward";
   const r = resolve(op, p);
-  const dt = {
-    x: checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]),
-    y: checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]),
-  };
+  checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
   checkI32(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow]);
-  perPlaneRange(op, r, [io.x], [io.y, io.argmax], (planes, [x], [y, argmax]) => {
-    const total = planes * r.oh * r.ow;
-    io.x.gpu.dispatch(forwardSpec("max", r.kh, r.kw, dt), {
-      params: forwardParams(r, total, { x: x.base, y: y.base, argmax: argmax.base }),
-      bindings: [x.binding, y.binding, argmax.binding],
-      workgroups: grid1d(total, WG),
-    });
-  });
+  forward(op, "max", r, io);
 }
 
 /**
@@ -526,10 +586,10 @@ export function maxPool2dBackward(
 ): void {
   const op = "maxPool2dBackward";
   const r = resolve(op, p);
-  const dy = checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
   checkI32(op, "argmax", io.argmax, [r.n, r.c, r.oh, r.ow]);
-  const dx = checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
-  backward(op, "max", r, [io.dy, io.argmax], io.dx, { dy, dx });
+  checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
+  backward(op, "max", r, io);
 }
 
 /**
@@ -552,18 +612,9 @@ export function maxPool2dBackward(
 export function avgPool2dForward(io: { y: Tensor; x: Tensor }, p: Pool2dParams): void {
   const op = "avgPool2dForward";
   const r = resolve(op, p);
-  const dt = {
-    x: checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]),
-    y: checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]),
-  };
-  perPlaneRange(op, r, [io.x], [io.y], (planes, [x], [y]) => {
-    const total = planes * r.oh * r.ow;
-    io.x.gpu.dispatch(forwardSpec("avg", r.kh, r.kw, dt), {
-      params: forwardParams(r, total, { x: x.base, y: y.base, argmax: 0 }),
-      bindings: [x.binding, y.binding],
-      workgroups: grid1d(total, WG),
-    });
-  });
+  checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
+  forward(op, "avg", r, io);
 }
 
 /**
@@ -585,9 +636,9 @@ export function avgPool2dForward(io: { y: Tensor; x: Tensor }, p: Pool2dParams):
 export function avgPool2dBackward(io: { dx: Tensor; dy: Tensor }, p: Pool2dParams): void {
   const op = "avgPool2dBackward";
   const r = resolve(op, p);
-  const dy = checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
-  const dx = checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
-  backward(op, "avg", r, [io.dy], io.dx, { dy, dx });
+  checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
+  backward(op, "avg", r, io);
 }
 
 /**
@@ -609,10 +660,8 @@ export function avgPool2dBackward(io: { dx: Tensor; dy: Tensor }, p: Pool2dParam
 export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPoolParams): void {
   const op = "globalAvgPoolForward";
   checkDims(op, p);
-  const dt = {
-    x: checkFloat(op, "x", io.x, [p.n, p.c, p.h, p.w]),
-    y: checkFloat(op, "y", io.y, [p.n, p.c, 1, 1]),
-  };
+  checkFloat(op, "x", io.x, [p.n, p.c, p.h, p.w]);
+  checkFloat(op, "y", io.y, [p.n, p.c, 1, 1]);
   const gpu = io.x.gpu;
   const hw = p.h * p.w;
   const splits = Math.ceil(hw / GLOBAL_SEGMENT);
@@ -623,17 +672,18 @@ export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPool
   perPlaneRange(op, g, [io.x], [io.y], (np, [x], [y], p0) => {
     // With splits, the first pass writes partial[plane * splits + s] (the range's planes).
     const out = partial ? bindingRange(partial, p0 * splits, np * splits) : y;
-    gpu.dispatch(globalForwardSpec({ x: dt.x, y: partial ? "f32" : dt.y }), {
-      params: new ParamsWriter().u32(np).u32(hw).u32(splits).u32(seg).u32(x.base).u32(out.base)
-        .bytes(),
-      bindings: [x.binding, out.binding],
+    globalForward.dispatch({
+      op,
+      params: { planes: np, hw, splits, seg, xBase: x.base, yBase: out.base },
+      bindings: { x: bound(x), y: bound(out) },
       workgroups: grid1d(np * splits, WG),
     });
   });
   if (partial) {
-    gpu.dispatch(globalFinalSpec(dt.y), {
-      params: new ParamsWriter().u32(planes).u32(hw).u32(splits).bytes(),
-      bindings: [partial, io.y],
+    globalFinal.dispatch({
+      op,
+      params: { planes, hw, splits },
+      bindings: { partial, y: io.y },
       workgroups: grid1d(planes, WG),
     });
     partial.dispose();
@@ -658,17 +708,16 @@ export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPool
 export function globalAvgPoolBackward(io: { dx: Tensor; dy: Tensor }, p: GlobalPoolParams): void {
   const op = "globalAvgPoolBackward";
   checkDims(op, p);
-  const dt = {
-    dy: checkFloat(op, "dy", io.dy, [p.n, p.c, 1, 1]),
-    dx: checkFloat(op, "dx", io.dx, [p.n, p.c, p.h, p.w]),
-  };
+  checkFloat(op, "dy", io.dy, [p.n, p.c, 1, 1]);
+  checkFloat(op, "dx", io.dx, [p.n, p.c, p.h, p.w]);
   const hw = p.h * p.w;
   const g = { n: p.n, c: p.c, h: p.h, w: p.w, oh: 1, ow: 1 };
   perPlaneRange(op, g, [io.dx], [io.dy], (planes, [dx], [dy]) => {
     const total = planes * hw;
-    io.dy.gpu.dispatch(globalBackwardSpec(dt), {
-      params: new ParamsWriter().u32(total).u32(hw).u32(dy.base).u32(dx.base).bytes(),
-      bindings: [dy.binding, dx.binding],
+    globalBackward.dispatch({
+      op,
+      params: { total, hw, dyBase: dy.base, dxBase: dx.base },
+      bindings: { dy: bound(dy), dx: bound(dx) },
       workgroups: grid1d(total, WG),
     });
   });
