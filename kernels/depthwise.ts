@@ -33,22 +33,19 @@
  * convolution sums, the weight-gradient reductions and their partial sums stay f32. With every
  * tensor f32 the kernels are those of before f16 existed, text included.
  *
+ * Each kernel is described once with `defineKernel` (kernels/_kernel.ts), one description per
+ * specialization on sizes (kernel size, stride, dilation, padding as each needs); its variants
+ * (`flip`, `bias`; which of `dw`, `db` and `acc`) and storage types are the description's.
+ *
  * Outputs must not alias inputs: WebGPU rejects a buffer bound both read-only and read-write in
  * one dispatch.
  *
  * @module
  */
 
-import { grid1d, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
-import { bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
-import {
-  assignAs,
-  checkFloat,
-  dtypeSpecs,
-  type FloatDType,
-  loadF32,
-  storageType,
-} from "./_dtype.ts";
+import { grid1d, type Shape, type Tensor } from "../gpu/mod.ts";
+import { bindingRange, LOOP_BUDGET, type TensorRange, unitRanges } from "./_binding.ts";
+import { assignAs, checkFloat, type FloatDType, loadF32 } from "./_dtype.ts";
 import {
   checkPositiveInts,
   type PlaneWindow,
@@ -56,7 +53,7 @@ import {
   window2d,
   type Window2dParams,
 } from "./_geometry.ts";
-import { ParamsWriter } from "./_params.ts";
+import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
 
 /** Threads per workgroup of every depthwise kernel. */
 const WG = 64;
@@ -107,59 +104,97 @@ export function checkDepthwise(p: DepthwiseParams): Shape {
   return [r.n, r.c, r.oh, r.ow];
 }
 
-function geometry(r: PlaneWindow): ParamsWriter {
-  return new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow)
-    .i32(r.sh).i32(r.sw).i32(r.ph).i32(r.pw).i32(r.dh).i32(r.dw);
-}
-
-const GEOMETRY_WGSL = `c: u32, h: u32, w: u32, oh: u32, ow: u32,
-  sh: i32, sw: i32, ph: i32, pw: i32, dh: i32, dw: i32,`;
-
-/** The kernels, by name and storage types (see {@linkcode dtypeSpecs}). */
-const memo = dtypeSpecs();
+/** The window geometry fields of the weight-gradient kernels' `Params`, in struct order. */
+const GEOMETRY = {
+  c: "u32",
+  h: "u32",
+  w: "u32",
+  oh: "u32",
+  ow: "u32",
+  sh: "i32",
+  sw: "i32",
+  ph: "i32",
+  pw: "i32",
+  dh: "i32",
+  dw: "i32",
+} as const;
 
 /** Outputs along a row computed by one thread of the row-convolution kernel. */
 const V = 4;
 
 /**
+ * One kernel per specialization on sizes (`make`'s arguments; their variants and storage types
+ * are `defineKernel`'s), made on first use.
+ */
+function perShape<A extends number[], K>(make: (...a: A) => K): (...a: A) => K {
+  const kernels = new Map<string, K>();
+  return (...a) => {
+    const key = a.join(",");
+    let k = kernels.get(key);
+    if (k === undefined) kernels.set(key, k = make(...a));
+    return k;
+  };
+}
+
+/** A range of a tensor as a `defineKernel` binding. */
+function bound(r: TensorRange): BoundTensor {
+  const { offset, size } = r.binding as { offset: number; size: number };
+  return { tensor: r.tensor, offset, size };
+}
+
+/** The variants of the row-convolution kernel: `flip` (backward to the input), `bias`. */
+const ROWCONV_VARIANTS = variantProduct(["", "flip"], ["", "bias"]);
+
+/**
  * The row-convolution kernel, specialized on the kernel size, the horizontal stride and dilation:
- * the forward pass, and (with `flip`) the stride-1 backward to the input, which is the same
+ * the forward pass, and (variant `flip`) the stride-1 backward to the input, which is the same
  * correlation of dy with the flipped kernel and padding `(k - 1) * d - p`.
  */
-function rowConvSpec(
-  kh: number,
-  kw: number,
-  sw: number,
-  dw: number,
-  flip: boolean,
-  dt: { x: FloatDType; wt: FloatDType; bias?: FloatDType; y: FloatDType },
-): KernelSpec {
-  const bias = dt.bias !== undefined;
+const rowConvKernel = perShape((kh: number, kw: number, sw: number, dw: number) => {
   const span = (V - 1) * sw + (kw - 1) * dw + 1;
-  const wIndex = flip ? "(KH - 1 - ky) * KW + (KW - 1 - kx)" : "ky * KW + kx";
   const taps = Array.from({ length: V }, (_, v) => `row[${v * sw} + kx * DW]`).join(", ");
-  const name = `depthwise_rowconv_${kh}x${kw}_sw${sw}_dw${dw}${flip ? "_flip" : ""}` +
-    `${bias ? "_bias" : ""}`;
-  return memo(name, dt, () => `
-// Depthwise ${flip ? "conv backward to the input (stride 1)" : "conv forward"}: one thread per
-// (plane, oy, block of ${V} consecutive ox); idx = (plane * oh + oy) * owb + block (flat over a
-// grid1d launch), local to one range of planes: global plane planeOff + plane, starting at
-// element xBase of the x binding and yBase of the y binding. For each of the ${kh} kernel rows it loads the ${span} inputs its ${V} outputs
-// need into registers (zero outside the plane), then accumulates the ${kw} taps into a vec4.
-// ${flip ? "Input is dy, output dx, weights flipped, padding (k - 1) * d - p." : ""}
-const WG = ${WG}u;
-const KH = ${kh};
+  return defineKernel({
+    name: `depthwise_rowconv_${kh}x${kw}_sw${sw}_dw${dw}`,
+    doc: `Depthwise conv forward, or (flip) backward to the input at stride 1 (input dy, output ` +
+      `dx, weights flipped, padding (k - 1) * d - p): one thread per (plane, oy, block of ${V} ` +
+      `consecutive ox); idx = (plane * oh + oy) * owb + block (flat over a grid1d launch), ` +
+      "local to one range of planes: global plane planeOff + plane, starting at element xBase " +
+      `of the x binding and yBase of the y binding. For each of the ${kh} kernel rows it loads ` +
+      `the ${span} inputs its ${V} outputs need into registers (zero outside the plane), then ` +
+      `accumulates the ${kw} taps into a vec4.`,
+    params: {
+      c: "u32",
+      h: "u32",
+      w: "u32",
+      oh: "u32",
+      ow: "u32",
+      owb: "u32",
+      sh: "i32",
+      ph: "i32",
+      pw: "i32",
+      dh: "i32",
+      total: "u32",
+      planeOff: "u32",
+      xBase: "u32",
+      yBase: "u32",
+    },
+    bindings: {
+      x: { type: "float", access: "read" },
+      wt: { type: "float", access: "read" },
+      bias: { type: "float", access: "read", variants: ["bias", "flip_bias"] },
+      y: { type: "float", access: "read_write" },
+    },
+    variants: ROWCONV_VARIANTS,
+    workgroupSize: WG,
+    body: ({ dtypes: dt, variant }) => {
+      const parts = variant.split("_");
+      const flip = parts.includes("flip"), bias = parts.includes("bias");
+      const wIndex = flip ? "(KH - 1 - ky) * KW + (KW - 1 - kx)" : "ky * KW + kx";
+      return `const KH = ${kh};
 const KW = ${kw};
 const SW = ${sw};
 const DW = ${dw};
 const SPAN = ${span};
-struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, owb: u32, sh: i32, ph: i32, pw: i32,
-  dh: i32, total: u32, planeOff: u32, xBase: u32, yBase: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<${storageType(dt.x)}>;
-@group(0) @binding(2) var<storage, read> wt: array<${storageType(dt.wt)}>;
-${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${storageType(dt.bias)}>;` : ""}
-@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> y: array<${storageType(dt.y)}>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -194,8 +229,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let n = min(p.ow - ox0, ${V}u);
   for (var v = 0u; v < n; v++) { ${assignAs(dt.y, "y[o + v]", "=", "acc[v]")} }
 }
-`);
-}
+`;
+    },
+  });
+});
 
 /**
  * Records the row-convolution kernel: `x` planes of `h x w` to `y` planes of `oh x ow`, one
@@ -212,23 +249,34 @@ function rowConv(
   const owb = Math.ceil(g.ow / V);
   const hw = g.h * g.w, ohw = g.oh * g.ow;
   const planes = y.size / ohw;
-  // dtypes validated by the callers
-  const spec = rowConvSpec(g.kh, g.kw, g.sw, g.dw, g.flip, {
-    x: x.dtype as FloatDType,
-    wt: w.dtype as FloatDType,
-    bias: b?.dtype as FloatDType | undefined,
-    y: y.dtype as FloatDType,
-  });
+  const kernel = rowConvKernel(g.kh, g.kw, g.sw, g.dw);
+  const variant = [g.flip ? "flip" : "", b ? "bias" : ""].filter((s) => s !== "").join(
+    "_",
+  ) as (typeof ROWCONV_VARIANTS)[number];
   for (const [p0, p1] of unitRanges(op, x.gpu, planes, Math.max(hw, ohw))) {
     const xr = bindingRange(x, p0 * hw, (p1 - p0) * hw);
     const yr = bindingRange(y, p0 * ohw, (p1 - p0) * ohw);
     const total = (p1 - p0) * g.oh * owb;
-    const params = new ParamsWriter().u32(g.c).u32(g.h).u32(g.w).u32(g.oh).u32(g.ow).u32(owb)
-      .i32(g.sh).i32(g.ph).i32(g.pw).i32(g.dh).u32(total).u32(p0).u32(xr.base).u32(yr.base)
-      .bytes();
-    x.gpu.dispatch(spec, {
-      params,
-      bindings: b ? [xr.binding, w, b, yr.binding] : [xr.binding, w, yr.binding],
+    kernel.dispatch({
+      op,
+      variant,
+      params: {
+        c: g.c,
+        h: g.h,
+        w: g.w,
+        oh: g.oh,
+        ow: g.ow,
+        owb,
+        sh: g.sh,
+        ph: g.ph,
+        pw: g.pw,
+        dh: g.dh,
+        total,
+        planeOff: p0,
+        xBase: xr.base,
+        yBase: yr.base,
+      },
+      bindings: { x: bound(xr), wt: w, bias: b, y: bound(yr) },
       workgroups: grid1d(total, WG),
     });
   }
@@ -249,77 +297,99 @@ function blockTaps(u: number, s: number, pad: number, k: number, d: number): [nu
   return out;
 }
 
-function backwardDataBlockSpec(
-  r: PlaneWindow,
-  dt: { dy: FloatDType; wt: FloatDType; dx: FloatDType },
-): KernelSpec {
-  const { kh, kw, sh, sw, ph, pw, dh, dw } = r;
-  const name = `depthwise_bwd_data_block_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}_d${dh}x${dw}`;
-  return memo(name, dt, () => {
-    const rows = Array.from({ length: sh }, (_, u) => blockTaps(u, sh, ph, kh, dh));
-    const cols = Array.from({ length: sw }, (_, v) => blockTaps(v, sw, pw, kw, dw));
-    const as = [...new Set(rows.flat().map(([a]) => a))].sort((x, y) => x - y);
-    const bs = [...new Set(cols.flat().map(([b]) => b))].sort((x, y) => x - y);
-    const id = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
-    const lines: string[] = [];
-    for (const a of as) {
-      lines.push(`  let oy${id(a)} = i32(by) + ${a};`);
-      lines.push(`  let okY${id(a)} = oy${id(a)} >= 0 && oy${id(a)} < i32(p.oh);`);
-    }
-    for (const b of bs) {
-      lines.push(`  let ox${id(b)} = i32(bx) + ${b};`);
-      lines.push(`  let okX${id(b)} = ox${id(b)} >= 0 && ox${id(b)} < i32(p.ow);`);
-    }
-    for (const a of as) {
+/**
+ * The strided backward to the input, specialized on the kernel size, stride, padding and
+ * dilation.
+ */
+const backwardDataBlockKernel = perShape((
+  kh: number,
+  kw: number,
+  sh: number,
+  sw: number,
+  ph: number,
+  pw: number,
+  dh: number,
+  dw: number,
+) =>
+  defineKernel({
+    name: `depthwise_bwd_data_block_k${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}_d${dh}x${dw}`,
+    doc: `Depthwise conv backward to the input, strided. One thread per block of ${sh}x${sw} ` +
+      `inputs, idx = (plane * hb + by) * wb + bx, inputs (by * ${sh} + u, bx * ${sw} + v): with ` +
+      "the block aligned to the stride, which output (by + a, bx + b) reaches which input " +
+      "through which tap is known at compile time, so the thread loads the dy patch it needs " +
+      "and the used taps once and writes each input's sum (a gather: no atomics). idx is local " +
+      "to one range of planes: global plane planeOff + plane, starting at element dyBase of dy " +
+      "and dxBase of dx.",
+    params: {
+      c: "u32",
+      h: "u32",
+      w: "u32",
+      oh: "u32",
+      ow: "u32",
+      hb: "u32",
+      wb: "u32",
+      total: "u32",
+      planeOff: "u32",
+      dyBase: "u32",
+      dxBase: "u32",
+    },
+    bindings: {
+      dy: { type: "float", access: "read" },
+      wt: { type: "float", access: "read" },
+      dx: { type: "float", access: "read_write" },
+    },
+    workgroupSize: WG,
+    body: ({ dtypes: dt }) => {
+      const rows = Array.from({ length: sh }, (_, u) => blockTaps(u, sh, ph, kh, dh));
+      const cols = Array.from({ length: sw }, (_, v) => blockTaps(v, sw, pw, kw, dw));
+      const as = [...new Set(rows.flat().map(([a]) => a))].sort((x, y) => x - y);
+      const bs = [...new Set(cols.flat().map(([b]) => b))].sort((x, y) => x - y);
+      const id = (v: number) => (v < 0 ? `m${-v}` : `${v}`);
+      const lines: string[] = [];
+      for (const a of as) {
+        lines.push(`  let oy${id(a)} = i32(by) + ${a};`);
+        lines.push(`  let okY${id(a)} = oy${id(a)} >= 0 && oy${id(a)} < i32(p.oh);`);
+      }
       for (const b of bs) {
-        const d = `d${id(a)}_${id(b)}`;
-        lines.push(`  var ${d} = 0.0;`);
-        lines.push(
-          `  if (okY${id(a)} && okX${id(b)}) { ${d} = ${
-            loadF32(dt.dy, `dy[obase + u32(oy${id(a)}) * p.ow + u32(ox${id(b)})]`)
-          }; }`,
-        );
+        lines.push(`  let ox${id(b)} = i32(bx) + ${b};`);
+        lines.push(`  let okX${id(b)} = ox${id(b)} >= 0 && ox${id(b)} < i32(p.ow);`);
       }
-    }
-    const used = new Set<string>();
-    const body: string[] = [];
-    for (let u = 0; u < sh; u++) {
-      for (let v = 0; v < sw; v++) {
-        const terms: string[] = [];
-        for (const [a, ky] of rows[u]) {
-          for (const [b, kx] of cols[v]) {
-            used.add(`${ky}_${kx}`);
-            terms.push(`d${id(a)}_${id(b)} * w${ky}_${kx}`);
-          }
+      for (const a of as) {
+        for (const b of bs) {
+          const d = `d${id(a)}_${id(b)}`;
+          lines.push(`  var ${d} = 0.0;`);
+          lines.push(
+            `  if (okY${id(a)} && okX${id(b)}) { ${d} = ${
+              loadF32(dt.dy, `dy[obase + u32(oy${id(a)}) * p.ow + u32(ox${id(b)})]`)
+            }; }`,
+          );
         }
-        const target = `dx[ibase + (iy0 + ${u}u) * p.w + ix0 + ${v}u]`;
-        const sum = terms.length ? terms.join(" + ") : "0.0";
-        body.push(
-          `  if (iy0 + ${u}u < p.h && ix0 + ${v}u < p.w) { ${assignAs(dt.dx, target, "=", sum)} }`,
-        );
       }
-    }
-    for (const k of used) {
-      const [ky, kx] = k.split("_").map(Number);
-      lines.push(`  let w${k} = ${loadF32(dt.wt, `wt[wbase + ${ky * kw + kx}u]`)};`);
-    }
-    return `
-// Depthwise conv backward to the input, strided (specialized on kernel ${kh}x${kw}, stride
-// ${sh}x${sw}, padding ${ph}x${pw}, dilation ${dh}x${dw}). One thread per block of ${sh}x${sw}
-// inputs, idx = (plane * hb + by) * wb + bx, inputs (by * ${sh} + u, bx * ${sw} + v): with the
-// block aligned to the stride, which output (by + a, bx + b) reaches which input through which
-// tap is known at compile time, so the thread loads the dy patch it needs and the used taps
-// once and writes each input's sum (a gather: no atomics). idx is local to one range of planes:
-// global plane planeOff + plane, starting at element dyBase of dy and dxBase of dx.
-const WG = ${WG}u;
-struct Params { c: u32, h: u32, w: u32, oh: u32, ow: u32, hb: u32, wb: u32, total: u32,
-  planeOff: u32, dyBase: u32, dxBase: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<${storageType(dt.dy)}>;
-@group(0) @binding(2) var<storage, read> wt: array<${storageType(dt.wt)}>;
-@group(0) @binding(3) var<storage, read_write> dx: array<${storageType(dt.dx)}>;
-
-@compute @workgroup_size(WG)
+      const used = new Set<string>();
+      const body: string[] = [];
+      for (let u = 0; u < sh; u++) {
+        for (let v = 0; v < sw; v++) {
+          const terms: string[] = [];
+          for (const [a, ky] of rows[u]) {
+            for (const [b, kx] of cols[v]) {
+              used.add(`${ky}_${kx}`);
+              terms.push(`d${id(a)}_${id(b)} * w${ky}_${kx}`);
+            }
+          }
+          const target = `dx[ibase + (iy0 + ${u}u) * p.w + ix0 + ${v}u]`;
+          const sum = terms.length ? terms.join(" + ") : "0.0";
+          body.push(
+            `  if (iy0 + ${u}u < p.h && ix0 + ${v}u < p.w) { ${
+              assignAs(dt.dx, target, "=", sum)
+            } }`,
+          );
+        }
+      }
+      for (const k of used) {
+        const [ky, kx] = k.split("_").map(Number);
+        lines.push(`  let w${k} = ${loadF32(dt.wt, `wt[wbase + ${ky * kw + kx}u]`)};`);
+      }
+      return `@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let idx = gid.x + gid.y * nwg.x * WG;
   if (idx >= p.total) { return; }
@@ -338,20 +408,35 @@ ${lines.join("\n")}
 ${body.join("\n")}
 }
 `;
-  });
-}
+    },
+  })
+);
 
 /** Taps reduced per round of the workgroup reduction (bounds the workgroup memory). */
 function roundTaps(kk1: number): number {
   return Math.min(kk1, 32);
 }
 
+/** The `Params` of the weight-gradient kernels that run {@linkcode unitWgsl}, in struct order. */
+const WEIGHT_PARAMS = {
+  ...GEOMETRY,
+  n: "u32",
+  owb: "u32",
+  chunk: "u32",
+  chunks: "u32",
+  stepOb: "u32",
+  stepRow: "u32",
+  xBase: "u32",
+  dyBase: "u32",
+  chunkOff: "u32",
+} as const;
+
 /**
- * WGSL shared by the weight-gradient kernels: `unit` adds the contribution of one unit of work,
- * the outputs (oy, ox0 .. ox0 + 3) of one plane (fewer at the row's end), to the per-tap sums:
- * it loads dy as a vec4 (zero past the row), and for each kernel row the input span those
- * outputs read (zero outside the plane and past what valid outputs use), then adds
- * dot(dy, inputs under tap) for each tap, and sum(dy) for the bias.
+ * WGSL shared by the weight-gradient kernels (after their declarations of `p`, `dy` and `x`):
+ * `unit` adds the contribution of one unit of work, the outputs (oy, ox0 .. ox0 + 3) of one plane
+ * (fewer at the row's end), to the per-tap sums: it loads dy as a vec4 (zero past the row), and
+ * for each kernel row the input span those outputs read (zero outside the plane and past what
+ * valid outputs use), then adds dot(dy, inputs under tap) for each tap, and sum(dy) for the bias.
  */
 function unitWgsl(
   g: { kh: number; kw: number; sw: number; dw: number },
@@ -368,12 +453,6 @@ const DW = ${dw};
 const SPAN = ${span};
 const KK = ${kk}u;
 const KK1 = ${kk + 1}u;
-struct Params { ${GEOMETRY_WGSL}
-  n: u32, owb: u32, chunk: u32, chunks: u32, stepOb: u32, stepRow: u32, xBase: u32, dyBase: u32,
-  chunkOff: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<${storageType(dt.dy)}>;
-@group(0) @binding(2) var<storage, read> x: array<${storageType(dt.x)}>;
 
 // plane is local to the range of samples bound (which starts at element xBase of x, dyBase of dy).
 fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
@@ -407,10 +486,31 @@ fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
 function weightParams(
   r: PlaneWindow,
   g: { n: number; chunk: number; chunks: number; xBase: number; dyBase: number; chunkOff: number },
-): Uint8Array {
+): { readonly [K in keyof typeof WEIGHT_PARAMS]: number } {
   const owb = Math.ceil(r.ow / V);
-  return geometry(r).u32(g.n).u32(owb).u32(g.chunk).u32(g.chunks).u32(WG % owb)
-    .u32(Math.floor(WG / owb)).u32(g.xBase).u32(g.dyBase).u32(g.chunkOff).bytes();
+  const { c, h, w, oh, ow, sh, sw, ph, pw, dh, dw } = r;
+  return {
+    c,
+    h,
+    w,
+    oh,
+    ow,
+    sh,
+    sw,
+    ph,
+    pw,
+    dh,
+    dw,
+    n: g.n,
+    owb,
+    chunk: g.chunk,
+    chunks: g.chunks,
+    stepOb: WG % owb,
+    stepRow: Math.floor(WG / owb),
+    xBase: g.xBase,
+    dyBase: g.dyBase,
+    chunkOff: g.chunkOff,
+  };
 }
 
 /** Loop iterations of one call of `unit` (see {@linkcode unitWgsl}), its own loop step included. */
@@ -419,25 +519,30 @@ function unitIterations(r: PlaneWindow): number {
   return V + r.kh * (span + r.kw + 1) + 1;
 }
 
-function backwardWeightPartialSpec(
-  g: { kh: number; kw: number; sw: number; dw: number },
-  dt: { dy: FloatDType; x: FloatDType },
-): KernelSpec {
-  const { kh, kw, sw, dw } = g;
+/** Pass 1 of the chunked weight gradient, specialized as {@linkcode unitWgsl}. */
+const backwardWeightPartialKernel = perShape((kh: number, kw: number, sw: number, dw: number) => {
   const kk1 = kh * kw + 1;
   const r = roundTaps(kk1);
-  return memo(`depthwise_bwd_weight_partial_${kh}x${kw}_sw${sw}_dw${dw}`, dt, () => `
-// Depthwise conv backward to the weight and bias, pass 1 of 2, over one range of samples (one
-// dispatch per range). The work of a channel is split in units (b, oy, block of ${V} ox), unit
-// index j = (b * oh + oy) * owb + block (b local to the range). Workgroup (chunk, ch) reduces units
-// [chunk * chunkUnits, (chunk + 1) * chunkUnits) of channel ch: thread lid takes j = start + lid,
-// + WG, ... (row and block advanced without divisions) and accumulates the ${kk1 - 1} tap sums
-// and sum(dy) in registers; a tree reduction in workgroup memory (${r} sums per round) writes
-// partial[(ch * chunks + chunkOff + chunk) * ${kk1} + tap] (chunks: all ranges' chunks).
-const WG = ${WG}u;
-const R = ${r}u;
-${unitWgsl(g, dt)}
-@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+  return defineKernel({
+    name: `depthwise_bwd_weight_partial_${kh}x${kw}_sw${sw}_dw${dw}`,
+    doc: "Depthwise conv backward to the weight and bias, pass 1 of 2, over one range of " +
+      "samples (one dispatch per range). The work of a channel is split in units (b, oy, block " +
+      `of ${V} ox), unit index j = (b * oh + oy) * owb + block (b local to the range). Workgroup ` +
+      "(chunk, ch) reduces units [chunk * chunkUnits, (chunk + 1) * chunkUnits) of channel ch: " +
+      "thread lid takes j = start + lid, + WG, ... (row and block advanced without divisions) " +
+      `and accumulates the ${kk1 - 1} tap sums and sum(dy) in registers; a tree reduction in ` +
+      `workgroup memory (${r} sums per round) writes partial[(ch * chunks + chunkOff + chunk) * ` +
+      `${kk1} + tap] (chunks: all ranges' chunks).`,
+    params: WEIGHT_PARAMS,
+    bindings: {
+      dy: { type: "float", access: "read" },
+      x: { type: "float", access: "read" },
+      partial: { type: "f32", access: "read_write" },
+    },
+    workgroupSize: WG,
+    body: ({ dtypes }) =>
+      `const R = ${r}u;
+${unitWgsl({ kh, kw, sw, dw }, dtypes)}
 var<workgroup> red: array<f32, ${r * WG}>;
 
 @compute @workgroup_size(WG)
@@ -475,43 +580,47 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     workgroupBarrier();
   }
 }
-`);
-}
+`,
+  });
+});
 
 /**
- * WGSL declarations of the weight-gradient passes' optional outputs: dw, then db, at consecutive
- * bindings from `first` (each line empty when that output is not bound).
+ * The variants of the kernels that write the weight gradient: which of `dw`, `db` they write
+ * (bound in that order), and whether they accumulate (`acc`: `+=`) or overwrite.
  */
-function _dwDbDecls(dt: { dw?: FloatDType; db?: FloatDType }, first: number): string {
-  const dwBinding = first, dbBinding = dt.dw !== undefined ? first + 1 : first;
-  const dw = dt.dw === undefined
-    ? ""
-    : `@group(0) @binding(${dwBinding}) var<storage, read_write> dw: array<${storageType(dt.dw)}>;`;
-  const db = dt.db === undefined
-    ? ""
-    : `@group(0) @binding(${dbBinding}) var<storage, read_write> db: array<${storageType(dt.db)}>;`;
-  return `${dw}\n${db}`;
+const OUTPUT_VARIANTS = variantProduct(["dw", "db", "dw_db"], ["", "acc"]);
+type OutputVariant = (typeof OUTPUT_VARIANTS)[number];
+
+/** The output variants that write `name`. */
+const writing = (name: "dw" | "db") => OUTPUT_VARIANTS.filter((v) => v.split("_").includes(name));
+
+/** The output variant for the outputs bound and `accumulate`. */
+function outputVariant(dw: boolean, db: boolean, accumulate: boolean): OutputVariant {
+  return [dw ? "dw" : "", db ? "db" : "", accumulate ? "acc" : ""].filter((s) => s !== "")
+    .join("_") as OutputVariant;
 }
 
-function backwardWeightSerialSpec(
-  g: { kh: number; kw: number; sw: number; dw: number },
-  dt: { dy: FloatDType; x: FloatDType; dw?: FloatDType; db?: FloatDType },
-  accumulate: boolean,
-): KernelSpec {
-  const { kh, kw, sw, dw } = g;
-  const hasDw = dt.dw !== undefined, hasDb = dt.db !== undefined;
-  const kk = kh * kw;
-  const tag = `${hasDw ? "_dw" : ""}${hasDb ? "_db" : ""}${accumulate ? "_acc" : ""}`;
-  const op = accumulate ? "+=" : "=";
-  const first = 3;
-  return memo(`depthwise_bwd_weight_serial_${kh}x${kw}_sw${sw}_dw${dw}${tag}`, dt, () => `
-// Depthwise conv backward to the weight and bias for short reductions (few outputs per
-// channel): one thread per channel walks all its units (b, oy, block of ${V} ox) in order,
-// accumulating the ${kk} tap sums and sum(dy) in registers (no barriers, no divisions), then
-// ${accumulate ? "accumulates into" : "overwrites"} dw[ch, tap] and db[ch].
-const WG = ${WG}u;
-${unitWgsl(g, dt)}
-${_dwDbDecls(dt, first)}
+/** The serial weight gradient, specialized as {@linkcode unitWgsl}. */
+const backwardWeightSerialKernel = perShape((kh: number, kw: number, sw: number, dw: number) =>
+  defineKernel({
+    name: `depthwise_bwd_weight_serial_${kh}x${kw}_sw${sw}_dw${dw}`,
+    doc: "Depthwise conv backward to the weight and bias for short reductions (few outputs per " +
+      `channel): one thread per channel walks all its units (b, oy, block of ${V} ox) in order, ` +
+      `accumulating the ${kh * kw} tap sums and sum(dy) in registers (no barriers, no ` +
+      "divisions), then overwrites (acc: accumulates into) dw[ch, tap] and db[ch].",
+    params: WEIGHT_PARAMS,
+    bindings: {
+      dy: { type: "float", access: "read" },
+      x: { type: "float", access: "read" },
+      dw: { type: "float", access: "read_write", variants: writing("dw") },
+      db: { type: "float", access: "read_write", variants: writing("db") },
+    },
+    variants: OUTPUT_VARIANTS,
+    workgroupSize: WG,
+    body: ({ dtypes: dt, variant }) => {
+      const parts = variant.split("_");
+      const op = parts.includes("acc") ? "+=" : "=";
+      return `${unitWgsl({ kh, kw, sw, dw }, dt)}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -525,39 +634,39 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     }
   }
   ${
-    hasDw
-      ? `for (var t = 0u; t < KK; t++) { ${assignAs(dt.dw, "dw[ch * KK + t]", op, "acc[t]")} }`
-      : ""
-  }
-  ${hasDb ? assignAs(dt.db, "db[ch]", op, "acc[KK]") : ""}
+        parts.includes("dw")
+          ? `for (var t = 0u; t < KK; t++) { ${assignAs(dt.dw, "dw[ch * KK + t]", op, "acc[t]")} }`
+          : ""
+      }
+  ${parts.includes("db") ? assignAs(dt.db, "db[ch]", op, "acc[KK]") : ""}
 }
-`);
-}
+`;
+    },
+  })
+);
 
-function backwardWeightFinalSpec(
-  g: { kh: number; kw: number },
-  dt: { dw?: FloatDType; db?: FloatDType },
-  accumulate: boolean,
-): KernelSpec {
-  const { kh, kw } = g;
-  const hasDw = dt.dw !== undefined, hasDb = dt.db !== undefined;
+/** Pass 2 of the chunked weight gradient, specialized on the kernel size. */
+const backwardWeightFinalKernel = perShape((kh: number, kw: number) => {
   const kk = kh * kw;
   const kk1 = kk + 1;
-  const tag = `${hasDw ? "_dw" : ""}${hasDb ? "_db" : ""}${accumulate ? "_acc" : ""}`;
-  const op = accumulate ? "+=" : "=";
-  const first = 2;
-  return memo(`depthwise_bwd_weight_final_${kh}x${kw}${tag}`, dt, () => `
-// Depthwise conv backward to the weight and bias, pass 2 of 2. One thread per (ch, tap),
-// idx = ch * ${kk1} + tap, adds the per-chunk partial sums of pass 1 in chunk order and
-// ${
-    accumulate ? "accumulates into" : "overwrites"
-  } dw[ch * ${kk} + tap] (tap < ${kk}) or db[ch] (tap ${kk}).
-const WG = ${WG}u;
-const KK1 = ${kk1}u;
-struct Params { c: u32, chunks: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> partial: array<f32>;
-${_dwDbDecls(dt, first)}
+  return defineKernel({
+    name: `depthwise_bwd_weight_final_${kh}x${kw}`,
+    doc: "Depthwise conv backward to the weight and bias, pass 2 of 2. One thread per (ch, " +
+      `tap), idx = ch * ${kk1} + tap, adds the per-chunk partial sums of pass 1 in chunk order ` +
+      `and overwrites (acc: accumulates into) dw[ch * ${kk} + tap] (tap < ${kk}) or db[ch] ` +
+      `(tap ${kk}).`,
+    params: { c: "u32", chunks: "u32" },
+    bindings: {
+      partial: { type: "f32", access: "read" },
+      dw: { type: "float", access: "read_write", variants: writing("dw") },
+      db: { type: "float", access: "read_write", variants: writing("db") },
+    },
+    variants: OUTPUT_VARIANTS,
+    workgroupSize: WG,
+    body: ({ dtypes: dt, variant }) => {
+      const parts = variant.split("_");
+      const op = parts.includes("acc") ? "+=" : "=";
+      return `const KK1 = ${kk1}u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -568,13 +677,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   var s = 0.0;
   for (var k = 0u; k < p.chunks; k++) { s += partial[(ch * p.chunks + k) * KK1 + tap]; }
   if (tap < KK1 - 1u) {
-    ${hasDw ? assignAs(dt.dw, "dw[ch * (KK1 - 1u) + tap]", op, "s") : ""}
+    ${parts.includes("dw") ? assignAs(dt.dw, "dw[ch * (KK1 - 1u) + tap]", op, "s") : ""}
   } else {
-    ${hasDb ? assignAs(dt.db, "db[ch]", op, "s") : ""}
+    ${parts.includes("db") ? assignAs(dt.db, "db[ch]", op, "s") : ""}
   }
 }
-`);
-}
+`;
+    },
+  });
+});
 
 /**
  * Depthwise convolution forward: `y[b, ch] = conv2d(x[b, ch], w[ch]) (+ bias[ch])`.
@@ -635,12 +746,12 @@ export function depthwiseConv2dBackward(
 ): void {
   const op = "depthwiseConv2dBackward";
   const r = resolve(op, p);
-  const dyd = checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
-  const xd = checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]);
-  const wd = checkFloat(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
-  const dxd = io.dx ? checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]) : undefined;
-  const dwd = io.dw ? checkFloat(op, "dw", io.dw, [r.c, 1, r.kh, r.kw]) : undefined;
-  const dbd = io.db ? checkFloat(op, "db", io.db, [r.c]) : undefined;
+  checkFloat(op, "dy", io.dy, [r.n, r.c, r.oh, r.ow]);
+  checkFloat(op, "x", io.x, [r.n, r.c, r.h, r.w]);
+  checkFloat(op, "w", io.w, [r.c, 1, r.kh, r.kw]);
+  if (io.dx) checkFloat(op, "dx", io.dx, [r.n, r.c, r.h, r.w]);
+  if (io.dw) checkFloat(op, "dw", io.dw, [r.c, 1, r.kh, r.kw]);
+  if (io.db) checkFloat(op, "db", io.db, [r.c]);
   const gpu = io.dy.gpu;
   if (io.dx) {
     if (r.sh === 1 && r.sw === 1) {
@@ -667,21 +778,30 @@ export function depthwiseConv2dBackward(
         const dy = bindingRange(io.dy, p0 * ohw, (p1 - p0) * ohw);
         const dx = bindingRange(io.dx, p0 * hw, (p1 - p0) * hw);
         const total = (p1 - p0) * hb * wb;
-        gpu.dispatch(backwardDataBlockSpec(r, { dy: dyd, wt: wd, dx: dxd! }), {
-          params: new ParamsWriter().u32(r.c).u32(r.h).u32(r.w).u32(r.oh).u32(r.ow).u32(hb)
-            .u32(wb).u32(total).u32(p0).u32(dy.base).u32(dx.base).bytes(),
-          bindings: [dy.binding, io.w, dx.binding],
+        backwardDataBlockKernel(r.kh, r.kw, r.sh, r.sw, r.ph, r.pw, r.dh, r.dw).dispatch({
+          op,
+          params: {
+            c: r.c,
+            h: r.h,
+            w: r.w,
+            oh: r.oh,
+            ow: r.ow,
+            hb,
+            wb,
+            total,
+            planeOff: p0,
+            dyBase: dy.base,
+            dxBase: dx.base,
+          },
+          bindings: { dy: bound(dy), wt: io.w, dx: bound(dx) },
           workgroups: grid1d(total, WG),
         });
       }
     }
   }
   if (!io.dw && !io.db) return;
-  const acc = p.accumulate ?? false;
+  const variant = outputVariant(io.dw !== undefined, io.db !== undefined, p.accumulate ?? false);
   const kk1 = r.kh * r.kw + 1;
-  const outputs: Tensor[] = [];
-  if (io.dw) outputs.push(io.dw);
-  if (io.db) outputs.push(io.db);
   const owb = Math.ceil(r.ow / V);
   // Loop budget: a serial thread runs units * (unit + 1) iterations, its (b, oy) loops (at most
   // 2 * units) and its tap loops; a chunked thread chunkUnits / WG units plus the tree reduction
@@ -704,7 +824,9 @@ export function depthwiseConv2dBackward(
   const ranges = unitRanges(op, gpu, r.n, r.c * Math.max(r.h * r.w, r.oh * r.ow));
   const units = r.n * r.oh * owb;
   if (ranges.length === 1 && units <= serialUnits) {
-    gpu.dispatch(backwardWeightSerialSpec(r, { dy: dyd, x: xd, dw: dwd, db: dbd }, acc), {
+    backwardWeightSerialKernel(r.kh, r.kw, r.sw, r.dw).dispatch({
+      op,
+      variant,
       params: weightParams(r, {
         n: r.n,
         chunk: units,
@@ -713,7 +835,7 @@ export function depthwiseConv2dBackward(
         dyBase: 0,
         chunkOff: 0,
       }),
-      bindings: [io.dy, io.x, ...outputs],
+      bindings: { dy: io.dy, x: io.x, dw: io.dw, db: io.db },
       workgroups: Math.ceil(r.c / WG),
     });
     return;
@@ -730,7 +852,8 @@ export function depthwiseConv2dBackward(
     const nb = b1 - b0;
     const dy = bindingRange(io.dy, b0 * r.c * ohw, nb * r.c * ohw);
     const x = bindingRange(io.x, b0 * r.c * hw, nb * r.c * hw);
-    gpu.dispatch(backwardWeightPartialSpec(r, { dy: dyd, x: xd }), {
+    backwardWeightPartialKernel(r.kh, r.kw, r.sw, r.dw).dispatch({
+      op,
       params: weightParams(r, {
         n: nb,
         chunk: chunkUnits,
@@ -739,14 +862,16 @@ export function depthwiseConv2dBackward(
         dyBase: dy.base,
         chunkOff,
       }),
-      bindings: [dy.binding, x.binding, partial],
+      bindings: { dy: bound(dy), x: bound(x), partial },
       workgroups: [counts[k], r.c, 1],
     });
     chunkOff += counts[k];
   });
-  gpu.dispatch(backwardWeightFinalSpec(r, { dw: dwd, db: dbd }, acc), {
-    params: new ParamsWriter().u32(r.c).u32(chunks).bytes(),
-    bindings: [partial, ...outputs],
+  backwardWeightFinalKernel(r.kh, r.kw).dispatch({
+    op,
+    variant,
+    params: { c: r.c, chunks },
+    bindings: { partial, dw: io.dw, db: io.db },
     workgroups: Math.ceil((r.c * kk1) / WG),
   });
   partial.dispose();
