@@ -27,6 +27,7 @@
 
 import type { Gpu, KernelSpec, Tensor } from "../gpu/mod.ts";
 import { type FloatDType, loadF32, storageType, storeAs, wgslEnable } from "./_dtype.ts";
+import type { TensorRange } from "./_binding.ts";
 import { ParamsWriter } from "./_params.ts";
 
 /** The type of a `Params` field (all 4-byte scalars). */
@@ -112,8 +113,11 @@ export interface KernelDescriptor<
   readonly body: (ctx: KernelContext<B, V>) => string;
 }
 
-/** A bound value: a tensor, or a byte range of one (its dtype is the tensor's). */
-export type BoundTensor = Tensor | {
+/**
+ * A bound value: a tensor, a byte range of one, or a {@linkcode TensorRange} (from
+ * `bindingRange`); its dtype is the tensor's.
+ */
+export type BoundTensor = Tensor | TensorRange | {
   readonly tensor: Tensor;
   readonly offset: number;
   readonly size: number;
@@ -197,6 +201,29 @@ export function variantProduct<const A extends readonly (readonly string[])[]>(
     out = out.flatMap((p) => axis.map((o) => (p === "" ? o : o === "" ? p : `${p}_${o}`)));
   }
   return out as VariantProduct<A>[];
+}
+
+/**
+ * Kernels specialized on compile-time sizes (a window, a stride: too many to list as variants):
+ * `make(...sizes)` builds one description per distinct set of sizes, on first use; each then
+ * caches its dtype and variant specializations as any kernel does.
+ *
+ * @returns A function giving the kernel for a set of sizes.
+ * @example
+ * ```ts
+ * import { perSizes } from "./_kernel.ts";
+ * const square = perSizes((k: number) => ({ k }));
+ * console.log(square(3) === square(3)); // true
+ * ```
+ */
+export function perSizes<A extends number[], K>(make: (...sizes: A) => K): (...sizes: A) => K {
+  const made = new Map<string, K>();
+  return (...sizes) => {
+    const key = sizes.join(",");
+    let k = made.get(key);
+    if (k === undefined) made.set(key, k = make(...sizes));
+    return k;
+  };
 }
 
 /**
@@ -323,6 +350,7 @@ export function defineKernel<
       params,
       bindings: used.map((n) => {
         const b = bound[n]!;
+        if ("binding" in b) return b.binding;
         return "tensor" in b ? { buffer: b.tensor.buffer, offset: b.offset, size: b.size } : b;
       }),
       workgroups: call.workgroups,

@@ -44,7 +44,7 @@
  */
 
 import { grid1d, type Shape, type Tensor } from "../gpu/mod.ts";
-import { bindingRange, LOOP_BUDGET, type TensorRange, unitRanges } from "./_binding.ts";
+import { bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
 import { assignAs, checkFloat, type FloatDType, loadF32 } from "./_dtype.ts";
 import {
   checkPositiveInts,
@@ -53,7 +53,7 @@ import {
   window2d,
   type Window2dParams,
 } from "./_geometry.ts";
-import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
+import { defineKernel, perSizes, variantProduct } from "./_kernel.ts";
 
 /** Threads per workgroup of every depthwise kernel. */
 const WG = 64;
@@ -122,26 +122,6 @@ const GEOMETRY = {
 /** Outputs along a row computed by one thread of the row-convolution kernel. */
 const V = 4;
 
-/**
- * One kernel per specialization on sizes (`make`'s arguments; their variants and storage types
- * are `defineKernel`'s), made on first use.
- */
-function perShape<A extends number[], K>(make: (...a: A) => K): (...a: A) => K {
-  const kernels = new Map<string, K>();
-  return (...a) => {
-    const key = a.join(",");
-    let k = kernels.get(key);
-    if (k === undefined) kernels.set(key, k = make(...a));
-    return k;
-  };
-}
-
-/** A range of a tensor as a `defineKernel` binding. */
-function bound(r: TensorRange): BoundTensor {
-  const { offset, size } = r.binding as { offset: number; size: number };
-  return { tensor: r.tensor, offset, size };
-}
-
 /** The variants of the row-convolution kernel: `flip` (backward to the input), `bias`. */
 const ROWCONV_VARIANTS = variantProduct(["", "flip"], ["", "bias"]);
 
@@ -150,7 +130,7 @@ const ROWCONV_VARIANTS = variantProduct(["", "flip"], ["", "bias"]);
  * the forward pass, and (variant `flip`) the stride-1 backward to the input, which is the same
  * correlation of dy with the flipped kernel and padding `(k - 1) * d - p`.
  */
-const rowConvKernel = perShape((kh: number, kw: number, sw: number, dw: number) => {
+const rowConvKernel = perSizes((kh: number, kw: number, sw: number, dw: number) => {
   const span = (V - 1) * sw + (kw - 1) * dw + 1;
   const taps = Array.from({ length: V }, (_, v) => `row[${v * sw} + kx * DW]`).join(", ");
   return defineKernel({
@@ -276,7 +256,7 @@ function rowConv(
         xBase: xr.base,
         yBase: yr.base,
       },
-      bindings: { x: bound(xr), wt: w, bias: b, y: bound(yr) },
+      bindings: { x: xr, wt: w, bias: b, y: yr },
       workgroups: grid1d(total, WG),
     });
   }
@@ -301,7 +281,7 @@ function blockTaps(u: number, s: number, pad: number, k: number, d: number): [nu
  * The strided backward to the input, specialized on the kernel size, stride, padding and
  * dilation.
  */
-const backwardDataBlockKernel = perShape((
+const backwardDataBlockKernel = perSizes((
   kh: number,
   kw: number,
   sh: number,
@@ -520,7 +500,7 @@ function unitIterations(r: PlaneWindow): number {
 }
 
 /** Pass 1 of the chunked weight gradient, specialized as {@linkcode unitWgsl}. */
-const backwardWeightPartialKernel = perShape((kh: number, kw: number, sw: number, dw: number) => {
+const backwardWeightPartialKernel = perSizes((kh: number, kw: number, sw: number, dw: number) => {
   const kk1 = kh * kw + 1;
   const r = roundTaps(kk1);
   return defineKernel({
@@ -601,7 +581,7 @@ function outputVariant(dw: boolean, db: boolean, accumulate: boolean): OutputVar
 }
 
 /** The serial weight gradient, specialized as {@linkcode unitWgsl}. */
-const backwardWeightSerialKernel = perShape((kh: number, kw: number, sw: number, dw: number) =>
+const backwardWeightSerialKernel = perSizes((kh: number, kw: number, sw: number, dw: number) =>
   defineKernel({
     name: `depthwise_bwd_weight_serial_${kh}x${kw}_sw${sw}_dw${dw}`,
     doc: "Depthwise conv backward to the weight and bias for short reductions (few outputs per " +
@@ -646,7 +626,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 );
 
 /** Pass 2 of the chunked weight gradient, specialized on the kernel size. */
-const backwardWeightFinalKernel = perShape((kh: number, kw: number) => {
+const backwardWeightFinalKernel = perSizes((kh: number, kw: number) => {
   const kk = kh * kw;
   const kk1 = kk + 1;
   return defineKernel({
@@ -793,7 +773,7 @@ export function depthwiseConv2dBackward(
             dyBase: dy.base,
             dxBase: dx.base,
           },
-          bindings: { dy: bound(dy), wt: io.w, dx: bound(dx) },
+          bindings: { dy, wt: io.w, dx },
           workgroups: grid1d(total, WG),
         });
       }
@@ -862,7 +842,7 @@ export function depthwiseConv2dBackward(
         dyBase: dy.base,
         chunkOff,
       }),
-      bindings: { dy: bound(dy), x: bound(x), partial },
+      bindings: { dy, x, partial },
       workgroups: [counts[k], r.c, 1],
     });
     chunkOff += counts[k];

@@ -113,8 +113,7 @@ function whole(t: Tensor, vec: boolean): BoundTensor {
 
 /** Elements `[e0, e0 + n)` of `t` in one binding (`e0` a multiple of the offset alignment). */
 function range(t: Tensor, e0: number, n: number): BoundTensor {
-  const b = bindingRange(t, e0, n).binding as { offset: number; size: number };
-  return { tensor: t, offset: b.offset, size: b.size };
+  return bindingRange(t, e0, n);
 }
 
 /**

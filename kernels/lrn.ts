@@ -236,8 +236,7 @@ function launch<K extends string>(
     const at = {} as Record<K, At>;
     for (const [name, t] of entries) {
       const x = bindingRange(t, b0 * per, (b1 - b0) * per);
-      const { offset, size } = x.binding as { offset: number; size: number };
-      at[name] = { bound: { tensor: t, offset, size }, base: x.base / v };
+      at[name] = { bound: x, base: x.base / v };
     }
     const common = {
       total,

@@ -38,7 +38,7 @@ import {
   window2d,
   type Window2dParams,
 } from "./_geometry.ts";
-import { type BoundTensor, defineKernel } from "./_kernel.ts";
+import { defineKernel, perSizes } from "./_kernel.ts";
 
 /** Threads per workgroup of every pooling kernel. */
 const WG = 64;
@@ -109,26 +109,6 @@ function checkI32(op: string, name: string, t: Tensor, expected: Shape): void {
   if (t.dtype !== "i32") throw new TypeError(`${op}: ${name} must be i32, got ${t}`);
 }
 
-/** One tensor range as a kernel binding (its base is passed separately, as a param). */
-function bound(r: TensorRange): BoundTensor {
-  const { offset, size } = r.binding as { offset: number; size: number };
-  return { tensor: r.tensor, offset, size };
-}
-
-/**
- * One kernel description per compile-time geometry (`make`'s arguments), made on first use; each
- * then caches its specializations on dtypes and variant.
- */
-function perGeometry<A extends number[], K>(make: (...a: A) => K): (...a: A) => K {
-  const made = new Map<string, K>();
-  return (...a) => {
-    const key = a.join(",");
-    let k = made.get(key);
-    if (!k) made.set(key, k = make(...a));
-    return k;
-  };
-}
-
 /**
  * Records one dispatch per range of whole planes that fits one binding: `make` gets the plane
  * range's bindings of the input-sized tensors (`inTensors`, `h x w` per plane) and of the
@@ -158,7 +138,7 @@ function perPlaneRange(
  * Forward pooling: one thread per output, the window loops unrolled (one description per
  * kh x kw; variants `max` and `avg`, each specialized on the storage types of x and y).
  */
-const forwardKernel = perGeometry((kh: number, kw: number) =>
+const forwardKernel = perSizes((kh: number, kw: number) =>
   defineKernel({
     name: `pool2d_fwd_${kh}x${kw}`,
     doc: `Max (variant max) or average (avg) pool forward. One thread per output element ` +
@@ -272,7 +252,7 @@ function cover(u: number, s: number, pad: number, k: number): number[] {
  * sum. Every input is written by exactly one thread, once: the sums are accumulated in f32 and
  * rounded once to dx's type.
  */
-const backwardKernel = perGeometry((
+const backwardKernel = perSizes((
   kh: number,
   kw: number,
   sh: number,
@@ -407,7 +387,7 @@ function forward(
         yBase: y.base,
         amBase: argmax?.base ?? 0,
       },
-      bindings: { x: bound(x), y: bound(y), argmax: argmax && bound(argmax) },
+      bindings: { x, y, argmax: argmax ?? undefined },
       workgroups: grid1d(total, WG),
     });
   });
@@ -440,7 +420,7 @@ function backward(
         dxBase: dx.base,
         amBase: argmax?.base ?? 0,
       },
-      bindings: { dy: bound(dy), argmax: argmax && bound(argmax), dx: bound(dx) },
+      bindings: { dy, argmax: argmax ?? undefined, dx },
       workgroups: grid1d(total, WG),
     });
   });
@@ -675,7 +655,7 @@ export function globalAvgPoolForward(io: { y: Tensor; x: Tensor }, p: GlobalPool
     globalForward.dispatch({
       op,
       params: { planes: np, hw, splits, seg, xBase: x.base, yBase: out.base },
-      bindings: { x: bound(x), y: bound(out) },
+      bindings: { x, y: out },
       workgroups: grid1d(np * splits, WG),
     });
   });
@@ -717,7 +697,7 @@ export function globalAvgPoolBackward(io: { dx: Tensor; dy: Tensor }, p: GlobalP
     globalBackward.dispatch({
       op,
       params: { total, hw, dyBase: dy.base, dxBase: dx.base },
-      bindings: { dy: bound(dy), dx: bound(dx) },
+      bindings: { dy, dx },
       workgroups: grid1d(total, WG),
     });
   });

@@ -27,15 +27,9 @@
  */
 
 import { formatShape, type Tensor } from "../gpu/mod.ts";
-import {
-  bindingLimit,
-  bindingRange,
-  LOOP_BUDGET,
-  type TensorRange,
-  unitRanges,
-} from "./_binding.ts";
+import { bindingLimit, bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
 import { floatDType } from "./_dtype.ts";
-import { type BoundTensor, defineKernel } from "./_kernel.ts";
+import { defineKernel } from "./_kernel.ts";
 import { checkLossScale } from "./loss_scale.ts";
 
 /** Threads of the single workgroup. */
@@ -341,12 +335,6 @@ fn main(@builtin(local_invocation_index) t: u32) {
   },
 });
 
-/** What to bind for a range of a tensor. */
-function bound(r: TensorRange): BoundTensor {
-  const { offset, size } = r.binding as { offset: number; size: number };
-  return { tensor: r.tensor, offset, size };
-}
-
 /** Most classes: one row's loops take about 3c iterations of llvmpipe's 65535 per invocation. */
 const MAX_CLASSES = 16384;
 
@@ -412,9 +400,9 @@ function run(
       bindings: {
         lossOut: ce ? pLoss ?? io.lossSum : undefined,
         hitsOut: pHits ?? io.correct,
-        logits: inPlace ? undefined : bound(lg),
-        labels: bound(lb),
-        dlogits: ce ? bound(dl) : undefined,
+        logits: inPlace ? undefined : lg,
+        labels: lb,
+        dlogits: ce ? dl : undefined,
         lossScale: scaled ? io.lossScale : undefined,
       },
       workgroups: groups[k],
