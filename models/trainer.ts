@@ -468,8 +468,11 @@ export class Trainer {
       options.onStep?.(s + 1, steps);
       if (s % DIVERGENCE_PEEK_STEPS === DIVERGENCE_PEEK_STEPS - 1 && !peeking && s < steps - 1) {
         peeking = true;
+        // A failed peek (a lost device, say) is not this step's error: the epoch's end reads
+        // the watch again and reports whatever happened.
         readFiniteWatch(this.#watch).then(([bad]) => {
           seen = bad;
+        }, () => {}).finally(() => {
           peeking = false;
         });
       }
