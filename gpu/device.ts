@@ -550,13 +550,20 @@ export class Gpu {
       throw new TypeError(`copy: source ${src} and destination ${dst} differ in size`);
     }
     this.#endPass();
-    this.#openEncoder().copyBufferToBuffer(
-      src.buffer,
-      options.srcOffset ?? 0,
-      dst.buffer,
-      options.dstOffset ?? 0,
-      bytes,
-    );
+    const from = src.byteOffset + (options.srcOffset ?? 0);
+    const to = dst.byteOffset + (options.dstOffset ?? 0);
+    const encoder = this.#openEncoder();
+    if (src.buffer !== dst.buffer) {
+      encoder.copyBufferToBuffer(src.buffer, from, dst.buffer, to, bytes);
+      return;
+    }
+    // WebGPU copies between two buffers only: views of one buffer go through a temporary.
+    if (from !== to) {
+      const tmp = this.pool.acquire(bytes);
+      encoder.copyBufferToBuffer(src.buffer, from, tmp, 0, bytes);
+      encoder.copyBufferToBuffer(tmp, 0, dst.buffer, to, bytes);
+      this.pool.release(tmp);
+    }
   }
 
   /**
@@ -573,7 +580,7 @@ export class Gpu {
   clear(t: Tensor): void {
     this.checkErrors();
     this.#endPass();
-    this.#openEncoder().clearBuffer(t.buffer, 0, t.byteLength);
+    this.#openEncoder().clearBuffer(t.buffer, t.byteOffset, t.byteLength);
   }
 
   /**
@@ -696,7 +703,7 @@ export class Gpu {
   #resource(kernel: string, b: Binding): GPUBufferBinding {
     if (b instanceof Tensor) {
       if (b.disposed) throw new TypeError(`dispatch '${kernel}': ${b} was disposed`);
-      return { buffer: b.buffer, offset: 0, size: b.byteLength };
+      return { buffer: b.buffer, offset: b.byteOffset, size: b.byteLength };
     }
     if ("buffer" in b && !(b instanceof GPUBuffer)) {
       return { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
@@ -806,7 +813,7 @@ export class Gpu {
       padded.set(bytes);
       bytes = padded;
     }
-    this.device.queue.writeBuffer(t.buffer, 0, bytes as Uint8Array<ArrayBuffer>);
+    this.device.queue.writeBuffer(t.buffer, t.byteOffset, bytes as Uint8Array<ArrayBuffer>);
     this.stats.uploads++;
   }
 
@@ -830,7 +837,7 @@ export class Gpu {
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     this.#endPass();
-    this.#openEncoder().copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
+    this.#openEncoder().copyBufferToBuffer(t.buffer, t.byteOffset, staging, 0, bytes);
     this.flush();
     this.stats.readbacks++;
     try {

@@ -72,6 +72,12 @@ export class Tensor<D extends DType = DType> {
   readonly dtype: D;
   /** Number of elements. */
   readonly size: number;
+  /**
+   * Where the elements start in {@linkcode Tensor.buffer}, in bytes (0 unless the tensor is a view
+   * into a larger allocation, such as a model's parameter arena; a multiple of the device's
+   * `minStorageBufferOffsetAlignment`).
+   */
+  readonly byteOffset: number;
   #storage: Storage;
   #disposed = false;
 
@@ -86,32 +92,46 @@ export class Tensor<D extends DType = DType> {
    * const t = new Tensor(gpu, buf, { shape: [4], dtype: "f32" });
    * ```
    */
-  constructor(gpu: Gpu, buffer: GPUBuffer | Tensor<D>, options: { shape: Shape; dtype: D }) {
+  constructor(
+    gpu: Gpu,
+    buffer: GPUBuffer | Tensor,
+    options: { shape: Shape; dtype: D; byteOffset?: number },
+  ) {
     checkShape("Tensor", options.shape);
     this.gpu = gpu;
     this.shape = Object.freeze([...options.shape]);
     this.dtype = options.dtype;
     this.size = numel(this.shape);
+    const offset = options.byteOffset ?? 0;
+    const align = gpu.limits.minStorageBufferOffsetAlignment;
+    if (!Number.isInteger(offset) || offset < 0 || offset % align !== 0) {
+      throw new RangeError(
+        `Tensor: byteOffset ${offset} must be a non-negative multiple of ${align} ` +
+          `(the device's minStorageBufferOffsetAlignment)`,
+      );
+    }
     if (buffer instanceof Tensor) {
       buffer.#assertLive("view");
       this.#storage = buffer.#storage;
       this.#storage.refs++;
+      this.byteOffset = buffer.byteOffset + offset;
     } else {
       this.#storage = { buffer, refs: 1 };
+      this.byteOffset = offset;
     }
-    if (storageBytes(this.size, this.dtype) > this.#storage.buffer.size) {
+    const need = storageBytes(this.size, this.dtype);
+    if (this.byteOffset + need > this.#storage.buffer.size) {
+      this.#storage.refs--;
       throw new RangeError(
-        `Tensor: shape ${formatShape(this.shape)} (${this.dtype}) needs ` +
-          `${
-            storageBytes(this.size, this.dtype)
-          } bytes, the buffer has ${this.#storage.buffer.size}`,
+        `Tensor: shape ${formatShape(this.shape)} (${this.dtype}) needs ${need} bytes from ` +
+          `byte ${this.byteOffset}, the buffer has ${this.#storage.buffer.size}`,
       );
     }
     gpu._track(this);
   }
 
   /**
-   * The GPU buffer (may be larger than the tensor: bind `byteLength` bytes from offset 0).
+   * The GPU buffer (may be larger than the tensor: bind `byteLength` bytes from `byteOffset`).
    *
    * @example
    * ```ts
@@ -198,6 +218,88 @@ export class Tensor<D extends DType = DType> {
       );
     }
     return new Tensor(this.gpu, this, { shape: resolved, dtype: this.dtype });
+  }
+
+  /**
+   * A view of `count` elements (`shape`, default `[count]`) starting at element `start` (no copy;
+   * the start's byte offset must be a multiple of the device's `minStorageBufferOffsetAlignment`,
+   * e.g. 64 f32 elements for 256 bytes).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const arena = gpu.tensor(new Float32Array(128).map((_, i) => i), { shape: [128] });
+   * const tail = arena.slice(64, 2); // elements 64 and 65
+   * console.log(await tail.toArray()); // Float32Array [64, 65]
+   * ```
+   */
+  slice(start: number, count: number, shape: Shape = [count]): Tensor<D> {
+    this.#assertLive("slice");
+    if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0) {
+      throw new RangeError(`slice: start ${start} and count ${count} must be integers >= 0`);
+    }
+    if (start + count > this.size) {
+      throw new RangeError(
+        `slice: elements [${start}, ${start + count}) are outside ${this} (${this.size} elements)`,
+      );
+    }
+    if (numel(shape) !== count) {
+      throw new TypeError(`slice: shape ${formatShape(shape)} does not hold ${count} elements`);
+    }
+    const bytesPerElement = this.dtype === "u8" ? 1 : this.dtype === "f16" ? 2 : 4;
+    return new Tensor(this.gpu, this, {
+      shape,
+      dtype: this.dtype,
+      byteOffset: start * bytesPerElement,
+    });
+  }
+
+  /**
+   * Whether this tensor's bytes and `other`'s may overlap (same storage, intersecting ranges).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const x = gpu.zeros([4]);
+   * console.log(x.overlaps(x.reshape([2, 2])), x.overlaps(gpu.zeros([4]))); // true false
+   * ```
+   */
+  overlaps(other: Tensor): boolean {
+    if (this.#storage.buffer !== other.#storage.buffer) return false;
+    return this.byteOffset < other.byteOffset + other.byteLength &&
+      other.byteOffset < this.byteOffset + this.byteLength;
+  }
+
+  /**
+   * Whether `other` is this tensor's storage from the same first byte (an in-place operand).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const x = gpu.zeros([4]);
+   * console.log(x.sameStart(x.retain())); // true
+   * ```
+   */
+  sameStart(other: Tensor): boolean {
+    return this.#storage.buffer === other.#storage.buffer && this.byteOffset === other.byteOffset;
+  }
+
+  /**
+   * Bytes of the buffer from this tensor's first byte on (at least {@linkcode byteLength}): what a
+   * binding of whole vec4s may span.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * console.log(gpu.zeros([3]).capacity >= 12); // true
+   * ```
+   */
+  get capacity(): number {
+    return this.#storage.buffer.size - this.byteOffset;
   }
 
   /**

@@ -55,14 +55,15 @@ export function bindingRange(t: Tensor, offset: number, count: number): TensorRa
   const align = t.gpu.limits.minStorageBufferOffsetAlignment;
   // 4-byte words for u8, i32 and u32 tensors (u8 ones are bound whole, offset 0).
   const bytes = t.dtype === "f32" || t.dtype === "f16" ? floatBytes(t.dtype) : 4;
+  // Byte offsets from the tensor's first byte (itself aligned: a view's byteOffset is).
   const startByte = Math.floor((offset * bytes) / align) * align;
-  const endByte = Math.min(t.buffer.size, Math.ceil(((offset + count) * bytes) / 16) * 16);
+  const endByte = Math.min(t.capacity, Math.ceil(((offset + count) * bytes) / 16) * 16);
   const size = Math.max(16, endByte - startByte);
   return {
     binding: {
       buffer: t.buffer,
-      offset: startByte,
-      size: Math.min(size, t.buffer.size - startByte),
+      offset: t.byteOffset + startByte,
+      size: Math.min(size, t.capacity - startByte),
     },
     base: offset - startByte / bytes,
     count,

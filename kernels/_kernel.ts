@@ -114,8 +114,8 @@ export interface KernelDescriptor<
 }
 
 /**
- * A bound value: a tensor, a byte range of one, or a {@linkcode TensorRange} (from
- * `bindingRange`); its dtype is the tensor's.
+ * A bound value: a tensor, a byte range of one (`offset` counted from the tensor's first byte),
+ * or a {@linkcode TensorRange} (from `bindingRange`); its dtype is the tensor's.
  */
 export type BoundTensor = Tensor | TensorRange | {
   readonly tensor: Tensor;
@@ -351,7 +351,9 @@ export function defineKernel<
       bindings: used.map((n) => {
         const b = bound[n]!;
         if ("binding" in b) return b.binding;
-        return "tensor" in b ? { buffer: b.tensor.buffer, offset: b.offset, size: b.size } : b;
+        return "tensor" in b
+          ? { buffer: b.tensor.buffer, offset: b.tensor.byteOffset + b.offset, size: b.size }
+          : b;
       }),
       workgroups: call.workgroups,
     });

@@ -477,8 +477,9 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
           `storage bindings (${2 * split} bytes) on this device; split the dataset`,
       );
     }
-    a = { buffer: io.images.buffer, offset: 0, size: split };
-    bRange = { buffer: io.images.buffer, offset: split, size: imageBytes - split };
+    const at = io.images.byteOffset;
+    a = { buffer: io.images.buffer, offset: at, size: split };
+    bRange = { buffer: io.images.buffer, offset: at + split, size: imageBytes - split };
     splitWords = split / 4;
   }
   const norm = p.mean !== undefined && p.std !== undefined;

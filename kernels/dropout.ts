@@ -234,10 +234,13 @@ function checkIo(
         `for ${inp[0]} of shape ${formatShape(inp[1].shape)}`,
     );
   }
-  if (mask.buffer === out[1].buffer || mask.buffer === inp[1].buffer) {
+  if (mask.overlaps(out[1]) || mask.overlaps(inp[1])) {
     throw new TypeError(`${op}: mask shares a buffer with ${out[0]} or ${inp[0]}`);
   }
-  if (out[1].buffer === inp[1].buffer && dt.out !== dt.in) {
+  if (out[1].overlaps(inp[1]) && !out[1].sameStart(inp[1])) {
+    throw new TypeError(`${op}: ${out[0]} overlaps ${inp[0]} without being the same tensor`);
+  }
+  if (out[1].sameStart(inp[1]) && dt.out !== dt.in) {
     throw new TypeError(
       `${op}: ${out[0]} (${dt.out}) shares a buffer with ${inp[0]} (${dt.in}): in place needs ` +
         "one dtype",
@@ -279,8 +282,8 @@ export function dropoutForward(
   checkIo("dropoutForward", ["y", y], ["x", x], mask);
   const n = x.size;
   if (n === 0) return;
-  const inPlace = x.buffer === y.buffer;
-  const vec = y.buffer.size >= vec4Bytes(y) && x.buffer.size >= vec4Bytes(x);
+  const inPlace = x.sameStart(y);
+  const vec = y.capacity >= vec4Bytes(y) && x.capacity >= vec4Bytes(x);
   const variant = layout(vec, inPlace);
   for (const [w0, w1] of wordRanges("dropoutForward", x, mask)) {
     const e0 = w0 * 32;
@@ -353,8 +356,8 @@ export function dropoutBackward(
   checkIo("dropoutBackward", ["dx", dx], ["dy", dy], mask);
   const n = dy.size;
   if (n === 0) return;
-  const inPlace = dx.buffer === dy.buffer;
-  const vec = dx.buffer.size >= vec4Bytes(dx) && dy.buffer.size >= vec4Bytes(dy);
+  const inPlace = dx.sameStart(dy);
+  const vec = dx.capacity >= vec4Bytes(dx) && dy.capacity >= vec4Bytes(dy);
   const variant = layout(vec, inPlace);
   for (const [w0, w1] of wordRanges("dropoutBackward", dy, mask)) {
     const e0 = w0 * 32;

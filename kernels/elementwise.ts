@@ -46,12 +46,12 @@ const WG = 256;
 
 /** Whether a tensor can be bound as an array of vec4s of its dtype covering all its elements. */
 function fitsVec4(t: Tensor): boolean {
-  return t.buffer.size >= vec4Bytes(t);
+  return t.capacity >= vec4Bytes(t);
 }
 
 /** The binding of a tensor as an array of vec4s (rounded up into the buffer's slack). */
 function vec4Binding(t: Tensor): Binding {
-  return { buffer: t.buffer, offset: 0, size: vec4Bytes(t) };
+  return { buffer: t.buffer, offset: t.byteOffset, size: vec4Bytes(t) };
 }
 
 function describe(t: Tensor): string {
@@ -217,18 +217,23 @@ export function elementwiseMap(
     throw new TypeError(`${op}: expected ${nu} uniforms, got ${uniforms.length}`);
   }
   uniforms.forEach((v, k) => checkFinite(op, kernel.uniforms![k], v));
-  // One binding per distinct buffer.
-  const buffers: GPUBuffer[] = [];
+  // One binding per distinct storage (the same first byte: an in-place operand); operands that
+  // overlap otherwise are refused.
+  const buffers: Tensor[] = [];
   const slotTensor: Tensor[] = [];
   const slotAccess: ("read" | "read_write")[] = [];
   const slotWriter: string[] = [];
   const slotName: string[] = [];
   const slots = list.map((t, j) => {
     const o = kernel.operands[j];
-    let k = buffers.indexOf(t.buffer);
+    let k = buffers.findIndex((u) => u.sameStart(t));
+    const clash = buffers.find((u) => !u.sameStart(t) && u.overlaps(t));
+    if (clash !== undefined) {
+      throw new TypeError(`${op}: ${o.name} ${describe(t)} overlaps another operand's storage`);
+    }
     if (k < 0) {
       k = buffers.length;
-      buffers.push(t.buffer);
+      buffers.push(t);
       slotTensor.push(t);
       slotAccess.push("read");
       slotWriter.push("");
@@ -457,7 +462,7 @@ export function checkChannelSlice(
           `(${wantWhole} elements) and ${partName} [${p.n}, ${p.c}, ${p.hw}] (${wantPart} elements)`,
       );
     }
-    if (whole.buffer === part.buffer) {
+    if (whole.overlaps(part)) {
       throw new TypeError(`${op}: ${wholeName} and ${partName} share a buffer`);
     }
   }
@@ -701,7 +706,7 @@ export function splitChannels(
           `${formatShape(io.dy.shape)} (${io.dy.size} elements)`,
       );
     }
-    if (io.y.buffer === io.dx.buffer) throw new TypeError(`${op}: dx and y share a buffer`);
+    if (io.y.overlaps(io.dx)) throw new TypeError(`${op}: dx and y share a buffer`);
   }
   const act = kind === undefined ? undefined : { kind, y: io.y! };
   dispatchSlice(p.accumulate ? "split_acc" : "split", io.dy, io.dx, p, act);

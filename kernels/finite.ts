@@ -88,7 +88,7 @@ export function _recordNonFiniteCheck(
   names: { x: string; state: string },
 ): void {
   const dtype = floatDType(op, names.x, io.x);
-  if (io.x.buffer === io.state.buffer) {
+  if (io.x.overlaps(io.state)) {
     throw new TypeError(`${op}: ${names.x} ${io.x} shares a buffer with ${names.state}`);
   }
   const n = io.x.size;

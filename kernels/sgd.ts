@@ -262,7 +262,7 @@ function _mixedUpdate(
   const all = [...floats, ...(io.lossScale ? [["lossScale", io.lossScale] as const] : [])];
   for (let a = 0; a < all.length; a++) {
     for (let b = a + 1; b < all.length; b++) {
-      if (all[a][1].buffer === all[b][1].buffer) {
+      if (all[a][1].overlaps(all[b][1])) {
         throw new TypeError(
           `${op}: ${all[a][0]} ${formatShape(all[a][1].shape)} and ${all[b][0]} ` +
             `${formatShape(all[b][1].shape)} share a buffer`,
@@ -273,7 +273,7 @@ function _mixedUpdate(
   if (n === 0) return;
   // vec4 when every float binding has room for the last, partial vector (the lanes past the end
   // compute on the buffer's slack, never read); else the scalar path.
-  const vec = floats.every(([, t]) => t.buffer.size >= vec4Bytes(t));
+  const vec = floats.every(([, t]) => t.capacity >= vec4Bytes(t));
   const variant = [
     ..._parts(r),
     ...(io.lossScale ? ["scaled"] : []),

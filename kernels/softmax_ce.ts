@@ -118,7 +118,10 @@ export function checkSoftmaxCrossEntropy(
             `${formatShape(logits.shape)}`,
         );
       }
-      if (io.dlogits.buffer === logits.buffer && io.dlogits.dtype !== logits.dtype) {
+      if (
+        io.dlogits.overlaps(logits) &&
+        (!io.dlogits.sameStart(logits) || io.dlogits.dtype !== logits.dtype)
+      ) {
         throw new TypeError(
           `${op}: dlogits ${describe(io.dlogits)} shares its buffer with logits ` +
             `${describe(logits)}: in place needs one dtype`,
@@ -129,9 +132,10 @@ export function checkSoftmaxCrossEntropy(
       throw new TypeError(`${op}: lossSum has shape ${describe(io.lossSum)}, expected f32 [1]`);
     }
     const outs = [io.dlogits, io.lossSum, correct].filter((t): t is Tensor => !!t);
-    const bufs = new Set(outs.map((t) => t.buffer));
-    const shared = bufs.size !== outs.length || bufs.has(labels.buffer) ||
-      ((io.lossSum?.buffer ?? null) === logits.buffer) || correct.buffer === logits.buffer;
+    const shared = outs.some((t, i) =>
+      outs.some((u, j) => j > i && t.overlaps(u)) || t.overlaps(labels) ||
+      (t !== io.dlogits && t.overlaps(logits))
+    );
     if (shared) {
       throw new TypeError(
         `${op}: outputs must not share buffers with each other or with the inputs ` +
@@ -140,8 +144,8 @@ export function checkSoftmaxCrossEntropy(
     }
     if (io.lossScale) {
       checkLossScale(op, io.lossScale);
-      const ls = io.lossScale.buffer;
-      if ([...outs, logits, labels].some((t) => t.buffer === ls)) {
+      const ls = io.lossScale;
+      if ([...outs, logits, labels].some((t) => t.overlaps(ls))) {
         throw new TypeError(`${op}: lossScale must not share a buffer with another operand`);
       }
     }
@@ -373,7 +377,7 @@ function run(
   const partial = total > 1;
   const pLoss = partial && ce ? gpu.empty([total]) : undefined;
   const pHits = partial ? gpu.empty([total], { dtype: "u32" }) : undefined;
-  const inPlace = io.dlogits !== undefined && io.dlogits.buffer === io.logits.buffer;
+  const inPlace = io.dlogits !== undefined && io.dlogits.sameStart(io.logits);
   const scaled = ce && io.lossScale !== undefined;
   const variant = `${kind}${partial ? "_partial" : ""}${scaled ? "_scaled" : ""}` as RowVariant;
   let off = 0;
@@ -469,7 +473,7 @@ export function softmaxCrossEntropy(
   checkSoftmaxCrossEntropy(op, p, io);
   if (p.n === 0) return;
   const eps = p.labelSmoothing ?? 0;
-  const inPlace = io.dlogits.buffer === io.logits.buffer;
+  const inPlace = io.dlogits.sameStart(io.logits);
   run(op, inPlace ? "ce_inplace" : "ce", io, {
     n: p.n,
     c: p.c,

@@ -333,3 +333,48 @@ Deno.test(
     assert.equal(mine.report.backend, "vulkan,gl");
   },
 );
+
+Deno.test(
+  "tensor views at a byte offset: read, write, clear, copy, bind, overlap",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const { addForward, gemm } = await import("../kernels/mod.ts");
+    const align = gpu.limits.minStorageBufferOffsetAlignment / 4; // f32 elements
+    const total = 4 * align;
+    const arena = gpu.tensor(new Float32Array(total).map((_, i) => i), { shape: [total] });
+    const a = arena.slice(align, 6, [2, 3]);
+    const b = arena.slice(2 * align, 6, [2, 3]);
+    assert.equal(a.byteOffset, align * 4);
+    assert.deepEqual([...await a.toArray()], [0, 1, 2, 3, 4, 5].map((i) => align + i));
+    gpu.write(b, new Float32Array([1, 2, 3, 4, 5, 6]));
+    assert.deepEqual([...await b.toArray()], [1, 2, 3, 4, 5, 6]);
+    // A kernel binding whole views (addForward) and one binding ranges of them (gemm). Two views
+    // of one buffer may both be read by a dispatch, not one read and one written: WebGPU's usage
+    // rules take a written storage buffer as a whole (wgpu refuses it).
+    const other = gpu.zeros([total]);
+    const c = other.slice(3 * align, 6, [2, 3]);
+    addForward({ y: c, a, b });
+    assert.deepEqual([...await c.toArray()], [0, 1, 2, 3, 4, 5].map((i) => align + 2 * i + 1));
+    const w = gpu.tensor(new Float32Array([1, 0, 0, 1, 1, 1]), { shape: [3, 2] });
+    const out = gpu.empty([2, 2]);
+    gemm({ c: out, a: b, b: w }, { m: 2, n: 2, k: 3 });
+    assert.deepEqual([...await out.toArray()], [1 + 3, 2 + 3, 4 + 6, 5 + 6]);
+    // Copy and clear touch the view's bytes only.
+    gpu.copy(b, a);
+    gpu.clear(b);
+    const all = await arena.toArray();
+    assert.deepEqual([...all.slice(align, align + 6)], [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual([...all.slice(2 * align, 2 * align + 6)], [0, 0, 0, 0, 0, 0]);
+    assert.equal(all[2 * align + 6], 2 * align + 6);
+    assert.equal(all[align - 1], align - 1);
+    // Overlap and in-place tests follow bytes, not buffers.
+    assert.equal(a.overlaps(b), false);
+    assert.equal(a.overlaps(arena), true);
+    assert.equal(a.sameStart(a.reshape([6])), true);
+    assert.equal(a.sameStart(arena), false);
+    assert.throws(() => arena.slice(1, 4), /byteOffset 4 must be a non-negative multiple/);
+    assert.throws(() => arena.slice(total - 2, 4), /outside/);
+    for (const t of [a, b, c, w, out, arena, other]) t.dispose();
+  },
+);
