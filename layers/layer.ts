@@ -13,6 +13,11 @@
  * - Parameter gradients (`param.grad`) are ACCUMULATED (`+=`), as in PyTorch; clear them with
  *   `zeroGrad` before each step.
  *
+ * Layers are built with {@linkcode leaf} (defaults for what a leaf lacks: state, FLOPs) and
+ * {@linkcode composite}. Fusion is one optional capability ({@linkcode Fusion}): a producer's
+ * forward takes an {@linkcode Epilogue} (an activation, writing into a channel slice), which the
+ * compositions decide once, when built, by one plan rewrite (`layers/plan.ts`).
+ *
  * @module
  */
 
@@ -175,30 +180,33 @@ export interface Layer<C = unknown> {
 const NONE: readonly never[] = Object.freeze([]);
 const zeroFlops = (): number => 0;
 
-/** What {@linkcode leaf} takes: a layer without children, with defaults for what it lacks. */
-export interface LeafSpec<C> {
-  /** The PyTorch class it mirrors. */
-  readonly kind: string;
-  /** Own parameters; default none. */
-  readonly params?: readonly Param[];
-  /** Own state buffers; default none. */
-  readonly buffers?: readonly StateBuffer[];
-  /** Own counters; default none. */
-  readonly counters?: readonly Counter[];
-  /** See {@linkcode Layer.outputShape}. */
-  outputShape(input: Shape): Shape;
-  /** See {@linkcode Layer.flops}; default 0. */
-  flops?(input: Shape): number;
-  /** See {@linkcode Layer.forward}. */
-  forward(x: Tensor, ctx: Ctx, epilogue?: Epilogue): Forward<C>;
-  /** See {@linkcode Layer.backward}. */
-  backward(dy: Tensor, options: BackwardOptions<C>): Tensor | null;
-  /** See {@linkcode Layer.fusion}. */
-  readonly fusion?: Fusion;
+/**
+ * What {@linkcode leaf} takes: a layer without children, whose own state (each list default
+ * none) is given flat, and whose FLOPs default to 0.
+ */
+export type LeafSpec<C> =
+  & Omit<Layer<C>, "children" | "own" | "flops">
+  & Partial<OwnState>
+  & { flops?(input: Shape): number };
+
+/** What {@linkcode composite} takes: a layer with children, and no state or fusion of its own. */
+export type CompositeSpec<C> = Omit<Layer<C>, "own" | "fusion">;
+
+/** A forward that refuses (TypeError) an epilogue part the layer's fusion does not accept. */
+function guarded<C>(kind: string, fusion: Fusion | undefined, forward: Layer<C>["forward"]) {
+  const accepts = fusion && "epilogue" in fusion ? fusion.epilogue : NONE;
+  return (x: Tensor, ctx: Ctx, epilogue?: Epilogue): Forward<C> => {
+    for (const part of Object.keys(epilogue ?? {}) as (keyof Epilogue)[]) {
+      if (epilogue![part] !== undefined && !accepts.includes(part)) {
+        throw new TypeError(`${kind}: its forward does not fuse an epilogue '${part}'`);
+      }
+    }
+    return forward(x, ctx, epilogue);
+  };
 }
 
 /**
- * A leaf layer from its spec: no children, no state and no FLOPs unless given. Its forward
+ * A leaf layer from its spec: no children, and no state or FLOPs unless given. Its forward
  * refuses (TypeError) an epilogue part its `fusion` does not accept.
  *
  * @example
@@ -214,51 +222,22 @@ export interface LeafSpec<C> {
  * ```
  */
 export function leaf<C>(spec: LeafSpec<C>): Layer<C> {
-  const accepts = spec.fusion && "epilogue" in spec.fusion ? spec.fusion.epilogue : NONE;
-  const forward = spec.forward;
+  const { params = NONE, buffers = NONE, counters = NONE, fusion } = spec;
   return {
     kind: spec.kind,
     children: NONE,
-    own: {
-      params: spec.params ?? NONE,
-      buffers: spec.buffers ?? NONE,
-      counters: spec.counters ?? NONE,
-    },
+    own: { params, buffers, counters },
     outputShape: spec.outputShape,
     flops: spec.flops ?? zeroFlops,
-    forward(x, ctx, epilogue) {
-      if (epilogue) {
-        for (const part of Object.keys(epilogue) as (keyof Epilogue)[]) {
-          if (epilogue[part] !== undefined && !accepts.includes(part)) {
-            throw new TypeError(`${spec.kind}: its forward does not fuse an epilogue '${part}'`);
-          }
-        }
-      }
-      return forward(x, ctx, epilogue);
-    },
+    forward: guarded(spec.kind, fusion, spec.forward),
     backward: spec.backward,
-    ...(spec.fusion ? { fusion: spec.fusion } : {}),
+    ...(fusion ? { fusion } : {}),
   };
 }
 
-/** What {@linkcode composite} takes: a composition of named children. */
-export interface CompositeSpec<C> {
-  /** The PyTorch class it mirrors. */
-  readonly kind: string;
-  /** Named children, in state-dict order. */
-  readonly children: readonly (readonly [string, Layer])[];
-  /** See {@linkcode Layer.outputShape}. */
-  outputShape(input: Shape): Shape;
-  /** See {@linkcode Layer.flops}. */
-  flops(input: Shape): number;
-  /** Its one forward. */
-  forward(x: Tensor, ctx: Ctx): Forward<C>;
-  /** Its one backward, which mirrors the forward in reverse. */
-  backward(dy: Tensor, options: BackwardOptions<C>): Tensor | null;
-}
-
 /**
- * A composition from its spec: it owns no state (its children do) and fuses no epilogue.
+ * A composition from its spec: it owns no state (its children do) and fuses no epilogue. Give it
+ * one forward, and one backward that mirrors it in reverse.
  *
  * @example
  * ```ts
@@ -276,19 +255,13 @@ export interface CompositeSpec<C> {
  * ```
  */
 export function composite<C>(spec: CompositeSpec<C>): Layer<C> {
-  const { forward } = spec;
   return {
     kind: spec.kind,
     children: spec.children,
     own: { params: NONE, buffers: NONE, counters: NONE },
     outputShape: spec.outputShape,
     flops: spec.flops,
-    forward(x, ctx, epilogue) {
-      if (epilogue && (epilogue.activation !== undefined || epilogue.into !== undefined)) {
-        throw new TypeError(`${spec.kind}: a composition fuses no epilogue`);
-      }
-      return forward(x, ctx);
-    },
+    forward: guarded(spec.kind, undefined, spec.forward),
     backward: spec.backward,
   };
 }

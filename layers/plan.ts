@@ -150,15 +150,14 @@ function run(
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { activation, linear } from "@modern-cnn/webgpu/layers";
+ * import { activation, flatten } from "@modern-cnn/webgpu/layers";
  * import { planSteps, stepsBackward, stepsForward } from "./plan.ts";
  * const gpu = await getGpu();
- * const steps = planSteps([linear({ inFeatures: 4, outFeatures: 2 }), activation("relu")]);
- * steps.length; // 1: the ReLU is the linear layer's epilogue
+ * const steps = planSteps([flatten(), activation("relu")]); // nothing to fuse: two steps
  * const ctx = { gpu, training: true, seed: 1 };
- * const x = gpu.zeros([3, 4]);
- * const f = stepsForward(steps, x, ctx);
- * const dx = stepsBackward(steps, f.caches, { dy: gpu.zeros([3, 2]), ctx, needDx: true });
+ * const x = gpu.zeros([3, 2, 2, 1]);
+ * const f = stepsForward(steps, x, ctx); // f.y: [3, 4]
+ * const dx = stepsBackward(steps, f.caches, { dy: gpu.zeros([3, 4]), ctx, needDx: true });
  * for (const t of [x, f.y, dx]) t?.dispose();
  * ```
  */
