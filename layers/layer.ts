@@ -193,7 +193,11 @@ export type LeafSpec<C> =
 export type CompositeSpec<C> = Omit<Layer<C>, "own" | "fusion">;
 
 /** A forward that refuses (TypeError) an epilogue part the layer's fusion does not accept. */
-function guarded<C>(kind: string, fusion: Fusion | undefined, forward: Layer<C>["forward"]) {
+function _guarded<C>(
+  kind: string,
+  fusion: Fusion | undefined,
+  forward: Layer<C>["forward"],
+): Layer<C>["forward"] {
   const accepts = fusion && "epilogue" in fusion ? fusion.epilogue : NONE;
   return (x: Tensor, ctx: Ctx, epilogue?: Epilogue): Forward<C> => {
     for (const part of Object.keys(epilogue ?? {}) as (keyof Epilogue)[]) {
@@ -229,7 +233,7 @@ export function leaf<C>(spec: LeafSpec<C>): Layer<C> {
     own: { params, buffers, counters },
     outputShape: spec.outputShape,
     flops: spec.flops ?? zeroFlops,
-    forward: guarded(spec.kind, fusion, spec.forward),
+    forward: _guarded(spec.kind, fusion, spec.forward),
     backward: spec.backward,
     ...(fusion ? { fusion } : {}),
   };
@@ -261,7 +265,7 @@ export function composite<C>(spec: CompositeSpec<C>): Layer<C> {
     own: { params: NONE, buffers: NONE, counters: NONE },
     outputShape: spec.outputShape,
     flops: spec.flops,
-    forward: guarded(spec.kind, undefined, spec.forward),
+    forward: _guarded(spec.kind, undefined, spec.forward),
     backward: spec.backward,
   };
 }

@@ -28,12 +28,12 @@ export interface Step {
   readonly into: boolean;
 }
 
-function accepts(layer: Layer, part: keyof Epilogue): boolean {
+function _accepts(layer: Layer, part: keyof Epilogue): boolean {
   const f = layer.fusion;
   return f !== undefined && "epilogue" in f && f.epilogue.includes(part);
 }
 
-function activationOf(layer: Layer | undefined): ActivationKind | undefined {
+function _activationOf(layer: Layer | undefined): ActivationKind | undefined {
   const f = layer?.fusion;
   return f !== undefined && "activation" in f ? f.activation : undefined;
 }
@@ -59,8 +59,8 @@ export function planSteps(
 ): readonly Step[] {
   const steps: Step[] = [];
   for (let i = 0; i < layers.length; i++) {
-    const act = activationOf(layers[i + 1]);
-    if (act && accepts(layers[i], "activation")) {
+    const act = _activationOf(layers[i + 1]);
+    if (act && _accepts(layers[i], "activation")) {
       steps.push({ layer: layers[i], activation: act, into: false });
       i++;
     } else {
@@ -68,7 +68,7 @@ export function planSteps(
     }
   }
   const last = steps.at(-1);
-  if (options.into && last && accepts(last.layer, "into")) {
+  if (options.into && last && _accepts(last.layer, "into")) {
     steps[steps.length - 1] = { ...last, into: true };
   }
   return steps;
@@ -108,7 +108,7 @@ export function flopsThrough(layers: readonly Layer[], input: Shape): number {
 }
 
 /** Runs steps forward; with `into`, the result lands in the slice and `y` is null. */
-function run(
+function _run(
   steps: readonly Step[],
   x: Tensor,
   ctx: Ctx,
@@ -166,7 +166,7 @@ export function stepsForward(
   x: Tensor,
   ctx: Ctx,
 ): { y: Tensor; caches: unknown[] } {
-  const { y, caches } = run(steps, x, ctx);
+  const { y, caches } = _run(steps, x, ctx);
   return { y: y!, caches };
 }
 
@@ -220,7 +220,7 @@ export interface ConcatCache {
 }
 
 /** The activation whose derivative the split of a branch applies (fused into its slice). */
-function sliceActivation(b: Branch): ActivationKind | undefined {
+function _sliceActivation(b: Branch): ActivationKind | undefined {
   const last = b.steps.at(-1);
   return last?.into ? last.activation : undefined;
 }
@@ -240,9 +240,9 @@ export function concatForward(
 ): ConcatCache {
   const { x, y, ctx } = io;
   const caches = branches.map((b) =>
-    run(b.steps, x, ctx, { y, channelOffset: b.channelOffset }).caches
+    _run(b.steps, x, ctx, { y, channelOffset: b.channelOffset }).caches
   );
-  return { caches, y: branches.some(sliceActivation) ? y.retain() : null };
+  return { caches, y: branches.some(_sliceActivation) ? y.retain() : null };
 }
 
 /**
@@ -276,7 +276,7 @@ export function concatBackward(
       return;
     }
     const dBranch = ctx.gpu.empty([n, b.channels, h, w], { dtype: dy.dtype });
-    const activation = sliceActivation(b);
+    const activation = _sliceActivation(b);
     if (activation) splitChannels({ dx: dBranch, dy, y: cache.y! }, { ...slice, activation });
     else splitChannels({ dx: dBranch, dy }, slice);
     const g = stepsBackward(b.steps, cache.caches[i], { dy: dBranch, ctx, needDx });
