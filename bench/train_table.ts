@@ -1,7 +1,7 @@
 // Training throughput per model at the seed recipe, as a markdown table:
 //
 //   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
-//                                    [--no-autotune] [--no-fuse] [--precision f32|f16]
+//                                    [--no-autotune] [--precision f32|f16]
 //
 // Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
 // needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
@@ -17,9 +17,8 @@
 // steps (unless `--steps` says otherwise) in a single epoch.
 //
 // The kernel choices cached by `deno task tune` for this adapter are loaded first, unless
-// `--no-autotune` is given. `--no-fuse` runs the unfused steps (Ctx.fuse = false) to measure what
-// the fusions gain. `--precision f16` trains in f16 (f16 activations, gradients and weight copies,
-// f32 master weights, dynamic loss scaling; the adapter needs `shader-f16`).
+// `--no-autotune` is given. `--precision f16` trains in f16 (f16 activations, gradients and
+// weight copies, f32 master weights, dynamic loss scaling; the adapter needs `shader-f16`).
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import {
@@ -37,7 +36,7 @@ import { benchBatch, setupRun, type StepTiming, timeSteps, warmUp } from "./_tra
 guardScript("bench:train");
 const cli = benchCli(
   "usage: deno task bench:train [--models lenet,resnet] [--steps N] [--batch N] " +
-    "[--resize N] [--no-autotune] [--no-fuse] [--precision f32|f16]",
+    "[--resize N] [--no-autotune] [--precision f32|f16]",
 );
 
 function parseArgs(args: string[]) {
@@ -47,9 +46,8 @@ function parseArgs(args: string[]) {
     batch?: number;
     resize?: number;
     autotune: boolean;
-    fuse: boolean;
     precision: Precision;
-  } = { autotune: true, fuse: true, precision: "f32" };
+  } = { autotune: true, precision: "f32" };
   cli.parse(args, {
     "--models": (value) => {
       const names = value().split(",").map((s) => s.trim()).filter((s) => s);
@@ -64,7 +62,6 @@ function parseArgs(args: string[]) {
     "--batch": (value) => out.batch = cli.positiveInt("--batch", value()),
     "--resize": (value) => out.resize = cli.positiveInt("--resize", value()),
     "--no-autotune": () => out.autotune = false,
-    "--no-fuse": () => out.fuse = false,
     "--precision": (value) => {
       const p = value();
       out.precision = isPrecision(p) ? p : cli.usage(`--precision must be f32 or f16, got '${p}'`);
@@ -109,7 +106,6 @@ for (const name of models) {
       batch: auto.batch,
       resize,
       steps,
-      fuse: args.fuse,
       precision: args.precision,
     });
     await warmUp(run);
@@ -141,7 +137,7 @@ for (const name of models) {
 
 console.log(
   `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}; ` +
-    `fusion ${args.fuse ? "on" : "off"}; precision ${args.precision}\n`,
+    `precision ${args.precision}\n`,
 );
 console.log(
   "| model | batch | resize | examples/s | ms/step | peak GPU memory | timed steps |",

@@ -224,7 +224,7 @@ export interface TrainRun {
 export function setupRun(
   gpu: Gpu,
   name: ModelName,
-  options: { batch: number; resize: number; steps: number; fuse?: boolean; precision?: Precision },
+  options: { batch: number; resize: number; steps: number; precision?: Precision },
 ): TrainRun {
   const { batch, resize, steps } = options;
   const model = createModel(gpu, { name });
@@ -232,7 +232,6 @@ export function setupRun(
     lr: DEFAULTS[name].lr,
     batchSize: batch,
     resize,
-    fuse: options.fuse,
     precision: options.precision,
   });
   const data = makeSynthetic({ count: batch * steps, channels: 1, height: 28, seed: 1 });

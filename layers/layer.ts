@@ -13,10 +13,15 @@
  * - Parameter gradients (`param.grad`) are ACCUMULATED (`+=`), as in PyTorch; clear them with
  *   `zeroGrad` before each step.
  *
+ * Layers are built with {@linkcode leaf} (defaults for what a leaf lacks: state, FLOPs) and
+ * {@linkcode composite}. Fusion is one optional capability ({@linkcode Fusion}): a producer's
+ * forward takes an {@linkcode Epilogue} (an activation, writing into a channel slice), which the
+ * compositions decide once, when built, by one plan rewrite (`layers/plan.ts`).
+ *
  * @module
  */
 
-import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import { formatShape, type Gpu, type Shape, type Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
 
 /** How a parameter is initialized (d2l's `train_ch6` recipe on top of PyTorch's defaults). */
@@ -77,22 +82,52 @@ export interface Ctx {
   readonly seed: number;
   /** Overrides every dropout probability when set (`--dropout`). */
   readonly dropout?: number;
-  /**
-   * Whether compositions run fused steps (conv/linear/BatchNorm + activation, branch
-   * outputs written straight into concat buffers); default true. The fused and unfused paths
-   * compute the same values (tests compare them); false is for tests and measurements.
-   */
-  readonly fuse?: boolean;
 }
 
-/** Where {@linkcode Layer.forwardInto} writes: a channel slice of a larger NCHW tensor. */
+/** Where a producer writes when its output is a channel slice of a larger NCHW tensor. */
 export interface Into {
   /** The whole output `[n, C, h, w]` (the concatenation). */
   readonly y: Tensor;
   /** First channel of the slice this layer writes. */
   readonly channelOffset: number;
-  /** An activation applied on the way (the layer's fused epilogue), if any. */
+}
+
+/**
+ * What a producer applies on its way out, fused into its forward (see {@linkcode Fusion}); the
+ * plan rewrite of the compositions (`layers/plan.ts`) decides it, never the layer.
+ */
+export interface Epilogue {
+  /**
+   * An activation applied before the output is stored. The layer keeps what its backward needs
+   * (its output), and its backward then takes the gradient of the activation's output; with
+   * `into` the caller applies the activation's derivative instead (it reads the concatenation:
+   * `splitChannels` with `activation`), and backward takes the gradient before the activation.
+   */
   readonly activation?: ActivationKind;
+  /**
+   * Write into channels `[channelOffset, +out channels)` of `into.y` instead of a new tensor;
+   * forward then returns a new handle to `into.y`.
+   */
+  readonly into?: Into;
+}
+
+/**
+ * How a layer takes part in the plan rewrite: an activation layer says which activation it is
+ * (the rewrite folds it into the producer before it); a producer lists the {@linkcode Epilogue}
+ * parts its forward accepts. A layer without it runs as it is.
+ */
+export type Fusion =
+  | { readonly activation: ActivationKind }
+  | { readonly epilogue: readonly (keyof Epilogue)[] };
+
+/** A layer's own state, each list in state-dict order (parameters, then buffers, then counters). */
+export interface OwnState {
+  /** Trainable parameters. */
+  readonly params: readonly Param[];
+  /** State buffers (running stats). */
+  readonly buffers: readonly StateBuffer[];
+  /** Int64 counters. */
+  readonly counters: readonly Counter[];
 }
 
 /** What `forward` returns: the output and the layer's cache for backward. */
@@ -113,18 +148,17 @@ export interface BackwardOptions<C> {
   readonly needDx: boolean;
 }
 
-/** A layer (or a composition of layers). */
+/**
+ * A layer (or a composition of layers): what a model, the trainer, the summary and the state dict
+ * need. Build one with {@linkcode leaf} or {@linkcode composite}.
+ */
 export interface Layer<C = unknown> {
   /** The PyTorch class it mirrors (`Conv2d`, `Sequential`, `Residual`, ...). */
   readonly kind: string;
   /** Named children, in state-dict order. */
   readonly children: readonly (readonly [string, Layer])[];
-  /** Own trainable parameters, in state-dict order. */
-  readonly params: readonly Param[];
-  /** Own state buffers (running stats), in state-dict order after the params. */
-  readonly buffers: readonly StateBuffer[];
-  /** Own int64 counters, in state-dict order after the buffers. */
-  readonly counters: readonly Counter[];
+  /** Its own parameters, buffers and counters (a composition has none). */
+  readonly own: OwnState;
   /**
    * The output shape for an input shape (batch first); throws a `TypeError` naming the layer and
    * the shapes when the input does not fit.
@@ -132,25 +166,108 @@ export interface Layer<C = unknown> {
   outputShape(input: Shape): Shape;
   /** Multiply-adds ×2 of one forward pass for an input shape. */
   flops(input: Shape): number;
-  /** Records the forward pass. */
-  forward(x: Tensor, ctx: Ctx): Forward<C>;
+  /**
+   * Records the forward pass; `epilogue` (only parts the layer's {@linkcode Fusion} accepts) is
+   * fused into it.
+   */
+  forward(x: Tensor, ctx: Ctx, epilogue?: Epilogue): Forward<C>;
   /** Records the backward pass; accumulates parameter gradients. */
   backward(dy: Tensor, options: BackwardOptions<C>): Tensor | null;
-  /** Set on activation layers: which activation (lets compositions fuse it into a producer). */
-  readonly activation?: ActivationKind;
-  /**
-   * Optional fusion hook: a step that runs this layer followed by the activation `kind` in one
-   * forward (and backward), sharing this layer's parameters; `null` when it cannot. The returned
-   * layer is an execution step, not a module: it has no children, params or state of its own.
-   */
-  fuseActivation?(kind: ActivationKind): Layer<unknown> | null;
-  /**
-   * Optional: the forward pass writing its output (after `into.activation`, if given) straight
-   * into channels `[into.channelOffset, +out channels)` of `into.y` instead of a new tensor.
-   * The cache is the one `backward` takes; backward then receives the gradient of this layer's
-   * own output (before the activation: the caller applies the activation's backward).
-   */
-  forwardInto?(x: Tensor, ctx: Ctx, into: Into): C;
+  /** Its part in the plan rewrite, if any. */
+  readonly fusion?: Fusion;
+}
+
+const NONE: readonly never[] = Object.freeze([]);
+const zeroFlops = (): number => 0;
+
+/**
+ * What {@linkcode leaf} takes: a layer without children, whose own state (each list default
+ * none) is given flat, and whose FLOPs default to 0.
+ */
+export type LeafSpec<C> =
+  & Omit<Layer<C>, "children" | "own" | "flops">
+  & Partial<OwnState>
+  & { flops?(input: Shape): number };
+
+/** What {@linkcode composite} takes: a layer with children, and no state or fusion of its own. */
+export type CompositeSpec<C> = Omit<Layer<C>, "own" | "fusion">;
+
+/** A forward that refuses (TypeError) an epilogue part the layer's fusion does not accept. */
+function _guarded<C>(
+  kind: string,
+  fusion: Fusion | undefined,
+  forward: Layer<C>["forward"],
+): Layer<C>["forward"] {
+  const accepts = fusion && "epilogue" in fusion ? fusion.epilogue : NONE;
+  return (x: Tensor, ctx: Ctx, epilogue?: Epilogue): Forward<C> => {
+    for (const part of Object.keys(epilogue ?? {}) as (keyof Epilogue)[]) {
+      if (epilogue![part] !== undefined && !accepts.includes(part)) {
+        throw new TypeError(`${kind}: its forward does not fuse an epilogue '${part}'`);
+      }
+    }
+    return forward(x, ctx, epilogue);
+  };
+}
+
+/**
+ * A leaf layer from its spec: no children, and no state or FLOPs unless given. Its forward
+ * refuses (TypeError) an epilogue part its `fusion` does not accept.
+ *
+ * @example
+ * ```ts
+ * import { leaf } from "@modern-cnn/webgpu/layers";
+ * const identity = leaf({
+ *   kind: "Identity",
+ *   outputShape: (input) => input,
+ *   forward: (x) => ({ y: x.retain(), cache: null }),
+ *   backward: (dy, { needDx }) => (needDx ? dy.retain() : null),
+ * });
+ * identity.outputShape([2, 3]); // [2, 3]
+ * ```
+ */
+export function leaf<C>(spec: LeafSpec<C>): Layer<C> {
+  const { params = NONE, buffers = NONE, counters = NONE, fusion } = spec;
+  return {
+    kind: spec.kind,
+    children: NONE,
+    own: { params, buffers, counters },
+    outputShape: spec.outputShape,
+    flops: spec.flops ?? zeroFlops,
+    forward: _guarded(spec.kind, fusion, spec.forward),
+    backward: spec.backward,
+    ...(fusion ? { fusion } : {}),
+  };
+}
+
+/**
+ * A composition from its spec: it owns no state (its children do) and fuses no epilogue. Give it
+ * one forward, and one backward that mirrors it in reverse.
+ *
+ * @example
+ * ```ts
+ * import { composite, linear } from "@modern-cnn/webgpu/layers";
+ * const fc = linear({ inFeatures: 4, outFeatures: 2 });
+ * const wrapper = composite({
+ *   kind: "Wrapper",
+ *   children: [["fc", fc]],
+ *   outputShape: (input) => fc.outputShape(input),
+ *   flops: (input) => fc.flops(input),
+ *   forward: (x, ctx) => fc.forward(x, ctx),
+ *   backward: (dy, options) => fc.backward(dy, options),
+ * });
+ * wrapper.own.params.length; // 0
+ * ```
+ */
+export function composite<C>(spec: CompositeSpec<C>): Layer<C> {
+  return {
+    kind: spec.kind,
+    children: spec.children,
+    own: { params: NONE, buffers: NONE, counters: NONE },
+    outputShape: spec.outputShape,
+    flops: spec.flops,
+    forward: _guarded(spec.kind, undefined, spec.forward),
+    backward: spec.backward,
+  };
 }
 
 /**
@@ -166,7 +283,7 @@ export interface Layer<C = unknown> {
 export function namedParams(layer: Layer, prefix = ""): [string, Param][] {
   const out: [string, Param][] = [];
   walk(layer, prefix, (p, l) => {
-    for (const param of l.params) out.push([p + param.name, param]);
+    for (const param of l.own.params) out.push([p + param.name, param]);
   });
   return out;
 }
@@ -191,9 +308,11 @@ export type StateEntry =
 export function stateEntries(layer: Layer, prefix = ""): StateEntry[] {
   const out: StateEntry[] = [];
   walk(layer, prefix, (p, l) => {
-    for (const param of l.params) out.push({ kind: "param", name: p + param.name, param });
-    for (const buffer of l.buffers) out.push({ kind: "buffer", name: p + buffer.name, buffer });
-    for (const counter of l.counters) {
+    for (const param of l.own.params) out.push({ kind: "param", name: p + param.name, param });
+    for (const buffer of l.own.buffers) {
+      out.push({ kind: "buffer", name: p + buffer.name, buffer });
+    }
+    for (const counter of l.own.counters) {
       out.push({ kind: "counter", name: p + counter.name, counter });
     }
   });
@@ -251,4 +370,19 @@ export function weightFor(p: Param, x: Tensor): Tensor {
  */
 export function release(...tensors: (Tensor | null | undefined)[]): void {
   for (const t of tensors) t?.dispose();
+}
+
+/**
+ * Throws a `TypeError` naming the layer when an input shape does not have `rank` dimensions.
+ *
+ * @example
+ * ```ts
+ * import { expectRank } from "./layer.ts";
+ * expectRank("Conv2d", [1, 3, 8, 8], 4, "[n, c, h, w]"); // ok
+ * ```
+ */
+export function expectRank(kind: string, input: Shape, rank: number, what: string): void {
+  if (input.length !== rank) {
+    throw new TypeError(`${kind}: expected a ${rank}-d input ${what}, got ${formatShape(input)}`);
+  }
 }

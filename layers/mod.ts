@@ -1,8 +1,8 @@
 /**
  * Functional layers with manual backward passes, and their compositions: every layer and block
  * the models are built from, the layer protocol ({@linkcode Layer}, {@linkcode Ctx},
- * {@linkcode Param}, ...) and the helpers for writing a layer ({@linkcode param},
- * {@linkcode weightFor}, {@linkcode release}).
+ * {@linkcode Param}, ...) and the helpers for writing a layer ({@linkcode leaf},
+ * {@linkcode composite}, {@linkcode param}, {@linkcode weightFor}, {@linkcode release}).
  *
  * @example
  * ```ts
@@ -20,13 +20,20 @@
 
 export {
   type BackwardOptions,
+  composite,
+  type CompositeSpec,
   type Counter,
   type Ctx,
+  type Epilogue,
   type Forward,
+  type Fusion,
   type InitKind,
   type Into,
   type Layer,
+  leaf,
+  type LeafSpec,
   namedParams,
+  type OwnState,
   type Param,
   param,
   release,
@@ -35,23 +42,11 @@ export {
   type StateEntry,
   weightFor,
 } from "./layer.ts";
-export {
-  activation,
-  avgPool2d,
-  batchNorm,
-  type BnCache,
-  conv2d,
-  type Conv2dOptions,
-  type ConvCache,
-  dropout,
-  flatten,
-  globalAvgPool,
-  linear,
-  type LinearOptions,
-  localResponseNorm,
-  maxPool2d,
-  type Pool2dOptions,
-} from "./basic.ts";
+export { conv2d, type Conv2dOptions, type ConvCache, linear, type LinearOptions } from "./conv.ts";
+export { activation, dropout, type EpilogueActivation, flatten } from "./elementwise.ts";
+export { avgPool2d, globalAvgPool, maxPool2d, type Pool2dOptions } from "./pool.ts";
+export { batchNorm, type BnCache, localResponseNorm } from "./norm.ts";
+export { type ConcatCache } from "./plan.ts";
 export {
   chain,
   type ChainCache,

@@ -59,8 +59,6 @@ export interface TrainerOptions {
   readonly mean?: readonly number[];
   /** Per-channel standard deviation, with `mean`. */
   readonly std?: readonly number[];
-  /** Run fused steps (see `Ctx.fuse`); default true. */
-  readonly fuse?: boolean;
   /**
    * `f16`: mixed precision as `torch.autocast` + `GradScaler`: the model runs in f16
    * (`Model.setPrecision`: f16 activations, gradients and weight copies; f32 master weights,
@@ -377,7 +375,7 @@ export class Trainer {
         this.#batchParams(set, batch, true, seed),
       );
       this.model.zeroGrad();
-      const ctx: Ctx = { gpu, training: true, seed, dropout: o.dropout, fuse: o.fuse };
+      const ctx: Ctx = { gpu, training: true, seed, dropout: o.dropout };
       const f = this.model.forward(x, ctx);
       const dlogits = gpu.empty(f.y.shape, { dtype: f.y.dtype });
       // In f16 dlogits carries the loss scale (so small gradients survive f16); the parameter
@@ -547,7 +545,7 @@ export class Trainer {
           { x, labels, images: set.images, srcLabels: set.labels, indices },
           this.#batchParams(set, batch, false, 0),
         );
-        const f = this.model.forward(x, { gpu, training: false, seed: 0, fuse: this.options.fuse });
+        const f = this.model.forward(x, { gpu, training: false, seed: 0 });
         accuracyCount({ correct, logits: f.y, labels }, { n: batch, c: f.y.shape[1] });
         finiteCheck({ watch, x: f.y }, { mark: s });
         f.y.dispose();

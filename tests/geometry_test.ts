@@ -11,7 +11,7 @@ import {
 import { checkConv2d, conv2dGeometry } from "../kernels/conv2d.ts";
 import { checkDepthwise } from "../kernels/depthwise.ts";
 import { checkPool2d } from "../kernels/pool.ts";
-import { avgPool2d, conv2d, maxPool2d } from "../layers/basic.ts";
+import { avgPool2d, conv2d, maxPool2d } from "../layers/mod.ts";
 
 const isError = (type: ErrorConstructor, re: RegExp) => (e: Error) =>
   e instanceof type && re.test(e.message);
@@ -137,7 +137,7 @@ Deno.test("conv2d, depthwise and pooling share the window record and its maths",
 });
 
 Deno.test("the layers resolve their window with the same record, and fail on construction", () => {
-  assert.deepEqual(conv2d({ inChannels: 3, outChannels: 4, kernel: [3, 1] }).params[0].shape, [
+  assert.deepEqual(conv2d({ inChannels: 3, outChannels: 4, kernel: [3, 1] }).own.params[0].shape, [
     4,
     3,
     3,

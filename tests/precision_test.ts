@@ -14,10 +14,11 @@ import type { Tensor } from "../gpu/mod.ts";
 import { cast } from "../kernels/elementwise.ts";
 import { createLossScale } from "../kernels/loss_scale.ts";
 import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
-import type { BackwardOptions, Ctx, Layer } from "../layers/mod.ts";
+import type { Ctx } from "../layers/mod.ts";
 import { createModel, type ModelName } from "../models/mod.ts";
 import { detState, detValues } from "./det.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
+import { unfused } from "./unfused.ts";
 
 const SCALE = 1024;
 
@@ -27,34 +28,6 @@ function roundInPlace(t: Tensor): void {
   cast({ y: tmp, x: t });
   cast({ y: t, x: tmp });
   tmp.dispose();
-}
-
-function allLayers(l: Layer, out: Layer[] = []): Layer[] {
-  out.push(l);
-  for (const [, c] of l.children) allLayers(c, out);
-  return out;
-}
-
-/**
- * Makes every layer of `net` round its output and its input gradient to f16 values: leaves, and
- * compositions that compute something themselves (a residual add, a gradient sum); rounding a
- * tensor that already holds f16 values changes nothing.
- */
-function emulateF16Storage(net: Layer): void {
-  for (const l of allLayers(net)) {
-    const forward = l.forward.bind(l), backward = l.backward.bind(l);
-    const m = l as { -readonly [K in keyof Layer]: Layer[K] };
-    m.forward = (x: Tensor, ctx: Ctx) => {
-      const f = forward(x, ctx);
-      if (f.y !== x) roundInPlace(f.y);
-      return f;
-    };
-    m.backward = (dy: Tensor, o: BackwardOptions<unknown>) => {
-      const dx = backward(dy, o);
-      if (dx && dx !== dy) roundInPlace(dx);
-      return dx;
-    };
-  }
 }
 
 interface Step {
@@ -85,9 +58,13 @@ async function step(
     model.setPrecision("f16");
     x = gpu.tensor(Float16Array.from(input), { shape: [batch, 1, size, size] });
   } else {
-    emulateF16Storage(model.net);
     x = gpu.tensor(input, { shape: [batch, 1, size, size] });
   }
+  // "f16 fused": the model's own (fused) step; "f16": the unfused reference executor of its tree;
+  // "emulated": that executor in f32, rounding every layer's output and input gradient to f16.
+  const net = mode === "f16 fused"
+    ? model.net
+    : unfused(model.net, mode === "emulated" ? roundInPlace : undefined);
   const labels = gpu.tensor(Int32Array.from({ length: batch }, (_, i) => (i * 3 + 1) % 10), {
     shape: [batch],
   });
@@ -95,8 +72,8 @@ async function step(
   // The emulation rounds between a producer and its activation, as f16 unfused does; fused
   // kernels apply the activation before their one rounding, which for ReLU and ReLU6 is the same
   // (they commute with rounding).
-  const ctx: Ctx = { gpu, training: true, seed: 1, dropout: 0, fuse: mode === "f16 fused" };
-  const f = model.forward(x, ctx);
+  const ctx: Ctx = { gpu, training: true, seed: 1, dropout: 0 };
+  const f = net.forward(x, ctx);
   const dlogits = gpu.empty(f.y.shape, { dtype: f.y.dtype });
   const lossSum = gpu.zeros([1]);
   const correct = gpu.zeros([1], { dtype: "u32" });
@@ -106,7 +83,7 @@ async function step(
   });
   if (mode === "emulated") roundInPlace(dlogits);
   const logits = Float64Array.from(await f.y.toArray());
-  model.backward(dlogits, { cache: f.cache, ctx });
+  net.backward(dlogits, { cache: f.cache, ctx, needDx: false })?.dispose();
   const grads = new Map<string, Float64Array>();
   const ranks = new Map<string, number>();
   for (const [k, p] of model.params) {

@@ -1,0 +1,294 @@
+/**
+ * How the compositions run their children: the one plan rewrite ({@linkcode planSteps}) that
+ * fuses, and the executors every composition shares: a list of steps forward and back
+ * ({@linkcode stepsForward} / {@linkcode stepsBackward}) and a channel concatenation of branches
+ * ({@linkcode concatForward} / {@linkcode concatBackward}).
+ *
+ * The rewrite is decided once, when a composition is built: each activation layer that follows a
+ * producer accepting it becomes that producer's epilogue (conv/linear/BatchNorm + activation in
+ * one kernel), and the last producer of a concatenated branch writes straight into its channel
+ * slice of the output (with its activation, whose derivative the split of the backward applies).
+ * A branch whose last step cannot write into a slice is copied into it instead.
+ *
+ * @module
+ */
+
+import type { Shape, Tensor } from "../gpu/mod.ts";
+import type { ActivationKind } from "../kernels/activation.ts";
+import { accumulate, concatChannels, splitChannels } from "../kernels/elementwise.ts";
+import { type Ctx, type Epilogue, type Into, type Layer, release } from "./layer.ts";
+
+/** One step of a plan: a layer and the epilogue the rewrite fused into its forward. */
+export interface Step {
+  /** The layer run. */
+  readonly layer: Layer;
+  /** The activation layer folded into this producer (its epilogue), if any. */
+  readonly activation?: ActivationKind;
+  /** Whether it writes straight into the branch's channel slice (a branch's last step only). */
+  readonly into: boolean;
+}
+
+function _accepts(layer: Layer, part: keyof Epilogue): boolean {
+  const f = layer.fusion;
+  return f !== undefined && "epilogue" in f && f.epilogue.includes(part);
+}
+
+function _activationOf(layer: Layer | undefined): ActivationKind | undefined {
+  const f = layer?.fusion;
+  return f !== undefined && "activation" in f ? f.activation : undefined;
+}
+
+/**
+ * The plan rewrite of a list of layers: each "producer, activation" pair whose producer accepts
+ * the activation becomes one step; with `into` (the list is a branch of a channel
+ * concatenation), the last step writes into the slice when its layer accepts that.
+ *
+ * @example
+ * ```ts
+ * import { activation, conv2d } from "@modern-cnn/webgpu/layers";
+ * import { planSteps } from "./plan.ts";
+ * const steps = planSteps([conv2d({ inChannels: 3, outChannels: 8, kernel: 1 }), activation("relu")], {
+ *   into: true,
+ * });
+ * steps.map((s) => [s.layer.kind, s.activation, s.into]); // [["Conv2d", "relu", true]]
+ * ```
+ */
+export function planSteps(
+  layers: readonly Layer[],
+  options: { into?: boolean } = {},
+): readonly Step[] {
+  const steps: Step[] = [];
+  for (let i = 0; i < layers.length; i++) {
+    const act = _activationOf(layers[i + 1]);
+    if (act && _accepts(layers[i], "activation")) {
+      steps.push({ layer: layers[i], activation: act, into: false });
+      i++;
+    } else {
+      steps.push({ layer: layers[i], into: false });
+    }
+  }
+  const last = steps.at(-1);
+  if (options.into && last && _accepts(last.layer, "into")) {
+    steps[steps.length - 1] = { ...last, into: true };
+  }
+  return steps;
+}
+
+/**
+ * The output shape of layers applied in order.
+ *
+ * @example
+ * ```ts
+ * import { flatten, linear } from "@modern-cnn/webgpu/layers";
+ * import { shapeThrough } from "./plan.ts";
+ * shapeThrough([flatten(), linear({ inFeatures: 12, outFeatures: 2 })], [1, 3, 2, 2]); // [1, 2]
+ * ```
+ */
+export function shapeThrough(layers: readonly Layer[], input: Shape): Shape {
+  return layers.reduce((s, l) => l.outputShape(s), input);
+}
+
+/**
+ * The FLOPs of layers applied in order (each at the shape the previous one gives).
+ *
+ * @example
+ * ```ts
+ * import { linear } from "@modern-cnn/webgpu/layers";
+ * import { flopsThrough } from "./plan.ts";
+ * flopsThrough([linear({ inFeatures: 4, outFeatures: 2 })], [1, 4]); // 16
+ * ```
+ */
+export function flopsThrough(layers: readonly Layer[], input: Shape): number {
+  let total = 0, s = input;
+  for (const l of layers) {
+    total += l.flops(s);
+    s = l.outputShape(s);
+  }
+  return total;
+}
+
+/** Runs steps forward; with `into`, the result lands in the slice and `y` is null. */
+function _run(
+  steps: readonly Step[],
+  x: Tensor,
+  ctx: Ctx,
+  into?: Into,
+): { y: Tensor | null; caches: unknown[] } {
+  const caches: unknown[] = [];
+  let h = x;
+  steps.forEach((step, i) => {
+    const slice = into && step.into && i === steps.length - 1 ? into : undefined;
+    const epilogue = step.activation || slice
+      ? { activation: step.activation, into: slice }
+      : undefined;
+    const { y, cache } = step.layer.forward(h, ctx, epilogue);
+    if (h !== x) h.dispose();
+    caches.push(cache);
+    h = y;
+  });
+  if (!into) return { y: h === x ? x.retain() : h, caches };
+  if (steps.at(-1)?.into) {
+    h.dispose(); // the handle to into.y the last step returned
+  } else {
+    const [n, cTotal, hh, ww] = into.y.shape;
+    concatChannels({ y: into.y, x: h }, {
+      n,
+      hw: hh * ww,
+      cTotal,
+      cOffset: into.channelOffset,
+      c: h.shape[1],
+    });
+    if (h !== x) h.dispose();
+  }
+  return { y: null, caches };
+}
+
+/**
+ * Runs planned steps forward: the output (owned by the caller; a new handle to `x` when there
+ * are no steps) and each step's cache.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { activation, flatten } from "@modern-cnn/webgpu/layers";
+ * import { planSteps, stepsBackward, stepsForward } from "./plan.ts";
+ * const gpu = await getGpu();
+ * const steps = planSteps([flatten(), activation("relu")]); // nothing to fuse: two steps
+ * const ctx = { gpu, training: true, seed: 1 };
+ * const x = gpu.zeros([3, 2, 2, 1]);
+ * const f = stepsForward(steps, x, ctx); // f.y: [3, 4]
+ * const dx = stepsBackward(steps, f.caches, { dy: gpu.zeros([3, 4]), ctx, needDx: true });
+ * for (const t of [x, f.y, dx]) t?.dispose();
+ * ```
+ */
+export function stepsForward(
+  steps: readonly Step[],
+  x: Tensor,
+  ctx: Ctx,
+): { y: Tensor; caches: unknown[] } {
+  const { y, caches } = _run(steps, x, ctx);
+  return { y: y!, caches };
+}
+
+/**
+ * The backward of {@linkcode stepsForward}: each step's backward in reverse order (the first one
+ * computes an input gradient only if `needDx`). Returns a new tensor (a new handle to `dy` when
+ * there are no steps) or null. See {@linkcode stepsForward} for an example.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { stepsBackward } from "./plan.ts";
+ * const gpu = await getGpu();
+ * const dy = gpu.zeros([2, 3]);
+ * const dx = stepsBackward([], [], { dy, ctx: { gpu, training: true, seed: 0 }, needDx: true });
+ * dx === dy; // false: a new handle to the same storage
+ * ```
+ */
+export function stepsBackward(
+  steps: readonly Step[],
+  caches: readonly unknown[],
+  options: { dy: Tensor; ctx: Ctx; needDx: boolean },
+): Tensor | null {
+  const { dy, ctx } = options;
+  let g: Tensor | null = dy;
+  for (let i = steps.length - 1; i >= 0; i--) {
+    const needDx = i > 0 || options.needDx;
+    const next: Tensor | null = steps[i].layer.backward(g!, { cache: caches[i], ctx, needDx });
+    if (g !== dy) g!.dispose();
+    g = next;
+  }
+  return g === dy ? dy.retain() : g;
+}
+
+/** A branch of a channel concatenation: its planned steps and its slice of the output. */
+export interface Branch {
+  /** The steps, planned with `into` (no steps: the input itself). */
+  readonly steps: readonly Step[];
+  /** First channel of its slice. */
+  readonly channelOffset: number;
+  /** Channels of its slice. */
+  readonly channels: number;
+}
+
+/** What {@linkcode concatForward} saves: each branch's caches and, when needed, the output. */
+export interface ConcatCache {
+  /** Per branch, each step's cache. */
+  readonly caches: unknown[][];
+  /** The concatenation, kept when a branch fused an activation into its slice. */
+  readonly y: Tensor | null;
+}
+
+/** The activation whose derivative the split of a branch applies (fused into its slice). */
+function _sliceActivation(b: Branch): ActivationKind | undefined {
+  const last = b.steps.at(-1);
+  return last?.into ? last.activation : undefined;
+}
+
+/**
+ * Runs branches on the same input, each writing its slice of `y` (allocated by the caller, whole
+ * channels `[n, C, h, w]`), in order.
+ *
+ * @example
+ * ```ts ignore
+ * const cache = concatForward(branches, { x, y, ctx });
+ * ```
+ */
+export function concatForward(
+  branches: readonly Branch[],
+  io: { x: Tensor; y: Tensor; ctx: Ctx },
+): ConcatCache {
+  const { x, y, ctx } = io;
+  const caches = branches.map((b) =>
+    _run(b.steps, x, ctx, { y, channelOffset: b.channelOffset }).caches
+  );
+  return { caches, y: branches.some(_sliceActivation) ? y.retain() : null };
+}
+
+/**
+ * The backward of {@linkcode concatForward}: per branch, its slice of `dy` (through the fused
+ * activation's derivative) back through its steps, the input gradients summed in branch order
+ * (a branch without steps splits its slice straight into the sum). Returns a new tensor or null.
+ *
+ * @example
+ * ```ts ignore
+ * const dx = concatBackward(branches, cache, { dy, ctx, needDx: true });
+ * ```
+ */
+export function concatBackward(
+  branches: readonly Branch[],
+  cache: ConcatCache,
+  options: { dy: Tensor; ctx: Ctx; needDx: boolean },
+): Tensor | null {
+  const { dy, ctx, needDx } = options;
+  const [n, cTotal, h, w] = dy.shape;
+  let dx: Tensor | null = null;
+  branches.forEach((b, i) => {
+    const slice = { n, hw: h * w, cTotal, cOffset: b.channelOffset, c: b.channels };
+    if (b.steps.length === 0) {
+      if (!needDx) return;
+      if (dx) {
+        splitChannels({ dx, dy }, { ...slice, accumulate: true });
+      } else {
+        dx = ctx.gpu.empty([n, b.channels, h, w], { dtype: dy.dtype });
+        splitChannels({ dx, dy }, slice);
+      }
+      return;
+    }
+    const dBranch = ctx.gpu.empty([n, b.channels, h, w], { dtype: dy.dtype });
+    const activation = _sliceActivation(b);
+    if (activation) splitChannels({ dx: dBranch, dy, y: cache.y! }, { ...slice, activation });
+    else splitChannels({ dx: dBranch, dy }, slice);
+    const g = stepsBackward(b.steps, cache.caches[i], { dy: dBranch, ctx, needDx });
+    dBranch.dispose();
+    if (!g) return;
+    if (dx) {
+      accumulate({ y: dx, x: g });
+      g.dispose();
+    } else {
+      dx = g;
+    }
+  });
+  release(cache.y);
+  return dx;
+}
