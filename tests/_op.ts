@@ -36,8 +36,17 @@ import {
 } from "./harness.ts";
 import { withBindingLimit } from "./big.ts";
 
+/** What a tensor holds on the CPU: Float64 (a reference), or the typed array of its dtype. */
+export type Held =
+  | Float64Array
+  | Float32Array
+  | Float16Array
+  | Int32Array
+  | Uint32Array
+  | Uint8Array;
+
 /** Values of tensors by name: Float64 for float tensors, the typed array of integer ones. */
-export type Values<N extends string = string> = Readonly<Record<N, Numeric>>;
+export type Values<N extends string = string> = Readonly<Record<N, Held>>;
 
 /** Starting values of a tensor of `size` elements, drawn from the suite's seeded `rng`. */
 export type Init = (rng: Rng, size: number) => Numeric;
@@ -75,7 +84,7 @@ export type Tol =
 /** What a CPU reference is told besides the values. */
 export interface OpContext<N extends string = string> {
   /** The reference's own values: the starting ones, then the references of earlier phases. */
-  readonly ref: Values<N>;
+  readonly ref: Readonly<Record<N, Numeric>>;
   /** Each tensor's dtype in this run. */
   readonly dtypes: Readonly<Record<N, DType>>;
   /** Whether any float tensor of the run is f16. */
@@ -106,8 +115,15 @@ export interface OpPhase<N extends string = string> {
 
 /** The finite-difference check of the gradient of one input. */
 export interface FdCheck<N extends string = string> extends CloseOptions {
-  /** The output of the backward phase holding the gradient. */
+  /** The input. */
+  readonly wrt: N;
+  /** The output of the backward (second phase) holding its gradient. */
   readonly grad: N;
+  /**
+   * The forward outputs `o` in the loss `sum of o * do` (`do`: the tensor named `d` + `o`);
+   * default every forward output that has one.
+   */
+  readonly loss?: readonly N[];
   /** The step of the central differences (default 1e-6). */
   readonly eps?: number;
 }
@@ -121,11 +137,11 @@ export interface OpCase<N extends string = string> {
   /** The phases, run in order on the same tensors (the first two: the forward, the backward). */
   readonly phases: readonly OpPhase<N>[];
   /**
-   * Inputs whose gradient the backward (the second phase) gives, checked in the `fd` cases
-   * against central differences of the loss `sum over forward outputs o of o * do` (`do`: a
-   * tensor named `d` + `o`; the backward's outputs start at zero there).
+   * Gradients the backward (the second phase) gives, checked in the `fd` cases against central
+   * differences of a loss of the forward (the first phase); the backward's outputs start at zero
+   * there.
    */
-  readonly fd?: Readonly<Partial<Record<N, FdCheck<N>>>>;
+  readonly fd?: readonly FdCheck<N>[];
   /** Runs the case with the kernels' binding limit lowered to this many elements (ranges). */
   readonly bindingLimit?: number;
   /** Puts every tensor in a buffer of exactly its size (no vec4 slack: the scalar paths). */
@@ -140,7 +156,7 @@ export interface OpSuite<P> {
   /** The test's name. */
   readonly name: string;
   /** The case of each parameter record. */
-  readonly op: (p: P) => OpCase;
+  op(p: P): OpCase;
   /** The seed of the generator of the starting values. */
   readonly seed: number;
   /** Parameters of the cases run on the GPU. */
@@ -244,8 +260,11 @@ function dtypesOf(c: OpCase, mix: Mix): Record<string, DType> {
   return out;
 }
 
+/** Starting values of tensors by name, as drawn (not yet rounded to the tensors' types). */
+export type Data = Readonly<Record<string, Numeric>>;
+
 /** The starting values of `c`'s tensors, drawn from `rng` in the order the case lists them. */
-function draw(c: OpCase, rng: Rng): Record<string, Numeric> {
+function draw(c: OpCase, rng: Rng): Data {
   const data: Record<string, Numeric> = {};
   for (const [name, t] of Object.entries(c.tensors)) {
     if (t.init === undefined || t.alias !== undefined) continue;
@@ -258,9 +277,18 @@ function draw(c: OpCase, rng: Rng): Record<string, Numeric> {
   return data;
 }
 
-/** What a tensor of `dtype` holds of `data`: Float64 for floats (rounded), integers as given. */
-function held(data: Numeric, dtype: DType): Numeric {
-  return dtype === "f32" || dtype === "f16" ? stored(data, dtype) : data;
+/** The values `c`'s tensors start with: `data` as `hold` keeps it, and each alias its target's. */
+function startValues(
+  c: OpCase,
+  data: Data,
+  hold: (d: Numeric, name: string) => Held,
+): Record<string, Held> {
+  const v: Record<string, Held> = {};
+  for (const [name, d] of Object.entries(data)) v[name] = hold(d, name);
+  for (const [name, t] of Object.entries(c.tensors)) {
+    if (t.alias !== undefined && t.alias in v) v[name] = v[t.alias];
+  }
+  return v;
 }
 
 const ARRAYS = {
@@ -270,6 +298,22 @@ const ARRAYS = {
   u32: Uint32Array,
   u8: Uint8Array,
 } as const;
+
+/** What a tensor of `dtype` holds of `data` (f64: unrounded): Float64 for floats, else its array. */
+function held(data: Numeric, dtype: DType | "f64"): Held {
+  if (dtype === "f64") return Float64Array.from(data);
+  if (dtype === "f32" || dtype === "f16") return stored(data, dtype);
+  return data instanceof ARRAYS[dtype] ? data : ARRAYS[dtype].from(data);
+}
+
+/** `out` with every array a typed one (a reference may give plain arrays). */
+function asHeld(out: Readonly<Record<string, Numeric | undefined>>): Record<string, Held> {
+  const r: Record<string, Held> = {};
+  for (const [k, a] of Object.entries(out)) {
+    if (a !== undefined) r[k] = ArrayBuffer.isView(a) ? a as Held : Float64Array.from(a);
+  }
+  return r;
+}
 
 /** A tensor of `dtype` and `shape` holding `data` (its own exact-size buffer when `exact`). */
 function upload(gpu: Gpu, data: Numeric, dtype: DType, shape: Shape, exact: boolean): Tensor {
@@ -354,7 +398,7 @@ function compare(
 }
 
 /** The context of a run: each tensor's dtype and whether any is f16. */
-function context(ref: Values, dtypes: Record<string, DType>): OpContext {
+function context(ref: Readonly<Record<string, Numeric>>, dtypes: Record<string, DType>): OpContext {
   return { ref, dtypes, half: Object.values(dtypes).includes("f16") };
 }
 
@@ -366,13 +410,12 @@ function context(ref: Values, dtypes: Record<string, DType>): OpContext {
 async function execute(
   gpu: Gpu,
   c: OpCase,
-  data: Values,
+  data: Data,
   mix: Mix,
   each: (phase: OpPhase, i: number, got: Values, before: Values) => void,
 ): Promise<Values> {
   const dtypes = dtypesOf(c, mix);
-  const v: Record<string, Numeric> = {};
-  for (const [name, d] of Object.entries(data)) v[name] = held(d, dtypes[name]);
+  const v = startValues(c, data, (d, name) => held(d, dtypes[name]));
   const body = async () => {
     const t = allocate(gpu, c, v, dtypes);
     try {
@@ -380,7 +423,7 @@ async function execute(
         phase.gpu(t);
         const names = outputsOf(phase);
         const arrays = await Promise.all(names.map((n) => t[n].toArray()));
-        const got: Record<string, Numeric> = {};
+        const got: Record<string, Held> = {};
         names.forEach((n, k) => {
           const a = arrays[k];
           if (!(a instanceof ARRAYS[dtypes[n]])) {
@@ -416,7 +459,7 @@ async function execute(
 export async function runOp(
   gpu: Gpu,
   c: OpCase,
-  options: { readonly mix?: Mix; readonly data?: Values; readonly seed?: number } = {},
+  options: { readonly mix?: Mix; readonly data?: Data; readonly seed?: number } = {},
 ): Promise<Values> {
   const data = options.data ?? draw(c, new Rng(options.seed ?? 0));
   return await execute(gpu, c, data, options.mix ?? {}, () => {});
@@ -428,10 +471,9 @@ function mixLabel(mix: Mix): string {
 }
 
 /** Checks one case in one mix on the GPU against its CPU reference. */
-async function checkCase(gpu: Gpu, c: OpCase, data: Values, mix: Mix): Promise<void> {
+async function checkCase(gpu: Gpu, c: OpCase, data: Data, mix: Mix): Promise<void> {
   const dtypes = dtypesOf(c, mix);
-  const ref: Record<string, Numeric> = {};
-  for (const [name, d] of Object.entries(data)) ref[name] = held(d, dtypes[name]);
+  const ref: Record<string, Numeric> = startValues(c, data, (d, name) => held(d, dtypes[name]));
   await execute(gpu, c, data, mix, (phase, i, got, before) => {
     const ctx = context({ ...ref }, dtypes);
     const want = phase.cpu(before, ctx);
@@ -454,36 +496,36 @@ async function checkCase(gpu: Gpu, c: OpCase, data: Values, mix: Mix): Promise<v
  * Checks the backward (second phase) of `c`'s CPU reference against central differences of its
  * forward (first phase), in Float64 on the unrounded starting values `data`.
  */
-function checkCaseGradients(c: OpCase, data: Values): void {
+function checkCaseGradients(c: OpCase, data: Data): void {
   const [forward, backward] = c.phases;
   if (!backward || !c.fd) throw new TypeError(`${c.label}: no backward or fd inputs to check`);
   const dtypes = dtypesOf(c, {});
-  const v: Record<string, Numeric> = {};
-  for (const [name, d] of Object.entries(data)) {
-    v[name] = dtypes[name] === "f32" ? Float64Array.from(d) : d;
-  }
+  const v = startValues(
+    c,
+    data,
+    (d, name) => held(d, dtypes[name] === "f32" ? "f64" : dtypes[name]),
+  );
   // Gradients start at zero (a backward that accumulates adds to them).
   for (const name of outputsOf(backward)) {
     if (name in v) v[name] = new Float64Array(size(c.tensors[name].shape));
   }
-  const cotangents = outputsOf(forward).filter((o) => `d${o}` in data);
-  const loss = (values: Values) => {
-    const out = forward.cpu(values, context(values, dtypes));
-    let s = 0;
-    for (const o of cotangents) {
-      const y = out[o]!, dy = values[`d${o}`];
-      for (let i = 0; i < y.length; i++) s += y[i] * dy[i];
-    }
-    return s;
-  };
-  const after = { ...v, ...forward.cpu(v, context(v, dtypes)) } as Values;
+  const after = { ...v, ...asHeld(forward.cpu(v, context(v, dtypes))) };
   const grads = backward.cpu(after, context(after, dtypes));
-  for (const [name, check] of Object.entries(c.fd) as [string, FdCheck][]) {
-    const { grad, ...tol } = check;
+  for (const { wrt, grad, loss, ...tol } of c.fd) {
+    const terms = loss ?? outputsOf(forward).filter((o) => `d${o}` in v);
+    const f = (xv: Float64Array) => {
+      const values: Values = { ...v, [wrt]: xv };
+      const out = forward.cpu(values, context(values, dtypes));
+      let s = 0;
+      for (const o of terms) {
+        const y = out[o]!, dy = values[`d${o}`];
+        for (let i = 0; i < y.length; i++) s += y[i] * dy[i];
+      }
+      return s;
+    };
     const analytic = grads[grad];
     if (analytic === undefined) throw new TypeError(`${c.label}: the backward gives no ${grad}`);
-    const x = Float64Array.from(v[name]);
-    checkGradient((xv) => loss({ ...v, [name]: xv }), x, analytic, {
+    checkGradient(f, Float64Array.from(v[wrt]), analytic, {
       ...tol,
       what: `${c.label}: ${grad} vs finite differences`,
     });

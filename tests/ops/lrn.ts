@@ -62,7 +62,7 @@ export function lrn(c: LrnCase): OpCase {
       tol: { dx: TOL },
       extra: 0.5,
     }],
-    fd: { x: { grad: "dx" } },
+    fd: [{ wrt: "x", grad: "dx" }],
     bindingLimit,
   });
 }
