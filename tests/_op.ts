@@ -34,7 +34,7 @@ import {
   tensorOf,
   testGpu,
 } from "./harness.ts";
-import { withBindingLimit } from "./big.ts";
+import { assertExact, withBindingLimit } from "./big.ts";
 
 /** What a tensor holds on the CPU: Float64 (a reference), or the typed array of its dtype. */
 export type Held =
@@ -48,8 +48,14 @@ export type Held =
 /** Values of tensors by name: Float64 for float tensors, the typed array of integer ones. */
 export type Values<N extends string = string> = Readonly<Record<N, Held>>;
 
-/** Starting values of a tensor of `size` elements, drawn from the suite's seeded `rng`. */
-export type Init = (rng: Rng, size: number) => Numeric;
+/**
+ * Starting values of a tensor of `size` elements, drawn from the suite's seeded `rng`; `drawn`:
+ * the values of the tensors listed before it (to copy them, or to keep away from a kink).
+ */
+export type Init = (rng: Rng, size: number, drawn: Data) => Numeric;
+
+/** Starting values of tensors by name, as drawn (not yet rounded to the tensors' types). */
+export type Data = Readonly<Record<string, Numeric>>;
 
 /** A tensor of an op case. */
 export interface OpTensor {
@@ -79,7 +85,15 @@ export interface OpTensor {
 export type Tol =
   | CloseOptions
   | "exact"
-  | ((dtype: DType, want: Numeric) => CloseOptions | "exact");
+  | ((dtype: DType, want: Numeric, run: TolContext) => CloseOptions | "exact");
+
+/** What a tolerance function is told besides the output's dtype and reference. */
+export interface TolContext {
+  /** What the tensors held before the phase. */
+  readonly v: Values;
+  /** Each tensor's dtype in this run. */
+  readonly dtypes: Readonly<Record<string, DType>>;
+}
 
 /** What a CPU reference is told besides the values. */
 export interface OpContext<N extends string = string> {
@@ -95,8 +109,8 @@ export interface OpContext<N extends string = string> {
 export interface OpPhase<N extends string = string> {
   /** A name for messages (default `forward` for the first phase, `backward` for the second). */
   readonly name?: string;
-  /** Records the kernels on the case's tensors. */
-  readonly gpu: (t: Readonly<Record<N, Tensor>>) => void;
+  /** Records the kernels on the case's tensors; none: a reference only (say, an identity). */
+  readonly gpu?: (t: Readonly<Record<N, Tensor>>) => void;
   /**
    * The Float64 reference of the outputs, from `v`, what the tensors hold before the phase (their
    * starting values rounded to their dtype, then the GPU's outputs of earlier phases; in the
@@ -107,8 +121,13 @@ export interface OpPhase<N extends string = string> {
   readonly tol: Readonly<Partial<Record<N, Tol>>>;
   /** f16 outputs: headroom over one f16 rounding, see {@linkcode f16Tolerance} (default 0). */
   readonly extra?: number | Readonly<Partial<Record<N, number>>>;
-  /** Outputs that must equal another output bit for bit (a fused kernel and the unfused pair). */
+  /**
+   * Outputs that must equal another output (a fused kernel and the unfused pair), element for
+   * element (`===`, or both NaN).
+   */
   readonly same?: Readonly<Partial<Record<N, N>>>;
+  /** Tensors read back after the phase for `check` alone (no reference of their own). */
+  readonly reads?: readonly N[];
   /** Further checks of the outputs `got` against the reference `want`. */
   readonly check?: (got: Values<N>, want: Partial<Record<N, Numeric>>, ctx: OpContext<N>) => void;
 }
@@ -240,7 +259,8 @@ const size = (shape: Shape) => shape.reduce((a, b) => a * b, 1);
 
 /** The names a phase reads back: its outputs and the outputs they must equal. */
 function outputsOf(phase: OpPhase): string[] {
-  return [...new Set([...Object.keys(phase.tol), ...Object.values(phase.same ?? {}) as string[]])];
+  const same = Object.values(phase.same ?? {}) as string[];
+  return [...new Set([...Object.keys(phase.tol), ...same, ...phase.reads ?? []])];
 }
 
 function phaseName(phase: OpPhase, i: number): string {
@@ -260,15 +280,12 @@ function dtypesOf(c: OpCase, mix: Mix): Record<string, DType> {
   return out;
 }
 
-/** Starting values of tensors by name, as drawn (not yet rounded to the tensors' types). */
-export type Data = Readonly<Record<string, Numeric>>;
-
 /** The starting values of `c`'s tensors, drawn from `rng` in the order the case lists them. */
 function draw(c: OpCase, rng: Rng): Data {
   const data: Record<string, Numeric> = {};
   for (const [name, t] of Object.entries(c.tensors)) {
     if (t.init === undefined || t.alias !== undefined) continue;
-    const d = t.init(rng, size(t.shape));
+    const d = t.init(rng, size(t.shape), data);
     if (d.length !== size(t.shape)) {
       throw new TypeError(`${c.label}: ${name} has ${d.length} values for shape [${t.shape}]`);
     }
@@ -386,11 +403,15 @@ function compare(
   got: Numeric,
   want: Numeric,
   tol: Tol,
-  dtype: DType,
-  extra: number,
-  what: string,
+  o: {
+    readonly dtype: DType;
+    readonly extra: number;
+    readonly run: TolContext;
+    readonly what: string;
+  },
 ): void {
-  const t = typeof tol === "function" ? tol(dtype, want) : tol;
+  const { dtype, extra, what } = o;
+  const t = typeof tol === "function" ? tol(dtype, want, o.run) : tol;
   if (t === "exact") assertSame(got, want, what);
   else if (dtype === "f16" && typeof tol !== "function") {
     assertClose(got, want, { ...f16Tolerance(maxAbs(want), extra), what });
@@ -420,6 +441,7 @@ async function execute(
     const t = allocate(gpu, c, v, dtypes);
     try {
       for (const [i, phase] of c.phases.entries()) {
+        if (!phase.gpu) continue;
         phase.gpu(t);
         const names = outputsOf(phase);
         const arrays = await Promise.all(names.map((n) => t[n].toArray()));
@@ -482,10 +504,12 @@ async function checkCase(gpu: Gpu, c: OpCase, data: Data, mix: Mix): Promise<voi
       const w = want[name];
       if (w === undefined) throw new TypeError(`${at}: the CPU reference gives no ${name}`);
       const extra = typeof phase.extra === "object" ? phase.extra[name] : phase.extra;
-      compare(got[name], w, tol, dtypes[name], extra ?? 0, `${at}: ${name}${mixLabel(mix)}`);
+      const what = `${at}: ${name}${mixLabel(mix)}`;
+      const run = { v: before, dtypes };
+      compare(got[name], w, tol, { dtype: dtypes[name], extra: extra ?? 0, run, what });
     }
     for (const [a, b] of Object.entries(phase.same ?? {}) as [string, string][]) {
-      assertSame(got[a], got[b], `${at}: ${a} == ${b}${mixLabel(mix)}`);
+      assertExact(got[a], got[b], `${at}: ${a} == ${b}${mixLabel(mix)}`);
     }
     phase.check?.(got, want, ctx);
     Object.assign(ref, want);
