@@ -280,11 +280,15 @@ function dtypesOf(c: OpCase, mix: Mix): Record<string, DType> {
   return out;
 }
 
-/** The starting values of `c`'s tensors, drawn from `rng` in the order the case lists them. */
-function draw(c: OpCase, rng: Rng): Data {
+/**
+ * The starting values of `c`'s tensors, drawn from `rng` in the order the case lists them (those
+ * `given` taken as they are).
+ */
+function draw(c: OpCase, rng: Rng, given: Data = {}): Data {
   const data: Record<string, Numeric> = {};
   for (const [name, t] of Object.entries(c.tensors)) {
-    if (t.init === undefined || t.alias !== undefined) continue;
+    if (name in given) data[name] = given[name];
+    if (name in given || t.init === undefined || t.alias !== undefined) continue;
     const d = t.init(rng, size(t.shape), data);
     if (d.length !== size(t.shape)) {
       throw new TypeError(`${c.label}: ${name} has ${d.length} values for shape [${t.shape}]`);
@@ -469,7 +473,7 @@ async function execute(
 
 /**
  * Runs `c` on the GPU and returns what every tensor holds after its phases, unchecked (for tests
- * that assert something else than the reference). `data`: starting values by name (default:
+ * that assert something else than the reference). `data`: starting values by name (the others
  * drawn from `new Rng(seed)`, seed 0).
  *
  * @example
@@ -483,7 +487,7 @@ export async function runOp(
   c: OpCase,
   options: { readonly mix?: Mix; readonly data?: Data; readonly seed?: number } = {},
 ): Promise<Values> {
-  const data = options.data ?? draw(c, new Rng(options.seed ?? 0));
+  const data = draw(c, new Rng(options.seed ?? 0), options.data);
   return await execute(gpu, c, data, options.mix ?? {}, () => {});
 }
 
