@@ -103,6 +103,11 @@ export interface OpContext<N extends string = string> {
   readonly dtypes: Readonly<Record<N, DType>>;
   /** Whether any float tensor of the run is f16. */
   readonly half: boolean;
+  /**
+   * Whether this is the finite-difference check: the forward must then be smooth (a reference
+   * that rounds to f32 as the kernel does must not round there).
+   */
+  readonly fd: boolean;
 }
 
 /** One step of an op case: what the GPU records and what the CPU reference says it gives. */
@@ -423,8 +428,12 @@ function compare(
 }
 
 /** The context of a run: each tensor's dtype and whether any is f16. */
-function context(ref: Readonly<Record<string, Numeric>>, dtypes: Record<string, DType>): OpContext {
-  return { ref, dtypes, half: Object.values(dtypes).includes("f16") };
+function context(
+  ref: Readonly<Record<string, Numeric>>,
+  dtypes: Record<string, DType>,
+  fd = false,
+): OpContext {
+  return { ref, dtypes, half: Object.values(dtypes).includes("f16"), fd };
 }
 
 /**
@@ -537,13 +546,13 @@ function checkCaseGradients(c: OpCase, data: Data): void {
   for (const name of outputsOf(backward)) {
     if (name in v) v[name] = new Float64Array(size(c.tensors[name].shape));
   }
-  const after = { ...v, ...asHeld(forward.cpu(v, context(v, dtypes))) };
-  const grads = backward.cpu(after, context(after, dtypes));
+  const after = { ...v, ...asHeld(forward.cpu(v, context(v, dtypes, true))) };
+  const grads = backward.cpu(after, context(after, dtypes, true));
   for (const { wrt, grad, loss, ...tol } of c.fd) {
     const terms = loss ?? outputsOf(forward).filter((o) => `d${o}` in v);
     const f = (xv: Float64Array) => {
       const values: Values = { ...v, [wrt]: xv };
-      const out = forward.cpu(values, context(values, dtypes));
+      const out = forward.cpu(values, context(values, dtypes, true));
       let s = 0;
       for (const o of terms) {
         const y = out[o]!, dy = values[`d${o}`];
