@@ -144,10 +144,10 @@ export interface FdCheck<N extends string = string> extends CloseOptions {
   /** The output of the backward (second phase) holding its gradient. */
   readonly grad: N;
   /**
-   * The forward outputs `o` in the loss `sum of o * do` (`do`: the tensor named `d` + `o`);
-   * default every forward output that has one.
+   * The loss: the sum over its entries `o: do` of `o * do` (`o` a forward output, `do` a tensor
+   * of cotangents); default every forward output `o` with a tensor named `d` + `o`.
    */
-  readonly loss?: readonly N[];
+  readonly loss?: Readonly<Partial<Record<N, N>>>;
   /** The step of the central differences (default 1e-6). */
   readonly eps?: number;
 }
@@ -189,6 +189,8 @@ export interface OpSuite<P> {
   readonly fd?: readonly P[];
   /** The dtype mixes to run each GPU case in (default: everything f32). */
   readonly mixes?: readonly Mix[];
+  /** A check over all GPU cases once they passed (say, that they reached every regime). */
+  readonly after?: () => void;
 }
 
 /**
@@ -549,13 +551,15 @@ function checkCaseGradients(c: OpCase, data: Data): void {
   const after = { ...v, ...asHeld(forward.cpu(v, context(v, dtypes, true))) };
   const grads = backward.cpu(after, context(after, dtypes, true));
   for (const { wrt, grad, loss, ...tol } of c.fd) {
-    const terms = loss ?? outputsOf(forward).filter((o) => `d${o}` in v);
+    const terms = Object.entries(
+      loss ?? Object.fromEntries(outputsOf(forward).map((o) => [o, `d${o}`]).filter(([, d]) => d in v)),
+    ) as [string, string][];
     const f = (xv: Float64Array) => {
       const values: Values = { ...v, [wrt]: xv };
       const out = forward.cpu(values, context(values, dtypes, true));
       let s = 0;
-      for (const o of terms) {
-        const y = out[o]!, dy = values[`d${o}`];
+      for (const [o, d] of terms) {
+        const y = out[o]!, dy = values[d];
         for (let i = 0; i < y.length; i++) s += y[i] * dy[i];
       }
       return s;
@@ -585,6 +589,7 @@ export async function checkOp<P>(gpu: Gpu, suite: OpSuite<P>): Promise<void> {
     const data = draw(c, rng);
     for (const mix of suite.mixes ?? [{}]) await checkCase(gpu, c, data, mix);
   }
+  suite.after?.();
 }
 
 /**

@@ -71,7 +71,6 @@ export function pool2d(c: PoolCase): OpCase {
     tensors: {
       x: input(shape),
       dy: input(out),
-      dya: output(out, { alias: "dy" }),
       y: output(out),
       argmax: output(out, { dtype: "i32" }),
       ya: output(out),
@@ -101,8 +100,8 @@ export function pool2d(c: PoolCase): OpCase {
       tol: { dx: TOL, dxa: TOL },
     }],
     fd: [
-      { wrt: "x", grad: "dx", loss: ["y"] },
-      { wrt: "x", grad: "dxa", loss: ["ya"] },
+      { wrt: "x", grad: "dx", loss: { y: "dy" } },
+      { wrt: "x", grad: "dxa", loss: { ya: "dy" } },
     ],
     bindingLimit,
   });
