@@ -502,6 +502,25 @@ export async function runOp(
   return await execute(gpu, c, data, options.mix ?? {}, () => {});
 }
 
+/**
+ * Checks `c` on the GPU against its CPU reference in `mix` (default all f32), from starting values
+ * `data` (the others drawn from `new Rng(seed)`, seed 0): one case of a suite, for a test that
+ * also asserts something else on the same data.
+ *
+ * @example
+ * ```ts ignore
+ * await checkOpCase(gpu, prepareBatchOp({ p, count }), { data: { images, srcLabels, indices } });
+ * ```
+ */
+export async function checkOpCase(
+  gpu: Gpu,
+  c: OpCase,
+  options: { readonly mix?: Mix; readonly data?: Data; readonly seed?: number } = {},
+): Promise<void> {
+  const data = draw(c, new Rng(options.seed ?? 0), options.data);
+  await checkCase(gpu, c, data, options.mix ?? {});
+}
+
 function mixLabel(mix: Mix): string {
   const keys = Object.entries(mix);
   return keys.length ? ` (${keys.map(([k, d]) => `${k} ${d}`).join(", ")})` : "";
