@@ -503,6 +503,27 @@ export async function runOp(
 }
 
 /**
+ * Runs `c` on the GPU as {@linkcode runOp} does and returns what each phase wrote (its outputs
+ * read back), unchecked: for tests that compare the phases of two runs.
+ *
+ * @example
+ * ```ts ignore
+ * const steps = await runOpPhases(gpu, sgd({ n: 7, p: { lr: 0.1 } }));
+ * steps[2].param; // after the third step
+ * ```
+ */
+export async function runOpPhases(
+  gpu: Gpu,
+  c: OpCase,
+  options: { readonly mix?: Mix; readonly data?: Data; readonly seed?: number } = {},
+): Promise<Values[]> {
+  const data = draw(c, new Rng(options.seed ?? 0), options.data);
+  const out: Values[] = [];
+  await execute(gpu, c, data, options.mix ?? {}, (_phase, _i, got) => out.push(got));
+  return out;
+}
+
+/**
  * Checks `c` on the GPU against its CPU reference in `mix` (default all f32), from starting values
  * `data` (the others drawn from `new Rng(seed)`, seed 0): one case of a suite, for a test that
  * also asserts something else on the same data.
@@ -546,7 +567,7 @@ async function checkCase(gpu: Gpu, c: OpCase, data: Data, mix: Mix): Promise<voi
       assertExact(got[a], got[b], `${at}: ${a} == ${b}${mixLabel(mix)}`);
     }
     phase.check?.(got, want, ctx);
-    Object.assign(ref, want);
+    for (const [name, w] of Object.entries(want)) if (w !== undefined) ref[name] = w;
   });
 }
 
@@ -630,7 +651,7 @@ export function checkOpGradients<P>(suite: OpSuite<P>): void {
 
 /**
  * Registers `suite` with `Deno.test`: `<name>: CPU backward vs finite differences` for its `fd`
- * cases (no GPU needed) and `<name>: GPU vs CPU reference` for its GPU cases (ignored without
+ * cases (no GPU needed) and `<name>: GPU vs reference` for its GPU cases (ignored without
  * `shader-f16` when a mix holds an f16 tensor).
  *
  * @example
@@ -644,7 +665,7 @@ export function testOp<P>(suite: OpSuite<P>): void {
   }
   if (suite.cases?.length) {
     const half = (suite.mixes ?? []).some((m) => Object.values(m).includes("f16"));
-    Deno.test(`${suite.name}: GPU vs CPU reference`, half ? F16_TEST : GPU_TEST, async () => {
+    Deno.test(`${suite.name}: GPU vs reference`, half ? F16_TEST : GPU_TEST, async () => {
       await checkOp(await testGpu(), suite);
     });
   }
