@@ -13,6 +13,9 @@
  * the output, the mix, the max abs / rel error and the first bad index. Cases and suites use no
  * Deno API (they are to run in a browser too); {@linkcode testOp} is the `Deno.test` layer.
  *
+ * One module past ~500 lines on purpose: the description of a case (half of it, its documented
+ * types) and the engine that runs it read together.
+ *
  * @module
  */
 
@@ -440,8 +443,8 @@ function context(
 
 /**
  * Runs the phases of `c` on the GPU with the starting values `data` (what {@linkcode checkOp}
- * draws) in the dtypes of `mix`, calling `each` after every phase with the outputs read back;
- * returns the values of every tensor after the last phase (the starting ones where unwritten).
+ * draws) in the dtypes of `mix`, calling `each` after every phase with the outputs read back and
+ * what the tensors held before it.
  */
 async function execute(
   gpu: Gpu,
@@ -449,7 +452,7 @@ async function execute(
   data: Data,
   mix: Mix,
   each: (phase: OpPhase, i: number, got: Values, before: Values) => void,
-): Promise<Values> {
+): Promise<void> {
   const dtypes = dtypesOf(c, mix);
   const v = startValues(c, data, (d, name) => held(d, dtypes[name]));
   const body = async () => {
@@ -479,32 +482,21 @@ async function execute(
     }
   };
   await (c.bindingLimit === undefined ? body() : withBindingLimit(c.bindingLimit, body));
-  return v;
+}
+
+/** How {@linkcode runOp}, {@linkcode runOpPhases} and {@linkcode checkOpCase} run one case. */
+export interface RunOptions {
+  /** The dtype mix (default every float tensor f32). */
+  readonly mix?: Mix;
+  /** Starting values by name; the others are drawn from `new Rng(seed)`. */
+  readonly data?: Data;
+  /** The seed of the values not in `data` (default 0). */
+  readonly seed?: number;
 }
 
 /**
- * Runs `c` on the GPU and returns what every tensor holds after its phases, unchecked (for tests
- * that assert something else than the reference). `data`: starting values by name (the others
- * drawn from `new Rng(seed)`, seed 0).
- *
- * @example
- * ```ts ignore
- * const out = await runOp(gpu, maxPool({ n: 1, c: 1, h: 4, w: 4, kernel: 2 }));
- * out.argmax; // Int32Array
- * ```
- */
-export async function runOp(
-  gpu: Gpu,
-  c: OpCase,
-  options: { readonly mix?: Mix; readonly data?: Data; readonly seed?: number } = {},
-): Promise<Values> {
-  const data = draw(c, new Rng(options.seed ?? 0), options.data);
-  return await execute(gpu, c, data, options.mix ?? {}, () => {});
-}
-
-/**
- * Runs `c` on the GPU as {@linkcode runOp} does and returns what each phase wrote (its outputs
- * read back), unchecked: for tests that compare the phases of two runs.
+ * Runs `c` on the GPU and returns what each phase wrote (its outputs read back), unchecked: for
+ * tests that assert something else than the reference, or compare two runs.
  *
  * @example
  * ```ts ignore
@@ -512,34 +504,37 @@ export async function runOp(
  * steps[2].param; // after the third step
  * ```
  */
-export async function runOpPhases(
-  gpu: Gpu,
-  c: OpCase,
-  options: { readonly mix?: Mix; readonly data?: Data; readonly seed?: number } = {},
-): Promise<Values[]> {
-  const data = draw(c, new Rng(options.seed ?? 0), options.data);
+export async function runOpPhases(gpu: Gpu, c: OpCase, o: RunOptions = {}): Promise<Values[]> {
   const out: Values[] = [];
-  await execute(gpu, c, data, options.mix ?? {}, (_phase, _i, got) => out.push(got));
+  const data = draw(c, new Rng(o.seed ?? 0), o.data);
+  await execute(gpu, c, data, o.mix ?? {}, (_phase, _i, got) => out.push(got));
   return out;
 }
 
 /**
- * Checks `c` on the GPU against its CPU reference in `mix` (default all f32), from starting values
- * `data` (the others drawn from `new Rng(seed)`, seed 0): one case of a suite, for a test that
- * also asserts something else on the same data.
+ * {@linkcode runOpPhases}, the outputs of all phases in one record (a later phase's win).
+ *
+ * @example
+ * ```ts ignore
+ * const out = await runOp(gpu, pool2d({ n: 1, c: 1, h: 4, w: 4, kernel: 2 }));
+ * out.argmax; // Int32Array
+ * ```
+ */
+export async function runOp(gpu: Gpu, c: OpCase, o: RunOptions = {}): Promise<Values> {
+  return Object.assign({}, ...await runOpPhases(gpu, c, o));
+}
+
+/**
+ * Checks `c` on the GPU against its CPU reference: one case of a suite, on given data, for a
+ * test that also asserts something else on the same data.
  *
  * @example
  * ```ts ignore
  * await checkOpCase(gpu, prepareBatchOp({ p, count }), { data: { images, srcLabels, indices } });
  * ```
  */
-export async function checkOpCase(
-  gpu: Gpu,
-  c: OpCase,
-  options: { readonly mix?: Mix; readonly data?: Data; readonly seed?: number } = {},
-): Promise<void> {
-  const data = draw(c, new Rng(options.seed ?? 0), options.data);
-  await checkCase(gpu, c, data, options.mix ?? {});
+export async function checkOpCase(gpu: Gpu, c: OpCase, o: RunOptions = {}): Promise<void> {
+  await checkCase(gpu, c, draw(c, new Rng(o.seed ?? 0), o.data), o.mix ?? {});
 }
 
 function mixLabel(mix: Mix): string {
@@ -592,7 +587,8 @@ function checkCaseGradients(c: OpCase, data: Data): void {
   const grads = backward.cpu(after, context(after, dtypes, true));
   for (const { wrt, grad, loss, ...tol } of c.fd) {
     const terms = Object.entries(
-      loss ?? Object.fromEntries(outputsOf(forward).map((o) => [o, `d${o}`]).filter(([, d]) => d in v)),
+      loss ??
+        Object.fromEntries(outputsOf(forward).map((o) => [o, `d${o}`]).filter(([, d]) => d in v)),
     ) as [string, string][];
     const f = (xv: Float64Array) => {
       const values: Values = { ...v, [wrt]: xv };

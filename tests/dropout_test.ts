@@ -11,7 +11,7 @@ import {
   dropoutMaskWords,
   dropoutThreshold,
 } from "../kernels/dropout.ts";
-import { f32, F16_TEST, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { F16_TEST, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { dropoutKeepRef, pcgRef } from "./cpu_ref/dropout.ts";
 import { assertExact, atDeviceLimit, deviceLimit, fastFill, readSlices } from "./big.ts";
 import { runOp, testOp } from "./_op.ts";
