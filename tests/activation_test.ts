@@ -1,7 +1,7 @@
-// Tests of kernels/activation.ts: the CPU reference against finite differences, the GPU kernels
-// against the CPU reference (vec4 and scalar paths, in place), PyTorch's values at the kinks,
-// extreme inputs, and argument validation; f16 and mixed dtypes against the CPU on f16-rounded
-// inputs and bit for bit against the f32 kernels rounded once.
+// Tests of kernels/activation.ts: the suites of tests/ops/activation.ts (GPU vs the Float64 CPU
+// reference on several sizes, in place and on exact-size buffers, in f16 and mixed dtypes; the CPU
+// backward vs finite differences), PyTorch's values at the kinks, extreme inputs, argument
+// validation, a tensor past one binding, and f16 bit for bit against the f32 kernels rounded once.
 import assert from "node:assert/strict";
 import {
   activationBackward,
@@ -10,113 +10,22 @@ import {
 } from "../kernels/activation.ts";
 import {
   assertClose,
-  checkGradient,
-  exactTensor,
   f16,
   F16_TEST,
   f16Tolerance,
   f32,
   GPU_TEST,
-  maxAbs,
-  outTol,
   Rng,
   roundF16,
   stored,
-  tensorOf,
   testGpu,
 } from "./harness.ts";
 import { activationBackwardRef, activationForwardRef } from "./cpu_ref/activation.ts";
 import { assertExact, atDeviceLimit, deviceLimit, fastFill, readSlices } from "./big.ts";
+import { testOp } from "./_op.ts";
+import { ACTIVATION_SUITES, activationInputs, KINDS } from "./ops/activation.ts";
 
-const KINDS: ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];
-const SIZES = [1, 7, 1000, 4099, 65541];
-
-/** Inputs spread over every regime, away from the kinks (finite differences need smoothness). */
-function inputs(rng: Rng, n: number): Float64Array {
-  const x = rng.normalArray(n).map((v) => v * 4);
-  for (let i = 0; i < n; i++) {
-    for (const k of [0, 6]) if (Math.abs(x[i] - k) < 1e-3) x[i] = k + 0.5;
-  }
-  return x;
-}
-
-Deno.test("activation CPU backward matches finite differences of the CPU forward", () => {
-  const rng = new Rng(11);
-  for (const kind of KINDS) {
-    const x = inputs(rng, 40);
-    const w = rng.normalArray(40);
-    const f = (v: Float64Array) => {
-      const y = activationForwardRef(v, kind);
-      return y.reduce((s, yi, i) => s + yi * w[i], 0);
-    };
-    const analytic = activationBackwardRef(w, activationForwardRef(x, kind), kind);
-    checkGradient(f, x, analytic, { what: `${kind} backward`, rtol: 1e-5, atol: 1e-7 });
-  }
-});
-
-Deno.test("activation forward/backward: GPU matches CPU on several sizes", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const rng = new Rng(12);
-  for (const n of SIZES) {
-    const xs = inputs(rng, n);
-    const dys = rng.normalArray(n);
-    const x = gpu.tensor(f32(xs), { shape: [n] });
-    const dy = gpu.tensor(f32(dys), { shape: [n] });
-    for (const kind of KINDS) {
-      const y = gpu.empty([n]);
-      const dx = gpu.empty([n]);
-      activationForward({ y, x }, { kind });
-      activationBackward({ dx, dy, y }, { kind });
-      const yGpu = await y.toArray();
-      // f32 inputs: compare with the Float64 reference of the same f32 values.
-      assertClose(yGpu, activationForwardRef(f32(xs), kind), {
-        rtol: 2e-6,
-        atol: 1e-7,
-        what: `${kind} forward n=${n}`,
-      });
-      assertClose(await dx.toArray(), activationBackwardRef(f32(dys), yGpu, kind), {
-        rtol: 1e-5,
-        atol: 1e-7,
-        what: `${kind} backward n=${n}`,
-      });
-      y.dispose();
-      dx.dispose();
-    }
-    x.dispose();
-    dy.dispose();
-  }
-});
-
-Deno.test(
-  "activation in place (y = x, dx = dy) and on exact-size buffers (scalar path)",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(13);
-    for (const n of [1, 7, 13]) {
-      const xs = f32(inputs(rng, n));
-      const dys = f32(rng.normalArray(n));
-      for (const kind of KINDS) {
-        const yRef = activationForwardRef(xs, kind);
-        for (const exact of [false, true]) {
-          const t = exact ? exactTensor(gpu, xs) : gpu.tensor(xs, { shape: [n] });
-          activationForward({ y: t, x: t }, { kind });
-          const y = await t.toArray();
-          assertClose(y, yRef, { rtol: 2e-6, atol: 1e-7, what: `${kind} in place exact=${exact}` });
-          const g = exact ? exactTensor(gpu, dys) : gpu.tensor(dys, { shape: [n] });
-          activationBackward({ dx: g, dy: g, y: t }, { kind });
-          assertClose(await g.toArray(), activationBackwardRef(dys, y, kind), {
-            rtol: 1e-5,
-            atol: 1e-7,
-            what: `${kind} backward in place exact=${exact}`,
-          });
-          t.dispose();
-          g.dispose();
-        }
-      }
-    }
-  },
-);
+for (const suite of ACTIVATION_SUITES) testOp(suite);
 
 Deno.test("activation kinks follow PyTorch; extreme inputs give no NaN", GPU_TEST, async () => {
   const gpu = await testGpu();
@@ -211,95 +120,14 @@ Deno.test(
 
 // ------------------------------------------------------------------ f16 ----
 
-/**
- * `extra` of the f16 outputs: no reduction, f is evaluated in f32 (error < 1e-6 relative, 1/500 of
- * an f16 half-ulp), then rounded once; 0.01 covers that f32 error where it tips the rounding. f32
- * outputs keep the f32 evaluation's error (as in the f32 tests above).
- */
+/** `extra` of the f16 outputs (see tests/ops/activation.ts). */
 const EXTRA = 0.01;
 
-/** dtype mixes: training (x, y, dx, dy all f16) and others. */
-const F16_MIXES = [
-  { x: "f16", y: "f16", dx: "f16", dy: "f16" }, // training
-  { x: "f32", y: "f16", dx: "f32", dy: "f16" },
-  { x: "f16", y: "f32", dx: "f16", dy: "f32" },
-] as const;
-
 Deno.test(
-  "f16: activation forward/backward match the CPU on f16-rounded inputs",
+  "f16: activation kinks; extremes",
   F16_TEST,
   async () => {
     const gpu = await testGpu();
-    const rng = new Rng(17);
-    for (const n of [7, 1001]) {
-      const xs = inputs(rng, n), dys = rng.normalArray(n);
-      for (const mix of F16_MIXES) {
-        const x = tensorOf(gpu, xs, { dtype: mix.x, shape: [n] });
-        const dy = tensorOf(gpu, dys, { dtype: mix.dy, shape: [n] });
-        const xRef = stored(xs, mix.x), dyRef = stored(dys, mix.dy);
-        for (const kind of KINDS) {
-          const what = `${kind} n=${n} ${JSON.stringify(mix)}`;
-          const y = gpu.empty([n], { dtype: mix.y });
-          const dx = gpu.empty([n], { dtype: mix.dx });
-          activationForward({ y, x }, { kind });
-          activationBackward({ dx, dy, y }, { kind });
-          const yGpu = await y.toArray();
-          const yRef = activationForwardRef(xRef, kind);
-          assertClose(
-            yGpu,
-            yRef,
-            outTol(mix.y, yRef, {
-              extra: EXTRA,
-              f32: { rtol: 2e-6, atol: 1e-7 },
-              what: `forward ${what}`,
-            }),
-          );
-          // The backward from the y the kernel read (f16 values when y is f16).
-          const dxRef = activationBackwardRef(dyRef, yGpu, kind);
-          assertClose(
-            await dx.toArray(),
-            dxRef,
-            outTol(mix.dx, dxRef, {
-              extra: EXTRA,
-              f32: { rtol: 1e-5, atol: 1e-7 },
-              what: `backward ${what}`,
-            }),
-          );
-          y.dispose();
-          dx.dispose();
-        }
-        x.dispose();
-        dy.dispose();
-      }
-    }
-  },
-);
-
-Deno.test(
-  "f16: activation in place on exact-size buffers (scalar path); kinks; extremes",
-  F16_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(18);
-    for (const n of [5, 13]) {
-      const xs = f16(inputs(rng, n)), dys = f16(rng.normalArray(n));
-      for (const kind of KINDS) {
-        const t = exactTensor(gpu, xs);
-        activationForward({ y: t, x: t }, { kind });
-        const y = await t.toArray();
-        const yRef = activationForwardRef(xs, kind);
-        assertClose(y, yRef, { ...f16Tolerance(maxAbs(yRef), EXTRA), what: `${kind} in place` });
-        const g = exactTensor(gpu, dys);
-        activationBackward({ dx: g, dy: g, y: t }, { kind });
-        const dxRef = activationBackwardRef(dys, y, kind);
-        assertClose(await g.toArray(), dxRef, {
-          ...f16Tolerance(maxAbs(dxRef), EXTRA),
-          what: `${kind} backward in place`,
-        });
-        t.dispose();
-        g.dispose();
-      }
-    }
     // PyTorch's kinks in f16 (0 and 6 are exact), and f16's extremes (±65504, subnormals).
     const xs = f16([0, -0, 6, -65504, 65504, -100, 100, 2 ** -24, -(2 ** -24), 0.2, 11, -11]);
     const n = xs.length;
@@ -362,7 +190,7 @@ Deno.test(
     const rng = new Rng(19);
     const n = 1001;
     // f16-representable inputs: the f32 kernel then computes from the same values.
-    const xs = roundF16(inputs(rng, n)), dys = roundF16(rng.normalArray(n));
+    const xs = roundF16(activationInputs(rng, n)), dys = roundF16(rng.normalArray(n));
     const x32 = gpu.tensor(f32(xs), { shape: [n] }), x16 = gpu.tensor(f16(xs), { shape: [n] });
     const dy32 = gpu.tensor(f32(dys), { shape: [n] }), dy16 = gpu.tensor(f16(dys), { shape: [n] });
     for (const kind of KINDS) {

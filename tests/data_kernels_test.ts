@@ -1,7 +1,9 @@
-// Tests of the data kernels (kernels/data.ts): prepareBatch and resizeBilinear against the
-// Float64 CPU reference (tests/cpu_ref/data.ts) and PyTorch fixtures (tests/fixtures/
-// resize_bilinear.json, made by tests/fixtures/make_resize.py); f16 outputs / inputs against the
-// reference and bit for bit against the f32 kernels rounded once.
+// Tests of the data kernels (kernels/data.ts): the suites of tests/ops/data.ts (prepareBatch and
+// resizeBilinear against the Float64 CPU reference of tests/cpu_ref/data.ts, in f32, f16 and
+// ranges), PyTorch fixtures (tests/fixtures/resize_bilinear.json, made by
+// tests/fixtures/make_resize.py), the augmentations (crop, flip, resized crop, reproducibility),
+// labels, validation, tensors past one binding, and f16 bit for bit against the f32 kernels
+// rounded once.
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
@@ -12,20 +14,7 @@ import {
   type PrepareBatchParams,
   resizeBilinear,
 } from "../kernels/data.ts";
-import {
-  assertClose,
-  f16,
-  F16_TEST,
-  f16Tolerance,
-  GPU_TEST,
-  maxAbs,
-  outTol,
-  Rng,
-  roundF16,
-  stored,
-  tensorOf,
-  testGpu,
-} from "./harness.ts";
+import { assertClose, F16_TEST, GPU_TEST, Rng, roundF16, tensorOf, testGpu } from "./harness.ts";
 import { augmentRef, prepareBatchRef, resizeBilinearRef, rnd } from "./cpu_ref/data.ts";
 import {
   assertExact,
@@ -35,21 +24,18 @@ import {
   sampleUnits,
   withBindingLimit,
 } from "./big.ts";
+import { checkOpCase, runOp, testOp } from "./_op.ts";
+import {
+  PREPARE_SUITES,
+  prepareBatchOp,
+  prepareTol,
+  randomBytes,
+  RESIZE_SUITES,
+  TOL,
+} from "./ops/data.ts";
 
-// f32 tolerances: values are in [0, 1]; the source coordinate (up to ~32) carries f32 rounding
-// (the GPU may fuse its multiply-add), about 2e-6 of a pixel step. Normalization divides the
-// absolute error by std.
-const TOL = { rtol: 1e-5, atol: 2e-6 };
-
-function tolFor(p: PrepareBatchParams): { rtol: number; atol: number } {
-  return p.std ? { rtol: TOL.rtol, atol: TOL.atol / Math.min(...p.std) } : TOL;
-}
-
-function randomBytes(rng: Rng, n: number): Uint8Array {
-  const a = new Uint8Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.int(256);
-  return a;
-}
+for (const suite of PREPARE_SUITES) testOp(suite);
+for (const suite of RESIZE_SUITES) testOp(suite);
 
 interface Data {
   images: Uint8Array;
@@ -74,23 +60,14 @@ async function runPrepare(
   p: PrepareBatchParams,
   options: { readonly dtype?: FloatDType } = {},
 ): Promise<{ x: Float32Array | Float16Array; labels: Int32Array }> {
-  return await gpu.scope(async () => {
-    const images = gpu.tensor(d.images, { shape: [d.count, p.channels, p.srcH, p.srcW] });
-    const srcLabels = gpu.tensor(d.labels, { shape: [d.count] });
-    const idx = gpu.tensor(new Uint32Array(indices), { shape: [indices.length] });
-    const x = gpu.empty([p.batch, p.channels, p.dstH, p.dstW], { dtype: options.dtype ?? "f32" });
-    const labels = gpu.empty([p.batch], { dtype: "i32" });
-    prepareBatch({ x, labels, images, srcLabels, indices: idx }, p);
-    return { x: await x.toArray(), labels: await labels.toArray() };
+  const out = await runOp(gpu, prepareBatchOp({ name: "", p, count: d.count }), {
+    data: { images: d.images, srcLabels: d.labels, indices },
+    mix: { x: options.dtype ?? "f32" },
   });
+  return { x: out.x as Float32Array | Float16Array, labels: out.labels as Int32Array };
 }
 
-/**
- * prepareBatch into an `x` of `dtype` (default f32) against the Float64 reference. f32: the
- * tolerance {@linkcode tolFor}. f16: the value is computed in f32 (bilinear weights of at most 4
- * taps, error ~2e-6 of a pixel step, see TOL) and rounded once to f16; the inputs are bytes
- * (exact). No reduction: extra 0.01 covers the f32 error where it tips the rounding.
- */
+/** prepareBatch into an `x` of `dtype` (default f32) against the Float64 reference. */
 async function checkAgainstRef(
   gpu: Gpu,
   d: Data,
@@ -99,45 +76,15 @@ async function checkAgainstRef(
   what: string,
   options: { readonly dtype?: FloatDType } = {},
 ): Promise<void> {
-  const got = await runPrepare(gpu, d, indices, p, options);
-  const ref = prepareBatchRef(d.images, d.labels, indices, p);
-  const label = options.dtype === "f16" ? `${what} x (f16)` : `${what} x`;
-  assertClose(
-    got.x,
-    ref.x,
-    outTol(options.dtype, ref.x, { extra: 0.01, f32: tolFor(p), what: label }),
-  );
-  assert.deepEqual([...got.labels], [...ref.labels], `${what} labels`);
+  await checkOpCase(gpu, prepareBatchOp({ name: what, p, count: d.count }), {
+    data: { images: d.images, srcLabels: d.labels, indices },
+    mix: { x: options.dtype ?? "f32" },
+  });
 }
 
 function shuffled(rng: Rng, count: number, batch: number): number[] {
   return Array.from({ length: batch }, () => rng.int(count));
 }
-
-Deno.test(
-  "prepareBatch matches the CPU reference on the seed models' resizes",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(11);
-    const cases: [string, number, number, number, number, number, number][] = [
-      // name, batch, channels, srcH, srcW, dstH, dstW
-      ["28->28 identity", 5, 1, 28, 28, 28, 28],
-      ["28->96", 3, 1, 28, 28, 96, 96],
-      ["28->224", 1, 1, 28, 28, 224, 224],
-      ["28->13 downscale", 7, 1, 28, 28, 13, 13],
-      ["32->40 rgb", 2, 3, 32, 32, 40, 40],
-      ["odd 5x7->11x3", 3, 2, 5, 7, 11, 3],
-      ["1x1 -> 3x2", 1, 3, 1, 1, 3, 2],
-      ["9x9 -> 1x1", 2, 1, 9, 9, 1, 1],
-    ];
-    for (const [name, batch, c, h, w, oh, ow] of cases) {
-      const d = makeData(rng, 13, c, h, w);
-      const p = { batch, channels: c, srcH: h, srcW: w, dstH: oh, dstW: ow };
-      await checkAgainstRef(gpu, d, shuffled(rng, d.count, batch), p, name);
-    }
-  },
-);
 
 Deno.test("28->28 without augmentation is the exact u8/255 gather", GPU_TEST, async () => {
   const gpu = await testGpu();
@@ -194,10 +141,10 @@ Deno.test("resize and normalization match PyTorch's F.interpolate fixtures", GPU
       ...(fx.mean && fx.std ? { mean: fx.mean, std: fx.std } : {}),
     };
     const got = await runPrepare(gpu, d, Array.from({ length: n }, (_, i) => i), p);
-    assertClose(got.x, fx.output, { ...tolFor(p), what: `prepareBatch vs torch ${fx.name}` });
+    assertClose(got.x, fx.output, { ...prepareTol(p), what: `prepareBatch vs torch ${fx.name}` });
     // The CPU reference agrees with PyTorch too.
     const ref = prepareBatchRef(images, d.labels, Array.from({ length: n }, (_, i) => i), p);
-    assertClose(ref.x, fx.output, { ...tolFor(p), what: `cpu ref vs torch ${fx.name}` });
+    assertClose(ref.x, fx.output, { ...prepareTol(p), what: `cpu ref vs torch ${fx.name}` });
     if (!fx.mean) {
       // resizeBilinear on the f32 image.
       const y = await gpu.scope(async () => {
@@ -209,54 +156,6 @@ Deno.test("resize and normalization match PyTorch's F.interpolate fixtures", GPU
       assertClose(y, fx.output, { ...TOL, what: `resizeBilinear vs torch ${fx.name}` });
     }
   }
-});
-
-Deno.test("resizeBilinear matches the CPU reference on odd shapes", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const rng = new Rng(5);
-  const cases: [number, number, number, number, number, number][] = [
-    [2, 3, 7, 5, 13, 4],
-    [1, 1, 1, 1, 5, 3],
-    [3, 2, 28, 28, 13, 17],
-  ];
-  for (const [n, c, h, w, oh, ow] of cases) {
-    const x = rng.normalArray(n * c * h * w);
-    const y = await gpu.scope(async () => {
-      const xt = gpu.tensor(Float32Array.from(x), { shape: [n, c, h, w] });
-      const yt = gpu.empty([n, c, oh, ow]);
-      resizeBilinear({ y: yt, x: xt }, { outH: oh, outW: ow });
-      return await yt.toArray();
-    });
-    const ref = resizeBilinearRef(Float32Array.from(x), n * c, h, w, oh, ow);
-    assertClose(y, ref, { rtol: 1e-5, atol: 1e-5, what: `resize ${[n, c, h, w]}->${[oh, ow]}` });
-  }
-});
-
-Deno.test("normalization with per-channel mean/std matches the reference", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const rng = new Rng(17);
-  const d = makeData(rng, 9, 3, 32, 32);
-  await checkAgainstRef(gpu, d, [8, 1, 4], {
-    batch: 3,
-    channels: 3,
-    srcH: 32,
-    srcW: 32,
-    dstH: 40,
-    dstW: 40,
-    mean: [0.4914, 0.4822, 0.4465],
-    std: [0.247, 0.243, 0.261],
-  }, "cifar-style normalize");
-  const g = makeData(rng, 4, 1, 28, 28);
-  await checkAgainstRef(gpu, g, [3, 3, 0], {
-    batch: 3,
-    channels: 1,
-    srcH: 28,
-    srcW: 28,
-    dstH: 96,
-    dstW: 96,
-    mean: [0.286],
-    std: [0.353],
-  }, "gray normalize");
 });
 
 Deno.test("crop with zero padding places the image at the drawn offset", GPU_TEST, async () => {
@@ -596,7 +495,10 @@ Deno.test(
         check.forEach((b, i) => {
           // The reference of the one image (the augmentation depends only on seed and index).
           const ref = prepareBatchRef(d.images, d.labels, [indices[b]], { ...p, batch: 1 });
-          assertClose(xs.slices[i], ref.x, { ...tolFor(p), what: `x[${b}] (index ${indices[b]})` });
+          assertClose(xs.slices[i], ref.x, {
+            ...prepareTol(p),
+            what: `x[${b}] (index ${indices[b]})`,
+          });
         });
       });
       gpu.trimPool();
@@ -632,7 +534,7 @@ Deno.test(
 );
 
 Deno.test(
-  "prepareBatch and resizeBilinear split into ranges (binding limit lowered) match the reference",
+  "prepareBatch split into ranges (binding limit lowered) matches the reference",
   GPU_TEST,
   async () => {
     const gpu = await testGpu();
@@ -654,18 +556,6 @@ Deno.test(
       const indices = shuffled(rng, d.count, p.batch);
       indices[4] = 100;
       await checkAgainstRef(gpu, d, indices, p, "ranges of 2 images");
-      const x = rng.normalArray(7 * 2 * 3 * 4);
-      const y = await gpu.scope(async () => {
-        const xt = gpu.tensor(Float32Array.from(x), { shape: [7, 2, 3, 4] });
-        const yt = gpu.empty([7, 2, 5, 9]);
-        resizeBilinear({ y: yt, x: xt }, { outH: 5, outW: 9 });
-        return await yt.toArray();
-      });
-      assertClose(y, resizeBilinearRef(Float32Array.from(x), 14, 3, 4, 5, 9), {
-        rtol: 1e-5,
-        atol: 1e-5,
-        what: "resize in ranges of 4 planes",
-      });
     });
   },
 );
@@ -749,60 +639,6 @@ Deno.test(
       }
       assert.equal(got.labels[b], d.labels[indices[b]]);
     }
-  },
-);
-
-Deno.test(
-  "f16: resizeBilinear with f16 x and/or y matches the CPU reference",
-  F16_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(62);
-    const mixes = [
-      { y: "f16", x: "f16" },
-      { y: "f16", x: "f32" },
-      { y: "f32", x: "f16" },
-    ] as const;
-    const cases: [number, number, number, number, number, number][] = [
-      [2, 3, 7, 5, 13, 4],
-      [3, 2, 28, 28, 13, 17],
-    ];
-    for (const [n, c, h, w, oh, ow] of cases) {
-      const xs = rng.normalArray(n * c * h * w);
-      for (const dt of mixes) {
-        const got = await gpu.scope(async () => {
-          const shape = [n, c, h, w];
-          const x = tensorOf(gpu, xs, { dtype: dt.x, shape });
-          const y = gpu.empty([n, c, oh, ow], { dtype: dt.y });
-          resizeBilinear({ y, x }, { outH: oh, outW: ow });
-          return await y.toArray();
-        });
-        const ref = resizeBilinearRef(stored(xs, dt.x), n * c, h, w, oh, ow);
-        // Four taps weighted in f32 (a reduction of length 4): the f32 tolerance of the f32 test;
-        // an f16 y adds its one rounding (extra 0.01 for the f32 error).
-        assertClose(
-          got,
-          ref,
-          outTol(dt.y, ref, {
-            extra: 0.01,
-            f32: { rtol: 1e-5, atol: 1e-5 },
-            what: `resize ${[n, c, h, w]}->${[oh, ow]} ${dt.y} <- ${dt.x}`,
-          }),
-        );
-      }
-    }
-    // Ranges of 4 planes (binding limit lowered).
-    await withBindingLimit(200, async () => {
-      const xs = rng.normalArray(7 * 2 * 3 * 4);
-      const got = await gpu.scope(async () => {
-        const x = gpu.tensor(f16(xs), { shape: [7, 2, 3, 4] });
-        const y = gpu.empty([7, 2, 5, 9], { dtype: "f16" });
-        resizeBilinear({ y, x }, { outH: 5, outW: 9 });
-        return await y.toArray();
-      });
-      const ref = resizeBilinearRef(roundF16(xs), 14, 3, 4, 5, 9);
-      assertClose(got, ref, { ...f16Tolerance(maxAbs(ref), 0.01), what: "resize f16 in ranges" });
-    });
   },
 );
 

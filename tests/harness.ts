@@ -531,9 +531,10 @@ export function channelSlice(
 }
 
 /**
- * A 1-D tensor of `data` (f16 for a Float16Array, else f32) on a buffer of exactly its storage
- * bytes: no slack past the last element, so the kernels take their scalar path for sizes that
- * are not a multiple of the vector width (and an overrun would fault, not pass).
+ * A tensor of `data` (f16 for a Float16Array, else f32; 1-D unless `shape` says otherwise) on a
+ * buffer of exactly its storage bytes: no slack past the last element, so the kernels take their
+ * scalar path for sizes that are not a multiple of the vector width (and an overrun would fault,
+ * not pass).
  *
  * @example
  * ```ts
@@ -542,13 +543,17 @@ export function channelSlice(
  * const x = exactTensor(gpu, new Float16Array([1, 2, 3])); // f16, 8 bytes
  * ```
  */
-export function exactTensor(gpu: Gpu, data: Float32Array | Float16Array): Tensor {
+export function exactTensor(
+  gpu: Gpu,
+  data: Float32Array | Float16Array,
+  options: { readonly shape?: Shape } = {},
+): Tensor {
   const dtype = data instanceof Float16Array ? "f16" : "f32";
   const buffer = gpu.device.createBuffer({
     size: storageBytes(data.length, dtype),
     usage: POOL_USAGE,
   });
-  const t = new Tensor(gpu, buffer, { shape: [data.length], dtype });
+  const t = new Tensor(gpu, buffer, { shape: options.shape ?? [data.length], dtype });
   gpu.write(t, data);
   return t;
 }

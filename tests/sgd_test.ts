@@ -1,13 +1,17 @@
-// Tests of kernels/sgd.ts: the CPU reference against torch.optim.SGD (fixture), the GPU update
-// against the CPU reference and the fixture over 3 steps (momentum, dampening, nesterov, weight
-// decay), first-step semantics, and validation.
+// Tests of kernels/sgd.ts: the suites of tests/ops/sgd.ts (the GPU update against the CPU
+// reference over 3 steps: momentum, dampening, nesterov, weight decay; with a loss scale and a
+// half-precision copy, vec4 and scalar paths, ranges) and the torch.optim.SGD fixture (the CPU
+// reference too), first-step semantics, bit-identical mixed-precision updates, skipped steps,
+// validation, and a tensor past one binding.
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { createLossScale, lossScaleCheck, lossScaleUpdate } from "../kernels/loss_scale.ts";
 import { type SgdParams, sgdUpdate } from "../kernels/sgd.ts";
-import { assertClose, exactTensor, f16, F16_TEST, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { assertClose, f16, F16_TEST, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { sgdStepRef } from "./cpu_ref/sgd.ts";
-import { atDeviceLimit, deviceLimit, fastFill, readSlices, withBindingLimit } from "./big.ts";
+import { atDeviceLimit, deviceLimit, fastFill, readSlices } from "./big.ts";
+import { runOpPhases, testOp } from "./_op.ts";
+import { MIXED_SETTINGS, sgd, SGD_SUITES } from "./ops/sgd.ts";
 
 interface Fixture {
   cases: {
@@ -39,6 +43,13 @@ function toParams(cfg: Fixture["cases"][number]["config"]): SgdParams {
   };
 }
 
+for (const suite of SGD_SUITES) testOp(suite);
+
+/** The starting values of an sgd case: param0 and the gradient of each step. */
+function sgdData(param0: Float32Array, grads: Float32Array[]): Record<string, Float32Array> {
+  return Object.fromEntries([["param", param0], ...grads.map((g, s) => [`g${s}`, g])]);
+}
+
 /** Runs `grads.length` GPU steps; returns param and momentum buffer after each step. */
 async function gpuSteps(
   gpu: Gpu,
@@ -46,22 +57,9 @@ async function gpuSteps(
   grads: Float32Array[],
   p: SgdParams,
 ): Promise<{ param: Float32Array; buf: Float32Array }[]> {
-  const n = param0.length;
-  const param = gpu.tensor(param0, { shape: [n] });
-  const momentumBuf: Tensor = gpu.tensor(new Float32Array(n).fill(NaN), { shape: [n] });
-  const out = [];
-  for (let s = 0; s < grads.length; s++) {
-    const grad = gpu.tensor(grads[s], { shape: [n] });
-    sgdUpdate({ param, grad, momentumBuf }, { ...p, firstStep: s === 0 });
-    out.push({
-      param: await param.toArray() as Float32Array,
-      buf: await momentumBuf.toArray() as Float32Array,
-    });
-    grad.dispose();
-  }
-  param.dispose();
-  momentumBuf.dispose();
-  return out;
+  const c = sgd({ n: param0.length, p, steps: grads.length });
+  const steps = await runOpPhases(gpu, c, { data: sgdData(param0, grads) });
+  return steps.map((v) => ({ param: v.param as Float32Array, buf: v.momentumBuf as Float32Array }));
 }
 
 Deno.test("SGD CPU reference matches torch.optim.SGD over 3 steps", async () => {
@@ -81,52 +79,15 @@ Deno.test("SGD CPU reference matches torch.optim.SGD over 3 steps", async () => 
   }
 });
 
-Deno.test("SGD GPU matches torch.optim.SGD over 3 steps", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const fx = await loadFixture();
-  for (const k of fx.cases) {
-    const got = await gpuSteps(
-      gpu,
-      f32(k.param0),
-      k.steps.map((s) => f32(s.grad)),
-      toParams(k.config),
-    );
-    for (const [s, step] of k.steps.entries()) {
-      const what = `${JSON.stringify(k.config)} step ${s}`;
-      assertClose(got[s].param, step.param, { rtol: 1e-6, atol: 1e-7, what: `param ${what}` });
-      if (step.buf) {
-        assertClose(got[s].buf, step.buf, { rtol: 1e-6, atol: 1e-7, what: `buf ${what}` });
-      }
-    }
-  }
-});
-
-Deno.test("SGD GPU matches the CPU reference on several sizes and settings", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const rng = new Rng(51);
-  const settings: SgdParams[] = [
-    { lr: 0.1 },
-    { lr: 0.2, weightDecay: 5e-4 },
-    { lr: 0.05, momentum: 0.9 },
-    { lr: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 1e-3 },
-    { lr: 0.01, momentum: 0.95, nesterov: true, weightDecay: 1e-2 },
-    { lr: 0, momentum: 0.5 },
-  ];
-  for (const n of [1, 7, 1003, 40961]) {
-    for (const p of settings) {
-      const param0 = f32(rng.normalArray(n));
-      const grads = [0, 1, 2].map(() => f32(rng.normalArray(n)));
-      const got = await gpuSteps(gpu, param0, grads, p);
-      const param = Float64Array.from(param0);
-      let buf: Float64Array | null = null;
-      for (let s = 0; s < 3; s++) {
-        buf = sgdStepRef(param, grads[s], buf, p);
-        const what = `n=${n} ${JSON.stringify(p)} step ${s}`;
-        assertClose(got[s].param, param, { rtol: 1e-5, atol: 1e-6, what: `param ${what}` });
-        if (buf) assertClose(got[s].buf, buf, { rtol: 1e-5, atol: 1e-6, what: `buf ${what}` });
-      }
-    }
-  }
+testOp({
+  name: "SGD matches torch.optim.SGD over 3 steps",
+  op: sgd,
+  seed: 0,
+  cases: (await loadFixture()).cases.map((k) => ({
+    n: k.param0.length,
+    p: toParams(k.config),
+    torch: k,
+  })),
 });
 
 Deno.test(
@@ -240,85 +201,26 @@ Deno.test(
 // ------------------------------------------------------------------ mixed precision ----
 
 /**
- * Runs `grads.length` mixed-precision GPU steps (grads already scaled by `scale`, a scaler
- * created at that scale, an f16 copy); returns param, momentum buffer and copy after each step.
+ * Runs `grads.length` mixed-precision GPU steps (grads already scaled by `o.scale`, a scaler
+ * created at that scale, a copy of `o.half`'s type); returns param, momentum buffer and copy
+ * after each step.
  */
 async function mixedSteps(
   gpu: Gpu,
   param0: Float32Array,
   grads: Float32Array[],
   p: SgdParams,
-  o: { scale?: number; exact?: boolean; half?: "f16" | "f32" },
+  o: { scale?: number; half?: "f16" | "f32" },
 ): Promise<{ param: Float32Array; buf: Float32Array; half: Float16Array | Float32Array }[]> {
-  const n = param0.length;
-  const make = (d: Float32Array | Float16Array) =>
-    o.exact ? exactTensor(gpu, d) : gpu.tensor(d, { shape: [n] });
-  const param = make(param0);
-  const momentumBuf = make(new Float32Array(n).fill(NaN));
-  const half = make(o.half === "f32" ? new Float32Array(n) : new Float16Array(n));
-  const lossScale = o.scale === undefined ? undefined : createLossScale(gpu, {
-    initScale: o.scale,
-    growthInterval: 1000,
-  });
-  const out = [];
-  for (let s = 0; s < grads.length; s++) {
-    const grad = make(grads[s]);
-    if (lossScale) lossScaleCheck({ lossScale, grad });
-    sgdUpdate({ param, grad, momentumBuf, half, lossScale }, { ...p, firstStep: s === 0 });
-    if (lossScale) lossScaleUpdate({ lossScale });
-    out.push({
-      param: await param.toArray() as Float32Array,
-      buf: await momentumBuf.toArray() as Float32Array,
-      half: await half.toArray() as Float16Array | Float32Array,
-    });
-    grad.dispose();
-  }
-  for (const t of [param, momentumBuf, half, lossScale]) t?.dispose();
-  return out;
+  const c = sgd({ n: param0.length, p, steps: grads.length, lossScale: o.scale, half: true });
+  const mix = { half: o.half ?? "f16" };
+  const steps = await runOpPhases(gpu, c, { data: sgdData(param0, grads), mix });
+  return steps.map((v) => ({
+    param: v.param as Float32Array,
+    buf: v.momentumBuf as Float32Array,
+    half: v.half as Float16Array | Float32Array,
+  }));
 }
-
-const MIXED_SETTINGS: SgdParams[] = [
-  { lr: 0.1 },
-  { lr: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 1e-3 },
-  { lr: 0.01, momentum: 0.95, nesterov: true, weightDecay: 1e-2 },
-];
-
-Deno.test(
-  "SGD with a loss scale and an f16 copy matches the CPU (vec4 and scalar paths, ranges)",
-  F16_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(53);
-    const check = async (n: number, exact: boolean, p: SgdParams, scale: number) => {
-      const param0 = f32(rng.normalArray(n));
-      const unscaled = [0, 1].map(() => rng.normalArray(n));
-      const grads = unscaled.map((g) => f32(g.map((v) => v * scale)));
-      const got = await mixedSteps(gpu, param0, grads, p, { scale, exact });
-      const param = Float64Array.from(param0);
-      let buf: Float64Array | null = null;
-      for (let s = 0; s < 2; s++) {
-        // The reference divides the uploaded (f32-rounded) scaled gradient by the scale.
-        buf = sgdStepRef(param, Float64Array.from(grads[s], (v) => v / scale), buf, p);
-        const what = `n=${n} exact=${exact} scale=${scale} ${JSON.stringify(p)} step ${s}`;
-        assertClose(got[s].param, param, { rtol: 1e-5, atol: 1e-6, what: `param ${what}` });
-        if (buf) assertClose(got[s].buf, buf, { rtol: 1e-5, atol: 1e-6, what: `buf ${what}` });
-        // One rounding of the updated f32 master: exactly Math.f16round of it.
-        assert.deepEqual(got[s].half, f16(got[s].param), `half ${what}`);
-      }
-    };
-    for (const n of [1, 7, 1003]) {
-      for (const exact of [false, true]) {
-        for (const p of MIXED_SETTINGS) {
-          for (const scale of [1024, 3000]) await check(n, exact, p, scale);
-        }
-      }
-    }
-    // Ranges: 1003 elements in 4 ranges of at most 256 (starts at multiples of 128).
-    await withBindingLimit(256, async () => {
-      for (const exact of [false, true]) await check(1003, exact, MIXED_SETTINGS[1], 512);
-    });
-  },
-);
 
 Deno.test(
   "SGD mixed precision: copy-only and power-of-two scales are bit-identical to the plain update",

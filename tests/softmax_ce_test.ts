@@ -1,27 +1,28 @@
-// Tests of kernels/softmax_ce.ts: the CPU reference against finite differences and PyTorch, the
-// GPU kernel against the CPU reference on several shapes (rows > workgroup size included),
-// accumulation, huge logits, argmax ties, label smoothing, invalid labels, in place, validation.
+// Tests of kernels/softmax_ce.ts: the suites of tests/ops/softmax_ce.ts (GPU vs the Float64 CPU
+// reference on several shapes, rows > workgroup size included, with smoothing, accumulation, in
+// place, ranges, f16 logits and gradients, loss scales), the CPU reference against finite
+// differences and PyTorch, huge logits, argmax ties, invalid labels, accuracy, validation, and
+// tensors past one binding and the loop cap.
 import assert from "node:assert/strict";
 import { type Gpu, Tensor } from "../gpu/mod.ts";
-import { createLossScale } from "../kernels/loss_scale.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
 import {
   assertClose,
   checkGradient,
-  type CloseOptions,
   f16,
   F16_TEST,
-  f16Tolerance,
   f32,
   GPU_TEST,
   Rng,
   roundF16,
-  stored,
-  tensorOf,
   testGpu,
 } from "./harness.ts";
 import { accuracyCountRef, softmaxCrossEntropyRef } from "./cpu_ref/softmax_ce.ts";
 import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
+import { runOp, testOp } from "./_op.ts";
+import { CE_SUITES, softmaxCe } from "./ops/softmax_ce.ts";
+
+for (const suite of CE_SUITES) testOp(suite);
 
 interface CeOut {
   dlogits: Float32Array;
@@ -29,6 +30,7 @@ interface CeOut {
   correct: number;
 }
 
+/** softmaxCrossEntropy of `logits` (f32) and `labels` on the GPU, read back. */
 async function runCe(
   gpu: Gpu,
   logits: Float32Array,
@@ -36,27 +38,11 @@ async function runCe(
   n: number,
   c: number,
   labelSmoothing = 0,
-  opts: { inPlace?: boolean; lossInit?: number; correctInit?: number; times?: number } = {},
 ): Promise<CeOut> {
-  const lg = gpu.tensor(logits, { shape: [n, c] });
-  const lb = gpu.tensor(labels, { shape: [n] });
-  const dlogits: Tensor = opts.inPlace ? lg : gpu.empty([n, c]);
-  const lossSum = gpu.tensor(new Float32Array([opts.lossInit ?? 0]), { shape: [1] });
-  const correct = gpu.tensor(new Uint32Array([opts.correctInit ?? 0]), { shape: [1] });
-  for (let t = 0; t < (opts.times ?? 1); t++) {
-    softmaxCrossEntropy({ dlogits, lossSum, correct, logits: lg, labels: lb }, {
-      n,
-      c,
-      labelSmoothing,
-    });
-  }
-  const out = {
-    dlogits: await dlogits.toArray() as Float32Array,
-    lossSum: (await lossSum.toArray())[0],
-    correct: (await correct.toArray())[0],
-  };
-  for (const t of [lg, lb, dlogits, lossSum, correct]) t.dispose();
-  return out;
+  const out = await runOp(gpu, softmaxCe({ n, c, eps: labelSmoothing }), {
+    data: { logits, labels },
+  });
+  return { dlogits: out.dlogits as Float32Array, lossSum: out.lossSum[0], correct: out.correct[0] };
 }
 
 function randomCase(rng: Rng, n: number, c: number, scale = 2) {
@@ -108,49 +94,6 @@ Deno.test("softmax CE GPU matches PyTorch fixture", GPU_TEST, async () => {
     assert.equal(got.correct, k.correct);
   }
 });
-
-Deno.test(
-  "softmax CE GPU matches CPU on several shapes, with and without smoothing",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(32);
-    for (const [n, c] of [[1, 1], [1, 10], [7, 3], [256, 10], [300, 10], [600, 7], [33, 1000]]) {
-      for (const eps of [0, 0.1]) {
-        const { logits, labels } = randomCase(rng, n, c);
-        const ref = softmaxCrossEntropyRef(logits, labels, n, c, eps);
-        const got = await runCe(gpu, logits, labels, n, c, eps);
-        const what = `n=${n} c=${c} eps=${eps}`;
-        assertClose([got.lossSum], [ref.lossSum], { rtol: 1e-5, atol: 1e-6, what: `loss ${what}` });
-        assertClose(got.dlogits, ref.dlogits, { rtol: 1e-4, atol: 1e-8, what: `dlogits ${what}` });
-        assert.equal(got.correct, ref.correct, `correct ${what}`);
-      }
-    }
-  },
-);
-
-Deno.test(
-  "softmax CE accumulates lossSum and correct; dlogits may alias logits",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(33);
-    const n = 50, c = 10;
-    const { logits, labels } = randomCase(rng, n, c);
-    const ref = softmaxCrossEntropyRef(logits, labels, n, c, 0.05);
-    const got = await runCe(gpu, logits, labels, n, c, 0.05, {
-      lossInit: 1.5,
-      correctInit: 7,
-      times: 3,
-    });
-    assertClose([got.lossSum], [1.5 + 3 * ref.lossSum], { rtol: 1e-5 });
-    assert.equal(got.correct, 7 + 3 * ref.correct);
-    assertClose(got.dlogits, ref.dlogits, { rtol: 1e-4, atol: 1e-8 });
-    const inPlace = await runCe(gpu, logits, labels, n, c, 0.05, { inPlace: true });
-    assertClose(inPlace.dlogits, ref.dlogits, { rtol: 1e-4, atol: 1e-8, what: "in place" });
-    assertClose([inPlace.lossSum], [ref.lossSum], { rtol: 1e-5 });
-  },
-);
 
 Deno.test(
   "softmax CE: huge logits (±1e4) stay finite; argmax ties pick the first",
@@ -366,29 +309,21 @@ Deno.test(
 );
 
 Deno.test(
-  "softmax CE and accuracy split into many row ranges and workgroups (limit lowered)",
+  "accuracyCount split into many row ranges and workgroups (limit lowered)",
   GPU_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(39);
     await withBindingLimit(3000, async () => {
-      for (const [n, c, eps] of [[700, 10, 0], [301, 7, 0.1], [9, 400, 0], [2, 1000, 0.2]]) {
+      for (const [n, c] of [[700, 10], [301, 7], [9, 400], [2, 1000]]) {
         const { logits, labels } = randomCase(rng, n, c);
-        const ref = softmaxCrossEntropyRef(logits, labels, n, c, eps);
-        for (const inPlace of [false, true]) {
-          const got = await runCe(gpu, logits, labels, n, c, eps, { inPlace, lossInit: 2 });
-          const what = `n=${n} c=${c} inPlace=${inPlace}`;
-          assertClose([got.lossSum], [2 + ref.lossSum], { rtol: 1e-5, what: `loss ${what}` });
-          assertClose(got.dlogits, ref.dlogits, { rtol: 1e-4, atol: 1e-8, what });
-          assert.equal(got.correct, ref.correct, what);
-        }
         const correct = gpu.tensor(new Uint32Array([3]), { shape: [1] });
         accuracyCount({
           correct,
           logits: gpu.tensor(logits, { shape: [n, c] }),
           labels: gpu.tensor(labels, { shape: [n] }),
         }, { n, c });
-        assert.equal((await correct.toArray())[0], 3 + ref.correct);
+        assert.equal((await correct.toArray())[0], 3 + accuracyCountRef(logits, labels, n, c));
       }
     });
   },
@@ -414,89 +349,19 @@ async function runMixed(
   c: number,
   o: { logits: "f32" | "f16"; dlogits: "f32" | "f16" | "inplace"; eps?: number; scale?: number },
 ): Promise<MixedCe> {
-  const lg = tensorOf(gpu, logits, { dtype: o.logits, shape: [n, c] });
-  const lb = gpu.tensor(labels, { shape: [n] });
-  const dlogits: Tensor = o.dlogits === "inplace" ? lg : gpu.empty([n, c], { dtype: o.dlogits });
-  const lossSum = gpu.zeros([1]);
-  const correct = gpu.zeros([1], { dtype: "u32" });
-  const lossScale = o.scale === undefined ? undefined : createLossScale(gpu, {
-    initScale: o.scale,
-  });
-  softmaxCrossEntropy({ dlogits, lossSum, correct, logits: lg, labels: lb, lossScale }, {
-    n,
-    c,
-    labelSmoothing: o.eps ?? 0,
-  });
-  const out = {
-    dlogits: await dlogits.toArray() as Float32Array | Float16Array,
-    lossSum: (await lossSum.toArray())[0],
-    correct: (await correct.toArray())[0],
+  const inPlace = o.dlogits === "inplace";
+  const p = { n, c, eps: o.eps, lossScale: o.scale, inPlace };
+  const mix = { logits: o.logits, ...(o.dlogits === "inplace" ? {} : { dlogits: o.dlogits }) };
+  const out = await runOp(gpu, softmaxCe(p), { data: { logits, labels }, mix });
+  return {
+    dlogits: out.dlogits as Float32Array | Float16Array,
+    lossSum: out.lossSum[0],
+    correct: out.correct[0],
   };
-  for (const t of [lg, lb, dlogits, lossSum, correct, lossScale]) t?.dispose();
-  return out;
-}
-
-/**
- * Tolerance of a gradient stored as f16 (one rounding of an f32 value): the f32 sum of c
- * exponentials behind it carries a relative error up to c * 2^-24 = (c * 2^-13) * 2^-11, i.e.
- * c * 2^-13 of an f16 half-ulp (exp, log and the division add a few f32 ulps, far less).
- */
-function f16GradTolerance(ref: ArrayLike<number>, c: number): CloseOptions {
-  let scale = 0;
-  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]));
-  return f16Tolerance(scale, c * 2 ** -13);
-}
-
-/** Checks one mixed-precision run against the Float64 reference on what the GPU was given. */
-async function checkMixed(
-  gpu: Gpu,
-  n: number,
-  c: number,
-  o: { logits: "f32" | "f16"; dlogits: "f32" | "f16" | "inplace"; eps?: number; scale?: number },
-  rng: Rng,
-): Promise<void> {
-  const { logits, labels } = randomCase(rng, n, c);
-  // The reference gets the logits the GPU holds: rounded to f16 for f16 logits.
-  const given = stored(logits, o.logits);
-  const ref = softmaxCrossEntropyRef(given, labels, n, c, o.eps ?? 0);
-  const scale = o.scale ?? 1;
-  const want = ref.dlogits.map((v) => v * scale);
-  const got = await runMixed(gpu, logits, labels, n, c, o);
-  const what = `n=${n} c=${c} ${JSON.stringify(o)}`;
-  const half = o.dlogits === "f16" || (o.dlogits === "inplace" && o.logits === "f16");
-  assert.equal(got.dlogits instanceof Float16Array, half, `dlogits dtype ${what}`);
-  assertClose(
-    got.dlogits,
-    want,
-    { ...(half ? f16GradTolerance(want, c) : { rtol: 1e-4, atol: 1e-8 * scale }), what },
-  );
-  // The loss and the hits are f32 / u32 sums whatever the storage of the logits: unscaled.
-  assertClose([got.lossSum], [ref.lossSum], { rtol: 1e-5, atol: 1e-6, what: `loss ${what}` });
-  assert.equal(got.correct, ref.correct, `correct ${what}`);
 }
 
 Deno.test(
-  "softmax CE with f16 logits and/or dlogits matches the CPU on the f16-rounded logits",
-  F16_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(40);
-    const mixes = [
-      { logits: "f16", dlogits: "f16" }, // training in f16
-      { logits: "f16", dlogits: "inplace" },
-      { logits: "f16", dlogits: "f32" },
-      { logits: "f32", dlogits: "f16" },
-    ] as const;
-    for (const [n, c] of [[1, 1], [7, 3], [300, 10], [5, 257]]) {
-      for (const mix of mixes) {
-        for (const eps of [0, 0.1]) await checkMixed(gpu, n, c, { ...mix, eps }, rng);
-      }
-    }
-  },
-);
-
-Deno.test(
-  "softmax CE with a loss scale: dlogits scaled (f32 exactly by 2^k), loss and hits unscaled",
+  "softmax CE with a loss scale: f32 dlogits scaled exactly by 2^k, loss and hits unscaled; f16 precision kept",
   F16_TEST,
   async () => {
     const gpu = await testGpu();
@@ -514,12 +379,6 @@ Deno.test(
         assert.deepEqual(scaled.dlogits, plain.dlogits.map((v) => v * scale), `scale ${scale}`);
         assert.equal(scaled.lossSum, plain.lossSum);
         assert.equal(scaled.correct, plain.correct);
-      }
-      for (const scale of [4096, 3000]) {
-        for (const dlogits of ["f16", "inplace"] as const) {
-          await checkMixed(gpu, n, c, { logits: "f16", dlogits, eps: 0.1, scale }, rng);
-        }
-        await checkMixed(gpu, n, c, { logits: "f32", dlogits: "f32", scale }, rng);
       }
     }
     // Why: 2000 rows make gradients of ~5e-5 / 10, below f16's smallest normal (6.1e-5), where
@@ -547,17 +406,13 @@ Deno.test(
 );
 
 Deno.test(
-  "softmax CE and accuracy with f16 logits split into row ranges and workgroups (limit lowered)",
+  "accuracyCount with f16 logits split into row ranges and workgroups (limit lowered)",
   F16_TEST,
   async () => {
     const gpu = await testGpu();
     const rng = new Rng(42);
     await withBindingLimit(3000, async () => {
-      // Rows per workgroup and per range: floor(3000 / c), so 3, 2 and 1 ranges / workgroups.
       for (const [n, c] of [[1001, 7], [9, 400], [2, 1000]]) {
-        for (const dlogits of ["f16", "inplace"] as const) {
-          await checkMixed(gpu, n, c, { logits: "f16", dlogits, eps: 0.1, scale: 512 }, rng);
-        }
         const { logits, labels } = randomCase(rng, n, c);
         const correct = gpu.tensor(new Uint32Array([3]), { shape: [1] });
         accuracyCount({

@@ -1,0 +1,197 @@
+// The data kernels for testOp (tests/_op.ts): prepareBatch and resizeBilinear against the Float64
+// references of tests/cpu_ref/data.ts, and the suites of tests/data_kernels_test.ts.
+import { prepareBatch, type PrepareBatchParams, resizeBilinear } from "../../kernels/data.ts";
+import { prepareBatchRef, resizeBilinearRef } from "../cpu_ref/data.ts";
+import type { CloseOptions, Rng } from "../harness.ts";
+import { input, type OpCase, opCase, type OpSuite, output } from "../_op.ts";
+
+// f32 tolerances: values are in [0, 1]; the source coordinate (up to ~32) carries f32 rounding
+// (the GPU may fuse its multiply-add), about 2e-6 of a pixel step. Normalization divides the
+// absolute error by std.
+export const TOL: CloseOptions = { rtol: 1e-5, atol: 2e-6 };
+
+/** The f32 tolerance of prepareBatch's x with `p`'s normalization. */
+export function prepareTol(p: PrepareBatchParams): CloseOptions {
+  return p.std ? { rtol: TOL.rtol, atol: TOL.atol! / Math.min(...p.std) } : TOL;
+}
+
+/** `n` random bytes. */
+export function randomBytes(rng: Rng, n: number): Uint8Array {
+  const a = new Uint8Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.int(256);
+  return a;
+}
+
+/**
+ * A case of prepareBatch: `p`, from a data set of `count` random images with labels in [0, 10)
+ * (`indices`: the batch's, default drawn in [0, count)); `name` for messages.
+ */
+export interface PrepareCase {
+  readonly name: string;
+  readonly p: PrepareBatchParams;
+  readonly count: number;
+  readonly indices?: readonly number[];
+  readonly bindingLimit?: number;
+}
+
+/**
+ * prepareBatch into x (its float type set by the mix) and labels, against the Float64 reference.
+ * An f16 x: the value is computed in f32 (bilinear weights of at most 4 taps, error ~2e-6 of a
+ * pixel step, see TOL) and rounded once to f16; the inputs are bytes (exact). No reduction:
+ * extra 0.01 covers the f32 error where it tips the rounding.
+ */
+export function prepareBatchOp(c: PrepareCase): OpCase {
+  const { p, count } = c;
+  const image = p.channels * p.srcH * p.srcW;
+  return opCase({
+    label: c.name,
+    tensors: {
+      srcLabels: input([count], (rng) => Uint8Array.from({ length: count }, () => rng.int(10)), {
+        dtype: "u8",
+      }),
+      images: input([count, p.channels, p.srcH, p.srcW], (rng) => randomBytes(rng, count * image), {
+        dtype: "u8",
+      }),
+      indices: input(
+        [p.batch],
+        (rng) => c.indices ?? Array.from({ length: p.batch }, () => rng.int(count)),
+        { dtype: "u32" },
+      ),
+      x: output([p.batch, p.channels, p.dstH, p.dstW]),
+      labels: output([p.batch], { dtype: "i32" }),
+    },
+    phases: [{
+      gpu: ({ x, labels, images, srcLabels, indices }) =>
+        prepareBatch({ x, labels, images, srcLabels, indices }, p),
+      cpu: ({ images, srcLabels, indices }) =>
+        prepareBatchRef(images as Uint8Array, srcLabels as Uint8Array, indices, p),
+      tol: { x: prepareTol(p), labels: "exact" },
+      extra: 0.01,
+    }],
+    bindingLimit: c.bindingLimit,
+  });
+}
+
+/** A case of resizeBilinear: `n` images of `c` planes of h x w to oh x ow. */
+export interface ResizeCase {
+  readonly n: number;
+  readonly c: number;
+  readonly h: number;
+  readonly w: number;
+  readonly oh: number;
+  readonly ow: number;
+  readonly bindingLimit?: number;
+}
+
+/**
+ * resizeBilinear of N(0, 1) values: four taps weighted in f32 (a reduction of length 4); an f16 y
+ * adds its one rounding (extra 0.01 for the f32 error).
+ */
+export function resize(c: ResizeCase): OpCase {
+  const { n, c: ch, h, w, oh, ow } = c;
+  return opCase({
+    label: `resize ${[n, ch, h, w]}->${[oh, ow]}`,
+    tensors: { x: input([n, ch, h, w]), y: output([n, ch, oh, ow]) },
+    phases: [{
+      gpu: ({ y, x }) => resizeBilinear({ y, x }, { outH: oh, outW: ow }),
+      cpu: ({ x }) => ({ y: resizeBilinearRef(x, n * ch, h, w, oh, ow) }),
+      tol: { y: { rtol: 1e-5, atol: 1e-5 } },
+      extra: 0.01,
+    }],
+    bindingLimit: c.bindingLimit,
+  });
+}
+
+/** A prepareBatch case of the seed models' resizes (`batch` of 13 images). */
+const resizes = (
+  name: string,
+  batch: number,
+  c: number,
+  h: number,
+  w: number,
+  oh: number,
+  ow: number,
+): PrepareCase => ({
+  name,
+  p: { batch, channels: c, srcH: h, srcW: w, dstH: oh, dstW: ow },
+  count: 13,
+});
+
+/** The prepareBatch suites of tests/data_kernels_test.ts. */
+export const PREPARE_SUITES: OpSuite<PrepareCase>[] = [{
+  name: "prepareBatch on the seed models' resizes",
+  op: prepareBatchOp,
+  seed: 11,
+  cases: [
+    resizes("28->28 identity", 5, 1, 28, 28, 28, 28),
+    resizes("28->96", 3, 1, 28, 28, 96, 96),
+    resizes("28->224", 1, 1, 28, 28, 224, 224),
+    resizes("28->13 downscale", 7, 1, 28, 28, 13, 13),
+    resizes("32->40 rgb", 2, 3, 32, 32, 40, 40),
+    resizes("odd 5x7->11x3", 3, 2, 5, 7, 11, 3),
+    resizes("1x1 -> 3x2", 1, 3, 1, 1, 3, 2),
+    resizes("9x9 -> 1x1", 2, 1, 9, 9, 1, 1),
+  ],
+}, {
+  name: "normalization with per-channel mean/std",
+  op: prepareBatchOp,
+  seed: 17,
+  cases: [{
+    name: "cifar-style normalize",
+    count: 9,
+    indices: [8, 1, 4],
+    p: {
+      batch: 3,
+      channels: 3,
+      srcH: 32,
+      srcW: 32,
+      dstH: 40,
+      dstW: 40,
+      mean: [0.4914, 0.4822, 0.4465],
+      std: [0.247, 0.243, 0.261],
+    },
+  }, {
+    name: "gray normalize",
+    count: 4,
+    indices: [3, 3, 0],
+    p: {
+      batch: 3,
+      channels: 1,
+      srcH: 28,
+      srcW: 28,
+      dstH: 96,
+      dstW: 96,
+      mean: [0.286],
+      std: [0.353],
+    },
+  }],
+}];
+
+/** The resizeBilinear suites of tests/data_kernels_test.ts. */
+export const RESIZE_SUITES: OpSuite<ResizeCase>[] = [{
+  name: "resizeBilinear on odd shapes",
+  op: resize,
+  seed: 5,
+  cases: [
+    { n: 2, c: 3, h: 7, w: 5, oh: 13, ow: 4 },
+    { n: 1, c: 1, h: 1, w: 1, oh: 5, ow: 3 },
+    { n: 3, c: 2, h: 28, w: 28, oh: 13, ow: 17 },
+  ],
+}, {
+  name: "resizeBilinear in ranges of 4 planes (binding limit lowered)",
+  op: resize,
+  seed: 50,
+  cases: [{ n: 7, c: 2, h: 3, w: 4, oh: 5, ow: 9, bindingLimit: 200 }],
+}, {
+  name: "f16: resizeBilinear with f16 x and/or y",
+  op: resize,
+  seed: 62,
+  cases: [{ n: 2, c: 3, h: 7, w: 5, oh: 13, ow: 4 }, { n: 3, c: 2, h: 28, w: 28, oh: 13, ow: 17 }],
+  mixes: [{ y: "f16", x: "f16" }, { y: "f16", x: "f32" }, { y: "f32", x: "f16" }],
+}, {
+  name: "f16: resizeBilinear in ranges of 4 planes (binding limit lowered)",
+  op: resize,
+  seed: 63,
+  cases: [{ n: 7, c: 2, h: 3, w: 4, oh: 5, ow: 9, bindingLimit: 200 }],
+  mixes: [{ y: "f16", x: "f16" }],
+}];
