@@ -203,10 +203,14 @@ export function variantProduct<const A extends readonly (readonly string[])[]>(
   return out as VariantProduct<A>[];
 }
 
+/** A compile-time constant a kernel description may be specialized on (see {@linkcode perSizes}). */
+export type SizeArg = number | string | boolean;
+
 /**
- * Kernels specialized on compile-time sizes (a window, a stride: too many to list as variants):
- * `make(...sizes)` builds one description per distinct set of sizes, on first use; each then
- * caches its dtype and variant specializations as any kernel does.
+ * Kernels specialized on compile-time sizes (a window, a stride: too many to list as variants)
+ * or other compile-time constants (a transpose flag, a tile shape): `make(...sizes)` builds one
+ * description per distinct set of arguments, on first use; each then caches its dtype and
+ * variant specializations as any kernel does.
  *
  * @returns A function giving the kernel for a set of sizes.
  * @example
@@ -214,12 +218,14 @@ export function variantProduct<const A extends readonly (readonly string[])[]>(
  * import { perSizes } from "./_kernel.ts";
  * const square = perSizes((k: number) => ({ k }));
  * console.log(square(3) === square(3)); // true
+ * const tile = perSizes((trans: boolean, tm: number) => ({ trans, tm }));
+ * console.log(tile(true, 4) === tile(true, 4), tile(true, 4) === tile(false, 4)); // true false
  * ```
  */
-export function perSizes<A extends number[], K>(make: (...sizes: A) => K): (...sizes: A) => K {
+export function perSizes<A extends SizeArg[], K>(make: (...sizes: A) => K): (...sizes: A) => K {
   const made = new Map<string, K>();
   return (...sizes) => {
-    const key = sizes.join(",");
+    const key = JSON.stringify(sizes);
     let k = made.get(key);
     if (k === undefined) made.set(key, k = make(...sizes));
     return k;

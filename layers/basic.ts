@@ -21,7 +21,7 @@ import {
 } from "../kernels/conv2d.ts";
 import { depthwiseConv2dBackward, depthwiseConv2dForward } from "../kernels/depthwise.ts";
 import { dropoutBackward, dropoutForward, dropoutMaskWords } from "../kernels/dropout.ts";
-import { gemm, sumRows } from "../kernels/gemm.ts";
+import { gemm, sumRows } from "../kernels/gemm/index.ts";
 import { checkLrn, lrnBackward, lrnForward } from "../kernels/lrn.ts";
 import {
   avgPool2dBackward,

@@ -10,7 +10,7 @@ import {
   type GemmTuning,
   reduceStrided,
   sumRows,
-} from "../kernels/gemm.ts";
+} from "../kernels/gemm/index.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { gemmRef, sumRowsRef } from "./cpu_ref/gemm.ts";
 import {
