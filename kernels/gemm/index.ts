@@ -28,18 +28,19 @@
  * @module
  */
 
-import { formatShape, type Gpu, type Shape, type Tensor } from "../../gpu/mod.ts";
+import { formatShape, type Gpu, type KernelSpec, type Shape, type Tensor } from "../../gpu/mod.ts";
 import { type ActivationKind, checkActivationKind } from "../_activation_wgsl.ts";
 import { adapterProfile } from "../_adapter.ts";
 import { tunedGemm } from "../_autotune_table.ts";
 import { bindingRange, maxBindingElements, type TensorRange } from "../_binding.ts";
 import { floatDTypes } from "../_dtype.ts";
 import type { GemmTuning, StridedGemm } from "../_types.ts";
-import { dispatchEpilogue } from "./epilogue.ts";
+import { dispatchEpilogue, epilogueKernel } from "./epilogue.ts";
 import { gemmProblem, planDispatches, planGemm } from "./plan.ts";
-import { dispatchRegister } from "./register.ts";
-import { dispatchShared } from "./shared.ts";
-import type { GemmOperand, GemmPlan } from "./types.ts";
+import { dispatchRegister, registerKernel } from "./register.ts";
+import { dispatchShared, sharedKernel } from "./shared.ts";
+import { gemmVariant, type StoreVariant } from "./store.ts";
+import type { GemmDispatch, GemmOperand, GemmPlan } from "./types.ts";
 
 export type { GemmTuning, GemmVariant, StridedGemm } from "../_types.ts";
 export { gemmProblem, planDispatches, planGemm } from "./plan.ts";
@@ -317,4 +318,45 @@ export function runGemmPlan(gpu: Gpu, g: StridedGemm, plan: GemmPlan): void {
   } finally {
     for (const r of scratch.values()) r.tensor.dispose();
   }
+}
+
+/**
+ * The kernel a planned dispatch compiles, for f32 operands (its f16 specializations differ only
+ * in their loads and stores): its WGSL, and threads per workgroup. Tests check plans against an
+ * adapter's limits with it.
+ *
+ * @returns The kernel's spec and its workgroup size.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { dispatchKernel, planDispatches, planGemm } from "./index.ts";
+ * const plan = planGemm({
+ *   m: 4, n: 5, k: 3, batch: 1, transA: false, transB: false, alpha: 1, beta: 0,
+ *   a: { base: 0, dtype: "f32" }, b: { base: 0, dtype: "f32" }, c: { base: 0, dtype: "f32" },
+ *   lda: 3, ldb: 5, ldc: 5, strideA: 0, strideB: 0, strideC: 0, biasMode: "none",
+ * }, WEBGPU_DEFAULT_PROFILE);
+ * dispatchKernel(planDispatches(plan)[0]).spec.name; // "gemm_smem_nn_4x4"
+ * ```
+ */
+export function dispatchKernel(
+  d: GemmDispatch,
+): { spec: KernelSpec; workgroupSize: number | readonly [number, number, number] } {
+  const f32 = { a: "f32", b: "f32", c: "f32", bias: "f32" } as const;
+  if (d.kernel === "epilogue") {
+    const variant = gemmVariant(d.config) as StoreVariant;
+    return {
+      spec: epilogueKernel.spec(f32, variant),
+      workgroupSize: epilogueKernel.descriptor.workgroupSize,
+    };
+  }
+  const c = d.config;
+  if (d.kernel === "shared") {
+    const k = sharedKernel(c.transA, c.transB);
+    return {
+      spec: k.spec(f32, gemmVariant(c) as StoreVariant),
+      workgroupSize: k.descriptor.workgroupSize,
+    };
+  }
+  const k = registerKernel(c.transA, c.transB, c.tm, c.tn);
+  return { spec: k.spec(f32, gemmVariant(c)), workgroupSize: k.descriptor.workgroupSize };
 }
