@@ -23,7 +23,7 @@ const STORE_COST = 12;
  * @example
  * ```ts
  * import { pickTile } from "./cost.ts";
- * pickTile(256, 120, 400, 1, 4).tile; // [8, 8]
+ * pickTile(256, 120, 400, 1, 4).tile; // [8, 16]
  * ```
  */
 export function pickTile(
