@@ -225,7 +225,8 @@ export type SizeArg = number | string | boolean;
 export function perSizes<A extends SizeArg[], K>(make: (...sizes: A) => K): (...sizes: A) => K {
   const made = new Map<string, K>();
   return (...sizes) => {
-    const key = JSON.stringify(sizes);
+    // Numbers and booleans cannot be confused once joined; strings are quoted.
+    const key = sizes.some((s) => typeof s === "string") ? JSON.stringify(sizes) : sizes.join();
     let k = made.get(key);
     if (k === undefined) made.set(key, k = make(...sizes));
     return k;
@@ -253,14 +254,23 @@ export function defineKernel<
       }
     }
   }
-  /** The bindings of variant `v`, in binding order (throws for an unknown variant). */
-  function bindingsOf(v: V): (keyof B & string)[] {
-    if (v !== "" && !d.variants?.includes(v)) {
-      throw new RangeError(
-        `${d.name}: unknown variant '${v}' (${d.variants?.join(", ") ?? "none"})`,
-      );
+  const usedBy = new Map<string, readonly (keyof B & string)[]>();
+  /**
+   * The bindings of variant `v`, in binding order (throws for an unknown variant); found once per
+   * variant (a kernel may have hundreds).
+   */
+  function bindingsOf(v: V): readonly (keyof B & string)[] {
+    let used = usedBy.get(v);
+    if (used === undefined) {
+      if (v !== "" && !d.variants?.includes(v)) {
+        throw new RangeError(
+          `${d.name}: unknown variant '${v}' (${d.variants?.join(", ") ?? "none"})`,
+        );
+      }
+      used = names.filter((n) => d.bindings[n].variants?.includes(v) ?? true);
+      usedBy.set(v, used);
     }
-    return names.filter((n) => d.bindings[n].variants?.includes(v) ?? true);
+    return used;
   }
   const fields = Object.entries(d.params) as [string, ParamType][];
   const wg = typeof d.workgroupSize === "number"

@@ -140,9 +140,10 @@ function cpuCores(): number {
 }
 
 /**
- * Plans a strided GEMM (see the module documentation): pure, it needs no `Gpu`. `tuning` forces
- * knobs (the family, the register tile, the orientation, the k-splits); the rest follows the
- * profile and the cost model.
+ * Plans a strided GEMM (see the module documentation): pure, it needs no `Gpu` (the one fact it
+ * reads besides its arguments is the machine's CPU core count, for the register family's cost
+ * model). `tuning` forces knobs (the family, the register tile, the orientation, the k-splits);
+ * the rest follows the profile and the cost model.
  *
  * @returns The plan: every dispatch and the scratch sizes.
  * @throws {RangeError} for an unknown activation, a register tile the family does not have, or a

@@ -68,16 +68,16 @@ export interface VariantConfig extends GemmStoreConfig {
  * ```
  */
 export function gemmVariant(c: GemmStoreConfig & Partial<VariantConfig>): RegisterVariant {
-  const parts = [
-    c.vecA ? "va" : "",
-    c.vecB ? "vb" : "",
-    c.beta ? "beta" : "",
-    c.bias === "none" ? "" : `bias${c.bias}`,
-    c.segmented ? "seg" : "",
-    c.vecC ? "vc" : "",
-    c.activation ?? "",
-  ];
-  return parts.filter((p) => p !== "").join("_") as RegisterVariant;
+  let v = "";
+  const add = (part: string) => (v = v === "" ? part : `${v}_${part}`);
+  if (c.vecA) add("va");
+  if (c.vecB) add("vb");
+  if (c.beta) add("beta");
+  if (c.bias !== "none") add(`bias${c.bias}`);
+  if (c.segmented) add("seg");
+  if (c.vecC) add("vc");
+  if (c.activation) add(c.activation);
+  return v as RegisterVariant;
 }
 
 /**
