@@ -8,7 +8,7 @@
 // Rows marked [f16 ...] store operands as f16 (training's --precision f16: A and B f16, C f16
 // for forward and dx products, f32 for weight gradients); the math is f32 either way.
 import { getGpu } from "../gpu/mod.ts";
-import { gemm, type GemmParams, type GemmTuning } from "../kernels/gemm.ts";
+import { gemm, type GemmParams, type GemmTuning } from "../kernels/gemm/index.ts";
 
 const gpu = await getGpu();
 const results: [string, number][] = [];

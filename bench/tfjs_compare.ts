@@ -49,7 +49,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-webgpu";
 import { getGpu, type Tensor } from "../gpu/mod.ts";
 import { checkConv2d, conv2dBackward, conv2dForward } from "../kernels/conv2d.ts";
-import { gemm, type GemmParams } from "../kernels/gemm.ts";
+import { gemm, type GemmParams } from "../kernels/gemm/index.ts";
 import { benchCli } from "./_args.ts";
 import * as shapes from "./_shapes.ts";
 import { setupRun, timeSteps, warmUp } from "./_train.ts";

@@ -109,3 +109,21 @@ export const WEBGPU_DEFAULT_PROFILE: AdapterProfile = Object.freeze({
     maxComputeWorkgroupsPerDimension: 65535,
   }),
 });
+
+/**
+ * The most f32 elements one storage binding may span under `limits`, less one alignment unit (so
+ * that a range starting anywhere still fits): `maxBindingElements` of `_binding.ts` for a profile.
+ *
+ * @returns An element count.
+ * @example
+ * ```ts
+ * import { bindingElements, WEBGPU_DEFAULT_PROFILE } from "./_adapter.ts";
+ * console.log(bindingElements(WEBGPU_DEFAULT_PROFILE.limits)); // 33554364 (128 MiB)
+ * ```
+ */
+export function bindingElements(
+  limits: Pick<AdapterLimits, "maxStorageBufferBindingSize" | "minStorageBufferOffsetAlignment">,
+): number {
+  const align = limits.minStorageBufferOffsetAlignment;
+  return Math.floor((limits.maxStorageBufferBindingSize - align - 16) / 4);
+}

@@ -14,14 +14,15 @@
  *   {@linkcode LOOP_BUDGET} by splitting long reductions (or under {@linkcode LOOP_CAP} when the
  *   host counts every pass exactly).
  *
- * A leaf of the kernels' module graph (it imports only `gpu/` and `_dtype.ts`), so every kernel
- * file can import it without an import cycle. Private to `kernels/`: not re-exported by the
- * package.
+ * A leaf of the kernels' module graph (it imports only `gpu/`, `_adapter.ts` and `_dtype.ts`), so
+ * every kernel file can import it without an import cycle. Private to `kernels/`: not re-exported
+ * by the package.
  *
  * @module
  */
 
 import type { Binding, Gpu, Tensor } from "../gpu/mod.ts";
+import { bindingElements } from "./_adapter.ts";
 import { floatBytes } from "./_dtype.ts";
 
 /**
@@ -84,8 +85,7 @@ export function bindingRange(t: Tensor, offset: number, count: number): TensorRa
  * ```
  */
 export function maxBindingElements(gpu: Gpu): number {
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  return Math.floor((gpu.limits.maxStorageBufferBindingSize - align - 16) / 4);
+  return bindingElements(gpu.limits);
 }
 
 /**

@@ -203,10 +203,14 @@ export function variantProduct<const A extends readonly (readonly string[])[]>(
   return out as VariantProduct<A>[];
 }
 
+/** A compile-time constant a kernel description may be specialized on (see {@linkcode perSizes}). */
+export type SizeArg = number | string | boolean;
+
 /**
- * Kernels specialized on compile-time sizes (a window, a stride: too many to list as variants):
- * `make(...sizes)` builds one description per distinct set of sizes, on first use; each then
- * caches its dtype and variant specializations as any kernel does.
+ * Kernels specialized on compile-time sizes (a window, a stride: too many to list as variants)
+ * or other compile-time constants (a transpose flag, a tile shape): `make(...sizes)` builds one
+ * description per distinct set of arguments, on first use; each then caches its dtype and
+ * variant specializations as any kernel does.
  *
  * @returns A function giving the kernel for a set of sizes.
  * @example
@@ -214,12 +218,15 @@ export function variantProduct<const A extends readonly (readonly string[])[]>(
  * import { perSizes } from "./_kernel.ts";
  * const square = perSizes((k: number) => ({ k }));
  * console.log(square(3) === square(3)); // true
+ * const tile = perSizes((trans: boolean, tm: number) => ({ trans, tm }));
+ * console.log(tile(true, 4) === tile(true, 4), tile(true, 4) === tile(false, 4)); // true false
  * ```
  */
-export function perSizes<A extends number[], K>(make: (...sizes: A) => K): (...sizes: A) => K {
+export function perSizes<A extends SizeArg[], K>(make: (...sizes: A) => K): (...sizes: A) => K {
   const made = new Map<string, K>();
   return (...sizes) => {
-    const key = sizes.join(",");
+    // Numbers and booleans cannot be confused once joined; strings are quoted.
+    const key = sizes.some((s) => typeof s === "string") ? JSON.stringify(sizes) : sizes.join();
     let k = made.get(key);
     if (k === undefined) made.set(key, k = make(...sizes));
     return k;
@@ -247,14 +254,23 @@ export function defineKernel<
       }
     }
   }
-  /** The bindings of variant `v`, in binding order (throws for an unknown variant). */
-  function bindingsOf(v: V): (keyof B & string)[] {
-    if (v !== "" && !d.variants?.includes(v)) {
-      throw new RangeError(
-        `${d.name}: unknown variant '${v}' (${d.variants?.join(", ") ?? "none"})`,
-      );
+  const usedBy = new Map<string, readonly (keyof B & string)[]>();
+  /**
+   * The bindings of variant `v`, in binding order (throws for an unknown variant); found once per
+   * variant (a kernel may have hundreds).
+   */
+  function bindingsOf(v: V): readonly (keyof B & string)[] {
+    let used = usedBy.get(v);
+    if (used === undefined) {
+      if (v !== "" && !d.variants?.includes(v)) {
+        throw new RangeError(
+          `${d.name}: unknown variant '${v}' (${d.variants?.join(", ") ?? "none"})`,
+        );
+      }
+      used = names.filter((n) => d.bindings[n].variants?.includes(v) ?? true);
+      usedBy.set(v, used);
     }
-    return names.filter((n) => d.bindings[n].variants?.includes(v) ?? true);
+    return used;
   }
   const fields = Object.entries(d.params) as [string, ParamType][];
   const wg = typeof d.workgroupSize === "number"

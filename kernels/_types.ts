@@ -1,9 +1,9 @@
 /**
- * The records that the GEMM engine (`gemm.ts`), conv2d (`conv2d.ts`) and the tuning table
+ * The records that the GEMM engine (`gemm/`), conv2d (`conv2d.ts`) and the tuning table
  * (`_autotune_table.ts`) share: the tuning knobs, a strided GEMM problem and conv2d's kernel
  * options. They are declared here, types only and importing no kernel, so that the table can
- * name them while gemm.ts and conv2d.ts consult the table, with no import cycle (type-only ones
- * included). gemm.ts and conv2d.ts re-export them; `GemmTuning`, `GemmVariant` and
+ * name them while gemm/ and conv2d.ts consult the table, with no import cycle (type-only ones
+ * included). gemm/index.ts and conv2d.ts re-export them; `GemmTuning`, `GemmVariant` and
  * `Conv2dKernelOptions` are public through `kernels/mod.ts`.
  *
  * @module

@@ -48,7 +48,15 @@ import {
 } from "./_autotune_table.ts";
 import { conv2dBackward, conv2dForward, type Conv2dParams } from "./conv2d.ts";
 import { bindingRange } from "./_binding.ts";
-import { _gemmPlan, gemmStrided, type GemmTuning, type StridedGemm } from "./gemm.ts";
+import { adapterProfile } from "./_adapter.ts";
+import {
+  type GemmPlan,
+  gemmProblem,
+  gemmStrided,
+  type GemmTuning,
+  planGemm,
+  type StridedGemm,
+} from "./gemm/index.ts";
 
 export { type TunedChoice, TuningTable } from "./_autotune_table.ts";
 
@@ -685,7 +693,7 @@ function gemmWorkload(gpu: Gpu, shape: GemmShape): Workload & { readonly g: Stri
   };
 }
 
-function fullTuning(plan: ReturnType<typeof _gemmPlan>): GemmTuning {
+function fullTuning(plan: GemmPlan): GemmTuning {
   return plan.variant === "shared"
     ? { variant: "shared", splitK: plan.splitK }
     : { variant: "register", tile: plan.tile, swap: plan.swap, splitK: plan.splitK };
@@ -704,7 +712,7 @@ async function tuneGemm(
   try {
     const resolve = (c: Candidate): GemmTuning | null => {
       try {
-        return fullTuning(_gemmPlan(gpu, w.g, c as GemmTuning));
+        return fullTuning(planGemm(gemmProblem(w.g), adapterProfile(gpu), c as GemmTuning));
       } catch {
         return null;
       }

@@ -64,7 +64,7 @@ import {
   planDirectWeightGrad,
 } from "./conv2d_direct.ts";
 import { checkActivationKind } from "./_activation_wgsl.ts";
-import { gemmStrided, reduceStrided } from "./gemm.ts";
+import { gemmStrided, reduceStrided } from "./gemm/index.ts";
 
 export type { Conv2dGeometry, Window2d, Window2dParams } from "./_geometry.ts";
 export type { Conv2dKernelOptions } from "./_types.ts";

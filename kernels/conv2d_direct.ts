@@ -46,7 +46,7 @@ import { ParamsWriter } from "./_params.ts";
 import type { ActivationKind } from "./_activation_wgsl.ts";
 import { activationWgsl } from "./_activation_wgsl.ts";
 import { bindingRange, LOOP_CAP, maxBindingElements, type TensorRange } from "./_binding.ts";
-import { reduceStrided } from "./gemm.ts";
+import { reduceStrided } from "./gemm/index.ts";
 
 /**
  * The convolution a direct kernel computes: the window and every size resolved (see

@@ -105,7 +105,7 @@ export {
   type GemmTuning,
   type GemmVariant,
   sumRows,
-} from "./gemm.ts";
+} from "./gemm/index.ts";
 export {
   checkLossScale,
   createLossScale,

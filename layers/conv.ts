@@ -14,7 +14,7 @@ import {
   type Conv2dParams,
 } from "../kernels/conv2d.ts";
 import { depthwiseConv2dBackward, depthwiseConv2dForward } from "../kernels/depthwise.ts";
-import { gemm, sumRows } from "../kernels/gemm.ts";
+import { gemm, sumRows } from "../kernels/gemm/index.ts";
 import { window2d, type Window2dParams } from "../kernels/_geometry.ts";
 import { type EpilogueActivation, epilogueGrad } from "./elementwise.ts";
 import { expectRank, type Layer, leaf, param, release, weightFor } from "./layer.ts";

@@ -1,16 +1,22 @@
-// Tests of the GEMM family (kernels/gemm.ts) against the Float64 CPU reference.
+// Tests of the GEMM family (kernels/gemm/) against the Float64 CPU reference. Where a case is
+// meant to take a path (a vec4 load, split-K, k-passes, the swapped product), its plan says so.
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../kernels/activation.ts";
+import { adapterProfile } from "../kernels/_adapter.ts";
 import { bindingRange } from "../kernels/_binding.ts";
 import {
   checkGemm,
   gemm,
+  type GemmPlan,
   gemmStrided,
   type GemmTuning,
+  planDispatches,
+  planGemm,
   reduceStrided,
   sumRows,
-} from "../kernels/gemm.ts";
+} from "../kernels/gemm/index.ts";
+import { type OperandDTypes, problemOf } from "./_gemm_problem.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { gemmRef, sumRowsRef } from "./cpu_ref/gemm.ts";
 import {
@@ -80,6 +86,15 @@ async function runCase(c: Case, tuning: GemmTuning, seed: number): Promise<void>
   for (const t of [ta, tb, tc, tbias]) t?.dispose();
 }
 
+/** The plan `gemm` makes for a case on the test adapter. */
+async function planOf(
+  c: Case & { activation?: ActivationKind },
+  tuning: GemmTuning,
+  dt: OperandDTypes = {},
+): Promise<GemmPlan> {
+  return planGemm(problemOf(c, dt), adapterProfile(await testGpu()), tuning);
+}
+
 const SHAPES: [number, number, number][] = [[1, 1, 1], [7, 13, 5], [65, 33, 17], [128, 10, 84]];
 const COMBOS: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
 
@@ -113,7 +128,15 @@ Deno.test("gemm: vec4 paths (dims multiple of 4) and every register tile", GPU_T
   for (const [m, n, k] of [[16, 32, 64], [20, 12, 36]] as const) {
     for (const [transA, transB] of COMBOS) {
       for (const tile of [[16, 16], [8, 4], [1, 4], [2, 8], [4, 16]] as [number, number][]) {
-        await runCase({ m, n, k, transA, transB }, { variant: "register", tile }, seed++);
+        const c = { m, n, k, transA, transB }, tuning = { variant: "register", tile } as const;
+        const { config } = (await planOf(c, tuning)).passes[0];
+        // Every operand vectorized; A along m takes whole vec4s of rows (tm >= 4).
+        assert.deepEqual([config.vecA, config.vecB, config.vecC], [true, true, true]);
+        assert.deepEqual([config.tm, config.tn], [
+          transA ? Math.max(tile[0], 4) : tile[0],
+          tile[1],
+        ]);
+        await runCase(c, tuning, seed++);
       }
     }
   }
@@ -125,6 +148,13 @@ Deno.test("gemm: swapped orientation (C^T = B^T A^T) for every combo", GPU_TEST,
     for (const [transA, transB] of COMBOS) {
       for (const swap of [true, false]) {
         const c = { m, n, k, transA, transB, bias: true, batch: 2, beta: 0.5 };
+        assert.equal((await planOf(c, { variant: "register", swap })).swap, swap);
+        const split = await planOf({ ...c, batch: undefined }, {
+          variant: "register",
+          swap,
+          splitK: 2,
+        });
+        assert.deepEqual([split.swap, split.splitK], [swap, 2]);
         await runCase(c, { variant: "register", swap }, seed);
         await runCase({ ...c, batch: undefined }, { variant: "register", swap, splitK: 2 }, seed);
       }
@@ -152,12 +182,18 @@ Deno.test("gemm: split-K gives the same result as one pass", GPU_TEST, async () 
   for (const variant of ["register", "shared"] as const) {
     for (const [transA, transB] of COMBOS) {
       const c = { m: 5, n: 7, k: 1001, transA, transB, bias: true, beta: 0.5, batch: 2 };
+      const kernels = async (t: GemmTuning) =>
+        planDispatches(await planOf(c, t)).map((d) => d.kernel);
+      assert.deepEqual(await kernels({ variant, splitK: 3 }), [variant, "epilogue"]);
+      assert.deepEqual(await kernels({ variant, splitK: 1 }), [variant]);
       await runCase(c, { variant, splitK: 3 }, seed);
       await runCase(c, { variant, splitK: 1 }, seed++);
     }
   }
   // Split-K chosen automatically (few output tiles, long k).
-  await runCase({ m: 6, n: 25, k: 4096, transB: true }, {}, seed++);
+  const auto = { m: 6, n: 25, k: 4096, transB: true };
+  assert.ok((await planOf(auto, {})).splitK > 1);
+  await runCase(auto, {}, seed++);
 });
 
 Deno.test(
@@ -166,14 +202,18 @@ Deno.test(
   async () => {
     // llvmpipe silently stops loops after 65535 iterations per invocation: long reductions must
     // be split. 40000 exceeds the shared kernel's pass, 250000 the register kernel's.
-    await runCase({ m: 3, n: 5, k: 40000, transA: true, bias: true, beta: 0.5 }, {
-      variant: "shared",
-    }, 450);
-    await runCase({ m: 2, n: 4, k: 250000, transB: true, bias: true }, {
-      variant: "register",
-      splitK: 1,
-    }, 451);
-    await runCase({ m: 4, n: 8, k: 250000 }, { variant: "register", splitK: 1 }, 452); // vec4 A and B
+    const cases: [Case, GemmTuning][] = [
+      [{ m: 3, n: 5, k: 40000, transA: true, bias: true, beta: 0.5 }, { variant: "shared" }],
+      [{ m: 2, n: 4, k: 250000, transB: true, bias: true }, { variant: "register", splitK: 1 }],
+      [{ m: 4, n: 8, k: 250000 }, { variant: "register", splitK: 1 }], // vec4 A and B
+    ];
+    let seed = 450;
+    for (const [c, tuning] of cases) {
+      const plan = await planOf(c, tuning);
+      assert.equal(plan.passes.length, 2, JSON.stringify(c));
+      assert.equal(plan.epilogue, undefined); // an f32 C accumulates the passes itself
+      await runCase(c, tuning, seed++);
+    }
   },
 );
 
@@ -591,21 +631,24 @@ Deno.test(
     // Sequential k-passes (shared: 32768 k per pass; register: 240000): with an f16 C they sum
     // into an f32 scratch and round once; with an f32 C they accumulate in C.
     const long = { m: 3, n: 5, k: 40000, transA: true, bias: true, beta: 0.5 };
-    await runCaseDt(
-      { ...long, activation: "tanh", alpha: 0.05 },
-      ALL_F16,
-      { variant: "shared" },
-      seed++,
-    );
-    await runCaseDt(long, TRAIN_DW, { variant: "shared" }, seed++);
-    await runCaseDt({ m: 2, n: 4, k: 250000, transB: true, bias: true }, TRAIN_FWD, {
-      variant: "register",
-      splitK: 1,
-    }, seed++);
-    await runCaseDt({ m: 4, n: 8, k: 250000, beta: 1 }, ALL_F16, {
-      variant: "register",
-      splitK: 1,
-    }, seed++); // vec4 A, B and C
+    const cases: [Case & { activation?: ActivationKind }, DTypes, GemmTuning][] = [
+      [{ ...long, activation: "tanh", alpha: 0.05 }, ALL_F16, { variant: "shared" }],
+      [long, TRAIN_DW, { variant: "shared" }],
+      [{ m: 2, n: 4, k: 250000, transB: true, bias: true }, TRAIN_FWD, {
+        variant: "register",
+        splitK: 1,
+      }],
+      [{ m: 4, n: 8, k: 250000, beta: 1 }, ALL_F16, { variant: "register", splitK: 1 }], // vec4 A, B, C
+    ];
+    for (const [c, dt, tuning] of cases) {
+      const plan = await planOf(c, tuning, dt);
+      assert.equal(plan.passes.length, 2);
+      // An f16 C: the passes sum into the f32 accumulator and the epilogue rounds once.
+      const f16 = dt.c === "f16";
+      assert.equal(plan.scratch.accumulator, f16 ? c.m * c.n : 0);
+      assert.equal(plan.epilogue?.bindings.part, f16 ? "accumulator" : undefined);
+      await runCaseDt(c, dt, tuning, seed++);
+    }
   },
 );
 

@@ -1,7 +1,7 @@
 // defineKernel (kernels/_kernel.ts): a kernel described once generates its WGSL header (enable
 // f16, Params, bindings), its packing, its cache key, and checks what a call binds.
 import assert from "node:assert/strict";
-import { defineKernel, variantProduct } from "../kernels/_kernel.ts";
+import { defineKernel, perSizes, variantProduct } from "../kernels/_kernel.ts";
 import { F16_TEST, GPU_TEST, testGpu } from "./harness.ts";
 
 const axpy = defineKernel({
@@ -267,4 +267,15 @@ Deno.test("defineKernel binds a variant's own bindings and checks them", GPU_TES
       }),
     /bias .* must be f32/,
   );
+});
+
+Deno.test("perSizes builds one description per set of compile-time constants", () => {
+  let made = 0;
+  const kernel = perSizes((trans: boolean | string, tm: number) => ({ trans, tm, id: made++ }));
+  assert.equal(kernel(true, 4), kernel(true, 4), "built once");
+  assert.equal(made, 1);
+  // Numbers, booleans and strings are told apart, and a string holding a comma is one argument.
+  const keys = [kernel(false, 4), kernel("true", 4), kernel("true,4", 4), kernel(true, 8)];
+  assert.equal(new Set([kernel(true, 4), ...keys]).size, 5);
+  assert.deepEqual(kernel(false, 4), { trans: false, tm: 4, id: 1 });
 });

@@ -1,0 +1,529 @@
+/**
+ * GEMM planning: which kernels compute a strided GEMM, and how. {@linkcode planGemm} is a pure
+ * function of the problem (a `StridedGemm` without its tensors, {@linkcode GemmProblem}), the
+ * adapter's profile and a tuning. Its {@linkcode GemmPlan} is a plain value listing every
+ * dispatch (kernel configuration, `Params` values, what each binding binds, grid) and the sizes
+ * of the scratch buffers, so that the runner (`index.ts`) only allocates scratch and records the
+ * dispatches, the autotuner compares plans, and tests assert on plans.
+ *
+ * The decisions, in order:
+ * - **family**: `register` on CPU adapters, `shared` on GPUs (or as tuned);
+ * - **k-passes**: a reduction longer than one dispatch's loop budget runs as sequential passes
+ *   over k-ranges (llvmpipe stops an invocation's loops after 65535 iterations, silently), each
+ *   after the first adding to C; with an f16 C they sum into an f32 accumulator instead, and an
+ *   epilogue rounds once;
+ * - per pass, the **orientation** (skinny products computed as `C^T = op(B)^T op(A)^T`, so that
+ *   SIMD lanes run along the long side), the **register tile** (a cost model of llvmpipe's loads
+ *   and stores), vec4 loads and stores (from the operands' alignment facts) and **split-K**
+ *   (long reductions over few output tiles: partial products into scratch, summed by an
+ *   epilogue).
+ *
+ * The records (problem, plan, dispatches) are in `types.ts`, the cost model in `cost.ts`.
+ *
+ * @module
+ */
+
+import { grid1d } from "../../gpu/mod.ts";
+import { checkActivationKind } from "../_activation_wgsl.ts";
+import { type AdapterProfile, bindingElements } from "../_adapter.ts";
+import type { GemmTuning, GemmVariant, StridedGemm } from "../_types.ts";
+import { chooseSplitK, pickTile } from "./cost.ts";
+import {
+  EPILOGUE_WG,
+  type GemmConfig,
+  type GemmDispatch,
+  type GemmEpilogueDispatch,
+  type GemmOperand,
+  type GemmOperandShape,
+  type GemmPass,
+  type GemmPlan,
+  type GemmProblem,
+  type GemmProductDispatch,
+  type GemmStoreConfig,
+  REGISTER_WG,
+  SHARED_BM,
+  SHARED_BN,
+} from "./types.ts";
+
+/**
+ * The problem of a strided GEMM: `g` without its tensors (each operand's offset and dtype).
+ *
+ * @returns The problem, for {@linkcode planGemm}.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { bindingRange } from "../_binding.ts";
+ * import { gemmProblem } from "./plan.ts";
+ * const gpu = await getGpu();
+ * const a = gpu.zeros([4, 3]), b = gpu.zeros([3, 5]), c = gpu.empty([4, 5]);
+ * gemmProblem({
+ *   m: 4, n: 5, k: 3, batch: 1, transA: false, transB: false, alpha: 1, beta: 0,
+ *   a: bindingRange(a, 0, 12), b: bindingRange(b, 0, 15), c: bindingRange(c, 0, 20),
+ *   lda: 3, ldb: 5, ldc: 5, strideA: 0, strideB: 0, strideC: 0, biasMode: "none",
+ * }).a; // { base: 0, dtype: "f32" }
+ * ```
+ */
+export function gemmProblem(g: StridedGemm): GemmProblem {
+  const shape = (r: { base: number; tensor: { dtype: string } }): GemmOperandShape => ({
+    base: r.base,
+    dtype: r.tensor.dtype === "f16" ? "f16" : "f32",
+  });
+  return {
+    ...g,
+    a: shape(g.a),
+    b: shape(g.b),
+    c: shape(g.c),
+    bias: g.bias ? shape(g.bias) : undefined,
+  };
+}
+
+/**
+ * The dispatches of a plan in the order they run.
+ *
+ * @returns Each pass's dispatches, then the plan's epilogue.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { planDispatches, planGemm } from "./plan.ts";
+ * const plan = planGemm({
+ *   m: 4, n: 5, k: 3, batch: 1, transA: false, transB: false, alpha: 1, beta: 0,
+ *   a: { base: 0, dtype: "f32" }, b: { base: 0, dtype: "f32" }, c: { base: 0, dtype: "f32" },
+ *   lda: 3, ldb: 5, ldc: 5, strideA: 0, strideB: 0, strideC: 0, biasMode: "none",
+ * }, WEBGPU_DEFAULT_PROFILE);
+ * planDispatches(plan).map((d) => d.kernel); // ["shared"]
+ * ```
+ */
+export function planDispatches(plan: GemmPlan): GemmDispatch[] {
+  const out = plan.passes.flatMap((p) => p.dispatches);
+  if (plan.epilogue) out.push(plan.epilogue);
+  return out;
+}
+
+// ------------------------------------------------------------------------ planning ----
+
+/**
+ * Most k per register-kernel dispatch. llvmpipe (gallivm) caps the loop iterations of one
+ * invocation at 65535 in total and silently skips the rest, so a k-loop (4 k per iteration)
+ * must stay well below that. Harmless elsewhere.
+ */
+const MAX_K_REGISTER = 4 * 60000;
+/** Most k per shared-memory-kernel dispatch (about 25 loop iterations per 16 k). */
+const MAX_K_SHARED = 32768;
+
+/** An operand of a pass: what it binds, where it starts, its storage type. */
+interface Operand extends GemmOperandShape {
+  readonly ref: GemmOperand;
+}
+
+/** A problem being planned: its operands name what they bind. */
+type Bound = Omit<GemmProblem, "a" | "b" | "c" | "bias"> & {
+  readonly a: Operand;
+  readonly b: Operand;
+  readonly c: Operand;
+  readonly bias?: Operand | undefined;
+};
+
+/** What every pass of one plan shares. */
+interface Context {
+  readonly variant: GemmVariant;
+  readonly tuning: GemmTuning;
+  readonly profile: AdapterProfile;
+  /** Elements one binding may span. */
+  readonly elements: number;
+  /** CPU cores (the register cost model keeps every core busy). */
+  readonly cores: number;
+}
+
+/** CPU cores of this machine (4 where the runtime does not say). */
+function cpuCores(): number {
+  return Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4);
+}
+
+/**
+ * Plans a strided GEMM (see the module documentation): pure, it needs no `Gpu` (the one fact it
+ * reads besides its arguments is the machine's CPU core count, for the register family's cost
+ * model). `tuning` forces knobs (the family, the register tile, the orientation, the k-splits);
+ * the rest follows the profile and the cost model.
+ *
+ * @returns The plan: every dispatch and the scratch sizes.
+ * @throws {RangeError} for an unknown activation, a register tile the family does not have, or a
+ * batch or grid beyond the profile's workgroup limits.
+ * @throws {TypeError} for a bias mode without a bias.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { planGemm } from "./plan.ts";
+ * const plan = planGemm({
+ *   m: 4, n: 5, k: 3, batch: 1, transA: false, transB: false, alpha: 1, beta: 0,
+ *   a: { base: 0, dtype: "f32" }, b: { base: 0, dtype: "f32" }, c: { base: 0, dtype: "f32" },
+ *   lda: 3, ldb: 5, ldc: 5, strideA: 0, strideB: 0, strideC: 0, biasMode: "none",
+ * }, WEBGPU_DEFAULT_PROFILE);
+ * console.log(plan.variant, plan.passes.length); // shared 1
+ * ```
+ */
+export function planGemm(
+  problem: GemmProblem,
+  profile: AdapterProfile,
+  tuning: GemmTuning = {},
+): GemmPlan {
+  checkActivationKind("gemm", problem.activation);
+  if (problem.biasMode !== "none" && problem.bias === undefined) {
+    throw new TypeError(`gemm: bias mode '${problem.biasMode}' without a bias`);
+  }
+  const variant = tuning.variant ?? (profile.isCpu ? "register" : "shared");
+  const { m, n, k, batch } = problem;
+  const none = { accumulator: 0, partials: 0 };
+  if (m === 0 || n === 0 || batch === 0) {
+    return {
+      variant,
+      swap: false,
+      tile: [4, 4],
+      splitK: 1,
+      passes: [],
+      epilogue: undefined,
+      scratch: none,
+    };
+  }
+  const maxWg = profile.limits.maxComputeWorkgroupsPerDimension;
+  if (batch > maxWg) throw new RangeError(`gemm: batch ${batch} exceeds ${maxWg}`);
+  const ctx: Context = {
+    variant,
+    tuning,
+    profile,
+    elements: bindingElements(profile.limits),
+    cores: cpuCores(),
+  };
+  const g: Bound = {
+    ...problem,
+    a: { ...problem.a, ref: "a" },
+    b: { ...problem.b, ref: "b" },
+    c: { ...problem.c, ref: "c" },
+    bias: problem.bias ? { ...problem.bias, ref: "bias" } : undefined,
+  };
+  const kPass = passK(k, variant);
+  const passes: GemmPass[] = [];
+  let epilogue: GemmEpilogueDispatch | undefined;
+  let accumulator = 0;
+  if (kPass < k && problem.c.dtype === "f16" && batch * m * n <= ctx.elements) {
+    // An f16 C is not the accumulator: the passes sum raw products into an f32 scratch (no
+    // rounding to f16 between passes), then the epilogue applies alpha, beta, bias, the
+    // activation and C's mapping, rounding once.
+    accumulator = batch * m * n;
+    const acc: Operand = { ref: "accumulator", base: 0, dtype: "f32" };
+    for (let k0 = 0, pass = 0; k0 < k; k0 += kPass, pass++) {
+      const kLen = Math.min(kPass, k - k0);
+      const slice: Bound = {
+        ...kSlice(g, k0, kLen),
+        ...into(acc, g),
+        alpha: 1,
+        beta: pass === 0 ? 0 : 1,
+        bias: undefined,
+        biasMode: "none",
+        activation: undefined,
+      };
+      passes.push(planPass(slice, k0, ctx));
+    }
+    epilogue = epilogueDispatch(g, acc, 1);
+  } else if (kPass < k) {
+    // Each pass after the first adds to C (beta = 1, no bias); only the last one applies the
+    // activation.
+    for (let k0 = 0, pass = 0; k0 < k; k0 += kPass, pass++) {
+      const kLen = Math.min(kPass, k - k0);
+      const slice: Bound = {
+        ...kSlice(g, k0, kLen),
+        beta: pass === 0 ? g.beta : 1,
+        bias: pass === 0 ? g.bias : undefined,
+        biasMode: pass === 0 ? g.biasMode : "none",
+        activation: k0 + kLen >= k ? g.activation : undefined,
+      };
+      passes.push(planPass(slice, k0, ctx));
+    }
+  } else {
+    passes.push(planPass(g, 0, ctx));
+  }
+  const first = passes[0];
+  return {
+    variant,
+    swap: first.swap,
+    tile: [first.config.tm, first.config.tn],
+    splitK: first.splits,
+    passes,
+    epilogue,
+    scratch: { accumulator, partials: Math.max(...passes.map((p) => p.partials)) },
+  };
+}
+
+/** k of each sequential pass (all of k when it fits one dispatch; see MAX_K_REGISTER). */
+function passK(k: number, variant: GemmVariant): number {
+  const maxK = variant === "shared" ? MAX_K_SHARED : MAX_K_REGISTER;
+  return k > maxK ? Math.ceil(k / Math.ceil(k / maxK) / 4) * 4 : k;
+}
+
+/** The part of `g`'s reduction over `k` in `[k0, k0 + kLen)`: shorter k, A and B moved along k. */
+function kSlice(g: Bound, k0: number, kLen: number): Bound {
+  return {
+    ...g,
+    k: kLen,
+    a: { ...g.a, base: g.a.base + k0 * (g.transA ? g.lda : 1) },
+    b: { ...g.b, base: g.b.base + k0 * (g.transB ? 1 : g.ldb) },
+  };
+}
+
+/** C retargeted to a scratch `[batch, m, n]` (plain rows, from element 0). */
+function into(
+  scratch: Operand,
+  g: Bound,
+): Pick<Bound, "c" | "ldc" | "ldcCol" | "strideC" | "segment" | "segmentStride"> {
+  return {
+    c: scratch,
+    ldc: g.n,
+    ldcCol: 1,
+    strideC: g.m * g.n,
+    segment: undefined,
+    segmentStride: undefined,
+  };
+}
+
+/** Decides the orientation, configuration and split-K of one pass, and lists its dispatches. */
+function planPass(g0: Bound, k0: number, ctx: Context): GemmPass {
+  const { variant, tuning } = ctx;
+  const swap = shouldSwap(g0, variant, tuning, ctx.cores);
+  const g = swap ? swapped(g0) : g0;
+  const cfg = chooseConfig(g, variant, tuning, ctx.cores);
+  const tilesX = Math.ceil(g.n / cfg.colsPerGroup);
+  const tilesY = Math.ceil(g.m / cfg.rowsPerGroup);
+  const maxWg = ctx.profile.limits.maxComputeWorkgroupsPerDimension;
+  let splits = tuning.splitK ??
+    chooseSplitK(g.k, tilesX * tilesY * g.batch, cfg.kAlign, ctx.profile.isCpu, ctx.cores);
+  splits = Math.max(1, Math.min(splits, Math.ceil(g.k / cfg.kAlign), Math.floor(maxWg / g.batch)));
+  const kChunk = Math.ceil(Math.ceil(g.k / splits) / cfg.kAlign) * cfg.kAlign;
+  splits = g.k === 0 ? 1 : Math.ceil(g.k / kChunk);
+  // The scratch of split-K ([splits, batch, m, n]) must fit one binding.
+  if (splits * g.batch * g.m * g.n > ctx.elements) splits = 1;
+  if (tilesX > maxWg || tilesY > maxWg) {
+    throw new RangeError(
+      `gemm: ${g.m}x${g.n} needs ${tilesX}x${tilesY} workgroups, more than ${maxWg} per dimension`,
+    );
+  }
+  if (splits === 1) {
+    const grid = [tilesX, tilesY, g.batch] as const;
+    return {
+      k0,
+      k: g.k,
+      swap,
+      config: cfg,
+      grid,
+      splits,
+      kChunk: g.k,
+      partials: 0,
+      dispatches: [productDispatch(cfg, g, g.k, grid)],
+    };
+  }
+  // Split-K: partial products into scratch [splits, batch, m, n], then an epilogue sums them.
+  const part: Operand = { ref: "partials", base: 0, dtype: "f32" };
+  const partial: Bound = {
+    ...g,
+    ...into(part, g),
+    alpha: 1,
+    beta: 0,
+    bias: undefined,
+    biasMode: "none",
+    activation: undefined,
+  };
+  const pcfg = chooseConfig(partial, variant, tuning, ctx.cores);
+  const grid = [tilesX, tilesY, g.batch * splits] as const;
+  return {
+    k0,
+    k: g.k,
+    swap,
+    config: pcfg,
+    grid,
+    splits,
+    kChunk,
+    partials: splits * g.batch * g.m * g.n,
+    dispatches: [productDispatch(pcfg, partial, kChunk, grid), epilogueDispatch(g, part, splits)],
+  };
+}
+
+/** The dispatch of a register or shared kernel for `g`, over k-chunks of `kChunk`. */
+function productDispatch(
+  cfg: GemmConfig,
+  g: Bound,
+  kChunk: number,
+  workgroups: readonly [number, number, number],
+): GemmProductDispatch {
+  return {
+    kernel: cfg.variant,
+    config: cfg,
+    params: {
+      m: g.m,
+      n: g.n,
+      k: g.k,
+      batch: g.batch,
+      lda: g.lda,
+      ldb: g.ldb,
+      ldc: g.ldc,
+      seg: g.segment ?? 1,
+      segStride: g.segmentStride ?? 0,
+      sA: g.strideA,
+      sB: g.strideB,
+      sC: g.strideC,
+      aOff: g.a.base,
+      bOff: g.b.base,
+      cOff: g.c.base,
+      biasOff: g.bias?.base ?? 0,
+      sBias: g.strideBias ?? 0,
+      kChunk,
+      alpha: g.alpha,
+      beta: g.beta,
+      ldcCol: g.ldcCol ?? 1,
+    },
+    bindings: {
+      a: g.a.ref,
+      b: g.b.ref,
+      c: g.c.ref,
+      ...(cfg.bias !== "none" ? { bias: g.bias!.ref } : {}),
+    },
+    workgroups,
+  };
+}
+
+/** The epilogue that sums `splits` partial results of `g` from `part` into `g`'s C. */
+function epilogueDispatch(g: Bound, part: Operand, splits: number): GemmEpilogueDispatch {
+  const config: GemmStoreConfig = {
+    beta: g.beta !== 0,
+    bias: g.biasMode,
+    segmented: g.segment !== undefined,
+    activation: g.activation,
+  };
+  return {
+    kernel: "epilogue",
+    config,
+    params: {
+      m: g.m,
+      n: g.n,
+      splits,
+      batch: g.batch,
+      ldc: g.ldc,
+      seg: g.segment ?? 1,
+      segStride: g.segmentStride ?? 0,
+      sC: g.strideC,
+      cOff: g.c.base,
+      biasOff: g.bias?.base ?? 0,
+      sBias: g.strideBias ?? 0,
+      alpha: g.alpha,
+      beta: g.beta,
+      ldcCol: g.ldcCol ?? 1,
+    },
+    bindings: {
+      part: part.ref,
+      c: g.c.ref,
+      ...(config.bias !== "none" ? { bias: g.bias!.ref } : {}),
+    },
+    workgroups: grid1d(g.batch * g.m * g.n, EPILOGUE_WG),
+  };
+}
+
+function isVecOk(r: Operand, ld: number, stride: number, inner: number): boolean {
+  return ld % 4 === 0 && stride % 4 === 0 && r.base % 4 === 0 && inner % 4 === 0;
+}
+
+function chooseConfig(
+  g: Bound,
+  variant: GemmVariant,
+  tuning: GemmTuning,
+  cores: number,
+): GemmConfig {
+  const store: GemmStoreConfig = {
+    beta: g.beta !== 0,
+    bias: g.biasMode,
+    segmented: g.segment !== undefined,
+    activation: g.activation,
+  };
+  if (variant === "shared") {
+    return {
+      ...store,
+      variant,
+      transA: g.transA,
+      transB: g.transB,
+      vecA: false,
+      vecB: false,
+      vecC: false,
+      tm: 4,
+      tn: 4,
+      rowsPerGroup: SHARED_BM,
+      colsPerGroup: SHARED_BN,
+      kAlign: 1,
+    };
+  }
+  // Vectorize A along k (!transA: needs k, lda % 4 == 0) or m (transA: needs m, lda % 4 == 0).
+  // f16 operands vectorize under the same conditions: a binding starts 256-byte aligned, so an
+  // element offset that is a multiple of 4 is 8-byte aligned, as a vec4<f16> needs.
+  const vecA = g.transA ? isVecOk(g.a, g.lda, g.strideA, g.m) : isVecOk(g.a, g.lda, g.strideA, g.k);
+  const vecB = g.transB ? isVecOk(g.b, g.ldb, g.strideB, g.k) : isVecOk(g.b, g.ldb, g.strideB, g.n);
+  let [tm, tn] = tuning.tile ?? pickTile(g.m, g.n, g.k, g.batch, cores).tile;
+  if (![1, 2, 4, 8, 16].includes(tm) || ![4, 8, 16].includes(tn)) {
+    throw new RangeError(`gemm: unsupported register tile [${tm}, ${tn}]`);
+  }
+  // A vectorized along m needs whole vec4s of rows.
+  if (vecA && g.transA && tm < 4) tm = 4;
+  return {
+    ...store,
+    variant,
+    transA: g.transA,
+    transB: g.transB,
+    vecA,
+    vecB,
+    vecC: isVecC(g),
+    tm,
+    tn,
+    rowsPerGroup: tm * REGISTER_WG,
+    colsPerGroup: tn * REGISTER_WG,
+    kAlign: (vecA && !g.transA) || (vecB && g.transB) ? 4 : 1,
+  };
+}
+
+/**
+ * Whether 4 consecutive columns of C (from a multiple of 4) are always 4 consecutive, aligned
+ * elements: then the register kernel stores (and reads, for beta) C as vec4s.
+ */
+function isVecC(g: Bound): boolean {
+  const aligned = g.n % 4 === 0 && g.ldc % 4 === 0 && g.strideC % 4 === 0 && g.c.base % 4 === 0;
+  if (g.segment !== undefined) {
+    return aligned && g.segment % 4 === 0 && (g.segmentStride ?? 0) % 4 === 0;
+  }
+  return aligned && (g.ldcCol ?? 1) === 1;
+}
+
+/**
+ * The same product with the roles of A and B exchanged: `C^T = op(B)^T op(A)^T`, storing
+ * element (j, i) of the swapped problem at C's (i, j).
+ */
+function swapped(g: Bound): Bound {
+  return {
+    ...g,
+    m: g.n,
+    n: g.m,
+    transA: !g.transB,
+    transB: !g.transA,
+    a: g.b,
+    b: g.a,
+    lda: g.ldb,
+    ldb: g.lda,
+    strideA: g.strideB,
+    strideB: g.strideA,
+    ldc: g.ldcCol ?? 1,
+    ldcCol: g.ldc,
+    biasMode: g.biasMode === "row" ? "col" : g.biasMode === "col" ? "row" : "none",
+  };
+}
+
+/** Whether the swapped problem is clearly cheaper for the register kernel. */
+function shouldSwap(g: Bound, variant: GemmVariant, tuning: GemmTuning, cores: number): boolean {
+  if (variant !== "register" || g.segment !== undefined) return false;
+  if (tuning.swap !== undefined) return tuning.swap;
+  if (tuning.tile) return false;
+  const normal = pickTile(g.m, g.n, g.k, g.batch, cores).cost;
+  const other = pickTile(g.n, g.m, g.k, g.batch, cores).cost;
+  return other < 0.85 * normal;
+}

@@ -1,0 +1,302 @@
+/**
+ * The register-blocked GEMM kernel (CPU adapters such as llvmpipe): no shared memory and no
+ * barriers. Each thread computes a `TM x TN` block of C in registers straight from global memory,
+ * loading vec4s along whichever dimension of each operand is contiguous (when it is a multiple of
+ * 4), 4 k-steps at a time. llvmpipe runs invocations as SIMD lanes and loads per lane, so what
+ * counts is the number of loads per FMA: big register blocks (8x8 to 16x16) win.
+ *
+ * One kernel description per transpose pair and tile (`gemm_reg_nt_8x4`); its variants are the
+ * vec4 operands and the store of C (`store.ts`).
+ *
+ * @module
+ */
+
+import { activationWgsl } from "../_activation_wgsl.ts";
+import type { TensorRange } from "../_binding.ts";
+import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
+import {
+  biasVariants,
+  gemmVariant,
+  REGISTER_VARIANTS,
+  type RegisterVariant,
+  variantConfig,
+} from "./store.ts";
+import { GEMM_PARAMS, type GemmProductDispatch, REGISTER_WG } from "./types.ts";
+
+/** k-steps per iteration of the register kernel's main loop (4 or 8). */
+const K_UNROLL = 4;
+
+const BINDINGS = {
+  a: { type: "float", access: "read", vec4: (v: string) => variantConfig(v).vecA },
+  b: { type: "float", access: "read", vec4: (v: string) => variantConfig(v).vecB },
+  c: { type: "float", access: "read_write", vec4: (v: string) => variantConfig(v).vecC },
+  bias: { type: "float", access: "read", variants: biasVariants(REGISTER_VARIANTS) },
+} as const;
+
+/**
+ * The register kernel of a transpose pair and a `tm x tn` block (built once per set).
+ *
+ * Thread (x, y) of workgroup (X, Y, z) computes the TM x TN block of C at rows
+ * `(Y * WG_Y + y) * TM`, columns `(X * WG_X + x) * TN` of batch `z % batch`, over the k-range
+ * `[s * kChunk, (s + 1) * kChunk)` with `s = z / batch`. Edge rows/columns are clamped for loads
+ * and masked for stores. Fully unrolled: every operand value and accumulator is a named register
+ * (llvmpipe keeps those in SIMD registers, arrays it spills).
+ *
+ * @example
+ * ```ts
+ * import { registerKernel } from "./register.ts";
+ * const spec = registerKernel(false, true, 4, 8).spec({ a: "f32", b: "f32", c: "f32" }, "va_vb");
+ * console.log(spec.name); // gemm_reg_nt_4x8_va_vb
+ * ```
+ */
+export const registerKernel = perSizes((transA: boolean, transB: boolean, tm: number, tn: number) =>
+  defineKernel({
+    name: `gemm_reg_${transA ? "t" : "n"}${transB ? "t" : "n"}_${tm}x${tn}`,
+    doc: `Thread (x, y) of workgroup (X, Y, z): the ${tm}x${tn} block of C at rows ` +
+      `(Y*${REGISTER_WG}+y)*${tm}, columns (X*${REGISTER_WG}+x)*${tn}, batch z % batch, ` +
+      "k-split z / batch. No shared memory.",
+    params: GEMM_PARAMS,
+    bindings: BINDINGS,
+    variants: REGISTER_VARIANTS,
+    workgroupSize: [REGISTER_WG, REGISTER_WG, 1],
+    body: (ctx) => registerBody(transA, transB, tm, tn, ctx),
+  })
+);
+
+/**
+ * Records a planned dispatch of the register kernel.
+ *
+ * @example
+ * ```ts ignore
+ * dispatchRegister(plan.passes[0].dispatches[0], { a, b, c });
+ * ```
+ */
+export function dispatchRegister(
+  d: GemmProductDispatch,
+  bindings: { a: TensorRange; b: TensorRange; c: TensorRange; bias?: TensorRange },
+): void {
+  const c = d.config;
+  registerKernel(c.transA, c.transB, c.tm, c.tn).dispatch({
+    op: "gemm",
+    variant: gemmVariant(c),
+    params: d.params,
+    bindings,
+    workgroups: d.workgroups,
+  });
+}
+
+/** The WGSL after the declarations (see {@linkcode registerKernel}). */
+function registerBody(
+  transA: boolean,
+  transB: boolean,
+  tm: number,
+  tn: number,
+  { variant, load, store }: KernelContext<typeof BINDINGS, RegisterVariant>,
+): string {
+  const c = { ...variantConfig(variant), transA, transB };
+  const tn4 = tn / 4;
+  const L: string[] = [];
+  const kvecA = c.vecA && !c.transA; // A vectorized along k
+  const kvecB = c.vecB && c.transB; // B vectorized along k
+  const kvec = kvecA || kvecB;
+  // Row index expressions (clamped) and column ones.
+  L.push(`${activationWgsl(c.activation, c.vecC ? "vec4<f32>" : "f32")}
+@compute @workgroup_size(WG_X, WG_Y)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
+  let r0 = (wg.y * WG_Y + l.y) * ${tm}u;
+  let c0 = (wg.x * WG_X + l.x) * ${tn}u;
+  if (r0 >= p.m || c0 >= p.n) { return; }
+  let z = wg.z % p.batch;
+  let kBeg = (wg.z / p.batch) * p.kChunk;
+  let kEnd = min(kBeg + p.kChunk, p.k);
+  let aBase = p.aOff + z * p.sA;
+  let bBase = p.bOff + z * p.sB;`);
+  // A addressing.
+  if (c.vecA) {
+    L.push(`  let aB4 = aBase / 4u; let lda4 = p.lda / 4u;`);
+    if (c.transA) {
+      for (let i4 = 0; i4 < tm / 4; i4++) {
+        L.push(`  let ar${i4} = min(r0 / 4u + ${i4}u, p.m / 4u - 1u);`);
+      }
+    } else {
+      for (let i = 0; i < tm; i++) {
+        L.push(`  let ar${i} = aB4 + min(r0 + ${i}u, p.m - 1u) * lda4;`);
+      }
+    }
+  } else {
+    for (let i = 0; i < tm; i++) {
+      L.push(
+        c.transA
+          ? `  let ar${i} = aBase + min(r0 + ${i}u, p.m - 1u);`
+          : `  let ar${i} = aBase + min(r0 + ${i}u, p.m - 1u) * p.lda;`,
+      );
+    }
+  }
+  // B addressing.
+  if (c.vecB) {
+    L.push(`  let bB4 = bBase / 4u; let ldb4 = p.ldb / 4u;`);
+    if (c.transB) {
+      for (let j = 0; j < tn; j++) {
+        L.push(`  let bc${j} = bB4 + min(c0 + ${j}u, p.n - 1u) * ldb4;`);
+      }
+    } else {
+      for (let j4 = 0; j4 < tn4; j4++) {
+        L.push(`  let bc${j4} = min(c0 / 4u + ${j4}u, p.n / 4u - 1u);`);
+      }
+    }
+  } else {
+    for (let j = 0; j < tn; j++) {
+      L.push(
+        c.transB
+          ? `  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u) * p.ldb;`
+          : `  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u);`,
+      );
+    }
+  }
+  for (let i = 0; i < tm; i++) {
+    for (let j4 = 0; j4 < tn4; j4++) L.push(`  var acc${i}_${j4} = vec4f(0.0);`);
+  }
+  // Loads of KS k-steps starting at kk; returns names of a(i, s) and b(s, j) values.
+  const body = (ks: number, kExpr: string): string[] => {
+    const out: string[] = [];
+    const aval: string[][] = Array.from({ length: tm }, () => []);
+    const bval: string[][] = Array.from({ length: ks }, () => []);
+    // A values.
+    if (c.vecA && !c.transA) {
+      for (let i = 0; i < tm; i++) {
+        for (let q = 0; q < ks / 4; q++) {
+          out.push(
+            `    let av${i}_${q} = ${load("a", `a[ar${i} + ${kExpr} / 4u + ${q}u]`)};`,
+          );
+        }
+        for (let s = 0; s < ks; s++) aval[i][s] = `av${i}_${s >> 2}[${s & 3}]`;
+      }
+    } else if (c.vecA && c.transA) {
+      for (let s = 0; s < ks; s++) {
+        out.push(`    let ak${s} = aB4 + (${kExpr} + ${s}u) * lda4;`);
+        for (let i4 = 0; i4 < tm / 4; i4++) {
+          out.push(`    let av${s}_${i4} = ${load("a", `a[ak${s} + ar${i4}]`)};`);
+          for (let q = 0; q < 4; q++) aval[i4 * 4 + q][s] = `av${s}_${i4}[${q}]`;
+        }
+      }
+    } else {
+      for (let s = 0; s < ks; s++) {
+        const kk = s === 0 ? kExpr : `${kExpr} + ${s}u`;
+        const koff = c.transA ? `(${kk}) * p.lda` : `${kk}`;
+        if (c.transA) out.push(`    let ak${s} = ${koff};`);
+        for (let i = 0; i < tm; i++) {
+          const ai = `a[ar${i} + ${c.transA ? `ak${s}` : `${kk}`}]`;
+          out.push(`    let av${s}_${i} = ${load("a", ai)};`);
+          aval[i][s] = `av${s}_${i}`;
+        }
+      }
+    }
+    // B values, as vec4 groups of columns: bval[s][j4] is a vec4 expression.
+    if (c.vecB && !c.transB) {
+      for (let s = 0; s < ks; s++) {
+        out.push(`    let bk${s} = (${kExpr} + ${s}u) * ldb4 + bB4;`);
+        for (let j4 = 0; j4 < tn4; j4++) {
+          out.push(`    let bv${s}_${j4} = ${load("b", `b[bk${s} + bc${j4}]`)};`);
+          bval[s][j4] = `bv${s}_${j4}`;
+        }
+      }
+    } else if (c.vecB && c.transB) {
+      for (let j = 0; j < tn; j++) {
+        for (let q = 0; q < ks / 4; q++) {
+          out.push(
+            `    let bw${j}_${q} = ${load("b", `b[bc${j} + ${kExpr} / 4u + ${q}u]`)};`,
+          );
+        }
+      }
+      for (let s = 0; s < ks; s++) {
+        for (let j4 = 0; j4 < tn4; j4++) {
+          const q = [0, 1, 2, 3].map((x) => `bw${j4 * 4 + x}_${s >> 2}[${s & 3}]`).join(", ");
+          bval[s][j4] = `vec4f(${q})`;
+        }
+      }
+    } else {
+      for (let s = 0; s < ks; s++) {
+        const kk = s === 0 ? kExpr : `${kExpr} + ${s}u`;
+        if (!c.transB) out.push(`    let bk${s} = (${kk}) * p.ldb;`);
+        for (let j = 0; j < tn; j++) {
+          const bj = `b[bc${j} + ${c.transB ? `${kk}` : `bk${s}`}]`;
+          out.push(`    let bs${s}_${j} = ${load("b", bj)};`);
+        }
+        for (let j4 = 0; j4 < tn4; j4++) {
+          const q = [0, 1, 2, 3].map((x) => `bs${s}_${j4 * 4 + x}`).join(", ");
+          bval[s][j4] = `vec4f(${q})`;
+        }
+      }
+    }
+    // All k-steps of one accumulator in a row: a spilled accumulator is loaded and stored
+    // once per iteration instead of once per k-step.
+    for (let i = 0; i < tm; i++) {
+      for (let j4 = 0; j4 < tn4; j4++) {
+        const terms = [];
+        for (let s = 0; s < ks; s++) terms.push([aval[i][s], bval[s][j4]]);
+        let expr = `acc${i}_${j4}`;
+        for (const [av, bv] of terms) expr = `fma(vec4f(${av}), ${bv}, ${expr})`;
+        out.push(`    acc${i}_${j4} = ${expr};`);
+      }
+    }
+    return out;
+  };
+  L.push(`  var kk = kBeg;`);
+  L.push(`  for (; kk + ${K_UNROLL}u <= kEnd; kk += ${K_UNROLL}u) {`);
+  L.push(...body(K_UNROLL, "kk"));
+  L.push(`  }`);
+  if (K_UNROLL > 4) {
+    L.push(`  for (; kk + 4u <= kEnd; kk += 4u) {`);
+    L.push(...body(4, "kk"));
+    L.push(`  }`);
+  }
+  if (!kvec) {
+    L.push(`  for (; kk < kEnd; kk++) {`);
+    L.push(...body(1, "kk"));
+    L.push(`  }`);
+  }
+  // Stores: column offsets once per column (one division per thread when segmented).
+  L.push(`  let cz = p.cOff + wg.z * p.sC;`);
+  const step = c.vecC ? 4 : 1; // columns per store
+  const nOff = tn / step;
+  if (c.segmented) {
+    L.push(`  var sq = c0 / p.seg; var sr = c0 % p.seg;`);
+    for (let j = 0; j < nOff; j++) {
+      L.push(`  let co${j} = sq * p.segStride + sr;`);
+      if (j < nOff - 1) L.push(`  sr += ${step}u; if (sr == p.seg) { sr = 0u; sq += 1u; }`);
+    }
+  } else {
+    for (let j = 0; j < nOff; j++) L.push(`  let co${j} = (c0 + ${j * step}u) * p.ldcCol;`);
+  }
+  if (c.bias === "col") {
+    for (let j = 0; j < tn; j++) {
+      const bj = `bias[p.biasOff + z * p.sBias + min(c0 + ${j}u, p.n - 1u)]`;
+      L.push(`  let bj${j} = ${load("bias", bj)};`);
+    }
+  }
+  for (let i = 0; i < tm; i++) {
+    L.push(`  if (r0 + ${i}u < p.m) {`);
+    L.push(`    let ri = cz + (r0 + ${i}u) * p.ldc;`);
+    if (c.bias === "row") {
+      const bi = `bias[p.biasOff + z * p.sBias + r0 + ${i}u]`;
+      L.push(`    let bi = ${load("bias", bi)};`);
+    }
+    for (let j = 0; j < nOff; j++) {
+      const guard = j === 0 ? "" : `if (c0 + ${j * step}u < p.n) `;
+      const idx = c.vecC ? `(ri + co${j}) / 4u` : `ri + co${j}`;
+      const terms = c.vecC ? [`p.alpha * acc${i}_${j}`] : [`p.alpha * acc${i}_${j >> 2}[${j & 3}]`];
+      if (c.beta) terms.push(`p.beta * ${load("c", `c[${idx}]`)}`);
+      if (c.bias === "row") terms.push(c.vecC ? "vec4f(bi)" : "bi");
+      if (c.bias === "col") {
+        terms.push(
+          c.vecC ? `vec4f(${[0, 1, 2, 3].map((q) => `bj${j * 4 + q}`).join(", ")})` : `bj${j}`,
+        );
+      }
+      const v = terms.join(" + ");
+      L.push(`    ${guard}{ ${store("c", `c[${idx}]`, c.activation ? `act(${v})` : v)} }`);
+    }
+    L.push(`  }`);
+  }
+  L.push(`}`);
+  return L.join("\n");
+}

@@ -1,0 +1,146 @@
+/**
+ * The shared-memory GEMM kernel (real GPUs): 64x64 workgroup tiles of C staged through workgroup
+ * memory in 16-deep k-slices, 256 threads each owning a 4x4 block. It uses 8 KiB of workgroup
+ * storage and 256 invocations: within WebGPU's default limits.
+ *
+ * One kernel description per transpose pair (`gemm_smem_nt_4x4`); its variants are the store of
+ * C (`store.ts`).
+ *
+ * @module
+ */
+
+import type { TensorRange } from "../_binding.ts";
+import { defineKernel, perSizes } from "../_kernel.ts";
+import {
+  biasVariants,
+  gemmVariant,
+  STORE_VARIANTS,
+  type StoreVariant,
+  storeWgsl,
+  variantConfig,
+} from "./store.ts";
+import { GEMM_PARAMS, type GemmProductDispatch, SHARED_BM, SHARED_BN, SHARED_T } from "./types.ts";
+
+/** Depth of the k-slices staged in workgroup memory. */
+export const SHARED_BK = 16;
+
+/**
+ * The shared-memory kernel of a transpose pair (built once per pair).
+ *
+ * A workgroup of 16x16 threads computes a 64x64 tile of C: per 16-deep k-slice, all threads stage
+ * the A tile (as [k][m]) and the B tile (as [k][n]) in workgroup memory with coalesced,
+ * bounds-checked loads (zero outside), then thread (x, y) accumulates rows y*4.., columns x*4..
+ * from vec4 reads of the staged tiles.
+ *
+ * @example
+ * ```ts
+ * import { sharedKernel } from "./shared.ts";
+ * const spec = sharedKernel(true, false).spec({ a: "f32", b: "f32", c: "f32" }, "beta");
+ * console.log(spec.name); // gemm_smem_tn_4x4_beta
+ * ```
+ */
+export const sharedKernel = perSizes((transA: boolean, transB: boolean) =>
+  defineKernel({
+    name: `gemm_smem_${transA ? "t" : "n"}${transB ? "t" : "n"}_4x4`,
+    doc: `Workgroup (X, Y, z) of ${SHARED_T}x${SHARED_T} threads: the ${SHARED_BM}x${SHARED_BN} ` +
+      `tile of C at rows Y*${SHARED_BM}, columns X*${SHARED_BN}, batch z % batch, k-split ` +
+      `z / batch; thread (x, y) owns rows Y*${SHARED_BM}+y*4.., columns X*${SHARED_BN}+x*4.., ` +
+      `accumulated over ${SHARED_BK}-deep k-slices staged in workgroup memory.`,
+    params: GEMM_PARAMS,
+    bindings: {
+      a: { type: "float", access: "read" },
+      b: { type: "float", access: "read" },
+      c: { type: "float", access: "read_write" },
+      bias: { type: "float", access: "read", variants: biasVariants(STORE_VARIANTS) },
+    },
+    variants: STORE_VARIANTS,
+    workgroupSize: [SHARED_T, SHARED_T, 1],
+    body: ({ variant, load, store }) => {
+      const BM = SHARED_BM, BN = SHARED_BN, BK = SHARED_BK;
+      const NT = SHARED_T * SHARED_T;
+      // Loads: consecutive threads read consecutive addresses of the contiguous dimension.
+      const loadA = transA
+        ? `let r = e % ${BM}u; let kq = e / ${BM}u;` // A stored [k][m]: m fastest
+        : `let kq = e % ${BK}u; let r = e / ${BK}u;`; // A stored [m][k]: k fastest
+      const loadB = transB
+        ? `let kq = e % ${BK}u; let q = e / ${BK}u;` // B stored [n][k]: k fastest
+        : `let q = e % ${BN}u; let kq = e / ${BN}u;`;
+      return `${storeWgsl(variantConfig(variant), { load, store })}
+var<workgroup> saS: array<f32, ${BK * BM}>; // [BK][BM]
+var<workgroup> sbS: array<f32, ${BK * BN}>; // [BK][BN]
+@compute @workgroup_size(WG_X, WG_Y)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let z = wg.z % p.batch;
+  let kBeg = (wg.z / p.batch) * p.kChunk;
+  let kEnd = min(kBeg + p.kChunk, p.k);
+  let rowT = wg.y * ${BM}u;
+  let colT = wg.x * ${BN}u;
+  let aBase = p.aOff + z * p.sA;
+  let bBase = p.bOff + z * p.sB;
+  var acc: array<vec4f, 4>;
+  for (var k0 = kBeg; k0 < kEnd; k0 += ${BK}u) {
+    for (var e = li; e < ${BM * BK}u; e += ${NT}u) {
+      ${loadA}
+      let gr = rowT + r; let gk = k0 + kq;
+      var v = 0.0;
+      if (gr < p.m && gk < kEnd) {
+        v = ${load("a", `a[aBase + ${transA ? "gk * p.lda + gr" : "gr * p.lda + gk"}]`)};
+      }
+      saS[kq * ${BM}u + r] = v;
+    }
+    for (var e = li; e < ${BN * BK}u; e += ${NT}u) {
+      ${loadB}
+      let gc = colT + q; let gk = k0 + kq;
+      var v = 0.0;
+      if (gc < p.n && gk < kEnd) {
+        v = ${load("b", `b[bBase + ${transB ? "gc * p.ldb + gk" : "gk * p.ldb + gc"}]`)};
+      }
+      sbS[kq * ${BN}u + q] = v;
+    }
+    workgroupBarrier();
+    for (var kq = 0u; kq < ${BK}u; kq++) {
+      let ao = kq * ${BM}u + l.y * 4u;
+      let bo = kq * ${BN}u + l.x * 4u;
+      let av = vec4f(saS[ao], saS[ao + 1u], saS[ao + 2u], saS[ao + 3u]);
+      let bv = vec4f(sbS[bo], sbS[bo + 1u], sbS[bo + 2u], sbS[bo + 3u]);
+      acc[0] = fma(vec4f(av.x), bv, acc[0]);
+      acc[1] = fma(vec4f(av.y), bv, acc[1]);
+      acc[2] = fma(vec4f(av.z), bv, acc[2]);
+      acc[3] = fma(vec4f(av.w), bv, acc[3]);
+    }
+    workgroupBarrier();
+  }
+  let r0 = rowT + l.y * 4u;
+  let c0 = colT + l.x * 4u;
+  for (var i = 0u; i < 4u; i++) {
+    if (r0 + i >= p.m) { break; }
+    for (var j = 0u; j < 4u; j++) {
+      if (c0 + j < p.n) { store(wg.z, z, r0 + i, c0 + j, acc[i][j]); }
+    }
+  }
+}`;
+    },
+  })
+);
+
+/**
+ * Records a planned dispatch of the shared-memory kernel.
+ *
+ * @example
+ * ```ts ignore
+ * dispatchShared(plan.passes[0].dispatches[0], { a, b, c });
+ * ```
+ */
+export function dispatchShared(
+  d: GemmProductDispatch,
+  bindings: { a: TensorRange; b: TensorRange; c: TensorRange; bias?: TensorRange },
+): void {
+  sharedKernel(d.config.transA, d.config.transB).dispatch({
+    op: "gemm",
+    variant: gemmVariant(d.config) as StoreVariant,
+    params: d.params,
+    bindings,
+    workgroups: d.workgroups,
+  });
+}

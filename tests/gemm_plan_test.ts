@@ -1,0 +1,284 @@
+// planGemm (kernels/gemm/plan.ts): GEMM planning is a pure function of a problem, an adapter
+// profile and a tuning, and its plan is a plain value that fits the adapter's limits; gemm
+// records exactly the plan's dispatches.
+import assert from "node:assert/strict";
+import {
+  type AdapterProfile,
+  adapterProfile,
+  WEBGPU_DEFAULT_PROFILE,
+} from "../kernels/_adapter.ts";
+import {
+  dispatchKernel,
+  gemm,
+  type GemmPlan,
+  type GemmProblem,
+  type GemmTuning,
+  planDispatches,
+  planGemm,
+} from "../kernels/gemm/index.ts";
+import { type Dims, problemOf } from "./_gemm_problem.ts";
+import { GPU_TEST, testGpu } from "./harness.ts";
+import { kernelsOf } from "./kernels_of.ts";
+
+/** A CPU adapter (llvmpipe's kind) with WebGPU's default limits. */
+const CPU_PROFILE: AdapterProfile = Object.freeze({
+  ...WEBGPU_DEFAULT_PROFILE,
+  description: "a CPU adapter with WebGPU's default limits",
+  isCpu: true,
+  mesaCpu: true,
+});
+
+/** A linear layer x[b, i] -> y[b, o]: the forward, input-gradient and weight-gradient GEMMs. */
+function linearGemms(b: number, i: number, o: number): GemmProblem[] {
+  return [
+    problemOf({ m: b, n: o, k: i, transB: true, bias: true }),
+    problemOf({ m: b, n: i, k: o }),
+    problemOf({ m: o, n: i, k: b, transA: true, beta: 1 }),
+  ];
+}
+
+/**
+ * A convolution's im2col GEMMs over a chunk of `images` (`taps` = kh * kw, `pixels` per output
+ * plane): the forward with its NCHW store and row bias, the columns' gradient, the weights'.
+ */
+function convGemms(
+  images: number,
+  cIn: number,
+  cOut: number,
+  taps: number,
+  pixels: number,
+): GemmProblem[] {
+  const k = cIn * taps, n = images * pixels;
+  const forward: GemmProblem = {
+    ...problemOf({ m: cOut, n, k }),
+    ldc: pixels,
+    strideC: 0,
+    segment: pixels,
+    segmentStride: cOut * pixels,
+    bias: { base: 0, dtype: "f32" },
+    biasMode: "row",
+    strideBias: 0,
+  };
+  return [
+    forward,
+    problemOf({ m: k, n, k: cOut, transA: true }),
+    problemOf({ m: cOut, n: k, k: n, transB: true, beta: 1 }),
+  ];
+}
+
+/** The GEMMs of the seed models' layers (linear layers at d2l's batches, convolutions per chunk). */
+const SEED_GEMMS: GemmProblem[] = [
+  ...linearGemms(256, 400, 120), // LeNet
+  ...linearGemms(256, 120, 84),
+  ...linearGemms(256, 84, 10),
+  ...linearGemms(128, 6400, 4096), // AlexNet
+  ...linearGemms(128, 4096, 4096),
+  ...linearGemms(128, 4096, 10),
+  ...linearGemms(128, 25088, 4096), // VGG-11
+  ...linearGemms(256, 512, 10), // ResNet-18
+  ...linearGemms(128, 1024, 10), // GoogLeNet
+  ...convGemms(256, 1, 6, 25, 28 * 28), // LeNet conv1, conv2
+  ...convGemms(256, 6, 16, 25, 10 * 10),
+  ...convGemms(32, 1, 96, 121, 54 * 54), // AlexNet conv1, conv2
+  ...convGemms(32, 96, 256, 25, 26 * 26),
+  ...convGemms(32, 1, 64, 49, 48 * 48), // ResNet-18 at 96x96: stem, first and last 3x3
+  ...convGemms(32, 64, 64, 9, 24 * 24),
+  ...convGemms(32, 512, 512, 9, 3 * 3),
+  ...convGemms(32, 480, 192, 1, 6 * 6), // a GoogLeNet 1x1 branch
+];
+
+/** Other problems that exercise every path: k = 0, sequential k-passes (f32 and f16 C), batches. */
+const EDGE_GEMMS: GemmProblem[] = [
+  problemOf({ m: 3, n: 2, k: 0, beta: 2, bias: true }),
+  problemOf({ m: 3, n: 5, k: 40000, transA: true, bias: true, beta: 0.5 }),
+  problemOf({ m: 2, n: 4, k: 250000, transB: true, bias: true }, { c: "f16" }),
+  problemOf({ m: 9, n: 6, k: 11, batch: 3, beta: 1, bias: true }),
+  problemOf({ m: 65, n: 7, k: 17, batch: 2 }),
+];
+
+/** Freezes a value and everything it holds. */
+function deepFreeze<T>(x: T): T {
+  if (typeof x === "object" && x !== null && !Object.isFrozen(x)) {
+    Object.freeze(x);
+    for (const v of Object.values(x)) deepFreeze(v);
+  }
+  return x;
+}
+
+/** Bytes of `var<workgroup>` arrays a kernel's WGSL declares. */
+function workgroupBytes(code: string): number {
+  const bytes: Record<string, number> = { f32: 4, u32: 4, i32: 4, f16: 2, vec4f: 16 };
+  let total = 0;
+  for (const m of code.matchAll(/var<workgroup>\s+\w+\s*:\s*array<(\w+),\s*(\d+)>/g)) {
+    assert.ok(m[1] in bytes, `unknown workgroup element type ${m[1]}`);
+    total += bytes[m[1]] * Number(m[2]);
+  }
+  return total;
+}
+
+/** Checks that every dispatch and scratch buffer of `plan` fits `profile`'s limits. */
+function assertFits(plan: GemmPlan, p: GemmProblem, profile: AdapterProfile, what: string): number {
+  const l = profile.limits;
+  let most = 0;
+  for (const d of planDispatches(plan)) {
+    const { spec, workgroupSize } = dispatchKernel(d);
+    const size = typeof workgroupSize === "number" ? [workgroupSize] : workgroupSize;
+    const threads = size.reduce((a, b) => a * b, 1);
+    assert.ok(threads <= l.maxComputeInvocationsPerWorkgroup, `${what}: ${spec.name} ${threads}`);
+    const shared = workgroupBytes(spec.code);
+    most = Math.max(most, shared);
+    assert.ok(shared <= l.maxComputeWorkgroupStorageSize, `${what}: ${spec.name} ${shared} B`);
+    for (const w of d.workgroups) {
+      assert.ok(w >= 1 && w <= l.maxComputeWorkgroupsPerDimension, `${what}: ${d.workgroups}`);
+    }
+    if (d.kernel === "epilogue") {
+      const total = d.params.batch * d.params.m * d.params.n;
+      assert.ok(d.workgroups[0] * d.workgroups[1] * 64 >= total, `${what}: epilogue grid`);
+    } else {
+      // The grid covers C (swapped problems have m and n exchanged in their params).
+      assert.ok(d.workgroups[0] * d.config.colsPerGroup >= d.params.n, `${what}: columns`);
+      assert.ok(d.workgroups[1] * d.config.rowsPerGroup >= d.params.m, `${what}: rows`);
+      assert.equal(d.workgroups[2] % d.params.batch, 0, `${what}: batch`);
+    }
+  }
+  for (const [name, elements] of Object.entries(plan.scratch)) {
+    assert.ok(elements * 4 <= l.maxStorageBufferBindingSize, `${what}: ${name} scratch`);
+  }
+  // The passes cover k in order.
+  let k0 = 0;
+  for (const pass of plan.passes) {
+    assert.equal(pass.k0, k0, `${what}: pass at k0 ${pass.k0}`);
+    k0 += pass.k;
+  }
+  assert.equal(k0, p.m === 0 || p.n === 0 ? 0 : p.k, `${what}: k covered`);
+  return most;
+}
+
+Deno.test("planGemm is pure: the same plain value twice, from the problem alone (no Gpu)", () => {
+  const tunings: GemmTuning[] = [
+    {},
+    { variant: "register", tile: [8, 4], splitK: 3 },
+    { variant: "register", swap: true },
+    { variant: "shared", splitK: 2 },
+  ];
+  for (const profile of [WEBGPU_DEFAULT_PROFILE, CPU_PROFILE]) {
+    for (const p of [...SEED_GEMMS, ...EDGE_GEMMS]) {
+      for (const tuning of tunings) {
+        // Frozen inputs: planning must not write to them.
+        const problem = deepFreeze(structuredClone(p));
+        const first = planGemm(problem, profile, deepFreeze(structuredClone(tuning)));
+        const again = planGemm(problem, profile, tuning);
+        assert.notEqual(first, again);
+        assert.deepStrictEqual(again, first);
+        // A plain value: no functions, class instances or tensors (structuredClone keeps it).
+        assert.deepStrictEqual(structuredClone(first), first);
+      }
+    }
+  }
+});
+
+Deno.test("planGemm: the seed models' GEMMs fit WebGPU's default limits", () => {
+  let shared = 0;
+  for (const profile of [WEBGPU_DEFAULT_PROFILE, CPU_PROFILE]) {
+    for (const variant of [undefined, "register", "shared"] as const) {
+      for (const p of [...SEED_GEMMS, ...EDGE_GEMMS]) {
+        const what = `${profile.description} ${variant ?? "default"} ` +
+          `${p.m}x${p.n}x${p.k}${p.transA ? " tA" : ""}${p.transB ? " tB" : ""}`;
+        const plan = planGemm(p, profile, variant ? { variant } : {});
+        shared = Math.max(shared, assertFits(plan, p, profile, what));
+      }
+    }
+  }
+  // The shared-memory kernel's tiles were measured (8 KiB: two 16x64 f32 tiles).
+  assert.equal(shared, 8192);
+});
+
+Deno.test("planGemm: register kernels on CPU adapters, shared ones on GPUs, unless tuned", () => {
+  const kernels = (plan: GemmPlan) =>
+    new Set(planDispatches(plan).map((d) => d.kernel).filter((k) => k !== "epilogue"));
+  for (const p of [...SEED_GEMMS, ...EDGE_GEMMS]) {
+    const gpu = planGemm(p, WEBGPU_DEFAULT_PROFILE), cpu = planGemm(p, CPU_PROFILE);
+    assert.equal(gpu.variant, "shared");
+    assert.deepEqual(kernels(gpu), new Set(["shared"]));
+    assert.equal(cpu.variant, "register");
+    assert.deepEqual(kernels(cpu), new Set(["register"]));
+    assert.equal(gpu.swap, false, "the shared family never swaps");
+    assert.deepEqual(
+      kernels(planGemm(p, WEBGPU_DEFAULT_PROFILE, { variant: "register" })),
+      new Set(["register"]),
+    );
+    assert.deepEqual(kernels(planGemm(p, CPU_PROFILE, { variant: "shared" })), new Set(["shared"]));
+  }
+  // Skinny products run swapped on CPU adapters (SIMD lanes along the long side).
+  assert.equal(planGemm(problemOf({ m: 256, n: 10, k: 84, transB: true }), CPU_PROFILE).swap, true);
+  // Long reductions over few tiles split k, up to 256 workgroups on a GPU (64 splits at most).
+  const dw = problemOf({ m: 6, n: 25, k: 200704, transB: true, beta: 1 });
+  assert.equal(planGemm(dw, WEBGPU_DEFAULT_PROFILE).splitK, 64);
+});
+
+Deno.test("planGemm: k-passes, split-K and the f16 accumulator", () => {
+  // Sequential passes over k (each after the first adds to C: beta 1, no bias).
+  const long = planGemm(
+    problemOf({ m: 3, n: 5, k: 40000, transA: true, bias: true, beta: 0.5 }),
+    CPU_PROFILE,
+    { variant: "shared", splitK: 1 },
+  );
+  assert.deepEqual(long.passes.map((p) => [p.k0, p.k]), [[0, 20000], [20000, 20000]]);
+  const products = planDispatches(long);
+  assert.deepEqual(products.map((d) => d.bindings.c), ["c", "c"]);
+  assert.deepEqual(products.map((d) => [d.params.beta, d.bindings.bias]), [[0.5, "bias"], [
+    1,
+    undefined,
+  ]]);
+  assert.equal(long.epilogue, undefined);
+  // With an f16 C the passes sum into an f32 accumulator, then an epilogue stores C once.
+  const half = planGemm(
+    problemOf({ m: 2, n: 4, k: 250000, transB: true, bias: true }, { c: "f16" }),
+    CPU_PROFILE,
+    { variant: "register", splitK: 1 },
+  );
+  assert.equal(half.passes.length, 2);
+  assert.deepEqual(half.scratch, { accumulator: 8, partials: 0 });
+  assert.deepEqual(planDispatches(half).map((d) => [d.kernel, d.bindings.c]), [
+    ["register", "accumulator"],
+    ["register", "accumulator"],
+    ["epilogue", "c"],
+  ]);
+  assert.deepEqual(half.epilogue?.bindings, { part: "accumulator", c: "c", bias: "bias" });
+  // Split-K: partial products into scratch, summed by the epilogue (which applies the bias).
+  const split = planGemm(
+    problemOf({ m: 5, n: 7, k: 1001, bias: true, beta: 0.5, batch: 2 }),
+    CPU_PROFILE,
+    { variant: "register", splitK: 3, swap: false },
+  );
+  const [pass] = split.passes;
+  assert.deepEqual([split.splitK, pass.splits, pass.kChunk, pass.grid[2]], [3, 3, 334, 6]);
+  assert.equal(split.scratch.partials, 3 * 2 * 5 * 7);
+  assert.deepEqual(pass.dispatches.map((d) => d.kernel), ["register", "epilogue"]);
+  assert.deepEqual(pass.dispatches[0].bindings, { a: "a", b: "b", c: "partials" });
+  assert.deepEqual(pass.dispatches[1].bindings, { part: "partials", c: "c", bias: "bias" });
+});
+
+Deno.test("gemm records exactly the dispatches of its plan", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const profile = adapterProfile(gpu);
+  const cases: [Dims, GemmTuning][] = [
+    [{ m: 65, n: 33, k: 17, bias: true }, {}],
+    [{ m: 128, n: 10, k: 84, transB: true, bias: true }, {}],
+    [{ m: 5, n: 7, k: 1001, transA: true, bias: true, beta: 0.5, batch: 2 }, { splitK: 3 }],
+    [{ m: 6, n: 25, k: 4096, transB: true }, {}],
+    [{ m: 16, n: 32, k: 64, transA: true, transB: true }, { variant: "register", swap: true }],
+    [{ m: 9, n: 6, k: 11, batch: 3, beta: 1 }, { variant: "shared" }],
+  ];
+  for (const [d, tuning] of cases) {
+    const plan = planGemm(problemOf(d), profile, tuning);
+    const want = planDispatches(plan).map((x) => dispatchKernel(x).spec.name);
+    const lead = d.batch === undefined ? [] : [d.batch];
+    const a = gpu.zeros([...lead, ...(d.transA ? [d.k, d.m] : [d.m, d.k])]);
+    const b = gpu.zeros([...lead, ...(d.transB ? [d.n, d.k] : [d.k, d.n])]);
+    const c = gpu.zeros([...lead, d.m, d.n]), bias = d.bias ? gpu.zeros([d.n]) : undefined;
+    const names = kernelsOf(gpu, () => gemm({ c, a, b, bias }, { ...d, ...tuning }));
+    assert.deepEqual(names, want, JSON.stringify(d));
+    for (const t of [a, b, c, bias]) t?.dispose();
+  }
+});
