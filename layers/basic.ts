@@ -18,7 +18,7 @@ import {
   conv2dBackward,
   conv2dForward,
   type Conv2dParams,
-} from "../kernels/conv2d.ts";
+} from "../kernels/conv2d/index.ts";
 import { depthwiseConv2dBackward, depthwiseConv2dForward } from "../kernels/depthwise.ts";
 import { dropoutBackward, dropoutForward, dropoutMaskWords } from "../kernels/dropout.ts";
 import { gemm, sumRows } from "../kernels/gemm.ts";

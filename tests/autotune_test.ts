@@ -15,7 +15,7 @@ import {
   type TuningTable,
   tuningTable,
 } from "../kernels/mod.ts";
-import { adapterKey } from "../kernels/autotune.ts";
+import { adapterKey } from "../kernels/autotune/index.ts";
 import { makeSynthetic } from "../data/mod.ts";
 import { createModel, Trainer, uploadImageSet } from "../models/mod.ts";
 import { parseTrainArgs } from "../cli/train.ts";

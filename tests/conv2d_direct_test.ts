@@ -1,4 +1,4 @@
-// Tests of the direct convolution kernels (kernels/conv2d_direct.ts), through conv2dForward /
+// Tests of the direct convolution kernels (kernels/conv2d/direct*.ts), through conv2dForward /
 // conv2dBackward with `direct: true` and directly with forced blockings, against the Float64 CPU
 // reference (tests/cpu_ref/conv2d.ts, itself checked against PyTorch and finite differences in
 // conv2d_test.ts).
@@ -10,15 +10,12 @@ import {
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/mod.ts";
-import { conv2dGeometry } from "../kernels/conv2d.ts";
+import { conv2dGeometry } from "../kernels/conv2d/index.ts";
 import { bindingRange } from "../kernels/_binding.ts";
-import {
-  directConvForward,
-  type DirectConvShape,
-  directConvWeightGrad,
-  planDirectConv,
-  planDirectWeightGrad,
-} from "../kernels/conv2d_direct.ts";
+import type { DirectConvShape } from "../kernels/conv2d/geometry.ts";
+import { directConvForward } from "../kernels/conv2d/direct.ts";
+import { directConvWeightGrad } from "../kernels/conv2d/direct_weight_grad.ts";
+import { planDirectConv, planDirectWeightGrad } from "../kernels/conv2d/direct_plan.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import {

@@ -1,15 +1,16 @@
-// Tests of conv2d (kernels/conv2d.ts): the CPU reference against PyTorch values and finite
+// Tests of conv2d (kernels/conv2d/): the CPU reference against PyTorch values and finite
 // differences, the GPU kernels against the CPU reference, accumulation, chunking, errors.
 import assert from "node:assert/strict";
 import {
   checkConv2d,
   conv2dBackward,
-  conv2dChunkPlan,
   conv2dForward,
   conv2dGeometry,
   type Conv2dKernelOptions,
   type Conv2dParams,
-} from "../kernels/conv2d.ts";
+} from "../kernels/conv2d/index.ts";
+import { conv2dChunkPlan } from "../kernels/conv2d/cost.ts";
+import { adapterProfile } from "../kernels/_adapter.ts";
 import type { Tensor } from "../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../kernels/activation.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
@@ -777,7 +778,7 @@ Deno.test("conv2d chunking: forced small chunks give the same results", GPU_TEST
     const whole = await runMix(p, data, F32);
     // 1 byte: one image per chunk; 3000 bytes: a few images per chunk, ranges not 256-aligned.
     for (const maxChunkBytes of [1, 3000]) {
-      const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes });
+      const plan = conv2dChunkPlan(adapterProfile(gpu), p, { maxChunkBytes });
       assert.ok(plan.chunks > 1, `expected several chunks for ${JSON.stringify(p)}`);
       const chunked = await runMix(p, data, F32, { maxChunkBytes });
       // Per-element work is the same: y and dx are bit-identical; dw/db sum chunks in order.
@@ -807,7 +808,7 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     const limit = gpu.limits.maxStorageBufferBindingSize;
-    const plan = conv2dChunkPlan(gpu, ALEX1);
+    const plan = conv2dChunkPlan(adapterProfile(gpu), ALEX1);
     const P = 54 * 54;
     assert.equal(plan.colElements, plan.imagesPerChunk * 121 * P);
     assert.ok(plan.colElements * 4 <= limit);
@@ -815,7 +816,7 @@ Deno.test(
     assert.equal(plan.chunks, Math.ceil(128 / plan.imagesPerChunk));
     assert.ok(plan.chunks >= 2, "im2col of the whole batch (181 MB) would not fit");
     // A small artificial limit gives more, smaller chunks.
-    const small = conv2dChunkPlan(gpu, ALEX1, { maxChunkBytes: 8 << 20 });
+    const small = conv2dChunkPlan(adapterProfile(gpu), ALEX1, { maxChunkBytes: 8 << 20 });
     assert.ok(small.colElements * 4 <= 8 << 20 && small.chunks > plan.chunks);
   },
 );
@@ -1042,7 +1043,7 @@ Deno.test(
       const whole = await runFused(p, data, f, options, what);
       // 1 byte: one image per chunk; 3000 bytes: a few images per chunk (ranges not aligned).
       for (const maxChunkBytes of [1, 3000]) {
-        const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes });
+        const plan = conv2dChunkPlan(adapterProfile(gpu), p, { maxChunkBytes });
         assert.ok(plan.chunks > 1, `expected several chunks for ${what}`);
         const chunked = await runFused(p, data, f, { ...options, maxChunkBytes }, what);
         assert.deepEqual(chunked.y, whole.y);
@@ -1336,7 +1337,7 @@ Deno.test(
       const whole = await runMix(p, data, TRAIN, { direct: false });
       // 1 byte: one image per chunk; 1500 bytes: a few images per chunk, ranges not aligned.
       for (const maxChunkBytes of [1, 1500]) {
-        const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes, dtype: "f16" });
+        const plan = conv2dChunkPlan(adapterProfile(gpu), p, { maxChunkBytes, dtype: "f16" });
         assert.ok(plan.chunks > 1, `expected several chunks for ${JSON.stringify(p)}`);
         const chunked = await runMix(p, data, TRAIN, { direct: false, maxChunkBytes });
         // Per-element work is the same: y and dx are bit-identical; dw/db sum chunks in order.
@@ -1348,15 +1349,15 @@ Deno.test(
       checkMix(p, data, TRAIN, whole, JSON.stringify(p));
     }
     // Half the bytes per element: twice the images per chunk where the bytes bound them.
-    const f32Plan = conv2dChunkPlan(gpu, ALEX1);
-    const f16Plan = conv2dChunkPlan(gpu, ALEX1, { dtype: "f16" });
+    const f32Plan = conv2dChunkPlan(adapterProfile(gpu), ALEX1);
+    const f16Plan = conv2dChunkPlan(adapterProfile(gpu), ALEX1, { dtype: "f16" });
     assert.ok(f16Plan.imagesPerChunk >= 2 * f32Plan.imagesPerChunk - 1, JSON.stringify(f16Plan));
     assert.ok(f16Plan.colElements * 2 <= gpu.limits.maxStorageBufferBindingSize);
     // 10 images' im2col in f32 (121 * 54 * 54 * 4 bytes each): 20 images' in f16.
     const small = { maxChunkBytes: 10 * 121 * 54 * 54 * 4 };
     assert.equal(
-      conv2dChunkPlan(gpu, ALEX1, { ...small, dtype: "f16" }).imagesPerChunk,
-      2 * conv2dChunkPlan(gpu, ALEX1, small).imagesPerChunk,
+      conv2dChunkPlan(adapterProfile(gpu), ALEX1, { ...small, dtype: "f16" }).imagesPerChunk,
+      2 * conv2dChunkPlan(adapterProfile(gpu), ALEX1, small).imagesPerChunk,
     );
   },
 );

@@ -43,15 +43,24 @@ export function importsOf(file: string, source: string): ImportEdge[] {
   return out;
 }
 
+/** The .ts files of `dir` and its subfolders (`kernels/conv2d/`, ...), absolute. */
+function tsFiles(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].flatMap((e) =>
+    e.isDirectory
+      ? tsFiles(join(dir, e.name))
+      : e.isFile && e.name.endsWith(".ts")
+      ? [join(dir, e.name)]
+      : []
+  );
+}
+
 /**
- * The import graph of the .ts files of `dirs` (absolute paths): value imports only, or type-only
- * ones too with `withTypes`. Imports of files outside `dirs` are left out.
+ * The import graph of the .ts files of `dirs` (absolute paths) and their subfolders: value
+ * imports only, or type-only ones too with `withTypes`. Imports of files outside `dirs` are left
+ * out.
  */
 export function moduleGraph(dirs: readonly string[], withTypes = false): Map<string, string[]> {
-  const files = dirs.flatMap((d) =>
-    [...Deno.readDirSync(d)].filter((e) => e.isFile && e.name.endsWith(".ts"))
-      .map((e) => join(d, e.name))
-  ).sort();
+  const files = dirs.flatMap(tsFiles).sort();
   const graph = new Map<string, string[]>();
   for (const file of files) {
     const edges = importsOf(file, Deno.readTextFileSync(file))
