@@ -155,7 +155,10 @@ export type ConvStep =
     readonly accumulate: boolean;
   };
 
-/** A planned call: the passes' paths, chunks, scratch buffers and steps. */
+/**
+ * A planned call: the passes' paths, chunks, scratch buffers and steps (plain data: no tensor,
+ * no function, no `undefined` entry; it survives a JSON round trip).
+ */
 export interface ConvPlan {
   /** The convolution. */
   readonly geometry: Conv2dGeometry;
@@ -229,10 +232,9 @@ function batchedGemm(o: {
     strideB: o.b[1],
     strideC: o.c[1],
     ...(o.segment ? { segment: o.segment[0], segmentStride: o.segment[1] } : {}),
-    bias: o.bias?.[0],
+    ...(o.bias ? { bias: o.bias[0], strideBias: o.bias[1] } : {}),
     biasMode: o.bias ? "row" : "none",
-    strideBias: o.bias?.[1] ?? 0,
-    activation: o.activation,
+    ...(o.activation ? { activation: o.activation } : {}),
   };
 }
 
@@ -320,7 +322,7 @@ function planForward(
       x: x(n0, nb),
       y: y(n0, nb),
       bias: dt.b !== undefined,
-      activation: problem.activation,
+      ...(problem.activation ? { activation: problem.activation } : {}),
       yChannels: yC,
     }));
     return {
