@@ -131,7 +131,9 @@ export class TuningTable {
 
 /** A GEMM operand range without its tensor: where it starts inside its binding, and its size. */
 export interface RangeShape {
+  /** Element offset of the range inside its binding. */
   readonly base: number;
+  /** Elements in the range. */
   readonly count: number;
 }
 

@@ -38,13 +38,21 @@ export interface TuneResult {
 
 /** The settings of a tuning run (from `AutotuneOptions`) and its deadline. */
 export interface Timing {
+  /** The fixed cost of one submit-and-wait, subtracted from every sample. */
   readonly overheadMs: number;
+  /** `performance.now()` past which no candidate is timed. */
   readonly deadline: number;
+  /** GPU work per sample. */
   readonly minSampleMs: number;
+  /** Samples per candidate. */
   readonly samples: number;
+  /** Least speedup to replace the cost model's choice. */
   readonly threshold: number;
+  /** Most candidates per problem. */
   readonly maxCandidates: number;
+  /** Problems under this many ms per recorded run are not tuned. */
   readonly minProblemMs: number;
+  /** Progress lines. */
   readonly log: (line: string) => void;
 }
 
@@ -123,6 +131,7 @@ export interface Workload<C> {
   readonly outputs: readonly Tensor[];
   /** Records resetting the outputs the run reads (beta, accumulation). */
   reset(): void;
+  /** Releases the workload's tensors. */
   dispose(): void;
 }
 
@@ -222,9 +231,13 @@ async function baseline<C>(
 
 /** A search's state: the best candidate so far, the signatures tried, notes. */
 export interface Search<C> {
+  /** The fastest so far: its candidate, signature and ms per run. */
   best: { tuning: C; sig: string; ms: number };
+  /** Signatures timed (or failed) so far. */
   readonly seen: Set<string>;
+  /** Candidates timed. */
   tried: number;
+  /** Why candidates failed. */
   notes: string[];
 }
 
@@ -282,8 +295,11 @@ async function confirm<C>(
 
 /** A problem whose cost model is timed: the search from it and results relative to it. */
 export interface Session<C> {
+  /** The cost model's choice, as text. */
   readonly costModel: string;
+  /** Its timing: ms per run, repetitions per sample, and its outputs (the reference). */
   readonly b: { ms: number; reps: number; outputs: Float32Array[] };
+  /** The search from it. */
   readonly search: Search<C>;
   /** A result: the cost model's, but for what `x` says. */
   readonly result: (x: Partial<Internal>) => Internal;

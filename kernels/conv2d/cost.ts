@@ -68,8 +68,11 @@ export function isPointwise(g: Conv2dGeometry, options: Conv2dKernelOptions): bo
 
 /** Bytes per element of what a chunk binds: the im2col buffer, x (and dx), y (and dy). */
 export interface ChunkBytes {
+  /** The im2col buffer's (0 without one). */
   readonly col: number;
+  /** x's and dx's (the larger). */
   readonly x: number;
+  /** y's and dy's. */
   readonly y: number;
 }
 

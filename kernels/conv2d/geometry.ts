@@ -151,13 +151,21 @@ function expectShape(name: string, t: Tensor | undefined, want: Shape): void {
 
 /** The tensors of a conv2d call (any may be absent). */
 export interface Conv2dTensors {
+  /** Input `[n, cIn, h, w]`. */
   readonly x?: Tensor | undefined;
+  /** Weight `[cOut, cIn / groups, kh, kw]`. */
   readonly w?: Tensor | undefined;
+  /** Bias `[cOut]`. */
   readonly b?: Tensor | undefined;
+  /** Output `[n, cOut, oh, ow]`. */
   readonly y?: Tensor | undefined;
+  /** Input gradient (x's shape). */
   readonly dx?: Tensor | undefined;
+  /** Weight gradient (w's shape). */
   readonly dw?: Tensor | undefined;
+  /** Bias gradient (b's shape). */
   readonly db?: Tensor | undefined;
+  /** Output gradient (y's shape). */
   readonly dy?: Tensor | undefined;
 }
 

@@ -8,7 +8,8 @@
  * machine; tests plan for adapters they do not have. {@linkcode conv2dCandidates} lists the
  * plans the autotuner may time for one pass.
  *
- * The decisions themselves (paths, chunking, col2im's splits) are `cost.ts`'s.
+ * The decisions themselves (paths, chunking, col2im's splits) are `cost.ts`'s; the steps and
+ * their GEMM builder, `steps.ts`'s.
  *
  * @module
  */
@@ -17,7 +18,7 @@ import type { AdapterProfile } from "../_adapter.ts";
 import type { ActivationKind } from "../_activation_wgsl.ts";
 import type { FloatDType } from "../_dtype.ts";
 import { floatBytes } from "../_dtype.ts";
-import type { Conv2dKernelOptions, GemmTuning, StridedGemm } from "../_types.ts";
+import type { Conv2dKernelOptions } from "../_types.ts";
 import { convKey, type ConvPass, type TunedChoice } from "../autotune/table.ts";
 import {
   chunkPlan,
@@ -30,29 +31,32 @@ import {
 } from "./cost.ts";
 import {
   type DirectConvTile,
-  type DirectWeightGradSplit,
   directWeightGradSplits,
   type DirectWeightGradTile,
 } from "./direct_plan.ts";
-import {
-  type Conv2dGeometry,
-  type DirectConvShape,
-  directShape,
-  flippedShape,
-} from "./geometry.ts";
-import type { Col2imForm } from "./im2col.ts";
+import { type Conv2dGeometry, directShape, flippedShape } from "./geometry.ts";
+import { batchedGemm, type ConvScratch, type ConvStep, type GemmStep, range } from "./steps.ts";
 
 export type { ConvPass } from "../autotune/table.ts";
+export type { ConvBuffer, ConvOperand, ConvScratch, ConvStep, GemmStep } from "./steps.ts";
 
 /** Storage types of a call's tensors (an absent one is not bound). */
 export interface Conv2dDTypes {
+  /** The input's. */
   readonly x: FloatDType;
+  /** The weight's. */
   readonly w: FloatDType;
+  /** The bias's (forward, when there is one). */
   readonly b?: FloatDType | undefined;
+  /** The output's (forward). */
   readonly y?: FloatDType | undefined;
+  /** The output gradient's (backward). */
   readonly dy?: FloatDType | undefined;
+  /** The input gradient's (backward, when computed). */
   readonly dx?: FloatDType | undefined;
+  /** The weight gradient's (backward, when computed). */
   readonly dw?: FloatDType | undefined;
+  /** The bias gradient's (backward, when computed). */
   readonly db?: FloatDType | undefined;
 }
 
@@ -81,80 +85,6 @@ export type ConvPassPlan =
   | { readonly path: "im2col" | "pointwise" }
   | { readonly path: "direct"; readonly tile: DirectConvTile | DirectWeightGradTile };
 
-/** A scratch buffer of a plan. */
-export type ConvScratch = "col" | "dyT" | "xT";
-
-/** What an operand binds: one of the call's tensors or a scratch buffer of the plan. */
-export type ConvBuffer = "x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db" | ConvScratch;
-
-/** Elements `[offset, offset + count)` of a buffer. */
-export interface ConvOperand {
-  readonly buffer: ConvBuffer;
-  readonly offset: number;
-  readonly count: number;
-}
-
-/** A GEMM of a plan: a `StridedGemm` whose operands name buffer ranges. */
-export type GemmStep = Omit<StridedGemm, "a" | "b" | "c" | "bias"> & {
-  readonly a: ConvOperand;
-  readonly b: ConvOperand;
-  readonly c: ConvOperand;
-  readonly bias?: ConvOperand | undefined;
-};
-
-/** One thing the runner records, in order. */
-export type ConvStep =
-  | { readonly kind: "im2col"; readonly nb: number; readonly x: ConvOperand; col: ConvOperand }
-  | {
-    readonly kind: "col2im";
-    readonly nb: number;
-    readonly col: ConvOperand;
-    readonly dx: ConvOperand;
-    readonly form: Col2imForm;
-  }
-  | {
-    /** `[nb, c, len] -> [c, nb * len]`. */
-    readonly kind: "permute";
-    readonly src: ConvOperand;
-    readonly dst: ConvOperand;
-    readonly shape: { readonly nb: number; readonly c: number; readonly len: number };
-  }
-  | { readonly kind: "gemm"; readonly gemm: GemmStep; readonly tuning: GemmTuning }
-  | {
-    /** `y (+)= sum over outer and inner of x[outer, mid, inner]` (`reduceStrided`). */
-    readonly kind: "reduce";
-    readonly y: ConvOperand;
-    readonly x: ConvOperand;
-    readonly outer: number;
-    readonly mid: number;
-    readonly inner: number;
-    readonly accumulate: boolean;
-  }
-  | {
-    /** The direct forward kernel (`flip`: the input gradient, `x` dy and `y` dx). */
-    readonly kind: "direct";
-    readonly shape: DirectConvShape;
-    readonly tile: DirectConvTile;
-    readonly flip: boolean;
-    readonly x: ConvOperand;
-    readonly y: ConvOperand;
-    readonly bias: boolean;
-    readonly activation?: ActivationKind | undefined;
-    readonly yChannels: number;
-  }
-  | {
-    /** The direct weight-gradient kernel (into the call's `dw` and `db` where given). */
-    readonly kind: "directWeightGrad";
-    readonly shape: DirectConvShape;
-    readonly tile: DirectWeightGradTile;
-    readonly split: DirectWeightGradSplit;
-    readonly x: ConvOperand;
-    readonly dy: ConvOperand;
-    readonly dw: boolean;
-    readonly db: boolean;
-    readonly accumulate: boolean;
-  };
-
 /**
  * A planned call: the passes' paths, chunks, scratch buffers and steps (plain data: no tensor,
  * no function, no `undefined` entry; it survives a JSON round trip).
@@ -180,62 +110,6 @@ export interface ConvPlan {
 export interface TuningLookup {
   /** The tuned choice of a problem key, if any. */
   get(key: string): TunedChoice | undefined;
-}
-
-const range = (buffer: ConvBuffer, offset: number, count: number): ConvOperand => ({
-  buffer,
-  offset,
-  count,
-});
-
-/** An operand with its batch stride. */
-type Strided = readonly [ConvOperand, number];
-
-/**
- * A batched product of row-major matrices, `C_z = op(A_z) op(B_z) (+ bias)` for z < batch: the
- * leading dimensions follow from the shapes (A is `m x k`, or `k x m` with `transA`; B `k x n`,
- * or `n x k`; C `m x n`, or with `segment` NCHW: column j of row i at
- * `floor(j / length) * stride + i * length + j % length`).
- */
-function batchedGemm(o: {
-  readonly m: number;
-  readonly n: number;
-  readonly k: number;
-  readonly batch: number;
-  readonly transA?: boolean;
-  readonly transB?: boolean;
-  readonly beta?: number;
-  readonly a: Strided;
-  readonly b: Strided;
-  readonly c: Strided;
-  readonly segment?: readonly [number, number];
-  readonly bias?: Strided | undefined;
-  readonly activation?: ActivationKind | undefined;
-}): GemmStep {
-  const transA = o.transA ?? false, transB = o.transB ?? false;
-  return {
-    m: o.m,
-    n: o.n,
-    k: o.k,
-    batch: o.batch,
-    transA,
-    transB,
-    alpha: 1,
-    beta: o.beta ?? 0,
-    a: o.a[0],
-    b: o.b[0],
-    c: o.c[0],
-    lda: transA ? o.m : o.k,
-    ldb: transB ? o.k : o.n,
-    ldc: o.segment ? o.segment[0] : o.n,
-    strideA: o.a[1],
-    strideB: o.b[1],
-    strideC: o.c[1],
-    ...(o.segment ? { segment: o.segment[0], segmentStride: o.segment[1] } : {}),
-    ...(o.bias ? { bias: o.bias[0], strideBias: o.bias[1] } : {}),
-    biasMode: o.bias ? "row" : "none",
-    ...(o.activation ? { activation: o.activation } : {}),
-  };
 }
 
 /** The passes' forced choice: the option, else the table's entry, else the cost model's. */
