@@ -1,7 +1,7 @@
 // Convolution shapes shared by bench/conv2d_bench.ts and bench/tfjs_compare.ts: layers of the
 // seed models at the benches' batches (LeNet at d2l's 256; AlexNet conv1 at 128 and 32; ResNet-18
 // at 96x96 and GoogLeNet's inception 1x1 branches at batch 32).
-import type { Conv2dParams } from "../kernels/conv2d.ts";
+import type { Conv2dParams } from "../kernels/conv2d/index.ts";
 
 /** A convolution to time and its label (layer, channels, geometry, input size, batch). */
 export interface ConvShape {

@@ -15,7 +15,7 @@ import {
   conv2dForward,
   type Conv2dKernelOptions,
   type Conv2dParams,
-} from "../kernels/conv2d.ts";
+} from "../kernels/conv2d/index.ts";
 import * as shapes from "./_shapes.ts";
 
 const gpu = await getGpu();

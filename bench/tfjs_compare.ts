@@ -48,7 +48,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-webgpu";
 import { getGpu, type Tensor } from "../gpu/mod.ts";
-import { checkConv2d, conv2dBackward, conv2dForward } from "../kernels/conv2d.ts";
+import { checkConv2d, conv2dBackward, conv2dForward } from "../kernels/conv2d/index.ts";
 import { gemm, type GemmParams } from "../kernels/gemm/index.ts";
 import { benchCli } from "./_args.ts";
 import * as shapes from "./_shapes.ts";

@@ -1,5 +1,5 @@
 // deno task tune <model> [flags]: measures kernel variants on this adapter for one model's
-// training step and caches the faster choices (see kernels/autotune.ts). `deno task train` and
+// training step and caches the faster choices (see kernels/autotune/). `deno task train` and
 // `deno task bench:train` load the cache.
 import { getGpu } from "../gpu/mod.ts";
 import {
@@ -9,7 +9,7 @@ import {
   saveTuningCache,
   type TuneResult,
 } from "../kernels/mod.ts";
-import { adapterKey } from "../kernels/autotune.ts";
+import { adapterKey } from "../kernels/autotune/index.ts";
 import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
 import {
   cappedBatch,

@@ -73,8 +73,19 @@ export function bindingRange(t: Tensor, offset: number, count: number): TensorRa
 }
 
 /**
- * The most f32 elements one storage binding may span on this device, less one alignment unit
- * (so that a range starting anywhere still fits).
+ * What {@linkcode maxBindingElements} reads: a `Gpu`, or an `AdapterProfile` (pure planners).
+ */
+export interface BindingLimitsOf {
+  /** The binding limits. */
+  readonly limits: {
+    readonly maxStorageBufferBindingSize: number;
+    readonly minStorageBufferOffsetAlignment: number;
+  };
+}
+
+/**
+ * The most f32 elements one storage binding may span on this device (a `Gpu`, or the limits of
+ * an `AdapterProfile`), less one alignment unit (so that a range starting anywhere still fits).
  *
  * @example
  * ```ts
@@ -84,7 +95,7 @@ export function bindingRange(t: Tensor, offset: number, count: number): TensorRa
  * maxBindingElements(gpu); // e.g. 33554368 on llvmpipe (128 MiB)
  * ```
  */
-export function maxBindingElements(gpu: Gpu): number {
+export function maxBindingElements(gpu: BindingLimitsOf): number {
   return bindingElements(gpu.limits);
 }
 

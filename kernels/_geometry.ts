@@ -9,7 +9,7 @@
  * {@linkcode Conv2dGeometry} (conv2d) and the direct kernels' `DirectConvShape`. Also the small
  * size check of the spatial kernels (batch norm and LRN too).
  *
- * The types are public (re-exported by `conv2d.ts`); the functions are private to `kernels/`
+ * The types are public (re-exported by `conv2d/index.ts`); the functions are private to `kernels/`
  * and `layers/`. Imports no kernel: a leaf of the kernels' module graph.
  *
  * @module
@@ -75,7 +75,7 @@ export interface PlaneWindow extends Window2d {
   readonly ow: number;
 }
 
-/** A convolution with every hyper-parameter resolved (see `conv2dGeometry` in `conv2d.ts`). */
+/** A convolution with every hyper-parameter resolved (see `conv2dGeometry` in `conv2d/geometry.ts`). */
 export interface Conv2dGeometry extends Window2d {
   /** Batch. */
   readonly n: number;

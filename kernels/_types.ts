@@ -1,9 +1,9 @@
 /**
- * The records that the GEMM engine (`gemm/`), conv2d (`conv2d.ts`) and the tuning table
- * (`_autotune_table.ts`) share: the tuning knobs, a strided GEMM problem and conv2d's kernel
+ * The records that the GEMM engine (`gemm/`), conv2d (`conv2d/`) and the tuning table
+ * (`autotune/table.ts`) share: the tuning knobs, a strided GEMM problem and conv2d's kernel
  * options. They are declared here, types only and importing no kernel, so that the table can
- * name them while gemm/ and conv2d.ts consult the table, with no import cycle (type-only ones
- * included). gemm/index.ts and conv2d.ts re-export them; `GemmTuning`, `GemmVariant` and
+ * name them while gemm/ and conv2d/ consult the table, with no import cycle (type-only ones
+ * included). gemm/index.ts and conv2d/index.ts re-export them; `GemmTuning`, `GemmVariant` and
  * `Conv2dKernelOptions` are public through `kernels/mod.ts`.
  *
  * @module
@@ -112,7 +112,7 @@ export interface Conv2dKernelOptions {
    */
   readonly pointwiseMinPixels?: number;
   /**
-   * Direct convolution kernels (no im2col; see `conv2d_direct.ts`) for the forward pass, the
+   * Direct convolution kernels (no im2col; see `conv2d/direct.ts`) for the forward pass, the
    * input gradient (stride 1, one group) and the weight and bias gradients: `true` uses them
    * wherever they can run (one group, kernel rows of at most 16 taps, within their unrolling
    * budgets), `false` never. Default: on CPU adapters, for convolutions of at least 2^23

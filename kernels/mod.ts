@@ -44,7 +44,7 @@ export {
   type TuningProblem,
   TuningTable,
   tuningTable,
-} from "./autotune.ts";
+} from "./autotune/index.ts";
 export {
   batchNormBackward,
   batchNormForward,
@@ -60,7 +60,7 @@ export {
   type Conv2dParams,
   type Window2d,
   type Window2dParams,
-} from "./conv2d.ts";
+} from "./conv2d/index.ts";
 export {
   checkPrepareBatch,
   checkResize,

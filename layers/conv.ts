@@ -12,7 +12,7 @@ import {
   conv2dBackward,
   conv2dForward,
   type Conv2dParams,
-} from "../kernels/conv2d.ts";
+} from "../kernels/conv2d/index.ts";
 import { depthwiseConv2dBackward, depthwiseConv2dForward } from "../kernels/depthwise.ts";
 import { gemm, sumRows } from "../kernels/gemm/index.ts";
 import { window2d, type Window2dParams } from "../kernels/_geometry.ts";

@@ -1,8 +1,10 @@
-// Tests of the autotuner (kernels/autotune.ts): the recording hook, tuning a small GEMM, table
-// entries steering gemmStrided and conv2d, and the cache file.
+// Tests of the autotuner (kernels/autotune/): the recording (gemmStrided's hook, the conv2d
+// runner's observer), tuning a small GEMM and a conv2d pass, table entries steering gemmStrided
+// and conv2d's plans, and the cache file.
 import assert from "node:assert/strict";
 import type { Gpu } from "../gpu/mod.ts";
 import {
+  conv2dBackward,
   conv2dForward,
   defaultTuningCachePath,
   gemm,
@@ -15,14 +17,14 @@ import {
   type TuningTable,
   tuningTable,
 } from "../kernels/mod.ts";
-import { adapterKey } from "../kernels/autotune.ts";
+import { adapterKey } from "../kernels/autotune/index.ts";
 import { makeSynthetic } from "../data/mod.ts";
 import { createModel, Trainer, uploadImageSet } from "../models/mod.ts";
 import { parseTrainArgs } from "../cli/train.ts";
 import { conv2dRef } from "./cpu_ref/conv2d.ts";
 import { gemmRef } from "./cpu_ref/gemm.ts";
 import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
-import { kernelsOfAsync } from "./kernels_of.ts";
+import { conv2dPlansOf, kernelsOfAsync } from "./kernels_of.ts";
 
 /** A GPU test run with an empty tuning table, which it leaves empty. */
 function tableTest(name: string, fn: (gpu: Gpu, table: TuningTable) => Promise<void>): void {
@@ -229,14 +231,43 @@ tableTest("autotune: a table entry chooses conv2d's direct kernel", async (gpu, 
   const conv = problems.find((q) => q.op === "conv2d")!;
   assert.equal(conv.key, "conv2d:forward:2,2,9,11,3,3,3,1,1,1,1,1,1,1");
   const expected = conv2dRef(p, x, w, b);
-  const plain = await kernelsOfAsync(gpu, run);
-  assert.ok(plain.every((n) => !n.startsWith("conv2d_direct")), plain.join());
+  const [plain] = conv2dPlansOf(gpu, run);
+  assert.equal(plain.forward?.path, "im2col");
   table.set(conv.key, { op: "conv2d", direct: true });
-  const names = await kernelsOfAsync(gpu, run);
-  assert.ok(names.some((n) => n.startsWith("conv2d_direct_fwd")), names.join());
-  assert.ok(!names.some((n) => n.startsWith("gemm")), names.join());
+  const [tuned] = conv2dPlansOf(gpu, run);
+  assert.equal(tuned.forward?.path, "direct");
+  assert.deepEqual(tuned.steps.map((s) => s.kind), ["direct"]);
   assertClose(await y.toArray(), expected, { rtol: 1e-4, atol: 1e-5, what: "direct conv2d" });
   for (const t of [tx, tw, tb, y]) t.dispose();
+});
+
+tableTest("autotune: tuning a conv2d pass times its candidate plans", async (gpu, table) => {
+  const p = { n: 2, cIn: 2, h: 9, w: 11, cOut: 3, kernel: 3, padding: 1 };
+  const x = gpu.zeros([2, 2, 9, 11]), w = gpu.zeros([3, 2, 3, 3]), y = gpu.empty([2, 3, 9, 11]);
+  const problems = await recordProblems(gpu, () => conv2dForward({ y, x, w }, p));
+  const conv = problems.find((q) => q.op === "conv2d")!;
+  const options = { minSampleMs: 5, samples: 1, minProblemMs: 0, budgetSeconds: 60 };
+  const [r] = await tuneProblems(gpu, [conv], options);
+  assert.equal(r.problem, conv);
+  assert.equal(r.costModel, "im2col");
+  assert.equal(r.candidates, 1, JSON.stringify(r));
+  assert.ok(r.costModelMs > 0 && r.tunedMs > 0, `${r.costModelMs} ${r.tunedMs}`);
+  if (r.changed) {
+    assert.equal(r.tuned, "direct");
+    assert.deepEqual(table.get(conv.key), { op: "conv2d", direct: true });
+  } else {
+    assert.equal(r.tuned, "im2col");
+    assert.equal(table.get(conv.key), undefined);
+  }
+  // A stride-2 input gradient has no direct kernel: nothing to time.
+  const q = { ...p, stride: 2 };
+  const dy = gpu.zeros([2, 3, 5, 6]), dx = gpu.empty([2, 2, 9, 11]);
+  const [dxProblem] = await recordProblems(gpu, () => conv2dBackward({ dx, dy, x, w }, q));
+  assert.equal(dxProblem.key, "conv2d:inputGrad:2,2,9,11,3,3,3,2,2,1,1,1,1,1");
+  const [s] = await tuneProblems(gpu, [dxProblem], options);
+  assert.equal(s.note, "no direct kernel for this pass");
+  assert.equal(s.candidates, 0);
+  for (const t of [x, w, y, dy, dx]) t.dispose();
 });
 
 const GEMM_KEY = "gemm:37x70x300:b1:nn:beta0:bias-col:rows:al1111111011111";

@@ -1,4 +1,4 @@
-// Tests of the direct convolution kernels (kernels/conv2d_direct.ts), through conv2dForward /
+// Tests of the direct convolution kernels (kernels/conv2d/direct*.ts), through conv2dForward /
 // conv2dBackward with `direct: true` and directly with forced blockings, against the Float64 CPU
 // reference (tests/cpu_ref/conv2d.ts, itself checked against PyTorch and finite differences in
 // conv2d_test.ts).
@@ -10,15 +10,17 @@ import {
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/mod.ts";
-import { conv2dGeometry } from "../kernels/conv2d.ts";
+import { conv2dGeometry } from "../kernels/conv2d/index.ts";
 import { bindingRange } from "../kernels/_binding.ts";
 import {
-  directConvForward,
-  type DirectConvShape,
-  directConvWeightGrad,
-  planDirectConv,
-  planDirectWeightGrad,
-} from "../kernels/conv2d_direct.ts";
+  type AdapterProfile,
+  adapterProfile,
+  WEBGPU_DEFAULT_PROFILE,
+} from "../kernels/_adapter.ts";
+import type { DirectConvShape } from "../kernels/conv2d/geometry.ts";
+import { directConvForward } from "../kernels/conv2d/direct.ts";
+import { directConvWeightGrad } from "../kernels/conv2d/direct_weight_grad.ts";
+import { planDirectConv, planDirectWeightGrad } from "../kernels/conv2d/direct_plan.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
 import { conv2dBackwardRef, conv2dRef } from "./cpu_ref/conv2d.ts";
 import {
@@ -35,7 +37,15 @@ import {
   tensorOf,
   testGpu,
 } from "./harness.ts";
-import { kernelsOf } from "./kernels_of.ts";
+import { conv2dPlansOf, kernelsOf } from "./kernels_of.ts";
+import {
+  conv2dCandidates,
+  type Conv2dProblem,
+  type ConvPlan,
+  type ConvStep,
+  planConv2d,
+} from "../kernels/conv2d/plan.ts";
+import { convKey, TuningTable } from "../kernels/autotune/table.ts";
 
 const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
@@ -86,7 +96,8 @@ const F32: Mix = {
 
 /**
  * A forward and backward run with `mix`'s storage types (default every operand f32); the outputs
- * start as NaN (each must be overwritten). Returns the outputs and the kernels dispatched.
+ * start as NaN (each must be overwritten). Returns the outputs, the plans the runner ran
+ * (`plans.forward`, `plans.backward`) and the kernels dispatched.
  */
 async function run(p: Conv2dParams, d: Data, options: Conv2dKernelOptions, mix: Mix = F32) {
   const gpu = await testGpu();
@@ -98,15 +109,20 @@ async function run(p: Conv2dParams, d: Data, options: Conv2dKernelOptions, mix: 
   const b = d.b ? up(d.b, mix.b, [p.cOut]) : undefined;
   const y = nan(mix.y, s.y), dx = nan(mix.dx, s.x), dw = nan(mix.dw, s.w);
   const db = nan(mix.db, [p.cOut]);
+  let ran: ConvPlan[] = [];
   const kernels = kernelsOf(gpu, () => {
-    conv2dForward({ y, x, w, b }, { ...p, ...options });
-    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+    ran = conv2dPlansOf(gpu, () => {
+      conv2dForward({ y, x, w, b }, { ...p, ...options });
+      conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+    });
   });
+  assert.equal(ran.length, 2);
   const out = {
     y: await y.toArray(),
     dx: await dx.toArray(),
     dw: await dw.toArray(),
     db: await db.toArray(),
+    plans: { forward: ran[0], backward: ran[1] },
     kernels,
   };
   for (const t of [x, w, b, dy, y, dx, dw, db] as (Tensor | undefined)[]) t?.dispose();
@@ -122,8 +138,15 @@ function compare(p: Conv2dParams, d: Data, got: Awaited<ReturnType<typeof run>>,
   assertClose(got.db, g.db, { ...t, what: `${label} db` });
 }
 
-const count1 = (names: string[], prefix: string) =>
-  names.filter((n) => n.startsWith(prefix)).length;
+/** The steps of a run's forward and backward plans. */
+const stepsOf = (got: { plans: { forward: ConvPlan; backward: ConvPlan } }): ConvStep[] => [
+  ...got.plans.forward.steps,
+  ...got.plans.backward.steps,
+];
+
+/** How many of `steps` are of `kind`. */
+const countSteps = (steps: readonly ConvStep[], kind: ConvStep["kind"]) =>
+  steps.filter((s) => s.kind === kind).length;
 
 // ---------------------------------------------------------------- forced direct path ----
 
@@ -195,11 +218,15 @@ Deno.test("direct conv2d (forced) forward and backward vs CPU reference", GPU_TE
     const got = await run(p, d, { direct: true });
     compare(p, d, got, label);
     // The direct kernels ran (GEMM + col2im only for an input gradient of stride > 1).
-    const fwd = count1(got.kernels, "conv2d_direct_fwd");
-    assert.ok(fwd >= (directDx ? 2 : 1), `${label}: ${got.kernels}`);
-    assert.equal(count1(got.kernels, "conv2d_direct_dw"), 1, `${label}: ${got.kernels}`);
-    assert.equal(count1(got.kernels, "conv2d_col2im") > 0, !directDx, `${label}: ${got.kernels}`);
-    assert.equal(count1(got.kernels, "conv2d_im2col"), 0, `${label}: ${got.kernels}`);
+    const { forward, backward } = got.plans;
+    assert.equal(forward.forward?.path, "direct", label);
+    assert.equal(backward.weightGrad?.path, "direct", label);
+    assert.equal(backward.inputGrad?.path, directDx ? "direct" : "im2col", label);
+    const steps = stepsOf(got), what = `${label}: ${steps.map((t) => t.kind)}`;
+    assert.equal(countSteps(steps, "direct"), directDx ? 2 : 1, what);
+    assert.equal(countSteps(steps, "directWeightGrad"), 1, what);
+    assert.equal(countSteps(steps, "col2im") > 0, !directDx, what);
+    assert.equal(countSteps(steps, "im2col"), 0, what);
   }
 });
 
@@ -208,7 +235,12 @@ Deno.test("direct conv2d: direct: false never takes the direct kernels", GPU_TES
   const d = data(p, 120, true);
   const got = await run(p, d, { direct: false });
   compare(p, d, got, "direct: false");
-  assert.equal(count1(got.kernels, "conv2d_direct"), 0, `${got.kernels}`);
+  const { forward, backward } = got.plans;
+  for (const pass of [forward.forward, backward.inputGrad, backward.weightGrad]) {
+    assert.equal(pass?.path, "im2col");
+  }
+  const steps = stepsOf(got);
+  assert.equal(countSteps(steps, "direct") + countSteps(steps, "directWeightGrad"), 0);
 });
 
 Deno.test(
@@ -248,7 +280,8 @@ Deno.test("direct conv2d: chunks of images give the same results", GPU_TEST, asy
   const whole = await run(p, d, { direct: true });
   // 1 byte: one image per chunk (ranges at offsets that are not 256-byte aligned).
   const chunked = await run(p, d, { direct: true, maxChunkBytes: 1 });
-  assert.equal(count1(chunked.kernels, "conv2d_direct_dw"), 5);
+  assert.equal(chunked.plans.backward.chunks.chunks, 5);
+  assert.equal(countSteps(chunked.plans.backward.steps, "directWeightGrad"), 5);
   assert.deepEqual(chunked.y, whole.y);
   assert.deepEqual(chunked.dx, whole.dx);
   assertClose(chunked.dw, whole.dw, { ...tol(d.s.len), what: "chunked dw" });
@@ -409,10 +442,14 @@ Deno.test(
     for (const [p, needDx] of layers) {
       const d = data(p, seed++, true);
       const got = await run(p, d, {});
-      if (!gpu.isCpu) continue; // the default choice is for CPU adapters
-      assert.equal(count1(got.kernels, "conv2d_im2col"), 0, `${got.kernels}`);
-      assert.equal(count1(got.kernels, "gemm"), 0, `${got.kernels}`);
+      if (!adapterProfile(gpu).mesaCpu) continue; // the default choice is for llvmpipe
       const label = `LeNet ${p.cIn}->${p.cOut}`;
+      const { forward, backward } = got.plans;
+      for (const pass of [forward.forward, backward.inputGrad, backward.weightGrad]) {
+        assert.equal(pass?.path, "direct", label);
+      }
+      const kinds = stepsOf(got).map((t) => t.kind);
+      assert.ok(kinds.every((k) => k === "direct" || k === "directWeightGrad"), `${kinds}`);
       const t = tol(d.s.len);
       assertClose(got.y, conv2dRef(p, d.x, d.w, d.b), { ...t, what: `${label} y` });
       const g = conv2dBackwardRef(p, d.x, d.w, d.dy);
@@ -422,6 +459,78 @@ Deno.test(
     }
   },
 );
+
+/** llvmpipe, as the planner sees it (whatever adapter runs the tests). */
+const LLVMPIPE: AdapterProfile = {
+  ...WEBGPU_DEFAULT_PROFILE,
+  description: "llvmpipe (LLVM 19.1.7, 256 bits)",
+  isCpu: true,
+  mesaCpu: true,
+};
+
+const F = "f32" as const;
+const forwardProblem = (p: Conv2dParams, options = {}): Conv2dProblem => ({
+  geometry: conv2dGeometry(p),
+  call: "forward",
+  dtypes: { x: F, w: F, b: F, y: F },
+  options,
+});
+const backwardProblem = (p: Conv2dParams, options = {}): Conv2dProblem => ({
+  geometry: conv2dGeometry(p),
+  call: "backward",
+  dtypes: { x: F, w: F, dy: F, dx: F, dw: F, db: F },
+  options,
+});
+
+Deno.test("planConv2d: direct kernels by default on Mesa's CPU adapters only; table, options", () => {
+  const lenet1: Conv2dParams = { n: 100, cIn: 1, h: 28, w: 28, cOut: 6, kernel: 5, padding: 2 };
+  const lenet2: Conv2dParams = { n: 100, cIn: 6, h: 14, w: 14, cOut: 16, kernel: 5 };
+  for (const p of [lenet1, lenet2]) {
+    assert.equal(planConv2d(forwardProblem(p), LLVMPIPE, undefined).forward?.path, "direct");
+    const b = planConv2d(backwardProblem(p), LLVMPIPE, undefined);
+    assert.equal(b.inputGrad?.path, "direct");
+    assert.equal(b.weightGrad?.path, "direct");
+    assert.ok(b.steps.every((t) => t.kind === "direct" || t.kind === "directWeightGrad"));
+  }
+  // Not on other adapters (SwiftShader, GPUs), nor for convolutions too small to repay the
+  // compile time.
+  const swiftShader = {
+    ...LLVMPIPE,
+    description: "SwiftShader",
+    mesaCpu: false,
+    swiftShader: true,
+  };
+  for (const profile of [swiftShader, WEBGPU_DEFAULT_PROFILE]) {
+    assert.equal(planConv2d(forwardProblem(lenet2), profile, undefined).forward?.path, "im2col");
+  }
+  const small = forwardProblem({ ...lenet2, n: 2 });
+  assert.equal(planConv2d(small, LLVMPIPE, undefined).forward?.path, "im2col");
+  // A table entry steers a pass the options leave open; options win over the table.
+  const table = new TuningTable();
+  table.set(convKey(conv2dGeometry(lenet2), "forward"), { op: "conv2d", direct: false });
+  table.set(convKey(conv2dGeometry({ ...lenet2, n: 2 }), "forward"), {
+    op: "conv2d",
+    direct: true,
+  });
+  assert.equal(planConv2d(forwardProblem(lenet2), LLVMPIPE, table).forward?.path, "im2col");
+  assert.equal(planConv2d(small, LLVMPIPE, table).forward?.path, "direct");
+  const forced = forwardProblem(lenet2, { direct: true });
+  assert.equal(planConv2d(forced, LLVMPIPE, table).forward?.path, "direct");
+  // The tuner's candidates: both paths, or im2col alone where no direct kernel runs (a stride-2
+  // input gradient); 1x1 convolutions with enough pixels: batched GEMMs.
+  const paths = (q: Conv2dProblem, pass: "forward" | "inputGrad" | "weightGrad") =>
+    conv2dCandidates(q, pass, WEBGPU_DEFAULT_PROFILE).map((c) => c[pass]?.path);
+  assert.deepEqual(paths(forwardProblem(lenet2), "forward"), ["im2col", "direct"]);
+  const strided = backwardProblem({ ...lenet2, stride: 2 });
+  assert.deepEqual(paths(strided, "inputGrad"), ["im2col"]);
+  assert.deepEqual(paths(strided, "weightGrad"), ["im2col", "direct"]);
+  const pointwise = forwardProblem({ n: 4, cIn: 8, h: 9, w: 9, cOut: 16, kernel: 1 });
+  assert.deepEqual(paths(pointwise, "forward"), ["pointwise", "direct"]);
+  // Plans are plain values: the same problem gives equal plans.
+  const again = planConv2d(backwardProblem(lenet2), LLVMPIPE, undefined);
+  assert.deepEqual(again, planConv2d(backwardProblem(lenet2), LLVMPIPE, undefined));
+  assert.deepEqual(JSON.parse(JSON.stringify(again)), again);
+});
 
 Deno.test("direct conv2d plans: budgets and limits", () => {
   const lenet2 = directShape({ n: 256, cIn: 6, h: 14, w: 14, cOut: 16, kernel: 5 });
@@ -509,10 +618,14 @@ Deno.test("direct conv2d f16 (forced, training mix) vs CPU reference", F16_TEST,
     assertClose(got.db, g.db, { ...tol(d.s.len), what: `f16 ${label} db` });
     const own = got.kernels.filter((k) => k.startsWith("conv2d"));
     assert.ok(own.every((k) => k.includes("_h-")), `${label}: ${own.join(", ")}`);
-    assert.ok(count1(got.kernels, "conv2d_direct_fwd") >= (directDx ? 2 : 1), `${got.kernels}`);
-    assert.equal(count1(got.kernels, "conv2d_direct_dw"), 1, `${label}: ${got.kernels}`);
+    const steps = stepsOf(got), what = `${label}: ${steps.map((t) => t.kind)}`;
+    assert.equal(countSteps(steps, "direct"), directDx ? 2 : 1, what);
+    assert.equal(countSteps(steps, "directWeightGrad"), 1, what);
     // LeNet conv2's input gradient (16 input channels) takes 4 per dispatch: their sums go
     // through the f32 scratch, added by the last dispatch.
+    const flip = steps.find((t) => t.kind === "direct" && t.flip);
+    const split = flip?.kind === "direct" && flip.tile.ci < flip.shape.cIn;
+    assert.equal(split, p.cOut === 16, `${label}: ${JSON.stringify(flip)}`);
     const prev = got.kernels.filter((k) => /^conv2d_direct_fwd.*_flip_prev/.test(k)).length;
     assert.equal(prev, p.cOut === 16 ? 1 : 0, `${label}: ${got.kernels}`);
   }
@@ -640,11 +753,11 @@ Deno.test(
     assertClose(got.dw, g.dw, { ...f16Tolerance(maxAbs(g.dw)), what: "mixed dw" });
     assertClose(got.db, g.db, { ...f16Tolerance(maxAbs(g.db)), what: "mixed db" });
     assert.ok(got.y instanceof Float32Array && got.dw instanceof Float16Array);
-    assert.ok(count1(got.kernels, "conv2d_direct_dw") === 1, `${got.kernels}`);
+    assert.equal(countSteps(got.plans.backward.steps, "directWeightGrad"), 1);
     // Training's mix, one image per chunk (ranges of f16 tensors at unaligned offsets).
     const whole = await run(p, d, { direct: true }, TRAIN);
     const chunked = await run(p, d, { direct: true, maxChunkBytes: 1 }, TRAIN);
-    assert.equal(count1(chunked.kernels, "conv2d_direct_dw"), 5);
+    assert.equal(countSteps(chunked.plans.backward.steps, "directWeightGrad"), 5);
     assert.deepEqual(chunked.y, whole.y);
     assert.deepEqual(chunked.dx, whole.dx);
     assertClose(chunked.dw, whole.dw, { ...tol(d.s.len), what: "chunked dw" });

@@ -1,15 +1,16 @@
-// Tests of conv2d (kernels/conv2d.ts): the CPU reference against PyTorch values and finite
+// Tests of conv2d (kernels/conv2d/): the CPU reference against PyTorch values and finite
 // differences, the GPU kernels against the CPU reference, accumulation, chunking, errors.
 import assert from "node:assert/strict";
 import {
   checkConv2d,
   conv2dBackward,
-  conv2dChunkPlan,
   conv2dForward,
   conv2dGeometry,
   type Conv2dKernelOptions,
   type Conv2dParams,
-} from "../kernels/conv2d.ts";
+} from "../kernels/conv2d/index.ts";
+import { conv2dChunkPlan } from "../kernels/conv2d/cost.ts";
+import { adapterProfile } from "../kernels/_adapter.ts";
 import type { Tensor } from "../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../kernels/activation.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";
@@ -31,7 +32,8 @@ import {
   tensorOf,
   testGpu,
 } from "./harness.ts";
-import { kernelsOf } from "./kernels_of.ts";
+import { conv2dPlansOf, kernelsOf } from "./kernels_of.ts";
+import type { ConvPassPlan, ConvPlan } from "../kernels/conv2d/plan.ts";
 
 function sizes(p: Conv2dParams) {
   const g = conv2dGeometry(p);
@@ -663,7 +665,8 @@ const F32: Mix = {
 
 /**
  * A forward and backward run with `mix`'s storage types ({@linkcode F32}, `TRAIN`, `OTHER`);
- * returns the outputs and the kernels dispatched.
+ * returns the outputs, the plans the runner ran (`plans.forward`, `plans.backward`) and the
+ * kernels dispatched.
  */
 async function runMix(
   p: Conv2dParams,
@@ -682,15 +685,20 @@ async function runMix(
   const dy = up(data.dy, mix.dy, s.y);
   const y = nan(mix.y, s.y), dx = nan(mix.dx, s.x), dw = nan(mix.dw, s.w);
   const db = nan(mix.db, [p.cOut]);
+  let ran: ConvPlan[] = [];
   const kernels = kernelsOf(gpu, () => {
-    conv2dForward({ y, x, w, b }, { ...p, ...options });
-    conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+    ran = conv2dPlansOf(gpu, () => {
+      conv2dForward({ y, x, w, b }, { ...p, ...options });
+      conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, ...options });
+    });
   });
+  assert.equal(ran.length, 2);
   const out = {
     y: await y.toArray(),
     dx: await dx.toArray(),
     dw: await dw.toArray(),
     db: await db.toArray(),
+    plans: { forward: ran[0], backward: ran[1] },
     kernels,
   };
   for (const t of [x, w, b, dy, y, dx, dw, db] as (Tensor | undefined)[]) t?.dispose();
@@ -777,7 +785,7 @@ Deno.test("conv2d chunking: forced small chunks give the same results", GPU_TEST
     const whole = await runMix(p, data, F32);
     // 1 byte: one image per chunk; 3000 bytes: a few images per chunk, ranges not 256-aligned.
     for (const maxChunkBytes of [1, 3000]) {
-      const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes });
+      const plan = conv2dChunkPlan(adapterProfile(gpu), p, { maxChunkBytes });
       assert.ok(plan.chunks > 1, `expected several chunks for ${JSON.stringify(p)}`);
       const chunked = await runMix(p, data, F32, { maxChunkBytes });
       // Per-element work is the same: y and dx are bit-identical; dw/db sum chunks in order.
@@ -807,7 +815,7 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     const limit = gpu.limits.maxStorageBufferBindingSize;
-    const plan = conv2dChunkPlan(gpu, ALEX1);
+    const plan = conv2dChunkPlan(adapterProfile(gpu), ALEX1);
     const P = 54 * 54;
     assert.equal(plan.colElements, plan.imagesPerChunk * 121 * P);
     assert.ok(plan.colElements * 4 <= limit);
@@ -815,7 +823,7 @@ Deno.test(
     assert.equal(plan.chunks, Math.ceil(128 / plan.imagesPerChunk));
     assert.ok(plan.chunks >= 2, "im2col of the whole batch (181 MB) would not fit");
     // A small artificial limit gives more, smaller chunks.
-    const small = conv2dChunkPlan(gpu, ALEX1, { maxChunkBytes: 8 << 20 });
+    const small = conv2dChunkPlan(adapterProfile(gpu), ALEX1, { maxChunkBytes: 8 << 20 });
     assert.ok(small.colElements * 4 <= 8 << 20 && small.chunks > plan.chunks);
   },
 );
@@ -896,7 +904,7 @@ interface Fused {
  * Runs conv2dForward with the fusions of `f` (y prefilled with SENTINEL), checks it against
  * the Float64 reference followed by the activation, that channels outside the slice are
  * untouched, and that the slice equals the unfused conv2dForward + activationForward (1 ulp).
- * Returns the whole y and the kernel names dispatched.
+ * Returns the whole y, the kernel names dispatched and the plan of the fused call.
  */
 async function runFused(
   p: Conv2dParams,
@@ -904,7 +912,7 @@ async function runFused(
   f: Fused,
   options: Conv2dKernelOptions,
   label: string,
-): Promise<{ y: Float32Array; kernels: string[] }> {
+): Promise<{ y: Float32Array; kernels: string[]; plan: ConvPlan }> {
   const gpu = await testGpu();
   const { s } = data;
   const [n, cOut, oh, ow] = s.y;
@@ -915,10 +923,10 @@ async function runFused(
   const y = gpu.tensor(new Float32Array(n * C * P).fill(SENTINEL), { shape: [n, C, oh, ow] });
   const plain = gpu.tensor(new Float32Array(count(s.y)).fill(NaN), { shape: s.y });
   const fused = { activation: f.activation, yChannelOffset: f.offset };
-  const kernels = kernelsOf(
-    gpu,
-    () => conv2dForward({ y, x, w, b }, { ...p, ...options, ...fused }),
-  );
+  let plans: ConvPlan[] = [];
+  const kernels = kernelsOf(gpu, () => {
+    plans = conv2dPlansOf(gpu, () => conv2dForward({ y, x, w, b }, { ...p, ...options, ...fused }));
+  });
   conv2dForward({ y: plain, x, w, b }, { ...p, ...options });
   if (f.activation) activationForward({ y: plain, x: plain }, { kind: f.activation });
   const got = await y.toArray();
@@ -938,7 +946,7 @@ async function runFused(
   });
   assertClose(slice, ref, { ...tol(data.s.len), what: `${label} y` });
   assertClose(slice, separate, { rtol: 1.2e-7, atol: 0, what: `${label} fused vs separate` });
-  return { y: got, kernels };
+  return { y: got, kernels, plan: plans[0] };
 }
 
 /** Convolution data with weights in [-2, 2]: outputs spread past relu6's 6 and tanh's knee. */
@@ -947,36 +955,43 @@ function uploadWide(p: Conv2dParams, seed: number) {
   return { ...data, w: data.w.map((v) => 2 * v) };
 }
 
-const FUSED_PATHS: [string, Conv2dParams, Conv2dKernelOptions, RegExp][] = [
+/**
+ * `[label, params, options, the forward's path, a GEMM kernel that must run (optional)]`: the
+ * paths of the forward pass, with the GEMM kernels that implement an epilogue of their own
+ * (vec4 stores of C, split-K's epilogue pass).
+ */
+const FUSED_PATHS: [string, Conv2dParams, Conv2dKernelOptions, ConvPassPlan["path"], RegExp?][] = [
   [
     "im2col, odd sizes, stride 2",
     { n: 2, cIn: 3, h: 7, w: 9, cOut: 5, kernel: 3, padding: 1, stride: 2 },
     { direct: false },
-    /im2col/,
+    "im2col",
   ],
   [
     "im2col, vec4 C stores",
     { n: 2, cIn: 8, h: 8, w: 8, cOut: 8, kernel: 3, padding: 1 },
     { direct: false },
+    "im2col",
     /gemm_reg.*_vc/,
   ],
   [
     "grouped, dilated",
     { n: 3, cIn: 4, h: 8, w: 9, cOut: 6, kernel: 3, padding: 2, dilation: 2, groups: 2 },
     {},
-    /im2col/,
+    "im2col",
   ],
-  ["pointwise 1x1", { n: 3, cIn: 5, h: 8, w: 9, cOut: 9, kernel: 1 }, {}, /^gemm_reg/],
+  ["pointwise 1x1", { n: 3, cIn: 5, h: 8, w: 9, cOut: 9, kernel: 1 }, {}, "pointwise"],
   [
     "direct (forced)",
     { n: 2, cIn: 3, h: 9, w: 11, cOut: 5, kernel: 3, padding: 1 },
     { direct: true },
-    /conv2d_direct_fwd/,
+    "direct",
   ],
   [
     "im2col, split-K epilogue",
     { n: 1, cIn: 6, h: 5, w: 5, cOut: 3, kernel: 3, padding: 1 },
     { direct: false, gemm: { splitK: 2 } },
+    "im2col",
     /gemm_splitk_epilogue/,
   ],
 ];
@@ -986,12 +1001,15 @@ Deno.test(
   GPU_TEST,
   async () => {
     let seed = 900;
-    for (const [label, p, options, path] of FUSED_PATHS) {
+    for (const [label, p, options, path, gemmKernel] of FUSED_PATHS) {
       for (const activation of KINDS) {
         const data = uploadWide(p, seed++);
         const what = `${label} ${activation}`;
-        const { kernels } = await runFused(p, data, { activation }, options, what);
-        assert.ok(kernels.some((k) => path.test(k)), `${what}: ran ${kernels.join(", ")}`);
+        const { kernels, plan } = await runFused(p, data, { activation }, options, what);
+        assert.equal(plan.forward?.path, path, what);
+        if (gemmKernel) {
+          assert.ok(kernels.some((k) => gemmKernel.test(k)), `${what}: ran ${kernels.join(", ")}`);
+        }
         assert.ok(
           kernels.some((k) => k.endsWith(`_${activation}`)),
           `${what}: no fused ${activation} kernel among ${kernels.join(", ")}`,
@@ -1006,7 +1024,7 @@ Deno.test(
   GPU_TEST,
   async () => {
     let seed = 950;
-    for (const [label, p, options, path] of FUSED_PATHS) {
+    for (const [label, p, options, path, gemmKernel] of FUSED_PATHS) {
       // Slices at the start, in the middle and at the end of the concatenated channels.
       const cases: Fused[] = [
         { offset: 0, channels: p.cOut + 3 },
@@ -1016,8 +1034,11 @@ Deno.test(
       for (const f of cases) {
         const data = uploadWide(p, seed++);
         const what = `${label} ${JSON.stringify(f)}`;
-        const { kernels } = await runFused(p, data, f, options, what);
-        assert.ok(kernels.some((k) => path.test(k)), `${what}: ran ${kernels.join(", ")}`);
+        const { kernels, plan } = await runFused(p, data, f, options, what);
+        assert.equal(plan.forward?.path, path, what);
+        if (gemmKernel) {
+          assert.ok(kernels.some((k) => gemmKernel.test(k)), `${what}: ran ${kernels.join(", ")}`);
+        }
       }
     }
   },
@@ -1042,7 +1063,7 @@ Deno.test(
       const whole = await runFused(p, data, f, options, what);
       // 1 byte: one image per chunk; 3000 bytes: a few images per chunk (ranges not aligned).
       for (const maxChunkBytes of [1, 3000]) {
-        const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes });
+        const plan = conv2dChunkPlan(adapterProfile(gpu), p, { maxChunkBytes });
         assert.ok(plan.chunks > 1, `expected several chunks for ${what}`);
         const chunked = await runFused(p, data, f, { ...options, maxChunkBytes }, what);
         assert.deepEqual(chunked.y, whole.y);
@@ -1284,7 +1305,7 @@ Deno.test(
     const gpu = await testGpu();
     let seed = 1140;
     const sentinel = -1234; // exact in f16
-    for (const [label, p, options, path] of FUSED_PATHS) {
+    for (const [label, p, options, path, gemmKernel] of FUSED_PATHS) {
       if (options.gemm?.splitK) continue; // the split-K epilogue is gemm.ts's
       const activation = KINDS[seed % 4];
       const data = uploadWide(p, seed++);
@@ -1295,14 +1316,21 @@ Deno.test(
       const w = gpu.tensor(f16(data.w), { shape: s.w });
       const b = gpu.tensor(f32(data.b!), { shape: [cOut] });
       const y = gpu.tensor(new Float16Array(n * C * P).fill(sentinel), { shape: [n, C, oh, ow] });
-      const kernels = kernelsOf(
-        gpu,
-        () => conv2dForward({ y, x, w, b }, { ...p, ...options, activation, yChannelOffset: off }),
-      );
+      let plans: ConvPlan[] = [];
+      const kernels = kernelsOf(gpu, () => {
+        plans = conv2dPlansOf(
+          gpu,
+          () =>
+            conv2dForward({ y, x, w, b }, { ...p, ...options, activation, yChannelOffset: off }),
+        );
+      });
       const got = await y.toArray();
       for (const t of [x, w, b, y]) t.dispose();
       const what = `f16 ${label} ${activation}`;
-      assert.ok(kernels.some((k) => path.test(k)), `${what}: ran ${kernels.join(", ")}`);
+      assert.equal(plans[0].forward?.path, path, what);
+      if (gemmKernel) {
+        assert.ok(kernels.some((k) => gemmKernel.test(k)), `${what}: ran ${kernels.join(", ")}`);
+      }
       const ref = activationForwardRef(
         conv2dRef(p, roundF16(data.x), roundF16(data.w), data.b),
         activation,
@@ -1336,7 +1364,7 @@ Deno.test(
       const whole = await runMix(p, data, TRAIN, { direct: false });
       // 1 byte: one image per chunk; 1500 bytes: a few images per chunk, ranges not aligned.
       for (const maxChunkBytes of [1, 1500]) {
-        const plan = conv2dChunkPlan(gpu, p, { maxChunkBytes, dtype: "f16" });
+        const plan = conv2dChunkPlan(adapterProfile(gpu), p, { maxChunkBytes, dtype: "f16" });
         assert.ok(plan.chunks > 1, `expected several chunks for ${JSON.stringify(p)}`);
         const chunked = await runMix(p, data, TRAIN, { direct: false, maxChunkBytes });
         // Per-element work is the same: y and dx are bit-identical; dw/db sum chunks in order.
@@ -1348,15 +1376,15 @@ Deno.test(
       checkMix(p, data, TRAIN, whole, JSON.stringify(p));
     }
     // Half the bytes per element: twice the images per chunk where the bytes bound them.
-    const f32Plan = conv2dChunkPlan(gpu, ALEX1);
-    const f16Plan = conv2dChunkPlan(gpu, ALEX1, { dtype: "f16" });
+    const f32Plan = conv2dChunkPlan(adapterProfile(gpu), ALEX1);
+    const f16Plan = conv2dChunkPlan(adapterProfile(gpu), ALEX1, { dtype: "f16" });
     assert.ok(f16Plan.imagesPerChunk >= 2 * f32Plan.imagesPerChunk - 1, JSON.stringify(f16Plan));
     assert.ok(f16Plan.colElements * 2 <= gpu.limits.maxStorageBufferBindingSize);
     // 10 images' im2col in f32 (121 * 54 * 54 * 4 bytes each): 20 images' in f16.
     const small = { maxChunkBytes: 10 * 121 * 54 * 54 * 4 };
     assert.equal(
-      conv2dChunkPlan(gpu, ALEX1, { ...small, dtype: "f16" }).imagesPerChunk,
-      2 * conv2dChunkPlan(gpu, ALEX1, small).imagesPerChunk,
+      conv2dChunkPlan(adapterProfile(gpu), ALEX1, { ...small, dtype: "f16" }).imagesPerChunk,
+      2 * conv2dChunkPlan(adapterProfile(gpu), ALEX1, small).imagesPerChunk,
     );
   },
 );
@@ -1369,8 +1397,12 @@ Deno.test(
     const p: Conv2dParams = { n: 1, cIn: 1, h: 60, w: 62, cOut: 2, kernel: 60, padding: [0, 1] };
     const data = upload(p, 1200, true);
     const got = await runMix(p, data, TRAIN, { direct: false });
-    const col2im = got.kernels.filter((k) => k.startsWith("conv2d_col2im_pixel"));
-    assert.equal(col2im.length, 4, got.kernels.join(", "));
+    const col2im = got.plans.backward.steps.filter((t) => t.kind === "col2im");
+    assert.equal(col2im.length, 1);
+    assert.deepEqual(col2im[0].kind === "col2im" && col2im[0].form, {
+      form: "pixel",
+      ranges: [[0, 16], [16, 32], [32, 48], [48, 62]],
+    });
     checkMix(p, data, TRAIN, got, "k60");
   },
 );

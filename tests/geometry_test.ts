@@ -8,7 +8,7 @@ import {
   type Window2d,
   window2d,
 } from "../kernels/_geometry.ts";
-import { checkConv2d, conv2dGeometry } from "../kernels/conv2d.ts";
+import { checkConv2d, conv2dGeometry } from "../kernels/conv2d/index.ts";
 import { checkDepthwise } from "../kernels/depthwise.ts";
 import { checkPool2d } from "../kernels/pool.ts";
 import { avgPool2d, conv2d, maxPool2d } from "../layers/mod.ts";

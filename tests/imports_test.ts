@@ -43,7 +43,7 @@ export function importsOf(file: string, source: string): ImportEdge[] {
   return out;
 }
 
-/** The .ts files of a folder and its subfolders (a kernel family's folder: `kernels/gemm/`). */
+/** The .ts files of `dir` and its subfolders (`kernels/conv2d/`, ...), absolute. */
 function tsFiles(dir: string): string[] {
   return [...Deno.readDirSync(dir)].flatMap((e) =>
     e.isDirectory

@@ -1,6 +1,10 @@
-// Which kernels an operation dispatches: tests that check a path was taken (direct or im2col,
-// a tuned GEMM variant, a fused epilogue) record the names `gpu.dispatch` is called with.
+// What an operation ran: the plans of its conv2d calls (the path of each pass, as the conv2d
+// runner reports them), and the names of the kernels it dispatches (tests that check a kernel
+// specialization: a tuned GEMM variant, a fused epilogue, an f16 binding record the names
+// `gpu.dispatch` is called with).
 import type { Gpu } from "../gpu/mod.ts";
+import { observeConv2d } from "../kernels/conv2d/index.ts";
+import type { ConvPlan } from "../kernels/conv2d/plan.ts";
 
 /** Starts recording the kernel names `gpu.dispatch` is called with; `stop()` ends it. */
 function watchKernels(gpu: Gpu): { names: string[]; stop: () => void } {
@@ -45,4 +49,25 @@ export async function kernelsOfAsync(gpu: Gpu, f: () => unknown): Promise<string
     w.stop();
   }
   return w.names;
+}
+
+/**
+ * The plans of the conv2d calls `f` records (forward and backward calls, in order), as the
+ * conv2d runner reports them: which path each pass took, its chunks and steps.
+ *
+ * @example
+ * ```ts
+ * const [plan] = conv2dPlansOf(gpu, () => conv2dForward({ y, x, w }, p));
+ * assert.equal(plan.forward?.path, "direct");
+ * ```
+ */
+export function conv2dPlansOf(gpu: Gpu, f: () => void): ConvPlan[] {
+  const plans: ConvPlan[] = [];
+  const stop = observeConv2d(gpu, (e) => plans.push(e.plan));
+  try {
+    f();
+  } finally {
+    stop();
+  }
+  return plans;
 }

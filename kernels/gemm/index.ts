@@ -31,7 +31,7 @@
 import { formatShape, type Gpu, type KernelSpec, type Shape, type Tensor } from "../../gpu/mod.ts";
 import { type ActivationKind, checkActivationKind } from "../_activation_wgsl.ts";
 import { adapterProfile } from "../_adapter.ts";
-import { tunedGemm } from "../_autotune_table.ts";
+import { tunedGemm } from "../autotune/table.ts";
 import { bindingRange, maxBindingElements, type TensorRange } from "../_binding.ts";
 import { floatDTypes } from "../_dtype.ts";
 import type { GemmTuning, StridedGemm } from "../_types.ts";

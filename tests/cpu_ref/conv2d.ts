@@ -1,11 +1,15 @@
 /**
- * Float64 CPU references of conv2d (`kernels/conv2d.ts`): direct loops over PyTorch's definition
+ * Float64 CPU references of conv2d (`kernels/conv2d/`): direct loops over PyTorch's definition
  * (cross-correlation, NCHW, OIHW weights, zero padding, dilation, groups).
  *
  * @module
  */
 
-import { type Conv2dGeometry, conv2dGeometry, type Conv2dParams } from "../../kernels/conv2d.ts";
+import {
+  type Conv2dGeometry,
+  conv2dGeometry,
+  type Conv2dParams,
+} from "../../kernels/conv2d/index.ts";
 import type { Numeric } from "../harness.ts";
 
 /** Calls `f(img, co, oy, ox, ci, ky, kx, xIndex)` for every tap that reads an input element. */

@@ -1,15 +1,16 @@
 /**
- * The per-adapter table of tuned kernel choices and the recording hook, as `gemmStrided` and the
- * conv2d pass selectors consult them (one small call each). The autotuner and the public API
- * live in `autotune.ts`; this module has no runtime imports, so the kernels can import it
- * without a cycle.
+ * The per-adapter table of tuned kernel choices, its problem keys, and the recording hook of
+ * `gemmStrided`. `gemmStrided` consults the table through {@linkcode tunedGemm}; the conv2d
+ * runner reads it with {@linkcode activeTuningTable} and hands it to its pure planner
+ * (`planConv2d`). The autotuner and the public API live in the other modules of this folder;
+ * this one has no runtime imports, so the kernels can import it without a cycle.
  *
  * @module
  */
 
-import type { Gpu } from "../gpu/mod.ts";
-import type { Conv2dGeometry } from "./_geometry.ts";
-import type { Conv2dKernelOptions, GemmTuning, StridedGemm } from "./_types.ts";
+import type { Gpu } from "../../gpu/mod.ts";
+import type { Conv2dGeometry } from "../_geometry.ts";
+import type { GemmTuning, StridedGemm } from "../_types.ts";
 
 /**
  * A tuned choice: the GEMM configuration to run (every knob resolved), or whether a conv2d pass
@@ -130,7 +131,9 @@ export class TuningTable {
 
 /** A GEMM operand range without its tensor: where it starts inside its binding, and its size. */
 export interface RangeShape {
+  /** Element offset of the range inside its binding. */
   readonly base: number;
+  /** Elements in the range. */
   readonly count: number;
 }
 
@@ -151,24 +154,50 @@ export type Recorded =
     count: number;
     readonly pass: ConvPass;
     readonly g: Conv2dGeometry;
-    /** The pass's selector: whether it runs the direct kernel under options `o`. */
-    readonly decide: (o: Conv2dKernelOptions) => boolean;
   };
 
-interface State {
+/** The tuning state of one Gpu. */
+export interface TuningState {
+  /** Its table. */
   readonly table: TuningTable;
+  /** Where `gemmStrided` records its problems, while recording. */
   recorder: Map<string, Recorded> | null;
   /** While > 0 the table is not consulted (the tuner times the cost model's choices). */
   suspended: number;
 }
 
-const states = new WeakMap<Gpu, State>();
+const states = new WeakMap<Gpu, TuningState>();
 
-/** The tuning state of a Gpu, created on first use. */
-export function tuningState(gpu: Gpu): State {
+/**
+ * The tuning state of a Gpu, created on first use.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { tuningState } from "./table.ts";
+ * tuningState(await getGpu()).table.size; // 0 until loaded or tuned
+ * ```
+ */
+export function tuningState(gpu: Gpu): TuningState {
   let s = states.get(gpu);
   if (!s) states.set(gpu, s = { table: new TuningTable(), recorder: null, suspended: 0 });
   return s;
+}
+
+/**
+ * The table a kernel's planner consults now: the Gpu's table, or `undefined` when it is empty or
+ * while the tuner times the cost model's choices.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { activeTuningTable } from "./table.ts";
+ * activeTuningTable(await getGpu()); // undefined until loaded or tuned
+ * ```
+ */
+export function activeTuningTable(gpu: Gpu): TuningTable | undefined {
+  const s = states.get(gpu);
+  return s && s.suspended === 0 && s.table.size > 0 ? s.table : undefined;
 }
 
 function aligned(v: number | undefined): string {
@@ -200,7 +229,17 @@ export function gemmKey(g: StridedGemm): string {
     `:al${facts}${g.activation ? `:${g.activation}` : ""}`;
 }
 
-/** The table key of one pass of a convolution. */
+/**
+ * The table key of one pass of a convolution.
+ *
+ * @example
+ * ```ts
+ * import { conv2dGeometry } from "../conv2d/geometry.ts";
+ * import { convKey } from "./table.ts";
+ * convKey(conv2dGeometry({ n: 2, cIn: 1, h: 28, w: 28, cOut: 6, kernel: 5, padding: 2 }), "forward");
+ * // "conv2d:forward:2,1,28,28,6,5,5,1,1,2,2,1,1,1"
+ * ```
+ */
 export function convKey(g: Conv2dGeometry, pass: ConvPass): string {
   const dims = [g.n, g.cIn, g.h, g.w, g.cOut, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw];
   return `conv2d:${pass}:${dims.join(",")},${g.groups}`;
@@ -243,33 +282,4 @@ export function tunedGemm(gpu: Gpu, g: StridedGemm, tuning: GemmTuning): GemmTun
   if (s.suspended > 0) return tuning;
   const e = s.table.get(key);
   return e?.op === "gemm" ? e.tuning : tuning;
-}
-
-/**
- * The hook of the conv2d pass selectors: when `o.direct` is undefined, records the pass (while
- * recording) and returns `o` with the tuned `direct`, if any; else returns `o` unchanged.
- * `decide` is the selector itself (the tuner asks it what the cost model picks).
- */
-export function tunedConv(
-  gpu: Gpu,
-  g: Conv2dGeometry,
-  pass: ConvPass,
-  o: Conv2dKernelOptions,
-  decide: (gpu: Gpu, g: Conv2dGeometry, o: Conv2dKernelOptions) => boolean,
-): Conv2dKernelOptions {
-  if (o.direct !== undefined) return o;
-  const s = states.get(gpu);
-  if (!s || (!s.recorder && (s.suspended > 0 || s.table.size === 0))) return o;
-  const key = convKey(g, pass);
-  if (s.recorder) {
-    const seen = s.recorder.get(key);
-    if (seen) seen.count++;
-    else {
-      const decideHere = (x: Conv2dKernelOptions) => decide(gpu, g, x);
-      s.recorder.set(key, { op: "conv2d", key, count: 1, pass, g, decide: decideHere });
-    }
-  }
-  if (s.suspended > 0) return o;
-  const e = s.table.get(key);
-  return e?.op === "conv2d" ? { ...o, direct: e.direct } : o;
 }

@@ -1,0 +1,116 @@
+/**
+ * Tuning one pass of a convolution ({@linkcode tuneConv}): the plans `conv2dCandidates` lists
+ * for it (im2col + GEMM, and the direct kernel where it can run), each run by the conv2d runner
+ * on fresh f32 tensors of the recorded geometry, against the cost model's plan.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../../gpu/mod.ts";
+import { adapterProfile } from "../_adapter.ts";
+import { type Conv2dIO, runConv2dPlan } from "../conv2d/index.ts";
+import { conv2dCandidates, type Conv2dProblem, type ConvPlan, planConv2d } from "../conv2d/plan.ts";
+import type { Conv2dGeometry } from "../_geometry.ts";
+import type { TuningProblem } from "./problems.ts";
+import type { ConvPass, Recorded } from "./table.ts";
+import {
+  filled,
+  finishSearch,
+  type Internal,
+  skipped,
+  startSearch,
+  type Timing,
+  tryCandidates,
+  type Workload,
+} from "./timing.ts";
+
+/** The f32 problem of one pass: the forward pass, the input gradient, or dw and db. */
+function passProblem(r: Extract<Recorded, { op: "conv2d" }>): Conv2dProblem {
+  const f = "f32" as const;
+  if (r.pass === "forward") {
+    return { geometry: r.g, call: "forward", dtypes: { x: f, w: f, b: f, y: f } };
+  }
+  const grads = r.pass === "inputGrad" ? { dx: f } : { dw: f, db: f };
+  return {
+    geometry: r.g,
+    call: "backward",
+    dtypes: { x: f, w: f, dy: f, ...grads },
+    accumulate: r.pass === "weightGrad",
+  };
+}
+
+/** Fresh tensors for one pass of a recorded convolution, run by the plan it is given. */
+function convWorkload(
+  gpu: Gpu,
+  pass: ConvPass,
+  c: Conv2dGeometry,
+  base: ConvPlan,
+): Workload<ConvPlan> {
+  const xs = [c.n, c.cIn, c.h, c.w], ys = [c.n, c.cOut, c.oh, c.ow];
+  const ws = [c.cOut, c.cIn / c.groups, c.kh, c.kw];
+  const owned: Tensor[] = [];
+  const keep = (t: Tensor) => (owned.push(t), t);
+  const x = keep(filled(gpu, xs, 1)), w = keep(filled(gpu, ws, 2));
+  let io: Conv2dIO;
+  let reset = () => {};
+  if (pass === "forward") {
+    io = { x, w, b: keep(filled(gpu, [c.cOut], 3)), y: keep(gpu.empty(ys)) };
+  } else {
+    const dy = keep(filled(gpu, ys, 3));
+    if (pass === "inputGrad") io = { x, w, dy, dx: keep(gpu.empty(xs)) };
+    else {
+      const dw = keep(gpu.zeros(ws)), db = keep(gpu.zeros([c.cOut]));
+      io = { x, w, dy, dw, db };
+      reset = () => {
+        gpu.clear(dw);
+        gpu.clear(db);
+      };
+    }
+  }
+  const outputs = pass === "forward" ? [io.y!] : pass === "inputGrad" ? [io.dx!] : [io.dw!, io.db!];
+  return {
+    base,
+    run: (plan) => runConv2dPlan(plan, io),
+    outputs,
+    reset,
+    dispose: () => owned.forEach((t) => t.dispose()),
+  };
+}
+
+/** A plan's choice for a pass as the table stores it. */
+const isDirect = (plan: ConvPlan, pass: ConvPass) => plan[pass]?.path === "direct";
+
+/**
+ * Tunes one recorded conv2d pass: the cost model's plan against the other plans of
+ * `conv2dCandidates` (direct kernel or im2col).
+ */
+export async function tuneConv(
+  gpu: Gpu,
+  p: TuningProblem,
+  r: Extract<Recorded, { op: "conv2d" }>,
+  t: Timing,
+): Promise<Internal> {
+  const profile = adapterProfile(gpu);
+  const problem = passProblem(r);
+  const base = planConv2d(problem, profile, undefined);
+  const auto = isDirect(base, r.pass);
+  const costModel = auto ? "direct" : "im2col";
+  const others = conv2dCandidates(problem, r.pass, profile).filter((c) =>
+    isDirect(c, r.pass) !== auto
+  );
+  // Not on SwiftShader, which crashed on the direct kernels.
+  if (others.length === 0 || profile.swiftShader) {
+    return { ...skipped(p, "no direct kernel for this pass"), costModel, tuned: costModel };
+  }
+  const w = convWorkload(gpu, r.pass, r.g, base);
+  try {
+    const session = await startSearch(gpu, p, w, t, costModel);
+    if (!("search" in session)) return session;
+    const { b, search } = session;
+    const sig = (c: ConvPlan) => (isDirect(c, r.pass) ? "direct" : "im2col");
+    await tryCandidates(gpu, w, others, sig, search, b.reps, b.outputs, t);
+    return await finishSearch(gpu, w, session, t, () => ({ op: "conv2d", direct: !auto }));
+  } finally {
+    w.dispose();
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * 2-D convolution (PyTorch's `conv2d`: cross-correlation, NCHW activations, OIHW weights) with
+ * any kernel size, stride, padding, dilation and groups: {@linkcode conv2dForward} and
+ * {@linkcode conv2dBackward} check their tensors, plan the call (`planConv2d`, `plan.ts`: pure),
+ * and hand the plan to a small runner ({@linkcode runConv2dPlan}) that allocates its scratch
+ * buffers, binds each step's ranges and records its dispatches.
+ *
+ * The paths (chosen per pass, see `cost.ts`): by im2col + GEMM (`im2col.ts`, `gemmStrided`), or
+ * on CPU adapters, for convolutions with few channels (LeNet's, every model's first layer), by
+ * the direct kernels (`direct.ts`, `direct_weight_grad.ts`: forward, stride-1 input gradient,
+ * weight and bias gradients); 1x1 convolutions with stride 1 and no padding skip im2col and
+ * col2im (GEMMs batched over images). Forward, per chunk of images: `im2col` unfolds x into
+ * `col[cIn*kh*kw, images*oh*ow]`, then one GEMM per group computes `y = W . col (+ b)`, storing
+ * straight into NCHW. Backward: `dy` is permuted to `dyT[cOut, images*oh*ow]`; then
+ * `dW (+)= dyT . col^T` and `dcol = W^T . dyT`, folded back by `col2im`; `db` sums dy.
+ *
+ * The forward pass can fuse an activation into its store (`y = f(conv(x, w) + b)`, in every
+ * path) and write into a channel slice of a wider output (`yChannelOffset`).
+ *
+ * Storage types: every tensor is f32 or f16, each on its own (training stores activations,
+ * their gradients and the weights' copies as f16, the bias and the parameter gradients as
+ * f32). Arithmetic and accumulation are f32; an f16 output is rounded once, as it is stored.
+ *
+ * Which plan ran: the tuner (`autotune/`) installs an observer ({@linkcode observeConv2d}) to
+ * which the runner reports every planned call.
+ *
+ * @module
+ */
+
+import type { Gpu, Tensor } from "../../gpu/mod.ts";
+import { adapterProfile } from "../_adapter.ts";
+import { checkActivationKind } from "../_activation_wgsl.ts";
+import { bindingRange } from "../_binding.ts";
+import type { FloatDType } from "../_dtype.ts";
+import type { Conv2dKernelOptions } from "../_types.ts";
+import type { ActivationKind } from "../_activation_wgsl.ts";
+import { activeTuningTable } from "../autotune/table.ts";
+import { gemmStrided, reduceStrided } from "../gemm/index.ts";
+import { directConvForward } from "./direct.ts";
+import { directConvWeightGrad } from "./direct_weight_grad.ts";
+import {
+  checkConv2dTensors,
+  checkOutputSlice,
+  conv2dGeometry,
+  type Conv2dParams,
+} from "./geometry.ts";
+import { col2im, im2col, permuteNc } from "./im2col.ts";
+import {
+  type Conv2dProblem,
+  type ConvBuffer,
+  type ConvOperand,
+  type ConvPlan,
+  planConv2d,
+} from "./plan.ts";
+
+export { checkConv2d, conv2dGeometry, type Conv2dParams } from "./geometry.ts";
+export type { Conv2dGeometry, Window2d, Window2dParams } from "../_geometry.ts";
+export type { Conv2dKernelOptions } from "../_types.ts";
+
+/** Fusions of {@linkcode conv2dForward}: an activation epilogue and output into a channel slice. */
+export interface Conv2dForwardOptions {
+  /**
+   * Activation applied to every output as it is stored: `y = f(conv2d(x, w) + b)`, bit for bit
+   * what `activationForward` computes on the unfused output (in every path: im2col + GEMM,
+   * grouped, pointwise and direct). Default: none.
+   */
+  readonly activation?: ActivationKind;
+  /**
+   * Write into a channel slice of a wider output: `y` is then `[n, C, oh, ow]` with
+   * `C >= yChannelOffset + cOut`, and the convolution writes channels
+   * `[yChannelOffset, yChannelOffset + cOut)` of each image, leaving the others untouched (a
+   * branch writing straight into a concatenated output, as in Inception or DenseNet). Default:
+   * `y` is exactly `[n, cOut, oh, ow]`.
+   */
+  readonly yChannelOffset?: number;
+}
+
+/** The tensors a plan's steps bind, by name (absent ones are not bound). */
+export type Conv2dIO =
+  & { readonly [K in "x" | "w"]: Tensor }
+  & {
+    readonly [K in "b" | "y" | "dy" | "dx" | "dw" | "db"]?: Tensor | undefined;
+  };
+
+/** What the runner reports of a call: the problem it planned and the plan it ran. */
+export interface Conv2dExecution {
+  /** The problem. */
+  readonly problem: Conv2dProblem;
+  /** The plan. */
+  readonly plan: ConvPlan;
+}
+
+const observers = new WeakMap<Gpu, Set<(e: Conv2dExecution) => void>>();
+
+/**
+ * Calls `observer` with every conv2d call planned on `gpu` (before its dispatches are recorded)
+ * until the returned function is called: how the autotuner learns which problems a training
+ * step computes.
+ *
+ * @returns A function that removes the observer.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2dForward, observeConv2d } from "./index.ts";
+ * const gpu = await getGpu();
+ * const paths: string[] = [];
+ * const stop = observeConv2d(gpu, ({ plan }) => paths.push(plan.forward!.path));
+ * const x = gpu.zeros([1, 1, 8, 8]), w = gpu.zeros([2, 1, 3, 3]), y = gpu.empty([1, 2, 6, 6]);
+ * conv2dForward({ y, x, w }, { n: 1, cIn: 1, h: 8, w: 8, cOut: 2, kernel: 3 });
+ * stop();
+ * console.log(paths); // ["im2col"]
+ * ```
+ */
+export function observeConv2d(gpu: Gpu, observer: (e: Conv2dExecution) => void): () => void {
+  let set = observers.get(gpu);
+  if (!set) observers.set(gpu, set = new Set());
+  const own = (e: Conv2dExecution) => observer(e);
+  set.add(own);
+  return () => void set.delete(own);
+}
+
+/** The kernel options of a call's params. */
+function kernelOptions(p: Conv2dKernelOptions): Conv2dKernelOptions {
+  const { maxChunkBytes, gemm, pointwiseMinPixels, direct } = p;
+  return { maxChunkBytes, gemm, pointwiseMinPixels, direct };
+}
+
+const dtypeOf = (t: Tensor | undefined) => t?.dtype as FloatDType | undefined;
+
+/** Plans a call on `gpu`'s adapter and table, reports it, and runs it. */
+function planAndRun(gpu: Gpu, problem: Conv2dProblem, io: Conv2dIO): void {
+  const plan = planConv2d(problem, adapterProfile(gpu), activeTuningTable(gpu));
+  for (const observer of observers.get(gpu) ?? []) observer({ problem, plan });
+  runConv2dPlan(plan, io);
+}
+
+/**
+ * Records the forward convolution `y = conv2d(x, w) + b` (PyTorch semantics). `y` is overwritten.
+ *
+ * Fusions ({@linkcode Conv2dForwardOptions}): `activation` gives `y = f(conv2d(x, w) + b)` in
+ * the same pass; `yChannelOffset` writes the output into channels
+ * `[yChannelOffset, yChannelOffset + cOut)` of a wider `y` of shape `[n, C, oh, ow]` (other
+ * channels untouched), e.g. one branch of a channel concatenation.
+ *
+ * `x`, `w`, `b` and `y` are f32 or f16, each on its own: sums in f32, `y` rounded once.
+ *
+ * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes),
+ * or a tensor is not f32/f16 (or f16 on a device without `shader-f16`).
+ * @throws {RangeError} for bad hyper-parameters, an unknown activation or a `yChannelOffset`
+ * that is not an integer >= 0.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { checkConv2d, conv2dForward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 2, cIn: 3, h: 8, w: 8, cOut: 4, kernel: 3, padding: 1 };
+ * const x = gpu.zeros([2, 3, 8, 8]), w = gpu.zeros([4, 3, 3, 3]), b = gpu.zeros([4]);
+ * const y = gpu.empty(checkConv2d(p));
+ * conv2dForward({ y, x, w, b }, p);
+ * // Fused ReLU, into channels 2..5 of a 10-channel concatenation buffer:
+ * const cat = gpu.zeros([2, 10, 8, 8]);
+ * conv2dForward({ y: cat, x, w, b }, { ...p, activation: "relu", yChannelOffset: 2 });
+ * ```
+ */
+export function conv2dForward(
+  io: { y: Tensor; x: Tensor; w: Tensor; b?: Tensor },
+  p: Conv2dParams & Conv2dForwardOptions & Conv2dKernelOptions,
+): void {
+  const g = conv2dGeometry(p);
+  checkConv2dTensors(g, { x: io.x, w: io.w, b: io.b });
+  const yChannels = checkOutputSlice(g, io.y, p.yChannelOffset);
+  checkActivationKind("conv2d", p.activation);
+  planAndRun(io.x.gpu, {
+    geometry: g,
+    call: "forward",
+    dtypes: { x: dtypeOf(io.x)!, w: dtypeOf(io.w)!, b: dtypeOf(io.b), y: dtypeOf(io.y) },
+    yChannels,
+    yChannelOffset: p.yChannelOffset ?? 0,
+    activation: p.activation,
+    options: kernelOptions(p),
+  }, io);
+}
+
+/**
+ * Records the backward convolution: `dx` (input gradient, overwritten), `dw` and `db` (weight and
+ * bias gradients: overwritten, or accumulated `+=` when `accumulate` is true). Any of the three
+ * may be omitted.
+ *
+ * Every tensor is f32 or f16, each on its own (training: `dx`, `dy`, `x`, `w` f16; `dw`, `db`
+ * f32, accumulated in f32): sums in f32, each output rounded once to its type.
+ *
+ * @throws {TypeError} when a tensor's shape does not fit (message names the op and both shapes),
+ * or a tensor is not f32/f16 (or f16 on a device without `shader-f16`).
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2dBackward } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const p = { n: 2, cIn: 3, h: 8, w: 8, cOut: 4, kernel: 3, padding: 1 };
+ * const x = gpu.zeros([2, 3, 8, 8]), w = gpu.zeros([4, 3, 3, 3]), dy = gpu.zeros([2, 4, 8, 8]);
+ * const dx = gpu.empty([2, 3, 8, 8]), dw = gpu.zeros([4, 3, 3, 3]), db = gpu.zeros([4]);
+ * conv2dBackward({ dx, dw, db, dy, x, w }, { ...p, accumulate: true });
+ * ```
+ */
+export function conv2dBackward(
+  io: { dx?: Tensor; dw?: Tensor; db?: Tensor; dy: Tensor; x: Tensor; w: Tensor },
+  p: Conv2dParams & { readonly accumulate?: boolean } & Conv2dKernelOptions,
+): void {
+  const g = conv2dGeometry(p);
+  checkConv2dTensors(g, io);
+  if (!io.dx && !io.dw && !io.db) return;
+  planAndRun(io.dy.gpu, {
+    geometry: g,
+    call: "backward",
+    dtypes: {
+      x: dtypeOf(io.x)!,
+      w: dtypeOf(io.w)!,
+      dy: dtypeOf(io.dy),
+      dx: dtypeOf(io.dx),
+      dw: dtypeOf(io.dw),
+      db: dtypeOf(io.db),
+    },
+    accumulate: p.accumulate ?? false,
+    options: kernelOptions(p),
+  }, io);
+}
+
+/**
+ * Runs a plan (from `planConv2d`) on the call's tensors: allocates the plan's scratch buffers,
+ * records each step with its operands bound as ranges of the tensors and scratch buffers, then
+ * releases the scratch. Makes no decision of its own.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { adapterProfile } from "../_adapter.ts";
+ * import { conv2dGeometry } from "./geometry.ts";
+ * import { runConv2dPlan } from "./index.ts";
+ * import { planConv2d } from "./plan.ts";
+ * const gpu = await getGpu();
+ * const geometry = conv2dGeometry({ n: 1, cIn: 1, h: 8, w: 8, cOut: 2, kernel: 3 });
+ * const dtypes = { x: "f32", w: "f32", y: "f32" } as const;
+ * const plan = planConv2d({ geometry, call: "forward", dtypes }, adapterProfile(gpu), undefined);
+ * const x = gpu.zeros([1, 1, 8, 8]), w = gpu.zeros([2, 1, 3, 3]), y = gpu.empty([1, 2, 6, 6]);
+ * runConv2dPlan(plan, { x, w, y });
+ * ```
+ */
+export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
+  const gpu = io.x.gpu;
+  const g = plan.geometry;
+  const buffers: Partial<Record<ConvBuffer, Tensor>> = { ...io };
+  const scratch: Tensor[] = [];
+  for (const [name, [elements, dtype]] of Object.entries(plan.scratch)) {
+    const t = gpu.empty([elements], { dtype });
+    scratch.push(t);
+    buffers[name as ConvBuffer] = t;
+  }
+  const tensor = (name: ConvBuffer): Tensor => {
+    const t = buffers[name];
+    if (!t) throw new TypeError(`conv2d: the plan binds '${name}', which the call lacks`);
+    return t;
+  };
+  const bind = (o: ConvOperand) => bindingRange(tensor(o.buffer), o.offset, o.count);
+  try {
+    for (const s of plan.steps) {
+      switch (s.kind) {
+        case "im2col":
+          im2col(g, bind(s.x), bind(s.col), s.nb);
+          break;
+        case "col2im":
+          col2im(g, bind(s.col), bind(s.dx), s.nb, s.form);
+          break;
+        case "permute":
+          permuteNc(bind(s.src), bind(s.dst), s.shape);
+          break;
+        case "gemm": {
+          const m = s.gemm;
+          gemmStrided(gpu, {
+            ...m,
+            a: bind(m.a),
+            b: bind(m.b),
+            c: bind(m.c),
+            bias: m.bias && bind(m.bias),
+          }, s.tuning);
+          break;
+        }
+        case "reduce":
+          reduceStrided(gpu, { ...s, y: bind(s.y), x: bind(s.x) });
+          break;
+        case "direct":
+          directConvForward(gpu, s.shape, {
+            y: bind(s.y),
+            x: bind(s.x),
+            w: tensor("w"),
+            b: s.bias ? tensor("b") : undefined,
+          }, { flip: s.flip, tile: s.tile, activation: s.activation, yChannels: s.yChannels });
+          break;
+        case "directWeightGrad":
+          directConvWeightGrad(gpu, s.shape, {
+            dw: s.dw ? tensor("dw") : undefined,
+            db: s.db ? tensor("db") : undefined,
+            x: bind(s.x),
+            dy: bind(s.dy),
+          }, { accumulate: s.accumulate, tile: s.tile, split: s.split });
+          break;
+      }
+    }
+  } finally {
+    for (const t of scratch) t.dispose();
+  }
+}
