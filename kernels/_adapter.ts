@@ -39,6 +39,11 @@ export interface AdapterProfile {
   readonly swiftShader: boolean;
   /** Whether `shader-f16` is available. */
   readonly f16: boolean;
+  /**
+   * Cores of the machine running a CPU adapter (its invocations run on them): cost models keep
+   * every core busy. `navigator.hardwareConcurrency`, 4 where the runtime does not say.
+   */
+  readonly cores: number;
   /** Its limits. */
   readonly limits: AdapterLimits;
 }
@@ -70,6 +75,7 @@ export function adapterProfile(gpu: Gpu): AdapterProfile {
       mesaCpu: gpu.isCpu && MESA_CPU.test(gpu.description),
       swiftShader: SWIFTSHADER.test(gpu.description),
       f16: gpu.features.f16,
+      cores: Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4),
       limits: Object.freeze({
         maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
         minStorageBufferOffsetAlignment: l.minStorageBufferOffsetAlignment,
@@ -100,6 +106,7 @@ export const WEBGPU_DEFAULT_PROFILE: AdapterProfile = Object.freeze({
   mesaCpu: false,
   swiftShader: false,
   f16: true,
+  cores: 4,
   limits: Object.freeze({
     maxStorageBufferBindingSize: 128 * 1024 * 1024,
     minStorageBufferOffsetAlignment: 256,

@@ -134,11 +134,6 @@ interface Context {
   readonly cores: number;
 }
 
-/** CPU cores of this machine (4 where the runtime does not say). */
-function cpuCores(): number {
-  return Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4);
-}
-
 /**
  * Plans a strided GEMM (see the module documentation): pure, it needs no `Gpu` (the one fact it
  * reads besides its arguments is the machine's CPU core count, for the register family's cost
@@ -191,7 +186,7 @@ export function planGemm(
     tuning,
     profile,
     elements: bindingElements(profile.limits),
-    cores: cpuCores(),
+    cores: profile.cores,
   };
   const g: Bound = {
     ...problem,

@@ -15,6 +15,7 @@ import { formatShape, type Gpu, grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange, maxBindingElements, type TensorRange } from "../_binding.ts";
 import { floatDTypes } from "../_dtype.ts";
 import { defineKernel } from "../_kernel.ts";
+import { adapterProfile } from "../_adapter.ts";
 
 const RED_WG = 64;
 const RED_SPLIT_MIN = 256;
@@ -122,9 +123,8 @@ export function reduceStrided(gpu: Gpu, r: StridedReduce): void {
   floatDTypes("reduceStrided", { x: r.x.tensor, y: r.y.tensor });
   if (r.mid === 0) return;
   const len = r.outer * r.inner;
-  const want = gpu.isCpu
-    ? 4 * Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4) * 8
-    : 16384;
+  const profile = adapterProfile(gpu);
+  const want = profile.isCpu ? 4 * profile.cores * 8 : 16384;
   let splits = 1;
   if (r.mid < want && len >= 2 * RED_SPLIT_MIN) {
     splits = Math.min(Math.ceil(want / r.mid), Math.floor(len / RED_SPLIT_MIN), 1024);
