@@ -135,9 +135,9 @@ interface Context {
 }
 
 /**
- * Plans a strided GEMM (see the module documentation): pure, it needs no `Gpu` (the one fact it
- * reads besides its arguments is the machine's CPU core count, for the register family's cost
- * model). `tuning` forces knobs (the family, the register tile, the orientation, the k-splits);
+ * Plans a strided GEMM (see the module documentation): pure, it needs no `Gpu` and reads nothing
+ * but its arguments (the profile holds the CPU core count the register family's cost model
+ * uses). `tuning` forces knobs (the family, the register tile, the orientation, the k-splits);
  * the rest follows the profile and the cost model.
  *
  * @returns The plan: every dispatch and the scratch sizes.
