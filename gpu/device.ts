@@ -67,6 +67,8 @@ export interface GpuStats {
   submits: number;
   /** Dispatches recorded. */
   dispatches: number;
+  /** Zero-fills recorded (`clear`, `zeros`). */
+  clears: number;
   /** GPU → CPU copies (`read`/`toArray`). */
   readbacks: number;
   /** CPU → GPU writes of tensor data. */
@@ -341,7 +343,14 @@ export class Gpu {
   /** The buffer pool behind every tensor. */
   readonly pool: BufferPool;
   /** Counters (mutable: tests reset them). */
-  readonly stats: GpuStats = { submits: 0, dispatches: 0, readbacks: 0, uploads: 0, pipelines: 0 };
+  readonly stats: GpuStats = {
+    submits: 0,
+    dispatches: 0,
+    clears: 0,
+    readbacks: 0,
+    uploads: 0,
+    pipelines: 0,
+  };
 
   #verbose: boolean;
   #pipelines = new Map<string, { code: string; pipeline: GPUComputePipeline }>();
@@ -581,6 +590,7 @@ export class Gpu {
     this.checkErrors();
     this.#endPass();
     this.#openEncoder().clearBuffer(t.buffer, t.byteOffset, t.byteLength);
+    this.stats.clears++;
   }
 
   /**

@@ -291,11 +291,12 @@ function _record(
 }
 
 /**
- * One `torch.optim.SGD` step for one parameter tensor (or a whole parameter arena), in place: with `d = grad + weightDecay *
- * param`, the momentum buffer becomes `d` on the first step and `momentum * buf + (1 -
- * dampening) * d` afterwards; then `d = d + momentum * buf` (nesterov) or `d = buf`; finally
- * `param -= lr * d`. `param` and `momentumBuf` (required when momentum > 0, same size as
- * `param`) are updated in place; `grad` is read only. `param`, `grad` and `momentumBuf` are f32.
+ * One `torch.optim.SGD` step for one parameter tensor, or a whole parameter arena (every
+ * parameter of a model: one dispatch), in place: with `d = grad + weightDecay * param`, the
+ * momentum buffer becomes `d` on the first step and `momentum * buf + (1 - dampening) * d`
+ * afterwards; then `d = d + momentum * buf` (nesterov) or `d = buf`; finally `param -= lr * d`.
+ * `param` and `momentumBuf` (required when momentum > 0, same size as `param`) are updated in
+ * place; `grad` is read only. `param`, `grad` and `momentumBuf` are f32.
  *
  * Mixed precision (optional operands; without them the update is exactly the plain one):
  *
