@@ -27,7 +27,7 @@ export {
   DeviceLostError,
   type DType,
   getGpu,
-  Gpu,
+  type Gpu,
   GpuValidationError,
   KernelCompileError,
   NoAdapterError,

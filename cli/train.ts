@@ -309,10 +309,8 @@ export async function main(argv: string[]): Promise<number> {
         console.error(`train: --reset-optimizer: the momentum starts from zero`);
       } else {
         const momentum = await readOptimizerState(model, args.resume, state);
-        for (const [name, p] of model.params) {
-          p.momentum ??= gpu.zeros(p.shape);
-          gpu.write(p.momentum, momentum.get(name)!);
-        }
+        model.arena.ensureMomentum();
+        for (const [name, p] of model.params) gpu.write(p.momentum!, momentum.get(name)!);
       }
     }
   }

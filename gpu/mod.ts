@@ -16,26 +16,24 @@
  * @module
  */
 
-export {
-  type Binding,
-  type DispatchOptions,
-  type DTypeOf,
-  getGpu,
-  Gpu,
-  type GpuFeatures,
-  type GpuStats,
-  grid1d,
-  type KernelSpec,
-  requestGpu,
-  type RequestGpuOptions,
-  shutdownGpu,
-} from "./device.ts";
+export { getGpu, requestGpu, type RequestGpuOptions, shutdownGpu } from "./device.ts";
 export {
   DeviceLostError,
   GpuValidationError,
   KernelCompileError,
   NoAdapterError,
 } from "./errors.ts";
+export { grid1d, type KernelSpec } from "./kernel.ts";
 export { BufferPool, type PoolStats } from "./pool.ts";
 export { assertShape, formatShape, numel, type Shape } from "./shape.ts";
-export { type ArrayFor, type DType, Tensor } from "./tensor.ts";
+export {
+  type ArrayFor,
+  type Binding,
+  type DispatchOptions,
+  type DType,
+  type DTypeOf,
+  type Gpu,
+  type GpuFeatures,
+  type GpuStats,
+  Tensor,
+} from "./tensor.ts";

@@ -1,10 +1,16 @@
 /**
- * GPU tensors: a shape, a dtype and a storage buffer, contiguous in row-major (NCHW) order.
+ * The runtime's two public types: {@linkcode Tensor}, a shape and a dtype over a range of a
+ * storage buffer, and {@linkcode Gpu}, the runtime around one WebGPU device that tensors live on
+ * (an interface: `requestGpu` returns its implementation, `runtime.ts`). Each names the other (a
+ * tensor knows its runtime; the runtime makes, binds and reads tensors), so they are declared in
+ * one module, which imports no other of the runtime's but leaves (split, the two would import each
+ * other). It is longer than ~500 lines for that reason: the documentation of both types.
  *
  * @module
  */
 
-import type { Gpu } from "./device.ts";
+import type { KernelSpec } from "./kernel.ts";
+import type { BufferPool } from "./pool.ts";
 import { checkShape, formatShape, numel, type Shape } from "./shape.ts";
 
 /**
@@ -40,6 +46,357 @@ export function storageBytes(n: number, dtype: DType): number {
     ? Math.ceil(n / 2) * 4
     : n * 4;
   return Math.max(4, bytes);
+}
+
+/** The dtype of a TypedArray. */
+export type DTypeOf<A> = A extends Float32Array ? "f32"
+  : A extends Float16Array ? "f16"
+  : A extends Int32Array ? "i32"
+  : A extends Uint32Array ? "u32"
+  : "u8";
+
+/** Something bindable as a storage buffer: a tensor, or a raw buffer range. */
+export type Binding = Tensor | GPUBuffer | {
+  readonly buffer: GPUBuffer;
+  readonly offset?: number;
+  readonly size?: number;
+};
+
+/** Options of {@linkcode Gpu.dispatch}. */
+export interface DispatchOptions {
+  /** Bytes of the kernel's `Params` uniform (binding 0). Omit for kernels without one. */
+  readonly params?: ArrayBufferView | ArrayBuffer;
+  /** Storage bindings in binding order: 1, 2, ... (0, 1, ... when there are no params). */
+  readonly bindings: readonly Binding[];
+  /** Workgroup counts: x, or [x, y, z]. Zero in any dimension skips the dispatch. */
+  readonly workgroups: number | readonly [number, number?, number?];
+}
+
+/** Optional features found on the adapter and enabled on the device. */
+export interface GpuFeatures {
+  /** `shader-f16`: f16 types in WGSL. */
+  readonly f16: boolean;
+  /** `timestamp-query`: GPU timestamps. */
+  readonly timestamps: boolean;
+}
+
+/** Counters for tests and benchmarks (e.g. "a training step does one submit, zero readbacks"). */
+export interface GpuStats {
+  /** `queue.submit` calls. */
+  submits: number;
+  /** Dispatches recorded. */
+  dispatches: number;
+  /** Zero-fills recorded (`clear`, `zeros`). */
+  clears: number;
+  /** GPU → CPU copies (`read`/`toArray`). */
+  readbacks: number;
+  /** CPU → GPU writes of tensor data. */
+  uploads: number;
+  /** Pipelines compiled (cache misses). */
+  pipelines: number;
+}
+
+/**
+ * The runtime around one WebGPU device: a pipeline cache, a buffer pool, command recording that
+ * batches many dispatches into one submit, readbacks on request, and errors that name the kernel.
+ * Get one with {@linkcode requestGpu} or {@linkcode getGpu}.
+ *
+ * Recording model: `dispatch` only records into an open command encoder; nothing reaches the GPU
+ * until `flush()` (one `queue.submit`), and nothing waits on the GPU until `sync()` or a readback.
+ * A training step records all its passes and flushes once, so it never waits on the GPU.
+ *
+ * @example
+ * ```ts
+ * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+ * const gpu = await requestGpu();
+ * const x = gpu.tensor(new Float32Array([1, -2, 3]), { shape: [3] });
+ * const y = gpu.empty([3]);
+ * gpu.dispatch({
+ *   name: "negate",
+ *   code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+ *          @group(0) @binding(1) var<storage, read_write> y: array<f32>;
+ *          @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+ *            if (g.x < arrayLength(&y)) { y[g.x] = -x[g.x]; }
+ *          }`,
+ * }, { bindings: [x, y], workgroups: 1 });
+ * console.log(await y.toArray()); // Float32Array [-1, 2, -3]
+ * ```
+ */
+export interface Gpu {
+  /** The adapter. */
+  readonly adapter: GPUAdapter;
+
+  /** The device. */
+  readonly device: GPUDevice;
+
+  /** The adapter's description (e.g. `NVIDIA H100 80GB HBM3` or `llvmpipe (LLVM 15.0.6, 256 bits)`). */
+  readonly description: string;
+
+  /** Whether this is a CPU (fallback/software) adapter, where barrier-free kernels do better. */
+  readonly isCpu: boolean;
+
+  /** Optional features enabled on the device. */
+  readonly features: GpuFeatures;
+
+  /** The device's limits. */
+  readonly limits: GPUSupportedLimits;
+
+  /** The buffer pool behind every tensor. */
+  readonly pool: BufferPool;
+
+  /** Counters (mutable: tests reset them). */
+  readonly stats: GpuStats;
+
+  /**
+   * The compute pipeline of a kernel, compiled on first use and cached by name and constants.
+   * A compile error is raised at the next `dispatch`, `flush`-then-`sync` or readback; use
+   * {@linkcode Gpu.compile} to get it at once.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const p = gpu.pipeline({ name: "noop", code: "@compute @workgroup_size(1) fn main() {}" });
+   * ```
+   */
+  pipeline(spec: KernelSpec): GPUComputePipeline;
+
+  /**
+   * Compiles a kernel now and throws {@linkcode KernelCompileError} naming it if the WGSL is
+   * invalid. Use it to warm the cache before timing, or to validate generated WGSL.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * await gpu.compile({ name: "noop", code: "@compute @workgroup_size(1) fn main() {}" });
+   * ```
+   */
+  compile(spec: KernelSpec): Promise<void>;
+
+  /**
+   * Records one dispatch of `kernel` into the open command encoder (nothing is submitted).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const y = gpu.empty([4]);
+   * gpu.dispatch({
+   *   name: "fill",
+   *   code: `struct Params { v: f32 }
+   *          @group(0) @binding(0) var<uniform> p: Params;
+   *          @group(0) @binding(1) var<storage, read_write> y: array<f32>;
+   *          @compute @workgroup_size(4) fn main(@builtin(global_invocation_id) g: vec3u) {
+   *            y[g.x] = p.v;
+   *          }`,
+   * }, { params: new Float32Array([2.5]), bindings: [y], workgroups: 1 });
+   * ```
+   */
+  dispatch(kernel: KernelSpec, options: DispatchOptions): void;
+
+  /**
+   * Records a copy of `src` into `dst` (whole tensors of equal byte length, or the given ranges).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const a = gpu.tensor(new Float32Array([1, 2]), { shape: [2] });
+   * const b = gpu.empty([2]);
+   * gpu.copy(a, b);
+   * ```
+   */
+  copy(
+    src: Tensor,
+    dst: Tensor,
+    options?: { srcOffset?: number; dstOffset?: number; bytes?: number },
+  ): void;
+
+  /**
+   * Records zero-filling of a tensor (in order with recorded dispatches).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const g = gpu.empty([16]);
+   * gpu.clear(g);
+   * ```
+   */
+  clear(t: Tensor): void;
+
+  /**
+   * Submits all recorded work in one `queue.submit`. Does not wait for the GPU.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.flush();
+   * ```
+   */
+  flush(): void;
+
+  /**
+   * Submits recorded work, waits until the GPU has finished it, and throws the first GPU error
+   * raised since the last check (compile, validation, out of memory, device lost).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * await gpu.sync();
+   * ```
+   */
+  sync(): Promise<void>;
+
+  /**
+   * Throws the first GPU error raised so far and not yet thrown (errors arrive asynchronously;
+   * `sync()` waits for them).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.checkErrors();
+   * ```
+   */
+  checkErrors(): void;
+
+  /**
+   * A tensor holding a copy of `data` (length must equal the shape's element count).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const x = gpu.tensor(new Float32Array(6), { shape: [2, 3] });
+   * const labels = gpu.tensor(new Int32Array([3, 1]), { shape: [2] });
+   * const pixels = gpu.tensor(new Uint8Array([0, 255, 128]), { shape: [3] }); // dtype u8
+   * const half = gpu.tensor(new Float16Array([0.5, 1]), { shape: [2] }); // dtype f16
+   * ```
+   */
+  tensor<A extends Float32Array | Float16Array | Int32Array | Uint32Array | Uint8Array>(
+    data: A,
+    options: { shape: Shape },
+  ): Tensor<DTypeOf<A>>;
+
+  /**
+   * A tensor with undefined contents (a pooled buffer may hold old data).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const y = gpu.empty([128, 10]);
+   * ```
+   */
+  empty<D extends DType = "f32">(shape: Shape, options?: { dtype?: D }): Tensor<D>;
+
+  /**
+   * A zero-filled tensor (the fill is recorded in order with other GPU work).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const g = gpu.zeros([64, 3, 3, 3]);
+   * ```
+   */
+  zeros<D extends DType = "f32">(shape: Shape, options?: { dtype?: D }): Tensor<D>;
+
+  /**
+   * Overwrites a tensor's contents from the CPU. Recorded work is submitted first so that the
+   * write cannot overtake it.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const idx = gpu.empty([4], { dtype: "u32" });
+   * gpu.write(idx, new Uint32Array([3, 1, 0, 2]));
+   * ```
+   */
+  write(
+    t: Tensor,
+    data: Float32Array | Float16Array | Int32Array | Uint32Array | Uint8Array,
+  ): void;
+
+  /**
+   * Copies a tensor to the CPU: submits recorded work, copies, and waits once.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const t = gpu.tensor(new Float32Array([1, 2]), { shape: [2] });
+   * console.log(await gpu.read(t)); // Float32Array [1, 2]
+   * ```
+   */
+  read<D extends DType>(t: Tensor<D>): Promise<ArrayFor<D>>;
+
+  /**
+   * Runs `fn` and disposes every tensor created inside it, except those in its result (a tensor,
+   * or arrays / plain objects holding tensors). Works with async functions too.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const kept = gpu.scope(() => {
+   *   const tmp = gpu.zeros([1024]); // disposed when the scope ends
+   *   return gpu.zeros([4]); // kept
+   * });
+   * ```
+   */
+  scope<T>(fn: () => T): T;
+
+  /**
+   * Destroys the free buffers of the pool (after submitting recorded work that may use them).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.trimPool();
+   * ```
+   */
+  trimPool(): void;
+
+  /**
+   * Waits for the work already submitted, then {@linkcode Gpu.destroy}s the runtime. Recorded
+   * work not yet flushed is dropped (nothing could read its results). {@linkcode shutdownGpu}
+   * closes every runtime of the process.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * await gpu.close();
+   * ```
+   */
+  close(): Promise<void>;
+
+  /**
+   * Destroys the runtime at once: every pooled buffer, the uniform buffer and the device; drops
+   * the pipeline cache. The runtime is unusable afterwards; calling it again does nothing. Prefer
+   * {@linkcode Gpu.close}, which first waits for submitted work.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * gpu.destroy();
+   * ```
+   */
+  destroy(): void;
+
+  /** @internal Registers a new tensor with the innermost scope. */
+  _track(t: Tensor): void;
+
+  /** @internal Forgets a disposed tensor. */
+  _untrack(t: Tensor): void;
 }
 
 /** Shared storage of a tensor and its views; the buffer goes back to the pool at zero refs. */

@@ -1,12 +1,17 @@
 /**
- * The SGD update of `torch.optim.SGD`, one parameter tensor per dispatch, fused into one flat
- * elementwise kernel (one thread per vec4, see {@linkcode elementwiseMap}).
+ * The SGD update of `torch.optim.SGD` over one f32 tensor: a parameter, or a model's whole
+ * parameter arena (`models/arena.ts`: every parameter, gradient and momentum buffer of a model in
+ * one buffer each, so that the update of the whole model is one dispatch, or one per range of a
+ * binding on huge models). One flat kernel (one thread per vec4, or per element), described once
+ * with `defineKernel` (kernels/_kernel.ts).
  *
  * For mixed precision the update can also take a loss scaler's state (`lossScale`, see
  * `loss_scale.ts`: the gradient is divided by the scale, and the whole update is skipped when
  * the scaler found an Inf or a NaN) and write an f16 working copy of the updated f32 master
- * parameter (`half`) in the same pass; that variant is a kernel of its own (below), the plain
- * update is unchanged.
+ * parameter (`half`) in the same pass: variants of the same kernel.
+ *
+ * Every term maps zeros to zeros (param, gradient and momentum 0 stay 0, and their copy is 0), so
+ * the zero padding between the parameters of an arena stays zero.
  *
  * @module
  */
@@ -15,10 +20,9 @@ import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
 import { unitRanges } from "./_binding.ts";
 import { floatBytes, type FloatDType, floatDType, storageType, vec4Bytes } from "./_dtype.ts";
 import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
-import { elementwiseMap, type ElementwiseMapKernel, type MapAccess } from "./elementwise.ts";
 import { checkLossScale } from "./loss_scale.ts";
 
-/** Threads per workgroup of the mixed-precision update kernel. */
+/** Threads per workgroup of the update kernel. */
 const WG = 256;
 
 /** Hyper-parameters of {@linkcode sgdUpdate}, named as in `torch.optim.SGD`. */
@@ -114,7 +118,7 @@ function _terms(parts: readonly string[]): Terms {
 
 /**
  * The WGSL statements of the update over locals `param`, `grad`, `momentumBuf` (f32 or
- * `vec4<f32>`), shared by both kernels.
+ * `vec4<f32>`).
  */
 function _bodyLines(t: Terms): string[] {
   // torch.optim.SGD (single-tensor path), in f32:
@@ -134,42 +138,14 @@ function _bodyLines(t: Terms): string[] {
   return lines;
 }
 
-const kernels = new Map<string, ElementwiseMapKernel>();
-
-/** The plain update for these hyper-parameters, as an {@linkcode elementwiseMap} kernel. */
-function kernelFor(r: Resolved): ElementwiseMapKernel {
-  const parts = _parts(r);
-  const name = ["sgd", ...parts].join("_");
-  const hit = kernels.get(name);
-  if (hit) return hit;
-  const t = _terms(parts);
-  const operands: { name: string; access: MapAccess }[] = [
-    { name: "param", access: "readwrite" },
-    { name: "grad", access: "read" },
-  ];
-  if (t.momentum) {
-    operands.push({
-      name: "momentumBuf",
-      access: t.firstStep ? "write" : "readwrite",
-    });
-  }
-  const k: ElementwiseMapKernel = {
-    name,
-    operands,
-    uniforms: ["negLr", "wd", "momentum", "oneMinusDampening"],
-    body: _bodyLines(t).join("\n    "),
-  };
-  kernels.set(name, k);
-  return k;
-}
-
 /**
- * The variants of the mixed-precision update: its terms (see {@linkcode _parts}), `scaled` (a
- * loss scaler's state is bound), `copy` (an f16 or f32 copy of the updated param is written) and
- * the layout, `v4` (one thread per 4 elements, vec4 bindings; every float buffer has room for
- * the last, partial vector) or `s` (one thread per element).
+ * The variants of the update: its terms (see {@linkcode _parts}), `scaled` (a loss scaler's state
+ * is bound), `copy` (an f16 or f32 copy of the updated param is written) and the layout, `v4`
+ * (one thread per 4 elements, vec4 bindings; every float buffer has room for the last, partial
+ * vector) or `s` (one thread per element). The plain update is a variant without `scaled` and
+ * `copy`.
  */
-const MIXED = variantProduct(
+const VARIANTS = variantProduct(
   ["", "wd"],
   ["", "m", "m0"],
   ["", "nesterov"],
@@ -177,17 +153,16 @@ const MIXED = variantProduct(
   ["", "copy"],
   ["v4", "s"],
 );
-type Mixed = typeof MIXED[number];
+type Variant = typeof VARIANTS[number];
 const has = (part: string) => (variant: string) => variant.split("_").includes(part);
 const hasMomentum = (variant: string) => has("m")(variant) || has("m0")(variant);
 
 /**
- * The update with a loss scaler and/or a copy of the param (the plain update is the
- * elementwise kernel of {@linkcode kernelFor}). `paramB`, `gradB` and `momB` are f32 (checked by
- * {@linkcode sgdUpdate}); the copy `halfB` is f16 or f32.
+ * The update. `paramB`, `gradB` and `momB` are f32 (checked by {@linkcode sgdUpdate}); the copy
+ * `halfB` is f16 or f32.
  */
-const mixed = defineKernel({
-  name: "sgd_mp",
+const update = defineKernel({
+  name: "sgd",
   doc: "one thread per vec4 (4 consecutive elements) with v4, else per element; flat index i = " +
     "gid.x + gid.y * nwg.x * WG over p.count vectors or elements (grid1d). The SGD update of " +
     "the f32 master param (wd: weight decay; m, m0: momentum, its first step; nesterov); " +
@@ -202,17 +177,17 @@ const mixed = defineKernel({
       type: "float",
       access: "read_write",
       vec4: has("v4"),
-      variants: MIXED.filter(hasMomentum),
+      variants: VARIANTS.filter(hasMomentum),
     },
     halfB: {
       type: "float",
       access: "read_write",
       vec4: has("v4"),
-      variants: MIXED.filter(has("copy")),
+      variants: VARIANTS.filter(has("copy")),
     },
-    lossScale: { type: "u32", access: "read", variants: MIXED.filter(has("scaled")) },
+    lossScale: { type: "u32", access: "read", variants: VARIANTS.filter(has("scaled")) },
   },
-  variants: MIXED,
+  variants: VARIANTS,
   workgroupSize: WG,
   body: ({ dtypes, variant }) => {
     const parts = variant.split("_");
@@ -248,8 +223,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   },
 });
 
-/** Records the mixed-precision variant over the validated tensors (see {@linkcode sgdUpdate}). */
-function _mixedUpdate(
+/** Records the update over the validated tensors (see {@linkcode sgdUpdate}). */
+function _record(
   r: Resolved,
   io: { param: Tensor; grad: Tensor; momentumBuf?: Tensor; half?: Tensor; lossScale?: Tensor },
 ): void {
@@ -279,11 +254,12 @@ function _mixedUpdate(
     ...(io.lossScale ? ["scaled"] : []),
     ...(io.half ? ["copy"] : []),
     vec ? "v4" : "s",
-  ].join("_") as Mixed;
+  ].join("_") as Variant;
   const gpu = io.param.gpu;
-  // Range starts are multiples of the binding offset alignment for 2-byte elements (hence for
-  // 4-byte ones) and of 4: every range starts at element 0 (vector 0) of its bindings.
-  const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / 2);
+  // Range starts are multiples of the binding offset alignment for the narrowest element (f16
+  // when the copy is) and of 4: every range starts at element 0 (vector 0) of its bindings.
+  const narrowest = Math.min(...floats.map(([, t]) => floatBytes(t.dtype as FloatDType)));
+  const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / narrowest);
   const bind = (t: Tensor, e0: number, count: number): BoundTensor => {
     const bytes = floatBytes(t.dtype as FloatDType);
     const size = vec ? vec4Bytes(t, count) : Math.ceil((count * bytes) / 4) * 4;
@@ -292,7 +268,7 @@ function _mixedUpdate(
   for (const [e0, e1] of unitRanges(op, gpu, n, 1, quantum)) {
     const count = vec ? Math.ceil((e1 - e0) / 4) : e1 - e0;
     const at = (t: Tensor | undefined) => (t ? bind(t, e0, e1 - e0) : undefined);
-    mixed.dispatch({
+    update.dispatch({
       op,
       variant,
       params: {
@@ -315,11 +291,12 @@ function _mixedUpdate(
 }
 
 /**
- * One `torch.optim.SGD` step for one parameter tensor, in place: with `d = grad + weightDecay *
- * param`, the momentum buffer becomes `d` on the first step and `momentum * buf + (1 -
- * dampening) * d` afterwards; then `d = d + momentum * buf` (nesterov) or `d = buf`; finally
- * `param -= lr * d`. `param` and `momentumBuf` (required when momentum > 0, same size as
- * `param`) are updated in place; `grad` is read only. `param`, `grad` and `momentumBuf` are f32.
+ * One `torch.optim.SGD` step for one parameter tensor, or a whole parameter arena (every
+ * parameter of a model: one dispatch), in place: with `d = grad + weightDecay * param`, the
+ * momentum buffer becomes `d` on the first step and `momentum * buf + (1 - dampening) * d`
+ * afterwards; then `d = d + momentum * buf` (nesterov) or `d = buf`; finally `param -= lr * d`.
+ * `param` and `momentumBuf` (required when momentum > 0, same size as `param`) are updated in
+ * place; `grad` is read only. `param`, `grad` and `momentumBuf` are f32.
  *
  * Mixed precision (optional operands; without them the update is exactly the plain one):
  *
@@ -335,7 +312,7 @@ function _mixedUpdate(
  *
  * @returns Nothing: the dispatch is recorded.
  * @throws {TypeError} for mismatched sizes or dtypes, a missing momentum buffer, operands that
- * share a buffer (mixed precision), or a `lossScale` that is not a scaler's state.
+ * share a buffer, or a `lossScale` that is not a scaler's state.
  * @throws {RangeError} for bad hyper-parameters (see {@linkcode checkSgd}).
  * @example
  * ```ts
@@ -385,15 +362,6 @@ export function sgdUpdate(
       );
     }
   }
-  if (!io.half && !io.lossScale) {
-    elementwiseMap("sgdUpdate", kernelFor(r), tensors, [
-      -r.lr,
-      r.weightDecay,
-      r.momentum,
-      1 - r.dampening,
-    ]);
-    return;
-  }
   const named: [string, Tensor | undefined][] = [
     ["grad", io.grad],
     ["momentumBuf", tensors.momentumBuf],
@@ -409,7 +377,7 @@ export function sgdUpdate(
     }
   }
   if (io.lossScale) checkLossScale("sgdUpdate", io.lossScale);
-  _mixedUpdate(r, {
+  _record(r, {
     param: io.param,
     grad: io.grad,
     momentumBuf: tensors.momentumBuf,

@@ -15,7 +15,7 @@ import {
   stateEntries,
   type StateEntry,
 } from "../layers/mod.ts";
-import { cast } from "../kernels/elementwise.ts";
+import { ParamArena } from "./arena.ts";
 import type { HostStateDict, HostTensor } from "./safetensors.ts";
 import { type Architecture, buildArchitecture, type ModelName, type ModelOptions } from "./zoo.ts";
 
@@ -158,6 +158,7 @@ export class Model {
   /** Every state entry (parameters, running stats, counters), in state-dict order. */
   readonly state: readonly StateEntry[];
   #precision: Precision = "f32";
+  #arena: ParamArena;
 
   /**
    * Materializes an architecture on `gpu` with a seeded initialization.
@@ -176,15 +177,14 @@ export class Model {
     this.params = namedParams(this.net);
     this.state = stateEntries(this.net);
     const random = initRng(options.seed ?? 0);
+    // Initial values are drawn parameter by parameter, in state-dict order.
+    this.#arena = new ParamArena(gpu, this.params, { initial: (p) => initialValues(p, random) });
     for (const e of this.state) {
       if (e.kind === "param") {
-        const p = e.param;
-        p.value?.dispose();
-        p.grad?.dispose();
-        p.momentum?.dispose();
-        p.value = gpu.tensor(initialValues(p, random), { shape: p.shape });
-        p.grad = gpu.zeros(p.shape);
-        p.momentum = null;
+        // A layer tree materialized again drops the optimizer state and copies of before.
+        e.param.momentum?.dispose();
+        e.param.half?.dispose();
+        e.param.momentum = e.param.half = null;
       } else if (e.kind === "buffer") {
         e.buffer.value?.dispose();
         const v = new Float32Array(e.buffer.shape.reduce((a, b) => a * b, 1));
@@ -194,6 +194,23 @@ export class Model {
         e.counter.value = 0;
       }
     }
+  }
+
+  /**
+   * The parameters, gradients, SGD momentum and f16 copies, each in one buffer that every
+   * parameter's tensors view ({@linkcode ParamArena}): zeroing the gradients, the SGD update, the
+   * copies and the Inf/NaN check are one operation each for the whole model.
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel } from "@modern-cnn/webgpu/models";
+   * const m = createModel(await getGpu(), { name: "lenet" });
+   * console.log(m.arena.slots.length, m.arena.values.shape); // 10 [62336] (61706 and padding)
+   * ```
+   */
+  get arena(): ParamArena {
+    return this.#arena;
   }
 
   /**
@@ -235,18 +252,14 @@ export class Model {
     const unsupported = precisionUnsupported(this.gpu, precision);
     if (unsupported) throw new TypeError(`${this.arch.name}: ${unsupported} (use f32)`);
     this.#precision = precision;
-    for (const [, p] of this.params) {
-      p.half?.dispose();
-      p.half = precision === "f16" && p.shape.length >= 2
-        ? this.gpu.empty(p.shape, { dtype: "f16" })
-        : null;
-    }
-    this.syncHalf();
+    if (precision === "f16") this.#arena.enableHalves((p) => p.shape.length >= 2);
+    else this.#arena.disableHalves();
   }
 
   /**
-   * Rewrites every weight's f16 working copy from its f32 master value (records casts; no-op in
-   * f32). The trainer's SGD step does this itself; call it after changing master values directly.
+   * Rewrites every weight's f16 working copy from its f32 master value (records one cast over
+   * the arena; no-op in f32). The trainer's SGD step does this itself; call it after changing
+   * master values directly.
    *
    * @example
    * ```ts
@@ -256,7 +269,7 @@ export class Model {
    * ```
    */
   syncHalf(): void {
-    for (const [, p] of this.params) if (p.half) cast({ y: p.half, x: p.value! });
+    this.#arena.syncHalves();
   }
 
   /**
@@ -330,7 +343,7 @@ export class Model {
   }
 
   /**
-   * Records zero-filling of every gradient.
+   * Records zero-filling of every gradient (one clear of the gradient arena).
    *
    * @example
    * ```ts
@@ -340,7 +353,7 @@ export class Model {
    * ```
    */
   zeroGrad(): void {
-    for (const [, p] of this.params) this.gpu.clear(p.grad!);
+    this.#arena.zeroGrad();
   }
 
   /**
@@ -442,18 +455,9 @@ export class Model {
    * ```
    */
   dispose(): void {
+    this.#arena.dispose();
     for (const e of this.state) {
-      if (e.kind === "param") {
-        e.param.value?.dispose();
-        e.param.grad?.dispose();
-        e.param.momentum?.dispose();
-        e.param.half?.dispose();
-        e.param.value =
-          e.param.grad =
-          e.param.momentum =
-          e.param.half =
-            null;
-      } else if (e.kind === "buffer") {
+      if (e.kind === "buffer") {
         e.buffer.value?.dispose();
         e.buffer.value = null;
       }

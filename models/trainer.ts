@@ -362,10 +362,9 @@ export class Trainer {
     const batch = io.indices.size;
     const o = this.options;
     const momentum = o.momentum ?? 0;
-    if (momentum > 0) {
-      // Momentum buffers live as long as the model: create them outside the step's scope.
-      for (const [, p] of this.model.params) p.momentum ??= gpu.zeros(p.shape);
-    }
+    const arena = this.model.arena;
+    // The momentum arena lives as long as the model: create it outside the step's scope.
+    const momentumBuf = momentum > 0 ? arena.ensureMomentum() : undefined;
     const lossScale = this.model.precision === "f16" ? this.#lossScale! : undefined;
     gpu.scope(() => {
       const x = gpu.empty(this.model.inputShape(batch, o.resize), { dtype: this.model.precision });
@@ -390,21 +389,18 @@ export class Trainer {
       finiteCheck({ watch: this.#watch, x: io.lossSum }, { mark: this.steps, slot: 0 });
       this.model.backward(dlogits, { cache: f.cache, ctx });
       // Every gradient is checked before any parameter moves: one Inf/NaN skips the whole step.
-      if (lossScale) {
-        for (const [, p] of this.model.params) lossScaleCheck({ lossScale, grad: p.grad! });
-      }
-      for (const [, p] of this.model.params) {
-        sgdUpdate(
-          {
-            param: p.value!,
-            grad: p.grad!,
-            momentumBuf: p.momentum ?? undefined,
-            lossScale,
-            half: p.half ?? undefined,
-          },
-          { lr: o.lr, momentum, weightDecay: o.weightDecay ?? 0, firstStep: this.steps === 0 },
-        );
-      }
+      // One dispatch each over the arenas (the zero padding between parameters stays zero).
+      if (lossScale) lossScaleCheck({ lossScale, grad: arena.grads });
+      sgdUpdate(
+        {
+          param: arena.values,
+          grad: arena.grads,
+          momentumBuf,
+          lossScale,
+          half: arena.halves ?? undefined,
+        },
+        { lr: o.lr, momentum, weightDecay: o.weightDecay ?? 0, firstStep: this.steps === 0 },
+      );
       if (lossScale) lossScaleUpdate({ lossScale });
     });
     this.steps++;
@@ -479,9 +475,10 @@ export class Trainer {
     }
     // Parameters after the epoch's last update (a bad parameter makes the next loss bad, so
     // checking them here covers the steps in between).
-    for (const [, p] of this.model.params) {
-      finiteCheck({ watch: this.#watch, x: p.value! }, { mark: this.steps - 1, slot: 1 });
-    }
+    finiteCheck({ watch: this.#watch, x: this.model.arena.values }, {
+      mark: this.steps - 1,
+      slot: 1,
+    });
     const [badLoss, badParam] = await readFiniteWatch(this.#watch);
     if (badLoss !== null || badParam !== null) {
       for (const t of [all, lossSum, correct]) t.dispose();

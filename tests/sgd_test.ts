@@ -3,13 +3,17 @@
 // half-precision copy, vec4 and scalar paths, ranges) and the torch.optim.SGD fixture (the CPU
 // reference too), first-step semantics, bit-identical mixed-precision updates, skipped steps,
 // validation, and a tensor past one binding.
+// And the update over a parameter arena (every parameter in one buffer: one dispatch, the
+// padding between parameters kept zero).
 import assert from "node:assert/strict";
-import type { Gpu, Tensor } from "../gpu/mod.ts";
+import { type Gpu, numel, type Tensor } from "../gpu/mod.ts";
 import { createLossScale, lossScaleCheck, lossScaleUpdate } from "../kernels/loss_scale.ts";
 import { type SgdParams, sgdUpdate } from "../kernels/sgd.ts";
 import { assertClose, f16, F16_TEST, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { param } from "../layers/mod.ts";
+import { ParamArena } from "../models/arena.ts";
 import { sgdStepRef } from "./cpu_ref/sgd.ts";
-import { atDeviceLimit, deviceLimit, fastFill, readSlices } from "./big.ts";
+import { atDeviceLimit, deviceLimit, fastFill, readSlices, withBindingLimit } from "./big.ts";
 import { runOpPhases, testOp } from "./_op.ts";
 import { MIXED_SETTINGS, sgd, SGD_SUITES } from "./ops/sgd.ts";
 
@@ -362,3 +366,119 @@ Deno.test("SGD mixed precision validates its operands", F16_TEST, async () => {
   );
   assert.throws(() => sgdUpdate({ param, grad, half, lossScale }, { lr: -1 }), RangeError);
 });
+
+// ------------------------------------------------------------------ parameter arena ----
+
+/** Parameters of odd sizes (a model's mix: weights, biases, a scalar, one past a quantum). */
+const ARENA_SHAPES: number[][] = [[1], [7], [3, 5], [129], [2, 3, 3, 3], [1003], [4, 4]];
+
+/** Nonzero elements of `data` outside the arena's slots. */
+function paddingNonzero(arena: ParamArena, data: ArrayLike<number>): number {
+  let bad = 0, end = 0;
+  for (const s of [...arena.slots, { offset: arena.size, size: 0 }]) {
+    for (let i = end; i < s.offset; i++) if (data[i] !== 0) bad++;
+    end = s.offset + s.size;
+  }
+  return bad;
+}
+
+Deno.test(
+  "SGD over a parameter arena: one dispatch, each parameter as the CPU reference, padding zero",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(56);
+    for (const p of [...MIXED_SETTINGS, { lr: 0.05, momentum: 0.9, weightDecay: 5e-4 }]) {
+      for (const limit of [undefined, 256]) {
+        const params = ARENA_SHAPES.map((shape, k) =>
+          [`p${k}`, param("weight", shape, { init: "zeros", fanIn: 1, fanOut: 1 })] as const
+        );
+        const init = new Map(params.map(([, q]) => [q, f32(rng.normalArray(numel(q.shape)))]));
+        const arena = new ParamArena(gpu, params, { initial: (q) => init.get(q)! });
+        const momentumBuf = (p.momentum ?? 0) > 0 ? arena.ensureMomentum() : undefined;
+        const ref = params.map(([, q]) => Float64Array.from(init.get(q)!));
+        const bufs: (Float64Array | null)[] = params.map(() => null);
+        for (let s = 0; s < 3; s++) {
+          const grads = params.map(([, q]) => f32(rng.normalArray(numel(q.shape))));
+          params.forEach(([, q], k) => gpu.write(q.grad!, grads[k]));
+          const what = `${JSON.stringify(p)} limit ${limit} step ${s}`;
+          const d0 = gpu.stats.dispatches;
+          await withBindingLimit(limit ?? deviceLimit(gpu), () =>
+            sgdUpdate(
+              { param: arena.values, grad: arena.grads, momentumBuf },
+              { ...p, firstStep: s === 0 },
+            ));
+          // One dispatch over the whole arena; with a 256-element binding, one per range.
+          const ranges = limit === undefined ? 1 : Math.ceil(arena.size / limit);
+          assert.equal(gpu.stats.dispatches - d0, ranges, `${what}: dispatches`);
+          for (const [k, [name, q]] of params.entries()) {
+            bufs[k] = sgdStepRef(ref[k], grads[k], bufs[k], p);
+            const o = { rtol: 1e-5, atol: 1e-6, what: `${name} ${q.shape} ${what}` };
+            assertClose(await q.value!.toArray(), ref[k], o);
+            if (bufs[k]) assertClose(await q.momentum!.toArray(), bufs[k]!, o);
+          }
+          for (const t of [arena.values, arena.grads, momentumBuf]) {
+            if (t) assert.equal(paddingNonzero(arena, await t.toArray()), 0, `${what}: ${t}`);
+          }
+        }
+        arena.dispose();
+        for (const [, q] of params) assert.equal(q.value, null, "the views are released");
+      }
+    }
+  },
+);
+
+Deno.test(
+  "SGD over a parameter arena with a loss scale and f16 copies: as per parameter, padding zero",
+  F16_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(57);
+    const scale = 1024;
+    for (const p of MIXED_SETTINGS) {
+      const params = ARENA_SHAPES.map((shape, k) =>
+        [`p${k}`, param("weight", shape, { init: "zeros", fanIn: 1, fanOut: 1 })] as const
+      );
+      const init = new Map(params.map(([, q]) => [q, f32(rng.normalArray(numel(q.shape)))]));
+      const arena = new ParamArena(gpu, params, { initial: (q) => init.get(q)! });
+      // Copies of the weights only (rank >= 2), as a model in f16.
+      arena.enableHalves((q) => q.shape.length >= 2);
+      for (const [, q] of params) assert.equal(q.half === null, q.shape.length < 2);
+      const momentumBuf = (p.momentum ?? 0) > 0 ? arena.ensureMomentum() : undefined;
+      const lossScale = createLossScale(gpu, { initScale: scale, growthInterval: 1000 });
+      const ref = params.map(([, q]) => Float64Array.from(init.get(q)!));
+      const bufs: (Float64Array | null)[] = params.map(() => null);
+      for (let s = 0; s < 2; s++) {
+        const grads = params.map(([, q]) =>
+          f32(rng.normalArray(numel(q.shape)).map((v) => v * scale))
+        );
+        params.forEach(([, q], k) => gpu.write(q.grad!, grads[k]));
+        const d0 = gpu.stats.dispatches;
+        lossScaleCheck({ lossScale, grad: arena.grads });
+        sgdUpdate({
+          param: arena.values,
+          grad: arena.grads,
+          momentumBuf,
+          half: arena.halves!,
+          lossScale,
+        }, { ...p, firstStep: s === 0 });
+        assert.equal(gpu.stats.dispatches - d0, 2, "one check, one update");
+        lossScaleUpdate({ lossScale });
+        const what = `${JSON.stringify(p)} step ${s}`;
+        for (const [k, [name, q]] of params.entries()) {
+          bufs[k] = sgdStepRef(ref[k], Float64Array.from(grads[k], (v) => v / scale), bufs[k], p);
+          const o = { rtol: 1e-5, atol: 1e-6, what: `${name} ${q.shape} ${what}` };
+          const got = await q.value!.toArray() as Float32Array;
+          assertClose(got, ref[k], o);
+          if (bufs[k]) assertClose(await q.momentum!.toArray(), bufs[k]!, o);
+          if (q.half) assert.deepEqual(await q.half.toArray(), f16(got), `${o.what}: copy`);
+        }
+        for (const t of [arena.values, arena.grads, momentumBuf, arena.halves]) {
+          if (t) assert.equal(paddingNonzero(arena, await t.toArray()), 0, `${what}: ${t}`);
+        }
+      }
+      lossScale.dispose();
+      arena.dispose();
+    }
+  },
+);

@@ -1,0 +1,343 @@
+/**
+ * Command recording for one device, on raw buffers: the pipeline cache, the open command encoder
+ * and compute pass, the uniform buffer that every dispatch's `Params` are packed into, submits,
+ * readbacks, and the GPU errors of each batch (collected from error scopes, thrown at the next
+ * call). The runtime (`runtime.ts`) turns tensors into buffer ranges and calls this.
+ *
+ * Recording model: `dispatch` only records into an open command encoder; nothing reaches the GPU
+ * until `flush()` (one `queue.submit`), and nothing waits on the GPU until `sync()` or a readback.
+ *
+ * @module
+ */
+
+import { DeviceLostError, GpuValidationError, KernelCompileError } from "./errors.ts";
+import type { KernelSpec } from "./kernel.ts";
+import type { GpuStats } from "./tensor.ts";
+
+const UNIFORM_ALIGN = 256;
+/** Bytes of the uniform buffer: the `Params` of one batch of dispatches (flushed when full). */
+const UNIFORM_BYTES = 1 << 20;
+
+/**
+ * Records dispatches, copies and clears of one device into batches and submits them.
+ *
+ * @example
+ * ```ts
+ * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+ * import { Recorder } from "./recorder.ts";
+ * const gpu = await requestGpu();
+ * const stats = { ...gpu.stats };
+ * const rec = new Recorder(gpu.device, stats);
+ * rec.flush();
+ * ```
+ */
+export class Recorder {
+  /** The device. */
+  readonly device: GPUDevice;
+  /** The runtime's counters (submits, dispatches, clears, readbacks, pipelines). */
+  readonly stats: GpuStats;
+  #verbose: boolean;
+  #pipelines = new Map<string, { code: string; pipeline: GPUComputePipeline }>();
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #batchKernels = new Set<string>();
+  #lastKernels: string[] = [];
+  #uniforms: GPUBuffer;
+  #uniformsCpu = new Uint8Array(UNIFORM_BYTES);
+  #uniformsUsed = 0;
+  #errors: Error[] = [];
+  #pendingScopes: Promise<void>[] = [];
+  #lost: Error | null = null;
+  #destroyed = false;
+
+  /**
+   * Starts recording for `device`, counting into `stats`; listens for its uncaptured errors and
+   * its loss (reported at the next call).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * import { Recorder } from "./recorder.ts";
+   * const gpu = await requestGpu();
+   * new Recorder(gpu.device, { ...gpu.stats }, { verbose: true });
+   * ```
+   */
+  constructor(device: GPUDevice, stats: GpuStats, options: { verbose?: boolean } = {}) {
+    this.device = device;
+    this.stats = stats;
+    this.#verbose = options.verbose ?? false;
+    this.#uniforms = device.createBuffer({
+      label: "params-uniforms",
+      size: UNIFORM_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    device.addEventListener("uncapturederror", (ev) => {
+      const error = (ev as GPUUncapturedErrorEvent).error;
+      const err = new GpuValidationError(this.#lastKernels, "uncaptured", error.message);
+      if (this.#verbose) console.error(err.message);
+      this.#errors.push(err);
+    });
+    device.lost.then((info) => {
+      if (!this.#destroyed) {
+        this.#lost = new DeviceLostError(info.reason ?? "unknown", info.message, this.#lastKernels);
+      }
+    });
+  }
+
+  /** Whether work is recorded and not yet submitted. */
+  get recording(): boolean {
+    return this.#encoder !== null;
+  }
+
+  // ------------------------------------------------------------------ pipelines ----
+
+  /** The compute pipeline of a kernel (see `Gpu.pipeline`). */
+  pipeline(spec: KernelSpec): GPUComputePipeline {
+    const key = spec.constants ? `${spec.name}|${JSON.stringify(spec.constants)}` : spec.name;
+    const hit = this.#pipelines.get(key);
+    if (hit) {
+      if (hit.code !== spec.code) {
+        throw new TypeError(
+          `kernel '${spec.name}': two different WGSL sources share one cache key; put the ` +
+            "specialization into the kernel name",
+        );
+      }
+      return hit.pipeline;
+    }
+    this.device.pushErrorScope("validation");
+    const module = this.device.createShaderModule({ label: spec.name, code: spec.code });
+    const pipeline = this.device.createComputePipeline({
+      label: spec.name,
+      layout: "auto",
+      compute: { module, entryPoint: spec.entryPoint ?? "main", constants: spec.constants },
+    });
+    this.#pendingScopes.push(
+      this.device.popErrorScope().then((e) => {
+        if (e) {
+          this.#pipelines.delete(key);
+          this.#errors.push(new KernelCompileError(spec.name, e.message));
+        }
+      }),
+    );
+    this.#pipelines.set(key, { code: spec.code, pipeline });
+    this.stats.pipelines++;
+    return pipeline;
+  }
+
+  /** Compiles a kernel now; throws its compile error (see `Gpu.compile`). */
+  async compile(spec: KernelSpec): Promise<void> {
+    this.pipeline(spec);
+    await this.settle();
+    this.checkErrors();
+  }
+
+  // ------------------------------------------------------------------ recording ----
+
+  /**
+   * Checks a dispatch's workgroup counts (after any pending error): `[x, y, z]`, or null when
+   * one is zero (nothing to record).
+   */
+  workgroups(
+    kernel: string,
+    workgroups: number | readonly [number, number?, number?],
+  ): [number, number, number] | null {
+    this.checkErrors();
+    const wg: [number, number, number] = typeof workgroups === "number"
+      ? [workgroups, 1, 1]
+      : [workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1];
+    if (wg.some((v) => !Number.isInteger(v) || v < 0)) {
+      throw new RangeError(`dispatch '${kernel}': bad workgroup counts [${wg.join(", ")}]`);
+    }
+    const maxWg = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (wg.some((v) => v > maxWg)) {
+      throw new RangeError(
+        `dispatch '${kernel}': workgroup counts [${wg.join(", ")}] exceed the device limit ` +
+          `${maxWg} per dimension`,
+      );
+    }
+    return wg[0] === 0 || wg[1] === 0 || wg[2] === 0 ? null : wg;
+  }
+
+  /**
+   * Records one dispatch (counts checked by {@linkcode Recorder.workgroups}): `params` packed
+   * into the uniform buffer as binding 0, then the storage buffer ranges.
+   */
+  dispatch(
+    kernel: KernelSpec,
+    workgroups: readonly [number, number, number],
+    params: ArrayBufferView | ArrayBuffer | undefined,
+    storage: readonly GPUBufferBinding[],
+  ): void {
+    const pipeline = this.pipeline(kernel);
+    const entries: GPUBindGroupEntry[] = [];
+    let binding = 0;
+    if (params !== undefined) entries.push({ binding: binding++, resource: this.#uniform(params) });
+    for (const resource of storage) entries.push({ binding: binding++, resource });
+    const pass = this.#openPass();
+    const group = this.device.createBindGroup({
+      label: kernel.name,
+      layout: pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+    this.#batchKernels.add(kernel.name);
+    this.stats.dispatches++;
+  }
+
+  /** Records a copy between two different buffers (in order with recorded dispatches). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.#endPass();
+    this.#openEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** Records zero-filling of a byte range (in order with recorded dispatches). */
+  clear(buffer: GPUBuffer, offset: number, bytes: number): void {
+    this.checkErrors();
+    this.#endPass();
+    this.#openEncoder().clearBuffer(buffer, offset, bytes);
+    this.stats.clears++;
+  }
+
+  /** Submits all recorded work in one `queue.submit` (see `Gpu.flush`). */
+  flush(): void {
+    this.checkErrors();
+    if (!this.#encoder) return;
+    this.#endPass();
+    if (this.#uniformsUsed > 0) {
+      this.device.queue.writeBuffer(this.#uniforms, 0, this.#uniformsCpu, 0, this.#uniformsUsed);
+      this.#uniformsUsed = 0;
+    }
+    const kernels = [...this.#batchKernels];
+    const cb = this.#encoder.finish();
+    this.device.queue.submit([cb]);
+    this.stats.submits++;
+    this.#encoder = null;
+    this.#batchKernels.clear();
+    this.#lastKernels = kernels;
+    // The three scopes were pushed in #openEncoder: pop in reverse order.
+    for (const kind of ["validation", "out-of-memory", "internal"]) {
+      this.#pendingScopes.push(
+        this.device.popErrorScope().then((e) => {
+          if (e) this.#errors.push(new GpuValidationError(kernels, kind, e.message));
+        }),
+      );
+    }
+  }
+
+  /** Submits, waits for the GPU and throws the first error (see `Gpu.sync`). */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.settle();
+    this.checkErrors();
+  }
+
+  /**
+   * Copies `bytes` from `offset` of `buffer` to the CPU: submits recorded work, copies, and
+   * waits once (one readback).
+   */
+  async read(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    this.checkErrors();
+    const staging = this.device.createBuffer({
+      label: "readback",
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.#endPass();
+    this.#openEncoder().copyBufferToBuffer(buffer, offset, staging, 0, bytes);
+    this.flush();
+    this.stats.readbacks++;
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (err) {
+      await this.settle();
+      this.checkErrors();
+      throw err;
+    }
+    const copy = staging.getMappedRange().slice(0);
+    staging.unmap();
+    staging.destroy();
+    await this.settle();
+    this.checkErrors();
+    return copy;
+  }
+
+  /** Throws the first GPU error raised so far and not yet thrown (see `Gpu.checkErrors`). */
+  checkErrors(): void {
+    if (this.#lost) throw this.#lost;
+    if (this.#destroyed) throw new TypeError("this Gpu was destroyed");
+    if (this.#errors.length > 0) {
+      const [first] = this.#errors;
+      this.#errors = [];
+      throw first;
+    }
+  }
+
+  /** Waits until every pending error scope has reported. */
+  async settle(): Promise<void> {
+    while (this.#pendingScopes.length > 0) {
+      const pending = this.#pendingScopes;
+      this.#pendingScopes = [];
+      await Promise.all(pending);
+    }
+  }
+
+  /** Drops recorded work not yet flushed and waits for the submitted work (unless lost). */
+  async drain(): Promise<void> {
+    this.#pass = null;
+    this.#encoder = null;
+    if (this.#lost) return;
+    try {
+      await this.device.queue.onSubmittedWorkDone();
+      await this.settle();
+    } catch {
+      // a device lost meanwhile: nothing left to wait for
+    }
+  }
+
+  /** Drops recorded work and the pipeline cache and destroys the uniform buffer. */
+  destroy(): void {
+    this.#destroyed = true;
+    this.#pass = null;
+    this.#encoder = null;
+    this.#pipelines.clear();
+    this.#uniforms.destroy();
+  }
+
+  #openEncoder(): GPUCommandEncoder {
+    if (!this.#encoder) {
+      this.device.pushErrorScope("internal");
+      this.device.pushErrorScope("out-of-memory");
+      this.device.pushErrorScope("validation");
+      this.#encoder = this.device.createCommandEncoder();
+    }
+    return this.#encoder;
+  }
+
+  #openPass(): GPUComputePassEncoder {
+    if (!this.#pass) this.#pass = this.#openEncoder().beginComputePass();
+    return this.#pass;
+  }
+
+  #endPass(): void {
+    if (this.#pass) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+  }
+
+  #uniform(params: ArrayBufferView | ArrayBuffer): GPUBufferBinding {
+    const bytes = params instanceof ArrayBuffer
+      ? new Uint8Array(params)
+      : new Uint8Array(params.buffer, params.byteOffset, params.byteLength);
+    const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
+    if (this.#uniformsUsed + size > UNIFORM_BYTES) this.flush();
+    const offset = this.#uniformsUsed;
+    this.#uniformsCpu.fill(0, offset, offset + size);
+    this.#uniformsCpu.set(bytes, offset);
+    this.#uniformsUsed = Math.ceil((offset + size) / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+    return { buffer: this.#uniforms, offset, size };
+  }
+}

@@ -1,0 +1,323 @@
+/**
+ * The implementation of {@linkcode Gpu} that `requestGpu` returns: tensors (factories, uploads,
+ * readbacks, views copied through a temporary), lifetimes (scopes, the pool, closing), and every
+ * binding turned into a buffer range for the {@linkcode Recorder}, which records and submits.
+ * Every runtime not yet destroyed is listed in {@linkcode liveRuntimes} (for `shutdownGpu`).
+ *
+ * @module
+ */
+
+import type { KernelSpec } from "./kernel.ts";
+import { BufferPool } from "./pool.ts";
+import { Recorder } from "./recorder.ts";
+import { checkShape, formatShape, numel, type Shape } from "./shape.ts";
+import {
+  type ArrayFor,
+  type Binding,
+  type DispatchOptions,
+  type DType,
+  type DTypeOf,
+  type Gpu,
+  type GpuFeatures,
+  type GpuStats,
+  storageBytes,
+  Tensor,
+} from "./tensor.ts";
+
+/** Every {@linkcode GpuRuntime} constructed and not yet destroyed. */
+export const liveRuntimes: Set<WeakRef<GpuRuntime>> = new Set();
+
+/**
+ * The runtime around one WebGPU device (see {@linkcode Gpu} for every member). Prefer
+ * `requestGpu`, which raises the limits.
+ *
+ * @example
+ * ```ts
+ * import { GpuRuntime } from "./runtime.ts";
+ * const adapter = (await navigator.gpu.requestAdapter())!;
+ * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+ * console.log(await gpu.zeros([2]).toArray()); // Float32Array [0, 0]
+ * await gpu.close();
+ * ```
+ */
+export class GpuRuntime implements Gpu {
+  readonly adapter: GPUAdapter;
+  readonly device: GPUDevice;
+  readonly description: string;
+  readonly isCpu: boolean;
+  readonly features: GpuFeatures;
+  readonly limits: GPUSupportedLimits;
+  readonly pool: BufferPool;
+  readonly stats: GpuStats = {
+    submits: 0,
+    dispatches: 0,
+    clears: 0,
+    readbacks: 0,
+    uploads: 0,
+    pipelines: 0,
+  };
+  #rec: Recorder;
+  #destroyed = false;
+  #scopes: Set<Tensor>[] = [];
+  #registration = new WeakRef<GpuRuntime>(this);
+
+  /**
+   * Wraps an adapter and a device (`verbose`: log each uncaptured error to the console too).
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * new GpuRuntime(adapter, await adapter.requestDevice(), { verbose: true });
+   * ```
+   */
+  constructor(adapter: GPUAdapter, device: GPUDevice, options: { verbose?: boolean } = {}) {
+    this.adapter = adapter;
+    this.device = device;
+    const info = adapter.info;
+    this.description = info.description || [info.vendor, info.architecture, info.device]
+      .filter(Boolean).join(" ") ||
+      "unknown adapter";
+    const fallback = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter;
+    this.isCpu = fallback === true ||
+      /llvmpipe|lavapipe|swiftshader|software/i.test(this.description);
+    this.features = {
+      f16: device.features.has("shader-f16"),
+      timestamps: device.features.has("timestamp-query"),
+    };
+    this.limits = device.limits;
+    this.pool = new BufferPool(device);
+    this.#rec = new Recorder(device, this.stats, { verbose: options.verbose ?? false });
+    liveRuntimes.add(this.#registration);
+  }
+
+  // ------------------------------------------------------------------ recording ----
+
+  pipeline(spec: KernelSpec): GPUComputePipeline {
+    return this.#rec.pipeline(spec);
+  }
+
+  compile(spec: KernelSpec): Promise<void> {
+    return this.#rec.compile(spec);
+  }
+
+  dispatch(kernel: KernelSpec, options: DispatchOptions): void {
+    const wg = this.#rec.workgroups(kernel.name, options.workgroups);
+    if (wg === null) return;
+    const storage = options.bindings.map((b) => this.#resource(kernel.name, b));
+    this.#rec.dispatch(kernel, wg, options.params, storage);
+  }
+
+  copy(
+    src: Tensor,
+    dst: Tensor,
+    options: { srcOffset?: number; dstOffset?: number; bytes?: number } = {},
+  ): void {
+    this.#rec.checkErrors();
+    const bytes = options.bytes ?? src.byteLength;
+    if (options.bytes === undefined && src.byteLength !== dst.byteLength) {
+      throw new TypeError(`copy: source ${src} and destination ${dst} differ in size`);
+    }
+    const from = src.byteOffset + (options.srcOffset ?? 0);
+    const to = dst.byteOffset + (options.dstOffset ?? 0);
+    if (src.buffer !== dst.buffer) {
+      this.#rec.copy(src.buffer, from, dst.buffer, to, bytes);
+      return;
+    }
+    // WebGPU copies between two buffers only: views of one buffer go through a temporary.
+    if (from !== to) {
+      const tmp = this.pool.acquire(bytes);
+      this.#rec.copy(src.buffer, from, tmp, 0, bytes);
+      this.#rec.copy(tmp, 0, dst.buffer, to, bytes);
+      this.pool.release(tmp);
+    }
+  }
+
+  clear(t: Tensor): void {
+    this.#rec.clear(t.buffer, t.byteOffset, t.byteLength);
+  }
+
+  flush(): void {
+    this.#rec.flush();
+  }
+
+  sync(): Promise<void> {
+    return this.#rec.sync();
+  }
+
+  checkErrors(): void {
+    this.#rec.checkErrors();
+  }
+
+  #resource(kernel: string, b: Binding): GPUBufferBinding {
+    if (b instanceof Tensor) {
+      if (b.disposed) throw new TypeError(`dispatch '${kernel}': ${b} was disposed`);
+      return { buffer: b.buffer, offset: b.byteOffset, size: b.byteLength };
+    }
+    if ("buffer" in b && !(b instanceof GPUBuffer)) {
+      return { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
+    }
+    return { buffer: b as GPUBuffer };
+  }
+
+  // ------------------------------------------------------------------ tensors ----
+
+  tensor<A extends Float32Array | Float16Array | Int32Array | Uint32Array | Uint8Array>(
+    data: A,
+    options: { shape: Shape },
+  ): Tensor<DTypeOf<A>> {
+    const dtype = dtypeOf(data);
+    checkShape("tensor", options.shape);
+    if (numel(options.shape) !== data.length) {
+      throw new TypeError(
+        `tensor: data has ${data.length} elements, shape ${formatShape(options.shape)} needs ` +
+          `${numel(options.shape)}`,
+      );
+    }
+    const t = this.empty(options.shape, { dtype }) as Tensor<DTypeOf<A>>;
+    this.write(t, data);
+    return t;
+  }
+
+  empty<D extends DType = "f32">(shape: Shape, options: { dtype?: D } = {}): Tensor<D> {
+    checkShape("empty", shape);
+    const dtype = (options.dtype ?? "f32") as D;
+    const buffer = this.pool.acquire(storageBytes(numel(shape), dtype));
+    return new Tensor<D>(this, buffer, { shape, dtype });
+  }
+
+  zeros<D extends DType = "f32">(shape: Shape, options: { dtype?: D } = {}): Tensor<D> {
+    const t = this.empty<D>(shape, options);
+    this.clear(t);
+    return t;
+  }
+
+  write(
+    t: Tensor,
+    data: Float32Array | Float16Array | Int32Array | Uint32Array | Uint8Array,
+  ): void {
+    if (dtypeOf(data) !== t.dtype || data.length !== t.size) {
+      throw new TypeError(
+        `write: ${data.constructor.name}(${data.length}) does not fit ${t}`,
+      );
+    }
+    // Recorded work is submitted first so that the write cannot overtake it.
+    if (this.#rec.recording) this.#rec.flush();
+    let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 !== 0 || bytes.byteLength === 0) {
+      const padded = new Uint8Array(t.byteLength);
+      padded.set(bytes);
+      bytes = padded;
+    }
+    this.device.queue.writeBuffer(t.buffer, t.byteOffset, bytes as Uint8Array<ArrayBuffer>);
+    this.stats.uploads++;
+  }
+
+  async read<D extends DType>(t: Tensor<D>): Promise<ArrayFor<D>> {
+    this.#rec.checkErrors();
+    const copy = await this.#rec.read(t.buffer, t.byteOffset, t.byteLength);
+    switch (t.dtype) {
+      case "f32":
+        return new Float32Array(copy, 0, t.size) as ArrayFor<D>;
+      case "f16":
+        return new Float16Array(copy, 0, t.size) as ArrayFor<D>;
+      case "i32":
+        return new Int32Array(copy, 0, t.size) as ArrayFor<D>;
+      case "u32":
+        return new Uint32Array(copy, 0, t.size) as ArrayFor<D>;
+      default:
+        return new Uint8Array(copy, 0, t.size) as ArrayFor<D>;
+    }
+  }
+
+  // ------------------------------------------------------------------ lifetimes ----
+
+  scope<T>(fn: () => T): T {
+    const owned = new Set<Tensor>();
+    this.#scopes.push(owned);
+    const finish = (result: unknown) => {
+      const i = this.#scopes.lastIndexOf(owned);
+      if (i >= 0) this.#scopes.splice(i, 1);
+      const keep = new Set<Tensor>();
+      collectTensors(result, keep);
+      for (const t of owned) {
+        if (keep.has(t)) this.#scopes.at(-1)?.add(t);
+        else t.dispose();
+      }
+    };
+    let result: T;
+    try {
+      result = fn();
+    } catch (err) {
+      finish(undefined);
+      throw err;
+    }
+    if (result instanceof Promise) {
+      return result.then((v) => {
+        finish(v);
+        return v;
+      }, (err) => {
+        finish(undefined);
+        throw err;
+      }) as T;
+    }
+    finish(result);
+    return result;
+  }
+
+  trimPool(): void {
+    this.flush();
+    this.pool.destroyFree();
+  }
+
+  async close(): Promise<void> {
+    if (this.#destroyed) return;
+    await this.#rec.drain();
+    this.destroy();
+  }
+
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    liveRuntimes.delete(this.#registration);
+    this.#rec.destroy();
+    this.pool.destroyAll();
+    this.device.destroy();
+  }
+
+  _track(t: Tensor): void {
+    this.#scopes.at(-1)?.add(t);
+  }
+
+  _untrack(t: Tensor): void {
+    for (const s of this.#scopes) s.delete(t);
+  }
+}
+
+function dtypeOf(data: unknown): DType {
+  if (data instanceof Float32Array) return "f32";
+  if (data instanceof Float16Array) return "f16";
+  if (data instanceof Int32Array) return "i32";
+  if (data instanceof Uint32Array) return "u32";
+  if (data instanceof Uint8Array) return "u8";
+  throw new TypeError(
+    `expected a Float32Array, Float16Array, Int32Array, Uint32Array or Uint8Array, got ${
+      (data as object)?.constructor?.name ?? typeof data
+    }`,
+  );
+}
+
+function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
+  if (depth > 4 || value === null || typeof value !== "object") return;
+  if (value instanceof Tensor) {
+    out.add(value);
+    return;
+  }
+  if (Array.isArray(value)) {
+    for (const v of value) collectTensors(v, out, depth + 1);
+    return;
+  }
+  if (Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value)) collectTensors(v, out, depth + 1);
+  }
+}
