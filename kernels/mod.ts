@@ -91,12 +91,14 @@ export {
   addForward,
   type AddParams,
   cast,
+} from "./elementwise.ts";
+export {
   type ChannelSliceParams,
   checkChannelSlice,
   concatChannels,
   splitChannels,
   type SplitChannelsParams,
-} from "./elementwise.ts";
+} from "./concat.ts";
 export { createFiniteWatch, FINITE, finiteCheck, readFiniteWatch } from "./finite.ts";
 export {
   checkGemm,

@@ -7,13 +7,8 @@
  */
 
 import { formatShape, type Shape, type Tensor } from "../gpu/mod.ts";
-import {
-  accumulate,
-  addBackwardRelu,
-  addForward,
-  concatChannels,
-  splitChannels,
-} from "../kernels/elementwise.ts";
+import { accumulate, addBackwardRelu, addForward } from "../kernels/elementwise.ts";
+import { concatChannels, splitChannels } from "../kernels/concat.ts";
 import { activation, batchNorm, conv2d, type ConvCache, maxPool2d } from "./basic.ts";
 import type { Ctx, Layer } from "./layer.ts";
 import { release } from "./layer.ts";

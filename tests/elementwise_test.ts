@@ -1,9 +1,9 @@
-// Tests of kernels/elementwise.ts: add (+ fused ReLU) and its backward, accumulate, channel
-// concat / split (vec4 and scalar paths, offsets, accumulate, round trip), against Float64 CPU
-// references and finite differences, plus aliasing and validation; split with a fused activation
-// backward against the CPU and bit for bit against activationBackward then split. f16: every
-// kernel and cast in several dtype mixes against the CPU on f16-rounded inputs, and bit for bit
-// against the all-f32 kernel on the same values rounded once.
+// Tests of kernels/elementwise.ts and kernels/concat.ts: add (+ fused ReLU) and its backward,
+// accumulate, channel concat / split (vec4 and scalar paths, offsets, accumulate, round trip),
+// against Float64 CPU references and finite differences, plus aliasing and validation; split with
+// a fused activation backward against the CPU and bit for bit against activationBackward then
+// split. f16: every kernel and cast in several dtype mixes against the CPU on f16-rounded inputs,
+// and bit for bit against the all-f32 kernel on the same values rounded once.
 import assert from "node:assert/strict";
 import { type Gpu, Tensor } from "../gpu/mod.ts";
 import { activationBackward, type ActivationKind } from "../kernels/activation.ts";
@@ -12,11 +12,10 @@ import {
   addBackwardRelu,
   addForward,
   cast,
-  concatChannels,
   elementwiseMap,
   type ElementwiseMapKernel,
-  splitChannels,
 } from "../kernels/elementwise.ts";
+import { concatChannels, splitChannels } from "../kernels/concat.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
 import {
   assertClose,
