@@ -50,7 +50,7 @@ export {
   batchNormForward,
   type BatchNormParams,
   checkBatchNorm,
-} from "./batchnorm.ts";
+} from "./batchnorm/index.ts";
 export {
   checkConv2d,
   conv2dBackward,

@@ -12,7 +12,7 @@ import {
   activationForward,
   type ActivationKind,
 } from "../kernels/activation.ts";
-import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm.ts";
+import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm/index.ts";
 import {
   checkConv2d,
   conv2dBackward,

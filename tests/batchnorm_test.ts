@@ -1,4 +1,4 @@
-// Tests of kernels/batchnorm.ts: GPU vs the Float64 CPU reference (training, running statistics
+// Tests of kernels/batchnorm/: GPU vs the Float64 CPU reference (training, running statistics
 // over two steps, eval, backward), the CPU backward vs finite differences, and PyTorch fixtures
 // (BatchNorm2d and BatchNorm1d, two training steps then eval). The fused BN + activation (ReLU,
 // ReLU6, sigmoid, tanh; forward and backward) against the CPU reference, finite differences, and
@@ -11,7 +11,7 @@ import {
   activationForward,
   type ActivationKind,
 } from "../kernels/activation.ts";
-import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm.ts";
+import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm/index.ts";
 import {
   assertClose,
   checkGradient,
