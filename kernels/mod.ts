@@ -70,7 +70,7 @@ export {
   type PrepareBatchShapes,
   resizeBilinear,
   type ResizeParams,
-} from "./data.ts";
+} from "./data/index.ts";
 export {
   checkDepthwise,
   depthwiseConv2dBackward,

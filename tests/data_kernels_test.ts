@@ -1,4 +1,4 @@
-// Tests of the data kernels (kernels/data.ts): prepareBatch and resizeBilinear against the
+// Tests of the data kernels (kernels/data/): prepareBatch and resizeBilinear against the
 // Float64 CPU reference (tests/cpu_ref/data.ts) and PyTorch fixtures (tests/fixtures/
 // resize_bilinear.json, made by tests/fixtures/make_resize.py); f16 outputs / inputs against the
 // reference and bit for bit against the f32 kernels rounded once.
@@ -11,7 +11,7 @@ import {
   prepareBatch,
   type PrepareBatchParams,
   resizeBilinear,
-} from "../kernels/data.ts";
+} from "../kernels/data/index.ts";
 import {
   assertClose,
   f16,
