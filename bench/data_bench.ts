@@ -5,7 +5,7 @@
 //
 //   deno bench -A bench/data_bench.ts
 import { getGpu } from "../gpu/mod.ts";
-import { prepareBatch, type PrepareBatchParams } from "../kernels/data.ts";
+import { prepareBatch, type PrepareBatchParams } from "../kernels/data/index.ts";
 
 const gpu = await getGpu();
 const COUNT = 10000;

@@ -12,13 +12,8 @@
 import { getGpu, type Shape } from "../gpu/mod.ts";
 import { activationBackward, activationForward } from "../kernels/activation.ts";
 import { dropoutBackward, dropoutForward, dropoutMaskWords } from "../kernels/dropout.ts";
-import {
-  accumulate,
-  addBackwardRelu,
-  addForward,
-  concatChannels,
-  splitChannels,
-} from "../kernels/elementwise.ts";
+import { accumulate, addBackwardRelu, addForward } from "../kernels/elementwise.ts";
+import { concatChannels, splitChannels } from "../kernels/concat.ts";
 import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
 

@@ -26,7 +26,7 @@ import {
   activationForward,
   type ActivationKind,
 } from "../kernels/activation.ts";
-import { batchNormBackward, batchNormForward } from "../kernels/batchnorm.ts";
+import { batchNormBackward, batchNormForward } from "../kernels/batchnorm/index.ts";
 import { lrnBackward, lrnForward, type LrnParams } from "../kernels/lrn.ts";
 
 const gpu = await getGpu();

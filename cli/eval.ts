@@ -1,7 +1,7 @@
 // deno task eval <model> --weights FILE [--dataset D] [--data-dir DIR] [--resize N] [--limit-test N]
 // Test accuracy, per-class accuracy and the confusion matrix of a checkpoint.
 import { getGpu } from "../gpu/mod.ts";
-import { prepareBatch } from "../kernels/data.ts";
+import { prepareBatch } from "../kernels/data/index.ts";
 import { type DatasetName, loadDataset } from "../data/mod.ts";
 import { describeSource } from "../data/dataset.ts";
 import {

@@ -1,5 +1,5 @@
 // Logits of one uploaded image (eval mode), shared by predict and the tests.
-import { prepareBatch } from "../kernels/data.ts";
+import { prepareBatch } from "../kernels/data/index.ts";
 import type { GpuImageSet, Model } from "../models/mod.ts";
 
 /** The logits of the first image of `set`, resized to `resize`, in evaluation mode. */

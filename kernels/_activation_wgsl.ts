@@ -31,6 +31,9 @@ export const ACTIVATION_FORWARD_WGSL: Record<ActivationKind, string> = {
     y = sign(x) * select(big, small, a < T(0.125));`,
 };
 
+/** Every activation kind, in the order of `ActivationKind` (e.g. for a kernel's variants). */
+export const ACTIVATION_KINDS: readonly ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];
+
 /** Backward bodies: read `dy: T` and the forward output `y: T`, assign `dx: T`. */
 export const ACTIVATION_BACKWARD_WGSL: Record<ActivationKind, string> = {
   relu: "dx = select(T(0.0), dy, y > T(0.0));",

@@ -1,8 +1,8 @@
 /**
  * A kernel described once: its name, its `Params` fields (in WGSL struct order), its storage
  * bindings (access and element type, float bindings f32 or f16 per call; a binding may belong to
- * some variants only, and hold vec4s in some; {@linkcode variantProduct} lists the variants of
- * several axes), its workgroup size and its body. Everything else is generated from that
+ * some variants only, hold vec4s in some, and be read-write in some; {@linkcode variantProduct}
+ * lists the variants of several axes), its workgroup size and its body. Everything else is generated from that
  * description: the `enable f16;` line, the `Params` struct and its packing, the `@binding`
  * declarations, the pipeline cache key (name, variant and the bindings stored as f16) and the
  * checks of what a call binds.
@@ -36,6 +36,12 @@ export type ParamType = "u32" | "i32" | "f32";
 /** A test of a kernel's variant (for the bindings whose element type depends on it). */
 export type VariantTest = (variant: string) => boolean;
 
+/** How a kernel uses a binding: fixed, or a function of the variant (e.g. in place or not). */
+export type BindingAccess =
+  | "read"
+  | "read_write"
+  | ((variant: string) => "read" | "read_write");
+
 /** A storage binding of a kernel. */
 export type BindingDecl =
   | {
@@ -44,16 +50,19 @@ export type BindingDecl =
      * 32-bit words of an f32 or f16 tensor (`array<u32>`; the dtype still specializes the body).
      */
     readonly type: "float" | "float-bits";
-    readonly access: "read" | "read_write";
+    readonly access: BindingAccess;
     /** Elements are `vec4`s of the float type (in every variant, or in those the test accepts). */
     readonly vec4?: boolean | VariantTest;
     /** The variants that declare and bind it (default: every variant). */
     readonly variants?: readonly string[];
   }
   | {
-    /** A fixed element type (`f32`: always f32, whatever the call's other float dtypes). */
-    readonly type: "u32" | "i32" | "f32" | "atomic<u32>" | "atomic<i32>";
-    readonly access: "read" | "read_write";
+    /**
+     * A fixed element type (`f32`: always f32, whatever the call's other float dtypes);
+     * `u8-words`: the bytes of a u8 tensor, 4 per word (`array<u32>`).
+     */
+    readonly type: "u32" | "i32" | "f32" | "atomic<u32>" | "atomic<i32>" | "u8-words";
+    readonly access: BindingAccess;
     /** The variants that declare and bind it (default: every variant). */
     readonly variants?: readonly string[];
   };
@@ -164,8 +173,13 @@ function isVec4(decl: BindingDecl, variant: string): boolean {
 /** The WGSL element type of a binding as stored. */
 function elementType(decl: BindingDecl, dtype: FloatDType | undefined, variant: string): string {
   if (decl.type === "float") return storageType(dtype, isVec4(decl, variant));
-  if (decl.type === "float-bits") return "u32";
+  if (decl.type === "float-bits" || decl.type === "u8-words") return "u32";
   return decl.type;
+}
+
+/** The access of binding `decl` in `variant`. */
+function accessOf(decl: BindingDecl, variant: string): "read" | "read_write" {
+  return typeof decl.access === "function" ? decl.access(variant) : decl.access;
 }
 
 /** Joins two parts of a variant with `_`, leaving out empty ones. */
@@ -311,7 +325,7 @@ export function defineKernel<
     for (const n of used) {
       const decl = d.bindings[n];
       lines.push(
-        `@group(0) @binding(${slot++}) var<storage, ${decl.access}> ${n}: array<${
+        `@group(0) @binding(${slot++}) var<storage, ${accessOf(decl, v)}> ${n}: array<${
           elementType(decl, dt[n], v)
         }>;`,
       );
@@ -344,7 +358,7 @@ export function defineKernel<
         }
         dtypes[n] = t.dtype;
       } else {
-        const want = decl.type.replace(/atomic<(\w+)>/, "$1");
+        const want = decl.type === "u8-words" ? "u8" : decl.type.replace(/atomic<(\w+)>/, "$1");
         if (t.dtype !== want) throw new TypeError(`${op}: ${n} ${t} must be ${want}`);
       }
     }

@@ -11,6 +11,7 @@ import type { Tensor } from "../gpu/mod.ts";
 import {
   ACTIVATION_BACKWARD_WGSL,
   ACTIVATION_FORWARD_WGSL,
+  ACTIVATION_KINDS,
   type ActivationKind,
 } from "./_activation_wgsl.ts";
 import { elementwiseMap, type ElementwiseMapKernel } from "./elementwise.ts";
@@ -23,23 +24,27 @@ export interface ActivationParams {
   readonly kind: ActivationKind;
 }
 
-const KINDS = Object.keys(ACTIVATION_FORWARD_WGSL) as ActivationKind[];
+/** The forward kernel of each kind (an {@linkcode elementwiseMap} kernel). */
+const FORWARD = Object.fromEntries(
+  ACTIVATION_KINDS.map((k): [ActivationKind, ElementwiseMapKernel] => [k, {
+    name: `${k}_forward`,
+    operands: [{ name: "y", access: "write" }, { name: "x", access: "read" }],
+    body: ACTIVATION_FORWARD_WGSL[k],
+  }]),
+) as Record<ActivationKind, ElementwiseMapKernel>;
 
-const FORWARD = new Map<ActivationKind, ElementwiseMapKernel>(KINDS.map((k) => [k, {
-  name: `${k}_forward`,
-  operands: [{ name: "y", access: "write" }, { name: "x", access: "read" }],
-  body: ACTIVATION_FORWARD_WGSL[k],
-}]));
-
-const BACKWARD = new Map<ActivationKind, ElementwiseMapKernel>(KINDS.map((k) => [k, {
-  name: `${k}_backward`,
-  operands: [
-    { name: "dx", access: "write" },
-    { name: "dy", access: "read" },
-    { name: "y", access: "read" },
-  ],
-  body: ACTIVATION_BACKWARD_WGSL[k],
-}]));
+/** The backward kernel of each kind. */
+const BACKWARD = Object.fromEntries(
+  ACTIVATION_KINDS.map((k): [ActivationKind, ElementwiseMapKernel] => [k, {
+    name: `${k}_backward`,
+    operands: [
+      { name: "dx", access: "write" },
+      { name: "dy", access: "read" },
+      { name: "y", access: "read" },
+    ],
+    body: ACTIVATION_BACKWARD_WGSL[k],
+  }]),
+) as Record<ActivationKind, ElementwiseMapKernel>;
 
 /**
  * Validates activation params: returns the kind.
@@ -53,9 +58,11 @@ const BACKWARD = new Map<ActivationKind, ElementwiseMapKernel>(KINDS.map((k) => 
  * ```
  */
 export function checkActivation(op: string, p: ActivationParams): ActivationKind {
-  if (!KINDS.includes(p?.kind)) {
+  if (!ACTIVATION_KINDS.includes(p?.kind)) {
     throw new RangeError(
-      `${op}: unknown activation kind ${JSON.stringify(p?.kind)} (expected ${KINDS.join(", ")})`,
+      `${op}: unknown activation kind ${JSON.stringify(p?.kind)} (expected ${
+        ACTIVATION_KINDS.join(", ")
+      })`,
     );
   }
   return p.kind;
@@ -80,7 +87,7 @@ export function checkActivation(op: string, p: ActivationParams): ActivationKind
  */
 export function activationForward(io: { y: Tensor; x: Tensor }, p: ActivationParams): void {
   const kind = checkActivation("activationForward", p);
-  elementwiseMap(`activationForward(${kind})`, FORWARD.get(kind)!, io);
+  elementwiseMap(`activationForward(${kind})`, FORWARD[kind], io);
 }
 
 /**
@@ -108,5 +115,5 @@ export function activationBackward(
   p: ActivationParams,
 ): void {
   const kind = checkActivation("activationBackward", p);
-  elementwiseMap(`activationBackward(${kind})`, BACKWARD.get(kind)!, io);
+  elementwiseMap(`activationBackward(${kind})`, BACKWARD[kind], io);
 }

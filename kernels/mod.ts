@@ -50,7 +50,7 @@ export {
   batchNormForward,
   type BatchNormParams,
   checkBatchNorm,
-} from "./batchnorm.ts";
+} from "./batchnorm/index.ts";
 export {
   checkConv2d,
   conv2dBackward,
@@ -70,7 +70,7 @@ export {
   type PrepareBatchShapes,
   resizeBilinear,
   type ResizeParams,
-} from "./data.ts";
+} from "./data/index.ts";
 export {
   checkDepthwise,
   depthwiseConv2dBackward,
@@ -91,12 +91,14 @@ export {
   addForward,
   type AddParams,
   cast,
+} from "./elementwise.ts";
+export {
   type ChannelSliceParams,
   checkChannelSlice,
   concatChannels,
   splitChannels,
   type SplitChannelsParams,
-} from "./elementwise.ts";
+} from "./concat.ts";
 export { createFiniteWatch, FINITE, finiteCheck, readFiniteWatch } from "./finite.ts";
 export {
   checkGemm,

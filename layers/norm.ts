@@ -8,7 +8,7 @@
 
 import { formatShape, type Shape, type Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
-import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm.ts";
+import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm/index.ts";
 import { checkLrn, lrnBackward, lrnForward } from "../kernels/lrn.ts";
 import {
   type Counter,

@@ -15,7 +15,8 @@
 
 import type { Shape, Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
-import { accumulate, concatChannels, splitChannels } from "../kernels/elementwise.ts";
+import { accumulate } from "../kernels/elementwise.ts";
+import { concatChannels, splitChannels } from "../kernels/concat.ts";
 import { type Ctx, type Epilogue, type Into, type Layer, release } from "./layer.ts";
 
 /** One step of a plan: a layer and the epilogue the rewrite fused into its forward. */

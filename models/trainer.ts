@@ -7,7 +7,7 @@
  */
 
 import type { Gpu, Tensor } from "../gpu/mod.ts";
-import { prepareBatch, type PrepareBatchParams } from "../kernels/data.ts";
+import { prepareBatch, type PrepareBatchParams } from "../kernels/data/index.ts";
 import {
   createLossScale,
   lossScaleCheck,

@@ -7,7 +7,7 @@
 // backward vs finite differences, validation, and a tensor past one binding.
 import assert from "node:assert/strict";
 import type { ActivationKind } from "../kernels/activation.ts";
-import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm.ts";
+import { batchNormBackward, batchNormForward, checkBatchNorm } from "../kernels/batchnorm/index.ts";
 import { assertClose, checkGradient, f32, f64, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { batchNormBackwardRef, batchNormTrainRef } from "./cpu_ref/batchnorm.ts";
 import { activationForwardRef } from "./cpu_ref/activation.ts";

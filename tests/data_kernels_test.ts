@@ -13,7 +13,7 @@ import {
   prepareBatch,
   type PrepareBatchParams,
   resizeBilinear,
-} from "../kernels/data.ts";
+} from "../kernels/data/index.ts";
 import { assertClose, F16_TEST, GPU_TEST, Rng, roundF16, tensorOf, testGpu } from "./harness.ts";
 import { augmentRef, prepareBatchRef, resizeBilinearRef, rnd } from "./cpu_ref/data.ts";
 import {

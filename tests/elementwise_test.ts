@@ -12,11 +12,10 @@ import {
   addBackwardRelu,
   addForward,
   cast,
-  concatChannels,
   elementwiseMap,
   type ElementwiseMapKernel,
-  splitChannels,
 } from "../kernels/elementwise.ts";
+import { concatChannels, splitChannels } from "../kernels/concat.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
 import {
   assertClose,
@@ -134,6 +133,44 @@ Deno.test("elementwise ops validate shapes, dtypes, params and aliasing", GPU_TE
   };
   assert.throws(() => elementwiseMap("twoOut", TWO_OUT, { u: a, v: a }), /share a buffer/);
 });
+
+Deno.test(
+  "elementwiseMap binds operands on one storage once, whatever their order",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    // The written operand comes last: in place, its binding (the first operand's) is read-write.
+    const AXPY: ElementwiseMapKernel = {
+      name: "test_axpy_written_last",
+      operands: [
+        { name: "x", access: "read" },
+        { name: "s", access: "read" },
+        { name: "y", access: "write" },
+      ],
+      uniforms: ["k"],
+      body: "y = p.k * x + s;",
+    };
+    const rng = new Rng(7);
+    for (const n of [5, 1001]) {
+      const xs = f32(rng.normalArray(n)), ss = f32(rng.normalArray(n));
+      const want = (x: Float32Array, s: Float32Array) =>
+        Float64Array.from(x, (v, i) => 3 * v + s[i]);
+      const x = gpu.tensor(xs, { shape: [n] }), s = gpu.tensor(ss, { shape: [n] });
+      const y = gpu.empty([n]);
+      elementwiseMap("axpy", AXPY, { x, s, y }, [3]);
+      assertClose(await y.toArray(), want(xs, ss), { what: `separate n=${n}` });
+      elementwiseMap("axpy", AXPY, { x, s, y: x }, [3]); // y = x (slots 0, 1, 0)
+      assertClose(await x.toArray(), want(xs, ss), { what: `y on x n=${n}` });
+      elementwiseMap("axpy", AXPY, { x: s, s, y: s }, [3]); // all on one (slots 0, 0, 0)
+      assertClose(await s.toArray(), want(ss, ss), { what: `all on s n=${n}` });
+      // The exact-size (scalar) path, y on s (slots 0, 1, 1).
+      const e = exactTensor(gpu, xs), g = exactTensor(gpu, ss);
+      elementwiseMap("axpy", AXPY, { x: e, s: g, y: g }, [3]);
+      assertClose(await g.toArray(), want(xs, ss), { what: `exact, y on s n=${n}` });
+      for (const t of [x, s, y, e, g]) t.dispose();
+    }
+  },
+);
 
 // ------------------------------------------------------------ beyond the device limits ----
 
@@ -493,5 +530,43 @@ Deno.test(
         }
       }
     });
+  },
+);
+
+Deno.test(
+  "elementwiseMap binds operands on one storage once, whatever their order",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    // The written operand comes last: in place, its binding (the first operand's) is read-write.
+    const AXPY: ElementwiseMapKernel = {
+      name: "test_axpy_written_last",
+      operands: [
+        { name: "x", access: "read" },
+        { name: "s", access: "read" },
+        { name: "y", access: "write" },
+      ],
+      uniforms: ["k"],
+      body: "y = p.k * x + s;",
+    };
+    const rng = new Rng(7);
+    for (const n of [5, 1001]) {
+      const xs = f32(rng.normalArray(n)), ss = f32(rng.normalArray(n));
+      const want = (x: Float32Array, s: Float32Array) =>
+        Float64Array.from(x, (v, i) => 3 * v + s[i]);
+      const x = gpu.tensor(xs, { shape: [n] }), s = gpu.tensor(ss, { shape: [n] });
+      const y = gpu.empty([n]);
+      elementwiseMap("axpy", AXPY, { x, s, y }, [3]);
+      assertClose(await y.toArray(), want(xs, ss), { what: `separate n=${n}` });
+      elementwiseMap("axpy", AXPY, { x, s, y: x }, [3]); // y = x (slots 0, 1, 0)
+      assertClose(await x.toArray(), want(xs, ss), { what: `y on x n=${n}` });
+      elementwiseMap("axpy", AXPY, { x: s, s, y: s }, [3]); // all on one (slots 0, 0, 0)
+      assertClose(await s.toArray(), want(ss, ss), { what: `all on s n=${n}` });
+      // The exact-size (scalar) path, y on s (slots 0, 1, 1).
+      const e = exactTensor(gpu, xs), g = exactTensor(gpu, ss);
+      elementwiseMap("axpy", AXPY, { x: e, s: g, y: g }, [3]);
+      assertClose(await g.toArray(), want(xs, ss), { what: `exact, y on s n=${n}` });
+      for (const t of [x, s, y, e, g]) t.dispose();
+    }
   },
 );

@@ -278,4 +278,54 @@ Deno.test("perSizes builds one description per set of compile-time constants", (
   const keys = [kernel(false, 4), kernel("true", 4), kernel("true,4", 4), kernel(true, 8)];
   assert.equal(new Set([kernel(true, 4), ...keys]).size, 5);
   assert.deepEqual(kernel(false, 4), { trans: false, tm: 4, id: 1 });
+// A binding whose access depends on the variant (written in place or read only), and the
+// packed bytes of a u8 tensor read as u32 words.
+const bytes = defineKernel({
+  name: "test_bytes",
+  doc: "thread i sets y[i] = byte i of src (+ y[i] in the acc variant)",
+  params: { n: "u32" },
+  bindings: {
+    y: { type: "float", access: "read_write" },
+    src: { type: "u8-words", access: "read" },
+    z: { type: "u32", access: (v) => (v === "acc" ? "read_write" : "read") },
+  },
+  variants: ["set", "acc"],
+  workgroupSize: 64,
+  body: ({ load, store, variant }) => {
+    const byte = "f32((src[g.x >> 2u] >> ((g.x & 3u) * 8u)) & 0xffu)";
+    const value = variant === "acc" ? `${load("y", "y[g.x]")} + ${byte}` : byte;
+    return `@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x >= p.n) { return; }
+  ${store("y", "y[g.x]", value)}
+  ${variant === "acc" ? "z[g.x] = z[g.x] + 1u;" : "_ = z[0];"}
+}`;
+  },
+});
+
+Deno.test("defineKernel: access per variant, u8 tensors as u32 words", GPU_TEST, async () => {
+  const set = bytes.spec({ y: "f32" }, "set");
+  assert.match(set.code, /@binding\(2\) var<storage, read> src: array<u32>;/);
+  assert.match(set.code, /@binding\(3\) var<storage, read> z: array<u32>;/);
+  const acc = bytes.spec({ y: "f32" }, "acc");
+  assert.match(acc.code, /@binding\(3\) var<storage, read_write> z: array<u32>;/);
+  const gpu = await testGpu();
+  const src = gpu.tensor(new Uint8Array([1, 2, 3, 250, 7]), { shape: [5] });
+  const y = gpu.zeros([5]);
+  const z = gpu.zeros([5], { dtype: "u32" });
+  bytes.dispatch({ variant: "set", params: { n: 5 }, bindings: { y, src, z }, workgroups: 1 });
+  bytes.dispatch({ variant: "acc", params: { n: 4 }, bindings: { y, src, z }, workgroups: 1 });
+  assert.deepEqual([...await y.toArray()], [2, 4, 6, 500, 7]);
+  assert.deepEqual([...await z.toArray()], [1, 1, 1, 1, 0]);
+  assert.throws(
+    () =>
+      bytes.dispatch({
+        op: "bytes",
+        variant: "set",
+        params: { n: 5 },
+        bindings: { y, src: gpu.zeros([2], { dtype: "u32" }), z },
+        workgroups: 1,
+      }),
+    /bytes: src .* must be u8/,
+  );
 });

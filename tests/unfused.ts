@@ -11,13 +11,8 @@
 // p4_2), DenseBlock (net: its conv blocks); any other layer with children is a chain of them,
 // where a Linear after a 4-d output gets the unnamed `x.view(n, -1)` of MobileNetV1's forward.
 import type { Tensor } from "../gpu/mod.ts";
-import {
-  accumulate,
-  addBackwardRelu,
-  addForward,
-  concatChannels,
-  splitChannels,
-} from "../kernels/elementwise.ts";
+import { accumulate, addBackwardRelu, addForward } from "../kernels/elementwise.ts";
+import { concatChannels, splitChannels } from "../kernels/concat.ts";
 import {
   activation,
   type BackwardOptions,

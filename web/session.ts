@@ -11,7 +11,7 @@
  */
 
 import type { Gpu } from "../gpu/mod.ts";
-import { prepareBatch } from "../kernels/data.ts";
+import { prepareBatch } from "../kernels/data/index.ts";
 import {
   createModel,
   type GpuImageSet,

@@ -7,7 +7,7 @@ import {
   activationForward,
   type ActivationKind,
 } from "../../kernels/activation.ts";
-import { batchNormBackward, batchNormForward } from "../../kernels/batchnorm.ts";
+import { batchNormBackward, batchNormForward } from "../../kernels/batchnorm/index.ts";
 import type { Shape, Tensor } from "../../gpu/mod.ts";
 import { activationBackwardRef, activationForwardRef } from "../cpu_ref/activation.ts";
 import {

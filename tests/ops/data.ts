@@ -1,6 +1,6 @@
 // The data kernels for testOp (tests/_op.ts): prepareBatch and resizeBilinear against the Float64
 // references of tests/cpu_ref/data.ts, and the suites of tests/data_kernels_test.ts.
-import { prepareBatch, type PrepareBatchParams, resizeBilinear } from "../../kernels/data.ts";
+import { prepareBatch, type PrepareBatchParams, resizeBilinear } from "../../kernels/data/index.ts";
 import { prepareBatchRef, resizeBilinearRef } from "../cpu_ref/data.ts";
 import type { CloseOptions, Rng } from "../harness.ts";
 import { input, type OpCase, opCase, type OpSuite, output } from "../_op.ts";

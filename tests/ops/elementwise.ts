@@ -3,13 +3,8 @@
 // the Float64 references of tests/cpu_ref/elementwise.ts, and the suites of
 // tests/elementwise_test.ts.
 import { activationBackward, type ActivationKind } from "../../kernels/activation.ts";
-import {
-  accumulate,
-  addBackwardRelu,
-  addForward,
-  concatChannels,
-  splitChannels,
-} from "../../kernels/elementwise.ts";
+import { accumulate, addBackwardRelu, addForward } from "../../kernels/elementwise.ts";
+import { concatChannels, splitChannels } from "../../kernels/concat.ts";
 import type { DType } from "../../gpu/mod.ts";
 import { activationBackwardRef, activationForwardRef } from "../cpu_ref/activation.ts";
 import {
