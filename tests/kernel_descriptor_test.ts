@@ -278,6 +278,8 @@ Deno.test("perSizes builds one description per set of compile-time constants", (
   const keys = [kernel(false, 4), kernel("true", 4), kernel("true,4", 4), kernel(true, 8)];
   assert.equal(new Set([kernel(true, 4), ...keys]).size, 5);
   assert.deepEqual(kernel(false, 4), { trans: false, tm: 4, id: 1 });
+});
+
 // A binding whose access depends on the variant (written in place or read only), and the
 // packed bytes of a u8 tensor read as u32 words.
 const bytes = defineKernel({
