@@ -1,5 +1,5 @@
 /**
- * Float64 CPU references of the GEMM family (`kernels/gemm.ts`): plain triple loops.
+ * Float64 CPU references of the GEMM family (`kernels/gemm/`): plain loops.
  *
  * @module
  */
@@ -79,5 +79,29 @@ export function gemmRef(
 export function sumRowsRef(x: Numeric, rows: number, cols: number): Float64Array {
   const y = new Float64Array(cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) y[c] += x[r * cols + c];
+  return y;
+}
+
+/**
+ * Sums of `x[outer, mid, inner]` over outer and inner in Float64 (`reduceStrided`).
+ *
+ * @example
+ * ```ts
+ * import { reduceStridedRef } from "./gemm.ts";
+ * reduceStridedRef([1, 2, 3, 4, 5, 6, 7, 8], 2, 2, 2); // Float64Array [14, 22]
+ * ```
+ */
+export function reduceStridedRef(
+  x: Numeric,
+  outer: number,
+  mid: number,
+  inner: number,
+): Float64Array {
+  const y = new Float64Array(mid);
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < mid; c++) {
+      for (let q = 0; q < inner; q++) y[c] += x[(o * mid + c) * inner + q];
+    }
+  }
   return y;
 }
