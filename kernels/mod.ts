@@ -126,7 +126,7 @@ export {
   maxPool2dBackward,
   maxPool2dForward,
   type Pool2dParams,
-} from "./pool.ts";
+} from "./pool/index.ts";
 export { checkSgd, type SgdParams, sgdUpdate } from "./sgd.ts";
 export {
   accuracyCount,

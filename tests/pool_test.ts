@@ -1,4 +1,4 @@
-// Tests of kernels/pool.ts: the suites of tests/ops/pool.ts (GPU vs the Float64 CPU references in
+// Tests of kernels/pool/: the suites of tests/ops/pool.ts (GPU vs the Float64 CPU references in
 // f32, f16 mixes and ranges of planes, the CPU backward vs finite differences), tie handling,
 // PyTorch fixtures (AvgPool2d with padding, MaxPool2d with ties), validation, and a tensor past
 // one binding.
@@ -12,7 +12,7 @@ import {
   maxPool2dBackward,
   maxPool2dForward,
   type Pool2dParams,
-} from "../kernels/pool.ts";
+} from "../kernels/pool/index.ts";
 import { assertClose, F16_TEST, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { maxPoolBackwardRef, maxPoolForwardRef } from "./cpu_ref/pool.ts";
 import type { Gpu } from "../gpu/mod.ts";
