@@ -76,7 +76,7 @@ export {
   depthwiseConv2dBackward,
   depthwiseConv2dForward,
   type DepthwiseParams,
-} from "./depthwise.ts";
+} from "./depthwise/index.ts";
 export {
   dropoutBackward,
   type DropoutBackwardParams,

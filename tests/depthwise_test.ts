@@ -1,4 +1,4 @@
-// Tests of kernels/depthwise.ts: the suites of tests/ops/depthwise.ts (GPU vs the Float64 CPU
+// Tests of kernels/depthwise/: the suites of tests/ops/depthwise.ts (GPU vs the Float64 CPU
 // reference in f32, in the training configuration of --precision f16 and a mix of f32 and f16
 // tensors, over ranges; the CPU backward vs finite differences), accumulation and partial
 // backwards, unread inputs, a PyTorch fixture (nn.Conv2d with groups = channels), validation, and
@@ -9,7 +9,7 @@ import {
   depthwiseConv2dBackward,
   depthwiseConv2dForward,
   type DepthwiseParams,
-} from "../kernels/depthwise.ts";
+} from "../kernels/depthwise/index.ts";
 import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { depthwiseBackwardRef, depthwiseForwardRef } from "./cpu_ref/depthwise.ts";
 import { atDeviceLimit, deviceLimit, readSlices, sampleUnits } from "./big.ts";
