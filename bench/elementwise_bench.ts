@@ -19,7 +19,7 @@ import {
   concatChannels,
   splitChannels,
 } from "../kernels/elementwise.ts";
-import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
 
 const gpu = await getGpu();

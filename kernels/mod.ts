@@ -134,4 +134,4 @@ export {
   checkSoftmaxCrossEntropy,
   softmaxCrossEntropy,
   type SoftmaxCrossEntropyParams,
-} from "./softmax_ce.ts";
+} from "./softmax_ce/index.ts";

@@ -9,7 +9,7 @@
 // leaves no handle live.
 import assert from "node:assert/strict";
 import type { Tensor } from "../gpu/mod.ts";
-import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import type { Ctx, Layer } from "../layers/mod.ts";
 import { buildArchitecture, createModel, type Model, type ModelName } from "../models/mod.ts";
 import { detState, detValues } from "./det.ts";

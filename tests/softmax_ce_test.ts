@@ -1,11 +1,11 @@
-// Tests of kernels/softmax_ce.ts: the suites of tests/ops/softmax_ce.ts (GPU vs the Float64 CPU
+// Tests of kernels/softmax_ce/: the suites of tests/ops/softmax_ce.ts (GPU vs the Float64 CPU
 // reference on several shapes, rows > workgroup size included, with smoothing, accumulation, in
 // place, ranges, f16 logits and gradients, loss scales), the CPU reference against finite
 // differences and PyTorch, huge logits, argmax ties, invalid labels, accuracy, validation, and
 // tensors past one binding and the loop cap.
 import assert from "node:assert/strict";
 import { type Gpu, Tensor } from "../gpu/mod.ts";
-import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import {
   assertClose,
   checkGradient,
