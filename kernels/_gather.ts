@@ -6,12 +6,14 @@
  * once, by one thread, without atomics.
  *
  * This module holds what those kernels share: which outputs reach a block-local input
- * ({@linkcode blockTaps}, {@linkcode blockOffsets}), and the WGSL of the thread's block index and
- * of the covering outputs' coordinates ({@linkcode BLOCK_MAIN}, {@linkcode coveringOutputs}).
- * A leaf of the kernels' module graph. Private to `kernels/`.
+ * ({@linkcode blockTaps}) and a whole block ({@linkcode blockCover}, with the WGSL that locates
+ * them), and the WGSL of the thread's block index ({@linkcode BLOCK_MAIN}). A leaf of the
+ * kernels' module graph (it imports only a type of `_geometry.ts`). Private to `kernels/`.
  *
  * @module
  */
+
+import type { Window2d } from "./_geometry.ts";
 
 /**
  * The outputs reaching a block-local coordinate `u` along one axis (blocks aligned to the stride
@@ -37,18 +39,8 @@ export function blockTaps(u: number, s: number, pad: number, k: number, d = 1): 
   return out;
 }
 
-/**
- * The distinct output offsets `a` of the `[a, t]` pairs of every block-local coordinate
- * (see {@linkcode blockTaps}), ascending: the outputs a block's thread loads.
- *
- * @returns The offsets.
- * @example
- * ```ts
- * import { blockOffsets, blockTaps } from "./_gather.ts";
- * blockOffsets([0, 1].map((u) => blockTaps(u, 2, 0, 3))); // [-1, 0]
- * ```
- */
-export function blockOffsets(taps: readonly (readonly [number, number])[][]): number[] {
+/** The distinct output offsets `a` of the `[a, t]` pairs of every block-local coordinate. */
+function blockOffsets(taps: readonly (readonly [number, number])[][]): number[] {
   return [...new Set(taps.flat().map(([a]) => a))].sort((x, y) => x - y);
 }
 
@@ -87,19 +79,41 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let by = r / p.wb;
   let bx = r - by * p.wb;`;
 
+/** What a block's thread reaches (see {@linkcode blockCover}). */
+export interface BlockCover {
+  /** Per block-local row `u` (`0 <= u < sh`), its `[a, tap]` pairs (see {@linkcode blockTaps}). */
+  readonly rows: [number, number][][];
+  /** Per block-local column `v` (`0 <= v < sw`), its `[b, tap]` pairs. */
+  readonly cols: [number, number][][];
+  /** The distinct row offsets `a` of the outputs the block reaches, ascending. */
+  readonly as: number[];
+  /** The distinct column offsets `b`, ascending. */
+  readonly bs: number[];
+  /**
+   * WGSL lines (inside {@linkcode BLOCK_MAIN}'s entry point, `Params` fields `oh`, `ow`): the
+   * coordinates `oyA` / `oxB` of the outputs `(by + a, bx + b)` the block reaches, and whether
+   * each lies inside the output plane (`okYA`, `okXB`), named with {@linkcode offsetId}.
+   */
+  readonly lines: string[];
+}
+
 /**
- * WGSL lines (inside {@linkcode BLOCK_MAIN}'s entry point, `Params` fields `oh`, `ow`): the
- * coordinates `oyA` / `oxB` of the outputs `(by + a, bx + b)` a block reaches, for each of `as`
- * and `bs`, and whether each lies inside the output plane (`okYA`, `okXB`).
+ * The outputs a block of `sh x sw` inputs aligned to the stride reaches through `win`, and the
+ * WGSL that locates them.
  *
- * @returns The lines, indented.
+ * @returns The block's taps, offsets and lines.
  * @example
  * ```ts
- * import { coveringOutputs } from "./_gather.ts";
- * coveringOutputs([-1, 0], [0])[0]; // "  let oym1 = i32(by) + -1;"
+ * import { blockCover } from "./_gather.ts";
+ * const c = blockCover({ kh: 3, kw: 3, sh: 2, sw: 2, ph: 0, pw: 0, dh: 1, dw: 1 });
+ * console.log(c.as, c.lines[0]); // [ -1, 0 ] "  let oym1 = i32(by) + -1;"
  * ```
  */
-export function coveringOutputs(as: readonly number[], bs: readonly number[]): string[] {
+export function blockCover(win: Window2d): BlockCover {
+  const { kh, kw, sh, sw, ph, pw, dh, dw } = win;
+  const rows = Array.from({ length: sh }, (_, u) => blockTaps(u, sh, ph, kh, dh));
+  const cols = Array.from({ length: sw }, (_, v) => blockTaps(v, sw, pw, kw, dw));
+  const as = blockOffsets(rows), bs = blockOffsets(cols);
   const id = offsetId;
   const lines: string[] = [];
   for (const a of as) {
@@ -110,5 +124,5 @@ export function coveringOutputs(as: readonly number[], bs: readonly number[]): s
     lines.push(`  let ox${id(b)} = i32(bx) + ${b};`);
     lines.push(`  let okX${id(b)} = ox${id(b)} >= 0 && ox${id(b)} < i32(p.ow);`);
   }
-  return lines;
+  return { rows, cols, as, bs, lines };
 }

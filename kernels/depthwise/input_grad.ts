@@ -10,7 +10,7 @@
 import { grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange } from "../_binding.ts";
 import { assignAs, loadF32 } from "../_dtype.ts";
-import { BLOCK_MAIN, blockOffsets, blockTaps, coveringOutputs, offsetId } from "../_gather.ts";
+import { BLOCK_MAIN, blockCover, offsetId } from "../_gather.ts";
 import { defineKernel, perSizes } from "../_kernel.ts";
 import { type BlockGatherPass, WG } from "./plan.ts";
 
@@ -57,11 +57,8 @@ const backwardDataBlockKernel = perSizes((
     },
     workgroupSize: WG,
     body: ({ dtypes: dt }) => {
-      const rows = Array.from({ length: sh }, (_, u) => blockTaps(u, sh, ph, kh, dh));
-      const cols = Array.from({ length: sw }, (_, v) => blockTaps(v, sw, pw, kw, dw));
-      const as = blockOffsets(rows), bs = blockOffsets(cols);
+      const { rows, cols, as, bs, lines } = blockCover({ kh, kw, sh, sw, ph, pw, dh, dw });
       const id = offsetId;
-      const lines = coveringOutputs(as, bs);
       for (const a of as) {
         for (const b of bs) {
           const d = `d${id(a)}_${id(b)}`;

@@ -11,7 +11,7 @@
 
 import { grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange } from "../_binding.ts";
-import { assignAs, loadF32 } from "../_dtype.ts";
+import { assignAs, type FloatDType, loadF32 } from "../_dtype.ts";
 import { defineKernel, perSizes, variantProduct } from "../_kernel.ts";
 import { type RowConvPass, rowSpan, V, WG } from "./plan.ts";
 
@@ -32,6 +32,36 @@ const KW = ${kw};
 const SW = ${sw};
 const DW = ${dw};
 const SPAN = ${rowSpan(kw, sw, dw)};`;
+}
+
+/**
+ * WGSL: the loop over the kernel rows of a unit of {@linkcode V} outputs (after `base`, `iy0` and
+ * `ix0` are defined: its plane's first element in `x`, its first input row and column): for each
+ * row inside the plane, loads the row span into `row` (zero outside the plane; only where
+ * `guard`, a WGSL condition followed by `&&`, holds), then runs `tap` (a statement) for each tap
+ * `kx` (see {@linkcode rowTaps}).
+ *
+ * @returns The loop, indented for an entry point's body.
+ * @example
+ * ```ts
+ * import { rowLoop, rowTaps } from "./row_conv.ts";
+ * const loop = rowLoop("f32", "", `acc += vec4f(${rowTaps(1)}) * wt[ky * KW + kx];`);
+ * ```
+ */
+export function rowLoop(x: FloatDType, guard: string, tap: string): string {
+  return `  for (var ky = 0; ky < KH; ky++) {
+    let iy = iy0 + ky * p.dh;
+    if (iy < 0 || iy >= i32(p.h)) { continue; }
+    let rbase = base + u32(iy) * p.w;
+    var row: array<f32, SPAN>;
+    for (var t = 0; t < SPAN; t++) {
+      let ix = ix0 + t;
+      if (${guard}ix >= 0 && ix < i32(p.w)) { row[t] = ${loadF32(x, "x[rbase + u32(ix)]")}; }
+    }
+    for (var kx = 0; kx < KW; kx++) {
+      ${tap}
+    }
+  }`;
 }
 
 /**
@@ -114,19 +144,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let ix0 = i32(ox0) * SW - p.pw;
   let wbase = ch * u32(KH * KW);
   var acc = vec4f(0.0);
-  for (var ky = 0; ky < KH; ky++) {
-    let iy = iy0 + ky * p.dh;
-    if (iy < 0 || iy >= i32(p.h)) { continue; }
-    let rbase = base + u32(iy) * p.w;
-    var row: array<f32, SPAN>;
-    for (var t = 0; t < SPAN; t++) {
-      let ix = ix0 + t;
-      if (ix >= 0 && ix < i32(p.w)) { row[t] = ${loadF32(dt.x, "x[rbase + u32(ix)]")}; }
-    }
-    for (var kx = 0; kx < KW; kx++) {
-      acc += vec4f(${taps}) * ${loadF32(dt.wt, `wt[wbase + u32(${wIndex})]`)};
-    }
-  }
+${rowLoop(dt.x, "", `acc += vec4f(${taps}) * ${loadF32(dt.wt, `wt[wbase + u32(${wIndex})]`)};`)}
   ${bias ? `acc += ${loadF32(dt.bias, "bias[ch]")};` : ""}
   let o = p.yBase + (plane * p.oh + oy) * p.ow + ox0;
   let n = min(p.ow - ox0, ${V}u);

@@ -16,7 +16,7 @@ import { assignAs, type FloatDType, loadF32 } from "../_dtype.ts";
 import type { PlaneWindow } from "../_geometry.ts";
 import { defineKernel, perSizes, variantProduct } from "../_kernel.ts";
 import { type ChunkedWeightGradPass, type SerialWeightGradPass, V, WG } from "./plan.ts";
-import { rowConsts, rowTaps } from "./row_conv.ts";
+import { rowConsts, rowLoop, rowTaps } from "./row_conv.ts";
 
 /** The window geometry fields of the weight-gradient kernels' `Params`, in struct order. */
 const GEOMETRY = {
@@ -81,21 +81,7 @@ fn unit(plane: u32, oy: u32, ox0: u32, acc: ptr<function, array<f32, KK1>>) {
   let iy0 = i32(oy) * p.sh - p.ph;
   let ix0 = i32(ox0) * SW - p.pw;
   let tmax = i32(n - 1u) * SW + (KW - 1) * DW;
-  for (var ky = 0; ky < KH; ky++) {
-    let iy = iy0 + ky * p.dh;
-    if (iy < 0 || iy >= i32(p.h)) { continue; }
-    let rbase = base + u32(iy) * p.w;
-    var row: array<f32, SPAN>;
-    for (var t = 0; t < SPAN; t++) {
-      let ix = ix0 + t;
-      if (t <= tmax && ix >= 0 && ix < i32(p.w)) { row[t] = ${
-    loadF32(dt.x, "x[rbase + u32(ix)]")
-  }; }
-    }
-    for (var kx = 0; kx < KW; kx++) {
-      (*acc)[ky * KW + kx] += dot(g, vec4f(${taps}));
-    }
-  }
+${rowLoop(dt.x, "t <= tmax && ", `(*acc)[ky * KW + kx] += dot(g, vec4f(${taps}));`)}
 }`;
 }
 

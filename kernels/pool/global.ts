@@ -1,10 +1,10 @@
 /**
  * Global average pooling (`nn.AdaptiveAvgPool2d((1, 1))`): the kernels and their recorders. The
- * forward pass uses one thread per `(b, ch)` plane, or, for planes longer than one segment of
- * `GLOBAL_SEGMENT` elements (`plan.ts`) (llvmpipe's silent cap of 65535 loop iterations per
- * invocation), one thread per segment and a second pass that adds the segments' f32 sums; the
- * backward pass uses one thread per input element. `plan.ts` sizes the segments and the ranges of
- * planes.
+ * forward pass uses one thread per `(b, ch)` plane or, for planes longer than one segment (at
+ * most `GLOBAL_SEGMENT` elements, to stay under llvmpipe's silent cap of 65535 loop iterations
+ * per invocation), one thread per segment and a second pass that adds the segments' f32 sums;
+ * the backward pass uses one thread per input element. `plan.ts` sizes the segments and the
+ * ranges of planes.
  *
  * @module
  */

@@ -12,7 +12,8 @@
 
 import { grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange, type TensorRange } from "../_binding.ts";
-import { BLOCK_MAIN, blockOffsets, blockTaps, coveringOutputs, offsetId } from "../_gather.ts";
+import { BLOCK_MAIN, blockCover, offsetId } from "../_gather.ts";
+import type { PlaneWindow } from "../_geometry.ts";
 import { defineKernel, perSizes } from "../_kernel.ts";
 import { type Pool2dPlan, WG } from "./plan.ts";
 
@@ -37,6 +38,23 @@ export function bindPlanes(
   perPlane: number,
 ): TensorRange {
   return bindingRange(t, first * perPlane, (end - first) * perPlane);
+}
+
+/**
+ * The bindings of planes `range` of a pooling's input-sized tensor (`h x w` planes) and of its
+ * output-sized ones (`oh x ow` planes: the output or its gradient, and argmax).
+ */
+function bindRange(
+  r: PlaneWindow,
+  range: readonly [number, number],
+  t: { input: Tensor; output: Tensor; argmax?: Tensor | undefined },
+): { input: TensorRange; output: TensorRange; argmax?: TensorRange | undefined } {
+  const ohw = r.oh * r.ow;
+  return {
+    input: bindPlanes(t.input, range, r.h * r.w),
+    output: bindPlanes(t.output, range, ohw),
+    argmax: t.argmax && bindPlanes(t.argmax, range, ohw),
+  };
 }
 
 /**
@@ -187,11 +205,8 @@ const backwardKernel = perSizes((
     workgroupSize: WG,
     body: ({ dtypes: dt, variant }) => {
       const max = variant === "max";
-      const rows = Array.from({ length: sh }, (_, u) => blockTaps(u, sh, ph, kh));
-      const cols = Array.from({ length: sw }, (_, v) => blockTaps(v, sw, pw, kw));
-      const as = blockOffsets(rows), bs = blockOffsets(cols);
+      const { rows, cols, as, bs, lines } = blockCover({ kh, kw, sh, sw, ph, pw, dh: 1, dw: 1 });
       const id = offsetId;
-      const lines = coveringOutputs(as, bs);
       for (const a of as) {
         for (const b of bs) {
           const ab = `${id(a)}_${id(b)}`;
@@ -262,13 +277,14 @@ export function recordPool2dForward(
   io: { y: Tensor; argmax?: Tensor | undefined; x: Tensor },
 ): void {
   const r = plan.window;
-  const hw = r.h * r.w, ohw = r.oh * r.ow;
   const kernel = forwardKernel(r.kh, r.kw);
   for (const range of plan.ranges) {
-    const x = bindPlanes(io.x, range, hw);
-    const y = bindPlanes(io.y, range, ohw);
-    const argmax = io.argmax && bindPlanes(io.argmax, range, ohw);
-    const total = (range[1] - range[0]) * ohw;
+    const { input: x, output: y, argmax } = bindRange(r, range, {
+      input: io.x,
+      output: io.y,
+      argmax: io.argmax,
+    });
+    const total = (range[1] - range[0]) * r.oh * r.ow;
     kernel.dispatch({
       op,
       variant: kind,
@@ -318,12 +334,13 @@ export function recordPool2dBackward(
 ): void {
   const r = plan.window;
   const { hb, wb } = plan;
-  const hw = r.h * r.w, ohw = r.oh * r.ow;
   const kernel = backwardKernel(r.kh, r.kw, r.sh, r.sw, r.ph, r.pw);
   for (const range of plan.ranges) {
-    const dx = bindPlanes(io.dx, range, hw);
-    const dy = bindPlanes(io.dy, range, ohw);
-    const argmax = io.argmax && bindPlanes(io.argmax, range, ohw);
+    const { input: dx, output: dy, argmax } = bindRange(r, range, {
+      input: io.dx,
+      output: io.dy,
+      argmax: io.argmax,
+    });
     const total = (range[1] - range[0]) * hb * wb;
     kernel.dispatch({
       op,
