@@ -13,7 +13,7 @@ import {
   depthwiseConv2dBackward,
   depthwiseConv2dForward,
   type DepthwiseParams,
-} from "../kernels/depthwise.ts";
+} from "../kernels/depthwise/index.ts";
 
 const gpu = await getGpu();
 const BATCH = 32;

@@ -14,7 +14,7 @@ import { activationBackward, activationForward } from "../kernels/activation.ts"
 import { dropoutBackward, dropoutForward, dropoutMaskWords } from "../kernels/dropout.ts";
 import { accumulate, addBackwardRelu, addForward } from "../kernels/elementwise.ts";
 import { concatChannels, splitChannels } from "../kernels/concat.ts";
-import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
 
 const gpu = await getGpu();

@@ -19,7 +19,7 @@ import {
   maxPool2dBackward,
   maxPool2dForward,
   type Pool2dParams,
-} from "../kernels/pool.ts";
+} from "../kernels/pool/index.ts";
 
 const gpu = await getGpu();
 const BATCH = 32;

@@ -150,11 +150,59 @@ export function setBindingLimitForTests(elements: number | undefined): void {
   testLimit = elements;
 }
 
+/** What {@linkcode splitUnits} splits: units of work and what one range of them may hold. */
+export interface UnitSplit {
+  /** Consecutive units of work (samples, planes, rows). */
+  readonly units: number;
+  /** Elements per unit of the largest tensor. */
+  readonly perUnit: number;
+  /** Range starts are multiples of `quantum` units (default 1). */
+  readonly quantum?: number;
+  /** Most units per range (default unlimited), e.g. to respect the workgroup count limit. */
+  readonly maxUnits?: number;
+  /**
+   * Most elements one binding may span: default `maxBindingElements(of)`; runners pass
+   * {@linkcode bindingLimit} (which tests may lower).
+   */
+  readonly limit?: number;
+}
+
+/**
+ * {@linkcode unitRanges} for pure planners: splits `s.units` units of `s.perUnit` elements into
+ * ranges `[u0, u1)` that each fit one binding of `of` (an `AdapterProfile` or a `Gpu`) under
+ * `s.limit` elements.
+ *
+ * @returns The ranges in order (none when `units` is 0).
+ * @throws {RangeError} when `quantum` units alone exceed one binding, naming `op`.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "./_adapter.ts";
+ * import { splitUnits } from "./_binding.ts";
+ * splitUnits("maxPool2dForward", WEBGPU_DEFAULT_PROFILE, { units: 128 * 96, perUnit: 54 * 54 }).length; // 2
+ * ```
+ */
+export function splitUnits(op: string, of: BindingLimitsOf, s: UnitSplit): [number, number][] {
+  const { units, perUnit, quantum = 1, maxUnits = Infinity } = s;
+  const limit = s.limit ?? maxBindingElements(of);
+  let per = Math.min(Math.floor(limit / Math.max(1, perUnit)), maxUnits);
+  per = Math.floor(per / quantum) * quantum;
+  if (per < 1) {
+    throw new RangeError(
+      `${op}: ${quantum} unit(s) of ${perUnit} elements (${quantum * perUnit * 4} bytes) do not ` +
+        `fit one storage binding (maxStorageBufferBindingSize ` +
+        `${of.limits.maxStorageBufferBindingSize} bytes)`,
+    );
+  }
+  const out: [number, number][] = [];
+  for (let u0 = 0; u0 < units; u0 += per) out.push([u0, Math.min(u0 + per, units)]);
+  return out;
+}
+
 /**
  * Splits `units` consecutive units of work (samples, planes, rows), whose largest tensor takes
  * `perUnit` elements per unit, into ranges `[u0, u1)` that each fit one binding (and hold at
  * most `maxUnits` units, e.g. to respect the workgroup count limit). Range starts are multiples
- * of `quantum` units.
+ * of `quantum` units. {@linkcode splitUnits} under this device's {@linkcode bindingLimit}.
  *
  * @returns The ranges in order (none when `units` is 0).
  * @throws {RangeError} when `quantum` units alone exceed one binding, naming `op`.
@@ -174,17 +222,5 @@ export function unitRanges(
   quantum = 1,
   maxUnits = Infinity,
 ): [number, number][] {
-  const limit = bindingLimit(gpu);
-  let per = Math.min(Math.floor(limit / Math.max(1, perUnit)), maxUnits);
-  per = Math.floor(per / quantum) * quantum;
-  if (per < 1) {
-    throw new RangeError(
-      `${op}: ${quantum} unit(s) of ${perUnit} elements (${quantum * perUnit * 4} bytes) do not ` +
-        `fit one storage binding (maxStorageBufferBindingSize ` +
-        `${gpu.limits.maxStorageBufferBindingSize} bytes)`,
-    );
-  }
-  const out: [number, number][] = [];
-  for (let u0 = 0; u0 < units; u0 += per) out.push([u0, Math.min(u0 + per, units)]);
-  return out;
+  return splitUnits(op, gpu, { units, perUnit, quantum, maxUnits, limit: bindingLimit(gpu) });
 }

@@ -76,7 +76,7 @@ export {
   depthwiseConv2dBackward,
   depthwiseConv2dForward,
   type DepthwiseParams,
-} from "./depthwise.ts";
+} from "./depthwise/index.ts";
 export {
   dropoutBackward,
   type DropoutBackwardParams,
@@ -128,7 +128,7 @@ export {
   maxPool2dBackward,
   maxPool2dForward,
   type Pool2dParams,
-} from "./pool.ts";
+} from "./pool/index.ts";
 export { checkSgd, type SgdParams, sgdUpdate } from "./sgd.ts";
 export {
   accuracyCount,
@@ -136,4 +136,4 @@ export {
   checkSoftmaxCrossEntropy,
   softmaxCrossEntropy,
   type SoftmaxCrossEntropyParams,
-} from "./softmax_ce.ts";
+} from "./softmax_ce/index.ts";

@@ -13,7 +13,7 @@ import {
   conv2dForward,
   type Conv2dParams,
 } from "../kernels/conv2d/index.ts";
-import { depthwiseConv2dBackward, depthwiseConv2dForward } from "../kernels/depthwise.ts";
+import { depthwiseConv2dBackward, depthwiseConv2dForward } from "../kernels/depthwise/index.ts";
 import { gemm, sumRows } from "../kernels/gemm/index.ts";
 import { window2d, type Window2dParams } from "../kernels/_geometry.ts";
 import { type EpilogueActivation, epilogueGrad } from "./elementwise.ts";

@@ -13,7 +13,7 @@ import {
   globalAvgPoolForward,
   maxPool2dBackward,
   maxPool2dForward,
-} from "../kernels/pool.ts";
+} from "../kernels/pool/index.ts";
 import { window2d, type Window2dParams } from "../kernels/_geometry.ts";
 import { expectRank, type Layer, leaf, release } from "./layer.ts";
 

@@ -17,7 +17,7 @@ import {
 } from "../kernels/loss_scale.ts";
 import { createFiniteWatch, finiteCheck, readFiniteWatch } from "../kernels/finite.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
-import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import type { Ctx } from "../layers/mod.ts";
 import type { Model, Precision } from "./model.ts";
 

@@ -1,4 +1,4 @@
-// Tests of kernels/depthwise.ts: the suites of tests/ops/depthwise.ts (GPU vs the Float64 CPU
+// Tests of kernels/depthwise/: the suites of tests/ops/depthwise.ts (GPU vs the Float64 CPU
 // reference in f32, in the training configuration of --precision f16 and a mix of f32 and f16
 // tensors, over ranges; the CPU backward vs finite differences), accumulation and partial
 // backwards, unread inputs, a PyTorch fixture (nn.Conv2d with groups = channels), validation, and
@@ -9,13 +9,16 @@ import {
   depthwiseConv2dBackward,
   depthwiseConv2dForward,
   type DepthwiseParams,
-} from "../kernels/depthwise.ts";
+} from "../kernels/depthwise/index.ts";
 import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { depthwiseBackwardRef, depthwiseForwardRef } from "./cpu_ref/depthwise.ts";
 import { atDeviceLimit, deviceLimit, readSlices, sampleUnits } from "./big.ts";
 import type { Gpu, Shape } from "../gpu/mod.ts";
 import { runOp, testOp } from "./_op.ts";
 import { depthwise, DW_SUITES, dwGeom } from "./ops/depthwise.ts";
+import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
+import { depthwiseWindow } from "../kernels/depthwise/geometry.ts";
+import { planDepthwise } from "../kernels/depthwise/plan.ts";
 
 for (const suite of DW_SUITES) testOp(suite);
 
@@ -248,4 +251,57 @@ Deno.test("depthwise rejects non-float tensors, naming the op", GPU_TEST, async 
     bad("depthwiseConv2dBackward", "dw"),
   );
   await gpu.sync();
+});
+
+Deno.test("planDepthwise: paths, ranges and chunks as plain values", () => {
+  const profile = WEBGPU_DEFAULT_PROFILE;
+  const op = "depthwiseConv2dBackward";
+  const plan = (p: DepthwiseParams, limit?: number) =>
+    planDepthwise(
+      { op, window: depthwiseWindow(op, p), call: "backward", dx: true, dw: true, db: true },
+      profile,
+      limit,
+    );
+  // Stride 1: the input gradient is the row convolution of dy with the flipped kernel.
+  const s1 = plan({ n: 3, c: 2, h: 41, w: 40, kernel: 3 });
+  const row = s1.inputGrad;
+  assert.ok(row?.path === "rowConv");
+  const g = row.window;
+  assert.deepEqual([g.h, g.w, g.oh, g.ow, g.ph, g.pw], [39, 38, 41, 40, 2, 2]);
+  assert.equal(row.flip, true);
+  assert.equal(row.owb, 10);
+  // 3 * 39 * 10 = 1170 units per channel: chunked.
+  assert.equal(s1.weightGrad?.path, "chunked");
+  // Strided: the gather over blocks; a short reduction: serial.
+  const s2 = plan({ n: 2, c: 3, h: 6, w: 5, kernel: 3, stride: 2, padding: 1 });
+  const gather = s2.inputGrad;
+  assert.ok(gather?.path === "blockGather");
+  assert.deepEqual([gather.hb, gather.wb], [3, 3]);
+  assert.deepEqual(s2.weightGrad, {
+    path: "serial",
+    window: s2.window,
+    accumulate: false,
+    units: 2 * 3 * 1,
+  });
+  // Ranges: MobileNet's first strided layer past one 128 MiB binding; chunks numbered in order.
+  const big = plan({ n: 256, c: 64, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 });
+  assert.ok(big.inputGrad !== undefined && big.inputGrad.ranges.length === 2);
+  const wg = big.weightGrad;
+  assert.ok(wg?.path === "chunked");
+  assert.deepEqual(wg.ranges.map((r) => r.samples), [[0, 227], [227, 256]]);
+  assert.equal(wg.ranges[1].chunkOff, wg.ranges[0].chunks);
+  assert.equal(wg.chunks, wg.ranges[0].chunks + wg.ranges[1].chunks);
+  // A lowered binding limit splits planes; the forward pass plans alone.
+  const fwd = planDepthwise(
+    { op, window: depthwiseWindow(op, { n: 2, c: 3, h: 9, w: 10, kernel: 3 }), call: "forward" },
+    profile,
+    200,
+  );
+  assert.deepEqual(fwd.forward?.ranges, [[0, 2], [2, 4], [4, 6]]);
+  assert.equal(fwd.inputGrad, undefined);
+  assert.equal(fwd.weightGrad, undefined);
+  assert.throws(
+    () => plan({ n: 1, c: 1, h: 300, w: 300, kernel: 61 }),
+    /kernel \[61, 61\] with stride 1 and dilation 1 is too large/,
+  );
 });

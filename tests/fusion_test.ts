@@ -14,7 +14,7 @@ import { cast } from "../kernels/elementwise.ts";
 import { createFiniteWatch, finiteCheck, readFiniteWatch } from "../kernels/finite.ts";
 import { createLossScale, lossScaleCheck } from "../kernels/loss_scale.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
-import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import type { Ctx, Layer } from "../layers/mod.ts";
 import {
   buildArchitecture,

@@ -9,8 +9,8 @@ import {
   window2d,
 } from "../kernels/_geometry.ts";
 import { checkConv2d, conv2dGeometry } from "../kernels/conv2d/index.ts";
-import { checkDepthwise } from "../kernels/depthwise.ts";
-import { checkPool2d } from "../kernels/pool.ts";
+import { checkDepthwise } from "../kernels/depthwise/index.ts";
+import { checkPool2d } from "../kernels/pool/index.ts";
 import { avgPool2d, conv2d, maxPool2d } from "../layers/mod.ts";
 
 const isError = (type: ErrorConstructor, re: RegExp) => (e: Error) =>

@@ -14,7 +14,7 @@ import {
   lossScaleUpdate,
   readLossScale,
 } from "../kernels/loss_scale.ts";
-import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
 import {
   assertClose,

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import type { Tensor } from "../gpu/mod.ts";
 import { createLossScale } from "../kernels/loss_scale.ts";
-import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import type { Ctx } from "../layers/mod.ts";
 import {
   buildArchitecture,

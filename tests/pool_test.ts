@@ -1,4 +1,4 @@
-// Tests of kernels/pool.ts: the suites of tests/ops/pool.ts (GPU vs the Float64 CPU references in
+// Tests of kernels/pool/: the suites of tests/ops/pool.ts (GPU vs the Float64 CPU references in
 // f32, f16 mixes and ranges of planes, the CPU backward vs finite differences), tie handling,
 // PyTorch fixtures (AvgPool2d with padding, MaxPool2d with ties), validation, and a tensor past
 // one binding.
@@ -12,13 +12,16 @@ import {
   maxPool2dBackward,
   maxPool2dForward,
   type Pool2dParams,
-} from "../kernels/pool.ts";
+} from "../kernels/pool/index.ts";
 import { assertClose, F16_TEST, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { maxPoolBackwardRef, maxPoolForwardRef } from "./cpu_ref/pool.ts";
 import type { Gpu } from "../gpu/mod.ts";
 import { atDeviceLimit, deviceLimit, fastFill, readSlices, sampleUnits } from "./big.ts";
 import { runOp, testOp } from "./_op.ts";
 import { GLOBAL_POOL_SUITES, pool2d, POOL_SUITES, poolGeom, poolLabel } from "./ops/pool.ts";
+import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
+import { poolWindow } from "../kernels/pool/geometry.ts";
+import { planGlobalAvgPool, planPool2d } from "../kernels/pool/plan.ts";
 
 for (const suite of POOL_SUITES) testOp(suite);
 for (const suite of GLOBAL_POOL_SUITES) testOp(suite);
@@ -214,3 +217,29 @@ Deno.test(
     });
   },
 );
+
+Deno.test("planPool2d / planGlobalAvgPool: ranges of planes and segments as plain values", () => {
+  const profile = WEBGPU_DEFAULT_PROFILE;
+  const op = "maxPool2dForward";
+  const alex = poolWindow(op, { n: 128, c: 96, h: 54, w: 54, kernel: 3, stride: 2 });
+  // 12288 planes of 54 x 54 in 128 MiB bindings: 11506 planes per range.
+  assert.deepEqual(planPool2d({ op, window: alex }, profile), {
+    window: alex,
+    ranges: [[0, 11506], [11506, 12288]],
+    hb: 27,
+    wb: 27,
+  });
+  const small = poolWindow(op, { n: 1, c: 2, h: 9, w: 7, kernel: [3, 2], stride: [1, 2] });
+  assert.deepEqual(planPool2d({ op, window: small }, profile, 64).ranges, [[0, 1], [1, 2]]);
+  assert.throws(() => planPool2d({ op, window: small }, profile, 62), /do not fit one storage/);
+  const g = { op: "globalAvgPoolForward", dims: { n: 2, c: 8, h: 200, w: 200 } };
+  // 40000 elements per plane: 3 segments of at most 16384 for the forward pass's threads.
+  assert.deepEqual(planGlobalAvgPool(g, profile), {
+    planes: 16,
+    hw: 40000,
+    splits: 3,
+    seg: 13334,
+    ranges: [[0, 16]],
+  });
+  assert.equal(planGlobalAvgPool(g, profile, 100000).ranges.length, 8);
+});

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import type { Tensor } from "../gpu/mod.ts";
 import { cast } from "../kernels/elementwise.ts";
 import { createLossScale } from "../kernels/loss_scale.ts";
-import { softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import type { Ctx } from "../layers/mod.ts";
 import { createModel, type ModelName } from "../models/mod.ts";
 import { detState, detValues } from "./det.ts";

@@ -1,11 +1,11 @@
-// Tests of kernels/softmax_ce.ts: the suites of tests/ops/softmax_ce.ts (GPU vs the Float64 CPU
+// Tests of kernels/softmax_ce/: the suites of tests/ops/softmax_ce.ts (GPU vs the Float64 CPU
 // reference on several shapes, rows > workgroup size included, with smoothing, accumulation, in
 // place, ranges, f16 logits and gradients, loss scales), the CPU reference against finite
 // differences and PyTorch, huge logits, argmax ties, invalid labels, accuracy, validation, and
 // tensors past one binding and the loop cap.
 import assert from "node:assert/strict";
 import { type Gpu, Tensor } from "../gpu/mod.ts";
-import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce.ts";
+import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import {
   assertClose,
   checkGradient,
@@ -21,6 +21,8 @@ import { accuracyCountRef, softmaxCrossEntropyRef } from "./cpu_ref/softmax_ce.t
 import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit } from "./big.ts";
 import { runOp, testOp } from "./_op.ts";
 import { CE_SUITES, softmaxCe } from "./ops/softmax_ce.ts";
+import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
+import { planSoftmaxCe } from "../kernels/softmax_ce/plan.ts";
 
 for (const suite of CE_SUITES) testOp(suite);
 
@@ -502,4 +504,43 @@ Deno.test("softmax CE validates f16 operands and the loss scale", F16_TEST, asyn
       (e: Error) => e instanceof TypeError && /softmaxCrossEntropy: lossScale/.test(e.message),
     );
   }
+});
+
+Deno.test("planSoftmaxCe: rows per workgroup, ranges and partial sums as plain values", () => {
+  const profile = WEBGPU_DEFAULT_PROFILE;
+  const op = "softmaxCrossEntropy";
+  // 16384 / (3 * 10 + 4) = 481 rows per thread, 256 threads: one workgroup for 256 rows.
+  const head = planSoftmaxCe({ op, kind: "ce", n: 256, c: 10, labelSmoothing: 0.1 }, profile);
+  assert.deepEqual(head, {
+    kind: "ce",
+    c: 10,
+    invN: 1 / 256,
+    onTarget: 1 - 0.1,
+    offTarget: 0.1 / 10,
+    rowsPerGroup: 123136,
+    ranges: [{ rows: [0, 256], groups: 1, partialOff: 0 }],
+    groups: 1,
+    partial: false,
+  });
+  const acc = planSoftmaxCe({ op: "accuracyCount", kind: "acc", n: 300000, c: 10 }, profile);
+  assert.deepEqual([acc.invN, acc.onTarget, acc.offTarget, acc.groups, acc.partial], [
+    0,
+    0,
+    0,
+    3,
+    true,
+  ]);
+  // A binding of 3000 elements: ranges of 300 rows, one workgroup each, numbered in order.
+  const ranged = planSoftmaxCe({ op, kind: "ce_inplace", n: 1000, c: 10 }, profile, 3000);
+  assert.equal(ranged.rowsPerGroup, 300);
+  assert.deepEqual(ranged.ranges.map((r) => [...r.rows, r.groups, r.partialOff]), [
+    [0, 300, 1, 0],
+    [300, 600, 1, 1],
+    [600, 900, 1, 2],
+    [900, 1000, 1, 3],
+  ]);
+  assert.throws(
+    () => planSoftmaxCe({ op, kind: "ce", n: 1, c: 16385 }, profile),
+    /c = 16385 classes is more than the supported 16384/,
+  );
 });

@@ -73,7 +73,7 @@ Deno.test("a one-batch epoch without shuffling is exactly one SGD step", GPU_TES
   });
   assert.equal(trainer.steps, 1);
   // Do the same step by hand: forward, CE, backward, p -= lr·g.
-  const { softmaxCrossEntropy } = await import("../kernels/softmax_ce.ts");
+  const { softmaxCrossEntropy } = await import("../kernels/softmax_ce/index.ts");
   const x = gpu.tensor(Float32Array.from(set.images, (v) => v / 255), { shape: [16, 1, 28, 28] });
   const labels = gpu.tensor(Int32Array.from(set.labels), { shape: [16] });
   const ctx = { gpu, training: true, seed: 0 };

@@ -6,7 +6,7 @@ import {
   depthwiseConv2dBackward,
   depthwiseConv2dForward,
   type DepthwiseParams,
-} from "../../kernels/depthwise.ts";
+} from "../../kernels/depthwise/index.ts";
 import { depthwiseBackwardRef, depthwiseForwardRef, type DwGeom } from "../cpu_ref/depthwise.ts";
 import type { CloseOptions } from "../harness.ts";
 import { input, type Mix, type OpCase, opCase, type OpSuite, output } from "../_op.ts";

@@ -11,7 +11,7 @@ import {
   maxPool2dBackward,
   maxPool2dForward,
   type Pool2dParams,
-} from "../../kernels/pool.ts";
+} from "../../kernels/pool/index.ts";
 import {
   avgPoolBackwardRef,
   avgPoolForwardRef,

@@ -1,7 +1,7 @@
 // The softmax cross-entropy op for testOp (tests/_op.ts): softmaxCrossEntropy against the Float64
 // reference of tests/cpu_ref/softmax_ce.ts, and the suites of tests/softmax_ce_test.ts.
 import { createLossScale } from "../../kernels/loss_scale.ts";
-import { softmaxCrossEntropy } from "../../kernels/softmax_ce.ts";
+import { softmaxCrossEntropy } from "../../kernels/softmax_ce/index.ts";
 import { softmaxCrossEntropyRef } from "../cpu_ref/softmax_ce.ts";
 import {
   input,

@@ -1,0 +1,301 @@
+/**
+ * Planning a depthwise convolution: {@linkcode planDepthwise} turns a call (its window, and which
+ * passes it computes) and an adapter's profile into a {@linkcode DepthwisePlan}, a plain value
+ * that says what the runner (`index.ts`) records: the path of each pass, the ranges of planes or
+ * samples dispatched one at a time (tensors larger than one storage binding, e.g. MobileNet's
+ * `[256, 64, 48, 48]` at its first strided depthwise layer, 151 MB), and how the weight
+ * gradient's reduction is cut to keep every invocation's loops under llvmpipe's silent cap of
+ * 65535 iterations. Pure: the same inputs give the same plan.
+ *
+ * Also the constants of the work decomposition the kernels share: {@linkcode WG} threads per
+ * workgroup and {@linkcode V} outputs of a row per unit of work.
+ *
+ * @module
+ */
+
+import type { AdapterProfile } from "../_adapter.ts";
+import { LOOP_BUDGET, splitUnits } from "../_binding.ts";
+import type { PlaneWindow, Window2d } from "../_geometry.ts";
+
+/** Threads per workgroup of every depthwise kernel. */
+export const WG = 64;
+
+/** Outputs along a row computed by one thread of the row kernels (a unit of work). */
+export const V = 4;
+
+/**
+ * Most units of work (an output row segment of up to 4 outputs) of one channel reduced by one
+ * workgroup of the chunked weight-gradient pass (about 4096 outputs); fewer for large kernels.
+ */
+const CHUNK_UNITS = 1024;
+
+/**
+ * Most units per channel whose weight gradient is reduced serially by one thread per channel
+ * (no workgroup barriers); longer reductions use the two-pass chunked one. Fewer for large
+ * kernels.
+ */
+const SERIAL_UNITS = 512;
+
+/**
+ * Inputs along a row that the {@linkcode V} outputs of a unit read, with kernel width `kw`,
+ * stride `sw` and dilation `dw`.
+ *
+ * @returns The span.
+ * @example
+ * ```ts
+ * import { rowSpan } from "./plan.ts";
+ * rowSpan(3, 2, 1); // 9
+ * ```
+ */
+export function rowSpan(kw: number, sw: number, dw: number): number {
+  return (V - 1) * sw + (kw - 1) * dw + 1;
+}
+
+/**
+ * Loop iterations of one call of the weight-gradient kernels' `unit` (`weight_grad.ts`), its own
+ * loop step included: {@linkcode V} loads of dy, then per kernel row the span and the taps.
+ *
+ * @returns The count.
+ * @example
+ * ```ts
+ * import { unitIterations } from "./plan.ts";
+ * unitIterations({ kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1 }); // 35
+ * ```
+ */
+export function unitIterations(r: Window2d): number {
+  return V + r.kh * (rowSpan(r.kw, r.sw, r.dw) + r.kw + 1) + 1;
+}
+
+/** A range `[first, end)` of planes or samples, dispatched at once. */
+export type UnitRange = readonly [number, number];
+
+/** One call of a depthwise convolution, as the planner sees it. */
+export interface DepthwiseProblem {
+  /** The calling function (named in errors). */
+  readonly op: string;
+  /** The window and sizes (`depthwiseWindow`). */
+  readonly window: PlaneWindow;
+  /** The forward pass, or the backward passes that `dx`, `dw`, `db` name. */
+  readonly call: "forward" | "backward";
+  /** Backward: the input gradient is computed. */
+  readonly dx?: boolean;
+  /** Backward: the weight gradient is computed. */
+  readonly dw?: boolean;
+  /** Backward: the bias gradient is computed. */
+  readonly db?: boolean;
+  /** Backward: `dw` and `db` are accumulated (`+=`) rather than overwritten. */
+  readonly accumulate?: boolean;
+}
+
+/**
+ * The row-convolution path (the forward pass, and the input gradient at stride 1): one thread
+ * per {@linkcode V} consecutive outputs of a row.
+ */
+export interface RowConvPass {
+  /** The path. */
+  readonly path: "rowConv";
+  /**
+   * The correlation computed: the call's window (forward), or, flipped, `dy` (`oh x ow` planes)
+   * to `dx` (`h x w`) with the kernel flipped, stride 1 and padding `(k - 1) * d - p`.
+   */
+  readonly window: PlaneWindow;
+  /** Whether the kernel is flipped (the input gradient). */
+  readonly flip: boolean;
+  /** Units of {@linkcode V} outputs per output row. */
+  readonly owb: number;
+  /** Ranges of planes, one dispatch each. */
+  readonly ranges: readonly UnitRange[];
+}
+
+/**
+ * The strided input gradient's path: a gather, one thread per block of `sh x sw` inputs aligned
+ * to the stride.
+ */
+export interface BlockGatherPass {
+  /** The path. */
+  readonly path: "blockGather";
+  /** The call's window. */
+  readonly window: PlaneWindow;
+  /** Blocks per plane column (`ceil(h / sh)`). */
+  readonly hb: number;
+  /** Blocks per plane row (`ceil(w / sw)`). */
+  readonly wb: number;
+  /** Ranges of planes, one dispatch each. */
+  readonly ranges: readonly UnitRange[];
+}
+
+/** The weight gradient of short reductions: one thread per channel walks all its units. */
+export interface SerialWeightGradPass {
+  /** The path. */
+  readonly path: "serial";
+  /** The call's window. */
+  readonly window: PlaneWindow;
+  /** Whether `dw` and `db` are accumulated (`+=`). */
+  readonly accumulate: boolean;
+  /** Units of work per channel (`n * oh * ceil(ow / V)`). */
+  readonly units: number;
+}
+
+/** One range of samples of the chunked weight gradient, and its chunks. */
+export interface ChunkRange {
+  /** The samples `[first, end)`. */
+  readonly samples: UnitRange;
+  /** Chunks (workgroups per channel) of this range. */
+  readonly chunks: number;
+  /** Index of its first chunk among all ranges' chunks. */
+  readonly chunkOff: number;
+}
+
+/**
+ * The weight gradient of long reductions, in two passes: workgroups of `(chunk, channel)` reduce
+ * chunks of units into partial sums of every tap and of `dy` (one dispatch per range of samples),
+ * then one thread per `(channel, tap)` adds the chunks in order.
+ */
+export interface ChunkedWeightGradPass {
+  /** The path. */
+  readonly path: "chunked";
+  /** The call's window. */
+  readonly window: PlaneWindow;
+  /** Whether `dw` and `db` are accumulated (`+=`). */
+  readonly accumulate: boolean;
+  /** Units per chunk (a multiple of {@linkcode WG}). */
+  readonly chunkUnits: number;
+  /** Chunks of all ranges. */
+  readonly chunks: number;
+  /** Ranges of samples, one dispatch of the first pass each. */
+  readonly ranges: readonly ChunkRange[];
+}
+
+/** What the runner records for one call. */
+export interface DepthwisePlan {
+  /** The call's window and sizes. */
+  readonly window: PlaneWindow;
+  /** The forward pass (call `forward`). */
+  readonly forward?: RowConvPass;
+  /** The input gradient (call `backward` with `dx`). */
+  readonly inputGrad?: RowConvPass | BlockGatherPass;
+  /** The weight and bias gradients (call `backward` with `dw` or `db`). */
+  readonly weightGrad?: SerialWeightGradPass | ChunkedWeightGradPass;
+}
+
+/**
+ * Plans a depthwise convolution's forward pass, or its backward passes.
+ *
+ * @param limit The most elements one binding may span (default: the profile's limit; runners
+ * pass `bindingLimit(gpu)`, which tests may lower).
+ * @returns The plan.
+ * @throws {RangeError} when one plane (or sample) does not fit a binding, or the kernel or the
+ * reduction is too large for the loop budget.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { depthwiseWindow } from "./geometry.ts";
+ * import { planDepthwise } from "./plan.ts";
+ * const op = "depthwiseConv2dBackward";
+ * const window = depthwiseWindow(op, { n: 8, c: 32, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 });
+ * const plan = planDepthwise({ op, window, call: "backward", dx: true, dw: true }, WEBGPU_DEFAULT_PROFILE);
+ * console.log(plan.inputGrad?.path, plan.weightGrad?.path); // blockGather chunked
+ * ```
+ */
+export function planDepthwise(
+  problem: DepthwiseProblem,
+  profile: AdapterProfile,
+  limit?: number,
+): DepthwisePlan {
+  const { op, window: r } = problem;
+  const planes = () =>
+    splitUnits(op, profile, { units: r.n * r.c, perUnit: Math.max(r.h * r.w, r.oh * r.ow), limit });
+  if (problem.call === "forward") {
+    return {
+      window: r,
+      forward: {
+        path: "rowConv",
+        window: r,
+        flip: false,
+        owb: Math.ceil(r.ow / V),
+        ranges: planes(),
+      },
+    };
+  }
+  let inputGrad: RowConvPass | BlockGatherPass | undefined;
+  if (problem.dx && r.sh === 1 && r.sw === 1) {
+    const flipped = {
+      ...r,
+      h: r.oh,
+      w: r.ow,
+      oh: r.h,
+      ow: r.w,
+      ph: (r.kh - 1) * r.dh - r.ph,
+      pw: (r.kw - 1) * r.dw - r.pw,
+    };
+    inputGrad = {
+      path: "rowConv",
+      window: flipped,
+      flip: true,
+      owb: Math.ceil(r.w / V),
+      ranges: planes(),
+    };
+  } else if (problem.dx) {
+    inputGrad = {
+      path: "blockGather",
+      window: r,
+      hb: Math.ceil(r.h / r.sh),
+      wb: Math.ceil(r.w / r.sw),
+      ranges: planes(),
+    };
+  }
+  const weightGrad = problem.dw || problem.db
+    ? planWeightGrad(op, r, problem.accumulate ?? false, profile, limit)
+    : undefined;
+  return { window: r, inputGrad, weightGrad };
+}
+
+/** The weight gradient's path, chunks and ranges of samples. */
+function planWeightGrad(
+  op: string,
+  r: PlaneWindow,
+  accumulate: boolean,
+  profile: AdapterProfile,
+  limit: number | undefined,
+): SerialWeightGradPass | ChunkedWeightGradPass {
+  const kk1 = r.kh * r.kw + 1;
+  const owb = Math.ceil(r.ow / V);
+  // Loop budget: a serial thread runs units * (unit + 1) iterations, its (b, oy) loops (at most
+  // 2 * units) and its tap loops; a chunked thread chunkUnits / WG units plus the tree reduction
+  // (about 8 * (kk1 + 32) iterations).
+  const perUnit = unitIterations(r) + 1;
+  const serialUnits = Math.min(
+    SERIAL_UNITS,
+    Math.floor((LOOP_BUDGET - 2 * kk1) / (perUnit + 2)),
+  );
+  const perThread = Math.min(
+    CHUNK_UNITS / WG,
+    Math.floor((LOOP_BUDGET - 8 * (kk1 + 32)) / perUnit),
+  );
+  if (perThread < 1) {
+    throw new RangeError(
+      `${op}: kernel [${r.kh}, ${r.kw}] with stride ${r.sw} and dilation ${r.dw} is too large`,
+    );
+  }
+  const chunkUnits = WG * perThread;
+  const samples = splitUnits(op, profile, {
+    units: r.n,
+    perUnit: r.c * Math.max(r.h * r.w, r.oh * r.ow),
+    limit,
+  });
+  const units = r.n * r.oh * owb;
+  if (samples.length === 1 && units <= serialUnits) {
+    return { path: "serial", window: r, accumulate, units };
+  }
+  const ranges: ChunkRange[] = [];
+  let chunkOff = 0;
+  for (const [b0, b1] of samples) {
+    const chunks = Math.ceil(((b1 - b0) * r.oh * owb) / chunkUnits);
+    ranges.push({ samples: [b0, b1], chunks, chunkOff });
+    chunkOff += chunks;
+  }
+  if (chunkOff > LOOP_BUDGET) {
+    throw new RangeError(`${op}: n * oh * ceil(ow / 4) = ${units} is too large`);
+  }
+  return { path: "chunked", window: r, accumulate, chunkUnits, chunks: chunkOff, ranges };
+}
