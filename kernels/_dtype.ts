@@ -8,7 +8,7 @@
  * @module
  */
 
-import { assertShape, type DType, type KernelSpec, type Shape, type Tensor } from "../gpu/mod.ts";
+import { assertShape, type DType, type Shape, type Tensor } from "../gpu/mod.ts";
 
 /** The float storage types a kernel binding can have. */
 export type FloatDType = "f32" | "f16";
@@ -68,16 +68,6 @@ export function floatDTypes<K extends string>(
 export function wgslEnable(dtypes: Iterable<DType>): string {
   for (const d of dtypes) if (d === "f16") return "enable f16;\n";
   return "";
-}
-
-/**
- * A kernel-name suffix naming the operands stored as f16 (`""` when all are f32), so that each
- * dtype specialization has its own pipeline cache key: `{ x: "f16", w: "f32", y: "f16" }` →
- * `"_h-x-y"`.
- */
-export function dtypeTag(dtypes: Readonly<Record<string, FloatDType>>): string {
-  const half = Object.keys(dtypes).filter((k) => dtypes[k] === "f16");
-  return half.length === 0 ? "" : `_h-${half.join("-")}`;
 }
 
 /** Bytes per element of a float dtype (for binding byte offsets). */
@@ -191,40 +181,4 @@ export function assignAs(
 ): string {
   if (d !== "f16") return `${target} ${op} ${value};`;
   return `${target} = ${storeAs(d, op === "=" ? value : `${loadF32(d, target)} + ${value}`)};`;
-}
-
-/** Storage types of the float bindings of one kernel, by binding name (undefined: not bound). */
-export type BindingDTypes = Readonly<Record<string, FloatDType | undefined>>;
-
-/**
- * A cache of kernels specialized on the storage types of their bindings: the returned
- * `spec(name, dtypes, make)` gives the kernel named `name` plus the {@linkcode dtypeTag} of the
- * bound `dtypes`, whose code is {@linkcode wgslEnable} of them followed by `make()`; built on
- * the first call for each full name, then reused. One cache per kernel module.
- *
- * @example
- * ```ts
- * import { dtypeSpecs } from "./_dtype.ts";
- * const spec = dtypeSpecs();
- * const k = spec("copy", { x: "f16", y: "f32", b: undefined }, () => "// ...");
- * k.name; // "copy_h-x"
- * k.code; // "enable f16;\n// ..."
- * ```
- */
-export function dtypeSpecs(): (
-  name: string,
-  dtypes: BindingDTypes,
-  make: () => string,
-) => KernelSpec {
-  const specs = new Map<string, KernelSpec>();
-  return (name, dtypes, make) => {
-    const bound: Record<string, FloatDType> = {};
-    for (const [k, d] of Object.entries(dtypes)) if (d !== undefined) bound[k] = d;
-    const full = name + dtypeTag(bound);
-    let s = specs.get(full);
-    if (s === undefined) {
-      specs.set(full, s = { name: full, code: wgslEnable(Object.values(bound)) + make() });
-    }
-    return s;
-  };
 }

@@ -127,7 +127,6 @@ const INTERNALS = [
   "directConvForward",
   "dropoutHash",
   "dropoutThreshold",
-  "dtypeSpecs",
   "elementwiseMap",
   "floatDType",
   "gemmStrided",
