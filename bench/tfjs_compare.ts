@@ -45,13 +45,17 @@
 // tfjs-core ops with the backward pass written out (tfjs-core alone registers no gradients; the
 // @tensorflow/tfjs bundle does) using the kernels its autodiff would run, and
 // `tf.train.sgd(0.9).applyGradients`.
+//
+// The interleaved timing is bench/_interleave.ts; TF.js's setup, the check of both sides' first
+// calls and TF.js's LeNet step are bench/_tfjs.ts.
 import * as tf from "@tensorflow/tfjs-core";
-import "@tensorflow/tfjs-backend-webgpu";
 import { getGpu, type Tensor } from "../gpu/mod.ts";
 import { checkConv2d, conv2dBackward, conv2dForward } from "../kernels/conv2d/index.ts";
 import { gemm, type GemmParams } from "../kernels/gemm/index.ts";
 import { benchCli } from "./_args.ts";
+import { type Checked, compare, median } from "./_interleave.ts";
 import * as shapes from "./_shapes.ts";
+import { checkFirstCalls, setupTfjs, tfjsLenet } from "./_tfjs.ts";
 import { setupRun, timeSteps, warmUp } from "./_train.ts";
 import { guardScript } from "../cli/_run.ts";
 
@@ -87,42 +91,7 @@ const selected = (name: string) =>
 // ------------------------------------------------------------------------ backends ----
 
 const gpu = await getGpu();
-tf.env().set("WEBGPU_CPU_FORWARD", false);
-for (const [name, v] of args.flags) {
-  tf.env().set(
-    name,
-    v === "true" ? true : v === "false" ? false : isNaN(Number(v)) ? v : Number(v),
-  );
-}
-if (!(await tf.setBackend("webgpu"))) throw new Error("tfjs_compare: TF.js has no webgpu backend");
-await tf.ready();
-if (tf.getBackend() !== "webgpu") {
-  throw new Error(`tfjs_compare: TF.js backend is '${tf.getBackend()}', not 'webgpu'`);
-}
-
-/** The members of TF.js's WebGPUBackend this script uses (all public in its typings). */
-interface TfWebGpuBackend {
-  readonly device: GPUDevice;
-  readonly queue: GPUQueue;
-  readonly adapterInfo: unknown;
-  ensureCommandEncoderReady(): void;
-  endComputePassEncoder(): void;
-  submitQueue(): void;
-}
-const tfBackend = tf.backend() as unknown as TfWebGpuBackend;
-/** GPU errors TF.js's device raised (TF.js does not report them itself). */
-const tfErrors: string[] = [];
-tfBackend.device.addEventListener("uncapturederror", (ev) => {
-  tfErrors.push((ev as GPUUncapturedErrorEvent).error.message.split("\n")[0]);
-});
-
-/** Submits TF.js's recorded work and waits for the GPU (`tensor.data()` without the copy). */
-async function tfSync(): Promise<void> {
-  tfBackend.ensureCommandEncoderReady();
-  tfBackend.endComputePassEncoder();
-  tfBackend.submitQueue();
-  await tfBackend.queue.onSubmittedWorkDone();
-}
+const tfjs = await setupTfjs(args.flags);
 
 // ------------------------------------------------------------------------- helpers ----
 
@@ -130,69 +99,6 @@ function randomData(size: number): Float32Array {
   const data = new Float32Array(size);
   for (let i = 0; i < size; i++) data[i] = Math.random() - 0.5;
   return data;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
-}
-
-/** One side of a comparison: `run` records one op; `sync` waits for everything recorded. */
-interface Side {
-  run(): void;
-  sync(): Promise<void>;
-}
-
-const SAMPLE_S = 0.25;
-
-/** A sample slower than this (s) runs fewer rounds (at most SLOW_ROUNDS) to bound the run time. */
-const SLOW_S = 2;
-const SLOW_ROUNDS = 3;
-const FIRST_S = 5;
-
-/**
- * Calls per sample so that a sample takes >= SAMPLE_S, and the seconds per call estimated.
- * `first` is the duration of the untimed checking call (compile and readback included), used
- * instead of a timed call when it is longer than FIRST_S (compiling takes less).
- */
-async function pickReps(side: Side, first: number): Promise<{ reps: number; per: number }> {
-  let per = first;
-  let t0 = performance.now();
-  if (per < FIRST_S) {
-    side.run();
-    await side.sync();
-    per = (performance.now() - t0) / 1000;
-  }
-  if (per < SAMPLE_S / 2) {
-    // A sync alone costs ~10 ms here: re-estimate over ~50 ms of calls.
-    const k = Math.max(2, Math.ceil(0.05 / per));
-    t0 = performance.now();
-    for (let i = 0; i < k; i++) side.run();
-    await side.sync();
-    per = (performance.now() - t0) / 1000 / k;
-  }
-  return { reps: Math.max(1, Math.min(5000, Math.ceil(SAMPLE_S / per))), per };
-}
-
-async function sample(side: Side, reps: number): Promise<number> {
-  const t0 = performance.now();
-  for (let i = 0; i < reps; i++) side.run();
-  await side.sync();
-  return (performance.now() - t0) / 1000 / reps;
 }
 
 interface Row {
@@ -207,49 +113,6 @@ interface Row {
 }
 const rows: Row[] = [];
 
-/** The two sides' first (checking) calls and their durations in seconds. */
-interface Checked {
-  ours: Side;
-  theirs: Side | null;
-  firstOurs: number;
-  firstTf: number;
-}
-
-/**
- * Times both sides interleaved; returns seconds per call (median over the rounds; NaN for TF.js
- * when it raised a GPU error: it computed nothing then).
- */
-async function compare(c: Checked): Promise<{ ours: number; tfjs: number; reps: string }> {
-  const o = await pickReps(c.ours, c.firstOurs);
-  const t = c.theirs ? await pickReps(c.theirs, c.firstTf) : { reps: 0, per: 0 };
-  const slow = Math.max(o.reps * o.per, t.reps * t.per) > SLOW_S;
-  const rounds = slow ? Math.min(args.rounds, SLOW_ROUNDS) : args.rounds;
-  const a: number[] = [], b: number[] = [];
-  for (let round = 0; round < rounds; round++) {
-    if (round % 2 === 0 || !c.theirs) {
-      a.push(await sample(c.ours, o.reps));
-      if (c.theirs) b.push(await sample(c.theirs, t.reps));
-    } else {
-      b.push(await sample(c.theirs, t.reps));
-      a.push(await sample(c.ours, o.reps));
-    }
-  }
-  return {
-    ours: median(a),
-    tfjs: c.theirs ? median(b) : NaN,
-    reps: `${o.reps}/${c.theirs ? t.reps : "-"}${
-      rounds < args.rounds ? ` (${rounds} rounds)` : ""
-    }`,
-  };
-}
-
-/** Runs `f` and returns its result and duration in seconds. */
-async function timed<T>(f: () => Promise<T>): Promise<[T, number]> {
-  const t0 = performance.now();
-  const r = await f();
-  return [r, (performance.now() - t0) / 1000];
-}
-
 function report(row: Row): void {
   rows.push(row);
   const ratio = row.ours / row.tfjs;
@@ -261,69 +124,13 @@ function report(row: Row): void {
 
 const oursSync = () => gpu.sync();
 
-/**
- * Compares our results with TF.js's (already read back, so TF.js's GPU errors have arrived):
- * the max abs difference of each (of the max abs value), and "ok", "TF.js GPU error: ..." or
- * "differ" (a difference above 1e-3 of the max abs value, far above float32 rounding here).
- */
-function checkResults(
-  parts: [string, ArrayLike<number>, ArrayLike<number>][],
-): { err: string; check: string } {
-  const texts: string[] = [];
-  let differ = false;
-  for (const [name, mine, ref] of parts) {
-    const diff = maxAbsDiff(mine, ref), scale = maxAbs(ref);
-    differ ||= !(diff <= 1e-3 * scale) || scale === 0;
-    texts.push(`${name ? `${name} ` : ""}${diff.toExponential(1)} (of ${scale.toPrecision(2)})`);
-  }
-  const errors = tfErrors.splice(0);
-  const check = errors.length > 0
-    ? `TF.js GPU error: ${errors[0]}`
-    : differ
-    ? "differ (see notes)"
-    : "ok";
-  return { err: texts.join(", "), check };
-}
-
-/**
- * Runs each side's op once (untimed: compiles pipelines), reads both results back and compares
- * them (see `checkResults`). Returns the timing sides (TF.js's null after a GPU error) and the
- * durations of these first calls.
- */
-async function checkFirstCalls(
-  ours: { run: () => void; read: () => Promise<ArrayLike<number>[]> },
-  tfjs: { run: () => tf.Tensor[]; inOurLayout: (r: tf.Tensor[]) => tf.Tensor[] },
-  names: string[],
-): Promise<Checked & { err: string; check: string }> {
-  const [mine, firstOurs] = await timed(async () => {
-    ours.run();
-    return await ours.read();
-  });
-  const [refs, firstTf] = await timed(async () => {
-    const r = tf.tidy(() => tfjs.inOurLayout(tfjs.run()));
-    const data = await Promise.all(r.map((t) => t.data()));
-    tf.dispose(r);
-    return data;
-  });
-  const result = checkResults(names.map((n, i) => [n, mine[i], refs[i]]));
-  return {
-    ours: { run: ours.run, sync: oursSync },
-    theirs: result.check.startsWith("TF.js GPU error")
-      ? null
-      : { run: () => tf.tidy(() => void tfjs.run()), sync: tfSync },
-    firstOurs,
-    firstTf,
-    ...result,
-  };
-}
-
 /** Times a checked pair ({@linkcode compare}) and reports it in GFLOP/s (`flops` per call). */
 async function compareGflops(
   row: { shape: string; op: string },
   flops: number,
   checked: Checked & { err: string; check: string },
 ): Promise<void> {
-  const t = await compare(checked);
+  const t = await compare(checked, args.rounds);
   report({
     ...row,
     unit: "GFLOP/s",
@@ -439,8 +246,8 @@ async function compareConv(shape: shapes.ConvShape, passes: Pass[]): Promise<voi
       names = ["dw", "db"];
     }
     const checked = await checkFirstCalls(
-      { run: oursRun, read: oursRead },
-      { run: tfRun, inOurLayout: tfInOurLayout },
+      { run: oursRun, read: oursRead, sync: oursSync },
+      { tfjs, run: tfRun, inOurLayout: tfInOurLayout },
       names,
     );
     await compareGflops({ shape: label, op: `conv ${pass}` }, flops, checked);
@@ -484,8 +291,12 @@ async function compareGemm(label: string, p: GemmParams): Promise<void> {
       : tf.matMul(ta, tb, !!p.transA, !!p.transB);
 
   const checked = await checkFirstCalls(
-    { run: () => gemm({ c, a, b, bias }, p), read: async () => [await c.toArray()] },
-    { run: () => [tfGemm()], inOurLayout: (r) => r },
+    {
+      run: () => gemm({ c, a, b, bias }, p),
+      read: async () => [await c.toArray()],
+      sync: oursSync,
+    },
+    { tfjs, run: () => [tfGemm()], inOurLayout: (r) => r },
     [""],
   );
   await compareGflops({ shape, op: "gemm" }, flops, checked);
@@ -508,78 +319,9 @@ async function compareLenetTraining(batch: number, steps: number): Promise<void>
     return r.examplesPerSec;
   };
 
-  // TF.js: d2l's LeNet in tfjs-core ops (NHWC), data uploaded once. tfjs-core registers no
-  // gradients (the @tensorflow/tfjs bundle does), so the backward pass is written out with the
-  // kernels TF.js's autodiff would run (Conv2DBackpropFilter, conv2dTranspose = Conv2DBackprop-
-  // Input, AvgPoolGrad, matMul, sums); `tf.train.sgd(0.9).applyGradients` updates.
-  const init = (name: string, shape: number[], fanIn: number) =>
-    tf.variable(tf.randomUniform(shape, -1 / Math.sqrt(fanIn), 1 / Math.sqrt(fanIn)), true, name);
-  const zeros = (name: string, n: number) => tf.variable(tf.zeros([n]), true, name);
-  const v = {
-    w1: init("lenet_w1", [5, 5, 1, 6], 25),
-    b1: zeros("lenet_b1", 6),
-    w2: init("lenet_w2", [5, 5, 6, 16], 150),
-    b2: zeros("lenet_b2", 16),
-    w3: init("lenet_w3", [400, 120], 400),
-    b3: zeros("lenet_b3", 120),
-    w4: init("lenet_w4", [120, 84], 120),
-    b4: zeros("lenet_b4", 84),
-    w5: init("lenet_w5", [84, 10], 84),
-    b5: zeros("lenet_b5", 10),
-  };
-  const xs: tf.Tensor4D = tf.randomUniform([batch, 28, 28, 1]);
-  const labels = tf.tidy(() => tf.oneHot(tf.randomUniform([batch], 0, 10, "int32"), 10));
-  const opt = tf.train.sgd(0.9);
-  const sigmoidGrad = (dy: tf.Tensor, y: tf.Tensor) => tf.mul(dy, tf.mul(y, tf.sub(1, y)));
-  const avgPoolGrad = (dy: tf.Tensor, input: tf.Tensor) =>
-    tf.engine().runKernel("AvgPoolGrad", { dy, input }, {
-      filterSize: 2,
-      strides: 2,
-      pad: "valid",
-    }) as tf.Tensor4D;
-  const filterGrad = (x: tf.Tensor, dy: tf.Tensor, shape: number[], pad: number) =>
-    tf.engine().runKernel("Conv2DBackpropFilter", { x, dy }, {
-      strides: 1,
-      pad,
-      dataFormat: "NHWC",
-      filterShape: shape,
-    }) as tf.Tensor4D;
-  /** One step; returns the loss (a scalar kept out of the tidy). */
-  const tfStep = () =>
-    tf.tidy(() => {
-      const a1: tf.Tensor4D = tf.sigmoid(tf.add(tf.conv2d(xs, v.w1 as tf.Tensor4D, 1, 2), v.b1));
-      const p1 = tf.avgPool(a1, 2, 2, "valid") as tf.Tensor4D;
-      const a2: tf.Tensor4D = tf.sigmoid(
-        tf.add(tf.conv2d(p1, v.w2 as tf.Tensor4D, 1, "valid"), v.b2),
-      );
-      const p2 = tf.avgPool(a2, 2, 2, "valid") as tf.Tensor4D;
-      const f = tf.reshape(p2, [batch, 400]) as tf.Tensor2D;
-      const a3 = tf.sigmoid(tf.add(tf.matMul(f, v.w3), v.b3)) as tf.Tensor2D;
-      const a4 = tf.sigmoid(tf.add(tf.matMul(a3, v.w4), v.b4)) as tf.Tensor2D;
-      const logits = tf.add(tf.matMul(a4, v.w5), v.b5) as tf.Tensor2D;
-      const loss = tf.losses.softmaxCrossEntropy(labels, logits);
-      // Backward: d loss / d logits of the mean softmax cross-entropy.
-      const dz5 = tf.div(tf.sub(tf.softmax(logits), labels), batch) as tf.Tensor2D;
-      const dz4 = sigmoidGrad(tf.matMul(dz5, v.w5, false, true), a4) as tf.Tensor2D;
-      const dz3 = sigmoidGrad(tf.matMul(dz4, v.w4, false, true), a3) as tf.Tensor2D;
-      const dp2 = tf.reshape(tf.matMul(dz3, v.w3, false, true), p2.shape);
-      const dz2 = sigmoidGrad(avgPoolGrad(dp2, a2), a2) as tf.Tensor4D;
-      const dp1 = tf.conv2dTranspose(dz2, v.w2 as tf.Tensor4D, p1.shape, 1, "valid");
-      const dz1 = sigmoidGrad(avgPoolGrad(dp1, a1), a1) as tf.Tensor4D;
-      opt.applyGradients({
-        lenet_w5: tf.matMul(a4, dz5, true, false),
-        lenet_b5: tf.sum(dz5, 0),
-        lenet_w4: tf.matMul(a3, dz4, true, false),
-        lenet_b4: tf.sum(dz4, 0),
-        lenet_w3: tf.matMul(f, dz3, true, false),
-        lenet_b3: tf.sum(dz3, 0),
-        lenet_w2: filterGrad(p1, dz2, [5, 5, 6, 16], 0),
-        lenet_b2: tf.sum(dz2, [0, 1, 2]),
-        lenet_w1: filterGrad(xs, dz1, [5, 5, 1, 6], 2),
-        lenet_b1: tf.sum(dz1, [0, 1, 2]),
-      });
-      return loss;
-    });
+  // TF.js: d2l's LeNet in tfjs-core ops, data uploaded once (bench/_tfjs.ts).
+  const tfLenet = tfjsLenet(batch);
+  const tfStep = tfLenet.step;
   const firstLoss = tfStep();
   const first = (await firstLoss.data())[0];
   firstLoss.dispose();
@@ -590,7 +332,7 @@ async function compareLenetTraining(batch: number, steps: number): Promise<void>
       const loss = tfStep();
       if (s < steps - 1) loss.dispose();
       else {
-        await tfSync();
+        await tfjs.sync();
         tfLoss = (await loss.data())[0];
         loss.dispose();
       }
@@ -607,7 +349,7 @@ async function compareLenetTraining(batch: number, steps: number): Promise<void>
       a.push(await oursEpoch());
     }
   }
-  const errors = tfErrors.splice(0);
+  const errors = tfjs.errors.splice(0);
   report({
     shape: label,
     op: "train step",
@@ -619,8 +361,7 @@ async function compareLenetTraining(batch: number, steps: number): Promise<void>
     err: `loss: ours ${oursLoss.toFixed(3)}, TF.js ${first.toFixed(3)} -> ${tfLoss.toFixed(3)}`,
     check: errors.length ? `TF.js GPU error: ${errors[0]}` : "-",
   });
-  tf.dispose([...Object.values(v), xs, labels]);
-  opt.dispose();
+  tfLenet.dispose();
 }
 
 // -------------------------------------------------------------------------- shapes ----
@@ -628,7 +369,7 @@ async function compareLenetTraining(batch: number, steps: number): Promise<void>
 const started = performance.now();
 console.error(
   `ours: ${gpu.description}; TF.js ${tf.version_core} backend ${tf.getBackend()}: ${
-    JSON.stringify(tfBackend.adapterInfo)
+    JSON.stringify(tfjs.backend.adapterInfo)
   }`,
 );
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Gpu, Tensor } from "../gpu/mod.ts";
+import type { Tensor } from "../gpu/mod.ts";
 import { prepareBatch, type PrepareBatchParams } from "../kernels/data/index.ts";
 import {
   createLossScale,
@@ -19,23 +19,14 @@ import { createFiniteWatch, finiteCheck, readFiniteWatch } from "../kernels/fini
 import { sgdUpdate } from "../kernels/sgd.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import type { Ctx } from "../layers/mod.ts";
+import { DivergenceError, NonFiniteError } from "./errors.ts";
+import { type GpuImageSet, permutation } from "./image_set.ts";
 import type { Model, Precision } from "./model.ts";
 
-/** A data set as the trainer takes it: images `[count, channels, h, w]` as bytes, labels bytes. */
-export interface ImageSet {
-  /** Pixels, `count·channels·height·width` bytes. */
-  readonly images: Uint8Array;
-  /** Labels, `count` bytes. */
-  readonly labels: Uint8Array;
-  /** Examples. */
-  readonly count: number;
-  /** Channels. */
-  readonly channels: number;
-  /** Height. */
-  readonly height: number;
-  /** Width. */
-  readonly width: number;
-}
+// Moved out of this module (errors.ts, image_set.ts); re-exported so that its importers
+// (models/mod.ts, web/, the tests) keep importing them from here.
+export { DivergenceError, NonFiniteError } from "./errors.ts";
+export { type GpuImageSet, type ImageSet, permutation, uploadImageSet } from "./image_set.ts";
 
 /** Hyper-parameters of {@linkcode Trainer}. */
 export interface TrainerOptions {
@@ -90,162 +81,11 @@ export interface EpochResult {
   readonly skippedSteps?: number;
 }
 
-/** A data set uploaded to the GPU once. */
-export interface GpuImageSet {
-  /** u8 pixels. */
-  readonly images: Tensor;
-  /** u8 labels. */
-  readonly labels: Tensor;
-  /** Examples. */
-  readonly count: number;
-  /** Channels. */
-  readonly channels: number;
-  /** Height. */
-  readonly height: number;
-  /** Width. */
-  readonly width: number;
-}
-
-/**
- * A model produced Inf or NaN where numbers were expected (its outputs in evaluation, say): the
- * weights are not usable. {@linkcode DivergenceError} is the training case.
- *
- * @example
- * ```ts
- * import { NonFiniteError } from "@modern-cnn/webgpu/models";
- * const err = new NonFiniteError("evaluate: the model's outputs are Inf or NaN");
- * console.log(err.name); // "NonFiniteError"
- * ```
- */
-export class NonFiniteError extends Error {
-  /**
-   * Creates the error with its message.
-   *
-   * @example
-   * ```ts
-   * import { NonFiniteError } from "@modern-cnn/webgpu/models";
-   * const err = new NonFiniteError("logits are NaN");
-   * ```
-   */
-  constructor(message: string) {
-    super(message);
-    this.name = "NonFiniteError";
-  }
-}
-
-/**
- * Training diverged: the loss became Inf or NaN at some step, or a parameter did after an update.
- * Thrown by {@linkcode Trainer.trainEpoch} at the end of the epoch (or earlier: the watch is also
- * read asynchronously every 200 steps), before any metric of the
- * epoch is returned, so nothing downstream (a checkpoint, a plot, a log line) sees the epoch. The
- * model's parameters are then not finite: restore them from a checkpoint to go on.
- *
- * @example
- * ```ts
- * import { DivergenceError } from "@modern-cnn/webgpu/models";
- * const err = new DivergenceError({ epoch: 0, step: 12, epochStep: 12, what: "loss", lr: 10 });
- * console.log(err.message);
- * ```
- */
-export class DivergenceError extends NonFiniteError {
-  /** The epoch (0-based, as passed to `trainEpoch`). */
-  readonly epoch: number;
-  /** The trainer's step count at the first bad step (0-based over the whole run). */
-  readonly step: number;
-  /** The step within the epoch (0-based). */
-  readonly epochStep: number;
-  /** What went non-finite first: the loss, or (with a finite loss) a parameter. */
-  readonly what: "loss" | "parameters";
-  /**
-   * Creates the error.
-   *
-   * @example
-   * ```ts
-   * import { DivergenceError } from "@modern-cnn/webgpu/models";
-   * new DivergenceError({ epoch: 2, step: 500, epochStep: 30, what: "parameters", lr: 0.9 });
-   * ```
-   */
-  constructor(at: {
-    epoch: number;
-    step: number;
-    epochStep: number;
-    what: "loss" | "parameters";
-    lr: number;
-  }) {
-    super(
-      `training diverged in epoch ${at.epoch + 1} at step ${at.epochStep + 1} of the epoch ` +
-        `(step ${at.step + 1} of the run): the ${
-          at.what === "loss" ? "loss" : "parameters after the update"
-        } became Inf or NaN; lower the learning rate (it is ${at.lr})`,
-    );
-    this.name = "DivergenceError";
-    this.epoch = at.epoch;
-    this.step = at.step;
-    this.epochStep = at.epochStep;
-    this.what = at.what;
-  }
-}
-
 /**
  * Steps between the asynchronous reads of the divergence watch during an epoch (the epoch's end
  * always reads it): a diverged run stops within this many steps, with no readback awaited.
  */
 export const DIVERGENCE_PEEK_STEPS = 200;
-
-/**
- * Uploads a data set to the GPU (once; batches are gathered from it on the GPU).
- *
- * @example
- * ```ts
- * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { uploadImageSet } from "@modern-cnn/webgpu/models";
- * const gpu = await getGpu();
- * const set = uploadImageSet(gpu, { images: new Uint8Array(2 * 28 * 28), labels: new Uint8Array(2), count: 2, channels: 1, height: 28, width: 28 });
- * ```
- */
-export function uploadImageSet(gpu: Gpu, set: ImageSet): GpuImageSet {
-  const expected = set.count * set.channels * set.height * set.width;
-  if (set.images.length !== expected || set.labels.length !== set.count) {
-    throw new TypeError(
-      `uploadImageSet: ${set.images.length} pixel bytes and ${set.labels.length} labels do not fit ` +
-        `${set.count} images of ${set.channels}x${set.height}x${set.width}`,
-    );
-  }
-  return {
-    images: gpu.tensor(set.images, { shape: [set.count, set.channels, set.height, set.width] }),
-    labels: gpu.tensor(set.labels, { shape: [set.count] }),
-    count: set.count,
-    channels: set.channels,
-    height: set.height,
-    width: set.width,
-  };
-}
-
-/**
- * A seeded permutation of `0..n-1` (Fisher-Yates over a SplitMix32 stream).
- *
- * @example
- * ```ts
- * import { permutation } from "./trainer.ts";
- * permutation(5, 1); // e.g. Uint32Array [3, 0, 4, 1, 2]
- * ```
- */
-export function permutation(n: number, seed: number): Uint32Array {
-  const p = new Uint32Array(n);
-  for (let i = 0; i < n; i++) p[i] = i;
-  let state = (seed ^ 0x2545f491) >>> 0;
-  for (let i = n - 1; i > 0; i--) {
-    let z = (state = (state + 0x9e3779b9) >>> 0);
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    z = (z ^ (z >>> 16)) >>> 0;
-    const j = Math.floor((z / 4294967296) * (i + 1));
-    const t = p[i];
-    p[i] = p[j];
-    p[j] = t;
-  }
-  return p;
-}
 
 /**
  * Trains a model with SGD on GPU-resident data, as d2l's `train_ch6`.

@@ -1,4 +1,4 @@
-// Helpers of the subprocess tests of the commands (cli_test.ts, cli_faults_test.ts): run a command
+// Helpers of the subprocess tests of the commands (cli_test.ts, cli_faults_*_test.ts): run a command
 // as users do, check how it failed, and fingerprint the files a failure must leave alone.
 import assert from "node:assert/strict";
 import { join } from "node:path";

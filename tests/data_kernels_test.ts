@@ -1,12 +1,11 @@
-// Tests of the data kernels (kernels/data.ts): the suites of tests/ops/data.ts (prepareBatch and
+// Tests of the data kernels (kernels/data/): the suites of tests/ops/data.ts (prepareBatch and
 // resizeBilinear against the Float64 CPU reference of tests/cpu_ref/data.ts, in f32, f16 and
 // ranges), PyTorch fixtures (tests/fixtures/resize_bilinear.json, made by
 // tests/fixtures/make_resize.py), the augmentations (crop, flip, resized crop, reproducibility),
-// labels, validation, tensors past one binding, and f16 bit for bit against the f32 kernels
-// rounded once.
+// labels and validation. Tensors past one binding: data_kernels_big_test.ts; f16 bit for bit
+// against the f32 kernels rounded once: data_kernels_f16_test.ts.
 import assert from "node:assert/strict";
-import type { Gpu, Tensor } from "../gpu/mod.ts";
-import type { FloatDType } from "../kernels/_dtype.ts";
+import type { Tensor } from "../gpu/mod.ts";
 import {
   checkPrepareBatch,
   checkResize,
@@ -14,77 +13,20 @@ import {
   type PrepareBatchParams,
   resizeBilinear,
 } from "../kernels/data/index.ts";
-import { assertClose, F16_TEST, GPU_TEST, Rng, roundF16, tensorOf, testGpu } from "./harness.ts";
-import { augmentRef, prepareBatchRef, resizeBilinearRef, rnd } from "./cpu_ref/data.ts";
+import { assertClose, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { augmentRef, prepareBatchRef, rnd } from "./cpu_ref/data.ts";
+import { testOp } from "./_op.ts";
 import {
-  assertExact,
-  atDeviceLimit,
-  deviceLimit,
-  readSlices,
-  sampleUnits,
-  withBindingLimit,
-} from "./big.ts";
-import { checkOpCase, runOp, testOp } from "./_op.ts";
-import {
+  checkAgainstRef,
+  makeData,
   PREPARE_SUITES,
-  prepareBatchOp,
   prepareTol,
-  randomBytes,
   RESIZE_SUITES,
+  runPrepare,
   TOL,
 } from "./ops/data.ts";
-
 for (const suite of PREPARE_SUITES) testOp(suite);
 for (const suite of RESIZE_SUITES) testOp(suite);
-
-interface Data {
-  images: Uint8Array;
-  labels: Uint8Array;
-  count: number;
-}
-
-function makeData(rng: Rng, count: number, c: number, h: number, w: number): Data {
-  const labels = new Uint8Array(count);
-  for (let i = 0; i < count; i++) labels[i] = rng.int(10);
-  return { images: randomBytes(rng, count * c * h * w), labels, count };
-}
-
-/**
- * Runs prepareBatch on the GPU into an `x` of `dtype` (default f32); returns x and labels read
- * back.
- */
-async function runPrepare(
-  gpu: Gpu,
-  d: Data,
-  indices: number[],
-  p: PrepareBatchParams,
-  options: { readonly dtype?: FloatDType } = {},
-): Promise<{ x: Float32Array | Float16Array; labels: Int32Array }> {
-  const out = await runOp(gpu, prepareBatchOp({ name: "", p, count: d.count }), {
-    data: { images: d.images, srcLabels: d.labels, indices },
-    mix: { x: options.dtype ?? "f32" },
-  });
-  return { x: out.x as Float32Array | Float16Array, labels: out.labels as Int32Array };
-}
-
-/** prepareBatch into an `x` of `dtype` (default f32) against the Float64 reference. */
-async function checkAgainstRef(
-  gpu: Gpu,
-  d: Data,
-  indices: number[],
-  p: PrepareBatchParams,
-  what: string,
-  options: { readonly dtype?: FloatDType } = {},
-): Promise<void> {
-  await checkOpCase(gpu, prepareBatchOp({ name: what, p, count: d.count }), {
-    data: { images: d.images, srcLabels: d.labels, indices },
-    mix: { x: options.dtype ?? "f32" },
-  });
-}
-
-function shuffled(rng: Rng, count: number, batch: number): number[] {
-  return Array.from({ length: batch }, () => rng.int(count));
-}
 
 Deno.test("28->28 without augmentation is the exact u8/255 gather", GPU_TEST, async () => {
   const gpu = await testGpu();
@@ -377,31 +319,6 @@ Deno.test("one dispatch, no submit; the batch of odd sizes 1 and 3", GPU_TEST, a
   }, "batch 3");
 });
 
-Deno.test("a dataset larger than one storage binding (CIFAR-10 train size)", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const count = 50000, c = 3, h = 32, w = 32;
-  const bytes = count * c * h * w; // 153.6 MB > 128 MiB
-  const images = new Uint8Array(bytes);
-  for (let i = 0; i < bytes; i += 4099) images[i] = (i >>> 12) & 255; // sparse pattern, cheap
-  const rng = new Rng(47);
-  for (let i = 0; i < 20000; i++) images[rng.int(bytes)] = rng.int(256);
-  const labels = new Uint8Array(count).map((_, i) => i % 10);
-  const maxBind = gpu.limits.maxStorageBufferBindingSize;
-  const straddle = Math.floor(Math.floor(maxBind / 256) * 256 / (c * h * w)); // spans the split
-  const indices = [0, straddle - 1, straddle, straddle + 1, count - 1, 12345];
-  const img = c * h * w;
-  for (const n of indices) images.set(randomBytes(rng, img), n * img); // dense where it is read
-  const p = { batch: indices.length, channels: c, srcH: h, srcW: w, dstH: 20, dstW: 36 };
-  const d = { images, labels, count };
-  if (bytes > maxBind) {
-    await checkAgainstRef(gpu, d, indices, p, "split binding");
-  } else {
-    // A device with bigger bindings binds it whole; the result must be the same.
-    await checkAgainstRef(gpu, d, indices, p, "single binding");
-  }
-  gpu.trimPool();
-});
-
 Deno.test("shape, dtype and value errors name the op and shapes", GPU_TEST, async () => {
   const gpu = await testGpu();
   const base = { batch: 2, channels: 1, srcH: 28, srcW: 28, dstH: 96, dstW: 96 };
@@ -455,274 +372,3 @@ Deno.test("shape, dtype and value errors name the op and shapes", GPU_TEST, asyn
     for (const x of t) x.dispose();
   }
 });
-
-Deno.test(
-  "prepareBatch into an x of 240 x 3 x 224 x 224 (144 MB, past one binding) matches the reference",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    await atDeviceLimit(gpu, async () => {
-      const rng = new Rng(48);
-      const d = makeData(rng, 50, 3, 32, 32);
-      const p: PrepareBatchParams = {
-        batch: 240,
-        channels: 3,
-        srcH: 32,
-        srcW: 32,
-        dstH: 224,
-        dstW: 224,
-        mean: [0.5, 0.4, 0.3],
-        std: [0.2, 0.25, 0.3],
-        cropPadding: 4,
-        flip: true,
-        seed: 99,
-      };
-      const per = 3 * 224 * 224;
-      assert.ok(p.batch * per > deviceLimit(gpu));
-      const check = sampleUnits(gpu, p.batch, per, 4, rng);
-      const indices = shuffled(rng, d.count, p.batch);
-      indices[check[2]] = d.count + 3; // out of range, in the second range: zeros and label -1
-      await gpu.scope(async () => {
-        const images = gpu.tensor(d.images, { shape: [d.count, 3, 32, 32] });
-        const srcLabels = gpu.tensor(d.labels, { shape: [d.count] });
-        const idx = gpu.tensor(new Uint32Array(indices), { shape: [p.batch] });
-        const x = gpu.empty([p.batch, 3, 224, 224]);
-        const labels = gpu.empty([p.batch], { dtype: "i32" });
-        prepareBatch({ x, labels, images, srcLabels, indices: idx }, p);
-        const wantLabels = indices.map((n) => (n < d.count ? d.labels[n] : -1));
-        assert.deepEqual([...await labels.toArray()], wantLabels, "labels");
-        const xs = await readSlices(gpu, x, check.map((b) => b * per), per);
-        check.forEach((b, i) => {
-          // The reference of the one image (the augmentation depends only on seed and index).
-          const ref = prepareBatchRef(d.images, d.labels, [indices[b]], { ...p, batch: 1 });
-          assertClose(xs.slices[i], ref.x, {
-            ...prepareTol(p),
-            what: `x[${b}] (index ${indices[b]})`,
-          });
-        });
-      });
-      gpu.trimPool();
-    });
-  },
-);
-
-Deno.test(
-  "resizeBilinear to a y of 200 x 3 x 240 x 240 (138 MB, past one binding) matches the reference",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    await atDeviceLimit(gpu, async () => {
-      const rng = new Rng(49);
-      const [n, c, h, w, oh, ow] = [200, 3, 32, 31, 240, 240];
-      const planes = n * c;
-      assert.ok(planes * oh * ow > deviceLimit(gpu));
-      const x = Float32Array.from(rng.uniformArray(planes * h * w, 0, 1));
-      await gpu.scope(async () => {
-        const xt = gpu.tensor(x, { shape: [n, c, h, w] });
-        const yt = gpu.empty([n, c, oh, ow]);
-        resizeBilinear({ y: yt, x: xt }, { outH: oh, outW: ow });
-        const check = sampleUnits(gpu, planes, oh * ow, 10, rng);
-        const ys = await readSlices(gpu, yt, check.map((q) => q * oh * ow), oh * ow);
-        check.forEach((q, i) => {
-          const ref = resizeBilinearRef(x.subarray(q * h * w, (q + 1) * h * w), 1, h, w, oh, ow);
-          assertClose(ys.slices[i], ref, { rtol: 1e-5, atol: 1e-5, what: `plane ${q}` });
-        });
-      });
-      gpu.trimPool();
-    });
-  },
-);
-
-Deno.test(
-  "prepareBatch split into ranges (binding limit lowered) matches the reference",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(50);
-    const d = makeData(rng, 13, 3, 5, 7);
-    const p: PrepareBatchParams = {
-      batch: 9,
-      channels: 3,
-      srcH: 5,
-      srcW: 7,
-      dstH: 6,
-      dstW: 5,
-      cropPadding: 1,
-      flip: true,
-      seed: 5,
-    };
-    // 90 elements per image: ranges of 2 images (labels and indices ranges start off-alignment).
-    await withBindingLimit(200, async () => {
-      const indices = shuffled(rng, d.count, p.batch);
-      indices[4] = 100;
-      await checkAgainstRef(gpu, d, indices, p, "ranges of 2 images");
-    });
-  },
-);
-
-// ------------------------------------------------------------------ f16 ----
-
-Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST, async () => {
-  const gpu = await testGpu();
-  const rng = new Rng(60);
-  const f16x = { dtype: "f16" } as const;
-  const odd = makeData(rng, 13, 2, 5, 7);
-  const oddP = { batch: 3, channels: 2, srcH: 5, srcW: 7, dstH: 11, dstW: 3 };
-  await checkAgainstRef(gpu, odd, shuffled(rng, 13, 3), oddP, "odd 5x7->11x3", f16x);
-  const rgb = makeData(rng, 9, 3, 32, 32);
-  const augmented: PrepareBatchParams = {
-    batch: 4,
-    channels: 3,
-    srcH: 32,
-    srcW: 32,
-    dstH: 13,
-    dstW: 17,
-    mean: [0.4914, 0.4822, 0.4465],
-    std: [0.247, 0.243, 0.261],
-    cropPadding: 2,
-    flip: true,
-    seed: 3,
-  };
-  const augmentedWhat = "normalize + pad-crop + flip + resize, one index out of range";
-  await checkAgainstRef(gpu, rgb, [8, 1, 4, 100], augmented, augmentedWhat, f16x);
-  const resizedCrop: PrepareBatchParams = {
-    batch: 3,
-    channels: 3,
-    srcH: 32,
-    srcW: 32,
-    dstH: 24,
-    dstW: 24,
-    resizedCrop: { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] },
-    seed: 77,
-  };
-  await checkAgainstRef(gpu, rgb, [0, 5, 7], resizedCrop, "resized crop", f16x);
-  // Ranges of 2 images (binding limit lowered): f16 bases of x.
-  await withBindingLimit(200, async () => {
-    const indices = shuffled(rng, 13, 9);
-    const ranges = {
-      batch: 9,
-      channels: 2,
-      srcH: 5,
-      srcW: 7,
-      dstH: 6,
-      dstW: 5,
-      cropPadding: 1,
-      seed: 5,
-    };
-    await checkAgainstRef(gpu, odd, indices, ranges, "ranges of images", f16x);
-  });
-});
-
-Deno.test(
-  "f16: 28->28 without augmentation is the u8/255 gather rounded to f16",
-  F16_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const d = makeData(new Rng(61), 6, 1, 28, 28);
-    const indices = [5, 0, 5, 2, 3];
-    const got = await runPrepare(gpu, d, indices, {
-      batch: 5,
-      channels: 1,
-      srcH: 28,
-      srcW: 28,
-      dstH: 28,
-      dstW: 28,
-    }, { dtype: "f16" });
-    const plane = 28 * 28;
-    for (let b = 0; b < indices.length; b++) {
-      for (let i = 0; i < plane; i++) {
-        // The f32 quotient (exact to f32, see the f32 test), rounded once to f16.
-        const want = Math.f16round(Math.fround(d.images[indices[b] * plane + i] / 255));
-        if (got.x[b * plane + i] !== want) {
-          assert.fail(`b ${b} pixel ${i}: ${got.x[b * plane + i]} != ${want}`);
-        }
-      }
-      assert.equal(got.labels[b], d.labels[indices[b]]);
-    }
-  },
-);
-
-Deno.test("f16: a non-float x or y throws TypeError naming the op", F16_TEST, async () => {
-  const gpu = await testGpu();
-  await gpu.scope(() => {
-    const base = { batch: 2, channels: 1, srcH: 4, srcW: 4, dstH: 3, dstW: 3 };
-    const images = gpu.empty([4, 1, 4, 4], { dtype: "u8" });
-    const srcLabels = gpu.empty([4], { dtype: "u8" });
-    const indices = gpu.empty([2], { dtype: "u32" });
-    const labels = gpu.empty([2], { dtype: "i32" });
-    const x = gpu.empty([2, 1, 3, 3], { dtype: "u32" });
-    assert.throws(
-      () => prepareBatch({ x, labels, images, srcLabels, indices }, base),
-      (e: Error) => e instanceof TypeError && /^prepareBatch: x must be f32 or f16/.test(e.message),
-    );
-    const h = gpu.empty([1, 1, 2, 2], { dtype: "f16" });
-    assert.throws(
-      () =>
-        resizeBilinear({ y: gpu.empty([1, 1, 4, 4], { dtype: "i32" }), x: h }, {
-          outH: 4,
-          outW: 4,
-        }),
-      (e: Error) =>
-        e instanceof TypeError && /^resizeBilinear: y must be f32 or f16/.test(e.message),
-    );
-    assert.throws(
-      () =>
-        resizeBilinear({ y: h, x: gpu.empty([1, 1, 2, 2], { dtype: "u32" }) }, {
-          outH: 2,
-          outW: 2,
-        }),
-      (e: Error) =>
-        e instanceof TypeError && /^resizeBilinear: x must be f32 or f16/.test(e.message),
-    );
-    // Shapes are still checked across dtypes.
-    assert.throws(
-      () => resizeBilinear({ y: h, x: gpu.empty([1, 1, 2, 2]) }, { outH: 4, outW: 4 }),
-      /resizeBilinear: y has shape \[1, 1, 2, 2\], expected \[1, 1, 4, 4\]/,
-    );
-  });
-  await gpu.sync();
-});
-
-Deno.test(
-  "f16: prepareBatch and resizeBilinear with f16 outputs/inputs equal the f32 kernels, rounded once",
-  F16_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(63);
-    const d = makeData(rng, 9, 3, 32, 32);
-    const p: PrepareBatchParams = {
-      batch: 4,
-      channels: 3,
-      srcH: 32,
-      srcW: 32,
-      dstH: 24,
-      dstW: 20,
-      mean: [0.5, 0.4, 0.3],
-      std: [0.2, 0.25, 0.3],
-      flip: true,
-      resizedCrop: { scale: [0.2, 1], ratio: [3 / 4, 4 / 3] },
-      seed: 9,
-    };
-    const indices = [3, 8, 0, 12];
-    const a = await runPrepare(gpu, d, indices, p);
-    const h = await runPrepare(gpu, d, indices, p, { dtype: "f16" });
-    assertExact(h.x, Float64Array.from(a.x, (v) => Math.f16round(v)), "prepareBatch f16 x");
-    const xs = roundF16(rng.normalArray(2 * 3 * 7 * 5)); // f16-representable
-    const shape = [2, 3, 7, 5];
-    const out = await gpu.scope(async () => {
-      const res: ArrayLike<number>[] = [];
-      const mixes = [["f32", "f32"], ["f16", "f16"], ["f16", "f32"], ["f32", "f16"]] as const;
-      for (const [yd, xd] of mixes) {
-        const x = tensorOf(gpu, xs, { dtype: xd, shape });
-        const y = gpu.empty([2, 3, 13, 4], { dtype: yd });
-        resizeBilinear({ y, x }, { outH: 13, outW: 4 });
-        res.push(await y.toArray());
-      }
-      return res;
-    });
-    const rounded = Float64Array.from(out[0], (v) => Math.f16round(v));
-    assertExact(out[1], rounded, "resize f16 <- f16");
-    assertExact(out[2], rounded, "resize f16 <- f32");
-    assertExact(out[3], out[0], "resize f32 <- f16");
-  },
-);

@@ -4,6 +4,9 @@
  *
  * CPU references in tests are written in plain TypeScript over Float64Array (see `cpu_ref.ts`).
  *
+ * One file of about 560 lines on purpose: the one module every test imports its checks, RNG,
+ * GPU and dtype helpers from (CONTRIBUTING.md lists them under this name).
+ *
  * @module
  */
 

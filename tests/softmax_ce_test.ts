@@ -2,7 +2,8 @@
 // reference on several shapes, rows > workgroup size included, with smoothing, accumulation, in
 // place, ranges, f16 logits and gradients, loss scales), the CPU reference against finite
 // differences and PyTorch, huge logits, argmax ties, invalid labels, accuracy, validation, and
-// tensors past one binding and the loop cap.
+// tensors past one binding and the loop cap. One file of about 500 lines on purpose: the f16 and
+// loss-scale cases at its end draw their data with the f32 cases' randomCase.
 import assert from "node:assert/strict";
 import { type Gpu, Tensor } from "../gpu/mod.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";

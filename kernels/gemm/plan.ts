@@ -18,7 +18,8 @@
  *   (long reductions over few output tiles: partial products into scratch, summed by an
  *   epilogue).
  *
- * The records (problem, plan, dispatches) are in `types.ts`, the cost model in `cost.ts`.
+ * The records (problem, plan, dispatches) are in `types.ts`, a pass's orientation and kernel
+ * configuration in `config.ts`, the cost model in `cost.ts`.
  *
  * @module
  */
@@ -27,22 +28,19 @@ import { grid1d } from "../../gpu/mod.ts";
 import { checkActivationKind } from "../_activation_wgsl.ts";
 import { type AdapterProfile, bindingElements } from "../_adapter.ts";
 import type { GemmTuning, GemmVariant, StridedGemm } from "../_types.ts";
-import { chooseSplitK, pickTile } from "./cost.ts";
+import { type Bound, chooseConfig, type Operand, shouldSwap, swapped } from "./config.ts";
+import { chooseSplitK } from "./cost.ts";
 import {
   EPILOGUE_WG,
   type GemmConfig,
   type GemmDispatch,
   type GemmEpilogueDispatch,
-  type GemmOperand,
   type GemmOperandShape,
   type GemmPass,
   type GemmPlan,
   type GemmProblem,
   type GemmProductDispatch,
   type GemmStoreConfig,
-  REGISTER_WG,
-  SHARED_BM,
-  SHARED_BN,
 } from "./types.ts";
 
 /**
@@ -109,19 +107,6 @@ export function planDispatches(plan: GemmPlan): GemmDispatch[] {
 const MAX_K_REGISTER = 4 * 60000;
 /** Most k per shared-memory-kernel dispatch (about 25 loop iterations per 16 k). */
 const MAX_K_SHARED = 32768;
-
-/** An operand of a pass: what it binds, where it starts, its storage type. */
-interface Operand extends GemmOperandShape {
-  readonly ref: GemmOperand;
-}
-
-/** A problem being planned: its operands name what they bind. */
-type Bound = Omit<GemmProblem, "a" | "b" | "c" | "bias"> & {
-  readonly a: Operand;
-  readonly b: Operand;
-  readonly c: Operand;
-  readonly bias?: Operand | undefined;
-};
 
 /** What every pass of one plan shares. */
 interface Context {
@@ -195,47 +180,42 @@ export function planGemm(
     c: { ...problem.c, ref: "c" },
     bias: problem.bias ? { ...problem.bias, ref: "bias" } : undefined,
   };
+  // A reduction longer than one dispatch runs as passes over k-ranges: each pass after the first
+  // adds to the target (beta = 1, no bias), only the last applies the activation. The target is
+  // C, except that an f16 C is no accumulator: then the passes sum raw products into an f32
+  // scratch (no rounding to f16 between passes), and an epilogue applies alpha, beta, bias, the
+  // activation and C's mapping, rounding once.
   const kPass = passK(k, variant);
+  const acc: Operand | undefined = kPass < k && problem.c.dtype === "f16" &&
+      batch * m * n <= ctx.elements
+    ? { ref: "accumulator", base: 0, dtype: "f32" }
+    : undefined;
+  const target: Bound = acc
+    ? {
+      ...g,
+      ...into(acc, g),
+      alpha: 1,
+      beta: 0,
+      bias: undefined,
+      biasMode: "none",
+      activation: undefined,
+    }
+    : g;
   const passes: GemmPass[] = [];
-  let epilogue: GemmEpilogueDispatch | undefined;
-  let accumulator = 0;
-  if (kPass < k && problem.c.dtype === "f16" && batch * m * n <= ctx.elements) {
-    // An f16 C is not the accumulator: the passes sum raw products into an f32 scratch (no
-    // rounding to f16 between passes), then the epilogue applies alpha, beta, bias, the
-    // activation and C's mapping, rounding once.
-    accumulator = batch * m * n;
-    const acc: Operand = { ref: "accumulator", base: 0, dtype: "f32" };
-    for (let k0 = 0, pass = 0; k0 < k; k0 += kPass, pass++) {
-      const kLen = Math.min(kPass, k - k0);
-      const slice: Bound = {
-        ...kSlice(g, k0, kLen),
-        ...into(acc, g),
-        alpha: 1,
-        beta: pass === 0 ? 0 : 1,
-        bias: undefined,
-        biasMode: "none",
-        activation: undefined,
-      };
-      passes.push(planPass(slice, k0, ctx));
-    }
-    epilogue = epilogueDispatch(g, acc, 1);
-  } else if (kPass < k) {
-    // Each pass after the first adds to C (beta = 1, no bias); only the last one applies the
-    // activation.
-    for (let k0 = 0, pass = 0; k0 < k; k0 += kPass, pass++) {
-      const kLen = Math.min(kPass, k - k0);
-      const slice: Bound = {
-        ...kSlice(g, k0, kLen),
-        beta: pass === 0 ? g.beta : 1,
-        bias: pass === 0 ? g.bias : undefined,
-        biasMode: pass === 0 ? g.biasMode : "none",
-        activation: k0 + kLen >= k ? g.activation : undefined,
-      };
-      passes.push(planPass(slice, k0, ctx));
-    }
-  } else {
-    passes.push(planPass(g, 0, ctx));
+  // (k = 0 is one pass.)
+  for (let k0 = 0, pass = 0; pass === 0 || k0 < k; k0 += kPass, pass++) {
+    const kLen = Math.min(kPass, k - k0);
+    const slice: Bound = {
+      ...kSlice(target, k0, kLen),
+      beta: pass === 0 ? target.beta : 1,
+      bias: pass === 0 ? target.bias : undefined,
+      biasMode: pass === 0 ? target.biasMode : "none",
+      activation: k0 + kLen >= k ? target.activation : undefined,
+    };
+    passes.push(planPass(slice, k0, ctx));
   }
+  const epilogue = acc ? epilogueDispatch(g, acc, 1) : undefined;
+  const accumulator = acc ? batch * m * n : 0;
   const first = passes[0];
   return {
     variant,
@@ -417,108 +397,4 @@ function epilogueDispatch(g: Bound, part: Operand, splits: number): GemmEpilogue
     },
     workgroups: grid1d(g.batch * g.m * g.n, EPILOGUE_WG),
   };
-}
-
-function isVecOk(r: Operand, ld: number, stride: number, inner: number): boolean {
-  return ld % 4 === 0 && stride % 4 === 0 && r.base % 4 === 0 && inner % 4 === 0;
-}
-
-function chooseConfig(
-  g: Bound,
-  variant: GemmVariant,
-  tuning: GemmTuning,
-  cores: number,
-): GemmConfig {
-  const store: GemmStoreConfig = {
-    beta: g.beta !== 0,
-    bias: g.biasMode,
-    segmented: g.segment !== undefined,
-    activation: g.activation,
-  };
-  if (variant === "shared") {
-    return {
-      ...store,
-      variant,
-      transA: g.transA,
-      transB: g.transB,
-      vecA: false,
-      vecB: false,
-      vecC: false,
-      tm: 4,
-      tn: 4,
-      rowsPerGroup: SHARED_BM,
-      colsPerGroup: SHARED_BN,
-      kAlign: 1,
-    };
-  }
-  // Vectorize A along k (!transA: needs k, lda % 4 == 0) or m (transA: needs m, lda % 4 == 0).
-  // f16 operands vectorize under the same conditions: a binding starts 256-byte aligned, so an
-  // element offset that is a multiple of 4 is 8-byte aligned, as a vec4<f16> needs.
-  const vecA = g.transA ? isVecOk(g.a, g.lda, g.strideA, g.m) : isVecOk(g.a, g.lda, g.strideA, g.k);
-  const vecB = g.transB ? isVecOk(g.b, g.ldb, g.strideB, g.k) : isVecOk(g.b, g.ldb, g.strideB, g.n);
-  let [tm, tn] = tuning.tile ?? pickTile(g.m, g.n, g.k, g.batch, cores).tile;
-  if (![1, 2, 4, 8, 16].includes(tm) || ![4, 8, 16].includes(tn)) {
-    throw new RangeError(`gemm: unsupported register tile [${tm}, ${tn}]`);
-  }
-  // A vectorized along m needs whole vec4s of rows.
-  if (vecA && g.transA && tm < 4) tm = 4;
-  return {
-    ...store,
-    variant,
-    transA: g.transA,
-    transB: g.transB,
-    vecA,
-    vecB,
-    vecC: isVecC(g),
-    tm,
-    tn,
-    rowsPerGroup: tm * REGISTER_WG,
-    colsPerGroup: tn * REGISTER_WG,
-    kAlign: (vecA && !g.transA) || (vecB && g.transB) ? 4 : 1,
-  };
-}
-
-/**
- * Whether 4 consecutive columns of C (from a multiple of 4) are always 4 consecutive, aligned
- * elements: then the register kernel stores (and reads, for beta) C as vec4s.
- */
-function isVecC(g: Bound): boolean {
-  const aligned = g.n % 4 === 0 && g.ldc % 4 === 0 && g.strideC % 4 === 0 && g.c.base % 4 === 0;
-  if (g.segment !== undefined) {
-    return aligned && g.segment % 4 === 0 && (g.segmentStride ?? 0) % 4 === 0;
-  }
-  return aligned && (g.ldcCol ?? 1) === 1;
-}
-
-/**
- * The same product with the roles of A and B exchanged: `C^T = op(B)^T op(A)^T`, storing
- * element (j, i) of the swapped problem at C's (i, j).
- */
-function swapped(g: Bound): Bound {
-  return {
-    ...g,
-    m: g.n,
-    n: g.m,
-    transA: !g.transB,
-    transB: !g.transA,
-    a: g.b,
-    b: g.a,
-    lda: g.ldb,
-    ldb: g.lda,
-    strideA: g.strideB,
-    strideB: g.strideA,
-    ldc: g.ldcCol ?? 1,
-    ldcCol: g.ldc,
-    biasMode: g.biasMode === "row" ? "col" : g.biasMode === "col" ? "row" : "none",
-  };
-}
-
-/** Whether the swapped problem is clearly cheaper for the register kernel. */
-function shouldSwap(g: Bound, variant: GemmVariant, tuning: GemmTuning, cores: number): boolean {
-  if (variant !== "register" || g.segment !== undefined) return false;
-  if (tuning.swap !== undefined) return tuning.swap;
-  if (tuning.tile) return false;
-  const normal = pickTile(g.m, g.n, g.k, g.batch, cores).cost;
-  const other = pickTile(g.n, g.m, g.k, g.batch, cores).cost;
-  return other < 0.85 * normal;
 }

@@ -1,9 +1,12 @@
 // The data kernels for testOp (tests/_op.ts): prepareBatch and resizeBilinear against the Float64
-// references of tests/cpu_ref/data.ts, and the suites of tests/data_kernels_test.ts.
+// references of tests/cpu_ref/data.ts, the suites of tests/data_kernels_test.ts, and the helpers
+// of tests/data_kernels*_test.ts (random data sets, prepareBatch run or checked on one).
+import type { Gpu } from "../../gpu/mod.ts";
+import type { FloatDType } from "../../kernels/_dtype.ts";
 import { prepareBatch, type PrepareBatchParams, resizeBilinear } from "../../kernels/data/index.ts";
 import { prepareBatchRef, resizeBilinearRef } from "../cpu_ref/data.ts";
 import type { CloseOptions, Rng } from "../harness.ts";
-import { input, type OpCase, opCase, type OpSuite, output } from "../_op.ts";
+import { checkOpCase, input, type OpCase, opCase, type OpSuite, output, runOp } from "../_op.ts";
 
 // f32 tolerances: values are in [0, 1]; the source coordinate (up to ~32) carries f32 rounding
 // (the GPU may fuse its multiply-add), about 2e-6 of a pixel step. Normalization divides the
@@ -195,3 +198,57 @@ export const RESIZE_SUITES: OpSuite<ResizeCase>[] = [{
   cases: [{ n: 7, c: 2, h: 3, w: 4, oh: 5, ow: 9, bindingLimit: 200 }],
   mixes: [{ y: "f16", x: "f16" }],
 }];
+
+// ------------------------------------------------------------------ helpers ----
+
+/** A data set of u8 images and labels, as prepareBatch reads it. */
+export interface Data {
+  images: Uint8Array;
+  labels: Uint8Array;
+  count: number;
+}
+
+/** `count` random `c`x`h`x`w` images with labels in [0, 10). */
+export function makeData(rng: Rng, count: number, c: number, h: number, w: number): Data {
+  const labels = new Uint8Array(count);
+  for (let i = 0; i < count; i++) labels[i] = rng.int(10);
+  return { images: randomBytes(rng, count * c * h * w), labels, count };
+}
+
+/**
+ * Runs prepareBatch on the GPU into an `x` of `dtype` (default f32); returns x and labels read
+ * back.
+ */
+export async function runPrepare(
+  gpu: Gpu,
+  d: Data,
+  indices: number[],
+  p: PrepareBatchParams,
+  options: { readonly dtype?: FloatDType } = {},
+): Promise<{ x: Float32Array | Float16Array; labels: Int32Array }> {
+  const out = await runOp(gpu, prepareBatchOp({ name: "", p, count: d.count }), {
+    data: { images: d.images, srcLabels: d.labels, indices },
+    mix: { x: options.dtype ?? "f32" },
+  });
+  return { x: out.x as Float32Array | Float16Array, labels: out.labels as Int32Array };
+}
+
+/** prepareBatch into an `x` of `dtype` (default f32) against the Float64 reference. */
+export async function checkAgainstRef(
+  gpu: Gpu,
+  d: Data,
+  indices: number[],
+  p: PrepareBatchParams,
+  what: string,
+  options: { readonly dtype?: FloatDType } = {},
+): Promise<void> {
+  await checkOpCase(gpu, prepareBatchOp({ name: what, p, count: d.count }), {
+    data: { images: d.images, srcLabels: d.labels, indices },
+    mix: { x: options.dtype ?? "f32" },
+  });
+}
+
+/** `batch` indices drawn in [0, count). */
+export function shuffled(rng: Rng, count: number, batch: number): number[] {
+  return Array.from({ length: batch }, () => rng.int(count));
+}
