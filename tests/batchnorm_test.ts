@@ -1,4 +1,4 @@
-// Tests of kernels/batchnorm.ts: the suites of tests/ops/batchnorm.ts (GPU vs the Float64 CPU
+// Tests of kernels/batchnorm/: the suites of tests/ops/batchnorm.ts (GPU vs the Float64 CPU
 // reference: two training steps with running statistics, backward, eval; ranges of samples; the
 // fused BN + activation (ReLU, ReLU6, sigmoid, tanh) against the reference and bit for bit
 // against the unfused kernels; f16 storage (the training configuration of --precision f16 and a
