@@ -1,0 +1,197 @@
+// Workgroup-memory kernels (issue #17, section 2): every kernel that stages data in `var<workgroup>`
+// memory, forced on the test adapter with sizes on each side of every tile and workgroup edge
+// (1, tile - 1, tile, tile + 1, odd sizes, batches), against the Float64 CPU references. A missing
+// barrier or an unguarded edge load shows up as a wrong element here on adapters that schedule
+// invocations differently (llvmpipe runs a workgroup's invocations as SIMD lanes in lockstep;
+// SwiftShader and GPUs do not), so these cases are also the ones to run in a browser.
+//
+// The kernels, and the edges that matter for each:
+// - the shared-memory GEMM tile (kernels/gemm/shared.ts): C tiles of SHARED_BM x SHARED_BN, k
+//   staged SHARED_BK deep: m, n in {1, 63, 64, 65, 129}, k in {1, 15, 16, 17, 47}, every transpose
+//   combination, batches, split-K (the k-split index in the grid's z), a bias, beta and an
+//   activation in the store, f16 operands;
+// - the direct convolution (kernels/conv2d/direct.ts) stages a block of weights: channel counts
+//   past its blocks (cOut 9, 17, 33; cIn 1, 7, 17), odd widths, stride 2;
+// - the reductions over a workgroup: batch norm's statistics and gradient partials (64 threads,
+//   planes of 63, 64, 65 and 129 elements), depthwise's weight-gradient partials, and softmax
+//   cross-entropy's loss and hit sums (256 threads: batches of 255, 256, 257, 513).
+// A last test keeps the list whole: every kernels/ source that declares `var<workgroup>` is one
+// of the files above.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { SHARED_BK } from "../kernels/gemm/shared.ts";
+import { SHARED_BM, SHARED_BN } from "../kernels/gemm/types.ts";
+import { planDispatches } from "../kernels/gemm/index.ts";
+import { batchNorm, type BnCase } from "./ops/batchnorm.ts";
+import { conv2d, type Conv2dCase } from "./ops/conv2d.ts";
+import { depthwise, type DwCase } from "./ops/depthwise.ts";
+import { type GemmCase, suitesByMix } from "./ops/gemm.ts";
+import { type CeCase, softmaxCe } from "./ops/softmax_ce.ts";
+import { type OpSuite, testOp } from "./_op.ts";
+
+/** 1, edge - 1, edge, edge + 1 and an odd size past two tiles. */
+const around = (edge: number): number[] => [1, edge - 1, edge, edge + 1, 2 * edge + 1];
+
+const M = around(SHARED_BM), N = around(SHARED_BN), K = around(SHARED_BK);
+const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
+
+/** The plan ran the shared-memory kernel for every product. */
+const sharedOnly = (plan: Parameters<NonNullable<GemmCase["plan"]>>[0]) => {
+  const kinds = planDispatches(plan).map((d) => d.kernel);
+  assert.ok(!kinds.includes("register"), `planned ${kinds}`);
+};
+
+/**
+ * Every m and n edge against a k edge (a Latin square over the 5 sizes of each, so each size of
+ * each dimension meets every other dimension's), in every transpose combination.
+ */
+function sharedCases(): GemmCase[] {
+  const out: GemmCase[] = [];
+  for (const [transA, transB] of TRANSPOSES) {
+    for (let i = 0; i < M.length; i++) {
+      for (const j of [0, 2]) {
+        out.push({
+          m: M[i],
+          n: N[(i + j) % N.length],
+          k: K[(i + 2 * j + 1) % K.length],
+          transA,
+          transB,
+          tuning: { variant: "shared" },
+          plan: sharedOnly,
+        });
+      }
+    }
+    // A batch with tile remainders everywhere; the store's bias, beta and activation.
+    out.push({
+      m: SHARED_BM + 1,
+      n: SHARED_BN - 1,
+      k: SHARED_BK + 1,
+      batch: 3,
+      transA,
+      transB,
+      bias: true,
+      beta: 0.5,
+      alpha: 2,
+      activation: "relu",
+      tuning: { variant: "shared" },
+      plan: sharedOnly,
+    });
+    // Split-K: the k-split in z, each split's chunk a multiple of the staging depth or not.
+    out.push({
+      m: SHARED_BM - 1,
+      n: 2 * SHARED_BN + 1,
+      k: 5 * SHARED_BK + 3,
+      batch: 2,
+      transA,
+      transB,
+      tuning: { variant: "shared", splitK: 3 },
+      plan: sharedOnly,
+    });
+  }
+  return out;
+}
+
+const F16 = { a: "f16", b: "f16", c: "f16", bias: "f32" } as const;
+
+for (
+  const suite of [
+    ...suitesByMix("workgroup memory: shared GEMM tile edges", 1700, sharedCases()),
+    ...suitesByMix(
+      "workgroup memory: shared GEMM tile edges, f16 operands",
+      1750,
+      TRANSPOSES.map(([transA, transB], i) => ({
+        m: M[i + 1],
+        n: N[(i + 2) % N.length],
+        k: K[(i + 3) % K.length],
+        batch: 2,
+        transA,
+        transB,
+        bias: true,
+        tuning: { variant: "shared" },
+        plan: sharedOnly,
+        mix: F16,
+      })),
+    ),
+  ]
+) testOp(suite);
+
+/** The direct convolution forced, with channel counts around its weight blocks. */
+const DIRECT_SUITE: OpSuite<Conv2dCase> = {
+  name: "workgroup memory: direct convolution weight blocks",
+  op: conv2d,
+  seed: 1800,
+  cases: [
+    { p: { n: 2, cIn: 7, h: 9, w: 11, cOut: 17, kernel: 3, padding: 1 }, bias: true },
+    { p: { n: 1, cIn: 1, h: 13, w: 13, cOut: 33, kernel: 5 }, bias: true },
+    { p: { n: 2, cIn: 17, h: 5, w: 7, cOut: 9, kernel: 3, padding: 1, stride: 2 } },
+  ].map((c) => ({ ...c, label: "direct", options: { direct: true } })),
+};
+
+/** Batch norm's per-channel reductions over planes around its 64-thread workgroup. */
+const BN_SUITE: OpSuite<BnCase> = {
+  name: "workgroup memory: batch norm reductions around the workgroup size",
+  op: batchNorm,
+  seed: 1810,
+  cases: [
+    { n: 1, c: 2, hw: 63, shape: [1, 2, 7, 9], offset: 0 },
+    { n: 1, c: 2, hw: 64, shape: [1, 2, 8, 8], offset: 1 },
+    { n: 1, c: 2, hw: 65, shape: [1, 2, 5, 13], offset: 0 },
+    { n: 3, c: 3, hw: 43, shape: [3, 3, 1, 43], offset: -1 },
+    { n: 2, c: 1, hw: 129, shape: [2, 1, 3, 43], offset: 0 },
+    { n: 65, c: 3, hw: 1, shape: [65, 3], offset: 0 },
+  ],
+};
+
+/** Depthwise weight-gradient partials: row units per channel around the workgroup's reach. */
+const DW_SUITE: OpSuite<DwCase> = {
+  name: "workgroup memory: depthwise weight-gradient partials",
+  op: depthwise,
+  seed: 1820,
+  cases: [
+    { n: 1, c: 2, h: 16, w: 16, kernel: 3, padding: 1 },
+    { n: 2, c: 3, h: 31, w: 33, kernel: 3, padding: 1, bias: true },
+    { n: 3, c: 2, h: 33, w: 29, kernel: 3, stride: 2, padding: 1 },
+    { n: 5, c: 1, h: 27, w: 27, kernel: 3, padding: 1, bias: true },
+  ],
+};
+
+/** Softmax cross-entropy's batch sums around its 256-thread workgroup. */
+const CE_SUITE: OpSuite<CeCase> = {
+  name: "workgroup memory: softmax cross-entropy sums around the workgroup size",
+  op: softmaxCe,
+  seed: 1830,
+  cases: [255, 256, 257, 513].map((n) => ({ n, c: 3 })),
+};
+
+testOp(DIRECT_SUITE);
+testOp(BN_SUITE);
+testOp(DW_SUITE);
+testOp(CE_SUITE);
+
+/** The kernels/ sources with a `var<workgroup>` whose kernels this file stresses. */
+const COVERED = [
+  "gemm/shared.ts",
+  "conv2d/direct.ts",
+  "batchnorm/passes.ts",
+  "depthwise.ts",
+  "softmax_ce.ts",
+];
+
+Deno.test("workgroup memory: every kernel that declares var<workgroup> is stressed here", () => {
+  const root = new URL("../kernels/", import.meta.url).pathname;
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of Deno.readDirSync(join(root, dir))) {
+      const path = dir === "" ? e.name : `${dir}/${e.name}`;
+      if (e.isDirectory) walk(path);
+      else if (
+        path.endsWith(".ts") &&
+        Deno.readTextFileSync(join(root, path)).match(/^[^*/]*var<workgroup>/m)
+      ) {
+        found.push(path);
+      }
+    }
+  };
+  walk("");
+  assert.deepEqual(found.sort(), [...COVERED].sort());
+});
