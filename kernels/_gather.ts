@@ -7,13 +7,13 @@
  *
  * This module holds what those kernels share: which outputs reach a block-local input
  * ({@linkcode blockTaps}) and a whole block ({@linkcode blockCover}, with the WGSL that locates
- * them), and the WGSL of the thread's block index ({@linkcode BLOCK_MAIN}). A leaf of the
- * kernels' module graph (it imports only a type of `_geometry.ts`). Private to `kernels/`.
+ * them), and the entry point with the thread's block index ({@linkcode blockMain}). Private to `kernels/`.
  *
  * @module
  */
 
 import type { Window2d } from "./_geometry.ts";
+import { flatMain } from "./_kernel.ts";
 
 /**
  * The outputs reaching a block-local coordinate `u` along one axis (blocks aligned to the stride
@@ -59,25 +59,30 @@ export function offsetId(v: number): string {
 }
 
 /**
- * WGSL: the entry point's header and its block index, for kernels with `Params` fields `total`
- * (blocks of the range), `hb` and `wb` (blocks per plane column and row), launched by `grid1d`:
- * defines `idx`, `plane` (local to the range) and the block's coordinates `by`, `bx`.
+ * WGSL: the entry point of a kernel with `Params` fields `total` (blocks of the range), `hb` and
+ * `wb` (blocks per plane column and row), launched by `grid1d`: defines `idx`, `plane` (local to
+ * the range) and the block's coordinates `by`, `bx`, then runs `body` (statements indented by two
+ * spaces).
  *
+ * @returns The entry point.
  * @example
  * ```ts
- * import { BLOCK_MAIN } from "./_gather.ts";
- * const body = `${BLOCK_MAIN}\n  let iy0 = by * 2u;\n}\n`;
+ * import { blockMain } from "./_gather.ts";
+ * const main = blockMain("  let iy0 = by * 2u;");
  * ```
  */
-export const BLOCK_MAIN = `@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= p.total) { return; }
-  let blocks = p.hb * p.wb;
+export function blockMain(body: string): string {
+  return flatMain(
+    "idx",
+    "p.total",
+    `  let blocks = p.hb * p.wb;
   let plane = idx / blocks;
   let r = idx - plane * blocks;
   let by = r / p.wb;
-  let bx = r - by * p.wb;`;
+  let bx = r - by * p.wb;
+${body}`,
+  );
+}
 
 /** What a block's thread reaches (see {@linkcode blockCover}). */
 export interface BlockCover {
@@ -90,7 +95,7 @@ export interface BlockCover {
   /** The distinct column offsets `b`, ascending. */
   readonly bs: number[];
   /**
-   * WGSL lines (inside {@linkcode BLOCK_MAIN}'s entry point, `Params` fields `oh`, `ow`): the
+   * WGSL lines (inside {@linkcode blockMain}'s entry point, `Params` fields `oh`, `ow`): the
    * coordinates `oyA` / `oxB` of the outputs `(by + a, bx + b)` the block reaches, and whether
    * each lies inside the output plane (`okYA`, `okXB`), named with {@linkcode offsetId}.
    */

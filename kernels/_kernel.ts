@@ -248,6 +248,29 @@ export function perSizes<A extends SizeArg[], K>(make: (...sizes: A) => K): (...
 }
 
 /**
+ * The `main` entry point of a kernel launched on a flat grid (the host's `grid1d`): one thread per
+ * index `gid.x + gid.y * nwg.x * WG`, bound to `index`; a thread at or past `limit` returns
+ * (`null`: the body bounds itself, e.g. on a value derived from the index). `body` is the rest of
+ * `main`, its statements indented by two spaces.
+ *
+ * @returns The WGSL of the entry point.
+ * @example
+ * ```ts
+ * import { flatMain } from "./_kernel.ts";
+ * flatMain("i", "p.n", "  y[i] = 2.0 * x[i];");
+ * ```
+ */
+export function flatMain(index: string, limit: string | null, body: string): string {
+  const bound = limit === null ? "" : `\n  if (${index} >= ${limit}) { return; }`;
+  return `@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let ${index} = gid.x + gid.y * nwg.x * WG;${bound}
+${body}
+}
+`;
+}
+
+/**
  * Makes a kernel from its description (see the module documentation).
  *
  * @returns The kernel: `spec` for its WGSL, `dispatch` to record a call.

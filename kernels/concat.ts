@@ -23,7 +23,7 @@ import {
 } from "./_activation_wgsl.ts";
 import { bindingRange, unitRanges } from "./_binding.ts";
 import { convert, floatDType, loadF32, storeAs } from "./_dtype.ts";
-import { defineKernel, variantProduct } from "./_kernel.ts";
+import { defineKernel, flatMain, variantProduct } from "./_kernel.ts";
 
 /** Threads per workgroup of the channel-slice kernels. */
 const WG = 256;
@@ -117,17 +117,15 @@ const SLICE = {
 
 /** The WGSL after a channel-slice kernel's declarations: `helpers`, then `main` doing `body`. */
 function sliceMain(variant: string, helpers: string, body: string): string {
-  return `${helpers}alias T = ${isVec4(variant) ? "vec4<f32>" : "f32"};
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
-  if (i >= p.count) { return; }
-  let row = i / p.chw;
+  const main = flatMain(
+    "i",
+    "p.count",
+    `  let row = i / p.chw;
   let wi = p.wholeBase + row * p.totalHw + p.offHw + (i - row * p.chw);
   let pi = p.partBase + i;
-  ${body}
-}
-`;
+  ${body}`,
+  );
+  return `${helpers}alias T = ${isVec4(variant) ? "vec4<f32>" : "f32"};\n${main}`;
 }
 
 /** Concatenation: the part copied into the whole (converted where their dtypes differ). */

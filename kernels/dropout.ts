@@ -21,7 +21,7 @@
 import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
 import { bindingRange, unitRanges } from "./_binding.ts";
 import { floatDType, storageType, vec4Bytes } from "./_dtype.ts";
-import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
+import { type BoundTensor, defineKernel, flatMain, variantProduct } from "./_kernel.ts";
 
 /** Threads per workgroup. */
 const WG = 256;
@@ -166,16 +166,15 @@ const forward = defineKernel({
     y[e] = ${Y}(select(0.0, f32(${xs}[e]) * p.scale, kk));
     bits |= select(0u, 1u, kk) << k;
   }`;
-    return `${PCG_WGSL}
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let w = gid.x + gid.y * nwg.x * WG;
-  if (w >= p.words) { return; }
-  var bits = 0u;
+    const main = flatMain(
+      "w",
+      "p.words",
+      `  var bits = 0u;
   ${loop}
-  mask[w] = bits;
-}
-`;
+  mask[w] = bits;`,
+    );
+    return `${PCG_WGSL}
+${main}`;
   },
 });
 
@@ -204,13 +203,7 @@ const backward = defineKernel({
   dx[i] = ${DX}(select(vec4<f32>(0.0), vec4<f32>(${dys}[i]) * p.scale, kv));`
       : `let kk = ((mask[i >> 5u] >> (i & 31u)) & 1u) != 0u;
   dx[i] = ${DX}(select(0.0, f32(${dys}[i]) * p.scale, kk));`;
-    return `@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
-  if (i >= p.count) { return; }
-  ${body}
-}
-`;
+    return flatMain("i", "p.count", `  ${body}`);
   },
 });
 

@@ -27,6 +27,7 @@ import {
   type BindingAccess,
   type BoundTensor,
   defineKernel,
+  flatMain,
   type Kernel,
   type ParamType,
   variantProduct,
@@ -172,21 +173,20 @@ function mapKernel(kernel: ElementwiseMapKernel): MapKernel {
         }; the locals are T (f32), f16 slots converted on
 // load and rounded once on store.`
         : "";
+      const main = flatMain(
+        "i",
+        "p.count",
+        `  ${loads.join("\n  ")}
+  {
+    ${kernel.body}
+  }
+  ${stores.join("\n  ")}`,
+      );
       return `// Operands (binding slot): ${
         kernel.operands.map((o, j) => `${o.name}=b${slots[j]}`).join(", ")
       }.${half}
 alias T = ${vec4(variant) ? "vec4<f32>" : "f32"};
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
-  if (i >= p.count) { return; }
-  ${loads.join("\n  ")}
-  {
-    ${kernel.body}
-  }
-  ${stores.join("\n  ")}
-}
-`;
+${main}`;
     },
   });
   mapKernels.set(kernel, made);

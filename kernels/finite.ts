@@ -19,7 +19,7 @@ import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
 import type { Gpu } from "../gpu/mod.ts";
 import { unitRanges } from "./_binding.ts";
 import { floatBytes, floatDType } from "./_dtype.ts";
-import { defineKernel } from "./_kernel.ts";
+import { defineKernel, flatMain } from "./_kernel.ts";
 
 /** The value of a watch word that has seen no Inf or NaN. */
 export const FINITE = 0xffffffff;
@@ -56,21 +56,21 @@ const check = defineKernel(
       const action = variant === "min"
         ? "atomicMin(&state[p.slot], p.mark);"
         : "atomicMax(&state[p.slot], 1u);";
+      const main = flatMain(
+        "i",
+        null,
+        `  let w = 4u * i;
+  if (w >= p.words) { return; }
+  if (nonFinite(w) || nonFinite(w + 1u) || nonFinite(w + 2u) || nonFinite(w + 3u)) {
+    ${action}
+  }`,
+      );
       return `fn nonFinite(w: u32) -> bool {
   if (w >= p.words) { return false; }
   let v = x[w];
   ${test}
 }
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
-  let w = 4u * i;
-  if (w >= p.words) { return; }
-  if (nonFinite(w) || nonFinite(w + 1u) || nonFinite(w + 2u) || nonFinite(w + 3u)) {
-    ${action}
-  }
-}
-`;
+${main}`;
     },
   },
 );

@@ -30,7 +30,7 @@ import { grid1d, type Shape, type Tensor } from "../gpu/mod.ts";
 import { bindingRange, LOOP_BUDGET, unitRanges } from "./_binding.ts";
 import { checkFloat, storageType } from "./_dtype.ts";
 import { checkPositiveInts } from "./_geometry.ts";
-import { type BoundTensor, defineKernel } from "./_kernel.ts";
+import { type BoundTensor, defineKernel, flatMain } from "./_kernel.ts";
 
 /** Threads per workgroup of the LRN kernels. */
 const WG = 64;
@@ -131,11 +131,10 @@ const forward = [false, true].map((vec4) => {
     workgroupSize: WG,
     body: ({ dtypes }) => {
       const [Y, S] = [dtypes.y, dtypes.scale].map((d) => storageType(d, vec4));
-      return `@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= p.total) { return; }
-  let ch = i32((idx / p.hw) % p.c);
+      return flatMain(
+        "idx",
+        "p.total",
+        `  let ch = i32((idx / p.hw) % p.c);
   let c0 = max(ch - p.size / 2, 0);
   let c1 = min(ch + (p.size - 1) / 2, i32(p.c) - 1);
   let first = p.xBase + idx - u32(ch - c0) * p.hw;
@@ -146,9 +145,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   }
   let sc = p.k + p.alphaN * s;
   scale[p.sBase + idx] = ${S}(sc);
-  y[p.yBase + idx] = ${Y}(${T}(x[p.xBase + idx]) * pow(sc, ${T}(-p.beta)));
-}
-`;
+  y[p.yBase + idx] = ${Y}(${T}(x[p.xBase + idx]) * pow(sc, ${T}(-p.beta)));`,
+      );
     },
   });
 });
@@ -173,11 +171,10 @@ const backward = [false, true].map((vec4) => {
     workgroupSize: WG,
     body: ({ dtypes }) => {
       const DX = storageType(dtypes.dx, vec4);
-      return `@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= p.total) { return; }
-  let j = i32((idx / p.hw) % p.c);
+      return flatMain(
+        "idx",
+        "p.total",
+        `  let j = i32((idx / p.hw) % p.c);
   let c0 = max(j - (p.size - 1) / 2, 0);
   let c1 = min(j + p.size / 2, i32(p.c) - 1);
   let first = idx - u32(j - c0) * p.hw;
@@ -190,9 +187,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let dyv = ${T}(dy[p.dyBase + idx]);
   let xv = ${T}(x[p.xBase + idx]);
   let sv = ${T}(scale[p.sBase + idx]);
-  dx[p.dxBase + idx] = ${DX}(dyv * pow(sv, ${T}(-p.beta)) - 2.0 * p.alphaN * p.beta * xv * s);
-}
-`;
+  dx[p.dxBase + idx] = ${DX}(dyv * pow(sv, ${T}(-p.beta)) - 2.0 * p.alphaN * p.beta * xv * s);`,
+      );
     },
   });
 });

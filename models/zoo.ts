@@ -177,15 +177,26 @@ function alexnet(cin: number, classes: number, lrn: boolean): Layer {
     conv2d({ inChannels: 384, outChannels: 256, kernel: 3, padding: 1 }),
     relu(),
     maxPool2d({ kernel: 3, stride: 2 }),
+    ...denseClassifier(6400, classes),
+  ]);
+}
+
+/**
+ * AlexNet's and VGG's classifier (d2l's): flatten, then two fully connected layers of 4096 with
+ * ReLU and dropout 0.5, then the output layer. Spread into the model's sequential, so that its
+ * layers keep their indices there (and so their state-dict names).
+ */
+function denseClassifier(inFeatures: number, classes: number): Layer[] {
+  return [
     flatten(),
-    linear({ inFeatures: 6400, outFeatures: 4096 }),
+    linear({ inFeatures, outFeatures: 4096 }),
     relu(),
     dropout(0.5),
     linear({ inFeatures: 4096, outFeatures: 4096 }),
     relu(),
     dropout(0.5),
     linear({ inFeatures: 4096, outFeatures: classes }),
-  ]);
+  ];
 }
 
 function vgg(
@@ -208,14 +219,7 @@ function vgg(
   }
   return sequential([
     ...blocks,
-    flatten(),
-    linear({ inFeatures: c * 7 * 7, outFeatures: 4096 }),
-    relu(),
-    dropout(0.5),
-    linear({ inFeatures: 4096, outFeatures: 4096 }),
-    relu(),
-    dropout(0.5),
-    linear({ inFeatures: 4096, outFeatures: classes }),
+    ...denseClassifier(c * 7 * 7, classes),
   ]);
 }
 

@@ -12,6 +12,7 @@ import type { ActivationKind } from "../_activation_wgsl.ts";
 import {
   activationFns,
   actOf,
+  channelSumsMain,
   dataAt,
   ELEMENTWISE_PARAMS,
   ELEMENTWISE_VARIANTS,
@@ -94,19 +95,9 @@ export const gradFinal = defineKernel({
   workgroupSize: WG,
   body: ({ dtypes: d, variant, load }) => {
     const op = variant === "acc" ? "+=" : "=";
-    return `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let ch = gid.x;
-  if (ch >= p.c) { return; }
-  var sdy = 0.0;
-  var sdyxm = 0.0;
-  for (var k = 0u; k < p.chunks; k++) {
-    let o = (ch * p.chunks + k) * 2u;
-    sdy += partial[o];
-    sdyxm += partial[o + 1u];
-  }
-  let invstd = ${load("saveInvStd", "saveInvStd[ch]")};
+    return channelSumsMain(
+      ["sdy", "sdyxm"],
+      `  let invstd = ${load("saveInvStd", "saveInvStd[ch]")};
   ${assignAs(d.dbias, "dbias[ch]", op, "sdy")}
   ${assignAs(d.dweight, "dweight[ch]", op, "sdyxm * invstd")}
   let N = f32(p.n * p.hw);
@@ -114,9 +105,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   coef[ch * 4u] = ${load("saveMean", "saveMean[ch]")};
   coef[ch * 4u + 1u] = a;
   coef[ch * 4u + 2u] = -a * invstd * invstd * sdyxm / N;
-  coef[ch * 4u + 3u] = -a * sdy / N;
-}
-`;
+  coef[ch * 4u + 3u] = -a * sdy / N;`,
+    );
   },
 });
 

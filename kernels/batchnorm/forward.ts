@@ -11,6 +11,7 @@ import { defineKernel } from "../_kernel.ts";
 import {
   activationFns,
   actOf,
+  channelSumsMain,
   dataAt,
   ELEMENTWISE_PARAMS,
   ELEMENTWISE_VARIANTS,
@@ -64,19 +65,10 @@ export const statsFinal = defineKernel({
     coef: { type: "f32", access: "read_write" },
   },
   workgroupSize: WG,
-  body: ({ dtypes: d, load }) => `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let ch = gid.x;
-  if (ch >= p.c) { return; }
-  var s1 = 0.0;
-  var s2 = 0.0;
-  for (var k = 0u; k < p.chunks; k++) {
-    let o = (ch * p.chunks + k) * 2u;
-    s1 += partial[o];
-    s2 += partial[o + 1u];
-  }
-  let N = f32(p.n * p.hw);
+  body: ({ dtypes: d, load }) =>
+    channelSumsMain(
+      ["s1", "s2"],
+      `  let N = f32(p.n * p.hw);
   let d = s1 / N;
   let mean = ${load("x0", "x0[ch * p.hw]")} + d;
   let variance = max(s2 / N - d * d, 0.0);
@@ -85,25 +77,24 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   ${assignAs(d.saveInvStd, "saveInvStd[ch]", "=", "invstd")}
   let unbiased = variance * N / max(N - 1.0, 1.0);
   ${
-    assignAs(
-      d.runningMean,
-      "runningMean[ch]",
-      "=",
-      `(1.0 - p.momentum) * ${load("runningMean", "runningMean[ch]")} + p.momentum * mean`,
-    )
-  }
+        assignAs(
+          d.runningMean,
+          "runningMean[ch]",
+          "=",
+          `(1.0 - p.momentum) * ${load("runningMean", "runningMean[ch]")} + p.momentum * mean`,
+        )
+      }
   ${
-    assignAs(
-      d.runningVar,
-      "runningVar[ch]",
-      "=",
-      `(1.0 - p.momentum) * ${load("runningVar", "runningVar[ch]")} + p.momentum * unbiased`,
-    )
-  }
+        assignAs(
+          d.runningVar,
+          "runningVar[ch]",
+          "=",
+          `(1.0 - p.momentum) * ${load("runningVar", "runningVar[ch]")} + p.momentum * unbiased`,
+        )
+      }
   coef[ch * 2u] = mean;
-  coef[ch * 2u + 1u] = ${load("weight", "weight[ch]")} * invstd;
-}
-`,
+  coef[ch * 2u + 1u] = ${load("weight", "weight[ch]")} * invstd;`,
+    ),
 });
 
 /** Pass 1 of the eval forward: the coefficients from the running statistics. */

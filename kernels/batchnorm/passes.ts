@@ -23,7 +23,7 @@ import {
 } from "../_activation_wgsl.ts";
 import { bindingRange, type TensorRange, unitRanges } from "../_binding.ts";
 import type { FloatDType } from "../_dtype.ts";
-import { variantProduct } from "../_kernel.ts";
+import { flatMain, variantProduct } from "../_kernel.ts";
 
 /** Threads per workgroup of every batch-norm kernel. */
 export const WG = 64;
@@ -182,6 +182,38 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     partial[o] = r.x;
     partial[o + 1u] = r.y;
   }
+}
+`;
+}
+
+/**
+ * WGSL `main` of the pass after a partial-sum pass ({@linkcode partialMain}): thread `ch < c` (a
+ * 1-D launch over the channels) adds its channel's `chunks` pairs of sums
+ * `partial[(ch * chunks + k) * 2 + {0, 1}]` in order into the f32 variables named `sums`, then
+ * runs `body` (statements indented by two spaces).
+ *
+ * @returns The entry point.
+ * @example
+ * ```ts
+ * import { channelSumsMain } from "./passes.ts";
+ * channelSumsMain(["s1", "s2"], "  coef[ch] = s1 / s2;");
+ * ```
+ */
+export function channelSumsMain(sums: readonly [string, string], body: string): string {
+  const [a, b] = sums;
+  return `
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let ch = gid.x;
+  if (ch >= p.c) { return; }
+  var ${a} = 0.0;
+  var ${b} = 0.0;
+  for (var k = 0u; k < p.chunks; k++) {
+    let o = (ch * p.chunks + k) * 2u;
+    ${a} += partial[o];
+    ${b} += partial[o + 1u];
+  }
+${body}
 }
 `;
 }
@@ -366,13 +398,7 @@ export function elementwiseMain(
   }
 alias T = ${T};
 ${parts.helpers ?? ""}
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  if (t >= p.threads) { return; }
-  ${walk}
-}
-`;
+${flatMain("t", "p.threads", `  ${walk}`)}`;
 }
 
 /**

@@ -21,7 +21,7 @@
 import { grid1d } from "../../gpu/mod.ts";
 import { convert } from "../_dtype.ts";
 import type { TensorRange } from "../_binding.ts";
-import { defineKernel, perSizes } from "../_kernel.ts";
+import { defineKernel, flatMain, perSizes } from "../_kernel.ts";
 import type { Conv2dGeometry } from "./geometry.ts";
 
 /** Threads per workgroup of every kernel here. */
@@ -58,22 +58,25 @@ function geometryParams(g: Conv2dGeometry, nb: number, srcOff: number, dstOff: n
 
 // -------------------------------------------------------------------------- im2col ----
 
-const im2colKernel = defineKernel({
-  name: "conv2d_im2col",
-  doc: "im2col: x (NCHW) to col[cIn*kh*kw, nb*oh*ow]",
+/** What the im2col kernels share: their params, bindings (x to col) and workgroup size. */
+const IM2COL = {
   params: GEOMETRY,
   bindings: {
     x: { type: "float", access: "read" },
     col: { type: "float", access: "read_write" },
   },
   workgroupSize: WG,
-  body: ({ load, store }) =>
-    `// One thread per (kernel tap kidx = (ci*kh + ky)*kw + kx, image, output row oy): it writes the
-// ow columns col[kidx][(image*oh + oy)*ow + ox], zero where the tap falls in the padding.
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  let rows = p.nb * p.oh;
+} as const;
+
+const im2colKernel = defineKernel({
+  name: "conv2d_im2col",
+  doc: "im2col: x (NCHW) to col[cIn*kh*kw, nb*oh*ow]",
+  ...IM2COL,
+  body: ({ load, store }) => {
+    const main = flatMain(
+      "t",
+      null,
+      `  let rows = p.nb * p.oh;
   if (t >= rows * p.cIn * p.kh * p.kw) { return; }
   let r = t % rows;
   let kidx = t / rows;
@@ -96,8 +99,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     var v = 0.0;
     if (ix >= 0 && ix < i32(p.w)) { v = ${load("x", "x[src + u32(ix)]")}; }
     ${store("col", "col[dst + ox]", "v")}
-  }
-}`,
+  }`,
+    );
+    return `// One thread per (kernel tap kidx = (ci*kh + ky)*kw + kx, image, output row oy): it writes the
+// ow columns col[kidx][(image*oh + oy)*ow + ox], zero where the tap falls in the padding.
+${main}`;
+  },
 });
 
 /**
@@ -110,26 +117,17 @@ const im2colWindowKernel = perSizes((kw: number) =>
   defineKernel({
     name: `conv2d_im2col_window_kw${kw}`,
     doc: "im2col for horizontal stride 1 and dilation 1: x (NCHW) to col[cIn*kh*kw, nb*oh*ow]",
-    params: GEOMETRY,
-    bindings: {
-      x: { type: "float", access: "read" },
-      col: { type: "float", access: "read_write" },
-    },
-    workgroupSize: WG,
+    ...IM2COL,
     body: ({ load, store }) => {
       const taps = Array.from({ length: kw }, (_, j) => j);
       const at = (ix: string) =>
         `select(0.0, ${
           load("x", `x[src + u32(clamp(${ix}, 0, i32(p.w) - 1))]`)
         }, ${ix} >= 0 && ${ix} < i32(p.w))`;
-      return `// One thread per (ci*kh + ky, image, oy): registers v0..v${
-        kw - 1
-      } hold x[iy][ox - pw + kx] for
-// the current ox; each step stores them to col rows (ci, ky, kx) and slides by one input.
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  let rows = p.nb * p.oh;
+      const main = flatMain(
+        "t",
+        null,
+        `  let rows = p.nb * p.oh;
   if (t >= rows * p.cIn * p.kh) { return; }
   let r = t % rows;
   let cky = t / rows;
@@ -154,8 +152,13 @@ ${taps.map((j) => `    ${store("col", `col[dst + ${j}u * cols + ox]`, `v${j}`)}`
 ${taps.slice(1).map((j) => `    v${j - 1} = v${j};`).join("\n")}
     let ixn = ix0 + i32(ox) + ${kw};
     v${kw - 1} = ${at("ixn")};
-  }
-}`;
+  }`,
+      );
+      return `// One thread per (ci*kh + ky, image, oy): registers v0..v${
+        kw - 1
+      } hold x[iy][ox - pw + kx] for
+// the current ox; each step stores them to col rows (ci, ky, kx) and slides by one input.
+${main}`;
     },
   })
 );
@@ -197,33 +200,39 @@ export function im2col(g: Conv2dGeometry, x: TensorRange, col: TensorRange, nb: 
 
 // -------------------------------------------------------------------------- col2im ----
 
-/** WGSL: thread t of a col2im kernel owns row (img, ci, iy) of dx, starting at dx[dst]. */
-const COL2IM_ROW = `  let t = gid.x + gid.y * nwg.x * WG;
-  if (t >= p.nb * p.cIn * p.h) { return; }
-  let iy = t % p.h;
+/**
+ * WGSL: the entry point of a col2im kernel, whose thread t owns row (img, ci, iy) of dx, starting
+ * at dx[dst], and runs `body`.
+ */
+function col2imMain(body: string): string {
+  return flatMain(
+    "t",
+    "p.nb * p.cIn * p.h",
+    `  let iy = t % p.h;
   let ci = (t / p.h) % p.cIn;
   let img = t / (p.h * p.cIn);
-  let dst = p.dstOff + t * p.w;`;
+  let dst = p.dstOff + t * p.w;
+${body}`,
+  );
+}
+
+/** The bindings and workgroup size of the col2im kernels into an f32 dx (col f32 or f16). */
+const COL2IM_F32 = {
+  bindings: {
+    col: { type: "float", access: "read" },
+    dx: { type: "f32", access: "read_write" },
+  },
+  workgroupSize: WG,
+} as const;
 
 /** Scatter col2im into an f32 dx (col f32 or f16), over kernel rows [kyBeg, kyEnd). */
 const col2imScatterKernel = defineKernel({
   name: "conv2d_col2im",
   doc: "col2im (scatter): col[cIn*kh*kw, nb*oh*ow] to an f32 dx (NCHW), kernel rows kyBeg..kyEnd",
   params: { ...GEOMETRY, kyBeg: "u32", kyEnd: "u32", zero: "u32" },
-  bindings: {
-    col: { type: "float", access: "read" },
-    dx: { type: "f32", access: "read_write" },
-  },
-  workgroupSize: WG,
-  body: ({ load }) =>
-    `// One thread per row (image, ci, iy) of dx: zeroes it (when p.zero), then adds every col entry
-// whose tap lands on it: for each ky in [kyBeg, kyEnd) with (iy + ph - ky*dh) = oy*sh,
-// 0 <= oy < oh, each kx and each ox, dx[.., ox*sw - pw + kx*dw] += col[kidx][(image*oh + oy)*ow
-// + ox]. No two threads share a row.
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-${COL2IM_ROW}
-  if (p.zero != 0u) {
+  ...COL2IM_F32,
+  body: ({ load }) => {
+    const main = col2imMain(`  if (p.zero != 0u) {
     for (var ix = 0u; ix < p.w; ix++) { dx[dst + ix] = 0.0; }
   }
   let cols = p.nb * p.oh * p.ow;
@@ -245,8 +254,13 @@ ${COL2IM_ROW}
         }
       }
     }
-  }
-}`,
+  }`);
+    return `// One thread per row (image, ci, iy) of dx: zeroes it (when p.zero), then adds every col entry
+// whose tap lands on it: for each ky in [kyBeg, kyEnd) with (iy + ph - ky*dh) = oy*sh,
+// 0 <= oy < oh, each kx and each ox, dx[.., ox*sw - pw + kx*dw] += col[kidx][(image*oh + oy)*ow
+// + ox]. No two threads share a row.
+${main}`;
+  },
 });
 
 /** Gather col2im for horizontal stride 1 into an f32 dx (col f32 or f16). */
@@ -254,20 +268,9 @@ const col2imGatherKernel = defineKernel({
   name: "conv2d_col2im_gather_s1",
   doc: "col2im (gather, horizontal stride 1): col[cIn*kh*kw, nb*oh*ow] to an f32 dx (NCHW)",
   params: GEOMETRY,
-  bindings: {
-    col: { type: "float", access: "read" },
-    dx: { type: "f32", access: "read_write" },
-  },
-  workgroupSize: WG,
-  body: ({ load }) =>
-    `// Horizontal stride 1: one thread per row (image, ci, iy) of dx. For each ky whose output row
-// oy = (iy + ph - ky*dh) / sh is exact and in range, and each ix, it sums
-// col[(ci, ky, kx)][(image*oh + oy)*ow + ox] over kx with ox = ix + pw - kx*dw in range, and
-// writes (first valid ky) or adds it to dx; a row no tap reaches is zeroed.
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-${COL2IM_ROW}
-  let cols = p.nb * p.oh * p.ow;
+  ...COL2IM_F32,
+  body: ({ load }) => {
+    const main = col2imMain(`  let cols = p.nb * p.oh * p.ow;
   var first = true;
   for (var ky = 0u; ky < p.kh; ky++) {
     let ty = i32(iy + p.ph) - i32(ky * p.dh);
@@ -289,8 +292,13 @@ ${COL2IM_ROW}
   }
   if (first) {
     for (var ix = 0u; ix < p.w; ix++) { dx[dst + ix] = 0.0; }
-  }
-}`,
+  }`);
+    return `// Horizontal stride 1: one thread per row (image, ci, iy) of dx. For each ky whose output row
+// oy = (iy + ph - ky*dh) / sh is exact and in range, and each ix, it sums
+// col[(ci, ky, kx)][(image*oh + oy)*ow + ox] over kx with ox = ix + pw - kx*dw in range, and
+// writes (first valid ky) or adds it to dx; a row no tap reaches is zeroed.
+${main}`;
+  },
 });
 
 /**
@@ -307,15 +315,8 @@ const col2imPixelKernel = defineKernel({
     dx: { type: "float", access: "read_write" },
   },
   workgroupSize: WG,
-  body: ({ load, store }) =>
-    `// One thread per row (image, ci, iy) of dx, over its columns ix in [ixBeg, ixEnd): sums in f32
-// col[(ci, ky, kx)][(image*oh + oy)*ow + ox] over every ky with oy = (iy + ph - ky*dh) / sh
-// exact and < oh, and every kx with ox = (ix + pw - kx*dw) / sw exact and < ow, then stores
-// the sum once (0 where no tap lands). No two threads share an element.
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-${COL2IM_ROW}
-  let cols = p.nb * p.oh * p.ow;
+  body: ({ load, store }) => {
+    const main = col2imMain(`  let cols = p.nb * p.oh * p.ow;
   for (var ix = p.ixBeg; ix < p.ixEnd; ix++) {
     var acc = 0.0;
     for (var ky = 0u; ky < p.kh; ky++) {
@@ -334,8 +335,13 @@ ${COL2IM_ROW}
       }
     }
     ${store("dx", "dx[dst + ix]", "acc")}
-  }
-}`,
+  }`);
+    return `// One thread per row (image, ci, iy) of dx, over its columns ix in [ixBeg, ixEnd): sums in f32
+// col[(ci, ky, kx)][(image*oh + oy)*ow + ox] over every ky with oy = (iy + ph - ky*dh) / sh
+// exact and < oh, and every kx with ox = (ix + pw - kx*dw) / sw exact and < ow, then stores
+// the sum once (0 where no tap lands). No two threads share an element.
+${main}`;
+  },
 });
 
 /**
@@ -413,13 +419,11 @@ const permuteKernel = defineKernel({
     dst: { type: "float", access: "read_write" },
   },
   workgroupSize: WG,
-  body: ({ dtypes }) =>
-    `// [nb, c, len] -> [c, nb * len]. One thread per (channel, image, run of ${RUN} positions).
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  if (t >= p.c * p.nb * p.runs) { return; }
-  let q = t % p.runs;
+  body: ({ dtypes }) => {
+    const main = flatMain(
+      "t",
+      "p.c * p.nb * p.runs",
+      `  let q = t % p.runs;
   let row = t / p.runs;
   let img = row % p.nb;
   let ch = row / p.nb;
@@ -427,8 +431,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let end = min(beg + ${RUN}u, p.len);
   let s = p.srcOff + (img * p.c + ch) * p.len;
   let d = p.dstOff + (ch * p.nb + img) * p.len;
-  for (var i = beg; i < end; i++) { dst[d + i] = ${convert("src[s + i]", dtypes.src, dtypes.dst)}; }
-}`,
+  for (var i = beg; i < end; i++) { dst[d + i] = ${
+        convert("src[s + i]", dtypes.src, dtypes.dst)
+      }; }`,
+    );
+    return `// [nb, c, len] -> [c, nb * len]. One thread per (channel, image, run of ${RUN} positions).
+${main}`;
+  },
 });
 
 /**

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { defineKernel } from "../_kernel.ts";
+import { defineKernel, flatMain } from "../_kernel.ts";
 
 /** Threads per workgroup of the prepareBatch kernel. */
 export const WG = 128;
@@ -96,8 +96,68 @@ export const prepare = defineKernel({
   },
   variants: ["", "rrc"],
   workgroupSize: WG,
-  body: ({ variant, store }) =>
-    /* wgsl */ `${RNG_WGSL}
+  body: ({ variant, store }) => {
+    const main = flatMain(
+      "t",
+      "p.total",
+      `  let ox = t % p.dstW;
+  let oy = (t / p.dstW) % p.dstH;
+  let b = t / (p.dstW * p.dstH);
+  let plane = p.dstH * p.dstW;
+  let n = indices[p.indicesBase + b];
+  if (n >= p.count) {
+    for (var c = 0u; c < p.channels; c = c + 1u) {
+      x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox] = 0.0;
+    }
+    if (ox == 0u && oy == 0u) { labels[p.labelsBase + b] = -1; }
+    return;
+  }
+  if (ox == 0u && oy == 0u) {
+    labels[p.labelsBase + b] = i32((srcLabels[n >> 2u] >> ((n & 3u) * 8u)) & 0xffu);
+  }
+  let flipped = p.flip != 0u && (rnd(p.seed, n, 0u) & 1u) == 1u;
+  var dy = 0;
+  var dx = 0;
+  if (p.pad > 0u) {
+    dy = i32(rnd(p.seed, n, 1u) % (2u * p.pad + 1u));
+    dx = i32(rnd(p.seed, n, 2u) % (2u * p.pad + 1u));
+  }
+  var box = vec4<i32>(0, 0, i32(p.srcH), i32(p.srcW));
+  var scaleY = p.scaleY;
+  var scaleX = p.scaleX;
+  ${
+        variant === "rrc"
+          ? `box = resizedCropBox(n);
+  scaleY = f32(box.z) / f32(p.dstH);
+  scaleX = f32(box.w) / f32(p.dstW);`
+          : ""
+      }
+  // Bilinear taps (PyTorch's area_pixel_compute_source_index, align_corners = False).
+  let ry = max((f32(oy) + 0.5) * scaleY - 0.5, 0.0);
+  let y0 = min(i32(ry), box.z - 1);
+  let y1 = select(y0, y0 + 1, y0 < box.z - 1);
+  let ly1 = ry - f32(y0);
+  let ly0 = 1.0 - ly1;
+  let rx = max((f32(ox) + 0.5) * scaleX - 0.5, 0.0);
+  let x0 = min(i32(rx), box.w - 1);
+  let x1 = select(x0, x0 + 1, x0 < box.w - 1);
+  let lx1 = rx - f32(x0);
+  let lx0 = 1.0 - lx1;
+  let o00 = tap(y0, x0, box, flipped, dy, dx);
+  let o01 = tap(y0, x1, box, flipped, dy, dx);
+  let o10 = tap(y1, x0, box, flipped, dy, dx);
+  let o11 = tap(y1, x1, box, flipped, dy, dx);
+  let srcPlane = p.srcH * p.srcW;
+  for (var c = 0u; c < p.channels; c = c + 1u) {
+    let base = (n * p.channels + c) * srcPlane;
+    let v = ly0 * (lx0 * pix(base, o00) + lx1 * pix(base, o01)) +
+      ly1 * (lx0 * pix(base, o10) + lx1 * pix(base, o11));
+    var r = v / 255.0;
+    if (p.normalize != 0u) { r = (r - meanOf(c)) / stdOf(c); }
+    ${store("x", "x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox]", "r")}
+  }`,
+    );
+    return /* wgsl */ `${RNG_WGSL}
 fn imageByte(i: u32) -> f32 {
   let w = i >> 2u;
   var word: u32;
@@ -153,66 +213,6 @@ fn pix(base: u32, off: i32) -> f32 {
   if (off < 0) { return 0.0; }
   return imageByte(base + u32(off));
 }
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  if (t >= p.total) { return; }
-  let ox = t % p.dstW;
-  let oy = (t / p.dstW) % p.dstH;
-  let b = t / (p.dstW * p.dstH);
-  let plane = p.dstH * p.dstW;
-  let n = indices[p.indicesBase + b];
-  if (n >= p.count) {
-    for (var c = 0u; c < p.channels; c = c + 1u) {
-      x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox] = 0.0;
-    }
-    if (ox == 0u && oy == 0u) { labels[p.labelsBase + b] = -1; }
-    return;
-  }
-  if (ox == 0u && oy == 0u) {
-    labels[p.labelsBase + b] = i32((srcLabels[n >> 2u] >> ((n & 3u) * 8u)) & 0xffu);
-  }
-  let flipped = p.flip != 0u && (rnd(p.seed, n, 0u) & 1u) == 1u;
-  var dy = 0;
-  var dx = 0;
-  if (p.pad > 0u) {
-    dy = i32(rnd(p.seed, n, 1u) % (2u * p.pad + 1u));
-    dx = i32(rnd(p.seed, n, 2u) % (2u * p.pad + 1u));
-  }
-  var box = vec4<i32>(0, 0, i32(p.srcH), i32(p.srcW));
-  var scaleY = p.scaleY;
-  var scaleX = p.scaleX;
-  ${
-      variant === "rrc"
-        ? `box = resizedCropBox(n);
-  scaleY = f32(box.z) / f32(p.dstH);
-  scaleX = f32(box.w) / f32(p.dstW);`
-        : ""
-    }
-  // Bilinear taps (PyTorch's area_pixel_compute_source_index, align_corners = False).
-  let ry = max((f32(oy) + 0.5) * scaleY - 0.5, 0.0);
-  let y0 = min(i32(ry), box.z - 1);
-  let y1 = select(y0, y0 + 1, y0 < box.z - 1);
-  let ly1 = ry - f32(y0);
-  let ly0 = 1.0 - ly1;
-  let rx = max((f32(ox) + 0.5) * scaleX - 0.5, 0.0);
-  let x0 = min(i32(rx), box.w - 1);
-  let x1 = select(x0, x0 + 1, x0 < box.w - 1);
-  let lx1 = rx - f32(x0);
-  let lx0 = 1.0 - lx1;
-  let o00 = tap(y0, x0, box, flipped, dy, dx);
-  let o01 = tap(y0, x1, box, flipped, dy, dx);
-  let o10 = tap(y1, x0, box, flipped, dy, dx);
-  let o11 = tap(y1, x1, box, flipped, dy, dx);
-  let srcPlane = p.srcH * p.srcW;
-  for (var c = 0u; c < p.channels; c = c + 1u) {
-    let base = (n * p.channels + c) * srcPlane;
-    let v = ly0 * (lx0 * pix(base, o00) + lx1 * pix(base, o01)) +
-      ly1 * (lx0 * pix(base, o10) + lx1 * pix(base, o11));
-    var r = v / 255.0;
-    if (p.normalize != 0u) { r = (r - meanOf(c)) / stdOf(c); }
-    ${store("x", "x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox]", "r")}
-  }
-}
-`,
+${main}`;
+  },
 });

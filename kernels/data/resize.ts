@@ -10,7 +10,7 @@ import { formatShape, grid1d, type Tensor } from "../../gpu/mod.ts";
 import { sameShape } from "../../gpu/shape.ts";
 import { bindingRange, unitRanges } from "../_binding.ts";
 import { floatDTypes } from "../_dtype.ts";
-import { defineKernel } from "../_kernel.ts";
+import { defineKernel, flatMain } from "../_kernel.ts";
 
 /** Threads per workgroup of the resize kernel. */
 const WG = 128;
@@ -81,11 +81,10 @@ const resize = defineKernel({
     const v = `ly0 * (lx0 * ${tap("r0 + x0")} + lx1 * ${tap("r0 + x1")}) + ly1 * (lx0 * ${
       tap("r1 + x0")
     } + lx1 * ${tap("r1 + x1")})`;
-    return /* wgsl */ `@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  if (t >= p.total) { return; }
-  let ox = t % p.outW;
+    return flatMain(
+      "t",
+      "p.total",
+      /* wgsl */ `  let ox = t % p.outW;
   let oy = (t / p.outW) % p.outH;
   let plane = t / (p.outW * p.outH);
   let ry = max((f32(oy) + 0.5) * p.scaleY - 0.5, 0.0);
@@ -101,9 +100,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let base = p.xBase + plane * p.inH * p.inW;
   let r0 = base + y0 * p.inW;
   let r1 = base + y1 * p.inW;
-  ${store("y", "y[p.yBase + t]", v)}
-}
-`;
+  ${store("y", "y[p.yBase + t]", v)}`,
+    );
   },
 });
 

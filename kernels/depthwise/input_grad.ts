@@ -10,7 +10,7 @@
 import { grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange } from "../_binding.ts";
 import { assignAs, loadF32 } from "../_dtype.ts";
-import { BLOCK_MAIN, blockCover, offsetId } from "../_gather.ts";
+import { blockCover, blockMain, offsetId } from "../_gather.ts";
 import { defineKernel, perSizes } from "../_kernel.ts";
 import { type BlockGatherPass, WG } from "./plan.ts";
 
@@ -94,17 +94,14 @@ const backwardDataBlockKernel = perSizes((
         const [ky, kx] = k.split("_").map(Number);
         lines.push(`  let w${k} = ${loadF32(dt.wt, `wt[wbase + ${ky * kw + kx}u]`)};`);
       }
-      return `${BLOCK_MAIN}
-  let ch = (p.planeOff + plane) % p.c;
+      return blockMain(`  let ch = (p.planeOff + plane) % p.c;
   let iy0 = by * ${sh}u;
   let ix0 = bx * ${sw}u;
   let ibase = p.dxBase + plane * p.h * p.w;
   let obase = p.dyBase + plane * p.oh * p.ow;
   let wbase = ch * ${kh * kw}u;
 ${lines.join("\n")}
-${body.join("\n")}
-}
-`;
+${body.join("\n")}`);
     },
   })
 );

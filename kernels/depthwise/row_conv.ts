@@ -12,7 +12,7 @@
 import { grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange } from "../_binding.ts";
 import { assignAs, type FloatDType, loadF32 } from "../_dtype.ts";
-import { defineKernel, perSizes, variantProduct } from "../_kernel.ts";
+import { defineKernel, flatMain, perSizes, variantProduct } from "../_kernel.ts";
 import { type RowConvPass, rowSpan, V, WG } from "./plan.ts";
 
 /**
@@ -127,13 +127,10 @@ const rowConvKernel = perSizes((kh: number, kw: number, sw: number, dw: number) 
       const parts = variant.split("_");
       const flip = parts.includes("flip"), bias = parts.includes("bias");
       const wIndex = flip ? "(KH - 1 - ky) * KW + (KW - 1 - kx)" : "ky * KW + kx";
-      return `${rowConsts(kh, kw, sw, dw)}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= p.total) { return; }
-  let rows = p.oh * p.owb;
+      const main = flatMain(
+        "idx",
+        "p.total",
+        `  let rows = p.oh * p.owb;
   let plane = idx / rows;
   let r = idx - plane * rows;
   let oy = r / p.owb;
@@ -148,9 +145,11 @@ ${rowLoop(dt.x, "", `acc += vec4f(${taps}) * ${loadF32(dt.wt, `wt[wbase + u32(${
   ${bias ? `acc += ${loadF32(dt.bias, "bias[ch]")};` : ""}
   let o = p.yBase + (plane * p.oh + oy) * p.ow + ox0;
   let n = min(p.ow - ox0, ${V}u);
-  for (var v = 0u; v < n; v++) { ${assignAs(dt.y, "y[o + v]", "=", "acc[v]")} }
-}
-`;
+  for (var v = 0u; v < n; v++) { ${assignAs(dt.y, "y[o + v]", "=", "acc[v]")} }`,
+      );
+      return `${rowConsts(kh, kw, sw, dw)}
+
+${main}`;
     },
   });
 });

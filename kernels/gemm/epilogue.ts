@@ -8,7 +8,7 @@
  */
 
 import type { TensorRange } from "../_binding.ts";
-import { defineKernel } from "../_kernel.ts";
+import { defineKernel, flatMain } from "../_kernel.ts";
 import {
   biasVariants,
   gemmVariant,
@@ -42,20 +42,21 @@ export const epilogueKernel = defineKernel({
   },
   variants: STORE_VARIANTS,
   workgroupSize: EPILOGUE_WG,
-  body: ({ variant, load, store }) =>
-    `${storeWgsl(variantConfig(variant), { load, store })}
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  let total = p.batch * p.m * p.n;
+  body: ({ variant, load, store }) => {
+    const main = flatMain(
+      "t",
+      null,
+      `  let total = p.batch * p.m * p.n;
   if (t >= total) { return; }
   var s = 0.0;
   for (var q = 0u; q < p.splits; q++) { s += part[q * total + t]; }
   let j = t % p.n;
   let i = (t / p.n) % p.m;
   let z = t / (p.n * p.m);
-  store(z, z, i, j, s);
-}`,
+  store(z, z, i, j, s);`,
+    );
+    return `${storeWgsl(variantConfig(variant), { load, store })}\n${main}`;
+  },
 });
 
 /**

@@ -14,7 +14,7 @@
 import { formatShape, type Gpu, grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange, maxBindingElements, type TensorRange } from "../_binding.ts";
 import { floatDTypes } from "../_dtype.ts";
-import { defineKernel } from "../_kernel.ts";
+import { defineKernel, flatMain } from "../_kernel.ts";
 import { adapterProfile } from "../_adapter.ts";
 
 const RED_WG = 64;
@@ -164,11 +164,10 @@ export const reduceKernel = defineKernel({
   variants: ["", "acc"],
   workgroupSize: RED_WG,
   body: ({ variant, load, store }) =>
-    `@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  if (t >= p.mid * p.splits) { return; }
-  let c = t % p.mid;
+    flatMain(
+      "t",
+      "p.mid * p.splits",
+      `  let c = t % p.mid;
   let s = t / p.mid;
   let len = p.outer * p.inner;
   let per = (len + p.splits - 1u) / p.splits;
@@ -187,8 +186,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     q = 0u;
   }
   let yi = p.yOff + s * p.mid + c;
-  ${store("y", "y[yi]", variant === "acc" ? `${load("y", "y[yi]")} + acc` : "acc")}
-}`,
+  ${store("y", "y[yi]", variant === "acc" ? `${load("y", "y[yi]")} + acc` : "acc")}`,
+    ),
 });
 
 function dispatchReduce(

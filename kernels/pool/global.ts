@@ -11,7 +11,7 @@
 
 import { grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange } from "../_binding.ts";
-import { defineKernel } from "../_kernel.ts";
+import { defineKernel, flatMain } from "../_kernel.ts";
 import { type GlobalPoolPlan, WG } from "./plan.ts";
 import { bindPlanes } from "./window.ts";
 
@@ -32,12 +32,11 @@ const globalForward = defineKernel({
     y: { type: "float", access: "read_write" },
   },
   workgroupSize: WG,
-  body: ({ dtypes: dt }) => `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let t = gid.x + gid.y * nwg.x * WG;
-  if (t >= p.planes * p.splits) { return; }
-  let plane = t / p.splits;
+  body: ({ dtypes: dt }) =>
+    flatMain(
+      "t",
+      "p.planes * p.splits",
+      `  let plane = t / p.splits;
   let s = t - plane * p.splits;
   let beg = s * p.seg;
   let len = min(p.seg, p.hw - beg);
@@ -48,9 +47,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     y[p.yBase + plane] = ${dt.y}(acc / f32(p.hw));
   } else {
     y[p.yBase + t] = ${dt.y}(acc);
-  }
-}
-`,
+  }`,
+    ),
 });
 
 /** Second pass of the global average pool forward (f32 partial sums), specialized on y's type. */
@@ -64,16 +62,14 @@ const globalFinal = defineKernel({
     y: { type: "float", access: "read_write" },
   },
   workgroupSize: WG,
-  body: ({ dtypes: dt }) => `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let plane = gid.x + gid.y * nwg.x * WG;
-  if (plane >= p.planes) { return; }
-  var acc = 0.0;
+  body: ({ dtypes: dt }) =>
+    flatMain(
+      "plane",
+      "p.planes",
+      `  var acc = 0.0;
   for (var s = 0u; s < p.splits; s++) { acc += partial[plane * p.splits + s]; }
-  y[plane] = ${dt.y}(acc / f32(p.hw));
-}
-`,
+  y[plane] = ${dt.y}(acc / f32(p.hw));`,
+    ),
 });
 
 /** Global average pool backward, specialized on the storage types of dy and dx. */
@@ -87,14 +83,12 @@ const globalBackward = defineKernel({
     dx: { type: "float", access: "read_write" },
   },
   workgroupSize: WG,
-  body: ({ dtypes: dt }) => `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= p.total) { return; }
-  dx[p.dxBase + idx] = ${dt.dx}(f32(dy[p.dyBase + idx / p.hw]) / f32(p.hw));
-}
-`,
+  body: ({ dtypes: dt }) =>
+    flatMain(
+      "idx",
+      "p.total",
+      `  dx[p.dxBase + idx] = ${dt.dx}(f32(dy[p.dyBase + idx / p.hw]) / f32(p.hw));`,
+    ),
 });
 
 /**

@@ -12,9 +12,9 @@
 
 import { grid1d, type Tensor } from "../../gpu/mod.ts";
 import { bindingRange, type TensorRange } from "../_binding.ts";
-import { BLOCK_MAIN, blockCover, offsetId } from "../_gather.ts";
+import { blockCover, blockMain, offsetId } from "../_gather.ts";
 import type { PlaneWindow } from "../_geometry.ts";
-import { defineKernel, perSizes } from "../_kernel.ts";
+import { defineKernel, flatMain, perSizes } from "../_kernel.ts";
 import { type Pool2dPlan, WG } from "./plan.ts";
 
 /** Max or average pooling. */
@@ -96,6 +96,50 @@ const forwardKernel = perSizes((kh: number, kw: number) =>
     workgroupSize: WG,
     body: ({ dtypes: dt, variant }) => {
       const max = variant === "max";
+      const main = flatMain(
+        "idx",
+        "p.total",
+        `  let P = p.oh * p.ow;
+  let plane = idx / P;
+  let q = idx - plane * P;
+  let oy = q / p.ow;
+  let ox = q - oy * p.ow;
+  let base = p.xBase + plane * p.h * p.w;
+  let hs = i32(oy) * p.sh - p.ph;
+  let ws = i32(ox) * p.sw - p.pw;
+  let W = i32(p.w);
+${
+          max
+            ? `  // -inf through a runtime bit pattern: Chrome's WGSL compiler rejects a constant -inf.
+  let negInfBits = 0xff800000u;
+  var best = bitcast<f32>(negInfBits);
+  var bi = max(hs, 0) * W + max(ws, 0);`
+            : "  var s = 0.0;"
+        }
+  for (var ky = 0; ky < KH; ky++) {
+    let iy = hs + ky;
+    if (iy < 0 || iy >= i32(p.h)) { continue; }
+    for (var kx = 0; kx < KW; kx++) {
+      let ix = ws + kx;
+      if (ix < 0 || ix >= W) { continue; }
+      let j = iy * W + ix;
+      let v = f32(x[base + u32(j)]);
+${
+          max
+            ? `      if (v > best || isNan(v)) {
+        best = v;
+        bi = j;
+      }`
+            : "      s += v;"
+        }
+    }
+  }
+${
+          max
+            ? `  y[p.yBase + idx] = ${dt.y}(best);\n  argmax[p.amBase + idx] = bi;`
+            : `  y[p.yBase + idx] = ${dt.y}(s / ${kh * kw}.0);`
+        }`,
+      );
       return `const KH = ${kh};
 const KW = ${kw};
 
@@ -106,52 +150,7 @@ fn isNan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 `
           : ""
       }
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= p.total) { return; }
-  let P = p.oh * p.ow;
-  let plane = idx / P;
-  let q = idx - plane * P;
-  let oy = q / p.ow;
-  let ox = q - oy * p.ow;
-  let base = p.xBase + plane * p.h * p.w;
-  let hs = i32(oy) * p.sh - p.ph;
-  let ws = i32(ox) * p.sw - p.pw;
-  let W = i32(p.w);
-${
-        max
-          ? `  // -inf through a runtime bit pattern: Chrome's WGSL compiler rejects a constant -inf.
-  let negInfBits = 0xff800000u;
-  var best = bitcast<f32>(negInfBits);
-  var bi = max(hs, 0) * W + max(ws, 0);`
-          : "  var s = 0.0;"
-      }
-  for (var ky = 0; ky < KH; ky++) {
-    let iy = hs + ky;
-    if (iy < 0 || iy >= i32(p.h)) { continue; }
-    for (var kx = 0; kx < KW; kx++) {
-      let ix = ws + kx;
-      if (ix < 0 || ix >= W) { continue; }
-      let j = iy * W + ix;
-      let v = f32(x[base + u32(j)]);
-${
-        max
-          ? `      if (v > best || isNan(v)) {
-        best = v;
-        bi = j;
-      }`
-          : "      s += v;"
-      }
-    }
-  }
-${
-        max
-          ? `  y[p.yBase + idx] = ${dt.y}(best);\n  argmax[p.amBase + idx] = bi;`
-          : `  y[p.yBase + idx] = ${dt.y}(s / ${kh * kw}.0);`
-      }
-}
-`;
+${main}`;
     },
   })
 );
@@ -238,16 +237,12 @@ const backwardKernel = perSizes((
           body.push("  }");
         }
       }
-      return `
-${BLOCK_MAIN}
-  let iy0 = i32(by) * ${sh};
+      return blockMain(`  let iy0 = i32(by) * ${sh};
   let ix0 = i32(bx) * ${sw};
   let ibase = p.dxBase + plane * p.h * p.w;
   let obase = p.dyBase + plane * p.oh * p.ow;
 ${max ? "  let abase = p.amBase + plane * p.oh * p.ow;\n" : ""}${lines.join("\n")}
-${body.join("\n")}
-}
-`;
+${body.join("\n")}`);
     },
   })
 );
