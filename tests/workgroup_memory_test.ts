@@ -173,8 +173,8 @@ const COVERED = [
   "gemm/shared.ts",
   "conv2d/direct.ts",
   "batchnorm/passes.ts",
-  "depthwise.ts",
-  "softmax_ce.ts",
+  "depthwise/weight_grad.ts",
+  "softmax_ce/kernels.ts",
 ];
 
 Deno.test("workgroup memory: every kernel that declares var<workgroup> is stressed here", () => {
