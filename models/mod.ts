@@ -55,3 +55,4 @@ export {
   type TrainerOptions,
   uploadImageSet,
 } from "./trainer.ts";
+export { checkSchedule, type LrSchedule, type Schedule, scheduleLr } from "./schedule.ts";
