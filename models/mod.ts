@@ -30,7 +30,7 @@ export {
   PRECISIONS,
   precisionUnsupported,
 } from "./model.ts";
-export { type ArenaSlot, ParamArena } from "./arena.ts";
+export { type AdamMoments, type ArenaSlot, ParamArena } from "./arena.ts";
 export {
   decodeSafetensors,
   encodeSafetensors,
