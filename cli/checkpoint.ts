@@ -45,6 +45,31 @@ export interface RunRecipe {
   readonly dropout: number | null;
   readonly augment: boolean;
   readonly precision: Precision;
+  /** `sgd`, `adam` or `adamw`. */
+  readonly optimizer: OptimizerName;
+  /** SGD Nesterov momentum. */
+  readonly nesterov: boolean;
+  /** `constant`, `step:E`, `multistep:E1,E2,...` (epochs), `cosine` or `onecycle`. */
+  readonly schedule: string;
+  /** Linear warm-up steps. */
+  readonly warmup: number;
+  /** Label smoothing of the loss. */
+  readonly labelSmoothing: number;
+}
+
+/** The optimizers of the CLI. */
+export const OPTIMIZERS = ["sgd", "adam", "adamw"] as const;
+/** An optimizer of the CLI. */
+export type OptimizerName = typeof OPTIMIZERS[number];
+
+/** A `--schedule` value (see {@linkcode RunRecipe}), or undefined when it is not one. */
+export function parseScheduleFlag(t: string): string | undefined {
+  if (["constant", "cosine", "onecycle"].includes(t)) return t;
+  const m = /^(step|multistep):(\d+(,\d+)*)$/.exec(t);
+  if (!m) return undefined;
+  const epochs = m[2].split(",").map(Number);
+  if (m[1] === "step" && epochs.length !== 1) return undefined;
+  return epochs.every((e, i) => e >= 1 && (i === 0 || e > epochs[i - 1])) ? t : undefined;
 }
 
 /** How each recipe field is written in the metadata and parsed back (flags use the same). */
@@ -135,6 +160,26 @@ export const RECIPE_FIELDS: Readonly<Record<keyof RunRecipe, Field>> = {
     flag: "--precision",
     parse: (t) => isPrecision(t) ? t : undefined,
     expected: "f32 or f16",
+  },
+  optimizer: {
+    key: "optim",
+    flag: "--optimizer",
+    parse: (t) => (OPTIMIZERS as readonly string[]).includes(t) ? t : undefined,
+    expected: "sgd, adam or adamw",
+  },
+  nesterov: { key: "nesterov", flag: "--nesterov", parse: bool, expected: "true or false" },
+  schedule: {
+    key: "schedule",
+    flag: "--schedule",
+    parse: parseScheduleFlag,
+    expected: "constant, step:EPOCHS, multistep:E1,E2,... (increasing), cosine or onecycle",
+  },
+  warmup: { key: "warmup", flag: "--warmup", parse: int(0), expected: "an integer >= 0" },
+  labelSmoothing: {
+    key: "label_smoothing",
+    flag: "--label-smoothing",
+    parse: real((n) => n >= 0 && n <= 1),
+    expected: "in [0, 1]",
   },
 };
 
@@ -326,6 +371,7 @@ export async function saveRun(
   state: Omit<RunState, "optimizer">,
   recipe: RunRecipe,
   momentum: HostStateDict | null,
+  kind = "sgd-momentum",
 ): Promise<void> {
   await removeStaleTemps(path);
   const dir = dirname(path);
@@ -341,7 +387,7 @@ export async function saveRun(
   if (momentum && optName) {
     const optPath = join(dir, optName);
     await removeStaleTemps(optPath);
-    await writeFileAtomic(optPath, encodeSafetensors(momentum, { ...pair, kind: "sgd-momentum" }));
+    await writeFileAtomic(optPath, encodeSafetensors(momentum, { ...pair, kind }));
   }
   _killPoint("between-optimizer-and-model");
   const meta = runMetadata({ ...state, optimizer: optName }, recipe);
@@ -373,6 +419,7 @@ export async function readOptimizerState(
   model: Model,
   path: string,
   state: RunState,
+  suffixes: readonly string[] = [""],
 ): Promise<Map<string, Float32Array>> {
   const fix = "; pass --reset-optimizer to start the momentum from zero";
   if (state.optimizer === null) {
@@ -400,13 +447,17 @@ export async function readOptimizerState(
   }
   const out = new Map<string, Float32Array>();
   for (const [name, p] of model.params) {
-    const t = opt.tensors.get(name);
-    if (!t || !(t.data instanceof Float32Array) || t.data.length !== p.value!.size) {
-      throw new CheckpointError(
-        `the optimizer state ${optPath} has no momentum of shape [${p.shape}] for '${name}'${fix}`,
-      );
+    for (const suffix of suffixes) {
+      const t = opt.tensors.get(name + suffix);
+      if (!t || !(t.data instanceof Float32Array) || t.data.length !== p.value!.size) {
+        throw new CheckpointError(
+          `the optimizer state ${optPath} has no ${
+            suffix ? suffix.slice(1) : "momentum"
+          } of shape [${p.shape}] for '${name}'${fix}`,
+        );
+      }
+      out.set(name + suffix, t.data);
     }
-    out.set(name, t.data);
   }
   checkFinite(optPath, opt.tensors);
   return out;

@@ -11,11 +11,13 @@ import {
   DivergenceError,
   type EpochResult,
   type HostStateDict,
+  type LrSchedule,
   type Model,
   MODEL_NAMES,
   type ModelName,
   NonFiniteError,
   precisionUnsupported,
+  type Schedule,
   Trainer,
   uploadImageSet,
 } from "../models/mod.ts";
@@ -51,8 +53,16 @@ flags (defaults: the seed recipe of each model):
   --no-shuffle        keep file order (default: reshuffle each epoch from --seed)
   --seed N            seed of initialization, shuffling, augmentation and dropout (default 0)
   --dropout P         override every dropout probability (0 disables dropout)
+  --optimizer NAME    sgd (default), adam or adamw (torch.optim's; Adam wants a smaller --lr,
+                      e.g. 0.001)
   --momentum X        SGD momentum (default 0: plain SGD)
-  --weight-decay X    SGD weight decay (default 0)
+  --nesterov          SGD Nesterov momentum (needs --momentum)
+  --weight-decay X    weight decay (default 0; AdamW's is decoupled)
+  --schedule S        learning-rate schedule per step: constant (default), step:E (x0.1 every E
+                      epochs), multistep:E1,E2 (x0.1 at each), cosine (to 0 at the end) or
+                      onecycle (up to --lr and down)
+  --warmup N          linear warm-up over the first N steps, then the schedule
+  --label-smoothing X label smoothing of the cross-entropy loss, in [0, 1] (default 0)
   --augment           random crop and horizontal flip
   --init FILE         start from a safetensors checkpoint with the reference's names
   --save FILE         write weights at each epoch end (atomically, with the recipe; momentum in
@@ -106,6 +116,11 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     "dropout": { type: "string" },
     "momentum": { type: "string" },
     "weight-decay": { type: "string" },
+    "optimizer": { type: "string" },
+    "nesterov": { type: "boolean" },
+    "schedule": { type: "string" },
+    "warmup": { type: "string" },
+    "label-smoothing": { type: "string" },
     "augment": { type: "boolean" },
     "init": { type: "string" },
     "save": { type: "string" },
@@ -120,7 +135,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   const { model, values: v } = parsed;
   const given: Record<string, unknown> = {};
   for (const [name, f] of Object.entries(RECIPE_FIELDS)) {
-    if (f.parse === undefined || name === "shuffle" || name === "augment") continue;
+    if (["shuffle", "augment", "nesterov"].includes(name)) continue;
     const text = (v as Record<string, string | undefined>)[f.flag.slice(2)];
     if (text === undefined) continue;
     const value = text === "none" ? undefined : f.parse(text);
@@ -131,6 +146,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   }
   if (v["no-shuffle"]) given.shuffle = false;
   if (v.augment) given.augment = true;
+  if (v.nesterov) given.nesterov = true;
   const args: TrainArgs = {
     model,
     given: given as Partial<RunRecipe>,
@@ -194,6 +210,11 @@ export function defaultRecipe(model: ModelName): RunRecipe {
     dropout: null,
     augment: false,
     precision: "f32",
+    optimizer: "sgd",
+    nesterov: false,
+    schedule: "constant",
+    warmup: 0,
+    labelSmoothing: 0,
   };
 }
 
@@ -267,6 +288,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { recipe, overrides } = resolveRecipe(args.model, state?.recipe ?? {}, args.given);
   if (state && args.given.resize === undefined) checkResizeFlag(args.model, recipe.resize);
+  if (recipe.nesterov && (recipe.optimizer !== "sgd" || !(recipe.momentum > 0))) {
+    throw new UsageError("--nesterov needs --optimizer sgd and --momentum > 0");
+  }
   const load = (split: "train" | "test", limit: number | null): Promise<Dataset> =>
     loadDataset(recipe.dataset, {
       split,
@@ -302,9 +326,17 @@ export async function main(argv: string[]): Promise<number> {
     loadWeights(model, args.init, ck.tensors);
   }
   const startEpoch = state?.epoch ?? 0;
+  const adam = recipe.optimizer !== "sgd";
   if (args.resume && resumed && state) {
     loadWeights(model, args.resume, resumed.tensors);
-    if (recipe.momentum > 0) {
+    if (adam) {
+      if (args.resetOptimizer) {
+        console.error(`train: --reset-optimizer: Adam's moments start from zero`);
+      } else {
+        const saved = await readOptimizerState(model, args.resume, state, MOMENTS);
+        writeMoments(model, saved);
+      }
+    } else if (recipe.momentum > 0) {
       if (args.resetOptimizer) {
         console.error(`train: --reset-optimizer: the momentum starts from zero`);
       } else {
@@ -320,6 +352,10 @@ export async function main(argv: string[]): Promise<number> {
     resize: recipe.resize,
     momentum: recipe.momentum,
     weightDecay: recipe.weightDecay,
+    optimizer: recipe.optimizer,
+    nesterov: recipe.nesterov,
+    labelSmoothing: recipe.labelSmoothing,
+    schedule: lrSchedule(recipe, Math.ceil(trainSet.count / recipe.batchSize)),
     augment: recipe.augment,
     dropout: recipe.dropout ?? undefined,
     seed: recipe.seed,
@@ -399,7 +435,11 @@ export async function main(argv: string[]): Promise<number> {
       );
     }
     if (args.save) {
-      const momentum = recipe.momentum > 0 ? await momentumState(model) : null;
+      const momentum = adam
+        ? await momentsState(model)
+        : recipe.momentum > 0
+        ? await momentumState(model)
+        : null;
       await saveRun(
         model,
         args.save,
@@ -413,6 +453,7 @@ export async function main(argv: string[]): Promise<number> {
         },
         recipe,
         momentum,
+        adam ? "adam-moments" : "sgd-momentum",
       ).catch((err) => {
         throw writeFailed("--save", args.save!, err);
       });
@@ -449,6 +490,61 @@ function existsFile(path: string): boolean {
 /** An accuracy for the log ("n/a" without test examples). */
 function fmtAcc(acc: number): string {
   return Number.isNaN(acc) ? "n/a" : acc.toFixed(3);
+}
+
+/** The tensor-name suffixes of Adam's moments in an optimizer file. */
+const MOMENTS = [".exp_avg", ".exp_avg_sq"] as const;
+
+/**
+ * The schedule of a recipe over optimizer steps: its epochs become steps (`stepsPerEpoch` each);
+ * cosine and one-cycle span the run after the warm-up.
+ */
+export function lrSchedule(recipe: RunRecipe, stepsPerEpoch: number): LrSchedule {
+  const warmup = recipe.warmup;
+  const span = Math.max(1, recipe.epochs * stepsPerEpoch - warmup);
+  const [kind, arg] = recipe.schedule.split(":");
+  const epochs = arg ? arg.split(",").map((e) => Number(e) * stepsPerEpoch) : [];
+  const schedule: Schedule = kind === "step"
+    ? { kind, stepSize: epochs[0] }
+    : kind === "multistep"
+    ? { kind, milestones: epochs }
+    : kind === "cosine"
+    ? { kind, tMax: span }
+    : kind === "onecycle"
+    ? { kind, totalSteps: span }
+    : { kind: "constant" };
+  return { schedule, warmup };
+}
+
+/** Adam's moments of the model, read back for a checkpoint (one readback per arena). */
+async function momentsState(model: Model): Promise<HostStateDict> {
+  const out: HostStateDict = new Map();
+  const moments = model.arena.ensureAdamMoments();
+  const [avg, sq] = [await moments.expAvg.toArray(), await moments.expAvgSq.toArray()];
+  const names = new Map(model.params.map(([name, p]) => [p, name]));
+  for (const slot of model.arena.slots) {
+    const name = names.get(slot.param)!;
+    for (const [suffix, all] of [[MOMENTS[0], avg], [MOMENTS[1], sq]] as const) {
+      const data = all.slice(slot.offset, slot.offset + slot.size) as Float32Array;
+      out.set(name + suffix, { dtype: "F32", shape: [...slot.param.shape], data });
+    }
+  }
+  return out;
+}
+
+/** Writes Adam's moments read from a checkpoint into the model's arenas (one upload each). */
+function writeMoments(model: Model, saved: Map<string, Float32Array>): void {
+  const arena = model.arena;
+  const moments = arena.ensureAdamMoments();
+  const names = new Map(model.params.map(([name, p]) => [p, name]));
+  const [avg, sq] = [new Float32Array(arena.size), new Float32Array(arena.size)];
+  for (const slot of arena.slots) {
+    const name = names.get(slot.param)!;
+    avg.set(saved.get(name + MOMENTS[0])!, slot.offset);
+    sq.set(saved.get(name + MOMENTS[1])!, slot.offset);
+  }
+  model.gpu.write(moments.expAvg, avg);
+  model.gpu.write(moments.expAvgSq, sq);
 }
 
 /** The model's SGD momentum buffers, read back for a checkpoint. */

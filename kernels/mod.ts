@@ -130,6 +130,7 @@ export {
   type Pool2dParams,
 } from "./pool/index.ts";
 export { checkSgd, type SgdParams, sgdUpdate } from "./sgd.ts";
+export { type AdamIo, type AdamParams, adamUpdate, checkAdam } from "./adam.ts";
 export {
   accuracyCount,
   type AccuracyParams,

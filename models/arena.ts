@@ -76,6 +76,14 @@ export function arenaLayout(
   return { slots, size: Math.max(size, quantum) };
 }
 
+/** Adam's state over an arena: the first and second moments, laid out as the values. */
+export interface AdamMoments {
+  /** `exp_avg`. */
+  readonly expAvg: Tensor<"f32">;
+  /** `exp_avg_sq`. */
+  readonly expAvgSq: Tensor<"f32">;
+}
+
 /**
  * The arenas of a set of parameters (a model's). Creating it points every parameter's `value`
  * and `grad` at its views (the values from `initial`, the gradients zero); momentum and f16
@@ -107,6 +115,7 @@ export class ParamArena {
   /** The f32 gradients (`Param.grad` views). */
   readonly grads: Tensor<"f32">;
   #momentum: Tensor<"f32"> | null = null;
+  #adam: AdamMoments | null = null;
   #halves: Tensor<"f16"> | null = null;
   /** The views handed out, per arena, to dispose with it. */
   #views = new Map<Tensor, Tensor[]>();
@@ -220,6 +229,41 @@ export class ParamArena {
   }
 
   /**
+   * Adam's and AdamW's moments (`exp_avg`, `exp_avg_sq`), or null before
+   * {@linkcode ParamArena.ensureAdamMoments}.
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel } from "@modern-cnn/webgpu/models";
+   * createModel(await getGpu(), { name: "lenet" }).arena.adamMoments; // null
+   * ```
+   */
+  get adamMoments(): AdamMoments | null {
+    return this.#adam;
+  }
+
+  /**
+   * Adam's moment arenas (`exp_avg`, `exp_avg_sq`, laid out as the values: parameter `s` at
+   * `slots[s].offset`), created zero-filled on first use (PyTorch's lazily created state). Call
+   * it outside a `gpu.scope`: the arenas live as long as the parameters.
+   *
+   * @returns The two arenas.
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel } from "@modern-cnn/webgpu/models";
+   * const m = createModel(await getGpu(), { name: "lenet" });
+   * console.log(m.arena.ensureAdamMoments().expAvg.size === m.arena.size); // true
+   * ```
+   */
+  ensureAdamMoments(): AdamMoments {
+    this.#assertLive("ensureAdamMoments");
+    this.#adam ??= { expAvg: this.gpu.zeros([this.size]), expAvgSq: this.gpu.zeros([this.size]) };
+    return this.#adam;
+  }
+
+  /**
    * Creates the f16 copies (if there are none) and points `half` of the parameters `which`
    * accepts at their views (the others' `half` is null; their copies are written but unused),
    * then writes every copy from the values ({@linkcode ParamArena.syncHalves}).
@@ -313,7 +357,9 @@ export class ParamArena {
     this.#release(this.grads, "grad");
     if (this.#momentum) this.#release(this.#momentum, "momentum");
     if (this.#halves) this.#release(this.#halves, "half");
-    this.#momentum = this.#halves = null;
+    this.#adam?.expAvg.dispose();
+    this.#adam?.expAvgSq.dispose();
+    this.#momentum = this.#halves = this.#adam = null;
   }
 
   #view<D extends "f32" | "f16">(arena: Tensor<D>, s: ArenaSlot): Tensor<D> {

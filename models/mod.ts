@@ -30,7 +30,7 @@ export {
   PRECISIONS,
   precisionUnsupported,
 } from "./model.ts";
-export { type ArenaSlot, ParamArena } from "./arena.ts";
+export { type AdamMoments, type ArenaSlot, ParamArena } from "./arena.ts";
 export {
   decodeSafetensors,
   encodeSafetensors,
@@ -55,3 +55,4 @@ export {
   type TrainerOptions,
   uploadImageSet,
 } from "./trainer.ts";
+export { checkSchedule, type LrSchedule, type Schedule, scheduleLr } from "./schedule.ts";

@@ -17,6 +17,8 @@ import {
 } from "../kernels/loss_scale.ts";
 import { createFiniteWatch, finiteCheck, readFiniteWatch } from "../kernels/finite.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
+import { adamUpdate } from "../kernels/adam.ts";
+import { checkSchedule, type LrSchedule, scheduleLr } from "./schedule.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
 import type { Ctx } from "../layers/mod.ts";
 import { DivergenceError, NonFiniteError } from "./errors.ts";
@@ -38,8 +40,19 @@ export interface TrainerOptions {
   readonly resize: number;
   /** SGD momentum; default 0 (plain SGD as d2l). */
   readonly momentum?: number;
-  /** SGD weight decay; default 0. */
+  /** Weight decay (SGD and Adam: L2 penalty; AdamW: decoupled); default 0. */
   readonly weightDecay?: number;
+  /** The optimizer, as `torch.optim.SGD` / `Adam` / `AdamW`; default `sgd`. */
+  readonly optimizer?: "sgd" | "adam" | "adamw";
+  /** SGD Nesterov momentum (needs momentum > 0); default false. */
+  readonly nesterov?: boolean;
+  /**
+   * The learning-rate schedule over optimizer steps (`models/schedule.ts`), evaluated on the host
+   * per step and passed with the update's dispatch; default constant `lr`.
+   */
+  readonly schedule?: LrSchedule;
+  /** Label smoothing of the cross-entropy loss, in [0, 1]; default 0. */
+  readonly labelSmoothing?: number;
   /** Random crop (padding 4 at 28², scaled) and horizontal flip. */
   readonly augment?: boolean;
   /** Overrides every dropout probability. */
@@ -134,6 +147,11 @@ export class Trainer {
         `Trainer: batch size must be a positive integer, got ${options.batchSize}`,
       );
     }
+    const optimizer = options.optimizer ?? "sgd";
+    if (!["sgd", "adam", "adamw"].includes(optimizer)) {
+      throw new RangeError(`Trainer: optimizer must be sgd, adam or adamw, got ${optimizer}`);
+    }
+    if (options.schedule) checkSchedule(options.schedule);
     this.model = model;
     this.options = options;
     this.#watch = createFiniteWatch(model.gpu, 2);
@@ -190,6 +208,24 @@ export class Trainer {
   }
 
   /**
+   * The learning rate of optimizer step `step` (from 0): `lr` under the schedule.
+   *
+   * @returns The learning rate.
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel, Trainer } from "@modern-cnn/webgpu/models";
+   * const schedule = { schedule: { kind: "step", stepSize: 10 } } as const;
+   * const trainer = new Trainer(createModel(await getGpu(), { name: "lenet" }), { lr: 0.1, batchSize: 256, resize: 28, schedule });
+   * console.log(trainer.lrAt(10)); // 0.010000000000000002
+   * ```
+   */
+  lrAt(step: number): number {
+    const o = this.options;
+    return o.schedule ? scheduleLr(o.schedule, o.lr, step) : o.lr;
+  }
+
+  /**
    * Records one training step on the examples `order[start, start+batch)` (already on the GPU as
    * `indices`); accumulates the loss sum and correct count into `metrics`. No readback.
    */
@@ -203,8 +239,11 @@ export class Trainer {
     const o = this.options;
     const momentum = o.momentum ?? 0;
     const arena = this.model.arena;
-    // The momentum arena lives as long as the model: create it outside the step's scope.
-    const momentumBuf = momentum > 0 ? arena.ensureMomentum() : undefined;
+    const adam = o.optimizer === "adam" || o.optimizer === "adamw";
+    // The optimizer state lives as long as the model: create it outside the step's scope.
+    const momentumBuf = !adam && momentum > 0 ? arena.ensureMomentum() : undefined;
+    const moments = adam ? arena.ensureAdamMoments() : undefined;
+    const lr = this.lrAt(this.steps);
     const lossScale = this.model.precision === "f16" ? this.#lossScale! : undefined;
     gpu.scope(() => {
       const x = gpu.empty(this.model.inputShape(batch, o.resize), { dtype: this.model.precision });
@@ -221,7 +260,7 @@ export class Trainer {
       // gradients are unscaled by sgdUpdate.
       softmaxCrossEntropy(
         { dlogits, lossSum: io.lossSum, correct: io.correct, logits: f.y, labels, lossScale },
-        { n: batch, c: f.y.shape[1] },
+        { n: batch, c: f.y.shape[1], labelSmoothing: o.labelSmoothing },
       );
       f.y.dispose();
       // The epoch's loss sum turns non-finite at the first bad step and stays so: the watch
@@ -231,16 +270,24 @@ export class Trainer {
       // Every gradient is checked before any parameter moves: one Inf/NaN skips the whole step.
       // One dispatch each over the arenas (the zero padding between parameters stays zero).
       if (lossScale) lossScaleCheck({ lossScale, grad: arena.grads });
-      sgdUpdate(
-        {
-          param: arena.values,
-          grad: arena.grads,
-          momentumBuf,
-          lossScale,
-          half: arena.halves ?? undefined,
-        },
-        { lr: o.lr, momentum, weightDecay: o.weightDecay ?? 0, firstStep: this.steps === 0 },
-      );
+      const update = { param: arena.values, grad: arena.grads, lossScale };
+      const half = arena.halves ?? undefined;
+      if (moments) {
+        adamUpdate({ ...update, ...moments, half }, {
+          lr,
+          step: this.steps + 1,
+          weightDecay: o.weightDecay ?? 0,
+          decoupled: o.optimizer === "adamw",
+        });
+      } else {
+        sgdUpdate({ ...update, momentumBuf, half }, {
+          lr,
+          momentum,
+          weightDecay: o.weightDecay ?? 0,
+          nesterov: o.nesterov,
+          firstStep: this.steps === 0,
+        });
+      }
       if (lossScale) lossScaleUpdate({ lossScale });
     });
     this.steps++;
@@ -331,7 +378,7 @@ export class Trainer {
         step,
         epochStep: step - firstStep,
         what: badLoss !== null ? "loss" : "parameters",
-        lr: this.options.lr,
+        lr: this.lrAt(step),
       });
     }
     const [loss] = await lossSum.toArray();

@@ -359,3 +359,82 @@ Deno.test("every deno task has a one-line description", async () => {
     assert.ok(t.description && !t.description.includes("\n"), `${name} has a description`);
   }
 });
+
+Deno.test("train: --optimizer adamw with a schedule saves its moments and resumes them", async () => {
+  const dir = await Deno.makeTempDir();
+  const half = join(dir, "half.safetensors");
+  const first = await run("train.ts", [
+    "lenet",
+    ...SYN,
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.002",
+    "--optimizer",
+    "adamw",
+    "--schedule",
+    "step:1",
+    "--warmup",
+    "3",
+    "--label-smoothing",
+    "0.1",
+    "--json",
+    "--epochs",
+    "1",
+    "--save",
+    half,
+  ]);
+  assert.equal(first.code, 0, first.stderr);
+  const saved = decodeSafetensors(await Deno.readFile(half), { file: half });
+  assert.deepEqual(
+    [saved.metadata.optim, saved.metadata.schedule, saved.metadata.warmup],
+    ["adamw", "step:1", "3"],
+  );
+  assert.equal(saved.metadata.label_smoothing, "0.1");
+  const opt = decodeSafetensors(await Deno.readFile(join(dir, saved.metadata.optimizer)));
+  assert.equal(opt.metadata.kind, "adam-moments");
+  const avg = opt.tensors.get("0.weight.exp_avg")!.data as Float32Array;
+  assert.ok(opt.tensors.has("0.weight.exp_avg_sq") && avg.some((v) => v !== 0));
+  // The recipe (optimizer, schedule, warm-up, smoothing) and the moments come back from the
+  // checkpoint: the resumed run needs the optimizer file, and saves the same recipe.
+  await Deno.rename(join(dir, saved.metadata.optimizer), join(dir, "moved"));
+  const lost = await run("train.ts", ["lenet", ...SYN, "--epochs", "2", "--resume", half]);
+  assert.equal(lost.code, 1, lost.stderr);
+  assert.match(lost.stderr, /optimizer state .* is missing/);
+  await Deno.rename(join(dir, "moved"), join(dir, saved.metadata.optimizer));
+  const second = await run("train.ts", [
+    "lenet",
+    ...SYN,
+    "--epochs",
+    "2",
+    "--resume",
+    half,
+    "--save",
+    half,
+  ]);
+  assert.equal(second.code, 0, second.stderr);
+  const again = decodeSafetensors(await Deno.readFile(half), { file: half });
+  assert.deepEqual(
+    [again.metadata.optim, again.metadata.schedule, again.metadata.step],
+    ["adamw", "step:1", "8"],
+  );
+});
+
+Deno.test("train: bad --optimizer, --schedule, --warmup, --label-smoothing and --nesterov exit 2", async () => {
+  for (
+    const [flags, want] of [
+      [["--optimizer", "rmsprop"], /--optimizer must be sgd, adam or adamw, got 'rmsprop'/],
+      [["--schedule", "step:0"], /--schedule must be constant, step:EPOCHS/],
+      [["--schedule", "multistep:30,20"], /--schedule must be/],
+      [["--schedule", "linear"], /--schedule must be/],
+      [["--warmup", "-1"], /--warmup must be an integer >= 0/],
+      [["--label-smoothing", "1.5"], /--label-smoothing must be in \[0, 1\]/],
+      [["--nesterov"], /--nesterov needs --optimizer sgd and --momentum > 0/],
+    ] as const
+  ) {
+    const r = await run("train.ts", ["lenet", ...SYN, ...flags]);
+    assert.equal(r.code, 2, `${flags.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, want);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  }
+});

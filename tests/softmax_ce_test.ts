@@ -23,7 +23,7 @@ import { atDeviceLimit, deviceLimit, readSlices, sampleUnits, withBindingLimit }
 import { runOp, testOp } from "./_op.ts";
 import { CE_SUITES, softmaxCe } from "./ops/softmax_ce.ts";
 import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
-import { planSoftmaxCe } from "../kernels/softmax_ce/plan.ts";
+import { MAX_CE_ROWS, planSoftmaxCe } from "../kernels/softmax_ce/plan.ts";
 
 for (const suite of CE_SUITES) testOp(suite);
 
@@ -31,6 +31,7 @@ interface CeOut {
   dlogits: Float32Array;
   lossSum: number;
   correct: number;
+  validRows: number;
 }
 
 /** softmaxCrossEntropy of `logits` (f32) and `labels` on the GPU, read back. */
@@ -42,10 +43,15 @@ async function runCe(
   c: number,
   labelSmoothing = 0,
 ): Promise<CeOut> {
-  const out = await runOp(gpu, softmaxCe({ n, c, eps: labelSmoothing }), {
-    data: { logits, labels },
+  const out = await runOp(gpu, softmaxCe({ n, c, eps: labelSmoothing, counted: true }), {
+    data: { logits, labels, validRows: [0] },
   });
-  return { dlogits: out.dlogits as Float32Array, lossSum: out.lossSum[0], correct: out.correct[0] };
+  return {
+    dlogits: out.dlogits as Float32Array,
+    lossSum: out.lossSum[0],
+    correct: out.correct[0],
+    validRows: out.validRows[0],
+  };
 }
 
 function randomCase(rng: Rng, n: number, c: number, scale = 2) {
@@ -65,6 +71,22 @@ Deno.test("softmax CE CPU gradient matches finite differences of the mean loss",
   }
 });
 
+/**
+ * PyTorch's mean loss (`k.loss`, null for NaN: every row ignored) from a sum and a count of
+ * valid rows, within `rtol`.
+ */
+function assertMeanLoss(
+  k: { loss: number | null; lossSum: number; validRows: number; n: number },
+  lossSum: number,
+  validRows: number,
+  rtol: number,
+): void {
+  assert.equal(validRows, k.validRows, `validRows n=${k.n}`);
+  const mean = lossSum / validRows;
+  if (k.loss === null) assert.ok(Number.isNaN(mean), `loss n=${k.n}: ${mean}, want NaN`);
+  else assertClose([mean], [k.loss], { rtol, what: `mean loss n=${k.n}` });
+}
+
 Deno.test("softmax CE CPU reference matches PyTorch (smoothing, ignored rows, 1e4 logits)", async () => {
   const fx = JSON.parse(
     await Deno.readTextFile(new URL("./fixtures/misc_ce.json", import.meta.url)),
@@ -75,6 +97,7 @@ Deno.test("softmax CE CPU reference matches PyTorch (smoothing, ignored rows, 1e
     assertClose([ref.lossSum], [k.lossSum], { rtol: 1e-12, what: "lossSum" });
     assertClose(ref.dlogits, k.dlogits, { rtol: 1e-7, atol: 1e-12, what: "dlogits" });
     assert.equal(ref.correct, k.correct);
+    assertMeanLoss(k, ref.lossSum, ref.validRows, 1e-12);
   }
 });
 
@@ -95,6 +118,9 @@ Deno.test("softmax CE GPU matches PyTorch fixture", GPU_TEST, async () => {
     assertClose([got.lossSum], [k.lossSum], { rtol: 1e-5, what: `lossSum n=${k.n}` });
     assertClose(got.dlogits, k.dlogits, { rtol: 1e-4, atol: 1e-7, what: `dlogits n=${k.n}` });
     assert.equal(got.correct, k.correct);
+    assertMeanLoss(k, got.lossSum, got.validRows, 1e-5);
+    // Every row ignored: PyTorch's gradient is exactly zero, ours too.
+    if (k.validRows === 0) assert.deepEqual(got.dlogits, new Float32Array(k.n * k.c));
   }
 });
 
@@ -199,6 +225,11 @@ Deno.test("softmax CE validates shapes, dtypes and params", GPU_TEST, async () =
   assert.throws(() => softmaxCrossEntropy({ ...io, correct: gpu.zeros([1]) }, ok), TypeError);
   assert.throws(() => softmaxCrossEntropy({ ...io, lossSum: gpu.zeros([2]) }, ok), TypeError);
   assert.throws(() => softmaxCrossEntropy({ ...io, lossSum: dlogits }, ok), TypeError);
+  assert.throws(
+    () => softmaxCrossEntropy({ ...io, validRows: gpu.zeros([1]) }, ok),
+    (e: Error) => e instanceof TypeError && /validRows has shape \[1\] \(f32\)/.test(e.message),
+  );
+  assert.throws(() => softmaxCrossEntropy({ ...io, validRows: correct }, ok), TypeError);
   assert.throws(() => softmaxCrossEntropy(io, { n: 4, c: 0 }), RangeError);
   assert.throws(() => softmaxCrossEntropy(io, { n: -1, c: 10 }), RangeError);
   for (const labelSmoothing of [-0.1, 1.5, NaN]) {
@@ -514,8 +545,8 @@ Deno.test("planSoftmaxCe: rows per workgroup, ranges and partial sums as plain v
   const head = planSoftmaxCe({ op, kind: "ce", n: 256, c: 10, labelSmoothing: 0.1 }, profile);
   assert.deepEqual(head, {
     kind: "ce",
+    n: 256,
     c: 10,
-    invN: 1 / 256,
     onTarget: 1 - 0.1,
     offTarget: 0.1 / 10,
     rowsPerGroup: 123136,
@@ -524,8 +555,8 @@ Deno.test("planSoftmaxCe: rows per workgroup, ranges and partial sums as plain v
     partial: false,
   });
   const acc = planSoftmaxCe({ op: "accuracyCount", kind: "acc", n: 300000, c: 10 }, profile);
-  assert.deepEqual([acc.invN, acc.onTarget, acc.offTarget, acc.groups, acc.partial], [
-    0,
+  assert.deepEqual([acc.n, acc.onTarget, acc.offTarget, acc.groups, acc.partial], [
+    300000,
     0,
     0,
     3,
@@ -543,5 +574,15 @@ Deno.test("planSoftmaxCe: rows per workgroup, ranges and partial sums as plain v
   assert.throws(
     () => planSoftmaxCe({ op, kind: "ce", n: 1, c: 16385 }, profile),
     /c = 16385 classes is more than the supported 16384/,
+  );
+  // The loss binds all the labels at once (each workgroup counts the valid ones); acc does not.
+  assert.throws(
+    () => planSoftmaxCe({ op, kind: "ce", n: 3001, c: 1 }, profile, 3000),
+    /n = 3001 rows is more than the supported 3000/,
+  );
+  assert.equal(planSoftmaxCe({ op, kind: "acc", n: 3001, c: 1 }, profile, 3000).ranges.length, 2);
+  assert.throws(
+    () => planSoftmaxCe({ op, kind: "ce", n: MAX_CE_ROWS + 1, c: 1 }, profile),
+    RangeError,
   );
 });

@@ -55,6 +55,7 @@ export function checkSoftmaxCrossEntropy(
     logits: Tensor;
     labels: Tensor;
     lossScale?: Tensor;
+    validRows?: Tensor;
   },
 ): [number, number] {
   if (!Number.isInteger(p.n) || p.n < 0) {
@@ -106,7 +107,12 @@ export function checkSoftmaxCrossEntropy(
     if (io.lossSum && (io.lossSum.dtype !== "f32" || io.lossSum.size !== 1)) {
       throw new TypeError(`${op}: lossSum has shape ${describe(io.lossSum)}, expected f32 [1]`);
     }
-    const outs = [io.dlogits, io.lossSum, correct].filter((t): t is Tensor => !!t);
+    if (io.validRows && (io.validRows.dtype !== "u32" || io.validRows.size !== 1)) {
+      throw new TypeError(
+        `${op}: validRows has shape ${describe(io.validRows)}, expected u32 [1]`,
+      );
+    }
+    const outs = [io.dlogits, io.lossSum, correct, io.validRows].filter((t): t is Tensor => !!t);
     const shared = outs.some((t, i) =>
       outs.some((u, j) => j > i && t.overlaps(u)) || t.overlaps(labels) ||
       (t !== io.dlogits && t.overlaps(logits))

@@ -11,16 +11,19 @@
  *   keep each thread's loops, about `3c` iterations per row, well under llvmpipe's silent cap of
  *   65535 loop iterations per invocation), ranges of rows for logits larger than one storage
  *   binding, and whether a second pass adds the workgroups' partial sums;
- * - `kernels.ts`: the per-row kernel (thread `t` of a workgroup handles rows `t, t + WG, ...` of
- *   its block, numerically stable: max subtraction, log-sum-exp; then a tree reduction of the
- *   loss and hit counts; with a single workgroup, e.g. the classifier head of the seed models,
- *   up to ~120k rows of 10 classes, thread 0 adds the sums to `lossSum` and `correct`), the final
- *   pass (WGSL has no float atomics), and their recorder. The summation order is fixed, so results
- *   are deterministic. At most 16384 classes.
+ * - `kernels.ts`: the per-row kernel (each workgroup first counts the valid labels of all rows,
+ *   the mean's divisor; then thread `t` handles rows `t, t + WG, ...` of its block, numerically
+ *   stable: max subtraction, log-sum-exp; then a tree reduction of the loss and hit counts;
+ *   with a single workgroup, e.g. the classifier head of the seed models, up to ~120k rows of 10
+ *   classes, thread 0 adds the sums to `lossSum` and `correct`), the final pass (WGSL has no
+ *   float atomics), and their recorder. The summation order is fixed, so results are
+ *   deterministic. At most 16384 classes.
  *
  * Labels outside `[0, c)` (e.g. -100, PyTorch's default `ignore_index`) are ignored: their row
- * gets a zero gradient, adds 0 to the loss and is never counted correct (the mean is still
- * taken over all n rows).
+ * gets a zero gradient, adds 0 to the loss and is never counted correct, and the mean is taken
+ * over the other rows, as PyTorch's `reduction="mean"`: the kernel counts them on the GPU (no
+ * readback, no upload), and an all-ignored batch gets a zero gradient (PyTorch's too; its loss,
+ * `0 / 0`, is NaN, as `lossSum / validRows` is).
  *
  * Logits and dlogits are f32 or f16, each independently; the arithmetic is f32 (f16 logits are
  * converted on load, f16 gradients rounded once on store), the sums `lossSum` (f32) and
@@ -56,16 +59,20 @@ function plan(problem: SoftmaxCeProblem, t: Tensor): SoftmaxCePlan {
  * Fused, numerically stable softmax cross-entropy over logits `[n, c]` (f32 or f16) and labels
  * `[n]` (i32), as `torch.nn.CrossEntropyLoss(label_smoothing=eps)` with mean reduction:
  *
- * - `dlogits` (f32 or f16 `[n, c]`) is OVERWRITTEN with `(softmax(logits) - target) / n`, where
- *   `target = (1 - eps) * onehot(label) + eps / c`; it may be the same tensor as `logits`; with
+ * - `dlogits` (f32 or f16 `[n, c]`) is OVERWRITTEN with `(softmax(logits) - target) / m`, where
+ *   `target = (1 - eps) * onehot(label) + eps / c` and `m` is the number of rows whose label is
+ *   in `[0, c)` (all `n` unless some are ignored); it may be the same tensor as `logits`; with
  *   `lossScale` (a loss scaler's state, see `createLossScale`) it is multiplied by the
  *   current scale, read on the GPU (the gradient of the scaled loss), before it is stored;
  * - `lossSum` (f32 `[1]`) is ACCUMULATED: `+=` the sum over rows of the per-row loss (the mean
- *   loss of the step is `lossSum / n`; never scaled);
+ *   loss of the step is `lossSum / m`; never scaled);
  * - `correct` (u32 `[1]`) is ACCUMULATED: `+=` the rows whose argmax (first maximum on ties)
- *   equals the label.
+ *   equals the label;
+ * - `validRows` (optional, u32 `[1]`) is ACCUMULATED: `+=` `m`, the rows whose label is in
+ *   `[0, c)` (PyTorch's mean is `lossSum / validRows`: NaN when every row is ignored).
  *
- * Rows whose label is outside `[0, c)` are ignored (zero gradient, no loss, never correct).
+ * Rows whose label is outside `[0, c)` (PyTorch's `ignore_index=-100`) are ignored: zero
+ * gradient, no loss, never correct, not counted in `m`.
  *
  * @returns Nothing: the dispatch is recorded.
  * @throws {TypeError} for mismatched sizes, dtypes or shared buffers.
@@ -83,6 +90,20 @@ function plan(problem: SoftmaxCeProblem, t: Tensor): SoftmaxCePlan {
  * softmaxCrossEntropy({ dlogits, lossSum, correct, logits, labels }, { n: 2, c: 3 });
  * console.log((await lossSum.toArray())[0] / 2, (await correct.toArray())[0]); // mean loss, 1
  * ```
+ * @example Ignored rows (label -100): the mean over the others, as PyTorch's.
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { softmaxCrossEntropy } from "@modern-cnn/webgpu/kernels";
+ * const gpu = await getGpu();
+ * const logits = gpu.tensor(new Float32Array([2, 0, 0, 1, 3, 0]), { shape: [2, 3] });
+ * const labels = gpu.tensor(new Int32Array([0, -100]), { shape: [2] });
+ * const dlogits = gpu.empty([2, 3]);
+ * const [lossSum, correct] = [gpu.zeros([1]), gpu.zeros([1], { dtype: "u32" })];
+ * const validRows = gpu.zeros([1], { dtype: "u32" });
+ * softmaxCrossEntropy({ dlogits, lossSum, correct, logits, labels, validRows }, { n: 2, c: 3 });
+ * const [sum] = await lossSum.toArray(), [m] = await validRows.toArray();
+ * console.log(sum / m, m); // the mean loss of row 0, 1
+ * ```
  */
 export function softmaxCrossEntropy(
   io: {
@@ -92,6 +113,7 @@ export function softmaxCrossEntropy(
     logits: Tensor;
     labels: Tensor;
     lossScale?: Tensor;
+    validRows?: Tensor;
   },
   p: SoftmaxCrossEntropyParams,
 ): void {

@@ -11,7 +11,7 @@
 
 import type { Tensor } from "../../gpu/mod.ts";
 import { bindingRange } from "../_binding.ts";
-import { defineKernel } from "../_kernel.ts";
+import { defineKernel, variantProduct } from "../_kernel.ts";
 import { type SoftmaxCePlan, WG } from "./plan.ts";
 
 /** WGSL: the workgroup's loss and hit sums. */
@@ -46,17 +46,11 @@ function reduceSums(sums: string): string {
  * workgroup `wid` writes its sums to `lossOut[partialOff + wid]` and `hitsOut[partialOff + wid]`
  * (reduced by {@linkcode final}), otherwise (a single workgroup in all) thread 0 adds them to
  * `lossOut[0]` and `hitsOut[0]` directly; `_scaled`: the gradient is multiplied by a loss
- * scaler's scale.
+ * scaler's scale; `_counted`: the rows with a valid label (the mean's divisor) are added to
+ * `validRows[0]`.
  */
 const ROW_VARIANTS = [
-  "ce",
-  "ce_partial",
-  "ce_scaled",
-  "ce_partial_scaled",
-  "ce_inplace",
-  "ce_inplace_partial",
-  "ce_inplace_scaled",
-  "ce_inplace_partial_scaled",
+  ...variantProduct(["ce", "ce_inplace"], ["", "partial"], ["", "scaled"], ["", "counted"]),
   "acc",
   "acc_partial",
 ] as const;
@@ -66,7 +60,9 @@ const CE = ROW_VARIANTS.filter((v) => v.startsWith("ce"));
 /** The variants with a separate (read-only) logits binding: in place, dlogits is both. */
 const NOT_IN_PLACE = ROW_VARIANTS.filter((v) => !v.startsWith("ce_inplace"));
 /** The variants that multiply the gradient by a loss scaler's scale. */
-const SCALED = ROW_VARIANTS.filter((v) => v.endsWith("_scaled"));
+const SCALED = ROW_VARIANTS.filter((v) => v.includes("_scaled"));
+/** The variants that add the count of valid rows to `validRows`. */
+const COUNTED = ROW_VARIANTS.filter((v) => v.endsWith("_counted"));
 
 /**
  * The per-row kernel. Loads convert f16 logits to f32 (no conversion for f32: the all-f32 kernel
@@ -79,14 +75,19 @@ const row = defineKernel({
     "and first argmax, with ce log-sum-exp, loss and gradient, hit), then a shared-memory tree " +
     "reduction; thread 0 writes the workgroup's sums to slot partialOff + wid (partial) or " +
     "accumulates them into slot 0. rowsPerGroup / WG rows of about 3c loop iterations each stay " +
-    "under llvmpipe's loop cap. Indices into logits (dlogits in place), labels and dlogits are " +
-    "offset by the range's base in its binding. Arithmetic in f32 (f16 converted on load, the " +
-    "gradient rounded once on store); scaled: the gradient is multiplied by the loss scale " +
-    "(lossScale[0], the scale's f32 bits) before its rounding.",
+    "under llvmpipe's loop cap. ce: first every workgroup counts the valid labels of all p.total " +
+    "rows of the call (labels bound whole, row 0 at labelsStart; thread t counts labels t, " +
+    "t + WG, ..., then a tree reduction): the gradient is divided by that count (PyTorch's mean " +
+    "over the rows not ignored); counted: workgroup 0 of the first range adds the count to " +
+    "validRows[0]. Indices into logits (dlogits in place), labels and dlogits are offset by the " +
+    "range's base in its binding. Arithmetic in f32 (f16 converted on load, the gradient rounded " +
+    "once on store); scaled: the gradient is multiplied by the loss scale (lossScale[0], the " +
+    "scale's f32 bits) before its rounding.",
   params: {
     n: "u32",
     c: "u32",
-    invN: "f32",
+    total: "u32",
+    labelsStart: "u32",
     onTarget: "f32",
     offTarget: "f32",
     rowsPerGroup: "u32",
@@ -102,17 +103,19 @@ const row = defineKernel({
     labels: { type: "i32", access: "read" },
     dlogits: { type: "float", access: "read_write", variants: CE },
     lossScale: { type: "u32", access: "read", variants: SCALED },
+    validRows: { type: "u32", access: "read_write", variants: COUNTED },
   },
   variants: ROW_VARIANTS,
   workgroupSize: WG,
   body: ({ variant, load: loadAs, store }) => {
     const ce = CE.includes(variant);
     const scaled = SCALED.includes(variant);
+    const counted = COUNTED.includes(variant);
     const src = NOT_IN_PLACE.includes(variant) ? "logits" : "dlogits";
     const load = (i: string) => loadAs(src, `${src}[${i}]`);
     const grad = scaled
-      ? `(exp(${load("base + j")} - m) * invS - tgt) * p.invN * scale`
-      : `(exp(${load("base + j")} - m) * invS - tgt) * p.invN`;
+      ? `(exp(${load("base + j")} - m) * invS - tgt) * invN * scale`
+      : `(exp(${load("base + j")} - m) * invS - tgt) * invN`;
     const lossPart = ce
       ? `var s = 0.0;
     var sumz = 0.0;
@@ -135,15 +138,36 @@ const row = defineKernel({
       ${store("dlogits", "dlogits[dbase + j]", "select(0.0, g, valid)")}
     }`
       : "";
-    const sums = variant.includes("_partial")
+    const sums = (variant.includes("_partial")
       ? `${ce ? "lossOut[p.partialOff + wid.x] = sLoss[0];" : ""}
     hitsOut[p.partialOff + wid.x] = sHits[0];`
       : `${ce ? "lossOut[0] += sLoss[0];" : ""}
-    hitsOut[0] += sHits[0];`;
+    hitsOut[0] += sHits[0];`) +
+      (counted ? "\n    if (p.partialOff + wid.x == 0u) { validRows[0] += counted; }" : "");
+    // The mean's divisor, counted by every workgroup (the labels are 1/c of the logits): all
+    // threads reach the barriers (uniform loops), and sHits is free again after the last one.
+    const count = ce
+      ? `var cnt = 0u;
+  for (var k = t; k < p.total; k += WG) {
+    let l = labels[p.labelsStart + k];
+    if (l >= 0 && u32(l) < p.c) { cnt += 1u; }
+  }
+  sHits[t] = cnt;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (t < k) { sHits[t] += sHits[t + k]; }
+    workgroupBarrier();
+  }
+  let counted = sHits[0];
+  // Inf when no row counts: then every row is ignored and its gradient is selected to 0.
+  let invN = 1.0 / f32(counted);
+  workgroupBarrier();
+  `
+      : "";
     return `${SUMS}
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3u) {
-  var loss = 0.0;
+  ${count}var loss = 0.0;
   var hits = 0u;
   let r0 = wid.x * p.rowsPerGroup;
   let r1 = min(r0 + p.rowsPerGroup, p.n);
@@ -224,6 +248,7 @@ export function recordSoftmaxCe(
     labels: Tensor;
     dlogits?: Tensor;
     lossScale?: Tensor;
+    validRows?: Tensor;
   },
 ): void {
   const { kind, c, rowsPerGroup, groups } = plan;
@@ -234,11 +259,17 @@ export function recordSoftmaxCe(
   const pHits = partial ? gpu.empty([groups], { dtype: "u32" }) : undefined;
   const inPlace = kind === "ce_inplace";
   const scaled = ce && io.lossScale !== undefined;
-  const variant = `${kind}${partial ? "_partial" : ""}${scaled ? "_scaled" : ""}` as RowVariant;
+  const counted = ce && io.validRows !== undefined;
+  const variant = `${kind}${partial ? "_partial" : ""}${scaled ? "_scaled" : ""}${
+    counted ? "_counted" : ""
+  }` as RowVariant;
+  // ce binds all the labels in every range (each workgroup counts the valid ones; the planner
+  // checked that they fit one binding), acc only the range's.
+  const all = ce ? bindingRange(io.labels, 0, plan.n) : undefined;
   for (const { rows: [r0, r1], groups: count, partialOff } of plan.ranges) {
     const nr = r1 - r0;
     const lg = bindingRange(io.logits, r0 * c, nr * c);
-    const lb = bindingRange(io.labels, r0, nr);
+    const lb = all ?? bindingRange(io.labels, r0, nr);
     const dl = io.dlogits && !inPlace ? bindingRange(io.dlogits, r0 * c, nr * c) : lg;
     row.dispatch({
       op,
@@ -246,12 +277,13 @@ export function recordSoftmaxCe(
       params: {
         n: nr,
         c,
-        invN: plan.invN,
+        total: plan.n,
+        labelsStart: all?.base ?? 0,
         onTarget: plan.onTarget,
         offTarget: plan.offTarget,
         rowsPerGroup,
         logitsBase: lg.base,
-        labelsBase: lb.base,
+        labelsBase: all ? all.base + r0 : lb.base,
         dlogitsBase: dl.base,
         partialOff,
       },
@@ -262,6 +294,7 @@ export function recordSoftmaxCe(
         labels: lb,
         dlogits: ce ? dl : undefined,
         lossScale: scaled ? io.lossScale : undefined,
+        validRows: counted ? io.validRows : undefined,
       },
       workgroups: count,
     });

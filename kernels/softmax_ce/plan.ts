@@ -11,13 +11,20 @@
  */
 
 import type { AdapterProfile } from "../_adapter.ts";
-import { LOOP_BUDGET, maxBindingElements, splitUnits } from "../_binding.ts";
+import { LOOP_BUDGET, LOOP_CAP, maxBindingElements, splitUnits } from "../_binding.ts";
 
 /** Threads per workgroup of both kernels. */
 export const WG = 256;
 
 /** Most classes: one row's loops take about 3c iterations of llvmpipe's 65535 per invocation. */
 export const MAX_CLASSES = 16384;
+
+/**
+ * Most rows of a loss call: every workgroup first counts the valid labels of all rows, `n / WG`
+ * loop iterations per thread on top of the row loops' {@linkcode LOOP_BUDGET}, within llvmpipe's
+ * cap ({@linkcode LOOP_CAP}).
+ */
+export const MAX_CE_ROWS = WG * (LOOP_CAP - 2 * LOOP_BUDGET);
 
 /** What a call computes: loss, gradient and hits (`ce`; in place: `ce_inplace`), or hits. */
 export type CeKind = "ce" | "ce_inplace" | "acc";
@@ -50,10 +57,10 @@ export interface RowRange {
 export interface SoftmaxCePlan {
   /** What the call computes. */
   readonly kind: CeKind;
+  /** Rows of the call (all ranges). */
+  readonly n: number;
   /** Classes. */
   readonly c: number;
-  /** `1 / n` (0 for `acc`): the gradient's scale. */
-  readonly invN: number;
   /** The target's weight on the label, `1 - eps` (0 for `acc`). */
   readonly onTarget: number;
   /** The target's weight on every class, `eps / c` (0 for `acc`). */
@@ -75,7 +82,8 @@ export interface SoftmaxCePlan {
  * pass `bindingLimit(gpu)`, which tests may lower).
  * @returns The plan.
  * @throws {RangeError} for more than {@linkcode MAX_CLASSES} classes, a row that does not fit a
- * binding, or too many rows.
+ * binding, or too many rows (for the loss: more than {@linkcode MAX_CE_ROWS}, or labels that do
+ * not fit one binding: every workgroup counts them all).
  * @example
  * ```ts
  * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
@@ -115,10 +123,15 @@ export function planSoftmaxCe(
   }
   const eps = problem.labelSmoothing ?? 0;
   const ce = kind !== "acc";
+  if (ce && (n > MAX_CE_ROWS || n > limit)) {
+    throw new RangeError(
+      `${op}: n = ${n} rows is more than the supported ${Math.min(MAX_CE_ROWS, limit)}`,
+    );
+  }
   return {
     kind,
+    n,
     c,
-    invN: ce ? 1 / n : 0,
     onTarget: ce ? 1 - eps : 0,
     offTarget: ce ? eps / c : 0,
     rowsPerGroup,

@@ -16,7 +16,9 @@ import {
 /**
  * A case: `n` rows of `c` logits (N(0, scale^2), default scale 2) and labels in [0, c); `eps`:
  * label smoothing; `inPlace`: dlogits is logits; `lossScale`: a loss scaler at that scale;
- * `lossInit`: lossSum's value before; `times`: calls (each adds to lossSum and correct).
+ * `lossInit`: lossSum's value before; `times`: calls (each adds to lossSum and correct);
+ * `ignore`: every `ignore`-th row (from row 0), or every row ("all"), gets label -100 (ignored:
+ * the mean is over the others); `counted`: the valid rows are accumulated into `validRows`.
  */
 export interface CeCase {
   readonly n: number;
@@ -28,6 +30,8 @@ export interface CeCase {
   readonly correctInit?: number;
   readonly times?: number;
   readonly bindingLimit?: number;
+  readonly ignore?: number | "all";
+  readonly counted?: boolean;
 }
 
 /**
@@ -48,37 +52,44 @@ export function softmaxCe(p: CeCase): OpCase {
         logits: t.logits,
         labels: t.labels,
         lossScale: t.lossScale,
+        validRows: t.validRows,
       }, { n, c, labelSmoothing: eps }),
-    cpu: ({ logits, labels, lossSum, correct }) => {
+    cpu: ({ logits, labels, lossSum, correct, validRows }) => {
       const r = softmaxCrossEntropyRef(logits, labels, n, c, eps);
       return {
         dlogits: r.dlogits.map((v) => v * scale),
         lossSum: [lossSum[0] + r.lossSum],
         correct: [correct[0] + r.correct],
+        ...(validRows ? { validRows: [validRows[0] + r.validRows] } : {}),
       };
     },
     tol: {
       dlogits: { rtol: 1e-4, atol: 1e-8 * scale },
       lossSum: { rtol: 1e-5, atol: 1e-6 },
       correct: "exact",
+      ...(p.counted ? { validRows: "exact" as const } : {}),
     },
     extra: c * 2 ** -13,
   };
   const times = p.times ?? 1;
   return opCase({
     label: `n=${n} c=${c} eps=${eps}${p.inPlace ? " in place" : ""}` +
-      `${p.lossScale ? ` scale=${p.lossScale}` : ""}`,
+      `${p.lossScale ? ` scale=${p.lossScale}` : ""}` +
+      `${p.ignore ? ` ignore=${p.ignore}` : ""}${p.counted ? " counted" : ""}`,
     tensors: {
       logits: input([n, c], (rng, m) => rng.normalArray(m).map((v) => v * 2)),
-      labels: input([n], (rng) => Int32Array.from({ length: n }, () => rng.int(c)), {
-        dtype: "i32",
-      }),
+      labels: input([n], (rng) =>
+        Int32Array.from({ length: n }, (_, r) => {
+          const label = rng.int(c);
+          return p.ignore === "all" || (p.ignore && r % p.ignore === 0) ? -100 : label;
+        }), { dtype: "i32" }),
       dlogits: output([n, c], p.inPlace ? { alias: "logits" } : {}),
       lossSum: input([1], () => [p.lossInit ?? 0]),
       correct: input([1], () => [p.correctInit ?? 0], { dtype: "u32" }),
       ...(p.lossScale
         ? { lossScale: { shape: [], make: (gpu) => createLossScale(gpu, { initScale: scale }) } }
         : {}),
+      ...(p.counted ? { validRows: input([1], () => [3], { dtype: "u32" }) } : {}),
     },
     phases: Array.from({ length: times }, (_, i) => ({ ...call, name: `call ${i}` })),
     bindingLimit: p.bindingLimit,
@@ -159,5 +170,45 @@ export const CE_SUITES: OpSuite<CeCase>[] = [{
       bindingLimit: 3000,
     }))
   ),
+  mixes: [{ logits: "f16", dlogits: "f16" }],
+}, {
+  name: "softmax CE with ignored rows (-100): the mean over the others, as PyTorch's",
+  op: softmaxCe,
+  seed: 45,
+  cases: [[1, 1], [7, 3], [300, 10], [33, 1000]].flatMap(([n, c]) =>
+    ([3, "all"] as const).flatMap((ignore) => [
+      { n, c, ignore },
+      { n, c, eps: 0.1, ignore, counted: true },
+      { n, c, eps: 0.2, ignore, counted: true, inPlace: true, lossScale: 1024, lossInit: 1 },
+    ])
+  ),
+}, {
+  // Rows per workgroup and per range: floor(3000 / c): each workgroup counts all the labels.
+  name: "softmax CE with ignored rows split into row ranges and workgroups (limit lowered)",
+  op: softmaxCe,
+  seed: 46,
+  cases: [[700, 10, 2], [301, 7, 5], [9, 400, 4], [2, 1000, 2]].flatMap(([n, c, ignore]) =>
+    [false, true].map((inPlace) => ({
+      n,
+      c,
+      eps: 0.1,
+      ignore,
+      counted: true,
+      inPlace,
+      bindingLimit: 3000,
+    }))
+  ),
+}, {
+  name: "softmax CE with ignored rows and f16 logits and dlogits",
+  op: softmaxCe,
+  seed: 47,
+  cases: [[7, 3, 2], [300, 10, 3], [5, 257, 5]].map(([n, c, ignore]) => ({
+    n,
+    c,
+    eps: 0.1,
+    ignore,
+    counted: true,
+    lossScale: 512,
+  })),
   mixes: [{ logits: "f16", dlogits: "f16" }],
 }];
