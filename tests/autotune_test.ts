@@ -20,7 +20,7 @@ import {
 import { adapterKey } from "../kernels/autotune/index.ts";
 import { makeSynthetic } from "../data/mod.ts";
 import { createModel, Trainer, uploadImageSet } from "../models/mod.ts";
-import { parseTrainArgs } from "../cli/train.ts";
+import { parseTrainArgs } from "../cli/_train_args.ts";
 import { conv2dRef } from "./cpu_ref/conv2d.ts";
 import { gemmRef } from "./cpu_ref/gemm.ts";
 import { assertClose, f32, GPU_TEST, Rng, testGpu } from "./harness.ts";

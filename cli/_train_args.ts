@@ -1,0 +1,210 @@
+// The command line of `deno task train`: its help text, the parsed and validated flags, and the
+// recipe of a run (the model's seed recipe, a checkpoint's, and the flags that override them).
+// Apart from cli/train.ts so that the command reads top to bottom as what a run does.
+import { resolve } from "node:path";
+import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
+import { checkResizeFlag, parseModelCommand } from "./common.ts";
+import { UsageError } from "./_run.ts";
+import { RECIPE_FIELDS, type RunRecipe } from "./checkpoint.ts";
+
+/** The help text of `deno task train`. */
+export const HELP = `usage: deno task train <model> [flags]
+
+models: ${MODEL_NAMES.join(", ")}
+
+flags (defaults: the seed recipe of each model):
+  --epochs N          epochs (default 10)
+  --batch-size N      batch size
+  --lr X              learning rate
+  --resize N          input size (images are resized bilinearly on the GPU)
+  --dataset NAME      fashion-mnist (default), mnist, cifar10 or synthetic
+  --data-dir DIR      where the data set files are
+  --limit-train N     use the first N training examples
+  --limit-test N      use the first N test examples
+  --no-shuffle        keep file order (default: reshuffle each epoch from --seed)
+  --seed N            seed of initialization, shuffling, augmentation and dropout (default 0)
+  --dropout P         override every dropout probability (0 disables dropout)
+  --optimizer NAME    sgd (default), adam or adamw (torch.optim's; Adam wants a smaller --lr,
+                      e.g. 0.001)
+  --momentum X        SGD momentum (default 0: plain SGD)
+  --nesterov          SGD Nesterov momentum (needs --momentum)
+  --weight-decay X    weight decay (default 0; AdamW's is decoupled)
+  --schedule S        learning-rate schedule per step: constant (default), step:E (x0.1 every E
+                      epochs), multistep:E1,E2 (x0.1 at each), cosine (to 0 at the end) or
+                      onecycle (up to --lr and down)
+  --warmup N          linear warm-up over the first N steps, then the schedule
+  --label-smoothing X label smoothing of the cross-entropy loss, in [0, 1] (default 0)
+  --augment           random crop and horizontal flip
+  --init FILE         start from a safetensors checkpoint with the reference's names
+  --save FILE         write weights at each epoch end (atomically, with the recipe; momentum in
+                      FILE-optimizer-stepN.safetensors beside it). Locked while the run lasts
+  --resume FILE       continue the run a --save checkpoint holds (weights, momentum, epoch, step
+                      and recipe; flags given override the recipe)
+  --reset-optimizer   with --resume: start the momentum from zero when the checkpoint has none
+  --json              one JSON object per epoch on stdout
+  --plot FILE.svg     SVG of train loss, train acc and test acc per epoch
+  --no-autotune       ignore the kernel choices cached by \`deno task tune\`
+  --precision P       f32 (default) or f16: f16 activations, gradients and weight copies with f32
+                      master weights and dynamic loss scaling (needs the adapter's shader-f16)
+  --debug             print the stack of an unexpected error
+  -h, --help          this text`;
+
+/** The parsed, validated command line. */
+export interface TrainArgs {
+  model: ModelName;
+  /** The recipe flags given on the command line (the rest comes from a checkpoint or defaults). */
+  given: Partial<RunRecipe>;
+  dataDir?: string;
+  init?: string;
+  save?: string;
+  resume?: string;
+  resetOptimizer: boolean;
+  json: boolean;
+  plot?: string;
+  autotune: boolean;
+}
+
+/** Parses and validates the command line; throws {@linkcode UsageError}. */
+export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
+  // `--epochs -1` is a negative number, not an option: join it as `--epochs=-1`.
+  const args0: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (/^--[a-z-]+$/.test(argv[i]) && /^-\d/.test(argv[i + 1] ?? "")) {
+      args0.push(`${argv[i]}=${argv[++i]}`);
+    } else args0.push(argv[i]);
+  }
+  const parsed = parseModelCommand(args0, {
+    "epochs": { type: "string" },
+    "batch-size": { type: "string" },
+    "lr": { type: "string" },
+    "resize": { type: "string" },
+    "dataset": { type: "string" },
+    "data-dir": { type: "string" },
+    "limit-train": { type: "string" },
+    "limit-test": { type: "string" },
+    "no-shuffle": { type: "boolean" },
+    "seed": { type: "string" },
+    "dropout": { type: "string" },
+    "momentum": { type: "string" },
+    "weight-decay": { type: "string" },
+    "optimizer": { type: "string" },
+    "nesterov": { type: "boolean" },
+    "schedule": { type: "string" },
+    "warmup": { type: "string" },
+    "label-smoothing": { type: "string" },
+    "augment": { type: "boolean" },
+    "init": { type: "string" },
+    "save": { type: "string" },
+    "resume": { type: "string" },
+    "reset-optimizer": { type: "boolean" },
+    "json": { type: "boolean" },
+    "plot": { type: "string" },
+    "no-autotune": { type: "boolean" },
+    "precision": { type: "string" },
+  });
+  if (parsed === "help") return "help";
+  const { model, values: v } = parsed;
+  const given: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(RECIPE_FIELDS)) {
+    if (["shuffle", "augment", "nesterov"].includes(name)) continue;
+    const text = (v as Record<string, string | undefined>)[f.flag.slice(2)];
+    if (text === undefined) continue;
+    const value = text === "none" ? undefined : f.parse(text);
+    if (value === undefined || value === null) {
+      throw new UsageError(`${f.flag} must be ${f.expected}, got '${text}'`);
+    }
+    given[name] = value;
+  }
+  if (v["no-shuffle"]) given.shuffle = false;
+  if (v.augment) given.augment = true;
+  if (v.nesterov) given.nesterov = true;
+  const args: TrainArgs = {
+    model,
+    given: given as Partial<RunRecipe>,
+    dataDir: v["data-dir"],
+    init: v.init,
+    save: v.save,
+    resume: v.resume,
+    resetOptimizer: v["reset-optimizer"] ?? false,
+    json: v.json ?? false,
+    plot: v.plot,
+    autotune: !v["no-autotune"],
+  };
+  if (args.init && args.resume) throw new UsageError("--init and --resume cannot be combined");
+  if (args.resetOptimizer && !args.resume) {
+    throw new UsageError("--reset-optimizer goes with --resume");
+  }
+  const outputs: [string, string | undefined][] = [["--save", args.save], ["--plot", args.plot]];
+  const inputs: [string, string | undefined][] = [["--init", args.init], ["--resume", args.resume]];
+  for (const [of, o] of outputs) {
+    for (const [other, p] of [...inputs, ...outputs]) {
+      if (o === undefined || p === undefined || of === other) continue;
+      if (resolve(o) === resolve(p) && !(of === "--save" && other !== "--plot")) {
+        throw new UsageError(`${of} and ${other} name the same file ${o}; give ${of} its own path`);
+      }
+    }
+  }
+  if (args.plot !== undefined && !/\.svg$/i.test(args.plot)) {
+    throw new UsageError(`--plot ${args.plot}: the plot is an SVG drawing; give a .svg path`);
+  }
+  for (const flag of ["init", "save", "resume", "plot", "data-dir"] as const) {
+    if (v[flag] === "") throw new UsageError(`--${flag} needs a path`);
+  }
+  if (args.dataDir !== undefined && args.given.dataset === "synthetic") {
+    throw new UsageError("--data-dir has no effect with --dataset synthetic (made in memory)");
+  }
+  if (args.given.resize !== undefined) checkResizeFlag(model, args.given.resize);
+  const { batchSize, limitTrain } = args.given;
+  if (batchSize !== undefined && limitTrain != null && batchSize > limitTrain) {
+    throw new UsageError(
+      `--batch-size ${batchSize} is larger than the training data (--limit-train ${limitTrain})`,
+    );
+  }
+  return args;
+}
+
+/** The recipe of a fresh run: the model's seed recipe and the CLI's defaults. */
+export function defaultRecipe(model: ModelName): RunRecipe {
+  const d = DEFAULTS[model];
+  return {
+    epochs: d.epochs,
+    batchSize: d.batchSize,
+    lr: d.lr,
+    momentum: 0,
+    weightDecay: 0,
+    resize: d.resize,
+    dataset: "fashion-mnist",
+    limitTrain: null,
+    limitTest: null,
+    shuffle: true,
+    seed: 0,
+    dropout: null,
+    augment: false,
+    precision: "f32",
+    optimizer: "sgd",
+    nesterov: false,
+    schedule: "constant",
+    warmup: 0,
+    labelSmoothing: 0,
+  };
+}
+
+/**
+ * The recipe of a run: defaults, then what the checkpoint stored, then the flags given; and a
+ * description of what the flags changed from the checkpoint's values, for the header.
+ */
+export function resolveRecipe(
+  model: ModelName,
+  stored: Partial<RunRecipe>,
+  given: Partial<RunRecipe>,
+): { recipe: RunRecipe; overrides: string[] } {
+  const recipe = { ...defaultRecipe(model), ...stored, ...given };
+  const overrides: string[] = [];
+  for (const [name, value] of Object.entries(given)) {
+    const key = name as keyof RunRecipe;
+    if (key in stored && stored[key] !== value) {
+      overrides.push(`${RECIPE_FIELDS[key].flag} ${value} (checkpoint: ${stored[key]})`);
+    }
+  }
+  return { recipe, overrides };
+}
