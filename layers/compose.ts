@@ -10,7 +10,7 @@ import { formatShape, type Shape, type Tensor } from "../gpu/mod.ts";
 import { accumulate, addBackwardRelu, addForward } from "../kernels/elementwise.ts";
 import { conv2d } from "./conv.ts";
 import { activation } from "./elementwise.ts";
-import { composite, type Layer, release } from "./layer.ts";
+import { composite, type Layer, release, type TraceStep } from "./layer.ts";
 import { batchNorm } from "./norm.ts";
 import { maxPool2d } from "./pool.ts";
 import {
@@ -24,6 +24,20 @@ import {
   stepsBackward,
   stepsForward,
 } from "./plan.ts";
+
+/** Steps applied in order, each at the shape the previous one gives (for `trace`). */
+function _traceThrough(
+  entries: readonly (readonly [string | null, Layer])[],
+  input: Shape,
+): TraceStep[] {
+  const out: TraceStep[] = [];
+  let shape = input;
+  for (const [name, layer] of entries) {
+    out.push({ name, layer, input: shape });
+    shape = layer.outputShape(shape);
+  }
+  return out;
+}
 
 /** What a chain's forward saves: each step's cache. */
 export interface ChainCache {
@@ -70,6 +84,7 @@ export function chain(
     children: entries.filter(([name]) => name !== null) as [string, Layer][],
     outputShape: (input) => shapeThrough(layers, input),
     flops: (input) => flopsThrough(layers, input),
+    trace: (input) => _traceThrough(entries, input),
     forward(x, ctx) {
       const { y, caches } = stepsForward(steps, x, ctx);
       return { y, cache: { caches } };
@@ -128,6 +143,13 @@ export function residual(
     children,
     outputShape: check,
     flops: (input) => flopsThrough(main, input) + (conv3 ? conv3.flops(input) : 0),
+    trace: (input) => [
+      ..._traceThrough(
+        [["conv1", conv1], ["bn1", bn1], [null, main[2]], ["conv2", conv2], ["bn2", bn2]],
+        input,
+      ),
+      ...(conv3 ? [{ name: "conv3", layer: conv3, input }] : []),
+    ],
     forward(x, ctx) {
       check(x.shape);
       const m = stepsForward(steps, x, ctx);
@@ -190,12 +212,13 @@ export function inception(options: {
   const p4_1 = maxPool2d({ kernel: 3, stride: 1, padding: 1 });
   const p4_2 = conv2d({ inChannels: cin, outChannels: c4, kernel: 1 });
   const relu = () => activation("relu");
-  const paths: Layer[][] = [
-    [p1_1, relu()],
-    [p2_1, relu(), p2_2, relu()],
-    [p3_1, relu(), p3_2, relu()],
-    [p4_1, p4_2, relu()],
+  const named: (readonly [string | null, Layer])[][] = [
+    [["p1_1", p1_1], [null, relu()]],
+    [["p2_1", p2_1], [null, relu()], ["p2_2", p2_2], [null, relu()]],
+    [["p3_1", p3_1], [null, relu()], ["p3_2", p3_2], [null, relu()]],
+    [["p4_1", p4_1], ["p4_2", p4_2], [null, relu()]],
   ];
+  const paths: Layer[][] = named.map((p) => p.map(([, l]) => l));
   const widths = [c1, c2[1], c3[1], c4];
   const cTotal = widths.reduce((a, b) => a + b, 0);
   const branches: Branch[] = paths.map((layers, i) => ({
@@ -220,6 +243,7 @@ export function inception(options: {
     ],
     outputShape: check,
     flops: (input) => paths.reduce((total, p) => total + flopsThrough(p, input), 0),
+    trace: (input) => named.flatMap((p) => _traceThrough(p, input)),
     forward(x, ctx) {
       const y = ctx.gpu.empty(check(x.shape), { dtype: x.dtype });
       return { y, cache: concatForward(branches, { x, y, ctx }) };
@@ -279,7 +303,8 @@ export function denseBlock(
     { length: numConvs },
     (_, i) => denseConvLayers(inChannels + i * growth, growth),
   );
-  const net = sequential(parts.map((l) => sequential(l)));
+  const blocks = parts.map((l) => sequential(l));
+  const net = sequential(blocks);
   // Conv block i: cat(X, blk(X)) with X of c = inChannels + i·growth channels: the block's
   // branch into channels [c, c + growth), then X itself into [0, c).
   const stages = parts.map((layers, i): Branch[] => {
@@ -307,6 +332,12 @@ export function denseBlock(
         (t, p, i) => t + flopsThrough(p, [input[0], inChannels + i * growth, input[2], input[3]]),
         0,
       ),
+    trace: (input) =>
+      blocks.map((layer, i) => ({
+        name: `net.${i}`,
+        layer,
+        input: [input[0], inChannels + i * growth, input[2], input[3]],
+      })),
     forward(x, ctx) {
       check(x.shape);
       const [n, , h, w] = x.shape;

@@ -175,6 +175,22 @@ export interface Layer<C = unknown> {
   backward(dy: Tensor, options: BackwardOptions<C>): Tensor | null;
   /** Its part in the plan rewrite, if any. */
   readonly fusion?: Fusion;
+  /**
+   * For a composition: its steps in forward order for an input shape, each a child (by its
+   * state-dict path relative to this layer) or an unnamed functional step (`null`), with the
+   * input shape it gets. The summary expands a block with it; without it a block is one row.
+   */
+  trace?(input: Shape): readonly TraceStep[];
+}
+
+/** One step of a composition's forward ({@linkcode Layer.trace}). */
+export interface TraceStep {
+  /** The child's state-dict path relative to the composition (`conv1`, `net.0`), or null. */
+  readonly name: string | null;
+  /** The layer. */
+  readonly layer: Layer;
+  /** The input shape it gets. */
+  readonly input: Shape;
 }
 
 const NONE: readonly never[] = Object.freeze([]);
@@ -267,6 +283,7 @@ export function composite<C>(spec: CompositeSpec<C>): Layer<C> {
     flops: spec.flops,
     forward: _guarded(spec.kind, undefined, spec.forward),
     backward: spec.backward,
+    ...(spec.trace ? { trace: spec.trace } : {}),
   };
 }
 

@@ -40,6 +40,7 @@ export {
   type StateBuffer,
   stateEntries,
   type StateEntry,
+  type TraceStep,
   weightFor,
 } from "./layer.ts";
 export { conv2d, type Conv2dOptions, type ConvCache, linear, type LinearOptions } from "./conv.ts";

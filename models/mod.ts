@@ -30,6 +30,7 @@ export {
   PRECISIONS,
   precisionUnsupported,
 } from "./model.ts";
+export { customArchitecture, type CustomModelSpec } from "./custom.ts";
 export { type AdamMoments, type ArenaSlot, ParamArena } from "./arena.ts";
 export {
   decodeSafetensors,

@@ -18,6 +18,7 @@ import {
 import { ParamArena } from "./arena.ts";
 import type { HostStateDict, HostTensor } from "./safetensors.ts";
 import { type Architecture, buildArchitecture, type ModelName, type ModelOptions } from "./zoo.ts";
+import { customArchitecture, type CustomModelSpec } from "./custom.ts";
 
 /**
  * Storage type of a model's activations, their gradients and the weights its kernels read:
@@ -113,21 +114,35 @@ export function initialValues(p: Param, random: () => number): Float32Array {
 
 /**
  * Builds an architecture and allocates and initializes its parameters, gradients and running
- * statistics on the GPU.
+ * statistics on the GPU: a zoo model by its name (`{ name: "lenet" }`), or a model of your own
+ * from any layer tree, a name and an input shape (`{ name: "my-cnn", net, inputShape: [1, 28, 28] }`,
+ * see {@linkcode CustomModelSpec}; the zoo's options other than seed and precision do not apply).
  *
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2d, flatten, linear, sequential } from "@modern-cnn/webgpu/layers";
  * import { createModel } from "@modern-cnn/webgpu/models";
- * const model = createModel(await getGpu(), { name: "lenet", seed: 1 });
+ * const gpu = await getGpu();
+ * const model = createModel(gpu, { name: "lenet", seed: 1 });
  * console.log(model.parameterCount); // 61706
+ * const net = sequential([
+ *   conv2d({ inChannels: 1, outChannels: 4, kernel: 3, padding: 1 }),
+ *   flatten(),
+ *   linear({ inFeatures: 4 * 28 * 28, outFeatures: 10 }),
+ * ]);
+ * const mine = createModel(gpu, { name: "my-cnn", net, inputShape: [1, 28, 28] });
+ * console.log(mine.parameterCount); // 31410
  * ```
  */
-export function createModel(gpu: Gpu, options: CreateModelOptions & { name: ModelName }): Model {
-  const model = new Model(gpu, {
-    arch: buildArchitecture(options.name, options),
-    seed: options.seed ?? 0,
-  });
+export function createModel(
+  gpu: Gpu,
+  options: CreateModelOptions & ({ name: ModelName } | CustomModelSpec),
+): Model {
+  const arch = "net" in options && options.net !== undefined
+    ? customArchitecture(options as CustomModelSpec)
+    : buildArchitecture(options.name as ModelName, options);
+  const model = new Model(gpu, { arch, seed: options.seed ?? 0 });
   if (options.precision !== undefined) model.setPrecision(options.precision);
   return model;
 }

@@ -1,39 +1,75 @@
 /**
- * The shape walk-through of the seed documents: each top-level block's output shape for one
- * input, the parameter count and the forward FLOPs per image.
+ * The summary of a model, as torchinfo's: per layer and block (expanded to a depth) the output
+ * shape, parameters, running statistics and FLOPs, then totals and memory estimates.
  *
  * @module
  */
 
 import { formatShape, type Shape } from "../gpu/mod.ts";
-import { namedParams } from "../layers/mod.ts";
+import { type Layer, namedParams, stateEntries } from "../layers/mod.ts";
 import { type Architecture, checkInputSize } from "./zoo.ts";
 
-/** One row of a summary. */
+/** One row of a summary: a layer or block of the tree. */
 export interface SummaryRow {
-  /** The block's state-dict name (`0`, `b1`, `layers`, ...) or its kind for unnamed steps. */
+  /** The layer's state-dict path (`0`, `b2.0.conv1`, `layers.3.1`). */
   readonly name: string;
-  /** The block's kind (`Conv2d`, `Sequential`, `Residual`, ...). */
+  /** The layer's kind (`Conv2d`, `Sequential`, `Residual`, ...). */
   readonly kind: string;
+  /** Depth in the tree: 1 for the top-level blocks, 2 for their children, ... */
+  readonly depth: number;
+  /** Input shape. */
+  readonly input: Shape;
   /** Output shape. */
   readonly shape: Shape;
-  /** Parameters in the block. */
+  /** Trainable parameters in the layer and its children. */
   readonly params: number;
-  /** Forward FLOPs of the block for one image (2 × multiply-adds of conv and linear layers). */
+  /** Non-trainable elements (running statistics) in the layer and its children. */
+  readonly buffers: number;
+  /** Forward FLOPs of the layer for the summary's batch (the layer's own `flops`). */
   readonly flops: number;
+}
+
+/** Memory estimates of a summary in bytes (f32, as torchinfo's). */
+export interface SummaryMemory {
+  /** The input batch. */
+  readonly input: number;
+  /** Forward/backward pass: every leaf layer's output and its gradient (2 × 4 bytes each). */
+  readonly activations: number;
+  /** Parameters and running statistics. */
+  readonly params: number;
+  /** The sum of the three. */
+  readonly total: number;
 }
 
 /** A model summary. */
 export interface Summary {
-  /** Per top-level block. */
+  /** The model's name. */
+  readonly name: string;
+  /** Every layer and block down to the summary's depth, in forward order. */
   readonly rows: readonly SummaryRow[];
   /** Total trainable parameters. */
   readonly params: number;
-  /** Forward FLOPs per image. */
+  /** Total non-trainable elements (running statistics). */
+  readonly buffers: number;
+  /** Forward FLOPs of the batch. */
   readonly flops: number;
-  /** Input shape used. */
+  /** Input shape used (batch first). */
   readonly input: Shape;
+  /** The depth the rows go down to. */
+  readonly depth: number;
+  /** Memory estimates. */
+  readonly memory: SummaryMemory;
 }
+
+/** Options of {@linkcode summarize}. */
+export interface SummarizeOptions {
+  /** How deep blocks expand into their children (1: the top-level blocks only); default 3. */
+  readonly depth?: number;
+  /** Batch size of the input; default 1. */
+  readonly batch?: number;
+}
+
+const elements = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 /**
  * Counts the trainable parameters of an architecture (no GPU needed).
@@ -45,50 +81,106 @@ export interface Summary {
  * ```
  */
 export function countParameters(arch: Architecture): number {
-  return namedParams(arch.net).reduce((s, [, p]) => s + p.shape.reduce((a, b) => a * b, 1), 0);
+  return namedParams(arch.net).reduce((s, [, p]) => s + elements(p.shape), 0);
+}
+
+function _buffers(layer: Layer): number {
+  return stateEntries(layer).reduce(
+    (s, e) => s + (e.kind === "buffer" ? elements(e.buffer.shape) : 0),
+    0,
+  );
 }
 
 /**
- * Walks one input of `size`×`size` through the top-level blocks.
+ * Walks one input batch through the layer tree, as torchinfo's `summary`: per layer and block
+ * (blocks expanded into their children down to `depth`) its input and output shapes, trainable
+ * parameters, running statistics and FLOPs, then totals and memory estimates. `size` is the
+ * square input size (default the architecture's `inputShape`). Functional steps that are no
+ * module (a ReLU inside a block, `x.view(n, -1)`) have no row.
  *
+ * @throws {RangeError} when the size does not fit or the depth or batch is not a positive integer.
  * @example
  * ```ts
  * import { buildArchitecture, summarize } from "@modern-cnn/webgpu/models";
  * const s = summarize(buildArchitecture("lenet"), 28);
  * console.log(s.rows.at(-1)!.shape); // [1, 10]
+ * const r = summarize(buildArchitecture("resnet"), 96, { depth: 2 });
+ * console.log(r.rows.find((row) => row.name === "b3.0")!.kind); // "Residual"
  * ```
  */
-export function summarize(arch: Architecture, size: number): Summary {
-  checkInputSize(arch, size);
-  const input: Shape = [1, arch.inChannels, size, size];
-  let shape = input;
-  const rows: SummaryRow[] = [];
-  // Top-level steps: the children of the root chain (a Sequential or a named chain).
-  const steps = arch.net.children.length > 0 ? arch.net.children : [["net", arch.net] as const];
-  for (const [name, layer] of steps) {
-    const flops = layer.flops(shape);
-    shape = layer.outputShape(shape);
-    if (layer.kind === "AdaptiveAvgPool2d" && arch.net.kind === "MobileNetV1") {
-      rows.push({ name, kind: layer.kind, shape, params: 0, flops });
-      shape = [shape[0], shape.slice(1).reduce((a, b) => a * b, 1)]; // x.view(n, -1)
-      continue;
-    }
-    const params = namedParams(layer).reduce(
-      (s, [, p]) => s + p.shape.reduce((a, b) => a * b, 1),
-      0,
-    );
-    rows.push({ name, kind: layer.kind, shape, params, flops });
+export function summarize(
+  arch: Architecture,
+  size?: number,
+  options: SummarizeOptions = {},
+): Summary {
+  const depth = options.depth ?? 3;
+  const batch = options.batch ?? 1;
+  if (!Number.isInteger(depth) || depth < 1) {
+    throw new RangeError(`${arch.name}: summary depth must be an integer >= 1, got ${depth}`);
   }
+  if (!Number.isInteger(batch) || batch < 1) {
+    throw new RangeError(`${arch.name}: summary batch must be an integer >= 1, got ${batch}`);
+  }
+  const [c, h, w] = arch.inputShape;
+  const input: Shape = size === undefined ? [batch, c, h, w] : [batch, c, size, size];
+  if (size !== undefined) checkInputSize(arch, size);
+  const rows: SummaryRow[] = [];
+  let leafOutputs = 0;
+  const visit = (name: string | null, layer: Layer, at: Shape, d: number): void => {
+    const shape = layer.outputShape(at);
+    if (name !== null && d <= depth) {
+      rows.push({
+        name,
+        kind: layer.kind,
+        depth: d,
+        input: at,
+        shape,
+        params: _params(layer),
+        buffers: _buffers(layer),
+        flops: layer.flops(at),
+      });
+    }
+    const steps = layer.trace?.(at);
+    if (steps === undefined || layer.children.length === 0) leafOutputs += elements(shape);
+    else {for (const s of steps) {
+        visit(s.name === null ? null : _path(name, s.name), s.layer, s.input, d + 1);
+      }}
+  };
+  const root = arch.net.trace?.(input);
+  if (root === undefined) visit("net", arch.net, input, 1);
+  else for (const s of root) visit(s.name, s.layer, s.input, 1);
+  const params = countParameters(arch);
+  const buffers = _buffers(arch.net);
+  const memory = {
+    input: elements(input) * 4,
+    activations: leafOutputs * 2 * 4,
+    params: (params + buffers) * 4,
+  };
   return {
+    name: arch.name,
     rows,
-    params: countParameters(arch),
+    params,
+    buffers,
     flops: arch.net.flops(input),
     input,
+    depth,
+    memory: { ...memory, total: memory.input + memory.activations + memory.params },
   };
 }
 
+function _params(layer: Layer): number {
+  return namedParams(layer).reduce((s, [, p]) => s + elements(p.shape), 0);
+}
+
+/** A child's path below its parent's (an unnamed parent's children keep their own names). */
+function _path(parent: string | null, child: string): string {
+  return parent === null ? child : `${parent}.${child}`;
+}
+
 /**
- * Formats a summary as the seed documents print it (`Conv2d output shape: [1, 6, 28, 28]`).
+ * Formats a summary as a table, as torchinfo prints one: per row the layer (indented by depth),
+ * output shape, trainable parameters, running statistics and FLOPs; then the totals and the
+ * memory estimates.
  *
  * @example
  * ```ts
@@ -97,16 +189,30 @@ export function summarize(arch: Architecture, size: number): Summary {
  * ```
  */
 export function formatSummary(s: Summary): string {
-  const width = Math.max(...s.rows.map((r) => `${r.name} ${r.kind}`.length));
-  const lines = [`input shape: ${formatShape(s.input)}`];
-  for (const r of s.rows) {
-    lines.push(`${`${r.name} ${r.kind}`.padEnd(width)}  output shape: ${formatShape(r.shape)}`);
-  }
-  lines.push(`parameters: ${s.params.toLocaleString("en-US")}`);
-  lines.push(
-    `forward FLOPs per image: ${
-      s.flops >= 1e8 ? `${(s.flops / 1e9).toFixed(3)} GFLOP` : `${(s.flops / 1e6).toFixed(3)} MFLOP`
-    }`,
-  );
-  return lines.join("\n");
+  const n = (v: number) => v.toLocaleString("en-US");
+  const cells = s.rows.map((r) => [
+    `${"  ".repeat(r.depth - 1)}${r.name} ${r.kind}`,
+    formatShape(r.shape),
+    n(r.params),
+    n(r.buffers),
+    n(r.flops),
+  ]);
+  const head = ["layer", "output shape", "params", "buffers", "FLOPs"];
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c: string[]) =>
+    c.map((v, i) => (i < 2 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join("  ").trimEnd();
+  const mb = (b: number) => (b / 1e6).toFixed(2);
+  const flops = s.flops >= 1e8
+    ? `${(s.flops / 1e9).toFixed(3)} GFLOP`
+    : `${(s.flops / 1e6).toFixed(3)} MFLOP`;
+  return [
+    `input shape: ${formatShape(s.input)} (depth ${s.depth})`,
+    line(head),
+    ...cells.map(line),
+    `parameters: ${n(s.params)} trainable, ${n(s.buffers)} non-trainable (running statistics)`,
+    `forward FLOPs: ${flops} (batch ${s.input[0]})`,
+    `memory (MB, f32): input ${mb(s.memory.input)}, forward/backward pass ${
+      mb(s.memory.activations)
+    }, params ${mb(s.memory.params)}, estimated total ${mb(s.memory.total)}`,
+  ].join("\n");
 }

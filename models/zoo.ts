@@ -93,10 +93,13 @@ export interface ModelOptions {
   readonly activation?: "relu" | "relu6";
 }
 
-/** A built architecture: its layer tree and what input it takes. */
+/**
+ * A built architecture: its layer tree and what input it takes. The zoo's come from
+ * {@linkcode buildArchitecture}, a model of your own from `customArchitecture`.
+ */
 export interface Architecture {
-  /** The model name. */
-  readonly name: ModelName;
+  /** The model name: one of {@linkcode MODEL_NAMES}, or any name of a model of your own. */
+  readonly name: string;
   /** The layer tree (root), whose state-dict names equal the reference's. */
   readonly net: Layer;
   /** Input channels. */
@@ -107,6 +110,8 @@ export interface Architecture {
   readonly fixedSize: number | null;
   /** The top-level blocks shown by the summary: name and layer. */
   readonly blocks: readonly (readonly [string, Layer])[];
+  /** One example's input shape `[channels, height, width]` (the zoo: its seed recipe's resize). */
+  readonly inputShape: readonly [number, number, number];
 }
 
 /** VGG-11's (convs, channels) per block. */
@@ -481,7 +486,16 @@ export function buildArchitecture(name: ModelName, options: ModelOptions = {}): 
         `unknown model '${name}'; choose one of: ${MODEL_NAMES.join(", ")}`,
       );
   }
-  return { name, net, inChannels: cin, numClasses: classes, fixedSize, blocks: net.children };
+  const size = DEFAULTS[name].resize;
+  return {
+    name,
+    net,
+    inChannels: cin,
+    numClasses: classes,
+    fixedSize,
+    blocks: net.children,
+    inputShape: [cin, size, size],
+  };
 }
 
 /**

@@ -318,8 +318,19 @@ Deno.test("train, eval and predict on tiny IDX files written by the test", async
 Deno.test("summary prints the walk-through for every model", async () => {
   const r = await run("summary.ts", ["resnet"]);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /parameters: 11,178,378/);
-  assert.match(r.stdout, /7 Linear\s+output shape: \[1, 10\]/);
+  assert.match(r.stdout, /parameters: 11,178,378 trainable, 7,808 non-trainable/);
+  assert.match(r.stdout, /^7 Linear\s+\[1, 10\]\s+5,130\s+0\s+10,240$/m);
+  assert.match(r.stdout, /^ {4}1\.0\.conv1 Conv2d\s+\[1, 64, 24, 24\]/m); // default depth 3
+  const shallow = await run("summary.ts", ["resnet", "--depth", "1"]);
+  assert.equal(shallow.code, 0, shallow.stderr);
+  assert.match(shallow.stdout, /^1 Sequential\s+\[1, 64, 24, 24\]/m);
+  assert.doesNotMatch(shallow.stdout, /Residual|1\.0/);
+  const depth2 = await run("summary.ts", ["googlenet", "--depth", "2"]);
+  assert.match(depth2.stdout, /^ {2}\S+ Inception\s+\[1, 256, /m);
+  assert.doesNotMatch(depth2.stdout, /p1_1/);
+  const badDepth = await run("summary.ts", ["resnet", "--depth", "0"]);
+  assert.equal(badDepth.code, 2);
+  assert.match(badDepth.stderr, /--depth must be an integer >= 1, got '0'/);
   const bad = await run("summary.ts", ["alexnet", "--resize", "96"]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /needs 224x224/);

@@ -115,7 +115,7 @@ Deno.test("block output shapes equal the reference's (the seed's walk-through)",
       arch.fixedSize ??
         { nin: 224, googlenet: 96, resnet: 96, densenet: 96, mobilenet: 96 }[name as "nin"],
     );
-    const ours = rows.rows.map((r) => [r.name, r.shape]);
+    const ours = rows.rows.filter((r) => r.depth === 1).map((r) => [r.name, r.shape]);
     const theirs = fx.blocks.map(([n, , s]) => [n, s]);
     assert.deepEqual(ours, theirs, name);
   }
