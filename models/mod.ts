@@ -43,7 +43,9 @@ export {
   countParameters,
   formatSummary,
   summarize,
+  type SummarizeOptions,
   type Summary,
+  type SummaryMemory,
   type SummaryRow,
 } from "./summary.ts";
 export {
