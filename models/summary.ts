@@ -11,7 +11,7 @@ import { type Architecture, checkInputSize } from "./zoo.ts";
 
 /** One row of a summary: a layer or block of the tree. */
 export interface SummaryRow {
-  /** The layer's state-dict path (`0`, `b2.0.conv1`, `layers.3.1`). */
+  /** The layer's state-dict path (`0`, `2.0.conv1`, `layers.3.1`). */
   readonly name: string;
   /** The layer's kind (`Conv2d`, `Sequential`, `Residual`, ...). */
   readonly kind: string;
@@ -105,7 +105,7 @@ function _buffers(layer: Layer): number {
  * const s = summarize(buildArchitecture("lenet"), 28);
  * console.log(s.rows.at(-1)!.shape); // [1, 10]
  * const r = summarize(buildArchitecture("resnet"), 96, { depth: 2 });
- * console.log(r.rows.find((row) => row.name === "b3.0")!.kind); // "Residual"
+ * console.log(r.rows.find((row) => row.name === "2.0")!.kind); // "Residual"
  * ```
  */
 export function summarize(
