@@ -49,6 +49,11 @@ export class Recorder {
   #pendingScopes: Promise<void>[] = [];
   #lost: Error | null = null;
   #destroyed = false;
+  /**
+   * Record and finish command buffers but never submit them (nothing executes; readbacks throw):
+   * for measuring the host's cost of recording a step (`deno task bench:train --host-only`).
+   */
+  discard = false;
 
   /**
    * Starts recording for `device`, counting into `stats`; listens for its uncaptured errors and
@@ -179,6 +184,7 @@ export class Recorder {
       layout: pipeline.getBindGroupLayout(0),
       entries,
     });
+    this.stats.bindGroups++;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -211,8 +217,10 @@ export class Recorder {
     }
     const kernels = [...this.#batchKernels];
     const cb = this.#encoder.finish();
-    this.device.queue.submit([cb]);
-    this.stats.submits++;
+    if (!this.discard) {
+      this.device.queue.submit([cb]);
+      this.stats.submits++;
+    }
     this.#encoder = null;
     this.#batchKernels.clear();
     this.#lastKernels = kernels;
@@ -240,6 +248,7 @@ export class Recorder {
    */
   async read(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
     this.checkErrors();
+    if (this.discard) throw new TypeError("read: submits are being discarded, nothing executes");
     const staging = this.device.createBuffer({
       label: "readback",
       size: bytes,
