@@ -87,8 +87,8 @@ export class GpuRuntime implements Gpu {
       timestamps: device.features.has("timestamp-query"),
     };
     this.limits = device.limits;
-    this.pool = new BufferPool(device);
     this.#rec = new Recorder(device, this.stats, { verbose: options.verbose ?? false });
+    this.pool = new BufferPool(device, { onDestroy: (b) => this.#rec.forget(b) });
     liveRuntimes.add(this.#registration);
   }
 
@@ -117,6 +117,26 @@ export class GpuRuntime implements Gpu {
   set discardSubmits(on: boolean) {
     this.#rec.flush();
     this.#rec.discard = on;
+  }
+
+  /**
+   * Whether bind groups are cached and reused (default true). Off, every dispatch creates its
+   * own, as a reference for tests and benches; not part of {@linkcode Gpu}.
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * gpu.cacheBindGroups = false;
+   * ```
+   */
+  get cacheBindGroups(): boolean {
+    return this.#rec.cacheBindGroups;
+  }
+
+  set cacheBindGroups(on: boolean) {
+    this.#rec.cacheBindGroups = on;
   }
 
   pipeline(spec: KernelSpec): GPUComputePipeline {
