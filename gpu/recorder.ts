@@ -56,6 +56,8 @@ export class Recorder {
   #autoLayouts = 0;
   #groups = new BindGroupCache(BIND_GROUPS_KEPT);
   #offsets = new Uint32Array(1);
+  /** The device limit (reading `device.limits` costs ~1 µs on Deno). */
+  #maxWorkgroups: number;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #batchKernels = new Set<string>();
@@ -91,6 +93,7 @@ export class Recorder {
     this.device = device;
     this.stats = stats;
     this.#verbose = options.verbose ?? false;
+    this.#maxWorkgroups = device.limits.maxComputeWorkgroupsPerDimension;
     this.#uniforms = device.createBuffer({
       label: "params-uniforms",
       size: UNIFORM_BYTES,
@@ -208,7 +211,7 @@ export class Recorder {
     if (wg.some((v) => !Number.isInteger(v) || v < 0)) {
       throw new RangeError(`dispatch '${kernel}': bad workgroup counts [${wg.join(", ")}]`);
     }
-    const maxWg = this.device.limits.maxComputeWorkgroupsPerDimension;
+    const maxWg = this.#maxWorkgroups;
     if (wg.some((v) => v > maxWg)) {
       throw new RangeError(
         `dispatch '${kernel}': workgroup counts [${wg.join(", ")}] exceed the device limit ` +
