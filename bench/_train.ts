@@ -16,7 +16,8 @@ export interface StepTiming {
   /**
    * Host milliseconds per step: the median time between two steps' `onStep` calls (recording,
    * `encoder.finish` and the `queue.submit` call; the trainer never waits on the GPU between
-   * steps). On a CPU adapter the device's threads run meanwhile and slow this down.
+   * steps). Where the device is slower than the host (a CPU adapter), the submits wait for
+   * earlier steps and this approaches `msPerStep`; `--host-only` measures the host alone.
    */
   readonly hostMsPerStep: number;
   /** Peak bytes of live GPU buffers during the timed steps (pool's `peakLiveBytes`). */

@@ -21,8 +21,9 @@
 // weight copies, f32 master weights, dynamic loss scaling; the adapter needs `shader-f16`).
 //
 // Host ms/step is the JavaScript recording of a step, `encoder.finish` and the `queue.submit`
-// call: the median time between two steps (the trainer never waits on the GPU in between). On a
-// CPU adapter the device's threads share the CPU meanwhile, which slows it down. `--host-only`
+// call: the median time between two steps (the trainer never reads back in between). Where the
+// device is slower than the host (llvmpipe), submits wait for earlier steps and this approaches
+// ms/step, and the device's threads share the CPU with the recording. `--host-only`
 // measures it alone, at the recipe's batch and size on any adapter: real steps are recorded and
 // finished but their command buffers are dropped instead of submitted (nothing executes), and the
 // table prints, per model, the dispatches and bind groups created per step and the issue #15
