@@ -2,7 +2,10 @@
  * A pool of GPU storage buffers that reuses freed buffers by size class.
  *
  * Size classes are 256-byte multiples rounded up to the next power of two or 1.5× a power of two,
- * so at most a third of a buffer is slack. A buffer released to the pool may still be read by GPU
+ * so at most a third of a buffer is slack. A request takes the free buffer of its class that was
+ * created first, whatever order buffers were released in: a sequence of requests and releases
+ * that starts from the same free buffers (a training step, every step) gets the same buffers,
+ * so its bind groups are found in the cache. A buffer released to the pool may still be read by GPU
  * work already recorded: that is safe, because every later use of it is recorded (and therefore
  * executed) after that work on the same queue. Only `destroy` must wait until pending work is
  * submitted, which {@linkcode Gpu.trimPool} does.
@@ -63,8 +66,12 @@ export interface PoolStats {
  */
 export class BufferPool {
   #device: GPUDevice;
+  #onDestroy: ((buffer: GPUBuffer) => void) | undefined;
   #free = new Map<number, GPUBuffer[]>();
   #handedOut = new Set<GPUBuffer>();
+  /** Creation order of each buffer: a free list is kept newest first (the oldest is popped). */
+  #serial = new WeakMap<GPUBuffer, number>();
+  #created = 0;
   #destroyed = false;
   #allocated = 0;
   #peak = 0;
@@ -75,17 +82,19 @@ export class BufferPool {
   #creates = 0;
 
   /**
-   * Creates a pool on `device`.
+   * Creates a pool on `device`; `onDestroy` is told of each buffer just before the pool destroys
+   * it (the runtime drops the bind groups that bind it).
    *
    * @example
    * ```ts
    * import { BufferPool } from "@modern-cnn/webgpu/gpu";
    * const adapter = await navigator.gpu.requestAdapter();
-   * const pool = new BufferPool(await adapter!.requestDevice());
+   * const pool = new BufferPool(await adapter!.requestDevice(), { onDestroy: () => {} });
    * ```
    */
-  constructor(device: GPUDevice) {
+  constructor(device: GPUDevice, options: { onDestroy?: (buffer: GPUBuffer) => void } = {}) {
     this.#device = device;
+    this.#onDestroy = options.onDestroy;
   }
 
   /**
@@ -108,6 +117,7 @@ export class BufferPool {
       this.#reuses++;
     } else {
       buf = this.#device.createBuffer({ label, size: cls, usage: POOL_USAGE });
+      this.#serial.set(buf, this.#created++);
       this.#allocated += cls;
       this.#creates++;
       this.#peak = Math.max(this.#peak, this.#allocated);
@@ -134,7 +144,16 @@ export class BufferPool {
     const cls = buf.size;
     let list = this.#free.get(cls);
     if (!list) this.#free.set(cls, list = []);
-    list.push(buf);
+    // Insert newest first (a binary search; the list's end is the oldest buffer).
+    const serial = this.#serial.get(buf) ?? -1;
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((this.#serial.get(list[mid]) ?? -1) > serial) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, buf);
     this.#live -= cls;
     this.#freeBytes += cls;
   }
@@ -154,6 +173,7 @@ export class BufferPool {
     for (const list of this.#free.values()) {
       for (const b of list) {
         this.#allocated -= b.size;
+        this.#onDestroy?.(b);
         b.destroy();
       }
     }
@@ -177,7 +197,10 @@ export class BufferPool {
   destroyAll(): void {
     this.#destroyed = true;
     this.destroyFree();
-    for (const b of this.#handedOut) b.destroy();
+    for (const b of this.#handedOut) {
+      this.#onDestroy?.(b);
+      b.destroy();
+    }
     this.#handedOut.clear();
     this.#allocated = 0;
     this.#live = 0;

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { BindGroupCache, uniformLayoutEntries } from "./bind_groups.ts";
 import { DeviceLostError, GpuValidationError, KernelCompileError } from "./errors.ts";
 import type { KernelSpec } from "./kernel.ts";
 import type { GpuStats } from "./tensor.ts";
@@ -17,6 +18,19 @@ import type { GpuStats } from "./tensor.ts";
 const UNIFORM_ALIGN = 256;
 /** Bytes of the uniform buffer: the `Params` of one batch of dispatches (flushed when full). */
 const UNIFORM_BYTES = 1 << 20;
+/** Bind groups kept (several steps' worth of the largest model's ~1,500 dispatches). */
+const BIND_GROUPS_KEPT = 1 << 14;
+
+/** A compiled kernel: its pipeline and how its bind groups are laid out and cached. */
+interface Compiled {
+  readonly code: string;
+  readonly pipeline: GPUComputePipeline;
+  readonly layout: GPUBindGroupLayout;
+  /** Whether the uniform (binding 0) takes a dynamic offset (an explicit layout). */
+  readonly dynamic: boolean;
+  /** The bind group cache key's prefix: the layout (shared by equal explicit layouts). */
+  readonly prefix: string;
+}
 
 /**
  * Records dispatches, copies and clears of one device into batches and submits them.
@@ -37,7 +51,13 @@ export class Recorder {
   /** The runtime's counters (submits, dispatches, clears, readbacks, pipelines). */
   readonly stats: GpuStats;
   #verbose: boolean;
-  #pipelines = new Map<string, { code: string; pipeline: GPUComputePipeline }>();
+  #pipelines = new Map<string, Compiled>();
+  #layouts = new Map<string, { layout: GPUBindGroupLayout; pipelineLayout: GPUPipelineLayout }>();
+  #autoLayouts = 0;
+  #groups = new BindGroupCache(BIND_GROUPS_KEPT);
+  #offsets = new Uint32Array(1);
+  /** The device limit (reading `device.limits` costs ~1 µs on Deno). */
+  #maxWorkgroups: number;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #batchKernels = new Set<string>();
@@ -49,6 +69,13 @@ export class Recorder {
   #pendingScopes: Promise<void>[] = [];
   #lost: Error | null = null;
   #destroyed = false;
+  /**
+   * Record and finish command buffers but never submit them (nothing executes; readbacks throw):
+   * for measuring the host's cost of recording a step (`deno task bench:train --host-only`).
+   */
+  discard = false;
+  /** Whether bind groups are cached (off: one is created per dispatch, as a reference). */
+  cacheBindGroups = true;
 
   /**
    * Starts recording for `device`, counting into `stats`; listens for its uncaptured errors and
@@ -66,6 +93,7 @@ export class Recorder {
     this.device = device;
     this.stats = stats;
     this.#verbose = options.verbose ?? false;
+    this.#maxWorkgroups = device.limits.maxComputeWorkgroupsPerDimension;
     this.#uniforms = device.createBuffer({
       label: "params-uniforms",
       size: UNIFORM_BYTES,
@@ -93,6 +121,10 @@ export class Recorder {
 
   /** The compute pipeline of a kernel (see `Gpu.pipeline`). */
   pipeline(spec: KernelSpec): GPUComputePipeline {
+    return this.#compiled(spec).pipeline;
+  }
+
+  #compiled(spec: KernelSpec): Compiled {
     const key = spec.constants ? `${spec.name}|${JSON.stringify(spec.constants)}` : spec.name;
     const hit = this.#pipelines.get(key);
     if (hit) {
@@ -102,13 +134,14 @@ export class Recorder {
             "specialization into the kernel name",
         );
       }
-      return hit.pipeline;
+      return hit;
     }
     this.device.pushErrorScope("validation");
     const module = this.device.createShaderModule({ label: spec.name, code: spec.code });
+    const explicit = this.#explicitLayout(spec.code);
     const pipeline = this.device.createComputePipeline({
       label: spec.name,
-      layout: "auto",
+      layout: explicit?.pipelineLayout ?? "auto",
       compute: { module, entryPoint: spec.entryPoint ?? "main", constants: spec.constants },
     });
     this.#pendingScopes.push(
@@ -119,9 +152,39 @@ export class Recorder {
         }
       }),
     );
-    this.#pipelines.set(key, { code: spec.code, pipeline });
+    const compiled: Compiled = explicit
+      ? { code: spec.code, pipeline, layout: explicit.layout, dynamic: true, prefix: explicit.key }
+      : {
+        code: spec.code,
+        pipeline,
+        layout: pipeline.getBindGroupLayout(0),
+        dynamic: false,
+        prefix: `auto${this.#autoLayouts++}`,
+      };
+    this.#pipelines.set(key, compiled);
     this.stats.pipelines++;
-    return pipeline;
+    return compiled;
+  }
+
+  /** The explicit layout of a kernel with a dynamic uniform offset (shared by equal ones). */
+  #explicitLayout(
+    code: string,
+  ): { layout: GPUBindGroupLayout; pipelineLayout: GPUPipelineLayout; key: string } | null {
+    const entries = uniformLayoutEntries(code);
+    if (!entries) return null;
+    const key = entries.map((e) => e.buffer!.type![0]).join("");
+    let hit = this.#layouts.get(key);
+    if (!hit) {
+      const layout = this.device.createBindGroupLayout({ label: `params+${key}`, entries });
+      const pipelineLayout = this.device.createPipelineLayout({ bindGroupLayouts: [layout] });
+      this.#layouts.set(key, hit = { layout, pipelineLayout });
+    }
+    return { ...hit, key };
+  }
+
+  /** Drops the cached bind groups that bind `buffer` (before it is destroyed). */
+  forget(buffer: GPUBuffer): void {
+    this.#groups.forget(buffer);
   }
 
   /** Compiles a kernel now; throws its compile error (see `Gpu.compile`). */
@@ -148,7 +211,7 @@ export class Recorder {
     if (wg.some((v) => !Number.isInteger(v) || v < 0)) {
       throw new RangeError(`dispatch '${kernel}': bad workgroup counts [${wg.join(", ")}]`);
     }
-    const maxWg = this.device.limits.maxComputeWorkgroupsPerDimension;
+    const maxWg = this.#maxWorkgroups;
     if (wg.some((v) => v > maxWg)) {
       throw new RangeError(
         `dispatch '${kernel}': workgroup counts [${wg.join(", ")}] exceed the device limit ` +
@@ -168,19 +231,42 @@ export class Recorder {
     params: ArrayBufferView | ArrayBuffer | undefined,
     storage: readonly GPUBufferBinding[],
   ): void {
-    const pipeline = this.pipeline(kernel);
-    const entries: GPUBindGroupEntry[] = [];
-    let binding = 0;
-    if (params !== undefined) entries.push({ binding: binding++, resource: this.#uniform(params) });
-    for (const resource of storage) entries.push({ binding: binding++, resource });
+    const compiled = this.#compiled(kernel);
+    let uniform: GPUBufferBinding | undefined;
+    let prefix = compiled.prefix;
+    if (params !== undefined) {
+      uniform = this.#uniform(params);
+      prefix += compiled.dynamic
+        ? `u${this.#slot(uniform.size!)}`
+        : `u${uniform.offset}:${uniform.size}`;
+    }
+    const key = this.cacheBindGroups ? this.#groups.key(prefix, storage) : "";
+    let group = this.cacheBindGroups ? this.#groups.get(key) : undefined;
+    if (group === undefined) {
+      const entries: GPUBindGroupEntry[] = [];
+      let binding = 0;
+      if (uniform !== undefined) {
+        // With a dynamic offset, the binding covers the whole 256-byte slot (packed zero past
+        // the params), so it is never smaller than the shader's struct.
+        const resource = compiled.dynamic
+          ? { ...uniform, offset: 0, size: this.#slot(uniform.size!) }
+          : uniform;
+        entries.push({ binding: binding++, resource });
+      }
+      for (const resource of storage) entries.push({ binding: binding++, resource });
+
+      group = this.device.createBindGroup({ label: kernel.name, layout: compiled.layout, entries });
+      this.stats.bindGroups++;
+      if (this.cacheBindGroups) this.#groups.set(key, group, storage);
+    }
     const pass = this.#openPass();
-    const group = this.device.createBindGroup({
-      label: kernel.name,
-      layout: pipeline.getBindGroupLayout(0),
-      entries,
-    });
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
+    pass.setPipeline(compiled.pipeline);
+    if (uniform !== undefined && compiled.dynamic) {
+      this.#offsets[0] = uniform.offset!;
+      pass.setBindGroup(0, group, this.#offsets, 0, 1);
+    } else {
+      pass.setBindGroup(0, group);
+    }
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
     this.#batchKernels.add(kernel.name);
     this.stats.dispatches++;
@@ -211,8 +297,10 @@ export class Recorder {
     }
     const kernels = [...this.#batchKernels];
     const cb = this.#encoder.finish();
-    this.device.queue.submit([cb]);
-    this.stats.submits++;
+    if (!this.discard) {
+      this.device.queue.submit([cb]);
+      this.stats.submits++;
+    }
     this.#encoder = null;
     this.#batchKernels.clear();
     this.#lastKernels = kernels;
@@ -240,6 +328,7 @@ export class Recorder {
    */
   async read(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
     this.checkErrors();
+    if (this.discard) throw new TypeError("read: submits are being discarded, nothing executes");
     const staging = this.device.createBuffer({
       label: "readback",
       size: bytes,
@@ -303,6 +392,7 @@ export class Recorder {
     this.#pass = null;
     this.#encoder = null;
     this.#pipelines.clear();
+    this.#groups.clear();
     this.#uniforms.destroy();
   }
 
@@ -328,6 +418,11 @@ export class Recorder {
     }
   }
 
+  /** Bytes of the uniform buffer's slot for `size` bytes of params. */
+  #slot(size: number): number {
+    return Math.ceil(size / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+  }
+
   #uniform(params: ArrayBufferView | ArrayBuffer): GPUBufferBinding {
     const bytes = params instanceof ArrayBuffer
       ? new Uint8Array(params)
@@ -335,9 +430,9 @@ export class Recorder {
     const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
     if (this.#uniformsUsed + size > UNIFORM_BYTES) this.flush();
     const offset = this.#uniformsUsed;
-    this.#uniformsCpu.fill(0, offset, offset + size);
+    this.#uniformsUsed = offset + this.#slot(size);
+    this.#uniformsCpu.fill(0, offset, this.#uniformsUsed);
     this.#uniformsCpu.set(bytes, offset);
-    this.#uniformsUsed = Math.ceil((offset + size) / UNIFORM_ALIGN) * UNIFORM_ALIGN;
     return { buffer: this.#uniforms, offset, size };
   }
 }

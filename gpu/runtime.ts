@@ -55,6 +55,7 @@ export class GpuRuntime implements Gpu {
     readbacks: 0,
     uploads: 0,
     pipelines: 0,
+    bindGroups: 0,
   };
   #rec: Recorder;
   #destroyed = false;
@@ -86,12 +87,57 @@ export class GpuRuntime implements Gpu {
       timestamps: device.features.has("timestamp-query"),
     };
     this.limits = device.limits;
-    this.pool = new BufferPool(device);
     this.#rec = new Recorder(device, this.stats, { verbose: options.verbose ?? false });
+    this.pool = new BufferPool(device, { onDestroy: (b) => this.#rec.forget(b) });
     liveRuntimes.add(this.#registration);
   }
 
   // ------------------------------------------------------------------ recording ----
+
+  /**
+   * Whether recorded work is finished and then dropped instead of submitted: nothing executes,
+   * readbacks throw, the pool recycles as usual. Only for measuring the host's cost of recording
+   * (`deno task bench:train --host-only`); not part of {@linkcode Gpu}. Setting it flushes first,
+   * so the switch applies to the work recorded while it is on.
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * gpu.discardSubmits = true;
+   * gpu.zeros([4]); // recorded, never executed
+   * gpu.discardSubmits = false;
+   * ```
+   */
+  get discardSubmits(): boolean {
+    return this.#rec.discard;
+  }
+
+  set discardSubmits(on: boolean) {
+    this.#rec.flush();
+    this.#rec.discard = on;
+  }
+
+  /**
+   * Whether bind groups are cached and reused (default true). Off, every dispatch creates its
+   * own, as a reference for tests and benches; not part of {@linkcode Gpu}.
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * gpu.cacheBindGroups = false;
+   * ```
+   */
+  get cacheBindGroups(): boolean {
+    return this.#rec.cacheBindGroups;
+  }
+
+  set cacheBindGroups(on: boolean) {
+    this.#rec.cacheBindGroups = on;
+  }
 
   pipeline(spec: KernelSpec): GPUComputePipeline {
     return this.#rec.pipeline(spec);

@@ -94,6 +94,8 @@ export interface GpuStats {
   uploads: number;
   /** Pipelines compiled (cache misses). */
   pipelines: number;
+  /** Bind groups created (cache misses: a repeated training step creates none). */
+  bindGroups: number;
 }
 
 /**

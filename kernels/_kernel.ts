@@ -30,6 +30,9 @@ import { type FloatDType, loadF32, storageType, storeAs, wgslEnable } from "./_d
 import type { TensorRange } from "./_binding.ts";
 import { ParamsWriter } from "./_params.ts";
 
+/** The params of every dispatch are packed here (`Gpu.dispatch` copies them at once). */
+const PARAMS = new ParamsWriter();
+
 /** The type of a `Params` field (all 4-byte scalars). */
 export type ParamType = "u32" | "i32" | "f32";
 
@@ -387,7 +390,7 @@ export function defineKernel<
     }
     let params: Uint8Array | undefined;
     if (fields.length > 0) {
-      const w = new ParamsWriter();
+      const w = PARAMS.reset();
       const values = call.params as Record<string, number>;
       for (const [f, t] of fields) {
         if (values[f] === undefined) throw new TypeError(`${op}: param '${f}' is missing`);

@@ -46,6 +46,16 @@ export class ParamsWriter {
     return this;
   }
 
+  /**
+   * Starts over, reusing the storage: the bytes an earlier {@linkcode ParamsWriter.bytes}
+   * returned are overwritten by the next writes (a writer reused per dispatch saves allocating
+   * one; the runtime copies a dispatch's params at once).
+   */
+  reset(): this {
+    this.#n = 0;
+    return this;
+  }
+
   /** The packed bytes (the runtime pads them to the uniform's 16-byte size). */
   bytes(): Uint8Array {
     return new Uint8Array(this.#view.buffer, 0, this.#n * 4);
