@@ -51,8 +51,18 @@ export {
   type GpuImageSet,
   type ImageSet,
   NonFiniteError,
+  type RunningMetrics,
+  type TrainEpochOptions,
   Trainer,
   type TrainerOptions,
   uploadImageSet,
 } from "./trainer.ts";
+export {
+  EarlyStopping,
+  type EarlyStoppingOptions,
+  type EpochMetrics,
+  type FitOptions,
+  type FitResult,
+  type Monitor,
+} from "./fit.ts";
 export { checkSchedule, type LrSchedule, type Schedule, scheduleLr } from "./schedule.ts";
