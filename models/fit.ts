@@ -7,7 +7,39 @@
  * @module
  */
 
-import type { EpochResult, GpuImageSet, RunningMetrics, Trainer } from "./trainer.ts";
+import type { EpochResult, GpuImageSet, Trainer } from "./trainer.ts";
+
+/**
+ * The running metrics of an epoch in progress, read asynchronously (see
+ * {@linkcode TrainEpochOptions.onStep}): they cover the epoch's first `examples` examples.
+ */
+export interface RunningMetrics {
+  /** Mean training loss over the examples read so far. */
+  readonly loss: number;
+  /** Training accuracy over the examples read so far. */
+  readonly trainAcc: number;
+  /** Examples the values cover (the steps submitted when the read was issued). */
+  readonly examples: number;
+}
+
+/** Options of {@linkcode Trainer.trainEpoch}. */
+export interface TrainEpochOptions {
+  /** The epoch's number (from 0): with the seed, it chooses the shuffle and augmentation. */
+  readonly epoch: number;
+  /** Train on the first `limit` examples only. */
+  readonly limit?: number;
+  /** Shuffle the examples (default true). */
+  readonly shuffle?: boolean;
+  /**
+   * Called after each step is recorded, with the step count done, the epoch's step count and the
+   * latest running metrics (null until the first read arrives). The running metrics are read
+   * without ever waiting: at most one read in flight, issued about every `progressSeconds`
+   * (together with the divergence watch's peek), so no step gains a readback.
+   */
+  readonly onStep?: (done: number, total: number, running: RunningMetrics | null) => void;
+  /** Seconds between the running metrics' reads when `onStep` is given; default 1. */
+  readonly progressSeconds?: number;
+}
 
 /** What {@linkcode EarlyStopping} watches: the test accuracy (higher is better) or the training loss (lower). */
 export type Monitor = "testAcc" | "loss";

@@ -51,8 +51,6 @@ export {
   type GpuImageSet,
   type ImageSet,
   NonFiniteError,
-  type RunningMetrics,
-  type TrainEpochOptions,
   Trainer,
   type TrainerOptions,
   uploadImageSet,
@@ -64,5 +62,7 @@ export {
   type FitOptions,
   type FitResult,
   type Monitor,
+  type RunningMetrics,
+  type TrainEpochOptions,
 } from "./fit.ts";
 export { checkSchedule, type LrSchedule, type Schedule, scheduleLr } from "./schedule.ts";
