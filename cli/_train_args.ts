@@ -5,7 +5,7 @@ import { resolve } from "node:path";
 import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
 import { checkResizeFlag, parseModelCommand } from "./common.ts";
 import { UsageError } from "./_run.ts";
-import { RECIPE_FIELDS, type RunRecipe } from "./checkpoint.ts";
+import { decimal, RECIPE_FIELDS, type RunRecipe } from "./checkpoint.ts";
 
 /** The help text of `deno task train`. */
 export const HELP = `usage: deno task train <model> [flags]
@@ -38,6 +38,11 @@ flags (defaults: the seed recipe of each model):
   --init FILE         start from a safetensors checkpoint with the reference's names
   --save FILE         write weights at each epoch end (atomically, with the recipe; momentum in
                       FILE-optimizer-stepN.safetensors beside it). Locked while the run lasts
+  --keep-best FILE    write the checkpoint of the epoch with the best test accuracy so far (as
+                      --save: atomically, with the recipe; locked while the run lasts)
+  --patience N        stop early after N epochs without improvement of the --monitor metric
+  --min-delta X       the least change that counts as an improvement (default 0)
+  --monitor M         test-acc (default; loss without test examples) or loss (training loss)
   --resume FILE       continue the run a --save checkpoint holds (weights, momentum, epoch, step
                       and recipe; flags given override the recipe)
   --reset-optimizer   with --resume: start the momentum from zero when the checkpoint has none
@@ -57,7 +62,12 @@ export interface TrainArgs {
   dataDir?: string;
   init?: string;
   save?: string;
+  keepBest?: string;
   resume?: string;
+  /** Early stopping: epochs without improvement (undefined: never stop early). */
+  patience?: number;
+  minDelta: number;
+  monitor?: "testAcc" | "loss";
   resetOptimizer: boolean;
   json: boolean;
   plot?: string;
@@ -95,6 +105,10 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     "augment": { type: "boolean" },
     "init": { type: "string" },
     "save": { type: "string" },
+    "keep-best": { type: "string" },
+    "patience": { type: "string" },
+    "min-delta": { type: "string" },
+    "monitor": { type: "string" },
     "resume": { type: "string" },
     "reset-optimizer": { type: "boolean" },
     "json": { type: "boolean" },
@@ -124,7 +138,11 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     dataDir: v["data-dir"],
     init: v.init,
     save: v.save,
+    keepBest: v["keep-best"],
     resume: v.resume,
+    patience: v.patience === undefined ? undefined : _patience(v.patience),
+    minDelta: v["min-delta"] === undefined ? 0 : _minDelta(v["min-delta"]),
+    monitor: v.monitor === undefined ? undefined : _monitor(v.monitor),
     resetOptimizer: v["reset-optimizer"] ?? false,
     json: v.json ?? false,
     plot: v.plot,
@@ -134,12 +152,25 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   if (args.resetOptimizer && !args.resume) {
     throw new UsageError("--reset-optimizer goes with --resume");
   }
-  const outputs: [string, string | undefined][] = [["--save", args.save], ["--plot", args.plot]];
+  if (v["min-delta"] !== undefined && args.patience === undefined) {
+    throw new UsageError("--min-delta goes with --patience");
+  }
+  if (v.monitor !== undefined && args.patience === undefined) {
+    throw new UsageError("--monitor goes with --patience");
+  }
+  const outputs: [string, string | undefined][] = [
+    ["--save", args.save],
+    ["--keep-best", args.keepBest],
+    ["--plot", args.plot],
+  ];
   const inputs: [string, string | undefined][] = [["--init", args.init], ["--resume", args.resume]];
   for (const [of, o] of outputs) {
     for (const [other, p] of [...inputs, ...outputs]) {
       if (o === undefined || p === undefined || of === other) continue;
-      if (resolve(o) === resolve(p) && !(of === "--save" && other !== "--plot")) {
+      if (
+        resolve(o) === resolve(p) &&
+        !(of === "--save" && (other === "--init" || other === "--resume"))
+      ) {
         throw new UsageError(`${of} and ${other} name the same file ${o}; give ${of} its own path`);
       }
     }
@@ -147,7 +178,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   if (args.plot !== undefined && !/\.svg$/i.test(args.plot)) {
     throw new UsageError(`--plot ${args.plot}: the plot is an SVG drawing; give a .svg path`);
   }
-  for (const flag of ["init", "save", "resume", "plot", "data-dir"] as const) {
+  for (const flag of ["init", "save", "keep-best", "resume", "plot", "data-dir"] as const) {
     if (v[flag] === "") throw new UsageError(`--${flag} needs a path`);
   }
   if (args.dataDir !== undefined && args.given.dataset === "synthetic") {
@@ -161,6 +192,31 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     );
   }
   return args;
+}
+
+/** `--patience N`: an integer >= 1. */
+function _patience(text: string): number {
+  const n = decimal(text);
+  if (n === null || n < 1 || !Number.isSafeInteger(n)) {
+    throw new UsageError(`--patience must be an integer >= 1, got '${text}'`);
+  }
+  return n;
+}
+
+/** `--min-delta X`: a number >= 0. */
+function _minDelta(text: string): number {
+  const x = decimal(text);
+  if (x === null || x < 0) {
+    throw new UsageError(`--min-delta must be a number >= 0, got '${text}'`);
+  }
+  return x;
+}
+
+/** `--monitor test-acc|loss`. */
+function _monitor(text: string): "testAcc" | "loss" {
+  if (text === "test-acc") return "testAcc";
+  if (text === "loss") return "loss";
+  throw new UsageError(`--monitor must be test-acc or loss, got '${text}'`);
 }
 
 /** The recipe of a fresh run: the model's seed recipe and the CLI's defaults. */

@@ -8,7 +8,9 @@ import {
   createModel,
   DEFAULTS,
   DivergenceError,
-  type EpochResult,
+  type EpochMetrics,
+  type FitOptions,
+  type FitResult,
   NonFiniteError,
   precisionUnsupported,
   Trainer,
@@ -44,24 +46,31 @@ import {
 
 export { defaultRecipe, HELP, lrSchedule, parseTrainArgs, resolveRecipe, type TrainArgs };
 
-function progressBar(label: string): ((done: number, total: number) => void) | undefined {
+/**
+ * The progress bar on a terminal: steps, ETA, and the running loss and accuracy the trainer
+ * reads asynchronously (absent until the first read arrives).
+ */
+function progressBar(epochs: number): FitOptions["onStep"] {
   if (!Deno.stderr.isTerminal()) return undefined;
-  const t0 = performance.now();
-  let last = 0;
+  let t0 = performance.now(), last = 0, epoch = -1;
   const enc = new TextEncoder();
-  return (done, total) => {
+  return ({ epoch: e, done, total }, running) => {
     const now = performance.now();
+    if (e !== epoch) [epoch, t0] = [e, now];
     if (done < total && now - last < 250) return;
     last = now;
     const frac = done / total;
     const eta = frac > 0 ? ((now - t0) / 1000) * (1 - frac) / frac : 0;
     const width = 30;
     const bar = "#".repeat(Math.round(frac * width)).padEnd(width, ".");
+    const metrics = running
+      ? `, loss ${running.loss.toFixed(3)}, acc ${running.trainAcc.toFixed(3)}`
+      : "";
     Deno.stderr.writeSync(
       enc.encode(
-        `\r${label} [${bar}] ${done}/${total} steps, ETA ${eta.toFixed(0)}s   ${
-          done === total ? "\n" : ""
-        }`,
+        `\repoch ${epoch + 1}/${epochs} [${bar}] ${done}/${total} steps, ETA ${
+          eta.toFixed(0)
+        }s${metrics}   ${done === total ? "\n" : ""}`,
       ),
     );
   };
@@ -81,7 +90,8 @@ export async function main(argv: string[]): Promise<number> {
   const args = parseOrExit(HELP, () => parseTrainArgs(argv));
   if (typeof args === "number") return args;
   // Outputs first: a run that cannot write its results must not start (nor lose them at the end).
-  for (const [flag, path] of [["--save", args.save], ["--plot", args.plot]] as const) {
+  const outputs = [["--save", args.save], ["--keep-best", args.keepBest], ["--plot", args.plot]];
+  for (const [flag, path] of outputs as [string, string | undefined][]) {
     if (path === undefined) continue;
     await checkOutputFile(flag, path);
     await lockOutput(flag, path);
@@ -200,70 +210,63 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const history: { epoch: number; loss: number; trainAcc: number; testAcc: number }[] = [];
-  let examples = 0, seconds = 0;
+  let examples = 0, seconds = 0, epoch = startEpoch;
   let last = { loss: NaN, trainAcc: NaN, testAcc: NaN };
-  for (let epoch = startEpoch; epoch < recipe.epochs; epoch++) {
-    let r: EpochResult, testAcc: number;
-    try {
-      r = await trainer.trainEpoch(train, {
-        epoch,
-        shuffle: recipe.shuffle,
-        onStep: progressBar(`epoch ${epoch + 1}/${recipe.epochs}`),
-      });
-      testAcc = test ? await trainer.evaluate(test) : NaN;
-    } catch (err) {
-      if (err instanceof NonFiniteError) throw divergence(err, args, recipe.lr, epoch);
-      throw err;
-    }
+  const save = async (path: string, flag: string, r: EpochMetrics): Promise<void> => {
+    const momentum = adam
+      ? await momentsState(model)
+      : recipe.momentum > 0
+      ? await momentumState(model)
+      : null;
+    await saveRun(
+      model,
+      path,
+      {
+        model: args.model,
+        epoch: r.epoch,
+        step: trainer.steps,
+        runId,
+        lossScale: r.lossScale,
+        recipe,
+      },
+      recipe,
+      momentum,
+      adam ? "adam-moments" : "sgd-momentum",
+    ).catch((err) => {
+      throw writeFailed(flag, path, err);
+    });
+  };
+  const onEpochEnd = async (r: EpochMetrics): Promise<void> => {
+    epoch = r.epoch;
+    const testAcc = r.testAcc ?? NaN;
     examples += r.examples;
     seconds += r.seconds;
     last = { loss: r.loss, trainAcc: r.trainAcc, testAcc };
-    history.push({ epoch: epoch + 1, ...last });
-    const eps = r.examples / r.seconds;
+    history.push({ epoch: r.epoch, ...last });
     if (args.json) {
       console.log(JSON.stringify({
-        epoch: epoch + 1,
+        epoch: r.epoch,
         loss: r.loss,
         train_acc: r.trainAcc,
-        test_acc: test ? testAcc : null,
-        examples_per_sec: eps,
+        test_acc: r.testAcc,
+        examples_per_sec: r.examplesPerSec,
+        lr: r.lr,
+        seconds: r.seconds,
         ...(r.lossScale === undefined
           ? {}
           : { loss_scale: r.lossScale, skipped_steps: r.skippedSteps }),
       }));
     } else {
       console.log(
-        `epoch ${epoch + 1}: loss ${r.loss.toFixed(3)}, train acc ${r.trainAcc.toFixed(3)}, ` +
-          `test acc ${fmtAcc(testAcc)}, ${eps.toFixed(1)} examples/sec` +
+        `epoch ${r.epoch}: loss ${r.loss.toFixed(3)}, train acc ${r.trainAcc.toFixed(3)}, ` +
+          `test acc ${fmtAcc(testAcc)}, ${r.examplesPerSec.toFixed(1)} examples/sec` +
           (r.lossScale === undefined
             ? ""
             : ` (loss scale ${r.lossScale}, ${r.skippedSteps} steps skipped so far)`),
       );
     }
-    if (args.save) {
-      const momentum = adam
-        ? await momentsState(model)
-        : recipe.momentum > 0
-        ? await momentumState(model)
-        : null;
-      await saveRun(
-        model,
-        args.save,
-        {
-          model: args.model,
-          epoch: epoch + 1,
-          step: trainer.steps,
-          runId,
-          lossScale: r.lossScale,
-          recipe,
-        },
-        recipe,
-        momentum,
-        adam ? "adam-moments" : "sgd-momentum",
-      ).catch((err) => {
-        throw writeFailed("--save", args.save!, err);
-      });
-    }
+    if (args.save) await save(args.save, "--save", r);
+    if (args.keepBest && r.best) await save(args.keepBest, "--keep-best", r);
     if (args.plot) {
       await writeFileAtomic(
         args.plot,
@@ -272,6 +275,40 @@ export async function main(argv: string[]): Promise<number> {
         throw writeFailed("--plot", args.plot!, err);
       });
     }
+  };
+  if (args.keepBest && !test) {
+    console.error(`train: --keep-best: no test examples, so no best epoch: nothing is written`);
+  }
+  const monitor = args.monitor ?? (test ? "testAcc" : "loss");
+  if (monitor === "testAcc" && args.patience !== undefined && !test) {
+    throw new UsageError("--monitor test-acc needs test examples; use --monitor loss");
+  }
+  let fit: FitResult;
+  try {
+    fit = await trainer.fit(train, {
+      epochs: recipe.epochs,
+      startEpoch,
+      test: test ?? undefined,
+      shuffle: recipe.shuffle,
+      onStep: progressBar(recipe.epochs),
+      onEpochEnd,
+      earlyStopping: args.patience === undefined
+        ? undefined
+        : { monitor, patience: args.patience, minDelta: args.minDelta },
+    });
+  } catch (err) {
+    if (err instanceof NonFiniteError) throw divergence(err, args, recipe.lr, epoch);
+    throw err;
+  }
+  if (fit.stoppedEarly) {
+    console.error(
+      `train: early stopping after epoch ${epoch}: ${
+        monitor === "loss" ? "the training loss" : "the test accuracy"
+      } did not improve by more than ${args.minDelta} for ${args.patience} epochs`,
+    );
+  }
+  if (args.keepBest && fit.bestEpoch !== null) {
+    console.error(`train: ${args.keepBest} holds epoch ${fit.bestEpoch} (best test accuracy)`);
   }
   if (!args.json) {
     console.log(

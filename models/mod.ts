@@ -58,4 +58,14 @@ export {
   type TrainerOptions,
   uploadImageSet,
 } from "./trainer.ts";
+export {
+  EarlyStopping,
+  type EarlyStoppingOptions,
+  type EpochMetrics,
+  type FitOptions,
+  type FitResult,
+  type Monitor,
+  type RunningMetrics,
+  type TrainEpochOptions,
+} from "./fit.ts";
 export { checkSchedule, type LrSchedule, type Schedule, scheduleLr } from "./schedule.ts";

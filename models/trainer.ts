@@ -15,7 +15,7 @@ import {
   lossScaleUpdate,
   readLossScale,
 } from "../kernels/loss_scale.ts";
-import { createFiniteWatch, finiteCheck, readFiniteWatch } from "../kernels/finite.ts";
+import { createFiniteWatch, FINITE, finiteCheck, readFiniteWatch } from "../kernels/finite.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
 import { adamUpdate } from "../kernels/adam.ts";
 import { checkSchedule, type LrSchedule, scheduleLr } from "./schedule.ts";
@@ -24,6 +24,13 @@ import type { Ctx } from "../layers/mod.ts";
 import { DivergenceError, NonFiniteError } from "./errors.ts";
 import { type GpuImageSet, permutation } from "./image_set.ts";
 import type { Model, Precision } from "./model.ts";
+import {
+  _fit,
+  type FitOptions,
+  type FitResult,
+  type RunningMetrics,
+  type TrainEpochOptions,
+} from "./fit.ts";
 
 // Moved out of this module (errors.ts, image_set.ts); re-exported so that its importers
 // (models/mod.ts, web/, the tests) keep importing them from here.
@@ -312,15 +319,7 @@ export class Trainer {
    * await trainer.trainEpoch(set, { epoch: 0, shuffle: false });
    * ```
    */
-  async trainEpoch(
-    set: GpuImageSet,
-    options: {
-      epoch: number;
-      limit?: number;
-      shuffle?: boolean;
-      onStep?: (done: number, total: number) => void;
-    },
-  ): Promise<EpochResult> {
+  async trainEpoch(set: GpuImageSet, options: TrainEpochOptions): Promise<EpochResult> {
     const gpu = this.model.gpu;
     const n = Math.min(options.limit ?? set.count, set.count);
     const seed = ((this.options.seed ?? 0) * 1000003 + options.epoch) >>> 0;
@@ -335,10 +334,15 @@ export class Trainer {
     const t0 = performance.now();
     const steps = Math.ceil(n / bs);
     const firstStep = this.steps;
-    // The watch is peeked at every DIVERGENCE_PEEK_STEPS steps without awaiting (at most one read
-    // in flight), so a diverged run stops early without stalling the step pipeline.
+    // The watch is peeked at every DIVERGENCE_PEEK_STEPS steps, and the running loss and
+    // accuracy about every progressSeconds when onStep wants them, without awaiting: one read of
+    // the four words together, at most one in flight, so that a diverged run stops early and the
+    // progress is shown without stalling the step pipeline.
+    const every = (options.progressSeconds ?? 1) * 1000;
     let seen: number | null = null;
-    let peeking = false;
+    let peeking = false, peekDue = false, lastRead = t0;
+    let running: RunningMetrics | null = null;
+    let probe: Tensor<"u32"> | null = null;
     for (let s = 0; s < steps; s++) {
       if (seen !== null) break;
       const batch = Math.min(bs, n - s * bs);
@@ -346,13 +350,25 @@ export class Trainer {
       gpu.copy(all, indices, { srcOffset: s * bs * 4, bytes: batch * 4 });
       this.#step(set, { indices, lossSum, correct }, (seed * 7919 + s) >>> 0);
       indices.dispose();
-      options.onStep?.(s + 1, steps);
-      if (s % DIVERGENCE_PEEK_STEPS === DIVERGENCE_PEEK_STEPS - 1 && !peeking && s < steps - 1) {
+      options.onStep?.(s + 1, steps, running);
+      if (s % DIVERGENCE_PEEK_STEPS === DIVERGENCE_PEEK_STEPS - 1) peekDue = true;
+      const now = performance.now();
+      const progressDue = options.onStep !== undefined && now - lastRead >= every;
+      if ((peekDue || progressDue) && !peeking && s < steps - 1) {
         peeking = true;
+        peekDue = false;
+        lastRead = now;
+        probe ??= gpu.empty([4], { dtype: "u32" });
+        gpu.copy(lossSum, probe, { bytes: 4 });
+        gpu.copy(correct, probe, { dstOffset: 4, bytes: 4 });
+        gpu.copy(this.#watch, probe, { dstOffset: 8, bytes: 8 });
+        const examples = Math.min((s + 1) * bs, n);
         // A failed peek (a lost device, say) is not this step's error: the epoch's end reads
         // the watch again and reports whatever happened.
-        readFiniteWatch(this.#watch).then(([bad]) => {
-          seen = bad;
+        probe.toArray().then((words) => {
+          const loss = new Float32Array(words.buffer, words.byteOffset, 1)[0];
+          running = { loss: loss / examples, trainAcc: words[1] / examples, examples };
+          if (words[2] !== FINITE) seen = words[2];
         }, () => {}).finally(() => {
           peeking = false;
         });
@@ -360,6 +376,7 @@ export class Trainer {
       // Let the event loop breathe (progress output) without waiting on the GPU.
       if (s % 8 === 7) await new Promise((r) => setTimeout(r, 0));
     }
+    probe?.dispose();
     // Parameters after the epoch's last update (a bad parameter makes the next loss bad, so
     // checking them here covers the steps in between).
     finiteCheck({ watch: this.#watch, x: this.model.arena.values }, {
@@ -389,6 +406,32 @@ export class Trainer {
     if (!this.#lossScale || this.model.precision !== "f16") return result;
     const scaler = await readLossScale(this.#lossScale);
     return { ...result, lossScale: scaler.scale, skippedSteps: scaler.skippedSteps };
+  }
+
+  /**
+   * Trains `epochs` epochs (after `startEpoch`), evaluating on `test` after each, as Keras's
+   * `fit`: `onEpochEnd` gets each epoch's metrics (loss, accuracies, lr, examples/s, seconds),
+   * `onStep` the running loss and accuracy (read asynchronously, at most one read in flight),
+   * and `earlyStopping` stops after `patience` epochs without improvement (models/fit.ts).
+   *
+   * @throws {DivergenceError} as {@linkcode Trainer.trainEpoch}.
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { createModel, Trainer, uploadImageSet } from "@modern-cnn/webgpu/models";
+   * const gpu = await getGpu();
+   * const trainer = new Trainer(createModel(gpu, { name: "lenet" }), { lr: 0.9, batchSize: 2, resize: 28 });
+   * const set = uploadImageSet(gpu, { images: new Uint8Array(4 * 784), labels: new Uint8Array(4), count: 4, channels: 1, height: 28, width: 28 });
+   * const { history } = await trainer.fit(set, {
+   *   epochs: 3,
+   *   test: set,
+   *   onEpochEnd: (m) => console.log(m.epoch, m.loss, m.testAcc, m.lr, m.examplesPerSec),
+   *   earlyStopping: { monitor: "loss", patience: 1 },
+   * });
+   * ```
+   */
+  fit(train: GpuImageSet, options: FitOptions): Promise<FitResult> {
+    return _fit(this, train, options);
   }
 
   /**

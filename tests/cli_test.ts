@@ -73,6 +73,8 @@ Deno.test("train: --json, --save, --resume, --plot, --init and the other flags o
     "epoch",
     "examples_per_sec",
     "loss",
+    "lr",
+    "seconds",
     "test_acc",
     "train_acc",
   ]);
@@ -447,5 +449,83 @@ Deno.test("train: bad --optimizer, --schedule, --warmup, --label-smoothing and -
     assert.equal(r.code, 2, `${flags.join(" ")}: ${r.stderr}`);
     assert.match(r.stderr, want);
     assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  }
+});
+
+Deno.test("train: --keep-best writes the best epoch; --patience stops early", async () => {
+  const dir = await Deno.makeTempDir();
+  const best = join(dir, "best.safetensors");
+  const last = join(dir, "last.safetensors");
+  const r = await run("train.ts", [
+    "lenet-bn",
+    ...SYN,
+    "--epochs",
+    "5",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.5",
+    "--json",
+    "--keep-best",
+    best,
+    "--save",
+    last,
+    "--patience",
+    "1",
+    "--min-delta",
+    "100",
+    "--monitor",
+    "loss",
+    "--momentum",
+    "0.9",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  // The first epoch improves on Infinity; no loss falls by 100, so the second stops the run.
+  assert.deepEqual(lines.map((l) => l.epoch), [1, 2]);
+  assert.match(r.stderr, /early stopping after epoch 2/);
+  const accs = lines.map((l) => l.test_acc as number);
+  const bestEpoch = accs.indexOf(Math.max(...accs)) + 1;
+  assert.match(r.stderr, new RegExp(`best.safetensors holds epoch ${bestEpoch}`));
+  const kept = decodeSafetensors(await Deno.readFile(best), { file: best });
+  const saved = decodeSafetensors(await Deno.readFile(last), { file: last });
+  assert.equal(kept.metadata.epoch, String(bestEpoch));
+  assert.equal(saved.metadata.epoch, "2");
+  assert.ok((await Deno.stat(join(dir, kept.metadata.optimizer))).isFile, "its momentum file");
+  const w = (ck: typeof kept) => [...(ck.tensors.get("1.weight")!.data as Float32Array)];
+  if (bestEpoch === 2) assert.deepEqual(w(kept), w(saved));
+  else assert.notDeepEqual(w(kept), w(saved));
+  // Resumable as a --save checkpoint.
+  const resumed = await run("train.ts", ["lenet-bn", ...SYN, "--epochs", "3", "--resume", best]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(resumed.stderr, new RegExp(`resuming .* after epoch ${bestEpoch}`));
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: bad --keep-best, --patience, --min-delta and --monitor exit 2", async () => {
+  const cases: [string[], RegExp][] = [
+    [["lenet", "--patience", "0"], /--patience must be an integer >= 1, got '0'/],
+    [["lenet", "--patience", "1.5"], /--patience must be an integer >= 1/],
+    [["lenet", "--patience", "2", "--min-delta", "-1"], /--min-delta must be a number >= 0/],
+    [["lenet", "--patience", "2", "--min-delta", "x"], /--min-delta must be a number >= 0/],
+    [["lenet", "--min-delta", "0.1"], /--min-delta goes with --patience/],
+    [["lenet", "--monitor", "loss"], /--monitor goes with --patience/],
+    [["lenet", "--patience", "1", "--monitor", "acc"], /--monitor must be test-acc or loss/],
+    [["lenet", "--keep-best", ""], /--keep-best needs a path/],
+    [
+      ["lenet", "--keep-best", "a.safetensors", "--save", "a.safetensors"],
+      /--save and --keep-best name the same file/,
+    ],
+    [
+      ["lenet", "--keep-best", "a.safetensors", "--resume", "a.safetensors"],
+      /--keep-best and --resume name the same file/,
+    ],
+  ];
+  for (const [args, re] of cases) {
+    const r = await run("train.ts", args);
+    assert.equal(r.code, 2, `${args.join(" ")}: exit ${r.code}, stderr ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split("\n").length, 1, `one line: ${r.stderr}`);
+    assert.equal(r.stdout, "");
   }
 });
