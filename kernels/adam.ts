@@ -19,14 +19,11 @@
  * @module
  */
 
-import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
-import { unitRanges } from "./_binding.ts";
-import { floatBytes, type FloatDType, floatDType, storageType, vec4Bytes } from "./_dtype.ts";
-import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
+import { formatShape, type Tensor } from "../gpu/mod.ts";
+import { floatDType } from "./_dtype.ts";
+import { defineKernel, variantProduct } from "./_kernel.ts";
+import { UPDATE_WG, updateMain, updateRanges, updateTailBindings, variantHas } from "./_update.ts";
 import { checkLossScale } from "./loss_scale.ts";
-
-/** Threads per workgroup of the update kernel. */
-const WG = 256;
 
 /** Hyper-parameters of {@linkcode adamUpdate}, named as in `torch.optim.Adam` / `AdamW`. */
 export interface AdamParams {
@@ -95,7 +92,7 @@ export function checkAdam(p: AdamParams): Required<AdamParams> {
  */
 const VARIANTS = variantProduct(["", "wd", "dwd"], ["", "scaled"], ["", "copy"], ["v4", "s"]);
 type Variant = typeof VARIANTS[number];
-const has = (part: string) => (variant: string) => variant.split("_").includes(part);
+const has = variantHas;
 
 /** The update; `paramB`, `gradB`, `avgB` and `sqB` are f32, the copy `halfB` f16 or f32. */
 const update = defineKernel({
@@ -124,16 +121,10 @@ const update = defineKernel({
     gradB: { type: "float", access: "read", vec4: has("v4") },
     avgB: { type: "float", access: "read_write", vec4: has("v4") },
     sqB: { type: "float", access: "read_write", vec4: has("v4") },
-    halfB: {
-      type: "float",
-      access: "read_write",
-      vec4: has("v4"),
-      variants: VARIANTS.filter(has("copy")),
-    },
-    lossScale: { type: "u32", access: "read", variants: VARIANTS.filter(has("scaled")) },
+    ...updateTailBindings(VARIANTS),
   },
   variants: VARIANTS,
-  workgroupSize: WG,
+  workgroupSize: UPDATE_WG,
   body: ({ dtypes, variant }) => {
     const parts = variant.split("_");
     const [scaled, vec, half] = [parts.includes("scaled"), parts.includes("v4"), dtypes.halfB];
@@ -152,20 +143,7 @@ const update = defineKernel({
       "avgB[i] = m;",
       "sqB[i] = v;",
     ];
-    const body = scaled
-      ? `if (lossScale[2] == 0u) {\n    ${step.join("\n    ")}\n  }`
-      : step.join("\n  ");
-    return `alias T = ${vec ? "vec4<f32>" : "f32"};${
-      half ? `\nalias H = ${storageType(half, vec)};` : ""
-    }
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
-  if (i >= p.count) { return; }
-  var param: T = paramB[i];
-  ${body}${half ? "\n  halfB[i] = H(param);" : ""}
-}
-`;
+    return updateMain({ step, scaled, vec, half });
   },
 });
 
@@ -242,40 +220,18 @@ export function adamUpdate(io: AdamIo, p: AdamParams): void {
     checkLossScale(op, io.lossScale);
     named.push(["lossScale", io.lossScale]);
   }
-  for (let a = 0; a < named.length; a++) {
-    for (let b = a + 1; b < named.length; b++) {
-      if (named[a][1].overlaps(named[b][1])) {
-        throw new TypeError(
-          `${op}: ${named[a][0]} ${formatShape(named[a][1].shape)} and ${named[b][0]} ` +
-            `${formatShape(named[b][1].shape)} share a buffer`,
-        );
-      }
-    }
-  }
-  const n = io.param.size;
-  if (n === 0) return;
-  const floats = named.filter(([name]) => name !== "lossScale").map(([, t]) => t);
-  const vec = floats.every((t) => t.capacity >= vec4Bytes(t));
   const wd = r.weightDecay > 0 ? (r.decoupled ? "dwd" : "wd") : "";
-  const variant = [
-    ...(wd ? [wd] : []),
-    ...(io.lossScale ? ["scaled"] : []),
-    ...(io.half ? ["copy"] : []),
-    vec ? "v4" : "s",
-  ].join("_") as Variant;
-  const gpu = io.param.gpu;
-  const narrowest = Math.min(...floats.map((t) => floatBytes(t.dtype as FloatDType)));
-  const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / narrowest);
-  const bind = (t: Tensor, e0: number, count: number): BoundTensor => {
-    const bytes = floatBytes(t.dtype as FloatDType);
-    const size = vec ? vec4Bytes(t, count) : Math.ceil((count * bytes) / 4) * 4;
-    return { tensor: t, offset: e0 * bytes, size };
-  };
+  const floats = named.filter(([name]) => name !== "lossScale") as [string, Tensor][];
   // The bias corrections in f64, as PyTorch's Python floats: 1 - beta^t.
   const [beta1, beta2] = r.betas;
   const bc1 = 1 - beta1 ** r.step, bc2 = 1 - beta2 ** r.step;
-  for (const [e0, e1] of unitRanges(op, gpu, n, 1, quantum)) {
-    const count = vec ? Math.ceil((e1 - e0) / 4) : e1 - e0;
+  updateRanges(op, floats, io.lossScale, ({ layout, count, workgroups, at }) => {
+    const variant = [
+      ...(wd ? [wd] : []),
+      ...(io.lossScale ? ["scaled"] : []),
+      ...(io.half ? ["copy"] : []),
+      layout,
+    ].join("_") as Variant;
     update.dispatch({
       op,
       variant,
@@ -292,14 +248,14 @@ export function adamUpdate(io: AdamIo, p: AdamParams): void {
         decay: 1 - r.lr * r.weightDecay,
       },
       bindings: {
-        paramB: bind(io.param, e0, e1 - e0),
-        gradB: bind(io.grad, e0, e1 - e0),
-        avgB: bind(io.expAvg, e0, e1 - e0),
-        sqB: bind(io.expAvgSq, e0, e1 - e0),
-        halfB: io.half ? bind(io.half, e0, e1 - e0) : undefined,
+        paramB: at(io.param)!,
+        gradB: at(io.grad)!,
+        avgB: at(io.expAvg)!,
+        sqB: at(io.expAvgSq)!,
+        halfB: at(io.half),
         lossScale: io.lossScale,
       },
-      workgroups: grid1d(count, WG),
+      workgroups,
     });
-  }
+  });
 }

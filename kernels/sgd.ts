@@ -16,14 +16,11 @@
  * @module
  */
 
-import { formatShape, grid1d, type Tensor } from "../gpu/mod.ts";
-import { unitRanges } from "./_binding.ts";
-import { floatBytes, type FloatDType, floatDType, storageType, vec4Bytes } from "./_dtype.ts";
-import { type BoundTensor, defineKernel, variantProduct } from "./_kernel.ts";
+import { formatShape, type Tensor } from "../gpu/mod.ts";
+import { floatDType } from "./_dtype.ts";
+import { defineKernel, variantProduct } from "./_kernel.ts";
+import { UPDATE_WG, updateMain, updateRanges, updateTailBindings, variantHas } from "./_update.ts";
 import { checkLossScale } from "./loss_scale.ts";
-
-/** Threads per workgroup of the update kernel. */
-const WG = 256;
 
 /** Hyper-parameters of {@linkcode sgdUpdate}, named as in `torch.optim.SGD`. */
 export interface SgdParams {
@@ -154,7 +151,7 @@ const VARIANTS = variantProduct(
   ["v4", "s"],
 );
 type Variant = typeof VARIANTS[number];
-const has = (part: string) => (variant: string) => variant.split("_").includes(part);
+const has = variantHas;
 const hasMomentum = (variant: string) => has("m")(variant) || has("m0")(variant);
 
 /**
@@ -179,16 +176,10 @@ const update = defineKernel({
       vec4: has("v4"),
       variants: VARIANTS.filter(hasMomentum),
     },
-    halfB: {
-      type: "float",
-      access: "read_write",
-      vec4: has("v4"),
-      variants: VARIANTS.filter(has("copy")),
-    },
-    lossScale: { type: "u32", access: "read", variants: VARIANTS.filter(has("scaled")) },
+    ...updateTailBindings(VARIANTS),
   },
   variants: VARIANTS,
-  workgroupSize: WG,
+  workgroupSize: UPDATE_WG,
   body: ({ dtypes, variant }) => {
     const parts = variant.split("_");
     const t = _terms(parts);
@@ -206,20 +197,7 @@ const update = defineKernel({
       "paramB[i] = param;",
       ...(t.momentum ? ["momB[i] = momentumBuf;"] : []),
     ];
-    const body = scaled
-      ? `if (lossScale[2] == 0u) {\n    ${step.join("\n    ")}\n  }`
-      : step.join("\n  ");
-    return `alias T = ${vec ? "vec4<f32>" : "f32"};${
-      half ? `\nalias H = ${storageType(half, vec)};` : ""
-    }
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * WG;
-  if (i >= p.count) { return; }
-  var param: T = paramB[i];
-  ${body}${half ? "\n  halfB[i] = H(param);" : ""}
-}
-`;
+    return updateMain({ step, scaled, vec, half });
   },
 });
 
@@ -228,48 +206,18 @@ function _record(
   r: Resolved,
   io: { param: Tensor; grad: Tensor; momentumBuf?: Tensor; half?: Tensor; lossScale?: Tensor },
 ): void {
-  const op = "sgdUpdate";
-  const n = io.param.size;
   const floats: [string, Tensor][] = [["param", io.param], ["grad", io.grad]];
   if (io.momentumBuf) floats.push(["momentumBuf", io.momentumBuf]);
   if (io.half) floats.push(["half", io.half]);
-  // Every buffer is bound once, and at least one binding is written: no two operands may share.
-  const all = [...floats, ...(io.lossScale ? [["lossScale", io.lossScale] as const] : [])];
-  for (let a = 0; a < all.length; a++) {
-    for (let b = a + 1; b < all.length; b++) {
-      if (all[a][1].overlaps(all[b][1])) {
-        throw new TypeError(
-          `${op}: ${all[a][0]} ${formatShape(all[a][1].shape)} and ${all[b][0]} ` +
-            `${formatShape(all[b][1].shape)} share a buffer`,
-        );
-      }
-    }
-  }
-  if (n === 0) return;
-  // vec4 when every float binding has room for the last, partial vector (the lanes past the end
-  // compute on the buffer's slack, never read); else the scalar path.
-  const vec = floats.every(([, t]) => t.capacity >= vec4Bytes(t));
-  const variant = [
-    ..._parts(r),
-    ...(io.lossScale ? ["scaled"] : []),
-    ...(io.half ? ["copy"] : []),
-    vec ? "v4" : "s",
-  ].join("_") as Variant;
-  const gpu = io.param.gpu;
-  // Range starts are multiples of the binding offset alignment for the narrowest element (f16
-  // when the copy is) and of 4: every range starts at element 0 (vector 0) of its bindings.
-  const narrowest = Math.min(...floats.map(([, t]) => floatBytes(t.dtype as FloatDType)));
-  const quantum = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment / narrowest);
-  const bind = (t: Tensor, e0: number, count: number): BoundTensor => {
-    const bytes = floatBytes(t.dtype as FloatDType);
-    const size = vec ? vec4Bytes(t, count) : Math.ceil((count * bytes) / 4) * 4;
-    return { tensor: t, offset: e0 * bytes, size };
-  };
-  for (const [e0, e1] of unitRanges(op, gpu, n, 1, quantum)) {
-    const count = vec ? Math.ceil((e1 - e0) / 4) : e1 - e0;
-    const at = (t: Tensor | undefined) => (t ? bind(t, e0, e1 - e0) : undefined);
+  updateRanges("sgdUpdate", floats, io.lossScale, ({ layout, count, workgroups, at }) => {
+    const variant = [
+      ..._parts(r),
+      ...(io.lossScale ? ["scaled"] : []),
+      ...(io.half ? ["copy"] : []),
+      layout,
+    ].join("_") as Variant;
     update.dispatch({
-      op,
+      op: "sgdUpdate",
       variant,
       params: {
         count,
@@ -279,15 +227,15 @@ function _record(
         oneMinusDampening: 1 - r.dampening,
       },
       bindings: {
-        paramB: bind(io.param, e0, e1 - e0),
-        gradB: bind(io.grad, e0, e1 - e0),
+        paramB: at(io.param)!,
+        gradB: at(io.grad)!,
         momB: at(io.momentumBuf),
         halfB: at(io.half),
         lossScale: io.lossScale,
       },
-      workgroups: grid1d(count, WG),
+      workgroups,
     });
-  }
+  });
 }
 
 /**
