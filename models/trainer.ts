@@ -255,11 +255,12 @@ export class Trainer {
     gpu.scope(() => {
       const x = gpu.empty(this.model.inputShape(batch, o.resize), { dtype: this.model.precision });
       const labels = gpu.empty([batch], { dtype: "i32" });
+      // The clear first: it ends the open compute pass, so the step's dispatches stay in one.
+      this.model.zeroGrad();
       prepareBatch(
         { x, labels, images: set.images, srcLabels: set.labels, indices: io.indices },
         this.#batchParams(set, batch, true, seed),
       );
-      this.model.zeroGrad();
       const ctx: Ctx = { gpu, training: true, seed, dropout: o.dropout };
       const f = this.model.forward(x, ctx);
       const dlogits = gpu.empty(f.y.shape, { dtype: f.y.dtype });
@@ -283,7 +284,8 @@ export class Trainer {
         adamUpdate({ ...update, ...moments, half }, {
           lr,
           step: this.steps + 1,
-          weightDecay: o.weightDecay ?? 0,
+          // Unset: torch.optim's defaults (Adam 0, AdamW 0.01).
+          weightDecay: o.weightDecay,
           decoupled: o.optimizer === "adamw",
         });
       } else {
