@@ -27,8 +27,8 @@ flags (defaults: the seed recipe of each model):
   --no-shuffle        keep file order (default: reshuffle each epoch from --seed)
   --seed N            seed of initialization, shuffling, augmentation and dropout (default 0)
   --dropout P         override every dropout probability (0 disables dropout)
-  --optimizer NAME    sgd (default), adam or adamw (torch.optim's; Adam wants a smaller --lr,
-                      e.g. 0.001)
+  --optimizer NAME    sgd (default), adam or adamw (torch.optim's; their --lr defaults to
+                      0.001, torch.optim's, not the seed recipe's SGD rate)
   --momentum X        SGD momentum (default 0: plain SGD)
   --nesterov          SGD Nesterov momentum (needs --momentum)
   --weight-decay X    weight decay (default 0; AdamW's is decoupled)
@@ -234,6 +234,9 @@ function _monitor(text: string): "testAcc" | "loss" {
   throw new UsageError(`--monitor must be test-acc or loss, got '${text}'`);
 }
 
+/** The learning rate of Adam and AdamW when neither the flags nor a checkpoint give one. */
+export const ADAM_DEFAULT_LR = 0.001;
+
 /** The names `--recipe` takes. */
 export type RecipeName = "seed" | "modern";
 
@@ -293,6 +296,11 @@ export function resolveRecipe(
   given: Partial<RunRecipe>,
 ): { recipe: RunRecipe; overrides: string[] } {
   const recipe = { ...defaultRecipe(model), ...stored, ...given };
+  // The seed recipes' learning rates are plain SGD's (up to 0.9); Adam and AdamW without an lr
+  // start from torch.optim's default instead.
+  if (recipe.optimizer !== "sgd" && given.lr === undefined && stored.lr === undefined) {
+    recipe.lr = ADAM_DEFAULT_LR;
+  }
   const overrides: string[] = [];
   for (const [name, value] of Object.entries(given)) {
     const key = name as keyof RunRecipe;

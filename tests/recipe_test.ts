@@ -1,6 +1,6 @@
 // `--recipe NAME`: a named set of recipe fields under the flags given (cli/_train_args.ts).
 import assert from "node:assert/strict";
-import { parseTrainArgs, RECIPES, resolveRecipe } from "../cli/_train_args.ts";
+import { ADAM_DEFAULT_LR, parseTrainArgs, RECIPES, resolveRecipe } from "../cli/_train_args.ts";
 import { UsageError } from "../cli/_run.ts";
 
 function given(argv: string[]) {
@@ -33,4 +33,14 @@ Deno.test("an unknown --recipe is one usage line naming the choices", () => {
     (e: unknown) =>
       e instanceof UsageError && e.message === "--recipe must be one of seed, modern, got 'fancy'",
   );
+});
+
+Deno.test("Adam and AdamW without --lr start from torch.optim's 0.001, not the seed's SGD rate", () => {
+  const adam = resolveRecipe("lenet", {}, given(["lenet", "--optimizer", "adam"])).recipe;
+  assert.equal(adam.lr, ADAM_DEFAULT_LR);
+  const set = resolveRecipe("lenet", {}, given(["lenet", "--optimizer", "adamw", "--lr", "0.003"]));
+  assert.equal(set.recipe.lr, 0.003);
+  const stored = resolveRecipe("lenet", { optimizer: "adam", lr: 0.0005 }, {}).recipe;
+  assert.equal(stored.lr, 0.0005, "a checkpoint's lr is kept");
+  assert.equal(resolveRecipe("lenet", {}, {}).recipe.lr, 0.9, "SGD keeps the seed recipe's");
 });
