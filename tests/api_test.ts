@@ -64,6 +64,7 @@ const ROOT_EXPORTS = [
   "buildArchitecture",
   "conv2d",
   "createModel",
+  "decodeImage",
   "decodeSafetensors",
   "defaultTuningCachePath",
   "dropout",
