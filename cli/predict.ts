@@ -17,7 +17,7 @@ const CLASSES: Record<string, readonly string[]> = {
 /** Images per forward pass. */
 const BATCH = 32;
 
-const HELP = `usage: deno task predict <model> --weights FILE [flags] IMAGE.png...
+const HELP = `usage: deno task predict <model> --weights FILE [flags] IMAGE...
 
   --weights FILE    safetensors checkpoint (the reference's names)
   --classes NAME    class names: fashion-mnist (default), mnist or cifar10
@@ -28,8 +28,8 @@ const HELP = `usage: deno task predict <model> --weights FILE [flags] IMAGE.png.
   --debug           print the stack of an unexpected error
   -h, --help        this text
 
-Images are converted to the model's channels (gray or RGB), resized bilinearly on the GPU and
-scaled to [0, 1] as in training.`;
+Images are PNG or JPEG files of any size, gray or color: converted to the model's channels (gray
+or RGB), resized bilinearly on the GPU and scaled to [0, 1] as in training, all in one batch.`;
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {

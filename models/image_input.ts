@@ -1,12 +1,12 @@
 /**
- * The images `predict` takes, as users hold them (encoded PNG bytes, u8 or f32 planes
+ * The images `predict` takes, as users hold them (encoded PNG or JPEG bytes, u8 or f32 planes
  * with their shape, browser `ImageData`/`ImageBitmap`), and their conversion on the host into u8
  * or f32 planes of the model's channels; the GPU resizes and normalizes them (`predict.ts`).
  *
  * @module
  */
 
-import { pngToPlanes } from "../data/image.ts";
+import { decodeImage } from "../data/image.ts";
 import type { Model } from "./model.ts";
 
 /**
@@ -49,7 +49,7 @@ export interface ImageBitmapLike {
 }
 
 /**
- * One image for {@linkcode predict}: encoded PNG bytes (a `Uint8Array` read from a file or a
+ * One image for `predict`: encoded PNG or JPEG bytes (a `Uint8Array` read from a file or a
  * `fetch`), planes with their shape, an `ImageData`-like or an `ImageBitmap`-like object.
  */
 export type PredictImage = Uint8Array | ImagePlanes | ImageDataLike | ImageBitmapLike;
@@ -69,12 +69,12 @@ export interface Source {
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
 
-/** Decodes encoded image bytes into the model's channels (PNG; the one place formats are read). */
+/** Decodes encoded image bytes into the model's channels (PNG or JPEG, told by the magic bytes). */
 function _decode(
   bytes: Uint8Array,
   options: { channels: number; invert: boolean; file: string },
 ): Source {
-  return pngToPlanes(bytes, options);
+  return decodeImage(bytes, options);
 }
 
 /** Converts planes of `c` channels to `channels` (gray <-> RGB by replication or luma). */
@@ -275,7 +275,7 @@ export function imageSources(
       return [{ data, height: px.height, width: px.width }];
     }
     throw new TypeError(
-      `${op}: ${name} is not an image: give encoded PNG bytes, planes { data, shape }, an ` +
+      `${op}: ${name} is not an image: give encoded PNG or JPEG bytes, planes { data, shape }, an ` +
         "ImageData or an ImageBitmap",
     );
   });

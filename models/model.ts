@@ -378,7 +378,7 @@ export class Model {
   }
 
   /**
-   * Predicts the classes of images in evaluation mode, in one call with one readback: PNG bytes,
+   * Predicts the classes of images in evaluation mode, in one call with one readback: PNG or JPEG bytes,
    * u8 or f32 planes with their shape, `ImageData` or `ImageBitmap`, converted to the model's
    * channels, resized to `options.resize` (default the model's input size; give a checkpoint's
    * `resize`) and normalized on the GPU as in training. Returns per image the probabilities and

@@ -1,6 +1,7 @@
 /**
  * Inference in one call: {@linkcode predict} (also `model.predict`) takes images as users hold
- * them (u8 or f32 planes with their shape, browser `ImageData`/`ImageBitmap`, encoded PNG bytes),
+ * them (u8 or f32 planes with their shape, browser `ImageData`/`ImageBitmap`, encoded PNG or JPEG
+ * bytes),
  * converts them to the model's channels on the host, then resizes and normalizes them on the GPU
  * as the model was trained and runs the forward pass in evaluation mode, in chunks of
  * `batchSize`, with one readback per call; it returns each image's probabilities and top-k
@@ -259,7 +260,8 @@ export async function predictAll(
  * length is wrong, or a channel count the model cannot take (it takes its own, 1 or 3).
  * @throws {RangeError} for `topK` outside 1..classes, a bad `resize` or `batchSize`, or class
  * names that are not one per class.
- * @throws {ImageDecodeError} for encoded bytes that are not a readable PNG (named by `imageNames`).
+ * @throws {ImageDecodeError} for encoded bytes that are not a readable PNG or JPEG (named by
+ * `imageNames`).
  * @throws {NonFiniteError} when the model's outputs are Inf or NaN.
  * @example
  * ```ts

@@ -1,11 +1,12 @@
-// Inference in one call: predict (and model.predict) on PNG bytes, u8 and f32 planes and
+// Inference in one call: predict (and model.predict) on PNG and JPEG bytes, u8 and f32 planes and
 // ImageData-like objects gives the logits of predictAll and of the forward pass on the same
 // images; top-k order and names; chunking by batchSize changes nothing; one readback per call;
 // bad inputs are one clear TypeError/RangeError.
 import assert from "node:assert/strict";
 import { encode } from "fast-png";
+import { encode as encodeJpeg } from "jpeg-js";
 import { getGpu } from "../gpu/mod.ts";
-import { FASHION_MNIST_CLASSES, ImageDecodeError, pngToPlanes } from "../data/mod.ts";
+import { decodeImage, FASHION_MNIST_CLASSES, ImageDecodeError, pngToPlanes } from "../data/mod.ts";
 import { createModel, type Model, predict, predictAll, uploadImageSet } from "../models/mod.ts";
 
 const gpu = await getGpu();
@@ -143,10 +144,37 @@ Deno.test("predict on PNG bytes of any size and channels: resized and converted 
   const [inv] = await predict(gray, [png(g, 1, 28, 28)], { invert: true });
   const flipped = g.map((v) => 255 - v);
   assertClose(inv.logits, await allLogits(gray, [flipped], 1, 28, 28), 1e-5, "invert");
-  // A JPEG is refused by name until a decoder is wired in; the image's name is the one given.
+  // Bytes that are no image are refused in one line, by the name given.
   await assert.rejects(
-    predict(gray, [new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 0])], { imageNames: ["cat.jpg"] }),
-    (e) => e instanceof ImageDecodeError && /^cat\.jpg: /.test(e.message),
+    predict(gray, [new TextEncoder().encode("GIF89a......")], { imageNames: ["cat.gif"] }),
+    (e) => e instanceof ImageDecodeError && /^cat\.gif: is a GIF image/.test(e.message),
+  );
+});
+
+Deno.test("predict on JPEG bytes: decoded by decodeImage, then as a PNG of the same pixels", async () => {
+  const h = 30, w = 26;
+  const planes = image(3, h, w, 13);
+  const rgba = new Uint8Array(h * w * 4).fill(255);
+  for (let i = 0; i < h * w; i++) {
+    for (let k = 0; k < 3; k++) rgba[4 * i + k] = planes[k * h * w + i];
+  }
+  const jpg = new Uint8Array(encodeJpeg({ width: w, height: h, data: rgba }, 90).data);
+  for (const model of [gray, rgb]) {
+    const c = model.arch.inChannels;
+    const [p] = await predict(model, [jpg], { imageNames: ["photo.jpg"] });
+    const decoded = decodeImage(jpg, { channels: c }).data;
+    assertClose(p.logits, await allLogits(model, [decoded], c, h, w), 1e-5, `JPEG, ${c} channels`);
+    // The same pixels as a PNG give the same prediction.
+    const [q] = await predict(model, [png(decoded, c as 1 | 3, h, w)]);
+    assert.deepEqual(p.logits, q.logits);
+  }
+  // A JPEG and a PNG in one call, next to planes.
+  const both = await predict(gray, [jpg, png(image(1, 28, 28, 14), 1, 28, 28)]);
+  assert.equal(both.length, 2);
+  // A truncated JPEG: one line naming the image.
+  await assert.rejects(
+    predict(gray, [jpg.subarray(0, 40)], { imageNames: ["cut.jpg"] }),
+    (e) => e instanceof ImageDecodeError && /^cut\.jpg: /.test(e.message),
   );
 });
 
