@@ -392,7 +392,7 @@ export class Model {
    * const model = createModel(await getGpu(), { name: "lenet" });
    * const image = { data: new Uint8Array(28 * 28), shape: [1, 28, 28] };
    * const [p] = await model.predict([image], { topK: 3, classes: FASHION_MNIST_CLASSES });
-   * console.log(p.top.map((t) => t.name)); // e.g. ["Bag", "Shirt", "Coat"]
+   * console.log(p.top.map((t) => t.name)); // e.g. ["sandal", "pullover", "dress"]
    * ```
    */
   predict(images: PredictInput, options: PredictOptions = {}): Promise<Prediction[]> {

@@ -7,7 +7,14 @@ import { encode } from "fast-png";
 import { encode as encodeJpeg } from "jpeg-js";
 import { getGpu } from "../gpu/mod.ts";
 import { decodeImage, FASHION_MNIST_CLASSES, ImageDecodeError, pngToPlanes } from "../data/mod.ts";
-import { createModel, type Model, predict, predictAll, uploadImageSet } from "../models/mod.ts";
+import {
+  createModel,
+  encodeSafetensors,
+  type Model,
+  predict,
+  predictAll,
+  uploadImageSet,
+} from "../models/mod.ts";
 
 const gpu = await getGpu();
 
@@ -339,5 +346,41 @@ Deno.test("predict: bad inputs are one clear TypeError or RangeError", async () 
       assert.equal(e.message.split("\n").length, 1, name);
       return true;
     });
+  }
+});
+
+Deno.test("the README's inference example runs as written", async () => {
+  const root = new URL("..", import.meta.url).pathname;
+  const readme = await Deno.readTextFile(`${root}README.md`);
+  const m = readme.match(/<!-- inference -->\s*```ts\n([\s\S]*?)```/);
+  assert.ok(m, "README has a <!-- inference --> ts block");
+  const code = m[1].replace(`"@modern-cnn/webgpu"`, JSON.stringify(`file://${root}mod.ts`));
+  const dir = await Deno.makeTempDir({ prefix: "modern-cnn-inference-" });
+  try {
+    await Deno.writeTextFile(`${dir}/example.ts`, code);
+    await Deno.writeFile(
+      `${dir}/lenet-bn.safetensors`,
+      encodeSafetensors(await gray.stateDict(), { model: "lenet-bn", resize: "28" }),
+    );
+    await Deno.writeFile(`${dir}/shoe.png`, png(image(3, 50, 60, 30), 3, 50, 60));
+    const rgba = new Uint8Array(32 * 32 * 4).map((_, i) => (i % 4 === 3 ? 255 : (i * 5) % 256));
+    await Deno.writeFile(`${dir}/bag.jpg`, encodeJpeg({ width: 32, height: 32, data: rgba }).data);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", `${root}deno.json`, `${dir}/example.ts`],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    const lines = dec.decode(out.stdout).trim().split("\n");
+    assert.equal(lines.length, 2, dec.decode(out.stdout));
+    for (const l of lines) {
+      const names = [...l.matchAll(/"([^"]+) \d\.\d{3}"/g)].map((x) => x[1]);
+      assert.equal(names.length, 3, l);
+      for (const n of names) assert.ok(FASHION_MNIST_CLASSES.includes(n), n);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
