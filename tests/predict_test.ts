@@ -349,6 +349,27 @@ Deno.test("predict: bad inputs are one clear TypeError or RangeError", async () 
   }
 });
 
+Deno.test({
+  name:
+    "predict on an f16 model: f16 inputs from u8 and f32 planes, f32 results near the f32 model's",
+  ignore: !gpu.features.f16,
+  fn: async () => {
+    const half = createModel(gpu, { name: "lenet-bn", seed: 3, precision: "f16" });
+    const ims = [40, 41, 42].map((s) => image(1, 30, 30, s));
+    const u8 = ims.map((data) => ({ data, shape: [1, 30, 30] }));
+    const f32 = ims.map((d) => ({
+      data: Float32Array.from(d, (v) => v / 255),
+      shape: [1, 30, 30],
+    }));
+    const ref = await predict(gray, u8, { batchSize: 2 });
+    for (const input of [u8, f32]) {
+      const ps = await predict(half, input, { batchSize: 2 });
+      assertClose(logitsOf(ps), logitsOf(ref), 3e-2, "f16 vs f32");
+    }
+    half.dispose();
+  },
+});
+
 Deno.test("the README's inference example runs as written", async () => {
   const root = new URL("..", import.meta.url).pathname;
   const readme = await Deno.readTextFile(`${root}README.md`);
