@@ -147,6 +147,11 @@ Deno.test("predict on PNG bytes of any size and channels: resized and converted 
   const three = new Uint8Array(3 * 784);
   for (let k = 0; k < 3; k++) three.set(g, k * 784);
   assertClose(r.logits, await allLogits(rgb, [three], 3, 28, 28), 1e-5, "gray PNG, RGB model");
+  // RGB planes for a gray model: the same luma as the PNG decoder's; gray planes for an RGB one.
+  const [fromPlanes] = await predict(gray, [{ data: c, shape: [3, 30, 40] }]);
+  assertClose(fromPlanes.logits, ps[1].logits, 1e-6, "RGB planes vs RGB PNG");
+  const [grayPlanes] = await predict(rgb, [{ data: g, shape: [1, 28, 28] }]);
+  assert.deepEqual(grayPlanes.logits, r.logits, "gray planes vs gray PNG, RGB model");
   // invert: 255 - v.
   const [inv] = await predict(gray, [png(g, 1, 28, 28)], { invert: true });
   const flipped = g.map((v) => 255 - v);
