@@ -4,7 +4,7 @@
  *
  * The package root is the user API: acquiring a GPU ({@linkcode getGpu}), tensors, the layers a
  * model is composed of, the model zoo ({@linkcode createModel}), the {@linkcode Trainer}, data
- * sets ({@linkcode loadDataset}), safetensors checkpoints, PNG decoding for prediction, autotuning
+ * sets ({@linkcode loadDataset}), safetensors checkpoints, PNG and JPEG decoding, autotuning
  * and the errors all of these throw. The subpaths hold more of each part: `./gpu` (the runtime,
  * including what a custom kernel dispatches with), `./kernels` (every kernel with its params and
  * check function, for writing layers), `./layers` (every layer, block and the layer protocol's
@@ -71,14 +71,26 @@ export {
   type GpuImageSet,
   type HostStateDict,
   type HostTensor,
+  type ImageBitmapLike,
+  type ImageDataLike,
+  type ImagePlanes,
   type ImageSet,
   Model,
   MODEL_NAMES,
   type ModelName,
   NonFiniteError,
   type Precision,
+  predict,
+  predictAll,
+  type PredictAllOptions,
+  type PredictAllResult,
+  type PredictImage,
+  type PredictInput,
+  type Prediction,
+  type PredictOptions,
   SafetensorsError,
   summarize,
+  type TopClass,
   Trainer,
   type TrainerOptions,
   uploadImageSet,
@@ -91,6 +103,7 @@ export {
   type Dataset,
   type DatasetName,
   DatasetNotFoundError,
+  decodeImage,
   FASHION_MNIST_CLASSES,
   ImageDecodeError,
   loadDataset,

@@ -1,16 +1,10 @@
 // deno task eval <model> --weights FILE [--dataset D] [--data-dir DIR] [--resize N] [--limit-test N]
-// Test accuracy, per-class accuracy and the confusion matrix of a checkpoint.
+// [--json]. Test accuracy, per-class accuracy and the confusion matrix of a checkpoint, from the
+// library's predictAll (models/predict.ts).
 import { getGpu } from "../gpu/mod.ts";
-import { prepareBatch } from "../kernels/data/index.ts";
 import { type DatasetName, loadDataset } from "../data/mod.ts";
 import { describeSource } from "../data/dataset.ts";
-import {
-  createModel,
-  DEFAULTS,
-  type Model,
-  NonFiniteError,
-  uploadImageSet,
-} from "../models/mod.ts";
+import { createModel, DEFAULTS, predictAll, uploadImageSet } from "../models/mod.ts";
 import { checkMemory, checkResizeFlag, modelName, parseFlags } from "./common.ts";
 import { CliError, runCommand, UsageError } from "./_run.ts";
 import { loadWeights, parseRunMetadata, readCheckpoint, RECIPE_FIELDS } from "./checkpoint.ts";
@@ -23,61 +17,9 @@ const HELP = `usage: deno task eval <model> --weights FILE [flags]
   --resize N          input size (default: the checkpoint's, else the model's seed recipe)
   --batch-size N      evaluation batch size (default 256)
   --limit-test N      use the first N test examples
+  --json              print one JSON document: accuracy, per-class accuracy, confusion matrix
   --debug             print the stack of an unexpected error
   -h, --help          this text`;
-
-/**
- * Predicted class of every example of a GPU data set, in order (one readback); a
- * {@linkcode NonFiniteError} when an output is Inf or NaN.
- */
-export async function predictAll(
-  model: Model,
-  set: ReturnType<typeof uploadImageSet>,
-  options: { resize: number; batchSize: number },
-): Promise<Int32Array> {
-  const gpu = model.gpu;
-  const n = set.count;
-  const classes = model.arch.numClasses;
-  const logits = gpu.empty([n, classes]);
-  const order = gpu.tensor(Uint32Array.from({ length: n }, (_, i) => i), { shape: [n] });
-  for (let s = 0; s * options.batchSize < n; s++) {
-    const batch = Math.min(options.batchSize, n - s * options.batchSize);
-    gpu.scope(() => {
-      const indices = gpu.empty([batch], { dtype: "u32" });
-      gpu.copy(order, indices, { srcOffset: s * options.batchSize * 4, bytes: batch * 4 });
-      const x = gpu.empty(model.inputShape(batch, options.resize));
-      const labels = gpu.empty([batch], { dtype: "i32" });
-      prepareBatch({ x, labels, images: set.images, srcLabels: set.labels, indices }, {
-        batch,
-        channels: set.channels,
-        srcH: set.height,
-        srcW: set.width,
-        dstH: options.resize,
-        dstW: options.resize,
-      });
-      const { y } = model.forward(x, { gpu, training: false, seed: 0 });
-      gpu.copy(y, logits, { dstOffset: s * options.batchSize * classes * 4, bytes: y.byteLength });
-    });
-    gpu.flush();
-  }
-  const all = await logits.toArray() as Float32Array;
-  logits.dispose();
-  order.dispose();
-  const bad = all.findIndex((v) => !Number.isFinite(v));
-  if (bad >= 0) {
-    throw new NonFiniteError(
-      `the model's outputs are Inf or NaN (example ${Math.floor(bad / classes)}): its weights ` +
-        "are not finite or too large",
-    );
-  }
-  const pred = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (all[i * classes + c] > all[i * classes + best]) best = c;
-    pred[i] = best;
-  }
-  return pred;
-}
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -88,6 +30,7 @@ export async function main(argv: string[]): Promise<number> {
     resize: { type: "string" },
     "batch-size": { type: "string" },
     "limit-test": { type: "string" },
+    json: { type: "boolean" },
   });
   if (values.help) {
     console.log(HELP);
@@ -130,13 +73,39 @@ export async function main(argv: string[]): Promise<number> {
     numClasses: test.classes.length,
   });
   loadWeights(model, values.weights, ck.tensors);
-  const pred = await predictAll(model, uploadImageSet(gpu, test), { resize, batchSize });
+  const { predicted: pred } = await predictAll(model, uploadImageSet(gpu, test), {
+    resize,
+    batchSize,
+  });
   const k = test.classes.length;
   const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   let right = 0;
   for (let i = 0; i < test.count; i++) {
     confusion[test.labels[i]][pred[i]]++;
     if (pred[i] === test.labels[i]) right++;
+  }
+  if (values.json) {
+    const doc = {
+      model: name,
+      weights: values.weights,
+      dataset: test.name,
+      examples: test.count,
+      resize,
+      accuracy: right / test.count,
+      classes: test.classes,
+      per_class: test.classes.map((c, i) => {
+        const total = confusion[i].reduce((a, b) => a + b, 0);
+        return {
+          index: i,
+          name: c,
+          accuracy: total ? confusion[i][i] / total : null,
+          count: total,
+        };
+      }),
+      confusion,
+    };
+    console.log(JSON.stringify(doc));
+    return 0;
   }
   console.log(
     `${name} on ${test.name} test (${test.count} examples): test acc ${

@@ -1,12 +1,12 @@
-// deno task predict <model> --weights FILE IMAGE... : top-3 classes for PNG images.
-// PNG decoding (fast-png, with the header checked first) is data/image.ts's pngToPlanes.
+// deno task predict <model> --weights FILE [--top K] [--json] IMAGE... : the top classes of images.
+// One call of the library's model.predict for all the images (batched on the GPU, one readback);
+// decoding (the header checked first) is data/image.ts's.
 import { getGpu } from "../gpu/mod.ts";
-import { CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, pngToPlanes } from "../data/mod.ts";
-import { createModel, DEFAULTS, NonFiniteError, uploadImageSet } from "../models/mod.ts";
+import { CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES } from "../data/mod.ts";
+import { createModel, DEFAULTS } from "../models/mod.ts";
 import { checkMemory, checkResizeFlag, modelName, parseFlags } from "./common.ts";
 import { CliError, runCommand, UsageError } from "./_run.ts";
 import { loadWeights, parseRunMetadata, readCheckpoint, RECIPE_FIELDS } from "./checkpoint.ts";
-import { predictLogits } from "./predict_core.ts";
 
 const CLASSES: Record<string, readonly string[]> = {
   "fashion-mnist": FASHION_MNIST_CLASSES,
@@ -14,17 +14,22 @@ const CLASSES: Record<string, readonly string[]> = {
   "cifar10": CIFAR10_CLASSES,
 };
 
-const HELP = `usage: deno task predict <model> --weights FILE [flags] IMAGE.png...
+/** Images per forward pass. */
+const BATCH = 32;
+
+const HELP = `usage: deno task predict <model> --weights FILE [flags] IMAGE...
 
   --weights FILE    safetensors checkpoint (the reference's names)
   --classes NAME    class names: fashion-mnist (default), mnist or cifar10
+  --top K           how many classes to show per image, best first (default 3)
+  --json            print one JSON document: per image, the top classes and probabilities
   --resize N        input size (default: the checkpoint's, else the model's seed recipe)
   --invert          invert gray levels (Fashion-MNIST/MNIST images are light objects on black)
   --debug           print the stack of an unexpected error
   -h, --help        this text
 
-Images are converted to the model's channels (gray or RGB), resized bilinearly on the GPU and
-scaled to [0, 1] as in training.`;
+Images are PNG or JPEG files of any size, gray or color: converted to the model's channels (gray
+or RGB), resized bilinearly on the GPU and scaled to [0, 1] as in training, all in one batch.`;
 
 /** Runs the command; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -33,6 +38,8 @@ export async function main(argv: string[]): Promise<number> {
     classes: { type: "string" },
     resize: { type: "string" },
     invert: { type: "boolean" },
+    top: { type: "string" },
+    json: { type: "boolean" },
   });
   if (values.help) {
     console.log(HELP);
@@ -44,6 +51,15 @@ export async function main(argv: string[]): Promise<number> {
   if (!values.weights) throw new UsageError("--weights FILE is required");
   const classes = CLASSES[values.classes ?? "fashion-mnist"];
   if (!classes) throw new UsageError(`--classes: one of ${Object.keys(CLASSES).join(", ")}`);
+  let topK = 3;
+  if (values.top !== undefined) {
+    topK = /^\d+$/.test(values.top) ? Number(values.top) : NaN;
+    if (!(topK >= 1 && topK <= classes.length)) {
+      throw new UsageError(
+        `--top must be an integer in [1, ${classes.length}] (the classes), got '${values.top}'`,
+      );
+    }
+  }
   const ck = await readCheckpoint(values.weights);
   const state = parseRunMetadata(values.weights, ck.metadata, name);
   let resize = state.recipe.resize ?? DEFAULTS[name].resize;
@@ -58,48 +74,52 @@ export async function main(argv: string[]): Promise<number> {
   checkResizeFlag(name, resize);
   const inChannels = values.classes === "cifar10" ? 3 : 1;
   const gpu = await getGpu();
-  checkMemory(gpu, name, { resize, batchSize: 1, channels: inChannels });
+  const batchSize = Math.min(BATCH, files.length);
+  checkMemory(gpu, name, { resize, batchSize, channels: inChannels });
   const model = createModel(gpu, { name, inChannels, numClasses: classes.length });
   loadWeights(model, values.weights, ck.tensors);
+  const images: Uint8Array[] = [];
   for (const file of files) {
-    const bytes = await Deno.readFile(file).catch((err) => {
-      const why = err instanceof Deno.errors.NotFound
-        ? "no such file"
-        : err instanceof Deno.errors.IsADirectory
-        ? "it is a folder"
-        : (err as Error).message.split(":")[0].replace(/ \(os error \d+\)$/, "");
-      throw new CliError(`cannot read image ${file}: ${why}`);
-    });
-    const img = pngToPlanes(bytes, {
-      channels: inChannels,
-      invert: values.invert,
-      file,
-    });
-    const set = uploadImageSet(gpu, {
-      images: img.data,
-      labels: new Uint8Array(1),
-      count: 1,
-      channels: inChannels,
-      height: img.height,
-      width: img.width,
-    });
-    const logits = await predictLogits(model, set, resize);
-    set.images.dispose();
-    set.labels.dispose();
-    if (logits.some((v) => !Number.isFinite(v))) {
-      throw new NonFiniteError(
-        `${file}: the model's outputs are Inf or NaN: the weights in ${values.weights} are not ` +
-          "finite or too large",
-      );
-    }
-    const m = Math.max(...logits);
-    const exp = logits.map((v) => Math.exp(v - m));
-    const z = exp.reduce((a, b) => a + b, 0);
-    const top = [...exp.keys()].sort((a, b) => exp[b] - exp[a]).slice(0, 3);
-    console.log(
-      `${file}: ${top.map((k) => `${classes[k]} ${(exp[k] / z).toFixed(3)}`).join(", ")}`,
+    images.push(
+      await Deno.readFile(file).catch((err) => {
+        const why = err instanceof Deno.errors.NotFound
+          ? "no such file"
+          : err instanceof Deno.errors.IsADirectory
+          ? "it is a folder"
+          : (err as Error).message.split(":")[0].replace(/ \(os error \d+\)$/, "");
+        throw new CliError(`cannot read image ${file}: ${why}`);
+      }),
     );
   }
+  const predictions = await model.predict(images, {
+    topK,
+    classes,
+    resize,
+    batchSize,
+    invert: values.invert,
+    imageNames: files,
+  });
+  if (values.json) {
+    const doc = {
+      model: name,
+      weights: values.weights,
+      resize,
+      images: files.map((file, i) => ({
+        file,
+        top: predictions[i].top.map((t) => ({
+          index: t.index,
+          name: t.name,
+          probability: Number(t.probability.toFixed(6)),
+        })),
+      })),
+    };
+    console.log(JSON.stringify(doc));
+    return 0;
+  }
+  files.forEach((file, i) => {
+    const top = predictions[i].top;
+    console.log(`${file}: ${top.map((t) => `${t.name} ${t.probability.toFixed(3)}`).join(", ")}`);
+  });
   return 0;
 }
 

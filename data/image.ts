@@ -1,22 +1,31 @@
 /**
- * Images for prediction: {@linkcode pngToPlanes} decodes a PNG (with the npm package fast-png)
- * into u8 planes of 1 (gray) or 3 (RGB) channels. The PNG header's size is checked before
- * decoding, and other formats (JPEG, GIF, ...) are recognised and named.
+ * Images into u8 planes of 1 (gray) or 3 (RGB) channels: {@linkcode decodeImage} reads PNG (with
+ * the npm package fast-png) and JPEG (with jpeg-js, see ./jpeg.ts), told apart by their first
+ * bytes; {@linkcode pngToPlanes} reads PNG only. The header's size is checked before decoding, and
+ * other formats (GIF, WebP, ...) are recognised and named. Pure: no Deno API.
  *
  * @module
  */
 
 import { decode } from "fast-png";
+import {
+  decodeJpegRgb,
+  JPEG_SIGNATURE,
+  type JpegHeader,
+  jpegHeader,
+  unsupportedJpeg,
+} from "./jpeg.ts";
 
 /**
- * An image that cannot be used: not a PNG (JPEG, GIF, ... are named), a corrupt or truncated
- * PNG, an empty one, or one too large to predict. The message names the file and says what to do.
+ * An image that cannot be used: not a PNG or JPEG (GIF, WebP, ... are named), a corrupt or
+ * truncated file, an unsupported kind of JPEG (CMYK, 12-bit, lossless, arithmetic-coded), an
+ * empty image, or one too large. The message names the file and says what to do.
  *
  * @example
  * ```ts
- * import { ImageDecodeError, pngToPlanes } from "@modern-cnn/webgpu/data";
+ * import { decodeImage, ImageDecodeError } from "@modern-cnn/webgpu/data";
  * try {
- *   pngToPlanes(new Uint8Array([0xff, 0xd8, 0xff, 0xe0]), { channels: 1, file: "cat.jpg" });
+ *   decodeImage(new Uint8Array([0xff, 0xd8, 0xff, 0xe0]), { channels: 1, file: "cat.jpg" });
  * } catch (e) {
  *   console.log(e instanceof ImageDecodeError, (e as ImageDecodeError).file); // true "cat.jpg"
  * }
@@ -42,7 +51,7 @@ export class ImageDecodeError extends Error {
 }
 
 /**
- * The default of {@linkcode PngOptions.maxPixels}: 4096 x 4096. The decoded image (up to 8 bytes
+ * The default of {@linkcode ImageOptions.maxPixels}: 4096 x 4096. The decoded image (up to 8 bytes
  * a pixel for 16-bit RGBA) and its planes stay in the hundreds of MB, and an RGB image's planes
  * fit the GPU's smallest guaranteed storage binding (128 MiB).
  *
@@ -54,8 +63,8 @@ export class ImageDecodeError extends Error {
  */
 export const MAX_IMAGE_PIXELS: number = 4096 * 4096;
 
-/** Options of {@linkcode pngToPlanes}. */
-export interface PngOptions {
+/** Options of {@linkcode decodeImage} and {@linkcode pngToPlanes}. */
+export interface ImageOptions {
   /** Channels of the result: 1 (gray, by luma) or 3 (RGB). */
   readonly channels: number;
   /** Invert the levels (255 - v), for light-on-dark data sets drawn dark-on-light. */
@@ -64,6 +73,19 @@ export interface PngOptions {
   readonly file?: string;
   /** The most pixels (width x height) accepted; default 4096 x 4096. */
   readonly maxPixels?: number;
+}
+
+/** Options of {@linkcode pngToPlanes}: those of {@linkcode decodeImage}. */
+export type PngOptions = ImageOptions;
+
+/** A decoded image: u8 planes `[channels, height, width]`. */
+export interface DecodedImage {
+  /** The planes, channel after channel, each row-major. */
+  data: Uint8Array;
+  /** Rows. */
+  height: number;
+  /** Columns. */
+  width: number;
 }
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
@@ -90,6 +112,46 @@ function u32be(b: Uint8Array, at: number): number {
   return ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
 }
 
+/** Checks the options shared by the decoders; returns the file's name and the pixel limit. */
+function checkOptions(fn: string, options: ImageOptions): { file: string; maxPixels: number } {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`${fn}: options must be an object with channels (1 or 3), got ${options}`);
+  }
+  if (options.channels !== 1 && options.channels !== 3) {
+    throw new RangeError(`${fn}: channels must be 1 or 3, got ${options.channels}`);
+  }
+  const maxPixels = options.maxPixels ?? MAX_IMAGE_PIXELS;
+  if (!(maxPixels === Infinity || (Number.isSafeInteger(maxPixels) && maxPixels > 0))) {
+    throw new RangeError(`${fn}: maxPixels must be a positive integer, got ${maxPixels}`);
+  }
+  return { file: options.file ?? "<bytes>", maxPixels };
+}
+
+/** Rejects an empty image or one of more than `maxPixels` pixels, by its header's size. */
+function checkSize(
+  file: string,
+  size: { readonly width: number; readonly height: number },
+  maxPixels: number,
+): void {
+  if (size.width === 0 || size.height === 0) {
+    throw new ImageDecodeError(
+      file,
+      `is ${size.width}x${size.height} pixels: an empty image (zero ${
+        size.width === 0 ? "width" : "height"
+      }); export it again`,
+    );
+  }
+  if (size.width * size.height > maxPixels) {
+    const side = Math.sqrt(maxPixels);
+    throw new ImageDecodeError(
+      file,
+      `${size.width}x${size.height} pixels is too large to decode (at most ${maxPixels} pixels${
+        Number.isInteger(side) ? `, e.g. ${side}x${side}` : ""
+      }); resize it first`,
+    );
+  }
+}
+
 /**
  * Reads a PNG's size from its header (the IHDR chunk, bytes 16..24) without decoding it, after
  * checking the signature.
@@ -113,7 +175,7 @@ export function pngSize(bytes: Uint8Array, file = "<bytes>"): { width: number; h
     if (other === "JPEG") {
       throw new ImageDecodeError(
         file,
-        "is a JPEG image; JPEG is not supported yet, only PNG: convert it to PNG first",
+        "is a JPEG image, not a PNG: read it with decodeImage, which reads PNG and JPEG",
       );
     }
     throw new ImageDecodeError(
@@ -154,36 +216,10 @@ export function pngSize(bytes: Uint8Array, file = "<bytes>"): { width: number; h
  * console.log(img.width, img.height, img.data); // 2 1 Uint8Array [0, 255, 0, 255, 0, 255]
  * ```
  */
-export function pngToPlanes(
-  bytes: Uint8Array,
-  options: PngOptions,
-): { data: Uint8Array; height: number; width: number } {
-  const file = options.file ?? "<bytes>";
-  if (options.channels !== 1 && options.channels !== 3) {
-    throw new RangeError(`pngToPlanes: channels must be 1 or 3, got ${options.channels}`);
-  }
-  const maxPixels = options.maxPixels ?? MAX_IMAGE_PIXELS;
-  if (!(maxPixels === Infinity || (Number.isSafeInteger(maxPixels) && maxPixels > 0))) {
-    throw new RangeError(`pngToPlanes: maxPixels must be a positive integer, got ${maxPixels}`);
-  }
+export function pngToPlanes(bytes: Uint8Array, options: PngOptions): DecodedImage {
+  const { file, maxPixels } = checkOptions("pngToPlanes", options);
   const size = pngSize(bytes, file);
-  if (size.width === 0 || size.height === 0) {
-    throw new ImageDecodeError(
-      file,
-      `is ${size.width}x${size.height} pixels: an empty image (zero ${
-        size.width === 0 ? "width" : "height"
-      }); export it again`,
-    );
-  }
-  if (size.width * size.height > maxPixels) {
-    const side = Math.sqrt(maxPixels);
-    throw new ImageDecodeError(
-      file,
-      `${size.width}x${size.height} pixels is too large to predict (at most ${maxPixels} pixels${
-        Number.isInteger(side) ? `, e.g. ${side}x${side}` : ""
-      }); resize it first`,
-    );
-  }
+  checkSize(file, size, maxPixels);
   let img;
   try {
     img = decode(bytes);
@@ -243,6 +279,121 @@ export function pngToPlanes(
       put(0, r);
       put(1, g);
       put(2, b);
+    }
+  }
+  return { data: out, height, width };
+}
+
+/** The format and size of an image, read from its header. */
+export interface ImageSize {
+  /** `"png"` or `"jpeg"`. */
+  readonly format: "png" | "jpeg";
+  /** Columns. */
+  readonly width: number;
+  /** Rows. */
+  readonly height: number;
+}
+
+/**
+ * Reads a PNG's or a JPEG's format and size from its header without decoding it.
+ *
+ * @throws {ImageDecodeError} naming the file: not a PNG or JPEG (GIF, WebP, ... are named), or a
+ * truncated or corrupt header, or an unsupported kind of JPEG (lossless, arithmetic-coded).
+ * @example
+ * ```ts
+ * import { imageSize } from "@modern-cnn/webgpu/data";
+ * import { encode } from "fast-png";
+ * const png = encode({ width: 3, height: 2, data: new Uint8Array(6), channels: 1, depth: 8 });
+ * imageSize(png); // { format: "png", width: 3, height: 2 }
+ * ```
+ */
+export function imageSize(bytes: Uint8Array, file = "<bytes>"): ImageSize {
+  return headerOf(bytes, file).size;
+}
+
+function headerOf(
+  bytes: Uint8Array,
+  file: string,
+): { size: ImageSize; jpeg?: JpegHeader } {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new TypeError(`decodeImage: bytes must be a Uint8Array, got ${typeof bytes}`);
+  }
+  if (startsWith(bytes, PNG_SIGNATURE)) return { size: { format: "png", ...pngSize(bytes, file) } };
+  if (startsWith(bytes, JPEG_SIGNATURE)) {
+    const h = jpegHeader(bytes);
+    if (typeof h === "string") {
+      throw new ImageDecodeError(file, `${h}; export it again`);
+    }
+    return { size: { format: "jpeg", width: h.width, height: h.height }, jpeg: h };
+  }
+  const other = otherFormat(bytes);
+  throw new ImageDecodeError(
+    file,
+    other
+      ? `is a ${other} image; only PNG and JPEG are supported: convert it to PNG first`
+      : bytes.length === 0
+      ? "is empty, not an image"
+      : "is not a PNG or JPEG image (it starts with neither signature); convert it to PNG",
+  );
+}
+
+/**
+ * Decodes a PNG or a JPEG (told apart by their first bytes) into `channels` u8 planes
+ * `[channels, height, width]`: 1 channel is gray by luma (0.299 R + 0.587 G + 0.114 B), 3 is RGB
+ * (a gray image's level in all three). PNG as {@linkcode pngToPlanes}; JPEG with the npm package
+ * jpeg-js: baseline, extended and progressive 8-bit JPEGs, gray or YCbCr; EXIF orientation is not
+ * applied. The header's size is checked before decoding (zero or more than `maxPixels` pixels is
+ * rejected) and the JPEG decoder's memory is bounded by it, so a hostile file cannot exhaust
+ * memory.
+ *
+ * @throws {ImageDecodeError} naming the file, in one line: not a PNG or JPEG (GIF, WebP, ... are
+ * named), corrupt or truncated, empty, too large, or an unsupported JPEG (CMYK, 12-bit, lossless,
+ * arithmetic-coded).
+ * @example
+ * ```ts
+ * import { decodeImage } from "@modern-cnn/webgpu/data";
+ * import { encode } from "jpeg-js";
+ * const rgba = new Uint8Array([255, 0, 0, 255, 0, 0, 255, 255]); // red, blue
+ * const jpg = new Uint8Array(encode({ width: 2, height: 1, data: rgba }, 100).data);
+ * const img = decodeImage(jpg, { channels: 3, file: "two.jpg" });
+ * console.log(img.width, img.height, img.data.length); // 2 1 6
+ * ```
+ */
+export function decodeImage(bytes: Uint8Array, options: ImageOptions): DecodedImage {
+  const { file, maxPixels } = checkOptions("decodeImage", options);
+  const { size, jpeg } = headerOf(bytes, file);
+  if (!jpeg) return pngToPlanes(bytes, options);
+  const unsupported = unsupportedJpeg(jpeg);
+  if (unsupported) throw new ImageDecodeError(file, unsupported);
+  checkSize(file, size, maxPixels);
+  let rgb: Uint8Array;
+  try {
+    rgb = decodeJpegRgb(bytes, size).data;
+  } catch (err) {
+    const why = String((err as Error)?.message ?? err).split("\n")[0].slice(0, 120);
+    throw new ImageDecodeError(
+      file,
+      /maxMemoryUsageInMB|maxResolutionInMP/.test(why)
+        ? `is a JPEG that needs more memory than its ${size.width}x${size.height} pixels ` +
+          `should (${why}): a corrupt or hostile file; export it again`
+        : bytes.at(-2) !== 0xff || bytes.at(-1) !== 0xd9
+        ? `is a truncated or corrupt JPEG (no end marker; ${why}); export it again`
+        : `is not a readable JPEG (${why}); export it again`,
+    );
+  }
+  const { width, height } = size;
+  const plane = width * height;
+  const out = new Uint8Array(options.channels * plane);
+  const invert = options.invert === true;
+  for (let i = 0; i < plane; i++) {
+    const r = rgb[3 * i], g = rgb[3 * i + 1], b = rgb[3 * i + 2];
+    if (options.channels === 1) {
+      const v = Math.round(Math.min(255, 0.299 * r + 0.587 * g + 0.114 * b));
+      out[i] = invert ? 255 - v : v;
+    } else {
+      out[i] = invert ? 255 - r : r;
+      out[plane + i] = invert ? 255 - g : g;
+      out[2 * plane + i] = invert ? 255 - b : b;
     }
   }
   return { data: out, height, width };

@@ -4,7 +4,7 @@
  * on the GPU with `prepareBatch` from the kernels). The parsers (`parseIdxImages`,
  * `parseIdxLabels`, `parseCifarBatch`, `readTar`) and `makeSynthetic` are pure and work in a
  * browser on fetched bytes; `locateDataset` and `loadDataset` use Deno's file system and network.
- * `pngToPlanes` decodes a PNG for prediction. Parsing is bounded: headers are checked against
+ * `decodeImage` decodes a PNG or JPEG into planes. Parsing is bounded: headers are checked against
  * limits before anything is allocated, and gzip is inflated as a stream that stops early.
  *
  * @example
@@ -37,7 +37,17 @@ export {
   parseIdxLabels,
   type ParseOptions,
 } from "./idx.ts";
-export { ImageDecodeError, type PngOptions, pngSize, pngToPlanes } from "./image.ts";
+export {
+  type DecodedImage,
+  decodeImage,
+  ImageDecodeError,
+  type ImageOptions,
+  type ImageSize,
+  imageSize,
+  type PngOptions,
+  pngSize,
+  pngToPlanes,
+} from "./image.ts";
 export {
   DatasetNotFoundError,
   type DataSource,

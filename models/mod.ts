@@ -31,6 +31,20 @@ export {
   precisionUnsupported,
 } from "./model.ts";
 export { customArchitecture, type CustomModelSpec } from "./custom.ts";
+export {
+  type ImageBitmapLike,
+  type ImageDataLike,
+  type ImagePlanes,
+  predict,
+  predictAll,
+  type PredictAllOptions,
+  type PredictAllResult,
+  type PredictImage,
+  type PredictInput,
+  type Prediction,
+  type PredictOptions,
+  type TopClass,
+} from "./predict.ts";
 export { type AdamMoments, type ArenaSlot, ParamArena } from "./arena.ts";
 export {
   decodeSafetensors,

@@ -19,6 +19,12 @@ import { ParamArena } from "./arena.ts";
 import type { HostStateDict, HostTensor } from "./safetensors.ts";
 import { type Architecture, buildArchitecture, type ModelName, type ModelOptions } from "./zoo.ts";
 import { customArchitecture, type CustomModelSpec } from "./custom.ts";
+import {
+  predict as predictImages,
+  type PredictInput,
+  type Prediction,
+  type PredictOptions,
+} from "./predict.ts";
 
 /**
  * Storage type of a model's activations, their gradients and the weights its kernels read:
@@ -369,6 +375,28 @@ export class Model {
    */
   zeroGrad(): void {
     this.#arena.zeroGrad();
+  }
+
+  /**
+   * Predicts the classes of images in evaluation mode, in one call with one readback: PNG or JPEG bytes,
+   * u8 or f32 planes with their shape, `ImageData` or `ImageBitmap`, converted to the model's
+   * channels, resized to `options.resize` (default the model's input size; give a checkpoint's
+   * `resize`) and normalized on the GPU as in training. Returns per image the probabilities and
+   * the `topK` classes with their names. See the function `predict` for the details.
+   *
+   * @example
+   * ```ts
+   * import { getGpu } from "@modern-cnn/webgpu/gpu";
+   * import { FASHION_MNIST_CLASSES } from "@modern-cnn/webgpu/data";
+   * import { createModel } from "@modern-cnn/webgpu/models";
+   * const model = createModel(await getGpu(), { name: "lenet" });
+   * const image = { data: new Uint8Array(28 * 28), shape: [1, 28, 28] };
+   * const [p] = await model.predict([image], { topK: 3, classes: FASHION_MNIST_CLASSES });
+   * console.log(p.top.map((t) => t.name)); // e.g. ["sandal", "pullover", "dress"]
+   * ```
+   */
+  predict(images: PredictInput, options: PredictOptions = {}): Promise<Prediction[]> {
+    return predictImages(this, images, options);
   }
 
   /**

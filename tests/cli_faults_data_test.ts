@@ -312,7 +312,7 @@ Deno.test("predict: huge, empty and corrupt PNGs are one line; an unexpected err
         args: ["lenet", "--weights", ck, huge],
         code: 1,
         command: "predict",
-        stderr: /huge\.png: 20000x20000 pixels is too large to predict .*; resize it first/,
+        stderr: /huge\.png: 20000x20000 pixels is too large to decode .*; resize it first/,
         maxSeconds: 10,
       },
       {

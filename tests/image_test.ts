@@ -1,10 +1,11 @@
-// Tests of image decoding for prediction (data/image.ts): PNGs of every bit depth and colour type
-// into planes, and the files that are rejected before or while decoding (other formats, empty,
-// too large, truncated, corrupt, a palette index past the palette), each with an
-// ImageDecodeError naming the file in one line. No GPU needed.
+// Tests of image decoding (data/image.ts, data/jpeg.ts): PNGs of every bit depth and colour type
+// into planes, JPEGs written by jpeg-js, and the files that are rejected before or while decoding
+// (other formats, empty, too large, truncated, corrupt, a palette index past the palette,
+// unsupported JPEGs), each with an ImageDecodeError naming the file in one line. No GPU needed.
 import assert from "node:assert/strict";
 import { encode } from "fast-png";
-import { ImageDecodeError, pngSize, pngToPlanes } from "../data/mod.ts";
+import { encode as encodeJpeg } from "jpeg-js";
+import { decodeImage, ImageDecodeError, imageSize, pngSize, pngToPlanes } from "../data/mod.ts";
 import { MAX_IMAGE_PIXELS } from "../data/image.ts";
 import { chunk, concat, ihdr, PNG_SIGNATURE } from "./_png.ts";
 
@@ -154,7 +155,7 @@ Deno.test("the PNG header's size is checked before decoding: empty and huge imag
     () => pngToPlanes(header(20000, 20000), { channels: 3, file: "IMG.png" }),
     "IMG.png",
     new RegExp(
-      `^IMG\\.png: 20000x20000 pixels is too large to predict \\(at most ${MAX_IMAGE_PIXELS} ` +
+      `^IMG\\.png: 20000x20000 pixels is too large to decode \\(at most ${MAX_IMAGE_PIXELS} ` +
         "pixels, e\\.g\\. 4096x4096\\); resize it first$",
     ),
   );
@@ -162,7 +163,7 @@ Deno.test("the PNG header's size is checked before decoding: empty and huge imag
   rejects(
     () => pngToPlanes(header(30, 30), { channels: 1, file: "s.png", maxPixels: 800 }),
     "s.png",
-    /30x30 pixels is too large to predict \(at most 800 pixels\)/,
+    /30x30 pixels is too large to decode \(at most 800 pixels\)/,
   );
   assert.throws(() => pngToPlanes(header(1, 1), { channels: 2 }), RangeError);
 });
@@ -172,7 +173,7 @@ Deno.test("files that are not PNGs are named: JPEG, GIF, other bytes, truncated,
     () =>
       pngToPlanes(new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 16]), { channels: 1, file: "a.jpg" }),
     "a.jpg",
-    /is a JPEG image; JPEG is not supported yet, only PNG: convert it to PNG first/,
+    /is a JPEG image, not a PNG: read it with decodeImage, which reads PNG and JPEG/,
   );
   rejects(
     () => pngToPlanes(new TextEncoder().encode("GIF89a....."), { channels: 1, file: "a.gif" }),
@@ -204,4 +205,171 @@ Deno.test("files that are not PNGs are named: JPEG, GIF, other bytes, truncated,
     "bad.png",
     /is not a readable PNG \(.*\); export it again/,
   );
+});
+
+/** A JPEG of an RGBA image, written by jpeg-js. */
+function jpeg(width: number, height: number, rgba: Uint8Array, quality = 100): Uint8Array {
+  return new Uint8Array(encodeJpeg({ width, height, data: rgba }, quality).data);
+}
+
+/** A smooth w x h test picture as RGBA (gradients, so JPEG keeps it within a few levels). */
+function picture(w: number, h: number, gray: boolean): Uint8Array {
+  const out = new Uint8Array(w * h * 4);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const i = 4 * (y * w + x);
+      const r = Math.round(40 + (160 * x) / (w - 1));
+      const g = Math.round(30 + (180 * y) / (h - 1));
+      const b = Math.round(200 - (100 * (x + y)) / (w + h - 2));
+      out.set(gray ? [r, r, r, 255] : [r, g, b, 255], i);
+    }
+  }
+  return out;
+}
+
+function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** RGBA to planes: 3 channels, or gray by luma as the decoders do. */
+function planes(rgba: Uint8Array, n: number, channels: 1 | 3): number[] {
+  const out = new Array<number>(channels * n);
+  for (let i = 0; i < n; i++) {
+    const [r, g, b] = rgba.subarray(4 * i, 4 * i + 3);
+    if (channels === 1) out[i] = Math.round(0.299 * r + 0.587 * g + 0.114 * b);
+    else [out[i], out[n + i], out[2 * n + i]] = [r, g, b];
+  }
+  return out;
+}
+
+Deno.test("JPEGs written by jpeg-js (quality 100) decode close to their source, RGB and gray", () => {
+  const [w, h] = [24, 17]; // not multiples of the 8x8 blocks
+  for (const gray of [false, true]) {
+    const src = picture(w, h, gray);
+    const jpg = jpeg(w, h, src);
+    assert.deepEqual(imageSize(jpg, "p.jpg"), { format: "jpeg", width: w, height: h });
+    for (const channels of [1, 3] as const) {
+      const img = decodeImage(jpg, { channels, file: "p.jpg" });
+      assert.deepEqual([img.width, img.height, img.data.length], [w, h, channels * w * h]);
+      const d = maxDiff(img.data, planes(src, w * h, channels));
+      assert.ok(d <= 4, `gray ${gray}, ${channels} channels: off by ${d} levels`);
+      const inv = decodeImage(jpg, { channels, invert: true });
+      assert.deepEqual([...inv.data], [...img.data].map((v) => 255 - v));
+    }
+  }
+  // PNG through decodeImage is pngToPlanes.
+  const png = encode({ width: 2, height: 1, data: new Uint8Array([0, 255]), channels: 1 });
+  assert.deepEqual([...decodeImage(png, { channels: 3 }).data], [0, 255, 0, 255, 0, 255]);
+  assert.deepEqual(imageSize(png), { format: "png", width: 2, height: 1 });
+  // A flat colour stays that colour.
+  const red = jpeg(8, 8, new Uint8Array(8 * 8 * 4).map((_, i) => [200, 10, 60, 255][i % 4]));
+  const r = decodeImage(red, { channels: 3 });
+  assert.ok(
+    maxDiff(r.data, [...Array(64).fill(200), ...Array(64).fill(10), ...Array(64).fill(60)]) <= 3,
+  );
+});
+
+Deno.test("corrupt, truncated and unsupported JPEGs are one line naming the file", () => {
+  const jpg = jpeg(16, 16, picture(16, 16, false));
+  // Cut anywhere: in the header, or in the image data (then jpeg-js finds no end marker).
+  for (const cut of [3, 10, 30, 100, 200, jpg.length - 40, jpg.length - 2]) {
+    rejects(
+      () => decodeImage(jpg.subarray(0, cut), { channels: 3, file: "cut.jpg" }),
+      "cut.jpg",
+      /truncated JPEG|not a readable JPEG|corrupt JPEG/,
+    );
+  }
+  rejects(
+    () => decodeImage(jpg.subarray(0, 30), { channels: 3, file: "cut.jpg" }),
+    "cut.jpg",
+    /^cut\.jpg: is 30 bytes, a truncated JPEG \(it ends before its frame header\); export it again$/,
+  );
+  // Garbage where the entropy-coded data is.
+  const sos = jpg.findIndex((v, i) => v === 0xff && jpg[i + 1] === 0xda);
+  const garbled = jpg.slice();
+  for (let i = sos + 20; i < jpg.length - 2; i++) garbled[i] = 0xff;
+  rejects(() => decodeImage(garbled, { channels: 1, file: "bad.jpg" }), "bad.jpg", /JPEG/);
+  rejects(
+    () => decodeImage(new Uint8Array([0xff, 0xd8, 0xff, 0xd9]), { channels: 1, file: "e.jpg" }),
+    "e.jpg",
+    /is a corrupt JPEG \(no frame header before its image data\)/,
+  );
+  // The frame header, changed in place: its marker, precision, components, size.
+  const sof = jpg.findIndex((v, i) => v === 0xff && jpg[i + 1] === 0xc0);
+  const edit = (at: number, values: number[]) => {
+    const b = jpg.slice();
+    b.set(values, sof + at);
+    return b;
+  };
+  rejects(
+    () => decodeImage(edit(1, [0xc9]), { channels: 3, file: "a.jpg" }),
+    "a.jpg",
+    /is an arithmetic-coded JPEG, which is not supported/,
+  );
+  rejects(
+    () => decodeImage(edit(1, [0xc3]), { channels: 3, file: "l.jpg" }),
+    "l.jpg",
+    /is a lossless JPEG/,
+  );
+  rejects(
+    () => decodeImage(edit(4, [12]), { channels: 3, file: "d.jpg" }),
+    "d.jpg",
+    /is a 12-bit JPEG; only 8-bit JPEGs are supported/,
+  );
+  rejects(
+    () => decodeImage(edit(9, [4]), { channels: 3, file: "cmyk.jpg" }),
+    "cmyk.jpg",
+    /is a CMYK JPEG \(4 components\); only gray and RGB JPEGs are supported: convert it to RGB/,
+  );
+  rejects(
+    () => decodeImage(edit(7, [0, 0]), { channels: 3, file: "z.jpg" }),
+    "z.jpg",
+    /is 0x16 pixels: an empty image \(zero width\)/,
+  );
+  // Other formats are named.
+  rejects(
+    () => decodeImage(new TextEncoder().encode("GIF89a....."), { channels: 1, file: "a.gif" }),
+    "a.gif",
+    /is a GIF image; only PNG and JPEG are supported: convert it to PNG first/,
+  );
+  rejects(
+    () => decodeImage(new TextEncoder().encode("hello"), { channels: 1, file: "t.txt" }),
+    "t.txt",
+    /is not a PNG or JPEG image/,
+  );
+  rejects(() => decodeImage(new Uint8Array(0), { channels: 1, file: "e" }), "e", /is empty/);
+  assert.throws(() => decodeImage(jpg, { channels: 2 }), RangeError);
+  assert.throws(() => decodeImage(jpg, { channels: 1, maxPixels: 0 }), RangeError);
+});
+
+Deno.test("a JPEG too large by its header is refused before decoding", () => {
+  const jpg = jpeg(16, 16, picture(16, 16, true));
+  const sof = jpg.findIndex((v, i) => v === 0xff && jpg[i + 1] === 0xc0);
+  const huge = jpg.slice();
+  huge.set([0xfe, 0x00, 0xfe, 0x00], sof + 5); // 65024 x 65024
+  const t0 = performance.now();
+  rejects(
+    () => decodeImage(huge, { channels: 3, file: "big.jpg" }),
+    "big.jpg",
+    /^big\.jpg: 65024x65024 pixels is too large to decode \(at most 16777216 pixels, e\.g\. 4096x4096\); resize it first$/,
+  );
+  assert.ok(performance.now() - t0 < 100);
+  rejects(
+    () => decodeImage(jpg, { channels: 1, file: "s.jpg", maxPixels: 100 }),
+    "s.jpg",
+    /16x16 pixels is too large to decode \(at most 100 pixels, e\.g\. 10x10\)/,
+  );
+  // A header that claims fewer pixels than the data holds cannot make jpeg-js allocate more:
+  // it is bounded by the header's size (it decodes that many pixels, or fails).
+  const small = jpg.slice();
+  small.set([0x00, 0x08, 0x00, 0x08], sof + 5);
+  try {
+    const img = decodeImage(small, { channels: 1, file: "s.jpg" });
+    assert.deepEqual([img.width, img.height], [8, 8]);
+  } catch (e) {
+    assert.ok(e instanceof ImageDecodeError, String(e));
+  }
 });
