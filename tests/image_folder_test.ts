@@ -21,6 +21,7 @@ import {
   resizePlanes,
 } from "../data/image_folder_plan.ts";
 import { assertOk, metadataOf, sandbox } from "./_faults.ts";
+import { imageFolderFromFiles } from "../web/session.ts";
 
 /** A gray PNG of one level. */
 function grayPng(w: number, h: number, v: number): Uint8Array {
@@ -221,6 +222,38 @@ Deno.test("the plan and the host resize, in memory (as the browser uses them)", 
     },
   );
   assert.deepEqual([ds.count, ds.channels, ds.name], [2, 3, "mem"]);
+});
+
+Deno.test("the demo page's File objects give the same data set as the folder on disk", async () => {
+  const root = await Deno.makeTempDir({ prefix: "modern-cnn-folder-" });
+  try {
+    await writeFolder(root);
+    const files: File[] = [];
+    for (const c of ["circle", "square", "triangle"]) {
+      for await (const e of Deno.readDir(join(root, c))) {
+        const f = new File([await Deno.readFile(join(root, c, e.name))], e.name);
+        Object.defineProperty(f, "webkitRelativePath", { value: `shapes/${c}/${e.name}` });
+        files.push(f);
+      }
+    }
+    const fromFiles = await imageFolderFromFiles(files.reverse());
+    assert.equal(fromFiles.name, "shapes");
+    assert.deepEqual(fromFiles.classes, ["circle", "square", "triangle"]);
+    for (const split of ["train", "test"] as const) {
+      const disk = await loadImageFolder(root, { split });
+      const page = fromFiles[split];
+      assert.deepEqual([page.count, page.channels, page.height, page.width], [
+        disk.count,
+        disk.channels,
+        disk.height,
+        disk.width,
+      ]);
+      assert.deepEqual([...page.labels], [...disk.labels]);
+      assert.ok(page.images.every((v, i) => v === disk.images[i]), `${split} pixels`);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
 
 Deno.test("faults: no folder, no classes, an empty class, a bad image, unsupported formats", async () => {
