@@ -21,7 +21,7 @@ import {
   resizePlanes,
 } from "../data/image_folder_plan.ts";
 import { assertOk, metadataOf, sandbox } from "./_faults.ts";
-import { imageFolderFromFiles } from "../web/session.ts";
+import { imageFolderFromFiles } from "../web/folder.ts";
 
 /** A gray PNG of one level. */
 function grayPng(w: number, h: number, v: number): Uint8Array {

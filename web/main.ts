@@ -24,9 +24,9 @@ import {
   type DemoStatus,
   type FashionMnist,
   fetchFashionMnist,
-  imageFolderFromFiles,
   PRESETS,
 } from "./session.ts";
+import { imageFolderFromFiles } from "./folder.ts";
 
 declare global {
   interface Window {

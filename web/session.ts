@@ -3,9 +3,8 @@
  * fetching Fashion-MNIST from the demo server, and training with the library's own
  * {@linkcode Trainer} in short chunks so that the page can draw loss and accuracy as it goes.
  *
- * Or your own images: {@linkcode imageFolderFromFiles} builds the same data from the `File`s of an
- * `<input type=file webkitdirectory>` (one subfolder per class) with the package's image-folder
- * code, shared with `loadImageFolder`.
+ * Or your own images: `imageFolderFromFiles` (`folder.ts`) builds the same data from the `File`s of
+ * an `<input type=file webkitdirectory>` (one subfolder per class).
  *
  * Only browser-safe parts of the package are used here (the GPU runtime, the models, the data
  * kernel, the pure IDX parser, the pure image-folder code and the class names): nothing that
@@ -27,7 +26,6 @@ import {
 import { permutation } from "../models/trainer.ts";
 import { FASHION_MNIST_CLASSES } from "../data/dataset.ts";
 import { checkIdxPair, parseIdxImages, parseIdxLabels } from "../data/idx.ts";
-import { type ImageFolderOptions, readImageFolder } from "../data/image_folder_plan.ts";
 
 /** The models the demo offers. */
 export const DEMO_MODELS = ["lenet", "lenet-bn", "resnet"] as const;
@@ -140,61 +138,6 @@ export interface FashionMnist {
   readonly classes?: readonly string[];
   /** The data set's name; `Fashion-MNIST` when absent. */
   readonly name?: string;
-}
-
-/**
- * Your own images as the demo's data: the `File`s of an `<input type=file multiple
- * webkitdirectory>` (their `webkitRelativePath` is `FOLDER/CLASS/IMAGE`), grouped, split,
- * decoded (PNG or JPEG) and stored at one size exactly as `loadImageFolder` does on disk (see
- * `data/image_folder_plan.ts`). Each file is read once.
- *
- * @throws {DataFormatError} for the folder (no class subfolders, a class without images, ...).
- * @throws {ImageDecodeError} naming an image that cannot be decoded.
- * @example
- * ```ts
- * import { imageFolderFromFiles } from "./session.ts";
- * import { encode } from "fast-png";
- * const png = encode({ width: 2, height: 2, data: new Uint8Array(4), channels: 1, depth: 8 });
- * const file = (path: string) => {
- *   const f = new File([png], path.split("/").pop()!);
- *   Object.defineProperty(f, "webkitRelativePath", { value: path });
- *   return f;
- * };
- * const files = ["a", "b"].flatMap((c) => [1, 2, 3].map((i) => file(`toy/${c}/${i}.png`)));
- * const data = await imageFolderFromFiles(files, { testFraction: 0.34 });
- * console.log(data.name, data.classes, data.train.count, data.test.count); // toy ["a", "b"] 4 2
- * ```
- */
-export async function imageFolderFromFiles(
-  files: readonly File[],
-  options: Omit<ImageFolderOptions, "limit"> = {},
-): Promise<FashionMnist & { readonly classes: readonly string[]; readonly name: string }> {
-  const byPath = new Map<string, File>();
-  let root = "";
-  for (const f of files) {
-    const full = f.webkitRelativePath || f.name;
-    const parts = full.split("/");
-    // The chosen folder's own name comes first; the paths are relative to it.
-    if (parts.length > 1) {
-      const top = parts.shift()!;
-      root ||= top;
-    }
-    byPath.set(parts.join("/"), f);
-  }
-  root ||= "files";
-  const bytes = new Map<string, Promise<Uint8Array>>();
-  const read = (path: string): Promise<Uint8Array> => {
-    let b = bytes.get(path);
-    if (!b) {
-      b = byPath.get(path)!.arrayBuffer().then((a) => new Uint8Array(a));
-      bytes.set(path, b);
-    }
-    return b;
-  };
-  const paths = [...byPath.keys()];
-  const train = await readImageFolder(root, paths, read, { ...options, split: "train" });
-  const test = await readImageFolder(root, paths, read, { ...options, split: "test" });
-  return { train, test, classes: train.classes, name: root };
 }
 
 /** The four files' URL paths on the demo server. */
