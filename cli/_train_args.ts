@@ -20,7 +20,9 @@ flags (defaults: the seed recipe of each model):
   --batch-size N      batch size
   --lr X              learning rate
   --resize N          input size (images are resized bilinearly on the GPU)
-  --dataset NAME      fashion-mnist (default), mnist, cifar10 or synthetic
+  --dataset NAME      fashion-mnist (default), mnist, cifar10, synthetic, or folder:PATH: your
+                      images, one subfolder of PNG/JPEG files per class (or train/ and test/
+                      folders of those; else 20% of each class is the test set)
   --data-dir DIR      where the data set files are
   --limit-train N     use the first N training examples
   --limit-test N      use the first N test examples
@@ -199,6 +201,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   if (args.dataDir !== undefined && args.given.dataset === "synthetic") {
     throw new UsageError("--data-dir has no effect with --dataset synthetic (made in memory)");
   }
+  args.given = { ...args.given, ...folderDataset(args.given.dataset, args.dataDir) };
   if (args.given.resize !== undefined) checkResizeFlag(model, args.given.resize);
   const { batchSize, limitTrain } = args.given;
   if (batchSize !== undefined && limitTrain != null && batchSize > limitTrain) {
@@ -207,6 +210,23 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     );
   }
   return args;
+}
+
+/**
+ * `--dataset folder:PATH`: the path made absolute (so that `--resume` finds it from anywhere);
+ * `--data-dir` has no effect with it.
+ */
+function folderDataset(
+  dataset: string | undefined,
+  dataDir: string | undefined,
+): Partial<RunRecipe> {
+  if (dataset === undefined || !dataset.startsWith("folder:")) return {};
+  if (dataDir !== undefined) {
+    throw new UsageError(
+      "--data-dir has no effect with --dataset folder:PATH (the folder is named in it)",
+    );
+  }
+  return { dataset: `folder:${resolve(dataset.slice(7))}` };
 }
 
 /** `--patience N`: an integer >= 1. */

@@ -126,8 +126,9 @@ export const RECIPE_FIELDS: Readonly<Record<keyof RunRecipe, Field>> = {
   dataset: {
     key: "dataset",
     flag: "--dataset",
-    parse: (t) => (DATASETS as readonly string[]).includes(t) ? t : undefined,
-    expected: `one of ${DATASETS.join(", ")}`,
+    parse: (t) =>
+      (DATASETS as readonly string[]).includes(t) || /^folder:[^\n]+$/.test(t) ? t : undefined,
+    expected: `one of ${DATASETS.join(", ")}, or folder:PATH (one subfolder of images per class)`,
   },
   limitTrain: {
     key: "limit_train",
@@ -201,7 +202,16 @@ export interface RunState {
   readonly recipe: Partial<RunRecipe>;
   /** The optimizer file's name (in the model file's folder); null: no optimizer state. */
   readonly optimizer: string | null | undefined;
+  /**
+   * The class names the model was trained on, by label (`classes` in the metadata, a JSON array
+   * of strings); absent in checkpoints of older versions.
+   */
+  readonly classes?: readonly string[];
 }
+
+/** The most classes a checkpoint names (labels are bytes), and the longest name. */
+const MAX_CLASSES = 256;
+const MAX_CLASS_NAME = 255;
 
 /** A new run id. */
 export function newRunId(): string {
@@ -224,6 +234,7 @@ export function runMetadata(state: RunState, recipe: RunRecipe): Record<string, 
     optimizer: state.optimizer ?? "none",
   };
   if (state.lossScale !== undefined) meta.loss_scale = String(state.lossScale);
+  if (state.classes !== undefined) meta.classes = JSON.stringify(state.classes);
   for (const [name, f] of Object.entries(RECIPE_FIELDS)) {
     const v = recipe[name as keyof RunRecipe];
     meta[f.key] = v === null ? "none" : String(v);
@@ -273,6 +284,20 @@ export function parseRunMetadata(
     const v = f.parse(meta[f.key]);
     recipe[name] = v === undefined ? bad(f.key, f.expected) : v;
   }
+  let classes: string[] | undefined;
+  if (meta.classes !== undefined) {
+    const expected = `a JSON array of 1 to ${MAX_CLASSES} class names (strings of 1 to ` +
+      `${MAX_CLASS_NAME} characters)`;
+    try {
+      classes = JSON.parse(meta.classes);
+    } catch {
+      bad("classes", expected);
+    }
+    if (
+      !Array.isArray(classes) || classes.length < 1 || classes.length > MAX_CLASSES ||
+      !classes.every((c) => typeof c === "string" && c.length >= 1 && c.length <= MAX_CLASS_NAME)
+    ) bad("classes", expected);
+  }
   let optimizer: string | null | undefined;
   if (meta.optimizer !== undefined) {
     optimizer = meta.optimizer === "none" ? null : meta.optimizer;
@@ -288,6 +313,7 @@ export function parseRunMetadata(
     lossScale,
     recipe: recipe as Partial<RunRecipe>,
     optimizer,
+    ...(classes ? { classes } : {}),
   };
 }
 

@@ -228,6 +228,7 @@ export async function main(argv: string[]): Promise<number> {
         runId,
         lossScale: r.lossScale,
         recipe,
+        classes: trainSet.classes,
       },
       recipe,
       momentum,

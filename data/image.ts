@@ -89,6 +89,7 @@ export interface DecodedImage {
 }
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+const PNG_SIGNATURE_BYTES = new Uint8Array(PNG_SIGNATURE);
 
 function startsWith(b: Uint8Array, sig: readonly number[], at = 0): boolean {
   return b.length >= at + sig.length && sig.every((v, i) => b[at + i] === v);
@@ -292,10 +293,15 @@ export interface ImageSize {
   readonly width: number;
   /** Rows. */
   readonly height: number;
+  /**
+   * 1 for a gray image, 3 for a colour one, by the header: PNG colour types 2, 3 (palette) and 6
+   * and 3-component JPEGs are colour, even when every pixel is gray.
+   */
+  readonly channels: 1 | 3;
 }
 
 /**
- * Reads a PNG's or a JPEG's format and size from its header without decoding it.
+ * Reads a PNG's or a JPEG's format, size and colour from its header without decoding it.
  *
  * @throws {ImageDecodeError} naming the file: not a PNG or JPEG (GIF, WebP, ... are named), or a
  * truncated or corrupt header, or an unsupported kind of JPEG (lossless, arithmetic-coded).
@@ -304,7 +310,7 @@ export interface ImageSize {
  * import { imageSize } from "@modern-cnn/webgpu/data";
  * import { encode } from "fast-png";
  * const png = encode({ width: 3, height: 2, data: new Uint8Array(6), channels: 1, depth: 8 });
- * imageSize(png); // { format: "png", width: 3, height: 2 }
+ * imageSize(png); // { format: "png", width: 3, height: 2, channels: 1 }
  * ```
  */
 export function imageSize(bytes: Uint8Array, file = "<bytes>"): ImageSize {
@@ -318,13 +324,24 @@ function headerOf(
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`decodeImage: bytes must be a Uint8Array, got ${typeof bytes}`);
   }
-  if (startsWith(bytes, PNG_SIGNATURE)) return { size: { format: "png", ...pngSize(bytes, file) } };
-  if (startsWith(bytes, JPEG_SIGNATURE)) {
+  if (bytes.length > 0 && bytes.length < 8 && startsWith(PNG_SIGNATURE_BYTES, [...bytes])) {
+    throw new ImageDecodeError(
+      file,
+      `is ${bytes.length} bytes, a truncated PNG (no IHDR header); export it again`,
+    );
+  }
+  if (startsWith(bytes, PNG_SIGNATURE)) {
+    const { width, height } = pngSize(bytes, file);
+    const channels = bytes.length > 25 && [2, 3, 6].includes(bytes[25]) ? 3 : 1;
+    return { size: { format: "png", width, height, channels } };
+  }
+  if (startsWith(bytes, JPEG_SIGNATURE.slice(0, 2))) {
     const h = jpegHeader(bytes);
     if (typeof h === "string") {
       throw new ImageDecodeError(file, `${h}; export it again`);
     }
-    return { size: { format: "jpeg", width: h.width, height: h.height }, jpeg: h };
+    const channels = h.components === 1 ? 1 : 3;
+    return { size: { format: "jpeg", width: h.width, height: h.height, channels }, jpeg: h };
   }
   const other = otherFormat(bytes);
   throw new ImageDecodeError(

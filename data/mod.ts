@@ -4,7 +4,8 @@
  * on the GPU with `prepareBatch` from the kernels). The parsers (`parseIdxImages`,
  * `parseIdxLabels`, `parseCifarBatch`, `readTar`) and `makeSynthetic` are pure and work in a
  * browser on fetched bytes; `locateDataset` and `loadDataset` use Deno's file system and network.
- * `decodeImage` decodes a PNG or JPEG into planes. Parsing is bounded: headers are checked against
+ * `decodeImage` decodes a PNG or JPEG into planes; `loadImageFolder` (or `loadDataset("folder:PATH")`)
+ * loads an image folder, one subfolder of PNG or JPEG images per class. Parsing is bounded: headers are checked against
  * limits before anything is allocated, and gzip is inflated as a stream that stops early.
  *
  * @example
@@ -48,6 +49,11 @@ export {
   pngSize,
   pngToPlanes,
 } from "./image.ts";
+export {
+  type ImageFolderOptions,
+  loadImageFolder,
+  type LoadImageFolderOptions,
+} from "./image_folder.ts";
 export {
   DatasetNotFoundError,
   type DataSource,

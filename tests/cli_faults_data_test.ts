@@ -1,5 +1,6 @@
 // The CLI fault suite (see tests/_faults.ts), inputs: --data-dir is authoritative, gzip bombs are
-// stopped, an empty test split says so; huge, empty and corrupt PNGs are one line; an unexpected
+// stopped, an empty test split says so; an image folder that is missing, has no classes, an empty
+// class or a bad image is one line; huge, empty and corrupt PNGs are one line; an unexpected
 // error says it is a bug.
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -265,6 +266,108 @@ Deno.test("--data-dir is authoritative; bombs are stopped; an empty test split s
       if (c.code !== 0) {
         assert.deepEqual(await snapshot(sb.dir), before, `${c.name}: files changed`);
       }
+    }, 2);
+  } finally {
+    await sb.done();
+  }
+});
+
+// ------------------------------------------------------------------ image folders ----
+
+Deno.test("--dataset folder:PATH: a missing folder, no classes, an empty class, a bad image", async () => {
+  const sb = await sandbox();
+  try {
+    const d = (name: string) => join(sb.dir, name);
+    await Deno.mkdir(d("loose"));
+    await Deno.writeFile(join(d("loose"), "a.png"), goodPng());
+    for (const c of ["cat", "dog"]) {
+      await Deno.mkdir(join(d("empty-class"), c), { recursive: true });
+    }
+    await Deno.writeFile(join(d("empty-class"), "cat", "1.png"), goodPng());
+    for (const c of ["cat", "dog"]) await Deno.mkdir(join(d("bad-image"), c), { recursive: true });
+    await Deno.writeFile(join(d("bad-image"), "cat", "1.png"), goodPng());
+    await Deno.writeFile(join(d("bad-image"), "dog", "1.jpg"), new Uint8Array([0xff, 0xd8, 0xff]));
+    const ck = d("w.safetensors");
+    assertOk("the checkpoint", await sb.cli("train.ts", ["lenet", ...TINY, "--save", ck]));
+    const trainOn = (folder: string) => [
+      "lenet",
+      "--dataset",
+      `folder:${folder}`,
+      "--batch-size",
+      "1",
+      "--epochs",
+      "1",
+    ];
+    const cases: DataCase[] = [
+      {
+        name: "train: a folder that does not exist",
+        script: "train.ts",
+        args: trainOn(d("nope")),
+        code: 1,
+        stderr: new RegExp(
+          `^train: ${lit(d("nope"))}: does not exist; an image folder holds one subfolder of PNG ` +
+            "or JPEG images per class$",
+          "m",
+        ),
+      },
+      {
+        name: "eval: a folder that does not exist",
+        script: "eval.ts",
+        args: ["lenet", "--weights", ck, "--dataset", `folder:${d("nope")}`],
+        code: 1,
+        stderr: new RegExp(`^eval: ${lit(d("nope"))}: does not exist`, "m"),
+      },
+      {
+        name: "train: images but no class subfolders",
+        script: "train.ts",
+        args: trainOn(d("loose")),
+        code: 1,
+        stderr: new RegExp(`${lit(d("loose"))}: has no class subfolders with images; .*CLASS`),
+      },
+      {
+        name: "train: a class folder with no images",
+        script: "train.ts",
+        args: trainOn(d("empty-class")),
+        code: 1,
+        stderr: new RegExp(
+          `${lit(join(d("empty-class"), "dog"))}: is a class folder with no PNG or JPEG images; ` +
+            "add its images, or remove the folder",
+        ),
+      },
+      {
+        name: "train: an image that cannot be decoded",
+        script: "train.ts",
+        args: trainOn(d("bad-image")),
+        code: 1,
+        stderr: new RegExp(
+          `${lit(join(d("bad-image"), "dog", "1.jpg"))}: is 3 bytes, a truncated JPEG`,
+        ),
+      },
+      {
+        name: "train: folder: without a path",
+        script: "train.ts",
+        args: ["lenet", "--dataset", "folder:"],
+        code: 2,
+        stderr: /--dataset must be one of .*, or folder:PATH/,
+      },
+      {
+        name: "train: --data-dir with a folder",
+        script: "train.ts",
+        args: [...trainOn(d("loose")), "--data-dir", d("loose")],
+        code: 2,
+        stderr: /--data-dir has no effect with --dataset folder:PATH/,
+      },
+    ];
+    await pool(cases, async (c) => {
+      const before = await snapshot(sb.dir);
+      const r = await sb.cli(c.script, c.args);
+      assertFailed(c.name, r, {
+        code: c.code,
+        command: c.script.replace(".ts", ""),
+        stderr: c.stderr,
+        lines: c.lines,
+      });
+      assert.deepEqual(await snapshot(sb.dir), before, `${c.name}: files changed`);
     }, 2);
   } finally {
     await sb.done();

@@ -250,7 +250,12 @@ Deno.test("JPEGs written by jpeg-js (quality 100) decode close to their source, 
   for (const gray of [false, true]) {
     const src = picture(w, h, gray);
     const jpg = jpeg(w, h, src);
-    assert.deepEqual(imageSize(jpg, "p.jpg"), { format: "jpeg", width: w, height: h });
+    assert.deepEqual(imageSize(jpg, "p.jpg"), {
+      format: "jpeg",
+      width: w,
+      height: h,
+      channels: 3,
+    });
     for (const channels of [1, 3] as const) {
       const img = decodeImage(jpg, { channels, file: "p.jpg" });
       assert.deepEqual([img.width, img.height, img.data.length], [w, h, channels * w * h]);
@@ -263,7 +268,7 @@ Deno.test("JPEGs written by jpeg-js (quality 100) decode close to their source, 
   // PNG through decodeImage is pngToPlanes.
   const png = encode({ width: 2, height: 1, data: new Uint8Array([0, 255]), channels: 1 });
   assert.deepEqual([...decodeImage(png, { channels: 3 }).data], [0, 255, 0, 255, 0, 255]);
-  assert.deepEqual(imageSize(png), { format: "png", width: 2, height: 1 });
+  assert.deepEqual(imageSize(png), { format: "png", width: 2, height: 1, channels: 1 });
   // A flat colour stays that colour.
   const red = jpeg(8, 8, new Uint8Array(8 * 8 * 4).map((_, i) => [200, 10, 60, 255][i % 4]));
   const r = decodeImage(red, { channels: 3 });

@@ -2,8 +2,9 @@
 /// <reference types="@webgpu/types" />
 /**
  * The browser demo's page script: acquires the WebGPU adapter the browser gives, fetches
- * Fashion-MNIST from the demo server, trains the chosen model with the package's own modules and
- * draws the loss and accuracy curves and a grid of test predictions.
+ * Fashion-MNIST from the demo server (or takes a folder of your own images, one subfolder per
+ * class), trains the chosen model with the package's own modules and draws the loss and accuracy
+ * curves and a grid of test predictions.
  *
  * Progress is exposed as `window.__demo` ({@linkcode DemoStatus}) for the end-to-end test.
  * Bundled for the browser by `deno task demo` (`cli/demo.ts`).
@@ -25,6 +26,7 @@ import {
   fetchFashionMnist,
   PRESETS,
 } from "./session.ts";
+import { imageFolderFromFiles } from "./folder.ts";
 
 declare global {
   interface Window {
@@ -33,8 +35,10 @@ declare global {
   }
 }
 
-/** Test images shown in the grid. */
-const GRID_INDICES = Array.from({ length: 24 }, (_, i) => i);
+/** Test images shown in the grid (the first 24, or fewer). */
+let gridIndices = Array.from({ length: 24 }, (_, i) => i);
+/** The class names of the data trained on. */
+let classNames: readonly string[] = CLASS_NAMES;
 
 const status: DemoStatus = {
   state: "starting",
@@ -70,6 +74,7 @@ const ui = {
   resize: $<HTMLInputElement>("resize"),
   steps: $<HTMLInputElement>("steps"),
   evalEvery: $<HTMLInputElement>("evalEvery"),
+  folder: $<HTMLInputElement>("folder"),
   start: $<HTMLButtonElement>("start"),
   stop: $<HTMLButtonElement>("stop"),
   adapter: $<HTMLElement>("adapter"),
@@ -101,6 +106,7 @@ function setState(state: DemoState, message?: string, kind: "info" | "error" = "
   for (const el of [ui.model, ui.lr, ui.batchSize, ui.resize, ui.steps, ui.evalEvery]) {
     el.disabled = state === "training";
   }
+  ui.folder.disabled = busy || !usable;
 }
 
 // ------------------------------------------------------------------ configuration ----
@@ -247,13 +253,20 @@ function drawChart(): void {
 
 const cells: { el: HTMLDivElement; pred: HTMLSpanElement }[] = [];
 
-/** Builds the grid of test images (once the data is here). */
+/**
+ * Builds the grid of test images (once the data is here): Fashion-MNIST dark on white as the
+ * garments are photographed, your own images as they are (gray or RGB).
+ */
 function buildGrid(d: FashionMnist): void {
   ui.grid.replaceChildren();
   cells.length = 0;
   status.predictions = [];
-  const { width: w, height: h } = d.test;
-  for (const index of GRID_INDICES) {
+  classNames = d.classes ?? CLASS_NAMES;
+  gridIndices = Array.from({ length: Math.min(24, d.test.count) }, (_, i) => i);
+  const { width: w, height: h, channels } = d.test;
+  const invert = d.name === undefined;
+  const plane = w * h;
+  for (const index of gridIndices) {
     const label = d.test.labels[index];
     const cell = document.createElement("div");
     cell.className = "cell";
@@ -261,12 +274,12 @@ function buildGrid(d: FashionMnist): void {
     canvas.width = w;
     canvas.height = h;
     const img = new ImageData(w, h);
-    const px = d.test.images.subarray(index * w * h, (index + 1) * w * h);
-    for (let i = 0; i < w * h; i++) {
-      const v = 255 - px[i]; // dark garments on white
-      img.data[4 * i] = v;
-      img.data[4 * i + 1] = v;
-      img.data[4 * i + 2] = v;
+    const px = d.test.images.subarray(index * channels * plane, (index + 1) * channels * plane);
+    for (let i = 0; i < plane; i++) {
+      for (let c = 0; c < 3; c++) {
+        const v = px[(channels === 3 ? c * plane : 0) + i];
+        img.data[4 * i + c] = invert ? 255 - v : v;
+      }
       img.data[4 * i + 3] = 255;
     }
     canvas.getContext("2d")!.putImageData(img, 0, 0);
@@ -275,7 +288,7 @@ function buildGrid(d: FashionMnist): void {
     pred.textContent = "?";
     const truth = document.createElement("div");
     truth.className = "truth";
-    truth.textContent = `(${CLASS_NAMES[label]})`;
+    truth.textContent = `(${classNames[label]})`;
     const top = document.createElement("div");
     top.append(pred);
     cell.append(canvas, top, truth);
@@ -289,7 +302,7 @@ function showPredictions(preds: Uint8Array): void {
   preds.forEach((p, i) => {
     const entry = status.predictions[i];
     entry.pred = p;
-    cells[i].pred.textContent = CLASS_NAMES[p];
+    cells[i].pred.textContent = classNames[p];
     cells[i].el.className = `cell ${p === entry.label ? "right" : "wrong"}`;
   });
 }
@@ -336,16 +349,25 @@ async function train(): Promise<void> {
     el.textContent = "—";
   }
   stopRequested = false;
-  setState("training", `Training ${config.model} on ${gpu.description}…`);
+  setState(
+    "training",
+    `Training ${config.model} on ${data.name ?? "Fashion-MNIST"} on ${gpu.description}…`,
+  );
   drawChart();
   const t0 = performance.now();
   const tick = () => {
     status.elapsedSeconds = (performance.now() - t0) / 1000;
     ui.elapsed.textContent = `${status.elapsedSeconds.toFixed(1)} s`;
   };
-  const s = new DemoSession(gpu, data, config);
+  let s: DemoSession;
+  try {
+    s = new DemoSession(gpu, data, config);
+  } catch (err) {
+    setState("ready", describeError(err), "error");
+    return;
+  }
   session = s;
-  const predict = async () => showPredictions(await s.predict(GRID_INDICES));
+  const predict = async () => showPredictions(await s.predict(gridIndices));
   try {
     await s.run({
       onChunk: (r) => {
@@ -406,6 +428,30 @@ ui.stop.addEventListener("click", () => {
   ui.stop.disabled = true;
 });
 addEventListener("resize", () => drawChart());
+ui.folder.addEventListener("change", () => void loadFolder());
+
+/** Loads the folder of images the user chose as the data to train on. */
+async function loadFolder(): Promise<void> {
+  const files = [...(ui.folder.files ?? [])];
+  if (files.length === 0 || status.state === "training") return;
+  const previous = data;
+  data = null;
+  setState("loading", `Reading ${files.length} files…`);
+  try {
+    const d = await imageFolderFromFiles(files);
+    data = d;
+    buildGrid(d);
+    setState(
+      "ready",
+      `Ready: your folder ${d.name}, ${d.classes.length} classes (${d.classes.join(", ")}), ` +
+        `${d.train.count} training and ${d.test.count} test images stored at ` +
+        `${d.train.channels}×${d.train.height}×${d.train.width}. Press Train.`,
+    );
+  } catch (err) {
+    data = previous;
+    setState("ready", `Could not use that folder: ${describeError(err)}`, "error");
+  }
+}
 
 async function init(): Promise<void> {
   setState("starting", "Requesting a WebGPU adapter…");

@@ -3,9 +3,12 @@
  * fetching Fashion-MNIST from the demo server, and training with the library's own
  * {@linkcode Trainer} in short chunks so that the page can draw loss and accuracy as it goes.
  *
+ * Or your own images: `imageFolderFromFiles` (`folder.ts`) builds the same data from the `File`s of
+ * an `<input type=file webkitdirectory>` (one subfolder per class).
+ *
  * Only browser-safe parts of the package are used here (the GPU runtime, the models, the data
- * kernel, the pure IDX parser and the class names): nothing that touches a file system, a process
- * or the environment ends up in the bundle.
+ * kernel, the pure IDX parser, the pure image-folder code and the class names): nothing that
+ * touches a file system, a process or the environment ends up in the bundle.
  *
  * @module
  */
@@ -125,12 +128,16 @@ export function checkConfig(c: DemoConfig): DemoConfig {
   return c;
 }
 
-/** Fashion-MNIST in memory: both splits as the trainer takes them. */
+/** Fashion-MNIST in memory (or your own images): both splits as the trainer takes them. */
 export interface FashionMnist {
   /** 60 000 training images. */
   readonly train: ImageSet;
   /** 10 000 test images. */
   readonly test: ImageSet;
+  /** Class names by label; Fashion-MNIST's when absent. */
+  readonly classes?: readonly string[];
+  /** The data set's name; `Fashion-MNIST` when absent. */
+  readonly name?: string;
 }
 
 /** The four files' URL paths on the demo server. */
@@ -280,7 +287,25 @@ export class DemoSession {
     this.gpu = gpu;
     this.config = checkConfig(config);
     this.#data = data;
-    this.model = createModel(gpu, { name: config.model, seed: config.seed });
+    const classes = data.classes ?? CLASS_NAMES;
+    if (config.batchSize > data.train.count) {
+      throw new RangeError(
+        `demo: batch size ${config.batchSize} is larger than the ${data.train.count} training ` +
+          "images; choose a smaller batch size",
+      );
+    }
+    if (data.test.count === 0) {
+      throw new RangeError(
+        "demo: there are no test images (each class keeps 20% of its images for testing, none " +
+          "when it has one image); add images",
+      );
+    }
+    this.model = createModel(gpu, {
+      name: config.model,
+      seed: config.seed,
+      inChannels: data.train.channels,
+      numClasses: classes.length,
+    });
     this.trainer = new Trainer(this.model, {
       lr: config.lr,
       batchSize: config.batchSize,

@@ -1,13 +1,15 @@
 // End-to-end test of the browser demo (`deno task e2e`): starts the demo server, drives Debian's
 // Chromium headless through playwright-core with WebGPU on SwiftShader, trains LeNet on
 // Fashion-MNIST in the page, checks that the loss falls and that the test accuracy beats chance
-// by a wide margin, and saves a screenshot. Exits 1 with a message on any failure.
+// by a wide margin, and saves a screenshot; then chooses a folder of images (3 classes) in the
+// page's file input and trains a few steps on it. Exits 1 with a message on any failure.
 //
 // Not named *_test.ts: `deno task test` does not run it (it takes minutes and needs Chromium:
 // `apt-get install -y chromium dataset-fashion-mnist`).
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
+import { encode as encodePng } from "fast-png";
 import { type DemoServer, startDemoServer } from "../../cli/demo.ts";
 import type { DemoStatus } from "../../web/session.ts";
 
@@ -223,6 +225,56 @@ async function main(args: string[]): Promise<number> {
     }
     const right = status.predictions.filter((p) => p.pred === p.label).length;
     console.log(`e2e: prediction grid ${right}/${status.predictions.length} right`);
+
+    // 3. Your own images: a folder of 3 classes (PNG, 12 each) chosen in the file input trains.
+    const folder = await Deno.makeTempDir({ prefix: "modern-cnn-e2e-folder-" });
+    cleanups.push(() => Deno.remove(folder, { recursive: true }));
+    const shades: Record<string, number> = { dark: 30, mid: 128, light: 230 };
+    for (const [name, v] of Object.entries(shades)) {
+      await Deno.mkdir(`${folder}/shapes/${name}`, { recursive: true });
+      for (let i = 0; i < 12; i++) {
+        const png = encodePng({
+          width: 20,
+          height: 20,
+          data: new Uint8Array(400).map((_, p) => v + ((p + i) % 7)),
+          channels: 1,
+        });
+        await Deno.writeFile(`${folder}/shapes/${name}/${i}.png`, png);
+      }
+    }
+    await page.setInputFiles("#folder", `${folder}/shapes`);
+    const untilReady = performance.now() + Math.min(60_000, left());
+    status = await read();
+    while (!(status?.state === "ready" && /your folder/.test(status.message))) {
+      if (performance.now() > untilReady || status?.state === "error") {
+        fail(`the folder was not loaded: '${status?.state}': ${status?.message}`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+      status = await read();
+    }
+    console.log(`e2e: ${status.message}`);
+    if (!/3 classes \(dark, light, mid\), 30 training and 6 test images/.test(status.message)) {
+      fail(`the folder's summary is wrong: ${status.message}`);
+    }
+    await page.fill("#batchSize", "9");
+    await page.fill("#steps", "6");
+    await page.fill("#evalEvery", "3");
+    await page.click("#start");
+    const untilDone = performance.now() + Math.min(120_000, left());
+    do {
+      await new Promise((r) => setTimeout(r, 500));
+      status = await read();
+      if (performance.now() > untilDone) fail(`training on the folder timed out: ${status?.state}`);
+    } while (status && !["done", "stopped", "error"].includes(status.state));
+    if (status?.state !== "done" || status.steps !== 6) {
+      fail(`training on the folder ended in '${status?.state}': ${status?.message}`);
+    }
+    if (
+      status.predictions.length !== 6 || status.predictions.some((p) => p.pred < 0 || p.pred > 2)
+    ) {
+      fail(`the folder's prediction grid is wrong: ${JSON.stringify(status.predictions)}`);
+    }
+    console.log(`e2e: trained 6 steps on the folder: ${status.message}`);
     console.log(`e2e: ok in ${secs()} s`);
     return 0;
   } catch (err) {
