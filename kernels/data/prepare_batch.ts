@@ -258,7 +258,7 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
     const total = nb * p.dstH * p.dstW;
     prepare.dispatch({
       op,
-      variant: rrc ? "rrc" : "",
+      variant: rrc ? (affine ? "rrc_affine" : "rrc") : (affine ? "affine" : ""),
       params: {
         total,
         batch: nb,
@@ -276,7 +276,6 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
         xBase: x.base,
         labelsBase: labels.base,
         indicesBase: indices.base,
-        affine: affine ? 1 : 0,
         scaleY: p.srcH / p.dstH,
         scaleX: p.srcW / p.dstW,
         scaleLo: rrc ? rrc.scale[0] : 1,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { defineKernel, flatMain } from "../_kernel.ts";
+import { defineKernel, flatMain, variantProduct } from "../_kernel.ts";
 
 /** Threads per workgroup of the prepareBatch kernel. */
 export const WG = 128;
@@ -61,6 +61,34 @@ fn sinCosDeg(a: f32) -> vec2<f32> {
 }
 `;
 
+/**
+ * The `affine` variants' part of `geometry(n)`: RandomAffine's draws (k = 43..47: angle, shifts,
+ * zoom, shear; torchvision's get_params) and its inverse matrix `A` and shift `e`.
+ */
+const AFFINE_WGSL = /* wgsl */ `  {
+    let angle = p.degrees * sym(rnd(p.seed, n, 43u));
+    let tx = round(p.maxDx * sym(rnd(p.seed, n, 44u)));
+    let ty = round(p.maxDy * sym(rnd(p.seed, n, 45u)));
+    let zoom = p.zoomLo + (p.zoomHi - p.zoomLo) * unif(rnd(p.seed, n, 46u));
+    let sh = sinCosDeg(p.shear * sym(rnd(p.seed, n, 47u)));
+    let tanSh = sh.x / sh.y;
+    let rot = sinCosDeg(angle);
+    // The forward rotation-shear [[ra, rb], [rc, rd]] (determinant 1); A is its inverse / zoom.
+    let ra = rot.y;
+    let rb = -rot.y * tanSh - rot.x;
+    let rc = rot.x;
+    let rd = -rot.x * tanSh + rot.y;
+    a00 = rd / zoom;
+    a01 = -rb / zoom;
+    a10 = -rc / zoom;
+    a11 = ra / zoom;
+    let cx = 0.5 * f32(p.dstW);
+    let cy = 0.5 * f32(p.dstH);
+    ex = cx - (a00 * (cx + tx) + a01 * (cy + ty));
+    ey = cy - (a10 * (cx + tx) + a11 * (cy + ty));
+  }
+`;
+
 /** The `Params` of prepareBatch: the geometry, the augmentation and the normalization. */
 const PREPARE_PARAMS = {
   total: "u32",
@@ -79,7 +107,6 @@ const PREPARE_PARAMS = {
   xBase: "u32",
   labelsBase: "u32",
   indicesBase: "u32",
-  affine: "u32",
   scaleY: "f32",
   scaleX: "f32",
   scaleLo: "f32",
@@ -105,8 +132,10 @@ const PREPARE_PARAMS = {
 } as const;
 
 /**
- * The kernel of prepareBatch; the `rrc` variant compiles in the RandomResizedCrop box sampling.
- * `x` is f32 or f16 (the value is computed in f32 and rounded once on store).
+ * The kernel of prepareBatch; the `rrc` variants compile in the RandomResizedCrop box sampling,
+ * the `affine` ones RandomAffine's draws and zero fill (without them the map has no rotation: a
+ * uniform branch over that code cost llvmpipe ~12% of the kernel's time). `x` is f32 or f16 (the
+ * value is computed in f32 and rounded once on store).
  */
 export const prepare = defineKernel({
   name: "prepare_batch",
@@ -129,9 +158,11 @@ export const prepare = defineKernel({
     srcLabels: { type: "u8-words", access: "read" },
     indices: { type: "u32", access: "read" },
   },
-  variants: ["", "rrc"],
+  variants: variantProduct(["", "rrc"], ["", "affine"]),
   workgroupSize: WG,
   body: ({ variant, store }) => {
+    const rrc = variant.split("_").includes("rrc");
+    const affine = variant.split("_").includes("affine");
     const main = flatMain(
       "t",
       "p.total",
@@ -162,8 +193,12 @@ export const prepare = defineKernel({
   // Inside the view [-0.5, size - 0.5] (always, without RandomAffine) the weight is 1; outside
   // it falls linearly to 0 at -1 and size (RandomAffine's zero fill: a whole-pixel shift gives
   // exact zeros, as grid_sample's).
-  let cover = clamp(min(2.0 * ry0 + 2.0, 2.0 * (f32(h) - ry0)), 0.0, 1.0) *
-    clamp(min(2.0 * rx0 + 2.0, 2.0 * (f32(w) - rx0)), 0.0, 1.0);
+  ${
+        affine
+          ? `let cover = clamp(min(2.0 * ry0 + 2.0, 2.0 * (f32(h) - ry0)), 0.0, 1.0) *
+    clamp(min(2.0 * rx0 + 2.0, 2.0 * (f32(w) - rx0)), 0.0, 1.0);`
+          : "let cover = 1.0;"
+      }
   // Bilinear taps (PyTorch's area_pixel_compute_source_index, align_corners = False: clamped
   // to the view), then placed in the image (zero outside it).
   let ry = max(ry0, 0.0);
@@ -183,17 +218,14 @@ export const prepare = defineKernel({
   let srcPlane = p.srcH * p.srcW;
   for (var c = 0u; c < p.channels; c = c + 1u) {
     let base = (n * p.channels + c) * srcPlane;
-    var v = 0.0;
-    if (cover > 0.0) {
-      v = cover * (ly0 * (lx0 * pix(base, o00) + lx1 * pix(base, o01)) +
-        ly1 * (lx0 * pix(base, o10) + lx1 * pix(base, o11)));
-    }
+    let v = cover * (ly0 * (lx0 * pix(base, o00) + lx1 * pix(base, o01)) +
+      ly1 * (lx0 * pix(base, o10) + lx1 * pix(base, o11)));
     var r = v / 255.0;
     if (p.normalize != 0u) { r = (r - meanOf(c)) / stdOf(c); }
     ${store("x", "x[p.xBase + (b * p.channels + c) * plane + oy * p.dstW + ox]", "r")}
   }`,
     );
-    return /* wgsl */ `${RNG_WGSL}${SINCOS_WGSL}
+    return /* wgsl */ `${RNG_WGSL}${affine ? SINCOS_WGSL : ""}
 fn imageByte(i: u32) -> f32 {
   let w = i >> 2u;
   var word: u32;
@@ -209,7 +241,7 @@ fn stdOf(c: u32) -> f32 {
     case 2u: { return p.std2; } default: { return p.std3; } }
 }
 ${
-      variant === "rrc"
+      rrc
         ? `// The crop box (top, left, height, width) of torchvision's RandomResizedCrop.get_params in an
 // H x W image; returns vec4<i32>(i, j, h, w).
 fn resizedCropBox(n: u32) -> vec4<i32> {
@@ -256,7 +288,7 @@ fn geometry(n: u32) -> Geometry {
   var sy = p.scaleY;
   var sx = p.scaleX;
   ${
-      variant === "rrc"
+      rrc
         ? `box = resizedCropBox(n);
   sy = f32(box.z) / f32(p.dstH);
   sx = f32(box.w) / f32(p.dstW);`
@@ -270,29 +302,11 @@ fn geometry(n: u32) -> Geometry {
   var a11 = 1.0;
   var ex = 0.0;
   var ey = 0.0;
-  if (p.affine != 0u) {
-    let angle = p.degrees * sym(rnd(p.seed, n, 43u));
-    let tx = round(p.maxDx * sym(rnd(p.seed, n, 44u)));
-    let ty = round(p.maxDy * sym(rnd(p.seed, n, 45u)));
-    let zoom = p.zoomLo + (p.zoomHi - p.zoomLo) * unif(rnd(p.seed, n, 46u));
-    let sh = sinCosDeg(p.shear * sym(rnd(p.seed, n, 47u)));
-    let tanSh = sh.x / sh.y;
-    let rot = sinCosDeg(angle);
-    // The forward rotation-shear [[ra, rb], [rc, rd]] (determinant 1); A is its inverse / zoom.
-    let ra = rot.y;
-    let rb = -rot.y * tanSh - rot.x;
-    let rc = rot.x;
-    let rd = -rot.x * tanSh + rot.y;
-    a00 = rd / zoom;
-    a01 = -rb / zoom;
-    a10 = -rc / zoom;
-    a11 = ra / zoom;
-    let cx = 0.5 * f32(p.dstW);
-    let cy = 0.5 * f32(p.dstH);
-    ex = cx - (a00 * (cx + tx) + a01 * (cy + ty));
-    ey = cy - (a10 * (cx + tx) + a11 * (cy + ty));
-  }
-  // Then undo the flip (x -> dstW - x) and the resize (x scale), in view pixel coordinates.
+${
+      affine
+        ? AFFINE_WGSL
+        : ""
+    }  // Then undo the flip (x -> dstW - x) and the resize (x scale), in view pixel coordinates.
   var fx = sx;
   var mx = -0.5;
   if (flipped) {
