@@ -54,6 +54,18 @@ const CASES: Case[] = [
     },
   },
   {
+    name: "b256 28->96 flip+crop4+rotate15+translate0.1+scale0.9-1.1",
+    p: {
+      batch: 256,
+      channels: 1,
+      srcH: 28,
+      srcW: 28,
+      dstH: 96,
+      dstW: 96,
+      augment: { flip: true, cropPadding: 4, rotate: 15, translate: [0.1, 0.1], scale: [0.9, 1.1] },
+    },
+  },
+  {
     name: "b128 28->224",
     p: { batch: 128, channels: 1, srcH: 28, srcW: 28, dstH: 224, dstW: 224 },
   },
