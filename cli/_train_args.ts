@@ -5,7 +5,8 @@ import { resolve } from "node:path";
 import { DEFAULTS, MODEL_NAMES, type ModelName } from "../models/mod.ts";
 import { checkResizeFlag, parseModelCommand } from "./common.ts";
 import { UsageError } from "./_run.ts";
-import { decimal, RECIPE_FIELDS, type RunRecipe } from "./checkpoint.ts";
+import type { AugmentParams } from "../kernels/data/index.ts";
+import { checkAugmentList, decimal, RECIPE_FIELDS, type RunRecipe } from "./checkpoint.ts";
 
 /** The help text of `deno task train`. */
 export const HELP = `usage: deno task train <model> [flags]
@@ -39,7 +40,11 @@ flags (defaults: the seed recipe of each model):
                       onecycle (up to --lr and down)
   --warmup N          linear warm-up over the first N steps, then the schedule
   --label-smoothing X label smoothing of the cross-entropy loss, in [0, 1] (default 0)
-  --augment           random crop and horizontal flip
+  --augment [LIST]    augmentation on the GPU, comma-separated: flip, crop[:PAD] (zero padding
+                      PAD, default size/7: 4 at 28), resized-crop[:LO-HI] (area fraction, default
+                      0.08-1), rotate:DEG, translate:FRAC, scale:LO-HI, shear:DEG (torchvision's
+                      RandomHorizontalFlip, RandomCrop, RandomResizedCrop, RandomAffine); alone:
+                      crop,flip
   --init FILE         start from a safetensors checkpoint with the reference's names
   --save FILE         write weights at each epoch end (atomically, with the recipe; momentum in
                       FILE-optimizer-stepN.safetensors beside it). Locked while the run lasts
@@ -86,6 +91,8 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
   for (let i = 0; i < argv.length; i++) {
     if (/^--[a-z-]+$/.test(argv[i]) && /^-\d/.test(argv[i + 1] ?? "")) {
       args0.push(`${argv[i]}=${argv[++i]}`);
+    } else if (argv[i] === "--augment" && _bareAugment(argv[i + 1])) {
+      args0.push("--augment=crop,flip"); // alone, as before lists
     } else args0.push(argv[i]);
   }
   const parsed = parseModelCommand(args0, {
@@ -108,7 +115,7 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     "schedule": { type: "string" },
     "warmup": { type: "string" },
     "label-smoothing": { type: "string" },
-    "augment": { type: "boolean" },
+    "augment": { type: "string" },
     "init": { type: "string" },
     "save": { type: "string" },
     "keep-best": { type: "string" },
@@ -136,7 +143,11 @@ export function parseTrainArgs(argv: string[]): TrainArgs | "help" {
     given[name] = value;
   }
   if (v["no-shuffle"]) given.shuffle = false;
-  if (v.augment) given.augment = true;
+  if (v.augment !== undefined) {
+    const r = checkAugmentList(v.augment);
+    if ("error" in r) throw new UsageError(`--augment: ${r.error}`);
+    given.augment = r.list;
+  }
   if (v.nesterov) given.nesterov = true;
   if (v.recipe !== undefined) {
     const preset = RECIPES[v.recipe as RecipeName];
@@ -280,6 +291,36 @@ export const RECIPES: Readonly<Record<RecipeName, Readonly<Partial<RunRecipe>>>>
   },
 };
 
+/** Whether `--augment` followed by `next` stands alone (no list: the end, a flag or the model). */
+function _bareAugment(next: string | undefined): boolean {
+  return next === undefined || next.startsWith("-") ||
+    (MODEL_NAMES as readonly string[]).includes(next);
+}
+
+/**
+ * The Trainer's augmentation of a canonical `--augment` list (see `checkAugmentList`) for
+ * images of `size` pixels: `crop` pads by `max(1, round(size / 7))` (4 at 28, as before lists),
+ * `resized-crop` takes torchvision's default ratio 3/4-4/3; undefined for `none`.
+ */
+export function augmentOption(list: string, size: number): AugmentParams | undefined {
+  if (list === "none") return undefined;
+  const a: { -readonly [K in keyof AugmentParams]: AugmentParams[K] } = {};
+  for (const item of list.split(",")) {
+    const [name, arg] = item.split(":");
+    const range = (): [number, number] => arg.split("-").map(Number) as [number, number];
+    if (name === "flip") a.flip = true;
+    else if (name === "crop") {
+      a.cropPadding = arg === undefined ? Math.max(1, Math.round(size / 7)) : Number(arg);
+    } else if (name === "resized-crop") {
+      a.resizedCrop = { scale: arg === undefined ? [0.08, 1] : range(), ratio: [3 / 4, 4 / 3] };
+    } else if (name === "rotate") a.rotate = Number(arg);
+    else if (name === "translate") a.translate = [Number(arg), Number(arg)];
+    else if (name === "scale") a.scale = range();
+    else if (name === "shear") a.shear = Number(arg);
+  }
+  return a;
+}
+
 /** The recipe of a fresh run: the model's seed recipe and the CLI's defaults. */
 export function defaultRecipe(model: ModelName): RunRecipe {
   const d = DEFAULTS[model];
@@ -296,7 +337,7 @@ export function defaultRecipe(model: ModelName): RunRecipe {
     shuffle: true,
     seed: 0,
     dropout: null,
-    augment: false,
+    augment: "none",
     precision: "f32",
     optimizer: "sgd",
     nesterov: false,

@@ -43,7 +43,11 @@ export interface RunRecipe {
   readonly shuffle: boolean;
   readonly seed: number;
   readonly dropout: number | null;
-  readonly augment: boolean;
+  /**
+   * The augmentation as a `--augment` list in canonical order (see {@linkcode parseAugmentFlag}),
+   * or `none`; checkpoints before lists stored `true` (read as `crop,flip`) or `false` (`none`).
+   */
+  readonly augment: string;
   readonly precision: Precision;
   /** `sgd`, `adam` or `adamw`. */
   readonly optimizer: OptimizerName;
@@ -70,6 +74,75 @@ export function parseScheduleFlag(t: string): string | undefined {
   const epochs = m[2].split(",").map(Number);
   if (m[1] === "step" && epochs.length !== 1) return undefined;
   return epochs.every((e, i) => e >= 1 && (i === 0 || e > epochs[i - 1])) ? t : undefined;
+}
+
+/** The items of a `--augment` list, in canonical order. */
+export const AUGMENT_ITEMS =
+  "flip, crop[:PAD], resized-crop[:LO-HI], rotate:DEG, translate:FRAC, scale:LO-HI, shear:DEG";
+const AUGMENT_ORDER = ["crop", "resized-crop", "flip", "rotate", "translate", "scale", "shear"];
+
+/**
+ * What is wrong with a `--augment` list (comma-separated items, each at most once: `flip`,
+ * `crop` or `crop:PAD` (padding, integer >= 1), `resized-crop` or `resized-crop:LO-HI` (area
+ * fraction, 0 < LO <= HI <= 1), `rotate:DEG` (0 < DEG <= 180), `translate:FRAC` (0 < FRAC <= 1,
+ * both axes), `scale:LO-HI` (0 < LO <= HI), `shear:DEG` (0 < DEG < 90); or `none`), as a phrase;
+ * or its canonical form (items in the order above, numbers as JavaScript prints them).
+ */
+export function checkAugmentList(text: string): { list: string } | { error: string } {
+  if (text === "none") return { list: "none" };
+  if (text === "") return { error: `needs a list of ${AUGMENT_ITEMS} (or none)` };
+  const num = "(\\d+\\.?\\d*|\\.\\d+)";
+  const range = new RegExp(`^${num}-${num}$`);
+  const items = new Map<string, string>();
+  for (const item of text.split(",")) {
+    const [name, arg, more] = item.split(":");
+    const bad = (want: string) => ({ error: `item '${item}': ${want}` });
+    if (!AUGMENT_ORDER.includes(name) || more !== undefined) {
+      return { error: `unknown item '${item}' in '${text}'; expected ${AUGMENT_ITEMS} or none` };
+    }
+    if (items.has(name)) return bad("given twice");
+    const value = arg === undefined ? null : decimal(arg);
+    const pair = arg === undefined ? null : range.exec(arg);
+    const [lo, hi] = pair ? [Number(pair[1]), Number(pair[2])] : [NaN, NaN];
+    let canon: string;
+    if (name === "flip") {
+      if (arg !== undefined) return bad("flip takes no value");
+      canon = name;
+    } else if (name === "crop") {
+      if (arg !== undefined && !(value !== null && Number.isInteger(value) && value >= 1)) {
+        return bad("the padding must be an integer >= 1 (crop:4)");
+      }
+      canon = arg === undefined ? name : `crop:${value}`;
+    } else if (name === "resized-crop") {
+      if (arg !== undefined && !(pair && lo > 0 && lo <= hi && hi <= 1)) {
+        return bad("the area range must be LO-HI with 0 < LO <= HI <= 1 (resized-crop:0.08-1)");
+      }
+      canon = arg === undefined ? name : `resized-crop:${lo}-${hi}`;
+    } else if (name === "scale") {
+      if (!(pair && lo > 0 && lo <= hi)) {
+        return bad("the zoom range must be LO-HI with 0 < LO <= HI (scale:0.9-1.1)");
+      }
+      canon = `scale:${lo}-${hi}`;
+    } else {
+      const [max, open, example] = name === "rotate"
+        ? [180, false, "rotate:15"]
+        : name === "translate"
+        ? [1, false, "translate:0.1"]
+        : [90, true, "shear:10"];
+      if (value === null || !(value > 0 && (open ? value < max : value <= max))) {
+        return bad(`the value must be in (0, ${max}${open ? ")" : "]"} (${example})`);
+      }
+      canon = `${name}:${value}`;
+    }
+    items.set(name, canon);
+  }
+  return { list: AUGMENT_ORDER.filter((n) => items.has(n)).map((n) => items.get(n)).join(",") };
+}
+
+/** A `--augment` list in canonical form, or undefined when it is not one. */
+export function parseAugmentFlag(text: string): string | undefined {
+  const r = checkAugmentList(text);
+  return "list" in r ? r.list : undefined;
 }
 
 /** How each recipe field is written in the metadata and parsed back (flags use the same). */
@@ -155,7 +228,13 @@ export const RECIPE_FIELDS: Readonly<Record<keyof RunRecipe, Field>> = {
     parse: optional(real((n) => n >= 0 && n < 1)),
     expected: "in [0, 1)",
   },
-  augment: { key: "augment", flag: "--augment", parse: bool, expected: "true or false" },
+  augment: {
+    key: "augment",
+    flag: "--augment",
+    // Checkpoints before lists: true (crop and flip) or false.
+    parse: (t) => t === "true" ? "crop,flip" : t === "false" ? "none" : parseAugmentFlag(t),
+    expected: `none or a list of ${AUGMENT_ITEMS}`,
+  },
   precision: {
     key: "precision",
     flag: "--precision",

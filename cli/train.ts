@@ -30,6 +30,7 @@ import {
   saveRun,
 } from "./checkpoint.ts";
 import {
+  augmentOption,
   defaultRecipe,
   HELP,
   parseTrainArgs,
@@ -172,7 +173,7 @@ export async function main(argv: string[]): Promise<number> {
     nesterov: recipe.nesterov,
     labelSmoothing: recipe.labelSmoothing,
     schedule: lrSchedule(recipe, Math.ceil(trainSet.count / recipe.batchSize)),
-    augment: recipe.augment,
+    augment: augmentOption(recipe.augment, trainSet.height),
     dropout: recipe.dropout ?? undefined,
     seed: recipe.seed,
     precision: recipe.precision,

@@ -62,12 +62,15 @@ export {
   type Window2dParams,
 } from "./conv2d/index.ts";
 export {
+  type AugmentParams,
+  checkAugment,
   checkPrepareBatch,
   checkResize,
   prepareBatch,
   type PrepareBatchIO,
   type PrepareBatchParams,
   type PrepareBatchShapes,
+  type Range2,
   resizeBilinear,
   type ResizeParams,
 } from "./data/index.ts";

@@ -7,7 +7,11 @@
  */
 
 import type { Tensor } from "../gpu/mod.ts";
-import { prepareBatch, type PrepareBatchParams } from "../kernels/data/index.ts";
+import {
+  type AugmentParams,
+  prepareBatch,
+  type PrepareBatchParams,
+} from "../kernels/data/index.ts";
 import {
   createLossScale,
   lossScaleCheck,
@@ -60,8 +64,11 @@ export interface TrainerOptions {
   readonly schedule?: LrSchedule;
   /** Label smoothing of the cross-entropy loss, in [0, 1]; default 0. */
   readonly labelSmoothing?: number;
-  /** Random crop (padding 4 at 28², scaled) and horizontal flip. */
-  readonly augment?: boolean;
+  /**
+   * Augmentation of the training batches: `true` is random crop (padding 4 at 28², scaled) and
+   * horizontal flip; or any {@linkcode AugmentParams} (flip, crops, rotation, translation, zoom).
+   */
+  readonly augment?: boolean | AugmentParams;
   /** Overrides every dropout probability. */
   readonly dropout?: number;
   /** Seed of shuffling, augmentation and dropout; default 0. */
@@ -198,7 +205,7 @@ export class Trainer {
 
   #batchParams(set: GpuImageSet, batch: number, train: boolean, seed: number): PrepareBatchParams {
     const o = this.options;
-    const augment = train && o.augment === true;
+    const augment = train ? o.augment : undefined;
     return {
       batch,
       channels: set.channels,
@@ -208,8 +215,9 @@ export class Trainer {
       dstW: o.resize,
       mean: o.mean,
       std: o.std,
-      cropPadding: augment ? Math.max(1, Math.round(set.height / 7)) : 0,
-      flip: augment,
+      augment: augment === true
+        ? { cropPadding: Math.max(1, Math.round(set.height / 7)), flip: true }
+        : augment || undefined,
       seed,
     };
   }

@@ -4,6 +4,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { encodeSafetensors, type HostStateDict } from "../models/mod.ts";
+import { augmentOption, parseTrainArgs } from "../cli/_train_args.ts";
+import { checkAugmentList, parseRunMetadata } from "../cli/checkpoint.ts";
 import { assertFailed, type Failure, pool, RESULT_LINE, ROOT, shown } from "./_cli.ts";
 import { goodPng, lit, sandbox, snapshotOf, TINY } from "./_faults.ts";
 
@@ -58,6 +60,31 @@ Deno.test("bad command lines and unwritable outputs: one line, exit 2, before an
         code: 2,
         command: "train",
         stderr: /--seed must be an integer in \[0, 4294967295\], got '4294967296'/,
+      },
+      {
+        name: "train --augment flop (an unknown item)",
+        script: "train.ts",
+        args: ["lenet", ...TINY, "--augment", "flip,flop"],
+        code: 2,
+        command: "train",
+        stderr:
+          /--augment: unknown item 'flop' in 'flip,flop'; expected flip, crop\[:PAD\], resized-crop/,
+      },
+      {
+        name: "train --augment rotate:200 (out of range)",
+        script: "train.ts",
+        args: ["lenet", ...TINY, "--augment", "rotate:200"],
+        code: 2,
+        command: "train",
+        stderr: /--augment: item 'rotate:200': the value must be in \(0, 180\] \(rotate:15\)/,
+      },
+      {
+        name: "train --augment scale:1.2-0.8 (a reversed range)",
+        script: "train.ts",
+        args: ["lenet", ...TINY, "--augment=scale:1.2-0.8"],
+        code: 2,
+        command: "train",
+        stderr: /--augment: item 'scale:1.2-0.8': the zoom range must be LO-HI with 0 < LO <= HI/,
       },
       {
         name: "train resnet --resize 10000: over the device's limit, no RangeError",
@@ -269,4 +296,60 @@ Deno.test("the result-line pattern matches what successful runs print", () => {
     ]
   ) assert.match(line, RESULT_LINE);
   assert.doesNotMatch("lenet on synthetic (64 train / 32 test, 28x28), batch 32", RESULT_LINE);
+});
+
+Deno.test("--augment LIST: the grammar, bare --augment, and checkpoints before lists", () => {
+  const given = (argv: string[]) => {
+    const r = parseTrainArgs(argv);
+    assert.ok(r !== "help");
+    return r.given.augment;
+  };
+  // Alone (at the end, before a flag or before the model): crop and flip, as before lists.
+  assert.equal(given(["lenet", "--augment"]), "crop,flip");
+  assert.equal(given(["lenet", "--augment", "--epochs", "1"]), "crop,flip");
+  assert.equal(given(["--augment", "lenet"]), "crop,flip");
+  assert.equal(given(["lenet"]), undefined);
+  // Canonical order and numbers.
+  assert.equal(
+    given(["lenet", "--augment", "scale:0.90-1.1,flip,rotate:15.0,crop:4,translate:.1"]),
+    "crop:4,flip,rotate:15,translate:0.1,scale:0.9-1.1",
+  );
+  assert.equal(given(["lenet", "--augment=resized-crop,shear:10"]), "resized-crop,shear:10");
+  assert.equal(given(["lenet", "--augment", "none"]), "none");
+  for (
+    const [text, re] of [
+      ["", /needs a list/],
+      ["flip,flip", /item 'flip': given twice/],
+      ["flip:1", /flip takes no value/],
+      ["crop:0", /padding must be an integer >= 1/],
+      ["crop:2.5", /padding must be an integer >= 1/],
+      ["resized-crop:0.5-2", /area range must be LO-HI with 0 < LO <= HI <= 1/],
+      ["rotate", /the value must be in \(0, 180\]/],
+      ["translate:0x1", /the value must be in \(0, 1\]/],
+      ["shear:90", /the value must be in \(0, 90\)/],
+      ["scale:1e-3-2", /zoom range must be LO-HI/],
+      ["rotate:15:3", /unknown item 'rotate:15:3'/],
+    ] as const
+  ) {
+    const r = checkAugmentList(text);
+    assert.ok("error" in r && re.test(r.error), `${text}: ${JSON.stringify(r)}`);
+  }
+  // What the Trainer gets.
+  assert.deepEqual(augmentOption("crop,flip", 28), { cropPadding: 4, flip: true });
+  assert.deepEqual(augmentOption("crop:2,resized-crop:0.5-1,scale:0.8-1.2,translate:0.1", 32), {
+    cropPadding: 2,
+    resizedCrop: { scale: [0.5, 1], ratio: [3 / 4, 4 / 3] },
+    scale: [0.8, 1.2],
+    translate: [0.1, 0.1],
+  });
+  assert.equal(augmentOption("none", 28), undefined);
+  // Checkpoints before lists stored true/false; lists round-trip; a bad one names the key.
+  const read = (augment: string) => parseRunMetadata("ck", { augment }, "lenet").recipe.augment;
+  assert.equal(read("true"), "crop,flip");
+  assert.equal(read("false"), "none");
+  assert.equal(read("flip,rotate:10"), "flip,rotate:10");
+  assert.throws(
+    () => read("wobble"),
+    /checkpoint ck: metadata 'augment' is "wobble", expected none/,
+  );
 });

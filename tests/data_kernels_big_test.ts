@@ -49,8 +49,7 @@ Deno.test(
         dstW: 224,
         mean: [0.5, 0.4, 0.3],
         std: [0.2, 0.25, 0.3],
-        cropPadding: 4,
-        flip: true,
+        augment: { cropPadding: 4, flip: true },
         seed: 99,
       };
       const per = 3 * 224 * 224;
@@ -123,8 +122,7 @@ Deno.test(
       srcW: 7,
       dstH: 6,
       dstW: 5,
-      cropPadding: 1,
-      flip: true,
+      augment: { cropPadding: 1, flip: true },
       seed: 5,
     };
     // 90 elements per image: ranges of 2 images (labels and indices ranges start off-alignment).

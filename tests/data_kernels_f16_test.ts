@@ -26,8 +26,7 @@ Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST,
     dstW: 17,
     mean: [0.4914, 0.4822, 0.4465],
     std: [0.247, 0.243, 0.261],
-    cropPadding: 2,
-    flip: true,
+    augment: { cropPadding: 2, flip: true },
     seed: 3,
   };
   const augmentedWhat = "normalize + pad-crop + flip + resize, one index out of range";
@@ -39,7 +38,7 @@ Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST,
     srcW: 32,
     dstH: 24,
     dstW: 24,
-    resizedCrop: { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] },
+    augment: { resizedCrop: { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] } },
     seed: 77,
   };
   await checkAgainstRef(gpu, rgb, [0, 5, 7], resizedCrop, "resized crop", f16x);
@@ -53,7 +52,7 @@ Deno.test("f16: prepareBatch into an f16 x matches the CPU reference", F16_TEST,
       srcW: 7,
       dstH: 6,
       dstW: 5,
-      cropPadding: 1,
+      augment: { cropPadding: 1 },
       seed: 5,
     };
     await checkAgainstRef(gpu, odd, indices, ranges, "ranges of images", f16x);
@@ -146,8 +145,7 @@ Deno.test(
       dstW: 20,
       mean: [0.5, 0.4, 0.3],
       std: [0.2, 0.25, 0.3],
-      flip: true,
-      resizedCrop: { scale: [0.2, 1], ratio: [3 / 4, 4 / 3] },
+      augment: { flip: true, resizedCrop: { scale: [0.2, 1], ratio: [3 / 4, 4 / 3] } },
       seed: 9,
     };
     const indices = [3, 8, 0, 12];

@@ -112,7 +112,7 @@ Deno.test("crop with zero padding places the image at the drawn offset", GPU_TES
     srcW: 6,
     dstH: 8,
     dstW: 6,
-    cropPadding: pad,
+    augment: { cropPadding: pad },
     seed: 99,
   };
   const indices = Array.from({ length: 40 }, (_, i) => i);
@@ -147,7 +147,16 @@ Deno.test("horizontal flip mirrors exactly the samples the RNG picks", GPU_TEST,
   const gpu = await testGpu();
   const rng = new Rng(29);
   const d = makeData(rng, 64, 3, 5, 7);
-  const p = { batch: 64, channels: 3, srcH: 5, srcW: 7, dstH: 5, dstW: 7, flip: true, seed: 4 };
+  const p: PrepareBatchParams = {
+    batch: 64,
+    channels: 3,
+    srcH: 5,
+    srcW: 7,
+    dstH: 5,
+    dstW: 7,
+    augment: { flip: true },
+    seed: 4,
+  };
   const indices = Array.from({ length: 64 }, (_, i) => i);
   const got = await runPrepare(gpu, d, indices, p);
   let flipped = 0;
@@ -174,7 +183,7 @@ Deno.test("horizontal flip mirrors exactly the samples the RNG picks", GPU_TEST,
     batch: 5,
     dstH: 12,
     dstW: 9,
-    cropPadding: 2,
+    augment: { flip: true, cropPadding: 2 },
   }, "flip + pad-crop + resize");
 });
 
@@ -189,9 +198,7 @@ Deno.test("augmentation is reproducible: same seed and index, same result", GPU_
     srcW: 28,
     dstH: 32,
     dstW: 32,
-    cropPadding: 4,
-    flip: true,
-    resizedCrop: { scale: [0.3, 1], ratio: [0.75, 4 / 3] },
+    augment: { cropPadding: 4, flip: true, resizedCrop: { scale: [0.3, 1], ratio: [0.75, 4 / 3] } },
     seed: 1234,
   };
   const a = await runPrepare(gpu, d, [1, 2, 3, 4, 5, 6], p);
@@ -225,8 +232,7 @@ Deno.test(
       srcW: 32,
       dstH: 24,
       dstW: 24,
-      resizedCrop: { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] },
-      flip: true,
+      augment: { resizedCrop: { scale: [0.08, 1], ratio: [3 / 4, 4 / 3] }, flip: true },
       seed: 77,
     };
     const indices = Array.from({ length: 30 }, (_, i) => i);
@@ -247,7 +253,7 @@ Deno.test(
       srcW: 20,
       dstH: 7,
       dstW: 5,
-      resizedCrop: { scale: [0.9, 1], ratio: [0.2, 0.25] },
+      augment: { flip: true, resizedCrop: { scale: [0.9, 1], ratio: [0.2, 0.25] } },
     };
     const g = makeData(rng, 4, 1, 9, 20);
     // in_ratio 20/9 > 0.25: h = 9, w = round(9 * 0.25) = 2, centred at j = (20 - 2) / 2.
@@ -313,8 +319,7 @@ Deno.test("one dispatch, no submit; the batch of odd sizes 1 and 3", GPU_TEST, a
     srcW: 28,
     dstH: 13,
     dstW: 29,
-    flip: true,
-    cropPadding: 1,
+    augment: { flip: true, cropPadding: 1 },
     seed: 5,
   }, "batch 3");
 });
@@ -339,13 +344,17 @@ Deno.test("shape, dtype and value errors name the op and shapes", GPU_TEST, asyn
     /srcLabels has shape \[9\], expected \[10\]/,
   );
   assert.throws(() => checkPrepareBatch({ ...base, batch: 0 }), RangeError);
-  assert.throws(() => checkPrepareBatch({ ...base, cropPadding: -1 }), RangeError);
+  assert.throws(() => checkPrepareBatch({ ...base, augment: { cropPadding: -1 } }), RangeError);
   assert.throws(() => checkPrepareBatch({ ...base, seed: 2 ** 32 }), RangeError);
   assert.throws(() => checkPrepareBatch({ ...base, mean: [0.5] }), /mean and std/);
   assert.throws(() => checkPrepareBatch({ ...base, mean: [0.5, 0.5], std: [1, 1] }), RangeError);
   assert.throws(() => checkPrepareBatch({ ...base, mean: [0.5], std: [0] }), RangeError);
   assert.throws(
-    () => checkPrepareBatch({ ...base, resizedCrop: { scale: [0.5, 0.1], ratio: [1, 1] } }),
+    () =>
+      checkPrepareBatch({
+        ...base,
+        augment: { resizedCrop: { scale: [0.5, 0.1], ratio: [1, 1] } },
+      }),
     RangeError,
   );
   assert.deepEqual(checkResize({ outH: 5, outW: 6 }, [1, 2, 3, 4]), [1, 2, 5, 6]);

@@ -11,6 +11,7 @@ import { sameShape } from "../../gpu/shape.ts";
 import { bindingRange, unitRanges } from "../_binding.ts";
 import { floatDType } from "../_dtype.ts";
 import type { BoundTensor } from "../_kernel.ts";
+import { _hasAffine, type AugmentParams, checkAugment } from "./augment.ts";
 import { prepare, WG } from "./prepare_batch_kernel.ts";
 
 /** Most channels that can be normalized with per-channel mean/std. */
@@ -37,19 +38,11 @@ export interface PrepareBatchParams {
   readonly mean?: readonly number[];
   /** Per-channel standard deviation divided by after subtracting `mean`. */
   readonly std?: readonly number[];
-  /** Random crop of the stored size from the image zero-padded by this much; default 0 (off). */
-  readonly cropPadding?: number;
-  /** Random horizontal flip with probability 1/2; default false. */
-  readonly flip?: boolean;
   /**
-   * RandomResizedCrop-style crop (torchvision's sampling: up to 10 tries of an area fraction
-   * uniform in `scale` and an aspect ratio log-uniform in `ratio`, then a centre-crop fallback),
-   * taken from the (padded-cropped) stored image and then resized to `dstH x dstW`.
+   * The augmentation ({@linkcode AugmentParams}: crop with padding, resized crop, flip, rotation,
+   * translation, zoom, shear); default none.
    */
-  readonly resizedCrop?: {
-    readonly scale: readonly [number, number];
-    readonly ratio: readonly [number, number];
-  };
+  readonly augment?: AugmentParams;
   /** Seed of the counter-based randomness (u32); default 0. */
   readonly seed?: number;
 }
@@ -90,10 +83,12 @@ export function checkPrepareBatch(
       throw new RangeError(`${op}: ${k} must be a positive integer, got ${p[k]}`);
     }
   }
-  const pad = p.cropPadding ?? 0;
-  if (!Number.isInteger(pad) || pad < 0) {
-    throw new RangeError(`${op}: cropPadding must be an integer >= 0, got ${pad}`);
+  for (const k of ["flip", "cropPadding", "resizedCrop"]) {
+    if (k in p) {
+      throw new TypeError(`${op}: ${k} is a field of augment now: pass { augment: { ${k} } }`);
+    }
   }
+  if (p.augment !== undefined) checkAugment(p.augment, op);
   const seed = p.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
     throw new RangeError(`${op}: seed must be an integer in [0, 2^32), got ${seed}`);
@@ -119,25 +114,6 @@ export function checkPrepareBatch(
     }
     if (p.std.some((v) => !Number.isFinite(v) || v <= 0)) {
       throw new RangeError(`${op}: std must be finite and > 0, got [${p.std.join(", ")}]`);
-    }
-  }
-  if (p.resizedCrop) {
-    const { scale, ratio } = p.resizedCrop;
-    if (
-      !Array.isArray(scale) || scale.length !== 2 || !(scale[0] > 0) || !(scale[0] <= scale[1]) ||
-      !Number.isFinite(scale[1])
-    ) {
-      throw new RangeError(
-        `${op}: resizedCrop.scale must be [lo, hi] with 0 < lo <= hi, got ${JSON.stringify(scale)}`,
-      );
-    }
-    if (
-      !Array.isArray(ratio) || ratio.length !== 2 || !(ratio[0] > 0) || !(ratio[0] <= ratio[1]) ||
-      !Number.isFinite(ratio[1])
-    ) {
-      throw new RangeError(
-        `${op}: resizedCrop.ratio must be [lo, hi] with 0 < lo <= hi, got ${JSON.stringify(ratio)}`,
-      );
     }
   }
   const out = [p.batch, p.channels, p.dstH, p.dstW];
@@ -200,9 +176,10 @@ export interface PrepareBatchIO {
 
 /**
  * Records one dispatch that prepares a training batch from a dataset resident on the GPU: for
- * each `b`, example `n = indices[b]` is augmented (crop with zero padding, resized crop, flip;
- * as configured), resized to `dstH x dstW` exactly as `F.interpolate(img / 255, mode="bilinear",
- * align_corners=False)`, optionally normalized `(v - mean[c]) / std[c]`, and written to `x[b]`
+ * each `b`, example `n = indices[b]` is augmented (`p.augment`: crop with zero padding, resized
+ * crop, flip, rotation, translation, zoom, shear; one affine map per example, drawn on the GPU),
+ * resampled to `dstH x dstW` as `F.interpolate(img / 255, mode="bilinear", align_corners=False)`
+ * (exactly so without augmentation), optionally normalized `(v - mean[c]) / std[c]`, and written to `x[b]`
  * (f32, or rounded once to f16 when `x` is f16); `labels[b] = srcLabels[n]`. Both outputs are
  * overwritten. An index `>= count` yields a zero image and label -1.
  *
@@ -221,7 +198,8 @@ export interface PrepareBatchIO {
  * const x = gpu.empty([4, 1, 96, 96]);
  * const labels = gpu.empty([4], { dtype: "i32" });
  * prepareBatch({ x, labels, images, srcLabels, indices }, {
- *   batch: 4, channels: 1, srcH: 28, srcW: 28, dstH: 96, dstW: 96, flip: true, seed: 7,
+ *   batch: 4, channels: 1, srcH: 28, srcW: 28, dstH: 96, dstW: 96, seed: 7,
+ *   augment: { flip: true, rotate: 10, scale: [0.9, 1.1] },
  * });
  * ```
  */
@@ -268,7 +246,9 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
       std[c] = p.std![c];
     }
   }
-  const rrc = p.resizedCrop;
+  const a = p.augment ?? {};
+  const rrc = a.resizedCrop;
+  const affine = _hasAffine(a);
   const per = p.channels * p.dstH * p.dstW;
   for (const [b0, b1] of unitRanges(op, gpu, p.batch, per)) {
     const nb = b1 - b0;
@@ -278,7 +258,7 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
     const total = nb * p.dstH * p.dstW;
     prepare.dispatch({
       op,
-      variant: rrc ? "rrc" : "",
+      variant: rrc ? (affine ? "rrc_affine" : "rrc") : (affine ? "affine" : ""),
       params: {
         total,
         batch: nb,
@@ -288,8 +268,8 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
         srcW: p.srcW,
         dstH: p.dstH,
         dstW: p.dstW,
-        pad: p.cropPadding ?? 0,
-        flip: p.flip ? 1 : 0,
+        pad: a.cropPadding ?? 0,
+        flip: a.flip ? 1 : 0,
         seed: p.seed ?? 0,
         splitWords,
         normalize: norm ? 1 : 0,
@@ -304,6 +284,12 @@ export function prepareBatch(io: PrepareBatchIO, p: PrepareBatchParams): void {
         logRatioHi: rrc ? Math.log(rrc.ratio[1]) : 0,
         ratioLo: rrc ? rrc.ratio[0] : 1,
         ratioHi: rrc ? rrc.ratio[1] : 1,
+        degrees: a.rotate ?? 0,
+        maxDx: (a.translate?.[0] ?? 0) * p.dstW,
+        maxDy: (a.translate?.[1] ?? 0) * p.dstH,
+        zoomLo: a.scale?.[0] ?? 1,
+        zoomHi: a.scale?.[1] ?? 1,
+        shear: a.shear ?? 0,
         mean0: mean[0],
         mean1: mean[1],
         mean2: mean[2],

@@ -1,7 +1,12 @@
-// Float64 CPU reference of the data kernels, written step by step from the definitions: the
-// augmentation builds each intermediate image explicitly (zero-pad, crop, resized-crop box, flip)
-// and then resizes it with PyTorch's bilinear rule (align_corners = False, no antialias), then
-// normalizes. The random draws use the same counter-based hash as the kernel.
+// Float64 CPU references of the data kernels. prepareBatchRef is the affine form (as the kernel
+// now works): each example's draws give a view box, a flip and RandomAffine's parameters, composed
+// into one 2x3 matrix from output pixel centres to view pixel coordinates (Float64; its entries
+// then held in f32 and the coordinate evaluated with f32 roundings as the kernel does, so that
+// without RandomAffine it is the f32 source index of PyTorch's resize), and one bilinear
+// resampling. prepareBatchStepsRef is the older step-by-step reference (zero-pad, crop,
+// resized-crop box, flip as explicit images, then PyTorch's bilinear resize, align_corners =
+// False, no antialias), kept to check the affine form where they overlap. Both normalize last.
+// The random draws use the same counter-based hash as the kernel.
 
 /** murmur3's 32-bit finalizer. */
 export function fmix(h0: number): number {
@@ -101,6 +106,17 @@ export function resizeBilinearRef(
   return y;
 }
 
+/** The augmentation of the reference (the same fields as the kernel's AugmentParams). */
+export interface AugmentRefParams {
+  flip?: boolean;
+  cropPadding?: number;
+  resizedCrop?: { scale: readonly [number, number]; ratio: readonly [number, number] };
+  rotate?: number;
+  translate?: readonly [number, number];
+  scale?: readonly [number, number];
+  shear?: number;
+}
+
 /** Parameters of the reference (the same fields as the kernel's PrepareBatchParams). */
 export interface PrepareRefParams {
   batch: number;
@@ -111,9 +127,7 @@ export interface PrepareRefParams {
   dstW: number;
   mean?: readonly number[];
   std?: readonly number[];
-  cropPadding?: number;
-  flip?: boolean;
-  resizedCrop?: { scale: readonly [number, number]; ratio: readonly [number, number] };
+  augment?: AugmentRefParams;
   seed?: number;
 }
 
@@ -123,24 +137,96 @@ export interface AugmentRef {
   dy: number;
   dx: number;
   box: [number, number, number, number];
+  /** RandomAffine's draws: degrees, whole output pixels, zoom, x-shear degrees (0, 0, 0, 1, 0: none). */
+  angle: number;
+  tx: number;
+  ty: number;
+  zoom: number;
+  shear: number;
 }
 
-/** The augmentation of example `n` (flip, crop offsets into the padded image, resized-crop box). */
-export function augmentRef(p: PrepareRefParams, n: number): AugmentRef {
-  const seed = p.seed ?? 0;
-  const pad = p.cropPadding ?? 0;
-  const flip = (p.flip ?? false) && (rnd(seed, n, 0) & 1) === 1;
-  const dy = pad > 0 ? rnd(seed, n, 1) % (2 * pad + 1) : 0;
-  const dx = pad > 0 ? rnd(seed, n, 2) % (2 * pad + 1) : 0;
-  const box: [number, number, number, number] = p.resizedCrop
-    ? resizedCropBoxRef(seed, n, p.srcH, p.srcW, p.resizedCrop.scale, p.resizedCrop.ratio)
-    : [0, 0, p.srcH, p.srcW];
-  return { flip, dy, dx, box };
+/** Uniform in [-1, 1) from a random u32 (as the kernel's 2u - 1, exact). */
+function sym(r: number): number {
+  return 2 * unif(r) - 1;
+}
+
+/** Whether `a` has a RandomAffine part. */
+function hasAffine(a: AugmentRefParams): boolean {
+  return (a.rotate ?? 0) > 0 || a.translate !== undefined || a.scale !== undefined ||
+    (a.shear ?? 0) > 0;
 }
 
 /**
- * The batch the kernel should produce: x [batch, C, dstH, dstW] (Float64) and labels (-1 and a
- * zero image for an index >= count).
+ * The augmentation of example `n`: flip, crop offsets into the padded image, resized-crop box
+ * (draws 0..42), and RandomAffine's angle, shifts, zoom and shear (draws 43..47; torchvision's
+ * get_params: shifts `round(uniform(-a * size, a * size))`, in f32 as the kernel's product).
+ */
+export function augmentRef(p: PrepareRefParams, n: number): AugmentRef {
+  const seed = p.seed ?? 0;
+  const a = p.augment ?? {};
+  const pad = a.cropPadding ?? 0;
+  const flip = (a.flip ?? false) && (rnd(seed, n, 0) & 1) === 1;
+  const dy = pad > 0 ? rnd(seed, n, 1) % (2 * pad + 1) : 0;
+  const dx = pad > 0 ? rnd(seed, n, 2) % (2 * pad + 1) : 0;
+  const box: [number, number, number, number] = a.resizedCrop
+    ? resizedCropBoxRef(seed, n, p.srcH, p.srcW, a.resizedCrop.scale, a.resizedCrop.ratio)
+    : [0, 0, p.srcH, p.srcW];
+  const f = Math.fround;
+  const affine = { angle: 0, tx: 0, ty: 0, zoom: 1, shear: 0 };
+  if (hasAffine(a)) {
+    const maxDx = f((a.translate?.[0] ?? 0) * p.dstW), maxDy = f((a.translate?.[1] ?? 0) * p.dstH);
+    const [lo, hi] = a.scale ?? [1, 1];
+    affine.angle = (a.rotate ?? 0) * sym(rnd(seed, n, 43));
+    affine.tx = roundHalfEven(f(maxDx * sym(rnd(seed, n, 44))));
+    affine.ty = roundHalfEven(f(maxDy * sym(rnd(seed, n, 45))));
+    affine.zoom = lo + (hi - lo) * unif(rnd(seed, n, 46));
+    affine.shear = (a.shear ?? 0) * sym(rnd(seed, n, 47));
+  }
+  return { flip, dy, dx, box, ...affine };
+}
+
+/**
+ * Example `n`'s map in the affine form: view pixel coordinate `r = (m[0..2] . (ux, uy, 1),
+ * m[3..5] . (ux, uy, 1))` of output pixel centre `(ux, uy)`, the `h x w` view at image pixel
+ * `(top, left)`. Composed in Float64: torchvision's inverse affine matrix about the output
+ * centre, then the flip `x -> dstW - x`, the scale `view / out` (f32, as the kernel's) and the
+ * source-index shift `-0.5`.
+ */
+export function viewMapRef(
+  p: PrepareRefParams,
+  n: number,
+): { m: number[]; top: number; left: number; h: number; w: number } {
+  const aug = augmentRef(p, n);
+  const [bi, bj, h, w] = aug.box;
+  const pad = p.augment?.cropPadding ?? 0;
+  const f = Math.fround;
+  const sy = f(h / p.dstH), sx = f(w / p.dstW);
+  // torchvision's _get_inverse_affine_matrix (no y shear): forward rotation-shear R, A = R^-1 / zoom.
+  const rad = (aug.angle * Math.PI) / 180, sh = (aug.shear * Math.PI) / 180;
+  const [ra, rb, rc, rd] = [
+    Math.cos(rad),
+    -Math.cos(rad) * Math.tan(sh) - Math.sin(rad),
+    Math.sin(rad),
+    -Math.sin(rad) * Math.tan(sh) + Math.cos(rad),
+  ];
+  const [a00, a01, a10, a11] = [rd / aug.zoom, -rb / aug.zoom, -rc / aug.zoom, ra / aug.zoom];
+  const cx = p.dstW / 2, cy = p.dstH / 2;
+  const ex = cx - (a00 * (cx + aug.tx) + a01 * (cy + aug.ty));
+  const ey = cy - (a10 * (cx + aug.tx) + a11 * (cy + aug.ty));
+  const fx = aug.flip ? -sx : sx;
+  const mx = aug.flip ? w - 0.5 : -0.5;
+  return {
+    m: [fx * a00, fx * a01, fx * ex + mx, sy * a10, sy * a11, sy * ey - 0.5].map(f),
+    top: bi + aug.dy - pad,
+    left: bj + aug.dx - pad,
+    h,
+    w,
+  };
+}
+
+/**
+ * The batch the kernel should produce, in the affine form (see the top of this file): x
+ * [batch, C, dstH, dstW] (Float64) and labels (-1 and a zero image for an index >= count).
  */
 export function prepareBatchRef(
   images: Uint8Array,
@@ -150,7 +236,68 @@ export function prepareBatchRef(
 ): { x: Float64Array; labels: Int32Array } {
   const { batch, channels: C, srcH: H, srcW: W, dstH, dstW } = p;
   const count = srcLabels.length;
-  const pad = p.cropPadding ?? 0;
+  const f = Math.fround;
+  const x = new Float64Array(batch * C * dstH * dstW);
+  const labels = new Int32Array(batch);
+  // PyTorch's source index clamped to a view of `size` pixels: [i0, i1, weight of i1].
+  const taps = (r: number, size: number): [number, number, number] => {
+    const rr = Math.max(r, 0);
+    const i0 = Math.min(Math.floor(rr), size - 1);
+    return [i0, i0 < size - 1 ? i0 + 1 : i0, rr - i0];
+  };
+  for (let b = 0; b < batch; b++) {
+    const n = indices[b];
+    if (n >= count) {
+      labels[b] = -1;
+      continue;
+    }
+    labels[b] = srcLabels[n];
+    const { m, top, left, h, w } = viewMapRef(p, n);
+    for (let oy = 0; oy < dstH; oy++) {
+      for (let ox = 0; ox < dstW; ox++) {
+        const ux = ox + 0.5, uy = oy + 0.5;
+        const rx = f(f(m[0] * ux) + f(f(m[1] * uy) + m[2]));
+        const ry = f(f(m[4] * uy) + f(f(m[3] * ux) + m[5]));
+        // 1 inside [-0.5, size - 0.5], linear to 0 at -1 and size (RandomAffine's zero fill).
+        const cover = Math.min(Math.max(Math.min(2 * ry + 2, 2 * (h - ry)), 0), 1) *
+          Math.min(Math.max(Math.min(2 * rx + 2, 2 * (w - rx)), 0), 1);
+        const [y0, y1, ly] = taps(ry, h);
+        const [x0, x1, lx] = taps(rx, w);
+        for (let c = 0; c < C; c++) {
+          const at = (vy: number, vx: number) => {
+            const sy = vy + top, sx = vx + left;
+            if (sy < 0 || sy >= H || sx < 0 || sx >= W) return 0;
+            return images[((n * C + c) * H + sy) * W + sx] / 255;
+          };
+          const v = cover === 0
+            ? 0
+            : cover * ((1 - ly) * ((1 - lx) * at(y0, x0) + lx * at(y0, x1)) +
+              ly * ((1 - lx) * at(y1, x0) + lx * at(y1, x1)));
+          x[((b * C + c) * dstH + oy) * dstW + ox] = p.mean && p.std
+            ? (v - p.mean[c]) / p.std[c]
+            : v;
+        }
+      }
+    }
+  }
+  return { x, labels };
+}
+
+/**
+ * The step-by-step reference of the augmentations that predate RandomAffine (crop with padding,
+ * resized crop, flip; RandomAffine's fields must be absent): the explicit padded, cropped and
+ * flipped image, resized by {@linkcode resizeBilinearRef}.
+ */
+export function prepareBatchStepsRef(
+  images: Uint8Array,
+  srcLabels: Uint8Array,
+  indices: ArrayLike<number>,
+  p: PrepareRefParams,
+): { x: Float64Array; labels: Int32Array } {
+  const { batch, channels: C, srcH: H, srcW: W, dstH, dstW } = p;
+  const count = srcLabels.length;
+  if (hasAffine(p.augment ?? {})) throw new Error("prepareBatchStepsRef: no RandomAffine");
+  const pad = p.augment?.cropPadding ?? 0;
   const x = new Float64Array(batch * C * dstH * dstW);
   const labels = new Int32Array(batch);
   for (let b = 0; b < batch; b++) {

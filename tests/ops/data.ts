@@ -13,9 +13,23 @@ import { checkOpCase, input, type OpCase, opCase, type OpSuite, output, runOp } 
 // absolute error by std.
 export const TOL: CloseOptions = { rtol: 1e-5, atol: 2e-6 };
 
-/** The f32 tolerance of prepareBatch's x with `p`'s normalization. */
+// With RandomAffine, the kernel's matrix entries are f32 (its sin/cos to ~1e-7, the shift of the
+// centre computed at coordinates up to the output size) against the reference's Float64 ones:
+// the view coordinate differs by up to ~1e-6 of the largest output coordinate, and the value (a
+// bilinear weight or the zero-fill ramp, slope at most 2 per view pixel, times a pixel step of
+// at most 1) by twice that.
+/** The f32 tolerance of x for RandomAffine cases of output size up to `size`. */
+export function affineTol(size: number): CloseOptions {
+  return { rtol: TOL.rtol, atol: 4e-6 * Math.max(size, 16) / 16 * 2 };
+}
+
+/** The f32 tolerance of prepareBatch's x with `p`'s augmentation and normalization. */
 export function prepareTol(p: PrepareBatchParams): CloseOptions {
-  return p.std ? { rtol: TOL.rtol, atol: TOL.atol! / Math.min(...p.std) } : TOL;
+  const a = p.augment ?? {};
+  const affine = (a.rotate ?? 0) > 0 || a.translate !== undefined || a.scale !== undefined ||
+    (a.shear ?? 0) > 0;
+  const tol = affine ? affineTol(Math.max(p.dstH, p.dstW)) : TOL;
+  return p.std ? { rtol: tol.rtol, atol: tol.atol! / Math.min(...p.std) } : tol;
 }
 
 /** `n` random bytes. */
@@ -168,6 +182,63 @@ export const PREPARE_SUITES: OpSuite<PrepareCase>[] = [{
       std: [0.353],
     },
   }],
+}];
+
+/** A RandomAffine case: `batch` images of `c` x h x w (from 11) to oh x ow, with `augment`. */
+const affineCase = (
+  name: string,
+  [batch, c, h, w, oh, ow]: readonly number[],
+  augment: PrepareBatchParams["augment"],
+  extra: Partial<PrepareBatchParams> = {},
+): PrepareCase => ({
+  name,
+  p: { batch, channels: c, srcH: h, srcW: w, dstH: oh, dstW: ow, augment, seed: 21, ...extra },
+  count: 11,
+});
+
+/**
+ * The RandomAffine suites of tests/data_kernels_affine_test.ts: rotation, translation, zoom
+ * and shear alone and with the crops and the flip, at odd sizes, gray and RGB, into f32 and f16.
+ */
+export const AFFINE_SUITES: OpSuite<PrepareCase>[] = [{
+  name: "RandomAffine (rotate, translate, scale, shear) against the affine reference",
+  op: prepareBatchOp,
+  seed: 71,
+  cases: [
+    affineCase("rotate 30, gray 28->28", [5, 1, 28, 28, 28, 28], { rotate: 30 }),
+    affineCase("rotate 180, rgb odd 9x13->17x11", [4, 3, 9, 13, 17, 11], { rotate: 180 }),
+    affineCase("translate 0.2/0.1, gray 7x5->7x5", [6, 1, 7, 5, 7, 5], { translate: [0.2, 0.1] }),
+    affineCase("scale 0.7-1.3, rgb 32->24", [3, 3, 32, 32, 24, 24], { scale: [0.7, 1.3] }),
+    affineCase("shear 20 + rotate 10, gray 28->37", [3, 1, 28, 28, 37, 37], {
+      shear: 20,
+      rotate: 10,
+    }),
+    affineCase("all + flip + crop 3, rgb 32->32, normalized", [4, 3, 32, 32, 32, 32], {
+      flip: true,
+      cropPadding: 3,
+      rotate: 15,
+      translate: [0.1, 0.1],
+      scale: [0.9, 1.1],
+    }, { mean: [0.49, 0.48, 0.45], std: [0.25, 0.24, 0.26] }),
+    affineCase("all + resized crop + flip, gray 28->96", [2, 1, 28, 28, 96, 96], {
+      flip: true,
+      resizedCrop: { scale: [0.3, 1], ratio: [3 / 4, 4 / 3] },
+      rotate: 45,
+      translate: [0.15, 0.05],
+      scale: [0.8, 1.2],
+      shear: 10,
+    }),
+  ],
+  mixes: [{ x: "f32" }, { x: "f16" }],
+}, {
+  name: "RandomAffine in ranges of 2 images (binding limit lowered)",
+  op: prepareBatchOp,
+  seed: 72,
+  cases: [{
+    ...affineCase("rotate + flip, ranges", [7, 2, 5, 7, 6, 5], { rotate: 90, flip: true }),
+    bindingLimit: 200,
+  }],
+  mixes: [{ x: "f32" }, { x: "f16" }],
 }];
 
 /** The resizeBilinear suites of tests/data_kernels_test.ts. */
