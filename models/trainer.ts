@@ -461,8 +461,9 @@ export class Trainer {
     const o = this.options;
     const arena = this.model.arena;
     const adam = o.optimizer === "adam" || o.optimizer === "adamw";
-    this.#lossSum ??= this.model.gpu.zeros([1]);
-    this.#correct ??= this.model.gpu.zeros([1], { dtype: "u32" });
+    // Cleared at each epoch's start.
+    this.#lossSum ??= this.model.gpu.empty([1]);
+    this.#correct ??= this.model.gpu.empty([1], { dtype: "u32" });
     return {
       momentumBuf: !adam && (o.momentum ?? 0) > 0 ? arena.ensureMomentum() : undefined,
       moments: adam ? arena.ensureAdamMoments() : undefined,
