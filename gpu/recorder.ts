@@ -7,7 +7,9 @@
  * Recording model: `dispatch` only records into an open command encoder; nothing reaches the GPU
  * until `flush()` (one `queue.submit`), and nothing waits on the GPU until `sync()` or a readback.
  * Between `beginCapture` and `endCapture` every command is also appended to a {@linkcode Tape},
- * which `replay` re-encodes later (`tape.ts`).
+ * which `replay` re-encodes later (`tape.ts`). Over 500 lines: capture and replay share the open
+ * encoder, the pass and the uniform buffer's packing with recording, which stay private to this
+ * one class.
  *
  * @module
  */

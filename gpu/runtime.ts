@@ -4,7 +4,9 @@
  * binding turned into a buffer range for the {@linkcode Recorder}, which records and submits.
  * Recorded steps ({@linkcode Tape}, `tape.ts`): `beginTape` / `live` / `endTape` capture one,
  * `replay` re-encodes it, and the runtime keeps the buffers it binds valid (its scratch claimed
- * from the pool; dropped when any other buffer it binds is released or destroyed).
+ * from the pool; dropped when any other buffer it binds is released or destroyed). Over 500
+ * lines: every member of {@linkcode Gpu} with its runnable example, and the tapes' lifetimes,
+ * which the pool's hooks tie to the runtime.
  * Every runtime not yet destroyed is listed in {@linkcode liveRuntimes} (for `shutdownGpu`).
  *
  * @module

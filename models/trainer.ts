@@ -18,6 +18,9 @@
  * buffer it binds is released (a model or data set disposed), before `evaluate` (so that its
  * scratch memory serves the evaluation) and on `dispose`. `replay: false` records every step.
  *
+ * Over 500 lines: the step, its capture and the epoch loop share the trainer's private state (the
+ * kept step, the per-step values, the watch and the loss scaler); `fit` lives in fit.ts.
+ *
  * @module
  */
 
