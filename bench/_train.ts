@@ -50,6 +50,12 @@ export interface HostTiming {
   readonly hostMsPerStep: number;
   /** Dispatches recorded per step. */
   readonly dispatches: number;
+  /**
+   * Dispatches planned per step, the median over the steps (`GpuRuntime.dispatch` calls:
+   * bindings resolved, pipeline and bind group looked up); the rest were re-encoded from a
+   * recorded step (models/trainer.ts).
+   */
+  readonly planned: number;
   /** Bind groups created per step (zero once they are all cached). */
   readonly bindGroups: number;
 }
@@ -69,12 +75,16 @@ export async function hostSteps(
   const host = stepClock();
   const before = { ...gpu.stats };
   let steps = 0;
+  const planned: number[] = [];
+  let lastPlanned = gpu.hostStats.planned;
   gpu.discardSubmits = true;
   try {
     await run.trainer.trainEpoch(run.set, {
       ...options,
       onStep: (done, total) => {
         host.onStep();
+        planned.push(gpu.hostStats.planned - lastPlanned);
+        lastPlanned = gpu.hostStats.planned;
         steps = done;
         // The epoch's end reads back: let it (and only it) execute.
         if (done === total) gpu.discardSubmits = false;
@@ -87,6 +97,7 @@ export async function hostSteps(
     hostMsPerStep: host.median(),
     // The epoch's end records one more dispatch (the parameters' Inf/NaN check).
     dispatches: (gpu.stats.dispatches - before.dispatches - 1) / steps,
+    planned: [...planned].sort((a, b) => a - b)[planned.length >> 1],
     bindGroups: (gpu.stats.bindGroups - before.bindGroups) / steps,
   };
 }

@@ -2,6 +2,7 @@
 //
 //   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
 //                                    [--no-autotune] [--precision f32|f16] [--host-only]
+//                                    [--replay on|off|both]
 //
 // Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
 // needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
@@ -26,8 +27,13 @@
 // ms/step, and the device's threads share the CPU with the recording. `--host-only`
 // measures it alone, at the recipe's batch and size on any adapter: real steps are recorded and
 // finished but their command buffers are dropped instead of submitted (nothing executes), and the
-// table prints, per model, the dispatches and bind groups created per step and the issue #15
-// target (the host time that allows twice d2l's V100 throughput).
+// table prints, per model, the dispatches, the dispatches planned (the rest replayed from a
+// recorded step) and bind groups created per step and the issue #15 target (the host time that
+// allows twice d2l's V100 throughput).
+//
+// `--replay off` records every step from scratch instead of replaying a recorded one
+// (`TrainerOptions.replay`); `--replay both` (with `--host-only`) measures both, interleaved
+// epoch by epoch on the same model, and prints the host ms/step without replay beside it.
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import {
@@ -53,7 +59,7 @@ import {
 guardScript("bench:train");
 const cli = benchCli(
   "usage: deno task bench:train [--models lenet,resnet] [--steps N] [--batch N] " +
-    "[--resize N] [--no-autotune] [--precision f32|f16] [--host-only]",
+    "[--resize N] [--no-autotune] [--precision f32|f16] [--host-only] [--replay on|off|both]",
 );
 
 function parseArgs(args: string[]) {
@@ -65,7 +71,8 @@ function parseArgs(args: string[]) {
     autotune: boolean;
     precision: Precision;
     hostOnly: boolean;
-  } = { autotune: true, precision: "f32", hostOnly: false };
+    replay: "on" | "off" | "both";
+  } = { autotune: true, precision: "f32", hostOnly: false, replay: "on" };
   cli.parse(args, {
     "--models": (value) => {
       const names = value().split(",").map((s) => s.trim()).filter((s) => s);
@@ -81,11 +88,19 @@ function parseArgs(args: string[]) {
     "--resize": (value) => out.resize = cli.positiveInt("--resize", value()),
     "--no-autotune": () => out.autotune = false,
     "--host-only": () => out.hostOnly = true,
+    "--replay": (value) => {
+      const v = value();
+      if (v !== "on" && v !== "off" && v !== "both") {
+        cli.usage(`--replay must be on, off or both, got '${v}'`);
+      }
+      out.replay = v as "on" | "off" | "both";
+    },
     "--precision": (value) => {
       const p = value();
       out.precision = isPrecision(p) ? p : cli.usage(`--precision must be f32 or f16, got '${p}'`);
     },
   });
+  if (out.replay === "both" && !out.hostOnly) cli.usage("--replay both needs --host-only");
   return out;
 }
 
@@ -127,25 +142,38 @@ async function hostRow(name: ModelName): Promise<string> {
   const steps = args.steps ?? 10;
   try {
     const run = setupRun(gpu, name, { batch, resize, steps, precision: args.precision });
-    // A whole epoch first: it compiles the pipelines and brings the pool (whose free buffers
-    // depend on the epoch's size) and the bind group cache to their steady state.
-    await hostSteps(gpu, run, { epoch: 0 });
-    let best: HostTiming | undefined;
-    for (let r = 0; r < 2; r++) {
-      const t = await hostSteps(gpu, run, { epoch: r + 1 });
-      if (!best || t.hostMsPerStep < best.hostMsPerStep) best = t;
+    const modes = args.replay === "both" ? [false, true] : [args.replay === "on"];
+    // A whole epoch first (per mode): it compiles the pipelines and brings the pool (whose free
+    // buffers depend on the epoch's size) and the bind group cache to their steady state.
+    let epoch = 0;
+    for (const replay of modes) {
+      run.trainer.replay = replay;
+      await hostSteps(gpu, run, { epoch: epoch++ });
     }
+    // Best of 2 per mode, the modes interleaved.
+    const best = new Map<boolean, HostTiming>();
+    for (let r = 0; r < 2; r++) {
+      for (const replay of modes) {
+        run.trainer.replay = replay;
+        const t = await hostSteps(gpu, run, { epoch: epoch++ });
+        const b = best.get(replay);
+        if (!b || t.hostMsPerStep < b.hostMsPerStep) best.set(replay, t);
+      }
+    }
+    const main = best.get(modes.at(-1)!)!;
+    const plain = args.replay === "both" ? best.get(false)!.hostMsPerStep.toFixed(2) : "-";
     run.trainer.model.dispose();
     run.set.images.dispose();
     run.set.labels.dispose();
     const target = HOST_TARGET_MS[name];
-    const ratio = target === undefined ? "" : `${(best!.hostMsPerStep / target).toFixed(2)}x`;
-    return `| ${name} | ${batch} | ${resize} | ${best!.dispatches.toFixed(0)} | ` +
-      `${best!.bindGroups.toFixed(1)} | ${best!.hostMsPerStep.toFixed(2)} | ` +
-      `${target ?? "-"} | ${ratio} | best of 2 x ${steps} |`;
+    const ratio = target === undefined ? "" : `${(main.hostMsPerStep / target).toFixed(2)}x`;
+    return `| ${name} | ${batch} | ${resize} | ${main.dispatches.toFixed(0)} | ` +
+      `${main.planned} | ${main.bindGroups.toFixed(1)} | ` +
+      `${main.hostMsPerStep.toFixed(2)} | ${plain} | ${target ?? "-"} | ${ratio} | ` +
+      `best of 2 x ${steps} |`;
   } catch (e) {
     const msg = (e instanceof Error ? e.message : String(e)).split("\n")[0].slice(0, 120);
-    return `| ${name} | ${batch} | ${resize} | failed: ${msg} | | | | | |`;
+    return `| ${name} | ${batch} | ${resize} | failed: ${msg} | | | | | | | |`;
   }
 }
 
@@ -158,13 +186,14 @@ async function hostTable(): Promise<void> {
   }
   console.log(
     `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}; ` +
-      `precision ${args.precision}; host only (steps recorded, never executed)\n`,
+      `precision ${args.precision}; replay ${args.replay}; host only (steps recorded, never ` +
+      "executed)\n",
   );
   console.log(
-    "| model | batch | resize | dispatches/step | bind groups/step | host ms/step | target ms | " +
-      "host/target | timed steps |",
+    "| model | batch | resize | dispatches/step | planned/step | bind groups/step | host ms/step | " +
+      "no replay ms/step | target ms | host/target | timed steps |",
   );
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const r of rows) console.log(r);
 }
 
@@ -191,6 +220,7 @@ async function fullTable(): Promise<void> {
         steps,
         precision: args.precision,
       });
+      run.trainer.replay = args.replay === "on";
       await warmUp(run);
       // Best of a few epochs: other processes sharing the CPU only ever slow a run down.
       const rounds = auto.reduced ? 1 : 3;
@@ -221,7 +251,7 @@ async function fullTable(): Promise<void> {
 
   console.log(
     `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}; ` +
-      `precision ${args.precision}\n`,
+      `precision ${args.precision}; replay ${args.replay}\n`,
   );
   console.log(
     "| model | batch | resize | examples/s | ms/step | host ms/step | peak GPU memory | timed steps |",

@@ -67,6 +67,7 @@ export interface PoolStats {
 export class BufferPool {
   #device: GPUDevice;
   #onDestroy: ((buffer: GPUBuffer) => void) | undefined;
+  #onRelease: ((buffer: GPUBuffer) => void) | undefined;
   #free = new Map<number, GPUBuffer[]>();
   #handedOut = new Set<GPUBuffer>();
   /** Creation order of each buffer: a free list is kept newest first (the oldest is popped). */
@@ -83,7 +84,8 @@ export class BufferPool {
 
   /**
    * Creates a pool on `device`; `onDestroy` is told of each buffer just before the pool destroys
-   * it (the runtime drops the bind groups that bind it).
+   * it (the runtime drops the bind groups that bind it), `onRelease` of each buffer returned to
+   * it (the runtime drops the recorded steps that bind it, `gpu/tape.ts`).
    *
    * @example
    * ```ts
@@ -92,9 +94,16 @@ export class BufferPool {
    * const pool = new BufferPool(await adapter!.requestDevice(), { onDestroy: () => {} });
    * ```
    */
-  constructor(device: GPUDevice, options: { onDestroy?: (buffer: GPUBuffer) => void } = {}) {
+  constructor(
+    device: GPUDevice,
+    options: {
+      onDestroy?: (buffer: GPUBuffer) => void;
+      onRelease?: (buffer: GPUBuffer) => void;
+    } = {},
+  ) {
     this.#device = device;
     this.#onDestroy = options.onDestroy;
+    this.#onRelease = options.onRelease;
   }
 
   /**
@@ -156,6 +165,53 @@ export class BufferPool {
     list.splice(lo, 0, buf);
     this.#live -= cls;
     this.#freeBytes += cls;
+    this.#onRelease?.(buf);
+  }
+
+  /**
+   * Whether `buf` is this pool's and handed out (acquired or claimed, not released).
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const b = gpu.pool.acquire(256);
+   * console.log(gpu.pool.isHandedOut(b)); // true
+   * gpu.pool.release(b);
+   * ```
+   */
+  isHandedOut(buf: GPUBuffer): boolean {
+    return this.#handedOut.has(buf);
+  }
+
+  /**
+   * Takes `buf` out of the free buffers, as if {@linkcode BufferPool.acquire} had handed it out
+   * (give it back with {@linkcode BufferPool.release}); false, and nothing changes, when it is not
+   * free here (handed out, or not this pool's). A recorded step keeps its scratch buffers so
+   * (`gpu/tape.ts`): nothing else is given them while it may be replayed.
+   *
+   * @example
+   * ```ts
+   * import { requestGpu } from "@modern-cnn/webgpu/gpu";
+   * const gpu = await requestGpu();
+   * const b = gpu.pool.acquire(256);
+   * console.log(gpu.pool.claim(b)); // false: handed out
+   * gpu.pool.release(b);
+   * console.log(gpu.pool.claim(b)); // true
+   * gpu.pool.release(b);
+   * ```
+   */
+  claim(buf: GPUBuffer): boolean {
+    if (this.#destroyed) return false;
+    const list = this.#free.get(buf.size);
+    const i = list?.indexOf(buf) ?? -1;
+    if (i < 0) return false;
+    list!.splice(i, 1);
+    this.#freeBytes -= buf.size;
+    this.#live += buf.size;
+    this.#peakLive = Math.max(this.#peakLive, this.#live);
+    this.#handedOut.add(buf);
+    return true;
   }
 
   /**

@@ -6,6 +6,10 @@
  *
  * Recording model: `dispatch` only records into an open command encoder; nothing reaches the GPU
  * until `flush()` (one `queue.submit`), and nothing waits on the GPU until `sync()` or a readback.
+ * Between `beginCapture` and `endCapture` every command is also appended to a {@linkcode Tape},
+ * which `replay` re-encodes later (`tape.ts`). Over 500 lines: capture and replay share the open
+ * encoder, the pass and the uniform buffer's packing with recording, which stay private to this
+ * one class.
  *
  * @module
  */
@@ -13,6 +17,7 @@
 import { BindGroupCache, uniformLayoutEntries } from "./bind_groups.ts";
 import { DeviceLostError, GpuValidationError, KernelCompileError } from "./errors.ts";
 import type { KernelSpec } from "./kernel.ts";
+import { type Tape, TAPE_CLEAR, TAPE_COPY, TAPE_DISPATCH } from "./tape.ts";
 import type { GpuStats } from "./tensor.ts";
 
 const UNIFORM_ALIGN = 256;
@@ -65,6 +70,14 @@ export class Recorder {
   #uniforms: GPUBuffer;
   #uniformsCpu = new Uint8Array(UNIFORM_BYTES);
   #uniformsUsed = 0;
+  /** Where the uniform buffer restarts after a submit: past a replayed tape's params. */
+  #uniformsFloor = 0;
+  /** The tape being captured, and the depth of live entries (whose commands it leaves out). */
+  #tape: Tape | null = null;
+  #liveDepth = 0;
+  /** Submits so far (a capture that sees one is not kept), and at the capture's start. */
+  #flushes = 0;
+  #captureFlushes = 0;
   #errors: Error[] = [];
   #pendingScopes: Promise<void>[] = [];
   #lost: Error | null = null;
@@ -270,12 +283,23 @@ export class Recorder {
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
     this.#batchKernels.add(kernel.name);
     this.stats.dispatches++;
+    if (this.#tape !== null && this.#liveDepth === 0) {
+      const offset = uniform !== undefined && compiled.dynamic ? uniform.offset! : -1;
+      this.#tape.dispatch(
+        kernel.name,
+        { pipeline: compiled.pipeline, group, offset, workgroups },
+        storage,
+      );
+    }
   }
 
   /** Records a copy between two different buffers (in order with recorded dispatches). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.#endPass();
     this.#openEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+    if (this.#tape !== null && this.#liveDepth === 0) {
+      this.#tape.copy(src, srcOffset, dst, dstOffset, bytes);
+    }
   }
 
   /** Records zero-filling of a byte range (in order with recorded dispatches). */
@@ -284,6 +308,111 @@ export class Recorder {
     this.#endPass();
     this.#openEncoder().clearBuffer(buffer, offset, bytes);
     this.stats.clears++;
+    if (this.#tape !== null && this.#liveDepth === 0) this.#tape.clear(buffer, offset, bytes);
+  }
+
+  // ------------------------------------------------------------------ tapes ----
+
+  /** Whether a tape is being captured. */
+  get capturing(): boolean {
+    return this.#tape !== null;
+  }
+
+  /**
+   * Starts appending every command to `tape` (after submitting what is recorded, if it packed
+   * params: the tape's params start at offset 0 of the uniform buffer).
+   */
+  beginCapture(tape: Tape): void {
+    if (this.#tape !== null) throw new TypeError("beginTape: a tape is already being recorded");
+    if (this.#uniformsUsed > 0) this.flush();
+    this.#tape = tape;
+    this.#captureFlushes = this.#flushes;
+  }
+
+  /**
+   * Stops capturing: the tape with its params, or null when it cannot be replayed (a submit in
+   * the middle, or params beyond half of the uniform buffer, which the replay's live entries
+   * need room after).
+   */
+  endCapture(): Tape | null {
+    const tape = this.#tape;
+    this.#tape = null;
+    if (tape === null) throw new TypeError("endTape: no tape is being recorded");
+    if (this.#flushes !== this.#captureFlushes || this.#uniformsUsed * 2 > UNIFORM_BYTES) {
+      return null;
+    }
+    tape.uniforms = this.#uniformsCpu.slice(0, this.#uniformsUsed);
+    return tape;
+  }
+
+  /**
+   * Runs `fn` (which records commands); while capturing, appends it to the tape as a live entry
+   * instead of the commands it records, so that a replay calls it again.
+   */
+  live(fn: () => void): void {
+    const tape = this.#tape;
+    if (tape === null || this.#liveDepth > 0) return fn();
+    tape.live(fn);
+    this.#liveDepth++;
+    try {
+      fn();
+    } finally {
+      this.#liveDepth--;
+    }
+  }
+
+  /**
+   * Re-encodes `tape` (into the open command encoder, in order with what is recorded): its
+   * params copied to the uniform buffer's start (after submitting what is recorded, if that
+   * packed params), then each command as captured, each live entry called.
+   */
+  replay(tape: Tape): void {
+    this.checkErrors();
+    if (this.#tape !== null) throw new TypeError("replay: a tape is being recorded");
+    if (!tape.valid) throw new TypeError("replay: the tape was dropped");
+    if (this.#uniformsUsed > 0) this.flush();
+    const bytes = tape.uniforms.byteLength;
+    this.#uniformsCpu.set(tape.uniforms, 0);
+    this.#uniformsUsed = this.#uniformsFloor = bytes;
+    const offsets = this.#offsets;
+    let pass: GPUComputePassEncoder | null = null;
+    try {
+      for (const op of tape.ops) {
+        if (op.kind === TAPE_DISPATCH) {
+          pass ??= this.#openPass();
+          pass.setPipeline(op.pipeline);
+          if (op.offset >= 0) {
+            offsets[0] = op.offset;
+            pass.setBindGroup(0, op.group, offsets, 0, 1);
+          } else {
+            pass.setBindGroup(0, op.group);
+          }
+          pass.dispatchWorkgroups(op.x, op.y, op.z);
+          continue;
+        }
+        pass = null;
+        if (op.kind === TAPE_COPY) {
+          this.#endPass();
+          this.#openEncoder().copyBufferToBuffer(
+            op.src,
+            op.srcOffset,
+            op.dst,
+            op.dstOffset,
+            op.bytes,
+          );
+        } else if (op.kind === TAPE_CLEAR) {
+          this.#endPass();
+          this.#openEncoder().clearBuffer(op.buffer, op.offset, op.bytes);
+        } else {
+          op.run();
+        }
+      }
+    } finally {
+      this.#uniformsFloor = 0;
+    }
+    this.stats.dispatches += tape.dispatches;
+    this.stats.clears += tape.clears;
+    for (const k of tape.kernels) this.#batchKernels.add(k);
   }
 
   /** Submits all recorded work in one `queue.submit` (see `Gpu.flush`). */
@@ -293,8 +422,10 @@ export class Recorder {
     this.#endPass();
     if (this.#uniformsUsed > 0) {
       this.device.queue.writeBuffer(this.#uniforms, 0, this.#uniformsCpu, 0, this.#uniformsUsed);
-      this.#uniformsUsed = 0;
+      // In a replay, the tape's params stay for the commands still to come.
+      this.#uniformsUsed = this.#uniformsFloor;
     }
+    this.#flushes++;
     const kernels = [...this.#batchKernels];
     const cb = this.#encoder.finish();
     if (!this.discard) {
@@ -377,6 +508,7 @@ export class Recorder {
   async drain(): Promise<void> {
     this.#pass = null;
     this.#encoder = null;
+    this.#tape = null;
     if (this.#lost) return;
     try {
       await this.device.queue.onSubmittedWorkDone();

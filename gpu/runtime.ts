@@ -2,6 +2,11 @@
  * The implementation of {@linkcode Gpu} that `requestGpu` returns: tensors (factories, uploads,
  * readbacks, views copied through a temporary), lifetimes (scopes, the pool, closing), and every
  * binding turned into a buffer range for the {@linkcode Recorder}, which records and submits.
+ * Recorded steps ({@linkcode Tape}, `tape.ts`): `beginTape` / `live` / `endTape` capture one,
+ * `replay` re-encodes it, and the runtime keeps the buffers it binds valid (its scratch claimed
+ * from the pool; dropped when any other buffer it binds is released or destroyed). Over 500
+ * lines: every member of {@linkcode Gpu} with its runnable example, and the tapes' lifetimes,
+ * which the pool's hooks tie to the runtime.
  * Every runtime not yet destroyed is listed in {@linkcode liveRuntimes} (for `shutdownGpu`).
  *
  * @module
@@ -10,6 +15,7 @@
 import type { KernelSpec } from "./kernel.ts";
 import { BufferPool } from "./pool.ts";
 import { Recorder } from "./recorder.ts";
+import { Tape } from "./tape.ts";
 import { checkShape, formatShape, numel, type Shape } from "./shape.ts";
 import {
   type ArrayFor,
@@ -57,7 +63,24 @@ export class GpuRuntime implements Gpu {
     pipelines: 0,
     bindGroups: 0,
   };
+  /**
+   * Host-side counters of the runtime (not part of {@linkcode Gpu}): `planned`, the calls of
+   * {@linkcode GpuRuntime.dispatch} (each resolves its bindings and looks up or creates a pipeline
+   * and a bind group); `replayed`, the dispatches re-encoded from tapes without any of that;
+   * `captures` and `replays`, the tapes kept and replayed.
+   */
+  readonly hostStats: { planned: number; replayed: number; captures: number; replays: number } = {
+    planned: 0,
+    replayed: 0,
+    captures: 0,
+    replays: 0,
+  };
   #rec: Recorder;
+  /** Tapes kept (not dropped), and the tapes that each non-scratch buffer they bind keeps. */
+  #tapes = new Set<Tape>();
+  #watched = new Map<GPUBuffer, Set<Tape>>();
+  /** While a tape is recorded: the buffers acquired from the pool since it started. */
+  #acquired: Set<GPUBuffer> | null = null;
   #destroyed = false;
   #scopes: Set<Tensor>[] = [];
   #registration = new WeakRef<GpuRuntime>(this);
@@ -88,7 +111,13 @@ export class GpuRuntime implements Gpu {
     };
     this.limits = device.limits;
     this.#rec = new Recorder(device, this.stats, { verbose: options.verbose ?? false });
-    this.pool = new BufferPool(device, { onDestroy: (b) => this.#rec.forget(b) });
+    this.pool = new BufferPool(device, {
+      onDestroy: (b) => {
+        this.#rec.forget(b);
+        this.#released(b);
+      },
+      onRelease: (b) => this.#released(b),
+    });
     liveRuntimes.add(this.#registration);
   }
 
@@ -148,6 +177,7 @@ export class GpuRuntime implements Gpu {
   }
 
   dispatch(kernel: KernelSpec, options: DispatchOptions): void {
+    this.hostStats.planned++;
     const wg = this.#rec.workgroups(kernel.name, options.workgroups);
     if (wg === null) return;
     const storage = options.bindings.map((b) => this.#resource(kernel.name, b));
@@ -206,6 +236,146 @@ export class GpuRuntime implements Gpu {
     return { buffer: b as GPUBuffer };
   }
 
+  // ------------------------------------------------------------------ tapes ----
+
+  /**
+   * Starts recording a tape: every command from now until {@linkcode GpuRuntime.endTape} is also
+   * kept, in order, for {@linkcode GpuRuntime.replay} (see `tape.ts`). Not part of {@linkcode Gpu}.
+   * What a replay must plan again (anything that differs between steps) goes through
+   * {@linkcode GpuRuntime.live}.
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * const y = gpu.zeros([4]);
+   * gpu.beginTape();
+   * gpu.clear(y);
+   * const tape = gpu.endTape()!;
+   * gpu.replay(tape); // clears y again
+   * gpu.dropTape(tape);
+   * ```
+   */
+  beginTape(): void {
+    this.#rec.beginCapture(new Tape());
+    this.#acquired = new Set();
+  }
+
+  /**
+   * Runs `record` now; while a tape is recorded, it becomes a live entry of the tape: each replay
+   * calls it again at that place (it plans and records as usual, reading whatever changed since).
+   * The tensors it binds must outlive the tape (retain them). Outside a tape it just runs.
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * const y = gpu.zeros([8]);
+   * let n = 4;
+   * gpu.beginTape();
+   * gpu.live(() => gpu.scope(() => gpu.clear(y.slice(0, n)))); // a replay clears as many as `n` says then
+   * const tape = gpu.endTape()!;
+   * n = 8;
+   * gpu.replay(tape);
+   * ```
+   */
+  live(record: () => void): void {
+    this.#rec.live(record);
+  }
+
+  /**
+   * Stops recording the tape and keeps it: the scratch buffers it binds (free in the pool by now)
+   * are claimed from the pool until it is dropped, and it is dropped as soon as another buffer it
+   * binds is released or destroyed. Null, and nothing kept, when the step cannot be replayed: it
+   * submitted in the middle (a write or a read, say), its params fill over half the uniform
+   * buffer, or it created a buffer that outlives it (state made on first use, such as optimizer
+   * moments: its initialization would be replayed) other than those of `held` (the tensors its
+   * live entries bind, which its owner keeps and frees after dropping it).
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * gpu.beginTape();
+   * console.log(gpu.endTape()?.dispatches); // 0
+   * ```
+   */
+  endTape(options: { held?: readonly Tensor[] } = {}): Tape | null {
+    const acquired = this.#acquired!;
+    this.#acquired = null;
+    const tape = this.#rec.endCapture();
+    if (tape === null) return null;
+    for (const t of options.held ?? []) if (!t.disposed) acquired.delete(t.buffer);
+    for (const b of acquired) if (this.pool.isHandedOut(b)) return null;
+    for (const b of tape.buffers) {
+      if (this.pool.claim(b)) {
+        tape.pinned.push(b);
+        continue;
+      }
+      let tapes = this.#watched.get(b);
+      if (!tapes) this.#watched.set(b, tapes = new Set());
+      tapes.add(tape);
+    }
+    this.#tapes.add(tape);
+    this.hostStats.captures++;
+    return tape;
+  }
+
+  /**
+   * Re-encodes a tape kept by {@linkcode GpuRuntime.endTape}: its commands as recorded, its live
+   * entries called again (no pipeline or bind group lookup, no binding resolved, for the rest).
+   *
+   * @throws {TypeError} when the tape was dropped.
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * gpu.beginTape();
+   * const tape = gpu.endTape()!;
+   * gpu.replay(tape);
+   * ```
+   */
+  replay(tape: Tape): void {
+    this.#rec.replay(tape);
+    this.hostStats.replayed += tape.dispatches;
+    this.hostStats.replays++;
+  }
+
+  /**
+   * Drops a tape: it can no longer be replayed, and its scratch buffers return to the pool.
+   * Idempotent.
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * gpu.beginTape();
+   * gpu.dropTape(gpu.endTape()!);
+   * ```
+   */
+  dropTape(tape: Tape): void {
+    if (!tape.valid) return;
+    tape.invalidate();
+    this.#tapes.delete(tape);
+    for (const b of tape.buffers) {
+      const tapes = this.#watched.get(b);
+      tapes?.delete(tape);
+      if (tapes?.size === 0) this.#watched.delete(b);
+    }
+    for (const b of tape.pinned.splice(0)) this.pool.release(b);
+  }
+
+  /** A buffer returned to the pool or destroyed: the tapes that bind it are dropped. */
+  #released(b: GPUBuffer): void {
+    const tapes = this.#watched.get(b);
+    if (tapes) { for (const t of [...tapes]) this.dropTape(t); }
+  }
+
   // ------------------------------------------------------------------ tensors ----
 
   tensor<A extends Float32Array | Float16Array | Int32Array | Uint32Array | Uint8Array>(
@@ -229,6 +399,7 @@ export class GpuRuntime implements Gpu {
     checkShape("empty", shape);
     const dtype = (options.dtype ?? "f32") as D;
     const buffer = this.pool.acquire(storageBytes(numel(shape), dtype));
+    this.#acquired?.add(buffer);
     return new Tensor<D>(this, buffer, { shape, dtype });
   }
 
@@ -326,6 +497,9 @@ export class GpuRuntime implements Gpu {
     if (this.#destroyed) return;
     this.#destroyed = true;
     liveRuntimes.delete(this.#registration);
+    for (const t of this.#tapes) t.invalidate();
+    this.#tapes.clear();
+    this.#watched.clear();
     this.#rec.destroy();
     this.pool.destroyAll();
     this.device.destroy();

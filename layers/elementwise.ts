@@ -107,8 +107,13 @@ export function dropout(p: number): Layer<{ mask: Tensor | null; p: number }> {
       if (!ctx.training || prob === 0) return { y: x.retain(), cache: { mask: null, p: prob } };
       const y = ctx.gpu.empty(x.shape, { dtype: x.dtype });
       const mask = ctx.gpu.empty([dropoutMaskWords(x.size)], { dtype: "u32" });
-      const seed = (Math.imul(ctx.seed >>> 0, 0x9e3779b1) + Math.imul(id, 0x85ebca6b)) >>> 0;
-      dropoutForward({ y, mask, x }, { p: prob, seed });
+      // The seed changes every step: a replayed step records this dispatch anew (Ctx.perStep).
+      const record = ([y, mask, x]: readonly Tensor[], stepSeed: number) => {
+        const seed = (Math.imul(stepSeed >>> 0, 0x9e3779b1) + Math.imul(id, 0x85ebca6b)) >>> 0;
+        dropoutForward({ y, mask, x }, { p: prob, seed });
+      };
+      if (ctx.perStep) ctx.perStep([y, mask, x], record);
+      else record([y, mask, x], ctx.seed);
       return { y, cache: { mask, p: prob } };
     },
     backward(dy, { cache, ctx, needDx }) {

@@ -82,6 +82,17 @@ export interface Ctx {
   readonly seed: number;
   /** Overrides every dropout probability when set (`--dropout`). */
   readonly dropout?: number;
+  /**
+   * Set while a trainer records a step that it replays later (models/trainer.ts): an op whose
+   * params change from step to step (dropout's seed) is recorded through it, as
+   * `ctx.perStep(tensors, (tensors, seed) => op(tensors, seed))`; it runs now and again at every
+   * replay, with that step's seed and `tensors` kept alive (bind only those and tensors that live
+   * as long as the model). Unset, call the op directly with `ctx.seed`.
+   */
+  readonly perStep?: <T extends readonly Tensor[]>(
+    tensors: T,
+    record: (tensors: T, seed: number) => void,
+  ) => void;
 }
 
 /** Where a producer writes when its output is a channel slice of a larger NCHW tensor. */

@@ -3,10 +3,30 @@
  * into one submit (batch preparation, forward, softmax cross-entropy, backward, SGD) and nothing
  * is read back until the epoch ends. Browser-safe: no file system here.
  *
+ * Replay (issue #15): on the {@linkcode GpuRuntime}, the first step of a kind (the data set, the
+ * batch size and the model's precision; the model, the optimizer and every other option belong to
+ * the trainer) is recorded normally and kept as a tape (`gpu/tape.ts`); the next steps of that
+ * kind re-encode the tape, which plans nothing in JavaScript but the step's few live entries:
+ * the batch (its indices copied from the epoch's order, `prepareBatch` with the step's
+ * augmentation seed), dropout (its seed, through `Ctx.perStep`), the loss watch's step mark and
+ * the optimizer's update (the scheduled learning rate, Adam's step count). Those read the step's
+ * values from {@linkcode Trainer}'s per-step state on the host and record a normal dispatch each,
+ * so every value a replayed step computes is the one a step recorded from scratch computes, bit
+ * for bit (tests/replay_test.ts); the loss scale, the loss sums and the watch already live on the
+ * GPU. BatchNorm's step counters (host-side) advance by what the recorded step added. The tape is
+ * dropped when its kind changes (a shorter last batch, another data set or precision), when a
+ * buffer it binds is released (a model or data set disposed), before `evaluate` (so that its
+ * scratch memory serves the evaluation) and on `dispose`. `replay: false` records every step.
+ *
+ * Over 500 lines: the step, its capture and the epoch loop share the trainer's private state (the
+ * kept step, the per-step values, the watch and the loss scaler); `fit` lives in fit.ts.
+ *
  * @module
  */
 
 import type { Tensor } from "../gpu/mod.ts";
+import { GpuRuntime } from "../gpu/runtime.ts";
+import type { Tape } from "../gpu/tape.ts";
 import {
   type AugmentParams,
   prepareBatch,
@@ -24,7 +44,7 @@ import { sgdUpdate } from "../kernels/sgd.ts";
 import { adamUpdate } from "../kernels/adam.ts";
 import { checkSchedule, type LrSchedule, scheduleLr } from "./schedule.ts";
 import { accuracyCount, softmaxCrossEntropy } from "../kernels/softmax_ce/index.ts";
-import type { Ctx } from "../layers/mod.ts";
+import type { Counter, Ctx } from "../layers/mod.ts";
 import { DivergenceError, NonFiniteError } from "./errors.ts";
 import { type GpuImageSet, permutation } from "./image_set.ts";
 import type { Model, Precision } from "./model.ts";
@@ -90,6 +110,32 @@ export interface TrainerOptions {
    * a run at the scale it had reached (`EpochResult.lossScale`).
    */
   readonly lossScale?: LossScaleOptions;
+  /**
+   * Record a step once and replay it (see the module doc); default true. False records every step
+   * from scratch (a reference for debugging; the results are the same bit for bit).
+   */
+  readonly replay?: boolean;
+}
+
+/** The values that change from one step to the next, read by a replayed step's live entries. */
+interface StepState {
+  /** The step's seed (augmentation, dropout). */
+  seed: number;
+  /** Optimizer steps before this one. */
+  step: number;
+  /** The epoch's example order and where this step's batch starts in it. */
+  order: Tensor | null;
+  start: number;
+}
+
+/** A step kept for replay. */
+interface Recorded {
+  readonly key: string;
+  readonly tape: Tape;
+  /** The tensors its live entries bind that the step would have freed (kept alive with it). */
+  readonly held: readonly Tensor[];
+  /** The host-side counters the step advanced, and by how much (BatchNorm's batches tracked). */
+  readonly counters: readonly (readonly [Counter, number])[];
 }
 
 /** What one epoch measured. */
@@ -107,6 +153,9 @@ export interface EpochResult {
   /** In f16: steps skipped so far because their gradients overflowed (Inf/NaN). */
   readonly skippedSteps?: number;
 }
+
+/** Ids of data sets (the key of a kept step). */
+let nextSetId = 0;
 
 /**
  * Steps between the asynchronous reads of the divergence watch during an epoch (the epoch's end
@@ -136,6 +185,19 @@ export class Trainer {
   readonly options: TrainerOptions;
   /** SGD steps taken so far (momentum buffers start at the first). */
   steps = 0;
+  /**
+   * Whether steps are recorded once and replayed (`TrainerOptions.replay`, default true; only on
+   * the {@linkcode GpuRuntime}). Turning it off drops the kept step at the next one.
+   */
+  replay: boolean;
+  /** The step kept for replay, and what its live entries read. */
+  #recorded: Recorded | null = null;
+  #now: StepState = { seed: 0, step: 0, order: null, start: 0 };
+  /** The epoch's loss sum and correct count, kept across epochs (a kept step binds them). */
+  #lossSum: Tensor | null = null;
+  #correct: Tensor<"u32"> | null = null;
+  /** Ids of the data sets trained on (a kept step is for one). */
+  #setIds = new WeakMap<GpuImageSet, number>();
   /** The dynamic loss scaler's state (f16 only; see kernels/loss_scale.ts). */
   #lossScale: Tensor | null = null;
   /**
@@ -168,6 +230,7 @@ export class Trainer {
     if (options.schedule) checkSchedule(options.schedule);
     this.model = model;
     this.options = options;
+    this.replay = options.replay ?? true;
     this.#watch = createFiniteWatch(model.gpu, 2);
     if (options.precision !== undefined && options.precision !== model.precision) {
       model.setPrecision(options.precision);
@@ -198,9 +261,22 @@ export class Trainer {
    * ```
    */
   dispose(): void {
+    this.#drop();
     this.#lossScale?.dispose();
     this.#lossScale = null;
     this.#watch.dispose();
+    this.#lossSum?.dispose();
+    this.#correct?.dispose();
+    this.#lossSum = this.#correct = null;
+  }
+
+  /** Drops the step kept for replay (its scratch buffers return to the pool). */
+  #drop(): void {
+    const rec = this.#recorded;
+    if (!rec) return;
+    this.#recorded = null;
+    (this.model.gpu as GpuRuntime).dropTape(rec.tape);
+    for (const t of rec.held) t.dispose();
   }
 
   #batchParams(set: GpuImageSet, batch: number, train: boolean, seed: number): PrepareBatchParams {
@@ -241,74 +317,170 @@ export class Trainer {
   }
 
   /**
-   * Records one training step on the examples `order[start, start+batch)` (already on the GPU as
-   * `indices`); accumulates the loss sum and correct count into `metrics`. No readback.
+   * One training step on the examples `order[start, start+batch)`: replayed when a step of its
+   * kind is kept, else recorded (and kept, when replay is on). Accumulates the loss sum and the
+   * correct count on the GPU; no readback.
    */
-  #step(
+  #step(set: GpuImageSet, batch: number, now: Omit<StepState, "step">): void {
+    const gpu = this.model.gpu;
+    Object.assign(this.#now, now, { step: this.steps });
+    this.#state(); // created outside any tape
+    const runtime = this.replay && gpu instanceof GpuRuntime ? gpu : null;
+    let setId = this.#setIds.get(set);
+    if (setId === undefined) this.#setIds.set(set, setId = nextSetId++);
+    const key = `${setId}|${batch}|${this.model.precision}`;
+    let rec = this.#recorded;
+    if (rec && (runtime === null || rec.key !== key || !rec.tape.valid)) {
+      this.#drop();
+      rec = null;
+    }
+    if (rec) {
+      runtime!.replay(rec.tape);
+      for (const [counter, delta] of rec.counters) counter.value += delta;
+    } else if (runtime) {
+      this.#capture(runtime, set, batch, key);
+    } else {
+      this.#record(set, batch, (tensors, record) => record(tensors, this.#now.seed));
+    }
+    this.steps++;
+    gpu.flush();
+  }
+
+  /** Records a step while keeping it as a tape (see the module doc). */
+  #capture(gpu: GpuRuntime, set: GpuImageSet, batch: number, key: string): void {
+    const counters = this.model.state.flatMap((e) => e.kind === "counter" ? [e.counter] : []);
+    const before = counters.map((c) => c.value);
+    const held: Tensor[] = [];
+    gpu.beginTape();
+    let tape: Tape | null = null;
+    let done = false;
+    try {
+      this.#record(set, batch, (tensors, record) => {
+        const kept = tensors.map((t) => t.retain()) as unknown as typeof tensors;
+        held.push(...kept);
+        gpu.live(() => record(kept, this.#now.seed));
+      }, held);
+      done = true;
+    } finally {
+      tape = gpu.endTape({ held });
+      if (!done && tape) gpu.dropTape(tape);
+    }
+    if (tape === null) {
+      for (const t of held) t.dispose();
+      return;
+    }
+    this.#recorded = {
+      key,
+      tape,
+      held,
+      counters: counters.map((c, i) => [c, c.value - before[i]] as const)
+        .filter(([, d]) => d !== 0),
+    };
+  }
+
+  /**
+   * Records one training step. `perStep` records what changes from step to step (the data, the
+   * seeds, the step marks, the learning rate: read from `#now`) on tensors it keeps alive; the
+   * tensors so kept are moved out of the step's scope into `held`.
+   */
+  #record(
     set: GpuImageSet,
-    io: { indices: Tensor; lossSum: Tensor; correct: Tensor },
-    seed: number,
+    batch: number,
+    perStep: NonNullable<Ctx["perStep"]>,
+    held: Tensor[] = [],
   ): void {
     const gpu = this.model.gpu;
-    const batch = io.indices.size;
     const o = this.options;
     const momentum = o.momentum ?? 0;
     const arena = this.model.arena;
-    const adam = o.optimizer === "adam" || o.optimizer === "adamw";
-    // The optimizer state lives as long as the model: create it outside the step's scope.
-    const momentumBuf = !adam && momentum > 0 ? arena.ensureMomentum() : undefined;
-    const moments = adam ? arena.ensureAdamMoments() : undefined;
-    const lr = this.lrAt(this.steps);
+    const { momentumBuf, moments, lossSum, correct } = this.#state();
     const lossScale = this.model.precision === "f16" ? this.#lossScale! : undefined;
+    const watch = () => this.#watch;
     gpu.scope(() => {
+      const indices = gpu.empty([batch], { dtype: "u32" });
       const x = gpu.empty(this.model.inputShape(batch, o.resize), { dtype: this.model.precision });
       const labels = gpu.empty([batch], { dtype: "i32" });
       // The clear first: it ends the open compute pass, so the step's dispatches stay in one.
       this.model.zeroGrad();
-      prepareBatch(
-        { x, labels, images: set.images, srcLabels: set.labels, indices: io.indices },
-        this.#batchParams(set, batch, true, seed),
-      );
-      const ctx: Ctx = { gpu, training: true, seed, dropout: o.dropout };
+      perStep([indices, x, labels], ([indices, x, labels], seed) => {
+        const { order, start } = this.#now;
+        gpu.copy(order!, indices, { srcOffset: start * 4, bytes: batch * 4 });
+        prepareBatch(
+          { x, labels, images: set.images, srcLabels: set.labels, indices },
+          this.#batchParams(set, batch, true, seed),
+        );
+      });
+      const ctx: Ctx = { gpu, training: true, seed: this.#now.seed, dropout: o.dropout, perStep };
       const f = this.model.forward(x, ctx);
       const dlogits = gpu.empty(f.y.shape, { dtype: f.y.dtype });
       // In f16 dlogits carries the loss scale (so small gradients survive f16); the parameter
       // gradients are unscaled by sgdUpdate.
       softmaxCrossEntropy(
-        { dlogits, lossSum: io.lossSum, correct: io.correct, logits: f.y, labels, lossScale },
+        { dlogits, lossSum, correct, logits: f.y, labels, lossScale },
         { n: batch, c: f.y.shape[1], labelSmoothing: o.labelSmoothing },
       );
       f.y.dispose();
       // The epoch's loss sum turns non-finite at the first bad step and stays so: the watch
       // keeps that step (one single-invocation dispatch; no readback).
-      finiteCheck({ watch: this.#watch, x: io.lossSum }, { mark: this.steps, slot: 0 });
+      perStep([], () => {
+        finiteCheck({ watch: watch(), x: lossSum }, { mark: this.#now.step, slot: 0 });
+      });
       this.model.backward(dlogits, { cache: f.cache, ctx });
       // Every gradient is checked before any parameter moves: one Inf/NaN skips the whole step.
       // One dispatch each over the arenas (the zero padding between parameters stays zero).
       if (lossScale) lossScaleCheck({ lossScale, grad: arena.grads });
       const update = { param: arena.values, grad: arena.grads, lossScale };
       const half = arena.halves ?? undefined;
-      if (moments) {
-        adamUpdate({ ...update, ...moments, half }, {
-          lr,
-          step: this.steps + 1,
-          // Unset: torch.optim's defaults (Adam 0, AdamW 0.01).
-          weightDecay: o.weightDecay,
-          decoupled: o.optimizer === "adamw",
-        });
-      } else {
-        sgdUpdate({ ...update, momentumBuf, half }, {
-          lr,
-          momentum,
-          weightDecay: o.weightDecay ?? 0,
-          nesterov: o.nesterov,
-          firstStep: this.steps === 0,
-        });
-      }
+      perStep([], () => {
+        const step = this.#now.step;
+        const lr = this.lrAt(step);
+        if (moments) {
+          adamUpdate({ ...update, ...moments, half }, {
+            lr,
+            step: step + 1,
+            // Unset: torch.optim's defaults (Adam 0, AdamW 0.01).
+            weightDecay: o.weightDecay,
+            decoupled: o.optimizer === "adamw",
+          });
+        } else {
+          sgdUpdate({ ...update, momentumBuf, half }, {
+            lr,
+            momentum,
+            weightDecay: o.weightDecay ?? 0,
+            nesterov: o.nesterov,
+            firstStep: step === 0,
+          });
+        }
+      });
       if (lossScale) lossScaleUpdate({ lossScale });
+      // What perStep kept leaves the scope with the step.
+      return held;
     });
-    this.steps++;
-    gpu.flush();
+  }
+
+  /**
+   * The state that outlives steps, created on first use (before a step is recorded: a tape would
+   * replay its initialization): the optimizer's, and the loss sum and correct count the epochs
+   * accumulate into.
+   */
+  #state(): {
+    momentumBuf?: Tensor;
+    moments?: { expAvg: Tensor; expAvgSq: Tensor };
+    lossSum: Tensor;
+    correct: Tensor<"u32">;
+  } {
+    const o = this.options;
+    const arena = this.model.arena;
+    const adam = o.optimizer === "adam" || o.optimizer === "adamw";
+    // Cleared at each epoch's start.
+    this.#lossSum ??= this.model.gpu.empty([1]);
+    this.#correct ??= this.model.gpu.empty([1], { dtype: "u32" });
+    return {
+      momentumBuf: !adam && (o.momentum ?? 0) > 0 ? arena.ensureMomentum() : undefined,
+      moments: adam ? arena.ensureAdamMoments() : undefined,
+      lossSum: this.#lossSum,
+      correct: this.#correct,
+    };
   }
 
   /**
@@ -338,8 +510,9 @@ export class Trainer {
       : permutation(n, seed);
     this.#ensureLossScale();
     const all = gpu.tensor(order, { shape: [n] }); // the epoch's only upload
-    const lossSum = gpu.zeros([1]);
-    const correct = gpu.zeros([1], { dtype: "u32" });
+    const { lossSum, correct } = this.#state();
+    gpu.clear(lossSum);
+    gpu.clear(correct);
     const bs = this.options.batchSize;
     const t0 = performance.now();
     const steps = Math.ceil(n / bs);
@@ -356,10 +529,7 @@ export class Trainer {
     for (let s = 0; s < steps; s++) {
       if (seen !== null) break;
       const batch = Math.min(bs, n - s * bs);
-      const indices = gpu.empty([batch], { dtype: "u32" });
-      gpu.copy(all, indices, { srcOffset: s * bs * 4, bytes: batch * 4 });
-      this.#step(set, { indices, lossSum, correct }, (seed * 7919 + s) >>> 0);
-      indices.dispose();
+      this.#step(set, batch, { seed: (seed * 7919 + s) >>> 0, order: all, start: s * bs });
       options.onStep?.(s + 1, steps, running);
       if (s % DIVERGENCE_PEEK_STEPS === DIVERGENCE_PEEK_STEPS - 1) peekDue = true;
       const now = performance.now();
@@ -394,8 +564,9 @@ export class Trainer {
       slot: 1,
     });
     const [badLoss, badParam] = await readFiniteWatch(this.#watch);
+    this.#now.order = null;
     if (badLoss !== null || badParam !== null) {
-      for (const t of [all, lossSum, correct]) t.dispose();
+      all.dispose();
       // A fresh watch, so that a model restored from a checkpoint can train on.
       this.#watch.dispose();
       this.#watch = createFiniteWatch(gpu, 2);
@@ -411,7 +582,7 @@ export class Trainer {
     const [loss] = await lossSum.toArray();
     const [right] = await correct.toArray();
     const seconds = (performance.now() - t0) / 1000;
-    for (const t of [all, lossSum, correct]) t.dispose();
+    all.dispose();
     const result = { loss: loss / n, trainAcc: right / n, examples: n, seconds };
     if (!this.#lossScale || this.model.precision !== "f16") return result;
     const scaler = await readLossScale(this.#lossScale);
@@ -463,6 +634,8 @@ export class Trainer {
    */
   async evaluate(set: GpuImageSet, options: { limit?: number } = {}): Promise<number> {
     const gpu = this.model.gpu;
+    // The kept step's scratch buffers serve the evaluation instead (the next step records anew).
+    this.#drop();
     const n = Math.min(options.limit ?? set.count, set.count);
     if (n === 0) throw new RangeError("evaluate: the data set has no examples");
     const correct = gpu.zeros([1], { dtype: "u32" });

@@ -1,8 +1,8 @@
 // The host's cost of a training step (issue #15, section 1): a repeated step creates no bind
 // group (they are cached by layout and exact buffer ranges, the uniform taking a dynamic
-// offset), training with the cache is bit-identical to training without it, a buffer the pool
-// destroys takes its bind groups with it, and the bench's discarding mode records without
-// executing.
+// offset), training with the cache is bit-identical to training without it and to replaying a
+// recorded step (tests/replay_test.ts has the replay's own cases), a buffer the pool destroys
+// takes its bind groups with it, and the bench's discarding mode records without executing.
 import assert from "node:assert/strict";
 import { BindGroupCache, uniformLayoutEntries } from "../gpu/bind_groups.ts";
 import { GpuRuntime } from "../gpu/runtime.ts";
@@ -18,50 +18,70 @@ async function runtime(): Promise<GpuRuntime> {
 }
 
 /**
- * Trains `steps` steps of `name` (batch 2) and returns the bind groups each step created and the
- * parameters after them.
+ * Trains `steps` steps of `name` (batch 2) and returns the bind groups each step created, the
+ * dispatches it planned (`GpuRuntime.dispatch` calls) and the parameters after them.
  */
 async function train(
   gpu: GpuRuntime,
   name: ModelName,
   resize: number,
-  steps: number,
-): Promise<{ perStep: number[]; params: Uint32Array }> {
+  options: { steps: number; replay: boolean },
+): Promise<{ perStep: number[]; planned: number[]; params: Uint32Array }> {
+  const { steps, replay } = options;
   const model = createModel(gpu, { name, seed: 3 });
-  const trainer = new Trainer(model, { lr: 0.05, momentum: 0.9, batchSize: 2, resize, seed: 1 });
+  const trainer = new Trainer(model, {
+    lr: 0.05,
+    momentum: 0.9,
+    batchSize: 2,
+    resize,
+    seed: 1,
+    replay,
+  });
   const set = uploadImageSet(gpu, makeSynthetic({ count: 2 * steps, height: 28, seed: 2 }));
   const perStep: number[] = [];
-  let last = gpu.stats.bindGroups;
+  const planned: number[] = [];
+  let last = { ...gpu.stats, ...gpu.hostStats };
   await trainer.trainEpoch(set, {
     epoch: 0,
     onStep: () => {
-      perStep.push(gpu.stats.bindGroups - last);
-      last = gpu.stats.bindGroups;
+      const now = { ...gpu.stats, ...gpu.hostStats };
+      perStep.push(now.bindGroups - last.bindGroups);
+      planned.push(now.planned - last.planned);
+      last = now;
     },
   });
   const values = await model.arena.values.toArray() as Float32Array;
   const params = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  trainer.dispose();
   model.dispose();
   set.images.dispose();
   set.labels.dispose();
-  return { perStep, params };
+  return { perStep, planned, params };
 }
 
 for (const [name, resize] of [["lenet", 28], ["googlenet", 64]] as [ModelName, number][]) {
   Deno.test(
-    `${name}: a repeated training step creates no bind group, bit-identical to no cache`,
+    `${name}: a repeated step creates no bind group and a replayed one plans 3 dispatches, ` +
+      "bit-identical to no cache and no replay",
     GPU_TEST,
     async () => {
       const gpu = await runtime();
       const steps = 4;
-      const cached = await train(gpu, name, resize, steps);
+      const cached = await train(gpu, name, resize, { steps, replay: false });
       // The first step sets up (SGD's first-step variant, the momentum arena); from the
       // third on, every bind group of a step is the previous step's.
       assert.ok(cached.perStep[0] > 0);
       assert.deepEqual(cached.perStep.slice(2), new Array(steps - 2).fill(0), `${cached.perStep}`);
+      // Recorded once, replayed from the second step: no bind group, and only the live entries
+      // planned (the batch, the loss watch, the update) instead of every dispatch.
+      const replayed = await train(gpu, name, resize, { steps, replay: true });
+      assert.deepEqual(replayed.perStep.slice(1), new Array(steps - 1).fill(0));
+      assert.deepEqual(replayed.planned.slice(1), new Array(steps - 1).fill(3));
+      assert.ok(cached.planned.every((n) => n === cached.planned[0] && n > 3));
+      assert.deepEqual(replayed.params, cached.params, "replay: the parameters are bit-identical");
       gpu.cacheBindGroups = false;
       try {
-        const plain = await train(gpu, name, resize, steps);
+        const plain = await train(gpu, name, resize, { steps, replay: false });
         assert.ok(plain.perStep.every((n) => n > 0));
         assert.deepEqual(cached.params, plain.params, "the parameters are bit-identical");
       } finally {

@@ -1,0 +1,265 @@
+// Recording a training step once and replaying it (issue #15, section 1; models/trainer.ts,
+// gpu/tape.ts): training with replay is bit-identical to recording every step (parameters,
+// losses, BatchNorm's running statistics and counters), with dropout, augmentation, momentum,
+// Adam, a learning-rate schedule, a shorter last batch and f16's loss scaling; a replayed step
+// plans only its live entries (no bind group, no pipeline); a tape is dropped when a buffer it
+// binds is released, and its scratch buffers are nobody else's meanwhile.
+import assert from "node:assert/strict";
+import { GpuRuntime } from "../gpu/runtime.ts";
+import type { Gpu } from "../gpu/mod.ts";
+import { makeSynthetic } from "../data/mod.ts";
+import { activation, conv2d, dropout, flatten, linear, sequential } from "../layers/mod.ts";
+import {
+  createModel,
+  type Model,
+  type ModelName,
+  Trainer,
+  type TrainerOptions,
+  uploadImageSet,
+} from "../models/mod.ts";
+import { F16_TEST, GPU_TEST, testGpu } from "./harness.ts";
+
+async function runtime(): Promise<GpuRuntime> {
+  const gpu: Gpu = await testGpu();
+  assert.ok(gpu instanceof GpuRuntime);
+  return gpu;
+}
+
+/**
+ * A small model with two dropout layers (8x8 inputs, 3 classes). Each dropout layer mixes a
+ * process-wide id into its seed: runs compared with each other materialize one layer tree.
+ */
+function dropoutModel(): (gpu: Gpu) => Model {
+  const net = sequential([
+    conv2d({ inChannels: 1, outChannels: 4, kernel: 3, padding: 1 }),
+    activation("relu"),
+    dropout(0.3),
+    flatten(),
+    linear({ inFeatures: 256, outFeatures: 16 }),
+    activation("relu"),
+    dropout(0.5),
+    linear({ inFeatures: 16, outFeatures: 3 }),
+  ]);
+  return (gpu) => createModel(gpu, { name: "dropout-net", net, inputShape: [1, 8, 8], seed: 5 });
+}
+
+interface Case {
+  readonly label: string;
+  readonly model: (gpu: Gpu) => Model;
+  readonly size: number;
+  readonly classes: number;
+  readonly options: Omit<TrainerOptions, "replay">;
+  /** Examples (a multiple of the batch, or not: a shorter last batch). */
+  readonly count: number;
+}
+
+const CASES: Case[] = [
+  {
+    label: "lenet-bn, SGD with momentum, 4 steps",
+    model: (gpu) => createModel(gpu, { name: "lenet-bn" as ModelName, seed: 3 }),
+    size: 28,
+    classes: 10,
+    count: 8,
+    options: { lr: 0.05, momentum: 0.9, batchSize: 2, resize: 28, seed: 1 },
+  },
+  {
+    label: "dropout, augmentation, Adam, a step schedule, a shorter last batch",
+    model: dropoutModel(),
+    size: 8,
+    classes: 3,
+    count: 9,
+    options: {
+      lr: 0.01,
+      optimizer: "adamw",
+      batchSize: 2,
+      resize: 8,
+      seed: 7,
+      augment: true,
+      schedule: { schedule: { kind: "step", stepSize: 2, gamma: 0.5 } },
+    },
+  },
+];
+
+/** Trains two epochs; the per-epoch losses, the parameters' bits and the model's state. */
+async function train(gpu: GpuRuntime, c: Case, replay: boolean) {
+  const model = c.model(gpu);
+  const trainer = new Trainer(model, { ...c.options, replay });
+  const set = uploadImageSet(
+    gpu,
+    makeSynthetic({ count: c.count, height: c.size, classes: c.classes, seed: 2 }),
+  );
+  const host0 = { ...gpu.hostStats };
+  const losses: number[] = [];
+  for (let epoch = 0; epoch < 2; epoch++) {
+    losses.push((await trainer.trainEpoch(set, { epoch })).loss);
+  }
+  const values = await model.arena.values.toArray() as Float32Array;
+  const params = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const state = await model.stateDict();
+  const host = {
+    replays: gpu.hostStats.replays - host0.replays,
+    captures: gpu.hostStats.captures - host0.captures,
+  };
+  trainer.dispose();
+  model.dispose();
+  set.images.dispose();
+  set.labels.dispose();
+  return { losses, params, state, host };
+}
+
+for (const c of CASES) {
+  Deno.test(`replay: ${c.label}: bit-identical to recording every step`, GPU_TEST, async () => {
+    const gpu = await runtime();
+    const plain = await train(gpu, c, false);
+    const replayed = await train(gpu, c, true);
+    assert.equal(plain.host.replays, 0);
+    const steps = 2 * Math.ceil(c.count / c.options.batchSize);
+    // A full-batch kind recorded once and replayed; with a shorter last batch, each epoch's
+    // first full step and its last step record anew (one kept step at a time).
+    assert.ok(replayed.host.replays > 0, `${JSON.stringify(replayed.host)}`);
+    assert.equal(replayed.host.replays + replayed.host.captures, steps);
+    assert.deepEqual(replayed.losses, plain.losses, "the losses are bit-identical");
+    assert.deepEqual(replayed.params, plain.params, "the parameters are bit-identical");
+    assert.deepEqual(replayed.state, plain.state, "running statistics and counters too");
+  });
+}
+
+Deno.test(
+  "replay: f16 with loss scaling is bit-identical to recording every step",
+  F16_TEST,
+  async () => {
+    const gpu = await runtime();
+    const c: Case = { ...CASES[0], options: { ...CASES[0].options, precision: "f16" } };
+    const plain = await train(gpu, c, false);
+    const replayed = await train(gpu, c, true);
+    assert.ok(replayed.host.replays > 0);
+    assert.deepEqual(replayed.losses, plain.losses);
+    assert.deepEqual(replayed.params, plain.params);
+  },
+);
+
+Deno.test(
+  "replay: a replayed step creates no bind group or pipeline and plans only its live entries",
+  GPU_TEST,
+  async () => {
+    const gpu = await runtime();
+    const model = dropoutModel()(gpu);
+    const trainer = new Trainer(model, { lr: 0.1, momentum: 0.9, batchSize: 2, resize: 8 });
+    const set = uploadImageSet(gpu, makeSynthetic({ count: 10, height: 8, classes: 3, seed: 2 }));
+    type Counts = { planned: number; replayed: number; bindGroups: number; pipelines: number };
+    const perStep: Counts[] = [];
+    const seen = () => ({ ...gpu.hostStats, ...gpu.stats });
+    let last = seen();
+    await trainer.trainEpoch(set, {
+      epoch: 0,
+      onStep: () => {
+        const now = seen();
+        perStep.push({
+          planned: now.planned - last.planned,
+          replayed: now.replayed - last.replayed,
+          bindGroups: now.bindGroups - last.bindGroups,
+          pipelines: now.pipelines - last.pipelines,
+        });
+        last = now;
+      },
+    });
+    const [first, ...rest] = perStep;
+    assert.equal(first.replayed, 0);
+    assert.ok(first.planned > 10, `${first.planned}`);
+    for (const s of rest) {
+      assert.equal(s.bindGroups, 0, JSON.stringify(perStep));
+      assert.equal(s.pipelines, 0, JSON.stringify(perStep));
+      // Planned anew: the batch, two dropouts, the loss watch, the update.
+      assert.equal(s.planned, 5, JSON.stringify(perStep));
+      assert.equal(s.planned + s.replayed, first.planned, "the same dispatches as recorded");
+    }
+    // Without replay, every dispatch is planned every step.
+    trainer.replay = false;
+    const planned = gpu.hostStats.planned;
+    await trainer.trainEpoch(set, { epoch: 1, limit: 2 });
+    assert.equal(gpu.hostStats.planned - planned, first.planned + 1); // + the epoch-end check
+    trainer.dispose();
+    model.dispose();
+    set.images.dispose();
+    set.labels.dispose();
+  },
+);
+
+Deno.test(
+  "replay: a tape keeps its scratch from the pool and is dropped with a buffer it binds",
+  GPU_TEST,
+  async () => {
+    const gpu = await runtime();
+    const DOUBLE = {
+      name: "replay_test_double",
+      code: `struct Params { k: f32 }
+        @group(0) @binding(0) var<uniform> p: Params;
+        @group(0) @binding(1) var<storage, read> x: array<f32>;
+        @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+        @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+          if (g.x < arrayLength(&y)) { y[g.x] = x[g.x] * p.k; }
+        }`,
+    };
+    const x = gpu.tensor(new Float32Array([1, 2, 3, 4]), { shape: [4] });
+    const out = gpu.zeros([4]);
+    const scaled = gpu.zeros([4]);
+    let k = 2;
+    gpu.beginTape();
+    gpu.scope(() => {
+      const tmp = gpu.empty([4]);
+      gpu.dispatch(DOUBLE, { params: new Float32Array([3]), bindings: [x, tmp], workgroups: 1 });
+      gpu.dispatch(DOUBLE, { params: new Float32Array([2]), bindings: [tmp, out], workgroups: 1 });
+      // Live: planned again at every replay, reading `k` then.
+      gpu.live(() => {
+        gpu.dispatch(DOUBLE, {
+          params: new Float32Array([k]),
+          bindings: [x, scaled],
+          workgroups: 1,
+        });
+      });
+    });
+    const tape = gpu.endTape()!;
+    assert.ok(tape !== null);
+    assert.equal(tape.dispatches, 2);
+    assert.equal(tape.lives, 1);
+    assert.equal(tape.pinned.length, 1, "the scratch tensor's buffer is the tape's");
+    assert.deepEqual(await out.toArray(), new Float32Array([6, 12, 18, 24]));
+    assert.deepEqual(await scaled.toArray(), new Float32Array([2, 4, 6, 8]));
+    // The scratch buffer is not handed out again while the tape lives.
+    const other = gpu.empty([4]);
+    assert.ok(!tape.pinned.includes(other.buffer));
+    other.dispose();
+    gpu.clear(out);
+    k = 10;
+    gpu.replay(tape);
+    assert.deepEqual(await out.toArray(), new Float32Array([6, 12, 18, 24]));
+    assert.deepEqual(await scaled.toArray(), new Float32Array([10, 20, 30, 40]));
+    // Releasing a buffer the tape binds drops it, and its scratch returns to the pool.
+    const free = gpu.pool.stats.freeBytes;
+    x.dispose();
+    assert.equal(tape.valid, false);
+    assert.ok(gpu.pool.stats.freeBytes > free);
+    assert.throws(() => gpu.replay(tape), /dropped/);
+    scaled.dispose();
+    out.dispose();
+  },
+);
+
+Deno.test(
+  "replay: a step that creates lasting state or submits is not kept",
+  GPU_TEST,
+  async () => {
+    const gpu = await runtime();
+    let lasting: ReturnType<typeof gpu.zeros> | null = null;
+    gpu.beginTape();
+    lasting = gpu.zeros([4]); // made on first use: its clear must not be replayed
+    assert.equal(gpu.endTape(), null);
+    gpu.beginTape();
+    const t = gpu.zeros([4]);
+    gpu.flush();
+    gpu.clear(t);
+    assert.equal(gpu.endTape({ held: [t] }), null, "a submit in the middle");
+    lasting.dispose();
+    t.dispose();
+  },
+);
