@@ -354,16 +354,26 @@ export class Trainer {
     gpu.beginTape();
     let tape: Tape | null = null;
     let done = false;
+    let seedRead = false;
     try {
-      this.#record(set, batch, (tensors, record) => {
-        const kept = tensors.map((t) => t.retain()) as unknown as typeof tensors;
-        held.push(...kept);
-        gpu.live(() => record(kept, this.#now.seed));
-      }, held);
+      this.#record(
+        set,
+        batch,
+        (tensors, record) => {
+          const kept = tensors.map((t) => t.retain()) as unknown as typeof tensors;
+          held.push(...kept);
+          gpu.live(() => record(kept, this.#now.seed));
+        },
+        held,
+        () => seedRead = true,
+      );
       done = true;
     } finally {
       tape = gpu.endTape({ held });
-      if (!done && tape) gpu.dropTape(tape);
+      if ((!done || seedRead) && tape) {
+        gpu.dropTape(tape);
+        tape = null;
+      }
     }
     if (tape === null) {
       for (const t of held) t.dispose();
@@ -388,6 +398,7 @@ export class Trainer {
     batch: number,
     perStep: NonNullable<Ctx["perStep"]>,
     held: Tensor[] = [],
+    onSeedRead?: () => void,
   ): void {
     const gpu = this.model.gpu;
     const o = this.options;
@@ -410,7 +421,19 @@ export class Trainer {
           this.#batchParams(set, batch, true, seed),
         );
       });
-      const ctx: Ctx = { gpu, training: true, seed: this.#now.seed, dropout: o.dropout, perStep };
+      const now = this.#now;
+      const ctx: Ctx = {
+        gpu,
+        training: true,
+        // A layer that reads the step's seed outside `perStep` (a user's own random layer)
+        // records a dispatch that differs from step to step: such a step is not kept as a tape.
+        get seed() {
+          onSeedRead?.();
+          return now.seed;
+        },
+        dropout: o.dropout,
+        perStep,
+      };
       const f = this.model.forward(x, ctx);
       const dlogits = gpu.empty(f.y.shape, { dtype: f.y.dtype });
       // In f16 dlogits carries the loss scale (so small gradients survive f16); the parameter

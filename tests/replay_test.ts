@@ -8,7 +8,18 @@ import assert from "node:assert/strict";
 import { GpuRuntime } from "../gpu/runtime.ts";
 import type { Gpu } from "../gpu/mod.ts";
 import { makeSynthetic } from "../data/mod.ts";
-import { activation, conv2d, dropout, flatten, linear, sequential } from "../layers/mod.ts";
+import {
+  activation,
+  conv2d,
+  dropout,
+  flatten,
+  type Layer,
+  leaf,
+  linear,
+  sequential,
+} from "../layers/mod.ts";
+import { dropoutBackward, dropoutForward, dropoutMaskWords } from "../kernels/dropout.ts";
+import type { Tensor } from "../gpu/mod.ts";
 import {
   createModel,
   type Model,
@@ -41,6 +52,33 @@ function dropoutModel(): (gpu: Gpu) => Model {
     linear({ inFeatures: 16, outFeatures: 3 }),
   ]);
   return (gpu) => createModel(gpu, { name: "dropout-net", net, inputShape: [1, 8, 8], seed: 5 });
+}
+
+/**
+ * A user's own random layer, written without `Ctx.perStep`: dropout with the step's seed read
+ * from `ctx.seed`. A step that reads it is not kept as a tape (each step records anew).
+ */
+function ownDropout(): Layer<Tensor | null> {
+  return leaf<Tensor | null>({
+    kind: "OwnDropout",
+    outputShape: (input) => input,
+    forward(x, ctx) {
+      if (!ctx.training) return { y: x.retain(), cache: null };
+      const y = ctx.gpu.empty(x.shape, { dtype: x.dtype });
+      const mask = ctx.gpu.empty([dropoutMaskWords(x.size)], { dtype: "u32" });
+      dropoutForward({ y, mask, x }, { p: 0.5, seed: ctx.seed });
+      return { y, cache: mask };
+    },
+    backward(dy, { cache, ctx, needDx }) {
+      let dx: Tensor | null = null;
+      if (needDx) {
+        dx = ctx.gpu.empty(dy.shape, { dtype: dy.dtype });
+        dropoutBackward({ dx, dy, mask: cache! }, { p: 0.5 });
+      }
+      cache?.dispose();
+      return dx;
+    },
+  });
 }
 
 interface Case {
@@ -77,6 +115,20 @@ const CASES: Case[] = [
       augment: true,
       schedule: { schedule: { kind: "step", stepSize: 2, gamma: 0.5 } },
     },
+  },
+  {
+    label: "a user's layer that reads ctx.seed (not kept: recorded every step)",
+    model: (gpu) =>
+      createModel(gpu, {
+        name: "own-random",
+        net: sequential([flatten(), ownDropout(), linear({ inFeatures: 64, outFeatures: 3 })]),
+        inputShape: [1, 8, 8],
+        seed: 5,
+      }),
+    size: 8,
+    classes: 3,
+    count: 8,
+    options: { lr: 0.1, batchSize: 2, resize: 8, seed: 3 },
   },
 ];
 
@@ -116,8 +168,12 @@ for (const c of CASES) {
     const steps = 2 * Math.ceil(c.count / c.options.batchSize);
     // A full-batch kind recorded once and replayed; with a shorter last batch, each epoch's
     // first full step and its last step record anew (one kept step at a time).
-    assert.ok(replayed.host.replays > 0, `${JSON.stringify(replayed.host)}`);
-    assert.equal(replayed.host.replays + replayed.host.captures, steps);
+    if (c.label.includes("ctx.seed")) {
+      assert.equal(replayed.host.replays, 0, "a step that reads ctx.seed is never replayed");
+    } else {
+      assert.ok(replayed.host.replays > 0, `${JSON.stringify(replayed.host)}`);
+      assert.equal(replayed.host.replays + replayed.host.captures, steps);
+    }
     assert.deepEqual(replayed.losses, plain.losses, "the losses are bit-identical");
     assert.deepEqual(replayed.params, plain.params, "the parameters are bit-identical");
     assert.deepEqual(replayed.state, plain.state, "running statistics and counters too");
