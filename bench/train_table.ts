@@ -2,6 +2,7 @@
 //
 //   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
 //                                    [--no-autotune] [--precision f32|f16] [--host-only]
+//                                    [--vs-torch [--rounds N]]
 //
 // Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
 // needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
@@ -28,6 +29,9 @@
 // finished but their command buffers are dropped instead of submitted (nothing executes), and the
 // table prints, per model, the dispatches and bind groups created per step and the issue #15
 // target (the host time that allows twice d2l's V100 throughput).
+//
+// `--vs-torch` sets PyTorch's CPU steps beside ours (f32), interleaved, with each model's
+// effective GFLOP/s and the adapter's GEMM peak: see bench/_vs_torch.ts.
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import {
@@ -49,11 +53,12 @@ import {
   timeSteps,
   warmUp,
 } from "./_train.ts";
+import { vsTorchTable } from "./_vs_torch.ts";
 
 guardScript("bench:train");
 const cli = benchCli(
   "usage: deno task bench:train [--models lenet,resnet] [--steps N] [--batch N] " +
-    "[--resize N] [--no-autotune] [--precision f32|f16] [--host-only]",
+    "[--resize N] [--no-autotune] [--precision f32|f16] [--host-only] [--vs-torch [--rounds N]]",
 );
 
 function parseArgs(args: string[]) {
@@ -65,7 +70,9 @@ function parseArgs(args: string[]) {
     autotune: boolean;
     precision: Precision;
     hostOnly: boolean;
-  } = { autotune: true, precision: "f32", hostOnly: false };
+    vsTorch: boolean;
+    rounds?: number;
+  } = { autotune: true, precision: "f32", hostOnly: false, vsTorch: false };
   cli.parse(args, {
     "--models": (value) => {
       const names = value().split(",").map((s) => s.trim()).filter((s) => s);
@@ -81,11 +88,18 @@ function parseArgs(args: string[]) {
     "--resize": (value) => out.resize = cli.positiveInt("--resize", value()),
     "--no-autotune": () => out.autotune = false,
     "--host-only": () => out.hostOnly = true,
+    "--vs-torch": () => out.vsTorch = true,
+    "--rounds": (value) => out.rounds = cli.positiveInt("--rounds", value()),
     "--precision": (value) => {
       const p = value();
       out.precision = isPrecision(p) ? p : cli.usage(`--precision must be f32 or f16, got '${p}'`);
     },
   });
+  if (out.vsTorch && out.hostOnly) cli.usage("--vs-torch times executed steps: drop --host-only");
+  if (out.vsTorch && out.precision !== "f32") {
+    cli.usage("--vs-torch compares f32 steps (PyTorch's are FP32): drop --precision");
+  }
+  if (out.rounds !== undefined && !out.vsTorch) cli.usage("--rounds needs --vs-torch");
   return out;
 }
 
@@ -233,4 +247,7 @@ async function fullTable(): Promise<void> {
 }
 
 if (args.hostOnly) await hostTable();
-else await fullTable();
+else if (args.vsTorch) {
+  const header = `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}`;
+  await vsTorchTable(gpu, { ...args, models, header });
+} else await fullTable();
