@@ -171,6 +171,8 @@ export async function vsTorchTable(gpu: Gpu, o: VsTorchOptions): Promise<void> {
   const rows: string[] = [];
   const notes = new Set<string>();
   const gf = (exPerSec: number, flops: number) => (exPerSec * flops / 1e9).toFixed(2);
+  // Examples/s: one decimal, three significant digits below 10 (reduced batches on a CPU).
+  const ex = (x: number) => x < 10 ? x.toPrecision(3) : x.toFixed(1);
   for (const name of o.models) {
     const resize = o.resize ?? DEFAULTS[name].resize;
     const auto = o.batch === undefined
@@ -213,14 +215,14 @@ export async function vsTorchTable(gpu: Gpu, o: VsTorchOptions): Promise<void> {
       run.set.labels.dispose();
       const ours = Math.max(...r.ours);
       cells = [
-        ours.toFixed(1),
+        ex(ours),
         gf(ours, flops),
         `${(100 * ours * flops / 1e9 / peak).toFixed(0)}%`,
       ];
       if (theirsError) cells.push(`failed: ${theirsError}`, "", "");
       else if (torch) {
         const best = Math.max(...r.theirs);
-        cells.push(best.toFixed(1), gf(best, flops), `${(ours / best).toFixed(2)}x`);
+        cells.push(ex(best), gf(best, flops), `${(ours / best).toFixed(2)}x`);
       } else cells.push("-", "-", "-");
     } catch (e) {
       cells = [`failed: ${first(e).slice(0, 120)}`, "", "", "", "", ""];
