@@ -61,8 +61,9 @@ async function findPython(): Promise<string | null> {
 /** The lines of a byte stream. */
 async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   let rest = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    rest += chunk;
+  const decoder = new TextDecoder();
+  for await (const chunk of stream) {
+    rest += decoder.decode(chunk, { stream: true });
     let i;
     while ((i = rest.indexOf("\n")) >= 0) {
       yield rest.slice(0, i);
