@@ -2,6 +2,7 @@
 // sample records R calls and waits for the GPU once, R picked per side so that a sample takes
 // >= ~0.25 s; samples of the two sides alternate (the side that goes first alternates too) for N
 // rounds (at most 3 when a sample takes over 2 s), and each side's median is reported.
+// `alternate` is the bare round-robin, for sides that time themselves (bench:train --vs-torch).
 
 /** The median of `xs`. */
 export function median(xs: number[]): number {
@@ -98,4 +99,27 @@ export async function timed<T>(f: () => Promise<T>): Promise<[T, number]> {
   const t0 = performance.now();
   const r = await f();
   return [r, (performance.now() - t0) / 1000];
+}
+
+/**
+ * Runs `rounds` rounds of the two timed sides, one sample each per round, the side that goes
+ * first alternating (ours first in even rounds); returns each side's samples in order. Without
+ * `theirs`, only ours runs.
+ */
+export async function alternate(
+  rounds: number,
+  ours: () => Promise<number>,
+  theirs: (() => Promise<number>) | null,
+): Promise<{ ours: number[]; theirs: number[] }> {
+  const a: number[] = [], b: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    if (round % 2 === 0 || !theirs) {
+      a.push(await ours());
+      if (theirs) b.push(await theirs());
+    } else {
+      b.push(await theirs());
+      a.push(await ours());
+    }
+  }
+  return { ours: a, theirs: b };
 }

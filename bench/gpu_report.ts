@@ -14,7 +14,8 @@
 //    its pipelines: ~5 s a model the first time) then enough timed steps for ~2 s of work
 //    (3·forward FLOPs·batch per step, 3 to 20 steps): 20 runs, ~2 minutes;
 // 3. PyTorch eager FP32 (TF32 off) on the reference module trees (tests/fixtures/d2l_nets.py)
-//    by bench/torch_gpu_steps.py with the same batches, resizes and step counts: ~1 minute;
+//    by bench/torch_steps.py --device cuda with the same batches, resizes and step counts:
+//    ~1 minute;
 // 4. `deno task train resnet --epochs 1` on the real Fashion-MNIST (60000 + 10000 images at
 //    96x96: 3·0.67 GFLOP·60000 + 0.67 GFLOP·10000 ≈ 128 TFLOP): ~40 s.
 //
@@ -178,7 +179,9 @@ async function benchTorch(rows: Row[]): Promise<string> {
     lr: DEFAULTS[r.model].lr,
   }));
   console.error(`gpu-report: PyTorch on ${jobs.length} models ...`);
-  const r = await run("python3", ["bench/torch_gpu_steps.py"], { stdin: JSON.stringify(jobs) });
+  const r = await run("python3", ["bench/torch_steps.py", "--device", "cuda"], {
+    stdin: JSON.stringify(jobs),
+  });
   for (const line of r.stdout.split("\n")) {
     if (!line.startsWith("{")) continue;
     const o = JSON.parse(line) as {

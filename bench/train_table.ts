@@ -3,6 +3,7 @@
 //   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
 //                                    [--no-autotune] [--precision f32|f16] [--host-only]
 //                                    [--replay on|off|both]
+//                                    [--vs-torch [--rounds N]]
 //
 // Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
 // needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
@@ -34,6 +35,9 @@
 // `--replay off` records every step from scratch instead of replaying a recorded one
 // (`TrainerOptions.replay`); `--replay both` (with `--host-only`) measures both, interleaved
 // epoch by epoch on the same model, and prints the host ms/step without replay beside it.
+//
+// `--vs-torch` sets PyTorch's CPU steps beside ours (f32), interleaved, with each model's
+// effective GFLOP/s and the adapter's GEMM peak: see bench/_vs_torch.ts.
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import {
@@ -55,11 +59,13 @@ import {
   timeSteps,
   warmUp,
 } from "./_train.ts";
+import { vsTorchTable } from "./_vs_torch.ts";
 
 guardScript("bench:train");
 const cli = benchCli(
   "usage: deno task bench:train [--models lenet,resnet] [--steps N] [--batch N] " +
-    "[--resize N] [--no-autotune] [--precision f32|f16] [--host-only] [--replay on|off|both]",
+    "[--resize N] [--no-autotune] [--precision f32|f16] [--host-only] [--replay on|off|both] " +
+    "[--vs-torch [--rounds N]]",
 );
 
 function parseArgs(args: string[]) {
@@ -72,7 +78,9 @@ function parseArgs(args: string[]) {
     precision: Precision;
     hostOnly: boolean;
     replay: "on" | "off" | "both";
-  } = { autotune: true, precision: "f32", hostOnly: false, replay: "on" };
+    vsTorch: boolean;
+    rounds?: number;
+  } = { autotune: true, precision: "f32", hostOnly: false, replay: "on", vsTorch: false };
   cli.parse(args, {
     "--models": (value) => {
       const names = value().split(",").map((s) => s.trim()).filter((s) => s);
@@ -95,12 +103,19 @@ function parseArgs(args: string[]) {
       }
       out.replay = v as "on" | "off" | "both";
     },
+    "--vs-torch": () => out.vsTorch = true,
+    "--rounds": (value) => out.rounds = cli.positiveInt("--rounds", value()),
     "--precision": (value) => {
       const p = value();
       out.precision = isPrecision(p) ? p : cli.usage(`--precision must be f32 or f16, got '${p}'`);
     },
   });
   if (out.replay === "both" && !out.hostOnly) cli.usage("--replay both needs --host-only");
+  if (out.vsTorch && out.hostOnly) cli.usage("--vs-torch times executed steps: drop --host-only");
+  if (out.vsTorch && out.precision !== "f32") {
+    cli.usage("--vs-torch compares f32 steps (PyTorch's are FP32): drop --precision");
+  }
+  if (out.rounds !== undefined && !out.vsTorch) cli.usage("--rounds needs --vs-torch");
   return out;
 }
 
@@ -263,4 +278,7 @@ async function fullTable(): Promise<void> {
 }
 
 if (args.hostOnly) await hostTable();
-else await fullTable();
+else if (args.vsTorch) {
+  const header = `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}`;
+  await vsTorchTable(gpu, { ...args, models, header });
+} else await fullTable();
