@@ -19,7 +19,7 @@
  * @module
  */
 
-import { AssertionError } from "node:assert/strict";
+import { AssertionError } from "./_assert.ts";
 import type { DType, Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import type { FloatDType } from "../kernels/_dtype.ts";
 import {
@@ -610,6 +610,75 @@ function checkCaseGradients(c: OpCase, data: Data): void {
 }
 
 /**
+ * One check of a suite, as {@linkcode opChecks} lists them: the finite-difference check of one
+ * `fd` case, one GPU case in one mix, or the suite's `after`.
+ */
+export interface OpCheck {
+  /** `<suite>: <case>` and, for a GPU case, its mix or ` (CPU backward vs finite differences)`. */
+  readonly name: string;
+  /** Whether it needs a GPU (false: the CPU references alone). */
+  readonly gpu: boolean;
+  /** Whether it needs `shader-f16` (a mix holds an f16 tensor). */
+  readonly f16: boolean;
+  /** Runs it: throws an `AssertionError` (or another error) where it fails. */
+  run(gpu: Gpu): void | Promise<void>;
+}
+
+/** Which checks {@linkcode opChecks} lists. */
+export interface OpChecksOptions {
+  /** The finite-difference checks of the `fd` cases (default true). */
+  readonly fd?: boolean;
+  /** The GPU cases and the suite's `after` (default true). */
+  readonly gpu?: boolean;
+}
+
+/**
+ * The checks of `suite` one by one, in the order {@linkcode checkOpGradients} and
+ * {@linkcode checkOp} run them (the `fd` cases, then each GPU case in each mix, then `after`),
+ * each case's starting values drawn from the suite's seeded generator as the list is walked: run
+ * each check before taking the next. Uses no Deno API (`deno task test:browser` runs the suites
+ * case by case in Chromium with it).
+ *
+ * @example
+ * ```ts ignore
+ * for (const check of opChecks(lrnSuite)) await check.run(gpu);
+ * ```
+ */
+export function* opChecks<P>(suite: OpSuite<P>, o: OpChecksOptions = {}): Generator<OpCheck> {
+  if (o.fd ?? true) {
+    const rng = new Rng(suite.seed);
+    for (const p of suite.fd ?? []) {
+      const c = suite.op(p);
+      const data = draw(c, rng);
+      yield {
+        name: `${suite.name}: ${c.label} (CPU backward vs finite differences)`,
+        gpu: false,
+        f16: false,
+        run: () => checkCaseGradients(c, data),
+      };
+    }
+  }
+  if (!(o.gpu ?? true)) return;
+  const rng = new Rng(suite.seed);
+  for (const p of suite.cases ?? []) {
+    const c = suite.op(p);
+    const data = draw(c, rng);
+    for (const mix of suite.mixes ?? [{}]) {
+      yield {
+        name: `${suite.name}: ${c.label}${mixLabel(mix)}`,
+        gpu: true,
+        f16: Object.values(mix).includes("f16"),
+        run: (gpu) => checkCase(gpu, c, data, mix),
+      };
+    }
+  }
+  if (suite.after && suite.cases?.length) {
+    const after = suite.after;
+    yield { name: `${suite.name}: after every case`, gpu: false, f16: false, run: () => after() };
+  }
+}
+
+/**
  * Runs the GPU cases of `suite` in each of its mixes against the CPU reference (throws an
  * `AssertionError` at the first output out of tolerance). Uses no Deno API.
  *
@@ -619,13 +688,7 @@ function checkCaseGradients(c: OpCase, data: Data): void {
  * ```
  */
 export async function checkOp<P>(gpu: Gpu, suite: OpSuite<P>): Promise<void> {
-  const rng = new Rng(suite.seed);
-  for (const p of suite.cases ?? []) {
-    const c = suite.op(p);
-    const data = draw(c, rng);
-    for (const mix of suite.mixes ?? [{}]) await checkCase(gpu, c, data, mix);
-  }
-  suite.after?.();
+  for (const check of opChecks(suite, { fd: false })) await check.run(gpu);
 }
 
 /**
@@ -638,10 +701,9 @@ export async function checkOp<P>(gpu: Gpu, suite: OpSuite<P>): Promise<void> {
  * ```
  */
 export function checkOpGradients<P>(suite: OpSuite<P>): void {
-  const rng = new Rng(suite.seed);
-  for (const p of suite.fd ?? []) {
-    const c = suite.op(p);
-    checkCaseGradients(c, draw(c, rng));
+  for (const check of opChecks(suite, { gpu: false })) {
+    // Finite-difference checks are synchronous (no GPU): the gpu argument is never read.
+    void check.run(undefined as unknown as Gpu);
   }
 }
 

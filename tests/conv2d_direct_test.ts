@@ -219,8 +219,8 @@ Deno.test("planConv2d: direct kernels by default on Mesa's CPU adapters only; ta
     assert.equal(b.weightGrad?.path, "direct");
     assert.ok(b.steps.every((t) => t.kind === "direct" || t.kind === "directWeightGrad"));
   }
-  // Not on other adapters (SwiftShader, GPUs), nor for convolutions too small to repay the
-  // compile time.
+  // Not on other adapters (SwiftShader: they run there, forced, but compile far slower; GPUs),
+  // nor for convolutions too small to repay the compile time.
   const swiftShader = {
     ...LLVMPIPE,
     description: "SwiftShader",

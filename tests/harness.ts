@@ -10,7 +10,7 @@
  * @module
  */
 
-import { AssertionError } from "node:assert/strict";
+import { AssertionError } from "./_assert.ts";
 import { getGpu, type Gpu, type Shape, Tensor } from "../gpu/mod.ts";
 import { POOL_USAGE } from "../gpu/pool.ts";
 import { storageBytes } from "../gpu/tensor.ts";

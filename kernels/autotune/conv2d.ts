@@ -98,7 +98,8 @@ export async function tuneConv(
   const others = conv2dCandidates(problem, r.pass, profile).filter((c) =>
     isDirect(c, r.pass) !== auto
   );
-  // Not on SwiftShader, which crashed on the direct kernels.
+  // Not on SwiftShader: the direct kernels run there but take tens of seconds each to compile
+  // (see autoDirect in conv2d/cost.ts), which timing them would spend for no gain.
   if (others.length === 0 || profile.swiftShader) {
     return { ...skipped(p, "no direct kernel for this pass"), costModel, tuned: costModel };
   }

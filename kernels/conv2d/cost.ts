@@ -186,9 +186,11 @@ const DIRECT_MIN_FMAS = 1 << 23;
 
 /**
  * Whether the direct kernels are considered by default: on Mesa's CPU adapters (their design
- * follows llvmpipe's costs; on SwiftShader, Chromium's CPU adapter, one LeNet conv1 dispatch took
- * 9 s and the backward crashed its GPU process), for convolutions big enough to repay the
- * compile time.
+ * follows llvmpipe's costs), for convolutions big enough to repay the compile time. Not on
+ * SwiftShader (Chromium's CPU adapter), where they run correctly (`deno task test:browser` forces
+ * them) but compile far slower and run no faster: LeNet's 6->16 convolution at batch 100 took
+ * 28 s (forward) and 18 s (backward) to compile and run the first time, against 4 s and 2 s for
+ * im2col + GEMM, and about as long as those once compiled.
  */
 function autoDirect(profile: AdapterProfile, g: Conv2dGeometry): boolean {
   const fmas = g.n * g.cOut * g.oh * g.ow * (g.cIn / g.groups) * g.kh * g.kw;

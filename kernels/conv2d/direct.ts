@@ -130,6 +130,13 @@ const forwardKernel = perSizes((
       for (let j = 0; j < co; j++) {
         for (let px = 0; px < tx; px++) L.push(`  var a${j}_${px} = 0.0;`);
       }
+      // Each input column's clamped index and in-bounds mask once, shared by every row's loads:
+      // recomputing them per row (the same values) made SwiftShader's shader compiler (Chromium)
+      // superlinear in the rows, and hang in the weight gradient's loops.
+      for (const d of offs) {
+        L.push(`  let cx${d} = u32(clamp(ix0 + ${d}, 0, wMax));`);
+        L.push(`  let mx${d} = ix0 + ${d} >= 0 && ix0 + ${d} <= wMax;`);
+      }
       // Fully unrolled over (ci, ky, kx, o, pixel), weights read from workgroup memory at
       // constant indices outside any loop or branch: llvmpipe then loads each once for the SIMD
       // group (in a loop or under a branch it would load it lane by lane). Input loads are per
@@ -144,9 +151,8 @@ const forwardKernel = perSizes((
           for (const d of offs) {
             L.push(
               `  let v${r}_${d} = select(0.0, ${
-                load("x", `x[row${r} + u32(clamp(ix0 + ${d}, 0, wMax))]`)
-              }, ` +
-                `ok${r} && ix0 + ${d} >= 0 && ix0 + ${d} <= wMax);`,
+                load("x", `x[row${r} + cx${d}]`)
+              }, ok${r} && mx${d});`,
             );
           }
           const tapRow = flip ? kh - 1 - ky : ky;

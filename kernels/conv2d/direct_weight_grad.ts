@@ -102,9 +102,8 @@ const weightGradKernel = perSizes((
         ];
         for (const d of offs) {
           out.push(
-            `${ind}${decl}v${q}_${d} = select(0.0, ${
-              load("x", `x[row${q} + u32(clamp(ix0 + ${d}, 0, wMax))]`)
-            }, rv${q} && ix0 + ${d} >= 0 && ix0 + ${d} <= wMax);`,
+            `${ind}${decl}v${q}_${d} = select(0.0, ${load("x", `x[row${q} + cx${d}]`)}, ` +
+              `rv${q} && mx${d});`,
           );
         }
         return out;
@@ -141,6 +140,12 @@ const weightGradKernel = perSizes((
       };
       const pixels = (ind: string): string[] => {
         const out = [`${ind}let ox0 = bx * ${tx}u;`, `${ind}let ix0 = i32(ox0 * ${sw}u) - p.pw;`];
+        // Each input column's clamped index and mask once, for every kernel row (SwiftShader's
+        // compiler hangs on a loop body that recomputes them per row: see direct.ts).
+        for (const d of offs) {
+          out.push(`${ind}let cx${d} = u32(clamp(ix0 + ${d}, 0, wMax));`);
+          out.push(`${ind}let mx${d} = ix0 + ${d} >= 0 && ix0 + ${d} <= wMax;`);
+        }
         for (let px = 0; px < tx; px++) {
           out.push(`${ind}let pv${px} = ox0 + ${px}u < p.ow;`);
           out.push(`${ind}let q${px} = min(ox0 + ${px}u, p.ow - 1u);`);

@@ -8,10 +8,10 @@
 // `apt-get install -y chromium dataset-fashion-mnist`).
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
 import { encode as encodePng } from "fast-png";
 import { type DemoServer, startDemoServer } from "../../cli/demo.ts";
 import type { DemoStatus } from "../../web/session.ts";
+import { CHROMIUM_ARGS, DEFAULT_CHROMIUM, launchChromium } from "../browser/chromium.ts";
 
 const USAGE = `Usage: deno task e2e [options]
 
@@ -27,19 +27,6 @@ const USAGE = `Usage: deno task e2e [options]
   --data-dir FOLDER   Fashion-MNIST's files (default: found as by deno task train)
   --headed            show the browser window
 `;
-
-/** Chromium's flags: WebGPU on SwiftShader's Vulkan, quiet and sandbox-free (containers). */
-const CHROMIUM_ARGS: readonly string[] = [
-  "--enable-unsafe-webgpu",
-  "--use-angle=swiftshader",
-  "--enable-features=Vulkan",
-  "--use-vulkan=swiftshader",
-  "--no-sandbox",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 
 /** Per model: steps, and the final test accuracy to beat. */
 const DEFAULTS: Record<string, { steps: number; minAcc: number }> = {
@@ -71,7 +58,7 @@ async function main(args: string[]): Promise<number> {
       steps: { type: "string" },
       "min-acc": { type: "string" },
       timeout: { type: "string", default: "900" },
-      chromium: { type: "string", default: "/usr/bin/chromium" },
+      chromium: { type: "string", default: DEFAULT_CHROMIUM },
       screenshot: { type: "string" },
       "data-dir": { type: "string" },
       headed: { type: "boolean", default: false },
@@ -105,17 +92,13 @@ async function main(args: string[]): Promise<number> {
 
     /** A fresh Chromium (own temp profile) with `args`, and its page. */
     const launch = async (args: readonly string[]) => {
-      const userDataDir = await Deno.makeTempDir({ prefix: "modern-cnn-e2e-chromium-" });
-      cleanups.push(() => Deno.remove(userDataDir, { recursive: true }));
-      const context = await chromium.launchPersistentContext(userDataDir, {
+      const browser = await launchChromium({
         executablePath: values.chromium,
-        headless: !values.headed,
-        args: [...args],
-        viewport: { width: 1280, height: 1000 },
-        timeout: 60_000,
+        headed: values.headed,
+        args,
       });
-      cleanups.push(() => context.close());
-      const page = context.pages()[0] ?? await context.newPage();
+      cleanups.push(() => browser.close());
+      const { context, page } = browser;
       const pageErrors: string[] = [];
       page.on("console", (m) => {
         if (m.type() === "error" || m.type() === "warning") {

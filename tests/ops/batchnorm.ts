@@ -16,7 +16,7 @@ import {
   batchNormTrainRef,
   updateRunningRef,
 } from "../cpu_ref/batchnorm.ts";
-import assert from "node:assert/strict";
+import assert from "../_assert.ts";
 import type { Rng } from "../harness.ts";
 import {
   input,

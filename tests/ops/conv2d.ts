@@ -4,7 +4,7 @@
 // the plans and kernels each call ran for the path checks; the mixes and paths the suites of
 // tests/conv2d_test.ts (ops/conv2d_suites.ts) and tests/conv2d_direct_test.ts
 // (ops/conv2d_direct.ts) share.
-import assert from "node:assert/strict";
+import assert from "../_assert.ts";
 import type { Gpu, Tensor } from "../../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../../kernels/activation.ts";
 import {

@@ -1,7 +1,7 @@
 // The suites of tests/conv2d_direct_test.ts for the conv2d op (tests/ops/conv2d.ts): the direct
 // convolution kernels (kernels/conv2d/direct*.ts) forced with `direct: true`, or taken by
 // default on llvmpipe, in f32 and f16 mixes, with the paths and steps of the plans they ran.
-import assert from "node:assert/strict";
+import assert from "../_assert.ts";
 import { adapterProfile } from "../../kernels/_adapter.ts";
 import type { ConvPassPlan } from "../../kernels/conv2d/plan.ts";
 import type { OpSuite } from "../_op.ts";

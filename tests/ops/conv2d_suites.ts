@@ -2,7 +2,7 @@
 // grouped and pointwise paths in f32 (both GEMM kernel families, accumulation, chunks of images,
 // fused activations and channel slices) and in f16 mixes, and the CPU backward vs finite
 // differences.
-import assert from "node:assert/strict";
+import assert from "../_assert.ts";
 import type { Conv2dKernelOptions, Conv2dParams } from "../../kernels/conv2d/index.ts";
 import type { ConvPassPlan } from "../../kernels/conv2d/plan.ts";
 import type { OpSuite } from "../_op.ts";

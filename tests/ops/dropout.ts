@@ -5,7 +5,7 @@ import { dropoutBackward, dropoutForward, dropoutMaskWords } from "../../kernels
 import { dropoutBackwardRef, dropoutForwardRef, dropoutKeepRef } from "../cpu_ref/dropout.ts";
 import { f16Tolerance, maxAbs, type Numeric } from "../harness.ts";
 import { input, type Mix, type OpCase, opCase, type OpSuite, output, type Tol } from "../_op.ts";
-import { AssertionError } from "node:assert/strict";
+import { AssertionError } from "../_assert.ts";
 
 /**
  * A case: dropout with probability `p` and `seed` of `n` elements; `inPlace`: y is x and dx is

@@ -3,7 +3,7 @@
 // against the Float64 reference of tests/cpu_ref/gemm.ts; where a case is meant to take a path (a
 // vec4 load, split-K, k-passes, the swapped product), its plan says so. The suites of
 // tests/gemm_test.ts in f32 (f16: tests/ops/gemm_f16.ts; the reductions: tests/ops/gemm_reduce.ts).
-import assert, { AssertionError } from "node:assert/strict";
+import assert, { AssertionError } from "../_assert.ts";
 import type { DType } from "../../gpu/mod.ts";
 import { activationForward, type ActivationKind } from "../../kernels/activation.ts";
 import { type AdapterProfile, adapterProfile } from "../../kernels/_adapter.ts";

@@ -1,0 +1,69 @@
+// What `deno task test:browser` runs: every kernel family's testOp suites (tests/ops/*.ts, the
+// same lists tests/<family>_test.ts registers with Deno.test), by the name of the Deno test file
+// that registers them, and the models' PyTorch parity (tests/_models_parity.ts). No Deno API:
+// tests/browser/page.ts bundles it for Chromium.
+import type { OpSuite } from "../_op.ts";
+import { ACTIVATION_SUITES } from "../ops/activation.ts";
+import { BN_SUITES } from "../ops/batchnorm.ts";
+import { DIRECT_SUITES } from "../ops/conv2d_direct.ts";
+import { CONV2D_SUITES } from "../ops/conv2d_suites.ts";
+import { PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
+import { DW_SUITES } from "../ops/depthwise.ts";
+import { DROPOUT_SUITES } from "../ops/dropout.ts";
+import {
+  ACCUMULATE_SUITES,
+  ADD_SUITES,
+  CONCAT_SUITES,
+  SPLIT_ACTIVATION_SUITES,
+} from "../ops/elementwise.ts";
+import { ACTIVATION_SUITES as GEMM_ACTIVATION_SUITES, GEMM_SUITES } from "../ops/gemm.ts";
+import { HALF_SUITES, STRIDED_SUITES } from "../ops/gemm_f16.ts";
+import { REDUCE_SUITES, SUM_ROWS_SUITES } from "../ops/gemm_reduce.ts";
+import { LRN_SUITES } from "../ops/lrn.ts";
+import { GLOBAL_POOL_SUITES, POOL_SUITES } from "../ops/pool.ts";
+import { SGD_SUITES } from "../ops/sgd.ts";
+import { CE_SUITES } from "../ops/softmax_ce.ts";
+
+/** A kernel family: the suites one Deno test file registers (`family`: its name less `_test.ts`). */
+export interface Family {
+  /** The Deno test file's name less `_test.ts` (what FILTER matches, as in `deno task test`). */
+  readonly family: string;
+  /** Its suites. */
+  // deno-lint-ignore no-explicit-any
+  readonly suites: readonly OpSuite<any>[];
+}
+
+/** Every kernel family's suites, in the order they run. */
+export const FAMILIES: readonly Family[] = [
+  { family: "activation", suites: ACTIVATION_SUITES },
+  {
+    family: "elementwise",
+    suites: [
+      ...ADD_SUITES,
+      ...ACCUMULATE_SUITES,
+      ...CONCAT_SUITES,
+      ...SPLIT_ACTIVATION_SUITES,
+    ],
+  },
+  { family: "dropout", suites: DROPOUT_SUITES },
+  { family: "softmax_ce", suites: CE_SUITES },
+  { family: "sgd", suites: SGD_SUITES },
+  { family: "lrn", suites: LRN_SUITES },
+  { family: "pool", suites: [...POOL_SUITES, ...GLOBAL_POOL_SUITES] },
+  { family: "depthwise", suites: DW_SUITES },
+  { family: "batchnorm", suites: BN_SUITES },
+  { family: "data_kernels", suites: [...PREPARE_SUITES, ...RESIZE_SUITES] },
+  {
+    family: "gemm",
+    suites: [
+      ...GEMM_SUITES,
+      ...GEMM_ACTIVATION_SUITES,
+      ...HALF_SUITES,
+      ...STRIDED_SUITES,
+      ...SUM_ROWS_SUITES,
+      ...REDUCE_SUITES,
+    ],
+  },
+  { family: "conv2d", suites: CONV2D_SUITES },
+  { family: "conv2d_direct", suites: DIRECT_SUITES },
+];
