@@ -16,6 +16,9 @@ import {
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/conv2d/index.ts";
+import type { Tensor } from "../gpu/mod.ts";
+import { bindingRange } from "../kernels/_binding.ts";
+import { gemmStrided } from "../kernels/gemm/index.ts";
 import * as shapes from "./_shapes.ts";
 
 const gpu = await getGpu();
@@ -88,15 +91,150 @@ benchConv(shapes.alexnetConv1(32), ["bwd-data"]);
 benchConv(shapes.RESNET18_STEM, ["fwd", "bwd-weight"]);
 for (const shape of shapes.RESNET18_LAYERS) benchConv(shape, ALL);
 
-// Variants: 1x1 convolutions as GEMMs batched over images vs the im2col path (GoogLeNet
-// inception 1x1 branches at 12x12 and 3x3; the default picks batched GEMMs from 64 pixels on).
+// Variants: 1x1 convolutions as GEMMs on NCHW tensors vs the im2col path (GoogLeNet inception
+// 1x1 branches at 12x12 and 3x3; the default is the former at every size).
 for (const shape of shapes.GOOGLENET_1X1) {
-  for (const [name, pointwiseMinPixels] of [["batched", 0], ["im2col", Infinity]] as const) {
+  for (const [name, pointwiseMinPixels] of [["pointwise", 1], ["im2col", Infinity]] as const) {
     benchConv(
       { ...shape, label: `${shape.label} [${name}]` },
       ["fwd", "bwd-data"],
-      { pointwiseMinPixels },
+      { pointwiseMinPixels, direct: false },
     );
+  }
+}
+
+// ------------------------------------------------------------- before / after, interleaved ----
+// Each pass of a layer timed by several variants alternating inside each iteration (other work
+// on the machine then hits them alike; the order alternates too), best time of each kept.
+
+/** Pairs (or more) of variants compared, by bench name. */
+const versus: string[][] = [];
+
+type Variant = readonly [string, Conv2dKernelOptions | ((io: ConvIO) => void)];
+type ConvIO = ReturnType<typeof convSetup> & {
+  y: Tensor;
+  dy: Tensor;
+  dx: Tensor;
+  dw: Tensor;
+  db: Tensor;
+};
+
+function benchVs(shape: shapes.ConvShape, pass: Pass, variants: readonly Variant[]): void {
+  const p = shape.params;
+  const setup = convSetup(p);
+  const io: ConvIO = {
+    ...setup,
+    y: gpu.empty(setup.ys),
+    dy: randomTensor(setup.ys),
+    dx: gpu.empty(setup.x.shape),
+    dw: gpu.empty(setup.w.shape),
+    db: gpu.empty(setup.b.shape),
+  };
+  const { x, w, b, y, dy, dx, dw, db, flops } = io;
+  const reps = Math.max(1, Math.round(setup.reps / 4));
+  const runs = variants.map(([name, v]): [string, () => void] => {
+    const full = `${shape.label} ${pass} [${name}]`;
+    if (typeof v === "function") return [full, () => v(io)];
+    const q = { ...p, ...v };
+    return [
+      full,
+      pass === "fwd"
+        ? () => conv2dForward({ y, x, w, b }, q)
+        : pass === "bwd-data"
+        ? () => conv2dBackward({ dx, dy, x, w }, q)
+        : () => conv2dBackward({ dw, db, dy, x, w }, q),
+    ];
+  });
+  versus.push(runs.map(([name]) => name));
+  const best = new Map<string, number>();
+  let iteration = 0;
+  Deno.bench({
+    name: `${shape.label} ${pass}: ${variants.map(([n]) => n).join(" vs ")}, interleaved (${
+      (flops / 1e9).toFixed(3)
+    } GFLOP, ${reps}/sync each)`,
+    n: 4,
+    warmup: 1,
+    async fn() {
+      const order = iteration++ % 2 === 0 ? runs : [...runs].reverse();
+      for (const [name, run] of order) {
+        const t0 = performance.now();
+        for (let r = 0; r < reps; r++) run();
+        await gpu.sync();
+        const ms = (performance.now() - t0) / reps;
+        best.set(name, Math.min(best.get(name) ?? Infinity, ms));
+        results.push([name, flops / best.get(name)! / 1e6]);
+      }
+    },
+  });
+}
+
+/** The 1x1 layers of MobileNet v1 at 96x96 (batch 32): input size, channels in and out. */
+const MOBILENET_1X1: readonly ConvShapeOf[] = (
+  [
+    [48, 32, 64],
+    [24, 64, 128],
+    [24, 128, 128],
+    [12, 128, 256],
+    [12, 256, 256],
+    [6, 256, 512],
+    [
+      6,
+      512,
+      512,
+    ],
+    [3, 512, 1024],
+    [3, 1024, 1024],
+  ] as const
+).map(([hw, cIn, cOut]) => ({
+  label: `mobilenet 1x1 ${cIn}->${cOut} ${hw}x${hw} b32`,
+  params: { n: 32, cIn, h: hw, w: hw, cOut, kernel: 1 },
+}));
+type ConvShapeOf = shapes.ConvShape;
+
+/**
+ * Before this change, 1x1 convolutions of at least 64 pixels per image ran as GEMMs batched over
+ * images (one product per image, `n` = its pixels); smaller ones went to the direct kernel or
+ * im2col (`pointwiseMinPixels: 64`). The batched GEMM, recorded as it was planned.
+ */
+function batchedOld(p: Conv2dParams, pass: "fwd" | "bwd-data"): (io: ConvIO) => void {
+  const P = p.h * p.w, N = p.n, ci = p.cIn, co = p.cOut;
+  return (io) => {
+    const fwd = pass === "fwd";
+    const [m, k] = fwd ? [co, ci] : [ci, co];
+    const b = fwd ? io.x : io.dy, c = fwd ? io.y : io.dx;
+    gemmStrided(gpu, {
+      m,
+      n: P,
+      k,
+      batch: N,
+      transA: !fwd,
+      transB: false,
+      alpha: 1,
+      beta: 0,
+      a: bindingRange(io.w, 0, co * ci),
+      b: bindingRange(b, 0, b.size),
+      c: bindingRange(c, 0, c.size),
+      lda: fwd ? ci : ci,
+      ldb: P,
+      ldc: P,
+      strideA: 0,
+      strideB: k * P,
+      strideC: m * P,
+      ...(fwd ? { bias: bindingRange(io.b, 0, co), strideBias: 0 } : {}),
+      biasMode: fwd ? "row" : "none",
+    });
+  };
+}
+
+for (const shape of MOBILENET_1X1) {
+  const p = shape.params;
+  const small = p.h * p.w < 64;
+  for (const pass of ALL) {
+    if (!small && pass === "bwd-weight") continue; // unchanged at 64 pixels and more
+    const before: Variant = small
+      ? ["before", { pointwiseMinPixels: 64 }]
+      : ["before", batchedOld(p, pass as "fwd" | "bwd-data")];
+    benchVs(shape, pass, [before, ["after", {}]]);
   }
 }
 
@@ -154,6 +292,12 @@ globalThis.addEventListener("unload", () => {
   console.log(`\nconv2d on ${gpu.description} (best of the timed iterations):`);
   for (const [name, g] of best) {
     console.log(`  ${name.padEnd(58)} ${g.toFixed(2).padStart(7)} GFLOP/s`);
+  }
+  for (const names of versus) {
+    const g = names.map((n) => best.get(n) ?? NaN);
+    if (g.every(Number.isFinite)) {
+      console.log(`  ${names.at(-1)}: ${(g.at(-1)! / g[0]).toFixed(2)}x ${names[0]}`);
+    }
   }
   for (const [separate, fused] of fusedPairs) {
     const gain = (best.get(fused) ?? NaN) / (best.get(separate) ?? NaN);

@@ -5,7 +5,7 @@
  * - which path each pass takes ({@linkcode directForward}, {@linkcode directInputGrad},
  *   {@linkcode directWeightGrad}: the direct kernels where they are estimated to beat im2col +
  *   GEMM, by per-lane memory operations, which dominate on CPU adapters; {@linkcode isPointwise}:
- *   1x1 convolutions as GEMMs batched over images);
+ *   1x1 convolutions as single GEMMs over the images' pixels);
  * - how the images are chunked ({@linkcode chunkPlan}: every binding within the device's limit
  *   and `maxChunkBytes`);
  * - how col2im splits its work over dispatches ({@linkcode col2imForm}: llvmpipe's loop cap).
@@ -46,13 +46,12 @@ export interface Conv2dChunkPlan {
 /** Default of `maxChunkBytes`. */
 const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
 
-/** Fewest pixels per image for the batched pointwise path (measured on llvmpipe). */
-const POINTWISE_MIN_PIXELS = 64;
-
 /**
- * Whether the convolution is a plain per-pixel matrix product, run as GEMMs batched over images
- * without im2col. With few pixels per image such GEMMs fill few SIMD lanes: then the im2col path
- * (whose GEMM columns run over all images' pixels) is faster and used instead.
+ * Whether the convolution is a plain per-pixel matrix product (1x1, stride 1, no padding, one
+ * group), run without im2col as one GEMM per chunk of images whose columns run over all images'
+ * pixels (x, dy, y and dx read and written in place, NCHW, as matrices `[channels, images *
+ * pixels]`), whatever the image size. `pointwiseMinPixels` (default 1) sends smaller images to
+ * the other paths instead (`Infinity`: never pointwise).
  *
  * @example
  * ```ts
@@ -63,7 +62,7 @@ const POINTWISE_MIN_PIXELS = 64;
  */
 export function isPointwise(g: Conv2dGeometry, options: Conv2dKernelOptions): boolean {
   return g.kh === 1 && g.kw === 1 && g.sh === 1 && g.sw === 1 && g.ph === 0 && g.pw === 0 &&
-    g.groups === 1 && g.oh * g.ow >= (options.pointwiseMinPixels ?? POINTWISE_MIN_PIXELS);
+    g.groups === 1 && g.oh * g.ow >= (options.pointwiseMinPixels ?? 1);
 }
 
 /** Bytes per element of what a chunk binds: the im2col buffer, x (and dx), y (and dy). */

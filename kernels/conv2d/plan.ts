@@ -222,15 +222,18 @@ function planForward(
   for (const [n0, nb] of chunksOf(g, chunks)) {
     const gemm = (s: GemmStep): ConvStep => ({ kind: "gemm", gemm: s, tuning: o.gemm ?? {} });
     if (pointwise) {
-      // y[img] = W . x[img], batched over images.
+      // y = W . x, one GEMM over the chunk: x read as [cIn, nb * P] and y written as
+      // [cOut, nb * P] (column j = image * P + pixel, both NCHW).
       steps.push(gemm(batchedGemm({
         m: g.cOut,
-        n: P,
+        n: nb * P,
         k: g.cIn,
-        batch: nb,
+        batch: 1,
         a: [w, 0],
-        b: [x(n0, nb), g.cIn * P],
-        c: [y(n0, nb), yC * P],
+        b: [x(n0, nb), 0],
+        segmentB: [P, g.cIn * P],
+        c: [y(n0, nb), 0],
+        segment: [P, yC * P],
         bias: b && [b, 0],
         activation: problem.activation,
       })));
@@ -387,16 +390,19 @@ function planBackward(
     }
     if (gemmX) {
       if (pointwise) {
-        // dx[img] = W^T . dy[img], batched over images (W stored [cOut, cIn] = [k, m]).
+        // dx = W^T . dy (W stored [cOut, cIn] = [k, m]), one GEMM over the chunk: dy read as
+        // [cOut, nb * P], dx written as [cIn, nb * P] (both NCHW).
         steps.push(gemm(batchedGemm({
           m: g.cIn,
-          n: P,
+          n: cols,
           k: g.cOut,
-          batch: nb,
+          batch: 1,
           transA: true,
           a: [w, 0],
-          b: [dy, g.cOut * P],
-          c: [dx, g.cIn * P],
+          b: [dy, 0],
+          segmentB: [P, g.cOut * P],
+          c: [dx, 0],
+          segment: [P, g.cIn * P],
         })));
       } else {
         // dcol_g [K, cols] = W_g^T . dyT_g (W_g stored [cOutG, K] = [k, m]), then col2im.
