@@ -13,12 +13,16 @@ import {
   checkConv2d,
   conv2dBackward,
   conv2dForward,
+  conv2dGeometry,
   type Conv2dKernelOptions,
   type Conv2dParams,
 } from "../kernels/conv2d/index.ts";
 import type { Tensor } from "../gpu/mod.ts";
 import { bindingRange } from "../kernels/_binding.ts";
 import { gemmStrided } from "../kernels/gemm/index.ts";
+import { directConvForward } from "../kernels/conv2d/direct.ts";
+import { planDirectConv } from "../kernels/conv2d/direct_plan.ts";
+import { directShape, flippedShape } from "../kernels/conv2d/geometry.ts";
 import * as shapes from "./_shapes.ts";
 
 const gpu = await getGpu();
@@ -224,6 +228,56 @@ function batchedOld(p: Conv2dParams, pass: "fwd" | "bwd-data"): (io: ConvIO) => 
       biasMode: fwd ? "row" : "none",
     });
   };
+}
+
+/** The 3x3 layers (stride 1, padding 1) of GoogLeNet and ResNet-18 at 96x96, batch 8. */
+const THREE_BY_THREE: readonly ConvShapeOf[] = (
+  [
+    ["googlenet b2", 24, 64, 192],
+    ["googlenet b3", 12, 96, 128],
+    ["googlenet b3", 12, 128, 192],
+    ["googlenet b4", 6, 96, 208],
+    ["googlenet b4", 6, 160, 320],
+    ["googlenet b5", 3, 192, 384],
+    ["resnet18 b2", 24, 64, 64],
+    ["resnet18 b3", 12, 128, 128],
+    ["resnet18 b4", 6, 256, 256],
+    ["resnet18 b5", 3, 512, 512],
+  ] as const
+).map(([layer, hw, cIn, cOut]) => ({
+  label: `${layer} ${cIn}->${cOut} k3 p1 ${hw}x${hw} b8`,
+  params: { n: 8, cIn, h: hw, w: hw, cOut, kernel: 3, padding: 1 },
+}));
+
+/**
+ * The direct kernel of a pass (forward, or the input gradient as the flipped convolution of dy)
+ * with the blocking `planDirectConv` picks, with or without output-channel groups (`before`:
+ * every accumulator live at once, as before groups existed).
+ */
+function directPass(p: Conv2dParams, pass: "fwd" | "bwd-data", groups: boolean) {
+  const g = conv2dGeometry(p);
+  const s = pass === "fwd" ? directShape(g, g.n) : flippedShape(g, g.n);
+  const tile = planDirectConv(s, groups)!.tile;
+  const label = `${groups ? "after" : "before"} ${JSON.stringify(tile).replaceAll('"', "")}`;
+  const run = (io: ConvIO) =>
+    pass === "fwd"
+      ? directConvForward(gpu, s, { y: range(io.y), x: range(io.x), w: io.w, b: io.b }, { tile })
+      : directConvForward(gpu, s, { y: range(io.dx), x: range(io.dy), w: io.w }, {
+        tile,
+        flip: true,
+      });
+  return [label, run] as const;
+}
+const range = (t: Tensor) => bindingRange(t, 0, t.size);
+
+for (const shape of THREE_BY_THREE) {
+  for (const pass of ["fwd", "bwd-data"] as const) {
+    benchVs(shape, pass, [
+      directPass(shape.params, pass, false),
+      ["im2col", { direct: false }],
+      directPass(shape.params, pass, true),
+    ]);
+  }
 }
 
 for (const shape of MOBILENET_1X1) {
