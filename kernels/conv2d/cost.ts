@@ -48,9 +48,9 @@ const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
 
 /**
  * Whether the convolution is a plain per-pixel matrix product (1x1, stride 1, no padding, one
- * group), run without im2col as one GEMM per chunk of images whose columns run over all images'
- * pixels (x, dy, y and dx read and written in place, NCHW, as matrices `[channels, images *
- * pixels]`), whatever the image size. `pointwiseMinPixels` (default 1) sends smaller images to
+ * group), run without im2col as GEMMs straight on the NCHW tensors, whatever the image size:
+ * batched over images, or ({@linkcode pointwiseBatched}) for small images one GEMM per chunk
+ * whose columns run over all images' pixels (x, dy, y and dx as `[channels, images * pixels]`). `pointwiseMinPixels` (default 1) sends smaller images to
  * the other paths instead (`Infinity`: never pointwise).
  *
  * @example
@@ -63,6 +63,30 @@ const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
 export function isPointwise(g: Conv2dGeometry, options: Conv2dKernelOptions): boolean {
   return g.kh === 1 && g.kw === 1 && g.sh === 1 && g.sw === 1 && g.ph === 0 && g.pw === 0 &&
     g.groups === 1 && g.oh * g.ow >= (options.pointwiseMinPixels ?? 1);
+}
+
+/**
+ * Fewest pixels per image for which a pointwise convolution runs as GEMMs batched over images
+ * (one product per image, plain rows); smaller images run as one GEMM whose columns are all the
+ * chunk's pixels (B read and C stored in segments). Measured on llvmpipe, MobileNet's 1x1
+ * layers at b32: one GEMM 1.3-1.8x the previous paths at 6x6 and 3x3, within noise of the
+ * batched GEMMs from 12x12 on.
+ */
+const POINTWISE_BATCHED_MIN_PIXELS = 64;
+
+/**
+ * Whether a pointwise convolution runs as GEMMs batched over images (else as one GEMM over all
+ * the chunk's pixels): from 64 pixels per image.
+ *
+ * @example
+ * ```ts
+ * import { pointwiseBatched } from "./cost.ts";
+ * import { conv2dGeometry } from "./geometry.ts";
+ * pointwiseBatched(conv2dGeometry({ n: 32, cIn: 8, h: 3, w: 3, cOut: 4, kernel: 1 })); // false
+ * ```
+ */
+export function pointwiseBatched(g: Conv2dGeometry): boolean {
+  return g.oh * g.ow >= POINTWISE_BATCHED_MIN_PIXELS;
 }
 
 /** Bytes per element of what a chunk binds: the im2col buffer, x (and dx), y (and dy). */

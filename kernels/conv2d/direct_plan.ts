@@ -90,9 +90,10 @@ export const MAX_STAGED_WEIGHTS = 4096;
  * and ResNet: 2 pixels x 32 channels) are searched again with their multiply-adds in groups of
  * at most GROUP_ACC accumulators, whose objective also counts each weight's broadcast from
  * workgroup memory (one per tx multiply-adds: wider pixel blocks pay) and the rereads of the
- * input values. Measured on llvmpipe (2 cores, busy, interleaved): ResNet-18's 64->64 layer at
- * 24x24 and GoogLeNet's 96->128 at 12x12, b8, from tx 2 co 32 at 3.4-4.0 GFLOP/s to tx 4 co 16
- * in groups of 4 at 6.3-6.5.
+ * input values; a grouped blocking replaces the plain one only when at least twice as wide.
+ * Measured on llvmpipe (2 busy cores, interleaved, bench/conv2d_bench.ts), b8: tx 2 co 32 ->
+ * tx 4 co 16 in groups of 4 ran 1.0-1.8x as fast at 24x24 and 0.9-1.35x at 12x12; tx 3
+ * blockings in groups of 5 at 6x6 and 3x3 ran 0.5-1.0x (hence the width rule).
  */
 /** Fewest accumulators of the plain search's best blocking for which groups are searched. */
 const MAX_LIVE_ACC = 48;
@@ -191,8 +192,12 @@ const searchPlan = perSizes((
     }
   }
   // Blockings whose accumulators all fit registers stay as they are; the others are replaced
-  // by the best grouped one.
-  if (groups && best && best.tile.co * best.tile.tx >= MAX_LIVE_ACC && bestGrouped) {
+  // by the best grouped one when it is at least twice as wide (measured: groups of blockings
+  // 3 pixels wide, on 6x6 and 3x3 images, were slower than the plain ones).
+  if (
+    groups && best && bestGrouped && best.tile.co * best.tile.tx >= MAX_LIVE_ACC &&
+    bestGrouped.plan.tile.tx >= 2 * best.tile.tx
+  ) {
     return bestGrouped.plan;
   }
   return best;

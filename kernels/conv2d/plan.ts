@@ -28,6 +28,7 @@ import {
   directInputGrad,
   directWeightGrad,
   isPointwise,
+  pointwiseBatched,
 } from "./cost.ts";
 import {
   type DirectConvTile,
@@ -221,6 +222,21 @@ function planForward(
   const steps: ConvStep[] = [];
   for (const [n0, nb] of chunksOf(g, chunks)) {
     const gemm = (s: GemmStep): ConvStep => ({ kind: "gemm", gemm: s, tuning: o.gemm ?? {} });
+    if (pointwise && pointwiseBatched(g)) {
+      // y[img] = W . x[img], batched over images.
+      steps.push(gemm(batchedGemm({
+        m: g.cOut,
+        n: P,
+        k: g.cIn,
+        batch: nb,
+        a: [w, 0],
+        b: [x(n0, nb), g.cIn * P],
+        c: [y(n0, nb), yC * P],
+        bias: b && [b, 0],
+        activation: problem.activation,
+      })));
+      continue;
+    }
     if (pointwise) {
       // y = W . x, one GEMM over the chunk: x read as [cIn, nb * P] and y written as
       // [cOut, nb * P] (column j = image * P + pixel, both NCHW).
@@ -389,7 +405,19 @@ function planBackward(
       }
     }
     if (gemmX) {
-      if (pointwise) {
+      if (pointwise && pointwiseBatched(g)) {
+        // dx[img] = W^T . dy[img], batched over images (W stored [cOut, cIn] = [k, m]).
+        steps.push(gemm(batchedGemm({
+          m: g.cIn,
+          n: P,
+          k: g.cOut,
+          batch: nb,
+          transA: true,
+          a: [w, 0],
+          b: [dy, g.cOut * P],
+          c: [dx, g.cIn * P],
+        })));
+      } else if (pointwise) {
         // dx = W^T . dy (W stored [cOut, cIn] = [k, m]), one GEMM over the chunk: dy read as
         // [cOut, nb * P], dx written as [cIn, nb * P] (both NCHW).
         steps.push(gemm(batchedGemm({
