@@ -83,6 +83,14 @@ export interface StridedGemm {
   readonly segment?: number;
   /** Stride between column segments of C. */
   readonly segmentStride?: number;
+  /**
+   * Column segment length of B (B stored `[k, n]`, not `transB`): `B(kk, j)` is then
+   * `b[kk * ldb + floor(j / segmentB) * segmentStrideB + j % segmentB]` (NCHW activations read
+   * as one matrix `[channels, images * pixels]`); omit for plain rows.
+   */
+  readonly segmentB?: number;
+  /** Stride between column segments of B. */
+  readonly segmentStrideB?: number;
   /** Bias elements (an f32 or f16 tensor). */
   readonly bias?: TensorRange | undefined;
   /** How bias broadcasts. */
@@ -108,7 +116,8 @@ export interface Conv2dKernelOptions {
   readonly gemm?: GemmTuning;
   /**
    * 1x1 convolutions (stride 1, no padding, one group) with at least this many output pixels
-   * per image skip im2col; default 64. `Infinity` forces the im2col path.
+   * per image run as GEMMs straight on x and y (no im2col, no direct kernel); default 1 (all of
+   * them). `Infinity` sends them to the other paths.
    */
   readonly pointwiseMinPixels?: number;
   /**

@@ -72,9 +72,16 @@ Deno.test(
     const refY = conv2dRef(p, d.x, d.w, d.b);
     const ref = conv2dBackwardRef(p, d.x, d.w, d.dy);
     // Forward: 2 input channels per dispatch (the second adds), 2 output channels per thread
-    // (the last block half empty), 4 pixels per thread (the last block of 9 partly empty).
+    // (the last block half empty), 4 pixels per thread (the last block of 9 partly empty); the
+    // multiply-adds in groups of output channels (2 + 2 + 1, and one by one).
     for (
-      const tile of [{ tx: 4, co: 2, ci: 2 }, { tx: 9, co: 5, ci: 1 }, { tx: 1, co: 3, ci: 4 }]
+      const tile of [
+        { tx: 4, co: 2, ci: 2 },
+        { tx: 9, co: 5, ci: 1 },
+        { tx: 1, co: 3, ci: 4 },
+        { tx: 4, co: 5, ci: 2, cg: 2 },
+        { tx: 3, co: 3, ci: 4, cg: 1 },
+      ]
     ) {
       const y = gpu.tensor(new Float32Array(count(s.y)).fill(NaN), { shape: s.y });
       directConvForward(gpu, sh, { y: r(y), x: r(x), w, b }, { tile });
@@ -93,12 +100,13 @@ Deno.test(
       ph: 2 - sh.ph,
       pw: 2 - sh.pw,
     };
+    // (Also with its multiply-adds in groups of 2 + 1 output channels.)
     const dx = gpu.tensor(new Float32Array(count(s.x)).fill(NaN), { shape: s.x });
-    directConvForward(gpu, flipped, { y: r(dx), x: r(dy), w }, {
-      flip: true,
-      tile: { tx: 2, co: 3, ci: 1 },
-    });
-    assertClose(await dx.toArray(), ref.dx, { ...t, what: "flipped dx" });
+    for (const tile of [{ tx: 2, co: 3, ci: 1 }, { tx: 2, co: 3, ci: 1, cg: 2 }]) {
+      gpu.write(dx, new Float32Array(count(s.x)).fill(NaN));
+      directConvForward(gpu, flipped, { y: r(dx), x: r(dy), w }, { flip: true, tile });
+      assertClose(await dx.toArray(), ref.dx, { ...t, what: `flipped dx ${JSON.stringify(tile)}` });
+    }
     // Weight gradient: 2 output channels and 2 kernel rows per thread (partial last blocks),
     // 3 pixels per step; one split (each thread over all 3 images) and 2 splits (2 + 1 images).
     for (
@@ -305,7 +313,12 @@ Deno.test(
     const ref = activationForwardRef(conv2dRef(p, roundF16(d.x), roundF16(wd), d.b), "relu6");
     // 2 and 1 input channels per dispatch (through the f32 scratch), and all 4 in one.
     for (
-      const tile of [{ tx: 4, co: 2, ci: 2 }, { tx: 3, co: 5, ci: 1 }, { tx: 9, co: 3, ci: 4 }]
+      const tile of [
+        { tx: 4, co: 2, ci: 2 },
+        { tx: 3, co: 5, ci: 1 },
+        { tx: 9, co: 3, ci: 4 },
+        { tx: 3, co: 5, ci: 2, cg: 2 },
+      ]
     ) {
       const y = gpu.tensor(new Float16Array(p.n * C * P).fill(sentinel), {
         shape: [p.n, C, 8, 9],

@@ -66,6 +66,28 @@ function convGemms(
   ];
 }
 
+/**
+ * A 1x1 convolution's GEMMs over a chunk of `images`, straight on NCHW tensors (B read in
+ * segments, C stored in segments): the forward with its row bias, the input gradient.
+ */
+function pointwiseGemms(images: number, cIn: number, cOut: number, pixels: number): GemmProblem[] {
+  const n = images * pixels;
+  const nchw = (m: number, k: number, transA: boolean): GemmProblem => ({
+    ...problemOf({ m, n, k, transA }),
+    ldb: pixels,
+    segmentB: pixels,
+    segmentStrideB: k * pixels,
+    ldc: pixels,
+    strideC: 0,
+    segment: pixels,
+    segmentStride: m * pixels,
+  });
+  return [
+    { ...nchw(cOut, cIn, false), bias: { base: 0, dtype: "f32" }, biasMode: "row", strideBias: 0 },
+    nchw(cIn, cOut, true),
+  ];
+}
+
 /** The GEMMs of the seed models' layers (linear layers at d2l's batches, convolutions per chunk). */
 const SEED_GEMMS: GemmProblem[] = [
   ...linearGemms(256, 400, 120), // LeNet
@@ -85,6 +107,10 @@ const SEED_GEMMS: GemmProblem[] = [
   ...convGemms(32, 64, 64, 9, 24 * 24),
   ...convGemms(32, 512, 512, 9, 3 * 3),
   ...convGemms(32, 480, 192, 1, 6 * 6), // a GoogLeNet 1x1 branch
+  ...pointwiseGemms(8, 480, 192, 6 * 6), // GoogLeNet's 1x1 branches at 96x96
+  ...pointwiseGemms(8, 832, 384, 3 * 3),
+  ...pointwiseGemms(32, 32, 64, 48 * 48), // MobileNet at 96x96: first and last 1x1
+  ...pointwiseGemms(32, 1024, 1024, 3 * 3),
 ];
 
 /** Other problems that exercise every path: k = 0, sequential k-passes (f32 and f16 C), batches. */
@@ -281,4 +307,30 @@ Deno.test("gemm records exactly the dispatches of its plan", GPU_TEST, async () 
     assert.deepEqual(names, want, JSON.stringify(d));
     for (const t of [a, b, c, bias]) t?.dispose();
   }
+});
+
+Deno.test("planGemm: B read in segments (1x1 convolutions on NCHW tensors)", () => {
+  const [fwd9, dx9] = pointwiseGemms(8, 13, 7, 3 * 3);
+  const [fwd36] = pointwiseGemms(8, 16, 8, 6 * 6);
+  for (const profile of [CPU_PROFILE, WEBGPU_DEFAULT_PROFILE]) {
+    for (const p of [fwd9, dx9, fwd36]) {
+      for (const d of planDispatches(planGemm(p, profile))) {
+        if (d.kernel === "epilogue") continue;
+        assert.equal(d.config.segmentedB, true);
+        assert.deepEqual([d.params.segB, d.params.segStrideB], [p.segmentB, p.segmentStrideB]);
+        assert.match(dispatchKernel(d).spec.name, /_sb/);
+      }
+    }
+  }
+  // vec4 loads of B only where 4 columns from a multiple of 4 stay in one segment.
+  const vecB = (p: GemmProblem) => planGemm(p, CPU_PROFILE).passes[0].config.vecB;
+  assert.equal(vecB(fwd9), false);
+  assert.equal(vecB(fwd36), true);
+  // Never swapped, even when tuned so (B's segments are along n).
+  assert.equal(planGemm(fwd9, CPU_PROFILE, { swap: true }).swap, false);
+  // Split-K keeps the segments of B.
+  const split = planGemm(fwd9, CPU_PROFILE, { splitK: 2 }).passes[0];
+  assert.equal(split.splits, 2);
+  assert.equal(split.config.segmentedB, true);
+  assert.throws(() => planGemm({ ...fwd9, transB: true }, CPU_PROFILE), RangeError);
 });

@@ -36,7 +36,11 @@ function extents(g: GemmShape): { a: number; b: number; c: number; bias: number 
   const { m, n, k, batch } = g;
   const kk = Math.max(k, 1);
   const a = (batch - 1) * g.strideA + (g.transA ? (kk - 1) * g.lda + m : (m - 1) * g.lda + kk);
-  const b = (batch - 1) * g.strideB + (g.transB ? (n - 1) * g.ldb + kk : (kk - 1) * g.ldb + n);
+  const bLast = g.segmentB !== undefined // B's last column
+    ? Math.floor((n - 1) / g.segmentB) * (g.segmentStrideB ?? 0) + (n - 1) % g.segmentB
+    : n - 1;
+  const b = (batch - 1) * g.strideB +
+    (g.transB ? (n - 1) * g.ldb + kk : (kk - 1) * g.ldb + bLast + 1);
   const c = (batch - 1) * g.strideC +
     (g.segment !== undefined
       ? Math.floor((n - 1) / g.segment) * (g.segmentStride ?? 0) + (m - 1) * g.ldc +

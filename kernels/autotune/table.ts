@@ -226,7 +226,8 @@ export function gemmKey(g: StridedGemm): string {
   ].map(aligned).join("") + ((g.ldcCol ?? 1) === 1 ? "1" : "0");
   return `gemm:${g.m}x${g.n}x${g.k}:b${g.batch}:${g.transA ? "t" : "n"}${g.transB ? "t" : "n"}` +
     `:beta${g.beta !== 0 ? 1 : 0}:bias-${g.biasMode}:${g.segment !== undefined ? "seg" : "rows"}` +
-    `:al${facts}${g.activation ? `:${g.activation}` : ""}`;
+    `:al${facts}${g.activation ? `:${g.activation}` : ""}` +
+    (g.segmentB !== undefined ? `:sb${aligned(g.segmentB)}${aligned(g.segmentStrideB)}` : "");
 }
 
 /**

@@ -5,7 +5,7 @@
  * - which path each pass takes ({@linkcode directForward}, {@linkcode directInputGrad},
  *   {@linkcode directWeightGrad}: the direct kernels where they are estimated to beat im2col +
  *   GEMM, by per-lane memory operations, which dominate on CPU adapters; {@linkcode isPointwise}:
- *   1x1 convolutions as GEMMs batched over images);
+ *   1x1 convolutions as single GEMMs over the images' pixels);
  * - how the images are chunked ({@linkcode chunkPlan}: every binding within the device's limit
  *   and `maxChunkBytes`);
  * - how col2im splits its work over dispatches ({@linkcode col2imForm}: llvmpipe's loop cap).
@@ -46,13 +46,12 @@ export interface Conv2dChunkPlan {
 /** Default of `maxChunkBytes`. */
 const DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024;
 
-/** Fewest pixels per image for the batched pointwise path (measured on llvmpipe). */
-const POINTWISE_MIN_PIXELS = 64;
-
 /**
- * Whether the convolution is a plain per-pixel matrix product, run as GEMMs batched over images
- * without im2col. With few pixels per image such GEMMs fill few SIMD lanes: then the im2col path
- * (whose GEMM columns run over all images' pixels) is faster and used instead.
+ * Whether the convolution is a plain per-pixel matrix product (1x1, stride 1, no padding, one
+ * group), run without im2col as GEMMs straight on the NCHW tensors, whatever the image size:
+ * batched over images, or ({@linkcode pointwiseBatched}) for small images one GEMM per chunk
+ * whose columns run over all images' pixels (x, dy, y and dx as `[channels, images * pixels]`). `pointwiseMinPixels` (default 1) sends smaller images to
+ * the other paths instead (`Infinity`: never pointwise).
  *
  * @example
  * ```ts
@@ -63,7 +62,31 @@ const POINTWISE_MIN_PIXELS = 64;
  */
 export function isPointwise(g: Conv2dGeometry, options: Conv2dKernelOptions): boolean {
   return g.kh === 1 && g.kw === 1 && g.sh === 1 && g.sw === 1 && g.ph === 0 && g.pw === 0 &&
-    g.groups === 1 && g.oh * g.ow >= (options.pointwiseMinPixels ?? POINTWISE_MIN_PIXELS);
+    g.groups === 1 && g.oh * g.ow >= (options.pointwiseMinPixels ?? 1);
+}
+
+/**
+ * Fewest pixels per image for which a pointwise convolution runs as GEMMs batched over images
+ * (one product per image, plain rows); smaller images run as one GEMM whose columns are all the
+ * chunk's pixels (B read and C stored in segments). Measured on llvmpipe, MobileNet's 1x1
+ * layers at b32: one GEMM 1.3-1.8x the previous paths at 6x6 and 3x3, within noise of the
+ * batched GEMMs from 12x12 on.
+ */
+const POINTWISE_BATCHED_MIN_PIXELS = 64;
+
+/**
+ * Whether a pointwise convolution runs as GEMMs batched over images (else as one GEMM over all
+ * the chunk's pixels): from 64 pixels per image.
+ *
+ * @example
+ * ```ts
+ * import { pointwiseBatched } from "./cost.ts";
+ * import { conv2dGeometry } from "./geometry.ts";
+ * pointwiseBatched(conv2dGeometry({ n: 32, cIn: 8, h: 3, w: 3, cOut: 4, kernel: 1 })); // false
+ * ```
+ */
+export function pointwiseBatched(g: Conv2dGeometry): boolean {
+  return g.oh * g.ow >= POINTWISE_BATCHED_MIN_PIXELS;
 }
 
 /** Bytes per element of what a chunk binds: the im2col buffer, x (and dx), y (and dy). */

@@ -15,8 +15,11 @@
  *   of one output row for those `CO` channels, fully unrolled over input channels, taps, channels
  *   and pixels, so every weight read is a constant-address (once per SIMD group) load, and each
  *   input row segment under the block is loaded once (`TX*sw + (kw-1)*dw` values) and reused
- *   for every tap and channel. Input channels are taken `CI` per dispatch (later dispatches add
- *   to the output) to bound the unrolled code: each per-lane load costs llvmpipe compile time.
+ *   for every tap and channel; with output-channel groups (`tile.cg`), the multiply-adds run
+ *   group by group over all taps, so that a group's accumulators stay in registers (the input
+ *   values, loaded once, are reread where they spilled). Input channels are taken `CI` per
+ *   dispatch (later dispatches add to the output) to bound the unrolled code: each per-lane
+ *   load costs llvmpipe compile time.
  *   The last dispatch can apply an activation as it stores, and y's images may have more
  *   channels than the convolution writes (output into a channel slice).
  * - **input gradient** (stride 1): the forward kernel run on `dy` with the kernel flipped and
@@ -79,9 +82,12 @@ const forwardKernel = perSizes((
   sw: number,
   dw: number,
   tx: number,
+  cg: number,
 ) =>
   defineKernel({
-    name: `conv2d_direct_fwd_c${cin}_co${co}_k${kh}x${kw}_s${sw}_d${dw}_tx${tx}`,
+    name: `conv2d_direct_fwd_c${cin}_co${co}_k${kh}x${kw}_s${sw}_d${dw}_tx${tx}${
+      cg < co ? `_g${cg}` : ""
+    }`,
     doc: "direct conv2d forward (or, flip, the stride-1 input gradient); see below",
     params: {
       nb: "u32",
@@ -141,6 +147,19 @@ const forwardKernel = perSizes((
       // constant indices outside any loop or branch: llvmpipe then loads each once for the SIMD
       // group (in a loop or under a branch it would load it lane by lane). Input loads are per
       // lane.
+      const fmas = (ci: number, ky: number, j: number) => {
+        const r = `${ci}_${ky}`;
+        const tapRow = flip ? kh - 1 - ky : ky;
+        for (let kx = 0; kx < kw; kx++) {
+          const tap = tapRow * kw + (flip ? kw - 1 - kx : kx);
+          L.push(`  let w${r}_${j}_${kx} = wS[${(j * cin + ci) * kk + tap}u];`);
+          for (let px = 0; px < tx; px++) {
+            L.push(
+              `  a${j}_${px} = fma(w${r}_${j}_${kx}, v${r}_${px * sw + kx * dw}, a${j}_${px});`,
+            );
+          }
+        }
+      };
       for (let ci = 0; ci < cin; ci++) {
         L.push(`  let xc${ci} = p.xOff + (img * p.cIn + p.ci0 + ${ci}u) * p.h * p.w;`);
         for (let ky = 0; ky < kh; ky++) {
@@ -155,17 +174,15 @@ const forwardKernel = perSizes((
               }, ok${r} && mx${d});`,
             );
           }
-          const tapRow = flip ? kh - 1 - ky : ky;
-          for (let j = 0; j < co; j++) {
-            for (let kx = 0; kx < kw; kx++) {
-              const tap = tapRow * kw + (flip ? kw - 1 - kx : kx);
-              L.push(`  let w${r}_${j}_${kx} = wS[${(j * cin + ci) * kk + tap}u];`);
-              for (let px = 0; px < tx; px++) {
-                L.push(
-                  `  a${j}_${px} = fma(w${r}_${j}_${kx}, v${r}_${px * sw + kx * dw}, a${j}_${px});`,
-                );
-              }
-            }
+          if (cg >= co) { for (let j = 0; j < co; j++) fmas(ci, ky, j); }
+        }
+      }
+      // In groups of cg output channels: each group's cg x tx accumulators stay in registers
+      // over all taps, the input values (loaded once above) are reread from where they spilled.
+      for (let j0 = 0; cg < co && j0 < co; j0 += cg) {
+        for (let ci = 0; ci < cin; ci++) {
+          for (let ky = 0; ky < kh; ky++) {
+            for (let j = j0; j < Math.min(co, j0 + cg); j++) fmas(ci, ky, j);
           }
         }
       }
@@ -311,7 +328,11 @@ export function directConvForward(
         "exceed one binding: split the images",
     );
   }
-  const kernel = forwardKernel(tile.ci, tile.co, s.kh, s.kw, s.sw, s.dw, tile.tx);
+  if (tile.cg !== undefined && !(Number.isInteger(tile.cg) && tile.cg >= 1)) {
+    throw new RangeError(`conv2d: output-channel group ${tile.cg} must be an integer >= 1`);
+  }
+  const cg = Math.min(tile.co, tile.cg ?? tile.co);
+  const kernel = forwardKernel(tile.ci, tile.co, s.kh, s.kw, s.sw, s.dw, tile.tx, cg);
   const flip = o.flip ? "flip" : "";
   // The activation goes into the last dispatch's variant only: the earlier dispatches run the
   // plain one (no per-store flag to test in every dispatch).

@@ -58,6 +58,12 @@ export interface DirectConvTile {
   readonly co: number;
   /** Input channels per dispatch (later dispatches add to the output). */
   readonly ci: number;
+  /**
+   * Output channels whose multiply-adds run together (default `co`: all of them per input row,
+   * every accumulator live at once): a smaller group keeps its `cg x tx` accumulators in
+   * registers over all taps.
+   */
+  readonly cg?: number;
 }
 
 /**
@@ -77,6 +83,27 @@ const MAX_UNROLLED_LOADS = 256;
  */
 export const MAX_STAGED_WEIGHTS = 4096;
 
+/*
+ * Output-channel groups (`cg`). A thread's `co x tx` accumulators are SIMD registers in
+ * llvmpipe's code; past a few dozen they spill, and each multiply-add then loads and stores its
+ * accumulator. Blockings of at least MAX_LIVE_ACC accumulators (the big 3x3 layers of GoogLeNet
+ * and ResNet: 2 pixels x 32 channels) are searched again with their multiply-adds in groups of
+ * at most GROUP_ACC accumulators, whose objective also counts each weight's broadcast from
+ * workgroup memory (one per tx multiply-adds: wider pixel blocks pay) and the rereads of the
+ * input values; a grouped blocking replaces the plain one only when at least twice as wide.
+ * Measured on llvmpipe (2 busy cores, interleaved, bench/conv2d_bench.ts), b8: tx 2 co 32 ->
+ * tx 4 co 16 in groups of 4 ran 1.0-1.8x as fast at 24x24 and 0.9-1.35x at 12x12; tx 3
+ * blockings in groups of 5 at 6x6 and 3x3 ran 0.5-1.0x (hence the width rule).
+ */
+/** Fewest accumulators of the plain search's best blocking for which groups are searched. */
+const MAX_LIVE_ACC = 48;
+/** Most accumulators of one group. */
+const GROUP_ACC = 16;
+/** Cost of a weight's broadcast from workgroup memory, per multiply-add row of tx. */
+const WEIGHT_READ = 0.1;
+/** Cost of rereading a spilled input value. */
+const REREAD = 0.25;
+
 /** A forward direct convolution that fits the kernel, with its estimated cost. */
 export interface DirectConvPlan {
   /** The blocking. */
@@ -93,9 +120,11 @@ function divisorsLike(n: number, max: number): number[] {
 
 /**
  * Plans a direct forward convolution: the blocking (input channels per dispatch, output
- * channels and pixels per thread) with the fewest estimated memory operations per output
- * within the unrolling budgets, or `undefined` when none fits (kernel rows wider than 16 taps,
- * or even one input channel and one output per thread over budget).
+ * channels and pixels per thread, and the groups of output channels whose multiply-adds run
+ * together) with the fewest estimated memory operations per output within the unrolling
+ * budgets, or `undefined` when none fits (kernel rows wider than 16 taps, or even one input
+ * channel and one output per thread over budget). `groups: false`: the best blocking without
+ * groups (every accumulator live at once), as before they existed.
  *
  * @example
  * ```ts
@@ -104,9 +133,12 @@ function divisorsLike(n: number, max: number): number[] {
  *   sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 }); // { tile: { tx: 2, co: 16, ci: 6 }, cost: ... }
  * ```
  */
-export function planDirectConv(s: DirectConvShape): DirectConvPlan | undefined {
+export function planDirectConv(
+  s: DirectConvShape,
+  groups = true,
+): DirectConvPlan | undefined {
   // The search depends on these only, and layers plan every step: one search per set of sizes.
-  return searchPlan(s.cIn, s.cOut, s.ow, s.kh, s.kw, s.sw, s.dw);
+  return searchPlan(s.cIn, s.cOut, s.ow, s.kh, s.kw, s.sw, s.dw, groups);
 }
 
 const searchPlan = perSizes((
@@ -117,9 +149,13 @@ const searchPlan = perSizes((
   kw: number,
   sw: number,
   dw: number,
+  groups: boolean,
 ): DirectConvPlan | undefined => {
   if (kw > MAX_KW) return undefined;
   let best: DirectConvPlan | undefined;
+  // The best blocking whose multiply-adds run in groups of output channels, by its own
+  // objective, with the cost of the plain estimate (which compares paths).
+  let bestGrouped: { plan: DirectConvPlan; objective: number } | undefined;
   // Input channels per dispatch divide cIn: every dispatch then runs the same kernel.
   const chunkSizes = [];
   for (let v = 1; v <= Math.min(cIn, 64); v++) if (cIn % v === 0) chunkSizes.push(v);
@@ -139,8 +175,30 @@ const searchPlan = perSizes((
         const perThread = loads + tx * co * (chunks > 1 ? 2 : 1) + 20 + (taps * co) / DIRECT_WG;
         const cost = (chunks * blocks * perThread) / (ow * cOut) + 0.0003 * taps * co * tx;
         if (!best || cost < best.cost) best = { tile: { tx, co, ci }, cost };
+        // Grouped: the register pressure of a group's accumulators only, plus each weight's
+        // broadcast (one per tx multiply-adds) and the rereads of the spilled input values by
+        // every group after the first.
+        const cg = co * tx <= GROUP_ACC
+          ? co
+          : balanced(co, Math.max(1, Math.floor(GROUP_ACC / tx)));
+        const extra = WEIGHT_READ * taps * co + REREAD * (Math.ceil(co / cg) - 1) * loads;
+        const objective = (chunks * blocks * (perThread + extra)) / (ow * cOut) +
+          0.0003 * taps * cg * tx;
+        if (!bestGrouped || objective < bestGrouped.objective) {
+          const tile = cg < co ? { tx, co, ci, cg } : { tx, co, ci };
+          bestGrouped = { plan: { tile, cost }, objective };
+        }
       }
     }
+  }
+  // Blockings whose accumulators all fit registers stay as they are; the others are replaced
+  // by the best grouped one when it is at least twice as wide (measured: groups of blockings
+  // 3 pixels wide, on 6x6 and 3x3 images, were slower than the plain ones).
+  if (
+    groups && best && bestGrouped && best.tile.co * best.tile.tx >= MAX_LIVE_ACC &&
+    bestGrouped.plan.tile.tx >= 2 * best.tile.tx
+  ) {
+    return bestGrouped.plan;
   }
   return best;
 });

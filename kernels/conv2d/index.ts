@@ -9,7 +9,7 @@
  * on CPU adapters, for convolutions with few channels (LeNet's, every model's first layer), by
  * the direct kernels (`direct.ts`, `direct_weight_grad.ts`: forward, stride-1 input gradient,
  * weight and bias gradients); 1x1 convolutions with stride 1 and no padding skip im2col and
- * col2im (GEMMs batched over images). Forward, per chunk of images: `im2col` unfolds x into
+ * col2im (one GEMM per chunk of images, reading and writing NCHW activations in place). Forward, per chunk of images: `im2col` unfolds x into
  * `col[cIn*kh*kw, images*oh*ow]`, then one GEMM per group computes `y = W . col (+ b)`, storing
  * straight into NCHW. Backward: `dy` is permuted to `dyT[cOut, images*oh*ow]`; then
  * `dW (+)= dyT . col^T` and `dcol = W^T . dyT`, folded back by `col2im`; `db` sums dy.

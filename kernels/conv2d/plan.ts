@@ -28,6 +28,7 @@ import {
   directInputGrad,
   directWeightGrad,
   isPointwise,
+  pointwiseBatched,
 } from "./cost.ts";
 import {
   type DirectConvTile,
@@ -222,15 +223,18 @@ function planForward(
   for (const [n0, nb] of chunksOf(g, chunks)) {
     const gemm = (s: GemmStep): ConvStep => ({ kind: "gemm", gemm: s, tuning: o.gemm ?? {} });
     if (pointwise) {
-      // y[img] = W . x[img], batched over images.
+      // y = W . x: batched over images, or for small images one GEMM over the chunk, x read as
+      // [cIn, nb * P] and y written as [cOut, nb * P] (column j = image * P + pixel, NCHW).
+      const batched = pointwiseBatched(g);
       steps.push(gemm(batchedGemm({
         m: g.cOut,
-        n: P,
+        n: batched ? P : nb * P,
         k: g.cIn,
-        batch: nb,
+        batch: batched ? nb : 1,
         a: [w, 0],
-        b: [x(n0, nb), g.cIn * P],
-        c: [y(n0, nb), yC * P],
+        b: [x(n0, nb), batched ? g.cIn * P : 0],
+        c: [y(n0, nb), batched ? yC * P : 0],
+        ...(batched ? {} : { segmentB: [P, g.cIn * P], segment: [P, yC * P] }),
         bias: b && [b, 0],
         activation: problem.activation,
       })));
@@ -387,16 +391,19 @@ function planBackward(
     }
     if (gemmX) {
       if (pointwise) {
-        // dx[img] = W^T . dy[img], batched over images (W stored [cOut, cIn] = [k, m]).
+        // dx = W^T . dy (W stored [cOut, cIn] = [k, m]): batched over images, or for small
+        // images one GEMM over the chunk, dy read as [cOut, nb * P], dx written as [cIn, nb * P].
+        const batched = pointwiseBatched(g);
         steps.push(gemm(batchedGemm({
           m: g.cIn,
-          n: P,
+          n: batched ? P : cols,
           k: g.cOut,
-          batch: nb,
+          batch: batched ? nb : 1,
           transA: true,
           a: [w, 0],
-          b: [dy, g.cOut * P],
-          c: [dx, g.cIn * P],
+          b: [dy, batched ? g.cOut * P : 0],
+          c: [dx, batched ? g.cIn * P : 0],
+          ...(batched ? {} : { segmentB: [P, g.cOut * P], segment: [P, g.cIn * P] }),
         })));
       } else {
         // dcol_g [K, cols] = W_g^T . dyT_g (W_g stored [cOutG, K] = [k, m]), then col2im.

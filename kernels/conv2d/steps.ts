@@ -119,7 +119,7 @@ export type Strided = readonly [ConvOperand, number];
  * A batched product of row-major matrices, `C_z = op(A_z) op(B_z) (+ bias)` for z < batch: the
  * leading dimensions follow from the shapes (A is `m x k`, or `k x m` with `transA`; B `k x n`,
  * or `n x k`; C `m x n`, or with `segment` NCHW: column j of row i at
- * `floor(j / length) * stride + i * length + j % length`).
+ * `floor(j / length) * stride + i * length + j % length`; B likewise with `segmentB`).
  */
 export function batchedGemm(o: {
   readonly m: number;
@@ -133,6 +133,7 @@ export function batchedGemm(o: {
   readonly b: Strided;
   readonly c: Strided;
   readonly segment?: readonly [number, number];
+  readonly segmentB?: readonly [number, number];
   readonly bias?: Strided | undefined;
   readonly activation?: ActivationKind | undefined;
 }): GemmStep {
@@ -150,12 +151,13 @@ export function batchedGemm(o: {
     b: o.b[0],
     c: o.c[0],
     lda: transA ? o.m : o.k,
-    ldb: transB ? o.k : o.n,
+    ldb: transB ? o.k : o.segmentB ? o.segmentB[0] : o.n,
     ldc: o.segment ? o.segment[0] : o.n,
     strideA: o.a[1],
     strideB: o.b[1],
     strideC: o.c[1],
     ...(o.segment ? { segment: o.segment[0], segmentStride: o.segment[1] } : {}),
+    ...(o.segmentB ? { segmentB: o.segmentB[0], segmentStrideB: o.segmentB[1] } : {}),
     ...(o.bias ? { bias: o.bias[0], strideBias: o.bias[1] } : {}),
     biasMode: o.bias ? "row" : "none",
     ...(o.activation ? { activation: o.activation } : {}),

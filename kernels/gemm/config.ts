@@ -70,6 +70,7 @@ export function chooseConfig(
     segmented: g.segment !== undefined,
     activation: g.activation,
   };
+  const segmentedB = g.segmentB !== undefined;
   if (variant === "shared") {
     return {
       ...store,
@@ -78,6 +79,7 @@ export function chooseConfig(
       transB: g.transB,
       vecA: false,
       vecB: false,
+      segmentedB,
       vecC: false,
       tm: 4,
       tn: 4,
@@ -90,7 +92,11 @@ export function chooseConfig(
   // f16 operands vectorize under the same conditions: a binding starts 256-byte aligned, so an
   // element offset that is a multiple of 4 is 8-byte aligned, as a vec4<f16> needs.
   const vecA = g.transA ? isVecOk(g.a, g.lda, g.strideA, g.m) : isVecOk(g.a, g.lda, g.strideA, g.k);
-  const vecB = g.transB ? isVecOk(g.b, g.ldb, g.strideB, g.k) : isVecOk(g.b, g.ldb, g.strideB, g.n);
+  // B in segments: 4 columns from a multiple of 4 stay in one segment, contiguous and aligned.
+  const vecB = g.transB
+    ? isVecOk(g.b, g.ldb, g.strideB, g.k)
+    : isVecOk(g.b, g.ldb, g.strideB, g.n) &&
+      (!segmentedB || (g.segmentB! % 4 === 0 && (g.segmentStrideB ?? 0) % 4 === 0));
   let [tm, tn] = tuning.tile ?? pickTile(g.m, g.n, g.k, g.batch, cores).tile;
   if (![1, 2, 4, 8, 16].includes(tm) || ![4, 8, 16].includes(tn)) {
     throw new RangeError(`gemm: unsupported register tile [${tm}, ${tn}]`);
@@ -104,6 +110,7 @@ export function chooseConfig(
     transB: g.transB,
     vecA,
     vecB,
+    segmentedB,
     vecC: isVecC(g),
     tm,
     tn,
@@ -162,8 +169,8 @@ export function swapped(g: Bound): Bound {
 }
 
 /**
- * Whether the swapped problem is clearly cheaper for the register kernel (never for `shared` or
- * a segmented C; `tuning` may force it).
+ * Whether the swapped problem is clearly cheaper for the register kernel (never for `shared`, a
+ * segmented C or a segmented B; `tuning` may force it otherwise).
  *
  * @example
  * ```ts
@@ -183,7 +190,7 @@ export function shouldSwap(
   tuning: GemmTuning,
   cores: number,
 ): boolean {
-  if (variant !== "register" || g.segment !== undefined) return false;
+  if (variant !== "register" || g.segment !== undefined || g.segmentB !== undefined) return false;
   if (tuning.swap !== undefined) return tuning.swap;
   if (tuning.tile) return false;
   const normal = pickTile(g.m, g.n, g.k, g.batch, cores).cost;

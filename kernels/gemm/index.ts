@@ -39,7 +39,7 @@ import { dispatchEpilogue, epilogueKernel } from "./epilogue.ts";
 import { gemmProblem, planDispatches, planGemm } from "./plan.ts";
 import { dispatchRegister, registerKernel } from "./register.ts";
 import { dispatchShared, sharedKernel } from "./shared.ts";
-import { gemmVariant, type StoreVariant } from "./store.ts";
+import { gemmVariant, type SharedVariant, type StoreVariant } from "./store.ts";
 import type { GemmDispatch, GemmOperand, GemmPlan } from "./types.ts";
 
 export type { GemmTuning, GemmVariant, StridedGemm } from "../_types.ts";
@@ -353,7 +353,7 @@ export function dispatchKernel(
   if (d.kernel === "shared") {
     const k = sharedKernel(c.transA, c.transB);
     return {
-      spec: k.spec(f32, gemmVariant(c) as StoreVariant),
+      spec: k.spec(f32, gemmVariant(c) as SharedVariant),
       workgroupSize: k.descriptor.workgroupSize,
     };
   }

@@ -150,6 +150,11 @@ export function planGemm(
   if (problem.biasMode !== "none" && problem.bias === undefined) {
     throw new TypeError(`gemm: bias mode '${problem.biasMode}' without a bias`);
   }
+  if (problem.segmentB !== undefined && (problem.transB || !(problem.segmentB > 0))) {
+    throw new RangeError(
+      `gemm: segmentB ${problem.segmentB} needs B stored [k, n] (transB false) and a length > 0`,
+    );
+  }
   const variant = tuning.variant ?? (profile.isCpu ? "register" : "shared");
   const { m, n, k, batch } = problem;
   const none = { accumulator: 0, partials: 0 };
@@ -352,6 +357,8 @@ function productDispatch(
       alpha: g.alpha,
       beta: g.beta,
       ldcCol: g.ldcCol ?? 1,
+      segB: g.segmentB ?? 1,
+      segStrideB: g.segmentStrideB ?? 0,
     },
     bindings: {
       a: g.a.ref,

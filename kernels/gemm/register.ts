@@ -132,7 +132,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       );
     }
   }
-  // B addressing.
+  // B addressing (B's columns in segments: one division per column, outside the k-loop).
+  const colB = (j: string) => c.segmentedB ? `(${j} / p.segB) * p.segStrideB + ${j} % p.segB` : j;
   if (c.vecB) {
     L.push(`  let bB4 = bBase / 4u; let ldb4 = p.ldb / 4u;`);
     if (c.transB) {
@@ -141,16 +142,21 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       }
     } else {
       for (let j4 = 0; j4 < tn4; j4++) {
-        L.push(`  let bc${j4} = min(c0 / 4u + ${j4}u, p.n / 4u - 1u);`);
+        const q = `min(c0 / 4u + ${j4}u, p.n / 4u - 1u)`;
+        if (c.segmentedB) {
+          L.push(`  let bq${j4} = ${q} * 4u;`);
+          L.push(`  let bc${j4} = (${colB(`bq${j4}`)}) / 4u;`);
+        } else L.push(`  let bc${j4} = ${q};`);
       }
     }
   } else {
     for (let j = 0; j < tn; j++) {
-      L.push(
-        c.transB
-          ? `  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u) * p.ldb;`
-          : `  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u);`,
-      );
+      if (c.transB) {
+        L.push(`  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u) * p.ldb;`);
+      } else if (c.segmentedB) {
+        L.push(`  let bq${j} = min(c0 + ${j}u, p.n - 1u);`);
+        L.push(`  let bc${j} = bBase + ${colB(`bq${j}`)};`);
+      } else L.push(`  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u);`);
     }
   }
   for (let i = 0; i < tm; i++) {

@@ -14,8 +14,8 @@ import { defineKernel, perSizes } from "../_kernel.ts";
 import {
   biasVariants,
   gemmVariant,
-  STORE_VARIANTS,
-  type StoreVariant,
+  SHARED_VARIANTS,
+  type SharedVariant,
   storeWgsl,
   variantConfig,
 } from "./store.ts";
@@ -51,9 +51,9 @@ export const sharedKernel = perSizes((transA: boolean, transB: boolean) =>
       a: { type: "float", access: "read" },
       b: { type: "float", access: "read" },
       c: { type: "float", access: "read_write" },
-      bias: { type: "float", access: "read", variants: biasVariants(STORE_VARIANTS) },
+      bias: { type: "float", access: "read", variants: biasVariants(SHARED_VARIANTS) },
     },
-    variants: STORE_VARIANTS,
+    variants: SHARED_VARIANTS,
     workgroupSize: [SHARED_T, SHARED_T, 1],
     body: ({ variant, load, store }) => {
       const BM = SHARED_BM, BN = SHARED_BN, BK = SHARED_BK;
@@ -65,7 +65,10 @@ export const sharedKernel = perSizes((transA: boolean, transB: boolean) =>
       const loadB = transB
         ? `let kq = e % ${BK}u; let q = e / ${BK}u;` // B stored [n][k]: k fastest
         : `let q = e % ${BN}u; let kq = e / ${BN}u;`;
-      return `${storeWgsl(variantConfig(variant), { load, store })}
+      const cfg = variantConfig(variant);
+      // B's column j: plain, or in segments (segmentB: NCHW activations as one matrix).
+      const bCol = cfg.segmentedB ? "(gc / p.segB) * p.segStrideB + gc % p.segB" : "gc";
+      return `${storeWgsl(cfg, { load, store })}
 var<workgroup> saS: array<f32, ${BK * BM}>; // [BK][BM]
 var<workgroup> sbS: array<f32, ${BK * BN}>; // [BK][BN]
 @compute @workgroup_size(WG_X, WG_Y)
@@ -94,7 +97,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       let gc = colT + q; let gk = k0 + kq;
       var v = 0.0;
       if (gc < p.n && gk < kEnd) {
-        v = ${load("b", `b[bBase + ${transB ? "gc * p.ldb + gk" : "gk * p.ldb + gc"}]`)};
+        v = ${load("b", `b[bBase + ${transB ? "gc * p.ldb + gk" : `gk * p.ldb + ${bCol}`}]`)};
       }
       sbS[kq * ${BN}u + q] = v;
     }
@@ -138,7 +141,7 @@ export function dispatchShared(
 ): void {
   sharedKernel(d.config.transA, d.config.transB).dispatch({
     op: "gemm",
-    variant: gemmVariant(d.config) as StoreVariant,
+    variant: gemmVariant(d.config) as SharedVariant,
     params: d.params,
     bindings,
     workgroups: d.workgroups,

@@ -4,7 +4,7 @@
  * Every GEMM kernel is specialized on how it stores C (C read for `beta`, a row or column bias,
  * segmented columns, a fused activation) and the register kernel also on its vec4 operands:
  * those specializations are the kernels' variants, named by their parts in a fixed order
- * (`va_vb_beta_biascol_seg_vc_relu`; parts left out when off), so that a kernel's cache key
+ * (`va_vb_sb_beta_biascol_seg_vc_relu`; parts left out when off), so that a kernel's cache key
  * reads as its configuration. {@linkcode gemmVariant} names a configuration's variant,
  * {@linkcode variantConfig} reads one back in a kernel body, and {@linkcode storeWgsl} is the
  * WGSL `store` function of the shared-memory kernel and the split-K epilogue.
@@ -30,10 +30,20 @@ export const STORE_VARIANTS = variantProduct(
   ACTIVATIONS,
 );
 
-/** The variants of the register kernel (vec4 A, B and C loads, and the store). */
+/** The variants of the shared-memory kernel (B read in segments or not, and the store). */
+export const SHARED_VARIANTS = variantProduct(
+  ["", "sb"],
+  ["", "beta"],
+  ["", "biasrow", "biascol"],
+  ["", "seg"],
+  ACTIVATIONS,
+);
+
+/** The variants of the register kernel (vec4 A, B and C loads, B in segments, and the store). */
 export const REGISTER_VARIANTS = variantProduct(
   ["", "va"],
   ["", "vb"],
+  ["", "sb"],
   ["", "beta"],
   ["", "biasrow", "biascol"],
   ["", "seg"],
@@ -43,6 +53,8 @@ export const REGISTER_VARIANTS = variantProduct(
 
 /** A variant of {@linkcode STORE_VARIANTS}. */
 export type StoreVariant = (typeof STORE_VARIANTS)[number];
+/** A variant of {@linkcode SHARED_VARIANTS}. */
+export type SharedVariant = (typeof SHARED_VARIANTS)[number];
 /** A variant of {@linkcode REGISTER_VARIANTS}. */
 export type RegisterVariant = (typeof REGISTER_VARIANTS)[number];
 
@@ -52,6 +64,8 @@ export interface VariantConfig extends GemmStoreConfig {
   readonly vecA: boolean;
   /** B loaded as vec4s. */
   readonly vecB: boolean;
+  /** B's columns read in segments. */
+  readonly segmentedB: boolean;
   /** C stored as vec4s. */
   readonly vecC: boolean;
 }
@@ -72,6 +86,7 @@ export function gemmVariant(c: GemmStoreConfig & Partial<VariantConfig>): Regist
   const add = (part: string) => (v = v === "" ? part : `${v}_${part}`);
   if (c.vecA) add("va");
   if (c.vecB) add("vb");
+  if (c.segmentedB) add("sb");
   if (c.beta) add("beta");
   if (c.bias !== "none") add(`bias${c.bias}`);
   if (c.segmented) add("seg");
@@ -97,6 +112,7 @@ export function variantConfig(variant: string): VariantConfig {
   return {
     vecA: has("va"),
     vecB: has("vb"),
+    segmentedB: has("sb"),
     vecC: has("vc"),
     beta: has("beta"),
     bias: has("biasrow") ? "row" : has("biascol") ? "col" : "none",

@@ -67,6 +67,8 @@ export interface GemmConfig extends GemmStoreConfig {
   readonly vecA: boolean;
   /** B loaded as vec4s along its contiguous dimension (register family). */
   readonly vecB: boolean;
+  /** B's columns are read in segments (`segmentB` set: NCHW activations as one matrix). */
+  readonly segmentedB: boolean;
   /** C stored (and read) as vec4s of 4 consecutive columns (register family). */
   readonly vecC: boolean;
   /** Rows of C per thread. */
@@ -104,6 +106,8 @@ export const GEMM_PARAMS = {
   alpha: "f32",
   beta: "f32",
   ldcCol: "u32",
+  segB: "u32",
+  segStrideB: "u32",
 } as const;
 
 /** The `Params` of the split-K epilogue (WGSL struct order). */

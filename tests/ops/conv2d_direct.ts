@@ -99,8 +99,44 @@ const weightGradSteps = (count: number, chunked = false) => (ran: Conv2dRan) => 
  */
 const F16_CASES = [0, 1, 6, 8].map((i) => DIRECT_CASES[i]);
 
+/**
+ * Blockings of many accumulators, which the planner runs in groups of output channels: 32->32
+ * at 7x7 (4 pixels of 7, 16 channels in groups of 4, both passes), 24->24 at 10x10 (5 pixels,
+ * 12 channels in groups of 3).
+ */
+const GROUPED: DirectCase[] = [
+  { p: { n: 2, cIn: 32, h: 7, w: 7, cOut: 32, kernel: 3, padding: 1 }, bias: true },
+  { p: { n: 2, cIn: 24, h: 10, w: 10, cOut: 24, kernel: 3, padding: 1 } },
+].map((c) => direct(c, true, "output-channel groups"));
+
+/** The forward and the input gradient ran blockings in output-channel groups. */
+const groupedTiles = (ran: Conv2dRan) => {
+  const tiles = stepsOf(ran).filter((t) => t.kind === "direct")
+    .map((t) => t.kind === "direct" ? t.tile : undefined);
+  assert.equal(tiles.length, 2, ran.what);
+  for (const t of tiles) assert.ok(t?.cg !== undefined && t.cg < t.co, JSON.stringify(t));
+  assert.ok(kernelsRan(ran).some((k) => /^conv2d_direct_fwd.*_g\d/.test(k)), ran.what);
+};
+
 /** The suites of tests/conv2d_direct_test.ts. */
 export const DIRECT_SUITES: OpSuite<Conv2dCase>[] = [{
+  name: "direct conv2d: output-channel groups of many-accumulator blockings",
+  op: conv2d,
+  seed: 110,
+  cases: GROUPED.map((c) => ({
+    ...c,
+    check: (ran: Conv2dRan) => {
+      directPaths(true)(ran);
+      groupedTiles(ran);
+    },
+  })),
+}, {
+  name: "direct conv2d f16 (training mix): output-channel groups",
+  op: conv2d,
+  seed: 115,
+  cases: GROUPED.map((c) => ({ ...c, check: halfKernels })),
+  mixes: [TRAIN],
+}, {
   name: "direct conv2d (forced) forward and backward",
   op: conv2d,
   seed: 100,

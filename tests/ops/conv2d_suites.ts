@@ -97,6 +97,41 @@ const F16_CASES: Conv2dCase[] = ([
   CONV2D_CASES[5], // pointwise 1x1 (no im2col)
 ] satisfies Conv2dCase[]).map((c) => ({ ...c, options: { direct: false } }));
 
+/**
+ * 1x1 convolutions on small images, which run as one GEMM over the chunk's images straight on
+ * NCHW x, dy, y and dx (B read in segments): 1 and 9 pixels (scalar B loads), 4 (vec4 B loads
+ * within a segment), odd channel counts, and register tiles cut at both edges.
+ */
+const POINTWISE_SMALL: Conv2dCase[] = [
+  { label: "1x1 pixel, odd channels", p: { n: 3, cIn: 7, h: 1, w: 1, cOut: 13, kernel: 1 } },
+  { label: "3x3 pixels", p: { n: 5, cIn: 13, h: 3, w: 3, cOut: 7, kernel: 1 }, bias: true },
+  { label: "2x2 pixels, vec4", p: { n: 3, cIn: 8, h: 2, w: 2, cOut: 12, kernel: 1 }, bias: true },
+  {
+    label: "tile edges (153 columns, 70 rows)",
+    p: { n: 17, cIn: 9, h: 3, w: 3, cOut: 70, kernel: 1 },
+    bias: true,
+  },
+];
+
+/** The GEMM tunings the small pointwise cases run with: default, shared memory, split-K. */
+const POINTWISE_TUNINGS: Conv2dKernelOptions[] = [
+  {},
+  { gemm: { variant: "shared" } },
+  { gemm: { variant: "register", tile: [4, 4], splitK: 2 } },
+];
+
+/** Every GEMM pass of a run is pointwise, and its forward and input-gradient GEMMs read B in segments. */
+function pointwiseSegmented(ran: Conv2dRan): void {
+  const f = ran.forward, b = ran.backward;
+  assert.equal(f?.plan.forward?.path, "pointwise", ran.what);
+  assert.equal(b?.plan.inputGrad?.path, "pointwise", ran.what);
+  assert.equal(b?.plan.weightGrad?.path, "pointwise", ran.what);
+  for (const q of [f!, b!]) {
+    assert.ok(q.kernels.some((k) => /^gemm_.*_sb/.test(k)), `${ran.what}: ${q.kernels.join(", ")}`);
+    assert.ok(!q.kernels.some((k) => /im2col|col2im|direct/.test(k)), q.kernels.join(", "));
+  }
+}
+
 /** The chunk tests' convolutions: odd sizes and stride 2, pointwise, grouped (5, 4, 3 images). */
 const CHUNKED: Conv2dParams[] = [
   { n: 5, cIn: 3, h: 9, w: 7, cOut: 5, kernel: 3, padding: 1, stride: 2 },
@@ -273,6 +308,33 @@ export const CONV2D_SUITES: OpSuite<Conv2dCase>[] = [{
     chunks: [1, 3000],
     check: severalChunks,
   })),
+}, {
+  name: "conv2d pointwise: small images as one GEMM over the batch, on NCHW tensors",
+  op: conv2d,
+  seed: 1000,
+  cases: POINTWISE_SMALL.flatMap((c) =>
+    POINTWISE_TUNINGS.map((options) => ({ ...c, options, check: pointwiseSegmented }))
+  ),
+}, {
+  name: "conv2d pointwise: small images in chunks, fused activation, channel slice",
+  op: conv2d,
+  seed: 1020,
+  cases: POINTWISE_SMALL.slice(1, 3).map((c) => ({
+    ...c,
+    activation: "relu6" as const,
+    slice: { offset: 2, channels: c.p.cOut + 3, sentinel: SENTINEL },
+    chunks: [1, 500],
+    check: (ran: Conv2dRan) => {
+      pointwiseSegmented(ran);
+      severalChunks(ran);
+    },
+  })),
+}, {
+  name: "conv2d pointwise f16 (training mix): small images as one GEMM",
+  op: conv2d,
+  seed: 1040,
+  cases: POINTWISE_SMALL.map((c) => ({ ...c, check: pointwiseSegmented })),
+  mixes: [TRAIN],
 }, {
   name: "conv2d f16 (training mix): every im2col path",
   op: conv2d,

@@ -166,6 +166,11 @@ export interface SegmentedCase {
   readonly k: number;
   readonly pixels: number;
   readonly tuning: GemmTuning;
+  /**
+   * B read in segments (`segmentB`): `col` is then an NCHW `x[images, k, pixels]` read as
+   * `[k, images * pixels]` (a 1x1 convolution's input, no im2col).
+   */
+  readonly segmentB?: boolean;
 }
 
 /**
@@ -174,10 +179,13 @@ export interface SegmentedCase {
  * concatenation); channels 0 and yC - 1 keep their values. Mix keys: a (W), b (col), c (y), bias.
  */
 export function segmentedOp(s: SegmentedCase): OpCase {
-  const { cout, k, pixels, tuning } = s;
+  const { cout, k, pixels, tuning, segmentB = false } = s;
   const images = 2, yC = cout + 2, n = images * pixels;
+  // B(kk, j) of the stored col: plain rows, or x[j / pixels][kk][j % pixels].
+  const bAt = (kk: number, j: number) =>
+    segmentB ? (Math.floor(j / pixels) * k + kk) * pixels + (j % pixels) : kk * n + j;
   return opCase({
-    label: `gemmStrided seg ${cout}x${n}x${k} ${JSON.stringify(tuning)}`,
+    label: `gemmStrided seg ${cout}x${n}x${k}${segmentB ? " segB" : ""} ${JSON.stringify(tuning)}`,
     tensors: {
       w: input([cout, k], U, { as: "a" }),
       col: input([k, n], U, { as: "b" }),
@@ -199,19 +207,24 @@ export function segmentedOp(s: SegmentedCase): OpCase {
           b: bindingRange(col, 0, k * n),
           c: bindingRange(y, pixels, images * yC * pixels - pixels),
           lda: k,
-          ldb: n,
+          ldb: segmentB ? pixels : n,
           ldc: pixels,
           strideA: 0,
           strideB: 0,
           strideC: 0,
           segment: pixels,
           segmentStride: yC * pixels,
+          ...(segmentB ? { segmentB: pixels, segmentStrideB: k * pixels } : {}),
           bias: bindingRange(bias, 0, cout),
           biasMode: "row",
           strideBias: 0,
         }, tuning),
       cpu: ({ w, col, bias, y }) => {
-        const prod = gemmRef(w, col, { m: cout, n, k });
+        const plain = new Float64Array(k * n);
+        for (let kk = 0; kk < k; kk++) {
+          for (let j = 0; j < n; j++) plain[kk * n + j] = col[bAt(kk, j)];
+        }
+        const prod = gemmRef(w, plain, { m: cout, n, k });
         const out = Float64Array.from(y);
         for (let i = 0; i < cout; i++) {
           for (let j = 0; j < n; j++) {

@@ -157,4 +157,22 @@ export const STRIDED_SUITES: OpSuite<SegmentedCase>[] = [{
     SEGMENTED_TUNINGS.map((tuning) => ({ cout, k, pixels, tuning }))
   ),
   mixes: [TRAIN_FWD, { a: "f16", b: "f16", c: "f32", bias: "f16" }],
+}, {
+  // A 1x1 convolution's forward on NCHW x and y as they are: 1, 9 (scalar B loads), 4 and 16
+  // pixels (vec4 B loads within a segment); odd and multiple-of-4 channels; tile edges.
+  name: "gemmStrided: B read in segments (NCHW x as [k, images * pixels]), segmented store",
+  op: segmentedOp,
+  seed: 1250,
+  cases: ([[13, 7, 1], [7, 13, 9], [8, 12, 16], [70, 5, 9], [5, 8, 4]] as const).flatMap((
+    [cout, k, pixels],
+  ) =>
+    [...SEGMENTED_TUNINGS, { variant: "register", tile: [4, 4] } as const].map((tuning) => ({
+      cout,
+      k,
+      pixels,
+      tuning,
+      segmentB: true,
+    }))
+  ),
+  mixes: [{}, TRAIN_FWD],
 }];
