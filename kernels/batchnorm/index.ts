@@ -61,24 +61,24 @@
 
 import { formatShape, type Shape, type Tensor } from "../../gpu/mod.ts";
 import { type ActivationKind, checkActivationKind } from "../_activation_wgsl.ts";
-import { bindingRange } from "../_binding.ts";
+import { bindingRange, unitRanges } from "../_binding.ts";
 import { type FloatDType, floatDType } from "../_dtype.ts";
 import { checkPositiveInts } from "../_geometry.ts";
-import { evalCoef, normalize, statsFinal, statsPartial } from "./forward.ts";
+import { normalize, statsFinal, statsPartial } from "./forward.ts";
 import { gradFinal, gradInput, gradPartial } from "./backward.ts";
 import {
-  CHUNK,
   elementwisePlan,
   elementwiseVariant,
-  MAX_CHUNKS,
   partialParams,
-  partialVariant,
+  reducePlan,
   type Resolved,
   type SampleRange,
-  sampleRanges,
   samples,
   WG,
 } from "./passes.ts";
+
+type StatsVariant = NonNullable<Parameters<typeof statsPartial.dispatch>[0]["variant"]>;
+type GradVariant = NonNullable<Parameters<typeof gradPartial.dispatch>[0]["variant"]>;
 
 /** Dimensions and hyper-parameters of a batch normalization. */
 export interface BatchNormParams {
@@ -107,8 +107,7 @@ function resolve(op: string, p: BatchNormParams): Resolved {
   if (p.c > 65535) {
     throw new RangeError(`${op}: c = ${p.c} is too large (at most 65535 channels)`);
   }
-  const chunk = CHUNK * Math.max(1, Math.ceil((p.n * p.hw) / (CHUNK * MAX_CHUNKS)));
-  return { n: p.n, c: p.c, hw: p.hw, eps, momentum, chunk };
+  return { n: p.n, c: p.c, hw: p.hw, eps, momentum };
 }
 
 /**
@@ -240,46 +239,69 @@ export function batchNormForward(
         `${formatShape(io.x.shape)}`,
     );
   }
-  const { ranges, total } = sampleRanges(op, gpu, r);
-  const coef = gpu.empty([r.c, 2]);
-  const channels = Math.ceil(r.c / WG);
-  if (p.training) {
-    const partial = gpu.empty([r.c, total, 2]);
-    const x0 = bindingRange(io.x, 0, r.c * r.hw);
-    for (const s of ranges) {
-      const x = samples(io.x, r, s);
-      statsPartial.dispatch({
+  const vec4 = r.hw % 4 === 0;
+  if (!p.training) {
+    const { runningMean, runningVar, weight, bias } = io;
+    for (const s of unitRanges(op, gpu, r.n, r.c * r.hw).map(([b0, b1]) => ({ b0, b1 }))) {
+      const x = samples(io.x, r, s), y = samples(io.y, r, s);
+      const ew = elementwisePlan(gpu, r, s, [x, y]);
+      normalize.dispatch({
         op,
-        variant: r.hw % 4 === 0 ? "vec4" : "",
-        params: partialParams(r, s, total, [x]),
-        bindings: { x, x0, partial },
-        workgroups: [s.chunks, r.c, 1],
+        variant: `${elementwiseVariant(ew.layout, kind)}_eval`,
+        params: { ...ew.params, eps: r.eps },
+        bindings: { x, runningMean, runningVar, weight, bias, y },
+        workgroups: ew.workgroups,
       });
     }
-    const { weight, saveMean, saveInvStd, runningMean, runningVar } = io;
-    statsFinal.dispatch({
+    return;
+  }
+  const plan = reducePlan(op, gpu, r);
+  const coef = gpu.empty([r.c, 2]);
+  const partial = plan.final ? undefined : gpu.empty([r.c, plan.total, 2]);
+  const x0 = bindingRange(io.x, 0, r.c * r.hw);
+  const stats = {
+    weight: io.weight,
+    saveMean: io.saveMean,
+    saveInvStd: io.saveInvStd,
+    runningMean: io.runningMean,
+    runningVar: io.runningVar,
+    coef,
+  };
+  for (const s of plan.ranges) {
+    const x = samples(io.x, r, s);
+    statsPartial.dispatch({
       op,
-      params: { n: r.n, c: r.c, hw: r.hw, chunks: total, eps: r.eps, momentum: r.momentum },
-      bindings: { partial, x0, weight, saveMean, saveInvStd, runningMean, runningVar, coef },
-      workgroups: channels,
-    });
-    partial.dispose();
-  } else {
-    const { runningMean, runningVar, weight } = io;
-    evalCoef.dispatch({
-      op,
-      params: { c: r.c, eps: r.eps },
-      bindings: { runningMean, runningVar, weight, coef },
-      workgroups: channels,
+      variant: `${vec4 ? "vec4" : ""}${
+        plan.final ? (vec4 ? "_final" : "final") : ""
+      }` as StatsVariant,
+      params: { ...partialParams(r, plan, s, [x]), eps: r.eps, momentum: r.momentum },
+      bindings: plan.final ? { x, x0, ...stats } : { x, x0, partial },
+      workgroups: [s.blocks, r.c, 1],
     });
   }
-  for (const s of ranges) {
+  if (partial) {
+    statsFinal.dispatch({
+      op,
+      params: {
+        c: r.c,
+        hw: r.hw,
+        blocks: plan.total,
+        count: r.n * r.hw,
+        eps: r.eps,
+        momentum: r.momentum,
+      },
+      bindings: { partial, x0, ...stats },
+      workgroups: Math.ceil(r.c / WG),
+    });
+    partial.dispose();
+  }
+  for (const s of plan.ranges) {
     const x = samples(io.x, r, s), y = samples(io.y, r, s);
     const ew = elementwisePlan(gpu, r, s, [x, y]);
     normalize.dispatch({
       op,
       variant: elementwiseVariant(ew.layout, kind),
-      params: ew.params,
+      params: { ...ew.params, eps: r.eps },
       bindings: { x, coef, bias: io.bias, y },
       workgroups: ew.workgroups,
     });
@@ -367,41 +389,49 @@ export function batchNormBackward(
     checkChannel(op, k, io[k], r);
   }
   const gpu = io.x.gpu;
-  const { ranges, total } = sampleRanges(op, gpu, r);
-  const partial = gpu.empty([r.c, total, 2]);
-  const coef = gpu.empty([r.c, 4]);
+  const plan = reducePlan(op, gpu, r);
+  const vec4 = r.hw % 4 === 0;
+  const sums = gpu.empty([r.c, 2]);
+  const partial = plan.final ? undefined : gpu.empty([r.c, plan.total, 2]);
+  const { weight, saveMean, saveInvStd, dweight, dbias } = io;
   // y, the fused forward's output, with an activation only.
   const yOf = (s: SampleRange) => (kind === undefined ? undefined : samples(io.y!, r, s));
-  for (const s of ranges) {
+  const finish = p.accumulate ? "final_acc" : "final";
+  for (const s of plan.ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), y = yOf(s);
+    const variant = [kind ?? "", vec4 ? "vec4" : "", plan.final ? finish : ""]
+      .filter((v) => v !== "").join("_") as GradVariant;
     gradPartial.dispatch({
       op,
-      variant: partialVariant(kind, r.hw % 4 === 0),
-      params: partialParams(r, s, total, y ? [x, dy, y] : [x, dy]),
-      bindings: { dy, x, saveMean: io.saveMean, partial, y },
-      workgroups: [s.chunks, r.c, 1],
+      variant,
+      params: partialParams(r, plan, s, y ? [x, dy, y] : [x, dy]),
+      bindings: plan.final
+        ? { dy, x, saveMean, y, saveInvStd, dweight, dbias, sums }
+        : { dy, x, saveMean, y, partial },
+      workgroups: [s.blocks, r.c, 1],
     });
   }
-  const { weight, saveMean, saveInvStd, dweight, dbias } = io;
-  gradFinal.dispatch({
-    op,
-    variant: p.accumulate ? "acc" : "",
-    params: { n: r.n, c: r.c, hw: r.hw, chunks: total },
-    bindings: { partial, weight, saveMean, saveInvStd, dweight, dbias, coef },
-    workgroups: Math.ceil(r.c / WG),
-  });
-  for (const s of ranges) {
+  if (partial) {
+    gradFinal.dispatch({
+      op,
+      variant: p.accumulate ? "acc" : "",
+      params: { c: r.c, blocks: plan.total },
+      bindings: { partial, saveInvStd, dweight, dbias, sums },
+      workgroups: Math.ceil(r.c / WG),
+    });
+    partial.dispose();
+  }
+  for (const s of plan.ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), dx = samples(io.dx, r, s);
     const y = yOf(s);
     const ew = elementwisePlan(gpu, r, s, y ? [x, dy, dx, y] : [x, dy, dx]);
     gradInput.dispatch({
       op,
       variant: elementwiseVariant(ew.layout, kind),
-      params: ew.params,
-      bindings: { dy, x, coef, dx, y },
+      params: { ...ew.params, count: r.n * r.hw },
+      bindings: { dy, x, sums, weight, saveMean, saveInvStd, dx, y },
       workgroups: ew.workgroups,
     });
   }
-  partial.dispose();
-  coef.dispose();
+  sums.dispose();
 }
