@@ -314,6 +314,12 @@ export const BN_CASES: BnCase[] = [
   // BatchNorm1d with several samples per thread of the elementwise passes (columns layout)
   { n: 300, c: 4, hw: 1, shape: [300, 4], offset: 0 },
   { n: 4, c: 3, hw: 2, shape: [4, 3, 1, 2], offset: 0 }, // hw = 2: planes of two elements
+  // few channels and n * hw past 64 runs of a workgroup: the reduction in several blocks per
+  // channel, then the finalize pass (two levels), on the vec4 (runs of 63 vec4s) and the scalar
+  // path (n * hw = 1050); and n * hw = 5 with 7 channels (one level)
+  { n: 20, c: 3, hw: 1000, shape: [20, 3, 25, 40], offset: 5 },
+  { n: 70, c: 7, hw: 15, shape: [70, 7, 3, 5], offset: -1 },
+  { n: 5, c: 7, hw: 1, shape: [5, 7], offset: 0 },
 ];
 
 /** `cs` in ranges of `perRange` samples (default two; at least the 64-element minimum). */
