@@ -49,7 +49,7 @@ function gradExpr(
 const GRAD_VARIANTS = variantProduct(
   ["", ...ACTIVATION_KINDS],
   ["", "vec4"],
-  ["", "final", "final_acc"],
+  ["", "final", "final_acc", "cols", "cols_acc"],
 );
 const gradFinalOnly = GRAD_VARIANTS.filter(partialFinal);
 const isAcc = (v: string) => v.split("_").includes("acc");
@@ -81,14 +81,16 @@ const gradOutputs = <V extends readonly string[] | undefined>(variants: V) => ({
 
 /**
  * Pass 1 of the backward: sums of g and g * (x - mean) per (block, channel); variants `final`
- * and `final_acc` (one block per channel, one range) finish them.
+ * (one block per channel, one range) and `cols` (one thread per channel) finish them, `_acc`
+ * accumulating the parameter gradients.
  */
 export const gradPartial = defineKernel({
   name: "batchnorm_grad_sums",
   doc: "Batch norm backward, pass 1: sums of g and g * (x - mean) per (block, channel), with " +
     "g = dy, or with a fused activation g = actBackward(dy, y) (y its output); variants final " +
-    "(one block per channel): lane 0 overwrites (final_acc: accumulates into) dbias = Σg and " +
-    "dweight = Σg (x - mean) * invstd and writes sums[ch] (no finalize pass).",
+    "(one block per channel: its lane 0) and cols (one thread per channel) overwrite (_acc: " +
+    "accumulate into) dbias = Σg and dweight = Σg (x - mean) * invstd and write sums[ch] (no " +
+    "finalize pass).",
   params: { ...PARTIAL_PARAMS, delta: "u32" },
   bindings: {
     dy: { type: "float", access: "read", vec4: partialVec4 },
@@ -111,7 +113,7 @@ export const gradPartial = defineKernel({
   workgroupSize: WG,
   body: ({ dtypes, variant, load }) => {
     const kind = actOf(variant);
-    return partialMain(partialVec4(variant), dtypes, {
+    return partialMain(variant, dtypes, {
       data: ["x", "dy", "y"],
       helpers: activationFns(kind),
       prologue: `let mean = ${load("saveMean", "saveMean[ch]")};`,

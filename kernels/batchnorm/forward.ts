@@ -26,8 +26,11 @@ import {
   WG,
 } from "./passes.ts";
 
-/** The variants of the statistics pass: on vec4s or not, finishing the reduction or not. */
-const STATS_VARIANTS = variantProduct(["", "vec4"], ["", "final"]);
+/**
+ * The variants of the statistics pass: on vec4s or not; partial sums, or finishing the
+ * reduction with one workgroup (`final`) or one thread (`cols`) per channel.
+ */
+const STATS_VARIANTS = variantProduct(["", "vec4"], ["", "final", "cols"]);
 const statsFinalOnly = STATS_VARIANTS.filter(partialFinal);
 const statsPartialOnly = STATS_VARIANTS.filter((v) => !partialFinal(v));
 
@@ -82,15 +85,17 @@ const statsOutputs = <V extends readonly string[] | undefined>(variants: V) => (
 } as const);
 
 /**
- * Pass 1 of the training forward: shifted sums per (block, channel); variant `final` (one block
- * per channel, one range) finishes them into the statistics.
+ * Pass 1 of the training forward: shifted sums per (block, channel); variants `final` (one
+ * block per channel, one range) and `cols` (one thread per channel) finish them into the
+ * statistics.
  */
 export const statsPartial = defineKernel({
   name: "batchnorm_stats",
   doc: "Batch norm training forward, pass 1: shifted sums of x - K and (x - K)^2 per " +
     "(block, channel), K = x[0, ch, 0] (read from x0, the binding of the first sample); " +
-    "variant final (one block per channel): lane 0 writes the statistics, the running " +
-    "statistics and coef[ch] = (mean, weight * invstd) instead (no finalize pass).",
+    "variants final (one block per channel: its lane 0) and cols (one thread per channel) write " +
+    "the statistics, the running statistics and coef[ch] = (mean, weight * invstd) instead " +
+    "(no finalize pass).",
   params: { ...PARTIAL_PARAMS, eps: "f32", momentum: "f32" },
   bindings: {
     x: { type: "float", access: "read", vec4: partialVec4 },
@@ -101,7 +106,7 @@ export const statsPartial = defineKernel({
   variants: STATS_VARIANTS,
   workgroupSize: WG,
   body: ({ dtypes, variant, load }) =>
-    partialMain(partialVec4(variant), dtypes, {
+    partialMain(variant, dtypes, {
       data: ["x"],
       prologue: `let K = first(${load("x0", "x0[ch * p.hw]")});`,
       body: `let v = ${load("x", dataAt(dtypes, "x"))} - K;
