@@ -1,6 +1,7 @@
 /**
  * The two kinds of data passes every batch-norm kernel is built from, WGSL and host maths
- * together (see `index.ts` for the algorithm):
+ * together (see `index.ts` for the algorithm; a little over 500 lines: the two kinds share their
+ * thread mapping, ranges and params, better read in one place):
  *
  * - the partial-sum pass ({@linkcode partialMain}, {@linkcode reducePlan}): workgroup
  *   `(block, ch)` reduces its share of channel `ch`'s runs to two sums (added in workgroup
@@ -82,7 +83,7 @@ export const partialFinal = (variant: string): boolean => {
 };
 
 /** Whether a partial-sum variant runs one thread per channel (`cols`, `relu_vec4_cols_acc`). */
-export const partialCols = (variant: string): boolean => variant.split("_").includes("cols");
+const partialCols = (variant: string): boolean => variant.split("_").includes("cols");
 
 /**
  * The params of a partial-sum pass over one range of samples (see {@linkcode partialMain}); the
@@ -106,11 +107,13 @@ export const PARTIAL_PARAMS = {
  * `(sample, channel)` planes of `hw` elements (of `T`) are cut into `segs` interleaved runs of
  * at most {@linkcode RUN} elements (as in the elementwise passes); a channel's `units = n * segs`
  * runs are shared by the `blocks` workgroups `(block, ch)` of that channel, thread `lid` taking
- * runs `block * WG + lid + k * blocks * WG`. Each thread accumulates `(v1, v2)` given by `body`
- * (which sees the element index `e` and `ch`; `prologue` runs once, with `ch`) in registers; after
- * one barrier, lane 0 adds the WG sums in order into `r` and runs `finish` (default: writes them
- * to `partial[(ch * totalBlocks + blockOff + block) * 2 + {0, 1}]`). `data` names the data
- * bindings (for the `delta` note).
+ * runs `block * WG + lid + k * blocks * WG` (variant `cols`: thread `ch` takes all of channel
+ * `ch`'s planes). `body` (which sees the element index `e` and `ch`; `prologue` runs once, with
+ * `ch`) adds `(v1, v2)` to a run's (a plane's) sums `s`, which are added to the thread's; after
+ * one barrier lane 0 adds the WG threads' sums by a halving tree into `r` (a run, then the runs,
+ * then 6 levels: rounding errors far below those of one sequential sum) and runs `finish`
+ * (default: writes `r` to `partial[(ch * totalBlocks + blockOff + block) * 2 + {0, 1}]`). `data`
+ * names the data bindings (for the `delta` note).
  */
 export function partialMain(
   variant: string,
@@ -152,15 +155,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let ch = gid.x;
   if (ch >= p.c) { return; }
   ${prologue}
-  var s = vec2f(0.0);
+  var r = vec2f(0.0);
   for (var b = 0u; b < p.n; b++) {
     let off = p.xBase + (b * p.c + ch) * p.hw;
+    var s = vec2f(0.0); // the plane's sums, then added to r (rounding: hw + n terms, not hw * n)
     for (var j = 0u; j < p.hw; j++) {
       let e = off + j;
       ${body}
     }
+    r += s;
   }
-  let r = s;
   ${finish.replaceAll("\n    ", "\n  ").trimStart()}
 }
 `;
@@ -170,7 +174,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 // ${RUN} elements); channel ch's units = n * segs runs (u = b * segs + seg) are shared by its
 // blocks workgroups (block, ch): thread lid takes runs u = block * WG + lid + k * blocks * WG
 // (the host bounds k), element e = xBase + (b * c + ch) * hw + j, in units of ${T} (hw, xBase
-// counted in ${T}). The register sums are added by lane 0 in lane order after one barrier.${note}
+// counted in ${T}). Each run's sums are added to the thread's, and lane 0 adds the WG threads'
+// sums by a halving tree after one barrier.${note}
 ${helpers}var<workgroup> red: array<vec2f, WG>;
 
 @compute @workgroup_size(WG)
@@ -178,23 +183,23 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let block = wid.x;
   let ch = wid.y;
   ${prologue}
-  var s = vec2f(0.0);
+  var t = vec2f(0.0);
   for (var u = block * WG + lid; u < p.units; u += p.blocks * WG) {
     let b = u / p.segs;
     let seg = u - b * p.segs;
     let off = p.xBase + (b * p.c + ch) * p.hw;
+    var s = vec2f(0.0); // the run's sums, then added to t
     for (var j = seg; j < p.hw; j += p.segs) {
       let e = off + j;
       ${body}
     }
+    t += s;
   }
-  red[lid] = s;
+  red[lid] = t;
   workgroupBarrier();
   if (lid == 0u) {
-    var r = red[0];
-    for (var k = 1u; k < WG; k++) {
-      r += red[k];
-    }
+    // the halving tree red[l] += red[l + k] (k = WG / 2, ..., 1), written out
+    let r = ${treeSum(WG)};
     ${finish.trimStart()}
   }
 }
@@ -230,6 +235,16 @@ ${body}
 `;
 }
 
+/**
+ * WGSL expression of the sum of `red[0..width)` by the halving tree (level k: `red[l] += red[l +
+ * k]` for l < k, k = width / 2, ..., 1), its additions in its order: log2(width) roundings deep.
+ */
+function treeSum(width: number): string {
+  const expr = (k: number, off: number): string =>
+    k === width ? `red[${off}]` : `(${expr(2 * k, off)} + ${expr(2 * k, off + k)})`;
+  return expr(1, 0);
+}
+
 /** One range of whole samples `[b0, b1)` and its workgroups per channel in the partial sums. */
 export interface SampleRange {
   b0: number;
@@ -248,15 +263,11 @@ export interface ReducePlan {
   total: number;
   /** Runs (of at most {@linkcode RUN} elements of `T`) per plane. */
   segs: number;
-  /**
-   * The partial-sum pass finishes the reduction (no finalize pass): one range, and one block per
-   * channel or one thread per channel.
-   */
+  /** The partial-sum pass finishes the reduction (no finalize pass): `mode` is not `""`. */
   final: boolean;
   /**
-   * The variant part of the partial-sum pass: `""` (partial sums of several blocks per channel,
-   * then the finalize pass), `"final"` (one block per channel finishes), `"cols"` (one thread
-   * per channel finishes; `total` is 1).
+   * The partial-sum variant part: `""` (blocks' sums, then the finalize pass), `"final"` (one
+   * block per channel finishes), `"cols"` (one thread per channel finishes; `total` 1).
    */
   mode: "" | "final" | "cols";
 }
@@ -273,7 +284,7 @@ function targetWorkgroups(gpu: Gpu): number {
 
 /** Runs per thread of a partial-sum pass, at most (bounds its loop: 64 * 512 iterations). */
 const MAX_RUNS_PER_THREAD = 512;
-/** Elements (of `T`) per channel, at most, for one thread per channel (`cols`). */
+/** Elements (of `T`) per channel, at most, for one thread per channel (`cols`; planes of 256). */
 const MAX_COLS = 4096;
 
 /**
@@ -303,7 +314,7 @@ export function reducePlan(op: string, gpu: Gpu, r: Resolved): ReducePlan {
   }
   const cores = Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4);
   if (
-    gpu.isCpu && ranges.length === 1 && r.n * h <= MAX_COLS &&
+    gpu.isCpu && ranges.length === 1 && r.n * h <= MAX_COLS && h <= RUN * 4 &&
     Math.ceil(r.c / WG) >= Math.min(cores, 4)
   ) {
     return {
