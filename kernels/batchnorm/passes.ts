@@ -110,8 +110,9 @@ export const PARTIAL_PARAMS = {
  * runs `block * WG + lid + k * blocks * WG` (variant `cols`: thread `ch` takes all of channel
  * `ch`'s planes). `body` (which sees the element index `e` and `ch`; `prologue` runs once, with
  * `ch`) adds `(v1, v2)` to a run's (a plane's) sums `s`, which are added to the thread's; after
- * one barrier lane 0 adds the WG threads' sums by a halving tree into `r` (a run, then the runs,
- * then 6 levels: rounding errors far below those of one sequential sum) and runs `finish`
+ * one barrier lane 0 adds the WG threads' sums in lane order into `r` (a run's, then the
+ * runs', then the threads' sums: the PyTorch parity of MobileNet's ill-conditioned backward
+ * needs this; one sum over a whole channel fails it) and runs `finish`
  * (default: writes `r` to `partial[(ch * totalBlocks + blockOff + block) * 2 + {0, 1}]`). `data`
  * names the data bindings (for the `delta` note).
  */
@@ -175,7 +176,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 // blocks workgroups (block, ch): thread lid takes runs u = block * WG + lid + k * blocks * WG
 // (the host bounds k), element e = xBase + (b * c + ch) * hw + j, in units of ${T} (hw, xBase
 // counted in ${T}). Each run's sums are added to the thread's, and lane 0 adds the WG threads'
-// sums by a halving tree after one barrier.${note}
+// sums in lane order after one barrier.${note}
 ${helpers}var<workgroup> red: array<vec2f, WG>;
 
 @compute @workgroup_size(WG)
@@ -198,8 +199,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   red[lid] = t;
   workgroupBarrier();
   if (lid == 0u) {
-    // the halving tree red[l] += red[l + k] (k = WG / 2, ..., 1), written out
-    let r = ${treeSum(WG)};
+    var r = red[0];
+    for (var k = 1u; k < WG; k++) {
+      r += red[k];
+    }
     ${finish.trimStart()}
   }
 }
@@ -233,16 +236,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 ${body}
 }
 `;
-}
-
-/**
- * WGSL expression of the sum of `red[0..width)` by the halving tree (level k: `red[l] += red[l +
- * k]` for l < k, k = width / 2, ..., 1), its additions in its order: log2(width) roundings deep.
- */
-function treeSum(width: number): string {
-  const expr = (k: number, off: number): string =>
-    k === width ? `red[${off}]` : `(${expr(2 * k, off)} + ${expr(2 * k, off + k)})`;
-  return expr(1, 0);
 }
 
 /** One range of whole samples `[b0, b1)` and its workgroups per channel in the partial sums. */
