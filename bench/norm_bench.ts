@@ -1,92 +1,97 @@
-// Benchmarks of batch normalization at ResNet-18's BatchNorm2d shapes (96x96 input: 64 channels
-// at 48x48 after the stem, then 64@24x24, 128@12x12, 256@6x6, 512@3x3), MobileNet v1's (96x96:
-// 32@48x48, 64@48x48, 128@24x24, 256@12x12, 512@6x6, 1024@3x3), LeNet-BN's BatchNorm1d, and LRN
-// at AlexNet-LRN's conv1 and conv2 outputs (96@54x54, 256@26x26). Batches are reduced from the
-// seed's 256 (ResNet, MobileNet) / 128 (AlexNet) to 64 and 16 (a full-batch iteration of the
-// largest shapes takes seconds on llvmpipe; the kernels scale linearly with the batch).
-// Several dispatches are recorded per `await gpu.sync()`. GB/s counts compulsory traffic:
-// BN training forward reads x twice and writes y; eval reads x, writes y; backward reads dy and
-// x twice and writes dx; LRN forward reads x, writes y and scale; LRN backward reads dy, x,
-// scale and writes dx.
+// Benchmarks of batch normalization (training forward, eval forward and backward, fused with
+// ReLU as in every BN of ResNet and MobileNet) at MobileNet v1's BatchNorm2d shapes at batch 32,
+// 96x96 input (32@48x48, 64@48x48, 64@24x24, 128@24x24, 128@12x12, 256@12x12, 256@6x6, 512@6x6,
+// 512@3x3, 1024@3x3: the 27 BNs of a step), ResNet-18's at batch 8, 96x96 (64@48x48 after the
+// stem, then 64@24x24, 128@12x12, 256@6x6, 512@3x3), LeNet-BN's BatchNorm1d 120 at batch 256
+// (sigmoid), and LRN at AlexNet-LRN's conv1 and conv2 outputs (96@54x54, 256@26x26, batch 16).
 //
-// BN + activation, fused (`activation: "relu"`, or LeNet-BN's "sigmoid") vs BN then the separate
-// activation kernel (forward: activationForward; backward: activationBackward then
-// batchNormBackward), at the ResNet-18 and MobileNet shapes (vec4 path; scalar path at 3x3) and
-// LeNet-BN's (BatchNorm2d 6@24x24 and BatchNorm1d 120, batch 256), the two variants timed
-// alternately in the same process. Both are reported as GB/s of the same traffic, the fused
-// op's compulsory one (training forward: x twice + y = 3 tensors; eval: x + y = 2; backward: dy,
-// x, y twice each + dx = 7), so the GB/s ratio is the speed ratio. The unfused chain moves 5, 4
-// and 8 tensors respectively and runs one more dispatch.
+// Batch norm is reported as wall ms, GB/s of compulsory traffic (training forward: x twice + y =
+// 3 tensors; eval: x + y = 2; backward: dy, x, y twice each + dx = 7) and, as the 2-core machine
+// is shared, the process CPU ms per call (llvmpipe's threads run in it: the work done, whatever
+// the contention); then, per model, the sum over a step's training BNs (each shape times its
+// count). IMPLS lists the implementations timed alternately in one process (best of 5 rounds).
+//
+// The previous kernels (reductions over a flat per-channel index with a carry per step, a
+// finalize pass after each reduction, an eval coefficient pass; commit 99bcdfd, kept as
+// bench/_bn_legacy until commit 6eb6d40 to be timed here against the new ones), llvmpipe, 2
+// cores, loaded machine, process CPU ms per step's BNs (training forward + backward):
+// MobileNet b32@96 553 -> 259 (x2.14), ResNet b8@96 62 -> 30 (x2.09), LeNet-BN b256 1.3 -> 0.8.
 //
 //   deno bench -A bench/norm_bench.ts
+import process from "node:process";
 import { getGpu } from "../gpu/mod.ts";
 import { benchBytes, dispatchesFor, fill, repeated } from "./_timing.ts";
-import {
-  activationBackward,
-  activationForward,
-  type ActivationKind,
-} from "../kernels/activation.ts";
+import type { ActivationKind } from "../kernels/activation.ts";
 import { batchNormBackward, batchNormForward } from "../kernels/batchnorm/index.ts";
 import { lrnBackward, lrnForward, type LrnParams } from "../kernels/lrn.ts";
 
 const gpu = await getGpu();
-const BN_BATCH = 64;
 const LRN_BATCH = 16;
 
 function bench(name: string, bytes: number, record: () => void): Promise<void> {
   return benchBytes(gpu, name, bytes, record);
 }
 
-/**
- * Times two ways of doing the same work, alternating between them (best of 5 rounds each), and
- * reports both as GB/s of `bytes` per call and their speed ratio.
- */
+/** Wall and process-CPU milliseconds per call of each variant (best of 5 alternating rounds). */
 async function benchPair(
   name: string,
   bytes: number,
   variants: [string, () => void][],
-): Promise<void> {
+): Promise<{ wall: number; cpu: number }[]> {
   const dispatches = dispatchesFor(bytes);
   const runs = variants.map(([, record]) => repeated(gpu, record, dispatches));
   for (const run of runs) await run(); // compile + warm up
-  const sec = runs.map(() => Infinity);
+  const best = runs.map(() => ({ wall: Infinity, cpu: Infinity }));
   for (let r = 0; r < 5; r++) {
     for (const [k, run] of runs.entries()) {
-      const t0 = performance.now();
+      const t0 = performance.now(), c0 = process.cpuUsage();
       await run();
-      sec[k] = Math.min(sec[k], (performance.now() - t0) / 1000 / dispatches);
+      const c = process.cpuUsage(c0);
+      best[k].wall = Math.min(best[k].wall, (performance.now() - t0) / dispatches);
+      best[k].cpu = Math.min(best[k].cpu, (c.user + c.system) / 1000 / dispatches);
     }
   }
   variants.forEach(([variant], k) => {
-    const label = `${name} ${variant}: ${(sec[k] * 1e3).toFixed(2)} ms, ` +
-      `${(bytes / sec[k] / 1e9).toFixed(2)} GB/s`;
+    const { wall, cpu } = best[k];
+    const label = `${name} ${variant}: ${wall.toFixed(2)} ms, ` +
+      `${(bytes / wall / 1e6).toFixed(2)} GB/s, CPU ${cpu.toFixed(2)} ms`;
     console.log(
-      `${label}${k > 0 ? ` (x${(sec[k] / sec[0]).toFixed(2)} time of ${variants[0][0]})` : ""}`,
+      `${label}${
+        k > 0
+          ? ` (x${(wall / best[0].wall).toFixed(2)} wall, ` +
+            `x${(cpu / best[0].cpu).toFixed(2)} CPU of ${variants[0][0]})`
+          : ""
+      }`,
     );
     Deno.bench(`${label} (x${dispatches} per sync)`, { n: 2, warmup: 0 }, runs[k]);
   });
+  return best;
 }
 
-const RESNET: [string, number, number, number[]][] = [
-  ["ResNet BN2d 64@48x48", 64, 48 * 48, [48, 48]],
-  ["ResNet BN2d 64@24x24", 64, 24 * 24, [24, 24]],
-  ["ResNet BN2d 128@12x12", 128, 12 * 12, [12, 12]],
-  ["ResNet BN2d 256@6x6", 256, 6 * 6, [6, 6]],
-  ["ResNet BN2d 512@3x3", 512, 3 * 3, [3, 3]],
-];
-/** MobileNet's shapes other than 64@48x48 (ResNet's first). */
-const MOBILENET: [string, number, number, number[]][] = [
-  ["MobileNet BN2d 32@48x48", 32, 48 * 48, [48, 48]],
-  ["MobileNet BN2d 128@24x24", 128, 24 * 24, [24, 24]],
-  ["MobileNet BN2d 256@12x12", 256, 12 * 12, [12, 12]],
-  ["MobileNet BN2d 512@6x6", 512, 6 * 6, [6, 6]],
-  ["MobileNet BN2d 1024@3x3", 1024, 3 * 3, [3, 3]],
-];
-const BN: [string, number, number, number[]][] = [
-  ...RESNET,
-  ...MOBILENET,
-  ["LeNet-BN BN1d 120", 120, 1, []],
-];
+/** Name, batch, channels, spatial dims, BNs of that shape in a step, fused activation. */
+type BnShape = [string, number, number, number[], number, ActivationKind];
+const MOBILENET: BnShape[] = (
+  [
+    [32, 48, 2],
+    [64, 48, 1],
+    [64, 24, 1],
+    [128, 24, 3],
+    [128, 12, 1],
+    [256, 12, 3],
+    [256, 6, 1],
+    [
+      512,
+      6,
+      11,
+    ],
+    [512, 3, 1],
+    [1024, 3, 3],
+  ] as const
+).map(([c, s, k]) => [`MobileNet BN2d+ReLU ${c}@${s}x${s}`, 32, c, [s, s], k, "relu"]);
+const RESNET: BnShape[] = (
+  [[64, 48, 1], [64, 24, 4], [128, 12, 4], [256, 6, 4], [512, 3, 4]] as const
+).map(([c, s, k]) => [`ResNet BN2d+ReLU ${c}@${s}x${s}`, 8, c, [s, s], k, "relu"]);
+const LENET: BnShape[] = [["LeNet-BN BN1d+sigmoid 120", 256, 120, [], 1, "sigmoid"]];
 
 /** Per-channel BatchNorm tensors of `c` channels: saved and running stats, affine, gradients. */
 function bnState(c: number) {
@@ -102,28 +107,61 @@ function bnState(c: number) {
   return { st, dweight: ch(0), dbias: ch(0) };
 }
 
-for (const [name, c, hw, spatial] of BN) {
-  const n = name.includes("BN1d") ? 256 : BN_BATCH;
-  const shape = [n, c, ...spatial];
-  const x = gpu.tensor(fill(n * c * hw), { shape });
-  const y = gpu.empty(shape), dx = gpu.empty(shape);
-  const { st, dweight, dbias } = bnState(c);
-  const size = x.byteLength;
-  const p = { n, c, hw };
-  await bench(
-    `${name} b${n} training forward`,
-    3 * size,
-    () => batchNormForward({ ...st, y, x }, { ...p, training: true }),
-  );
-  await bench(
-    `${name} b${n} eval forward`,
-    2 * size,
-    () => batchNormForward({ ...st, y, x }, { ...p, training: false }),
-  );
-  await bench(
-    `${name} b${n} backward`,
-    5 * size,
-    () => batchNormBackward({ dx, dweight, dbias, dy: y, x, ...st }, p),
+/** The implementations compared (add a copy of other kernels here to time them alongside). */
+const IMPLS = [["new", { batchNormForward, batchNormBackward }]] as const;
+
+for (
+  const [model, shapes] of [["MobileNet b32@96", MOBILENET], ["ResNet b8@96", RESNET], [
+    "LeNet-BN b256",
+    LENET,
+  ]] as const
+) {
+  const total = IMPLS.map(() => ({ wall: 0, cpu: 0 }));
+  for (const [name, n, c, spatial, count, kind] of shapes) {
+    const hw = spatial.reduce((a, d) => a * d, 1);
+    const shape = [n, c, ...spatial];
+    const x = gpu.tensor(fill(n * c * hw), { shape });
+    const dy = gpu.tensor(fill(n * c * hw).reverse(), { shape });
+    const y = gpu.empty(shape), dx = gpu.empty(shape);
+    const { st, dweight, dbias } = bnState(c);
+    const size = x.byteLength;
+    const p = { n, c, hw, activation: kind };
+    const add = (r: { wall: number; cpu: number }[]) =>
+      r.forEach((t, k) => {
+        total[k].wall += count * t.wall;
+        total[k].cpu += count * t.cpu;
+      });
+    for (const training of [true, false]) {
+      add(
+        await benchPair(
+          `${name} b${n} ${training ? "training" : "eval"} forward`,
+          (training ? 3 : 2) * size,
+          IMPLS.map(([impl, f]) => [
+            impl,
+            () => f.batchNormForward({ ...st, y, x }, { ...p, training }),
+          ]),
+        ).then((r) => training ? r : r.map(() => ({ wall: 0, cpu: 0 }))),
+      );
+    }
+    // y: a fused BN + activation output (for ReLU about half zeros) for the backward
+    batchNormForward({ ...st, y, x }, { ...p, training: true });
+    add(
+      await benchPair(
+        `${name} b${n} backward`,
+        7 * size,
+        IMPLS.map(([impl, f]) => [
+          impl,
+          () => f.batchNormBackward({ dx, dweight, dbias, dy, x, y, ...st }, p),
+        ]),
+      ),
+    );
+    for (const t of [x, dy, y, dx, dweight, dbias, ...Object.values(st)]) t.dispose();
+  }
+  console.log(
+    `${model}: training BN forward + backward per step, ` +
+      IMPLS.map(([impl], k) =>
+        `${impl} ${total[k].wall.toFixed(1)} ms (CPU ${total[k].cpu.toFixed(1)} ms)`
+      ).join(", "),
   );
 }
 
@@ -161,54 +199,4 @@ for (const [name, p] of LRN) {
     4 * size,
     () => lrnBackward({ dx, dy: y, x, scale }, p),
   );
-}
-
-/** Name, fused activation, batch, channels, hw, spatial dims. */
-type ActCase = [string, ActivationKind, number, number, number, number[]];
-const BN_ACT: ActCase[] = [
-  ...[...RESNET, ...MOBILENET].map(([name, c, hw, spatial]): ActCase => [
-    name.replace("BN2d", "BN2d+ReLU"),
-    "relu",
-    BN_BATCH,
-    c,
-    hw,
-    spatial,
-  ]),
-  ["LeNet-BN BN2d+sigmoid 6@24x24", "sigmoid", 256, 6, 24 * 24, [24, 24]],
-  ["LeNet-BN BN1d+sigmoid 120", "sigmoid", 256, 120, 1, []],
-];
-
-for (const [name, kind, n, c, hw, spatial] of BN_ACT) {
-  const shape = [n, c, ...spatial];
-  const x = gpu.tensor(fill(n * c * hw), { shape });
-  const dy = gpu.tensor(fill(n * c * hw).reverse(), { shape });
-  const y = gpu.empty(shape), z = gpu.empty(shape), dz = gpu.empty(shape), dx = gpu.empty(shape);
-  const { st, dweight, dbias } = bnState(c);
-  const size = x.byteLength;
-  const p = { n, c, hw };
-  for (const training of [true, false]) {
-    await benchPair(
-      `${name} b${n} ${training ? "training" : "eval"} forward`,
-      (training ? 3 : 2) * size,
-      [
-        ["fused", () => batchNormForward({ ...st, y, x }, { ...p, training, activation: kind })],
-        [`BN then ${kind}`, () => {
-          batchNormForward({ ...st, y: z, x }, { ...p, training });
-          activationForward({ y, x: z }, { kind });
-        }],
-      ],
-    );
-  }
-  // y: a fused BN + activation output (for ReLU about half zeros) for the backward
-  batchNormForward({ ...st, y, x }, { ...p, training: true, activation: kind });
-  await benchPair(`${name} b${n} backward`, 7 * size, [
-    [
-      "fused",
-      () => batchNormBackward({ dx, dweight, dbias, dy, x, y, ...st }, { ...p, activation: kind }),
-    ],
-    [`${kind} then BN backward`, () => {
-      activationBackward({ dx: dz, dy, y }, { kind });
-      batchNormBackward({ dx, dweight, dbias, dy: dz, x, ...st }, p);
-    }],
-  ]);
 }

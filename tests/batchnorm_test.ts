@@ -226,6 +226,53 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "batch norm of constant channels (variance 0), and eval of one value per channel",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(31);
+    // [2, 3] (BatchNorm1d), [1, 3, 2, 2] and [3, 3, 1, 1]: every channel constant, so the batch
+    // variance is exactly 0 (invstd = 1 / sqrt(eps)), y = bias and dweight = 0.
+    for (const shape of [[2, 3], [1, 3, 2, 2], [3, 3, 1, 1]]) {
+      const [n, c] = shape;
+      const hw = shape.slice(2).reduce((a, d) => a * d, 1);
+      const values = [2.5, -1, 0.125];
+      const xs = new Float64Array(n * c * hw).map((_, i) => values[Math.floor(i / hw) % c]);
+      const w = rng.uniformArray(c, 0.5, 1.5), b = rng.normalArray(c);
+      const dys = rng.normalArray(n * c * hw);
+      const st = state(gpu, c, w, b);
+      const x = gpu.tensor(f32(xs), { shape }), dy = gpu.tensor(f32(dys), { shape });
+      const y = gpu.empty(shape), dx = gpu.empty(shape);
+      const dweight = gpu.empty([c]), dbias = gpu.empty([c]);
+      const p = { n, c, hw };
+      batchNormForward({ ...st, y, x }, { ...p, training: true });
+      batchNormBackward({ dx, dweight, dbias, dy, x, ...st }, p);
+      const ref = batchNormTrainRef(n, c, hw, xs, w, b, 1e-5);
+      const g = batchNormBackwardRef(n, c, hw, dys, xs, w, ref.mean, ref.invstd);
+      const what = `[${shape}]`;
+      assert.deepEqual(await st.saveMean.toArray(), f32(values));
+      assertClose(await st.saveInvStd.toArray(), ref.invstd, {
+        rtol: 1e-4,
+        what: `${what} invstd`,
+      });
+      assert.deepEqual(await st.runningVar.toArray(), f32([0.9, 0.9, 0.9]), `${what} running var`);
+      assertClose(await y.toArray(), ref.y, { rtol: 1e-4, atol: 1e-4, what: `${what} y` });
+      assertClose(await dx.toArray(), g.dx, { rtol: 1e-4, atol: 1e-4, what: `${what} dx` });
+      assertClose(await dweight.toArray(), g.dweight, { rtol: 1e-4, atol: 1e-3, what: "dweight" });
+      assertClose(await dbias.toArray(), g.dbias, { rtol: 1e-4, atol: 1e-3, what: "dbias" });
+      for (const t of [x, dy, y, dx, dweight, dbias, ...Object.values(st)]) t.dispose();
+    }
+    // N = 1, H = W = 1: eval normalizes the single value with the running statistics.
+    const st = state(gpu, 3, [1, 2, 0.5], [0, 1, -1]);
+    const x = gpu.tensor(f32([1, -2, 4]), { shape: [1, 3, 1, 1] }), y = gpu.empty([1, 3, 1, 1]);
+    batchNormForward({ ...st, y, x }, { n: 1, c: 3, hw: 1, training: false });
+    const s = 1 / Math.sqrt(1 + 1e-5);
+    assertClose(await y.toArray(), [s, -4 * s + 1, 2 * s - 1], { rtol: 1e-6, atol: 1e-6 });
+    for (const t of [x, y, ...Object.values(st)]) t.dispose();
+  },
+);
+
 // ---------------------------------------------------------- fused BN + activation ----
 
 const KINDS: readonly ActivationKind[] = ["relu", "relu6", "sigmoid", "tanh"];

@@ -139,6 +139,12 @@ const BN_SUITE: OpSuite<BnCase> = {
     { n: 3, c: 3, hw: 43, shape: [3, 3, 1, 43], offset: -1 },
     { n: 2, c: 1, hw: 129, shape: [2, 1, 3, 43], offset: 0 },
     { n: 65, c: 3, hw: 1, shape: [65, 3], offset: 0 },
+    // runs of a channel around the workgroup: 65 and 129 (two and three blocks), a plane of 65
+    // vec4s (two runs), a plane of 1024 vec4s (16 runs)
+    { n: 65, c: 1, hw: 3, shape: [65, 1, 3], offset: 0 },
+    { n: 129, c: 2, hw: 1, shape: [129, 2], offset: 1 },
+    { n: 2, c: 1, hw: 260, shape: [2, 1, 13, 20], offset: 0 },
+    { n: 1, c: 3, hw: 4096, shape: [1, 3, 64, 64], offset: -2 },
   ],
 };
 

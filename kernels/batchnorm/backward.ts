@@ -1,14 +1,16 @@
 /**
- * The kernels of the batch-norm backward (`index.ts` records them): the partial sums of the
- * gradient, their finalize pass (parameter gradients and the coefficients of `dx`), and the
- * input-gradient pass; with a fused activation, its backward is applied to `dy` on the fly.
+ * The kernels of the batch-norm backward (`index.ts` records them): the sums of the gradient
+ * (finished in the same pass with one workgroup per channel, else partial sums and their
+ * finalize pass: the parameter gradients and the channel sums), and the input-gradient pass
+ * (which derives its coefficients from the sums); with a fused activation, its backward is
+ * applied to `dy` on the fly.
  *
  * @module
  */
 
-import { assignAs } from "../_dtype.ts";
-import { defineKernel } from "../_kernel.ts";
-import type { ActivationKind } from "../_activation_wgsl.ts";
+import { assignAs, type FloatDType } from "../_dtype.ts";
+import { defineKernel, variantProduct } from "../_kernel.ts";
+import { ACTIVATION_KINDS, type ActivationKind } from "../_activation_wgsl.ts";
 import {
   activationFns,
   actOf,
@@ -20,7 +22,7 @@ import {
   elementwiseVec4,
   layoutOf,
   PARTIAL_PARAMS,
-  PARTIAL_VARIANTS,
+  partialFinal,
   partialMain,
   partialVec4,
   WG,
@@ -43,84 +45,119 @@ function gradExpr(
   return kind ? `actBackward(${dy}, ${load("y", dataAt(dtypes, "y"))})` : dy;
 }
 
-/** Pass 1 of the backward: sums of g and g * (x - mean) per (chunk, channel). */
+/** The variants of the gradient sums: activation, vec4, and whether (and how) they finish. */
+const GRAD_VARIANTS = variantProduct(
+  ["", ...ACTIVATION_KINDS],
+  ["", "vec4"],
+  ["", "final", "final_acc", "cols", "cols_acc"],
+);
+const gradFinalOnly = GRAD_VARIANTS.filter(partialFinal);
+const isAcc = (v: string) => v.split("_").includes("acc");
+
+/**
+ * WGSL statements that finish the gradient sums `r = (Σg, Σg (x - mean))` of channel `ch`: the
+ * parameter gradients (overwritten, or accumulated with `op` "+=") and `sums[ch]` for the
+ * input-gradient pass. The same text in both kernels that finish: the same bits.
+ */
+function gradFinish(
+  d: { readonly [name: string]: FloatDType | undefined },
+  load: (name: "saveInvStd", expr: string) => string,
+  op: "=" | "+=",
+): string {
+  return `  let invstd = ${load("saveInvStd", "saveInvStd[ch]")};
+  ${assignAs(d.dbias, "dbias[ch]", op, "r.x")}
+  ${assignAs(d.dweight, "dweight[ch]", op, "r.y * invstd")}
+  sums[ch * 2u] = r.x;
+  sums[ch * 2u + 1u] = r.y;`;
+}
+
+/** The per-channel outputs of the gradient sums (bindings of the kernels that finish). */
+const gradOutputs = <V extends readonly string[] | undefined>(variants: V) => ({
+  saveInvStd: { type: "float", access: "read", variants },
+  dweight: { type: "float", access: "read_write", variants },
+  dbias: { type: "float", access: "read_write", variants },
+  sums: { type: "f32", access: "read_write", variants },
+} as const);
+
+/**
+ * Pass 1 of the backward: sums of g and g * (x - mean) per (block, channel); variants `final`
+ * (one block per channel, one range) and `cols` (one thread per channel) finish them, `_acc`
+ * accumulating the parameter gradients.
+ */
 export const gradPartial = defineKernel({
-  name: "batchnorm_grad_partial",
-  doc: "Batch norm backward, pass 1: sums of g and g * (x - mean) per (chunk, channel), with " +
-    "g = dy, or with a fused activation g = actBackward(dy, y) (y its output).",
+  name: "batchnorm_grad_sums",
+  doc: "Batch norm backward, pass 1: sums of g and g * (x - mean) per (block, channel), with " +
+    "g = dy, or with a fused activation g = actBackward(dy, y) (y its output); variants final " +
+    "(one block per channel: its lane 0) and cols (one thread per channel) overwrite (_acc: " +
+    "accumulate into) dbias = Σg and dweight = Σg (x - mean) * invstd and write sums[ch] (no " +
+    "finalize pass).",
   params: { ...PARTIAL_PARAMS, delta: "u32" },
   bindings: {
     dy: { type: "float", access: "read", vec4: partialVec4 },
     x: { type: "float", access: "read", vec4: partialVec4 },
     saveMean: { type: "float", access: "read" },
-    partial: { type: "f32", access: "read_write" },
+    partial: {
+      type: "f32",
+      access: "read_write",
+      variants: GRAD_VARIANTS.filter((v) => !partialFinal(v)),
+    },
     y: {
       type: "float",
       access: "read",
       vec4: partialVec4,
-      variants: withActivation(PARTIAL_VARIANTS),
+      variants: withActivation(GRAD_VARIANTS),
     },
+    ...gradOutputs(gradFinalOnly),
   },
-  variants: PARTIAL_VARIANTS,
+  variants: GRAD_VARIANTS,
   workgroupSize: WG,
   body: ({ dtypes, variant, load }) => {
     const kind = actOf(variant);
-    return partialMain(partialVec4(variant), dtypes, {
+    return partialMain(variant, dtypes, {
       data: ["x", "dy", "y"],
       helpers: activationFns(kind),
       prologue: `let mean = ${load("saveMean", "saveMean[ch]")};`,
       body: `let g = ${gradExpr(kind, dtypes, load)};
-    s += vec2f(hsum(g), hdot(g, ${load("x", dataAt(dtypes, "x"))} - mean));`,
+      s += vec2f(hsum(g), hdot(g, ${load("x", dataAt(dtypes, "x"))} - mean));`,
+      finish: partialFinal(variant)
+        ? gradFinish(dtypes, (n, e) => load(n, e), isAcc(variant) ? "+=" : "=")
+          .replaceAll("\n  ", "\n    ")
+        : undefined,
     });
   },
 });
 
-/** Pass 2 of the backward: parameter gradients and the coefficients of `dx`. */
+/** Pass 2 of the backward (several blocks per channel): the parameter gradients and sums. */
 export const gradFinal = defineKernel({
-  name: "batchnorm_grad_final",
-  doc: "Batch norm backward, pass 2: one thread per channel adds the chunk sums (sdy, sdyxm), " +
-    "then overwrites (variant acc: accumulates into) dbias = sdy and dweight = sdyxm * invstd, " +
-    "and writes coef[ch] = (mean, A, B, C) of dx = A * dy + B * (x - mean) + C for pass 3.",
-  params: { n: "u32", c: "u32", hw: "u32", chunks: "u32" },
+  name: "batchnorm_grad_merge",
+  doc: "Batch norm backward, pass 2: one thread per channel adds the blocks' sums (Σg, " +
+    "Σg (x - mean)), then overwrites (variant acc: accumulates into) dbias = Σg and " +
+    "dweight = Σg (x - mean) * invstd, and writes them to sums[ch] for pass 3.",
+  params: { c: "u32", blocks: "u32" },
   bindings: {
     partial: { type: "f32", access: "read" },
-    weight: { type: "float", access: "read" },
-    saveMean: { type: "float", access: "read" },
-    saveInvStd: { type: "float", access: "read" },
-    dweight: { type: "float", access: "read_write" },
-    dbias: { type: "float", access: "read_write" },
-    coef: { type: "f32", access: "read_write" },
+    ...gradOutputs(undefined),
   },
   variants: ["", "acc"],
   workgroupSize: WG,
-  body: ({ dtypes: d, variant, load }) => {
-    const op = variant === "acc" ? "+=" : "=";
-    return channelSumsMain(
-      ["sdy", "sdyxm"],
-      `  let invstd = ${load("saveInvStd", "saveInvStd[ch]")};
-  ${assignAs(d.dbias, "dbias[ch]", op, "sdy")}
-  ${assignAs(d.dweight, "dweight[ch]", op, "sdyxm * invstd")}
-  let N = f32(p.n * p.hw);
-  let a = ${load("weight", "weight[ch]")} * invstd;
-  coef[ch * 4u] = ${load("saveMean", "saveMean[ch]")};
-  coef[ch * 4u + 1u] = a;
-  coef[ch * 4u + 2u] = -a * invstd * invstd * sdyxm / N;
-  coef[ch * 4u + 3u] = -a * sdy / N;`,
-    );
-  },
+  body: ({ dtypes: d, variant, load }) =>
+    channelSumsMain(gradFinish(d, (n, e) => load(n, e), variant === "acc" ? "+=" : "=")),
 });
 
-/** Pass 3 of the backward: the input gradient. */
+/** Last pass of the backward: the input gradient. */
 export const gradInput = defineKernel({
   name: "batchnorm_grad_input",
-  doc: "Batch norm backward, pass 3: dx = A * g + B * (x - mean) + C with the per-channel " +
-    "coefficients coef[ch] = (mean, A, B, C) of pass 2 and g = dy, or with a fused activation " +
-    "g = actBackward(dy, y) (y its output).",
-  params: ELEMENTWISE_PARAMS,
+  doc: "Batch norm backward, last pass: dx = A * g + B * (x - mean) + C, with A = weight * " +
+    "invstd, B = -A * invstd^2 * Σg (x - mean) / N, C = -A * Σg / N from sums[ch] and the saved " +
+    "statistics, and g = dy, or with a fused activation g = actBackward(dy, y) (y its output).",
+  params: { ...ELEMENTWISE_PARAMS, count: "u32" },
   bindings: {
     dy: { type: "float", access: "read", vec4: elementwiseVec4 },
     x: { type: "float", access: "read", vec4: elementwiseVec4 },
-    coef: { type: "f32", access: "read" },
+    sums: { type: "f32", access: "read" },
+    weight: { type: "float", access: "read" },
+    saveMean: { type: "float", access: "read" },
+    saveInvStd: { type: "float", access: "read" },
     dx: { type: "float", access: "read_write", vec4: elementwiseVec4 },
     y: {
       type: "float",
@@ -136,10 +173,12 @@ export const gradInput = defineKernel({
     return elementwiseMain(layoutOf(variant), dtypes, {
       data: ["x", "dy", "dx", "y"],
       helpers: activationFns(kind),
-      prologue: `let mean = coef[ch * 4u];
-  let A = coef[ch * 4u + 1u];
-  let B = coef[ch * 4u + 2u];
-  let C = coef[ch * 4u + 3u];`,
+      prologue: `let mean = ${load("saveMean", "saveMean[ch]")};
+  let invstd = ${load("saveInvStd", "saveInvStd[ch]")};
+  let N = f32(p.count);
+  let A = ${load("weight", "weight[ch]")} * invstd;
+  let B = -A * invstd * invstd * sums[ch * 2u + 1u] / N;
+  let C = -A * sums[ch * 2u] / N;`,
       body: `let g = ${gradExpr(kind, dtypes, load)};
     ${
         store(

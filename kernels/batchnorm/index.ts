@@ -3,24 +3,40 @@
  * `x` `[n, c, ...]` holding `n * c * hw` elements: training forward (batch statistics, running
  * statistics updated in place), eval forward (running statistics), and the training backward.
  *
- * Every per-channel reduction runs over `N = n * hw` elements in two passes, so that long
- * reductions (ResNet at batch 256: `256 * 48 * 48` per channel) spread over many workgroups:
- * 1. partial sums: workgroup `(chunk, ch)` reduces a chunk of 4096 elements of channel `ch`
- *    (more for huge `N`, so that there are at most about 8192 chunks; its 64 threads stride over
- *    the chunk, then a tree reduction in workgroup memory, in two stages);
- * 2. finalize: one thread per channel adds the chunks in order, then writes the statistics,
- *    gradients and the per-channel coefficients of
- * 3. an elementwise pass producing `y` or `dx`, in which each thread loads one channel's
- *    coefficients once and walks a strided run of up to 64 elements of that channel: a segment
- *    of one `(sample, channel)` plane, or for BatchNorm1d (`hw` = 1) one channel over several
- *    samples (no per-element channel division or coefficient loads: 1.4 to 2.2 times the
- *    throughput of one thread per element on llvmpipe; runs are shorter on GPUs, to keep
- *    enough threads).
+ * Passes over the full tensor: training forward 2 (a reduction reading `x`, then the normalize
+ * pass reading `x` and writing `y`), eval 1 (normalize), backward 2 (a reduction reading `dy`,
+ * `x` and, with an activation, `y`; then the input-gradient pass reading them and writing `dx`).
+ * What the training forward saves for the backward: `saveMean` and `saveInvStd` per channel, and
+ * the caller keeps `x` (and `y` with a fused activation, whose derivative is computed from it).
+ * Dispatches: training forward and backward 2 each, or 3 when a reduction needs a finalize pass
+ * (below); eval 1.
+ *
+ * Each per-channel reduction runs over `N = n * hw` elements. The `(sample, channel)` planes are
+ * cut into runs of at most 64 elements (the elementwise passes' mapping, below);
+ * {@linkcode reducePlan} picks how a channel's runs are shared:
+ * - one workgroup per channel (`final`): its 64 threads accumulate their runs in registers, lane
+ *   0 adds the 64 sums after one barrier and finishes: the statistics (mean, invstd, running
+ *   statistics and the normalize coefficients) or the parameter gradients and channel sums;
+ * - on a CPU adapter, many channels of at most 4096 elements (`cols`): one thread per channel
+ *   walks it and finishes (no workgroup memory or barrier: a workgroup's fixed cost dominates
+ *   small channels on llvmpipe);
+ * - several workgroups per channel (few channels, to keep the adapter busy; huge `N`; ranges):
+ *   each writes its two sums, and a finalize pass (one thread per channel) adds them in order
+ *   and finishes: two levels.
+ * The last pass is elementwise, producing `y` or `dx`: each thread loads one channel's
+ * coefficients once (the backward's from the channel sums and the saved statistics; eval's from
+ * the running statistics) and walks a strided run of up to 64 elements of that channel: a
+ * segment of one `(sample, channel)` plane, or for BatchNorm1d (`hw` = 1) one channel over
+ * several samples (no per-element channel division or coefficient loads: 1.4 to 2.2 times the
+ * throughput of one thread per element on llvmpipe; runs are shorter on GPUs, to keep enough
+ * threads).
  *
  * Every thread's loops stay far below llvmpipe's silent cap of 65535 iterations per invocation
- * (pass 1: chunk / 64, pass 2: the chunk count, pass 3: 64). Tensors larger than one storage
- * binding (ResNet's `[256, 64, 48, 48]`, 151 MB) are processed in ranges of whole samples:
- * passes 1 and 3 run once per range (pass 1 writing the range's chunks), pass 2 once.
+ * (reductions: runs of 64, at most 512 runs per thread, or 4096 elements per channel; the
+ * finalize pass: the block count; the elementwise passes: 64). Tensors larger than one storage
+ * binding (ResNet's `[256, 64, 48, 48]`, 151 MB) are processed in ranges of whole samples: the
+ * reduction and the elementwise pass run once per range (the reduction writing the range's
+ * blocks), the finalize pass once.
  *
  * When `hw` is a multiple of 4 the partial-sum and elementwise passes work on `vec4`s (4 elements
  * of one channel per load), which roughly doubles their throughput on llvmpipe.
@@ -61,24 +77,24 @@
 
 import { formatShape, type Shape, type Tensor } from "../../gpu/mod.ts";
 import { type ActivationKind, checkActivationKind } from "../_activation_wgsl.ts";
-import { bindingRange } from "../_binding.ts";
+import { bindingRange, unitRanges } from "../_binding.ts";
 import { type FloatDType, floatDType } from "../_dtype.ts";
 import { checkPositiveInts } from "../_geometry.ts";
-import { evalCoef, normalize, statsFinal, statsPartial } from "./forward.ts";
+import { normalize, statsFinal, statsPartial } from "./forward.ts";
 import { gradFinal, gradInput, gradPartial } from "./backward.ts";
 import {
-  CHUNK,
   elementwisePlan,
   elementwiseVariant,
-  MAX_CHUNKS,
   partialParams,
-  partialVariant,
+  reducePlan,
   type Resolved,
   type SampleRange,
-  sampleRanges,
   samples,
   WG,
 } from "./passes.ts";
+
+type StatsVariant = NonNullable<Parameters<typeof statsPartial.dispatch>[0]["variant"]>;
+type GradVariant = NonNullable<Parameters<typeof gradPartial.dispatch>[0]["variant"]>;
 
 /** Dimensions and hyper-parameters of a batch normalization. */
 export interface BatchNormParams {
@@ -107,8 +123,7 @@ function resolve(op: string, p: BatchNormParams): Resolved {
   if (p.c > 65535) {
     throw new RangeError(`${op}: c = ${p.c} is too large (at most 65535 channels)`);
   }
-  const chunk = CHUNK * Math.max(1, Math.ceil((p.n * p.hw) / (CHUNK * MAX_CHUNKS)));
-  return { n: p.n, c: p.c, hw: p.hw, eps, momentum, chunk };
+  return { n: p.n, c: p.c, hw: p.hw, eps, momentum };
 }
 
 /**
@@ -240,46 +255,67 @@ export function batchNormForward(
         `${formatShape(io.x.shape)}`,
     );
   }
-  const { ranges, total } = sampleRanges(op, gpu, r);
-  const coef = gpu.empty([r.c, 2]);
-  const channels = Math.ceil(r.c / WG);
-  if (p.training) {
-    const partial = gpu.empty([r.c, total, 2]);
-    const x0 = bindingRange(io.x, 0, r.c * r.hw);
-    for (const s of ranges) {
-      const x = samples(io.x, r, s);
-      statsPartial.dispatch({
+  const vec4 = r.hw % 4 === 0;
+  if (!p.training) {
+    const { runningMean, runningVar, weight, bias } = io;
+    for (const s of unitRanges(op, gpu, r.n, r.c * r.hw).map(([b0, b1]) => ({ b0, b1 }))) {
+      const x = samples(io.x, r, s), y = samples(io.y, r, s);
+      const ew = elementwisePlan(gpu, r, s, [x, y]);
+      normalize.dispatch({
         op,
-        variant: r.hw % 4 === 0 ? "vec4" : "",
-        params: partialParams(r, s, total, [x]),
-        bindings: { x, x0, partial },
-        workgroups: [s.chunks, r.c, 1],
+        variant: `${elementwiseVariant(ew.layout, kind)}_eval`,
+        params: { ...ew.params, eps: r.eps },
+        bindings: { x, runningMean, runningVar, weight, bias, y },
+        workgroups: ew.workgroups,
       });
     }
-    const { weight, saveMean, saveInvStd, runningMean, runningVar } = io;
-    statsFinal.dispatch({
+    return;
+  }
+  const plan = reducePlan(op, gpu, r);
+  const coef = gpu.empty([r.c, 2]);
+  const partial = plan.final ? undefined : gpu.empty([r.c, plan.total, 2]);
+  const x0 = bindingRange(io.x, 0, r.c * r.hw);
+  const stats = {
+    weight: io.weight,
+    saveMean: io.saveMean,
+    saveInvStd: io.saveInvStd,
+    runningMean: io.runningMean,
+    runningVar: io.runningVar,
+    coef,
+  };
+  for (const s of plan.ranges) {
+    const x = samples(io.x, r, s);
+    statsPartial.dispatch({
       op,
-      params: { n: r.n, c: r.c, hw: r.hw, chunks: total, eps: r.eps, momentum: r.momentum },
-      bindings: { partial, x0, weight, saveMean, saveInvStd, runningMean, runningVar, coef },
-      workgroups: channels,
-    });
-    partial.dispose();
-  } else {
-    const { runningMean, runningVar, weight } = io;
-    evalCoef.dispatch({
-      op,
-      params: { c: r.c, eps: r.eps },
-      bindings: { runningMean, runningVar, weight, coef },
-      workgroups: channels,
+      variant: [vec4 ? "vec4" : "", plan.mode].filter((v) => v !== "").join("_") as StatsVariant,
+      params: { ...partialParams(r, plan, s, [x]), eps: r.eps, momentum: r.momentum },
+      bindings: plan.final ? { x, x0, ...stats } : { x, x0, partial },
+      workgroups: plan.mode === "cols" ? Math.ceil(r.c / WG) : [s.blocks, r.c, 1],
     });
   }
-  for (const s of ranges) {
+  if (partial) {
+    statsFinal.dispatch({
+      op,
+      params: {
+        c: r.c,
+        hw: r.hw,
+        blocks: plan.total,
+        count: r.n * r.hw,
+        eps: r.eps,
+        momentum: r.momentum,
+      },
+      bindings: { partial, x0, ...stats },
+      workgroups: Math.ceil(r.c / WG),
+    });
+    partial.dispose();
+  }
+  for (const s of plan.ranges) {
     const x = samples(io.x, r, s), y = samples(io.y, r, s);
     const ew = elementwisePlan(gpu, r, s, [x, y]);
     normalize.dispatch({
       op,
       variant: elementwiseVariant(ew.layout, kind),
-      params: ew.params,
+      params: { ...ew.params, eps: r.eps },
       bindings: { x, coef, bias: io.bias, y },
       workgroups: ew.workgroups,
     });
@@ -367,41 +403,48 @@ export function batchNormBackward(
     checkChannel(op, k, io[k], r);
   }
   const gpu = io.x.gpu;
-  const { ranges, total } = sampleRanges(op, gpu, r);
-  const partial = gpu.empty([r.c, total, 2]);
-  const coef = gpu.empty([r.c, 4]);
+  const plan = reducePlan(op, gpu, r);
+  const vec4 = r.hw % 4 === 0;
+  const sums = gpu.empty([r.c, 2]);
+  const partial = plan.final ? undefined : gpu.empty([r.c, plan.total, 2]);
+  const { weight, saveMean, saveInvStd, dweight, dbias } = io;
   // y, the fused forward's output, with an activation only.
   const yOf = (s: SampleRange) => (kind === undefined ? undefined : samples(io.y!, r, s));
-  for (const s of ranges) {
+  for (const s of plan.ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), y = yOf(s);
+    const variant = [kind ?? "", vec4 ? "vec4" : "", plan.mode, p.accumulate ? "acc" : ""]
+      .filter((v, i) => v !== "" && (i < 3 || plan.final)).join("_") as GradVariant;
     gradPartial.dispatch({
       op,
-      variant: partialVariant(kind, r.hw % 4 === 0),
-      params: partialParams(r, s, total, y ? [x, dy, y] : [x, dy]),
-      bindings: { dy, x, saveMean: io.saveMean, partial, y },
-      workgroups: [s.chunks, r.c, 1],
+      variant,
+      params: partialParams(r, plan, s, y ? [x, dy, y] : [x, dy]),
+      bindings: plan.final
+        ? { dy, x, saveMean, y, saveInvStd, dweight, dbias, sums }
+        : { dy, x, saveMean, y, partial },
+      workgroups: plan.mode === "cols" ? Math.ceil(r.c / WG) : [s.blocks, r.c, 1],
     });
   }
-  const { weight, saveMean, saveInvStd, dweight, dbias } = io;
-  gradFinal.dispatch({
-    op,
-    variant: p.accumulate ? "acc" : "",
-    params: { n: r.n, c: r.c, hw: r.hw, chunks: total },
-    bindings: { partial, weight, saveMean, saveInvStd, dweight, dbias, coef },
-    workgroups: Math.ceil(r.c / WG),
-  });
-  for (const s of ranges) {
+  if (partial) {
+    gradFinal.dispatch({
+      op,
+      variant: p.accumulate ? "acc" : "",
+      params: { c: r.c, blocks: plan.total },
+      bindings: { partial, saveInvStd, dweight, dbias, sums },
+      workgroups: Math.ceil(r.c / WG),
+    });
+    partial.dispose();
+  }
+  for (const s of plan.ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), dx = samples(io.dx, r, s);
     const y = yOf(s);
     const ew = elementwisePlan(gpu, r, s, y ? [x, dy, dx, y] : [x, dy, dx]);
     gradInput.dispatch({
       op,
       variant: elementwiseVariant(ew.layout, kind),
-      params: ew.params,
-      bindings: { dy, x, coef, dx, y },
+      params: { ...ew.params, count: r.n * r.hw },
+      bindings: { dy, x, sums, weight, saveMean, saveInvStd, dx, y },
       workgroups: ew.workgroups,
     });
   }
-  partial.dispose();
-  coef.dispose();
+  sums.dispose();
 }

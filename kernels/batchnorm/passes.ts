@@ -1,13 +1,15 @@
 /**
  * The two kinds of data passes every batch-norm kernel is built from, WGSL and host maths
- * together (see `index.ts` for the algorithm):
+ * together (see `index.ts` for the algorithm; a little over 500 lines: the two kinds share their
+ * thread mapping, ranges and params, better read in one place):
  *
- * - the partial-sum pass ({@linkcode partialMain}, {@linkcode partialParams}): workgroup
- *   `(chunk, ch)` reduces a chunk of channel `ch` to two sums, tree-reduced in workgroup memory;
+ * - the partial-sum pass ({@linkcode partialMain}, {@linkcode reducePlan}): workgroup
+ *   `(block, ch)` reduces its share of channel `ch`'s runs to two sums (added in workgroup
+ *   memory), or with one block per channel finishes the reduction itself;
  * - the elementwise pass ({@linkcode elementwiseMain}, {@linkcode elementwisePlan}): each thread
  *   loads its channel's coefficients once and walks a strided run of that channel's elements.
  *
- * Both run once per range of whole samples ({@linkcode sampleRanges}) that fits one binding.
+ * Both run once per range of whole samples ({@linkcode reducePlan}) that fits one binding.
  * Data bindings of another dtype than `x`'s have another binding base: they are indexed
  * `e + p.delta` ({@linkcode dataAt}).
  *
@@ -27,18 +29,7 @@ import { flatMain, variantProduct } from "../_kernel.ts";
 
 /** Threads per workgroup of every batch-norm kernel. */
 export const WG = 64;
-/** Elements of one channel reduced by one workgroup of the partial-sum passes (at least). */
-export const CHUNK = 4096;
-/** Chunks per channel beyond which chunks grow (bounds the loop of the finalize pass). */
-export const MAX_CHUNKS = 8192;
-/** Loop steps per pass of the partial-sum passes' first loop (fewer loop passes on llvmpipe). */
-const PARTIAL_UNROLL = 4;
-/**
- * Lanes of the first stage of the partial-sum passes' two-stage tree reduction (two barriers
- * instead of one per level: each costs a suspension of every SIMD group on llvmpipe).
- */
-const TREE_LANES = 8;
-/** Elements (of `T`) walked by one thread of an elementwise pass, at most. */
+/** Elements (of `T`) walked by one thread of an elementwise pass, or per run of a partial sum, at most. */
 const RUN = 64;
 
 /** Validated dimensions and hyper-parameters of a batch normalization. */
@@ -48,8 +39,6 @@ export interface Resolved {
   hw: number;
   eps: number;
   momentum: number;
-  /** Elements of a channel per chunk of the partial-sum passes (a multiple of 4096). */
-  chunk: number;
 }
 
 /** The variant part naming the fused activation (`relu_vec4` → `relu`), if any. */
@@ -81,65 +70,70 @@ const MIXED_NOTE =
 
 // ------------------------------------------------------------------ partial sums ----
 
-/** Whether a partial-sum variant works on vec4s (`vec4`, `relu_vec4`). */
+/** Whether a partial-sum variant works on vec4s (`vec4`, `relu_vec4_final`). */
 export const partialVec4 = (variant: string): boolean => variant.split("_").includes("vec4");
 
-/** The variants of a partial-sum pass with a fused activation (or none), on vec4s or not. */
-export const PARTIAL_VARIANTS = variantProduct(["", ...ACTIVATION_KINDS], ["", "vec4"]);
-/** A variant of a partial-sum pass (`relu_vec4`). */
-export type PartialVariant = typeof PARTIAL_VARIANTS[number];
+/**
+ * Whether a partial-sum variant finishes the reduction itself: `final` (one workgroup per
+ * channel) or `cols` (one thread per channel).
+ */
+export const partialFinal = (variant: string): boolean => {
+  const parts = variant.split("_");
+  return parts.includes("final") || parts.includes("cols");
+};
 
-/** The partial-sum variant with the fused activation `kind`, on vec4s or not. */
-export function partialVariant(kind: ActivationKind | undefined, vec4: boolean): PartialVariant {
-  return [kind ?? "", vec4 ? "vec4" : ""].filter((v) => v !== "").join("_") as PartialVariant;
-}
+/** Whether a partial-sum variant runs one thread per channel (`cols`, `relu_vec4_cols_acc`). */
+const partialCols = (variant: string): boolean => variant.split("_").includes("cols");
 
-/** The `Params` of a partial-sum pass (the backward's adds `delta`, see {@linkcode dataAt}). */
+/**
+ * The params of a partial-sum pass over one range of samples (see {@linkcode partialMain}); the
+ * backward's add `delta` (see {@linkcode dataAt}), the forward's `eps` and `momentum`.
+ */
 export const PARTIAL_PARAMS = {
   n: "u32",
   c: "u32",
   hw: "u32",
-  chunk: "u32",
-  totalChunks: "u32",
-  stepB: "u32",
-  stepI: "u32",
+  segs: "u32",
+  units: "u32",
+  blocks: "u32",
   xBase: "u32",
-  chunkOff: "u32",
+  totalBlocks: "u32",
+  blockOff: "u32",
+  count: "u32",
 } as const;
 
 /**
- * WGSL `helpers` and `main` of a partial-sum pass over one range of samples: workgroup
- * (chunk, ch) accumulates `(v1, v2)` given by `body` (which sees the element index `e` and `ch`;
- * `prologue` runs once, with `ch`) over its chunk and writes the two sums to
- * `partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}]`. `data` names the data bindings
- * (for the `delta` note).
+ * WGSL `helpers` and `main` of a partial-sum pass over one range of samples. The range's
+ * `(sample, channel)` planes of `hw` elements (of `T`) are cut into `segs` interleaved runs of
+ * at most {@linkcode RUN} elements (as in the elementwise passes); a channel's `units = n * segs`
+ * runs are shared by the `blocks` workgroups `(block, ch)` of that channel, thread `lid` taking
+ * runs `block * WG + lid + k * blocks * WG` (variant `cols`: thread `ch` takes all of channel
+ * `ch`'s planes). `body` (which sees the element index `e` and `ch`; `prologue` runs once, with
+ * `ch`) adds `(v1, v2)` to a run's (a plane's) sums `s`, which are added to the thread's; after
+ * one barrier lane 0 adds the WG threads' sums in lane order into `r` (a run's, then the
+ * runs', then the threads' sums: the PyTorch parity of MobileNet's ill-conditioned backward
+ * needs this; one sum over a whole channel fails it) and runs `finish`
+ * (default: writes `r` to `partial[(ch * totalBlocks + blockOff + block) * 2 + {0, 1}]`). `data`
+ * names the data bindings (for the `delta` note).
  */
 export function partialMain(
-  vec4: boolean,
+  variant: string,
   dtypes: DTypes,
-  parts: { data: readonly string[]; helpers?: string; prologue: string; body: string },
+  parts: {
+    data: readonly string[];
+    helpers?: string;
+    prologue: string;
+    body: string;
+    finish?: string;
+  },
 ): string {
   const { prologue, body } = parts;
+  const vec4 = partialVec4(variant);
   const T = vec4 ? "vec4f" : "f32";
-  const step = `
-    {
-      let e = p.xBase + (b * p.c + ch) * p.hw + i;
-      ${body}
-      i += p.stepI;
-      b += p.stepB;
-      if (i >= p.hw) { i -= p.hw; b += 1u; }
-    }`;
-  return `// One dispatch per range of n samples (starting at element xBase of its bindings). Thread lid of
-// workgroup (chunk, ch) walks the flat per-channel index j = b * hw + i over
-// [chunk * CHUNK, min((chunk + 1) * CHUNK, n * hw)) in steps of WG (b, i advanced without
-// divisions; at most CHUNK / WG iterations); element e = xBase + (b * c + ch) * hw + i, in units
-// of ${T} (hw, chunk, xBase counted in ${T}). The two register sums are tree-reduced in workgroup
-// memory and written to partial[(ch * totalChunks + chunkOff + chunk) * 2 + {0, 1}].${
-    mixed(dtypes, parts.data) ? MIXED_NOTE : ""
-  }
-const UNROLL = ${PARTIAL_UNROLL}u;
-const LANES = ${TREE_LANES}u;
-alias T = ${T};
+  const finish = parts.finish ?? `let o = (ch * p.totalBlocks + p.blockOff + block) * 2u;
+    partial[o] = r.x;
+    partial[o + 1u] = r.y;`;
+  const helpers = `alias T = ${T};
 ${
     vec4
       ? `fn hsum(v: vec4f) -> f32 { return v.x + v.y + v.z + v.w; }
@@ -149,116 +143,187 @@ fn first(v: vec4f) -> f32 { return v.x; }`
 fn hdot(a: f32, b: f32) -> f32 { return a * b; }
 fn first(v: f32) -> f32 { return v; }`
   }
-${parts.helpers ?? ""}var<workgroup> red: array<vec2f, WG>;
+${parts.helpers ?? ""}`;
+  const note = mixed(dtypes, parts.data) ? MIXED_NOTE : "";
+  if (partialCols(variant)) {
+    return `// One thread per channel (one range of n samples, starting at element xBase of its
+// bindings): thread ch < c walks the planes (b, ch) in order, elements
+// e = xBase + (b * c + ch) * hw + j, in units of ${T} (hw, xBase counted in ${T}; the host bounds
+// n * hw), accumulates the sums in registers and finishes them (no workgroup memory).${note}
+${helpers}
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let ch = gid.x;
+  if (ch >= p.c) { return; }
+  ${prologue}
+  var r = vec2f(0.0);
+  for (var b = 0u; b < p.n; b++) {
+    let off = p.xBase + (b * p.c + ch) * p.hw;
+    var s = vec2f(0.0); // the plane's sums, then added to r (rounding: hw + n terms, not hw * n)
+    for (var j = 0u; j < p.hw; j++) {
+      let e = off + j;
+      ${body}
+    }
+    r += s;
+  }
+  ${finish.replaceAll("\n    ", "\n  ").trimStart()}
+}
+`;
+  }
+  return `// One dispatch per range of n samples (starting at element xBase of its bindings). Plane
+// (b, ch) of hw elements is cut into segs interleaved runs (j = seg + k * segs < hw, at most
+// ${RUN} elements); channel ch's units = n * segs runs (u = b * segs + seg) are shared by its
+// blocks workgroups (block, ch): thread lid takes runs u = block * WG + lid + k * blocks * WG
+// (the host bounds k), element e = xBase + (b * c + ch) * hw + j, in units of ${T} (hw, xBase
+// counted in ${T}). Each run's sums are added to the thread's, and lane 0 adds the WG threads'
+// sums in lane order after one barrier.${note}
+${helpers}var<workgroup> red: array<vec2f, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u) {
-  let chunk = wid.x;
+  let block = wid.x;
   let ch = wid.y;
-  let total = p.n * p.hw;
-  let j0 = chunk * p.chunk + lid;
-  let j1 = min((chunk + 1u) * p.chunk, total);
   ${prologue}
-  var s = vec2f(0.0);
-  var b = j0 / p.hw;
-  var i = j0 % p.hw;
-  var j = j0;
-  // UNROLL steps per pass, then one at a time: the same additions in the same order.
-  for (; j + (UNROLL - 1u) * WG < j1; j += UNROLL * WG) {${step.repeat(PARTIAL_UNROLL)}
+  var t = vec2f(0.0);
+  for (var u = block * WG + lid; u < p.units; u += p.blocks * WG) {
+    let b = u / p.segs;
+    let seg = u - b * p.segs;
+    let off = p.xBase + (b * p.c + ch) * p.hw;
+    var s = vec2f(0.0); // the run's sums, then added to t
+    for (var j = seg; j < p.hw; j += p.segs) {
+      let e = off + j;
+      ${body}
+    }
+    t += s;
   }
-  for (; j < j1; j += WG) {${step}
-  }
-  // The halving tree red[l] += red[l + k] (k = WG / 2, ..., 1) in two stages: lanes l < LANES
-  // fold their ${WG / TREE_LANES} sums (levels k >= LANES), then lane 0 the LANES results.
-  red[lid] = s;
-  workgroupBarrier();
-  if (lid < LANES) {
-    red[lid] = ${treeSum("lid", WG, TREE_LANES)};
-  }
+  red[lid] = t;
   workgroupBarrier();
   if (lid == 0u) {
-    let r = ${treeSum("0u", TREE_LANES, 1)};
-    let o = (ch * p.totalChunks + p.chunkOff + chunk) * 2u;
-    partial[o] = r.x;
-    partial[o + 1u] = r.y;
+    var r = red[0];
+    for (var k = 1u; k < WG; k++) {
+      r += red[k];
+    }
+    ${finish.trimStart()}
   }
 }
 `;
 }
 
 /**
- * WGSL `main` of the pass after a partial-sum pass ({@linkcode partialMain}): thread `ch < c` (a
- * 1-D launch over the channels) adds its channel's `chunks` pairs of sums
- * `partial[(ch * chunks + k) * 2 + {0, 1}]` in order into the f32 variables named `sums`, then
- * runs `body` (statements indented by two spaces).
+ * WGSL `main` of the pass after partial-sum passes of several blocks per channel
+ * ({@linkcode partialMain}): thread `ch < c` (a 1-D launch over the channels) adds its channel's
+ * `blocks` pairs of sums `partial[(ch * blocks + k) * 2 + {0, 1}]` in order into `r` (a
+ * `vec2f`), then runs `body` (statements indented by two spaces).
  *
  * @returns The entry point.
  * @example
  * ```ts
  * import { channelSumsMain } from "./passes.ts";
- * channelSumsMain(["s1", "s2"], "  coef[ch] = s1 / s2;");
+ * channelSumsMain("  coef[ch] = r.x / r.y;");
  * ```
  */
-export function channelSumsMain(sums: readonly [string, string], body: string): string {
-  const [a, b] = sums;
+export function channelSumsMain(body: string): string {
   return `
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let ch = gid.x;
   if (ch >= p.c) { return; }
-  var ${a} = 0.0;
-  var ${b} = 0.0;
-  for (var k = 0u; k < p.chunks; k++) {
-    let o = (ch * p.chunks + k) * 2u;
-    ${a} += partial[o];
-    ${b} += partial[o + 1u];
+  var r = vec2f(0.0);
+  for (var k = 0u; k < p.blocks; k++) {
+    let o = (ch * p.blocks + k) * 2u;
+    r += vec2f(partial[o], partial[o + 1u]);
   }
 ${body}
 }
 `;
 }
 
-/**
- * WGSL expression of the value lane `lane` holds in the halving tree over `red` (level k:
- * `red[l] += red[l + k]` for l < k, k = WG / 2, ..., 1) once the levels from `width / 2` down to
- * `to` are done, starting from `red[0..width)`: the tree's additions, in its order, written out.
- */
-function treeSum(lane: string, width: number, to: number): string {
-  const at = (off: number) => (off === 0 ? `red[${lane}]` : `red[${lane} + ${off}u]`);
-  const expr = (k: number, off: number): string =>
-    k === width ? at(off) : `(${expr(2 * k, off)} + ${expr(2 * k, off + k)})`;
-  return expr(to, 0);
-}
-
-/** One range of whole samples `[b0, b1)` and its first chunk among all ranges' chunks. */
+/** One range of whole samples `[b0, b1)` and its workgroups per channel in the partial sums. */
 export interface SampleRange {
   b0: number;
   b1: number;
-  chunkOff: number;
-  chunks: number;
+  /** Its first block among all ranges' blocks of a channel. */
+  blockOff: number;
+  /** Workgroups per channel of its partial-sum pass. */
+  blocks: number;
+}
+
+/** How the partial-sum passes are launched: the ranges, and whether one pass finishes. */
+export interface ReducePlan {
+  /** Ranges of whole samples that fit one binding, with their blocks. */
+  ranges: SampleRange[];
+  /** Blocks per channel over all ranges (the pairs of sums a channel's finalize adds). */
+  total: number;
+  /** Runs (of at most {@linkcode RUN} elements of `T`) per plane. */
+  segs: number;
+  /** The partial-sum pass finishes the reduction (no finalize pass): `mode` is not `""`. */
+  final: boolean;
+  /**
+   * The partial-sum variant part: `""` (blocks' sums, then the finalize pass), `"final"` (one
+   * block per channel finishes), `"cols"` (one thread per channel finishes; `total` 1).
+   */
+  mode: "" | "final" | "cols";
 }
 
 /**
- * Ranges of whole samples that fit one binding, with their chunks of the partial-sum passes;
- * returns them and the total chunk count.
+ * Workgroups the partial-sum passes aim for over all channels: on a CPU a few per core (one per
+ * channel when there are enough channels: the single-pass reduction), on a GPU enough to fill a
+ * large one (a guess, not measured on a GPU).
  */
-export function sampleRanges(
-  op: string,
-  gpu: Gpu,
-  r: Resolved,
-): { ranges: SampleRange[]; total: number } {
+function targetWorkgroups(gpu: Gpu): number {
+  if (!gpu.isCpu) return 2048;
+  return 4 * Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4);
+}
+
+/** Runs per thread of a partial-sum pass, at most (bounds its loop: 64 * 512 iterations). */
+const MAX_RUNS_PER_THREAD = 512;
+/** Elements (of `T`) per channel, at most, for one thread per channel (`cols`; planes of 256). */
+const MAX_COLS = 4096;
+
+/**
+ * The launch of the partial-sum passes (see {@linkcode partialMain}): the ranges of whole samples
+ * that fit one binding and, per range, the workgroups per channel: enough that all channels give
+ * {@linkcode targetWorkgroups} (a small channel count spreads over several blocks), at least
+ * enough that no thread takes more than {@linkcode MAX_RUNS_PER_THREAD} runs, at most one per
+ * thread's run. With one range of one block, the pass finishes the reduction itself. On a CPU
+ * adapter, small channels (at most {@linkcode MAX_COLS} elements of `T`) of many channels (a
+ * workgroup of channels per core, up to 4) take one thread per channel instead: no workgroup
+ * memory, no barrier (on llvmpipe 1.5 to 8 times less CPU time than one workgroup per channel at
+ * MobileNet's 12x12 to 3x3 planes, where a workgroup's fixed cost dominates).
+ */
+export function reducePlan(op: string, gpu: Gpu, r: Resolved): ReducePlan {
+  const h = r.hw % 4 === 0 ? r.hw / 4 : r.hw;
+  const segs = Math.ceil(h / RUN);
+  const want = Math.ceil(targetWorkgroups(gpu) / r.c);
   const ranges: SampleRange[] = [];
   let total = 0;
   for (const [b0, b1] of unitRanges(op, gpu, r.n, r.c * r.hw)) {
-    const chunks = Math.ceil(((b1 - b0) * r.hw) / r.chunk);
-    ranges.push({ b0, b1, chunkOff: total, chunks });
-    total += chunks;
+    const units = (b1 - b0) * segs;
+    const most = Math.ceil(units / WG);
+    const least = Math.ceil(units / (WG * MAX_RUNS_PER_THREAD));
+    const blocks = Math.max(least, Math.min(want, most));
+    ranges.push({ b0, b1, blockOff: total, blocks });
+    total += blocks;
   }
-  return { ranges, total };
+  const cores = Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 4);
+  if (
+    gpu.isCpu && ranges.length === 1 && r.n * h <= MAX_COLS && h <= RUN * 4 &&
+    Math.ceil(r.c / WG) >= Math.min(cores, 4)
+  ) {
+    return {
+      ranges: [{ ...ranges[0], blockOff: 0, blocks: 1 }],
+      total: 1,
+      segs,
+      final: true,
+      mode: "cols",
+    };
+  }
+  const final = ranges.length === 1 && total === 1;
+  return { ranges, total, segs, final, mode: final ? "final" : "" };
 }
 
 /** The binding of samples `[b0, b1)` of a data tensor. */
-export function samples(t: Tensor, r: Resolved, s: SampleRange): TensorRange {
+export function samples(t: Tensor, r: Resolved, s: { b0: number; b1: number }): TensorRange {
   const per = r.c * r.hw;
   return bindingRange(t, s.b0 * per, (s.b1 - s.b0) * per);
 }
@@ -280,22 +345,23 @@ function deltaOf(data: readonly TensorRange[], v: number): number {
  */
 export function partialParams(
   r: Resolved,
+  plan: ReducePlan,
   s: SampleRange,
-  total: number,
   data: readonly TensorRange[],
 ): { [K in keyof typeof PARTIAL_PARAMS | "delta"]: number } {
   const v = r.hw % 4 === 0 ? 4 : 1;
-  const hw = r.hw / v;
+  const n = s.b1 - s.b0;
   return {
-    n: s.b1 - s.b0,
+    n,
     c: r.c,
-    hw,
-    chunk: r.chunk / v,
-    totalChunks: total,
-    stepB: Math.floor(WG / hw),
-    stepI: WG % hw,
+    hw: r.hw / v,
+    segs: plan.segs,
+    units: n * plan.segs,
+    blocks: s.blocks,
     xBase: data[0].base / v,
-    chunkOff: s.chunkOff,
+    totalBlocks: plan.total,
+    blockOff: s.blockOff,
+    count: r.n * r.hw,
     delta: deltaOf(data, v),
   };
 }
@@ -419,7 +485,7 @@ function minThreads(gpu: Gpu): number {
 export function elementwisePlan(
   gpu: Gpu,
   r: Resolved,
-  s: SampleRange,
+  s: { b0: number; b1: number },
   data: readonly TensorRange[],
 ): {
   layout: Layout;

@@ -314,6 +314,15 @@ export const BN_CASES: BnCase[] = [
   // BatchNorm1d with several samples per thread of the elementwise passes (columns layout)
   { n: 300, c: 4, hw: 1, shape: [300, 4], offset: 0 },
   { n: 4, c: 3, hw: 2, shape: [4, 3, 1, 2], offset: 0 }, // hw = 2: planes of two elements
+  // few channels and n * hw past 64 runs of a workgroup: the reduction in several blocks per
+  // channel, then the finalize pass (two levels), on the vec4 (runs of 63 vec4s) and the scalar
+  // path (n * hw = 1050); and n * hw = 5 with 7 channels (one level)
+  { n: 20, c: 3, hw: 1000, shape: [20, 3, 25, 40], offset: 5 },
+  { n: 70, c: 7, hw: 15, shape: [70, 7, 3, 5], offset: -1 },
+  { n: 5, c: 7, hw: 1, shape: [5, 7], offset: 0 },
+  // many channels of small planes: on a CPU adapter, one thread per channel finishes the sums
+  { n: 3, c: 300, hw: 36, shape: [3, 300, 6, 6], offset: 1 },
+  { n: 4, c: 260, hw: 9, shape: [4, 260, 3, 3], offset: 0 },
 ];
 
 /** `cs` in ranges of `perRange` samples (default two; at least the 64-element minimum). */
@@ -425,6 +434,8 @@ export const BN_SUITES: OpSuite<BnCase>[] = [
         // n * hw = 4800 values per channel (two chunks of the partial sums), far from 0: the f32
         // statistics of f16 values, to f32 accuracy
         { n: 2, c: 2, hw: 2400, shape: [2, 2, 40, 60], offset: 3 },
+        // many channels of small planes (one thread per channel on a CPU adapter)
+        { n: 3, c: 300, hw: 36, shape: [3, 300, 6, 6], offset: 1 },
       ] as BnCase[]).flatMap((cs, i) => [cs, { ...cs, kind: KINDS[i % KINDS.length] }]),
       // f16 tensors split into ranges of samples (binding offsets of 128 f16 elements)
       { n: 7, c: 2, hw: 8, shape: [7, 2, 8], offset: -1, kind: "relu", bindingLimit: 64 },
@@ -442,6 +453,7 @@ export const BN_SUITES: OpSuite<BnCase>[] = [
       { n: 5, c: 3, hw: 35, shape: [5, 3, 5, 7], offset: 1, bindingLimit: 210 },
       { n: 7, c: 2, hw: 8, shape: [7, 2, 8], offset: -1, bindingLimit: 64 }, // vec4, ranges of 4
       { n: 30, c: 4, hw: 1, shape: [30, 4], offset: 0, bindingLimit: 64 }, // BatchNorm1d, ranges of 16
+      { n: 2, c: 260, hw: 9, shape: [2, 260, 3, 3], offset: 0 }, // one thread per channel (CPU)
     ].flatMap((cs) => [cs, { ...cs, kind: "sigmoid" as const }]),
     mixes: [MIXED],
   },
