@@ -20,7 +20,7 @@ Deno.test("the browser suite lists every exported op suite and every testOp fami
   assert.deepEqual(missing, [], "suites missing from tests/browser/suites.ts");
   const families = new Set(FAMILIES.map((f) => f.family));
   const files = [...Deno.readDirSync(dir)].map((e) => e.name)
-    .filter((n) => n.endsWith("_test.ts") && n !== "workgroup_memory_test.ts")
+    .filter((n) => n.endsWith("_test.ts"))
     .filter((n) =>
       /for \(const suite of \w+_SUITES\) testOp/.test(
         Deno.readTextFileSync(new URL(n, dir)),

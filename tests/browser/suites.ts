@@ -7,7 +7,7 @@ import { ACTIVATION_SUITES } from "../ops/activation.ts";
 import { BN_SUITES } from "../ops/batchnorm.ts";
 import { DIRECT_SUITES } from "../ops/conv2d_direct.ts";
 import { CONV2D_SUITES } from "../ops/conv2d_suites.ts";
-import { PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
+import { AFFINE_SUITES, PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
 import { DW_SUITES } from "../ops/depthwise.ts";
 import { DROPOUT_SUITES } from "../ops/dropout.ts";
 import {
@@ -23,6 +23,7 @@ import { LRN_SUITES } from "../ops/lrn.ts";
 import { GLOBAL_POOL_SUITES, POOL_SUITES } from "../ops/pool.ts";
 import { SGD_SUITES } from "../ops/sgd.ts";
 import { CE_SUITES } from "../ops/softmax_ce.ts";
+import { WORKGROUP_SUITES } from "../ops/workgroup_memory.ts";
 
 /** A kernel family: the suites one Deno test file registers (`family`: its name less `_test.ts`). */
 export interface Family {
@@ -53,6 +54,7 @@ export const FAMILIES: readonly Family[] = [
   { family: "depthwise", suites: DW_SUITES },
   { family: "batchnorm", suites: BN_SUITES },
   { family: "data_kernels", suites: [...PREPARE_SUITES, ...RESIZE_SUITES] },
+  { family: "data_kernels_affine", suites: AFFINE_SUITES },
   {
     family: "gemm",
     suites: [
@@ -66,4 +68,5 @@ export const FAMILIES: readonly Family[] = [
   },
   { family: "conv2d", suites: CONV2D_SUITES },
   { family: "conv2d_direct", suites: DIRECT_SUITES },
+  { family: "workgroup_memory", suites: WORKGROUP_SUITES },
 ];
