@@ -1,7 +1,9 @@
 // What `deno task test:browser` runs: every kernel family's testOp suites (tests/ops/*.ts, the
-// same lists tests/<family>_test.ts registers with Deno.test), by the name of the Deno test file
+// same lists tests/<family>_test.ts registers with Deno.test) and kernel checks (tests/_check.ts:
+// fixture comparisons, exact flags; `*_CHECKS`), by the name of the Deno test file
 // that registers them, and the models' PyTorch parity (tests/_models_parity.ts). No Deno API:
 // tests/browser/page.ts bundles it for Chromium.
+import type { KernelCheck } from "../_check.ts";
 import type { OpSuite } from "../_op.ts";
 import { ACTIVATION_SUITES } from "../ops/activation.ts";
 import { BN_SUITES } from "../ops/batchnorm.ts";
@@ -9,6 +11,8 @@ import { DIRECT_SUITES } from "../ops/conv2d_direct.ts";
 import { CONV2D_SUITES } from "../ops/conv2d_suites.ts";
 import { AFFINE_SUITES, PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
 import { DW_SUITES } from "../ops/depthwise.ts";
+import { FINITE_CHECKS } from "../ops/finite.ts";
+import { OPTIM_CHECKS } from "../ops/optim.ts";
 import { DROPOUT_SUITES } from "../ops/dropout.ts";
 import {
   ACCUMULATE_SUITES,
@@ -21,7 +25,7 @@ import { HALF_SUITES, STRIDED_SUITES } from "../ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "../ops/gemm_reduce.ts";
 import { LRN_SUITES } from "../ops/lrn.ts";
 import { GLOBAL_POOL_SUITES, POOL_SUITES } from "../ops/pool.ts";
-import { SGD_SUITES } from "../ops/sgd.ts";
+import { SGD_CHECKS, SGD_SUITES } from "../ops/sgd.ts";
 import { CE_SUITES } from "../ops/softmax_ce.ts";
 import { WORKGROUP_SUITES } from "../ops/workgroup_memory.ts";
 
@@ -32,6 +36,8 @@ export interface Family {
   /** Its suites. */
   // deno-lint-ignore no-explicit-any
   readonly suites: readonly OpSuite<any>[];
+  /** Its kernel checks that are not op cases (fixture comparisons, exact flags): tests/_check.ts. */
+  readonly checks?: readonly KernelCheck[];
 }
 
 /** Every kernel family's suites, in the order they run. */
@@ -48,7 +54,9 @@ export const FAMILIES: readonly Family[] = [
   },
   { family: "dropout", suites: DROPOUT_SUITES },
   { family: "softmax_ce", suites: CE_SUITES },
-  { family: "sgd", suites: SGD_SUITES },
+  { family: "sgd", suites: SGD_SUITES, checks: SGD_CHECKS },
+  { family: "optim", suites: [], checks: OPTIM_CHECKS },
+  { family: "finite", suites: [], checks: FINITE_CHECKS },
   { family: "lrn", suites: LRN_SUITES },
   { family: "pool", suites: [...POOL_SUITES, ...GLOBAL_POOL_SUITES] },
   { family: "depthwise", suites: DW_SUITES },
