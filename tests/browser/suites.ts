@@ -10,6 +10,7 @@ import { BN_SUITES } from "../ops/batchnorm.ts";
 import { DIRECT_SUITES } from "../ops/conv2d_direct.ts";
 import { CONV2D_SUITES } from "../ops/conv2d_suites.ts";
 import { AFFINE_SUITES, PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
+import { AFFINE_CHECKS } from "../ops/data_affine.ts";
 import { DW_SUITES } from "../ops/depthwise.ts";
 import { FINITE_CHECKS } from "../ops/finite.ts";
 import { OPTIM_CHECKS } from "../ops/optim.ts";
@@ -62,7 +63,7 @@ export const FAMILIES: readonly Family[] = [
   { family: "depthwise", suites: DW_SUITES },
   { family: "batchnorm", suites: BN_SUITES },
   { family: "data_kernels", suites: [...PREPARE_SUITES, ...RESIZE_SUITES] },
-  { family: "data_kernels_affine", suites: AFFINE_SUITES },
+  { family: "data_kernels_affine", suites: AFFINE_SUITES, checks: AFFINE_CHECKS },
   {
     family: "gemm",
     suites: [
