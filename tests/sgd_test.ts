@@ -15,37 +15,8 @@ import { ParamArena } from "../models/arena.ts";
 import { sgdStepRef } from "./cpu_ref/sgd.ts";
 import { atDeviceLimit, deviceLimit, fastFill, readSlices, withBindingLimit } from "./big.ts";
 import { runOpPhases, testOp } from "./_op.ts";
-import { MIXED_SETTINGS, sgd, SGD_SUITES } from "./ops/sgd.ts";
-
-interface Fixture {
-  cases: {
-    config: {
-      lr: number;
-      momentum?: number;
-      dampening?: number;
-      weight_decay?: number;
-      nesterov?: boolean;
-    };
-    param0: number[];
-    steps: { grad: number[]; param: number[]; buf: number[] | null }[];
-  }[];
-}
-
-async function loadFixture(): Promise<Fixture> {
-  return JSON.parse(
-    await Deno.readTextFile(new URL("./fixtures/misc_sgd.json", import.meta.url)),
-  );
-}
-
-function toParams(cfg: Fixture["cases"][number]["config"]): SgdParams {
-  return {
-    lr: cfg.lr,
-    momentum: cfg.momentum,
-    dampening: cfg.dampening,
-    weightDecay: cfg.weight_decay,
-    nesterov: cfg.nesterov,
-  };
-}
+import { testCheck } from "./_check.ts";
+import { MIXED_SETTINGS, sgd, SGD_CHECKS, SGD_SUITES } from "./ops/sgd.ts";
 
 for (const suite of SGD_SUITES) testOp(suite);
 
@@ -66,33 +37,7 @@ async function gpuSteps(
   return steps.map((v) => ({ param: v.param as Float32Array, buf: v.momentumBuf as Float32Array }));
 }
 
-Deno.test("SGD CPU reference matches torch.optim.SGD over 3 steps", async () => {
-  const fx = await loadFixture();
-  for (const k of fx.cases) {
-    const p = toParams(k.config);
-    const param = Float64Array.from(k.param0);
-    let buf: Float64Array | null = null;
-    for (const [s, step] of k.steps.entries()) {
-      buf = sgdStepRef(param, step.grad, buf, p);
-      const what = `${JSON.stringify(k.config)} step ${s}`;
-      // torch ran in f32: allow f32 rounding accumulated over a few steps.
-      assertClose(param, step.param, { rtol: 1e-6, atol: 1e-7, what: `param ${what}` });
-      if (step.buf) assertClose(buf!, step.buf, { rtol: 1e-6, atol: 1e-7, what: `buf ${what}` });
-      else assert.equal(buf, null);
-    }
-  }
-});
-
-testOp({
-  name: "SGD matches torch.optim.SGD over 3 steps",
-  op: sgd,
-  seed: 0,
-  cases: (await loadFixture()).cases.map((k) => ({
-    n: k.param0.length,
-    p: toParams(k.config),
-    torch: k,
-  })),
-});
+for (const check of SGD_CHECKS) testCheck(check);
 
 Deno.test(
   "SGD firstStep: lazily created buffer vs zero buffer; no-momentum leaves it",

@@ -2,7 +2,8 @@
 // cases in the browser's WebGPU, one check at a time, and reports each to the runner through
 // `__report` (a function the runner exposes to the page). The checks: every kernel family's
 // testOp suites case by case and mix by mix (tests/browser/suites.ts, `opChecks` of
-// tests/_op.ts), then every model's PyTorch parity in f32 and f16 (tests/_models_parity.ts, the
+// tests/_op.ts) and its kernel checks (tests/_check.ts, fixtures fetched from the runner's
+// server), then every model's PyTorch parity in f32 and f16 (tests/_models_parity.ts, the
 // fixtures fetched from the runner's server). f16 checks are reported as ignored without
 // `shader-f16`, as `deno task test` ignores them.
 //
@@ -27,8 +28,9 @@ interface Check {
 
 /** Every check, in order (generated lazily: a kernel case draws its data when reached). */
 function* checks(): Generator<Check> {
-  for (const { family, suites } of FAMILIES) {
+  for (const { family, suites, checks: more } of FAMILIES) {
     for (const suite of suites) for (const c of opChecks(suite)) yield { family, ...c };
+    for (const c of more ?? []) yield { family, ...c, run: (gpu) => c.run(gpu, fixture) };
   }
   for (const precision of ["f32", "f16"] as const) {
     for (const name of MODEL_NAMES) {
@@ -38,13 +40,18 @@ function* checks(): Generator<Check> {
           "one training step",
         f16: precision === "f16",
         run: async (gpu) => {
-          const res = await fetch(`/fixtures/model_${name}.json`);
-          if (!res.ok) throw new Error(`fixture model_${name}.json: HTTP ${res.status}`);
-          await modelParity(gpu, await res.json() as Fixture, precision);
+          await modelParity(gpu, await fixture(`model_${name}.json`) as Fixture, precision);
         },
       };
     }
   }
+}
+
+/** Fetches a fixture of tests/fixtures/ from the runner's server, parsed. */
+async function fixture(name: string): Promise<unknown> {
+  const res = await fetch(`/fixtures/${name}`);
+  if (!res.ok) throw new Error(`fixture ${name}: HTTP ${res.status}`);
+  return await res.json();
 }
 
 const report = (r: Report): Promise<void> =>

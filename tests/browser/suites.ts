@@ -1,14 +1,19 @@
 // What `deno task test:browser` runs: every kernel family's testOp suites (tests/ops/*.ts, the
-// same lists tests/<family>_test.ts registers with Deno.test), by the name of the Deno test file
+// same lists tests/<family>_test.ts registers with Deno.test) and kernel checks (tests/_check.ts:
+// fixture comparisons, exact flags; `*_CHECKS`), by the name of the Deno test file
 // that registers them, and the models' PyTorch parity (tests/_models_parity.ts). No Deno API:
 // tests/browser/page.ts bundles it for Chromium.
+import type { KernelCheck } from "../_check.ts";
 import type { OpSuite } from "../_op.ts";
 import { ACTIVATION_SUITES } from "../ops/activation.ts";
 import { BN_SUITES } from "../ops/batchnorm.ts";
 import { DIRECT_SUITES } from "../ops/conv2d_direct.ts";
 import { CONV2D_SUITES } from "../ops/conv2d_suites.ts";
-import { PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
+import { AFFINE_SUITES, PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
+import { AFFINE_CHECKS } from "../ops/data_affine.ts";
 import { DW_SUITES } from "../ops/depthwise.ts";
+import { FINITE_CHECKS } from "../ops/finite.ts";
+import { OPTIM_CHECKS } from "../ops/optim.ts";
 import { DROPOUT_SUITES } from "../ops/dropout.ts";
 import {
   ACCUMULATE_SUITES,
@@ -21,8 +26,9 @@ import { HALF_SUITES, STRIDED_SUITES } from "../ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "../ops/gemm_reduce.ts";
 import { LRN_SUITES } from "../ops/lrn.ts";
 import { GLOBAL_POOL_SUITES, POOL_SUITES } from "../ops/pool.ts";
-import { SGD_SUITES } from "../ops/sgd.ts";
+import { SGD_CHECKS, SGD_SUITES } from "../ops/sgd.ts";
 import { CE_SUITES } from "../ops/softmax_ce.ts";
+import { WORKGROUP_SUITES } from "../ops/workgroup_memory.ts";
 
 /** A kernel family: the suites one Deno test file registers (`family`: its name less `_test.ts`). */
 export interface Family {
@@ -31,6 +37,8 @@ export interface Family {
   /** Its suites. */
   // deno-lint-ignore no-explicit-any
   readonly suites: readonly OpSuite<any>[];
+  /** Its kernel checks that are not op cases (fixture comparisons, exact flags): tests/_check.ts. */
+  readonly checks?: readonly KernelCheck[];
 }
 
 /** Every kernel family's suites, in the order they run. */
@@ -47,12 +55,15 @@ export const FAMILIES: readonly Family[] = [
   },
   { family: "dropout", suites: DROPOUT_SUITES },
   { family: "softmax_ce", suites: CE_SUITES },
-  { family: "sgd", suites: SGD_SUITES },
+  { family: "sgd", suites: SGD_SUITES, checks: SGD_CHECKS },
+  { family: "optim", suites: [], checks: OPTIM_CHECKS },
+  { family: "finite", suites: [], checks: FINITE_CHECKS },
   { family: "lrn", suites: LRN_SUITES },
   { family: "pool", suites: [...POOL_SUITES, ...GLOBAL_POOL_SUITES] },
   { family: "depthwise", suites: DW_SUITES },
   { family: "batchnorm", suites: BN_SUITES },
   { family: "data_kernels", suites: [...PREPARE_SUITES, ...RESIZE_SUITES] },
+  { family: "data_kernels_affine", suites: AFFINE_SUITES, checks: AFFINE_CHECKS },
   {
     family: "gemm",
     suites: [
@@ -66,4 +77,5 @@ export const FAMILIES: readonly Family[] = [
   },
   { family: "conv2d", suites: CONV2D_SUITES },
   { family: "conv2d_direct", suites: DIRECT_SUITES },
+  { family: "workgroup_memory", suites: WORKGROUP_SUITES },
 ];

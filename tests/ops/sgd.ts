@@ -4,8 +4,12 @@
 import { createLossScale, lossScaleCheck, lossScaleUpdate } from "../../kernels/loss_scale.ts";
 import { type SgdParams, sgdUpdate } from "../../kernels/sgd.ts";
 import { sgdStepRef } from "../cpu_ref/sgd.ts";
+import assert from "../_assert.ts";
 import { assertExact } from "../big.ts";
+import type { KernelCheck } from "../_check.ts";
+import { assertClose } from "../harness.ts";
 import {
+  checkOp,
   input,
   type OpCase,
   opCase,
@@ -155,4 +159,69 @@ export const SGD_SUITES: OpSuite<SgdCase>[] = [{
     bindingLimit: 256,
   })),
   mixes: [{ half: "f16" }],
+}];
+
+/** tests/fixtures/misc_sgd.json: torch.optim.SGD over 3 steps in several settings. */
+export interface SgdFixture {
+  readonly cases: readonly {
+    readonly config: {
+      readonly lr: number;
+      readonly momentum?: number;
+      readonly dampening?: number;
+      readonly weight_decay?: number;
+      readonly nesterov?: boolean;
+    };
+    readonly param0: number[];
+    readonly steps: { grad: number[]; param: number[]; buf: number[] | null }[];
+  }[];
+}
+
+/** The fixture's (PyTorch's) hyper-parameters as sgdUpdate's. */
+export function torchSgdParams(cfg: SgdFixture["cases"][number]["config"]): SgdParams {
+  return {
+    lr: cfg.lr,
+    momentum: cfg.momentum,
+    dampening: cfg.dampening,
+    weightDecay: cfg.weight_decay,
+    nesterov: cfg.nesterov,
+  };
+}
+
+/** The fixture's cases as an SGD suite: the GPU update against torch.optim.SGD's values. */
+export function torchSgdSuite(fx: SgdFixture): OpSuite<SgdCase> {
+  return {
+    name: "SGD matches torch.optim.SGD over 3 steps",
+    op: sgd,
+    seed: 0,
+    cases: fx.cases.map((k) => ({ n: k.param0.length, p: torchSgdParams(k.config), torch: k })),
+  };
+}
+
+/** The torch.optim.SGD parity of tests/sgd_test.ts (the CPU reference, then the GPU update). */
+export const SGD_CHECKS: readonly KernelCheck[] = [{
+  name: "SGD CPU reference matches torch.optim.SGD over 3 steps",
+  gpu: false,
+  f16: false,
+  run: async (_gpu, fixture) => {
+    const fx = await fixture("misc_sgd.json") as SgdFixture;
+    for (const k of fx.cases) {
+      const p = torchSgdParams(k.config);
+      const param = Float64Array.from(k.param0);
+      let buf: Float64Array | null = null;
+      for (const [s, step] of k.steps.entries()) {
+        buf = sgdStepRef(param, step.grad, buf, p);
+        const what = `${JSON.stringify(k.config)} step ${s}`;
+        // torch ran in f32: allow f32 rounding accumulated over a few steps.
+        assertClose(param, step.param, { rtol: 1e-6, atol: 1e-7, what: `param ${what}` });
+        if (step.buf) assertClose(buf!, step.buf, { rtol: 1e-6, atol: 1e-7, what: `buf ${what}` });
+        else assert.equal(buf, null);
+      }
+    }
+  },
+}, {
+  name: "SGD matches torch.optim.SGD over 3 steps: GPU vs reference",
+  gpu: true,
+  f16: false,
+  run: async (gpu, fixture) =>
+    await checkOp(gpu, torchSgdSuite(await fixture("misc_sgd.json") as SgdFixture)),
 }];
