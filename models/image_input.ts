@@ -132,15 +132,22 @@ function _fromRgba(
 
 /** The RGBA pixels of an ImageBitmap-like, drawn on an OffscreenCanvas. */
 function _bitmapPixels(op: string, name: string, bmp: ImageBitmapLike): ImageDataLike {
+  const unreadable = () =>
+    new TypeError(
+      `${op}: ${name} is an ImageBitmap, which needs an OffscreenCanvas with a 2D context ` +
+        "(browsers) to read; pass its ImageData, planes or the encoded bytes instead",
+    );
   // deno-lint-ignore no-explicit-any
   const Canvas = (globalThis as any).OffscreenCanvas;
-  if (typeof Canvas !== "function") {
-    throw new TypeError(
-      `${op}: ${name} is an ImageBitmap, which needs an OffscreenCanvas (browsers) to read; ` +
-        "pass its ImageData, planes or the encoded bytes instead",
-    );
+  if (typeof Canvas !== "function") throw unreadable();
+  // Deno has an OffscreenCanvas without a 2D context: getContext("2d") gives null there.
+  let ctx;
+  try {
+    ctx = new Canvas(bmp.width, bmp.height).getContext("2d");
+  } catch {
+    throw unreadable();
   }
-  const ctx = new Canvas(bmp.width, bmp.height).getContext("2d");
+  if (!ctx) throw unreadable();
   ctx.drawImage(bmp, 0, 0);
   return ctx.getImageData(0, 0, bmp.width, bmp.height);
 }

@@ -26,6 +26,7 @@ import { HALF_SUITES, STRIDED_SUITES } from "../ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "../ops/gemm_reduce.ts";
 import { LRN_SUITES } from "../ops/lrn.ts";
 import { GLOBAL_POOL_SUITES, POOL_SUITES } from "../ops/pool.ts";
+import { PREDICT_CHECKS } from "../ops/predict.ts";
 import { SGD_CHECKS, SGD_SUITES } from "../ops/sgd.ts";
 import { CE_SUITES } from "../ops/softmax_ce.ts";
 import { WORKGROUP_SUITES } from "../ops/workgroup_memory.ts";
@@ -58,6 +59,7 @@ export const FAMILIES: readonly Family[] = [
   { family: "sgd", suites: SGD_SUITES, checks: SGD_CHECKS },
   { family: "optim", suites: [], checks: OPTIM_CHECKS },
   { family: "finite", suites: [], checks: FINITE_CHECKS },
+  { family: "predict", suites: [], checks: PREDICT_CHECKS },
   { family: "lrn", suites: LRN_SUITES },
   { family: "pool", suites: [...POOL_SUITES, ...GLOBAL_POOL_SUITES] },
   { family: "depthwise", suites: DW_SUITES },
