@@ -55,18 +55,12 @@ function path(url: URL): string {
 }
 
 /**
- * Bundles `web/main.ts` for the browser into `outFile` with `deno bundle`; throws with its
- * output on failure.
- *
- * @example
- * ```ts
- * import { bundleDemo } from "./demo.ts";
- * await bundleDemo("/tmp/main.js");
- * ```
+ * Bundles `entry` (a TypeScript module for the browser, with the repository's import map) into
+ * `outFile` with `deno bundle` (ESM, linked source map). Shared by the demo and
+ * `deno task test:browser`.
  */
-export async function bundleDemo(outFile: string): Promise<void> {
+export async function bundleForBrowser(outFile: string, entry: string): Promise<void> {
   const config = path(new URL("../deno.json", import.meta.url));
-  const entry = path(new URL("main.ts", WEB_DIR));
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "bundle",
@@ -90,6 +84,20 @@ export async function bundleDemo(outFile: string): Promise<void> {
     const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
     throw new Error(`deno bundle ${entry} failed (exit ${out.code}):\n${text}`);
   }
+}
+
+/**
+ * Bundles `web/main.ts` for the browser into `outFile` with `deno bundle`; throws with its
+ * output on failure.
+ *
+ * @example
+ * ```ts
+ * import { bundleDemo } from "./demo.ts";
+ * await bundleDemo("/tmp/main.js");
+ * ```
+ */
+export async function bundleDemo(outFile: string): Promise<void> {
+  await bundleForBrowser(outFile, path(new URL("main.ts", WEB_DIR)));
 }
 
 /** The data files' URL paths (see `web/session.ts`), mapped to the files found on disk. */

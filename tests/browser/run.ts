@@ -11,6 +11,7 @@
 import { parseArgs } from "node:util";
 import { type Chromium, DEFAULT_CHROMIUM, launchChromium } from "./chromium.ts";
 import type { Report, ResultReport } from "./protocol.ts";
+import { bundleForBrowser } from "../../cli/demo.ts";
 
 const USAGE = `Usage: deno task test:browser [FILTER] [options]
 
@@ -28,32 +29,6 @@ const HTML = `<!doctype html><meta charset="utf-8"><title>modern-cnn tests</titl
 
 const ROOT = new URL("../../", import.meta.url);
 const path = (url: URL) => decodeURIComponent(url.pathname);
-
-async function bundle(outFile: string, entry: string): Promise<void> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "bundle",
-      "--quiet",
-      "--config",
-      path(new URL("deno.json", ROOT)),
-      "--platform",
-      "browser",
-      "--format",
-      "esm",
-      "--sourcemap",
-      "linked",
-      "-o",
-      outFile,
-      entry,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
-    throw new Error(`deno bundle ${entry} failed (exit ${out.code}):\n${text}`);
-  }
-}
 
 /** Serves the page, its bundle and tests/fixtures/*.json on 127.0.0.1 (a free port). */
 function serve(dir: string): Deno.HttpServer<Deno.NetAddr> {
@@ -137,7 +112,10 @@ async function main(args: string[]): Promise<number> {
   let browser = null as Chromium | null;
   const results: ResultReport[] = [];
   try {
-    await bundle(`${dir}/page.js`, values.page ?? path(new URL("tests/browser/page.ts", ROOT)));
+    await bundleForBrowser(
+      `${dir}/page.js`,
+      values.page ?? path(new URL("tests/browser/page.ts", ROOT)),
+    );
     server = serve(dir);
     const url = `http://127.0.0.1:${server.addr.port}/`;
     console.log(`test:browser: bundled in ${secs(performance.now() - t0)}, serving ${url}`);
