@@ -22,8 +22,7 @@ const COVERED: Readonly<Record<string, string>> = {
   elementwise: "elementwise",
   finite: "finite",
   gemm: "gemm",
-  // lossScaleCheck and lossScaleUpdate run in the SGD suites with a loss scale (tests/ops/sgd.ts).
-  loss_scale: "sgd",
+  loss_scale: "loss_scale",
   lrn: "lrn",
   pool: "pool",
   sgd: "sgd",

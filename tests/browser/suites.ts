@@ -11,6 +11,7 @@ import { DIRECT_SUITES } from "../ops/conv2d_direct.ts";
 import { CONV2D_SUITES } from "../ops/conv2d_suites.ts";
 import { AFFINE_SUITES, PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
 import { AFFINE_CHECKS } from "../ops/data_affine.ts";
+import { DATA_CHECKS } from "../ops/data_checks.ts";
 import { DW_SUITES } from "../ops/depthwise.ts";
 import { FINITE_CHECKS } from "../ops/finite.ts";
 import { OPTIM_CHECKS } from "../ops/optim.ts";
@@ -24,6 +25,7 @@ import {
 import { ACTIVATION_SUITES as GEMM_ACTIVATION_SUITES, GEMM_SUITES } from "../ops/gemm.ts";
 import { HALF_SUITES, STRIDED_SUITES } from "../ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "../ops/gemm_reduce.ts";
+import { LOSS_SCALE_CHECKS } from "../ops/loss_scale.ts";
 import { LRN_SUITES } from "../ops/lrn.ts";
 import { GLOBAL_POOL_SUITES, POOL_SUITES } from "../ops/pool.ts";
 import { PREDICT_CHECKS } from "../ops/predict.ts";
@@ -58,13 +60,14 @@ export const FAMILIES: readonly Family[] = [
   { family: "softmax_ce", suites: CE_SUITES },
   { family: "sgd", suites: SGD_SUITES, checks: SGD_CHECKS },
   { family: "optim", suites: [], checks: OPTIM_CHECKS },
+  { family: "loss_scale", suites: [], checks: LOSS_SCALE_CHECKS },
   { family: "finite", suites: [], checks: FINITE_CHECKS },
   { family: "predict", suites: [], checks: PREDICT_CHECKS },
   { family: "lrn", suites: LRN_SUITES },
   { family: "pool", suites: [...POOL_SUITES, ...GLOBAL_POOL_SUITES] },
   { family: "depthwise", suites: DW_SUITES },
   { family: "batchnorm", suites: BN_SUITES },
-  { family: "data_kernels", suites: [...PREPARE_SUITES, ...RESIZE_SUITES] },
+  { family: "data_kernels", suites: [...PREPARE_SUITES, ...RESIZE_SUITES], checks: DATA_CHECKS },
   { family: "data_kernels_affine", suites: AFFINE_SUITES, checks: AFFINE_CHECKS },
   {
     family: "gemm",
