@@ -1,7 +1,7 @@
 // Inference checks shared by `deno task test` and `deno task test:browser`: what only a browser
 // can give `predict` (an ImageBitmap, read through an OffscreenCanvas's 2D context). Under Deno,
-// whose OffscreenCanvas has no 2D context, the check has nothing to compare (tests/predict_test.ts
-// checks the clear TypeError there instead). No Deno API, no node: module.
+// whose OffscreenCanvas has no 2D context, it checks the clear TypeError instead. No Deno API, no
+// node: module.
 import { flatten, linear, sequential } from "../../layers/mod.ts";
 import { createModel } from "../../models/mod.ts";
 import assert from "../_assert.ts";
@@ -28,14 +28,35 @@ export const PREDICT_CHECKS: KernelCheck[] = [
     f16: false,
     run: async (gpu) => {
       const g = globalThis as unknown as Bitmaps;
-      // Deno's OffscreenCanvas has no 2D context (tests/predict_test.ts checks the TypeError).
       const Canvas = g.OffscreenCanvas as
         | (new (w: number, h: number) => {
           getContext(kind: string): unknown;
         })
         | undefined;
-      if (typeof Canvas !== "function" || typeof g.createImageBitmap !== "function") return;
-      if (!new Canvas(1, 1).getContext("2d")) return;
+      const canvas2d = typeof Canvas === "function" && !!new Canvas(1, 1).getContext("2d");
+      if (!canvas2d || typeof g.createImageBitmap !== "function") {
+        // Where no 2D canvas can read a bitmap (Deno's OffscreenCanvas has no 2D context):
+        // one TypeError saying what to pass instead.
+        const model = createModel(gpu, {
+          name: "tiny-gray",
+          net: sequential([flatten(), linear({ inFeatures: 4, outFeatures: 2 })]),
+          inputShape: [1, 2, 2],
+        });
+        let error: unknown = null;
+        try {
+          await model.predict([{ width: 2, height: 2, close() {} }]);
+        } catch (e) {
+          error = e;
+        } finally {
+          model.dispose();
+        }
+        assert.ok(
+          error instanceof TypeError &&
+            /ImageBitmap.*OffscreenCanvas.*ImageData/.test(error.message),
+          `expected the TypeError that names ImageData, got ${error}`,
+        );
+        return;
+      }
       const h = 7, w = 9;
       const rgba = new Uint8ClampedArray(h * w * 4);
       for (let i = 0; i < h * w; i++) {
