@@ -1,7 +1,8 @@
 /**
  * Compositions of layers: chains (`Sequential` and named chains), Inception's parallel branches
  * concatenated on channels, ResNet's residual block, DenseNet's dense block. Each is planned once
- * when built (`layers/plan.ts`) and has one forward and one backward that mirrors it in reverse.
+ * when built (`layers/plan.ts`, `layers/concat.ts`) and has one forward and one backward that
+ * mirrors it in reverse.
  *
  * @module
  */
@@ -18,13 +19,9 @@ import {
   type ConcatCache,
   concatForward,
   type ConcatPlan,
-  flopsThrough,
   planConcat,
-  planSteps,
-  shapeThrough,
-  stepsBackward,
-  stepsForward,
-} from "./plan.ts";
+} from "./concat.ts";
+import { flopsThrough, planSteps, shapeThrough, stepsBackward, stepsForward } from "./plan.ts";
 
 /** Steps applied in order, each at the shape the previous one gives (for `trace`). */
 function _traceThrough(

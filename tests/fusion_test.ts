@@ -146,7 +146,7 @@ function concatCopies(l: Layer): { fused: number; unfused: number } {
  * Dispatches of a fused training step (forward, loss, backward) at batch 2, at most: the counts
  * may only go down. Batch norm's one-pass reductions took lenet-bn from 56 to 48, resnet from
  * 1028 to 994, densenet from 396 to 354, mobilenet from 413 to 359. Inception's three 1×1
- * convolutions as one GEMM (layers/plan.ts, planConcat) took googlenet from 771 to 717.
+ * convolutions as one GEMM (layers/concat.ts, planConcat) took googlenet from 771 to 717.
  */
 const MAX_DISPATCHES: Record<string, number> = {
   "lenet": 36,

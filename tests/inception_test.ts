@@ -1,5 +1,5 @@
 // An Inception block's three 1×1 convolutions of its input as ONE GEMM (issue #15, section 2;
-// layers/plan.ts: planConcat, mergeLayout, concatForward/concatBackward): the plan says which
+// layers/concat.ts: planConcat, mergeLayout, concatForward/concatBackward): the plan says which
 // branches merge (pointwise convolutions of the concatenation's input with the same activation),
 // and the merged block computes what the unfused reference executor (tests/unfused.ts: every leaf
 // by itself, the separate concat/split kernels) computes: in f32 bit for bit (output, input
@@ -13,7 +13,8 @@ import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { makeSynthetic } from "../data/mod.ts";
 import { GpuRuntime } from "../gpu/runtime.ts";
-import { cast } from "../kernels/elementwise.ts";
+import { conv2dBackward, conv2dPermuteX } from "../kernels/conv2d/index.ts";
+import { accumulate, cast } from "../kernels/elementwise.ts";
 import {
   activation,
   conv2d,
@@ -27,7 +28,8 @@ import {
   namedParams,
   sequential,
 } from "../layers/mod.ts";
-import { type Branch, mergeLayout, planConcat, planSteps } from "../layers/plan.ts";
+import { type Branch, mergeLayout, planConcat } from "../layers/concat.ts";
+import { planSteps } from "../layers/plan.ts";
 import { createModel, Trainer, uploadImageSet } from "../models/mod.ts";
 import { assertClose, F16_TEST, f16Tolerance, GPU_TEST, maxAbs, testGpu } from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
@@ -366,3 +368,61 @@ for (const precision of ["f32", "f16"] as const) {
     },
   );
 }
+
+// ------------------------------------------------------------- conv2dBackward options ----
+
+Deno.test(
+  "conv2dBackward: accumulateDx sums into dx and xT replaces x's permutation (pointwise)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const uniform = uniformFrom(11);
+    const p = { n: 2, cIn: 5, h: 3, w: 7, cOut: 6, kernel: 1 };
+    const data = (shape: number[]) =>
+      gpu.tensor(
+        Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => uniform(-1, 1)),
+        {
+          shape,
+        },
+      );
+    const x = data([2, 5, 3, 7]), w = data([6, 5, 1, 1]), dy = data([2, 6, 3, 7]);
+    const prior = data([2, 5, 3, 7]);
+    // Plain: dx, then dx + prior by its own kernel; dw and db accumulated onto zeros.
+    const dx0 = gpu.empty(x.shape), dw0 = gpu.zeros(w.shape), db0 = gpu.zeros([6]);
+    conv2dBackward({ dx: dx0, dw: dw0, db: db0, dy, x, w }, { ...p, accumulate: true });
+    accumulate({ y: dx0, x: prior });
+    // Options: dx += onto a copy of prior, x permuted once by the caller.
+    const dx1 = gpu.empty(x.shape), dw1 = gpu.zeros(w.shape), db1 = gpu.zeros([6]);
+    gpu.copy(prior, dx1);
+    const xT = gpu.empty([5, 2 * 21]);
+    conv2dPermuteX({ xT, x });
+    const kernels = kernelsOf(
+      gpu,
+      () =>
+        conv2dBackward({ dx: dx1, dw: dw1, db: db1, dy, x, w, xT }, {
+          ...p,
+          accumulate: true,
+          accumulateDx: true,
+        }),
+    );
+    // One permutation (dy's) instead of two.
+    assert.equal(kernels.filter((k) => k.startsWith("conv2d_permute")).length, 1, `${kernels}`);
+    for (const [a, b] of [[dx0, dx1], [dw0, dw1], [db0, db1]]) {
+      assert.deepEqual(await b.toArray(), await a.toArray());
+    }
+    // Only the pointwise GEMM path accumulates dx.
+    const w3 = gpu.zeros([6, 5, 3, 3]);
+    assert.throws(
+      () =>
+        conv2dBackward({ dx: dx1, dy, x, w: w3 }, {
+          ...p,
+          kernel: 3,
+          padding: 1,
+          accumulateDx: true,
+        }),
+      /accumulateDx needs the pointwise GEMM path/,
+    );
+    assert.throws(() => conv2dPermuteX({ xT: gpu.empty([3]), x }), TypeError);
+    for (const t of [x, w, dy, prior, dx0, dw0, db0, dx1, dw1, db1, xT, w3]) t.dispose();
+  },
+);
