@@ -154,8 +154,9 @@ export interface MergeLayout {
  * Whether a call of a merge can run as one GEMM, and where it stores: each member that does not
  * write into its slice of the concatenation gets an output of its own in one buffer, each from
  * an element the device's offset alignment allows; null (the branches run one by one) when a
- * tensor exceeds one binding, the spatial size changes, or an f16 weight's rows cannot be copied
- * side by side with 4-byte-aligned copies (odd `channels * cIn`).
+ * tensor exceeds one binding, the spatial size changes, the members' weights differ in storage
+ * type, or an f16 weight's rows cannot be copied side by side with 4-byte-aligned copies (odd
+ * `channels * cIn`).
  *
  * @example
  * ```ts
@@ -176,6 +177,8 @@ export function mergeLayout(
     readonly x: Shape;
     readonly y: Shape;
     readonly dtype: "f32" | "f16";
+    /** The weights' storage type (default `dtype`); `mixed` when the members' differ. */
+    readonly weights?: "f32" | "f16" | "mixed";
     readonly limits: Pick<
       AdapterLimits,
       "maxStorageBufferBindingSize" | "minStorageBufferOffsetAlignment" | "maxBufferSize"
@@ -184,8 +187,9 @@ export function mergeLayout(
 ): MergeLayout | null {
   const [n, cIn, h, w] = call.x;
   if (call.y[2] !== h || call.y[3] !== w || cIn !== merge.cIn) return null;
-  const bytes = call.dtype === "f16" ? 2 : 4;
-  if (bytes === 2 && merge.members.some((m) => (m.channels * cIn) % 2 !== 0)) return null;
+  const bytes = call.dtype === "f16" ? 2 : 4, weights = call.weights ?? call.dtype;
+  if (weights === "mixed") return null;
+  if (weights === "f16" && merge.members.some((m) => (m.channels * cIn) % 2 !== 0)) return null;
   const align = call.limits.minStorageBufferOffsetAlignment / bytes;
   const P = h * w;
   let end = 0;
@@ -310,8 +314,12 @@ export function concatForward(
   const { x, ctx, shape } = io;
   const { branches, merge } = plan;
   const dtype = x.dtype === "f16" ? "f16" : "f32";
+  const wTypes = new Set(
+    merge ? _memberParams(plan, merge).map((p) => weightFor(p.weight, x).dtype) : [],
+  );
+  const weights = wTypes.size !== 1 ? "mixed" : wTypes.has("f16") ? "f16" : "f32";
   const layout = merge
-    ? mergeLayout(merge, { x: x.shape, y: shape, dtype, limits: ctx.gpu.limits })
+    ? mergeLayout(merge, { x: x.shape, y: shape, dtype, weights, limits: ctx.gpu.limits })
     : null;
   if (!merge || !layout) {
     const y = ctx.gpu.empty(shape, { dtype: x.dtype });

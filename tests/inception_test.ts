@@ -150,6 +150,9 @@ Deno.test("mergeLayout: outputs aligned in one buffer; declined where a call can
   const merge5 = { ...merge, cIn: 5 };
   assert.equal(mergeLayout(merge5, odd), null);
   assert.notEqual(mergeLayout(merge5, { ...odd, dtype: "f32" }), null);
+  // f16 activations with f32 weights place them; weights of two types do not merge.
+  assert.notEqual(mergeLayout(merge5, { ...odd, weights: "f32" }), null);
+  assert.equal(mergeLayout(merge, { ...call, weights: "mixed" }), null);
   // A tensor over one binding.
   const small = { ...limits, maxStorageBufferBindingSize: 512 };
   assert.equal(mergeLayout(merge, { ...call, limits: small }), null);
