@@ -408,6 +408,11 @@ export function concatBackward(
         ctx,
         needDx,
       });
+      // x and its permutation are done with after the last member.
+      if (k === merge!.members.length - 1) {
+        release(cache.merged!.x, xT);
+        xT = null;
+      }
       return;
     }
     const g = stepsBackward(b.steps, cache.caches[i], { dy: dBranch, ctx, needDx });
@@ -420,7 +425,7 @@ export function concatBackward(
       dx = g;
     }
   });
-  release(cache.y, cache.merged?.x, xT);
+  release(cache.y);
   return dx;
 }
 
