@@ -29,6 +29,21 @@ export interface GemmTuning {
   readonly swap?: boolean;
 }
 
+/** A group of C's rows stored at its own place (`StridedGemm.rowGroups`). */
+export interface GemmRowGroup {
+  /** First row of the group (rows up to the next group's first, or m). */
+  readonly row: number;
+  /**
+   * Element where the group's row 0, column 0 goes, from the start of C's range (or of `c2`'s,
+   * with `second`).
+   */
+  readonly base: number;
+  /** The group is stored into `c2` instead of `c` (default false). */
+  readonly second?: boolean;
+  /** Stride between column segments of the group's rows. */
+  readonly segmentStride: number;
+}
+
 /** The GEMM kernel families. */
 export type GemmVariant = "register" | "shared";
 
@@ -38,7 +53,10 @@ export type GemmVariant = "register" | "shared";
  * `b[kk * ldb + j]` (or `b[j * ldb + kk]` when `transB`), batch `z` adds `z * strideX`.
  * C element `(i, j)` is stored at `i * ldc + j`, or, with `segment` set, at
  * `floor(j / segment) * segmentStride + i * ldc + j % segment` (NCHW output from a GEMM whose
- * columns run over images and pixels). Bias is per row (`biasMode: "row"`, index
+ * columns run over images and pixels). With `rowGroups` (and `segment`), the rows of C are split
+ * into groups, each stored from its own element with its own segment stride, in C or in a second
+ * tensor `c2` (see {@linkcode GemmRowGroup}): one product whose rows land in several tensors,
+ * e.g. an Inception block's merged 1x1 convolutions. Bias is per row (`biasMode: "row"`, index
  * `z * strideBias + i`) or per column (`"col"`, index `j`). With `activation`, every stored
  * element is `f(alpha * op(A) op(B) + beta * C + bias)`.
  */
@@ -91,6 +109,20 @@ export interface StridedGemm {
   readonly segmentB?: number;
   /** Stride between column segments of B. */
   readonly segmentStrideB?: number;
+  /**
+   * Groups of C's rows, at most 4 (`MAX_ROW_GROUPS` of `gemm/types.ts`), in row order, the first from row 0;
+   * needs `segment`. Row `i` of group `g` (`row_g <= i < row_{g+1}`) is stored at element
+   * `base_g + (i - row_g) * ldc + floor(j / segment) * segmentStride_g + j % segment` of C (plus
+   * `z * strideC`), instead of C's own mapping, of `c` or, with the group's `second`, of `c2`.
+   * Omit for the plain mapping.
+   */
+  readonly rowGroups?: readonly GemmRowGroup[] | undefined;
+  /**
+   * The second tensor of C's row groups (groups with `second`): two tensors that one dispatch
+   * writes, e.g. a concatenation and the outputs later kernels read while writing into it (a
+   * buffer bound read-only and read-write in one dispatch is invalid in WebGPU). Same dtype as C.
+   */
+  readonly c2?: TensorRange | undefined;
   /** Bias elements (an f32 or f16 tensor). */
   readonly bias?: TensorRange | undefined;
   /** How bias broadcasts. */

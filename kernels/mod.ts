@@ -54,6 +54,7 @@ export {
 export {
   checkConv2d,
   conv2dBackward,
+  type Conv2dBackwardOptions,
   conv2dForward,
   type Conv2dForwardOptions,
   type Conv2dKernelOptions,

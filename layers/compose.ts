@@ -1,7 +1,8 @@
 /**
  * Compositions of layers: chains (`Sequential` and named chains), Inception's parallel branches
  * concatenated on channels, ResNet's residual block, DenseNet's dense block. Each is planned once
- * when built (`layers/plan.ts`) and has one forward and one backward that mirrors it in reverse.
+ * when built (`layers/plan.ts`, `layers/concat.ts`) and has one forward and one backward that
+ * mirrors it in reverse.
  *
  * @module
  */
@@ -14,16 +15,13 @@ import { composite, type Layer, release, type TraceStep } from "./layer.ts";
 import { batchNorm } from "./norm.ts";
 import { maxPool2d } from "./pool.ts";
 import {
-  type Branch,
   concatBackward,
   type ConcatCache,
   concatForward,
-  flopsThrough,
-  planSteps,
-  shapeThrough,
-  stepsBackward,
-  stepsForward,
-} from "./plan.ts";
+  type ConcatPlan,
+  planConcat,
+} from "./concat.ts";
+import { flopsThrough, planSteps, shapeThrough, stepsBackward, stepsForward } from "./plan.ts";
 
 /** Steps applied in order, each at the shape the previous one gives (for `trace`). */
 function _traceThrough(
@@ -221,11 +219,12 @@ export function inception(options: {
   const paths: Layer[][] = named.map((p) => p.map(([, l]) => l));
   const widths = [c1, c2[1], c3[1], c4];
   const cTotal = widths.reduce((a, b) => a + b, 0);
-  const branches: Branch[] = paths.map((layers, i) => ({
+  // Branches 1-3 start with a 1×1 convolution of x and its ReLU: one GEMM (planConcat).
+  const plan: ConcatPlan = planConcat(paths.map((layers, i) => ({
     steps: planSteps(layers, { into: true }),
     channelOffset: widths.slice(0, i).reduce((a, b) => a + b, 0),
     channels: widths[i],
-  }));
+  })));
   const check = (input: Shape): Shape => {
     const outs = paths.map((p) => shapeThrough(p, input));
     return [input[0], cTotal, outs[0][2], outs[0][3]];
@@ -244,11 +243,8 @@ export function inception(options: {
     outputShape: check,
     flops: (input) => paths.reduce((total, p) => total + flopsThrough(p, input), 0),
     trace: (input) => named.flatMap((p) => _traceThrough(p, input)),
-    forward(x, ctx) {
-      const y = ctx.gpu.empty(check(x.shape), { dtype: x.dtype });
-      return { y, cache: concatForward(branches, { x, y, ctx }) };
-    },
-    backward: (dy, { cache, ctx, needDx }) => concatBackward(branches, cache, { dy, ctx, needDx }),
+    forward: (x, ctx) => concatForward(plan, { x, shape: check(x.shape), ctx }),
+    backward: (dy, { cache, ctx, needDx }) => concatBackward(plan, cache, { dy, ctx, needDx }),
   });
 }
 
@@ -307,12 +303,12 @@ export function denseBlock(
   const net = sequential(blocks);
   // Conv block i: cat(X, blk(X)) with X of c = inChannels + i·growth channels: the block's
   // branch into channels [c, c + growth), then X itself into [0, c).
-  const stages = parts.map((layers, i): Branch[] => {
+  const stages = parts.map((layers, i): ConcatPlan => {
     const c = inChannels + i * growth;
-    return [
+    return planConcat([
       { steps: planSteps(layers, { into: true }), channelOffset: c, channels: growth },
       { steps: [], channelOffset: 0, channels: c },
-    ];
+    ]);
   });
   const cOut = inChannels + numConvs * growth;
   const check = (input: Shape): Shape => {
@@ -343,9 +339,10 @@ export function denseBlock(
       const [n, , h, w] = x.shape;
       const caches: ConcatCache[] = [];
       let cur = x;
-      stages.forEach((branches, i) => {
-        const next = ctx.gpu.empty([n, inChannels + (i + 1) * growth, h, w], { dtype: x.dtype });
-        caches.push(concatForward(branches, { x: cur, y: next, ctx }));
+      stages.forEach((plan, i) => {
+        const shape = [n, inChannels + (i + 1) * growth, h, w];
+        const { y: next, cache } = concatForward(plan, { x: cur, shape, ctx });
+        caches.push(cache);
         if (cur !== x) cur.dispose();
         cur = next;
       });

@@ -59,7 +59,7 @@ export interface ConvCache {
 export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
   const { inChannels: cIn, outChannels: cOut } = options;
   const groups = options.groups ?? 1;
-  const { kh, kw } = window2d("Conv2d", options);
+  const win = window2d("Conv2d", options), { kh, kw } = win;
   if (cIn % groups !== 0 || cOut % groups !== 0) {
     throw new RangeError(`Conv2d: channels ${cIn}->${cOut} are not divisible by groups ${groups}`);
   }
@@ -95,10 +95,17 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
       groups,
     };
   };
+  // Declared to the compositions, which may run several that read one input as one GEMM.
+  const pointwise = groups === 1 &&
+    [win.kh, win.kw, win.sh, win.sw, win.dh, win.dw].every((v) => v === 1) &&
+    win.ph === 0 && win.pw === 0;
   return leaf({
     kind: "Conv2d",
     params: bias ? [weight, bias] : [weight],
-    fusion: depthwise ? undefined : { epilogue: ["activation", "into"] },
+    fusion: depthwise ? undefined : {
+      epilogue: ["activation", "into"],
+      ...(pointwise ? { pointwise: { weight, bias, cIn, cOut } } : {}),
+    },
     outputShape: (input) => checkConv2d(params(input)),
     flops(input) {
       const out = checkConv2d(params(input));

@@ -129,7 +129,23 @@ export interface Epilogue {
  */
 export type Fusion =
   | { readonly activation: ActivationKind }
-  | { readonly epilogue: readonly (keyof Epilogue)[] };
+  | { readonly epilogue: readonly (keyof Epilogue)[]; readonly pointwise?: Pointwise };
+
+/**
+ * What a producer that is a pointwise convolution (ungrouped, 1×1, stride 1, no padding,
+ * dilation 1) declares of itself, so that a channel concatenation can run several of them that
+ * read its input as one GEMM (`layers/plan.ts`): its parameters and channels.
+ */
+export interface Pointwise {
+  /** The weight `[cOut, cIn, 1, 1]`. */
+  readonly weight: Param;
+  /** The bias `[cOut]`, or null. */
+  readonly bias: Param | null;
+  /** Input channels. */
+  readonly cIn: number;
+  /** Output channels. */
+  readonly cOut: number;
+}
 
 /** A layer's own state, each list in state-dict order (parameters, then buffers, then counters). */
 export interface OwnState {

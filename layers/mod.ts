@@ -36,6 +36,7 @@ export {
   type OwnState,
   type Param,
   param,
+  type Pointwise,
   release,
   type StateBuffer,
   stateEntries,
@@ -47,7 +48,7 @@ export { conv2d, type Conv2dOptions, type ConvCache, linear, type LinearOptions 
 export { activation, dropout, type EpilogueActivation, flatten } from "./elementwise.ts";
 export { avgPool2d, globalAvgPool, maxPool2d, type Pool2dOptions } from "./pool.ts";
 export { batchNorm, type BnCache, localResponseNorm } from "./norm.ts";
-export { type ConcatCache } from "./plan.ts";
+export { type ConcatCache, type MergedCache } from "./concat.ts";
 export {
   chain,
   type ChainCache,

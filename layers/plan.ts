@@ -1,23 +1,23 @@
 /**
  * How the compositions run their children: the one plan rewrite ({@linkcode planSteps}) that
  * fuses, and the executors every composition shares: a list of steps forward and back
- * ({@linkcode stepsForward} / {@linkcode stepsBackward}) and a channel concatenation of branches
- * ({@linkcode concatForward} / {@linkcode concatBackward}).
+ * ({@linkcode stepsForward} / {@linkcode stepsBackward}; a channel concatenation of branches is
+ * `concat.ts`'s).
  *
  * The rewrite is decided once, when a composition is built: each activation layer that follows a
  * producer accepting it becomes that producer's epilogue (conv/linear/BatchNorm + activation in
  * one kernel), and the last producer of a concatenated branch writes straight into its channel
  * slice of the output (with its activation, whose derivative the split of the backward applies).
  * A branch whose last step cannot write into a slice is copied into it instead.
+
  *
  * @module
  */
 
 import type { Shape, Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
-import { accumulate } from "../kernels/elementwise.ts";
-import { concatChannels, splitChannels } from "../kernels/concat.ts";
-import { type Ctx, type Epilogue, type Into, type Layer, release } from "./layer.ts";
+import { concatChannels } from "../kernels/concat.ts";
+import type { Ctx, Epilogue, Into, Layer } from "./layer.ts";
 
 /** One step of a plan: a layer and the epilogue the rewrite fused into its forward. */
 export interface Step {
@@ -202,94 +202,20 @@ export function stepsBackward(
   return g === dy ? dy.retain() : g;
 }
 
-/** A branch of a channel concatenation: its planned steps and its slice of the output. */
-export interface Branch {
-  /** The steps, planned with `into` (no steps: the input itself). */
-  readonly steps: readonly Step[];
-  /** First channel of its slice. */
-  readonly channelOffset: number;
-  /** Channels of its slice. */
-  readonly channels: number;
-}
-
-/** What {@linkcode concatForward} saves: each branch's caches and, when needed, the output. */
-export interface ConcatCache {
-  /** Per branch, each step's cache. */
-  readonly caches: unknown[][];
-  /** The concatenation, kept when a branch fused an activation into its slice. */
-  readonly y: Tensor | null;
-}
-
-/** The activation whose derivative the split of a branch applies (fused into its slice). */
-function _sliceActivation(b: Branch): ActivationKind | undefined {
-  const last = b.steps.at(-1);
-  return last?.into ? last.activation : undefined;
-}
-
 /**
- * Runs branches on the same input, each writing its slice of `y` (allocated by the caller, whole
- * channels `[n, C, h, w]`), in order.
+ * Runs a concatenation's branch forward on `x` (`concat.ts`): its result lands in its slice of
+ * `into.y` (written by its last step, or copied). Returns each step's cache.
  *
  * @example
  * ```ts ignore
- * const cache = concatForward(branches, { x, y, ctx });
+ * const caches = stepsInto(branch.steps, x, ctx, { y, channelOffset: 4 });
  * ```
  */
-export function concatForward(
-  branches: readonly Branch[],
-  io: { x: Tensor; y: Tensor; ctx: Ctx },
-): ConcatCache {
-  const { x, y, ctx } = io;
-  const caches = branches.map((b) =>
-    _run(b.steps, x, ctx, { y, channelOffset: b.channelOffset }).caches
-  );
-  return { caches, y: branches.some(_sliceActivation) ? y.retain() : null };
-}
-
-/**
- * The backward of {@linkcode concatForward}: per branch, its slice of `dy` (through the fused
- * activation's derivative) back through its steps, the input gradients summed in branch order
- * (a branch without steps splits its slice straight into the sum). Returns a new tensor or null.
- *
- * @example
- * ```ts ignore
- * const dx = concatBackward(branches, cache, { dy, ctx, needDx: true });
- * ```
- */
-export function concatBackward(
-  branches: readonly Branch[],
-  cache: ConcatCache,
-  options: { dy: Tensor; ctx: Ctx; needDx: boolean },
-): Tensor | null {
-  const { dy, ctx, needDx } = options;
-  const [n, cTotal, h, w] = dy.shape;
-  let dx: Tensor | null = null;
-  branches.forEach((b, i) => {
-    const slice = { n, hw: h * w, cTotal, cOffset: b.channelOffset, c: b.channels };
-    if (b.steps.length === 0) {
-      if (!needDx) return;
-      if (dx) {
-        splitChannels({ dx, dy }, { ...slice, accumulate: true });
-      } else {
-        dx = ctx.gpu.empty([n, b.channels, h, w], { dtype: dy.dtype });
-        splitChannels({ dx, dy }, slice);
-      }
-      return;
-    }
-    const dBranch = ctx.gpu.empty([n, b.channels, h, w], { dtype: dy.dtype });
-    const activation = _sliceActivation(b);
-    if (activation) splitChannels({ dx: dBranch, dy, y: cache.y! }, { ...slice, activation });
-    else splitChannels({ dx: dBranch, dy }, slice);
-    const g = stepsBackward(b.steps, cache.caches[i], { dy: dBranch, ctx, needDx });
-    dBranch.dispose();
-    if (!g) return;
-    if (dx) {
-      accumulate({ y: dx, x: g });
-      g.dispose();
-    } else {
-      dx = g;
-    }
-  });
-  release(cache.y);
-  return dx;
+export function stepsInto(
+  steps: readonly Step[],
+  x: Tensor,
+  ctx: Ctx,
+  into: Into,
+): unknown[] {
+  return _run(steps, x, ctx, into).caches;
 }

@@ -75,11 +75,23 @@ export interface Conv2dForwardOptions {
   readonly yChannelOffset?: number;
 }
 
+/** Options of {@linkcode conv2dBackward}. */
+export interface Conv2dBackwardOptions {
+  /** `dw` and `db` are accumulated (`+=`); default overwritten. */
+  readonly accumulate?: boolean;
+  /**
+   * `dx` is accumulated (`+=`): several pointwise convolutions of one input sum their input
+   * gradients in place. Only where the input gradient runs as a pointwise GEMM (a 1x1, stride-1,
+   * unpadded, ungrouped convolution, not forced direct): a RangeError otherwise. Default false.
+   */
+  readonly accumulateDx?: boolean;
+}
+
 /** The tensors a plan's steps bind, by name (absent ones are not bound). */
 export type Conv2dIO =
   & { readonly [K in "x" | "w"]: Tensor }
   & {
-    readonly [K in "b" | "y" | "dy" | "dx" | "dw" | "db"]?: Tensor | undefined;
+    readonly [K in "b" | "y" | "dy" | "dx" | "dw" | "db" | "xT"]?: Tensor | undefined;
   };
 
 /** What the runner reports of a call: the problem it planned and the plan it ran. */
@@ -182,9 +194,10 @@ export function conv2dForward(
 }
 
 /**
- * Records the backward convolution: `dx` (input gradient, overwritten), `dw` and `db` (weight and
- * bias gradients: overwritten, or accumulated `+=` when `accumulate` is true). Any of the three
- * may be omitted.
+ * Records the backward convolution: `dx` (input gradient, overwritten, or accumulated `+=` when
+ * `accumulateDx`), `dw` and `db` (weight and bias gradients: overwritten, or accumulated `+=`
+ * when `accumulate` is true). Any of the three may be omitted. `xT` (optional): x already
+ * permuted by {@linkcode conv2dPermuteX}, which a pointwise weight gradient then reads.
  *
  * Every tensor is f32 or f16, each on its own (training: `dx`, `dy`, `x`, `w` f16; `dw`, `db`
  * f32, accumulated in f32): sums in f32, each output rounded once to its type.
@@ -203,12 +216,17 @@ export function conv2dForward(
  * ```
  */
 export function conv2dBackward(
-  io: { dx?: Tensor; dw?: Tensor; db?: Tensor; dy: Tensor; x: Tensor; w: Tensor },
-  p: Conv2dParams & { readonly accumulate?: boolean } & Conv2dKernelOptions,
+  io: { dx?: Tensor; dw?: Tensor; db?: Tensor; dy: Tensor; x: Tensor; w: Tensor; xT?: Tensor },
+  p: Conv2dParams & Conv2dBackwardOptions & Conv2dKernelOptions,
 ): void {
   const g = conv2dGeometry(p);
   checkConv2dTensors(g, io);
   if (!io.dx && !io.dw && !io.db) return;
+  if (io.xT && io.xT.size !== io.x.size) {
+    throw new TypeError(
+      `conv2dBackward: xT ${io.xT} must hold x ${io.x} permuted (${io.x.size} elements)`,
+    );
+  }
   planAndRun(io.dy.gpu, {
     geometry: g,
     call: "backward",
@@ -221,8 +239,34 @@ export function conv2dBackward(
       db: dtypeOf(io.db),
     },
     accumulate: p.accumulate ?? false,
+    accumulateDx: p.accumulateDx ?? false,
+    permutedX: io.xT !== undefined,
     options: kernelOptions(p),
   }, io);
+}
+
+/**
+ * Records `xT = x` permuted from `[n, c, h, w]` to `[c, n * h * w]`: the input of a pointwise
+ * convolution's weight gradient, shared by several pointwise convolutions of one input (give it
+ * to each {@linkcode conv2dBackward} as `io.xT`). `xT` is overwritten.
+ *
+ * @throws {TypeError} when `xT` does not hold as many elements as `x`, or `x` is not 4-d.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2dPermuteX } from "./index.ts";
+ * const gpu = await getGpu();
+ * const x = gpu.zeros([2, 3, 4, 4]), xT = gpu.empty([3, 32]);
+ * conv2dPermuteX({ xT, x });
+ * ```
+ */
+export function conv2dPermuteX(io: { xT: Tensor; x: Tensor }): void {
+  const { x, xT } = io;
+  if (x.shape.length !== 4 || xT.size !== x.size) {
+    throw new TypeError(`conv2dPermuteX: x ${x} must be [n, c, h, w] and xT ${xT} as large`);
+  }
+  const [n, c, h, w] = x.shape;
+  permuteNc(bindingRange(x, 0, x.size), bindingRange(xT, 0, xT.size), { nb: n, c, len: h * w });
 }
 
 /**

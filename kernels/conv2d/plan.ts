@@ -77,6 +77,17 @@ export interface Conv2dProblem {
   readonly activation?: ActivationKind | undefined;
   /** Backward: `dw` and `db` are accumulated (`+=`). */
   readonly accumulate?: boolean;
+  /**
+   * Backward: `dx` is accumulated (`+=`, the GEMM's beta 1), so that several convolutions of one
+   * input sum their input gradients in place. Pointwise GEMM path only (a RangeError otherwise).
+   */
+  readonly accumulateDx?: boolean;
+  /**
+   * Backward: the call binds `xT`, x already permuted to `[cIn, n * oh * ow]` (shared by several
+   * pointwise convolutions of one input); the weight gradient of the pointwise path then reads
+   * it instead of permuting x itself (when the images are one chunk; else it permutes x).
+   */
+  readonly permutedX?: boolean;
   /** Kernel options (chunk size, pointwise threshold, forced paths, GEMM tuning). */
   readonly options?: Conv2dKernelOptions;
 }
@@ -302,6 +313,16 @@ function planBackward(
   const P = g.oh * g.ow, X = g.cIn * g.h * g.w, Y = g.cOut * P;
   const G = g.groups, cOutG = g.cOut / G, K = (g.cIn / G) * g.kh * g.kw;
   const accumulate = problem.accumulate ?? false;
+  const accumulateDx = problem.accumulateDx ?? false;
+  if (accumulateDx && dt.dx && (!gemmX || !pointwise)) {
+    throw new RangeError(
+      "conv2d: accumulateDx needs the pointwise GEMM path (a 1x1, stride-1, unpadded, ungrouped " +
+        "convolution, not forced direct)",
+    );
+  }
+  // x permuted by the caller: one chunk of images only (its xT holds every image).
+  const sharedXT = (problem.permutedX ?? false) && gemmW && pointwise &&
+    chunks.imagesPerChunk >= g.n;
   const w = range("w", 0, g.cOut * K);
   const needT = gemmW || (gemmX && !pointwise);
   const form = gemmX && !pointwise ? col2imForm(g, dt.dx!) : undefined;
@@ -362,7 +383,9 @@ function planBackward(
       if (pointwise) {
         // x chunk permuted to [cIn, cols] is pointwise im2col.
         const xT = range("xT", 0, g.cIn * cols);
-        steps.push({ kind: "permute", src: x, dst: xT, shape: { nb, c: g.cIn, len: P } });
+        if (!sharedXT) {
+          steps.push({ kind: "permute", src: x, dst: xT, shape: { nb, c: g.cIn, len: P } });
+        }
         steps.push(gemm(batchedGemm({
           m: g.cOut,
           n: g.cIn,
@@ -400,6 +423,7 @@ function planBackward(
           k: g.cOut,
           batch: batched ? nb : 1,
           transA: true,
+          beta: accumulateDx ? 1 : 0,
           a: [w, 0],
           b: [dy, batched ? g.cOut * P : 0],
           c: [dx, batched ? g.cIn * P : 0],
@@ -424,7 +448,7 @@ function planBackward(
   const scratch: { [K in ConvScratch]?: readonly [number, FloatDType] } = {};
   if (needT) scratch.dyT = [chunks.imagesPerChunk * g.cOut * P, dt.dy ?? "f32"];
   if (im2col) scratch.col = [chunks.colElements, colDType];
-  if (gemmW && pointwise) scratch.xT = [chunks.imagesPerChunk * g.cIn * P, dt.x];
+  if (gemmW && pointwise && !sharedXT) scratch.xT = [chunks.imagesPerChunk * g.cIn * P, dt.x];
   const path = (direct: { tile: DirectConvTile | DirectWeightGradTile } | undefined) =>
     direct
       ? { path: "direct" as const, tile: direct.tile }

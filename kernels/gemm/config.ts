@@ -27,10 +27,11 @@ export interface Operand extends GemmOperandShape {
 }
 
 /** A problem being planned: its operands name what they bind. */
-export type Bound = Omit<GemmProblem, "a" | "b" | "c" | "bias"> & {
+export type Bound = Omit<GemmProblem, "a" | "b" | "c" | "c2" | "bias"> & {
   readonly a: Operand;
   readonly b: Operand;
   readonly c: Operand;
+  readonly c2?: Operand | undefined;
   readonly bias?: Operand | undefined;
 };
 
@@ -69,6 +70,7 @@ export function chooseConfig(
     bias: g.biasMode,
     segmented: g.segment !== undefined,
     activation: g.activation,
+    ...(g.rowGroups ? { rowGroups: true } : {}),
   };
   const segmentedB = g.segmentB !== undefined;
   if (variant === "shared") {
@@ -126,6 +128,11 @@ export function chooseConfig(
  */
 function isVecC(g: Bound): boolean {
   const aligned = g.n % 4 === 0 && g.ldc % 4 === 0 && g.strideC % 4 === 0 && g.c.base % 4 === 0;
+  if (g.rowGroups) {
+    return aligned && g.segment! % 4 === 0 &&
+      (g.c2?.base ?? 0) % 4 === 0 &&
+      g.rowGroups.every((r) => r.base % 4 === 0 && r.segmentStride % 4 === 0);
+  }
   if (g.segment !== undefined) {
     return aligned && g.segment % 4 === 0 && (g.segmentStride ?? 0) % 4 === 0;
   }

@@ -12,6 +12,7 @@ import { defineKernel, flatMain } from "../_kernel.ts";
 import {
   biasVariants,
   gemmVariant,
+  rowsVariants,
   STORE_VARIANTS,
   type StoreVariant,
   storeWgsl,
@@ -39,6 +40,7 @@ export const epilogueKernel = defineKernel({
     part: { type: "f32", access: "read" },
     c: { type: "float", access: "read_write" },
     bias: { type: "float", access: "read", variants: biasVariants(STORE_VARIANTS) },
+    c2: { type: "float", access: "read_write", variants: rowsVariants(STORE_VARIANTS) },
   },
   variants: STORE_VARIANTS,
   workgroupSize: EPILOGUE_WG,
@@ -69,7 +71,7 @@ export const epilogueKernel = defineKernel({
  */
 export function dispatchEpilogue(
   d: GemmEpilogueDispatch,
-  bindings: { part: TensorRange; c: TensorRange; bias?: TensorRange },
+  bindings: { part: TensorRange; c: TensorRange; bias?: TensorRange; c2?: TensorRange },
 ): void {
   epilogueKernel.dispatch({
     op: "gemm",

@@ -249,7 +249,13 @@ export function gemm(
  */
 export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): void {
   checkActivationKind("gemm", g.activation);
-  floatDTypes("gemm", { a: g.a.tensor, b: g.b.tensor, c: g.c.tensor, bias: g.bias?.tensor });
+  floatDTypes("gemm", {
+    a: g.a.tensor,
+    b: g.b.tensor,
+    c: g.c.tensor,
+    c2: g.c2?.tensor,
+    bias: g.bias?.tensor,
+  });
   if (g.m === 0 || g.n === 0 || g.batch === 0) return;
   // Nothing forced: the autotuner's choice for this problem on this adapter, if any.
   tuning = tunedGemm(gpu, g, tuning);
@@ -293,6 +299,8 @@ export function runGemmPlan(gpu: Gpu, g: StridedGemm, plan: GemmPlan): void {
       ? g.c
       : ref === "bias"
       ? g.bias
+      : ref === "c2"
+      ? g.c2 ?? g.c
       : scratch.get(ref);
     if (r === undefined) {
       throw new TypeError(`gemm: the plan binds '${ref}', which the problem lacks`);
@@ -301,7 +309,10 @@ export function runGemmPlan(gpu: Gpu, g: StridedGemm, plan: GemmPlan): void {
   };
   try {
     for (const d of planDispatches(plan)) {
-      const bias = d.bindings.bias === undefined ? {} : { bias: bind(d.bindings.bias) };
+      const bias = {
+        ...(d.bindings.bias === undefined ? {} : { bias: bind(d.bindings.bias) }),
+        ...(d.bindings.c2 === undefined ? {} : { c2: bind(d.bindings.c2) }),
+      };
       if (d.kernel === "epilogue") {
         dispatchEpilogue(d, { part: bind(d.bindings.part), c: bind(d.bindings.c), ...bias });
       } else {

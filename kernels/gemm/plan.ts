@@ -41,6 +41,8 @@ import {
   type GemmProblem,
   type GemmProductDispatch,
   type GemmStoreConfig,
+  MAX_ROW_GROUPS,
+  type ROW_GROUP_PARAMS,
 } from "./types.ts";
 
 /**
@@ -71,6 +73,7 @@ export function gemmProblem(g: StridedGemm): GemmProblem {
     a: shape(g.a),
     b: shape(g.b),
     c: shape(g.c),
+    c2: g.c2 ? shape(g.c2) : undefined,
     bias: g.bias ? shape(g.bias) : undefined,
   };
 }
@@ -155,6 +158,7 @@ export function planGemm(
       `gemm: segmentB ${problem.segmentB} needs B stored [k, n] (transB false) and a length > 0`,
     );
   }
+  checkRowGroups(problem);
   const variant = tuning.variant ?? (profile.isCpu ? "register" : "shared");
   const { m, n, k, batch } = problem;
   const none = { accumulator: 0, partials: 0 };
@@ -183,6 +187,7 @@ export function planGemm(
     a: { ...problem.a, ref: "a" },
     b: { ...problem.b, ref: "b" },
     c: { ...problem.c, ref: "c" },
+    c2: problem.c2 ? { ...problem.c2, ref: "c2" } : undefined,
     bias: problem.bias ? { ...problem.bias, ref: "bias" } : undefined,
   };
   // A reduction longer than one dispatch runs as passes over k-ranges: each pass after the first
@@ -233,6 +238,57 @@ export function planGemm(
   };
 }
 
+/** Row groups: 1 to MAX_ROW_GROUPS, in row order from row 0, with a segmented C. */
+function checkRowGroups(problem: GemmProblem): void {
+  const r = problem.rowGroups;
+  if (r === undefined) return;
+  const rows = r.map((g) => g.row).join(", ");
+  if (problem.segment === undefined) {
+    throw new RangeError("gemm: rowGroups need a segmented C (segment set)");
+  }
+  if (
+    r.length < 1 || r.length > MAX_ROW_GROUPS || r[0].row !== 0 ||
+    r.some((g, i) => i > 0 && !(g.row > r[i - 1].row && g.row < problem.m))
+  ) {
+    throw new RangeError(
+      `gemm: rowGroups must be 1 to ${MAX_ROW_GROUPS} groups in increasing row order from row 0, ` +
+        `each starting below m = ${problem.m}; got rows [${rows}]`,
+    );
+  }
+  if (r.some((g) => g.second) && problem.c2 === undefined) {
+    throw new TypeError("gemm: a row group stored into c2 without a c2");
+  }
+  for (const g of r) {
+    for (const v of [g.base, g.segmentStride]) {
+      if (!Number.isInteger(v) || v < 0) {
+        throw new RangeError(`gemm: a row group's base and segmentStride must be integers >= 0`);
+      }
+    }
+  }
+}
+
+/** The `Params` of C's row groups (unused groups start at row 2^32 - 1: never reached). */
+function rowGroupParams(g: Bound): { readonly [K in keyof typeof ROW_GROUP_PARAMS]: number } {
+  const r = g.rowGroups ?? [];
+  const row = (i: number) => r[i]?.row ?? 0xffffffff;
+  const base = (i: number) => (r[i] ? (r[i].second ? g.c2!.base : g.c.base) + r[i].base : 0);
+  const stride = (i: number) => r[i]?.segmentStride ?? 0;
+  return {
+    rgRow1: row(1),
+    rgRow2: row(2),
+    rgRow3: row(3),
+    rgBase0: base(0),
+    rgBase1: base(1),
+    rgBase2: base(2),
+    rgBase3: base(3),
+    rgStride0: stride(0),
+    rgStride1: stride(1),
+    rgStride2: stride(2),
+    rgStride3: stride(3),
+    rgSecond: r.reduce((bits, group, i) => bits | (group.second ? 1 << i : 0), 0),
+  };
+}
+
 /** k of each sequential pass (all of k when it fits one dispatch; see MAX_K_REGISTER). */
 function passK(k: number, variant: GemmVariant): number {
   const maxK = variant === "shared" ? MAX_K_SHARED : MAX_K_REGISTER;
@@ -253,7 +309,10 @@ function kSlice(g: Bound, k0: number, kLen: number): Bound {
 function into(
   scratch: Operand,
   g: Bound,
-): Pick<Bound, "c" | "ldc" | "ldcCol" | "strideC" | "segment" | "segmentStride"> {
+): Pick<
+  Bound,
+  "c" | "ldc" | "ldcCol" | "strideC" | "segment" | "segmentStride" | "rowGroups" | "c2"
+> {
   return {
     c: scratch,
     ldc: g.n,
@@ -261,6 +320,8 @@ function into(
     strideC: g.m * g.n,
     segment: undefined,
     segmentStride: undefined,
+    rowGroups: undefined,
+    c2: undefined,
   };
 }
 
@@ -359,12 +420,14 @@ function productDispatch(
       ldcCol: g.ldcCol ?? 1,
       segB: g.segmentB ?? 1,
       segStrideB: g.segmentStrideB ?? 0,
+      ...rowGroupParams(g),
     },
     bindings: {
       a: g.a.ref,
       b: g.b.ref,
       c: g.c.ref,
       ...(cfg.bias !== "none" ? { bias: g.bias!.ref } : {}),
+      ...(cfg.rowGroups ? { c2: g.c2?.ref ?? g.c.ref } : {}),
     },
     workgroups,
   };
@@ -377,6 +440,7 @@ function epilogueDispatch(g: Bound, part: Operand, splits: number): GemmEpilogue
     bias: g.biasMode,
     segmented: g.segment !== undefined,
     activation: g.activation,
+    ...(g.rowGroups ? { rowGroups: true } : {}),
   };
   return {
     kernel: "epilogue",
@@ -396,11 +460,13 @@ function epilogueDispatch(g: Bound, part: Operand, splits: number): GemmEpilogue
       alpha: g.alpha,
       beta: g.beta,
       ldcCol: g.ldcCol ?? 1,
+      ...rowGroupParams(g),
     },
     bindings: {
       part: part.ref,
       c: g.c.ref,
       ...(config.bias !== "none" ? { bias: g.bias!.ref } : {}),
+      ...(config.rowGroups ? { c2: g.c2?.ref ?? g.c.ref } : {}),
     },
     workgroups: grid1d(g.batch * g.m * g.n, EPILOGUE_WG),
   };

@@ -19,6 +19,8 @@ import {
   gemmVariant,
   REGISTER_VARIANTS,
   type RegisterVariant,
+  rowBaseWgsl,
+  rowsVariants,
   variantConfig,
 } from "./store.ts";
 import { GEMM_PARAMS, type GemmProductDispatch, REGISTER_WG } from "./types.ts";
@@ -31,6 +33,12 @@ const BINDINGS = {
   b: { type: "float", access: "read", vec4: (v: string) => variantConfig(v).vecB },
   c: { type: "float", access: "read_write", vec4: (v: string) => variantConfig(v).vecC },
   bias: { type: "float", access: "read", variants: biasVariants(REGISTER_VARIANTS) },
+  c2: {
+    type: "float",
+    access: "read_write",
+    vec4: (v: string) => variantConfig(v).vecC,
+    variants: rowsVariants(REGISTER_VARIANTS),
+  },
 } as const;
 
 /**
@@ -73,7 +81,13 @@ export const registerKernel = perSizes((transA: boolean, transB: boolean, tm: nu
  */
 export function dispatchRegister(
   d: GemmProductDispatch,
-  bindings: { a: TensorRange; b: TensorRange; c: TensorRange; bias?: TensorRange },
+  bindings: {
+    a: TensorRange;
+    b: TensorRange;
+    c: TensorRange;
+    bias?: TensorRange;
+    c2?: TensorRange;
+  },
 ): void {
   const c = d.config;
   registerKernel(c.transA, c.transB, c.tm, c.tn).dispatch({
@@ -100,7 +114,10 @@ function registerBody(
   const kvecB = c.vecB && c.transB; // B vectorized along k
   const kvec = kvecA || kvecB;
   // Row index expressions (clamped) and column ones.
-  L.push(`${activationWgsl(c.activation, c.vecC ? "vec4<f32>" : "f32")}
+  L.push(
+    `${activationWgsl(c.activation, c.vecC ? "vec4<f32>" : "f32")}${
+      c.rowGroups ? `\n${rowBaseWgsl()}` : ""
+    }
 @compute @workgroup_size(WG_X, WG_Y)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
   let r0 = (wg.y * WG_Y + l.y) * ${tm}u;
@@ -110,7 +127,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   let kBeg = (wg.z / p.batch) * p.kChunk;
   let kEnd = min(kBeg + p.kChunk, p.k);
   let aBase = p.aOff + z * p.sA;
-  let bBase = p.bOff + z * p.sB;`);
+  let bBase = p.bOff + z * p.sB;`,
+  );
   // A addressing.
   if (c.vecA) {
     L.push(`  let aB4 = aBase / 4u; let lda4 = p.lda / 4u;`);
@@ -266,9 +284,15 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   const step = c.vecC ? 4 : 1; // columns per store
   const nOff = tn / step;
   if (c.segmented) {
+    // With row groups each row's group has its own segment stride: keep the segment and the
+    // offset in it per column, and combine them per row.
     L.push(`  var sq = c0 / p.seg; var sr = c0 % p.seg;`);
     for (let j = 0; j < nOff; j++) {
-      L.push(`  let co${j} = sq * p.segStride + sr;`);
+      L.push(
+        c.rowGroups
+          ? `  let cq${j} = sq; let cr${j} = sr;`
+          : `  let co${j} = sq * p.segStride + sr;`,
+      );
       if (j < nOff - 1) L.push(`  sr += ${step}u; if (sr == p.seg) { sr = 0u; sq += 1u; }`);
     }
   } else {
@@ -282,16 +306,27 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   }
   for (let i = 0; i < tm; i++) {
     L.push(`  if (r0 + ${i}u < p.m) {`);
-    L.push(`    let ri = cz + (r0 + ${i}u) * p.ldc;`);
+    if (c.rowGroups) {
+      L.push(`    let rb = rowBase(r0 + ${i}u);`);
+      L.push(`    let ri = rb.x + wg.z * p.sC;`);
+    } else L.push(`    let ri = cz + (r0 + ${i}u) * p.ldc;`);
     if (c.bias === "row") {
       const bi = `bias[p.biasOff + z * p.sBias + r0 + ${i}u]`;
       L.push(`    let bi = ${load("bias", bi)};`);
     }
     for (let j = 0; j < nOff; j++) {
       const guard = j === 0 ? "" : `if (c0 + ${j * step}u < p.n) `;
-      const idx = c.vecC ? `(ri + co${j}) / 4u` : `ri + co${j}`;
+      const co = c.rowGroups ? `cq${j} * rb.y + cr${j}` : `co${j}`;
+      const idx = c.vecC ? `(ri + ${co}) / 4u` : `ri + ${co}`;
       const terms = c.vecC ? [`p.alpha * acc${i}_${j}`] : [`p.alpha * acc${i}_${j >> 2}[${j & 3}]`];
-      if (c.beta) terms.push(`p.beta * ${load("c", `c[${idx}]`)}`);
+      // Row groups: the row's group says whether C or c2 holds it.
+      let prior = "";
+      if (c.beta && c.rowGroups) {
+        prior = `var o = ${c.vecC ? "vec4f(0.0)" : "0.0"}; if (rb.z == 0u) { o = ${
+          load("c", `c[${idx}]`)
+        }; } else { o = ${load("c2", `c2[${idx}]`)}; } `;
+        terms.push("p.beta * o");
+      } else if (c.beta) terms.push(`p.beta * ${load("c", `c[${idx}]`)}`);
       if (c.bias === "row") terms.push(c.vecC ? "vec4f(bi)" : "bi");
       if (c.bias === "col") {
         terms.push(
@@ -299,7 +334,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         );
       }
       const v = terms.join(" + ");
-      L.push(`    ${guard}{ ${store("c", `c[${idx}]`, c.activation ? `act(${v})` : v)} }`);
+      const value = c.activation ? `act(${v})` : v;
+      const put = c.rowGroups
+        ? `let v = ${value}; if (rb.z == 0u) { ${store("c", `c[${idx}]`, "v")} } else { ${
+          store("c2", `c2[${idx}]`, "v")
+        } }`
+        : store("c", `c[${idx}]`, value);
+      L.push(`    ${guard}{ ${prior}${put} }`);
     }
     L.push(`  }`);
   }

@@ -14,6 +14,7 @@ import { defineKernel, perSizes } from "../_kernel.ts";
 import {
   biasVariants,
   gemmVariant,
+  rowsVariants,
   SHARED_VARIANTS,
   type SharedVariant,
   storeWgsl,
@@ -52,6 +53,7 @@ export const sharedKernel = perSizes((transA: boolean, transB: boolean) =>
       b: { type: "float", access: "read" },
       c: { type: "float", access: "read_write" },
       bias: { type: "float", access: "read", variants: biasVariants(SHARED_VARIANTS) },
+      c2: { type: "float", access: "read_write", variants: rowsVariants(SHARED_VARIANTS) },
     },
     variants: SHARED_VARIANTS,
     workgroupSize: [SHARED_T, SHARED_T, 1],
@@ -137,7 +139,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
  */
 export function dispatchShared(
   d: GemmProductDispatch,
-  bindings: { a: TensorRange; b: TensorRange; c: TensorRange; bias?: TensorRange },
+  bindings: {
+    a: TensorRange;
+    b: TensorRange;
+    c: TensorRange;
+    bias?: TensorRange;
+    c2?: TensorRange;
+  },
 ): void {
   sharedKernel(d.config.transA, d.config.transB).dispatch({
     op: "gemm",

@@ -4,7 +4,8 @@
  * Every GEMM kernel is specialized on how it stores C (C read for `beta`, a row or column bias,
  * segmented columns, a fused activation) and the register kernel also on its vec4 operands:
  * those specializations are the kernels' variants, named by their parts in a fixed order
- * (`va_vb_sb_beta_biascol_seg_vc_relu`; parts left out when off), so that a kernel's cache key
+ * (`va_vb_sb_beta_biascol_seg_rows_vc_relu`; parts left out when off; `rows`, C's row groups,
+ * only with `seg`), so that a kernel's cache key
  * reads as its configuration. {@linkcode gemmVariant} names a configuration's variant,
  * {@linkcode variantConfig} reads one back in a kernel body, and {@linkcode storeWgsl} is the
  * WGSL `store` function of the shared-memory kernel and the split-K epilogue.
@@ -22,11 +23,14 @@ const ACTIVATIONS = ["", "relu", "relu6", "sigmoid", "tanh"] as const satisfies 
   | ActivationKind
 )[];
 
+/** How C's columns map: plain, in segments, in segments with row groups. */
+const SEGMENTS = ["", "seg", "seg_rows"] as const;
+
 /** The variants of the shared-memory kernel and the split-K epilogue (the store only). */
 export const STORE_VARIANTS = variantProduct(
   ["", "beta"],
   ["", "biasrow", "biascol"],
-  ["", "seg"],
+  SEGMENTS,
   ACTIVATIONS,
 );
 
@@ -35,7 +39,7 @@ export const SHARED_VARIANTS = variantProduct(
   ["", "sb"],
   ["", "beta"],
   ["", "biasrow", "biascol"],
-  ["", "seg"],
+  SEGMENTS,
   ACTIVATIONS,
 );
 
@@ -46,7 +50,7 @@ export const REGISTER_VARIANTS = variantProduct(
   ["", "sb"],
   ["", "beta"],
   ["", "biasrow", "biascol"],
-  ["", "seg"],
+  SEGMENTS,
   ["", "vc"],
   ACTIVATIONS,
 );
@@ -90,6 +94,7 @@ export function gemmVariant(c: GemmStoreConfig & Partial<VariantConfig>): Regist
   if (c.beta) add("beta");
   if (c.bias !== "none") add(`bias${c.bias}`);
   if (c.segmented) add("seg");
+  if (c.rowGroups) add("rows");
   if (c.vecC) add("vc");
   if (c.activation) add(c.activation);
   return v as RegisterVariant;
@@ -117,6 +122,7 @@ export function variantConfig(variant: string): VariantConfig {
     beta: has("beta"),
     bias: has("biasrow") ? "row" : has("biascol") ? "col" : "none",
     segmented: has("seg"),
+    rowGroups: has("rows"),
     activation: act as ActivationKind | undefined,
   };
 }
@@ -128,19 +134,36 @@ export function variantConfig(variant: string): VariantConfig {
  * @example
  * ```ts
  * import { biasVariants, STORE_VARIANTS } from "./store.ts";
- * biasVariants(STORE_VARIANTS).length; // 40 of 60
+ * biasVariants(STORE_VARIANTS).length; // 60 of 90
  * ```
  */
 export function biasVariants<V extends string>(variants: readonly V[]): V[] {
   return variants.filter((v) => variantConfig(v).bias !== "none");
 }
 
-/** Converts an element of binding `c` or `bias` to f32, or stores into `c` (a kernel's helpers). */
+/**
+ * The variants of a list that bind `c2` (C's row groups).
+ *
+ * @returns Those of `variants` with a `rows` part.
+ * @example
+ * ```ts
+ * import { rowsVariants, STORE_VARIANTS } from "./store.ts";
+ * rowsVariants(STORE_VARIANTS).length; // 30 of 90
+ * ```
+ */
+export function rowsVariants<V extends string>(variants: readonly V[]): V[] {
+  return variants.filter((v) => variantConfig(v).rowGroups);
+}
+
+/**
+ * Converts an element of binding `c`, `c2` or `bias` to f32, or stores into `c` or `c2` (a
+ * kernel's helpers).
+ */
 export interface StoreHelpers {
-  /** `expr`, an element of `c` or `bias`, as an f32 value. */
-  load(name: "c" | "bias", expr: string): string;
-  /** The statement `target = value;` for binding `c`. */
-  store(name: "c", target: string, value: string): string;
+  /** `expr`, an element of `c`, `c2` or `bias`, as an f32 value. */
+  load(name: "c" | "c2" | "bias", expr: string): string;
+  /** The statement `target = value;` for binding `c` or `c2`. */
+  store(name: "c" | "c2", target: string, value: string): string;
 }
 
 /**
@@ -159,6 +182,25 @@ export interface StoreHelpers {
  * ```
  */
 export function storeWgsl(c: GemmStoreConfig, h: StoreHelpers): string {
+  const value = c.activation ? "act(v)" : "v";
+  if (c.rowGroups) {
+    return `${activationWgsl(c.activation, "f32")}
+${rowBaseWgsl()}
+fn store(zc: u32, z: u32, i: u32, j: u32, acc: f32) {
+  let rb = rowBase(i);
+  let idx = rb.x + zc * p.sC + (j / p.seg) * rb.y + j % p.seg;
+  var v = p.alpha * acc;
+  ${
+      c.beta
+        ? `if (rb.z == 0u) { v += p.beta * ${h.load("c", "c[idx]")}; } ` +
+          `else { v += p.beta * ${h.load("c2", "c2[idx]")}; }`
+        : ""
+    }
+  ${c.bias === "row" ? `v += ${h.load("bias", "bias[p.biasOff + z * p.sBias + i]")};` : ""}
+  ${c.bias === "col" ? `v += ${h.load("bias", "bias[p.biasOff + z * p.sBias + j]")};` : ""}
+  if (rb.z == 0u) { ${h.store("c", "c[idx]", value)} } else { ${h.store("c2", "c2[idx]", value)} }
+}`;
+  }
   return `${activationWgsl(c.activation, "f32")}
 fn colOffset(j: u32) -> u32 {
   ${c.segmented ? "return (j / p.seg) * p.segStride + j % p.seg;" : "return j * p.ldcCol;"}
@@ -169,6 +211,31 @@ fn store(zc: u32, z: u32, i: u32, j: u32, acc: f32) {
   ${c.beta ? `v += p.beta * ${h.load("c", "c[idx]")};` : ""}
   ${c.bias === "row" ? `v += ${h.load("bias", "bias[p.biasOff + z * p.sBias + i]")};` : ""}
   ${c.bias === "col" ? `v += ${h.load("bias", "bias[p.biasOff + z * p.sBias + j]")};` : ""}
-  ${h.store("c", "c[idx]", c.activation ? "act(v)" : "v")}
+  ${h.store("c", "c[idx]", value)}
+}`;
+}
+
+/**
+ * WGSL `fn rowBase(i) -> vec3u` of the `rows` store (C's row groups, `ROW_GROUP_PARAMS`): the
+ * element of row i's column 0 (without the batch's `z * sC`), its group's segment stride, and 1
+ * when the group is stored into binding `c2` (else 0).
+ *
+ * @returns The WGSL function.
+ * @example
+ * ```ts
+ * import { rowBaseWgsl } from "./store.ts";
+ * rowBaseWgsl().startsWith("fn rowBase"); // true
+ * ```
+ */
+export function rowBaseWgsl(): string {
+  const group = (g: number) => {
+    const row = g === 0 ? "i" : `(i - p.rgRow${g})`;
+    return `vec3u(p.rgBase${g} + ${row} * p.ldc, p.rgStride${g}, (p.rgSecond >> ${g}u) & 1u)`;
+  };
+  return `fn rowBase(i: u32) -> vec3u {
+  if (i < p.rgRow1) { return ${group(0)}; }
+  if (i < p.rgRow2) { return ${group(1)}; }
+  if (i < p.rgRow3) { return ${group(2)}; }
+  return ${group(3)};
 }`;
 }

@@ -25,13 +25,15 @@ export interface GemmOperandShape {
  * mapping, bias mode, activation, and for each operand its offset (the alignment facts) and
  * storage type. Everything planning depends on.
  */
-export type GemmProblem = Omit<StridedGemm, "a" | "b" | "c" | "bias"> & {
+export type GemmProblem = Omit<StridedGemm, "a" | "b" | "c" | "c2" | "bias"> & {
   /** A's offset and type. */
   readonly a: GemmOperandShape;
   /** B's offset and type. */
   readonly b: GemmOperandShape;
   /** C's offset and type. */
   readonly c: GemmOperandShape;
+  /** The offset and type of C's second tensor (row groups; absent without one). */
+  readonly c2?: GemmOperandShape | undefined;
   /** The bias's offset and type (absent without one). */
   readonly bias?: GemmOperandShape | undefined;
 };
@@ -41,7 +43,7 @@ export type GemmProblem = Omit<StridedGemm, "a" | "b" | "c" | "bias"> & {
  * f32 scratch buffers (bound from element 0): `accumulator` (`[batch, m, n]`, the k-passes' sums
  * of an f16 C) or `partials` (`[splits, batch, m, n]`, split-K's partial products).
  */
-export type GemmOperand = "a" | "b" | "c" | "bias" | "accumulator" | "partials";
+export type GemmOperand = "a" | "b" | "c" | "c2" | "bias" | "accumulator" | "partials";
 
 /** How a kernel stores C: what the shared kernel and the split-K epilogue specialize on. */
 export interface GemmStoreConfig {
@@ -53,6 +55,8 @@ export interface GemmStoreConfig {
   readonly segmented: boolean;
   /** Activation of the store. */
   readonly activation: ActivationKind | undefined;
+  /** C's rows are stored in groups (`rowGroups` set; needs `segmented`). */
+  readonly rowGroups?: boolean;
 }
 
 /** The specialization of a register or shared kernel that a dispatch compiles. */
@@ -83,6 +87,30 @@ export interface GemmConfig extends GemmStoreConfig {
   readonly kAlign: number;
 }
 
+/** Most row groups of C (`StridedGemm.rowGroups`). */
+export const MAX_ROW_GROUPS = 4;
+
+/**
+ * The `Params` of C's row groups (the `rows` store; see `StridedGemm.rowGroups`), at the end of
+ * both kernels' `Params`: group g's first row (group 0 starts at row 0; an unused group's first
+ * row is m or more), its first element in its binding and its segment stride; bit g of
+ * `rgSecond`: group g is stored into binding `c2`.
+ */
+export const ROW_GROUP_PARAMS = {
+  rgRow1: "u32",
+  rgRow2: "u32",
+  rgRow3: "u32",
+  rgBase0: "u32",
+  rgBase1: "u32",
+  rgBase2: "u32",
+  rgBase3: "u32",
+  rgStride0: "u32",
+  rgStride1: "u32",
+  rgStride2: "u32",
+  rgStride3: "u32",
+  rgSecond: "u32",
+} as const;
+
 /** The `Params` of the register and shared kernels (WGSL struct order). */
 export const GEMM_PARAMS = {
   m: "u32",
@@ -108,6 +136,7 @@ export const GEMM_PARAMS = {
   ldcCol: "u32",
   segB: "u32",
   segStrideB: "u32",
+  ...ROW_GROUP_PARAMS,
 } as const;
 
 /** The `Params` of the split-K epilogue (WGSL struct order). */
@@ -126,6 +155,7 @@ export const EPILOGUE_PARAMS = {
   alpha: "f32",
   beta: "f32",
   ldcCol: "u32",
+  ...ROW_GROUP_PARAMS,
 } as const;
 
 /** Values of {@linkcode GEMM_PARAMS}. */
@@ -147,6 +177,7 @@ export interface GemmProductDispatch {
     readonly b: GemmOperand;
     readonly c: GemmOperand;
     readonly bias?: GemmOperand;
+    readonly c2?: GemmOperand;
   };
   /** Workgroups: tiles along n, tiles along m, batch times k-splits. */
   readonly workgroups: readonly [number, number, number];
@@ -168,6 +199,7 @@ export interface GemmEpilogueDispatch {
     readonly part: GemmOperand;
     readonly c: GemmOperand;
     readonly bias?: GemmOperand;
+    readonly c2?: GemmOperand;
   };
   /** Workgroups: one thread per element of C (a `grid1d` launch). */
   readonly workgroups: readonly [number, number, number];

@@ -22,7 +22,11 @@ import {
   CONCAT_SUITES,
   SPLIT_ACTIVATION_SUITES,
 } from "../ops/elementwise.ts";
-import { ACTIVATION_SUITES as GEMM_ACTIVATION_SUITES, GEMM_SUITES } from "../ops/gemm.ts";
+import {
+  ACTIVATION_SUITES as GEMM_ACTIVATION_SUITES,
+  GEMM_SUITES,
+  ROW_GROUP_SUITES,
+} from "../ops/gemm.ts";
 import { HALF_SUITES, STRIDED_SUITES } from "../ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "../ops/gemm_reduce.ts";
 import { LOSS_SCALE_CHECKS } from "../ops/loss_scale.ts";
@@ -76,6 +80,7 @@ export const FAMILIES: readonly Family[] = [
       ...GEMM_ACTIVATION_SUITES,
       ...HALF_SUITES,
       ...STRIDED_SUITES,
+      ...ROW_GROUP_SUITES,
       ...SUM_ROWS_SUITES,
       ...REDUCE_SUITES,
     ],

@@ -11,6 +11,7 @@ import { bindingRange } from "../../kernels/_binding.ts";
 import {
   gemm,
   type GemmPlan,
+  gemmProblem,
   gemmStrided,
   type GemmTuning,
   planDispatches,
@@ -440,4 +441,197 @@ export const ACTIVATION_SUITES: OpSuite<GemmCase>[] = [{
     activation,
     unfused: true,
   })),
+}];
+
+// ---------------------------------------------------------------------- row groups ----
+
+/** A case of {@linkcode rowGroupsOp}: C's rows in groups of `groups` rows each. */
+export interface RowGroupsCase {
+  /** Rows of each group (m is their sum). */
+  readonly groups: readonly number[];
+  readonly k: number;
+  readonly pixels: number;
+  readonly tuning: GemmTuning;
+  /** B read in segments (NCHW x as `[k, images * pixels]`), else plain rows. */
+  readonly segmentB?: boolean;
+  readonly activation?: ActivationKind;
+  /** C's prior values scale (default 0: C not read). */
+  readonly beta?: number;
+  /** Groups after the first go into a second tensor `c2` (else every region is in `c`). */
+  readonly split?: boolean;
+  /** Checks of the plan (its dtypes) on the test adapter. */
+  readonly plan?: (plan: GemmPlan) => void;
+}
+
+/**
+ * gemmStrided's row groups (an Inception block's merged 1x1 convolutions): `W[m, k] . B + bias`
+ * over 2 images, whose group 0 is stored into channels `[1, 1 + g0)` of an NCHW concatenation
+ * of `g0 + 2` channels and each other group g into an NCHW tensor `[2, g, pixels]` of its own,
+ * all of them regions of one tensor `c` (each region from an element that is a multiple of 4,
+ * 4 elements of gap between them). Every other element keeps its value. Mix keys: a (W), b, c,
+ * bias.
+ */
+export function rowGroupsOp(s: RowGroupsCase): OpCase {
+  const { groups, k, pixels, tuning, segmentB = false, activation, split = false, beta = 0 } = s;
+  const images = 2, n = images * pixels, m = groups.reduce((a, b) => a + b, 0);
+  const yC = groups[0] + 2;
+  // Each region: its tensor, first element (a multiple of 4), segment stride and first channel.
+  const regions: { second: boolean; base: number; stride: number; channel: number }[] = [];
+  const ends = [0, 0];
+  groups.forEach((g, i) => {
+    const second = split && i > 0;
+    const base = Math.ceil((ends[+second] + 4) / 4) * 4;
+    const channels = i === 0 ? yC : g;
+    regions.push({ second, base, stride: channels * pixels, channel: i === 0 ? 1 : 0 });
+    ends[+second] = base + images * channels * pixels;
+  });
+  const total = ends[0] + 3, total2 = ends[1] + 3;
+  const bAt = (kk: number, j: number) =>
+    segmentB ? (Math.floor(j / pixels) * k + kk) * pixels + (j % pixels) : kk * n + j;
+  const starts = groups.map((_, i) => groups.slice(0, i).reduce((a, b) => a + b, 0));
+  return opCase({
+    label: `gemmStrided rows [${groups}]x${n}x${k}${segmentB ? " segB" : ""}` +
+      `${split ? " c2" : ""}${beta ? ` beta ${beta}` : ""}` +
+      `${activation ? ` ${activation}` : ""} ${JSON.stringify(tuning)}`,
+    tensors: {
+      w: input([m, k], U, { as: "a" }),
+      x: input([k, n], U, { as: "b" }),
+      bias: input([m], U),
+      c: input([total], U),
+      c2: input([total2], U, { as: "c" }),
+    },
+    phases: [{
+      gpu: ({ w, x, bias, c, c2 }) => {
+        const g = {
+          m,
+          n,
+          k,
+          batch: 1,
+          transA: false,
+          transB: false,
+          alpha: 1,
+          beta,
+          a: bindingRange(w, 0, m * k),
+          b: bindingRange(x, 0, k * n),
+          c: bindingRange(c, 0, total),
+          lda: k,
+          ldb: segmentB ? pixels : n,
+          ldc: pixels,
+          strideA: 0,
+          strideB: 0,
+          strideC: 0,
+          segment: pixels,
+          segmentStride: regions[0].stride,
+          rowGroups: regions.map((r, i) => ({
+            row: starts[i],
+            base: r.base + r.channel * pixels,
+            segmentStride: r.stride,
+            ...(r.second ? { second: true } : {}),
+          })),
+          ...(split ? { c2: bindingRange(c2, 0, total2) } : {}),
+          ...(segmentB ? { segmentB: pixels, segmentStrideB: k * pixels } : {}),
+          bias: bindingRange(bias, 0, m),
+          biasMode: "row" as const,
+          strideBias: 0,
+          activation,
+        };
+        s.plan?.(planGemm(gemmProblem(g), adapterProfile(c.gpu), tuning));
+        gemmStrided(c.gpu, g, tuning);
+      },
+      cpu: ({ w, x, bias, c, c2 }) => {
+        const plain = new Float64Array(k * n);
+        for (let kk = 0; kk < k; kk++) {
+          for (let j = 0; j < n; j++) plain[kk * n + j] = x[bAt(kk, j)];
+        }
+        const prod = gemmRef(w, plain, { m, n, k });
+        const outs = [Float64Array.from(c), Float64Array.from(c2)];
+        groups.forEach((rows, gi) => {
+          const r = regions[gi], out = outs[+r.second];
+          for (let i = 0; i < rows; i++) {
+            for (let j = 0; j < n; j++) {
+              const img = Math.floor(j / pixels), px = j % pixels;
+              const at = r.base + img * r.stride + (r.channel + i) * pixels + px;
+              const v = prod[(starts[gi] + i) * n + j] + beta * out[at] + bias[starts[gi] + i];
+              out[at] = activation ? activationForwardRef([v], activation)[0] : v;
+            }
+          }
+        });
+        return { c: outs[0], c2: outs[1] };
+      },
+      tol: { c: (dtype, want) => tolC(want, k, dtype), c2: (dtype, want) => tolC(want, k, dtype) },
+    }],
+  });
+}
+
+/**
+ * The rows store: every dispatch that stores C has it (split-K's partial products do not), and
+ * vec4 C where every region allows it.
+ */
+const rowsPlan = (vecC: boolean) => (plan: GemmPlan) => {
+  for (const d of planDispatches(plan)) {
+    assert.equal(d.config.rowGroups ?? false, d.bindings.c === "c", `${d.kernel}: rows store`);
+  }
+  const product = plan.passes[0].dispatches[0];
+  if (product.kernel === "register") assert.equal(product.config.vecC, vecC);
+};
+
+/** The suite of gemmStrided's row groups, f32 and an f16 forward. */
+export const ROW_GROUP_SUITES: OpSuite<RowGroupsCase>[] = [{
+  name: "gemmStrided: C's rows in groups (in C or a second tensor), each with its segment stride",
+  op: rowGroupsOp,
+  seed: 1300,
+  cases: [
+    // Odd everything (scalar stores), every family and split-K; B plain and in segments.
+    ...([{}, { variant: "shared" }, { variant: "register", splitK: 2 }, {
+      variant: "register",
+      tile: [4, 4],
+    }] as GemmTuning[]).flatMap((tuning) =>
+      [false, true].map((segmentB) => ({
+        groups: [3, 5, 2],
+        k: 7,
+        pixels: 9,
+        tuning,
+        segmentB,
+        split: segmentB,
+        activation: "relu" as const,
+        plan: rowsPlan(false),
+      }))
+    ),
+    // Multiples of 4 (vec4 C stores), four groups, a tile taller than a group.
+    {
+      groups: [4, 8, 4, 12],
+      k: 12,
+      pixels: 16,
+      tuning: { variant: "register", tile: [8, 8] },
+      segmentB: true,
+      plan: rowsPlan(true),
+    },
+    // The same into C and c2, with beta (C read back from both), in every family.
+    ...([{ variant: "register", tile: [4, 8] }, { variant: "shared" }, {
+      variant: "register",
+      splitK: 2,
+    }] as GemmTuning[]).map((tuning) => ({
+      groups: [4, 8, 4, 12],
+      k: 12,
+      pixels: 16,
+      tuning,
+      segmentB: true,
+      split: true,
+      beta: 0.5,
+      activation: "tanh" as const,
+      plan: rowsPlan(true),
+    })),
+    // A single group, single pixels, one row per group; a long k split automatically.
+    { groups: [5], k: 3, pixels: 1, tuning: {}, plan: rowsPlan(false) },
+    {
+      groups: [1, 1],
+      k: 4096,
+      pixels: 1,
+      tuning: {},
+      segmentB: true,
+      split: true,
+      plan: rowsPlan(false),
+    },
+  ],
+  mixes: [{}, { a: "f16", b: "f16", c: "f16", bias: "f32" }],
 }];
