@@ -120,7 +120,9 @@ export interface StridedGemm {
   /**
    * The second tensor of C's row groups (groups with `second`): two tensors that one dispatch
    * writes, e.g. a concatenation and the outputs later kernels read while writing into it (a
-   * buffer bound read-only and read-write in one dispatch is invalid in WebGPU). Same dtype as C.
+   * buffer bound read-only and read-write in one dispatch is invalid in WebGPU). Same dtype as C;
+   * its range must not overlap C's (WebGPU also forbids overlapping writable bindings). Without
+   * it, row groups all stored into C bind a small stand-in as `c2`.
    */
   readonly c2?: TensorRange | undefined;
   /** Bias elements (an f32 or f16 tensor). */

@@ -59,6 +59,7 @@ export {
   type Conv2dForwardOptions,
   type Conv2dKernelOptions,
   type Conv2dParams,
+  conv2dPermuteX,
   type Window2d,
   type Window2dParams,
 } from "./conv2d/index.ts";

@@ -324,7 +324,7 @@ export function concatForward(
   if (!merge || !layout) {
     const y = ctx.gpu.empty(shape, { dtype: x.dtype });
     const caches = branches.map((b) =>
-      stepsInto(b.steps, x, ctx, { y, channelOffset: b.channelOffset })
+      stepsInto(b.steps, { x, ctx, into: { y, channelOffset: b.channelOffset } })
     );
     const keep = branches.some(_sliceActivation) ? y.retain() : null;
     return { y, cache: { caches, y: keep, merged: null } };
@@ -339,12 +339,12 @@ export function concatForward(
   buffer?.dispose(); // the views keep it
   const caches = branches.map((b, i) => {
     const k = merge.members.findIndex((m) => m.branch === i);
-    if (k < 0) return stepsInto(b.steps, x, ctx, { y, channelOffset: b.channelOffset });
+    if (k < 0) return stepsInto(b.steps, { x, ctx, into: { y, channelOffset: b.channelOffset } });
     const out = outputs[k];
     if (!out) return [null];
     return [
       null,
-      ...stepsInto(b.steps.slice(1), out, ctx, { y, channelOffset: b.channelOffset }),
+      ...stepsInto(b.steps.slice(1), { x: out, ctx, into: { y, channelOffset: b.channelOffset } }),
     ];
   });
   // The outputs stay for the activation's derivative; without one they are not needed.
@@ -399,7 +399,9 @@ export function concatBackward(
     else splitChannels({ dx: dBranch, dy }, slice);
     const k = merge ? merge.members.findIndex((m) => m.branch === i) : -1;
     if (k >= 0) {
-      dx = _memberBackward(plan, merge!, k, {
+      dx = _memberBackward(plan, {
+        merge: merge!,
+        k,
         dBranch,
         caches: cache.caches[i],
         merged: cache.merged!,
@@ -432,13 +434,15 @@ export function concatBackward(
 /**
  * The backward of merged member `k` (branch gradient `dBranch`, consumed): the branch's later
  * steps, the activation's derivative, then the pointwise convolution's gradients: dx summed into
- * `dx` (a new one for the first), its weight gradient from the shared `xT`. Returns dx.
+ * `dx` (a new one for the first), its weight gradient from the shared `xT`. Returns dx. The
+ * pointwise GEMM path is forced (`direct: false`, which summing dx in place needs): a tuning
+ * table's choice of the direct kernel for these layers is not used.
  */
 function _memberBackward(
   plan: ConcatPlan,
-  merge: PointwiseMerge,
-  k: number,
   o: {
+    merge: PointwiseMerge;
+    k: number;
     dBranch: Tensor;
     caches: unknown[];
     merged: MergedCache;
@@ -448,6 +452,7 @@ function _memberBackward(
     needDx: boolean;
   },
 ): Tensor | null {
+  const { merge, k } = o;
   const m = merge.members[k], b = plan.branches[m.branch];
   const { x } = o.merged;
   let dz = o.dBranch;

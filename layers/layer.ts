@@ -134,7 +134,7 @@ export type Fusion =
 /**
  * What a producer that is a pointwise convolution (ungrouped, 1×1, stride 1, no padding,
  * dilation 1) declares of itself, so that a channel concatenation can run several of them that
- * read its input as one GEMM (`layers/plan.ts`): its parameters and channels.
+ * read its input as one GEMM (`layers/concat.ts`): its parameters and channels.
  */
 export interface Pointwise {
   /** The weight `[cOut, cIn, 1, 1]`. */

@@ -9,7 +9,6 @@
  * one kernel), and the last producer of a concatenated branch writes straight into its channel
  * slice of the output (with its activation, whose derivative the split of the backward applies).
  * A branch whose last step cannot write into a slice is copied into it instead.
-
  *
  * @module
  */
@@ -208,14 +207,12 @@ export function stepsBackward(
  *
  * @example
  * ```ts ignore
- * const caches = stepsInto(branch.steps, x, ctx, { y, channelOffset: 4 });
+ * const caches = stepsInto(branch.steps, { x, ctx, into: { y, channelOffset: 4 } });
  * ```
  */
 export function stepsInto(
   steps: readonly Step[],
-  x: Tensor,
-  ctx: Ctx,
-  into: Into,
+  io: { readonly x: Tensor; readonly ctx: Ctx; readonly into: Into },
 ): unknown[] {
-  return _run(steps, x, ctx, into).caches;
+  return _run(steps, io.x, io.ctx, io.into).caches;
 }

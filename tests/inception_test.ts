@@ -26,9 +26,16 @@ import {
   linear,
   maxPool2d,
   namedParams,
+  release,
   sequential,
 } from "../layers/mod.ts";
-import { type Branch, mergeLayout, planConcat } from "../layers/concat.ts";
+import {
+  type Branch,
+  concatBackward,
+  concatForward,
+  mergeLayout,
+  planConcat,
+} from "../layers/concat.ts";
 import { planSteps } from "../layers/plan.ts";
 import { createModel, Trainer, uploadImageSet } from "../models/mod.ts";
 import { assertClose, F16_TEST, f16Tolerance, GPU_TEST, maxAbs, testGpu } from "./harness.ts";
@@ -427,5 +434,68 @@ Deno.test(
     );
     assert.throws(() => conv2dPermuteX({ xT: gpu.empty([3]), x }), TypeError);
     for (const t of [x, w, dy, prior, dx0, dw0, db0, dx1, dw1, db1, xT, w3]) t.dispose();
+  },
+);
+
+// ------------------------------------------------ every member into its slice; options ----
+
+Deno.test(
+  "concat merged vs one by one: members all into their slices, gradients accumulated, " +
+    "needDx false, eval",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    // Two single-step branches (each writes into its slice: the merged GEMM has no second
+    // output, so the row-group store binds a stand-in) and a pooled one that does not merge.
+    const convs = [pw(6, 3), pw(6, 5), pw(6, 2)];
+    const plan = planConcat([
+      branch([convs[0], relu()], 0, 3),
+      branch([convs[1], relu()], 3, 5),
+      branch([maxPool2d({ kernel: 3, stride: 1, padding: 1 }), convs[2], relu()], 8, 2),
+    ]);
+    assert.deepEqual(plan.merge?.members.map((m) => [m.branch, m.into]), [[0, true], [1, true]]);
+    const plain = { branches: plan.branches, merge: null };
+    const holder = sequential(convs);
+    materialize(gpu, holder, "f32", 9);
+    const uniform = uniformFrom(13);
+    const data = (shape: readonly number[]) =>
+      gpu.tensor(
+        Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => uniform(-1, 1)),
+        { shape },
+      );
+    const x = data([2, 6, 3, 5]), dy = data([2, 10, 3, 5]);
+    const priors = namedParams(holder).map(([, p]) => data(p.shape));
+    const read = async (t: Tensor) => Array.from(await t.toArray() as Float32Array);
+    const run = async (which: typeof plan, training: boolean, needDx: boolean) => {
+      // Gradients start from non-zero values: the members' must be accumulated onto them.
+      namedParams(holder).forEach(([, p], i) => gpu.copy(priors[i], p.grad!));
+      const ctx: Ctx = { gpu, training, seed: 1 };
+      const kernels: string[] = [];
+      let out: { y: number[]; dx: number[] | null } = { y: [], dx: null };
+      let dxT: Tensor | null = null, yT: Tensor | null = null;
+      kernels.push(...kernelsOf(gpu, () => {
+        const f = concatForward(which, { x, shape: [2, 10, 3, 5], ctx });
+        yT = f.y;
+        if (training) dxT = concatBackward(which, f.cache, { dy, ctx, needDx });
+      }));
+      out = { y: await read(yT!), dx: dxT ? await read(dxT) : null };
+      const grads = [];
+      for (const [, p] of namedParams(holder)) grads.push(await read(p.grad!));
+      release(yT, dxT);
+      return { ...out, grads, kernels };
+    };
+    for (const [training, needDx] of [[true, true], [true, false], [false, false]]) {
+      const a = await run(plan, training, needDx), b = await run(plain, training, needDx);
+      const what = `training ${training}, needDx ${needDx}`;
+      assert.equal(a.kernels.filter((k) => /^gemm_.*_rows/.test(k)).length, 1, what);
+      assert.deepEqual(a.y, b.y, `${what}: y`);
+      assert.deepEqual(a.dx, b.dx, `${what}: dx`);
+      assert.equal(a.dx === null, !needDx, what);
+      assert.deepEqual(a.grads, b.grads, `${what}: gradients`);
+      // The priors are non-zero: an overwritten gradient would differ from the reference's sum.
+      if (training) assert.notDeepEqual(a.grads[0], await read(priors[0]), `${what}: moved`);
+    }
+    for (const [, p] of namedParams(holder)) for (const t of [p.value, p.grad]) t?.dispose();
+    release(x, dy, ...priors);
   },
 );

@@ -257,8 +257,10 @@ function isEmpty(t: GemmTuning): boolean {
  */
 export function tunedGemm(gpu: Gpu, g: StridedGemm, tuning: GemmTuning): GemmTuning {
   if (!isEmpty(tuning)) return tuning;
-  // The tuner times f32 operands: f16 problems keep the cost model's choice.
-  if ([g.a, g.b, g.c].some((r) => r.tensor.dtype === "f16")) return tuning;
+  // The tuner times f32 operands: f16 problems keep the cost model's choice. So do problems
+  // stored in row groups (a merged concatenation's GEMM): their second output tensor is the
+  // caller's, released right after recording, so a recorded problem could not be replayed.
+  if ([g.a, g.b, g.c].some((r) => r.tensor.dtype === "f16") || g.rowGroups) return tuning;
   const s = states.get(gpu);
   if (!s || (!s.recorder && (s.suspended > 0 || s.table.size === 0))) return tuning;
   const key = gemmKey(g);

@@ -290,6 +290,16 @@ export function runGemmPlan(gpu: Gpu, g: StridedGemm, plan: GemmPlan): void {
     const size = plan.scratch[ref];
     if (size > 0) scratch.set(ref, bindingRange(gpu.empty([size]), 0, size));
   }
+  // Row groups all stored into C still bind a `c2`: a one-vec4 stand-in, never written (C
+  // itself cannot be bound twice: WebGPU forbids overlapping writable bindings).
+  let standIn: TensorRange | undefined;
+  const _standIn = (): TensorRange => {
+    if (!standIn) {
+      standIn = bindingRange(gpu.empty([4], { dtype: g.c.tensor.dtype }), 0, 4);
+      scratch.set("c2", standIn);
+    }
+    return standIn;
+  };
   const bind = (ref: GemmOperand): TensorRange => {
     const r = ref === "a"
       ? g.a
@@ -300,7 +310,7 @@ export function runGemmPlan(gpu: Gpu, g: StridedGemm, plan: GemmPlan): void {
       : ref === "bias"
       ? g.bias
       : ref === "c2"
-      ? g.c2 ?? g.c
+      ? g.c2 ?? _standIn()
       : scratch.get(ref);
     if (r === undefined) {
       throw new TypeError(`gemm: the plan binds '${ref}', which the problem lacks`);

@@ -427,7 +427,7 @@ function productDispatch(
       b: g.b.ref,
       c: g.c.ref,
       ...(cfg.bias !== "none" ? { bias: g.bias!.ref } : {}),
-      ...(cfg.rowGroups ? { c2: g.c2?.ref ?? g.c.ref } : {}),
+      ...(cfg.rowGroups ? { c2: "c2" as const } : {}),
     },
     workgroups,
   };
@@ -466,7 +466,7 @@ function epilogueDispatch(g: Bound, part: Operand, splits: number): GemmEpilogue
       part: part.ref,
       c: g.c.ref,
       ...(config.bias !== "none" ? { bias: g.bias!.ref } : {}),
-      ...(config.rowGroups ? { c2: g.c2?.ref ?? g.c.ref } : {}),
+      ...(config.rowGroups ? { c2: "c2" as const } : {}),
     },
     workgroups: grid1d(g.batch * g.m * g.n, EPILOGUE_WG),
   };
