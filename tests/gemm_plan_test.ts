@@ -10,6 +10,7 @@ import {
 import {
   dispatchKernel,
   gemm,
+  type GemmDispatch,
   type GemmPlan,
   type GemmProblem,
   type GemmTuning,
@@ -333,4 +334,142 @@ Deno.test("planGemm: B read in segments (1x1 convolutions on NCHW tensors)", () 
   assert.equal(split.splits, 2);
   assert.equal(split.config.segmentedB, true);
   assert.throws(() => planGemm({ ...fwd9, transB: true }, CPU_PROFILE), RangeError);
+});
+
+/**
+ * Three row groups of a 6-row C (rows 0-1 into C, 2-4 and 5 into c2), C and c2 bound from
+ * elements 4 and 8: a merged Inception GEMM's shape.
+ */
+const ROWS: GemmProblem = {
+  m: 6,
+  n: 8,
+  k: 5,
+  batch: 1,
+  transA: false,
+  transB: false,
+  alpha: 1,
+  beta: 0,
+  a: { base: 0, dtype: "f32" },
+  b: { base: 0, dtype: "f32" },
+  c: { base: 4, dtype: "f32" },
+  c2: { base: 8, dtype: "f32" },
+  lda: 5,
+  ldb: 8,
+  ldc: 4,
+  strideA: 0,
+  strideB: 0,
+  strideC: 0,
+  biasMode: "none",
+  segment: 4,
+  segmentStride: 40,
+  rowGroups: [
+    { row: 0, base: 4, segmentStride: 40 },
+    { row: 2, base: 0, segmentStride: 16, second: true },
+    { row: 5, base: 32, segmentStride: 16, second: true },
+  ],
+};
+
+/** The `Params` of ROWS's groups: bases from each group's tensor's binding, c2's as bit 1 and 2. */
+const ROWS_PARAMS = {
+  rgRow1: 2,
+  rgRow2: 5,
+  rgRow3: 0xffffffff, // no fourth group: never reached
+  rgBase0: 4 + 4,
+  rgBase1: 8 + 0,
+  rgBase2: 8 + 32,
+  rgBase3: 0,
+  rgStride0: 40,
+  rgStride1: 16,
+  rgStride2: 16,
+  rgStride3: 0,
+  rgSecond: 0b110,
+};
+
+/** The row-group part of a dispatch: its store, c2 binding and `Params`. */
+function rowsOf(d: GemmDispatch) {
+  const params = d.params as Record<string, number>;
+  return {
+    rows: d.config.rowGroups ?? false,
+    c: d.bindings.c,
+    c2: (d.bindings as { c2?: string }).c2,
+    params: Object.fromEntries(Object.keys(ROWS_PARAMS).map((key) => [key, params[key]])),
+  };
+}
+
+Deno.test("planGemm: row groups' params and bindings in every pass, split-K and epilogue", () => {
+  const stored = { rows: true, c: "c", c2: "c2", params: ROWS_PARAMS };
+  for (const profile of [CPU_PROFILE, WEBGPU_DEFAULT_PROFILE]) {
+    assert.deepEqual(planDispatches(planGemm(ROWS, profile)).map(rowsOf), [stored]);
+  }
+  // Split-K: plain partial products, the epilogue stores the rows.
+  const split = planDispatches(planGemm(ROWS, CPU_PROFILE, { variant: "register", splitK: 2 }));
+  assert.deepEqual(split.map((d) => [d.kernel, rowsOf(d).rows, rowsOf(d).c2]), [
+    ["register", false, undefined],
+    ["epilogue", true, "c2"],
+  ]);
+  assert.deepEqual(rowsOf(split[1]), stored);
+  // k-passes (k beyond the shared kernel's 32768 per dispatch), as the GPU cases run them: an
+  // f32 C stores the rows in both passes (the second adds, beta 1), an f16 C sums plain rows
+  // into the f32 accumulator and the epilogue stores the rows.
+  const long = { ...ROWS, k: 40000, lda: 40000, beta: 0.5 };
+  const f32 = planGemm(long, CPU_PROFILE, { variant: "shared", splitK: 1 });
+  assert.deepEqual(planDispatches(f32).map(rowsOf), [stored, stored]);
+  assert.deepEqual(planDispatches(f32).map((d) => d.params.beta), [0.5, 1]);
+  const half = { ...long, c: { base: 4, dtype: "f16" }, c2: { base: 8, dtype: "f16" } } as const;
+  const f16 = planDispatches(planGemm(half, CPU_PROFILE, { variant: "shared", splitK: 1 }));
+  assert.deepEqual(f16.map((d) => [d.kernel, rowsOf(d).rows, rowsOf(d).c, rowsOf(d).c2]), [
+    ["shared", false, "accumulator", undefined],
+    ["shared", false, "accumulator", undefined],
+    ["epilogue", true, "c", "c2"],
+  ]);
+  assert.deepEqual(rowsOf(f16[2]).params, ROWS_PARAMS);
+  assert.equal(f16[2].params.beta, 0.5);
+});
+
+Deno.test("planGemm: row groups that cannot be stored are rejected, naming what is wrong", () => {
+  const rows = (r: GemmProblem["rowGroups"], more: Partial<GemmProblem> = {}) => () =>
+    planGemm({ ...ROWS, rowGroups: r, ...more }, CPU_PROFILE);
+  const group = (row: number, more: Record<string, unknown> = {}) => ({
+    row,
+    base: 0,
+    segmentStride: 16,
+    ...more,
+  });
+  const order = (got: string) =>
+    new RegExp(
+      `^gemm: rowGroups must be 1 to 4 groups in increasing row order from row 0, each ` +
+        `starting below m = 6; got rows \\[${got}\\]$`,
+    );
+  const throws = (f: () => unknown, type: ErrorConstructor, message: RegExp) =>
+    assert.throws(f, (e: Error) => {
+      assert.ok(e instanceof type, `${e.constructor.name}: ${e.message}`);
+      assert.match(e.message, message);
+      return true;
+    });
+  throws(
+    rows(ROWS.rowGroups, { segment: undefined, segmentStride: undefined }),
+    RangeError,
+    /^gemm: rowGroups need a segmented C \(segment set\)$/,
+  );
+  throws(rows([]), RangeError, order(""));
+  throws(rows([group(0), group(2), group(2)]), RangeError, order("0, 2, 2"));
+  throws(rows([group(0), group(3), group(2)]), RangeError, order("0, 3, 2"));
+  throws(rows([group(1), group(2)]), RangeError, order("1, 2"));
+  throws(rows([0, 1, 2, 3, 4].map((r) => group(r))), RangeError, order("0, 1, 2, 3, 4"));
+  throws(rows([group(0), group(6)]), RangeError, order("0, 6"));
+  throws(
+    rows([group(0), group(2, { second: true })], { c2: undefined }),
+    TypeError,
+    /^gemm: a row group stored into c2 without a c2$/,
+  );
+  const bad = /^gemm: a row group's base and segmentStride must be integers >= 0$/;
+  throws(rows([group(0), group(2, { base: -4 })]), RangeError, bad);
+  throws(rows([group(0, { segmentStride: -16 })]), RangeError, bad);
+  throws(rows([group(0, { base: 1.5 })]), RangeError, bad);
+  // Four groups, all into C (no c2 needed): fine.
+  assert.equal(
+    planGemm({ ...ROWS, rowGroups: [0, 1, 2, 5].map((r) => group(r)), c2: undefined }, CPU_PROFILE)
+      .passes.length,
+    1,
+  );
 });

@@ -11,7 +11,8 @@ import { checkGemm, gemm, gemmStrided, reduceStrided, sumRows } from "../kernels
 import { gemmRef } from "./cpu_ref/gemm.ts";
 import { F16_TEST, GPU_TEST, testGpu } from "./harness.ts";
 import { testOp } from "./_op.ts";
-import { ACTIVATION_SUITES, GEMM_SUITES, ROW_GROUP_SUITES } from "./ops/gemm.ts";
+import { ACTIVATION_SUITES, GEMM_SUITES } from "./ops/gemm.ts";
+import { ROW_GROUP_SUITES } from "./ops/gemm_rows.ts";
 import { HALF_SUITES, STRIDED_SUITES } from "./ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "./ops/gemm_reduce.ts";
 

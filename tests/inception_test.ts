@@ -5,15 +5,21 @@
 // by itself, the separate concat/split kernels) computes: in f32 bit for bit (output, input
 // gradient, every weight and bias gradient; the same GEMM k-order per element, the input
 // gradients summed in the same order through the GEMM's beta), in f16 within one more f16
-// rounding of the input gradient (summed in place: rounded once instead of per member). Where a
-// call cannot merge (an f16 weight of odd size) it runs the branches one by one, and says so by
-// its kernels. Training with replay is bit-identical to recording every step (the weights'
-// copies into the merged GEMM's operand are on the tape).
+// rounding of the input gradient (summed in place: rounded once instead of per member); backward
+// permutes x once for the three. Where a call cannot merge (an f16 weight of odd size) it runs
+// the branches one by one, and says so by its kernels. Training with replay (the merged GEMM in
+// its recorded step) is bit-identical to recording every step (the weights' copies into the
+// merged GEMM's operand are on the tape).
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
 import { makeSynthetic } from "../data/mod.ts";
 import { GpuRuntime } from "../gpu/runtime.ts";
-import { conv2dBackward, conv2dPermuteX } from "../kernels/conv2d/index.ts";
+import {
+  conv2dBackward,
+  type Conv2dExecution,
+  conv2dPermuteX,
+  observeConv2d,
+} from "../kernels/conv2d/index.ts";
 import { accumulate, cast } from "../kernels/elementwise.ts";
 import {
   activation,
@@ -39,7 +45,7 @@ import {
 import { planSteps } from "../layers/plan.ts";
 import { createModel, Trainer, uploadImageSet } from "../models/mod.ts";
 import { assertClose, F16_TEST, f16Tolerance, GPU_TEST, maxAbs, testGpu } from "./harness.ts";
-import { kernelsOf } from "./kernels_of.ts";
+import { kernelsOf, kernelsOfAsync } from "./kernels_of.ts";
 import { unfused } from "./unfused.ts";
 
 /** Uniform draws in [lo, hi) from a seed (mulberry32). */
@@ -256,6 +262,8 @@ async function pass(
   }
   const ctx: Ctx = { gpu, training: true, seed: 1 };
   const out = { y: null as Tensor | null, dx: null as Tensor | null };
+  const calls: Conv2dExecution[] = [];
+  const stop = observeConv2d(gpu, (e) => calls.push(e));
   const kernels = kernelsOf(gpu, () => {
     const f = run.forward(x, ctx);
     out.y = f.y;
@@ -269,10 +277,11 @@ async function pass(
     dy.dispose();
     dy32.dispose();
   });
+  stop();
   const read = async (t: Tensor) => Float64Array.from(await t.toArray() as ArrayLike<number>);
   const grads = new Map<string, Float64Array>();
   for (const [name, p] of namedParams(block)) grads.set(name, await read(p.grad!));
-  const result = { y: await read(out.y!), dx: await read(out.dx!), grads, kernels };
+  const result = { y: await read(out.y!), dx: await read(out.dx!), grads, kernels, calls };
   for (const t of [out.y, out.dx, x, x32]) t?.dispose();
   return result;
 }
@@ -291,6 +300,31 @@ for (const c of BLOCKS) {
       const rows = merged.kernels.filter((k) => /^gemm_.*_rows/.test(k)).length;
       assert.equal(rows, c.merged ? 1 : 0, `merged GEMMs: ${merged.kernels.join(", ")}`);
       assert.ok(merged.kernels.length < plain.kernels.length);
+      // Backward permutes x once for all the merged members (concatBackward's conv2dPermuteX,
+      // which their conv2d calls bind as xT): the unfused block permutes it in each of the three
+      // pointwise convolutions' weight gradients (all on the GEMM path here, as their plans say),
+      // so merged runs two fewer permutations; every other one (dy's, the pooled branch's x) is
+      // the same.
+      const calls = (r: typeof merged, xT: boolean) =>
+        r.calls.filter((e) => (e.problem.permutedX ?? false) === xT);
+      const steps = (es: Conv2dExecution[], src?: string) =>
+        es.flatMap((e) => e.plan.steps).filter((s) =>
+          s.kind === "permute" && (src === undefined || s.src.buffer === src)
+        ).length;
+      const permutes = (r: typeof merged) =>
+        r.kernels.filter((k) => k.startsWith("conv2d_permute")).length;
+      assert.equal(calls(plain, true).length, 0);
+      assert.equal(permutes(plain), steps(plain.calls), "unfused: every permutation a conv2d's");
+      const members = calls(merged, true);
+      assert.equal(members.length, c.merged ? 3 : 0, "conv2d calls binding the shared xT");
+      assert.equal(steps(members, "x"), 0, "members permute no x of their own");
+      assert.equal(
+        permutes(merged),
+        steps(merged.calls) + (c.merged ? 1 : 0),
+        "merged: one x permutation outside the conv2d calls",
+      );
+      if (c.merged) assert.equal(steps(plain.calls, "x") - steps(merged.calls, "x"), 3);
+      assert.equal(permutes(merged), permutes(plain) - (c.merged ? 2 : 0), `${merged.kernels}`);
       const same = (what: string, a: Float64Array, b: Float64Array, tol?: number) => {
         if (c.dtype === "f32") {
           const differ = a.filter((v, i) => v !== b[i] && !(Number.isNaN(v) && Number.isNaN(b[i])));
@@ -357,9 +391,13 @@ for (const precision of ["f32", "f16"] as const) {
         );
         const replays0 = gpu.hostStats.replays;
         const losses: number[] = [];
-        for (let epoch = 0; epoch < 2; epoch++) {
-          losses.push((await trainer.trainEpoch(set, { epoch })).loss);
-        }
+        // The kernels dispatched (a replayed step dispatches none: its tape is re-encoded).
+        const kernels = await kernelsOfAsync(gpu, async () => {
+          for (let epoch = 0; epoch < 2; epoch++) {
+            losses.push((await trainer.trainEpoch(set, { epoch })).loss);
+          }
+        });
+        const steps = trainer.steps;
         const values = await model.arena.values.toArray() as Float32Array;
         const params = new Uint32Array(values.buffer, values.byteOffset, values.length);
         const replays = gpu.hostStats.replays - replays0;
@@ -367,12 +405,18 @@ for (const precision of ["f32", "f16"] as const) {
         model.dispose();
         set.images.dispose();
         set.labels.dispose();
-        return { losses, params, replays };
+        return { losses, params, replays, kernels, steps };
       };
       const plain = await train(false);
       const replayed = await train(true);
       assert.equal(plain.replays, 0);
       assert.ok(replayed.replays > 0, "steps were replayed");
+      // Both blocks ran merged (one row-group GEMM each per step): in the one recorded step of
+      // the replayed run, in every step of the other.
+      const rows = (r: typeof plain) => r.kernels.filter((k) => /^gemm_.*_rows/.test(k)).length;
+      assert.equal(replayed.replays, replayed.steps - 1, "one step recorded, the others replayed");
+      assert.equal(rows(replayed), 2, `recorded step: ${replayed.kernels.join(", ")}`);
+      assert.equal(rows(plain), 2 * plain.steps, "every step of the run without replay");
       assert.deepEqual(replayed.losses, plain.losses, "the losses are bit-identical");
       assert.deepEqual(replayed.params, plain.params, "the parameters are bit-identical");
     },

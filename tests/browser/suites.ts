@@ -22,13 +22,10 @@ import {
   CONCAT_SUITES,
   SPLIT_ACTIVATION_SUITES,
 } from "../ops/elementwise.ts";
-import {
-  ACTIVATION_SUITES as GEMM_ACTIVATION_SUITES,
-  GEMM_SUITES,
-  ROW_GROUP_SUITES,
-} from "../ops/gemm.ts";
+import { ACTIVATION_SUITES as GEMM_ACTIVATION_SUITES, GEMM_SUITES } from "../ops/gemm.ts";
 import { HALF_SUITES, STRIDED_SUITES } from "../ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "../ops/gemm_reduce.ts";
+import { ROW_GROUP_SUITES } from "../ops/gemm_rows.ts";
 import { LOSS_SCALE_CHECKS } from "../ops/loss_scale.ts";
 import { LRN_SUITES } from "../ops/lrn.ts";
 import { GLOBAL_POOL_SUITES, POOL_SUITES } from "../ops/pool.ts";
