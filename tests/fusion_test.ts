@@ -153,8 +153,8 @@ const MAX_DISPATCHES: Record<string, number> = {
   "lenet-bn": 48,
   "googlenet": 717,
   "resnet": 994,
-  "densenet": 354,
-  "mobilenet": 359,
+  "densenet": 352,
+  "mobilenet": 227,
 };
 
 const ACTIVATION_FORWARD = /^(relu6?|sigmoid|tanh)_forward/;
@@ -281,11 +281,11 @@ const TABLE: [ModelName, number][] = [
  */
 const MAX_STEP_DISPATCHES: Record<string, number> = {
   "f32 lenet": 40,
-  "f32 resnet": 1032,
+  "f32 resnet": 998,
   "f32 googlenet": 721,
-  "f32 densenet": 400,
+  "f32 densenet": 356,
   "f16 lenet": 42,
-  "f16 resnet": 1034,
+  "f16 resnet": 1000,
 };
 
 for (const precision of ["f32", "f16"] as const) {
