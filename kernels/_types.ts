@@ -110,8 +110,8 @@ export interface StridedGemm {
   /** Stride between column segments of B. */
   readonly segmentStrideB?: number;
   /**
-   * Groups of C's rows, at most 4 (`MAX_ROW_GROUPS` of `gemm/types.ts`), in row order, the first from row 0;
-   * needs `segment`. Row `i` of group `g` (`row_g <= i < row_{g+1}`) is stored at element
+   * Groups of C's rows, at most 4 (`MAX_ROW_GROUPS` of `gemm/types.ts`), in row order, the
+   * first from row 0; needs `segment`. Row `i` of group `g` (`row_g <= i < row_{g+1}`) is stored at element
    * `base_g + (i - row_g) * ldc + floor(j / segment) * segmentStride_g + j % segment` of C (plus
    * `z * strideC`), instead of C's own mapping, of `c` or, with the group's `second`, of `c2`.
    * Omit for the plain mapping.

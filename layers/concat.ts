@@ -162,13 +162,22 @@ export interface MergeLayout {
  * ```ts
  * import { mergeLayout } from "./concat.ts";
  * const merge = {
- *   members: [{ branch: 0, row: 0, channels: 4, into: true }, { branch: 1, row: 4, channels: 6, into: false }, { branch: 2, row: 10, channels: 2, into: false }],
+ *   members: [
+ *     { branch: 0, row: 0, channels: 4, into: true },
+ *     { branch: 1, row: 4, channels: 6, into: false },
+ *     { branch: 2, row: 10, channels: 2, into: false },
+ *   ],
  *   rows: 12,
  *   cIn: 8,
  *   bias: true,
  * };
- * const limits = { maxStorageBufferBindingSize: 2 ** 27, minStorageBufferOffsetAlignment: 256, maxBufferSize: 2 ** 28 };
- * mergeLayout(merge, { x: [2, 8, 3, 3], y: [2, 16, 3, 3], dtype: "f32", limits })?.outputs; // [-1, 0, 128]
+ * const limits = {
+ *   maxStorageBufferBindingSize: 2 ** 27,
+ *   minStorageBufferOffsetAlignment: 256,
+ *   maxBufferSize: 2 ** 28,
+ * };
+ * const call = { x: [2, 8, 3, 3], y: [2, 16, 3, 3], dtype: "f32", limits } as const;
+ * mergeLayout(merge, call)?.outputs; // [-1, 0, 128]
  * ```
  */
 export function mergeLayout(
