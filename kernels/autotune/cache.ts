@@ -114,7 +114,10 @@ function parseChoice(key: string, v: unknown): TunedChoice | string {
   if (o.op === "conv2d") {
     if (!key.startsWith("conv2d:")) return "a conv2d choice under another op's key";
     if (typeof o.direct !== "boolean") return `"direct" is not a boolean`;
-    return { op: "conv2d", direct: o.direct };
+    // "groups" came later (same version: files without it mean the default blocking search).
+    if (o.groups === undefined) return { op: "conv2d", direct: o.direct };
+    if (typeof o.groups !== "boolean") return `"groups" is not a boolean`;
+    return { op: "conv2d", direct: o.direct, groups: o.groups };
   }
   if (o.op !== "gemm") return `unknown op ${JSON.stringify(o.op)}`;
   if (!key.startsWith("gemm:")) return "a gemm choice under another op's key";

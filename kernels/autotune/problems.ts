@@ -122,7 +122,8 @@ function convLabel(r: Extract<Recorded, { op: "conv2d" }>): string {
 
 /**
  * A tuned choice as a short text: `reg 8x16`, `reg 4x8 swap split4`, `shared split2`, `direct`,
- * `im2col`.
+ * `direct grouped` / `direct plain` (the direct kernel's blocking with or without output-channel
+ * groups, where they differ), `im2col`.
  *
  * @example
  * ```ts
@@ -131,7 +132,14 @@ function convLabel(r: Extract<Recorded, { op: "conv2d" }>): string {
  * ```
  */
 export function formatChoice(choice: TunedChoice): string {
-  if (choice.op === "conv2d") return choice.direct ? "direct" : "im2col";
+  if (choice.op === "conv2d") {
+    if (!choice.direct) return "im2col";
+    return choice.groups === undefined
+      ? "direct"
+      : choice.groups
+      ? "direct grouped"
+      : "direct plain";
+  }
   const t = choice.tuning;
   const split = (t.splitK ?? 1) > 1 ? ` split${t.splitK}` : "";
   if (t.variant === "shared") return `shared${split}`;

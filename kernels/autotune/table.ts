@@ -14,11 +14,13 @@ import type { GemmTuning, StridedGemm } from "../_types.ts";
 
 /**
  * A tuned choice: the GEMM configuration to run (every knob resolved), or whether a conv2d pass
- * runs the direct kernel (`direct: true`) or im2col + GEMM (`false`).
+ * runs the direct kernel (`direct: true`) or im2col + GEMM (`false`), and for the direct kernel
+ * whether its blocking search may use output-channel groups (`groups`; absent: the default,
+ * `true`; stored only where the grouped and the plain blocking differ).
  */
 export type TunedChoice =
   | { readonly op: "gemm"; readonly tuning: GemmTuning }
-  | { readonly op: "conv2d"; readonly direct: boolean };
+  | { readonly op: "conv2d"; readonly direct: boolean; readonly groups?: boolean };
 
 /** The three passes of a convolution whose kernels are chosen separately. */
 export type ConvPass = "forward" | "inputGrad" | "weightGrad";
