@@ -128,6 +128,13 @@ Deno.test(
     }
     const fc1 = problems.find((p) => p.label.startsWith("gemm 2x120x400 "))!;
     assert.match(fc1.label, / nt bias-col/);
+    // Recording again: the trainer kept the step as a tape (replaying it would plan nothing);
+    // recording drops it, so the step is recorded for real and computes the same problems.
+    const again = await recordProblems(
+      gpu,
+      () => trainer.trainEpoch(set, { epoch: 0, shuffle: false }),
+    );
+    assert.deepEqual(again.map((p) => p.key), problems.map((p) => p.key));
     // Recording is off afterwards, and GEMMs whose caller forced a configuration are not recorded.
     const a = gpu.zeros([8, 8]), c = gpu.empty([8, 8]);
     assert.deepEqual(

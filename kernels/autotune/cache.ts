@@ -10,7 +10,7 @@
 import type { Gpu } from "../../gpu/mod.ts";
 import { defaultCacheDir, writeFileAtomic } from "../../data/locate.ts";
 import { TM, TN } from "./gemm.ts";
-import { type TunedChoice, tuningState } from "./table.ts";
+import { dropStepTapes, type TunedChoice, tuningState } from "./table.ts";
 
 const FORMAT = "modern-cnn-autotune";
 /** Version of the cache file's layout and of the problem keys; other versions are ignored. */
@@ -186,6 +186,8 @@ export async function loadTuningCache(gpu: Gpu, path: string): Promise<number | 
         `(first: ${bad[0]})`,
     );
   }
+  // Kept step tapes replay the kernels planned before the table changed.
+  if (loaded > 0) dropStepTapes(gpu);
   return loaded;
 }
 

@@ -42,7 +42,7 @@ import type { Gpu } from "../../gpu/mod.ts";
 import { recordOf, recordProblems, type TuningProblem } from "./problems.ts";
 import { tuneConv } from "./conv2d.ts";
 import { tuneGemm } from "./gemm.ts";
-import { tuningState, type TuningTable } from "./table.ts";
+import { dropStepTapes, tuningState, type TuningTable } from "./table.ts";
 import {
   fmtMs,
   type Internal,
@@ -193,5 +193,7 @@ export async function tuneProblems(
     return out;
   } finally {
     s.suspended--;
+    // Kept step tapes replay the kernels planned before: the next steps plan with the table.
+    dropStepTapes(gpu);
   }
 }

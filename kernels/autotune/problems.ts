@@ -9,7 +9,14 @@
 
 import type { Gpu } from "../../gpu/mod.ts";
 import { observeConv2d } from "../conv2d/index.ts";
-import { convKey, type GemmShape, type Recorded, type TunedChoice, tuningState } from "./table.ts";
+import {
+  convKey,
+  dropStepTapes,
+  type GemmShape,
+  type Recorded,
+  type TunedChoice,
+  tuningState,
+} from "./table.ts";
 
 /** One problem a recorded run computed (see {@linkcode recordProblems}). */
 export interface TuningProblem {
@@ -44,7 +51,8 @@ const PASSES = ["forward", "weightGrad", "inputGrad"] as const;
 /**
  * Runs `run` with the recording hook on and returns the distinct problems its GEMMs and conv2d
  * passes computed (only those whose caller forced nothing: the ones the table can steer). The
- * table is consulted as usual meanwhile.
+ * table is consulted as usual meanwhile. Kept step tapes are dropped first, so that a training
+ * step that would be replayed is recorded for real.
  *
  * @throws {TypeError} when this Gpu is already recording.
  * @example
@@ -63,6 +71,7 @@ export async function recordProblems(
 ): Promise<TuningProblem[]> {
   const s = tuningState(gpu);
   if (s.recorder) throw new TypeError("recordProblems: this Gpu is already recording");
+  dropStepTapes(gpu);
   const rec = new Map<string, Recorded>();
   s.recorder = rec;
   // conv2d calls whose caller forced no path: each pass they plan.

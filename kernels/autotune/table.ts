@@ -202,6 +202,22 @@ export function activeTuningTable(gpu: Gpu): TuningTable | undefined {
   return s && s.suspended === 0 && s.table.size > 0 ? s.table : undefined;
 }
 
+/**
+ * Drops the Gpu's kept step tapes (a `GpuRuntime`'s; other Gpus keep none): a replayed step
+ * plans nothing, so it would neither report its problems to a recording nor pick up a changed
+ * table.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { dropStepTapes } from "./table.ts";
+ * dropStepTapes(await getGpu()); // the next training step is recorded again
+ * ```
+ */
+export function dropStepTapes(gpu: Gpu): void {
+  (gpu as Partial<{ dropTapes(): void }>).dropTapes?.();
+}
+
 function aligned(v: number | undefined): string {
   return (v ?? 0) % 4 === 0 ? "1" : "0";
 }
