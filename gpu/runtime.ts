@@ -370,6 +370,26 @@ export class GpuRuntime implements Gpu {
     for (const b of tape.pinned.splice(0)) this.pool.release(b);
   }
 
+  /**
+   * Drops every kept tape ({@linkcode GpuRuntime.dropTape}): their owners record their next step
+   * again. For what changes the kernels a step would plan (the autotuner's table), which no tape
+   * watches.
+   *
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice());
+   * gpu.beginTape();
+   * const tape = gpu.endTape()!;
+   * gpu.dropTapes();
+   * console.log(tape.valid); // false
+   * ```
+   */
+  dropTapes(): void {
+    for (const t of [...this.#tapes]) this.dropTape(t);
+  }
+
   /** A buffer returned to the pool or destroyed: the tapes that bind it are dropped. */
   #released(b: GPUBuffer): void {
     const tapes = this.#watched.get(b);

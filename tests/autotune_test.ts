@@ -128,6 +128,13 @@ Deno.test(
     }
     const fc1 = problems.find((p) => p.label.startsWith("gemm 2x120x400 "))!;
     assert.match(fc1.label, / nt bias-col/);
+    // Recording again: the trainer kept the step as a tape (replaying it would plan nothing);
+    // recording drops it, so the step is recorded for real and computes the same problems.
+    const again = await recordProblems(
+      gpu,
+      () => trainer.trainEpoch(set, { epoch: 0, shuffle: false }),
+    );
+    assert.deepEqual(again.map((p) => p.key), problems.map((p) => p.key));
     // Recording is off afterwards, and GEMMs whose caller forced a configuration are not recorded.
     const a = gpu.zeros([8, 8]), c = gpu.empty([8, 8]);
     assert.deepEqual(
@@ -270,8 +277,44 @@ tableTest("autotune: tuning a conv2d pass times its candidate plans", async (gpu
   for (const t of [x, w, y, dy, dx]) t.dispose();
 });
 
+tableTest(
+  "autotune: tuning a conv2d pass times the direct kernel's grouped and plain blockings",
+  async (gpu, table) => {
+    // 3x3, 32 -> 32 channels: the grouped blocking (tx 4, co 16 in groups of 4) differs from the
+    // plain one (tx 2, co 32); small enough that the cost model picks im2col.
+    const p = { n: 1, cIn: 32, h: 4, w: 4, cOut: 32, kernel: 3, padding: 1 };
+    const x = gpu.zeros([1, 32, 4, 4]), w = gpu.zeros([32, 32, 3, 3]);
+    const y = gpu.empty([1, 32, 4, 4]);
+    const problems = await recordProblems(gpu, () => conv2dForward({ y, x, w }, p));
+    const conv = problems.find((q) => q.op === "conv2d")!;
+    const options = { minSampleMs: 5, samples: 1, minProblemMs: 0, budgetSeconds: 120 };
+    const [r] = await tuneProblems(gpu, [conv], options);
+    assert.equal(r.costModel, "im2col");
+    // Both direct blockings were timed (and ran right: no failure notes).
+    assert.equal(r.candidates, 2, JSON.stringify(r));
+    assert.ok(!/failed|wrong/.test(r.note ?? ""), r.note);
+    const entries: Record<string, TunedChoice | undefined> = {
+      "im2col": undefined,
+      "direct grouped": { op: "conv2d", direct: true, groups: true },
+      "direct plain": { op: "conv2d", direct: true, groups: false },
+    };
+    assert.ok(r.tuned in entries, r.tuned);
+    assert.equal(r.changed, r.tuned !== "im2col");
+    assert.deepEqual(table.get(conv.key), entries[r.tuned]);
+    // The recorded choice steers the plan, with the matching blocking.
+    const [plan] = conv2dPlansOf(gpu, () => conv2dForward({ y, x, w }, p));
+    const tile = plan.forward?.path === "direct" ? plan.forward.tile : undefined;
+    assert.equal(
+      tile === undefined ? "im2col" : "cg" in tile ? "direct grouped" : "direct plain",
+      r.tuned,
+    );
+    for (const t of [x, w, y]) t.dispose();
+  },
+);
+
 const GEMM_KEY = "gemm:37x70x300:b1:nn:beta0:bias-col:rows:al1111111011111";
 const CONV_KEY = "conv2d:forward:2,2,9,11,3,3,3,1,1,1,1,1,1,1";
+const CONV_DX_KEY = "conv2d:inputGrad:8,64,24,24,64,3,3,1,1,1,1,1,1,1";
 
 /** Runs `fn` with console.error captured; returns what it printed. */
 async function stderrOf(fn: () => Promise<unknown>): Promise<string[]> {
@@ -304,16 +347,30 @@ cacheTest(
     };
     table.set(GEMM_KEY, gemmChoice);
     table.set(CONV_KEY, { op: "conv2d", direct: true });
-    assert.equal(await saveTuningCache(gpu, path), 2);
+    table.set(CONV_DX_KEY, { op: "conv2d", direct: true, groups: false });
+    assert.equal(await saveTuningCache(gpu, path), 3);
     assert.deepEqual([...Deno.readDirSync(`${dir}/sub`)].map((e) => e.name), ["autotune.json"]);
     const file = JSON.parse(await Deno.readTextFile(path));
     assert.equal(file.format, "modern-cnn-autotune");
     assert.equal(file.version, 1);
     assert.deepEqual(Object.keys(file.adapters), [adapterKey(gpu)]);
     table.clear();
-    assert.equal(await loadTuningCache(gpu, path), 2);
+    assert.equal(await loadTuningCache(gpu, path), 3);
     assert.deepEqual(table.get(GEMM_KEY), gemmChoice);
     assert.deepEqual(table.get(CONV_KEY), { op: "conv2d", direct: true });
+    assert.deepEqual(table.get(CONV_DX_KEY), { op: "conv2d", direct: true, groups: false });
+    // A file written before "groups" existed (same version) loads: its entries mean the default.
+    const old = {
+      format: "modern-cnn-autotune",
+      version: 1,
+      adapters: {
+        [adapterKey(gpu)]: { entries: { [CONV_DX_KEY]: { op: "conv2d", direct: true } } },
+      },
+    };
+    await Deno.writeTextFile(path, JSON.stringify(old));
+    table.clear();
+    assert.deepEqual(await loadLogged(gpu, path), { n: 1, lines: [] });
+    assert.deepEqual(table.get(CONV_DX_KEY), { op: "conv2d", direct: true });
 
     // Another adapter's entries are ignored on load and kept on save.
     const other = {
@@ -386,6 +443,18 @@ cacheTest(
     assert.match(saved.join("\n"), /not valid JSON/);
     table.clear();
     assert.equal(await loadTuningCache(gpu, path), 1);
+    // A "groups" that is not a boolean: one line naming the entry and the field.
+    const badGroups = { op: "conv2d", direct: true, groups: "yes" };
+    file.adapters[adapterKey(gpu)].entries = { [CONV_DX_KEY]: badGroups } as never;
+    await Deno.writeTextFile(path, JSON.stringify(file));
+    table.clear();
+    const g = await loadLogged(gpu, path);
+    assert.equal(g.n, 0);
+    assert.equal(g.lines.length, 1, g.lines.join("\n"));
+    assert.match(
+      g.lines[0],
+      /ignoring 1 invalid entry \(first: conv2d:inputGrad:.*"groups" is not a boolean\)/,
+    );
   },
 );
 

@@ -10,7 +10,7 @@ import type { Conv2dParams } from "../kernels/mod.ts";
 import { conv2dGeometry } from "../kernels/conv2d/index.ts";
 import { bindingRange } from "../kernels/_binding.ts";
 import { type AdapterProfile, WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
-import type { DirectConvShape } from "../kernels/conv2d/geometry.ts";
+import { type DirectConvShape, flippedShape } from "../kernels/conv2d/geometry.ts";
 import { directConvForward } from "../kernels/conv2d/direct.ts";
 import { directConvWeightGrad } from "../kernels/conv2d/direct_weight_grad.ts";
 import { planDirectConv, planDirectWeightGrad } from "../kernels/conv2d/direct_plan.ts";
@@ -30,7 +30,7 @@ import {
   testGpu,
 } from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
-import { conv2dCandidates, type Conv2dProblem, planConv2d } from "../kernels/conv2d/plan.ts";
+import { conv2dChoices, type Conv2dProblem, planConv2d } from "../kernels/conv2d/plan.ts";
 import { convKey, TuningTable } from "../kernels/autotune/table.ts";
 import { testOp } from "./_op.ts";
 import { conv2dShapes, conv2dTol as tol } from "./ops/conv2d.ts";
@@ -254,7 +254,7 @@ Deno.test("planConv2d: direct kernels by default on Mesa's CPU adapters only; ta
   // The tuner's candidates: both paths, or im2col alone where no direct kernel runs (a stride-2
   // input gradient); 1x1 convolutions with enough pixels: batched GEMMs.
   const paths = (q: Conv2dProblem, pass: "forward" | "inputGrad" | "weightGrad") =>
-    conv2dCandidates(q, pass, WEBGPU_DEFAULT_PROFILE).map((c) => c[pass]?.path);
+    conv2dChoices(q, pass, WEBGPU_DEFAULT_PROFILE).map((c) => c.plan[pass]?.path);
   assert.deepEqual(paths(forwardProblem(lenet2), "forward"), ["im2col", "direct"]);
   const strided = backwardProblem({ ...lenet2, stride: 2 });
   assert.deepEqual(paths(strided, "inputGrad"), ["im2col"]);
@@ -265,6 +265,82 @@ Deno.test("planConv2d: direct kernels by default on Mesa's CPU adapters only; ta
   const again = planConv2d(backwardProblem(lenet2), LLVMPIPE, undefined);
   assert.deepEqual(again, planConv2d(backwardProblem(lenet2), LLVMPIPE, undefined));
   assert.deepEqual(JSON.parse(JSON.stringify(again)), again);
+});
+
+Deno.test("planConv2d: a table entry's groups picks the grouped or the plain direct blocking", () => {
+  // ResNet's 3x3 64 -> 64 at 24x24: the grouped blocking (tx 4, co 16 in groups of 4) replaces
+  // the plain one (tx 2, co 32) by default.
+  const p: Conv2dParams = { n: 8, cIn: 64, h: 24, w: 24, cOut: 64, kernel: 3, padding: 1 };
+  const g = conv2dGeometry(p);
+  const grouped = planDirectConv(directShape(p))!.tile;
+  const plain = planDirectConv(directShape(p), false)!.tile;
+  assert.equal(grouped.cg, 4);
+  assert.equal(plain.cg, undefined);
+  const flipped = flippedShape(g, g.n);
+  const groupedX = planDirectConv(flipped)!.tile, plainX = planDirectConv(flipped, false)!.tile;
+  assert.notDeepEqual(groupedX, plainX);
+  const dw = planConv2d(backwardProblem(p, { direct: true }), LLVMPIPE, undefined).weightGrad;
+  const cases: [boolean | undefined, typeof grouped, typeof grouped][] = [
+    [undefined, grouped, groupedX],
+    [true, grouped, groupedX],
+    [false, plain, plainX],
+  ];
+  for (const [groups, tile, tileX] of cases) {
+    const table = new TuningTable();
+    for (const pass of ["forward", "inputGrad", "weightGrad"] as const) {
+      table.set(convKey(g, pass), {
+        op: "conv2d",
+        direct: true,
+        ...(groups === undefined ? {} : { groups }),
+      });
+    }
+    const f = planConv2d(forwardProblem(p), LLVMPIPE, table);
+    assert.deepEqual(f.forward, { path: "direct", tile }, `groups ${groups}`);
+    assert.ok(f.steps.every((s) => s.kind === "direct" && s.tile === tile), `groups ${groups}`);
+    const b = planConv2d(backwardProblem(p), LLVMPIPE, table);
+    assert.deepEqual(b.inputGrad, { path: "direct", tile: tileX }, `groups ${groups}`);
+    const flips = b.steps.filter((s) => s.kind === "direct");
+    assert.ok(flips.length > 0 && flips.every((s) => s.kind === "direct" && s.tile === tileX));
+    // The weight gradient's blocking has no groups: the direct one, whatever `groups` says.
+    assert.deepEqual(b.weightGrad, dw);
+    // An option forcing the path ignores the table (and its groups).
+    const forced = planConv2d(forwardProblem(p, { direct: true }), LLVMPIPE, table);
+    assert.deepEqual(forced.forward, { path: "direct", tile: grouped });
+  }
+  // Without a table: the cost model's (grouped) blocking.
+  assert.deepEqual(planConv2d(forwardProblem(p), LLVMPIPE, undefined).forward, {
+    path: "direct",
+    tile: grouped,
+  });
+  // The tuner's choices: im2col, the grouped and the plain blocking, each with its table entry;
+  // one direct entry (no groups) where the blockings agree (LeNet's conv2, the weight gradient).
+  const choices = conv2dChoices(forwardProblem(p), "forward", WEBGPU_DEFAULT_PROFILE);
+  assert.deepEqual(choices.map((c) => c.choice), [
+    { op: "conv2d", direct: false },
+    { op: "conv2d", direct: true, groups: true },
+    { op: "conv2d", direct: true, groups: false },
+  ]);
+  assert.deepEqual(choices.map((c) => c.plan.forward), [
+    { path: "im2col" },
+    { path: "direct", tile: grouped },
+    { path: "direct", tile: plain },
+  ]);
+  const dx = conv2dChoices(backwardProblem(p), "inputGrad", WEBGPU_DEFAULT_PROFILE);
+  assert.deepEqual(dx.map((c) => c.plan.inputGrad), [
+    { path: "im2col" },
+    { path: "direct", tile: groupedX },
+    { path: "direct", tile: plainX },
+  ]);
+  const dwChoices = conv2dChoices(backwardProblem(p), "weightGrad", WEBGPU_DEFAULT_PROFILE);
+  assert.deepEqual(dwChoices.map((c) => c.choice), [
+    { op: "conv2d", direct: false },
+    { op: "conv2d", direct: true },
+  ]);
+  const lenet2 = forwardProblem({ n: 100, cIn: 6, h: 14, w: 14, cOut: 16, kernel: 5 });
+  assert.deepEqual(conv2dChoices(lenet2, "forward", LLVMPIPE).map((c) => c.choice), [
+    { op: "conv2d", direct: false },
+    { op: "conv2d", direct: true },
+  ]);
 });
 
 Deno.test("direct conv2d plans: budgets and limits", () => {

@@ -10,7 +10,7 @@
 import type { Gpu } from "../../gpu/mod.ts";
 import { defaultCacheDir, writeFileAtomic } from "../../data/locate.ts";
 import { TM, TN } from "./gemm.ts";
-import { type TunedChoice, tuningState } from "./table.ts";
+import { dropStepTapes, type TunedChoice, tuningState } from "./table.ts";
 
 const FORMAT = "modern-cnn-autotune";
 /** Version of the cache file's layout and of the problem keys; other versions are ignored. */
@@ -114,7 +114,10 @@ function parseChoice(key: string, v: unknown): TunedChoice | string {
   if (o.op === "conv2d") {
     if (!key.startsWith("conv2d:")) return "a conv2d choice under another op's key";
     if (typeof o.direct !== "boolean") return `"direct" is not a boolean`;
-    return { op: "conv2d", direct: o.direct };
+    // "groups" came later (same version: files without it mean the default blocking search).
+    if (o.groups === undefined) return { op: "conv2d", direct: o.direct };
+    if (typeof o.groups !== "boolean") return `"groups" is not a boolean`;
+    return { op: "conv2d", direct: o.direct, groups: o.groups };
   }
   if (o.op !== "gemm") return `unknown op ${JSON.stringify(o.op)}`;
   if (!key.startsWith("gemm:")) return "a gemm choice under another op's key";
@@ -183,6 +186,8 @@ export async function loadTuningCache(gpu: Gpu, path: string): Promise<number | 
         `(first: ${bad[0]})`,
     );
   }
+  // Kept step tapes replay the kernels planned before the table changed.
+  if (loaded > 0) dropStepTapes(gpu);
   return loaded;
 }
 

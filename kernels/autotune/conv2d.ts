@@ -1,7 +1,8 @@
 /**
- * Tuning one pass of a convolution ({@linkcode tuneConv}): the plans `conv2dCandidates` lists
- * for it (im2col + GEMM, and the direct kernel where it can run), each run by the conv2d runner
- * on fresh f32 tensors of the recorded geometry, against the cost model's plan.
+ * Tuning one pass of a convolution ({@linkcode tuneConv}): the plans `conv2dChoices` lists for
+ * it (im2col + GEMM, the direct kernel where it can run, and the direct kernel's plain blocking
+ * where it differs from the grouped one), each run by the conv2d runner on fresh f32 tensors of
+ * the recorded geometry, against the cost model's plan.
  *
  * @module
  */
@@ -9,9 +10,9 @@
 import type { Gpu, Tensor } from "../../gpu/mod.ts";
 import { adapterProfile } from "../_adapter.ts";
 import { type Conv2dIO, runConv2dPlan } from "../conv2d/index.ts";
-import { conv2dCandidates, type Conv2dProblem, type ConvPlan, planConv2d } from "../conv2d/plan.ts";
+import { conv2dChoices, type Conv2dProblem, type ConvPlan, planConv2d } from "../conv2d/plan.ts";
 import type { Conv2dGeometry } from "../_geometry.ts";
-import type { TuningProblem } from "./problems.ts";
+import { formatChoice, type TuningProblem } from "./problems.ts";
 import type { ConvPass, Recorded } from "./table.ts";
 import {
   filled,
@@ -77,12 +78,9 @@ function convWorkload(
   };
 }
 
-/** A plan's choice for a pass as the table stores it. */
-const isDirect = (plan: ConvPlan, pass: ConvPass) => plan[pass]?.path === "direct";
-
 /**
  * Tunes one recorded conv2d pass: the cost model's plan against the other plans of
- * `conv2dCandidates` (direct kernel or im2col).
+ * `conv2dChoices` (im2col, the direct kernel with the grouped or the plain blocking).
  */
 export async function tuneConv(
   gpu: Gpu,
@@ -93,11 +91,14 @@ export async function tuneConv(
   const profile = adapterProfile(gpu);
   const problem = passProblem(r);
   const base = planConv2d(problem, profile, undefined);
-  const auto = isDirect(base, r.pass);
-  const costModel = auto ? "direct" : "im2col";
-  const others = conv2dCandidates(problem, r.pass, profile).filter((c) =>
-    isDirect(c, r.pass) !== auto
-  );
+  const choices = conv2dChoices(problem, r.pass, profile);
+  const at = (plan: ConvPlan) => JSON.stringify(plan[r.pass] ?? null);
+  // Each candidate's name (its table entry as text), the cost model's among them.
+  const names = new Map(choices.map((c) => [at(c.plan), formatChoice(c.choice)]));
+  const name = (plan: ConvPlan) =>
+    names.get(at(plan)) ?? (plan[r.pass]?.path === "direct" ? "direct" : "im2col");
+  const costModel = name(base);
+  const others = choices.filter((c) => name(c.plan) !== costModel);
   // Not on SwiftShader: the direct kernels run there but take tens of seconds each to compile
   // (see autoDirect in conv2d/cost.ts), which timing them would spend for no gain.
   if (others.length === 0 || profile.swiftShader) {
@@ -108,9 +109,12 @@ export async function tuneConv(
     const session = await startSearch(gpu, p, w, t, costModel);
     if (!("search" in session)) return session;
     const { b, search } = session;
-    const sig = (c: ConvPlan) => (isDirect(c, r.pass) ? "direct" : "im2col");
-    await tryCandidates(gpu, w, others, sig, search, b.reps, b.outputs, t);
-    return await finishSearch(gpu, w, session, t, () => ({ op: "conv2d", direct: !auto }));
+    const plans = others.map((c) => c.plan);
+    await tryCandidates(gpu, w, plans, name, search, b.reps, b.outputs, t);
+    return await finishSearch(gpu, w, session, t, () => {
+      const best = at(search.best.tuning);
+      return choices.find((c) => at(c.plan) === best)!.choice;
+    });
   } finally {
     w.dispose();
   }

@@ -12,8 +12,9 @@
  * ran to an observer), then times the candidates of each problem on fresh tensors of the right
  * sizes (`timing.ts`): for GEMMs (`gemm.ts`) the cost model's pick, the other orientation, the
  * neighbouring register tiles, other split counts and the shared-memory family; for conv2d
- * passes (`conv2d.ts`) the plans `conv2dCandidates` lists, direct against im2col where the direct
- * kernels can run. A candidate replaces the cost model's choice only when it is at least
+ * passes (`conv2d.ts`) the plans `conv2dChoices` lists: im2col, and where the direct kernels can
+ * run, the direct kernel with its default blocking and, where it differs, the plain one (no
+ * output-channel groups). A candidate replaces the cost model's choice only when it is at least
  * `threshold` (5%) faster, confirmed by a second, interleaved timing of both.
  *
  * The table (`table.ts`) lives in memory (so it works in a browser too);
@@ -41,7 +42,7 @@ import type { Gpu } from "../../gpu/mod.ts";
 import { recordOf, recordProblems, type TuningProblem } from "./problems.ts";
 import { tuneConv } from "./conv2d.ts";
 import { tuneGemm } from "./gemm.ts";
-import { tuningState, type TuningTable } from "./table.ts";
+import { dropStepTapes, tuningState, type TuningTable } from "./table.ts";
 import {
   fmtMs,
   type Internal,
@@ -192,5 +193,7 @@ export async function tuneProblems(
     return out;
   } finally {
     s.suspended--;
+    // Kept step tapes replay the kernels planned before: the next steps plan with the table.
+    dropStepTapes(gpu);
   }
 }

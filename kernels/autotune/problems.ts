@@ -9,7 +9,14 @@
 
 import type { Gpu } from "../../gpu/mod.ts";
 import { observeConv2d } from "../conv2d/index.ts";
-import { convKey, type GemmShape, type Recorded, type TunedChoice, tuningState } from "./table.ts";
+import {
+  convKey,
+  dropStepTapes,
+  type GemmShape,
+  type Recorded,
+  type TunedChoice,
+  tuningState,
+} from "./table.ts";
 
 /** One problem a recorded run computed (see {@linkcode recordProblems}). */
 export interface TuningProblem {
@@ -44,7 +51,8 @@ const PASSES = ["forward", "weightGrad", "inputGrad"] as const;
 /**
  * Runs `run` with the recording hook on and returns the distinct problems its GEMMs and conv2d
  * passes computed (only those whose caller forced nothing: the ones the table can steer). The
- * table is consulted as usual meanwhile.
+ * table is consulted as usual meanwhile. Kept step tapes are dropped first, so that a training
+ * step that would be replayed is recorded for real.
  *
  * @throws {TypeError} when this Gpu is already recording.
  * @example
@@ -63,6 +71,7 @@ export async function recordProblems(
 ): Promise<TuningProblem[]> {
   const s = tuningState(gpu);
   if (s.recorder) throw new TypeError("recordProblems: this Gpu is already recording");
+  dropStepTapes(gpu);
   const rec = new Map<string, Recorded>();
   s.recorder = rec;
   // conv2d calls whose caller forced no path: each pass they plan.
@@ -122,7 +131,8 @@ function convLabel(r: Extract<Recorded, { op: "conv2d" }>): string {
 
 /**
  * A tuned choice as a short text: `reg 8x16`, `reg 4x8 swap split4`, `shared split2`, `direct`,
- * `im2col`.
+ * `direct grouped` / `direct plain` (the direct kernel's blocking with or without output-channel
+ * groups, where they differ), `im2col`.
  *
  * @example
  * ```ts
@@ -131,7 +141,14 @@ function convLabel(r: Extract<Recorded, { op: "conv2d" }>): string {
  * ```
  */
 export function formatChoice(choice: TunedChoice): string {
-  if (choice.op === "conv2d") return choice.direct ? "direct" : "im2col";
+  if (choice.op === "conv2d") {
+    if (!choice.direct) return "im2col";
+    return choice.groups === undefined
+      ? "direct"
+      : choice.groups
+      ? "direct grouped"
+      : "direct plain";
+  }
   const t = choice.tuning;
   const split = (t.splitK ?? 1) > 1 ? ` split${t.splitK}` : "";
   if (t.variant === "shared") return `shared${split}`;

@@ -14,11 +14,13 @@ import type { GemmTuning, StridedGemm } from "../_types.ts";
 
 /**
  * A tuned choice: the GEMM configuration to run (every knob resolved), or whether a conv2d pass
- * runs the direct kernel (`direct: true`) or im2col + GEMM (`false`).
+ * runs the direct kernel (`direct: true`) or im2col + GEMM (`false`), and for the direct kernel
+ * whether its blocking search may use output-channel groups (`groups`; absent: the default,
+ * `true`; stored only where the grouped and the plain blocking differ).
  */
 export type TunedChoice =
   | { readonly op: "gemm"; readonly tuning: GemmTuning }
-  | { readonly op: "conv2d"; readonly direct: boolean };
+  | { readonly op: "conv2d"; readonly direct: boolean; readonly groups?: boolean };
 
 /** The three passes of a convolution whose kernels are chosen separately. */
 export type ConvPass = "forward" | "inputGrad" | "weightGrad";
@@ -198,6 +200,22 @@ export function tuningState(gpu: Gpu): TuningState {
 export function activeTuningTable(gpu: Gpu): TuningTable | undefined {
   const s = states.get(gpu);
   return s && s.suspended === 0 && s.table.size > 0 ? s.table : undefined;
+}
+
+/**
+ * Drops the Gpu's kept step tapes (a `GpuRuntime`'s; other Gpus keep none): a replayed step
+ * plans nothing, so it would neither report its problems to a recording nor pick up a changed
+ * table.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { dropStepTapes } from "./table.ts";
+ * dropStepTapes(await getGpu()); // the next training step is recorded again
+ * ```
+ */
+export function dropStepTapes(gpu: Gpu): void {
+  (gpu as Partial<{ dropTapes(): void }>).dropTapes?.();
 }
 
 function aligned(v: number | undefined): string {

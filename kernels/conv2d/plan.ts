@@ -5,11 +5,12 @@
  * does: the path of each pass, the chunks of images, the scratch buffers to allocate, and the
  * steps to record, each naming the tensor or scratch range every operand binds (the GEMMs as
  * {@linkcode GemmStep}s: `StridedGemm` shapes). Pure: the same inputs give the same plan, on any
- * machine; tests plan for adapters they do not have. {@linkcode conv2dCandidates} lists the
- * plans the autotuner may time for one pass.
+ * machine; tests plan for adapters they do not have. {@linkcode conv2dChoices} lists the
+ * plans the autotuner may time for one pass, with the table entry that selects each.
  *
  * The decisions themselves (paths, chunking, col2im's splits) are `cost.ts`'s; the steps and
- * their GEMM builder, `steps.ts`'s.
+ * their GEMM builder, `steps.ts`'s. (Over 500 lines: the forward and backward planners and the
+ * tuner's choices share the private helpers here; split them only together.)
  *
  * @module
  */
@@ -31,11 +32,18 @@ import {
   pointwiseBatched,
 } from "./cost.ts";
 import {
+  type DirectConvPlan,
   type DirectConvTile,
   directWeightGradSplits,
   type DirectWeightGradTile,
+  planDirectConv,
 } from "./direct_plan.ts";
-import { type Conv2dGeometry, directShape, flippedShape } from "./geometry.ts";
+import {
+  type Conv2dGeometry,
+  type DirectConvShape,
+  directShape,
+  flippedShape,
+} from "./geometry.ts";
 import { batchedGemm, type ConvScratch, type ConvStep, type GemmStep, range } from "./steps.ts";
 
 export type { ConvPass } from "../autotune/table.ts";
@@ -124,16 +132,33 @@ export interface TuningLookup {
   get(key: string): TunedChoice | undefined;
 }
 
-/** The passes' forced choice: the option, else the table's entry, else the cost model's. */
+/**
+ * A pass's forced choice: the option, else the table's entry, else the cost model's; and whether
+ * the direct kernel's blocking search may use output-channel groups (the table's entry, else
+ * yes).
+ */
 function forced(
   problem: Conv2dProblem,
   pass: ConvPass,
   table: TuningLookup | undefined,
-): Conv2dKernelOptions {
+): { readonly options: Conv2dKernelOptions; readonly groups: boolean } {
   const o = problem.options ?? {};
-  if (o.direct !== undefined || table === undefined) return o;
+  if (o.direct !== undefined || table === undefined) return { options: o, groups: true };
   const e = table.get(convKey(problem.geometry, pass));
-  return e?.op === "conv2d" ? { ...o, direct: e.direct } : o;
+  if (e?.op !== "conv2d") return { options: o, groups: true };
+  return { options: { ...o, direct: e.direct }, groups: e.groups ?? true };
+}
+
+/**
+ * The direct kernel's plan with the blocking the choice asks for: the plain search's
+ * (`groups: false`: no output-channel groups) instead of the default one.
+ */
+function blocking(
+  plan: DirectConvPlan | undefined,
+  shape: DirectConvShape,
+  groups: boolean,
+): DirectConvPlan | undefined {
+  return plan && !groups ? planDirectConv(shape, false) ?? plan : plan;
 }
 
 /** The chunks `[n0, nb, index]` of a chunk plan. */
@@ -190,7 +215,8 @@ function planForward(
   const y = (n0: number, nb: number) =>
     range("y", (n0 * yC + off) * P, ((nb - 1) * yC + g.cOut) * P);
   const x = (n0: number, nb: number) => range("x", n0 * X, nb * X);
-  const direct = directForward(profile, g, forced(problem, "forward", table));
+  const f = forced(problem, "forward", table);
+  const direct = blocking(directForward(profile, g, f.options), directShape(g, g.n), f.groups);
   if (direct) {
     // An f16 y over several input-channel dispatches sums into an f32 scratch of cOut channels.
     const scratch = dt.y === "f16" && direct.tile.ci < g.cIn;
@@ -287,11 +313,13 @@ function planBackward(
   const pointwise = isPointwise(g, o);
   // The direct kernels take what they can; the rest goes through im2col + GEMM.
   // (db alone is a plain reduction of dy.)
+  // (The weight-gradient kernel's blocking has no output-channel groups: `groups` is moot.)
   const directW = dt.dw
-    ? directWeightGrad(profile, g, forced(problem, "weightGrad", table))
+    ? directWeightGrad(profile, g, forced(problem, "weightGrad", table).options)
     : undefined;
+  const fx = forced(problem, "inputGrad", table);
   const directX = dt.dx
-    ? directInputGrad(profile, g, forced(problem, "inputGrad", table))
+    ? blocking(directInputGrad(profile, g, fx.options), flippedShape(g, g.n), fx.groups)
     : undefined;
   const gemmW = !directW && dt.dw !== undefined;
   const gemmX = !directX && dt.dx !== undefined;
@@ -463,42 +491,61 @@ function planBackward(
   };
 }
 
+/** One plan the autotuner may time, and the table entry that selects it. */
+export interface Conv2dChoice {
+  /** The table entry (`conv2d`) that makes the planner choose this plan for the pass. */
+  readonly choice: Extract<TunedChoice, { op: "conv2d" }>;
+  /** The plan. */
+  readonly plan: ConvPlan;
+}
+
+/** The choices the tuner tries, in order: im2col, the direct kernel, its plain blocking. */
+const CHOICES: readonly Extract<TunedChoice, { op: "conv2d" }>[] = [
+  { op: "conv2d", direct: false },
+  { op: "conv2d", direct: true, groups: true },
+  { op: "conv2d", direct: true, groups: false },
+];
+
 /**
- * The plans the autotuner may time for one pass of a problem: one per path the pass can take
- * (im2col + GEMM or batched GEMMs, and the direct kernel where it can run), each forced
- * regardless of the cost model and of any table.
+ * The plans the autotuner may time for one pass of a problem, each with the table entry that
+ * selects it: im2col + GEMM (or batched GEMMs), the direct kernel where it can run, and the
+ * direct kernel with the plain blocking (no output-channel groups) where that differs from the
+ * default one. Each plan forces its choice on every pass, regardless of the cost model, of the
+ * problem's `direct` option and of any table. `groups` is stored only where both direct
+ * blockings are listed.
  *
- * @returns The plans, distinct in the pass's path (the cost model's among them).
+ * @returns The choices, distinct in the pass's plan (the cost model's among them).
  * @example
  * ```ts
  * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
  * import { conv2dGeometry } from "./geometry.ts";
- * import { conv2dCandidates } from "./plan.ts";
- * const geometry = conv2dGeometry({ n: 8, cIn: 3, h: 16, w: 16, cOut: 8, kernel: 3, padding: 1 });
+ * import { conv2dChoices } from "./plan.ts";
+ * const geometry = conv2dGeometry({ n: 1, cIn: 32, h: 8, w: 8, cOut: 32, kernel: 3, padding: 1 });
  * const problem = { geometry, call: "forward", dtypes: { x: "f32", w: "f32", y: "f32" } } as const;
- * conv2dCandidates(problem, "forward", WEBGPU_DEFAULT_PROFILE).map((p) => p.forward?.path); // ["im2col", "direct"]
+ * conv2dChoices(problem, "forward", WEBGPU_DEFAULT_PROFILE).map((c) => c.choice.groups); // [undefined, true, false]
  * ```
  */
-export function conv2dCandidates(
+export function conv2dChoices(
   problem: Conv2dProblem,
   pass: ConvPass,
   profile: AdapterProfile,
-): ConvPlan[] {
-  const out: ConvPlan[] = [];
-  for (const direct of [false, true]) {
+): Conv2dChoice[] {
+  const { direct: _, ...options } = problem.options ?? {};
+  const out: { choice: Extract<TunedChoice, { op: "conv2d" }>; plan: ConvPlan; at: string }[] = [];
+  for (const choice of CHOICES) {
     let plan: ConvPlan;
     try {
-      plan = planConv2d(
-        { ...problem, options: { ...problem.options, direct } },
-        profile,
-        undefined,
-      );
+      plan = planConv2d({ ...problem, options }, profile, { get: () => choice });
     } catch (err) {
-      if (direct && err instanceof RangeError) continue; // the direct kernel's budgets
+      if (choice.direct && err instanceof RangeError) continue; // the direct kernel's budgets
       throw err;
     }
-    const path = plan[pass]?.path;
-    if (path !== undefined && !out.some((p) => p[pass]?.path === path)) out.push(plan);
+    const at = JSON.stringify(plan[pass] ?? null);
+    if (plan[pass] !== undefined && !out.some((c) => c.at === at)) out.push({ choice, plan, at });
   }
-  return out;
+  const both = out.filter((c) => c.choice.direct).length > 1;
+  return out.map(({ choice, plan }) => ({
+    choice: choice.direct && !both ? { op: "conv2d", direct: true } : choice,
+    plan,
+  }));
 }
