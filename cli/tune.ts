@@ -24,8 +24,8 @@ import { decimal } from "./checkpoint.ts";
 
 export const HELP = `usage: deno task tune <model> [flags]
 
-Times kernel variants (GEMM tiles, swap, split-K, shared memory; direct conv2d or im2col) on the
-problems of one training step of <model> on this adapter, and caches the choices that are at
+Times kernel variants (GEMM tiles, swap, split-K, shared memory; im2col or the direct conv2d
+kernel, with and without output-channel groups) on the problems of one training step of <model> on this adapter, and caches the choices that are at
 least 5% faster than the cost model's in a JSON file keyed by adapter.
 
 models: ${MODEL_NAMES.join(", ")}
