@@ -268,7 +268,7 @@ Deno.test("planConv2d: direct kernels by default on Mesa's CPU adapters only; ta
 });
 
 Deno.test("planConv2d on llvmpipe: im2col for small images and wide layers, as timed", () => {
-  // ResNet-18 at b8@96 (what `deno task tune` chose; see occupied() in kernels/conv2d/cost.ts):
+  // ResNet-18 at b8@96 (what `deno task tune` chose; see _occupied() in kernels/conv2d/cost.ts):
   // im2col + GEMM where the direct kernel measured 1.2-2.3x slower, direct where it was faster
   // or within a few percent.
   const path = (p: Conv2dParams, pass: "forward" | "inputGrad") =>

@@ -4,7 +4,8 @@
  *
  * - which path each pass takes ({@linkcode directForward}, {@linkcode directInputGrad},
  *   {@linkcode directWeightGrad}: the direct kernels where they are estimated to beat im2col +
- *   GEMM, by per-lane memory operations, which dominate on CPU adapters; {@linkcode isPointwise}:
+ *   GEMM, by per-lane memory operations, which dominate on CPU adapters, counting the idle threads
+ *   of a small image's last workgroup; {@linkcode isPointwise}:
  *   1x1 convolutions as single GEMMs over the images' pixels);
  * - how the images are chunked ({@linkcode chunkPlan}: every binding within the device's limit
  *   and `maxChunkBytes`);
@@ -236,7 +237,7 @@ function autoDirect(profile: AdapterProfile, g: Conv2dGeometry): boolean {
  * (1.6). Kept direct, as measured: LeNet b256 (0.64 and 0.43), AlexNet conv1 b2 (0.81), the
  * stems, DenseNet b16 3x3 at 6x6 (forward 0.99 (0.85), input gradient 0.70 (0.78)).
  */
-function occupied(plan: DirectConvPlan, n: number, oh: number, ow: number): number {
+function _occupied(plan: DirectConvPlan, n: number, oh: number, ow: number): number {
   const threads = n * oh * Math.ceil(ow / plan.tile.tx);
   return (plan.cost * Math.ceil(threads / DIRECT_WG) * DIRECT_WG) / threads;
 }
@@ -266,7 +267,7 @@ export function directForward(
   if (!plan || o.direct === true) return plan;
   if (isPointwise(g, o)) return undefined;
   const K = g.cIn * g.kh * g.kw;
-  const direct = occupied(plan, g.n, g.oh, g.ow);
+  const direct = _occupied(plan, g.n, g.oh, g.ow);
   return direct < K / 8 + (K / g.cOut) * (1 + 1 / g.kw) + 1 ? plan : undefined;
 }
 
@@ -299,7 +300,7 @@ export function directInputGrad(
   const xPer = g.cIn * g.h * g.w, yPer = g.cOut * g.oh * g.ow;
   const dcolPer = (K * g.oh * g.ow) / xPer;
   const gemm = dcolPer * (g.cOut / 8 + 1) + g.kh * g.kw + 1 + (2 * yPer) / xPer;
-  return occupied(plan, g.n, g.h, g.w) < gemm ? plan : undefined;
+  return _occupied(plan, g.n, g.h, g.w) < gemm ? plan : undefined;
 }
 
 /**

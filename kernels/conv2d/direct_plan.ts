@@ -191,7 +191,7 @@ const searchPlan = perSizes((
         // big 3x3 layers were estimated at half im2col's cost and measured at 0.94-1.5x its time
         // (llvmpipe, ResNet b8@96: 64@24 tx 4 co 16 in groups of 4 estimated 40 against 85,
         // timed 39 ms against 40; 256@6 tx 2 co 32 estimated 141 against 301, timed 53 against
-        // 35); with them (and the idle threads, `occupied` in cost.ts) 0.8-2.6x, as timed.
+        // 35); with them (and the idle threads, `_occupied` in cost.ts) 0.8-2.6x, as timed.
         const cost = search +
           (co * tx >= MAX_LIVE_ACC ? (chunks * blocks * extra) / (ow * cOut) : 0);
         if (!best || search < best.search) best = { tile: { tx, co, ci }, cost, search };
