@@ -267,6 +267,53 @@ Deno.test("planConv2d: direct kernels by default on Mesa's CPU adapters only; ta
   assert.deepEqual(JSON.parse(JSON.stringify(again)), again);
 });
 
+Deno.test("planConv2d on llvmpipe: im2col for small images and wide layers, as timed", () => {
+  // ResNet-18 at b8@96 (what `deno task tune` chose; see _occupied() in kernels/conv2d/cost.ts):
+  // im2col + GEMM where the direct kernel measured 1.2-2.3x slower, direct where it was faster
+  // or within a few percent.
+  const path = (p: Conv2dParams, pass: "forward" | "inputGrad") =>
+    planConv2d(
+      pass === "forward" ? forwardProblem(p) : backwardProblem(p),
+      LLVMPIPE,
+      undefined,
+    )[pass]?.path;
+  const r = (cIn: number, hw: number, cOut: number, kernel: number, stride = 1) => ({
+    n: 8,
+    cIn,
+    h: hw,
+    w: hw,
+    cOut,
+    kernel,
+    stride,
+    padding: kernel === 3 ? 1 : 0,
+  });
+  for (
+    const [p, forward, inputGrad] of [
+      [r(64, 24, 64, 3), "direct", "direct"],
+      [r(128, 12, 128, 3), "direct", "direct"],
+      [r(256, 6, 256, 3), "im2col", "im2col"],
+      [r(512, 3, 512, 3), "im2col", "im2col"],
+      [r(128, 12, 256, 3, 2), "im2col", undefined],
+      [r(256, 6, 512, 3, 2), "im2col", undefined],
+      [r(128, 12, 256, 1, 2), "im2col", undefined],
+      [r(256, 6, 512, 1, 2), "im2col", undefined],
+    ] as const
+  ) {
+    assert.equal(path(p, "forward"), forward, `forward ${JSON.stringify(p)}`);
+    if (inputGrad) assert.equal(path(p, "inputGrad"), inputGrad, `dx ${JSON.stringify(p)}`);
+  }
+  // AlexNet at b2: conv1 direct (0.81x im2col's time), the 3x3 layers at 12x12 im2col (2.0x).
+  const alex1 = { n: 2, cIn: 1, h: 224, w: 224, cOut: 96, kernel: 11, stride: 4, padding: 1 };
+  assert.equal(path(alex1, "forward"), "direct");
+  const alex3 = { n: 2, cIn: 256, h: 12, w: 12, cOut: 384, kernel: 3, padding: 1 };
+  assert.equal(path(alex3, "forward"), "im2col");
+  assert.equal(path(alex3, "inputGrad"), "im2col");
+  // DenseNet b16 3x3 at 6x6 stays direct (forward 0.99x, input gradient 0.70x).
+  const dense3 = { n: 16, cIn: 144, h: 6, w: 6, cOut: 32, kernel: 3, padding: 1 };
+  assert.equal(path(dense3, "forward"), "direct");
+  assert.equal(path(dense3, "inputGrad"), "direct");
+});
+
 Deno.test("planConv2d: a table entry's groups picks the grouped or the plain direct blocking", () => {
   // ResNet's 3x3 64 -> 64 at 24x24: the grouped blocking (tx 4, co 16 in groups of 4) replaces
   // the plain one (tx 2, co 32) by default.

@@ -4,7 +4,8 @@
  *
  * - which path each pass takes ({@linkcode directForward}, {@linkcode directInputGrad},
  *   {@linkcode directWeightGrad}: the direct kernels where they are estimated to beat im2col +
- *   GEMM, by per-lane memory operations, which dominate on CPU adapters; {@linkcode isPointwise}:
+ *   GEMM, by per-lane memory operations, which dominate on CPU adapters, counting the idle threads
+ *   of a small image's last workgroup; {@linkcode isPointwise}:
  *   1x1 convolutions as single GEMMs over the images' pixels);
  * - how the images are chunked ({@linkcode chunkPlan}: every binding within the device's limit
  *   and `maxChunkBytes`);
@@ -19,6 +20,7 @@ import { floatBytes } from "../_dtype.ts";
 import type { FloatDType } from "../_dtype.ts";
 import type { Conv2dKernelOptions } from "../_types.ts";
 import {
+  DIRECT_WG,
   type DirectConvPlan,
   type DirectWeightGradPlan,
   planDirectConv,
@@ -221,6 +223,26 @@ function autoDirect(profile: AdapterProfile, g: Conv2dGeometry): boolean {
 }
 
 /**
+ * The direct kernel's estimate per useful output, counting the idle threads of its last
+ * workgroup: it runs `n * oh * ceil(ow / tx)` threads in workgroups of 64 (`DIRECT_WG`), and a
+ * workgroup costs the same (every thread stages weights and computes a clamped pixel) however
+ * few of its threads store. Small images at small batches leave much of a workgroup idle:
+ * ResNet at b8 runs 24 threads per workgroup of 64 on 3x3 outputs, 144 threads in 3 workgroups
+ * on 6x6 ones. Measured on llvmpipe (2 busy cores, medians of 7 alternating runs), ResNet b8@96,
+ * direct / im2col time with the estimates' ratio after this term: forward 3x3 512@3 2.15 (2.61),
+ * 256@6 1.52 (1.30), 128@12 0.94 (0.95), 64@24 0.98 (0.80); stride 2 64->128@24 1.16 (1.01),
+ * 128->256@12 1.39 (1.39), 256->512@6 2.0 (1.00); 1x1 stride 2 at 24, 12, 6: 0.98 (0.97), 1.22
+ * (1.50), 1.44 (3.28); input gradient 512@3 2.31 (2.58), 256@6 1.46 (1.26), 128@12 1.03
+ * (0.91), 64@24 0.85 (0.73). AlexNet b2 3x3 layers at 12x12 (72 threads in 2 workgroups): 2.0
+ * (1.6). Kept direct, as measured: LeNet b256 (0.64 and 0.43), AlexNet conv1 b2 (0.81), the
+ * stems, DenseNet b16 3x3 at 6x6 (forward 0.99 (0.85), input gradient 0.70 (0.78)).
+ */
+function _occupied(plan: DirectConvPlan, n: number, oh: number, ow: number): number {
+  const threads = n * oh * Math.ceil(ow / plan.tile.tx);
+  return (plan.cost * Math.ceil(threads / DIRECT_WG) * DIRECT_WG) / threads;
+}
+
+/**
  * The direct forward kernel's plan when the forward pass runs it, else `undefined` (im2col +
  * GEMM). `direct`: forced (option or tuning table), or `undefined` for the cost model.
  *
@@ -245,7 +267,8 @@ export function directForward(
   if (!plan || o.direct === true) return plan;
   if (isPointwise(g, o)) return undefined;
   const K = g.cIn * g.kh * g.kw;
-  return plan.cost < K / 8 + (K / g.cOut) * (1 + 1 / g.kw) + 1 ? plan : undefined;
+  const direct = _occupied(plan, g.n, g.oh, g.ow);
+  return direct < K / 8 + (K / g.cOut) * (1 + 1 / g.kw) + 1 ? plan : undefined;
 }
 
 /**
@@ -277,7 +300,7 @@ export function directInputGrad(
   const xPer = g.cIn * g.h * g.w, yPer = g.cOut * g.oh * g.ow;
   const dcolPer = (K * g.oh * g.ow) / xPer;
   const gemm = dcolPer * (g.cOut / 8 + 1) + g.kh * g.kw + 1 + (2 * yPer) / xPer;
-  return plan.cost < gemm ? plan : undefined;
+  return _occupied(plan, g.n, g.h, g.w) < gemm ? plan : undefined;
 }
 
 /**

@@ -108,7 +108,10 @@ const REREAD = 0.25;
 export interface DirectConvPlan {
   /** The blocking. */
   readonly tile: DirectConvTile;
-  /** Estimated memory operations (per-lane loads and stores) per output element. */
+  /**
+   * Estimated memory operations (per-lane loads and stores) per output element, with the extras
+   * of accumulators that do not all fit registers (what compares the paths).
+   */
   readonly cost: number;
 }
 
@@ -152,9 +155,9 @@ const searchPlan = perSizes((
   groups: boolean,
 ): DirectConvPlan | undefined => {
   if (kw > MAX_KW) return undefined;
-  let best: DirectConvPlan | undefined;
+  let best: (DirectConvPlan & { search: number }) | undefined;
   // The best blocking whose multiply-adds run in groups of output channels, by its own
-  // objective, with the cost of the plain estimate (which compares paths).
+  // objective, with the estimate that compares paths.
   let bestGrouped: { plan: DirectConvPlan; objective: number } | undefined;
   // Input channels per dispatch divide cIn: every dispatch then runs the same kernel.
   const chunkSizes = [];
@@ -173,8 +176,7 @@ const searchPlan = perSizes((
         // multiply-add held (register pressure).
         const blocks = Math.ceil(ow / tx) * Math.ceil(cOut / co);
         const perThread = loads + tx * co * (chunks > 1 ? 2 : 1) + 20 + (taps * co) / DIRECT_WG;
-        const cost = (chunks * blocks * perThread) / (ow * cOut) + 0.0003 * taps * co * tx;
-        if (!best || cost < best.cost) best = { tile: { tx, co, ci }, cost };
+        const search = (chunks * blocks * perThread) / (ow * cOut) + 0.0003 * taps * co * tx;
         // Grouped: the register pressure of a group's accumulators only, plus each weight's
         // broadcast (one per tx multiply-adds) and the rereads of the spilled input values by
         // every group after the first.
@@ -184,6 +186,15 @@ const searchPlan = perSizes((
         const extra = WEIGHT_READ * taps * co + REREAD * (Math.ceil(co / cg) - 1) * loads;
         const objective = (chunks * blocks * (perThread + extra)) / (ow * cOut) +
           0.0003 * taps * cg * tx;
+        // The estimate compared with im2col + GEMM: a blocking whose accumulators do not all fit
+        // registers (run in groups, or spilling) also pays the grouped extras. Without them the
+        // big 3x3 layers were estimated at half im2col's cost and measured at 0.94-1.5x its time
+        // (llvmpipe, ResNet b8@96: 64@24 tx 4 co 16 in groups of 4 estimated 40 against 85,
+        // timed 39 ms against 40; 256@6 tx 2 co 32 estimated 141 against 301, timed 53 against
+        // 35); with them (and the idle threads, `_occupied` in cost.ts) 0.8-2.6x, as timed.
+        const cost = search +
+          (co * tx >= MAX_LIVE_ACC ? (chunks * blocks * extra) / (ow * cOut) : 0);
+        if (!best || search < best.search) best = { tile: { tx, co, ci }, cost, search };
         if (!bestGrouped || objective < bestGrouped.objective) {
           const tile = cg < co ? { tx, co, ci, cg } : { tx, co, ci };
           bestGrouped = { plan: { tile, cost }, objective };
@@ -200,7 +211,7 @@ const searchPlan = perSizes((
   ) {
     return bestGrouped.plan;
   }
-  return best;
+  return best && { tile: best.tile, cost: best.cost };
 });
 
 // ----------------------------------------------------------------- weight gradient ----
