@@ -110,7 +110,10 @@ function relToMax(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * weight gradients within `WEIGHT_TOLERANCE` of max |g|: LeNet-BN's conv1 (6e-5) and DenseNet's
  * convs (up to 2.0e-3) sum in another order in f16, whose chunk plans hold twice the images;
  * GoogLeNet's fused Inception backward adds each branch's input gradient into an f16 sum (one
- * rounding per branch, where the emulation rounds the f32 sum once): up to 2.1e-3. There, 1-D
+ * rounding per branch, where the emulation rounds the f32 sum once): up to 2.1e-3; ResNet's 3×3
+ * layers on small images and its strided ones run im2col + GEMM (the cost model's choice since
+ * it counts the direct kernel's idle threads), whose f16 and f32 configurations sum k in other
+ * orders: up to 7.4e-4 (`1.0.conv1.weight` at 64×64, batch 2). There, 1-D
  * gradients are not compared: a conv bias feeding a BatchNorm has a zero gradient in
  * exact arithmetic (BatchNorm's input gradient sums to zero per channel: both runs hold noise),
  * and DenseNet's stem BatchNorm weight gradient cancels to 1e-4 of its terms (gamma·dgamma =
@@ -118,8 +121,8 @@ function relToMax(a: ArrayLike<number>, b: ArrayLike<number>): number {
  */
 const CASES: [ModelName, number, number, boolean, "f16" | "f16 fused"][] = [
   ["lenet-bn", 28, 4, false, "f16"],
-  ["resnet", 64, 2, true, "f16"],
-  ["resnet", 64, 2, true, "f16 fused"],
+  ["resnet", 64, 2, false, "f16"],
+  ["resnet", 64, 2, false, "f16 fused"],
   ["densenet", 64, 2, false, "f16"],
   ["mobilenet", 96, 2, true, "f16"],
   ["mobilenet", 96, 2, true, "f16 fused"],
