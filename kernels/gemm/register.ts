@@ -12,7 +12,6 @@
  */
 
 import { activationWgsl } from "../_activation_wgsl.ts";
-import type { TensorRange } from "../_binding.ts";
 import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
 import {
   biasVariants,
@@ -23,7 +22,12 @@ import {
   rowsVariants,
   variantConfig,
 } from "./store.ts";
-import { GEMM_PARAMS, type GemmProductDispatch, REGISTER_WG } from "./types.ts";
+import {
+  GEMM_PARAMS,
+  type GemmProductBindings,
+  type GemmProductDispatch,
+  REGISTER_WG,
+} from "./types.ts";
 
 /** k-steps per iteration of the register kernel's main loop (4 or 8). */
 const K_UNROLL = 4;
@@ -81,13 +85,7 @@ export const registerKernel = perSizes((transA: boolean, transB: boolean, tm: nu
  */
 export function dispatchRegister(
   d: GemmProductDispatch,
-  bindings: {
-    a: TensorRange;
-    b: TensorRange;
-    c: TensorRange;
-    bias?: TensorRange;
-    c2?: TensorRange;
-  },
+  bindings: GemmProductBindings,
 ): void {
   const c = d.config;
   registerKernel(c.transA, c.transB, c.tm, c.tn).dispatch({

@@ -9,7 +9,6 @@
  * @module
  */
 
-import type { TensorRange } from "../_binding.ts";
 import { defineKernel, perSizes } from "../_kernel.ts";
 import {
   biasVariants,
@@ -20,7 +19,14 @@ import {
   storeWgsl,
   variantConfig,
 } from "./store.ts";
-import { GEMM_PARAMS, type GemmProductDispatch, SHARED_BM, SHARED_BN, SHARED_T } from "./types.ts";
+import {
+  GEMM_PARAMS,
+  type GemmProductBindings,
+  type GemmProductDispatch,
+  SHARED_BM,
+  SHARED_BN,
+  SHARED_T,
+} from "./types.ts";
 
 /** Depth of the k-slices staged in workgroup memory. */
 export const SHARED_BK = 16;
@@ -139,13 +145,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
  */
 export function dispatchShared(
   d: GemmProductDispatch,
-  bindings: {
-    a: TensorRange;
-    b: TensorRange;
-    c: TensorRange;
-    bias?: TensorRange;
-    c2?: TensorRange;
-  },
+  bindings: GemmProductBindings,
 ): void {
   sharedKernel(d.config.transA, d.config.transB).dispatch({
     op: "gemm",

@@ -10,6 +10,7 @@
 
 import type { ActivationKind } from "../_activation_wgsl.ts";
 import type { FloatDType } from "../_dtype.ts";
+import type { TensorRange } from "../_binding.ts";
 import type { GemmVariant, StridedGemm } from "../_types.ts";
 
 /** A GEMM operand as the planner sees it: where it starts in its binding, and its storage type. */
@@ -162,6 +163,20 @@ export const EPILOGUE_PARAMS = {
 export type GemmParamValues = { readonly [K in keyof typeof GEMM_PARAMS]: number };
 /** Values of {@linkcode EPILOGUE_PARAMS}. */
 export type EpilogueParamValues = { readonly [K in keyof typeof EPILOGUE_PARAMS]: number };
+
+/** What a product dispatch binds: its operands' ranges (`bias` and `c2` when its variant has them). */
+export interface GemmProductBindings {
+  /** A's range. */
+  readonly a: TensorRange;
+  /** B's range. */
+  readonly b: TensorRange;
+  /** C's range. */
+  readonly c: TensorRange;
+  /** The bias's range. */
+  readonly bias?: TensorRange;
+  /** The second tensor of C's row groups. */
+  readonly c2?: TensorRange;
+}
 
 /** A dispatch of a register or shared kernel: products of a k-range into C or a scratch. */
 export interface GemmProductDispatch {
