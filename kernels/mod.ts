@@ -60,6 +60,8 @@ export {
   type Conv2dKernelOptions,
   type Conv2dParams,
   conv2dPermuteX,
+  conv2dPointwiseGroup,
+  type PointwiseGroupOutput,
   type Window2d,
   type Window2dParams,
 } from "./conv2d/index.ts";

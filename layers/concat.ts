@@ -20,11 +20,9 @@
 import type { Shape, Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
 import { type AdapterLimits, bindingElements } from "../kernels/_adapter.ts";
-import { bindingRange } from "../kernels/_binding.ts";
 import { accumulate } from "../kernels/elementwise.ts";
 import { splitChannels } from "../kernels/concat.ts";
-import { conv2dBackward, conv2dPermuteX } from "../kernels/conv2d/index.ts";
-import { gemmStrided } from "../kernels/gemm/index.ts";
+import { conv2dBackward, conv2dPermuteX, conv2dPointwiseGroup } from "../kernels/conv2d/index.ts";
 import { epilogueGrad } from "./elementwise.ts";
 import { type Ctx, type Pointwise, release, weightFor } from "./layer.ts";
 import { type Step, stepsBackward, stepsInto } from "./plan.ts";
@@ -244,66 +242,37 @@ function _memberParams(plan: ConcatPlan, merge: PointwiseMerge): Pointwise[] {
 }
 
 /**
- * Records the merged GEMM: the members' weights (and biases) copied side by side, then
- * `f(W_cat · x + b_cat)` stored in row groups: into `y`'s slices and `outputs` (see
- * {@linkcode mergeLayout}).
+ * Records the merged GEMM ({@linkcode conv2dPointwiseGroup}): each member's channels stored into
+ * `y`'s slice or into its own output in `outputs` (see {@linkcode mergeLayout}).
  */
 function _mergedGemm(
   plan: ConcatPlan,
   merge: PointwiseMerge,
-  io: { x: Tensor; y: Tensor; outputs: Tensor | null; layout: MergeLayout; ctx: Ctx },
+  io: { x: Tensor; y: Tensor; outputs: Tensor | null; layout: MergeLayout },
 ): void {
-  const { x, y, outputs, layout, ctx } = io;
-  const gpu = ctx.gpu;
-  const [n, cIn, h, w] = x.shape;
-  const P = h * w, rows = merge.rows, yStride = y.shape[1] * P;
+  const { x, y, outputs, layout } = io;
+  const [n, , h, w] = x.shape;
+  const P = h * w;
   const params = _memberParams(plan, merge);
-  const weights = params.map((p) => weightFor(p.weight, x));
-  const wCat = gpu.empty([rows * cIn], { dtype: weights[0].dtype });
-  const bCat = merge.bias ? gpu.empty([rows], { dtype: params[0].bias!.value!.dtype }) : null;
-  const wb = wCat.dtype === "f16" ? 2 : 4;
-  merge.members.forEach((m, i) => {
-    gpu.copy(weights[i], wCat, { dstOffset: m.row * cIn * wb, bytes: m.channels * cIn * wb });
-    if (bCat) {
-      const b = params[i].bias!.value!, bb = b.dtype === "f16" ? 2 : 4;
-      gpu.copy(b, bCat, { dstOffset: m.row * bb, bytes: m.channels * bb });
-    }
-  });
-  gemmStrided(gpu, {
-    m: rows,
-    n: n * P,
-    k: cIn,
-    batch: 1,
-    transA: false,
-    transB: false,
-    alpha: 1,
-    beta: 0,
-    a: bindingRange(wCat, 0, rows * cIn),
-    b: bindingRange(x, 0, x.size),
-    c: bindingRange(y, 0, y.size),
-    ...(outputs ? { c2: bindingRange(outputs, 0, layout.elements) } : {}),
-    lda: cIn,
-    ldb: P,
-    ldc: P,
-    strideA: 0,
-    strideB: 0,
-    strideC: 0,
-    segment: P,
-    segmentStride: yStride,
-    segmentB: P,
-    segmentStrideB: cIn * P,
-    rowGroups: merge.members.map((m, i) => {
+  conv2dPointwiseGroup({
+    y,
+    outputs: outputs ?? undefined,
+    x,
+    weights: params.map((p) => weightFor(p.weight, x)),
+    biases: merge.bias ? params.map((p) => p.bias!.value!) : undefined,
+  }, {
+    outputs: merge.members.map((m, i) => {
       const out = layout.outputs[i];
       return out < 0
-        ? { row: m.row, base: plan.branches[m.branch].channelOffset * P, segmentStride: yStride }
-        : { row: m.row, base: out, segmentStride: m.channels * P, second: true };
+        ? {
+          channels: m.channels,
+          base: plan.branches[m.branch].channelOffset * P,
+          imageStride: y.size / n,
+        }
+        : { channels: m.channels, base: out, imageStride: m.channels * P, second: true };
     }),
-    bias: bCat ? bindingRange(bCat, 0, rows) : undefined,
-    biasMode: bCat ? "row" : "none",
-    strideBias: 0,
     activation: merge.activation,
   });
-  release(wCat, bCat);
 }
 
 /**
@@ -344,7 +313,7 @@ export function concatForward(
   const outputs = merge.members.map((m, i) =>
     m.into ? null : buffer!.slice(layout.outputs[i], n * m.channels * h * w, [n, m.channels, h, w])
   );
-  _mergedGemm(plan, merge, { x, y, outputs: buffer, layout, ctx });
+  _mergedGemm(plan, merge, { x, y, outputs: buffer, layout });
   buffer?.dispose(); // the views keep it
   const caches = branches.map((b, i) => {
     const k = merge.members.findIndex((m) => m.branch === i);

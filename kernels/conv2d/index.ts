@@ -269,6 +269,123 @@ export function conv2dPermuteX(io: { xT: Tensor; x: Tensor }): void {
   permuteNc(bindingRange(x, 0, x.size), bindingRange(xT, 0, xT.size), { nb: n, c, len: h * w });
 }
 
+/** Where one convolution of {@linkcode conv2dPointwiseGroup} stores its output channels. */
+export interface PointwiseGroupOutput {
+  /** Its output channels (its weight's rows). */
+  readonly channels: number;
+  /** Element of its channel 0 of image 0 in `y` (or in `outputs` with `second`). */
+  readonly base: number;
+  /** Elements between two images of its output. */
+  readonly imageStride: number;
+  /** Stored into `outputs` instead of `y`. */
+  readonly second?: boolean;
+}
+
+/**
+ * Forward of several pointwise convolutions (1×1, stride 1, no padding, ungrouped) of one input
+ * `x` `[n, cIn, h, w]` as one GEMM: the weights `[c_i, cIn, 1, 1]` (and biases) copied side by
+ * side, then `f(W_cat · x + b_cat)` with each convolution's channels stored where its
+ * {@linkcode PointwiseGroupOutput} says, in `y` or in `outputs` (the GEMM's row groups; at most 4
+ * convolutions). The weights share one storage type, each `c_i * cIn` even for f16 (4-byte
+ * copies); the biases, all present or all absent.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2dPointwiseGroup } from "./index.ts";
+ * const gpu = await getGpu();
+ * const x = gpu.zeros([2, 4, 3, 3]), y = gpu.empty([2, 6, 3, 3]);
+ * const weights = [gpu.zeros([2, 4, 1, 1]), gpu.zeros([4, 4, 1, 1])];
+ * conv2dPointwiseGroup({ y, x, weights }, {
+ *   outputs: [
+ *     { channels: 2, base: 0, imageStride: 54 },
+ *     { channels: 4, base: 18, imageStride: 54 },
+ *   ],
+ *   activation: "relu",
+ * });
+ * ```
+ */
+export function conv2dPointwiseGroup(
+  io: {
+    y: Tensor;
+    outputs?: Tensor | undefined;
+    x: Tensor;
+    weights: readonly Tensor[];
+    biases?: readonly Tensor[] | undefined;
+  },
+  p: { outputs: readonly PointwiseGroupOutput[]; activation?: ActivationKind | undefined },
+): void {
+  const { x, y, outputs, weights, biases } = io;
+  const gpu = x.gpu;
+  const [n, cIn, h, w] = x.shape;
+  const P = h * w;
+  const rows = p.outputs.reduce((a, o) => a + o.channels, 0);
+  if (weights.length !== p.outputs.length || (biases && biases.length !== weights.length)) {
+    throw new TypeError(
+      `conv2dPointwiseGroup: ${weights.length} weights, ${biases?.length ?? 0} biases and ` +
+        `${p.outputs.length} outputs must match`,
+    );
+  }
+  weights.forEach((wt, i) => {
+    if (wt.size !== p.outputs[i].channels * cIn || wt.dtype !== weights[0].dtype) {
+      throw new TypeError(
+        `conv2dPointwiseGroup: weight ${i} ${wt} must hold [${p.outputs[i].channels}, ${cIn}, ` +
+          `1, 1] of the first weight's type`,
+      );
+    }
+  });
+  const wCat = gpu.empty([rows * cIn], { dtype: weights[0].dtype });
+  const bCat = biases ? gpu.empty([rows], { dtype: biases[0].dtype }) : null;
+  const wb = wCat.dtype === "f16" ? 2 : 4, bb = bCat?.dtype === "f16" ? 2 : 4;
+  let row = 0;
+  const rowGroups = p.outputs.map((o, i) => {
+    gpu.copy(weights[i], wCat, { dstOffset: row * cIn * wb, bytes: o.channels * cIn * wb });
+    if (bCat) gpu.copy(biases![i], bCat, { dstOffset: row * bb, bytes: o.channels * bb });
+    const group = {
+      row,
+      base: o.base,
+      segmentStride: o.imageStride,
+      ...(o.second ? { second: true } : {}),
+    };
+    row += o.channels;
+    return group;
+  });
+  try {
+    gemmStrided(gpu, {
+      m: rows,
+      n: n * P,
+      k: cIn,
+      batch: 1,
+      transA: false,
+      transB: false,
+      alpha: 1,
+      beta: 0,
+      a: bindingRange(wCat, 0, rows * cIn),
+      b: bindingRange(x, 0, x.size),
+      c: bindingRange(y, 0, y.size),
+      ...(outputs ? { c2: bindingRange(outputs, 0, outputs.size) } : {}),
+      lda: cIn,
+      ldb: P,
+      ldc: P,
+      strideA: 0,
+      strideB: 0,
+      strideC: 0,
+      segment: P,
+      segmentStride: y.size / n,
+      segmentB: P,
+      segmentStrideB: cIn * P,
+      rowGroups,
+      bias: bCat ? bindingRange(bCat, 0, rows) : undefined,
+      biasMode: bCat ? "row" : "none",
+      strideBias: 0,
+      activation: p.activation,
+    });
+  } finally {
+    wCat.dispose();
+    bCat?.dispose();
+  }
+}
+
 /**
  * Runs a plan (from `planConv2d`) on the call's tensors: allocates the plan's scratch buffers,
  * records each step with its operands bound as ranges of the tensors and scratch buffers, then
