@@ -18,6 +18,7 @@ import {
   conv2dBackward,
   type Conv2dExecution,
   conv2dPermuteX,
+  conv2dPointwiseGroup,
   observeConv2d,
 } from "../kernels/conv2d/index.ts";
 import { accumulate, cast } from "../kernels/elementwise.ts";
@@ -541,5 +542,28 @@ Deno.test(
     }
     for (const [, p] of namedParams(holder)) for (const t of [p.value, p.grad]) t?.dispose();
     release(x, dy, ...priors);
+  },
+);
+
+Deno.test(
+  "conv2dPointwiseGroup: mismatched weights and outputs are one clear TypeError",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const x = gpu.zeros([1, 4, 2, 2]), y = gpu.empty([1, 6, 2, 2]);
+    const w2 = gpu.zeros([2, 4, 1, 1]), w4 = gpu.zeros([4, 4, 1, 1]);
+    const outputs = [
+      { channels: 2, base: 0, imageStride: 24 },
+      { channels: 4, base: 8, imageStride: 24 },
+    ];
+    assert.throws(
+      () => conv2dPointwiseGroup({ y, x, weights: [w2] }, { outputs }),
+      /conv2dPointwiseGroup: 1 weights, 0 biases and 2 outputs must match/,
+    );
+    assert.throws(
+      () => conv2dPointwiseGroup({ y, x, weights: [w4, w2] }, { outputs }),
+      /conv2dPointwiseGroup: weight 0 .* must hold \[2, 4, 1, 1\]/,
+    );
+    release(x, y, w2, w4);
   },
 );
