@@ -3,7 +3,7 @@
 //   deno run -A bench/train_table.ts [--models lenet,resnet] [--steps N] [--batch N] [--resize N]
 //                                    [--no-autotune] [--precision f32|f16] [--host-only]
 //                                    [--replay on|off|both]
-//                                    [--vs-torch [--rounds N]]
+//                                    [--vs-torch [--rounds N]] [--profile]
 //
 // Each model trains on a synthetic Fashion-MNIST-shaped set (1x28x28, 10 classes; no data set
 // needed), resized on the GPU to the recipe's size. One untimed step compiles the pipelines, then
@@ -38,6 +38,9 @@
 //
 // `--vs-torch` sets PyTorch's CPU steps beside ours (f32), interleaved, with each model's
 // effective GFLOP/s and the adapter's GEMM peak: see bench/_vs_torch.ts.
+//
+// `--profile` times every dispatch of a few steps on the device (GPU timestamps) and prints, per
+// model, the device time by kernel family and the longest kernels: see bench/_profile.ts.
 import { getGpu } from "../gpu/mod.ts";
 import { defaultTuningCachePath, loadTuningCache } from "../kernels/mod.ts";
 import {
@@ -60,12 +63,13 @@ import {
   warmUp,
 } from "./_train.ts";
 import { vsTorchTable } from "./_vs_torch.ts";
+import { profileTable } from "./_profile.ts";
 
 guardScript("bench:train");
 const cli = benchCli(
   "usage: deno task bench:train [--models lenet,resnet] [--steps N] [--batch N] " +
     "[--resize N] [--no-autotune] [--precision f32|f16] [--host-only] [--replay on|off|both] " +
-    "[--vs-torch [--rounds N]]",
+    "[--vs-torch [--rounds N]] [--profile]",
 );
 
 function parseArgs(args: string[]) {
@@ -80,7 +84,15 @@ function parseArgs(args: string[]) {
     replay: "on" | "off" | "both";
     vsTorch: boolean;
     rounds?: number;
-  } = { autotune: true, precision: "f32", hostOnly: false, replay: "on", vsTorch: false };
+    profile: boolean;
+  } = {
+    autotune: true,
+    precision: "f32",
+    hostOnly: false,
+    replay: "on",
+    vsTorch: false,
+    profile: false,
+  };
   cli.parse(args, {
     "--models": (value) => {
       const names = value().split(",").map((s) => s.trim()).filter((s) => s);
@@ -105,6 +117,7 @@ function parseArgs(args: string[]) {
     },
     "--vs-torch": () => out.vsTorch = true,
     "--rounds": (value) => out.rounds = cli.positiveInt("--rounds", value()),
+    "--profile": () => out.profile = true,
     "--precision": (value) => {
       const p = value();
       out.precision = isPrecision(p) ? p : cli.usage(`--precision must be f32 or f16, got '${p}'`);
@@ -116,6 +129,9 @@ function parseArgs(args: string[]) {
     cli.usage("--vs-torch compares f32 steps (PyTorch's are FP32): drop --precision");
   }
   if (out.rounds !== undefined && !out.vsTorch) cli.usage("--rounds needs --vs-torch");
+  if (out.profile && (out.hostOnly || out.vsTorch)) {
+    cli.usage("--profile times the device alone: drop --host-only and --vs-torch");
+  }
   return out;
 }
 
@@ -277,8 +293,8 @@ async function fullTable(): Promise<void> {
   for (const n of notes) console.log(n);
 }
 
+const header = `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}`;
 if (args.hostOnly) await hostTable();
-else if (args.vsTorch) {
-  const header = `Adapter: ${gpu.description}${gpu.isCpu ? " (CPU adapter)" : ""}; ${tuned}`;
-  await vsTorchTable(gpu, { ...args, models, header });
-} else await fullTable();
+else if (args.profile) await profileTable(gpu, { ...args, models, header });
+else if (args.vsTorch) await vsTorchTable(gpu, { ...args, models, header });
+else await fullTable();

@@ -15,6 +15,11 @@ export interface KernelSpec {
   readonly name: string;
   /** WGSL source. Convention: `Params` uniform at binding 0, storage buffers from binding 1. */
   readonly code: string;
+  /**
+   * The kernel's family: the name shared by all its specializations (a descriptor's name), for
+   * profiles; default `name`.
+   */
+  readonly family?: string;
   /** Entry point; default `main`. */
   readonly entryPoint?: string;
   /** Values of WGSL `override` constants. */

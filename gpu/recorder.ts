@@ -17,6 +17,7 @@
 import { BindGroupCache, uniformLayoutEntries } from "./bind_groups.ts";
 import { DeviceLostError, GpuValidationError, KernelCompileError } from "./errors.ts";
 import type { KernelSpec } from "./kernel.ts";
+import type { Profiler } from "./profiler.ts";
 import { type Tape, TAPE_CLEAR, TAPE_COPY, TAPE_DISPATCH } from "./tape.ts";
 import type { GpuStats } from "./tensor.ts";
 
@@ -89,6 +90,11 @@ export class Recorder {
   discard = false;
   /** Whether bind groups are cached (off: one is created per dispatch, as a reference). */
   cacheBindGroups = true;
+  /**
+   * Times every dispatch recorded while set (each in a pass of its own; see `profiler.ts`); set
+   * and cleared by the runtime's `startProfile` / `stopProfile`, between submits.
+   */
+  profiler: Profiler | null = null;
 
   /**
    * Starts recording for `device`, counting into `stats`; listens for its uncaptured errors and
@@ -272,7 +278,7 @@ export class Recorder {
       this.stats.bindGroups++;
       if (this.cacheBindGroups) this.#groups.set(key, group, storage);
     }
-    const pass = this.#openPass();
+    const pass = this.#openPass(kernel);
     pass.setPipeline(compiled.pipeline);
     if (uniform !== undefined && compiled.dynamic) {
       this.#offsets[0] = uniform.offset!;
@@ -281,12 +287,13 @@ export class Recorder {
       pass.setBindGroup(0, group);
     }
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+    if (this.profiler !== null) this.#endPass();
     this.#batchKernels.add(kernel.name);
     this.stats.dispatches++;
     if (this.#tape !== null && this.#liveDepth === 0) {
       const offset = uniform !== undefined && compiled.dynamic ? uniform.offset! : -1;
       this.#tape.dispatch(
-        kernel.name,
+        kernel,
         { pipeline: compiled.pipeline, group, offset, workgroups },
         storage,
       );
@@ -379,7 +386,7 @@ export class Recorder {
     try {
       for (const op of tape.ops) {
         if (op.kind === TAPE_DISPATCH) {
-          pass ??= this.#openPass();
+          pass ??= this.#openPass(op.kernel);
           pass.setPipeline(op.pipeline);
           if (op.offset >= 0) {
             offsets[0] = op.offset;
@@ -388,6 +395,10 @@ export class Recorder {
             pass.setBindGroup(0, op.group);
           }
           pass.dispatchWorkgroups(op.x, op.y, op.z);
+          if (this.profiler !== null) {
+            this.#endPass();
+            pass = null;
+          }
           continue;
         }
         pass = null;
@@ -427,11 +438,13 @@ export class Recorder {
     }
     this.#flushes++;
     const kernels = [...this.#batchKernels];
+    const profiled = this.profiler?.resolve(this.#encoder);
     const cb = this.#encoder.finish();
     if (!this.discard) {
       this.device.queue.submit([cb]);
       this.stats.submits++;
     }
+    profiled?.(!this.discard);
     this.#encoder = null;
     this.#batchKernels.clear();
     this.#lastKernels = kernels;
@@ -538,7 +551,16 @@ export class Recorder {
     return this.#encoder;
   }
 
-  #openPass(): GPUComputePassEncoder {
+  /**
+   * The open compute pass, or a new one; while profiling, a new pass for `kernel`'s dispatch
+   * alone, with its timestamp writes (the caller ends it after the dispatch).
+   */
+  #openPass(kernel: KernelSpec): GPUComputePassEncoder {
+    if (this.profiler !== null) {
+      this.#endPass();
+      const timestampWrites = this.profiler.next(kernel.name, kernel.family ?? kernel.name);
+      this.#pass = this.#openEncoder().beginComputePass({ timestampWrites });
+    }
     if (!this.#pass) this.#pass = this.#openEncoder().beginComputePass();
     return this.#pass;
   }

@@ -14,6 +14,7 @@
 
 import type { KernelSpec } from "./kernel.ts";
 import { BufferPool } from "./pool.ts";
+import { type KernelTime, Profiler } from "./profiler.ts";
 import { Recorder } from "./recorder.ts";
 import { Tape } from "./tape.ts";
 import { checkShape, formatShape, numel, type Shape } from "./shape.ts";
@@ -144,6 +145,9 @@ export class GpuRuntime implements Gpu {
   }
 
   set discardSubmits(on: boolean) {
+    if (on && this.#rec.profiler !== null) {
+      throw new TypeError("discardSubmits: a profile is running (stopProfile first)");
+    }
     this.#rec.flush();
     this.#rec.discard = on;
   }
@@ -166,6 +170,77 @@ export class GpuRuntime implements Gpu {
 
   set cacheBindGroups(on: boolean) {
     this.#rec.cacheBindGroups = on;
+  }
+
+  /**
+   * Starts timing every dispatch on the device (GPU timestamps; see `profiler.ts`) until
+   * {@linkcode GpuRuntime.stopProfile}, which returns each kernel's device time. Each dispatch
+   * runs in a compute pass of its own and each submit is read back once, so a profiled step takes
+   * a little longer than an unprofiled one. For finding where a step's time goes
+   * (`deno task bench:train --profile`); not part of {@linkcode Gpu}. Submits what is recorded
+   * first, so the profile covers exactly the work recorded after the call.
+   *
+   * @throws {TypeError} when the device has no `timestamp-query` (`features.timestamps`), when
+   *   a profile is already running, or while submits are discarded.
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const features: GPUFeatureName[] = adapter.features.has("timestamp-query") ? ["timestamp-query"] : [];
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice({ requiredFeatures: features }));
+   * if (gpu.features.timestamps) {
+   *   gpu.startProfile();
+   *   gpu.zeros([4]);
+   *   console.log(await gpu.stopProfile()); // [] (a zero fill is not a dispatch)
+   * }
+   * ```
+   */
+  startProfile(): void {
+    if (!this.features.timestamps) {
+      throw new TypeError(
+        `startProfile: the device has no 'timestamp-query' feature (${this.description}); ` +
+          "profiles need GPU timestamps",
+      );
+    }
+    if (this.#rec.profiler !== null) throw new TypeError("startProfile: a profile is running");
+    if (this.#rec.discard) {
+      throw new TypeError("startProfile: submits are discarded, nothing would execute");
+    }
+    this.#rec.flush();
+    this.#rec.profiler = new Profiler(this.device);
+  }
+
+  /**
+   * Ends the profile begun by {@linkcode GpuRuntime.startProfile}: submits what is recorded,
+   * waits for the device, and returns each kernel's dispatches and device milliseconds, the
+   * longest first.
+   *
+   * @throws {TypeError} when no profile is running.
+   * @example
+   * ```ts
+   * import { GpuRuntime } from "./runtime.ts";
+   * const adapter = (await navigator.gpu.requestAdapter())!;
+   * const features: GPUFeatureName[] = adapter.features.has("timestamp-query") ? ["timestamp-query"] : [];
+   * const gpu = new GpuRuntime(adapter, await adapter.requestDevice({ requiredFeatures: features }));
+   * if (gpu.features.timestamps) {
+   *   gpu.startProfile();
+   *   for (const k of await gpu.stopProfile()) console.log(k.kernel, k.calls, k.ms);
+   * }
+   * ```
+   */
+  async stopProfile(): Promise<KernelTime[]> {
+    const profiler = this.#rec.profiler;
+    if (profiler === null) throw new TypeError("stopProfile: no profile is running");
+    try {
+      this.#rec.flush();
+    } finally {
+      this.#rec.profiler = null;
+    }
+    try {
+      return await profiler.result();
+    } finally {
+      profiler.destroy();
+    }
   }
 
   pipeline(spec: KernelSpec): GPUComputePipeline {

@@ -32,6 +32,8 @@
  * @module
  */
 
+import type { KernelSpec } from "./kernel.ts";
+
 /** {@linkcode TapeOp} kind: a dispatch. */
 export const TAPE_DISPATCH = 0;
 /** {@linkcode TapeOp} kind: a copy between buffers. */
@@ -45,6 +47,8 @@ export const TAPE_LIVE = 3;
 export type TapeOp =
   | {
     readonly kind: typeof TAPE_DISPATCH;
+    /** The kernel (its name, for error reports and profiles). */
+    readonly kernel: KernelSpec;
     readonly pipeline: GPUComputePipeline;
     readonly group: GPUBindGroup;
     /** The params' dynamic offset into the uniform buffer; -1 without one. */
@@ -146,12 +150,13 @@ export class Tape {
    * const layout = device.createBindGroupLayout({ entries: [] });
    * const group = device.createBindGroup({ layout, entries: [] });
    * const tape = new Tape();
-   * tape.dispatch("noop", { pipeline, group, offset: -1, workgroups: [1, 1, 1] }, []);
+   * const kernel = { name: "noop", code: "" };
+   * tape.dispatch(kernel, { pipeline, group, offset: -1, workgroups: [1, 1, 1] }, []);
    * console.log(tape.dispatches); // 1
    * ```
    */
   dispatch(
-    kernel: string,
+    kernel: KernelSpec,
     cmd: {
       pipeline: GPUComputePipeline;
       group: GPUBindGroup;
@@ -162,9 +167,9 @@ export class Tape {
   ): void {
     const [x, y, z] = cmd.workgroups;
     const { pipeline, group, offset } = cmd;
-    this.ops.push({ kind: TAPE_DISPATCH, pipeline, group, offset, x, y, z });
+    this.ops.push({ kind: TAPE_DISPATCH, kernel, pipeline, group, offset, x, y, z });
     for (const r of storage) this.buffers.add(r.buffer);
-    this.kernels.add(kernel);
+    this.kernels.add(kernel.name);
     this.dispatches++;
   }
 

@@ -357,7 +357,7 @@ export function defineKernel<
       );
     }
     const code = `${lines.join("\n")}\n${d.body(ctx)}`;
-    const s = { name: key, code };
+    const s = { name: key, family: d.name, code };
     specs.set(key, s);
     return s;
   }
