@@ -13,7 +13,7 @@ import type { GpuRuntime } from "../gpu/runtime.ts";
 import type { KernelTime } from "../gpu/profiler.ts";
 import { DEFAULTS, type ModelName } from "../models/mod.ts";
 import type { Precision } from "../models/mod.ts";
-import { benchBatch, setupRun, timeSteps, warmUp } from "./_train.ts";
+import { benchBatch, setupRun, timeSteps, type TrainRun, warmUp } from "./_train.ts";
 
 /** What `--profile` is given. */
 export interface ProfileArgs {
@@ -53,9 +53,58 @@ function rows(times: readonly KernelTime[], steps: number, total: number): strin
   );
 }
 
+/** What profiling a run's steps measured. */
+export interface StepProfile {
+  /** Steps profiled. */
+  readonly steps: number;
+  /** Wall milliseconds per step while profiled. */
+  readonly wallMs: number;
+  /** Each kernel's dispatches and device time over the steps, the longest first. */
+  readonly times: KernelTime[];
+}
+
+/** Profiles one epoch of `run`'s steps (after an untimed warm-up step). */
+export async function profileSteps(gpu: Gpu, run: TrainRun): Promise<StepProfile> {
+  const runtime = gpu as GpuRuntime;
+  await warmUp(run);
+  runtime.startProfile();
+  let wallMs = NaN;
+  let times: KernelTime[];
+  try {
+    wallMs = (await timeSteps(gpu, run, 1)).msPerStep;
+  } finally {
+    times = await runtime.stopProfile();
+  }
+  return { steps: run.steps, wallMs, times };
+}
+
+/**
+ * A profile as markdown: a heading line (`title`, the device and wall ms per step), the kernel
+ * families, then the `top` longest kernels.
+ */
+export function profileMarkdown(title: string, p: StepProfile, top = 12): string[] {
+  const total = p.times.reduce((s, t) => s + t.ms, 0);
+  const lines = [
+    `### ${title}: ${(total / p.steps).toFixed(1)} device ms/step over ${p.steps} steps ` +
+    `(wall ${p.wallMs.toFixed(1)} ms/step while profiled)`,
+    "",
+    "| kernel family | dispatches/step | device ms/step | share |",
+    "| --- | ---: | ---: | ---: |",
+    ...rows(byFamily(p.times), p.steps, total),
+  ];
+  if (top > 0) {
+    lines.push(
+      "",
+      `| longest ${top} kernels | dispatches/step | device ms/step | share |`,
+      "| --- | ---: | ---: | ---: |",
+      ...rows(p.times.slice(0, top), p.steps, total),
+    );
+  }
+  return lines;
+}
+
 /** Prints the `--profile` tables. */
 export async function profileTable(gpu: Gpu, args: ProfileArgs): Promise<void> {
-  const runtime = gpu as GpuRuntime;
   if (!gpu.features.timestamps) {
     console.log(
       `${args.header}\n\n--profile: this adapter has no 'timestamp-query'; nothing timed.`,
@@ -68,39 +117,17 @@ export async function profileTable(gpu: Gpu, args: ProfileArgs): Promise<void> {
     const auto = args.batch === undefined
       ? benchBatch(gpu, name, resize)
       : { batch: args.batch, reduced: false };
-    const steps = args.steps ?? 3;
     const run = setupRun(gpu, name, {
       batch: auto.batch,
       resize,
-      steps,
+      steps: args.steps ?? 3,
       precision: args.precision,
     });
     try {
-      await warmUp(run);
-      runtime.startProfile();
-      let wall: number;
-      let times: KernelTime[];
-      try {
-        wall = (await timeSteps(gpu, run, 1)).msPerStep;
-      } finally {
-        times = await runtime.stopProfile();
-      }
-      const total = times.reduce((s, t) => s + t.ms, 0);
-      console.log(
-        `### ${name}, batch ${auto.batch}${
-          auto.reduced ? " (reduced)" : ""
-        }, ${resize}x${resize}: ` +
-          `${(total / steps).toFixed(1)} device ms/step over ${steps} steps ` +
-          `(wall ${wall.toFixed(1)} ms/step while profiled)\n`,
-      );
-      console.log("| kernel family | dispatches/step | device ms/step | share |");
-      console.log("| --- | ---: | ---: | ---: |");
-      for (const r of rows(byFamily(times), steps, total)) console.log(r);
-      const top = args.top ?? 12;
-      console.log(`\n| longest ${top} kernels | dispatches/step | device ms/step | share |`);
-      console.log("| --- | ---: | ---: | ---: |");
-      for (const r of rows(times.slice(0, top), steps, total)) console.log(r);
-      console.log();
+      const p = await profileSteps(gpu, run);
+      const title = `${name}, batch ${auto.batch}${auto.reduced ? " (reduced)" : ""}, ` +
+        `${resize}x${resize}`;
+      console.log(profileMarkdown(title, p, args.top ?? 12).join("\n") + "\n");
     } finally {
       run.trainer.model.dispose();
       run.set.images.dispose();

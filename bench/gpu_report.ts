@@ -17,10 +17,15 @@
 //    by bench/torch_steps.py --device cuda with the same batches, resizes and step counts:
 //    ~1 minute;
 // 4. `deno task train resnet --epochs 1` on the real Fashion-MNIST (60000 + 10000 images at
-//    96x96: 3·0.67 GFLOP·60000 + 0.67 GFLOP·10000 ≈ 128 TFLOP): ~40 s.
+//    96x96: 3·0.67 GFLOP·60000 + 0.67 GFLOP·10000 ≈ 128 TFLOP): ~40 s;
+// 5. where the device time of a step goes (`bench:train --profile`, bench/_profile.ts: GPU
+//    timestamps per dispatch, by kernel family) for MobileNet, ResNet, DenseNet and GoogLeNet in
+//    f32 at their bench batch, 3 steps each: a few seconds. It says, among others, what the batch
+//    norm's statistics passes cost on a GPU (issue #15's remaining fusion).
 //
 // `--quick` (CI runs it, so that this script never rots; ~1-2 minutes on llvmpipe): three test
-// files, LeNet and LeNet-BN at batch 32 for 3 steps in f32 and f16, no PyTorch and no epoch.
+// files, LeNet and LeNet-BN at batch 32 for 3 steps in f32 and f16, LeNet-BN's profile, no
+// PyTorch and no epoch.
 //
 // Errors are one line (cli/_run.ts); `--out` is checked before any work.
 import { getGpu, type Gpu } from "../gpu/mod.ts";
@@ -30,6 +35,7 @@ import { runCommand } from "../cli/_run.ts";
 import { checkOutputFile } from "../cli/_outputs.ts";
 import { benchCli } from "./_args.ts";
 import { benchBatch, forwardFlops, setupRun, timeSteps, warmUp } from "./_train.ts";
+import { profileMarkdown, profileSteps } from "./_profile.ts";
 
 /** The rate the step counts and time estimates assume on a GPU adapter (FLOP/s). */
 const ASSUMED_FLOPS = 4e12;
@@ -40,6 +46,9 @@ const QUICK_TESTS = ["limits", "workgroup_memory", "imports"];
 /** The models, batch and steps of `--quick`. */
 const QUICK_MODELS: ModelName[] = ["lenet", "lenet-bn"];
 const QUICK_BATCH = 32, QUICK_STEPS = 3;
+/** The models profiled (f32, at the row's batch, 3 steps), and those of `--quick`. */
+const PROFILED: ModelName[] = ["mobilenet", "resnet", "densenet", "googlenet"];
+const QUICK_PROFILED: ModelName[] = ["lenet-bn"];
 
 const root = new URL("..", import.meta.url).pathname;
 const cli = benchCli("usage: deno task gpu-report [--quick] [--out FILE]");
@@ -167,6 +176,33 @@ async function benchOurs(gpu: Gpu, rows: Row[]): Promise<void> {
   }
 }
 
+/** Device time per kernel of a few f32 steps of the profiled models, as markdown lines. */
+async function profiles(gpu: Gpu, rows: Row[], quick: boolean): Promise<string[]> {
+  if (!gpu.features.timestamps) return ["No `timestamp-query` on this adapter: no profiles."];
+  const lines: string[] = [];
+  for (const model of quick ? QUICK_PROFILED : PROFILED) {
+    const row = rows.find((r) => r.model === model && r.precision === "f32");
+    if (!row) continue;
+    console.error(`gpu-report: profile ${model} ...`);
+    const title = `${model}, batch ${row.batch}, ${row.resize}x${row.resize}`;
+    try {
+      const r = setupRun(gpu, model, { ...row, steps: 3 });
+      try {
+        lines.push(...profileMarkdown(title, await profileSteps(gpu, r), 8), "");
+      } finally {
+        r.trainer.model.dispose();
+        r.set.images.dispose();
+        r.set.labels.dispose();
+      }
+    } catch (e) {
+      const msg = (e instanceof Error ? e.message : String(e)).split("\n")[0].slice(0, 120);
+      lines.push(`### ${title}: failed: ${msg}`, "");
+    }
+    gpu.trimPool();
+  }
+  return lines;
+}
+
 /** PyTorch's steps of the f32 rows, when python3 has torch with CUDA; else why not. */
 async function benchTorch(rows: Row[]): Promise<string> {
   const probe = await run("python3", ["-c", "import torch; assert torch.cuda.is_available()"]);
@@ -231,6 +267,7 @@ function report(
     rows: Row[];
     torch: string;
     epoch: string;
+    profiles: string[];
     seconds: Record<string, number>;
     estimate: number;
   },
@@ -272,6 +309,10 @@ function report(
     "ratio: ours / PyTorch (PyTorch eager FP32, TF32 off, on the same batch and resize; f16 rows " +
       "compare our f16 step with PyTorch's FP32 one, so they have no ratio). Peak memory: our " +
       "buffer pool's live bytes, PyTorch's `max_memory_allocated`.",
+    "",
+    "## Where a step's device time goes (f32, GPU timestamps per dispatch)",
+    "",
+    ...parts.profiles,
   );
   return lines.join("\n") + "\n";
 }
@@ -316,9 +357,21 @@ await runCommand("gpu-report", async (argv) => {
   t0 = performance.now();
   const epoch = o.quick ? "skipped (--quick)" : await resnetEpoch();
   seconds.epoch = (performance.now() - t0) / 1000;
+
+  t0 = performance.now();
+  const profiled = await profiles(gpu, rows, o.quick);
+  seconds.profiles = (performance.now() - t0) / 1000;
   seconds.total = (performance.now() - start) / 1000;
 
-  const text = report(gpu, o, { tests, rows, torch, epoch, seconds, estimate });
+  const text = report(gpu, o, {
+    tests,
+    rows,
+    torch,
+    epoch,
+    profiles: profiled,
+    seconds,
+    estimate,
+  });
   await Deno.writeTextFile(o.out, text);
   console.log(text);
   console.log(`gpu-report: written to ${o.out}`);
