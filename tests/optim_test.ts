@@ -7,7 +7,16 @@
 // The checks against torch.optim and the Float64 reference are in tests/ops/optim.ts (shared with
 // `deno task test:browser`); the validation tests are here.
 import assert from "node:assert/strict";
-import { adamUpdate } from "../kernels/adam.ts";
+import { _ADAM_CORRECTIONS_WGSL, adamUpdate } from "../kernels/adam.ts";
+import { defineKernel } from "../kernels/_kernel.ts";
+import { grid1d } from "../gpu/mod.ts";
+import {
+  createLossScale,
+  lossScaleCheck,
+  lossScaleUpdate,
+  readLossScale,
+} from "../kernels/loss_scale.ts";
+import { assertClose, f32 } from "./harness.ts";
 import { type LrSchedule, scheduleLr } from "../models/schedule.ts";
 import { testCheck } from "./_check.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
@@ -51,3 +60,150 @@ Deno.test("adamUpdate validates its operands and hyper-parameters", GPU_TEST, as
   assert.throws(() => adamUpdate(io, { lr: -1, step: 1 }), RangeError);
   assert.throws(() => adamUpdate(io, { lr: 0.1, step: 1, betas: [0.9, 1] }), /betas\[1\]/);
 });
+
+/** A probe of the loss-scaled path's bias corrections: thread i computes them for t = i + 1. */
+const corrections = defineKernel({
+  name: "test_adam_corrections",
+  doc: "thread i writes adamCorrections(i + 1, ...) to out[2i], out[2i + 1]",
+  params: { n: "u32", lr: "f32", lnBeta1: "f32", lnBeta2: "f32" },
+  bindings: { out: { type: "float", access: "read_write" } },
+  workgroupSize: 64,
+  body: () =>
+    `${_ADAM_CORRECTIONS_WGSL}
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= p.n) { return; }
+  let c = adamCorrections(f32(i + 1u), p.lr, p.lnBeta1, p.lnBeta2);
+  out[2u * i] = c.x;
+  out[2u * i + 1u] = c.y;
+}`,
+});
+
+Deno.test(
+  "the loss-scaled Adam's GPU bias corrections are within a few f32 ulps of the host's f64",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const n = 100_000;
+    const out = gpu.empty([2 * n]);
+    for (const [b1, b2] of [[0.9, 0.999], [0.5, 0.9999], [0.99, 0.95], [0, 0.999]]) {
+      const lr = 0.001;
+      corrections.dispatch({
+        params: {
+          n,
+          lr,
+          lnBeta1: Math.max(Math.log(b1), -200),
+          lnBeta2: Math.max(Math.log(b2), -200),
+        },
+        bindings: { out },
+        workgroups: grid1d(n, 64),
+      });
+      const got = await out.toArray();
+      // Relative differences from the f64 values the host path would round to f32.
+      let worst1 = 0, worst2 = 0, at1 = 0, at2 = 0;
+      for (let t = 1; t <= n; t++) {
+        const want1 = -lr / (1 - b1 ** t), want2 = Math.sqrt(1 - b2 ** t);
+        const d1 = Math.abs(got[2 * t - 2] / want1 - 1), d2 = Math.abs(got[2 * t - 1] / want2 - 1);
+        if (d1 > worst1) [worst1, at1] = [d1, t];
+        if (d2 > worst2) [worst2, at2] = [d2, t];
+      }
+      console.log(
+        `betas (${b1}, ${b2}), t = 1..${n}: -lr/(1 - beta1^t) within ${worst1.toExponential(2)} ` +
+          `(${(worst1 * 2 ** 23).toFixed(2)} x 2^-23, at t=${at1}), sqrt(1 - beta2^t) within ` +
+          `${worst2.toExponential(2)} (${(worst2 * 2 ** 23).toFixed(2)} x 2^-23, at t=${at2})`,
+      );
+      // An f32 ulp is 2^-23 to 2^-24 relative: a few of them.
+      assert.ok(worst1 < 4e-7, `-lr/(1 - beta1^t): relative error ${worst1} at t=${at1}`);
+      assert.ok(worst2 < 4e-7, `sqrt(1 - beta2^t): relative error ${worst2} at t=${at2}`);
+    }
+    out.dispose();
+  },
+);
+
+/** tests/fixtures/optim.json's `lossScaled`: Adam(W) under GradScaler with skipped steps. */
+interface LossScaledFixture {
+  param0: number[];
+  grads: number[][];
+  lossScaled: {
+    scaler: {
+      initScale: number;
+      growthInterval: number;
+      growthFactor: number;
+      backoffFactor: number;
+    };
+    infSteps: number[];
+    infAt: number;
+    cases: {
+      optimizer: "adam" | "adamw";
+      config: { lr: number; weight_decay: number };
+      steps: {
+        scale: number;
+        skipped: boolean;
+        lr: number;
+        param: number[];
+        expAvg: number[];
+        expAvgSq: number[];
+        step: number;
+      }[];
+    }[];
+  };
+}
+
+Deno.test(
+  "Adam and AdamW under a loss scaler skip steps as torch.optim under GradScaler (step count too)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const fx: LossScaledFixture = JSON.parse(
+      await Deno.readTextFile(new URL("./fixtures/optim.json", import.meta.url)),
+    );
+    const ls = fx.lossScaled;
+    const n = fx.param0.length;
+    for (const k of ls.cases) {
+      const param = gpu.tensor(f32(fx.param0), { shape: [n] });
+      const [expAvg, expAvgSq] = [gpu.zeros([n]), gpu.zeros([n])];
+      const grad = gpu.empty([n]);
+      const lossScale = createLossScale(gpu, ls.scaler);
+      for (let s = 0; s < k.steps.length; s++) {
+        const want = k.steps[s];
+        const { scale } = await readLossScale(lossScale);
+        assert.equal(scale, want.scale, `${k.optimizer} step ${s}: the scale`);
+        // The scaled gradient (a power-of-two scale: exact), an Inf where PyTorch's had one.
+        const g = f32(fx.grads[s].map((v) => v * scale));
+        if (ls.infSteps.includes(s)) g[ls.infAt] = Infinity;
+        gpu.write(grad, g);
+        lossScaleCheck({ lossScale, grad });
+        adamUpdate({ param, grad, expAvg, expAvgSq, lossScale }, {
+          lr: want.lr,
+          step: s + 1, // the caller's steps, skipped ones included
+          weightDecay: k.config.weight_decay,
+          decoupled: k.optimizer === "adamw",
+        });
+        lossScaleUpdate({ lossScale });
+        const info = await readLossScale(lossScale);
+        assert.equal(info.foundInf, false);
+        assert.equal(s + 1 - info.skippedSteps, want.step, `${k.optimizer} step ${s}: updates`);
+        const what = `${k.optimizer} step ${s}${want.skipped ? " (skipped)" : ""}`;
+        // The tolerances of the fixture checks and of adamUpdate's Float64 reference.
+        assertClose(await param.toArray(), want.param, {
+          rtol: 1e-5,
+          atol: 1e-6,
+          what: `param ${what}`,
+        });
+        assertClose(await expAvg.toArray(), want.expAvg, {
+          rtol: 1e-5,
+          atol: 1e-7,
+          what: `expAvg ${what}`,
+        });
+        assertClose(await expAvgSq.toArray(), want.expAvgSq, {
+          rtol: 1e-5,
+          atol: 1e-7,
+          what: `expAvgSq ${what}`,
+        });
+      }
+      assert.equal((await readLossScale(lossScale)).skippedSteps, ls.infSteps.length);
+      for (const t of [param, expAvg, expAvgSq, grad, lossScale]) t.dispose();
+    }
+  },
+);
