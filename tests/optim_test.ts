@@ -4,19 +4,13 @@
 // on three parameter tensors held in one buffer, as an arena; the schedules' learning rates
 // exactly; and adamUpdate against its Float64 CPU reference (vec4 and scalar paths, a loss
 // scale, an f16 copy, ranges), validation.
-// The checks against torch.optim and the Float64 reference are in tests/ops/optim.ts (shared with
-// `deno task test:browser`); the validation tests are here.
+// The checks against torch.optim (Adam(W) under GradScaler with skipped steps too) and the
+// Float64 reference are in tests/ops/optim.ts (shared with `deno task test:browser`); the
+// validation tests and the loss-scaled path's GPU bias corrections against f64 are here.
 import assert from "node:assert/strict";
 import { _ADAM_CORRECTIONS_WGSL, adamUpdate } from "../kernels/adam.ts";
 import { defineKernel } from "../kernels/_kernel.ts";
 import { grid1d } from "../gpu/mod.ts";
-import {
-  createLossScale,
-  lossScaleCheck,
-  lossScaleUpdate,
-  readLossScale,
-} from "../kernels/loss_scale.ts";
-import { assertClose, f32 } from "./harness.ts";
 import { type LrSchedule, scheduleLr } from "../models/schedule.ts";
 import { testCheck } from "./_check.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
@@ -118,92 +112,5 @@ Deno.test(
       assert.ok(worst2 < 4e-7, `sqrt(1 - beta2^t): relative error ${worst2} at t=${at2}`);
     }
     out.dispose();
-  },
-);
-
-/** tests/fixtures/optim.json's `lossScaled`: Adam(W) under GradScaler with skipped steps. */
-interface LossScaledFixture {
-  param0: number[];
-  grads: number[][];
-  lossScaled: {
-    scaler: {
-      initScale: number;
-      growthInterval: number;
-      growthFactor: number;
-      backoffFactor: number;
-    };
-    infSteps: number[];
-    infAt: number;
-    cases: {
-      optimizer: "adam" | "adamw";
-      config: { lr: number; weight_decay: number };
-      steps: {
-        scale: number;
-        skipped: boolean;
-        lr: number;
-        param: number[];
-        expAvg: number[];
-        expAvgSq: number[];
-        step: number;
-      }[];
-    }[];
-  };
-}
-
-Deno.test(
-  "Adam and AdamW under a loss scaler skip steps as torch.optim under GradScaler (step count too)",
-  GPU_TEST,
-  async () => {
-    const gpu = await testGpu();
-    const fx: LossScaledFixture = JSON.parse(
-      await Deno.readTextFile(new URL("./fixtures/optim.json", import.meta.url)),
-    );
-    const ls = fx.lossScaled;
-    const n = fx.param0.length;
-    for (const k of ls.cases) {
-      const param = gpu.tensor(f32(fx.param0), { shape: [n] });
-      const [expAvg, expAvgSq] = [gpu.zeros([n]), gpu.zeros([n])];
-      const grad = gpu.empty([n]);
-      const lossScale = createLossScale(gpu, ls.scaler);
-      for (let s = 0; s < k.steps.length; s++) {
-        const want = k.steps[s];
-        const { scale } = await readLossScale(lossScale);
-        assert.equal(scale, want.scale, `${k.optimizer} step ${s}: the scale`);
-        // The scaled gradient (a power-of-two scale: exact), an Inf where PyTorch's had one.
-        const g = f32(fx.grads[s].map((v) => v * scale));
-        if (ls.infSteps.includes(s)) g[ls.infAt] = Infinity;
-        gpu.write(grad, g);
-        lossScaleCheck({ lossScale, grad });
-        adamUpdate({ param, grad, expAvg, expAvgSq, lossScale }, {
-          lr: want.lr,
-          step: s + 1, // the caller's steps, skipped ones included
-          weightDecay: k.config.weight_decay,
-          decoupled: k.optimizer === "adamw",
-        });
-        lossScaleUpdate({ lossScale });
-        const info = await readLossScale(lossScale);
-        assert.equal(info.foundInf, false);
-        assert.equal(s + 1 - info.skippedSteps, want.step, `${k.optimizer} step ${s}: updates`);
-        const what = `${k.optimizer} step ${s}${want.skipped ? " (skipped)" : ""}`;
-        // The tolerances of the fixture checks and of adamUpdate's Float64 reference.
-        assertClose(await param.toArray(), want.param, {
-          rtol: 1e-5,
-          atol: 1e-6,
-          what: `param ${what}`,
-        });
-        assertClose(await expAvg.toArray(), want.expAvg, {
-          rtol: 1e-5,
-          atol: 1e-7,
-          what: `expAvg ${what}`,
-        });
-        assertClose(await expAvgSq.toArray(), want.expAvgSq, {
-          rtol: 1e-5,
-          atol: 1e-7,
-          what: `expAvgSq ${what}`,
-        });
-      }
-      assert.equal((await readLossScale(lossScale)).skippedSteps, ls.infSteps.length);
-      for (const t of [param, expAvg, expAvgSq, grad, lossScale]) t.dispose();
-    }
   },
 );
