@@ -268,8 +268,13 @@ export interface RunState {
   readonly model: ModelName;
   /** Epochs finished. */
   readonly epoch: number;
-  /** SGD steps taken. */
+  /**
+   * Optimizer steps taken (the schedule's count), f16 steps the loss scaler skipped included:
+   * Adam's step count is `step - skippedSteps`.
+   */
   readonly step: number;
+  /** Of `step`, those the f16 loss scaler skipped (their gradients overflowed); default 0. */
+  readonly skippedSteps?: number;
   /** Identifies the run (kept across resumes); pairs the model and optimizer files. */
   readonly runId: string;
   /** The f16 loss scale reached, if any. */
@@ -313,6 +318,7 @@ export function runMetadata(state: RunState, recipe: RunRecipe): Record<string, 
     optimizer: state.optimizer ?? "none",
   };
   if (state.lossScale !== undefined) meta.loss_scale = String(state.lossScale);
+  if (state.skippedSteps) meta.skipped_steps = String(state.skippedSteps);
   if (state.classes !== undefined) meta.classes = JSON.stringify(state.classes);
   for (const [name, f] of Object.entries(RECIPE_FIELDS)) {
     const v = recipe[name as keyof RunRecipe];
@@ -352,6 +358,8 @@ export function parseRunMetadata(
   };
   const epoch = count("epoch");
   const step = meta.step !== undefined ? count("step") : count("steps");
+  const skippedSteps = count("skipped_steps");
+  if (skippedSteps > step) bad("skipped_steps", `an integer in [0, step = ${step}]`);
   let lossScale: number | undefined;
   if (meta.loss_scale !== undefined) {
     lossScale = real((n) => n > 0 && Number.isFinite(Math.fround(n)))(meta.loss_scale) ??
@@ -390,6 +398,7 @@ export function parseRunMetadata(
     step,
     runId: meta.run_id ?? "",
     lossScale,
+    ...(skippedSteps ? { skippedSteps } : {}),
     recipe: recipe as Partial<RunRecipe>,
     optimizer,
     ...(classes ? { classes } : {}),

@@ -177,7 +177,8 @@ export async function main(argv: string[]): Promise<number> {
     dropout: recipe.dropout ?? undefined,
     seed: recipe.seed,
     precision: recipe.precision,
-    lossScale: state?.lossScale === undefined ? undefined : { initScale: state.lossScale },
+    // The scale reached and the steps skipped (Adam's step count leaves them out).
+    lossScale: { initScale: state?.lossScale, skippedSteps: state?.skippedSteps },
   });
   trainer.steps = state?.step ?? 0;
   const runId = state?.runId || newRunId();
@@ -226,6 +227,7 @@ export async function main(argv: string[]): Promise<number> {
         model: args.model,
         epoch: r.epoch,
         step: trainer.steps,
+        skippedSteps: trainer.skippedSteps,
         runId,
         lossScale: r.lossScale,
         recipe,

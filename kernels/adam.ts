@@ -5,13 +5,22 @@
  * binding on huge models). One flat kernel (one thread per vec4, or per element), described once
  * with `defineKernel`, as `sgd.ts`.
  *
- * The step number `t` (from 1) is the caller's: the bias corrections `1 - beta^t` are computed
+ * The step number `t` (from 1) is the number of updates applied, PyTorch's `state["step"]`.
+ * Without a loss scaler it is the caller's `step`: the bias corrections `1 - beta^t` are computed
  * on the host in f64 (as PyTorch computes them, in Python floats) and travel with the dispatch's
  * uniform parameters, which every dispatch records anyway: no buffer is written or read back per
- * step. With a loss scaler's state (`lossScale`) the gradient is unscaled on the GPU and the
- * whole update is skipped when the scaler found an Inf or a NaN (the caller's step count still
- * advances: PyTorch's GradScaler would not call `step`, so the bias correction of later steps
- * differs from PyTorch's after a skipped step, by a factor that fades as `beta^t`).
+ * step. With a loss scaler's state (`lossScale`, see `loss_scale.ts`) the gradient is unscaled on
+ * the GPU and the whole update is skipped when the scaler found an Inf or a NaN, as
+ * `GradScaler.step` skips `optimizer.step()`: a skipped step must not advance `t` either, and
+ * only the GPU knows which steps were skipped. So the caller's `step` then counts its steps,
+ * skipped ones included (a trainer's step number + 1), and the kernel subtracts the steps the
+ * scaler skipped before this one (the state's word 3, which `lossScaleUpdate` increments after
+ * the update): `t = step - skipped`, and computes the bias corrections from it in f32
+ * (`1 - beta^t = -expm1(t * ln(beta))`, `ln(beta)` from the host in f64, with a range reduction
+ * by `ln 2` and a degree-8 polynomial: within a few f32 ulps of the host's f64 values, see
+ * tests/optim_test.ts). The scaler must therefore have counted every skipped step among the
+ * caller's: create it with the caller's first step, or resume it with the skipped count
+ * (`createLossScale`'s `skippedSteps`).
  *
  * Every term maps zeros to zeros (param, gradient and both moments 0 stay 0), so the zero padding
  * between the parameters of an arena stays zero.
@@ -29,7 +38,11 @@ import { checkLossScale } from "./loss_scale.ts";
 export interface AdamParams {
   /** Learning rate (>= 0) of this step (a schedule's value). */
   readonly lr: number;
-  /** The step number, from 1 (the bias corrections are `1 - beta^step`). */
+  /**
+   * The step number, from 1 (the bias corrections are `1 - beta^step`). With a `lossScale`: the
+   * caller's step number, skipped steps included; the steps the scaler skipped are subtracted on
+   * the GPU (see the module documentation).
+   */
   readonly step: number;
   /** `(beta1, beta2)` in [0, 1); default `[0.9, 0.999]` (PyTorch's). */
   readonly betas?: readonly [number, number];
@@ -94,6 +107,53 @@ const VARIANTS = variantProduct(["", "wd", "dwd"], ["", "scaled"], ["", "copy"],
 type Variant = typeof VARIANTS[number];
 const has = variantHas;
 
+/** ln 2 in two parts, the first with 15 significant bits (`n * LN2_HI` is exact for |n| < 2^9). */
+const LN2_HI = 0.693145751953125;
+const LN2_LO = Math.fround(Math.LN2 - LN2_HI);
+
+/** A number as a WGSL f32 literal (abstract float, rounded to f32 once). */
+function _lit(v: number): string {
+  const s = String(v);
+  return /[.e]/.test(s) ? s : `${s}.0`;
+}
+
+/**
+ * WGSL of the loss-scaled path's bias corrections: `adamCorrections(t, lr, lnBeta1, lnBeta2)`
+ * returns `(-lr / (1 - beta1^t), sqrt(1 - beta2^t))` from `t` (an f32 integer >= 1) and
+ * `ln(beta)` (from the host in f64; -200 or above). `1 - beta^t = -expm1(x)`, `x = t * ln(beta)`:
+ * `x = n ln 2 + r` (|r| <= ln 2 / 2, Cody-Waite), `expm1(r)` by its Taylor polynomial of degree 8
+ * (truncation below 2e-8 relative) and `1 - 2^n (1 + expm1(r)) = (1 - 2^n) - 2^n expm1(r)`,
+ * which has no cancellation; no built-in `exp`/`pow` (WGSL allows them thousands of ulps).
+ *
+ * @example
+ * ```ts
+ * import { _ADAM_CORRECTIONS_WGSL } from "./adam.ts";
+ * _ADAM_CORRECTIONS_WGSL.includes("fn adamCorrections"); // true
+ * ```
+ */
+export const _ADAM_CORRECTIONS_WGSL: string = (() => {
+  let poly = _lit(1 / 40320);
+  for (const k of [7, 6, 5, 4, 3, 2]) {
+    let f = 1;
+    for (let j = 2; j <= k; j++) f *= j;
+    poly = `${_lit(1 / f)} + r * (${poly})`;
+  }
+  return `fn oneMinusPow(t: f32, lnBeta: f32) -> f32 {
+  let x = t * lnBeta;
+  if (x < -100.0) { return 1.0; }
+  let n = round(x * ${_lit(1 / Math.LN2)});
+  let r = (x - n * ${_lit(LN2_HI)}) - n * ${_lit(LN2_LO)};
+  let q = r * (1.0 + r * (${poly}));
+  let s = ldexp(1.0, i32(n));
+  return (1.0 - s) - s * q;
+}
+
+fn adamCorrections(t: f32, lr: f32, lnBeta1: f32, lnBeta2: f32) -> vec2<f32> {
+  return vec2<f32>(-lr / oneMinusPow(t, lnBeta1), sqrt(oneMinusPow(t, lnBeta2)));
+}
+`;
+})();
+
 /** The update; `paramB`, `gradB`, `avgB` and `sqB` are f32, the copy `halfB` f16 or f32. */
 const update = defineKernel({
   name: "adam",
@@ -103,7 +163,9 @@ const update = defineKernel({
     "param *= p.decay first), exp_avg and exp_avg_sq in place; the bias corrections arrive in " +
     "p (negStepSize = -lr / (1 - beta1^t), bc2Sqrt = sqrt(1 - beta2^t)); scaled: the gradient " +
     "divided by the loss scale (lossScale[0], f32 bits) and the whole update skipped when the " +
-    "scaler's found flag (lossScale[2]) is set; copy: then halfB = H(param) is written.",
+    "scaler's found flag (lossScale[2]) is set; t = p.step - lossScale[3] (the steps the scaler " +
+    "skipped; at least 1) and the corrections computed from it (adamCorrections: p.lr and " +
+    "p.lnBeta1/2 = ln(beta)); copy: then halfB = H(param) is written.",
   params: {
     count: "u32",
     negStepSize: "f32",
@@ -115,6 +177,10 @@ const update = defineKernel({
     oneMinusBeta2: "f32",
     wd: "f32",
     decay: "f32",
+    step: "u32",
+    lr: "f32",
+    lnBeta1: "f32",
+    lnBeta2: "f32",
   },
   bindings: {
     paramB: { type: "float", access: "read_write", vec4: has("v4") },
@@ -130,20 +196,31 @@ const update = defineKernel({
     const [scaled, vec, half] = [parts.includes("scaled"), parts.includes("v4"), dtypes.halfB];
     // torch.optim.Adam / AdamW (_single_tensor_adam[w]) in f32, op for op.
     const step = [
-      scaled
-        ? "var grad: T = gradB[i] * (1.0 / bitcast<f32>(lossScale[0]));"
-        : "var grad: T = gradB[i];",
+      ...(scaled
+        ? [
+          // The updates applied so far + 1: the caller's steps less the scaler's skipped ones.
+          "let t = max(p.step, lossScale[3] + 1u) - lossScale[3];",
+          "let c = adamCorrections(f32(t), p.lr, p.lnBeta1, p.lnBeta2);",
+          "let negStepSize = c.x;",
+          "let bc2Sqrt = c.y;",
+          "var grad: T = gradB[i] * (1.0 / bitcast<f32>(lossScale[0]));",
+        ]
+        : [
+          "let negStepSize = p.negStepSize;",
+          "let bc2Sqrt = p.bc2Sqrt;",
+          "var grad: T = gradB[i];",
+        ]),
       ...(parts.includes("wd") ? ["grad = grad + p.wd * param;"] : []),
       ...(parts.includes("dwd") ? ["param = param * p.decay;"] : []),
       "let m: T = avgB[i] * p.beta1 + grad * p.oneMinusBeta1;",
       "let v: T = sqB[i] * p.beta2 + p.oneMinusBeta2 * grad * grad;",
-      "let denom = sqrt(v) / p.bc2Sqrt + p.eps;",
-      "param = param + p.negStepSize * (m / denom);",
+      "let denom = sqrt(v) / bc2Sqrt + p.eps;",
+      "param = param + negStepSize * (m / denom);",
       "paramB[i] = param;",
       "avgB[i] = m;",
       "sqB[i] = v;",
     ];
-    return updateMain({ step, scaled, vec, half });
+    return `${scaled ? _ADAM_CORRECTIONS_WGSL : ""}${updateMain({ step, scaled, vec, half })}`;
   },
 });
 
@@ -246,6 +323,10 @@ export function adamUpdate(io: AdamIo, p: AdamParams): void {
         oneMinusBeta2: 1 - beta2,
         wd: r.weightDecay,
         decay: 1 - r.lr * r.weightDecay,
+        step: Math.min(r.step, 0xffffffff),
+        lr: r.lr,
+        lnBeta1: Math.max(Math.log(beta1), -200),
+        lnBeta2: Math.max(Math.log(beta2), -200),
       },
       bindings: {
         paramB: at(io.param)!,

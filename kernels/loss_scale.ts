@@ -19,8 +19,10 @@
  *
  * A step: the forward pass; `softmaxCrossEntropy({ ..., lossScale })` (the gradient of the loss
  * multiplied by the scale); the backward pass; {@linkcode lossScaleCheck} on every parameter
- * gradient; `sgdUpdate({ ..., lossScale })` for every parameter (it divides the gradients by the
- * scale, and leaves the parameters untouched when the found flag is set); then
+ * gradient; `sgdUpdate({ ..., lossScale })` (or `adamUpdate`) for every parameter (it divides the
+ * gradients by the scale, and leaves the parameters and the optimizer's state untouched when the
+ * found flag is set; Adam's step count is the caller's less word 3, which this step's update
+ * has not counted yet, as `GradScaler` does not call a skipped step's `optimizer.step`); then
  * {@linkcode lossScaleUpdate}, which backs the scale off (found) or grows it (after
  * `growthInterval` successful steps) and clears the flag. {@linkcode readLossScale} reads the
  * state back for logs (one readback: call it at the end of an epoch, not per step).
@@ -59,6 +61,11 @@ export interface LossScaleOptions {
   readonly growthFactor?: number;
   /** Factor the scale shrinks by when a step overflows (in (0, 1)); default 0.5. */
   readonly backoffFactor?: number;
+  /**
+   * Skipped steps so far (word 3), to resume a run: Adam's step count under the scaler is the
+   * caller's step number less this count (`adamUpdate`); an integer in [0, 2^32), default 0.
+   */
+  readonly skippedSteps?: number;
 }
 
 /** The state of a loss scaler, as read by {@linkcode readLossScale}. */
@@ -121,7 +128,12 @@ export function createLossScale(gpu: Gpu, options: LossScaleOptions = {}): Tenso
   if (typeof backoffFactor !== "number" || !(b > 0 && b < 1)) {
     throw new RangeError(`${op}: backoffFactor must be in (0, 1), got ${backoffFactor}`);
   }
+  const skipped = options.skippedSteps ?? 0;
+  if (!Number.isInteger(skipped) || skipped < 0 || skipped > 0xffffffff) {
+    throw new RangeError(`${op}: skippedSteps must be an integer in [0, 2^32), got ${skipped}`);
+  }
   const words = new Uint32Array(LOSS_SCALE_WORDS);
+  words[SKIPPED] = skipped;
   const bits = new Float32Array(words.buffer);
   bits[SCALE] = f;
   words[INTERVAL] = growthInterval;

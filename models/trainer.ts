@@ -107,7 +107,8 @@ export interface TrainerOptions {
   readonly precision?: Precision;
   /**
    * The dynamic loss scaler's settings in f16 (GradScaler's defaults); `initScale` also resumes
-   * a run at the scale it had reached (`EpochResult.lossScale`).
+   * a run at the scale it had reached (`EpochResult.lossScale`), and `skippedSteps` at the steps
+   * it had skipped (`EpochResult.skippedSteps`: Adam's step count leaves them out).
    */
   readonly lossScale?: LossScaleOptions;
   /**
@@ -186,6 +187,13 @@ export class Trainer {
   /** SGD steps taken so far (momentum buffers start at the first). */
   steps = 0;
   /**
+   * Steps the f16 loss scaler skipped so far (their gradients overflowed), as of the last epoch's
+   * end (`EpochResult.skippedSteps`; to resume, pass it as `lossScale.skippedSteps`). Adam's step
+   * count is the updates applied, `steps - skippedSteps` (PyTorch's `state["step"]` under
+   * `GradScaler`): in f16 the scaler subtracts its own count on the GPU, in f32 this one is.
+   */
+  skippedSteps: number;
+  /**
    * Whether steps are recorded once and replayed (`TrainerOptions.replay`, default true; only on
    * the {@linkcode GpuRuntime}). Turning it off drops the kept step at the next one.
    */
@@ -231,6 +239,7 @@ export class Trainer {
     this.model = model;
     this.options = options;
     this.replay = options.replay ?? true;
+    this.skippedSteps = options.lossScale?.skippedSteps ?? 0;
     this.#watch = createFiniteWatch(model.gpu, 2);
     if (options.precision !== undefined && options.precision !== model.precision) {
       model.setPrecision(options.precision);
@@ -245,7 +254,10 @@ export class Trainer {
    */
   #ensureLossScale(): void {
     if (this.model.precision === "f16") {
-      this.#lossScale ??= createLossScale(this.model.gpu, this.options.lossScale);
+      this.#lossScale ??= createLossScale(this.model.gpu, {
+        ...this.options.lossScale,
+        skippedSteps: this.skippedSteps,
+      });
     }
   }
 
@@ -458,9 +470,11 @@ export class Trainer {
         const step = this.#now.step;
         const lr = this.lrAt(step);
         if (moments) {
+          // The updates applied before this one + 1: with a loss scaler, the steps it skipped
+          // are subtracted on the GPU (kernels/adam.ts); without one, those of earlier f16 epochs.
           adamUpdate({ ...update, ...moments, half }, {
             lr,
-            step: step + 1,
+            step: Math.max(1, step + 1 - (lossScale ? 0 : this.skippedSteps)),
             // Unset: torch.optim's defaults (Adam 0, AdamW 0.01).
             weightDecay: o.weightDecay,
             decoupled: o.optimizer === "adamw",
@@ -609,6 +623,7 @@ export class Trainer {
     const result = { loss: loss / n, trainAcc: right / n, examples: n, seconds };
     if (!this.#lossScale || this.model.precision !== "f16") return result;
     const scaler = await readLossScale(this.#lossScale);
+    this.skippedSteps = scaler.skippedSteps;
     return { ...result, lossScale: scaler.scale, skippedSteps: scaler.skippedSteps };
   }
 

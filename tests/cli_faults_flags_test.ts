@@ -4,8 +4,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { encodeSafetensors, type HostStateDict } from "../models/mod.ts";
-import { augmentOption, parseTrainArgs } from "../cli/_train_args.ts";
-import { checkAugmentList, parseRunMetadata } from "../cli/checkpoint.ts";
+import { augmentOption, defaultRecipe, parseTrainArgs } from "../cli/_train_args.ts";
+import { checkAugmentList, parseRunMetadata, runMetadata } from "../cli/checkpoint.ts";
 import { assertFailed, type Failure, pool, RESULT_LINE, ROOT, shown } from "./_cli.ts";
 import { goodPng, lit, sandbox, snapshotOf, TINY } from "./_faults.ts";
 
@@ -351,5 +351,28 @@ Deno.test("--augment LIST: the grammar, bare --augment, and checkpoints before l
   assert.throws(
     () => read("wobble"),
     /checkpoint ck: metadata 'augment' is "wobble", expected none/,
+  );
+});
+
+Deno.test("checkpoints store the f16 steps skipped (Adam's step count leaves them out)", () => {
+  const recipe = defaultRecipe("lenet");
+  const state = {
+    model: "lenet",
+    epoch: 1,
+    step: 10,
+    runId: "r",
+    optimizer: null,
+    recipe,
+  } as const;
+  const meta = runMetadata({ ...state, skippedSteps: 3, lossScale: 256 }, recipe);
+  assert.equal(meta.skipped_steps, "3");
+  assert.equal(parseRunMetadata("ck", meta, "lenet").skippedSteps, 3);
+  // None skipped (or an older checkpoint): nothing stored, 0 read.
+  const none = runMetadata({ ...state, skippedSteps: 0 }, recipe);
+  assert.equal(none.skipped_steps, undefined);
+  assert.equal(parseRunMetadata("ck", none, "lenet").skippedSteps ?? 0, 0);
+  assert.throws(
+    () => parseRunMetadata("ck", { ...meta, skipped_steps: "11" }, "lenet"),
+    /checkpoint ck: metadata 'skipped_steps' is "11", expected an integer in \[0, step = 10\]/,
   );
 });

@@ -32,6 +32,9 @@ Deno.test("createLossScale validates its options", GPU_TEST, async () => {
       { backoffFactor: 1 },
       { backoffFactor: 0 },
       { backoffFactor: NaN },
+      { skippedSteps: -1 },
+      { skippedSteps: 1.5 },
+      { skippedSteps: 2 ** 32 },
     ]
   ) {
     assert.throws(
@@ -40,6 +43,10 @@ Deno.test("createLossScale validates its options", GPU_TEST, async () => {
       JSON.stringify(o),
     );
   }
+  // A resumed scaler keeps counting its skipped steps (Adam's step count subtracts them).
+  const resumed = createLossScale(gpu, { skippedSteps: 7 });
+  assert.equal((await readLossScale(resumed)).skippedSteps, 7);
+  resumed.dispose();
 });
 
 Deno.test("loss scale kernels validate their operands", GPU_TEST, async () => {

@@ -4,10 +4,13 @@
 // on three parameter tensors held in one buffer, as an arena; the schedules' learning rates
 // exactly; and adamUpdate against its Float64 CPU reference (vec4 and scalar paths, a loss
 // scale, an f16 copy, ranges), validation.
-// The checks against torch.optim and the Float64 reference are in tests/ops/optim.ts (shared with
-// `deno task test:browser`); the validation tests are here.
+// The checks against torch.optim (Adam(W) under GradScaler with skipped steps too) and the
+// Float64 reference are in tests/ops/optim.ts (shared with `deno task test:browser`); the
+// validation tests and the loss-scaled path's GPU bias corrections against f64 are here.
 import assert from "node:assert/strict";
-import { adamUpdate } from "../kernels/adam.ts";
+import { _ADAM_CORRECTIONS_WGSL, adamUpdate } from "../kernels/adam.ts";
+import { defineKernel } from "../kernels/_kernel.ts";
+import { grid1d } from "../gpu/mod.ts";
 import { type LrSchedule, scheduleLr } from "../models/schedule.ts";
 import { testCheck } from "./_check.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
@@ -51,3 +54,63 @@ Deno.test("adamUpdate validates its operands and hyper-parameters", GPU_TEST, as
   assert.throws(() => adamUpdate(io, { lr: -1, step: 1 }), RangeError);
   assert.throws(() => adamUpdate(io, { lr: 0.1, step: 1, betas: [0.9, 1] }), /betas\[1\]/);
 });
+
+/** A probe of the loss-scaled path's bias corrections: thread i computes them for t = i + 1. */
+const corrections = defineKernel({
+  name: "test_adam_corrections",
+  doc: "thread i writes adamCorrections(i + 1, ...) to out[2i], out[2i + 1]",
+  params: { n: "u32", lr: "f32", lnBeta1: "f32", lnBeta2: "f32" },
+  bindings: { out: { type: "float", access: "read_write" } },
+  workgroupSize: 64,
+  body: () =>
+    `${_ADAM_CORRECTIONS_WGSL}
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= p.n) { return; }
+  let c = adamCorrections(f32(i + 1u), p.lr, p.lnBeta1, p.lnBeta2);
+  out[2u * i] = c.x;
+  out[2u * i + 1u] = c.y;
+}`,
+});
+
+Deno.test(
+  "the loss-scaled Adam's GPU bias corrections are within a few f32 ulps of the host's f64",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const n = 100_000;
+    const out = gpu.empty([2 * n]);
+    for (const [b1, b2] of [[0.9, 0.999], [0.5, 0.9999], [0.99, 0.95], [0, 0.999]]) {
+      const lr = 0.001;
+      corrections.dispatch({
+        params: {
+          n,
+          lr,
+          lnBeta1: Math.max(Math.log(b1), -200),
+          lnBeta2: Math.max(Math.log(b2), -200),
+        },
+        bindings: { out },
+        workgroups: grid1d(n, 64),
+      });
+      const got = await out.toArray();
+      // Relative differences from the f64 values the host path would round to f32.
+      let worst1 = 0, worst2 = 0, at1 = 0, at2 = 0;
+      for (let t = 1; t <= n; t++) {
+        const want1 = -lr / (1 - b1 ** t), want2 = Math.sqrt(1 - b2 ** t);
+        const d1 = Math.abs(got[2 * t - 2] / want1 - 1), d2 = Math.abs(got[2 * t - 1] / want2 - 1);
+        if (d1 > worst1) [worst1, at1] = [d1, t];
+        if (d2 > worst2) [worst2, at2] = [d2, t];
+      }
+      console.log(
+        `betas (${b1}, ${b2}), t = 1..${n}: -lr/(1 - beta1^t) within ${worst1.toExponential(2)} ` +
+          `(${(worst1 * 2 ** 23).toFixed(2)} x 2^-23, at t=${at1}), sqrt(1 - beta2^t) within ` +
+          `${worst2.toExponential(2)} (${(worst2 * 2 ** 23).toFixed(2)} x 2^-23, at t=${at2})`,
+      );
+      // An f32 ulp is 2^-23 to 2^-24 relative: a few of them.
+      assert.ok(worst1 < 4e-7, `-lr/(1 - beta1^t): relative error ${worst1} at t=${at1}`);
+      assert.ok(worst2 < 4e-7, `sqrt(1 - beta2^t): relative error ${worst2} at t=${at2}`);
+    }
+    out.dispose();
+  },
+);

@@ -319,3 +319,95 @@ Deno.test(
     t.dispose();
   },
 );
+
+/**
+ * f16 AdamW on a small linear model over `count` examples of 8x8 (batch 2, in order), one epoch,
+ * the loss scaler starting at `initScale` with a backoff of 2^-20 (so that a scale of 2^68 or
+ * 2^48 or 2^28 overflows the f16 logits' gradient and 2^8 does not). Returns the parameters'
+ * bits and the steps the scaler skipped.
+ */
+async function adamF16(
+  gpu: GpuRuntime,
+  o: { skip: number; steps: number; initScale: number; replay: boolean; resumed?: number },
+) {
+  const model = createModel(gpu, {
+    name: "linear-net",
+    net: sequential([flatten(), linear({ inFeatures: 64, outFeatures: 3 })]),
+    inputShape: [1, 8, 8],
+    seed: 5,
+  });
+  const batch = 2;
+  const trainer = new Trainer(model, {
+    lr: 0.01,
+    optimizer: "adamw",
+    batchSize: batch,
+    resize: 8,
+    precision: "f16",
+    lossScale: { initScale: o.initScale, backoffFactor: 2 ** -20, skippedSteps: o.resumed },
+    replay: o.replay,
+  });
+  // A run resumed after `resumed` skipped steps (as cli/train.ts resumes a checkpoint).
+  trainer.steps = o.resumed ?? 0;
+  // The same examples as a run with `skip` more steps after the steps it skips.
+  const all = makeSynthetic({ count: (3 + o.steps) * batch, height: 8, classes: 3, seed: 2 });
+  const from = (3 - o.skip) * batch, count = (o.skip + o.steps) * batch;
+  const set = uploadImageSet(gpu, {
+    ...all,
+    count,
+    images: all.images.slice(from * 64, (from + count) * 64),
+    labels: all.labels.slice(from, from + count),
+  });
+  const r = await trainer.trainEpoch(set, { epoch: 0, shuffle: false });
+  const values = await model.arena.values.toArray() as Float32Array;
+  const params = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  trainer.dispose();
+  model.dispose();
+  set.images.dispose();
+  set.labels.dispose();
+  return {
+    params,
+    values,
+    skipped: r.skippedSteps,
+    scale: r.lossScale,
+    kept: trainer.skippedSteps,
+  };
+}
+
+Deno.test(
+  "replay: f16 Adam with skipped steps: bit-identical replayed, and k skips shift the run by k",
+  F16_TEST,
+  async () => {
+    const gpu = await runtime();
+    // 3 skipped steps (2^68 -> 2^48 -> 2^28 -> 2^8), then 4 applied ones.
+    const skipped = { skip: 3, steps: 4, initScale: 2 ** 68 };
+    const plain = await adamF16(gpu, { ...skipped, replay: false });
+    const replayed = await adamF16(gpu, { ...skipped, replay: true });
+    assert.equal(plain.skipped, 3);
+    assert.equal(plain.kept, 3, "Trainer.skippedSteps");
+    assert.equal(plain.scale, 2 ** 8);
+    assert.deepEqual(replayed.params, plain.params, "replayed skips are bit-identical");
+    // The same 4 updates without the skips (on the same batches, at the same scale): Adam's step
+    // count follows the updates applied (GradScaler skips optimizer.step), not the trainer's steps.
+    const unskipped = await adamF16(gpu, { skip: 0, steps: 4, initScale: 2 ** 8, replay: true });
+    assert.equal(unskipped.skipped, 0);
+    const same = (a: typeof plain, b: typeof plain, what: string) => {
+      let differ = 0, max = 0;
+      for (let i = 0; i < a.params.length; i++) {
+        if (a.params[i] !== b.params[i]) differ++;
+        max = Math.max(max, Math.abs(a.values[i] - b.values[i]));
+      }
+      assert.equal(differ, 0, `${what}: ${differ} of ${a.params.length} differ, by up to ${max}`);
+    };
+    same(plain, unskipped, "the run with 3 skips against the one without");
+    // Resumed after the 3 skips (trainer steps 3, the scaler's count 3): the same updates.
+    const resumed = await adamF16(gpu, {
+      skip: 0,
+      steps: 4,
+      initScale: 2 ** 8,
+      replay: true,
+      resumed: 3,
+    });
+    assert.equal(resumed.skipped, 3);
+    same(plain, resumed, "the run resumed after the skips");
+  },
+);

@@ -2,10 +2,16 @@
 // 5 steps of SGD (Nesterov, weight decay), Adam and AdamW under each schedule against torch.optim
 // (tests/fixtures/optim.json, made by tests/fixtures/make_optim.py), the schedules' learning rates
 // exactly, and adamUpdate against its Float64 CPU reference (vec4 and scalar paths, ranges, a
-// loss scale and an f16 copy). No Deno API.
+// loss scale and an f16 copy), and Adam(W) under a loss scaler that skips steps against
+// torch.optim under GradScaler (the fixture's lossScaled). No Deno API.
 import type { Gpu } from "../../gpu/mod.ts";
 import { adamUpdate } from "../../kernels/adam.ts";
-import { createLossScale, lossScaleCheck } from "../../kernels/loss_scale.ts";
+import {
+  createLossScale,
+  lossScaleCheck,
+  lossScaleUpdate,
+  readLossScale,
+} from "../../kernels/loss_scale.ts";
 import { sgdUpdate } from "../../kernels/sgd.ts";
 import { type LrSchedule, scheduleLr } from "../../models/schedule.ts";
 import { adamStepRef } from "../cpu_ref/adam.ts";
@@ -65,6 +71,35 @@ async function adamVsRef(
   };
   for (const t of [param, expAvg, expAvgSq, grad]) t.dispose();
   return { got: out, ref };
+}
+
+/** tests/fixtures/optim.json's `lossScaled`: Adam(W) under GradScaler with skipped steps. */
+export interface LossScaledFixture {
+  param0: number[];
+  grads: number[][];
+  lossScaled: {
+    scaler: {
+      initScale: number;
+      growthInterval: number;
+      growthFactor: number;
+      backoffFactor: number;
+    };
+    infSteps: number[];
+    infAt: number;
+    cases: {
+      optimizer: "adam" | "adamw";
+      config: { lr: number; weight_decay: number };
+      steps: {
+        scale: number;
+        skipped: boolean;
+        lr: number;
+        param: number[];
+        expAvg: number[];
+        expAvgSq: number[];
+        step: number;
+      }[];
+    }[];
+  };
 }
 
 /** The checks of tests/optim_test.ts that `deno task test:browser` runs too. */
@@ -205,6 +240,62 @@ export const OPTIM_CHECKS: readonly KernelCheck[] = [
       assert.deepEqual(Array.from(skipped.param), p0);
       assert.deepEqual(Array.from(skipped.avg), new Array(n).fill(0));
       assert.deepEqual(Array.from(skipped.half), p0);
+    },
+  },
+  {
+    name: "Adam and AdamW under a loss scaler skip steps as torch.optim under GradScaler " +
+      "(the step count too)",
+    gpu: true,
+    f16: false,
+    run: async (gpu, fixture) => {
+      const fx = await fixture("optim.json") as LossScaledFixture;
+      const ls = fx.lossScaled;
+      const n = fx.param0.length;
+      for (const k of ls.cases) {
+        const param = gpu.tensor(f32(fx.param0), { shape: [n] });
+        const [expAvg, expAvgSq] = [gpu.zeros([n]), gpu.zeros([n])];
+        const grad = gpu.empty([n]);
+        const lossScale = createLossScale(gpu, ls.scaler);
+        for (let s = 0; s < k.steps.length; s++) {
+          const want = k.steps[s];
+          const { scale } = await readLossScale(lossScale);
+          assert.equal(scale, want.scale, `${k.optimizer} step ${s}: the scale`);
+          // The scaled gradient (a power-of-two scale: exact), an Inf where PyTorch's had one.
+          const g = f32(fx.grads[s].map((v) => v * scale));
+          if (ls.infSteps.includes(s)) g[ls.infAt] = Infinity;
+          gpu.write(grad, g);
+          lossScaleCheck({ lossScale, grad });
+          adamUpdate({ param, grad, expAvg, expAvgSq, lossScale }, {
+            lr: want.lr,
+            step: s + 1, // the caller's steps, skipped ones included
+            weightDecay: k.config.weight_decay,
+            decoupled: k.optimizer === "adamw",
+          });
+          lossScaleUpdate({ lossScale });
+          const info = await readLossScale(lossScale);
+          assert.equal(info.foundInf, false);
+          assert.equal(s + 1 - info.skippedSteps, want.step, `${k.optimizer} step ${s}: updates`);
+          const what = `${k.optimizer} step ${s}${want.skipped ? " (skipped)" : ""}`;
+          // The tolerances of the fixture checks and of adamUpdate's Float64 reference.
+          assertClose(await param.toArray(), want.param, {
+            rtol: 1e-5,
+            atol: 1e-6,
+            what: `param ${what}`,
+          });
+          assertClose(await expAvg.toArray(), want.expAvg, {
+            rtol: 1e-5,
+            atol: 1e-7,
+            what: `expAvg ${what}`,
+          });
+          assertClose(await expAvgSq.toArray(), want.expAvgSq, {
+            rtol: 1e-5,
+            atol: 1e-7,
+            what: `expAvgSq ${what}`,
+          });
+        }
+        assert.equal((await readLossScale(lossScale)).skippedSteps, ls.infSteps.length);
+        for (const t of [param, expAvg, expAvgSq, grad, lossScale]) t.dispose();
+      }
     },
   },
 ];
