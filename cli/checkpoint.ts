@@ -11,6 +11,7 @@ import { writeFileAtomic } from "../data/locate.ts";
 import {
   decodeSafetensors,
   encodeSafetensors,
+  type FitState,
   type HostStateDict,
   isPrecision,
   type Model,
@@ -280,6 +281,13 @@ export interface RunState {
   /** The f16 loss scale reached, if any. */
   readonly lossScale?: number;
   /**
+   * The fit's state after the epoch (`EpochMetrics.state`: the best test accuracy so far and its
+   * epoch, early stopping's counters), so that a resumed run's `--keep-best` only replaces its
+   * file with a better epoch and `--patience` counts on; absent in older checkpoints (a resumed
+   * run then starts them afresh).
+   */
+  readonly fit?: FitState;
+  /**
    * The recipe: complete in checkpoints this version writes; only the fields stored by older
    * ones (none) otherwise.
    */
@@ -320,6 +328,15 @@ export function runMetadata(state: RunState, recipe: RunRecipe): Record<string, 
   if (state.lossScale !== undefined) meta.loss_scale = String(state.lossScale);
   if (state.skippedSteps) meta.skipped_steps = String(state.skippedSteps);
   if (state.classes !== undefined) meta.classes = JSON.stringify(state.classes);
+  if (state.fit?.best) {
+    meta.best_test_acc = String(state.fit.best.testAcc);
+    meta.best_epoch = String(state.fit.best.epoch);
+  }
+  if (state.fit?.stopping) {
+    meta.stop_monitor = state.fit.stopping.monitor;
+    meta.stop_best = String(state.fit.stopping.best);
+    meta.stop_wait = String(state.fit.stopping.wait);
+  }
   for (const [name, f] of Object.entries(RECIPE_FIELDS)) {
     const v = recipe[name as keyof RunRecipe];
     meta[f.key] = v === null ? "none" : String(v);
@@ -385,6 +402,37 @@ export function parseRunMetadata(
       !classes.every((c) => typeof c === "string" && c.length >= 1 && c.length <= MAX_CLASS_NAME)
     ) bad("classes", expected);
   }
+  // The fit's state: all keys of a part, or none of them.
+  const all = (keys: string[]): boolean => {
+    const n = keys.filter((k) => meta[k] !== undefined).length;
+    if (n > 0 && n < keys.length) {
+      const missing = keys.find((k) => meta[k] === undefined)!;
+      const present = keys.filter((k) => meta[k] !== undefined).join(", ");
+      throw new CheckpointError(
+        `checkpoint ${file}: metadata '${missing}' is missing, though ${present} is there ` +
+          `(${keys.join(", ")} go together)`,
+      );
+    }
+    return n === keys.length;
+  };
+  let best: FitState["best"] = null;
+  if (all(["best_test_acc", "best_epoch"])) {
+    best = {
+      testAcc: real((n) => n >= 0 && n <= 1)(meta.best_test_acc) ??
+        bad("best_test_acc", "a number in [0, 1]"),
+      epoch: int(1)(meta.best_epoch) ?? bad("best_epoch", "an integer >= 1"),
+    };
+  }
+  let stopping: FitState["stopping"] = null;
+  if (all(["stop_monitor", "stop_best", "stop_wait"])) {
+    const monitor = meta.stop_monitor;
+    if (monitor !== "testAcc" && monitor !== "loss") bad("stop_monitor", "testAcc or loss");
+    stopping = {
+      monitor: monitor as "testAcc" | "loss",
+      best: real(Number.isFinite)(meta.stop_best) ?? bad("stop_best", "a finite number"),
+      wait: int(0)(meta.stop_wait) ?? bad("stop_wait", "an integer >= 0"),
+    };
+  }
   let optimizer: string | null | undefined;
   if (meta.optimizer !== undefined) {
     optimizer = meta.optimizer === "none" ? null : meta.optimizer;
@@ -402,6 +450,7 @@ export function parseRunMetadata(
     recipe: recipe as Partial<RunRecipe>,
     optimizer,
     ...(classes ? { classes } : {}),
+    ...(best || stopping ? { fit: { best, stopping } } : {}),
   };
 }
 

@@ -212,6 +212,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const history: { epoch: number; loss: number; trainAcc: number; testAcc: number }[] = [];
+  /** The epoch this run wrote to --keep-best, if any. */
+  let kept: number | null = null;
   let examples = 0, seconds = 0, epoch = startEpoch;
   let last = { loss: NaN, trainAcc: NaN, testAcc: NaN };
   const save = async (path: string, flag: string, r: EpochMetrics): Promise<void> => {
@@ -230,6 +232,7 @@ export async function main(argv: string[]): Promise<number> {
         skippedSteps: trainer.skippedSteps,
         runId,
         lossScale: r.lossScale,
+        fit: r.state,
         recipe,
         classes: trainSet.classes,
       },
@@ -270,7 +273,10 @@ export async function main(argv: string[]): Promise<number> {
       );
     }
     if (args.save) await save(args.save, "--save", r);
-    if (args.keepBest && r.best) await save(args.keepBest, "--keep-best", r);
+    if (args.keepBest && r.best) {
+      await save(args.keepBest, "--keep-best", r);
+      kept = r.epoch;
+    }
     if (args.plot) {
       await writeFileAtomic(
         args.plot,
@@ -283,6 +289,13 @@ export async function main(argv: string[]): Promise<number> {
   if (args.keepBest && !test) {
     console.error(`train: --keep-best: no test examples, so no best epoch: nothing is written`);
   }
+  const resumedBest = state?.fit?.best;
+  if (args.keepBest && test && resumedBest) {
+    console.error(
+      `train: --keep-best: ${args.keepBest} is written when an epoch beats test accuracy ` +
+        `${fmtAcc(resumedBest.testAcc)} (epoch ${resumedBest.epoch}, before the resume)`,
+    );
+  }
   const monitor = args.monitor ?? (test ? "testAcc" : "loss");
   if (monitor === "testAcc" && args.patience !== undefined && !test) {
     throw new UsageError("--monitor test-acc needs test examples; use --monitor loss");
@@ -292,6 +305,7 @@ export async function main(argv: string[]): Promise<number> {
     fit = await trainer.fit(train, {
       epochs: recipe.epochs,
       startEpoch,
+      state: state?.fit,
       test: test ?? undefined,
       shuffle: recipe.shuffle,
       onStep: progressBar(recipe.epochs),
@@ -311,8 +325,13 @@ export async function main(argv: string[]): Promise<number> {
       } did not improve by more than ${args.minDelta} for ${args.patience} epochs`,
     );
   }
-  if (args.keepBest && fit.bestEpoch !== null) {
-    console.error(`train: ${args.keepBest} holds epoch ${fit.bestEpoch} (best test accuracy)`);
+  if (args.keepBest && kept !== null) {
+    console.error(`train: ${args.keepBest} holds epoch ${kept} (best test accuracy)`);
+  } else if (args.keepBest && resumedBest) {
+    console.error(
+      `train: --keep-best: no epoch beat test accuracy ${fmtAcc(resumedBest.testAcc)} (epoch ` +
+        `${resumedBest.epoch}, before the resume): ${args.keepBest} was not written`,
+    );
   }
   if (!args.json) {
     console.log(

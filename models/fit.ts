@@ -2,7 +2,9 @@
  * The epoch loop of {@linkcode Trainer.fit}: train, evaluate, report each epoch's metrics to
  * `onEpochEnd`, and stop early as Keras's `EarlyStopping` when the monitored metric stops
  * improving. Browser-safe: no file system here (the CLI's keep-best checkpoint is written from
- * `onEpochEnd`).
+ * `onEpochEnd`). Each epoch's metrics carry the fit's {@linkcode FitState} (the best test accuracy
+ * so far, early stopping's counters), which a checkpoint stores so that a resumed fit goes on
+ * where it stopped, as PyTorch Lightning restores its checkpoint and early-stopping callbacks.
  *
  * @module
  */
@@ -128,6 +130,24 @@ export class EarlyStopping {
   }
 }
 
+/**
+ * Where a fit stands after an epoch (the part a resumed fit must continue from, beyond the weights
+ * and the optimizer): the best test accuracy so far, and early stopping's counters.
+ */
+export interface FitState {
+  /** The best test accuracy so far and the epoch (from 1) that reached it; null before any test. */
+  readonly best: { readonly testAcc: number; readonly epoch: number } | null;
+  /**
+   * Early stopping's state, when it runs: the metric watched, its best value and the epochs since
+   * it last improved.
+   */
+  readonly stopping: {
+    readonly monitor: Monitor;
+    readonly best: number;
+    readonly wait: number;
+  } | null;
+}
+
 /** What one epoch of {@linkcode Trainer.fit} measured, as `onEpochEnd` receives it. */
 export interface EpochMetrics extends EpochResult {
   /** The epoch finished (from 1). */
@@ -138,8 +158,13 @@ export interface EpochMetrics extends EpochResult {
   readonly lr: number;
   /** Training throughput: examples per second. */
   readonly examplesPerSec: number;
-  /** Whether the test accuracy is the best of this `fit` so far (the first epoch's always is). */
+  /**
+   * Whether the test accuracy is the best so far: of this `fit` (whose first tested epoch always
+   * is), and of the epochs before it when it continues a {@linkcode FitOptions.state}.
+   */
   readonly best: boolean;
+  /** The fit's state after this epoch: what a checkpoint of it stores to resume later. */
+  readonly state: FitState;
 }
 
 /** Options of {@linkcode Trainer.fit}. */
@@ -148,6 +173,12 @@ export interface FitOptions {
   readonly epochs: number;
   /** Epochs already done (a resumed run); default 0. */
   readonly startEpoch?: number;
+  /**
+   * The state a resumed run's last epoch reached (its `EpochMetrics.state`, kept in its
+   * checkpoint): the best test accuracy to beat, and early stopping's counters (taken when it
+   * watches the same metric; patience and minDelta are this fit's). Default: a fresh fit.
+   */
+  readonly state?: FitState;
   /** Evaluated after each epoch. */
   readonly test?: GpuImageSet;
   /** Shuffle the training examples (default true). */
@@ -172,7 +203,10 @@ export interface FitOptions {
 export interface FitResult {
   /** Each epoch's metrics. */
   readonly history: EpochMetrics[];
-  /** The epoch (from 1) with the best test accuracy, null without a test set. */
+  /**
+   * The epoch (from 1) with the best test accuracy (possibly one before a resumed fit's start),
+   * null without a test set.
+   */
   readonly bestEpoch: number | null;
   /** Whether early stopping ended the run before `epochs`. */
   readonly stoppedEarly: boolean;
@@ -195,8 +229,15 @@ export async function _fit(
   if (stopper?.monitor === "testAcc" && !test) {
     throw new RangeError("fit: early stopping on testAcc needs a test set (or monitor loss)");
   }
+  const prior = options.state;
+  if (prior !== undefined) _checkFitState("fit", prior);
+  if (stopper && prior?.stopping?.monitor === stopper.monitor) {
+    stopper.best = prior.stopping.best;
+    stopper.wait = prior.stopping.wait;
+  }
   const history: EpochMetrics[] = [];
-  let bestAcc = -Infinity, bestEpoch: number | null = null;
+  let bestAcc = prior?.best?.testAcc ?? -Infinity;
+  let bestEpoch: number | null = prior?.best?.epoch ?? null;
   for (let epoch = startEpoch; epoch < epochs; epoch++) {
     const onStep = options.onStep;
     const r = await trainer.trainEpoch(train, {
@@ -206,8 +247,9 @@ export async function _fit(
       onStep: onStep && ((done, total, running) => onStep({ epoch, done, total }, running)),
     });
     const testAcc = test ? await trainer.evaluate(test) : null;
-    const best = testAcc !== null && testAcc > bestAcc;
+    const best = testAcc !== null && (bestEpoch === null || testAcc > bestAcc);
     if (best) [bestAcc, bestEpoch] = [testAcc, epoch + 1];
+    const stop = stopper?.update(stopper.monitor === "loss" ? r.loss : testAcc!).stop ?? false;
     const metrics: EpochMetrics = {
       ...r,
       epoch: epoch + 1,
@@ -215,12 +257,52 @@ export async function _fit(
       lr: trainer.lrAt(Math.max(trainer.steps - 1, 0)),
       examplesPerSec: r.examples / r.seconds,
       best,
+      state: {
+        best: bestEpoch === null ? null : { testAcc: bestAcc, epoch: bestEpoch },
+        stopping: stopper && {
+          monitor: stopper.monitor,
+          best: stopper.best,
+          wait: stopper.wait,
+        },
+      },
     };
     history.push(metrics);
     await options.onEpochEnd?.(metrics);
-    if (stopper?.update(stopper.monitor === "loss" ? r.loss : testAcc!).stop) {
-      return { history, bestEpoch, stoppedEarly: epoch + 1 < epochs };
-    }
+    if (stop) return { history, bestEpoch, stoppedEarly: epoch + 1 < epochs };
   }
   return { history, bestEpoch, stoppedEarly: false };
+}
+
+/**
+ * Checks a {@linkcode FitState} (one read from a checkpoint, say): a finite best accuracy in
+ * [0, 1] at an epoch >= 1, and early stopping's monitor, finite best value and wait count >= 0.
+ *
+ * @throws {RangeError} naming `op` and the bad field.
+ * @example
+ * ```ts
+ * import { _checkFitState } from "./fit.ts";
+ * _checkFitState("fit", { best: { testAcc: 0.8, epoch: 3 }, stopping: null });
+ * ```
+ */
+export function _checkFitState(op: string, s: FitState): void {
+  const b = s.best;
+  if (
+    b !== null && !(b.testAcc >= 0 && b.testAcc <= 1 && Number.isInteger(b.epoch) && b.epoch >= 1)
+  ) {
+    throw new RangeError(
+      `${op}: state.best must hold a test accuracy in [0, 1] and an epoch >= 1, got ` +
+        `${JSON.stringify(b)}`,
+    );
+  }
+  const t = s.stopping;
+  if (
+    t !== null &&
+    !((t.monitor === "testAcc" || t.monitor === "loss") && Number.isFinite(t.best) &&
+      Number.isInteger(t.wait) && t.wait >= 0)
+  ) {
+    throw new RangeError(
+      `${op}: state.stopping must hold a monitor (testAcc or loss), a finite best value and a ` +
+        `wait count >= 0, got ${JSON.stringify(t)}`,
+    );
+  }
 }

@@ -78,6 +78,7 @@ export {
   type EpochMetrics,
   type FitOptions,
   type FitResult,
+  type FitState,
   type Monitor,
   type RunningMetrics,
   type TrainEpochOptions,

@@ -137,6 +137,15 @@ Deno.test("checkpoints with bad metadata, malformed safetensors or NaN: refused 
       meta("epoch", "-3", "an integer >= 0"),
       meta("step", "1.5", "an integer >= 0"),
       meta("lr", "0x10", "a number > 0"),
+      meta("best_test_acc", "1.5", "a number in [0, 1]"),
+      meta("best_epoch", "0", "an integer >= 1"),
+      {
+        file: "stop-wait-alone.safetensors",
+        bytes: withMetadata(good, { stop_wait: "2" }),
+        stderr:
+          /stop-wait-alone\.safetensors: metadata 'stop_monitor' is missing, though stop_wait is there \(stop_monitor, stop_best, stop_wait go together\)/,
+        loaders: all,
+      },
       meta(
         "optimizer",
         "../elsewhere/ck-optimizer-step2.safetensors",

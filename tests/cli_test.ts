@@ -502,6 +502,65 @@ Deno.test("train: --keep-best writes the best epoch; --patience stops early", as
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("train: a resumed run's --keep-best replaces its file only with a better epoch; --patience counts on", async () => {
+  const dir = await Deno.makeTempDir();
+  const best = join(dir, "best.safetensors");
+  const last = join(dir, "last.safetensors");
+  const common = ["lenet", ...SYN, "--batch-size", "64", "--json", "--keep-best", best];
+  const stopping = ["--patience", "2", "--min-delta", "100", "--monitor", "loss"];
+  const r = await run("train.ts", [...common, "--epochs", "1", "--save", last, ...stopping]);
+  assert.equal(r.code, 0, r.stderr);
+  const acc1 = JSON.parse(r.stdout.trim()).test_acc as number;
+  const saved = decodeSafetensors(await Deno.readFile(last), { file: last });
+  assert.equal(saved.metadata.best_test_acc, String(acc1));
+  assert.equal(saved.metadata.best_epoch, "1");
+  assert.deepEqual(
+    [saved.metadata.stop_monitor, saved.metadata.stop_wait],
+    ["loss", "0"],
+    "early stopping's counters",
+  );
+  // Say the first epoch reached an accuracy no later epoch can beat.
+  await Deno.writeFile(
+    last,
+    encodeSafetensors(saved.tensors, { ...saved.metadata, best_test_acc: "1" }),
+  );
+  const kept = await Deno.readFile(best);
+  const resumed = await run("train.ts", [
+    ...common,
+    "--epochs",
+    "4",
+    "--resume",
+    last,
+    "--save",
+    last,
+    ...stopping,
+  ]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(
+    resumed.stderr,
+    /is written when an epoch beats test accuracy 1\.000 \(epoch 1, before the resume\)/,
+  );
+  assert.match(
+    resumed.stderr,
+    /no epoch beat test accuracy 1\.000 \(epoch 1, before the resume\): \S+best\.safetensors was not written/,
+  );
+  assert.deepEqual(
+    await Deno.readFile(best),
+    kept,
+    "the kept best is not replaced by a worse epoch",
+  );
+  // Patience 2, epoch 1's loss the best to beat: epochs 2 and 3 do not improve on it by 100, so
+  // the run stops after epoch 3 (a count started afresh would have run to epoch 4).
+  const epochs = resumed.stdout.trim().split("\n").map((l) => JSON.parse(l).epoch);
+  assert.deepEqual(epochs, [2, 3], "early stopping counted the epoch before the resume");
+  const after = decodeSafetensors(await Deno.readFile(last), { file: last });
+  assert.deepEqual(
+    [after.metadata.best_test_acc, after.metadata.best_epoch, after.metadata.stop_wait],
+    ["1", "1", "2"],
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("train: bad --keep-best, --patience, --min-delta and --monitor exit 2", async () => {
   const cases: [string[], RegExp][] = [
     [["lenet", "--patience", "0"], /--patience must be an integer >= 1, got '0'/],

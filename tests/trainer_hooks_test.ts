@@ -44,6 +44,94 @@ Deno.test("EarlyStopping follows Keras: patience, minDelta, max and min modes", 
 });
 
 Deno.test(
+  "fit: a resumed fit goes on from the state its last epoch reached (best accuracy, patience)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const model = createModel(gpu, { name: "lenet", seed: 0 });
+    const train = uploadImageSet(gpu, toySet(64, 1));
+    const test = uploadImageSet(gpu, toySet(64, 2));
+    const trainer = new Trainer(model, { lr: 0.1, batchSize: 64, resize: 28 });
+    const stopping = { monitor: "loss", patience: 2, minDelta: 100 } as const;
+    const first = await trainer.fit(train, { epochs: 1, test, earlyStopping: stopping });
+    const s1 = first.history[0].state;
+    const acc1 = first.history[0].testAcc!;
+    assert.deepEqual(s1.best, { testAcc: acc1, epoch: 1 });
+    assert.deepEqual(s1.stopping, {
+      monitor: "loss",
+      best: first.history[0].loss,
+      wait: 0,
+    });
+    // A previous best no epoch can beat: no epoch is the best, the best epoch stays the old one,
+    // and each epoch's state carries it on.
+    const seen: EpochMetrics[] = [];
+    const again = await trainer.fit(train, {
+      epochs: 3,
+      startEpoch: 1,
+      test,
+      state: { best: { testAcc: 1, epoch: 1 }, stopping: null },
+      onEpochEnd: (m) => void seen.push(m),
+    });
+    assert.deepEqual(seen.map((m) => m.best), [false, false]);
+    assert.equal(again.bestEpoch, 1);
+    assert.deepEqual(seen.map((m) => m.state.best), [{ testAcc: 1, epoch: 1 }, {
+      testAcc: 1,
+      epoch: 1,
+    }]);
+    // A previous best any epoch beats: the first resumed epoch is the best.
+    const low = await trainer.fit(train, {
+      epochs: 4,
+      startEpoch: 3,
+      test,
+      state: { best: { testAcc: -0, epoch: 2 }, stopping: null },
+    });
+    const acc4 = low.history[0].testAcc!;
+    assert.equal(low.history[0].best, acc4 > 0, `test accuracy ${acc4}`);
+    // Early stopping counts on: one epoch without improvement before the resume, patience 2,
+    // so the first resumed epoch stops the run (a fresh fit would have run 3).
+    const stopped = await trainer.fit(train, {
+      epochs: 10,
+      startEpoch: 4,
+      test,
+      earlyStopping: stopping,
+      state: { best: null, stopping: { monitor: "loss", best: s1.stopping!.best, wait: 1 } },
+    });
+    assert.deepEqual(stopped.history.map((m) => m.epoch), [5]);
+    assert.equal(stopped.stoppedEarly, true);
+    assert.deepEqual(stopped.history[0].state.stopping!.wait, 2);
+    // Another metric's counters are not taken: a fresh count.
+    const other = await trainer.fit(train, {
+      epochs: 6,
+      startEpoch: 5,
+      test,
+      earlyStopping: { monitor: "testAcc", patience: 0 },
+      state: { best: null, stopping: { monitor: "loss", best: -1e9, wait: 5 } },
+    });
+    assert.equal(other.history[0].state.stopping!.monitor, "testAcc");
+    assert.equal(other.history[0].state.stopping!.wait, 0, "the first epoch improves on -Infinity");
+    // A bad state is a RangeError naming the field.
+    for (
+      const bad of [
+        { best: { testAcc: 1.5, epoch: 1 }, stopping: null },
+        { best: { testAcc: 0.5, epoch: 0 }, stopping: null },
+        { best: null, stopping: { monitor: "loss" as const, best: NaN, wait: 0 } },
+        { best: null, stopping: { monitor: "loss" as const, best: 1, wait: -1 } },
+      ]
+    ) {
+      await assert.rejects(
+        () => trainer.fit(train, { epochs: 7, startEpoch: 6, state: bad }),
+        (e) => e instanceof RangeError && /fit: state\.(best|stopping)/.test(e.message),
+      );
+    }
+    model.dispose();
+    train.images.dispose();
+    train.labels.dispose();
+    test.images.dispose();
+    test.labels.dispose();
+  },
+);
+
+Deno.test(
   "fit: onEpochEnd gets each epoch's metrics; early stopping stops it",
   GPU_TEST,
   async () => {
