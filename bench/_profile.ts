@@ -6,8 +6,8 @@
 // of its own with a timestamp at each end. Printed per model: the step's wall time while profiled
 // and the sum of its dispatches' device time, then the kernels grouped by family (a kernel
 // descriptor: all its variants and storage types), then the longest specializations. Shares are
-// of the summed device time. Steps are replayed as in training (the trainer's default), so what
-// is timed is what a training step runs.
+// of the summed device time. Steps are replayed as in training (the trainer's default; `--replay
+// off` records each anew), so what is timed is what a training step runs.
 import type { Gpu } from "../gpu/mod.ts";
 import type { GpuRuntime } from "../gpu/runtime.ts";
 import type { KernelTime } from "../gpu/profiler.ts";
@@ -22,18 +22,21 @@ export interface ProfileArgs {
   readonly batch?: number;
   readonly resize?: number;
   readonly precision?: Precision;
+  /** `off`: every step recorded anew instead of replayed (`--replay off`). */
+  readonly replay?: "on" | "off" | "both";
   readonly header: string;
   /** Specializations listed per model (the longest). */
   readonly top?: number;
 }
 
-/** Kernel times summed by family, the longest first. */
+/** Kernel times summed by family, the longest first (`minMs`: the family's shortest dispatch). */
 export function byFamily(times: readonly KernelTime[]): KernelTime[] {
-  const m = new Map<string, { calls: number; ms: number; n: number }>();
+  const m = new Map<string, { calls: number; ms: number; minMs: number; n: number }>();
   for (const t of times) {
-    const e = m.get(t.family) ?? { calls: 0, ms: 0, n: 0 };
+    const e = m.get(t.family) ?? { calls: 0, ms: 0, minMs: Infinity, n: 0 };
     e.calls += t.calls;
     e.ms += t.ms;
+    e.minMs = Math.min(e.minMs, t.minMs);
     e.n++;
     m.set(t.family, e);
   }
@@ -42,6 +45,7 @@ export function byFamily(times: readonly KernelTime[]): KernelTime[] {
     family,
     calls: e.calls,
     ms: e.ms,
+    minMs: e.minMs,
   })).sort((a, b) => b.ms - a.ms);
 }
 
@@ -123,6 +127,7 @@ export async function profileTable(gpu: Gpu, args: ProfileArgs): Promise<void> {
       steps: args.steps ?? 3,
       precision: args.precision,
     });
+    run.trainer.replay = args.replay !== "off";
     try {
       const p = await profileSteps(gpu, run);
       const title = `${name}, batch ${auto.batch}${auto.reduced ? " (reduced)" : ""}, ` +

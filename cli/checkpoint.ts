@@ -407,10 +407,10 @@ export function parseRunMetadata(
     const n = keys.filter((k) => meta[k] !== undefined).length;
     if (n > 0 && n < keys.length) {
       const missing = keys.find((k) => meta[k] === undefined)!;
-      const present = keys.filter((k) => meta[k] !== undefined).join(", ");
+      const present = keys.filter((k) => meta[k] !== undefined);
       throw new CheckpointError(
-        `checkpoint ${file}: metadata '${missing}' is missing, though ${present} is there ` +
-          `(${keys.join(", ")} go together)`,
+        `checkpoint ${file}: metadata '${missing}' is missing, though ${present.join(", ")} ` +
+          `${present.length > 1 ? "are" : "is"} there (${keys.join(", ")} go together)`,
       );
     }
     return n === keys.length;
@@ -420,7 +420,8 @@ export function parseRunMetadata(
     best = {
       testAcc: real((n) => n >= 0 && n <= 1)(meta.best_test_acc) ??
         bad("best_test_acc", "a number in [0, 1]"),
-      epoch: int(1)(meta.best_epoch) ?? bad("best_epoch", "an integer >= 1"),
+      epoch: int(1, Math.max(1, epoch))(meta.best_epoch) ??
+        bad("best_epoch", `an integer in [1, epoch = ${epoch}]`),
     };
   }
   let stopping: FitState["stopping"] = null;

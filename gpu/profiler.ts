@@ -9,8 +9,14 @@
  * dispatch instead of one per run of dispatches (on llvmpipe a pass boundary costs nothing
  * measurable; on a GPU it may add the barrier a pass implies), and one readback per submit, so
  * it is for finding where a step's time goes (`deno task bench:train --profile`), not for timing
- * the step itself. WebGPU implementations may round timestamps (Chromium to 100 µs unless told
- * otherwise); Deno's wgpu does not.
+ * the step itself. WebGPU defines timestamps in nanoseconds, but implementations may round them
+ * (Chromium to 100 µs unless told otherwise), and a native implementation that hands on a
+ * driver's raw ticks would scale every figure by the tick period (1 ns on llvmpipe and NVIDIA):
+ * `bench:train --profile` prints the summed device time beside the step's wall time, which shows
+ * either.
+ *
+ * Errors: a readback that fails (a lost device) is kept and thrown by
+ * {@linkcode Profiler.result}, never left as an unhandled rejection.
  *
  * @module
  */
@@ -28,6 +34,8 @@ export interface KernelTime {
   readonly calls: number;
   /** Device milliseconds, summed over its dispatches. */
   readonly ms: number;
+  /** The shortest of its dispatches, device milliseconds. */
+  readonly minMs: number;
 }
 
 /** The query sets and dispatch names of one submit. */
@@ -57,7 +65,9 @@ export class Profiler {
   #batch: Batch = { sets: [], names: [], families: [] };
   #free: GPUQuerySet[] = [];
   #pending: Promise<void>[] = [];
-  #times = new Map<string, { family: string; calls: number; ns: number }>();
+  #times = new Map<string, { family: string; calls: number; ns: number; min: number }>();
+  /** The first failed readback's error, thrown by `result`. */
+  #error: unknown = null;
 
   /**
    * Profiles dispatches on `device`, which must have `timestamp-query` enabled.
@@ -147,25 +157,30 @@ export class Profiler {
         this.#free.push(...batch.sets);
       };
       if (!submitted) return done();
-      this.#pending.push(
-        staging.mapAsync(GPUMapMode.READ).then(() => {
-          const t = new BigUint64Array(staging.getMappedRange());
-          for (let i = 0; i < n; i++) {
-            const ns = Number(t[2 * i + 1] - t[2 * i]);
-            const name = batch.names[i];
-            const e = this.#times.get(name) ?? { family: batch.families[i], calls: 0, ns: 0 };
-            e.calls++;
-            e.ns += Math.max(0, ns);
-            this.#times.set(name, e);
-          }
-          staging.unmap();
-        }).finally(done),
-      );
+      const read = staging.mapAsync(GPUMapMode.READ).then(() => {
+        const t = new BigUint64Array(staging.getMappedRange());
+        for (let i = 0; i < n; i++) {
+          const ns = Math.max(0, Number(t[2 * i + 1] - t[2 * i]));
+          const name = batch.names[i];
+          const e = this.#times.get(name) ??
+            { family: batch.families[i], calls: 0, ns: 0, min: Infinity };
+          e.calls++;
+          e.ns += ns;
+          e.min = Math.min(e.min, ns);
+          this.#times.set(name, e);
+        }
+        staging.unmap();
+      }).catch((err) => {
+        this.#error ??= err;
+      }).finally(done);
+      this.#pending.push(read);
     };
   }
 
   /**
    * Waits for every submit's timestamps and returns each kernel's time, the longest first.
+   *
+   * @throws the error of a readback that failed (a lost device, for one).
    *
    * @example
    * ```ts
@@ -183,11 +198,13 @@ export class Profiler {
       this.#pending = [];
       await Promise.all(pending);
     }
+    if (this.#error !== null) throw this.#error;
     return [...this.#times].map(([kernel, e]) => ({
       kernel,
       family: e.family,
       calls: e.calls,
       ms: e.ns / 1e6,
+      minMs: e.min / 1e6,
     })).sort((a, b) => b.ms - a.ms || (a.kernel < b.kernel ? -1 : 1));
   }
 

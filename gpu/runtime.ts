@@ -181,7 +181,8 @@ export class GpuRuntime implements Gpu {
    * first, so the profile covers exactly the work recorded after the call.
    *
    * @throws {TypeError} when the device has no `timestamp-query` (`features.timestamps`), when
-   *   a profile is already running, or while submits are discarded.
+   *   a profile is already running, while a tape is being recorded, or while submits are
+   *   discarded.
    * @example
    * ```ts
    * import { GpuRuntime } from "./runtime.ts";
@@ -203,6 +204,9 @@ export class GpuRuntime implements Gpu {
       );
     }
     if (this.#rec.profiler !== null) throw new TypeError("startProfile: a profile is running");
+    if (this.#rec.capturing) {
+      throw new TypeError("startProfile: a tape is being recorded (its step would not be kept)");
+    }
     if (this.#rec.discard) {
       throw new TypeError("startProfile: submits are discarded, nothing would execute");
     }
@@ -215,7 +219,9 @@ export class GpuRuntime implements Gpu {
    * waits for the device, and returns each kernel's dispatches and device milliseconds, the
    * longest first.
    *
-   * @throws {TypeError} when no profile is running.
+   * @throws {TypeError} when no profile is running, or while a tape is being recorded.
+   * @throws the GPU's error (`DeviceLostError`, `GpuValidationError`) when the profiled work
+   *   failed; the profile's query sets are released in any case.
    * @example
    * ```ts
    * import { GpuRuntime } from "./runtime.ts";
@@ -231,13 +237,26 @@ export class GpuRuntime implements Gpu {
   async stopProfile(): Promise<KernelTime[]> {
     const profiler = this.#rec.profiler;
     if (profiler === null) throw new TypeError("stopProfile: no profile is running");
+    if (this.#rec.capturing) {
+      throw new TypeError("stopProfile: a tape is being recorded (its step would not be kept)");
+    }
+    let failed: unknown = null;
     try {
       this.#rec.flush();
+    } catch (err) {
+      failed = err;
     } finally {
       this.#rec.profiler = null;
     }
     try {
-      return await profiler.result();
+      const times = await profiler.result();
+      if (failed !== null) throw failed;
+      return times;
+    } catch (err) {
+      // A lost device or a GPU error of the profiled work: reported as such, not as the raw
+      // error of a readback.
+      this.#rec.checkErrors();
+      throw failed ?? err;
     } finally {
       profiler.destroy();
     }
@@ -595,6 +614,8 @@ export class GpuRuntime implements Gpu {
     for (const t of this.#tapes) t.invalidate();
     this.#tapes.clear();
     this.#watched.clear();
+    this.#rec.profiler?.destroy();
+    this.#rec.profiler = null;
     this.#rec.destroy();
     this.pool.destroyAll();
     this.device.destroy();

@@ -205,7 +205,7 @@ export interface FitResult {
   readonly history: EpochMetrics[];
   /**
    * The epoch (from 1) with the best test accuracy (possibly one before a resumed fit's start),
-   * null without a test set.
+   * null when no epoch was tested, in this fit or before its {@linkcode FitOptions.state}.
    */
   readonly bestEpoch: number | null;
   /** Whether early stopping ended the run before `epochs`. */
@@ -230,7 +230,7 @@ export async function _fit(
     throw new RangeError("fit: early stopping on testAcc needs a test set (or monitor loss)");
   }
   const prior = options.state;
-  if (prior !== undefined) _checkFitState("fit", prior);
+  if (prior !== undefined) _checkFitState("fit", prior, startEpoch);
   if (stopper && prior?.stopping?.monitor === stopper.monitor) {
     stopper.best = prior.stopping.best;
     stopper.wait = prior.stopping.wait;
@@ -274,27 +274,44 @@ export async function _fit(
 }
 
 /**
- * Checks a {@linkcode FitState} (one read from a checkpoint, say): a finite best accuracy in
- * [0, 1] at an epoch >= 1, and early stopping's monitor, finite best value and wait count >= 0.
+ * Checks a {@linkcode FitState} (one read from a checkpoint, say) for a fit starting after
+ * `startEpoch` epochs: a best test accuracy in [0, 1] at an epoch in [1, startEpoch], and early
+ * stopping's monitor, finite best value and wait count >= 0.
  *
- * @throws {RangeError} naming `op` and the bad field.
+ * @throws {TypeError} naming `op` for a state of the wrong shape or types.
+ * @throws {RangeError} naming `op` and the field for a value out of range.
  * @example
  * ```ts
  * import { _checkFitState } from "./fit.ts";
- * _checkFitState("fit", { best: { testAcc: 0.8, epoch: 3 }, stopping: null });
+ * _checkFitState("fit", { best: { testAcc: 0.8, epoch: 3 }, stopping: null }, 3);
  * ```
  */
-export function _checkFitState(op: string, s: FitState): void {
-  const b = s.best;
+export function _checkFitState(op: string, s: FitState, startEpoch: number): void {
+  const isObject = (v: unknown) => typeof v === "object" && v !== null;
+  const b = s?.best, t = s?.stopping;
   if (
-    b !== null && !(b.testAcc >= 0 && b.testAcc <= 1 && Number.isInteger(b.epoch) && b.epoch >= 1)
+    !isObject(s) || b === undefined || t === undefined ||
+    (b !== null &&
+      !(isObject(b) && typeof b.testAcc === "number" && typeof b.epoch === "number")) ||
+    (t !== null &&
+      !(isObject(t) && typeof t.monitor === "string" && typeof t.best === "number" &&
+        typeof t.wait === "number"))
   ) {
-    throw new RangeError(
-      `${op}: state.best must hold a test accuracy in [0, 1] and an epoch >= 1, got ` +
-        `${JSON.stringify(b)}`,
+    throw new TypeError(
+      `${op}: state must be { best: { testAcc, epoch } | null, stopping: { monitor, best, wait } ` +
+        `| null } (numbers, a monitor name), got ${JSON.stringify(s)}`,
     );
   }
-  const t = s.stopping;
+  if (
+    b !== null &&
+    !(b.testAcc >= 0 && b.testAcc <= 1 && Number.isInteger(b.epoch) && b.epoch >= 1 &&
+      b.epoch <= startEpoch)
+  ) {
+    throw new RangeError(
+      `${op}: state.best must hold a test accuracy in [0, 1] and an epoch in [1, ${startEpoch}] ` +
+        `(the epochs done), got ${JSON.stringify(b)}`,
+    );
+  }
   if (
     t !== null &&
     !((t.monitor === "testAcc" || t.monitor === "loss") && Number.isFinite(t.best) &&

@@ -138,7 +138,8 @@ Deno.test("checkpoints with bad metadata, malformed safetensors or NaN: refused 
       meta("step", "1.5", "an integer >= 0"),
       meta("lr", "0x10", "a number > 0"),
       meta("best_test_acc", "1.5", "a number in [0, 1]"),
-      meta("best_epoch", "0", "an integer >= 1"),
+      meta("best_epoch", "0", "an integer in [1, epoch = 1]"),
+      meta("best_epoch", "2", "an integer in [1, epoch = 1]"),
       {
         file: "stop-wait-alone.safetensors",
         bytes: withMetadata(good, { stop_wait: "2" }),

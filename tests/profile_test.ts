@@ -91,22 +91,31 @@ Deno.test("profile: replayed dispatches and more than one query set", GPU_TEST, 
   const tape = gpu.endTape()!;
   assert.ok(tape !== null);
   gpu.startProfile();
-  // 2,100 dispatches, two query sets of 2,048 pairs, in one submit
-  for (let i = 0; i < 2100; i++) gpu.replay(tape);
+  // Replays (each a submit of its own, as the tape's params are rewritten), then 2,100
+  // dispatches in one submit: two query sets of 2,048 dispatches.
+  for (let i = 0; i < 3; i++) gpu.replay(tape);
+  const submits = gpu.stats.submits;
+  for (let i = 0; i < 2100; i++) {
+    SCALE.dispatch({
+      variant: "long",
+      params: { n, k: 1, iters: 500 }, // long enough for a nonzero time on any GPU
+      bindings: { x, y },
+      workgroups: 1,
+    });
+  }
   const out = await y.toArray(); // a readback in the middle of the profile
-  SCALE.dispatch({
-    variant: "long",
-    params: { n, k: 3, iters: 1 },
-    bindings: { x, y },
-    workgroups: 1,
-  });
+  assert.equal(gpu.stats.submits, submits + 1, "the 2,100 dispatches went in one submit");
+  gpu.replay(tape);
   const times = await gpu.stopProfile();
-  assert.deepEqual(out, new Float32Array(n).fill(2), "profiled work computes what it did before");
-  assert.deepEqual(await y.toArray(), new Float32Array(n).fill(3));
+  assert.deepEqual(out, new Float32Array(n).fill(1), "profiled work computes what it did before");
+  assert.deepEqual(await y.toArray(), new Float32Array(n).fill(2));
   assert.deepEqual(times.map((k) => [k.kernel, k.calls]).sort(), [
-    ["profile_test_scale", 2100],
-    ["profile_test_scale_long", 1],
+    ["profile_test_scale", 4],
+    ["profile_test_scale_long", 2100],
   ]);
+  // Every dispatch got its own timestamps (both query sets resolved where they belong).
+  for (const k of times) assert.ok(k.minMs > 0, `${k.kernel}: shortest dispatch ${k.minMs} ms`);
+  assert.ok(times.every((k) => k.minMs <= k.ms / k.calls));
   gpu.dropTape(tape);
   x.dispose();
   y.dispose();
@@ -124,6 +133,17 @@ Deno.test("profile: misuse is a TypeError naming the call", GPU_TEST, async () =
     assert.throws(() => gpu.startProfile(), /startProfile: submits are discarded/);
     gpu.discardSubmits = false;
   }
+  // Not while a step is being recorded for replay: its tape would silently not be kept.
+  if (gpu.features.timestamps) {
+    gpu.beginTape();
+    assert.throws(() => gpu.startProfile(), /startProfile: a tape is being recorded/);
+    gpu.endTape();
+    gpu.startProfile();
+    gpu.beginTape();
+    await assert.rejects(() => gpu.stopProfile(), /stopProfile: a tape is being recorded/);
+    gpu.endTape();
+    await gpu.stopProfile();
+  }
   // A device without timestamp-query.
   const adapter = (await navigator.gpu.requestAdapter())!;
   const plain = new GpuRuntime(adapter, await adapter.requestDevice());
@@ -138,3 +158,29 @@ Deno.test("profile: misuse is a TypeError naming the call", GPU_TEST, async () =
     await plain.close();
   }
 });
+
+Deno.test(
+  "profile: a device lost while profiling is reported, not a crash",
+  GPU_TEST,
+  async (t) => {
+    const adapter = (await navigator.gpu.requestAdapter())!;
+    if (!adapter.features.has("timestamp-query")) {
+      t.step({ name: "no timestamp-query on this adapter", ignore: true, fn: () => {} });
+      return;
+    }
+    const device = await adapter.requestDevice({ requiredFeatures: ["timestamp-query"] });
+    const gpu = new GpuRuntime(adapter, device);
+    const n = 1024;
+    const x = gpu.tensor(new Float32Array(n).fill(1), { shape: [n] });
+    const y = gpu.zeros([n]);
+    gpu.startProfile();
+    for (let i = 0; i < 20; i++) {
+      SCALE.dispatch({ params: { n, k: 1, iters: 100 }, bindings: { x, y }, workgroups: n / 64 });
+    }
+    gpu.flush(); // the readback of these timestamps is in flight
+    device.destroy();
+    await new Promise((r) => setTimeout(r, 50)); // an unhandled rejection would end the test here
+    await assert.rejects(() => gpu.stopProfile());
+    gpu.destroy();
+  },
+);

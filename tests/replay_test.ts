@@ -411,3 +411,44 @@ Deno.test(
     same(plain, resumed, "the run resumed after the skips");
   },
 );
+
+Deno.test(
+  "replay: f32 Adam after f16 steps that were skipped counts the updates applied",
+  GPU_TEST,
+  async () => {
+    const gpu = await runtime();
+    // A run resumed in f32 after 5 trainer steps of which the f16 scaler skipped 5 (as `--resume`
+    // of such a checkpoint with `--precision f32` does): no update was applied yet, so its 4
+    // steps are Adam's steps 1-4, as a fresh run's on the same batches and weights.
+    const run = async (steps: number, skipped: number) => {
+      const model = createModel(gpu, {
+        name: "linear-net",
+        net: sequential([flatten(), linear({ inFeatures: 64, outFeatures: 3 })]),
+        inputShape: [1, 8, 8],
+        seed: 5,
+      });
+      const trainer = new Trainer(model, {
+        lr: 0.01,
+        optimizer: "adam",
+        batchSize: 2,
+        resize: 8,
+        lossScale: { skippedSteps: skipped },
+      });
+      trainer.steps = steps;
+      const data = makeSynthetic({ count: 8, height: 8, classes: 3, seed: 2 });
+      const set = uploadImageSet(gpu, data);
+      await trainer.trainEpoch(set, { epoch: 0, shuffle: false });
+      const values = await model.arena.values.toArray() as Float32Array;
+      trainer.dispose();
+      model.dispose();
+      set.images.dispose();
+      set.labels.dispose();
+      return values;
+    };
+    const fresh = await run(0, 0);
+    const resumed = await run(5, 5);
+    assert.deepEqual(resumed, fresh, "Adam's bias corrections count the applied updates");
+    const unskipped = await run(5, 0); // Adam's steps 6-9: other corrections
+    assert.notDeepEqual(unskipped, fresh);
+  },
+);

@@ -5,6 +5,7 @@ import {
   createModel,
   EarlyStopping,
   type EpochMetrics,
+  type FitState,
   type ImageSet,
   type RunningMetrics,
   Trainer,
@@ -109,11 +110,12 @@ Deno.test(
     });
     assert.equal(other.history[0].state.stopping!.monitor, "testAcc");
     assert.equal(other.history[0].state.stopping!.wait, 0, "the first epoch improves on -Infinity");
-    // A bad state is a RangeError naming the field.
+    // A bad state is a RangeError naming the field, or a TypeError for a wrong shape.
     for (
       const bad of [
         { best: { testAcc: 1.5, epoch: 1 }, stopping: null },
         { best: { testAcc: 0.5, epoch: 0 }, stopping: null },
+        { best: { testAcc: 0.5, epoch: 7 }, stopping: null }, // after the 6 epochs done
         { best: null, stopping: { monitor: "loss" as const, best: NaN, wait: 0 } },
         { best: null, stopping: { monitor: "loss" as const, best: 1, wait: -1 } },
       ]
@@ -121,6 +123,19 @@ Deno.test(
       await assert.rejects(
         () => trainer.fit(train, { epochs: 7, startEpoch: 6, state: bad }),
         (e) => e instanceof RangeError && /fit: state\.(best|stopping)/.test(e.message),
+      );
+    }
+    for (
+      const bad of [
+        {},
+        { best: { testAcc: null, epoch: 1 }, stopping: null },
+        { best: { testAcc: "0.5", epoch: 1 }, stopping: null },
+        { best: null, stopping: { monitor: "loss", best: "1", wait: 0 } },
+      ]
+    ) {
+      await assert.rejects(
+        () => trainer.fit(train, { epochs: 7, startEpoch: 6, state: bad as unknown as FitState }),
+        (e) => e instanceof TypeError && /fit: state must be/.test(e.message),
       );
     }
     model.dispose();
