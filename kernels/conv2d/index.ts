@@ -11,8 +11,9 @@
  * weight and bias gradients); 1x1 convolutions with stride 1 and no padding skip im2col and
  * col2im (one GEMM per chunk of images, reading and writing NCHW activations in place). Forward, per chunk of images: `im2col` unfolds x into
  * `col[cIn*kh*kw, images*oh*ow]`, then one GEMM per group computes `y = W . col (+ b)`, storing
- * straight into NCHW. Backward: `dy` is permuted to `dyT[cOut, images*oh*ow]`; then
- * `dW (+)= dyT . col^T` and `dcol = W^T . dyT`, folded back by `col2im`; `db` sums dy.
+ * straight into NCHW. Backward: `dy` is read in place as `[cOut, images*oh*ow]` (the GEMMs read
+ * NCHW tensors in segments: along k for the weight gradient, along n for dcol); then
+ * `dW (+)= dy . col^T` and `dcol = W^T . dy`, folded back by `col2im`; `db` sums dy.
  *
  * The forward pass can fuse an activation into its store (`y = f(conv(x, w) + b)`, in every
  * path) and write into a channel slice of a wider output (`yChannelOffset`).
@@ -430,9 +431,6 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
           break;
         case "col2im":
           col2im(g, bind(s.col), bind(s.dx), s.nb, s.form);
-          break;
-        case "permute":
-          permuteNc(bind(s.src), bind(s.dst), s.shape);
           break;
         case "gemm": {
           const m = s.gemm;

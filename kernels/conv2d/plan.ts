@@ -93,7 +93,7 @@ export interface Conv2dProblem {
   /**
    * Backward: the call binds `xT`, x already permuted to `[cIn, n * oh * ow]` (shared by several
    * pointwise convolutions of one input); the weight gradient of the pointwise path then reads
-   * it instead of permuting x itself (when the images are one chunk; else it permutes x).
+   * it instead of x (when the images are one chunk; else it reads x in place, in k segments).
    */
   readonly permutedX?: boolean;
   /** Kernel options (chunk size, pointwise threshold, forced paths, GEMM tuning). */
@@ -352,7 +352,6 @@ function planBackward(
   const sharedXT = (problem.permutedX ?? false) && gemmW && pointwise &&
     chunks.imagesPerChunk >= g.n;
   const w = range("w", 0, g.cOut * K);
-  const needT = gemmW || (gemmX && !pointwise);
   const form = gemmX && !pointwise ? col2imForm(g, dt.dx!) : undefined;
   const steps: ConvStep[] = [];
   const gemm = (s: GemmStep): ConvStep => ({ kind: "gemm", gemm: s, tuning: o.gemm ?? {} });
@@ -402,18 +401,16 @@ function planBackward(
       });
     }
     if (!gemmW && !gemmX) continue;
-    const dyT = range("dyT", 0, g.cOut * cols);
-    if (needT) steps.push({ kind: "permute", src: dy, dst: dyT, shape: { nb, c: g.cOut, len: P } });
+    // dy [nb, cOut, P] is read in place as [cOut, cols] (column j = image * P + pixel): along k
+    // in segments by the weight gradient (segmentKA), along n by dcol (segmentB).
+    const dySegments = [P, g.cOut * P] as const;
     const col = range("col", 0, g.cIn * g.kh * g.kw * cols);
     if (gemmW) {
       const dw = range("dw", 0, g.cOut * K);
-      // dW_g (+)= dyT_g [cOutG, cols] . col_g^T (col_g stored [K, cols]).
+      // dW_g (+)= dy_g [cOutG, cols] . col_g^T (col_g stored [K, cols]).
       if (pointwise) {
-        // x chunk permuted to [cIn, cols] is pointwise im2col.
+        // x [nb, cIn, P] read as [cIn, cols] is pointwise im2col (or the caller's permuted xT).
         const xT = range("xT", 0, g.cIn * cols);
-        if (!sharedXT) {
-          steps.push({ kind: "permute", src: x, dst: xT, shape: { nb, c: g.cIn, len: P } });
-        }
         steps.push(gemm(batchedGemm({
           m: g.cOut,
           n: g.cIn,
@@ -421,9 +418,11 @@ function planBackward(
           batch: 1,
           transB: true,
           beta: acc ? 1 : 0,
-          a: [dyT, 0],
-          b: [xT, 0],
+          a: [dy, 0],
+          b: sharedXT ? [xT, 0] : [x, 0],
           c: [dw, 0],
+          segmentKA: dySegments,
+          ...(sharedXT ? {} : { segmentKB: [P, g.cIn * P] as const }),
         })));
       } else {
         steps.push({ kind: "im2col", nb, x, col });
@@ -434,9 +433,10 @@ function planBackward(
           batch: G,
           transB: true,
           beta: acc ? 1 : 0,
-          a: [dyT, cOutG * cols],
+          a: [dy, cOutG * P],
           b: [col, K * cols],
           c: [dw, cOutG * K],
+          segmentKA: dySegments,
         })));
       }
     }
@@ -458,7 +458,7 @@ function planBackward(
           ...(batched ? {} : { segmentB: [P, g.cOut * P], segment: [P, g.cIn * P] }),
         })));
       } else {
-        // dcol_g [K, cols] = W_g^T . dyT_g (W_g stored [cOutG, K] = [k, m]), then col2im.
+        // dcol_g [K, cols] = W_g^T . dy_g (W_g stored [cOutG, K] = [k, m]), then col2im.
         steps.push(gemm(batchedGemm({
           m: K,
           n: cols,
@@ -466,17 +466,16 @@ function planBackward(
           batch: G,
           transA: true,
           a: [w, cOutG * K],
-          b: [dyT, cOutG * cols],
+          b: [dy, cOutG * P],
           c: [col, K * cols],
+          segmentB: dySegments,
         })));
         steps.push({ kind: "col2im", nb, col, dx, form: form! });
       }
     }
   }
   const scratch: { [K in ConvScratch]?: readonly [number, FloatDType] } = {};
-  if (needT) scratch.dyT = [chunks.imagesPerChunk * g.cOut * P, dt.dy ?? "f32"];
   if (im2col) scratch.col = [chunks.colElements, colDType];
-  if (gemmW && pointwise && !sharedXT) scratch.xT = [chunks.imagesPerChunk * g.cIn * P, dt.x];
   const path = (direct: { tile: DirectConvTile | DirectWeightGradTile } | undefined) =>
     direct
       ? { path: "direct" as const, tile: direct.tile }

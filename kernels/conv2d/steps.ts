@@ -16,10 +16,13 @@ import type { DirectConvShape } from "./geometry.ts";
 import type { Col2imForm } from "./im2col.ts";
 
 /** A scratch buffer of a plan. */
-export type ConvScratch = "col" | "dyT" | "xT";
+export type ConvScratch = "col";
 
-/** What an operand binds: one of the call's tensors or a scratch buffer of the plan. */
-export type ConvBuffer = "x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db" | ConvScratch;
+/**
+ * What an operand binds: one of the call's tensors (`xT`: x permuted by the caller) or a scratch
+ * buffer of the plan.
+ */
+export type ConvBuffer = "x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db" | "xT" | ConvScratch;
 
 /** Elements `[offset, offset + count)` of a buffer. */
 export interface ConvOperand {
@@ -53,13 +56,6 @@ export type ConvStep =
     readonly col: ConvOperand;
     readonly dx: ConvOperand;
     readonly form: Col2imForm;
-  }
-  | {
-    /** `[nb, c, len] -> [c, nb * len]`. */
-    readonly kind: "permute";
-    readonly src: ConvOperand;
-    readonly dst: ConvOperand;
-    readonly shape: { readonly nb: number; readonly c: number; readonly len: number };
   }
   | { readonly kind: "gemm"; readonly gemm: GemmStep; readonly tuning: GemmTuning }
   | {
@@ -119,7 +115,9 @@ export type Strided = readonly [ConvOperand, number];
  * A batched product of row-major matrices, `C_z = op(A_z) op(B_z) (+ bias)` for z < batch: the
  * leading dimensions follow from the shapes (A is `m x k`, or `k x m` with `transA`; B `k x n`,
  * or `n x k`; C `m x n`, or with `segment` NCHW: column j of row i at
- * `floor(j / length) * stride + i * length + j % length`; B likewise with `segmentB`).
+ * `floor(j / length) * stride + i * length + j % length`; B likewise with `segmentB`; A's and B's
+ * k likewise with `segmentKA` (A `m x k`) and `segmentKB` (B `n x k`): NCHW tensors read as
+ * `[channels, images * pixels]` along k).
  */
 export function batchedGemm(o: {
   readonly m: number;
@@ -134,6 +132,8 @@ export function batchedGemm(o: {
   readonly c: Strided;
   readonly segment?: readonly [number, number];
   readonly segmentB?: readonly [number, number];
+  readonly segmentKA?: readonly [number, number];
+  readonly segmentKB?: readonly [number, number];
   readonly bias?: Strided | undefined;
   readonly activation?: ActivationKind | undefined;
 }): GemmStep {
@@ -150,14 +150,16 @@ export function batchedGemm(o: {
     a: o.a[0],
     b: o.b[0],
     c: o.c[0],
-    lda: transA ? o.m : o.k,
-    ldb: transB ? o.k : o.segmentB ? o.segmentB[0] : o.n,
+    lda: transA ? o.m : o.segmentKA ? o.segmentKA[0] : o.k,
+    ldb: transB ? (o.segmentKB ? o.segmentKB[0] : o.k) : o.segmentB ? o.segmentB[0] : o.n,
     ldc: o.segment ? o.segment[0] : o.n,
     strideA: o.a[1],
     strideB: o.b[1],
     strideC: o.c[1],
     ...(o.segment ? { segment: o.segment[0], segmentStride: o.segment[1] } : {}),
     ...(o.segmentB ? { segmentB: o.segmentB[0], segmentStrideB: o.segmentB[1] } : {}),
+    ...(o.segmentKA ? { segmentKA: o.segmentKA[0], segmentStrideKA: o.segmentKA[1] } : {}),
+    ...(o.segmentKB ? { segmentKB: o.segmentKB[0], segmentStrideKB: o.segmentKB[1] } : {}),
     ...(o.bias ? { bias: o.bias[0], strideBias: o.bias[1] } : {}),
     biasMode: o.bias ? "row" : "none",
     ...(o.activation ? { activation: o.activation } : {}),
