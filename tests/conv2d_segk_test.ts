@@ -2,7 +2,7 @@
 // weight gradient along k, dcol along n), where they once read copies permuted to
 // [channels, images * pixels]: the results equal the permuted path's bit for bit (f32: the same
 // plans, the same k order), the plans hold no permutation and no dyT/xT scratch, and the
-// backward dispatches no conv2d_permute kernel.
+// backward dispatches no conv2d_permute kernel; the tuner records, keys and times these GEMMs.
 import assert from "node:assert/strict";
 import type { Tensor } from "../gpu/mod.ts";
 import { adapterProfile } from "../kernels/_adapter.ts";
@@ -11,6 +11,7 @@ import { conv2dBackward, conv2dGeometry, runConv2dPlan } from "../kernels/conv2d
 import { col2im, im2col, permuteNc } from "../kernels/conv2d/im2col.ts";
 import { type ConvOperand, type ConvPlan, planConv2d } from "../kernels/conv2d/plan.ts";
 import { gemmStrided, reduceStrided } from "../kernels/gemm/index.ts";
+import { recordProblems, tuneProblems, tuningTable } from "../kernels/autotune/index.ts";
 import type { Conv2dKernelOptions, GemmTuning } from "../kernels/_types.ts";
 import { GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
@@ -176,6 +177,53 @@ Deno.test(
         assert.equal(kernels.filter((k) => k.startsWith("conv2d_permute")).length, 0, what);
         for (const t of [x, w, dy, ...Object.values(now), ...Object.values(before)]) t.dispose();
       }
+    }
+  },
+);
+
+Deno.test(
+  "autotune: the backward's GEMMs with k segments are recorded, keyed and timed",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const table = tuningTable(gpu);
+    table.clear();
+    const rng = new Rng(16);
+    const data = (n: number) => Float32Array.from({ length: n }, () => rng.uniform(-1, 1));
+    const p = { n: 2, cIn: 8, h: 6, w: 6, cOut: 12, kernel: 1, direct: false } as const;
+    const x = gpu.tensor(data(2 * 8 * 36), { shape: [2, 8, 6, 6] });
+    const w = gpu.tensor(data(12 * 8), { shape: [12, 8, 1, 1] });
+    const dy = gpu.tensor(data(2 * 12 * 36), { shape: [2, 12, 6, 6] });
+    const dw = gpu.empty(w.shape), dx = gpu.empty(x.shape);
+    const run = () => conv2dBackward({ x, w, dy, dw, dx }, p);
+    try {
+      run();
+      const before = await dw.toArray();
+      const problems = await recordProblems(gpu, run);
+      const seg = problems.filter((q) => q.op === "gemm" && /:ska11:skb11$/.test(q.key));
+      assert.equal(seg.length, 1, problems.map((q) => q.key).join(" "));
+      const [r] = await tuneProblems(gpu, seg, {
+        budgetSeconds: 30,
+        minProblemMs: 0,
+        minSampleMs: 1,
+        samples: 1,
+      });
+      // Timed (a note may say the timing kept the cost model's choice, never that it failed).
+      assert.doesNotMatch(r.note ?? "", /fail|error|skip/i, r.note);
+      assert.ok(r.candidates > 0 && Number.isFinite(r.tunedMs), JSON.stringify(r));
+      // The table's choice (set for the key) still gives the weight gradient.
+      table.set(seg[0].key, {
+        op: "gemm",
+        tuning: { variant: "register", tile: [4, 4], splitK: 2 },
+      });
+      gpu.clear(dw);
+      run();
+      const after = await dw.toArray();
+      const err = after.reduce((m, v, i) => Math.max(m, Math.abs(v - before[i])), 0);
+      assert.ok(err < 1e-5, `tuned dw differs by ${err}`);
+    } finally {
+      table.clear();
+      for (const t of [x, w, dy, dw, dx]) t.dispose();
     }
   },
 );

@@ -18,6 +18,8 @@ import {
   planDispatches,
   planGemm,
 } from "../kernels/gemm/index.ts";
+import { gemmKey } from "../kernels/autotune/table.ts";
+import type { StridedGemm } from "../kernels/_types.ts";
 import { type Dims, problemOf } from "./_gemm_problem.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
@@ -446,6 +448,19 @@ Deno.test("planGemm: A and B read along k in segments (conv2d's weight gradients
   assert.throws(() => planGemm({ ...dw9, transA: true }, CPU_PROFILE), RangeError);
   assert.throws(() => planGemm({ ...dw9, transB: false }, CPU_PROFILE), RangeError);
   assert.throws(() => planGemm({ ...dw9, segmentKA: 0 }, CPU_PROFILE), /segmentKA 0/);
+});
+
+Deno.test("gemmKey: the tuner keys k segments and their alignment facts", () => {
+  // gemmKey reads the operands' bases only: the problem's shapes stand in for tensor ranges.
+  const key = (p: GemmProblem) => gemmKey(p as unknown as StridedGemm);
+  const [, , dw9] = pointwiseGemms(8, 13, 7, 3 * 3);
+  const [, , dw36] = pointwiseGemms(8, 16, 8, 6 * 6);
+  const { segmentKB: _b, segmentStrideKB: _sb, ...aOnly } = dw36;
+  assert.match(key(dw9), /:ska00:skb00$/);
+  assert.match(key(dw36), /:ska11:skb11$/);
+  assert.match(key(aOnly), /:ska11$/);
+  const { segmentKA: _a, segmentStrideKA: _sa, ...plain } = aOnly;
+  assert.doesNotMatch(key(plain), /:sk/);
 });
 
 /**
