@@ -1,15 +1,22 @@
 // conv2d's backward GEMMs read dy (and a pointwise convolution's x) in place, in segments (the
 // weight gradient along k, dcol along n), where they once read copies permuted to
-// [channels, images * pixels]: the results equal the permuted path's bit for bit (f32: the same
-// plans, the same k order), the plans hold no permutation and no dyT/xT scratch, and the
-// backward dispatches no conv2d_permute kernel; the tuner records, keys and times these GEMMs.
+// [channels, images * pixels] (still so in the register family for planes of pixels not a
+// multiple of 4: readsInPlace): the results equal the permuted path's bit for bit (f32: the same
+// plans, the same k order), in-place plans hold no permutation and no dyT/xT scratch, and the
+// backward dispatches exactly the plan's conv2d_permute kernels; the tuner records, keys and times these GEMMs.
 import assert from "node:assert/strict";
 import type { Tensor } from "../gpu/mod.ts";
 import { adapterProfile } from "../kernels/_adapter.ts";
 import { bindingRange, type TensorRange } from "../kernels/_binding.ts";
 import { conv2dBackward, conv2dGeometry, runConv2dPlan } from "../kernels/conv2d/index.ts";
 import { col2im, im2col, permuteNc } from "../kernels/conv2d/im2col.ts";
-import { type ConvOperand, type ConvPlan, planConv2d } from "../kernels/conv2d/plan.ts";
+import {
+  type ConvOperand,
+  type ConvPlan,
+  planConv2d,
+  readsInPlace,
+} from "../kernels/conv2d/plan.ts";
+import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
 import { gemmStrided, reduceStrided } from "../kernels/gemm/index.ts";
 import { recordProblems, tuneProblems, tuningTable } from "../kernels/autotune/index.ts";
 import type { Conv2dKernelOptions, GemmTuning } from "../kernels/_types.ts";
@@ -42,7 +49,8 @@ function runPermuted(plan: ConvPlan, io: Record<string, Tensor | undefined>): vo
   };
   try {
     for (const s of plan.steps) {
-      if (s.kind === "im2col") im2col(g, bind(s.x), bind(s.col), s.nb);
+      if (s.kind === "permute") permuteNc(bind(s.src), bind(s.dst), s.shape);
+      else if (s.kind === "im2col") im2col(g, bind(s.x), bind(s.col), s.nb);
       else if (s.kind === "col2im") col2im(g, bind(s.col), bind(s.dx), s.nb, s.form);
       else if (s.kind === "reduce") reduceStrided(gpu, { ...s, y: bind(s.y), x: bind(s.x) });
       else if (s.kind === "gemm") {
@@ -146,7 +154,15 @@ Deno.test(
         );
         const what = `${c.label} ${JSON.stringify(gemm)}`;
         assert.ok(plan.chunks.imagesPerChunk < g.n || !c.options, `${what}: chunks`);
-        assert.deepEqual(Object.keys(plan.scratch).filter((k) => k !== "col"), [], what);
+        // In place (no permutation, no dyT or xT) wherever readsInPlace says so.
+        const inPlace = readsInPlace(g.oh * g.ow, adapterProfile(gpu), options);
+        const permuteSteps = plan.steps.filter((s) => s.kind === "permute").length;
+        assert.equal(permuteSteps === 0, inPlace, `${what}: ${permuteSteps} permutations`);
+        assert.equal(
+          Object.keys(plan.scratch).filter((k) => k !== "col").length === 0,
+          inPlace,
+          `${what}: scratch ${Object.keys(plan.scratch)}`,
+        );
         const x = gpu.tensor(data(g.n * g.cIn * g.h * g.w), {
           shape: [g.n, g.cIn, g.h, g.w],
         });
@@ -169,12 +185,16 @@ Deno.test(
           const differ = a.filter((v, i) => !Object.is(v, b[i])).length;
           assert.equal(differ, 0, `${what}: ${k} ${differ} of ${a.length} differ`);
         }
-        // Nothing is permuted any more.
+        // The call dispatches the plan's permutations, none in place.
         const kernels = kernelsOf(
           gpu,
           () => conv2dBackward({ x, w, dy, ...now }, { ...c.p, ...options }),
         );
-        assert.equal(kernels.filter((k) => k.startsWith("conv2d_permute")).length, 0, what);
+        assert.equal(
+          kernels.filter((k) => k.startsWith("conv2d_permute")).length,
+          permuteSteps,
+          what,
+        );
         for (const t of [x, w, dy, ...Object.values(now), ...Object.values(before)]) t.dispose();
       }
     }
@@ -227,3 +247,29 @@ Deno.test(
     }
   },
 );
+
+Deno.test("planConv2d: backward in place on GPUs, and on CPU adapters for planes of 4k pixels", () => {
+  const cpu = { ...WEBGPU_DEFAULT_PROFILE, isCpu: true, mesaCpu: true };
+  const dtypes = { x: "f32", w: "f32", dy: "f32", dx: "f32", dw: "f32" } as const;
+  const kinds = (p: Parameters<typeof conv2dGeometry>[0], profile: typeof cpu, gemm = {}) => {
+    const plan = planConv2d(
+      { geometry: conv2dGeometry(p), call: "backward", dtypes, options: { direct: false, gemm } },
+      profile,
+      undefined,
+    );
+    return [plan.steps.map((s) => s.kind).join(" "), Object.keys(plan.scratch).sort().join(" ")];
+  };
+  const pw9 = { n: 2, cIn: 8, h: 3, w: 3, cOut: 8, kernel: 1 };
+  const pw16 = { ...pw9, h: 4, w: 4 };
+  const c9 = { ...pw9, kernel: 3, padding: 1 };
+  assert.deepEqual(kinds(pw16, cpu), ["gemm gemm", ""]);
+  assert.deepEqual(kinds(pw9, WEBGPU_DEFAULT_PROFILE), ["gemm gemm", ""]);
+  assert.deepEqual(kinds(pw9, cpu, { variant: "shared" }), ["gemm gemm", ""]);
+  assert.deepEqual(kinds(pw9, cpu), ["permute permute gemm gemm", "dyT xT"]);
+  assert.deepEqual(kinds(c9, WEBGPU_DEFAULT_PROFILE), ["im2col gemm gemm col2im", "col"]);
+  assert.deepEqual(kinds(c9, cpu), ["permute im2col gemm gemm col2im", "col dyT"]);
+  assert.equal(readsInPlace(9, cpu), false);
+  assert.equal(readsInPlace(9, cpu, { gemm: { variant: "shared" } }), true);
+  assert.equal(readsInPlace(36, cpu), true);
+  assert.equal(readsInPlace(9, WEBGPU_DEFAULT_PROFILE, { gemm: { variant: "register" } }), false);
+});

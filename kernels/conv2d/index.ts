@@ -11,8 +11,9 @@
  * weight and bias gradients); 1x1 convolutions with stride 1 and no padding skip im2col and
  * col2im (one GEMM per chunk of images, reading and writing NCHW activations in place). Forward, per chunk of images: `im2col` unfolds x into
  * `col[cIn*kh*kw, images*oh*ow]`, then one GEMM per group computes `y = W . col (+ b)`, storing
- * straight into NCHW. Backward: `dy` is read in place as `[cOut, images*oh*ow]` (the GEMMs read
- * NCHW tensors in segments: along k for the weight gradient, along n for dcol); then
+ * straight into NCHW. Backward: `dy` is read as `[cOut, images*oh*ow]`, in place (the GEMMs read
+ * NCHW tensors in segments: along k for the weight gradient, along n for dcol) or, where scalar
+ * loads of odd segments would cost more, permuted first (`readsInPlace` of `plan.ts`); then
  * `dW (+)= dy . col^T` and `dcol = W^T . dy`, folded back by `col2im`; `db` sums dy.
  *
  * The forward pass can fuse an activation into its store (`y = f(conv(x, w) + b)`, in every
@@ -52,6 +53,7 @@ import {
   type ConvOperand,
   type ConvPlan,
   planConv2d,
+  readsInPlace,
 } from "./plan.ts";
 
 export { checkConv2d, conv2dGeometry, type Conv2dParams } from "./geometry.ts";
@@ -247,6 +249,29 @@ export function conv2dBackward(
 }
 
 /**
+ * Whether {@linkcode conv2dBackward} on `gpu` reads dy and a pointwise convolution's x in place
+ * for output planes of `pixels` (`readsInPlace` of `plan.ts`): where it does not, a caller
+ * sharing x among several pointwise convolutions permutes it once ({@linkcode conv2dPermuteX})
+ * and binds it as `xT`; where it does, that copy would be wasted.
+ *
+ * @returns True when the backward GEMMs read dy and x in place.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2dReadsInPlace } from "./index.ts";
+ * const gpu = await getGpu();
+ * conv2dReadsInPlace(gpu, 12 * 12); // true: segments of whole vec4s
+ * ```
+ */
+export function conv2dReadsInPlace(
+  gpu: Gpu,
+  pixels: number,
+  options?: Conv2dKernelOptions,
+): boolean {
+  return readsInPlace(pixels, adapterProfile(gpu), options);
+}
+
+/**
  * Records `xT = x` permuted from `[n, c, h, w]` to `[c, n * h * w]`: the input of a pointwise
  * convolution's weight gradient, shared by several pointwise convolutions of one input (give it
  * to each {@linkcode conv2dBackward} as `io.xT`). `xT` is overwritten.
@@ -431,6 +456,9 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
           break;
         case "col2im":
           col2im(g, bind(s.col), bind(s.dx), s.nb, s.form);
+          break;
+        case "permute":
+          permuteNc(bind(s.src), bind(s.dst), s.shape);
           break;
         case "gemm": {
           const m = s.gemm;

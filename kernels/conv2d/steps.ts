@@ -16,13 +16,13 @@ import type { DirectConvShape } from "./geometry.ts";
 import type { Col2imForm } from "./im2col.ts";
 
 /** A scratch buffer of a plan. */
-export type ConvScratch = "col";
+export type ConvScratch = "col" | "dyT" | "xT";
 
 /**
- * What an operand binds: one of the call's tensors (`xT`: x permuted by the caller) or a scratch
- * buffer of the plan.
+ * What an operand binds: one of the call's tensors (`xT` also: x permuted by the caller) or a
+ * scratch buffer of the plan.
  */
-export type ConvBuffer = "x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db" | "xT" | ConvScratch;
+export type ConvBuffer = "x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db" | ConvScratch;
 
 /** Elements `[offset, offset + count)` of a buffer. */
 export interface ConvOperand {
@@ -56,6 +56,13 @@ export type ConvStep =
     readonly col: ConvOperand;
     readonly dx: ConvOperand;
     readonly form: Col2imForm;
+  }
+  | {
+    /** `[nb, c, len] -> [c, nb * len]` (where the GEMMs do not read in place). */
+    readonly kind: "permute";
+    readonly src: ConvOperand;
+    readonly dst: ConvOperand;
+    readonly shape: { readonly nb: number; readonly c: number; readonly len: number };
   }
   | { readonly kind: "gemm"; readonly gemm: GemmStep; readonly tuning: GemmTuning }
   | {
