@@ -110,6 +110,23 @@ export interface StridedGemm {
   /** Stride between column segments of B. */
   readonly segmentStrideB?: number;
   /**
+   * k segment length of A (A stored `[m, k]`, not `transA`): `A(i, kk)` is then
+   * `a[i * lda + floor(kk / segmentKA) * segmentStrideKA + kk % segmentKA]` (an NCHW gradient
+   * `dy[images, m, pixels]` read as `[m, images * pixels]`: lda = pixels, segmentKA = pixels,
+   * segmentStrideKA = m * pixels); omit for plain rows.
+   */
+  readonly segmentKA?: number;
+  /** Stride between k segments of A. */
+  readonly segmentStrideKA?: number;
+  /**
+   * k segment length of B (B stored `[n, k]`, `transB`): `B(kk, j)` is then
+   * `b[j * ldb + floor(kk / segmentKB) * segmentStrideKB + kk % segmentKB]` (NCHW activations
+   * `x[images, n, pixels]` read as `[n, images * pixels]`); omit for plain rows.
+   */
+  readonly segmentKB?: number;
+  /** Stride between k segments of B. */
+  readonly segmentStrideKB?: number;
+  /**
    * Groups of C's rows, at most 4 (`MAX_ROW_GROUPS` of `gemm/types.ts`), in row order, the
    * first from row 0; needs `segment`. Row `i` of group `g` (`row_g <= i < row_{g+1}`) is stored at element
    * `base_g + (i - row_g) * ldc + floor(j / segment) * segmentStride_g + j % segment` of C (plus

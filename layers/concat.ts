@@ -10,7 +10,8 @@
  * channels, stored in row groups (the GEMM's `rows` store) straight into the concatenation's
  * slice (a branch whose only step merges) and into each other member's output (views of a
  * second buffer); backward, the members' input gradients summed in place (the pointwise GEMM's
- * beta) and x permuted once for all their weight gradients. Where a call cannot merge (an f16
+ * beta) and x permuted once for all their weight gradients (where they do not read it in place:
+ * `conv2dReadsInPlace`). Where a call cannot merge (an f16
  * weight that a 4-byte copy cannot place, a tensor over one binding) it runs the branches one by
  * one.
  *
@@ -22,7 +23,12 @@ import type { ActivationKind } from "../kernels/activation.ts";
 import { type AdapterLimits, bindingElements } from "../kernels/_adapter.ts";
 import { accumulate } from "../kernels/elementwise.ts";
 import { splitChannels } from "../kernels/concat.ts";
-import { conv2dBackward, conv2dPermuteX, conv2dPointwiseGroup } from "../kernels/conv2d/index.ts";
+import {
+  conv2dBackward,
+  conv2dPermuteX,
+  conv2dPointwiseGroup,
+  conv2dReadsInPlace,
+} from "../kernels/conv2d/index.ts";
 import { epilogueGrad } from "./elementwise.ts";
 import { type Ctx, type Pointwise, release, weightFor } from "./layer.ts";
 import { type Step, stepsBackward, stepsInto } from "./plan.ts";
@@ -354,7 +360,8 @@ export function concatBackward(
   const [n, cTotal, h, w] = dy.shape;
   let dx: Tensor | null = null;
   let xT: Tensor | null = null;
-  if (merge) {
+  // x permuted once for the members' weight gradients, unless they read it in place.
+  if (merge && !conv2dReadsInPlace(ctx.gpu, h * w, { direct: false })) {
     const x = cache.merged!.x;
     xT = ctx.gpu.empty([x.shape[1], n * h * w], { dtype: x.dtype });
     conv2dPermuteX({ xT, x });
@@ -383,7 +390,7 @@ export function concatBackward(
         dBranch,
         caches: cache.caches[i],
         merged: cache.merged!,
-        xT: xT!,
+        xT,
         dx,
         ctx,
         needDx,
@@ -412,7 +419,7 @@ export function concatBackward(
 /**
  * The backward of merged member `k` (branch gradient `dBranch`, consumed): the branch's later
  * steps, the activation's derivative, then the pointwise convolution's gradients: dx summed into
- * `dx` (a new one for the first), its weight gradient from the shared `xT`. Returns dx. The
+ * `dx` (a new one for the first), its weight gradient from the shared `xT` (or from x in place). Returns dx. The
  * pointwise GEMM path is forced (`direct: false`, which summing dx in place needs): a tuning
  * table's choice of the direct kernel for these layers is not used.
  */
@@ -424,7 +431,7 @@ function _memberBackward(
     dBranch: Tensor;
     caches: unknown[];
     merged: MergedCache;
-    xT: Tensor;
+    xT: Tensor | null;
     dx: Tensor | null;
     ctx: Ctx;
     needDx: boolean;
@@ -457,7 +464,7 @@ function _memberBackward(
     dy: dz,
     x,
     w: weightFor(pw.weight, x),
-    xT: o.xT,
+    ...(o.xT ? { xT: o.xT } : {}),
   }, {
     n,
     cIn,

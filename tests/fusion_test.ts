@@ -146,15 +146,18 @@ function concatCopies(l: Layer): { fused: number; unfused: number } {
  * Dispatches of a fused training step (forward, loss, backward) at batch 2, at most: the counts
  * may only go down. Batch norm's one-pass reductions took lenet-bn from 56 to 48, resnet from
  * 1028 to 994, densenet from 396 to 354, mobilenet from 413 to 359. Inception's three 1×1
- * convolutions as one GEMM (layers/concat.ts, planConcat) took googlenet from 771 to 717.
+ * convolutions as one GEMM (layers/concat.ts, planConcat) took googlenet from 771 to 717. The
+ * backward GEMMs reading dy and x in place (in segments, no permutation) took lenet from 36 to
+ * 34, lenet-bn 48 to 46, googlenet 472 to 396, resnet 308 to 288, densenet 352 to 333,
+ * mobilenet 227 to 204 (its 3x3-pixel layers still permute on CPU adapters: readsInPlace).
  */
 const MAX_DISPATCHES: Record<string, number> = {
-  "lenet": 36,
-  "lenet-bn": 48,
-  "googlenet": 717,
-  "resnet": 994,
-  "densenet": 352,
-  "mobilenet": 227,
+  "lenet": 34,
+  "lenet-bn": 46,
+  "googlenet": 396,
+  "resnet": 288,
+  "densenet": 333,
+  "mobilenet": 204,
 };
 
 const ACTIVATION_FORWARD = /^(relu6?|sigmoid|tanh)_forward/;
@@ -280,12 +283,12 @@ const TABLE: [ModelName, number][] = [
  * the new value: lower the bound here.
  */
 const MAX_STEP_DISPATCHES: Record<string, number> = {
-  "f32 lenet": 40,
-  "f32 resnet": 998,
-  "f32 googlenet": 721,
-  "f32 densenet": 356,
-  "f16 lenet": 42,
-  "f16 resnet": 1000,
+  "f32 lenet": 38,
+  "f32 resnet": 292,
+  "f32 googlenet": 400,
+  "f32 densenet": 337,
+  "f16 lenet": 40,
+  "f16 resnet": 294,
 };
 
 for (const precision of ["f32", "f16"] as const) {

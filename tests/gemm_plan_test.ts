@@ -13,10 +13,13 @@ import {
   type GemmDispatch,
   type GemmPlan,
   type GemmProblem,
+  type GemmProductDispatch,
   type GemmTuning,
   planDispatches,
   planGemm,
 } from "../kernels/gemm/index.ts";
+import { gemmKey } from "../kernels/autotune/table.ts";
+import type { StridedGemm } from "../kernels/_types.ts";
 import { type Dims, problemOf } from "./_gemm_problem.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
@@ -60,16 +63,28 @@ function convGemms(
     biasMode: "row",
     strideBias: 0,
   };
+  // The backward reads NCHW dy in place: dcol's B in column segments, dW's A in k segments.
   return [
     forward,
-    problemOf({ m: k, n, k: cOut, transA: true }),
-    problemOf({ m: cOut, n: k, k: n, transB: true, beta: 1 }),
+    {
+      ...problemOf({ m: k, n, k: cOut, transA: true }),
+      ldb: pixels,
+      segmentB: pixels,
+      segmentStrideB: cOut * pixels,
+    },
+    {
+      ...problemOf({ m: cOut, n: k, k: n, transB: true, beta: 1 }),
+      lda: pixels,
+      segmentKA: pixels,
+      segmentStrideKA: cOut * pixels,
+    },
   ];
 }
 
 /**
  * A 1x1 convolution's GEMMs over a chunk of `images`, straight on NCHW tensors (B read in
- * segments, C stored in segments): the forward with its row bias, the input gradient.
+ * segments, C stored in segments): the forward with its row bias, the input gradient; the
+ * weight gradient (A and B read along k in segments).
  */
 function pointwiseGemms(images: number, cIn: number, cOut: number, pixels: number): GemmProblem[] {
   const n = images * pixels;
@@ -83,9 +98,20 @@ function pointwiseGemms(images: number, cIn: number, cOut: number, pixels: numbe
     segment: pixels,
     segmentStride: m * pixels,
   });
+  // The weight gradient dW [cOut, cIn] = dy . x^T, both NCHW read along k in segments.
+  const dw: GemmProblem = {
+    ...problemOf({ m: cOut, n: cIn, k: n, transB: true, beta: 1 }),
+    lda: pixels,
+    ldb: pixels,
+    segmentKA: pixels,
+    segmentStrideKA: cOut * pixels,
+    segmentKB: pixels,
+    segmentStrideKB: cIn * pixels,
+  };
   return [
     { ...nchw(cOut, cIn, false), bias: { base: 0, dtype: "f32" }, biasMode: "row", strideBias: 0 },
     nchw(cIn, cOut, true),
+    dw,
   ];
 }
 
@@ -334,6 +360,107 @@ Deno.test("planGemm: B read in segments (1x1 convolutions on NCHW tensors)", () 
   assert.equal(split.splits, 2);
   assert.equal(split.config.segmentedB, true);
   assert.throws(() => planGemm({ ...fwd9, transB: true }, CPU_PROFILE), RangeError);
+});
+
+Deno.test("planGemm: A and B read along k in segments (conv2d's weight gradients on NCHW)", () => {
+  const [, , dw9] = pointwiseGemms(8, 13, 7, 3 * 3);
+  const [, , dw36] = pointwiseGemms(8, 16, 8, 6 * 6);
+  const [, , im2colDw] = convGemms(4, 5, 6, 9, 5 * 5);
+  for (const profile of [CPU_PROFILE, WEBGPU_DEFAULT_PROFILE]) {
+    for (const p of [dw9, dw36, im2colDw]) {
+      const plan = planGemm(p, profile);
+      for (const d of planDispatches(plan)) {
+        if (d.kernel === "epilogue") continue;
+        const [a, b] = plan.swap ? ["B", "A"] : ["A", "B"];
+        const want = (x: string) => (x === "A" ? p.segmentKA : p.segmentKB) !== undefined;
+        assert.deepEqual([!!d.config.segmentedKA, !!d.config.segmentedKB], [want(a), want(b)]);
+        const name = dispatchKernel(d).spec.name;
+        assert.equal(/_ska/.test(name), want(a), name);
+        assert.equal(/_skb/.test(name), want(b), name);
+        if (!plan.swap) {
+          assert.deepEqual(
+            [d.params.segKA, d.params.segStrideKA, d.params.segKB, d.params.segStrideKB],
+            [p.segmentKA ?? 1, p.segmentStrideKA ?? 0, p.segmentKB ?? 1, p.segmentStrideKB ?? 0],
+          );
+        }
+        assert.equal(d.params.kOff, 0);
+      }
+    }
+  }
+  assert.match(
+    dispatchKernel(planDispatches(planGemm(dw9, CPU_PROFILE, { swap: false }))[0]).spec.name,
+    /^gemm_reg_nt_ska_skb_\d+x\d+/,
+  );
+  assert.match(
+    dispatchKernel(planDispatches(planGemm(dw9, WEBGPU_DEFAULT_PROFILE))[0]).spec.name,
+    /^gemm_smem_nt_ska_skb_4x4/,
+  );
+  // vec4 loads along k only where the segments are whole vec4s.
+  const cfg = (p: GemmProblem) => planGemm(p, CPU_PROFILE, { swap: false }).passes[0].config;
+  assert.deepEqual([cfg(dw9).vecA, cfg(dw9).vecB], [false, false]);
+  assert.deepEqual([cfg(dw36).vecA, cfg(dw36).vecB], [true, true]);
+  // The same plan as the permuted copies' (plain rows, ld = k): the same orientation, tile,
+  // k-splits and chunks, so the same sums in the same order.
+  for (const p of [dw9, dw36, im2colDw]) {
+    const {
+      segmentKA: _a,
+      segmentStrideKA: _sa,
+      segmentKB: _b,
+      segmentStrideKB: _sb,
+      ...plain
+    } = p;
+    const copies: GemmProblem = {
+      ...plain,
+      lda: p.k,
+      ldb: p.k,
+      strideA: (p.strideA / p.lda) * p.k,
+      strideB: (p.strideB / (p.segmentKB ?? p.k)) * p.k,
+    };
+    for (const profile of [CPU_PROFILE, WEBGPU_DEFAULT_PROFILE]) {
+      for (const tuning of [{}, { splitK: 3 }, { swap: true }] as GemmTuning[]) {
+        const [x, y] = [planGemm(p, profile, tuning), planGemm(copies, profile, tuning)];
+        const shape = (q: GemmPlan) =>
+          q.passes.map((s) => [s.swap, s.config.tm, s.config.tn, s.splits, s.kChunk, s.k0]);
+        assert.deepEqual(shape(x), shape(y), `${JSON.stringify(tuning)} ${profile.isCpu}`);
+      }
+    }
+  }
+  // Swapped: A's k segments become B's (and back).
+  const swapped = planGemm(im2colDw, CPU_PROFILE, { swap: true });
+  assert.equal(swapped.swap, true);
+  const d0 = swapped.passes[0].dispatches[0] as GemmProductDispatch;
+  assert.deepEqual([!!d0.config.segmentedKA, !!d0.config.segmentedKB], [false, true]);
+  assert.deepEqual([d0.params.segKB, d0.params.segStrideKB], [25, 6 * 25]);
+  // k-passes: segmented operands keep their base and index from the pass's kOff; plain ones move.
+  const long: GemmProblem = {
+    ...problemOf({ m: 2, n: 4, k: 250002, transB: true }),
+    a: { base: 9, dtype: "f32" },
+    lda: 9,
+    segmentKA: 9,
+    segmentStrideKA: 18,
+  };
+  const passes = planGemm(long, CPU_PROFILE, { splitK: 1 }).passes;
+  assert.equal(passes.length, 2);
+  const p1 = passes[1].dispatches[0] as GemmProductDispatch;
+  assert.deepEqual([p1.params.kOff, p1.params.aOff], [passes[1].k0, 9]);
+  assert.equal(p1.params.bOff, passes[1].k0);
+  // Bad segments: A's need A [m, k], B's need B [n, k], lengths >= 1.
+  assert.throws(() => planGemm({ ...dw9, transA: true }, CPU_PROFILE), RangeError);
+  assert.throws(() => planGemm({ ...dw9, transB: false }, CPU_PROFILE), RangeError);
+  assert.throws(() => planGemm({ ...dw9, segmentKA: 0 }, CPU_PROFILE), /segmentKA 0/);
+});
+
+Deno.test("gemmKey: the tuner keys k segments and their alignment facts", () => {
+  // gemmKey reads the operands' bases only: the problem's shapes stand in for tensor ranges.
+  const key = (p: GemmProblem) => gemmKey(p as unknown as StridedGemm);
+  const [, , dw9] = pointwiseGemms(8, 13, 7, 3 * 3);
+  const [, , dw36] = pointwiseGemms(8, 16, 8, 6 * 6);
+  const { segmentKB: _b, segmentStrideKB: _sb, ...aOnly } = dw36;
+  assert.match(key(dw9), /:ska00:skb00$/);
+  assert.match(key(dw36), /:ska11:skb11$/);
+  assert.match(key(aOnly), /:ska11$/);
+  const { segmentKA: _a, segmentStrideKA: _sa, ...plain } = aOnly;
+  assert.doesNotMatch(key(plain), /:sk/);
 });
 
 /**

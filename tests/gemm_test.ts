@@ -13,12 +13,14 @@ import { F16_TEST, GPU_TEST, testGpu } from "./harness.ts";
 import { testOp } from "./_op.ts";
 import { ACTIVATION_SUITES, GEMM_SUITES } from "./ops/gemm.ts";
 import { ROW_GROUP_SUITES } from "./ops/gemm_rows.ts";
+import { KSEG_SUITES } from "./ops/gemm_kseg.ts";
 import { HALF_SUITES, STRIDED_SUITES } from "./ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "./ops/gemm_reduce.ts";
 
 for (const suite of [...GEMM_SUITES, ...ACTIVATION_SUITES, ...HALF_SUITES]) testOp(suite);
 for (const suite of STRIDED_SUITES) testOp(suite);
 for (const suite of ROW_GROUP_SUITES) testOp(suite);
+for (const suite of KSEG_SUITES) testOp(suite);
 for (const suite of SUM_ROWS_SUITES) testOp(suite);
 for (const suite of REDUCE_SUITES) testOp(suite);
 

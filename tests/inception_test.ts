@@ -6,7 +6,7 @@
 // gradient, every weight and bias gradient; the same GEMM k-order per element, the input
 // gradients summed in the same order through the GEMM's beta), in f16 within one more f16
 // rounding of the input gradient (summed in place: rounded once instead of per member); backward
-// permutes x once for the three. Where a call cannot merge (an f16 weight of odd size) it runs
+// permutes x once for the three (where the GEMMs do not read it in place). Where a call cannot merge (an f16 weight of odd size) it runs
 // the branches one by one, and says so by its kernels. Training with replay (the merged GEMM in
 // its recorded step) is bit-identical to recording every step (the weights' copies into the
 // merged GEMM's operand are on the tape).
@@ -19,6 +19,7 @@ import {
   type Conv2dExecution,
   conv2dPermuteX,
   conv2dPointwiseGroup,
+  conv2dReadsInPlace,
   observeConv2d,
 } from "../kernels/conv2d/index.ts";
 import { accumulate, cast } from "../kernels/elementwise.ts";
@@ -301,11 +302,14 @@ for (const c of BLOCKS) {
       const rows = merged.kernels.filter((k) => /^gemm_.*_rows/.test(k)).length;
       assert.equal(rows, c.merged ? 1 : 0, `merged GEMMs: ${merged.kernels.join(", ")}`);
       assert.ok(merged.kernels.length < plain.kernels.length);
-      // Backward permutes x once for all the merged members (concatBackward's conv2dPermuteX,
-      // which their conv2d calls bind as xT): the unfused block permutes it in each of the three
-      // pointwise convolutions' weight gradients (all on the GEMM path here, as their plans say),
-      // so merged runs two fewer permutations; every other one (dy's, the pooled branch's x) is
-      // the same.
+      // Backward reads x and dy in place where the backward GEMMs do (conv2dReadsInPlace: here,
+      // 4x4 images): then nothing is permuted, merged or not. Elsewhere it permutes x once for
+      // all the merged members (concatBackward's conv2dPermuteX, which their conv2d calls bind
+      // as xT): the unfused block permutes it in each of the three pointwise convolutions'
+      // weight gradients (all on the GEMM path here, as their plans say), so merged runs two
+      // fewer permutations; every other one (dy's, the pooled branch's x) is the same.
+      const inPlace = conv2dReadsInPlace(gpu, c.x[2] * c.x[3], { direct: false });
+      const shared = c.merged && !inPlace;
       const calls = (r: typeof merged, xT: boolean) =>
         r.calls.filter((e) => (e.problem.permutedX ?? false) === xT);
       const steps = (es: Conv2dExecution[], src?: string) =>
@@ -314,18 +318,19 @@ for (const c of BLOCKS) {
         ).length;
       const permutes = (r: typeof merged) =>
         r.kernels.filter((k) => k.startsWith("conv2d_permute")).length;
+      if (inPlace) assert.equal(permutes(plain), 0, `in place: ${plain.kernels}`);
       assert.equal(calls(plain, true).length, 0);
       assert.equal(permutes(plain), steps(plain.calls), "unfused: every permutation a conv2d's");
       const members = calls(merged, true);
-      assert.equal(members.length, c.merged ? 3 : 0, "conv2d calls binding the shared xT");
+      assert.equal(members.length, shared ? 3 : 0, "conv2d calls binding the shared xT");
       assert.equal(steps(members, "x"), 0, "members permute no x of their own");
       assert.equal(
         permutes(merged),
-        steps(merged.calls) + (c.merged ? 1 : 0),
+        steps(merged.calls) + (shared ? 1 : 0),
         "merged: one x permutation outside the conv2d calls",
       );
-      if (c.merged) assert.equal(steps(plain.calls, "x") - steps(merged.calls, "x"), 3);
-      assert.equal(permutes(merged), permutes(plain) - (c.merged ? 2 : 0), `${merged.kernels}`);
+      if (shared) assert.equal(steps(plain.calls, "x") - steps(merged.calls, "x"), 3);
+      assert.equal(permutes(merged), permutes(plain) - (shared ? 2 : 0), `${merged.kernels}`);
       const same = (what: string, a: Float64Array, b: Float64Array, tol?: number) => {
         if (c.dtype === "f32") {
           const differ = a.filter((v, i) => v !== b[i] && !(Number.isNaN(v) && Number.isNaN(b[i])));
@@ -460,8 +465,12 @@ Deno.test(
           accumulateDx: true,
         }),
     );
-    // One permutation (dy's) instead of two.
-    assert.equal(kernels.filter((k) => k.startsWith("conv2d_permute")).length, 1, `${kernels}`);
+    // One permutation (dy's) instead of two; none where dy is read in place.
+    assert.equal(
+      kernels.filter((k) => k.startsWith("conv2d_permute")).length,
+      conv2dReadsInPlace(gpu, 21, { direct: false }) ? 0 : 1,
+      `${kernels}`,
+    );
     for (const [a, b] of [[dx0, dx1], [dw0, dw1], [db0, db1]]) {
       assert.deepEqual(await b.toArray(), await a.toArray());
     }

@@ -35,12 +35,18 @@ import {
 function extents(g: GemmShape): { a: number; b: number; c: number; bias: number } {
   const { m, n, k, batch } = g;
   const kk = Math.max(k, 1);
-  const a = (batch - 1) * g.strideA + (g.transA ? (kk - 1) * g.lda + m : (m - 1) * g.lda + kk);
+  // The element of the last k of a row of A (of a column of B^T), in k segments or not.
+  const lastK = (seg: number | undefined, stride: number | undefined) =>
+    seg === undefined ? kk - 1 : Math.floor((kk - 1) / seg) * (stride ?? 0) + (kk - 1) % seg;
+  const a = (batch - 1) * g.strideA +
+    (g.transA ? (kk - 1) * g.lda + m : (m - 1) * g.lda + lastK(g.segmentKA, g.segmentStrideKA) + 1);
   const bLast = g.segmentB !== undefined // B's last column
     ? Math.floor((n - 1) / g.segmentB) * (g.segmentStrideB ?? 0) + (n - 1) % g.segmentB
     : n - 1;
   const b = (batch - 1) * g.strideB +
-    (g.transB ? (n - 1) * g.ldb + kk : (kk - 1) * g.ldb + bLast + 1);
+    (g.transB
+      ? (n - 1) * g.ldb + lastK(g.segmentKB, g.segmentStrideKB) + 1
+      : (kk - 1) * g.ldb + bLast + 1);
   const c = (batch - 1) * g.strideC +
     (g.segment !== undefined
       ? Math.floor((n - 1) / g.segment) * (g.segmentStride ?? 0) + (m - 1) * g.ldc +

@@ -224,8 +224,8 @@ function aligned(v: number | undefined): string {
 
 /**
  * The table key of a strided GEMM: dimensions, transposes, whether C is read, the bias mode, the
- * store mapping, the fused activation, and the alignment facts (multiples of 4) that decide its
- * vectorized loads and stores.
+ * store mapping, the fused activation, the operands read in segments (B's columns, A's and B's
+ * k), and the alignment facts (multiples of 4) that decide its vectorized loads and stores.
  */
 export function gemmKey(g: StridedGemm): string {
   const facts = [
@@ -245,7 +245,9 @@ export function gemmKey(g: StridedGemm): string {
   return `gemm:${g.m}x${g.n}x${g.k}:b${g.batch}:${g.transA ? "t" : "n"}${g.transB ? "t" : "n"}` +
     `:beta${g.beta !== 0 ? 1 : 0}:bias-${g.biasMode}:${g.segment !== undefined ? "seg" : "rows"}` +
     `:al${facts}${g.activation ? `:${g.activation}` : ""}` +
-    (g.segmentB !== undefined ? `:sb${aligned(g.segmentB)}${aligned(g.segmentStrideB)}` : "");
+    (g.segmentB !== undefined ? `:sb${aligned(g.segmentB)}${aligned(g.segmentStrideB)}` : "") +
+    (g.segmentKA !== undefined ? `:ska${aligned(g.segmentKA)}${aligned(g.segmentStrideKA)}` : "") +
+    (g.segmentKB !== undefined ? `:skb${aligned(g.segmentKB)}${aligned(g.segmentStrideKB)}` : "");
 }
 
 /**

@@ -11,8 +11,10 @@
  * weight and bias gradients); 1x1 convolutions with stride 1 and no padding skip im2col and
  * col2im (one GEMM per chunk of images, reading and writing NCHW activations in place). Forward, per chunk of images: `im2col` unfolds x into
  * `col[cIn*kh*kw, images*oh*ow]`, then one GEMM per group computes `y = W . col (+ b)`, storing
- * straight into NCHW. Backward: `dy` is permuted to `dyT[cOut, images*oh*ow]`; then
- * `dW (+)= dyT . col^T` and `dcol = W^T . dyT`, folded back by `col2im`; `db` sums dy.
+ * straight into NCHW. Backward: `dy` is read as `[cOut, images*oh*ow]`, in place (the GEMMs read
+ * NCHW tensors in segments: along k for the weight gradient, along n for dcol) or, where scalar
+ * loads of odd segments would cost more, permuted first (`readsInPlace` of `plan.ts`); then
+ * `dW (+)= dy . col^T` and `dcol = W^T . dy`, folded back by `col2im`; `db` sums dy.
  *
  * The forward pass can fuse an activation into its store (`y = f(conv(x, w) + b)`, in every
  * path) and write into a channel slice of a wider output (`yChannelOffset`).
@@ -51,6 +53,7 @@ import {
   type ConvOperand,
   type ConvPlan,
   planConv2d,
+  readsInPlace,
 } from "./plan.ts";
 
 export { checkConv2d, conv2dGeometry, type Conv2dParams } from "./geometry.ts";
@@ -243,6 +246,29 @@ export function conv2dBackward(
     permutedX: io.xT !== undefined,
     options: kernelOptions(p),
   }, io);
+}
+
+/**
+ * Whether {@linkcode conv2dBackward} on `gpu` reads dy and a pointwise convolution's x in place
+ * for output planes of `pixels` (`readsInPlace` of `plan.ts`): where it does not, a caller
+ * sharing x among several pointwise convolutions permutes it once ({@linkcode conv2dPermuteX})
+ * and binds it as `xT`; where it does, that copy would be wasted.
+ *
+ * @returns True when the backward GEMMs read dy and x in place.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { conv2dReadsInPlace } from "./index.ts";
+ * const gpu = await getGpu();
+ * conv2dReadsInPlace(gpu, 12 * 12); // true: segments of whole vec4s
+ * ```
+ */
+export function conv2dReadsInPlace(
+  gpu: Gpu,
+  pixels: number,
+  options?: Conv2dKernelOptions,
+): boolean {
+  return readsInPlace(pixels, adapterProfile(gpu), options);
 }
 
 /**

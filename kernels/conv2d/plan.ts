@@ -93,7 +93,7 @@ export interface Conv2dProblem {
   /**
    * Backward: the call binds `xT`, x already permuted to `[cIn, n * oh * ow]` (shared by several
    * pointwise convolutions of one input); the weight gradient of the pointwise path then reads
-   * it instead of permuting x itself (when the images are one chunk; else it permutes x).
+   * it (when the images are one chunk; else x as without it: in place or permuted per chunk).
    */
   readonly permutedX?: boolean;
   /** Kernel options (chunk size, pointwise threshold, forced paths, GEMM tuning). */
@@ -352,7 +352,9 @@ function planBackward(
   const sharedXT = (problem.permutedX ?? false) && gemmW && pointwise &&
     chunks.imagesPerChunk >= g.n;
   const w = range("w", 0, g.cOut * K);
-  const needT = gemmW || (gemmX && !pointwise);
+  // dy (and a pointwise x) read in place, in segments, or permuted first (see readsInPlace).
+  const inPlace = readsInPlace(P, profile, o);
+  const needT = !inPlace && (gemmW || (gemmX && !pointwise));
   const form = gemmX && !pointwise ? col2imForm(g, dt.dx!) : undefined;
   const steps: ConvStep[] = [];
   const gemm = (s: GemmStep): ConvStep => ({ kind: "gemm", gemm: s, tuning: o.gemm ?? {} });
@@ -402,16 +404,25 @@ function planBackward(
       });
     }
     if (!gemmW && !gemmX) continue;
+    // dy [nb, cOut, P] is read as [cOut, cols] (column j = image * P + pixel): in place, along k
+    // in segments by the weight gradient (segmentKA), along n by dcol (segmentB); or from its
+    // copy dyT permuted to [cOut, cols].
+    const dySegments = [P, g.cOut * P] as const;
     const dyT = range("dyT", 0, g.cOut * cols);
     if (needT) steps.push({ kind: "permute", src: dy, dst: dyT, shape: { nb, c: g.cOut, len: P } });
+    const dyK = inPlace
+      ? { a: dy, group: cOutG * P, seg: { segmentKA: dySegments } }
+      : { a: dyT, group: cOutG * cols, seg: {} };
     const col = range("col", 0, g.cIn * g.kh * g.kw * cols);
     if (gemmW) {
       const dw = range("dw", 0, g.cOut * K);
-      // dW_g (+)= dyT_g [cOutG, cols] . col_g^T (col_g stored [K, cols]).
+      // dW_g (+)= dy_g [cOutG, cols] . col_g^T (col_g stored [K, cols]).
       if (pointwise) {
-        // x chunk permuted to [cIn, cols] is pointwise im2col.
+        // x [nb, cIn, P] read as [cIn, cols] is pointwise im2col: in place, in k segments, or
+        // permuted to xT (the caller's, or this plan's).
         const xT = range("xT", 0, g.cIn * cols);
-        if (!sharedXT) {
+        const xInPlace = inPlace && !sharedXT;
+        if (!inPlace && !sharedXT) {
           steps.push({ kind: "permute", src: x, dst: xT, shape: { nb, c: g.cIn, len: P } });
         }
         steps.push(gemm(batchedGemm({
@@ -421,9 +432,11 @@ function planBackward(
           batch: 1,
           transB: true,
           beta: acc ? 1 : 0,
-          a: [dyT, 0],
-          b: [xT, 0],
+          a: [dyK.a, 0],
+          b: xInPlace ? [x, 0] : [xT, 0],
           c: [dw, 0],
+          ...dyK.seg,
+          ...(xInPlace ? { segmentKB: [P, g.cIn * P] as const } : {}),
         })));
       } else {
         steps.push({ kind: "im2col", nb, x, col });
@@ -434,9 +447,10 @@ function planBackward(
           batch: G,
           transB: true,
           beta: acc ? 1 : 0,
-          a: [dyT, cOutG * cols],
+          a: [dyK.a, dyK.group],
           b: [col, K * cols],
           c: [dw, cOutG * K],
+          ...dyK.seg,
         })));
       }
     }
@@ -458,7 +472,7 @@ function planBackward(
           ...(batched ? {} : { segmentB: [P, g.cOut * P], segment: [P, g.cIn * P] }),
         })));
       } else {
-        // dcol_g [K, cols] = W_g^T . dyT_g (W_g stored [cOutG, K] = [k, m]), then col2im.
+        // dcol_g [K, cols] = W_g^T . dy_g (W_g stored [cOutG, K] = [k, m]), then col2im.
         steps.push(gemm(batchedGemm({
           m: K,
           n: cols,
@@ -466,8 +480,9 @@ function planBackward(
           batch: G,
           transA: true,
           a: [w, cOutG * K],
-          b: [dyT, cOutG * cols],
+          b: inPlace ? [dy, cOutG * P] : [dyT, cOutG * cols],
           c: [col, K * cols],
+          ...(inPlace ? { segmentB: dySegments } : {}),
         })));
         steps.push({ kind: "col2im", nb, col, dx, form: form! });
       }
@@ -476,7 +491,9 @@ function planBackward(
   const scratch: { [K in ConvScratch]?: readonly [number, FloatDType] } = {};
   if (needT) scratch.dyT = [chunks.imagesPerChunk * g.cOut * P, dt.dy ?? "f32"];
   if (im2col) scratch.col = [chunks.colElements, colDType];
-  if (gemmW && pointwise && !sharedXT) scratch.xT = [chunks.imagesPerChunk * g.cIn * P, dt.x];
+  if (gemmW && pointwise && !sharedXT && !inPlace) {
+    scratch.xT = [chunks.imagesPerChunk * g.cIn * P, dt.x];
+  }
   const path = (direct: { tile: DirectConvTile | DirectWeightGradTile } | undefined) =>
     direct
       ? { path: "direct" as const, tile: direct.tile }
@@ -489,6 +506,33 @@ function planBackward(
     scratch,
     steps,
   };
+}
+
+/**
+ * Whether conv2d's backward GEMMs read dy (and a pointwise convolution's x) in place, as
+ * `[channels, images * pixels]` in segments of an output plane's `pixels`, rather than from
+ * copies permuted to that layout: always in the shared-memory family (GPUs); in the register
+ * family (CPU adapters, or forced by `options.gemm`) when `pixels` is a multiple of 4, so that
+ * the segments are whole vec4s (scalar loads of odd segments cost more than the permutation:
+ * MobileNet's 3x3-pixel weight gradient, 78 ms in place vs 53 ms permuted on llvmpipe). A
+ * tuning table's family for one GEMM does not enter: both families read either layout.
+ *
+ * @returns True to read in place.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { readsInPlace } from "./plan.ts";
+ * readsInPlace(9, WEBGPU_DEFAULT_PROFILE); // true: a GPU's shared-memory kernels
+ * readsInPlace(9, { ...WEBGPU_DEFAULT_PROFILE, isCpu: true }); // false: 9 pixels, scalar loads
+ * ```
+ */
+export function readsInPlace(
+  pixels: number,
+  profile: AdapterProfile,
+  options: Conv2dKernelOptions = {},
+): boolean {
+  const variant = options.gemm?.variant ?? (profile.isCpu ? "register" : "shared");
+  return variant === "shared" || pixels % 4 === 0;
 }
 
 /** One plan the autotuner may time, and the table entry that selects it. */

@@ -18,7 +18,10 @@ import type { Col2imForm } from "./im2col.ts";
 /** A scratch buffer of a plan. */
 export type ConvScratch = "col" | "dyT" | "xT";
 
-/** What an operand binds: one of the call's tensors or a scratch buffer of the plan. */
+/**
+ * What an operand binds: one of the call's tensors (`xT` also: x permuted by the caller) or a
+ * scratch buffer of the plan.
+ */
 export type ConvBuffer = "x" | "w" | "b" | "y" | "dy" | "dx" | "dw" | "db" | ConvScratch;
 
 /** Elements `[offset, offset + count)` of a buffer. */
@@ -55,7 +58,7 @@ export type ConvStep =
     readonly form: Col2imForm;
   }
   | {
-    /** `[nb, c, len] -> [c, nb * len]`. */
+    /** `[nb, c, len] -> [c, nb * len]` (where the GEMMs do not read in place). */
     readonly kind: "permute";
     readonly src: ConvOperand;
     readonly dst: ConvOperand;
@@ -119,7 +122,9 @@ export type Strided = readonly [ConvOperand, number];
  * A batched product of row-major matrices, `C_z = op(A_z) op(B_z) (+ bias)` for z < batch: the
  * leading dimensions follow from the shapes (A is `m x k`, or `k x m` with `transA`; B `k x n`,
  * or `n x k`; C `m x n`, or with `segment` NCHW: column j of row i at
- * `floor(j / length) * stride + i * length + j % length`; B likewise with `segmentB`).
+ * `floor(j / length) * stride + i * length + j % length`; B likewise with `segmentB`; A's and B's
+ * k likewise with `segmentKA` (A `m x k`) and `segmentKB` (B `n x k`): NCHW tensors read as
+ * `[channels, images * pixels]` along k).
  */
 export function batchedGemm(o: {
   readonly m: number;
@@ -134,6 +139,8 @@ export function batchedGemm(o: {
   readonly c: Strided;
   readonly segment?: readonly [number, number];
   readonly segmentB?: readonly [number, number];
+  readonly segmentKA?: readonly [number, number];
+  readonly segmentKB?: readonly [number, number];
   readonly bias?: Strided | undefined;
   readonly activation?: ActivationKind | undefined;
 }): GemmStep {
@@ -150,14 +157,16 @@ export function batchedGemm(o: {
     a: o.a[0],
     b: o.b[0],
     c: o.c[0],
-    lda: transA ? o.m : o.k,
-    ldb: transB ? o.k : o.segmentB ? o.segmentB[0] : o.n,
+    lda: transA ? o.m : o.segmentKA ? o.segmentKA[0] : o.k,
+    ldb: transB ? (o.segmentKB ? o.segmentKB[0] : o.k) : o.segmentB ? o.segmentB[0] : o.n,
     ldc: o.segment ? o.segment[0] : o.n,
     strideA: o.a[1],
     strideB: o.b[1],
     strideC: o.c[1],
     ...(o.segment ? { segment: o.segment[0], segmentStride: o.segment[1] } : {}),
     ...(o.segmentB ? { segmentB: o.segmentB[0], segmentStrideB: o.segmentB[1] } : {}),
+    ...(o.segmentKA ? { segmentKA: o.segmentKA[0], segmentStrideKA: o.segmentKA[1] } : {}),
+    ...(o.segmentKB ? { segmentKB: o.segmentKB[0], segmentStrideKB: o.segmentKB[1] } : {}),
     ...(o.bias ? { bias: o.bias[0], strideBias: o.bias[1] } : {}),
     biasMode: o.bias ? "row" : "none",
     ...(o.activation ? { activation: o.activation } : {}),

@@ -28,6 +28,8 @@ export interface Operand extends GemmOperandShape {
 
 /** A problem being planned: its operands name what they bind. */
 export type Bound = Omit<GemmProblem, "a" | "b" | "c" | "c2" | "bias"> & {
+  /** The first k of the pass (k-passes; 0 otherwise): where k-segmented operands start. */
+  readonly k0?: number;
   readonly a: Operand;
   readonly b: Operand;
   readonly c: Operand;
@@ -73,6 +75,11 @@ export function chooseConfig(
     ...(g.rowGroups ? { rowGroups: true } : {}),
   };
   const segmentedB = g.segmentB !== undefined;
+  const segmentedKA = g.segmentKA !== undefined, segmentedKB = g.segmentKB !== undefined;
+  const segK = {
+    ...(segmentedKA ? { segmentedKA } : {}),
+    ...(segmentedKB ? { segmentedKB } : {}),
+  };
   if (variant === "shared") {
     return {
       ...store,
@@ -82,6 +89,7 @@ export function chooseConfig(
       vecA: false,
       vecB: false,
       segmentedB,
+      ...segK,
       vecC: false,
       tm: 4,
       tn: 4,
@@ -93,10 +101,16 @@ export function chooseConfig(
   // Vectorize A along k (!transA: needs k, lda % 4 == 0) or m (transA: needs m, lda % 4 == 0).
   // f16 operands vectorize under the same conditions: a binding starts 256-byte aligned, so an
   // element offset that is a multiple of 4 is 8-byte aligned, as a vec4<f16> needs.
-  const vecA = g.transA ? isVecOk(g.a, g.lda, g.strideA, g.m) : isVecOk(g.a, g.lda, g.strideA, g.k);
+  // An operand in k segments likewise when its segments are whole vec4s: 4 k-steps from a
+  // multiple of 4 then stay in one segment.
+  const kSegOk = (seg: number | undefined, stride: number | undefined) =>
+    seg === undefined || (seg % 4 === 0 && (stride ?? 0) % 4 === 0);
+  const vecA = g.transA
+    ? isVecOk(g.a, g.lda, g.strideA, g.m)
+    : isVecOk(g.a, g.lda, g.strideA, g.k) && kSegOk(g.segmentKA, g.segmentStrideKA);
   // B in segments: 4 columns from a multiple of 4 stay in one segment, contiguous and aligned.
   const vecB = g.transB
-    ? isVecOk(g.b, g.ldb, g.strideB, g.k)
+    ? isVecOk(g.b, g.ldb, g.strideB, g.k) && kSegOk(g.segmentKB, g.segmentStrideKB)
     : isVecOk(g.b, g.ldb, g.strideB, g.n) &&
       (!segmentedB || (g.segmentB! % 4 === 0 && (g.segmentStrideB ?? 0) % 4 === 0));
   let [tm, tn] = tuning.tile ?? pickTile(g.m, g.n, g.k, g.batch, cores).tile;
@@ -113,12 +127,19 @@ export function chooseConfig(
     vecA,
     vecB,
     segmentedB,
+    ...segK,
     vecC: isVecC(g),
     tm,
     tn,
     rowsPerGroup: tm * REGISTER_WG,
     colsPerGroup: tn * REGISTER_WG,
-    kAlign: (vecA && !g.transA) || (vecB && g.transB) ? 4 : 1,
+    // An operand in k segments keeps k-chunks aligned to 4 whenever k is (harmless for its
+    // scalar loads): then it splits k as the same operand stored contiguously would (a
+    // permuted copy, ld = k), and sums in the same order.
+    kAlign: (vecA && !g.transA) || (vecB && g.transB) ||
+        ((segmentedKA || segmentedKB) && g.k % 4 === 0)
+      ? 4
+      : 1,
   };
 }
 
@@ -141,7 +162,8 @@ function isVecC(g: Bound): boolean {
 
 /**
  * The same product with the roles of A and B exchanged: `C^T = op(B)^T op(A)^T`, storing
- * element (j, i) of the swapped problem at C's (i, j).
+ * element (j, i) of the swapped problem at C's (i, j). A's k segments become B's and back (A not
+ * transposed is B transposed once swapped).
  *
  * @example
  * ```ts
@@ -157,8 +179,11 @@ function isVecC(g: Bound): boolean {
  * ```
  */
 export function swapped(g: Bound): Bound {
+  const { segmentKA, segmentStrideKA, segmentKB, segmentStrideKB, ...rest } = g;
   return {
-    ...g,
+    ...rest,
+    ...(segmentKB !== undefined ? { segmentKA: segmentKB, segmentStrideKA: segmentStrideKB } : {}),
+    ...(segmentKA !== undefined ? { segmentKB: segmentKA, segmentStrideKB: segmentStrideKA } : {}),
     m: g.n,
     n: g.m,
     transA: !g.transB,

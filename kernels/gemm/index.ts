@@ -372,12 +372,12 @@ export function dispatchKernel(
   }
   const c = d.config;
   if (d.kernel === "shared") {
-    const k = sharedKernel(c.transA, c.transB);
+    const k = sharedKernel(c.transA, c.transB, !!c.segmentedKA, !!c.segmentedKB);
     return {
       spec: k.spec(f32, gemmVariant(c) as SharedVariant),
       workgroupSize: k.descriptor.workgroupSize,
     };
   }
-  const k = registerKernel(c.transA, c.transB, c.tm, c.tn);
+  const k = registerKernel(c.transA, c.transB, c.tm, c.tn, !!c.segmentedKA, !!c.segmentedKB);
   return { spec: k.spec(f32, gemmVariant(c)), workgroupSize: k.descriptor.workgroupSize };
 }

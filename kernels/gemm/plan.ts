@@ -158,6 +158,7 @@ export function planGemm(
       `gemm: segmentB ${problem.segmentB} needs B stored [k, n] (transB false) and a length > 0`,
     );
   }
+  checkKSegments(problem);
   checkRowGroups(problem);
   const variant = tuning.variant ?? (profile.isCpu ? "register" : "shared");
   const { m, n, k, batch } = problem;
@@ -238,6 +239,31 @@ export function planGemm(
   };
 }
 
+/** k segments: A's with A not transposed, B's with B transposed, each a length > 0. */
+function checkKSegments(problem: GemmProblem): void {
+  const check = (
+    name: string,
+    seg: number | undefined,
+    stride: number | undefined,
+    ok: boolean,
+  ) => {
+    if (seg === undefined) return;
+    if (
+      !ok || !Number.isInteger(seg) || seg < 1 || !Number.isInteger(stride ?? 0) ||
+      (stride ?? 0) < 0
+    ) {
+      throw new RangeError(
+        `gemm: ${name} ${seg} needs ${
+          name === "segmentKA" ? "A stored [m, k] (transA false)" : "B stored [n, k] (transB true)"
+        }, ` +
+          `an integer length >= 1 and an integer stride >= 0 (got stride ${stride})`,
+      );
+    }
+  };
+  check("segmentKA", problem.segmentKA, problem.segmentStrideKA, !problem.transA);
+  check("segmentKB", problem.segmentKB, problem.segmentStrideKB, problem.transB);
+}
+
 /** Row groups: 1 to MAX_ROW_GROUPS, in row order from row 0, with a segmented C. */
 function checkRowGroups(problem: GemmProblem): void {
   const r = problem.rowGroups;
@@ -295,14 +321,14 @@ function passK(k: number, variant: GemmVariant): number {
   return k > maxK ? Math.ceil(k / Math.ceil(k / maxK) / 4) * 4 : k;
 }
 
-/** The part of `g`'s reduction over `k` in `[k0, k0 + kLen)`: shorter k, A and B moved along k. */
+/**
+ * The part of `g`'s reduction over `k` in `[k0, k0 + kLen)`: shorter k, A and B moved along k
+ * (an operand in k segments stays: it indexes from `k0`, the kernels' `kOff`).
+ */
 function kSlice(g: Bound, k0: number, kLen: number): Bound {
-  return {
-    ...g,
-    k: kLen,
-    a: { ...g.a, base: g.a.base + k0 * (g.transA ? g.lda : 1) },
-    b: { ...g.b, base: g.b.base + k0 * (g.transB ? 1 : g.ldb) },
-  };
+  const a = g.segmentKA === undefined ? g.a.base + k0 * (g.transA ? g.lda : 1) : g.a.base;
+  const b = g.segmentKB === undefined ? g.b.base + k0 * (g.transB ? 1 : g.ldb) : g.b.base;
+  return { ...g, k: kLen, k0, a: { ...g.a, base: a }, b: { ...g.b, base: b } };
 }
 
 /** C retargeted to a scratch `[batch, m, n]` (plain rows, from element 0). */
@@ -420,6 +446,11 @@ function productDispatch(
       ldcCol: g.ldcCol ?? 1,
       segB: g.segmentB ?? 1,
       segStrideB: g.segmentStrideB ?? 0,
+      kOff: g.k0 ?? 0,
+      segKA: g.segmentKA ?? 1,
+      segStrideKA: g.segmentStrideKA ?? 0,
+      segKB: g.segmentKB ?? 1,
+      segStrideKB: g.segmentStrideKB ?? 0,
       ...rowGroupParams(g),
     },
     bindings: {

@@ -16,6 +16,7 @@ import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
 import {
   biasVariants,
   gemmVariant,
+  kSegName,
   REGISTER_VARIANTS,
   type RegisterVariant,
   rowBaseWgsl,
@@ -57,21 +58,34 @@ const BINDINGS = {
  * @example
  * ```ts
  * import { registerKernel } from "./register.ts";
- * const spec = registerKernel(false, true, 4, 8).spec({ a: "f32", b: "f32", c: "f32" }, "va_vb");
+ * const spec = registerKernel(false, true, 4, 8, false, false).spec({ a: "f32", b: "f32", c: "f32" }, "va_vb");
  * console.log(spec.name); // gemm_reg_nt_4x8_va_vb
  * ```
  */
-export const registerKernel = perSizes((transA: boolean, transB: boolean, tm: number, tn: number) =>
+export const registerKernel = perSizes((
+  transA: boolean,
+  transB: boolean,
+  tm: number,
+  tn: number,
+  segKA: boolean,
+  segKB: boolean,
+) =>
   defineKernel({
-    name: `gemm_reg_${transA ? "t" : "n"}${transB ? "t" : "n"}_${tm}x${tn}`,
+    name: `gemm_reg_${transA ? "t" : "n"}${transB ? "t" : "n"}${
+      kSegName(segKA, segKB)
+    }_${tm}x${tn}`,
     doc: `Thread (x, y) of workgroup (X, Y, z): the ${tm}x${tn} block of C at rows ` +
       `(Y*${REGISTER_WG}+y)*${tm}, columns (X*${REGISTER_WG}+x)*${tn}, batch z % batch, ` +
-      "k-split z / batch. No shared memory.",
+      "k-split z / batch. No shared memory." +
+      (segKA || segKB
+        ? ` ${segKA ? "A" : ""}${segKA && segKB ? " and " : ""}` +
+          `${segKB ? "B" : ""} read along k in segments (segKA/segKB, from kOff).`
+        : ""),
     params: GEMM_PARAMS,
     bindings: BINDINGS,
     variants: REGISTER_VARIANTS,
     workgroupSize: [REGISTER_WG, REGISTER_WG, 1],
-    body: (ctx) => registerBody(transA, transB, tm, tn, ctx),
+    body: (ctx) => registerBody(transA, transB, tm, tn, segKA, segKB, ctx),
   })
 );
 
@@ -88,7 +102,7 @@ export function dispatchRegister(
   bindings: GemmProductBindings,
 ): void {
   const c = d.config;
-  registerKernel(c.transA, c.transB, c.tm, c.tn).dispatch({
+  registerKernel(c.transA, c.transB, c.tm, c.tn, !!c.segmentedKA, !!c.segmentedKB).dispatch({
     op: "gemm",
     variant: gemmVariant(c),
     params: d.params,
@@ -103,9 +117,14 @@ function registerBody(
   transB: boolean,
   tm: number,
   tn: number,
+  segKA: boolean,
+  segKB: boolean,
   { variant, load, store }: KernelContext<typeof BINDINGS, RegisterVariant>,
 ): string {
   const c = { ...variantConfig(variant), transA, transB };
+  if ((segKA && transA) || (segKB && !transB)) {
+    throw new TypeError("gemm: k segments need A [m, k] (segKA) and B [n, k] (segKB)");
+  }
   const tn4 = tn / 4;
   const L: string[] = [];
   const kvecA = c.vecA && !c.transA; // A vectorized along k
@@ -175,6 +194,24 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       } else L.push(`  let bc${j} = bBase + min(c0 + ${j}u, p.n - 1u);`);
     }
   }
+  // Operands in k segments: a running offset of the current k (in vec4s when vectorized) and
+  // its place in its segment, advanced without divisions in the k-loop.
+  const kSeg = (x: "A" | "B", vec: boolean) => {
+    const u = vec ? 4 : 1;
+    const div = vec ? " / 4u" : "";
+    L.push(
+      `  let kg${x} = kBeg + p.kOff;`,
+      `  var k${x}R = kg${x} % p.segK${x};`,
+      `  var k${x}O = (kg${x} / p.segK${x}) * (p.segStrideK${x}${div}) + k${x}R${div};`,
+      `  let k${x}J = p.segStrideK${x}${div} - p.segK${x}${div};`,
+    );
+    return (name: string): string[] => [
+      `    let ${name} = k${x}O;`,
+      `    k${x}R += ${u}u; k${x}O += 1u; if (k${x}R == p.segK${x}) { k${x}R = 0u; k${x}O += k${x}J; }`,
+    ];
+  };
+  const nextA = segKA ? kSeg("A", c.vecA) : undefined;
+  const nextB = segKB ? kSeg("B", c.vecB) : undefined;
   for (let i = 0; i < tm; i++) {
     for (let j4 = 0; j4 < tn4; j4++) L.push(`  var acc${i}_${j4} = vec4f(0.0);`);
   }
@@ -185,11 +222,11 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     const bval: string[][] = Array.from({ length: ks }, () => []);
     // A values.
     if (c.vecA && !c.transA) {
+      if (nextA) { for (let q = 0; q < ks / 4; q++) out.push(...nextA(`kA${q}`)); }
       for (let i = 0; i < tm; i++) {
         for (let q = 0; q < ks / 4; q++) {
-          out.push(
-            `    let av${i}_${q} = ${load("a", `a[ar${i} + ${kExpr} / 4u + ${q}u]`)};`,
-          );
+          const at = nextA ? `ar${i} + kA${q}` : `ar${i} + ${kExpr} / 4u + ${q}u`;
+          out.push(`    let av${i}_${q} = ${load("a", `a[${at}]`)};`);
         }
         for (let s = 0; s < ks; s++) aval[i][s] = `av${i}_${s >> 2}[${s & 3}]`;
       }
@@ -206,8 +243,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         const kk = s === 0 ? kExpr : `${kExpr} + ${s}u`;
         const koff = c.transA ? `(${kk}) * p.lda` : `${kk}`;
         if (c.transA) out.push(`    let ak${s} = ${koff};`);
+        if (nextA) out.push(...nextA(`kA${s}`));
         for (let i = 0; i < tm; i++) {
-          const ai = `a[ar${i} + ${c.transA ? `ak${s}` : `${kk}`}]`;
+          const ai = `a[ar${i} + ${c.transA ? `ak${s}` : nextA ? `kA${s}` : `${kk}`}]`;
           out.push(`    let av${s}_${i} = ${load("a", ai)};`);
           aval[i][s] = `av${s}_${i}`;
         }
@@ -223,11 +261,11 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         }
       }
     } else if (c.vecB && c.transB) {
+      if (nextB) { for (let q = 0; q < ks / 4; q++) out.push(...nextB(`kB${q}`)); }
       for (let j = 0; j < tn; j++) {
         for (let q = 0; q < ks / 4; q++) {
-          out.push(
-            `    let bw${j}_${q} = ${load("b", `b[bc${j} + ${kExpr} / 4u + ${q}u]`)};`,
-          );
+          const at = nextB ? `bc${j} + kB${q}` : `bc${j} + ${kExpr} / 4u + ${q}u`;
+          out.push(`    let bw${j}_${q} = ${load("b", `b[${at}]`)};`);
         }
       }
       for (let s = 0; s < ks; s++) {
@@ -240,8 +278,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       for (let s = 0; s < ks; s++) {
         const kk = s === 0 ? kExpr : `${kExpr} + ${s}u`;
         if (!c.transB) out.push(`    let bk${s} = (${kk}) * p.ldb;`);
+        if (nextB) out.push(...nextB(`kB${s}`));
         for (let j = 0; j < tn; j++) {
-          const bj = `b[bc${j} + ${c.transB ? `${kk}` : `bk${s}`}]`;
+          const bj = `b[bc${j} + ${c.transB ? (nextB ? `kB${s}` : `${kk}`) : `bk${s}`}]`;
           out.push(`    let bs${s}_${j} = ${load("b", bj)};`);
         }
         for (let j4 = 0; j4 < tn4; j4++) {

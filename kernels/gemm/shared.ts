@@ -13,6 +13,7 @@ import { defineKernel, perSizes } from "../_kernel.ts";
 import {
   biasVariants,
   gemmVariant,
+  kSegName,
   rowsVariants,
   SHARED_VARIANTS,
   type SharedVariant,
@@ -42,13 +43,18 @@ export const SHARED_BK = 16;
  * @example
  * ```ts
  * import { sharedKernel } from "./shared.ts";
- * const spec = sharedKernel(true, false).spec({ a: "f32", b: "f32", c: "f32" }, "beta");
+ * const spec = sharedKernel(true, false, false, false).spec({ a: "f32", b: "f32", c: "f32" }, "beta");
  * console.log(spec.name); // gemm_smem_tn_4x4_beta
  * ```
  */
-export const sharedKernel = perSizes((transA: boolean, transB: boolean) =>
+export const sharedKernel = perSizes((
+  transA: boolean,
+  transB: boolean,
+  segKA: boolean,
+  segKB: boolean,
+) =>
   defineKernel({
-    name: `gemm_smem_${transA ? "t" : "n"}${transB ? "t" : "n"}_4x4`,
+    name: `gemm_smem_${transA ? "t" : "n"}${transB ? "t" : "n"}${kSegName(segKA, segKB)}_4x4`,
     doc: `Workgroup (X, Y, z) of ${SHARED_T}x${SHARED_T} threads: the ${SHARED_BM}x${SHARED_BN} ` +
       `tile of C at rows Y*${SHARED_BM}, columns X*${SHARED_BN}, batch z % batch, k-split ` +
       `z / batch; thread (x, y) owns rows Y*${SHARED_BM}+y*4.., columns X*${SHARED_BN}+x*4.., ` +
@@ -64,6 +70,9 @@ export const sharedKernel = perSizes((transA: boolean, transB: boolean) =>
     variants: SHARED_VARIANTS,
     workgroupSize: [SHARED_T, SHARED_T, 1],
     body: ({ variant, load, store }) => {
+      if ((segKA && transA) || (segKB && !transB)) {
+        throw new TypeError("gemm: k segments need A [m, k] (segKA) and B [n, k] (segKB)");
+      }
       const BM = SHARED_BM, BN = SHARED_BN, BK = SHARED_BK;
       const NT = SHARED_T * SHARED_T;
       // Loads: consecutive threads read consecutive addresses of the contiguous dimension.
@@ -76,6 +85,11 @@ export const sharedKernel = perSizes((transA: boolean, transB: boolean) =>
       const cfg = variantConfig(variant);
       // B's column j: plain, or in segments (segmentB: NCHW activations as one matrix).
       const bCol = cfg.segmentedB ? "(gc / p.segB) * p.segStrideB + gc % p.segB" : "gc";
+      // k in segments (from the pass's kOff): one division per staged element, none in the
+      // FMA loop.
+      const kSeg = (x: "A" | "B") =>
+        `((gk + p.kOff) / p.segK${x}) * p.segStrideK${x} + (gk + p.kOff) % p.segK${x}`;
+      const aK = segKA ? kSeg("A") : "gk", bK = segKB ? kSeg("B") : "gk";
       return `${storeWgsl(cfg, { load, store })}
 var<workgroup> saS: array<f32, ${BK * BM}>; // [BK][BM]
 var<workgroup> sbS: array<f32, ${BK * BN}>; // [BK][BN]
@@ -96,7 +110,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       let gr = rowT + r; let gk = k0 + kq;
       var v = 0.0;
       if (gr < p.m && gk < kEnd) {
-        v = ${load("a", `a[aBase + ${transA ? "gk * p.lda + gr" : "gr * p.lda + gk"}]`)};
+        v = ${load("a", `a[aBase + ${transA ? "gk * p.lda + gr" : `gr * p.lda + ${aK}`}]`)};
       }
       saS[kq * ${BM}u + r] = v;
     }
@@ -105,7 +119,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       let gc = colT + q; let gk = k0 + kq;
       var v = 0.0;
       if (gc < p.n && gk < kEnd) {
-        v = ${load("b", `b[bBase + ${transB ? "gc * p.ldb + gk" : `gk * p.ldb + ${bCol}`}]`)};
+        v = ${load("b", `b[bBase + ${transB ? `gc * p.ldb + ${bK}` : `gk * p.ldb + ${bCol}`}]`)};
       }
       sbS[kq * ${BN}u + q] = v;
     }
@@ -147,7 +161,8 @@ export function dispatchShared(
   d: GemmProductDispatch,
   bindings: GemmProductBindings,
 ): void {
-  sharedKernel(d.config.transA, d.config.transB).dispatch({
+  const c = d.config;
+  sharedKernel(c.transA, c.transB, !!c.segmentedKA, !!c.segmentedKB).dispatch({
     op: "gemm",
     variant: gemmVariant(d.config) as SharedVariant,
     params: d.params,

@@ -239,3 +239,19 @@ export function rowBaseWgsl(): string {
   return ${group(3)};
 }`;
 }
+
+/**
+ * The name part of a GEMM kernel whose operands are read along k in segments (`_ska`, `_skb`,
+ * `_ska_skb`; `""` for none): a compile-time argument of the kernel, not a variant (a variant
+ * axis would multiply the register kernel's 1,440 variants).
+ *
+ * @returns The part, with its leading `_`.
+ * @example
+ * ```ts
+ * import { kSegName } from "./store.ts";
+ * kSegName(true, false); // "_ska"
+ * ```
+ */
+export function kSegName(segKA: boolean, segKB: boolean): string {
+  return `${segKA ? "_ska" : ""}${segKB ? "_skb" : ""}`;
+}

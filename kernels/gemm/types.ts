@@ -74,6 +74,10 @@ export interface GemmConfig extends GemmStoreConfig {
   readonly vecB: boolean;
   /** B's columns are read in segments (`segmentB` set: NCHW activations as one matrix). */
   readonly segmentedB: boolean;
+  /** A's k dimension is read in segments (`segmentKA` set; a kernel of its own, `_ska`). */
+  readonly segmentedKA?: boolean;
+  /** B's k dimension is read in segments (`segmentKB` set; a kernel of its own, `_skb`). */
+  readonly segmentedKB?: boolean;
   /** C stored (and read) as vec4s of 4 consecutive columns (register family). */
   readonly vecC: boolean;
   /** Rows of C per thread. */
@@ -112,7 +116,11 @@ export const ROW_GROUP_PARAMS = {
   rgSecond: "u32",
 } as const;
 
-/** The `Params` of the register and shared kernels (WGSL struct order). */
+/**
+ * The `Params` of the register and shared kernels (WGSL struct order). `kOff` is the first k of
+ * the dispatch's pass (k-passes): operands read in k segments index from it, the others start
+ * their range there.
+ */
 export const GEMM_PARAMS = {
   m: "u32",
   n: "u32",
@@ -137,6 +145,11 @@ export const GEMM_PARAMS = {
   ldcCol: "u32",
   segB: "u32",
   segStrideB: "u32",
+  kOff: "u32",
+  segKA: "u32",
+  segStrideKA: "u32",
+  segKB: "u32",
+  segStrideKB: "u32",
   ...ROW_GROUP_PARAMS,
 } as const;
 

@@ -26,6 +26,7 @@ import { ACTIVATION_SUITES as GEMM_ACTIVATION_SUITES, GEMM_SUITES } from "../ops
 import { HALF_SUITES, STRIDED_SUITES } from "../ops/gemm_f16.ts";
 import { REDUCE_SUITES, SUM_ROWS_SUITES } from "../ops/gemm_reduce.ts";
 import { ROW_GROUP_SUITES } from "../ops/gemm_rows.ts";
+import { KSEG_SUITES } from "../ops/gemm_kseg.ts";
 import { LOSS_SCALE_CHECKS } from "../ops/loss_scale.ts";
 import { LRN_SUITES } from "../ops/lrn.ts";
 import { GLOBAL_POOL_SUITES, POOL_SUITES } from "../ops/pool.ts";
@@ -78,6 +79,7 @@ export const FAMILIES: readonly Family[] = [
       ...HALF_SUITES,
       ...STRIDED_SUITES,
       ...ROW_GROUP_SUITES,
+      ...KSEG_SUITES,
       ...SUM_ROWS_SUITES,
       ...REDUCE_SUITES,
     ],
