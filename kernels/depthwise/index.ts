@@ -42,6 +42,8 @@ import { type DepthwiseParams, depthwiseWindow } from "./geometry.ts";
 import { recordBlockGather } from "./input_grad.ts";
 import { type DepthwisePlan, type DepthwiseProblem, planDepthwise } from "./plan.ts";
 import { recordRowConv } from "./row_conv.ts";
+import { recordRowTile } from "./row_tile.ts";
+import { recordPlane } from "./plane.ts";
 import { recordWeightGrad } from "./weight_grad.ts";
 
 export { checkDepthwise, type DepthwiseParams } from "./geometry.ts";
@@ -80,7 +82,9 @@ export function depthwiseConv2dForward(
   if (io.b) checkFloat(op, "b", io.b, [r.c]);
   checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
   const { forward } = plan({ op, window: r, call: "forward" }, io.x);
-  if (forward) recordRowConv(op, forward, io);
+  if (forward?.path === "plane") recordPlane(op, forward, io);
+  else if (forward?.tile) recordRowTile(op, forward, io);
+  else if (forward) recordRowConv(op, forward, io);
 }
 
 /**
@@ -127,7 +131,10 @@ export function depthwiseConv2dBackward(
     accumulate: p.accumulate ?? false,
   }, io.dy);
   if (io.dx && inputGrad) {
-    if (inputGrad.path === "rowConv") recordRowConv(op, inputGrad, { y: io.dx, x: io.dy, w: io.w });
+    const row = { y: io.dx, x: io.dy, w: io.w };
+    if (inputGrad.path === "plane") recordPlane(op, inputGrad, row);
+    else if (inputGrad.path === "rowConv" && inputGrad.tile) recordRowTile(op, inputGrad, row);
+    else if (inputGrad.path === "rowConv") recordRowConv(op, inputGrad, row);
     else recordBlockGather(op, inputGrad, { dx: io.dx, dy: io.dy, w: io.w });
   }
   if (weightGrad) recordWeightGrad(op, weightGrad, io);

@@ -105,7 +105,111 @@ export interface RowConvPass {
   readonly owb: number;
   /** Ranges of planes, one dispatch each. */
   readonly ranges: readonly UnitRange[];
+  /**
+   * The tile of the vec4 kernel (`row_tile.ts`) where the widths allow it (input and output
+   * widths multiples of 4, horizontal stride 1); absent: the scalar kernel (`row_conv.ts`).
+   */
+  readonly tile?: RowTile;
 }
+
+/** A thread's tile of outputs in the vec4 row convolution, and its workgroup size. */
+export interface RowTile {
+  /** vec4s of outputs along a row. */
+  readonly cx: number;
+  /** Output rows. */
+  readonly ry: number;
+  /** Threads per workgroup (a workgroup row covers part of one plane). */
+  readonly wg: number;
+}
+
+/**
+ * The vec4s of an input row that the tiled row convolution's `cx` vec4s of outputs (stride 1)
+ * read, relative to the first output vec4: `[first, last]`, with kernel width `kw`, dilation `dw`
+ * and padding `pw`.
+ *
+ * @returns The range.
+ * @example
+ * ```ts
+ * import { tileBlocks } from "./plan.ts";
+ * tileBlocks(3, 1, 1, 2); // [-1, 2]
+ * ```
+ */
+export function tileBlocks(kw: number, dw: number, pw: number, cx: number): [number, number] {
+  return [Math.floor(-pw / 4), Math.floor((4 * cx - 1 - pw + (kw - 1) * dw) / 4)];
+}
+
+/**
+ * The tile of the vec4 row convolution for window `r` (a forward window, or a flipped one), or
+ * undefined where the scalar kernel runs: widths not multiples of 4, a horizontal stride, or
+ * binding offsets that may split a vec4 (an alignment under 16 bytes).
+ *
+ * @returns The tile.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { depthwiseWindow } from "./geometry.ts";
+ * import { rowTile } from "./plan.ts";
+ * const r = depthwiseWindow("op", { n: 1, c: 1, h: 48, w: 48, kernel: 3, padding: 1 });
+ * rowTile(r, WEBGPU_DEFAULT_PROFILE); // { cx: 2, ry: 2, wg: 64 }
+ * ```
+ */
+export function rowTile(r: PlaneWindow, profile: AdapterProfile): RowTile | undefined {
+  if (r.sw !== 1 || r.w % 4 !== 0 || r.ow % 4 !== 0) return undefined;
+  if (profile.limits.minStorageBufferOffsetAlignment % 16 !== 0) return undefined;
+  const ow4 = r.ow / 4;
+  const cx = ow4 % TILE_CX === 0 ? TILE_CX : 1;
+  const ry = Math.min(TILE_RY, r.oh);
+  const units = Math.ceil(r.oh / ry) * (ow4 / cx);
+  return { cx, ry, wg: Math.min(WG, Math.ceil(units / 8) * 8) };
+}
+
+/**
+ * The small-plane path (`plane.ts`): one thread per `pp` consecutive whole planes, the forward
+ * pass (mode `y`) or the input gradient at any stride (mode `dx`).
+ */
+export interface PlanePass {
+  /** The path. */
+  readonly path: "plane";
+  /** The call's window. */
+  readonly window: PlaneWindow;
+  /** What it computes: the forward's `y`, or the input gradient `dx`. */
+  readonly mode: "y" | "dx";
+  /** Planes per thread (so that a thread's inputs and outputs are whole vec4s). */
+  readonly pp: number;
+  /** Ranges of planes (lengths multiples of `pp`), one dispatch each. */
+  readonly ranges: readonly UnitRange[];
+}
+
+/** Most elements of a thread's planes (input or output) in the small-plane path. */
+const PLANE_MAX = 64;
+
+/**
+ * Planes per thread of the small-plane path for window `r`, or undefined where it does not run:
+ * planes of more than {@linkcode PLANE_MAX} elements per thread, a plane count that `pp` does not
+ * divide, or binding offsets that may split a vec4 (an alignment under 16 bytes).
+ *
+ * @returns `pp`, 1, 2 or 4.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { depthwiseWindow } from "./geometry.ts";
+ * import { planePlanes } from "./plan.ts";
+ * const r = depthwiseWindow("op", { n: 2, c: 8, h: 3, w: 3, kernel: 3, padding: 1 });
+ * planePlanes(r, WEBGPU_DEFAULT_PROFILE); // 4
+ * ```
+ */
+export function planePlanes(r: PlaneWindow, profile: AdapterProfile): number | undefined {
+  if (profile.limits.minStorageBufferOffsetAlignment % 16 !== 0) return undefined;
+  const hw = r.h * r.w, ohw = r.oh * r.ow;
+  const pp = [1, 2, 4].find((q) => (q * hw) % 4 === 0 && (q * ohw) % 4 === 0)!;
+  if (pp * Math.max(hw, ohw) > PLANE_MAX || (r.n * r.c) % pp !== 0) return undefined;
+  return pp;
+}
+
+/** Output vec4s along a row of a thread's tile, where the row's vec4s divide by it. */
+const TILE_CX = 2;
+/** Output rows of a thread's tile. */
+const TILE_RY = 2;
 
 /**
  * The strided input gradient's path: a gather, one thread per block of `sh x sw` inputs aligned
@@ -171,9 +275,9 @@ export interface DepthwisePlan {
   /** The call's window and sizes. */
   readonly window: PlaneWindow;
   /** The forward pass (call `forward`). */
-  readonly forward?: RowConvPass;
+  readonly forward?: RowConvPass | PlanePass;
   /** The input gradient (call `backward` with `dx`). */
-  readonly inputGrad?: RowConvPass | BlockGatherPass;
+  readonly inputGrad?: RowConvPass | BlockGatherPass | PlanePass;
   /** The weight and bias gradients (call `backward` with `dw` or `db`). */
   readonly weightGrad?: SerialWeightGradPass | ChunkedWeightGradPass;
 }
@@ -205,6 +309,21 @@ export function planDepthwise(
   const { op, window: r } = problem;
   const planes = () =>
     splitUnits(op, profile, { units: r.n * r.c, perUnit: Math.max(r.h * r.w, r.oh * r.ow), limit });
+  const pp = planePlanes(r, profile);
+  const planePass = (mode: "y" | "dx"): PlanePass => ({
+    path: "plane",
+    window: r,
+    mode,
+    pp: pp!,
+    ranges: splitUnits(op, profile, {
+      units: (r.n * r.c) / pp!,
+      perUnit: pp! * Math.max(r.h * r.w, r.oh * r.ow),
+      limit,
+    }).map(([a, b]) => [a * pp!, b * pp!]),
+  });
+  if (problem.call === "forward" && pp !== undefined) {
+    return { window: r, forward: planePass("y") };
+  }
   if (problem.call === "forward") {
     return {
       window: r,
@@ -214,11 +333,14 @@ export function planDepthwise(
         flip: false,
         owb: Math.ceil(r.ow / V),
         ranges: planes(),
+        ...tileOf(r, profile),
       },
     };
   }
-  let inputGrad: RowConvPass | BlockGatherPass | undefined;
-  if (problem.dx && r.sh === 1 && r.sw === 1) {
+  let inputGrad: RowConvPass | BlockGatherPass | PlanePass | undefined;
+  if (problem.dx && pp !== undefined) {
+    inputGrad = planePass("dx");
+  } else if (problem.dx && r.sh === 1 && r.sw === 1) {
     const flipped = {
       ...r,
       h: r.oh,
@@ -234,6 +356,7 @@ export function planDepthwise(
       flip: true,
       owb: Math.ceil(r.w / V),
       ranges: planes(),
+      ...tileOf(flipped, profile),
     };
   } else if (problem.dx) {
     inputGrad = {
@@ -248,6 +371,12 @@ export function planDepthwise(
     ? planWeightGrad(op, r, problem.accumulate ?? false, profile, limit)
     : undefined;
   return { window: r, inputGrad, weightGrad };
+}
+
+/** `{ tile }` where the vec4 row convolution runs, else nothing. */
+function tileOf(r: PlaneWindow, profile: AdapterProfile): { tile?: RowTile } {
+  const tile = rowTile(r, profile);
+  return tile ? { tile } : {};
 }
 
 /** The weight gradient's path, chunks and ranges of samples. */
