@@ -181,7 +181,7 @@ export interface PlanePass {
 }
 
 /** Most elements of a thread's planes (input or output) in the small-plane path. */
-const PLANE_MAX = 64;
+const PLANE_MAX = 144;
 
 /**
  * Planes per thread of the small-plane path for window `r`, or undefined where it does not run:
@@ -240,6 +240,21 @@ export interface SerialWeightGradPass {
   readonly units: number;
 }
 
+/**
+ * The weight gradient of small planes (`weight_grad.ts`): one thread per `pp` consecutive
+ * channels walks the samples, loading whole planes of `x` and `dy` as vec4s.
+ */
+export interface PlaneWeightGradPass {
+  /** The path. */
+  readonly path: "plane";
+  /** The call's window. */
+  readonly window: PlaneWindow;
+  /** Whether `dw` and `db` are accumulated (`+=`). */
+  readonly accumulate: boolean;
+  /** Channels per thread. */
+  readonly pp: number;
+}
+
 /** One range of samples of the chunked weight gradient, and its chunks. */
 export interface ChunkRange {
   /** The samples `[first, end)`. */
@@ -279,7 +294,7 @@ export interface DepthwisePlan {
   /** The input gradient (call `backward` with `dx`). */
   readonly inputGrad?: RowConvPass | BlockGatherPass | PlanePass;
   /** The weight and bias gradients (call `backward` with `dw` or `db`). */
-  readonly weightGrad?: SerialWeightGradPass | ChunkedWeightGradPass;
+  readonly weightGrad?: SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass;
 }
 
 /**
@@ -386,7 +401,7 @@ function planWeightGrad(
   accumulate: boolean,
   profile: AdapterProfile,
   limit: number | undefined,
-): SerialWeightGradPass | ChunkedWeightGradPass {
+): SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass {
   const kk1 = r.kh * r.kw + 1;
   const owb = Math.ceil(r.ow / V);
   // Loop budget: a serial thread runs units * (unit + 1) iterations, its (b, oy) loops (at most
@@ -413,6 +428,10 @@ function planWeightGrad(
     limit,
   });
   const units = r.n * r.oh * owb;
+  const pp = planePlanes(r, profile);
+  if (samples.length === 1 && pp !== undefined && r.c % pp === 0 && r.n <= LOOP_BUDGET) {
+    return { path: "plane", window: r, accumulate, pp };
+  }
   if (samples.length === 1 && units <= serialUnits) {
     return { path: "serial", window: r, accumulate, units };
   }

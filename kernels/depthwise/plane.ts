@@ -19,13 +19,22 @@ import { defineKernel, perSizes } from "../_kernel.ts";
 import { type PlanePass, WG } from "./plan.ts";
 
 /** A term of an output's sum: its input element (in a plane) and its tap (`ky * kw + kx`). */
-type Term = readonly [number, number];
+export type Term = readonly [number, number];
 
 /**
  * The terms of each output of a plane: forward, `y[oy, ox]` from `x`; mode `dx`, `dx[iy, ix]`
  * from `dy`. Rows then columns, in the order of the reference's sums.
+ *
+ * @returns Per output (row-major), its terms `[input element, tap]`.
+ * @example
+ * ```ts
+ * import { depthwiseWindow } from "./geometry.ts";
+ * import { planeTerms } from "./plane.ts";
+ * const r = depthwiseWindow("op", { n: 1, c: 1, h: 2, w: 2, kernel: 3, padding: 1 });
+ * planeTerms(r, false)[0]; // [[0, 4], [1, 5], [2, 7], [3, 8]]
+ * ```
  */
-function planeTerms(r: PlaneWindow, dx: boolean): Term[][] {
+export function planeTerms(r: PlaneWindow, dx: boolean): Term[][] {
   const outs: Term[][] = Array.from(
     { length: dx ? r.h * r.w : r.oh * r.ow },
     () => [],
