@@ -157,8 +157,10 @@ export function rowTile(r: PlaneWindow, profile: AdapterProfile): RowTile | unde
   if (r.sw !== 1 || r.w % 4 !== 0 || r.ow % 4 !== 0) return undefined;
   if (profile.limits.minStorageBufferOffsetAlignment % 16 !== 0) return undefined;
   const ow4 = r.ow / 4;
-  const cx = ow4 % TILE_CX === 0 ? TILE_CX : 1;
-  const ry = Math.min(TILE_RY, r.oh);
+  const cx = ow4 <= TILE_CX ? ow4 : [TILE_CX, 4, 3, 2, 1].find((d) => ow4 % d === 0)!;
+  // rows per thread: the first that fills whole SIMD batches of 8 threads per plane, else 4
+  const fill = TILE_RY.find((ry) => (Math.ceil(r.oh / ry) * (ow4 / cx)) % 8 === 0);
+  const ry = Math.min(fill ?? TILE_RY[0], r.oh);
   const units = Math.ceil(r.oh / ry) * (ow4 / cx);
   return { cx, ry, wg: Math.min(WG, Math.ceil(units / 8) * 8) };
 }
@@ -207,9 +209,9 @@ export function planePlanes(r: PlaneWindow, profile: AdapterProfile): number | u
 }
 
 /** Output vec4s along a row of a thread's tile, where the row's vec4s divide by it. */
-const TILE_CX = 2;
-/** Output rows of a thread's tile. */
-const TILE_RY = 2;
+const TILE_CX = 12;
+/** Output rows of a thread's tile, by preference. */
+const TILE_RY = [4, 6, 3, 8, 2];
 
 /**
  * The strided input gradient's path: a gather, one thread per block of `sh x sw` inputs aligned
