@@ -107,7 +107,7 @@ export interface RowConvPass {
   readonly ranges: readonly UnitRange[];
   /**
    * The tile of the vec4 kernel (`row_tile.ts`) where the widths allow it (input and output
-   * widths multiples of 4, horizontal stride 1); absent: the scalar kernel (`row_conv.ts`).
+   * widths multiples of 4); absent: the scalar kernel (`row_conv.ts`).
    */
   readonly tile?: RowTile;
 }
@@ -123,24 +123,30 @@ export interface RowTile {
 }
 
 /**
- * The vec4s of an input row that the tiled row convolution's `cx` vec4s of outputs (stride 1)
- * read, relative to the first output vec4: `[first, last]`, with kernel width `kw`, dilation `dw`
- * and padding `pw`.
+ * The vec4s of an input row that the tiled row convolution's `cx` vec4s of outputs read, relative
+ * to vec4 `q0 * sw` (`q0` the first output vec4): `[first, last]`, with kernel width `kw`,
+ * stride `sw`, dilation `dw` and padding `pw`.
  *
  * @returns The range.
  * @example
  * ```ts
  * import { tileBlocks } from "./plan.ts";
- * tileBlocks(3, 1, 1, 2); // [-1, 2]
+ * tileBlocks(3, 1, 1, 1, 2); // [-1, 2]
  * ```
  */
-export function tileBlocks(kw: number, dw: number, pw: number, cx: number): [number, number] {
-  return [Math.floor(-pw / 4), Math.floor((4 * cx - 1 - pw + (kw - 1) * dw) / 4)];
+export function tileBlocks(
+  kw: number,
+  sw: number,
+  dw: number,
+  pw: number,
+  cx: number,
+): [number, number] {
+  return [Math.floor(-pw / 4), Math.floor(((4 * cx - 1) * sw - pw + (kw - 1) * dw) / 4)];
 }
 
 /**
  * The tile of the vec4 row convolution for window `r` (a forward window, or a flipped one), or
- * undefined where the scalar kernel runs: widths not multiples of 4, a horizontal stride, or
+ * undefined where the scalar kernel runs: widths not multiples of 4, or
  * binding offsets that may split a vec4 (an alignment under 16 bytes).
  *
  * @returns The tile.
@@ -154,13 +160,16 @@ export function tileBlocks(kw: number, dw: number, pw: number, cx: number): [num
  * ```
  */
 export function rowTile(r: PlaneWindow, profile: AdapterProfile): RowTile | undefined {
-  if (r.sw !== 1 || r.w % 4 !== 0 || r.ow % 4 !== 0) return undefined;
+  if (r.w % 4 !== 0 || r.ow % 4 !== 0) return undefined;
   if (profile.limits.minStorageBufferOffsetAlignment % 16 !== 0) return undefined;
   const ow4 = r.ow / 4;
   const cx = ow4 <= TILE_CX ? ow4 : [TILE_CX, 4, 3, 2, 1].find((d) => ow4 % d === 0)!;
-  // rows per thread: the first that fills whole SIMD batches of 8 threads per plane, else 4
-  const fill = TILE_RY.find((ry) => (Math.ceil(r.oh / ry) * (ow4 / cx)) % 8 === 0);
-  const ry = Math.min(fill ?? TILE_RY[0], r.oh);
+  // rows per thread: the first that best fills SIMD batches of 8 threads per plane
+  const use = (ry: number) => {
+    const units = Math.ceil(r.oh / ry) * (ow4 / cx);
+    return units / (Math.ceil(units / 8) * 8);
+  };
+  const ry = Math.min(TILE_RY.reduce((best, q) => (use(q) > use(best) ? q : best)), r.oh);
   const units = Math.ceil(r.oh / ry) * (ow4 / cx);
   return { cx, ry, wg: Math.min(WG, Math.ceil(units / 8) * 8) };
 }
@@ -211,7 +220,7 @@ export function planePlanes(r: PlaneWindow, profile: AdapterProfile): number | u
 /** Output vec4s along a row of a thread's tile, where the row's vec4s divide by it. */
 const TILE_CX = 12;
 /** Output rows of a thread's tile, by preference. */
-const TILE_RY = [4, 6, 3, 8, 2];
+const TILE_RY = [4, 6, 3, 8, 2, 1];
 
 /**
  * The strided input gradient's path: a gather, one thread per block of `sh x sw` inputs aligned

@@ -1,7 +1,7 @@
 /**
  * The tiled row convolution of the depthwise family: the same passes as `row_conv.ts` (the
  * forward pass and, variant `flip`, the stride-1 input gradient), for rows whose input and output
- * widths are multiples of 4 at horizontal stride 1. One workgroup row per plane, so the plane's
+ * widths are multiples of 4. One workgroup row per plane, so the plane's
  * channel, its weights and its bias are uniform: llvmpipe loads them once per SIMD batch instead
  * of once per lane. Each thread computes a tile of `ry` rows by `cx` vec4s of outputs: for each
  * input row its tile reads, it loads the `cx` vec4s above its outputs and the neighbouring vec4s
@@ -36,6 +36,7 @@ const rowTileKernel = perSizes((
   kh: number,
   kw: number,
   sh: number,
+  sw: number,
   dh: number,
   dw: number,
   pw: number,
@@ -43,16 +44,16 @@ const rowTileKernel = perSizes((
   ry: number,
   wg: number,
 ) => {
-  const [a0, a1] = tileBlocks(kw, dw, pw, cx);
+  const [a0, a1] = tileBlocks(kw, sw, dw, pw, cx);
   return defineKernel({
-    name: `depthwise_rowtile_${kh}x${kw}_s${sh}x1_d${dh}x${dw}_pw${pw}_t${ry}x${cx}_wg${wg}`,
-    doc: `Depthwise conv forward at horizontal stride 1, or (flip) backward to the input at ` +
+    name: `depthwise_rowtile_${kh}x${kw}_s${sh}x${sw}_d${dh}x${dw}_pw${pw}_t${ry}x${cx}_wg${wg}`,
+    doc: `Depthwise conv forward, or (flip) backward to the input at ` +
       `stride 1 (input dy, output dx, weights flipped, padding (k - 1) * d - p), for widths that ` +
       `are multiples of 4 (x and y as vec4s). Workgroup (wx, plane = wy + ${MAX_Y} * wz): the ` +
       `plane's channel, weights and bias are uniform. Thread u = wx * ${wg} + lid of the plane ` +
       `computes the outputs of rows oy0 .. oy0 + ${ry - 1} (oy0 = (u / rowUnits) * ${ry}) and ` +
       `vec4 columns q0 .. q0 + ${cx - 1} (q0 = (u % rowUnits) * ${cx}); per input row it loads ` +
-      `the vec4s q0 + ${a0} .. q0 + ${a1} (zero outside the plane) and picks each tap's inputs ` +
+      `the vec4s q0 * ${sw} + ${a0} .. q0 * ${sw} + ${a1} (zero outside the plane) and picks each tap's inputs ` +
       "by components. Plane local to a range of planes: global plane planeOff + plane, starting " +
       "at vec4 xBase4 of x and yBase4 of y.",
     params: {
@@ -92,6 +93,7 @@ const rowTileKernel = perSizes((
       lines.push(`  let u = wid.x * WG + lid;
   let oy0 = (u / p.rowUnits) * ${ry}u;
   let q0 = i32((u % p.rowUnits) * ${cx}u);
+  let qi = q0 * ${sw};
   let xb = p.xBase4 + plane * p.h * p.w4;
   let iyb = i32(oy0 * ${sh}u) - p.ph;
   let qmax = i32(p.w4) - 1;`);
@@ -112,7 +114,7 @@ const rowTileKernel = perSizes((
     let rok = iy >= 0 && iy < i32(p.h);
     let rb = xb + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w4;`);
         for (let a = a0; a <= a1; a++) {
-          lines.push(`    let q${id(a)} = q0 + ${a};`);
+          lines.push(`    let q${id(a)} = qi + ${a};`);
           lines.push(
             `    let b${id(a)} = select(vec4f(0.0), ${
               loadF32(dt.x, `x[rb + u32(clamp(q${id(a)}, 0, qmax))]`, true)
@@ -123,7 +125,7 @@ const rowTileKernel = perSizes((
           for (let kx = 0; kx < kw; kx++) {
             for (let c = 0; c < cx; c++) {
               const comps = [0, 1, 2, 3].map((v) => {
-                const e = 4 * c + v - pw + kx * dw;
+                const e = (4 * c + v) * sw - pw + kx * dw;
                 const a = Math.floor(e / 4);
                 return [a, e - 4 * a];
               });
@@ -190,7 +192,7 @@ export function recordRowTile(
 ): void {
   const g = pass.window, t = pass.tile as RowTile;
   const hw = g.h * g.w, ohw = g.oh * g.ow;
-  const kernel = rowTileKernel(g.kh, g.kw, g.sh, g.dh, g.dw, g.pw, t.cx, t.ry, t.wg);
+  const kernel = rowTileKernel(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pw, t.cx, t.ry, t.wg);
   const variant = [pass.flip ? "flip" : "", io.b ? "bias" : ""].filter((s) => s !== "").join(
     "_",
   ) as (typeof TILE_VARIANTS)[number];
