@@ -18,7 +18,7 @@ import { runOp, testOp } from "./_op.ts";
 import { depthwise, DW_SUITES, dwGeom } from "./ops/depthwise.ts";
 import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
 import { depthwiseWindow } from "../kernels/depthwise/geometry.ts";
-import { planDepthwise } from "../kernels/depthwise/plan.ts";
+import { planDepthwise, planePlanes, rowTile, tileBlocks } from "../kernels/depthwise/plan.ts";
 
 for (const suite of DW_SUITES) testOp(suite);
 
@@ -300,6 +300,50 @@ Deno.test("planDepthwise: paths, ranges and chunks as plain values", () => {
   assert.deepEqual(fwd.forward?.ranges, [[0, 2], [2, 4], [4, 6]]);
   assert.equal(fwd.inputGrad, undefined);
   assert.equal(fwd.weightGrad, undefined);
+  // Widths multiples of 4: vec4 row tiles (whole rows of up to 12 vec4s, rows per thread that
+  // fill SIMD batches of 8); the 48x48 forward, its flipped input gradient, and stride 2.
+  const mb = (h: number, stride: number) =>
+    plan({ n: 32, c: 32, h, w: h, kernel: 3, stride, padding: 1 });
+  const m48 = mb(48, 1);
+  assert.ok(m48.inputGrad?.path === "rowConv");
+  assert.deepEqual(m48.inputGrad.tile, { cx: 12, ry: 6, wg: 8 });
+  assert.equal(m48.weightGrad?.path, "chunked");
+  const forward = (p: DepthwiseParams) =>
+    planDepthwise({ op, window: depthwiseWindow(op, p), call: "forward" }, profile).forward;
+  const s48 = forward({ n: 2, c: 3, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 });
+  assert.ok(s48?.path === "rowConv");
+  assert.deepEqual(s48.tile, { cx: 6, ry: 3, wg: 8 });
+  const odd = forward({ n: 2, c: 3, h: 48, w: 48, kernel: 3, stride: 2 }); // 23 x 23
+  assert.ok(odd?.path === "rowConv" && odd.tile === undefined);
+  assert.equal(
+    rowTile(depthwiseWindow(op, { n: 1, c: 1, h: 9, w: 9, kernel: 3 }), profile),
+    undefined,
+  );
+  assert.equal(
+    rowTile(depthwiseWindow(op, { n: 1, c: 1, h: 9, w: 56, kernel: 3, padding: 1 }), profile)?.cx,
+    2, // 14 vec4s a row: tiles of a divisor
+  );
+  assert.deepEqual(tileBlocks(3, 2, 1, 1, 6), [-1, 11]);
+  // Small planes: one thread per plane (6x6), or per 4 planes (3x3); every pass, strides 1 and 2.
+  const m6 = mb(6, 1);
+  assert.deepEqual(m6.inputGrad, {
+    path: "plane",
+    window: m6.window,
+    mode: "dx",
+    pp: 1,
+    ranges: [[0, 32 * 32]],
+  });
+  assert.deepEqual(m6.weightGrad, { path: "plane", window: m6.window, accumulate: false, pp: 1 });
+  const m3 = mb(6, 2);
+  assert.ok(m3.inputGrad?.path === "plane" && m3.inputGrad.pp === 4);
+  assert.ok(m3.weightGrad?.path === "plane" && m3.weightGrad.pp === 4);
+  const w3 = (c: number) => depthwiseWindow(op, { n: 3, c, h: 3, w: 3, kernel: 3, padding: 1 });
+  assert.equal(planePlanes(w3(4), profile), 4);
+  assert.equal(planePlanes(w3(5), profile), undefined); // 15 planes: not whole groups of 4
+  assert.equal(mb(24, 1).inputGrad?.path, "rowConv"); // 576 elements: past the plane path
+  // Ranges of the plane path: whole groups of 4 planes.
+  const ranged = planDepthwise({ op, window: w3(4), call: "forward" }, profile, 40);
+  assert.deepEqual(ranged.forward?.ranges, [[0, 4], [4, 8], [8, 12]]);
   assert.throws(
     () => plan({ n: 1, c: 1, h: 300, w: 300, kernel: 61 }),
     /kernel \[61, 61\] with stride 1 and dilation 1 is too large/,

@@ -108,7 +108,9 @@ const planeKernel = perSizes((
       for (let q = 0; q < pp; q++) {
         lines.push(`  let ch${q} = (p.planeOff + t * ${pp}u + ${q}u) % p.c;`);
         for (const tap of [...used].sort((a, b) => a - b)) {
-          lines.push(`  let w${q}_${tap} = ${loadF32(dt.wt, `wt[ch${q} * ${kh * kw}u + ${tap}u]`)};`);
+          lines.push(
+            `  let w${q}_${tap} = ${loadF32(dt.wt, `wt[ch${q} * ${kh * kw}u + ${tap}u]`)};`,
+          );
         }
         if (variant === "bias") lines.push(`  let b${q} = ${loadF32(dt.bias, `bias[ch${q}]`)};`);
       }

@@ -337,7 +337,9 @@ const backwardWeightPlaneKernel = perSizes((
         const ch = `t * ${pp}u + ${q}u`;
         if (out.dw) {
           for (let tap = 0; tap < kk; tap++) {
-            writes.push(`  ${assignAs(dt.dw, `dw[(${ch}) * ${kk}u + ${tap}u]`, op, `a${q}_${tap}`)}`);
+            writes.push(
+              `  ${assignAs(dt.dw, `dw[(${ch}) * ${kk}u + ${tap}u]`, op, `a${q}_${tap}`)}`,
+            );
           }
         }
         if (out.db) writes.push(`  ${assignAs(dt.db, `db[${ch}]`, op, `a${q}_${kk}`)}`);
