@@ -42,7 +42,7 @@ import { type DepthwiseParams, depthwiseWindow } from "./geometry.ts";
 import { recordBlockGather } from "./input_grad.ts";
 import { type DepthwisePlan, type DepthwiseProblem, planDepthwise } from "./plan.ts";
 import { recordRowConv } from "./row_conv.ts";
-import { recordRowTile } from "./row_tile.ts";
+import { recordRowTile, recordRowTileDx } from "./row_tile.ts";
 import { recordPlane } from "./plane.ts";
 import { recordWeightGrad } from "./weight_grad.ts";
 
@@ -135,7 +135,9 @@ export function depthwiseConv2dBackward(
     if (inputGrad.path === "plane") recordPlane(op, inputGrad, row);
     else if (inputGrad.path === "rowConv" && inputGrad.tile) recordRowTile(op, inputGrad, row);
     else if (inputGrad.path === "rowConv") recordRowConv(op, inputGrad, row);
-    else recordBlockGather(op, inputGrad, { dx: io.dx, dy: io.dy, w: io.w });
+    else if (inputGrad.path === "rowTileDx") {
+      recordRowTileDx(op, inputGrad, { dx: io.dx, dy: io.dy, w: io.w });
+    } else recordBlockGather(op, inputGrad, { dx: io.dx, dy: io.dy, w: io.w });
   }
   if (weightGrad) recordWeightGrad(op, weightGrad, io);
 }

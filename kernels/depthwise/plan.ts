@@ -156,7 +156,7 @@ export function tileBlocks(
  * import { depthwiseWindow } from "./geometry.ts";
  * import { rowTile } from "./plan.ts";
  * const r = depthwiseWindow("op", { n: 1, c: 1, h: 48, w: 48, kernel: 3, padding: 1 });
- * rowTile(r, WEBGPU_DEFAULT_PROFILE); // { cx: 2, ry: 2, wg: 64 }
+ * rowTile(r, WEBGPU_DEFAULT_PROFILE); // { cx: 12, ry: 6, wg: 8 }
  * ```
  */
 export function rowTile(r: PlaneWindow, profile: AdapterProfile): RowTile | undefined {
@@ -164,12 +164,7 @@ export function rowTile(r: PlaneWindow, profile: AdapterProfile): RowTile | unde
   if (profile.limits.minStorageBufferOffsetAlignment % 16 !== 0) return undefined;
   const ow4 = r.ow / 4;
   const cx = ow4 <= TILE_CX ? ow4 : [TILE_CX, 4, 3, 2, 1].find((d) => ow4 % d === 0)!;
-  // rows per thread: the first that best fills SIMD batches of 8 threads per plane
-  const use = (ry: number) => {
-    const units = Math.ceil(r.oh / ry) * (ow4 / cx);
-    return units / (Math.ceil(units / 8) * 8);
-  };
-  const ry = Math.min(TILE_RY.reduce((best, q) => (use(q) > use(best) ? q : best)), r.oh);
+  const ry = Math.min(bestRows(r.oh, ow4 / cx, TILE_RY), r.oh);
   const units = Math.ceil(r.oh / ry) * (ow4 / cx);
   return { cx, ry, wg: Math.min(WG, Math.ceil(units / 8) * 8) };
 }
@@ -221,6 +216,57 @@ export function planePlanes(r: PlaneWindow, profile: AdapterProfile): number | u
 const TILE_CX = 12;
 /** Output rows of a thread's tile, by preference. */
 const TILE_RY = [4, 6, 3, 8, 2, 1];
+
+/**
+ * The strided input gradient as whole rows of vec4s per thread (`row_tile.ts`, mode `dx`): each
+ * input's sum gathered from the outputs and taps that reach it, fixed at compile time for rows
+ * that start at a multiple of the stride.
+ */
+export interface RowTileDxPass {
+  /** The path. */
+  readonly path: "rowTileDx";
+  /** The call's window. */
+  readonly window: PlaneWindow;
+  /** The tile: `cx` the row's vec4s, `ry` a multiple of the vertical stride. */
+  readonly tile: RowTile;
+  /** Ranges of planes, one dispatch each. */
+  readonly ranges: readonly UnitRange[];
+}
+
+/**
+ * The tile of the strided input gradient's whole-row kernel for window `r`, or undefined where
+ * the block gather runs: widths not multiples of 4, more than 12 vec4s a row, or an alignment
+ * under 16 bytes.
+ *
+ * @returns The tile.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { depthwiseWindow } from "./geometry.ts";
+ * import { rowTileDx } from "./plan.ts";
+ * const r = depthwiseWindow("op", { n: 1, c: 1, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 });
+ * rowTileDx(r, WEBGPU_DEFAULT_PROFILE); // { cx: 12, ry: 6, wg: 8 }
+ * ```
+ */
+export function rowTileDx(r: PlaneWindow, profile: AdapterProfile): RowTile | undefined {
+  if (r.w % 4 !== 0 || r.ow % 4 !== 0 || r.w / 4 > TILE_CX) return undefined;
+  if (profile.limits.minStorageBufferOffsetAlignment % 16 !== 0) return undefined;
+  const ry = bestRows(r.h, 1, TILE_RY.filter((q) => q % r.sh === 0).concat([r.sh]));
+  const units = Math.ceil(r.h / ry);
+  return { cx: r.w / 4, ry, wg: Math.min(WG, Math.ceil(units / 8) * 8) };
+}
+
+/**
+ * Of `options` (by preference), the rows per thread that best fill SIMD batches of 8 threads per
+ * plane of `rows` rows and `rowUnits` tiles a row.
+ */
+function bestRows(rows: number, rowUnits: number, options: readonly number[]): number {
+  const use = (ry: number) => {
+    const units = Math.ceil(rows / ry) * rowUnits;
+    return units / (Math.ceil(units / 8) * 8);
+  };
+  return options.reduce((best, q) => (use(q) > use(best) ? q : best));
+}
 
 /**
  * The strided input gradient's path: a gather, one thread per block of `sh x sw` inputs aligned
@@ -303,7 +349,7 @@ export interface DepthwisePlan {
   /** The forward pass (call `forward`). */
   readonly forward?: RowConvPass | PlanePass;
   /** The input gradient (call `backward` with `dx`). */
-  readonly inputGrad?: RowConvPass | BlockGatherPass | PlanePass;
+  readonly inputGrad?: RowConvPass | BlockGatherPass | PlanePass | RowTileDxPass;
   /** The weight and bias gradients (call `backward` with `dw` or `db`). */
   readonly weightGrad?: SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass;
 }
@@ -363,7 +409,8 @@ export function planDepthwise(
       },
     };
   }
-  let inputGrad: RowConvPass | BlockGatherPass | PlanePass | undefined;
+  let inputGrad: RowConvPass | BlockGatherPass | PlanePass | RowTileDxPass | undefined;
+  const tileDx = rowTileDx(r, profile);
   if (problem.dx && pp !== undefined) {
     inputGrad = planePass("dx");
   } else if (problem.dx && r.sh === 1 && r.sw === 1) {
@@ -384,6 +431,8 @@ export function planDepthwise(
       ranges: planes(),
       ...tileOf(flipped, profile),
     };
+  } else if (problem.dx && tileDx) {
+    inputGrad = { path: "rowTileDx", window: r, tile: tileDx, ranges: planes() };
   } else if (problem.dx) {
     inputGrad = {
       path: "blockGather",

@@ -17,7 +17,7 @@ import type { Tensor } from "../../gpu/mod.ts";
 import { bindingRange } from "../_binding.ts";
 import { loadF32, storeAs } from "../_dtype.ts";
 import { defineKernel, perSizes, variantProduct } from "../_kernel.ts";
-import { type RowConvPass, type RowTile, tileBlocks } from "./plan.ts";
+import { type RowConvPass, type RowTile, type RowTileDxPass, tileBlocks } from "./plan.ts";
 
 /** Workgroups along y (planes) before z takes over. */
 const MAX_Y = 65535;
@@ -27,6 +27,108 @@ const TILE_VARIANTS = variantProduct(["", "flip"], ["", "bias"]);
 
 /** A WGSL name suffix for a (possibly negative) offset. */
 const id = (a: number): string => (a < 0 ? `m${-a}` : `${a}`);
+
+/** A tile's input rows: row offset, and the sums `[r, c, vec4 expression]` that read it. */
+interface TileTaps {
+  readonly rows: [number, [number, number, string][]][];
+  /** The vec4s of a row read, relative to the tile's first: `[first, last]`. */
+  readonly blocks: [number, number];
+}
+
+/** An input row's vec4 `a` (relative), component `k`. */
+const comp = (a: number, k: number) => `b${id(a)}.${"xyzw"[k]}`;
+
+/**
+ * The correlation's taps: output row r of the tile reads input row `r * sh + ky * dh` (from
+ * `oy0 * sh - ph`), output column `4c + v` input column `(4c + v) * sw - pw + kx * dw`.
+ */
+function correlationTaps(
+  kh: number,
+  kw: number,
+  sh: number,
+  sw: number,
+  pw: number,
+  dh: number,
+  dw: number,
+  cx: number,
+  ry: number,
+): TileTaps {
+  const rows = new Map<number, [number, number, string][]>();
+  for (let r = 0; r < ry; r++) {
+    for (let ky = 0; ky < kh; ky++) {
+      const d = r * sh + ky * dh;
+      const list = rows.get(d) ?? [];
+      for (let kx = 0; kx < kw; kx++) {
+        for (let c = 0; c < cx; c++) {
+          const comps = [0, 1, 2, 3].map((v) => {
+            const e = (4 * c + v) * sw - pw + kx * dw;
+            const a = Math.floor(e / 4);
+            return [a, e - 4 * a];
+          });
+          const aligned = comps.every(([a, k], v) => a === comps[0][0] && k === v);
+          const inputs = aligned
+            ? `b${id(comps[0][0])}`
+            : `vec4f(${comps.map(([a, k]) => comp(a, k)).join(", ")})`;
+          list.push([r, c, `${inputs} * w${ky}_${kx}`]);
+        }
+      }
+      rows.set(d, list);
+    }
+  }
+  return {
+    rows: [...rows.entries()].sort((a, b) => a[0] - b[0]),
+    blocks: tileBlocks(kw, sw, dw, pw, cx),
+  };
+}
+
+/**
+ * The transposed correlation's taps (the input gradient; whole rows, `oy0` a multiple of `sh`):
+ * dx row `oy0 + r` gathers dy row `oy0 / sh + (r + ph - ky * dh) / sh` where that divides, dx
+ * column `4c + v` dy column `(4c + v + pw - kx * dw) / sw` where that divides and is not negative.
+ */
+function transposedTaps(
+  kh: number,
+  kw: number,
+  sh: number,
+  sw: number,
+  ph: number,
+  pw: number,
+  dh: number,
+  dw: number,
+  cx: number,
+  ry: number,
+): TileTaps {
+  const rows = new Map<number, [number, number, string][]>();
+  let lo = Infinity, hi = -Infinity;
+  for (let r = 0; r < ry; r++) {
+    for (let ky = 0; ky < kh; ky++) {
+      const num = r + ph - ky * dh;
+      if (num % sh !== 0) continue;
+      const d = num / sh;
+      const list = rows.get(d) ?? [];
+      for (let c = 0; c < cx; c++) {
+        const sums = [0, 1, 2, 3].map((v) => {
+          const terms: string[] = [];
+          for (let kx = 0; kx < kw; kx++) {
+            const n = 4 * c + v + pw - kx * dw;
+            if (n < 0 || n % sw !== 0) continue;
+            const a = Math.floor(n / sw / 4);
+            lo = Math.min(lo, a);
+            hi = Math.max(hi, a);
+            terms.push(`${comp(a, n / sw - 4 * a)} * w${ky}_${kx}`);
+          }
+          return terms.length ? terms.join(" + ") : "0.0";
+        });
+        if (sums.some((e) => e !== "0.0")) list.push([r, c, `vec4f(${sums.join(", ")})`]);
+      }
+      rows.set(d, list);
+    }
+  }
+  return {
+    rows: [...rows.entries()].sort((a, b) => a[0] - b[0]),
+    blocks: lo <= hi ? [lo, hi] : [0, -1],
+  };
+}
 
 /**
  * The tiled row-convolution kernel, specialized on the kernel, the vertical stride and dilation,
@@ -39,14 +141,22 @@ const rowTileKernel = perSizes((
   sw: number,
   dh: number,
   dw: number,
+  ph: number,
   pw: number,
   cx: number,
   ry: number,
   wg: number,
+  mode: "y" | "dx",
 ) => {
-  const [a0, a1] = tileBlocks(kw, sw, dw, pw, cx);
+  const dx = mode === "dx";
+  const plan = dx
+    ? transposedTaps(kh, kw, sh, sw, ph, pw, dh, dw, cx, ry)
+    : correlationTaps(kh, kw, sh, sw, pw, dh, dw, cx, ry);
+  const [a0, a1] = plan.blocks;
   return defineKernel({
-    name: `depthwise_rowtile_${kh}x${kw}_s${sh}x${sw}_d${dh}x${dw}_pw${pw}_t${ry}x${cx}_wg${wg}`,
+    name: `depthwise_rowtile${dx ? "_dx" : ""}_${kh}x${kw}_s${sh}x${sw}_d${dh}x${dw}_${
+      dx ? `p${ph}x${pw}` : `pw${pw}`
+    }_t${ry}x${cx}_wg${wg}`,
     doc: `Depthwise conv forward, or (flip) backward to the input at ` +
       `stride 1 (input dy, output dx, weights flipped, padding (k - 1) * d - p), for widths that ` +
       `are multiples of 4 (x and y as vec4s). Workgroup (wx, plane = wy + ${MAX_Y} * wz): the ` +
@@ -93,22 +203,14 @@ const rowTileKernel = perSizes((
       lines.push(`  let u = wid.x * WG + lid;
   let oy0 = (u / p.rowUnits) * ${ry}u;
   let q0 = i32((u % p.rowUnits) * ${cx}u);
-  let qi = q0 * ${sw};
+  let qi = ${dx ? "0" : `q0 * ${sw}`};
   let xb = p.xBase4 + plane * p.h * p.w4;
-  let iyb = i32(oy0 * ${sh}u) - p.ph;
+  let iyb = ${dx ? `i32(oy0 / ${sh}u)` : `i32(oy0 * ${sh}u) - p.ph`};
   let qmax = i32(p.w4) - 1;`);
       for (let r = 0; r < ry; r++) {
         for (let c = 0; c < cx; c++) lines.push(`  var acc${r}_${c} = ${init};`);
       }
-      // input rows d = r * sh + ky * dh (relative to iyb), each loaded once
-      const uses = new Map<number, [number, number][]>();
-      for (let r = 0; r < ry; r++) {
-        for (let ky = 0; ky < kh; ky++) {
-          const d = r * sh + ky * dh;
-          uses.set(d, [...(uses.get(d) ?? []), [r, ky]]);
-        }
-      }
-      for (const d of [...uses.keys()].sort((a, b) => a - b)) {
+      for (const [d, uses] of plan.rows) {
         lines.push(`  {
     let iy = iyb + ${d};
     let rok = iy >= 0 && iy < i32(p.h);
@@ -121,22 +223,7 @@ const rowTileKernel = perSizes((
             }, rok && q${id(a)} >= 0 && q${id(a)} <= qmax);`,
           );
         }
-        for (const [r, ky] of uses.get(d)!) {
-          for (let kx = 0; kx < kw; kx++) {
-            for (let c = 0; c < cx; c++) {
-              const comps = [0, 1, 2, 3].map((v) => {
-                const e = (4 * c + v) * sw - pw + kx * dw;
-                const a = Math.floor(e / 4);
-                return [a, e - 4 * a];
-              });
-              const aligned = comps.every(([a, k], v) => a === comps[0][0] && k === v);
-              const inputs = aligned
-                ? `b${id(comps[0][0])}`
-                : `vec4f(${comps.map(([a, k]) => `b${id(a)}.${"xyzw"[k]}`).join(", ")})`;
-              lines.push(`    acc${r}_${c} += ${inputs} * w${ky}_${kx};`);
-            }
-          }
-        }
+        for (const [r, c, expr] of uses) lines.push(`    acc${r}_${c} += ${expr};`);
         lines.push("  }");
       }
       lines.push(`  if (u >= p.units || plane >= p.planes) { return; }
@@ -192,7 +279,20 @@ export function recordRowTile(
 ): void {
   const g = pass.window, t = pass.tile as RowTile;
   const hw = g.h * g.w, ohw = g.oh * g.ow;
-  const kernel = rowTileKernel(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pw, t.cx, t.ry, t.wg);
+  const kernel = rowTileKernel(
+    g.kh,
+    g.kw,
+    g.sh,
+    g.sw,
+    g.dh,
+    g.dw,
+    0,
+    g.pw,
+    t.cx,
+    t.ry,
+    t.wg,
+    "y",
+  );
   const variant = [pass.flip ? "flip" : "", io.b ? "bias" : ""].filter((s) => s !== "").join(
     "_",
   ) as (typeof TILE_VARIANTS)[number];
@@ -228,6 +328,77 @@ export function recordRowTile(
         Math.min(planes, MAX_Y),
         Math.ceil(planes / MAX_Y),
       ],
+    });
+  }
+}
+
+/**
+ * Records a tiled input gradient (`pass.path` `rowTileDx`): `dx` (overwritten) from `dy` and the
+ * weights `w`, whole rows of vec4s per thread, one dispatch per range of planes. The tensors are
+ * checked by the caller.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { adapterProfile } from "../_adapter.ts";
+ * import { depthwiseWindow } from "./geometry.ts";
+ * import { planDepthwise, type RowTileDxPass } from "./plan.ts";
+ * import { recordRowTileDx } from "./row_tile.ts";
+ * const gpu = await getGpu();
+ * const op = "depthwiseConv2dBackward";
+ * const p = { n: 1, c: 2, h: 16, w: 16, kernel: 3, stride: 2, padding: 1 };
+ * const plan = planDepthwise({ op, window: depthwiseWindow(op, p), call: "backward", dx: true }, adapterProfile(gpu));
+ * const [dy, w, dx] = [gpu.zeros([1, 2, 8, 8]), gpu.zeros([2, 1, 3, 3]), gpu.empty([1, 2, 16, 16])];
+ * recordRowTileDx(op, plan.inputGrad as RowTileDxPass, { dx, dy, w });
+ * ```
+ */
+export function recordRowTileDx(
+  op: string,
+  pass: RowTileDxPass,
+  io: { dx: Tensor; dy: Tensor; w: Tensor },
+): void {
+  const g = pass.window, t = pass.tile;
+  const hw = g.h * g.w, ohw = g.oh * g.ow;
+  const kernel = rowTileKernel(
+    g.kh,
+    g.kw,
+    g.sh,
+    g.sw,
+    g.dh,
+    g.dw,
+    g.ph,
+    g.pw,
+    t.cx,
+    t.ry,
+    t.wg,
+    "dx",
+  );
+  const units = Math.ceil(g.h / t.ry);
+  for (const [p0, p1] of pass.ranges) {
+    const xr = bindingRange(io.dy, p0 * ohw, (p1 - p0) * ohw);
+    const yr = bindingRange(io.dx, p0 * hw, (p1 - p0) * hw);
+    if (xr.base % 4 !== 0 || yr.base % 4 !== 0) {
+      throw new Error(`${op}: internal: a vec4 binding starts inside a vec4`);
+    }
+    const planes = p1 - p0;
+    kernel.dispatch({
+      op,
+      params: {
+        c: g.c,
+        h: g.oh,
+        w4: g.ow / 4,
+        oh: g.h,
+        ow4: g.w / 4,
+        ph: g.ph,
+        rowUnits: 1,
+        units,
+        planes,
+        planeOff: p0,
+        xBase4: xr.base / 4,
+        yBase4: yr.base / 4,
+      },
+      bindings: { x: xr, wt: io.w, y: yr },
+      workgroups: [Math.ceil(units / t.wg), Math.min(planes, MAX_Y), Math.ceil(planes / MAX_Y)],
     });
   }
 }
