@@ -70,12 +70,23 @@ Deno.test(
     // stride 2, no padding, w = 8: ow = 3, so column 7 is never read; the 4-output row blocks of
     // the kernels must not let it in (0 * Inf = NaN). 8 rows: serial weight reduction; 522 rows:
     // chunked.
-    for (const h of [8, 522]) {
-      const p: DepthwiseParams = { n: 2, c: 2, h, w: 8, kernel: 3, stride: 2 };
+    // The vec4 tiles (widths multiples of 4): kernel [3, 1] at stride 2, 20 x 16: odd columns
+    // and row 19 are never read, and the weight gradient's bands of 2 rows (9 output rows) have
+    // a row past the output that would read rows 18 and 19.
+    const cases: [DepthwiseParams, (i: number) => boolean][] = [8, 522].map((h) => [
+      { n: 2, c: 2, h, w: 8, kernel: 3, stride: 2 },
+      (i: number) => i % 8 === 7,
+    ]);
+    cases.push([
+      { n: 2, c: 2, h: 20, w: 16, kernel: [3, 1], stride: 2 },
+      (i: number) => i % 2 === 1 || i % 320 >= 19 * 16,
+    ]);
+    for (const [p, unread] of cases) {
+      const h = p.h;
       const g = dwGeom(p);
       const outShape = checkDepthwise(p);
-      const x = rng.normalArray(g.n * g.c * g.h * g.w).map((v, i) => (i % 8 === 7 ? Infinity : v));
-      const w = rng.normalArray(g.c * 9);
+      const x = rng.normalArray(g.n * g.c * g.h * g.w).map((v, i) => (unread(i) ? Infinity : v));
+      const w = rng.normalArray(g.c * g.kh * g.kw);
       const dy = rng.normalArray(outShape.reduce((a, d) => a * d, 1));
       const out = await runOp(gpu, depthwise(p), { data: { x, w, dy } });
       const ref = depthwiseBackwardRef(g, dy, x, w);
@@ -307,7 +318,14 @@ Deno.test("planDepthwise: paths, ranges and chunks as plain values", () => {
   const m48 = mb(48, 1);
   assert.ok(m48.inputGrad?.path === "rowConv");
   assert.deepEqual(m48.inputGrad.tile, { cx: 12, ry: 6, wg: 8 });
-  assert.equal(m48.weightGrad?.path, "chunked");
+  // the weight gradient: bands of 6 rows per thread, added by the chunked reduction's pass 2
+  assert.deepEqual(m48.weightGrad, {
+    path: "tile",
+    window: m48.window,
+    accumulate: false,
+    tile: { cx: 12, ry: 6, wg: 8 },
+    bands: 8,
+  });
   const forward = (p: DepthwiseParams) =>
     planDepthwise({ op, window: depthwiseWindow(op, p), call: "forward" }, profile).forward;
   const s48 = forward({ n: 2, c: 3, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 });

@@ -312,6 +312,24 @@ export interface PlaneWeightGradPass {
   readonly pp: number;
 }
 
+/**
+ * The weight gradient of planes whose widths are multiples of 4 (`weight_tile.ts`): one thread per
+ * (channel, band of `tile.ry` output rows) walks the samples with whole rows of vec4s, then
+ * pass 2 of the chunked reduction adds the bands' partial sums in order.
+ */
+export interface TileWeightGradPass {
+  /** The path. */
+  readonly path: "tile";
+  /** The call's window. */
+  readonly window: PlaneWindow;
+  /** Whether `dw` and `db` are accumulated (`+=`). */
+  readonly accumulate: boolean;
+  /** The tile: `cx` the output row's vec4s, `ry` rows; `wg` threads per workgroup. */
+  readonly tile: RowTile;
+  /** Bands of rows per plane (the chunks of pass 2). */
+  readonly bands: number;
+}
+
 /** One range of samples of the chunked weight gradient, and its chunks. */
 export interface ChunkRange {
   /** The samples `[first, end)`. */
@@ -351,7 +369,11 @@ export interface DepthwisePlan {
   /** The input gradient (call `backward` with `dx`). */
   readonly inputGrad?: RowConvPass | BlockGatherPass | PlanePass | RowTileDxPass;
   /** The weight and bias gradients (call `backward` with `dw` or `db`). */
-  readonly weightGrad?: SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass;
+  readonly weightGrad?:
+    | SerialWeightGradPass
+    | ChunkedWeightGradPass
+    | PlaneWeightGradPass
+    | TileWeightGradPass;
 }
 
 /**
@@ -461,7 +483,7 @@ function planWeightGrad(
   accumulate: boolean,
   profile: AdapterProfile,
   limit: number | undefined,
-): SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass {
+): SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass | TileWeightGradPass {
   const kk1 = r.kh * r.kw + 1;
   const owb = Math.ceil(r.ow / V);
   // Loop budget: a serial thread runs units * (unit + 1) iterations, its (b, oy) loops (at most
@@ -491,6 +513,17 @@ function planWeightGrad(
   const pp = planePlanes(r, profile);
   if (samples.length === 1 && pp !== undefined && r.c % pp === 0 && r.n <= LOOP_BUDGET) {
     return { path: "plane", window: r, accumulate, pp };
+  }
+  const ow4 = r.ow / 4;
+  if (
+    samples.length === 1 && r.w % 4 === 0 && r.ow % 4 === 0 && ow4 <= TILE_CX &&
+    profile.limits.minStorageBufferOffsetAlignment % 16 === 0 && r.c <= 65535 &&
+    r.n <= LOOP_BUDGET
+  ) {
+    const ry = Math.min(bestRows(r.oh, 1, TILE_RY), r.oh);
+    const bands = Math.ceil(r.oh / ry);
+    const tile = { cx: ow4, ry, wg: Math.min(WG, Math.ceil(bands / 8) * 8) };
+    return { path: "tile", window: r, accumulate, tile, bands };
   }
   if (samples.length === 1 && units <= serialUnits) {
     return { path: "serial", window: r, accumulate, units };

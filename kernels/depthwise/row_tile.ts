@@ -25,8 +25,39 @@ const MAX_Y = 65535;
 /** The variants: `flip` (backward to the input), `bias`. */
 const TILE_VARIANTS = variantProduct(["", "flip"], ["", "bias"]);
 
-/** A WGSL name suffix for a (possibly negative) offset. */
-const id = (a: number): string => (a < 0 ? `m${-a}` : `${a}`);
+/**
+ * A WGSL name suffix for a (possibly negative) offset.
+ *
+ * @returns `m1` for -1, `2` for 2.
+ * @example
+ * ```ts
+ * import { id } from "./row_tile.ts";
+ * id(-1); // "m1"
+ * ```
+ */
+export const id = (a: number): string => (a < 0 ? `m${-a}` : `${a}`);
+
+/**
+ * WGSL: the vec4 of inputs that output vec4 `c` of a tile reads under tap `kx` (stride `sw`,
+ * padding `pw`, dilation `dw`), from the row's vec4s `b<a>` (relative to the tile's first).
+ *
+ * @returns The expression.
+ * @example
+ * ```ts
+ * import { tapInputs } from "./row_tile.ts";
+ * tapInputs(0, 1, 1, 1, 1); // "b0"
+ * tapInputs(0, 0, 1, 1, 1); // "vec4f(bm1.w, b0.x, b0.y, b0.z)"
+ * ```
+ */
+export function tapInputs(c: number, kx: number, sw: number, pw: number, dw: number): string {
+  const comps = [0, 1, 2, 3].map((v) => {
+    const e = (4 * c + v) * sw - pw + kx * dw;
+    const a = Math.floor(e / 4);
+    return [a, e - 4 * a];
+  });
+  const aligned = comps.every(([a, k], v) => a === comps[0][0] && k === v);
+  return aligned ? `b${id(comps[0][0])}` : `vec4f(${comps.map(([a, k]) => comp(a, k)).join(", ")})`;
+}
 
 /** A tile's input rows: row offset, and the sums `[r, c, vec4 expression]` that read it. */
 interface TileTaps {
@@ -60,15 +91,7 @@ function correlationTaps(
       const list = rows.get(d) ?? [];
       for (let kx = 0; kx < kw; kx++) {
         for (let c = 0; c < cx; c++) {
-          const comps = [0, 1, 2, 3].map((v) => {
-            const e = (4 * c + v) * sw - pw + kx * dw;
-            const a = Math.floor(e / 4);
-            return [a, e - 4 * a];
-          });
-          const aligned = comps.every(([a, k], v) => a === comps[0][0] && k === v);
-          const inputs = aligned
-            ? `b${id(comps[0][0])}`
-            : `vec4f(${comps.map(([a, k]) => comp(a, k)).join(", ")})`;
+          const inputs = tapInputs(c, kx, sw, pw, dw);
           list.push([r, c, `${inputs} * w${ky}_${kx}`]);
         }
       }

@@ -19,10 +19,12 @@ import {
   type ChunkedWeightGradPass,
   type PlaneWeightGradPass,
   type SerialWeightGradPass,
+  type TileWeightGradPass,
   V,
   WG,
 } from "./plan.ts";
 import { planeTerms } from "./plane.ts";
+import { recordWeightTile } from "./weight_tile.ts";
 import { rowConsts, rowLoop, rowTaps } from "./row_conv.ts";
 
 /** The window geometry fields of the weight-gradient kernels' `Params`, in struct order. */
@@ -420,7 +422,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
  */
 export function recordWeightGrad(
   op: string,
-  pass: SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass,
+  pass: SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass | TileWeightGradPass,
   io: { dw?: Tensor | undefined; db?: Tensor | undefined; dy: Tensor; x: Tensor },
 ): void {
   const r = pass.window;
@@ -454,9 +456,29 @@ export function recordWeightGrad(
     });
     return;
   }
-  const { chunks } = pass;
   const kk1 = r.kh * r.kw + 1;
+  const chunks = pass.path === "tile" ? pass.bands : pass.chunks;
   const partial = io.dy.gpu.empty([r.c, chunks, kk1]);
+  if (pass.path === "tile") recordWeightTile(op, pass, { dy: io.dy, x: io.x, partial });
+  else recordPartials(op, pass, io, partial);
+  backwardWeightFinalKernel(r.kh, r.kw).dispatch({
+    op,
+    variant,
+    params: { c: r.c, chunks },
+    bindings: { partial, dw: io.dw, db: io.db },
+    workgroups: Math.ceil((r.c * kk1) / WG),
+  });
+  partial.dispose();
+}
+
+/** Records pass 1 of the chunked weight gradient into `partial`, one dispatch per range. */
+function recordPartials(
+  op: string,
+  pass: ChunkedWeightGradPass,
+  io: { dy: Tensor; x: Tensor },
+  partial: Tensor,
+): void {
+  const r = pass.window;
   const hw = r.h * r.w, ohw = r.oh * r.ow;
   for (const { samples: [b0, b1], chunks: count, chunkOff } of pass.ranges) {
     const nb = b1 - b0;
@@ -467,7 +489,7 @@ export function recordWeightGrad(
       params: weightParams(r, {
         n: nb,
         chunk: pass.chunkUnits,
-        chunks,
+        chunks: pass.chunks,
         xBase: x.base,
         dyBase: dy.base,
         chunkOff,
@@ -476,12 +498,4 @@ export function recordWeightGrad(
       workgroups: [count, r.c, 1],
     });
   }
-  backwardWeightFinalKernel(r.kh, r.kw).dispatch({
-    op,
-    variant,
-    params: { c: r.c, chunks },
-    bindings: { partial, dw: io.dw, db: io.db },
-    workgroups: Math.ceil((r.c * kk1) / WG),
-  });
-  partial.dispose();
 }
