@@ -131,6 +131,7 @@ export const DW_CASES: DwCase[] = [
   { n: 2, c: 2, h: 13, w: 12, kernel: 1 },
   { n: 1, c: 3, h: 11, w: 16, kernel: 5, padding: 2 },
   { n: 1, c: 2, h: 12, w: 24, kernel: 3, dilation: 2, padding: 2 },
+  { n: 1, c: 2, h: 12, w: 16, kernel: 3, stride: 2, dilation: 2, padding: 2 }, // strided, dilated
   // small planes (one thread per whole plane or 4 planes): MobileNet's 6x6 (channels not a
   // multiple of 4), 3x3 (4 planes per thread, channels 4 and 6), 12x12 -> 6x6 and 6x6 -> 3x3
   // at stride 2, stride 2 without padding
