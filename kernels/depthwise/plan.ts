@@ -7,6 +7,12 @@
  * gradient's reduction is cut to keep every invocation's loops under llvmpipe's silent cap of
  * 65535 iterations. Pure: the same inputs give the same plan.
  *
+ * Which kernel runs, by preference: whole small planes per thread (`plane.ts`, up to 144
+ * elements), then rows of vec4s (`row_tile.ts`, `weight_tile.ts`: widths multiples of 4), then
+ * the scalar kernels. llvmpipe (Mesa 22) loads storage per SIMD lane in a loop whatever the
+ * addresses, so a vec4 load costs about a scalar one: the vec4 paths load 4 to 10 times less per
+ * output. The file runs past 500 lines so that every pass's record and its choice read together.
+ *
  * Also the constants of the work decomposition the kernels share: {@linkcode WG} threads per
  * workgroup and {@linkcode V} outputs of a row per unit of work.
  *

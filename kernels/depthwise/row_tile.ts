@@ -289,9 +289,9 @@ ${lines.join("\n")}
  * import { recordRowTile } from "./row_tile.ts";
  * const gpu = await getGpu();
  * const op = "depthwiseConv2dForward";
- * const window = depthwiseWindow(op, { n: 1, c: 2, h: 8, w: 8, kernel: 3, padding: 1 });
+ * const window = depthwiseWindow(op, { n: 1, c: 2, h: 16, w: 16, kernel: 3, padding: 1 });
  * const plan = planDepthwise({ op, window, call: "forward" }, adapterProfile(gpu));
- * const [x, w, y] = [gpu.zeros([1, 2, 8, 8]), gpu.zeros([2, 1, 3, 3]), gpu.empty([1, 2, 8, 8])];
+ * const [x, w, y] = [gpu.zeros([1, 2, 16, 16]), gpu.zeros([2, 1, 3, 3]), gpu.empty([1, 2, 16, 16])];
  * recordRowTile(op, plan.forward as RowConvPass, { y, x, w });
  * ```
  */
