@@ -71,14 +71,15 @@ Deno.test(
     // the kernels must not let it in (0 * Inf = NaN). 8 rows: serial weight reduction; 522 rows:
     // chunked.
     // The vec4 tiles (widths multiples of 4): kernel [3, 1] at stride 2, 20 x 16: odd columns
-    // and row 19 are never read, and the weight gradient's bands of 2 rows (9 output rows) have
-    // a row past the output that would read rows 18 and 19.
+    // and row 19 are never read, and the weight gradient's bands of 2 rows (9 output rows; 30
+    // samples: 540 units, past the serial reduction) have a row past the output that would read
+    // rows 18 and 19.
     const cases: [DepthwiseParams, (i: number) => boolean][] = [8, 522].map((h) => [
       { n: 2, c: 2, h, w: 8, kernel: 3, stride: 2 },
       (i: number) => i % 8 === 7,
     ]);
     cases.push([
-      { n: 2, c: 2, h: 20, w: 16, kernel: [3, 1], stride: 2 },
+      { n: 30, c: 2, h: 20, w: 16, kernel: [3, 1], stride: 2 },
       (i: number) => i % 2 === 1 || i % 320 >= 19 * 16,
     ]);
     for (const [p, unread] of cases) {

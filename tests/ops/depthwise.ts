@@ -132,6 +132,10 @@ export const DW_CASES: DwCase[] = [
   { n: 1, c: 3, h: 11, w: 16, kernel: 5, padding: 2 },
   { n: 1, c: 2, h: 12, w: 24, kernel: 3, dilation: 2, padding: 2 },
   { n: 1, c: 2, h: 12, w: 16, kernel: 3, stride: 2, dilation: 2, padding: 2 }, // strided, dilated
+  // the weight gradient in bands of vec4 rows (past 512 units, where the chunked reduction ran):
+  // 7 bands of 3 rows with 2 rows past the output's 19; stride 2
+  { n: 12, c: 2, h: 19, w: 16, kernel: 3, padding: 1, bias: true },
+  { n: 28, c: 2, h: 20, w: 16, kernel: 3, stride: 2, padding: 1 },
   // small planes (one thread per whole plane or 4 planes): MobileNet's 6x6 (channels not a
   // multiple of 4), 3x3 (4 planes per thread, channels 4 and 6), 12x12 -> 6x6 and 6x6 -> 3x3
   // at stride 2, stride 2 without padding
@@ -173,6 +177,7 @@ const HALF_CASES: DwCase[] = ([
   { n: 2, c: 4, h: 6, w: 6, kernel: 3, padding: 1 },
   { n: 2, c: 4, h: 3, w: 3, kernel: 3, padding: 1 },
   { n: 1, c: 4, h: 6, w: 6, kernel: 3, stride: 2, padding: 1 },
+  { n: 10, c: 3, h: 19, w: 16, kernel: 3, padding: 1 }, // the weight gradient in bands
 ] as DepthwiseParams[]).map((p) => ({ ...p, bias: true, accumulate: true }));
 
 /** The suites of tests/depthwise_test.ts. */
