@@ -521,8 +521,10 @@ function planWeightGrad(
     return { path: "plane", window: r, accumulate, pp };
   }
   const ow4 = r.ow / 4;
+  // In place of the chunked reduction only (two dispatches either way; the serial one is one).
+  const serial = samples.length === 1 && units <= serialUnits;
   if (
-    samples.length === 1 && r.w % 4 === 0 && r.ow % 4 === 0 && ow4 <= TILE_CX &&
+    samples.length === 1 && !serial && r.w % 4 === 0 && r.ow % 4 === 0 && ow4 <= TILE_CX &&
     profile.limits.minStorageBufferOffsetAlignment % 16 === 0 && r.c <= 65535 &&
     r.n <= LOOP_BUDGET
   ) {
@@ -531,7 +533,7 @@ function planWeightGrad(
     const tile = { cx: ow4, ry, wg: Math.min(WG, Math.ceil(bands / 8) * 8) };
     return { path: "tile", window: r, accumulate, tile, bands };
   }
-  if (samples.length === 1 && units <= serialUnits) {
+  if (serial) {
     return { path: "serial", window: r, accumulate, units };
   }
   const ranges: ChunkRange[] = [];
