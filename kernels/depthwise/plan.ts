@@ -521,10 +521,13 @@ function planWeightGrad(
     return { path: "plane", window: r, accumulate, pp };
   }
   const ow4 = r.ow / 4;
-  // In place of the chunked reduction only (two dispatches either way; the serial one is one).
+  // In place of the chunked reduction only (two dispatches either way; the serial one is one),
+  // and on Mesa's CPU adapters only, where it was measured: in Chromium's SwiftShader a row of 8
+  // or more vec4s loses the device (~2 minutes, then "device lost").
   const serial = samples.length === 1 && units <= serialUnits;
   if (
-    samples.length === 1 && !serial && r.w % 4 === 0 && r.ow % 4 === 0 && ow4 <= TILE_CX &&
+    profile.mesaCpu && samples.length === 1 && !serial && r.w % 4 === 0 && r.ow % 4 === 0 &&
+    ow4 <= TILE_CX &&
     profile.limits.minStorageBufferOffsetAlignment % 16 === 0 && r.c <= 65535 &&
     r.n <= LOOP_BUDGET
   ) {
