@@ -18,7 +18,7 @@ import { runOp, testOp } from "./_op.ts";
 import { depthwise, DW_SUITES, dwGeom } from "./ops/depthwise.ts";
 import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
 import { depthwiseWindow } from "../kernels/depthwise/geometry.ts";
-import { planDepthwise } from "../kernels/depthwise/plan.ts";
+import { planDepthwise, planePlanes, rowTile, tileBlocks } from "../kernels/depthwise/plan.ts";
 
 for (const suite of DW_SUITES) testOp(suite);
 
@@ -70,12 +70,24 @@ Deno.test(
     // stride 2, no padding, w = 8: ow = 3, so column 7 is never read; the 4-output row blocks of
     // the kernels must not let it in (0 * Inf = NaN). 8 rows: serial weight reduction; 522 rows:
     // chunked.
-    for (const h of [8, 522]) {
-      const p: DepthwiseParams = { n: 2, c: 2, h, w: 8, kernel: 3, stride: 2 };
+    // The vec4 tiles (widths multiples of 4): kernel [3, 1] at stride 2, 20 x 16: odd columns
+    // and row 19 are never read, and the weight gradient's bands of 2 rows (9 output rows; 30
+    // samples: 540 units, past the serial reduction) have a row past the output that would read
+    // rows 18 and 19.
+    const cases: [DepthwiseParams, (i: number) => boolean][] = [8, 522].map((h) => [
+      { n: 2, c: 2, h, w: 8, kernel: 3, stride: 2 },
+      (i: number) => i % 8 === 7,
+    ]);
+    cases.push([
+      { n: 30, c: 2, h: 20, w: 16, kernel: [3, 1], stride: 2 },
+      (i: number) => i % 2 === 1 || i % 320 >= 19 * 16,
+    ]);
+    for (const [p, unread] of cases) {
+      const h = p.h;
       const g = dwGeom(p);
       const outShape = checkDepthwise(p);
-      const x = rng.normalArray(g.n * g.c * g.h * g.w).map((v, i) => (i % 8 === 7 ? Infinity : v));
-      const w = rng.normalArray(g.c * 9);
+      const x = rng.normalArray(g.n * g.c * g.h * g.w).map((v, i) => (unread(i) ? Infinity : v));
+      const w = rng.normalArray(g.c * g.kh * g.kw);
       const dy = rng.normalArray(outShape.reduce((a, d) => a * d, 1));
       const out = await runOp(gpu, depthwise(p), { data: { x, w, dy } });
       const ref = depthwiseBackwardRef(g, dy, x, w);
@@ -300,6 +312,69 @@ Deno.test("planDepthwise: paths, ranges and chunks as plain values", () => {
   assert.deepEqual(fwd.forward?.ranges, [[0, 2], [2, 4], [4, 6]]);
   assert.equal(fwd.inputGrad, undefined);
   assert.equal(fwd.weightGrad, undefined);
+  // Widths multiples of 4: vec4 row tiles (whole rows of up to 12 vec4s, rows per thread that
+  // fill SIMD batches of 8); the 48x48 forward, its flipped input gradient, and stride 2.
+  const mb = (h: number, stride: number) =>
+    plan({ n: 32, c: 32, h, w: h, kernel: 3, stride, padding: 1 });
+  const mesa = { ...profile, mesaCpu: true };
+  const mbMesa = (h: number, stride: number) =>
+    planDepthwise({
+      op,
+      window: depthwiseWindow(op, { n: 32, c: 32, h, w: h, kernel: 3, stride, padding: 1 }),
+      call: "backward",
+      dx: true,
+      dw: true,
+      db: true,
+    }, mesa);
+  const m48 = mb(48, 1);
+  assert.ok(m48.inputGrad?.path === "rowConv");
+  assert.deepEqual(m48.inputGrad.tile, { cx: 12, ry: 6, wg: 8 });
+  // the weight gradient: bands of 6 rows per thread, added by the chunked reduction's pass 2
+  // (on Mesa's CPU adapters; elsewhere the chunked reduction's pass 1)
+  assert.equal(m48.weightGrad?.path, "chunked");
+  assert.deepEqual(mbMesa(48, 1).weightGrad, {
+    path: "tile",
+    window: m48.window,
+    accumulate: false,
+    tile: { cx: 12, ry: 6, wg: 8 },
+    bands: 8,
+  });
+  const forward = (p: DepthwiseParams) =>
+    planDepthwise({ op, window: depthwiseWindow(op, p), call: "forward" }, profile).forward;
+  const s48 = forward({ n: 2, c: 3, h: 48, w: 48, kernel: 3, stride: 2, padding: 1 });
+  assert.ok(s48?.path === "rowConv");
+  assert.deepEqual(s48.tile, { cx: 6, ry: 3, wg: 8 });
+  const odd = forward({ n: 2, c: 3, h: 48, w: 48, kernel: 3, stride: 2 }); // 23 x 23
+  assert.ok(odd?.path === "rowConv" && odd.tile === undefined);
+  assert.equal(
+    rowTile(depthwiseWindow(op, { n: 1, c: 1, h: 9, w: 9, kernel: 3 }), profile),
+    undefined,
+  );
+  assert.equal(
+    rowTile(depthwiseWindow(op, { n: 1, c: 1, h: 9, w: 56, kernel: 3, padding: 1 }), profile)?.cx,
+    2, // 14 vec4s a row: tiles of a divisor
+  );
+  assert.deepEqual(tileBlocks(3, 2, 1, 1, 6), [-1, 11]);
+  // Small planes: one thread per plane (6x6), or per 4 planes (3x3); every pass, strides 1 and 2.
+  const m6 = mb(6, 1);
+  assert.deepEqual(m6.inputGrad, {
+    path: "plane",
+    window: m6.window,
+    mode: "dx",
+    pp: 1,
+    ranges: [[0, 32 * 32]],
+  });
+  assert.deepEqual(m6.weightGrad, { path: "plane", window: m6.window, accumulate: false, pp: 1 });
+  const m3 = mb(6, 2);
+  assert.ok(m3.inputGrad?.path === "plane" && m3.inputGrad.pp === 4);
+  assert.ok(m3.weightGrad?.path === "plane" && m3.weightGrad.pp === 4);
+  const w3 = (c: number) => depthwiseWindow(op, { n: 3, c, h: 3, w: 3, kernel: 3, padding: 1 });
+  assert.equal(planePlanes(w3(4), profile), 4);
+  assert.equal(planePlanes(w3(5), profile), undefined); // 15 planes: not whole groups of 4
+  assert.equal(mb(24, 1).inputGrad?.path, "rowConv"); // 576 elements: past the plane path
+  // Ranges of the plane path: whole groups of 4 planes.
+  const ranged = planDepthwise({ op, window: w3(4), call: "forward" }, profile, 40);
+  assert.deepEqual(ranged.forward?.ranges, [[0, 4], [4, 8], [8, 12]]);
   assert.throws(
     () => plan({ n: 1, c: 1, h: 300, w: 300, kernel: 61 }),
     /kernel \[61, 61\] with stride 1 and dilation 1 is too large/,

@@ -16,7 +16,13 @@
  *   a correlation of `dy` with the flipped kernel: one thread per 4 consecutive outputs of a row),
  *   `input_grad.ts` (the input gradient at larger strides: a gather over blocks of `sh x sw`
  *   inputs aligned to the stride, no atomics), `weight_grad.ts` (the weight and bias gradients:
- *   a reduction over `n * oh * ow` per channel, serial or in two passes).
+ *   a reduction over `n * oh * ow` per channel, serial or in two passes);
+ * - their vec4 paths, which the plan prefers where the sizes allow (llvmpipe loads a vec4 for
+ *   about the cost of a scalar): `plane.ts` (planes of at most 144 elements, one thread per 1-4
+ *   whole planes with compile-time indices: forward and input gradient; its weight gradient is
+ *   in `weight_grad.ts`), `row_tile.ts` (widths multiples of 4: tiles of whole vec4 rows for the
+ *   forward pass, the flipped stride-1 input gradient and, transposed, the strided one) and
+ *   `weight_tile.ts` (the weight gradient's pass 1 in bands of vec4 rows).
  *
  * Storage types: every tensor may be f32 or f16, each binding its own (the training configuration
  * of `--precision f16`: `x`, `y`, `dy`, `dx` and the weights `w` f16, the bias and the parameter
@@ -42,6 +48,8 @@ import { type DepthwiseParams, depthwiseWindow } from "./geometry.ts";
 import { recordBlockGather } from "./input_grad.ts";
 import { type DepthwisePlan, type DepthwiseProblem, planDepthwise } from "./plan.ts";
 import { recordRowConv } from "./row_conv.ts";
+import { recordRowTile, recordRowTileDx } from "./row_tile.ts";
+import { recordPlane } from "./plane.ts";
 import { recordWeightGrad } from "./weight_grad.ts";
 
 export { checkDepthwise, type DepthwiseParams } from "./geometry.ts";
@@ -80,7 +88,9 @@ export function depthwiseConv2dForward(
   if (io.b) checkFloat(op, "b", io.b, [r.c]);
   checkFloat(op, "y", io.y, [r.n, r.c, r.oh, r.ow]);
   const { forward } = plan({ op, window: r, call: "forward" }, io.x);
-  if (forward) recordRowConv(op, forward, io);
+  if (forward?.path === "plane") recordPlane(op, forward, io);
+  else if (forward?.tile) recordRowTile(op, forward, io);
+  else if (forward) recordRowConv(op, forward, io);
 }
 
 /**
@@ -127,8 +137,13 @@ export function depthwiseConv2dBackward(
     accumulate: p.accumulate ?? false,
   }, io.dy);
   if (io.dx && inputGrad) {
-    if (inputGrad.path === "rowConv") recordRowConv(op, inputGrad, { y: io.dx, x: io.dy, w: io.w });
-    else recordBlockGather(op, inputGrad, { dx: io.dx, dy: io.dy, w: io.w });
+    const row = { y: io.dx, x: io.dy, w: io.w };
+    if (inputGrad.path === "plane") recordPlane(op, inputGrad, row);
+    else if (inputGrad.path === "rowConv" && inputGrad.tile) recordRowTile(op, inputGrad, row);
+    else if (inputGrad.path === "rowConv") recordRowConv(op, inputGrad, row);
+    else if (inputGrad.path === "rowTileDx") {
+      recordRowTileDx(op, inputGrad, { dx: io.dx, dy: io.dy, w: io.w });
+    } else recordBlockGather(op, inputGrad, { dx: io.dx, dy: io.dy, w: io.w });
   }
   if (weightGrad) recordWeightGrad(op, weightGrad, io);
 }

@@ -119,9 +119,9 @@ ${body.join("\n")}`);
  * import { type BlockGatherPass, planDepthwise } from "./plan.ts";
  * const gpu = await getGpu();
  * const op = "depthwiseConv2dBackward";
- * const window = depthwiseWindow(op, { n: 1, c: 2, h: 6, w: 6, kernel: 3, stride: 2 });
+ * const window = depthwiseWindow(op, { n: 1, c: 2, h: 13, w: 13, kernel: 3, stride: 2 });
  * const plan = planDepthwise({ op, window, call: "backward", dx: true }, adapterProfile(gpu));
- * const [dy, w, dx] = [gpu.zeros([1, 2, 2, 2]), gpu.zeros([2, 1, 3, 3]), gpu.empty([1, 2, 6, 6])];
+ * const [dy, w, dx] = [gpu.zeros([1, 2, 6, 6]), gpu.zeros([2, 1, 3, 3]), gpu.empty([1, 2, 13, 13])];
  * recordBlockGather(op, plan.inputGrad as BlockGatherPass, { dx, dy, w });
  * ```
  */

@@ -164,14 +164,14 @@ ${main}`;
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
  * import { adapterProfile } from "../_adapter.ts";
  * import { depthwiseWindow } from "./geometry.ts";
- * import { planDepthwise } from "./plan.ts";
+ * import { planDepthwise, type RowConvPass } from "./plan.ts";
  * import { recordRowConv } from "./row_conv.ts";
  * const gpu = await getGpu();
  * const op = "depthwiseConv2dForward";
  * const window = depthwiseWindow(op, { n: 1, c: 2, h: 5, w: 5, kernel: 3 });
  * const plan = planDepthwise({ op, window, call: "forward" }, adapterProfile(gpu));
  * const [x, w, y] = [gpu.zeros([1, 2, 5, 5]), gpu.zeros([2, 1, 3, 3]), gpu.empty([1, 2, 3, 3])];
- * recordRowConv(op, plan.forward!, { y, x, w });
+ * recordRowConv(op, plan.forward as RowConvPass, { y, x, w });
  * ```
  */
 export function recordRowConv(

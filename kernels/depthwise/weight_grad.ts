@@ -15,7 +15,16 @@ import { bindingRange } from "../_binding.ts";
 import { assignAs, type FloatDType, loadF32 } from "../_dtype.ts";
 import type { PlaneWindow } from "../_geometry.ts";
 import { defineKernel, perSizes, variantProduct } from "../_kernel.ts";
-import { type ChunkedWeightGradPass, type SerialWeightGradPass, V, WG } from "./plan.ts";
+import {
+  type ChunkedWeightGradPass,
+  type PlaneWeightGradPass,
+  type SerialWeightGradPass,
+  type TileWeightGradPass,
+  V,
+  WG,
+} from "./plan.ts";
+import { planeTerms } from "./plane.ts";
+import { recordWeightTile } from "./weight_tile.ts";
 import { rowConsts, rowLoop, rowTaps } from "./row_conv.ts";
 
 /** The window geometry fields of the weight-gradient kernels' `Params`, in struct order. */
@@ -255,6 +264,103 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   })
 );
 
+/**
+ * The weight gradient of small planes, specialized on the whole window and the channels per
+ * thread.
+ */
+const backwardWeightPlaneKernel = perSizes((
+  kh: number,
+  kw: number,
+  sh: number,
+  sw: number,
+  ph: number,
+  pw: number,
+  dh: number,
+  dw: number,
+  h: number,
+  w: number,
+  pp: number,
+) => {
+  const oh = Math.floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
+  const ow = Math.floor((w + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
+  const r = { kh, kw, sh, sw, ph, pw, dh, dw, h, w, oh, ow } as PlaneWindow;
+  const kk = kh * kw, hw = h * w, ohw = oh * ow;
+  // per tap, its terms [output, input] over the plane
+  const byTap: [number, number][][] = Array.from({ length: kk }, () => []);
+  planeTerms(r, false).forEach((list, o) => {
+    for (const [i, tap] of list) byTap[tap].push([o, i]);
+  });
+  const size = `${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}_d${dh}x${dw}_${h}x${w}`;
+  return defineKernel({
+    name: `depthwise_bwd_weight_plane_${size}_pp${pp}`,
+    doc: `Depthwise conv backward to the weight and bias on whole ${h}x${w} planes (output ` +
+      `${oh}x${ow}): one thread per ${pp} consecutive channels (t = gid.x: channels t * ${pp} ` +
+      `..) walks the n samples; per sample it loads its ${pp} planes of x and of dy as vec4s ` +
+      "and adds each tap's sum, fixed at compile time, and sum(dy) in registers; then " +
+      "overwrites (acc: accumulates into) dw[ch, tap] and db[ch].",
+    params: { c: "u32", n: "u32", groups: "u32" },
+    bindings: {
+      dy: { type: "float", access: "read", vec4: true },
+      x: { type: "float", access: "read", vec4: true },
+      ...GRADIENTS,
+    },
+    variants: OUTPUT_VARIANTS,
+    workgroupSize: WG,
+    body: ({ dtypes: dt, variant }) => {
+      const out = outputsOf(variant), op = out.op;
+      const el = (v: string, e: number) => `${v}${Math.floor(e / 4)}.${"xyzw"[e % 4]}`;
+      const lines: string[] = [];
+      for (let q = 0; q < pp; q++) {
+        for (let t = 0; t <= kk; t++) lines.push(`  var a${q}_${t} = 0.0;`);
+      }
+      const loop: string[] = [
+        `    let plane = b * p.c + t * ${pp}u;`,
+        `    let xb = plane * ${hw}u / 4u;`,
+        `    let gb = plane * ${ohw}u / 4u;`,
+      ];
+      for (let k = 0; k < (pp * hw) / 4; k++) {
+        loop.push(`    let x${k} = ${loadF32(dt.x, `x[xb + ${k}u]`, true)};`);
+      }
+      for (let k = 0; k < (pp * ohw) / 4; k++) {
+        loop.push(`    let g${k} = ${loadF32(dt.dy, `dy[gb + ${k}u]`, true)};`);
+      }
+      for (let q = 0; q < pp; q++) {
+        for (let tap = 0; tap < kk; tap++) {
+          const terms = byTap[tap].map(([o, i]) =>
+            `${el("g", q * ohw + o)} * ${el("x", q * hw + i)}`
+          );
+          if (terms.length) loop.push(`    a${q}_${tap} += ${terms.join(" + ")};`);
+        }
+        const all = Array.from({ length: ohw }, (_, o) => el("g", q * ohw + o));
+        loop.push(`    a${q}_${kk} += ${all.join(" + ")};`);
+      }
+      const writes: string[] = [];
+      for (let q = 0; q < pp; q++) {
+        const ch = `t * ${pp}u + ${q}u`;
+        if (out.dw) {
+          for (let tap = 0; tap < kk; tap++) {
+            writes.push(
+              `  ${assignAs(dt.dw, `dw[(${ch}) * ${kk}u + ${tap}u]`, op, `a${q}_${tap}`)}`,
+            );
+          }
+        }
+        if (out.db) writes.push(`  ${assignAs(dt.db, `db[${ch}]`, op, `a${q}_${kk}`)}`);
+      }
+      return `@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let t = gid.x;
+  if (t >= p.groups) { return; }
+${lines.join("\n")}
+  for (var b = 0u; b < p.n; b++) {
+${loop.join("\n")}
+  }
+${writes.join("\n")}
+}
+`;
+    },
+  });
+});
+
 /** Pass 2 of the chunked weight gradient, specialized on the kernel size. */
 const backwardWeightFinalKernel = perSizes((kh: number, kw: number) => {
   const kk = kh * kw;
@@ -316,11 +422,23 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
  */
 export function recordWeightGrad(
   op: string,
-  pass: SerialWeightGradPass | ChunkedWeightGradPass,
+  pass: SerialWeightGradPass | ChunkedWeightGradPass | PlaneWeightGradPass | TileWeightGradPass,
   io: { dw?: Tensor | undefined; db?: Tensor | undefined; dy: Tensor; x: Tensor },
 ): void {
   const r = pass.window;
   const variant = outputVariant(io.dw !== undefined, io.db !== undefined, pass.accumulate);
+  if (pass.path === "plane") {
+    const groups = r.c / pass.pp;
+    backwardWeightPlaneKernel(r.kh, r.kw, r.sh, r.sw, r.ph, r.pw, r.dh, r.dw, r.h, r.w, pass.pp)
+      .dispatch({
+        op,
+        variant,
+        params: { c: r.c, n: r.n, groups },
+        bindings: { dy: io.dy, x: io.x, dw: io.dw, db: io.db },
+        workgroups: Math.ceil(groups / WG),
+      });
+    return;
+  }
   if (pass.path === "serial") {
     backwardWeightSerialKernel(r.kh, r.kw, r.sw, r.dw).dispatch({
       op,
@@ -338,9 +456,29 @@ export function recordWeightGrad(
     });
     return;
   }
-  const { chunks } = pass;
   const kk1 = r.kh * r.kw + 1;
+  const chunks = pass.path === "tile" ? pass.bands : pass.chunks;
   const partial = io.dy.gpu.empty([r.c, chunks, kk1]);
+  if (pass.path === "tile") recordWeightTile(op, pass, { dy: io.dy, x: io.x, partial });
+  else recordPartials(op, pass, io, partial);
+  backwardWeightFinalKernel(r.kh, r.kw).dispatch({
+    op,
+    variant,
+    params: { c: r.c, chunks },
+    bindings: { partial, dw: io.dw, db: io.db },
+    workgroups: Math.ceil((r.c * kk1) / WG),
+  });
+  partial.dispose();
+}
+
+/** Records pass 1 of the chunked weight gradient into `partial`, one dispatch per range. */
+function recordPartials(
+  op: string,
+  pass: ChunkedWeightGradPass,
+  io: { dy: Tensor; x: Tensor },
+  partial: Tensor,
+): void {
+  const r = pass.window;
   const hw = r.h * r.w, ohw = r.oh * r.ow;
   for (const { samples: [b0, b1], chunks: count, chunkOff } of pass.ranges) {
     const nb = b1 - b0;
@@ -351,7 +489,7 @@ export function recordWeightGrad(
       params: weightParams(r, {
         n: nb,
         chunk: pass.chunkUnits,
-        chunks,
+        chunks: pass.chunks,
         xBase: x.base,
         dyBase: dy.base,
         chunkOff,
@@ -360,12 +498,4 @@ export function recordWeightGrad(
       workgroups: [count, r.c, 1],
     });
   }
-  backwardWeightFinalKernel(r.kh, r.kw).dispatch({
-    op,
-    variant,
-    params: { c: r.c, chunks },
-    bindings: { partial, dw: io.dw, db: io.db },
-    workgroups: Math.ceil((r.c * kk1) / WG),
-  });
-  partial.dispose();
 }

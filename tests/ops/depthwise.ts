@@ -122,6 +122,29 @@ export const DW_CASES: DwCase[] = [
   // workgroup reduction with one chunk, 3 * 40 * 10 = 1200 with two chunks (1024 units each)
   { n: 2, c: 3, h: 33, w: 35, kernel: 3, padding: 1 },
   { n: 3, c: 2, h: 40, w: 40, kernel: 3, padding: 1, bias: true },
+  // vec4 row tiles (widths multiples of 4, planes over 144 elements): whole rows of 4 vec4s
+  // and odd rows; stride 2; rows of 14 vec4s in tiles of 2; padding 0 (k1: taps on whole
+  // vec4s); padding 2 with k5; dilation 2
+  { n: 2, c: 3, h: 13, w: 16, kernel: 3, padding: 1, bias: true },
+  { n: 2, c: 3, h: 10, w: 16, kernel: 3, stride: 2, padding: 1, bias: true },
+  { n: 1, c: 2, h: 5, w: 56, kernel: 3, padding: 1 },
+  { n: 2, c: 2, h: 13, w: 12, kernel: 1 },
+  { n: 1, c: 3, h: 11, w: 16, kernel: 5, padding: 2 },
+  { n: 1, c: 2, h: 12, w: 24, kernel: 3, dilation: 2, padding: 2 },
+  { n: 1, c: 2, h: 12, w: 16, kernel: 3, stride: 2, dilation: 2, padding: 2 }, // strided, dilated
+  // the weight gradient in bands of vec4 rows (past 512 units, where the chunked reduction ran):
+  // 7 bands of 3 rows with 2 rows past the output's 19; stride 2
+  { n: 12, c: 2, h: 19, w: 16, kernel: 3, padding: 1, bias: true },
+  { n: 28, c: 2, h: 20, w: 16, kernel: 3, stride: 2, padding: 1 },
+  // small planes (one thread per whole plane or 4 planes): MobileNet's 6x6 (channels not a
+  // multiple of 4), 3x3 (4 planes per thread, channels 4 and 6), 12x12 -> 6x6 and 6x6 -> 3x3
+  // at stride 2, stride 2 without padding
+  { n: 1, c: 5, h: 6, w: 6, kernel: 3, padding: 1, bias: true },
+  { n: 2, c: 4, h: 3, w: 3, kernel: 3, padding: 1, bias: true },
+  { n: 2, c: 6, h: 3, w: 3, kernel: 3, padding: 1 },
+  { n: 2, c: 3, h: 12, w: 12, kernel: 3, stride: 2, padding: 1 },
+  { n: 1, c: 4, h: 6, w: 6, kernel: 3, stride: 2, padding: 1, bias: true },
+  { n: 2, c: 4, h: 6, w: 6, kernel: 3, stride: 2 },
 ];
 
 /** 1.5 samples of planes per range (boundaries inside samples), one sample for dw. */
@@ -148,6 +171,13 @@ const HALF_CASES: DwCase[] = ([
   { n: 1, c: 3, h: 9, w: 8, kernel: 3, stride: 2 }, // MobileNet's stride 2, odd sizes
   // 2 * 33 * 9 = 594 units per channel: the chunked weight reduction
   { n: 2, c: 3, h: 33, w: 35, kernel: 3, padding: 1 },
+  // vec4 row tiles at strides 1 and 2; small planes (1 and 4 per thread, strides 1 and 2)
+  { n: 2, c: 3, h: 10, w: 16, kernel: 3, padding: 1 },
+  { n: 2, c: 3, h: 10, w: 16, kernel: 3, stride: 2, padding: 1 },
+  { n: 2, c: 4, h: 6, w: 6, kernel: 3, padding: 1 },
+  { n: 2, c: 4, h: 3, w: 3, kernel: 3, padding: 1 },
+  { n: 1, c: 4, h: 6, w: 6, kernel: 3, stride: 2, padding: 1 },
+  { n: 10, c: 3, h: 19, w: 16, kernel: 3, padding: 1 }, // the weight gradient in bands
 ] as DepthwiseParams[]).map((p) => ({ ...p, bias: true, accumulate: true }));
 
 /** The suites of tests/depthwise_test.ts. */
