@@ -135,12 +135,14 @@ ${writes.join("\n")}
  * import { recordWeightTile } from "./weight_tile.ts";
  * const gpu = await getGpu();
  * const op = "depthwiseConv2dBackward";
- * const p = { n: 1, c: 2, h: 16, w: 16, kernel: 3, padding: 1 };
+ * const p = { n: 8, c: 2, h: 16, w: 16, kernel: 3, padding: 1 };
  * const plan = planDepthwise({ op, window: depthwiseWindow(op, p), call: "backward", dw: true }, adapterProfile(gpu));
- * const pass = plan.weightGrad as TileWeightGradPass;
- * const [dy, x] = [gpu.zeros([1, 2, 16, 16]), gpu.zeros([1, 2, 16, 16])];
- * const partial = gpu.empty([2, pass.bands, 10]);
- * recordWeightTile(op, pass, { dy, x, partial });
+ * if (plan.weightGrad?.path === "tile") { // on Mesa's CPU adapters, batches of 8 and more
+ *   const pass = plan.weightGrad as TileWeightGradPass;
+ *   const [dy, x] = [gpu.zeros([8, 2, 16, 16]), gpu.zeros([8, 2, 16, 16])];
+ *   const partial = gpu.empty([2, pass.bands, 10]);
+ *   recordWeightTile(op, pass, { dy, x, partial });
+ * }
  * ```
  */
 export function recordWeightTile(
