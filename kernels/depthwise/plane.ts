@@ -69,14 +69,13 @@ const planeKernel = perSizes((
   dw: number,
   h: number,
   w: number,
+  oh: number,
+  ow: number,
   mode: "y" | "dx",
   pp: number,
 ) => {
-  const window = { kh, kw, sh, sw, ph, pw, dh, dw, h, w } as PlaneWindow;
-  const oh = Math.floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
-  const ow = Math.floor((w + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
   const dx = mode === "dx";
-  const terms = planeTerms({ ...window, oh, ow } as PlaneWindow, dx);
+  const terms = planeTerms({ kh, kw, sh, sw, ph, pw, dh, dw, h, w, oh, ow } as PlaneWindow, dx);
   const inPlane = dx ? oh * ow : h * w, outPlane = terms.length;
   const size = `${kh}x${kw}_s${sh}x${sw}_p${ph}x${pw}_d${dh}x${dw}_${h}x${w}`;
   return defineKernel({
@@ -177,6 +176,8 @@ export function recordPlane(
     r.dw,
     r.h,
     r.w,
+    r.oh,
+    r.ow,
     pass.mode,
     pp,
   );

@@ -279,10 +279,10 @@ const backwardWeightPlaneKernel = perSizes((
   dw: number,
   h: number,
   w: number,
+  oh: number,
+  ow: number,
   pp: number,
 ) => {
-  const oh = Math.floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
-  const ow = Math.floor((w + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
   const r = { kh, kw, sh, sw, ph, pw, dh, dw, h, w, oh, ow } as PlaneWindow;
   const kk = kh * kw, hw = h * w, ohw = oh * ow;
   // per tap, its terms [output, input] over the plane
@@ -429,7 +429,21 @@ export function recordWeightGrad(
   const variant = outputVariant(io.dw !== undefined, io.db !== undefined, pass.accumulate);
   if (pass.path === "plane") {
     const groups = r.c / pass.pp;
-    backwardWeightPlaneKernel(r.kh, r.kw, r.sh, r.sw, r.ph, r.pw, r.dh, r.dw, r.h, r.w, pass.pp)
+    backwardWeightPlaneKernel(
+      r.kh,
+      r.kw,
+      r.sh,
+      r.sw,
+      r.ph,
+      r.pw,
+      r.dh,
+      r.dw,
+      r.h,
+      r.w,
+      r.oh,
+      r.ow,
+      pass.pp,
+    )
       .dispatch({
         op,
         variant,
