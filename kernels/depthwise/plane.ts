@@ -12,7 +12,7 @@
  */
 
 import { grid1d, type Tensor } from "../../gpu/mod.ts";
-import { bindingRange } from "../_binding.ts";
+import { bindingRange, type TensorRange } from "../_binding.ts";
 import { loadF32, storeAs } from "../_dtype.ts";
 import type { PlaneWindow } from "../_geometry.ts";
 import { defineKernel, perSizes } from "../_kernel.ts";
@@ -182,11 +182,12 @@ export function recordPlane(
     pp,
   );
   for (const [p0, p1] of pass.ranges) {
-    const xr = bindingRange(io.x, p0 * inPlane, (p1 - p0) * inPlane);
-    const yr = bindingRange(io.y, p0 * outPlane, (p1 - p0) * outPlane);
-    if (xr.base % 4 !== 0 || yr.base % 4 !== 0) {
-      throw new Error(`${op}: internal: a vec4 binding starts inside a vec4`);
-    }
+    const [xr, yr] = _vec4Planes(op, {
+      input: io.x,
+      output: io.y,
+      planes: [p0, p1],
+      sizes: [inPlane, outPlane],
+    });
     const threads = (p1 - p0) / pp;
     kernel.dispatch({
       op,
@@ -196,4 +197,39 @@ export function recordPlane(
       workgroups: grid1d(threads, WG),
     });
   }
+}
+
+/**
+ * The bindings of planes `[p0, p1)` of a vec4 kernel's input and output (planes of `inPlane` and
+ * `outPlane` elements); the plans only choose vec4 paths whose ranges start on whole vec4s, so
+ * one that does not is an internal error.
+ *
+ * @returns The two ranges.
+ * @throws {Error} when a range starts inside a vec4.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { _vec4Planes } from "./plane.ts";
+ * const gpu = await getGpu();
+ * const [x, y] = [gpu.zeros([4, 16]), gpu.zeros([4, 4])];
+ * const b = { input: x, output: y, planes: [0, 4], sizes: [16, 4] } as const;
+ * _vec4Planes("depthwiseConv2dForward", b)[1].count; // 16
+ * ```
+ */
+export function _vec4Planes(
+  op: string,
+  b: {
+    readonly input: Tensor;
+    readonly output: Tensor;
+    readonly planes: readonly [number, number];
+    readonly sizes: readonly [number, number];
+  },
+): [TensorRange, TensorRange] {
+  const [p0, p1] = b.planes, [inPlane, outPlane] = b.sizes;
+  const xr = bindingRange(b.input, p0 * inPlane, (p1 - p0) * inPlane);
+  const yr = bindingRange(b.output, p0 * outPlane, (p1 - p0) * outPlane);
+  if (xr.base % 4 !== 0 || yr.base % 4 !== 0) {
+    throw new Error(`${op}: internal: a vec4 binding starts inside a vec4`);
+  }
+  return [xr, yr];
 }

@@ -14,10 +14,10 @@
  */
 
 import type { Tensor } from "../../gpu/mod.ts";
-import { bindingRange } from "../_binding.ts";
 import { loadF32, storeAs } from "../_dtype.ts";
 import { defineKernel, perSizes, variantProduct } from "../_kernel.ts";
 import { type RowConvPass, type RowTile, type RowTileDxPass, tileBlocks } from "./plan.ts";
+import { _vec4Planes } from "./plane.ts";
 
 /** Workgroups along y (planes) before z takes over. */
 const MAX_Y = 65535;
@@ -322,11 +322,12 @@ export function recordRowTile(
   const rowUnits = g.ow / (4 * t.cx);
   const units = Math.ceil(g.oh / t.ry) * rowUnits;
   for (const [p0, p1] of pass.ranges) {
-    const xr = bindingRange(io.x, p0 * hw, (p1 - p0) * hw);
-    const yr = bindingRange(io.y, p0 * ohw, (p1 - p0) * ohw);
-    if (xr.base % 4 !== 0 || yr.base % 4 !== 0) {
-      throw new Error(`${op}: internal: a vec4 binding starts inside a vec4`);
-    }
+    const [xr, yr] = _vec4Planes(op, {
+      input: io.x,
+      output: io.y,
+      planes: [p0, p1],
+      sizes: [hw, ohw],
+    });
     const planes = p1 - p0;
     kernel.dispatch({
       op,
@@ -398,11 +399,12 @@ export function recordRowTileDx(
   );
   const units = Math.ceil(g.h / t.ry);
   for (const [p0, p1] of pass.ranges) {
-    const xr = bindingRange(io.dy, p0 * ohw, (p1 - p0) * ohw);
-    const yr = bindingRange(io.dx, p0 * hw, (p1 - p0) * hw);
-    if (xr.base % 4 !== 0 || yr.base % 4 !== 0) {
-      throw new Error(`${op}: internal: a vec4 binding starts inside a vec4`);
-    }
+    const [xr, yr] = _vec4Planes(op, {
+      input: io.dy,
+      output: io.dx,
+      planes: [p0, p1],
+      sizes: [ohw, hw],
+    });
     const planes = p1 - p0;
     kernel.dispatch({
       op,
