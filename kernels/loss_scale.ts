@@ -281,8 +281,30 @@ export function lossScaleUpdate(io: { lossScale: Tensor }): void {
  */
 export async function readLossScale(lossScale: Tensor): Promise<LossScaleInfo> {
   checkLossScale("readLossScale", lossScale);
-  const words = new Uint32Array(await lossScale.toArray());
-  const bits = new Float32Array(words.buffer);
+  return decodeLossScale(new Uint32Array(await lossScale.toArray()));
+}
+
+/**
+ * A loss scaler's state from its {@linkcode LOSS_SCALE_WORDS} words as read back (for a caller
+ * that copies them into a readback of its own, so that one wait serves several reads).
+ *
+ * @returns The scale, growth tracker, found flag and step counts.
+ * @throws {TypeError} when `words` does not hold {@linkcode LOSS_SCALE_WORDS} words.
+ * @example
+ * ```ts
+ * import { decodeLossScale } from "./loss_scale.ts";
+ * const words = new Uint32Array(8);
+ * words[0] = 0x47800000; // 65536 as f32 bits
+ * console.log(decodeLossScale(words).scale); // 65536
+ * ```
+ */
+export function decodeLossScale(words: Uint32Array): LossScaleInfo {
+  if (words.length !== LOSS_SCALE_WORDS) {
+    throw new TypeError(
+      `decodeLossScale: expected ${LOSS_SCALE_WORDS} words of a loss scaler's state, got ${words.length}`,
+    );
+  }
+  const bits = new Float32Array(words.buffer, words.byteOffset, words.length);
   return {
     scale: bits[SCALE],
     growthTracker: words[TRACKER],

@@ -34,12 +34,13 @@ import {
 } from "../kernels/data/index.ts";
 import {
   createLossScale,
+  decodeLossScale,
+  LOSS_SCALE_WORDS,
   lossScaleCheck,
   type LossScaleOptions,
   lossScaleUpdate,
-  readLossScale,
 } from "../kernels/loss_scale.ts";
-import { createFiniteWatch, FINITE, finiteCheck, readFiniteWatch } from "../kernels/finite.ts";
+import { createFiniteWatch, FINITE, finiteCheck } from "../kernels/finite.ts";
 import { sgdUpdate } from "../kernels/sgd.ts";
 import { adamUpdate } from "../kernels/adam.ts";
 import { checkSchedule, type LrSchedule, scheduleLr } from "./schedule.ts";
@@ -600,7 +601,16 @@ export class Trainer {
       mark: this.steps - 1,
       slot: 1,
     });
-    const [badLoss, badParam] = await readFiniteWatch(this.#watch);
+    // One readback for the epoch's end (each wait costs a round trip to the device): the watch's
+    // two slots, the loss sum, the correct count and, in f16, the loss scaler's state.
+    const scaled = this.#lossScale !== null && this.model.precision === "f16";
+    const end = gpu.empty([4 + (scaled ? LOSS_SCALE_WORDS : 0)], { dtype: "u32" });
+    gpu.copy(this.#watch, end, { bytes: 8 });
+    gpu.copy(lossSum, end, { dstOffset: 8, bytes: 4 });
+    gpu.copy(correct, end, { dstOffset: 12, bytes: 4 });
+    if (scaled) gpu.copy(this.#lossScale!, end, { dstOffset: 16, bytes: LOSS_SCALE_WORDS * 4 });
+    const words = new Uint32Array(await end.toArray().finally(() => end.dispose()));
+    const [badLoss, badParam] = [words[0], words[1]].map((w) => (w === FINITE ? null : w));
     this.#now.order = null;
     if (badLoss !== null || badParam !== null) {
       all.dispose();
@@ -616,13 +626,12 @@ export class Trainer {
         lr: this.lrAt(step),
       });
     }
-    const [loss] = await lossSum.toArray();
-    const [right] = await correct.toArray();
+    const loss = new Float32Array(words.buffer, 8, 1)[0], right = words[3];
     const seconds = (performance.now() - t0) / 1000;
     all.dispose();
     const result = { loss: loss / n, trainAcc: right / n, examples: n, seconds };
-    if (!this.#lossScale || this.model.precision !== "f16") return result;
-    const scaler = await readLossScale(this.#lossScale);
+    if (!scaled) return result;
+    const scaler = decodeLossScale(words.subarray(4));
     this.skippedSteps = scaler.skippedSteps;
     return { ...result, lossScale: scaler.scale, skippedSteps: scaler.skippedSteps };
   }
@@ -654,7 +663,7 @@ export class Trainer {
   }
 
   /**
-   * Accuracy in evaluation mode over `set` (or its first `limit` examples); two readbacks (the
+   * Accuracy in evaluation mode over `set` (or its first `limit` examples); one readback (the
    * count and the outputs' Inf/NaN watch).
    *
    * @throws {NonFiniteError} when the model's outputs hold Inf or NaN.
@@ -700,9 +709,14 @@ export class Trainer {
       });
       gpu.flush();
     }
-    const [right] = await correct.toArray();
-    const [bad] = await readFiniteWatch(watch);
-    for (const t of [correct, watch, all]) t.dispose();
+    // One readback: the count and the watch.
+    const end = gpu.empty([2], { dtype: "u32" });
+    gpu.copy(correct, end, { bytes: 4 });
+    gpu.copy(watch, end, { dstOffset: 4, bytes: 4 });
+    const [right, seen] = await end.toArray().finally(() => {
+      for (const t of [end, correct, watch, all]) t.dispose();
+    });
+    const bad = seen === FINITE ? null : seen;
     if (bad !== null) {
       throw new NonFiniteError(
         `evaluate: the model's outputs are Inf or NaN (batch ${bad + 1}): its weights are not ` +

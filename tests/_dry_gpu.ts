@@ -7,8 +7,8 @@
  * binding. Tests then check every dispatch of a whole training step against the adapter's limits
  * (`tests/limits_test.ts`) at shapes far too large to run on llvmpipe.
  *
- * Only small uploads keep their data (readbacks of the watches and loss scales a trainer reads
- * back); everything else reads as zeros.
+ * Only small uploads keep their data, and copies of it (readbacks of the watches and loss scales
+ * a trainer reads back); everything else reads as zeros.
  *
  * @module
  */
@@ -154,7 +154,21 @@ export function dryGpu(profile: AdapterProfile, extra: Record<string, number> = 
       });
       stats.dispatches++;
     },
-    copy(): void {},
+    // Copies keep what uploads kept (a trainer copies its watch and loss scale into one
+    // readback); a copy from a buffer without kept data leaves zeros.
+    copy(src, dst, options = {}): void {
+      const bytes = options.bytes ?? src.byteLength;
+      const from = src.byteOffset + (options.srcOffset ?? 0);
+      const to = dst.byteOffset + (options.dstOffset ?? 0);
+      let d = kept.get(dst.buffer);
+      if (!d) {
+        if (dst.buffer.size > KEPT_UPLOAD) return;
+        d = new Uint8Array(dst.buffer.size);
+        kept.set(dst.buffer, d);
+      }
+      const k = kept.get(src.buffer);
+      d.set(k ? k.subarray(from, from + bytes) : new Uint8Array(bytes), to);
+    },
     clear(): void {
       stats.clears++;
     },

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import {
   createLossScale,
+  decodeLossScale,
   LOSS_SCALE_WORDS,
   lossScaleCheck,
   lossScaleUpdate,
@@ -46,6 +47,14 @@ Deno.test("createLossScale validates its options", GPU_TEST, async () => {
   // A resumed scaler keeps counting its skipped steps (Adam's step count subtracts them).
   const resumed = createLossScale(gpu, { skippedSteps: 7 });
   assert.equal((await readLossScale(resumed)).skippedSteps, 7);
+  // The words a caller reads back itself decode to the same state (the trainer's epoch end),
+  // also from a view at an offset into a larger readback.
+  const words = new Uint32Array(await resumed.toArray());
+  const larger = new Uint32Array(4 + LOSS_SCALE_WORDS);
+  larger.set(words, 4);
+  assert.deepEqual(decodeLossScale(larger.subarray(4)), await readLossScale(resumed));
+  assert.equal(decodeLossScale(larger.subarray(4)).scale, 65536);
+  assert.throws(() => decodeLossScale(larger), /decodeLossScale: expected 8 words/);
   resumed.dispose();
 });
 
