@@ -249,6 +249,41 @@ Deno.test("train --precision f16 reports, saves and resumes the loss scale", asy
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("train --optimizer adam --precision f16 resumes the steps the scaler skipped", async () => {
+  // Adam's bias correction counts applied updates only (step - skipped_steps): the count must
+  // travel through the checkpoint and on into the resumed run and its next checkpoint.
+  const dir = await Deno.makeTempDir();
+  const ck = join(dir, "a.safetensors"), ck2 = join(dir, "b.safetensors");
+  const common = [
+    ...["lenet-bn", ...SYN, "--batch-size", "16", "--precision", "f16"],
+    ...["--optimizer", "adam", "--lr", "0.001"],
+  ];
+  const first = await run("train.ts", [...common, "--epochs", "1", "--save", ck]);
+  assert.equal(first.code, 0, first.stderr);
+  const saved = decodeSafetensors(await Deno.readFile(ck));
+  const stepsPerEpoch = Number(saved.metadata.step);
+  assert.equal(saved.metadata.skipped_steps, undefined, "nothing skipped at 65536");
+  saved.metadata.loss_scale = String(2 ** 40); // overflows: the resumed run skips steps
+  await Deno.writeFile(ck, encodeSafetensors(saved.tensors, saved.metadata));
+  const second = await run("train.ts", [...common, "--epochs", "2", "--resume", ck, "--save", ck2]);
+  assert.equal(second.code, 0, second.stderr);
+  const m = second.stdout.match(/epoch 2: .* \(loss scale (\d+), (\d+) steps skipped so far\)/);
+  assert.ok(m, second.stdout);
+  const skipped = Number(m[2]);
+  assert.ok(skipped >= 1, second.stdout);
+  const meta2 = decodeSafetensors(await Deno.readFile(ck2)).metadata;
+  assert.equal(meta2.skipped_steps, String(skipped));
+  assert.equal(Number(meta2.step), 2 * stepsPerEpoch);
+  // Resumed once more: the count starts from the checkpoint's, and Adam's moments load with it.
+  const third = await run("train.ts", [...common, "--epochs", "3", "--resume", ck2]);
+  assert.equal(third.code, 0, third.stderr);
+  const m3 = third.stdout.match(/epoch 3: .* \(loss scale (\d+), (\d+) steps skipped so far\)/);
+  assert.ok(m3, third.stdout);
+  assert.ok(Number(m3[2]) >= skipped, `the skipped count carried on: ${third.stdout}`);
+  assert.doesNotMatch(third.stderr, /reset|moments start from zero/);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("train --precision f16 on an adapter without shader-f16 says so", async () => {
   // Deno's GL backend exposes no shader-f16 on llvmpipe; elsewhere it may, or may not run.
   const probe = await new Deno.Command(Deno.execPath(), {
