@@ -38,6 +38,16 @@ import type { Conv2dKernelOptions } from "../_types.ts";
 import type { ActivationKind } from "../_activation_wgsl.ts";
 import { activeTuningTable } from "../autotune/table.ts";
 import { gemmStrided, reduceStrided } from "../gemm/index.ts";
+import {
+  gemmProblem,
+  type GemmPlan,
+  planGemm,
+  runGemmPlan,
+  type StridedGemm,
+} from "../gemm/index.ts";
+import { tunedGemm } from "../autotune/table.ts";
+import { batchStatsMode, type ChannelPartials } from "../batchnorm/partials.ts";
+import { conv2dStatsLayout, type Conv2dStatsLayout } from "./stats.ts";
 import { directConvForward } from "./direct.ts";
 import { directConvWeightGrad } from "./direct_weight_grad.ts";
 import {
@@ -55,10 +65,12 @@ import {
   planConv2d,
   readsInPlace,
 } from "./plan.ts";
+import type { GemmStep } from "./steps.ts";
 
 export { checkConv2d, conv2dGeometry, type Conv2dParams } from "./geometry.ts";
 export type { Conv2dGeometry, Window2d, Window2dParams } from "../_geometry.ts";
 export type { Conv2dKernelOptions } from "../_types.ts";
+export { conv2dStatsLayout, type Conv2dStatsLayout } from "./stats.ts";
 
 /** Fusions of {@linkcode conv2dForward}: an activation epilogue and output into a channel slice. */
 export interface Conv2dForwardOptions {
@@ -76,6 +88,13 @@ export interface Conv2dForwardOptions {
    * `y` is exactly `[n, cOut, oh, ow]`.
    */
   readonly yChannelOffset?: number;
+  /**
+   * Also gather per-channel partial statistics of the stored `y` for a batch normalization after
+   * it (see `conv2dStatsLayout`, `stats.ts`): `conv2dForward` then returns them, or `undefined`
+   * where the plan or the adapter's decision does not (the batch norm reduces `y` itself).
+   * Default false.
+   */
+  readonly stats?: boolean;
 }
 
 /** Options of {@linkcode conv2dBackward}. */
@@ -143,10 +162,15 @@ function kernelOptions(p: Conv2dKernelOptions): Conv2dKernelOptions {
 const dtypeOf = (t: Tensor | undefined) => t?.dtype as FloatDType | undefined;
 
 /** Plans a call on `gpu`'s adapter and table, reports it, and runs it. */
-function planAndRun(gpu: Gpu, problem: Conv2dProblem, io: Conv2dIO): void {
+function planAndRun(
+  gpu: Gpu,
+  problem: Conv2dProblem,
+  io: Conv2dIO,
+  stats = false,
+): ChannelPartials | undefined {
   const plan = planConv2d(problem, adapterProfile(gpu), activeTuningTable(gpu));
   for (const observer of observers.get(gpu) ?? []) observer({ problem, plan });
-  runConv2dPlan(plan, io);
+  return runConv2dPlan(plan, io, { stats, activation: problem.activation });
 }
 
 /**
@@ -180,12 +204,12 @@ function planAndRun(gpu: Gpu, problem: Conv2dProblem, io: Conv2dIO): void {
 export function conv2dForward(
   io: { y: Tensor; x: Tensor; w: Tensor; b?: Tensor },
   p: Conv2dParams & Conv2dForwardOptions & Conv2dKernelOptions,
-): void {
+): ChannelPartials | undefined {
   const g = conv2dGeometry(p);
   checkConv2dTensors(g, { x: io.x, w: io.w, b: io.b });
   const yChannels = checkOutputSlice(g, io.y, p.yChannelOffset);
   checkActivationKind("conv2d", p.activation);
-  planAndRun(io.x.gpu, {
+  return planAndRun(io.x.gpu, {
     geometry: g,
     call: "forward",
     dtypes: { x: dtypeOf(io.x)!, w: dtypeOf(io.w)!, b: dtypeOf(io.b), y: dtypeOf(io.y) },
@@ -193,7 +217,7 @@ export function conv2dForward(
     yChannelOffset: p.yChannelOffset ?? 0,
     activation: p.activation,
     options: kernelOptions(p),
-  }, io);
+  }, io, p.stats ?? false);
 }
 
 /**
@@ -432,7 +456,11 @@ export function conv2dPointwiseGroup(
  * runConv2dPlan(plan, { x, w, y });
  * ```
  */
-export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
+export function runConv2dPlan(
+  plan: ConvPlan,
+  io: Conv2dIO,
+  options: { readonly stats?: boolean; readonly activation?: string } = {},
+): ChannelPartials | undefined {
   const gpu = io.x.gpu;
   const g = plan.geometry;
   const buffers: Partial<Record<ConvBuffer, Tensor>> = { ...io };
@@ -448,6 +476,15 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
     return t;
   };
   const bind = (o: ConvOperand) => bindingRange(tensor(o.buffer), o.offset, o.count);
+  const strided = (m: GemmStep): StridedGemm => ({
+    ...m,
+    a: bind(m.a),
+    b: bind(m.b),
+    c: bind(m.c),
+    bias: m.bias && bind(m.bias),
+  });
+  const stats = options.stats && io.y ? _statsPlans(plan, io.y, strided, options) : undefined;
+  let gemmIndex = 0;
   try {
     for (const s of plan.steps) {
       switch (s.kind) {
@@ -461,6 +498,17 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
           permuteNc(bind(s.src), bind(s.dst), s.shape);
           break;
         case "gemm": {
+          if (stats) {
+            const k = gemmIndex++;
+            const { layout, base } = stats.layout.gemms[k];
+            runGemmPlan(gpu, strided(s.gemm), stats.plans[k], {
+              layout,
+              base,
+              tiles: stats.layout.tiles,
+              out: bindingRange(stats.out, 0, stats.out.size),
+            });
+            break;
+          }
           const m = s.gemm;
           gemmStrided(gpu, {
             ...m,
@@ -495,4 +543,30 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
   } finally {
     for (const t of scratch) t.dispose();
   }
+  return stats ? { partials: stats.out, tiles: stats.layout.tiles } : undefined;
+}
+
+/**
+ * A forward plan's statistics: every GEMM step's plan (as `gemmStrided` would run it), then the
+ * pure decision (`conv2dStatsLayout`) and the scratch it needs; `undefined` where it does not.
+ */
+function _statsPlans(
+  plan: ConvPlan,
+  y: Tensor,
+  strided: (m: GemmStep) => StridedGemm,
+  options: { readonly activation?: string },
+): { layout: Conv2dStatsLayout; plans: GemmPlan[]; out: Tensor } | undefined {
+  if (!plan.forward) return undefined;
+  const gpu = y.gpu, profile = adapterProfile(gpu);
+  const plans = plan.steps.flatMap((s) =>
+    s.kind === "gemm"
+      ? [planGemm(gemmProblem(strided(s.gemm)), profile, tunedGemm(gpu, strided(s.gemm), s.tuning))]
+      : []
+  );
+  const layout = conv2dStatsLayout(plan, plans, {
+    yChannels: y.shape[1],
+    activation: options.activation,
+  }, profile, batchStatsMode(gpu));
+  if (!layout) return undefined;
+  return { layout, plans, out: gpu.empty([plan.geometry.cOut * layout.tiles * 4]) };
 }
