@@ -15,7 +15,19 @@ import {
   type ChannelPartials,
 } from "../../kernels/batchnorm/index.ts";
 import { checkConv2d, conv2dBackward, conv2dForward } from "../../kernels/conv2d/index.ts";
-import { gemm, type GemmVariant } from "../../kernels/gemm/index.ts";
+import {
+  gemm,
+  gemmProblem,
+  gemmStatsLayout,
+  gemmStrided,
+  type GemmVariant,
+  planGemm,
+  runGemmPlan,
+  type StatsAxis,
+  type StridedGemm,
+} from "../../kernels/gemm/index.ts";
+import { adapterProfile } from "../../kernels/_adapter.ts";
+import { bindingRange } from "../../kernels/_binding.ts";
 import { batchStatsMode, setBatchStatsMode } from "../../kernels/batchnorm/partials.ts";
 import assert from "../_assert.ts";
 import type { KernelCheck } from "../_check.ts";
@@ -351,6 +363,136 @@ async function mergeCheck(gpu: Gpu): Promise<void> {
   }
 }
 
+/**
+ * The GEMM's own variants with statistics: A read along k in segments (conv2d's in-place NCHW
+ * operand), C's rows in two groups (the merged 1x1 convolutions' store), several passes over k
+ * (the last one, reading C, gathers), a batch; each kernel family, each channel axis, f32 and
+ * f16 C. The stored C bit for bit as without statistics; the merged partials against the
+ * Float64 statistics of the stored values.
+ */
+async function gemmVariantsCheck(gpu: Gpu, dt: DT): Promise<void> {
+  const rng = new Rng(dt === "f32" ? 81 : 82);
+  const profile = adapterProfile(gpu);
+  const cases = [
+    { what: "k segments", m: 13, pixels: 7, images: 3, n: 9, kseg: true },
+    { what: "row groups", m: 11, pixels: 10, images: 2, n: 0, rows: [5, 6] },
+    { what: "k passes", m: 6, pixels: 1, images: 1, n: 21, k: 1, passes: true },
+    { what: "batch", m: 9, pixels: 1, images: 1, n: 17, k: 30, batch: 3 },
+  ];
+  for (const variant of ["register", "shared"] as const) {
+    for (const cs of cases) {
+      for (const axis of ["row", "col"] as StatsAxis[]) {
+        if (cs.rows && axis === "col") continue; // row groups: a convolution's channels, rows
+        const batch = cs.batch ?? 1;
+        // k segments: A = NCHW dy [images, m, pixels] as [m, images * pixels]; C = A . B^T.
+        // k passes: k past one dispatch's (gemm/plan.ts: 240,000 register, 32,768 shared).
+        const kPasses = variant === "register" ? 240_008 : 40_000;
+        const k = cs.kseg ? cs.images * cs.pixels : cs.rows ? 8 : cs.passes ? kPasses : cs.k!;
+        const m = cs.m, n = cs.rows ? cs.images * cs.pixels : cs.n;
+        const a = tensorOf(gpu, rand(rng, batch * m * k, 1), { dtype: dt, shape: [batch * m * k] });
+        const bT = cs.kseg || !cs.rows;
+        const b = tensorOf(gpu, rand(rng, batch * k * n, 1 / Math.sqrt(k)), {
+          dtype: dt,
+          shape: [batch * k * n],
+        });
+        const biasLen = axis === "row" ? m : n;
+        const bias = tensorOf(gpu, rand(rng, biasLen, 1, 50), { shape: [biasLen] });
+        // Row groups: group 0 into channels [1, 1 + g0) of a [images, g0 + 2, pixels] tensor at 0,
+        // group 1 into its own [images, g1, pixels] after it; all in one C.
+        const P = cs.pixels, g = cs.rows ?? [];
+        const second = cs.rows ? cs.images * (g[0] + 2) * P + 4 : 0;
+        const cLen = cs.rows ? second + cs.images * g[1] * P : batch * m * n;
+        const c0 = tensorOf(gpu, rand(rng, cLen, 1), { dtype: dt, shape: [cLen] });
+        const cOld = tensorOf(gpu, await read(c0), { dtype: dt, shape: [cLen] });
+        const beta = cs.passes ? 0.5 : 0;
+        const mk = (c: Tensor): StridedGemm => ({
+          m,
+          n,
+          k,
+          batch,
+          transA: false,
+          transB: bT,
+          alpha: 1,
+          beta,
+          a: bindingRange(a, 0, a.size),
+          b: bindingRange(b, 0, b.size),
+          c: bindingRange(c, 0, cLen),
+          lda: cs.kseg ? P : k,
+          ldb: bT ? k : n,
+          ldc: cs.rows ? P : n,
+          strideA: batch > 1 ? m * k : 0,
+          strideB: batch > 1 ? k * n : 0,
+          strideC: batch > 1 ? m * n : 0,
+          ...(cs.kseg ? { segmentKA: P, segmentStrideKA: m * P } : {}),
+          ...(cs.rows
+            ? {
+              segment: P,
+              segmentStride: (g[0] + 2) * P,
+              rowGroups: [
+                { row: 0, base: P, segmentStride: (g[0] + 2) * P },
+                { row: g[0], base: second, segmentStride: g[1] * P },
+              ],
+            }
+            : {}),
+          bias: bindingRange(bias, 0, biasLen),
+          biasMode: axis,
+        });
+        const tuning = { variant, splitK: 1 }; // split-K's epilogue stores C: it cannot gather
+        gemmStrided(gpu, mk(cOld), tuning);
+        const gs = mk(c0);
+        const plan = planGemm(gemmProblem(gs), profile, tuning);
+        const layout = gemmStatsLayout(plan, axis, profile, "on");
+        const what = `${dt} ${variant} ${cs.what} (${axis})`;
+        if (cs.passes && plan.passes.length < 2) throw new Error(`${what}: expected k-passes`);
+        if (cs.passes && dt === "f16") {
+          // An f16 C's k-passes sum into an f32 scratch; their epilogue stores C: no gathering.
+          assert.equal(layout, undefined, `${what}: an f16 C's k-passes do not gather`);
+          for (const t of [a, b, bias, c0, cOld]) t.dispose();
+          continue;
+        }
+        assert.ok(layout, `${what}: the plan gathers`);
+        assert.equal(layout.kernel, variant, `${what}: the kernel`);
+        const channels = axis === "row" ? m : n;
+        const out = gpu.empty([channels * layout.tiles * 4]);
+        runGemmPlan(gpu, gs, plan, { layout, out: bindingRange(out, 0, out.size), base: 0 });
+        await assertSameBits(c0, cOld, what);
+        // The stored values of each channel, from C.
+        const cv = await read(c0);
+        const at = (z: number, i: number, j: number) => {
+          if (!cs.rows) return cv[z * m * n + i * n + j];
+          const img = Math.floor(j / P), px = j % P;
+          return i < g[0]
+            ? cv[P + img * (g[0] + 2) * P + i * P + px]
+            : cv[second + img * g[1] * P + (i - g[0]) * P + px];
+        };
+        const merged = mergePartialsRef(await read(out), channels, layout.tiles);
+        for (let ch = 0; ch < channels; ch++) {
+          const values: number[] = [];
+          for (let z = 0; z < batch; z++) {
+            for (let e = 0; e < (axis === "row" ? n : m); e++) {
+              values.push(axis === "row" ? at(z, ch, e) : at(z, e, ch));
+            }
+          }
+          const want = tileStatsRef(values);
+          const scale = Math.max(...values.map(Math.abs));
+          assert.equal(merged[ch].count, want.count, `${what}: channel ${ch} count`);
+          assertClose([merged[ch].mean], [want.mean], {
+            rtol: 1e-6,
+            atol: scale * 2e-7,
+            what: `${what}: channel ${ch} mean`,
+          });
+          assertClose([merged[ch].m2], [want.m2], {
+            rtol: 1e-5,
+            atol: 1e-6 * want.count,
+            what: `${what}: channel ${ch} M2`,
+          });
+        }
+        for (const t of [a, b, bias, c0, cOld, out]) t.dispose();
+      }
+    }
+  }
+}
+
 /** The checks of tests/batchnorm_test.ts for statistics gathered by the producer. */
 export const BN_STATS_CHECKS: readonly KernelCheck[] = [
   ...(["f32", "f16"] as const).map((dt): KernelCheck => ({
@@ -373,6 +515,13 @@ export const BN_STATS_CHECKS: readonly KernelCheck[] = [
         setBatchStatsMode(gpu, mode);
       }
     },
+  })),
+  ...(["f32", "f16"] as const).map((dt): KernelCheck => ({
+    name: `GEMM statistics (${dt}) with k segments, row groups, k-passes and a batch, both ` +
+      "families and channel axes, vs Float64",
+    gpu: true,
+    f16: dt === "f16",
+    run: (gpu) => gemmVariantsCheck(gpu, dt),
   })),
   {
     name: "batch norm merging partial statistics (Chan) vs Float64, far from zero",
