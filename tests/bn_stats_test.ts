@@ -6,13 +6,17 @@
 // unfused reference of tests/unfused.ts), within the batch-norm suites' tolerances.
 import assert from "node:assert/strict";
 import type { Tensor } from "../gpu/mod.ts";
-import { adapterProfile, WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
+import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
 import { conv2dGeometry, conv2dStatsLayout } from "../kernels/conv2d/index.ts";
-import { directStatsTiles } from "../kernels/conv2d/direct.ts";
 import { planConv2d } from "../kernels/conv2d/plan.ts";
 import { type GemmProblem, gemmStatsLayout, planGemm } from "../kernels/gemm/index.ts";
-import { MAX_PARTIAL_TILES } from "../kernels/batchnorm/partials.ts";
+import {
+  batchStatsMode,
+  MAX_PARTIAL_TILES,
+  setBatchStatsMode,
+} from "../kernels/batchnorm/partials.ts";
 import { REGISTER_WG } from "../kernels/gemm/types.ts";
+import { statsOnAdapter } from "../kernels/gemm/stats.ts";
 import {
   activation,
   batchNorm,
@@ -113,38 +117,73 @@ function problem(o: Partial<GemmProblem> & { m: number; n: number; k: number }):
 Deno.test("plan: which GEMM plans gather statistics, and where", () => {
   const conv = problem({ m: 24, n: 300, k: 27 });
   const plan = planGemm(conv, CPU);
-  const layout = gemmStatsLayout(plan, "row");
-  assert.ok(layout, "a register GEMM in one dispatch gathers");
+  const layout = gemmStatsLayout(plan, "row", CPU, "on");
+  assert.ok(layout, "a register GEMM in one dispatch gathers (forced on)");
+  assert.equal(gemmStatsLayout(plan, "row", CPU), undefined, "not by default on a CPU adapter");
   const [gx, gy, gz] = plan.passes[0].dispatches[0].workgroups;
   assert.deepEqual(
     layout,
     plan.swap
-      ? { axis: "col", tiles: gy * gz * REGISTER_WG, tilesX: gy }
-      : { axis: "row", tiles: gx * gz * REGISTER_WG, tilesX: gx },
+      ? { kernel: "register", axis: "col", tiles: gy * gz * REGISTER_WG, tilesX: gy, pass: 0 }
+      : { kernel: "register", axis: "row", tiles: gx * gz * REGISTER_WG, tilesX: gx, pass: 0 },
   );
+  // The shared-memory family: one tile per workgroup along the reduced axis (a GPU gathers by
+  // default; a CPU adapter only when forced on: measured slower there).
+  const shared = planGemm(conv, WEBGPU_DEFAULT_PROFILE);
+  assert.equal(shared.variant, "shared");
+  const [sx, , sz] = shared.passes[0].dispatches[0].workgroups;
+  assert.deepEqual(gemmStatsLayout(shared, "row", WEBGPU_DEFAULT_PROFILE), {
+    kernel: "shared",
+    axis: "row",
+    tiles: sx * sz,
+    tilesX: sx,
+    pass: 0,
+  });
+  const sharedOnCpu = planGemm(conv, CPU, { variant: "shared" });
+  assert.equal(gemmStatsLayout(sharedOnCpu, "row", CPU), undefined);
+  assert.ok(gemmStatsLayout(sharedOnCpu, "row", CPU, "on"));
+  // Forced off: nothing gathers anywhere.
+  assert.equal(gemmStatsLayout(plan, "row", CPU, "off"), undefined);
+  assert.equal(gemmStatsLayout(shared, "row", WEBGPU_DEFAULT_PROFILE, "off"), undefined);
   // Batched: one tile per thread along the columns, and batch.
   const batched = planGemm(
     problem({ m: 16, n: 81, k: 4, batch: 3, strideB: 324, strideC: 1296 }),
     CPU,
   );
-  const lb = gemmStatsLayout(batched, "row")!;
+  const lb = gemmStatsLayout(batched, "row", CPU, "on")!;
   assert.equal(lb.tiles, lb.tilesX * 3 * REGISTER_WG);
   // Swapped plans gather along the other axis of the kernel's C.
   const swapped = planGemm(problem({ m: 300, n: 8, k: 64 }), CPU, { swap: true });
   assert.equal(swapped.swap, true);
-  assert.equal(gemmStatsLayout(swapped, "col")?.axis, "row");
-  // Fallbacks: the shared-memory family, split-K (partial products and an epilogue), an
-  // activation or beta in the store, k-passes into an f32 accumulator for an f16 C.
-  assert.equal(gemmStatsLayout(planGemm(conv, WEBGPU_DEFAULT_PROFILE), "row"), undefined);
+  assert.equal(gemmStatsLayout(swapped, "col", CPU, "on")?.axis, "row");
+  // Beta (a k-pass after the first adds to C) gathers: the stored values are C's final ones.
+  assert.ok(gemmStatsLayout(planGemm({ ...conv, beta: 1 }, CPU), "row", CPU, "on"));
+  const longF32 = planGemm(problem({ m: 8, n: 64, k: 300000 }), CPU, { splitK: 1 });
+  assert.ok(longF32.passes.length > 1 && !longF32.epilogue);
+  assert.equal(gemmStatsLayout(longF32, "row", CPU, "on")?.pass, longF32.passes.length - 1);
+  // Fallbacks (the kernel that stores C cannot gather): split-K (partial products, then an
+  // epilogue stores C), k-passes into an f32 accumulator for an f16 C (an epilogue stores C), an
+  // activation in the store (no batch norm's producer has one).
   const split = planGemm(conv, CPU, { splitK: 3 });
   assert.ok(split.splitK > 1);
-  assert.equal(gemmStatsLayout(split, "row"), undefined);
-  assert.equal(gemmStatsLayout(planGemm({ ...conv, activation: "relu" }, CPU), "row"), undefined);
-  assert.equal(gemmStatsLayout(planGemm({ ...conv, beta: 1 }, CPU), "row"), undefined);
+  assert.equal(gemmStatsLayout(split, "row", CPU, "on"), undefined);
+  const relu = planGemm({ ...conv, activation: "relu" }, CPU);
+  assert.equal(gemmStatsLayout(relu, "row", CPU, "on"), undefined);
   const longK = problem({ m: 8, n: 64, k: 300000, c: { base: 0, dtype: "f16" } });
   const passes = planGemm(longK, CPU);
   assert.ok(passes.passes.length > 1 && passes.epilogue);
-  assert.equal(gemmStatsLayout(passes, "row"), undefined);
+  assert.equal(gemmStatsLayout(passes, "row", CPU, "on"), undefined);
+});
+
+Deno.test("plan: the adapter decision (auto) is pure: GPUs every family, CPUs none (measured)", () => {
+  for (const kernel of ["register", "shared", "direct"] as const) {
+    assert.equal(statsOnAdapter(WEBGPU_DEFAULT_PROFILE, kernel), true, kernel);
+  }
+  assert.equal(statsOnAdapter(CPU, "register"), false);
+  assert.equal(statsOnAdapter(CPU, "shared"), false);
+  assert.equal(statsOnAdapter(CPU, "direct"), false);
+  const swiftShader = { ...CPU, mesaCpu: false, swiftShader: true };
+  assert.equal(statsOnAdapter(swiftShader, "shared"), false);
 });
 
 Deno.test("plan: which conv2d forward plans gather statistics (pure), and the fallbacks", () => {
@@ -162,66 +201,42 @@ Deno.test("plan: which conv2d forward plans gather statistics (pure), and the fa
   });
   assert.equal(im2col.forward?.path, "im2col");
   const gemms = im2col.steps.filter((s) => s.kind === "gemm").length;
-  const ok = conv2dStatsLayout(im2col, Array(gemms).fill(gemmOk), { yChannels: 8 });
-  const t = gemmStatsLayout(gemmOk, "row")!.tiles;
+  const call = { yChannels: 8 };
+  const ok = conv2dStatsLayout(im2col, Array(gemms).fill(gemmOk), call, CPU, "on");
+  assert.equal(conv2dStatsLayout(im2col, Array(gemms).fill(gemmOk), call, CPU), undefined);
+  const t = gemmStatsLayout(gemmOk, "row", CPU, "on")!.tiles;
   assert.deepEqual(ok, {
     tiles: t * gemms,
     gemms: Array.from({ length: gemms }, (_, i) => ({
-      layout: gemmStatsLayout(gemmOk, "row"),
+      layout: gemmStatsLayout(gemmOk, "row", CPU, "on"),
       base: i * t,
     })),
-    directs: [],
   });
+  assert.equal(conv2dStatsLayout(im2col, Array(gemms).fill(gemmOk), call, CPU, "off"), undefined);
   // One GEMM that cannot gather: none does (the batch norm reduces y itself).
-  assert.equal(conv2dStatsLayout(im2col, [gemmSplit], { yChannels: 8 }), undefined);
-  // Output into a slice of a wider tensor (a concatenation).
-  assert.equal(conv2dStatsLayout(im2col, Array(gemms).fill(gemmOk), { yChannels: 16 }), undefined);
+  assert.equal(conv2dStatsLayout(im2col, [gemmSplit], call, CPU, "on"), undefined);
+  // Output into a slice of a wider tensor (a concatenation); a fused activation.
+  const fill = Array(gemms).fill(gemmOk);
+  assert.equal(conv2dStatsLayout(im2col, fill, { yChannels: 16 }, CPU, "on"), undefined);
+  const relu = { ...call, activation: "relu" };
+  assert.equal(conv2dStatsLayout(im2col, fill, relu, CPU, "on"), undefined);
   // Pointwise (GEMMs straight on NCHW) gathers.
   const pointwise = plan({ n: 2, cIn: 16, h: 9, w: 9, cOut: 8, kernel: 1 });
   assert.equal(pointwise.forward?.path, "pointwise");
-  assert.ok(conv2dStatsLayout(pointwise, [gemmOk], { yChannels: 8 }));
-  // The direct kernel gathers in its last input-channel dispatch, one tile per workgroup, for
-  // each chunk of images in turn.
+  assert.ok(conv2dStatsLayout(pointwise, [gemmOk], call, CPU, "on"));
+  // The direct kernel does not gather (the batch norm reduces its output), even forced on.
   const direct = plan({ n: 2, cIn: 3, h: 8, w: 8, cOut: 8, kernel: 3 }, { direct: true });
   assert.equal(direct.forward?.path, "direct");
-  const ds = direct.steps.filter((s) => s.kind === "direct");
-  // Only where asked: by default (llvmpipe's cost) the batch norm reduces the output itself.
-  assert.equal(conv2dStatsLayout(direct, [], { yChannels: 8 }), undefined);
-  const dl = conv2dStatsLayout(direct, [], { yChannels: 8, direct: true });
-  assert.ok(dl && dl.directs.length === ds.length && dl.gemms.length === 0);
-  assert.equal(
-    dl.tiles,
-    ds.reduce((t, s) => t + (s.kind === "direct" ? directStatsTiles(s.shape, s.tile) : 0), 0),
-  );
-  // Not with an activation of its own (the batch norm's input is the conv's output), not into a
-  // slice.
-  const directRelu = planConv2d(
-    {
-      geometry: conv2dGeometry({ n: 2, cIn: 3, h: 8, w: 8, cOut: 8, kernel: 3 }),
-      call: "forward",
-      dtypes,
-      activation: "relu",
-      options: { direct: true },
-    },
-    CPU,
-    undefined,
-  );
-  assert.equal(conv2dStatsLayout(directRelu, [], { yChannels: 8, direct: true }), undefined);
-  assert.equal(conv2dStatsLayout(direct, [], { yChannels: 9, direct: true }), undefined);
-  // A block of more than 64 output channels (lane c of the workgroup writes channel c).
-  const wide = {
-    ...direct,
-    steps: direct.steps.map((s) => s.kind === "direct" ? { ...s, tile: { ...s.tile, co: 65 } } : s),
-  };
-  assert.equal(conv2dStatsLayout(wide, [], { yChannels: 8, direct: true }), undefined);
+  assert.equal(conv2dStatsLayout(direct, [], call, CPU, "on"), undefined);
+  assert.equal(conv2dStatsLayout(direct, [], call, WEBGPU_DEFAULT_PROFILE), undefined);
   // A grouped convolution (one GEMM per group) does not gather.
   const grouped = plan({ n: 2, cIn: 4, h: 8, w: 8, cOut: 8, kernel: 3, groups: 2 }, {
     direct: false,
   });
-  assert.equal(conv2dStatsLayout(grouped, [gemmOk], { yChannels: 8 }), undefined);
-  // Too many tiles per channel for the merge (one thread per channel).
+  assert.equal(conv2dStatsLayout(grouped, [gemmOk], call, CPU, "on"), undefined);
+  // Too many tiles per channel for the merge.
   const many = Array(MAX_PARTIAL_TILES / t + 1).fill(gemmOk);
-  assert.equal(conv2dStatsLayout(pointwise, many, { yChannels: 8 }), undefined);
+  assert.equal(conv2dStatsLayout(pointwise, many, call, CPU, "on"), undefined);
 });
 
 /** One training step (batch 2) of a model, fused or the old path: logits, grads, running stats. */
@@ -265,15 +280,20 @@ for (const [name, size] of MODELS) {
     async () => {
       const gpu = await testGpu();
       const model = createModel(gpu, { name });
-      const fused = await trainStep(model, size, "fused");
-      const old = await trainStep(model, size, "old");
-      model.dispose();
+      const mode = batchStatsMode(gpu);
+      setBatchStatsMode(gpu, "on"); // (a CPU adapter does not gather by default)
+      let fused, old;
+      try {
+        fused = await trainStep(model, size, "fused");
+        old = await trainStep(model, size, "old");
+      } finally {
+        setBatchStatsMode(gpu, mode);
+        model.dispose();
+      }
       const merges = fused.kernels.filter((k) => k.startsWith("batchnorm_stats_tiles")).length;
-      const gathers = fused.kernels.filter((k) =>
-        /^(gemm_reg_stats_|conv2d_direct_fwd_stats_)/.test(k)
-      ).length;
-      console.log(`${name}: ${gathers} GEMM or direct stores gather, ${merges} batch norms merge`);
-      if (adapterProfile(gpu).isCpu) assert.ok(merges > 0 && merges === gathers);
+      const gathers = fused.kernels.filter((k) => /^gemm_(reg|smem)_stats_/.test(k)).length;
+      console.log(`${name}: ${gathers} GEMM stores gather, ${merges} batch norms merge`);
+      assert.ok(merges > 0 && merges === gathers, `${gathers} gather, ${merges} merge`);
       assert.equal(old.kernels.filter((k) => k.startsWith("batchnorm_stats_tiles")).length, 0);
       for (const [k, want] of old.out) {
         const got = fused.out.get(k)!;
@@ -315,19 +335,20 @@ Deno.test(
     ]);
     const model = createModel(gpu, { name: "chain", net, inputShape: [1, 8, 8], seed: 1 });
     const x = gpu.tensor(detValues("input", 2 * 64, -1, 1), { shape: [2, 1, 8, 8] });
-    const cpu = adapterProfile(gpu).isCpu;
+    const mode = batchStatsMode(gpu);
+    setBatchStatsMode(gpu, "on");
     for (const training of [true, false]) {
       const ctx: Ctx = { gpu, training, seed: 1 };
       const live = gpu.pool.stats.liveBytes;
       let f!: ReturnType<typeof model.forward>;
       const names = kernelsOf(gpu, () => f = model.forward(x, ctx));
       const has = (re: RegExp) => names.some((n) => re.test(n));
-      if (training && cpu) {
-        assert.ok(has(/^gemm_reg_stats_/), `gathered in the GEMM store: ${names}`);
+      if (training) {
+        assert.ok(has(/^gemm_(reg|smem)_stats_/), `gathered in the GEMM store: ${names}`);
         assert.ok(has(/^batchnorm_stats_tiles/), `merged: ${names}`);
         assert.ok(!has(/^batchnorm_stats_(?!tiles)/), `no reduction of the input: ${names}`);
-      } else {
-        assert.ok(!has(/^gemm_reg_stats_|^batchnorm_stats_tiles/), `${training}: ${names}`);
+      } else if (!training) {
+        assert.ok(!has(/^gemm_(reg|smem)_stats_|^batchnorm_stats_tiles/), `eval: ${names}`);
       }
       const dy = gpu.zeros(f.y.shape);
       if (training) model.backward(dy, { cache: f.cache, ctx });
@@ -335,6 +356,7 @@ Deno.test(
       // (eval's caches hold handles to the inputs until a backward, which eval has not)
       if (training) assert.equal(gpu.pool.stats.liveBytes, live, "no handle left live");
     }
+    setBatchStatsMode(gpu, mode);
     x.dispose();
     model.dispose();
   },

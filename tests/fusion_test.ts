@@ -2,7 +2,10 @@
 // + activation epilogues and lets Inception branches and DenseNet convs write straight into their
 // concat buffers. Their correctness against PyTorch is the parity suite's (models_test.ts); here
 // the fused step of each model is compared with the unfused reference executor of tests/unfused.ts
-// (every leaf layer by itself, the separate concat/split kernels): bit-identical logits,
+// (every leaf layer by itself, the separate concat/split kernels; it keeps one fusion, a conv or
+// linear gathering the batch statistics of the batch norm after it, whose results differ from the
+// batch norm's own reduction in the last bits and are checked against it, within tolerances, by
+// tests/bn_stats_test.ts and BN_STATS_CHECKS): bit-identical logits,
 // gradients and running statistics (the fused kernels compute exactly what the separate ones do);
 // and the fused step records no separate activation pass and no copy of a branch's output into a
 // concatenation (the kernels it dispatches, by name), fewer dispatches in all, peaks lower and
@@ -51,7 +54,7 @@ const f32 = async (t: Tensor): Promise<Float32Array> => (await t.toArray()) as F
 /** The model's own (fused) forward and backward, or the unfused reference of its tree. */
 function runner(model: Model, fused: boolean) {
   if (fused) return { forward: model.forward.bind(model), backward: model.backward.bind(model) };
-  const ref = unfused(model.net);
+  const ref = unfused(model.net, undefined, { batchStats: true });
   return {
     forward: (x: Tensor, ctx: Ctx) => ref.forward(x, ctx),
     backward(dy: Tensor, o: { cache: unknown; ctx: Ctx }) {

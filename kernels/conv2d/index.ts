@@ -39,15 +39,15 @@ import type { ActivationKind } from "../_activation_wgsl.ts";
 import { activeTuningTable } from "../autotune/table.ts";
 import { gemmStrided, reduceStrided } from "../gemm/index.ts";
 import {
-  gemmProblem,
   type GemmPlan,
+  gemmProblem,
   planGemm,
   runGemmPlan,
   type StridedGemm,
 } from "../gemm/index.ts";
 import { tunedGemm } from "../autotune/table.ts";
 import { batchStatsMode, type ChannelPartials } from "../batchnorm/partials.ts";
-import { conv2dStatsLayout, type Conv2dStatsLayout } from "./stats.ts";
+import { type Conv2dStatsLayout, conv2dStatsLayout } from "./stats.ts";
 import { directConvForward } from "./direct.ts";
 import { directConvWeightGrad } from "./direct_weight_grad.ts";
 import {
@@ -70,7 +70,7 @@ import type { GemmStep } from "./steps.ts";
 export { checkConv2d, conv2dGeometry, type Conv2dParams } from "./geometry.ts";
 export type { Conv2dGeometry, Window2d, Window2dParams } from "../_geometry.ts";
 export type { Conv2dKernelOptions } from "../_types.ts";
-export { conv2dStatsLayout, type Conv2dStatsLayout } from "./stats.ts";
+export { type Conv2dStatsLayout, conv2dStatsLayout } from "./stats.ts";
 
 /** Fusions of {@linkcode conv2dForward}: an activation epilogue and output into a channel slice. */
 export interface Conv2dForwardOptions {
@@ -209,15 +209,20 @@ export function conv2dForward(
   checkConv2dTensors(g, { x: io.x, w: io.w, b: io.b });
   const yChannels = checkOutputSlice(g, io.y, p.yChannelOffset);
   checkActivationKind("conv2d", p.activation);
-  return planAndRun(io.x.gpu, {
-    geometry: g,
-    call: "forward",
-    dtypes: { x: dtypeOf(io.x)!, w: dtypeOf(io.w)!, b: dtypeOf(io.b), y: dtypeOf(io.y) },
-    yChannels,
-    yChannelOffset: p.yChannelOffset ?? 0,
-    activation: p.activation,
-    options: kernelOptions(p),
-  }, io, p.stats ?? false);
+  return planAndRun(
+    io.x.gpu,
+    {
+      geometry: g,
+      call: "forward",
+      dtypes: { x: dtypeOf(io.x)!, w: dtypeOf(io.w)!, b: dtypeOf(io.b), y: dtypeOf(io.y) },
+      yChannels,
+      yChannelOffset: p.yChannelOffset ?? 0,
+      activation: p.activation,
+      options: kernelOptions(p),
+    },
+    io,
+    p.stats ?? false,
+  );
 }
 
 /**
@@ -563,10 +568,16 @@ function _statsPlans(
       ? [planGemm(gemmProblem(strided(s.gemm)), profile, tunedGemm(gpu, strided(s.gemm), s.tuning))]
       : []
   );
-  const layout = conv2dStatsLayout(plan, plans, {
-    yChannels: y.shape[1],
-    activation: options.activation,
-  }, profile, batchStatsMode(gpu));
+  const layout = conv2dStatsLayout(
+    plan,
+    plans,
+    {
+      yChannels: y.shape[1],
+      activation: options.activation,
+    },
+    profile,
+    batchStatsMode(gpu),
+  );
   if (!layout) return undefined;
   return { layout, plans, out: gpu.empty([plan.geometry.cOut * layout.tiles * 4]) };
 }

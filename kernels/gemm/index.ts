@@ -39,7 +39,7 @@ import { dispatchEpilogue, epilogueKernel } from "./epilogue.ts";
 import { gemmProblem, planDispatches, planGemm } from "./plan.ts";
 import { dispatchRegister, dispatchRegisterStats, registerKernel } from "./register.ts";
 import { dispatchShared, dispatchSharedStats, sharedKernel } from "./shared.ts";
-import { gemmStatsLayout, type GemmStatsLayout, type StatsAxis } from "./stats.ts";
+import { type GemmStatsLayout, gemmStatsLayout, type StatsAxis } from "./stats.ts";
 import { batchStatsMode, type ChannelPartials, MAX_PARTIAL_TILES } from "../batchnorm/partials.ts";
 import { gemmVariant, type SharedVariant, type StoreVariant } from "./store.ts";
 import type { GemmDispatch, GemmOperand, GemmPlan } from "./types.ts";
@@ -49,8 +49,8 @@ export { gemmProblem, planDispatches, planGemm } from "./plan.ts";
 export { reduceStrided, type StridedReduce, sumRows } from "./reduce.ts";
 export {
   type BatchStatsMode,
-  gemmStatsLayout,
   type GemmStatsLayout,
+  gemmStatsLayout,
   type StatsAxis,
   statsOnAdapter,
 } from "./stats.ts";

@@ -170,7 +170,10 @@ export const registerStatsKernel = perSizes((
     body: (ctx) => {
       const axis: StatsAxis = ctx.variant.endsWith("strow") ? "row" : "col";
       const variant = ctx.variant.replace(/_?st(row|col)$/, "") as RegisterVariant;
-      const base = { ...ctx, variant } as unknown as KernelContext<typeof BINDINGS, RegisterVariant>;
+      const base = { ...ctx, variant } as unknown as KernelContext<
+        typeof BINDINGS,
+        RegisterVariant
+      >;
       return registerBody(transA, transB, tm, tn, segKA, segKB, base, axis);
     },
   })

@@ -202,9 +202,7 @@ export const sharedStatsKernel = perSizes((
   const plain = sharedKernel(transA, transB, segKA, segKB);
   const d = plain.descriptor;
   return defineKernel({
-    name: `gemm_smem_stats_${transA ? "t" : "n"}${transB ? "t" : "n"}${
-      kSegName(segKA, segKB)
-    }_4x4`,
+    name: `gemm_smem_stats_${transA ? "t" : "n"}${transB ? "t" : "n"}${kSegName(segKA, segKB)}_4x4`,
     doc: `${d.doc} The store also keeps each stored value; the workgroup then writes the ` +
       "(count, mean, mean correction, M2) of its tile of each channel (rows of C: strow, " +
       "columns: stcol) to stats[channel * statsTiles + statsBase + z * statsTilesX + workgroup].",

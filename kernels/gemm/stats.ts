@@ -234,7 +234,7 @@ export type BatchStatsMode = "auto" | "on" | "off";
  * Whether gathering in kernel family `kernel` pays on an adapter (the `auto` decision, pure). On
  * other than CPU adapters every family gathers: it saves the batch norm a full read of its input,
  * a bandwidth-bound pass, for a few more operations in a store. On CPU adapters only where
- * measured no slower (bench:train --profile, llvmpipe; see the constant below).
+ * measured no slower (bench:train --profile, llvmpipe): so far none.
  *
  * @returns Whether to gather.
  * @example
@@ -252,15 +252,19 @@ export function statsOnAdapter(
 }
 
 /**
- * The kernel families that gather on CPU adapters (measured on llvmpipe, 2 cores: see the report
- * in the commit that set it).
+ * The kernel families that gather on CPU adapters: none. Measured on llvmpipe (2 cores,
+ * `bench:train --profile`, fusion forced on against the unfused baseline, interleaved): the
+ * register kernel's per-thread tiles hold 4 / tn of C (1/4 at best), which the merge reads, so
+ * MobileNet b32@96's batch-norm reduction passes (24-30 ms/step) became 8-13 ms of reductions
+ * left (after depthwise convolutions) plus 12-22 ms of merges, and its GEMMs did not get measurably
+ * faster or slower within the machine's noise (±30%): no gain to show. Forced on, they gather.
  */
-const CPU_STATS_KERNELS: readonly string[] = ["register"];
+const CPU_STATS_KERNELS: readonly string[] = [];
 
 /**
  * Whether a GEMM plan can gather per-channel statistics of C in its store, and where (a pure
  * decision): the plan's last pass must store C itself with one product dispatch (no split-K, no
- * epilogue), and `mode`/`profile` must allow it ({@linkcode statsOnAdapter}). `axis`: the
+ * epilogue, no activation), and `mode`/`profile` must allow it ({@linkcode statsOnAdapter}). `axis`: the
  * channel axis of the problem's C (flipped for a swapped pass).
  *
  * @returns The layout, or `undefined` (the batch norm then reduces its input itself).
@@ -288,7 +292,8 @@ export function gemmStatsLayout(
   const pass = plan.passes[last];
   if (pass.splits !== 1 || pass.dispatches.length !== 1) return undefined;
   const d = pass.dispatches[0];
-  if (d.kernel === "epilogue" || d.bindings.c !== "c") return undefined;
+  // (The statistics variants store no activation: a batch norm's producer has none.)
+  if (d.kernel === "epilogue" || d.bindings.c !== "c" || d.config.activation) return undefined;
   if (mode === "auto" && !statsOnAdapter(profile, d.kernel)) return undefined;
   const a: StatsAxis = pass.swap ? (axis === "row" ? "col" : "row") : axis;
   const [gx, gy, gz] = d.workgroups;
