@@ -17,7 +17,10 @@
  * `dW (+)= dy . col^T` and `dcol = W^T . dy`, folded back by `col2im`; `db` sums dy.
  *
  * The forward pass can fuse an activation into its store (`y = f(conv(x, w) + b)`, in every
- * path) and write into a channel slice of a wider output (`yChannelOffset`).
+ * path) and write into a channel slice of a wider output (`yChannelOffset`), and gather its
+ * output's batch statistics for a batch norm after it (`stats`; `stats.ts` decides and plans).
+ * (Over 500 lines: the entry points with their JSDoc and the runner that binds every step kind;
+ * the statistics' planning lives in `stats.ts`.)
  *
  * Storage types: every tensor is f32 or f16, each on its own (training stores activations,
  * their gradients and the weights' copies as f16, the bias and the parameter gradients as
@@ -38,16 +41,9 @@ import type { Conv2dKernelOptions } from "../_types.ts";
 import type { ActivationKind } from "../_activation_wgsl.ts";
 import { activeTuningTable } from "../autotune/table.ts";
 import { gemmStrided, reduceStrided } from "../gemm/index.ts";
-import {
-  type GemmPlan,
-  gemmProblem,
-  planGemm,
-  runGemmPlan,
-  type StridedGemm,
-} from "../gemm/index.ts";
-import { tunedGemm } from "../autotune/table.ts";
-import { batchStatsMode, type ChannelPartials } from "../batchnorm/partials.ts";
-import { type Conv2dStatsLayout, conv2dStatsLayout } from "./stats.ts";
+import { runGemmPlan, type StridedGemm } from "../gemm/index.ts";
+import type { ChannelPartials } from "../batchnorm/partials.ts";
+import { conv2dStatsPlans } from "./stats.ts";
 import { directConvForward } from "./direct.ts";
 import { directConvWeightGrad } from "./direct_weight_grad.ts";
 import {
@@ -488,7 +484,7 @@ export function runConv2dPlan(
     c: bind(m.c),
     bias: m.bias && bind(m.bias),
   });
-  const stats = options.stats && io.y ? _statsPlans(plan, io.y, strided, options) : undefined;
+  const stats = options.stats && io.y ? conv2dStatsPlans(plan, io.y, strided, options) : undefined;
   let gemmIndex = 0;
   try {
     for (const s of plan.steps) {
@@ -549,35 +545,4 @@ export function runConv2dPlan(
     for (const t of scratch) t.dispose();
   }
   return stats ? { partials: stats.out, tiles: stats.layout.tiles } : undefined;
-}
-
-/**
- * A forward plan's statistics: every GEMM step's plan (as `gemmStrided` would run it), then the
- * pure decision (`conv2dStatsLayout`) and the scratch it needs; `undefined` where it does not.
- */
-function _statsPlans(
-  plan: ConvPlan,
-  y: Tensor,
-  strided: (m: GemmStep) => StridedGemm,
-  options: { readonly activation?: string },
-): { layout: Conv2dStatsLayout; plans: GemmPlan[]; out: Tensor } | undefined {
-  if (!plan.forward) return undefined;
-  const gpu = y.gpu, profile = adapterProfile(gpu);
-  const plans = plan.steps.flatMap((s) =>
-    s.kind === "gemm"
-      ? [planGemm(gemmProblem(strided(s.gemm)), profile, tunedGemm(gpu, strided(s.gemm), s.tuning))]
-      : []
-  );
-  const layout = conv2dStatsLayout(
-    plan,
-    plans,
-    {
-      yChannels: y.shape[1],
-      activation: options.activation,
-    },
-    profile,
-    batchStatsMode(gpu),
-  );
-  if (!layout) return undefined;
-  return { layout, plans, out: gpu.empty([plan.geometry.cOut * layout.tiles * 4]) };
 }

@@ -13,11 +13,14 @@
  * @module
  */
 
-import type { AdapterProfile } from "../_adapter.ts";
-import type { BatchStatsMode, GemmPlan, GemmStatsLayout } from "../gemm/index.ts";
-import { gemmStatsLayout } from "../gemm/index.ts";
-import { MAX_PARTIAL_TILES } from "../batchnorm/partials.ts";
+import type { Tensor } from "../../gpu/mod.ts";
+import { type AdapterProfile, adapterProfile } from "../_adapter.ts";
+import { tunedGemm } from "../autotune/table.ts";
+import type { BatchStatsMode, GemmPlan, GemmStatsLayout, StridedGemm } from "../gemm/index.ts";
+import { gemmProblem, gemmStatsLayout, planGemm } from "../gemm/index.ts";
+import { batchStatsMode, MAX_PARTIAL_TILES } from "../batchnorm/partials.ts";
 import type { ConvPlan } from "./plan.ts";
+import type { GemmStep } from "./steps.ts";
 
 /** Where each GEMM step of a forward plan writes its partial statistics. */
 export interface Conv2dStatsLayout {
@@ -62,4 +65,42 @@ export function conv2dStatsLayout(
     tiles += layout.tiles;
   }
   return gemms.length > 0 && tiles <= MAX_PARTIAL_TILES ? { tiles, gemms } : undefined;
+}
+
+/**
+ * A forward plan's statistics: every GEMM step's plan (as `gemmStrided` would run it), then the
+ * pure decision ({@linkcode conv2dStatsLayout}) and the scratch it needs (`runConv2dPlan`);
+ * `undefined` where it does not gather.
+ *
+ * @returns The layout, the GEMM plans in step order and the `[cOut, tiles, 4]` scratch.
+ * @example
+ * ```ts ignore
+ * const stats = conv2dStatsPlans(plan, y, strided, {});
+ * ```
+ */
+export function conv2dStatsPlans(
+  plan: ConvPlan,
+  y: Tensor,
+  strided: (m: GemmStep) => StridedGemm,
+  options: { readonly activation?: string },
+): { layout: Conv2dStatsLayout; plans: GemmPlan[]; out: Tensor } | undefined {
+  if (!plan.forward) return undefined;
+  const gpu = y.gpu, profile = adapterProfile(gpu);
+  const plans = plan.steps.flatMap((s) =>
+    s.kind === "gemm"
+      ? [planGemm(gemmProblem(strided(s.gemm)), profile, tunedGemm(gpu, strided(s.gemm), s.tuning))]
+      : []
+  );
+  const layout = conv2dStatsLayout(
+    plan,
+    plans,
+    {
+      yChannels: y.shape[1],
+      activation: options.activation,
+    },
+    profile,
+    batchStatsMode(gpu),
+  );
+  if (!layout) return undefined;
+  return { layout, plans, out: gpu.empty([plan.geometry.cOut * layout.tiles * 4]) };
 }
