@@ -270,9 +270,10 @@ async function linearCase(
   cs: { n: number; fin: number; fout: number; off: number; act?: ActivationKind },
   dt: DT,
   variant: GemmVariant,
+  swap: boolean,
 ): Promise<void> {
   const { n, fin, fout } = cs;
-  const what = `${dt} ${variant} linear ${JSON.stringify(cs)}`;
+  const what = `${dt} ${variant}${swap ? " swapped" : ""} linear ${JSON.stringify(cs)}`;
   const x = tensorOf(gpu, rand(rng, n * fin, 1), { dtype: dt, shape: [n, fin] });
   const wt = tensorOf(gpu, rand(rng, fout * fin, 1 / Math.sqrt(fin)), {
     dtype: dt,
@@ -280,7 +281,7 @@ async function linearCase(
   });
   const b = tensorOf(gpu, rand(rng, fout, 1, cs.off), { shape: [fout] });
   const yOld = gpu.empty([n, fout], { dtype: dt }), yNew = gpu.empty([n, fout], { dtype: dt });
-  const gp = { m: n, n: fout, k: fin, transB: true, variant };
+  const gp = { m: n, n: fout, k: fin, transB: true, variant, swap };
   gemm({ c: yOld, a: x, b: wt, bias: b }, gp);
   const partials = gemm({ c: yNew, a: x, b: wt, bias: b }, { ...gp, stats: "col" });
   await assertSameBits(yNew, yOld, what);
@@ -509,7 +510,10 @@ export const BN_STATS_CHECKS: readonly KernelCheck[] = [
       try {
         for (const variant of ["register", "shared"] as const) {
           for (const cs of CONV_CASES) await convCase(gpu, rng, cs, dt, variant);
-          for (const cs of LINEAR_CASES) await linearCase(gpu, rng, cs, dt, variant);
+          for (const cs of LINEAR_CASES) {
+            // (Swapped: the kernel's C is y^T, its channels are rows.)
+            for (const swap of [false, true]) await linearCase(gpu, rng, cs, dt, variant, swap);
+          }
         }
       } finally {
         setBatchStatsMode(gpu, mode);
