@@ -225,15 +225,21 @@ export const sharedStatsKernel = perSizes((
         store: (name: "c" | "c2", target: string, value: string) =>
           `${ctx.store(name, target, value)} stV = ${ctx.load(name, target)};`,
       } as unknown as KernelContext<typeof d.bindings, SharedVariant>);
-      const call = "store(wg.z, z, r0 + i, c0 + j, acc[i][j]); }";
+      // The store loop, without its early break (the reduction's barriers follow it: uniform
+      // control flow), each stored value kept in sv.
+      const call = "if (c0 + j < p.n) { store(wg.z, z, r0 + i, c0 + j, acc[i][j]); }";
+      const brk = "    if (r0 + i >= p.m) { break; }\n";
       const decl = "var acc: array<vec4f, 4>;";
-      if (!inner.includes(call) || !inner.includes(decl) || !inner.endsWith("}\n}")) {
+      if (![call, brk, decl].every((t) => inner.includes(t)) || !inner.endsWith("}\n}")) {
         throw new Error("gemm: the shared kernel's store loop changed; update sharedStatsKernel");
       }
+      const keep = "if (r0 + i < p.m && c0 + j < p.n) { " +
+        "store(wg.z, z, r0 + i, c0 + j, acc[i][j]); sv[i][j] = stV; }";
       return `var<private> stV: f32;\n${
         inner.slice(0, -1)
           .replace(decl, `${decl}\n  var sv: array<vec4f, 4>;`)
-          .replace(call, `store(wg.z, z, r0 + i, c0 + j, acc[i][j]); sv[i][j] = stV; }`)
+          .replace(brk, "")
+          .replace(call, keep)
       }${sharedStatsWgsl(axis)}\n}`;
     },
   });
