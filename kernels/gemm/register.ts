@@ -6,7 +6,9 @@
  * counts is the number of loads per FMA: big register blocks (8x8 to 16x16) win.
  *
  * One kernel description per transpose pair and tile (`gemm_reg_nt_8x4`); its variants are the
- * vec4 operands and the store of C (`store.ts`).
+ * vec4 operands and the store of C (`store.ts`). A second description (`gemm_reg_stats_*`) is the
+ * same body whose store also gathers batch statistics (`stats.ts`). (Over 500 lines: the one body
+ * generator both share.)
  *
  * @module
  */

@@ -6,7 +6,9 @@
 // statistics within the batch-norm suites' tolerances, the backward (dx, dW, db, dγ, dβ) from
 // those statistics; the merge kernel on synthetic tiles of values far from zero against the
 // Float64 merge. The fusion is forced on (setBatchStatsMode) and each GEMM family forced in
-// turn; the direct kernel does not gather (the batch norm reduces its input itself).
+// turn; the direct kernel does not gather (the batch norm reduces its input itself). Also the
+// GEMM's own variants (k segments, row groups, k-passes, batches) against Float64. (Over 500
+// lines: the producers' cases and their shared comparison of the two batch-norm paths.)
 import type { Gpu, Shape, Tensor } from "../../gpu/mod.ts";
 import type { ActivationKind } from "../../kernels/activation.ts";
 import {
