@@ -1,7 +1,7 @@
 // Batch normalization from the statistics its producer gathered (kernels/batchnorm/partials.ts):
 // conv2d (im2col and pointwise GEMMs, register and shared-memory kernels) and linear (gemm)
-// storing their output and per-(channel, tile) partial statistics, then batchNormForward merging them instead of reducing its input. Checked against
-// the old path (the producer alone, then the batch norm's own reduction) and the Float64
+// storing their output and per-(channel, tile) partial statistics, then batchNormForward
+// merging them instead of reducing its input. Checked against the old path (the producer alone, then the batch norm's own reduction) and the Float64
 // references: the stored output bit for bit, the batch norm's output, saved and running
 // statistics within the batch-norm suites' tolerances, the backward (dx, dW, db, dγ, dβ) from
 // those statistics; the merge kernel on synthetic tiles of values far from zero against the
