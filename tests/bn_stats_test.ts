@@ -142,6 +142,12 @@ Deno.test("plan: which GEMM plans gather statistics, and where", () => {
   const sharedOnCpu = planGemm(conv, CPU, { variant: "shared" });
   assert.equal(gemmStatsLayout(sharedOnCpu, "row", CPU), undefined);
   assert.ok(gemmStatsLayout(sharedOnCpu, "row", CPU, "on"));
+  // Partials that would not fit one binding: the batch norm reduces.
+  const tinyBinding = {
+    ...WEBGPU_DEFAULT_PROFILE,
+    limits: { ...WEBGPU_DEFAULT_PROFILE.limits, maxStorageBufferBindingSize: 1024 },
+  };
+  assert.equal(gemmStatsLayout(shared, "row", tinyBinding), undefined);
   // Forced off: nothing gathers anywhere.
   assert.equal(gemmStatsLayout(plan, "row", CPU, "off"), undefined);
   assert.equal(gemmStatsLayout(shared, "row", WEBGPU_DEFAULT_PROFILE, "off"), undefined);

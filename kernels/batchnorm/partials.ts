@@ -27,11 +27,13 @@ export interface ChannelPartials {
 }
 
 /**
- * The most tiles per channel a producer gathers (the merge walks them in at most one workgroup
- * per channel, far below llvmpipe's 65535 loop iterations per invocation); more: the producer
- * does not gather, and the batch norm reduces its input itself.
+ * The most tiles per channel a producer gathers: the merge walks them with one workgroup of 64
+ * threads per channel (beyond 256 tiles), two passes of at most 2^14 tiles per thread, below
+ * llvmpipe's 65535 loop iterations per invocation (a ResNet stem at batch 256 and 224x224 in the
+ * shared-memory GEMM writes ~50,000); more: the producer does not gather, and the batch norm
+ * reduces its input itself. (The partials must also fit one binding: the planners check.)
  */
-export const MAX_PARTIAL_TILES = 16384;
+export const MAX_PARTIAL_TILES = 2 ** 20;
 
 /** Whether producers gather batch statistics: decided by the planners, or forced on or off. */
 export type BatchStatsMode = "auto" | "on" | "off";
@@ -88,7 +90,7 @@ export function batchStatsMode(gpu: Gpu): BatchStatsMode {
 /**
  * The training forward's statistics from a producer's partial statistics: the channel's tiles'
  * `(count, mean, correction, M2)` merged with Chan's parallel formula for many groups (the mean
- * shifted by the first tile's, then `M2 = Σ M2_t + n_t (mean_t - mean)²`: no `E[x²] - E[x]²`
+ * shifted by the first non-empty tile's, then `M2 = Σ M2_t + n_t (mean_t - mean)²`: no `E[x²] - E[x]²`
  * cancellation), then finished as the reduction does (the same text, with the merged mean as the
  * shift and the sums `(0, M2)`).
  */
@@ -96,7 +98,7 @@ export const statsMerge = defineKernel({
   name: "batchnorm_stats_tiles",
   doc: "Batch norm training forward from partial statistics: the (count, mean, mean correction, " +
     "M2) of each channel's tiles (vec4s) merged with Chan's formula, in the frame shifted by the " +
-    "first tile's mean K (small numbers; a tile's mean is hi + lo): first sh = sum n_t d_t / N " +
+    "first non-empty tile's mean K (small numbers; a tile's mean is hi + lo): first sh = sum n_t d_t / N " +
     "with d_t = mean_t - K, then M2 = sum M2_t + n_t (d_t - sh)^2; mean = K + sh. By one thread " +
     "per channel in tile order, or (variant wg, many tiles) one workgroup per channel, thread i " +
     "taking tiles i, i + WG, ... and lane 0 adding the threads' sums in order; then saveMean, " +
@@ -117,7 +119,11 @@ export const statsMerge = defineKernel({
   }`;
     const first = (t0: string, step: string) =>
       `  let base = ch * p.tiles;
-  let K = partials[base].y;
+  // The shift: the first non-empty tile's mean (of the first 64; producers' first is never
+  // empty: a tile of a thread past C's edge, count 0, writes a mean of 0).
+  var t0 = 0u;
+  while (t0 + 1u < min(p.tiles, 64u) && partials[base + t0].x == 0.0) { t0++; }
+  let K = partials[base + t0].y;
   var s = vec2f(0.0);
 ${loop(t0, step, "s += vec2f(q.x, q.x * dev);")}`;
     const second = (t0: string, step: string) =>

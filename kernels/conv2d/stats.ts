@@ -15,6 +15,7 @@
 
 import type { Tensor } from "../../gpu/mod.ts";
 import { type AdapterProfile, adapterProfile } from "../_adapter.ts";
+import { maxBindingElements } from "../_binding.ts";
 import { tunedGemm } from "../autotune/table.ts";
 import type { BatchStatsMode, GemmPlan, GemmStatsLayout, StridedGemm } from "../gemm/index.ts";
 import { gemmProblem, gemmStatsLayout, planGemm } from "../gemm/index.ts";
@@ -35,7 +36,7 @@ export interface Conv2dStatsLayout {
  * and where (a pure decision: the plan, its GEMM steps' plans in order, the adapter and the mode
  * in): an ungrouped convolution writing all of `y` (no channel slice), without an activation, by
  * the im2col or pointwise path, each GEMM's plan gathering (`gemmStatsLayout`), within
- * {@linkcode MAX_PARTIAL_TILES} tiles per channel; `undefined` otherwise (the batch norm then
+ * {@linkcode MAX_PARTIAL_TILES} tiles per channel and one binding; `undefined` otherwise (the batch norm then
  * reduces `y` itself).
  *
  * @returns The layout, or `undefined`.
@@ -64,7 +65,8 @@ export function conv2dStatsLayout(
     gemms.push({ layout, base: tiles });
     tiles += layout.tiles;
   }
-  return gemms.length > 0 && tiles <= MAX_PARTIAL_TILES ? { tiles, gemms } : undefined;
+  const fits = tiles <= MAX_PARTIAL_TILES && g.cOut * tiles * 4 <= maxBindingElements(profile);
+  return gemms.length > 0 && fits ? { tiles, gemms } : undefined;
 }
 
 /**

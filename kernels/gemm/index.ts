@@ -40,7 +40,7 @@ import { gemmProblem, planDispatches, planGemm } from "./plan.ts";
 import { dispatchRegister, dispatchRegisterStats, registerKernel } from "./register.ts";
 import { dispatchShared, dispatchSharedStats, sharedKernel } from "./shared.ts";
 import { type GemmStatsLayout, gemmStatsLayout, type StatsAxis } from "./stats.ts";
-import { batchStatsMode, type ChannelPartials, MAX_PARTIAL_TILES } from "../batchnorm/partials.ts";
+import { batchStatsMode, type ChannelPartials } from "../batchnorm/partials.ts";
 import { gemmVariant, type SharedVariant, type StoreVariant } from "./store.ts";
 import type { GemmDispatch, GemmOperand, GemmPlan } from "./types.ts";
 
@@ -244,7 +244,7 @@ export function gemm(
       checkActivationKind("gemm", g.activation);
       const plan = planGemm(gemmProblem(g), adapterProfile(gpu), tunedGemm(gpu, g, p));
       const layout = gemmStatsLayout(plan, p.stats, adapterProfile(gpu), batchStatsMode(gpu));
-      if (layout && layout.tiles <= MAX_PARTIAL_TILES) {
+      if (layout) {
         const channels = p.stats === "row" ? m : n;
         const out = gpu.empty([channels * layout.tiles * 4]);
         runGemmPlan(gpu, g, plan, { layout, out: bindingRange(out, 0, out.size), base: 0 });

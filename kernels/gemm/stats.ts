@@ -34,6 +34,8 @@
  */
 
 import type { AdapterProfile } from "../_adapter.ts";
+import { maxBindingElements } from "../_binding.ts";
+import { MAX_PARTIAL_TILES } from "../batchnorm/partials.ts";
 import type { GemmPlan } from "./types.ts";
 import { REGISTER_WG, SHARED_BM, SHARED_T } from "./types.ts";
 
@@ -264,7 +266,8 @@ const CPU_STATS_KERNELS: readonly string[] = [];
 /**
  * Whether a GEMM plan can gather per-channel statistics of C in its store, and where (a pure
  * decision): the plan's last pass must store C itself with one product dispatch (no split-K, no
- * epilogue, no activation), and `mode`/`profile` must allow it ({@linkcode statsOnAdapter}). `axis`: the
+ * epilogue, no activation), its partials must fit (`MAX_PARTIAL_TILES` tiles per channel, one
+ * binding), and `mode`/`profile` must allow it ({@linkcode statsOnAdapter}). `axis`: the
  * channel axis of the problem's C (flipped for a swapped pass).
  *
  * @returns The layout, or `undefined` (the batch norm then reduces its input itself).
@@ -299,5 +302,11 @@ export function gemmStatsLayout(
   const [gx, gy, gz] = d.workgroups;
   const tilesX = a === "row" ? gx : gy;
   const perGroup = d.kernel === "register" ? REGISTER_WG : 1;
-  return { kernel: d.kernel, axis: a, tiles: tilesX * gz * perGroup, tilesX, pass: last };
+  const tiles = tilesX * gz * perGroup;
+  // The merge's bound, and the `[channels, tiles, 4]` scratch in one binding.
+  const channels = a === "row" ? d.params.m : d.params.n;
+  if (tiles > MAX_PARTIAL_TILES || channels * tiles * 4 > maxBindingElements(profile)) {
+    return undefined;
+  }
+  return { kernel: d.kernel, axis: a, tiles, tilesX, pass: last };
 }

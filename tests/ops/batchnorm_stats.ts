@@ -319,7 +319,9 @@ const LINEAR_CASES = [
  */
 async function mergeCheck(gpu: Gpu): Promise<void> {
   const rng = new Rng(71);
-  for (const [n, c, hw, off] of [[3, 4, 50, 1e3], [5, 3, 17, -250], [2, 2, 401, 4e4]]) {
+  // (The last: ~2,000 tiles per channel, the merge's one-workgroup-per-channel variant.)
+  const cases = [[3, 4, 50, 1e3], [5, 3, 17, -250], [2, 2, 401, 4e4], [2, 3, 20000, 3e3]];
+  for (const [n, c, hw, off] of cases) {
     const N = n * hw, shape: Shape = [n, c, hw];
     const x = Float64Array.from(rand(rng, n * c * hw, 1, off), Math.fround);
     // Tiles of each channel's values in (sample, position) order, random sizes, some empty.
