@@ -49,6 +49,7 @@ export {
   batchNormBackward,
   batchNormForward,
   type BatchNormParams,
+  type ChannelPartials,
   checkBatchNorm,
 } from "./batchnorm/index.ts";
 export {
@@ -113,6 +114,7 @@ export {
   type GemmParams,
   type GemmTuning,
   type GemmVariant,
+  type StatsAxis,
   sumRows,
 } from "./gemm/index.ts";
 export {

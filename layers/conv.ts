@@ -103,7 +103,7 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
     kind: "Conv2d",
     params: bias ? [weight, bias] : [weight],
     fusion: depthwise ? undefined : {
-      epilogue: ["activation", "into"],
+      epilogue: ["activation", "into", "stats"],
       ...(pointwise ? { pointwise: { weight, bias, cIn, cOut } } : {}),
     },
     outputShape: (input) => checkConv2d(params(input)),
@@ -119,7 +119,17 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
       const y = into ? into.y.retain() : ctx.gpu.empty(checkConv2d(p), { dtype: x.dtype });
       const w = weightFor(weight, x), b = bias?.value ?? undefined;
       if (depthwise) depthwiseConv2dForward({ y, x, w, b }, { ...p, c: cIn });
-      else conv2dForward({ y, x, w, b }, { ...p, activation, yChannelOffset: into?.channelOffset });
+      else {
+        // Statistics for the batch norm after it (the plan's pair), where the kernels gather.
+        const sink = epilogue?.stats;
+        const partials = conv2dForward({ y, x, w, b }, {
+          ...p,
+          activation,
+          yChannelOffset: into?.channelOffset,
+          stats: sink !== undefined && !activation && !into,
+        });
+        if (sink && partials) sink.partials = partials;
+      }
       const act = activation && !into ? { kind: activation, y: y.retain() } : undefined;
       return { y, cache: { x: x.retain(), p, act } };
     },
@@ -192,7 +202,7 @@ export function linear(
   return leaf({
     kind: "Linear",
     params: bias ? [weight, bias] : [weight],
-    fusion: { epilogue: ["activation"] },
+    fusion: { epilogue: ["activation", "stats"] },
     outputShape: check,
     flops: () => 2 * fin * fout,
     // Saves a handle to x for the weight gradient (and to y with an activation).
@@ -200,10 +210,19 @@ export function linear(
       const [n] = check(x.shape);
       const activation = epilogue?.activation;
       const y = ctx.gpu.empty([n, fout], { dtype: x.dtype });
-      gemm(
+      const sink = epilogue?.stats;
+      const partials = gemm(
         { c: y, a: x, b: weightFor(weight, x), bias: bias?.value ?? undefined },
-        { m: n, n: fout, k: fin, transB: true, activation },
+        {
+          m: n,
+          n: fout,
+          k: fin,
+          transB: true,
+          activation,
+          ...(sink && !activation ? { stats: "col" as const } : {}),
+        },
       );
+      if (sink && partials) sink.partials = partials;
       const act = activation ? { kind: activation, y: y.retain() } : undefined;
       return { y, cache: { x: x.retain(), act } };
     },

@@ -23,6 +23,7 @@
 
 import { formatShape, type Gpu, type Shape, type Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
+import type { ChannelPartials } from "../kernels/batchnorm/partials.ts";
 
 /** How a parameter is initialized (d2l's `train_ch6` recipe on top of PyTorch's defaults). */
 export type InitKind = "xavier-uniform" | "bias-uniform" | "ones" | "zeros";
@@ -120,6 +121,23 @@ export interface Epilogue {
    * forward then returns a new handle to `into.y`.
    */
   readonly into?: Into;
+  /**
+   * Gather per-channel partial statistics of the output as it is stored, for the batch
+   * normalization after this producer (training only): the producer puts them in the sink, or
+   * leaves it empty where its kernels do not (the batch norm then reduces its input itself).
+   */
+  readonly stats?: StatsSink;
+  /**
+   * A batch normalization's input statistics, gathered by the producer before it (the sink it
+   * filled): merged instead of reducing the input; an empty sink, the input is reduced.
+   */
+  readonly batchStats?: StatsSink;
+}
+
+/** Where a producer leaves the partial statistics it gathered for the batch norm after it. */
+export interface StatsSink {
+  /** The partial statistics, once gathered (owned by the consumer, which disposes them). */
+  partials?: ChannelPartials;
 }
 
 /**

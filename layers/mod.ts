@@ -41,6 +41,7 @@ export {
   type StateBuffer,
   stateEntries,
   type StateEntry,
+  type StatsSink,
   type TraceStep,
   weightFor,
 } from "./layer.ts";

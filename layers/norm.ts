@@ -77,13 +77,15 @@ export function batchNorm(
     params: [weight, bias],
     buffers: [runningMean, runningVar],
     counters: [tracked],
-    fusion: { epilogue: ["activation"] },
+    fusion: { epilogue: ["activation", "batchStats"] },
     outputShape: (input) => (checkBatchNorm(bnParams(input)), input),
     // Training saves a handle to x and the batch mean and 1/std (the backward needs all three);
     // with a fused activation also a handle to y (its derivative is a function of y).
     forward(x, ctx, epilogue) {
       const act = epilogue?.activation;
       const p = bnParams(x.shape);
+      // The statistics the producer before gathered as it stored x (training), if it could.
+      const partials = ctx.training ? epilogue?.batchStats?.partials : undefined;
       const y = ctx.gpu.empty(x.shape, { dtype: x.dtype });
       const mean = ctx.gpu.empty([c]);
       const invStd = ctx.gpu.empty([c]);
@@ -96,7 +98,12 @@ export function batchNorm(
         x,
         weight: weight.value!,
         bias: bias.value!,
+        partials,
       }, { ...p, training: ctx.training, activation: act });
+      if (partials) {
+        partials.partials.dispose();
+        epilogue!.batchStats!.partials = undefined;
+      }
       if (!ctx.training) {
         release(mean, invStd);
         return { y, cache: null };

@@ -16,7 +16,7 @@
 import type { Shape, Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
 import { concatChannels } from "../kernels/concat.ts";
-import type { Ctx, Epilogue, Into, Layer } from "./layer.ts";
+import type { Ctx, Epilogue, Into, Layer, StatsSink } from "./layer.ts";
 
 /** One step of a plan: a layer and the epilogue the rewrite fused into its forward. */
 export interface Step {
@@ -26,6 +26,13 @@ export interface Step {
   readonly activation?: ActivationKind;
   /** Whether it writes straight into the branch's channel slice (a branch's last step only). */
   readonly into: boolean;
+  /**
+   * Whether this producer gathers the batch statistics of its output for the next step, a batch
+   * normalization (which then has `batchStats`).
+   */
+  readonly stats?: boolean;
+  /** Whether this batch normalization merges the statistics the step before gathered. */
+  readonly batchStats?: boolean;
 }
 
 function _accepts(layer: Layer, part: keyof Epilogue): boolean {
@@ -70,6 +77,25 @@ export function planSteps(
   const last = steps.at(-1);
   if (options.into && last && _accepts(last.layer, "into")) {
     steps[steps.length - 1] = { ...last, into: true };
+  }
+  return _pairStats(steps);
+}
+
+/**
+ * The producer/batch-norm pairs of a plan: a step whose layer gathers statistics (`stats`), with
+ * no activation of its own and not writing into a slice, followed by one that merges them
+ * (`batchStats`, a batch norm). Additive: every other field of the steps is left as it is.
+ */
+function _pairStats(steps: Step[]): Step[] {
+  for (let i = 0; i + 1 < steps.length; i++) {
+    const s = steps[i], next = steps[i + 1];
+    if (
+      !s.activation && !s.into && !s.batchStats && _accepts(s.layer, "stats") &&
+      _accepts(next.layer, "batchStats")
+    ) {
+      steps[i] = { ...s, stats: true };
+      steps[i + 1] = { ...next, batchStats: true };
+    }
   }
   return steps;
 }
@@ -116,12 +142,16 @@ function _run(
 ): { y: Tensor | null; caches: unknown[] } {
   const caches: unknown[] = [];
   let h = x;
+  let sink: StatsSink | undefined; // what the step before gathered for this one
   steps.forEach((step, i) => {
     const slice = into && step.into && i === steps.length - 1 ? into : undefined;
-    const epilogue = step.activation || slice
-      ? { activation: step.activation, into: slice }
+    const batchStats = step.batchStats ? sink : undefined;
+    sink = step.stats && ctx.training ? {} : undefined;
+    const epilogue = step.activation || slice || sink || batchStats
+      ? { activation: step.activation, into: slice, stats: sink, batchStats }
       : undefined;
     const { y, cache } = step.layer.forward(h, ctx, epilogue);
+    batchStats?.partials?.partials.dispose(); // a consumer that did not merge them
     if (h !== x) h.dispose();
     caches.push(cache);
     h = y;

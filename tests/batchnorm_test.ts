@@ -15,8 +15,11 @@ import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { assertExact, atDeviceLimit, deviceLimit, readSlices, sampleUnits } from "./big.ts";
 import { testOp } from "./_op.ts";
 import { BN_SUITES, bnBias, bnWeight } from "./ops/batchnorm.ts";
+import { BN_STATS_CHECKS } from "./ops/batchnorm_stats.ts";
+import { testCheck } from "./_check.ts";
 
 for (const suite of BN_SUITES) testOp(suite);
+for (const check of BN_STATS_CHECKS) testCheck(check);
 
 interface BnState {
   saveMean: Tensor;

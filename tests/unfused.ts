@@ -17,24 +17,37 @@ import {
   activation,
   type BackwardOptions,
   type Ctx,
+  type Epilogue,
   flatten,
   type Forward,
   type Layer,
   release,
+  type StatsSink,
 } from "../layers/mod.ts";
 
 /** A node of the reference: the forward and backward of one layer (or composition). */
 export interface Reference {
-  forward(x: Tensor, ctx: Ctx): Forward<unknown>;
+  forward(x: Tensor, ctx: Ctx, epilogue?: Epilogue): Forward<unknown>;
   backward(dy: Tensor, options: BackwardOptions<unknown>): Tensor | null;
+  /** The layer of a leaf (its own forward, which may take an epilogue). */
+  readonly leaf?: Layer;
+}
+
+/**
+ * Options of the reference: `batchStats`, the one fusion it keeps (a conv/linear followed by a
+ * batch norm gathers the batch statistics in its store and the batch norm merges them, as the
+ * plan of layers/plan.ts pairs them), so that the rest is compared bit for bit.
+ */
+export interface ReferenceOptions {
+  readonly batchStats?: boolean;
 }
 
 /** Called on each new output and input gradient of every layer of the tree. */
 export type Hook = (t: Tensor) => void;
 
 /** The unfused reference of `layer`; `hook` sees every tensor a layer of its tree returns. */
-export function unfused(layer: Layer, hook?: Hook): Reference {
-  const ref = build(layer, hook);
+export function unfused(layer: Layer, hook?: Hook, options: ReferenceOptions = {}): Reference {
+  const ref = build(layer, hook, options);
   if (!hook) return ref;
   return {
     forward(x, ctx) {
@@ -50,17 +63,20 @@ export function unfused(layer: Layer, hook?: Hook): Reference {
   };
 }
 
-function build(layer: Layer, hook?: Hook): Reference {
+function build(layer: Layer, hook: Hook | undefined, options: ReferenceOptions): Reference {
   const child = (name: string) => {
     const c = layer.children.find(([n]) => n === name);
-    return c ? unfused(c[1], hook) : null;
+    return c ? unfused(c[1], hook, options) : null;
   };
+  const chain = (steps: Reference[], x: Tensor, ctx: Ctx) =>
+    chainForward(steps, x, ctx, options.batchStats ?? false);
   // Activations and views the compositions create themselves (not children: no hook).
   const relu = () => unfused(activation("relu"));
   switch (layer.kind) {
     case "Residual":
       return residualRef(child("conv1")!, child("bn1")!, relu(), child("conv2")!, child("bn2")!, {
         conv3: child("conv3"),
+        chain,
       });
     case "Inception": {
       const [p1_1, p2_1, p2_2, p3_1, p3_2, p4_1, p4_2] = [
@@ -73,7 +89,7 @@ function build(layer: Layer, hook?: Hook): Reference {
         "p4_2",
       ]
         .map((n) => child(n)!);
-      return inceptionRef(layer, [
+      return inceptionRef(layer, chain, [
         [p1_1, relu()],
         [p2_1, relu(), p2_2, relu()],
         [p3_1, relu(), p3_2, relu()],
@@ -82,17 +98,18 @@ function build(layer: Layer, hook?: Hook): Reference {
     }
     case "DenseBlock": {
       const blocks = layer.children[0][1].children.map(([, b]) => b);
-      return denseRef(blocks, blocks.map((b) => unfused(b, hook)));
+      return denseRef(blocks, blocks.map((b) => unfused(b, hook, options)));
     }
   }
   if (layer.children.length === 0) {
     return {
-      forward: (x, ctx) => layer.forward(x, ctx),
+      forward: (x, ctx, epilogue) => layer.forward(x, ctx, epilogue),
       backward: (dy, o) => layer.backward(dy, o),
+      leaf: layer,
     };
   }
   const view = unfused(flatten());
-  const refs = layer.children.map(([, c]) => unfused(c, hook));
+  const refs = layer.children.map(([, c]) => unfused(c, hook, options));
   return {
     forward(x, ctx) {
       // The chain's steps: the children, with MobileNetV1's x.view(n, -1) before its Linear.
@@ -106,7 +123,7 @@ function build(layer: Layer, hook?: Hook): Reference {
         steps.push(refs[i]);
         shape = c.outputShape(shape);
       });
-      return chainForward(steps, x, ctx);
+      return chain(steps, x, ctx);
     },
     backward: (dy, o) => chainBackward(dy, o as BackwardOptions<ChainRefCache>),
   };
@@ -117,11 +134,31 @@ interface ChainRefCache {
   caches: unknown[];
 }
 
-function chainForward(steps: Reference[], x: Tensor, ctx: Ctx): Forward<ChainRefCache> {
+/** Whether a leaf's fusion lists epilogue part `part`. */
+const accepts = (r: Reference | undefined, part: keyof Epilogue) => {
+  const f = r?.leaf?.fusion;
+  return f !== undefined && "epilogue" in f && f.epilogue.includes(part);
+};
+
+function chainForward(
+  steps: Reference[],
+  x: Tensor,
+  ctx: Ctx,
+  batchStats: boolean,
+): Forward<ChainRefCache> {
   const caches: unknown[] = [];
   let h = x;
-  for (const s of steps) {
-    const { y, cache } = s.forward(h, ctx);
+  let sink: StatsSink | undefined;
+  for (const [i, s] of steps.entries()) {
+    // The producer/batch-norm pairs of layers/plan.ts: statistics gathered, then merged.
+    const merge = sink;
+    sink = batchStats && ctx.training && accepts(s, "stats") &&
+        accepts(steps[i + 1], "batchStats")
+      ? {}
+      : undefined;
+    const epilogue = sink ? { stats: sink } : merge ? { batchStats: merge } : undefined;
+    const { y, cache } = s.forward(h, ctx, epilogue);
+    merge?.partials?.partials.dispose();
     if (h !== x) h.dispose();
     caches.push(cache);
     h = y;
@@ -150,14 +187,17 @@ function residualRef(
   relu: Reference,
   conv2: Reference,
   bn2: Reference,
-  options: { conv3: Reference | null },
+  options: {
+    conv3: Reference | null;
+    chain: (steps: Reference[], x: Tensor, ctx: Ctx) => Forward<ChainRefCache>;
+  },
 ): Reference {
   const main = [conv1, bn1, relu, conv2, bn2];
-  const { conv3 } = options;
+  const { conv3, chain } = options;
   type Cache = { main: ChainRefCache; short: unknown; y: Tensor };
   return {
     forward(x, ctx) {
-      const m = chainForward(main, x, ctx);
+      const m = chain(main, x, ctx);
       const s = conv3?.forward(x, ctx);
       const y = ctx.gpu.empty(m.y.shape, { dtype: m.y.dtype });
       addForward({ y, a: m.y, b: s?.y ?? x }, { relu: true });
@@ -182,7 +222,11 @@ function residualRef(
   };
 }
 
-function inceptionRef(layer: Layer, branches: Reference[][]): Reference {
+function inceptionRef(
+  layer: Layer,
+  chain: (steps: Reference[], x: Tensor, ctx: Ctx) => Forward<ChainRefCache>,
+  branches: Reference[][],
+): Reference {
   type Cache = { caches: ChainRefCache[]; widths: number[] };
   return {
     forward(x, ctx) {
@@ -192,7 +236,7 @@ function inceptionRef(layer: Layer, branches: Reference[][]): Reference {
       let cOffset = 0;
       const widths: number[] = [];
       const caches = branches.map((b) => {
-        const f = chainForward(b, x, ctx);
+        const f = chain(b, x, ctx);
         const c = f.y.shape[1];
         concatChannels({ y, x: f.y }, { n, hw: h * w, cTotal, cOffset, c });
         f.y.dispose();

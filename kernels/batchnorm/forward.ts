@@ -41,7 +41,7 @@ const statsPartialOnly = STATS_VARIANTS.filter((v) => !partialFinal(v));
  * variance, momentum), and `coef[ch] = (mean, weight * invstd)` for the normalize pass; `K` is
  * the expression of the shift. The same text in both kernels that finish: the same bits.
  */
-function statsFinish(
+export function statsFinish(
   d: { readonly [name: string]: FloatDType | undefined },
   load: (name: "weight" | "runningMean" | "runningVar", expr: string) => string,
   K: string,
@@ -74,8 +74,8 @@ function statsFinish(
   coef[ch * 2u + 1u] = ${load("weight", "weight[ch]")} * invstd;`;
 }
 
-/** The per-channel outputs of the statistics (bindings of the kernels that finish). */
-const statsOutputs = <V extends readonly string[] | undefined>(variants: V) => ({
+/** The per-channel outputs of the statistics (bindings of the kernels that finish; `partials.ts`). */
+export const statsOutputs = <V extends readonly string[] | undefined>(variants: V) => ({
   weight: { type: "float", access: "read", variants },
   saveMean: { type: "float", access: "read_write", variants },
   saveInvStd: { type: "float", access: "read_write", variants },

@@ -81,6 +81,9 @@ import { bindingRange, unitRanges } from "../_binding.ts";
 import { type FloatDType, floatDType } from "../_dtype.ts";
 import { checkPositiveInts } from "../_geometry.ts";
 import { normalize, statsFinal, statsPartial } from "./forward.ts";
+import { type ChannelPartials, MAX_PARTIAL_TILES, statsMerge } from "./partials.ts";
+
+export type { ChannelPartials } from "./partials.ts";
 import { gradFinal, gradInput, gradPartial } from "./backward.ts";
 import {
   elementwisePlan,
@@ -227,6 +230,12 @@ export function batchNormForward(
     x: Tensor;
     weight: Tensor;
     bias: Tensor;
+    /**
+     * Training: the per-channel partial statistics of `x` its producer gathered as it stored
+     * it (`gemm` with `stats`, `conv2dForward` with `stats`): merged instead of reducing `x`
+     * (one full read of `x` less).
+     */
+    partials?: ChannelPartials;
   },
   p: BatchNormParams & {
     /** Batch statistics (and running-statistics update) when true, running statistics else. */
@@ -273,7 +282,18 @@ export function batchNormForward(
   }
   const plan = reducePlan(op, gpu, r);
   const coef = gpu.empty([r.c, 2]);
-  const partial = plan.final ? undefined : gpu.empty([r.c, plan.total, 2]);
+  if (io.partials) {
+    const { weight, saveMean, saveInvStd, runningMean, runningVar } = io;
+    _mergePartials(op, io.partials, r, {
+      weight,
+      saveMean,
+      saveInvStd,
+      runningMean,
+      runningVar,
+      coef,
+    });
+  }
+  const partial = plan.final || io.partials ? undefined : gpu.empty([r.c, plan.total, 2]);
   const x0 = bindingRange(io.x, 0, r.c * r.hw);
   const stats = {
     weight: io.weight,
@@ -283,7 +303,7 @@ export function batchNormForward(
     runningVar: io.runningVar,
     coef,
   };
-  for (const s of plan.ranges) {
+  for (const s of io.partials ? [] : plan.ranges) {
     const x = samples(io.x, r, s);
     statsPartial.dispatch({
       op,
@@ -321,6 +341,43 @@ export function batchNormForward(
     });
   }
   coef.dispose();
+}
+
+/** The statistics from a producer's partial statistics (`partials.ts`), checked. */
+function _mergePartials(
+  op: string,
+  partials: ChannelPartials,
+  r: Resolved,
+  io: {
+    weight: Tensor;
+    saveMean: Tensor;
+    saveInvStd: Tensor;
+    runningMean: Tensor;
+    runningVar: Tensor;
+    coef: Tensor;
+  },
+): void {
+  const { tiles } = partials;
+  if (!Number.isInteger(tiles) || tiles < 1 || tiles > MAX_PARTIAL_TILES) {
+    throw new RangeError(
+      `${op}: partials.tiles must be an integer in [1, ${MAX_PARTIAL_TILES}], got ${tiles}`,
+    );
+  }
+  if (partials.partials.dtype !== "f32" || partials.partials.size !== r.c * tiles * 4) {
+    throw new TypeError(
+      `${op}: partials must be f32 with ${r.c * tiles * 4} elements (c * tiles * 4), got ` +
+        `${partials.partials.dtype} ${formatShape(partials.partials.shape)}`,
+    );
+  }
+  // Many tiles: one workgroup per channel (its threads share the tiles), else one thread.
+  const wide = tiles > 4 * WG;
+  statsMerge.dispatch({
+    op,
+    variant: wide ? "wg" : "",
+    params: { c: r.c, tiles, count: r.n * r.hw, eps: r.eps, momentum: r.momentum },
+    bindings: { partials: partials.partials, ...io },
+    workgroups: wide ? r.c : Math.ceil(r.c / WG),
+  });
 }
 
 /**

@@ -17,7 +17,10 @@
  * `dW (+)= dy . col^T` and `dcol = W^T . dy`, folded back by `col2im`; `db` sums dy.
  *
  * The forward pass can fuse an activation into its store (`y = f(conv(x, w) + b)`, in every
- * path) and write into a channel slice of a wider output (`yChannelOffset`).
+ * path) and write into a channel slice of a wider output (`yChannelOffset`), and gather its
+ * output's batch statistics for a batch norm after it (`stats`; `stats.ts` decides and plans).
+ * (Over 500 lines: the entry points with their JSDoc and the runner that binds every step kind;
+ * the statistics' planning lives in `stats.ts`.)
  *
  * Storage types: every tensor is f32 or f16, each on its own (training stores activations,
  * their gradients and the weights' copies as f16, the bias and the parameter gradients as
@@ -38,6 +41,9 @@ import type { Conv2dKernelOptions } from "../_types.ts";
 import type { ActivationKind } from "../_activation_wgsl.ts";
 import { activeTuningTable } from "../autotune/table.ts";
 import { gemmStrided, reduceStrided } from "../gemm/index.ts";
+import { runGemmPlan, type StridedGemm } from "../gemm/index.ts";
+import type { ChannelPartials } from "../batchnorm/partials.ts";
+import { conv2dStatsPlans } from "./stats.ts";
 import { directConvForward } from "./direct.ts";
 import { directConvWeightGrad } from "./direct_weight_grad.ts";
 import {
@@ -55,10 +61,12 @@ import {
   planConv2d,
   readsInPlace,
 } from "./plan.ts";
+import type { GemmStep } from "./steps.ts";
 
 export { checkConv2d, conv2dGeometry, type Conv2dParams } from "./geometry.ts";
 export type { Conv2dGeometry, Window2d, Window2dParams } from "../_geometry.ts";
 export type { Conv2dKernelOptions } from "../_types.ts";
+export { type Conv2dStatsLayout, conv2dStatsLayout } from "./stats.ts";
 
 /** Fusions of {@linkcode conv2dForward}: an activation epilogue and output into a channel slice. */
 export interface Conv2dForwardOptions {
@@ -76,6 +84,13 @@ export interface Conv2dForwardOptions {
    * `y` is exactly `[n, cOut, oh, ow]`.
    */
   readonly yChannelOffset?: number;
+  /**
+   * Also gather per-channel partial statistics of the stored `y` for a batch normalization after
+   * it (see `conv2dStatsLayout`, `stats.ts`): `conv2dForward` then returns them, or `undefined`
+   * where the plan or the adapter's decision does not (the batch norm reduces `y` itself).
+   * Default false.
+   */
+  readonly stats?: boolean;
 }
 
 /** Options of {@linkcode conv2dBackward}. */
@@ -143,10 +158,15 @@ function kernelOptions(p: Conv2dKernelOptions): Conv2dKernelOptions {
 const dtypeOf = (t: Tensor | undefined) => t?.dtype as FloatDType | undefined;
 
 /** Plans a call on `gpu`'s adapter and table, reports it, and runs it. */
-function planAndRun(gpu: Gpu, problem: Conv2dProblem, io: Conv2dIO): void {
+function planAndRun(
+  gpu: Gpu,
+  problem: Conv2dProblem,
+  io: Conv2dIO,
+  stats = false,
+): ChannelPartials | undefined {
   const plan = planConv2d(problem, adapterProfile(gpu), activeTuningTable(gpu));
   for (const observer of observers.get(gpu) ?? []) observer({ problem, plan });
-  runConv2dPlan(plan, io);
+  return runConv2dPlan(plan, io, { stats, activation: problem.activation });
 }
 
 /**
@@ -180,20 +200,25 @@ function planAndRun(gpu: Gpu, problem: Conv2dProblem, io: Conv2dIO): void {
 export function conv2dForward(
   io: { y: Tensor; x: Tensor; w: Tensor; b?: Tensor },
   p: Conv2dParams & Conv2dForwardOptions & Conv2dKernelOptions,
-): void {
+): ChannelPartials | undefined {
   const g = conv2dGeometry(p);
   checkConv2dTensors(g, { x: io.x, w: io.w, b: io.b });
   const yChannels = checkOutputSlice(g, io.y, p.yChannelOffset);
   checkActivationKind("conv2d", p.activation);
-  planAndRun(io.x.gpu, {
-    geometry: g,
-    call: "forward",
-    dtypes: { x: dtypeOf(io.x)!, w: dtypeOf(io.w)!, b: dtypeOf(io.b), y: dtypeOf(io.y) },
-    yChannels,
-    yChannelOffset: p.yChannelOffset ?? 0,
-    activation: p.activation,
-    options: kernelOptions(p),
-  }, io);
+  return planAndRun(
+    io.x.gpu,
+    {
+      geometry: g,
+      call: "forward",
+      dtypes: { x: dtypeOf(io.x)!, w: dtypeOf(io.w)!, b: dtypeOf(io.b), y: dtypeOf(io.y) },
+      yChannels,
+      yChannelOffset: p.yChannelOffset ?? 0,
+      activation: p.activation,
+      options: kernelOptions(p),
+    },
+    io,
+    p.stats ?? false,
+  );
 }
 
 /**
@@ -432,7 +457,11 @@ export function conv2dPointwiseGroup(
  * runConv2dPlan(plan, { x, w, y });
  * ```
  */
-export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
+export function runConv2dPlan(
+  plan: ConvPlan,
+  io: Conv2dIO,
+  options: { readonly stats?: boolean; readonly activation?: string } = {},
+): ChannelPartials | undefined {
   const gpu = io.x.gpu;
   const g = plan.geometry;
   const buffers: Partial<Record<ConvBuffer, Tensor>> = { ...io };
@@ -448,6 +477,15 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
     return t;
   };
   const bind = (o: ConvOperand) => bindingRange(tensor(o.buffer), o.offset, o.count);
+  const strided = (m: GemmStep): StridedGemm => ({
+    ...m,
+    a: bind(m.a),
+    b: bind(m.b),
+    c: bind(m.c),
+    bias: m.bias && bind(m.bias),
+  });
+  const stats = options.stats && io.y ? conv2dStatsPlans(plan, io.y, strided, options) : undefined;
+  let gemmIndex = 0;
   try {
     for (const s of plan.steps) {
       switch (s.kind) {
@@ -461,6 +499,17 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
           permuteNc(bind(s.src), bind(s.dst), s.shape);
           break;
         case "gemm": {
+          if (stats) {
+            const k = gemmIndex++;
+            const { layout, base } = stats.layout.gemms[k];
+            runGemmPlan(gpu, strided(s.gemm), stats.plans[k], {
+              layout,
+              base,
+              tiles: stats.layout.tiles,
+              out: bindingRange(stats.out, 0, stats.out.size),
+            });
+            break;
+          }
           const m = s.gemm;
           gemmStrided(gpu, {
             ...m,
@@ -495,4 +544,5 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
   } finally {
     for (const t of scratch) t.dispose();
   }
+  return stats ? { partials: stats.out, tiles: stats.layout.tiles } : undefined;
 }

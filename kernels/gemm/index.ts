@@ -37,14 +37,23 @@ import { floatDTypes } from "../_dtype.ts";
 import type { GemmTuning, StridedGemm } from "../_types.ts";
 import { dispatchEpilogue, epilogueKernel } from "./epilogue.ts";
 import { gemmProblem, planDispatches, planGemm } from "./plan.ts";
-import { dispatchRegister, registerKernel } from "./register.ts";
-import { dispatchShared, sharedKernel } from "./shared.ts";
+import { dispatchRegister, dispatchRegisterStats, registerKernel } from "./register.ts";
+import { dispatchShared, dispatchSharedStats, sharedKernel } from "./shared.ts";
+import { type GemmStatsLayout, gemmStatsLayout, type StatsAxis } from "./stats.ts";
+import { batchStatsMode, type ChannelPartials } from "../batchnorm/partials.ts";
 import { gemmVariant, type SharedVariant, type StoreVariant } from "./store.ts";
 import type { GemmDispatch, GemmOperand, GemmPlan } from "./types.ts";
 
 export type { GemmTuning, GemmVariant, StridedGemm } from "../_types.ts";
 export { gemmProblem, planDispatches, planGemm } from "./plan.ts";
 export { reduceStrided, type StridedReduce, sumRows } from "./reduce.ts";
+export {
+  type BatchStatsMode,
+  type GemmStatsLayout,
+  gemmStatsLayout,
+  type StatsAxis,
+  statsOnAdapter,
+} from "./stats.ts";
 export type {
   GemmConfig,
   GemmDispatch,
@@ -180,14 +189,21 @@ export function checkGemm(
  */
 export function gemm(
   io: { c: Tensor; a: Tensor; b: Tensor; bias?: Tensor },
-  p: GemmParams & GemmTuning,
-): void {
+  p: GemmParams & GemmTuning & {
+    /**
+     * Also gather per-channel partial statistics of the stored C (channels: its rows or
+     * columns) for a batch normalization: returned where the plan can and the adapter's decision
+     * allows (`gemmStatsLayout`; one batch chunk), else `undefined`. Default: none.
+     */
+    readonly stats?: StatsAxis;
+  },
+): ChannelPartials | undefined {
   checkGemm(p, { a: io.a.shape, b: io.b.shape, c: io.c.shape, bias: io.bias?.shape });
   floatDTypes("gemm", io);
   const { m, n, k } = p;
   const batch = p.batch ?? 1;
   const gpu = io.c.gpu;
-  if (m === 0 || n === 0) return;
+  if (m === 0 || n === 0) return undefined;
   const limit = maxBindingElements(gpu);
   // Chunk over the batch when an operand is larger than one binding may be.
   const per = Math.max(m * k, k * n, m * n);
@@ -198,9 +214,10 @@ export function gemm(
     );
   }
   const chunk = Math.max(1, Math.min(batch, Math.floor(limit / per), 65535));
+  let partials: ChannelPartials | undefined;
   for (let b0 = 0; b0 < batch; b0 += chunk) {
     const nb = Math.min(chunk, batch - b0);
-    gemmStrided(gpu, {
+    const g: StridedGemm = {
       m,
       n,
       k,
@@ -221,8 +238,23 @@ export function gemm(
       bias: io.bias ? bindingRange(io.bias, 0, n) : undefined,
       biasMode: io.bias ? "col" : "none",
       activation: p.activation,
-    }, p);
+    };
+    // Statistics: one chunk whose plan can gather them (gemmStatsLayout), else none.
+    if (p.stats && chunk >= batch) {
+      checkActivationKind("gemm", g.activation);
+      const plan = planGemm(gemmProblem(g), adapterProfile(gpu), tunedGemm(gpu, g, p));
+      const layout = gemmStatsLayout(plan, p.stats, adapterProfile(gpu), batchStatsMode(gpu));
+      if (layout) {
+        const channels = p.stats === "row" ? m : n;
+        const out = gpu.empty([channels * layout.tiles * 4]);
+        runGemmPlan(gpu, g, plan, { layout, out: bindingRange(out, 0, out.size), base: 0 });
+        partials = { partials: out, tiles: layout.tiles };
+        continue;
+      }
+    }
+    gemmStrided(gpu, g, p);
   }
+  return partials;
 }
 
 /**
@@ -263,9 +295,25 @@ export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): 
 }
 
 /**
+ * Where a GEMM plan's statistics dispatch writes its partial statistics (`runGemmPlan`).
+ */
+export interface GemmStatsTarget {
+  /** The plan's layout ({@linkcode gemmStatsLayout}). */
+  readonly layout: GemmStatsLayout;
+  /** The `[channels, tiles, 4]` f32 scratch. */
+  readonly out: TensorRange;
+  /** This dispatch's first tile. */
+  readonly base: number;
+  /** Tiles per channel in all (default the layout's: one producer). */
+  readonly tiles?: number;
+}
+
+/**
  * Runs a plan of `g` (from {@linkcode planGemm} for `g`'s problem): allocates its scratch
  * buffers, records its dispatches in order, binding each operand the plan names to `g`'s tensor
- * ranges or to a scratch buffer, then frees the scratch.
+ * ranges or to a scratch buffer, then frees the scratch. With `stats` (a layout of
+ * {@linkcode gemmStatsLayout} for the plan), the plan's last dispatch also gathers C's partial
+ * batch statistics.
  *
  * @example
  * ```ts
@@ -284,7 +332,12 @@ export function gemmStrided(gpu: Gpu, g: StridedGemm, tuning: GemmTuning = {}): 
  * runGemmPlan(gpu, g, planGemm(gemmProblem(g), WEBGPU_DEFAULT_PROFILE));
  * ```
  */
-export function runGemmPlan(gpu: Gpu, g: StridedGemm, plan: GemmPlan): void {
+export function runGemmPlan(
+  gpu: Gpu,
+  g: StridedGemm,
+  plan: GemmPlan,
+  stats?: GemmStatsTarget,
+): void {
   const scratch = new Map<GemmOperand, TensorRange>();
   for (const ref of ["accumulator", "partials"] as const) {
     const size = plan.scratch[ref];
@@ -318,7 +371,8 @@ export function runGemmPlan(gpu: Gpu, g: StridedGemm, plan: GemmPlan): void {
     return r;
   };
   try {
-    for (const d of planDispatches(plan)) {
+    const dispatches = planDispatches(plan);
+    for (const [i, d] of dispatches.entries()) {
       const bias = {
         ...(d.bindings.bias === undefined ? {} : { bias: bind(d.bindings.bias) }),
         ...(d.bindings.c2 === undefined ? {} : { c2: bind(d.bindings.c2) }),
@@ -332,7 +386,18 @@ export function runGemmPlan(gpu: Gpu, g: StridedGemm, plan: GemmPlan): void {
           c: bind(d.bindings.c),
           ...bias,
         };
-        if (d.kernel === "shared") dispatchShared(d, bound);
+        // Statistics: in the last dispatch, the product of the last pass (gemmStatsLayout).
+        const st = stats && i === dispatches.length - 1 ? stats : undefined;
+        const where = st && {
+          axis: st.layout.axis,
+          tiles: st.tiles ?? st.layout.tiles,
+          base: st.base,
+          tilesX: st.layout.tilesX,
+        };
+        if (st && where && d.kernel === "shared") {
+          dispatchSharedStats(d, { ...bound, stats: st.out }, where);
+        } else if (st && where) dispatchRegisterStats(d, { ...bound, stats: st.out }, where);
+        else if (d.kernel === "shared") dispatchShared(d, bound);
         else dispatchRegister(d, bound);
       }
     }

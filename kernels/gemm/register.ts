@@ -6,13 +6,16 @@
  * counts is the number of loads per FMA: big register blocks (8x8 to 16x16) win.
  *
  * One kernel description per transpose pair and tile (`gemm_reg_nt_8x4`); its variants are the
- * vec4 operands and the store of C (`store.ts`).
+ * vec4 operands and the store of C (`store.ts`). A second description (`gemm_reg_stats_*`) is the
+ * same body whose store also gathers batch statistics (`stats.ts`). (Over 500 lines: the one body
+ * generator both share.)
  *
  * @module
  */
 
 import { activationWgsl } from "../_activation_wgsl.ts";
 import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
+import type { TensorRange } from "../_binding.ts";
 import {
   biasVariants,
   gemmVariant,
@@ -23,6 +26,7 @@ import {
   rowsVariants,
   variantConfig,
 } from "./store.ts";
+import { STATS_PARAMS, type StatsAxis, statsEndWgsl, statsRowWgsl } from "./stats.ts";
 import {
   GEMM_PARAMS,
   type GemmProductBindings,
@@ -111,6 +115,97 @@ export function dispatchRegister(
   });
 }
 
+/**
+ * The variants of the register kernel that gathers batch statistics: those without an
+ * activation (a batch norm's producer stores none), each with its channel axis (`strow`,
+ * `stcol`).
+ */
+export const REGISTER_STATS_VARIANTS = REGISTER_VARIANTS.filter((v) => !variantConfig(v).activation)
+  .flatMap((v) => [v === "" ? "strow" : `${v}_strow`, v === "" ? "stcol" : `${v}_stcol`]);
+
+const STATS_BINDINGS = {
+  ...BINDINGS,
+  bias: { type: "float", access: "read", variants: biasVariants(REGISTER_STATS_VARIANTS) },
+  c2: {
+    type: "float",
+    access: "read_write",
+    vec4: (v: string) => variantConfig(v).vecC,
+    variants: rowsVariants(REGISTER_STATS_VARIANTS),
+  },
+  // f32 vec4s (count, mean, mean correction, M2): one per channel and thread.
+  stats: { type: "float", access: "read_write", vec4: true },
+} as const;
+
+/**
+ * The register kernel that also gathers per-channel partial statistics of what it stores (see
+ * `stats.ts`): the same C, bit for bit, plus `(count, mean, mean correction, M2)` per
+ * (channel, thread along the reduced axis).
+ *
+ * @example
+ * ```ts
+ * import { registerStatsKernel } from "./register.ts";
+ * const dtypes = { a: "f32", b: "f32", c: "f32", stats: "f32" } as const;
+ * const spec = registerStatsKernel(false, false, 4, 8, false, false).spec(dtypes, "strow");
+ * console.log(spec.name); // gemm_reg_stats_nn_4x8_strow
+ * ```
+ */
+export const registerStatsKernel = perSizes((
+  transA: boolean,
+  transB: boolean,
+  tm: number,
+  tn: number,
+  segKA: boolean,
+  segKB: boolean,
+) =>
+  defineKernel({
+    name: `gemm_reg_stats_${transA ? "t" : "n"}${transB ? "t" : "n"}${
+      kSegName(segKA, segKB)
+    }_${tm}x${tn}`,
+    doc: `The register kernel (${tm}x${tn} blocks) whose store also writes the per-channel ` +
+      "(count, mean, mean correction, M2) of each thread's stored values to stats[(channel * " +
+      "statsTiles + statsBase + (z * statsTilesX + workgroup) * WG + thread) * 4]; channels are " +
+      "rows of C (strow) or columns (stcol).",
+    params: { ...GEMM_PARAMS, ...STATS_PARAMS },
+    bindings: STATS_BINDINGS,
+    variants: REGISTER_STATS_VARIANTS,
+    workgroupSize: [REGISTER_WG, REGISTER_WG, 1],
+    body: (ctx) => {
+      const axis: StatsAxis = ctx.variant.endsWith("strow") ? "row" : "col";
+      const variant = ctx.variant.replace(/_?st(row|col)$/, "") as RegisterVariant;
+      const base = { ...ctx, variant } as unknown as KernelContext<
+        typeof BINDINGS,
+        RegisterVariant
+      >;
+      return registerBody(transA, transB, tm, tn, segKA, segKB, base, axis);
+    },
+  })
+);
+
+/**
+ * Records a planned dispatch of the register kernel that gathers partial statistics.
+ *
+ * @example
+ * ```ts ignore
+ * dispatchRegisterStats(d, { a, b, c, stats }, { axis: "row", tiles, base, tilesX });
+ * ```
+ */
+export function dispatchRegisterStats(
+  d: GemmProductDispatch,
+  bindings: GemmProductBindings & { readonly stats: TensorRange },
+  s: { axis: StatsAxis; tiles: number; base: number; tilesX: number },
+): void {
+  const c = d.config;
+  const v = gemmVariant(c);
+  registerStatsKernel(c.transA, c.transB, c.tm, c.tn, !!c.segmentedKA, !!c.segmentedKB).dispatch({
+    op: "gemm",
+    variant:
+      (v === "" ? `st${s.axis}` : `${v}_st${s.axis}`) as (typeof REGISTER_STATS_VARIANTS)[number],
+    params: { ...d.params, statsTiles: s.tiles, statsBase: s.base, statsTilesX: s.tilesX },
+    bindings,
+    workgroups: d.workgroups,
+  });
+}
+
 /** The WGSL after the declarations (see {@linkcode registerKernel}). */
 function registerBody(
   transA: boolean,
@@ -119,7 +214,8 @@ function registerBody(
   tn: number,
   segKA: boolean,
   segKB: boolean,
-  { variant, load, store }: KernelContext<typeof BINDINGS, RegisterVariant>,
+  { variant, load, store, dtypes }: KernelContext<typeof BINDINGS, RegisterVariant>,
+  stats?: StatsAxis,
 ): string {
   const c = { ...variantConfig(variant), transA, transB };
   if ((segKA && transA) || (segKB && !transB)) {
@@ -139,10 +235,15 @@ function registerBody(
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
   let r0 = (wg.y * WG_Y + l.y) * ${tm}u;
   let c0 = (wg.x * WG_X + l.x) * ${tn}u;
-  if (r0 >= p.m || c0 >= p.n) { return; }
+  ${stats ? "" : "if (r0 >= p.m || c0 >= p.n) { return; }"}
   let z = wg.z % p.batch;
   let kBeg = (wg.z / p.batch) * p.kChunk;
-  let kEnd = min(kBeg + p.kChunk, p.k);
+  let kEnd = ${
+      stats
+        // No early return (a thread past C's edge writes a count of 0): it runs no k-step.
+        ? "select(kBeg, min(kBeg + p.kChunk, p.k), r0 < p.m && c0 < p.n)"
+        : "min(kBeg + p.kChunk, p.k)"
+    };
   let aBase = p.aOff + z * p.sA;
   let bBase = p.bOff + z * p.sB;`,
   );
@@ -342,6 +443,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     }
   }
   for (let i = 0; i < tm; i++) {
+    // Statistics: the stored values kept (0 where nothing is stored) for the row's statistics.
+    if (stats) {
+      for (let j = 0; j < nOff; j++) L.push(`  var o${i}_${j} = ${c.vecC ? "vec4f(0.0)" : "0.0"};`);
+    }
     L.push(`  if (r0 + ${i}u < p.m) {`);
     if (c.rowGroups) {
       L.push(`    let rb = rowBase(r0 + ${i}u);`);
@@ -352,7 +457,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       L.push(`    let bi = ${load("bias", bi)};`);
     }
     for (let j = 0; j < nOff; j++) {
-      const guard = j === 0 ? "" : `if (c0 + ${j * step}u < p.n) `;
+      const guard = j === 0 && !stats ? "" : `if (c0 + ${j * step}u < p.n) `;
       const co = c.rowGroups ? `cq${j} * rb.y + cr${j}` : `co${j}`;
       const idx = c.vecC ? `(ri + ${co}) / 4u` : `ri + ${co}`;
       const terms = c.vecC ? [`p.alpha * acc${i}_${j}`] : [`p.alpha * acc${i}_${j >> 2}[${j & 3}]`];
@@ -371,7 +476,11 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
         );
       }
       const v = terms.join(" + ");
-      const value = c.activation ? `act(${v})` : v;
+      let value = c.activation ? `act(${v})` : v;
+      if (stats) {
+        prior += `o${i}_${j} = ${value}; `;
+        value = `o${i}_${j}`;
+      }
       const put = c.rowGroups
         ? `let v = ${value}; if (rb.z == 0u) { ${store("c", `c[${idx}]`, "v")} } else { ${
           store("c2", `c2[${idx}]`, "v")
@@ -380,7 +489,16 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       L.push(`    ${guard}{ ${prior}${put} }`);
     }
     L.push(`  }`);
+    if (stats) {
+      // As stored: rounded to C's type.
+      const values = Array.from({ length: tn }, (_, j) => {
+        const o = c.vecC ? `o${i}_${j >> 2}[${j & 3}]` : `o${i}_${j}`;
+        return dtypes.c === "f16" ? `f32(f16(${o}))` : o;
+      });
+      L.push(statsRowWgsl(stats, { tm, tn, wg: REGISTER_WG }, i, values));
+    }
   }
+  if (stats) L.push(statsEndWgsl(stats, { tm, tn, wg: REGISTER_WG }));
   L.push(`}`);
   return L.join("\n");
 }

@@ -9,7 +9,9 @@
  * @module
  */
 
-import { defineKernel, perSizes } from "../_kernel.ts";
+import type { TensorRange } from "../_binding.ts";
+import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
+import { sharedStatsWgsl, STATS_PARAMS, type StatsAxis } from "./stats.ts";
 import {
   biasVariants,
   gemmVariant,
@@ -166,6 +168,103 @@ export function dispatchShared(
     op: "gemm",
     variant: gemmVariant(d.config) as SharedVariant,
     params: d.params,
+    bindings,
+    workgroups: d.workgroups,
+  });
+}
+
+/**
+ * The variants of the shared-memory kernel that gathers batch statistics: those without an
+ * activation, each with its channel axis (`strow`, `stcol`).
+ */
+export const SHARED_STATS_VARIANTS = SHARED_VARIANTS.filter((v) => !variantConfig(v).activation)
+  .flatMap((v) => [v === "" ? "strow" : `${v}_strow`, v === "" ? "stcol" : `${v}_stcol`]);
+
+/**
+ * The shared-memory kernel that also gathers per-channel partial statistics of what it stores,
+ * one tile per workgroup along the reduced axis (see `stats.ts`): the same kernel text, its store
+ * also reading back each value it stored (rounded to C's type), then a workgroup reduction.
+ *
+ * @example
+ * ```ts
+ * import { sharedStatsKernel } from "./shared.ts";
+ * const dtypes = { a: "f32", b: "f32", c: "f32", stats: "f32" } as const;
+ * sharedStatsKernel(false, false, false, false).spec(dtypes, "biasrow_strow").name;
+ * // "gemm_smem_stats_nn_4x4_biasrow_strow"
+ * ```
+ */
+export const sharedStatsKernel = perSizes((
+  transA: boolean,
+  transB: boolean,
+  segKA: boolean,
+  segKB: boolean,
+) => {
+  const plain = sharedKernel(transA, transB, segKA, segKB);
+  const d = plain.descriptor;
+  return defineKernel({
+    name: `gemm_smem_stats_${transA ? "t" : "n"}${transB ? "t" : "n"}${kSegName(segKA, segKB)}_4x4`,
+    doc: `${d.doc} The store also keeps each stored value; the workgroup then writes the ` +
+      "(count, mean, mean correction, M2) of its tile of each channel (rows of C: strow, " +
+      "columns: stcol) to stats[channel * statsTiles + statsBase + z * statsTilesX + workgroup].",
+    params: { ...GEMM_PARAMS, ...STATS_PARAMS },
+    bindings: {
+      ...d.bindings,
+      bias: { type: "float", access: "read", variants: biasVariants(SHARED_STATS_VARIANTS) },
+      c2: { type: "float", access: "read_write", variants: rowsVariants(SHARED_STATS_VARIANTS) },
+      stats: { type: "float", access: "read_write", vec4: true },
+    },
+    variants: SHARED_STATS_VARIANTS,
+    workgroupSize: [SHARED_T, SHARED_T, 1],
+    body: (ctx) => {
+      const axis: StatsAxis = ctx.variant.endsWith("strow") ? "row" : "col";
+      const variant = ctx.variant.replace(/_?st(row|col)$/, "") as SharedVariant;
+      // The store reads back what it stored (rounded to C's type) into stV.
+      const inner = d.body({
+        ...ctx,
+        variant,
+        store: (name: "c" | "c2", target: string, value: string) =>
+          `${ctx.store(name, target, value)} stV = ${ctx.load(name, target)};`,
+      } as unknown as KernelContext<typeof d.bindings, SharedVariant>);
+      // The store loop, without its early break (the reduction's barriers follow it: uniform
+      // control flow), each stored value kept in sv.
+      const call = "if (c0 + j < p.n) { store(wg.z, z, r0 + i, c0 + j, acc[i][j]); }";
+      const brk = "    if (r0 + i >= p.m) { break; }\n";
+      const decl = "var acc: array<vec4f, 4>;";
+      if (![call, brk, decl].every((t) => inner.includes(t)) || !inner.endsWith("}\n}")) {
+        throw new Error("gemm: the shared kernel's store loop changed; update sharedStatsKernel");
+      }
+      const keep = "if (r0 + i < p.m && c0 + j < p.n) { " +
+        "store(wg.z, z, r0 + i, c0 + j, acc[i][j]); sv[i][j] = stV; }";
+      return `var<private> stV: f32;\n${
+        inner.slice(0, -1)
+          .replace(decl, `${decl}\n  var sv: array<vec4f, 4>;`)
+          .replace(brk, "")
+          .replace(call, keep)
+      }${sharedStatsWgsl(axis)}\n}`;
+    },
+  });
+});
+
+/**
+ * Records a planned dispatch of the shared-memory kernel that gathers partial statistics.
+ *
+ * @example
+ * ```ts ignore
+ * dispatchSharedStats(d, { a, b, c, stats }, { axis: "row", tiles, base, tilesX });
+ * ```
+ */
+export function dispatchSharedStats(
+  d: GemmProductDispatch,
+  bindings: GemmProductBindings & { readonly stats: TensorRange },
+  s: { axis: StatsAxis; tiles: number; base: number; tilesX: number },
+): void {
+  const c = d.config;
+  const v = gemmVariant(c);
+  sharedStatsKernel(c.transA, c.transB, !!c.segmentedKA, !!c.segmentedKB).dispatch({
+    op: "gemm",
+    variant:
+      (v === "" ? `st${s.axis}` : `${v}_st${s.axis}`) as (typeof SHARED_STATS_VARIANTS)[number],
+    params: { ...d.params, statsTiles: s.tiles, statsBase: s.base, statsTilesX: s.tilesX },
     bindings,
     workgroups: d.workgroups,
   });
