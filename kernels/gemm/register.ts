@@ -33,7 +33,8 @@ import {
 /** k-steps per iteration of the register kernel's main loop (4 or 8). */
 const K_UNROLL = 4;
 
-const BINDINGS = {
+/** The register kernel's bindings (`grad_sums.ts` adds its own). */
+export const BINDINGS = {
   a: { type: "float", access: "read", vec4: (v: string) => variantConfig(v).vecA },
   b: { type: "float", access: "read", vec4: (v: string) => variantConfig(v).vecB },
   c: { type: "float", access: "read_write", vec4: (v: string) => variantConfig(v).vecC },
@@ -111,8 +112,23 @@ export function dispatchRegister(
   });
 }
 
-/** The WGSL after the declarations (see {@linkcode registerKernel}). */
-function registerBody(
+/**
+ * What a kernel that gathers a batch norm's gradient sums as it stores C adds to the register
+ * kernel's WGSL (`grad_sums.ts` builds it): declarations after the main loop, a statement per
+ * stored element (`i`, `j`: its register row and store column, `e`: its element index in C's
+ * binding, `v`: the value stored, a vec4 with `vecC`), and the partial sums' stores at the end.
+ */
+export interface GradSumsHooks {
+  /** WGSL declarations before the store (accumulators, per-channel loads). */
+  begin(): string[];
+  /** The WGSL statements that add stored element(s) `v` at element index `e` to the sums. */
+  add(i: number, j: number, e: string, v: string): string;
+  /** The WGSL statements that write the thread's partial sums. */
+  end(): string[];
+}
+
+/** The body of the register kernel; with `gs`, the gradient sums of `grad_sums.ts` as it stores. */
+export function registerBody(
   transA: boolean,
   transB: boolean,
   tm: number,
@@ -120,6 +136,7 @@ function registerBody(
   segKA: boolean,
   segKB: boolean,
   { variant, load, store }: KernelContext<typeof BINDINGS, RegisterVariant>,
+  gs?: GradSumsHooks,
 ): string {
   const c = { ...variantConfig(variant), transA, transB };
   if ((segKA && transA) || (segKB && !transB)) {
@@ -341,6 +358,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       L.push(`  let bj${j} = ${load("bias", bj)};`);
     }
   }
+  if (gs) L.push(...gs.begin());
   for (let i = 0; i < tm; i++) {
     L.push(`  if (r0 + ${i}u < p.m) {`);
     if (c.rowGroups) {
@@ -377,10 +395,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
           store("c2", `c2[${idx}]`, "v")
         } }`
         : store("c", `c[${idx}]`, value);
-      L.push(`    ${guard}{ ${prior}${put} }`);
+      if (gs) {
+        const put1 = `let v = ${value}; ${store("c", `c[${idx}]`, "v")}`;
+        L.push(`    ${guard}{ ${prior}${put1} ${gs.add(i, j, `ri + ${co}`, "v")} }`);
+      } else L.push(`    ${guard}{ ${prior}${put} }`);
     }
     L.push(`  }`);
   }
+  if (gs) L.push(...gs.end());
   L.push(`}`);
   return L.join("\n");
 }
