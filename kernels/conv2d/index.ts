@@ -38,6 +38,8 @@ import type { Conv2dKernelOptions } from "../_types.ts";
 import type { ActivationKind } from "../_activation_wgsl.ts";
 import { activeTuningTable } from "../autotune/table.ts";
 import { gemmStrided, reduceStrided } from "../gemm/index.ts";
+import { gemmStridedGradSums } from "../gemm/grad_sums.ts";
+import type { GradSumsSink } from "../batchnorm/grad_sums.ts";
 import { directConvForward } from "./direct.ts";
 import { directConvWeightGrad } from "./direct_weight_grad.ts";
 import {
@@ -143,10 +145,15 @@ function kernelOptions(p: Conv2dKernelOptions): Conv2dKernelOptions {
 const dtypeOf = (t: Tensor | undefined) => t?.dtype as FloatDType | undefined;
 
 /** Plans a call on `gpu`'s adapter and table, reports it, and runs it. */
-function planAndRun(gpu: Gpu, problem: Conv2dProblem, io: Conv2dIO): void {
+function planAndRun(
+  gpu: Gpu,
+  problem: Conv2dProblem,
+  io: Conv2dIO,
+  gradSums?: GradSumsSink,
+): void {
   const plan = planConv2d(problem, adapterProfile(gpu), activeTuningTable(gpu));
   for (const observer of observers.get(gpu) ?? []) observer({ problem, plan });
-  runConv2dPlan(plan, io);
+  runConv2dPlan(plan, io, gradSums);
 }
 
 /**
@@ -219,7 +226,21 @@ export function conv2dForward(
  * ```
  */
 export function conv2dBackward(
-  io: { dx?: Tensor; dw?: Tensor; db?: Tensor; dy: Tensor; x: Tensor; w: Tensor; xT?: Tensor },
+  io: {
+    dx?: Tensor;
+    dw?: Tensor;
+    db?: Tensor;
+    dy: Tensor;
+    x: Tensor;
+    w: Tensor;
+    xT?: Tensor;
+    /**
+     * dx is the output gradient of this batch norm (`kernels/batchnorm/grad_sums.ts`): where the
+     * plan's GEMM stores all of dx (a pointwise convolution), it gathers the batch norm's
+     * gradient sums into `gradSums.partials`; elsewhere they stay undefined.
+     */
+    gradSums?: GradSumsSink;
+  },
   p: Conv2dParams & Conv2dBackwardOptions & Conv2dKernelOptions,
 ): void {
   const g = conv2dGeometry(p);
@@ -230,22 +251,39 @@ export function conv2dBackward(
       `conv2dBackward: xT ${io.xT} must hold x ${io.x} permuted (${io.x.size} elements)`,
     );
   }
-  planAndRun(io.dy.gpu, {
-    geometry: g,
-    call: "backward",
-    dtypes: {
-      x: dtypeOf(io.x)!,
-      w: dtypeOf(io.w)!,
-      dy: dtypeOf(io.dy),
-      dx: dtypeOf(io.dx),
-      dw: dtypeOf(io.dw),
-      db: dtypeOf(io.db),
+  planAndRun(
+    io.dy.gpu,
+    {
+      geometry: g,
+      call: "backward",
+      dtypes: {
+        x: dtypeOf(io.x)!,
+        w: dtypeOf(io.w)!,
+        dy: dtypeOf(io.dy),
+        dx: dtypeOf(io.dx),
+        dw: dtypeOf(io.dw),
+        db: dtypeOf(io.db),
+      },
+      accumulate: p.accumulate ?? false,
+      accumulateDx: p.accumulateDx ?? false,
+      permutedX: io.xT !== undefined,
+      options: kernelOptions(p),
     },
-    accumulate: p.accumulate ?? false,
-    accumulateDx: p.accumulateDx ?? false,
-    permutedX: io.xT !== undefined,
-    options: kernelOptions(p),
-  }, io);
+    io,
+    io.gradSums,
+  );
+}
+
+/** Whether a GEMM step stores all of `dx` (overwriting it), NCHW with its rows the channels. */
+function _storesDx(
+  m: Extract<ConvPlan["steps"][number], { kind: "gemm" }>["gemm"],
+  cIn: number,
+  dx: Tensor | undefined,
+): boolean {
+  const hw = dx === undefined ? 0 : dx.size / (dx.shape[0] * cIn);
+  return dx !== undefined && m.c.buffer === "dx" && m.c.offset === 0 && m.c.count === dx.size &&
+    m.beta === 0 && m.m === cIn && m.ldc === hw && (m.ldcCol ?? 1) === 1 &&
+    m.bias === undefined && m.activation === undefined;
 }
 
 /**
@@ -432,7 +470,7 @@ export function conv2dPointwiseGroup(
  * runConv2dPlan(plan, { x, w, y });
  * ```
  */
-export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
+export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO, gradSums?: GradSumsSink): void {
   const gpu = io.x.gpu;
   const g = plan.geometry;
   const buffers: Partial<Record<ConvBuffer, Tensor>> = { ...io };
@@ -462,13 +500,18 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO): void {
           break;
         case "gemm": {
           const m = s.gemm;
-          gemmStrided(gpu, {
+          const strided = {
             ...m,
             a: bind(m.a),
             b: bind(m.b),
             c: bind(m.c),
             bias: m.bias && bind(m.bias),
-          }, s.tuning);
+          };
+          // The GEMM that stores all of dx, channels along its rows, gathers a batch norm's sums.
+          if (gradSums && _storesDx(s.gemm, g.cIn, io.dx)) {
+            const o = { source: gradSums.source, axis: "row", cOffset: 0 } as const;
+            gradSums.partials = gemmStridedGradSums(gpu, strided, o, s.tuning);
+          } else gemmStrided(gpu, strided, s.tuning);
           break;
         }
         case "reduce":

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { type Gpu, type Tensor } from "../../gpu/mod.ts";
+import type { Gpu, Tensor } from "../../gpu/mod.ts";
 import { actBackwardFn, type ActivationKind } from "../_activation_wgsl.ts";
 import { adapterProfile } from "../_adapter.ts";
 import { bindingRange, type TensorRange } from "../_binding.ts";
@@ -243,4 +243,58 @@ export function gemmStridedGradSums(
     workgroups: d.workgroups,
   });
   return { partial, slots };
+}
+
+/**
+ * `c = a·b` (`a` `[m, k]`, `b` `[k, n]`, row-major, f32 or f16 each) where `c` is the output
+ * gradient `[m, n]` of the batch norm `source` (BatchNorm1d: its channels are c's columns), as
+ * {@linkcode gemmStridedGradSums} records it: a Linear's input gradient gathering that batch
+ * norm's gradient sums. Returns them, or undefined where the plan could not gather.
+ *
+ * @returns The partials (owned by the caller), or undefined.
+ * @throws {TypeError} when the shapes do not fit.
+ * @example
+ * ```ts
+ * import { getGpu } from "@modern-cnn/webgpu/gpu";
+ * import { gemmGradSums } from "./grad_sums.ts";
+ * const gpu = await getGpu();
+ * const dz = gpu.zeros([8, 3]), w = gpu.zeros([3, 5]), dx = gpu.empty([8, 5]);
+ * const source = { x: gpu.zeros([8, 5]), mean: gpu.zeros([5]), invStd: gpu.zeros([5]) };
+ * gemmGradSums({ c: dx, a: dz, b: w }, source)?.partial.dispose();
+ * ```
+ */
+export function gemmGradSums(
+  io: { readonly c: Tensor; readonly a: Tensor; readonly b: Tensor },
+  source: GradSumsSource,
+): GradSumsPartials | undefined {
+  const [m, k] = io.a.shape, n = io.b.shape[1];
+  if (
+    io.a.shape.length !== 2 || io.b.shape.length !== 2 || io.b.shape[0] !== k ||
+    io.c.size !== m * n || source.x.size !== m * n || source.mean.shape[0] !== n
+  ) {
+    throw new TypeError(
+      `gemmGradSums: a ${io.a}, b ${io.b}, c ${io.c} and the batch norm's x ${source.x} do not ` +
+        "fit c[m, n] = a[m, k]·b[k, n] with n channels",
+    );
+  }
+  return gemmStridedGradSums(io.c.gpu, {
+    m,
+    n,
+    k,
+    batch: 1,
+    transA: false,
+    transB: false,
+    alpha: 1,
+    beta: 0,
+    a: bindingRange(io.a, 0, m * k),
+    b: bindingRange(io.b, 0, k * n),
+    c: bindingRange(io.c, 0, m * n),
+    lda: k,
+    ldb: n,
+    ldc: n,
+    strideA: m * k,
+    strideB: k * n,
+    strideC: m * n,
+    biasMode: "none",
+  }, { source, axis: "col", cOffset: 0 });
 }
