@@ -10,6 +10,23 @@ import {
   MAX_GRAD_SUMS_SLOTS,
   planGradSums,
 } from "../kernels/batchnorm/grad_sums.ts";
+import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import { adapterProfile } from "../kernels/_adapter.ts";
+import {
+  activation,
+  batchNorm,
+  conv2d,
+  type Layer,
+  linear,
+  maxPool2d,
+  namedParams,
+  release,
+  sequential,
+  stateEntries,
+} from "../layers/mod.ts";
+import { planSteps } from "../layers/plan.ts";
+import { assertClose, f64, GPU_TEST, Rng, testGpu } from "./harness.ts";
+import { kernelsOf } from "./kernels_of.ts";
 import { testOp } from "./_op.ts";
 import { GRAD_SUMS_SUITES } from "./ops/batchnorm_grad_sums.ts";
 
@@ -30,3 +47,156 @@ Deno.test("gradient sums: the decision per adapter, path and mode", () => {
   assert.equal(gradSumsMode(), "off");
   forceGradSums(before);
 });
+
+Deno.test("gradient sums: the plan pairs a batch norm with the producer after it", () => {
+  const kinds = (layers: Layer[]) =>
+    planSteps(layers).map((s) => `${s.layer.kind}${s.gradSums ? "+sums" : ""}`);
+  // lenet-bn's tail: Linear, BatchNorm1d + sigmoid, Linear (gathers), ...
+  assert.deepEqual(
+    kinds([
+      linear({ inFeatures: 8, outFeatures: 6 }),
+      batchNorm({ channels: 6, dims: 1 }),
+      activation("sigmoid"),
+      linear({ inFeatures: 6, outFeatures: 4 }),
+      batchNorm({ channels: 4, dims: 1 }),
+      linear({ inFeatures: 4, outFeatures: 2 }),
+    ]),
+    ["Linear", "BatchNorm1d", "Linear+sums", "BatchNorm1d", "Linear+sums"],
+  );
+  // MobileNet's separable block: the pointwise conv gathers; a depthwise or 3x3 one does not.
+  const dw = conv2d({ inChannels: 4, outChannels: 4, kernel: 3, padding: 1, groups: 4 });
+  assert.deepEqual(
+    kinds([
+      dw,
+      batchNorm({ channels: 4 }),
+      activation("relu"),
+      conv2d({ inChannels: 4, outChannels: 8, kernel: 1 }),
+      batchNorm({ channels: 8 }),
+      activation("relu"),
+      conv2d({ inChannels: 8, outChannels: 8, kernel: 3, padding: 1 }),
+    ]),
+    ["Conv2d", "BatchNorm2d", "Conv2d+sums", "BatchNorm2d", "Conv2d"],
+  );
+  // Something between them (a pool) or no batch norm before: nothing to gather.
+  assert.deepEqual(
+    kinds([
+      batchNorm({ channels: 4 }),
+      maxPool2d({ kernel: 2 }),
+      conv2d({ inChannels: 4, outChannels: 8, kernel: 1 }),
+      conv2d({ inChannels: 8, outChannels: 8, kernel: 1 }),
+    ]),
+    ["BatchNorm2d", "MaxPool2d", "Conv2d", "Conv2d"],
+  );
+});
+
+/** Draws every parameter of `net` from `seed`, with zeroed gradients. */
+function init(gpu: Gpu, net: Layer, seed: number): void {
+  const rng = new Rng(seed);
+  for (const [, p] of namedParams(net)) {
+    p.value = gpu.tensor(Float32Array.from(rng.normalArray(p.shape.reduce((a, b) => a * b, 1))), {
+      shape: p.shape,
+    });
+    p.grad = gpu.zeros(p.shape);
+  }
+  for (const e of stateEntries(net)) {
+    if (e.kind === "buffer") {
+      const size = e.buffer.shape.reduce((a, b) => a * b, 1);
+      e.buffer.value = gpu.tensor(new Float32Array(size).fill(e.buffer.init === "ones" ? 1 : 0), {
+        shape: e.buffer.shape,
+      });
+    }
+  }
+}
+
+/** One training step of `net` on `x` (dy drawn from `seed`): the kernels and the gradients. */
+async function trainStep(gpu: Gpu, net: Layer, x: Tensor, mode: "on" | "off") {
+  const before = forceGradSums(mode);
+  try {
+    for (const [, p] of namedParams(net)) gpu.clear(p.grad!);
+    const ctx = { gpu, training: true, seed: 1 };
+    const f = net.forward(x, ctx);
+    const dy = gpu.tensor(Float32Array.from(new Rng(5).normalArray(f.y.size)), {
+      shape: f.y.shape,
+    });
+    let dx: Tensor | null = null;
+    const kernels = kernelsOf(
+      gpu,
+      () => (dx = net.backward(dy, { cache: f.cache, ctx, needDx: true })),
+    );
+    const grads = new Map<string, Float64Array>();
+    grads.set("dx", f64(await dx!.toArray()));
+    for (const [k, p] of namedParams(net)) grads.set(k, f64(await p.grad!.toArray()));
+    release(f.y, dy, dx);
+    return { kernels, grads };
+  } finally {
+    forceGradSums(before);
+  }
+}
+
+const NETS: [string, Shape, () => Layer][] = [
+  ["Linear, BatchNorm1d + sigmoid, Linear (n 37)", [37, 9], () =>
+    sequential([
+      linear({ inFeatures: 9, outFeatures: 19 }),
+      batchNorm({ channels: 19, dims: 1 }),
+      activation("sigmoid"),
+      linear({ inFeatures: 19, outFeatures: 7 }),
+    ])],
+  ["Conv2d 3x3, BatchNorm2d + ReLU, pointwise Conv2d (n 3, 7x7)", [3, 3, 7, 7], () =>
+    sequential([
+      conv2d({ inChannels: 3, outChannels: 12, kernel: 3, padding: 1 }),
+      batchNorm({ channels: 12 }),
+      activation("relu"),
+      conv2d({ inChannels: 12, outChannels: 5, kernel: 1, bias: false }),
+    ])],
+  [
+    "pointwise Conv2d, BatchNorm2d + ReLU6, pointwise Conv2d (n 4, 6x6)",
+    [4, 8, 6, 6],
+    () =>
+      sequential([
+        conv2d({ inChannels: 8, outChannels: 16, kernel: 1 }),
+        batchNorm({ channels: 16 }),
+        activation("relu6"),
+        conv2d({ inChannels: 16, outChannels: 8, kernel: 1 }),
+      ]),
+  ],
+];
+
+for (const [label, shape, make] of NETS) {
+  Deno.test(
+    `gradient sums: ${label}: the fused step equals the unfused one`,
+    GPU_TEST,
+    async () => {
+      const gpu = await testGpu();
+      const net = make();
+      init(gpu, net, 3);
+      const x = gpu.tensor(
+        Float32Array.from(new Rng(4).normalArray(shape.reduce((a, b) => a * b))),
+        {
+          shape,
+        },
+      );
+      const on = await trainStep(gpu, net, x, "on");
+      const off = await trainStep(gpu, net, x, "off");
+      const gathers = (k: string[]) => k.filter((n) => n.includes("gradsums")).length;
+      const sumPasses = (k: string[]) =>
+        k.filter((n) => n.startsWith("batchnorm_grad_sums")).length;
+      if (adapterProfile(gpu).mesaCpu) {
+        assert.equal(gathers(on.kernels), 1, `${label}: ${on.kernels.join(", ")}`);
+        assert.equal(sumPasses(on.kernels), 0, `${label}: ${on.kernels.join(", ")}`);
+      }
+      assert.equal(gathers(off.kernels), 0);
+      assert.equal(sumPasses(off.kernels), 1);
+      assert.ok(on.kernels.length <= off.kernels.length);
+      for (const [k, g] of off.grads) {
+        const tol = k.endsWith("weight") || k.endsWith("bias") ? { rtol: 1e-4, atol: 1e-3 } : {
+          rtol: 1e-4,
+          atol: 1e-4,
+        };
+        assertClose(on.grads.get(k)!, g, { ...tol, what: `${label}: ${k}` });
+      }
+      x.dispose();
+      for (const [, p] of namedParams(net)) release(p.value, p.grad);
+      for (const e of stateEntries(net)) if (e.kind === "buffer") release(e.buffer.value);
+    },
+  );
+}
