@@ -105,7 +105,7 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
     params: bias ? [weight, bias] : [weight],
     fusion: depthwise ? undefined : {
       epilogue: ["activation", "into"],
-      ...(pointwise ? { gradSums: "gather" as const } : {}),
+      gradSums: "gather",
       ...(pointwise ? { pointwise: { weight, bias, cIn, cOut } } : {}),
     },
     outputShape: (input) => checkConv2d(params(input)),
@@ -126,8 +126,8 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
       return { y, cache: { x: x.retain(), p, act } };
     },
     // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
-    // With gradSums (the batch norm before it), a pointwise dx's GEMM gathers that batch norm's
-    // sums.
+    // With gradSums (the batch norm before it), the kernel storing dx gathers that batch norm's
+    // sums where it can (a pointwise conv's GEMM, the flipped direct kernel).
     backward(dy, { cache, ctx, needDx, gradSums }) {
       const { x, p } = cache;
       const dz = cache.act ? epilogueGrad(dy, cache.act, ctx) : dy;

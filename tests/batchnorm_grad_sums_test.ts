@@ -63,7 +63,7 @@ Deno.test("gradient sums: the plan pairs a batch norm with the producer after it
     ]),
     ["Linear", "BatchNorm1d", "Linear+sums", "BatchNorm1d", "Linear+sums"],
   );
-  // MobileNet's separable block: the pointwise conv gathers; a depthwise or 3x3 one does not.
+  // MobileNet's separable block: the pointwise and the 3x3 conv gather (a depthwise one cannot).
   const dw = conv2d({ inChannels: 4, outChannels: 4, kernel: 3, padding: 1, groups: 4 });
   assert.deepEqual(
     kinds([
@@ -75,7 +75,7 @@ Deno.test("gradient sums: the plan pairs a batch norm with the producer after it
       activation("relu"),
       conv2d({ inChannels: 8, outChannels: 8, kernel: 3, padding: 1 }),
     ]),
-    ["Conv2d", "BatchNorm2d", "Conv2d+sums", "BatchNorm2d", "Conv2d"],
+    ["Conv2d", "BatchNorm2d", "Conv2d+sums", "BatchNorm2d", "Conv2d+sums"],
   );
   // Something between them (a pool) or no batch norm before: nothing to gather.
   assert.deepEqual(
@@ -159,6 +159,19 @@ const NETS: [string, Shape, () => Layer][] = [
         conv2d({ inChannels: 16, outChannels: 8, kernel: 1 }),
       ]),
   ],
+  // ResNet's conv1, bn1 + ReLU, conv2 (its input gradient by the direct kernel where the planner
+  // picks it, which gathers; im2col does not)
+  [
+    "Conv2d 3x3, BatchNorm2d + ReLU, Conv2d 3x3 (n 4, 16x16, 32 channels)",
+    [4, 3, 16, 16],
+    () =>
+      sequential([
+        conv2d({ inChannels: 3, outChannels: 32, kernel: 3, padding: 1 }),
+        batchNorm({ channels: 32 }),
+        activation("relu"),
+        conv2d({ inChannels: 32, outChannels: 32, kernel: 3, padding: 1 }),
+      ]),
+  ],
 ];
 
 for (const [label, shape, make] of NETS) {
@@ -180,10 +193,13 @@ for (const [label, shape, make] of NETS) {
       const gathers = (k: string[]) => k.filter((n) => n.includes("gradsums")).length;
       const sumPasses = (k: string[]) =>
         k.filter((n) => n.startsWith("batchnorm_grad_sums")).length;
-      if (adapterProfile(gpu).mesaCpu) {
+      // Either the producer gathered or the batch norm ran its own pass (the GEMM paths always
+      // gather on Mesa's CPU adapters).
+      assert.equal(gathers(on.kernels) + sumPasses(on.kernels), 1, on.kernels.join(", "));
+      if (adapterProfile(gpu).mesaCpu && !label.includes("Conv2d 3x3 (")) {
         assert.equal(gathers(on.kernels), 1, `${label}: ${on.kernels.join(", ")}`);
-        assert.equal(sumPasses(on.kernels), 0, `${label}: ${on.kernels.join(", ")}`);
       }
+      console.log(`${label}: gathered ${gathers(on.kernels)}`);
       assert.equal(gathers(off.kernels), 0);
       assert.equal(sumPasses(off.kernels), 1);
       assert.ok(on.kernels.length <= off.kernels.length);

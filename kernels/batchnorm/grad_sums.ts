@@ -58,7 +58,7 @@ export interface GradSumsSink {
 }
 
 /** The producer paths that can gather the sums. */
-export type GradSumsPath = "gemm-register";
+export type GradSumsPath = "gemm-register" | "direct";
 
 /** Whether the fusion is forced on, off, or decided per adapter (`auto`). */
 export type GradSumsMode = "auto" | "on" | "off";
@@ -67,7 +67,7 @@ export type GradSumsMode = "auto" | "on" | "off";
  * The producer paths measured no slower fused on CPU adapters (llvmpipe, `deno task bench:train`
  * interleaved; see the commit that added each). Every supported path fuses elsewhere.
  */
-const MEASURED_ON_CPU: readonly GradSumsPath[] = ["gemm-register"];
+const MEASURED_ON_CPU: readonly GradSumsPath[] = ["gemm-register", "direct"];
 
 /** The most slots per channel (the batch norm's merge loops over them). */
 export const MAX_GRAD_SUMS_SLOTS = 16384;

@@ -518,12 +518,24 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO, gradSums?: GradSumsS
           reduceStrided(gpu, { ...s, y: bind(s.y), x: bind(s.x) });
           break;
         case "direct":
-          directConvForward(gpu, s.shape, {
+          // The flipped kernel storing all of dx gathers a batch norm's sums (where it can).
+          const sums = gradSums && s.flip && s.y.buffer === "dx" && s.y.offset === 0 &&
+              s.y.count === io.dx?.size
+            ? gradSums.source
+            : undefined;
+          const partials = directConvForward(gpu, s.shape, {
             y: bind(s.y),
             x: bind(s.x),
             w: tensor("w"),
             b: s.bias ? tensor("b") : undefined,
-          }, { flip: s.flip, tile: s.tile, activation: s.activation, yChannels: s.yChannels });
+          }, {
+            flip: s.flip,
+            tile: s.tile,
+            activation: s.activation,
+            yChannels: s.yChannels,
+            gradSums: sums,
+          });
+          if (sums) gradSums!.partials = partials;
           break;
         case "directWeightGrad":
           directConvWeightGrad(gpu, s.shape, {

@@ -12,8 +12,14 @@ import { adapterProfile } from "../../kernels/_adapter.ts";
 import { bindingRange } from "../../kernels/_binding.ts";
 import type { StridedGemm } from "../../kernels/_types.ts";
 import { batchNormBackward } from "../../kernels/batchnorm/index.ts";
-import { forceGradSums, type GradSumsPartials } from "../../kernels/batchnorm/grad_sums.ts";
+import {
+  forceGradSums,
+  type GradSumsPartials,
+  type GradSumsSink,
+} from "../../kernels/batchnorm/grad_sums.ts";
 import { gemmStrided } from "../../kernels/gemm/index.ts";
+import { conv2dBackward } from "../../kernels/conv2d/index.ts";
+import { conv2dBackwardRef } from "../cpu_ref/conv2d.ts";
 import { gemmStridedGradSums } from "../../kernels/gemm/grad_sums.ts";
 import { input, type Mix, type OpCase, opCase, type OpSuite, output, uniform } from "../_op.ts";
 import { activationBackwardRef } from "../cpu_ref/activation.ts";
@@ -21,8 +27,13 @@ import { batchNormBackwardRef } from "../cpu_ref/batchnorm.ts";
 
 /** A case: the product's layout, sizes (k: the product's inner dimension) and the activation. */
 export interface GradSumsCase {
-  /** `nc`: Linear (hw 1, channels along columns); `nchw`: pointwise conv (along rows). */
-  readonly layout: "nc" | "nchw";
+  /**
+   * `nc`: Linear (hw 1, channels along columns); `nchw`: pointwise conv (along rows);
+   * `conv3x3`: a 3x3 convolution's input gradient (hw = h * w, square; k: its output channels),
+   * by the direct flipped kernel (`direct`) or im2col + col2im (which gathers nothing).
+   */
+  readonly layout: "nc" | "nchw" | "conv3x3";
+  readonly direct?: boolean;
   readonly n: number;
   readonly c: number;
   readonly hw: number;
@@ -93,21 +104,43 @@ function productRef(cs: GradSumsCase, a: ArrayLike<number>, b: ArrayLike<number>
   return out;
 }
 
+/** The 3x3 convolution whose input gradient is the batch norm's output gradient. */
+function conv3x3(cs: GradSumsCase) {
+  const side = Math.sqrt(cs.hw);
+  return {
+    n: cs.n,
+    cIn: cs.c,
+    h: side,
+    w: side,
+    cOut: cs.k,
+    kernel: 3,
+    padding: 1,
+    direct: cs.direct ?? false,
+  };
+}
+
 /** Whether the adapter's plan is expected to gather (Mesa's CPU adapters run the register GEMM). */
 const expectsGather = (gpu: Gpu) => adapterProfile(gpu).mesaCpu;
 
 /** The case of a parameter record. */
 export function gradSumsOp(cs: GradSumsCase): OpCase {
   const { n, c, hw, k, kind } = cs;
-  const shape = cs.layout === "nc" ? [n, c] : [n, c, hw];
+  const side = Math.sqrt(hw);
+  const shape = cs.layout === "nc"
+    ? [n, c]
+    : cs.layout === "nchw"
+    ? [n, c, hw]
+    : [n, c, side, side];
   const p = { n, c, hw, activation: kind };
   // The sums the first phase gathered, for the second (undefined where the plan could not).
   let sums: GradSumsPartials | undefined;
   return opCase({
     label: `${cs.layout} n=${n} c=${c} hw=${hw} k=${k}${kind ? ` ${kind}` : ""}`,
     tensors: {
-      a: input(cs.layout === "nc" ? [n, k] : [c, k]),
-      b: input(cs.layout === "nc" ? [k, c] : [n, k, hw]),
+      a: input(cs.layout === "nc" ? [n, k] : cs.layout === "nchw" ? [c, k] : [k, c, 3, 3]),
+      b: input(
+        cs.layout === "nc" ? [k, c] : cs.layout === "nchw" ? [n, k, hw] : [n, k, side, side],
+      ),
       x: input(shape),
       y: input(shape),
       weight: input([c]),
@@ -135,6 +168,17 @@ export function gradSumsOp(cs: GradSumsCase): OpCase {
             act: kind,
             y: kind ? t.y : undefined,
           };
+          if (cs.layout === "conv3x3") {
+            // The conv's input is the batch norm's output y; its output gradient is b.
+            const sink: GradSumsSink = { source };
+            const io = { dy: t.b, x: t.y, w: t.a };
+            conv2dBackward({ ...io, dx: t.dy, gradSums: sink }, conv3x3(cs));
+            sums = sink.partials;
+            if (!!sums !== !!cs.direct) throw new Error(`gathered: ${!!sums}`);
+            forceGradSums("off");
+            conv2dBackward({ ...io, dx: t.dyU }, conv3x3(cs));
+            return;
+          }
           const axis = cs.layout === "nc" ? "col" : "row";
           sums = gemmStridedGradSums(gpu, product(cs, t, t.dy), { source, axis, cOffset: 0 });
           if (!sums && expectsGather(gpu)) throw new Error("the register GEMM gathered no sums");
@@ -145,7 +189,9 @@ export function gradSumsOp(cs: GradSumsCase): OpCase {
         }
       },
       cpu: (v) => {
-        const dy = productRef(cs, v.a, v.b);
+        const dy = cs.layout === "conv3x3"
+          ? conv2dBackwardRef(conv3x3(cs), v.y, v.a, v.b).dx
+          : productRef(cs, v.a, v.b);
         return { dy, dyU: dy };
       },
       tol: { dy: TOL, dyU: TOL },
@@ -192,6 +238,12 @@ const CASES: GradSumsCase[] = [
   { layout: "nchw", n: 2, c: 13, hw: 9, k: 8, kind: "relu" },
   { layout: "nchw", n: 4, c: 32, hw: 36, k: 16, kind: "relu6" },
   { layout: "nchw", n: 2, c: 64, hw: 144, k: 32, kind: "relu" },
+  // 3x3 convolution (ResNet's conv2, DenseNet's conv block): the direct kernel gathers, im2col
+  // does not (the batch norm's own pass)
+  { layout: "conv3x3", n: 2, c: 5, hw: 49, k: 3, direct: true },
+  { layout: "conv3x3", n: 3, c: 12, hw: 36, k: 8, kind: "relu", direct: true },
+  { layout: "conv3x3", n: 2, c: 16, hw: 81, k: 16, kind: "relu", direct: true },
+  { layout: "conv3x3", n: 2, c: 6, hw: 25, k: 4, kind: "relu", direct: false },
 ];
 
 const F16: Mix = { a: "f16", b: "f16", x: "f16", y: "f16", dy: "f16", dx: "f16" };
