@@ -51,6 +51,7 @@ export {
   type BatchNormParams,
   checkBatchNorm,
 } from "./batchnorm/index.ts";
+export type { GradSumsPartials, GradSumsSink, GradSumsSource } from "./batchnorm/grad_sums.ts";
 export {
   checkConv2d,
   conv2dBackward,

@@ -145,15 +145,10 @@ function kernelOptions(p: Conv2dKernelOptions): Conv2dKernelOptions {
 const dtypeOf = (t: Tensor | undefined) => t?.dtype as FloatDType | undefined;
 
 /** Plans a call on `gpu`'s adapter and table, reports it, and runs it. */
-function planAndRun(
-  gpu: Gpu,
-  problem: Conv2dProblem,
-  io: Conv2dIO,
-  gradSums?: GradSumsSink,
-): void {
+function planAndRun(gpu: Gpu, problem: Conv2dProblem, io: Conv2dIO): void {
   const plan = planConv2d(problem, adapterProfile(gpu), activeTuningTable(gpu));
   for (const observer of observers.get(gpu) ?? []) observer({ problem, plan });
-  runConv2dPlan(plan, io, gradSums);
+  runConv2dPlan(plan, io, (io as { gradSums?: GradSumsSink }).gradSums);
 }
 
 /**
@@ -251,27 +246,22 @@ export function conv2dBackward(
       `conv2dBackward: xT ${io.xT} must hold x ${io.x} permuted (${io.x.size} elements)`,
     );
   }
-  planAndRun(
-    io.dy.gpu,
-    {
-      geometry: g,
-      call: "backward",
-      dtypes: {
-        x: dtypeOf(io.x)!,
-        w: dtypeOf(io.w)!,
-        dy: dtypeOf(io.dy),
-        dx: dtypeOf(io.dx),
-        dw: dtypeOf(io.dw),
-        db: dtypeOf(io.db),
-      },
-      accumulate: p.accumulate ?? false,
-      accumulateDx: p.accumulateDx ?? false,
-      permutedX: io.xT !== undefined,
-      options: kernelOptions(p),
+  planAndRun(io.dy.gpu, {
+    geometry: g,
+    call: "backward",
+    dtypes: {
+      x: dtypeOf(io.x)!,
+      w: dtypeOf(io.w)!,
+      dy: dtypeOf(io.dy),
+      dx: dtypeOf(io.dx),
+      dw: dtypeOf(io.dw),
+      db: dtypeOf(io.db),
     },
-    io,
-    io.gradSums,
-  );
+    accumulate: p.accumulate ?? false,
+    accumulateDx: p.accumulateDx ?? false,
+    permutedX: io.xT !== undefined,
+    options: kernelOptions(p),
+  }, io);
 }
 
 /** Whether a GEMM step stores all of `dx` (overwriting it), NCHW with its rows the channels. */
@@ -517,7 +507,7 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO, gradSums?: GradSumsS
         case "reduce":
           reduceStrided(gpu, { ...s, y: bind(s.y), x: bind(s.x) });
           break;
-        case "direct":
+        case "direct": {
           // The flipped kernel storing all of dx gathers a batch norm's sums (where it can).
           const sums = gradSums && s.flip && s.y.buffer === "dx" && s.y.offset === 0 &&
               s.y.count === io.dx?.size
@@ -537,6 +527,7 @@ export function runConv2dPlan(plan: ConvPlan, io: Conv2dIO, gradSums?: GradSumsS
           });
           if (sums) gradSums!.partials = partials;
           break;
+        }
         case "directWeightGrad":
           directConvWeightGrad(gpu, s.shape, {
             dw: s.dw ? tensor("dw") : undefined,

@@ -102,15 +102,8 @@ function hooks(
 /**
  * The register kernel of a transpose pair and a `tm x tn` block that gathers the gradient sums
  * along `axis` of its C, with the batch norm's activation `act` (`""`: none).
- *
- * @example
- * ```ts
- * import { gradSumsKernel } from "./grad_sums.ts";
- * const k = gradSumsKernel(false, false, 8, 8, false, false, "col", "relu");
- * console.log(k.spec({ a: "f32", b: "f32", c: "f32", gx: "f32", gMean: "f32", gy: "f32" }, "").name);
- * ```
  */
-export const gradSumsKernel = perSizes((
+const _gradSumsKernel = perSizes((
   transA: boolean,
   transB: boolean,
   tm: number,
@@ -218,7 +211,7 @@ export function gemmStridedGradSums(
   const partial: Tensor = gpu.empty([channels, slots, 2]);
   const c = d.config;
   const bind = (ref: string): TensorRange => (ref === "a" ? g.a : ref === "b" ? g.b : g.c);
-  gradSumsKernel(
+  _gradSumsKernel(
     c.transA,
     c.transB,
     c.tm,
@@ -239,7 +232,7 @@ export function gemmStridedGradSums(
       gMean: src.mean,
       gPart: partial,
       ...(gy ? { gy } : {}),
-    } as Parameters<ReturnType<typeof gradSumsKernel>["dispatch"]>[0]["bindings"],
+    } as Parameters<ReturnType<typeof _gradSumsKernel>["dispatch"]>[0]["bindings"],
     workgroups: d.workgroups,
   });
   return { partial, slots };

@@ -127,7 +127,16 @@ export interface GradSumsHooks {
   end(): string[];
 }
 
-/** The body of the register kernel; with `gs`, the gradient sums of `grad_sums.ts` as it stores. */
+/**
+ * The body of the register kernel (see {@linkcode registerKernel}); with `gs`, what the kernels of
+ * `grad_sums.ts` add to it as they store C.
+ *
+ * @returns The WGSL after the declarations.
+ * @example
+ * ```ts ignore
+ * const wgsl = registerBody(false, false, 8, 8, false, false, ctx, hooks);
+ * ```
+ */
 export function registerBody(
   transA: boolean,
   transB: boolean,
