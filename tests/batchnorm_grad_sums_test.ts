@@ -35,12 +35,22 @@ for (const suite of GRAD_SUMS_SUITES) testOp(suite);
 Deno.test("gradient sums: the decision per adapter, path and mode", () => {
   const gpu = WEBGPU_DEFAULT_PROFILE;
   const cpu = { ...gpu, isCpu: true, mesaCpu: true, description: "llvmpipe" };
-  const q = { path: "gemm-register", slots: 16 } as const;
+  const q = { path: "gemm-register", slots: 16, k: 512 } as const;
+  const direct = { path: "direct", slots: 16, k: 4096 } as const;
+  // a GPU: every supported path
   assert.equal(planGradSums(gpu, q, "auto"), true);
-  assert.equal(planGradSums(cpu, q, "auto"), true); // measured no slower on llvmpipe
+  assert.equal(planGradSums(gpu, { ...q, k: 8 }, "auto"), true);
+  assert.equal(planGradSums(gpu, direct, "auto"), true);
+  // llvmpipe: only where measured no slower (the register GEMM from k = 512; not the direct one)
+  assert.equal(planGradSums(cpu, q, "auto"), true);
+  assert.equal(planGradSums(cpu, { ...q, k: 1024 }, "auto"), true);
+  assert.equal(planGradSums(cpu, { ...q, k: 256 }, "auto"), false);
+  assert.equal(planGradSums(cpu, direct, "auto"), false);
+  // forced
   assert.equal(planGradSums(gpu, q, "off"), false);
-  assert.equal(planGradSums(cpu, q, "on"), true);
-  assert.equal(planGradSums(gpu, { path: undefined, slots: 16 }, "on"), false);
+  assert.equal(planGradSums(cpu, { ...q, k: 8 }, "on"), true);
+  assert.equal(planGradSums(cpu, direct, "on"), true);
+  assert.equal(planGradSums(gpu, { path: undefined, slots: 16, k: 512 }, "on"), false);
   assert.equal(planGradSums(gpu, { ...q, slots: MAX_GRAD_SUMS_SLOTS + 1 }, "on"), false);
   assert.equal(planGradSums(gpu, { ...q, slots: 0 }, "on"), false);
   const before = forceGradSums("off");

@@ -1,7 +1,8 @@
 /**
  * The batch-norm backward's gradient sums gathered by the layer after it: when the layer after a
  * batch norm (and its fused activation) computes the batch norm's output gradient (a Linear's or
- * a pointwise convolution's input gradient through the register GEMM), its store adds, per
+ * a pointwise convolution's input gradient through the register GEMM, a 3x3 one's through the
+ * direct kernel), its store adds, per
  * channel, `Σg` and `Σg (x - mean)` (with `g = dy`, or `actBackward(dy, y)` with a fused
  * activation: the sums of the batch norm's first backward pass) into per-thread partial sums,
  * and the batch norm merges them ({@linkcode GradSumsPartials}) instead of reading `dy`, `x` and
@@ -64,10 +65,17 @@ export type GradSumsPath = "gemm-register" | "direct";
 export type GradSumsMode = "auto" | "on" | "off";
 
 /**
- * The producer paths measured no slower fused on CPU adapters (llvmpipe, `deno task bench:train`
- * interleaved; see the commit that added each). Every supported path fuses elsewhere.
+ * The least inner dimension `k` (multiply-adds per stored element) at which the register GEMM
+ * gathering the sums was measured no slower than the plain GEMM plus the batch norm's sum pass
+ * on llvmpipe (MobileNet's pointwise input gradients at batch 32, interleaved, median of 9:
+ * k = 64 to 256 were 7% to 25% slower, 512 and 1024 2% to 8% faster: the gather's loads and
+ * registers are amortized over k). The direct kernel's was 6% faster to 27% slower (ResNet's and
+ * DenseNet's 3x3 convs): not fused on CPU adapters. Every supported path fuses elsewhere.
  */
-const MEASURED_ON_CPU: readonly GradSumsPath[] = ["gemm-register", "direct"];
+const MIN_K_ON_CPU: Readonly<Record<GradSumsPath, number>> = {
+  "gemm-register": 512,
+  direct: Infinity,
+};
 
 /** The most slots per channel (the batch norm's merge loops over them). */
 export const MAX_GRAD_SUMS_SLOTS = 16384;
@@ -117,25 +125,33 @@ export function gradSumsMode(): GradSumsMode {
 
 /**
  * Whether a producer path gathers a batch norm's gradient sums: forced on or off, or (`auto`) on
- * every adapter for a supported path, but on CPU adapters only for the paths measured no slower;
- * never beyond {@linkcode MAX_GRAD_SUMS_SLOTS} slots per channel.
+ * every adapter for a supported path, but on CPU adapters only where measured no slower (the
+ * register GEMM from an inner dimension `k` of 512, the direct kernel never); never beyond
+ * {@linkcode MAX_GRAD_SUMS_SLOTS} slots per channel.
  *
  * @returns True to fuse.
  * @example
  * ```ts
  * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
  * import { planGradSums } from "./grad_sums.ts";
- * planGradSums(WEBGPU_DEFAULT_PROFILE, { path: "gemm-register", slots: 64 }, "auto"); // true
- * planGradSums(WEBGPU_DEFAULT_PROFILE, { path: "gemm-register", slots: 64 }, "off"); // false
+ * const q = { path: "gemm-register", slots: 64, k: 128 } as const;
+ * planGradSums(WEBGPU_DEFAULT_PROFILE, q, "auto"); // true
+ * planGradSums({ ...WEBGPU_DEFAULT_PROFILE, isCpu: true }, q, "auto"); // false: k < 512
+ * planGradSums(WEBGPU_DEFAULT_PROFILE, q, "off"); // false
  * ```
  */
 export function planGradSums(
   profile: AdapterProfile,
-  q: { readonly path: GradSumsPath | undefined; readonly slots: number },
+  q: {
+    readonly path: GradSumsPath | undefined;
+    readonly slots: number;
+    /** Multiply-adds per stored element (the GEMM's k, the conv's input channels x taps). */
+    readonly k: number;
+  },
   mode: GradSumsMode,
 ): boolean {
   if (q.path === undefined || mode === "off") return false;
   if (q.slots < 1 || q.slots > MAX_GRAD_SUMS_SLOTS) return false;
   if (mode === "on") return true;
-  return !profile.isCpu || MEASURED_ON_CPU.includes(q.path);
+  return !profile.isCpu || q.k >= MIN_K_ON_CPU[q.path];
 }

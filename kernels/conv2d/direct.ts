@@ -361,6 +361,7 @@ export function directConvForward(
   const workgroups = grid(s.n * s.oh * nbx, Math.ceil(s.cOut / tile.co));
   const sums = o.gradSums && _gradSums(gpu, o.gradSums, io.y, {
     slots: s.n * s.oh * nbx,
+    k: s.cIn * kk,
     c: s.cOut,
     plain: !!o.flip && !o.activation && yC === s.cOut,
   });
@@ -419,7 +420,7 @@ function _gradSums(
   gpu: Gpu,
   src: GradSumsSource,
   y: TensorRange,
-  q: { slots: number; c: number; plain: boolean },
+  q: { slots: number; k: number; c: number; plain: boolean },
 ) {
   const gx = bindingRange(src.x, 0, y.count);
   const gy = src.y && bindingRange(src.y, 0, y.count);
@@ -427,7 +428,7 @@ function _gradSums(
     y.count === src.x.size && src.mean.shape[0] === q.c &&
     (src.act === undefined) === (src.y === undefined);
   const path = fits ? "direct" as const : undefined;
-  if (!planGradSums(adapterProfile(gpu), { path, slots: q.slots }, gradSumsMode())) {
+  if (!planGradSums(adapterProfile(gpu), { path, slots: q.slots, k: q.k }, gradSumsMode())) {
     return undefined;
   }
   const partial = gpu.empty([q.c, q.slots, 2]);

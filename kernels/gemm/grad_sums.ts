@@ -35,16 +35,19 @@ import { GEMM_PARAMS, type GemmPlan, type GemmProductDispatch, REGISTER_WG } fro
 import { runGemmPlan } from "./index.ts";
 
 /** The register kernel's bindings and the gradient sums' (`gy` only with an activation). */
+/** Whether a variant stores C as vec4s (then x and y are loaded as vec4s too). */
+const vecC = (v: string) => v.split("_").includes("vc");
+
 const gsBindings = (act: boolean) => ({
   ...BINDINGS,
-  gx: { type: "float", access: "read" },
+  gx: { type: "float", access: "read", vec4: vecC },
   gMean: { type: "float", access: "read" },
   gPart: { type: "f32", access: "read_write" },
-  ...(act ? { gy: { type: "float", access: "read" } } : {}),
+  ...(act ? { gy: { type: "float", access: "read", vec4: vecC } } : {}),
 } as const);
 
 type GsBindings = ReturnType<typeof gsBindings> & {
-  gy: { type: "float"; access: "read" };
+  gy: { type: "float"; access: "read"; vec4: typeof vecC };
 };
 
 /**
@@ -79,10 +82,14 @@ function hooks(
     },
     add: (i, j, e, v) => {
       if (!vecC) return one(axis === "row" ? i : j, e, v);
-      return [0, 1, 2, 3].map((q) =>
-        one(axis === "row" ? i : j * 4 + q, `${e} + ${q}u`, `${v}[${q}]`)
-      )
-        .join(" ");
+      // Four elements of one row: x and y as one vec4 load each (4 channels along columns).
+      const y4 = act ? `let gy4 = ${load("gy", `gy[(${e}) / 4u]`)}; ` : "";
+      const parts = [0, 1, 2, 3].map((q) => {
+        const k = axis === "row" ? i : j * 4 + q;
+        const g = act ? `actBackward(${round(`${v}[${q}]`)}, gy4[${q}])` : round(`${v}[${q}]`);
+        return `{ let g = ${g}; gsA${k} += g; gsB${k} += g * (gx4[${q}] - gsM${k}); }`;
+      });
+      return `{ let gx4 = ${load("gx", `gx[(${e}) / 4u]`)}; ${y4}${parts.join(" ")} }`;
     },
     end: () => {
       const slot = axis === "row" ? "wg.x * WG_X + l.x" : "wg.y * WG_Y + l.y";
@@ -203,7 +210,7 @@ export function gemmStridedGradSums(
   const fuse = d !== undefined && g.c2 === undefined && channels === src.mean.shape[0] &&
     gx.base === g.c.base && (gy === undefined || gy.base === g.c.base) &&
     (src.act === undefined) === (src.y === undefined) &&
-    planGradSums(profile, { path: "gemm-register", slots }, gradSumsMode());
+    planGradSums(profile, { path: "gemm-register", slots, k: g.k }, gradSumsMode());
   if (!fuse) {
     runGemmPlan(gpu, g, plan);
     return undefined;
