@@ -2,10 +2,9 @@
  * The batch-norm backward's gradient sums gathered by the layer after it: when the layer after a
  * batch norm (and its fused activation) computes the batch norm's output gradient (a Linear's or
  * a pointwise convolution's input gradient through the register GEMM, a 3x3 one's through the
- * direct kernel), its store adds, per
- * channel, `Σg` and `Σg (x - mean)` (with `g = dy`, or `actBackward(dy, y)` with a fused
- * activation: the sums of the batch norm's first backward pass) into per-thread partial sums,
- * and the batch norm merges them ({@linkcode GradSumsPartials}) instead of reading `dy`, `x` and
+ * direct kernel), its store adds, per channel, `Σg` and `Σg (x - mean)` (with `g = dy`, or
+ * `actBackward(dy, y)` with a fused activation: the sums of the batch norm's first backward pass)
+ * into per-thread partial sums, and the batch norm merges them ({@linkcode GradSumsPartials}) instead of reading `dy`, `x` and
  * `y` again in its own gradient-sum pass.
  *
  * This module holds what both sides share: what the producer reads of the batch norm
