@@ -9,7 +9,8 @@
  * What the training forward saves for the backward: `saveMean` and `saveInvStd` per channel, and
  * the caller keeps `x` (and `y` with a fused activation, whose derivative is computed from it).
  * Dispatches: training forward and backward 2 each, or 3 when a reduction needs a finalize pass
- * (below); eval 1.
+ * (below); eval 1. The backward's reduction may come from the layer after the batch norm instead
+ * (`io.gradSums`, see `grad_sums.ts`): then only its finalize pass reads them.
  *
  * Each per-channel reduction runs over `N = n * hw` elements. The `(sample, channel)` planes are
  * cut into runs of at most 64 elements (the elementwise passes' mapping, below);
