@@ -112,14 +112,30 @@ export function forceGradSums(mode: GradSumsMode): GradSumsMode {
  */
 export function gradSumsMode(): GradSumsMode {
   if (forced !== undefined) return forced;
-  let env: string | undefined;
+  fromEnv ??= _envMode();
+  return fromEnv;
+}
+
+let fromEnv: GradSumsMode | undefined;
+
+/** `MODERN_CNN_GRAD_SUMS` where the runtime may read it without asking (else `"auto"`). */
+function _envMode(): GradSumsMode {
+  const name = "MODERN_CNN_GRAD_SUMS";
+  const deno = (globalThis as {
+    Deno?: {
+      env: { get(k: string): string | undefined };
+      permissions?: { querySync?(d: { name: "env"; variable: string }): { state: string } };
+    };
+  }).Deno;
   try {
-    env = (globalThis as { Deno?: { env: { get(k: string): string | undefined } } }).Deno?.env
-      .get("MODERN_CNN_GRAD_SUMS");
+    if (deno?.permissions?.querySync?.({ name: "env", variable: name }).state !== "granted") {
+      return "auto";
+    }
+    const env = deno.env.get(name);
+    return env === "on" || env === "off" ? env : "auto";
   } catch {
-    env = undefined; // no --allow-env: not forced
+    return "auto";
   }
-  return env === "on" || env === "off" ? env : "auto";
 }
 
 /**
