@@ -46,6 +46,10 @@ Deno.test("gradient sums: the decision per adapter, path and mode", () => {
   assert.equal(planGradSums(cpu, { ...q, k: 1024 }, "auto"), true);
   assert.equal(planGradSums(cpu, { ...q, k: 256 }, "auto"), false);
   assert.equal(planGradSums(cpu, direct, "auto"), false);
+  // the shared-memory GEMM (the GPUs' kernel): every GPU; not measured on CPU adapters
+  const shared = { path: "gemm-shared", slots: 16, k: 64 } as const;
+  assert.equal(planGradSums(gpu, shared, "auto"), true);
+  assert.equal(planGradSums(cpu, { ...shared, k: 4096 }, "auto"), false);
   // forced
   assert.equal(planGradSums(gpu, q, "off"), false);
   assert.equal(planGradSums(cpu, { ...q, k: 8 }, "on"), true);

@@ -15,7 +15,7 @@
  */
 
 import type { Tensor } from "../../gpu/mod.ts";
-import type { ActivationKind } from "../_activation_wgsl.ts";
+import { ACTIVATION_KINDS, type ActivationKind } from "../_activation_wgsl.ts";
 import type { AdapterProfile } from "../_adapter.ts";
 
 /** What a producer reads of the batch norm before it (what its training forward saved). */
@@ -58,7 +58,7 @@ export interface GradSumsSink {
 }
 
 /** The producer paths that can gather the sums. */
-export type GradSumsPath = "gemm-register" | "direct";
+export type GradSumsPath = "gemm-register" | "gemm-shared" | "direct";
 
 /** Whether the fusion is forced on, off, or decided per adapter (`auto`). */
 export type GradSumsMode = "auto" | "on" | "off";
@@ -73,6 +73,7 @@ export type GradSumsMode = "auto" | "on" | "off";
  */
 const MIN_K_ON_CPU: Readonly<Record<GradSumsPath, number>> = {
   "gemm-register": 512,
+  "gemm-shared": Infinity, // the GPUs' kernel: not measured on a CPU adapter
   direct: Infinity,
 };
 
@@ -169,4 +170,42 @@ export function planGradSums(
   if (q.slots < 1 || q.slots > MAX_GRAD_SUMS_SLOTS) return false;
   if (mode === "on") return true;
   return !profile.isCpu || q.k >= MIN_K_ON_CPU[q.path];
+}
+
+/** The declaration of a gradient-sum binding of a kernel, in `variants`. */
+export interface GradSumsDecl<T extends "float" | "f32", A extends "read" | "read_write", V> {
+  /** Its type. */
+  readonly type: T;
+  /** Its access. */
+  readonly access: A;
+  /** The variants that declare it. */
+  readonly variants: readonly V[];
+}
+
+/**
+ * The bindings a kernel that gathers the gradient sums adds (`gs` its gathering argument, `""`
+ * for none: then declared in no variant): the batch norm's input `gx`, its output `gy` (with an
+ * activation, `gs` then has an `_<kind>` part), the mean `gMean` and the partials `gPart`.
+ *
+ * @returns The binding declarations.
+ * @example
+ * ```ts
+ * import { gradSumsBindings } from "./grad_sums.ts";
+ * gradSumsBindings("gradsums_row", ["", "beta"]).gy.variants; // [] (no activation: no y)
+ * ```
+ */
+export function gradSumsBindings<V extends string>(gs: string, variants: readonly V[]): {
+  readonly gx: GradSumsDecl<"float", "read", V>;
+  readonly gMean: GradSumsDecl<"float", "read", V>;
+  readonly gPart: GradSumsDecl<"f32", "read_write", V>;
+  readonly gy: GradSumsDecl<"float", "read", V>;
+} {
+  const on = gs ? variants : [];
+  const act = gs.split("_").some((part) => ACTIVATION_KINDS.includes(part as ActivationKind));
+  return {
+    gx: { type: "float", access: "read", variants: on },
+    gMean: { type: "float", access: "read", variants: on },
+    gPart: { type: "f32", access: "read_write", variants: on },
+    gy: { type: "float", access: "read", variants: act ? on : [] },
+  };
 }

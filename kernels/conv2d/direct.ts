@@ -45,6 +45,7 @@ import { type ActivationKind, activationWgsl } from "../_activation_wgsl.ts";
 import { bindingRange, maxBindingElements, type TensorRange } from "../_binding.ts";
 import { adapterProfile } from "../_adapter.ts";
 import {
+  gradSumsBindings,
   gradSumsMode,
   type GradSumsPartials,
   type GradSumsSource,
@@ -59,7 +60,7 @@ import {
   planDirectConv,
 } from "./direct_plan.ts";
 import type { DirectConvShape } from "./geometry.ts";
-import { directGradSums, GRAD_SUMS_BINDINGS, gradSumsArg } from "./direct_grad_sums.ts";
+import { directGradSums, gradSumsArg } from "./direct_grad_sums.ts";
 
 function grid(threads: number, z: number): [number, number, number] {
   const [x, y] = grid1d(threads, DIRECT_WG);
@@ -132,7 +133,7 @@ const forwardKernel = perSizes((
         variants: FORWARD_VARIANTS.filter((v) => v.split("_").includes("prev")),
       },
       // The gradient sums (`gs`, see direct_grad_sums.ts): declared in those kernels only.
-      ...GRAD_SUMS_BINDINGS(gs, FORWARD_VARIANTS),
+      ...gradSumsBindings(gs, FORWARD_VARIANTS),
     },
     variants: FORWARD_VARIANTS,
     workgroupSize: DIRECT_WG,

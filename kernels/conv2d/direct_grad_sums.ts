@@ -8,46 +8,14 @@
  * slot of `gPart[(ch * slots + t) * 2 + {0, 1}]` (`t` the thread, `slots` the threads: no
  * workgroup memory, no barrier).
  *
- * The forward kernel takes it as its last size argument `gs` (`"gradsums"`, or `"gradsums_relu"` with the
- * batch norm's activation): a kernel of its own, with these bindings.
+ * The forward kernel takes it as its last size argument `gs` (`"gradsums"`, or
+ * `"gradsums_relu"` with the batch norm's activation): a kernel of its own, with the bindings of
+ * `gradSumsBindings` (`../batchnorm/grad_sums.ts`).
  *
  * @module
  */
 
 import { actBackwardFn, type ActivationKind } from "../_activation_wgsl.ts";
-
-/** The declaration of a gradient-sum binding, in `variants`. */
-interface GradSumsDecl<T extends "float" | "f32", A extends "read" | "read_write", V> {
-  readonly type: T;
-  readonly access: A;
-  readonly variants: readonly V[];
-}
-
-/**
- * The gradient sums' bindings, declared in every one of `variants` of a `gs` kernel (`gy` with
- * the batch norm's activation only) and in none of another kernel.
- *
- * @returns The binding declarations.
- * @example
- * ```ts
- * import { GRAD_SUMS_BINDINGS } from "./direct_grad_sums.ts";
- * GRAD_SUMS_BINDINGS("gradsums", ["", "flip"]).gy.variants; // [] (no activation: no y)
- * ```
- */
-export function GRAD_SUMS_BINDINGS<V extends string>(gs: string, variants: readonly V[]): {
-  readonly gx: GradSumsDecl<"float", "read", V>;
-  readonly gMean: GradSumsDecl<"float", "read", V>;
-  readonly gPart: GradSumsDecl<"f32", "read_write", V>;
-  readonly gy: GradSumsDecl<"float", "read", V>;
-} {
-  const on = gs ? variants : [];
-  return {
-    gx: { type: "float", access: "read", variants: on },
-    gMean: { type: "float", access: "read", variants: on },
-    gPart: { type: "f32", access: "read_write", variants: on },
-    gy: { type: "float", access: "read", variants: gs.includes("_") ? on : [] },
-  };
-}
 
 /** A kernel's `load` of the gradient sums' bindings. */
 export type GradSumsLoad = (name: "gx" | "gy" | "gMean", expr: string) => string;

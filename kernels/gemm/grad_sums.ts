@@ -8,8 +8,8 @@
  * those two sums as one slot of its channels' partials: no workgroup memory, no barrier (a barrier
  * in the register GEMM doubled a 1x1 convolution's time on llvmpipe).
  *
- * Only a plan of one register dispatch without split-K, bias, beta, activation or row groups
- * gathers; any other plan runs unchanged and gathers nothing (the batch norm then runs its own
+ * The shared-memory GEMM (GPUs) gathers likewise (`shared_grad_sums.ts`). Only a plan of one
+ * register or shared dispatch without split-K, bias, beta, activation or row groups gathers; any other plan runs unchanged and gathers nothing (the batch norm then runs its own
  * gradient-sum pass).
  *
  * @module
@@ -30,7 +30,14 @@ import {
 } from "../batchnorm/grad_sums.ts";
 import { gemmProblem, planDispatches, planGemm } from "./plan.ts";
 import { BINDINGS, type GradSumsHooks, registerBody } from "./register.ts";
-import { gemmVariant, kSegName, REGISTER_VARIANTS, type RegisterVariant } from "./store.ts";
+import {
+  gemmVariant,
+  kSegName,
+  REGISTER_VARIANTS,
+  type RegisterVariant,
+  type SharedVariant,
+} from "./store.ts";
+import { sharedKernelGradSums } from "./shared.ts";
 import { GEMM_PARAMS, type GemmPlan, type GemmProductDispatch, REGISTER_WG } from "./types.ts";
 import { runGemmPlan } from "./index.ts";
 
@@ -151,13 +158,13 @@ const _gradSumsKernel = perSizes((
 );
 
 /**
- * Whether a GEMM plan can gather the sums: one register dispatch, no split-K, scratch, bias,
+ * Whether a GEMM plan can gather the sums: one register or shared dispatch, no split-K, scratch, bias,
  * beta, activation or row groups.
  */
 function _gathers(plan: GemmPlan): GemmProductDispatch | undefined {
   const ds = planDispatches(plan);
   const d = ds[0];
-  if (ds.length !== 1 || d.kernel !== "register" || plan.splitK !== 1) return undefined;
+  if (ds.length !== 1 || d.kernel === "epilogue" || plan.splitK !== 1) return undefined;
   if (plan.scratch.accumulator > 0 || plan.scratch.partials > 0) return undefined;
   const c = d.config;
   if (c.beta || c.bias !== "none" || c.activation || c.rowGroups) return undefined;
@@ -198,11 +205,13 @@ export function gemmStridedGradSums(
   const d = _gathers(plan);
   const src = o.source;
   const axis = plan.swap ? (o.axis === "row" ? "col" : "row") : o.axis;
+  // Threads along the dimension that is not the channels' (the shared kernel's blocks are 4x4).
+  const shared = d?.kernel === "shared";
   const threads = d === undefined
     ? 0
     : axis === "row"
-    ? Math.ceil(d.params.n / d.config.tn)
-    : Math.ceil(d.params.m / d.config.tm);
+    ? Math.ceil(d.params.n / (shared ? 4 : d.config.tn))
+    : Math.ceil(d.params.m / (shared ? 4 : d.config.tm));
   const channels = d === undefined ? 0 : axis === "row" ? d.params.m : d.params.n;
   const slots = threads * (d?.params.batch ?? 0);
   const gx = bindingRange(src.x, o.cOffset, g.c.count);
@@ -210,7 +219,11 @@ export function gemmStridedGradSums(
   const fuse = d !== undefined && g.c2 === undefined && channels === src.mean.shape[0] &&
     gx.base === g.c.base && (gy === undefined || gy.base === g.c.base) &&
     (src.act === undefined) === (src.y === undefined) &&
-    planGradSums(profile, { path: "gemm-register", slots, k: g.k }, gradSumsMode());
+    planGradSums(
+      profile,
+      { path: shared ? "gemm-shared" : "gemm-register", slots, k: g.k },
+      gradSumsMode(),
+    );
   if (!fuse) {
     runGemmPlan(gpu, g, plan);
     return undefined;
@@ -218,6 +231,18 @@ export function gemmStridedGradSums(
   const partial: Tensor = gpu.empty([channels, slots, 2]);
   const c = d.config;
   const bind = (ref: string): TensorRange => (ref === "a" ? g.a : ref === "b" ? g.b : g.c);
+  const gsBound = { gx, gMean: src.mean, gPart: partial, ...(gy ? { gy } : {}) };
+  if (shared) {
+    const gs = `gradsums_${axis}${src.act ? `_${src.act}` : ""}`;
+    sharedKernelGradSums(c.transA, c.transB, !!c.segmentedKA, !!c.segmentedKB, gs).dispatch({
+      op: "gemm",
+      variant: gemmVariant(c) as SharedVariant,
+      params: d.params,
+      bindings: { a: bind(d.bindings.a), b: bind(d.bindings.b), c: bind(d.bindings.c), ...gsBound },
+      workgroups: d.workgroups,
+    });
+    return { partial, slots };
+  }
   _gradSumsKernel(
     c.transA,
     c.transB,

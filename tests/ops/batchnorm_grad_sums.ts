@@ -34,6 +34,8 @@ export interface GradSumsCase {
    */
   readonly layout: "nc" | "nchw" | "conv3x3";
   readonly direct?: boolean;
+  /** The product on the shared-memory GEMM (the GPUs' kernel) instead of the planner's. */
+  readonly shared?: boolean;
   readonly n: number;
   readonly c: number;
   readonly hw: number;
@@ -135,7 +137,9 @@ export function gradSumsOp(cs: GradSumsCase): OpCase {
   // The sums the first phase gathered, for the second (undefined where the plan could not).
   let sums: GradSumsPartials | undefined;
   return opCase({
-    label: `${cs.layout} n=${n} c=${c} hw=${hw} k=${k}${kind ? ` ${kind}` : ""}`,
+    label: `${cs.layout}${cs.shared ? " shared" : ""} n=${n} c=${c} hw=${hw} k=${k}${
+      kind ? ` ${kind}` : ""
+    }`,
     tensors: {
       a: input(cs.layout === "nc" ? [n, k] : cs.layout === "nchw" ? [c, k] : [k, c, 3, 3]),
       b: input(
@@ -180,10 +184,14 @@ export function gradSumsOp(cs: GradSumsCase): OpCase {
             return;
           }
           const axis = cs.layout === "nc" ? "col" : "row";
-          sums = gemmStridedGradSums(gpu, product(cs, t, t.dy), { source, axis, cOffset: 0 });
-          if (!sums && expectsGather(gpu)) throw new Error("the register GEMM gathered no sums");
+          const tuning = cs.shared ? { variant: "shared" } as const : {};
+          const o = { source, axis, cOffset: 0 } as const;
+          sums = gemmStridedGradSums(gpu, product(cs, t, t.dy), o, tuning);
+          if (!sums && (cs.shared || expectsGather(gpu))) {
+            throw new Error("the GEMM gathered no sums");
+          }
           forceGradSums("off");
-          gemmStrided(gpu, product(cs, t, t.dyU));
+          gemmStrided(gpu, product(cs, t, t.dyU), tuning);
         } finally {
           forceGradSums(before);
         }
@@ -238,6 +246,11 @@ const CASES: GradSumsCase[] = [
   { layout: "nchw", n: 2, c: 13, hw: 9, k: 8, kind: "relu" },
   { layout: "nchw", n: 4, c: 32, hw: 36, k: 16, kind: "relu6" },
   { layout: "nchw", n: 2, c: 64, hw: 144, k: 32, kind: "relu" },
+  // the shared-memory GEMM (GPUs): both layouts, edges of its 64x64 tiles
+  { layout: "nc", n: 37, c: 19, hw: 1, k: 11, kind: "sigmoid", shared: true },
+  { layout: "nc", n: 130, c: 70, hw: 1, k: 24, shared: true },
+  { layout: "nchw", n: 2, c: 13, hw: 9, k: 8, kind: "relu", shared: true },
+  { layout: "nchw", n: 3, c: 72, hw: 100, k: 40, kind: "tanh", shared: true },
   // 3x3 convolution (ResNet's conv2, DenseNet's conv block): the direct kernel gathers, im2col
   // does not (the batch norm's own pass)
   { layout: "conv3x3", n: 2, c: 5, hw: 49, k: 3, direct: true },
@@ -250,7 +263,7 @@ const F16: Mix = { a: "f16", b: "f16", x: "f16", y: "f16", dy: "f16", dx: "f16" 
 
 /** The suites of tests/batchnorm_grad_sums_test.ts. */
 export const GRAD_SUMS_SUITES: OpSuite<GradSumsCase>[] = [{
-  name: "batch norm gradient sums gathered by the register GEMM's store (f32 and f16)",
+  name: "batch norm gradient sums gathered by the GEMM and direct conv stores (f32 and f16)",
   op: gradSumsOp,
   seed: 15,
   cases: CASES,
