@@ -52,6 +52,7 @@ export {
   type ChannelPartials,
   checkBatchNorm,
 } from "./batchnorm/index.ts";
+export type { GradSumsPartials, GradSumsSink, GradSumsSource } from "./batchnorm/grad_sums.ts";
 export {
   checkConv2d,
   conv2dBackward,

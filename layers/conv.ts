@@ -15,6 +15,7 @@ import {
 } from "../kernels/conv2d/index.ts";
 import { depthwiseConv2dBackward, depthwiseConv2dForward } from "../kernels/depthwise/index.ts";
 import { gemm, sumRows } from "../kernels/gemm/index.ts";
+import { gemmGradSums } from "../kernels/gemm/grad_sums.ts";
 import { window2d, type Window2dParams } from "../kernels/_geometry.ts";
 import { type EpilogueActivation, epilogueGrad } from "./elementwise.ts";
 import { expectRank, type Layer, leaf, param, release, weightFor } from "./layer.ts";
@@ -104,6 +105,7 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
     params: bias ? [weight, bias] : [weight],
     fusion: depthwise ? undefined : {
       epilogue: ["activation", "into", "stats"],
+      gradSums: "gather",
       ...(pointwise ? { pointwise: { weight, bias, cIn, cOut } } : {}),
     },
     outputShape: (input) => checkConv2d(params(input)),
@@ -134,7 +136,9 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
       return { y, cache: { x: x.retain(), p, act } };
     },
     // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
-    backward(dy, { cache, ctx, needDx }) {
+    // With gradSums (the batch norm before it), the kernel storing dx gathers that batch norm's
+    // sums where it can (a pointwise conv's GEMM, the flipped direct kernel).
+    backward(dy, { cache, ctx, needDx, gradSums }) {
       const { x, p } = cache;
       const dz = cache.act ? epilogueGrad(dy, cache.act, ctx) : dy;
       const dx = needDx ? ctx.gpu.empty(x.shape, { dtype: dz.dtype }) : undefined;
@@ -147,7 +151,7 @@ export function conv2d(options: Conv2dOptions): Layer<ConvCache> {
         w: weightFor(weight, x),
       };
       if (depthwise) depthwiseConv2dBackward(io, { ...p, c: cIn, accumulate: true });
-      else conv2dBackward(io, { ...p, accumulate: true });
+      else conv2dBackward(dx && gradSums ? { ...io, gradSums } : io, { ...p, accumulate: true });
       release(x);
       if (dz !== dy) dz.dispose();
       return dx ?? null;
@@ -202,7 +206,7 @@ export function linear(
   return leaf({
     kind: "Linear",
     params: bias ? [weight, bias] : [weight],
-    fusion: { epilogue: ["activation", "stats"] },
+    fusion: { epilogue: ["activation", "stats"], gradSums: "gather" },
     outputShape: check,
     flops: () => 2 * fin * fout,
     // Saves a handle to x for the weight gradient (and to y with an activation).
@@ -227,12 +231,19 @@ export function linear(
       return { y, cache: { x: x.retain(), act } };
     },
     // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
-    backward(dy, { cache, ctx, needDx }) {
+    // With gradSums (the batch norm before it), dx's GEMM gathers that batch norm's sums.
+    backward(dy, { cache, ctx, needDx, gradSums }) {
       const { x } = cache;
       const dz = cache.act ? epilogueGrad(dy, cache.act, ctx) : dy;
       const n = x.shape[0];
       let dx: Tensor | null = null;
-      if (needDx) {
+      if (needDx && gradSums) {
+        dx = ctx.gpu.empty(x.shape, { dtype: dz.dtype });
+        gradSums.partials = gemmGradSums(
+          { c: dx, a: dz, b: weightFor(weight, x) },
+          gradSums.source,
+        );
+      } else if (needDx) {
         dx = ctx.gpu.empty(x.shape, { dtype: dz.dtype });
         gemm({ c: dx, a: dz, b: weightFor(weight, x) }, { m: n, n: fin, k: fout }); // dx = dz·W
       }

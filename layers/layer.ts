@@ -24,6 +24,7 @@
 import { formatShape, type Gpu, type Shape, type Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
 import type { ChannelPartials } from "../kernels/batchnorm/partials.ts";
+import type { GradSumsSink } from "../kernels/batchnorm/grad_sums.ts";
 
 /** How a parameter is initialized (d2l's `train_ch6` recipe on top of PyTorch's defaults). */
 export type InitKind = "xavier-uniform" | "bias-uniform" | "ones" | "zeros";
@@ -147,7 +148,16 @@ export interface StatsSink {
  */
 export type Fusion =
   | { readonly activation: ActivationKind }
-  | { readonly epilogue: readonly (keyof Epilogue)[]; readonly pointwise?: Pointwise };
+  | {
+    readonly epilogue: readonly (keyof Epilogue)[];
+    readonly pointwise?: Pointwise;
+    /**
+     * Its part in the backward's gradient sums ({@linkcode BackwardOptions.gradSums}): a producer
+     * that can gather those of the batch norm before it (`"gather"`), or that batch norm
+     * (`"merge"`).
+     */
+    readonly gradSums?: "gather" | "merge";
+  };
 
 /**
  * What a producer that is a pointwise convolution (ungrouped, 1×1, stride 1, no padding,
@@ -191,6 +201,12 @@ export interface BackwardOptions<C> {
   readonly ctx: Ctx;
   /** Whether to compute the input gradient (false for a network's first layer). */
   readonly needDx: boolean;
+  /**
+   * The batch norm's gradient sums (the plan pairs a batch norm with the producer after it,
+   * `Fusion.gradSums`): a producer gathers them into it as it stores its input gradient, where its
+   * kernels can; the batch norm merges what it holds instead of its own gradient-sum pass.
+   */
+  readonly gradSums?: GradSumsSink;
 }
 
 /**

@@ -45,6 +45,7 @@ export {
   type TraceStep,
   weightFor,
 } from "./layer.ts";
+export type { GradSumsSink, GradSumsSource } from "../kernels/batchnorm/grad_sums.ts";
 export { conv2d, type Conv2dOptions, type ConvCache, linear, type LinearOptions } from "./conv.ts";
 export { activation, dropout, type EpilogueActivation, flatten } from "./elementwise.ts";
 export { avgPool2d, globalAvgPool, maxPool2d, type Pool2dOptions } from "./pool.ts";

@@ -77,7 +77,7 @@ export function batchNorm(
     params: [weight, bias],
     buffers: [runningMean, runningVar],
     counters: [tracked],
-    fusion: { epilogue: ["activation", "batchStats"] },
+    fusion: { epilogue: ["activation", "batchStats"], gradSums: "merge" },
     outputShape: (input) => (checkBatchNorm(bnParams(input)), input),
     // Training saves a handle to x and the batch mean and 1/std (the backward needs all three);
     // with a fused activation also a handle to y (its derivative is a function of y).
@@ -112,9 +112,12 @@ export function batchNorm(
       return { y, cache: { x: x.retain(), mean, invStd, act, y: act ? y.retain() : undefined } };
     },
     // Overwrites dx (a new tensor); accumulates into weight.grad and bias.grad.
-    backward(dy, { cache, ctx, needDx }) {
+    // Merges the gradient sums the producer after it gathered (gradSums), if it could.
+    backward(dy, { cache, ctx, needDx, gradSums: sink }) {
       if (!cache) throw new TypeError(`${kind}: backward needs a forward in training mode`);
       const dx = ctx.gpu.empty(cache.x.shape, { dtype: dy.dtype });
+      const gradSums = sink?.partials;
+      if (sink) sink.partials = undefined;
       batchNormBackward({
         dx,
         dweight: weight.grad!,
@@ -125,11 +128,13 @@ export function batchNorm(
         weight: weight.value!,
         saveMean: cache.mean,
         saveInvStd: cache.invStd,
+        gradSums,
       }, {
         ...bnParams(cache.x.shape),
         accumulate: true,
         activation: cache.act,
       });
+      gradSums?.partial.dispose();
       release(cache.x, cache.mean, cache.invStd, cache.y);
       if (needDx) return dx;
       dx.dispose();

@@ -15,6 +15,7 @@
 
 import type { Shape, Tensor } from "../gpu/mod.ts";
 import type { ActivationKind } from "../kernels/activation.ts";
+import type { GradSumsSink, GradSumsSource } from "../kernels/batchnorm/grad_sums.ts";
 import { concatChannels } from "../kernels/concat.ts";
 import type { Ctx, Epilogue, Into, Layer, StatsSink } from "./layer.ts";
 
@@ -33,6 +34,11 @@ export interface Step {
   readonly stats?: boolean;
   /** Whether this batch normalization merges the statistics the step before gathered. */
   readonly batchStats?: boolean;
+  /**
+   * Whether its backward gathers the gradient sums of the step before it, a batch norm (whose
+   * output gradient its input gradient is), for that batch norm's backward.
+   */
+  readonly gradSums?: boolean;
 }
 
 function _accepts(layer: Layer, part: keyof Epilogue): boolean {
@@ -78,7 +84,7 @@ export function planSteps(
   if (options.into && last && _accepts(last.layer, "into")) {
     steps[steps.length - 1] = { ...last, into: true };
   }
-  return _pairStats(steps);
+  return _pairGradSums(_pairStats(steps));
 }
 
 /**
@@ -95,6 +101,27 @@ function _pairStats(steps: Step[]): Step[] {
     ) {
       steps[i] = { ...s, stats: true };
       steps[i + 1] = { ...next, batchStats: true };
+    }
+  }
+  return steps;
+}
+
+function _gradSumsPart(layer: Layer): "gather" | "merge" | undefined {
+  const f = layer.fusion;
+  return f !== undefined && "epilogue" in f ? f.gradSums : undefined;
+}
+
+/**
+ * The batch-norm/producer pairs of the backward's gradient sums: a step whose layer gathers them
+ * (`gradSums`) after one that merges them (a batch norm, with or without its activation).
+ * Additive: every other field of the steps is left as it is.
+ */
+function _pairGradSums(steps: Step[]): Step[] {
+  for (let i = 1; i < steps.length; i++) {
+    if (
+      _gradSumsPart(steps[i].layer) === "gather" && _gradSumsPart(steps[i - 1].layer) === "merge"
+    ) {
+      steps[i] = { ...steps[i], gradSums: true };
     }
   }
   return steps;
@@ -222,9 +249,21 @@ export function stepsBackward(
 ): Tensor | null {
   const { dy, ctx } = options;
   let g: Tensor | null = dy;
+  let sums: GradSumsSink | undefined; // what the step after this one gathered for it
   for (let i = steps.length - 1; i >= 0; i--) {
     const needDx = i > 0 || options.needDx;
-    const next: Tensor | null = steps[i].layer.backward(g!, { cache: caches[i], ctx, needDx });
+    const merge = sums;
+    sums = steps[i].gradSums && i > 0 && caches[i - 1]
+      ? { source: caches[i - 1] as GradSumsSource }
+      : undefined;
+    const gradSums = sums ?? merge;
+    const next: Tensor | null = steps[i].layer.backward(g!, {
+      cache: caches[i],
+      ctx,
+      needDx,
+      ...(gradSums ? { gradSums } : {}),
+    });
+    merge?.partials?.partial.dispose(); // a batch norm that did not merge them
     if (g !== dy) g!.dispose();
     g = next;
   }

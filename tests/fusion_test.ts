@@ -9,7 +9,9 @@
 // gradients and running statistics (the fused kernels compute exactly what the separate ones do);
 // and the fused step records no separate activation pass and no copy of a branch's output into a
 // concatenation (the kernels it dispatches, by name), fewer dispatches in all, peaks lower and
-// leaves no handle live.
+// leaves no handle live. The batch-norm gradient sums gathered by the producer after a batch norm
+// (kernels/batchnorm/grad_sums.ts) add in another order: that fusion is off for the bit-identical
+// comparison, and on in its own test, which compares within the batch norm's tolerances.
 // Then the table of dispatches per training step, with the parameter arena (below).
 import assert from "node:assert/strict";
 import type { Gpu, Tensor } from "../gpu/mod.ts";
@@ -28,7 +30,8 @@ import {
   uploadImageSet,
 } from "../models/mod.ts";
 import { detState, detValues } from "./det.ts";
-import { F16_TEST, GPU_TEST, testGpu } from "./harness.ts";
+import { assertClose, F16_TEST, GPU_TEST, maxAbs, testGpu } from "./harness.ts";
+import { forceGradSums, type GradSumsMode } from "../kernels/batchnorm/grad_sums.ts";
 import { kernelsOf } from "./kernels_of.ts";
 import { unfused } from "./unfused.ts";
 import {
@@ -68,7 +71,21 @@ function runner(model: Model, fused: boolean) {
   };
 }
 
-async function step(name: ModelName, size: number, fused: boolean): Promise<StepResult> {
+async function step(
+  name: ModelName,
+  size: number,
+  fused: boolean,
+  gradSums: GradSumsMode = "off",
+): Promise<StepResult> {
+  const before = forceGradSums(gradSums);
+  try {
+    return await _step(name, size, fused);
+  } finally {
+    forceGradSums(before);
+  }
+}
+
+async function _step(name: ModelName, size: number, fused: boolean): Promise<StepResult> {
   const gpu = await testGpu();
   const model = createModel(gpu, { name });
   model.loadStateDict(detState(model));
@@ -204,6 +221,36 @@ const RUNS: [ModelName, number, BatchStatsMode][] = [
 ];
 
 for (const [name, size, mode] of RUNS) {
+  if (mode === "auto") {
+    Deno.test(
+      `fused ${name} step with the batch norms' gradient sums gathered by their producers equals ` +
+        "the unfused reference within the batch norm's tolerances",
+      GPU_TEST,
+      async () => {
+        const fused = await step(name, size, true, "on");
+        const off = await step(name, size, true, "off");
+        const plain = await step(name, size, false);
+        const close = (what: string, a: Float32Array, b: Float32Array) =>
+          assertClose(a, b, { rtol: 1e-4, atol: 1e-4 * Math.max(1, maxAbs(b)), what });
+        close("train logits", fused.logitsTrain, plain.logitsTrain);
+        for (const [k, g] of plain.grads) close(`${name}: grad ${k}`, fused.grads.get(k)!, g);
+        for (const [k, v] of plain.running) close(`${name}: ${k}`, fused.running.get(k)!, v);
+        const gathered = fused.backwardKernels.filter((k) => k.includes("gradsums")).length;
+        const sumPasses = (r: StepResult) =>
+          r.backwardKernels.filter((k) => k.startsWith("batchnorm_grad_sums")).length;
+        console.log(
+          `${name}: ${gathered} producers gathered batch-norm sums; batch-norm sum passes ` +
+            `${sumPasses(fused)} / ${
+              sumPasses(off)
+            }; dispatches ${fused.dispatches} / ${off.dispatches}`,
+        );
+        // Each producer that gathered replaced one batch norm's sum pass, never added dispatches.
+        assert.equal(sumPasses(fused), sumPasses(off) - gathered);
+        assert.ok(fused.dispatches <= off.dispatches);
+        assert.equal(fused.leaked, 0, `${name}: the step left ${fused.leaked} bytes live`);
+      },
+    );
+  }
   Deno.test(
     `fused ${name} step is bit-identical to the unfused reference, without activation passes or copies` +
       (mode === "on" ? " (batch statistics gathered: forced on)" : ""),

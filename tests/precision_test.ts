@@ -8,7 +8,9 @@
 // that stores like f16: every leaf layer's output and input gradient rounded to f16 in place,
 // the logits' gradient too, weights and input f16-valued. Both compute in f32 and round once per
 // stored tensor, so they agree up to the order of f32 sums (GEMM vs direct kernels, f16 vs f32
-// chunk plans).
+// chunk plans). The batch norms' gradient sums gathered by their producers
+// (kernels/batchnorm/grad_sums.ts) add in another order: off in the "f16 fused" cases, on in the
+// "f16 fused + grad sums" ones (compared within the weight tolerance).
 import assert from "node:assert/strict";
 import type { Tensor } from "../gpu/mod.ts";
 import { cast } from "../kernels/elementwise.ts";
@@ -19,6 +21,7 @@ import { createModel, type ModelName } from "../models/mod.ts";
 import { detState, detValues } from "./det.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
 import { unfused } from "./unfused.ts";
+import { forceGradSums } from "../kernels/batchnorm/grad_sums.ts";
 
 const SCALE = 1024;
 
@@ -37,7 +40,18 @@ interface Step {
   ranks: Map<string, number>;
 }
 
-async function step(
+type Mode = "f16" | "f16 fused" | "f16 fused + grad sums" | "emulated";
+
+async function step(name: ModelName, size: number, batch: number, mode: Mode): Promise<Step> {
+  const before = forceGradSums(mode === "f16 fused + grad sums" ? "on" : "off");
+  try {
+    return await _step(name, size, batch, mode === "f16 fused + grad sums" ? "f16 fused" : mode);
+  } finally {
+    forceGradSums(before);
+  }
+}
+
+async function _step(
   name: ModelName,
   size: number,
   batch: number,
@@ -119,13 +133,15 @@ function relToMax(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * and DenseNet's stem BatchNorm weight gradient cancels to 1e-4 of its terms (gamma·dgamma =
  * −beta·dbeta there), so order-of-summation differences show at the 10% level.
  */
-const CASES: [ModelName, number, number, boolean, "f16" | "f16 fused"][] = [
+const CASES: [ModelName, number, number, boolean, Exclude<Mode, "emulated">][] = [
   ["lenet-bn", 28, 4, false, "f16"],
   ["resnet", 64, 2, false, "f16"],
   ["resnet", 64, 2, false, "f16 fused"],
   ["densenet", 64, 2, false, "f16"],
   ["mobilenet", 96, 2, true, "f16"],
   ["mobilenet", 96, 2, true, "f16 fused"],
+  ["mobilenet", 96, 2, false, "f16 fused + grad sums"],
+  ["resnet", 64, 2, false, "f16 fused + grad sums"],
   ["googlenet", 64, 2, false, "f16 fused"],
 ];
 

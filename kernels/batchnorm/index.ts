@@ -9,7 +9,8 @@
  * What the training forward saves for the backward: `saveMean` and `saveInvStd` per channel, and
  * the caller keeps `x` (and `y` with a fused activation, whose derivative is computed from it).
  * Dispatches: training forward and backward 2 each, or 3 when a reduction needs a finalize pass
- * (below); eval 1.
+ * (below); eval 1. The backward's reduction may come from the layer after the batch norm instead
+ * (`io.gradSums`, see `grad_sums.ts`): then only its finalize pass reads them.
  *
  * Each per-channel reduction runs over `N = n * hw` elements. The `(sample, channel)` planes are
  * cut into runs of at most 64 elements (the elementwise passes' mapping, below);
@@ -85,6 +86,7 @@ import { type ChannelPartials, MAX_PARTIAL_TILES, statsMerge } from "./partials.
 
 export type { ChannelPartials } from "./partials.ts";
 import { gradFinal, gradInput, gradPartial } from "./backward.ts";
+import type { GradSumsPartials } from "./grad_sums.ts";
 import {
   elementwisePlan,
   elementwiseVariant,
@@ -381,6 +383,20 @@ function _mergePartials(
 }
 
 /**
+ * A producer's partial gradient sums, checked against the batch norm: its slots are the blocks
+ * its finalize pass adds.
+ */
+function _gradSumsChecked(op: string, r: Resolved, g: GradSumsPartials): GradSumsPartials {
+  if (g.partial.size !== r.c * g.slots * 2 || g.slots < 1) {
+    throw new TypeError(
+      `${op}: gradSums holds ${g.partial.size} values, expected ${r.c} channels x ${g.slots} ` +
+        "slots x 2",
+    );
+  }
+  return g;
+}
+
+/**
  * Batch normalization backward (training mode, with the `saveMean` / `saveInvStd` of the
  * forward): `dx` is overwritten; `dweight` and `dbias` are overwritten, or `+=` with
  * `accumulate: true`.
@@ -434,6 +450,11 @@ export function batchNormBackward(
      * without it.
      */
     y?: Tensor;
+    /**
+     * The gradient sums the layer after gathered as it stored `dy` (`grad_sums.ts`): merged
+     * instead of the gradient-sum pass over `dy`, `x` and `y`.
+     */
+    gradSums?: GradSumsPartials;
   },
   p: BatchNormParams & {
     /** Add into `dweight` / `dbias` instead of overwriting them; default false. */
@@ -460,14 +481,15 @@ export function batchNormBackward(
     checkChannel(op, k, io[k], r);
   }
   const gpu = io.x.gpu;
+  const merged = io.gradSums && _gradSumsChecked(op, r, io.gradSums);
   const plan = reducePlan(op, gpu, r);
   const vec4 = r.hw % 4 === 0;
   const sums = gpu.empty([r.c, 2]);
-  const partial = plan.final ? undefined : gpu.empty([r.c, plan.total, 2]);
+  const partial = merged?.partial ?? (plan.final ? undefined : gpu.empty([r.c, plan.total, 2]));
   const { weight, saveMean, saveInvStd, dweight, dbias } = io;
   // y, the fused forward's output, with an activation only.
   const yOf = (s: SampleRange) => (kind === undefined ? undefined : samples(io.y!, r, s));
-  for (const s of plan.ranges) {
+  for (const s of merged ? [] : plan.ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), y = yOf(s);
     const variant = [kind ?? "", vec4 ? "vec4" : "", plan.mode, p.accumulate ? "acc" : ""]
       .filter((v, i) => v !== "" && (i < 3 || plan.final)).join("_") as GradVariant;
@@ -485,11 +507,11 @@ export function batchNormBackward(
     gradFinal.dispatch({
       op,
       variant: p.accumulate ? "acc" : "",
-      params: { c: r.c, blocks: plan.total },
+      params: { c: r.c, blocks: merged?.slots ?? plan.total },
       bindings: { partial, saveInvStd, dweight, dbias, sums },
       workgroups: Math.ceil(r.c / WG),
     });
-    partial.dispose();
+    if (!merged) partial.dispose();
   }
   for (const s of plan.ranges) {
     const dy = samples(io.dy, r, s), x = samples(io.x, r, s), dx = samples(io.dx, r, s);

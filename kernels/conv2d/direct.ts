@@ -42,7 +42,15 @@
 import { type Gpu, grid1d, type Tensor } from "../../gpu/mod.ts";
 import { floatDTypes } from "../_dtype.ts";
 import { type ActivationKind, activationWgsl } from "../_activation_wgsl.ts";
-import { maxBindingElements, type TensorRange } from "../_binding.ts";
+import { bindingRange, maxBindingElements, type TensorRange } from "../_binding.ts";
+import { adapterProfile } from "../_adapter.ts";
+import {
+  gradSumsBindings,
+  gradSumsMode,
+  type GradSumsPartials,
+  type GradSumsSource,
+  planGradSums,
+} from "../batchnorm/grad_sums.ts";
 import { defineKernel, perSizes, variantProduct } from "../_kernel.ts";
 import {
   DIRECT_WG,
@@ -52,6 +60,7 @@ import {
   planDirectConv,
 } from "./direct_plan.ts";
 import type { DirectConvShape } from "./geometry.ts";
+import { directGradSums, gradSumsArg } from "./direct_grad_sums.ts";
 
 function grid(threads: number, z: number): [number, number, number] {
   const [x, y] = grid1d(threads, DIRECT_WG);
@@ -83,11 +92,12 @@ const forwardKernel = perSizes((
   dw: number,
   tx: number,
   cg: number,
+  gs: string,
 ) =>
   defineKernel({
     name: `conv2d_direct_fwd_c${cin}_co${co}_k${kh}x${kw}_s${sw}_d${dw}_tx${tx}${
       cg < co ? `_g${cg}` : ""
-    }`,
+    }${gs ? `_${gs}` : ""}`,
     doc: "direct conv2d forward (or, flip, the stride-1 input gradient); see below",
     params: {
       nb: "u32",
@@ -122,12 +132,15 @@ const forwardKernel = perSizes((
         access: "read",
         variants: FORWARD_VARIANTS.filter((v) => v.split("_").includes("prev")),
       },
+      // The gradient sums (`gs`, see direct_grad_sums.ts): declared in those kernels only.
+      ...gradSumsBindings(gs, FORWARD_VARIANTS),
     },
     variants: FORWARD_VARIANTS,
     workgroupSize: DIRECT_WG,
-    body: ({ variant, load, store }) => {
+    body: ({ variant, load, store, dtypes }) => {
       const parts = variant.split("_");
       const flip = parts.includes("flip"), prev = parts.includes("prev");
+      const sums = gs ? directGradSums(gs, co, dtypes.y!, load) : undefined;
       const activation = ACTIVATIONS.find((a) => parts.includes(a));
       const offs = offsets({ tx, kw, sw, dw });
       const kk = kh * kw;
@@ -186,6 +199,7 @@ const forwardKernel = perSizes((
           }
         }
       }
+      if (sums) L.push(...sums.begin());
       L.push(`  if (live) {`);
       for (let j = 0; j < co; j++) {
         L.push(`  if (co0 + ${j}u < p.cOut) {`);
@@ -201,13 +215,15 @@ const forwardKernel = perSizes((
           const earlier = prev ? `prev[q${j} + ${px}u]` : load("y", `y[y${j} + ${px}u]`);
           L.push(`      if (p.acc != 0u) { v += ${earlier}; }`);
           L.push(`      ${store("y", `y[y${j} + ${px}u]`, activation ? "act(v)" : "v")}`);
+          if (sums) L.push(`      ${sums.add(j, `y${j} + ${px}u`, "v")}`);
           L.push(`    }`);
         }
         L.push(`  }`);
       }
       L.push(`  }`);
+      if (sums) L.push(...sums.end());
       return `var<workgroup> wS: array<f32, ${nw}>;
-${activationWgsl(activation, "f32")}
+${activationWgsl(activation, "f32")}${sums ? sums.helpers : ""}
 // Workgroup (X, Y, Z), thread li: t = (X + Y * nwg.x) * ${DIRECT_WG} + li computes output pixels
 // ox0 = (t % nbx) * ${tx} .. +${tx} of row oy = (t / nbx) % oh of image t / (nbx * oh), for
 // output channels co0 = Z * ${co} .. +${co}, over input channels ci0 .. ci0 + ${cin} and
@@ -292,8 +308,13 @@ export function directConvForward(
     tile?: DirectConvTile;
     activation?: ActivationKind | undefined;
     yChannels?: number;
+    /**
+     * With `flip`: y is the output gradient of this batch norm, whose gradient sums the last
+     * dispatch gathers where {@linkcode planGradSums} says so (`direct_grad_sums.ts`).
+     */
+    gradSums?: GradSumsSource;
   } = {},
-): void {
+): GradSumsPartials | undefined {
   const yC = o.yChannels ?? s.cOut;
   if (!Number.isInteger(yC) || yC < s.cOut) {
     throw new RangeError(`conv2d: yChannels ${o.yChannels} must be an integer >= cOut ${s.cOut}`);
@@ -332,18 +353,26 @@ export function directConvForward(
     throw new RangeError(`conv2d: output-channel group ${tile.cg} must be an integer >= 1`);
   }
   const cg = Math.min(tile.co, tile.cg ?? tile.co);
-  const kernel = forwardKernel(tile.ci, tile.co, s.kh, s.kw, s.sw, s.dw, tile.tx, cg);
+  const kernel = forwardKernel(tile.ci, tile.co, s.kh, s.kw, s.sw, s.dw, tile.tx, cg, "");
   const flip = o.flip ? "flip" : "";
   // The activation goes into the last dispatch's variant only: the earlier dispatches run the
   // plain one (no per-store flag to test in every dispatch).
   const last = [flip, o.activation ?? "", scratch ? "prev" : ""].filter((v) => v !== "")
     .join("_") as ForwardVariant;
   const workgroups = grid(s.n * s.oh * nbx, Math.ceil(s.cOut / tile.co));
+  const sums = o.gradSums && _gradSums(gpu, o.gradSums, io.y, {
+    slots: s.n * s.oh * nbx,
+    k: s.cIn * kk,
+    c: s.cOut,
+    plain: !!o.flip && !o.activation && yC === s.cOut,
+  });
+  const gsKernel = sums &&
+    forwardKernel(tile.ci, tile.co, s.kh, s.kw, s.sw, s.dw, tile.tx, cg, gradSumsArg(sums.act));
   for (let ci0 = 0; ci0 < s.cIn; ci0 += tile.ci) {
     const isLast = ci0 + tile.ci >= s.cIn;
     // With the scratch, the earlier chunks write it as a plain [n, cOut, oh, ow] y.
     const toScratch = scratch !== undefined && !isLast;
-    kernel.dispatch({
+    (isLast && gsKernel ? gsKernel : kernel).dispatch({
       op: "conv2d",
       variant: isLast ? last : flip,
       params: {
@@ -375,9 +404,38 @@ export function directConvForward(
         y: toScratch ? scratch : io.y,
         bias: io.b ?? io.w,
         prev: isLast ? scratch : undefined,
+        ...(isLast && sums ? sums.bindings : {}),
       },
       workgroups,
     });
   }
   scratch?.dispose();
+  return sums?.partials;
+}
+
+/**
+ * The gradient sums' bindings and partials of a direct input gradient into `y` (`plain`: flip,
+ * no activation, no channel slice), where they fit and {@linkcode planGradSums} says so.
+ */
+function _gradSums(
+  gpu: Gpu,
+  src: GradSumsSource,
+  y: TensorRange,
+  q: { slots: number; k: number; c: number; plain: boolean },
+) {
+  const gx = bindingRange(src.x, 0, y.count);
+  const gy = src.y && bindingRange(src.y, 0, y.count);
+  const fits = q.plain && y.base === gx.base && (gy === undefined || gy.base === y.base) &&
+    y.count === src.x.size && src.mean.shape[0] === q.c &&
+    (src.act === undefined) === (src.y === undefined);
+  const path = fits ? "direct" as const : undefined;
+  if (!planGradSums(adapterProfile(gpu), { path, slots: q.slots, k: q.k }, gradSumsMode())) {
+    return undefined;
+  }
+  const partial = gpu.empty([q.c, q.slots, 2]);
+  return {
+    act: src.act,
+    bindings: { gx, gMean: src.mean, gPart: partial, ...(gy ? { gy } : {}) },
+    partials: { partial, slots: q.slots },
+  };
 }

@@ -44,6 +44,8 @@ import { gemmStrided, reduceStrided } from "../gemm/index.ts";
 import { runGemmPlan, type StridedGemm } from "../gemm/index.ts";
 import type { ChannelPartials } from "../batchnorm/partials.ts";
 import { conv2dStatsPlans } from "./stats.ts";
+import { gemmStridedGradSums } from "../gemm/grad_sums.ts";
+import type { GradSumsSink } from "../batchnorm/grad_sums.ts";
 import { directConvForward } from "./direct.ts";
 import { directConvWeightGrad } from "./direct_weight_grad.ts";
 import {
@@ -166,7 +168,8 @@ function planAndRun(
 ): ChannelPartials | undefined {
   const plan = planConv2d(problem, adapterProfile(gpu), activeTuningTable(gpu));
   for (const observer of observers.get(gpu) ?? []) observer({ problem, plan });
-  return runConv2dPlan(plan, io, { stats, activation: problem.activation });
+  const gradSums = (io as { gradSums?: GradSumsSink }).gradSums;
+  return runConv2dPlan(plan, io, { stats, activation: problem.activation, gradSums });
 }
 
 /**
@@ -244,7 +247,21 @@ export function conv2dForward(
  * ```
  */
 export function conv2dBackward(
-  io: { dx?: Tensor; dw?: Tensor; db?: Tensor; dy: Tensor; x: Tensor; w: Tensor; xT?: Tensor },
+  io: {
+    dx?: Tensor;
+    dw?: Tensor;
+    db?: Tensor;
+    dy: Tensor;
+    x: Tensor;
+    w: Tensor;
+    xT?: Tensor;
+    /**
+     * dx is the output gradient of this batch norm (`kernels/batchnorm/grad_sums.ts`): where the
+     * plan's GEMM stores all of dx (a pointwise convolution), it gathers the batch norm's
+     * gradient sums into `gradSums.partials`; elsewhere they stay undefined.
+     */
+    gradSums?: GradSumsSink;
+  },
   p: Conv2dParams & Conv2dBackwardOptions & Conv2dKernelOptions,
 ): void {
   const g = conv2dGeometry(p);
@@ -271,6 +288,18 @@ export function conv2dBackward(
     permutedX: io.xT !== undefined,
     options: kernelOptions(p),
   }, io);
+}
+
+/** Whether a GEMM step stores all of `dx` (overwriting it), NCHW with its rows the channels. */
+function _storesDx(
+  m: Extract<ConvPlan["steps"][number], { kind: "gemm" }>["gemm"],
+  cIn: number,
+  dx: Tensor | undefined,
+): boolean {
+  const hw = dx === undefined ? 0 : dx.size / (dx.shape[0] * cIn);
+  return dx !== undefined && m.c.buffer === "dx" && m.c.offset === 0 && m.c.count === dx.size &&
+    m.beta === 0 && m.m === cIn && m.ldc === hw && (m.ldcCol ?? 1) === 1 &&
+    m.bias === undefined && m.activation === undefined;
 }
 
 /**
@@ -460,8 +489,13 @@ export function conv2dPointwiseGroup(
 export function runConv2dPlan(
   plan: ConvPlan,
   io: Conv2dIO,
-  options: { readonly stats?: boolean; readonly activation?: string } = {},
+  options: {
+    readonly stats?: boolean;
+    readonly activation?: string;
+    readonly gradSums?: GradSumsSink;
+  } = {},
 ): ChannelPartials | undefined {
+  const { gradSums } = options;
   const gpu = io.x.gpu;
   const g = plan.geometry;
   const buffers: Partial<Record<ConvBuffer, Tensor>> = { ...io };
@@ -510,27 +544,37 @@ export function runConv2dPlan(
             });
             break;
           }
-          const m = s.gemm;
-          gemmStrided(gpu, {
-            ...m,
-            a: bind(m.a),
-            b: bind(m.b),
-            c: bind(m.c),
-            bias: m.bias && bind(m.bias),
-          }, s.tuning);
+          // The GEMM that stores all of dx, channels along its rows, gathers a batch norm's sums.
+          if (gradSums && _storesDx(s.gemm, g.cIn, io.dx)) {
+            const o = { source: gradSums.source, axis: "row", cOffset: 0 } as const;
+            gradSums.partials = gemmStridedGradSums(gpu, strided(s.gemm), o, s.tuning);
+          } else gemmStrided(gpu, strided(s.gemm), s.tuning);
           break;
         }
         case "reduce":
           reduceStrided(gpu, { ...s, y: bind(s.y), x: bind(s.x) });
           break;
-        case "direct":
-          directConvForward(gpu, s.shape, {
+        case "direct": {
+          // The flipped kernel storing all of dx gathers a batch norm's sums (where it can).
+          const sums = gradSums && s.flip && s.y.buffer === "dx" && s.y.offset === 0 &&
+              s.y.count === io.dx?.size
+            ? gradSums.source
+            : undefined;
+          const partials = directConvForward(gpu, s.shape, {
             y: bind(s.y),
             x: bind(s.x),
             w: tensor("w"),
             b: s.bias ? tensor("b") : undefined,
-          }, { flip: s.flip, tile: s.tile, activation: s.activation, yChannels: s.yChannels });
+          }, {
+            flip: s.flip,
+            tile: s.tile,
+            activation: s.activation,
+            yChannels: s.yChannels,
+            gradSums: sums,
+          });
+          if (sums) gradSums!.partials = partials;
           break;
+        }
         case "directWeightGrad":
           directConvWeightGrad(gpu, s.shape, {
             dw: s.dw ? tensor("dw") : undefined,

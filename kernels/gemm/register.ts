@@ -37,7 +37,8 @@ import {
 /** k-steps per iteration of the register kernel's main loop (4 or 8). */
 const K_UNROLL = 4;
 
-const BINDINGS = {
+/** The register kernel's bindings (`grad_sums.ts` adds its own). */
+export const BINDINGS = {
   a: { type: "float", access: "read", vec4: (v: string) => variantConfig(v).vecA },
   b: { type: "float", access: "read", vec4: (v: string) => variantConfig(v).vecB },
   c: { type: "float", access: "read_write", vec4: (v: string) => variantConfig(v).vecC },
@@ -176,7 +177,7 @@ export const registerStatsKernel = perSizes((
         typeof BINDINGS,
         RegisterVariant
       >;
-      return registerBody(transA, transB, tm, tn, segKA, segKB, base, axis);
+      return registerBody(transA, transB, tm, tn, segKA, segKB, base, { stats: axis });
     },
   })
 );
@@ -206,8 +207,33 @@ export function dispatchRegisterStats(
   });
 }
 
-/** The WGSL after the declarations (see {@linkcode registerKernel}). */
-function registerBody(
+/**
+ * What a kernel that gathers a batch norm's gradient sums as it stores C adds to the register
+ * kernel's WGSL (`grad_sums.ts` builds it): declarations after the main loop, a statement per
+ * stored element (`i`, `j`: its register row and store column, `e`: its element index in C's
+ * binding, `v`: the value stored, a vec4 with `vecC`), and the partial sums' stores at the end.
+ */
+export interface GradSumsHooks {
+  /** WGSL declarations before the store (accumulators, per-channel loads). */
+  begin(): string[];
+  /** The WGSL statements that add stored element(s) `v` at element index `e` to the sums. */
+  add(i: number, j: number, e: string, v: string): string;
+  /** The WGSL statements that write the thread's partial sums. */
+  end(): string[];
+}
+
+/**
+ * The body of the register kernel (see {@linkcode registerKernel}); with `extra.stats`, the batch
+ * statistics gathered as C is stored (`stats.ts`), with `extra.gs`, what the kernels of
+ * `grad_sums.ts` add to it as they store C.
+ *
+ * @returns The WGSL after the declarations.
+ * @example
+ * ```ts ignore
+ * const wgsl = registerBody(false, false, 8, 8, false, false, ctx, { gs: hooks });
+ * ```
+ */
+export function registerBody(
   transA: boolean,
   transB: boolean,
   tm: number,
@@ -215,9 +241,10 @@ function registerBody(
   segKA: boolean,
   segKB: boolean,
   { variant, load, store, dtypes }: KernelContext<typeof BINDINGS, RegisterVariant>,
-  stats?: StatsAxis,
+  extra: { readonly stats?: StatsAxis; readonly gs?: GradSumsHooks } = {},
 ): string {
   const c = { ...variantConfig(variant), transA, transB };
+  const { stats, gs } = extra;
   if ((segKA && transA) || (segKB && !transB)) {
     throw new TypeError("gemm: k segments need A [m, k] (segKA) and B [n, k] (segKB)");
   }
@@ -442,6 +469,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       L.push(`  let bj${j} = ${load("bias", bj)};`);
     }
   }
+  if (gs) L.push(...gs.begin());
   for (let i = 0; i < tm; i++) {
     // Statistics: the stored values kept (0 where nothing is stored) for the row's statistics.
     if (stats) {
@@ -486,7 +514,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
           store("c2", `c2[${idx}]`, "v")
         } }`
         : store("c", `c[${idx}]`, value);
-      L.push(`    ${guard}{ ${prior}${put} }`);
+      if (gs) {
+        const put1 = `let v = ${value}; ${store("c", `c[${idx}]`, "v")}`;
+        L.push(`    ${guard}{ ${prior}${put1} ${gs.add(i, j, `ri + ${co}`, "v")} }`);
+      } else L.push(`    ${guard}{ ${prior}${put} }`);
     }
     L.push(`  }`);
     if (stats) {
@@ -499,6 +530,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     }
   }
   if (stats) L.push(statsEndWgsl(stats, { tm, tn, wg: REGISTER_WG }));
+  if (gs) L.push(...gs.end());
   L.push(`}`);
   return L.join("\n");
 }

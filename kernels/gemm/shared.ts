@@ -10,6 +10,8 @@
  */
 
 import type { TensorRange } from "../_binding.ts";
+import { gradSumsBindings } from "../batchnorm/grad_sums.ts";
+import { sharedGradSums } from "./shared_grad_sums.ts";
 import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
 import { sharedStatsWgsl, STATS_PARAMS, type StatsAxis } from "./stats.ts";
 import {
@@ -49,14 +51,36 @@ export const SHARED_BK = 16;
  * console.log(spec.name); // gemm_smem_tn_4x4_beta
  * ```
  */
-export const sharedKernel = perSizes((
+export const sharedKernel = (
   transA: boolean,
   transB: boolean,
   segKA: boolean,
   segKB: boolean,
+): ReturnType<typeof sharedKernelGradSums> =>
+  sharedKernelGradSums(transA, transB, segKA, segKB, "");
+
+/**
+ * {@linkcode sharedKernel}, and with `gs` (`"gradsums_row"`, `"gradsums_col_relu"`, ...) the one
+ * that gathers a batch norm's gradient sums as it stores C (`shared_grad_sums.ts`).
+ *
+ * @example
+ * ```ts
+ * import { sharedKernelGradSums } from "./shared.ts";
+ * const k = sharedKernelGradSums(false, false, false, false, "gradsums_row");
+ * console.log(k.spec({ a: "f32", b: "f32", c: "f32", gx: "f32", gMean: "f32" }, "").name);
+ * ```
+ */
+export const sharedKernelGradSums = perSizes((
+  transA: boolean,
+  transB: boolean,
+  segKA: boolean,
+  segKB: boolean,
+  gs: string,
 ) =>
   defineKernel({
-    name: `gemm_smem_${transA ? "t" : "n"}${transB ? "t" : "n"}${kSegName(segKA, segKB)}_4x4`,
+    name: `gemm_smem_${transA ? "t" : "n"}${transB ? "t" : "n"}${kSegName(segKA, segKB)}_4x4${
+      gs ? `_${gs}` : ""
+    }`,
     doc: `Workgroup (X, Y, z) of ${SHARED_T}x${SHARED_T} threads: the ${SHARED_BM}x${SHARED_BN} ` +
       `tile of C at rows Y*${SHARED_BM}, columns X*${SHARED_BN}, batch z % batch, k-split ` +
       `z / batch; thread (x, y) owns rows Y*${SHARED_BM}+y*4.., columns X*${SHARED_BN}+x*4.., ` +
@@ -68,10 +92,12 @@ export const sharedKernel = perSizes((
       c: { type: "float", access: "read_write" },
       bias: { type: "float", access: "read", variants: biasVariants(SHARED_VARIANTS) },
       c2: { type: "float", access: "read_write", variants: rowsVariants(SHARED_VARIANTS) },
+      ...gradSumsBindings(gs, SHARED_VARIANTS),
     },
     variants: SHARED_VARIANTS,
     workgroupSize: [SHARED_T, SHARED_T, 1],
-    body: ({ variant, load, store }) => {
+    body: ({ variant, load, store, dtypes }) => {
+      const sums = gs ? sharedGradSums(gs, dtypes.c!, load) : undefined;
       if ((segKA && transA) || (segKB && !transB)) {
         throw new TypeError("gemm: k segments need A [m, k] (segKA) and B [n, k] (segKB)");
       }
@@ -92,7 +118,7 @@ export const sharedKernel = perSizes((
       const kSeg = (x: "A" | "B") =>
         `((gk + p.kOff) / p.segK${x}) * p.segStrideK${x} + (gk + p.kOff) % p.segK${x}`;
       const aK = segKA ? kSeg("A") : "gk", bK = segKB ? kSeg("B") : "gk";
-      return `${storeWgsl(cfg, { load, store })}
+      return `${storeWgsl(cfg, { load, store })}${sums ? sums.helpers : ""}
 var<workgroup> saS: array<f32, ${BK * BM}>; // [BK][BM]
 var<workgroup> sbS: array<f32, ${BK * BN}>; // [BK][BN]
 @compute @workgroup_size(WG_X, WG_Y)
@@ -139,13 +165,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     workgroupBarrier();
   }
   let r0 = rowT + l.y * 4u;
-  let c0 = colT + l.x * 4u;
+  let c0 = colT + l.x * 4u;${sums ? sums.begin() : ""}
   for (var i = 0u; i < 4u; i++) {
     if (r0 + i >= p.m) { break; }
     for (var j = 0u; j < 4u; j++) {
-      if (c0 + j < p.n) { store(wg.z, z, r0 + i, c0 + j, acc[i][j]); }
+      if (c0 + j < p.n) { store(wg.z, z, r0 + i, c0 + j, acc[i][j]);${sums ? sums.add() : ""} }
     }
-  }
+  }${sums ? sums.end() : ""}
 }`;
     },
   })

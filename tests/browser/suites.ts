@@ -8,6 +8,7 @@ import type { OpSuite } from "../_op.ts";
 import { ACTIVATION_SUITES } from "../ops/activation.ts";
 import { BN_SUITES } from "../ops/batchnorm.ts";
 import { BN_STATS_CHECKS } from "../ops/batchnorm_stats.ts";
+import { GRAD_SUMS_SUITES } from "../ops/batchnorm_grad_sums.ts";
 import { DIRECT_SUITES } from "../ops/conv2d_direct.ts";
 import { CONV2D_SUITES } from "../ops/conv2d_suites.ts";
 import { AFFINE_SUITES, PREPARE_SUITES, RESIZE_SUITES } from "../ops/data.ts";
@@ -70,6 +71,7 @@ export const FAMILIES: readonly Family[] = [
   { family: "pool", suites: [...POOL_SUITES, ...GLOBAL_POOL_SUITES] },
   { family: "depthwise", suites: DW_SUITES },
   { family: "batchnorm", suites: BN_SUITES, checks: BN_STATS_CHECKS },
+  { family: "batchnorm_grad_sums", suites: GRAD_SUMS_SUITES },
   { family: "data_kernels", suites: [...PREPARE_SUITES, ...RESIZE_SUITES], checks: DATA_CHECKS },
   { family: "data_kernels_affine", suites: AFFINE_SUITES, checks: AFFINE_CHECKS },
   {

@@ -1,0 +1,211 @@
+/**
+ * The batch-norm backward's gradient sums gathered by the layer after it: when the layer after a
+ * batch norm (and its fused activation) computes the batch norm's output gradient (a Linear's or
+ * a pointwise convolution's input gradient through the register GEMM, a 3x3 one's through the
+ * direct kernel), its store adds, per channel, `Σg` and `Σg (x - mean)` (with `g = dy`, or
+ * `actBackward(dy, y)` with a fused activation: the sums of the batch norm's first backward pass)
+ * into per-thread partial sums, and the batch norm merges them ({@linkcode GradSumsPartials}) instead of reading `dy`, `x` and
+ * `y` again in its own gradient-sum pass.
+ *
+ * This module holds what both sides share: what the producer reads of the batch norm
+ * ({@linkcode GradSumsSource}), what it hands over, and the pure decision whether a path fuses
+ * ({@linkcode planGradSums}).
+ *
+ * @module
+ */
+
+import type { Tensor } from "../../gpu/mod.ts";
+import { ACTIVATION_KINDS, type ActivationKind } from "../_activation_wgsl.ts";
+import type { AdapterProfile } from "../_adapter.ts";
+
+/** What a producer reads of the batch norm before it (what its training forward saved). */
+export interface GradSumsSource {
+  /** The batch norm's input `[n, c, ...]`. */
+  readonly x: Tensor;
+  /** The batch mean per channel `[c]` (f32). */
+  readonly mean: Tensor;
+  /** 1/sqrt(batch variance + eps) per channel `[c]` (f32). */
+  readonly invStd: Tensor;
+  /** The activation fused into the batch norm, if any. */
+  readonly act?: ActivationKind;
+  /** The batch norm's (fused) output, with an activation. */
+  readonly y?: Tensor;
+}
+
+/**
+ * The partial gradient sums a producer gathered: `partial[(ch * slots + s) * 2 + {0, 1}]` holds
+ * slot `s`'s `(Σg, Σg (x - mean))` of channel `ch`, every slot written (the batch norm adds the
+ * slots in order, as its own finalize pass adds its blocks').
+ */
+export interface GradSumsPartials {
+  /** `[c, slots, 2]`, f32 (owned by the batch norm, which disposes it). */
+  readonly partial: Tensor;
+  /** Slots per channel. */
+  readonly slots: number;
+}
+
+/**
+ * Where a producer hands its partial sums to the batch norm before it (the plan passes one to
+ * both backwards, the producer's first): `source` is the batch norm's, `partials` the
+ * producer's, left undefined where its kernels cannot gather them (the batch norm then runs its
+ * own gradient-sum pass).
+ */
+export interface GradSumsSink {
+  /** What the producer reads. */
+  readonly source: GradSumsSource;
+  /** What it gathered, if it could. */
+  partials?: GradSumsPartials;
+}
+
+/** The producer paths that can gather the sums. */
+export type GradSumsPath = "gemm-register" | "gemm-shared" | "direct";
+
+/** Whether the fusion is forced on, off, or decided per adapter (`auto`). */
+export type GradSumsMode = "auto" | "on" | "off";
+
+/**
+ * The least inner dimension `k` (multiply-adds per stored element) at which the register GEMM
+ * gathering the sums was measured no slower than the plain GEMM plus the batch norm's sum pass
+ * on llvmpipe (MobileNet's pointwise input gradients at batch 32, interleaved, median of 9:
+ * k = 64 to 256 were 7% to 25% slower, 512 and 1024 2% to 8% faster: the gather's loads and
+ * registers are amortized over k). The direct kernel's was 6% faster to 27% slower (ResNet's and
+ * DenseNet's 3x3 convs): not fused on CPU adapters. Every supported path fuses elsewhere.
+ */
+const MIN_K_ON_CPU: Readonly<Record<GradSumsPath, number>> = {
+  "gemm-register": 512,
+  "gemm-shared": Infinity, // the GPUs' kernel: not measured on a CPU adapter
+  direct: Infinity,
+};
+
+/** The most slots per channel (the batch norm's merge loops over them). */
+export const MAX_GRAD_SUMS_SLOTS = 16384;
+
+let forced: GradSumsMode | undefined;
+
+/**
+ * Forces the fusion on or off for tests and benches (`"auto"`: the adapter decides); the
+ * environment variable `MODERN_CNN_GRAD_SUMS` (`on` / `off`) does the same for a whole process.
+ *
+ * @returns The previous setting.
+ * @example
+ * ```ts
+ * import { forceGradSums } from "./grad_sums.ts";
+ * const before = forceGradSums("off");
+ * forceGradSums(before);
+ * ```
+ */
+export function forceGradSums(mode: GradSumsMode): GradSumsMode {
+  const before = gradSumsMode();
+  forced = mode;
+  return before;
+}
+
+/**
+ * The current setting: forced by {@linkcode forceGradSums}, else `MODERN_CNN_GRAD_SUMS`, else
+ * `"auto"`.
+ *
+ * @returns The mode.
+ * @example
+ * ```ts
+ * import { gradSumsMode } from "./grad_sums.ts";
+ * gradSumsMode(); // "auto"
+ * ```
+ */
+export function gradSumsMode(): GradSumsMode {
+  if (forced !== undefined) return forced;
+  fromEnv ??= _envMode();
+  return fromEnv;
+}
+
+let fromEnv: GradSumsMode | undefined;
+
+/** `MODERN_CNN_GRAD_SUMS` where the runtime may read it without asking (else `"auto"`). */
+function _envMode(): GradSumsMode {
+  const name = "MODERN_CNN_GRAD_SUMS";
+  const deno = (globalThis as {
+    Deno?: {
+      env: { get(k: string): string | undefined };
+      permissions?: { querySync?(d: { name: "env"; variable: string }): { state: string } };
+    };
+  }).Deno;
+  try {
+    if (deno?.permissions?.querySync?.({ name: "env", variable: name }).state !== "granted") {
+      return "auto";
+    }
+    const env = deno.env.get(name);
+    return env === "on" || env === "off" ? env : "auto";
+  } catch {
+    return "auto";
+  }
+}
+
+/**
+ * Whether a producer path gathers a batch norm's gradient sums: forced on or off, or (`auto`) on
+ * every adapter for a supported path, but on CPU adapters only where measured no slower (the
+ * register GEMM from an inner dimension `k` of 512, the direct kernel never); never beyond
+ * {@linkcode MAX_GRAD_SUMS_SLOTS} slots per channel.
+ *
+ * @returns True to fuse.
+ * @example
+ * ```ts
+ * import { WEBGPU_DEFAULT_PROFILE } from "../_adapter.ts";
+ * import { planGradSums } from "./grad_sums.ts";
+ * const q = { path: "gemm-register", slots: 64, k: 128 } as const;
+ * planGradSums(WEBGPU_DEFAULT_PROFILE, q, "auto"); // true
+ * planGradSums({ ...WEBGPU_DEFAULT_PROFILE, isCpu: true }, q, "auto"); // false: k < 512
+ * planGradSums(WEBGPU_DEFAULT_PROFILE, q, "off"); // false
+ * ```
+ */
+export function planGradSums(
+  profile: AdapterProfile,
+  q: {
+    readonly path: GradSumsPath | undefined;
+    readonly slots: number;
+    /** Multiply-adds per stored element (the GEMM's k, the conv's input channels x taps). */
+    readonly k: number;
+  },
+  mode: GradSumsMode,
+): boolean {
+  if (q.path === undefined || mode === "off") return false;
+  if (q.slots < 1 || q.slots > MAX_GRAD_SUMS_SLOTS) return false;
+  if (mode === "on") return true;
+  return !profile.isCpu || q.k >= MIN_K_ON_CPU[q.path];
+}
+
+/** The declaration of a gradient-sum binding of a kernel, in `variants`. */
+export interface GradSumsDecl<T extends "float" | "f32", A extends "read" | "read_write", V> {
+  /** Its type. */
+  readonly type: T;
+  /** Its access. */
+  readonly access: A;
+  /** The variants that declare it. */
+  readonly variants: readonly V[];
+}
+
+/**
+ * The bindings a kernel that gathers the gradient sums adds (`gs` its gathering argument, `""`
+ * for none: then declared in no variant): the batch norm's input `gx`, its output `gy` (with an
+ * activation, `gs` then has an `_<kind>` part), the mean `gMean` and the partials `gPart`.
+ *
+ * @returns The binding declarations.
+ * @example
+ * ```ts
+ * import { gradSumsBindings } from "./grad_sums.ts";
+ * gradSumsBindings("gradsums_row", ["", "beta"]).gy.variants; // [] (no activation: no y)
+ * ```
+ */
+export function gradSumsBindings<V extends string>(gs: string, variants: readonly V[]): {
+  readonly gx: GradSumsDecl<"float", "read", V>;
+  readonly gMean: GradSumsDecl<"float", "read", V>;
+  readonly gPart: GradSumsDecl<"f32", "read_write", V>;
+  readonly gy: GradSumsDecl<"float", "read", V>;
+} {
+  const on = gs ? variants : [];
+  const act = gs.split("_").some((part) => ACTIVATION_KINDS.includes(part as ActivationKind));
+  return {
+    gx: { type: "float", access: "read", variants: on },
+    gMean: { type: "float", access: "read", variants: on },
+    gPart: { type: "f32", access: "read_write", variants: on },
+    gy: { type: "float", access: "read", variants: act ? on : [] },
+  };
+}
