@@ -20,8 +20,9 @@
 //    96x96: 3·0.67 GFLOP·60000 + 0.67 GFLOP·10000 ≈ 128 TFLOP): ~40 s;
 // 5. where the device time of a step goes (`bench:train --profile`, bench/_profile.ts: GPU
 //    timestamps per dispatch, by kernel family) for MobileNet, ResNet, DenseNet and GoogLeNet in
-//    f32 at their bench batch, 3 steps each: a few seconds. It says, among others, what the batch
-//    norm's statistics passes cost on a GPU (issue #15's remaining fusion).
+//    f32 at their bench batch, 3 steps each: a few seconds. For the models with batch norms also
+//    the batch norm's fusions with its producers (kernels/batchnorm/fusion_mode.ts: on by default
+//    on GPUs, unmeasured there so far) against both forced off, alternating: what they save.
 //
 // `--quick` (CI runs it, so that this script never rots; ~1-2 minutes on llvmpipe): three test
 // files, LeNet and LeNet-BN at batch 32 for 3 steps in f32 and f16, LeNet-BN's profile, no
@@ -35,7 +36,8 @@ import { runCommand } from "../cli/_run.ts";
 import { checkOutputFile } from "../cli/_outputs.ts";
 import { benchCli } from "./_args.ts";
 import { benchBatch, forwardFlops, setupRun, timeSteps, warmUp } from "./_train.ts";
-import { profileMarkdown, profileSteps } from "./_profile.ts";
+import { profileMarkdown, profileSteps, type StepProfile } from "./_profile.ts";
+import { setBnFusionMode } from "../kernels/batchnorm/fusion_mode.ts";
 
 /** The rate the step counts and time estimates assume on a GPU adapter (FLOP/s). */
 const ASSUMED_FLOPS = 4e12;
@@ -186,13 +188,20 @@ async function profiles(gpu: Gpu, rows: Row[], quick: boolean): Promise<string[]
     console.error(`gpu-report: profile ${model} ...`);
     const title = `${model}, batch ${row.batch}, ${row.resize}x${row.resize}`;
     try {
-      const r = setupRun(gpu, model, { ...row, steps: 3 });
-      try {
-        lines.push(...profileMarkdown(title, await profileSteps(gpu, r), 8), "");
-      } finally {
-        r.trainer.model.dispose();
-        r.set.images.dispose();
-        r.set.labels.dispose();
+      const profile = async () => {
+        const r = setupRun(gpu, model, { ...row, steps: 3 });
+        try {
+          return await profileSteps(gpu, r);
+        } finally {
+          r.trainer.model.dispose();
+          r.set.images.dispose();
+          r.set.labels.dispose();
+        }
+      };
+      const p = await profile();
+      lines.push(...profileMarkdown(title, p, 8), "");
+      if (p.times.some((t) => t.family.startsWith("batchnorm"))) {
+        lines.push(...await bnFusionSideBySide(gpu, profile, p), "");
       }
     } catch (e) {
       const msg = (e instanceof Error ? e.message : String(e)).split("\n")[0].slice(0, 120);
@@ -201,6 +210,55 @@ async function profiles(gpu: Gpu, rows: Row[], quick: boolean): Promise<string[]
     gpu.trimPool();
   }
   return lines;
+}
+
+/**
+ * The batch norm's fusions with its producers (statistics gathered in the producer's store, the
+ * backward's gradient sums in the store of the batch norm's output gradient; planned `auto`: on
+ * wherever a kernel can on a GPU, unmeasured there before this report) against both forced off,
+ * alternating (on, off, on, off after the first profile `p`): the device time a step saves or
+ * loses, and the batch-norm and GEMM/direct-convolution families' share of it.
+ */
+async function bnFusionSideBySide(
+  gpu: Gpu,
+  profile: () => Promise<StepProfile>,
+  p: StepProfile,
+): Promise<string[]> {
+  const on: StepProfile[] = [p], off: StepProfile[] = [];
+  for (let round = 0; round < 2; round++) {
+    const before = [
+      setBnFusionMode(gpu, "batchStats", "off"),
+      setBnFusionMode(gpu, "gradSums", "off"),
+    ];
+    try {
+      off.push(await profile());
+    } finally {
+      setBnFusionMode(gpu, "batchStats", before[0]);
+      setBnFusionMode(gpu, "gradSums", before[1]);
+    }
+    if (round === 0) on.push(await profile());
+  }
+  const ms = (q: StepProfile, f: (family: string) => boolean) =>
+    q.times.filter((t) => f(t.family)).reduce((a, t) => a + t.ms, 0) / q.steps;
+  const best = (qs: StepProfile[], f: (family: string) => boolean) =>
+    Math.min(...qs.map((q) => ms(q, f)));
+  const groups: [string, (f: string) => boolean][] = [
+    ["whole step", () => true],
+    ["batch norm kernels", (f) => f.startsWith("batchnorm")],
+    ["GEMM kernels", (f) => f.startsWith("gemm")],
+    ["direct convolutions", (f) => f.startsWith("conv2d_direct")],
+  ];
+  return [
+    "Batch-norm fusions (auto) against both forced off, device ms/step, best of the alternating " +
+    `profiles (${on.length} on, ${off.length} off):`,
+    "",
+    "| kernels | fusions auto | fusions off | saved |",
+    "| --- | ---: | ---: | ---: |",
+    ...groups.map(([name, f]) => {
+      const a = best(on, f), b = best(off, f);
+      return `| ${name} | ${a.toFixed(2)} | ${b.toFixed(2)} | ${(b - a).toFixed(2)} |`;
+    }),
+  ];
 }
 
 /** PyTorch's steps of the f32 rows, when python3 has torch with CUDA; else why not. */

@@ -4,13 +4,9 @@
 // pure decision whether a path fuses.
 import assert from "node:assert/strict";
 import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
-import {
-  forceGradSums,
-  gradSumsMode,
-  MAX_GRAD_SUMS_SLOTS,
-  planGradSums,
-} from "../kernels/batchnorm/grad_sums.ts";
+import { MAX_GRAD_SUMS_SLOTS, planGradSums } from "../kernels/batchnorm/grad_sums.ts";
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
+import { bnFusionMode, setBnFusionMode } from "../kernels/batchnorm/fusion_mode.ts";
 import { adapterProfile } from "../kernels/_adapter.ts";
 import {
   activation,
@@ -57,9 +53,19 @@ Deno.test("gradient sums: the decision per adapter, path and mode", () => {
   assert.equal(planGradSums(gpu, { path: undefined, slots: 16, k: 512 }, "on"), false);
   assert.equal(planGradSums(gpu, { ...q, slots: MAX_GRAD_SUMS_SLOTS + 1 }, "on"), false);
   assert.equal(planGradSums(gpu, { ...q, slots: 0 }, "on"), false);
-  const before = forceGradSums("off");
-  assert.equal(gradSumsMode(), "off");
-  forceGradSums(before);
+});
+
+Deno.test("gradient sums: the switch is per runtime and restorable", GPU_TEST, async () => {
+  const rt = await testGpu();
+  const before = setBnFusionMode(rt, "gradSums", "off");
+  assert.equal(bnFusionMode(rt, "gradSums"), "off");
+  assert.equal(
+    bnFusionMode(rt, "batchStats"),
+    before === "off" ? "auto" : bnFusionMode(rt, "batchStats"),
+  );
+  setBnFusionMode(rt, "gradSums", before);
+  assert.equal(bnFusionMode(rt, "gradSums"), before);
+  assert.throws(() => setBnFusionMode(rt, "gradSums", "yes" as "on"), RangeError);
 });
 
 Deno.test("gradient sums: the plan pairs a batch norm with the producer after it", () => {
@@ -124,7 +130,7 @@ function init(gpu: Gpu, net: Layer, seed: number): void {
 
 /** One training step of `net` on `x` (dy drawn from `seed`): the kernels and the gradients. */
 async function trainStep(gpu: Gpu, net: Layer, x: Tensor, mode: "on" | "off") {
-  const before = forceGradSums(mode);
+  const before = setBnFusionMode(gpu, "gradSums", mode);
   try {
     for (const [, p] of namedParams(net)) gpu.clear(p.grad!);
     const ctx = { gpu, training: true, seed: 1 };
@@ -143,7 +149,7 @@ async function trainStep(gpu: Gpu, net: Layer, x: Tensor, mode: "on" | "off") {
     release(f.y, dy, dx);
     return { kernels, grads };
   } finally {
-    forceGradSums(before);
+    setBnFusionMode(gpu, "gradSums", before);
   }
 }
 

@@ -10,11 +10,8 @@ import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
 import { conv2dGeometry, conv2dStatsLayout } from "../kernels/conv2d/index.ts";
 import { planConv2d } from "../kernels/conv2d/plan.ts";
 import { type GemmProblem, gemmStatsLayout, planGemm } from "../kernels/gemm/index.ts";
-import {
-  batchStatsMode,
-  MAX_PARTIAL_TILES,
-  setBatchStatsMode,
-} from "../kernels/batchnorm/partials.ts";
+import { MAX_PARTIAL_TILES } from "../kernels/batchnorm/partials.ts";
+import { setBnFusionMode } from "../kernels/batchnorm/fusion_mode.ts";
 import { REGISTER_WG } from "../kernels/gemm/types.ts";
 import { statsOnAdapter } from "../kernels/gemm/stats.ts";
 import {
@@ -286,14 +283,13 @@ for (const [name, size] of MODELS) {
     async () => {
       const gpu = await testGpu();
       const model = createModel(gpu, { name });
-      const mode = batchStatsMode(gpu);
-      setBatchStatsMode(gpu, "on"); // (a CPU adapter does not gather by default)
+      const mode = setBnFusionMode(gpu, "batchStats", "on"); // (a CPU adapter: not by default)
       let fused, old;
       try {
         fused = await trainStep(model, size, "fused");
         old = await trainStep(model, size, "old");
       } finally {
-        setBatchStatsMode(gpu, mode);
+        setBnFusionMode(gpu, "batchStats", mode);
         model.dispose();
       }
       const merges = fused.kernels.filter((k) => k.startsWith("batchnorm_stats_tiles")).length;
@@ -341,8 +337,7 @@ Deno.test(
     ]);
     const model = createModel(gpu, { name: "chain", net, inputShape: [1, 8, 8], seed: 1 });
     const x = gpu.tensor(detValues("input", 2 * 64, -1, 1), { shape: [2, 1, 8, 8] });
-    const mode = batchStatsMode(gpu);
-    setBatchStatsMode(gpu, "on");
+    const mode = setBnFusionMode(gpu, "batchStats", "on");
     for (const training of [true, false]) {
       const ctx: Ctx = { gpu, training, seed: 1 };
       const live = gpu.pool.stats.liveBytes;
@@ -362,7 +357,7 @@ Deno.test(
       // (eval's caches hold handles to the inputs until a backward, which eval has not)
       if (training) assert.equal(gpu.pool.stats.liveBytes, live, "no handle left live");
     }
-    setBatchStatsMode(gpu, mode);
+    setBnFusionMode(gpu, "batchStats", mode);
     x.dispose();
     model.dispose();
   },

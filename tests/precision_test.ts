@@ -21,7 +21,7 @@ import { createModel, type ModelName } from "../models/mod.ts";
 import { detState, detValues } from "./det.ts";
 import { GPU_TEST, testGpu } from "./harness.ts";
 import { unfused } from "./unfused.ts";
-import { forceGradSums } from "../kernels/batchnorm/grad_sums.ts";
+import { setBnFusionMode } from "../kernels/batchnorm/fusion_mode.ts";
 
 const SCALE = 1024;
 
@@ -43,11 +43,12 @@ interface Step {
 type Mode = "f16" | "f16 fused" | "f16 fused + grad sums" | "emulated";
 
 async function step(name: ModelName, size: number, batch: number, mode: Mode): Promise<Step> {
-  const before = forceGradSums(mode === "f16 fused + grad sums" ? "on" : "off");
+  const gpu = await testGpu();
+  const before = setBnFusionMode(gpu, "gradSums", mode === "f16 fused + grad sums" ? "on" : "off");
   try {
     return await _step(name, size, batch, mode === "f16 fused + grad sums" ? "f16 fused" : mode);
   } finally {
-    forceGradSums(before);
+    setBnFusionMode(gpu, "gradSums", before);
   }
 }
 

@@ -17,6 +17,7 @@
 import type { Tensor } from "../../gpu/mod.ts";
 import { ACTIVATION_KINDS, type ActivationKind } from "../_activation_wgsl.ts";
 import type { AdapterProfile } from "../_adapter.ts";
+import type { FusionMode } from "./fusion_mode.ts";
 
 /** What a producer reads of the batch norm before it (what its training forward saved). */
 export interface GradSumsSource {
@@ -60,9 +61,6 @@ export interface GradSumsSink {
 /** The producer paths that can gather the sums. */
 export type GradSumsPath = "gemm-register" | "gemm-shared" | "direct";
 
-/** Whether the fusion is forced on, off, or decided per adapter (`auto`). */
-export type GradSumsMode = "auto" | "on" | "off";
-
 /**
  * The least inner dimension `k` (multiply-adds per stored element) at which the register GEMM
  * gathering the sums was measured no slower than the plain GEMM plus the batch norm's sum pass
@@ -79,65 +77,6 @@ const MIN_K_ON_CPU: Readonly<Record<GradSumsPath, number>> = {
 
 /** The most slots per channel (the batch norm's merge loops over them). */
 export const MAX_GRAD_SUMS_SLOTS = 16384;
-
-let forced: GradSumsMode | undefined;
-
-/**
- * Forces the fusion on or off for tests and benches (`"auto"`: the adapter decides); the
- * environment variable `MODERN_CNN_GRAD_SUMS` (`on` / `off`) does the same for a whole process.
- *
- * @returns The previous setting.
- * @example
- * ```ts
- * import { forceGradSums } from "./grad_sums.ts";
- * const before = forceGradSums("off");
- * forceGradSums(before);
- * ```
- */
-export function forceGradSums(mode: GradSumsMode): GradSumsMode {
-  const before = gradSumsMode();
-  forced = mode;
-  return before;
-}
-
-/**
- * The current setting: forced by {@linkcode forceGradSums}, else `MODERN_CNN_GRAD_SUMS`, else
- * `"auto"`.
- *
- * @returns The mode.
- * @example
- * ```ts
- * import { gradSumsMode } from "./grad_sums.ts";
- * gradSumsMode(); // "auto"
- * ```
- */
-export function gradSumsMode(): GradSumsMode {
-  if (forced !== undefined) return forced;
-  fromEnv ??= _envMode();
-  return fromEnv;
-}
-
-let fromEnv: GradSumsMode | undefined;
-
-/** `MODERN_CNN_GRAD_SUMS` where the runtime may read it without asking (else `"auto"`). */
-function _envMode(): GradSumsMode {
-  const name = "MODERN_CNN_GRAD_SUMS";
-  const deno = (globalThis as {
-    Deno?: {
-      env: { get(k: string): string | undefined };
-      permissions?: { querySync?(d: { name: "env"; variable: string }): { state: string } };
-    };
-  }).Deno;
-  try {
-    if (deno?.permissions?.querySync?.({ name: "env", variable: name }).state !== "granted") {
-      return "auto";
-    }
-    const env = deno.env.get(name);
-    return env === "on" || env === "off" ? env : "auto";
-  } catch {
-    return "auto";
-  }
-}
 
 /**
  * Whether a producer path gathers a batch norm's gradient sums: forced on or off, or (`auto`) on
@@ -164,7 +103,7 @@ export function planGradSums(
     /** Multiply-adds per stored element (the GEMM's k, the conv's input channels x taps). */
     readonly k: number;
   },
-  mode: GradSumsMode,
+  mode: FusionMode,
 ): boolean {
   if (q.path === undefined || mode === "off") return false;
   if (q.slots < 1 || q.slots > MAX_GRAD_SUMS_SLOTS) return false;

@@ -5,12 +5,11 @@
  * f32 quadruples `(count, mean, mean correction, M2)` (the tile's mean is the sum of the two f32
  * values, which keeps the low bits of a mean far from zero; M2: the sum of squared deviations
  * from it), `tiles` per channel, merged with Chan's parallel formula ({@linkcode statsMerge}).
- * And the switch that forces the fusion on or off ({@linkcode setBatchStatsMode}).
  *
  * @module
  */
 
-import type { Gpu, Tensor } from "../../gpu/mod.ts";
+import type { Tensor } from "../../gpu/mod.ts";
 import { defineKernel } from "../_kernel.ts";
 import { statsFinish, statsOutputs } from "./forward.ts";
 import { WG } from "./passes.ts";
@@ -34,58 +33,6 @@ export interface ChannelPartials {
  * reduces its input itself. (The partials must also fit one binding: the planners check.)
  */
 export const MAX_PARTIAL_TILES = 2 ** 20;
-
-/** Whether producers gather batch statistics: decided by the planners, or forced on or off. */
-export type BatchStatsMode = "auto" | "on" | "off";
-
-const modes = new WeakMap<Gpu, BatchStatsMode>();
-
-/**
- * Forces the batch-statistics fusion on `gpu` (tests, benchmarks): `on` wherever a kernel can
- * gather, `off` nowhere, `auto` (the default) as the planners decide for the adapter. Without a
- * call, the environment variable `MODERN_CNN_BATCH_STATS` (`on`/`off`/`auto`) is the default
- * where the runtime has one.
- *
- * @example
- * ```ts
- * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { batchStatsMode, setBatchStatsMode } from "./partials.ts";
- * const gpu = await getGpu();
- * setBatchStatsMode(gpu, "off");
- * batchStatsMode(gpu); // "off"
- * setBatchStatsMode(gpu, "auto");
- * ```
- */
-export function setBatchStatsMode(gpu: Gpu, mode: BatchStatsMode): void {
-  if (mode !== "auto" && mode !== "on" && mode !== "off") {
-    throw new RangeError(`setBatchStatsMode: mode must be "auto", "on" or "off", got ${mode}`);
-  }
-  modes.set(gpu, mode);
-}
-
-/**
- * The batch-statistics mode of `gpu` (see {@linkcode setBatchStatsMode}).
- *
- * @returns The mode.
- * @example
- * ```ts
- * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { batchStatsMode } from "./partials.ts";
- * batchStatsMode(await getGpu()); // "auto" unless forced
- * ```
- */
-export function batchStatsMode(gpu: Gpu): BatchStatsMode {
-  const m = modes.get(gpu);
-  if (m !== undefined) return m;
-  let env: string | undefined;
-  try {
-    env = (globalThis as { Deno?: { env: { get(k: string): string | undefined } } }).Deno?.env
-      .get("MODERN_CNN_BATCH_STATS");
-  } catch {
-    env = undefined; // no permission: the default
-  }
-  return env === "on" || env === "off" ? env : "auto";
-}
 
 /**
  * The training forward's statistics from a producer's partial statistics: the channel's tiles'

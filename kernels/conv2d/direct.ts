@@ -44,9 +44,9 @@ import { floatDTypes } from "../_dtype.ts";
 import { type ActivationKind, activationWgsl } from "../_activation_wgsl.ts";
 import { bindingRange, maxBindingElements, type TensorRange } from "../_binding.ts";
 import { adapterProfile } from "../_adapter.ts";
+import { bnFusionMode } from "../batchnorm/fusion_mode.ts";
 import {
   gradSumsBindings,
-  gradSumsMode,
   type GradSumsPartials,
   type GradSumsSource,
   planGradSums,
@@ -429,7 +429,13 @@ function _gradSums(
     y.count === src.x.size && src.mean.shape[0] === q.c &&
     (src.act === undefined) === (src.y === undefined);
   const path = fits ? "direct" as const : undefined;
-  if (!planGradSums(adapterProfile(gpu), { path, slots: q.slots, k: q.k }, gradSumsMode())) {
+  if (
+    !planGradSums(
+      adapterProfile(gpu),
+      { path, slots: q.slots, k: q.k },
+      bnFusionMode(gpu, "gradSums"),
+    )
+  ) {
     return undefined;
   }
   const partial = gpu.empty([q.c, q.slots, 2]);

@@ -17,9 +17,10 @@ import type { Tensor } from "../../gpu/mod.ts";
 import { type AdapterProfile, adapterProfile } from "../_adapter.ts";
 import { maxBindingElements } from "../_binding.ts";
 import { tunedGemm } from "../autotune/table.ts";
-import type { BatchStatsMode, GemmPlan, GemmStatsLayout, StridedGemm } from "../gemm/index.ts";
+import type { GemmPlan, GemmStatsLayout, StridedGemm } from "../gemm/index.ts";
+import { bnFusionMode, type FusionMode } from "../batchnorm/fusion_mode.ts";
 import { gemmProblem, gemmStatsLayout, planGemm } from "../gemm/index.ts";
-import { batchStatsMode, MAX_PARTIAL_TILES } from "../batchnorm/partials.ts";
+import { MAX_PARTIAL_TILES } from "../batchnorm/partials.ts";
 import type { ConvPlan } from "./plan.ts";
 import type { GemmStep } from "./steps.ts";
 
@@ -50,7 +51,7 @@ export function conv2dStatsLayout(
   gemmPlans: readonly GemmPlan[],
   call: { readonly yChannels: number; readonly activation?: string },
   profile: AdapterProfile,
-  mode: BatchStatsMode = "auto",
+  mode: FusionMode = "auto",
 ): Conv2dStatsLayout | undefined {
   const g = plan.geometry, path = plan.forward?.path;
   if (mode === "off" || g.groups !== 1 || call.yChannels !== g.cOut || call.activation) {
@@ -101,7 +102,7 @@ export function conv2dStatsPlans(
       activation: options.activation,
     },
     profile,
-    batchStatsMode(gpu),
+    bnFusionMode(gpu, "batchStats"),
   );
   if (!layout) return undefined;
   return { layout, plans, out: gpu.empty([plan.geometry.cOut * layout.tiles * 4]) };

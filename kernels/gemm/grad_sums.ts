@@ -22,8 +22,8 @@ import { bindingRange, type TensorRange } from "../_binding.ts";
 import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
 import type { GemmTuning, StridedGemm } from "../_types.ts";
 import { tunedGemm } from "../autotune/table.ts";
+import { bnFusionMode } from "../batchnorm/fusion_mode.ts";
 import {
-  gradSumsMode,
   type GradSumsPartials,
   type GradSumsSource,
   planGradSums,
@@ -222,7 +222,7 @@ export function gemmStridedGradSums(
     planGradSums(
       profile,
       { path: shared ? "gemm-shared" : "gemm-register", slots, k: g.k },
-      gradSumsMode(),
+      bnFusionMode(gpu, "gradSums"),
     );
   if (!fuse) {
     runGemmPlan(gpu, g, plan);

@@ -40,20 +40,15 @@ import { gemmProblem, planDispatches, planGemm } from "./plan.ts";
 import { dispatchRegister, dispatchRegisterStats, registerKernel } from "./register.ts";
 import { dispatchShared, dispatchSharedStats, sharedKernel } from "./shared.ts";
 import { type GemmStatsLayout, gemmStatsLayout, type StatsAxis } from "./stats.ts";
-import { batchStatsMode, type ChannelPartials } from "../batchnorm/partials.ts";
+import type { ChannelPartials } from "../batchnorm/partials.ts";
+import { bnFusionMode } from "../batchnorm/fusion_mode.ts";
 import { gemmVariant, type SharedVariant, type StoreVariant } from "./store.ts";
 import type { GemmDispatch, GemmOperand, GemmPlan } from "./types.ts";
 
 export type { GemmTuning, GemmVariant, StridedGemm } from "../_types.ts";
 export { gemmProblem, planDispatches, planGemm } from "./plan.ts";
 export { reduceStrided, type StridedReduce, sumRows } from "./reduce.ts";
-export {
-  type BatchStatsMode,
-  type GemmStatsLayout,
-  gemmStatsLayout,
-  type StatsAxis,
-  statsOnAdapter,
-} from "./stats.ts";
+export { type GemmStatsLayout, gemmStatsLayout, type StatsAxis, statsOnAdapter } from "./stats.ts";
 export type {
   GemmConfig,
   GemmDispatch,
@@ -243,7 +238,12 @@ export function gemm(
     if (p.stats && chunk >= batch) {
       checkActivationKind("gemm", g.activation);
       const plan = planGemm(gemmProblem(g), adapterProfile(gpu), tunedGemm(gpu, g, p));
-      const layout = gemmStatsLayout(plan, p.stats, adapterProfile(gpu), batchStatsMode(gpu));
+      const layout = gemmStatsLayout(
+        plan,
+        p.stats,
+        adapterProfile(gpu),
+        bnFusionMode(gpu, "batchStats"),
+      );
       if (layout) {
         const channels = p.stats === "row" ? m : n;
         const out = gpu.empty([channels * layout.tiles * 4]);

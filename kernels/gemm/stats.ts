@@ -36,6 +36,7 @@
 import type { AdapterProfile } from "../_adapter.ts";
 import { maxBindingElements } from "../_binding.ts";
 import { MAX_PARTIAL_TILES } from "../batchnorm/partials.ts";
+import type { FusionMode } from "../batchnorm/fusion_mode.ts";
 import type { GemmPlan } from "./types.ts";
 import { REGISTER_WG, SHARED_BM, SHARED_T } from "./types.ts";
 
@@ -227,12 +228,6 @@ export interface GemmStatsLayout {
 }
 
 /**
- * Whether batch statistics are gathered in producers' stores: `auto` (the planners decide by the
- * adapter: {@linkcode statsOnAdapter}), or forced `on` (wherever a kernel can) or `off`.
- */
-export type BatchStatsMode = "auto" | "on" | "off";
-
-/**
  * Whether gathering in kernel family `kernel` pays on an adapter (the `auto` decision, pure). On
  * other than CPU adapters every family gathers: it saves the batch norm a full read of its input,
  * a bandwidth-bound pass, for a few more operations in a store. On CPU adapters only where
@@ -288,7 +283,7 @@ export function gemmStatsLayout(
   plan: GemmPlan,
   axis: StatsAxis,
   profile: AdapterProfile,
-  mode: BatchStatsMode = "auto",
+  mode: FusionMode = "auto",
 ): GemmStatsLayout | undefined {
   if (mode === "off" || plan.epilogue || plan.passes.length === 0) return undefined;
   const last = plan.passes.length - 1;

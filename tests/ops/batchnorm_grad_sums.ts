@@ -12,11 +12,8 @@ import { adapterProfile } from "../../kernels/_adapter.ts";
 import { bindingRange } from "../../kernels/_binding.ts";
 import type { StridedGemm } from "../../kernels/_types.ts";
 import { batchNormBackward } from "../../kernels/batchnorm/index.ts";
-import {
-  forceGradSums,
-  type GradSumsPartials,
-  type GradSumsSink,
-} from "../../kernels/batchnorm/grad_sums.ts";
+import type { GradSumsPartials, GradSumsSink } from "../../kernels/batchnorm/grad_sums.ts";
+import { setBnFusionMode } from "../../kernels/batchnorm/fusion_mode.ts";
 import { gemmStrided } from "../../kernels/gemm/index.ts";
 import { conv2dBackward } from "../../kernels/conv2d/index.ts";
 import { conv2dBackwardRef } from "../cpu_ref/conv2d.ts";
@@ -163,7 +160,7 @@ export function gradSumsOp(cs: GradSumsCase): OpCase {
       name: "product (gathering the sums)",
       gpu: (t) => {
         const gpu = t.x.gpu;
-        const before = forceGradSums("on");
+        const before = setBnFusionMode(gpu, "gradSums", "on");
         try {
           const source = {
             x: t.x,
@@ -179,7 +176,7 @@ export function gradSumsOp(cs: GradSumsCase): OpCase {
             conv2dBackward({ ...io, dx: t.dy, gradSums: sink }, conv3x3(cs));
             sums = sink.partials;
             if (!!sums !== !!cs.direct) throw new Error(`gathered: ${!!sums}`);
-            forceGradSums("off");
+            setBnFusionMode(gpu, "gradSums", "off");
             conv2dBackward({ ...io, dx: t.dyU }, conv3x3(cs));
             return;
           }
@@ -190,10 +187,10 @@ export function gradSumsOp(cs: GradSumsCase): OpCase {
           if (!sums && (cs.shared || expectsGather(gpu))) {
             throw new Error("the GEMM gathered no sums");
           }
-          forceGradSums("off");
+          setBnFusionMode(gpu, "gradSums", "off");
           gemmStrided(gpu, product(cs, t, t.dyU), tuning);
         } finally {
-          forceGradSums(before);
+          setBnFusionMode(gpu, "gradSums", before);
         }
       },
       cpu: (v) => {

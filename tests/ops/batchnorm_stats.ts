@@ -5,7 +5,7 @@
 // references: the stored output bit for bit, the batch norm's output, saved and running
 // statistics within the batch-norm suites' tolerances, the backward (dx, dW, db, dγ, dβ) from
 // those statistics; the merge kernel on synthetic tiles of values far from zero against the
-// Float64 merge. The fusion is forced on (setBatchStatsMode) and each GEMM family forced in
+// Float64 merge. The fusion is forced on (setBnFusionMode) and each GEMM family forced in
 // turn; the direct kernel does not gather (the batch norm reduces its input itself). Also the
 // GEMM's own variants (k segments, row groups, k-passes, batches) against Float64. (Over 500
 // lines: the producers' cases and their shared comparison of the two batch-norm paths.)
@@ -30,7 +30,7 @@ import {
 } from "../../kernels/gemm/index.ts";
 import { adapterProfile } from "../../kernels/_adapter.ts";
 import { bindingRange } from "../../kernels/_binding.ts";
-import { batchStatsMode, setBatchStatsMode } from "../../kernels/batchnorm/partials.ts";
+import { setBnFusionMode } from "../../kernels/batchnorm/fusion_mode.ts";
 import assert from "../_assert.ts";
 import type { KernelCheck } from "../_check.ts";
 import { batchNormTrainRef } from "../cpu_ref/batchnorm.ts";
@@ -509,8 +509,7 @@ export const BN_STATS_CHECKS: readonly KernelCheck[] = [
     f16: dt === "f16",
     run: async (gpu) => {
       const rng = new Rng(dt === "f32" ? 61 : 62);
-      const mode = batchStatsMode(gpu);
-      setBatchStatsMode(gpu, "on");
+      const mode = setBnFusionMode(gpu, "batchStats", "on");
       try {
         for (const variant of ["register", "shared"] as const) {
           for (const cs of CONV_CASES) await convCase(gpu, rng, cs, dt, variant);
@@ -520,7 +519,7 @@ export const BN_STATS_CHECKS: readonly KernelCheck[] = [
           }
         }
       } finally {
-        setBatchStatsMode(gpu, mode);
+        setBnFusionMode(gpu, "batchStats", mode);
       }
     },
   })),
