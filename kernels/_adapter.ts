@@ -27,6 +27,12 @@ export interface AdapterLimits {
   readonly maxComputeWorkgroupsPerDimension: number;
 }
 
+/**
+ * Storage buffers per shader stage that every WebGPU device offers (the spec's default of
+ * `maxStorageBuffersPerShaderStage`): no kernel binds more, whatever the device was given.
+ */
+export const MIN_STORAGE_BUFFERS = 8;
+
 /** An adapter as the planners see it. */
 export interface AdapterProfile {
   /** The adapter's description (`llvmpipe (LLVM 19.1.7, 256 bits)`, `NVIDIA H100 ...`). */

@@ -134,7 +134,7 @@ export function batchNorm(
         accumulate: true,
         activation: cache.act,
       });
-      gradSums?.partial.dispose();
+      gradSums?.partials.dispose();
       release(cache.x, cache.mean, cache.invStd, cache.y);
       if (needDx) return dx;
       dx.dispose();

@@ -263,7 +263,7 @@ export function stepsBackward(
       needDx,
       ...(gradSums ? { gradSums } : {}),
     });
-    merge?.partials?.partial.dispose(); // a batch norm that did not merge them
+    merge?.partials?.partials.dispose(); // a batch norm that did not merge them
     if (g !== dy) g!.dispose();
     g = next;
   }

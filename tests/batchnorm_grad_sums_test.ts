@@ -4,7 +4,13 @@
 // pure decision whether a path fuses.
 import assert from "node:assert/strict";
 import { WEBGPU_DEFAULT_PROFILE } from "../kernels/_adapter.ts";
-import { MAX_GRAD_SUMS_SLOTS, planGradSums } from "../kernels/batchnorm/grad_sums.ts";
+import {
+  type GradSumsSink,
+  MAX_GRAD_SUMS_SLOTS,
+  planGradSums,
+} from "../kernels/batchnorm/grad_sums.ts";
+import { conv2dBackward } from "../kernels/conv2d/index.ts";
+import { batchNormBackward } from "../kernels/batchnorm/index.ts";
 import type { Gpu, Shape, Tensor } from "../gpu/mod.ts";
 import { bnFusionMode, setBnFusionMode } from "../kernels/batchnorm/fusion_mode.ts";
 import { adapterProfile } from "../kernels/_adapter.ts";
@@ -24,6 +30,7 @@ import { planSteps } from "../layers/plan.ts";
 import { assertClose, f64, GPU_TEST, Rng, testGpu } from "./harness.ts";
 import { kernelsOf } from "./kernels_of.ts";
 import { testOp } from "./_op.ts";
+import { dryGpu } from "./_dry_gpu.ts";
 import { GRAD_SUMS_SUITES } from "./ops/batchnorm_grad_sums.ts";
 
 for (const suite of GRAD_SUMS_SUITES) testOp(suite);
@@ -53,6 +60,10 @@ Deno.test("gradient sums: the decision per adapter, path and mode", () => {
   assert.equal(planGradSums(gpu, { path: undefined, slots: 16, k: 512 }, "on"), false);
   assert.equal(planGradSums(gpu, { ...q, slots: MAX_GRAD_SUMS_SLOTS + 1 }, "on"), false);
   assert.equal(planGradSums(gpu, { ...q, slots: 0 }, "on"), false);
+  // The partials [channels, slots, 2] f32 must fit one binding (128 MiB by default).
+  const big = { ...q, slots: MAX_GRAD_SUMS_SLOTS };
+  assert.equal(planGradSums(gpu, { ...big, channels: 1000 }, "on"), true);
+  assert.equal(planGradSums(gpu, { ...big, channels: 1024 }, "on"), false);
 });
 
 Deno.test("gradient sums: the switch is per runtime and restorable", GPU_TEST, async () => {
@@ -236,3 +247,67 @@ for (const [label, shape, make] of NETS) {
     },
   );
 }
+
+Deno.test("gradient sums: the direct kernel never binds more than WebGPU's 8 storage buffers", () => {
+  // An f16 dx whose input channels run in several dispatches binds an f32 scratch (prev) in the
+  // last one; with the batch norm's activation (gy) as well, gathering would bind 9: it must not
+  // gather there, and gather where the kernel stays within 8.
+  const gpu = dryGpu({ ...WEBGPU_DEFAULT_PROFILE, f16: true });
+  setBnFusionMode(gpu, "gradSums", "on");
+  const f16 = { dtype: "f16" } as const;
+  const p = { n: 2, cIn: 64, h: 28, w: 28, cOut: 128, kernel: 3, padding: 1, direct: true };
+  for (const act of [undefined, "relu"] as const) {
+    const x = gpu.empty([2, 64, 28, 28], f16);
+    const sink: GradSumsSink = {
+      source: {
+        x: gpu.empty(x.shape, f16),
+        mean: gpu.empty([64]),
+        invStd: gpu.empty([64]),
+        ...(act ? { act, y: gpu.empty(x.shape, f16) } : {}),
+      },
+    };
+    gpu.dispatches.length = 0;
+    conv2dBackward({
+      x,
+      w: gpu.empty([128, 64, 3, 3], f16),
+      dy: gpu.empty([2, 128, 28, 28], f16),
+      dx: gpu.empty(x.shape, f16),
+      gradSums: sink,
+    }, p);
+    const flipped = gpu.dispatches.filter((d) => d.kernel.name.includes("flip"));
+    assert.ok(flipped.length > 1, "dx's input channels run in several dispatches");
+    for (const d of gpu.dispatches) {
+      const storage = d.kernel.code.match(/var<storage/g)?.length ?? 0;
+      assert.ok(storage <= 8, `${d.kernel.name} binds ${storage} storage buffers`);
+    }
+    assert.equal(sink.partials !== undefined, act === undefined, `gathered with act ${act}`);
+  }
+});
+
+Deno.test(
+  "batchNormBackward refuses gradient sums of another shape (TypeError)",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const shape = [2, 3, 2, 2], c = 3;
+    const t = () => gpu.zeros(shape);
+    const ch = () => gpu.zeros([c]);
+    const io = { dx: t(), dweight: ch(), dbias: ch(), dy: t(), x: t(), weight: ch() };
+    const saved = { saveMean: ch(), saveInvStd: ch() };
+    for (
+      const gradSums of [{ partials: gpu.zeros([c * 4 * 2 - 1]), tiles: 4 }, {
+        partials: gpu.zeros([0]),
+        tiles: 0,
+      }]
+    ) {
+      assert.throws(
+        () =>
+          batchNormBackward({ ...io, ...saved, gradSums }, { n: 2, c, hw: 4, accumulate: true }),
+        (e: Error) =>
+          e instanceof TypeError && /batchNormBackward: gradSums holds \d+ values, expected 3/.test(
+            e.message,
+          ),
+      );
+    }
+  },
+);

@@ -13,23 +13,29 @@
 // - the direct convolution (kernels/conv2d/direct.ts) stages a block of weights: channel counts
 //   past its blocks (cOut 9, 17, 33; cIn 1, 7, 17), odd widths, stride 2;
 // - the reductions over a workgroup: batch norm's statistics and gradient partials (64 threads,
-//   planes of 63, 64, 65 and 129 elements), depthwise's weight-gradient partials, and softmax
-//   cross-entropy's loss and hit sums (256 threads: batches of 255, 256, 257, 513).
+//   planes of 63, 64, 65 and 129 elements), the merge of a producer's partial statistics (64
+//   threads striding over 257 to 385 tiles: tests/ops/batchnorm_stats.ts), depthwise's
+//   weight-gradient partials, and softmax cross-entropy's loss and hit sums (256 threads: batches
+//   of 255, 256, 257, 513).
 // The cases are in tests/ops/workgroup_memory.ts (shared with `deno task test:browser`).
 // A last test keeps the list whole: every kernels/ source that declares `var<workgroup>` is one
 // of the files above.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { testOp } from "./_op.ts";
+import { testCheck } from "./_check.ts";
 import { WORKGROUP_SUITES } from "./ops/workgroup_memory.ts";
+import { BN_MERGE_WORKGROUP_CHECK } from "./ops/batchnorm_stats.ts";
 
 for (const suite of WORKGROUP_SUITES) testOp(suite);
+testCheck(BN_MERGE_WORKGROUP_CHECK);
 
 /** The kernels/ sources with a `var<workgroup>` whose kernels this file stresses. */
 const COVERED = [
   "gemm/shared.ts",
   "conv2d/direct.ts",
   "batchnorm/passes.ts",
+  "batchnorm/partials.ts",
   "depthwise/weight_grad.ts",
   "softmax_ce/kernels.ts",
 ];

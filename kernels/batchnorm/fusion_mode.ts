@@ -33,7 +33,9 @@ const fromEnv: Partial<Record<BnFusion, FusionMode>> = {};
 
 /**
  * Forces `fusion` on `gpu` (`on` wherever a kernel can, `off` nowhere) or leaves it to the
- * planners (`auto`).
+ * planners (`auto`). It applies to what is recorded from then on: a trainer's kept step (replay)
+ * goes on replaying the kernels it recorded until it records anew (a new batch size, precision or
+ * image set).
  *
  * @returns The previous mode (to restore it).
  * @throws {RangeError} when `mode` is not `auto`, `on` or `off`.

@@ -1,8 +1,8 @@
 /**
  * The batch-norm backward's gradient sums gathered by the layer after it: when the layer after a
  * batch norm (and its fused activation) computes the batch norm's output gradient (a Linear's or
- * a pointwise convolution's input gradient through the register GEMM, a 3x3 one's through the
- * direct kernel), its store adds, per channel, `Σg` and `Σg (x - mean)` (with `g = dy`, or
+ * a pointwise convolution's input gradient through the register or the shared-memory GEMM, a 3x3
+ * one's through the flipped direct kernel), its store adds, per channel, `Σg` and `Σg (x - mean)` (with `g = dy`, or
  * `actBackward(dy, y)` with a fused activation: the sums of the batch norm's first backward pass)
  * into per-thread partial sums, and the batch norm merges them ({@linkcode GradSumsPartials}) instead of reading `dy`, `x` and
  * `y` again in its own gradient-sum pass.
@@ -17,6 +17,7 @@
 import type { Tensor } from "../../gpu/mod.ts";
 import { ACTIVATION_KINDS, type ActivationKind } from "../_activation_wgsl.ts";
 import type { AdapterProfile } from "../_adapter.ts";
+import { maxBindingElements } from "../_binding.ts";
 import type { FusionMode } from "./fusion_mode.ts";
 
 /** What a producer reads of the batch norm before it (what its training forward saved). */
@@ -39,10 +40,13 @@ export interface GradSumsSource {
  * slots in order, as its own finalize pass adds its blocks').
  */
 export interface GradSumsPartials {
-  /** `[c, slots, 2]`, f32 (owned by the batch norm, which disposes it). */
-  readonly partial: Tensor;
-  /** Slots per channel. */
-  readonly slots: number;
+  /**
+   * `[c, tiles, 2]` f32 (owned by the batch norm, which disposes it): tile t's two sums of
+   * channel ch at `(ch * tiles + t) * 2` (the tiles: the producer's threads' slots).
+   */
+  readonly partials: Tensor;
+  /** Tiles per channel. */
+  readonly tiles: number;
 }
 
 /**
@@ -102,11 +106,14 @@ export function planGradSums(
     readonly slots: number;
     /** Multiply-adds per stored element (the GEMM's k, the conv's input channels x taps). */
     readonly k: number;
+    /** The batch norm's channels (default 1): the partials, `[channels, slots, 2]` f32, must fit one binding. */
+    readonly channels?: number;
   },
   mode: FusionMode,
 ): boolean {
   if (q.path === undefined || mode === "off") return false;
   if (q.slots < 1 || q.slots > MAX_GRAD_SUMS_SLOTS) return false;
+  if ((q.channels ?? 1) * q.slots * 2 > maxBindingElements(profile)) return false;
   if (mode === "on") return true;
   return !profile.isCpu || q.k >= MIN_K_ON_CPU[q.path];
 }

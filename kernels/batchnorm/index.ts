@@ -387,10 +387,10 @@ function _mergePartials(
  * its finalize pass adds.
  */
 function _gradSumsChecked(op: string, r: Resolved, g: GradSumsPartials): GradSumsPartials {
-  if (g.partial.size !== r.c * g.slots * 2 || g.slots < 1) {
+  if (g.partials.size !== r.c * g.tiles * 2 || g.tiles < 1) {
     throw new TypeError(
-      `${op}: gradSums holds ${g.partial.size} values, expected ${r.c} channels x ${g.slots} ` +
-        "slots x 2",
+      `${op}: gradSums holds ${g.partials.size} values, expected ${r.c} channels x ${g.tiles} ` +
+        "tiles x 2",
     );
   }
   return g;
@@ -485,7 +485,7 @@ export function batchNormBackward(
   const plan = reducePlan(op, gpu, r);
   const vec4 = r.hw % 4 === 0;
   const sums = gpu.empty([r.c, 2]);
-  const partial = merged?.partial ?? (plan.final ? undefined : gpu.empty([r.c, plan.total, 2]));
+  const partial = merged?.partials ?? (plan.final ? undefined : gpu.empty([r.c, plan.total, 2]));
   const { weight, saveMean, saveInvStd, dweight, dbias } = io;
   // y, the fused forward's output, with an activation only.
   const yOf = (s: SampleRange) => (kind === undefined ? undefined : samples(io.y!, r, s));
@@ -507,7 +507,7 @@ export function batchNormBackward(
     gradFinal.dispatch({
       op,
       variant: p.accumulate ? "acc" : "",
-      params: { c: r.c, blocks: merged?.slots ?? plan.total },
+      params: { c: r.c, blocks: merged?.tiles ?? plan.total },
       bindings: { partial, saveInvStd, dweight, dbias, sums },
       workgroups: Math.ceil(r.c / WG),
     });

@@ -85,7 +85,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let ch = gid.x;
   if (ch >= p.c) { return; }
 ${first("0u", "1u")}
-  let sh = s.y / s.x;
+  let sh = s.y / f32(p.count); // the exact count (an f32 sum of counts is exact only to 2^24)
 ${second("0u", "1u")}
   let r = vec2f(0.0, m2);
 ${finish}
@@ -104,7 +104,7 @@ ${first("li", "WG")}
   workgroupBarrier();
   var a = vec2f(0.0);
   for (var q = 0u; q < WG; q++) { a += sW[q]; }
-  let sh = a.y / a.x;
+  let sh = a.y / f32(p.count);
 ${second("li", "WG")}
   sM[li] = m2;
   workgroupBarrier();

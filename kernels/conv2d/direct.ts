@@ -43,7 +43,7 @@ import { type Gpu, grid1d, type Tensor } from "../../gpu/mod.ts";
 import { floatDTypes } from "../_dtype.ts";
 import { type ActivationKind, activationWgsl } from "../_activation_wgsl.ts";
 import { bindingRange, maxBindingElements, type TensorRange } from "../_binding.ts";
-import { adapterProfile } from "../_adapter.ts";
+import { adapterProfile, MIN_STORAGE_BUFFERS } from "../_adapter.ts";
 import { bnFusionMode } from "../batchnorm/fusion_mode.ts";
 import {
   gradSumsBindings,
@@ -365,6 +365,7 @@ export function directConvForward(
     k: s.cIn * kk,
     c: s.cOut,
     plain: !!o.flip && !o.activation && yC === s.cOut,
+    prev: scratch !== undefined,
   });
   const gsKernel = sums &&
     forwardKernel(tile.ci, tile.co, s.kh, s.kw, s.sw, s.dw, tile.tx, cg, gradSumsArg(sums.act));
@@ -421,18 +422,22 @@ function _gradSums(
   gpu: Gpu,
   src: GradSumsSource,
   y: TensorRange,
-  q: { slots: number; k: number; c: number; plain: boolean },
+  q: { slots: number; k: number; c: number; plain: boolean; prev: boolean },
 ) {
   const gx = bindingRange(src.x, 0, y.count);
   const gy = src.y && bindingRange(src.y, 0, y.count);
+  // Storage buffers of the last dispatch: x, wgt, y, bias, the f32 scratch of an f16 y split
+  // over input channels (prev), gx, gMean, gPart, and gy with an activation: at most WebGPU's
+  // default (a device may offer more; no kernel counts on it).
+  const storage = 4 + (q.prev ? 1 : 0) + 3 + (gy ? 1 : 0);
   const fits = q.plain && y.base === gx.base && (gy === undefined || gy.base === y.base) &&
     y.count === src.x.size && src.mean.shape[0] === q.c &&
-    (src.act === undefined) === (src.y === undefined);
+    (src.act === undefined) === (src.y === undefined) && storage <= MIN_STORAGE_BUFFERS;
   const path = fits ? "direct" as const : undefined;
   if (
     !planGradSums(
       adapterProfile(gpu),
-      { path, slots: q.slots, k: q.k },
+      { path, slots: q.slots, k: q.k, channels: q.c },
       bnFusionMode(gpu, "gradSums"),
     )
   ) {
@@ -442,6 +447,6 @@ function _gradSums(
   return {
     act: src.act,
     bindings: { gx, gMean: src.mean, gPart: partial, ...(gy ? { gy } : {}) },
-    partials: { partial, slots: q.slots },
+    partials: { partials: partial, tiles: q.slots },
   };
 }

@@ -256,9 +256,10 @@ export function conv2dBackward(
     w: Tensor;
     xT?: Tensor;
     /**
-     * dx is the output gradient of this batch norm (`kernels/batchnorm/grad_sums.ts`): where the
-     * plan's GEMM stores all of dx (a pointwise convolution), it gathers the batch norm's
-     * gradient sums into `gradSums.partials`; elsewhere they stay undefined.
+     * dx is the output gradient of this batch norm (`kernels/batchnorm/grad_sums.ts`): where one
+     * kernel stores all of dx (a pointwise convolution's GEMM, the flipped direct kernel), it
+     * gathers the batch norm's gradient sums into `gradSums.partials` if the plan says so;
+     * elsewhere (im2col's col2im, chunked images) they stay undefined.
      */
     gradSums?: GradSumsSink;
   },

@@ -41,10 +41,10 @@ import { sharedKernelGradSums } from "./shared.ts";
 import { GEMM_PARAMS, type GemmPlan, type GemmProductDispatch, REGISTER_WG } from "./types.ts";
 import { runGemmPlan } from "./index.ts";
 
-/** The register kernel's bindings and the gradient sums' (`gy` only with an activation). */
 /** Whether a variant stores C as vec4s (then x and y are loaded as vec4s too). */
 const vecC = (v: string) => v.split("_").includes("vc");
 
+/** The register kernel's bindings and the gradient sums' (`gy` only with an activation). */
 const gsBindings = (act: boolean) => ({
   ...BINDINGS,
   gx: { type: "float", access: "read", vec4: vecC },
@@ -172,8 +172,8 @@ function _gathers(plan: GemmPlan): GemmProductDispatch | undefined {
 }
 
 /**
- * Records `g` (as {@linkcode gemmStrided} does) and, where its plan is one register dispatch and
- * {@linkcode planGradSums} says so, gathers the gradient sums of the batch norm `source` whose
+ * Records `g` (as {@linkcode gemmStrided} does) and, where its plan is one product dispatch (the
+ * register or the shared-memory kernel) and {@linkcode planGradSums} says so, gathers the gradient sums of the batch norm `source` whose
  * output gradient C is (its channels along C's `axis`; C's first element is element `cOffset` of
  * `source.x`). Returns the partial sums, or undefined when nothing was gathered.
  *
@@ -191,7 +191,7 @@ function _gathers(plan: GemmPlan): GemmProductDispatch | undefined {
  *   a: bindingRange(a, 0, 24), b: bindingRange(b, 0, 15), c: bindingRange(c, 0, 40),
  *   lda: 3, ldb: 5, ldc: 5, strideA: 0, strideB: 0, strideC: 0, biasMode: "none",
  * }, { source, axis: "col", cOffset: 0 });
- * sums?.partial.dispose();
+ * sums?.partials.dispose();
  * ```
  */
 export function gemmStridedGradSums(
@@ -221,7 +221,7 @@ export function gemmStridedGradSums(
     (src.act === undefined) === (src.y === undefined) &&
     planGradSums(
       profile,
-      { path: shared ? "gemm-shared" : "gemm-register", slots, k: g.k },
+      { path: shared ? "gemm-shared" : "gemm-register", slots, k: g.k, channels },
       bnFusionMode(gpu, "gradSums"),
     );
   if (!fuse) {
@@ -241,7 +241,7 @@ export function gemmStridedGradSums(
       bindings: { a: bind(d.bindings.a), b: bind(d.bindings.b), c: bind(d.bindings.c), ...gsBound },
       workgroups: d.workgroups,
     });
-    return { partial, slots };
+    return { partials: partial, tiles: slots };
   }
   _gradSumsKernel(
     c.transA,
@@ -267,7 +267,7 @@ export function gemmStridedGradSums(
     } as Parameters<ReturnType<typeof _gradSumsKernel>["dispatch"]>[0]["bindings"],
     workgroups: d.workgroups,
   });
-  return { partial, slots };
+  return { partials: partial, tiles: slots };
 }
 
 /**
@@ -285,7 +285,7 @@ export function gemmStridedGradSums(
  * const gpu = await getGpu();
  * const dz = gpu.zeros([8, 3]), w = gpu.zeros([3, 5]), dx = gpu.empty([8, 5]);
  * const source = { x: gpu.zeros([8, 5]), mean: gpu.zeros([5]), invStd: gpu.zeros([5]) };
- * gemmGradSums({ c: dx, a: dz, b: w }, source)?.partial.dispose();
+ * gemmGradSums({ c: dx, a: dz, b: w }, source)?.partials.dispose();
  * ```
  */
 export function gemmGradSums(

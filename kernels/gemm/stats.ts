@@ -243,7 +243,7 @@ export interface GemmStatsLayout {
  */
 export function statsOnAdapter(
   profile: AdapterProfile,
-  kernel: "register" | "shared" | "direct",
+  kernel: "register" | "shared",
 ): boolean {
   return !profile.isCpu || CPU_STATS_KERNELS.includes(kernel);
 }

@@ -7,7 +7,7 @@ import type { KernelCheck } from "../_check.ts";
 import type { OpSuite } from "../_op.ts";
 import { ACTIVATION_SUITES } from "../ops/activation.ts";
 import { BN_SUITES } from "../ops/batchnorm.ts";
-import { BN_STATS_CHECKS } from "../ops/batchnorm_stats.ts";
+import { BN_MERGE_WORKGROUP_CHECK, BN_STATS_CHECKS } from "../ops/batchnorm_stats.ts";
 import { GRAD_SUMS_SUITES } from "../ops/batchnorm_grad_sums.ts";
 import { DIRECT_SUITES } from "../ops/conv2d_direct.ts";
 import { CONV2D_SUITES } from "../ops/conv2d_suites.ts";
@@ -89,5 +89,5 @@ export const FAMILIES: readonly Family[] = [
   },
   { family: "conv2d", suites: CONV2D_SUITES },
   { family: "conv2d_direct", suites: DIRECT_SUITES },
-  { family: "workgroup_memory", suites: WORKGROUP_SUITES },
+  { family: "workgroup_memory", suites: WORKGROUP_SUITES, checks: [BN_MERGE_WORKGROUP_CHECK] },
 ];

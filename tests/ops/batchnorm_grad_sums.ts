@@ -208,7 +208,7 @@ export function gradSumsOp(cs: GradSumsCase): OpCase {
         const common = { weight: t.weight, saveMean: t.mean, saveInvStd: t.invStd, x: t.x, y: t.y };
         const io = { ...common, dx: t.dx, dweight: t.dweight, dbias: t.dbias, dy: t.dy };
         batchNormBackward({ ...io, gradSums: sums }, p);
-        sums?.partial.dispose();
+        sums?.partials.dispose();
         sums = undefined;
         const u = { dx: t.dxU, dweight: t.dweightU, dbias: t.dbiasU, dy: t.dyU };
         batchNormBackward({ ...common, ...u }, p);

@@ -317,16 +317,26 @@ const LINEAR_CASES = [
  * Float64 statistics of the values, at least as close as the old path's reduction of the same
  * values.
  */
-async function mergeCheck(gpu: Gpu): Promise<void> {
+async function mergeCheck(
+  gpu: Gpu,
+  cases: readonly (readonly [n: number, c: number, hw: number, off: number, tiles?: number])[] = [
+    [3, 4, 50, 1e3],
+    [5, 3, 17, -250],
+    [2, 2, 401, 4e4],
+    // ~2,000 tiles per channel: the merge's one-workgroup-per-channel variant.
+    [2, 3, 20000, 3e3],
+  ],
+): Promise<void> {
   const rng = new Rng(71);
-  // (The last: ~2,000 tiles per channel, the merge's one-workgroup-per-channel variant.)
-  const cases = [[3, 4, 50, 1e3], [5, 3, 17, -250], [2, 2, 401, 4e4], [2, 3, 20000, 3e3]];
-  for (const [n, c, hw, off] of cases) {
+  for (const [n, c, hw, off, count] of cases) {
     const N = n * hw, shape: Shape = [n, c, hw];
     const x = Float64Array.from(rand(rng, n * c * hw, 1, off), Math.fround);
-    // Tiles of each channel's values in (sample, position) order, random sizes, some empty.
+    // Tiles of each channel's values in (sample, position) order, random sizes, some empty; or
+    // `count` tiles of nearly equal sizes.
     const cuts = [0];
-    while (cuts.at(-1)! < N) cuts.push(Math.min(N, cuts.at(-1)! + rng.int(40)));
+    if (count === undefined) {
+      while (cuts.at(-1)! < N) cuts.push(Math.min(N, cuts.at(-1)! + rng.int(40)));
+    } else for (let t = 1; t <= count; t++) cuts.push(Math.round(t * N / count));
     const tiles = cuts.length - 1;
     const parts = new Float32Array(c * tiles * 4);
     for (let ch = 0; ch < c; ch++) {
@@ -534,6 +544,18 @@ export const BN_STATS_CHECKS: readonly KernelCheck[] = [
     name: "batch norm merging partial statistics (Chan) vs Float64, far from zero",
     gpu: true,
     f16: false,
-    run: mergeCheck,
+    run: (gpu) => mergeCheck(gpu),
   },
 ];
+
+/**
+ * The merge's workgroup variant (more than 256 tiles per channel: 64 threads striding over the
+ * tiles, their sums added through workgroup memory) at each side of its workgroup's edges: 257,
+ * 319, 320, 321 and 385 tiles, an odd channel count (tests/workgroup_memory_test.ts).
+ */
+export const BN_MERGE_WORKGROUP_CHECK: KernelCheck = {
+  name: "batch norm merging partial statistics, workgroup variant at 257-385 tiles",
+  gpu: true,
+  f16: false,
+  run: (gpu) => mergeCheck(gpu, [257, 319, 320, 321, 385].map((t) => [2, 3, 700, 2e3, t] as const)),
+};
