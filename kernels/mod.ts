@@ -54,6 +54,12 @@ export {
 } from "./batchnorm/index.ts";
 export type { GradSumsPartials, GradSumsSink, GradSumsSource } from "./batchnorm/grad_sums.ts";
 export {
+  type BnFusion,
+  bnFusionMode,
+  type FusionMode,
+  setBnFusionMode,
+} from "./batchnorm/fusion_mode.ts";
+export {
   checkConv2d,
   conv2dBackward,
   type Conv2dBackwardOptions,

@@ -42,7 +42,7 @@ const fromEnv: Partial<Record<BnFusion, FusionMode>> = {};
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bnFusionMode, setBnFusionMode } from "./fusion_mode.ts";
+ * import { bnFusionMode, setBnFusionMode } from "@modern-cnn/webgpu/kernels";
  * const gpu = await getGpu();
  * const before = setBnFusionMode(gpu, "gradSums", "off");
  * bnFusionMode(gpu, "gradSums"); // "off"
@@ -68,7 +68,7 @@ export function setBnFusionMode(gpu: Gpu, fusion: BnFusion, mode: FusionMode): F
  * @example
  * ```ts
  * import { getGpu } from "@modern-cnn/webgpu/gpu";
- * import { bnFusionMode } from "./fusion_mode.ts";
+ * import { bnFusionMode } from "@modern-cnn/webgpu/kernels";
  * bnFusionMode(await getGpu(), "batchStats"); // "auto" unless forced
  * ```
  */
