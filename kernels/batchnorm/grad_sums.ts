@@ -15,7 +15,7 @@
  */
 
 import type { Tensor } from "../../gpu/mod.ts";
-import { ACTIVATION_KINDS, type ActivationKind } from "../_activation_wgsl.ts";
+import { actBackwardFn, ACTIVATION_KINDS, type ActivationKind } from "../_activation_wgsl.ts";
 import type { AdapterProfile } from "../_adapter.ts";
 import { maxBindingElements } from "../_binding.ts";
 import type { FusionMode } from "./fusion_mode.ts";
@@ -116,6 +116,41 @@ export function planGradSums(
   if ((q.channels ?? 1) * q.slots * 2 > maxBindingElements(profile)) return false;
   if (mode === "on") return true;
   return !profile.isCpu || q.k >= MIN_K_ON_CPU[q.path];
+}
+
+/**
+ * The WGSL statements with which every gathering producer adds one stored gradient value to a
+ * channel's two sums: `g` is `value` (f32, rounded as stored), through the derivative of the batch
+ * norm's activation at its output `y` when given; then `a += g` and `b += g * (x - mean)`.
+ *
+ * @returns WGSL statements.
+ * @example
+ * ```ts
+ * import { gradSumsAddWgsl } from "./grad_sums.ts";
+ * gradSumsAddWgsl({ value: "v", x: "gx[e]", mean: "m", a: "sA", b: "sB" });
+ * // "let g = v; sA += g; sB += g * (gx[e] - m);"
+ * ```
+ */
+export function gradSumsAddWgsl(
+  o: { value: string; y?: string; x: string; mean: string; a: string; b: string },
+): string {
+  const g = o.y === undefined ? o.value : `actBackward(${o.value}, ${o.y})`;
+  return `let g = ${g}; ${o.a} += g; ${o.b} += g * (${o.x} - ${o.mean});`;
+}
+
+/**
+ * The WGSL helpers a gathering kernel adds with the batch norm's activation `act`: its
+ * derivative `actBackward` (on f32); nothing without one.
+ *
+ * @returns WGSL declarations, or "".
+ * @example
+ * ```ts
+ * import { gradSumsHelpers } from "./grad_sums.ts";
+ * gradSumsHelpers("relu").includes("fn actBackward"); // true
+ * ```
+ */
+export function gradSumsHelpers(act: ActivationKind | undefined): string {
+  return act ? `alias T = f32;\n${actBackwardFn(act)}\n` : "";
 }
 
 /** The declaration of a gradient-sum binding of a kernel, in `variants`. */

@@ -15,7 +15,8 @@
  * @module
  */
 
-import { actBackwardFn, type ActivationKind } from "../_activation_wgsl.ts";
+import type { ActivationKind } from "../_activation_wgsl.ts";
+import { gradSumsAddWgsl, gradSumsHelpers } from "../batchnorm/grad_sums.ts";
 
 /** A kernel's `load` of the gradient sums' bindings. */
 export type GradSumsLoad = (name: "gx" | "gy" | "gMean", expr: string) => string;
@@ -61,7 +62,7 @@ export function directGradSums(
   const act = gs.split("_")[1] as ActivationKind | undefined;
   const round = (v: string) => (yDtype === "f16" ? `f32(f16(${v}))` : v);
   return {
-    helpers: act ? `alias T = f32;\n${actBackwardFn(act)}\n` : "",
+    helpers: gradSumsHelpers(act),
     begin: () => {
       const out: string[] = [];
       for (let j = 0; j < co; j++) {
@@ -73,9 +74,16 @@ export function directGradSums(
       return out;
     },
     add: (j, e, v) =>
-      `{ let ge = ${e}; let g = ${
-        act ? `actBackward(${round(v)}, ${load("gy", "gy[ge]")})` : round(v)
-      }; gsA${j} += g; gsB${j} += g * (${load("gx", "gx[ge]")} - gsM${j}); }`,
+      `{ let ge = ${e}; ${
+        gradSumsAddWgsl({
+          value: round(v),
+          y: act ? load("gy", "gy[ge]") : undefined,
+          x: load("gx", "gx[ge]"),
+          mean: `gsM${j}`,
+          a: `gsA${j}`,
+          b: `gsB${j}`,
+        })
+      } }`,
     end: () => {
       const out = [`  if (live) {`];
       for (let j = 0; j < co; j++) {

@@ -16,7 +16,7 @@
  */
 
 import type { Gpu, Tensor } from "../../gpu/mod.ts";
-import { actBackwardFn, type ActivationKind } from "../_activation_wgsl.ts";
+import type { ActivationKind } from "../_activation_wgsl.ts";
 import { adapterProfile } from "../_adapter.ts";
 import { bindingRange, type TensorRange } from "../_binding.ts";
 import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
@@ -24,6 +24,8 @@ import type { GemmTuning, StridedGemm } from "../_types.ts";
 import { tunedGemm } from "../autotune/table.ts";
 import { bnFusionMode } from "../batchnorm/fusion_mode.ts";
 import {
+  gradSumsAddWgsl,
+  gradSumsHelpers,
   type GradSumsPartials,
   type GradSumsSource,
   planGradSums,
@@ -73,9 +75,16 @@ function hooks(
   const round = (v: string) => (dtypes.c === "f16" ? `f32(f16(${v}))` : v);
   // Element e (its value v, f32) into channel k's sums.
   const one = (k: number, e: string, v: string) =>
-    `{ let ge = ${e}; let g = ${
-      act ? `actBackward(${round(v)}, ${load("gy", "gy[ge]")})` : round(v)
-    }; gsA${k} += g; gsB${k} += g * (${load("gx", "gx[ge]")} - gsM${k}); }`;
+    `{ let ge = ${e}; ${
+      gradSumsAddWgsl({
+        value: round(v),
+        y: act ? load("gy", "gy[ge]") : undefined,
+        x: load("gx", "gx[ge]"),
+        mean: `gsM${k}`,
+        a: `gsA${k}`,
+        b: `gsB${k}`,
+      })
+    } }`;
   return {
     begin: () => {
       const out: string[] = [];
@@ -93,8 +102,16 @@ function hooks(
       const y4 = act ? `let gy4 = ${load("gy", `gy[(${e}) / 4u]`)}; ` : "";
       const parts = [0, 1, 2, 3].map((q) => {
         const k = axis === "row" ? i : j * 4 + q;
-        const g = act ? `actBackward(${round(`${v}[${q}]`)}, gy4[${q}])` : round(`${v}[${q}]`);
-        return `{ let g = ${g}; gsA${k} += g; gsB${k} += g * (gx4[${q}] - gsM${k}); }`;
+        return `{ ${
+          gradSumsAddWgsl({
+            value: round(`${v}[${q}]`),
+            y: act ? `gy4[${q}]` : undefined,
+            x: `gx4[${q}]`,
+            mean: `gsM${k}`,
+            a: `gsA${k}`,
+            b: `gsB${k}`,
+          })
+        } }`;
       });
       return `{ let gx4 = ${load("gx", `gx[(${e}) / 4u]`)}; ${y4}${parts.join(" ")} }`;
     },
@@ -142,7 +159,7 @@ const _gradSumsKernel = perSizes((
     workgroupSize: [REGISTER_WG, REGISTER_WG, 1],
     body: (ctx) => {
       const c = { vecC: ctx.variant.split("_").includes("vc") };
-      const helpers = act ? `alias T = f32;\n${actBackwardFn(act as ActivationKind)}\n` : "";
+      const helpers = gradSumsHelpers((act || undefined) as ActivationKind | undefined);
       return helpers + registerBody(
         transA,
         transB,

@@ -26,7 +26,14 @@ import {
   rowsVariants,
   variantConfig,
 } from "./store.ts";
-import { STATS_PARAMS, type StatsAxis, statsEndWgsl, statsRowWgsl } from "./stats.ts";
+import {
+  STATS_PARAMS,
+  type StatsAxis,
+  statsDispatchOf,
+  statsEndWgsl,
+  statsRowWgsl,
+  type StatsTiles,
+} from "./stats.ts";
 import {
   GEMM_PARAMS,
   type GemmProductBindings,
@@ -193,15 +200,14 @@ export const registerStatsKernel = perSizes((
 export function dispatchRegisterStats(
   d: GemmProductDispatch,
   bindings: GemmProductBindings & { readonly stats: TensorRange },
-  s: { axis: StatsAxis; tiles: number; base: number; tilesX: number },
+  s: StatsTiles,
 ): void {
   const c = d.config;
-  const v = gemmVariant(c);
+  const { variant, params } = statsDispatchOf(gemmVariant(c), d.params, s);
   registerStatsKernel(c.transA, c.transB, c.tm, c.tn, !!c.segmentedKA, !!c.segmentedKB).dispatch({
     op: "gemm",
-    variant:
-      (v === "" ? `st${s.axis}` : `${v}_st${s.axis}`) as (typeof REGISTER_STATS_VARIANTS)[number],
-    params: { ...d.params, statsTiles: s.tiles, statsBase: s.base, statsTilesX: s.tilesX },
+    variant: variant as (typeof REGISTER_STATS_VARIANTS)[number],
+    params,
     bindings,
     workgroups: d.workgroups,
   });

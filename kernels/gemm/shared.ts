@@ -13,7 +13,13 @@ import type { TensorRange } from "../_binding.ts";
 import { gradSumsBindings } from "../batchnorm/grad_sums.ts";
 import { sharedGradSums } from "./shared_grad_sums.ts";
 import { defineKernel, type KernelContext, perSizes } from "../_kernel.ts";
-import { sharedStatsWgsl, STATS_PARAMS, type StatsAxis } from "./stats.ts";
+import {
+  sharedStatsWgsl,
+  STATS_PARAMS,
+  type StatsAxis,
+  statsDispatchOf,
+  type StatsTiles,
+} from "./stats.ts";
 import {
   biasVariants,
   gemmVariant,
@@ -282,15 +288,14 @@ export const sharedStatsKernel = perSizes((
 export function dispatchSharedStats(
   d: GemmProductDispatch,
   bindings: GemmProductBindings & { readonly stats: TensorRange },
-  s: { axis: StatsAxis; tiles: number; base: number; tilesX: number },
+  s: StatsTiles,
 ): void {
   const c = d.config;
-  const v = gemmVariant(c);
+  const { variant, params } = statsDispatchOf(gemmVariant(c), d.params, s);
   sharedStatsKernel(c.transA, c.transB, !!c.segmentedKA, !!c.segmentedKB).dispatch({
     op: "gemm",
-    variant:
-      (v === "" ? `st${s.axis}` : `${v}_st${s.axis}`) as (typeof SHARED_STATS_VARIANTS)[number],
-    params: { ...d.params, statsTiles: s.tiles, statsBase: s.base, statsTilesX: s.tilesX },
+    variant: variant as (typeof SHARED_STATS_VARIANTS)[number],
+    params,
     bindings,
     workgroups: d.workgroups,
   });

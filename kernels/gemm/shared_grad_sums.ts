@@ -10,7 +10,8 @@
  * @module
  */
 
-import { actBackwardFn, type ActivationKind } from "../_activation_wgsl.ts";
+import type { ActivationKind } from "../_activation_wgsl.ts";
+import { gradSumsAddWgsl, gradSumsHelpers } from "../batchnorm/grad_sums.ts";
 
 /**
  * The WGSL a gathering shared kernel adds (`gs`: `"gradsums_<axis>[_<kind>]"`): module-scope
@@ -37,7 +38,7 @@ export function sharedGradSums(
     ? ["r0", "p.m", "wg.x * WG_X + l.x", "p.n"]
     : ["c0", "p.n", "wg.y * WG_Y + l.y", "p.m"];
   return {
-    helpers: act ? `\nalias T = f32;\n${actBackwardFn(act)}` : "",
+    helpers: act ? `\n${gradSumsHelpers(act)}` : "",
     begin: () => `
   var gsA = array<f32, 4>();
   var gsB = array<f32, 4>();
@@ -46,9 +47,16 @@ export function sharedGradSums(
       load("gMean", `gMean[min(${ch0} + q, ${lim} - 1u)]`)
     }; }`,
     add: () =>
-      ` let ge = p.cOff + wg.z * p.sC + (r0 + i) * p.ldc + colOffset(c0 + j); let g = ${
-        act ? `actBackward(${v}, ${load("gy", "gy[ge]")})` : v
-      }; gsA[${k}] += g; gsB[${k}] += g * (${load("gx", "gx[ge]")} - gsM[${k}]);`,
+      ` let ge = p.cOff + wg.z * p.sC + (r0 + i) * p.ldc + colOffset(c0 + j); ${
+        gradSumsAddWgsl({
+          value: v,
+          y: act ? load("gy", "gy[ge]") : undefined,
+          x: load("gx", "gx[ge]"),
+          mean: `gsM[${k}]`,
+          a: `gsA[${k}]`,
+          b: `gsB[${k}]`,
+        })
+      }`,
     end: () => `
   let gsThreads = (${otherLim} + 3u) / 4u;
   let gsSlot = ${other} + z * gsThreads;

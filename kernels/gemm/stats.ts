@@ -43,6 +43,40 @@ import { REGISTER_WG, SHARED_BM, SHARED_T } from "./types.ts";
 /** Which axis of C holds the channels: rows (a convolution's `[cOut, pixels]`) or columns. */
 export type StatsAxis = "row" | "col";
 
+/** Where a statistics dispatch writes its tiles (see the module's comment). */
+export interface StatsTiles {
+  /** The channel axis of C. */
+  readonly axis: StatsAxis;
+  /** Tiles per channel in all. */
+  readonly tiles: number;
+  /** This dispatch's first tile. */
+  readonly base: number;
+  /** Workgroups along the reduced axis. */
+  readonly tilesX: number;
+}
+
+/**
+ * The variant and params of a statistics kernel's dispatch: the product's variant `v` with the
+ * channel axis appended (`strow`, `biasrow_stcol`), the product's params with the tiles'.
+ *
+ * @returns The variant name and params.
+ * @example
+ * ```ts
+ * import { statsDispatchOf } from "./stats.ts";
+ * statsDispatchOf("beta", {}, { axis: "col", tiles: 4, base: 0, tilesX: 2 }).variant; // "beta_stcol"
+ * ```
+ */
+export function statsDispatchOf<P extends object>(
+  v: string,
+  params: P,
+  s: StatsTiles,
+): { variant: string; params: P & Record<keyof typeof STATS_PARAMS, number> } {
+  return {
+    variant: v === "" ? `st${s.axis}` : `${v}_st${s.axis}`,
+    params: { ...params, statsTiles: s.tiles, statsBase: s.base, statsTilesX: s.tilesX },
+  };
+}
+
 /** The extra `Params` of the statistics variants (after the GEMM's). */
 export const STATS_PARAMS = {
   statsTiles: "u32",
